@@ -1,0 +1,1 @@
+"""One module per ``deskwatch`` command; ``cli.py`` finds them here."""

@@ -1,0 +1,19 @@
+"""Helpers shared by the command modules."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..config import Config, ConfigError, load_config
+
+EX_CONFIG = 78
+
+
+def load_config_or_exit(args: argparse.Namespace) -> Config:
+    """The validated config, or every problem on stderr and exit status 78."""
+    try:
+        return load_config(args.config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        raise SystemExit(EX_CONFIG) from None

@@ -1,0 +1,55 @@
+"""The whole configuration: one section per stage, assembled here."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..camera.config import CameraConfig
+from ..evidence.config import EvidenceConfig
+from ..mqtt.config import MqttConfig
+from ..outbox.config import OutboxConfig
+from ..policy.config import PolicyConfig
+from ..schedule import ScheduleConfig
+from ..service.config import ServiceConfig
+from ..vision.config import VisionConfig
+from .schema import Report, setting
+
+ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Who this appliance is. Set by provisioning; used in every MQTT topic."""
+
+    id: str = setting(doc="Device id, unique in the fleet; the client certificate's CN.", pattern=ID_PATTERN, hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)", example="desk-0042")
+    site: str = setting(doc="Site (employer or team) the desk belongs to; first topic level after the prefix.", pattern=ID_PATTERN, hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)", example="acme-support")
+    worker_id: str = setting(doc="The worker enrolled at this desk (an opaque id, not a name).", pattern=ID_PATTERN, hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)", example="w-1187")
+
+
+@dataclass(frozen=True)
+class Config:
+    """deskwatch configuration (usually /etc/deskwatch/config.yaml)."""
+
+    device: DeviceConfig = setting(doc="Identity of this appliance.")
+    mqtt: MqttConfig = setting(default_factory=MqttConfig, doc="Central broker.")
+    camera: CameraConfig = setting(default_factory=CameraConfig, doc="Camera and burst.")
+    schedule: ScheduleConfig = setting(default_factory=ScheduleConfig, doc="When scans happen.")
+    vision: VisionConfig = setting(default_factory=VisionConfig, doc="On-device detectors.")
+    policy: PolicyConfig = setting(default_factory=PolicyConfig, doc="Rules and jurisdiction profile.")
+    evidence: EvidenceConfig = setting(default_factory=EvidenceConfig, doc="Evidence thumbnails.")
+    outbox: OutboxConfig = setting(default_factory=OutboxConfig, doc="Durable outgoing queue.")
+    service: ServiceConfig = setting(default_factory=ServiceConfig, doc="Logging and health reporting.")
+    state_dir: str = setting("/var/lib/deskwatch", doc="Where the device keeps its queue, audit trail and the worker's face templates (mode 0700).", path="parent")
+
+    def validate(self, report: Report) -> None:
+        if self.policy.profile == "uk" and self.schedule.mode == "random":
+            report("schedule.mode", "the uk profile allows no random scans: use mode 'fixed' with fixed_times (or 'interval' for a technician's test)")
+        if self.mqtt.tls.enabled is False and not self.mqtt.allow_insecure and not _is_loopback(self.mqtt.host):
+            report("mqtt.tls.enabled", f"plain MQTT to {self.mqtt.host} would send evidence readable on the network: enable TLS, or set mqtt.allow_insecure: true for a lab")
+        if os.path.exists(self.state_dir) and not os.path.isdir(self.state_dir):
+            report("state_dir", "exists but is not a directory")
+
+
+def _is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")

@@ -1,0 +1,222 @@
+"""Types that travel between the scan stages.
+
+camera -> ``Frame``; vision -> ``FrameAnalysis`` (``Detection``, ``Face``,
+``LightReading``); policy -> ``Finding``; the scan loop -> ``ScanRecord``.
+
+Everything here is plain data: no stage imports another stage's code, only these
+types. Boxes are normalised to the frame (0..1, origin top-left) so that a finding
+means the same thing whatever resolution the camera delivered.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Box:
+    """Axis-aligned box, normalised to the frame: 0 <= x0 < x1 <= 1, same for y."""
+
+    x0: float
+    y0: float
+    x1: float
+    y1: float
+
+    @property
+    def width(self) -> float:
+        return max(0.0, self.x1 - self.x0)
+
+    @property
+    def height(self) -> float:
+        return max(0.0, self.y1 - self.y0)
+
+    @property
+    def area(self) -> float:
+        return self.width * self.height
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        return ((self.x0 + self.x1) / 2, (self.y0 + self.y1) / 2)
+
+    def clipped(self) -> Box:
+        def c(v: float) -> float:
+            return min(1.0, max(0.0, v))
+
+        return Box(c(self.x0), c(self.y0), c(self.x1), c(self.y1))
+
+    def iou(self, other: Box) -> float:
+        ix = max(0.0, min(self.x1, other.x1) - max(self.x0, other.x0))
+        iy = max(0.0, min(self.y1, other.y1) - max(self.y0, other.y0))
+        inter = ix * iy
+        union = self.area + other.area - inter
+        return inter / union if union > 0 else 0.0
+
+    def to_pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """Integer pixel box (x0, y0, x1, y1), clipped to the frame, x1/y1 exclusive."""
+        b = self.clipped()
+        return (
+            int(b.x0 * width),
+            int(b.y0 * height),
+            max(int(b.x0 * width) + 1, int(round(b.x1 * width))),
+            max(int(b.y0 * height) + 1, int(round(b.y1 * height))),
+        )
+
+    def as_list(self) -> list[float]:
+        return [round(self.x0, 4), round(self.y0, 4), round(self.x1, 4), round(self.y1, 4)]
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One captured image. ``image`` is RGB, uint8, HxWx3, C-contiguous."""
+
+    image: np.ndarray
+    captured_at: datetime  # aware, UTC
+    index: int = 0  # position in its burst
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True)
+class Detection:
+    """An object the detector found (COCO label names: "person", "cell phone", ...)."""
+
+    label: str
+    score: float
+    box: Box
+
+    def to_json(self) -> dict[str, Any]:
+        return {"label": self.label, "score": round(self.score, 3), "box": self.box.as_list()}
+
+
+@dataclass(frozen=True)
+class Face:
+    """A face the face detector found.
+
+    ``keypoints`` are normalised (x, y) pairs in the detector's order (BlazeFace:
+    right eye, left eye, nose tip, mouth, right ear tragion, left ear tragion).
+    ``facing`` is 0..1: 1 looks straight into the camera, 0 is a profile.
+    ``identity`` is None when no identity check ran, otherwise "worker" or
+    "unknown"; ``distance`` is the encoder distance to the closest template.
+    """
+
+    box: Box
+    score: float
+    keypoints: tuple[tuple[float, float], ...] = ()
+    facing: float = 1.0
+    identity: str | None = None
+    distance: float | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "label": "face",
+            "score": round(self.score, 3),
+            "box": self.box.as_list(),
+            "facing": round(self.facing, 2),
+        }
+        if self.identity is not None:
+            out["identity"] = self.identity
+        return out
+
+
+@dataclass(frozen=True)
+class LightReading:
+    """Pixel statistics of one frame and what they mean for the checks."""
+
+    mean_luma: float  # 0..255
+    contrast: float  # standard deviation of luma, 0..~128
+    dark_fraction: float  # share of pixels below the dark threshold
+    detail: float  # mean absolute gradient: ~0 for a lens cap or a wall close up
+    low_light: bool
+    obstructed: bool
+
+
+@dataclass
+class FrameAnalysis:
+    """What the vision stage saw in one frame."""
+
+    frame_index: int
+    light: LightReading
+    detections: list[Detection] = field(default_factory=list)
+    faces: list[Face] = field(default_factory=list)
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def labelled(self, label: str) -> list[Detection]:
+        return [d for d in self.detections if d.label == label]
+
+
+@dataclass
+class Finding:
+    """A rule fired. ``type`` is the rule name (``away_from_desk``, ``low_light``...)."""
+
+    type: str
+    confidence: float
+    frame_index: int
+    detections: list[Detection] = field(default_factory=list)
+    faces: list[Face] = field(default_factory=list)
+    evidence_allowed: bool = True
+    detail: str = ""
+
+
+@dataclass
+class CheckOutcome:
+    """Per-rule outcome for the audit record: ran or skipped, and why."""
+
+    rule: str
+    outcome: str  # "pass", "violation", "skipped", "pending"
+    reason: str = ""
+
+
+@dataclass
+class ScanRecord:
+    """The audit record of one scan; published on ``scan`` and kept on the device."""
+
+    scan_id: str
+    trigger: str  # "schedule", "command", "confirmation", "cli"
+    started_at: datetime
+    finished_at: datetime | None = None
+    frames: int = 0
+    checks: list[CheckOutcome] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    persons: int = 0
+    bystanders: int = 0
+    durations_ms: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+    @property
+    def outcome(self) -> str:
+        if self.error:
+            return "error"
+        return "violation" if self.findings else "clear"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def rfc3339(ts: datetime) -> str:
+    """RFC 3339 UTC with milliseconds and a ``Z``: ``2026-11-29T10:15:02.123Z``."""
+    ts = ts.astimezone(timezone.utc)
+    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
+
+
+def new_id(now: datetime | None = None) -> str:
+    """A UUIDv7: time-ordered, unique without coordination, sortable in a database."""
+    ms = int((now or utcnow()).timestamp() * 1000)
+    rand = uuid.uuid4().int
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version 7
+    value |= (rand & ((1 << 12) - 1)) << 64  # rand_a
+    value |= 0b10 << 62  # RFC 4122 variant
+    value |= (rand >> 12) & ((1 << 62) - 1)  # rand_b
+    return str(uuid.UUID(int=value))

@@ -1,0 +1,1 @@
+"""deskwatch.service"""

@@ -1,0 +1,1 @@
+"""On-device vision: light/obstruction statistics, object and face detectors, identity."""

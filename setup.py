@@ -1,0 +1,59 @@
+"""deskwatch: on-device desk-compliance checks for a Raspberry Pi webcam appliance."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "daemon/deskwatch/__init__.py").read_text()
+).group(1)
+
+# face_recognition itself is installed with --no-deps by tools/bootstrap.sh (and by
+# image-build/): its metadata asks for `dlib`, which would compile for ~8 minutes,
+# while `dlib-bin` ships the same module prebuilt. face_recognition_models imports
+# pkg_resources, which setuptools 82 removed.
+setup(
+    name="deskwatch",
+    version=VERSION,
+    description="Desk-compliance appliance: on-device detectors, durable MQTT delivery",
+    long_description=(HERE / "README.md").read_text() if (HERE / "README.md").exists() else "",
+    long_description_content_type="text/markdown",
+    license="Proprietary",
+    python_requires=">=3.11",
+    package_dir={"": "daemon"},
+    packages=find_packages("daemon"),
+    package_data={"deskwatch": ["contract/schemas/*.json", "py.typed"]},
+    include_package_data=True,
+    install_requires=[
+        "numpy>=1.24",
+        "paho-mqtt>=2.1,<3",
+        "PyYAML>=6.0",
+        "Pillow>=10",
+        "dlib-bin>=19.24",
+        "face_recognition_models>=0.3.0",
+        "setuptools<82",
+    ],
+    extras_require={
+        # The default TFLite runtime: maintained, fast int8 kernels, needs numpy 2.
+        "litert": ["ai-edge-litert>=2.0", "numpy>=2"],
+        # The legacy runtime for installs that must use it: no fast int8 path, numpy 1.
+        "tflite-runtime": ["tflite-runtime==2.14.0", "numpy<2"],
+        # On the Raspberry Pi: the camera module and journald/sd_notify bindings.
+        "pi": ["picamera2>=0.3.17", "systemd-python>=235"],
+        "journald": ["systemd-python>=235"],
+        # USB webcams (v4l2 backend) and video replay.
+        "usb": ["opencv-python-headless>=4.8"],
+        "dev": [
+            "pytest>=8",
+            "pytest-timeout>=2.3",
+            "hypothesis>=6.100",
+            "jsonschema>=4.20",
+            "ruff>=0.6",
+            "mypy>=1.10",
+            "types-PyYAML",
+        ],
+    },
+    entry_points={"console_scripts": ["deskwatch=deskwatch.cli:main"]},
+)

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Create or update .venv/ with everything deskwatch needs, system packages included.
+# Idempotent: each step checks first and stays quiet when nothing has to change.
+# Usage: tools/bootstrap.sh            (runtime + dev/test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV=${VENV:-.venv}
+PYTHON=${PYTHON:-python3}
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+# -- Debian packages -------------------------------------------------------------------
+# mosquitto: the demo's and the tests' broker. libsystemd-dev + pkg-config: to build
+# systemd-python (journald + sd_notify). Others are added by the areas that need them.
+APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev)
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    log "missing Debian packages: ${missing[*]} — run: sudo apt-get install ${missing[*]}"
+    exit 1
+  fi
+  log "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq >/dev/null
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# Debian starts a system-wide mosquitto on 1883 when the package is installed; the
+# project never uses it (tests and the demo start their own on a free port).
+
+# -- Python ---------------------------------------------------------------------------
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  log "Python 3.11 or newer is needed as '$PYTHON' (set PYTHON=...)"
+  exit 1
+fi
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+PIP=(pip_quiet)
+pip_quiet() {
+  # This machine's pip config points at local wheel folders that may not exist; drop that noise.
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
+
+# Reinstall only when the declared dependencies changed.
+stamp="$VENV/.deskwatch-deps"
+want=$(cat setup.py tools/bootstrap.sh | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log "installing Python packages into $VENV (deskwatch[litert,usb,journald,dev])"
+  "${PIP[@]}" install --upgrade "pip>=24" "setuptools<82" wheel
+  "${PIP[@]}" install -e ".[litert,usb,journald,dev]"
+  # See setup.py: face_recognition's metadata would compile dlib; dlib-bin provides it.
+  "${PIP[@]}" install --no-deps "face_recognition==1.3.0"
+  echo "$want" > "$stamp"
+fi
