@@ -1,0 +1,46 @@
+"""USB webcams through OpenCV's V4L2 backend (``pip install 'deskwatch[usb]'``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import CameraError
+from .config import CameraConfig
+
+
+class V4l2Camera:
+    name = "v4l2"
+
+    def __init__(self, cfg: CameraConfig):
+        self.cfg = cfg
+        source = cfg.source or "0"
+        self.device: int | str = int(source) if source.isdigit() else source
+        self._cap: Any = None
+
+    def open(self) -> None:
+        try:
+            import cv2
+        except ImportError:
+            raise CameraError("the v4l2 backend needs OpenCV: pip install 'deskwatch[usb]'") from None
+        cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
+        if not cap.isOpened():
+            raise CameraError(f"cannot open {self.device}: is the webcam plugged in, and is this user in the 'video' group?")
+        cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
+        cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
+        cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        self._cap = cap
+
+    def capture(self) -> np.ndarray:
+        if self._cap is None:
+            raise CameraError("camera read while closed")
+        ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            raise CameraError(f"{self.device} delivered no frame (unplugged?)")
+        return np.ascontiguousarray(bgr[:, :, ::-1])
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
