@@ -12,5 +12,9 @@ from ..config.schema import setting
 class ServiceConfig:
     """How the daemon reports on itself."""
 
-    log_level: Literal["debug", "info", "warning", "error"] = setting("info", doc="Least severe log level written to journald/stderr.")
-    health_interval_seconds: int = setting(60, doc="How often the health topic is published.", minimum=10, maximum=3600)
+    log_level: Literal["debug", "info", "warning", "error"] = setting(
+        "info", doc="Least severe log level written to journald/stderr."
+    )
+    health_interval_seconds: int = setting(
+        60, doc="How often the health topic is published.", minimum=10, maximum=3600
+    )
