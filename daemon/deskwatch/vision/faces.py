@@ -1,0 +1,158 @@
+"""BlazeFace (short range) face detector: boxes, 6 keypoints, facing estimate.
+
+Input: the frame (or a region of it) letterboxed to 128x128 RGB scaled to [-1, 1].
+Outputs by name: ``regressors`` [1, 896, 16] (box centre/size and 6 keypoints in
+128-px units, offsets from the anchor centre) and ``classificators`` [1, 896, 1]
+(logits). Anchors are generated here (MediaPipe's SSD anchors for this model:
+stride 8 -> 16x16 cells x 2, stride 16 -> 8x8 cells x 6, unit size). Overlapping
+detections are blended, weighted by score (MediaPipe's weighted NMS).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..domain import Box, Face
+from .imageops import letterbox
+from .runtime import Model
+
+INPUT_SIZE = 128
+KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
+
+
+def blazeface_anchors() -> np.ndarray:
+    """896 x 2 anchor centres (x, y), normalised to the 128x128 input."""
+    centres = []
+    for cells, per_cell in ((16, 2), (8, 6)):
+        ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(
+            -1, 2
+        )
+        centres.append(np.repeat(grid, per_cell, axis=0))
+    return np.concatenate(centres).astype(np.float32)
+
+
+ANCHORS = blazeface_anchors()
+
+
+def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    ix = np.clip(
+        np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None
+    )
+    iy = np.clip(
+        np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None
+    )
+    inter = ix * iy
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)  # type: ignore[no-any-return]
+
+
+def weighted_nms(
+    boxes: np.ndarray, points: np.ndarray, scores: np.ndarray, iou: float
+) -> list[tuple[np.ndarray, np.ndarray, float]]:
+    """Blend each cluster of overlapping boxes (and keypoints) by score."""
+    order = np.argsort(-scores)
+    boxes, points, scores = boxes[order], points[order], scores[order]
+    remaining = np.ones(len(scores), dtype=bool)
+    out = []
+    for i in range(len(scores)):
+        if not remaining[i]:
+            continue
+        overlap = (_iou_one(boxes[i], boxes) > iou) & remaining
+        overlap[i] = True
+        w = scores[overlap][:, None]
+        box = (boxes[overlap] * w).sum(0) / w.sum()
+        pts = (points[overlap] * w[:, :, None]).sum(0) / w.sum()
+        out.append((box, pts, float(scores[i])))
+        remaining &= ~overlap
+    return out
+
+
+def facing_score(points: np.ndarray) -> float:
+    """0..1 from keypoint symmetry: 1 faces the camera, 0 is a profile.
+
+    Along the eye axis, a frontal face has the nose half-way between the eyes and
+    the ears equally far from the nose; turning the head moves the nose towards
+    one eye and one ear behind the face.
+    """
+    right_eye, left_eye, nose = points[0], points[1], points[2]
+    right_ear, left_ear = points[4], points[5]
+    axis = left_eye - right_eye
+    span = float(np.hypot(*axis))
+    if span < 1e-6:
+        return 0.0
+    u = axis / span
+    t_nose = float((nose - right_eye) @ u)
+    eye_sym = max(0.0, min(t_nose, span - t_nose)) / (span / 2)
+    a = t_nose - float((right_ear - right_eye) @ u)
+    b = float((left_ear - right_eye) @ u) - t_nose
+    ear_sym = max(0.0, min(a, b)) / max(a, b) if max(a, b) > 0 else 0.0
+    return float(min(1.0, max(0.0, 0.5 * (min(1.0, eye_sym) + ear_sym))))
+
+
+class FaceDetector:
+    def __init__(self, model: Model, *, threshold: float = 0.5, nms_iou: float = 0.3):
+        self.model = model
+        self.threshold = threshold
+        self.nms_iou = nms_iou
+        self._logit = (
+            math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else -100.0
+        )
+
+    def detect(
+        self, image: np.ndarray, region: tuple[int, int, int, int] | None = None
+    ) -> list[Face]:
+        """Faces in the image, or in a pixel region of it; boxes normalised to the image."""
+        fh, fw = image.shape[:2]
+        rx0, ry0 = (region[0], region[1]) if region else (0, 0)
+        view = image[region[1] : region[3], region[0] : region[2]] if region else image
+        if view.size == 0:
+            return []
+        square, scale, pad_x, pad_y = letterbox(view, INPUT_SIZE)
+        tensor = (square.astype(np.float32) * (1 / 127.5) - 1.0)[None]
+        out = self.model.run(tensor)
+        logits = out["classificators"].reshape(-1)
+        keep = np.flatnonzero(logits > self._logit)
+        if keep.size == 0:
+            return []
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits[keep], -100, 100)))
+        reg = out["regressors"].reshape(-1, 16)[keep] / INPUT_SIZE
+        anchors = ANCHORS[keep]
+        cx, cy = reg[:, 0] + anchors[:, 0], reg[:, 1] + anchors[:, 1]
+        w, h = reg[:, 2], reg[:, 3]
+        boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+        points = reg[:, 4:16].reshape(-1, 6, 2) + anchors[:, None, :]
+        faces = []
+        for box, pts, score in weighted_nms(boxes, points, scores, self.nms_iou):
+            # square-input units -> source pixels -> normalised to the whole image
+            bx = (box * INPUT_SIZE - [pad_x, pad_y, pad_x, pad_y]) / scale + [
+                rx0,
+                ry0,
+                rx0,
+                ry0,
+            ]
+            px = (pts * INPUT_SIZE - [pad_x, pad_y]) / scale + [rx0, ry0]
+            nbox = Box(bx[0] / fw, bx[1] / fh, bx[2] / fw, bx[3] / fh).clipped()
+            if nbox.area <= 0:
+                continue
+            keypoints = tuple(
+                (round(float(x) / fw, 4), round(float(y) / fh, 4)) for x, y in px
+            )
+            faces.append(
+                Face(
+                    box=nbox, score=score, keypoints=keypoints, facing=facing_score(px)
+                )
+            )
+        return faces
+
+
+def merge_faces(faces: list[Face], iou: float = 0.3) -> list[Face]:
+    """Drop duplicates found by more than one pass (keep the higher score)."""
+    kept: list[Face] = []
+    for face in sorted(faces, key=lambda f: -f.score):
+        if all(face.box.iou(k.box) <= iou for k in kept):
+            kept.append(face)
+    return kept

@@ -1,0 +1,305 @@
+"""The one place that chooses a TFLite runtime and loads model files.
+
+``ai-edge-litert`` is preferred (maintained, fast int8 kernels, numpy 2);
+``tflite-runtime`` 2.14 (numpy < 2) still works for installs that pin it. Every
+model file is checked against ``models/manifest.yaml`` (sha256) before it is
+handed to the interpreter, and the interpreter is built from the very bytes that
+were hashed. Each model is built once per :class:`ModelStore` and reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from .config import VisionConfig
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = (
+    "no TFLite runtime is installed: install the default one with "
+    "pip install 'deskwatch[litert]' (or 'deskwatch[tflite-runtime]' on numpy<2 installs)"
+)
+SYSTEM_MODELS_DIR = Path("/usr/share/deskwatch/models")
+MANIFEST = "manifest.yaml"
+
+
+class ModelError(RuntimeError):
+    """A model cannot be used: missing, not in the manifest, or corrupt."""
+
+
+class RuntimeUnavailable(ModelError):
+    """Neither TFLite runtime can be imported."""
+
+
+@dataclass(frozen=True)
+class RuntimeInfo:
+    name: str  # "ai-edge-litert" or "tflite-runtime"
+    version: str
+    interpreter_class: Any
+
+
+_runtime: RuntimeInfo | None = None
+_runtime_lock = threading.Lock()
+
+
+def load_runtime(prefer: str | None = None) -> RuntimeInfo:
+    """The TFLite runtime to use (cached). ``prefer`` forces one, for tests/bench."""
+    global _runtime
+    with _runtime_lock:
+        if _runtime is not None and prefer in (None, _runtime.name):
+            return _runtime
+        order = ["ai-edge-litert", "tflite-runtime"]
+        if prefer:
+            order = [prefer]
+        errors = []
+        for name in order:
+            module = (
+                "ai_edge_litert.interpreter"
+                if name == "ai-edge-litert"
+                else "tflite_runtime.interpreter"
+            )
+            try:
+                mod = importlib.import_module(module)
+            except ImportError as exc:
+                errors.append(f"{name}: {exc}")
+                continue
+            top = importlib.import_module(module.split(".")[0])
+            version = str(getattr(top, "__version__", "?"))
+            info = RuntimeInfo(name, version, mod.Interpreter)
+            if prefer is None:
+                _runtime = info
+            log.debug("TFLite runtime: %s %s", name, version)
+            return info
+        raise RuntimeUnavailable(INSTALL_HINT + " (" + "; ".join(errors) + ")")
+
+
+def default_models_dir() -> Path:
+    """Where the shipped models are: an explicit env override, the installed
+    package data, the system path, then the source checkout's ``models/``."""
+    here = Path(__file__).resolve()
+    candidates = []
+    env = os.environ.get("DESKWATCH_MODELS_DIR")
+    if env:
+        candidates.append(Path(env))
+    candidates += [
+        here.parents[1] / "models",  # package data (deskwatch/models)
+        SYSTEM_MODELS_DIR,
+        here.parents[3] / "models",  # source checkout: <repo>/daemon/deskwatch/vision
+    ]
+    for path in candidates:
+        if (path / MANIFEST).is_file():
+            return path
+    for path in candidates:
+        if path.is_dir():
+            return path
+    return candidates[-1]
+
+
+def models_dir(cfg: VisionConfig) -> Path:
+    return Path(cfg.models_dir) if cfg.models_dir else default_models_dir()
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class ManifestEntry:
+    name: str  # the manifest's key for the model
+    file: str  # file name relative to the models dir
+    sha256: str
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def read_manifest(directory: Path) -> dict[str, ManifestEntry]:
+    """Manifest entries keyed by file name (and by model name when it differs).
+
+    Accepts ``models:`` as a list of mappings with ``file`` and ``sha256``, or as
+    a mapping of model name to such a mapping.
+    """
+    path = directory / MANIFEST
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ModelError(
+            f"{path} is missing: reinstall the models (or run models/build.sh in a checkout)"
+        ) from None
+    except (OSError, yaml.YAMLError) as exc:
+        raise ModelError(
+            f"{path} cannot be read ({exc}): reinstall the models"
+        ) from None
+    raw = data.get("models", data) if isinstance(data, dict) else data
+    items: list[tuple[str, dict[str, Any]]] = []
+    if isinstance(raw, dict):
+        items = [(str(k), v) for k, v in raw.items() if isinstance(v, dict)]
+    elif isinstance(raw, list):
+        items = [
+            (str(v.get("name") or v.get("file")), v) for v in raw if isinstance(v, dict)
+        ]
+    entries: dict[str, ManifestEntry] = {}
+    for name, spec in items:
+        file, digest = spec.get("file"), spec.get("sha256")
+        if not file or not digest:
+            continue
+        entry = ManifestEntry(name, str(file), str(digest).lower(), spec)
+        entries[entry.file] = entry
+        entries.setdefault(name, entry)
+    return entries
+
+
+@dataclass
+class Model:
+    """One loaded interpreter with its tensors addressed by name."""
+
+    name: str
+    file: str
+    sha256: str
+    interpreter: Any
+    inputs: dict[str, dict[str, Any]]
+    outputs: dict[str, dict[str, Any]]
+    invoke_ms: float = 0.0  # time of the last invoke()
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in next(iter(self.inputs.values()))["shape"])
+
+    @property
+    def input_dtype(self) -> Any:
+        return next(iter(self.inputs.values()))["dtype"]
+
+    def run(self, *tensors: np.ndarray) -> dict[str, np.ndarray]:
+        """Invoke with the inputs in order; outputs by name (copies)."""
+        with self.lock:
+            for detail, tensor in zip(self.inputs.values(), tensors, strict=True):
+                self.interpreter.set_tensor(detail["index"], tensor)
+            t0 = time.perf_counter()
+            self.interpreter.invoke()
+            self.invoke_ms = (time.perf_counter() - t0) * 1000.0
+            return {
+                k: self.interpreter.get_tensor(d["index"])
+                for k, d in self.outputs.items()
+            }
+
+
+def _tensor_maps(
+    interpreter: Any,
+) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Inputs/outputs by name: the signature's names when there is one (their order
+    changes between conversions), else the tensor names."""
+    signatures = (
+        interpreter.get_signature_list()
+        if hasattr(interpreter, "get_signature_list")
+        else {}
+    )
+    if signatures:
+        key = (
+            "serving_default"
+            if "serving_default" in signatures
+            else next(iter(signatures))
+        )
+        runner = interpreter.get_signature_runner(key)
+        ins = {k: dict(v) for k, v in runner.get_input_details().items()}
+        outs = {k: dict(v) for k, v in runner.get_output_details().items()}
+        ins = dict(sorted(ins.items(), key=lambda kv: kv[1]["index"]))
+        return ins, outs
+    ins = {d["name"]: d for d in interpreter.get_input_details()}
+    outs = {d["name"]: d for d in interpreter.get_output_details()}
+    return ins, outs
+
+
+class ModelStore:
+    """Loads verified models from one directory, once each."""
+
+    def __init__(self, cfg: VisionConfig, *, runtime: str | None = None):
+        self.cfg = cfg
+        self.directory = models_dir(cfg)
+        self._runtime_pref = runtime
+        self._manifest: dict[str, ManifestEntry] | None = None
+        self._models: dict[str, Model] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def manifest(self) -> dict[str, ManifestEntry]:
+        if self._manifest is None:
+            self._manifest = read_manifest(self.directory)
+        return self._manifest
+
+    def entry(self, file: str) -> ManifestEntry:
+        entry = self.manifest.get(file)
+        if entry is None:
+            raise ModelError(
+                f"{self.directory / file} is not listed in {self.directory / MANIFEST}: "
+                "reinstall the models (or rebuild them with the script in models/)"
+            )
+        return entry
+
+    def verify(self, file: str) -> tuple[ManifestEntry, bytes]:
+        """The model's bytes, after checking them against the manifest."""
+        entry = self.entry(file)
+        path = self.directory / entry.file
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(
+                f"model file {path} cannot be read ({exc.strerror}): reinstall the models"
+            ) from None
+        digest = hashlib.sha256(content).hexdigest()
+        if digest != entry.sha256:
+            raise ModelError(
+                f"model file {path} is corrupt or was replaced: sha256 {digest[:16]}... but "
+                f"{MANIFEST} says {entry.sha256[:16]}...; refusing to load it. Reinstall the "
+                "models (package deskwatch-models, or rebuild with the script in models/)"
+            )
+        return entry, content
+
+    def load(self, file: str) -> Model:
+        with self._lock:
+            model = self._models.get(file)
+            if model is not None:
+                return model
+            entry, content = self.verify(file)
+            rt = load_runtime(self._runtime_pref)
+            try:
+                interpreter = rt.interpreter_class(
+                    model_content=content, num_threads=self.cfg.threads
+                )
+                interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as exc:
+                raise ModelError(
+                    f"{rt.name} cannot load {self.directory / file}: {exc}"
+                ) from None
+            ins, outs = _tensor_maps(interpreter)
+            model = Model(entry.name, entry.file, entry.sha256, interpreter, ins, outs)
+            self._models[file] = model
+            log.info(
+                "loaded model %s (%s, %d threads, sha256 %s...)",
+                file,
+                rt.name,
+                self.cfg.threads,
+                entry.sha256[:12],
+            )
+            return model
+
+    def loaded(self) -> dict[str, str]:
+        """file -> sha256 of every model loaded so far."""
+        return {m.file: m.sha256 for m in self._models.values()}
+
+    def close(self) -> None:
+        with self._lock:
+            self._models.clear()
