@@ -1,0 +1,263 @@
+"""The policy engine: turns a burst's ``FrameAnalysis`` list into findings.
+
+The scan loop calls :meth:`Policy.pre_scan` before opening the camera (a reason to
+skip, e.g. ``"paused"``), then :meth:`Policy.evaluate` with the analyses of the
+burst. When ``away_from_desk`` needs confirmation the outcome carries
+``confirm_after_seconds``: the loop takes a second burst that much later and calls
+``evaluate`` again with ``ctx.confirming=True``; only then is it reported.
+
+Light gates everything: a burst that is mostly too dark (or covered) yields
+``low_light`` (or ``camera_obstructed``) and every other rule is ``skipped``.
+
+State kept here (and nowhere else): the pause, the last activity report, and the
+streak of scans that saw an unknown face at the desk.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
+
+from ..config import Config
+from ..domain import CheckOutcome, Finding, FrameAnalysis, rfc3339
+from . import rules
+from .pause import PauseInfo, check_pause_request
+from .profiles import RULES, evidence_allowed, profile_of, rule_enabled
+
+if TYPE_CHECKING:
+    from .audit import AuditLog
+
+log = logging.getLogger(__name__)
+
+__all__ = ["PauseInfo", "Policy", "PolicyContext", "PolicyOutcome"]
+
+
+@dataclass
+class PolicyContext:
+    now: datetime
+    trigger: str  # "schedule", "command", "confirmation", "cli"
+    confirming: bool = False
+    paused: PauseInfo | None = None
+    idle_seconds: float | None = None
+    idle_reported_at: datetime | None = None
+
+
+@dataclass
+class PolicyOutcome:
+    findings: list[Finding] = field(default_factory=list)
+    checks: list[CheckOutcome] = field(default_factory=list)
+    persons: int = 0
+    bystanders: int = 0
+    confirm_after_seconds: float | None = None
+
+
+class Policy:
+    """Rules, profile and the worker's pause/activity state. Thread-safe: the scan loop
+    evaluates while MQTT commands and the control socket pause and resume."""
+
+    def __init__(self, cfg: Config, *, audit: AuditLog | None = None):
+        self.cfg = cfg
+        self.profile = profile_of(cfg)
+        self.audit = audit
+        self._lock = threading.RLock()
+        self._pause: PauseInfo | None = None
+        self._expired: PauseInfo | None = None  # ended by expiry, overrun not yet decided
+        self._idle: tuple[float, datetime] | None = None
+        self._unknown_streak = 0
+        if audit is not None:
+            restored = audit.load_pause()
+            if restored is not None:
+                self._pause = restored
+                log.info("pause restored from the audit trail: %r until %s", restored.reason, rfc3339(restored.ends_at))
+
+    # -- pause -----------------------------------------------------------------------
+    @property
+    def paused(self) -> PauseInfo | None:
+        with self._lock:
+            return self._pause
+
+    def pause(self, reason: str, minutes: int, now: datetime, *, source: str = "local") -> PauseInfo:
+        """Start (or replace) a pause. Raises :class:`PauseError` on a bad request."""
+        text, m = check_pause_request(reason, minutes, self.cfg.policy.max_pause_minutes)
+        info = PauseInfo(reason=text, minutes=m, started_at=now, source=source)
+        with self._lock:
+            self._pause = info
+            self._expired = None
+            self._audit_event("pause", now, info.to_json())
+            if self.audit is not None:
+                self.audit.save_pause(info)
+        log.info("paused by the worker (%s) for %d min: %s", source, m, text,
+                 extra={"journal": {"PAUSE_MINUTES": m, "PAUSE_SOURCE": source}})
+        return info
+
+    def resume(self, now: datetime, *, source: str = "local") -> PauseInfo | None:
+        """End the pause; returns it, or None if none was active."""
+        with self._lock:
+            info = self._pause
+            self._expire(now)
+            info = self._pause
+            if info is None:
+                if self._expired is not None:  # came back after the declared end but in the grace
+                    late = self._expired
+                    self._expired = None
+                    self._audit_event("resume", now, {**late.to_json(), "late": True, "resume_source": source})
+                    return late
+                return None
+            self._pause = None
+            self._audit_event("resume", now, {**info.to_json(), "resume_source": source,
+                                               "paused_seconds": round((now - info.started_at).total_seconds())})
+            if self.audit is not None:
+                self.audit.save_pause(None)
+        log.info("resumed (%s) after %.0f s", source, (now - info.started_at).total_seconds())
+        return info
+
+    def pre_scan(self, now: datetime) -> str | None:
+        """A reason not to scan now (``"paused"``), or None."""
+        with self._lock:
+            self._expire(now)
+            return "paused" if self._pause is not None else None
+
+    def check_overrun(self, now: datetime) -> Finding | None:
+        """Call regularly (each loop tick): a ``pause_overrun`` finding once, when a pause
+        ended by expiry and the worker showed no sign of being back within the grace."""
+        with self._lock:
+            self._expire(now)
+            exp = self._expired
+            if exp is None:
+                return None
+            grace = timedelta(seconds=self.cfg.policy.rules.pause_overrun.grace_seconds)
+            if now < exp.ends_at + grace:
+                return None
+            self._expired = None
+            if not rule_enabled(self.cfg, "pause_overrun"):
+                return None
+            over = (now - exp.ends_at).total_seconds()
+            self._audit_event("pause_overrun", now, {**exp.to_json(), "over_seconds": round(over)})
+            return Finding(
+                type="pause_overrun",
+                confidence=0.9,
+                frame_index=-1,
+                evidence_allowed=False,
+                detail=f"pause \"{exp.reason}\" declared {exp.minutes} min, ended {rfc3339(exp.ends_at)}; "
+                       f"no sign of the worker {over / 60:.0f} min later",
+            )
+
+    def _expire(self, now: datetime) -> None:
+        if self._pause is not None and now >= self._pause.ends_at:
+            info = self._pause
+            self._pause = None
+            self._expired = info
+            self._audit_event("pause_expired", now, info.to_json())
+            if self.audit is not None:
+                self.audit.save_pause(None)
+            log.info("pause %r expired after its declared %d min", info.reason, info.minutes)
+
+    # -- activity --------------------------------------------------------------------
+    def record_activity(self, idle_seconds: float, since: datetime, now: datetime) -> None:
+        """An input-activity report: ``idle_seconds`` without keyboard/mouse input as of
+        ``since`` (when the reporter measured it); ``now`` is when it arrived."""
+        if idle_seconds < 0 or not math.isfinite(idle_seconds):
+            raise ValueError("idle_seconds must be a finite number >= 0")
+        with self._lock:
+            if self._idle is None or since >= self._idle[1]:
+                self._idle = (float(idle_seconds), since)
+            last_input = since - timedelta(seconds=idle_seconds)
+            if self._expired is not None and last_input >= self._expired.started_at:
+                self._expired = None  # typed since the pause began: back at the desk
+
+    # -- evaluation ------------------------------------------------------------------
+    def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome:
+        with self._lock:
+            return self._evaluate(analyses, ctx)
+
+    def _evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome:
+        cfg = self.cfg
+        out = PolicyOutcome()
+        enabled = {r: rule_enabled(cfg, r) for r in RULES}
+        results: dict[str, rules.RuleResult] = {}
+
+        paused = ctx.paused or self._pause
+        if paused is not None and ctx.now < paused.ends_at:
+            for r in RULES:
+                out.checks.append(CheckOutcome(r, "skipped", "paused by the worker"))
+            return out
+        if not analyses:
+            for r in RULES:
+                out.checks.append(CheckOutcome(r, "skipped", "no frames"))
+            return out
+
+        need = rules.frames_needed(len(analyses), cfg.policy.persistence)
+        gate = rules.light_gate(analyses, need)
+        results["low_light"] = gate.low_light
+        results["camera_obstructed"] = gate.obstructed
+        usable = gate.usable
+        if gate.blocked:
+            reason = "too dark to check" if gate.low_light.finding else "camera covered or pointed away"
+            for r in RULES:
+                results.setdefault(r, rules.RuleResult("skipped", reason))
+        else:
+            views = [rules.people_view(a, cfg.policy) for a in usable]
+            need_u = rules.frames_needed(len(usable), cfg.policy.persistence)
+            out.persons = rules.persistent_count([v.persons for v in views], need_u)
+            out.bystanders = rules.persistent_count([len(v.bystanders) for v in views], need_u)
+            idle = self._idle_now(ctx)
+            results.update(
+                rules.run_people_rules(usable, views, need_u, cfg.policy, ctx.confirming, idle, ctx.now)
+            )
+            if enabled["unrecognized_person"]:
+                results["unrecognized_person"] = self._unrecognized(results.get("unrecognized_person"))
+            if self._expired is not None and any(v.worker is not None for v in views):
+                self._expired = None  # the worker is back: no overrun
+        if "pause_overrun" not in results:
+            results["pause_overrun"] = rules.RuleResult(
+                "pending" if self._expired is not None else "pass",
+                "a pause ended; waiting for the worker" if self._expired is not None else "checked between scans",
+            )
+
+        for r in RULES:
+            res = results.get(r) or rules.RuleResult("skipped", "not evaluated")
+            if not enabled[r]:
+                why = "off in the configuration" if getattr(cfg.policy.rules, r).enabled is False else f"not part of the {self.profile.name} profile"
+                out.checks.append(CheckOutcome(r, "skipped", why))
+                continue
+            if r == "away_from_desk" and res.finding is not None and not ctx.confirming:
+                out.checks.append(CheckOutcome(r, "pending", "nobody at the desk; confirming with a second burst"))
+                out.confirm_after_seconds = cfg.policy.rules.away_from_desk.confirm_after_seconds
+                continue
+            out.checks.append(CheckOutcome(r, res.outcome, res.reason))
+            if res.finding is not None:
+                res.finding.evidence_allowed = evidence_allowed(cfg, r)
+                out.findings.append(res.finding)
+        return out
+
+    def _idle_now(self, ctx: PolicyContext) -> rules.IdleReport | None:
+        if ctx.idle_seconds is not None:
+            return rules.IdleReport(ctx.idle_seconds, ctx.idle_reported_at or ctx.now)
+        if self._idle is not None:
+            return rules.IdleReport(self._idle[0], self._idle[1])
+        return None
+
+    def _unrecognized(self, res: rules.RuleResult | None) -> rules.RuleResult:
+        """Turn this scan's identity verdict into the N-in-a-row rule."""
+        n = self.cfg.policy.rules.unrecognized_person.consecutive_checks
+        if res is None or res.outcome == "skipped":
+            return res or rules.RuleResult("skipped", "no identity result")
+        if res.finding is None:
+            self._unknown_streak = 0
+            return res
+        self._unknown_streak += 1
+        if self._unknown_streak < n:
+            return rules.RuleResult("pending", f"unknown face at the desk ({self._unknown_streak} of {n} checks in a row)")
+        res.finding.detail = f"unknown face at the desk in {self._unknown_streak} checks in a row"
+        return res
+
+    def _audit_event(self, kind: str, now: datetime, detail: dict[str, object]) -> None:
+        if self.audit is not None:
+            try:
+                self.audit.record_event(kind, now, detail)
+            except Exception:  # the audit trail must never take the daemon down
+                log.exception("could not write %s to the audit trail", kind)

@@ -1,0 +1,103 @@
+"""Jurisdiction profiles as code: which rules run, whether identity runs, whether
+random scans are allowed and whether images may leave the device.
+
+``effective_rules(cfg)`` applies the per-rule ``enabled`` overrides from config on
+top of the profile's table. Overrides cannot switch on what a profile forbids by
+law: the ``uk`` profile never runs an identity check, ``minimal`` never sends images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import Config
+
+RULES: tuple[str, ...] = (
+    "away_from_desk",
+    "phone_use",
+    "extra_person",
+    "unrecognized_person",
+    "eating",
+    "idle_input",
+    "low_light",
+    "camera_obstructed",
+    "pause_overrun",
+)
+
+# Rules that need the identity check (face encoding compared to the enrolled worker).
+IDENTITY_RULES = frozenset({"unrecognized_person"})
+# Rules whose findings never carry an image, whatever the profile.
+NO_EVIDENCE_RULES = frozenset({"idle_input", "pause_overrun", "low_light"})
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    rules: frozenset[str]
+    identity: bool  # may the identity check run at all
+    random_scans: bool  # may scans happen at random times
+    images_leave: bool  # may evidence thumbnails be sent
+    summary: str
+
+
+PROFILES: dict[str, Profile] = {
+    "full": Profile(
+        name="full",
+        rules=frozenset(RULES),
+        identity=True,
+        random_scans=True,
+        images_leave=True,
+        summary="every rule, scans at random times during the shift, identity check against the enrolled worker",
+    ),
+    "uk": Profile(
+        name="uk",
+        rules=frozenset({"phone_use", "low_light", "camera_obstructed"}),
+        identity=False,
+        random_scans=False,
+        images_leave=True,
+        summary="scheduled desk checks for unauthorised devices only; no random scans and no identity check",
+    ),
+    "minimal": Profile(
+        name="minimal",
+        rules=frozenset({"away_from_desk", "low_light", "camera_obstructed"}),
+        identity=False,
+        random_scans=True,
+        images_leave=False,
+        summary="presence and lighting only; no image ever leaves the device",
+    ),
+}
+
+
+def profile_of(cfg: Config) -> Profile:
+    return PROFILES[cfg.policy.profile]
+
+
+def rule_enabled(cfg: Config, rule: str) -> bool:
+    """Is ``rule`` on under this config (profile table + override)?"""
+    profile = profile_of(cfg)
+    if rule in IDENTITY_RULES and not profile.identity:
+        return False
+    override = getattr(cfg.policy.rules, rule).enabled
+    if override is not None:
+        return bool(override)
+    return rule in profile.rules
+
+
+def effective_rules(cfg: Config) -> list[str]:
+    """The rules that run, in catalog order."""
+    return [r for r in RULES if rule_enabled(cfg, r)]
+
+
+def identity_allowed(cfg: Config) -> bool:
+    """Should the vision stage run the identity check at all? (False for uk and minimal,
+    and whenever no enabled rule needs it.)"""
+    return profile_of(cfg).identity and rule_enabled(cfg, "unrecognized_person")
+
+
+def evidence_allowed(cfg: Config, rule: str) -> bool:
+    """May a finding of ``rule`` carry a thumbnail?"""
+    return (
+        cfg.evidence.enabled
+        and profile_of(cfg).images_leave
+        and rule not in NO_EVIDENCE_RULES
+    )

@@ -1,0 +1,354 @@
+"""The rule catalog: pure functions over a burst's ``FrameAnalysis`` list.
+
+No clock is read here (``now`` is passed in) and no state is kept (the engine keeps
+the unknown-face streak and the pause). Each rule returns a :class:`RuleResult`
+whose finding carries a confidence and the detections that caused it.
+
+People in a frame are sorted into the *worker* (the largest person, or face, in the
+desk zone), *extras* (anyone else close to the camera or facing the screen) and
+*bystanders* (small and not facing: never a violation, blurred in evidence).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from ..domain import Box, Detection, Face, Finding, FrameAnalysis
+from .config import PolicyConfig
+
+
+@dataclass
+class RuleResult:
+    outcome: str  # "pass", "violation", "skipped", "pending"
+    reason: str = ""
+    finding: Finding | None = None
+
+
+@dataclass(frozen=True)
+class IdleReport:
+    idle_seconds: float  # without keyboard/mouse input, as of reported_at
+    reported_at: datetime
+
+
+def frames_needed(n: int, persistence: float) -> int:
+    """Frames of a burst of ``n`` in which a condition must hold (at least one)."""
+    return max(1, math.ceil(persistence * n - 1e-9))
+
+
+def persistent_count(counts: list[int], need: int) -> int:
+    """The largest count seen in at least ``need`` frames."""
+    if not counts:
+        return 0
+    ordered = sorted(counts, reverse=True)
+    return ordered[min(need, len(ordered)) - 1]
+
+
+# -- light gate -----------------------------------------------------------------------
+@dataclass
+class LightGate:
+    low_light: RuleResult
+    obstructed: RuleResult
+    usable: list[FrameAnalysis]
+    blocked: bool
+
+
+def light_gate(analyses: list[FrameAnalysis], need: int) -> LightGate:
+    """low_light / camera_obstructed over the burst; other rules only run when the
+    burst is mostly checkable, and only on the checkable frames."""
+    dark = [a for a in analyses if a.light.low_light]
+    covered = [a for a in analyses if a.light.obstructed]
+    usable = [a for a in analyses if not a.light.low_light and not a.light.obstructed]
+    n = len(analyses)
+    low = RuleResult("pass", f"light ok in {len(analyses) - len(dark)}/{n} frames")
+    obs = RuleResult("pass", f"view clear in {n - len(covered)}/{n} frames")
+    blocked = len(usable) < need
+    if blocked:
+        # The burst cannot be checked: say why (the more common cause wins; covered on a tie).
+        if len(covered) >= len(dark):
+            a = covered[0]
+            conf = len(covered) / n
+            obs = RuleResult("violation", f"covered or pointed away in {len(covered)}/{n} frames", Finding(
+                "camera_obstructed", round(conf, 3), a.frame_index,
+                detail=f"no detail in the picture (contrast {a.light.contrast:.1f}, detail {a.light.detail:.2f})"))
+            low = RuleResult("skipped", "camera covered or pointed away")
+        else:
+            a = min(dark, key=lambda x: x.light.mean_luma)
+            conf = len(dark) / n
+            low = RuleResult("violation", f"too dark in {len(dark)}/{n} frames", Finding(
+                "low_light", round(conf, 3), a.frame_index,
+                detail=f"too dark to check (mean brightness {a.light.mean_luma:.0f}/255)"))
+            obs = RuleResult("skipped", "too dark to check")
+    return LightGate(low, obs, usable, blocked)
+
+
+# -- people ---------------------------------------------------------------------------
+@dataclass
+class Person:
+    box: Box  # the person's box, or the face's box when only a face was found
+    detection: Detection | None = None
+    face: Face | None = None
+
+    @property
+    def score(self) -> float:
+        return self.detection.score if self.detection else (self.face.score if self.face else 0.0)
+
+    def evidence(self) -> tuple[list[Detection], list[Face]]:
+        return ([self.detection] if self.detection else [], [self.face] if self.face else [])
+
+
+@dataclass
+class PeopleView:
+    """Who is in one frame."""
+
+    frame: FrameAnalysis
+    worker: Person | None = None
+    extras: list[Person] = field(default_factory=list)
+    bystanders: list[Person] = field(default_factory=list)
+
+    @property
+    def persons(self) -> int:
+        return (1 if self.worker else 0) + len(self.extras) + len(self.bystanders)
+
+    @property
+    def non_bystanders(self) -> list[Person]:
+        return ([self.worker] if self.worker else []) + self.extras
+
+
+def _inside_share(box: Box, zone: Box) -> float:
+    ix = max(0.0, min(box.x1, zone.x1) - max(box.x0, zone.x0))
+    iy = max(0.0, min(box.y1, zone.y1) - max(box.y0, zone.y0))
+    return ix * iy / box.area if box.area > 0 else 0.0
+
+
+def _contains(box: Box, x: float, y: float) -> bool:
+    return box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1
+
+
+def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
+    """Sort one frame's people into worker, extras and bystanders."""
+    away, extra = policy.rules.away_from_desk, policy.rules.extra_person
+    zone = Box(*policy.desk_zone)
+    dets = [d for d in a.labelled("person") if d.score >= min(away.min_person_score, extra.min_person_score)]
+    faces = [f for f in a.faces if f.score >= away.min_face_score]
+    people: list[Person] = []
+    claimed: set[int] = set()
+    for d in sorted(dets, key=lambda d: d.box.area, reverse=True):
+        inside = [i for i, f in enumerate(faces) if i not in claimed and _contains(d.box, *f.box.centre)]
+        face = None
+        if inside:  # the biggest unclaimed face in the box, usually the person's own
+            i = max(inside, key=lambda i: faces[i].box.area)
+            claimed.add(i)
+            face = faces[i]
+        people.append(Person(d.box, d, face))
+    people += [Person(f.box, None, f) for i, f in enumerate(faces) if i not in claimed]
+
+    def at_desk(p: Person) -> bool:
+        if p.detection is not None and p.detection.score < away.min_person_score and p.face is None:
+            return False
+        return _inside_share(p.box, zone) >= away.min_overlap or (
+            p.face is not None and _contains(zone, *p.face.box.centre))
+
+    view = PeopleView(a)
+    candidates = [p for p in people if at_desk(p)]
+    if candidates:
+        known = [p for p in candidates if p.face is not None and p.face.identity == "worker"]
+        view.worker = max(known or candidates, key=lambda p: p.box.area)
+    for p in people:
+        if p is view.worker:
+            continue
+        if p.detection is not None and p.detection.score < extra.min_person_score and p.face is None:
+            continue  # too unsure to count at all
+        close = p.box.area >= extra.near_box_area if p.detection else False
+        if p.face is not None:
+            close = close or p.face.box.height >= extra.near_face_height
+            facing = p.face.facing >= extra.facing_threshold and p.face.box.height >= extra.min_facing_face_height
+        else:
+            facing = False
+        (view.extras if close or facing else view.bystanders).append(p)
+    return view
+
+
+def _dist_to_box(box: Box, x: float, y: float) -> float:
+    dx = max(box.x0 - x, 0.0, x - box.x1)
+    dy = max(box.y0 - y, 0.0, y - box.y1)
+    return math.hypot(dx, dy)
+
+
+def _mouth(face: Face) -> tuple[float, float]:
+    if len(face.keypoints) > 3:
+        return face.keypoints[3]
+    cx, _ = face.box.centre
+    return cx, face.box.y0 + 0.75 * face.box.height
+
+
+# -- per-frame detectors of each condition ----------------------------------------------
+def held_phones(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detection, Person]]:
+    cfg = policy.rules.phone_use
+    out = []
+    for ph in view.frame.labelled("cell phone"):
+        if ph.score < cfg.min_score:
+            continue
+        px, py = ph.box.centre
+        holder = None
+        for p in view.non_bystanders:
+            if p.face is not None:
+                fx, fy = p.face.box.centre
+                if math.hypot(px - fx, py - fy) <= cfg.near_face_factor * p.face.box.height:
+                    holder = p
+                    break
+            if (p.detection is not None and _contains(p.box, px, py)
+                    and py <= p.box.y0 + cfg.held_zone * p.box.height):
+                holder = p
+                break
+        if holder is not None:
+            out.append((ph, holder))
+    return out
+
+
+def food_at_face(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detection, Person]]:
+    cfg = policy.rules.eating
+    labels = set(cfg.labels)
+    out = []
+    for food in view.frame.detections:
+        if food.label not in labels or food.score < cfg.min_score:
+            continue
+        for p in view.non_bystanders:
+            if p.face is not None:
+                mx, my = _mouth(p.face)
+                if _dist_to_box(food.box, mx, my) <= cfg.near_face_factor * p.face.box.height:
+                    out.append((food, p))
+                    break
+            elif p.detection is not None:
+                b = p.box
+                head = Box(b.x0, b.y0, b.x1, b.y0 + cfg.head_zone * b.height)
+                if food.box.iou(head) > 0:
+                    out.append((food, p))
+                    break
+    return out
+
+
+# -- the rules --------------------------------------------------------------------------
+def _finding(rule: str, frames: list[tuple[PeopleView, list[Detection], list[Face], float]],
+             n: int, detail: str) -> Finding:
+    """A finding from the frames where the condition held: the best frame is the
+    evidence frame; confidence = mean detector score there x share of frames."""
+    best = max(frames, key=lambda f: f[3])
+    mean = sum(f[3] for f in frames) / len(frames)
+    conf = round(min(1.0, mean * (0.5 + 0.5 * len(frames) / n)), 3)
+    return Finding(rule, conf, best[0].frame.frame_index, list(best[1]), list(best[2]), detail=detail)
+
+
+def rule_away(views: list[PeopleView], need: int) -> RuleResult:
+    n = len(views)
+    empty = [v for v in views if v.worker is None]
+    if len(empty) >= need:
+        conf = round(len(empty) / n, 3)
+        return RuleResult("violation", f"nobody at the desk in {len(empty)}/{n} frames",
+                          Finding("away_from_desk", conf, empty[0].frame.frame_index,
+                                  detail=f"nobody at the desk in {len(empty)} of {n} frames"))
+    return RuleResult("pass", f"someone at the desk in {n - len(empty)}/{n} frames")
+
+
+def rule_phone(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
+    hits = []
+    for v in views:
+        held = held_phones(v, policy)
+        if held:
+            ph, p = max(held, key=lambda h: h[0].score)
+            dets, faces = p.evidence()
+            hits.append((v, [ph, *dets], faces, ph.score))
+    if len(hits) >= need:
+        return RuleResult("violation", f"phone held in {len(hits)}/{len(views)} frames",
+                          _finding("phone_use", hits, len(views), f"a phone held in {len(hits)} of {len(views)} frames"))
+    return RuleResult("pass", f"phone held in {len(hits)}/{len(views)} frames (need {need})")
+
+
+def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
+    hits = []
+    for v in views:
+        if v.extras and v.worker is not None or len(v.extras) >= 2:
+            dets: list[Detection] = []
+            faces: list[Face] = []
+            for p in v.extras:
+                d, f = p.evidence()
+                dets += d
+                faces += f
+            hits.append((v, dets, faces, max(p.score for p in v.extras)))
+    if len(hits) >= need:
+        k = max(len(h[0].extras) for h in hits)
+        return RuleResult("violation", f"another person in {len(hits)}/{len(views)} frames",
+                          _finding("extra_person", hits, len(views), f"{k} other person(s) close to the camera or facing the screen"))
+    return RuleResult("pass", f"another person in {len(hits)}/{len(views)} frames (need {need})")
+
+
+def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
+    """This scan's verdict only; the engine turns it into N scans in a row."""
+    cfg = policy.rules.unrecognized_person
+    unknown, known = [], 0
+    for v in views:
+        f = v.worker.face if v.worker else None
+        if f is None or f.identity is None or f.box.height < cfg.min_face_height:
+            continue
+        if f.identity == "unknown":
+            d = [v.worker.detection] if v.worker and v.worker.detection else []
+            unknown.append((v, d, [f], f.score))
+        elif f.identity == "worker":
+            known += 1
+    if not unknown and not known:
+        return RuleResult("skipped", "no face at the desk large enough to recognise")
+    if len(unknown) >= need and len(unknown) > known:
+        return RuleResult("violation", f"unknown face in {len(unknown)}/{len(views)} frames",
+                          _finding("unrecognized_person", unknown, len(views), "the face at the desk is not the enrolled worker"))
+    return RuleResult("pass", f"enrolled worker recognised in {known}/{len(views)} frames")
+
+
+def rule_eating(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
+    hits = []
+    for v in views:
+        found = food_at_face(v, policy)
+        if found:
+            food, p = max(found, key=lambda h: h[0].score)
+            dets, faces = p.evidence()
+            hits.append((v, [food, *dets], faces, food.score))
+    if len(hits) >= need:
+        labels = sorted({h[1][0].label for h in hits})
+        return RuleResult("violation", f"food or drink at the face in {len(hits)}/{len(views)} frames",
+                          _finding("eating", hits, len(views), "food or drink at the face: " + ", ".join(labels)))
+    return RuleResult("pass", f"food or drink at the face in {len(hits)}/{len(views)} frames (need {need})")
+
+
+def rule_idle(views: list[PeopleView], need: int, policy: PolicyConfig,
+              idle: IdleReport | None, now: datetime) -> RuleResult:
+    cfg = policy.rules.idle_input
+    if idle is None:
+        return RuleResult("skipped", "no activity report received")
+    age = (now - idle.reported_at).total_seconds()
+    if age > cfg.stale_after_seconds:
+        return RuleResult("skipped", f"last activity report is {age:.0f} s old (stale)")
+    present = sum(1 for v in views if v.worker is not None)
+    if present < need:
+        return RuleResult("skipped", "worker not at the desk")
+    idle_now = idle.idle_seconds + max(0.0, age)
+    if idle_now > cfg.idle_seconds:
+        best = next(v for v in views if v.worker is not None)
+        return RuleResult("violation", f"no input for {idle_now:.0f} s",
+                          Finding("idle_input", 0.9, best.frame.frame_index, evidence_allowed=False,
+                                  detail=f"no keyboard or mouse input for {idle_now / 60:.0f} min while at the desk"))
+    return RuleResult("pass", f"last input {idle_now:.0f} s ago")
+
+
+def run_people_rules(usable: list[FrameAnalysis], views: list[PeopleView], need: int,
+                     policy: PolicyConfig, confirming: bool, idle: IdleReport | None,
+                     now: datetime) -> dict[str, RuleResult]:
+    """Every rule over the checkable frames of one burst."""
+    del usable, confirming  # the views carry the frames; confirmation is the engine's
+    return {
+        "away_from_desk": rule_away(views, need),
+        "phone_use": rule_phone(views, need, policy),
+        "extra_person": rule_extra(views, need),
+        "unrecognized_person": rule_unrecognized(views, need, policy),
+        "eating": rule_eating(views, need, policy),
+        "idle_input": rule_idle(views, need, policy, idle, now),
+    }
