@@ -1,0 +1,209 @@
+"""Identity: face_recognition's 128-d encoder, run only on the faces BlazeFace found.
+
+face_recognition's default path searches the whole frame with dlib's HOG detector
+and then encodes; here the search is BlazeFace's (a few ms) and dlib only sees a
+crop around each face: the 5-point landmark model aligns it and the ResNet encoder
+(the same weights face_recognition uses) turns it into 128 numbers, compared with
+the enrolled worker's templates by Euclidean distance (face_recognition's metric,
+tolerance 0.6 by default).
+
+The dlib models are loaded directly from ``face_recognition_models`` (importing
+``face_recognition`` itself would also load its 100 MB 68-point landmark model and
+the CNN detector, which this path never uses).
+
+Templates are biometric data: they stay under ``state_dir/templates`` (directory
+0700, files 0600), are never logged and never published.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import re
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..domain import Face
+from .imageops import crop
+
+log = logging.getLogger(__name__)
+
+WORKER_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+CROP_MARGIN = 0.35  # of the face box, each side: room for dlib's aligned 150x150 chip
+
+
+class IdentityUnavailable(RuntimeError):
+    """dlib or face_recognition_models is not installed."""
+
+
+def _model_path(name: str) -> str:
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise IdentityUnavailable(
+            "face_recognition_models is not installed: pip install face_recognition_models"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
+    if not path.is_file():
+        raise IdentityUnavailable(
+            f"{path} is missing: reinstall face_recognition_models"
+        )
+    return str(path)
+
+
+class FaceEncoder:
+    """dlib's 5-point aligner + ResNet encoder (face_recognition's weights)."""
+
+    def __init__(self) -> None:
+        try:
+            import dlib
+        except ImportError:
+            raise IdentityUnavailable(
+                "dlib is not installed: pip install dlib-bin"
+            ) from None
+        self._dlib = dlib
+        self._shape = dlib.shape_predictor(
+            _model_path("shape_predictor_5_face_landmarks.dat")
+        )
+        self._encoder = dlib.face_recognition_model_v1(
+            _model_path("dlib_face_recognition_resnet_model_v1.dat")
+        )
+        self._lock = threading.Lock()
+        self.encode_ms = 0.0  # time of the last encoder call
+
+    def encode(
+        self, image: np.ndarray, face_box_px: tuple[int, int, int, int]
+    ) -> np.ndarray:
+        """128-d encoding of the face in the pixel box (x0, y0, x1, y1) of an RGB image."""
+        x0, y0, x1, y1 = face_box_px
+        mx, my = int((x1 - x0) * CROP_MARGIN), int((y1 - y0) * CROP_MARGIN)
+        cx0, cy0 = max(0, x0 - mx), max(0, y0 - my)
+        patch = crop(image, (cx0, cy0, x1 + mx, y1 + my))  # C-contiguous, as dlib needs
+        rect = self._dlib.rectangle(x0 - cx0, y0 - cy0, x1 - cx0, y1 - cy0)
+        with self._lock:
+            t0 = time.perf_counter()
+            shape = self._shape(patch, rect)
+            descriptor = self._encoder.compute_face_descriptor(patch, shape, 1)
+            self.encode_ms = (time.perf_counter() - t0) * 1000.0
+        return np.asarray(descriptor, dtype=np.float64)
+
+
+def face_pixels(face: Face, width: int, height: int) -> tuple[int, int, int, int]:
+    """The face box in pixels, made square (dlib's aligner expects a square-ish box)."""
+    x0, y0, x1, y1 = (
+        face.box.x0 * width,
+        face.box.y0 * height,
+        face.box.x1 * width,
+        face.box.y1 * height,
+    )
+    side = max(x1 - x0, y1 - y0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (
+        int(cx - side / 2),
+        int(cy - side / 2),
+        int(cx + side / 2),
+        int(cy + side / 2),
+    )
+
+
+@dataclass
+class IdentityChecker:
+    """Marks each face as the enrolled worker or unknown."""
+
+    encoder: FaceEncoder
+    templates: np.ndarray  # N x 128
+    tolerance: float = 0.6
+    min_face_px: int = 40
+    last_ms: float = 0.0  # encoder time of the last check (all faces)
+
+    def check(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        h, w = image.shape[:2]
+        out = []
+        spent = 0.0
+        for face in faces:
+            box = face_pixels(face, w, h)
+            if box[3] - box[1] < self.min_face_px:
+                out.append(face)  # too small to say: identity stays None
+                continue
+            encoding = self.encoder.encode(image, box)
+            spent += self.encoder.encode_ms
+            distance = float(np.linalg.norm(self.templates - encoding, axis=1).min())
+            who = "worker" if distance <= self.tolerance else "unknown"
+            out.append(replace(face, identity=who, distance=round(distance, 4)))
+        self.last_ms = spent
+        return out
+
+
+# -- templates --------------------------------------------------------------------------
+
+
+def templates_dir(state_dir: str | Path) -> Path:
+    return Path(state_dir) / "templates"
+
+
+def template_path(state_dir: str | Path, worker: str) -> Path:
+    if not WORKER_PATTERN.fullmatch(worker):
+        raise ValueError(f"worker id {worker!r} must be 1-64 letters, digits, _ or -")
+    return templates_dir(state_dir) / f"{worker}.npz"
+
+
+def save_templates(
+    state_dir: str | Path, worker: str, encodings: np.ndarray, *, source: str = ""
+) -> Path:
+    """Write the worker's templates atomically: directory 0700, file 0600."""
+    path = template_path(state_dir, worker)
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    fd, tmp = tempfile.mkstemp(
+        prefix=".tmp-", suffix=".npz", dir=directory
+    )  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(
+                fh,
+                encodings=np.asarray(encodings, dtype=np.float64),
+                source=np.array(source),
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("stored %d face templates for worker %s", len(encodings), worker)
+    return path
+
+
+def load_templates(state_dir: str | Path, worker: str) -> np.ndarray | None:
+    """The worker's templates (N x 128), or None when the worker is not enrolled."""
+    try:
+        path = template_path(state_dir, worker)
+    except ValueError:
+        return None
+    if not path.is_file():
+        return None
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("face templates %s are mode %o; tightening to 0600", path, mode)
+        os.chmod(path, 0o600)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            enc: Any = data["encodings"]
+            arr = np.asarray(enc, dtype=np.float64)
+    except (OSError, KeyError, ValueError) as exc:
+        log.error(
+            "face templates %s cannot be read (%s): enrol the worker again", path, exc
+        )
+        return None
+    if arr.ndim != 2 or arr.shape[1] != 128 or len(arr) == 0:
+        log.error("face templates %s are malformed: enrol the worker again", path)
+        return None
+    return arr
