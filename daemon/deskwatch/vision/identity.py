@@ -62,7 +62,7 @@ class FaceEncoder:
 
     def __init__(self) -> None:
         try:
-            import dlib
+            import dlib  # type: ignore[import-untyped]
         except ImportError:
             raise IdentityUnavailable(
                 "dlib is not installed: pip install dlib-bin"
