@@ -15,6 +15,4 @@ class ServiceConfig:
     log_level: Literal["debug", "info", "warning", "error"] = setting(
         "info", doc="Least severe log level written to journald/stderr."
     )
-    health_interval_seconds: int = setting(
-        60, doc="How often the health topic is published.", minimum=10, maximum=3600
-    )
+    health_interval_seconds: int = setting(60, doc="How often the health topic is published.", minimum=10, maximum=3600)

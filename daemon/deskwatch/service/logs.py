@@ -133,10 +133,7 @@ class StderrFormatter(logging.Formatter):
         if self.syslog_prefix:
             parts.append(f"<{syslog_priority(record.levelno)}>")
         if self.timestamps:
-            parts.append(
-                self.formatTime(record, "%Y-%m-%dT%H:%M:%S")
-                + f".{int(record.msecs):03d}"
-            )
+            parts.append(self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}")
         parts.append(f"{record.levelname:<7} {record.name}: {message}")
         fields = record_fields(record)
         if fields:
@@ -167,9 +164,7 @@ def _journal_handler_class() -> Any:
                 fields: dict[str, Any] = dict(self._extra)
                 fields.update(record_fields(record))
                 if record.exc_info and not record.exc_text:
-                    record.exc_text = logging.Formatter().formatException(
-                        record.exc_info
-                    )
+                    record.exc_text = logging.Formatter().formatException(record.exc_info)
                 if record.exc_text:
                     fields["EXCEPTION_TEXT"] = record.exc_text
                 self.send(
@@ -182,15 +177,13 @@ def _journal_handler_class() -> Any:
                     CODE_FUNC=record.funcName,
                     **fields,
                 )
-            except Exception:  # noqa: BLE001 - logging must never raise
+            except Exception:
                 self.handleError(record)
 
     return StructuredJournalHandler
 
 
-def journal_handler(
-    sender: Sender | None = None, socket_path: str = JOURNAL_SOCKET
-) -> logging.Handler | None:
+def journal_handler(sender: Sender | None = None, socket_path: str = JOURNAL_SOCKET) -> logging.Handler | None:
     """A journald handler if journald is reachable and systemd-python works, else None.
 
     ``sender`` replaces ``systemd.journal.send`` (tests); with it the socket is not checked.
@@ -205,16 +198,14 @@ def journal_handler(
 
         sender = journal.send
     assert sender is not None
-    handler: logging.Handler = cls(
-        sender_function=sender, SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER
-    )
+    handler: logging.Handler = cls(sender_function=sender, SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER)
     try:  # the probe: a debug line that also proves the native protocol works
         sender(
             "deskwatch logging to journald",
             PRIORITY="7",
             SYSLOG_IDENTIFIER=SYSLOG_IDENTIFIER,
         )
-    except Exception:  # noqa: BLE001 - OSError from sd_journal_sendv, or a broken binding
+    except Exception:
         return None
     return handler
 
@@ -246,9 +237,7 @@ def setup_logging(
     """
     levelno = _LEVELS.get(level.lower()) if isinstance(level, str) else None
     if levelno is None:
-        raise ValueError(
-            f"unknown log level {level!r}; use one of {', '.join(_LEVELS)}"
-        )
+        raise ValueError(f"unknown log level {level!r}; use one of {', '.join(_LEVELS)}")
     target = target or os.environ.get("DESKWATCH_LOG_TARGET", "auto")
     handler: logging.Handler | None = None
     if target in ("auto", "journal"):
@@ -257,9 +246,7 @@ def setup_logging(
         out = stream or sys.stderr
         via_journal = stderr_is_journal(out)
         handler = logging.StreamHandler(out)
-        handler.setFormatter(
-            StderrFormatter(syslog_prefix=via_journal, timestamps=not via_journal)
-        )
+        handler.setFormatter(StderrFormatter(syslog_prefix=via_journal, timestamps=not via_journal))
     handler.set_name("deskwatch")
     handler.addFilter(_context)
     root = logging.getLogger()
