@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+
 from deskwatch.service import logs
 from deskwatch.service.logs import StderrFormatter, setup_logging, syslog_priority
 
@@ -74,9 +75,7 @@ def test_stderr_multiline_message_stays_one_line_and_traceback_follows() -> None
 
 
 def test_syslog_prefix_when_stderr_is_journal_stream() -> None:
-    rec = logging.LogRecord(
-        "deskwatch", logging.ERROR, __file__, 1, "no camera", (), None
-    )
+    rec = logging.LogRecord("deskwatch", logging.ERROR, __file__, 1, "no camera", (), None)
     rec.journal = {"PRIORITY": "0", "lower": "x", "EVENT_ID": None, "SCAN_ID": 7}
     line = StderrFormatter(syslog_prefix=True, timestamps=False).format(rec)
     # PRIORITY comes from the level, never from the caller; invalid and empty fields are dropped
@@ -182,10 +181,6 @@ def test_real_journald_protocol_in_private_namespace() -> None:
     assert probe["PRIORITY"] == "7"
     assert record["MESSAGE"] == "scan s1 done"
     assert record["PRIORITY"] == "4"
-    assert (
-        record["SCAN_ID"] == "s1"
-        and record["EVENT_TYPE"] == "low_light"
-        and record["DESKWATCH_EVENT"] == "scan"
-    )
+    assert record["SCAN_ID"] == "s1" and record["EVENT_TYPE"] == "low_light" and record["DESKWATCH_EVENT"] == "scan"
     assert record["DEVICE_ID"] == "desk-9"
     assert record["SYSLOG_IDENTIFIER"] == "deskwatch"
