@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ..config.schema import Report, setting
+from .light import LightConfig  # the light check keeps its thresholds next to its code
 
 # Per-label score thresholds of the object detector (COCO names). Labels not listed
 # use ``object_threshold``.
@@ -13,17 +14,6 @@ DEFAULT_LABEL_THRESHOLDS: dict[str, float] = {
     "person": 0.35,
     "cell phone": 0.35,
 }
-
-
-@dataclass(frozen=True)
-class LightConfig:
-    """Thresholds of the pixel-statistics check that gates every other rule."""
-
-    low_light_luma: float = setting(40.0, doc="Mean brightness (0-255) below which the frame is too dark to check anything: low_light.", minimum=0.0, maximum=255.0)
-    dark_pixel_luma: float = setting(30.0, doc="A pixel darker than this counts as dark.", minimum=0.0, maximum=255.0)
-    obstructed_detail: float = setting(2.0, doc="Mean gradient below which the view has no detail at all (lens covered, camera facing a wall): camera_obstructed.", minimum=0.0, maximum=100.0)
-    obstructed_contrast: float = setting(8.0, doc="Brightness spread below which a bright but featureless frame counts as obstructed.", minimum=0.0, maximum=128.0)
-    obstructed_relative_contrast: float = setting(0.15, doc="Spread relative to brightness (contrast / mean luma) below which a frame with no detail counts as obstructed, however bright or dark it is.", minimum=0.0, maximum=2.0)
 
 
 @dataclass(frozen=True)
