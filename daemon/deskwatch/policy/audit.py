@@ -7,6 +7,7 @@ Rows older than ``keep_days`` are pruned (the same bound as evidence retention).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -73,10 +74,8 @@ class AuditLog:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None)
-        try:
+        with contextlib.suppress(OSError):  # not our file: leave its mode alone
             os.chmod(self.path, 0o600)
-        except OSError:  # pragma: no cover - not our file
-            pass
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)

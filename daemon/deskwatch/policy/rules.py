@@ -268,7 +268,7 @@ def rule_phone(views: list[PeopleView], need: int, policy: PolicyConfig) -> Rule
 def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
     hits = []
     for v in views:
-        if v.extras and v.worker is not None or len(v.extras) >= 2:
+        if (v.extras and v.worker is not None) or len(v.extras) >= 2:
             dets: list[Detection] = []
             faces: list[Face] = []
             for p in v.extras:

@@ -1,0 +1,133 @@
+"""Evidence thumbnails: one small JPEG per finding.
+
+Order matters for privacy: bystanders (and anyone the policy did not identify as
+the worker or an extra person) are anonymised in the full-resolution frame first;
+only then is the frame scaled down, annotated with the boxes that caused the
+finding, and encoded. The JPEG carries no EXIF or other metadata, fits in
+``evidence.max_width`` x ``max_height`` and under ``evidence.max_bytes`` (quality
+steps down, then the size, until it fits; otherwise no evidence is sent).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from ..config import Config
+from ..domain import Box, Detection, Face, Finding, Frame, FrameAnalysis
+from ..policy.profiles import evidence_allowed, profile_of
+from ..policy.rules import people_view
+from .blur import anonymise
+
+log = logging.getLogger(__name__)
+
+QUALITIES = (85, 75, 65, 55, 45, 35, 28, 22, 16, 12)
+SHRINK_STEPS = (1.0, 0.8, 0.64, 0.5)
+COLOURS = {"face": (255, 220, 0), "person": (255, 64, 64)}
+DEFAULT_COLOUR = (0, 200, 255)
+
+
+@dataclass(frozen=True)
+class Evidence:
+    jpeg: bytes
+    width: int
+    height: int
+    sha256: str
+
+
+def evidence_refusal(finding: Finding, cfg: Config) -> str | None:
+    """Why this finding gets no thumbnail (for the event's ``evidence_reason``), or None."""
+    if not cfg.evidence.enabled:
+        return "disabled"
+    if not profile_of(cfg).images_leave:
+        return "profile"
+    if not finding.evidence_allowed or not evidence_allowed(cfg, finding.type):
+        return "rule"
+    return None
+
+
+def bystander_regions(analysis: FrameAnalysis, cfg: Config) -> tuple[list[Box], list[Box]]:
+    """(faces, bodies) to anonymise: everyone except the worker and extra persons."""
+    view = people_view(analysis, cfg.policy)
+    keep_ids: set[int] = set()
+    for p in view.non_bystanders:
+        if p.detection is not None:
+            keep_ids.add(id(p.detection))
+        if p.face is not None:
+            keep_ids.add(id(p.face))
+    faces = [f.box for f in analysis.faces if id(f) not in keep_ids]
+    bodies = [d.box for d in analysis.labelled("person") if id(d) not in keep_ids]
+    return faces, bodies
+
+
+def fit_size(width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
+    scale = min(1.0, max_w / width, max_h / height)
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def _draw(img: Image.Image, detections: list[Detection], faces: list[Face]) -> None:
+    draw = ImageDraw.Draw(img)
+    w, h = img.size
+    items: list[tuple[str, Box]] = [(d.label, d.box) for d in detections] + [("face", f.box) for f in faces]
+    for label, box in items:
+        x0, y0, x1, y1 = box.to_pixels(w, h)
+        colour = COLOURS.get(label, DEFAULT_COLOUR)
+        draw.rectangle((x0, y0, max(x0, x1 - 1), max(y0, y1 - 1)), outline=colour, width=2)
+        ty = y0 - 11 if y0 >= 11 else y0 + 2
+        draw.text((x0 + 2, ty), label, fill=colour)
+
+
+def encode_capped(img: Image.Image, max_bytes: int) -> tuple[bytes, Image.Image] | None:
+    """JPEG bytes (no metadata) under ``max_bytes``: quality steps down, then size."""
+    base = img
+    for shrink in SHRINK_STEPS:
+        cur = base if shrink == 1.0 else base.resize(
+            (max(16, int(base.width * shrink)), max(16, int(base.height * shrink))), Image.Resampling.LANCZOS)
+        for q in QUALITIES:
+            buf = io.BytesIO()
+            # No exif=, icc_profile=, comment=: Pillow writes only the JFIF header.
+            cur.save(buf, format="JPEG", quality=q, optimize=True)
+            data = buf.getvalue()
+            if len(data) <= max_bytes:
+                return data, cur
+    return None
+
+
+def render(frame: Frame, finding: Finding, analysis: FrameAnalysis, cfg: Config) -> Image.Image:
+    """The annotated, anonymised thumbnail image (not yet encoded)."""
+    faces, bodies = bystander_regions(analysis, cfg)
+    safe = anonymise(frame.image, faces, bodies) if faces or bodies else np.array(frame.image, copy=True)
+    img = Image.fromarray(safe, "RGB")
+    size = fit_size(img.width, img.height, cfg.evidence.max_width, cfg.evidence.max_height)
+    if size != img.size:
+        img = img.resize(size, Image.Resampling.LANCZOS)
+    _draw(img, finding.detections, finding.faces)
+    return img
+
+
+def make_evidence(frame: Frame, finding: Finding, analysis: FrameAnalysis, cfg: Config) -> Evidence | None:
+    """The thumbnail for ``finding``, or None when the rule/profile forbids evidence or
+    it cannot be made small enough (see :func:`build_evidence` for the reason)."""
+    return build_evidence(frame, finding, analysis, cfg)[0]
+
+
+def build_evidence(frame: Frame, finding: Finding, analysis: FrameAnalysis,
+                   cfg: Config) -> tuple[Evidence | None, str | None]:
+    """(evidence, None) or (None, reason): reason is "disabled", "profile", "rule" or "too_large"."""
+    refusal = evidence_refusal(finding, cfg)
+    if refusal is not None:
+        return None, refusal
+    img = render(frame, finding, analysis, cfg)
+    encoded = encode_capped(img, cfg.evidence.max_bytes)
+    if encoded is None:
+        log.warning("evidence for %s does not fit in %d bytes; sending the event without it",
+                    finding.type, cfg.evidence.max_bytes)
+        return None, "too_large"
+    data, final = encoded
+    return Evidence(jpeg=data, width=final.width, height=final.height,
+                    sha256=hashlib.sha256(data).hexdigest()), None
