@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -62,8 +62,8 @@ class Box:
         return (
             int(b.x0 * width),
             int(b.y0 * height),
-            max(int(b.x0 * width) + 1, int(round(b.x1 * width))),
-            max(int(b.y0 * height) + 1, int(round(b.y1 * height))),
+            max(int(b.x0 * width) + 1, round(b.x1 * width)),
+            max(int(b.y0 * height) + 1, round(b.y1 * height)),
         )
 
     def as_list(self) -> list[float]:
@@ -201,12 +201,12 @@ class ScanRecord:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def rfc3339(ts: datetime) -> str:
     """RFC 3339 UTC with milliseconds and a ``Z``: ``2026-11-29T10:15:02.123Z``."""
-    ts = ts.astimezone(timezone.utc)
+    ts = ts.astimezone(UTC)
     return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
 
 

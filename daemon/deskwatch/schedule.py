@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -42,8 +42,18 @@ class ShiftConfig:
     """One working window, repeated on the listed weekdays."""
 
     days: list[str] = setting(doc="Weekdays: mon tue wed thu fri sat sun.", example=["mon", "tue", "wed", "thu", "fri"])
-    start: str = setting(doc="Local start time, HH:MM.", pattern=_HHMM, hint="must be a time as HH:MM, e.g. \"09:00\" (quoted)", example="09:00")
-    end: str = setting(doc="Local end time, HH:MM (24:00 for midnight; earlier than start means the shift runs past midnight).", pattern=_HHMM, hint="must be a time as HH:MM, e.g. \"17:30\" (quoted)", example="17:30")
+    start: str = setting(
+        doc="Local start time, HH:MM.",
+        pattern=_HHMM,
+        hint='must be a time as HH:MM, e.g. "09:00" (quoted)',
+        example="09:00",
+    )
+    end: str = setting(
+        doc="Local end time, HH:MM (24:00 for midnight; earlier than start means the shift runs past midnight).",
+        pattern=_HHMM,
+        hint='must be a time as HH:MM, e.g. "17:30" (quoted)',
+        example="17:30",
+    )
 
     def validate(self, report: Report) -> None:
         for d in self.days:
@@ -64,12 +74,21 @@ class ScheduleConfig:
     """When the device may look: never outside a shift."""
 
     timezone: str = setting("UTC", doc="IANA time zone of the desk, e.g. Europe/Berlin.", example="Europe/Berlin")
-    shifts: list[ShiftConfig] = setting(default_factory=_default_shifts, doc="Working windows. Scans happen only inside them.")
-    mode: Literal["random", "interval", "fixed"] = setting("random", doc="random (unpredictable times at scans_per_hour), interval (every interval_seconds: demos and technicians) or fixed (at fixed_times: the uk profile).")
+    shifts: list[ShiftConfig] = setting(
+        default_factory=_default_shifts, doc="Working windows. Scans happen only inside them."
+    )
+    mode: Literal["random", "interval", "fixed"] = setting(
+        "random",
+        doc="random (unpredictable times at scans_per_hour), interval (every interval_seconds: demos and technicians) or fixed (at fixed_times: the uk profile).",
+    )
     scans_per_hour: float = setting(2.0, doc="random mode: average scans per hour of shift.", minimum=0.1, maximum=60.0)
     min_gap_minutes: float = setting(5.0, doc="random mode: least time between two scans.", minimum=0.0, maximum=240.0)
     interval_seconds: int = setting(300, doc="interval mode: seconds between scans.", minimum=5, maximum=86_400)
-    fixed_times: list[str] = setting(default_factory=list, doc="fixed mode: local times (HH:MM) of the scheduled checks on shift days.", example=["10:30", "15:00"])
+    fixed_times: list[str] = setting(
+        default_factory=list,
+        doc="fixed mode: local times (HH:MM) of the scheduled checks on shift days.",
+        example=["10:30", "15:00"],
+    )
 
     def validate(self, report: Report) -> None:
         try:
@@ -78,7 +97,10 @@ class ScheduleConfig:
             report("timezone", f"unknown time zone '{self.timezone}'; use an IANA name such as Europe/London")
         mean_gap = 3600.0 / self.scans_per_hour
         if self.mode == "random" and self.min_gap_minutes * 60 >= 0.9 * mean_gap:
-            report("min_gap_minutes", f"must be well below the mean gap of {mean_gap / 60:.1f} min that scans_per_hour implies")
+            report(
+                "min_gap_minutes",
+                f"must be well below the mean gap of {mean_gap / 60:.1f} min that scans_per_hour implies",
+            )
         if self.mode == "fixed":
             if not self.fixed_times:
                 report("fixed_times", "fixed mode needs at least one time, e.g. ['10:30', '15:00']")
@@ -112,7 +134,7 @@ class ShiftCalendar:
         base = datetime(day.year, day.month, day.day, tzinfo=self.tz)
         # Add wall-clock minutes in local time, then convert: keeps 09:00 at 09:00 across DST.
         naive = datetime(day.year, day.month, day.day) + timedelta(minutes=minute)
-        return naive.replace(tzinfo=base.tzinfo).astimezone(timezone.utc)
+        return naive.replace(tzinfo=base.tzinfo).astimezone(UTC)
 
     def windows(self, start: datetime, horizon_days: int = 15) -> Iterator[tuple[datetime, datetime]]:
         """Merged shift windows (UTC) that end after ``start``, in order."""
@@ -120,8 +142,8 @@ class ShiftCalendar:
         spans: list[tuple[datetime, datetime]] = []
         for offset in range(horizon_days + 1):
             day = first + timedelta(days=offset)
-            for s, e in self._daily[day.weekday()]:
-                spans.append((self._local(day, s), self._local(day, e)))
+            for start_min, end_min in self._daily[day.weekday()]:
+                spans.append((self._local(day, start_min), self._local(day, end_min)))
         spans.sort()
         merged: list[tuple[datetime, datetime]] = []
         for s, e in spans:
@@ -198,7 +220,7 @@ class Clock(Protocol):
 
 class SystemClock:
     def now(self) -> datetime:
-        return datetime.now(timezone.utc)
+        return datetime.now(UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -263,7 +285,9 @@ class SimulationRow:
     scans: int
 
 
-def simulate(cfg: ScheduleConfig, start: datetime, days: int, seed: int = 1) -> tuple[list[datetime], list[SimulationRow], int]:
+def simulate(
+    cfg: ScheduleConfig, start: datetime, days: int, seed: int = 1
+) -> tuple[list[datetime], list[SimulationRow], int]:
     """Scan times over ``days`` from ``start``; per local hour-of-day counts; scans outside shifts."""
     sched = Schedule(cfg, random.Random(seed))
     end = start + timedelta(days=days)
@@ -281,7 +305,7 @@ def simulate(cfg: ScheduleConfig, start: datetime, days: int, seed: int = 1) -> 
         cur = s
         while cur < e:
             local = cur.astimezone(sched.calendar.tz)
-            nxt_hour = (local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)).astimezone(timezone.utc)
+            nxt_hour = (local.replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)).astimezone(UTC)
             stop = min(e, nxt_hour)
             shift_seconds[local.hour] += (stop - cur).total_seconds()
             cur = stop
@@ -291,5 +315,7 @@ def simulate(cfg: ScheduleConfig, start: datetime, days: int, seed: int = 1) -> 
         counts[ts.astimezone(sched.calendar.tz).hour] += 1
         if not sched.calendar.in_shift(ts):
             outside += 1
-    rows = [SimulationRow(h, shift_seconds[h] / 3600.0, counts[h]) for h in range(24) if shift_seconds[h] > 0 or counts[h]]
+    rows = [
+        SimulationRow(h, shift_seconds[h] / 3600.0, counts[h]) for h in range(24) if shift_seconds[h] > 0 or counts[h]
+    ]
     return times, rows, outside

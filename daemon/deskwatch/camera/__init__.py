@@ -24,7 +24,7 @@ from ..domain import Frame
 from ..schedule import Clock
 from .config import CameraConfig
 
-__all__ = ["Camera", "CameraError", "open_camera", "take_burst", "BACKENDS"]
+__all__ = ["BACKENDS", "Camera", "CameraError", "open_camera", "take_burst"]
 
 
 class CameraError(Exception):

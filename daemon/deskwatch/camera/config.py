@@ -12,14 +12,32 @@ from ..config.schema import Report, setting
 class CameraConfig:
     """Which camera to read and how a scan's burst is taken."""
 
-    backend: Literal["picamera2", "v4l2", "replay"] = setting("picamera2", doc="picamera2 (Raspberry Pi camera module), v4l2 (USB webcam through OpenCV) or replay (image files, a directory of them, or a video: for demos and tests).")
-    source: str | None = setting(None, doc="replay: path of an image, a directory of images (read in name order, cycling) or a video file; v4l2: device path or index such as /dev/video0 or 0; picamera2: camera number (default 0).", example="/dev/video0")
-    width: int = setting(1280, doc="Capture width in pixels (picamera2/v4l2 ask the camera for this size).", minimum=160, maximum=4096)
+    backend: Literal["picamera2", "v4l2", "replay"] = setting(
+        "picamera2",
+        doc="picamera2 (Raspberry Pi camera module), v4l2 (USB webcam through OpenCV) or replay (image files, a directory of them, or a video: for demos and tests).",
+    )
+    source: str | None = setting(
+        None,
+        doc="replay: path of an image, a directory of images (read in name order, cycling) or a video file; v4l2: device path or index such as /dev/video0 or 0; picamera2: camera number (default 0).",
+        example="/dev/video0",
+    )
+    width: int = setting(
+        1280, doc="Capture width in pixels (picamera2/v4l2 ask the camera for this size).", minimum=160, maximum=4096
+    )
     height: int = setting(720, doc="Capture height in pixels.", minimum=120, maximum=3072)
-    burst_frames: int = setting(5, doc="Frames per scan. A finding must persist across the burst.", minimum=1, maximum=30)
+    burst_frames: int = setting(
+        5, doc="Frames per scan. A finding must persist across the burst.", minimum=1, maximum=30
+    )
     burst_seconds: float = setting(2.0, doc="Time over which the burst's frames are spread.", minimum=0.0, maximum=30.0)
-    open_timeout_seconds: float = setting(10.0, doc="How long opening the camera and reading one frame may take before the scan fails and the camera is retried with backoff.", minimum=1.0, maximum=120.0)
-    retry_max_seconds: float = setting(300.0, doc="Longest wait between attempts to reopen a failed camera.", minimum=5.0, maximum=3600.0)
+    open_timeout_seconds: float = setting(
+        10.0,
+        doc="How long opening the camera and delivering a frame may take. Longer counts as hung: the selftest fails the camera, and the daemon's watchdog allowance for a scan is built from it (a hung read stops the pings and systemd restarts the daemon).",
+        minimum=1.0,
+        maximum=120.0,
+    )
+    retry_max_seconds: float = setting(
+        300.0, doc="Longest wait between attempts to reopen a failed camera.", minimum=5.0, maximum=3600.0
+    )
 
     def validate(self, report: Report) -> None:
         if self.backend == "replay" and not self.source:

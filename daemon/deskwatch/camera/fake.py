@@ -13,8 +13,13 @@ from .config import CameraConfig
 class FakeCamera:
     name = "fake"
 
-    def __init__(self, cfg: CameraConfig | None = None, frames: Sequence[np.ndarray] | None = None,
-                 width: int = 320, height: int = 240):
+    def __init__(
+        self,
+        cfg: CameraConfig | None = None,
+        frames: Sequence[np.ndarray] | None = None,
+        width: int = 320,
+        height: int = 240,
+    ):
         self.frames = list(frames) if frames is not None else []
         self.width, self.height = width, height
         self.opens = 0

@@ -45,7 +45,9 @@ class PiCamera:
             )
             cam.configure(config)
         except (IndexError, RuntimeError) as exc:
-            raise CameraError(f"camera {self.number} not available ({exc}): check the ribbon cable and camera_auto_detect in config.txt") from None
+            raise CameraError(
+                f"camera {self.number} not available ({exc}): check the ribbon cable and camera_auto_detect in config.txt"
+            ) from None
         self._cam = cam
         return cam
 

@@ -26,7 +26,9 @@ class V4l2Camera:
             raise CameraError("the v4l2 backend needs OpenCV: pip install 'deskwatch[usb]'") from None
         cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
         if not cap.isOpened():
-            raise CameraError(f"cannot open {self.device}: is the webcam plugged in, and is this user in the 'video' group?")
+            raise CameraError(
+                f"cannot open {self.device}: is the webcam plugged in, and is this user in the 'video' group?"
+            )
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.cfg.width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)

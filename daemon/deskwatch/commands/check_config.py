@@ -24,6 +24,8 @@ def run(args: argparse.Namespace) -> int:
         print(exc.render(), file=sys.stderr)
         return 78
     if not args.quiet:
-        print(f"{path}: OK (device {cfg.device.site}/{cfg.device.id}, profile {cfg.policy.profile}, "
-              f"camera {cfg.camera.backend}, schedule {cfg.schedule.mode})")
+        print(
+            f"{path}: OK (device {cfg.device.site}/{cfg.device.id}, profile {cfg.policy.profile}, "
+            f"camera {cfg.camera.backend}, schedule {cfg.schedule.mode})"
+        )
     return 0

@@ -33,7 +33,8 @@ def load_config(path: str | Path, *, only: tuple[str, ...] | None = None) -> Con
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            name, [ConfigIssue(None, "(file)", None, "config file not found; copy config.example.yaml there and edit it")]
+            name,
+            [ConfigIssue(None, "(file)", None, "config file not found; copy config.example.yaml there and edit it")],
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(name, [ConfigIssue(None, "(file)", None, f"cannot read the config file: {exc}")]) from None

@@ -22,9 +22,24 @@ ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
 class DeviceConfig:
     """Who this appliance is. Set by provisioning; used in every MQTT topic."""
 
-    id: str = setting(doc="Device id, unique in the fleet; the client certificate's CN.", pattern=ID_PATTERN, hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)", example="desk-0042")
-    site: str = setting(doc="Site (employer or team) the desk belongs to; first topic level after the prefix.", pattern=ID_PATTERN, hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)", example="acme-support")
-    worker_id: str = setting(doc="The worker enrolled at this desk (an opaque id, not a name).", pattern=ID_PATTERN, hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)", example="w-1187")
+    id: str = setting(
+        doc="Device id, unique in the fleet; the client certificate's CN.",
+        pattern=ID_PATTERN,
+        hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)",
+        example="desk-0042",
+    )
+    site: str = setting(
+        doc="Site (employer or team) the desk belongs to; first topic level after the prefix.",
+        pattern=ID_PATTERN,
+        hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)",
+        example="acme-support",
+    )
+    worker_id: str = setting(
+        doc="The worker enrolled at this desk (an opaque id, not a name).",
+        pattern=ID_PATTERN,
+        hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)",
+        example="w-1187",
+    )
 
 
 @dataclass(frozen=True)
@@ -40,13 +55,23 @@ class Config:
     evidence: EvidenceConfig = setting(default_factory=EvidenceConfig, doc="Evidence thumbnails.")
     outbox: OutboxConfig = setting(default_factory=OutboxConfig, doc="Durable outgoing queue.")
     service: ServiceConfig = setting(default_factory=ServiceConfig, doc="Logging and health reporting.")
-    state_dir: str = setting("/var/lib/deskwatch", doc="Where the device keeps its queue, audit trail and the worker's face templates (mode 0700).", path="parent")
+    state_dir: str = setting(
+        "/var/lib/deskwatch",
+        doc="Where the device keeps its queue, audit trail and the worker's face templates (mode 0700).",
+        path="parent",
+    )
 
     def validate(self, report: Report) -> None:
         if self.policy.profile == "uk" and self.schedule.mode == "random":
-            report("schedule.mode", "the uk profile allows no random scans: use mode 'fixed' with fixed_times (or 'interval' for a technician's test)")
+            report(
+                "schedule.mode",
+                "the uk profile allows no random scans: use mode 'fixed' with fixed_times (or 'interval' for a technician's test)",
+            )
         if self.mqtt.tls.enabled is False and not self.mqtt.allow_insecure and not _is_loopback(self.mqtt.host):
-            report("mqtt.tls.enabled", f"plain MQTT to {self.mqtt.host} would send evidence readable on the network: enable TLS, or set mqtt.allow_insecure: true for a lab")
+            report(
+                "mqtt.tls.enabled",
+                f"plain MQTT to {self.mqtt.host} would send evidence readable on the network: enable TLS, or set mqtt.allow_insecure: true for a lab",
+            )
         if os.path.exists(self.state_dir) and not os.path.isdir(self.state_dir):
             report("state_dir", "exists but is not a directory")
 

@@ -123,9 +123,7 @@ def _type_name(tp: Any) -> str:
         return "a mapping"
     if is_section(inner):
         return "a mapping"
-    return {int: "a whole number", float: "a number", str: "text", bool: "true or false"}.get(
-        inner, str(inner)
-    )
+    return {int: "a whole number", float: "a number", str: "text", bool: "true or false"}.get(inner, str(inner))
 
 
 def _short(value: Any) -> str:
@@ -202,9 +200,7 @@ class _Builder:
                         self.failed.add(full)
             elif f.default is MISSING and f.default_factory is MISSING:
                 where = node.start_mark.line + 1 if node is not None else None
-                self.issues.append(
-                    ConfigIssue(where, full, None, f"is required: {f.metadata.get('doc', '')}")
-                )
+                self.issues.append(ConfigIssue(where, full, None, f"is required: {f.metadata.get('doc', '')}"))
                 ok = False
                 self.failed.add(full)
         # Cross-field checks still run when a field was rejected (with its default in
@@ -233,6 +229,8 @@ class _Builder:
     def value(self, tp: Any, node: yaml.Node, key: str, meta: Any) -> tuple[Any, bool]:
         optional, inner = _optional_inner(tp)
         if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:null":
+            if is_section(inner) and not optional:
+                return self.section(inner, None, key)  # "key:" with nothing under it: all defaults
             if optional:
                 return None, True
             self.issue(node, key, None, f"must be {_type_name(tp)}, not empty")
@@ -319,9 +317,7 @@ class _Builder:
             return None, False
         return value, True
 
-    def checked_path(
-        self, text: str, node: yaml.Node, key: str, kind: str, secret: bool
-    ) -> tuple[str | None, bool]:
+    def checked_path(self, text: str, node: yaml.Node, key: str, kind: str, secret: bool) -> tuple[str | None, bool]:
         path = text if os.path.isabs(text) else os.path.normpath(os.path.join(self.base_dir, text))
         if kind == "file":
             if not os.path.isfile(path):
@@ -354,9 +350,7 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader; kept as a class so construct_object works on composed nodes."""
 
 
-def load_section_tree(
-    cls: type, text: str, filename: str, *, only: tuple[str, ...] | None = None
-) -> Any:
+def load_section_tree(cls: type, text: str, filename: str, *, only: tuple[str, ...] | None = None) -> Any:
     """Parse YAML text into ``cls``; raise :class:`ConfigError` listing every problem.
 
     ``only`` restricts the check to some top-level keys (the companion reads just

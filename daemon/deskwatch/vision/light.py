@@ -20,11 +20,32 @@ from ..domain import LightReading
 class LightConfig:
     """Thresholds of the pixel-statistics check that gates every other rule."""
 
-    low_light_luma: float = setting(40.0, doc="Mean brightness (0-255) below which the frame is too dark to check anything: low_light.", minimum=0.0, maximum=255.0)
+    low_light_luma: float = setting(
+        40.0,
+        doc="Mean brightness (0-255) below which the frame is too dark to check anything: low_light.",
+        minimum=0.0,
+        maximum=255.0,
+    )
     dark_pixel_luma: float = setting(30.0, doc="A pixel darker than this counts as dark.", minimum=0.0, maximum=255.0)
-    obstructed_contrast: float = setting(3.0, doc="Brightness spread (std of luma) below which the frame is featureless whatever its brightness: lens covered. camera_obstructed.", minimum=0.0, maximum=128.0)
-    obstructed_relative_contrast: float = setting(0.06, doc="Spread relative to mean brightness below which a frame with little detail counts as a blank surface (camera facing a wall or covered by paper).", minimum=0.0, maximum=1.0)
-    obstructed_detail: float = setting(2.0, doc="Mean gradient (0-255 per pixel) under which a low-contrast frame has no usable detail.", minimum=0.0, maximum=100.0)
+    obstructed_contrast: float = setting(
+        3.0,
+        doc="Brightness spread (std of luma) below which the frame is featureless whatever its brightness: lens covered. camera_obstructed.",
+        minimum=0.0,
+        maximum=128.0,
+    )
+    obstructed_relative_contrast: float = setting(
+        0.06,
+        doc="Spread relative to mean brightness below which a frame with little detail counts as a blank surface (camera facing a wall or covered by paper).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    obstructed_detail: float = setting(
+        2.0,
+        doc="Mean gradient (0-255 per pixel) under which a low-contrast frame has no usable detail.",
+        minimum=0.0,
+        maximum=100.0,
+    )
+
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 

@@ -1,0 +1,314 @@
+"""The composition root: builds every stage from the validated config and runs them.
+
+Threads: the scan loop runs in the caller's thread (``Daemon.run``); delivery runs
+its own publisher thread; the control socket serves from its own thread. Commands
+(MQTT or control socket) only change state or queue work and wake the loop, so a
+scan never runs on a network thread.
+
+Shutdown order (SIGTERM, SIGINT or ``request_stop``): stop taking scans, finish or
+abort the current burst, stop the control socket, let delivery flush and publish a
+clean ``offline``, then tell systemd we are stopping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+from dataclasses import dataclass
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from . import __version__, health
+from .camera import Camera, open_camera
+from .domain import CheckOutcome, ScanRecord, new_id
+from .scanner import Scanner
+from .schedule import Clock, ScanPlanner, Schedule, SystemClock
+
+if TYPE_CHECKING:
+    from .config import Config
+
+log = logging.getLogger(__name__)
+
+
+class CommandRejected(Exception):
+    """Raised by a command handler: the reason goes back in ``cmd/result``."""
+
+
+@dataclass
+class Parts:
+    """Stages the daemon is built from; tests pass fakes for any of them."""
+
+    camera: Camera | None = None
+    vision: Any = None
+    policy: Any = None
+    delivery: Any = None
+    notifier: Any = None
+    control: Any = None
+    audit: Any = None
+
+
+class Daemon:
+    TICK_SECONDS = 5.0  # the loop wakes at least this often (watchdog, status, pause expiry)
+
+    def __init__(self, cfg: Config, *, clock: Clock | None = None, parts: Parts | None = None):
+        self.cfg = cfg
+        self.clock = clock or SystemClock()
+        self.stop_event = threading.Event()
+        self.wake = threading.Event()
+        self.requests: queue.Queue[str] = queue.Queue()
+        parts = parts or Parts()
+        self._prepare_state_dir()
+        from .policy.audit import AuditLog
+
+        self.audit = parts.audit or AuditLog.for_state_dir(cfg.state_dir, keep_days=cfg.evidence.retention_days)
+        self.camera = parts.camera or open_camera(cfg.camera)
+        self.vision = parts.vision or self._build_vision()
+        self.policy = parts.policy or self._build_policy()
+        models = self.vision.model_hashes() if hasattr(self.vision, "model_hashes") else {}
+        self.delivery = parts.delivery or self._build_delivery(models)
+        self.notifier = parts.notifier or self._build_notifier()
+        self.control = parts.control
+        self.started_mono = self.clock.monotonic()
+        self._next_purge = self.started_mono
+        from .contract import payloads
+        from .evidence.thumbnail import make_evidence
+        from .policy.engine import PolicyContext
+
+        self._context_type = PolicyContext
+        self.payloads = payloads
+        self.scanner = Scanner(
+            cfg,
+            self.camera,
+            self.vision,
+            self.policy,
+            self.delivery,
+            self.clock,
+            make_context=self._context,
+            make_evidence=make_evidence,
+            payloads=payloads,
+            stop=self.stop_event,
+            on_record=self.audit.record_scan,
+        )
+        self.planner = ScanPlanner(Schedule(cfg.schedule), self.clock)
+        from .service.notify import watchdog_interval
+        from .service.watchdog import ProgressWatchdog, WatchdogThread, tick_interval
+
+        # A scan (two bursts and the away confirmation in between) must fit in the
+        # allowance; a camera read that hangs longer stops the pings.
+        confirm = cfg.policy.rules.away_from_desk.confirm_after_seconds
+        self.watchdog = ProgressWatchdog(
+            self.notifier,
+            self.clock.monotonic,
+            60.0 + 2 * (cfg.camera.open_timeout_seconds + cfg.camera.burst_seconds) + confirm,
+        )
+        self._watchdog_thread = lambda: WatchdogThread(self.watchdog, tick_interval(watchdog_interval()))
+        self.delivery.on_command(self.handle_command)
+
+    # -- construction ------------------------------------------------------------------
+    def _prepare_state_dir(self) -> None:
+        os.makedirs(self.cfg.state_dir, mode=0o700, exist_ok=True)
+        mode = os.stat(self.cfg.state_dir).st_mode & 0o777
+        if mode & 0o077:
+            log.warning(
+                "state_dir %s is mode %o; tightening to 0700 (it holds face templates)", self.cfg.state_dir, mode
+            )
+            os.chmod(self.cfg.state_dir, 0o700)
+
+    def _build_vision(self) -> Any:
+        from .vision.pipeline import build_vision
+
+        return build_vision(self.cfg)
+
+    def _build_policy(self) -> Any:
+        from .policy.engine import Policy
+
+        return Policy(self.cfg, audit=self.audit)
+
+    def _build_delivery(self, models: dict[str, str]) -> Any:
+        from .mqtt.delivery import Delivery
+
+        return Delivery(self.cfg, version=__version__, models=models)
+
+    def _build_notifier(self) -> Any:
+        from .service.notify import Notifier
+
+        return Notifier()
+
+    def _context(self, trigger: str, confirming: bool) -> Any:
+        return self._context_type(now=self.clock.now(), trigger=trigger, confirming=confirming)
+
+    # -- commands (MQTT and control socket threads) --------------------------------------
+    def handle_command(self, kind: str, body: dict[str, Any]) -> None:
+        """Apply a validated command. Raises CommandRejected with a reason for ok:false."""
+        from .mqtt.commands import CommandRejected as DeliveryRejected
+
+        now = self.clock.now()
+        try:
+            if kind == "pause":
+                self.policy.pause(body["reason"], int(body["minutes"]), now)
+                log.info(
+                    "paused for %d min: %s",
+                    int(body["minutes"]),
+                    body["reason"],
+                    extra={"journal": {"DESKWATCH_EVENT": "pause"}},
+                )
+            elif kind == "resume":
+                self.policy.resume(now)
+                log.info("resumed", extra={"journal": {"DESKWATCH_EVENT": "resume"}})
+            elif kind == "scan":
+                if not self.policy.profile.random_scans:
+                    raise CommandRejected(f"the {self.cfg.policy.profile} profile allows scheduled checks only")
+                self.requests.put("command")
+            elif kind == "activity":
+                self.policy.record_activity(float(body["idle_seconds"]), body.get("since") or now, now)
+                return
+            else:
+                raise CommandRejected(f"unknown command '{kind}'")
+        except CommandRejected as exc:
+            raise DeliveryRejected(str(exc)) from None
+        except (ValueError, KeyError) as exc:
+            raise DeliveryRejected(str(exc)) from None
+        self.wake.set()
+
+    def request_scan(self) -> None:
+        self.requests.put("command")
+        self.wake.set()
+
+    def request_stop(self, *_: Any) -> None:
+        self.stop_event.set()
+        self.wake.set()
+
+    # -- the loop ----------------------------------------------------------------------
+    def run(self, *, max_scans: int | None = None, install_signals: bool = True) -> int:
+        if install_signals and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._on_signal)
+            signal.signal(signal.SIGINT, self._on_signal)
+        self.delivery.start()
+        if self.control is not None:
+            self.control.start()
+        self.watchdog.register("scan_loop")
+        self.watchdog.watch("publisher", self.delivery.progress)
+        self.watchdog_thread = self._watchdog_thread()
+        self.watchdog_thread.start()
+        self._purge_evidence()
+        due = self.planner.plan()
+        self.notifier.ready()
+        log.info(
+            "deskwatch %s started: device %s/%s, profile %s, schedule %s; next scan %s",
+            __version__,
+            self.cfg.device.site,
+            self.cfg.device.id,
+            self.cfg.policy.profile,
+            self.cfg.schedule.mode,
+            due.isoformat() if due else "none (no shift ahead)",
+            extra={"journal": {"DESKWATCH_EVENT": "started", "DEVICE_ID": self.cfg.device.id}},
+        )
+        next_health = self.clock.monotonic() + min(10.0, self.cfg.service.health_interval_seconds)
+        try:
+            while not self.stop_event.is_set():
+                wait = min(
+                    self.planner.seconds_until_due(), self.TICK_SECONDS, max(0.0, next_health - self.clock.monotonic())
+                )
+                if self.requests.empty():
+                    self.clock.wait(self.wake, wait)
+                self.wake.clear()
+                if self.stop_event.is_set():
+                    break
+                self._heartbeat()
+                self._check_pause()
+                while not self.requests.empty() and not self.stop_event.is_set():
+                    self.scanner.scan(self.requests.get_nowait())
+                    self._heartbeat()
+                if self.planner.seconds_until_due() <= 0 and not self.stop_event.is_set():
+                    if self.planner.take_due():
+                        self.scanner.scan("schedule")
+                        self._heartbeat()
+                    nxt = self.planner.due_wall
+                    log.debug("next scan %s", nxt.isoformat() if nxt else "none")
+                if self.clock.monotonic() >= next_health:
+                    self._send_health()
+                    next_health = self.clock.monotonic() + self.cfg.service.health_interval_seconds
+                if self.clock.monotonic() >= self._next_purge:
+                    self._purge_evidence()
+                if max_scans is not None and self.scanner.stats.scans >= max_scans:
+                    break
+        finally:
+            self._shutdown()
+        return 0
+
+    def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        self.request_stop()
+
+    def _heartbeat(self) -> None:
+        self.watchdog.beat("scan_loop")
+        degraded = None
+        if self.scanner.camera_health.state != "ok":
+            degraded = f"camera: {self.scanner.camera_health.last_error}"
+        self.delivery.set_degraded(degraded)
+        self.notifier.status(self.status_text())
+
+    def status_text(self) -> str:
+        due = self.planner.due_wall
+        stats = self.delivery.stats()
+        return (
+            f"next scan {due.strftime('%H:%M:%S') if due else 'none'}; scans {self.scanner.stats.scans}; "
+            f"outbox {stats.get('outbox_depth', '?')}; broker {stats.get('broker', '?')}; "
+            f"camera {self.scanner.camera_health.state}"
+        )
+
+    def _check_pause(self) -> None:
+        finding = self.policy.check_overrun(self.clock.now())
+        if finding is None:
+            return
+        now = self.clock.now()
+        record = ScanRecord(scan_id=new_id(now), trigger="pause", started_at=now, finished_at=now)
+        record.findings = [finding]
+        record.checks = [CheckOutcome("pause_overrun", "violation", finding.detail)]
+        self.scanner._publish(record, [], [])
+
+    def _send_health(self) -> None:
+        s = self.scanner.stats
+        cam = self.scanner.camera_health
+        stats: dict[str, Any] = {
+            "uptime_s": self.clock.monotonic() - self.started_mono,
+            "scans": s.scans,
+            "scans_failed": s.errors,
+            "last_scan_at": s.last_scan_at,
+            "inference_ms": {"p50": s.percentile(0.5), "p95": s.percentile(0.95)},
+            "camera": cam.state if cam.state == "ok" else f"failed: {cam.last_error}",
+            "cpu_temp_c": health.cpu_temperature_c(),
+            "disk_free_bytes": health.disk_free_bytes(self.cfg.state_dir),
+            "clock_synced": health.clock_synchronised(),
+            "paused": self.policy.paused is not None,
+        }
+        stats.update(self.delivery.stats())
+        self.delivery.send_health(self.payloads.health_payload(self.cfg, stats))
+
+    def _purge_evidence(self) -> None:
+        """Retention: at start and daily, undelivered evidence past retention_days goes."""
+        self._next_purge = self.clock.monotonic() + 24 * 3600
+        purge = getattr(self.delivery, "purge_expired_evidence", None)
+        if callable(purge):
+            purge(self.clock.now())
+        self.audit.prune(self.clock.now())
+
+    def _shutdown(self) -> None:
+        self.stop_event.set()
+        self.notifier.stopping()
+        self.watchdog_thread.stop()
+        if self.control is not None:
+            self.control.stop()
+        self.delivery.stop(timeout=5.0)
+        close = getattr(self.vision, "close", None)
+        if callable(close):
+            close()
+        self.audit.close()
+        log.info(
+            "deskwatch stopped after %d scans",
+            self.scanner.stats.scans,
+            extra={"journal": {"DESKWATCH_EVENT": "stopped"}},
+        )

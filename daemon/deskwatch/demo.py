@@ -1,0 +1,242 @@
+"""``make demo``: the daemon end to end against a real local broker.
+
+Starts Mosquitto on a free loopback port, writes a demo config (replay camera on
+the bundled public-domain frames, a scan every few seconds), runs ``deskwatch run``
+as a child process (its log lines show what an operator sees in the journal),
+subscribes like the central side does, prints each message as the broker delivers
+it and saves evidence JPEGs to ``demo-out/evidence/``. Stops after ``--seconds`` or
+Ctrl-C, and exits non-zero if no scan record arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+FRAMES = REPO / "demo" / "frames"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.path.exists(binary):
+        sys.exit("demo: mosquitto is not installed; run 'make install' (it installs Debian's mosquitto)")
+    conf = workdir / "mosquitto.conf"
+    lines = [
+        f"listener {port} 127.0.0.1",
+        "allow_anonymous true",
+        "persistence false",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+    ]
+    if os.geteuid() == 0:
+        lines.append("user root")
+    conf.write_text("\n".join(lines) + "\n")
+    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode() if proc.stderr else ""
+            sys.exit(f"demo: mosquitto exited at start: {err.strip()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc
+        except OSError:
+            time.sleep(0.05)
+    proc.kill()
+    sys.exit("demo: mosquitto did not start listening within 10 s")
+
+
+def prepare_frames(out: Path, burst: int) -> Path:
+    """Each demo scene repeated ``burst`` times, so one scan's burst sees one scene."""
+    frames = out / "frames"
+    shutil.rmtree(frames, ignore_errors=True)
+    frames.mkdir(parents=True)
+    worker = np.asarray(Image.open(FRAMES / "01_worker_at_desk.jpg").convert("RGB"))
+    empty = FRAMES / "02_empty_desk.jpg"
+    dark = frames / "_dark.jpg"
+    Image.fromarray((worker.astype(np.float32) * 0.1).astype(np.uint8)).save(dark, quality=90)
+    covered = frames / "_covered.jpg"
+    rng = np.random.default_rng(7)
+    noise = rng.normal(6, 1.2, worker.shape).clip(0, 255).astype(np.uint8)
+    Image.fromarray(noise).save(covered, quality=90)
+    scenes = [FRAMES / "01_worker_at_desk.jpg", empty, empty, dark, covered]
+    n = 0
+    for scene in scenes:
+        for _ in range(burst):
+            os.symlink(scene.resolve(), frames / f"{n:03d}{scene.suffix}")
+            n += 1
+    return frames
+
+
+def write_config(out: Path, port: int, frames: Path, burst: int, interval: int) -> Path:
+    cfg = out / "config.yaml"
+    cfg.write_text(f"""\
+# Written by the demo; see config.example.yaml for every key.
+device: {{id: desk-demo, site: demo-site, worker_id: w-demo}}
+mqtt:
+  host: 127.0.0.1
+  port: {port}
+  tls: {{enabled: false}}   # plain MQTT is allowed to a loopback broker only
+camera:
+  backend: replay
+  source: {frames}
+  burst_frames: {burst}
+  burst_seconds: 0.6
+schedule:
+  timezone: UTC
+  shifts: [{{days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "24:00"}}]
+  mode: interval
+  interval_seconds: {interval}
+policy:
+  profile: full
+service:
+  health_interval_seconds: 10
+state_dir: {out / "state"}
+""")
+    return cfg
+
+
+class Listener:
+    """Subscribes like the central side and prints what arrives."""
+
+    def __init__(self, port: int, out: Path):
+        import paho.mqtt.client as mqtt
+
+        self.out = out
+        self.counts: dict[str, int] = {}
+        self.lock = threading.Lock()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-central", protocol=mqtt.MQTTv5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("deskwatch/v1/#", qos=1)
+        self.client.on_message = self.on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        parts = msg.topic.split("/")
+        kind = parts[4] if len(parts) > 4 else msg.topic
+        with self.lock:
+            self.counts[kind] = self.counts.get(kind, 0) + 1
+        if kind == "evidence":
+            path = self.out / "evidence" / f"{parts[5]}.jpg"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(msg.payload)
+            print(
+                f"  <- evidence {parts[5][:13]}… {len(msg.payload)} B saved to {path.relative_to(REPO) if path.is_relative_to(REPO) else path}"
+            )
+            return
+        try:
+            body = json.loads(msg.payload)
+        except ValueError:
+            print(f"  <- {msg.topic}: {len(msg.payload)} bytes (not JSON)")
+            return
+        if kind == "event":
+            ev = body.get("evidence") or {}
+            print(
+                f"  <- EVENT {body.get('type')} conf {body.get('confidence')} seq {body.get('seq')} "
+                f"evidence {ev.get('bytes', 'none')} B{' (replayed)' if body.get('replayed') else ''}"
+            )
+        elif kind == "scan":
+            found = [f.get("type") for f in body.get("findings", [])] if isinstance(body.get("findings"), list) else []
+            print(
+                f"  <- scan {str(body.get('scan_id'))[:13]}… outcome {body.get('outcome')} "
+                f"persons {body.get('persons')} {found or ''}"
+            )
+        elif kind == "status":
+            print(f"  <- status {body.get('state')} (session {body.get('session')}, retained={bool(msg.retain)})")
+        elif kind == "health":
+            print(
+                f"  <- health: scans {body.get('scans')}, outbox {body.get('outbox', {}).get('depth', body.get('outbox_depth'))}"
+            )
+        else:
+            print(f"  <- {kind}: {msg.payload[:120]!r}")
+
+    def stop(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="make demo", description=__doc__)
+    ap.add_argument("--seconds", type=float, default=45.0, help="stop after this long (default 45)")
+    ap.add_argument("--interval", type=int, default=5, help="seconds between scans (default 5)")
+    ap.add_argument("--out", default=str(REPO / "demo-out"), help="where config, state and evidence go")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out).resolve()
+    shutil.rmtree(out / "state", ignore_errors=True)
+    shutil.rmtree(out / "evidence", ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    burst = 3
+    port = free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="deskwatch-demo-"))
+    print(f"demo: starting mosquitto on 127.0.0.1:{port}")
+    broker = start_mosquitto(workdir, port)
+    daemon: subprocess.Popen[bytes] | None = None
+    listener = None
+    try:
+        frames = prepare_frames(out, burst)
+        cfg = write_config(out, port, frames, burst, args.interval)
+        listener = Listener(port, out)
+        print(
+            f"demo: running the daemon on {FRAMES.relative_to(REPO)} (+ a dark and a covered frame), "
+            f"a scan every {args.interval} s, for {args.seconds:.0f} s (Ctrl-C stops)"
+        )
+        daemon = subprocess.Popen([sys.executable, "-m", "deskwatch", "run", "--config", str(cfg)])
+        deadline = time.monotonic() + args.seconds
+        while time.monotonic() < deadline and daemon.poll() is None:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        print("\ndemo: interrupted")
+    finally:
+        code = None
+        if daemon is not None:
+            if daemon.poll() is None:
+                daemon.send_signal(signal.SIGTERM)
+                try:
+                    code = daemon.wait(15)
+                except subprocess.TimeoutExpired:
+                    daemon.kill()
+                    code = daemon.wait()
+            else:
+                code = daemon.returncode
+        time.sleep(0.5)  # let the clean 'offline' status arrive
+        if listener is not None:
+            listener.stop()
+        broker.terminate()
+        broker.wait(5)
+        shutil.rmtree(workdir, ignore_errors=True)
+    counts = listener.counts if listener else {}
+    print(f"demo: daemon exited with {code}; received {json.dumps(counts, sort_keys=True)}")
+    evidence = out / "evidence"
+    if evidence.exists():
+        print(f"demo: evidence thumbnails in {evidence}")
+    if not counts.get("scan"):
+        print("demo: FAILED: no scan record reached the broker", file=sys.stderr)
+        return 1
+    return 0 if code == 0 else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,264 @@
+"""One scan, start to finish: burst -> vision -> policy -> evidence -> outbox.
+
+The scanner owns no thread; the daemon's scan loop (``app.py``) calls
+:meth:`Scanner.scan` when the schedule or a command says so. Every stage is passed
+in, so a test drives it with a fake camera, detector outputs and a fake clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .camera import Camera, CameraError, take_burst
+from .domain import CheckOutcome, Finding, Frame, FrameAnalysis, ScanRecord, new_id, rfc3339
+from .schedule import Clock
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .evidence.thumbnail import Evidence
+    from .policy.engine import PolicyContext, PolicyOutcome
+
+log = logging.getLogger(__name__)
+
+
+class Vision(Protocol):
+    def analyze(self, frame: Frame) -> FrameAnalysis: ...
+
+
+class Policy(Protocol):
+    def pre_scan(self, now: Any) -> str | None: ...
+
+    def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome: ...
+
+
+class Outbox(Protocol):
+    """The part of Delivery the scanner uses."""
+
+    def send_event(self, payload: dict[str, Any], evidence: bytes | None) -> str: ...
+
+    def send_scan(self, payload: dict[str, Any]) -> None: ...
+
+
+EvidenceMaker = Callable[[Frame, Finding, FrameAnalysis, "Config"], "Evidence | None"]
+ContextMaker = Callable[[str, bool], "PolicyContext"]
+
+
+@dataclass
+class CameraHealth:
+    """Failures, backoff and a state word for status/health."""
+
+    retry_base: float = 5.0
+    retry_max: float = 300.0
+    failures: int = 0
+    last_error: str | None = None
+    retry_at: float = 0.0  # monotonic
+
+    @property
+    def state(self) -> str:
+        return "ok" if self.failures == 0 else "failed"
+
+    def usable(self, now_mono: float) -> bool:
+        return self.failures == 0 or now_mono >= self.retry_at
+
+    def failed(self, error: str, now_mono: float) -> float:
+        self.failures += 1
+        self.last_error = error
+        delay = min(self.retry_max, self.retry_base * 2 ** (self.failures - 1))
+        self.retry_at = now_mono + delay
+        return delay
+
+    def recovered(self) -> bool:
+        was_failed = self.failures > 0
+        self.failures, self.last_error, self.retry_at = 0, None, 0.0
+        return was_failed
+
+
+@dataclass
+class ScanStats:
+    scans: int = 0
+    findings: int = 0
+    errors: int = 0
+    skipped: int = 0
+    last_scan_at: str | None = None
+    inference_ms: deque[float] = field(default_factory=lambda: deque(maxlen=500))
+
+    def percentile(self, q: float) -> float | None:
+        if not self.inference_ms:
+            return None
+        data = sorted(self.inference_ms)
+        return round(data[min(len(data) - 1, int(q * len(data)))], 1)
+
+
+class Scanner:
+    def __init__(
+        self,
+        cfg: Config,
+        camera: Camera,
+        vision: Vision,
+        policy: Policy,
+        outbox: Outbox,
+        clock: Clock,
+        make_context: ContextMaker,
+        make_evidence: EvidenceMaker | None,
+        payloads: Any,
+        stop: threading.Event | None = None,
+        on_record: Callable[[ScanRecord], None] | None = None,
+    ):
+        self.cfg = cfg
+        self.camera = camera
+        self.vision = vision
+        self.policy = policy
+        self.outbox = outbox
+        self.clock = clock
+        self.make_context = make_context
+        self.make_evidence = make_evidence
+        self.payloads = payloads  # deskwatch.contract.payloads (module) or a test double
+        self.stop = stop or threading.Event()
+        self.on_record = on_record
+        self.camera_health = CameraHealth(retry_max=cfg.camera.retry_max_seconds)
+        self.stats = ScanStats()
+        self._lock = threading.Lock()  # one scan at a time (schedule, command, CLI)
+
+    # -- the scan ----------------------------------------------------------------------
+    def scan(self, trigger: str) -> ScanRecord | None:
+        """Run one scan now. None when it was skipped before the camera opened."""
+        with self._lock:
+            return self._scan(trigger)
+
+    def _scan(self, trigger: str) -> ScanRecord | None:
+        now = self.clock.now()
+        skip = self.policy.pre_scan(now)
+        if skip:
+            self.stats.skipped += 1
+            log.info("scan skipped: %s", skip, extra={"journal": {"DESKWATCH_EVENT": "scan_skipped"}})
+            return None
+        record = ScanRecord(scan_id=new_id(now), trigger=trigger, started_at=now)
+        t0 = time.perf_counter()
+        outcome, analyses, frames = self._burst_and_evaluate(record, confirming=False)
+        if outcome is not None and outcome.confirm_after_seconds is not None and not self.stop.is_set():
+            # away_from_desk is reported only when a second burst agrees.
+            log.info("scan %s: nobody at the desk; confirming in %.0f s", record.scan_id, outcome.confirm_after_seconds)
+            if not self.clock.wait(self.stop, outcome.confirm_after_seconds):
+                second, analyses2, frames2 = self._burst_and_evaluate(record, confirming=True)
+                if second is not None:
+                    outcome, analyses, frames = second, analyses2, frames2
+        if outcome is not None:
+            record.findings = list(outcome.findings)
+            record.checks = list(outcome.checks)
+            record.persons, record.bystanders = outcome.persons, outcome.bystanders
+        record.finished_at = self.clock.now()
+        record.durations_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
+        self._publish(record, frames, analyses)
+        return record
+
+    def _burst_and_evaluate(
+        self, record: ScanRecord, *, confirming: bool
+    ) -> tuple[PolicyOutcome | None, list[FrameAnalysis], list[Frame]]:
+        cam_cfg = self.cfg.camera
+        mono = self.clock.monotonic()
+        if not self.camera_health.usable(mono):
+            wait = self.camera_health.retry_at - mono
+            record.error = f"camera unavailable ({self.camera_health.last_error}); next attempt in {wait:.0f} s"
+            return None, [], []
+        t = time.perf_counter()
+        try:
+            frames = take_burst(self.camera, cam_cfg.burst_frames, cam_cfg.burst_seconds, self.clock, self.stop)
+        except (CameraError, OSError, RuntimeError) as exc:
+            delay = self.camera_health.failed(str(exc), self.clock.monotonic())
+            record.error = f"camera failed: {exc}"
+            log.error(
+                "camera failed: %s; retrying in %.0f s",
+                exc,
+                delay,
+                extra={"journal": {"DESKWATCH_EVENT": "camera_failed", "SCAN_ID": record.scan_id}},
+            )
+            return None, [], []
+        if self.camera_health.recovered():
+            log.info("camera recovered", extra={"journal": {"DESKWATCH_EVENT": "camera_recovered"}})
+        if not frames:
+            record.error = "scan interrupted by shutdown"
+            return None, [], []
+        record.durations_ms["capture"] = record.durations_ms.get("capture", 0.0) + round(
+            (time.perf_counter() - t) * 1000, 1
+        )
+        record.frames += len(frames)
+        t = time.perf_counter()
+        analyses = [self.vision.analyze(f) for f in frames]
+        vision_ms = (time.perf_counter() - t) * 1000
+        record.durations_ms["vision"] = record.durations_ms.get("vision", 0.0) + round(vision_ms, 1)
+        self.stats.inference_ms.append(vision_ms / len(frames))
+        t = time.perf_counter()
+        outcome = self.policy.evaluate(analyses, self.make_context(record.trigger, confirming))
+        record.durations_ms["policy"] = record.durations_ms.get("policy", 0.0) + round(
+            (time.perf_counter() - t) * 1000, 2
+        )
+        return outcome, analyses, frames
+
+    # -- delivery ----------------------------------------------------------------------
+    def _publish(self, record: ScanRecord, frames: list[Frame], analyses: list[FrameAnalysis]) -> None:
+        self.stats.scans += 1
+        self.stats.last_scan_at = rfc3339(record.started_at)
+        if record.error:
+            self.stats.errors += 1
+            record.checks = record.checks or [CheckOutcome("all", "skipped", record.error)]
+        t = time.perf_counter()
+        for finding in record.findings:
+            self.stats.findings += 1
+            evidence, reason = self._evidence_for(finding, frames, analyses)
+            payload = self.payloads.event_payload(self.cfg, finding, record, evidence, reason)
+            event_id = self.outbox.send_event(payload, evidence.jpeg if evidence else None)
+            log.warning(
+                "finding %s in scan %s: %s (confidence %.2f)%s",
+                finding.type,
+                record.scan_id,
+                finding.detail or finding.type,
+                finding.confidence,
+                f", evidence {len(evidence.jpeg)} B" if evidence else f", no evidence ({reason})",
+                extra={
+                    "journal": {
+                        "DESKWATCH_EVENT": "finding",
+                        "EVENT_ID": event_id,
+                        "EVENT_TYPE": finding.type,
+                        "SCAN_ID": record.scan_id,
+                    }
+                },
+            )
+        record.durations_ms["evidence"] = round((time.perf_counter() - t) * 1000, 1)
+        self.outbox.send_scan(self.payloads.scan_payload(self.cfg, record))
+        summary = ", ".join(f.type for f in record.findings) or ("error: " + record.error if record.error else "clear")
+        log.info(
+            "scan %s (%s) done in %.0f ms: %d frames, %d persons, %d bystanders: %s",
+            record.scan_id,
+            record.trigger,
+            record.durations_ms.get("total", 0.0),
+            record.frames,
+            record.persons,
+            record.bystanders,
+            summary,
+            extra={"journal": {"DESKWATCH_EVENT": "scan", "SCAN_ID": record.scan_id, "SCAN_OUTCOME": record.outcome}},
+        )
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def _evidence_for(
+        self, finding: Finding, frames: list[Frame], analyses: list[FrameAnalysis]
+    ) -> tuple[Evidence | None, str | None]:
+        if not finding.evidence_allowed:
+            return None, "not allowed for this rule or profile"
+        if not self.cfg.evidence.enabled:
+            return None, "evidence disabled in config"
+        if self.make_evidence is None or not frames:
+            return None, "no frame"
+        i = min(max(finding.frame_index, 0), len(frames) - 1)
+        try:
+            evidence = self.make_evidence(frames[i], finding, analyses[i], self.cfg)
+        except Exception:  # evidence must never cost the event itself
+            log.exception("evidence for %s failed; sending the event without it", finding.type)
+            return None, "thumbnail failed"
+        return (evidence, None) if evidence is not None else (None, "withheld by policy or size cap")

@@ -1,0 +1,7 @@
+"""Shared fixtures: each area keeps its own in tests/support/ and is listed here."""
+
+from __future__ import annotations
+
+pytest_plugins = [
+    "tests.support.common",
+]
