@@ -101,7 +101,9 @@ def test_byte_cap_evicts_evidence_before_anything_else(tmp_path: Path) -> None:
 
 def test_age_cap_uses_the_wall_clock(tmp_path: Path) -> None:
     clock = WallClock()
-    box = Outbox(tmp_path, max_bytes=10**7, max_messages=1000, max_age_days=2, evidence_max_age_days=1, wall_clock=clock)
+    box = Outbox(
+        tmp_path, max_bytes=10**7, max_messages=1000, max_age_days=2, evidence_max_age_days=1, wall_clock=clock
+    )
     box.put_event(event(1), b"jpeg")
     clock.t += 1.5 * 86400
     assert box.enforce_caps() == {"evidence": 1}
@@ -129,7 +131,9 @@ CHILD = textwrap.dedent(
 def test_sigkill_loses_nothing_that_was_acknowledged_to_the_caller(tmp_path: Path) -> None:
     confirmed: dict[int, str] = {}
     for round_ in range(3):
-        proc = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path), f"r{round_}"], stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(tmp_path), f"r{round_}"], stdout=subprocess.PIPE, text=True
+        )
         assert proc.stdout is not None
         for _ in range(40):
             seq, eid = proc.stdout.readline().split()

@@ -33,8 +33,14 @@ class MqttConfig:
     password_file: str | None = setting(None, doc="File holding the password (mode 0600). Passwords are never written inline.", path="file", secret=True)
     allow_insecure: bool = setting(False, doc="Allow plain TCP to a broker that is not on loopback. Only for lab setups: everything is readable on the network.")
     keepalive_seconds: int = setting(30, doc="MQTT keep-alive; the broker publishes the Last Will after 1.5 x this without traffic.", minimum=5, maximum=600)
+    reconnect_min_seconds: float = setting(1.0, doc="First delay before reconnecting after the broker went away; doubles per failed attempt (with random jitter).", minimum=0.05, maximum=60)
+    reconnect_max_seconds: float = setting(120.0, doc="Longest delay between reconnection attempts.", minimum=0.1, maximum=600)
+    connect_timeout_seconds: float = setting(10.0, doc="How long to wait for the broker's CONNACK before giving up on an attempt.", minimum=1, maximum=120)
+    max_inflight: int = setting(32, doc="Messages published but not yet acknowledged at any time (bounds memory and broker load while draining the outbox).", minimum=1, maximum=1000)
     protocol: str = setting("auto", doc="MQTT version: '5', '3.1.1', or 'auto' (try 5, fall back to 3.1.1).", pattern=r"auto|5|3\.1\.1")
 
     def validate(self, report: Report) -> None:
         if self.password_file and not self.username:
             report("username", "password_file is set but username is not; set the user name the password belongs to")
+        if self.reconnect_max_seconds < self.reconnect_min_seconds:
+            report("reconnect_max_seconds", "must not be smaller than reconnect_min_seconds")

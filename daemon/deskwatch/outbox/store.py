@@ -31,6 +31,7 @@ Every eviction is counted per kind (persisted), logged, and reported in ``health
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -107,7 +108,9 @@ class Outbox:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         os.chmod(self.path, 0o600)
-        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(MAX(id), 0) FROM messages").fetchone()
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(MAX(id), 0) FROM messages"
+        ).fetchone()
         self._count, self._bytes = int(row[0]), int(row[1])
         # Everything already queued when we open survived a restart: it is a replay.
         self._replay_upto = int(row[2])
@@ -191,13 +194,31 @@ class Outbox:
                 raise
         return row_id
 
-    def _insert(self, kind: str, topic: str, data: bytes, qos: int, event_id: str | None,
-                offline: bool, props: dict[str, str] | None) -> int:
+    def _insert(
+        self,
+        kind: str,
+        topic: str,
+        data: bytes,
+        qos: int,
+        event_id: str | None,
+        offline: bool,
+        props: dict[str, str] | None,
+    ) -> int:
         cur = self._db.execute(
             "INSERT INTO messages (kind, rank, topic, payload, qos, created, bytes, event_id, offline, props) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (kind, EVICTION_RANK[kind], topic, data, qos, self._clock(), len(data), event_id,
-             int(offline), json.dumps(props) if props else None),
+            (
+                kind,
+                EVICTION_RANK[kind],
+                topic,
+                data,
+                qos,
+                self._clock(),
+                len(data),
+                event_id,
+                int(offline),
+                json.dumps(props) if props else None,
+            ),
         )
         self._count += 1
         self._bytes += len(data)
@@ -245,7 +266,8 @@ class Outbox:
                 self.evicted[kind] = self._bump(f"evicted.{kind}", n)
             logger.warning(
                 "outbox cap reached (%d messages, %d bytes queued): evicted %s; totals %s",
-                self._count, self._bytes,
+                self._count,
+                self._bytes,
                 ", ".join(f"{n} {k}" for k, n in sorted(evicted.items(), key=lambda kv: EVICTION_RANK[kv[0]])),
                 self.evicted,
                 extra={"journal": {"OUTBOX_EVICTED": sum(evicted.values())}},
@@ -286,8 +308,14 @@ class Outbox:
             ).fetchall()
         return [
             QueuedMessage(
-                id=r[0], kind=r[1], topic=r[2], payload=bytes(r[3]), qos=r[4], created=r[5],
-                event_id=r[6], replay=bool(r[7]) or r[0] <= self._replay_upto,
+                id=r[0],
+                kind=r[1],
+                topic=r[2],
+                payload=bytes(r[3]),
+                qos=r[4],
+                created=r[5],
+                event_id=r[6],
+                replay=bool(r[7]) or r[0] <= self._replay_upto,
                 props=json.loads(r[8]) if r[8] else None,
             )
             for r in rows
@@ -338,10 +366,8 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            except sqlite3.Error:
-                pass
             self._db.close()
 
 

@@ -1,0 +1,641 @@
+"""Delivery: outbox -> broker, at least once, with the device's status and command intake.
+
+Threads (all daemon threads owned by :class:`Delivery`):
+
+- *connection*: builds a paho client (callback API v2), connects (TLS by default),
+  runs its network loop, and on any loss waits a jittered, doubling delay (up to
+  ``mqtt.reconnect_max_seconds``) before the next attempt. MQTT 5 first; in
+  ``protocol: auto`` a broker that does not answer an MQTT 5 CONNECT (or says
+  "unsupported protocol version") is retried with 3.1.1. The client counts as
+  connected only after a CONNACK with a success reason code.
+- *publisher*: reads the outbox in order and keeps at most ``mqtt.max_inflight``
+  messages unacknowledged; PUBACKs delete rows in batches. After every (re)connect
+  it starts again from the oldest queued row, so whatever was in flight when the
+  link broke is sent again (same ``event_id``; ``replayed: true``).
+- *commands*: validates and dispatches ``cmd/*`` and ``activity`` messages off the
+  network thread, so a slow handler cannot starve keep-alives; every command is
+  answered on ``cmd/result`` through the outbox.
+
+Status: ``status`` is retained; each connection attempt takes the next persisted
+``session`` number, used both in the Last Will (``offline``) and in the ``online`` /
+``degraded`` message published after the CONNACK, so a consumer can tell a stale
+Will from the current state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from ..config import Config
+from ..contract.payloads import result_payload, status_payload, topic_prefix
+from ..domain import new_id, utcnow
+from ..outbox.store import Outbox, QueuedMessage
+from .commands import CommandHandler, CommandIntake, CommandResult, kind_for_topic
+
+logger = logging.getLogger(__name__)
+
+COMMAND_TOPICS = ("cmd/pause", "cmd/resume", "cmd/scan", "activity")
+ACK_BATCH = 64
+ACK_FLUSH_SECONDS = 0.05
+CAPS_EVERY_SECONDS = 60.0
+
+# CONNACK reason codes (MQTT 3.1.1 return codes are mapped onto these by paho).
+RC_UNSUPPORTED_PROTOCOL = 132
+RC_CLIENT_ID_INVALID = 133
+RC_SERVER_UNAVAILABLE = 136
+RC_BAD_CREDENTIALS = 134
+RC_NOT_AUTHORIZED = 135
+
+
+@dataclass
+class _Link:
+    """State of one connection attempt (one paho client)."""
+
+    generation: int
+    protocol: mqtt.MQTTProtocolVersion
+    session: int
+    client: mqtt.Client
+    connack: ReasonCode | None = None
+    connected_at: float | None = None
+    refused: ReasonCode | None = None
+    publish_denied: set[str] = field(default_factory=set)
+
+
+def is_loopback(host: str) -> bool:
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Delay before reconnect attempt ``attempt`` (0-based): doubling, capped, with jitter in [50%, 100%]."""
+    ceiling = min(high, low * (2 ** min(attempt, 30)))
+    return ceiling * (0.5 + 0.5 * rng.random())
+
+
+class Delivery:
+    def __init__(self, cfg: Config, *, version: str, models: dict[str, str], rng: random.Random | None = None) -> None:
+        self.cfg = cfg
+        self.version = version
+        self.models = dict(models)
+        self.prefix = topic_prefix(cfg)
+        self.outbox = Outbox(
+            cfg.state_dir,
+            max_bytes=cfg.outbox.max_bytes,
+            max_messages=cfg.outbox.max_messages,
+            max_age_days=cfg.outbox.max_age_days,
+            evidence_max_age_days=min(cfg.outbox.max_age_days, cfg.evidence.retention_days),
+        )
+        self._rng = rng or random.Random()
+        self._intake = CommandIntake()
+        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=32)
+        self._acks: queue.SimpleQueue[tuple[int, int, ReasonCode | None]] = queue.SimpleQueue()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._draining_stop = threading.Event()
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._link: _Link | None = None
+        self._generation = 0
+        self._app_reason: str | None = None
+        self._link_problem: str | None = None
+        self._protocol = mqtt.MQTTv311 if cfg.mqtt.protocol == "3.1.1" else mqtt.MQTTv5
+        self._since = utcnow()
+        self._progress = time.monotonic()
+        self._threads: list[threading.Thread] = []
+        self._sent_before: set[int] = set()
+        self._drain_until = 0.0
+        self._password = self._read_password()
+        self.published = 0
+        self.acked = 0
+        self.reconnects = 0
+        self.connections = 0
+
+    # -- public interface -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        if not self.cfg.mqtt.tls.enabled:
+            if is_loopback(self.cfg.mqtt.host):
+                logger.info("MQTT without TLS to loopback broker %s:%d", self.cfg.mqtt.host, self.cfg.mqtt.port)
+            elif self.cfg.mqtt.allow_insecure:
+                logger.warning(
+                    "MQTT WITHOUT TLS to %s:%d (mqtt.allow_insecure): events and evidence are readable on the network",
+                    self.cfg.mqtt.host,
+                    self.cfg.mqtt.port,
+                )
+        for name, target in (
+            ("mqtt-connection", self._run_connection),
+            ("outbox-publisher", self._run_publisher),
+            ("mqtt-commands", self._run_commands),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Give in-flight messages a moment, publish a clean ``offline`` and disconnect."""
+        deadline = time.monotonic() + timeout
+        self._drain_until = time.monotonic() + min(timeout / 2, 2.0)
+        self._draining_stop.set()
+        self._wake.set()
+        for t in self._threads:
+            if t.name == "outbox-publisher":
+                t.join(max(0.1, min(timeout / 2, deadline - time.monotonic())))
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self._threads = []
+        self.outbox.close()
+
+    def send_event(self, payload: dict[str, Any], evidence: bytes | None) -> str:
+        """Queue an event (and its JPEG) durably; fills ``event_id`` and ``seq``. Returns the event id."""
+        payload = dict(payload)
+        event_id = str(payload.get("event_id") or new_id())
+        payload["event_id"] = event_id
+        payload.setdefault("replayed", False)
+        props = None
+        if evidence is not None:
+            digest = hashlib.sha256(evidence).hexdigest()
+            given = payload.get("evidence")
+            meta: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
+            meta.update(sha256=digest, bytes=len(evidence))
+            meta.setdefault("content_type", "image/jpeg")
+            payload["evidence"] = meta
+            payload["evidence_reason"] = None
+            props = {"content-type": "image/jpeg", "sha256": digest, "event_id": event_id}
+        queued = self.outbox.put_event(payload, evidence, props, offline=not self._connected.is_set())
+        logger.info(
+            "event %s %s queued (seq %d)",
+            payload.get("type", "?"),
+            event_id,
+            queued["seq"],
+            extra={"journal": {"EVENT_ID": event_id, "SCAN_ID": str(payload.get("scan_id", ""))}},
+        )
+        self._wake.set()
+        return event_id
+
+    def send_scan(self, payload: dict[str, Any]) -> None:
+        self.outbox.put("scan", "scan", payload, offline=not self._connected.is_set())
+        self._wake.set()
+
+    def send_health(self, payload: dict[str, Any]) -> None:
+        self.outbox.put("health", "health", payload, qos=0, offline=not self._connected.is_set())
+        self._wake.set()
+
+    def set_degraded(self, reason: str | None) -> None:
+        with self._lock:
+            if reason == self._app_reason:
+                return
+            self._app_reason = reason
+        self._publish_status()
+
+    def on_command(self, handler: CommandHandler) -> None:
+        self._intake.handler = handler
+
+    def progress(self) -> float:
+        return self._progress
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def state(self) -> str:
+        return "degraded" if self.reasons() else ("online" if self.connected else "offline")
+
+    def reasons(self) -> list[str]:
+        return [r for r in (self._link_problem, self._app_reason) if r]
+
+    def stats(self) -> dict[str, Any]:
+        link = self._link
+        return {
+            "outbox": self.outbox.stats(),
+            "mqtt": {
+                "connected": self.connected,
+                "state": self.state(),
+                "reasons": self.reasons(),
+                "protocol": ("5" if link.protocol == mqtt.MQTTv5 else "3.1.1") if link and self.connected else "none",
+                "session": link.session if link else 0,
+                "connections": self.connections,
+                "reconnects": self.reconnects,
+                "published": self.published,
+                "acked": self.acked,
+                "commands_received": self._intake.received,
+                "commands_rejected": self._intake.rejected,
+            },
+        }
+
+    # -- connection -----------------------------------------------------------------------
+
+    def _read_password(self) -> str | None:
+        path = self.cfg.mqtt.password_file
+        if not path:
+            return None
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip("\r\n")
+
+    def _new_link(self, protocol: mqtt.MQTTProtocolVersion) -> _Link:
+        m = self.cfg.mqtt
+        self._generation += 1
+        session = self.outbox.next_session()
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.cfg.device.id,
+            protocol=protocol,
+            clean_session=True if protocol != mqtt.MQTTv5 else None,
+            userdata=self._generation,
+        )
+        link = _Link(self._generation, protocol, session, client)
+        client.connect_timeout = m.connect_timeout_seconds
+        client.max_inflight_messages_set(m.max_inflight)
+        if m.tls.enabled:
+            client.tls_set(
+                ca_certs=m.tls.ca_file,
+                certfile=m.tls.cert_file,
+                keyfile=m.tls.key_file,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        if m.username:
+            client.username_pw_set(m.username, self._password)
+        will = status_payload(
+            self.cfg, state="offline", session=session, version=self.version, models=self.models, since=self._since
+        )
+        client.will_set(self.prefix + "status", _json(will), qos=1, retain=True)
+        client.on_connect = lambda c, u, f, rc, p: self._on_connect(link, rc)
+        client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(link, rc)
+        client.on_publish = lambda c, u, mid, rc, p: self._acks.put((link.generation, mid, rc))
+        client.on_message = lambda c, u, msg: self._on_message(msg)
+        return link
+
+    def _run_connection(self) -> None:
+        attempt = 0
+        failures_logged: set[str] = set()
+        outage_started: float | None = None
+        while not self._stop.is_set():
+            link = self._new_link(self._protocol)
+            problem = self._connect_and_serve(link)
+            if link.connected_at is not None:  # we were connected: a fresh outage starts now
+                attempt = 0
+                failures_logged.clear()
+                if problem is not None:
+                    self.reconnects += 1
+            if self._stop.is_set():
+                break
+            if problem is None:
+                continue
+            kind, message, is_auth = problem
+            if kind == "fallback":
+                logger.info("%s", message)
+                continue  # retry at once with the other protocol version
+            outage_started = outage_started or time.monotonic()
+            with self._lock:
+                self._link_problem = message if is_auth else "broker unreachable"
+            if kind not in failures_logged:
+                failures_logged.add(kind)
+                (logger.error if is_auth else logger.warning)("%s", message, extra={"journal": {"MQTT_PROBLEM": kind}})
+            else:
+                logger.debug("%s", message)
+            delay = backoff_delay(
+                attempt, self.cfg.mqtt.reconnect_min_seconds, self.cfg.mqtt.reconnect_max_seconds, self._rng
+            )
+            attempt += 1
+            self._stop.wait(delay)
+        self._connected.clear()
+
+    def _connect_and_serve(self, link: _Link) -> tuple[str, str, bool] | None:
+        """One connection's life. Returns (kind, log line, is_auth_or_tls) for a failure, None on clean stop."""
+        m = self.cfg.mqtt
+        where = f"{m.host}:{m.port}"
+        client = link.client
+        try:
+            client.connect(
+                m.host,
+                m.port,
+                keepalive=m.keepalive_seconds,
+                clean_start=True if link.protocol == mqtt.MQTTv5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            )
+        except ssl.SSLCertVerificationError as exc:
+            return (
+                "tls-verify",
+                f"TLS: the certificate of broker {where} was not accepted ({exc.verify_message}): "
+                f"check that mqtt.tls.ca_file ({m.tls.ca_file or 'system store'}) is the CA that signed it "
+                f"and that mqtt.host matches a name in it",
+                True,
+            )
+        except ssl.SSLError as exc:
+            return (
+                "tls",
+                f"TLS handshake with broker {where} failed ({exc.reason or exc}): check mqtt.tls.cert_file/key_file "
+                f"(a device certificate the broker's CA signed) and mqtt.tls.ca_file",
+                True,
+            )
+        except ConnectionRefusedError:
+            return (
+                "refused",
+                f"broker {where} refused the TCP connection: is it running and is mqtt.port right? retrying with backoff",
+                False,
+            )
+        except OSError as exc:
+            return ("network", f"cannot reach broker {where}: {exc}; retrying with backoff", False)
+        self._link = link
+        deadline = time.monotonic() + m.connect_timeout_seconds
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        try:
+            while not self._stop.is_set():
+                rc = client.loop(timeout=0.1)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+                if link.connack is None and time.monotonic() > deadline:
+                    rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
+                    break
+            if self._stop.is_set() and link.connected_at is not None:
+                self._say_goodbye(link)
+                return None
+        except (OSError, ssl.SSLError) as exc:
+            rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
+            logger.debug("network loop ended: %s", exc)
+        finally:
+            self._connected.clear()
+            self._wake.set()
+            with contextlib.suppress(Exception):  # the socket may already be gone
+                client.disconnect()
+        return self._classify_end(link, rc, where)
+
+    def _classify_end(self, link: _Link, rc: MQTTErrorCode, where: str) -> tuple[str, str, bool]:
+        m = self.cfg.mqtt
+        refused = link.refused
+        if refused is None and link.connack is None:
+            if link.protocol == mqtt.MQTTv5 and m.protocol == "auto":
+                self._protocol = mqtt.MQTTv311
+                return ("fallback", f"broker {where} did not answer an MQTT 5 CONNECT; trying MQTT 3.1.1", False)
+            hint = " (is it a TLS port? mutual TLS: is this device's certificate accepted?)" if m.tls.enabled else ""
+            return ("no-connack", f"broker {where} closed the connection before accepting it{hint}; retrying", False)
+        if refused is not None:
+            code = refused.value
+            if code == RC_UNSUPPORTED_PROTOCOL and m.protocol == "auto":
+                self._protocol = mqtt.MQTTv311 if link.protocol == mqtt.MQTTv5 else mqtt.MQTTv5
+                return (
+                    "fallback",
+                    f"broker {where} refused MQTT {'5' if link.protocol == mqtt.MQTTv5 else '3.1.1'}; trying the other version",
+                    False,
+                )
+            if code == RC_BAD_CREDENTIALS:
+                return (
+                    "credentials",
+                    f"broker {where} refused the login ({refused}): check mqtt.username and the password in mqtt.password_file",
+                    True,
+                )
+            if code == RC_NOT_AUTHORIZED:
+                return (
+                    "not-authorized",
+                    f"broker {where} says this device is not authorized ({refused}): check the broker's user/ACL for "
+                    f"'{m.username or self.cfg.device.id}' and the client certificate",
+                    True,
+                )
+            if code == RC_CLIENT_ID_INVALID:
+                return (
+                    "client-id",
+                    f"broker {where} refused client id '{self.cfg.device.id}' ({refused}): check device.id against the "
+                    f"broker's allowed client ids",
+                    True,
+                )
+            return (
+                "connack",
+                f"broker {where} refused the connection ({refused}); retrying",
+                code != RC_SERVER_UNAVAILABLE,
+            )
+        return (
+            "lost",
+            f"lost the connection to broker {where} (rc {rc.name if hasattr(rc, 'name') else rc}); "
+            f"{self.outbox.stats()['depth']} messages queued; reconnecting with backoff",
+            False,
+        )
+
+    def _on_connect(self, link: _Link, rc: ReasonCode) -> None:
+        link.connack = rc
+        if rc.is_failure:
+            link.refused = rc
+            return
+        link.connected_at = time.monotonic()
+        self.connections += 1
+        with self._lock:
+            self._link_problem = None
+        for suffix in COMMAND_TOPICS:
+            link.client.subscribe(self.prefix + suffix, qos=1)
+        self._link = link
+        self._connected.set()
+        self._publish_status()
+        depth = self.outbox.stats()["depth"]
+        logger.info(
+            "connected to broker %s:%d (MQTT %s, session %d); %d queued messages to send",
+            self.cfg.mqtt.host,
+            self.cfg.mqtt.port,
+            "5" if link.protocol == mqtt.MQTTv5 else "3.1.1",
+            link.session,
+            depth,
+        )
+        self._wake.set()
+
+    def _on_disconnect(self, link: _Link, rc: ReasonCode) -> None:
+        if link is self._link:
+            self._connected.clear()
+            self._wake.set()
+
+    def _publish_status(self) -> None:
+        link = self._link
+        if link is None or not self._connected.is_set():
+            return
+        payload = status_payload(
+            self.cfg,
+            state="degraded" if self._app_reason else "online",
+            session=link.session,
+            version=self.version,
+            models=self.models,
+            since=self._since,
+            reasons=[self._app_reason] if self._app_reason else [],
+        )
+        link.client.publish(self.prefix + "status", _json(payload), qos=1, retain=True)
+
+    def _say_goodbye(self, link: _Link) -> None:
+        payload = status_payload(
+            self.cfg, state="offline", session=link.session, version=self.version, models=self.models, since=self._since
+        )
+        info = link.client.publish(self.prefix + "status", _json(payload), qos=1, retain=True)
+        deadline = time.monotonic() + 2.0
+        while not info.is_published() and time.monotonic() < deadline:
+            if link.client.loop(timeout=0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        link.client.disconnect()
+        link.client.loop(timeout=0.05)
+        logger.info("disconnected from broker (status offline, session %d)", link.session)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def _run_publisher(self) -> None:
+        last_caps = time.monotonic()
+        while not self._stop.is_set():
+            self._progress = time.monotonic()
+            if time.monotonic() - last_caps > CAPS_EVERY_SECONDS:
+                last_caps = time.monotonic()
+                self.outbox.enforce_caps()
+            if self._draining_stop.is_set():
+                break
+            if not self._connected.wait(0.5):
+                continue
+            link = self._link
+            if link is None:
+                continue
+            try:
+                self._drain(link)
+            except Exception:
+                logger.exception("outbox publisher failed; restarting it in 1 s")
+                self._stop.wait(1.0)
+
+    def _drain(self, link: _Link) -> None:
+        """Publish from the outbox over one connection until it ends."""
+        window = self.cfg.mqtt.max_inflight
+        inflight: dict[int, int] = {}  # mid -> row id
+        to_delete: list[int] = []
+        cursor = 0
+        last_flush = time.monotonic()
+        v5 = link.protocol == mqtt.MQTTv5
+        while self._connected.is_set() and self._link is link and not self._stop.is_set():
+            self._progress = now = time.monotonic()
+            self._collect_acks(link, inflight, to_delete)
+            if to_delete and (len(to_delete) >= ACK_BATCH or now - last_flush > ACK_FLUSH_SECONDS or not inflight):
+                self.acked += self.outbox.ack_many(to_delete)
+                self._sent_before.difference_update(to_delete)
+                to_delete.clear()
+                last_flush = now
+            if self._draining_stop.is_set():
+                if not inflight or now > self._drain_until:
+                    break
+            elif len(inflight) < window:
+                rows = self.outbox.pending(after_id=cursor, limit=window - len(inflight))
+                for row in rows:
+                    info = link.client.publish(
+                        self.prefix + row.topic,
+                        self._render(row),
+                        qos=row.qos,
+                        properties=_properties(row) if v5 else None,
+                    )
+                    if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
+                        break
+                    inflight[info.mid] = row.id
+                    self._sent_before.add(row.id)
+                    cursor = row.id
+                    self.published += 1
+                if rows:
+                    continue
+            self._wake.wait(0.02 if inflight or to_delete else 0.5)
+            self._wake.clear()
+        self._collect_acks(link, inflight, to_delete)
+        if to_delete:
+            self.acked += self.outbox.ack_many(to_delete)
+            self._sent_before.difference_update(to_delete)
+
+    def _collect_acks(self, link: _Link, inflight: dict[int, int], to_delete: list[int]) -> None:
+        while True:
+            try:
+                generation, mid, rc = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            if generation != link.generation:
+                continue
+            row_id = inflight.pop(mid, None)
+            if row_id is None:
+                continue
+            if rc is not None and rc.is_failure:
+                # The broker refused this message (MQTT 5 PUBACK, e.g. "Not authorized"): keep it
+                # queued for the next connection and say what to check, once per topic kind.
+                if str(rc) not in link.publish_denied:
+                    link.publish_denied.add(str(rc))
+                    logger.error(
+                        "broker refused a publish under %s (%s): check the broker ACL allows this device to write "
+                        "%s#; the message stays queued",
+                        self.prefix,
+                        rc,
+                        self.prefix,
+                    )
+                continue
+            to_delete.append(row_id)
+            self._wake.set()
+
+    def _render(self, row: QueuedMessage) -> bytes:
+        if row.kind in ("event", "scan") and (row.replay or row.id in self._sent_before):
+            payload = json.loads(row.payload)
+            payload["replayed"] = True
+            return _json(payload)
+        return row.payload
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        topic = msg.topic
+        suffix = topic[len(self.prefix) :] if topic.startswith(self.prefix) else ""
+        try:
+            self._commands.put_nowait((kind_for_topic(suffix), bytes(msg.payload)))
+        except queue.Full:
+            self._answer(
+                CommandResult(None, kind_for_topic(suffix), False, "device busy: too many commands queued, try again")
+            )
+
+    def _run_commands(self) -> None:
+        while not self._stop.is_set():
+            try:
+                kind, raw = self._commands.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            self._answer(self._intake.handle(kind, raw))
+
+    def _answer(self, result: CommandResult) -> None:
+        try:
+            self.outbox.put(
+                "result",
+                "cmd/result",
+                result_payload(result.request_id, result.kind, result.ok, result.error),
+                offline=not self._connected.is_set(),
+            )
+            self._wake.set()
+        except Exception:
+            logger.exception("could not queue the result of command %s", result.kind)
+
+
+def _json(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _properties(row: QueuedMessage) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    if row.kind == "evidence":
+        props.ContentType = "image/jpeg"
+    else:
+        props.ContentType = "application/json"
+        props.PayloadFormatIndicator = 1
+    if row.props:
+        props.UserProperty = list(row.props.items())
+    return props
+
+
+def evidence_digest(jpeg: bytes) -> str:
+    return hashlib.sha256(jpeg).hexdigest()
+
+
+__all__ = ["Delivery", "backoff_delay", "evidence_digest", "is_loopback"]

@@ -1,0 +1,401 @@
+"""Real Mosquitto brokers on loopback for tests: plain, TLS, mutual TLS + ACL.
+
+Fixtures (register with ``pytest_plugins = [..., "support.mosquitto"]``):
+
+- ``pki``: a throwaway CA (openssl CLI) with a server certificate for 127.0.0.1 and
+  ``pki.client(cn)`` for device certificates. Session-scoped.
+- ``make_broker``: factory ``make_broker(tls=False, mutual=False, acl=None, passwords=None,
+  extra="")`` returning a started :class:`Broker`; every broker is stopped at teardown.
+- ``mosquitto``: a plain broker (anonymous, loopback only).
+- ``mosquitto_tls``: TLS with the test CA, a password file (user ``desk-a`` / ``secret-a``).
+- ``mosquitto_mtls``: mutual TLS, certificate CN = user name, the fleet ACL template.
+
+Also :class:`Collector`, a subscriber that records what arrives, and
+:func:`device_config` for a ``Config`` pointing a device at a broker.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"broker exited with {proc.returncode} before accepting connections")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing accepted on 127.0.0.1:{port} within {timeout} s")
+
+
+class Pki:
+    """A test CA, made with the openssl CLI (no extra Python dependency)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.ca_key, self.ca_crt = root / "ca.key", root / "ca.crt"
+        self._openssl(
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            self.ca_key,
+            "-out",
+            self.ca_crt,
+            "-days",
+            "2",
+            "-subj",
+            "/CN=deskwatch-test-ca",
+        )
+        self.server_crt, self.server_key = self._issue("localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1")
+
+    def _openssl(self, *args: Any) -> None:
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, cwd=self.root)
+
+    def _issue(self, cn: str, ext: str, ca: tuple[Path, Path] | None = None) -> tuple[Path, Path]:
+        key, csr, crt, extfile = (self.root / f"{cn}.{s}" for s in ("key", "csr", "crt", "ext"))
+        extfile.write_text(ext + "\n")
+        ca_crt, ca_key = ca or (self.ca_crt, self.ca_key)
+        self._openssl(
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            key,
+            "-out",
+            csr,
+            "-subj",
+            f"/CN={cn}",
+        )
+        self._openssl(
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca_crt,
+            "-CAkey",
+            ca_key,
+            "-CAcreateserial",
+            "-out",
+            crt,
+            "-days",
+            "2",
+            "-extfile",
+            extfile,
+        )
+        os.chmod(key, 0o600)
+        return crt, key
+
+    def client(self, cn: str) -> tuple[Path, Path]:
+        """(certificate, key) for a device whose certificate CN is ``cn``."""
+        crt = self.root / f"{cn}.crt"
+        if crt.exists():
+            return crt, self.root / f"{cn}.key"
+        return self._issue(cn, "extendedKeyUsage=clientAuth")
+
+    def other_ca(self) -> Path:
+        """A second, unrelated CA certificate (for "wrong CA" tests)."""
+        other = self.root / "other"
+        if not (other / "ca.crt").exists():
+            Pki(other)
+        return other / "ca.crt"
+
+
+@dataclass
+class Broker:
+    workdir: Path
+    port: int
+    conf: Path
+    tls: bool = False
+    pki: Pki | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log: Path = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.log = self.workdir / "mosquitto.log"
+
+    host = "127.0.0.1"
+
+    def start(self, timeout: float = 10.0) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "broker already running"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        wait_port(self.port, timeout, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def write_conf(
+    workdir: Path,
+    port: int,
+    *,
+    tls: bool,
+    mutual: bool,
+    pki: Pki | None,
+    acl: str | None,
+    passwords: dict[str, str] | None,
+    extra: str,
+) -> Path:
+    lines = [
+        f"listener {port} 127.0.0.1",
+        "persistence false",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "log_dest stdout",
+        "max_inflight_messages 0",
+        "max_queued_messages 100000",
+    ]
+    if os.geteuid() == 0:
+        lines.insert(0, "user root")
+    if tls:
+        assert pki is not None
+        lines += [f"cafile {pki.ca_crt}", f"certfile {pki.server_crt}", f"keyfile {pki.server_key}"]
+    if mutual:
+        lines += ["require_certificate true", "use_identity_as_username true"]
+    anonymous = not (mutual or passwords)
+    lines.append(f"allow_anonymous {'true' if anonymous else 'false'}")
+    if passwords:
+        pw = workdir / "passwords"
+        pw.write_text("")
+        for user, password in passwords.items():
+            subprocess.run(["mosquitto_passwd", "-b", str(pw), user, password], check=True, capture_output=True)
+        lines.append(f"password_file {pw}")
+    if acl is not None:
+        acl_path = workdir / "acl"
+        acl_path.write_text(acl)
+        lines.append(f"acl_file {acl_path}")
+    conf = workdir / "mosquitto.conf"
+    conf.write_text("\n".join(lines) + "\n" + extra + "\n")
+    return conf
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    return Pki(tmp_path_factory.mktemp("pki"))
+
+
+MakeBroker = Callable[..., Broker]
+
+
+@pytest.fixture
+def make_broker(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[MakeBroker]:
+    started: list[Broker] = []
+
+    def make(
+        *,
+        tls: bool = False,
+        mutual: bool = False,
+        acl: str | None = None,
+        passwords: dict[str, str] | None = None,
+        extra: str = "",
+        start: bool = True,
+    ) -> Broker:
+        ca = request.getfixturevalue("pki") if tls or mutual else None
+        workdir = tmp_path_factory.mktemp("mosquitto")
+        port = free_port()
+        conf = write_conf(
+            workdir, port, tls=tls or mutual, mutual=mutual, pki=ca, acl=acl, passwords=passwords, extra=extra
+        )
+        broker = Broker(workdir, port, conf, tls=tls or mutual, pki=ca)
+        started.append(broker)
+        if start:
+            broker.start()
+        return broker
+
+    yield make
+    for broker in started:
+        broker.stop()
+
+
+@pytest.fixture
+def mosquitto(make_broker: MakeBroker) -> Broker:
+    return make_broker()
+
+
+@pytest.fixture
+def mosquitto_tls(make_broker: MakeBroker) -> Broker:
+    return make_broker(tls=True, passwords={"desk-a": "secret-a"})
+
+
+def fleet_acl() -> str:
+    return (REPO / "broker" / "acl.template").read_text()
+
+
+@pytest.fixture
+def mosquitto_mtls(make_broker: MakeBroker) -> Broker:
+    return make_broker(mutual=True, acl=fleet_acl())
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+    user_properties: dict[str, str]
+
+
+class Collector:
+    """A subscriber that records every message it receives (thread-safe)."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        topics: str | list[str] = "#",
+        *,
+        protocol: int = mqtt.MQTTv5,
+        client_id: str = "",
+        cert: tuple[Path, Path] | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        self.messages: list[Received] = []
+        self.cond = threading.Condition()
+        self.subscribed = threading.Event()
+        self.granted: list[Any] = []
+        self.client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTProtocolVersion(protocol),
+        )
+        if broker.tls:
+            assert broker.pki is not None
+            self.client.tls_set(
+                ca_certs=str(broker.pki.ca_crt),
+                certfile=str(cert[0]) if cert else None,
+                keyfile=str(cert[1]) if cert else None,
+            )
+        if username:
+            self.client.username_pw_set(username, password)
+        topics = [topics] if isinstance(topics, str) else topics
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = self._on_subscribe
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self.subscribed.wait(10):
+            raise TimeoutError("collector did not get its SUBACK")
+
+    def _on_subscribe(self, client: Any, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
+        self.granted = list(rcs)
+        self.subscribed.set()
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        props: dict[str, str] = {}
+        if msg.properties is not None and hasattr(msg.properties, "UserProperty"):
+            props = dict(msg.properties.UserProperty)
+        with self.cond:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain), props))
+            self.cond.notify_all()
+
+    def on(self, suffix: str) -> list[Received]:
+        with self.cond:
+            return [m for m in self.messages if m.topic.endswith(suffix)]
+
+    def wait_for(self, predicate: Callable[[list[Received]], bool], timeout: float = 10.0) -> bool:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not predicate(self.messages):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(min(left, 0.2))
+            return True
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def device_config(
+    state_dir: Path,
+    broker: Broker,
+    *,
+    device_id: str = "desk-a",
+    site: str = "acme",
+    mqtt_extra: str = "",
+    tls: str | None = None,
+) -> Any:
+    """A validated ``Config`` for a device talking to ``broker`` (fast reconnects for tests)."""
+    from deskwatch.config import load_config_text
+
+    if tls is None:
+        if broker.tls:
+            assert broker.pki is not None
+            tls = f"enabled: true\n    ca_file: {broker.pki.ca_crt}"
+        else:
+            tls = "enabled: false"
+    text = f"""
+device: {{id: {device_id}, site: {site}, worker_id: w-1}}
+state_dir: {state_dir}
+mqtt:
+  host: 127.0.0.1
+  port: {broker.port}
+  reconnect_min_seconds: 0.1
+  reconnect_max_seconds: 1.0
+  connect_timeout_seconds: 3
+  tls:
+    {tls}
+{mqtt_extra}
+"""
+    return load_config_text(text, "test-config.yaml")
