@@ -67,7 +67,7 @@ class EatingRule:
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
     min_score: float = setting(0.3, doc="Least detector score of a food or drink detection.", minimum=0.05, maximum=1.0)
-    labels: list[str] = setting(default_factory=lambda: list(FOOD_AND_DRINK), doc="COCO labels that count as food or drink.")  # noqa: RUF009
+    labels: list[str] = setting(default_factory=lambda: list(FOOD_AND_DRINK), doc="COCO labels that count as food or drink.")
     near_face_factor: float = setting(1.5, doc="Food whose box comes within this many face heights of a face's mouth is at the face.", minimum=0.1, maximum=10.0)
     head_zone: float = setting(0.3, doc="Without a visible face: food overlapping the top this-share of a person's box is at the face.", minimum=0.05, maximum=1.0)
 
@@ -117,9 +117,9 @@ class PolicyConfig:
 
     profile: Literal["full", "uk", "minimal"] = setting("full", doc="Jurisdiction profile: full (every rule, random scans), uk (no random scans, no identity check: scheduled desk checks only), minimal (presence and lighting, no images leave the device).")
     persistence: float = setting(0.6, doc="Share of a burst's frames in which a condition must be seen before it becomes a finding.", minimum=0.1, maximum=1.0)
-    desk_zone: list[float] = setting(default_factory=lambda: [0.0, 0.0, 1.0, 1.0], doc="The desk area of the picture as [x0, y0, x1, y1] fractions of the frame; people outside it are not at the desk.")  # noqa: RUF009
+    desk_zone: list[float] = setting(default_factory=lambda: [0.0, 0.0, 1.0, 1.0], doc="The desk area of the picture as [x0, y0, x1, y1] fractions of the frame; people outside it are not at the desk.")
     max_pause_minutes: int = setting(120, doc="Longest pause a worker may declare, in minutes.", minimum=1, maximum=120)
-    rules: RulesConfig = setting(default_factory=RulesConfig, doc="Per-rule switches and thresholds.")  # noqa: RUF009
+    rules: RulesConfig = setting(default_factory=RulesConfig, doc="Per-rule switches and thresholds.")
 
     def validate(self, report: Report) -> None:
         z = self.desk_zone

@@ -1,0 +1,37 @@
+"""``deskwatch policy show``: the effective rules and what the device captures,
+checks, sends and keeps, in plain language."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from .common import load_config_or_exit
+
+NAME = "policy"
+HELP = "show the effective rules and, in plain language, what this device captures, checks, sends and keeps"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", default="show", choices=["show"], help="what to do (show)")
+    parser.add_argument("--json", action="store_true", help="the effective rules as JSON instead of text")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..policy.explain import effective_rules_table, explain
+    from ..policy.profiles import identity_allowed, profile_of
+
+    cfg = load_config_or_exit(args)
+    if args.json:
+        prof = profile_of(cfg)
+        print(json.dumps({
+            "profile": prof.name,
+            "identity_check": identity_allowed(cfg),
+            "random_scans": prof.random_scans,
+            "images_leave_device": prof.images_leave and cfg.evidence.enabled,
+            "retention_days": cfg.evidence.retention_days,
+            "rules": effective_rules_table(cfg),
+        }, indent=2))
+        return 0
+    print(explain(cfg), end="")
+    return 0
