@@ -4,4 +4,7 @@ from __future__ import annotations
 
 pytest_plugins = [
     "tests.support.common",
+    "tests.support.mosquitto",
+    "tests.support.policy",
+    "tests.support.service",
 ]
