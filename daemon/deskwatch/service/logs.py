@@ -19,6 +19,7 @@ line starts with the syslog ``<N>`` prefix so the priority survives.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import re
@@ -151,7 +152,7 @@ Sender = Callable[..., Any]
 
 def _journal_handler_class() -> Any:
     try:
-        from systemd.journal import JournalHandler  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        JournalHandler: Any = importlib.import_module("systemd.journal").JournalHandler
     except ImportError:
         return None
 
@@ -194,7 +195,7 @@ def journal_handler(sender: Sender | None = None, socket_path: str = JOURNAL_SOC
     if sender is None:
         if not os.path.exists(socket_path):
             return None
-        from systemd import journal  # type: ignore[import-not-found,import-untyped,unused-ignore]
+        journal: Any = importlib.import_module("systemd.journal")
 
         sender = journal.send
     assert sender is not None

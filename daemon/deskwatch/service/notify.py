@@ -9,10 +9,12 @@ call is a no-op that returns False.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import socket
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +44,8 @@ def socket_send(state: str, address: str | None = None) -> bool:
 
 
 def _systemd_python_sender() -> Sender | None:
-    try:
-        from systemd import daemon  # type: ignore[import-not-found,import-untyped,unused-ignore]
+    try:  # by name: the repo's systemd/ unit directory would shadow it for mypy
+        daemon: Any = importlib.import_module("systemd.daemon")
     except ImportError:
         return None
 

@@ -1,0 +1,453 @@
+"""The checks behind ``deskwatch selftest``: is this desk covered properly, and if not, why.
+
+Each check returns :class:`CheckResult` rows (PASS / WARN / FAIL, what was seen, and
+for anything but PASS what the technician should do). The checks share a
+:class:`SelftestRun` so that the frames the camera check captured feed the light,
+model-timing and framing checks and the ``--snapshot`` picture.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import pwd
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..domain import Frame, FrameAnalysis
+
+log = logging.getLogger(__name__)
+
+PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
+SERVICE_USER = "deskwatch"
+SELFTEST_FRAMES = 3
+MIN_FREE_BYTES = 100 * 1024 * 1024
+SLOW_FRAME_MS = 2500.0
+
+
+@dataclass
+class CheckResult:
+    name: str
+    status: str
+    detail: str
+    remedy: str = ""
+
+    def to_json(self) -> dict[str, str]:
+        return {"check": self.name, "status": self.status, "detail": self.detail, "remedy": self.remedy}
+
+
+@dataclass
+class SelftestRun:
+    """What the checks learned so far; later checks build on earlier ones."""
+
+    cfg: Config
+    config_path: str = ""
+    frames: list[Frame] = field(default_factory=list)
+    analysis: FrameAnalysis | None = None
+    model_ms: dict[str, float] = field(default_factory=dict)
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status == FAIL for r in self.results)
+
+    @property
+    def snapshot_frame(self) -> Frame | None:
+        return self.frames[len(self.frames) // 2] if self.frames else None
+
+
+Check = Callable[[SelftestRun], list[CheckResult]]
+
+
+# -- clock --------------------------------------------------------------------------------
+class _Timex(ctypes.Structure):
+    # The head of struct timex (LP64 and ILP32 alike: C longs), padded to the kernel's size.
+    _fields_ = [
+        ("modes", ctypes.c_uint),
+        ("offset", ctypes.c_long),
+        ("freq", ctypes.c_long),
+        ("maxerror", ctypes.c_long),
+        ("esterror", ctypes.c_long),
+        ("status", ctypes.c_int),
+        ("_rest", ctypes.c_byte * 256),
+    ]
+
+
+STA_UNSYNC = 0x0040
+TIME_ERROR = 5
+
+
+def kernel_clock_synchronised() -> tuple[bool | None, str]:
+    """The kernel's NTP state via adjtimex(2) (read only): (synced?, detail)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        tx = _Timex()
+        state = libc.adjtimex(ctypes.byref(tx))
+    except (OSError, AttributeError) as exc:
+        return None, f"adjtimex unavailable: {exc}"
+    if state < 0:
+        return None, f"adjtimex failed (errno {ctypes.get_errno()})"
+    synced = state != TIME_ERROR and not tx.status & STA_UNSYNC
+    return synced, f"kernel NTP state {state}, max error {tx.maxerror / 1000:.0f} ms"
+
+
+def timedatectl_synchronised(run: Callable[..., Any] | None = None) -> bool | None:
+    """``timedatectl show -p NTPSynchronized`` or None when systemd is not running."""
+    import subprocess
+
+    runner = run or subprocess.run
+    try:
+        proc = runner(
+            ["timedatectl", "show", "-p", "NTPSynchronized", "--value"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    value = (proc.stdout or "").strip()
+    if proc.returncode != 0 or value not in ("yes", "no"):
+        return None
+    return value == "yes"
+
+
+def check_clock(run: SelftestRun) -> list[CheckResult]:
+    remedy = (
+        "the clock is not synchronised: events would carry wrong times. Check the network, "
+        "then `timedatectl timesync-status` (NTP server reachable on UDP 123?)"
+    )
+    via_systemd = timedatectl_synchronised()
+    kernel, detail = kernel_clock_synchronised()
+    synced = via_systemd if via_systemd is not None else kernel
+    source = "timedatectl" if via_systemd is not None else "adjtimex"
+    if synced is None:
+        return [CheckResult("clock", WARN, f"cannot tell ({detail})", remedy)]
+    if synced:
+        return [CheckResult("clock", PASS, f"synchronised ({source}; {detail})")]
+    return [CheckResult("clock", FAIL, f"not synchronised ({source}; {detail})", remedy)]
+
+
+# -- disk ---------------------------------------------------------------------------------
+def check_disk(run: SelftestRun) -> list[CheckResult]:
+    path = Path(run.cfg.state_dir)
+    probe = path if path.exists() else path.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError as exc:
+        return [CheckResult("disk", FAIL, f"cannot read free space of {probe}: {exc}", "check the SD card")]
+    free_mb = usage.free / 1024**2
+    need = max(MIN_FREE_BYTES, 2 * run.cfg.outbox.max_bytes)
+    detail = f"{free_mb:.0f} MB free on {probe} (outbox cap {run.cfg.outbox.max_bytes / 1024**2:.0f} MB)"
+    if usage.free < MIN_FREE_BYTES:
+        return [CheckResult("disk", FAIL, detail, "free space: the outbox cannot hold an outage; use a larger card")]
+    if usage.free < need:
+        return [CheckResult("disk", WARN, detail, "less than twice the outbox cap is free: lower outbox.max_bytes")]
+    return [CheckResult("disk", PASS, detail)]
+
+
+# -- permissions ---------------------------------------------------------------------------
+def _service_uid() -> int | None:
+    try:
+        return pwd.getpwnam(SERVICE_USER).pw_uid
+    except KeyError:
+        return None
+
+
+def _secret_problem(path: Path, uid: int | None) -> str | None:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return f"{path} is mode {mode:04o}; run: chmod 600 {path}"
+    if uid is not None and st.st_uid != uid:
+        return (
+            f"{path} is owned by uid {st.st_uid}, the daemon runs as {SERVICE_USER}; run: chown {SERVICE_USER} {path}"
+        )
+    return None
+
+
+def check_permissions(run: SelftestRun) -> list[CheckResult]:
+    cfg = run.cfg
+    uid = _service_uid()
+    secrets = [Path(p) for p in (cfg.mqtt.tls.key_file, cfg.mqtt.password_file) if p]
+    problems = [p for p in (_secret_problem(s, uid) for s in secrets) if p]
+    state = Path(cfg.state_dir)
+    checked = len(secrets)
+    if state.is_dir():
+        checked += 1
+        mode = stat.S_IMODE(state.stat().st_mode)
+        if mode & 0o077:
+            problems.append(f"{state} is mode {mode:04o} (face templates inside); run: chmod 700 {state}")
+        templates = state / "templates"
+        if templates.is_dir():
+            for item in [templates, *templates.iterdir()]:
+                checked += 1
+                m = stat.S_IMODE(item.stat().st_mode)
+                if m & 0o077:
+                    want = "700" if item.is_dir() else "600"
+                    problems.append(f"{item} is mode {m:04o}; run: chmod {want} {item}")
+    if run.config_path and os.path.exists(run.config_path):
+        checked += 1
+        m = stat.S_IMODE(os.stat(run.config_path).st_mode)
+        if m & 0o022:
+            problems.append(f"{run.config_path} is writable by others (mode {m:04o}); run: chmod 640 it")
+    if problems:
+        return [CheckResult("permissions", FAIL, problems[0], "; ".join(problems[1:]) or problems[0])]
+    return [CheckResult("permissions", PASS, f"{checked} secret/template paths private")]
+
+
+# -- camera and light -----------------------------------------------------------------------
+def _run_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
+    """Run ``fn`` in a thread; TimeoutError if it hangs (a stuck camera read)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="selftest-camera", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"no frame within {timeout:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def check_camera(run: SelftestRun) -> list[CheckResult]:
+    cam = run.cfg.camera
+    where = f"{cam.backend} {cam.source or ''}".strip()
+    try:
+        from ..camera import open_camera, take_burst
+        from ..schedule import SystemClock
+    except ImportError as exc:
+        return [CheckResult("camera", WARN, f"camera stage not installed ({exc})", "reinstall deskwatch")]
+    remedy = {
+        "picamera2": "check the ribbon cable (contacts facing the board), camera_auto_detect=1 in "
+        "/boot/firmware/config.txt, and `rpicam-hello --list-cameras`",
+        "v4l2": "check the USB cable and `v4l2-ctl --list-devices`; the service user needs the video group",
+        "replay": "check camera.source points at an image, a directory of images or a video",
+    }.get(cam.backend, "check the camera")
+    t0 = time.perf_counter()
+    try:
+        camera = open_camera(cam)
+        frames = _run_with_timeout(
+            lambda: take_burst(camera, SELFTEST_FRAMES, 0.5, SystemClock()),
+            cam.open_timeout_seconds + 5.0,
+        )
+    except Exception as exc:
+        return [CheckResult("camera", FAIL, f"{where}: {exc}", remedy)]
+    ms = (time.perf_counter() - t0) * 1000
+    run.frames = list(frames)
+    if not run.frames:
+        return [CheckResult("camera", FAIL, f"{where}: no frames delivered", remedy)]
+    f = run.frames[0]
+    detail = f"{where}: {len(run.frames)} frames {f.width}x{f.height} in {ms:.0f} ms"
+    if (f.width, f.height) != (cam.width, cam.height) and cam.backend != "replay":
+        return [
+            CheckResult(
+                "camera", WARN, detail + f" (asked for {cam.width}x{cam.height})", "the camera chose another mode"
+            )
+        ]
+    return [CheckResult("camera", PASS, detail)]
+
+
+def check_light(run: SelftestRun) -> list[CheckResult]:
+    frame = run.snapshot_frame
+    if frame is None:
+        return [CheckResult("light", WARN, "no frame (camera failed)", "fix the camera first")]
+    from ..vision.light import measure_light
+
+    reading = measure_light(frame.image, run.cfg.vision.light)
+    detail = (
+        f"mean brightness {reading.mean_luma:.0f}/255, contrast {reading.contrast:.0f}, "
+        f"{reading.dark_fraction:.0%} dark, detail {reading.detail:.1f}"
+    )
+    if reading.obstructed:
+        return [
+            CheckResult("light", FAIL, detail + ": view obstructed", "uncover the lens / aim the camera at the desk")
+        ]
+    if reading.low_light:
+        limit = run.cfg.vision.light.low_light_luma
+        return [
+            CheckResult(
+                "light", FAIL, detail + f": too dark (needs > {limit:.0f})", "add light at the desk (a desk lamp)"
+            )
+        ]
+    if reading.mean_luma > 230:
+        return [CheckResult("light", WARN, detail + ": overexposed", "turn the camera away from the window")]
+    return [CheckResult("light", PASS, detail)]
+
+
+# -- models -----------------------------------------------------------------------------------
+def check_models(run: SelftestRun) -> list[CheckResult]:
+    try:
+        from ..vision import pipeline
+        from ..vision.runtime import ModelError, ModelStore
+    except ImportError as exc:
+        return [CheckResult("models", WARN, f"vision stage not importable ({exc})", "reinstall deskwatch")]
+    remedy = "reinstall the models (deskwatch-models) or rebuild them with models/build_models.py"
+    store = ModelStore(run.cfg.vision)
+    try:
+        manifest = store.manifest
+    except ModelError as exc:
+        return [CheckResult("models", FAIL, str(exc), remedy)]
+    rows: list[CheckResult] = []
+    files = sorted({e.file for e in manifest.values()})
+    in_use = {pipeline.OBJECT_MODELS[run.cfg.vision.object_precision], pipeline.FACE_MODEL}
+    for file in files:
+        try:
+            entry, _content = store.verify(file)
+        except ModelError as exc:
+            status = FAIL if file in in_use else WARN
+            rows.append(CheckResult(f"model {file}", status, str(exc), remedy))
+            continue
+        if file not in in_use:
+            rows.append(CheckResult(f"model {file}", PASS, f"sha256 {entry.sha256[:12]}… ok (not in use)"))
+            continue
+        t0 = time.perf_counter()
+        try:
+            store.load(file)
+        except ModelError as exc:
+            rows.append(CheckResult(f"model {file}", FAIL, str(exc), remedy))
+            continue
+        load_ms = (time.perf_counter() - t0) * 1000
+        run.model_ms[file] = load_ms
+        rows.append(CheckResult(f"model {file}", PASS, f"sha256 {entry.sha256[:12]}… ok, loaded in {load_ms:.0f} ms"))
+    missing = sorted(in_use - set(files))
+    for file in missing:
+        rows.append(CheckResult(f"model {file}", FAIL, "not in the manifest", remedy))
+    if any(r.status == FAIL for r in rows):
+        return rows
+    rows.append(_inference_row(run, pipeline, store))
+    return rows
+
+
+def _inference_row(run: SelftestRun, pipeline: Any, store: Any) -> CheckResult:
+    try:
+        vision = pipeline.Vision(run.cfg, store=store)
+    except Exception as exc:
+        return CheckResult("inference", FAIL, f"vision stage failed to start: {exc}", "report this with the log")
+    try:
+        frame = run.snapshot_frame
+        if frame is None:
+            return CheckResult("inference", WARN, "no frame to time (camera failed)", "fix the camera first")
+        vision.analyze(frame)  # warm-up: first invoke allocates
+        t0 = time.perf_counter()
+        analysis = vision.analyze(frame)
+        total = (time.perf_counter() - t0) * 1000
+        run.analysis = analysis
+        parts = [f"{k} {v:.0f} ms" for k, v in analysis.timings_ms.items() if k != "total"]
+        identity = "identity check on" if vision.identity_enabled else "identity check off"
+        detail = f"{total:.0f} ms per frame ({', '.join(parts)}); {identity}"
+        if analysis.light.low_light or analysis.light.obstructed:
+            return CheckResult("inference", WARN, detail + " (detectors skipped: frame too dark)", "fix the light")
+        if total > SLOW_FRAME_MS:
+            return CheckResult(
+                "inference", WARN, detail, "slow: lower vision.threads contention or use object_precision int8"
+            )
+        return CheckResult("inference", PASS, detail)
+    finally:
+        vision.close()
+
+
+def check_framing(run: SelftestRun) -> list[CheckResult]:
+    analysis = run.analysis
+    if analysis is None:
+        return [CheckResult("framing", WARN, "not checked (no analysed frame)", "fix the camera/models first")]
+    zone = run.cfg.policy.desk_zone
+    persons = analysis.labelled("person")
+    inside = [p for p in persons if zone[0] <= p.box.centre[0] <= zone[2] and zone[1] <= p.box.centre[1] <= zone[3]]
+    faces = analysis.faces
+    detail = f"{len(inside)} of {len(persons)} people in the desk zone, {len(faces)} faces"
+    if not inside:
+        return [
+            CheckResult(
+                "framing",
+                WARN,
+                detail,
+                "sit at the desk during the selftest; aim the camera (see --snapshot) or adjust policy.desk_zone",
+            )
+        ]
+    if not faces:
+        return [CheckResult("framing", WARN, detail, "the face is not visible: raise the camera to face height")]
+    return [CheckResult("framing", PASS, detail)]
+
+
+# -- broker -----------------------------------------------------------------------------------
+def check_broker(run: SelftestRun, timeout: float = 10.0) -> list[CheckResult]:
+    from .broker_probe import probe_broker
+
+    return [probe_broker(run.cfg, timeout=timeout)]
+
+
+CHECKS: dict[str, Check] = {
+    "clock": check_clock,
+    "disk": check_disk,
+    "permissions": check_permissions,
+    "camera": check_camera,
+    "light": check_light,
+    "models": check_models,
+    "framing": check_framing,
+    "broker": check_broker,
+}
+
+
+def run_selftest(
+    cfg: Config,
+    *,
+    config_path: str = "",
+    skip: Iterable[str] = (),
+    progress: Callable[[int, int, str], None] | None = None,
+    checks: dict[str, Check] | None = None,
+) -> SelftestRun:
+    """Run every check (minus ``skip``) in order; ``progress(i, n, name)`` before each."""
+    run = SelftestRun(cfg, config_path)
+    todo = [(name, fn) for name, fn in (checks or CHECKS).items() if name not in set(skip)]
+    for i, (name, fn) in enumerate(todo, 1):
+        if progress:
+            progress(i, len(todo), name)
+        try:
+            rows = fn(run)
+        except Exception as exc:
+            log.exception("selftest check %s crashed", name)
+            rows = [CheckResult(name, FAIL, f"check crashed: {exc}", "report this with the log")]
+        run.results.extend(rows)
+        for row in rows:
+            log.info(
+                "selftest %s %s: %s",
+                row.name,
+                row.status,
+                row.detail,
+                extra={"journal": {"DESKWATCH_EVENT": "selftest", "CHECK": row.name, "RESULT": row.status}},
+            )
+    return run
+
+
+def render_table(results: list[CheckResult], width: int = 100) -> str:
+    """The PASS/WARN/FAIL table; a remedy line under each row that is not PASS."""
+    name_w = max([len(r.name) for r in results] + [5])
+    lines = [f"{'check':<{name_w}}  result  detail", "-" * min(width, name_w + 60)]
+    for r in results:
+        lines.append(f"{r.name:<{name_w}}  {r.status:<6}  {r.detail}")
+        if r.status != PASS and r.remedy:
+            lines.append(f"{'':<{name_w}}  {'':<6}  -> {r.remedy}")
+    counts = {s: sum(r.status == s for r in results) for s in (PASS, WARN, FAIL)}
+    lines.append("-" * min(width, name_w + 60))
+    verdict = "FAIL" if counts[FAIL] else ("PASS with warnings" if counts[WARN] else "PASS")
+    lines.append(f"{verdict}: {counts[PASS]} passed, {counts[WARN]} warnings, {counts[FAIL]} failed")
+    return "\n".join(lines)

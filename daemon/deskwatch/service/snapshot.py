@@ -1,0 +1,73 @@
+"""``selftest --snapshot OUT.jpg``: the framing picture a technician aims the camera with.
+
+Draws the desk zone, every person (green in the zone, grey outside), faces (with the
+identity verdict when one ran), phones, and a banner with the light level. It stays
+on the device: it is written where the technician asked and never published.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..domain import Box, Frame, FrameAnalysis, LightReading
+
+ZONE, PERSON, OUTSIDE, FACE, PHONE, OTHER = "#ffd400", "#2ecc40", "#aaaaaa", "#39cccc", "#ff4136", "#b10dc9"
+
+
+def annotate(
+    frame: Frame,
+    analysis: FrameAnalysis | None,
+    desk_zone: list[float],
+    light: LightReading | None = None,
+) -> Image.Image:  # type: ignore[name-defined]  # noqa: F821 - Pillow imported lazily
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(frame.image, "RGB")
+    draw = ImageDraw.Draw(image)
+    w, h = image.size
+    line = max(2, w // 320)
+
+    def px(box: Box) -> tuple[int, int, int, int]:
+        x0, y0, x1, y1 = box.to_pixels(w, h)
+        return x0, y0, x1 - 1, y1 - 1
+
+    zone = Box(*desk_zone)
+    draw.rectangle(px(zone), outline=ZONE, width=line)
+    draw.text((px(zone)[0] + 4, px(zone)[1] + 4), "desk zone", fill=ZONE)
+    if analysis is not None:
+        for det in analysis.detections:
+            if det.label == "person":
+                cx, cy = det.box.centre
+                inside = zone.x0 <= cx <= zone.x1 and zone.y0 <= cy <= zone.y1
+                colour = PERSON if inside else OUTSIDE
+            else:
+                colour = PHONE if det.label == "cell phone" else OTHER
+            b = px(det.box)
+            draw.rectangle(b, outline=colour, width=line)
+            draw.text((b[0] + 3, b[1] + 2), f"{det.label} {det.score:.2f}", fill=colour)
+        for face in analysis.faces:
+            b = px(face.box)
+            draw.rectangle(b, outline=FACE, width=line)
+            label = f"face {face.score:.2f}" + (f" {face.identity}" if face.identity else "")
+            draw.text((b[0] + 3, max(0, b[1] - 12)), label, fill=FACE)
+        light = light or analysis.light
+    if light is not None:
+        verdict = "OBSTRUCTED" if light.obstructed else ("TOO DARK" if light.low_light else "ok")
+        text = f"light {light.mean_luma:.0f}/255 contrast {light.contrast:.0f} - {verdict}"
+        banner = max(16, h // 30)
+        draw.rectangle((0, h - banner, w, h), fill="#000000")
+        draw.text((6, h - banner + 2), text, fill="#ffffff")
+    return image
+
+
+def write_snapshot(path: str | Path, frame: Frame, analysis: FrameAnalysis | None, desk_zone: list[float]) -> Path:
+    """Write the annotated JPEG (mode 0600: it shows the desk) and return its path."""
+    out = Path(path)
+    image = annotate(frame, analysis, desk_zone)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with open(tmp, "wb") as fh:
+        image.save(fh, "JPEG", quality=85)
+    tmp.chmod(0o600)
+    tmp.replace(out)
+    return out
