@@ -45,6 +45,8 @@ setup(
         "journald": ["systemd-python>=235"],
         # USB webcams (v4l2 backend) and video replay.
         "usb": ["opencv-python-headless>=4.8"],
+        # The reference collector (central side): schema validation and PostgreSQL.
+        "collector": ["jsonschema>=4.20", "psycopg[binary]>=3.1"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2.3",
@@ -55,5 +57,13 @@ setup(
             "types-PyYAML",
         ],
     },
-    entry_points={"console_scripts": ["deskwatch=deskwatch.cli:main"]},
+    entry_points={
+        "console_scripts": [
+            "deskwatch=deskwatch.cli:main",
+            # The workstation companion: idle time and the worker's pause button.
+            "deskwatch-desk=deskwatch.desk.cli:main",
+            # The reference central-side consumer: storage, supervisor page, retention.
+            "deskwatch-collector=deskwatch.collector.cli:main",
+        ]
+    },
 )
