@@ -25,7 +25,7 @@ class VisionConfig:
     threads: int = setting(2, doc="Threads each TFLite interpreter may use (a Pi Zero 2 W has 4 cores; leave some for the rest of the system).", minimum=1, maximum=8)
     object_precision: Literal["int8", "float"] = setting("int8", doc="Which build of the object detector to run: int8 (fast, quantized; the default) or float (the reference it was checked against).")
     object_threshold: float = setting(0.35, doc="Score an object detection needs, for labels not listed in label_thresholds.", minimum=0.01, maximum=1.0)
-    label_thresholds: dict[str, float] = setting(default_factory=lambda: dict(DEFAULT_LABEL_THRESHOLDS), doc="Per-label score thresholds of the object detector, by COCO label name (person, cell phone, cup, ...).", example={"person": 0.35, "cell phone": 0.35, "cup": 0.4})  # noqa: RUF009
+    label_thresholds: dict[str, float] = setting(default_factory=lambda: dict(DEFAULT_LABEL_THRESHOLDS), doc="Per-label score thresholds of the object detector, by COCO label name (person, cell phone, cup, ...).", example={"person": 0.35, "cell phone": 0.35, "cup": 0.4})
     object_nms_iou: float = setting(0.6, doc="Two boxes of the same label overlapping more than this (IoU) are one object.", minimum=0.05, maximum=1.0)
     phone_second_pass: bool = setting(True, doc="Look again for phones in an enlarged crop around each person's head and hands (phones are small: the whole-frame pass misses most of them).")
     phone_pass_threshold: float = setting(0.4, doc="Score a phone found by the second pass needs.", minimum=0.01, maximum=1.0)

@@ -27,9 +27,7 @@ def blazeface_anchors() -> np.ndarray:
     centres = []
     for cells, per_cell in ((16, 2), (8, 6)):
         ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
-        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(
-            -1, 2
-        )
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 2)
         centres.append(np.repeat(grid, per_cell, axis=0))
     return np.concatenate(centres).astype(np.float32)
 
@@ -38,12 +36,8 @@ ANCHORS = blazeface_anchors()
 
 
 def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    ix = np.clip(
-        np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None
-    )
-    iy = np.clip(
-        np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None
-    )
+    ix = np.clip(np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0]), 0, None)
+    iy = np.clip(np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1]), 0, None)
     inter = ix * iy
     area = (box[2] - box[0]) * (box[3] - box[1])
     areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
@@ -98,13 +92,9 @@ class FaceDetector:
         self.model = model
         self.threshold = threshold
         self.nms_iou = nms_iou
-        self._logit = (
-            math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else -100.0
-        )
+        self._logit = math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else -100.0
 
-    def detect(
-        self, image: np.ndarray, region: tuple[int, int, int, int] | None = None
-    ) -> list[Face]:
+    def detect(self, image: np.ndarray, region: tuple[int, int, int, int] | None = None) -> list[Face]:
         """Faces in the image, or in a pixel region of it; boxes normalised to the image."""
         fh, fw = image.shape[:2]
         rx0, ry0 = (region[0], region[1]) if region else (0, 0)
@@ -135,17 +125,11 @@ class FaceDetector:
                 ry0,
             ]
             px = (pts * INPUT_SIZE - [pad_x, pad_y]) / scale + [rx0, ry0]
-            nbox = Box(bx[0] / fw, bx[1] / fh, bx[2] / fw, bx[3] / fh).clipped()
+            nbox = Box(float(bx[0]) / fw, float(bx[1]) / fh, float(bx[2]) / fw, float(bx[3]) / fh).clipped()
             if nbox.area <= 0:
                 continue
-            keypoints = tuple(
-                (round(float(x) / fw, 4), round(float(y) / fh, 4)) for x, y in px
-            )
-            faces.append(
-                Face(
-                    box=nbox, score=score, keypoints=keypoints, facing=facing_score(px)
-                )
-            )
+            keypoints = tuple((round(float(x) / fw, 4), round(float(y) / fh, 4)) for x, y in px)
+            faces.append(Face(box=nbox, score=score, keypoints=keypoints, facing=facing_score(px)))
         return faces
 
 

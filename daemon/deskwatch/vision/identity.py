@@ -46,14 +46,10 @@ class IdentityUnavailable(RuntimeError):
 def _model_path(name: str) -> str:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
-        raise IdentityUnavailable(
-            "face_recognition_models is not installed: pip install face_recognition_models"
-        )
+        raise IdentityUnavailable("face_recognition_models is not installed: pip install face_recognition_models")
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if not path.is_file():
-        raise IdentityUnavailable(
-            f"{path} is missing: reinstall face_recognition_models"
-        )
+        raise IdentityUnavailable(f"{path} is missing: reinstall face_recognition_models")
     return str(path)
 
 
@@ -64,22 +60,14 @@ class FaceEncoder:
         try:
             import dlib  # type: ignore[import-untyped]
         except ImportError:
-            raise IdentityUnavailable(
-                "dlib is not installed: pip install dlib-bin"
-            ) from None
+            raise IdentityUnavailable("dlib is not installed: pip install dlib-bin") from None
         self._dlib = dlib
-        self._shape = dlib.shape_predictor(
-            _model_path("shape_predictor_5_face_landmarks.dat")
-        )
-        self._encoder = dlib.face_recognition_model_v1(
-            _model_path("dlib_face_recognition_resnet_model_v1.dat")
-        )
+        self._shape = dlib.shape_predictor(_model_path("shape_predictor_5_face_landmarks.dat"))
+        self._encoder = dlib.face_recognition_model_v1(_model_path("dlib_face_recognition_resnet_model_v1.dat"))
         self._lock = threading.Lock()
         self.encode_ms = 0.0  # time of the last encoder call
 
-    def encode(
-        self, image: np.ndarray, face_box_px: tuple[int, int, int, int]
-    ) -> np.ndarray:
+    def encode(self, image: np.ndarray, face_box_px: tuple[int, int, int, int]) -> np.ndarray:
         """128-d encoding of the face in the pixel box (x0, y0, x1, y1) of an RGB image."""
         x0, y0, x1, y1 = face_box_px
         mx, my = int((x1 - x0) * CROP_MARGIN), int((y1 - y0) * CROP_MARGIN)
@@ -153,17 +141,13 @@ def template_path(state_dir: str | Path, worker: str) -> Path:
     return templates_dir(state_dir) / f"{worker}.npz"
 
 
-def save_templates(
-    state_dir: str | Path, worker: str, encodings: np.ndarray, *, source: str = ""
-) -> Path:
+def save_templates(state_dir: str | Path, worker: str, encodings: np.ndarray, *, source: str = "") -> Path:
     """Write the worker's templates atomically: directory 0700, file 0600."""
     path = template_path(state_dir, worker)
     directory = path.parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
-    fd, tmp = tempfile.mkstemp(
-        prefix=".tmp-", suffix=".npz", dir=directory
-    )  # created 0600
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)  # created 0600
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(
@@ -199,9 +183,7 @@ def load_templates(state_dir: str | Path, worker: str) -> np.ndarray | None:
             enc: Any = data["encodings"]
             arr = np.asarray(enc, dtype=np.float64)
     except (OSError, KeyError, ValueError) as exc:
-        log.error(
-            "face templates %s cannot be read (%s): enrol the worker again", path, exc
-        )
+        log.error("face templates %s cannot be read (%s): enrol the worker again", path, exc)
         return None
     if arr.ndim != 2 or arr.shape[1] != 128 or len(arr) == 0:
         log.error("face templates %s are malformed: enrol the worker again", path)

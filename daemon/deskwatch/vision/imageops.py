@@ -41,9 +41,7 @@ def resize(image: np.ndarray, width: int, height: int) -> np.ndarray:
         return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)  # type: ignore[no-any-return]
     from PIL import Image
 
-    return np.asarray(
-        Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR)
-    )
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.Resampling.BILINEAR))
 
 
 def letterbox(image: np.ndarray, size: int) -> tuple[np.ndarray, float, int, int]:
@@ -79,9 +77,7 @@ def normalise(
         cv2.multiply(out, (1.0 / std[0], 1.0 / std[1], 1.0 / std[2], 0.0), dst=out)
         return out[None]
     src = image[..., ::-1] if bgr else image
-    out = (src.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(
-        std, np.float32
-    )
+    out = (src.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(out[None])
 
 

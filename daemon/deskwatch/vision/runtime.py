@@ -64,11 +64,7 @@ def load_runtime(prefer: str | None = None) -> RuntimeInfo:
             order = [prefer]
         errors = []
         for name in order:
-            module = (
-                "ai_edge_litert.interpreter"
-                if name == "ai-edge-litert"
-                else "tflite_runtime.interpreter"
-            )
+            module = "ai_edge_litert.interpreter" if name == "ai-edge-litert" else "tflite_runtime.interpreter"
             try:
                 mod = importlib.import_module(module)
             except ImportError as exc:
@@ -136,21 +132,15 @@ def read_manifest(directory: Path) -> dict[str, ManifestEntry]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(
-            f"{path} is missing: reinstall the models (or run models/build.sh in a checkout)"
-        ) from None
+        raise ModelError(f"{path} is missing: reinstall the models (or run models/build.sh in a checkout)") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise ModelError(
-            f"{path} cannot be read ({exc}): reinstall the models"
-        ) from None
+        raise ModelError(f"{path} cannot be read ({exc}): reinstall the models") from None
     raw = data.get("models", data) if isinstance(data, dict) else data
     items: list[tuple[str, dict[str, Any]]] = []
     if isinstance(raw, dict):
         items = [(str(k), v) for k, v in raw.items() if isinstance(v, dict)]
     elif isinstance(raw, list):
-        items = [
-            (str(v.get("name") or v.get("file")), v) for v in raw if isinstance(v, dict)
-        ]
+        items = [(str(v.get("name") or v.get("file")), v) for v in raw if isinstance(v, dict)]
     entries: dict[str, ManifestEntry] = {}
     for name, spec in items:
         file, digest = spec.get("file"), spec.get("sha256")
@@ -191,10 +181,7 @@ class Model:
             t0 = time.perf_counter()
             self.interpreter.invoke()
             self.invoke_ms = (time.perf_counter() - t0) * 1000.0
-            return {
-                k: self.interpreter.get_tensor(d["index"])
-                for k, d in self.outputs.items()
-            }
+            return {k: self.interpreter.get_tensor(d["index"]) for k, d in self.outputs.items()}
 
 
 def _tensor_maps(
@@ -202,17 +189,9 @@ def _tensor_maps(
 ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
     """Inputs/outputs by name: the signature's names when there is one (their order
     changes between conversions), else the tensor names."""
-    signatures = (
-        interpreter.get_signature_list()
-        if hasattr(interpreter, "get_signature_list")
-        else {}
-    )
+    signatures = interpreter.get_signature_list() if hasattr(interpreter, "get_signature_list") else {}
     if signatures:
-        key = (
-            "serving_default"
-            if "serving_default" in signatures
-            else next(iter(signatures))
-        )
+        key = "serving_default" if "serving_default" in signatures else next(iter(signatures))
         runner = interpreter.get_signature_runner(key)
         ins = {k: dict(v) for k, v in runner.get_input_details().items()}
         outs = {k: dict(v) for k, v in runner.get_output_details().items()}
@@ -256,9 +235,7 @@ class ModelStore:
         try:
             content = path.read_bytes()
         except OSError as exc:
-            raise ModelError(
-                f"model file {path} cannot be read ({exc.strerror}): reinstall the models"
-            ) from None
+            raise ModelError(f"model file {path} cannot be read ({exc.strerror}): reinstall the models") from None
         digest = hashlib.sha256(content).hexdigest()
         if digest != entry.sha256:
             raise ModelError(
@@ -276,14 +253,10 @@ class ModelStore:
             entry, content = self.verify(file)
             rt = load_runtime(self._runtime_pref)
             try:
-                interpreter = rt.interpreter_class(
-                    model_content=content, num_threads=self.cfg.threads
-                )
+                interpreter = rt.interpreter_class(model_content=content, num_threads=self.cfg.threads)
                 interpreter.allocate_tensors()
             except (ValueError, RuntimeError) as exc:
-                raise ModelError(
-                    f"{rt.name} cannot load {self.directory / file}: {exc}"
-                ) from None
+                raise ModelError(f"{rt.name} cannot load {self.directory / file}: {exc}") from None
             ins, outs = _tensor_maps(interpreter)
             model = Model(entry.name, entry.file, entry.sha256, interpreter, ins, outs)
             self._models[file] = model

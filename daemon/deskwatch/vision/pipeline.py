@@ -1,0 +1,167 @@
+"""The vision stage the scan loop calls: ``build_vision(cfg).analyze(frame)``.
+
+Per frame: light/obstruction statistics first; a dark or covered frame skips the
+detectors (their silence would prove nothing). Otherwise the object detector
+(with the second look for phones), BlazeFace on the whole frame and on each
+person's upper body, and - when the profile allows it and the worker is enrolled
+- the identity check on the faces found.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..config import Config
+from ..domain import Detection, Face, Frame, FrameAnalysis
+from .faces import FaceDetector, merge_faces
+from .identity import FaceEncoder, IdentityChecker, load_templates, template_path
+from .light import measure_light
+from .objects import ObjectDetector
+from .runtime import ModelStore
+
+log = logging.getLogger(__name__)
+
+FACE_MODEL = "face_detection_short_range.tflite"
+OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32.tflite"}
+NO_IDENTITY_PROFILES = ("uk", "minimal")
+FACE_CROP_MAX_PERSONS = 4
+FACE_CROP_SMALL = 0.6  # people taller than this share of the frame: the whole-frame pass sees their face
+
+
+def identity_allowed(cfg: Config) -> bool:
+    return cfg.policy.profile not in NO_IDENTITY_PROFILES
+
+
+class Vision:
+    """Every detector, built once from the validated config."""
+
+    def __init__(self, cfg: Config, *, store: ModelStore | None = None, runtime: str | None = None):
+        self.cfg = cfg
+        v = cfg.vision
+        self.store = store or ModelStore(v, runtime=runtime)
+        self.objects = ObjectDetector(
+            self.store.load(OBJECT_MODELS[v.object_precision]),
+            thresholds=v.label_thresholds,
+            default_threshold=v.object_threshold,
+            nms_iou=v.object_nms_iou,
+            phone_pass=v.phone_second_pass,
+            phone_threshold=v.phone_pass_threshold,
+            phone_max_persons=v.phone_pass_max_persons,
+        )
+        self.faces = FaceDetector(self.store.load(FACE_MODEL), threshold=v.face_threshold, nms_iou=v.face_nms_iou)
+        self._encoder: FaceEncoder | None = None
+        self._identity: IdentityChecker | None = None
+        self._templates_mtime: float | None = None
+        self.last_model_ms = 0.0  # TFLite invoke() + dlib encoder time of the last analyze()
+        self.refresh_identity()
+
+    # -- identity --------------------------------------------------------------------------
+    def refresh_identity(self) -> None:
+        """(Re)load the enrolled worker's templates when they appeared or changed."""
+        if not identity_allowed(self.cfg):
+            self._identity = None
+            return
+        path = template_path(self.cfg.state_dir, self.cfg.device.worker_id)
+        try:
+            mtime: float | None = path.stat().st_mtime
+        except OSError:
+            mtime = None
+        if mtime == self._templates_mtime:
+            return
+        self._templates_mtime = mtime
+        templates = load_templates(self.cfg.state_dir, self.cfg.device.worker_id) if mtime else None
+        if templates is None:
+            self._identity = None
+            return
+        if self._encoder is None:
+            self._encoder = FaceEncoder()
+        v = self.cfg.vision
+        self._identity = IdentityChecker(self._encoder, templates, v.identity_tolerance, v.identity_min_face_px)
+        log.info("identity check on: %d templates for worker %s", len(templates), self.cfg.device.worker_id)
+
+    @property
+    def identity_enabled(self) -> bool:
+        return self._identity is not None
+
+    # -- one frame ---------------------------------------------------------------------------
+    def analyze(self, frame: Frame | np.ndarray) -> FrameAnalysis:
+        """What the detectors see in one frame (a Frame, or a bare RGB array)."""
+        image = frame.image if isinstance(frame, Frame) else frame
+        index = frame.index if isinstance(frame, Frame) else 0
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        light = measure_light(image, self.cfg.vision.light)
+        t1 = time.perf_counter()
+        timings["light"] = (t1 - t0) * 1000
+        analysis = FrameAnalysis(frame_index=index, light=light, timings_ms=timings)
+        self.last_model_ms = 0.0
+        if light.low_light or light.obstructed:
+            timings["total"] = timings["light"]
+            return analysis
+        detections = self.objects.detect(image)
+        t2 = time.perf_counter()
+        timings["objects"] = (t2 - t1) * 1000
+        model_ms = self.objects.invoke_ms
+        faces, face_ms = self.find_faces(image, detections)
+        t3 = time.perf_counter()
+        timings["faces"] = (t3 - t2) * 1000
+        model_ms += face_ms
+        self.refresh_identity()
+        if self._identity is not None and faces:
+            faces = self._identity.check(image, faces)
+            model_ms += self._identity.last_ms
+            timings["identity"] = (time.perf_counter() - t3) * 1000
+        timings["total"] = (time.perf_counter() - t0) * 1000
+        self.last_model_ms = model_ms
+        analysis.detections = detections
+        analysis.faces = faces
+        return analysis
+
+    def find_faces(self, image: np.ndarray, detections: list[Detection]) -> tuple[list[Face], float]:
+        """Faces in the whole frame, plus in the upper body of each smaller person."""
+        h, w = image.shape[:2]
+        faces = self.faces.detect(image)
+        model_ms = self.faces.model.invoke_ms
+        if self.cfg.vision.face_in_persons:
+            persons = sorted((d for d in detections if d.label == "person"), key=lambda d: -d.box.area)
+            for person in persons[:FACE_CROP_MAX_PERSONS]:
+                if person.box.height > FACE_CROP_SMALL and len(persons) == 1 and faces:
+                    continue
+                region = upper_body(person, w, h)
+                faces += self.faces.detect(image, region)
+                model_ms += self.faces.model.invoke_ms
+            faces = merge_faces(faces, self.cfg.vision.face_nms_iou)
+        return faces, model_ms
+
+    def model_hashes(self) -> dict[str, str]:
+        """file name -> sha256 of every model in use (published in health/status)."""
+        return self.store.loaded()
+
+    def close(self) -> None:
+        self.store.close()
+        self._identity = None
+        self._encoder = None
+
+
+def upper_body(person: Detection, width: int, height: int) -> tuple[int, int, int, int]:
+    """Pixel region of a person's head and shoulders (where the face is)."""
+    x0, y0, x1, y1 = person.box.x0 * width, person.box.y0 * height, person.box.x1 * width, person.box.y1 * height
+    pw = x1 - x0
+    side = min(max(pw, 8.0), y1 - y0) if y1 - y0 > 8 else max(pw, 8.0)
+    cx = (x0 + x1) / 2
+    rx0, rx1 = cx - side * 0.6, cx + side * 0.6
+    ry0, ry1 = y0 - side * 0.1, y0 + side * 1.0
+    return (max(0, int(rx0)), max(0, int(ry0)), min(width, int(rx1) + 1), min(height, int(ry1) + 1))
+
+
+def build_vision(cfg: Config, *, runtime: str | None = None) -> Vision:
+    """The vision stage for the scan loop; raises ModelError on a missing/corrupt model."""
+    return Vision(cfg, runtime=runtime)
+
+
+def templates_exist(cfg: Config) -> bool:
+    return Path(template_path(cfg.state_dir, cfg.device.worker_id)).is_file()
