@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from deskwatch.config import Config
 from deskwatch.config.schema import load_section_tree
@@ -32,11 +33,22 @@ COVERED = LightReading(mean_luma=30.0, contrast=1.0, dark_fraction=0.7, detail=0
                        low_light=False, obstructed=True)
 
 
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def make_config(extra: str = "", state_dir: str | None = None) -> Config:
-    text = BASE + textwrap.dedent(extra)
+    """A validated Config: BASE with ``extra`` (YAML) merged in, key by key."""
+    data = _merge(yaml.safe_load(BASE), yaml.safe_load(textwrap.dedent(extra)) or {})
     if state_dir is not None:
-        text += f"state_dir: {state_dir}\n"
-    cfg: Config = load_section_tree(Config, text, "<test>")
+        data["state_dir"] = state_dir
+    cfg: Config = load_section_tree(Config, yaml.safe_dump(data, sort_keys=False), "<test>")
     return cfg
 
 
