@@ -167,7 +167,7 @@ def validate(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         body["reason"] = _reason(obj.get("reason"), required=True)
         body["minutes"] = _whole(obj.get("minutes"), "minutes", 1, MAX_PAUSE_MINUTES)
     elif kind == "scan":
-        body["reason"] = _reason(obj.get("reason"), required=False)
+        body["reason"] = _reason(obj["reason"], required=False) if "reason" in obj else ""
     elif kind == "activity":
         body["idle_seconds"] = _number(obj.get("idle_seconds"), "idle_seconds", 0, MAX_IDLE_SECONDS)
         body["since"] = _time(obj.get("since"), "since")
@@ -179,9 +179,7 @@ def validate(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def _reason(value: Any, *, required: bool) -> str:
-    if value is None and not required:
-        return ""
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or (required and not value.strip()):
         raise CommandRejected('reason must be non-empty text, e.g. "fetch water"')
     if len(value) > MAX_REASON:
         raise CommandRejected(f"reason is {len(value)} characters; at most {MAX_REASON}")

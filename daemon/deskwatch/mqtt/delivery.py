@@ -222,10 +222,17 @@ class Delivery:
     def reasons(self) -> list[str]:
         return [r for r in (self._link_problem, self._app_reason) if r]
 
+    def purge_expired_evidence(self, now: Any = None) -> dict[str, int]:
+        """Apply the outbox age caps now (evidence past evidence.retention_days goes first)."""
+        return self.outbox.enforce_caps()
+
     def stats(self) -> dict[str, Any]:
         link = self._link
+        outbox = self.outbox.stats()
         return {
-            "outbox": self.outbox.stats(),
+            "outbox_depth": outbox["depth"],
+            "broker": self.state(),
+            "outbox": outbox,
             "mqtt": {
                 "connected": self.connected,
                 "state": self.state(),
