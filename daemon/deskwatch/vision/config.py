@@ -12,7 +12,7 @@ from .light import LightConfig  # the light check keeps its thresholds next to i
 # use ``object_threshold``.
 DEFAULT_LABEL_THRESHOLDS: dict[str, float] = {
     "person": 0.35,
-    "cell phone": 0.35,
+    "cell phone": 0.3,
 }
 
 
@@ -27,9 +27,9 @@ class VisionConfig:
     object_threshold: float = setting(0.35, doc="Score an object detection needs, for labels not listed in label_thresholds.", minimum=0.01, maximum=1.0)
     label_thresholds: dict[str, float] = setting(default_factory=lambda: dict(DEFAULT_LABEL_THRESHOLDS), doc="Per-label score thresholds of the object detector, by COCO label name (person, cell phone, cup, ...).", example={"person": 0.35, "cell phone": 0.35, "cup": 0.4})
     object_nms_iou: float = setting(0.6, doc="Two boxes of the same label overlapping more than this (IoU) are one object.", minimum=0.05, maximum=1.0)
-    phone_second_pass: bool = setting(True, doc="Look again for phones in an enlarged crop around each person's head and hands (phones are small: the whole-frame pass misses most of them).")
-    phone_pass_threshold: float = setting(0.4, doc="Score a phone found by the second pass needs.", minimum=0.01, maximum=1.0)
-    phone_pass_max_persons: int = setting(3, doc="At most this many people (the largest) get the second phone pass, to bound the scan time.", minimum=0, maximum=10)
+    phone_second_pass: bool = setting(True, doc="Look again for phones in an enlarged crop around each face, keeping phone-sized boxes at an ear or in front of the face (a phone held to the ear is small and mostly hidden by the hand: the whole-frame pass misses most of them).")
+    phone_pass_threshold: float = setting(0.3, doc="Score a phone found by the second pass (at a face) needs.", minimum=0.01, maximum=1.0)
+    phone_pass_max_persons: int = setting(1, doc="At most this many faces (the largest: the worker at the desk first) get the second phone pass; each costs one more detector run.", minimum=0, maximum=10)
     face_threshold: float = setting(0.5, doc="Score a face detection needs (BlazeFace).", minimum=0.05, maximum=1.0)
     face_nms_iou: float = setting(0.3, doc="Face boxes overlapping more than this are blended into one face.", minimum=0.05, maximum=1.0)
     face_in_persons: bool = setting(True, doc="Also look for faces in each person's upper body (finds faces too small for the whole-frame pass).")

@@ -1,9 +1,9 @@
 """The vision stage the scan loop calls: ``build_vision(cfg).analyze(frame)``.
 
 Per frame: light/obstruction statistics first; a dark or covered frame skips the
-detectors (their silence would prove nothing). Otherwise the object detector
-(with the second look for phones), BlazeFace on the whole frame and on each
-person's upper body, and - when the profile allows it and the worker is enrolled
+detectors (their silence would prove nothing). Otherwise the object detector,
+BlazeFace on the whole frame and on each person's upper body, a second look for
+phones at each face, and - when the profile allows it and the worker is enrolled
 - the identity check on the faces found.
 """
 
@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import Config
-from ..domain import Detection, Face, Frame, FrameAnalysis
+from ..domain import Box, Detection, Face, Frame, FrameAnalysis
 from .faces import FaceDetector, merge_faces
 from .identity import FaceEncoder, IdentityChecker, load_templates, template_path
 from .light import measure_light
@@ -29,6 +29,8 @@ FACE_MODEL = "face_detection_short_range.tflite"
 OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32.tflite"}
 NO_IDENTITY_PROFILES = ("uk", "minimal")
 FACE_CROP_MAX_PERSONS = 4
+PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
+PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
 FACE_CROP_SMALL = 0.6  # people taller than this share of the frame: the whole-frame pass sees their face
 
 
@@ -110,6 +112,13 @@ class Vision:
         t3 = time.perf_counter()
         timings["faces"] = (t3 - t2) * 1000
         model_ms += face_ms
+        detections = drop_duplicate_persons(detections, faces)
+        if faces and self.cfg.vision.phone_second_pass:
+            detections = detections + self.objects.phones_at_ears(image, faces, detections)
+            model_ms += self.objects.invoke_ms
+            t4 = time.perf_counter()
+            timings["phones"] = (t4 - t3) * 1000
+            t3 = t4
         self.refresh_identity()
         if self._identity is not None and faces:
             faces = self._identity.check(image, faces)
@@ -156,6 +165,45 @@ def upper_body(person: Detection, width: int, height: int) -> tuple[int, int, in
     rx0, rx1 = cx - side * 0.6, cx + side * 0.6
     ry0, ry1 = y0 - side * 0.1, y0 + side * 1.0
     return (max(0, int(rx0)), max(0, int(ry0)), min(width, int(rx1) + 1), min(height, int(ry1) + 1))
+
+
+def _contained(inner: Box, outer: Box) -> float:
+    """Share of ``inner``'s area that lies inside ``outer``."""
+    ix = max(0.0, min(inner.x1, outer.x1) - max(inner.x0, outer.x0))
+    iy = max(0.0, min(inner.y1, outer.y1) - max(inner.y0, outer.y0))
+    return ix * iy / inner.area if inner.area > 0 else 1.0
+
+
+def _owns(person: Box, face: Face) -> bool:
+    """The face's centre is in the upper half of the person's box."""
+    fx, fy = face.box.centre
+    return person.x0 <= fx <= person.x1 and person.y0 <= fy <= person.y0 + 0.5 * person.height
+
+
+def drop_duplicate_persons(detections: list[Detection], faces: list[Face]) -> list[Detection]:
+    """Remove weak person boxes that are a fragment or a loose double of a stronger one.
+
+    NanoDet often adds a weak, looser second box around someone already found (or
+    around two people at once). Such a box is dropped when it is weak
+    (< PERSON_STRONG), mostly inside a stronger person box (>= PERSON_CONTAINED) and
+    owns no face of its own; a face belongs to the first (strongest) person box
+    whose upper half contains its centre. A weak box around a face nobody owns yet
+    is kept: that is a real person partly hidden behind another.
+    """
+    persons = sorted((d for d in detections if d.label == "person"), key=lambda d: -d.score)
+    if len(persons) < 2:
+        return detections
+    kept: list[Detection] = []
+    claimed: set[int] = set()
+    for person in persons:
+        own = [i for i, f in enumerate(faces) if i not in claimed and _owns(person.box, f)]
+        inside = max((_contained(person.box, k.box) for k in kept), default=0.0)
+        if person.score < PERSON_STRONG and inside >= PERSON_CONTAINED and not own:
+            continue
+        kept.append(person)
+        claimed.update(own)
+    dropped = {id(p) for p in persons} - {id(k) for k in kept}
+    return [d for d in detections if id(d) not in dropped]
 
 
 def build_vision(cfg: Config, *, runtime: str | None = None) -> Vision:
