@@ -125,22 +125,25 @@ class ManifestEntry:
 def read_manifest(directory: Path) -> dict[str, ManifestEntry]:
     """Manifest entries keyed by file name (and by model name when it differs).
 
-    Accepts ``models:`` as a list of mappings with ``file`` and ``sha256``, or as
-    a mapping of model name to such a mapping.
+    Accepts ``models:`` (and ``files:`` for labels and the like) as a list of
+    mappings with ``file`` and ``sha256``, or as a mapping of name to such a mapping.
     """
     path = directory / MANIFEST
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(f"{path} is missing: reinstall the models (or run models/build.sh in a checkout)") from None
+        raise ModelError(
+            f"{path} is missing: reinstall the models (in a source checkout: rebuild them with models/build_models.py)"
+        ) from None
     except (OSError, yaml.YAMLError) as exc:
         raise ModelError(f"{path} cannot be read ({exc}): reinstall the models") from None
-    raw = data.get("models", data) if isinstance(data, dict) else data
+    sections = [data.get("models"), data.get("files")] if isinstance(data, dict) and "models" in data else [data]
     items: list[tuple[str, dict[str, Any]]] = []
-    if isinstance(raw, dict):
-        items = [(str(k), v) for k, v in raw.items() if isinstance(v, dict)]
-    elif isinstance(raw, list):
-        items = [(str(v.get("name") or v.get("file")), v) for v in raw if isinstance(v, dict)]
+    for raw in sections:
+        if isinstance(raw, dict):
+            items += [(str(k), v) for k, v in raw.items() if isinstance(v, dict)]
+        elif isinstance(raw, list):
+            items += [(str(v.get("name") or v.get("file")), v) for v in raw if isinstance(v, dict)]
     entries: dict[str, ManifestEntry] = {}
     for name, spec in items:
         file, digest = spec.get("file"), spec.get("sha256")
@@ -224,7 +227,7 @@ class ModelStore:
         if entry is None:
             raise ModelError(
                 f"{self.directory / file} is not listed in {self.directory / MANIFEST}: "
-                "reinstall the models (or rebuild them with the script in models/)"
+                "reinstall the models (or rebuild them with models/build_models.py)"
             )
         return entry
 
@@ -241,7 +244,7 @@ class ModelStore:
             raise ModelError(
                 f"model file {path} is corrupt or was replaced: sha256 {digest[:16]}... but "
                 f"{MANIFEST} says {entry.sha256[:16]}...; refusing to load it. Reinstall the "
-                "models (package deskwatch-models, or rebuild with the script in models/)"
+                "models (or rebuild them with models/build_models.py)"
             )
         return entry, content
 

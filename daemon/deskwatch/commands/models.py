@@ -1,0 +1,105 @@
+"""``deskwatch models [verify|list]``: the shipped model files and their checksums."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..config import load_config
+from ..config.schema import ConfigError
+from ..vision.runtime import MANIFEST, ModelError, ModelStore, default_models_dir, read_manifest, sha256_file
+
+NAME = "models"
+HELP = "list the model files or verify them against models/manifest.yaml (sha256, loadable)"
+DESCRIPTION = (
+    "verify (default): check every model file listed in the manifest against its sha256 and load it "
+    "through the TFLite runtime; exit 1 if any is missing, corrupt or unloadable. "
+    "list: show the manifest's models."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", nargs="?", choices=("verify", "list"), default="verify")
+    parser.add_argument("--models-dir", metavar="DIR", help="check this directory instead of the configured one")
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+
+
+def _models_dir(args: argparse.Namespace) -> Path:
+    """--models-dir, else the config's vision.models_dir (when the config file exists), else the default."""
+    if args.models_dir:
+        return Path(args.models_dir)
+    if os.path.exists(args.config):
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            print(exc.render(), file=sys.stderr)
+            raise SystemExit(78) from None
+        if cfg.vision.models_dir:
+            return Path(cfg.vision.models_dir)
+    return default_models_dir()
+
+
+def run(args: argparse.Namespace) -> int:
+    directory = _models_dir(args)
+    try:
+        manifest = read_manifest(directory)
+    except ModelError as exc:
+        print(f"deskwatch models: {exc}", file=sys.stderr)
+        return 1
+    entries = {e.file: e for e in manifest.values()}
+    rows: list[dict[str, Any]] = []
+    if args.action == "list":
+        for entry in entries.values():
+            path = directory / entry.file
+            rows.append(
+                {
+                    "name": entry.name,
+                    "file": entry.file,
+                    "sha256": entry.sha256,
+                    "size_bytes": path.stat().st_size if path.exists() else None,
+                    "role": entry.info.get("role", ""),
+                }
+            )
+        if args.json:
+            print(json.dumps({"models_dir": str(directory), "models": rows}, indent=2))
+        else:
+            print(f"{directory / MANIFEST}:")
+            for r in rows:
+                size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] is not None else "MISSING"
+                print(f"  {r['name']:<18} {r['file']:<36} {size:>9}  sha256 {r['sha256'][:16]}...  {r['role']}")
+        return 0
+
+    from ..vision.config import VisionConfig
+
+    store = ModelStore(VisionConfig(models_dir=str(directory), threads=1))
+    failed = 0
+    for entry in entries.values():
+        row: dict[str, Any] = {"name": entry.name, "file": entry.file, "expected_sha256": entry.sha256}
+        path = directory / entry.file
+        if not path.exists():
+            row.update(ok=False, problem=f"{path} is missing: reinstall the models")
+        else:
+            row["sha256"] = sha256_file(path)
+            if not entry.file.endswith(".tflite"):
+                ok = row["sha256"] == entry.sha256
+                row.update(ok=ok, problem=None if ok else f"{path} does not match the manifest: reinstall the models")
+            else:
+                try:
+                    model = store.load(entry.file)
+                    row.update(ok=True, problem=None, inputs=list(model.inputs), outputs=sorted(model.outputs))
+                except ModelError as exc:
+                    row.update(ok=False, problem=str(exc))
+        failed += not row["ok"]
+        rows.append(row)
+    store.close()
+    if args.json:
+        print(json.dumps({"models_dir": str(directory), "ok": failed == 0, "models": rows}, indent=2))
+    else:
+        for r in rows:
+            print(f"{'OK  ' if r['ok'] else 'FAIL'} {r['file']}" + (f": {r['problem']}" if r.get("problem") else ""))
+        print(f"{len(rows) - failed}/{len(rows)} model files verified in {directory}")
+    return 0 if failed == 0 else 1

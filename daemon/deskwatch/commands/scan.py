@@ -1,0 +1,165 @@
+"""``deskwatch scan --image PATH``: run the vision and the policy on one photo.
+
+For technicians and for checking a configuration: what the detectors see, what the
+policy would report. Nothing is published. Exit 0 when the photo is clear, 1 when
+the policy found something, 2 for an unreadable image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..domain import Frame, FrameAnalysis, utcnow
+from .common import load_config_or_exit
+
+NAME = "scan"
+HELP = "run the detectors and the policy on one photo (nothing is published)"
+
+COLOURS = {"person": (230, 40, 40), "cell phone": (255, 200, 0), "face": (0, 200, 255)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--image", required=True, metavar="PATH", help="photo to scan (JPEG/PNG)")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--annotate", metavar="OUT.jpg", help="also write the photo with the boxes drawn on it")
+    parser.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime"), help="force a TFLite runtime")
+
+
+def load_image(path: str) -> np.ndarray:
+    """RGB uint8 HxWx3, or SystemExit(2) with a clear message."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return np.ascontiguousarray(np.asarray(im.convert("RGB")))
+    except FileNotFoundError:
+        print(f"deskwatch: image not found: {path}", file=sys.stderr)
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        print(f"deskwatch: cannot read {path} as an image ({exc})", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def run(args: argparse.Namespace) -> int:
+    cfg = load_config_or_exit(args)
+    image = load_image(args.image)
+    from ..vision.pipeline import build_vision
+    from ..vision.runtime import ModelError
+
+    try:
+        vision = build_vision(cfg, runtime=args.runtime)
+    except ModelError as exc:
+        print(f"deskwatch scan: {exc}", file=sys.stderr)
+        return 69
+    try:
+        frame = Frame(image=image, captured_at=utcnow(), index=0)
+        t0 = time.perf_counter()
+        analysis = vision.analyze(frame)
+        result = describe(analysis, image)
+        result.update(evaluate_policy(cfg, analysis))
+        result["timings_ms"]["scan_total"] = round((time.perf_counter() - t0) * 1000, 1)
+        result["identity_checked"] = vision.identity_enabled
+        result["models"] = vision.model_hashes()
+    finally:
+        vision.close()
+    result["image"] = {"path": args.image, "width": int(image.shape[1]), "height": int(image.shape[0])}
+    if args.annotate:
+        annotate(image, analysis, args.annotate)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_summary(result)
+    return 1 if result.get("findings") else 0
+
+
+def describe(analysis: FrameAnalysis, image: np.ndarray) -> dict[str, Any]:
+    light = analysis.light
+    return {
+        "persons": len(analysis.labelled("person")),
+        "faces": len(analysis.faces),
+        "detections": [d.to_json() for d in analysis.detections],
+        "face_detections": [f.to_json() for f in analysis.faces],
+        "light": {
+            "mean_luma": light.mean_luma,
+            "contrast": light.contrast,
+            "detail": light.detail,
+            "low_light": light.low_light,
+            "obstructed": light.obstructed,
+        },
+        "timings_ms": {k: round(v, 1) for k, v in analysis.timings_ms.items()},
+        "findings": [],
+    }
+
+
+def evaluate_policy(cfg: Any, analysis: FrameAnalysis) -> dict[str, Any]:
+    """The policy's verdict on this one frame; {} if the policy engine is unavailable."""
+    try:
+        from ..policy.engine import Policy, PolicyContext
+    except ImportError:  # pragma: no cover - the policy engine ships with the package
+        return {}
+    t0 = time.perf_counter()
+    # One photo cannot be followed by a confirming burst: evaluate it as confirmed.
+    outcome = Policy(cfg).evaluate([analysis], PolicyContext(now=utcnow(), trigger="cli", confirming=True))
+    ms = (time.perf_counter() - t0) * 1000
+    return {
+        "persons": outcome.persons,
+        "bystanders": outcome.bystanders,
+        "findings": [
+            {"type": f.type, "confidence": round(f.confidence, 3), "detail": f.detail} for f in outcome.findings
+        ],
+        "checks": [{"rule": c.rule, "outcome": c.outcome, "reason": c.reason} for c in outcome.checks],
+        "policy_timing_ms": round(ms, 2),
+    }
+
+
+def print_summary(result: dict[str, Any]) -> None:
+    light = result["light"]
+    print(
+        f"{result['image']['path']}: {result['persons']} person(s), {result['faces']} face(s); "
+        f"light {light['mean_luma']:.0f}{' LOW' if light['low_light'] else ''}"
+        f"{' OBSTRUCTED' if light['obstructed'] else ''}"
+    )
+    for d in result["detections"]:
+        print(f"  {d['label']:<14} {d['score']:.2f}  box {d['box']}")
+    for f in result["face_detections"]:
+        who = f" identity={f['identity']}" if "identity" in f else ""
+        print(f"  {'face':<14} {f['score']:.2f}  box {f['box']} facing {f['facing']:.2f}{who}")
+    for f in result["findings"]:
+        print(f"  FINDING {f['type']} ({f['confidence']:.2f}) {f['detail']}")
+    if not result["findings"]:
+        print("  no findings")
+    print("  timings (ms): " + ", ".join(f"{k} {v}" for k, v in result["timings_ms"].items()))
+
+
+def annotate(image: np.ndarray, analysis: FrameAnalysis, out: str) -> None:
+    """Write the photo with labelled boxes (for a person to look at; stays local)."""
+    from PIL import Image, ImageDraw
+
+    im = Image.fromarray(image)
+    draw = ImageDraw.Draw(im)
+    w, h = im.size
+    width = max(2, w // 400)
+    for d in analysis.detections:
+        colour = COLOURS.get(d.label, (60, 200, 60))
+        box = (d.box.x0 * w, d.box.y0 * h, d.box.x1 * w, d.box.y1 * h)
+        draw.rectangle(box, outline=colour, width=width)
+        draw.text((box[0] + 3, box[1] + 2), f"{d.label} {d.score:.2f}", fill=colour)
+    for f in analysis.faces:
+        box = (f.box.x0 * w, f.box.y0 * h, f.box.x1 * w, f.box.y1 * h)
+        draw.rectangle(box, outline=COLOURS["face"], width=width)
+        label = f"face {f.score:.2f} facing {f.facing:.2f}" + (f" {f.identity}" if f.identity else "")
+        draw.text((box[0] + 3, box[3] + 2), label, fill=COLOURS["face"])
+        for x, y in f.keypoints:
+            draw.ellipse((x * w - width, y * h - width, x * w + width, y * h + width), fill=COLOURS["face"])
+    try:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        im.save(out, quality=90)
+    except (OSError, ValueError) as exc:
+        print(f"deskwatch scan: cannot write {out} ({exc})", file=sys.stderr)
+        raise SystemExit(2) from None
