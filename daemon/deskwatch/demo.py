@@ -111,6 +111,8 @@ schedule:
   interval_seconds: {interval}
 policy:
   profile: full
+  rules:
+    away_from_desk: {{confirm_after_seconds: 4}}   # 20 s by default; shorter for the demo's pace
 service:
   health_interval_seconds: 10
 state_dir: {out / "state"}
@@ -128,7 +130,9 @@ class Listener:
         self.counts: dict[str, int] = {}
         self.lock = threading.Lock()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-central", protocol=mqtt.MQTTv5)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("deskwatch/v1/#", qos=1)
+        # retainAsPublished: show the retain flag as the device set it, not only on replay
+        opts = mqtt.SubscribeOptions(qos=1, retainAsPublished=True)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe("deskwatch/v1/#", options=opts)
         self.client.on_message = self.on_message
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
@@ -155,19 +159,21 @@ class Listener:
             ev = body.get("evidence") or {}
             print(
                 f"  <- EVENT {body.get('type')} conf {body.get('confidence')} seq {body.get('seq')} "
-                f"evidence {ev.get('bytes', 'none')} B{' (replayed)' if body.get('replayed') else ''}"
+                f"evidence {str(ev.get('bytes')) + ' B' if ev else 'none'}{' (replayed)' if body.get('replayed') else ''}"
             )
         elif kind == "scan":
-            found = [f.get("type") for f in body.get("findings", [])] if isinstance(body.get("findings"), list) else []
+            found = ", ".join(str(f) for f in body.get("findings") or [])
             print(
-                f"  <- scan {str(body.get('scan_id'))[:13]}… outcome {body.get('outcome')} "
-                f"persons {body.get('persons')} {found or ''}"
+                f"  <- scan {str(body.get('scan_id'))[:13]}… {body.get('outcome')}"
+                f"{': ' + found if found else ''} (persons {body.get('persons')}, frames {body.get('frames')})"
             )
         elif kind == "status":
             print(f"  <- status {body.get('state')} (session {body.get('session')}, retained={bool(msg.retain)})")
         elif kind == "health":
+            inf = body.get("inference_ms") or {}
             print(
-                f"  <- health: scans {body.get('scans')}, outbox {body.get('outbox', {}).get('depth', body.get('outbox_depth'))}"
+                f"  <- health: scans {body.get('scans')}, inference p50 {inf.get('p50')} ms, "
+                f"outbox depth {(body.get('outbox') or {}).get('depth')}, camera {body.get('camera')}"
             )
         else:
             print(f"  <- {kind}: {msg.payload[:120]!r}")
@@ -179,7 +185,7 @@ class Listener:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="make demo", description=__doc__)
-    ap.add_argument("--seconds", type=float, default=45.0, help="stop after this long (default 45)")
+    ap.add_argument("--seconds", type=float, default=60.0, help="stop after this long (default 60)")
     ap.add_argument("--interval", type=int, default=5, help="seconds between scans (default 5)")
     ap.add_argument("--out", default=str(REPO / "demo-out"), help="where config, state and evidence go")
     args = ap.parse_args(argv)

@@ -148,6 +148,8 @@ class Scanner:
                 second, analyses2, frames2 = self._burst_and_evaluate(record, confirming=True)
                 if second is not None:
                     outcome, analyses, frames = second, analyses2, frames2
+            else:
+                record.error = "stopped before the empty desk could be confirmed; nothing reported"
         if outcome is not None:
             record.findings = list(outcome.findings)
             record.checks = list(outcome.checks)
