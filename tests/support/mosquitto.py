@@ -195,10 +195,14 @@ def write_conf(
     acl: str | None,
     passwords: dict[str, str] | None,
     extra: str,
+    persistent: bool = False,
 ) -> Path:
+    persistence = ["persistence false"]
+    if persistent:  # sessions and queued messages survive a (clean) broker restart
+        persistence = ["persistence true", f"persistence_location {workdir}/", "autosave_interval 1"]
     lines = [
         f"listener {port} 127.0.0.1",
-        "persistence false",
+        *persistence,
         "log_type error",
         "log_type warning",
         "log_type notice",
@@ -250,12 +254,21 @@ def make_broker(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fixtur
         passwords: dict[str, str] | None = None,
         extra: str = "",
         start: bool = True,
+        persistent: bool = False,
     ) -> Broker:
         ca = request.getfixturevalue("pki") if tls or mutual else None
         workdir = tmp_path_factory.mktemp("mosquitto")
         port = free_port()
         conf = write_conf(
-            workdir, port, tls=tls or mutual, mutual=mutual, pki=ca, acl=acl, passwords=passwords, extra=extra
+            workdir,
+            port,
+            tls=tls or mutual,
+            mutual=mutual,
+            pki=ca,
+            acl=acl,
+            passwords=passwords,
+            extra=extra,
+            persistent=persistent,
         )
         broker = Broker(workdir, port, conf, tls=tls or mutual, pki=ca)
         started.append(broker)
@@ -308,16 +321,21 @@ class Collector:
         cert: tuple[Path, Path] | None = None,
         username: str | None = None,
         password: str | None = None,
+        persistent_session: bool = False,
     ) -> None:
         self.messages: list[Received] = []
         self.cond = threading.Condition()
         self.subscribed = threading.Event()
         self.granted: list[Any] = []
+        if persistent_session:  # with a persistent broker: nothing is missed across broker restarts
+            protocol, client_id = mqtt.MQTTv311, client_id or "collector"
         self.client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
             protocol=mqtt.MQTTProtocolVersion(protocol),
+            clean_session=(not persistent_session) if protocol != mqtt.MQTTv5 else None,
         )
+        self.client.reconnect_delay_set(0.05, 0.5)
         if broker.tls:
             assert broker.pki is not None
             self.client.tls_set(

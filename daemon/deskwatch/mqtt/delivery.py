@@ -119,7 +119,6 @@ class Delivery:
         self._threads: list[threading.Thread] = []
         self._sent_before: set[int] = set()
         self._drain_until = 0.0
-        self._password = self._read_password()
         self.published = 0
         self.acked = 0
         self.reconnects = 0
@@ -254,8 +253,12 @@ class Delivery:
         path = self.cfg.mqtt.password_file
         if not path:
             return None
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip("\r\n")
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read().strip("\r\n")
+        except OSError as exc:
+            logger.error("cannot read mqtt.password_file %s: %s", path, exc)
+            return None
 
     def _new_link(self, protocol: mqtt.MQTTProtocolVersion) -> _Link:
         m = self.cfg.mqtt
@@ -280,7 +283,7 @@ class Delivery:
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
         if m.username:
-            client.username_pw_set(m.username, self._password)
+            client.username_pw_set(m.username, self._read_password())  # re-read: a fixed file heals
         will = status_payload(
             self.cfg, state="offline", session=session, version=self.version, models=self.models, since=self._since
         )
@@ -412,8 +415,14 @@ class Delivery:
             if code == RC_NOT_AUTHORIZED:
                 return (
                     "not-authorized",
-                    f"broker {where} says this device is not authorized ({refused}): check the broker's user/ACL for "
-                    f"'{m.username or self.cfg.device.id}' and the client certificate",
+                    f"broker {where} refused this device ({refused}): check "
+                    + (
+                        "mqtt.username and the password in mqtt.password_file, and "
+                        if m.username
+                        else "whether the broker needs mqtt.username + mqtt.password_file, and "
+                    )
+                    + f"that it allows client id '{self.cfg.device.id}' (device.id)"
+                    + (" with this certificate (mqtt.tls.cert_file)" if m.tls.cert_file else ""),
                     True,
                 )
             if code == RC_CLIENT_ID_INVALID:
