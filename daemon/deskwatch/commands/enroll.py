@@ -1,0 +1,171 @@
+"""``deskwatch enroll``: build the worker's face templates (with their consent).
+
+Each image must show exactly one face, large and sharp enough, roughly facing the
+camera; the accepted faces are encoded with face_recognition's 128-d encoder and
+stored under ``state_dir/templates/<worker>.npz`` (directory 0700, file 0600).
+The templates never leave the device and are never printed or logged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..domain import Face
+from .common import load_config_or_exit
+
+NAME = "enroll"
+HELP = "enrol the worker's face from photos or the camera (needs --consent); templates stay on the device"
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+MIN_FACE_PX = 80  # face box height
+MIN_SHARPNESS = 15.0  # variance of the Laplacian of the face, scaled to 128 px
+MIN_FACING = 0.35
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--worker", required=True, metavar="ID", help="the worker's opaque id (as device.worker_id)")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--images", metavar="DIR", help="a directory of photos of the worker (or one photo)")
+    source.add_argument("--camera", metavar="N", help="take the photos with this camera (index or /dev/videoN)")
+    parser.add_argument(
+        "--consent",
+        action="store_true",
+        help="the worker has agreed to have face templates stored on this device (required)",
+    )
+    parser.add_argument("--min-images", type=int, default=3, metavar="K", help="accepted photos needed (default 3)")
+    parser.add_argument("--frames", type=int, default=15, help="--camera: photos to take (default 15)")
+
+
+@dataclass
+class Verdict:
+    source: str
+    accepted: bool
+    reason: str
+
+
+def check_quality(image: np.ndarray, faces: list[Face]) -> tuple[Face | None, str]:
+    """The one usable face, or None and why not."""
+    from ..vision.imageops import crop, resize, sharpness
+
+    if not faces:
+        return None, "no face found"
+    if len(faces) > 1:
+        return None, f"{len(faces)} faces: the photo must show only the worker"
+    face = faces[0]
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = face.box.to_pixels(w, h)
+    if y1 - y0 < MIN_FACE_PX:
+        return None, f"face too small ({y1 - y0} px tall, need {MIN_FACE_PX}): move closer"
+    if face.facing < MIN_FACING:
+        return None, f"face turned away (facing {face.facing:.2f}, need {MIN_FACING}): look at the camera"
+    patch = crop(image, (x0, y0, x1, y1))
+    scale = 128 / patch.shape[0]
+    small = resize(patch, max(1, round(patch.shape[1] * scale)), 128)
+    gray = small.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    sharp = sharpness(gray)
+    if sharp < MIN_SHARPNESS:
+        return None, f"face blurred (sharpness {sharp:.0f}, need {MIN_SHARPNESS:.0f}): hold still, add light"
+    return face, "ok"
+
+
+def _images_from_dir(path: Path) -> list[tuple[str, np.ndarray]]:
+    from PIL import Image, UnidentifiedImageError
+
+    files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    out = []
+    for p in files:
+        try:
+            with Image.open(p) as im:
+                out.append((p.name, np.ascontiguousarray(np.asarray(im.convert("RGB")))))
+        except (UnidentifiedImageError, OSError) as exc:
+            print(f"  skip {p.name}: not a readable image ({exc})", file=sys.stderr)
+    return out
+
+
+def _images_from_camera(cfg: object, source: str, frames: int) -> list[tuple[str, np.ndarray]]:
+    from ..camera import CameraError, open_camera
+
+    cam_cfg = dataclasses.replace(cfg.camera, backend="v4l2", source=source)  # type: ignore[attr-defined]
+    camera = open_camera(cam_cfg)
+    out = []
+    try:
+        camera.open()
+        for i in range(frames):
+            out.append((f"camera frame {i + 1}", camera.capture()))
+            time.sleep(0.3)
+    except CameraError as exc:
+        print(f"deskwatch enroll: camera {source}: {exc}", file=sys.stderr)
+        raise SystemExit(69) from None
+    finally:
+        camera.close()
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    if not args.consent:
+        print(
+            "deskwatch enroll: refusing without --consent. Face templates are biometric data: enrol only a "
+            "worker who has agreed to it, then run again with --consent.",
+            file=sys.stderr,
+        )
+        return 2
+    cfg = load_config_or_exit(args)
+    from ..vision.faces import FaceDetector
+    from ..vision.identity import WORKER_PATTERN, FaceEncoder, IdentityUnavailable, face_pixels, save_templates
+    from ..vision.pipeline import FACE_MODEL
+    from ..vision.runtime import ModelError, ModelStore
+
+    if not WORKER_PATTERN.fullmatch(args.worker):
+        print("deskwatch enroll: --worker must be 1-64 letters, digits, _ or -", file=sys.stderr)
+        return 2
+    if args.images:
+        path = Path(args.images)
+        if not path.exists():
+            print(f"deskwatch enroll: {path} does not exist", file=sys.stderr)
+            return 2
+        images = _images_from_dir(path)
+    else:
+        images = _images_from_camera(cfg, args.camera, max(1, args.frames))
+    if not images:
+        print("deskwatch enroll: no images to enrol from", file=sys.stderr)
+        return 2
+    try:
+        store = ModelStore(cfg.vision)
+        detector = FaceDetector(
+            store.load(FACE_MODEL), threshold=cfg.vision.face_threshold, nms_iou=cfg.vision.face_nms_iou
+        )
+        encoder = FaceEncoder()
+    except (ModelError, IdentityUnavailable) as exc:
+        print(f"deskwatch enroll: {exc}", file=sys.stderr)
+        return 69
+    verdicts: list[Verdict] = []
+    encodings = []
+    for name, image in images:
+        face, reason = check_quality(image, detector.detect(image))
+        if face is not None:
+            encodings.append(encoder.encode(image, face_pixels(face, image.shape[1], image.shape[0])))
+        verdicts.append(Verdict(name, face is not None, reason))
+        print(f"  {'accepted' if face is not None else 'rejected'}: {name}" + ("" if face else f" ({reason})"))
+    if len(encodings) < args.min_images:
+        print(
+            f"deskwatch enroll: only {len(encodings)} usable photo(s), need {args.min_images}; nothing was stored",
+            file=sys.stderr,
+        )
+        return 1
+    stored = save_templates(cfg.state_dir, args.worker, np.stack(encodings), source=str(args.images or args.camera))
+    print(f"enrolled worker {args.worker}: {len(encodings)} template(s) in {stored} (mode 0600)")
+    if args.worker != cfg.device.worker_id:
+        print(
+            f"note: this device checks worker {cfg.device.worker_id!r} (device.worker_id), not {args.worker!r}",
+            file=sys.stderr,
+        )
+    if cfg.policy.profile in ("uk", "minimal"):
+        print(f"note: the {cfg.policy.profile} profile runs no identity check; the templates stay unused")
+    return 0
