@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 
 from deskwatch.mqtt.delivery import Delivery
-from tests.support.mosquitto import Broker, Collector, device_config, make_broker, mosquitto, pki  # noqa: F401
+from tests.support import mosquitto as _fixtures
+from tests.support.mosquitto import Broker, Collector, device_config
+
+# Until tests/conftest.py lists tests.support.mosquitto in pytest_plugins:
+pki, make_broker, mosquitto = _fixtures.pki, _fixtures.make_broker, _fixtures.mosquitto
 
 pytestmark = pytest.mark.broker
 PREFIX = "deskwatch/v1/acme/desk-a/"
