@@ -125,10 +125,19 @@ def test_history_shows_scans_findings_and_pauses(write_config, capsys):
     policy = Policy(cfg, audit=audit)
     policy.pause("fetch water", 5, now)
     policy.resume(now.replace(minute=3))
-    audit.record_scan(ScanRecord(
-        "s-1", "schedule", now.replace(minute=10), now.replace(minute=10), frames=5,
-        checks=[CheckOutcome("phone_use", "violation", "phone held in 5/5 frames")],
-        findings=[Finding("phone_use", 0.81, 2, detail="a phone held in 5 of 5 frames")], persons=1, bystanders=2))
+    audit.record_scan(
+        ScanRecord(
+            "s-1",
+            "schedule",
+            now.replace(minute=10),
+            now.replace(minute=10),
+            frames=5,
+            checks=[CheckOutcome("phone_use", "violation", "phone held in 5/5 frames")],
+            findings=[Finding("phone_use", 0.81, 2, detail="a phone held in 5 of 5 frames")],
+            persons=1,
+            bystanders=2,
+        )
+    )
     audit.record_scan(ScanRecord("s-2", "schedule", now.replace(minute=20), frames=5, persons=1))
     audit.close()
     assert main(["history", "--config", cfg_path, "--checks"]) == 0

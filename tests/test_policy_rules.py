@@ -20,8 +20,7 @@ from tests.support.policy import (
 )
 
 
-def run(analyses, *, extra: str = "", confirming: bool = False, policy: Policy | None = None,
-        **ctx) -> PolicyOutcome:
+def run(analyses, *, extra: str = "", confirming: bool = False, policy: Policy | None = None, **ctx) -> PolicyOutcome:
     p = policy or Policy(make_config(extra))
     return p.evaluate(analyses, PolicyContext(T0, "schedule", confirming=confirming, **ctx))
 
@@ -39,8 +38,16 @@ def test_worker_alone_is_clear_and_every_rule_reports_a_check():
     assert out.findings == []
     assert out.persons == 1 and out.bystanders == 0
     assert {c.rule for c in out.checks} == {
-        "away_from_desk", "phone_use", "extra_person", "unrecognized_person", "eating",
-        "idle_input", "low_light", "camera_obstructed", "pause_overrun"}
+        "away_from_desk",
+        "phone_use",
+        "extra_person",
+        "unrecognized_person",
+        "eating",
+        "idle_input",
+        "low_light",
+        "camera_obstructed",
+        "pause_overrun",
+    }
     assert out.confirm_after_seconds is None
 
 
@@ -125,9 +132,9 @@ def test_phone_must_persist_across_the_burst():
 
 
 def test_low_score_phone_is_ignored_and_threshold_is_configurable():
-    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4), 0.3)
+    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4), 0.25)
     assert "phone_use" not in types(run(burst(5, [person(), phone], [face()])))
-    tuned = "policy: {rules: {phone_use: {min_score: 0.25}}}"
+    tuned = "policy: {rules: {phone_use: {min_score: 0.2}}}"
     assert "phone_use" in types(run(burst(5, [person(), phone], [face()]), extra=tuned))
 
 

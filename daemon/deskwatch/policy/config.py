@@ -25,7 +25,7 @@ class AwayRule:
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
     min_person_score: float = setting(0.4, doc="A person detection below this score does not count as someone at the desk.", minimum=0.05, maximum=1.0)
-    min_face_score: float = setting(0.6, doc="A face below this score does not count as someone at the desk.", minimum=0.05, maximum=1.0)
+    min_face_score: float = setting(0.5, doc="A face below this score does not count as someone at the desk.", minimum=0.05, maximum=1.0)
     min_overlap: float = setting(0.3, doc="Share of a person's box that must lie inside policy.desk_zone for them to be at the desk.", minimum=0.0, maximum=1.0)
     confirm_after_seconds: float = setting(20.0, doc="Delay before the confirming second burst; the finding is reported only when that burst also finds nobody.", minimum=1.0, maximum=600.0)
 
@@ -35,7 +35,7 @@ class PhoneRule:
     """phone_use: a phone held near the face or hands, not lying on the desk, in most frames."""
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
-    min_score: float = setting(0.35, doc="Least detector score of a 'cell phone' detection.", minimum=0.05, maximum=1.0)
+    min_score: float = setting(0.3, doc="Least detector score of a 'cell phone' detection (the detector's own cell-phone threshold is 0.3).", minimum=0.05, maximum=1.0)
     near_face_factor: float = setting(2.0, doc="A phone whose centre is within this many face heights of a face's centre is held to the face.", minimum=0.1, maximum=10.0)
     held_zone: float = setting(0.8, doc="A phone overlapping a person's box with its centre in the top this-share of that box is held (hands, chest, lap); lower it is lying on the desk.", minimum=0.1, maximum=1.0)
 
@@ -68,7 +68,7 @@ class EatingRule:
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
     min_score: float = setting(0.3, doc="Least detector score of a food or drink detection.", minimum=0.05, maximum=1.0)
     labels: list[str] = setting(default_factory=lambda: list(FOOD_AND_DRINK), doc="COCO labels that count as food or drink.")
-    near_face_factor: float = setting(1.5, doc="Food whose box comes within this many face heights of a face's mouth is at the face.", minimum=0.1, maximum=10.0)
+    near_face_factor: float = setting(0.75, doc="Food whose box comes within this many face heights of a face's mouth is at the face.", minimum=0.1, maximum=10.0)
     head_zone: float = setting(0.3, doc="Without a visible face: food overlapping the top this-share of a person's box is at the face.", minimum=0.05, maximum=1.0)
 
 
