@@ -1,0 +1,113 @@
+"""``deskwatch provision``: apply the technician's bundle from the boot partition, then selftest."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ..service.provision import BundleError, provision, write_result
+
+NAME = "provision"
+HELP = "validate the bundle on the boot partition, install config and secrets, run the selftest"
+DESCRIPTION = (
+    "Reads BUNDLE/bundle.yaml, device.crt, device.key and ca.crt (default /boot/firmware/deskwatch), "
+    "checks all of it, installs the secrets (0600) and config.yaml in the --config directory, "
+    "deletes the secrets from the bundle and runs the selftest. A broken bundle changes nothing "
+    "(exit 78). Exit 1 when the selftest fails after a successful install."
+)
+DEFAULT_BUNDLE = "/boot/firmware/deskwatch"
+
+log = logging.getLogger(__name__)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bundle", default=DEFAULT_BUNDLE, metavar="DIR", help=f"bundle directory (default {DEFAULT_BUNDLE})"
+    )
+    parser.add_argument(
+        "--root",
+        default=os.environ.get("DESKWATCH_ROOT", ""),
+        metavar="DIR",
+        help="prefix for --bundle and --config (tests, or provisioning a mounted SD card); env DESKWATCH_ROOT",
+    )
+    parser.add_argument("--skip-selftest", action="store_true", help="install only; do not run the selftest")
+    parser.add_argument(
+        "--skip", action="append", default=[], metavar="CHECK", help="selftest check to skip (repeatable)"
+    )
+
+
+def _rooted(root: str, path: str) -> Path:
+    return Path(root) / path.lstrip("/") if root else Path(path)
+
+
+def _stamp() -> str:
+    return f"{datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..service.logs import setup_logging
+
+    if not logging.getLogger().handlers:
+        setup_logging("info")
+    bundle_dir = _rooted(args.root, args.bundle)
+    config_path = _rooted(args.root, args.config)
+    log.info("provisioning from %s into %s", bundle_dir, config_path.parent)
+    try:
+        applied = provision(bundle_dir, config_path)
+    except BundleError as exc:
+        for problem in exc.problems:
+            log.error(
+                "provisioning refused: %s",
+                problem,
+                extra={"journal": {"DESKWATCH_EVENT": "provision_refused"}},
+            )
+        text = (
+            f"deskwatch provisioning REFUSED at {_stamp()}; nothing was changed on the device.\n"
+            "Fix these and boot again:\n" + "".join(f"  - {p}\n" for p in exc.problems)
+        )
+        if bundle_dir.is_dir():
+            write_result(bundle_dir, text)
+        print(text, file=sys.stderr, end="")
+        return 78
+    cfg = applied.config
+    log.info(
+        "provisioned %s/%s (worker %s, broker %s:%d); removed %s from %s",
+        cfg.device.site,
+        cfg.device.id,
+        cfg.device.worker_id,
+        cfg.mqtt.host,
+        cfg.mqtt.port,
+        ", ".join(applied.removed_from_bundle) or "nothing",
+        bundle_dir,
+        extra={"journal": {"DESKWATCH_EVENT": "provisioned", "DEVICE_ID": cfg.device.id}},
+    )
+    report = (
+        f"deskwatch provisioned at {_stamp()}: device {cfg.device.site}/{cfg.device.id}, "
+        f"worker {cfg.device.worker_id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}.\n"
+        f"Secrets moved to {applied.etc_dir} and deleted from this card.\n"
+    )
+    if args.skip_selftest:
+        write_result(bundle_dir, report)
+        print(report, end="")
+        return 0
+    from ..service.selftest import render_table, run_selftest
+
+    def progress(i: int, n: int, name: str) -> None:
+        print(f"[{i}/{n}] checking {name} ...", file=sys.stderr, flush=True)
+
+    result = run_selftest(cfg, config_path=str(config_path), skip=args.skip, progress=progress)
+    table = render_table(result.results)
+    write_result(bundle_dir, report + "\nSelftest:\n" + table + "\n")
+    print(report + "\n" + table)
+    if result.failed:
+        log.warning(
+            "provisioned, but the selftest failed: see %s",
+            bundle_dir / "provision-result.txt",
+            extra={"journal": {"DESKWATCH_EVENT": "selftest_failed"}},
+        )
+        return 1
+    return 0
