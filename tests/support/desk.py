@@ -1,0 +1,197 @@
+"""Fixtures for the workstation companion: a virtual X display, a stand-in appliance, configs.
+
+- ``xvfb``: an Xvfb server on a free display (``-displayfd``), with ``xvfb.env``
+  (the environment with ``DISPLAY`` set), ``xvfb.run(*argv)`` for X clients
+  (xdotool, import) and ``xvfb.screenshot(path)``.
+- ``desk_config``: factory ``desk_config(broker, **mqtt_extra) -> Path`` writing an
+  appliance-format config for the companion.
+- :class:`FakeAppliance`: answers ``cmd/pause`` / ``cmd/resume`` / ``activity`` on
+  ``cmd/result`` (``answer`` decides: "ok", "refuse", "malformed", "silent") and
+  publishes ``scan`` and ``event`` payloads built with the contract's builders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+REPO = Path(__file__).resolve().parents[2]
+ARTIFACTS = REPO / "test-artifacts"
+
+
+@dataclass
+class Xvfb:
+    display: str
+    proc: subprocess.Popen[bytes]
+    env: dict[str, str] = field(default_factory=dict)
+
+    def run(self, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(list(argv), env=self.env, capture_output=True, text=True, timeout=20, check=check)
+
+    def screenshot(self, path: Path) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.run("import", "-window", "root", str(path))
+        return path
+
+
+@pytest.fixture
+def xvfb() -> Iterator[Xvfb]:
+    if not sys.platform.startswith("linux"):
+        pytest.skip("Xvfb tests run on Linux")
+    missing = [tool for tool in ("Xvfb", "xdotool", "import") if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"missing {', '.join(missing)}: apt install xvfb xdotool imagemagick (tools/bootstrap.sh)")
+    read_fd, write_fd = os.pipe()
+    proc = subprocess.Popen(
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+        pass_fds=(write_fd,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    os.close(write_fd)
+    try:
+        with os.fdopen(read_fd) as fh:
+            number = fh.readline().strip()
+        if not number:
+            raise RuntimeError(f"Xvfb did not start (exit {proc.poll()})")
+        env = dict(os.environ, DISPLAY=f":{number}")
+        env.pop("WAYLAND_DISPLAY", None)
+        yield Xvfb(f":{number}", proc, env)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+DESK_CONFIG = """\
+# The appliance's file as a technician would hand it over: the companion reads
+# device.* and mqtt.* only, so the other sections may stay.
+device: {{id: {device_id}, site: acme, worker_id: w-1}}
+mqtt:
+  host: 127.0.0.1
+  port: {port}
+  reconnect_min_seconds: 0.1
+  reconnect_max_seconds: 1.0
+  connect_timeout_seconds: 3
+  tls: {{enabled: false}}
+camera: {{backend: replay, source: /nonexistent/is-not-read-by-the-companion.jpg}}
+policy: {{profile: full}}
+"""
+
+
+@pytest.fixture
+def desk_config(tmp_path: Path) -> Callable[..., Path]:
+    def write(broker: Any, *, device_id: str = "desk-a", port: int | None = None) -> Path:
+        path = tmp_path / f"desk-{device_id}.yaml"
+        path.write_text(DESK_CONFIG.format(device_id=device_id, port=port or broker.port))
+        return path
+
+    return write
+
+
+class FakeAppliance:
+    """Stands in for the daemon on the broker: answers commands, publishes scans and events."""
+
+    def __init__(self, broker: Any, *, device_id: str = "desk-a", site: str = "acme") -> None:
+        from deskwatch.config import load_config_text
+
+        self.cfg = load_config_text(f"device: {{id: {device_id}, site: {site}, worker_id: w-1}}\n")
+        self.prefix = f"deskwatch/v1/{site}/{device_id}/"
+        self.answer = "ok"
+        self.received: list[tuple[str, dict[str, Any]]] = []
+        self.cond = threading.Condition()
+        self.ready = threading.Event()
+        self.client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, client_id=device_id)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(
+            [(self.prefix + t, 1) for t in ("cmd/pause", "cmd/resume", "activity")]
+        )
+        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.ready.set()
+        self.client.on_message = self._on_message
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        if not self.ready.wait(10):
+            raise TimeoutError("fake appliance did not subscribe")
+
+    def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        from deskwatch.contract.payloads import result_payload
+        from deskwatch.mqtt.commands import CommandIntake, kind_for_topic
+
+        kind = kind_for_topic(msg.topic[len(self.prefix) :])
+        body = json.loads(msg.payload)
+        with self.cond:
+            self.received.append((kind, body))
+            self.cond.notify_all()
+        if self.answer == "silent":
+            return
+        if self.answer == "malformed":
+            self.publish("cmd/result", {"schema": "deskwatch.cmd.result/1", "request_id": body.get("request_id"), "ok": "yes"})
+            self.publish("cmd/result", b"\xff not json")
+            return
+        # The appliance's own intake decides (validation), the answer mode can force a refusal.
+        result = CommandIntake(handler=lambda k, b: None).handle(kind, bytes(msg.payload))
+        ok, error = result.ok, result.error
+        if self.answer == "refuse":
+            ok, error = False, "pauses are not allowed during the team meeting"
+        self.publish("cmd/result", result_payload(result.request_id, kind, ok, error))
+
+    def publish(self, suffix: str, payload: dict[str, Any] | bytes) -> None:
+        data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        self.client.publish(self.prefix + suffix, data, qos=1).wait_for_publish(5)
+
+    def publish_scan(self, findings: tuple[str, ...] = (), *, evidence: bytes | None = None) -> None:
+        from deskwatch.contract.payloads import event_payload, scan_payload
+        from deskwatch.domain import CheckOutcome, Finding, ScanRecord, new_id, utcnow
+
+        now = utcnow()
+        record = ScanRecord(scan_id=new_id(now), trigger="schedule", started_at=now, finished_at=now, frames=3)
+        record.checks = [CheckOutcome(r, "violation" if r in findings else "pass") for r in ("away_from_desk", "phone_use", "eating")]
+        record.findings = [Finding(f, 0.87, 0, detail=f"{f.replace('_', ' ')} in 3 of 3 frames") for f in findings]
+        self.publish("scan", scan_payload(self.cfg, record))
+        for finding in record.findings:
+
+            @dataclass
+            class Ev:
+                jpeg: bytes
+                width: int = 160
+                height: int = 120
+                sha256: str = "0" * 64
+
+            ev = Ev(evidence) if evidence is not None else None
+            payload = event_payload(self.cfg, finding, record, ev, None if ev else "not_allowed")
+            self.publish("event", payload)
+            if evidence is not None:
+                self.publish(f"evidence/{payload['event_id']}", evidence)
+
+    def wait_received(self, n: int, timeout: float = 10.0) -> list[tuple[str, dict[str, Any]]]:
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.received) < n and time.monotonic() < deadline:
+                self.cond.wait(0.1)
+            return list(self.received)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def fake_appliance(mosquitto: Any) -> Iterator[FakeAppliance]:
+    appliance = FakeAppliance(mosquitto)
+    yield appliance
+    appliance.close()
