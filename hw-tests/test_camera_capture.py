@@ -1,0 +1,69 @@
+"""picamera2 capture on the Pi: time to first frame and per-frame latency at the configured size."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+BURSTS = 5
+FRAMES = 10
+
+
+@pytest.fixture
+def picamera2_config(on_pi: str, deskwatch_config: Any) -> Any:
+    pytest.importorskip("picamera2", reason="picamera2 is not installed (apt install python3-picamera2)")
+    from picamera2 import Picamera2
+
+    if not Picamera2.global_camera_info():
+        pytest.skip("no camera module detected by libcamera (check the ribbon cable, `rpicam-hello --list-cameras`)")
+    return replace(deskwatch_config.camera, backend="picamera2")
+
+
+def test_capture_latency(picamera2_config: Any, results: Any) -> None:
+    from deskwatch.camera import open_camera
+
+    cfg = picamera2_config
+    opens, frames = [], []
+    for _ in range(BURSTS):
+        camera = open_camera(cfg)
+        t0 = time.perf_counter()
+        camera.open()
+        try:
+            image = camera.capture()
+            opens.append(time.perf_counter() - t0)
+            assert image.shape == (cfg.height, cfg.width, 3) and image.dtype.name == "uint8"
+            for _ in range(FRAMES):
+                t1 = time.perf_counter()
+                camera.capture()
+                frames.append(time.perf_counter() - t1)
+        finally:
+            camera.close()
+    p95 = statistics.quantiles(frames, n=20)[18]
+    results.record(
+        "picamera2_capture",
+        size=f"{cfg.width}x{cfg.height}",
+        open_to_first_frame_ms=[round(x * 1000) for x in opens],
+        frame_ms_median=round(statistics.median(frames) * 1000, 1),
+        frame_ms_p95=round(p95 * 1000, 1),
+    )
+    assert max(opens) < cfg.open_timeout_seconds, "opening the camera takes longer than camera.open_timeout_seconds"
+    # a burst spreads burst_frames over burst_seconds: every frame must come well within its slot
+    slot = cfg.burst_seconds / max(1, cfg.burst_frames - 1) if cfg.burst_frames > 1 else 1.0
+    assert p95 < slot, f"p95 frame latency {p95 * 1000:.0f} ms exceeds the burst slot {slot * 1000:.0f} ms"
+
+
+def test_burst_with_the_daemon_code(picamera2_config: Any, results: Any) -> None:
+    from deskwatch.camera import open_camera, take_burst
+    from deskwatch.schedule import SystemClock
+
+    cfg = picamera2_config
+    t0 = time.perf_counter()
+    frames = take_burst(open_camera(cfg), cfg.burst_frames, cfg.burst_seconds, SystemClock())
+    took = time.perf_counter() - t0
+    results.record("burst", frames=len(frames), seconds=round(took, 2), planned_seconds=cfg.burst_seconds)
+    assert len(frames) == cfg.burst_frames
+    assert took < cfg.burst_seconds + cfg.open_timeout_seconds
