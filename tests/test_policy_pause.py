@@ -107,9 +107,17 @@ def test_no_overrun_when_input_activity_shows_the_worker_is_back():
     p = Policy(make_config())
     p.pause("fetch water", 5, T0)
     p.check_overrun(T0 + minutes(5.1))
-    # the desk computer reports 10 s without input at 5:20 -> typed at 5:10
-    p.record_activity(10.0, T0 + minutes(5) + timedelta(seconds=20), T0 + minutes(5.4))
+    # at 5:24 the desk computer reports 10 s without input: typed at 5:14
+    p.record_activity(10.0, T0 + minutes(5) + timedelta(seconds=14), T0 + minutes(5.4))
     assert p.check_overrun(T0 + minutes(10)) is None
+
+
+def test_idle_activity_report_does_not_cancel_the_overrun():
+    p = Policy(make_config())
+    p.pause("fetch water", 5, T0)
+    # at 7:00 the computer has been idle for 8 min: last input before the pause began
+    p.record_activity(480.0, T0 - minutes(1), T0 + minutes(7))
+    assert p.check_overrun(T0 + minutes(7)) is not None
 
 
 def test_overrun_rule_can_be_switched_off():

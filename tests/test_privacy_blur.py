@@ -17,11 +17,19 @@ from deskwatch.domain import Box, Detection, Face, Finding, Frame, FrameAnalysis
 from deskwatch.evidence.blur import anonymise
 from deskwatch.evidence.thumbnail import bystander_regions, make_evidence
 from tests.support.common import PHOTOS
-from tests.support.policy import GOOD_LIGHT, face_detector, make_config  # noqa: F401 (fixture)
+from tests.support.policy import GOOD_LIGHT, make_config
 
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
-FACE_PHOTOS = ["face_01.jpg", "face_03.jpg", "face_06.jpg", "face_08.jpg", "single_01.jpg",
-               "single_03.jpg", "eat_01.jpg", "multi_08.jpg"]
+FACE_PHOTOS = [
+    "face_01.jpg",
+    "face_03.jpg",
+    "face_06.jpg",
+    "face_08.jpg",
+    "single_01.jpg",
+    "single_03.jpg",
+    "eat_01.jpg",
+    "multi_08.jpg",
+]
 # Everyone in these frames is a bystander: the desk is a corner nobody is in, and only
 # people who fill the frame or look straight at it would count as extra persons.
 BYSTANDER_POLICY = """
@@ -65,7 +73,7 @@ def without_identity(faces: list[Face]) -> list[Face]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", FACE_PHOTOS)
-def test_blurred_bystander_face_is_neither_detected_nor_recognisable(name, face_detector):  # noqa: F811
+def test_blurred_bystander_face_is_neither_detected_nor_recognisable(name, face_detector):
     cfg = make_config(BYSTANDER_POLICY)
     image = load(name)
     faces = without_identity(face_detector.detect(image))
@@ -75,15 +83,16 @@ def test_blurred_bystander_face_is_neither_detected_nor_recognisable(name, face_
     assert len(face_boxes) == len(faces) and bodies == []
     blurred = anonymise(image, face_boxes, bodies)
     tolerance = cfg.vision.identity_tolerance
-    for f, before, after in zip(faces, encodings(image, [f.box for f in faces]),
-                                encodings(blurred, [f.box for f in faces]), strict=True):
+    for f, before, after in zip(
+        faces, encodings(image, [f.box for f in faces]), encodings(blurred, [f.box for f in faces]), strict=True
+    ):
         assert not found_at(face_detector, blurred, f.box), f"{name}: face still detected after blurring"
         distance = float(np.linalg.norm(before - after))
         assert distance > tolerance, f"{name}: encoder distance {distance:.3f} <= tolerance {tolerance}"
 
 
 @pytest.mark.slow
-def test_bystander_body_box_alone_also_hides_the_face(face_detector):  # noqa: F811
+def test_bystander_body_box_alone_also_hides_the_face(face_detector):
     cfg = make_config(BYSTANDER_POLICY)
     image = load("single_01.jpg")
     (f,) = face_detector.detect(image)[:1]
@@ -101,7 +110,7 @@ def test_bystander_body_box_alone_also_hides_the_face(face_detector):  # noqa: F
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["face_01.jpg", "single_01.jpg", "multi_08.jpg"])
-def test_thumbnail_hides_bystanders_but_not_the_people_it_reports(name, face_detector):  # noqa: F811
+def test_thumbnail_hides_bystanders_but_not_the_people_it_reports(name, face_detector):
     image = load(name)
     frame = Frame(image, NOW)
     faces = without_identity(face_detector.detect(image))

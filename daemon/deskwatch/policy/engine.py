@@ -158,16 +158,20 @@ class Policy:
 
     # -- activity --------------------------------------------------------------------
     def record_activity(self, idle_seconds: float, since: datetime, now: datetime) -> None:
-        """An input-activity report: ``idle_seconds`` without keyboard/mouse input as of
-        ``since`` (when the reporter measured it); ``now`` is when it arrived."""
+        """An input-activity report from the desk companion: ``idle_seconds`` without
+        keyboard/mouse input, idle ``since`` (the last input, on the companion's clock),
+        arriving at ``now``. The device's own clock is trusted: the last input was at
+        ``now - idle_seconds``; ``since`` is kept only for the log."""
         if idle_seconds < 0 or not math.isfinite(idle_seconds):
             raise ValueError("idle_seconds must be a finite number >= 0")
         with self._lock:
-            if self._idle is None or since >= self._idle[1]:
-                self._idle = (float(idle_seconds), since)
-            last_input = since - timedelta(seconds=idle_seconds)
+            self._idle = (float(idle_seconds), now)
+            last_input = now - timedelta(seconds=idle_seconds)
             if self._expired is not None and last_input >= self._expired.started_at:
                 self._expired = None  # typed since the pause began: back at the desk
+        skew = abs(((since + timedelta(seconds=idle_seconds)) - now).total_seconds())
+        if skew > 120:
+            log.debug("activity report: companion clock differs by %.0f s from ours", skew)
 
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome:
