@@ -292,6 +292,10 @@ class Delivery:
         client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(link, rc)
         client.on_publish = lambda c, u, mid, rc, p: self._acks.put((link.generation, mid, rc))
         client.on_message = lambda c, u, msg: self._on_message(msg)
+        # Only the connection thread may touch the socket: without this, paho writes from the
+        # publisher thread while the network loop reads, and a TLS session does not survive
+        # concurrent use. With it, publish() queues and wakes the loop's select() instead.
+        client.on_socket_register_write = lambda c, u, sock: None
         return link
 
     def _run_connection(self) -> None:

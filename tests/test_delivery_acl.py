@@ -1,0 +1,124 @@
+"""The fleet ACL (broker/acl.template) on Mosquitto with mutual TLS: devices stay in their lane."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from deskwatch.mqtt.delivery import Delivery
+from tests.support import mosquitto as _fixtures
+from tests.support.mosquitto import Broker, Collector, MakeBroker, device_config, fleet_acl
+
+# Until tests/conftest.py lists tests.support.mosquitto in pytest_plugins:
+pki, make_broker = _fixtures.pki, _fixtures.make_broker
+
+pytestmark = pytest.mark.broker
+A, B = "deskwatch/v1/acme/desk-a/", "deskwatch/v1/acme/desk-b/"
+
+
+@pytest.fixture
+def fleet(make_broker: MakeBroker) -> Broker:
+    return make_broker(mutual=True, acl=fleet_acl())
+
+
+def device_client(broker: Broker, cn: str, protocol: int) -> tuple[mqtt.Client, list[Any], list[Any]]:
+    """A raw client authenticated by the certificate of ``cn``; returns (client, pubacks, messages)."""
+    assert broker.pki is not None
+    crt, key = broker.pki.client(cn)
+    acks: list[Any] = []
+    messages: list[Any] = []
+    client = mqtt.Client(
+        callback_api_version=CallbackAPIVersion.VERSION2,
+        client_id=f"{cn}-raw-{protocol}",
+        protocol=mqtt.MQTTProtocolVersion(protocol),
+    )
+    client.tls_set(ca_certs=str(broker.pki.ca_crt), certfile=str(crt), keyfile=str(key))
+    client.on_publish = lambda c, u, mid, rc, p: acks.append(rc)
+    client.on_message = lambda c, u, m: messages.append(m)
+    client.connect(broker.host, broker.port)
+    client.loop_start()
+    deadline = time.monotonic() + 10
+    while not client.is_connected() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert client.is_connected()
+    return client, acks, messages
+
+
+def central(broker: Broker) -> Collector:
+    assert broker.pki is not None
+    return Collector(broker, "deskwatch/v1/#", cert=broker.pki.client("deskwatch-central"))
+
+
+def test_device_a_cannot_publish_under_device_b(tmp_path: Path, fleet: Broker) -> None:
+    seen = central(fleet)
+    v5, acks5, _ = device_client(fleet, "desk-a", mqtt.MQTTv5)
+    v3, acks3, _ = device_client(fleet, "desk-a", mqtt.MQTTv311)
+    try:
+        v5.publish(B + "event", json.dumps({"forged": 5}), qos=1).wait_for_publish(5)
+        v3.publish(B + "event", json.dumps({"forged": 3}), qos=1).wait_for_publish(5)
+        v5.publish(A + "event", json.dumps({"own": 5}), qos=1).wait_for_publish(5)
+        v3.publish(A + "event", json.dumps({"own": 3}), qos=1).wait_for_publish(5)
+        assert seen.wait_for(lambda ms: len(ms) >= 2)
+        time.sleep(0.3)  # a forged message would have arrived by now
+        assert sorted(m.topic for m in seen.messages) == [A + "event", A + "event"]
+        # MQTT 5 says so in the PUBACK; MQTT 3.1.1 acknowledges and drops silently.
+        assert [str(rc) for rc in acks5] == ["Not authorized", "Success"]
+        assert [rc.is_failure for rc in acks3] == [False, False]
+    finally:
+        for c in (v5, v3):
+            c.disconnect()
+            c.loop_stop()
+        seen.close()
+
+
+def test_device_a_cannot_read_device_b_commands(tmp_path: Path, fleet: Broker) -> None:
+    assert fleet.pki is not None
+    spy, _, spied = device_client(fleet, "desk-a", mqtt.MQTTv5)
+    spy.subscribe([(B + "cmd/pause", 1), ("deskwatch/v1/#", 1)])
+    device_b = Collector(fleet, B + "cmd/#", cert=fleet.pki.client("desk-b"))
+    boss = central(fleet)
+    try:
+        time.sleep(0.3)
+        boss.client.publish(B + "cmd/pause", json.dumps({"request_id": "r1"}), qos=1).wait_for_publish(5)
+        assert device_b.wait_for(lambda ms: len(ms) == 1)
+        time.sleep(0.3)
+        assert spied == []  # neither the exact topic nor the wildcard leaks B's commands
+    finally:
+        spy.disconnect()
+        spy.loop_stop()
+        device_b.close()
+        boss.close()
+
+
+def test_a_device_delivers_everything_it_owns_through_the_fleet_acl(tmp_path: Path, fleet: Broker) -> None:
+    """The ACL is not too tight: status, events, evidence, results and commands all flow."""
+    assert fleet.pki is not None
+    crt, key = fleet.pki.client("desk-a")
+    cfg = device_config(
+        tmp_path,
+        fleet,
+        tls=f"enabled: true\n    ca_file: {fleet.pki.ca_crt}\n    cert_file: {crt}\n    key_file: {key}",
+    )
+    seen = central(fleet)
+    delivery = Delivery(cfg, version="t", models={})
+    delivery.on_command(lambda kind, body: None)
+    delivery.start()
+    try:
+        assert seen.wait_for(lambda ms: any(m.topic == A + "status" for m in ms))
+        delivery.send_event({"type": "phone_use"}, b"\xff\xd8jpeg")
+        delivery.send_scan({"scan_id": "s"})
+        seen.client.publish(
+            A + "cmd/resume", json.dumps({"schema": "deskwatch.cmd.resume/1", "request_id": "r-7"}), qos=1
+        )
+        assert seen.wait_for(lambda ms: {"event", "scan", "result"} <= {m.topic.rsplit("/", 1)[1] for m in ms})
+        assert len(seen.on("/evidence/" + json.loads(seen.on("/event")[0].payload)["event_id"])) == 1
+        assert json.loads(seen.on("cmd/result")[0].payload)["request_id"] == "r-7"
+    finally:
+        delivery.stop(2)
+        seen.close()
