@@ -1,0 +1,176 @@
+"""Throwaway PostgreSQL and Mosquitto servers on loopback, for tests and the load tool.
+
+PostgreSQL runs Debian's ``initdb`` and ``postgres`` as the ``postgres`` user (they refuse
+to run as root) in a fresh directory whose parents that user can traverse; ``stop()``
+sends SIGINT (fast shutdown) and waits, so no process outlives the test.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# Throwaway servers: durability of the host does not matter, commit semantics still do.
+PG_SETTINGS = ("fsync=off", "full_page_writes=off", "max_connections=60", "shared_buffers=64MB")
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before accepting connections")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing accepted on 127.0.0.1:{port} within {timeout} s")
+
+
+class TempPostgres:
+    """``initdb`` + ``postgres -D`` on a free loopback port, trust auth, torn down by :meth:`stop`."""
+
+    def __init__(self, user: str = "postgres") -> None:
+        self.user = user
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="deskwatch-pg-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def _ids(self) -> tuple[int | None, int | None]:
+        """(uid, gid) to run the server as: the ``postgres`` user when we are root."""
+        if os.geteuid() != 0:
+            return None, None
+        pw = pwd.getpwnam(self.user)
+        return pw.pw_uid, pw.pw_gid
+
+    def start(self, timeout: float = 20.0) -> TempPostgres:
+        if not (PG_BIN / "postgres").exists():
+            raise FileNotFoundError(f"PostgreSQL 15 server not found in {PG_BIN} (apt-get install postgresql-15)")
+        data = self.root / "data"
+        self.root.chmod(0o755)
+        data.mkdir()
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam(self.user)
+            os.chown(data, pw.pw_uid, pw.pw_gid)
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        uid, gid = self._ids()
+        subprocess.run(
+            [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+            check=True,
+            capture_output=True,
+            env=env,
+            cwd=self.root,
+            user=uid,
+            group=gid,
+            extra_groups=[] if uid is not None else None,
+        )
+        log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._log = log
+        self.proc = subprocess.Popen(
+            [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1", "-k", str(data)]
+            + [arg for opt in PG_SETTINGS for arg in ("-c", opt)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=self.root,
+            user=uid,
+            group=gid,
+            extra_groups=[] if uid is not None else None,
+        )
+        wait_port(self.port, timeout, self.proc)
+        self._wait_ready(timeout)
+        return self
+
+    def _wait_ready(self, timeout: float) -> None:
+        import psycopg
+
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with psycopg.connect(self.dsn("postgres"), connect_timeout=2):
+                    return
+            except psycopg.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def dsn(self, dbname: str = "postgres") -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/{dbname}"
+
+    def create_database(self, name: str) -> str:
+        import psycopg
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.dsn(name)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class TempMosquitto:
+    """A plain Mosquitto 2 on a free loopback port (anonymous, no persistence)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.root = Path(tempfile.mkdtemp(prefix="deskwatch-mosq-"))
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> TempMosquitto:
+        lines = [
+            f"listener {self.port} 127.0.0.1",
+            "allow_anonymous true",
+            "persistence false",
+            "max_inflight_messages 0",
+            "max_queued_messages 1000000",
+            "max_queued_bytes 0",
+            "log_dest stdout",
+            "log_type error",
+            "log_type warning",
+        ]
+        if os.geteuid() == 0:
+            lines.insert(0, "user root")
+        conf = self.root / "mosquitto.conf"
+        conf.write_text("\n".join(lines) + "\n")
+        self._log = open(self.root / "mosquitto.log", "ab")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=self._log, stderr=subprocess.STDOUT)
+        wait_port(self.port, 10, self.proc)
+        return self
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+        if getattr(self, "_log", None) is not None:
+            self._log.close()
+        shutil.rmtree(self.root, ignore_errors=True)

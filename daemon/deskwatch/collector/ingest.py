@@ -1,0 +1,270 @@
+"""Turn validated messages into rows, inside the caller's transaction.
+
+- Events are de-duplicated by ``event_id`` (the device re-sends after an outage).
+- ``seq`` is tracked per device: a jump past ``last_seq + 1`` is logged and recorded in
+  ``seq_gaps`` when it is seen; :func:`missing_seqs` gives the authoritative gaps at any
+  time from the stored rows (late, out-of-order arrivals fill them).
+- Evidence is stored only if its bytes hash to the ``evidence.sha256`` of its event.
+  With shared subscriptions the JPEG can reach a collector before its event (or another
+  collector entirely), so it is kept as ``pending`` until the event arrives and is then
+  verified, or deleted (and the deletion recorded) on a mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from .store import Tx
+from .validate import Message, Rejected
+
+logger = logging.getLogger(__name__)
+
+
+class IngestStats:
+    """Thread-safe counters: stored/duplicate per kind, rejected per reason."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.counts)
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _dumps(payload: dict[str, Any]) -> str:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False)
+
+
+def record_reject(tx: Tx, topic: str, reason: str, detail: str, size: int, now: float) -> None:
+    tx.execute(
+        "INSERT INTO rejects (topic, reason, detail, size, received_at) VALUES (?, ?, ?, ?, ?)",
+        (topic[:300], reason, detail[:300], size, now),
+    )
+
+
+def apply(tx: Tx, msg: Message, received_at: float, now: float) -> str:
+    """Store one message; returns ``stored``, ``duplicate`` or ``updated``; raises Rejected."""
+    kind = msg.topic.kind
+    if kind == "event":
+        return _event(tx, msg, received_at, now)
+    if kind == "evidence":
+        return _evidence(tx, msg, received_at)
+    if kind == "scan":
+        return _scan(tx, msg, received_at)
+    if kind == "status":
+        return _status(tx, msg, received_at)
+    if kind == "health":
+        return _health(tx, msg, received_at)
+    raise Rejected("bad_topic", kind)
+
+
+def _ensure_device(tx: Tx, site: str, device_id: str) -> None:
+    tx.execute(
+        "INSERT INTO devices (site, device_id) VALUES (?, ?) ON CONFLICT (site, device_id) DO NOTHING",
+        (site, device_id),
+    )
+
+
+def _event(tx: Tx, msg: Message, received_at: float, now: float) -> str:
+    p = msg.payload
+    assert p is not None
+    site, device = msg.topic.site, msg.topic.device_id
+    ev = p["evidence"]
+    sha = ev["sha256"] if isinstance(ev, dict) else None
+    detected_ts = epoch(p["detected_at"])
+    seq = int(p["seq"])
+    inserted = tx.execute(
+        "INSERT INTO events (event_id, site, device_id, worker_id, type, scan_id, seq, detected_at, detected_ts,"
+        " confidence, replayed, evidence_sha256, evidence_reason, payload, received_at, stored_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+        (
+            p["event_id"].lower(),
+            site,
+            device,
+            p["worker_id"],
+            p["type"],
+            p["scan_id"],
+            seq,
+            p["detected_at"],
+            detected_ts,
+            float(p["confidence"]),
+            1 if p["replayed"] else 0,
+            sha,
+            p.get("evidence_reason"),
+            _dumps(p),
+            received_at,
+            now,
+        ),
+    )
+    if inserted == 0:
+        return "duplicate"
+    row = tx.one("SELECT last_seq FROM devices WHERE site = ? AND device_id = ?", (site, device))
+    last = int(row[0]) if row else 0
+    if last > 0 and seq > last + 1:
+        tx.execute(
+            "INSERT INTO seq_gaps (site, device_id, after_seq, got_seq, seen_at) VALUES (?, ?, ?, ?, ?)",
+            (site, device, last, seq, now),
+        )
+        logger.warning(
+            "seq gap from %s/%s: got %d after %d (%d missing so far)",
+            site,
+            device,
+            seq,
+            last,
+            seq - last - 1,
+            extra={"journal": {"EVENT_ID": p["event_id"], "DEVICE_ID": device}},
+        )
+    tx.execute(
+        "INSERT INTO devices (site, device_id, last_seq, last_event_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (site, device_id) DO UPDATE SET"
+        " last_seq = CASE WHEN excluded.last_seq > devices.last_seq THEN excluded.last_seq ELSE devices.last_seq END,"
+        " last_event_at = excluded.last_event_at",
+        (site, device, seq, received_at),
+    )
+    pending = tx.one("SELECT sha256, bytes FROM evidence WHERE event_id = ?", (p["event_id"].lower(),))
+    if pending is not None:
+        if sha is not None and pending[0] == sha:
+            tx.execute(
+                "UPDATE evidence SET state = 'verified', captured_ts = ? WHERE event_id = ?",
+                (detected_ts, p["event_id"].lower()),
+            )
+        else:
+            _delete_evidence(tx, p["event_id"].lower(), now, "sha256_mismatch")
+            logger.warning("evidence for event %s does not match its sha256: deleted", p["event_id"])
+    return "stored"
+
+
+def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
+    event_id = msg.topic.event_id
+    assert event_id is not None and msg.data is not None and msg.sha256 is not None
+    row = tx.one(
+        "SELECT evidence_sha256, detected_ts, site, device_id FROM events WHERE event_id = ?",
+        (event_id,),
+    )
+    state, captured = "pending", received_at
+    if row is not None:
+        if (row[2], row[3]) != (msg.topic.site, msg.topic.device_id):
+            raise Rejected("source_mismatch", f"evidence for an event of {row[2]}/{row[3]}")
+        if row[0] is None:
+            raise Rejected("evidence_unexpected", f"event {event_id} declares no evidence")
+        if row[0] != msg.sha256:
+            raise Rejected("evidence_sha256", f"event {event_id} declares another sha256")
+        state, captured = "verified", float(row[1])
+    inserted = tx.execute(
+        "INSERT INTO evidence (event_id, site, device_id, sha256, bytes, data, state, captured_ts, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+        (
+            event_id,
+            msg.topic.site,
+            msg.topic.device_id,
+            msg.sha256,
+            len(msg.data),
+            msg.data,
+            state,
+            captured,
+            received_at,
+        ),
+    )
+    return "stored" if inserted else "duplicate"
+
+
+def _delete_evidence(tx: Tx, event_id: str, now: float, reason: str) -> None:
+    tx.execute(
+        "INSERT INTO evidence_deletions (event_id, site, device_id, sha256, bytes, captured_ts, deleted_at, reason)"
+        " SELECT event_id, site, device_id, sha256, bytes, captured_ts, ?, ? FROM evidence WHERE event_id = ?",
+        (now, reason, event_id),
+    )
+    tx.execute("DELETE FROM evidence WHERE event_id = ?", (event_id,))
+
+
+def _scan(tx: Tx, msg: Message, received_at: float) -> str:
+    p = msg.payload
+    assert p is not None
+    inserted = tx.execute(
+        "INSERT INTO scans (site, device_id, scan_id, trigger, started_at, finished_at, outcome, findings, replayed,"
+        " payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (site, device_id, scan_id) DO NOTHING",
+        (
+            msg.topic.site,
+            msg.topic.device_id,
+            p["scan_id"],
+            p["trigger"],
+            p["started_at"],
+            p["finished_at"],
+            p["outcome"],
+            ",".join(p["findings"]),
+            1 if p["replayed"] else 0,
+            _dumps(p),
+            received_at,
+        ),
+    )
+    if not inserted:
+        return "duplicate"
+    _ensure_device(tx, msg.topic.site, msg.topic.device_id)
+    return "stored"
+
+
+def _status(tx: Tx, msg: Message, received_at: float) -> str:
+    p = msg.payload
+    assert p is not None
+    # A Last Will from an older session must not overwrite a newer online/degraded state.
+    n = tx.execute(
+        "INSERT INTO devices (site, device_id, state, session, version, profile, since, reasons, status_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, device_id) DO UPDATE SET"
+        " state = excluded.state, session = excluded.session, version = excluded.version,"
+        " profile = excluded.profile, since = excluded.since, reasons = excluded.reasons,"
+        " status_at = excluded.status_at"
+        " WHERE devices.session IS NULL OR excluded.session >= devices.session",
+        (
+            msg.topic.site,
+            msg.topic.device_id,
+            p["state"],
+            int(p["session"]),
+            p["version"],
+            p["profile"],
+            p["since"],
+            json.dumps(p.get("reasons") or []),
+            received_at,
+        ),
+    )
+    return "updated" if n else "stale"
+
+
+def _health(tx: Tx, msg: Message, received_at: float) -> str:
+    p = msg.payload
+    assert p is not None
+    tx.execute(
+        "INSERT INTO devices (site, device_id, health, health_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (site, device_id) DO UPDATE SET health = excluded.health, health_at = excluded.health_at",
+        (msg.topic.site, msg.topic.device_id, _dumps(p), received_at),
+    )
+    return "updated"
+
+
+def missing_seqs(tx: Tx, site: str | None = None) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """Per device, the ranges of ``seq`` never stored between the first and last one seen."""
+    where, params = ("WHERE site = ?", (site,)) if site else ("", ())
+    rows = tx.rows(
+        "SELECT site, device_id, prev, seq FROM ("
+        " SELECT site, device_id, seq, LAG(seq) OVER (PARTITION BY site, device_id ORDER BY seq) AS prev"
+        f" FROM events {where}) AS s WHERE prev IS NOT NULL AND seq > prev + 1 ORDER BY site, device_id, seq",
+        params,
+    )
+    out: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for s, d, prev, seq in rows:
+        out.setdefault((s, d), []).append((int(prev) + 1, int(seq) - 1))
+    return out
