@@ -153,6 +153,16 @@ def test_history_shows_scans_findings_and_pauses(write_config, capsys):
     assert "jpeg" not in json.dumps(rows).lower()
 
 
+def test_history_shows_a_running_pause(write_config, capsys):
+    cfg_path = str(write_config())
+    cfg = load_config(cfg_path)
+    audit = AuditLog.for_state_dir(cfg.state_dir)
+    Policy(cfg, audit=audit).pause("doctor's call", 30, datetime.now(UTC))
+    audit.close()
+    assert main(["history", "--config", cfg_path]) == 0
+    assert "Paused now: \"doctor's call\"" in capsys.readouterr().out
+
+
 def test_history_before_any_scan(write_config, capsys):
     assert main(["history", "--config", str(write_config())]) == 0
     assert "No scans recorded yet" in capsys.readouterr().out

@@ -73,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
         return 69
     try:
         entries = log.recent(args.limit)
+        pause = log.load_pause()
     finally:
         log.close()
     if args.json:
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
     if not entries:
         print("No scans recorded yet on this device.")
         return 0
+    if pause is not None and pause.ends_at > datetime.now(pause.ends_at.tzinfo):
+        print(f"Paused now: \"{pause.reason}\" until {pause.ends_at.astimezone().strftime('%H:%M')} (no scans until then).")
     print(f"Last {len(entries)} entries on desk {cfg.device.id} (newest first; kept {cfg.evidence.retention_days} days; no images are stored):")
     for e in entries:
         for line in format_entry(e.kind, e.at, e.data, args.checks):
