@@ -140,19 +140,25 @@ class FakeAppliance:
         if self.answer == "silent":
             return
         if self.answer == "malformed":
-            self.publish("cmd/result", {"schema": "deskwatch.cmd.result/1", "request_id": body.get("request_id"), "ok": "yes"})
-            self.publish("cmd/result", b"\xff not json")
+            self.publish(
+                "cmd/result",
+                {"schema": "deskwatch.cmd.result/1", "request_id": body.get("request_id"), "ok": "yes"},
+                wait=False,
+            )
+            self.publish("cmd/result", b"\xff not json", wait=False)
             return
         # The appliance's own intake decides (validation), the answer mode can force a refusal.
         result = CommandIntake(handler=lambda k, b: None).handle(kind, bytes(msg.payload))
         ok, error = result.ok, result.error
         if self.answer == "refuse":
             ok, error = False, "pauses are not allowed during the team meeting"
-        self.publish("cmd/result", result_payload(result.request_id, kind, ok, error))
+        self.publish("cmd/result", result_payload(result.request_id, kind, ok, error), wait=False)
 
-    def publish(self, suffix: str, payload: dict[str, Any] | bytes) -> None:
+    def publish(self, suffix: str, payload: dict[str, Any] | bytes, *, wait: bool = True) -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        self.client.publish(self.prefix + suffix, data, qos=1).wait_for_publish(5)
+        info = self.client.publish(self.prefix + suffix, data, qos=1)
+        if wait:  # never from paho's own callbacks: the network thread would wait for itself
+            info.wait_for_publish(5)
 
     def publish_scan(self, findings: tuple[str, ...] = (), *, evidence: bytes | None = None) -> None:
         from deskwatch.contract.payloads import event_payload, scan_payload
@@ -160,7 +166,9 @@ class FakeAppliance:
 
         now = utcnow()
         record = ScanRecord(scan_id=new_id(now), trigger="schedule", started_at=now, finished_at=now, frames=3)
-        record.checks = [CheckOutcome(r, "violation" if r in findings else "pass") for r in ("away_from_desk", "phone_use", "eating")]
+        record.checks = [
+            CheckOutcome(r, "violation" if r in findings else "pass") for r in ("away_from_desk", "phone_use", "eating")
+        ]
         record.findings = [Finding(f, 0.87, 0, detail=f"{f.replace('_', ' ')} in 3 of 3 frames") for f in findings]
         self.publish("scan", scan_payload(self.cfg, record))
         for finding in record.findings:
