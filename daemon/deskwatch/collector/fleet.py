@@ -65,7 +65,7 @@ def evidence_jpegs(count: int = 8, target_bytes: int = 20_000) -> tuple[bytes, .
         base = np.linspace(0, 200, w, dtype=np.float32)[None, :, None].repeat(h, 0).repeat(3, 2)
         noise = rng.normal(0, 18 + i, (h, w, 3)).astype(np.float32)
         img = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
-        for quality in (60, 45, 35, 25, 15):
+        for quality in (95, 90, 85, 80, 75, 70, 60, 50, 40, 30):
             buf = io.BytesIO()
             img.save(buf, "JPEG", quality=quality)
             if buf.tell() <= target_bytes * 1.15:
