@@ -166,3 +166,31 @@ def test_history_shows_a_running_pause(write_config, capsys):
 def test_history_before_any_scan(write_config, capsys):
     assert main(["history", "--config", str(write_config())]) == 0
     assert "No scans recorded yet" in capsys.readouterr().out
+
+
+def test_control_socket_wired_to_the_real_daemon(write_config, clock, capsys):
+    """As app.Daemon wires it: handle_command for pause/resume, pause_status for status."""
+    from deskwatch.app import Daemon, Parts
+    from deskwatch.camera.fake import FakeCamera
+    from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+
+    cfg_path = write_config()
+    cfg = load_config(str(cfg_path))
+    daemon = Daemon(cfg, clock=clock, parts=Parts(camera=FakeCamera(), vision=ScriptedVision(),
+                                                  delivery=RecordingDelivery(), notifier=SilentNotifier()))
+    server = ControlServer(control_socket_path(cfg), daemon.handle_command,
+                           status=lambda: pause_status(daemon.policy, clock.now()))
+    with server:
+        assert main(["pause", "--config", str(cfg_path), "--reason", "fetch water", "--minutes", "5"]) == 0
+        assert daemon.policy.pre_scan(clock.now()) == "paused"
+        with pytest.raises(ControlRejected, match="between 1 and"):
+            send_control(server.path, "pause", reason="x", minutes=0)
+        with pytest.raises(ControlRejected):
+            send_control(server.path, "pause", minutes=5)  # no reason
+        clock.advance(120)
+        assert send_control(server.path, "status")["status"]["remaining_seconds"] == 180
+        assert main(["resume", "--config", str(cfg_path)]) == 0
+        assert daemon.policy.pre_scan(clock.now()) is None
+    kinds = [e.kind for e in daemon.audit.recent(10)]
+    assert kinds[:2] == ["resume", "pause"]
+    daemon.audit.close()
