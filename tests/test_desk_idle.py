@@ -6,12 +6,18 @@ import logging
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 
 from deskwatch.desk import idle
 from deskwatch.desk.idle import DbusIdle, FixedIdle, IdleUnavailable, MacIdle, WindowsIdle, X11Idle, open_idle_source
-from tests.support.desk import Xvfb, xvfb  # noqa: F401  (fixture, until conftest lists support.desk)
+
+if TYPE_CHECKING:
+    from tests.support.desk import Xvfb
+
+# Until tests/conftest.py lists it (lead):
+pytest_plugins = ["tests.support.desk"]
 
 
 @pytest.fixture(autouse=True)
@@ -19,7 +25,7 @@ def _fresh_said(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(idle, "_said", set())
 
 
-def test_x11_idle_grows_without_input_and_resets_on_synthetic_input(xvfb: Xvfb) -> None:  # noqa: F811
+def test_x11_idle_grows_without_input_and_resets_on_synthetic_input(xvfb: Xvfb) -> None:
     source = X11Idle(xvfb.display)
     try:
         xvfb.run("xdotool", "mousemove", "100", "100")
@@ -36,13 +42,15 @@ def test_x11_idle_grows_without_input_and_resets_on_synthetic_input(xvfb: Xvfb) 
         source.close()
 
 
-def test_idle_command_names_the_x11_source(xvfb: Xvfb) -> None:  # noqa: F811
+def test_idle_command_names_the_x11_source(xvfb: Xvfb) -> None:
     done = xvfb.run(sys.executable, "-m", "deskwatch.desk.cli", "idle")
     assert "(source: x11)" in done.stdout
     assert float(done.stdout.split()[0]) >= 0
 
 
-def test_x11_unavailable_without_display_is_said_once(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def test_x11_unavailable_without_display_is_said_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
     monkeypatch.delenv("DBUS_SESSION_BUS_ADDRESS", raising=False)

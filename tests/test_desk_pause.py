@@ -10,14 +10,19 @@ import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from deskwatch.desk.cli import main
 from deskwatch.desk.requests import Queued, RequestQueue
-from tests.support.desk import FakeAppliance, desk_config, fake_appliance  # noqa: F401  (fixtures)
-from tests.support.mosquitto import Broker, Collector, free_port
+from tests.support.mosquitto import Broker, free_port
+
+if TYPE_CHECKING:
+    from tests.support.desk import FakeAppliance
+
+# Until tests/conftest.py lists it (lead):
+pytest_plugins = ["tests.support.desk"]
 
 pytestmark = pytest.mark.broker
 
@@ -31,7 +36,7 @@ def test_pause_accepted_prints_the_result_and_exits_0(
     fake_appliance: FakeAppliance,
     desk_config: Any,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     cfg = desk_config(mosquitto)
     code = desk(cfg, tmp_path, "pause", "--reason", "  fetch   water ", "--minutes", "5", "--json", "--wait", "5")
@@ -52,7 +57,7 @@ def test_refused_pause_exits_1_with_the_appliance_reason(
     fake_appliance: FakeAppliance,
     desk_config: Any,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     fake_appliance.answer = "refuse"
     assert desk(desk_config(mosquitto), tmp_path, "pause", "--reason", "stretch", "--minutes", "3", "--wait", "5") == 1
@@ -64,8 +69,8 @@ def test_refused_pause_exits_1_with_the_appliance_reason(
 
 def test_malformed_results_are_ignored_with_a_log_line(
     mosquitto: Broker,
-    fake_appliance: FakeAppliance,  # noqa: F811
-    desk_config: Any,  # noqa: F811
+    fake_appliance: FakeAppliance,
+    desk_config: Any,
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
@@ -82,7 +87,7 @@ def test_malformed_results_are_ignored_with_a_log_line(
 
 def test_invalid_requests_are_usage_errors_before_any_network(
     tmp_path: Path, desk_config: Any, capsys: pytest.CaptureFixture[str]
-) -> None:  # noqa: F811
+) -> None:
     cfg = desk_config(None, port=free_port())
     assert desk(cfg, tmp_path, "pause", "--reason", "water", "--minutes", "500") == 2
     assert "minutes must be from 1 to 120, got 500" in capsys.readouterr().err
@@ -106,9 +111,10 @@ def test_config_errors_exit_78(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_broker_away_queues_the_request_and_run_sends_it_later(
     make_broker: Any,
+    make_fake_appliance: Any,
     desk_config: Any,
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],  # noqa: F811
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     broker = make_broker(start=False)
     cfg = desk_config(broker)
@@ -121,7 +127,7 @@ def test_broker_away_queues_the_request_and_run_sends_it_later(
     assert os.stat(tmp_path / "queue.json").st_mode & 0o077 == 0
 
     broker.start()
-    appliance = FakeAppliance(broker)
+    appliance = make_fake_appliance(broker)
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -150,7 +156,6 @@ def test_broker_away_queues_the_request_and_run_sends_it_later(
     finally:
         proc.send_signal(signal.SIGTERM)
         _, log = proc.communicate(timeout=10)
-        appliance.close()
     assert proc.returncode == 0, log
     assert "sent the queued pause request" in log and "accepted" in log
     assert not (tmp_path / "queue.json").exists()

@@ -199,6 +199,19 @@ class FakeAppliance:
 
 
 @pytest.fixture
+def make_fake_appliance() -> Iterator[Callable[[Any], FakeAppliance]]:
+    made: list[FakeAppliance] = []
+
+    def make(broker: Any) -> FakeAppliance:
+        made.append(FakeAppliance(broker))
+        return made[-1]
+
+    yield make
+    for appliance in made:
+        appliance.close()
+
+
+@pytest.fixture
 def fake_appliance(mosquitto: Any) -> Iterator[FakeAppliance]:
     appliance = FakeAppliance(mosquitto)
     yield appliance
