@@ -97,7 +97,6 @@ class Policy:
     def resume(self, now: datetime, *, source: str = "local") -> PauseInfo | None:
         """End the pause; returns it, or None if none was active."""
         with self._lock:
-            info = self._pause
             self._expire(now)
             info = self._pause
             if info is None:
@@ -176,6 +175,7 @@ class Policy:
     # -- evaluation ------------------------------------------------------------------
     def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome:
         with self._lock:
+            self._expire(ctx.now)
             return self._evaluate(analyses, ctx)
 
     def _evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome:
