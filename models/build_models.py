@@ -708,7 +708,9 @@ def manifest_doc(work: Path) -> dict[str, Any]:
             },
             "nanodet_fp32": {
                 "file": NANODET_FP32,
-                "role": "float32 reference of the same graph, for the int8-vs-float accuracy comparison",
+                "role": "float32 version of the same graph: reference for the int8-vs-float accuracy comparison, "
+                        "and the faster choice on tflite-runtime 2.14, whose XNNPACK does not take the int8 graph "
+                        "(int8 ran ~2x slower than fp32 there; on ai-edge-litert int8 is ~2-3x faster than fp32)",
                 "input": NANODET_INPUT, "outputs": NANODET_OUTPUTS_SPEC, "decoding": NANODET_DECODING,
                 "source": NANODET_SOURCE,
                 "produced_by": {"script": build, "steps": [
