@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Install deskwatch into a Debian/Raspberry Pi OS root filesystem.
+#
+#   image-build/install-layer.sh ROOTFS
+#
+# Used by the pi-gen stage (stage-deskwatch/01-run.sh) and by the CI test that runs it
+# in a debootstrap chroot. The rootfs must already have the Debian packages listed in
+# stage-deskwatch/00-packages (python3, python3-venv, python3-pip, python3-systemd,
+# ca-certificates, systemd). What it does, idempotently:
+#   - builds the deskwatch wheel on the host (pure Python) and installs it with its
+#     dependencies into /opt/deskwatch/venv inside the rootfs (pip runs in the chroot,
+#     so the wheels match the rootfs's architecture; under qemu-user for arm64),
+#   - ships the models to /usr/share/deskwatch/models,
+#   - installs the units, sysusers.d and tmpfiles.d entries, creates the user and dirs,
+#   - enables deskwatch.service and the first-boot deskwatch-provision.service,
+#   - enables the camera in /boot/firmware/config.txt,
+#   - keeps a read-only-friendly layout: code and models read-only under /opt and /usr,
+#     bytecode compiled at build time, runtime writes only to /var/lib/deskwatch,
+#     config and secrets only written by provisioning to /etc/deskwatch.
+#
+# Environment:
+#   DESKWATCH_EXTRAS   pip extras (default "litert"; the Pi image adds picamera2 from apt)
+#   PIP_CERT           CA bundle pip in the chroot should trust (copied in; default: the
+#                      host's /etc/ssl/certs/ca-certificates.crt when it exists)
+#   PIP_CACHE_DIR      host directory bind-mounted as pip's cache (speeds up rebuilds)
+#   PIP_INDEX_URL      passed on to pip in the chroot when set
+set -euo pipefail
+
+ROOTFS=${1:?usage: install-layer.sh ROOTFS}
+ROOTFS=$(cd "$ROOTFS" && pwd)
+HERE=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$HERE/.." && pwd)
+EXTRAS=${DESKWATCH_EXTRAS:-litert}
+VENV=/opt/deskwatch/venv
+HOST_PY=${HOST_PYTHON:-}
+if [ -z "$HOST_PY" ]; then
+  if [ -x "$REPO/.venv/bin/python" ]; then HOST_PY=$REPO/.venv/bin/python; else HOST_PY=python3; fi
+fi
+log() { printf 'install-layer: %s\n' "$*" >&2; }
+
+[ "$(id -u)" -eq 0 ] || { log "must run as root (chroot, chown)"; exit 1; }
+[ -x "$ROOTFS/usr/bin/python3" ] || { log "$ROOTFS has no /usr/bin/python3: install the packages in stage-deskwatch/00-packages first"; exit 1; }
+
+# -- chroot plumbing ----------------------------------------------------------------------
+MOUNTS=()
+cleanup() {
+  local i
+  for ((i = ${#MOUNTS[@]} - 1; i >= 0; i--)); do umount -l "${MOUNTS[$i]}" 2>/dev/null || true; done
+  rm -rf "$ROOTFS/tmp/deskwatch-install"
+}
+trap cleanup EXIT
+bind() {  # bind SRC DEST-inside-rootfs
+  mkdir -p "$ROOTFS$2"
+  mount --bind "$1" "$ROOTFS$2"
+  MOUNTS+=("$ROOTFS$2")
+}
+mountpoint -q "$ROOTFS/proc" || { mkdir -p "$ROOTFS/proc"; mount -t proc proc "$ROOTFS/proc"; MOUNTS+=("$ROOTFS/proc"); }
+mountpoint -q "$ROOTFS/dev" || bind /dev /dev
+[ -s "$ROOTFS/etc/resolv.conf" ] || cp -L /etc/resolv.conf "$ROOTFS/etc/resolv.conf" 2>/dev/null || true
+
+STAGE=/tmp/deskwatch-install
+mkdir -p "$ROOTFS$STAGE/wheels"
+CERT=${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}
+CHROOT_ENV=(env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root LANG=C.UTF-8
+  PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=120 PYTHONDONTWRITEBYTECODE=1)
+if [ -f "$CERT" ]; then
+  cp "$CERT" "$ROOTFS$STAGE/ca.crt"
+  CHROOT_ENV+=(PIP_CERT=$STAGE/ca.crt)
+fi
+[ -n "${PIP_INDEX_URL:-}" ] && CHROOT_ENV+=(PIP_INDEX_URL="$PIP_INDEX_URL")
+if [ -n "${PIP_CACHE_DIR:-}" ]; then
+  mkdir -p "$PIP_CACHE_DIR"
+  bind "$PIP_CACHE_DIR" /var/cache/deskwatch-pip
+  CHROOT_ENV+=(PIP_CACHE_DIR=/var/cache/deskwatch-pip)
+else
+  CHROOT_ENV+=(PIP_NO_CACHE_DIR=1)
+fi
+in_root() { chroot "$ROOTFS" "${CHROOT_ENV[@]}" "$@"; }
+
+# -- the package ----------------------------------------------------------------------------
+log "building the deskwatch wheel"
+BUILD=$(mktemp -d)
+cp -r "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/daemon" "$BUILD/" 2>/dev/null || true
+find "$BUILD" \( -name '__pycache__' -o -name '*.egg-info' \) -prune -exec rm -rf {} +
+if ! ( cd "$BUILD" && "$HOST_PY" -m pip wheel --no-deps --no-build-isolation -q -w "$ROOTFS$STAGE/wheels" . ) >"$BUILD.log" 2>&1; then
+  cat "$BUILD.log" >&2; log "building the wheel failed"; exit 1
+fi
+rm -rf "$BUILD" "$BUILD.log"
+WHEEL=$(cd "$ROOTFS$STAGE/wheels" && ls deskwatch-*.whl | head -1)
+
+log "creating $VENV (system site packages: python3-systemd, and python3-picamera2 on the Pi)"
+[ -x "$ROOTFS$VENV/bin/python" ] || in_root python3 -m venv --system-site-packages "$VENV"
+log "installing deskwatch[$EXTRAS] and its dependencies (pip in the chroot)"
+in_root "$VENV/bin/python" -m pip install -q "setuptools<82" wheel
+in_root "$VENV/bin/python" -m pip install -q "$STAGE/wheels/$WHEEL[$EXTRAS]"
+# face_recognition's metadata asks for dlib (an 8-minute compile); dlib-bin provides it.
+in_root "$VENV/bin/python" -m pip install -q --no-deps "face_recognition==1.3.0"
+# pip wrote the bytecode at install time: nothing is compiled into /opt at run time.
+ln -sfn "$VENV/bin/deskwatch" "$ROOTFS/usr/local/bin/deskwatch"
+
+# -- models, docs, example config -----------------------------------------------------------------
+install -d -m 0755 "$ROOTFS/usr/share/deskwatch/models"
+for f in "$REPO"/models/*.tflite "$REPO"/models/*.yaml "$REPO"/models/*.txt; do
+  [ -e "$f" ] && install -m 0644 "$f" "$ROOTFS/usr/share/deskwatch/models/"
+done
+install -d -m 0755 "$ROOTFS/opt/deskwatch" "$ROOTFS/usr/share/doc/deskwatch"
+[ -f "$REPO/README.md" ] && install -m 0644 "$REPO/README.md" "$ROOTFS/opt/deskwatch/README.md"
+install -m 0644 "$REPO/config.example.yaml" "$ROOTFS/usr/share/doc/deskwatch/config.example.yaml"
+[ -f "$REPO/hw-tests/README.md" ] && cp -r "$REPO/hw-tests" "$ROOTFS/opt/deskwatch/hw-tests"
+
+# -- units, user, directories --------------------------------------------------------------------
+install -m 0644 "$REPO/systemd/deskwatch.service" "$REPO/systemd/deskwatch-provision.service" "$ROOTFS/etc/systemd/system/"
+install -D -m 0644 "$REPO/systemd/sysusers.d/deskwatch.conf" "$ROOTFS/usr/lib/sysusers.d/deskwatch.conf"
+install -D -m 0644 "$REPO/systemd/tmpfiles.d/deskwatch.conf" "$ROOTFS/usr/lib/tmpfiles.d/deskwatch.conf"
+install -D -m 0644 "$HERE/files/journald-deskwatch.conf" "$ROOTFS/etc/systemd/journald.conf.d/deskwatch.conf"
+getent_video() { grep -q '^video:' "$ROOTFS/etc/group"; }
+getent_video || { log "adding the video group"; in_root groupadd --system video; }
+if [ -x "$ROOTFS/usr/bin/systemd-sysusers" ]; then
+  in_root systemd-sysusers /usr/lib/sysusers.d/deskwatch.conf
+else
+  systemd-sysusers --root="$ROOTFS" "$ROOTFS/usr/lib/sysusers.d/deskwatch.conf"
+fi
+if [ -x "$ROOTFS/usr/bin/systemd-tmpfiles" ]; then
+  in_root systemd-tmpfiles --create /usr/lib/tmpfiles.d/deskwatch.conf
+else
+  systemd-tmpfiles --create --root="$ROOTFS" "$ROOTFS/usr/lib/tmpfiles.d/deskwatch.conf"
+fi
+log "enabling deskwatch.service and deskwatch-provision.service"
+systemctl --root="$ROOTFS" enable deskwatch.service deskwatch-provision.service >/dev/null 2>&1 \
+  || in_root systemctl enable deskwatch.service deskwatch-provision.service
+
+# -- camera ---------------------------------------------------------------------------------------
+CONFIG_TXT="$ROOTFS/boot/firmware/config.txt"
+mkdir -p "$(dirname "$CONFIG_TXT")"
+touch "$CONFIG_TXT"
+if grep -qE '^\s*camera_auto_detect=' "$CONFIG_TXT"; then
+  sed -i -E 's/^\s*camera_auto_detect=.*/camera_auto_detect=1/' "$CONFIG_TXT"
+else
+  printf '\n# deskwatch: detect the camera module (libcamera)\ncamera_auto_detect=1\n' >> "$CONFIG_TXT"
+fi
+install -d -m 0755 "$ROOTFS/boot/firmware/deskwatch"
+install -m 0644 "$HERE/files/BUNDLE-README.txt" "$ROOTFS/boot/firmware/deskwatch/README.txt"
+
+log "done: $(in_root "$VENV/bin/deskwatch" --version)"
