@@ -8,7 +8,6 @@ from deskwatch.service import notify
 from deskwatch.service.notify import Notifier, socket_send, status_line, watchdog_interval
 from deskwatch.service.watchdog import ProgressWatchdog, WatchdogThread, tick_interval
 
-
 BACKENDS = ["socket", "systemd-python"]
 
 
