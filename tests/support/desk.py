@@ -47,8 +47,10 @@ class Xvfb:
         return path
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def xvfb() -> Iterator[Xvfb]:
+    """One X server for the whole session: Tk keeps its display connection open after its
+    windows are destroyed, and Xlib ends the process if that server goes away under it."""
     if not sys.platform.startswith("linux"):
         pytest.skip("Xvfb tests run on Linux")
     missing = [tool for tool in ("Xvfb", "xdotool", "import") if shutil.which(tool) is None]

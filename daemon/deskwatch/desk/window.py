@@ -36,10 +36,10 @@ class PauseWindow:
         self.monotonic = session.monotonic
         cfg = session.cfg
         root.title(f"deskwatch - desk {cfg.device.id}")
-        root.minsize(560, 460)
+        root.minsize(680, 470)
         pad: dict[str, Any] = {"padx": 6, "pady": 4}
 
-        self.status_var = tk.StringVar(value=f"Desk {cfg.device.site}/{cfg.device.id} - appliance: unknown")
+        self.status_var = tk.StringVar(value=f"Desk {cfg.device.site}/{cfg.device.id} - appliance: no status yet")
         ttk.Label(root, textvariable=self.status_var).pack(anchor="w", **pad)
 
         box = ttk.LabelFrame(root, text="Pause")
@@ -70,12 +70,12 @@ class PauseWindow:
         self.pause_var = tk.StringVar(value="Not paused.")
         ttk.Label(box, textvariable=self.pause_var, font=("TkDefaultFont", 12, "bold")).pack(anchor="w", **pad)
         self.result_var = tk.StringVar(value="")
-        ttk.Label(box, textvariable=self.result_var, wraplength=540).pack(anchor="w", **pad)
+        ttk.Label(box, textvariable=self.result_var, wraplength=640).pack(anchor="w", **pad)
 
         seen = ttk.LabelFrame(root, text="What the appliance recorded for this desk (as your supervisor sees it)")
         seen.pack(fill="both", expand=True, **pad)
         self.tree = ttk.Treeview(seen, columns=("time", "what", "detail"), show="headings", height=8)
-        for col, width in (("time", 70), ("what", 170), ("detail", 300)):
+        for col, width in (("time", 70), ("what", 200), ("detail", 380)):
             self.tree.heading(col, text=col.capitalize())
             self.tree.column(col, width=width, stretch=col == "detail")
         self.tree.pack(fill="both", expand=True, **pad)
