@@ -160,7 +160,7 @@ def test_history_shows_a_running_pause(write_config, capsys):
     Policy(cfg, audit=audit).pause("doctor's call", 30, datetime.now(UTC))
     audit.close()
     assert main(["history", "--config", cfg_path]) == 0
-    assert "Paused now: \"doctor's call\"" in capsys.readouterr().out
+    assert 'Paused now: "doctor\'s call"' in capsys.readouterr().out
 
 
 def test_history_before_any_scan(write_config, capsys):
@@ -176,10 +176,16 @@ def test_control_socket_wired_to_the_real_daemon(write_config, clock, capsys):
 
     cfg_path = write_config()
     cfg = load_config(str(cfg_path))
-    daemon = Daemon(cfg, clock=clock, parts=Parts(camera=FakeCamera(), vision=ScriptedVision(),
-                                                  delivery=RecordingDelivery(), notifier=SilentNotifier()))
-    server = ControlServer(control_socket_path(cfg), daemon.handle_command,
-                           status=lambda: pause_status(daemon.policy, clock.now()))
+    daemon = Daemon(
+        cfg,
+        clock=clock,
+        parts=Parts(
+            camera=FakeCamera(), vision=ScriptedVision(), delivery=RecordingDelivery(), notifier=SilentNotifier()
+        ),
+    )
+    server = ControlServer(
+        control_socket_path(cfg), daemon.handle_command, status=lambda: pause_status(daemon.policy, clock.now())
+    )
     with server:
         assert main(["pause", "--config", str(cfg_path), "--reason", "fetch water", "--minutes", "5"]) == 0
         assert daemon.policy.pre_scan(clock.now()) == "paused"

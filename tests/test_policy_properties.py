@@ -13,11 +13,14 @@ from deskwatch.policy.profiles import RULES, effective_rules
 from tests.support.policy import COVERED, DARK, GOOD_LIGHT, T0, make_config
 
 LABELS = ["person", "cell phone", "cup", "bottle", "pizza", "laptop", "chair"]
-CONFIGS = {name: make_config(extra) for name, extra in {
-    "full": "",
-    "uk": "policy: {profile: uk}\nschedule: {mode: fixed, fixed_times: ['10:00']}",
-    "minimal": "policy: {profile: minimal}",
-}.items()}
+CONFIGS = {
+    name: make_config(extra)
+    for name, extra in {
+        "full": "",
+        "uk": "policy: {profile: uk}\nschedule: {mode: fixed, fixed_times: ['10:00']}",
+        "minimal": "policy: {profile: minimal}",
+    }.items()
+}
 
 
 @st.composite
@@ -29,7 +32,11 @@ def boxes(draw: st.DrawFn) -> Box:
 
 detections = st.builds(Detection, st.sampled_from(LABELS), st.floats(0.0, 1.0), boxes())
 faces = st.builds(
-    Face, boxes(), st.floats(0.0, 1.0), st.just(()), st.floats(0.0, 1.0),
+    Face,
+    boxes(),
+    st.floats(0.0, 1.0),
+    st.just(()),
+    st.floats(0.0, 1.0),
     st.sampled_from([None, "worker", "unknown"]),
 )
 lights = st.sampled_from([GOOD_LIGHT, GOOD_LIGHT, GOOD_LIGHT, DARK, COVERED])
@@ -45,8 +52,12 @@ def bursts(draw: st.DrawFn) -> list[FrameAnalysis]:
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(burst=bursts(), profile=st.sampled_from(list(CONFIGS)), confirming=st.booleans(),
-       idle=st.one_of(st.none(), st.floats(0, 10_000)))
+@given(
+    burst=bursts(),
+    profile=st.sampled_from(list(CONFIGS)),
+    confirming=st.booleans(),
+    idle=st.one_of(st.none(), st.floats(0, 10_000)),
+)
 def test_engine_invariants(burst: list[FrameAnalysis], profile: str, confirming: bool, idle: float | None) -> None:
     cfg = CONFIGS[profile]
     out = Policy(cfg).evaluate(burst, PolicyContext(T0, "schedule", confirming=confirming, idle_seconds=idle))
@@ -74,4 +85,3 @@ def test_engine_invariants(burst: list[FrameAnalysis], profile: str, confirming:
     assert out.persons >= 0 and 0 <= out.bystanders <= max(out.persons, 0)
     if profile == "minimal":
         assert set(types) <= {"away_from_desk", "low_light", "camera_obstructed"}
-

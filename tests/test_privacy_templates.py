@@ -35,7 +35,7 @@ def needles(templates: np.ndarray) -> list[bytes]:
         for arr in (row.astype("<f8"), row.astype("<f4")):
             raw = arr.tobytes()
             out.append(raw[: arr.itemsize * 8])
-            out.append(raw[arr.itemsize * 64: arr.itemsize * 72])
+            out.append(raw[arr.itemsize * 64 : arr.itemsize * 72])
             out.append(base64.b64encode(raw[: arr.itemsize * 12])[:16])
         for digits in (3, 4, 6, 8):
             out.append(json.dumps([round(float(v), digits) for v in row[:3]])[1:-1].encode())

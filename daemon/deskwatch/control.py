@@ -80,8 +80,9 @@ def pause_status(policy: Policy, now: datetime) -> dict[str, Any]:
 class ControlServer:
     """Serves the control socket from one thread; ``start()``/``stop()`` from the daemon."""
 
-    def __init__(self, path: str | os.PathLike[str], handler: Handler, *, status: Status | None = None,
-                 mode: int = 0o660):
+    def __init__(
+        self, path: str | os.PathLike[str], handler: Handler, *, status: Status | None = None, mode: int = 0o660
+    ):
         self.path = Path(path)
         self.handler = handler
         self.status = status or (lambda: {})
@@ -92,7 +93,9 @@ class ControlServer:
 
     def start(self) -> None:
         if len(os.fsencode(self.path)) > _SUN_PATH_MAX:
-            raise OSError(f"control socket path {self.path} is longer than {_SUN_PATH_MAX} bytes; use a shorter state_dir")
+            raise OSError(
+                f"control socket path {self.path} is longer than {_SUN_PATH_MAX} bytes; use a shorter state_dir"
+            )
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         if self.path.exists() or self.path.is_socket():
             if _answers(self.path):
@@ -209,8 +212,7 @@ def _answers(path: Path) -> bool:
         s.close()
 
 
-def send_control(path: str | os.PathLike[str], command: str, timeout: float = 5.0,
-                 **body: Any) -> dict[str, Any]:
+def send_control(path: str | os.PathLike[str], command: str, timeout: float = 5.0, **body: Any) -> dict[str, Any]:
     """Send one request to the daemon; the reply (``ok`` true). Raises
     :class:`ControlUnavailable` when nobody listens, :class:`ControlRejected` on ok:false."""
     p = Path(path)

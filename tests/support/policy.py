@@ -25,12 +25,11 @@ mqtt: {host: 127.0.0.1, tls: {enabled: false}}
 schedule: {mode: interval, interval_seconds: 60}
 """
 
-GOOD_LIGHT = LightReading(mean_luma=120.0, contrast=50.0, dark_fraction=0.05, detail=12.0,
-                          low_light=False, obstructed=False)
-DARK = LightReading(mean_luma=12.0, contrast=6.0, dark_fraction=0.95, detail=3.0,
-                    low_light=True, obstructed=False)
-COVERED = LightReading(mean_luma=30.0, contrast=1.0, dark_fraction=0.7, detail=0.2,
-                       low_light=False, obstructed=True)
+GOOD_LIGHT = LightReading(
+    mean_luma=120.0, contrast=50.0, dark_fraction=0.05, detail=12.0, low_light=False, obstructed=False
+)
+DARK = LightReading(mean_luma=12.0, contrast=6.0, dark_fraction=0.95, detail=3.0, low_light=True, obstructed=False)
+COVERED = LightReading(mean_luma=30.0, contrast=1.0, dark_fraction=0.7, detail=0.2, low_light=False, obstructed=True)
 
 
 def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -65,18 +64,29 @@ def obj(label: str, box: Box, score: float = 0.7) -> Detection:
     return Detection(label, score, box)
 
 
-def face(box: Box = WORKER_FACE_BOX, *, score: float = 0.9, facing: float = 0.9,
-         identity: str | None = None) -> Face:
+def face(box: Box = WORKER_FACE_BOX, *, score: float = 0.9, facing: float = 0.9, identity: str | None = None) -> Face:
     cx = (box.x0 + box.x1) / 2
     h = box.y1 - box.y0
-    kps = ((box.x0 + 0.3 * box.width, box.y0 + 0.4 * h), (box.x0 + 0.7 * box.width, box.y0 + 0.4 * h),
-           (cx, box.y0 + 0.6 * h), (cx, box.y0 + 0.8 * h), (box.x0, box.y0 + 0.5 * h), (box.x1, box.y0 + 0.5 * h))
+    kps = (
+        (box.x0 + 0.3 * box.width, box.y0 + 0.4 * h),
+        (box.x0 + 0.7 * box.width, box.y0 + 0.4 * h),
+        (cx, box.y0 + 0.6 * h),
+        (cx, box.y0 + 0.8 * h),
+        (box.x0, box.y0 + 0.5 * h),
+        (box.x1, box.y0 + 0.5 * h),
+    )
     return Face(box=box, score=score, keypoints=kps, facing=facing, identity=identity)
 
 
-def burst(n: int = 5, detections: Iterable[Detection] = (), faces: Iterable[Face] = (),
-          light: LightReading = GOOD_LIGHT, *, only: Iterable[int] | None = None,
-          otherwise: Iterable[Detection] = ()) -> list[FrameAnalysis]:
+def burst(
+    n: int = 5,
+    detections: Iterable[Detection] = (),
+    faces: Iterable[Face] = (),
+    light: LightReading = GOOD_LIGHT,
+    *,
+    only: Iterable[int] | None = None,
+    otherwise: Iterable[Detection] = (),
+) -> list[FrameAnalysis]:
     """``n`` analyses; the detections/faces appear in the frames listed in ``only``
     (default all), the others get ``otherwise``."""
     keep = set(range(n)) if only is None else set(only)

@@ -32,26 +32,30 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False)
     if kind == "scan":
         findings = d.get("findings") or []
         assert isinstance(findings, list)
-        head = (f"{when}  scan ({d.get('trigger')})  {str(d.get('outcome')).upper():<9} "
-                f"people {d.get('persons')}, bystanders {d.get('bystanders')}")
+        head = (
+            f"{when}  scan ({d.get('trigger')})  {str(d.get('outcome')).upper():<9} "
+            f"people {d.get('persons')}, bystanders {d.get('bystanders')}"
+        )
         out = [head]
         if d.get("error"):
             out.append(f"    error: {d['error']}")
         for f in findings:
-            out.append(f"    finding: {f.get('type')} (confidence {float(f.get('confidence') or 0):.2f}) {f.get('detail', '')}".rstrip())
+            out.append(
+                f"    finding: {f.get('type')} (confidence {float(f.get('confidence') or 0):.2f}) {f.get('detail', '')}".rstrip()
+            )
         if checks:
             for c in d.get("checks") or []:  # type: ignore[attr-defined]
                 out.append(f"    {c['rule']:<20} {c['outcome']:<9} {c.get('reason', '')}".rstrip())
         return out
     if kind == "pause":
-        return [f"{when}  pause: \"{d.get('reason')}\" for {d.get('minutes')} min ({d.get('source', 'local')})"]
+        return [f'{when}  pause: "{d.get("reason")}" for {d.get("minutes")} min ({d.get("source", "local")})']
     if kind == "resume":
         late = " (after the declared time)" if d.get("late") else ""
         return [f"{when}  resume{late}"]
     if kind == "pause_expired":
-        return [f"{when}  pause \"{d.get('reason')}\" ended by itself after {d.get('minutes')} min"]
+        return [f'{when}  pause "{d.get("reason")}" ended by itself after {d.get("minutes")} min']
     if kind == "pause_overrun":
-        return [f"{when}  pause_overrun: \"{d.get('reason')}\" ran {int(d.get('over_seconds') or 0) // 60} min over"]  # type: ignore[call-overload]
+        return [f'{when}  pause_overrun: "{d.get("reason")}" ran {int(d.get("over_seconds") or 0) // 60} min over']  # type: ignore[call-overload]
     return [f"{when}  {kind}: {json.dumps(d)}"]
 
 
@@ -84,8 +88,12 @@ def run(args: argparse.Namespace) -> int:
         print("No scans recorded yet on this device.")
         return 0
     if pause is not None and pause.ends_at > datetime.now(pause.ends_at.tzinfo):
-        print(f"Paused now: \"{pause.reason}\" until {pause.ends_at.astimezone().strftime('%H:%M')} (no scans until then).")
-    print(f"Last {len(entries)} entries on desk {cfg.device.id} (newest first; kept {cfg.evidence.retention_days} days; no images are stored):")
+        print(
+            f'Paused now: "{pause.reason}" until {pause.ends_at.astimezone().strftime("%H:%M")} (no scans until then).'
+        )
+    print(
+        f"Last {len(entries)} entries on desk {cfg.device.id} (newest first; kept {cfg.evidence.retention_days} days; no images are stored):"
+    )
     for e in entries:
         for line in format_entry(e.kind, e.at, e.data, args.checks):
             print(line)

@@ -18,8 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def not_running(path: object, why: str) -> int:
-    print(f"deskwatch: the deskwatch daemon is not running or cannot be reached ({why}).\n"
-          "Start it with 'systemctl start deskwatch', then try again.", file=sys.stderr)
+    print(
+        f"deskwatch: the deskwatch daemon is not running or cannot be reached ({why}).\n"
+        "Start it with 'systemctl start deskwatch', then try again.",
+        file=sys.stderr,
+    )
     del path
     return EX_UNAVAILABLE
 
@@ -34,7 +37,7 @@ def describe(status: dict[str, object]) -> str:
         local = datetime.fromisoformat(ends.replace("Z", "+00:00")).astimezone().strftime("%H:%M")
     except ValueError:
         local = ends
-    return f"Paused: \"{status.get('reason')}\" for {status.get('minutes')} min, until {local}."
+    return f'Paused: "{status.get("reason")}" for {status.get("minutes")} min, until {local}.'
 
 
 def run(args: argparse.Namespace) -> int:

@@ -24,14 +24,19 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     if args.json:
         prof = profile_of(cfg)
-        print(json.dumps({
-            "profile": prof.name,
-            "identity_check": identity_allowed(cfg),
-            "random_scans": prof.random_scans,
-            "images_leave_device": prof.images_leave and cfg.evidence.enabled,
-            "retention_days": cfg.evidence.retention_days,
-            "rules": effective_rules_table(cfg),
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "profile": prof.name,
+                    "identity_check": identity_allowed(cfg),
+                    "random_scans": prof.random_scans,
+                    "images_leave_device": prof.images_leave and cfg.evidence.enabled,
+                    "retention_days": cfg.evidence.retention_days,
+                    "rules": effective_rules_table(cfg),
+                },
+                indent=2,
+            )
+        )
         return 0
     print(explain(cfg), end="")
     return 0

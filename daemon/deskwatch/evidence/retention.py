@@ -39,24 +39,31 @@ class PurgeReport:
     audit_rows_deleted: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        return {"evidence_deleted": self.evidence_deleted, "other_evicted": dict(self.other_evicted),
-                "audit_rows_deleted": self.audit_rows_deleted}
+        return {
+            "evidence_deleted": self.evidence_deleted,
+            "other_evicted": dict(self.other_evicted),
+            "audit_rows_deleted": self.audit_rows_deleted,
+        }
 
 
 def retention_seconds(cfg: Config) -> float:
     return float(min(cfg.evidence.retention_days, cfg.outbox.max_age_days)) * 86400.0
 
 
-def purge_expired(cfg: Config, now: datetime, *, outbox: _Outbox | None = None,
-                  audit: _Audit | None = None) -> PurgeReport:
+def purge_expired(
+    cfg: Config, now: datetime, *, outbox: _Outbox | None = None, audit: _Audit | None = None
+) -> PurgeReport:
     """Delete undelivered evidence past retention (through the outbox, which marks the
     events) and audit rows past retention. Call at start and once a day."""
     report = PurgeReport()
     if outbox is not None:
         limit = retention_seconds(cfg)
         if outbox.evidence_max_age_s > limit:  # built without the retention bound: tighten it
-            log.warning("outbox kept evidence for %.0f days; limiting it to %d (evidence.retention_days)",
-                        outbox.evidence_max_age_s / 86400, cfg.evidence.retention_days)
+            log.warning(
+                "outbox kept evidence for %.0f days; limiting it to %d (evidence.retention_days)",
+                outbox.evidence_max_age_s / 86400,
+                cfg.evidence.retention_days,
+            )
             outbox.evidence_max_age_s = limit
         evicted = dict(outbox.enforce_caps())
         report.evidence_deleted = int(evicted.pop("evidence", 0))
@@ -64,7 +71,11 @@ def purge_expired(cfg: Config, now: datetime, *, outbox: _Outbox | None = None,
     if audit is not None:
         report.audit_rows_deleted = audit.prune(now)
     if report.evidence_deleted or report.audit_rows_deleted:
-        log.info("retention: deleted %d undelivered evidence image(s) older than %d days and %d audit row(s)",
-                 report.evidence_deleted, cfg.evidence.retention_days, report.audit_rows_deleted,
-                 extra={"journal": {"EVIDENCE_PURGED": report.evidence_deleted}})
+        log.info(
+            "retention: deleted %d undelivered evidence image(s) older than %d days and %d audit row(s)",
+            report.evidence_deleted,
+            cfg.evidence.retention_days,
+            report.audit_rows_deleted,
+            extra={"journal": {"EVIDENCE_PURGED": report.evidence_deleted}},
+        )
     return report

@@ -86,8 +86,13 @@ def encode_capped(img: Image.Image, max_bytes: int) -> tuple[bytes, Image.Image]
     """JPEG bytes (no metadata) under ``max_bytes``: quality steps down, then size."""
     base = img
     for shrink in SHRINK_STEPS:
-        cur = base if shrink == 1.0 else base.resize(
-            (max(16, int(base.width * shrink)), max(16, int(base.height * shrink))), Image.Resampling.LANCZOS)
+        cur = (
+            base
+            if shrink == 1.0
+            else base.resize(
+                (max(16, int(base.width * shrink)), max(16, int(base.height * shrink))), Image.Resampling.LANCZOS
+            )
+        )
         for q in QUALITIES:
             buf = io.BytesIO()
             # No exif=, icc_profile=, comment=: Pillow writes only the JFIF header.
@@ -116,8 +121,9 @@ def make_evidence(frame: Frame, finding: Finding, analysis: FrameAnalysis, cfg: 
     return build_evidence(frame, finding, analysis, cfg)[0]
 
 
-def build_evidence(frame: Frame, finding: Finding, analysis: FrameAnalysis,
-                   cfg: Config) -> tuple[Evidence | None, str | None]:
+def build_evidence(
+    frame: Frame, finding: Finding, analysis: FrameAnalysis, cfg: Config
+) -> tuple[Evidence | None, str | None]:
     """(evidence, None) or (None, reason): reason is "disabled", "profile", "rule" or "too_large"."""
     refusal = evidence_refusal(finding, cfg)
     if refusal is not None:
@@ -125,9 +131,11 @@ def build_evidence(frame: Frame, finding: Finding, analysis: FrameAnalysis,
     img = render(frame, finding, analysis, cfg)
     encoded = encode_capped(img, cfg.evidence.max_bytes)
     if encoded is None:
-        log.warning("evidence for %s does not fit in %d bytes; sending the event without it",
-                    finding.type, cfg.evidence.max_bytes)
+        log.warning(
+            "evidence for %s does not fit in %d bytes; sending the event without it",
+            finding.type,
+            cfg.evidence.max_bytes,
+        )
         return None, "too_large"
     data, final = encoded
-    return Evidence(jpeg=data, width=final.width, height=final.height,
-                    sha256=hashlib.sha256(data).hexdigest()), None
+    return Evidence(jpeg=data, width=final.width, height=final.height, sha256=hashlib.sha256(data).hexdigest()), None

@@ -91,10 +91,7 @@ class AuditLog:
     # -- writing --------------------------------------------------------------------
     def record_scan(self, record: ScanRecord) -> None:
         checks = [{"rule": c.rule, "outcome": c.outcome, "reason": c.reason} for c in record.checks]
-        findings = [
-            {"type": f.type, "confidence": round(f.confidence, 3), "detail": f.detail}
-            for f in record.findings
-        ]
+        findings = [{"type": f.type, "confidence": round(f.confidence, 3), "detail": f.detail} for f in record.findings]
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO scans VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -128,8 +125,16 @@ class AuditLog:
             else:
                 self._db.execute(
                     "INSERT OR REPLACE INTO state VALUES ('pause', ?)",
-                    (json.dumps({"reason": pause.reason, "minutes": pause.minutes,
-                                 "started_at": pause.started_at.isoformat(), "source": pause.source}),),
+                    (
+                        json.dumps(
+                            {
+                                "reason": pause.reason,
+                                "minutes": pause.minutes,
+                                "started_at": pause.started_at.isoformat(),
+                                "source": pause.source,
+                            }
+                        ),
+                    ),
                 )
 
     def load_pause(self) -> PauseInfo | None:
@@ -139,8 +144,12 @@ class AuditLog:
             return None
         try:
             d = json.loads(row[0])
-            return PauseInfo(reason=str(d["reason"]), minutes=int(d["minutes"]),
-                             started_at=datetime.fromisoformat(d["started_at"]), source=str(d.get("source", "local")))
+            return PauseInfo(
+                reason=str(d["reason"]),
+                minutes=int(d["minutes"]),
+                started_at=datetime.fromisoformat(d["started_at"]),
+                source=str(d.get("source", "local")),
+            )
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring an unreadable saved pause in %s", self.path)
             return None
@@ -168,11 +177,22 @@ class AuditLog:
                 (lo, limit),
             ).fetchall()
         out = [
-            AuditEntry(r[1], "scan", {
-                "scan_id": r[0], "finished_at": r[2], "trigger": r[3], "outcome": r[4], "frames": r[5],
-                "persons": r[6], "bystanders": r[7], "checks": json.loads(r[8]), "findings": json.loads(r[9]),
-                "error": r[10],
-            })
+            AuditEntry(
+                r[1],
+                "scan",
+                {
+                    "scan_id": r[0],
+                    "finished_at": r[2],
+                    "trigger": r[3],
+                    "outcome": r[4],
+                    "frames": r[5],
+                    "persons": r[6],
+                    "bystanders": r[7],
+                    "checks": json.loads(r[8]),
+                    "findings": json.loads(r[9]),
+                    "error": r[10],
+                },
+            )
             for r in scans
         ]
         out += [AuditEntry(r[0], r[1], json.loads(r[2])) for r in events]

@@ -12,8 +12,23 @@ from typing import Literal
 from ..config.schema import Report, setting
 
 FOOD_AND_DRINK = [
-    "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
-    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
 ]
 
 _ENABLED_DOC = "true or false overrides the profile; leave empty (null) to let the profile decide."
@@ -24,10 +39,24 @@ class AwayRule:
     """away_from_desk: nobody in the desk zone across the burst, confirmed by a second burst."""
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
-    min_person_score: float = setting(0.4, doc="A person detection below this score does not count as someone at the desk.", minimum=0.05, maximum=1.0)
-    min_face_score: float = setting(0.5, doc="A face below this score does not count as someone at the desk.", minimum=0.05, maximum=1.0)
-    min_overlap: float = setting(0.3, doc="Share of a person's box that must lie inside policy.desk_zone for them to be at the desk.", minimum=0.0, maximum=1.0)
-    confirm_after_seconds: float = setting(20.0, doc="Delay before the confirming second burst; the finding is reported only when that burst also finds nobody.", minimum=1.0, maximum=600.0)
+    min_person_score: float = setting(
+        0.4, doc="A person detection below this score does not count as someone at the desk.", minimum=0.05, maximum=1.0
+    )
+    min_face_score: float = setting(
+        0.5, doc="A face below this score does not count as someone at the desk.", minimum=0.05, maximum=1.0
+    )
+    min_overlap: float = setting(
+        0.3,
+        doc="Share of a person's box that must lie inside policy.desk_zone for them to be at the desk.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    confirm_after_seconds: float = setting(
+        20.0,
+        doc="Delay before the confirming second burst; the finding is reported only when that burst also finds nobody.",
+        minimum=1.0,
+        maximum=600.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -35,9 +64,24 @@ class PhoneRule:
     """phone_use: a phone held near the face or hands, not lying on the desk, in most frames."""
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
-    min_score: float = setting(0.3, doc="Least detector score of a 'cell phone' detection (the detector's own cell-phone threshold is 0.3).", minimum=0.05, maximum=1.0)
-    near_face_factor: float = setting(2.0, doc="A phone whose centre is within this many face heights of a face's centre is held to the face.", minimum=0.1, maximum=10.0)
-    held_zone: float = setting(0.8, doc="A phone overlapping a person's box with its centre in the top this-share of that box is held (hands, chest, lap); lower it is lying on the desk.", minimum=0.1, maximum=1.0)
+    min_score: float = setting(
+        0.3,
+        doc="Least detector score of a 'cell phone' detection (the detector's own cell-phone threshold is 0.3).",
+        minimum=0.05,
+        maximum=1.0,
+    )
+    near_face_factor: float = setting(
+        2.0,
+        doc="A phone whose centre is within this many face heights of a face's centre is held to the face.",
+        minimum=0.1,
+        maximum=10.0,
+    )
+    held_zone: float = setting(
+        0.8,
+        doc="A phone overlapping a person's box with its centre in the top this-share of that box is held (hands, chest, lap); lower it is lying on the desk.",
+        minimum=0.1,
+        maximum=1.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -45,11 +89,30 @@ class ExtraPersonRule:
     """extra_person: a second person close to the camera or facing the screen."""
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
-    min_person_score: float = setting(0.5, doc="Least detector score for a second person to count at all.", minimum=0.05, maximum=1.0)
-    near_box_area: float = setting(0.08, doc="A person whose box covers at least this share of the frame is close to the camera.", minimum=0.0, maximum=1.0)
-    near_face_height: float = setting(0.15, doc="A face at least this share of the frame height is close to the camera.", minimum=0.0, maximum=1.0)
-    facing_threshold: float = setting(0.7, doc="A face turned towards the camera at least this much (1 = straight on) is facing the screen.", minimum=0.0, maximum=1.0)
-    min_facing_face_height: float = setting(0.05, doc="Faces smaller than this share of the frame height are too far away to read the screen, whichever way they face.", minimum=0.0, maximum=1.0)
+    min_person_score: float = setting(
+        0.5, doc="Least detector score for a second person to count at all.", minimum=0.05, maximum=1.0
+    )
+    near_box_area: float = setting(
+        0.08,
+        doc="A person whose box covers at least this share of the frame is close to the camera.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    near_face_height: float = setting(
+        0.15, doc="A face at least this share of the frame height is close to the camera.", minimum=0.0, maximum=1.0
+    )
+    facing_threshold: float = setting(
+        0.7,
+        doc="A face turned towards the camera at least this much (1 = straight on) is facing the screen.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    min_facing_face_height: float = setting(
+        0.05,
+        doc="Faces smaller than this share of the frame height are too far away to read the screen, whichever way they face.",
+        minimum=0.0,
+        maximum=1.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -57,8 +120,18 @@ class UnrecognizedRule:
     """unrecognized_person: the face at the desk is not the enrolled worker for N checks in a row."""
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
-    consecutive_checks: int = setting(2, doc="How many scans in a row must see an unknown face at the desk before it is reported.", minimum=1, maximum=20)
-    min_face_height: float = setting(0.08, doc="Faces smaller than this share of the frame height are not judged (too few pixels to recognise).", minimum=0.0, maximum=1.0)
+    consecutive_checks: int = setting(
+        2,
+        doc="How many scans in a row must see an unknown face at the desk before it is reported.",
+        minimum=1,
+        maximum=20,
+    )
+    min_face_height: float = setting(
+        0.08,
+        doc="Faces smaller than this share of the frame height are not judged (too few pixels to recognise).",
+        minimum=0.0,
+        maximum=1.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -67,9 +140,21 @@ class EatingRule:
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
     min_score: float = setting(0.3, doc="Least detector score of a food or drink detection.", minimum=0.05, maximum=1.0)
-    labels: list[str] = setting(default_factory=lambda: list(FOOD_AND_DRINK), doc="COCO labels that count as food or drink.")
-    near_face_factor: float = setting(0.75, doc="Food whose box comes within this many face heights of a face's mouth is at the face.", minimum=0.1, maximum=10.0)
-    head_zone: float = setting(0.3, doc="Without a visible face: food overlapping the top this-share of a person's box is at the face.", minimum=0.05, maximum=1.0)
+    labels: list[str] = setting(
+        default_factory=lambda: list(FOOD_AND_DRINK), doc="COCO labels that count as food or drink."
+    )
+    near_face_factor: float = setting(
+        0.75,
+        doc="Food whose box comes within this many face heights of a face's mouth is at the face.",
+        minimum=0.1,
+        maximum=10.0,
+    )
+    head_zone: float = setting(
+        0.3,
+        doc="Without a visible face: food overlapping the top this-share of a person's box is at the face.",
+        minimum=0.05,
+        maximum=1.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -77,8 +162,15 @@ class IdleRule:
     """idle_input: no keyboard/mouse activity for too long while present and not paused."""
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
-    idle_seconds: float = setting(900.0, doc="Reported idle time above which the worker counts as idle.", minimum=60.0, maximum=86_400.0)
-    stale_after_seconds: float = setting(300.0, doc="An activity report older than this is ignored (the reporter may have stopped).", minimum=10.0, maximum=86_400.0)
+    idle_seconds: float = setting(
+        900.0, doc="Reported idle time above which the worker counts as idle.", minimum=60.0, maximum=86_400.0
+    )
+    stale_after_seconds: float = setting(
+        300.0,
+        doc="An activity report older than this is ignored (the reporter may have stopped).",
+        minimum=10.0,
+        maximum=86_400.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -93,7 +185,9 @@ class PauseOverrunRule:
     """pause_overrun: a pause outlived its declared minutes."""
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
-    grace_seconds: float = setting(60.0, doc="Extra time after the declared end before the overrun is reported.", minimum=0.0, maximum=3600.0)
+    grace_seconds: float = setting(
+        60.0, doc="Extra time after the declared end before the overrun is reported.", minimum=0.0, maximum=3600.0
+    )
 
 
 @dataclass(frozen=True)
@@ -102,22 +196,39 @@ class RulesConfig:
 
     away_from_desk: AwayRule = field(default_factory=AwayRule, metadata={"doc": "Nobody at the desk."})
     phone_use: PhoneRule = field(default_factory=PhoneRule, metadata={"doc": "A phone in use."})
-    extra_person: ExtraPersonRule = field(default_factory=ExtraPersonRule, metadata={"doc": "Someone else close or looking at the screen."})
-    unrecognized_person: UnrecognizedRule = field(default_factory=UnrecognizedRule, metadata={"doc": "Someone other than the enrolled worker at the desk."})
+    extra_person: ExtraPersonRule = field(
+        default_factory=ExtraPersonRule, metadata={"doc": "Someone else close or looking at the screen."}
+    )
+    unrecognized_person: UnrecognizedRule = field(
+        default_factory=UnrecognizedRule, metadata={"doc": "Someone other than the enrolled worker at the desk."}
+    )
     eating: EatingRule = field(default_factory=EatingRule, metadata={"doc": "Food or drink at the face."})
     idle_input: IdleRule = field(default_factory=IdleRule, metadata={"doc": "No keyboard or mouse activity."})
     low_light: LightRule = field(default_factory=LightRule, metadata={"doc": "Too dark to check."})
     camera_obstructed: LightRule = field(default_factory=LightRule, metadata={"doc": "Camera covered or pointed away."})
-    pause_overrun: PauseOverrunRule = field(default_factory=PauseOverrunRule, metadata={"doc": "A pause ran past its declared minutes."})
+    pause_overrun: PauseOverrunRule = field(
+        default_factory=PauseOverrunRule, metadata={"doc": "A pause ran past its declared minutes."}
+    )
 
 
 @dataclass(frozen=True)
 class PolicyConfig:
     """Which checks run and how strict they are."""
 
-    profile: Literal["full", "uk", "minimal"] = setting("full", doc="Jurisdiction profile: full (every rule, random scans), uk (no random scans, no identity check: scheduled desk checks only), minimal (presence and lighting, no images leave the device).")
-    persistence: float = setting(0.6, doc="Share of a burst's frames in which a condition must be seen before it becomes a finding.", minimum=0.1, maximum=1.0)
-    desk_zone: list[float] = setting(default_factory=lambda: [0.0, 0.0, 1.0, 1.0], doc="The desk area of the picture as [x0, y0, x1, y1] fractions of the frame; people outside it are not at the desk.")
+    profile: Literal["full", "uk", "minimal"] = setting(
+        "full",
+        doc="Jurisdiction profile: full (every rule, random scans), uk (no random scans, no identity check: scheduled desk checks only), minimal (presence and lighting, no images leave the device).",
+    )
+    persistence: float = setting(
+        0.6,
+        doc="Share of a burst's frames in which a condition must be seen before it becomes a finding.",
+        minimum=0.1,
+        maximum=1.0,
+    )
+    desk_zone: list[float] = setting(
+        default_factory=lambda: [0.0, 0.0, 1.0, 1.0],
+        doc="The desk area of the picture as [x0, y0, x1, y1] fractions of the frame; people outside it are not at the desk.",
+    )
     max_pause_minutes: int = setting(120, doc="Longest pause a worker may declare, in minutes.", minimum=1, maximum=120)
     rules: RulesConfig = setting(default_factory=RulesConfig, doc="Per-rule switches and thresholds.")
 
@@ -128,4 +239,7 @@ class PolicyConfig:
         elif not (0.0 <= z[0] < z[2] <= 1.0 and 0.0 <= z[1] < z[3] <= 1.0):
             report("desk_zone", "must satisfy 0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1")
         if self.profile == "uk" and self.rules.unrecognized_person.enabled:
-            report("rules.unrecognized_person.enabled", "the uk profile runs no identity check; remove this override or choose another profile")
+            report(
+                "rules.unrecognized_person.enabled",
+                "the uk profile runs no identity check; remove this override or choose another profile",
+            )

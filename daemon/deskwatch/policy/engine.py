@@ -90,8 +90,13 @@ class Policy:
             self._audit_event("pause", now, info.to_json())
             if self.audit is not None:
                 self.audit.save_pause(info)
-        log.info("paused by the worker (%s) for %d min: %s", source, m, text,
-                 extra={"journal": {"PAUSE_MINUTES": m, "PAUSE_SOURCE": source}})
+        log.info(
+            "paused by the worker (%s) for %d min: %s",
+            source,
+            m,
+            text,
+            extra={"journal": {"PAUSE_MINUTES": m, "PAUSE_SOURCE": source}},
+        )
         return info
 
     def resume(self, now: datetime, *, source: str = "local") -> PauseInfo | None:
@@ -107,8 +112,15 @@ class Policy:
                     return late
                 return None
             self._pause = None
-            self._audit_event("resume", now, {**info.to_json(), "resume_source": source,
-                                               "paused_seconds": round((now - info.started_at).total_seconds())})
+            self._audit_event(
+                "resume",
+                now,
+                {
+                    **info.to_json(),
+                    "resume_source": source,
+                    "paused_seconds": round((now - info.started_at).total_seconds()),
+                },
+            )
             if self.audit is not None:
                 self.audit.save_pause(None)
         log.info("resumed (%s) after %.0f s", source, (now - info.started_at).total_seconds())
@@ -141,8 +153,8 @@ class Policy:
                 confidence=0.9,
                 frame_index=-1,
                 evidence_allowed=False,
-                detail=f"pause \"{exp.reason}\" declared {exp.minutes} min, ended {rfc3339(exp.ends_at)}; "
-                       f"no sign of the worker {over / 60:.0f} min later",
+                detail=f'pause "{exp.reason}" declared {exp.minutes} min, ended {rfc3339(exp.ends_at)}; '
+                f"no sign of the worker {over / 60:.0f} min later",
             )
 
     def _expire(self, now: datetime) -> None:
@@ -209,9 +221,7 @@ class Policy:
             out.persons = rules.persistent_count([v.persons for v in views], need_u)
             out.bystanders = rules.persistent_count([len(v.bystanders) for v in views], need_u)
             idle = self._idle_now(ctx)
-            results.update(
-                rules.run_people_rules(usable, views, need_u, cfg.policy, ctx.confirming, idle, ctx.now)
-            )
+            results.update(rules.run_people_rules(usable, views, need_u, cfg.policy, ctx.confirming, idle, ctx.now))
             if enabled["unrecognized_person"]:
                 results["unrecognized_person"] = self._unrecognized(results.get("unrecognized_person"))
             if self._expired is not None and any(v.worker is not None for v in views):
@@ -225,7 +235,11 @@ class Policy:
         for r in RULES:
             res = results.get(r) or rules.RuleResult("skipped", "not evaluated")
             if not enabled[r]:
-                why = "off in the configuration" if getattr(cfg.policy.rules, r).enabled is False else f"not part of the {self.profile.name} profile"
+                why = (
+                    "off in the configuration"
+                    if getattr(cfg.policy.rules, r).enabled is False
+                    else f"not part of the {self.profile.name} profile"
+                )
                 out.checks.append(CheckOutcome(r, "skipped", why))
                 continue
             if r == "away_from_desk" and res.finding is not None and not ctx.confirming:
@@ -255,7 +269,9 @@ class Policy:
             return res
         self._unknown_streak += 1
         if self._unknown_streak < n:
-            return rules.RuleResult("pending", f"unknown face at the desk ({self._unknown_streak} of {n} checks in a row)")
+            return rules.RuleResult(
+                "pending", f"unknown face at the desk ({self._unknown_streak} of {n} checks in a row)"
+            )
         res.finding.detail = f"unknown face at the desk in {self._unknown_streak} checks in a row"
         return res
 

@@ -24,32 +24,44 @@ def rule_sentence(cfg: Config, rule: str) -> str:
     need = f"{cfg.policy.persistence:.0%} of the frames of a scan"
     if rule == "away_from_desk":
         a = r.away_from_desk
-        return (f"Nobody at the desk in {need}; reported only if a second scan "
-                f"{a.confirm_after_seconds:.0f} s later also finds nobody.")
+        return (
+            f"Nobody at the desk in {need}; reported only if a second scan "
+            f"{a.confirm_after_seconds:.0f} s later also finds nobody."
+        )
     if rule == "phone_use":
-        return (f"A phone held to the face or in the hands in {need} (a phone lying on the desk "
-                f"does not count; detector score at least {r.phone_use.min_score:.2f}).")
+        return (
+            f"A phone held to the face or in the hands in {need} (a phone lying on the desk "
+            f"does not count; detector score at least {r.phone_use.min_score:.2f})."
+        )
     if rule == "extra_person":
         e = r.extra_person
-        return (f"Someone other than the worker close to the camera (covering {e.near_box_area:.0%} of "
-                f"the picture or more) or facing the screen, in {need}. People further away who are not "
-                "facing the screen are bystanders: counted, blurred in any image, never reported.")
+        return (
+            f"Someone other than the worker close to the camera (covering {e.near_box_area:.0%} of "
+            f"the picture or more) or facing the screen, in {need}. People further away who are not "
+            "facing the screen are bystanders: counted, blurred in any image, never reported."
+        )
     if rule == "unrecognized_person":
-        return (f"The face at the desk is not the enrolled worker's in "
-                f"{r.unrecognized_person.consecutive_checks} scans in a row (identity check on the device).")
+        return (
+            f"The face at the desk is not the enrolled worker's in "
+            f"{r.unrecognized_person.consecutive_checks} scans in a row (identity check on the device)."
+        )
     if rule == "eating":
         return f"Food or a drink at the face in {need}."
     if rule == "idle_input":
         i = r.idle_input
-        return (f"No keyboard or mouse input reported for more than {i.idle_seconds / 60:.0f} min while the "
-                "worker is at the desk and not paused (only from the activity reports the desk computer sends).")
+        return (
+            f"No keyboard or mouse input reported for more than {i.idle_seconds / 60:.0f} min while the "
+            "worker is at the desk and not paused (only from the activity reports the desk computer sends)."
+        )
     if rule == "low_light":
         return "Too dark to check anything; then no other rule is applied to that scan."
     if rule == "camera_obstructed":
         return "The camera is covered or pointed away; then no other rule is applied to that scan."
     if rule == "pause_overrun":
-        return (f"A pause lasted more than its declared minutes plus {r.pause_overrun.grace_seconds:.0f} s "
-                "and the worker showed no sign of being back.")
+        return (
+            f"A pause lasted more than its declared minutes plus {r.pause_overrun.grace_seconds:.0f} s "
+            "and the worker showed no sign of being back."
+        )
     return ""
 
 
@@ -68,17 +80,23 @@ def explain(cfg: Config) -> str:
     shifts = "; ".join(f"{_days(sh.days)} {sh.start}-{sh.end}" for sh in s.shifts)
     add(f"- Only during working hours: {shifts} ({s.timezone} time). Never outside them.")
     if s.mode == "random":
-        add(f"- About {s.scans_per_hour:g} checks per hour at unpredictable times, at least "
-            f"{s.min_gap_minutes:g} min apart.")
+        add(
+            f"- About {s.scans_per_hour:g} checks per hour at unpredictable times, at least "
+            f"{s.min_gap_minutes:g} min apart."
+        )
     elif s.mode == "fixed":
         add(f"- Checks at fixed times only: {', '.join(s.fixed_times) or '(none listed)'}. No random checks.")
     else:
         add(f"- A check every {s.interval_seconds} s (test or installation mode).")
-    add(f"- A check takes {cam.burst_frames} still pictures over {cam.burst_seconds:g} s. The camera is "
-        "switched on only for that and off in between.")
+    add(
+        f"- A check takes {cam.burst_frames} still pictures over {cam.burst_seconds:g} s. The camera is "
+        "switched on only for that and off in between."
+    )
     if rule_enabled(cfg, "away_from_desk"):
-        add(f"- If nobody is at the desk, a second check follows "
-            f"{cfg.policy.rules.away_from_desk.confirm_after_seconds:.0f} s later to confirm.")
+        add(
+            f"- If nobody is at the desk, a second check follows "
+            f"{cfg.policy.rules.away_from_desk.confirm_after_seconds:.0f} s later to confirm."
+        )
     add("- No video and no sound are ever recorded. The pictures are analysed on the device and then discarded.")
     add("")
     add("WHAT IT CHECKS")
@@ -94,9 +112,11 @@ def explain(cfg: Config) -> str:
     add(f"WHAT IT SENDS (to {cfg.mqtt.host}, {'encrypted with TLS' if cfg.mqtt.tls.enabled else 'WITHOUT encryption'})")
     add("- For each finding: the rule, the time, a confidence and the outline boxes of what caused it.")
     if images:
-        add(f"- With most findings, one small picture (at most {ev.max_width}x{ev.max_height} pixels, "
+        add(
+            f"- With most findings, one small picture (at most {ev.max_width}x{ev.max_height} pixels, "
             f"{ev.max_bytes // 1000} KB), with the boxes drawn and bystanders' faces and bodies blurred "
-            "beyond recognition before the picture is made. No picture for idle input, pauses or darkness.")
+            "beyond recognition before the picture is made. No picture for idle input, pauses or darkness."
+        )
     else:
         add("- No pictures: no image ever leaves the device.")
     add("- For every check: a record of when it ran, which rules were applied and the outcome (no pictures).")
@@ -105,20 +125,36 @@ def explain(cfg: Config) -> str:
     add("")
     add("WHAT IT KEEPS ON THE DEVICE, AND FOR HOW LONG")
     if identity_allowed(cfg):
-        add("- The enrolled worker's face template, readable only by the device service, until re-enrolment "
-            "or removal. It is never sent.")
-    add(f"- Messages waiting while the network is down: at most {cfg.outbox.max_age_days} days"
-        + (f"; a picture that could not be delivered is deleted after {ev.retention_days} days "
-           "and its event says so." if images else "."))
-    add(f"- A log of every check and pause (times, rules, outcomes; no pictures) for {ev.retention_days} days. "
-        "The worker can read it on the device with 'deskwatch history'.")
+        add(
+            "- The enrolled worker's face template, readable only by the device service, until re-enrolment "
+            "or removal. It is never sent."
+        )
+    add(
+        f"- Messages waiting while the network is down: at most {cfg.outbox.max_age_days} days"
+        + (
+            f"; a picture that could not be delivered is deleted after {ev.retention_days} days and its event says so."
+            if images
+            else "."
+        )
+    )
+    add(
+        f"- A log of every check and pause (times, rules, outcomes; no pictures) for {ev.retention_days} days. "
+        "The worker can read it on the device with 'deskwatch history'."
+    )
     add("")
     add("PAUSES")
-    add(f"- 'deskwatch pause --reason \"fetch water\" --minutes 5' (1 to {cfg.policy.max_pause_minutes} min) "
-        "stops all checks; they restart by themselves when the time is up, or with 'deskwatch resume'.")
-    add("- Every pause and resume is logged with its reason."
-        + (" A pause that runs past its declared time without the worker coming back is reported as "
-           "pause_overrun." if "pause_overrun" in enabled else ""))
+    add(
+        f"- 'deskwatch pause --reason \"fetch water\" --minutes 5' (1 to {cfg.policy.max_pause_minutes} min) "
+        "stops all checks; they restart by themselves when the time is up, or with 'deskwatch resume'."
+    )
+    add(
+        "- Every pause and resume is logged with its reason."
+        + (
+            " A pause that runs past its declared time without the worker coming back is reported as pause_overrun."
+            if "pause_overrun" in enabled
+            else ""
+        )
+    )
     add(f"  (control socket: {control_socket_path(cfg)})")
     return "\n".join(lines) + "\n"
 
@@ -129,6 +165,13 @@ def effective_rules_table(cfg: Config) -> list[dict[str, object]]:
     for r in RULES:
         rc = getattr(cfg.policy.rules, r)
         thresholds = {k: v for k, v in vars(rc).items() if k != "enabled"}
-        out.append({"rule": r, "enabled": rule_enabled(cfg, r), "override": rc.enabled,
-                    "evidence": evidence_allowed(cfg, r), "thresholds": thresholds})
+        out.append(
+            {
+                "rule": r,
+                "enabled": rule_enabled(cfg, r),
+                "override": rc.enabled,
+                "evidence": evidence_allowed(cfg, r),
+                "thresholds": thresholds,
+            }
+        )
     return out

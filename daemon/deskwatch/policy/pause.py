@@ -41,7 +41,7 @@ class PauseInfo:
 def check_pause_request(reason: object, minutes: object, max_minutes: int = 120) -> tuple[str, int]:
     """Validate a pause request; returns (reason, minutes) or raises PauseError."""
     if not isinstance(reason, str) or not reason.strip():
-        raise PauseError("a pause needs a reason, e.g. \"fetch water\"")
+        raise PauseError('a pause needs a reason, e.g. "fetch water"')
     text = " ".join(reason.split())
     if len(text) > MAX_REASON:
         raise PauseError(f"the reason is {len(text)} characters; keep it to {MAX_REASON}")

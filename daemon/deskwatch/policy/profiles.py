@@ -96,8 +96,4 @@ def identity_allowed(cfg: Config) -> bool:
 
 def evidence_allowed(cfg: Config, rule: str) -> bool:
     """May a finding of ``rule`` carry a thumbnail?"""
-    return (
-        cfg.evidence.enabled
-        and profile_of(cfg).images_leave
-        and rule not in NO_EVIDENCE_RULES
-    )
+    return cfg.evidence.enabled and profile_of(cfg).images_leave and rule not in NO_EVIDENCE_RULES

@@ -69,16 +69,30 @@ def light_gate(analyses: list[FrameAnalysis], need: int) -> LightGate:
         if len(covered) >= len(dark):
             a = covered[0]
             conf = len(covered) / n
-            obs = RuleResult("violation", f"covered or pointed away in {len(covered)}/{n} frames", Finding(
-                "camera_obstructed", round(conf, 3), a.frame_index,
-                detail=f"no detail in the picture (contrast {a.light.contrast:.1f}, detail {a.light.detail:.2f})"))
+            obs = RuleResult(
+                "violation",
+                f"covered or pointed away in {len(covered)}/{n} frames",
+                Finding(
+                    "camera_obstructed",
+                    round(conf, 3),
+                    a.frame_index,
+                    detail=f"no detail in the picture (contrast {a.light.contrast:.1f}, detail {a.light.detail:.2f})",
+                ),
+            )
             low = RuleResult("skipped", "camera covered or pointed away")
         else:
             a = min(dark, key=lambda x: x.light.mean_luma)
             conf = len(dark) / n
-            low = RuleResult("violation", f"too dark in {len(dark)}/{n} frames", Finding(
-                "low_light", round(conf, 3), a.frame_index,
-                detail=f"too dark to check (mean brightness {a.light.mean_luma:.0f}/255)"))
+            low = RuleResult(
+                "violation",
+                f"too dark in {len(dark)}/{n} frames",
+                Finding(
+                    "low_light",
+                    round(conf, 3),
+                    a.frame_index,
+                    detail=f"too dark to check (mean brightness {a.light.mean_luma:.0f}/255)",
+                ),
+            )
             obs = RuleResult("skipped", "too dark to check")
     return LightGate(low, obs, usable, blocked)
 
@@ -148,7 +162,8 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
         if p.detection is not None and p.detection.score < away.min_person_score and p.face is None:
             return False
         return _inside_share(p.box, zone) >= away.min_overlap or (
-            p.face is not None and _contains(zone, *p.face.box.centre))
+            p.face is not None and _contains(zone, *p.face.box.centre)
+        )
 
     view = PeopleView(a)
     candidates = [p for p in people if at_desk(p)]
@@ -198,8 +213,7 @@ def held_phones(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detection,
                 if math.hypot(px - fx, py - fy) <= cfg.near_face_factor * p.face.box.height:
                     holder = p
                     break
-            if (p.detection is not None and _contains(p.box, px, py)
-                    and py <= p.box.y0 + cfg.held_zone * p.box.height):
+            if p.detection is not None and _contains(p.box, px, py) and py <= p.box.y0 + cfg.held_zone * p.box.height:
                 holder = p
                 break
         if holder is not None:
@@ -230,8 +244,9 @@ def food_at_face(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detection
 
 
 # -- the rules --------------------------------------------------------------------------
-def _finding(rule: str, frames: list[tuple[PeopleView, list[Detection], list[Face], float]],
-             n: int, detail: str) -> Finding:
+def _finding(
+    rule: str, frames: list[tuple[PeopleView, list[Detection], list[Face], float]], n: int, detail: str
+) -> Finding:
     """A finding from the frames where the condition held: the best frame is the
     evidence frame; confidence = mean detector score there x share of frames."""
     best = max(frames, key=lambda f: f[3])
@@ -245,9 +260,16 @@ def rule_away(views: list[PeopleView], need: int) -> RuleResult:
     empty = [v for v in views if v.worker is None]
     if len(empty) >= need:
         conf = round(len(empty) / n, 3)
-        return RuleResult("violation", f"nobody at the desk in {len(empty)}/{n} frames",
-                          Finding("away_from_desk", conf, empty[0].frame.frame_index,
-                                  detail=f"nobody at the desk in {len(empty)} of {n} frames"))
+        return RuleResult(
+            "violation",
+            f"nobody at the desk in {len(empty)}/{n} frames",
+            Finding(
+                "away_from_desk",
+                conf,
+                empty[0].frame.frame_index,
+                detail=f"nobody at the desk in {len(empty)} of {n} frames",
+            ),
+        )
     return RuleResult("pass", f"someone at the desk in {n - len(empty)}/{n} frames")
 
 
@@ -260,8 +282,11 @@ def rule_phone(views: list[PeopleView], need: int, policy: PolicyConfig) -> Rule
             dets, faces = p.evidence()
             hits.append((v, [ph, *dets], faces, ph.score))
     if len(hits) >= need:
-        return RuleResult("violation", f"phone held in {len(hits)}/{len(views)} frames",
-                          _finding("phone_use", hits, len(views), f"a phone held in {len(hits)} of {len(views)} frames"))
+        return RuleResult(
+            "violation",
+            f"phone held in {len(hits)}/{len(views)} frames",
+            _finding("phone_use", hits, len(views), f"a phone held in {len(hits)} of {len(views)} frames"),
+        )
     return RuleResult("pass", f"phone held in {len(hits)}/{len(views)} frames (need {need})")
 
 
@@ -278,8 +303,11 @@ def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
             hits.append((v, dets, faces, max(p.score for p in v.extras)))
     if len(hits) >= need:
         k = max(len(h[0].extras) for h in hits)
-        return RuleResult("violation", f"another person in {len(hits)}/{len(views)} frames",
-                          _finding("extra_person", hits, len(views), f"{k} other person(s) close to the camera or facing the screen"))
+        return RuleResult(
+            "violation",
+            f"another person in {len(hits)}/{len(views)} frames",
+            _finding("extra_person", hits, len(views), f"{k} other person(s) close to the camera or facing the screen"),
+        )
     return RuleResult("pass", f"another person in {len(hits)}/{len(views)} frames (need {need})")
 
 
@@ -299,8 +327,11 @@ def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) 
     if not unknown and not known:
         return RuleResult("skipped", "no face at the desk large enough to recognise")
     if len(unknown) >= need and len(unknown) > known:
-        return RuleResult("violation", f"unknown face in {len(unknown)}/{len(views)} frames",
-                          _finding("unrecognized_person", unknown, len(views), "the face at the desk is not the enrolled worker"))
+        return RuleResult(
+            "violation",
+            f"unknown face in {len(unknown)}/{len(views)} frames",
+            _finding("unrecognized_person", unknown, len(views), "the face at the desk is not the enrolled worker"),
+        )
     return RuleResult("pass", f"enrolled worker recognised in {known}/{len(views)} frames")
 
 
@@ -314,13 +345,17 @@ def rule_eating(views: list[PeopleView], need: int, policy: PolicyConfig) -> Rul
             hits.append((v, [food, *dets], faces, food.score))
     if len(hits) >= need:
         labels = sorted({h[1][0].label for h in hits})
-        return RuleResult("violation", f"food or drink at the face in {len(hits)}/{len(views)} frames",
-                          _finding("eating", hits, len(views), "food or drink at the face: " + ", ".join(labels)))
+        return RuleResult(
+            "violation",
+            f"food or drink at the face in {len(hits)}/{len(views)} frames",
+            _finding("eating", hits, len(views), "food or drink at the face: " + ", ".join(labels)),
+        )
     return RuleResult("pass", f"food or drink at the face in {len(hits)}/{len(views)} frames (need {need})")
 
 
-def rule_idle(views: list[PeopleView], need: int, policy: PolicyConfig,
-              idle: IdleReport | None, now: datetime) -> RuleResult:
+def rule_idle(
+    views: list[PeopleView], need: int, policy: PolicyConfig, idle: IdleReport | None, now: datetime
+) -> RuleResult:
     cfg = policy.rules.idle_input
     if idle is None:
         return RuleResult("skipped", "no activity report received")
@@ -333,15 +368,29 @@ def rule_idle(views: list[PeopleView], need: int, policy: PolicyConfig,
     idle_now = idle.idle_seconds + max(0.0, age)
     if idle_now > cfg.idle_seconds:
         best = next(v for v in views if v.worker is not None)
-        return RuleResult("violation", f"no input for {idle_now:.0f} s",
-                          Finding("idle_input", 0.9, best.frame.frame_index, evidence_allowed=False,
-                                  detail=f"no keyboard or mouse input for {idle_now / 60:.0f} min while at the desk"))
+        return RuleResult(
+            "violation",
+            f"no input for {idle_now:.0f} s",
+            Finding(
+                "idle_input",
+                0.9,
+                best.frame.frame_index,
+                evidence_allowed=False,
+                detail=f"no keyboard or mouse input for {idle_now / 60:.0f} min while at the desk",
+            ),
+        )
     return RuleResult("pass", f"last input {idle_now:.0f} s ago")
 
 
-def run_people_rules(usable: list[FrameAnalysis], views: list[PeopleView], need: int,
-                     policy: PolicyConfig, confirming: bool, idle: IdleReport | None,
-                     now: datetime) -> dict[str, RuleResult]:
+def run_people_rules(
+    usable: list[FrameAnalysis],
+    views: list[PeopleView],
+    need: int,
+    policy: PolicyConfig,
+    confirming: bool,
+    idle: IdleReport | None,
+    now: datetime,
+) -> dict[str, RuleResult]:
     """Every rule over the checkable frames of one burst."""
     del usable, confirming  # the views carry the frames; confirmation is the engine's
     return {
