@@ -21,20 +21,77 @@ class VisionConfig:
     """On-device detectors."""
 
     light: LightConfig = field(default_factory=LightConfig, metadata={"doc": "Light and obstruction check."})
-    models_dir: str | None = setting(None, doc="Directory holding the model files and models/manifest.yaml. Empty: the installed models (/usr/share/deskwatch/models, or the package's models/), else the source checkout's models/.", path="dir", example="/usr/share/deskwatch/models")
-    threads: int = setting(2, doc="Threads each TFLite interpreter may use (a Pi Zero 2 W has 4 cores; leave some for the rest of the system).", minimum=1, maximum=8)
-    object_precision: Literal["int8", "float"] = setting("int8", doc="Which build of the object detector to run: int8 (fast, quantized; the default) or float (the reference it was checked against).")
-    object_threshold: float = setting(0.35, doc="Score an object detection needs, for labels not listed in label_thresholds.", minimum=0.01, maximum=1.0)
-    label_thresholds: dict[str, float] = setting(default_factory=lambda: dict(DEFAULT_LABEL_THRESHOLDS), doc="Per-label score thresholds of the object detector, by COCO label name (person, cell phone, cup, ...).", example={"person": 0.35, "cell phone": 0.35, "cup": 0.4})
-    object_nms_iou: float = setting(0.6, doc="Two boxes of the same label overlapping more than this (IoU) are one object.", minimum=0.05, maximum=1.0)
-    phone_second_pass: bool = setting(True, doc="Look again for phones in an enlarged crop around each face, keeping phone-sized boxes at an ear or in front of the face (a phone held to the ear is small and mostly hidden by the hand: the whole-frame pass misses most of them).")
-    phone_pass_threshold: float = setting(0.3, doc="Score a phone found by the second pass (at a face) needs.", minimum=0.01, maximum=1.0)
-    phone_pass_max_persons: int = setting(1, doc="At most this many faces (the largest: the worker at the desk first) get the second phone pass; each costs one more detector run.", minimum=0, maximum=10)
+    models_dir: str | None = setting(
+        None,
+        doc="Directory holding the model files and models/manifest.yaml. Empty: the installed models (/usr/share/deskwatch/models, or the package's models/), else the source checkout's models/.",
+        path="dir",
+        example="/usr/share/deskwatch/models",
+    )
+    threads: int = setting(
+        2,
+        doc="Threads each TFLite interpreter may use (a Pi Zero 2 W has 4 cores; leave some for the rest of the system).",
+        minimum=1,
+        maximum=8,
+    )
+    object_precision: Literal["int8", "float"] = setting(
+        "int8",
+        doc="Which build of the object detector to run: int8 (fast, quantized; the default) or float (the reference it was checked against).",
+    )
+    object_threshold: float = setting(
+        0.35,
+        doc="Score an object detection needs, for labels not listed in label_thresholds.",
+        minimum=0.01,
+        maximum=1.0,
+    )
+    label_thresholds: dict[str, float] = setting(
+        default_factory=lambda: dict(DEFAULT_LABEL_THRESHOLDS),
+        doc="Per-label score thresholds of the object detector, by COCO label name (person, cell phone, cup, ...).",
+        example={"person": 0.35, "cell phone": 0.35, "cup": 0.4},
+    )
+    object_nms_iou: float = setting(
+        0.6,
+        doc="Two boxes of the same label overlapping more than this (IoU) are one object.",
+        minimum=0.05,
+        maximum=1.0,
+    )
+    phone_second_pass: bool = setting(
+        True,
+        doc="Look again for phones in an enlarged crop around each face, keeping phone-sized boxes at an ear or in front of the face (a phone held to the ear is small and mostly hidden by the hand: the whole-frame pass misses most of them).",
+    )
+    phone_pass_threshold: float = setting(
+        0.3, doc="Score a phone found by the second pass (at a face) needs.", minimum=0.01, maximum=1.0
+    )
+    phone_pass_max_persons: int = setting(
+        1,
+        doc="At most this many faces (the largest: the worker at the desk first) get the second phone pass; each costs one more detector run.",
+        minimum=0,
+        maximum=10,
+    )
     face_threshold: float = setting(0.5, doc="Score a face detection needs (BlazeFace).", minimum=0.05, maximum=1.0)
-    face_nms_iou: float = setting(0.3, doc="Face boxes overlapping more than this are blended into one face.", minimum=0.05, maximum=1.0)
-    face_in_persons: bool = setting(True, doc="Also look for faces in each person's upper body (finds faces too small for the whole-frame pass).")
-    identity_tolerance: float = setting(0.6, doc="Largest face-encoder distance at which a face still counts as the enrolled worker (face_recognition's default is 0.6; lower is stricter).", minimum=0.1, maximum=1.0)
-    identity_min_face_px: int = setting(40, doc="Faces smaller than this (pixels, box height) are not identity-checked: the encoder is unreliable on them.", minimum=16, maximum=1000)
+    face_nms_iou: float = setting(
+        0.3, doc="Face boxes overlapping more than this are blended into one face.", minimum=0.05, maximum=1.0
+    )
+    face_in_persons: bool = setting(
+        True, doc="Also look for faces in each person's upper body (finds faces too small for the whole-frame pass)."
+    )
+    identity_tolerance: float = setting(
+        0.6,
+        doc="Largest face-encoder distance at which a face still counts as the enrolled worker (face_recognition's default is 0.6; lower is stricter).",
+        minimum=0.1,
+        maximum=1.0,
+    )
+    identity_min_face_px: int = setting(
+        60,
+        doc="Faces smaller than this (pixels, box height) are not identity-checked: the encoder is unreliable on them and they belong to people far from the desk.",
+        minimum=16,
+        maximum=1000,
+    )
+    identity_max_faces: int = setting(
+        3,
+        doc="At most this many faces per frame (the largest) are identity-checked; each costs one encoder run (~0.1-0.3 s on a Pi).",
+        minimum=1,
+        maximum=20,
+    )
 
     def validate(self, report: Report) -> None:
         for label, value in self.label_thresholds.items():

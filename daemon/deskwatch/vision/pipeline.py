@@ -82,7 +82,9 @@ class Vision:
         if self._encoder is None:
             self._encoder = FaceEncoder()
         v = self.cfg.vision
-        self._identity = IdentityChecker(self._encoder, templates, v.identity_tolerance, v.identity_min_face_px)
+        self._identity = IdentityChecker(
+            self._encoder, templates, v.identity_tolerance, v.identity_min_face_px, v.identity_max_faces
+        )
         log.info("identity check on: %d templates for worker %s", len(templates), self.cfg.device.worker_id)
 
     @property
