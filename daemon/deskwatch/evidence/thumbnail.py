@@ -110,7 +110,7 @@ def render(frame: Frame, finding: Finding, analysis: FrameAnalysis, cfg: Config)
     img = Image.fromarray(safe, "RGB")
     size = fit_size(img.width, img.height, cfg.evidence.max_width, cfg.evidence.max_height)
     if size != img.size:
-        img = img.resize(size, Image.Resampling.LANCZOS)
+        img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     _draw(img, finding.detections, finding.faces)
     return img
 
