@@ -314,10 +314,13 @@ def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
 def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
     """This scan's verdict only; the engine turns it into N scans in a row."""
     cfg = policy.rules.unrecognized_person
-    unknown, known = [], 0
+    unknown, known, unchecked = [], 0, 0
     for v in views:
         f = v.worker.face if v.worker else None
-        if f is None or f.identity is None or f.box.height < cfg.min_face_height:
+        if f is None or f.box.height < cfg.min_face_height:
+            continue
+        if f.identity is None:
+            unchecked += 1
             continue
         if f.identity == "unknown":
             d = [v.worker.detection] if v.worker and v.worker.detection else []
@@ -325,6 +328,8 @@ def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) 
         elif f.identity == "worker":
             known += 1
     if not unknown and not known:
+        if unchecked:
+            return RuleResult("skipped", "no identity result (is the worker enrolled?)")
         return RuleResult("skipped", "no face at the desk large enough to recognise")
     if len(unknown) >= need and len(unknown) > known:
         return RuleResult(
