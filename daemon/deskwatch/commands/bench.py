@@ -195,7 +195,7 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
     result: dict[str, Any] = {
         "runtime": f"{rt.name} {rt.version}",
         "threads": cfg.vision.threads,
-        "object_precision": cfg.vision.object_precision,
+        "object_precision": vision.precision,
         "frames": len(e2e),
         "frame_size": [cfg.camera.width, cfg.camera.height],
         "photos": str(photos),

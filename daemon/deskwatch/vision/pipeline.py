@@ -34,6 +34,13 @@ PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes i
 FACE_CROP_SMALL = 0.6  # people taller than this share of the frame: the whole-frame pass sees their face
 
 
+def object_precision(configured: str, runtime: str) -> str:
+    """int8 or float: ``auto`` picks int8 only where it is fast (ai-edge-litert)."""
+    if configured != "auto":
+        return configured
+    return "int8" if runtime == "ai-edge-litert" else "float"
+
+
 def identity_allowed(cfg: Config) -> bool:
     return cfg.policy.profile not in NO_IDENTITY_PROFILES
 
@@ -45,8 +52,9 @@ class Vision:
         self.cfg = cfg
         v = cfg.vision
         self.store = store or ModelStore(v, runtime=runtime)
+        self.precision = object_precision(v.object_precision, self.store.runtime_name())
         self.objects = ObjectDetector(
-            self.store.load(OBJECT_MODELS[v.object_precision]),
+            self.store.load(OBJECT_MODELS[self.precision]),
             thresholds=v.label_thresholds,
             default_threshold=v.object_threshold,
             nms_iou=v.object_nms_iou,

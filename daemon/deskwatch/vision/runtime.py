@@ -272,6 +272,10 @@ class ModelStore:
             )
             return model
 
+    def runtime_name(self) -> str:
+        """The runtime this store loads with (imports it if needed)."""
+        return load_runtime(self._runtime_pref).name
+
     def loaded(self) -> dict[str, str]:
         """file -> sha256 of every model loaded so far."""
         return {m.file: m.sha256 for m in self._models.values()}
