@@ -1,0 +1,78 @@
+"""A second broker engine for the delivery tests: NATS with its MQTT 3.1.1 listener.
+
+Debian's ``nats-server`` (2.9) speaks MQTT 3.1.1 only and starts in ~0.05 s; QoS 1
+needs JetStream, which keeps sessions and retained messages in ``store_dir``. The
+tests install nothing: without the binary they skip and say which package to add.
+
+Fixture (register with ``pytest_plugins = [..., "tests.support.brokers_other"]``):
+``nats_broker`` -> a started :class:`NatsBroker` with ``port`` (MQTT), ``stop()``,
+``start()``, ``restart()``; stopped at teardown.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.support.mosquitto import free_port, wait_port
+
+NATS_SERVER = shutil.which("nats-server")
+
+
+@dataclass
+class NatsBroker:
+    workdir: Path
+    port: int  # MQTT listener
+    client_port: int
+    proc: subprocess.Popen[bytes] | None = None
+    host = "127.0.0.1"
+    tls = False
+    pki = None
+
+    @property
+    def conf(self) -> Path:
+        return self.workdir / "nats.conf"
+
+    def write_conf(self) -> None:
+        self.conf.write_text(
+            "server_name: deskwatch-test\n"
+            f"listen: 127.0.0.1:{self.client_port}\n"
+            f'jetstream {{ store_dir: "{self.workdir / "js"}" }}\n'
+            f'mqtt {{ listen: 127.0.0.1:{self.port}, ack_wait: "2s" }}\n'
+        )
+
+    def start(self) -> None:
+        assert NATS_SERVER is not None
+        with open(self.workdir / "nats.log", "ab") as log:
+            self.proc = subprocess.Popen([NATS_SERVER, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT)
+        wait_port(self.port, 10, self.proc)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@pytest.fixture
+def nats_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsBroker]:
+    if NATS_SERVER is None:
+        pytest.skip("nats-server is not installed (Debian package nats-server; tools/bootstrap.sh installs it)")
+    broker = NatsBroker(tmp_path_factory.mktemp("nats"), free_port(), free_port())
+    broker.write_conf()
+    broker.start()
+    yield broker
+    broker.stop()
