@@ -207,6 +207,8 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     logger.info(
         "collector %s in group %s; evidence kept %.4g days", settings.client_id, settings.group, args.retention_days
     )
+    if not subscriber.subscribed.wait(15):
+        logger.warning("no SUBACK from %s:%d yet; still trying", settings.host, settings.port)
     print(f"READY {json.dumps({'http': web.url if web else None, 'client_id': settings.client_id})}", flush=True)
     last = time.monotonic()
     while not stop.wait(0.5):
@@ -219,6 +221,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
         web.stop()
     subscriber.stop()
     logger.info("collector counters at exit: %s", json.dumps(stats.snapshot(), sort_keys=True))
+    print(f"COUNTERS {json.dumps(stats.snapshot(), sort_keys=True)}", flush=True)
     return 0
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections import Counter
+from collections import Counter, deque
 from datetime import datetime
 from typing import Any
 
@@ -26,19 +26,31 @@ logger = logging.getLogger(__name__)
 
 
 class IngestStats:
-    """Thread-safe counters: stored/duplicate per kind, rejected per reason."""
+    """Thread-safe counters (stored/duplicate per kind, rejected per reason) and batch timings."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        self._batch_ms: deque[float] = deque(maxlen=5000)
 
     def add(self, key: str, n: int = 1) -> None:
         with self._lock:
             self.counts[key] += n
 
-    def snapshot(self) -> dict[str, int]:
+    def batch(self, seconds: float, size: int) -> None:
         with self._lock:
-            return dict(self.counts)
+            self._batch_ms.append(seconds * 1000)
+            self.counts["batches"] += 1
+            self.counts["batched_messages"] += size
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = dict(self.counts)
+            timings = sorted(self._batch_ms)
+        if timings:
+            out["batch_ms_p50"] = round(timings[len(timings) // 2], 2)
+            out["batch_ms_p95"] = round(timings[min(len(timings) - 1, int(len(timings) * 0.95))], 2)
+        return out
 
 
 def epoch(text: str) -> float:

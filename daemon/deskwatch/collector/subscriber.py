@@ -124,6 +124,7 @@ class Subscriber:
         self._generation = 0
         self._rejects = _RejectLog()
         self._writer: threading.Thread | None = None
+        self._last_connect_fail = -1e9
         self.client = self._make_client()
 
     # -- MQTT side --------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class Subscriber:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_connect_fail = self._on_connect_fail
         client.reconnect_delay_set(1, 10)
         return client
 
@@ -166,6 +168,12 @@ class Subscriber:
             getattr(flags, "session_present", "?"),
         )
         client.subscribe(subscriptions(self.settings.group))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        now = time.monotonic()
+        if now - self._last_connect_fail > 60:
+            self._last_connect_fail = now
+            logger.warning("cannot reach the broker at %s:%d; retrying", self.settings.host, self.settings.port)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, rcs: Any, props: Any) -> None:
         failed = [str(rc) for rc in rcs if rc.is_failure]
@@ -242,7 +250,9 @@ class Subscriber:
         delay = 0.2
         while True:
             try:
+                began = time.monotonic()
                 stored = self._commit(batch)
+                self.stats.batch(time.monotonic() - began, len(batch))
                 break
             except StoreUnavailable as exc:
                 if self._stop.is_set():
