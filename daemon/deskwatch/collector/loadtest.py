@@ -21,6 +21,7 @@ and loss (every published event, evidence and scan must be in the database, no s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import heapq
 import json
 import os
@@ -140,10 +141,8 @@ class Connection(threading.Thread):
         missing = 0
         for info in self.infos:
             left = max(0.01, deadline - time.monotonic())
-            try:
+            with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(left)
-            except (RuntimeError, ValueError):
-                pass
             if not info.is_published():
                 missing += 1
         self.client.disconnect()
