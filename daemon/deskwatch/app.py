@@ -70,11 +70,11 @@ class Daemon:
         models = self.vision.model_hashes() if hasattr(self.vision, "model_hashes") else {}
         self.delivery = parts.delivery or self._build_delivery(models)
         self.notifier = parts.notifier or self._build_notifier()
-        self.control = parts.control
+        self.control = parts.control or self._build_control()
         self.started_mono = self.clock.monotonic()
         self._next_purge = self.started_mono
         from .contract import payloads
-        from .evidence.thumbnail import make_evidence
+        from .evidence.thumbnail import build_evidence
         from .policy.engine import PolicyContext
 
         self._context_type = PolicyContext
@@ -87,7 +87,7 @@ class Daemon:
             self.delivery,
             self.clock,
             make_context=self._context,
-            make_evidence=make_evidence,
+            make_evidence=build_evidence,
             payloads=payloads,
             stop=self.stop_event,
             on_record=self.audit.record_scan,
@@ -132,6 +132,15 @@ class Daemon:
 
         return Delivery(self.cfg, version=__version__, models=models)
 
+    def _build_control(self) -> Any:
+        from .control import ControlServer, control_socket_path, pause_status
+
+        return ControlServer(
+            control_socket_path(self.cfg),
+            lambda kind, body: self.handle_command(kind, body, source="local"),
+            status=lambda: pause_status(self.policy, self.clock.now()),
+        )
+
     def _build_notifier(self) -> Any:
         from .service.notify import Notifier
 
@@ -141,14 +150,18 @@ class Daemon:
         return self._context_type(now=self.clock.now(), trigger=trigger, confirming=confirming)
 
     # -- commands (MQTT and control socket threads) --------------------------------------
-    def handle_command(self, kind: str, body: dict[str, Any]) -> None:
-        """Apply a validated command. Raises CommandRejected with a reason for ok:false."""
+    def handle_command(self, kind: str, body: dict[str, Any], source: str = "mqtt") -> None:
+        """Apply a validated command (from MQTT or the local control socket).
+
+        Raises the delivery layer's CommandRejected with a reason, which becomes an
+        ``ok: false`` result for the sender.
+        """
         from .mqtt.commands import CommandRejected as DeliveryRejected
 
         now = self.clock.now()
         try:
             if kind == "pause":
-                self.policy.pause(body["reason"], int(body["minutes"]), now)
+                self.policy.pause(body["reason"], int(body["minutes"]), now, source=source)
                 log.info(
                     "paused for %d min: %s",
                     int(body["minutes"]),
@@ -156,7 +169,7 @@ class Daemon:
                     extra={"journal": {"DESKWATCH_EVENT": "pause"}},
                 )
             elif kind == "resume":
-                self.policy.resume(now)
+                self.policy.resume(now, source=source)
                 log.info("resumed", extra={"journal": {"DESKWATCH_EVENT": "resume"}})
             elif kind == "scan":
                 if not self.policy.profile.random_scans:
@@ -188,7 +201,11 @@ class Daemon:
             signal.signal(signal.SIGINT, self._on_signal)
         self.delivery.start()
         if self.control is not None:
-            self.control.start()
+            try:
+                self.control.start()
+            except OSError as exc:  # MQTT pause still works; the worker's local button does not
+                log.error("local control socket unavailable (deskwatch pause/resume will not work): %s", exc)
+                self.control = None
         self.watchdog.register("scan_loop")
         self.watchdog.watch("publisher", self.delivery.progress)
         self.watchdog_thread = self._watchdog_thread()

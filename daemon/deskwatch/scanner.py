@@ -45,7 +45,8 @@ class Outbox(Protocol):
     def send_scan(self, payload: dict[str, Any]) -> None: ...
 
 
-EvidenceMaker = Callable[[Frame, Finding, FrameAnalysis, "Config"], "Evidence | None"]
+# build_evidence: (thumbnail, None) or (None, why not: "disabled", "profile", "rule", "too_large")
+EvidenceMaker = Callable[[Frame, Finding, FrameAnalysis, "Config"], "tuple[Evidence | None, str | None]"]
 ContextMaker = Callable[[str, bool], "PolicyContext"]
 
 
@@ -251,16 +252,12 @@ class Scanner:
     def _evidence_for(
         self, finding: Finding, frames: list[Frame], analyses: list[FrameAnalysis]
     ) -> tuple[Evidence | None, str | None]:
-        if not finding.evidence_allowed:
-            return None, "not allowed for this rule or profile"
-        if not self.cfg.evidence.enabled:
-            return None, "evidence disabled in config"
+        """The thumbnail, or None and the reason the event carries instead."""
         if self.make_evidence is None or not frames:
-            return None, "no frame"
+            return None, "no_frame"
         i = min(max(finding.frame_index, 0), len(frames) - 1)
         try:
-            evidence = self.make_evidence(frames[i], finding, analyses[i], self.cfg)
+            return self.make_evidence(frames[i], finding, analyses[i], self.cfg)
         except Exception:  # evidence must never cost the event itself
             log.exception("evidence for %s failed; sending the event without it", finding.type)
-            return None, "thumbnail failed"
-        return (evidence, None) if evidence is not None else (None, "withheld by policy or size cap")
+            return None, "failed"
