@@ -195,3 +195,59 @@ def test_window_queues_when_the_broker_is_away(xvfb: Xvfb, make_broker: Any, des
         assert (tmp_path / "queue.json").exists()
     finally:
         win.close()
+
+
+def test_window_command_opens_and_closes_on_sigterm(
+    xvfb: Xvfb, mosquitto: Broker, desk_config: Any, tmp_path: Path
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deskwatch.desk.cli",
+            "window",
+            "--config",
+            str(desk_config(mosquitto)),
+            "--state-dir",
+            str(tmp_path),
+        ],
+        env=xvfb.env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        found = xvfb.run("xdotool", "search", "--sync", "--name", "deskwatch - desk desk-a", check=False)
+        assert found.returncode == 0 and found.stdout.strip()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, log = proc.communicate(timeout=10)
+    assert proc.returncode == 0, log
+    assert "connected to broker" in log
+
+
+def test_window_command_without_a_display_says_so(mosquitto: Broker, desk_config: Any, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "deskwatch.desk.cli",
+            "window",
+            "--config",
+            str(desk_config(mosquitto)),
+            "--state-dir",
+            str(tmp_path),
+        ],
+        env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 69
+    assert "cannot open a window" in done.stderr and "deskwatch-desk pause" in done.stderr

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import logging
+import signal
+import sys
 import time
 import tkinter as tk
 from pathlib import Path
@@ -179,10 +181,12 @@ def run_window(cfg: Config, state_dir: Path) -> int:
     try:
         root = tk.Tk()
     except tk.TclError as exc:
-        print(f"cannot open a window ({exc}); use 'deskwatch-desk pause' and 'resume' instead")
+        print(f"cannot open a window ({exc}); use 'deskwatch-desk pause' and 'resume' instead", file=sys.stderr)
         return 69
     session = DeskSession(cfg, state_dir, monotonic=time.monotonic)
-    PauseWindow(root, session)
+    window = PauseWindow(root, session)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: root.after(0, window.close))
     session.start()
     root.mainloop()
     return 0
