@@ -5,6 +5,7 @@ reach today (noted next to it), so that a decoding, preprocessing or threshold
 regression breaks them while a one-box wobble does not.
 """
 
+# ruff: noqa: F811  (the fixtures are imported below until conftest registers tests.support.vision)
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.support.vision import (  # noqa: F401  (fixtures, until conftest registers tests.support.vision)
+from tests.support.vision import (  # noqa: F401
     Photo,
     float_detections,
     int8_analyses,

@@ -59,12 +59,12 @@ def test_corrupted_model_is_refused_naming_the_file_and_the_fix(models_copy: Pat
 
 def test_missing_and_unlisted_models_are_refused(models_copy: Path) -> None:
     store = ModelStore(VisionConfig(models_dir=str(models_copy)))
-    with pytest.raises(ModelError, match="nanodet_g416_int8.tflite.*reinstall"):
+    with pytest.raises(ModelError, match=r"nanodet_g416_int8\.tflite.*reinstall"):
         store.load("nanodet_g416_int8.tflite")  # listed, but the file is not in the copy
     with pytest.raises(ModelError, match="not listed"):
         store.load("other.tflite")
     (models_copy / "manifest.yaml").unlink()
-    with pytest.raises(ModelError, match="manifest.yaml is missing"):
+    with pytest.raises(ModelError, match=r"manifest\.yaml is missing"):
         ModelStore(VisionConfig(models_dir=str(models_copy))).load(FACE)
 
 
