@@ -308,7 +308,14 @@ def check_models(run: SelftestRun) -> list[CheckResult]:
         return [CheckResult("models", FAIL, str(exc), remedy)]
     rows: list[CheckResult] = []
     files = sorted({e.file for e in manifest.values()})
-    in_use = {pipeline.OBJECT_MODELS[run.cfg.vision.object_precision], pipeline.FACE_MODEL}
+    precision = run.cfg.vision.object_precision
+    choose = getattr(pipeline, "object_precision", None)  # resolves "auto" by runtime
+    if choose is not None:
+        try:
+            precision = choose(precision, store.runtime_name())
+        except ModelError as exc:
+            return [CheckResult("models", FAIL, str(exc), "install a TFLite runtime: pip install ai-edge-litert")]
+    in_use = {pipeline.OBJECT_MODELS.get(precision, pipeline.OBJECT_MODELS["int8"]), pipeline.FACE_MODEL}
     for file in files:
         try:
             entry, _content = store.verify(file)
@@ -334,6 +341,19 @@ def check_models(run: SelftestRun) -> list[CheckResult]:
     if any(r.status == FAIL for r in rows):
         return rows
     rows.append(_inference_row(run, pipeline, store))
+    if pipeline.identity_allowed(run.cfg):
+        worker = run.cfg.device.worker_id
+        if pipeline.templates_exist(run.cfg):
+            rows.append(CheckResult("identity", PASS, f"worker {worker} enrolled"))
+        else:
+            rows.append(
+                CheckResult(
+                    "identity",
+                    WARN,
+                    f"worker {worker} is not enrolled: the identity check cannot run",
+                    f"with the worker at the desk: deskwatch enroll (profile {run.cfg.policy.profile} checks identity)",
+                )
+            )
     return rows
 
 

@@ -7,6 +7,7 @@ on the device: it is written where the technician asked and never published.
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from ..domain import Box, Frame, FrameAnalysis, LightReading
@@ -20,12 +21,14 @@ def annotate(
     desk_zone: list[float],
     light: LightReading | None = None,
 ) -> Image.Image:  # type: ignore[name-defined]  # noqa: F821 - Pillow imported lazily
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw, ImageFont
 
     image = Image.fromarray(frame.image, "RGB")
     draw = ImageDraw.Draw(image)
     w, h = image.size
     line = max(2, w // 320)
+    with contextlib.suppress(TypeError):  # Pillow >= 10.1 scales its built-in font
+        draw.font = ImageFont.load_default(size=max(12, h // 36))
 
     def px(box: Box) -> tuple[int, int, int, int]:
         x0, y0, x1, y1 = box.to_pixels(w, h)
@@ -49,7 +52,7 @@ def annotate(
             b = px(face.box)
             draw.rectangle(b, outline=FACE, width=line)
             label = f"face {face.score:.2f}" + (f" {face.identity}" if face.identity else "")
-            draw.text((b[0] + 3, max(0, b[1] - 12)), label, fill=FACE)
+            draw.text((b[0] + 3, max(0, b[1] - h // 30)), label, fill=FACE)
         light = light or analysis.light
     if light is not None:
         verdict = "OBSTRUCTED" if light.obstructed else ("TOO DARK" if light.low_light else "ok")
