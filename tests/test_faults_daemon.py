@@ -93,13 +93,13 @@ def test_2_sigkill_three_times_mid_publish_loses_nothing(tmp_path: Path, make_br
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     sessions: list[int] = []
     try:
-        for kill in range(3):
+        for _ in range(3):
             before = len(seen.on("/event"))
             proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
             try:
                 # Kill once this run has delivered a few hundred messages: mid-drain, in flight.
                 assert seen.wait_for(
-                    lambda ms: len([m for m in ms if m.topic.endswith("/event")]) >= before + 200, 30
+                    lambda ms, before=before: len([m for m in ms if m.topic.endswith("/event")]) >= before + 200, 30
                 ), proc.stderr.read().decode() if proc.poll() is not None and proc.stderr else "daemon too slow"
             finally:
                 os.kill(proc.pid, signal.SIGKILL)
