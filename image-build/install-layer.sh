@@ -80,12 +80,14 @@ in_root() { chroot "$ROOTFS" "${CHROOT_ENV[@]}" "$@"; }
 # -- the package ----------------------------------------------------------------------------
 log "building the deskwatch wheel"
 BUILD=$(mktemp -d)
-cp -r "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/daemon" "$BUILD/" 2>/dev/null || true
+# One snapshot of the tree for the wheel, the models and the example config, so they agree.
+cp -r "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/daemon" "$REPO/models" "$REPO/config.example.yaml" "$BUILD/" 2>/dev/null || true
 find "$BUILD" \( -name '__pycache__' -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 if ! ( cd "$BUILD" && "$HOST_PY" -m pip wheel --no-deps --no-build-isolation -q -w "$ROOTFS$STAGE/wheels" . ) >"$BUILD.log" 2>&1; then
   cat "$BUILD.log" >&2; log "building the wheel failed"; exit 1
 fi
-rm -rf "$BUILD" "$BUILD.log"
+rm -f "$BUILD.log"
+trap 'cleanup; rm -rf "$BUILD"' EXIT
 WHEEL=$(cd "$ROOTFS$STAGE/wheels" && ls deskwatch-*.whl | head -1)
 
 log "creating $VENV (system site packages: python3-systemd, and python3-picamera2 on the Pi)"
@@ -100,12 +102,13 @@ ln -sfn "$VENV/bin/deskwatch" "$ROOTFS/usr/local/bin/deskwatch"
 
 # -- models, docs, example config -----------------------------------------------------------------
 install -d -m 0755 "$ROOTFS/usr/share/deskwatch/models"
-for f in "$REPO"/models/*.tflite "$REPO"/models/*.yaml "$REPO"/models/*.txt; do
+for f in "$BUILD"/models/*.tflite "$BUILD"/models/*.yaml "$BUILD"/models/*.txt; do
   [ -e "$f" ] && install -m 0644 "$f" "$ROOTFS/usr/share/deskwatch/models/"
 done
 install -d -m 0755 "$ROOTFS/opt/deskwatch" "$ROOTFS/usr/share/doc/deskwatch"
 [ -f "$REPO/README.md" ] && install -m 0644 "$REPO/README.md" "$ROOTFS/opt/deskwatch/README.md"
-install -m 0644 "$REPO/config.example.yaml" "$ROOTFS/usr/share/doc/deskwatch/config.example.yaml"
+install -m 0644 "$BUILD/config.example.yaml" "$ROOTFS/usr/share/doc/deskwatch/config.example.yaml"
+[ -d "$BUILD/models/LICENSES" ] && cp -r "$BUILD/models/LICENSES" "$ROOTFS/usr/share/deskwatch/models/"
 [ -f "$REPO/hw-tests/README.md" ] && cp -r "$REPO/hw-tests" "$ROOTFS/opt/deskwatch/hw-tests"
 
 # -- units, user, directories --------------------------------------------------------------------

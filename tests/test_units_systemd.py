@@ -106,6 +106,8 @@ def test_provision_unit_runs_before_daemon_once_bundle_present() -> None:
     assert "deskwatch.service" in p["Before"][0]
     assert "provision --bundle /boot/firmware/deskwatch" in p["ExecStart"][0]
     assert "deskwatch-provision.service" in unit_settings(SERVICE)["After"][0]
+    # /etc/deskwatch is swapped in by rename(2): its parent must be writable, not bind-mounted
+    assert "/etc" in p["ReadWritePaths"][0].split()
 
 
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers missing")
