@@ -33,6 +33,8 @@ VENV = "/opt/deskwatch/venv"
 
 pytestmark = [
     pytest.mark.slow,
+    # a cold cache means debootstrap + pip downloads: minutes, past the suite's 300 s default
+    pytest.mark.timeout(1800),
     pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root"),
     pytest.mark.skipif(shutil.which("debootstrap") is None, reason="apt-get install debootstrap"),
     pytest.mark.skipif(
