@@ -32,8 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime"), help="force a TFLite runtime")
 
 
-def load_image(path: str) -> np.ndarray:
-    """RGB uint8 HxWx3, or SystemExit(2) with a clear message."""
+def load_image(path: str) -> np.ndarray | None:
+    """RGB uint8 HxWx3, or None after a clear message on stderr."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -43,12 +43,14 @@ def load_image(path: str) -> np.ndarray:
         print(f"deskwatch: image not found: {path}", file=sys.stderr)
     except (UnidentifiedImageError, OSError, ValueError) as exc:
         print(f"deskwatch: cannot read {path} as an image ({exc})", file=sys.stderr)
-    raise SystemExit(2)
+    return None
 
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     image = load_image(args.image)
+    if image is None:
+        return 2
     from ..vision.pipeline import build_vision
     from ..vision.runtime import ModelError
 
