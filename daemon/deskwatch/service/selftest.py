@@ -238,7 +238,8 @@ def check_camera(run: SelftestRun) -> list[CheckResult]:
         return [CheckResult("camera", WARN, f"camera stage not installed ({exc})", "reinstall deskwatch")]
     remedy = {
         "picamera2": "check the ribbon cable (contacts facing the board), camera_auto_detect=1 in "
-        "/boot/firmware/config.txt, and `rpicam-hello --list-cameras`",
+        "/boot/firmware/config.txt, and `rpicam-hello --list-cameras`; if the daemon is scanning right now, "
+        "run the selftest again in a minute",
         "v4l2": "check the USB cable and `v4l2-ctl --list-devices`; the service user needs the video group",
         "replay": "check camera.source points at an image, a directory of images or a video",
     }.get(cam.backend, "check the camera")
