@@ -172,3 +172,51 @@ def test_queue_keeps_only_the_latest_intent_and_drops_expired_pauses(tmp_path: P
     assert pause.payload_at(now + timedelta(minutes=5)) is None
     (tmp_path / "queue.json").write_text("{not json")
     assert q.take() == []
+
+
+# The per-desk block provisioning would generate for a companion (pattern ACLs cannot
+# derive "desk-a" from "desk-a-companion").
+COMPANION_ACL = """\
+user desk-a
+topic read deskwatch/v1/acme/desk-a/cmd/#
+topic read deskwatch/v1/acme/desk-a/activity
+topic write deskwatch/v1/acme/desk-a/#
+
+user desk-a-companion
+topic write deskwatch/v1/acme/desk-a/activity
+topic write deskwatch/v1/acme/desk-a/cmd/pause
+topic write deskwatch/v1/acme/desk-a/cmd/resume
+topic read deskwatch/v1/acme/desk-a/cmd/result
+topic read deskwatch/v1/acme/desk-a/scan
+topic read deskwatch/v1/acme/desk-a/event
+topic read deskwatch/v1/acme/desk-a/evidence/+
+topic read deskwatch/v1/acme/desk-a/status
+"""
+
+
+def test_own_credentials_over_tls_with_a_companion_acl(
+    make_broker: Any, make_fake_appliance: Any, desk_config: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broker = make_broker(tls=True, passwords={"desk-a": "secret-a", "desk-a-companion": "secret-c"}, acl=COMPANION_ACL)
+    appliance = make_fake_appliance(broker, username="desk-a", password="secret-a")
+    good = desk_config(broker, username="desk-a-companion", password="secret-c")
+    assert desk(good, tmp_path, "pause", "--reason", "fetch water", "--minutes", "5", "--wait", "5") == 0
+    assert appliance.received[-1][0] == "pause"
+
+    bad = desk_config(broker, device_id="desk-a", username="desk-a-companion", password="wrong")
+    assert desk(bad, tmp_path, "resume", "--wait", "2") == 69
+    err = capsys.readouterr().err
+    assert "refused the connection" in err and "mqtt.username/password_file" in err and "queued" in err
+
+
+def test_plain_mqtt_to_a_remote_broker_is_refused_as_a_config_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "remote.yaml"
+    cfg.write_text(
+        "device: {id: desk-a, site: acme, worker_id: w-1}\nmqtt: {host: 192.0.2.10, port: 1883, tls: {enabled: false}}\n"
+    )
+    with pytest.raises(SystemExit) as exc:
+        desk(cfg, tmp_path, "resume")
+    assert exc.value.code == 78
+    assert "mqtt.tls.enabled: plain MQTT to 192.0.2.10" in capsys.readouterr().err

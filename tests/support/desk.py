@@ -91,17 +91,35 @@ mqtt:
   reconnect_min_seconds: 0.1
   reconnect_max_seconds: 1.0
   connect_timeout_seconds: 3
-  tls: {{enabled: false}}
-camera: {{backend: replay, source: /nonexistent/is-not-read-by-the-companion.jpg}}
+  tls: {tls}
+{credentials}camera: {{backend: replay, source: /nonexistent/is-not-read-by-the-companion.jpg}}
 policy: {{profile: full}}
 """
 
 
 @pytest.fixture
 def desk_config(tmp_path: Path) -> Callable[..., Path]:
-    def write(broker: Any, *, device_id: str = "desk-a", port: int | None = None) -> Path:
+    def write(
+        broker: Any,
+        *,
+        device_id: str = "desk-a",
+        port: int | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> Path:
         path = tmp_path / f"desk-{device_id}.yaml"
-        path.write_text(DESK_CONFIG.format(device_id=device_id, port=port or broker.port))
+        tls = "{enabled: false}"
+        if broker is not None and broker.tls:
+            tls = f"{{enabled: true, ca_file: {broker.pki.ca_crt}}}"
+        credentials = ""
+        if username:
+            secret = tmp_path / f"{username}.password"
+            secret.write_text((password or "") + "\n")
+            secret.chmod(0o600)
+            credentials = f"  username: {username}\n  password_file: {secret}\n"
+        path.write_text(
+            DESK_CONFIG.format(device_id=device_id, port=port or broker.port, tls=tls, credentials=credentials)
+        )
         return path
 
     return write
@@ -110,7 +128,15 @@ def desk_config(tmp_path: Path) -> Callable[..., Path]:
 class FakeAppliance:
     """Stands in for the daemon on the broker: answers commands, publishes scans and events."""
 
-    def __init__(self, broker: Any, *, device_id: str = "desk-a", site: str = "acme") -> None:
+    def __init__(
+        self,
+        broker: Any,
+        *,
+        device_id: str = "desk-a",
+        site: str = "acme",
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         from deskwatch.config import load_config_text
 
         self.cfg = load_config_text(f"device: {{id: {device_id}, site: {site}, worker_id: w-1}}\n")
@@ -124,6 +150,10 @@ class FakeAppliance:
             [(self.prefix + t, 1) for t in ("cmd/pause", "cmd/resume", "activity")]
         )
         self.client.on_subscribe = lambda c, u, mid, rcs, p: self.ready.set()
+        if broker.tls:
+            self.client.tls_set(ca_certs=str(broker.pki.ca_crt))
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
@@ -204,8 +234,8 @@ class FakeAppliance:
 def make_fake_appliance() -> Iterator[Callable[[Any], FakeAppliance]]:
     made: list[FakeAppliance] = []
 
-    def make(broker: Any) -> FakeAppliance:
-        made.append(FakeAppliance(broker))
+    def make(broker: Any, **kwargs: Any) -> FakeAppliance:
+        made.append(FakeAppliance(broker, **kwargs))
         return made[-1]
 
     yield make

@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from .link import default_config_path, user_state_dir
+from .link import LinkSetupError, default_config_path, user_state_dir
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         from .window import run_window
 
         return run_window(cfg, state_dir)
+    except LinkSetupError as exc:
+        print(f"deskwatch-desk: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return EXIT_OK
     except SystemExit:

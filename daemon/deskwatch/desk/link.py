@@ -37,6 +37,10 @@ logger = logging.getLogger(__name__)
 MessageHandler = Callable[[str, bytes], None]  # (topic suffix, payload)
 
 
+class LinkSetupError(Exception):
+    """The mqtt settings cannot be used as they are (the message says which and why)."""
+
+
 def load_desk_config(path: str | Path) -> Config:
     """``device.*`` and ``mqtt.*`` of an appliance-format file; raises ConfigError."""
     from ..config import load_config
@@ -101,16 +105,19 @@ class DeskLink:
             min_delay=max(1, round(m.reconnect_min_seconds)), max_delay=max(1, round(m.reconnect_max_seconds))
         )
         if m.tls.enabled:
-            self.client.tls_set(
-                ca_certs=m.tls.ca_file,
-                certfile=m.tls.cert_file,
-                keyfile=m.tls.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            try:
+                self.client.tls_set(
+                    ca_certs=m.tls.ca_file,
+                    certfile=m.tls.cert_file,
+                    keyfile=m.tls.key_file,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise LinkSetupError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from None
         elif not is_loopback(m.host):
             if not m.allow_insecure:
-                raise ValueError(
+                raise LinkSetupError(
                     f"mqtt.tls.enabled is false but broker {m.host} is not on loopback; "
                     "set mqtt.allow_insecure: true only for a lab setup"
                 )
@@ -118,7 +125,10 @@ class DeskLink:
         if m.username:
             password = None
             if m.password_file:
-                password = Path(m.password_file).read_text(encoding="utf-8").strip("\r\n")
+                try:
+                    password = Path(m.password_file).read_text(encoding="utf-8").strip("\r\n")
+                except (OSError, UnicodeDecodeError) as exc:
+                    raise LinkSetupError(f"cannot read mqtt.password_file {m.password_file}: {exc}") from None
             self.client.username_pw_set(m.username, password)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
