@@ -182,3 +182,21 @@ def test_bad_config_exits_78(tmp_path: Path) -> None:
         env={**os.environ},
     )
     assert proc.returncode == 78 and "Traceback" not in proc.stderr
+
+
+def test_framing_rows() -> None:
+    from deskwatch.config import load_config_text
+    from deskwatch.domain import Box, Detection, Face, FrameAnalysis, LightReading
+
+    cfg = load_config_text("device: {id: d, site: s, worker_id: w}\npolicy: {desk_zone: [0.2, 0.0, 0.8, 1.0]}\n")
+    light = LightReading(120.0, 50.0, 0.02, 8.0, False, False)
+    seat = Detection("person", 0.8, Box(0.3, 0.2, 0.7, 1.0))
+    face = Face(Box(0.4, 0.25, 0.55, 0.45), 0.9)
+    run = SelftestRun(cfg)
+    run.analysis = FrameAnalysis(0, light, [seat], [face])
+    assert selftest.check_framing(run)[0].status == PASS
+    run.analysis = FrameAnalysis(0, light, [seat, Detection("person", 0.7, Box(0.45, 0.1, 0.75, 0.9))], [face])
+    assert "more than one person" in selftest.check_framing(run)[0].remedy
+    run.analysis = FrameAnalysis(0, light, [Detection("person", 0.8, Box(0.85, 0.2, 1.0, 1.0))], [])
+    row = selftest.check_framing(run)[0]
+    assert row.status == WARN and row.detail.startswith("0 of 1 people")

@@ -406,6 +406,16 @@ def check_framing(run: SelftestRun) -> list[CheckResult]:
         ]
     if not faces:
         return [CheckResult("framing", WARN, detail, "the face is not visible: raise the camera to face height")]
+    if len(inside) > 1:
+        return [
+            CheckResult(
+                "framing",
+                WARN,
+                detail,
+                "more than one person in the desk zone (extra_person would fire): only the worker should sit "
+                "there during the selftest, or narrow policy.desk_zone to the worker's seat",
+            )
+        ]
     return [CheckResult("framing", PASS, detail)]
 
 
