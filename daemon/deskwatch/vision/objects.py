@@ -45,7 +45,7 @@ PHONE_CLASS = COCO_LABELS.index(PHONE)
 PHONE_CROP = 4.0  # side of the crop around a face, in face heights
 PHONE_EAR_DISTANCE = 0.5  # a phone's centre within this many face heights of an ear or the nose
 PHONE_MAX_SIZE = 0.8  # a phone is at most this many face heights long
-PHONE_MIN_FACE_PX = 24
+PHONE_MIN_FACE_PX = 40  # smaller faces are people far from the desk
 
 
 def cell_centres(stride: int, size: int = INPUT_SIZE) -> np.ndarray:
