@@ -77,7 +77,7 @@ class PauseWindow:
         seen = ttk.LabelFrame(root, text="What the appliance recorded for this desk (as your supervisor sees it)")
         seen.pack(fill="both", expand=True, **pad)
         self.tree = ttk.Treeview(seen, columns=("time", "what", "detail"), show="headings", height=8)
-        for col, width in (("time", 70), ("what", 200), ("detail", 380)):
+        for col, width in (("time", 80), ("what", 200), ("detail", 380)):
             self.tree.heading(col, text=col.capitalize())
             self.tree.column(col, width=width, stretch=col == "detail")
         self.tree.pack(fill="both", expand=True, **pad)
