@@ -75,6 +75,7 @@ class _Link:
     connected_at: float | None = None
     refused: ReasonCode | None = None
     publish_denied: set[str] = field(default_factory=set)
+    receive_maximum: int | None = None  # the broker's limit on unacknowledged QoS 1 (MQTT 5 CONNACK)
 
 
 def is_loopback(host: str) -> bool:
@@ -288,7 +289,7 @@ class Delivery:
             self.cfg, state="offline", session=session, version=self.version, models=self.models, since=self._since
         )
         client.will_set(self.prefix + "status", _json(will), qos=1, retain=True)
-        client.on_connect = lambda c, u, f, rc, p: self._on_connect(link, rc)
+        client.on_connect = lambda c, u, f, rc, p: self._on_connect(link, rc, p)
         client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(link, rc)
         client.on_publish = lambda c, u, mid, rc, p: self._acks.put((link.generation, mid, rc))
         client.on_message = lambda c, u, msg: self._on_message(msg)
@@ -448,8 +449,11 @@ class Delivery:
             False,
         )
 
-    def _on_connect(self, link: _Link, rc: ReasonCode) -> None:
+    def _on_connect(self, link: _Link, rc: ReasonCode, props: Properties | None = None) -> None:
         link.connack = rc
+        receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        if isinstance(receive_maximum, int) and receive_maximum > 0:
+            link.receive_maximum = receive_maximum
         if rc.is_failure:
             link.refused = rc
             return
@@ -530,7 +534,7 @@ class Delivery:
 
     def _drain(self, link: _Link) -> None:
         """Publish from the outbox over one connection until it ends."""
-        window = self.cfg.mqtt.max_inflight
+        window = min(self.cfg.mqtt.max_inflight, link.receive_maximum or self.cfg.mqtt.max_inflight)
         inflight: dict[int, int] = {}  # mid -> row id
         to_delete: list[int] = []
         cursor = 0
