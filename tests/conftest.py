@@ -7,4 +7,9 @@ pytest_plugins = [
     "tests.support.mosquitto",
     "tests.support.policy",
     "tests.support.service",
+    "tests.support.vision",
+    "tests.support.desk",
+    "tests.support.brokers_other",
+    "tests.support.collector",
+    "tests.support.postgres",
 ]

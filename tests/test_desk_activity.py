@@ -25,7 +25,6 @@ from tests.support.common import FakeClock
 from tests.support.mosquitto import Broker, Collector
 
 # Until tests/conftest.py lists it (lead):
-pytest_plugins = ["tests.support.desk"]
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "daemon/deskwatch/contract/schemas"
 

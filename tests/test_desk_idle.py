@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from tests.support.desk import Xvfb
 
 # Until tests/conftest.py lists it (lead):
-pytest_plugins = ["tests.support.desk"]
 
 
 @pytest.fixture(autouse=True)

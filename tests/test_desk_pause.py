@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from tests.support.desk import FakeAppliance
 
 # Until tests/conftest.py lists it (lead):
-pytest_plugins = ["tests.support.desk"]
 
 pytestmark = pytest.mark.broker
 

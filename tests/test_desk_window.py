@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from tests.support.desk import FakeAppliance, Xvfb
 
 # Until tests/conftest.py lists it (lead):
-pytest_plugins = ["tests.support.desk"]
 
 pytestmark = [pytest.mark.broker]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
