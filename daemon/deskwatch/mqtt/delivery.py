@@ -103,7 +103,9 @@ class Delivery:
         )
         self._rng = rng or random.Random()
         self._intake = CommandIntake()
-        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=32)
+        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(
+            maxsize=256
+        )  # x 4 KiB at most: a flood is answered "busy", not buffered
         self._acks: queue.SimpleQueue[tuple[int, int, ReasonCode | None]] = queue.SimpleQueue()
         self._lock = threading.RLock()
         self._stop = threading.Event()
