@@ -14,6 +14,15 @@ VERSION = re.search(
 # image-build/): its metadata asks for `dlib`, which would compile for ~8 minutes,
 # while `dlib-bin` ships the same module prebuilt. face_recognition_models imports
 # pkg_resources, which setuptools 82 removed.
+# The shipped models (sha256-checked by deskwatch.vision.runtime) install beside the
+# package's prefix: <prefix>/share/deskwatch/models (e.g. /opt/deskwatch/share/...).
+MODEL_FILES = sorted(
+    str(p.relative_to(HERE))
+    for p in (HERE / "models").glob("*")
+    if p.suffix in {".tflite", ".yaml", ".txt", ".md"} and p.is_file()
+)
+LICENSE_FILES = sorted(str(p.relative_to(HERE)) for p in (HERE / "models" / "LICENSES").glob("*") if p.is_file())
+
 setup(
     name="deskwatch",
     version=VERSION,
@@ -25,7 +34,11 @@ setup(
     package_dir={"": "daemon"},
     packages=find_packages("daemon"),
     package_data={"deskwatch": ["contract/schemas/*.json", "py.typed"]},
-    include_package_data=True,
+    include_package_data=False,
+    data_files=[
+        ("share/deskwatch/models", MODEL_FILES),
+        ("share/deskwatch/models/LICENSES", LICENSE_FILES),
+    ],
     install_requires=[
         "numpy>=1.24",
         "paho-mqtt>=2.1,<3",
