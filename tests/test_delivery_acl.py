@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ pki, make_broker = _fixtures.pki, _fixtures.make_broker
 
 pytestmark = pytest.mark.broker
 A, B = "deskwatch/v1/acme/desk-a/", "deskwatch/v1/acme/desk-b/"
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -122,3 +124,39 @@ def test_a_device_delivers_everything_it_owns_through_the_fleet_acl(tmp_path: Pa
     finally:
         delivery.stop(2)
         seen.close()
+
+
+def test_the_shipped_fleet_config_runs_and_enforces_the_acl(tmp_path: Path, pki: Any) -> None:
+    """broker/mosquitto-fleet.conf itself (paths and port swapped for the test's)."""
+    port = _fixtures.free_port()
+    (tmp_path / "deskwatch.acl").write_text(fleet_acl())
+    conf = (REPO / "broker" / "mosquitto-fleet.conf").read_text()
+    for old, new in {
+        "listener 8883": f"listener {port} 127.0.0.1",
+        "/etc/mosquitto/certs/deskwatch-ca.crt": str(pki.ca_crt),
+        "/etc/mosquitto/certs/broker.crt": str(pki.server_crt),
+        "/etc/mosquitto/certs/broker.key": str(pki.server_key),
+        "/etc/mosquitto/deskwatch.acl": str(tmp_path / "deskwatch.acl"),
+        "/var/lib/mosquitto/": f"{tmp_path}/",
+        "log_dest syslog": "log_dest stdout",
+    }.items():
+        assert old in conf
+        conf = conf.replace(old, new)
+    if os.geteuid() == 0:
+        conf = "user root\n" + conf
+    (tmp_path / "fleet.conf").write_text(conf)
+    broker = Broker(tmp_path, port, tmp_path / "fleet.conf", tls=True, pki=pki)
+    broker.start()
+    try:
+        seen = central(broker)
+        own, acks, _ = device_client(broker, "desk-a", mqtt.MQTTv5)
+        own.publish(B + "event", b"{}", qos=1).wait_for_publish(5)
+        own.publish(A + "event", b"{}", qos=1).wait_for_publish(5)
+        assert seen.wait_for(lambda ms: len(ms) == 1)
+        assert seen.messages[0].topic == A + "event" and [str(a) for a in acks] == ["Not authorized", "Success"]
+        own.disconnect()
+        own.loop_stop()
+        seen.close()
+    finally:
+        broker.stop()
+    assert "Error" not in broker.log_text(), broker.log_text()
