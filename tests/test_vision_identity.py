@@ -165,3 +165,29 @@ def test_templates_written_atomically_with_private_modes(tmp_path: Path) -> None
     assert [p.name for p in path.parent.iterdir()] == ["w-1.npz"]  # no temporary file left
     with pytest.raises(ValueError):
         template_path(tmp_path, "../escape")
+
+
+def test_identity_reused_within_a_burst_only_for_the_same_face(int8_vision: Any, encodings: dict) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from PIL import Image
+
+    from deskwatch.vision.identity import IdentityChecker
+    from tests.support.vision import load_rgb
+
+    checker = IdentityChecker(int8_vision._encoder or FaceEncoder(), encodings["face_01"][None], reuse_seconds=3.0)
+    t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    worker = load_rgb(PHOTOS / "face_01.jpg")
+    first = checker.check(worker, int8_vision.faces.detect(worker), t0)
+    assert [f.identity for f in first] == ["worker"] and checker.last_reused == 0 and checker.last_ms > 0
+    again = checker.check(worker, int8_vision.faces.detect(worker), t0 + timedelta(seconds=0.5))
+    assert [f.identity for f in again] == ["worker"] and checker.last_reused == 1 and checker.last_ms == 0
+    late = checker.check(worker, int8_vision.faces.detect(worker), t0 + timedelta(seconds=4))
+    assert checker.last_reused == 0 and late[0].identity == "worker"  # too old: encoded again
+    # someone else in the same place a moment later is encoded, not taken for the worker
+    other = load_rgb(PHOTOS / "face_03.jpg")
+    other = np.ascontiguousarray(np.asarray(Image.fromarray(other).resize(worker.shape[1::-1])))
+    faces = int8_vision.faces.detect(other)
+    result = checker.check(other, faces, t0 + timedelta(seconds=4.5))
+    assert checker.last_reused == 0 and [f.identity for f in result] == ["unknown"]
+    assert checker.check(worker, int8_vision.faces.detect(worker), None) and checker.last_reused == 0

@@ -91,7 +91,12 @@ class Vision:
             self._encoder = FaceEncoder()
         v = self.cfg.vision
         self._identity = IdentityChecker(
-            self._encoder, templates, v.identity_tolerance, v.identity_min_face_px, v.identity_max_faces
+            self._encoder,
+            templates,
+            v.identity_tolerance,
+            v.identity_min_face_px,
+            v.identity_max_faces,
+            v.identity_reuse_seconds,
         )
         log.info("identity check on: %d templates for worker %s", len(templates), self.cfg.device.worker_id)
 
@@ -131,7 +136,7 @@ class Vision:
             t3 = t4
         self.refresh_identity()
         if self._identity is not None and faces:
-            faces = self._identity.check(image, faces)
+            faces = self._identity.check(image, faces, frame.captured_at if isinstance(frame, Frame) else None)
             model_ms += self._identity.last_ms
             timings["identity"] = (time.perf_counter() - t3) * 1000
         timings["total"] = (time.perf_counter() - t0) * 1000
