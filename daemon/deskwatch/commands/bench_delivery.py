@@ -17,6 +17,7 @@ import resource
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -117,7 +118,7 @@ def _one_run(workdir: Path, port: int, events: int, evidence_bytes: int, infligh
 
 def run(args: argparse.Namespace) -> int:
     if args.events < 1 or args.inflight < 1 or args.evidence_bytes < 0:
-        print("bench-delivery: --events and --inflight must be >= 1, --evidence-bytes >= 0")
+        print("bench-delivery: --events and --inflight must be >= 1, --evidence-bytes >= 0", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="deskwatch-bench-"))
     proc = None
@@ -126,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
             try:
                 proc, port = _start_mosquitto(workdir)
             except (FileNotFoundError, TimeoutError) as exc:
-                print(f"bench-delivery: {exc}")
+                print(f"bench-delivery: {exc}", file=sys.stderr)
                 return 69
         else:
             port = args.port

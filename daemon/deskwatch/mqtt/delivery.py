@@ -563,6 +563,7 @@ class Delivery:
                         properties=_properties(row) if v5 else None,
                     )
                     if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
+                        rows = []  # the link is going away: wait below instead of spinning
                         break
                     inflight[info.mid] = row.id
                     self._sent_before.add(row.id)
