@@ -203,3 +203,25 @@ def test_orphaned_pending_evidence_is_deleted_after_a_day(
     assert purge_evidence(store, 20, NOW + 3600).orphaned == 0
     assert purge_evidence(store, 20, NOW + DAY + 1).orphaned == 1
     assert db_count(store, "evidence_deletions", "WHERE reason = 'orphan'") == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pending_evidence_beside_a_stored_event_is_settled(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int], backend: str
+) -> None:
+    # Two collectors racing leave a JPEG "pending" although its event committed at the same time.
+    from deskwatch.collector.ingest import reconcile_pending
+
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    good_event, good_jpeg, _ = dev.violation()
+    bad_event, bad_jpeg, _ = dev.violation()
+    store_all(store, [good_event, good_jpeg, bad_event, bad_jpeg])
+    with store.transaction() as tx:
+        tx.execute("UPDATE evidence SET state = 'pending'")
+        tx.execute("UPDATE events SET evidence_sha256 = ? WHERE event_id = ?", ("f" * 64, bad_event.event_id))
+    with store.transaction() as tx:
+        assert reconcile_pending(tx, NOW) == (1, 1)
+    with store.transaction(write=False) as tx:
+        assert tx.rows("SELECT event_id, state FROM evidence") == [(good_event.event_id, "verified")]
+        assert tx.rows("SELECT reason FROM evidence_deletions") == [("sha256_mismatch",)]

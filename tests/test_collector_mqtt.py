@@ -93,7 +93,8 @@ def test_bad_messages_on_the_wire_are_rejected_counted_and_acknowledged(
         event,
     ])  # fmt: skip
     assert until(lambda: db_count(store, "rejects") == 2 and db_count(store, "events") == 1)
-    assert collector.stats.snapshot() == {"rejected.schema": 1, "rejected.bad_json": 1, "event.stored": 1}
+    counts = {k: v for k, v in collector.stats.snapshot().items() if k.startswith(("rejected.", "event."))}
+    assert counts == {"rejected.schema": 1, "rejected.bad_json": 1, "event.stored": 1}
     assert any("rejected message on deskwatch/v1/acme/desk-a/event: schema" in r.message for r in caplog.records)
 
 

@@ -203,6 +203,29 @@ def _delete_evidence(tx: Tx, event_id: str, now: float, reason: str) -> None:
     tx.execute("DELETE FROM evidence WHERE event_id = ?", (event_id,))
 
 
+def reconcile_pending(tx: Tx, now: float) -> tuple[int, int]:
+    """Settle evidence left ``pending`` although its event is stored; returns (verified, deleted).
+
+    Two collectors can race: one stores the JPEG while the other's transaction inserting the
+    event is not yet committed, so neither sees the other's row. This pass closes the gap.
+    """
+    rows = tx.rows(
+        "SELECT v.event_id, v.sha256, e.evidence_sha256, e.detected_ts FROM evidence v"
+        " JOIN events e ON e.event_id = v.event_id WHERE v.state = 'pending'"
+    )
+    verified = deleted = 0
+    for event_id, sha, declared, detected_ts in rows:
+        if declared is not None and declared == sha:
+            tx.execute(
+                "UPDATE evidence SET state = 'verified', captured_ts = ? WHERE event_id = ?", (detected_ts, event_id)
+            )
+            verified += 1
+        else:
+            _delete_evidence(tx, event_id, now, "sha256_mismatch")
+            deleted += 1
+    return verified, deleted
+
+
 def _scan(tx: Tx, msg: Message, received_at: float) -> str:
     p = msg.payload
     assert p is not None

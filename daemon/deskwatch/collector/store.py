@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS evidence (
     received_at {real} NOT NULL
 );
 CREATE INDEX IF NOT EXISTS evidence_captured ON evidence (captured_ts);
+CREATE INDEX IF NOT EXISTS evidence_state ON evidence (state);
 CREATE TABLE IF NOT EXISTS evidence_deletions (
     id {serial},
     event_id TEXT NOT NULL,

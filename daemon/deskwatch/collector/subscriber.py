@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .ingest import IngestStats, apply, record_reject
+from .ingest import IngestStats, apply, reconcile_pending, record_reject
 from .store import Store, StoreUnavailable
 from .validate import Rejected, Validator
 
@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 ROOT = "deskwatch/v1/+/+/"
 SHARED_KINDS = ("event", "evidence/+", "scan", "health")
+RECONCILE_SECONDS = 1.0  # how often evidence stuck in "pending" beside a stored event is settled
 
 
 @dataclass
@@ -65,6 +66,11 @@ def subscriptions(group: str) -> list[tuple[str, SubscribeOptions]]:
     subs = [(f"$share/{group}/{ROOT}{kind}", opts) for kind in SHARED_KINDS]
     subs.append((f"{ROOT}status", SubscribeOptions(qos=1)))
     return subs
+
+
+def _device_key(item: _Inbound) -> tuple[str, str]:
+    parts = item.topic.split("/", 4)
+    return (parts[2], parts[3]) if len(parts) > 4 else ("", "")
 
 
 @dataclass
@@ -241,10 +247,25 @@ class Subscriber:
         return batch
 
     def _run_writer(self) -> None:
+        last_reconcile = time.monotonic()
         while not self._stop.is_set():
             batch = self._next_batch()
             if batch:
                 self._process(batch)
+            if time.monotonic() - last_reconcile >= RECONCILE_SECONDS:
+                last_reconcile = time.monotonic()
+                self._reconcile()
+
+    def _reconcile(self) -> None:
+        try:
+            with self.store.transaction() as tx:
+                verified, deleted = reconcile_pending(tx, self.wall())
+        except Exception as exc:  # the next pass retries; intake must not stop for this
+            logger.warning("could not settle pending evidence: %s", exc)
+            return
+        if verified or deleted:
+            self.stats.add("evidence.reconciled", verified)
+            self.stats.add("evidence.mismatch_deleted", deleted)
 
     def _process(self, batch: list[_Inbound]) -> None:
         delay = 0.2
@@ -280,7 +301,10 @@ class Subscriber:
         rejected: list[tuple[str, Rejected]] = []
         with self.store.transaction() as tx:
             now = self.wall()
-            for item in batch:
+            # Rows of ``devices`` are locked in one global order (site, device) by every
+            # collector, so two collectors sharing a PostgreSQL never deadlock on them; the
+            # sort is stable, so a device's own messages keep their order.
+            for item in sorted(batch, key=_device_key):
                 try:
                     msg = self.validator.check(item.topic, item.payload, item.props)
                     outcome = apply(tx, msg, item.received_at, now)
