@@ -169,13 +169,26 @@ near_valid = st.fixed_dictionaries(
 VALIDATORS = {k: jsonschema.Draft202012Validator(load_schema(v)) for k, v in SCHEMA_KIND.items()}
 
 
+@pytest.fixture(autouse=True)
+def quiet_rejections(request: pytest.FixtureRequest) -> Any:
+    """The fuzz tests reject thousands of payloads; their log lines are tested above."""
+    if "fuzz" not in request.node.name:
+        yield
+        return
+    logger = logging.getLogger("deskwatch.mqtt.commands")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    yield
+    logger.setLevel(level)
+
+
 class Survivor:
     """The intake shared by every example: it must keep working after thousands of them."""
 
     intake = CommandIntake(Recorder())
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     kind=st.sampled_from((*KINDS, "unknown")),
     raw=st.binary(max_size=5000) | json_values.map(lambda v: json.dumps(v).encode()),
@@ -187,7 +200,7 @@ def test_fuzz_random_bytes_always_get_a_result(kind: str, raw: bytes) -> None:
 
 
 @pytest.mark.slow
-@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(kind=st.sampled_from(KINDS), obj=near_valid)
 def test_fuzz_intake_agrees_with_the_published_schema(kind: str, obj: dict[str, Any]) -> None:
     """Whatever the intake accepts is valid per the JSON Schema consumers build against."""
