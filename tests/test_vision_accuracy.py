@@ -64,7 +64,7 @@ def test_faces_found_where_labelled(labelled_photos: list[Photo], int8_analyses:
     found = sum(min(len(int8_analyses[p.file].faces), p.labels["faces"]) for p in labelled)
     total = sum(p.labels["faces"] for p in labelled)
     assert found >= total - 2, f"{found} of {total} labelled faces"  # today 30/30
-    # group photos need the per-person pass: the 128 px whole-frame pass finds none on multi_04
+    # small faces in a group: the short-range 128 px whole-frame pass alone finds none on multi_04
     assert len(int8_analyses["multi_04.jpg"].faces) >= 3
 
 
@@ -114,3 +114,20 @@ def test_dark_frame_skips_the_detectors(int8_vision: Any, labelled_photos: list[
     assert analysis.light.low_light or analysis.light.obstructed
     assert analysis.detections == [] and analysis.faces == []
     assert "objects" not in analysis.timings_ms
+
+
+def test_short_range_model_finds_group_faces_through_the_person_pass(
+    vision_state: Any, labelled_photos: list[Photo]
+) -> None:
+    from deskwatch.vision.pipeline import build_vision
+    from tests.support.vision import vision_config
+
+    group = next(p for p in labelled_photos if p.file == "multi_04.jpg")
+    short = build_vision(vision_config(vision_state, face_model="short_range", phone_second_pass=False))
+    try:
+        assert short.faces.detect(group.image) == []  # too small for the 128 px whole-frame pass
+        analysis = short.analyze(group.image)
+        assert len(analysis.faces) == 3
+        assert all(f.facing > 0.5 for f in analysis.faces)  # three people looking at the camera
+    finally:
+        short.close()

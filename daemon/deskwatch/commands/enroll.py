@@ -119,7 +119,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     from ..vision.faces import FaceDetector
     from ..vision.identity import WORKER_PATTERN, FaceEncoder, IdentityUnavailable, face_pixels, save_templates
-    from ..vision.pipeline import FACE_MODEL
+    from ..vision.pipeline import FACE_MODELS
     from ..vision.runtime import ModelError, ModelStore
 
     if not WORKER_PATTERN.fullmatch(args.worker):
@@ -139,7 +139,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         store = ModelStore(cfg.vision)
         detector = FaceDetector(
-            store.load(FACE_MODEL), threshold=cfg.vision.face_threshold, nms_iou=cfg.vision.face_nms_iou
+            store.load(FACE_MODELS[cfg.vision.face_model]),
+            threshold=cfg.vision.face_threshold,
+            nms_iou=cfg.vision.face_nms_iou,
         )
         encoder = FaceEncoder()
     except (ModelError, IdentityUnavailable) as exc:

@@ -67,12 +67,17 @@ class VisionConfig:
         minimum=0,
         maximum=10,
     )
+    face_model: Literal["short_range", "full_range"] = setting(
+        "full_range",
+        doc="BlazeFace model: full_range (192 px input, dense anchors: finds near and far faces in one pass) or short_range (128 px, faces within ~2 m; then each person's upper body is searched too, see face_in_persons). On the shared photos both find all 30 labelled faces; full_range finds no face on the empty scenes, short_range one.",
+    )
     face_threshold: float = setting(0.5, doc="Score a face detection needs (BlazeFace).", minimum=0.05, maximum=1.0)
     face_nms_iou: float = setting(
         0.3, doc="Face boxes overlapping more than this are blended into one face.", minimum=0.05, maximum=1.0
     )
     face_in_persons: bool = setting(
-        True, doc="Also look for faces in each person's upper body (finds faces too small for the whole-frame pass)."
+        True,
+        doc="With face_model short_range: also look for faces in each person's upper body (the 128 px whole-frame pass misses faces smaller than ~1/8 of the frame).",
     )
     identity_tolerance: float = setting(
         0.6,

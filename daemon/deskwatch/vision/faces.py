@@ -22,10 +22,11 @@ INPUT_SIZE = 128
 KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")
 
 
-def blazeface_anchors() -> np.ndarray:
-    """896 x 2 anchor centres (x, y), normalised to the 128x128 input."""
+def blazeface_anchors(layers: tuple[tuple[int, int], ...] = ((16, 2), (8, 6))) -> np.ndarray:
+    """Anchor centres (x, y) normalised to the input: per layer (cells per side,
+    anchors per cell). Short range: 16x16x2 + 8x8x6 = 896; full range: 48x48x1 = 2304."""
     centres = []
-    for cells, per_cell in ((16, 2), (8, 6)):
+    for cells, per_cell in layers:
         ys, xs = np.meshgrid(np.arange(cells), np.arange(cells), indexing="ij")
         grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 2)
         centres.append(np.repeat(grid, per_cell, axis=0))
@@ -33,6 +34,7 @@ def blazeface_anchors() -> np.ndarray:
 
 
 ANCHORS = blazeface_anchors()
+ANCHORS_BY_COUNT = {896: ANCHORS, 2304: blazeface_anchors(((48, 1),))}
 
 
 def _iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
@@ -88,8 +90,20 @@ def facing_score(points: np.ndarray) -> float:
 
 
 class FaceDetector:
+    """BlazeFace short range (128 px input) or full range (192 px): the input size,
+    the anchors and the output names are taken from the model itself."""
+
     def __init__(self, model: Model, *, threshold: float = 0.5, nms_iou: float = 0.3):
         self.model = model
+        self.size = int(model.input_shape[1])
+        by_width = {int(d["shape"][-1]): name for name, d in model.outputs.items()}
+        if set(by_width) != {1, 16}:
+            raise ValueError(f"{model.file}: not a BlazeFace model (outputs {sorted(model.outputs)})")
+        self._scores, self._boxes = by_width[1], by_width[16]
+        count = int(model.outputs[self._scores]["shape"][1])
+        if count not in ANCHORS_BY_COUNT:
+            raise ValueError(f"{model.file}: {count} anchors, expected 896 (short range) or 2304 (full range)")
+        self.anchors = ANCHORS_BY_COUNT[count]
         self.threshold = threshold
         self.nms_iou = nms_iou
         self._logit = math.log(threshold / (1 - threshold)) if 0 < threshold < 1 else -100.0
@@ -101,16 +115,17 @@ class FaceDetector:
         view = image[region[1] : region[3], region[0] : region[2]] if region else image
         if view.size == 0:
             return []
-        square, scale, pad_x, pad_y = letterbox(view, INPUT_SIZE)
+        size = self.size
+        square, scale, pad_x, pad_y = letterbox(view, size)
         tensor = (square.astype(np.float32) * (1 / 127.5) - 1.0)[None]
         out = self.model.run(tensor)
-        logits = out["classificators"].reshape(-1)
+        logits = out[self._scores].reshape(-1)
         keep = np.flatnonzero(logits > self._logit)
         if keep.size == 0:
             return []
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits[keep], -100, 100)))
-        reg = out["regressors"].reshape(-1, 16)[keep] / INPUT_SIZE
-        anchors = ANCHORS[keep]
+        reg = out[self._boxes].reshape(-1, 16)[keep] / size
+        anchors = self.anchors[keep]
         cx, cy = reg[:, 0] + anchors[:, 0], reg[:, 1] + anchors[:, 1]
         w, h = reg[:, 2], reg[:, 3]
         boxes = np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
@@ -118,13 +133,13 @@ class FaceDetector:
         faces = []
         for box, pts, score in weighted_nms(boxes, points, scores, self.nms_iou):
             # square-input units -> source pixels -> normalised to the whole image
-            bx = (box * INPUT_SIZE - [pad_x, pad_y, pad_x, pad_y]) / scale + [
+            bx = (box * size - [pad_x, pad_y, pad_x, pad_y]) / scale + [
                 rx0,
                 ry0,
                 rx0,
                 ry0,
             ]
-            px = (pts * INPUT_SIZE - [pad_x, pad_y]) / scale + [rx0, ry0]
+            px = (pts * size - [pad_x, pad_y]) / scale + [rx0, ry0]
             nbox = Box(float(bx[0]) / fw, float(bx[1]) / fh, float(bx[2]) / fw, float(bx[3]) / fh).clipped()
             if nbox.area <= 0:
                 continue

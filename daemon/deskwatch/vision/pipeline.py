@@ -25,7 +25,8 @@ from .runtime import ModelStore
 
 log = logging.getLogger(__name__)
 
-FACE_MODEL = "face_detection_short_range.tflite"
+FACE_MODELS = {"short_range": "face_detection_short_range.tflite", "full_range": "face_detection_full_range.tflite"}
+FACE_MODEL = FACE_MODELS["short_range"]
 OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32.tflite"}
 NO_IDENTITY_PROFILES = ("uk", "minimal")
 FACE_CROP_MAX_PERSONS = 4
@@ -62,7 +63,9 @@ class Vision:
             phone_threshold=v.phone_pass_threshold,
             phone_max_persons=v.phone_pass_max_persons,
         )
-        self.faces = FaceDetector(self.store.load(FACE_MODEL), threshold=v.face_threshold, nms_iou=v.face_nms_iou)
+        self.faces = FaceDetector(
+            self.store.load(FACE_MODELS[v.face_model]), threshold=v.face_threshold, nms_iou=v.face_nms_iou
+        )
         self._encoder: FaceEncoder | None = None
         self._identity: IdentityChecker | None = None
         self._templates_mtime: float | None = None
@@ -146,11 +149,11 @@ class Vision:
         return analysis
 
     def find_faces(self, image: np.ndarray, detections: list[Detection]) -> tuple[list[Face], float]:
-        """Faces in the whole frame, plus in the upper body of each smaller person."""
+        """Faces in the whole frame, plus (short range) in the upper body of each person."""
         h, w = image.shape[:2]
         faces = self.faces.detect(image)
         model_ms = self.faces.model.invoke_ms
-        if self.cfg.vision.face_in_persons:
+        if self.cfg.vision.face_in_persons and self.cfg.vision.face_model == "short_range":
             persons = sorted((d for d in detections if d.label == "person"), key=lambda d: -d.box.area)
             for person in persons[:FACE_CROP_MAX_PERSONS]:
                 if person.box.height > FACE_CROP_SMALL and len(persons) == 1 and faces:
