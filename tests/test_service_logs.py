@@ -184,3 +184,18 @@ def test_real_journald_protocol_in_private_namespace() -> None:
     assert record["SCAN_ID"] == "s1" and record["EVENT_TYPE"] == "low_light" and record["DESKWATCH_EVENT"] == "scan"
     assert record["DEVICE_ID"] == "desk-9"
     assert record["SYSLOG_IDENTIFIER"] == "deskwatch"
+
+
+def test_stderr_connected_to_journald_gets_syslog_prefix(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    # systemd sets JOURNAL_STREAM=dev:inode of the stream it connected stderr to
+    with open(tmp_path / "stream", "w+") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        assert logs.stderr_is_journal(stream)
+        setup_logging("info", target="stderr", stream=stream)
+        logging.getLogger("deskwatch").error("camera gone", extra={"journal": {"DESKWATCH_EVENT": "camera"}})
+        stream.flush()
+        stream.seek(0)
+        assert stream.read() == "<3> ERROR   deskwatch: camera gone DESKWATCH_EVENT=camera\n"
+    monkeypatch.setenv("JOURNAL_STREAM", "1:2")
+    assert not logs.stderr_is_journal(io.StringIO())
