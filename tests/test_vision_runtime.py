@@ -94,3 +94,23 @@ def test_default_models_dir_is_the_checkout_in_development(monkeypatch: pytest.M
     assert runtime.default_models_dir() == MODELS
     monkeypatch.setenv("DESKWATCH_MODELS_DIR", "/nonexistent-models")
     assert runtime.default_models_dir() == MODELS  # an override without a manifest is not used
+
+
+def test_labels_in_another_order_are_refused(tmp_path: Path) -> None:
+    import hashlib
+
+    import yaml
+
+    from deskwatch.vision.pipeline import LABELS_FILE, check_labels
+
+    manifest = yaml.safe_load((MODELS / "manifest.yaml").read_text())
+    lines = (MODELS / LABELS_FILE).read_text().splitlines()
+    assert lines[0] == "person" and lines[67] == "cell phone"
+    check_labels(ModelStore(VisionConfig(models_dir=str(MODELS))))  # the shipped file is fine
+    lines[41], lines[67] = lines[67], lines[41]  # cup <-> cell phone
+    text = ("\n".join(lines) + "\n").encode()
+    (tmp_path / LABELS_FILE).write_bytes(text)
+    manifest["files"][LABELS_FILE]["sha256"] = hashlib.sha256(text).hexdigest()
+    (tmp_path / "manifest.yaml").write_text(yaml.safe_dump(manifest))
+    with pytest.raises(ModelError, match="COCO classes"):
+        check_labels(ModelStore(VisionConfig(models_dir=str(tmp_path))))

@@ -20,19 +20,34 @@ from ..domain import Box, Detection, Face, Frame, FrameAnalysis
 from .faces import FaceDetector, merge_faces
 from .identity import FaceEncoder, IdentityChecker, load_templates, template_path
 from .light import measure_light
-from .objects import ObjectDetector
-from .runtime import ModelStore
+from .objects import COCO_LABELS, ObjectDetector
+from .runtime import ModelError, ModelStore
 
 log = logging.getLogger(__name__)
 
 FACE_MODELS = {"short_range": "face_detection_short_range.tflite", "full_range": "face_detection_full_range.tflite"}
 FACE_MODEL = FACE_MODELS["short_range"]
+LABELS_FILE = "coco_labels.txt"
 OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32.tflite"}
 NO_IDENTITY_PROFILES = ("uk", "minimal")
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
 PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
 FACE_CROP_SMALL = 0.6  # people taller than this share of the frame: the whole-frame pass sees their face
+
+
+def check_labels(store: ModelStore) -> None:
+    """The shipped label file (when the manifest lists it) must name the classes in the
+    order the decoder uses; a mismatch would report cups as phones."""
+    if LABELS_FILE not in store.manifest:
+        return
+    _entry, content = store.verify(LABELS_FILE)
+    shipped = [line.strip() for line in content.decode("utf-8").splitlines() if line.strip()]
+    if tuple(shipped) != COCO_LABELS:
+        raise ModelError(
+            f"{store.directory / LABELS_FILE} does not list the 80 COCO classes in the detector's order: "
+            "reinstall the models"
+        )
 
 
 def object_precision(configured: str, runtime: str) -> str:
@@ -53,6 +68,7 @@ class Vision:
         self.cfg = cfg
         v = cfg.vision
         self.store = store or ModelStore(v, runtime=runtime)
+        check_labels(self.store)
         self.precision = object_precision(v.object_precision, self.store.runtime_name())
         self.objects = ObjectDetector(
             self.store.load(OBJECT_MODELS[self.precision]),
