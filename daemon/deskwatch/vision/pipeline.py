@@ -18,7 +18,7 @@ import numpy as np
 from ..config import Config
 from ..domain import Box, Detection, Face, Frame, FrameAnalysis
 from .faces import FaceDetector, merge_faces
-from .identity import FaceEncoder, IdentityChecker, load_templates, template_path
+from .identity import FaceEncoder, IdentityChecker, IdentityUnavailable, load_templates, template_path
 from .light import measure_light
 from .objects import COCO_LABELS, ObjectDetector
 from .runtime import ModelError, ModelStore
@@ -107,7 +107,12 @@ class Vision:
             self._identity = None
             return
         if self._encoder is None:
-            self._encoder = FaceEncoder()
+            try:
+                self._encoder = FaceEncoder()
+            except IdentityUnavailable as exc:
+                log.error("identity check unavailable, the other checks go on: %s", exc)
+                self._identity = None
+                return
         v = self.cfg.vision
         self._identity = IdentityChecker(
             self._encoder,
