@@ -44,6 +44,8 @@ setup(
         "paho-mqtt>=2.1,<3",
         "PyYAML>=6.0",
         "Pillow>=10",
+        # Resizing in the scan's hot path: 0.75 ms against Pillow's 8.3 ms per frame.
+        "opencv-python-headless>=4.8",
         "dlib-bin>=19.24",
         "face_recognition_models>=0.3.0",
         "setuptools<82",
@@ -56,8 +58,6 @@ setup(
         # On the Raspberry Pi: the camera module and journald/sd_notify bindings.
         "pi": ["picamera2>=0.3.17", "systemd-python>=235"],
         "journald": ["systemd-python>=235"],
-        # USB webcams (v4l2 backend) and video replay.
-        "usb": ["opencv-python-headless>=4.8"],
         # The reference collector (central side): schema validation and PostgreSQL.
         "collector": ["jsonschema>=4.20", "psycopg[binary]>=3.1"],
         "dev": [

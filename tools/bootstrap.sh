@@ -51,9 +51,9 @@ pip_quiet() {
 stamp="$VENV/.deskwatch-deps"
 want=$(cat setup.py tools/bootstrap.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing Python packages into $VENV (deskwatch[litert,usb,journald,collector,dev])"
+  log "installing Python packages into $VENV (deskwatch[litert,journald,collector,dev])"
   "${PIP[@]}" install --upgrade "pip>=24" "setuptools<82" wheel
-  "${PIP[@]}" install -e ".[litert,usb,journald,collector,dev]"
+  "${PIP[@]}" install -e ".[litert,journald,collector,dev]"
   # See setup.py: face_recognition's metadata would compile dlib; dlib-bin provides it.
   "${PIP[@]}" install --no-deps "face_recognition==1.3.0"
   echo "$want" > "$stamp"

@@ -4,7 +4,7 @@ Backends are found by their ``camera.backend`` name; each imports its hardware
 library only when selected, so the package imports and tests on any machine:
 
 - ``picamera2``: the Raspberry Pi camera module (needs libcamera: Pi only);
-- ``v4l2``: USB webcams through OpenCV (``pip install 'deskwatch[usb]'``);
+- ``v4l2``: USB webcams through OpenCV;
 - ``replay``: an image, a directory of images or a video file (demos, tests);
 - ``fake`` (tests only): synthetic frames with failure injection.
 

@@ -64,7 +64,9 @@ class ReplayCamera:
         try:
             import cv2
         except ImportError:
-            raise CameraError("video replay needs OpenCV: pip install 'deskwatch[usb]'") from None
+            raise CameraError(
+                "video replay needs OpenCV: pip install opencv-python-headless (a deskwatch dependency: reinstall deskwatch)"
+            ) from None
         if not src.is_file():
             raise CameraError(f"{src}: no such video file")
         cap = cv2.VideoCapture(str(src))

@@ -1,4 +1,4 @@
-"""USB webcams through OpenCV's V4L2 backend (``pip install 'deskwatch[usb]'``)."""
+"""USB webcams through OpenCV's V4L2 backend (``pip install opencv-python-headless (a deskwatch dependency: reinstall deskwatch)``)."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ class V4l2Camera:
         try:
             import cv2
         except ImportError:
-            raise CameraError("the v4l2 backend needs OpenCV: pip install 'deskwatch[usb]'") from None
+            raise CameraError(
+                "the v4l2 backend needs OpenCV: pip install opencv-python-headless (a deskwatch dependency: reinstall deskwatch)"
+            ) from None
         cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
         if not cap.isOpened():
             raise CameraError(

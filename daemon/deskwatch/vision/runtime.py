@@ -13,6 +13,7 @@ import hashlib
 import importlib
 import logging
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -90,6 +91,7 @@ def default_models_dir() -> Path:
         candidates.append(Path(env))
     candidates += [
         here.parents[1] / "models",  # package data (deskwatch/models)
+        Path(sys.prefix) / "share" / "deskwatch" / "models",  # setup.py data_files (e.g. /opt/deskwatch)
         SYSTEM_MODELS_DIR,
         here.parents[3] / "models",  # source checkout: <repo>/daemon/deskwatch/vision
     ]
