@@ -46,7 +46,9 @@ from ..config import Config
 from ..contract.payloads import result_payload, status_payload, topic_prefix
 from ..domain import new_id, utcnow
 from ..outbox.store import Outbox, QueuedMessage
+from . import problems
 from .commands import CommandHandler, CommandIntake, CommandResult, kind_for_topic
+from .problems import Problem, backoff_delay, is_loopback
 
 logger = logging.getLogger(__name__)
 
@@ -55,12 +57,7 @@ ACK_BATCH = 64
 ACK_FLUSH_SECONDS = 0.05
 CAPS_EVERY_SECONDS = 60.0
 
-# CONNACK reason codes (MQTT 3.1.1 return codes are mapped onto these by paho).
-RC_UNSUPPORTED_PROTOCOL = 132
-RC_CLIENT_ID_INVALID = 133
-RC_SERVER_UNAVAILABLE = 136
-RC_BAD_CREDENTIALS = 134
-RC_NOT_AUTHORIZED = 135
+FALLBACK = "fallback"
 
 
 @dataclass
@@ -76,16 +73,6 @@ class _Link:
     refused: ReasonCode | None = None
     publish_denied: set[str] = field(default_factory=set)
     receive_maximum: int | None = None  # the broker's limit on unacknowledged QoS 1 (MQTT 5 CONNACK)
-
-
-def is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")
-
-
-def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """Delay before reconnect attempt ``attempt`` (0-based): doubling, capped, with jitter in [50%, 100%]."""
-    ceiling = min(high, low * (2 ** min(attempt, 30)))
-    return ceiling * (0.5 + 0.5 * rng.random())
 
 
 class Delivery:
@@ -317,8 +304,8 @@ class Delivery:
                 break
             if problem is None:
                 continue
-            kind, message, is_auth = problem
-            if kind == "fallback":
+            kind, message, is_auth = problem.kind, problem.message, problem.needs_fixing
+            if kind == FALLBACK:
                 logger.info("%s", message)
                 continue  # retry at once with the other protocol version
             outage_started = outage_started or time.monotonic()
@@ -336,10 +323,9 @@ class Delivery:
             self._stop.wait(delay)
         self._connected.clear()
 
-    def _connect_and_serve(self, link: _Link) -> tuple[str, str, bool] | None:
-        """One connection's life. Returns (kind, log line, is_auth_or_tls) for a failure, None on clean stop."""
+    def _connect_and_serve(self, link: _Link) -> Problem | None:
+        """One connection's life. Returns why it ended, or None on a clean stop."""
         m = self.cfg.mqtt
-        where = f"{m.host}:{m.port}"
         client = link.client
         try:
             client.connect(
@@ -348,29 +334,8 @@ class Delivery:
                 keepalive=m.keepalive_seconds,
                 clean_start=True if link.protocol == mqtt.MQTTv5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
             )
-        except ssl.SSLCertVerificationError as exc:
-            return (
-                "tls-verify",
-                f"TLS: the certificate of broker {where} was not accepted ({exc.verify_message}): "
-                f"check that mqtt.tls.ca_file ({m.tls.ca_file or 'system store'}) is the CA that signed it "
-                f"and that mqtt.host matches a name in it",
-                True,
-            )
-        except ssl.SSLError as exc:
-            return (
-                "tls",
-                f"TLS handshake with broker {where} failed ({exc.reason or exc}): check mqtt.tls.cert_file/key_file "
-                f"(a device certificate the broker's CA signed) and mqtt.tls.ca_file",
-                True,
-            )
-        except ConnectionRefusedError:
-            return (
-                "refused",
-                f"broker {where} refused the TCP connection: is it running and is mqtt.port right? retrying with backoff",
-                False,
-            )
-        except OSError as exc:
-            return ("network", f"cannot reach broker {where}: {exc}; retrying with backoff", False)
+        except OSError as exc:  # ssl.SSLError is an OSError
+            return problems.connect_exception(self.cfg, exc)
         self._link = link
         deadline = time.monotonic() + m.connect_timeout_seconds
         rc = MQTTErrorCode.MQTT_ERR_SUCCESS
@@ -385,7 +350,7 @@ class Delivery:
             if self._stop.is_set() and link.connected_at is not None:
                 self._say_goodbye(link)
                 return None
-        except (OSError, ssl.SSLError) as exc:
+        except OSError as exc:
             rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
             logger.debug("network loop ended: %s", exc)
         finally:
@@ -393,63 +358,24 @@ class Delivery:
             self._wake.set()
             with contextlib.suppress(Exception):  # the socket may already be gone
                 client.disconnect()
-        return self._classify_end(link, rc, where)
+        return self._why_it_ended(link, rc)
 
-    def _classify_end(self, link: _Link, rc: MQTTErrorCode, where: str) -> tuple[str, str, bool]:
-        m = self.cfg.mqtt
-        refused = link.refused
-        if refused is None and link.connack is None:
-            if link.protocol == mqtt.MQTTv5 and m.protocol == "auto":
+    def _why_it_ended(self, link: _Link, rc: MQTTErrorCode) -> Problem:
+        auto = self.cfg.mqtt.protocol == "auto"
+        where = f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port}"
+        v5 = link.protocol == mqtt.MQTTv5
+        if link.refused is None and link.connack is None:
+            if v5 and auto:  # some 3.1.1-only brokers just close the socket on an MQTT 5 CONNECT
                 self._protocol = mqtt.MQTTv311
-                return ("fallback", f"broker {where} did not answer an MQTT 5 CONNECT; trying MQTT 3.1.1", False)
-            hint = " (is it a TLS port? mutual TLS: is this device's certificate accepted?)" if m.tls.enabled else ""
-            return ("no-connack", f"broker {where} closed the connection before accepting it{hint}; retrying", False)
-        if refused is not None:
-            code = refused.value
-            if code == RC_UNSUPPORTED_PROTOCOL and m.protocol == "auto":
-                self._protocol = mqtt.MQTTv311 if link.protocol == mqtt.MQTTv5 else mqtt.MQTTv5
-                return (
-                    "fallback",
-                    f"broker {where} refused MQTT {'5' if link.protocol == mqtt.MQTTv5 else '3.1.1'}; trying the other version",
-                    False,
-                )
-            if code == RC_BAD_CREDENTIALS:
-                return (
-                    "credentials",
-                    f"broker {where} refused the login ({refused}): check mqtt.username and the password in mqtt.password_file",
-                    True,
-                )
-            if code == RC_NOT_AUTHORIZED:
-                return (
-                    "not-authorized",
-                    f"broker {where} refused this device ({refused}): check "
-                    + (
-                        "mqtt.username and the password in mqtt.password_file, and "
-                        if m.username
-                        else "whether the broker needs mqtt.username + mqtt.password_file, and "
-                    )
-                    + f"that it allows client id '{self.cfg.device.id}' (device.id)"
-                    + (" with this certificate (mqtt.tls.cert_file)" if m.tls.cert_file else ""),
-                    True,
-                )
-            if code == RC_CLIENT_ID_INVALID:
-                return (
-                    "client-id",
-                    f"broker {where} refused client id '{self.cfg.device.id}' ({refused}): check device.id against the "
-                    f"broker's allowed client ids",
-                    True,
-                )
-            return (
-                "connack",
-                f"broker {where} refused the connection ({refused}); retrying",
-                code != RC_SERVER_UNAVAILABLE,
-            )
-        return (
-            "lost",
-            f"lost the connection to broker {where} (rc {rc.name if hasattr(rc, 'name') else rc}); "
-            f"{self.outbox.stats()['depth']} messages queued; reconnecting with backoff",
-            False,
-        )
+                return Problem(FALLBACK, f"broker {where} did not answer an MQTT 5 CONNECT; trying MQTT 3.1.1", False)
+            return problems.no_connack(self.cfg)
+        if link.refused is not None:
+            if link.refused.value == problems.RC_UNSUPPORTED_PROTOCOL and auto:
+                self._protocol = mqtt.MQTTv311 if v5 else mqtt.MQTTv5
+                version = "5" if v5 else "3.1.1"
+                return Problem(FALLBACK, f"broker {where} refused MQTT {version}; trying the other version", False)
+            return problems.refusal(self.cfg, link.refused)
+        return problems.lost(self.cfg, getattr(rc, "name", str(rc)), self.outbox.stats()["depth"])
 
     def _on_connect(self, link: _Link, rc: ReasonCode, props: Properties | None = None) -> None:
         link.connack = rc
@@ -627,22 +553,27 @@ class Delivery:
     def _run_commands(self) -> None:
         while not self._stop.is_set():
             try:
-                kind, raw = self._commands.get(timeout=0.5)
+                batch = [self._commands.get(timeout=0.5)]
             except queue.Empty:
                 continue
-            self._answer(self._intake.handle(kind, raw))
+            while len(batch) < 64:  # a burst of commands is answered with one fsync, not one each
+                try:
+                    batch.append(self._commands.get_nowait())
+                except queue.Empty:
+                    break
+            self._answer(*[self._intake.handle(kind, raw) for kind, raw in batch])
 
-    def _answer(self, result: CommandResult) -> None:
+    def _answer(self, *results: CommandResult) -> None:
         try:
-            self.outbox.put(
+            self.outbox.put_many(
                 "result",
                 "cmd/result",
-                result_payload(result.request_id, result.kind, result.ok, result.error),
+                [result_payload(r.request_id, r.kind, r.ok, r.error) for r in results],
                 offline=not self._connected.is_set(),
             )
             self._wake.set()
         except Exception:
-            logger.exception("could not queue the result of command %s", result.kind)
+            logger.exception("could not queue the results of %d commands", len(results))
 
 
 def _json(payload: dict[str, Any]) -> bytes:

@@ -180,19 +180,25 @@ class Outbox:
 
     def put(self, kind: str, topic: str, payload: dict[str, Any], *, qos: int = 1, offline: bool = False) -> int:
         """Queue a JSON message of ``kind`` (scan, health, result). Returns its row id."""
+        return self.put_many(kind, topic, [payload], qos=qos, offline=offline)[0]
+
+    def put_many(
+        self, kind: str, topic: str, payloads: list[dict[str, Any]], *, qos: int = 1, offline: bool = False
+    ) -> list[int]:
+        """Queue several messages of one kind in one transaction (one fsync)."""
         if kind not in EVICTION_RANK or kind == "event":
             raise ValueError(f"use put_event for events; unknown kind {kind!r}")
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                row_id = self._insert(kind, topic, _dumps(payload), qos, None, offline, None)
+                row_ids = [self._insert(kind, topic, _dumps(p), qos, None, offline, None) for p in payloads]
                 self._enforce_caps()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 self._reload_totals()
                 raise
-        return row_id
+        return row_ids
 
     def _insert(
         self,
