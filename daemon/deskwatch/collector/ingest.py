@@ -16,6 +16,7 @@ import json
 import logging
 import threading
 from collections import Counter, deque
+from collections.abc import Set
 from datetime import datetime
 from typing import Any
 
@@ -68,15 +69,27 @@ def record_reject(tx: Tx, topic: str, reason: str, detail: str, size: int, now: 
     )
 
 
-def apply(tx: Tx, msg: Message, received_at: float, now: float) -> str:
-    """Store one message; returns ``stored``, ``duplicate`` or ``updated``; raises Rejected."""
+def apply(
+    tx: Tx,
+    msg: Message,
+    received_at: float,
+    now: float,
+    known_devices: Set[tuple[str, str]] = frozenset(),
+    deferred_scans: list[tuple[Any, ...]] | None = None,
+) -> str:
+    """Store one message; returns ``stored``, ``duplicate``, ``updated``, ``stale`` or ``deferred``.
+
+    Raises :class:`Rejected`. ``known_devices``: (site, device_id) pairs already committed to
+    ``devices`` (saves a statement). With ``deferred_scans`` a scan record is appended there
+    for :func:`flush_scans` instead of being inserted now.
+    """
     kind = msg.topic.kind
     if kind == "event":
         return _event(tx, msg, received_at, now)
     if kind == "evidence":
         return _evidence(tx, msg, received_at)
     if kind == "scan":
-        return _scan(tx, msg, received_at)
+        return _scan(tx, msg, received_at, known_devices, deferred_scans)
     if kind == "status":
         return _status(tx, msg, received_at)
     if kind == "health":
@@ -124,8 +137,16 @@ def _event(tx: Tx, msg: Message, received_at: float, now: float) -> str:
     )
     if inserted == 0:
         return "duplicate"
-    row = tx.one("SELECT last_seq FROM devices WHERE site = ? AND device_id = ?", (site, device))
-    last = int(row[0]) if row else 0
+    # One round trip: the upsert hands back the last_seq it replaced (every SET expression
+    # reads the old row, on SQLite as on PostgreSQL).
+    row = tx.one(
+        "INSERT INTO devices (site, device_id, last_seq, seq_before, last_event_at) VALUES (?, ?, ?, 0, ?)"
+        " ON CONFLICT (site, device_id) DO UPDATE SET seq_before = devices.last_seq,"
+        " last_seq = CASE WHEN excluded.last_seq > devices.last_seq THEN excluded.last_seq ELSE devices.last_seq END,"
+        " last_event_at = excluded.last_event_at RETURNING seq_before",
+        (site, device, seq, received_at),
+    )
+    last = int(row[0]) if row and row[0] is not None else 0
     if last > 0 and seq > last + 1:
         tx.execute(
             "INSERT INTO seq_gaps (site, device_id, after_seq, got_seq, seen_at) VALUES (?, ?, ?, ?, ?)",
@@ -140,23 +161,15 @@ def _event(tx: Tx, msg: Message, received_at: float, now: float) -> str:
             seq - last - 1,
             extra={"journal": {"EVENT_ID": p["event_id"], "DEVICE_ID": device}},
         )
-    tx.execute(
-        "INSERT INTO devices (site, device_id, last_seq, last_event_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (site, device_id) DO UPDATE SET"
-        " last_seq = CASE WHEN excluded.last_seq > devices.last_seq THEN excluded.last_seq ELSE devices.last_seq END,"
-        " last_event_at = excluded.last_event_at",
-        (site, device, seq, received_at),
+    # Evidence that arrived first is settled now (one statement; a mismatch is rare and deleted).
+    settled = tx.one(
+        "UPDATE evidence SET captured_ts = ?, state = CASE WHEN sha256 = ? THEN 'verified' ELSE 'mismatch' END"
+        " WHERE event_id = ? AND state = 'pending' RETURNING state",
+        (detected_ts, sha, p["event_id"].lower()),
     )
-    pending = tx.one("SELECT sha256, bytes FROM evidence WHERE event_id = ?", (p["event_id"].lower(),))
-    if pending is not None:
-        if sha is not None and pending[0] == sha:
-            tx.execute(
-                "UPDATE evidence SET state = 'verified', captured_ts = ? WHERE event_id = ?",
-                (detected_ts, p["event_id"].lower()),
-            )
-        else:
-            _delete_evidence(tx, p["event_id"].lower(), now, "sha256_mismatch")
-            logger.warning("evidence for event %s does not match its sha256: deleted", p["event_id"])
+    if settled is not None and settled[0] == "mismatch":
+        _delete_evidence(tx, p["event_id"].lower(), now, "sha256_mismatch")
+        logger.warning("evidence for event %s does not match its sha256: deleted", p["event_id"])
     return "stored"
 
 
@@ -226,31 +239,49 @@ def reconcile_pending(tx: Tx, now: float) -> tuple[int, int]:
     return verified, deleted
 
 
-def _scan(tx: Tx, msg: Message, received_at: float) -> str:
+SCAN_INSERT = (
+    "INSERT INTO scans (site, device_id, scan_id, trigger, started_at, finished_at, outcome, findings, replayed,"
+    " payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, device_id, scan_id) DO NOTHING"
+)
+
+
+def _scan(
+    tx: Tx,
+    msg: Message,
+    received_at: float,
+    known_devices: Set[tuple[str, str]],
+    deferred: list[tuple[Any, ...]] | None,
+) -> str:
     p = msg.payload
     assert p is not None
-    inserted = tx.execute(
-        "INSERT INTO scans (site, device_id, scan_id, trigger, started_at, finished_at, outcome, findings, replayed,"
-        " payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (site, device_id, scan_id) DO NOTHING",
-        (
-            msg.topic.site,
-            msg.topic.device_id,
-            p["scan_id"],
-            p["trigger"],
-            p["started_at"],
-            p["finished_at"],
-            p["outcome"],
-            ",".join(p["findings"]),
-            1 if p["replayed"] else 0,
-            _dumps(p),
-            received_at,
-        ),
+    row = (
+        msg.topic.site,
+        msg.topic.device_id,
+        p["scan_id"],
+        p["trigger"],
+        p["started_at"],
+        p["finished_at"],
+        p["outcome"],
+        ",".join(p["findings"]),
+        1 if p["replayed"] else 0,
+        _dumps(p),
+        received_at,
     )
-    if not inserted:
-        return "duplicate"
-    _ensure_device(tx, msg.topic.site, msg.topic.device_id)
-    return "stored"
+    if (msg.topic.site, msg.topic.device_id) not in known_devices:
+        _ensure_device(tx, msg.topic.site, msg.topic.device_id)
+    if deferred is not None:
+        deferred.append(row)
+        return "deferred"
+    return "stored" if tx.execute(SCAN_INSERT, row) else "duplicate"
+
+
+def flush_scans(tx: Tx, rows: list[tuple[Any, ...]]) -> int:
+    """Insert the scan records deferred by :func:`apply` in one ``executemany``; returns how many were new.
+
+    Scans are the most frequent message and depend on nothing else in the batch; on
+    PostgreSQL ``executemany`` pipelines them in one round trip.
+    """
+    return tx.executemany(SCAN_INSERT, rows) if rows else 0
 
 
 def _status(tx: Tx, msg: Message, received_at: float) -> str:

@@ -103,6 +103,7 @@ CREATE TABLE IF NOT EXISTS devices (
     health TEXT,
     health_at {real},
     last_seq BIGINT NOT NULL DEFAULT 0,
+    seq_before BIGINT,
     last_event_at {real},
     PRIMARY KEY (site, device_id)
 );
@@ -168,6 +169,11 @@ class Tx:
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self._cur.execute(self._sql(sql), tuple(params))
         return int(self._cur.rowcount)
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> int:
+        """Run one statement for many parameter rows (pipelined on PostgreSQL); total rows changed."""
+        self._cur.executemany(self._sql(sql), [tuple(p) for p in params])
+        return max(0, int(self._cur.rowcount))
 
     def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         self._cur.execute(self._sql(sql), tuple(params))

@@ -31,7 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from .ingest import IngestStats, apply, reconcile_pending, record_reject
+from .ingest import IngestStats, apply, flush_scans, reconcile_pending, record_reject
 from .store import Store, StoreUnavailable
 from .validate import Rejected, Validator
 
@@ -131,6 +131,7 @@ class Subscriber:
         self._rejects = _RejectLog()
         self._writer: threading.Thread | None = None
         self._last_connect_fail = -1e9
+        self._known_devices: set[tuple[str, str]] = set()
         self.client = self._make_client()
 
     # -- MQTT side --------------------------------------------------------------------------
@@ -297,6 +298,8 @@ class Subscriber:
 
     def _commit(self, batch: list[_Inbound]) -> list[str]:
         stored_events: list[str] = []
+        touched: set[tuple[str, str]] = set()
+        scans: list[tuple[Any, ...]] = []
         outcomes: list[tuple[str, str]] = []
         rejected: list[tuple[str, Rejected]] = []
         with self.store.transaction() as tx:
@@ -307,17 +310,24 @@ class Subscriber:
             for item in sorted(batch, key=_device_key):
                 try:
                     msg = self.validator.check(item.topic, item.payload, item.props)
-                    outcome = apply(tx, msg, item.received_at, now)
+                    outcome = apply(tx, msg, item.received_at, now, self._known_devices, scans)
                 except Rejected as exc:
                     record_reject(tx, item.topic, exc.reason, exc.detail, len(item.payload), now)
                     rejected.append((item.topic, exc))
                     continue
                 outcomes.append((msg.topic.kind, outcome))
+                touched.add((msg.topic.site, msg.topic.device_id))
                 if msg.topic.kind == "event" and outcome == "stored":
                     assert msg.payload is not None
                     stored_events.append(str(msg.payload["event_id"]))
+            new_scans = flush_scans(tx, scans)
+        self._known_devices.update(touched)  # committed: their devices rows exist
         for kind, outcome in outcomes:
-            self.stats.add(f"{kind}.{outcome}")
+            if outcome != "deferred":
+                self.stats.add(f"{kind}.{outcome}")
+        if scans:
+            self.stats.add("scan.stored", new_scans)
+            self.stats.add("scan.duplicate", len(scans) - new_scans)
         for topic, why in rejected:
             self.stats.add(f"rejected.{why.reason}")
             self._rejects.log(topic, why)
