@@ -148,3 +148,12 @@ def test_sigkill_loses_nothing_that_was_acknowledged_to_the_caller(tmp_path: Pat
     stored = {json.loads(m.payload)["seq"]: m.event_id for m in box.pending(limit=10**6) if m.kind == "event"}
     assert confirmed.items() <= stored.items()
     assert sorted(stored) == list(range(1, len(stored) + 1))  # no gap, no reuse of a seq
+
+
+def test_an_unreadable_outbox_is_moved_aside_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "outbox.sqlite3").write_bytes(b"this is not a database, it is a failing SD card" * 100)
+    box = make(tmp_path)
+    box.put_event(event(1))
+    assert box.stats()["depth"] == 1
+    assert [p.name for p in tmp_path.glob("outbox.sqlite3.corrupt-*")]
+    assert any("unreadable" in r.getMessage() for r in caplog.records)

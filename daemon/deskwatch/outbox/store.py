@@ -103,11 +103,22 @@ class Outbox:
         self.evidence_max_age_s = (evidence_max_age_days or max_age_days) * 86400.0
         self._clock = wall_clock
         self._lock = threading.RLock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
-        os.chmod(self.path, 0o600)
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:  # e.g. a failing SD card: keep the evidence, start afresh
+            aside = self.path.with_name(f"{FILENAME}.corrupt-{int(wall_clock())}")
+            for suffix in ("", "-wal", "-shm"):
+                src = self.path.with_name(FILENAME + suffix)
+                if src.exists():
+                    src.rename(aside.with_name(aside.name + suffix))
+            logger.error(
+                "outbox %s is unreadable (%s): moved it to %s and started an empty one; "
+                "messages queued in it were not sent",
+                self.path,
+                exc,
+                aside,
+            )
+            self._db = self._open()
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(MAX(id), 0) FROM messages"
         ).fetchone()
@@ -115,6 +126,19 @@ class Outbox:
         # Everything already queued when we open survived a restart: it is a replay.
         self._replay_upto = int(row[2])
         self.evicted: dict[str, int] = {k: self._counter(f"evicted.{k}") for k in KINDS}
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            db.executescript(_SCHEMA)
+            db.execute("SELECT COUNT(*) FROM messages").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        os.chmod(self.path, 0o600)
+        return db
 
     # -- counters -----------------------------------------------------------------------
 
