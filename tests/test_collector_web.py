@@ -258,3 +258,13 @@ def test_live_violations_in_chromium(
             "SELECT review_state, review_note, reviewed_by FROM events WHERE event_id = ?", (fresh[0].event_id,)
         )
     assert row == ("acknowledged", "called the worker", "alice")
+
+
+def test_repeated_failed_sign_ins_are_throttled(site: Site) -> None:
+    b = Browser(site.url)
+    for _ in range(5):
+        assert b.call("/login", b"username=alice&password=guess", "application/x-www-form-urlencoded")[0] == 401
+    status, _, body = b.call(
+        "/login", f"username=alice&password={PASSWORD}".encode(), "application/x-www-form-urlencoded"
+    )
+    assert status == 429 and b"Too many failed attempts" in body

@@ -187,11 +187,13 @@ def _run(args: argparse.Namespace, store: Store) -> int:
         settings.client_id = args.client_id
     hub = Hub()
     stats = IngestStats()
+    # The page gets its own connections: many browsers polling must never make the writer wait.
+    web_store = open_store(args.db, pool_size=8) if args.http != "off" else store
     subscriber = Subscriber(settings, store, stats=stats, on_stored=hub.notify)
     web = None
     if args.http != "off":
         try:
-            web = SupervisorServer(_hostport(args.http, 8080), store, hub, cookie_secure=args.cookie_secure)
+            web = SupervisorServer(_hostport(args.http, 8080), web_store, hub, cookie_secure=args.cookie_secure)
         except (OSError, argparse.ArgumentTypeError) as exc:
             print(f"deskwatch-collector: cannot serve the supervisor page on {args.http}: {exc}", file=sys.stderr)
             return EXIT_UNAVAILABLE
@@ -220,6 +222,8 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     if web is not None:
         web.stop()
     subscriber.stop()
+    if web_store is not store:
+        web_store.close()
     logger.info("collector counters at exit: %s", json.dumps(stats.snapshot(), sort_keys=True))
     print(f"COUNTERS {json.dumps(stats.snapshot(), sort_keys=True)}", flush=True)
     return 0

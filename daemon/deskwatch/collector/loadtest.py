@@ -138,6 +138,7 @@ class Connection(threading.Thread):
         """Every device's retained ``status`` (the fleet comes online before the measured phase)."""
         for dev in self.devices:
             self._send(dev.status())
+        self.published.messages = self.published.bytes = 0  # not part of the measured phase
 
     def finish(self, timeout: float) -> int:
         """Wait for every PUBACK; returns how many are still missing."""

@@ -18,6 +18,7 @@ import json
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from http import HTTPStatus
 from http.cookies import SimpleCookie
@@ -41,6 +42,38 @@ CSP = (
 MAX_BODY = 16 * 1024
 MAX_NOTE = 500
 LOOKBACK_IDS = 1000  # PostgreSQL identity values can commit out of order across collectors
+
+
+class LoginThrottle:
+    """At most ``limit`` failed sign-ins per user name, and ``address_limit`` per client address
+    (several supervisors may share an office NAT), in ``window`` seconds."""
+
+    def __init__(self, limit: int = 5, address_limit: int = 30, window: float = 300.0) -> None:
+        self.limit = limit
+        self.address_limit = address_limit
+        self.window = window
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(key, deque())
+        while times and now - times[0] > self.window:
+            times.popleft()
+        return times
+
+    def blocked(self, keys: list[str], now: float) -> bool:
+        with self._lock:
+            return any(
+                len(self._recent(k, now)) >= (self.address_limit if k.startswith("addr:") else self.limit) for k in keys
+            )
+
+    def failed(self, keys: list[str], now: float) -> None:
+        with self._lock:
+            for k in keys:
+                self._recent(k, now).append(now)
+            if len(self._failures) > 10_000:  # forget idle keys
+                for k in [k for k, v in self._failures.items() if not v]:
+                    del self._failures[k]
 
 
 class Hub:
@@ -192,6 +225,7 @@ class SupervisorServer(ThreadingHTTPServer):
         self.cookie_secure = cookie_secure
         self.wall = wall
         self.stopping = threading.Event()
+        self.throttle = LoginThrottle()
         self._thread: threading.Thread | None = None
 
     @property
@@ -351,8 +385,14 @@ class SupervisorHandler(BaseHTTPRequestHandler):
         form = parse_qs(body.decode("utf-8", "replace"))
         username = (form.get("username") or [""])[0]
         password = (form.get("password") or [""])[0]
-        got = auth.login(self.server.store, username, password, self.server.wall())
+        keys, now = [f"user:{username[:64]}", f"addr:{self.client_address[0]}"], self.server.wall()
+        if self.server.throttle.blocked(keys, now):
+            logger.warning("sign-in for %r from %s refused: too many failures", username[:64], self.client_address[0])
+            page = login_page("Too many failed attempts. Wait a few minutes and try again.")
+            return self._send(HTTPStatus.TOO_MANY_REQUESTS, page, "text/html; charset=utf-8")
+        got = auth.login(self.server.store, username, password, now)
         if got is None:
+            self.server.throttle.failed(keys, now)
             logger.warning("failed sign-in for %r from %s", username[:64], self.client_address[0])
             return self._send(
                 HTTPStatus.UNAUTHORIZED, login_page("Wrong user name or password."), "text/html; charset=utf-8"
