@@ -90,9 +90,8 @@ class Delivery:
         )
         self._rng = rng or random.Random()
         self._intake = CommandIntake()
-        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(
-            maxsize=256
-        )  # x 4 KiB at most: a flood is answered "busy", not buffered
+        # At most 256 x 4 KiB waiting; beyond that a flood is answered "busy", not buffered.
+        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=256)
         self._acks: queue.SimpleQueue[tuple[int, int, ReasonCode | None]] = queue.SimpleQueue()
         self._lock = threading.RLock()
         self._stop = threading.Event()
@@ -109,6 +108,7 @@ class Delivery:
         self._threads: list[threading.Thread] = []
         self._sent_before: set[int] = set()
         self._drain_until = 0.0
+        self._outage_started: float | None = None
         self.published = 0
         self.acked = 0
         self.reconnects = 0
@@ -291,13 +291,15 @@ class Delivery:
     def _run_connection(self) -> None:
         attempt = 0
         failures_logged: set[str] = set()
-        outage_started: float | None = None
+        fell_back = False
         while not self._stop.is_set():
             link = self._new_link(self._protocol)
             problem = self._connect_and_serve(link)
             if link.connected_at is not None:  # we were connected: a fresh outage starts now
                 attempt = 0
                 failures_logged.clear()
+                fell_back = False
+                self._outage_started = time.monotonic()
                 if problem is not None:
                     self.reconnects += 1
             if self._stop.is_set():
@@ -305,10 +307,12 @@ class Delivery:
             if problem is None:
                 continue
             kind, message, is_auth = problem.kind, problem.message, problem.needs_fixing
-            if kind == FALLBACK:
+            if kind == FALLBACK and not fell_back:
+                fell_back = True
                 logger.info("%s", message)
-                continue  # retry at once with the other protocol version
-            outage_started = outage_started or time.monotonic()
+                continue  # retry at once with the other protocol version (once; then with backoff)
+            if self._outage_started is None:
+                self._outage_started = time.monotonic()
             with self._lock:
                 self._link_problem = message if is_auth else "broker unreachable"
             if kind not in failures_logged:
@@ -387,6 +391,9 @@ class Delivery:
             return
         link.connected_at = time.monotonic()
         self.connections += 1
+        if self._outage_started is not None:
+            logger.info("broker reachable after %.1f s without it", link.connected_at - self._outage_started)
+        self._outage_started = None
         with self._lock:
             self._link_problem = None
         for suffix in COMMAND_TOPICS:
