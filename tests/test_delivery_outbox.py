@@ -157,3 +157,16 @@ def test_an_unreadable_outbox_is_moved_aside_not_fatal(tmp_path: Path, caplog: p
     assert box.stats()["depth"] == 1
     assert [p.name for p in tmp_path.glob("outbox.sqlite3.corrupt-*")]
     assert any("unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_full_disk_costs_old_images_not_the_new_event(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    box = make(tmp_path)
+    for n in range(20):
+        box.put_event(event(n), b"j" * 20_000)
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count = {pages}")  # the file system has no room for one more page
+    queued = box.put_event(event(99), b"k" * 20_000)
+    assert queued["seq"] == 21
+    st = box.stats()
+    assert st["by_kind"]["event"] == 21 and st["evicted"]["evidence"] >= 1 and st["evicted"]["event"] == 0
+    assert any("disk is full" in r.getMessage() for r in caplog.records)

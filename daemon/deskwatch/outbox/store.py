@@ -162,7 +162,7 @@ class Outbox:
                 value = self._bump("session")
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
+                self._rollback()
                 raise
             return value
 
@@ -183,8 +183,50 @@ class Outbox:
     ) -> dict[str, Any]:
         """Assign the next ``seq``, queue the event (and its evidence) in one transaction.
 
-        Returns the payload as queued (with ``seq``). Durable when this returns.
+        Returns the payload as queued (with ``seq``). Durable when this returns. When the
+        disk is full, older evidence, health, results and scans are evicted to make room
+        (counted like cap evictions); as a last resort the event goes without its image.
         """
+        try:
+            return self._put_event(payload, evidence, evidence_props, offline)
+        except sqlite3.OperationalError as exc:
+            if "full" not in str(exc):
+                raise
+            freed = self._make_room()
+            logger.error("outbox: the disk is full (%s); evicted %s to keep the event", exc, freed or "nothing")
+            if not freed and evidence is not None:
+                payload = {**payload, "evidence": None, "evidence_reason": "disk_full"}
+                evidence = None
+            return self._put_event(payload, evidence, evidence_props, offline)
+
+    def _make_room(self, rows: int = 200) -> dict[str, int]:
+        """Evict up to ``rows`` of the least valuable non-event messages (disk full)."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                evicted: dict[str, int] = {}
+                victims = self._db.execute(
+                    "SELECT id, kind, bytes, event_id FROM messages WHERE kind != 'event' ORDER BY rank, id LIMIT ?",
+                    (rows,),
+                ).fetchall()
+                for row in victims:
+                    self._evict(row, evicted)
+                for kind, n in evicted.items():
+                    self.evicted[kind] = self._bump(f"evicted.{kind}", n)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            return evicted
+
+    def _rollback(self) -> None:
+        if self._db.in_transaction:  # SQLite may already have rolled back (e.g. disk full)
+            self._db.execute("ROLLBACK")
+        self._reload_totals()
+
+    def _put_event(
+        self, payload: dict[str, Any], evidence: bytes | None, evidence_props: dict[str, str] | None, offline: bool
+    ) -> dict[str, Any]:
         event_id = str(payload["event_id"])
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
@@ -197,8 +239,7 @@ class Outbox:
                 self._enforce_caps()
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                self._reload_totals()
+                self._rollback()
                 raise
         return payload
 
@@ -219,8 +260,7 @@ class Outbox:
                 self._enforce_caps()
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                self._reload_totals()
+                self._rollback()
                 raise
         return row_ids
 
@@ -269,8 +309,7 @@ class Outbox:
                 evicted = self._enforce_caps()
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                self._reload_totals()
+                self._rollback()
                 raise
             return evicted
 
@@ -371,8 +410,7 @@ class Outbox:
                     self._bytes -= int(row[1])
                 self._db.execute("COMMIT")
             except BaseException:
-                self._db.execute("ROLLBACK")
-                self._reload_totals()
+                self._rollback()
                 raise
         return deleted
 
