@@ -280,7 +280,7 @@ class Delivery:
         client.will_set(self.prefix + "status", _json(will), qos=1, retain=True)
         client.on_connect = lambda c, u, f, rc, p: self._on_connect(link, rc, p)
         client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(link, rc)
-        client.on_publish = lambda c, u, mid, rc, p: self._acks.put((link.generation, mid, rc))
+        client.on_publish = lambda c, u, mid, rc, p: self._on_publish(link, mid, rc)
         client.on_message = lambda c, u, msg: self._on_message(msg)
         # Only the connection thread may touch the socket: without this, paho writes from the
         # publisher thread while the network loop reads, and a TLS session does not survive
@@ -411,6 +411,10 @@ class Delivery:
             depth,
         )
         self._wake.set()
+
+    def _on_publish(self, link: _Link, mid: int, rc: ReasonCode | None) -> None:
+        self._acks.put((link.generation, mid, rc))
+        self._wake.set()  # the publisher can refill the window now
 
     def _on_disconnect(self, link: _Link, rc: ReasonCode) -> None:
         if link is self._link:
