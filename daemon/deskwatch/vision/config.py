@@ -54,18 +54,55 @@ class VisionConfig:
         minimum=0.05,
         maximum=1.0,
     )
+    phone_hint_threshold: float = setting(
+        0.1,
+        doc="Weak 'cell phone' candidates of the whole-frame pass at or above this score (and below the cell-phone threshold) are kept as votes for a phone held at an ear: alone they are noise, several of them at an ear are a phone call (see phone_ear_evidence).",
+        minimum=0.01,
+        maximum=1.0,
+    )
+    phone_ear_evidence: float = setting(
+        0.4,
+        doc="A phone is reported at an ear (from BlazeFace's ear keypoints, or from the body pose where the hand hides the face) when the weak phone votes there, combined as 1 - product(1 - score), reach this; the reported phone's score is that evidence. On the shared photos: 0.47 and 0.68 at the ears of the two phone calls the whole-frame pass misses, at most 0.25 at any ear of the photos without a phone.",
+        minimum=0.05,
+        maximum=1.0,
+    )
     phone_second_pass: bool = setting(
         True,
-        doc="Look again for phones in an enlarged crop around each face, keeping phone-sized boxes at an ear or in front of the face (a phone held to the ear is small and mostly hidden by the hand: the whole-frame pass misses most of them).",
+        doc="Look again for phones in an enlarged crop (4 face heights) around each face with a weak phone vote at an ear: the phone is several times larger there, and the crop's phone candidates add their votes.",
     )
     phone_pass_threshold: float = setting(
-        0.3, doc="Score a phone found by the second pass (at a face) needs.", minimum=0.01, maximum=1.0
+        0.1,
+        doc="Score a phone candidate of the second pass (at a face) needs to count as a vote.",
+        minimum=0.01,
+        maximum=1.0,
     )
     phone_pass_max_persons: int = setting(
-        1,
-        doc="At most this many faces (the largest: the worker at the desk first) get the second phone pass; each costs one more detector run.",
+        2,
+        doc="At most this many faces (the largest: the worker at the desk first) get the second phone pass; each costs one more object-detector run, and only faces with a weak phone vote at an ear get one.",
         minimum=0,
         maximum=10,
+    )
+    phone_pass_min_face: float = setting(
+        0.06,
+        doc="Faces smaller than this share of the frame height have no ear zone and get no second pass (people far from the desk).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    phone_pose: bool = setting(
+        True,
+        doc="Estimate the body pose (MediaPipe pose landmarks) of persons with a weak phone vote inside their box, so that a phone held to an ear counts even where the hand hides the face from BlazeFace.",
+    )
+    pose_max_persons: int = setting(
+        2,
+        doc="At most this many persons (the largest) get a pose estimate per frame; each costs one pose-model run (~30 ms on a 2-core x86, more on a Pi).",
+        minimum=0,
+        maximum=10,
+    )
+    pose_min_presence: float = setting(
+        0.5,
+        doc="A pose counts (its ears become phone zones) when the pose model's presence score reaches this.",
+        minimum=0.0,
+        maximum=1.0,
     )
     face_model: Literal["short_range", "full_range"] = setting(
         "full_range",

@@ -8,10 +8,11 @@ scores (already sigmoided) and ``box_s`` [1, N, 44]: for each side (left, top,
 right, bottom) 11 bin logits whose softmax expectation times s is the distance
 from the cell centre ((col + 0.5) * s, (row + 0.5) * s) to that side.
 
-Phones are small at 416 px and, held to the ear, mostly hidden by the hand. The
-second pass (``phones_at_ears``) crops a square around each face BlazeFace found,
-runs the detector on it (the phone is 2-5x larger there) and keeps only
-phone-sized boxes next to an ear or in front of the face.
+Phones are small at 416 px and, held to the ear, mostly hidden by the hand: their
+scores are weak. ``detect`` therefore also keeps the weak phone candidates
+(``weak_phones``, not reported as detections), and ``phones_in_region`` runs the
+detector again on an enlarged crop; :mod:`deskwatch.vision.phones` decides which
+of these weak votes add up to a phone held at an ear.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..domain import Box, Detection, Face
+from ..domain import Box, Detection
 from .imageops import resize
 from .runtime import Model
 
@@ -42,10 +43,6 @@ COCO_LABELS = (
     "teddy bear", "hair drier", "toothbrush",
 )  # fmt: skip
 PHONE_CLASS = COCO_LABELS.index(PHONE)
-PHONE_CROP = 4.0  # side of the crop around a face, in face heights
-PHONE_EAR_DISTANCE = 0.5  # a phone's centre within this many face heights of an ear or the nose
-PHONE_MAX_SIZE = 0.8  # a phone is at most this many face heights long
-PHONE_MIN_FACE_PX = 40  # smaller faces are people far from the desk
 
 
 def cell_centres(stride: int, size: int = INPUT_SIZE) -> np.ndarray:
@@ -118,6 +115,7 @@ class ObjectDetector:
         phone_pass: bool = True,
         phone_threshold: float = 0.3,
         phone_max_persons: int = 3,
+        hint_threshold: float = 1.0,
     ):
         shape = model.input_shape
         if shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
@@ -133,6 +131,9 @@ class ObjectDetector:
         self.phone_max_persons = phone_max_persons
         self.invoke_ms = 0.0  # model time of the last detect() (all passes)
         self.passes = 0
+        # weak phone candidates of the last detect(): hint_threshold <= score < the phone threshold
+        self.hint_threshold = min(hint_threshold, float(self.thresholds[PHONE_CLASS]))
+        self.weak_phones: list[Detection] = []
 
     def _run(self, image: np.ndarray, thresholds: np.ndarray) -> RawDetections:
         tensor = resize(image, INPUT_SIZE, INPUT_SIZE).astype(np.float32)[None]
@@ -144,55 +145,48 @@ class ObjectDetector:
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Objects in the whole frame, best first."""
         self.invoke_ms, self.passes = 0.0, 0
-        raw = self._run(image, self.thresholds)
+        self.weak_phones = []
+        thresholds = self.thresholds
+        if self.hint_threshold < thresholds[PHONE_CLASS]:
+            thresholds = thresholds.copy()
+            thresholds[PHONE_CLASS] = self.hint_threshold
+        raw = self._run(image, thresholds)
         if raw.scores.size == 0:
             return []
         keep = nms_per_class(raw.boxes, raw.scores, raw.classes, self.nms_iou)
         dets = []
         for i in keep:
             b = Box(*(float(v) for v in raw.boxes[i])).clipped()
-            if b.area > 0:
-                dets.append(Detection(COCO_LABELS[int(raw.classes[i])], float(raw.scores[i]), b))
+            if b.area <= 0:
+                continue
+            cls, score = int(raw.classes[i]), float(raw.scores[i])
+            det = Detection(COCO_LABELS[cls], score, b)
+            if score >= self.thresholds[cls]:
+                dets.append(det)
+            else:
+                self.weak_phones.append(det)
         return sorted(dets, key=lambda d: -d.score)
 
     # -- the second look for phones ------------------------------------------------------
-    def phones_at_ears(self, image: np.ndarray, faces: list[Face], found: list[Detection]) -> list[Detection]:
-        """Phones held to the ear or in front of the face, found in an enlarged crop
-        around each face (largest first).
-
-        A phone held to the ear is mostly hidden by the hand and small at 416 px;
-        in a crop PHONE_CROP face-heights wide it is 2-5x larger. Only a phone-sized
-        box near an ear keypoint (or in front of the face) counts: elsewhere in the
-        crop the detector's weak phone scores are noise (hands with food, cards).
-        """
-        self.invoke_ms = 0.0
-        if not self.phone_pass or self.phone_max_persons <= 0:
-            return []
+    def phones_in_region(self, image: np.ndarray, region: tuple[int, int, int, int]) -> list[Detection]:
+        """Phone candidates (score >= phone_threshold) in an enlarged crop of the frame,
+        boxes normalised to the whole frame. The crop is resized to 416 px like the
+        frame, so a phone in it is several times larger than in the whole-frame pass.
+        Adds its model time to ``invoke_ms``."""
         h, w = image.shape[:2]
+        x0, y0, x1, y1 = region
+        if x1 - x0 < 8 or y1 - y0 < 8:
+            return []
         thresholds = np.full(len(COCO_LABELS), 2.0, np.float32)  # nothing but phones
         thresholds[PHONE_CLASS] = self.phone_threshold
-        out: list[Detection] = []
-        for face in sorted(faces, key=lambda f: -f.box.area)[: self.phone_max_persons]:
-            fh = face.box.height * h
-            if fh < PHONE_MIN_FACE_PX or len(face.keypoints) < 6:
-                continue
-            side = fh * PHONE_CROP
-            cx, cy = face.box.centre[0] * w, face.box.centre[1] * h + 0.2 * fh
-            x0, y0 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
-            x1, y1 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
-            if x1 - x0 < 8 or y1 - y0 < 8 or (x1 - x0) * (y1 - y0) > 0.7 * w * h:
-                continue  # the crop would be (nearly) the whole frame: nothing to gain
-            sub = self._run(np.ascontiguousarray(image[y0:y1, x0:x1]), thresholds)
-            if sub.scores.size == 0:
-                continue
-            ears = np.array([face.keypoints[4], face.keypoints[5], face.keypoints[2]], np.float32) * [w, h]
-            keep = nms_per_class(sub.boxes, sub.scores, sub.classes, self.nms_iou)
-            for b, score in zip(sub.boxes[keep], sub.scores[keep]):
-                px = b * [x1 - x0, y1 - y0, x1 - x0, y1 - y0] + [x0, y0, x0, y0]
-                bw, bh = (px[2] - px[0]) / fh, (px[3] - px[1]) / fh
-                centre = np.array([(px[0] + px[2]) / 2, (px[1] + px[3]) / 2], np.float32)
-                near = float(np.hypot(*(ears - centre).T).min()) / fh
-                if near <= PHONE_EAR_DISTANCE and max(bw, bh) <= PHONE_MAX_SIZE:
-                    box = Box(float(px[0]) / w, float(px[1]) / h, float(px[2]) / w, float(px[3]) / h).clipped()
-                    out.append(Detection(PHONE, float(score), box))
-        return [d for d in out if all(d.box.iou(f.box) <= self.nms_iou for f in found if f.label == PHONE)]
+        sub = self._run(np.ascontiguousarray(image[y0:y1, x0:x1]), thresholds)
+        if sub.scores.size == 0:
+            return []
+        keep = nms_per_class(sub.boxes, sub.scores, sub.classes, self.nms_iou)
+        out = []
+        for b, score in zip(sub.boxes[keep], sub.scores[keep]):
+            px = b * [x1 - x0, y1 - y0, x1 - x0, y1 - y0] + [x0, y0, x0, y0]
+            box = Box(float(px[0]) / w, float(px[1]) / h, float(px[2]) / w, float(px[3]) / h).clipped()
+            if box.area > 0:
+                out.append(Detection(PHONE, float(score), box))
+        return out

@@ -21,6 +21,8 @@ from .faces import FaceDetector, merge_faces
 from .identity import FaceEncoder, IdentityChecker, IdentityUnavailable, load_templates, template_path
 from .light import measure_light
 from .objects import COCO_LABELS, ObjectDetector
+from .phones import face_crop, face_ear_zones, phones_at_ears, pose_ear_zones, zones_with_hints
+from .pose import PoseEstimator
 from .runtime import ModelError, ModelStore
 
 log = logging.getLogger(__name__)
@@ -29,6 +31,7 @@ FACE_MODELS = {"short_range": "face_detection_short_range.tflite", "full_range":
 FACE_MODEL = FACE_MODELS["short_range"]
 LABELS_FILE = "coco_labels.txt"
 OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32.tflite"}
+POSE_MODEL = "pose_landmark_full.tflite"
 NO_IDENTITY_PROFILES = ("uk", "minimal")
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
@@ -78,7 +81,9 @@ class Vision:
             phone_pass=v.phone_second_pass,
             phone_threshold=v.phone_pass_threshold,
             phone_max_persons=v.phone_pass_max_persons,
+            hint_threshold=v.phone_hint_threshold,
         )
+        self.pose = PoseEstimator(self.store.load(POSE_MODEL)) if v.phone_pose else None
         self.faces = FaceDetector(
             self.store.load(FACE_MODELS[v.face_model]), threshold=v.face_threshold, nms_iou=v.face_nms_iou
         )
@@ -152,9 +157,10 @@ class Vision:
         timings["faces"] = (t3 - t2) * 1000
         model_ms += face_ms
         detections = drop_duplicate_persons(detections, faces)
-        if faces and self.cfg.vision.phone_second_pass:
-            detections = detections + self.objects.phones_at_ears(image, faces, detections)
-            model_ms += self.objects.invoke_ms
+        if self.objects.weak_phones:
+            phones, phone_ms = self.find_held_phones(image, detections, faces)
+            detections = detections + phones
+            model_ms += phone_ms
             t4 = time.perf_counter()
             timings["phones"] = (t4 - t3) * 1000
             t3 = t4
@@ -185,6 +191,50 @@ class Vision:
             faces = merge_faces(faces, self.cfg.vision.face_nms_iou)
         return faces, model_ms
 
+    def find_held_phones(
+        self, image: np.ndarray, detections: list[Detection], faces: list[Face]
+    ) -> tuple[list[Detection], float]:
+        """Phones held at an ear, from the whole-frame pass's weak phone votes, a
+        second pass on the faces those votes point at, and the ears of the body
+        pose of the persons they fall in whose face was not found (see
+        :mod:`deskwatch.vision.phones`)."""
+        v = self.cfg.vision
+        h, w = image.shape[:2]
+        hints = self.objects.weak_phones
+        votes = list(hints)
+        zones = face_ear_zones(faces, w, h, v.phone_pass_min_face)
+        model_ms = 0.0
+        if v.phone_second_pass and v.phone_pass_max_persons > 0:
+            self.objects.invoke_ms = 0.0
+            looked = 0
+            for face in sorted(faces, key=lambda f: -f.box.area):
+                if looked >= v.phone_pass_max_persons:
+                    break
+                region = face_crop(face, w, h)
+                if region is None or not zones_with_hints(
+                    face_ear_zones([face], w, h, v.phone_pass_min_face), hints, w, h
+                ):
+                    continue
+                votes += self.objects.phones_in_region(image, region)
+                looked += 1
+            model_ms += self.objects.invoke_ms
+        if self.pose is not None and v.pose_max_persons > 0:
+            # a pose only for people with a weak phone vote inside their box whose face BlazeFace did not
+            # find (the hand holding the phone hides it): a found face gives the ears already
+            big_faces = [f for f in faces if f.box.height >= v.phone_pass_min_face and len(f.keypoints) >= 6]
+            persons = [
+                d
+                for d in detections
+                if d.label == "person"
+                and any(_centre_inside(p.box, d.box) for p in hints)
+                and not any(_owns(d.box, f) for f in big_faces)
+            ]
+            poses = self.pose.estimate_all(image, persons, v.pose_max_persons)
+            model_ms += self.pose.invoke_ms
+            zones += pose_ear_zones(poses, v.pose_min_presence)
+        found = phones_at_ears(zones, votes, detections, width=w, height=h, min_evidence=v.phone_ear_evidence)
+        return found, model_ms
+
     def model_hashes(self) -> dict[str, str]:
         """file name -> sha256 of every model in use (published in health/status)."""
         return self.store.loaded()
@@ -211,6 +261,11 @@ def _contained(inner: Box, outer: Box) -> float:
     ix = max(0.0, min(inner.x1, outer.x1) - max(inner.x0, outer.x0))
     iy = max(0.0, min(inner.y1, outer.y1) - max(inner.y0, outer.y0))
     return ix * iy / inner.area if inner.area > 0 else 1.0
+
+
+def _centre_inside(inner: Box, outer: Box) -> bool:
+    cx, cy = inner.centre
+    return outer.x0 <= cx <= outer.x1 and outer.y0 <= cy <= outer.y1
 
 
 def _owns(person: Box, face: Face) -> bool:
