@@ -28,7 +28,7 @@ make_broker = _fixtures.make_broker
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 PREFIX = "deskwatch/v1/acme/desk-k/"
-BACKLOG = 1500
+BACKLOG = 3000
 
 
 def write_config(tmp_path: Path, broker: Broker) -> Path:
@@ -41,7 +41,7 @@ mqtt:
   tls: {{enabled: false}}
   reconnect_min_seconds: 0.1
   reconnect_max_seconds: 1
-  max_inflight: 8
+  max_inflight: 16
 camera:
   backend: replay
   source: {REPO / "demo" / "frames"}
@@ -67,7 +67,7 @@ def preload(state_dir: Path) -> list[str]:
         event_id = f"0193a0c0-0000-7000-8000-{n:012d}"
         box.put_event(
             {"schema": "deskwatch.event/1", "event_id": event_id, "type": "phone_use", "replayed": False},
-            b"\xff\xd8" + b"e" * 4000,
+            b"\xff\xd8" + b"e" * 1000,
             {"content-type": "image/jpeg"},
             offline=True,
         )
