@@ -2,9 +2,11 @@
 
 Per frame: light/obstruction statistics first; a dark or covered frame skips the
 detectors (their silence would prove nothing). Otherwise the object detector,
-BlazeFace on the whole frame and on each person's upper body, a second look for
-phones at each face, and - when the profile allows it and the worker is enrolled
-- the identity check on the faces found.
+BlazeFace on the whole frame and on each person's upper body; where the object
+detector saw weak phone votes, the phone-at-the-ear fusion (a second look at the
+faces they point at, the body pose of persons whose face is hidden; see
+``phones``); and - when the profile allows it and the worker is enrolled - the
+identity check on the faces found.
 """
 
 from __future__ import annotations
