@@ -14,11 +14,7 @@ import jsonschema
 import pytest
 
 from deskwatch.contract import load_schema
-from tests.support import mosquitto as _fixtures
 from tests.support.mosquitto import Collector, MakeBroker
-
-# Until tests/conftest.py lists tests.support.mosquitto in pytest_plugins:
-make_broker = _fixtures.make_broker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]

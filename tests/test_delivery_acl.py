@@ -13,11 +13,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from deskwatch.mqtt.delivery import Delivery
-from tests.support import mosquitto as _fixtures
-from tests.support.mosquitto import Broker, Collector, MakeBroker, device_config, fleet_acl
-
-# Until tests/conftest.py lists tests.support.mosquitto in pytest_plugins:
-pki, make_broker = _fixtures.pki, _fixtures.make_broker
+from tests.support.mosquitto import Broker, Collector, MakeBroker, device_config, fleet_acl, free_port
 
 pytestmark = pytest.mark.broker
 A, B = "deskwatch/v1/acme/desk-a/", "deskwatch/v1/acme/desk-b/"
@@ -128,7 +124,7 @@ def test_a_device_delivers_everything_it_owns_through_the_fleet_acl(tmp_path: Pa
 
 def test_the_shipped_fleet_config_runs_and_enforces_the_acl(tmp_path: Path, pki: Any) -> None:
     """broker/mosquitto-fleet.conf itself (paths and port swapped for the test's)."""
-    port = _fixtures.free_port()
+    port = free_port()
     (tmp_path / "deskwatch.acl").write_text(fleet_acl())
     conf = (REPO / "broker" / "mosquitto-fleet.conf").read_text()
     for old, new in {

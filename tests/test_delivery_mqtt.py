@@ -15,11 +15,7 @@ import pytest
 from deskwatch.contract import load_schema
 from deskwatch.mqtt.commands import CommandRejected
 from deskwatch.mqtt.delivery import Delivery, backoff_delay
-from tests.support import mosquitto as _fixtures
 from tests.support.mosquitto import Broker, Collector, device_config
-
-# Until tests/conftest.py lists tests.support.mosquitto in pytest_plugins:
-pki, make_broker, mosquitto = _fixtures.pki, _fixtures.make_broker, _fixtures.mosquitto
 
 pytestmark = pytest.mark.broker
 PREFIX = "deskwatch/v1/acme/desk-a/"

@@ -17,12 +17,8 @@ import pytest
 
 from deskwatch.contract import load_schema
 from deskwatch.mqtt.delivery import Delivery
-from tests.support import brokers_other as _fixtures
 from tests.support.brokers_other import NatsBroker
 from tests.support.mosquitto import Broker, Collector, device_config
-
-# Until tests/conftest.py lists tests.support.brokers_other in pytest_plugins:
-nats_broker = _fixtures.nats_broker
 
 pytestmark = pytest.mark.broker
 PREFIX = "deskwatch/v1/acme/desk-a/"

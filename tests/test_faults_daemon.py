@@ -19,11 +19,7 @@ from pathlib import Path
 import pytest
 
 from deskwatch.outbox.store import Outbox
-from tests.support import mosquitto as _fixtures
 from tests.support.mosquitto import Broker, Collector, MakeBroker
-
-# Until tests/conftest.py lists tests.support.mosquitto in pytest_plugins:
-make_broker = _fixtures.make_broker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]

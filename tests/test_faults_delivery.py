@@ -26,11 +26,7 @@ from deskwatch.contract import load_schema
 from deskwatch.contract.payloads import event_payload, health_payload, scan_payload
 from deskwatch.domain import Box, Detection, Finding, ScanRecord
 from deskwatch.mqtt.delivery import Delivery
-from tests.support import mosquitto as _fixtures
 from tests.support.mosquitto import Broker, Collector, MakeBroker, device_config
-
-# Until tests/conftest.py lists tests.support.mosquitto in pytest_plugins:
-pki, make_broker, mosquitto = _fixtures.pki, _fixtures.make_broker, _fixtures.mosquitto
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 PREFIX = "deskwatch/v1/acme/desk-a/"
