@@ -99,16 +99,24 @@ def test_byte_cap_evicts_evidence_before_anything_else(tmp_path: Path) -> None:
     assert st["evicted"]["evidence"] == 4 and st["evicted"]["event"] == 0
 
 
-def test_age_cap_uses_the_wall_clock(tmp_path: Path) -> None:
-    clock = WallClock()
+def test_age_cap_evicts_what_really_aged(tmp_path: Path) -> None:
+    wall, mono = WallClock(), WallClock(0.0)
     box = Outbox(
-        tmp_path, max_bytes=10**7, max_messages=1000, max_age_days=2, evidence_max_age_days=1, wall_clock=clock
+        tmp_path,
+        max_bytes=10**7,
+        max_messages=1000,
+        max_age_days=2,
+        evidence_max_age_days=1,
+        wall_clock=wall,
+        monotonic_clock=mono,
     )
     box.put_event(event(1), b"jpeg")
-    clock.t += 1.5 * 86400
+    wall.t += 1.5 * 86400
+    mono.t += 1.5 * 86400
     assert box.enforce_caps() == {"evidence": 1}
     assert box.stats()["oldest_age_s"] == pytest.approx(1.5 * 86400)
-    clock.t += 1 * 86400
+    wall.t += 1 * 86400
+    mono.t += 1 * 86400
     assert box.enforce_caps() == {"event": 1}
     assert box.stats()["depth"] == 0
 
@@ -170,3 +178,18 @@ def test_a_full_disk_costs_old_images_not_the_new_event(tmp_path: Path, caplog: 
     st = box.stats()
     assert st["by_kind"]["event"] == 21 and st["evicted"]["evidence"] >= 1 and st["evicted"]["event"] == 0
     assert any("disk is full" in r.getMessage() for r in caplog.records)
+
+
+def test_a_clock_sync_after_boot_does_not_age_out_fresh_events(tmp_path: Path) -> None:
+    """A Pi without RTC boots weeks behind; NTP then jumps the clock forward."""
+    wall, mono = WallClock(1_700_000_000.0), WallClock(50.0)
+    box = Outbox(tmp_path, max_bytes=10**7, max_messages=1000, max_age_days=20, wall_clock=wall, monotonic_clock=mono)
+    box.put_event(event(1), b"jpeg")  # queued at the stale boot time
+    mono.t += 30
+    wall.t += 30 + 40 * 86400  # time sync: 40 days forward
+    box.put_event(event(2))
+    assert box.enforce_caps() == {}
+    assert box.stats()["depth"] == 3 and box.stats()["oldest_age_s"] == pytest.approx(30)
+    mono.t += 21 * 86400  # and real ageing still counts
+    wall.t += 21 * 86400
+    assert box.enforce_caps() == {"event": 2, "evidence": 1}

@@ -27,6 +27,9 @@ evidence images first, then health, then command results and scan records, event
 last. Evicting an evidence image rewrites its queued event to ``evidence: null`` with
 ``evidence_reason: "evicted"`` so consumers do not wait for a JPEG that never comes.
 Every eviction is counted per kind (persisted), logged, and reported in ``health``.
+Ages use the wall clock, corrected when it jumps (a Pi without RTC syncs time after
+boot): messages queued since start are re-dated by the jump, so a clock sync never
+ages out a fresh event.
 """
 
 from __future__ import annotations
@@ -94,6 +97,7 @@ class Outbox:
         max_age_days: float,
         evidence_max_age_days: float | None = None,
         wall_clock: Callable[[], float] = time.time,
+        monotonic_clock: Callable[[], float] | None = None,
     ) -> None:
         self.path = Path(state_dir) / FILENAME
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -102,6 +106,9 @@ class Outbox:
         self.max_age_s = max_age_days * 86400.0
         self.evidence_max_age_s = (evidence_max_age_days or max_age_days) * 86400.0
         self._clock = wall_clock
+        # An injected wall clock without a monotonic one: the two are taken to move together.
+        self._mono = monotonic_clock or (time.monotonic if wall_clock is time.time else wall_clock)
+        self._wall0, self._mono0 = wall_clock(), self._mono()
         self._lock = threading.RLock()
         try:
             self._db = self._open()
@@ -231,6 +238,7 @@ class Outbox:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._follow_clock_jump()
                 seq = self._bump("seq")
                 payload = {**payload, "seq": seq}
                 self._insert("event", "event", _dumps(payload), 1, event_id, offline, None)
@@ -256,6 +264,7 @@ class Outbox:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._follow_clock_jump()
                 row_ids = [self._insert(kind, topic, _dumps(p), qos, None, offline, None) for p in payloads]
                 self._enforce_caps()
                 self._db.execute("COMMIT")
@@ -306,12 +315,32 @@ class Outbox:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
+                self._follow_clock_jump()
                 evicted = self._enforce_caps()
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
                 raise
             return evicted
+
+    def _follow_clock_jump(self, tolerance_s: float = 300.0) -> None:
+        """Re-date this run's messages when the wall clock jumps (a Pi has no RTC).
+
+        Until NTP syncs after boot, a Pi's clock may be days behind; once it jumps forward,
+        messages queued meanwhile would look days old and the age cap would evict them.
+        The monotonic clock does not jump, so the difference tells how far to shift them.
+        """
+        now_wall, now_mono = self._clock(), self._mono()
+        jump = now_wall - (self._wall0 + (now_mono - self._mono0))
+        if abs(jump) <= tolerance_s:
+            return
+        cur = self._db.execute("UPDATE messages SET created = created + ? WHERE id > ?", (jump, self._replay_upto))
+        self._wall0, self._mono0 = now_wall, now_mono
+        logger.warning(
+            "wall clock jumped by %+.0f s (time sync after boot?): re-dated %d messages queued since start",
+            jump,
+            cur.rowcount,
+        )
 
     def _enforce_caps(self) -> dict[str, int]:
         evicted: dict[str, int] = {}
