@@ -220,8 +220,10 @@ def test_live_violations_in_chromium(
     _, mine = worker.get_json("/api/events")
     worker.post_json(f"/api/events/{mine['events'][0]['event_id']}/contest", {"note": "I was on a work call."})
 
+    from selenium.common.exceptions import StaleElementReferenceException
+
     d = chromium
-    wait = WebDriverWait(d, 15)
+    wait = WebDriverWait(d, 15, ignored_exceptions=[StaleElementReferenceException])  # the page re-renders
     d.get(site.url + "/")
     assert d.current_url.endswith("/login")
     d.find_element(By.ID, "username").send_keys("alice")
@@ -234,22 +236,24 @@ def test_live_violations_in_chromium(
     fresh = site.acme[2].violation(finding_type="away_from_desk")
     fleet_publisher(mosquitto).send(fresh)
     card_css = f"article[data-event-id='{fresh[0].event_id}']"
-    card = wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, card_css)))
-    assert "Away from desk" in card.text and "desk-c" in card.text and "Worker w-3" in card.text
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, card_css)))
+    text = wait.until(lambda drv: drv.find_element(By.CSS_SELECTOR, card_css).text)
+    assert "Away from desk" in text and "desk-c" in text and "Worker w-3" in text
     wait.until(lambda drv: drv.execute_script(
         "const i = document.querySelector(arguments[0] + ' img'); return i && i.complete && i.naturalWidth", card_css))  # fmt: skip
-    contested = d.find_element(By.CSS_SELECTOR, f"article[data-event-id='{mine['events'][0]['event_id']}']")
-    assert "Worker contests: I was on a work call." in contested.text
+    contested_css = f"article[data-event-id='{mine['events'][0]['event_id']}']"
+    assert "Worker contests: I was on a work call." in d.find_element(By.CSS_SELECTOR, contested_css).text
     # Acknowledge with a note.
-    card.find_element(By.CSS_SELECTOR, "textarea").send_keys("called the worker")
-    card.find_element(By.CSS_SELECTOR, "button.ack").click()
+    d.find_element(By.CSS_SELECTOR, card_css + " textarea").send_keys("called the worker")
+    d.find_element(By.CSS_SELECTOR, card_css + " button.ack").click()
     wait.until(
         lambda drv: "acknowledged by alice: called the worker" in drv.find_element(By.CSS_SELECTOR, card_css).text
     )
     # Fleet view from status + health.
     wait.until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "#fleet tr")) == 3)
-    states = {r.get_attribute("data-device"): r.find_element(By.CSS_SELECTOR, ".state").text
-              for r in d.find_elements(By.CSS_SELECTOR, "#fleet tr")}  # fmt: skip
+    states = wait.until(lambda drv: drv.execute_script(
+        "const out = {}; for (const r of document.querySelectorAll('#fleet tr'))"
+        " out[r.dataset.device] = r.querySelector('.state').textContent; return out;"))  # fmt: skip
     assert states == {"desk-a": "online", "desk-b": "degraded (camera: not found)", "desk-c": "offline"}
     ARTIFACTS.mkdir(exist_ok=True)
     assert d.save_screenshot(str(ARTIFACTS / "collector-supervisor.png"))

@@ -41,6 +41,7 @@ CSP = (
 )
 MAX_BODY = 16 * 1024
 MAX_NOTE = 500
+SESSION_RECHECK_SECONDS = 30.0
 LOOKBACK_IDS = 1000  # PostgreSQL identity values can commit out of order across collectors
 
 
@@ -467,10 +468,15 @@ class SupervisorHandler(BaseHTTPRequestHandler):
         last_beat = time.monotonic()
         self._push(reversed(backlog), seen)
         top = max([e["id"] for e in backlog] + [0])
+        checked = time.monotonic()
         while not self.server.stopping.is_set():
             version = hub.wait(version, 1.0)
             if self.server.stopping.is_set():
                 return
+            if time.monotonic() - checked > SESSION_RECHECK_SECONDS:
+                checked = time.monotonic()
+                if self._user() is None:  # signed out or expired: the stream ends with the session
+                    return
             with store.transaction(write=False) as tx:
                 fresh = query_events(tx, user, after_id=max(0, top - LOOKBACK_IDS), limit=500)
             fresh = [e for e in reversed(fresh) if e["id"] not in seen]

@@ -110,11 +110,21 @@ function render(ev) {
   return card;
 }
 
+const shown = new Map();
 function replace(ev) {
+  const json = JSON.stringify(ev);
+  if (shown.get(ev.event_id) === json) return;  // unchanged: keep the card (and what is being typed)
+  shown.set(ev.event_id, json);
   const old = cards.get(ev.event_id);
   const card = render(ev);
   cards.set(ev.event_id, card);
-  if (old) old.replaceWith(card); else list.prepend(card);
+  if (old) {
+    const before = old.querySelector("textarea"), after = card.querySelector("textarea");
+    const typing = before && document.activeElement === before;
+    if (typing && after) after.value = before.value;
+    old.replaceWith(card);
+    if (typing && after) after.focus();
+  } else list.prepend(card);
   document.getElementById("count").textContent = String(cards.size);
 }
 
