@@ -1,4 +1,4 @@
-"""Fault 2: the whole daemon (``deskwatch run``) killed with SIGKILL mid-publish, three times.
+"""Faults 1 and 2 with the whole daemon. Fault 2: the whole daemon (``deskwatch run``) killed with SIGKILL mid-publish, three times.
 
 The outbox is pre-loaded with a backlog (as after a long outage) so that every kill
 lands while the daemon is draining it; the daemon also scans on its own (replay
@@ -12,8 +12,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,4 +127,44 @@ def test_2_sigkill_three_times_mid_publish_loses_nothing(tmp_path: Path, make_br
             assert proc.wait(20) == 0
         assert sessions == sorted(set(sessions))  # each run announced a new session
     finally:
+        seen.close()
+
+
+def test_1_the_daemon_keeps_scanning_through_a_broker_outage(tmp_path: Path, make_broker: MakeBroker) -> None:
+    """The scan loop never waits for the broker: events made during the outage arrive after it."""
+    from PIL import Image
+
+    broker = make_broker(persistent=True)
+    seen = Collector(broker, PREFIX + "#", persistent_session=True)
+    dark = tmp_path / "dark"
+    dark.mkdir()
+    Image.new("RGB", (320, 240), (4, 4, 4)).save(dark / "dark.jpg")  # every scan: a low_light event
+    config = write_config(tmp_path, broker)
+    config.write_text(config.read_text().replace(str(REPO / "demo" / "frames"), str(dark)))
+    cmd = [sys.executable, "-m", "deskwatch", "run", "--config", str(config), "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    outbox = tmp_path / "state" / "outbox.sqlite3"
+
+    def queued_events() -> set[str]:
+        with sqlite3.connect(f"file:{outbox}?mode=ro", uri=True) as db:
+            return {r[0] for r in db.execute("SELECT event_id FROM messages WHERE kind = 'event'")}
+
+    try:
+        assert seen.wait_for(lambda ms: any(m.topic.endswith("/event") for m in ms), 30)
+        broker.stop()
+        deadline = time.monotonic() + 20
+        while len(queued_events()) < 2 and time.monotonic() < deadline:  # two scans while the broker is away
+            assert proc.poll() is None
+            time.sleep(0.2)
+        expected = set(events(seen)) | queued_events()  # delivered before + made during the outage
+        assert len(expected) >= 3
+        broker.start()
+        assert seen.wait_for(lambda ms: expected <= set(events(seen)), 20)
+        assert any(json.loads(m.payload)["replayed"] for m in seen.on("/event"))
+        got = events(seen)
+        seqs = sorted(s for v in got.values() for s in v)
+        assert seqs == list(range(1, len(seqs) + 1)) and len(seqs) >= 3
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(20) == 0, proc.stderr.read().decode() if proc.stderr else ""
         seen.close()
