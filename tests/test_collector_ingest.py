@@ -225,3 +225,16 @@ def test_pending_evidence_beside_a_stored_event_is_settled(
     with store.transaction(write=False) as tx:
         assert tx.rows("SELECT event_id, state FROM evidence") == [(good_event.event_id, "verified")]
         assert tx.rows("SELECT reason FROM evidence_deletions") == [("sha256_mismatch",)]
+
+
+def test_a_device_clock_in_the_future_does_not_extend_retention(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int]
+) -> None:
+    from datetime import UTC, datetime
+
+    store = store_factory("sqlite")
+    dev = SimDevice("acme", "desk-a", "w-1")
+    event, evidence, _ = dev.violation(now=datetime(2035, 1, 1, tzinfo=UTC))  # RTC years ahead
+    store_all(store, [event, evidence], now=NOW)
+    assert purge_evidence(store, 20, NOW + 21 * DAY).expired == 1
+    assert db_count(store, "evidence") == 0

@@ -26,7 +26,7 @@ from deskwatch.collector.store import Store, open_store
 from deskwatch.collector.subscriber import Subscriber, SubscriberSettings
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, every: float = 0.05) -> bool:
+def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, every: float = 0.05) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():

@@ -82,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(MAX_RETENTION_DAYS),
         help=f"evidence is deleted after this many days (at most {MAX_RETENTION_DAYS})",
     )
-    run.add_argument("--purge-every", type=float, default=3600.0, help="seconds between evidence purges")
+    run.add_argument("--purge-every", type=float, default=600.0, help="seconds between evidence purges")
     run.add_argument("--batch-max", type=int, default=200, help="messages per database transaction")
     run.add_argument("--stats-every", type=float, default=60.0, help="seconds between counter log lines (0: never)")
 

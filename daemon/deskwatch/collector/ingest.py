@@ -165,7 +165,7 @@ def _event(tx: Tx, msg: Message, received_at: float, now: float) -> str:
     settled = tx.one(
         "UPDATE evidence SET captured_ts = ?, state = CASE WHEN sha256 = ? THEN 'verified' ELSE 'mismatch' END"
         " WHERE event_id = ? AND state = 'pending' RETURNING state",
-        (detected_ts, sha, p["event_id"].lower()),
+        (min(detected_ts, received_at), sha, p["event_id"].lower()),
     )
     if settled is not None and settled[0] == "mismatch":
         _delete_evidence(tx, p["event_id"].lower(), now, "sha256_mismatch")
@@ -188,7 +188,8 @@ def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
             raise Rejected("evidence_unexpected", f"event {event_id} declares no evidence")
         if row[0] != msg.sha256:
             raise Rejected("evidence_sha256", f"event {event_id} declares another sha256")
-        state, captured = "verified", float(row[1])
+        # A device clock ahead of time must not keep a photo past the retention: never later than arrival.
+        state, captured = "verified", min(float(row[1]), received_at)
     inserted = tx.execute(
         "INSERT INTO evidence (event_id, site, device_id, sha256, bytes, data, state, captured_ts, received_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
@@ -230,7 +231,8 @@ def reconcile_pending(tx: Tx, now: float) -> tuple[int, int]:
     for event_id, sha, declared, detected_ts in rows:
         if declared is not None and declared == sha:
             tx.execute(
-                "UPDATE evidence SET state = 'verified', captured_ts = ? WHERE event_id = ?", (detected_ts, event_id)
+                "UPDATE evidence SET state = 'verified', captured_ts = ? WHERE event_id = ?",
+                (min(float(detected_ts), now), event_id),
             )
             verified += 1
         else:
