@@ -156,3 +156,35 @@ def test_the_shipped_fleet_config_runs_and_enforces_the_acl(tmp_path: Path, pki:
     finally:
         broker.stop()
     assert "Error" not in broker.log_text(), broker.log_text()
+
+
+def test_a_publish_the_broker_refuses_stays_queued_and_is_named_once(
+    tmp_path: Path, make_broker: MakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL that forgot a topic: MQTT 5 says "Not authorized"; the device keeps the message and says why."""
+    acl = fleet_acl().replace("pattern write deskwatch/v1/+/%u/scan\n", "")
+    assert acl != fleet_acl()
+    broker = make_broker(mutual=True, acl=acl)
+    assert broker.pki is not None
+    crt, key = broker.pki.client("desk-a")
+    cfg = device_config(
+        tmp_path,
+        broker,
+        tls=f"enabled: true\n    ca_file: {broker.pki.ca_crt}\n    cert_file: {crt}\n    key_file: {key}",
+    )
+    seen = central(broker)
+    delivery = Delivery(cfg, version="t", models={})
+    delivery.start()
+    try:
+        delivery.send_scan({"n": 1})
+        delivery.send_scan({"n": 2})
+        delivery.send_event({"type": "phone_use"}, None)
+        assert seen.wait_for(lambda ms: any(m.topic == A + "event" for m in ms))
+        assert not seen.on("/scan")
+        time.sleep(0.3)
+        assert delivery.outbox.stats()["by_kind"]["scan"] == 2 and delivery.outbox.stats()["by_kind"]["event"] == 0
+        refusals = [r.getMessage() for r in caplog.records if "refused a publish" in r.getMessage()]
+        assert len(refusals) == 1 and "ACL" in refusals[0]
+    finally:
+        delivery.stop(2)
+        seen.close()
