@@ -10,7 +10,7 @@
 #   - builds the deskwatch wheel on the host (pure Python) and installs it with its
 #     dependencies into /opt/deskwatch/venv inside the rootfs (pip runs in the chroot,
 #     so the wheels match the rootfs's architecture; under qemu-user for arm64),
-#   - ships the models to /usr/share/deskwatch/models,
+#   - the models come with the wheel (into the venv's share/deskwatch/models),
 #   - installs the units, sysusers.d and tmpfiles.d entries, creates the user and dirs,
 #   - enables deskwatch.service and the first-boot deskwatch-provision.service,
 #   - enables the camera in /boot/firmware/config.txt,
@@ -101,14 +101,11 @@ in_root "$VENV/bin/python" -m pip install -q --no-deps "face_recognition==1.3.0"
 ln -sfn "$VENV/bin/deskwatch" "$ROOTFS/usr/local/bin/deskwatch"
 
 # -- models, docs, example config -----------------------------------------------------------------
-install -d -m 0755 "$ROOTFS/usr/share/deskwatch/models"
-for f in "$BUILD"/models/*.tflite "$BUILD"/models/*.yaml "$BUILD"/models/*.txt; do
-  [ -e "$f" ] && install -m 0644 "$f" "$ROOTFS/usr/share/deskwatch/models/"
-done
+# The models travel in the wheel (setup.py data_files): $VENV/share/deskwatch/models,
+# found there by deskwatch.vision.runtime.default_models_dir().
 install -d -m 0755 "$ROOTFS/opt/deskwatch" "$ROOTFS/usr/share/doc/deskwatch"
 [ -f "$REPO/README.md" ] && install -m 0644 "$REPO/README.md" "$ROOTFS/opt/deskwatch/README.md"
 install -m 0644 "$BUILD/config.example.yaml" "$ROOTFS/usr/share/doc/deskwatch/config.example.yaml"
-[ -d "$BUILD/models/LICENSES" ] && cp -r "$BUILD/models/LICENSES" "$ROOTFS/usr/share/deskwatch/models/"
 [ -f "$REPO/hw-tests/README.md" ] && cp -r "$REPO/hw-tests" "$ROOTFS/opt/deskwatch/hw-tests"
 
 # -- units, user, directories --------------------------------------------------------------------
