@@ -149,3 +149,32 @@ def test_collector_on_postgresql_end_to_end(
         lambda: db_count(store, "events") == 20 and db_count(store, "evidence", "WHERE state = 'verified'") == 20
     )
     assert until(lambda: db_count(store, "devices", "WHERE state = 'online' AND health IS NOT NULL") == 4)
+
+
+@pytest.mark.slow
+def test_a_database_outage_pauses_intake_without_acknowledging(
+    mosquitto: Broker, start_collector: Callable[..., Subscriber], fleet_publisher: Callable[..., Any],
+    until: Callable[..., bool], db_count: Callable[..., int], caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from deskwatch.collector.devservers import TempPostgres
+    from deskwatch.collector.store import open_store
+
+    pg = TempPostgres().start()
+    store = open_store(pg.create_database("outage"))
+    try:
+        collector = start_collector(mosquitto, store)
+        dev = SimDevice("acme", "desk-a", "w-1")
+        pub = fleet_publisher(mosquitto)
+        pub.send(dev.violation())
+        assert until(lambda: db_count(store, "events") == 1)
+        pg.halt()  # the database goes away
+        pub.send([m for _ in range(5) for m in dev.violation()])
+        assert until(lambda: collector.inbox.qsize() == 0 and collector.stats.snapshot().get("event.stored") == 1, 5)
+        assert until(lambda: any("database unavailable" in r.message for r in caplog.records), 10)
+        pg.resume()
+        assert until(lambda: db_count(store, "events") == 6 and db_count(store, "evidence") == 6, 30)
+        with store.transaction(write=False) as tx:
+            assert tx.rows("SELECT seq FROM events ORDER BY seq") == [(i,) for i in range(1, 7)]
+    finally:
+        store.close()
+        pg.stop()

@@ -79,14 +79,19 @@ class TempPostgres:
             group=gid,
             extra_groups=[] if uid is not None else None,
         )
-        log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - closed in stop()
-        self._log = log
+        self._log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._launch(timeout)
+        return self
+
+    def _launch(self, timeout: float) -> None:
+        data = self.root / "data"
+        uid, gid = self._ids()
         self.proc = subprocess.Popen(
             [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1", "-k", str(data)]
             + [arg for opt in PG_SETTINGS for arg in ("-c", opt)],
-            stdout=log,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
-            env=env,
+            env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
             cwd=self.root,
             user=uid,
             group=gid,
@@ -94,7 +99,15 @@ class TempPostgres:
         )
         wait_port(self.port, timeout, self.proc)
         self._wait_ready(timeout)
-        return self
+
+    def halt(self) -> None:
+        """Stop the server but keep its data (an outage); :meth:`resume` brings it back."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(15)
+
+    def resume(self, timeout: float = 20.0) -> None:
+        self._launch(timeout)
 
     def _wait_ready(self, timeout: float) -> None:
         import psycopg
