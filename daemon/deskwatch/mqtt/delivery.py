@@ -293,8 +293,16 @@ class Delivery:
         failures_logged: set[str] = set()
         fell_back = False
         while not self._stop.is_set():
-            link = self._new_link(self._protocol)
-            problem = self._connect_and_serve(link)
+            try:
+                link = self._new_link(self._protocol)
+                problem = self._connect_and_serve(link)
+            except Exception:  # a bug here must not end delivery for good
+                if self._stop.is_set():
+                    break
+                logger.exception("MQTT connection attempt failed unexpectedly; retrying in 5 s")
+                self._connected.clear()
+                self._stop.wait(5.0)
+                continue
             if link.connected_at is not None:  # we were connected: a fresh outage starts now
                 attempt = 0
                 failures_logged.clear()
