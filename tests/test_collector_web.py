@@ -54,8 +54,20 @@ class Site:
         return self.server.url
 
 
+def thumbnail(path: Path) -> bytes:
+    import io
+
+    from PIL import Image
+
+    img = Image.open(path).convert("RGB")
+    img.thumbnail((320, 240))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=70)
+    return buf.getvalue()
+
+
 @pytest.fixture
-def site(store_factory: Callable[[str], Store]) -> Iterator[Site]:
+def site(store_factory: Callable[[str], Store], photos: Path) -> Iterator[Site]:
     store = store_factory("sqlite")
     for name, role, sites, worker in [
         ("alice", "supervisor", ["acme"], None),
@@ -67,7 +79,12 @@ def site(store_factory: Callable[[str], Store]) -> Iterator[Site]:
     other = SimDevice("globex", "desk-x", "w-9")
     put(store, [acme[0].status("online"), acme[1].status("degraded", ["camera: not found"]), acme[2].status("online")])
     put(store, [acme[2].status("offline")] + [d.health() for d in acme[:2]])
-    put(store, acme[0].violation(finding_type="phone_use")[:2] + other.violation(finding_type="eating")[:2])
+    phone, eating = thumbnail(photos / "phone_01.jpg"), thumbnail(photos / "eat_01.jpg")
+    put(
+        store,
+        acme[0].violation(finding_type="phone_use", jpeg=phone)[:2]
+        + other.violation(finding_type="eating", jpeg=eating)[:2],
+    )
     put(store, acme[1].violation(finding_type="extra_person", with_evidence=False)[:1])
     hub = Hub()
     server = SupervisorServer(("127.0.0.1", 0), store, hub)
@@ -207,7 +224,7 @@ def chromium() -> Iterator[Any]:
 @pytest.mark.broker
 def test_live_violations_in_chromium(
     site: Site, chromium: Any, mosquitto: Broker, start_collector: Callable[..., Subscriber],
-    fleet_publisher: Callable[..., Any],
+    fleet_publisher: Callable[..., Any], photos: Path,
 ) -> None:  # fmt: skip
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
@@ -233,12 +250,12 @@ def test_live_violations_in_chromium(
     wait.until(lambda drv: len(drv.find_elements(By.CSS_SELECTOR, "article.event")) == 2)
     assert "globex" not in d.page_source and "desk-x" not in d.page_source
     # A device publishes a violation now: it reaches the page through broker, collector, database and SSE.
-    fresh = site.acme[2].violation(finding_type="away_from_desk")
+    fresh = site.acme[2].violation(finding_type="extra_person", jpeg=thumbnail(photos / "multi_02.jpg"))
     fleet_publisher(mosquitto).send(fresh)
     card_css = f"article[data-event-id='{fresh[0].event_id}']"
     wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, card_css)))
     text = wait.until(lambda drv: drv.find_element(By.CSS_SELECTOR, card_css).text)
-    assert "Away from desk" in text and "desk-c" in text and "Worker w-3" in text
+    assert "Extra person" in text and "desk-c" in text and "Worker w-3" in text
     wait.until(lambda drv: drv.execute_script(
         "const i = document.querySelector(arguments[0] + ' img'); return i && i.complete && i.naturalWidth", card_css))  # fmt: skip
     contested_css = f"article[data-event-id='{mine['events'][0]['event_id']}']"

@@ -130,7 +130,12 @@ class SimDevice:
         return record, Outgoing(self.prefix + "scan", _json(payload), 1, False, _props("application/json"))
 
     def violation(
-        self, *, with_evidence: bool = True, finding_type: str | None = None, now: datetime | None = None
+        self,
+        *,
+        with_evidence: bool = True,
+        finding_type: str | None = None,
+        now: datetime | None = None,
+        jpeg: bytes | None = None,
     ) -> list[Outgoing]:
         """A scan with one finding: ``event``, then ``evidence/{id}``, then ``scan`` (the device's order)."""
         finding = Finding(
@@ -141,7 +146,10 @@ class SimDevice:
             detail="simulated",
         )
         record, scan_msg = self.scan([finding], now)
-        jpeg = self.rng.choice(evidence_jpegs()) if with_evidence else None
+        if with_evidence and jpeg is None:
+            jpeg = self.rng.choice(evidence_jpegs())
+        elif not with_evidence:
+            jpeg = None
         payload = event_payload(self.cfg, finding, record, None, None if jpeg else "not_allowed")
         self.seq += 1
         payload["seq"] = self.seq
