@@ -121,7 +121,7 @@ def test_1_outage_while_producing_200_events_loses_nothing(tmp_path: Path, persi
         assert wait_until(lambda: not delivery.connected)
         outage = [producer.event(b"\xff\xd8" + b"j" * 2000 if i % 10 == 0 else None) for i in range(200)]
         assert delivery.stats()["outbox"]["by_kind"]["event"] >= 200
-        assert delivery.state() == "degraded"  # broker unreachable
+        assert wait_until(lambda: delivery.state() == "degraded")  # broker unreachable
         broker.start()
         got = assert_all_delivered(seen, producer.sent)
         assert all(any(c["replayed"] for c in got[i]) for i in outage)  # flagged as sent from the outbox
