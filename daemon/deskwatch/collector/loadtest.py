@@ -26,6 +26,7 @@ import heapq
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -214,6 +215,7 @@ def run(
     profile: Profile | None = None,
     drain_timeout: float = 60.0,
     seed: int = 1,
+    keep_workdir: bool = False,
 ) -> dict[str, Any]:
     """One load phase; returns the measurements (see the module doc)."""
     profile = profile or Profile()
@@ -299,6 +301,7 @@ def run(
         lost = [eid for eid in published.events if eid not in stored_ids]
         elapsed = drained - start
         return {
+            "workdir": str(workdir),
             "devices": devices,
             "multiplier": multiplier,
             "collectors": collectors,
@@ -348,6 +351,8 @@ def run(
             mosq.stop()
         if pg is not None:
             pg.stop()
+        if not keep_workdir:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def describe(r: dict[str, Any]) -> str:
@@ -383,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=8, help="MQTT connections the devices are multiplexed over")
     ap.add_argument("--broker", help="HOST:PORT of an existing broker (default: start a Mosquitto)")
     ap.add_argument("--json", action="store_true", help="print the measurements as JSON")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (collector logs, SQLite file)")
     args = ap.parse_args(argv)
     broker = None
     if args.broker:
@@ -391,7 +397,11 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for collectors in args.collectors or [1]:
         for mult in args.multiplier or [1.0, 10.0]:
-            r = run(args.devices, mult, args.duration, collectors, args.db, args.connections, broker)
+            r = run(
+                args.devices, mult, args.duration, collectors, args.db, args.connections, broker, keep_workdir=args.keep
+            )
+            if args.keep:
+                print(f"work directory kept: {r['workdir']}", flush=True)
             results.append(r)
             print(json.dumps(r) if args.json else describe(r), flush=True)
     return 0 if all(r["lost_events"] == 0 and r["published"]["unacked"] == 0 for r in results) else 1
