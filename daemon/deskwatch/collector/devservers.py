@@ -80,7 +80,12 @@ class TempPostgres:
             extra_groups=[] if uid is not None else None,
         )
         self._log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - closed in stop()
-        self._launch(timeout)
+        try:
+            self._launch(timeout)
+        except Exception as exc:
+            log = (self.root / "postgres.log").read_text(errors="replace")[-1500:]
+            self.stop()
+            raise RuntimeError(f"PostgreSQL did not start: {exc}\n{log}") from exc
         return self
 
     def _launch(self, timeout: float) -> None:
