@@ -68,6 +68,8 @@ setup(
             "ruff>=0.6",
             "mypy>=1.10",
             "types-PyYAML",
+            # the collector's supervisor page is tested in Debian's headless Chromium
+            "selenium>=4.20",
         ],
     },
     entry_points={

@@ -21,7 +21,6 @@ from deskwatch.evidence.thumbnail import Evidence
 from deskwatch.mqtt.delivery import Delivery
 from tests.support.mosquitto import Broker, device_config
 
-pytest_plugins = ["tests.support.collector", "tests.support.postgres"]
 pytestmark = pytest.mark.broker
 
 

@@ -13,8 +13,10 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 # mosquitto: the demo's and the tests' broker. libsystemd-dev + pkg-config: to build
 # systemd-python (journald + sd_notify). The rest serve the tests of one area each:
 #   desk companion: xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
+#   collector: postgresql (started by the tests as a child process), chromium + driver
 APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev
-              xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime)
+              xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
+              postgresql chromium chromium-driver)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
