@@ -11,6 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from deskwatch.outbox.store import Outbox
 
@@ -193,3 +195,44 @@ def test_a_clock_sync_after_boot_does_not_age_out_fresh_events(tmp_path: Path) -
     mono.t += 21 * 86400  # and real ageing still counts
     wall.t += 21 * 86400
     assert box.enforce_caps() == {"event": 2, "evidence": 1}
+
+
+# -- property: whatever the sequence of writes and acks, the caps and the order hold -------
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("event"), st.integers(0, 30_000)),  # evidence bytes (0: none)
+        st.tuples(st.sampled_from(["scan", "health", "result"]), st.integers(0, 3_000)),
+        st.tuples(st.just("ack"), st.integers(0, 5)),  # acknowledge the n oldest
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_caps_order_and_totals_hold_for_any_sequence(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:  # type: ignore[type-arg]
+    box = Outbox(tmp_path_factory.mktemp("prop"), max_bytes=40_000, max_messages=10, max_age_days=20)
+    offered_events = acked_events = 0
+    for op, n in ops:
+        events_evicted_before = box.evicted["event"]
+        if op == "event":
+            offered_events += 1
+            box.put_event(event(offered_events), b"j" * n if n else None)
+        elif op == "ack":
+            oldest = box.pending(limit=n)
+            acked_events += sum(1 for m in oldest if m.kind == "event")
+            box.ack_many([m.id for m in oldest])
+        else:
+            box.put(op, op, {"pad": "x" * n})
+        rows = box.pending(limit=10_000)
+        st_ = box.stats()
+        assert st_["depth"] == len(rows) <= 10
+        assert st_["bytes"] == sum(len(m.payload) for m in rows) <= 40_000
+        assert [m.id for m in rows] == sorted(m.id for m in rows)
+        # An event is only ever evicted when nothing less valuable is left to evict.
+        if box.evicted["event"] > events_evicted_before:
+            assert all(m.kind == "event" for m in rows), [m.kind for m in rows]
+    seqs = [json.loads(m.payload)["seq"] for m in box.pending(limit=10_000) if m.kind == "event"]
+    assert seqs == sorted(seqs) and len(seqs) + acked_events + box.evicted["event"] == offered_events
+    box.close()
