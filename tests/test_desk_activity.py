@@ -24,8 +24,6 @@ from deskwatch.mqtt.commands import validate
 from tests.support.common import FakeClock
 from tests.support.mosquitto import Broker, Collector
 
-# Until tests/conftest.py lists it (lead):
-
 SCHEMAS = Path(__file__).resolve().parents[1] / "daemon/deskwatch/contract/schemas"
 
 

@@ -16,8 +16,6 @@ from deskwatch.desk.idle import DbusIdle, FixedIdle, IdleUnavailable, MacIdle, W
 if TYPE_CHECKING:
     from tests.support.desk import Xvfb
 
-# Until tests/conftest.py lists it (lead):
-
 
 @pytest.fixture(autouse=True)
 def _fresh_said(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,8 +21,6 @@ from tests.support.mosquitto import Broker, free_port
 if TYPE_CHECKING:
     from tests.support.desk import FakeAppliance
 
-# Until tests/conftest.py lists it (lead):
-
 pytestmark = pytest.mark.broker
 
 

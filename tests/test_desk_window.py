@@ -23,8 +23,6 @@ if TYPE_CHECKING:
     from deskwatch.desk.window import PauseWindow
     from tests.support.desk import FakeAppliance, Xvfb
 
-# Until tests/conftest.py lists it (lead):
-
 pytestmark = [pytest.mark.broker]
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 
