@@ -20,6 +20,7 @@
 #
 # Environment:
 #   DESKWATCH_EXTRAS   pip extras (default "litert"; the Pi image adds picamera2 from apt)
+#   DESKWATCH_PIP_EXTRA  more requirements for the venv (the Pi stage: simplejpeg>=1.8)
 #   PIP_CERT           CA bundle pip in the chroot should trust (copied in; default: the
 #                      host's /etc/ssl/certs/ca-certificates.crt when it exists)
 #   PIP_CACHE_DIR      host directory bind-mounted as pip's cache (speeds up rebuilds)
@@ -95,6 +96,10 @@ log "creating $VENV (system site packages: python3-systemd, and python3-picamera
 log "installing deskwatch[$EXTRAS] and its dependencies (pip in the chroot)"
 in_root "$VENV/bin/python" -m pip install -q "setuptools<82" wheel
 in_root "$VENV/bin/python" -m pip install -q "$STAGE/wheels/$WHEEL[$EXTRAS]"
+if [ -n "${DESKWATCH_PIP_EXTRA:-}" ]; then
+  # shellcheck disable=SC2086  # a list of requirement specifiers
+  in_root "$VENV/bin/python" -m pip install -q $DESKWATCH_PIP_EXTRA
+fi
 # face_recognition's metadata asks for dlib (an 8-minute compile); dlib-bin provides it.
 in_root "$VENV/bin/python" -m pip install -q --no-deps "face_recognition==1.3.0"
 # pip wrote the bytecode at install time: nothing is compiled into /opt at run time.
