@@ -62,6 +62,9 @@ def test_good_bundle_is_applied_and_scrubbed(tmp_path: Path, pki: Pki, capsys: A
     assert sorted(p.name for p in bundle.iterdir()) == ["bundle.yaml.applied", "provision-result.txt"]
     assert "provisioned" in (bundle / "provision-result.txt").read_text()
     assert main(["check-config", str(etc / "config.yaml")]) == 0
+    # running it again by hand says the bundle was used, and changes nothing
+    assert provision(tmp_path, "--skip-selftest") == 78
+    assert "already applied" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "etc").iterdir()] == ["deskwatch"]  # no staging leftovers
 
 

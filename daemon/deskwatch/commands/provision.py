@@ -32,7 +32,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--root",
         default=os.environ.get("DESKWATCH_ROOT", ""),
         metavar="DIR",
-        help="prefix for --bundle and --config (tests, or provisioning a mounted SD card); env DESKWATCH_ROOT",
+        help="prefix for --bundle and --config, for tests; env DESKWATCH_ROOT",
     )
     parser.add_argument("--skip-selftest", action="store_true", help="install only; do not run the selftest")
     parser.add_argument(

@@ -133,6 +133,13 @@ def read_bundle(directory: Path) -> Bundle:
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
+        if (directory / (BUNDLE_FILE + APPLIED_SUFFIX)).exists():
+            raise BundleError(
+                [
+                    f"{path} is missing: this bundle was already applied ({BUNDLE_FILE}{APPLIED_SUFFIX}); "
+                    "to provision again, put a new bundle.yaml, device.crt and device.key there"
+                ]
+            ) from None
         raise BundleError([f"{path} is missing"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise BundleError([f"{path} cannot be read: {exc}"]) from None
