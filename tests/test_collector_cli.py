@@ -16,7 +16,6 @@ from deskwatch.collector.cli import main
 from deskwatch.collector.fleet import SimDevice
 from tests.support.mosquitto import Broker
 
-
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -14,7 +14,6 @@ from deskwatch.collector.retention import DAY, purge_evidence
 from deskwatch.collector.store import Store
 from deskwatch.collector.validate import Rejected, Validator
 
-
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
 NOW = 1_800_000_000.0
 

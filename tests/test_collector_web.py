@@ -25,7 +25,6 @@ from deskwatch.collector.validate import Validator
 from deskwatch.collector.web import Hub, SupervisorServer
 from tests.support.mosquitto import Broker
 
-
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
 PASSWORD = "correct horse 1"

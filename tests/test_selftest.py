@@ -19,6 +19,7 @@ from tests.support.mosquitto import Broker, MakeBroker, Pki, fleet_acl
 REPO = Path(__file__).resolve().parents[1]
 PHOTOS = REPO.parent / "shared" / "testdata" / "photos"
 SELFTEST_ACL = "pattern write deskwatch/v1/+/%u/selftest\n"
+assert SELFTEST_ACL in fleet_acl(), "the shipped fleet ACL must let devices run the selftest"
 MODELS_READY = (REPO / "models" / "manifest.yaml").exists()
 
 
@@ -51,7 +52,7 @@ def rows(out: str) -> dict[str, str]:
 
 @pytest.fixture
 def broker(make_broker: MakeBroker) -> Broker:
-    return make_broker(mutual=True, acl=fleet_acl() + SELFTEST_ACL)
+    return make_broker(mutual=True, acl=fleet_acl())  # the ACL the project ships
 
 
 @pytest.mark.broker
@@ -80,7 +81,7 @@ def test_selftest_passes_on_a_provisioned_desk(tmp_path: Path, broker: Broker, p
 def test_broker_acl_denial_is_a_fail_with_remedy(
     tmp_path: Path, make_broker: MakeBroker, pki: Pki, capsys: Any
 ) -> None:
-    strict = make_broker(mutual=True, acl=fleet_acl())  # no selftest topic in the ACL
+    strict = make_broker(mutual=True, acl=fleet_acl().replace(SELFTEST_ACL, ""))  # an ACL that forgot it
     cfg = write_config(tmp_path, strict, pki)
     code = main(["selftest", "--config", str(cfg), "--skip", "clock", "--skip", "models", "--skip", "framing"])
     out = capsys.readouterr().out

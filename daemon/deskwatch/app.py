@@ -212,7 +212,11 @@ class Daemon:
         self.watchdog_thread.start()
         self._purge_evidence()
         due = self.planner.plan()
-        self.notifier.ready()
+        # READY once the models are loaded (constructor) and the broker was tried once,
+        # connected or not: a broker that is down must not keep the unit "activating".
+        if not self.delivery.wait_first_attempt(timeout=15.0):
+            log.warning("first broker connection attempt still pending after 15 s; reporting ready anyway")
+        self.notifier.ready(self.status_text())
         log.info(
             "deskwatch %s started: device %s/%s, profile %s, schedule %s; next scan %s",
             __version__,
@@ -269,13 +273,21 @@ class Daemon:
         self.notifier.status(self.status_text())
 
     def status_text(self) -> str:
+        """systemd's STATUS= in words: next scan, outbox, broker, and what is wrong."""
+        from .service.notify import status_line
+
         due = self.planner.due_wall
+        tz = self.planner.schedule.calendar.tz
         stats = self.delivery.stats()
-        return (
-            f"next scan {due.strftime('%H:%M:%S') if due else 'none'}; scans {self.scanner.stats.scans}; "
-            f"outbox {stats.get('outbox_depth', '?')}; broker {stats.get('broker', '?')}; "
-            f"camera {self.scanner.camera_health.state}"
+        cam = self.scanner.camera_health
+        pause = self.policy.paused
+        text = status_line(
+            next_scan=due.astimezone(tz).strftime("%H:%M:%S %Z") if due else None,
+            outbox_depth=stats.get("outbox_depth"),
+            broker=str(stats.get("broker", "unknown")),
+            degraded=f"camera: {cam.last_error}" if cam.state != "ok" else None,
         )
+        return f"paused ({pause.reason}) · {text}" if pause is not None else text
 
     def _check_pause(self) -> None:
         finding = self.policy.check_overrun(self.clock.now())

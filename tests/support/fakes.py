@@ -44,6 +44,9 @@ class RecordingDelivery:
     def stop(self, timeout: float = 5.0) -> None:
         self.stopped = True
 
+    def wait_first_attempt(self, timeout: float) -> bool:
+        return self.started
+
     def send_event(self, payload: dict[str, Any], evidence: bytes | None) -> str:
         self._n += 1
         payload = dict(payload, event_id=payload.get("event_id") or f"ev-{self._n}", seq=self._n)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     from ..service.logs import setup_logging
 
-    setup_logging(args.log_level or cfg.service.log_level)
+    setup_logging(args.log_level or cfg.service.log_level, device_id=cfg.device.id)
     from ..app import Daemon
     from ..camera import CameraError
 

@@ -97,6 +97,7 @@ class Delivery:
         self._stop = threading.Event()
         self._draining_stop = threading.Event()
         self._connected = threading.Event()
+        self._attempted = threading.Event()  # the first connection attempt has concluded
         self._wake = threading.Event()
         self._link: _Link | None = None
         self._generation = 0
@@ -201,6 +202,10 @@ class Delivery:
     def progress(self) -> float:
         return self._progress
 
+    def wait_first_attempt(self, timeout: float) -> bool:
+        """Block until the first connection attempt connected or failed (for READY=1)."""
+        return self._attempted.wait(timeout)
+
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
@@ -296,7 +301,9 @@ class Delivery:
             try:
                 link = self._new_link(self._protocol)
                 problem = self._connect_and_serve(link)
+                self._attempted.set()
             except Exception:  # a bug here must not end delivery for good
+                self._attempted.set()
                 if self._stop.is_set():
                     break
                 logger.exception("MQTT connection attempt failed unexpectedly; retrying in 5 s")
@@ -408,6 +415,7 @@ class Delivery:
             link.client.subscribe(self.prefix + suffix, qos=1)
         self._link = link
         self._connected.set()
+        self._attempted.set()
         self._publish_status()
         depth = self.outbox.stats()["depth"]
         logger.info(
