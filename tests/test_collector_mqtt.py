@@ -155,7 +155,7 @@ def test_a_database_outage_pauses_intake_without_acknowledging(
     mosquitto: Broker, start_collector: Callable[..., Subscriber], fleet_publisher: Callable[..., Any],
     until: Callable[..., bool], db_count: Callable[..., int], caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    from deskwatch.collector.devservers import TempPostgres
+    from deskwatch.devservers import TempPostgres
     from deskwatch.collector.store import open_store
 
     pg = TempPostgres().start()

@@ -15,10 +15,8 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -27,45 +25,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .devservers import MOSQUITTO, TempMosquitto
+
 REPO = Path(__file__).resolve().parents[2]
 FRAMES = REPO / "demo" / "frames"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen[bytes]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.path.exists(binary):
-        sys.exit("demo: mosquitto is not installed; run 'make install' (it installs Debian's mosquitto)")
-    conf = workdir / "mosquitto.conf"
-    lines = [
-        f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
-        "persistence false",
-        "log_dest stderr",
-        "log_type error",
-        "log_type warning",
-    ]
-    if os.geteuid() == 0:
-        lines.append("user root")
-    conf.write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            sys.exit(f"demo: mosquitto exited at start: {err.strip()}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    sys.exit("demo: mosquitto did not start listening within 10 s")
 
 
 def prepare_frames(out: Path, burst: int) -> Path:
@@ -195,10 +158,11 @@ def main(argv: list[str] | None = None) -> int:
     shutil.rmtree(out / "evidence", ignore_errors=True)
     out.mkdir(parents=True, exist_ok=True)
     burst = 3
-    port = free_port()
-    workdir = Path(tempfile.mkdtemp(prefix="deskwatch-demo-"))
-    print(f"demo: starting mosquitto on 127.0.0.1:{port}")
-    broker = start_mosquitto(workdir, port)
+    if not os.path.exists(MOSQUITTO):
+        sys.exit("demo: mosquitto is not installed; run 'make install' (it installs Debian's mosquitto)")
+    broker = TempMosquitto().start()
+    port = broker.port
+    print(f"demo: mosquitto listening on 127.0.0.1:{port}")
     daemon: subprocess.Popen[bytes] | None = None
     listener = None
     try:
@@ -230,9 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         time.sleep(0.5)  # let the clean 'offline' status arrive
         if listener is not None:
             listener.stop()
-        broker.terminate()
-        broker.wait(5)
-        shutil.rmtree(workdir, ignore_errors=True)
+        broker.stop()
     counts = listener.counts if listener else {}
     print(f"demo: daemon exited with {code}; received {json.dumps(counts, sort_keys=True)}")
     evidence = out / "evidence"

@@ -39,7 +39,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from .devservers import TempMosquitto, TempPostgres
+from ..devservers import TempMosquitto, TempPostgres
 from .fleet import Outgoing, SimDevice, evidence_jpegs
 from .store import open_store
 

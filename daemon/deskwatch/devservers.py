@@ -1,4 +1,4 @@
-"""Throwaway PostgreSQL and Mosquitto servers on loopback, for tests and the load tool.
+"""Throwaway Mosquitto and PostgreSQL servers on loopback: for the demo, the tests and the load tool.
 
 PostgreSQL runs Debian's ``initdb`` and ``postgres`` as the ``postgres`` user (they refuse
 to run as root) in a fresh directory whose parents that user can traverse; ``stop()``
@@ -29,7 +29,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_port(port: int, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
+def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
