@@ -78,7 +78,7 @@ evidence:
             "mqtt.tls.enabled",
             "allow_insecure",
         ),
-        ("device: {id: a, site: b, worker_id: c}\npolicy: {profile: uk}\n", "schedule.mode", "no random scans"),
+        ("device: {id: a, site: b, worker_id: c}\npolicy: {profile: uk}\n", "policy.profile", "no random scans"),
         (
             "device: {id: a, site: b, worker_id: c}\nschedule: {shifts: [{days: [mon], start: '9:00', end: '17:00'}]}\n",
             "schedule.shifts[0].start",

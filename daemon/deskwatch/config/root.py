@@ -64,8 +64,9 @@ class Config:
     def validate(self, report: Report) -> None:
         if self.policy.profile == "uk" and self.schedule.mode == "random":
             report(
-                "schedule.mode",
-                "the uk profile allows no random scans: use mode 'fixed' with fixed_times (or 'interval' for a technician's test)",
+                "policy.profile",
+                "the uk profile allows no random scans, but schedule.mode is 'random' (the default): "
+                "set schedule.mode to 'fixed' with fixed_times (or 'interval' for a technician's test)",
             )
         if self.mqtt.tls.enabled is False and not self.mqtt.allow_insecure and not _is_loopback(self.mqtt.host):
             report(
