@@ -155,8 +155,8 @@ def test_a_database_outage_pauses_intake_without_acknowledging(
     mosquitto: Broker, start_collector: Callable[..., Subscriber], fleet_publisher: Callable[..., Any],
     until: Callable[..., bool], db_count: Callable[..., int], caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
-    from deskwatch.devservers import TempPostgres
     from deskwatch.collector.store import open_store
+    from deskwatch.devservers import TempPostgres
 
     pg = TempPostgres().start()
     store = open_store(pg.create_database("outage"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -78,15 +79,23 @@ def test_device_a_cannot_publish_under_device_b(tmp_path: Path, fleet: Broker) -
 def test_device_a_cannot_read_device_b_commands(tmp_path: Path, fleet: Broker) -> None:
     assert fleet.pki is not None
     spy, _, spied = device_client(fleet, "desk-a", mqtt.MQTTv5)
+    subscribed = threading.Event()
+    spy.on_subscribe = lambda c, u, mid, rcs, p: subscribed.set()
     spy.subscribe([(B + "cmd/pause", 1), ("deskwatch/v1/#", 1)])
     device_b = Collector(fleet, B + "cmd/#", cert=fleet.pki.client("desk-b"))
     boss = central(fleet)
     try:
-        time.sleep(0.3)
+        assert subscribed.wait(10), "no SUBACK: the spy's subscriptions are not in place"
         boss.client.publish(B + "cmd/pause", json.dumps({"request_id": "r1"}), qos=1).wait_for_publish(5)
+        # control: A's own command, sent after B's by the same publisher, does reach A;
+        # in-order delivery means a leaked command for B would have arrived before it
+        boss.client.publish(A + "cmd/pause", json.dumps({"request_id": "r2"}), qos=1).wait_for_publish(5)
         assert device_b.wait_for(lambda ms: len(ms) == 1)
-        time.sleep(0.3)
-        assert spied == []  # neither the exact topic nor the wildcard leaks B's commands
+        deadline = time.monotonic() + 10
+        while not spied and time.monotonic() < deadline:
+            time.sleep(0.02)
+        # neither the exact topic nor the wildcard leaks B's commands; A's own arrives
+        assert [m.topic for m in spied] == [A + "cmd/pause"]
     finally:
         spy.disconnect()
         spy.loop_stop()

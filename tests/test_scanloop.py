@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -174,3 +175,50 @@ def test_health_is_published(write_config: Callable[..., Path], clock: FakeClock
     assert delivery.health, "no health published"
     last = delivery.health[-1]
     assert last["scans"] >= 1 and last["camera"] == "ok" and last["inference_ms"]["p50"] is not None
+
+
+def test_pause_during_the_confirmation_wait_keeps_the_camera_closed(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    daemon, cam, delivery = make_daemon(write_config, clock, vision=ScriptedVision(lambda f: ([], [])))
+    plain_wait = clock.wait
+
+    def wait(event: threading.Event, seconds: float) -> bool:
+        if seconds >= 10 and cam.opens == 1 and daemon.policy.paused is None:  # the 20 s confirmation wait
+            delivery.command("pause", {"reason": "fetch water", "minutes": 5, "request_id": "r"})
+        return plain_wait(event, seconds)
+
+    clock.wait = wait  # type: ignore[method-assign]
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.opens == 1  # no confirming burst once the worker paused
+    assert delivery.events == []
+    assert delivery.scans[0]["outcome"] == "error" and "paused" in delivery.scans[0]["error"]
+
+
+def test_a_failing_detector_costs_one_scan_not_the_daemon(write_config: Callable[..., Path], clock: FakeClock) -> None:
+    calls = {"n": 0}
+
+    def crashes_once(frame: Frame) -> tuple[list[Detection], list[Face]]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated detector crash")
+        return ScriptedVision().script(frame)
+
+    daemon, _, delivery = make_daemon(write_config, clock, vision=ScriptedVision(crashes_once))
+    assert daemon.run(max_scans=3, install_signals=False) == 0
+    outcomes = [s["outcome"] for s in delivery.scans]
+    assert outcomes == ["error", "clear", "clear"]  # the failed scan still has its audit record
+    assert "simulated detector crash" in delivery.scans[0]["error"]
+
+
+def test_a_failing_audit_write_does_not_stop_scanning(
+    write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon, _, delivery = make_daemon(write_config, clock)
+
+    def disk_full(record: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(daemon.scanner, "on_record", disk_full)
+    daemon.run(max_scans=2, install_signals=False)
+    assert len(delivery.scans) == 2

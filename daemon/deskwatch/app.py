@@ -33,10 +33,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class CommandRejected(Exception):
-    """Raised by a command handler: the reason goes back in ``cmd/result``."""
-
-
 @dataclass
 class Parts:
     """Stages the daemon is built from; tests pass fakes for any of them."""
@@ -153,24 +149,18 @@ class Daemon:
     def handle_command(self, kind: str, body: dict[str, Any], source: str = "mqtt") -> None:
         """Apply a validated command (from MQTT or the local control socket).
 
-        Raises the delivery layer's CommandRejected with a reason, which becomes an
-        ``ok: false`` result for the sender.
+        Raises CommandRejected with a reason, which becomes an ``ok: false`` answer for
+        the sender; the policy logs the pause/resume itself (one line per event).
         """
-        from .mqtt.commands import CommandRejected as DeliveryRejected
+        from .mqtt.commands import CommandRejected
 
         now = self.clock.now()
         try:
             if kind == "pause":
-                self.policy.pause(body["reason"], int(body["minutes"]), now, source=source)
-                log.info(
-                    "paused for %d min: %s",
-                    int(body["minutes"]),
-                    body["reason"],
-                    extra={"journal": {"DESKWATCH_EVENT": "pause"}},
-                )
+                # raw values: the policy validates them (1..max minutes, whole numbers)
+                self.policy.pause(body["reason"], body["minutes"], now, source=source)
             elif kind == "resume":
                 self.policy.resume(now, source=source)
-                log.info("resumed", extra={"journal": {"DESKWATCH_EVENT": "resume"}})
             elif kind == "scan":
                 if not self.policy.profile.random_scans:
                     raise CommandRejected(f"the {self.cfg.policy.profile} profile allows scheduled checks only")
@@ -180,10 +170,8 @@ class Daemon:
                 return
             else:
                 raise CommandRejected(f"unknown command '{kind}'")
-        except CommandRejected as exc:
-            raise DeliveryRejected(str(exc)) from None
-        except (ValueError, KeyError) as exc:
-            raise DeliveryRejected(str(exc)) from None
+        except (ValueError, KeyError, TypeError) as exc:
+            raise CommandRejected(str(exc)) from None
         self.wake.set()
 
     def request_scan(self) -> None:
@@ -241,12 +229,10 @@ class Daemon:
                 self._heartbeat()
                 self._check_pause()
                 while not self.requests.empty() and not self.stop_event.is_set():
-                    self.scanner.scan(self.requests.get_nowait())
-                    self._heartbeat()
+                    self._scan(self.requests.get_nowait())
                 if self.planner.seconds_until_due() <= 0 and not self.stop_event.is_set():
                     if self.planner.take_due():
-                        self.scanner.scan("schedule")
-                        self._heartbeat()
+                        self._scan("schedule")
                     nxt = self.planner.due_wall
                     log.debug("next scan %s", nxt.isoformat() if nxt else "none")
                 if self.clock.monotonic() >= next_health:
@@ -259,6 +245,19 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _scan(self, trigger: str) -> None:
+        """One scan; whatever goes wrong inside it costs that scan, never the daemon."""
+        try:
+            self.scanner.scan(trigger)
+        except Exception:
+            self.scanner.stats.errors += 1
+            log.exception(
+                "scan (%s) failed; the daemon carries on",
+                trigger,
+                extra={"journal": {"DESKWATCH_EVENT": "scan_failed"}},
+            )
+        self._heartbeat()
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)
@@ -319,11 +318,13 @@ class Daemon:
 
     def _purge_evidence(self) -> None:
         """Retention: at start and daily, undelivered evidence past retention_days goes."""
+        from .evidence.retention import purge_expired
+
         self._next_purge = self.clock.monotonic() + 24 * 3600
-        purge = getattr(self.delivery, "purge_expired_evidence", None)
-        if callable(purge):
-            purge(self.clock.now())
-        self.audit.prune(self.clock.now())
+        try:
+            purge_expired(self.cfg, self.clock.now(), outbox=self.delivery.outbox, audit=self.audit)
+        except Exception:  # retry tomorrow; scanning goes on
+            log.exception("retention purge failed")
 
     def _shutdown(self) -> None:
         self.stop_event.set()

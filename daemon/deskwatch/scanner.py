@@ -145,13 +145,16 @@ class Scanner:
         if outcome is not None and outcome.confirm_after_seconds is not None and not self.stop.is_set():
             # away_from_desk is reported only when a second burst agrees.
             log.info("scan %s: nobody at the desk; confirming in %.0f s", record.scan_id, outcome.confirm_after_seconds)
-            if not self.clock.wait(self.stop, outcome.confirm_after_seconds):
+            if self.clock.wait(self.stop, outcome.confirm_after_seconds):
+                record.error = "stopped before the empty desk could be confirmed; nothing reported"
+            elif (skip := self.policy.pre_scan(self.clock.now())) is not None:
+                # paused meanwhile: the camera stays closed, the first burst proves nothing
+                record.error = f"{skip} before the empty desk could be confirmed; nothing reported"
+            else:
                 second, analyses2, frames2 = self._burst_and_evaluate(record, confirming=True)
                 if second is not None:
                     outcome, analyses, frames = second, analyses2, frames2
-            else:
-                record.error = "stopped before the empty desk could be confirmed; nothing reported"
-        if outcome is not None:
+        if outcome is not None and not record.error:
             record.findings = list(outcome.findings)
             record.checks = list(outcome.checks)
             record.persons, record.bystanders = outcome.persons, outcome.bystanders
@@ -192,12 +195,17 @@ class Scanner:
         )
         record.frames += len(frames)
         t = time.perf_counter()
-        analyses = [self.vision.analyze(f) for f in frames]
-        vision_ms = (time.perf_counter() - t) * 1000
+        try:
+            analyses = [self.vision.analyze(f) for f in frames]
+            vision_ms = (time.perf_counter() - t) * 1000
+            t = time.perf_counter()
+            outcome = self.policy.evaluate(analyses, self.make_context(record.trigger, confirming))
+        except Exception as exc:  # a bug or a bad frame costs this scan, which still gets its record
+            log.exception("scan %s: analysis failed", record.scan_id)
+            record.error = f"analysis failed: {type(exc).__name__}: {exc}"
+            return None, [], frames
         record.durations_ms["vision"] = record.durations_ms.get("vision", 0.0) + round(vision_ms, 1)
         self.stats.inference_ms.append(vision_ms / len(frames))
-        t = time.perf_counter()
-        outcome = self.policy.evaluate(analyses, self.make_context(record.trigger, confirming))
         record.durations_ms["policy"] = record.durations_ms.get("policy", 0.0) + round(
             (time.perf_counter() - t) * 1000, 2
         )
@@ -247,7 +255,10 @@ class Scanner:
             extra={"journal": {"DESKWATCH_EVENT": "scan", "SCAN_ID": record.scan_id, "SCAN_OUTCOME": record.outcome}},
         )
         if self.on_record is not None:
-            self.on_record(record)
+            try:
+                self.on_record(record)  # the worker's audit trail on the device
+            except Exception:  # e.g. a full disk: the record already went to the outbox
+                log.exception("could not write scan %s to the audit trail", record.scan_id)
 
     def _evidence_for(
         self, finding: Finding, frames: list[Frame], analyses: list[FrameAnalysis]

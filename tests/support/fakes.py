@@ -36,6 +36,7 @@ class RecordingDelivery:
         self.degraded: str | None = None
         self.handler: Callable[[str, dict[str, Any]], None] | None = None
         self.started = self.stopped = False
+        self.outbox = None  # no durable queue: retention has nothing to purge
         self._n = 0
 
     def start(self) -> None:

@@ -9,6 +9,7 @@ stream at the configured size. Captured requests are always released.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -36,6 +37,7 @@ class PiCamera:
                 f"picamera2 is not importable ({exc}): on Raspberry Pi OS install python3-picamera2 "
                 "or pip install 'deskwatch[pi]'; elsewhere use camera.backend v4l2 or replay"
             ) from None
+        cam = None
         try:
             cam = Picamera2(self.number)
             config = cam.create_video_configuration(
@@ -45,6 +47,8 @@ class PiCamera:
             )
             cam.configure(config)
         except (IndexError, RuntimeError) as exc:
+            if cam is not None:
+                self._release(cam)
             raise CameraError(
                 f"camera {self.number} not available ({exc}): check the ribbon cable and camera_auto_detect in config.txt"
             ) from None
@@ -56,7 +60,7 @@ class PiCamera:
         try:
             cam.start()
         except RuntimeError as exc:
-            self._cam = None
+            self._release(cam)  # give the camera back, or every retry would find it busy
             raise CameraError(f"camera {self.number} failed to start: {exc}") from None
         self._started = True
 
@@ -70,6 +74,12 @@ class PiCamera:
         except RuntimeError as exc:
             raise CameraError(f"camera {self.number} read failed: {exc}") from None
         return np.ascontiguousarray(bgr[:, :, ::-1])
+
+    def _release(self, cam: Any) -> None:
+        with contextlib.suppress(Exception):
+            cam.close()
+        self._cam = None
+        self._started = False
 
     def close(self) -> None:
         if self._cam is not None and self._started:

@@ -33,7 +33,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--worker", required=True, metavar="ID", help="the worker's opaque id (as device.worker_id)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", metavar="DIR", help="a directory of photos of the worker (or one photo)")
-    source.add_argument("--camera", metavar="N", help="take the photos with this camera (index or /dev/videoN)")
+    source.add_argument(
+        "--camera",
+        metavar="N",
+        help="take the photos with a camera: 'config' (the configured one), a picamera2 number, or a USB /dev/videoN",
+    )
     parser.add_argument(
         "--consent",
         action="store_true",
@@ -92,7 +96,13 @@ def _images_from_dir(path: Path) -> list[tuple[str, np.ndarray]]:
 def _images_from_camera(cfg: object, source: str, frames: int) -> list[tuple[str, np.ndarray]]:
     from ..camera import CameraError, open_camera
 
-    cam_cfg = dataclasses.replace(cfg.camera, backend="v4l2", source=source)  # type: ignore[attr-defined]
+    # The appliance's own camera (its configured backend) unless a USB device is named.
+    own = source in ("", "config") or (cfg.camera.backend == "picamera2" and source.isdigit())  # type: ignore[attr-defined]
+    cam_cfg = (
+        dataclasses.replace(cfg.camera, source=cfg.camera.source if source in ("", "config") else source)  # type: ignore[attr-defined]
+        if own
+        else dataclasses.replace(cfg.camera, backend="v4l2", source=source)  # type: ignore[attr-defined]
+    )
     camera = open_camera(cam_cfg)
     out = []
     try:
@@ -117,6 +127,18 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     cfg = load_config_or_exit(args)
+    from ..policy.profiles import identity_allowed
+
+    if not identity_allowed(cfg):
+        print(
+            f"deskwatch enroll: this device runs no identity check (profile {cfg.policy.profile}, or the "
+            "unrecognized_person rule is off), so no face template may be stored; nothing was taken",
+            file=sys.stderr,
+        )
+        return 2
+    if args.min_images < 1:
+        print("deskwatch enroll: --min-images must be at least 1", file=sys.stderr)
+        return 2
     from ..vision.faces import FaceDetector
     from ..vision.identity import WORKER_PATTERN, FaceEncoder, IdentityUnavailable, face_pixels, save_templates
     from ..vision.pipeline import FACE_MODELS
@@ -130,7 +152,11 @@ def run(args: argparse.Namespace) -> int:
         if not path.exists():
             print(f"deskwatch enroll: {path} does not exist", file=sys.stderr)
             return 2
-        images = _images_from_dir(path)
+        try:
+            images = _images_from_dir(path)
+        except OSError as exc:
+            print(f"deskwatch enroll: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
+            return 2
     else:
         images = _images_from_camera(cfg, args.camera, max(1, args.frames))
     if not images:
@@ -161,13 +187,19 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    stored = save_templates(cfg.state_dir, args.worker, np.stack(encodings), source=str(args.images or args.camera))
+    try:
+        stored = save_templates(cfg.state_dir, args.worker, np.stack(encodings), source=str(args.images or args.camera))
+    except OSError as exc:
+        print(
+            f"deskwatch enroll: cannot store the templates under {cfg.state_dir}: {exc.strerror or exc}; "
+            "run as root or as the deskwatch user",
+            file=sys.stderr,
+        )
+        return 1
     print(f"enrolled worker {args.worker}: {len(encodings)} template(s) in {stored} (mode 0600)")
     if args.worker != cfg.device.worker_id:
         print(
             f"note: this device checks worker {cfg.device.worker_id!r} (device.worker_id), not {args.worker!r}",
             file=sys.stderr,
         )
-    if cfg.policy.profile in ("uk", "minimal"):
-        print(f"note: the {cfg.policy.profile} profile runs no identity check; the templates stay unused")
     return 0

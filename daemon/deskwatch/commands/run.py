@@ -30,11 +30,15 @@ def run(args: argparse.Namespace) -> int:
     setup_logging(args.log_level or cfg.service.log_level, device_id=cfg.device.id)
     from ..app import Daemon
     from ..camera import CameraError
+    from ..vision.runtime import ModelError
 
     try:
         daemon = Daemon(cfg)
     except CameraError as exc:
         log.error("cannot set up the camera: %s", exc)
+        return 69
+    except ModelError as exc:  # a corrupt, replaced or missing model file, or no TFLite runtime
+        log.error("cannot load the detectors: %s", exc)
         return 69
     except (FileNotFoundError, PermissionError) as exc:
         log.error("cannot start: %s", exc)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import ssl
 import sys
 import threading
 import uuid
@@ -27,6 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from ..contract.payloads import topic_prefix
+from ..mqtt.credentials import CredentialsError, apply_credentials
 from ..mqtt.delivery import is_loopback
 
 if TYPE_CHECKING:
@@ -104,32 +104,17 @@ class DeskLink:
         self.client.reconnect_delay_set(
             min_delay=max(1, round(m.reconnect_min_seconds)), max_delay=max(1, round(m.reconnect_max_seconds))
         )
-        if m.tls.enabled:
-            try:
-                self.client.tls_set(
-                    ca_certs=m.tls.ca_file,
-                    certfile=m.tls.cert_file,
-                    keyfile=m.tls.key_file,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (OSError, ssl.SSLError) as exc:
-                raise LinkSetupError(f"mqtt.tls: cannot load the CA, certificate or key: {exc}") from None
-        elif not is_loopback(m.host):
+        if not m.tls.enabled and not is_loopback(m.host):
             if not m.allow_insecure:
                 raise LinkSetupError(
                     f"mqtt.tls.enabled is false but broker {m.host} is not on loopback; "
                     "set mqtt.allow_insecure: true only for a lab setup"
                 )
             logger.warning("MQTT WITHOUT TLS to %s:%d (mqtt.allow_insecure)", m.host, m.port)
-        if m.username:
-            password = None
-            if m.password_file:
-                try:
-                    password = Path(m.password_file).read_text(encoding="utf-8").strip("\r\n")
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise LinkSetupError(f"cannot read mqtt.password_file {m.password_file}: {exc}") from None
-            self.client.username_pw_set(m.username, password)
+        try:
+            apply_credentials(self.client, m)
+        except CredentialsError as exc:
+            raise LinkSetupError(str(exc)) from None
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish

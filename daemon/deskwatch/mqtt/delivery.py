@@ -30,7 +30,6 @@ import json
 import logging
 import queue
 import random
-import ssl
 import threading
 import time
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from ..domain import new_id, utcnow
 from ..outbox.store import Outbox, QueuedMessage
 from . import problems
 from .commands import CommandHandler, CommandIntake, CommandResult, kind_for_topic
+from .credentials import CredentialsError, apply_credentials
 from .problems import Problem, backoff_delay, is_loopback
 
 logger = logging.getLogger(__name__)
@@ -216,10 +216,6 @@ class Delivery:
     def reasons(self) -> list[str]:
         return [r for r in (self._link_problem, self._app_reason) if r]
 
-    def purge_expired_evidence(self, now: Any = None) -> dict[str, int]:
-        """Apply the outbox age caps now (evidence past evidence.retention_days goes first)."""
-        return self.outbox.enforce_caps()
-
     def stats(self) -> dict[str, Any]:
         link = self._link
         outbox = self.outbox.stats()
@@ -244,17 +240,6 @@ class Delivery:
 
     # -- connection -----------------------------------------------------------------------
 
-    def _read_password(self) -> str | None:
-        path = self.cfg.mqtt.password_file
-        if not path:
-            return None
-        try:
-            with open(path, encoding="utf-8") as fh:
-                return fh.read().strip("\r\n")
-        except OSError as exc:
-            logger.error("cannot read mqtt.password_file %s: %s", path, exc)
-            return None
-
     def _new_link(self, protocol: mqtt.MQTTProtocolVersion) -> _Link:
         m = self.cfg.mqtt
         self._generation += 1
@@ -269,16 +254,7 @@ class Delivery:
         link = _Link(self._generation, protocol, session, client)
         client.connect_timeout = m.connect_timeout_seconds
         client.max_inflight_messages_set(m.max_inflight)
-        if m.tls.enabled:
-            client.tls_set(
-                ca_certs=m.tls.ca_file,
-                certfile=m.tls.cert_file,
-                keyfile=m.tls.key_file,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        if m.username:
-            client.username_pw_set(m.username, self._read_password())  # re-read: a fixed file heals
+        apply_credentials(client, m)  # re-reads the password file: a fixed file heals
         will = status_payload(
             self.cfg, state="offline", session=session, version=self.version, models=self.models, since=self._since
         )
@@ -298,9 +274,15 @@ class Delivery:
         failures_logged: set[str] = set()
         fell_back = False
         while not self._stop.is_set():
+            problem: Problem | None
+            link: _Link | None
             try:
                 link = self._new_link(self._protocol)
-                problem = self._connect_and_serve(link)
+            except CredentialsError as exc:  # a person must fix a file: say which, once, and retry
+                link, problem = None, Problem("credentials", str(exc), True)
+            try:
+                if link is not None:
+                    problem = self._connect_and_serve(link)
                 self._attempted.set()
             except Exception:  # a bug here must not end delivery for good
                 self._attempted.set()
@@ -310,7 +292,7 @@ class Delivery:
                 self._connected.clear()
                 self._stop.wait(5.0)
                 continue
-            if link.connected_at is not None:  # we were connected: a fresh outage starts now
+            if link is not None and link.connected_at is not None:  # we were connected: a fresh outage starts now
                 attempt = 0
                 failures_logged.clear()
                 fell_back = False
@@ -473,7 +455,10 @@ class Delivery:
             self._progress = time.monotonic()
             if time.monotonic() - last_caps > CAPS_EVERY_SECONDS:
                 last_caps = time.monotonic()
-                self.outbox.enforce_caps()
+                try:
+                    self.outbox.enforce_caps()
+                except Exception:  # e.g. the disk is full: keep publishing what is queued
+                    logger.exception("outbox caps could not be applied; retrying in %d s", CAPS_EVERY_SECONDS)
             if self._draining_stop.is_set():
                 break
             if not self._connected.wait(0.5):

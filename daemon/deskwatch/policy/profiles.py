@@ -27,7 +27,9 @@ RULES: tuple[str, ...] = (
 # Rules that need the identity check (face encoding compared to the enrolled worker).
 IDENTITY_RULES = frozenset({"unrecognized_person"})
 # Rules whose findings never carry an image, whatever the profile.
-NO_EVIDENCE_RULES = frozenset({"idle_input", "pause_overrun", "low_light"})
+# No thumbnail for these: nothing to see (idle input, a pause), or a picture taken with
+# every detector skipped (too dark, lens covered), which nobody could blur first.
+NO_EVIDENCE_RULES = frozenset({"idle_input", "pause_overrun", "low_light", "camera_obstructed"})
 
 
 @dataclass(frozen=True)

@@ -15,15 +15,16 @@ import ssl
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..contract.payloads import topic_prefix
+from ..mqtt.credentials import CredentialsError, apply_credentials
 from .selftest import FAIL, PASS, WARN, CheckResult
 
 
 def selftest_topic(cfg: Config) -> str:
-    return f"deskwatch/v1/{cfg.device.site}/{cfg.device.id}/selftest"
+    return topic_prefix(cfg) + "selftest"
 
 
 def _classify(exc: BaseException, cfg: Config) -> tuple[str, str]:
@@ -76,13 +77,12 @@ def probe_broker(cfg: Config, timeout: float = 10.0) -> CheckResult:
     client.on_connect = on_connect
     client.on_publish = on_publish
     tls = "TLS" if m.tls.enabled else "plain TCP"
-    if m.tls.enabled:
-        client.tls_set(ca_certs=m.tls.ca_file, certfile=m.tls.cert_file, keyfile=m.tls.key_file)
-        if m.tls.cert_file:
-            tls = "mutual TLS"
-    if m.username:
-        password = Path(m.password_file).read_text().strip() if m.password_file else None
-        client.username_pw_set(m.username, password)
+    if m.tls.enabled and m.tls.cert_file:
+        tls = "mutual TLS"
+    try:
+        apply_credentials(client, m)
+    except CredentialsError as exc:
+        return CheckResult("broker", FAIL, str(exc), "fix the file named above (provisioning installs them)")
     t0 = time.perf_counter()
     try:
         client.connect(m.host, m.port, keepalive=m.keepalive_seconds)

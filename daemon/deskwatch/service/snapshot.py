@@ -8,6 +8,7 @@ on the device: it is written where the technician asked and never published.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
 
 from ..domain import Box, Frame, FrameAnalysis, LightReading
@@ -69,8 +70,10 @@ def write_snapshot(path: str | Path, frame: Frame, analysis: FrameAnalysis | Non
     image = annotate(frame, analysis, desk_zone)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    with open(tmp, "wb") as fh:
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    # created 0600: the picture of the desk is never readable by others, not even briefly
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
         image.save(fh, "JPEG", quality=85)
-    tmp.chmod(0o600)
     tmp.replace(out)
     return out

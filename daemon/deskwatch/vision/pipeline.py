@@ -19,6 +19,7 @@ import numpy as np
 
 from ..config import Config
 from ..domain import Box, Detection, Face, Frame, FrameAnalysis
+from ..policy.profiles import identity_allowed
 from .faces import FaceDetector, merge_faces
 from .identity import FaceEncoder, IdentityChecker, IdentityUnavailable, load_templates, template_path
 from .light import measure_light
@@ -34,7 +35,6 @@ FACE_MODEL = FACE_MODELS["short_range"]
 LABELS_FILE = "coco_labels.txt"
 OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32.tflite"}
 POSE_MODEL = "pose_landmark_full.tflite"
-NO_IDENTITY_PROFILES = ("uk", "minimal")
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
 PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
@@ -62,10 +62,6 @@ def object_precision(configured: str, runtime: str) -> str:
     return "int8" if runtime == "ai-edge-litert" else "float"
 
 
-def identity_allowed(cfg: Config) -> bool:
-    return cfg.policy.profile not in NO_IDENTITY_PROFILES
-
-
 class Vision:
     """Every detector, built once from the validated config."""
 
@@ -91,6 +87,9 @@ class Vision:
         )
         self._encoder: FaceEncoder | None = None
         self._identity: IdentityChecker | None = None
+        # the profile and the rule switches decide (uk/minimal, or unrecognized_person off):
+        # no rule needs it, so no face is encoded at all
+        self._identity_allowed = identity_allowed(cfg)
         self._templates_mtime: float | None = None
         self.last_model_ms = 0.0  # TFLite invoke() + dlib encoder time of the last analyze()
         self.refresh_identity()
@@ -98,7 +97,7 @@ class Vision:
     # -- identity --------------------------------------------------------------------------
     def refresh_identity(self) -> None:
         """(Re)load the enrolled worker's templates when they appeared or changed."""
-        if not identity_allowed(self.cfg):
+        if not self._identity_allowed:
             self._identity = None
             return
         path = template_path(self.cfg.state_dir, self.cfg.device.worker_id)
