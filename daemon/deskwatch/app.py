@@ -277,13 +277,12 @@ class Daemon:
 
         due = self.planner.due_wall
         tz = self.planner.schedule.calendar.tz
-        stats = self.delivery.stats()
         cam = self.scanner.camera_health
         pause = self.policy.paused
         text = status_line(
             next_scan=due.astimezone(tz).strftime("%H:%M:%S %Z") if due else None,
-            outbox_depth=stats.get("outbox_depth"),
-            broker=str(stats.get("broker", "unknown")),
+            outbox_depth=self.delivery.outbox_depth(),
+            broker=self.delivery.state(),
             degraded=f"camera: {cam.last_error}" if cam.state != "ok" else None,
         )
         return f"paused ({pause.reason}) · {text}" if pause is not None else text

@@ -73,6 +73,12 @@ class RecordingDelivery:
     def stats(self) -> dict[str, Any]:
         return {"outbox_depth": 0, "broker": "connected"}
 
+    def outbox_depth(self) -> int:
+        return 0
+
+    def state(self) -> str:
+        return "degraded" if self.degraded else "online"
+
     def progress(self) -> float:
         return 1e18  # always fresh
 

@@ -216,6 +216,9 @@ class Delivery:
     def reasons(self) -> list[str]:
         return [r for r in (self._link_problem, self._app_reason) if r]
 
+    def outbox_depth(self) -> int:
+        return self.outbox.depth
+
     def stats(self) -> dict[str, Any]:
         link = self._link
         outbox = self.outbox.stats()

@@ -448,6 +448,11 @@ class Outbox:
 
     # -- reporting ------------------------------------------------------------------------
 
+    @property
+    def depth(self) -> int:
+        """Messages waiting (kept in memory: no query, cheap enough for every loop tick)."""
+        return self._count
+
     def stats(self) -> dict[str, Any]:
         with self._lock:
             oldest = self._db.execute("SELECT MIN(created) FROM messages").fetchone()[0]
