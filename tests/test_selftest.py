@@ -108,6 +108,9 @@ def test_unreachable_broker_and_dark_camera(tmp_path: Path, broker: Broker, pki:
     assert by["broker"]["status"] == FAIL and "refused" in by["broker"]["detail"]
     assert by["light"]["status"] == FAIL and "too dark" in by["light"]["detail"]
     assert by["light"]["remedy"]
+    # the worker can see that the camera was used outside a scan
+    assert main(["history", "--config", str(cfg)]) == 0
+    assert "technician's selftest used the camera" in capsys.readouterr().out
 
 
 def test_missing_camera_source_fails_with_remedy(tmp_path: Path) -> None:

@@ -42,6 +42,8 @@ def check_pause_request(reason: object, minutes: object, max_minutes: int = 120)
     """Validate a pause request; returns (reason, minutes) or raises PauseError."""
     if not isinstance(reason, str) or not reason.strip():
         raise PauseError('a pause needs a reason, e.g. "fetch water"')
+    if any(ord(c) < 32 and c not in "\t\n\r" for c in reason):
+        raise PauseError("the reason contains control characters")
     text = " ".join(reason.split())
     if len(text) > MAX_REASON:
         raise PauseError(f"the reason is {len(text)} characters; keep it to {MAX_REASON}")

@@ -254,6 +254,7 @@ def check_camera(run: SelftestRun) -> list[CheckResult]:
         return [CheckResult("camera", FAIL, f"{where}: {exc}", remedy)]
     ms = (time.perf_counter() - t0) * 1000
     run.frames = list(frames)
+    _audit_capture(run, len(run.frames))
     if not run.frames:
         return [CheckResult("camera", FAIL, f"{where}: no frames delivered", remedy)]
     f = run.frames[0]
@@ -265,6 +266,23 @@ def check_camera(run: SelftestRun) -> list[CheckResult]:
             )
         ]
     return [CheckResult("camera", PASS, detail)]
+
+
+def _audit_capture(run: SelftestRun, frames: int) -> None:
+    """The worker sees in `deskwatch history` that the camera was used outside a scan."""
+    from ..domain import utcnow
+    from ..policy.audit import AuditLog
+
+    try:
+        audit = AuditLog.for_state_dir(run.cfg.state_dir)
+        try:
+            audit.record_event(
+                "selftest_capture", utcnow(), {"frames": frames, "kept": "none (snapshot only if asked)"}
+            )
+        finally:
+            audit.close()
+    except Exception as exc:  # a technician without write access still gets the selftest
+        log.warning("could not record the selftest capture in the audit trail: %s", exc)
 
 
 def check_light(run: SelftestRun) -> list[CheckResult]:
