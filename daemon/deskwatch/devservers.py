@@ -42,6 +42,18 @@ def wait_port(port: int, timeout: float = 10.0, proc: subprocess.Popen[bytes] | 
     raise TimeoutError(f"nothing accepted on 127.0.0.1:{port} within {timeout} s")
 
 
+def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM, timeout: float = 5.0) -> None:
+    """Ask a child server to stop, wait, and kill it if it does not; no zombie is left."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(sig)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class TempPostgres:
     """``initdb`` + ``postgres -D`` on a free loopback port, trust auth, torn down by :meth:`stop`."""
 
@@ -138,13 +150,7 @@ class TempPostgres:
         return self.dsn(name)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, signal.SIGINT, 15)  # SIGINT: PostgreSQL's fast shutdown
         self.proc = None
         if getattr(self, "_log", None) is not None:
             self._log.close()
@@ -154,8 +160,9 @@ class TempPostgres:
 class TempMosquitto:
     """A plain Mosquitto 2 on a free loopback port (anonymous, no persistence)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_inflight: int = 0) -> None:
         self.port = free_port()
+        self.max_inflight = max_inflight  # 0: unlimited (load tests); the fleet config uses 64
         self.root = Path(tempfile.mkdtemp(prefix="deskwatch-mosq-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -164,7 +171,7 @@ class TempMosquitto:
             f"listener {self.port} 127.0.0.1",
             "allow_anonymous true",
             "persistence false",
-            "max_inflight_messages 0",
+            f"max_inflight_messages {self.max_inflight}",
             "max_queued_messages 1000000",
             "max_queued_bytes 0",
             "log_dest stdout",
@@ -181,13 +188,7 @@ class TempMosquitto:
         return self
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
         if getattr(self, "_log", None) is not None:
             self._log.close()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.mosquitto import free_port, wait_port
+from deskwatch.devservers import free_port, stop_process, wait_port
 
 NATS_SERVER = shutil.which("nats-server")
 
@@ -54,13 +54,7 @@ class NatsBroker:
         wait_port(self.port, 10, self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def restart(self) -> None:

@@ -29,7 +29,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from deskwatch.devservers import MOSQUITTO, free_port, wait_port
+from deskwatch.devservers import MOSQUITTO, free_port, stop_process, wait_port
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,13 +138,7 @@ class Broker:
         wait_port(self.port, timeout, self.proc)
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.proc = None
 
     def kill(self) -> None:

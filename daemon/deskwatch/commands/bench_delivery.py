@@ -15,13 +15,13 @@ import json
 import os
 import resource
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from ..devservers import MOSQUITTO, TempMosquitto
 
 NAME = "bench-delivery"
 HELP = "measure the outbox drain rate (events/s, CPU) to a local broker after an outage"
@@ -40,41 +40,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def _cpu_seconds() -> float:
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start_mosquitto(workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not os.path.exists(binary):
-        raise FileNotFoundError("mosquitto is not installed (Debian package mosquitto)")
-    port = _free_port()
-    # max_inflight_messages as in broker/mosquitto-fleet.conf (Mosquitto announces it as Receive Maximum).
-    lines = [
-        f"listener {port} 127.0.0.1",
-        "allow_anonymous true",
-        "persistence false",
-        "log_type error",
-        "max_inflight_messages 64",
-    ]
-    if os.geteuid() == 0:
-        lines.insert(0, "user root")
-    conf = workdir / "mosquitto.conf"
-    conf.write_text("\n".join(lines) + "\n")
-    proc = subprocess.Popen([binary, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.02)
-    proc.kill()
-    raise TimeoutError("mosquitto did not start listening within 10 s")
 
 
 def _one_run(workdir: Path, port: int, events: int, evidence_bytes: int, inflight: int) -> dict[str, Any]:
@@ -121,21 +86,25 @@ def run(args: argparse.Namespace) -> int:
         print("bench-delivery: --events and --inflight must be >= 1, --evidence-bytes >= 0", file=sys.stderr)
         return 2
     workdir = Path(tempfile.mkdtemp(prefix="deskwatch-bench-"))
-    proc = None
+    broker = None
     try:
         if args.port is None:
-            try:
-                proc, port = _start_mosquitto(workdir)
-            except (FileNotFoundError, TimeoutError) as exc:
-                print(f"bench-delivery: {exc}", file=sys.stderr)
+            if not os.path.exists(MOSQUITTO):
+                print("bench-delivery: mosquitto is not installed (Debian package mosquitto)", file=sys.stderr)
                 return 69
+            try:
+                # max_inflight_messages as in broker/mosquitto-fleet.conf (announced as Receive Maximum)
+                broker = TempMosquitto(max_inflight=64).start()
+            except (OSError, RuntimeError, TimeoutError) as exc:
+                print(f"bench-delivery: cannot start mosquitto: {exc}", file=sys.stderr)
+                return 69
+            port = broker.port
         else:
             port = args.port
         results = [_one_run(workdir, port, args.events, size, args.inflight) for size in (0, args.evidence_bytes)]
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(5)
+        if broker is not None:
+            broker.stop()
         shutil.rmtree(workdir, ignore_errors=True)
     if args.json:
         print(json.dumps({"inflight": args.inflight, "runs": results}))
