@@ -115,7 +115,8 @@ def explain(cfg: Config) -> str:
         add(
             f"- With most findings, one small picture (at most {ev.max_width}x{ev.max_height} pixels, "
             f"{ev.max_bytes // 1000} KB), with the boxes drawn and bystanders' faces and bodies blurred "
-            "beyond recognition before the picture is made. No picture for idle input, pauses or darkness."
+            "beyond recognition before the picture is made. No picture for idle input, pauses, darkness "
+            "or a covered camera."
         )
     else:
         add("- No pictures: no image ever leaves the device.")
