@@ -33,14 +33,15 @@ FRAMES = REPO / "demo" / "frames"
 
 def prepare_frames(out: Path, burst: int) -> Path:
     """Each demo scene repeated ``burst`` times, so one scan's burst sees one scene."""
-    frames = out / "frames"
-    shutil.rmtree(frames, ignore_errors=True)
-    frames.mkdir(parents=True)
+    frames, derived = out / "frames", out / "derived"
+    for d in (frames, derived):  # derived scenes stay out of the replayed directory
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
     worker = np.asarray(Image.open(FRAMES / "01_worker_at_desk.jpg").convert("RGB"))
     empty = FRAMES / "02_empty_desk.jpg"
-    dark = frames / "_dark.jpg"
+    dark = derived / "dark_room.jpg"
     Image.fromarray((worker.astype(np.float32) * 0.1).astype(np.uint8)).save(dark, quality=90)
-    covered = frames / "_covered.jpg"
+    covered = derived / "covered_lens.jpg"
     rng = np.random.default_rng(7)
     noise = rng.normal(6, 1.2, worker.shape).clip(0, 255).astype(np.uint8)
     Image.fromarray(noise).save(covered, quality=90)
