@@ -63,7 +63,7 @@ class Daemon:
         self.camera = parts.camera or open_camera(cfg.camera)
         self.vision = parts.vision or self._build_vision()
         self.policy = parts.policy or self._build_policy()
-        models = self.vision.model_hashes() if hasattr(self.vision, "model_hashes") else {}
+        models = self.vision.model_hashes()
         self.delivery = parts.delivery or self._build_delivery(models)
         self.notifier = parts.notifier or self._build_notifier()
         self.control = parts.control or self._build_control()
@@ -172,10 +172,6 @@ class Daemon:
                 raise CommandRejected(f"unknown command '{kind}'")
         except (ValueError, KeyError, TypeError) as exc:
             raise CommandRejected(str(exc)) from None
-        self.wake.set()
-
-    def request_scan(self) -> None:
-        self.requests.put("command")
         self.wake.set()
 
     def request_stop(self, *_: Any) -> None:
@@ -295,7 +291,7 @@ class Daemon:
         record = ScanRecord(scan_id=new_id(now), trigger="pause", started_at=now, finished_at=now)
         record.findings = [finding]
         record.checks = [CheckOutcome("pause_overrun", "violation", finding.detail)]
-        self.scanner._publish(record, [], [])
+        self.scanner.publish(record, [], [])  # no frames: a pause overrun has no picture
 
     def _send_health(self) -> None:
         s = self.scanner.stats

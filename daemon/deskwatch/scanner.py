@@ -160,7 +160,7 @@ class Scanner:
             record.persons, record.bystanders = outcome.persons, outcome.bystanders
         record.finished_at = self.clock.now()
         record.durations_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
-        self._publish(record, frames, analyses)
+        self.publish(record, frames, analyses)
         return record
 
     def _burst_and_evaluate(
@@ -212,7 +212,7 @@ class Scanner:
         return outcome, analyses, frames
 
     # -- delivery ----------------------------------------------------------------------
-    def _publish(self, record: ScanRecord, frames: list[Frame], analyses: list[FrameAnalysis]) -> None:
+    def publish(self, record: ScanRecord, frames: list[Frame], analyses: list[FrameAnalysis]) -> None:
         self.stats.scans += 1
         self.stats.last_scan_at = rfc3339(record.started_at)
         if record.error:

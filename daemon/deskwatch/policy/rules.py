@@ -12,8 +12,10 @@ desk zone), *extras* (anyone else close to the camera or facing the screen) and
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from ..domain import Box, Detection, Face, Finding, FrameAnalysis
 from .config import PolicyConfig
@@ -273,14 +275,22 @@ def rule_away(views: list[PeopleView], need: int) -> RuleResult:
     return RuleResult("pass", f"someone at the desk in {n - len(empty)}/{n} frames")
 
 
-def rule_phone(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
+def _best_per_frame(
+    views: list[PeopleView], found_in: Callable[[PeopleView], list[tuple[Detection, Person]]]
+) -> list[Any]:
+    """Per frame, the strongest object a rule found, with the person it belongs to."""
     hits = []
     for v in views:
-        held = held_phones(v, policy)
-        if held:
-            ph, p = max(held, key=lambda h: h[0].score)
+        found = found_in(v)
+        if found:
+            obj, p = max(found, key=lambda h: h[0].score)
             dets, faces = p.evidence()
-            hits.append((v, [ph, *dets], faces, ph.score))
+            hits.append((v, [obj, *dets], faces, obj.score))
+    return hits
+
+
+def rule_phone(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
+    hits = _best_per_frame(views, lambda v: held_phones(v, policy))
     if len(hits) >= need:
         return RuleResult(
             "violation",
@@ -341,13 +351,7 @@ def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) 
 
 
 def rule_eating(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
-    hits = []
-    for v in views:
-        found = food_at_face(v, policy)
-        if found:
-            food, p = max(found, key=lambda h: h[0].score)
-            dets, faces = p.evidence()
-            hits.append((v, [food, *dets], faces, food.score))
+    hits = _best_per_frame(views, lambda v: food_at_face(v, policy))
     if len(hits) >= need:
         labels = sorted({h[1][0].label for h in hits})
         return RuleResult(
