@@ -1,27 +1,32 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench clean
+.PHONY: install demo test lint typecheck bench bench-delivery clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
+# Every Python tree in the repository: the four distributions, the dev tools, the tests.
+SOURCES := daemon contract desk collector tools tests hw-tests
 
 install:
 	@tools/bootstrap.sh
 
 demo: install
-	@$(PY) -m deskwatch.demo $(DEMO_ARGS)
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.demo $(DEMO_ARGS)
 
 test: install lint typecheck
 	@$(PY) -m pytest $(PYTEST_ARGS)
 
 lint: install
-	@$(VENV)/bin/ruff check daemon tests hw-tests
-	@$(VENV)/bin/ruff format --check daemon tests hw-tests >/dev/null || { echo "ruff format: run '$(VENV)/bin/ruff format daemon tests hw-tests'"; exit 1; }
+	@$(VENV)/bin/ruff check $(SOURCES)
+	@$(VENV)/bin/ruff format --check $(SOURCES) >/dev/null || { echo "ruff format: run '$(VENV)/bin/ruff format $(SOURCES)'"; exit 1; }
 
 typecheck: install
-	@$(VENV)/bin/mypy daemon/deskwatch
+	@$(VENV)/bin/mypy
 
 bench: install
 	@$(PY) -m deskwatch bench --json $(BENCH_ARGS)
 
+bench-delivery: install
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_delivery $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info daemon/*.egg-info
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build */build *.egg-info */*.egg-info

@@ -1,4 +1,10 @@
-"""deskwatch: on-device desk-compliance checks for a Raspberry Pi webcam appliance."""
+"""deskwatch: the appliance (on-device desk-compliance checks for a Raspberry Pi webcam).
+
+One of four distributions in this repository (see the README's layout):
+this one (``daemon/deskwatch``), ``contract/`` (deskwatch-contract, which this one
+needs), ``desk/`` (the worker's companion) and ``collector/`` (the central side). The
+appliance image installs this one and the contract, nothing else.
+"""
 
 import re
 from pathlib import Path
@@ -32,14 +38,15 @@ setup(
     license="Proprietary",
     python_requires=">=3.11",
     package_dir={"": "daemon"},
-    packages=find_packages("daemon"),
-    package_data={"deskwatch": ["contract/schemas/*.json", "py.typed"]},
+    packages=find_packages("daemon", include=["deskwatch", "deskwatch.*"]),
+    package_data={"deskwatch": ["py.typed"]},
     include_package_data=False,
     data_files=[
         ("share/deskwatch/models", MODEL_FILES),
         ("share/deskwatch/models/LICENSES", LICENSE_FILES),
     ],
     install_requires=[
+        f"deskwatch-contract=={VERSION}",
         "numpy>=1.24",
         "paho-mqtt>=2.1,<3",
         "PyYAML>=6.0",
@@ -58,27 +65,6 @@ setup(
         # On the Raspberry Pi: the camera module and journald/sd_notify bindings.
         "pi": ["picamera2>=0.3.17", "systemd-python>=235"],
         "journald": ["systemd-python>=235"],
-        # The reference collector (central side): schema validation and PostgreSQL.
-        "collector": ["jsonschema>=4.20", "psycopg[binary]>=3.1"],
-        "dev": [
-            "pytest>=8",
-            "pytest-timeout>=2.3",
-            "hypothesis>=6.100",
-            "jsonschema>=4.20",
-            "ruff>=0.6",
-            "mypy>=1.10",
-            "types-PyYAML",
-            # the collector's supervisor page is tested in Debian's headless Chromium
-            "selenium>=4.20",
-        ],
     },
-    entry_points={
-        "console_scripts": [
-            "deskwatch=deskwatch.cli:main",
-            # The workstation companion: idle time and the worker's pause button.
-            "deskwatch-desk=deskwatch.desk.cli:main",
-            # The reference central-side consumer: storage, supervisor page, retention.
-            "deskwatch-collector=deskwatch.collector.cli:main",
-        ]
-    },
+    entry_points={"console_scripts": ["deskwatch=deskwatch.cli:main"]},
 )

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 RUNS = 10
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "photos"
+PHOTOS = Path(__file__).resolve().parents[1] / "tests" / "data" / "photos"
 
 
 def sample_image(cfg: Any) -> np.ndarray:

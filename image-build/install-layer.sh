@@ -7,9 +7,11 @@
 # in a debootstrap chroot. The rootfs must already have the Debian packages listed in
 # stage-deskwatch/00-packages (python3, python3-venv, python3-pip, python3-systemd,
 # ca-certificates, systemd). What it does, idempotently:
-#   - builds the deskwatch wheel on the host (pure Python) and installs it with its
-#     dependencies into /opt/deskwatch/venv inside the rootfs (pip runs in the chroot,
-#     so the wheels match the rootfs's architecture; under qemu-user for arm64),
+#   - builds the appliance's two wheels on the host (pure Python: deskwatch and
+#     deskwatch-contract; never the desk companion, the collector or the dev tools) and
+#     installs them with their dependencies into /opt/deskwatch/venv inside the rootfs
+#     (pip runs in the chroot, so the wheels match the rootfs's architecture; under
+#     qemu-user for arm64),
 #   - the models come with the wheel (into the venv's share/deskwatch/models),
 #   - installs the units, sysusers.d and tmpfiles.d entries, creates the user and dirs,
 #   - enables deskwatch.service and the first-boot deskwatch-provision.service,
@@ -79,23 +81,29 @@ fi
 in_root() { chroot "$ROOTFS" "${CHROOT_ENV[@]}" "$@"; }
 
 # -- the package ----------------------------------------------------------------------------
-log "building the deskwatch wheel"
+log "building the deskwatch and deskwatch-contract wheels"
 BUILD=$(mktemp -d)
-# One snapshot of the tree for the wheel, the models and the example config, so they agree.
-cp -r "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/daemon" "$REPO/models" "$REPO/config.example.yaml" "$BUILD/" 2>/dev/null || true
-find "$BUILD" \( -name '__pycache__' -o -name '*.egg-info' \) -prune -exec rm -rf {} +
-if ! ( cd "$BUILD" && "$HOST_PY" -m pip wheel --no-deps --no-build-isolation -q -w "$ROOTFS$STAGE/wheels" . ) >"$BUILD.log" 2>&1; then
-  cat "$BUILD.log" >&2; log "building the wheel failed"; exit 1
-fi
+# One snapshot of the tree for the wheels, the models and the example config, so they agree.
+# Only the appliance's parts are copied: the image cannot ship what is not in the snapshot.
+cp -r "$REPO/setup.py" "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/daemon" "$REPO/contract" "$REPO/models" \
+  "$REPO/config.example.yaml" "$BUILD/" 2>/dev/null || true
+find "$BUILD" \( -name '__pycache__' -o -name '*.egg-info' -o -name build \) -prune -exec rm -rf {} +
+rm -f "$ROOTFS$STAGE"/wheels/*.whl
+for dist in "$BUILD/contract" "$BUILD"; do
+  if ! ( cd "$dist" && "$HOST_PY" -m pip wheel --no-deps --no-build-isolation -q -w "$ROOTFS$STAGE/wheels" . ) >"$BUILD.log" 2>&1; then
+    cat "$BUILD.log" >&2; log "building the wheel in ${dist#"$BUILD"}/ failed"; exit 1
+  fi
+done
 rm -f "$BUILD.log"
 trap 'cleanup; rm -rf "$BUILD"' EXIT
-WHEEL=$(cd "$ROOTFS$STAGE/wheels" && ls deskwatch-*.whl | head -1)
+WHEEL=$(cd "$ROOTFS$STAGE/wheels" && ls deskwatch-[0-9]*.whl | head -1)
+CONTRACT=$(cd "$ROOTFS$STAGE/wheels" && ls deskwatch_contract-*.whl | head -1)
 
 log "creating $VENV (system site packages: python3-systemd, and python3-picamera2 on the Pi)"
 [ -x "$ROOTFS$VENV/bin/python" ] || in_root python3 -m venv --system-site-packages "$VENV"
-log "installing deskwatch[$EXTRAS] and its dependencies (pip in the chroot)"
+log "installing deskwatch[$EXTRAS], deskwatch-contract and their dependencies (pip in the chroot)"
 in_root "$VENV/bin/python" -m pip install -q "setuptools<82" wheel
-in_root "$VENV/bin/python" -m pip install -q "$STAGE/wheels/$WHEEL[$EXTRAS]"
+in_root "$VENV/bin/python" -m pip install -q "$STAGE/wheels/$CONTRACT" "$STAGE/wheels/$WHEEL[$EXTRAS]"
 if [ -n "${DESKWATCH_PIP_EXTRA:-}" ]; then
   # shellcheck disable=SC2086  # a list of requirement specifiers
   in_root "$VENV/bin/python" -m pip install -q $DESKWATCH_PIP_EXTRA

@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Quick check of the shipped detectors on the shared test photos (float32 vs int8 NanoDet).
+"""Quick check of the shipped detectors on the test photos (float32 vs int8 NanoDet).
 
 Not a test (the daemon's accuracy test lives under tests/); a tool for whoever rebuilds the models:
 
-    .venv/bin/python models/check_models.py [--photos ../shared/testdata/photos] [--threads 2]
+    .venv/bin/python models/check_models.py [--photos tests/data/photos] [--threads 2]
 
 Prints person recall (labels.yaml `persons`, photos with an exact count), phone hits on the phone
 photos, false phones elsewhere, false persons on empty_* photos, and median invoke() times.
@@ -81,7 +81,7 @@ def nms(boxes: np.ndarray, scores: np.ndarray, iou: float) -> list[int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--photos", type=Path, default=MODELS.parent.parent / "shared" / "testdata" / "photos")
+    parser.add_argument("--photos", type=Path, default=MODELS.parent / "tests" / "data" / "photos")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--threshold", type=float, default=0.35)
     args = parser.parse_args()

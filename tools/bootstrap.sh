@@ -52,13 +52,16 @@ pip_quiet() {
   "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 }
 
-# Reinstall only when the declared dependencies changed.
+# Reinstall only when the declared dependencies changed. All four distributions go
+# into the one development venv (editable); tools/ is not installed (the tests and the
+# demo put it on sys.path).
 stamp="$VENV/.deskwatch-deps"
-want=$(cat setup.py tools/bootstrap.sh | sha256sum | cut -d' ' -f1)
+want=$(cat setup.py contract/setup.py desk/setup.py collector/setup.py tools/requirements-dev.txt tools/bootstrap.sh \
+       | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  log "installing Python packages into $VENV (deskwatch[litert,journald,collector,dev])"
+  log "installing Python packages into $VENV (contract, appliance[litert,journald], desk, collector, dev tools)"
   "${PIP[@]}" install --upgrade "pip>=24" "setuptools<82" wheel
-  "${PIP[@]}" install -e ".[litert,journald,collector,dev]"
+  "${PIP[@]}" install -e ./contract -e ".[litert,journald]" -e ./desk -e ./collector -r tools/requirements-dev.txt
   # See setup.py: face_recognition's metadata would compile dlib; dlib-bin provides it.
   "${PIP[@]}" install --no-deps "face_recognition==1.3.0"
   echo "$want" > "$stamp"

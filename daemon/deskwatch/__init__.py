@@ -1,3 +1,3 @@
 """deskwatch: on-device desk-compliance checks for a webcam appliance."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

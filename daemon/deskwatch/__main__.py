@@ -1,3 +1,3 @@
-from .cli import main
+from deskwatch.cli import main
 
 raise SystemExit(main())

@@ -12,6 +12,7 @@ clean ``offline``, then tell systemd we are stopping.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
@@ -21,16 +22,83 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from . import __version__, health
-from .camera import Camera, open_camera
-from .domain import CheckOutcome, ScanRecord, new_id
-from .scanner import Scanner
-from .schedule import Clock, ScanPlanner, Schedule, SystemClock
+from deskwatch import __version__
+from deskwatch.camera import Camera, open_camera
+from deskwatch.domain import CheckOutcome, ScanRecord, new_id
+from deskwatch.scanner import EvidenceMaker, Scanner
+from deskwatch.schedule import Clock, ScanPlanner, Schedule, SystemClock
+from deskwatch.stages import Audit, Control, Delivery, Notifier, Policy, Vision
+from deskwatch.system import health
 
 if TYPE_CHECKING:
-    from .config import Config
+    from deskwatch.config import Config
+    from deskwatch.delivery.client import Delivery as MqttDelivery
+    from deskwatch.delivery.payloads import Source
+    from deskwatch.policy.engine import Policy as PolicyEngine
+    from deskwatch.vision.identity import IdentityTarget
+    from deskwatch.vision.pipeline import Vision as VisionPipeline
 
 log = logging.getLogger(__name__)
+
+
+# -- building the stages from the validated config ------------------------------------------
+# Each stage gets its own section plus the few facts the composition root decides for it
+# (who the device is, whether identity runs, where state lives); none sees the root Config.
+
+
+def payload_source(cfg: Config) -> Source:
+    from deskwatch.delivery.payloads import Source
+
+    return Source(cfg.device.site, cfg.device.id, cfg.device.worker_id, cfg.policy.profile)
+
+
+def identity_target(cfg: Config) -> IdentityTarget | None:
+    """Whose face the identity check compares with, or None when no rule may use it."""
+    from deskwatch.policy.profiles import identity_allowed
+    from deskwatch.vision.identity import IdentityTarget
+
+    return IdentityTarget(cfg.state_dir, cfg.device.worker_id) if identity_allowed(cfg.policy) else None
+
+
+def build_vision(cfg: Config, *, runtime: str | None = None) -> VisionPipeline:
+    """The vision stage; raises ModelError on a missing or corrupt model."""
+    from deskwatch.vision.pipeline import Vision as VisionPipeline
+
+    return VisionPipeline(cfg.vision, identity=identity_target(cfg), runtime=runtime)
+
+
+def build_policy(cfg: Config, audit: Audit | None = None) -> PolicyEngine:
+    from deskwatch.policy.engine import Policy as PolicyEngine
+
+    return PolicyEngine(cfg.policy, audit=audit)
+
+
+def build_evidence(cfg: Config) -> EvidenceMaker:
+    """``(frame, finding, analysis, people) -> (thumbnail, None) | (None, reason)``."""
+    from deskwatch.evidence.thumbnail import build_evidence as make
+
+    return functools.partial(make, cfg=cfg.evidence)
+
+
+def build_delivery(cfg: Config, *, models: dict[str, str], version: str = __version__) -> MqttDelivery:
+    """The outbox (caps, and evidence no older than retention) and the MQTT client draining it."""
+    from deskwatch.delivery.client import Delivery as MqttDelivery
+    from deskwatch.delivery.outbox import Outbox
+
+    outbox = Outbox(
+        cfg.state_dir,
+        max_bytes=cfg.outbox.max_bytes,
+        max_messages=cfg.outbox.max_messages,
+        max_age_days=cfg.outbox.max_age_days,
+        evidence_max_age_days=min(cfg.outbox.max_age_days, cfg.evidence.retention_days),
+    )
+    return MqttDelivery(cfg.mqtt, outbox, payload_source(cfg), version=version, models=models)
+
+
+def build_audit(cfg: Config) -> Audit:
+    from deskwatch.audit import AuditLog
+
+    return AuditLog.for_state_dir(cfg.state_dir, keep_days=cfg.evidence.retention_days)
 
 
 @dataclass
@@ -38,12 +106,12 @@ class Parts:
     """Stages the daemon is built from; tests pass fakes for any of them."""
 
     camera: Camera | None = None
-    vision: Any = None
-    policy: Any = None
-    delivery: Any = None
-    notifier: Any = None
-    control: Any = None
-    audit: Any = None
+    vision: Vision | None = None
+    policy: Policy | None = None
+    delivery: Delivery | None = None
+    notifier: Notifier | None = None
+    control: Control | None = None
+    audit: Audit | None = None
 
 
 class Daemon:
@@ -57,40 +125,38 @@ class Daemon:
         self.requests: queue.Queue[str] = queue.Queue()
         parts = parts or Parts()
         self._prepare_state_dir()
-        from .policy.audit import AuditLog
-
-        self.audit = parts.audit or AuditLog.for_state_dir(cfg.state_dir, keep_days=cfg.evidence.retention_days)
-        self.camera = parts.camera or open_camera(cfg.camera)
-        self.vision = parts.vision or self._build_vision()
-        self.policy = parts.policy or self._build_policy()
-        models = self.vision.model_hashes()
-        self.delivery = parts.delivery or self._build_delivery(models)
-        self.notifier = parts.notifier or self._build_notifier()
-        self.control = parts.control or self._build_control()
+        self.audit: Audit = parts.audit or build_audit(cfg)
+        self.camera: Camera = parts.camera or open_camera(cfg.camera)
+        self.vision: Vision = parts.vision or build_vision(cfg)
+        self.policy: Policy = parts.policy or build_policy(cfg, self.audit)
+        self.delivery: Delivery = parts.delivery or build_delivery(cfg, models=self.vision.model_hashes())
+        self.notifier: Notifier = parts.notifier or self._build_notifier()
+        self.control: Control | None = parts.control or self._build_control()
         self.started_mono = self.clock.monotonic()
         self._next_purge = self.started_mono
-        from .contract import payloads
-        from .evidence.thumbnail import build_evidence
-        from .policy.engine import PolicyContext
+        from deskwatch.delivery import payloads
+        from deskwatch.policy.engine import PolicyContext
 
         self._context_type = PolicyContext
         self.payloads = payloads
+        self.source = payload_source(cfg)
         self.scanner = Scanner(
-            cfg,
+            cfg.camera,
+            self.source,
             self.camera,
             self.vision,
             self.policy,
             self.delivery,
             self.clock,
             make_context=self._context,
-            make_evidence=build_evidence,
+            make_evidence=build_evidence(cfg),
             payloads=payloads,
             stop=self.stop_event,
             on_record=self.audit.record_scan,
         )
         self.planner = ScanPlanner(Schedule(cfg.schedule), self.clock)
-        from .service.notify import watchdog_interval
-        from .service.watchdog import ProgressWatchdog, WatchdogThread, tick_interval
+        from deskwatch.system.notify import watchdog_interval
+        from deskwatch.system.watchdog import ProgressWatchdog, WatchdogThread, tick_interval
 
         # A scan (two bursts and the away confirmation in between) must fit in the
         # allowance; a camera read that hangs longer stops the pings.
@@ -113,34 +179,19 @@ class Daemon:
             )
             os.chmod(self.cfg.state_dir, 0o700)
 
-    def _build_vision(self) -> Any:
-        from .vision.pipeline import build_vision
-
-        return build_vision(self.cfg)
-
-    def _build_policy(self) -> Any:
-        from .policy.engine import Policy
-
-        return Policy(self.cfg, audit=self.audit)
-
-    def _build_delivery(self, models: dict[str, str]) -> Any:
-        from .mqtt.delivery import Delivery
-
-        return Delivery(self.cfg, version=__version__, models=models)
-
-    def _build_control(self) -> Any:
-        from .control import ControlServer, control_socket_path, pause_status
+    def _build_control(self) -> Control:
+        from deskwatch.system.control import ControlServer, control_socket_path, pause_status
 
         return ControlServer(
-            control_socket_path(self.cfg),
+            control_socket_path(self.cfg.state_dir),
             lambda kind, body: self.handle_command(kind, body, source="local"),
             status=lambda: pause_status(self.policy, self.clock.now()),
         )
 
-    def _build_notifier(self) -> Any:
-        from .service.notify import Notifier
+    def _build_notifier(self) -> Notifier:
+        from deskwatch.system.notify import Notifier as SdNotifier
 
-        return Notifier()
+        return SdNotifier()
 
     def _context(self, trigger: str, confirming: bool) -> Any:
         return self._context_type(now=self.clock.now(), trigger=trigger, confirming=confirming)
@@ -152,7 +203,7 @@ class Daemon:
         Raises CommandRejected with a reason, which becomes an ``ok: false`` answer for
         the sender; the policy logs the pause/resume itself (one line per event).
         """
-        from .mqtt.commands import CommandRejected
+        from deskwatch_contract.intake import CommandRejected
 
         now = self.clock.now()
         try:
@@ -269,7 +320,7 @@ class Daemon:
 
     def status_text(self) -> str:
         """systemd's STATUS= in words: next scan, outbox, broker, and what is wrong."""
-        from .service.notify import status_line
+        from deskwatch.system.notify import status_line
 
         due = self.planner.due_wall
         tz = self.planner.schedule.calendar.tz
@@ -309,15 +360,17 @@ class Daemon:
             "paused": self.policy.paused is not None,
         }
         stats.update(self.delivery.stats())
-        self.delivery.send_health(self.payloads.health_payload(self.cfg, stats))
+        self.delivery.send_health(self.payloads.health_payload(self.source, stats))
 
     def _purge_evidence(self) -> None:
         """Retention: at start and daily, undelivered evidence past retention_days goes."""
-        from .evidence.retention import purge_expired
+        from deskwatch.evidence.retention import purge_expired
 
         self._next_purge = self.clock.monotonic() + 24 * 3600
         try:
-            purge_expired(self.cfg, self.clock.now(), outbox=self.delivery.outbox, audit=self.audit)
+            purge_expired(
+                self.cfg.evidence.retention_days, self.clock.now(), outbox=self.delivery.outbox, audit=self.audit
+            )
         except Exception:  # retry tomorrow; scanning goes on
             log.exception("retention purge failed")
 

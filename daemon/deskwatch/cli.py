@@ -22,9 +22,9 @@ import pkgutil
 import sys
 from types import ModuleType
 
-from . import __version__, commands
+from deskwatch import __version__, commands
+from deskwatch_contract import exitcodes
 
-EX_OK, EX_FAIL, EX_USAGE, EX_UNAVAILABLE, EX_SOFTWARE, EX_CONFIG = 0, 1, 2, 69, 70, 78
 DEFAULT_CONFIG = "/etc/deskwatch/config.yaml"
 
 log = logging.getLogger("deskwatch")
@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deskwatch",
         description="Desk-compliance appliance daemon and tools. Every command takes --config.",
-        epilog="Exit codes: 0 ok, 1 check failed, 2 usage, 69 unavailable, 70 internal error, 78 config error.",
+        epilog=exitcodes.SUMMARY,
     )
     parser.add_argument("--version", action="version", version=f"deskwatch {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="<command>")
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "_run", None):
         parser.print_help(sys.stderr)
-        return EX_USAGE
+        return exitcodes.USAGE
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
@@ -73,11 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit:
         raise
     except BrokenPipeError:
-        return EX_OK
+        return exitcodes.OK
     except Exception:  # a bug: say so plainly, keep the traceback in the log
         logging.getLogger("deskwatch").exception("internal error in '%s'", args.command)
         print(f"deskwatch {args.command}: internal error (see the log above); please report it", file=sys.stderr)
-        return EX_SOFTWARE
+        return exitcodes.SOFTWARE
 
 
 if __name__ == "__main__":  # pragma: no cover

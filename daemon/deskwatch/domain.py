@@ -10,12 +10,31 @@ means the same thing whatever resolution the camera delivered.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+
+from deskwatch_contract.formats import new_id, rfc3339, utcnow
+
+__all__ = [
+    "Box",
+    "CheckOutcome",
+    "Detection",
+    "Face",
+    "Finding",
+    "Frame",
+    "FrameAnalysis",
+    "LightReading",
+    "PauseInfo",
+    "PeopleView",
+    "Person",
+    "ScanRecord",
+    "new_id",
+    "rfc3339",
+    "utcnow",
+]
 
 
 @dataclass(frozen=True)
@@ -55,6 +74,16 @@ class Box:
         inter = ix * iy
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
+
+    def contains(self, x: float, y: float) -> bool:
+        """Is the point (x, y) inside the box (edges included)?"""
+        return self.x0 <= x <= self.x1 and self.y0 <= y <= self.y1
+
+    def share_inside(self, zone: Box) -> float:
+        """The share of this box's area that lies inside ``zone`` (0 for an empty box)."""
+        ix = max(0.0, min(self.x1, zone.x1) - max(self.x0, zone.x0))
+        iy = max(0.0, min(self.y1, zone.y1) - max(self.y0, zone.y0))
+        return ix * iy / self.area if self.area > 0 else 0.0
 
     def to_pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
         """Integer pixel box (x0, y0, x1, y1), clipped to the frame, x1/y1 exclusive."""
@@ -156,16 +185,110 @@ class FrameAnalysis:
 
 
 @dataclass
+class Person:
+    """One person in a frame: a body box, a face, or both."""
+
+    box: Box  # the person's box, or the face's box when only a face was found
+    detection: Detection | None = None
+    face: Face | None = None
+
+    @property
+    def score(self) -> float:
+        return self.detection.score if self.detection else (self.face.score if self.face else 0.0)
+
+    def evidence(self) -> tuple[list[Detection], list[Face]]:
+        return ([self.detection] if self.detection else [], [self.face] if self.face else [])
+
+    def in_zone(self, zone: Box, min_overlap: float) -> bool:
+        """At the desk: enough of the box inside ``zone``, or the face's centre inside it.
+
+        The one geometry for "in the desk zone": the policy, the selftest and the
+        framing snapshot all judge with it.
+        """
+        return self.box.share_inside(zone) >= min_overlap or (
+            self.face is not None and zone.contains(*self.face.box.centre)
+        )
+
+
+@dataclass
+class PeopleView:
+    """Who is in one frame, as the policy decided: the worker, extras (close to the
+    camera or facing the screen: they count), bystanders (far and not facing: they
+    don't count, and are blurred in evidence)."""
+
+    frame: FrameAnalysis
+    worker: Person | None = None
+    extras: list[Person] = field(default_factory=list)
+    bystanders: list[Person] = field(default_factory=list)
+
+    @property
+    def persons(self) -> int:
+        return (1 if self.worker else 0) + len(self.extras) + len(self.bystanders)
+
+    @property
+    def non_bystanders(self) -> list[Person]:
+        return ([self.worker] if self.worker else []) + self.extras
+
+    def to_anonymise(self) -> tuple[list[Box], list[Box]]:
+        """(faces, bodies) to blur: everyone in the frame but the worker and the extras,
+        including any face or body the view did not place."""
+        keep: set[int] = set()
+        for p in self.non_bystanders:
+            if p.detection is not None:
+                keep.add(id(p.detection))
+            if p.face is not None:
+                keep.add(id(p.face))
+        faces = [f.box for f in self.frame.faces if id(f) not in keep]
+        bodies = [d.box for d in self.frame.labelled("person") if id(d) not in keep]
+        return faces, bodies
+
+
+@dataclass
 class Finding:
-    """A rule fired. ``type`` is the rule name (``away_from_desk``, ``low_light``...)."""
+    """A rule fired. ``type`` is the rule name (``away_from_desk``, ``low_light``...).
+
+    ``evidence_refusal`` is the policy's word on a thumbnail: None (allowed),
+    ``"rule"`` (this rule never carries one) or ``"profile"`` (no image leaves the
+    device under this profile).
+    """
 
     type: str
     confidence: float
     frame_index: int
     detections: list[Detection] = field(default_factory=list)
     faces: list[Face] = field(default_factory=list)
-    evidence_allowed: bool = True
+    evidence_refusal: str | None = None
     detail: str = ""
+
+    @property
+    def evidence_allowed(self) -> bool:
+        return self.evidence_refusal is None
+
+
+@dataclass(frozen=True)
+class PauseInfo:
+    """The worker's pause: what they said, for how long, from when and through which door."""
+
+    reason: str
+    minutes: int
+    started_at: datetime
+    source: str = "local"  # "local" (control socket) or "mqtt"
+
+    @property
+    def ends_at(self) -> datetime:
+        return self.started_at + timedelta(minutes=self.minutes)
+
+    def remaining_seconds(self, now: datetime) -> float:
+        return (self.ends_at - now).total_seconds()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "reason": self.reason,
+            "minutes": self.minutes,
+            "started_at": rfc3339(self.started_at),
+            "ends_at": rfc3339(self.ends_at),
+            "source": self.source,
+        }
 
 
 @dataclass
@@ -198,25 +321,3 @@ class ScanRecord:
         if self.error:
             return "error"
         return "violation" if self.findings else "clear"
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def rfc3339(ts: datetime) -> str:
-    """RFC 3339 UTC with milliseconds and a ``Z``: ``2026-11-29T10:15:02.123Z``."""
-    ts = ts.astimezone(UTC)
-    return ts.strftime("%Y-%m-%dT%H:%M:%S.") + f"{ts.microsecond // 1000:03d}Z"
-
-
-def new_id(now: datetime | None = None) -> str:
-    """A UUIDv7: time-ordered, unique without coordination, sortable in a database."""
-    ms = int((now or utcnow()).timestamp() * 1000)
-    rand = uuid.uuid4().int
-    value = (ms & ((1 << 48) - 1)) << 80
-    value |= 0x7 << 76  # version 7
-    value |= (rand & ((1 << 12) - 1)) << 64  # rand_a
-    value |= 0b10 << 62  # RFC 4122 variant
-    value |= (rand >> 12) & ((1 << 62) - 1)  # rand_b
-    return str(uuid.UUID(int=value))

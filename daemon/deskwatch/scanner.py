@@ -13,40 +13,25 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from .camera import Camera, CameraError, take_burst
-from .domain import CheckOutcome, Finding, Frame, FrameAnalysis, ScanRecord, new_id, rfc3339
-from .schedule import Clock
+from deskwatch.camera import Camera, CameraError, take_burst
+from deskwatch.camera.config import CameraConfig
+from deskwatch.domain import CheckOutcome, Finding, Frame, FrameAnalysis, PeopleView, ScanRecord, new_id, rfc3339
+from deskwatch.schedule import Clock
+from deskwatch.stages import Outbox, Policy, Vision
 
 if TYPE_CHECKING:
-    from .config import Config
-    from .evidence.thumbnail import Evidence
-    from .policy.engine import PolicyContext, PolicyOutcome
+    from deskwatch.delivery.payloads import Source
+    from deskwatch.evidence.thumbnail import Evidence
+    from deskwatch.policy.engine import PolicyContext, PolicyOutcome
 
 log = logging.getLogger(__name__)
 
 
-class Vision(Protocol):
-    def analyze(self, frame: Frame) -> FrameAnalysis: ...
-
-
-class Policy(Protocol):
-    def pre_scan(self, now: Any) -> str | None: ...
-
-    def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome: ...
-
-
-class Outbox(Protocol):
-    """The part of Delivery the scanner uses."""
-
-    def send_event(self, payload: dict[str, Any], evidence: bytes | None) -> str: ...
-
-    def send_scan(self, payload: dict[str, Any]) -> None: ...
-
-
-# build_evidence: (thumbnail, None) or (None, why not: "disabled", "profile", "rule", "too_large")
-EvidenceMaker = Callable[[Frame, Finding, FrameAnalysis, "Config"], "tuple[Evidence | None, str | None]"]
+# (thumbnail, None) or (None, why not: "disabled", "profile", "rule", "too_large"); the
+# people view is the policy's (None: blur everyone)
+EvidenceMaker = Callable[[Frame, Finding, FrameAnalysis, "PeopleView | None"], "tuple[Evidence | None, str | None]"]
 ContextMaker = Callable[[str, bool], "PolicyContext"]
 
 
@@ -99,7 +84,8 @@ class ScanStats:
 class Scanner:
     def __init__(
         self,
-        cfg: Config,
+        burst: CameraConfig,
+        source: Source,
         camera: Camera,
         vision: Vision,
         policy: Policy,
@@ -111,7 +97,8 @@ class Scanner:
         stop: threading.Event | None = None,
         on_record: Callable[[ScanRecord], None] | None = None,
     ):
-        self.cfg = cfg
+        self.burst = burst
+        self.source = source
         self.camera = camera
         self.vision = vision
         self.policy = policy
@@ -119,10 +106,10 @@ class Scanner:
         self.clock = clock
         self.make_context = make_context
         self.make_evidence = make_evidence
-        self.payloads = payloads  # deskwatch.contract.payloads (module) or a test double
+        self.payloads = payloads  # deskwatch.delivery.payloads (module) or a test double
         self.stop = stop or threading.Event()
         self.on_record = on_record
-        self.camera_health = CameraHealth(retry_max=cfg.camera.retry_max_seconds)
+        self.camera_health = CameraHealth(retry_max=burst.retry_max_seconds)
         self.stats = ScanStats()
         self._lock = threading.Lock()  # one scan at a time (schedule, command, CLI)
 
@@ -142,6 +129,7 @@ class Scanner:
         record = ScanRecord(scan_id=new_id(now), trigger=trigger, started_at=now)
         t0 = time.perf_counter()
         outcome, analyses, frames = self._burst_and_evaluate(record, confirming=False)
+        people: dict[int, PeopleView] = {}
         if outcome is not None and outcome.confirm_after_seconds is not None and not self.stop.is_set():
             # away_from_desk is reported only when a second burst agrees.
             log.info("scan %s: nobody at the desk; confirming in %.0f s", record.scan_id, outcome.confirm_after_seconds)
@@ -158,15 +146,16 @@ class Scanner:
             record.findings = list(outcome.findings)
             record.checks = list(outcome.checks)
             record.persons, record.bystanders = outcome.persons, outcome.bystanders
+            people = outcome.people
         record.finished_at = self.clock.now()
         record.durations_ms["total"] = round((time.perf_counter() - t0) * 1000, 1)
-        self.publish(record, frames, analyses)
+        self.publish(record, frames, analyses, people)
         return record
 
     def _burst_and_evaluate(
         self, record: ScanRecord, *, confirming: bool
     ) -> tuple[PolicyOutcome | None, list[FrameAnalysis], list[Frame]]:
-        cam_cfg = self.cfg.camera
+        cam_cfg = self.burst
         mono = self.clock.monotonic()
         if not self.camera_health.usable(mono):
             wait = self.camera_health.retry_at - mono
@@ -212,7 +201,13 @@ class Scanner:
         return outcome, analyses, frames
 
     # -- delivery ----------------------------------------------------------------------
-    def publish(self, record: ScanRecord, frames: list[Frame], analyses: list[FrameAnalysis]) -> None:
+    def publish(
+        self,
+        record: ScanRecord,
+        frames: list[Frame],
+        analyses: list[FrameAnalysis],
+        people: dict[int, PeopleView] | None = None,
+    ) -> None:
         self.stats.scans += 1
         self.stats.last_scan_at = rfc3339(record.started_at)
         if record.error:
@@ -221,8 +216,8 @@ class Scanner:
         t = time.perf_counter()
         for finding in record.findings:
             self.stats.findings += 1
-            evidence, reason = self._evidence_for(finding, frames, analyses)
-            payload = self.payloads.event_payload(self.cfg, finding, record, evidence, reason)
+            evidence, reason = self._evidence_for(finding, frames, analyses, people or {})
+            payload = self.payloads.event_payload(self.source, finding, record, evidence, reason)
             event_id = self.outbox.send_event(payload, evidence.jpeg if evidence else None)
             log.warning(
                 "finding %s in scan %s: %s (confidence %.2f)%s",
@@ -241,7 +236,7 @@ class Scanner:
                 },
             )
         record.durations_ms["evidence"] = round((time.perf_counter() - t) * 1000, 1)
-        self.outbox.send_scan(self.payloads.scan_payload(self.cfg, record))
+        self.outbox.send_scan(self.payloads.scan_payload(self.source, record))
         summary = ", ".join(f.type for f in record.findings) or ("error: " + record.error if record.error else "clear")
         log.info(
             "scan %s (%s) done in %.0f ms: %d frames, %d persons, %d bystanders: %s",
@@ -261,14 +256,14 @@ class Scanner:
                 log.exception("could not write scan %s to the audit trail", record.scan_id)
 
     def _evidence_for(
-        self, finding: Finding, frames: list[Frame], analyses: list[FrameAnalysis]
+        self, finding: Finding, frames: list[Frame], analyses: list[FrameAnalysis], people: dict[int, PeopleView]
     ) -> tuple[Evidence | None, str | None]:
         """The thumbnail, or None and the reason the event carries instead."""
         if self.make_evidence is None or not frames:
             return None, "no_frame"
         i = min(max(finding.frame_index, 0), len(frames) - 1)
         try:
-            return self.make_evidence(frames[i], finding, analyses[i], self.cfg)
+            return self.make_evidence(frames[i], finding, analyses[i], people.get(analyses[i].frame_index))
         except Exception:  # evidence must never cost the event itself
             log.exception("evidence for %s failed; sending the event without it", finding.type)
             return None, "failed"

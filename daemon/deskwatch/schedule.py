@@ -29,7 +29,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Literal, Protocol
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .config.schema import Report, setting
+from deskwatch_contract.configfile import Report, setting
 
 log = logging.getLogger(__name__)
 

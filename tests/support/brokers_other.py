@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from deskwatch.devservers import free_port, stop_process, wait_port
+from deskwatch_dev.devservers import free_port, stop_process, wait_port
 
 NATS_SERVER = shutil.which("nats-server")
 

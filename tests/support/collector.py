@@ -21,9 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from deskwatch.collector.fleet import Outgoing
-from deskwatch.collector.store import Store, open_store
-from deskwatch.collector.subscriber import Subscriber, SubscriberSettings
+from deskwatch_collector.store import Store, open_store
+from deskwatch_collector.subscriber import Subscriber, SubscriberSettings
+from deskwatch_dev.fleet import Outgoing
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 20.0, every: float = 0.05) -> bool:

@@ -28,7 +28,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.common import REPO
+
 ARTIFACTS = REPO / "test-artifacts"
 
 
@@ -82,9 +83,8 @@ def xvfb() -> Iterator[Xvfb]:
 
 
 DESK_CONFIG = """\
-# The appliance's file as a technician would hand it over: the companion reads
-# device.* and mqtt.* only, so the other sections may stay.
-device: {{id: {device_id}, site: acme, worker_id: w-1}}
+# The companion's own desk.yaml: which appliance, and its own broker credentials.
+device: {{id: {device_id}, site: acme}}
 mqtt:
   host: 127.0.0.1
   port: {port}
@@ -92,9 +92,7 @@ mqtt:
   reconnect_max_seconds: 1.0
   connect_timeout_seconds: 3
   tls: {tls}
-{credentials}camera: {{backend: replay, source: /nonexistent/is-not-read-by-the-companion.jpg}}
-policy: {{profile: full}}
-"""
+{credentials}"""
 
 
 @pytest.fixture
@@ -161,8 +159,8 @@ class FakeAppliance:
             raise TimeoutError("fake appliance did not subscribe")
 
     def _on_message(self, client: Any, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        from deskwatch.contract.payloads import result_payload
-        from deskwatch.mqtt.commands import CommandIntake, kind_for_topic
+        from deskwatch.delivery.payloads import result_payload
+        from deskwatch_contract.intake import CommandIntake, kind_for_topic
 
         kind = kind_for_topic(msg.topic[len(self.prefix) :])
         body = json.loads(msg.payload)
@@ -193,7 +191,8 @@ class FakeAppliance:
             info.wait_for_publish(5)
 
     def publish_scan(self, findings: tuple[str, ...] = (), *, evidence: bytes | None = None) -> None:
-        from deskwatch.contract.payloads import event_payload, scan_payload
+        from deskwatch.app import payload_source
+        from deskwatch.delivery.payloads import event_payload, scan_payload
         from deskwatch.domain import CheckOutcome, Finding, ScanRecord, new_id, utcnow
 
         now = utcnow()
@@ -202,7 +201,7 @@ class FakeAppliance:
             CheckOutcome(r, "violation" if r in findings else "pass") for r in ("away_from_desk", "phone_use", "eating")
         ]
         record.findings = [Finding(f, 0.87, 0, detail=f"{f.replace('_', ' ')} in 3 of 3 frames") for f in findings]
-        self.publish("scan", scan_payload(self.cfg, record))
+        self.publish("scan", scan_payload(payload_source(self.cfg), record))
         for finding in record.findings:
 
             @dataclass
@@ -213,7 +212,7 @@ class FakeAppliance:
                 sha256: str = "0" * 64
 
             ev = Ev(evidence) if evidence is not None else None
-            payload = event_payload(self.cfg, finding, record, ev, None if ev else "not_allowed")
+            payload = event_payload(payload_source(self.cfg), finding, record, ev, None if ev else "not_allowed")
             self.publish("event", payload)
             if evidence is not None:
                 self.publish(f"evidence/{payload['event_id']}", evidence)

@@ -29,9 +29,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from deskwatch.devservers import MOSQUITTO, free_port, stop_process, wait_port
-
-REPO = Path(__file__).resolve().parents[2]
+from deskwatch_dev.devservers import MOSQUITTO, free_port, stop_process, wait_port
+from tests.support.common import REPO
 
 
 class Pki:

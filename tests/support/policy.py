@@ -6,17 +6,16 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
 from deskwatch.config import Config
-from deskwatch.config.schema import load_section_tree
-from deskwatch.domain import Box, Detection, Face, FrameAnalysis, LightReading
+from deskwatch.domain import Box, Detection, Face, Finding, Frame, FrameAnalysis, LightReading
+from deskwatch_contract.configfile import load_section_tree
+from tests.support.common import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
 BASE = """\
@@ -54,6 +53,17 @@ def make_config(extra: str = "", state_dir: str | None = None) -> Config:
 # Typical webcam desk scene: the worker centred and close, face in the upper middle.
 WORKER_BOX = Box(0.25, 0.15, 0.75, 1.0)
 WORKER_FACE_BOX = Box(0.42, 0.2, 0.58, 0.45)
+
+
+def make_thumbnail(frame: Frame, finding: Finding, analysis: FrameAnalysis, cfg: Config) -> tuple[Any, str | None]:
+    """What the daemon does for one finding: the policy's word on evidence (refusal and
+    who is a bystander in the frame), then the evidence stage with its own section."""
+    from deskwatch.evidence.thumbnail import build_evidence
+    from deskwatch.policy.profiles import evidence_refusal
+    from deskwatch.policy.rules import people_view
+
+    finding.evidence_refusal = finding.evidence_refusal or evidence_refusal(cfg.policy, finding.type)
+    return build_evidence(frame, finding, analysis, people_view(analysis, cfg.policy), cfg.evidence)
 
 
 def person(box: Box = WORKER_BOX, score: float = 0.9) -> Detection:

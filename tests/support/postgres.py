@@ -12,7 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deskwatch.devservers import PG_BIN, TempPostgres
+from deskwatch_dev.devservers import PG_BIN, TempPostgres
 
 _names = itertools.count(1)
 

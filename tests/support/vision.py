@@ -12,9 +12,8 @@ import pytest
 import yaml
 
 from deskwatch.config import Config, load_config_text
+from tests.support.common import PHOTOS, REPO, in_first_set
 
-REPO = Path(__file__).resolve().parents[2]
-PHOTOS = REPO.parent / "shared" / "testdata" / "photos"
 MODELS = REPO / "models"
 
 
@@ -55,9 +54,15 @@ def load_rgb(path: Path) -> np.ndarray:
 @pytest.fixture(scope="session")
 def labelled_photos() -> list[Photo]:
     if not (PHOTOS / "labels.yaml").exists():
-        pytest.fail(f"shared test photos not found at {PHOTOS}")
+        pytest.fail(f"test photos not found at {PHOTOS}: the repository is incomplete")
     labels = yaml.safe_load((PHOTOS / "labels.yaml").read_text())["files"]
     return [Photo(f["file"], f, load_rgb(PHOTOS / f["file"])) for f in labels]
+
+
+@pytest.fixture(scope="session")
+def first_set_photos(labelled_photos: list[Photo]) -> list[Photo]:
+    """The photos the first landing's floors were measured on (see ``in_first_set``)."""
+    return [p for p in labelled_photos if in_first_set(p.file)]
 
 
 @pytest.fixture(scope="session")
@@ -68,7 +73,7 @@ def vision_state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def int8_vision(vision_state: Path) -> Any:
     """The pipeline as the daemon builds it (int8 detector, phone pass), once."""
-    from deskwatch.vision.pipeline import build_vision
+    from deskwatch.app import build_vision
 
     vision = build_vision(vision_config(vision_state, object_precision="int8"))
     yield vision

@@ -20,9 +20,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ..domain import Frame
-from ..schedule import Clock
-from .config import CameraConfig
+from deskwatch.camera.config import CameraConfig
+from deskwatch.domain import Frame
+from deskwatch.schedule import Clock
 
 __all__ = ["BACKENDS", "Camera", "CameraError", "open_camera", "take_burst"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from ..config.schema import Report, setting
+from deskwatch_contract.configfile import Report, setting
 
 
 @dataclass(frozen=True)

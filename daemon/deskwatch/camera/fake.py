@@ -6,8 +6,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from . import CameraError
-from .config import CameraConfig
+from deskwatch.camera import CameraError
+from deskwatch.camera.config import CameraConfig
 
 
 class FakeCamera:

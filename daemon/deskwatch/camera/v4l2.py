@@ -6,8 +6,8 @@ from typing import Any
 
 import numpy as np
 
-from . import CameraError
-from .config import CameraConfig
+from deskwatch.camera import CameraError
+from deskwatch.camera.config import CameraConfig
 
 
 class V4l2Camera:

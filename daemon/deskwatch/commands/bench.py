@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from ..domain import Frame, utcnow
+from deskwatch.domain import Frame, utcnow
+from deskwatch_contract import exitcodes
 
 NAME = "bench"
 HELP = "benchmark the scan pipeline on real photos: per-stage p50/p95, overhead ratio, peak RSS, identity vs HOG"
@@ -59,7 +60,7 @@ def fit_frame(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """The photo fitted into a width x height frame (what a camera would deliver),
     the margins filled with the photo's mean colour (black bars would make small
     photos look dark to the light check)."""
-    from ..vision.imageops import resize
+    from deskwatch.vision.imageops import resize
 
     h, w = image.shape[:2]
     scale = min(width / w, height / h)
@@ -73,7 +74,7 @@ def fit_frame(image: np.ndarray, width: int, height: int) -> np.ndarray:
 
 def _bench_config(args: argparse.Namespace, state_dir: str) -> Any:
     """The device's config (if readable) with a temporary state dir and the full profile."""
-    from ..config import ConfigError, load_config_text
+    from deskwatch.config import ConfigError, load_config_text
 
     text = ""
     if os.path.exists(args.config):
@@ -94,7 +95,7 @@ def _bench_config(args: argparse.Namespace, state_dir: str) -> Any:
         return load_config_text(yaml.safe_dump(doc), args.config if text else "<bench>")
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
-        raise SystemExit(78) from None
+        raise SystemExit(exitcodes.CONFIG) from None
 
 
 def _photo_paths(directory: Path) -> list[Path]:
@@ -112,7 +113,7 @@ def _load_frame(path: Path, width: int, height: int) -> np.ndarray:
 
 def _enrol_one(cfg: Any, vision: Any, paths: list[Path]) -> str | None:
     """Enrol the first photo showing exactly one face, so the identity check runs."""
-    from ..vision.identity import FaceEncoder, face_pixels, save_templates
+    from deskwatch.vision.identity import FaceEncoder, face_pixels, save_templates
 
     encoder = FaceEncoder()
     for path in paths:
@@ -130,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     photos = Path(args.photos) if args.photos else REPO_PHOTOS
     if not photos.is_dir():
         print(f"deskwatch bench: no photo directory {photos}; pass --photos DIR", file=sys.stderr)
-        return 2
+        return exitcodes.USAGE
     with tempfile.TemporaryDirectory(prefix="deskwatch-bench-") as state_dir:
         result = bench(args, photos, state_dir)
     if args.json:
@@ -141,27 +142,24 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, Any]:
-    from ..policy.engine import Policy, PolicyContext
-    from ..vision.pipeline import build_vision
-    from ..vision.runtime import ModelError, load_runtime
+    from deskwatch.app import build_evidence, build_policy, build_vision
+    from deskwatch.policy.engine import PolicyContext
+    from deskwatch.vision.runtime import ModelError, load_runtime
 
     cfg = _bench_config(args, state_dir)
     paths = _photo_paths(photos)
     width, height = cfg.camera.width, cfg.camera.height
     if not paths:
         print(f"deskwatch bench: no photos in {photos}", file=sys.stderr)
-        raise SystemExit(2)
+        raise SystemExit(exitcodes.USAGE)
     try:
         vision = build_vision(cfg, runtime=args.runtime)
     except ModelError as exc:
         print(f"deskwatch bench: {exc}", file=sys.stderr)
-        raise SystemExit(69) from None
+        raise SystemExit(exitcodes.UNAVAILABLE) from None
     enrolled = _enrol_one(cfg, vision, paths)
-    policy = Policy(cfg)
-    try:
-        from ..evidence.thumbnail import make_evidence
-    except ImportError:  # pragma: no cover
-        make_evidence = None  # type: ignore[assignment]
+    policy = build_policy(cfg)
+    make_evidence = build_evidence(cfg)
 
     def scan(frame: Frame) -> tuple[dict[str, float], float, float]:
         t0 = time.perf_counter()
@@ -169,9 +167,8 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
         t1 = time.perf_counter()
         outcome = policy.evaluate([analysis], PolicyContext(now=utcnow(), trigger="cli", confirming=True))
         t2 = time.perf_counter()
-        if make_evidence is not None:
-            for finding in outcome.findings:
-                make_evidence(frame, finding, analysis, cfg)
+        for finding in outcome.findings:
+            make_evidence(frame, finding, analysis, outcome.people.get(analysis.frame_index))
         t3 = time.perf_counter()
         stages = dict(analysis.timings_ms)
         stages["policy"] = (t2 - t1) * 1000

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import ConfigError, load_config
+from deskwatch.config import ConfigError, load_config
+from deskwatch_contract import exitcodes
 
 NAME = "check-config"
 HELP = "validate a config file: exit 0 if valid, 78 with every error and its line otherwise"
@@ -22,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         cfg = load_config(path)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
-        return 78
+        return exitcodes.CONFIG
     if not args.quiet:
         print(
             f"{path}: OK (device {cfg.device.site}/{cfg.device.id}, profile {cfg.policy.profile}, "

@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ..config import Config, ConfigError, load_config
-
-EX_CONFIG = 78
+from deskwatch.config import Config, ConfigError, load_config
+from deskwatch_contract import exitcodes
 
 
 def load_config_or_exit(args: argparse.Namespace) -> Config:
@@ -16,4 +15,4 @@ def load_config_or_exit(args: argparse.Namespace) -> Config:
         return load_config(args.config)
     except ConfigError as exc:
         print(exc.render(), file=sys.stderr)
-        raise SystemExit(EX_CONFIG) from None
+        raise SystemExit(exitcodes.CONFIG) from None

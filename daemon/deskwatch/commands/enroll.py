@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..domain import Face
-from .common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit
+from deskwatch.domain import Face
+from deskwatch_contract import exitcodes
 
 NAME = "enroll"
 HELP = "enrol the worker's face from photos or the camera (needs --consent); templates stay on the device"
@@ -56,7 +57,7 @@ class Verdict:
 
 def check_quality(image: np.ndarray, faces: list[Face]) -> tuple[Face | None, str]:
     """The one usable face, or None and why not."""
-    from ..vision.imageops import crop, resize, sharpness
+    from deskwatch.vision.imageops import crop, resize, sharpness
 
     if not faces:
         return None, "no face found"
@@ -94,7 +95,7 @@ def _images_from_dir(path: Path) -> list[tuple[str, np.ndarray]]:
 
 
 def _images_from_camera(cfg: object, source: str, frames: int) -> list[tuple[str, np.ndarray]]:
-    from ..camera import CameraError, open_camera
+    from deskwatch.camera import CameraError, open_camera
 
     # The appliance's own camera (its configured backend) unless a USB device is named.
     own = source in ("", "config") or (cfg.camera.backend == "picamera2" and source.isdigit())  # type: ignore[attr-defined]
@@ -112,7 +113,7 @@ def _images_from_camera(cfg: object, source: str, frames: int) -> list[tuple[str
             time.sleep(0.3)
     except CameraError as exc:
         print(f"deskwatch enroll: camera {source}: {exc}", file=sys.stderr)
-        raise SystemExit(69) from None
+        raise SystemExit(exitcodes.UNAVAILABLE) from None
     finally:
         camera.close()
     return out
@@ -125,43 +126,43 @@ def run(args: argparse.Namespace) -> int:
             "worker who has agreed to it, then run again with --consent.",
             file=sys.stderr,
         )
-        return 2
+        return exitcodes.USAGE
     cfg = load_config_or_exit(args)
-    from ..policy.profiles import identity_allowed
+    from deskwatch.policy.profiles import identity_allowed
 
-    if not identity_allowed(cfg):
+    if not identity_allowed(cfg.policy):
         print(
             f"deskwatch enroll: this device runs no identity check (profile {cfg.policy.profile}, or the "
             "unrecognized_person rule is off), so no face template may be stored; nothing was taken",
             file=sys.stderr,
         )
-        return 2
+        return exitcodes.USAGE
     if args.min_images < 1:
         print("deskwatch enroll: --min-images must be at least 1", file=sys.stderr)
-        return 2
-    from ..vision.faces import FaceDetector
-    from ..vision.identity import WORKER_PATTERN, FaceEncoder, IdentityUnavailable, face_pixels, save_templates
-    from ..vision.pipeline import FACE_MODELS
-    from ..vision.runtime import ModelError, ModelStore
+        return exitcodes.USAGE
+    from deskwatch.vision.faces import FaceDetector
+    from deskwatch.vision.identity import WORKER_PATTERN, FaceEncoder, IdentityUnavailable, face_pixels, save_templates
+    from deskwatch.vision.pipeline import FACE_MODELS
+    from deskwatch.vision.runtime import ModelError, ModelStore
 
     if not WORKER_PATTERN.fullmatch(args.worker):
         print("deskwatch enroll: --worker must be 1-64 letters, digits, _ or -", file=sys.stderr)
-        return 2
+        return exitcodes.USAGE
     if args.images:
         path = Path(args.images)
         if not path.exists():
             print(f"deskwatch enroll: {path} does not exist", file=sys.stderr)
-            return 2
+            return exitcodes.USAGE
         try:
             images = _images_from_dir(path)
         except OSError as exc:
             print(f"deskwatch enroll: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
-            return 2
+            return exitcodes.USAGE
     else:
         images = _images_from_camera(cfg, args.camera, max(1, args.frames))
     if not images:
         print("deskwatch enroll: no images to enrol from", file=sys.stderr)
-        return 2
+        return exitcodes.USAGE
     try:
         store = ModelStore(cfg.vision)
         detector = FaceDetector(
@@ -172,7 +173,7 @@ def run(args: argparse.Namespace) -> int:
         encoder = FaceEncoder()
     except (ModelError, IdentityUnavailable) as exc:
         print(f"deskwatch enroll: {exc}", file=sys.stderr)
-        return 69
+        return exitcodes.UNAVAILABLE
     verdicts: list[Verdict] = []
     encodings = []
     for name, image in images:
@@ -186,7 +187,7 @@ def run(args: argparse.Namespace) -> int:
             f"deskwatch enroll: only {len(encodings)} usable photo(s), need {args.min_images}; nothing was stored",
             file=sys.stderr,
         )
-        return 1
+        return exitcodes.FAIL
     try:
         stored = save_templates(cfg.state_dir, args.worker, np.stack(encodings), source=str(args.images or args.camera))
     except OSError as exc:
@@ -195,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
             "run as root or as the deskwatch user",
             file=sys.stderr,
         )
-        return 1
+        return exitcodes.FAIL
     print(f"enrolled worker {args.worker}: {len(encodings)} template(s) in {stored} (mode 0600)")
     if args.worker != cfg.device.worker_id:
         print(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..config.example import example_text
+from deskwatch.config.example import example_text
 
 NAME = "example-config"
 HELP = "print a config file documenting every key with its default (what config.example.yaml holds)"

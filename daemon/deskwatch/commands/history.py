@@ -8,7 +8,8 @@ import json
 import sys
 from datetime import datetime
 
-from .common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit
+from deskwatch_contract import exitcodes
 
 NAME = "history"
 HELP = "show the last scans, findings and pauses recorded on this device (no images)"
@@ -62,12 +63,12 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..policy.audit import AuditLog, audit_path
+    from deskwatch.audit import AuditLog, audit_path
 
     cfg = load_config_or_exit(args)
     if args.limit < 1:
         print("deskwatch history: --limit must be at least 1", file=sys.stderr)
-        return 2
+        return exitcodes.USAGE
     path = audit_path(cfg.state_dir)
     if not path.exists():
         print(f"No scans recorded yet on this device ({path} does not exist).")
@@ -76,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         log = AuditLog(path, keep_days=cfg.evidence.retention_days)
     except Exception as exc:  # unreadable: permissions or a damaged file
         print(f"deskwatch history: cannot read {path}: {exc}", file=sys.stderr)
-        return 69
+        return exitcodes.UNAVAILABLE
     try:
         entries = log.recent(args.limit)
         pause = log.load_pause()

@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..config import load_config
-from ..config.schema import ConfigError
-from ..vision.runtime import MANIFEST, ModelError, ModelStore, default_models_dir, read_manifest, sha256_file
+from deskwatch.config import load_config
+from deskwatch.vision.runtime import MANIFEST, ModelError, ModelStore, default_models_dir, read_manifest, sha256_file
+from deskwatch_contract import exitcodes
+from deskwatch_contract.configfile import ConfigError
 
 NAME = "models"
 HELP = "list the model files or verify them against models/manifest.yaml (sha256, loadable)"
@@ -37,7 +38,7 @@ def _models_dir(args: argparse.Namespace) -> Path:
             cfg = load_config(args.config)
         except ConfigError as exc:
             print(exc.render(), file=sys.stderr)
-            raise SystemExit(78) from None
+            raise SystemExit(exitcodes.CONFIG) from None
         if cfg.vision.models_dir:
             return Path(cfg.vision.models_dir)
     return default_models_dir()
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         manifest = read_manifest(directory)
     except ModelError as exc:
         print(f"deskwatch models: {exc}", file=sys.stderr)
-        return 1
+        return exitcodes.FAIL
     entries = {e.file: e for e in manifest.values()}
     rows: list[dict[str, Any]] = []
     if args.action == "list":
@@ -73,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {r['name']:<18} {r['file']:<36} {size:>9}  sha256 {r['sha256'][:16]}...  {r['role']}")
         return 0
 
-    from ..vision.config import VisionConfig
+    from deskwatch.vision.config import VisionConfig
 
     store = ModelStore(VisionConfig(models_dir=str(directory), threads=1))
     failed = 0

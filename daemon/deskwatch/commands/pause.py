@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit
+from deskwatch_contract import exitcodes
 
 NAME = "pause"
 HELP = "pause the desk checks for a number of minutes, with a reason (talks to the running daemon)"
-EX_UNAVAILABLE = 69
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,7 +24,7 @@ def not_running(path: object, why: str) -> int:
         file=sys.stderr,
     )
     del path
-    return EX_UNAVAILABLE
+    return exitcodes.UNAVAILABLE
 
 
 def describe(status: dict[str, object]) -> str:
@@ -41,23 +41,23 @@ def describe(status: dict[str, object]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..control import ControlRejected, ControlUnavailable, control_socket_path, send_control
-    from ..policy.pause import PauseError, check_pause_request
+    from deskwatch.policy.pause import PauseError, check_pause_request
+    from deskwatch.system.control import ControlRejected, ControlUnavailable, control_socket_path, send_control
 
     cfg = load_config_or_exit(args)
     try:
         reason, minutes = check_pause_request(args.reason, args.minutes, cfg.policy.max_pause_minutes)
     except PauseError as exc:
         print(f"deskwatch pause: {exc}", file=sys.stderr)
-        return 2
-    path = control_socket_path(cfg)
+        return exitcodes.USAGE
+    path = control_socket_path(cfg.state_dir)
     try:
         reply = send_control(path, "pause", reason=reason, minutes=minutes)
     except ControlUnavailable as exc:
         return not_running(path, str(exc))
     except ControlRejected as exc:
         print(f"deskwatch pause: the daemon refused: {exc}", file=sys.stderr)
-        return 1
+        return exitcodes.FAIL
     print(describe(dict(reply.get("status") or {})))
     print("Checks restart by themselves when the time is up; run 'deskwatch resume' when you are back.")
     return 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit
 
 NAME = "policy"
 HELP = "show the effective rules and, in plain language, what this device captures, checks, sends and keeps"
@@ -18,17 +18,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..policy.explain import effective_rules_table, explain
-    from ..policy.profiles import identity_allowed, profile_of
+    from deskwatch.policy.profiles import identity_allowed, profile_of
+    from deskwatch.technician.explain import effective_rules_table, explain
 
     cfg = load_config_or_exit(args)
     if args.json:
-        prof = profile_of(cfg)
+        prof = profile_of(cfg.policy)
         print(
             json.dumps(
                 {
                     "profile": prof.name,
-                    "identity_check": identity_allowed(cfg),
+                    "identity_check": identity_allowed(cfg.policy),
                     "random_scans": prof.random_scans,
                     "images_leave_device": prof.images_leave and cfg.evidence.enabled,
                     "retention_days": cfg.evidence.retention_days,

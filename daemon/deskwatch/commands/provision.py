@@ -9,7 +9,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ..service.provision import BundleError, provision, write_result
+from deskwatch.technician.provision import BundleError, provision, write_result
+from deskwatch_contract import exitcodes
 
 NAME = "provision"
 HELP = "validate the bundle on the boot partition, install config and secrets, run the selftest"
@@ -49,7 +50,7 @@ def _stamp() -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..service.logs import setup_logging
+    from deskwatch.system.logs import setup_logging
 
     if not logging.getLogger().handlers:
         setup_logging("info")
@@ -72,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         if bundle_dir.is_dir():
             write_result(bundle_dir, text)
         print(text, file=sys.stderr, end="")
-        return 78
+        return exitcodes.CONFIG
     cfg = applied.config
     log.info(
         "provisioned %s/%s (worker %s, broker %s:%d); removed %s from %s",
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         write_result(bundle_dir, report)
         print(report, end="")
         return 0
-    from ..service.selftest import render_table, run_selftest
+    from deskwatch.technician.selftest import render_table, run_selftest
 
     def progress(i: int, n: int, name: str) -> None:
         print(f"[{i}/{n}] checking {name} ...", file=sys.stderr, flush=True)
@@ -109,5 +110,5 @@ def run(args: argparse.Namespace) -> int:
             bundle_dir / "provision-result.txt",
             extra={"journal": {"DESKWATCH_EVENT": "selftest_failed"}},
         )
-        return 1
+        return exitcodes.FAIL
     return 0

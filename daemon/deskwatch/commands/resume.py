@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit
+from deskwatch_contract import exitcodes
 
 NAME = "resume"
 HELP = "end a pause: checks continue (talks to the running daemon)"
@@ -16,18 +17,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..control import ControlRejected, ControlUnavailable, control_socket_path, send_control
-    from .pause import not_running
+    from deskwatch.commands.pause import not_running
+    from deskwatch.system.control import ControlRejected, ControlUnavailable, control_socket_path, send_control
 
     cfg = load_config_or_exit(args)
-    path = control_socket_path(cfg)
+    path = control_socket_path(cfg.state_dir)
     try:
         reply = send_control(path, "resume")
     except ControlUnavailable as exc:
         return not_running(path, str(exc))
     except ControlRejected as exc:
         print(f"deskwatch resume: the daemon refused: {exc}", file=sys.stderr)
-        return 1
+        return exitcodes.FAIL
     if reply.get("was_paused"):
         print("Resumed: checks continue.")
     else:

@@ -6,7 +6,8 @@ import argparse
 import logging
 import sys
 
-from .common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit
+from deskwatch_contract import exitcodes
 
 NAME = "run"
 HELP = "run the daemon: scans on schedule, publishes to the broker (systemd runs this)"
@@ -25,26 +26,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
-    from ..service.logs import setup_logging
+    from deskwatch.system.logs import setup_logging
 
     setup_logging(args.log_level or cfg.service.log_level, device_id=cfg.device.id)
-    from ..app import Daemon
-    from ..camera import CameraError
-    from ..vision.runtime import ModelError
+    from deskwatch.app import Daemon
+    from deskwatch.camera import CameraError
+    from deskwatch.vision.runtime import ModelError
 
     try:
         daemon = Daemon(cfg)
     except CameraError as exc:
         log.error("cannot set up the camera: %s", exc)
-        return 69
+        return exitcodes.UNAVAILABLE
     except ModelError as exc:  # a corrupt, replaced or missing model file, or no TFLite runtime
         log.error("cannot load the detectors: %s", exc)
-        return 69
+        return exitcodes.UNAVAILABLE
     except (FileNotFoundError, PermissionError) as exc:
         log.error("cannot start: %s", exc)
-        return 69
+        return exitcodes.UNAVAILABLE
     except ImportError as exc:
         log.error("a required package is missing: %s; reinstall deskwatch with its extras", exc)
         print(f"deskwatch run: missing package: {exc}", file=sys.stderr)
-        return 69
+        return exitcodes.UNAVAILABLE
     return daemon.run(max_scans=args.max_scans)

@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..domain import Frame, FrameAnalysis, utcnow
-from .common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit
+from deskwatch.domain import Frame, FrameAnalysis, utcnow
+from deskwatch_contract import exitcodes
 
 NAME = "scan"
 HELP = "run the detectors and the policy on one photo (nothing is published)"
@@ -50,15 +51,15 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     image = load_image(args.image)
     if image is None:
-        return 2
-    from ..vision.pipeline import build_vision
-    from ..vision.runtime import ModelError
+        return exitcodes.USAGE
+    from deskwatch.app import build_vision
+    from deskwatch.vision.runtime import ModelError
 
     try:
         vision = build_vision(cfg, runtime=args.runtime)
     except ModelError as exc:
         print(f"deskwatch scan: {exc}", file=sys.stderr)
-        return 69
+        return exitcodes.UNAVAILABLE
     try:
         frame = Frame(image=image, captured_at=utcnow(), index=0)
         t0 = time.perf_counter()
@@ -77,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(result, indent=2))
     else:
         print_summary(result)
-    return 1 if result.get("findings") else 0
+    return exitcodes.FAIL if result.get("findings") else 0
 
 
 def describe(analysis: FrameAnalysis, image: np.ndarray) -> dict[str, Any]:
@@ -100,14 +101,12 @@ def describe(analysis: FrameAnalysis, image: np.ndarray) -> dict[str, Any]:
 
 
 def evaluate_policy(cfg: Any, analysis: FrameAnalysis) -> dict[str, Any]:
-    """The policy's verdict on this one frame; {} if the policy engine is unavailable."""
-    try:
-        from ..policy.engine import Policy, PolicyContext
-    except ImportError:  # pragma: no cover - the policy engine ships with the package
-        return {}
+    """The policy's verdict on this one frame."""
+    from deskwatch.policy.engine import Policy, PolicyContext
+
     t0 = time.perf_counter()
     # One photo cannot be followed by a confirming burst: evaluate it as confirmed.
-    outcome = Policy(cfg).evaluate([analysis], PolicyContext(now=utcnow(), trigger="cli", confirming=True))
+    outcome = Policy(cfg.policy).evaluate([analysis], PolicyContext(now=utcnow(), trigger="cli", confirming=True))
     ms = (time.perf_counter() - t0) * 1000
     return {
         "persons": outcome.persons,
@@ -164,4 +163,4 @@ def annotate(image: np.ndarray, analysis: FrameAnalysis, out: str) -> None:
         im.save(out, quality=90)
     except (OSError, ValueError) as exc:
         print(f"deskwatch scan: cannot write {out} ({exc})", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(exitcodes.USAGE) from None

@@ -6,8 +6,8 @@ import argparse
 import itertools
 from datetime import UTC, datetime
 
-from ..schedule import Schedule, simulate
-from .common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit
+from deskwatch.schedule import Schedule, simulate
 
 NAME = "schedule"
 HELP = "print the shift windows and simulated scan statistics for the configured schedule"

@@ -6,8 +6,9 @@ import argparse
 import json
 import sys
 
-from ..service.selftest import CHECKS, FAIL, render_table, run_selftest
-from .common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit
+from deskwatch.technician.selftest import CHECKS, FAIL, render_table, run_selftest
+from deskwatch_contract import exitcodes
 
 NAME = "selftest"
 HELP = "check camera, light, models, broker, clock, disk and permissions; exit 1 on any FAIL"
@@ -32,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     unknown = [s for s in args.skip if s not in CHECKS]
     if unknown:
         print(f"deskwatch selftest: unknown check(s) {', '.join(unknown)}; known: {', '.join(CHECKS)}", file=sys.stderr)
-        return 2
+        return exitcodes.USAGE
     cfg = load_config_or_exit(args)
 
     def progress(i: int, n: int, name: str) -> None:
@@ -45,12 +46,18 @@ def run(args: argparse.Namespace) -> int:
         if frame is None:
             print(f"no snapshot written to {args.snapshot}: the camera delivered no frame", file=sys.stderr)
         else:
-            from ..service.snapshot import write_snapshot
+            from deskwatch.technician.snapshot import write_snapshot
 
-            path = write_snapshot(args.snapshot, frame, result.analysis, cfg.policy.desk_zone)
+            path = write_snapshot(
+                args.snapshot,
+                frame,
+                result.analysis,
+                cfg.policy.desk_zone,
+                cfg.policy.rules.away_from_desk.min_overlap,
+            )
             print(f"framing picture written to {path}", file=sys.stderr)
     if args.json:
         print(json.dumps({"ok": not result.failed, "checks": [r.to_json() for r in result.results]}, indent=2))
     else:
         print(render_table(result.results))
-    return 1 if any(r.status == FAIL for r in result.results) else 0
+    return exitcodes.FAIL if any(r.status == FAIL for r in result.results) else 0

@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from .schema import _optional_inner, is_section, section_fields
+from deskwatch_contract.configfile import _optional_inner, is_section, section_fields
 
 HEADER = """\
 # deskwatch configuration: copy to /etc/deskwatch/config.yaml and edit.
@@ -73,7 +73,7 @@ def render_example(cls: type, indent: str = "") -> list[str]:
 
 
 def example_text() -> str:
-    from .root import Config
+    from deskwatch.config.root import Config
 
     body = render_example(Config)
     while body and body[0] == "":

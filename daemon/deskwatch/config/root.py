@@ -5,17 +5,16 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from ..camera.config import CameraConfig
-from ..evidence.config import EvidenceConfig
-from ..mqtt.config import MqttConfig
-from ..outbox.config import OutboxConfig
-from ..policy.config import PolicyConfig
-from ..schedule import ScheduleConfig
-from ..service.config import ServiceConfig
-from ..vision.config import VisionConfig
-from .schema import Report, setting
-
-ID_PATTERN = r"[A-Za-z0-9_-]{1,64}"
+from deskwatch.camera.config import CameraConfig
+from deskwatch.delivery.config import OutboxConfig
+from deskwatch.evidence.config import EvidenceConfig
+from deskwatch.policy.config import PolicyConfig
+from deskwatch.schedule import ScheduleConfig
+from deskwatch.system.config import ServiceConfig
+from deskwatch.vision.config import VisionConfig
+from deskwatch_contract.configfile import Report, setting
+from deskwatch_contract.mqttconfig import MqttConfig
+from deskwatch_contract.topics import ID_HINT, ID_PATTERN
 
 
 @dataclass(frozen=True)
@@ -25,19 +24,19 @@ class DeviceConfig:
     id: str = setting(
         doc="Device id, unique in the fleet; the client certificate's CN.",
         pattern=ID_PATTERN,
-        hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)",
+        hint=ID_HINT,
         example="desk-0042",
     )
     site: str = setting(
         doc="Site (employer or team) the desk belongs to; first topic level after the prefix.",
         pattern=ID_PATTERN,
-        hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)",
+        hint=ID_HINT,
         example="acme-support",
     )
     worker_id: str = setting(
         doc="The worker enrolled at this desk (an opaque id, not a name).",
         pattern=ID_PATTERN,
-        hint="must be 1-64 letters, digits, _ or - (it becomes an MQTT topic level)",
+        hint=ID_HINT,
         example="w-1187",
     )
 
@@ -68,14 +67,5 @@ class Config:
                 "the uk profile allows no random scans, but schedule.mode is 'random' (the default): "
                 "set schedule.mode to 'fixed' with fixed_times (or 'interval' for a technician's test)",
             )
-        if self.mqtt.tls.enabled is False and not self.mqtt.allow_insecure and not _is_loopback(self.mqtt.host):
-            report(
-                "mqtt.tls.enabled",
-                f"plain MQTT to {self.mqtt.host} would send evidence readable on the network: enable TLS, or set mqtt.allow_insecure: true for a lab",
-            )
         if os.path.exists(self.state_dir) and not os.path.isdir(self.state_dir):
             report("state_dir", "exists but is not a directory")
-
-
-def _is_loopback(host: str) -> bool:
-    return host in ("localhost", "::1") or host.startswith("127.")

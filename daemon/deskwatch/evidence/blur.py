@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageFilter
 
-from ..domain import Box
+from deskwatch.domain import Box
 
 FACE_BLOCKS = 3  # blocks across a face: identity does not survive this
 BODY_BLOCKS = 6  # blocks across the shorter side of a body box

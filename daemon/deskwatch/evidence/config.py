@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config.schema import setting
+from deskwatch_contract.configfile import setting
 
 
 @dataclass(frozen=True)

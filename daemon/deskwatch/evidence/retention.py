@@ -2,12 +2,13 @@
 (at most 20, enforced by config validation) is deleted, and the queued event is
 rewritten to say so (``evidence: null``, ``evidence_reason: "evicted"``).
 
-Evidence lives only in the delivery stage's outbox (``deskwatch/outbox/``) until the
-broker acknowledges it; the thumbnails are never written anywhere else. The outbox
-is built with ``evidence_max_age_days = min(outbox.max_age_days,
-evidence.retention_days)`` and enforces that age on every write; this module is the
-explicit purge the daemon runs at start and daily (so evidence also expires on a
-device that stopped producing findings), plus the audit trail's pruning.
+Evidence lives only in the delivery stage's outbox until the broker acknowledges it;
+the thumbnails are never written anywhere else. The outbox is built with
+``evidence_max_age_days = min(outbox.max_age_days, evidence.retention_days)`` and
+enforces that age on every write; this module is the explicit purge the daemon runs
+at start and daily (so evidence also expires on a device that stopped producing
+findings), plus the audit trail's pruning. It reaches both through the small
+protocols below, never their internals.
 """
 
 from __future__ import annotations
@@ -17,15 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from ..config import Config
-
 log = logging.getLogger(__name__)
 
 
 class _Outbox(Protocol):
-    evidence_max_age_s: float
-
-    def enforce_caps(self) -> dict[str, int]: ...
+    def expire_evidence(self, max_age_s: float) -> dict[str, int]: ...
 
 
 class _Audit(Protocol):
@@ -46,26 +43,14 @@ class PurgeReport:
         }
 
 
-def retention_seconds(cfg: Config) -> float:
-    return float(min(cfg.evidence.retention_days, cfg.outbox.max_age_days)) * 86400.0
-
-
 def purge_expired(
-    cfg: Config, now: datetime, *, outbox: _Outbox | None = None, audit: _Audit | None = None
+    retention_days: int, now: datetime, *, outbox: _Outbox | None = None, audit: _Audit | None = None
 ) -> PurgeReport:
-    """Delete undelivered evidence past retention (through the outbox, which marks the
-    events) and audit rows past retention. Call at start and once a day."""
+    """Delete undelivered evidence past ``retention_days`` (through the outbox, which
+    marks the events) and audit rows past retention. Call at start and once a day."""
     report = PurgeReport()
     if outbox is not None:
-        limit = retention_seconds(cfg)
-        if outbox.evidence_max_age_s > limit:  # built without the retention bound: tighten it
-            log.warning(
-                "outbox kept evidence for %.0f days; limiting it to %d (evidence.retention_days)",
-                outbox.evidence_max_age_s / 86400,
-                cfg.evidence.retention_days,
-            )
-            outbox.evidence_max_age_s = limit
-        evicted = dict(outbox.enforce_caps())
+        evicted = dict(outbox.expire_evidence(retention_days * 86400.0))
         report.evidence_deleted = int(evicted.pop("evidence", 0))
         report.other_evicted = evicted
     if audit is not None:
@@ -74,7 +59,7 @@ def purge_expired(
         log.info(
             "retention: deleted %d undelivered evidence image(s) older than %d days and %d audit row(s)",
             report.evidence_deleted,
-            cfg.evidence.retention_days,
+            retention_days,
             report.audit_rows_deleted,
             extra={"journal": {"EVIDENCE_PURGED": report.evidence_deleted}},
         )

@@ -1,7 +1,8 @@
 """Evidence thumbnails: one small JPEG per finding.
 
 Order matters for privacy: bystanders (and anyone the policy did not identify as
-the worker or an extra person) are anonymised in the full-resolution frame first;
+the worker or an extra person: the policy outcome's people view says who is who;
+without one, everybody) are anonymised in the full-resolution frame first;
 only then is the frame scaled down, annotated with the boxes that caused the
 finding, and encoded. The JPEG carries no EXIF or other metadata, fits in
 ``evidence.max_width`` x ``max_height`` and under ``evidence.max_bytes`` (quality
@@ -18,11 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..config import Config
-from ..domain import Box, Detection, Face, Finding, Frame, FrameAnalysis
-from ..policy.profiles import evidence_allowed, profile_of
-from ..policy.rules import people_view
-from .blur import anonymise
+from deskwatch.domain import Box, Detection, Face, Finding, Frame, FrameAnalysis, PeopleView
+from deskwatch.evidence.blur import anonymise
+from deskwatch.evidence.config import EvidenceConfig
 
 log = logging.getLogger(__name__)
 
@@ -40,29 +39,19 @@ class Evidence:
     sha256: str
 
 
-def evidence_refusal(finding: Finding, cfg: Config) -> str | None:
+def evidence_refusal(finding: Finding, cfg: EvidenceConfig) -> str | None:
     """Why this finding gets no thumbnail (for the event's ``evidence_reason``), or None."""
-    if not cfg.evidence.enabled:
+    if not cfg.enabled:
         return "disabled"
-    if not profile_of(cfg).images_leave:
-        return "profile"
-    if not finding.evidence_allowed or not evidence_allowed(cfg, finding.type):
-        return "rule"
-    return None
+    return finding.evidence_refusal
 
 
-def bystander_regions(analysis: FrameAnalysis, cfg: Config) -> tuple[list[Box], list[Box]]:
-    """(faces, bodies) to anonymise: everyone except the worker and extra persons."""
-    view = people_view(analysis, cfg.policy)
-    keep_ids: set[int] = set()
-    for p in view.non_bystanders:
-        if p.detection is not None:
-            keep_ids.add(id(p.detection))
-        if p.face is not None:
-            keep_ids.add(id(p.face))
-    faces = [f.box for f in analysis.faces if id(f) not in keep_ids]
-    bodies = [d.box for d in analysis.labelled("person") if id(d) not in keep_ids]
-    return faces, bodies
+def bystander_regions(analysis: FrameAnalysis, people: PeopleView | None) -> tuple[list[Box], list[Box]]:
+    """(faces, bodies) to anonymise: everyone except the worker and extra persons, as the
+    policy placed them; every face and body when the policy gave no view of this frame."""
+    if people is None:
+        return [f.box for f in analysis.faces], [d.box for d in analysis.labelled("person")]
+    return people.to_anonymise()
 
 
 def fit_size(width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
@@ -103,38 +92,32 @@ def encode_capped(img: Image.Image, max_bytes: int) -> tuple[bytes, Image.Image]
     return None
 
 
-def render(frame: Frame, finding: Finding, analysis: FrameAnalysis, cfg: Config) -> Image.Image:
+def render(
+    frame: Frame, finding: Finding, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig
+) -> Image.Image:
     """The annotated, anonymised thumbnail image (not yet encoded)."""
-    faces, bodies = bystander_regions(analysis, cfg)
+    faces, bodies = bystander_regions(analysis, people)
     safe = anonymise(frame.image, faces, bodies) if faces or bodies else np.array(frame.image, copy=True)
     img = Image.fromarray(safe, "RGB")
-    size = fit_size(img.width, img.height, cfg.evidence.max_width, cfg.evidence.max_height)
+    size = fit_size(img.width, img.height, cfg.max_width, cfg.max_height)
     if size != img.size:
         img = img.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
     _draw(img, finding.detections, finding.faces)
     return img
 
 
-def make_evidence(frame: Frame, finding: Finding, analysis: FrameAnalysis, cfg: Config) -> Evidence | None:
-    """The thumbnail for ``finding``, or None when the rule/profile forbids evidence or
-    it cannot be made small enough (see :func:`build_evidence` for the reason)."""
-    return build_evidence(frame, finding, analysis, cfg)[0]
-
-
 def build_evidence(
-    frame: Frame, finding: Finding, analysis: FrameAnalysis, cfg: Config
+    frame: Frame, finding: Finding, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig
 ) -> tuple[Evidence | None, str | None]:
     """(evidence, None) or (None, reason): reason is "disabled", "profile", "rule" or "too_large"."""
     refusal = evidence_refusal(finding, cfg)
     if refusal is not None:
         return None, refusal
-    img = render(frame, finding, analysis, cfg)
-    encoded = encode_capped(img, cfg.evidence.max_bytes)
+    img = render(frame, finding, analysis, people, cfg)
+    encoded = encode_capped(img, cfg.max_bytes)
     if encoded is None:
         log.warning(
-            "evidence for %s does not fit in %d bytes; sending the event without it",
-            finding.type,
-            cfg.evidence.max_bytes,
+            "evidence for %s does not fit in %d bytes; sending the event without it", finding.type, cfg.max_bytes
         )
         return None, "too_large"
     data, final = encoded

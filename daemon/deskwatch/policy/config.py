@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..config.schema import Report, setting
+from deskwatch_contract.configfile import Report, setting
+from deskwatch_contract.intake import MAX_PAUSE_MINUTES
 
 FOOD_AND_DRINK = [
     "bottle",
@@ -229,7 +230,12 @@ class PolicyConfig:
         default_factory=lambda: [0.0, 0.0, 1.0, 1.0],
         doc="The desk area of the picture as [x0, y0, x1, y1] fractions of the frame; people outside it are not at the desk.",
     )
-    max_pause_minutes: int = setting(120, doc="Longest pause a worker may declare, in minutes.", minimum=1, maximum=120)
+    max_pause_minutes: int = setting(
+        MAX_PAUSE_MINUTES,
+        doc="Longest pause a worker may declare, in minutes (at most the contract's 120).",
+        minimum=1,
+        maximum=MAX_PAUSE_MINUTES,
+    )
     rules: RulesConfig = setting(default_factory=RulesConfig, doc="Per-rule switches and thresholds.")
 
     def validate(self, report: Report) -> None:

@@ -20,16 +20,24 @@ import math
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ..config import Config
-from ..domain import CheckOutcome, Finding, FrameAnalysis, rfc3339
-from . import rules
-from .pause import PauseInfo, check_pause_request
-from .profiles import RULES, evidence_allowed, profile_of, rule_enabled
+from deskwatch.domain import CheckOutcome, Finding, FrameAnalysis, PeopleView, rfc3339
+from deskwatch.policy import rules
+from deskwatch.policy.config import PolicyConfig
+from deskwatch.policy.pause import PauseInfo, check_pause_request
+from deskwatch.policy.profiles import RULES, evidence_refusal, profile_of, rule_enabled
 
-if TYPE_CHECKING:
-    from .audit import AuditLog
+
+class AuditTrail(Protocol):
+    """The part of the audit trail the policy writes to."""
+
+    def record_event(self, kind: str, at: datetime, detail: dict[str, object]) -> None: ...
+
+    def save_pause(self, pause: PauseInfo | None) -> None: ...
+
+    def load_pause(self) -> PauseInfo | None: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -53,15 +61,18 @@ class PolicyOutcome:
     persons: int = 0
     bystanders: int = 0
     confirm_after_seconds: float | None = None
+    # frame index -> who is worker, extra or bystander in it (frames the light gate let
+    # through); evidence blurs from this, never re-deciding who is who
+    people: dict[int, PeopleView] = field(default_factory=dict)
 
 
 class Policy:
     """Rules, profile and the worker's pause/activity state. Thread-safe: the scan loop
     evaluates while MQTT commands and the control socket pause and resume."""
 
-    def __init__(self, cfg: Config, *, audit: AuditLog | None = None):
-        self.cfg = cfg
-        self.profile = profile_of(cfg)
+    def __init__(self, policy: PolicyConfig, *, audit: AuditTrail | None = None):
+        self.cfg = policy
+        self.profile = profile_of(policy)
         self.audit = audit
         self._lock = threading.RLock()
         self._pause: PauseInfo | None = None
@@ -82,7 +93,7 @@ class Policy:
 
     def pause(self, reason: str, minutes: int, now: datetime, *, source: str = "local") -> PauseInfo:
         """Start (or replace) a pause. Raises :class:`PauseError` on a bad request."""
-        text, m = check_pause_request(reason, minutes, self.cfg.policy.max_pause_minutes)
+        text, m = check_pause_request(reason, minutes, self.cfg.max_pause_minutes)
         info = PauseInfo(reason=text, minutes=m, started_at=now, source=source)
         with self._lock:
             self._pause = info
@@ -140,7 +151,7 @@ class Policy:
             exp = self._expired
             if exp is None:
                 return None
-            grace = timedelta(seconds=self.cfg.policy.rules.pause_overrun.grace_seconds)
+            grace = timedelta(seconds=self.cfg.rules.pause_overrun.grace_seconds)
             if now < exp.ends_at + grace:
                 return None
             self._expired = None
@@ -152,7 +163,7 @@ class Policy:
                 type="pause_overrun",
                 confidence=0.9,
                 frame_index=-1,
-                evidence_allowed=False,
+                evidence_refusal="rule",
                 detail=f'pause "{exp.reason}" declared {exp.minutes} min, ended {rfc3339(exp.ends_at)}; '
                 f"no sign of the worker {over / 60:.0f} min later",
             )
@@ -206,7 +217,7 @@ class Policy:
                 out.checks.append(CheckOutcome(r, "skipped", "no frames"))
             return out
 
-        need = rules.frames_needed(len(analyses), cfg.policy.persistence)
+        need = rules.frames_needed(len(analyses), cfg.persistence)
         gate = rules.light_gate(analyses, need)
         results["low_light"] = gate.low_light
         results["camera_obstructed"] = gate.obstructed
@@ -216,12 +227,13 @@ class Policy:
             for r in RULES:
                 results.setdefault(r, rules.RuleResult("skipped", reason))
         else:
-            views = [rules.people_view(a, cfg.policy) for a in usable]
-            need_u = rules.frames_needed(len(usable), cfg.policy.persistence)
+            views = [rules.people_view(a, cfg) for a in usable]
+            out.people = {v.frame.frame_index: v for v in views}
+            need_u = rules.frames_needed(len(usable), cfg.persistence)
             out.persons = rules.persistent_count([v.persons for v in views], need_u)
             out.bystanders = rules.persistent_count([len(v.bystanders) for v in views], need_u)
             idle = self._idle_now(ctx)
-            results.update(rules.run_people_rules(usable, views, need_u, cfg.policy, ctx.confirming, idle, ctx.now))
+            results.update(rules.run_people_rules(usable, views, need_u, cfg, ctx.confirming, idle, ctx.now))
             if enabled["unrecognized_person"]:
                 results["unrecognized_person"] = self._unrecognized(results.get("unrecognized_person"))
             if self._expired is not None and any(v.worker is not None for v in views):
@@ -237,18 +249,18 @@ class Policy:
             if not enabled[r]:
                 why = (
                     "off in the configuration"
-                    if getattr(cfg.policy.rules, r).enabled is False
+                    if getattr(cfg.rules, r).enabled is False
                     else f"not part of the {self.profile.name} profile"
                 )
                 out.checks.append(CheckOutcome(r, "skipped", why))
                 continue
             if r == "away_from_desk" and res.finding is not None and not ctx.confirming:
                 out.checks.append(CheckOutcome(r, "pending", "nobody at the desk; confirming with a second burst"))
-                out.confirm_after_seconds = cfg.policy.rules.away_from_desk.confirm_after_seconds
+                out.confirm_after_seconds = cfg.rules.away_from_desk.confirm_after_seconds
                 continue
             out.checks.append(CheckOutcome(r, res.outcome, res.reason))
             if res.finding is not None:
-                res.finding.evidence_allowed = evidence_allowed(cfg, r)
+                res.finding.evidence_refusal = res.finding.evidence_refusal or evidence_refusal(cfg, r)
                 out.findings.append(res.finding)
         return out
 
@@ -261,7 +273,7 @@ class Policy:
 
     def _unrecognized(self, res: rules.RuleResult | None) -> rules.RuleResult:
         """Turn this scan's identity verdict into the N-in-a-row rule."""
-        n = self.cfg.policy.rules.unrecognized_person.consecutive_checks
+        n = self.cfg.rules.unrecognized_person.consecutive_checks
         if res is None or res.outcome == "skipped":
             return res or rules.RuleResult("skipped", "no identity result")
         if res.finding is None:

@@ -1,7 +1,7 @@
 """Jurisdiction profiles as code: which rules run, whether identity runs, whether
 random scans are allowed and whether images may leave the device.
 
-``effective_rules(cfg)`` applies the per-rule ``enabled`` overrides from config on
+``effective_rules(policy)`` applies the per-rule ``enabled`` overrides from config on
 top of the profile's table. Overrides cannot switch on what a profile forbids by
 law: the ``uk`` profile never runs an identity check, ``minimal`` never sends images.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import Config
+from deskwatch.policy.config import PolicyConfig
 
 RULES: tuple[str, ...] = (
     "away_from_desk",
@@ -70,32 +70,39 @@ PROFILES: dict[str, Profile] = {
 }
 
 
-def profile_of(cfg: Config) -> Profile:
-    return PROFILES[cfg.policy.profile]
+def profile_of(policy: PolicyConfig) -> Profile:
+    return PROFILES[policy.profile]
 
 
-def rule_enabled(cfg: Config, rule: str) -> bool:
+def rule_enabled(policy: PolicyConfig, rule: str) -> bool:
     """Is ``rule`` on under this config (profile table + override)?"""
-    profile = profile_of(cfg)
+    profile = profile_of(policy)
     if rule in IDENTITY_RULES and not profile.identity:
         return False
-    override = getattr(cfg.policy.rules, rule).enabled
+    override = getattr(policy.rules, rule).enabled
     if override is not None:
         return bool(override)
     return rule in profile.rules
 
 
-def effective_rules(cfg: Config) -> list[str]:
+def effective_rules(policy: PolicyConfig) -> list[str]:
     """The rules that run, in catalog order."""
-    return [r for r in RULES if rule_enabled(cfg, r)]
+    return [r for r in RULES if rule_enabled(policy, r)]
 
 
-def identity_allowed(cfg: Config) -> bool:
+def identity_allowed(policy: PolicyConfig) -> bool:
     """Should the vision stage run the identity check at all? (False for uk and minimal,
     and whenever no enabled rule needs it.)"""
-    return profile_of(cfg).identity and rule_enabled(cfg, "unrecognized_person")
+    return profile_of(policy).identity and rule_enabled(policy, "unrecognized_person")
 
 
-def evidence_allowed(cfg: Config, rule: str) -> bool:
-    """May a finding of ``rule`` carry a thumbnail?"""
-    return cfg.evidence.enabled and profile_of(cfg).images_leave and rule not in NO_EVIDENCE_RULES
+def evidence_refusal(policy: PolicyConfig, rule: str) -> str | None:
+    """Why a finding of ``rule`` may carry no thumbnail ("profile" or "rule"), or None.
+
+    The evidence stage adds its own switch (``evidence.enabled``) and the size cap.
+    """
+    if not profile_of(policy).images_leave:
+        return "profile"
+    if rule in NO_EVIDENCE_RULES:
+        return "rule"
+    return None

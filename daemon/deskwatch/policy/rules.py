@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from ..domain import Box, Detection, Face, Finding, FrameAnalysis
-from .config import PolicyConfig
+from deskwatch.domain import Box, Detection, Face, Finding, FrameAnalysis, PeopleView, Person
+from deskwatch.policy.config import PolicyConfig
 
 
 @dataclass
@@ -100,48 +100,6 @@ def light_gate(analyses: list[FrameAnalysis], need: int) -> LightGate:
 
 
 # -- people ---------------------------------------------------------------------------
-@dataclass
-class Person:
-    box: Box  # the person's box, or the face's box when only a face was found
-    detection: Detection | None = None
-    face: Face | None = None
-
-    @property
-    def score(self) -> float:
-        return self.detection.score if self.detection else (self.face.score if self.face else 0.0)
-
-    def evidence(self) -> tuple[list[Detection], list[Face]]:
-        return ([self.detection] if self.detection else [], [self.face] if self.face else [])
-
-
-@dataclass
-class PeopleView:
-    """Who is in one frame."""
-
-    frame: FrameAnalysis
-    worker: Person | None = None
-    extras: list[Person] = field(default_factory=list)
-    bystanders: list[Person] = field(default_factory=list)
-
-    @property
-    def persons(self) -> int:
-        return (1 if self.worker else 0) + len(self.extras) + len(self.bystanders)
-
-    @property
-    def non_bystanders(self) -> list[Person]:
-        return ([self.worker] if self.worker else []) + self.extras
-
-
-def _inside_share(box: Box, zone: Box) -> float:
-    ix = max(0.0, min(box.x1, zone.x1) - max(box.x0, zone.x0))
-    iy = max(0.0, min(box.y1, zone.y1) - max(box.y0, zone.y0))
-    return ix * iy / box.area if box.area > 0 else 0.0
-
-
-def _contains(box: Box, x: float, y: float) -> bool:
-    return box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1
-
-
 def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
     """Sort one frame's people into worker, extras and bystanders."""
     away, extra = policy.rules.away_from_desk, policy.rules.extra_person
@@ -151,7 +109,7 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
     people: list[Person] = []
     claimed: set[int] = set()
     for d in sorted(dets, key=lambda d: d.box.area, reverse=True):
-        inside = [i for i, f in enumerate(faces) if i not in claimed and _contains(d.box, *f.box.centre)]
+        inside = [i for i, f in enumerate(faces) if i not in claimed and d.box.contains(*f.box.centre)]
         face = None
         if inside:  # the biggest unclaimed face in the box, usually the person's own
             i = max(inside, key=lambda i: faces[i].box.area)
@@ -163,9 +121,7 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
     def at_desk(p: Person) -> bool:
         if p.detection is not None and p.detection.score < away.min_person_score and p.face is None:
             return False
-        return _inside_share(p.box, zone) >= away.min_overlap or (
-            p.face is not None and _contains(zone, *p.face.box.centre)
-        )
+        return p.in_zone(zone, away.min_overlap)
 
     view = PeopleView(a)
     candidates = [p for p in people if at_desk(p)]
@@ -215,7 +171,7 @@ def held_phones(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detection,
                 if math.hypot(px - fx, py - fy) <= cfg.near_face_factor * p.face.box.height:
                     holder = p
                     break
-            if p.detection is not None and _contains(p.box, px, py) and py <= p.box.y0 + cfg.held_zone * p.box.height:
+            if p.detection is not None and p.box.contains(px, py) and py <= p.box.y0 + cfg.held_zone * p.box.height:
                 holder = p
                 break
         if holder is not None:
@@ -384,7 +340,7 @@ def rule_idle(
                 "idle_input",
                 0.9,
                 best.frame.frame_index,
-                evidence_allowed=False,
+                evidence_refusal="rule",
                 detail=f"no keyboard or mouse input for {idle_now / 60:.0f} min while at the desk",
             ),
         )

@@ -8,7 +8,7 @@
 - ``phones``: weak phone votes fused at each ear: phones held to the ear.
 - ``identity``: face_recognition's encoder on BlazeFace crops; templates (0600).
 - ``light``: pixel statistics that gate every other check.
-- ``pipeline``: ``build_vision(cfg).analyze(frame) -> FrameAnalysis`` for the scan loop.
+- ``pipeline``: ``Vision(vision_cfg, identity=...).analyze(frame) -> FrameAnalysis`` for the scan loop.
 
 Heavy imports (TFLite, dlib, OpenCV) happen when a detector is built, not here.
 """

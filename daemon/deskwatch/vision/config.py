@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from ..config.schema import Report, setting
-from .light import LightConfig  # the light check keeps its thresholds next to its code
+from deskwatch.vision.light import LightConfig  # the light check keeps its thresholds next to its code
+from deskwatch_contract.configfile import Report, setting
 
 # Per-label score thresholds of the object detector (COCO names). Labels not listed
 # use ``object_threshold``.

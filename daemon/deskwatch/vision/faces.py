@@ -14,9 +14,9 @@ import math
 
 import numpy as np
 
-from ..domain import Box, Face
-from .imageops import letterbox
-from .runtime import Model
+from deskwatch.domain import Box, Face
+from deskwatch.vision.imageops import letterbox
+from deskwatch.vision.runtime import Model
 
 INPUT_SIZE = 128
 KEYPOINTS = ("right_eye", "left_eye", "nose", "mouth", "right_ear", "left_ear")

@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from ..domain import Box, Face
-from .imageops import crop
+from deskwatch.domain import Box, Face
+from deskwatch.vision.imageops import crop
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ REUSE_MAX_DIFF = 0.35  # mean |difference| of the z-scored thumbnails
 
 def face_thumbnail(image: np.ndarray, box_px: tuple[int, int, int, int]) -> np.ndarray:
     """A 16x16 grey, z-scored view of the face: cheap to compare, blind to exposure."""
-    from .imageops import resize
+    from deskwatch.vision.imageops import resize
 
     patch = crop(image, box_px)
     grey = resize(patch, THUMB, THUMB).astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
@@ -191,6 +191,22 @@ class IdentityChecker:
 
 def templates_dir(state_dir: str | Path) -> Path:
     return Path(state_dir) / "templates"
+
+
+@dataclass(frozen=True)
+class IdentityTarget:
+    """Whose templates the identity check compares faces with, and where they are kept."""
+
+    state_dir: str
+    worker_id: str
+
+    @property
+    def path(self) -> Path:
+        return template_path(self.state_dir, self.worker_id)
+
+    @property
+    def enrolled(self) -> bool:
+        return self.path.is_file()
 
 
 def template_path(state_dir: str | Path, worker: str) -> Path:

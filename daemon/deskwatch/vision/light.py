@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..config.schema import setting
-from ..domain import LightReading
+from deskwatch.domain import LightReading
+from deskwatch_contract.configfile import setting
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..domain import Box, Detection
-from .imageops import resize
-from .runtime import Model
+from deskwatch.domain import Box, Detection
+from deskwatch.vision.imageops import resize
+from deskwatch.vision.runtime import Model
 
 INPUT_SIZE = 416
 STRIDES = (8, 16, 32)

@@ -33,8 +33,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..domain import Box, Detection, Face
-from .pose import LEFT_EAR, RIGHT_EAR, Pose
+from deskwatch.domain import Box, Detection, Face
+from deskwatch.vision.pose import LEFT_EAR, RIGHT_EAR, Pose
 
 PHONE = "cell phone"
 FACE_EAR_REACH = 0.6  # face heights from the ear keypoint to a vote's centre

@@ -1,4 +1,4 @@
-"""The vision stage the scan loop calls: ``build_vision(cfg).analyze(frame)``.
+"""The vision stage the scan loop calls: ``Vision(cfg.vision, identity=...).analyze(frame)``.
 
 Per frame: light/obstruction statistics first; a dark or covered frame skips the
 detectors (their silence would prove nothing). Otherwise the object detector,
@@ -6,27 +6,27 @@ BlazeFace on the whole frame and on each person's upper body; where the object
 detector saw weak phone votes, the phone-at-the-ear fusion (a second look at the
 faces they point at, the body pose of persons whose face is hidden; see
 ``phones``); and - when the profile allows it and the worker is enrolled - the
-identity check on the faces found.
+identity check on the faces found. Whether identity runs at all is the policy's
+decision, passed in by the composition root (``deskwatch.app.build_vision``) as an
+:class:`IdentityTarget` or None.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import numpy as np
 
-from ..config import Config
-from ..domain import Box, Detection, Face, Frame, FrameAnalysis
-from ..policy.profiles import identity_allowed
-from .faces import FaceDetector, merge_faces
-from .identity import FaceEncoder, IdentityChecker, IdentityUnavailable, load_templates, template_path
-from .light import measure_light
-from .objects import COCO_LABELS, ObjectDetector
-from .phones import face_crop, face_ear_zones, phones_at_ears, pose_ear_zones, zones_with_hints
-from .pose import PoseEstimator
-from .runtime import ModelError, ModelStore
+from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis
+from deskwatch.vision.config import VisionConfig
+from deskwatch.vision.faces import FaceDetector, merge_faces
+from deskwatch.vision.identity import FaceEncoder, IdentityChecker, IdentityTarget, IdentityUnavailable, load_templates
+from deskwatch.vision.light import measure_light
+from deskwatch.vision.objects import COCO_LABELS, ObjectDetector
+from deskwatch.vision.phones import face_crop, face_ear_zones, phones_at_ears, pose_ear_zones, zones_with_hints
+from deskwatch.vision.pose import PoseEstimator
+from deskwatch.vision.runtime import ModelError, ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -65,9 +65,17 @@ def object_precision(configured: str, runtime: str) -> str:
 class Vision:
     """Every detector, built once from the validated config."""
 
-    def __init__(self, cfg: Config, *, store: ModelStore | None = None, runtime: str | None = None):
-        self.cfg = cfg
-        v = cfg.vision
+    def __init__(
+        self,
+        vision: VisionConfig,
+        *,
+        identity: IdentityTarget | None = None,
+        store: ModelStore | None = None,
+        runtime: str | None = None,
+    ):
+        self.cfg = vision
+        self.identity_target = identity
+        v = vision
         self.store = store or ModelStore(v, runtime=runtime)
         check_labels(self.store)
         self.precision = object_precision(v.object_precision, self.store.runtime_name())
@@ -87,9 +95,6 @@ class Vision:
         )
         self._encoder: FaceEncoder | None = None
         self._identity: IdentityChecker | None = None
-        # the profile and the rule switches decide (uk/minimal, or unrecognized_person off):
-        # no rule needs it, so no face is encoded at all
-        self._identity_allowed = identity_allowed(cfg)
         self._templates_mtime: float | None = None
         self.last_model_ms = 0.0  # TFLite invoke() + dlib encoder time of the last analyze()
         self.refresh_identity()
@@ -97,10 +102,13 @@ class Vision:
     # -- identity --------------------------------------------------------------------------
     def refresh_identity(self) -> None:
         """(Re)load the enrolled worker's templates when they appeared or changed."""
-        if not self._identity_allowed:
+        # None when the profile or the rule switches need no identity check (uk,
+        # minimal, unrecognized_person off): then no face is encoded at all
+        target = self.identity_target
+        if target is None:
             self._identity = None
             return
-        path = template_path(self.cfg.state_dir, self.cfg.device.worker_id)
+        path = target.path
         try:
             mtime: float | None = path.stat().st_mtime
         except OSError:
@@ -108,7 +116,7 @@ class Vision:
         if mtime == self._templates_mtime:
             return
         self._templates_mtime = mtime
-        templates = load_templates(self.cfg.state_dir, self.cfg.device.worker_id) if mtime else None
+        templates = load_templates(target.state_dir, target.worker_id) if mtime else None
         if templates is None:
             self._identity = None
             return
@@ -119,7 +127,7 @@ class Vision:
                 log.error("identity check unavailable, the other checks go on: %s", exc)
                 self._identity = None
                 return
-        v = self.cfg.vision
+        v = self.cfg
         self._identity = IdentityChecker(
             self._encoder,
             templates,
@@ -128,7 +136,7 @@ class Vision:
             v.identity_max_faces,
             v.identity_reuse_seconds,
         )
-        log.info("identity check on: %d templates for worker %s", len(templates), self.cfg.device.worker_id)
+        log.info("identity check on: %d templates for worker %s", len(templates), target.worker_id)
 
     @property
     def identity_enabled(self) -> bool:
@@ -141,7 +149,7 @@ class Vision:
         index = frame.index if isinstance(frame, Frame) else 0
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        light = measure_light(image, self.cfg.vision.light)
+        light = measure_light(image, self.cfg.light)
         t1 = time.perf_counter()
         timings["light"] = (t1 - t0) * 1000
         analysis = FrameAnalysis(frame_index=index, light=light, timings_ms=timings)
@@ -181,7 +189,7 @@ class Vision:
         h, w = image.shape[:2]
         faces = self.faces.detect(image)
         model_ms = self.faces.model.invoke_ms
-        if self.cfg.vision.face_in_persons and self.cfg.vision.face_model == "short_range":
+        if self.cfg.face_in_persons and self.cfg.face_model == "short_range":
             persons = sorted((d for d in detections if d.label == "person"), key=lambda d: -d.box.area)
             for person in persons[:FACE_CROP_MAX_PERSONS]:
                 if person.box.height > FACE_CROP_SMALL and len(persons) == 1 and faces:
@@ -189,7 +197,7 @@ class Vision:
                 region = upper_body(person, w, h)
                 faces += self.faces.detect(image, region)
                 model_ms += self.faces.model.invoke_ms
-            faces = merge_faces(faces, self.cfg.vision.face_nms_iou)
+            faces = merge_faces(faces, self.cfg.face_nms_iou)
         return faces, model_ms
 
     def find_held_phones(
@@ -199,7 +207,7 @@ class Vision:
         second pass on the faces those votes point at, and the ears of the body
         pose of the persons they fall in whose face was not found (see
         :mod:`deskwatch.vision.phones`)."""
-        v = self.cfg.vision
+        v = self.cfg
         h, w = image.shape[:2]
         hints = self.objects.weak_phones
         votes = list(hints)
@@ -299,12 +307,3 @@ def drop_duplicate_persons(detections: list[Detection], faces: list[Face]) -> li
         claimed.update(own)
     dropped = {id(p) for p in persons} - {id(k) for k in kept}
     return [d for d in detections if id(d) not in dropped]
-
-
-def build_vision(cfg: Config, *, runtime: str | None = None) -> Vision:
-    """The vision stage for the scan loop; raises ModelError on a missing/corrupt model."""
-    return Vision(cfg, runtime=runtime)
-
-
-def templates_exist(cfg: Config) -> bool:
-    return Path(template_path(cfg.state_dir, cfg.device.worker_id)).is_file()

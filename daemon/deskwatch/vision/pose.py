@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..domain import Box, Detection
-from .imageops import cv2_module
-from .runtime import Model
+from deskwatch.domain import Box, Detection
+from deskwatch.vision.imageops import cv2_module
+from deskwatch.vision.runtime import Model
 
 INPUT_SIZE = 256
 LANDMARKS = 33

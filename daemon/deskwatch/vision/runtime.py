@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from .config import VisionConfig
+from deskwatch.vision.config import VisionConfig
 
 log = logging.getLogger(__name__)
 

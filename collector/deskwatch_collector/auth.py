@@ -1,0 +1,127 @@
+"""Supervisor and worker accounts: scrypt password hashes and server-side sessions.
+
+Hash format: ``scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>`` (hashlib.scrypt, 16-byte salt).
+A session is a random 32-byte token in an HttpOnly, SameSite=Strict cookie; the database
+keeps only its sha256, so a copy of the database cannot be replayed as a login and every
+collector behind a load balancer shares the sessions.
+
+Roles: a ``supervisor`` sees and reviews the events of the sites listed on the account; a
+``worker`` sees only the events that name their ``worker_id`` and can contest them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+
+from deskwatch_collector.store import Store
+from deskwatch_collector.validate import NAME
+
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+SESSION_SECONDS = 12 * 3600
+ROLES = ("supervisor", "worker")
+
+
+def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R, p: int = SCRYPT_P) -> str:
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p, dklen=32)
+    return f"scrypt${n}${r}${p}${salt.hex()}${digest.hex()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        algo, n, r, p, salt, digest = stored.split("$")
+        if algo != "scrypt":
+            return False
+        got = hashlib.scrypt(
+            password.encode("utf-8"), salt=bytes.fromhex(salt), n=int(n), r=int(r), p=int(p), dklen=len(digest) // 2
+        )
+    except (ValueError, TypeError):
+        return False
+    return hmac.compare_digest(got.hex(), digest)
+
+
+# Verifying against this when the user does not exist keeps the response time the same.
+_DUMMY_HASH = hash_password(secrets.token_hex(8))
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    role: str
+    sites: tuple[str, ...]
+    worker_id: str | None
+
+    @property
+    def is_supervisor(self) -> bool:
+        return self.role == "supervisor"
+
+
+def add_user(store: Store, username: str, password: str, role: str, sites: list[str], worker_id: str | None) -> None:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}")
+    if not NAME.match(username):
+        raise ValueError("user names use letters, digits, '-' and '_' (1-64)")
+    if not sites or any(not NAME.match(s) for s in sites):
+        raise ValueError("give at least one site; site names use letters, digits, '-' and '_'")
+    if role == "worker" and not (worker_id and NAME.match(worker_id)):
+        raise ValueError("a worker account needs --worker-id")
+    if len(password) < 8:
+        raise ValueError("the password must have at least 8 characters")
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO users (username, password_hash, role, sites, worker_id, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role,"
+            " sites = excluded.sites, worker_id = excluded.worker_id",
+            (username, hash_password(password), role, ",".join(sorted(set(sites))), worker_id, time.time()),
+        )
+
+
+def _user(row: tuple[object, ...]) -> User:
+    username, role, sites, worker_id = row
+    return User(str(username), str(role), tuple(str(sites).split(",")), str(worker_id) if worker_id else None)
+
+
+def login(store: Store, username: str, password: str, now: float) -> tuple[str, User] | None:
+    """A new session token for valid credentials, else None (same work either way)."""
+    with store.transaction(write=False) as tx:
+        row = tx.one(
+            "SELECT password_hash, username, role, sites, worker_id FROM users WHERE username = ?", (username,)
+        )
+    if row is None:
+        verify_password(password, _DUMMY_HASH)
+        return None
+    if not verify_password(password, str(row[0])):
+        return None
+    token = secrets.token_urlsafe(32)
+    with store.transaction() as tx:
+        tx.execute(
+            "INSERT INTO sessions (token_hash, username, expires_at) VALUES (?, ?, ?)",
+            (_token_hash(token), username, now + SESSION_SECONDS),
+        )
+    return token, _user(row[1:])
+
+
+def session_user(store: Store, token: str | None, now: float) -> User | None:
+    if not token:
+        return None
+    with store.transaction(write=False) as tx:
+        row = tx.one(
+            "SELECT u.username, u.role, u.sites, u.worker_id FROM sessions s JOIN users u ON u.username = s.username"
+            " WHERE s.token_hash = ? AND s.expires_at > ?",
+            (_token_hash(token), now),
+        )
+    return _user(row) if row else None
+
+
+def logout(store: Store, token: str | None) -> None:
+    if token:
+        with store.transaction() as tx:
+            tx.execute("DELETE FROM sessions WHERE token_hash = ?", (_token_hash(token),))
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()

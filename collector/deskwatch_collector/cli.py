@@ -1,0 +1,233 @@
+"""``deskwatch-collector``: the reference central-side consumer.
+
+    deskwatch-collector run --broker 127.0.0.1:1883 --db /var/lib/deskwatch-collector/collector.db --http 127.0.0.1:8080
+    deskwatch-collector add-user alice --site acme            # password read from stdin
+    deskwatch-collector add-user w-1 --role worker --worker-id w-1 --site acme
+    deskwatch-collector purge --db ... --retention-days 20
+    deskwatch-collector report --db ...                       # counts, seq gaps, deletions
+
+Exit codes follow the daemon's: 0 ok, 2 usage, 69 broker/database unavailable, 78 bad settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from deskwatch_collector import MAX_RETENTION_DAYS
+from deskwatch_collector.ingest import IngestStats, missing_seqs
+from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
+from deskwatch_collector.store import Store, StoreUnavailable, open_store
+from deskwatch_collector.subscriber import Subscriber, SubscriberSettings
+from deskwatch_contract import exitcodes
+
+logger = logging.getLogger("deskwatch_collector")
+
+DEFAULT_DB = "/var/lib/deskwatch-collector/collector.db"
+
+
+def _hostport(text: str, default_port: int) -> tuple[str, int]:
+    host, _, port = text.rpartition(":") if ":" in text else (text, "", str(default_port))
+    try:
+        return host or "127.0.0.1", int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None
+
+
+def _retention(text: str) -> float:
+    try:
+        return check_retention_days(float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deskwatch-collector", description="Reference consumer of deskwatch topics.")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def db_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--db",
+            default=os.environ.get("DESKWATCH_COLLECTOR_DB", DEFAULT_DB),
+            help="SQLite file (default %(default)s) or postgresql://user@host:port/dbname",
+        )
+
+    run = sub.add_parser("run", help="subscribe, store, purge and serve the supervisor page")
+    db_arg(run)
+    run.add_argument("--broker", default="127.0.0.1:1883", type=lambda t: _hostport(t, 1883), help="HOST:PORT")
+    run.add_argument(
+        "--group", default="deskwatch-collectors", help="shared-subscription group (same on every collector)"
+    )
+    run.add_argument("--client-id", default=None, help="MQTT client id; stable per collector (persistent session)")
+    run.add_argument("--username")
+    run.add_argument("--password-file", type=Path, help="file holding the broker password")
+    run.add_argument("--ca-file", help="CA bundle: enables TLS")
+    run.add_argument("--cert-file", help="client certificate (mutual TLS)")
+    run.add_argument("--key-file", help="client key (mutual TLS)")
+    run.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT of the supervisor page, or 'off'")
+    run.add_argument("--cookie-secure", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
+    run.add_argument(
+        "--retention-days",
+        type=_retention,
+        default=float(MAX_RETENTION_DAYS),
+        help=f"evidence is deleted after this many days (at most {MAX_RETENTION_DAYS})",
+    )
+    run.add_argument("--purge-every", type=float, default=600.0, help="seconds between evidence purges")
+    run.add_argument("--batch-max", type=int, default=200, help="messages per database transaction")
+    run.add_argument("--stats-every", type=float, default=60.0, help="seconds between counter log lines (0: never)")
+
+    add = sub.add_parser("add-user", help="create or update a supervisor/worker account (password from stdin)")
+    db_arg(add)
+    add.add_argument("username")
+    add.add_argument("--site", action="append", required=True, help="site the account may see (repeat)")
+    add.add_argument("--role", default="supervisor", choices=["supervisor", "worker"])
+    add.add_argument("--worker-id", help="for worker accounts: the worker_id in the events")
+
+    purge = sub.add_parser("purge", help="delete evidence past the retention now")
+    db_arg(purge)
+    purge.add_argument("--retention-days", type=_retention, default=float(MAX_RETENTION_DAYS))
+
+    report = sub.add_parser("report", help="counts, per-device seq gaps and evidence deletions as JSON")
+    db_arg(report)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        store = open_store(args.db)
+    except StoreUnavailable as exc:
+        print(f"deskwatch-collector: database unavailable: {exc}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    except Exception as exc:
+        print(f"deskwatch-collector: cannot open the database {args.db!r}: {exc}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    try:
+        if args.command == "run":
+            return _run(args, store)
+        if args.command == "add-user":
+            return _add_user(args, store)
+        if args.command == "purge":
+            result = purge_evidence(store, args.retention_days, time.time())
+            print(f"deleted {result.expired} expired and {result.orphaned} orphaned evidence files")
+            return 0
+        if args.command == "report":
+            print(json.dumps(report(store), indent=2))
+            return 0
+    finally:
+        store.close()
+    return exitcodes.USAGE
+
+
+def _add_user(args: argparse.Namespace, store: Store) -> int:
+    from deskwatch_collector.auth import add_user
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.username}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    try:
+        add_user(store, args.username, password, args.role, args.site, args.worker_id)
+    except ValueError as exc:
+        print(f"deskwatch-collector: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    print(f"{args.role} {args.username} can see {', '.join(sorted(set(args.site)))}")
+    return 0
+
+
+def report(store: Store) -> dict[str, object]:
+    with store.transaction(write=False) as tx:
+        counts = {
+            table: int((tx.one(f"SELECT COUNT(*) FROM {table}") or (0,))[0])
+            for table in ("events", "evidence", "scans", "devices", "rejects", "evidence_deletions")
+        }
+        gaps = missing_seqs(tx)
+        rejects = tx.rows("SELECT reason, COUNT(*) FROM rejects GROUP BY reason ORDER BY reason")
+    return {
+        "counts": counts,
+        "seq_gaps": {f"{s}/{d}": [list(r) for r in ranges] for (s, d), ranges in gaps.items()},
+        "rejects": {str(r): int(n) for r, n in rejects},
+    }
+
+
+def _run(args: argparse.Namespace, store: Store) -> int:
+    from deskwatch_collector.web import Hub, SupervisorServer
+
+    password = None
+    if args.password_file:
+        try:
+            password = args.password_file.read_text().strip()
+        except OSError as exc:
+            print(f"deskwatch-collector: cannot read --password-file: {exc}", file=sys.stderr)
+            return exitcodes.CONFIG
+    settings = SubscriberSettings(
+        host=args.broker[0],
+        port=args.broker[1],
+        group=args.group,
+        username=args.username,
+        password=password,
+        ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
+        tls=bool(args.ca_file),
+        batch_max=max(1, args.batch_max),
+    )
+    if args.client_id:
+        settings.client_id = args.client_id
+    hub = Hub()
+    stats = IngestStats()
+    # The page gets its own connections: many browsers polling must never make the writer wait.
+    web_store = open_store(args.db, pool_size=8) if args.http != "off" else store
+    subscriber = Subscriber(settings, store, stats=stats, on_stored=hub.notify)
+    web = None
+    if args.http != "off":
+        try:
+            web = SupervisorServer(_hostport(args.http, 8080), web_store, hub, cookie_secure=args.cookie_secure)
+        except (OSError, argparse.ArgumentTypeError) as exc:
+            print(f"deskwatch-collector: cannot serve the supervisor page on {args.http}: {exc}", file=sys.stderr)
+            return exitcodes.UNAVAILABLE
+    retention = RetentionThread(store, args.retention_days, args.purge_every)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    subscriber.start()
+    retention.start()
+    if web is not None:
+        web.start()
+        logger.info("supervisor page on %s", web.url)
+    logger.info(
+        "collector %s in group %s; evidence kept %.4g days", settings.client_id, settings.group, args.retention_days
+    )
+    if not subscriber.subscribed.wait(15):
+        logger.warning("no SUBACK from %s:%d yet; still trying", settings.host, settings.port)
+    print(f"READY {json.dumps({'http': web.url if web else None, 'client_id': settings.client_id})}", flush=True)
+    last = time.monotonic()
+    while not stop.wait(0.5):
+        if args.stats_every and time.monotonic() - last >= args.stats_every:
+            last = time.monotonic()
+            logger.info("collector counters: %s", json.dumps(stats.snapshot(), sort_keys=True))
+    logger.info("stopping collector")
+    retention.stop_event.set()
+    if web is not None:
+        web.stop()
+    subscriber.stop()
+    if web_store is not store:
+        web_store.close()
+    logger.info("collector counters at exit: %s", json.dumps(stats.snapshot(), sort_keys=True))
+    print(f"COUNTERS {json.dumps(stats.snapshot(), sort_keys=True)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,338 @@
+"""Turn validated messages into rows, inside the caller's transaction.
+
+- Events are de-duplicated by ``event_id`` (the device re-sends after an outage).
+- ``seq`` is tracked per device: a jump past ``last_seq + 1`` is logged and recorded in
+  ``seq_gaps`` when it is seen; :func:`missing_seqs` gives the authoritative gaps at any
+  time from the stored rows (late, out-of-order arrivals fill them).
+- Evidence is stored only if its bytes hash to the ``evidence.sha256`` of its event.
+  With shared subscriptions the JPEG can reach a collector before its event (or another
+  collector entirely), so it is kept as ``pending`` until the event arrives and is then
+  verified, or deleted (and the deletion recorded) on a mismatch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter, deque
+from collections.abc import Set
+from datetime import datetime
+from typing import Any
+
+from deskwatch_collector.store import Tx
+from deskwatch_collector.validate import Message, Rejected
+from deskwatch_contract.jsonutil import dumps
+
+logger = logging.getLogger(__name__)
+
+
+class IngestStats:
+    """Thread-safe counters (stored/duplicate per kind, rejected per reason) and batch timings."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self._batch_ms: deque[float] = deque(maxlen=5000)
+
+    def add(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self.counts[key] += n
+
+    def batch(self, seconds: float, size: int) -> None:
+        with self._lock:
+            self._batch_ms.append(seconds * 1000)
+            self.counts["batches"] += 1
+            self.counts["batched_messages"] += size
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            out: dict[str, Any] = dict(self.counts)
+            timings = sorted(self._batch_ms)
+        if timings:
+            out["batch_ms_p50"] = round(timings[len(timings) // 2], 2)
+            out["batch_ms_p95"] = round(timings[min(len(timings) - 1, int(len(timings) * 0.95))], 2)
+        return out
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+_dumps = dumps
+
+
+def record_reject(tx: Tx, topic: str, reason: str, detail: str, size: int, now: float) -> None:
+    tx.execute(
+        "INSERT INTO rejects (topic, reason, detail, size, received_at) VALUES (?, ?, ?, ?, ?)",
+        (topic[:300], reason, detail[:300], size, now),
+    )
+
+
+def apply(
+    tx: Tx,
+    msg: Message,
+    received_at: float,
+    now: float,
+    known_devices: Set[tuple[str, str]] = frozenset(),
+    deferred_scans: list[tuple[Any, ...]] | None = None,
+) -> str:
+    """Store one message; returns ``stored``, ``duplicate``, ``updated``, ``stale`` or ``deferred``.
+
+    Raises :class:`Rejected`. ``known_devices``: (site, device_id) pairs already committed to
+    ``devices`` (saves a statement). With ``deferred_scans`` a scan record is appended there
+    for :func:`flush_scans` instead of being inserted now.
+    """
+    kind = msg.topic.kind
+    if kind == "event":
+        return _event(tx, msg, received_at, now)
+    if kind == "evidence":
+        return _evidence(tx, msg, received_at)
+    if kind == "scan":
+        return _scan(tx, msg, received_at, known_devices, deferred_scans)
+    if kind == "status":
+        return _status(tx, msg, received_at)
+    if kind == "health":
+        return _health(tx, msg, received_at)
+    raise Rejected("bad_topic", kind)
+
+
+def _ensure_device(tx: Tx, site: str, device_id: str) -> None:
+    tx.execute(
+        "INSERT INTO devices (site, device_id) VALUES (?, ?) ON CONFLICT (site, device_id) DO NOTHING",
+        (site, device_id),
+    )
+
+
+def _event(tx: Tx, msg: Message, received_at: float, now: float) -> str:
+    p = msg.payload
+    assert p is not None
+    site, device = msg.topic.site, msg.topic.device_id
+    ev = p["evidence"]
+    sha = ev["sha256"] if isinstance(ev, dict) else None
+    detected_ts = epoch(p["detected_at"])
+    seq = int(p["seq"])
+    inserted = tx.execute(
+        "INSERT INTO events (event_id, site, device_id, worker_id, type, scan_id, seq, detected_at, detected_ts,"
+        " confidence, replayed, evidence_sha256, evidence_reason, payload, received_at, stored_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+        (
+            p["event_id"].lower(),
+            site,
+            device,
+            p["worker_id"],
+            p["type"],
+            p["scan_id"],
+            seq,
+            p["detected_at"],
+            detected_ts,
+            float(p["confidence"]),
+            1 if p["replayed"] else 0,
+            sha,
+            p.get("evidence_reason"),
+            _dumps(p),
+            received_at,
+            now,
+        ),
+    )
+    if inserted == 0:
+        return "duplicate"
+    # One round trip: the upsert hands back the last_seq it replaced (every SET expression
+    # reads the old row, on SQLite as on PostgreSQL).
+    row = tx.one(
+        "INSERT INTO devices (site, device_id, last_seq, seq_before, last_event_at) VALUES (?, ?, ?, 0, ?)"
+        " ON CONFLICT (site, device_id) DO UPDATE SET seq_before = devices.last_seq,"
+        " last_seq = CASE WHEN excluded.last_seq > devices.last_seq THEN excluded.last_seq ELSE devices.last_seq END,"
+        " last_event_at = excluded.last_event_at RETURNING seq_before",
+        (site, device, seq, received_at),
+    )
+    last = int(row[0]) if row and row[0] is not None else 0
+    if last > 0 and seq > last + 1:
+        tx.execute(
+            "INSERT INTO seq_gaps (site, device_id, after_seq, got_seq, seen_at) VALUES (?, ?, ?, ?, ?)",
+            (site, device, last, seq, now),
+        )
+        logger.warning(
+            "seq gap from %s/%s: got %d after %d (%d missing so far)",
+            site,
+            device,
+            seq,
+            last,
+            seq - last - 1,
+            extra={"journal": {"EVENT_ID": p["event_id"], "DEVICE_ID": device}},
+        )
+    # Evidence that arrived first is settled now (one statement; a mismatch is rare and deleted).
+    settled = tx.one(
+        "UPDATE evidence SET captured_ts = ?, state = CASE WHEN sha256 = ? THEN 'verified' ELSE 'mismatch' END"
+        " WHERE event_id = ? AND state = 'pending' RETURNING state",
+        (min(detected_ts, received_at), sha, p["event_id"].lower()),
+    )
+    if settled is not None and settled[0] == "mismatch":
+        _delete_evidence(tx, p["event_id"].lower(), now, "sha256_mismatch")
+        logger.warning("evidence for event %s does not match its sha256: deleted", p["event_id"])
+    return "stored"
+
+
+def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
+    event_id = msg.topic.event_id
+    assert event_id is not None and msg.data is not None and msg.sha256 is not None
+    row = tx.one(
+        "SELECT evidence_sha256, detected_ts, site, device_id FROM events WHERE event_id = ?",
+        (event_id,),
+    )
+    state, captured = "pending", received_at
+    if row is not None:
+        if (row[2], row[3]) != (msg.topic.site, msg.topic.device_id):
+            raise Rejected("source_mismatch", f"evidence for an event of {row[2]}/{row[3]}")
+        if row[0] is None:
+            raise Rejected("evidence_unexpected", f"event {event_id} declares no evidence")
+        if row[0] != msg.sha256:
+            raise Rejected("evidence_sha256", f"event {event_id} declares another sha256")
+        # A device clock ahead of time must not keep a photo past the retention: never later than arrival.
+        state, captured = "verified", min(float(row[1]), received_at)
+    inserted = tx.execute(
+        "INSERT INTO evidence (event_id, site, device_id, sha256, bytes, data, state, captured_ts, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
+        (
+            event_id,
+            msg.topic.site,
+            msg.topic.device_id,
+            msg.sha256,
+            len(msg.data),
+            msg.data,
+            state,
+            captured,
+            received_at,
+        ),
+    )
+    return "stored" if inserted else "duplicate"
+
+
+def _delete_evidence(tx: Tx, event_id: str, now: float, reason: str) -> None:
+    tx.execute(
+        "INSERT INTO evidence_deletions (event_id, site, device_id, sha256, bytes, captured_ts, deleted_at, reason)"
+        " SELECT event_id, site, device_id, sha256, bytes, captured_ts, ?, ? FROM evidence WHERE event_id = ?",
+        (now, reason, event_id),
+    )
+    tx.execute("DELETE FROM evidence WHERE event_id = ?", (event_id,))
+
+
+def reconcile_pending(tx: Tx, now: float) -> tuple[int, int]:
+    """Settle evidence left ``pending`` although its event is stored; returns (verified, deleted).
+
+    Two collectors can race: one stores the JPEG while the other's transaction inserting the
+    event is not yet committed, so neither sees the other's row. This pass closes the gap.
+    """
+    rows = tx.rows(
+        "SELECT v.event_id, v.sha256, e.evidence_sha256, e.detected_ts FROM evidence v"
+        " JOIN events e ON e.event_id = v.event_id WHERE v.state = 'pending'"
+    )
+    verified = deleted = 0
+    for event_id, sha, declared, detected_ts in rows:
+        if declared is not None and declared == sha:
+            tx.execute(
+                "UPDATE evidence SET state = 'verified', captured_ts = ? WHERE event_id = ?",
+                (min(float(detected_ts), now), event_id),
+            )
+            verified += 1
+        else:
+            _delete_evidence(tx, event_id, now, "sha256_mismatch")
+            deleted += 1
+    return verified, deleted
+
+
+SCAN_INSERT = (
+    "INSERT INTO scans (site, device_id, scan_id, trigger, started_at, finished_at, outcome, findings, replayed,"
+    " payload, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, device_id, scan_id) DO NOTHING"
+)
+
+
+def _scan(
+    tx: Tx,
+    msg: Message,
+    received_at: float,
+    known_devices: Set[tuple[str, str]],
+    deferred: list[tuple[Any, ...]] | None,
+) -> str:
+    p = msg.payload
+    assert p is not None
+    row = (
+        msg.topic.site,
+        msg.topic.device_id,
+        p["scan_id"],
+        p["trigger"],
+        p["started_at"],
+        p["finished_at"],
+        p["outcome"],
+        ",".join(p["findings"]),
+        1 if p["replayed"] else 0,
+        _dumps(p),
+        received_at,
+    )
+    if (msg.topic.site, msg.topic.device_id) not in known_devices:
+        _ensure_device(tx, msg.topic.site, msg.topic.device_id)
+    if deferred is not None:
+        deferred.append(row)
+        return "deferred"
+    return "stored" if tx.execute(SCAN_INSERT, row) else "duplicate"
+
+
+def flush_scans(tx: Tx, rows: list[tuple[Any, ...]]) -> int:
+    """Insert the scan records deferred by :func:`apply` in one ``executemany``; returns how many were new.
+
+    Scans are the most frequent message and depend on nothing else in the batch; on
+    PostgreSQL ``executemany`` pipelines them in one round trip.
+    """
+    return tx.executemany(SCAN_INSERT, rows) if rows else 0
+
+
+def _status(tx: Tx, msg: Message, received_at: float) -> str:
+    p = msg.payload
+    assert p is not None
+    # A Last Will from an older session must not overwrite a newer online/degraded state.
+    n = tx.execute(
+        "INSERT INTO devices (site, device_id, state, session, version, profile, since, reasons, status_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, device_id) DO UPDATE SET"
+        " state = excluded.state, session = excluded.session, version = excluded.version,"
+        " profile = excluded.profile, since = excluded.since, reasons = excluded.reasons,"
+        " status_at = excluded.status_at"
+        " WHERE devices.session IS NULL OR excluded.session >= devices.session",
+        (
+            msg.topic.site,
+            msg.topic.device_id,
+            p["state"],
+            int(p["session"]),
+            p["version"],
+            p["profile"],
+            p["since"],
+            json.dumps(p.get("reasons") or []),
+            received_at,
+        ),
+    )
+    return "updated" if n else "stale"
+
+
+def _health(tx: Tx, msg: Message, received_at: float) -> str:
+    p = msg.payload
+    assert p is not None
+    tx.execute(
+        "INSERT INTO devices (site, device_id, health, health_at) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT (site, device_id) DO UPDATE SET health = excluded.health, health_at = excluded.health_at",
+        (msg.topic.site, msg.topic.device_id, _dumps(p), received_at),
+    )
+    return "updated"
+
+
+def missing_seqs(tx: Tx, site: str | None = None) -> dict[tuple[str, str], list[tuple[int, int]]]:
+    """Per device, the ranges of ``seq`` never stored between the first and last one seen."""
+    where, params = ("WHERE site = ?", (site,)) if site else ("", ())
+    rows = tx.rows(
+        "SELECT site, device_id, prev, seq FROM ("
+        " SELECT site, device_id, seq, LAG(seq) OVER (PARTITION BY site, device_id ORDER BY seq) AS prev"
+        f" FROM events {where}) AS s WHERE prev IS NOT NULL AND seq > prev + 1 ORDER BY site, device_id, seq",
+        params,
+    )
+    out: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for s, d, prev, seq in rows:
+        out.setdefault((s, d), []).append((int(prev) + 1, int(seq) - 1))
+    return out

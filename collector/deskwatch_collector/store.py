@@ -1,0 +1,354 @@
+"""One storage interface, two backends: SQLite (embedded default) and PostgreSQL.
+
+Both run the same SQL (``?`` placeholders, ``ON CONFLICT`` upserts, window functions);
+only the DDL's column types differ (``{serial}``, ``{blob}``, ``{real}``). Work happens in
+:meth:`Store.transaction`, which yields a :class:`Tx` and commits when the block ends, so
+the subscriber can acknowledge MQTT messages strictly after their rows are durable.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from deskwatch_contract.sqlite import connect as sqlite_connect
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+DDL = """
+CREATE TABLE IF NOT EXISTS events (
+    id {serial},
+    event_id TEXT NOT NULL UNIQUE,
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    scan_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    detected_at TEXT NOT NULL,
+    detected_ts {real} NOT NULL,
+    confidence {real} NOT NULL,
+    replayed INTEGER NOT NULL,
+    evidence_sha256 TEXT,
+    evidence_reason TEXT,
+    payload TEXT NOT NULL,
+    received_at {real} NOT NULL,
+    stored_at {real} NOT NULL,
+    review_state TEXT NOT NULL DEFAULT 'open',
+    review_note TEXT,
+    reviewed_by TEXT,
+    reviewed_at {real},
+    contest_note TEXT,
+    contested_by TEXT,
+    contested_at {real}
+);
+CREATE INDEX IF NOT EXISTS events_site_id ON events (site, id);
+CREATE INDEX IF NOT EXISTS events_device_seq ON events (site, device_id, seq);
+CREATE TABLE IF NOT EXISTS evidence (
+    event_id TEXT PRIMARY KEY,
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    data {blob} NOT NULL,
+    state TEXT NOT NULL,
+    captured_ts {real} NOT NULL,
+    received_at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evidence_captured ON evidence (captured_ts);
+CREATE INDEX IF NOT EXISTS evidence_state ON evidence (state);
+CREATE TABLE IF NOT EXISTS evidence_deletions (
+    id {serial},
+    event_id TEXT NOT NULL,
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    bytes INTEGER NOT NULL,
+    captured_ts {real} NOT NULL,
+    deleted_at {real} NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS scans (
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    scan_id TEXT NOT NULL,
+    trigger TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    outcome TEXT NOT NULL,
+    findings TEXT NOT NULL,
+    replayed INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    received_at {real} NOT NULL,
+    PRIMARY KEY (site, device_id, scan_id)
+);
+CREATE TABLE IF NOT EXISTS devices (
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    state TEXT,
+    session BIGINT,
+    version TEXT,
+    profile TEXT,
+    since TEXT,
+    reasons TEXT,
+    status_at {real},
+    health TEXT,
+    health_at {real},
+    last_seq BIGINT NOT NULL DEFAULT 0,
+    seq_before BIGINT,
+    last_event_at {real},
+    PRIMARY KEY (site, device_id)
+);
+CREATE TABLE IF NOT EXISTS seq_gaps (
+    id {serial},
+    site TEXT NOT NULL,
+    device_id TEXT NOT NULL,
+    after_seq BIGINT NOT NULL,
+    got_seq BIGINT NOT NULL,
+    seen_at {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    id {serial},
+    topic TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    received_at {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users (
+    username TEXT PRIMARY KEY,
+    password_hash TEXT NOT NULL,
+    role TEXT NOT NULL,
+    sites TEXT NOT NULL,
+    worker_id TEXT,
+    created_at {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    token_hash TEXT PRIMARY KEY,
+    username TEXT NOT NULL,
+    expires_at {real} NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+TYPES = {
+    "sqlite": {"serial": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB", "real": "REAL"},
+    "postgresql": {
+        "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+        "blob": "BYTEA",
+        "real": "DOUBLE PRECISION",
+    },
+}
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or is busy; the batch may be retried later."""
+
+
+class Tx:
+    """One open transaction. SQL uses ``?`` placeholders on both backends."""
+
+    def __init__(self, cursor: Any, paramstyle: str) -> None:
+        self._cur = cursor
+        self._pg = paramstyle == "format"
+
+    def _sql(self, sql: str) -> str:
+        return sql.replace("?", "%s") if self._pg else sql
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        self._cur.execute(self._sql(sql), tuple(params))
+        return int(self._cur.rowcount)
+
+    def executemany(self, sql: str, params: Sequence[Sequence[Any]]) -> int:
+        """Run one statement for many parameter rows (pipelined on PostgreSQL); total rows changed."""
+        self._cur.executemany(self._sql(sql), [tuple(p) for p in params])
+        return max(0, int(self._cur.rowcount))
+
+    def rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        self._cur.execute(self._sql(sql), tuple(params))
+        return [tuple(r) for r in self._cur.fetchall()]
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = self.rows(sql, params)
+        return rows[0] if rows else None
+
+
+class Store:
+    """A small connection pool plus the schema. Use :func:`open_store` to get one."""
+
+    backend = "?"
+    paramstyle = "qmark"
+
+    def __init__(self, pool_size: int = 4) -> None:
+        self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._made = 0
+        self._max = pool_size
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # -- backend hooks --------------------------------------------------------------------
+    def _connect(self) -> Any:
+        raise NotImplementedError
+
+    def _begin(self, conn: Any, write: bool) -> Any:
+        raise NotImplementedError
+
+    def _unavailable(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    # -- pool -----------------------------------------------------------------------------
+    def _take(self) -> Any:
+        try:
+            return self._pool.get_nowait()
+        except queue.Empty:
+            pass
+        with self._lock:
+            grow = self._made < self._max
+            if grow:
+                self._made += 1
+        if grow:
+            try:
+                return self._connect()
+            except BaseException:
+                with self._lock:
+                    self._made -= 1
+                raise
+        return self._pool.get(timeout=30)
+
+    def _give(self, conn: Any, broken: bool) -> None:
+        if broken or self._closed:
+            with self._lock:
+                self._made -= 1
+            with contextlib.suppress(Exception):
+                conn.close()
+            return
+        self._pool.put(conn)
+
+    @contextmanager
+    def transaction(self, write: bool = True) -> Iterator[Tx]:
+        """Run a block in one transaction; commit at the end, roll back on error.
+
+        Raises :class:`StoreUnavailable` when the database is unreachable or locked.
+        """
+        try:
+            conn = self._take()
+        except Exception as exc:
+            if self._unavailable(exc):
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        broken = False
+        try:
+            cur = self._begin(conn, write)
+            try:
+                yield Tx(cur, self.paramstyle)
+                conn.commit()
+            except BaseException:
+                try:
+                    conn.rollback()
+                except Exception:
+                    broken = True
+                raise
+            finally:
+                cur.close()
+        except Exception as exc:
+            if self._unavailable(exc):
+                broken = True
+                raise StoreUnavailable(str(exc)) from exc
+            raise
+        finally:
+            self._give(conn, broken)
+
+    def migrate(self) -> None:
+        statements = [s.strip() for s in DDL.format(**TYPES[self.backend]).split(";") if s.strip()]
+        with self.transaction() as tx:
+            for stmt in statements:
+                tx.execute(stmt)
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+                (str(SCHEMA_VERSION),),
+            )
+
+    def close(self) -> None:
+        self._closed = True
+        while True:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                return
+            with contextlib.suppress(Exception):
+                conn.close()
+
+
+class SqliteStore(Store):
+    backend = "sqlite"
+    paramstyle = "qmark"
+
+    def __init__(self, path: Path, pool_size: int = 4) -> None:
+        super().__init__(pool_size)
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite_connect(self.path, timeout=15.0, foreign_keys=True)
+        return conn
+
+    def _begin(self, conn: Any, write: bool) -> Any:
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        return cur
+
+    def _unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+
+
+class PostgresStore(Store):
+    backend = "postgresql"
+    paramstyle = "format"
+
+    def __init__(self, dsn: str, pool_size: int = 4) -> None:
+        super().__init__(pool_size)
+        self.dsn = dsn
+        import psycopg  # optional dependency: the ``collector`` extra
+
+        self._psycopg = psycopg
+
+    def _connect(self) -> Any:
+        return self._psycopg.connect(self.dsn, autocommit=False, connect_timeout=10)
+
+    def _begin(self, conn: Any, write: bool) -> Any:
+        return conn.cursor()
+
+    def _unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, (self._psycopg.OperationalError, self._psycopg.InterfaceError))
+
+
+def redact_dsn(dsn: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
+
+
+def open_store(db: str, pool_size: int = 4) -> Store:
+    """``postgresql://...`` (or ``postgres://``) for PostgreSQL, else a SQLite file path."""
+    store: Store
+    if db.startswith(("postgresql://", "postgres://")):
+        store = PostgresStore(db, pool_size)
+        where = redact_dsn(db)
+    else:
+        path = Path(db[len("sqlite:///") :] if db.startswith("sqlite:///") else db)
+        store = SqliteStore(path, pool_size)
+        where = str(path)
+    store.migrate()
+    logger.info("collector storage: %s at %s", store.backend, where)
+    return store

@@ -1,0 +1,109 @@
+"""Topic parsing and payload validation against the contract's JSON Schemas.
+
+Every message is checked before anything is stored: the topic must be a contract topic,
+the payload a UTF-8 JSON object within the size cap that validates against the schema of
+its kind, and the ``site``/``device_id`` inside must equal the topic levels (a device
+cannot speak for another one even where the broker ACL is missing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from deskwatch_contract import load_schema
+
+TOPIC_ROOT = "deskwatch/v1"
+NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+JSON_KINDS = ("event", "scan", "status", "health")
+SUBSCRIBED_KINDS = ("event", "evidence/+", "scan", "status", "health")
+MAX_JSON_BYTES = 64 * 1024
+MAX_EVIDENCE_BYTES = 2 * 1024 * 1024
+
+
+class Rejected(Exception):
+    """A message that does not follow the contract; ``reason`` is a short stable code."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class Topic:
+    site: str
+    device_id: str
+    kind: str  # event, evidence, scan, status, health
+    event_id: str | None = None  # for evidence/{event_id}
+
+
+@dataclass(frozen=True)
+class Message:
+    """A validated message: JSON kinds carry ``payload``; evidence carries ``data``."""
+
+    topic: Topic
+    payload: dict[str, Any] | None = None
+    data: bytes | None = None
+    sha256: str | None = None
+
+
+def parse_topic(topic: str) -> Topic:
+    parts = topic.split("/")
+    if len(parts) < 5 or "/".join(parts[:2]) != TOPIC_ROOT:
+        raise Rejected("bad_topic", topic)
+    site, device_id, rest = parts[2], parts[3], parts[4:]
+    if not NAME.match(site) or not NAME.match(device_id):
+        raise Rejected("bad_topic", topic)
+    if len(rest) == 1 and rest[0] in JSON_KINDS:
+        return Topic(site, device_id, rest[0])
+    if len(rest) == 2 and rest[0] == "evidence" and UUID.match(rest[1]):
+        return Topic(site, device_id, "evidence", rest[1].lower())
+    raise Rejected("bad_topic", topic)
+
+
+class Validator:
+    """Validates raw MQTT messages; thread-safe (the jsonschema validators are)."""
+
+    def __init__(self) -> None:
+        self._validators = {kind: Draft202012Validator(load_schema(kind)) for kind in JSON_KINDS}
+
+    def check(self, topic: str, raw: bytes, user_properties: dict[str, str] | None = None) -> Message:
+        where = parse_topic(topic)
+        if where.kind == "evidence":
+            return self._check_evidence(where, raw, user_properties or {})
+        if len(raw) > MAX_JSON_BYTES:
+            raise Rejected("too_large", f"{len(raw)} bytes")
+        try:
+            payload = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise Rejected("bad_json", str(exc)[:120]) from None
+        if not isinstance(payload, dict):
+            raise Rejected("bad_json", "not an object")
+        errors = sorted(self._validators[where.kind].iter_errors(payload), key=lambda e: list(e.absolute_path))
+        if errors:
+            first = errors[0]
+            path = "/".join(str(p) for p in first.absolute_path) or "(root)"
+            raise Rejected("schema", f"{where.kind} {path}: {first.message[:160]}")
+        if payload["site"] != where.site or payload["device_id"] != where.device_id:
+            raise Rejected("source_mismatch", f"payload says {payload['site']}/{payload['device_id']}")
+        return Message(where, payload=payload)
+
+    def _check_evidence(self, where: Topic, raw: bytes, props: dict[str, str]) -> Message:
+        if not raw:
+            raise Rejected("evidence_empty")
+        if len(raw) > MAX_EVIDENCE_BYTES:
+            raise Rejected("too_large", f"evidence {len(raw)} bytes")
+        if not raw.startswith(b"\xff\xd8"):
+            raise Rejected("evidence_not_jpeg")
+        digest = hashlib.sha256(raw).hexdigest()
+        claimed = props.get("sha256")
+        if claimed is not None and claimed.lower() != digest:
+            raise Rejected("evidence_sha256", "bytes do not match the sha256 user property")
+        return Message(where, data=bytes(raw), sha256=digest)

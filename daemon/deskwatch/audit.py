@@ -1,0 +1,207 @@
+"""The on-device audit trail: every scan, pause and resume, kept in SQLite under
+``state_dir`` so that ``deskwatch history`` can show the worker what was checked.
+
+No images and no face data are stored here: times, checks, outcomes and findings.
+Rows older than ``keep_days`` are pruned (the same bound as evidence retention).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from deskwatch.domain import PauseInfo, ScanRecord, rfc3339
+from deskwatch_contract.sqlite import open_or_recover
+
+log = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS scans (
+    scan_id     TEXT PRIMARY KEY,
+    started_at  TEXT NOT NULL,
+    finished_at TEXT,
+    trigger     TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    frames      INTEGER NOT NULL,
+    persons     INTEGER NOT NULL,
+    bystanders  INTEGER NOT NULL,
+    checks      TEXT NOT NULL,
+    findings    TEXT NOT NULL,
+    error       TEXT
+);
+CREATE INDEX IF NOT EXISTS scans_started ON scans(started_at);
+CREATE TABLE IF NOT EXISTS events (
+    id      INTEGER PRIMARY KEY AUTOINCREMENT,
+    at      TEXT NOT NULL,
+    kind    TEXT NOT NULL,
+    detail  TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_at ON events(at);
+CREATE TABLE IF NOT EXISTS state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+
+def audit_path(state_dir: str) -> Path:
+    return Path(state_dir) / "audit.sqlite3"
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of ``deskwatch history``: a scan, or a pause/resume/expiry/overrun."""
+
+    at: str  # RFC 3339
+    kind: str  # "scan", "pause", "resume", "pause_expired", "pause_overrun", ...
+    data: dict[str, Any]
+
+
+class AuditLog:
+    """Append-only (plus pruning) audit store. Thread-safe; one connection."""
+
+    def __init__(self, path: str | os.PathLike[str], *, keep_days: int = 20):
+        self.path = Path(path)
+        self.keep_days = keep_days
+        self._lock = threading.Lock()
+        # synchronous=FULL: the worker's record of a scan must survive a power cut like
+        # the outbox's copy does; an unreadable file is kept aside, never deleted.
+        self._db, recovered = open_or_recover(self.path, SCHEMA, "SELECT COUNT(*) FROM scans")
+        self.recovered_from = recovered[0] if recovered else None
+        if recovered is not None:
+            log.error(
+                "audit trail %s is unreadable (%s): moved it to %s and started an empty one; "
+                "'deskwatch history' shows only what happens from now on",
+                self.path,
+                recovered[1],
+                recovered[0],
+            )
+
+    @classmethod
+    def for_state_dir(cls, state_dir: str, keep_days: int = 20) -> AuditLog:
+        return cls(audit_path(state_dir), keep_days=keep_days)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # -- writing --------------------------------------------------------------------
+    def record_scan(self, record: ScanRecord) -> None:
+        checks = [{"rule": c.rule, "outcome": c.outcome, "reason": c.reason} for c in record.checks]
+        findings = [{"type": f.type, "confidence": round(f.confidence, 3), "detail": f.detail} for f in record.findings]
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO scans VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    record.scan_id,
+                    rfc3339(record.started_at),
+                    rfc3339(record.finished_at) if record.finished_at else None,
+                    record.trigger,
+                    record.outcome,
+                    record.frames,
+                    record.persons,
+                    record.bystanders,
+                    json.dumps(checks),
+                    json.dumps(findings),
+                    record.error,
+                ),
+            )
+
+    def record_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO events(at, kind, detail) VALUES (?,?,?)",
+                (rfc3339(at), kind, json.dumps(detail, default=str)),
+            )
+
+    def save_pause(self, pause: PauseInfo | None) -> None:
+        """Persist the active pause so a daemon restart does not end it."""
+        with self._lock:
+            if pause is None:
+                self._db.execute("DELETE FROM state WHERE key='pause'")
+            else:
+                self._db.execute(
+                    "INSERT OR REPLACE INTO state VALUES ('pause', ?)",
+                    (
+                        json.dumps(
+                            {
+                                "reason": pause.reason,
+                                "minutes": pause.minutes,
+                                "started_at": pause.started_at.isoformat(),
+                                "source": pause.source,
+                            }
+                        ),
+                    ),
+                )
+
+    def load_pause(self) -> PauseInfo | None:
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key='pause'").fetchone()
+        if row is None:
+            return None
+        try:
+            d = json.loads(row[0])
+            return PauseInfo(
+                reason=str(d["reason"]),
+                minutes=int(d["minutes"]),
+                started_at=datetime.fromisoformat(d["started_at"]),
+                source=str(d.get("source", "local")),
+            )
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignoring an unreadable saved pause in %s", self.path)
+            return None
+
+    def prune(self, now: datetime) -> int:
+        """Delete audit rows older than ``keep_days``; returns how many went."""
+        cutoff = rfc3339(now - timedelta(days=self.keep_days))
+        with self._lock:
+            a = self._db.execute("DELETE FROM scans WHERE started_at < ?", (cutoff,)).rowcount
+            b = self._db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
+        return int(a) + int(b)
+
+    # -- reading --------------------------------------------------------------------
+    def recent(self, limit: int = 20, *, since: datetime | None = None) -> list[AuditEntry]:
+        """The newest scans and pause events, newest first."""
+        lo = rfc3339(since) if since else ""
+        with self._lock:
+            scans = self._db.execute(
+                "SELECT scan_id, started_at, finished_at, trigger, outcome, frames, persons, bystanders,"
+                " checks, findings, error FROM scans WHERE started_at >= ? ORDER BY started_at DESC LIMIT ?",
+                (lo, limit),
+            ).fetchall()
+            events = self._db.execute(
+                "SELECT at, kind, detail FROM events WHERE at >= ? ORDER BY at DESC, id DESC LIMIT ?",
+                (lo, limit),
+            ).fetchall()
+        out = [
+            AuditEntry(
+                r[1],
+                "scan",
+                {
+                    "scan_id": r[0],
+                    "finished_at": r[2],
+                    "trigger": r[3],
+                    "outcome": r[4],
+                    "frames": r[5],
+                    "persons": r[6],
+                    "bystanders": r[7],
+                    "checks": json.loads(r[8]),
+                    "findings": json.loads(r[9]),
+                    "error": r[10],
+                },
+            )
+            for r in scans
+        ]
+        out += [AuditEntry(r[0], r[1], json.loads(r[2])) for r in events]
+        out.sort(key=lambda e: e.at, reverse=True)
+        return out[:limit]
+
+
+def utc(ts: str) -> datetime:
+    return datetime.strptime(ts, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)

@@ -1,0 +1,1 @@
+"""Delivery: the durable outbox (``outbox``) and the MQTT client that drains it (``client``)."""

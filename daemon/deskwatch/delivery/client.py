@@ -1,0 +1,624 @@
+"""Delivery: outbox -> broker, at least once, with the device's status and command intake.
+
+Threads (all daemon threads owned by :class:`Delivery`):
+
+- *connection*: builds a paho client (callback API v2), connects (TLS by default),
+  runs its network loop, and on any loss waits a jittered, doubling delay (up to
+  ``mqtt.reconnect_max_seconds``) before the next attempt. MQTT 5 first; in
+  ``protocol: auto`` a broker that does not answer an MQTT 5 CONNECT (or says
+  "unsupported protocol version") is retried with 3.1.1. The client counts as
+  connected only after a CONNACK with a success reason code.
+- *publisher*: reads the outbox in order and keeps at most ``mqtt.max_inflight``
+  messages unacknowledged; PUBACKs delete rows in batches. After every (re)connect
+  it starts again from the oldest queued row, so whatever was in flight when the
+  link broke is sent again (same ``event_id``; ``replayed: true``).
+- *commands*: validates and dispatches ``cmd/*`` and ``activity`` messages off the
+  network thread, so a slow handler cannot starve keep-alives; every command is
+  answered on ``cmd/result`` through the outbox.
+
+Status: ``status`` is retained; each connection attempt takes the next persisted
+``session`` number, used both in the Last Will (``offline``) and in the ``online`` /
+``degraded`` message published after the CONNACK, so a consumer can tell a stale
+Will from the current state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import queue
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+from deskwatch.delivery.outbox import Outbox, QueuedMessage
+from deskwatch.delivery.payloads import Source, result_payload, status_payload
+from deskwatch.domain import new_id, utcnow
+from deskwatch_contract import problems, topics
+from deskwatch_contract.credentials import CredentialsError, apply_credentials
+from deskwatch_contract.intake import CommandHandler, CommandIntake, CommandResult, kind_for_topic
+from deskwatch_contract.jsonutil import dumps_bytes
+from deskwatch_contract.mqttconfig import MqttConfig
+from deskwatch_contract.problems import Problem, backoff_delay, is_loopback
+
+logger = logging.getLogger(__name__)
+
+ACK_BATCH = 64
+ACK_FLUSH_SECONDS = 0.05
+CAPS_EVERY_SECONDS = 60.0
+
+FALLBACK = "fallback"
+
+
+@dataclass
+class _Link:
+    """State of one connection attempt (one paho client)."""
+
+    generation: int
+    protocol: mqtt.MQTTProtocolVersion
+    session: int
+    client: mqtt.Client
+    connack: ReasonCode | None = None
+    connected_at: float | None = None
+    refused: ReasonCode | None = None
+    publish_denied: set[str] = field(default_factory=set)
+    receive_maximum: int | None = None  # the broker's limit on unacknowledged QoS 1 (MQTT 5 CONNACK)
+
+
+class Delivery:
+    """Drains ``outbox`` to the broker of ``mqtt`` as the device ``source`` names."""
+
+    def __init__(
+        self,
+        mqtt_cfg: MqttConfig,
+        outbox: Outbox,
+        source: Source,
+        *,
+        version: str,
+        models: dict[str, str],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.mqtt_cfg = mqtt_cfg
+        self.source = source
+        self.version = version
+        self.models = dict(models)
+        self.prefix = source.prefix
+        self.outbox = outbox
+        self._rng = rng or random.Random()
+        self._intake = CommandIntake()
+        # At most 256 x 4 KiB waiting; beyond that a flood is answered "busy", not buffered.
+        self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=256)
+        self._acks: queue.SimpleQueue[tuple[int, int, ReasonCode | None]] = queue.SimpleQueue()
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._draining_stop = threading.Event()
+        self._connected = threading.Event()
+        self._attempted = threading.Event()  # the first connection attempt has concluded
+        self._wake = threading.Event()
+        self._link: _Link | None = None
+        self._generation = 0
+        self._app_reason: str | None = None
+        self._link_problem: str | None = None
+        self._protocol = mqtt.MQTTv311 if mqtt_cfg.protocol == "3.1.1" else mqtt.MQTTv5
+        self._since = utcnow()
+        self._progress = time.monotonic()
+        self._threads: list[threading.Thread] = []
+        self._sent_before: set[int] = set()
+        self._drain_until = 0.0
+        self._outage_started: float | None = None
+        self.published = 0
+        self.acked = 0
+        self.reconnects = 0
+        self.connections = 0
+
+    # -- public interface -----------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._threads:
+            return
+        if not self.mqtt_cfg.tls.enabled:
+            if is_loopback(self.mqtt_cfg.host):
+                logger.info("MQTT without TLS to loopback broker %s:%d", self.mqtt_cfg.host, self.mqtt_cfg.port)
+            elif self.mqtt_cfg.allow_insecure:
+                logger.warning(
+                    "MQTT WITHOUT TLS to %s:%d (mqtt.allow_insecure): events and evidence are readable on the network",
+                    self.mqtt_cfg.host,
+                    self.mqtt_cfg.port,
+                )
+        for name, target in (
+            ("mqtt-connection", self._run_connection),
+            ("outbox-publisher", self._run_publisher),
+            ("mqtt-commands", self._run_commands),
+        ):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Give in-flight messages a moment, publish a clean ``offline`` and disconnect."""
+        deadline = time.monotonic() + timeout
+        self._drain_until = time.monotonic() + min(timeout / 2, 2.0)
+        self._draining_stop.set()
+        self._wake.set()
+        for t in self._threads:
+            if t.name == "outbox-publisher":
+                t.join(max(0.1, min(timeout / 2, deadline - time.monotonic())))
+        self._stop.set()
+        self._wake.set()
+        for t in self._threads:
+            t.join(max(0.1, deadline - time.monotonic()))
+        self._threads = []
+        self.outbox.close()
+
+    def send_event(self, payload: dict[str, Any], evidence: bytes | None) -> str:
+        """Queue an event (and its JPEG) durably; fills ``event_id`` and ``seq``. Returns the event id."""
+        payload = dict(payload)
+        event_id = str(payload.get("event_id") or new_id())
+        payload["event_id"] = event_id
+        payload.setdefault("replayed", False)
+        props = None
+        if evidence is not None:
+            digest = hashlib.sha256(evidence).hexdigest()
+            given = payload.get("evidence")
+            meta: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
+            meta.update(sha256=digest, bytes=len(evidence))
+            meta.setdefault("content_type", "image/jpeg")
+            payload["evidence"] = meta
+            payload["evidence_reason"] = None
+            props = {"content-type": "image/jpeg", "sha256": digest, "event_id": event_id}
+        queued = self.outbox.put_event(payload, evidence, props, offline=not self._connected.is_set())
+        logger.info(
+            "event %s %s queued (seq %d)",
+            payload.get("type", "?"),
+            event_id,
+            queued["seq"],
+            extra={"journal": {"EVENT_ID": event_id, "SCAN_ID": str(payload.get("scan_id", ""))}},
+        )
+        self._wake.set()
+        return event_id
+
+    def send_scan(self, payload: dict[str, Any]) -> None:
+        self.outbox.put("scan", "scan", payload, offline=not self._connected.is_set())
+        self._wake.set()
+
+    def send_health(self, payload: dict[str, Any]) -> None:
+        self.outbox.put("health", "health", payload, qos=0, offline=not self._connected.is_set())
+        self._wake.set()
+
+    def set_degraded(self, reason: str | None) -> None:
+        with self._lock:
+            if reason == self._app_reason:
+                return
+            self._app_reason = reason
+        self._publish_status()
+
+    def on_command(self, handler: CommandHandler) -> None:
+        self._intake.handler = handler
+
+    def progress(self) -> float:
+        return self._progress
+
+    def wait_first_attempt(self, timeout: float) -> bool:
+        """Block until the first connection attempt connected or failed (for READY=1)."""
+        return self._attempted.wait(timeout)
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def state(self) -> str:
+        return "degraded" if self.reasons() else ("online" if self.connected else "offline")
+
+    def reasons(self) -> list[str]:
+        return [r for r in (self._link_problem, self._app_reason) if r]
+
+    def outbox_depth(self) -> int:
+        return self.outbox.depth
+
+    def stats(self) -> dict[str, Any]:
+        link = self._link
+        outbox = self.outbox.stats()
+        return {
+            "outbox_depth": outbox["depth"],
+            "broker": self.state(),
+            "outbox": outbox,
+            "mqtt": {
+                "connected": self.connected,
+                "state": self.state(),
+                "reasons": self.reasons(),
+                "protocol": ("5" if link.protocol == mqtt.MQTTv5 else "3.1.1") if link and self.connected else "none",
+                "session": link.session if link else 0,
+                "connections": self.connections,
+                "reconnects": self.reconnects,
+                "published": self.published,
+                "acked": self.acked,
+                "commands_received": self._intake.received,
+                "commands_rejected": self._intake.rejected,
+            },
+        }
+
+    # -- connection -----------------------------------------------------------------------
+
+    def _new_link(self, protocol: mqtt.MQTTProtocolVersion) -> _Link:
+        m = self.mqtt_cfg
+        self._generation += 1
+        session = self.outbox.next_session()
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.source.device_id,
+            protocol=protocol,
+            clean_session=True if protocol != mqtt.MQTTv5 else None,
+            userdata=self._generation,
+        )
+        link = _Link(self._generation, protocol, session, client)
+        client.connect_timeout = m.connect_timeout_seconds
+        client.max_inflight_messages_set(m.max_inflight)
+        apply_credentials(client, m)  # re-reads the password file: a fixed file heals
+        will = status_payload(
+            self.source, state="offline", session=session, version=self.version, models=self.models, since=self._since
+        )
+        client.will_set(self.prefix + topics.STATUS, dumps_bytes(will), qos=1, retain=True)
+        client.on_connect = lambda c, u, f, rc, p: self._on_connect(link, rc, p)
+        client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(link, rc)
+        client.on_publish = lambda c, u, mid, rc, p: self._on_publish(link, mid, rc)
+        client.on_message = lambda c, u, msg: self._on_message(msg)
+        # Only the connection thread may touch the socket: without this, paho writes from the
+        # publisher thread while the network loop reads, and a TLS session does not survive
+        # concurrent use. With it, publish() queues and wakes the loop's select() instead.
+        client.on_socket_register_write = lambda c, u, sock: None
+        return link
+
+    def _run_connection(self) -> None:
+        attempt = 0
+        failures_logged: set[str] = set()
+        fell_back = False
+        while not self._stop.is_set():
+            problem: Problem | None
+            link: _Link | None
+            try:
+                link = self._new_link(self._protocol)
+            except CredentialsError as exc:  # a person must fix a file: say which, once, and retry
+                link, problem = (
+                    None,
+                    Problem("credentials", str(exc), "fix that file; the next attempt reads it again", True),
+                )
+            try:
+                if link is not None:
+                    problem = self._connect_and_serve(link)
+                self._attempted.set()
+            except Exception:  # a bug here must not end delivery for good
+                self._attempted.set()
+                if self._stop.is_set():
+                    break
+                logger.exception("MQTT connection attempt failed unexpectedly; retrying in 5 s")
+                self._connected.clear()
+                self._stop.wait(5.0)
+                continue
+            if link is not None and link.connected_at is not None:  # we were connected: a fresh outage starts now
+                attempt = 0
+                failures_logged.clear()
+                fell_back = False
+                self._outage_started = time.monotonic()
+                if problem is not None:
+                    self.reconnects += 1
+            if self._stop.is_set():
+                break
+            if problem is None:
+                continue
+            kind, message, is_auth = problem.kind, problem.message, problem.needs_fixing
+            if kind == FALLBACK and not fell_back:
+                fell_back = True
+                logger.info("%s", message)
+                continue  # retry at once with the other protocol version (once; then with backoff)
+            if self._outage_started is None:
+                self._outage_started = time.monotonic()
+            with self._lock:
+                self._link_problem = message if is_auth else "broker unreachable"
+            if kind not in failures_logged:
+                failures_logged.add(kind)
+                (logger.error if is_auth else logger.warning)("%s", message, extra={"journal": {"MQTT_PROBLEM": kind}})
+            else:
+                logger.debug("%s", message)
+            delay = backoff_delay(
+                attempt, self.mqtt_cfg.reconnect_min_seconds, self.mqtt_cfg.reconnect_max_seconds, self._rng
+            )
+            attempt += 1
+            self._stop.wait(delay)
+        self._connected.clear()
+
+    def _connect_and_serve(self, link: _Link) -> Problem | None:
+        """One connection's life. Returns why it ended, or None on a clean stop."""
+        m = self.mqtt_cfg
+        client = link.client
+        try:
+            client.connect(
+                m.host,
+                m.port,
+                keepalive=m.keepalive_seconds,
+                clean_start=True if link.protocol == mqtt.MQTTv5 else mqtt.MQTT_CLEAN_START_FIRST_ONLY,
+            )
+        except OSError as exc:  # ssl.SSLError is an OSError
+            return problems.connect_exception(self.mqtt_cfg, exc)
+        self._link = link
+        deadline = time.monotonic() + m.connect_timeout_seconds
+        rc = MQTTErrorCode.MQTT_ERR_SUCCESS
+        try:
+            while not self._stop.is_set():
+                rc = client.loop(timeout=0.1)
+                if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                    break
+                if link.connack is None and time.monotonic() > deadline:
+                    rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
+                    break
+            if self._stop.is_set() and link.connected_at is not None:
+                self._say_goodbye(link)
+                return None
+        except OSError as exc:
+            rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
+            logger.debug("network loop ended: %s", exc)
+        finally:
+            self._connected.clear()
+            self._wake.set()
+            with contextlib.suppress(Exception):  # the socket may already be gone
+                client.disconnect()
+        return self._why_it_ended(link, rc)
+
+    def _why_it_ended(self, link: _Link, rc: MQTTErrorCode) -> Problem:
+        auto = self.mqtt_cfg.protocol == "auto"
+        where = f"{self.mqtt_cfg.host}:{self.mqtt_cfg.port}"
+        v5 = link.protocol == mqtt.MQTTv5
+        if link.refused is None and link.connack is None:
+            if v5 and auto:  # some 3.1.1-only brokers just close the socket on an MQTT 5 CONNECT
+                self._protocol = mqtt.MQTTv311
+                return Problem(FALLBACK, f"broker {where} did not answer an MQTT 5 CONNECT", "trying MQTT 3.1.1", False)
+            return problems.no_connack(self.mqtt_cfg)
+        if link.refused is not None:
+            if link.refused.value == problems.RC_UNSUPPORTED_PROTOCOL and auto:
+                self._protocol = mqtt.MQTTv311 if v5 else mqtt.MQTTv5
+                version = "5" if v5 else "3.1.1"
+                return Problem(FALLBACK, f"broker {where} refused MQTT {version}", "trying the other version", False)
+            return problems.refusal(self.mqtt_cfg, link.refused, self.source.device_id)
+        return problems.lost(self.mqtt_cfg, getattr(rc, "name", str(rc)), self.outbox.stats()["depth"])
+
+    def _on_connect(self, link: _Link, rc: ReasonCode, props: Properties | None = None) -> None:
+        link.connack = rc
+        receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
+        if isinstance(receive_maximum, int) and receive_maximum > 0:
+            link.receive_maximum = receive_maximum
+        if rc.is_failure:
+            link.refused = rc
+            return
+        link.connected_at = time.monotonic()
+        self.connections += 1
+        if self._outage_started is not None:
+            logger.info("broker reachable after %.1f s without it", link.connected_at - self._outage_started)
+        self._outage_started = None
+        with self._lock:
+            self._link_problem = None
+        for suffix in topics.COMMAND_TOPICS:
+            link.client.subscribe(self.prefix + suffix, qos=1)
+        self._link = link
+        self._connected.set()
+        self._attempted.set()
+        self._publish_status()
+        depth = self.outbox.stats()["depth"]
+        logger.info(
+            "connected to broker %s:%d (MQTT %s, session %d); %d queued messages to send",
+            self.mqtt_cfg.host,
+            self.mqtt_cfg.port,
+            "5" if link.protocol == mqtt.MQTTv5 else "3.1.1",
+            link.session,
+            depth,
+        )
+        self._wake.set()
+
+    def _on_publish(self, link: _Link, mid: int, rc: ReasonCode | None) -> None:
+        self._acks.put((link.generation, mid, rc))
+        self._wake.set()  # the publisher can refill the window now
+
+    def _on_disconnect(self, link: _Link, rc: ReasonCode) -> None:
+        if link is self._link:
+            self._connected.clear()
+            self._wake.set()
+
+    def _publish_status(self) -> None:
+        link = self._link
+        if link is None or not self._connected.is_set():
+            return
+        payload = status_payload(
+            self.source,
+            state="degraded" if self._app_reason else "online",
+            session=link.session,
+            version=self.version,
+            models=self.models,
+            since=self._since,
+            reasons=[self._app_reason] if self._app_reason else [],
+        )
+        link.client.publish(self.prefix + topics.STATUS, dumps_bytes(payload), qos=1, retain=True)
+
+    def _say_goodbye(self, link: _Link) -> None:
+        payload = status_payload(
+            self.source,
+            state="offline",
+            session=link.session,
+            version=self.version,
+            models=self.models,
+            since=self._since,
+        )
+        info = link.client.publish(self.prefix + topics.STATUS, dumps_bytes(payload), qos=1, retain=True)
+        deadline = time.monotonic() + 2.0
+        while not info.is_published() and time.monotonic() < deadline:
+            if link.client.loop(timeout=0.05) != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                break
+        link.client.disconnect()
+        link.client.loop(timeout=0.05)
+        logger.info("disconnected from broker (status offline, session %d)", link.session)
+
+    # -- publishing -------------------------------------------------------------------------
+
+    def _run_publisher(self) -> None:
+        last_caps = time.monotonic()
+        while not self._stop.is_set():
+            self._progress = time.monotonic()
+            if time.monotonic() - last_caps > CAPS_EVERY_SECONDS:
+                last_caps = time.monotonic()
+                try:
+                    self.outbox.enforce_caps()
+                except Exception:  # e.g. the disk is full: keep publishing what is queued
+                    logger.exception("outbox caps could not be applied; retrying in %d s", CAPS_EVERY_SECONDS)
+            if self._draining_stop.is_set():
+                break
+            if not self._connected.wait(0.5):
+                continue
+            link = self._link
+            if link is None:
+                continue
+            try:
+                self._drain(link)
+            except Exception:
+                logger.exception("outbox publisher failed; restarting it in 1 s")
+                self._stop.wait(1.0)
+
+    def _drain(self, link: _Link) -> None:
+        """Publish from the outbox over one connection until it ends."""
+        window = min(self.mqtt_cfg.max_inflight, link.receive_maximum or self.mqtt_cfg.max_inflight)
+        inflight: dict[int, int] = {}  # mid -> row id
+        to_delete: list[int] = []
+        cursor = 0
+        last_flush = time.monotonic()
+        v5 = link.protocol == mqtt.MQTTv5
+        while self._connected.is_set() and self._link is link and not self._stop.is_set():
+            self._progress = now = time.monotonic()
+            self._collect_acks(link, inflight, to_delete)
+            if to_delete and (len(to_delete) >= ACK_BATCH or now - last_flush > ACK_FLUSH_SECONDS or not inflight):
+                self.acked += self.outbox.ack_many(to_delete)
+                self._sent_before.difference_update(to_delete)
+                to_delete.clear()
+                last_flush = now
+            if self._draining_stop.is_set():
+                if not inflight or now > self._drain_until:
+                    break
+            elif len(inflight) < window:
+                rows = self.outbox.pending(after_id=cursor, limit=window - len(inflight))
+                for row in rows:
+                    info = link.client.publish(
+                        self.prefix + row.topic,
+                        self._render(row),
+                        qos=row.qos,
+                        properties=_properties(row) if v5 else None,
+                    )
+                    if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_QUEUE_SIZE):
+                        rows = []  # the link is going away: wait below instead of spinning
+                        break
+                    inflight[info.mid] = row.id
+                    self._sent_before.add(row.id)
+                    cursor = row.id
+                    self.published += 1
+                if rows:
+                    continue
+            self._wake.wait(0.02 if inflight or to_delete else 0.5)
+            self._wake.clear()
+        self._collect_acks(link, inflight, to_delete)
+        if to_delete:
+            self.acked += self.outbox.ack_many(to_delete)
+            self._sent_before.difference_update(to_delete)
+
+    def _collect_acks(self, link: _Link, inflight: dict[int, int], to_delete: list[int]) -> None:
+        while True:
+            try:
+                generation, mid, rc = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            if generation != link.generation:
+                continue
+            row_id = inflight.pop(mid, None)
+            if row_id is None:
+                continue
+            if rc is not None and rc.is_failure:
+                # The broker refused this message (MQTT 5 PUBACK, e.g. "Not authorized"): keep it
+                # queued for the next connection and say what to check, once per topic kind.
+                if str(rc) not in link.publish_denied:
+                    link.publish_denied.add(str(rc))
+                    logger.error(
+                        "broker refused a publish under %s (%s): check the broker ACL allows this device to write "
+                        "%s#; the message stays queued",
+                        self.prefix,
+                        rc,
+                        self.prefix,
+                    )
+                continue
+            to_delete.append(row_id)
+            self._wake.set()
+
+    def _render(self, row: QueuedMessage) -> bytes:
+        if row.kind in ("event", "scan") and (row.replay or row.id in self._sent_before):
+            payload = json.loads(row.payload)
+            payload["replayed"] = True
+            return dumps_bytes(payload)
+        return row.payload
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        topic = msg.topic
+        suffix = topic[len(self.prefix) :] if topic.startswith(self.prefix) else ""
+        try:
+            self._commands.put_nowait((kind_for_topic(suffix), bytes(msg.payload)))
+        except queue.Full:
+            self._answer(
+                CommandResult(None, kind_for_topic(suffix), False, "device busy: too many commands queued, try again")
+            )
+
+    def _run_commands(self) -> None:
+        while not self._stop.is_set():
+            try:
+                batch = [self._commands.get(timeout=0.5)]
+            except queue.Empty:
+                continue
+            while len(batch) < 64:  # a burst of commands is answered with one fsync, not one each
+                try:
+                    batch.append(self._commands.get_nowait())
+                except queue.Empty:
+                    break
+            self._answer(*[self._intake.handle(kind, raw) for kind, raw in batch])
+
+    def _answer(self, *results: CommandResult) -> None:
+        try:
+            self.outbox.put_many(
+                "result",
+                topics.CMD_RESULT,
+                [result_payload(r.request_id, r.kind, r.ok, r.error) for r in results],
+                offline=not self._connected.is_set(),
+            )
+            self._wake.set()
+        except Exception:
+            logger.exception("could not queue the results of %d commands", len(results))
+
+
+def _properties(row: QueuedMessage) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    if row.kind == "evidence":
+        props.ContentType = "image/jpeg"
+    else:
+        props.ContentType = "application/json"
+        props.PayloadFormatIndicator = 1
+    if row.props:
+        props.UserProperty = list(row.props.items())
+    return props
+
+
+def evidence_digest(jpeg: bytes) -> str:
+    return hashlib.sha256(jpeg).hexdigest()
+
+
+__all__ = ["Delivery", "backoff_delay", "evidence_digest", "is_loopback"]

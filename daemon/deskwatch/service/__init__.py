@@ -1,1 +1,0 @@
-"""deskwatch.service"""

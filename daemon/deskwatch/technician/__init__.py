@@ -1,0 +1,1 @@
+"""What a field technician runs at the desk: selftest, provisioning, the framing snapshot."""

@@ -1,0 +1,183 @@
+"""``deskwatch policy show``: the effective rules and, in plain language, what the
+device captures, checks, sends and keeps, and for how long. This is the text an
+employer puts in front of the worker, so it is derived from the config, never
+written by hand."""
+
+from __future__ import annotations
+
+from deskwatch.config import Config
+from deskwatch.policy.profiles import RULES, evidence_refusal, identity_allowed, profile_of, rule_enabled
+from deskwatch.system.control import control_socket_path
+
+
+def evidence_allowed(cfg: Config, rule: str) -> bool:
+    """May a finding of ``rule`` carry a thumbnail on this device (policy and evidence switch)?"""
+    return cfg.evidence.enabled and evidence_refusal(cfg.policy, rule) is None
+
+
+def _days(days: list[str]) -> str:
+    order = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+    idx = sorted(order.index(d) for d in days if d in order)
+    if idx and idx == list(range(idx[0], idx[-1] + 1)) and len(idx) > 2:
+        return f"{order[idx[0]].capitalize()}-{order[idx[-1]].capitalize()}"
+    return ", ".join(order[i].capitalize() for i in idx)
+
+
+def rule_sentence(cfg: Config, rule: str) -> str:
+    """What the rule looks for, with its thresholds, in one sentence."""
+    r = cfg.policy.rules
+    need = f"{cfg.policy.persistence:.0%} of the frames of a scan"
+    if rule == "away_from_desk":
+        a = r.away_from_desk
+        return (
+            f"Nobody at the desk in {need}; reported only if a second scan "
+            f"{a.confirm_after_seconds:.0f} s later also finds nobody."
+        )
+    if rule == "phone_use":
+        return (
+            f"A phone held to the face or in the hands in {need} (a phone lying on the desk "
+            f"does not count; detector score at least {r.phone_use.min_score:.2f})."
+        )
+    if rule == "extra_person":
+        e = r.extra_person
+        return (
+            f"Someone other than the worker close to the camera (covering {e.near_box_area:.0%} of "
+            f"the picture or more) or facing the screen, in {need}. People further away who are not "
+            "facing the screen are bystanders: counted, blurred in any image, never reported."
+        )
+    if rule == "unrecognized_person":
+        return (
+            f"The face at the desk is not the enrolled worker's in "
+            f"{r.unrecognized_person.consecutive_checks} scans in a row (identity check on the device)."
+        )
+    if rule == "eating":
+        return f"Food or a drink at the face in {need}."
+    if rule == "idle_input":
+        i = r.idle_input
+        return (
+            f"No keyboard or mouse input reported for more than {i.idle_seconds / 60:.0f} min while the "
+            "worker is at the desk and not paused (only from the activity reports the desk computer sends)."
+        )
+    if rule == "low_light":
+        return "Too dark to check anything; then no other rule is applied to that scan."
+    if rule == "camera_obstructed":
+        return "The camera is covered or pointed away; then no other rule is applied to that scan."
+    if rule == "pause_overrun":
+        return (
+            f"A pause lasted more than its declared minutes plus {r.pause_overrun.grace_seconds:.0f} s "
+            "and the worker showed no sign of being back."
+        )
+    return ""
+
+
+def explain(cfg: Config) -> str:
+    prof = profile_of(cfg.policy)
+    s, cam, ev = cfg.schedule, cfg.camera, cfg.evidence
+    enabled = [r for r in RULES if rule_enabled(cfg.policy, r)]
+    images = cfg.evidence.enabled and prof.images_leave and any(evidence_allowed(cfg, r) for r in enabled)
+    lines: list[str] = []
+    add = lines.append
+
+    add(f"deskwatch policy for desk {cfg.device.id} (site {cfg.device.site}, worker {cfg.device.worker_id})")
+    add(f"Profile: {prof.name} - {prof.summary}.")
+    add("")
+    add("WHAT THE DEVICE CAPTURES")
+    shifts = "; ".join(f"{_days(sh.days)} {sh.start}-{sh.end}" for sh in s.shifts)
+    add(f"- Only during working hours: {shifts} ({s.timezone} time). Never outside them.")
+    if s.mode == "random":
+        add(
+            f"- About {s.scans_per_hour:g} checks per hour at unpredictable times, at least "
+            f"{s.min_gap_minutes:g} min apart."
+        )
+    elif s.mode == "fixed":
+        add(f"- Checks at fixed times only: {', '.join(s.fixed_times) or '(none listed)'}. No random checks.")
+    else:
+        add(f"- A check every {s.interval_seconds} s (test or installation mode).")
+    add(
+        f"- A check takes {cam.burst_frames} still pictures over {cam.burst_seconds:g} s. The camera is "
+        "switched on only for that and off in between."
+    )
+    if rule_enabled(cfg.policy, "away_from_desk"):
+        add(
+            f"- If nobody is at the desk, a second check follows "
+            f"{cfg.policy.rules.away_from_desk.confirm_after_seconds:.0f} s later to confirm."
+        )
+    add("- No video and no sound are ever recorded. The pictures are analysed on the device and then discarded.")
+    add("")
+    add("WHAT IT CHECKS")
+    width = max(len(r) for r in RULES)
+    for r in RULES:
+        on = r in enabled
+        add(f"  {r:<{width}}  {'ON ' if on else 'off'}  {rule_sentence(cfg, r) if on else ''}".rstrip())
+    if identity_allowed(cfg.policy):
+        add("- Identity: the face at the desk is compared with the enrolled worker's face template on the device.")
+    else:
+        add("- Identity: no identity check is made; faces are only detected, never recognised.")
+    add("")
+    add(f"WHAT IT SENDS (to {cfg.mqtt.host}, {'encrypted with TLS' if cfg.mqtt.tls.enabled else 'WITHOUT encryption'})")
+    add("- For each finding: the rule, the time, a confidence and the outline boxes of what caused it.")
+    if images:
+        add(
+            f"- With most findings, one small picture (at most {ev.max_width}x{ev.max_height} pixels, "
+            f"{ev.max_bytes // 1000} KB), with the boxes drawn and bystanders' faces and bodies blurred "
+            "beyond recognition before the picture is made. No picture for idle input, pauses, darkness "
+            "or a covered camera."
+        )
+    else:
+        add("- No pictures: no image ever leaves the device.")
+    add("- For every check: a record of when it ran, which rules were applied and the outcome (no pictures).")
+    add("- Device health (connection, disk, temperature, queue length); no personal data.")
+    add("- Never sent: video, sound, face templates, pictures of checks that found nothing.")
+    add("")
+    add("WHAT IT KEEPS ON THE DEVICE, AND FOR HOW LONG")
+    if identity_allowed(cfg.policy):
+        add(
+            "- The enrolled worker's face template, readable only by the device service, until re-enrolment "
+            "or removal. It is never sent."
+        )
+    add(
+        f"- Messages waiting while the network is down: at most {cfg.outbox.max_age_days} days"
+        + (
+            f"; a picture that could not be delivered is deleted after {ev.retention_days} days and its event says so."
+            if images
+            else "."
+        )
+    )
+    add(
+        f"- A log of every check and pause (times, rules, outcomes; no pictures) for {ev.retention_days} days. "
+        "The worker can read it on the device with 'deskwatch history'."
+    )
+    add("")
+    add("PAUSES")
+    add(
+        f"- 'deskwatch pause --reason \"fetch water\" --minutes 5' (1 to {cfg.policy.max_pause_minutes} min) "
+        "stops all checks; they restart by themselves when the time is up, or with 'deskwatch resume'."
+    )
+    add(
+        "- Every pause and resume is logged with its reason."
+        + (
+            " A pause that runs past its declared time without the worker coming back is reported as pause_overrun."
+            if "pause_overrun" in enabled
+            else ""
+        )
+    )
+    add(f"  (control socket: {control_socket_path(cfg.state_dir)})")
+    return "\n".join(lines) + "\n"
+
+
+def effective_rules_table(cfg: Config) -> list[dict[str, object]]:
+    """Machine-readable form (``deskwatch policy show --json``)."""
+    out: list[dict[str, object]] = []
+    for r in RULES:
+        rc = getattr(cfg.policy.rules, r)
+        thresholds = {k: v for k, v in vars(rc).items() if k != "enabled"}
+        out.append(
+            {
+                "rule": r,
+                "enabled": rule_enabled(cfg.policy, r),
+                "override": rc.enabled,
+                "evidence": evidence_allowed(cfg, r),
+                "thresholds": thresholds,
+            }
+        )
+    return out

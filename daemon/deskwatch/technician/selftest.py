@@ -1,0 +1,442 @@
+"""The checks behind ``deskwatch selftest``: is this desk covered properly, and if not, why.
+
+Each check returns :class:`CheckResult` rows (PASS / WARN / FAIL, what was seen, and
+for anything but PASS what the technician should do). The checks share a
+:class:`SelftestRun` so that the frames the camera check captured feed the light,
+model-timing and framing checks and the ``--snapshot`` picture.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pwd
+import shutil
+import stat
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deskwatch.app import identity_target
+from deskwatch.config import Config
+from deskwatch.domain import Box, Frame, FrameAnalysis
+from deskwatch.policy.rules import people_view
+from deskwatch.system.clock import clock_sync
+from deskwatch.technician.broker_probe import probe_broker
+from deskwatch.technician.checks import FAIL, PASS, WARN, CheckResult
+
+log = logging.getLogger(__name__)
+
+SERVICE_USER = "deskwatch"
+SELFTEST_FRAMES = 3
+MIN_FREE_BYTES = 100 * 1024 * 1024
+SLOW_FRAME_MS = 2500.0
+
+
+@dataclass
+class SelftestRun:
+    """What the checks learned so far; later checks build on earlier ones."""
+
+    cfg: Config
+    config_path: str = ""
+    frames: list[Frame] = field(default_factory=list)
+    analysis: FrameAnalysis | None = None
+    model_ms: dict[str, float] = field(default_factory=dict)
+    results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def failed(self) -> bool:
+        return any(r.status == FAIL for r in self.results)
+
+    @property
+    def snapshot_frame(self) -> Frame | None:
+        return self.frames[len(self.frames) // 2] if self.frames else None
+
+
+Check = Callable[[SelftestRun], list[CheckResult]]
+
+
+# -- clock --------------------------------------------------------------------------------
+def check_clock(run: SelftestRun) -> list[CheckResult]:
+    remedy = (
+        "the clock is not synchronised: events would carry wrong times. Check the network, "
+        "then `timedatectl timesync-status` (NTP server reachable on UDP 123?)"
+    )
+    sync = clock_sync(ask_systemd=True)
+    if sync.synced is None:
+        return [CheckResult("clock", WARN, f"cannot tell ({sync.detail})", remedy)]
+    if sync.synced:
+        return [CheckResult("clock", PASS, f"synchronised ({sync.source}; {sync.detail})")]
+    return [CheckResult("clock", FAIL, f"not synchronised ({sync.source}; {sync.detail})", remedy)]
+
+
+# -- disk ---------------------------------------------------------------------------------
+def check_disk(run: SelftestRun) -> list[CheckResult]:
+    path = Path(run.cfg.state_dir)
+    probe = path if path.exists() else path.parent
+    try:
+        usage = shutil.disk_usage(probe)
+    except OSError as exc:
+        return [CheckResult("disk", FAIL, f"cannot read free space of {probe}: {exc}", "check the SD card")]
+    free_mb = usage.free / 1024**2
+    need = max(MIN_FREE_BYTES, 2 * run.cfg.outbox.max_bytes)
+    detail = f"{free_mb:.0f} MB free on {probe} (outbox cap {run.cfg.outbox.max_bytes / 1024**2:.0f} MB)"
+    if usage.free < MIN_FREE_BYTES:
+        return [CheckResult("disk", FAIL, detail, "free space: the outbox cannot hold an outage; use a larger card")]
+    if usage.free < need:
+        return [CheckResult("disk", WARN, detail, "less than twice the outbox cap is free: lower outbox.max_bytes")]
+    return [CheckResult("disk", PASS, detail)]
+
+
+# -- permissions ---------------------------------------------------------------------------
+def _service_uid() -> int | None:
+    try:
+        return pwd.getpwnam(SERVICE_USER).pw_uid
+    except KeyError:
+        return None
+
+
+def _secret_problem(path: Path, uid: int | None) -> str | None:
+    try:
+        st = path.stat()
+    except OSError as exc:
+        return f"{path}: {exc.strerror}"
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        return f"{path} is mode {mode:04o}; run: chmod 600 {path}"
+    if uid is not None and st.st_uid != uid:
+        return (
+            f"{path} is owned by uid {st.st_uid}, the daemon runs as {SERVICE_USER}; run: chown {SERVICE_USER} {path}"
+        )
+    return None
+
+
+def check_permissions(run: SelftestRun) -> list[CheckResult]:
+    cfg = run.cfg
+    uid = _service_uid()
+    secrets = [Path(p) for p in (cfg.mqtt.tls.key_file, cfg.mqtt.password_file) if p]
+    problems = [p for p in (_secret_problem(s, uid) for s in secrets) if p]
+    state = Path(cfg.state_dir)
+    checked = len(secrets)
+    if state.is_dir():
+        checked += 1
+        mode = stat.S_IMODE(state.stat().st_mode)
+        if mode & 0o077:
+            problems.append(f"{state} is mode {mode:04o} (face templates inside); run: chmod 700 {state}")
+        templates = state / "templates"
+        if templates.is_dir():
+            for item in [templates, *templates.iterdir()]:
+                checked += 1
+                m = stat.S_IMODE(item.stat().st_mode)
+                if m & 0o077:
+                    want = "700" if item.is_dir() else "600"
+                    problems.append(f"{item} is mode {m:04o}; run: chmod {want} {item}")
+    if run.config_path and os.path.exists(run.config_path):
+        checked += 1
+        m = stat.S_IMODE(os.stat(run.config_path).st_mode)
+        if m & 0o022:
+            problems.append(f"{run.config_path} is writable by others (mode {m:04o}); run: chmod 640 it")
+    if problems:
+        return [CheckResult("permissions", FAIL, problems[0], "; ".join(problems[1:]) or problems[0])]
+    return [CheckResult("permissions", PASS, f"{checked} secret/template paths private")]
+
+
+# -- camera and light -----------------------------------------------------------------------
+def _run_with_timeout(fn: Callable[[], Any], timeout: float) -> Any:
+    """Run ``fn`` in a thread; TimeoutError if it hangs (a stuck camera read)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, name="selftest-camera", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"no frame within {timeout:.0f} s")
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def check_camera(run: SelftestRun) -> list[CheckResult]:
+    cam = run.cfg.camera
+    where = f"{cam.backend} {cam.source or ''}".strip()
+    try:
+        from deskwatch.camera import open_camera, take_burst
+        from deskwatch.schedule import SystemClock
+    except ImportError as exc:
+        return [CheckResult("camera", WARN, f"camera stage not installed ({exc})", "reinstall deskwatch")]
+    remedy = {
+        "picamera2": "check the ribbon cable (contacts facing the board), camera_auto_detect=1 in "
+        "/boot/firmware/config.txt, and `rpicam-hello --list-cameras`; if the daemon is scanning right now, "
+        "run the selftest again in a minute",
+        "v4l2": "check the USB cable and `v4l2-ctl --list-devices`; the service user needs the video group",
+        "replay": "check camera.source points at an image, a directory of images or a video",
+    }.get(cam.backend, "check the camera")
+    t0 = time.perf_counter()
+    try:
+        camera = open_camera(cam)
+        frames = _run_with_timeout(
+            lambda: take_burst(camera, SELFTEST_FRAMES, 0.5, SystemClock()),
+            cam.open_timeout_seconds + 5.0,
+        )
+    except Exception as exc:
+        return [CheckResult("camera", FAIL, f"{where}: {exc}", remedy)]
+    ms = (time.perf_counter() - t0) * 1000
+    run.frames = list(frames)
+    _audit_capture(run, len(run.frames))
+    if not run.frames:
+        return [CheckResult("camera", FAIL, f"{where}: no frames delivered", remedy)]
+    f = run.frames[0]
+    detail = f"{where}: {len(run.frames)} frames {f.width}x{f.height} in {ms:.0f} ms"
+    if (f.width, f.height) != (cam.width, cam.height) and cam.backend != "replay":
+        return [
+            CheckResult(
+                "camera", WARN, detail + f" (asked for {cam.width}x{cam.height})", "the camera chose another mode"
+            )
+        ]
+    return [CheckResult("camera", PASS, detail)]
+
+
+def _audit_capture(run: SelftestRun, frames: int) -> None:
+    """The worker sees in `deskwatch history` that the camera was used outside a scan."""
+    from deskwatch.audit import AuditLog
+    from deskwatch.domain import utcnow
+
+    try:
+        audit = AuditLog.for_state_dir(run.cfg.state_dir)
+        try:
+            audit.record_event(
+                "selftest_capture", utcnow(), {"frames": frames, "kept": "none (snapshot only if asked)"}
+            )
+        finally:
+            audit.close()
+    except Exception as exc:  # a technician without write access still gets the selftest
+        log.warning("could not record the selftest capture in the audit trail: %s", exc)
+
+
+def check_light(run: SelftestRun) -> list[CheckResult]:
+    frame = run.snapshot_frame
+    if frame is None:
+        return [CheckResult("light", WARN, "no frame (camera failed)", "fix the camera first")]
+    from deskwatch.vision.light import measure_light
+
+    reading = measure_light(frame.image, run.cfg.vision.light)
+    detail = (
+        f"mean brightness {reading.mean_luma:.0f}/255, contrast {reading.contrast:.0f}, "
+        f"{reading.dark_fraction:.0%} dark, detail {reading.detail:.1f}"
+    )
+    if reading.obstructed:
+        return [
+            CheckResult("light", FAIL, detail + ": view obstructed", "uncover the lens / aim the camera at the desk")
+        ]
+    if reading.low_light:
+        limit = run.cfg.vision.light.low_light_luma
+        return [
+            CheckResult(
+                "light", FAIL, detail + f": too dark (needs > {limit:.0f})", "add light at the desk (a desk lamp)"
+            )
+        ]
+    if reading.mean_luma > 230:
+        return [CheckResult("light", WARN, detail + ": overexposed", "turn the camera away from the window")]
+    return [CheckResult("light", PASS, detail)]
+
+
+# -- models -----------------------------------------------------------------------------------
+def check_models(run: SelftestRun) -> list[CheckResult]:
+    try:
+        from deskwatch.vision import pipeline
+        from deskwatch.vision.runtime import ModelError, ModelStore
+    except ImportError as exc:
+        return [CheckResult("models", WARN, f"vision stage not importable ({exc})", "reinstall deskwatch")]
+    remedy = "reinstall the models (deskwatch-models) or rebuild them with models/build_models.py"
+    store = ModelStore(run.cfg.vision)
+    try:
+        manifest = store.manifest
+    except ModelError as exc:
+        return [CheckResult("models", FAIL, str(exc), remedy)]
+    rows: list[CheckResult] = []
+    files = sorted({e.file for e in manifest.values()})
+    precision = run.cfg.vision.object_precision
+    choose = getattr(pipeline, "object_precision", None)  # resolves "auto" by runtime
+    if choose is not None:
+        try:
+            precision = choose(precision, store.runtime_name())
+        except ModelError as exc:
+            return [CheckResult("models", FAIL, str(exc), "install a TFLite runtime: pip install ai-edge-litert")]
+    in_use = {pipeline.OBJECT_MODELS.get(precision, pipeline.OBJECT_MODELS["int8"]), pipeline.FACE_MODEL}
+    for file in files:
+        try:
+            entry, _content = store.verify(file)
+        except ModelError as exc:
+            status = FAIL if file in in_use else WARN
+            rows.append(CheckResult(f"model {file}", status, str(exc), remedy))
+            continue
+        if file not in in_use:
+            rows.append(CheckResult(f"model {file}", PASS, f"sha256 {entry.sha256[:12]}… ok (not in use)"))
+            continue
+        t0 = time.perf_counter()
+        try:
+            store.load(file)
+        except ModelError as exc:
+            rows.append(CheckResult(f"model {file}", FAIL, str(exc), remedy))
+            continue
+        load_ms = (time.perf_counter() - t0) * 1000
+        run.model_ms[file] = load_ms
+        rows.append(CheckResult(f"model {file}", PASS, f"sha256 {entry.sha256[:12]}… ok, loaded in {load_ms:.0f} ms"))
+    missing = sorted(in_use - set(files))
+    for file in missing:
+        rows.append(CheckResult(f"model {file}", FAIL, "not in the manifest", remedy))
+    if any(r.status == FAIL for r in rows):
+        return rows
+    rows.append(_inference_row(run, pipeline, store))
+    target = identity_target(run.cfg)
+    if target is not None:
+        worker = target.worker_id
+        if target.enrolled:
+            rows.append(CheckResult("identity", PASS, f"worker {worker} enrolled"))
+        else:
+            rows.append(
+                CheckResult(
+                    "identity",
+                    WARN,
+                    f"worker {worker} is not enrolled: the identity check cannot run",
+                    f"with the worker at the desk: deskwatch enroll (profile {run.cfg.policy.profile} checks identity)",
+                )
+            )
+    return rows
+
+
+def _inference_row(run: SelftestRun, pipeline: Any, store: Any) -> CheckResult:
+    try:
+        vision = pipeline.Vision(run.cfg.vision, identity=identity_target(run.cfg), store=store)
+    except Exception as exc:
+        return CheckResult("inference", FAIL, f"vision stage failed to start: {exc}", "report this with the log")
+    try:
+        frame = run.snapshot_frame
+        if frame is None:
+            return CheckResult("inference", WARN, "no frame to time (camera failed)", "fix the camera first")
+        vision.analyze(frame)  # warm-up: first invoke allocates
+        t0 = time.perf_counter()
+        analysis = vision.analyze(frame)
+        total = (time.perf_counter() - t0) * 1000
+        run.analysis = analysis
+        parts = [f"{k} {v:.0f} ms" for k, v in analysis.timings_ms.items() if k != "total"]
+        identity = "identity check on" if vision.identity_enabled else "identity check off"
+        detail = f"{total:.0f} ms per frame ({', '.join(parts)}); {identity}"
+        if analysis.light.low_light or analysis.light.obstructed:
+            return CheckResult("inference", WARN, detail + " (detectors skipped: frame too dark)", "fix the light")
+        if total > SLOW_FRAME_MS:
+            return CheckResult(
+                "inference", WARN, detail, "slow: lower vision.threads contention or use object_precision int8"
+            )
+        return CheckResult("inference", PASS, detail)
+    finally:
+        vision.close()
+
+
+def check_framing(run: SelftestRun) -> list[CheckResult]:
+    analysis = run.analysis
+    if analysis is None:
+        return [CheckResult("framing", WARN, "not checked (no analysed frame)", "fix the camera/models first")]
+    # the daemon's own judgement: who the policy places, and its desk-zone geometry
+    policy = run.cfg.policy
+    view = people_view(analysis, policy)
+    zone, overlap = Box(*policy.desk_zone), policy.rules.away_from_desk.min_overlap
+    persons = ([view.worker] if view.worker else []) + view.extras + view.bystanders
+    inside = [p for p in persons if p.in_zone(zone, overlap)]
+    faces = analysis.faces
+    detail = f"{len(inside)} of {len(persons)} people in the desk zone, {len(faces)} faces"
+    if not inside:
+        return [
+            CheckResult(
+                "framing",
+                WARN,
+                detail,
+                "sit at the desk during the selftest; aim the camera (see --snapshot) or adjust policy.desk_zone",
+            )
+        ]
+    if not faces:
+        return [CheckResult("framing", WARN, detail, "the face is not visible: raise the camera to face height")]
+    if len(inside) > 1:
+        return [
+            CheckResult(
+                "framing",
+                WARN,
+                detail,
+                "more than one person in the desk zone (extra_person would fire): only the worker should sit "
+                "there during the selftest, or narrow policy.desk_zone to the worker's seat",
+            )
+        ]
+    return [CheckResult("framing", PASS, detail)]
+
+
+# -- broker -----------------------------------------------------------------------------------
+def check_broker(run: SelftestRun, timeout: float = 10.0) -> list[CheckResult]:
+
+    return [probe_broker(run.cfg, timeout=timeout)]
+
+
+CHECKS: dict[str, Check] = {
+    "clock": check_clock,
+    "disk": check_disk,
+    "permissions": check_permissions,
+    "camera": check_camera,
+    "light": check_light,
+    "models": check_models,
+    "framing": check_framing,
+    "broker": check_broker,
+}
+
+
+def run_selftest(
+    cfg: Config,
+    *,
+    config_path: str = "",
+    skip: Iterable[str] = (),
+    progress: Callable[[int, int, str], None] | None = None,
+    checks: dict[str, Check] | None = None,
+) -> SelftestRun:
+    """Run every check (minus ``skip``) in order; ``progress(i, n, name)`` before each."""
+    run = SelftestRun(cfg, config_path)
+    todo = [(name, fn) for name, fn in (checks or CHECKS).items() if name not in set(skip)]
+    for i, (name, fn) in enumerate(todo, 1):
+        if progress:
+            progress(i, len(todo), name)
+        try:
+            rows = fn(run)
+        except Exception as exc:
+            log.exception("selftest check %s crashed", name)
+            rows = [CheckResult(name, FAIL, f"check crashed: {exc}", "report this with the log")]
+        run.results.extend(rows)
+        for row in rows:
+            log.info(
+                "selftest %s %s: %s",
+                row.name,
+                row.status,
+                row.detail,
+                extra={"journal": {"DESKWATCH_EVENT": "selftest", "CHECK": row.name, "RESULT": row.status}},
+            )
+    return run
+
+
+def render_table(results: list[CheckResult], width: int = 100) -> str:
+    """The PASS/WARN/FAIL table; a remedy line under each row that is not PASS."""
+    name_w = max([len(r.name) for r in results] + [5])
+    lines = [f"{'check':<{name_w}}  result  detail", "-" * min(width, name_w + 60)]
+    for r in results:
+        lines.append(f"{r.name:<{name_w}}  {r.status:<6}  {r.detail}")
+        if r.status != PASS and r.remedy:
+            lines.append(f"{'':<{name_w}}  {'':<6}  -> {r.remedy}")
+    counts = {s: sum(r.status == s for r in results) for s in (PASS, WARN, FAIL)}
+    lines.append("-" * min(width, name_w + 60))
+    verdict = "FAIL" if counts[FAIL] else ("PASS with warnings" if counts[WARN] else "PASS")
+    lines.append(f"{verdict}: {counts[PASS]} passed, {counts[WARN]} warnings, {counts[FAIL]} failed")
+    return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""Pause and resume requests: send, wait for the appliance's answer, or queue on disk.
+
+A request goes out on ``cmd/pause`` / ``cmd/resume`` with a fresh ``request_id``;
+the answer is the ``cmd/result`` carrying that id (results for other ids, and
+malformed results, are ignored, the latter with a log line).
+
+While the broker is away a request is kept in a small JSON queue in the user's
+state dir (``queue.json``, mode 0600) and sent by whichever companion process
+connects next (``run``, ``window``, or the next ``pause``/``resume``). The latest
+intent wins: a new request replaces whatever was queued. A queued pause is dropped
+once its declared minutes have passed (pausing afterwards would be pointless) and
+is sent with the minutes that remain; a queued resume is dropped after an hour.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from deskwatch_contract.formats import rfc3339
+from deskwatch_desk.messages import TOPIC, Result, parse_or_log, pause_request, resume_request
+
+logger = logging.getLogger(__name__)
+
+RESUME_QUEUE_HOURS = 1.0
+
+
+class ResultWaiter:
+    """Collects ``cmd/result`` messages and hands each one to whoever waits for its request id."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._results: dict[str, Result] = {}
+        self.ignored = 0
+
+    def feed(self, raw: bytes) -> Result | None:
+        result = parse_or_log("cmd/result", raw)
+        if result is None:
+            self.ignored += 1
+            return None
+        if result.request_id:
+            with self._cond:
+                self._results[result.request_id] = result
+                if len(self._results) > 256:
+                    self._results.pop(next(iter(self._results)))
+                self._cond.notify_all()
+        return result
+
+    def wait(self, request_id: str, timeout: float) -> Result | None:
+        with self._cond:
+            self._cond.wait_for(lambda: request_id in self._results, timeout)
+            return self._results.pop(request_id, None)
+
+
+@dataclass(frozen=True)
+class Queued:
+    kind: str  # "pause" or "resume"
+    payload: dict[str, Any]
+    queued_at: datetime
+
+    def expires_at(self) -> datetime:
+        if self.kind == "pause":
+            return self.queued_at + timedelta(minutes=int(self.payload["minutes"]))
+        return self.queued_at + timedelta(hours=RESUME_QUEUE_HOURS)
+
+    def payload_at(self, now: datetime) -> dict[str, Any] | None:
+        """What to send now (a pause with the minutes that remain), or None when it expired."""
+        if now >= self.expires_at():
+            return None
+        if self.kind == "pause":
+            left = math.ceil((self.expires_at() - now).total_seconds() / 60.0)
+            return pause_request(self.payload["reason"], max(1, left), self.payload["request_id"])
+        return dict(self.payload)
+
+
+class RequestQueue:
+    """``queue.json`` in the companion's state dir: at most one request, the latest intent."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.path = Path(state_dir) / "queue.json"
+
+    def put(self, kind: str, payload: dict[str, Any], now: datetime) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        entry = {"kind": kind, "payload": payload, "queued_at": rfc3339(now)}
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".queue-")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump([entry], fh)
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def take(self) -> list[Queued]:
+        """Everything queued (removing it); an unreadable file is logged and dropped."""
+        try:
+            raw = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        self.path.unlink(missing_ok=True)
+        try:
+            out = []
+            for entry in json.loads(raw):
+                when = datetime.fromisoformat(entry["queued_at"].replace("Z", "+00:00")).astimezone(UTC)
+                if entry["kind"] not in ("pause", "resume") or not isinstance(entry["payload"], dict):
+                    raise ValueError(f"unknown kind {entry['kind']!r}")
+                out.append(Queued(entry["kind"], entry["payload"], when))
+            return out
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            logger.warning("dropped an unreadable request queue %s: %s", self.path, exc)
+            return []
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def build_request(kind: str, *, reason: str | None = None, minutes: int | None = None) -> dict[str, Any]:
+    if kind == "pause":
+        return pause_request(reason or "", minutes if minutes is not None else 0)
+    return resume_request()
+
+
+def flush_queue(
+    queue: RequestQueue, link: Any, waiter: ResultWaiter | None, now: datetime, *, timeout: float = 10.0
+) -> list[tuple[Queued, Result | None]]:
+    """Send what is queued over a connected ``link``; returns (request, result or None) pairs.
+
+    A request that cannot be published goes back into the queue.
+    """
+    done: list[tuple[Queued, Result | None]] = []
+    for item in queue.take():
+        payload = item.payload_at(now)
+        if payload is None:
+            logger.info(
+                "dropped a queued %s request from %s: it expired while the broker was away",
+                item.kind,
+                rfc3339(item.queued_at),
+            )
+            continue
+        if not link.publish(TOPIC[item.kind], payload, wait=timeout):
+            queue.put(item.kind, item.payload, item.queued_at)
+            break
+        result = waiter.wait(payload["request_id"], timeout) if waiter is not None else None
+        logger.info(
+            "sent the queued %s request (queued %s): %s",
+            item.kind,
+            rfc3339(item.queued_at),
+            "no answer yet" if result is None else ("accepted" if result.ok else f"refused: {result.error}"),
+        )
+        done.append((item, result))
+    return done
+
+
+@dataclass(frozen=True)
+class Outcome:
+    state: str  # "accepted", "refused", "queued", "no_answer"
+    payload: dict[str, Any]
+    result: Result | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"accepted": 0, "refused": 1}.get(self.state, 69)
+
+
+def send_request(
+    kind: str,
+    payload: dict[str, Any],
+    link: Any,
+    waiter: ResultWaiter,
+    queue: RequestQueue,
+    now: datetime,
+    *,
+    timeout: float,
+) -> Outcome:
+    """Publish a pause/resume and wait for its result; queue it if the broker cannot be reached.
+
+    The link must already be started (and subscribed to ``cmd/result``); a request that
+    reaches the broker replaces anything still queued (the latest intent wins).
+    """
+    if not link.wait_ready(timeout):
+        queue.put(kind, payload, now)
+        return Outcome("queued", payload)
+    queue.clear()
+    if not link.publish(TOPIC[kind], payload, wait=timeout):
+        queue.put(kind, payload, now)
+        return Outcome("queued", payload)
+    result = waiter.wait(payload["request_id"], timeout)
+    if result is None:
+        return Outcome("no_answer", payload)
+    return Outcome("accepted" if result.ok else "refused", payload, result)

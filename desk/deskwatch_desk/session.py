@@ -1,0 +1,205 @@
+"""The window's model, free of Tk: the broker link, the pause state, the transparency list.
+
+Everything that arrives from the broker (paho's thread) or from a request being
+sent (a worker thread) is put on :attr:`DeskSession.inbox` as a :class:`Note`; the
+window drains it on Tk's thread. So nothing here touches a widget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from deskwatch_desk.link import DeskLink
+from deskwatch_desk.messages import Finding, Scan, parse_or_log
+from deskwatch_desk.requests import Outcome, RequestQueue, ResultWaiter, build_request, flush_queue, send_request
+
+if TYPE_CHECKING:
+    from deskwatch_desk.config import DeskConfig
+
+logger = logging.getLogger(__name__)
+
+SUBSCRIPTIONS = ("cmd/result", "scan", "event", "evidence/+", "status")
+RECENT = 50
+MAX_EVIDENCE_BYTES = 512 * 1024
+
+
+@dataclass(frozen=True)
+class Note:
+    kind: str  # "outcome", "scan", "finding", "status", "flushed"
+    value: Any
+
+
+@dataclass
+class PauseState:
+    """The pause as the appliance accepted it, timed on the companion's monotonic clock."""
+
+    reason: str
+    minutes: int
+    started_mono: float
+    ended: str | None = None  # why it ended: "expired" or "resumed"
+
+    def remaining(self, mono: float) -> float:
+        return max(0.0, self.started_mono + self.minutes * 60.0 - mono)
+
+
+def format_remaining(seconds: float) -> str:
+    s = max(0, int(seconds + 0.999))
+    return f"{s // 60}:{s % 60:02d}"
+
+
+def local_time(rfc3339_text: str) -> str:
+    try:
+        return datetime.fromisoformat(rfc3339_text.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+    except ValueError:
+        return rfc3339_text[:19]
+
+
+def describe_scan(scan: Scan) -> tuple[str, str, str]:
+    """(time, what, detail) for the transparency list."""
+    ran = [rule for rule, outcome in scan.checks if outcome not in ("skipped",)]
+    findings = ", ".join(scan.findings) if scan.findings else "no findings"
+    return local_time(scan.started_at), f"scan ({scan.trigger})", f"{scan.outcome}: {findings}; {len(ran)} checks ran"
+
+
+def describe_finding(finding: Finding) -> tuple[str, str, str]:
+    if finding.evidence:
+        ev = finding.evidence
+        image = f"image {ev.get('width', '?')}x{ev.get('height', '?')} sent to your supervisor"
+    else:
+        image = f"no image ({finding.evidence_reason or 'none'})"
+    detail = f"{finding.detail} [{image}]" if finding.detail else image
+    return local_time(finding.detected_at), f"FINDING {finding.type} ({finding.confidence:.2f})", detail
+
+
+class DeskSession:
+    def __init__(
+        self,
+        cfg: DeskConfig,
+        state_dir: Path,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        request_timeout: float = 10.0,
+    ) -> None:
+        self.cfg = cfg
+        self.monotonic = monotonic
+        self.request_timeout = request_timeout
+        self.inbox: queue.Queue[Note] = queue.Queue()
+        self.waiter = ResultWaiter()
+        self.queue = RequestQueue(state_dir)
+        self.link = DeskLink(cfg, subscriptions=SUBSCRIPTIONS, on_message=self._on_message)
+        self.recent: deque[tuple[str, str, str]] = deque(maxlen=RECENT)
+        self.evidence: dict[str, bytes] = {}
+        self.pause: PauseState | None = None
+        self.appliance_state = "unknown"
+        self._busy = threading.Lock()
+        self._stop = threading.Event()
+
+    def start(self) -> None:
+        self.link.start()
+        threading.Thread(target=self._flush_when_connected, name="desk-queue", daemon=True).start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.link.close()
+
+    # -- requests (run off the Tk thread) -------------------------------------------------
+    def request(self, kind: str, *, reason: str | None = None, minutes: int | None = None) -> str | None:
+        """Start sending a pause/resume; returns a problem with the input (shown at once), or None."""
+        try:
+            payload = build_request(kind, reason=reason, minutes=minutes)
+        except ValueError as exc:
+            return str(exc)
+        threading.Thread(target=self._send, args=(kind, payload), name=f"desk-{kind}", daemon=True).start()
+        return None
+
+    def _send(self, kind: str, payload: dict[str, Any]) -> None:
+        with self._busy:
+            outcome = send_request(
+                kind, payload, self.link, self.waiter, self.queue, datetime.now(UTC), timeout=self.request_timeout
+            )
+        self.inbox.put(Note("outcome", (kind, outcome, self.monotonic())))
+
+    def _flush_when_connected(self) -> None:
+        while not self._stop.is_set():
+            if self.link.connected.is_set() and self.queue.path.exists():
+                with self._busy:
+                    done = flush_queue(
+                        self.queue, self.link, self.waiter, datetime.now(UTC), timeout=self.request_timeout
+                    )
+                for item, result in done:
+                    outcome = Outcome(
+                        "no_answer" if result is None else ("accepted" if result.ok else "refused"),
+                        item.payload,
+                        result,
+                    )
+                    self.inbox.put(Note("outcome", (item.kind, outcome, self.monotonic())))
+            self._stop.wait(1.0)
+
+    # -- what the window calls on its own thread ------------------------------------------
+    def apply_outcome(self, kind: str, outcome: Outcome, at_mono: float) -> str:
+        """Update the pause state from an outcome; returns the line to show the worker."""
+        p = outcome.payload
+        what = f'pause "{p["reason"]}" for {p["minutes"]} min' if kind == "pause" else "resume"
+        if outcome.state == "accepted":
+            if kind == "pause":
+                self.pause = PauseState(p["reason"], int(p["minutes"]), at_mono)
+            elif self.pause is not None and self.pause.ended is None:
+                self.pause.ended = "resumed"
+            return f"The appliance accepted your {what}."
+        if outcome.state == "refused":
+            assert outcome.result is not None
+            return f"The appliance refused your {what}: {outcome.result.error}"
+        if outcome.state == "queued":
+            return (
+                f"The broker cannot be reached ({self.link.problem or self.link.where}). "
+                f"Your {what} is queued and will be sent when it is back."
+            )
+        return f"No answer from the appliance to your {what} within {self.request_timeout:g} s; it may be offline."
+
+    def pause_text(self, mono: float) -> str:
+        p = self.pause
+        if p is None:
+            return "Not paused."
+        if p.ended is None and p.remaining(mono) <= 0:
+            p.ended = "expired"
+        if p.ended == "expired":
+            return f'Pause ended: "{p.reason}" ({p.minutes} min) is over; checks are back on.'
+        if p.ended == "resumed":
+            return "Pause ended: you resumed; checks are back on."
+        return f'Paused: "{p.reason}", {format_remaining(p.remaining(mono))} left.'
+
+    # -- broker messages (paho's thread) ----------------------------------------------------
+    def _on_message(self, suffix: str, raw: bytes) -> None:
+        if suffix == "cmd/result":
+            self.waiter.feed(raw)
+        elif suffix == "scan":
+            scan = parse_or_log("scan", raw)
+            if scan is not None:
+                self.inbox.put(Note("scan", scan))
+        elif suffix == "event":
+            finding = parse_or_log("event", raw)
+            if finding is not None:
+                self.inbox.put(Note("finding", finding))
+        elif suffix.startswith("evidence/"):
+            if len(raw) <= MAX_EVIDENCE_BYTES:
+                self.evidence[suffix[len("evidence/") :]] = raw
+                while len(self.evidence) > RECENT:
+                    self.evidence.pop(next(iter(self.evidence)))
+        elif suffix == "status":
+            try:
+                state = json.loads(raw).get("state")
+            except (ValueError, AttributeError):
+                logger.warning("ignored a malformed status message (%d bytes)", len(raw))
+                return
+            if isinstance(state, str):
+                self.inbox.put(Note("status", state[:20]))

@@ -1,0 +1,193 @@
+"""``deskwatch-desk window``: the pause button and what the appliance saw, in a small Tk window.
+
+Top: the common reasons as buttons (one click asks for a pause of the chosen
+minutes), a free-text reason, minutes, Pause and Resume, the time left of the
+pause, and the appliance's answer. Bottom: the transparency list, the appliance's
+recent scans and findings for this desk exactly as they went to the broker;
+a finding's image is shown only when the appliance sent one (the employer's
+profile decides).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import signal
+import sys
+import time
+import tkinter as tk
+from pathlib import Path
+from tkinter import ttk
+from typing import TYPE_CHECKING, Any
+
+from deskwatch_contract import exitcodes
+from deskwatch_desk.session import DeskSession, Note, describe_finding, describe_scan
+
+if TYPE_CHECKING:
+    from deskwatch_desk.config import DeskConfig
+
+logger = logging.getLogger(__name__)
+
+COMMON_REASONS = ("fetch water", "bathroom", "stretch", "short break", "help a colleague")
+POLL_MS = 200
+
+
+class PauseWindow:
+    def __init__(self, root: tk.Tk, session: DeskSession) -> None:
+        self.root = root
+        self.session = session
+        self.monotonic = session.monotonic
+        cfg = session.cfg
+        root.title(f"deskwatch - desk {cfg.device.id}")
+        root.minsize(680, 470)
+        pad: dict[str, Any] = {"padx": 6, "pady": 4}
+
+        self.status_var = tk.StringVar(value=f"Desk {cfg.device.site}/{cfg.device.id} - appliance: no status yet")
+        ttk.Label(root, textvariable=self.status_var).pack(anchor="w", **pad)
+
+        box = ttk.LabelFrame(root, text="Pause")
+        box.pack(fill="x", **pad)
+        buttons = ttk.Frame(box)
+        buttons.pack(fill="x", **pad)
+        self.reason_buttons: dict[str, ttk.Button] = {}
+        for reason in COMMON_REASONS:
+            b = ttk.Button(buttons, text=reason, command=self._pause_for(reason))
+            b.pack(side="left", padx=2)
+            self.reason_buttons[reason] = b
+
+        row = ttk.Frame(box)
+        row.pack(fill="x", **pad)
+        ttk.Label(row, text="Reason:").pack(side="left")
+        self.reason_var = tk.StringVar()
+        self.reason_entry = ttk.Entry(row, textvariable=self.reason_var, width=28)
+        self.reason_entry.pack(side="left", padx=4)
+        ttk.Label(row, text="Minutes:").pack(side="left")
+        self.minutes_var = tk.StringVar(value="5")
+        self.minutes_box = ttk.Spinbox(row, from_=1, to=cfg_max_minutes(), textvariable=self.minutes_var, width=4)
+        self.minutes_box.pack(side="left", padx=4)
+        self.pause_button = ttk.Button(row, text="Pause", command=lambda: self.pause(self.reason_var.get()))
+        self.pause_button.pack(side="left", padx=4)
+        self.resume_button = ttk.Button(row, text="Resume", command=self.resume)
+        self.resume_button.pack(side="left")
+
+        self.pause_var = tk.StringVar(value="Not paused.")
+        ttk.Label(box, textvariable=self.pause_var, font=("TkDefaultFont", 12, "bold")).pack(anchor="w", **pad)
+        self.result_var = tk.StringVar(value="")
+        ttk.Label(box, textvariable=self.result_var, wraplength=640).pack(anchor="w", **pad)
+
+        seen = ttk.LabelFrame(root, text="What the appliance recorded for this desk (as your supervisor sees it)")
+        seen.pack(fill="both", expand=True, **pad)
+        self.tree = ttk.Treeview(seen, columns=("time", "what", "detail"), show="headings", height=8)
+        for col, width in (("time", 80), ("what", 200), ("detail", 380)):
+            self.tree.heading(col, text=col.capitalize())
+            self.tree.column(col, width=width, stretch=col == "detail")
+        self.tree.pack(fill="both", expand=True, **pad)
+        self.tree.bind("<<TreeviewSelect>>", self._show_selected)
+        self.image_label = ttk.Label(seen)
+        self.image_label.pack(anchor="w", **pad)
+        self._photo: Any = None
+        self._row_event: dict[str, str] = {}
+        self.root.protocol("WM_DELETE_WINDOW", self.close)
+        self._after: str | None = self.root.after(POLL_MS, self.poll)
+
+    # -- actions ------------------------------------------------------------------------
+    def minutes(self) -> int | None:
+        try:
+            return int(self.minutes_var.get())
+        except ValueError:
+            return None
+
+    def _pause_for(self, reason: str) -> Any:
+        return lambda: self.pause(reason)
+
+    def pause(self, reason: str) -> None:
+        minutes = self.minutes()
+        if minutes is None:
+            self.result_var.set("Minutes must be a whole number from 1 to 120.")
+            return
+        self.reason_var.set(reason)
+        problem = self.session.request("pause", reason=reason, minutes=minutes)
+        self.result_var.set(problem or f'Asking the appliance for a pause: "{reason.strip()}", {minutes} min ...')
+
+    def resume(self) -> None:
+        self.session.request("resume")
+        self.result_var.set("Asking the appliance to resume ...")
+
+    def close(self) -> None:
+        if self._after is not None:
+            self.root.after_cancel(self._after)
+            self._after = None
+        self.session.close()
+        self.root.destroy()
+
+    # -- updates --------------------------------------------------------------------------
+    def poll(self) -> None:
+        while True:
+            try:
+                note = self.session.inbox.get_nowait()
+            except Exception:
+                break
+            self.apply(note)
+        self.pause_var.set(self.session.pause_text(self.monotonic()))
+        self._after = self.root.after(POLL_MS, self.poll)
+
+    def apply(self, note: Note) -> None:
+        if note.kind == "outcome":
+            kind, outcome, at = note.value
+            self.result_var.set(self.session.apply_outcome(kind, outcome, at))
+        elif note.kind == "scan":
+            self._add_row(describe_scan(note.value), None)
+        elif note.kind == "finding":
+            self._add_row(describe_finding(note.value), note.value.event_id)
+        elif note.kind == "status":
+            cfg = self.session.cfg
+            self.status_var.set(f"Desk {cfg.device.site}/{cfg.device.id} - appliance: {note.value}")
+
+    def _add_row(self, values: tuple[str, str, str], event_id: str | None) -> None:
+        item = self.tree.insert("", 0, values=values)
+        if event_id:
+            self._row_event[item] = event_id
+        children = self.tree.get_children()
+        for old in children[50:]:
+            self._row_event.pop(old, None)
+            self.tree.delete(old)
+
+    def _show_selected(self, _event: Any = None) -> None:
+        selected = self.tree.selection()
+        event_id = self._row_event.get(selected[0]) if selected else None
+        jpeg = self.session.evidence.get(event_id) if event_id else None
+        self._photo = None
+        if jpeg is None:
+            self.image_label.configure(image="", text="" if event_id is None else "No image was sent for this finding.")
+            return
+        try:
+            from PIL import Image, ImageTk
+
+            with Image.open(io.BytesIO(jpeg)) as im:
+                im.thumbnail((200, 150))
+                self._photo = ImageTk.PhotoImage(im.convert("RGB"))
+            self.image_label.configure(image=self._photo, text="")
+        except Exception as exc:  # Pillow missing or a bad JPEG: say so, keep running
+            logger.warning("cannot show the image of finding %s: %s", event_id, exc)
+            self.image_label.configure(image="", text="The image sent for this finding cannot be shown here.")
+
+
+def cfg_max_minutes() -> int:
+    from deskwatch_contract.intake import MAX_PAUSE_MINUTES
+
+    return MAX_PAUSE_MINUTES
+
+
+def run_window(cfg: DeskConfig, state_dir: Path) -> int:
+    try:
+        root = tk.Tk()
+    except tk.TclError as exc:
+        print(f"cannot open a window ({exc}); use 'deskwatch-desk pause' and 'resume' instead", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    session = DeskSession(cfg, state_dir, monotonic=time.monotonic)
+    window = PauseWindow(root, session)
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: root.after(0, window.close))
+    session.start()
+    root.mainloop()
+    return 0

@@ -1,0 +1,152 @@
+"""Config: strict validation, every error at once with its line, exit 78, the example."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deskwatch.cli import main
+from deskwatch.config import ConfigError, load_config, load_config_text
+from deskwatch.config.example import example_text
+from tests.support.common import REPO
+
+
+def errors_of(text: str) -> list[tuple[int | None, str, str]]:
+    with pytest.raises(ConfigError) as info:
+        load_config_text(text, "test.yaml")
+    return [(i.line, i.key, i.message) for i in info.value.issues]
+
+
+def test_example_config_is_current_and_valid() -> None:
+    committed = (REPO / "config.example.yaml").read_text()
+    assert committed == example_text(), (
+        "config.example.yaml is stale: run 'deskwatch example-config -o config.example.yaml'"
+    )
+    cfg = load_config(REPO / "config.example.yaml")
+    assert cfg.mqtt.tls.enabled is True  # TLS by default
+    assert cfg.evidence.retention_days <= 20
+
+
+def test_every_key_in_the_example_is_documented() -> None:
+    lines = (REPO / "config.example.yaml").read_text().splitlines()
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if stripped and not stripped.startswith("#") and stripped.endswith(":") is False and ":" in stripped:
+            assert lines[i - 1].strip().startswith("#"), f"undocumented key on line {i + 1}: {line}"
+
+
+def test_all_errors_reported_at_once_with_lines() -> None:
+    text = """\
+device:
+  id: desk 1
+  site: acme
+  worker_id: w1
+mqtt:
+  prot: 12
+  port: 99999
+camera:
+  backend: replay
+schedule:
+  timezone: Mars/Olympus
+  mode: randm
+evidence:
+  retention_days: 30
+"""
+    errs = errors_of(text)
+    by_key = {key: (line, msg) for line, key, msg in errs}
+    assert by_key["device.id"][0] == 2 and "letters, digits" in by_key["device.id"][1]
+    assert by_key["mqtt.prot"][0] == 6 and "did you mean 'port'" in by_key["mqtt.prot"][1]
+    assert by_key["mqtt.port"] == (7, "must be between 1 and 65535")
+    assert by_key["camera.source"][0] == 8 and "replay backend needs a source" in by_key["camera.source"][1]
+    assert by_key["schedule.timezone"][0] == 11 and "unknown time zone" in by_key["schedule.timezone"][1]
+    assert by_key["schedule.mode"][0] == 12 and "did you mean 'random'" in by_key["schedule.mode"][1]
+    assert by_key["evidence.retention_days"] == (14, "must be between 1 and 20")
+    assert len(errs) == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "needle"),
+    [
+        ("device: {id: a, site: b}\n", "device.worker_id", "is required"),
+        (
+            "device: {id: a, site: b, worker_id: c}\nmqtt: {host: broker.example.com, tls: {enabled: false}}\n",
+            "mqtt.tls.enabled",
+            "allow_insecure",
+        ),
+        ("device: {id: a, site: b, worker_id: c}\npolicy: {profile: uk}\n", "policy.profile", "no random scans"),
+        (
+            "device: {id: a, site: b, worker_id: c}\nschedule: {shifts: [{days: [mon], start: '9:00', end: '17:00'}]}\n",
+            "schedule.shifts[0].start",
+            "HH:MM",
+        ),
+        (
+            "device: {id: a, site: b, worker_id: c}\nmqtt: {tls: {cert_file: /nonexistent.crt}}\n",
+            "mqtt.tls.cert_file",
+            "file not found",
+        ),
+        (
+            "device: {id: a, site: b, worker_id: c}\ncamera: {burst_frames: many}\n",
+            "camera.burst_frames",
+            "whole number",
+        ),
+        (
+            "device: {id: a, site: b, worker_id: c}\nschedule: {scans_per_hour: 6, min_gap_minutes: 10}\n",
+            "schedule.min_gap_minutes",
+            "well below the mean gap",
+        ),
+        ("device: [a, b]\n", "device", "must be a mapping"),
+        ("device: {id: a, site: b, worker_id: c}\ndevice: {id: d, site: e, worker_id: f}\n", "device", "appears twice"),
+        ("device: {id: a, site: b, worker_id: c\n", "(syntax)", "YAML syntax error"),
+    ],
+)
+def test_broken_configs_name_the_key_and_the_fix(text: str, key: str, needle: str) -> None:
+    errs = errors_of(text)
+    assert any(k == key and needle in m for _, k, m in errs), errs
+
+
+def test_secret_file_readable_by_others_is_refused(tmp_path: Path) -> None:
+    pw = tmp_path / "password"
+    pw.write_text("s3cret")
+    pw.chmod(0o644)
+    text = f"device: {{id: a, site: b, worker_id: c}}\nmqtt: {{username: dev, password_file: {pw}}}\n"
+    errs = errors_of(text)
+    assert any(k == "mqtt.password_file" and "chmod 600" in m for _, k, m in errs)
+    pw.chmod(0o600)
+    assert load_config_text(text).mqtt.password_file == str(pw)
+
+
+def test_relative_paths_resolve_against_the_config_file(tmp_path: Path) -> None:
+    (tmp_path / "ca.crt").write_text("x")
+    path = tmp_path / "c.yaml"
+    path.write_text("device: {id: a, site: b, worker_id: c}\nmqtt: {tls: {ca_file: ca.crt}}\n")
+    assert load_config(path).mqtt.tls.ca_file == str(tmp_path / "ca.crt")
+
+
+def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check-config", str(REPO / "config.example.yaml")]) == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("device: {id: a, site: b, worker_id: c}\nmqtt: {port: 0}\ncamera: {backend: usb}\n")
+    assert main(["check-config", str(bad)]) == 78
+    err = capsys.readouterr().err
+    assert f"{bad}:2: mqtt.port = 0: must be between 1 and 65535" in err
+    assert f"{bad}:3: camera.backend = 'usb'" in err
+    assert main(["check-config", str(tmp_path / "missing.yaml")]) == 78
+    assert "config file not found" in capsys.readouterr().err
+
+
+def test_run_refuses_a_bad_config_with_78_and_no_traceback(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("device: {id: a, site: b, worker_id: c}\nschedule: {timezone: Nowhere/City}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "deskwatch", "run", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
+    )
+    assert proc.returncode == 78
+    assert "schedule.timezone" in proc.stderr and "Traceback" not in proc.stderr

@@ -1,0 +1,187 @@
+"""Delivery against a real Mosquitto: status, events with evidence, replay, commands."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from deskwatch.app import build_delivery
+from deskwatch.delivery.client import backoff_delay
+from deskwatch_contract import load_schema
+from deskwatch_contract.intake import CommandRejected
+from tests.support.mosquitto import Broker, Collector, device_config
+
+pytestmark = pytest.mark.broker
+PREFIX = "deskwatch/v1/acme/desk-a/"
+
+
+def event(n: int) -> dict[str, object]:
+    return {
+        "schema": "deskwatch.event/1",
+        "type": "phone_use",
+        "scan_id": f"s{n}",
+        "evidence": None,
+        "evidence_reason": "none",
+        "replayed": False,
+    }
+
+
+def test_events_and_evidence_arrive_and_leave_the_outbox(tmp_path: Path, mosquitto: Broker) -> None:
+    seen = Collector(mosquitto, PREFIX + "#")
+    delivery = build_delivery(device_config(tmp_path, mosquitto), version="1.0", models={"m": "0" * 64})
+    delivery.start()
+    try:
+        assert seen.wait_for(lambda ms: any(m.topic.endswith("status") for m in ms))
+        status = json.loads(seen.on("status")[0].payload)
+        assert status["state"] == "online" and status["session"] >= 1
+        late = Collector(mosquitto, PREFIX + "status")  # a consumer starting later still learns the state
+        assert late.wait_for(lambda ms: len(ms) == 1) and late.messages[0].retain
+        late.close()
+        jpeg = b"\xff\xd8" + bytes(range(256)) * 80
+        ids = [delivery.send_event(event(n), jpeg if n % 2 else None) for n in range(6)]
+        assert seen.wait_for(
+            lambda ms: (
+                len([m for m in ms if m.topic.endswith("event")]) == 6
+                and len([m for m in ms if "/evidence/" in m.topic]) == 3
+            )
+        )
+        events = [json.loads(m.payload) for m in seen.on("event")]
+        assert [e["event_id"] for e in events] == ids
+        assert [e["seq"] for e in events] == list(range(1, 7))
+        assert not any(e["replayed"] for e in events)
+        digest = hashlib.sha256(jpeg).hexdigest()
+        assert events[1]["evidence"]["sha256"] == digest and events[1]["evidence"]["bytes"] == len(jpeg)
+        ev = seen.on("evidence/" + ids[1])[0]
+        assert ev.payload == jpeg
+        assert ev.user_properties == {"content-type": "image/jpeg", "sha256": digest, "event_id": ids[1]}
+        assert wait(lambda: delivery.outbox.stats()["depth"] == 0)
+    finally:
+        delivery.stop(3)
+    assert seen.wait_for(lambda ms: json.loads(ms[-1].payload).get("state") == "offline")
+    offline = json.loads(seen.on("status")[-1].payload)
+    assert offline["session"] == status["session"]
+    seen.close()
+
+
+def wait(predicate, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_commands_over_the_broker_are_answered_and_garbage_does_not_hurt(tmp_path: Path, mosquitto: Broker) -> None:
+    seen = Collector(mosquitto, PREFIX + "#")
+    delivery = build_delivery(device_config(tmp_path, mosquitto), version="1.0", models={})
+    calls: list[tuple[str, dict[str, object]]] = []
+
+    def handler(kind: str, body: dict[str, object]) -> None:
+        if kind == "scan":
+            raise CommandRejected("the uk profile allows scheduled checks only")
+        calls.append((kind, body))
+
+    delivery.on_command(handler)
+    delivery.start()
+    try:
+        assert wait(lambda: delivery.connected)
+        pub = seen.client.publish
+        pub(
+            PREFIX + "cmd/pause",
+            json.dumps({"schema": "deskwatch.cmd.pause/1", "request_id": "p1", "reason": "fetch water", "minutes": 5}),
+            qos=1,
+        )
+        pub(PREFIX + "cmd/scan", json.dumps({"schema": "deskwatch.cmd.scan/1", "request_id": "s1"}), qos=1)
+        garbage = [
+            b"",
+            b"\x00\xff",
+            b"[]",
+            b"{" * 5000,
+            json.dumps({"schema": "deskwatch.cmd.pause/1", "minutes": 500}).encode(),
+        ]
+        for raw in garbage * 20:
+            pub(PREFIX + "cmd/pause", raw, qos=1)
+        # A flood may be answered "busy" instead of being queued; either way every message is answered.
+        assert seen.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("cmd/result")]) == 102, 15)
+        pub(
+            PREFIX + "activity",
+            json.dumps(
+                {"schema": "deskwatch.activity/1", "idle_seconds": 30, "since": "2026-11-29T10:00:00Z", "source": "kbd"}
+            ),
+            qos=1,
+        )
+        assert seen.wait_for(lambda ms: len([m for m in ms if m.topic.endswith("cmd/result")]) == 103, 15)
+        results = [json.loads(m.payload) for m in seen.on("cmd/result")]
+        validator = jsonschema.Draft202012Validator(load_schema("cmd.result"))
+        for r in results:
+            validator.validate(r)
+        by_id = {r["request_id"]: r for r in results if r["request_id"]}
+        assert by_id["p1"]["ok"] and not by_id["s1"]["ok"] and "uk profile" in by_id["s1"]["error"]
+        assert calls[0] == ("pause", {"request_id": "p1", "reason": "fetch water", "minutes": 5})
+        assert sum(1 for r in results if not r["ok"]) >= 101
+        assert [k for k, _ in calls][-1] == "activity"
+        # Still alive and delivering after the garbage.
+        event_id = delivery.send_event(event(1), None)
+        assert seen.wait_for(
+            lambda ms: any(json.loads(m.payload).get("event_id") == event_id for m in ms if m.topic.endswith("event"))
+        )
+    finally:
+        delivery.stop(2)
+        seen.close()
+
+
+def test_degraded_is_published_retained_with_the_reason(tmp_path: Path, mosquitto: Broker) -> None:
+    seen = Collector(mosquitto, PREFIX + "status")
+    delivery = build_delivery(device_config(tmp_path, mosquitto), version="1.0", models={})
+    delivery.start()
+    try:
+        assert seen.wait_for(lambda ms: len(ms) == 1)
+        delivery.set_degraded("camera: unplugged")
+        assert seen.wait_for(lambda ms: len(ms) == 2)
+        degraded = json.loads(seen.messages[-1].payload)
+        jsonschema.validate(degraded, load_schema("status"))
+        assert degraded["state"] == "degraded" and degraded["reasons"] == ["camera: unplugged"]
+        assert delivery.state() == "degraded"
+        delivery.set_degraded(None)
+        assert seen.wait_for(lambda ms: json.loads(ms[-1].payload)["state"] == "online")
+    finally:
+        delivery.stop(2)
+        seen.close()
+
+
+def test_pinned_311_and_insecure_remote_warning(
+    tmp_path: Path, mosquitto: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = device_config(tmp_path, mosquitto, mqtt_extra="  protocol: '3.1.1'")
+    delivery = build_delivery(cfg, version="1.0", models={})
+    delivery.start()
+    try:
+        assert wait(lambda: delivery.connected)
+        assert delivery.stats()["mqtt"]["protocol"] == "3.1.1"
+    finally:
+        delivery.stop(2)
+    remote = device_config(tmp_path / "r", mosquitto, mqtt_extra="  allow_insecure: true")
+    remote = dataclasses.replace(remote, mqtt=dataclasses.replace(remote.mqtt, host="192.0.2.1"))
+    with caplog.at_level(logging.WARNING, logger="deskwatch.delivery.client"):
+        insecure = build_delivery(remote, version="1.0", models={})
+        insecure.start()
+        insecure.stop(0.5)
+    assert any("WITHOUT TLS" in r.getMessage() for r in caplog.records)
+
+
+def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
+    rng = random.Random(1)
+    delays = [backoff_delay(a, 1.0, 120.0, rng) for a in range(12)]
+    assert all(0.5 * min(120, 2**a) <= d <= min(120, 2**a) for a, d in enumerate(delays))
+    assert max(delays) <= 120 and delays[-1] >= 60
+    assert len({round(backoff_delay(3, 1, 120, rng), 6) for _ in range(20)}) > 10  # jittered

@@ -1,0 +1,238 @@
+"""The outbox keeps what the broker has not acknowledged, in order, within its caps."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from deskwatch.delivery.outbox import Outbox
+
+
+class WallClock:
+    def __init__(self, t: float = 1_800_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def make(tmp_path: Path, **caps: float) -> Outbox:
+    opts = {"max_bytes": 10_000_000, "max_messages": 10_000, "max_age_days": 20}
+    opts.update(caps)
+    return Outbox(tmp_path, **opts)  # type: ignore[arg-type]
+
+
+def event(n: int) -> dict[str, object]:
+    return {"schema": "deskwatch.event/1", "event_id": f"e{n}", "type": "phone_use", "replayed": False}
+
+
+def test_messages_come_back_in_write_order_until_acknowledged(tmp_path: Path) -> None:
+    box = make(tmp_path)
+    for n in range(5):
+        box.put_event(event(n))
+    box.put("scan", "scan", {"scan_id": "s1"})
+    pending = box.pending()
+    assert [m.topic for m in pending] == ["event"] * 5 + ["scan"]
+    assert [json.loads(m.payload)["seq"] for m in pending[:5]] == [1, 2, 3, 4, 5]
+    box.ack_many([pending[0].id, pending[2].id])
+    assert [json.loads(m.payload)["event_id"] for m in box.pending()[:3]] == ["e1", "e3", "e4"]
+    assert box.pending(after_id=pending[3].id)[0].id == pending[4].id
+    assert box.stats()["depth"] == 4
+
+
+def test_seq_and_queue_survive_a_restart_and_are_replays(tmp_path: Path) -> None:
+    box = make(tmp_path)
+    box.put_event(event(1))
+    box.put_event(event(2))
+    assert not any(m.replay for m in box.pending())
+    box.close()
+    box = make(tmp_path)
+    assert all(m.replay for m in box.pending())
+    assert box.put_event(event(3))["seq"] == 3
+    assert not box.pending()[-1].replay  # written by this process while connected
+    assert box.put_event(event(4), offline=True)["seq"] == 4
+    assert box.pending()[-1].replay  # queued during an outage
+
+
+def test_eviction_order_is_evidence_health_scan_then_events(tmp_path: Path) -> None:
+    box = make(tmp_path, max_messages=100)
+    jpeg = b"\xff\xd8" + b"x" * 1000
+    for n in range(30):
+        box.put_event(event(n), jpeg if n < 10 else None)  # 30 events + 10 evidence
+    for n in range(30):
+        box.put("health", "health", {"n": n}, qos=0)
+    for n in range(60):
+        box.put("scan", "scan", {"n": n})  # 160 rows offered, cap 100
+    st = box.stats()
+    assert st["depth"] == 100
+    assert st["evicted"] == {"evidence": 10, "health": 20, "result": 0, "scan": 0, "event": 0}
+    assert st["by_kind"] == {"evidence": 0, "health": 10, "result": 0, "scan": 60, "event": 30}
+    # An event whose evidence was evicted says so instead of promising a JPEG.
+    first = json.loads(box.pending()[0].payload)
+    assert first["evidence"] is None and first["evidence_reason"] == "evicted"
+    for n in range(30, 130):
+        box.put_event(event(n))
+    st = box.stats()
+    assert st["by_kind"] == {"evidence": 0, "health": 0, "result": 0, "scan": 0, "event": 100}
+    assert st["evicted"] == {"evidence": 10, "health": 30, "result": 0, "scan": 60, "event": 30}
+    # The oldest events went first; the newest 100 remain, in order.
+    seqs = [json.loads(m.payload)["seq"] for m in box.pending(limit=1000)]
+    assert seqs == list(range(31, 131))
+    box.close()
+    assert make(tmp_path).stats()["evicted"]["event"] == 30  # counts are persisted
+
+
+def test_byte_cap_evicts_evidence_before_anything_else(tmp_path: Path) -> None:
+    box = make(tmp_path, max_bytes=100_000)
+    for n in range(8):
+        box.put_event(event(n), b"j" * 20_000)
+    st = box.stats()
+    assert st["bytes"] <= 100_000
+    assert st["by_kind"]["event"] == 8
+    assert st["evicted"]["evidence"] == 4 and st["evicted"]["event"] == 0
+
+
+def test_age_cap_evicts_what_really_aged(tmp_path: Path) -> None:
+    wall, mono = WallClock(), WallClock(0.0)
+    box = Outbox(
+        tmp_path,
+        max_bytes=10**7,
+        max_messages=1000,
+        max_age_days=2,
+        evidence_max_age_days=1,
+        wall_clock=wall,
+        monotonic_clock=mono,
+    )
+    box.put_event(event(1), b"jpeg")
+    wall.t += 1.5 * 86400
+    mono.t += 1.5 * 86400
+    assert box.enforce_caps() == {"evidence": 1}
+    assert box.stats()["oldest_age_s"] == pytest.approx(1.5 * 86400)
+    wall.t += 1 * 86400
+    mono.t += 1 * 86400
+    assert box.enforce_caps() == {"event": 1}
+    assert box.stats()["depth"] == 0
+
+
+CHILD = textwrap.dedent(
+    """
+    import sys
+    from deskwatch.delivery.outbox import Outbox
+    box = Outbox(sys.argv[1], max_bytes=10**8, max_messages=10**6, max_age_days=20)
+    n = 0
+    while True:
+        n += 1
+        p = box.put_event({"event_id": f"{sys.argv[2]}-{n}"}, b"e" * 2000)
+        print(p["seq"], p["event_id"], flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_loses_nothing_that_was_acknowledged_to_the_caller(tmp_path: Path) -> None:
+    confirmed: dict[int, str] = {}
+    for round_ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", CHILD, str(tmp_path), f"r{round_}"], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        for _ in range(40):
+            seq, eid = proc.stdout.readline().split()
+            confirmed[int(seq)] = eid
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        for line in proc.stdout:  # lines written before the kill landed
+            if line.strip():
+                seq, eid = line.split()
+                confirmed[int(seq)] = eid
+    box = make(tmp_path)
+    stored = {json.loads(m.payload)["seq"]: m.event_id for m in box.pending(limit=10**6) if m.kind == "event"}
+    assert confirmed.items() <= stored.items()
+    assert sorted(stored) == list(range(1, len(stored) + 1))  # no gap, no reuse of a seq
+
+
+def test_an_unreadable_outbox_is_moved_aside_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (tmp_path / "outbox.sqlite3").write_bytes(b"this is not a database, it is a failing SD card" * 100)
+    box = make(tmp_path)
+    box.put_event(event(1))
+    assert box.stats()["depth"] == 1
+    assert [p.name for p in tmp_path.glob("outbox.sqlite3.corrupt-*")]
+    assert any("unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_a_full_disk_costs_old_images_not_the_new_event(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    box = make(tmp_path)
+    for n in range(20):
+        box.put_event(event(n), b"j" * 20_000)
+    pages = box._db.execute("PRAGMA page_count").fetchone()[0]
+    box._db.execute(f"PRAGMA max_page_count = {pages}")  # the file system has no room for one more page
+    queued = box.put_event(event(99), b"k" * 20_000)
+    assert queued["seq"] == 21
+    st = box.stats()
+    assert st["by_kind"]["event"] == 21 and st["evicted"]["evidence"] >= 1 and st["evicted"]["event"] == 0
+    assert any("disk is full" in r.getMessage() for r in caplog.records)
+
+
+def test_a_clock_sync_after_boot_does_not_age_out_fresh_events(tmp_path: Path) -> None:
+    """A Pi without RTC boots weeks behind; NTP then jumps the clock forward."""
+    wall, mono = WallClock(1_700_000_000.0), WallClock(50.0)
+    box = Outbox(tmp_path, max_bytes=10**7, max_messages=1000, max_age_days=20, wall_clock=wall, monotonic_clock=mono)
+    box.put_event(event(1), b"jpeg")  # queued at the stale boot time
+    mono.t += 30
+    wall.t += 30 + 40 * 86400  # time sync: 40 days forward
+    box.put_event(event(2))
+    assert box.enforce_caps() == {}
+    assert box.stats()["depth"] == 3 and box.stats()["oldest_age_s"] == pytest.approx(30)
+    mono.t += 21 * 86400  # and real ageing still counts
+    wall.t += 21 * 86400
+    assert box.enforce_caps() == {"event": 2, "evidence": 1}
+
+
+# -- property: whatever the sequence of writes and acks, the caps and the order hold -------
+
+OPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("event"), st.integers(0, 30_000)),  # evidence bytes (0: none)
+        st.tuples(st.sampled_from(["scan", "health", "result"]), st.integers(0, 3_000)),
+        st.tuples(st.just("ack"), st.integers(0, 5)),  # acknowledge the n oldest
+    ),
+    max_size=60,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=OPS)
+def test_caps_order_and_totals_hold_for_any_sequence(tmp_path_factory: pytest.TempPathFactory, ops: list) -> None:  # type: ignore[type-arg]
+    box = Outbox(tmp_path_factory.mktemp("prop"), max_bytes=40_000, max_messages=10, max_age_days=20)
+    offered_events = acked_events = 0
+    for op, n in ops:
+        events_evicted_before = box.evicted["event"]
+        if op == "event":
+            offered_events += 1
+            box.put_event(event(offered_events), b"j" * n if n else None)
+        elif op == "ack":
+            oldest = box.pending(limit=n)
+            acked_events += sum(1 for m in oldest if m.kind == "event")
+            box.ack_many([m.id for m in oldest])
+        else:
+            box.put(op, op, {"pad": "x" * n})
+        rows = box.pending(limit=10_000)
+        st_ = box.stats()
+        assert st_["depth"] == len(rows) <= 10
+        assert st_["bytes"] == sum(len(m.payload) for m in rows) <= 40_000
+        assert [m.id for m in rows] == sorted(m.id for m in rows)
+        # An event is only ever evicted when nothing less valuable is left to evict.
+        if box.evicted["event"] > events_evicted_before:
+            assert all(m.kind == "event" for m in rows), [m.kind for m in rows]
+    seqs = [json.loads(m.payload)["seq"] for m in box.pending(limit=10_000) if m.kind == "event"]
+    assert seqs == sorted(seqs) and len(seqs) + acked_events + box.evicted["event"] == offered_events
+    box.close()

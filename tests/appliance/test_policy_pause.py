@@ -1,0 +1,154 @@
+"""Pause: reason and minutes checked, no scans while paused, automatic expiry,
+pause_overrun when the worker does not come back, every step in the audit trail,
+and the pause survives a daemon restart."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from deskwatch.audit import AuditLog
+from deskwatch.policy.engine import Policy, PolicyContext
+from deskwatch.policy.pause import PauseError
+from tests.support.policy import T0, burst, face, make_config, person
+
+
+def minutes(n: float) -> timedelta:
+    return timedelta(minutes=n)
+
+
+@pytest.fixture
+def audit(tmp_path):
+    log = AuditLog(tmp_path / "audit.sqlite3")
+    yield log
+    log.close()
+
+
+def test_no_scan_during_a_pause_and_automatic_expiry():
+    p = Policy(make_config().policy)
+    assert p.pre_scan(T0) is None
+    info = p.pause("fetch water", 5, T0)
+    assert info.ends_at == T0 + minutes(5)
+    assert p.pre_scan(T0 + minutes(1)) == "paused"
+    assert p.pre_scan(T0 + minutes(4.9)) == "paused"
+    assert p.pre_scan(T0 + minutes(5)) is None
+    assert p.paused is None
+
+
+def test_evaluate_during_a_pause_skips_every_rule():
+    p = Policy(make_config().policy)
+    p.pause("doctor's call", 10, T0)
+    out = p.evaluate(burst(5), PolicyContext(T0 + minutes(1), "command"))
+    assert out.findings == [] and out.confirm_after_seconds is None
+    assert {c.outcome for c in out.checks} == {"skipped"}
+
+
+@pytest.mark.parametrize(
+    ("reason", "mins", "message"),
+    [
+        ("", 5, "reason must be non-empty"),
+        ("   ", 5, "reason must be non-empty"),
+        ("x" * 121, 5, "at most 120"),
+        ("water", 0, "from 1 to 120"),
+        ("water", 121, "from 1 to 120"),
+        ("water", 2.5, "whole number"),
+        ("water", True, "whole number"),
+        (None, 5, "reason must be non-empty"),
+    ],
+)
+def test_bad_pause_requests_are_refused_with_a_reason(reason, mins, message):
+    p = Policy(make_config().policy)
+    with pytest.raises(PauseError, match=message):
+        p.pause(reason, mins, T0)
+    assert p.pre_scan(T0) is None
+
+
+def test_reason_whitespace_is_collapsed_and_120_chars_accepted():
+    p = Policy(make_config().policy)
+    assert p.pause("  fetch \n water ", 5, T0).reason == "fetch water"
+    assert len(p.pause("y" * 120, 1, T0).reason) == 120
+
+
+def test_config_can_lower_the_longest_pause():
+    p = Policy(make_config("policy: {max_pause_minutes: 15}").policy)
+    with pytest.raises(PauseError, match="from 1 to 15"):
+        p.pause("lunch", 30, T0)
+
+
+def test_resume_ends_the_pause_early():
+    p = Policy(make_config().policy)
+    p.pause("fetch water", 5, T0)
+    assert p.resume(T0 + minutes(2)) is not None
+    assert p.pre_scan(T0 + minutes(2)) is None
+    assert p.check_overrun(T0 + minutes(30)) is None
+    assert p.resume(T0 + minutes(3)) is None  # nothing to resume
+
+
+def test_overrun_when_the_worker_does_not_come_back():
+    p = Policy(make_config().policy)
+    p.pause("fetch water", 5, T0)
+    assert p.check_overrun(T0 + minutes(5.5)) is None  # within the 60 s grace
+    f = p.check_overrun(T0 + minutes(6.5))
+    assert f is not None and f.type == "pause_overrun"
+    assert f.evidence_allowed is False and "fetch water" in f.detail
+    assert p.check_overrun(T0 + minutes(7)) is None  # reported once
+
+
+def test_no_overrun_when_a_scan_after_expiry_sees_the_worker():
+    p = Policy(make_config().policy)
+    p.pause("fetch water", 5, T0)
+    assert p.pre_scan(T0 + minutes(5.2)) is None
+    p.evaluate(burst(5, [person()], [face()]), PolicyContext(T0 + minutes(5.2), "schedule"))
+    assert p.check_overrun(T0 + minutes(10)) is None
+
+
+def test_no_overrun_when_input_activity_shows_the_worker_is_back():
+    p = Policy(make_config().policy)
+    p.pause("fetch water", 5, T0)
+    p.check_overrun(T0 + minutes(5.1))
+    # at 5:24 the desk computer reports 10 s without input: typed at 5:14
+    p.record_activity(10.0, T0 + minutes(5) + timedelta(seconds=14), T0 + minutes(5.4))
+    assert p.check_overrun(T0 + minutes(10)) is None
+
+
+def test_idle_activity_report_does_not_cancel_the_overrun():
+    p = Policy(make_config().policy)
+    p.pause("fetch water", 5, T0)
+    # at 7:00 the computer has been idle for 8 min: last input before the pause began
+    p.record_activity(480.0, T0 - minutes(1), T0 + minutes(7))
+    assert p.check_overrun(T0 + minutes(7)) is not None
+
+
+def test_overrun_rule_can_be_switched_off():
+    p = Policy(make_config("policy: {rules: {pause_overrun: {enabled: false}}}").policy)
+    p.pause("fetch water", 5, T0)
+    assert p.check_overrun(T0 + minutes(20)) is None
+
+
+def test_every_pause_and_resume_is_in_the_audit_trail(audit):
+    p = Policy(make_config().policy, audit=audit)
+    p.pause("fetch water", 5, T0)
+    p.resume(T0 + minutes(3))
+    p.pause("lunch", 30, T0 + minutes(60))
+    p.pre_scan(T0 + minutes(95))  # expired
+    p.check_overrun(T0 + minutes(100))
+    kinds = [e.kind for e in reversed(audit.recent(10))]
+    assert kinds == ["pause", "resume", "pause", "pause_expired", "pause_overrun"]
+    first = audit.recent(10)[-1]
+    assert first.data["reason"] == "fetch water" and first.data["minutes"] == 5
+
+
+def test_a_pause_survives_a_daemon_restart(tmp_path):
+    a = AuditLog(tmp_path / "audit.sqlite3")
+    Policy(make_config().policy, audit=a).pause("fetch water", 5, T0)
+    a.close()
+    b = AuditLog(tmp_path / "audit.sqlite3")
+    try:
+        again = Policy(make_config().policy, audit=b)
+        assert again.pre_scan(T0 + minutes(2)) == "paused"
+        assert again.paused is not None and again.paused.reason == "fetch water"
+        assert again.pre_scan(T0 + minutes(6)) is None
+        assert b.load_pause() is None  # expiry cleared it
+    finally:
+        b.close()

@@ -1,0 +1,121 @@
+"""Profiles as code, per-rule overrides, and the plain-language notice."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deskwatch.cli import main
+from deskwatch.config import ConfigError
+from deskwatch.domain import Box
+from deskwatch.policy.engine import Policy, PolicyContext
+from deskwatch.policy.profiles import (
+    PROFILES,
+    RULES,
+    effective_rules,
+    identity_allowed,
+)
+from deskwatch.technician.explain import evidence_allowed, explain
+from tests.support.policy import T0, burst, face, make_config, obj, person
+
+UK = "policy: {profile: uk}\nschedule: {mode: fixed, fixed_times: ['10:30', '15:00']}\n"
+MINIMAL = "policy: {profile: minimal}\n"
+
+
+def test_full_runs_every_rule_with_identity_and_images():
+    cfg = make_config()
+    assert effective_rules(cfg.policy) == list(RULES)
+    assert identity_allowed(cfg.policy) and PROFILES["full"].random_scans
+    assert evidence_allowed(cfg, "phone_use") and not evidence_allowed(cfg, "idle_input")
+
+
+def test_uk_checks_devices_only_without_identity_or_random_scans():
+    cfg = make_config(UK)
+    assert effective_rules(cfg.policy) == ["phone_use", "low_light", "camera_obstructed"]
+    assert not identity_allowed(cfg.policy)
+    assert not PROFILES["uk"].random_scans
+
+
+def test_uk_never_runs_an_identity_check_even_when_vision_reports_one():
+    cfg = make_config(UK + "policy: {profile: uk, rules: {unrecognized_person: {consecutive_checks: 1}}}\n")
+    p = Policy(cfg.policy)
+    stranger = burst(5, [person()], [face(identity="unknown")])
+    for _ in range(3):
+        out = p.evaluate(stranger, PolicyContext(T0, "schedule"))
+        assert out.findings == []
+        check = next(c for c in out.checks if c.rule == "unrecognized_person")
+        assert check.outcome == "skipped" and "uk" in check.reason
+
+
+def test_uk_refuses_an_identity_override_and_random_scans():
+    with pytest.raises(ConfigError) as err:
+        make_config("policy: {profile: uk, rules: {unrecognized_person: {enabled: true}}}\nschedule: {mode: random}\n")
+    text = str(err.value)
+    assert "rules.unrecognized_person.enabled" in text and "schedule.mode" in text
+
+
+def test_minimal_is_presence_and_light_and_no_images():
+    cfg = make_config(MINIMAL)
+    assert effective_rules(cfg.policy) == ["away_from_desk", "low_light", "camera_obstructed"]
+    assert not identity_allowed(cfg.policy)
+    assert not any(evidence_allowed(cfg, r) for r in RULES)
+    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4))
+    out = Policy(cfg.policy).evaluate(burst(5, [person(), phone], [face()]), PolicyContext(T0, "schedule"))
+    assert out.findings == []
+
+
+def test_overrides_switch_rules_on_and_off_and_tune_thresholds():
+    cfg = make_config("policy: {rules: {eating: {enabled: false}, idle_input: {idle_seconds: 120}}}")
+    assert "eating" not in effective_rules(cfg.policy)
+    assert cfg.policy.rules.idle_input.idle_seconds == 120
+    cfg = make_config("policy: {profile: minimal, rules: {phone_use: {enabled: true}}}")
+    assert "phone_use" in effective_rules(cfg.policy)
+    assert not evidence_allowed(cfg, "phone_use")  # minimal still sends no image
+
+
+def test_disabled_rule_is_reported_as_skipped_with_the_reason():
+    cfg = make_config("policy: {rules: {eating: {enabled: false}}}")
+    cup = obj("cup", Box(0.47, 0.38, 0.56, 0.5))
+    out = Policy(cfg.policy).evaluate(burst(5, [person(), cup], [face()]), PolicyContext(T0, "schedule"))
+    assert out.findings == []
+    assert next(c for c in out.checks if c.rule == "eating").reason == "off in the configuration"
+
+
+def test_notice_says_what_is_captured_checked_sent_and_kept():
+    text = explain(make_config())
+    for heading in ("CAPTURES", "CHECKS", "SENDS", "KEEPS"):
+        assert heading in text
+    assert "No video and no sound" in text
+    assert "20 days" in text and "320x240" in text and "blurred" in text
+    assert "face template" in text
+
+
+def test_notice_for_uk_and_minimal():
+    uk = explain(make_config(UK))
+    assert "no identity check" in uk and "fixed times only: 10:30, 15:00" in uk
+    assert "enrolled worker's face template" not in uk
+    minimal = explain(make_config(MINIMAL + "evidence: {retention_days: 7}\n"))
+    assert "no image ever leaves the device" in minimal
+    assert "7 days" in minimal
+
+
+def test_policy_show_command(write_config, capsys):
+    path = str(write_config("policy: {profile: uk}\nschedule: {mode: fixed, fixed_times: ['11:00']}"))
+    assert main(["policy", "show", "--config", path]) == 0
+    out = capsys.readouterr().out
+    assert "Profile: uk" in out and "phone_use" in out
+    assert main(["policy", "show", "--json", "--config", path]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["identity_check"] is False and data["random_scans"] is False
+    enabled = [r["rule"] for r in data["rules"] if r["enabled"]]
+    assert enabled == ["phone_use", "low_light", "camera_obstructed"]
+
+
+def test_policy_show_with_a_bad_config_exits_78(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("device: {id: d, site: s, worker_id: w}\npolicy: {profile: usa}\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["policy", "show", "--config", str(bad)])
+    assert exit_.value.code == 78
+    assert "policy.profile" in capsys.readouterr().err

@@ -1,0 +1,260 @@
+"""Rules over synthetic FrameAnalysis bursts: each rule fires on what it should and
+stays quiet on the near misses (a phone on the desk, a far-away passer-by, ...)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from deskwatch.domain import Box
+from deskwatch.policy.engine import Policy, PolicyContext, PolicyOutcome
+from tests.support.policy import (
+    COVERED,
+    DARK,
+    T0,
+    WORKER_FACE_BOX,
+    burst,
+    face,
+    make_config,
+    obj,
+    person,
+)
+
+
+def run(analyses, *, extra: str = "", confirming: bool = False, policy: Policy | None = None, **ctx) -> PolicyOutcome:
+    p = policy or Policy(make_config(extra).policy)
+    return p.evaluate(analyses, PolicyContext(T0, "schedule", confirming=confirming, **ctx))
+
+
+def types(out: PolicyOutcome) -> list[str]:
+    return sorted(f.type for f in out.findings)
+
+
+def check(out: PolicyOutcome, rule: str) -> str:
+    return next(c.outcome for c in out.checks if c.rule == rule)
+
+
+def test_worker_alone_is_clear_and_every_rule_reports_a_check():
+    out = run(burst(5, [person()], [face(identity="worker")]))
+    assert out.findings == []
+    assert out.persons == 1 and out.bystanders == 0
+    assert {c.rule for c in out.checks} == {
+        "away_from_desk",
+        "phone_use",
+        "extra_person",
+        "unrecognized_person",
+        "eating",
+        "idle_input",
+        "low_light",
+        "camera_obstructed",
+        "pause_overrun",
+    }
+    assert out.confirm_after_seconds is None
+
+
+def test_low_light_gates_every_other_rule():
+    out = run(burst(5, light=DARK))  # dark and nobody detected: NOT away_from_desk
+    assert types(out) == ["low_light"]
+    assert out.confirm_after_seconds is None
+    assert all(c.outcome == "skipped" for c in out.checks if c.rule not in ("low_light", "pause_overrun"))
+
+
+def test_low_light_needs_persistence():
+    analyses = burst(5, [person()], [face()])
+    for a in analyses[:2]:
+        a.light = DARK
+    out = run(analyses)  # 2/5 dark < 60 %: checked on the 3 good frames
+    assert types(out) == []
+    assert check(out, "low_light") == "pass"
+
+
+def test_camera_obstructed():
+    out = run(burst(5, light=COVERED))
+    assert types(out) == ["camera_obstructed"]
+    f = out.findings[0]
+    assert 0.9 <= f.confidence <= 1.0 and "detail" in f.detail
+
+
+def test_away_needs_a_confirming_burst():
+    out = run(burst(5))
+    assert out.findings == []
+    assert check(out, "away_from_desk") == "pending"
+    assert out.confirm_after_seconds == 20.0
+    confirmed = run(burst(5), confirming=True)
+    assert types(confirmed) == ["away_from_desk"]
+    assert confirmed.confirm_after_seconds is None
+
+
+def test_away_not_reported_when_the_confirming_burst_finds_the_worker():
+    out = run(burst(5, [person()]), confirming=True)
+    assert out.findings == [] and check(out, "away_from_desk") == "pass"
+
+
+def test_away_ignores_people_outside_the_desk_zone():
+    at_door = person(Box(0.85, 0.1, 0.99, 0.6))
+    out = run(burst(5, [at_door]), extra="policy: {desk_zone: [0.1, 0.0, 0.8, 1.0]}")
+    assert check(out, "away_from_desk") == "pending"
+
+
+def test_away_tolerates_a_missed_detection_in_one_frame():
+    out = run(burst(5, [person()], only=[0, 1, 2]))  # 2/5 empty < 60 %
+    assert check(out, "away_from_desk") == "pass"
+
+
+def test_phone_held_to_the_ear_is_phone_use():
+    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4), 0.6)
+    out = run(burst(5, [person(), phone], [face()]))
+    assert types(out) == ["phone_use"]
+    f = out.findings[0]
+    assert f.detections[0] == phone and any(d.label == "person" for d in f.detections)
+    assert 0.3 < f.confidence <= 0.6
+    assert f.evidence_allowed
+
+
+def test_phone_in_hands_at_chest_height_is_phone_use():
+    phone = obj("cell phone", Box(0.45, 0.6, 0.55, 0.7))
+    out = run(burst(5, [person(), phone]))  # no face found (looking down)
+    assert types(out) == ["phone_use"]
+
+
+def test_phone_lying_on_the_desk_is_not_phone_use():
+    on_desk = obj("cell phone", Box(0.05, 0.85, 0.15, 0.95), 0.8)  # beside the worker
+    in_front = obj("cell phone", Box(0.45, 0.93, 0.55, 0.99), 0.8)  # bottom of the worker box
+    out = run(burst(5, [person(), on_desk, in_front], [face()]))
+    assert "phone_use" not in types(out)
+
+
+def test_phone_must_persist_across_the_burst():
+    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4))
+    out = run(burst(5, [person(), phone], [face()], only=[0, 1], otherwise=[person()]))
+    assert "phone_use" not in types(out)
+    out = run(burst(5, [person(), phone], [face()], only=[0, 1, 2], otherwise=[person()]))
+    assert types(out) == ["phone_use"]
+
+
+def test_low_score_phone_is_ignored_and_threshold_is_configurable():
+    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4), 0.25)
+    assert "phone_use" not in types(run(burst(5, [person(), phone], [face()])))
+    tuned = "policy: {rules: {phone_use: {min_score: 0.2}}}"
+    assert "phone_use" in types(run(burst(5, [person(), phone], [face()]), extra=tuned))
+
+
+def test_second_person_close_to_the_camera_is_extra_person():
+    second = person(Box(0.7, 0.2, 1.0, 1.0), 0.8)  # big box at the side
+    out = run(burst(5, [person(), second], [face()]))
+    assert types(out) == ["extra_person"]
+    assert out.findings[0].detections == [second]
+    assert out.persons == 2 and out.bystanders == 0
+
+
+def test_far_person_looking_at_the_screen_is_extra_person():
+    far = person(Box(0.8, 0.3, 0.9, 0.6), 0.7)
+    far_face = face(Box(0.83, 0.31, 0.87, 0.38), facing=0.9)  # 7 % of the height, facing
+    out = run(burst(5, [person(), far], [face(), far_face]))
+    assert types(out) == ["extra_person"]
+
+
+def test_bystander_is_counted_not_reported():
+    passer = person(Box(0.82, 0.3, 0.92, 0.6), 0.8)  # small box (3 % of the frame)
+    turned = face(Box(0.85, 0.31, 0.88, 0.36), facing=0.2)  # profile
+    out = run(burst(5, [person(), passer], [face(), turned]))
+    assert types(out) == []
+    assert out.persons == 2 and out.bystanders == 1
+
+
+def test_tiny_face_facing_the_camera_is_still_a_bystander():
+    crowd = [face(Box(0.8 + 0.03 * i, 0.1, 0.82 + 0.03 * i, 0.13), facing=0.95) for i in range(3)]
+    out = run(burst(5, [person()], [face(), *crowd]))
+    assert types(out) == [] and out.bystanders == 3
+
+
+def test_unknown_face_needs_n_consecutive_checks():
+    p = Policy(make_config().policy)
+    stranger = burst(5, [person()], [face(identity="unknown")])
+    first = run(stranger, policy=p)
+    assert types(first) == [] and check(first, "unrecognized_person") == "pending"
+    second = run(stranger, policy=p)
+    assert types(second) == ["unrecognized_person"]
+
+
+def test_recognised_worker_resets_the_unknown_streak():
+    p = Policy(make_config().policy)
+    stranger = burst(5, [person()], [face(identity="unknown")])
+    worker = burst(5, [person()], [face(identity="worker")])
+    run(stranger, policy=p)
+    run(worker, policy=p)
+    assert types(run(stranger, policy=p)) == []
+
+
+def test_no_identity_result_leaves_the_streak_alone():
+    p = Policy(make_config().policy)
+    stranger = burst(5, [person()], [face(identity="unknown")])
+    run(stranger, policy=p)
+    out = run(burst(5, [person()], [face(identity=None)]), policy=p)
+    assert check(out, "unrecognized_person") == "skipped"
+    assert types(run(stranger, policy=p)) == ["unrecognized_person"]
+
+
+def test_small_unknown_face_is_not_judged():
+    tiny = face(Box(0.48, 0.3, 0.52, 0.35), identity="unknown")
+    p = Policy(make_config("policy: {rules: {unrecognized_person: {consecutive_checks: 1}}}").policy)
+    out = run(burst(5, [person()], [tiny]), policy=p)
+    assert check(out, "unrecognized_person") == "skipped"
+
+
+def test_cup_at_the_mouth_is_eating():
+    cup = obj("cup", Box(0.47, 0.38, 0.56, 0.5), 0.6)
+    out = run(burst(5, [person(), cup], [face()]))
+    assert types(out) == ["eating"]
+    assert out.findings[0].detections[0] == cup and "cup" in out.findings[0].detail
+
+
+def test_cup_on_the_desk_is_not_eating():
+    cup = obj("cup", Box(0.05, 0.8, 0.15, 0.95), 0.9)
+    assert types(run(burst(5, [person(), cup], [face()]))) == []
+
+
+def test_food_at_the_head_without_a_face_is_eating():
+    sandwich = obj("sandwich", Box(0.4, 0.2, 0.55, 0.3))
+    assert types(run(burst(5, [person(), sandwich]))) == ["eating"]
+
+
+def test_idle_input_while_present():
+    out = run(burst(5, [person()], [face()]), idle_seconds=1000, idle_reported_at=T0 - timedelta(seconds=30))
+    assert types(out) == ["idle_input"]
+    assert out.findings[0].evidence_allowed is False
+
+
+def test_idle_input_counts_the_time_since_the_report():
+    out = run(burst(5, [person()], [face()]), idle_seconds=800, idle_reported_at=T0 - timedelta(seconds=200))
+    assert types(out) == ["idle_input"]  # 800 s idle then, 1000 s now
+
+
+def test_idle_input_ignores_stale_reports_and_absent_workers():
+    stale = run(burst(5, [person()], [face()]), idle_seconds=5000, idle_reported_at=T0 - timedelta(hours=1))
+    assert types(stale) == [] and check(stale, "idle_input") == "skipped"
+    away = run(burst(5), idle_seconds=5000, idle_reported_at=T0)
+    assert check(away, "idle_input") == "skipped"
+
+
+def test_idle_input_from_recorded_activity():
+    p = Policy(make_config().policy)
+    p.record_activity(120.0, T0 - timedelta(seconds=10), T0)
+    out = run(burst(5, [person()], [face()]), policy=p)
+    assert check(out, "idle_input") == "pass"
+
+
+def test_every_finding_names_its_frame_and_confidence():
+    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4))
+    cup = obj("cup", Box(0.47, 0.38, 0.56, 0.5))
+    out = run(burst(5, [person(), phone, cup], [face(WORKER_FACE_BOX)]))
+    assert types(out) == ["eating", "phone_use"]
+    for f in out.findings:
+        assert 0.0 < f.confidence <= 1.0
+        assert 0 <= f.frame_index < 5
+        assert f.detections
+
+
+def test_no_frames_is_skipped_not_away():
+    out = run([])
+    assert out.findings == [] and out.confirm_after_seconds is None
+    assert all(c.outcome == "skipped" for c in out.checks)

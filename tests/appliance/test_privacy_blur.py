@@ -1,0 +1,147 @@
+"""Bystanders are blurred beyond recognition before the thumbnail is encoded:
+the face detector no longer finds them, and the face encoder's distance to the
+original is beyond the match tolerance. Controls prove the test can fail: the same
+faces, not classified as bystanders, are still found in the thumbnail."""
+
+from __future__ import annotations
+
+import io
+import warnings
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deskwatch.domain import Box, Detection, Face, Finding, Frame, FrameAnalysis
+from deskwatch.evidence.blur import anonymise
+from deskwatch.evidence.thumbnail import bystander_regions
+from deskwatch.policy.rules import people_view
+from tests.support.common import PHOTOS
+from tests.support.policy import GOOD_LIGHT, make_config, make_thumbnail
+
+NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+FACE_PHOTOS = [
+    "face_01.jpg",
+    "face_03.jpg",
+    "face_06.jpg",
+    "face_08.jpg",
+    "single_01.jpg",
+    "single_03.jpg",
+    "eat_02.jpg",
+    "multi_08.jpg",
+]
+# Everyone in these frames is a bystander: the desk is a corner nobody is in, and only
+# people who fill the frame or look straight at it would count as extra persons.
+BYSTANDER_POLICY = """
+policy:
+  desk_zone: [0.0, 0.0, 0.02, 0.02]
+  rules:
+    extra_person: {near_face_height: 1.0, near_box_area: 1.0, facing_threshold: 1.0}
+"""
+# The control: the same faces count as extra persons (close to the camera).
+EXTRA_POLICY = """
+policy:
+  desk_zone: [0.0, 0.0, 0.02, 0.02]
+  rules:
+    extra_person: {near_face_height: 0.0, near_box_area: 0.0}
+"""
+
+
+def load(name: str) -> np.ndarray:
+    return np.ascontiguousarray(np.asarray(Image.open(PHOTOS / name).convert("RGB")))
+
+
+def encodings(image: np.ndarray, boxes: list[Box]) -> list[np.ndarray]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # face_recognition_models imports pkg_resources
+        import face_recognition
+    h, w = image.shape[:2]
+    locs = []
+    for b in boxes:
+        x0, y0, x1, y1 = b.to_pixels(w, h)
+        locs.append((y0, x1, y1, x0))
+    return list(face_recognition.face_encodings(image, locs, num_jitters=1))
+
+
+def found_at(detector, image: np.ndarray, box: Box) -> list[Face]:
+    return [f for f in detector.detect(image) if f.box.iou(box) > 0.2]
+
+
+def without_identity(faces: list[Face]) -> list[Face]:
+    return [Face(f.box, f.score, f.keypoints, min(f.facing, 0.99)) for f in faces]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FACE_PHOTOS)
+def test_blurred_bystander_face_is_neither_detected_nor_recognisable(name, face_detector):
+    cfg = make_config(BYSTANDER_POLICY)
+    image = load(name)
+    faces = without_identity(face_detector.detect(image))
+    assert faces, f"the face detector should find the face in {name} before blurring"
+    analysis = FrameAnalysis(0, GOOD_LIGHT, [], faces)
+    face_boxes, bodies = bystander_regions(analysis, people_view(analysis, cfg.policy))
+    assert len(face_boxes) == len(faces) and bodies == []
+    blurred = anonymise(image, face_boxes, bodies)
+    tolerance = cfg.vision.identity_tolerance
+    for f, before, after in zip(
+        faces, encodings(image, [f.box for f in faces]), encodings(blurred, [f.box for f in faces]), strict=True
+    ):
+        assert not found_at(face_detector, blurred, f.box), f"{name}: face still detected after blurring"
+        distance = float(np.linalg.norm(before - after))
+        assert distance > tolerance, f"{name}: encoder distance {distance:.3f} <= tolerance {tolerance}"
+
+
+@pytest.mark.slow
+def test_bystander_body_box_alone_also_hides_the_face(face_detector):
+    cfg = make_config(BYSTANDER_POLICY)
+    image = load("single_01.jpg")
+    (f,) = face_detector.detect(image)[:1]
+    # A body box from the top of the head to the bottom of the frame, three faces wide.
+    b = f.box
+    body = Detection("person", 0.9, Box(b.x0 - b.width, b.y0 - 0.2 * b.height, b.x1 + b.width, 1.0).clipped())
+    analysis = FrameAnalysis(0, GOOD_LIGHT, [body], [])
+    faces, bodies = bystander_regions(analysis, people_view(analysis, cfg.policy))
+    assert faces == [] and bodies == [body.box]
+    blurred = anonymise(image, faces, bodies)
+    assert not found_at(face_detector, blurred, f.box)
+    (before,), (after,) = encodings(image, [f.box]), encodings(blurred, [f.box])
+    assert float(np.linalg.norm(before - after)) > cfg.vision.identity_tolerance
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["face_01.jpg", "single_01.jpg", "multi_08.jpg"])
+def test_thumbnail_hides_bystanders_but_not_the_people_it_reports(name, face_detector):
+    image = load(name)
+    frame = Frame(image, NOW)
+    faces = without_identity(face_detector.detect(image))
+    analysis = FrameAnalysis(0, GOOD_LIGHT, [], faces)
+    finding = Finding("extra_person", 0.9, 0, [], faces)
+
+    def thumbnail_faces(policy: str) -> list[Face]:
+        ev, _why = make_thumbnail(frame, finding, analysis, make_config(policy))
+        assert ev is not None
+        thumb = np.asarray(Image.open(io.BytesIO(ev.jpeg)).convert("RGB"))
+        return face_detector.detect(thumb)
+
+    def at_a_face(found: list[Face]) -> list[Face]:
+        return [t for t in found if any(t.box.iou(f.box) > 0.1 for f in faces)]
+
+    # control: reported people stay visible (the test can fail)
+    assert len(at_a_face(thumbnail_faces(EXTRA_POLICY))) == len(faces)
+    # bystanders: gone from the encoded thumbnail
+    assert at_a_face(thumbnail_faces(BYSTANDER_POLICY)) == []
+
+
+def test_worker_and_extras_are_not_blurred_everyone_else_is():
+    cfg = make_config()
+    worker = Detection("person", 0.9, Box(0.25, 0.15, 0.75, 1.0))
+    wface = Face(Box(0.42, 0.2, 0.58, 0.45), 0.9)
+    passer = Detection("person", 0.8, Box(0.82, 0.3, 0.92, 0.6))
+    pface = Face(Box(0.85, 0.31, 0.88, 0.36), 0.9, facing=0.1)
+    unsure = Detection("person", 0.2, Box(0.0, 0.3, 0.1, 0.6))  # below every threshold
+    faint = Face(Box(0.02, 0.32, 0.05, 0.37), 0.3)  # below the face threshold
+    analysis = FrameAnalysis(0, GOOD_LIGHT, [worker, passer, unsure], [wface, pface, faint])
+    faces, bodies = bystander_regions(analysis, people_view(analysis, cfg.policy))
+    assert set(faces) == {pface.box, faint.box}
+    assert set(bodies) == {passer.box, unsure.box}

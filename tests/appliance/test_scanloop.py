@@ -1,0 +1,224 @@
+"""The daemon's scan loop with one fake stage at a time and a fake clock (no sleeping)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deskwatch.app import Daemon, Parts
+from deskwatch.camera import CameraError
+from deskwatch.camera.fake import FakeCamera
+from deskwatch.config import load_config
+from deskwatch.domain import Detection, Face, Frame
+from tests.support.common import FakeClock
+from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+
+
+def bright_frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.integers(30, 230, (240, 320, 3), dtype=np.uint8)]
+
+
+def make_daemon(
+    write_config: Callable[..., Path],
+    clock: FakeClock,
+    *,
+    extra: str = "",
+    camera: FakeCamera | None = None,
+    vision: ScriptedVision | None = None,
+) -> tuple[Daemon, FakeCamera, RecordingDelivery]:
+    cfg = load_config(write_config(extra))
+    cam = camera or FakeCamera(frames=bright_frames())
+    delivery = RecordingDelivery()
+    daemon = Daemon(
+        cfg,
+        clock=clock,
+        parts=Parts(camera=cam, vision=vision or ScriptedVision(), delivery=delivery, notifier=SilentNotifier()),
+    )
+    return daemon, cam, delivery
+
+
+def test_interval_scans_open_the_camera_only_for_each_burst(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    daemon, cam, delivery = make_daemon(write_config, clock)
+    start = clock.monotonic()
+    assert daemon.run(max_scans=4, install_signals=False) == 0
+    assert len(delivery.scans) == 4
+    assert cam.opens == 4 and not cam.is_open  # one open per scan, closed after each burst
+    assert cam.captures == 4 * 3
+    assert delivery.events == []  # a person at a bright desk: nothing to report
+    assert all(s["outcome"] == "clear" for s in delivery.scans)
+    assert 3 * 5 <= clock.monotonic() - start <= 4 * 5 + 2  # every interval_seconds=5
+    assert delivery.started and delivery.stopped
+
+
+def test_dark_room_reports_low_light_not_away(write_config: Callable[..., Path], clock: FakeClock) -> None:
+    dark = [(f // 8) for f in bright_frames()]
+    daemon, cam, delivery = make_daemon(write_config, clock, camera=FakeCamera(frames=dark))
+    daemon.run(max_scans=1, install_signals=False)
+    types = [e["type"] for e, _ in delivery.events]
+    assert types == ["low_light"]
+    assert cam.opens == 1  # no confirming burst: darkness is not absence
+
+
+def test_nobody_at_the_desk_is_confirmed_by_a_second_burst(write_config: Callable[..., Path], clock: FakeClock) -> None:
+    nobody = ScriptedVision(lambda f: ([], []))
+    daemon, cam, delivery = make_daemon(write_config, clock, vision=nobody)
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.opens == 2
+    assert [e["type"] for e, _ in delivery.events] == ["away_from_desk"]
+    assert delivery.scans[0]["frames"] == 6  # both bursts are in the audit record
+
+
+def test_worker_back_for_the_confirming_burst_is_not_reported(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    calls = {"n": 0}
+
+    def back_later(frame: Frame) -> tuple[list[Detection], list[Face]]:
+        calls["n"] += 1
+        return ([], []) if calls["n"] <= 3 else ScriptedVision().script(frame)
+
+    daemon, cam, delivery = make_daemon(write_config, clock, vision=ScriptedVision(back_later))
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.opens == 2 and delivery.events == []
+
+
+class FlakyCamera(FakeCamera):
+    """Fails to open the first ``failures`` times (unplugged), then works."""
+
+    def __init__(self, failures: int):
+        super().__init__(frames=bright_frames())
+        self.failures = failures
+        self.attempts = 0
+
+    def open(self) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise CameraError("no camera at /dev/video0")
+        super().open()
+
+
+def test_camera_failure_is_reported_retried_with_backoff_and_recovers(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    cam = FlakyCamera(failures=3)
+    daemon, _, delivery = make_daemon(write_config, clock, camera=cam)
+    degraded_seen: list[str | None] = []
+    original = delivery.set_degraded
+
+    def spy(reason: str | None) -> None:
+        degraded_seen.append(reason)
+        original(reason)
+
+    delivery.set_degraded = spy  # type: ignore[method-assign]
+    daemon.run(max_scans=8, install_signals=False)
+    outcomes = [s["outcome"] for s in delivery.scans]
+    assert outcomes[-1] == "clear" and "error" in outcomes
+    # three real attempts failed; scans due during the backoff did not touch the camera
+    assert cam.attempts == 3 + cam.opens
+    assert outcomes.count("error") > 3
+    assert any(r and "no camera" in r for r in degraded_seen)
+    assert delivery.degraded is None  # recovered by itself
+
+
+def test_pause_stops_scans_and_resume_brings_them_back(write_config: Callable[..., Path], clock: FakeClock) -> None:
+    daemon, cam, delivery = make_daemon(write_config, clock)
+    delivery.command("pause", {"reason": "fetch water", "minutes": 2, "request_id": "r1"})
+    t0 = clock.monotonic()
+    daemon.run(max_scans=1, install_signals=False)
+    # no camera use during the 2-minute pause; the first scan comes after it expired
+    first_scan_after = clock.monotonic() - t0
+    assert first_scan_after >= 120 - 5
+    assert cam.opens == 1
+
+
+def test_on_demand_scan_command(write_config: Callable[..., Path], clock: FakeClock) -> None:
+    daemon, cam, delivery = make_daemon(write_config, clock, extra="schedule: {interval_seconds: 3600}")
+    delivery.command("scan", {"request_id": "r2"})
+    t0 = clock.monotonic()
+    daemon.run(max_scans=1, install_signals=False)
+    assert clock.monotonic() - t0 < 60 and cam.opens == 1
+
+
+def test_uk_profile_refuses_on_demand_scans(write_config: Callable[..., Path], clock: FakeClock) -> None:
+    from deskwatch_contract.intake import CommandRejected
+
+    _daemon, _, delivery = make_daemon(write_config, clock, extra="policy: {profile: uk}")
+    with pytest.raises(CommandRejected, match="scheduled checks only"):
+        delivery.command("scan", {"request_id": "r3"})
+
+
+def test_failed_thumbnail_never_costs_the_event(
+    write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nobody = ScriptedVision(lambda f: ([], []))
+    daemon, _, delivery = make_daemon(write_config, clock, vision=nobody)
+
+    def broken(*a: object) -> None:
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(daemon.scanner, "make_evidence", broken)
+    daemon.run(max_scans=1, install_signals=False)
+    ((event, jpeg),) = delivery.events
+    assert event["type"] == "away_from_desk" and jpeg is None and event["evidence"] is None
+
+
+def test_health_is_published(write_config: Callable[..., Path], clock: FakeClock) -> None:
+    daemon, _, delivery = make_daemon(write_config, clock, extra="service: {health_interval_seconds: 10}")
+    daemon.run(max_scans=5, install_signals=False)
+    assert delivery.health, "no health published"
+    last = delivery.health[-1]
+    assert last["scans"] >= 1 and last["camera"] == "ok" and last["inference_ms"]["p50"] is not None
+
+
+def test_pause_during_the_confirmation_wait_keeps_the_camera_closed(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    daemon, cam, delivery = make_daemon(write_config, clock, vision=ScriptedVision(lambda f: ([], [])))
+    plain_wait = clock.wait
+
+    def wait(event: threading.Event, seconds: float) -> bool:
+        if seconds >= 10 and cam.opens == 1 and daemon.policy.paused is None:  # the 20 s confirmation wait
+            delivery.command("pause", {"reason": "fetch water", "minutes": 5, "request_id": "r"})
+        return plain_wait(event, seconds)
+
+    clock.wait = wait  # type: ignore[method-assign]
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.opens == 1  # no confirming burst once the worker paused
+    assert delivery.events == []
+    assert delivery.scans[0]["outcome"] == "error" and "paused" in delivery.scans[0]["error"]
+
+
+def test_a_failing_detector_costs_one_scan_not_the_daemon(write_config: Callable[..., Path], clock: FakeClock) -> None:
+    calls = {"n": 0}
+
+    def crashes_once(frame: Frame) -> tuple[list[Detection], list[Face]]:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise RuntimeError("simulated detector crash")
+        return ScriptedVision().script(frame)
+
+    daemon, _, delivery = make_daemon(write_config, clock, vision=ScriptedVision(crashes_once))
+    assert daemon.run(max_scans=3, install_signals=False) == 0
+    outcomes = [s["outcome"] for s in delivery.scans]
+    assert outcomes == ["error", "clear", "clear"]  # the failed scan still has its audit record
+    assert "simulated detector crash" in delivery.scans[0]["error"]
+
+
+def test_a_failing_audit_write_does_not_stop_scanning(
+    write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    daemon, _, delivery = make_daemon(write_config, clock)
+
+    def disk_full(record: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(daemon.scanner, "on_record", disk_full)
+    daemon.run(max_scans=2, install_signals=False)
+    assert len(delivery.scans) == 2

@@ -1,0 +1,220 @@
+"""deskwatch selftest against a real Mosquitto (mutual TLS, fleet ACL) and a replay camera on real photos."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deskwatch.cli import main
+from deskwatch.system import clock, health
+from deskwatch.technician import selftest
+from deskwatch.technician.selftest import FAIL, PASS, WARN, CheckResult, SelftestRun, render_table, run_selftest
+from tests.support.common import PHOTOS, REPO
+from tests.support.mosquitto import Broker, MakeBroker, Pki, fleet_acl
+
+SELFTEST_ACL = "pattern write deskwatch/v1/+/%u/selftest\n"
+assert SELFTEST_ACL in fleet_acl(), "the shipped fleet ACL must let devices run the selftest"
+MODELS_READY = (REPO / "models" / "manifest.yaml").exists()
+
+
+def write_config(tmp_path: Path, broker: Broker, pki: Pki, *, photo: str = "single_04.jpg", extra: str = "") -> Path:
+    crt, key = pki.client("desk-0042")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700, exist_ok=True)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"""
+device: {{id: desk-0042, site: acme-support, worker_id: w-1187}}
+state_dir: {state}
+camera: {{backend: replay, source: {PHOTOS / photo}}}
+mqtt:
+  host: 127.0.0.1
+  port: {broker.port}
+  protocol: "5"
+  tls: {{ca_file: {pki.ca_crt}, cert_file: {crt}, key_file: {key}}}
+{extra}
+"""
+    )
+    cfg.chmod(0o640)
+    return cfg
+
+
+def rows(out: str) -> dict[str, str]:
+    data = json.loads(out)
+    return {c["check"]: c["status"] for c in data["checks"]}
+
+
+@pytest.fixture
+def broker(make_broker: MakeBroker) -> Broker:
+    return make_broker(mutual=True, acl=fleet_acl())  # the ACL the project ships
+
+
+@pytest.mark.broker
+def test_selftest_passes_on_a_provisioned_desk(tmp_path: Path, broker: Broker, pki: Pki, capsys: Any) -> None:
+    cfg = write_config(tmp_path, broker, pki)
+    skip = ["--skip", "clock"] + ([] if MODELS_READY else ["--skip", "models", "--skip", "framing"])
+    snap = tmp_path / "aim.jpg"
+    code = main(["selftest", "--config", str(cfg), "--json", "--snapshot", str(snap), *skip])
+    out, err = capsys.readouterr()
+    result = rows(out)
+    assert result["camera"] == PASS
+    assert result["light"] == PASS
+    assert result["broker"] == PASS
+    assert result["disk"] in (PASS, WARN)
+    assert result["permissions"] == PASS
+    assert "[1/" in err and "checking camera" in err  # progress while it runs
+    assert code == (1 if FAIL in result.values() else 0)
+    from PIL import Image
+
+    with Image.open(snap) as im:
+        assert im.format == "JPEG" and im.size == (480, 270)
+    assert snap.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.broker
+def test_broker_acl_denial_is_a_fail_with_remedy(
+    tmp_path: Path, make_broker: MakeBroker, pki: Pki, capsys: Any
+) -> None:
+    strict = make_broker(mutual=True, acl=fleet_acl().replace(SELFTEST_ACL, ""))  # an ACL that forgot it
+    cfg = write_config(tmp_path, strict, pki)
+    code = main(["selftest", "--config", str(cfg), "--skip", "clock", "--skip", "models", "--skip", "framing"])
+    out = capsys.readouterr().out
+    assert code == 1
+    line = next(ln for ln in out.splitlines() if ln.startswith("broker"))
+    assert "FAIL" in line and "Not authorized" in line
+    assert "-> the broker ACL must let this device write" in out
+
+
+@pytest.mark.broker
+def test_unreachable_broker_and_dark_camera(tmp_path: Path, broker: Broker, pki: Pki, capsys: Any) -> None:
+    from PIL import Image
+
+    dark = tmp_path / "dark.jpg"
+    Image.open(PHOTOS / "single_04.jpg").point(lambda v: v // 12).save(dark)
+    cfg = write_config(tmp_path, broker, pki, photo=str(dark))
+    broker.stop()
+    code = main(
+        ["selftest", "--config", str(cfg), "--json", "--skip", "clock", "--skip", "models", "--skip", "framing"]
+    )
+    data = json.loads(capsys.readouterr().out)
+    by = {c["check"]: c for c in data["checks"]}
+    assert code == 1 and data["ok"] is False
+    assert by["broker"]["status"] == FAIL and "refused" in by["broker"]["detail"]
+    assert by["light"]["status"] == FAIL and "too dark" in by["light"]["detail"]
+    assert by["light"]["remedy"]
+    # the worker can see that the camera was used outside a scan
+    assert main(["history", "--config", str(cfg)]) == 0
+    assert "technician's selftest used the camera" in capsys.readouterr().out
+
+
+def test_missing_camera_source_fails_with_remedy(tmp_path: Path) -> None:
+    from deskwatch.config import load_config_text
+
+    cfg = load_config_text(
+        f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {tmp_path}\n"
+        "camera: {backend: v4l2, source: /dev/video99, open_timeout_seconds: 1}\n"
+    )
+    run = run_selftest(cfg, checks={"camera": selftest.check_camera, "light": selftest.check_light})
+    cam, light = run.results
+    assert cam.status == FAIL and cam.remedy
+    assert light.status == WARN and "camera failed" in light.detail
+
+
+def test_secret_permissions(tmp_path: Path) -> None:
+    from deskwatch.config import load_config_text
+
+    key = tmp_path / "device.key"
+    key.write_text("k")
+    key.chmod(0o600)
+    (tmp_path / "templates").mkdir(mode=0o700)
+    tpl = tmp_path / "templates" / "w.npy"
+    tpl.write_text("x")
+    tpl.chmod(0o600)
+    tmp_path.chmod(0o700)
+    cfg = load_config_text(
+        f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {tmp_path}\n"
+        f"mqtt: {{tls: {{cert_file: {key}, key_file: {key}}}}}\n"
+    )
+    run = SelftestRun(cfg)
+    assert selftest.check_permissions(run)[0].status == PASS
+    tpl.chmod(0o644)
+    row = selftest.check_permissions(run)[0]
+    assert row.status == FAIL and "chmod 600" in row.detail + row.remedy
+
+
+def test_clock_row_follows_the_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(clock, "TIMESYNCD_FLAG", tmp_path / "no-flag")
+    monkeypatch.setattr(clock, "timedatectl_synchronised", lambda: None)
+    monkeypatch.setattr(clock, "kernel_clock_synchronised", lambda: (False, "kernel NTP state 5"))
+    assert selftest.check_clock(None)[0].status == FAIL  # type: ignore[arg-type]
+    monkeypatch.setattr(clock, "timedatectl_synchronised", lambda: True)
+    assert selftest.check_clock(None)[0].status == PASS  # type: ignore[arg-type]
+    synced, detail = clock.kernel_clock_synchronised()  # the real syscall answers something
+    assert synced in (True, False, None) and detail
+
+
+@pytest.mark.parametrize("kernel", [True, False, None])
+def test_health_and_selftest_agree_on_the_clock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kernel) -> None:
+    """One answer for the health topic and the technician (they used to disagree on STA_UNSYNC)."""
+    monkeypatch.setattr(clock, "TIMESYNCD_FLAG", tmp_path / "no-flag")
+    monkeypatch.setattr(clock, "timedatectl_synchronised", lambda: None)
+    monkeypatch.setattr(clock, "kernel_clock_synchronised", lambda: (kernel, "kernel NTP state"))
+    row = selftest.check_clock(None)[0]  # type: ignore[arg-type]
+    assert health.clock_synchronised() is kernel
+    assert row.status == {True: PASS, False: FAIL, None: WARN}[kernel]
+    (tmp_path / "no-flag").touch()  # timesyncd says synchronised: both follow it
+    assert health.clock_synchronised() is True and selftest.check_clock(None)[0].status == PASS  # type: ignore[arg-type]
+
+
+def test_a_crashing_check_is_a_fail_not_a_traceback() -> None:
+    def boom(run: SelftestRun) -> list[CheckResult]:
+        raise RuntimeError("bug")
+
+    run = run_selftest(None, checks={"x": boom, "y": lambda r: [CheckResult("y", PASS, "fine")]})  # type: ignore[arg-type]
+    assert [(r.name, r.status) for r in run.results] == [("x", FAIL), ("y", PASS)]
+    table = render_table(run.results)
+    assert "-> report this with the log" in table
+    assert table.splitlines()[-1] == "FAIL: 1 passed, 0 warnings, 1 failed"
+
+
+def test_unknown_skip_is_usage_error(capsys: Any) -> None:
+    assert main(["selftest", "--skip", "nope"]) == 2
+    assert "unknown check" in capsys.readouterr().err
+
+
+def test_bad_config_exits_78(tmp_path: Path) -> None:
+    bad = tmp_path / "c.yaml"
+    bad.write_text("device: {id: 'bad id'}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "deskwatch", "selftest", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ},
+    )
+    assert proc.returncode == 78 and "Traceback" not in proc.stderr
+
+
+def test_framing_rows() -> None:
+    from deskwatch.config import load_config_text
+    from deskwatch.domain import Box, Detection, Face, FrameAnalysis, LightReading
+
+    cfg = load_config_text("device: {id: d, site: s, worker_id: w}\npolicy: {desk_zone: [0.2, 0.0, 0.8, 1.0]}\n")
+    light = LightReading(120.0, 50.0, 0.02, 8.0, False, False)
+    seat = Detection("person", 0.8, Box(0.3, 0.2, 0.7, 1.0))
+    face = Face(Box(0.4, 0.25, 0.55, 0.45), 0.9)
+    run = SelftestRun(cfg)
+    run.analysis = FrameAnalysis(0, light, [seat], [face])
+    assert selftest.check_framing(run)[0].status == PASS
+    run.analysis = FrameAnalysis(0, light, [seat, Detection("person", 0.7, Box(0.45, 0.1, 0.75, 0.9))], [face])
+    assert "more than one person" in selftest.check_framing(run)[0].remedy
+    run.analysis = FrameAnalysis(0, light, [Detection("person", 0.8, Box(0.85, 0.2, 1.0, 1.0))], [])
+    row = selftest.check_framing(run)[0]
+    assert row.status == WARN and row.detail.startswith("0 of 1 people")

@@ -1,0 +1,139 @@
+"""systemd units: `systemd-analyze verify` clean, sandbox settings present, exposure score low,
+sysusers/tmpfiles entries create the user and directories in a scratch root."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.support.common import REPO
+
+UNITS = REPO / "systemd"
+SERVICE = UNITS / "deskwatch.service"
+PROVISION = UNITS / "deskwatch-provision.service"
+SYSTEM_UNITS = Path("/usr/lib/systemd/system")
+
+needs_systemd = pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None or not SYSTEM_UNITS.is_dir(),
+    reason="systemd-analyze and the system's unit files are needed (Debian: apt-get install systemd)",
+)
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    """Key -> every value it is given (systemd keys may repeat)."""
+    out: dict[str, list[str]] = {}
+    for raw in path.read_text().splitlines():
+        line = raw.strip()
+        if not line or line.startswith(("#", ";", "[")):
+            continue
+        key, _, value = line.partition("=")
+        out.setdefault(key.strip(), []).append(value.strip())
+    return out
+
+
+@pytest.fixture
+def unit_root(tmp_path: Path) -> Path:
+    """A scratch root holding the system's units, ours, and a stand-in deskwatch binary."""
+    root = tmp_path / "root"
+    (root / "usr/lib/systemd").mkdir(parents=True)
+    shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
+    (root / "etc/systemd/system").mkdir(parents=True)
+    for unit in UNITS.glob("*.service"):
+        shutil.copy(unit, root / "etc/systemd/system" / unit.name)
+    exe = root / "opt/deskwatch/venv/bin/deskwatch"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\nexit 0\n")
+    exe.chmod(0o755)
+    return root
+
+
+def analyze(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["systemd-analyze", *args], capture_output=True, text=True, timeout=60, check=False)
+
+
+@needs_systemd
+def test_verify_is_clean(unit_root: Path) -> None:
+    # verify exits 0 on unknown keys and bad values: the warnings are on stderr
+    proc = analyze("verify", "--man=no", f"--root={unit_root}", "deskwatch.service", "deskwatch-provision.service")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == ""
+
+
+@needs_systemd
+def test_verify_would_catch_a_typo(unit_root: Path) -> None:
+    unit = unit_root / "etc/systemd/system/deskwatch.service"
+    unit.write_text(unit.read_text().replace("WatchdogSec=", "WatchdogSecs="))
+    proc = analyze("verify", "--man=no", f"--root={unit_root}", "deskwatch.service")
+    assert "Unknown key 'WatchdogSecs'" in proc.stderr
+
+
+@needs_systemd
+def test_exposure_score_stays_low(unit_root: Path) -> None:
+    proc = analyze("security", "--offline=true", f"--root={unit_root}", "--no-pager", "deskwatch.service")
+    match = re.search(r"Overall exposure level for deskwatch.service: ([0-9.]+)", proc.stdout)
+    assert match, proc.stdout[-500:] + proc.stderr
+    assert float(match.group(1)) <= 2.0, f"exposure {match.group(1)} (was 1.6 when written)"
+
+
+def test_service_sandbox_and_lifecycle() -> None:
+    s = unit_settings(SERVICE)
+    assert s["Type"] == ["notify"]
+    assert int(s["WatchdogSec"][0]) >= 30
+    assert s["Restart"] == ["on-failure"]
+    assert s["RestartPreventExitStatus"] == ["78"]
+    for target in ("network-online.target", "time-sync.target"):
+        assert target in s["After"][0] and target in s["Wants"][0]
+    assert s["ProtectSystem"] == ["strict"]
+    assert s["ReadWritePaths"] == ["/var/lib/deskwatch"]
+    assert s["StateDirectory"] == ["deskwatch"]
+    for key in ("NoNewPrivileges", "PrivateTmp", "ProtectHome"):
+        assert s[key] == ["yes"], key
+    assert s["CapabilityBoundingSet"] == [""]
+    assert s["SupplementaryGroups"] == ["video"]
+    assert s["User"] == ["deskwatch"]
+    assert "char-video4linux rw" in s["DeviceAllow"]
+    assert s["DevicePolicy"] == ["closed"]
+    assert s["ConditionPathExists"] == ["/etc/deskwatch/config.yaml"]
+
+
+def test_provision_unit_runs_before_daemon_once_bundle_present() -> None:
+    p = unit_settings(PROVISION)
+    assert p["Type"] == ["oneshot"]
+    assert p["ConditionPathExists"] == ["/boot/firmware/deskwatch/bundle.yaml"]
+    assert "deskwatch.service" in p["Before"][0]
+    assert "provision --bundle /boot/firmware/deskwatch" in p["ExecStart"][0]
+    assert "deskwatch-provision.service" in unit_settings(SERVICE)["After"][0]
+    # /etc/deskwatch is swapped in by rename(2): its parent must be writable, not bind-mounted
+    assert "/etc" in p["ReadWritePaths"][0].split()
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers missing")
+def test_sysusers_and_tmpfiles_create_user_and_dirs(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
+    (root / "etc/group").write_text("root:x:0:\nvideo:x:44:\n")
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
+    (root / "etc/gshadow").write_text("root:*::\nvideo:!::\n")
+    subprocess.run(
+        ["systemd-sysusers", f"--root={root}", str(UNITS / "sysusers.d/deskwatch.conf")],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    passwd = (root / "etc/passwd").read_text()
+    assert re.search(r"^deskwatch:x:\d+:\d+:[^:]*:/var/lib/deskwatch:/usr/sbin/nologin$", passwd, re.M)
+    assert re.search(r"^video:x:44:.*deskwatch", (root / "etc/group").read_text(), re.M)
+    subprocess.run(
+        ["systemd-tmpfiles", "--create", f"--root={root}", str(UNITS / "tmpfiles.d/deskwatch.conf")],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    state = (root / "var/lib/deskwatch").stat()
+    assert state.st_mode & 0o777 == 0o700
+    assert (root / "etc/deskwatch").stat().st_mode & 0o777 == 0o750

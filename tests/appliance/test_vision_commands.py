@@ -1,0 +1,103 @@
+"""``deskwatch scan``, ``models`` and ``bench`` as a technician runs them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from deskwatch.cli import main
+from tests.support.vision import MODELS, PHOTOS
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    (tmp_path / "state").mkdir()
+    path = tmp_path / "config.yaml"
+    doc = {
+        "device": {"id": "desk-test", "site": "test", "worker_id": "w-test"},
+        "mqtt": {"host": "localhost"},
+        "state_dir": str(tmp_path / "state"),
+    }
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_scan_json_reports_people_phone_and_findings(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out_jpg = tmp_path / "annotated.jpg"
+    argv = ["scan", "--config", str(config), "--image", str(PHOTOS / "phone_01.jpg"), "--json"]
+    code = main([*argv, "--annotate", str(out_jpg)])
+    result = json.loads(capsys.readouterr().out)
+    for key in ("persons", "faces", "detections", "findings", "timings_ms", "light", "models"):
+        assert key in result
+    assert result["persons"] >= 1
+    assert any(d["label"] == "cell phone" for d in result["detections"])
+    assert "phone_use" in {f["type"] for f in result["findings"]}
+    assert code == 1  # the policy found something
+    assert {"light", "objects", "faces", "total"} <= set(result["timings_ms"])
+    from PIL import Image
+
+    with Image.open(out_jpg) as im:
+        assert im.size == (640, 580)
+
+
+def test_scan_of_an_empty_desk_finds_nobody(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["scan", "--config", str(config), "--image", str(PHOTOS / "empty_04.jpg"), "--json"])
+    result = json.loads(capsys.readouterr().out)
+    assert result["persons"] == 0 and result["faces"] == 0
+    assert "away_from_desk" in {f["type"] for f in result["findings"]}
+
+
+def test_scan_bad_image_is_a_clear_message(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["scan", "--config", str(config), "--image", str(PHOTOS / "labels.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read" in err and "Traceback" not in err
+    assert main(["scan", "--config", str(config), "--image", "/nonexistent.jpg"]) == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_models_verify_passes_on_the_shipped_models(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["models", "verify", "--config", str(config), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["ok"] and {m["file"] for m in result["models"]} >= {
+        "nanodet_g416_int8.tflite",
+        "face_detection_short_range.tflite",
+    }
+
+
+def test_models_verify_fails_on_a_corrupt_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    copy = tmp_path / "models"
+    copy.mkdir()
+    shutil.copy(MODELS / "manifest.yaml", copy / "manifest.yaml")
+    shutil.copy(MODELS / "face_detection_short_range.tflite", copy / "face_detection_short_range.tflite")
+    with open(copy / "face_detection_short_range.tflite", "r+b") as fh:
+        fh.seek(1000)
+        fh.write(b"\x00\x01\x02\x03")
+    assert main(["models", "verify", "--models-dir", str(copy)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL face_detection_short_range.tflite" in out and "sha256" in out
+    assert "FAIL nanodet_g416_int8.tflite" in out and "missing" in out
+
+
+def test_bench_reports_stages_overhead_and_rss(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("face_03.jpg", "multi_03.jpg"):
+        shutil.copy(PHOTOS / name, photos / name)
+    argv = ["bench", "--config", str(config), "--photos", str(photos), "--json", "--warmup", "1", "--no-hog"]
+    assert main(argv) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["frames"] == 2 and result["frame_size"] == [1280, 720]
+    assert {"objects", "faces", "identity", "policy"} <= set(result["stages_ms"])
+    assert result["overhead_ratio"] >= 1.0
+    assert 0 < result["inside_models_ms"]["p50"] <= result["scan_ms"]["p50"]
+    assert result["peak_rss_mb"] > 0

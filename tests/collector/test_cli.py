@@ -1,0 +1,93 @@
+"""deskwatch-collector commands: accounts, retention limits, report, and a clean run/stop."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from deskwatch_collector.cli import main
+from deskwatch_dev.fleet import SimDevice
+from tests.support.common import REPO
+from tests.support.mosquitto import Broker
+
+
+def test_add_user_reads_the_password_from_stdin_and_refuses_weak_ones(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "c.db")
+    monkeypatch.setattr(sys, "stdin", io.StringIO("short\n"))
+    assert main(["add-user", "alice", "--site", "acme", "--db", db]) == 78
+    assert "at least 8 characters" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("long enough pass\n"))
+    assert main(["add-user", "w-1", "--role", "worker", "--site", "acme", "--db", db]) == 78
+    assert "--worker-id" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("long enough pass\n"))
+    assert main(["add-user", "alice", "--site", "acme", "--site", "globex", "--db", db]) == 0
+    assert "supervisor alice can see acme, globex" in capsys.readouterr().out
+
+
+def test_retention_above_twenty_days_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["purge", "--db", str(tmp_path / "c.db"), "--retention-days", "30"])
+    assert exit_.value.code == 2
+    assert "at most 20 days" in capsys.readouterr().err
+    assert main(["purge", "--db", str(tmp_path / "c.db"), "--retention-days", "7"]) == 0
+
+
+def test_unreachable_database_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", "--db", "postgresql://nobody@127.0.0.1:1/none"]) == 69
+    assert "database unavailable" in capsys.readouterr().err
+
+
+@pytest.mark.broker
+def test_run_stores_reports_and_stops_on_sigterm(
+    tmp_path: Path, mosquitto: Broker, fleet_publisher: object, until: object
+) -> None:
+    db = tmp_path / "c.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO / "daemon")}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deskwatch_collector.cli", "run", "--db", str(db), "--broker",
+         f"127.0.0.1:{mosquitto.port}", "--http", "127.0.0.1:0", "--client-id", "cli-test"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        ready = proc.stdout.readline().decode()
+        assert ready.startswith("READY "), proc.stderr.read().decode() if proc.stderr else ""
+        assert json.loads(ready[6:])["http"].startswith("http://127.0.0.1:")
+        dev = SimDevice("acme", "desk-a", "w-1")
+        fleet_publisher(mosquitto).send([dev.status(), *dev.violation(), *dev.violation(with_evidence=False)])  # type: ignore[operator]
+
+        report: dict[str, object] = {}
+
+        def two_events() -> bool:
+            from deskwatch_collector.cli import report as make_report
+            from deskwatch_collector.store import open_store
+
+            store = open_store(str(db))
+            try:
+                report.update(make_report(store))
+            finally:
+                store.close()
+            return report["counts"]["events"] == 2  # type: ignore[index]
+
+        assert until(two_events, 15)  # type: ignore[operator]
+        assert report["counts"] == {"events": 2, "evidence": 1, "scans": 2, "devices": 1, "rejects": 0,  # type: ignore[comparison-overlap]
+                                    "evidence_deletions": 0}  # fmt: skip
+        assert report["seq_gaps"] == {}
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    counters = json.loads(next(line for line in out.decode().splitlines() if line.startswith("COUNTERS "))[9:])
+    assert counters["event.stored"] == 2 and counters["evidence.stored"] == 1

@@ -1,0 +1,239 @@
+"""Collector storage on both backends: de-duplication, evidence checks, seq gaps, status, retention."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+
+import pytest
+
+from deskwatch_collector.ingest import apply, missing_seqs, record_reject
+from deskwatch_collector.retention import DAY, purge_evidence
+from deskwatch_collector.store import Store
+from deskwatch_collector.validate import Rejected, Validator
+from deskwatch_dev.fleet import Outgoing, SimDevice, evidence_jpegs
+
+BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
+NOW = 1_800_000_000.0
+
+
+def store_all(store: Store, messages: list[Outgoing], now: float = NOW) -> list[str]:
+    """What the subscriber does for one batch: validate, apply, record rejects; one commit."""
+    validator = Validator()
+    out = []
+    with store.transaction() as tx:
+        for m in messages:
+            props = dict(m.properties.UserProperty) if m.properties and hasattr(m.properties, "UserProperty") else {}
+            try:
+                out.append(apply(tx, validator.check(m.topic, m.payload, props), now, now))
+            except Rejected as exc:
+                record_reject(tx, m.topic, exc.reason, exc.detail, len(m.payload), now)
+                out.append(f"rejected:{exc.reason}")
+    return out
+
+
+def with_payload(m: Outgoing, **changes: object) -> Outgoing:
+    payload = json.loads(m.payload)
+    payload.update(changes)
+    return Outgoing(m.topic, json.dumps(payload).encode(), m.qos, m.retain, m.properties, m.event_id)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_event_evidence_and_scan_stored_once(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int], backend: str
+) -> None:
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    event, evidence, scan = dev.violation(finding_type="phone_use")
+    assert store_all(store, [event, evidence, scan]) == ["stored", "stored", "stored"]
+    # The device re-sends after an outage: same event_id, replayed=true; nothing new is stored.
+    again = with_payload(event, replayed=True)
+    assert store_all(store, [again, evidence, scan]) == ["duplicate", "duplicate", "duplicate"]
+    assert db_count(store, "events") == 1 and db_count(store, "scans") == 1
+    with store.transaction(write=False) as tx:
+        row = tx.one("SELECT state, sha256, data FROM evidence WHERE event_id = ?", (event.event_id,))
+        ev = tx.one("SELECT type, worker_id, seq, replayed FROM events WHERE event_id = ?", (event.event_id,))
+    assert row is not None and row[0] == "verified"
+    assert row[1] == hashlib.sha256(bytes(row[2])).hexdigest() == json.loads(event.payload)["evidence"]["sha256"]
+    assert ev == ("phone_use", "w-1", 1, 0)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evidence_before_its_event_is_verified_later_or_deleted(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int], backend: str
+) -> None:
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    event, evidence, _ = dev.violation()
+    # Shared subscriptions may hand the JPEG to this collector first.
+    assert store_all(store, [evidence]) == ["stored"]
+    with store.transaction(write=False) as tx:
+        assert tx.one("SELECT state FROM evidence") == ("pending",)
+    store_all(store, [event])
+    with store.transaction(write=False) as tx:
+        assert tx.one("SELECT state FROM evidence") == ("verified",)
+
+    # A JPEG whose bytes do not match what its event declares never stays.
+    event2, evidence2, _ = dev.violation()
+    other = next(j for j in evidence_jpegs() if j != evidence2.payload)
+    swapped = Outgoing(evidence2.topic, other, 1, False, None)  # no sha256 user property to catch it early
+    assert store_all(store, [swapped, event2]) == ["stored", "stored"]
+    assert db_count(store, "evidence", "WHERE event_id = ?", (event2.event_id,)) == 0
+    with store.transaction(write=False) as tx:
+        assert tx.rows("SELECT event_id, reason FROM evidence_deletions") == [(event2.event_id, "sha256_mismatch")]
+    # ... and when the event is already there, the mismatch is rejected outright.
+    event3, evidence3, _ = dev.violation()
+    other3 = next(j for j in evidence_jpegs() if j != evidence3.payload)
+    bad = Outgoing(evidence3.topic, other3, 1, False, None)
+    assert store_all(store, [event3, bad]) == ["stored", "rejected:evidence_sha256"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_messages_are_rejected_and_recorded(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int], backend: str
+) -> None:
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    event, evidence, scan = dev.violation()
+    spoof = SimDevice("acme", "desk-b", "w-2").violation(with_evidence=False)[0]
+    outcomes = store_all(
+        store,
+        [
+            with_payload(event, confidence=1.7),
+            Outgoing(event.topic, b"{not json", 1, False, None),
+            Outgoing(event.topic.replace("desk-a", "desk-b"), event.payload, 1, False, None),  # speaks for desk-a
+            Outgoing("deskwatch/v1/acme/desk-a/evidence/not-a-uuid", evidence.payload, 1, False, None),
+            Outgoing(evidence.topic, b"GIF89a....", 1, False, None),
+            Outgoing(evidence.topic, evidence.payload, 1, False, _tampered(evidence)),
+            with_payload(scan, outcome="maybe"),
+            spoof,
+        ],
+    )
+    assert outcomes == [
+        "rejected:schema",
+        "rejected:bad_json",
+        "rejected:source_mismatch",
+        "rejected:bad_topic",
+        "rejected:evidence_not_jpeg",
+        "rejected:evidence_sha256",
+        "rejected:schema",
+        "stored",
+    ]
+    with store.transaction(write=False) as tx:
+        reasons = dict(tx.rows("SELECT reason, COUNT(*) FROM rejects GROUP BY reason"))
+    assert reasons == {"schema": 2, "bad_json": 1, "source_mismatch": 1, "bad_topic": 1, "evidence_not_jpeg": 1,
+                       "evidence_sha256": 1}  # fmt: skip
+    assert db_count(store, "events") == 1
+
+
+def _tampered(m: Outgoing) -> object:
+    from deskwatch_dev.fleet import _props
+
+    return _props("image/jpeg", {"sha256": "0" * 64})
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_seq_gaps_are_tracked_and_filled_by_late_arrivals(store_factory: Callable[[str], Store], backend: str) -> None:
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    events = [dev.violation(with_evidence=False)[0] for _ in range(6)]  # seq 1..6
+    store_all(store, [events[0], events[1], events[4]])  # 3 and 4 missing
+    with store.transaction(write=False) as tx:
+        assert missing_seqs(tx) == {("acme", "desk-a"): [(3, 4)]}
+        assert tx.rows("SELECT after_seq, got_seq FROM seq_gaps") == [(2, 5)]
+    store_all(store, [events[3]])  # 4 arrives late (replay)
+    with store.transaction(write=False) as tx:
+        assert missing_seqs(tx) == {("acme", "desk-a"): [(3, 3)]}
+        assert tx.one("SELECT last_seq FROM devices") == (5,)
+    store_all(store, [events[2], events[5]])
+    with store.transaction(write=False) as tx:
+        assert missing_seqs(tx) == {}
+        assert tx.one("SELECT last_seq FROM devices") == (6,)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_status_keeps_newest_session_and_health_is_latest(store_factory: Callable[[str], Store], backend: str) -> None:
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    first = dev.status("online")  # session 1
+    will = dev.status("offline")  # the Last Will of session 1
+    second = dev.status("degraded", ["camera: not found"])  # session 2
+    assert store_all(store, [first, second, will, dev.health()]) == ["updated", "updated", "stale", "updated"]
+    with store.transaction(write=False) as tx:
+        state, session, reasons, health = tx.one("SELECT state, session, reasons, health FROM devices") or ()
+    assert (state, session, json.loads(reasons)) == ("degraded", 2, ["camera: not found"])
+    assert json.loads(health)["camera"] == "ok"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_evidence_purged_after_retention_and_each_deletion_recorded(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int], backend: str
+) -> None:
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    from datetime import UTC, datetime
+
+    taken = [datetime.fromtimestamp(NOW - d * DAY, UTC) for d in (25, 19.5, 1)]
+    for when in taken:
+        event, evidence, _ = dev.violation(now=when)
+        store_all(store, [event, evidence])
+    assert db_count(store, "evidence") == 3
+    result = purge_evidence(store, 20, NOW)
+    assert (result.expired, result.orphaned) == (1, 0)
+    assert db_count(store, "evidence") == 2 and db_count(store, "events") == 3  # the event record stays
+    result = purge_evidence(store, 7, NOW)  # an employer may keep less
+    assert result.expired == 1
+    with store.transaction(write=False) as tx:
+        rows = tx.rows("SELECT reason, captured_ts FROM evidence_deletions ORDER BY captured_ts")
+    assert [r[0] for r in rows] == ["retention", "retention"]
+    assert [round((NOW - r[1]) / DAY, 1) for r in rows] == [25.0, 19.5]
+    assert purge_evidence(store, 7, NOW).expired == 0  # idempotent
+    with pytest.raises(ValueError, match="at most 20"):
+        purge_evidence(store, 21, NOW)
+
+
+def test_orphaned_pending_evidence_is_deleted_after_a_day(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int]
+) -> None:
+    store = store_factory("sqlite")
+    _, evidence, _ = SimDevice("acme", "desk-a", "w-1").violation()
+    store_all(store, [evidence], now=NOW)
+    assert purge_evidence(store, 20, NOW + 3600).orphaned == 0
+    assert purge_evidence(store, 20, NOW + DAY + 1).orphaned == 1
+    assert db_count(store, "evidence_deletions", "WHERE reason = 'orphan'") == 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pending_evidence_beside_a_stored_event_is_settled(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int], backend: str
+) -> None:
+    # Two collectors racing leave a JPEG "pending" although its event committed at the same time.
+    from deskwatch_collector.ingest import reconcile_pending
+
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    good_event, good_jpeg, _ = dev.violation()
+    bad_event, bad_jpeg, _ = dev.violation()
+    store_all(store, [good_event, good_jpeg, bad_event, bad_jpeg])
+    with store.transaction() as tx:
+        tx.execute("UPDATE evidence SET state = 'pending'")
+        tx.execute("UPDATE events SET evidence_sha256 = ? WHERE event_id = ?", ("f" * 64, bad_event.event_id))
+    with store.transaction() as tx:
+        assert reconcile_pending(tx, NOW) == (1, 1)
+    with store.transaction(write=False) as tx:
+        assert tx.rows("SELECT event_id, state FROM evidence") == [(good_event.event_id, "verified")]
+        assert tx.rows("SELECT reason FROM evidence_deletions") == [("sha256_mismatch",)]
+
+
+def test_a_device_clock_in_the_future_does_not_extend_retention(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int]
+) -> None:
+    from datetime import UTC, datetime
+
+    store = store_factory("sqlite")
+    dev = SimDevice("acme", "desk-a", "w-1")
+    event, evidence, _ = dev.violation(now=datetime(2035, 1, 1, tzinfo=UTC))  # RTC years ahead
+    store_all(store, [event, evidence], now=NOW)
+    assert purge_evidence(store, 20, NOW + 21 * DAY).expired == 1
+    assert db_count(store, "evidence") == 0
