@@ -42,6 +42,7 @@ def test_worker_alone_is_clear_and_every_rule_reports_a_check():
         "phone_use",
         "extra_person",
         "unrecognized_person",
+        "presentation_attack",
         "eating",
         "idle_input",
         "low_light",
