@@ -167,10 +167,10 @@ MESH_ROI_SCALE = 1.5  # the mesh sees the (square) face box enlarged 1.5x, turne
 # image-left eye, the inner and outer corner of the image-right eye, the base of the nose
 CHIP_MESH_POINTS = (33, 133, 362, 263, 2)
 # where dlib's aligner (get_face_chip_details, 150 px, padding 0.25) puts those points:
-# the median over faces in registry-package photos (never the test photos), made
-# left-right symmetric; tools/deskwatch_dev/chip_template.py derives it again
+# the median over 13 frontal faces in registry-package photos (never the test photos),
+# made left-right symmetric, as tools/deskwatch_dev/chip_template.py derives it
 CHIP_SIZE = 150
-CHIP_TEMPLATE = np.array([[35.69, 45.79], [59.72, 46.92], [89.28, 46.92], [113.31, 45.79], [74.50, 84.96]], np.float32)
+CHIP_TEMPLATE = np.array([[36.26, 45.65], [60.15, 46.92], [88.85, 46.92], [112.74, 45.65], [74.50, 84.88]], np.float32)
 
 
 def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
