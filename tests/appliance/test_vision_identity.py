@@ -327,3 +327,18 @@ def test_identity_reused_within_a_burst_only_for_the_same_face(
     # a face the liveness check called a picture is not checked at all
     picture = dataclasses.replace(int8_vision.faces.detect(worker)[0], live=False)
     assert checker.check(worker, [picture], None)[0].identity is None
+
+
+def test_selftest_says_when_the_templates_need_a_new_enrolment(tmp_path: Path, int8_vision: Any) -> None:
+    from deskwatch.technician.selftest import _template_problem
+    from deskwatch.vision.identity import IdentityTarget
+    from deskwatch.vision.pipeline import FACE_EMBEDDER_MODEL
+
+    cfg = vision_config(tmp_path)
+    target = IdentityTarget(cfg.state_dir, "w-1")
+    save_templates(cfg.state_dir, "w-1", np.ones((1, 128)), backend="face_recognition", model_sha256="")
+    problem = _template_problem(cfg.vision, int8_vision.store, target)
+    assert problem and "backend 'face_recognition'" in problem and "deskwatch enroll --worker w-1" in problem
+    sha = int8_vision.store.entry(FACE_EMBEDDER_MODEL).sha256
+    save_templates(cfg.state_dir, "w-1", np.ones((1, 128)), backend="tflite", model_sha256=sha)
+    assert _template_problem(cfg.vision, int8_vision.store, target) is None

@@ -124,10 +124,9 @@ class DlibEmbedder:
         except ImportError:
             raise IdentityUnavailable("dlib is not installed: pip install dlib-bin") from None
         self._dlib = dlib
-        resnet = _model_path(DLIB_RESNET)
         self._shape = dlib.shape_predictor(str(_model_path("shape_predictor_5_face_landmarks.dat")))
-        self._encoder = dlib.face_recognition_model_v1(str(resnet))
-        self.model_sha256 = _sha256(resnet)
+        self._encoder = dlib.face_recognition_model_v1(str(_model_path(DLIB_RESNET)))
+        self.model_sha256 = dlib_model_sha256()
         self._lock = threading.Lock()
         self.last_ms = 0.0
 
@@ -338,24 +337,35 @@ def load_templates(state_dir: str | Path, worker: str) -> Templates | None:
     return Templates(arr, backend, sha)
 
 
-def check_compatible(templates: Templates, embedder: FaceEmbedder, worker: str) -> None:
-    """Raise TemplateMismatch (with what to do) unless the templates were made by this
-    backend and model. Templates from before backends existed carry no model hash:
-    they are accepted by the face_recognition backend, which made them."""
-    if templates.backend == embedder.backend and (
-        templates.model_sha256 == embedder.model_sha256
-        or (templates.backend == "face_recognition" and not templates.model_sha256)
+def mismatch(templates: Templates, backend: str, model_sha256: str, worker: str) -> str | None:
+    """Why templates made by another backend or model cannot be used (with what to do),
+    or None when they can. Templates from before backends existed carry no model hash:
+    the face_recognition backend made them, and still accepts them."""
+    if templates.backend == backend and (
+        templates.model_sha256 == model_sha256 or (backend == "face_recognition" and not templates.model_sha256)
     ):
-        return
+        return None
     made = f"backend {templates.backend!r}" + (
         f", model {templates.model_sha256[:12]}..." if templates.model_sha256 else ""
     )
-    raise TemplateMismatch(
+    return (
         f"the face templates of worker {worker} were made by {made}, but this device now uses backend "
-        f"{embedder.backend!r} (model {embedder.model_sha256[:12]}...): descriptors of different models "
-        f"cannot be compared, so the identity check is off until the worker is enrolled again: "
+        f"{backend!r} (model {model_sha256[:12]}...): descriptors of different models cannot be compared, "
+        f"so the identity check is off until the worker is enrolled again: "
         f"deskwatch enroll --worker {worker} --consent --images DIR (or --camera config)"
     )
+
+
+def check_compatible(templates: Templates, embedder: FaceEmbedder, worker: str) -> None:
+    """Raise TemplateMismatch unless the templates were made by this embedder's backend and model."""
+    problem = mismatch(templates, embedder.backend, embedder.model_sha256, worker)
+    if problem:
+        raise TemplateMismatch(problem)
+
+
+def dlib_model_sha256() -> str:
+    """sha256 of face_recognition's encoder model (what tags its templates)."""
+    return _sha256(_model_path(DLIB_RESNET))
 
 
 @dataclass(frozen=True)
