@@ -126,7 +126,7 @@ class VisionConfig:
     )
     identity_tolerance: float = setting(
         0.6,
-        doc="Largest face-descriptor distance at which a face still counts as the enrolled worker (face_recognition's default is 0.6; lower is stricter). On the test photos no pair of photos of the same person is further apart than 0.53 with either backend; at 0.6, 5 of 351 pairs of different people (tflite, which declines 2 profile faces) and 12 of 400 (face_recognition) are within the tolerance",
+        doc="Largest face-descriptor distance at which a face still counts as the enrolled worker (face_recognition's default is 0.6; lower is stricter). On the test photos no pair of photos of the same person is further apart than 0.53 with either backend; at 0.6, 5 of 345 pairs of different people (tflite, which declines 2 profile faces) and 12 of 400 (face_recognition) are within the tolerance",
         minimum=0.1,
         maximum=1.0,
     )
