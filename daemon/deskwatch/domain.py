@@ -137,6 +137,8 @@ class Face:
     ``facing`` is 0..1: 1 looks straight into the camera, 0 is a profile.
     ``identity`` is None when no identity check ran, otherwise "worker" or
     "unknown"; ``distance`` is the encoder distance to the closest template.
+    ``live`` is None when no liveness check ran (a small face), False for a picture
+    of a face (screen, print, phone: ``spoof_cues`` says what gave it away).
     """
 
     box: Box
@@ -145,6 +147,8 @@ class Face:
     facing: float = 1.0
     identity: str | None = None
     distance: float | None = None
+    live: bool | None = None
+    spoof_cues: str = ""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -155,6 +159,8 @@ class Face:
         }
         if self.identity is not None:
             out["identity"] = self.identity
+        if self.live is not None:
+            out["live"] = self.live
         return out
 
 
@@ -214,12 +220,15 @@ class Person:
 class PeopleView:
     """Who is in one frame, as the policy decided: the worker, extras (close to the
     camera or facing the screen: they count), bystanders (far and not facing: they
-    don't count, and are blurred in evidence)."""
+    don't count, and are blurred in evidence). ``pictures`` are faces that failed the
+    liveness check (a screen, print or phone showing a face) with the person box that
+    only showed that picture: nobody, but kept unblurred as the evidence of the trick."""
 
     frame: FrameAnalysis
     worker: Person | None = None
     extras: list[Person] = field(default_factory=list)
     bystanders: list[Person] = field(default_factory=list)
+    pictures: list[Person] = field(default_factory=list)
 
     @property
     def persons(self) -> int:
@@ -233,7 +242,7 @@ class PeopleView:
         """(faces, bodies) to blur: everyone in the frame but the worker and the extras,
         including any face or body the view did not place."""
         keep: set[int] = set()
-        for p in self.non_bystanders:
+        for p in self.non_bystanders + self.pictures:
             if p.detection is not None:
                 keep.add(id(p.detection))
             if p.face is not None:

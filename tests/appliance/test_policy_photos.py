@@ -100,18 +100,25 @@ def test_single_worker_photos_are_clear(labels, outcomes):
 @pytest.fixture
 def enrolled_state(tmp_path: Path) -> str:
     """A state_dir with the worker of face_01/face_02 enrolled."""
-    from deskwatch.vision.identity import FaceEncoder, face_pixels, save_templates
+    from deskwatch.vision.identity import save_templates
+    from deskwatch.vision.pipeline import build_embedder
 
     cfg = make_config(state_dir=str(tmp_path))
     vision = _vision(cfg)
     try:
         image = load("face_01.jpg")
         (face,) = vision.analyze(Frame(image, NOW)).faces[:1]
-        h, w = image.shape[:2]
-        enc = FaceEncoder().encode(image, face_pixels(face, w, h))
+        embedder = build_embedder(cfg.vision, vision.store)
+        enc = embedder.embed(image, face)
     finally:
         vision.close()
-    save_templates(str(tmp_path), cfg.device.worker_id, np.asarray([enc]))
+    save_templates(
+        str(tmp_path),
+        cfg.device.worker_id,
+        np.asarray([enc]),
+        backend=embedder.backend,
+        model_sha256=embedder.model_sha256,
+    )
     return str(tmp_path)
 
 
@@ -139,8 +146,9 @@ def test_uk_never_runs_an_identity_check(enrolled_state, monkeypatch):
     from deskwatch.vision import identity
 
     calls = []
-    real = identity.FaceEncoder.encode
-    monkeypatch.setattr(identity.FaceEncoder, "encode", lambda self, *a, **k: calls.append(1) or real(self, *a, **k))
+    for backend in (identity.TfliteEmbedder, identity.DlibEmbedder):
+        real = backend.embed
+        monkeypatch.setattr(backend, "embed", lambda self, *a, real=real, **k: calls.append(1) or real(self, *a, **k))
     uk = make_config("policy: {profile: uk}\nschedule: {mode: fixed, fixed_times: ['10:00']}", state_dir=enrolled_state)
     got = analyse(uk, ["face_02.jpg", "face_03.jpg", "multi_08.jpg"])
     assert calls == []

@@ -42,6 +42,7 @@ def test_worker_alone_is_clear_and_every_rule_reports_a_check():
         "phone_use",
         "extra_person",
         "unrecognized_person",
+        "presentation_attack",
         "eating",
         "idle_input",
         "low_light",
@@ -258,3 +259,40 @@ def test_no_frames_is_skipped_not_away():
     out = run([])
     assert out.findings == [] and out.confirm_after_seconds is None
     assert all(c.outcome == "skipped" for c in out.checks)
+
+
+# -- presentation_attack (issue 13) --------------------------------------------------------
+def test_a_picture_held_up_is_nobody_and_a_presentation_attack():
+    """A face that failed the liveness check, and the person box around it: not the worker,
+    not present; with nobody there in person that is a presentation_attack."""
+    from dataclasses import replace
+
+    picture = replace(face(), live=False, spoof_cues="moire 2.40")
+    out = run(burst(5, [person()], [picture]))
+    assert types(out) == ["presentation_attack"]
+    assert "moire 2.40" in out.findings[0].detail
+    assert out.persons == 0
+    assert check(out, "away_from_desk") == "pending"  # nobody there: confirmed by a second burst
+    assert check(out, "unrecognized_person") == "skipped"
+
+
+def test_a_picture_behind_the_worker_is_no_attack():
+    """The worker in person at the desk, a pictured face beside them (a photo on the wall,
+    a video call on a screen): nothing to report, and the picture is not an extra person."""
+    from dataclasses import replace
+
+    poster = replace(face(Box(0.05, 0.05, 0.2, 0.3)), live=False, spoof_cues="moire 2.1")
+    out = run(burst(5, [person()], [face(identity="worker"), poster]))
+    assert out.findings == [] and out.persons == 1
+    assert check(out, "presentation_attack") == "pass"
+
+
+def test_a_picture_in_too_few_frames_or_too_small_is_not_reported():
+    from dataclasses import replace
+
+    picture = replace(face(), live=False)
+    assert "presentation_attack" not in types(run(burst(5, [], [picture], only=[0, 1])))
+    tiny = replace(face(Box(0.45, 0.3, 0.48, 0.34)), live=False)
+    assert "presentation_attack" not in types(run(burst(5, [], [tiny])))
+    off = run(burst(5, [], [picture]), extra="policy: {rules: {presentation_attack: {enabled: false}}}")
+    assert "presentation_attack" not in types(off)

@@ -45,7 +45,7 @@ def needles(templates: np.ndarray) -> list[bytes]:
 
 def test_no_published_byte_stream_contains_a_face_template(tmp_path: Path, mosquitto: Broker) -> None:
     from deskwatch.app import build_vision
-    from deskwatch.vision.identity import FaceEncoder, face_pixels, load_templates, save_templates
+    from deskwatch.vision.identity import load_templates, save_templates
 
     state = tmp_path / "state"
     cfg_path = tmp_path / "config.yaml"
@@ -68,10 +68,17 @@ policy: {{rules: {{unrecognized_person: {{consecutive_checks: 1}}}}}}
     # Enrol the worker of face_01 (the technician's `deskwatch enroll` does the same).
     worker = load("face_01.jpg")
     face = vision.analyze(Frame(worker, utcnow())).faces[0]
-    h, w = worker.shape[:2]
-    save_templates(str(state), "w-1", np.asarray([FaceEncoder().encode(worker, face_pixels(face, w, h))]))
-    templates = load_templates(str(state), "w-1")
-    assert templates is not None
+    embedder = vision._embedder
+    save_templates(
+        str(state),
+        "w-1",
+        np.asarray([embedder.embed(worker, face)]),
+        backend=embedder.backend,
+        model_sha256=embedder.model_sha256,
+    )
+    stored = load_templates(str(state), "w-1")
+    assert stored is not None
+    templates = stored.encodings
 
     seen = Collector(mosquitto, "#")
     frames = [load("face_03.jpg")] * 3 + [load("face_02.jpg")] * 3 + [load("multi_08.jpg")] * 3

@@ -101,3 +101,10 @@ def test_bench_reports_stages_overhead_and_rss(
     assert result["overhead_ratio"] >= 1.0
     assert 0 < result["inside_models_ms"]["p50"] <= result["scan_ms"]["p50"]
     assert result["peak_rss_mb"] > 0
+    # both identity backends on the same faces, and the liveness check on them (issue 13)
+    faceid = result["identity_backends"]
+    assert set(faceid["backends"]) == {"tflite", "face_recognition"} and faceid["faces"] >= 1
+    for backend in faceid["backends"].values():
+        assert backend["per_face"]["p50_ms"] > 0 and "0.6" in backend["separation"]["at_tolerance"]
+    assert faceid["speedup_p50"] > 1
+    assert faceid["liveness"]["live_faces_checked"] >= 1 and faceid["liveness"]["live_faces_rejected"] == 0

@@ -1,10 +1,15 @@
-"""Identity on the shared photos: the same person matched, different people not;
-enrolment with consent and quality checks; templates 0600; profiles without identity."""
+"""Identity on the repository's photos, for both backends (tflite, the default, and
+face_recognition, the reference): the same person matched, different people not, the
+TFLite network computing dlib's descriptors, separation no worse than dlib's;
+templates 0600 and tagged with their backend, a backend change asks for enrolment;
+enrolment with consent and quality checks; profiles without identity."""
 
 # ruff: noqa: F811  (the fixtures are imported below until conftest registers tests.support.vision)
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import logging
 import shutil
 import stat
 from pathlib import Path
@@ -15,12 +20,21 @@ import pytest
 
 from deskwatch.app import build_vision
 from deskwatch.cli import main
-from deskwatch.vision.identity import FaceEncoder, face_pixels, load_templates, save_templates, template_path
+from deskwatch.vision.identity import (
+    DlibEmbedder,
+    FaceEmbedder,
+    IdentityChecker,
+    load_templates,
+    save_templates,
+    template_path,
+)
+from deskwatch.vision.pipeline import build_embedder
 from tests.support.vision import (  # noqa: F401
     PHOTOS,
     Photo,
     int8_vision,
     labelled_photos,
+    load_rgb,
     vision_config,
     vision_state,
 )
@@ -29,22 +43,29 @@ pytestmark = pytest.mark.slow
 
 # Photos of known identities (labels.yaml same_person_as) and one face each.
 IDENTITY_PHOTOS = ["face_01", "face_02", "face_03", "face_04", "face_06", "face_07", "face_08", "single_03"]
+BACKENDS = ["tflite", "face_recognition"]
 
 
 @pytest.fixture(scope="module")
-def encoder() -> FaceEncoder:
-    return FaceEncoder()
+def embedders(int8_vision: Any) -> dict[str, FaceEmbedder]:
+    tflite_cfg = dataclasses.replace(int8_vision.cfg, identity_backend="tflite")
+    return {"tflite": build_embedder(tflite_cfg, int8_vision.store), "face_recognition": DlibEmbedder()}
 
 
 @pytest.fixture(scope="module")
-def encodings(int8_vision: Any, labelled_photos: list[Photo], encoder: FaceEncoder) -> dict[str, np.ndarray]:
-    """file stem -> 128-d encoding of the photo's largest face (BlazeFace crop)."""
-    out = {}
+def descriptors(
+    int8_vision: Any, labelled_photos: list[Photo], embedders: dict[str, FaceEmbedder]
+) -> dict[str, dict[str, np.ndarray]]:
+    """backend -> file stem -> descriptor of the photo's largest face."""
+    out: dict[str, dict[str, np.ndarray]] = {b: {} for b in BACKENDS}
     for p in labelled_photos:
         stem = p.file.rsplit(".", 1)[0]
         if stem in IDENTITY_PHOTOS:
             face = max(int8_vision.faces.detect(p.image), key=lambda f: f.box.area)
-            out[stem] = encoder.encode(p.image, face_pixels(face, p.image.shape[1], p.image.shape[0]))
+            for backend, embedder in embedders.items():
+                d = embedder.embed(p.image, face)
+                assert d is not None, f"{backend} could not describe the face of {p.file}"
+                out[backend][stem] = d
     return out
 
 
@@ -53,42 +74,110 @@ def same_person(a: str, b: str, photos: list[Photo]) -> bool:
     return f"{b}.jpg" == labels[a]["same_person_as"] or f"{a}.jpg" == labels[b]["same_person_as"]
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_same_person_matched_different_people_not(
-    encodings: dict[str, np.ndarray], labelled_photos: list[Photo]
+    backend: str, descriptors: dict[str, dict[str, np.ndarray]], labelled_photos: list[Photo]
 ) -> None:
-    assert len(encodings) == len(IDENTITY_PHOTOS)
+    enc = descriptors[backend]
+    assert len(enc) == len(IDENTITY_PHOTOS)
     pairs = list(itertools.combinations(IDENTITY_PHOTOS, 2))
     same = [(a, b) for a, b in pairs if same_person(a, b, labelled_photos)]
     assert len(same) == 4
     for a, b in pairs:
-        distance = float(np.linalg.norm(encodings[a] - encodings[b]))
+        distance = float(np.linalg.norm(enc[a] - enc[b]))
         if (a, b) in same:
-            assert distance <= 0.6, f"{a} and {b} are one person but {distance:.3f} apart"
+            assert distance <= 0.6, f"{backend}: {a} and {b} are one person but {distance:.3f} apart"
         else:
-            assert distance > 0.6, f"{a} and {b} are different people but only {distance:.3f} apart"
+            assert distance > 0.6, f"{backend}: {a} and {b} are different people but only {distance:.3f} apart"
 
 
-def test_group_photo_marks_only_the_enrolled_worker(
-    int8_vision: Any, encodings: dict[str, np.ndarray], labelled_photos: list[Photo]
+def test_tflite_network_computes_dlibs_descriptors(
+    int8_vision: Any, labelled_photos: list[Photo], embedders: dict[str, FaceEmbedder]
 ) -> None:
-    from deskwatch.vision.identity import IdentityChecker
+    """On dlib's own 150x150 chips, the converted network (int8 weights) gives dlib's
+    descriptors within 0.08 (face_recognition's tolerance is 0.6): the conversion is right."""
+    import dlib  # type: ignore[import-untyped]
 
+    from deskwatch.vision.identity import face_pixels
+
+    tflite = embedders["tflite"]
+    dlib_embedder = embedders["face_recognition"]
+    assert isinstance(dlib_embedder, DlibEmbedder)
+    model = tflite.model  # type: ignore[attr-defined]
+    gaps = []
+    for p in labelled_photos:
+        if p.file.rsplit(".", 1)[0] not in [*IDENTITY_PHOTOS, "multi_07", "multi_08", "single_01"]:
+            continue
+        h, w = p.image.shape[:2]
+        for face in int8_vision.faces.detect(p.image):
+            box = face_pixels(face, w, h)
+            if box[3] - box[1] < 60:
+                continue
+            ref = dlib_embedder.encode(p.image, box)
+            shape = dlib_embedder._shape(p.image, dlib.rectangle(*box))
+            chip = np.asarray(dlib.get_face_chip(p.image, shape, 150, 0.25), np.float32)
+            ours = next(iter(model.run(chip[None]).values())).reshape(-1)
+            gaps.append(float(np.linalg.norm(ours - ref)))
+    assert len(gaps) >= 10
+    assert max(gaps) < 0.08, f"TFLite vs dlib on dlib's chips: {sorted(gaps)}"
+
+
+def test_separation_no_worse_than_dlib(int8_vision: Any, embedders: dict[str, FaceEmbedder]) -> None:
+    """Every face of the repository's photos, both backends: at the default tolerance
+    (0.6) the TFLite backend rejects no genuine pair and accepts no more impostor pairs
+    than dlib; the spread between the two distributions (d') is no smaller."""
+    from deskwatch.technician.faceid_bench import identity_figures
+
+    fig = identity_figures(PHOTOS, int8_vision.faces.detect, embedders, None, min_face_px=60, tolerance=0.6, repeats=1)
+    ours, ref = (fig["backends"][b]["separation"] for b in BACKENDS)
+    assert ours["genuine_pairs"] == ref["genuine_pairs"] >= 6  # the labelled same-person pairs
+    at_ours, at_ref = ours["at_tolerance"]["0.6"], ref["at_tolerance"]["0.6"]
+    assert at_ours["false_rejects"] == 0 and at_ref["false_rejects"] == 0
+    assert at_ours["false_accepts"] <= at_ref["false_accepts"], (ours, ref)
+    assert ours["d_prime"] >= ref["d_prime"] - 0.1, (ours["d_prime"], ref["d_prime"])
+    # the faces the face mesh declines (profiles, a hand) are not described: never "unknown"
+    assert ours["not_described"] <= 3
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_group_photo_marks_only_the_enrolled_worker(
+    backend: str,
+    int8_vision: Any,
+    descriptors: dict[str, dict[str, np.ndarray]],
+    labelled_photos: list[Photo],
+    embedders: dict[str, FaceEmbedder],
+) -> None:
     multi_07 = next(p for p in labelled_photos if p.file == "multi_07.jpg")  # same_person_as face_03
-    checker = IdentityChecker(int8_vision._encoder or FaceEncoder(), encodings["face_03"][None], 0.6, 60, 3)
+    checker = IdentityChecker(embedders[backend], descriptors[backend]["face_03"][None], 0.6, 60, 3)
     faces = checker.check(multi_07.image, int8_vision.faces.detect(multi_07.image))
     assert sorted(f.identity or "-" for f in faces) == ["unknown", "worker"]
 
 
-def write_config(tmp_path: Path, profile: str | None = None) -> Path:
+def test_mesh_declines_what_is_not_a_usable_face(int8_vision: Any, embedders: dict[str, FaceEmbedder]) -> None:
+    """Profiles turned away from the camera get no descriptor (identity None, not
+    "unknown"): no unrecognized_person from a face nobody could recognise."""
+    tflite = embedders["tflite"]
+    declined = []
+    for name in ("phone_hand_03.jpg", "phone_desk_01.jpg"):
+        image = load_rgb(PHOTOS / name)
+        faces = int8_vision.faces.detect(image)
+        assert faces, name
+        declined += [tflite.embed(image, f) is None for f in faces]
+    assert all(declined)
+
+
+def write_config(tmp_path: Path, profile: str | None = None, backend: str | None = None) -> Path:
     cfg = vision_config(tmp_path / "state", **({"profile": profile} if profile else {}))
     import yaml
 
-    doc = {
+    doc: dict[str, Any] = {
         "device": {"id": cfg.device.id, "site": cfg.device.site, "worker_id": cfg.device.worker_id},
         "mqtt": {"host": "localhost"},
         "state_dir": cfg.state_dir,
         "policy": {"profile": cfg.policy.profile},
     }
+    if backend:
+        doc["vision"] = {"identity_backend": backend}
     if profile == "uk":
         doc["schedule"] = {"mode": "fixed", "fixed_times": ["10:00"]}
     path = tmp_path / "config.yaml"
@@ -105,7 +194,7 @@ def test_enrol_refuses_without_consent(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_enrol_checks_quality_stores_0600_and_the_worker_is_recognised(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     photos = tmp_path / "photos"
     photos.mkdir()
@@ -118,15 +207,16 @@ def test_enrol_checks_quality_stores_0600_and_the_worker_is_recognised(
     assert main([*argv, "--min-images", "2"]) == 0
     out = capsys.readouterr().out
     assert "rejected: multi_04.jpg (3 faces" in out and "rejected: empty_04.jpg (no face" in out
+    assert "identity backend tflite" in out
     path = template_path(tmp_path / "state", "w-test")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     templates = load_templates(tmp_path / "state", "w-test")
-    assert templates is not None and templates.shape == (2, 128)
-    assert str(templates[0][0])[:6] not in out  # the templates themselves are never printed
+    assert templates is not None and templates.encodings.shape == (2, 128)
+    assert templates.backend == "tflite" and len(templates.model_sha256) == 64
+    assert str(templates.encodings[0][0])[:6] not in out  # the templates themselves are never printed
 
     from deskwatch.config import load_config
-    from tests.support.vision import load_rgb
 
     vision = build_vision(load_config(config))
     try:
@@ -139,43 +229,86 @@ def test_enrol_checks_quality_stores_0600_and_the_worker_is_recognised(
     finally:
         vision.close()
 
+    # the device switches to the reference backend: the templates are not compared, and
+    # the log says what to do
+    caplog.set_level(logging.ERROR)
+    vision = build_vision(load_config(write_config(tmp_path, backend="face_recognition")))
+    try:
+        assert not vision.identity_enabled
+        analysis = vision.analyze(load_rgb(PHOTOS / "face_02.jpg"))
+        assert analysis.faces and all(f.identity is None for f in analysis.faces)
+    finally:
+        vision.close()
+    message = " ".join(r.getMessage() for r in caplog.records)
+    assert "backend 'tflite'" in message and "backend 'face_recognition'" in message
+    assert "deskwatch enroll --worker w-test --consent" in message
+
+
+def test_templates_from_before_backends_stay_usable_by_face_recognition_only(tmp_path: Path) -> None:
+    """A format-1 file (encodings and source only) was made by face_recognition."""
+    from deskwatch.vision.identity import TemplateMismatch, Templates, check_compatible
+
+    path = template_path(tmp_path, "w-1")
+    path.parent.mkdir(mode=0o700)
+    with open(path, "wb") as fh:
+        np.savez(fh, encodings=np.ones((2, 128)), source=np.array("old"))
+    templates = load_templates(tmp_path, "w-1")
+    assert templates is not None and templates.encodings.shape == (2, 128)
+    assert (templates.backend, templates.model_sha256) == ("face_recognition", "")
+
+    class Fake:
+        def __init__(self, backend: str, sha: str):
+            self.backend, self.model_sha256, self.last_ms = backend, sha, 0.0
+
+        def embed(self, image: np.ndarray, face: Any) -> None:
+            return None
+
+    check_compatible(templates, Fake("face_recognition", "a" * 64), "w-1")
+    with pytest.raises(TemplateMismatch, match="enroll --worker w-1"):
+        check_compatible(templates, Fake("tflite", "b" * 64), "w-1")
+    tagged = Templates(templates.encodings, "tflite", "b" * 64)
+    check_compatible(tagged, Fake("tflite", "b" * 64), "w-1")
+    with pytest.raises(TemplateMismatch, match="model bbbbbbbbbbbb"):  # a rebuilt model is another model
+        check_compatible(tagged, Fake("tflite", "c" * 64), "w-1")
+
 
 @pytest.mark.parametrize("profile", ["uk", "minimal"])
 def test_profiles_without_identity_never_run_it(tmp_path: Path, profile: str) -> None:
     from deskwatch.config import load_config
-    from tests.support.vision import load_rgb
 
     config = write_config(tmp_path, profile)
     cfg = load_config(config)
-    save_templates(cfg.state_dir, cfg.device.worker_id, np.zeros((1, 128)))
+    save_templates(cfg.state_dir, cfg.device.worker_id, np.zeros((1, 128)), backend="tflite", model_sha256="0" * 64)
     vision = build_vision(cfg)
     try:
         assert not vision.identity_enabled
         analysis = vision.analyze(load_rgb(PHOTOS / "face_02.jpg"))
         assert analysis.faces and all(f.identity is None for f in analysis.faces)
         assert "identity" not in analysis.timings_ms
+        assert "face_landmark.tflite" not in vision.model_hashes()  # the identity models are not even loaded
     finally:
         vision.close()
 
 
 def test_templates_written_atomically_with_private_modes(tmp_path: Path) -> None:
-    path = save_templates(tmp_path / "state", "w-1", np.ones((3, 128)))
+    path = save_templates(tmp_path / "state", "w-1", np.ones((3, 128)), backend="tflite", model_sha256="0" * 64)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert [p.name for p in path.parent.iterdir()] == ["w-1.npz"]  # no temporary file left
     with pytest.raises(ValueError):
         template_path(tmp_path, "../escape")
+    with pytest.raises(ValueError):
+        save_templates(tmp_path / "state", "w-1", np.ones((3, 128)), backend="other", model_sha256="")
 
 
-def test_identity_reused_within_a_burst_only_for_the_same_face(int8_vision: Any, encodings: dict) -> None:
+def test_identity_reused_within_a_burst_only_for_the_same_face(
+    int8_vision: Any, descriptors: dict[str, dict[str, np.ndarray]], embedders: dict[str, FaceEmbedder]
+) -> None:
     from datetime import UTC, datetime, timedelta
 
     from PIL import Image
 
-    from deskwatch.vision.identity import IdentityChecker
-    from tests.support.vision import load_rgb
-
-    checker = IdentityChecker(int8_vision._encoder or FaceEncoder(), encodings["face_01"][None], reuse_seconds=3.0)
+    checker = IdentityChecker(embedders["tflite"], descriptors["tflite"]["face_01"][None], reuse_seconds=3.0)
     t0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
     worker = load_rgb(PHOTOS / "face_01.jpg")
     first = checker.check(worker, int8_vision.faces.detect(worker), t0)
@@ -183,11 +316,29 @@ def test_identity_reused_within_a_burst_only_for_the_same_face(int8_vision: Any,
     again = checker.check(worker, int8_vision.faces.detect(worker), t0 + timedelta(seconds=0.5))
     assert [f.identity for f in again] == ["worker"] and checker.last_reused == 1 and checker.last_ms == 0
     late = checker.check(worker, int8_vision.faces.detect(worker), t0 + timedelta(seconds=4))
-    assert checker.last_reused == 0 and late[0].identity == "worker"  # too old: encoded again
-    # someone else in the same place a moment later is encoded, not taken for the worker
+    assert checker.last_reused == 0 and late[0].identity == "worker"  # too old: described again
+    # someone else in the same place a moment later is described, not taken for the worker
     other = load_rgb(PHOTOS / "face_03.jpg")
     other = np.ascontiguousarray(np.asarray(Image.fromarray(other).resize(worker.shape[1::-1])))
     faces = int8_vision.faces.detect(other)
     result = checker.check(other, faces, t0 + timedelta(seconds=4.5))
     assert checker.last_reused == 0 and [f.identity for f in result] == ["unknown"]
     assert checker.check(worker, int8_vision.faces.detect(worker), None) and checker.last_reused == 0
+    # a face the liveness check called a picture is not checked at all
+    picture = dataclasses.replace(int8_vision.faces.detect(worker)[0], live=False)
+    assert checker.check(worker, [picture], None)[0].identity is None
+
+
+def test_selftest_says_when_the_templates_need_a_new_enrolment(tmp_path: Path, int8_vision: Any) -> None:
+    from deskwatch.technician.selftest import _template_problem
+    from deskwatch.vision.identity import IdentityTarget
+    from deskwatch.vision.pipeline import FACE_EMBEDDER_MODEL
+
+    cfg = vision_config(tmp_path)
+    target = IdentityTarget(cfg.state_dir, "w-1")
+    save_templates(cfg.state_dir, "w-1", np.ones((1, 128)), backend="face_recognition", model_sha256="")
+    problem = _template_problem(cfg.vision, int8_vision.store, target)
+    assert problem and "backend 'face_recognition'" in problem and "deskwatch enroll --worker w-1" in problem
+    sha = int8_vision.store.entry(FACE_EMBEDDER_MODEL).sha256
+    save_templates(cfg.state_dir, "w-1", np.ones((1, 128)), backend="tflite", model_sha256=sha)
+    assert _template_problem(cfg.vision, int8_vision.store, target) is None

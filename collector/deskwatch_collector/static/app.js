@@ -1,6 +1,6 @@
 "use strict";
 const LABELS = {away_from_desk: "Away from desk", phone_use: "Phone use", extra_person: "Extra person",
-  unrecognized_person: "Unrecognised person", eating: "Eating", idle_input: "No keyboard/mouse input",
+  unrecognized_person: "Unrecognised person", presentation_attack: "Photo held up as the worker", eating: "Eating", idle_input: "No keyboard/mouse input",
   low_light: "Too dark to check", camera_obstructed: "Camera obstructed", pause_overrun: "Pause overran"};
 const ME = JSON.parse(document.body.dataset.user);
 const list = document.getElementById("events");

@@ -16,6 +16,7 @@ is written outside a temporary directory.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import resource
@@ -34,7 +35,7 @@ from deskwatch_contract import exitcodes
 NAME = "bench"
 HELP = "benchmark the scan pipeline on real photos: per-stage p50/p95, overhead ratio, peak RSS, identity vs HOG"
 
-REPO_PHOTOS = Path(__file__).resolve().parents[3].parent / "shared" / "testdata" / "photos"
+REPO_PHOTOS = Path(__file__).resolve().parents[3] / "tests" / "data" / "photos"
 SUFFIXES = {".jpg", ".jpeg", ".png"}
 REPEATS = 3
 
@@ -48,6 +49,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime"), help="force a TFLite runtime")
     parser.add_argument("--precision", choices=("int8", "float"), help="object detector build (default: config)")
     parser.add_argument("--no-hog", action="store_true", help="skip the face_recognition HOG comparison")
+    parser.add_argument(
+        "--no-faceid",
+        action="store_true",
+        help="skip the identity backends' comparison (speed, genuine/impostor distances, FAR/FRR) and liveness",
+    )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -113,18 +119,51 @@ def _load_frame(path: Path, width: int, height: int) -> np.ndarray:
 
 def _enrol_one(cfg: Any, vision: Any, paths: list[Path]) -> str | None:
     """Enrol the first photo showing exactly one face, so the identity check runs."""
-    from deskwatch.vision.identity import FaceEncoder, face_pixels, save_templates
+    from deskwatch.vision.identity import save_templates
+    from deskwatch.vision.pipeline import build_embedder
 
-    encoder = FaceEncoder()
+    embedder = build_embedder(cfg.vision, vision.store)
     for path in paths:
         name, frame = path.name, _load_frame(path, cfg.camera.width, cfg.camera.height)
         faces = vision.faces.detect(frame)
         if len(faces) == 1 and faces[0].box.height * frame.shape[0] >= 80:
-            enc = encoder.encode(frame, face_pixels(faces[0], frame.shape[1], frame.shape[0]))
-            save_templates(cfg.state_dir, cfg.device.worker_id, enc[None], source="bench")
+            descriptor = embedder.embed(frame, faces[0])
+            if descriptor is None:
+                continue
+            save_templates(
+                cfg.state_dir,
+                cfg.device.worker_id,
+                descriptor[None],
+                backend=embedder.backend,
+                model_sha256=embedder.model_sha256,
+                source="bench",
+            )
             vision.refresh_identity()
             return name
     return None
+
+
+def faceid_figures(cfg: Any, vision: Any, photos: Path) -> dict[str, Any]:
+    """Both identity backends on the same labelled faces, and liveness on them (issue 13)."""
+    from deskwatch.technician.faceid_bench import identity_figures
+    from deskwatch.vision.identity import DlibEmbedder, FaceEmbedder, IdentityUnavailable
+    from deskwatch.vision.liveness import LivenessChecker
+    from deskwatch.vision.pipeline import build_embedder
+
+    tflite_cfg = dataclasses.replace(cfg.vision, identity_backend="tflite")
+    embedders: dict[str, FaceEmbedder] = {"tflite": build_embedder(tflite_cfg, vision.store)}
+    try:
+        embedders["face_recognition"] = DlibEmbedder()
+    except IdentityUnavailable as exc:
+        print(f"deskwatch bench: face_recognition backend left out: {exc}", file=sys.stderr)
+    return identity_figures(
+        photos,
+        vision.faces.detect,
+        embedders,
+        LivenessChecker(cfg.vision.liveness),
+        min_face_px=cfg.vision.identity_min_face_px,
+        tolerance=cfg.vision.identity_tolerance,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -217,11 +256,17 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
     }
     if not args.no_hog:
         result["identity"] = identity_vs_hog(vision, paths, width, height, args.identity_frames)
+    if not args.no_faceid:
+        result["identity_backends"] = faceid_figures(cfg, vision, photos)
     vision.close()
     result["targets"] = {
         "overhead_ratio<=1.25": result["overhead_ratio"] <= 1.25,
         "peak_rss_mb<=250": result["peak_rss_mb"] <= 250,
         "identity_speedup>=3": bool(result.get("identity", {}).get("speedup", 0) >= 3),
+        "identity_per_face_speedup>=10": bool(result.get("identity_backends", {}).get("speedup_p50", 0) >= 10),
+        "peak_rss_mb<=200": result["peak_rss_mb"] <= 200,
+        "live_faces_rejected==0": result.get("identity_backends", {}).get("liveness", {}).get("live_faces_rejected")
+        == 0,
     }
     return result
 
@@ -290,3 +335,21 @@ def print_report(r: dict[str, Any]) -> None:
             f"identity: BlazeFace + encoder {ident['ours_ms_mean']} ms vs HOG + encode {ident['hog_ms_mean']} ms "
             f"per frame -> {ident['speedup']}x (target >= 3)"
         )
+    backends = r.get("identity_backends")
+    if backends:
+        for name, b in backends["backends"].items():
+            t, s = b["per_face"], b["separation"]
+            at = s["at_tolerance"][f"{backends['tolerance']:g}"]
+            rates = " ".join(
+                f"{k.upper()} {at[k]:.2%}" if at[k] is not None else f"{k.upper()} -" for k in ("far", "frr")
+            )
+            print(
+                f"identity {name:<16} per face p50 {t.get('p50_ms', 0):7.1f} ms p95 {t.get('p95_ms', 0):7.1f} ms; "
+                f"genuine max {max(s['genuine'], default=0):.3f}, impostor min {s['impostor_min']}; "
+                f"at {backends['tolerance']:g}: {rates}"
+            )
+        if "speedup_p50" in backends:
+            print(f"identity per face: tflite {backends['speedup_p50']}x faster than face_recognition (target >= 10)")
+        live = backends.get("liveness")
+        if live:
+            print(f"liveness: {live['live_faces_rejected']} of {live['live_faces_checked']} real faces rejected")

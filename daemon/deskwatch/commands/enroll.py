@@ -1,9 +1,12 @@
 """``deskwatch enroll``: build the worker's face templates (with their consent).
 
 Each image must show exactly one face, large and sharp enough, roughly facing the
-camera; the accepted faces are encoded with face_recognition's 128-d encoder and
-stored under ``state_dir/templates/<worker>.npz`` (directory 0700, file 0600).
-The templates never leave the device and are never printed or logged.
+camera (and, from the camera, a live face rather than a picture held up); the
+accepted faces are described by the configured identity backend
+(``vision.identity_backend``) and stored under ``state_dir/templates/<worker>.npz``
+(directory 0700, file 0600), tagged with the backend and the model's sha256 so that a
+device whose backend changes asks for a new enrolment. The templates never leave the
+device and are never printed or logged.
 """
 
 from __future__ import annotations
@@ -141,8 +144,9 @@ def run(args: argparse.Namespace) -> int:
         print("deskwatch enroll: --min-images must be at least 1", file=sys.stderr)
         return exitcodes.USAGE
     from deskwatch.vision.faces import FaceDetector
-    from deskwatch.vision.identity import WORKER_PATTERN, FaceEncoder, IdentityUnavailable, face_pixels, save_templates
-    from deskwatch.vision.pipeline import FACE_MODELS
+    from deskwatch.vision.identity import WORKER_PATTERN, IdentityUnavailable, save_templates
+    from deskwatch.vision.liveness import LivenessChecker
+    from deskwatch.vision.pipeline import FACE_MODELS, build_embedder
     from deskwatch.vision.runtime import ModelError, ModelStore
 
     if not WORKER_PATTERN.fullmatch(args.worker):
@@ -170,16 +174,26 @@ def run(args: argparse.Namespace) -> int:
             threshold=cfg.vision.face_threshold,
             nms_iou=cfg.vision.face_nms_iou,
         )
-        encoder = FaceEncoder()
+        embedder = build_embedder(cfg.vision, store)
     except (ModelError, IdentityUnavailable) as exc:
         print(f"deskwatch enroll: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
+    # from the camera, a picture held up must not be enrolled as the worker
+    liveness = LivenessChecker(cfg.vision.liveness) if args.camera and cfg.vision.liveness.enabled else None
     verdicts: list[Verdict] = []
     encodings = []
     for name, image in images:
         face, reason = check_quality(image, detector.detect(image))
+        if face is not None and liveness is not None:
+            checked = liveness.check(image, [face])[0]
+            if checked.live is False:
+                face, reason = None, f"a picture of a face, not a live one ({checked.spoof_cues})"
         if face is not None:
-            encodings.append(encoder.encode(image, face_pixels(face, image.shape[1], image.shape[0])))
+            descriptor = embedder.embed(image, face)
+            if descriptor is None:
+                face, reason = None, "the face landmarks were not found: look straight at the camera"
+            else:
+                encodings.append(descriptor)
         verdicts.append(Verdict(name, face is not None, reason))
         print(f"  {'accepted' if face is not None else 'rejected'}: {name}" + ("" if face else f" ({reason})"))
     if len(encodings) < args.min_images:
@@ -189,7 +203,14 @@ def run(args: argparse.Namespace) -> int:
         )
         return exitcodes.FAIL
     try:
-        stored = save_templates(cfg.state_dir, args.worker, np.stack(encodings), source=str(args.images or args.camera))
+        stored = save_templates(
+            cfg.state_dir,
+            args.worker,
+            np.stack(encodings),
+            backend=embedder.backend,
+            model_sha256=embedder.model_sha256,
+            source=str(args.images or args.camera),
+        )
     except OSError as exc:
         print(
             f"deskwatch enroll: cannot store the templates under {cfg.state_dir}: {exc.strerror or exc}; "
@@ -197,7 +218,10 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return exitcodes.FAIL
-    print(f"enrolled worker {args.worker}: {len(encodings)} template(s) in {stored} (mode 0600)")
+    print(
+        f"enrolled worker {args.worker}: {len(encodings)} template(s) in {stored} (mode 0600), "
+        f"identity backend {embedder.backend}"
+    )
     if args.worker != cfg.device.worker_id:
         print(
             f"note: this device checks worker {cfg.device.worker_id!r} (device.worker_id), not {args.worker!r}",

@@ -136,6 +136,19 @@ class UnrecognizedRule:
 
 
 @dataclass(frozen=True)
+class PresentationAttackRule:
+    """presentation_attack: a picture of a face (screen, print, phone) at the desk, nobody there in person."""
+
+    enabled: bool | None = setting(None, doc=_ENABLED_DOC)
+    min_face_height: float = setting(
+        0.08,
+        doc="Pictured faces smaller than this share of the frame height are not reported (a photo on a far wall).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+
+
+@dataclass(frozen=True)
 class EatingRule:
     """eating: food or drink at the face."""
 
@@ -202,6 +215,10 @@ class RulesConfig:
     )
     unrecognized_person: UnrecognizedRule = field(
         default_factory=UnrecognizedRule, metadata={"doc": "Someone other than the enrolled worker at the desk."}
+    )
+    presentation_attack: PresentationAttackRule = field(
+        default_factory=PresentationAttackRule,
+        metadata={"doc": "A photo, screen or phone showing a face held up in place of the worker."},
     )
     eating: EatingRule = field(default_factory=EatingRule, metadata={"doc": "Food or drink at the face."})
     idle_input: IdleRule = field(default_factory=IdleRule, metadata={"doc": "No keyboard or mouse activity."})

@@ -17,6 +17,7 @@ RULES: tuple[str, ...] = (
     "phone_use",
     "extra_person",
     "unrecognized_person",
+    "presentation_attack",
     "eating",
     "idle_input",
     "low_light",

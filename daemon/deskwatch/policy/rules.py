@@ -105,7 +105,14 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
     away, extra = policy.rules.away_from_desk, policy.rules.extra_person
     zone = Box(*policy.desk_zone)
     dets = [d for d in a.labelled("person") if d.score >= min(away.min_person_score, extra.min_person_score)]
-    faces = [f for f in a.faces if f.score >= away.min_face_score]
+    faces = [f for f in a.faces if f.score >= away.min_face_score and f.live is not False]
+    # a face that failed the liveness check is a picture, and so is a person box around it
+    # with no live face of its own: neither counts as anybody
+    pictures = [Person(f.box, None, f) for f in a.faces if f.live is False]
+    for d in [d for d in dets if _shows_picture(d.box, pictures, faces)]:
+        dets.remove(d)
+        holder = next(p for p in pictures if d.box.contains(*p.box.centre))
+        holder.detection = holder.detection or d
     people: list[Person] = []
     claimed: set[int] = set()
     for d in sorted(dets, key=lambda d: d.box.area, reverse=True):
@@ -123,7 +130,7 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
             return False
         return p.in_zone(zone, away.min_overlap)
 
-    view = PeopleView(a)
+    view = PeopleView(a, pictures=pictures)
     candidates = [p for p in people if at_desk(p)]
     if candidates:
         known = [p for p in candidates if p.face is not None and p.face.identity == "worker"]
@@ -141,6 +148,13 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
             facing = False
         (view.extras if close or facing else view.bystanders).append(p)
     return view
+
+
+def _shows_picture(box: Box, pictures: list[Person], live_faces: list[Face]) -> bool:
+    """A person box that holds a pictured face and no live one."""
+    return any(box.contains(*p.box.centre) for p in pictures) and not any(
+        box.contains(*f.box.centre) for f in live_faces
+    )
 
 
 def _dist_to_box(box: Box, x: float, y: float) -> float:
@@ -306,6 +320,37 @@ def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) 
     return RuleResult("pass", f"enrolled worker recognised in {known}/{len(views)} frames")
 
 
+def rule_presentation_attack(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
+    """A picture of a face at the desk while nobody is there in person (a worker at the
+    desk with a photo on the wall behind is no attack)."""
+    cfg, away = policy.rules.presentation_attack, policy.rules.away_from_desk
+    zone = Box(*policy.desk_zone)
+    hits = []
+    for v in views:
+        shown = [
+            p
+            for p in v.pictures
+            if p.face is not None and p.face.box.height >= cfg.min_face_height and p.in_zone(zone, away.min_overlap)
+        ]
+        if shown and v.worker is None:
+            best = max(shown, key=lambda p: p.box.area)
+            d, f = best.evidence()
+            hits.append((v, d, f, f[0].score))
+    if len(hits) >= need:
+        cues = max((h[2][0] for h in hits), key=lambda f: f.score).spoof_cues
+        return RuleResult(
+            "violation",
+            f"a picture of a face at the desk in {len(hits)}/{len(views)} frames",
+            _finding(
+                "presentation_attack",
+                hits,
+                len(views),
+                f"a picture of a face (screen, print or phone) held up at the desk, nobody there in person ({cues})",
+            ),
+        )
+    return RuleResult("pass", f"a picture of a face at the desk in {len(hits)}/{len(views)} frames (need {need})")
+
+
 def rule_eating(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
     hits = _best_per_frame(views, lambda v: food_at_face(v, policy))
     if len(hits) >= need:
@@ -363,6 +408,7 @@ def run_people_rules(
         "phone_use": rule_phone(views, need, policy),
         "extra_person": rule_extra(views, need),
         "unrecognized_person": rule_unrecognized(views, need, policy),
+        "presentation_attack": rule_presentation_attack(views, need, policy),
         "eating": rule_eating(views, need, policy),
         "idle_input": rule_idle(views, need, policy, idle, now),
     }

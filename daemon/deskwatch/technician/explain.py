@@ -50,6 +50,11 @@ def rule_sentence(cfg: Config, rule: str) -> str:
             f"The face at the desk is not the enrolled worker's in "
             f"{r.unrecognized_person.consecutive_checks} scans in a row (identity check on the device)."
         )
+    if rule == "presentation_attack":
+        return (
+            f"A photo, screen or phone showing a face held up at the desk while nobody is there in person, in "
+            f"{need}. Such a picture never counts as the worker being present (liveness check on the device)."
+        )
     if rule == "eating":
         return f"Food or a drink at the face in {need}."
     if rule == "idle_input":

@@ -272,6 +272,8 @@ def check_models(run: SelftestRun) -> list[CheckResult]:
         except ModelError as exc:
             return [CheckResult("models", FAIL, str(exc), "install a TFLite runtime: pip install ai-edge-litert")]
     in_use = {pipeline.OBJECT_MODELS.get(precision, pipeline.OBJECT_MODELS["int8"]), pipeline.FACE_MODEL}
+    if identity_target(run.cfg) is not None and run.cfg.vision.identity_backend == "tflite":
+        in_use |= {pipeline.FACE_MESH_MODEL, pipeline.FACE_EMBEDDER_MODEL}
     for file in files:
         try:
             entry, _content = store.verify(file)
@@ -300,7 +302,10 @@ def check_models(run: SelftestRun) -> list[CheckResult]:
     target = identity_target(run.cfg)
     if target is not None:
         worker = target.worker_id
-        if target.enrolled:
+        problem = _template_problem(run.cfg.vision, store, target) if target.enrolled else None
+        if problem:
+            rows.append(CheckResult("identity", WARN, problem, "with the worker at the desk: deskwatch enroll"))
+        elif target.enrolled:
             rows.append(CheckResult("identity", PASS, f"worker {worker} enrolled"))
         else:
             rows.append(
@@ -312,6 +317,24 @@ def check_models(run: SelftestRun) -> list[CheckResult]:
                 )
             )
     return rows
+
+
+def _template_problem(vision_cfg: Any, store: Any, target: Any) -> str | None:
+    """Templates this device cannot use (made by another identity backend or model)."""
+    from deskwatch.vision import identity
+    from deskwatch.vision.pipeline import FACE_EMBEDDER_MODEL
+
+    templates = identity.load_templates(target.state_dir, target.worker_id)
+    if templates is None:
+        return f"the face templates of worker {target.worker_id} cannot be read: enrol the worker again"
+    try:
+        if vision_cfg.identity_backend == "tflite":
+            sha = store.entry(FACE_EMBEDDER_MODEL).sha256
+        else:
+            sha = identity.dlib_model_sha256()
+    except Exception as exc:  # a missing model shows in the model rows; say why here too
+        return f"cannot tell which model the identity check would use: {exc}"
+    return identity.mismatch(templates, vision_cfg.identity_backend, sha, target.worker_id)
 
 
 def _inference_row(run: SelftestRun, pipeline: Any, store: Any) -> CheckResult:

@@ -1,4 +1,5 @@
-"""BlazeFace (short range) face detector: boxes, 6 keypoints, facing estimate.
+"""BlazeFace face detector (boxes, 6 keypoints, facing estimate) and the face mesh
+alignment the identity check uses (:class:`FaceAligner`, at the end).
 
 Input: the frame (or a region of it) letterboxed to 128x128 RGB scaled to [-1, 1].
 Outputs by name: ``regressors`` [1, 896, 16] (box centre/size and 6 keypoints in
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from deskwatch.domain import Box, Face
@@ -155,3 +157,85 @@ def merge_faces(faces: list[Face], iou: float = 0.3) -> list[Face]:
         if all(face.box.iou(k.box) <= iou for k in kept):
             kept.append(face)
     return kept
+
+
+# -- alignment for the identity check ----------------------------------------------------
+
+MESH_SIZE = 192  # MediaPipe face mesh input
+MESH_ROI_SCALE = 1.5  # the mesh sees the (square) face box enlarged 1.5x, turned upright
+# dlib's five alignment landmarks, as face mesh points: the outer and inner corner of the
+# image-left eye, the inner and outer corner of the image-right eye, the base of the nose
+CHIP_MESH_POINTS = (33, 133, 362, 263, 2)
+# where dlib's aligner (get_face_chip_details, 150 px, padding 0.25) puts those points:
+# the median over 13 frontal faces in registry-package photos (never the test photos),
+# made left-right symmetric, as tools/deskwatch_dev/chip_template.py derives it
+CHIP_SIZE = 150
+CHIP_TEMPLATE = np.array([[36.26, 45.65], [60.15, 46.92], [88.85, 46.92], [112.74, 45.65], [74.50, 84.88]], np.float32)
+
+
+def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+    """2x3 matrix of the rotation + uniform scale + translation that maps the points
+    ``src`` onto ``dst`` best (least squares, Umeyama)."""
+    n = len(src)
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    s, d = src - mu_s, dst - mu_d
+    u, sig, vt = np.linalg.svd(d.T @ s / n)
+    sign = np.array([1.0, -1.0 if np.linalg.det(u) * np.linalg.det(vt) < 0 else 1.0])
+    rot = u @ np.diag(sign) @ vt
+    scale = float((sig * sign).sum() / ((s**2).sum() / n))
+    t = mu_d - scale * rot @ mu_s
+    return np.hstack([scale * rot, t[:, None]]).astype(np.float32)
+
+
+class FaceAligner:
+    """Face mesh landmarks of a BlazeFace face, and the 150x150 chip the embedder wants.
+
+    The mesh looks at the face box enlarged 1.5x and turned so the eyes are level (as
+    MediaPipe does); its presence score says whether there is a face at all - below
+    ``min_presence`` (a profile, a hand, a false detection) no chip is made.
+    """
+
+    chip_size = CHIP_SIZE
+
+    def __init__(self, mesh: Model, *, min_presence: float = 0.5):
+        shape = mesh.input_shape
+        widths = sorted(int(d["shape"][-1]) for d in mesh.outputs.values())
+        if shape[1:3] != (MESH_SIZE, MESH_SIZE) or widths != [1, 1404]:
+            raise ValueError(f"{mesh.file}: not a face mesh model (input {shape}, outputs {widths})")
+        self.mesh = mesh
+        by_width = {int(d["shape"][-1]): name for name, d in mesh.outputs.items()}
+        self._points, self._presence = by_width[1404], by_width[1]
+        self.min_presence = min_presence
+
+    def landmarks(self, image: np.ndarray, face: Face) -> tuple[np.ndarray, float]:
+        """The 468 mesh points (x, y in image pixels) and the presence score 0..1."""
+        h, w = image.shape[:2]
+        x0, y0, x1, y1 = face.box.x0 * w, face.box.y0 * h, face.box.x1 * w, face.box.y1 * h
+        side = max(x1 - x0, y1 - y0) * MESH_ROI_SCALE
+        angle = 0.0
+        if len(face.keypoints) >= 2:
+            (ax, ay), (bx, by) = face.keypoints[0], face.keypoints[1]
+            angle = math.atan2((by - ay) * h, (bx - ax) * w)
+        k = side / MESH_SIZE
+        c, s = math.cos(angle) * k, math.sin(angle) * k
+        to_image = np.array([[c, -s], [s, c]], np.float32)  # mesh input pixels -> image pixels
+        centre = np.array([(x0 + x1) / 2, (y0 + y1) / 2], np.float32)
+        shift = centre - to_image @ np.array([MESH_SIZE / 2, MESH_SIZE / 2], np.float32)
+        matrix = cv2.invertAffineTransform(np.hstack([to_image, shift[:, None]]))
+        view = cv2.warpAffine(image, matrix, (MESH_SIZE, MESH_SIZE), flags=cv2.INTER_LINEAR)
+        out = self.mesh.run((view.astype(np.float32) * np.float32(1 / 255))[None])
+        raw = out[self._points].reshape(468, 3)[:, :2]
+        logit = float(out[self._presence].reshape(-1)[0])
+        presence = 1.0 / (1.0 + math.exp(-max(-50.0, min(50.0, logit))))
+        return raw @ to_image.T + shift, presence
+
+    def chip(self, image: np.ndarray, face: Face) -> np.ndarray | None:
+        """The face warped so dlib's five landmarks land on the template, or None when
+        the mesh finds no face."""
+        points, presence = self.landmarks(image, face)
+        if presence < self.min_presence:
+            return None
+        matrix = similarity_transform(points[list(CHIP_MESH_POINTS)], CHIP_TEMPLATE)
+        return cv2.warpAffine(  # type: ignore[no-any-return]
+            image, matrix, (CHIP_SIZE, CHIP_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )

@@ -1,22 +1,28 @@
-"""Identity: face_recognition's 128-d encoder, run only on the faces BlazeFace found.
+"""Identity: is a face the enrolled worker?
 
-face_recognition's default path searches the whole frame with dlib's HOG detector
-and then encodes; here the search is BlazeFace's (a few ms) and dlib only sees a
-crop around each face: the 5-point landmark model aligns it and the ResNet encoder
-(the same weights face_recognition uses) turns it into 128 numbers, compared with
-the enrolled worker's templates by Euclidean distance (face_recognition's metric,
-tolerance 0.6 by default).
+A face becomes a 128-number descriptor, compared with the worker's templates by
+Euclidean distance; at most ``tolerance`` (0.6) it is the worker. Two backends make
+the descriptor, chosen by ``vision.identity_backend``:
 
-The dlib models are loaded directly from ``face_recognition_models`` (importing
-``face_recognition`` itself would also load its 100 MB 68-point landmark model and
-the CNN detector, which this path never uses).
+* ``tflite`` (the default): dlib's face recognition ResNet - the weights
+  face_recognition uses, as ported by face-api - converted to TFLite with int8
+  weights, on a 150x150 chip aligned from MediaPipe's face mesh
+  (:class:`deskwatch.vision.faces.FaceAligner`). About 3 ms for the mesh and 3 ms for
+  the descriptor per face here, against 80-400 ms for dlib.
+* ``face_recognition``: dlib itself (its 5-point aligner and the same ResNet), the
+  reference. Its models are loaded from ``face_recognition_models`` directly
+  (importing ``face_recognition`` would also load the 100 MB 68-point model).
 
 Templates are biometric data: they stay under ``state_dir/templates`` (directory
-0700, files 0600), are never logged and never published.
+0700, files 0600), are never logged and never published. Each file records the
+backend and the sha256 of the model that made it; a device whose backend or model
+changed refuses to compare against them (:class:`TemplateMismatch`) and asks for a
+new enrolment instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import logging
 import os
@@ -27,35 +33,90 @@ import time
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from deskwatch.domain import Box, Face
+from deskwatch.vision.faces import FaceAligner
 from deskwatch.vision.imageops import crop
+from deskwatch.vision.runtime import Model
 
 log = logging.getLogger(__name__)
 
 WORKER_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+BACKENDS = ("tflite", "face_recognition")
 CROP_MARGIN = 0.35  # of the face box, each side: room for dlib's aligned 150x150 chip
+TEMPLATE_FORMAT = 2  # 1: encodings + source only (made by face_recognition before backends existed)
+DLIB_RESNET = "dlib_face_recognition_resnet_model_v1.dat"
 
 
 class IdentityUnavailable(RuntimeError):
-    """dlib or face_recognition_models is not installed."""
+    """The backend's models or libraries are not installed."""
 
 
-def _model_path(name: str) -> str:
+class TemplateMismatch(RuntimeError):
+    """The stored templates were made by another backend or model than this device uses."""
+
+
+class FaceEmbedder(Protocol):
+    backend: str
+    model_sha256: str
+    last_ms: float  # time of the last embed()
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray | None:
+        """The face's 128-d descriptor, or None when the face cannot be described
+        (the aligner says it is not a face, or not a usable one)."""
+        ...
+
+
+class TfliteEmbedder:
+    """Face mesh alignment + dlib's ResNet as a TFLite model."""
+
+    backend = "tflite"
+
+    def __init__(self, aligner: FaceAligner, model: Model):
+        size = model.input_shape[1:3]
+        if size != (aligner.chip_size, aligner.chip_size) or len(model.outputs) != 1:
+            raise IdentityUnavailable(f"{model.file}: not a {aligner.chip_size}x{aligner.chip_size} face embedder")
+        self.aligner = aligner
+        self.model = model
+        self.model_sha256 = model.sha256
+        self.last_ms = 0.0
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray | None:
+        t0 = time.perf_counter()
+        chip = self.aligner.chip(image, face)
+        if chip is None:
+            self.last_ms = (time.perf_counter() - t0) * 1000.0
+            return None
+        out = next(iter(self.model.run(chip.astype(np.float32)[None]).values()))
+        self.last_ms = (time.perf_counter() - t0) * 1000.0
+        return np.asarray(out, dtype=np.float64).reshape(-1)
+
+
+def _model_path(name: str) -> Path:
     spec = importlib.util.find_spec("face_recognition_models")
     if spec is None or not spec.submodule_search_locations:
         raise IdentityUnavailable("face_recognition_models is not installed: pip install face_recognition_models")
     path = Path(next(iter(spec.submodule_search_locations))) / "models" / name
     if not path.is_file():
         raise IdentityUnavailable(f"{path} is missing: reinstall face_recognition_models")
-    return str(path)
+    return path
 
 
-class FaceEncoder:
-    """dlib's 5-point aligner + ResNet encoder (face_recognition's weights)."""
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class DlibEmbedder:
+    """face_recognition's path: dlib's 5-point aligner + ResNet encoder (the reference)."""
+
+    backend = "face_recognition"
 
     def __init__(self) -> None:
         try:
@@ -63,10 +124,15 @@ class FaceEncoder:
         except ImportError:
             raise IdentityUnavailable("dlib is not installed: pip install dlib-bin") from None
         self._dlib = dlib
-        self._shape = dlib.shape_predictor(_model_path("shape_predictor_5_face_landmarks.dat"))
-        self._encoder = dlib.face_recognition_model_v1(_model_path("dlib_face_recognition_resnet_model_v1.dat"))
+        self._shape = dlib.shape_predictor(str(_model_path("shape_predictor_5_face_landmarks.dat")))
+        self._encoder = dlib.face_recognition_model_v1(str(_model_path(DLIB_RESNET)))
+        self.model_sha256 = dlib_model_sha256()
         self._lock = threading.Lock()
-        self.encode_ms = 0.0  # time of the last encoder call
+        self.last_ms = 0.0
+
+    def embed(self, image: np.ndarray, face: Face) -> np.ndarray | None:
+        h, w = image.shape[:2]
+        return self.encode(image, face_pixels(face, w, h))
 
     def encode(self, image: np.ndarray, face_box_px: tuple[int, int, int, int]) -> np.ndarray:
         """128-d encoding of the face in the pixel box (x0, y0, x1, y1) of an RGB image."""
@@ -79,26 +145,16 @@ class FaceEncoder:
             t0 = time.perf_counter()
             shape = self._shape(patch, rect)
             descriptor = self._encoder.compute_face_descriptor(patch, shape, 1)
-            self.encode_ms = (time.perf_counter() - t0) * 1000.0
+            self.last_ms = (time.perf_counter() - t0) * 1000.0
         return np.asarray(descriptor, dtype=np.float64)
 
 
 def face_pixels(face: Face, width: int, height: int) -> tuple[int, int, int, int]:
     """The face box in pixels, made square (dlib's aligner expects a square-ish box)."""
-    x0, y0, x1, y1 = (
-        face.box.x0 * width,
-        face.box.y0 * height,
-        face.box.x1 * width,
-        face.box.y1 * height,
-    )
+    x0, y0, x1, y1 = (face.box.x0 * width, face.box.y0 * height, face.box.x1 * width, face.box.y1 * height)
     side = max(x1 - x0, y1 - y0)
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-    return (
-        int(cx - side / 2),
-        int(cy - side / 2),
-        int(cx + side / 2),
-        int(cy + side / 2),
-    )
+    return (int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))
 
 
 THUMB = 16  # side of the grey thumbnail that recognises "the same face as a moment ago"
@@ -119,8 +175,8 @@ def face_thumbnail(image: np.ndarray, box_px: tuple[int, int, int, int]) -> np.n
 class _Seen:
     box: Box
     thumb: np.ndarray
-    identity: str
-    distance: float
+    identity: str | None
+    distance: float | None
     encoded_at: datetime
 
 
@@ -128,29 +184,31 @@ class _Seen:
 class IdentityChecker:
     """Marks each face as the enrolled worker or unknown.
 
-    Within a burst the same face is usually at the same place in every frame: when
-    ``reuse_seconds`` > 0 and a face overlaps one encoded less than that long ago
-    (IoU >= 0.6) and its thumbnail is nearly identical, the earlier answer is reused
-    instead of running the encoder (~0.15 s here, ~1 s on a Pi) again.
+    Faces that failed the liveness check are not checked (a picture's identity does
+    not matter), nor faces the embedder cannot describe (the face mesh finds no face
+    there: a profile, a hand, a false detection). Within a burst the same face is
+    usually at the same place in every frame: when ``reuse_seconds`` > 0 and a face
+    overlaps one described less than that long ago (IoU >= 0.6) and its thumbnail is
+    nearly identical, the earlier answer is reused.
     """
 
-    encoder: FaceEncoder
+    embedder: FaceEmbedder
     templates: np.ndarray  # N x 128
     tolerance: float = 0.6
     min_face_px: int = 60
     max_faces: int = 3
     reuse_seconds: float = 0.0
-    last_ms: float = 0.0  # encoder time of the last check (all faces)
+    last_ms: float = 0.0  # embedder time of the last check (all faces)
     last_reused: int = 0  # faces whose identity the last check reused
     _seen: list[_Seen] = field(default_factory=list)
 
     def check(self, image: np.ndarray, faces: list[Face], at: datetime | None = None) -> list[Face]:
-        """The faces with ``identity``/``distance`` set on the largest ``max_faces`` of at
-        least ``min_face_px``; the others keep identity None (not checked). ``at`` is
-        the frame's capture time (no reuse without it)."""
+        """The faces with ``identity``/``distance`` set on the largest ``max_faces`` live
+        (or not liveness-checked) faces of at least ``min_face_px``; the others keep
+        identity None (not checked). ``at`` is the frame's capture time (no reuse without it)."""
         h, w = image.shape[:2]
         boxes = [face_pixels(f, w, h) for f in faces]
-        big = [i for i, b in enumerate(boxes) if b[3] - b[1] >= self.min_face_px]
+        big = [i for i, b in enumerate(boxes) if b[3] - b[1] >= self.min_face_px and faces[i].live is not False]
         chosen = set(sorted(big, key=lambda i: -faces[i].box.area)[: self.max_faces])
         out = []
         seen: list[_Seen] = []
@@ -165,10 +223,9 @@ class IdentityChecker:
                 who, distance, encoded_at = hit.identity, hit.distance, hit.encoded_at
                 reused += 1
             else:
-                encoding = self.encoder.encode(image, boxes[i])
-                spent += self.encoder.encode_ms
-                distance = round(float(np.linalg.norm(self.templates - encoding, axis=1).min()), 4)
-                who = "worker" if distance <= self.tolerance else "unknown"
+                descriptor = self.embedder.embed(image, face)
+                spent += self.embedder.last_ms
+                who, distance = self.judge(descriptor)
                 encoded_at = at or datetime.min
             if thumb is not None:
                 seen.append(_Seen(face.box, thumb, who, distance, encoded_at))
@@ -176,6 +233,12 @@ class IdentityChecker:
         self.last_ms, self.last_reused = spent, reused
         self._seen = seen
         return out
+
+    def judge(self, descriptor: np.ndarray | None) -> tuple[str | None, float | None]:
+        if descriptor is None:
+            return None, None
+        distance = round(float(np.linalg.norm(self.templates - descriptor, axis=1).min()), 4)
+        return ("worker" if distance <= self.tolerance else "unknown"), distance
 
     def _recent(self, face: Face, thumb: np.ndarray, at: datetime) -> _Seen | None:
         for s in self._seen:
@@ -189,8 +252,120 @@ class IdentityChecker:
 # -- templates --------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Templates:
+    encodings: np.ndarray  # N x 128
+    backend: str
+    model_sha256: str
+
+
 def templates_dir(state_dir: str | Path) -> Path:
     return Path(state_dir) / "templates"
+
+
+def template_path(state_dir: str | Path, worker: str) -> Path:
+    if not WORKER_PATTERN.fullmatch(worker):
+        raise ValueError(f"worker id {worker!r} must be 1-64 letters, digits, _ or -")
+    return templates_dir(state_dir) / f"{worker}.npz"
+
+
+def save_templates(
+    state_dir: str | Path,
+    worker: str,
+    encodings: np.ndarray,
+    *,
+    backend: str,
+    model_sha256: str,
+    source: str = "",
+) -> Path:
+    """Write the worker's templates atomically, tagged with the backend and model that
+    made them: directory 0700, file 0600."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown identity backend {backend!r}")
+    path = template_path(state_dir, worker)
+    directory = path.parent
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(directory, 0o700)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)  # created 0600
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(
+                fh,
+                encodings=np.asarray(encodings, dtype=np.float64),
+                source=np.array(source),
+                backend=np.array(backend),
+                model_sha256=np.array(model_sha256),
+                format=np.array(TEMPLATE_FORMAT),
+            )
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    log.info("stored %d face templates for worker %s (backend %s)", len(encodings), worker, backend)
+    return path
+
+
+def load_templates(state_dir: str | Path, worker: str) -> Templates | None:
+    """The worker's templates, or None when the worker is not enrolled or the file is
+    unreadable (logged: enrol again)."""
+    try:
+        path = template_path(state_dir, worker)
+    except ValueError:
+        return None
+    if not path.is_file():
+        return None
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        log.warning("face templates %s are mode %o; tightening to 0600", path, mode)
+        os.chmod(path, 0o600)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            enc: Any = data["encodings"]
+            arr = np.asarray(enc, dtype=np.float64)
+            # format 1 files predate the backends: face_recognition made them
+            backend = str(data["backend"]) if "backend" in data.files else "face_recognition"
+            sha = str(data["model_sha256"]) if "model_sha256" in data.files else ""
+    except (OSError, KeyError, ValueError) as exc:
+        log.error("face templates %s cannot be read (%s): enrol the worker again", path, exc)
+        return None
+    if arr.ndim != 2 or arr.shape[1] != 128 or len(arr) == 0 or not np.isfinite(arr).all():
+        log.error("face templates %s are malformed: enrol the worker again", path)
+        return None
+    return Templates(arr, backend, sha)
+
+
+def mismatch(templates: Templates, backend: str, model_sha256: str, worker: str) -> str | None:
+    """Why templates made by another backend or model cannot be used (with what to do),
+    or None when they can. Templates from before backends existed carry no model hash:
+    the face_recognition backend made them, and still accepts them."""
+    if templates.backend == backend and (
+        templates.model_sha256 == model_sha256 or (backend == "face_recognition" and not templates.model_sha256)
+    ):
+        return None
+    made = f"backend {templates.backend!r}" + (
+        f", model {templates.model_sha256[:12]}..." if templates.model_sha256 else ""
+    )
+    return (
+        f"the face templates of worker {worker} were made by {made}, but this device now uses backend "
+        f"{backend!r} (model {model_sha256[:12]}...): descriptors of different models cannot be compared, "
+        f"so the identity check is off until the worker is enrolled again: "
+        f"deskwatch enroll --worker {worker} --consent --images DIR (or --camera config)"
+    )
+
+
+def check_compatible(templates: Templates, embedder: FaceEmbedder, worker: str) -> None:
+    """Raise TemplateMismatch unless the templates were made by this embedder's backend and model."""
+    problem = mismatch(templates, embedder.backend, embedder.model_sha256, worker)
+    if problem:
+        raise TemplateMismatch(problem)
+
+
+def dlib_model_sha256() -> str:
+    """sha256 of face_recognition's encoder model (what tags its templates)."""
+    return _sha256(_model_path(DLIB_RESNET))
 
 
 @dataclass(frozen=True)
@@ -207,59 +382,3 @@ class IdentityTarget:
     @property
     def enrolled(self) -> bool:
         return self.path.is_file()
-
-
-def template_path(state_dir: str | Path, worker: str) -> Path:
-    if not WORKER_PATTERN.fullmatch(worker):
-        raise ValueError(f"worker id {worker!r} must be 1-64 letters, digits, _ or -")
-    return templates_dir(state_dir) / f"{worker}.npz"
-
-
-def save_templates(state_dir: str | Path, worker: str, encodings: np.ndarray, *, source: str = "") -> Path:
-    """Write the worker's templates atomically: directory 0700, file 0600."""
-    path = template_path(state_dir, worker)
-    directory = path.parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)  # created 0600
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                encodings=np.asarray(encodings, dtype=np.float64),
-                source=np.array(source),
-            )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    log.info("stored %d face templates for worker %s", len(encodings), worker)
-    return path
-
-
-def load_templates(state_dir: str | Path, worker: str) -> np.ndarray | None:
-    """The worker's templates (N x 128), or None when the worker is not enrolled."""
-    try:
-        path = template_path(state_dir, worker)
-    except ValueError:
-        return None
-    if not path.is_file():
-        return None
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        log.warning("face templates %s are mode %o; tightening to 0600", path, mode)
-        os.chmod(path, 0o600)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            enc: Any = data["encodings"]
-            arr = np.asarray(enc, dtype=np.float64)
-    except (OSError, KeyError, ValueError) as exc:
-        log.error("face templates %s cannot be read (%s): enrol the worker again", path, exc)
-        return None
-    if arr.ndim != 2 or arr.shape[1] != 128 or len(arr) == 0:
-        log.error("face templates %s are malformed: enrol the worker again", path)
-        return None
-    return arr

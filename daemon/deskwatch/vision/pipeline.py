@@ -6,7 +6,8 @@ BlazeFace on the whole frame and on each person's upper body; where the object
 detector saw weak phone votes, the phone-at-the-ear fusion (a second look at the
 faces they point at, the body pose of persons whose face is hidden; see
 ``phones``); and - when the profile allows it and the worker is enrolled - the
-identity check on the faces found. Whether identity runs at all is the policy's
+identity check on the live faces found (the liveness check first marks pictures of
+faces held up to the camera, see ``liveness``). Whether identity runs at all is the policy's
 decision, passed in by the composition root (``deskwatch.app.build_vision``) as an
 :class:`IdentityTarget` or None.
 """
@@ -20,9 +21,20 @@ import numpy as np
 
 from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis
 from deskwatch.vision.config import VisionConfig
-from deskwatch.vision.faces import FaceDetector, merge_faces
-from deskwatch.vision.identity import FaceEncoder, IdentityChecker, IdentityTarget, IdentityUnavailable, load_templates
+from deskwatch.vision.faces import FaceAligner, FaceDetector, merge_faces
+from deskwatch.vision.identity import (
+    DlibEmbedder,
+    FaceEmbedder,
+    IdentityChecker,
+    IdentityTarget,
+    IdentityUnavailable,
+    TemplateMismatch,
+    TfliteEmbedder,
+    check_compatible,
+    load_templates,
+)
 from deskwatch.vision.light import measure_light
+from deskwatch.vision.liveness import LivenessChecker
 from deskwatch.vision.objects import COCO_LABELS, ObjectDetector
 from deskwatch.vision.phones import face_crop, face_ear_zones, phones_at_ears, pose_ear_zones, zones_with_hints
 from deskwatch.vision.pose import PoseEstimator
@@ -35,6 +47,8 @@ FACE_MODEL = FACE_MODELS["short_range"]
 LABELS_FILE = "coco_labels.txt"
 OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32.tflite"}
 POSE_MODEL = "pose_landmark_full.tflite"
+FACE_MESH_MODEL = "face_landmark.tflite"  # identity backend tflite: alignment
+FACE_EMBEDDER_MODEL = "face_embedder_dlib_resnet.tflite"  # identity backend tflite: descriptor
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
 PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
@@ -93,7 +107,10 @@ class Vision:
         self.faces = FaceDetector(
             self.store.load(FACE_MODELS[v.face_model]), threshold=v.face_threshold, nms_iou=v.face_nms_iou
         )
-        self._encoder: FaceEncoder | None = None
+        self.liveness = LivenessChecker(v.liveness) if v.liveness.enabled else None
+        self._embedder: FaceEmbedder | None = None
+        if identity is not None and v.identity_backend == "tflite":
+            self._embedder = build_embedder(v, self.store)  # loaded up front: a missing model fails the start
         self._identity: IdentityChecker | None = None
         self._templates_mtime: float | None = None
         self.last_model_ms = 0.0  # TFLite invoke() + dlib encoder time of the last analyze()
@@ -120,23 +137,34 @@ class Vision:
         if templates is None:
             self._identity = None
             return
-        if self._encoder is None:
+        if self._embedder is None:
             try:
-                self._encoder = FaceEncoder()
-            except IdentityUnavailable as exc:
+                self._embedder = build_embedder(self.cfg, self.store)
+            except (IdentityUnavailable, ModelError) as exc:
                 log.error("identity check unavailable, the other checks go on: %s", exc)
                 self._identity = None
                 return
+        try:
+            check_compatible(templates, self._embedder, target.worker_id)
+        except TemplateMismatch as exc:
+            log.error("%s", exc)
+            self._identity = None
+            return
         v = self.cfg
         self._identity = IdentityChecker(
-            self._encoder,
-            templates,
+            self._embedder,
+            templates.encodings,
             v.identity_tolerance,
             v.identity_min_face_px,
             v.identity_max_faces,
             v.identity_reuse_seconds,
         )
-        log.info("identity check on: %d templates for worker %s", len(templates), target.worker_id)
+        log.info(
+            "identity check on: %d templates for worker %s (backend %s)",
+            len(templates.encodings),
+            target.worker_id,
+            self._embedder.backend,
+        )
 
     @property
     def identity_enabled(self) -> bool:
@@ -172,6 +200,11 @@ class Vision:
             model_ms += phone_ms
             t4 = time.perf_counter()
             timings["phones"] = (t4 - t3) * 1000
+            t3 = t4
+        if self.liveness is not None and faces:
+            faces = self.liveness.check(image, faces)
+            t4 = time.perf_counter()
+            timings["liveness"] = (t4 - t3) * 1000
             t3 = t4
         self.refresh_identity()
         if self._identity is not None and faces:
@@ -251,7 +284,14 @@ class Vision:
     def close(self) -> None:
         self.store.close()
         self._identity = None
-        self._encoder = None
+        self._embedder = None
+
+
+def build_embedder(cfg: VisionConfig, store: ModelStore) -> FaceEmbedder:
+    """The configured identity backend; raises ModelError or IdentityUnavailable."""
+    if cfg.identity_backend == "face_recognition":
+        return DlibEmbedder()
+    return TfliteEmbedder(FaceAligner(store.load(FACE_MESH_MODEL)), store.load(FACE_EMBEDDER_MODEL))
 
 
 def upper_body(person: Detection, width: int, height: int) -> tuple[int, int, int, int]:

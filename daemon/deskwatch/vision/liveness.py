@@ -1,0 +1,216 @@
+"""Liveness: a live face, or a picture of one held up to the camera?
+
+A photo on a screen, a print or a phone re-captured by the camera leaves two kinds of
+trace that skin does not:
+
+* **moiré**: the screen's pixel grid or the print's halftone dots, sampled again by
+  the camera's pixel grid, put sharp isolated peaks into the spectrum of the face
+  region (skin, hair and eyes give a smooth spectrum). ``moire_score`` is the height
+  of the highest peaks above their neighbourhood, in log magnitude, with the JPEG 8x8
+  block grid's own harmonics left out;
+* **a frame around the face**: a phone's bezel, a print's edge or a monitor's border
+  give long straight edges close around the head on three or four sides, parallel to
+  the face; a live head has its body below it and rarely straight edges that close.
+
+A face is a *spoof* when the moiré is strong on its own, or when the frame is there
+and the moiré is at least moderate. Both thresholds were set on real faces (the
+repository's photos and registry-package photos, also re-encoded, noised, sharpened
+and darkened) with a margin: none of those is rejected. The attack images used to
+measure what is caught are synthetic (see tools/deskwatch_dev/attacks.py): no real
+screen or paper was photographed here.
+
+Faces smaller than ``min_face_px`` are not judged (``live`` stays None): the cues need
+pixels. A spoof never counts as the worker being present and is not identity-checked.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+
+import cv2
+import numpy as np
+
+from deskwatch.domain import Face
+from deskwatch_contract.configfile import setting
+
+MOIRE_WINDOW = 128  # pixels of the face region analysed, at the camera's own resolution
+MOIRE_BAND = (0.1, 0.5)  # cycles per pixel: below it the face's own shape, above Nyquist
+FRAME_FACE_PX = 64  # the frame search sees the face this wide
+FRAME_REACH = 3.0  # face widths around the face centre searched for a frame
+
+
+@dataclass(frozen=True)
+class LivenessConfig:
+    """The presentation-attack check: a face on a screen, a print or a phone is not a person."""
+
+    enabled: bool = setting(
+        True,
+        doc="Check every face of at least min_face_px for the traces a re-captured picture leaves (moire of a screen's pixels or a print's dots, a bezel or paper edge around the face). A face that fails counts as nobody: not the worker, not present, not identity-checked.",
+    )
+    moire_threshold: float = setting(
+        1.8,
+        doc="Moire score (height of the sharpest spectral peaks of the face region, log scale) above which a face is a picture on its own. Real faces here: at most 1.60, also re-encoded, noised, sharpened and darkened.",
+        minimum=0.5,
+        maximum=10.0,
+    )
+    frame_moire_threshold: float = setting(
+        1.4,
+        doc="Lower moire score that is enough when straight edges frame the face on frame_sides sides (a phone bezel, a print's edge, a monitor).",
+        minimum=0.5,
+        maximum=10.0,
+    )
+    frame_sides: int = setting(
+        3,
+        doc="Sides of the face (left, right, above, below) with a long straight edge close by that make a frame.",
+        minimum=2,
+        maximum=4,
+    )
+    min_face_px: int = setting(
+        60,
+        doc="Faces smaller than this (pixels, box height) are not checked: the cues need pixels.",
+        minimum=32,
+        maximum=1000,
+    )
+
+
+@dataclass(frozen=True)
+class LivenessCues:
+    moire: float
+    frame_sides: int | None  # None: not looked for (the moire alone decided)
+
+    def spoof(self, cfg: LivenessConfig) -> bool:
+        framed = (self.frame_sides or 0) >= cfg.frame_sides and self.moire > cfg.frame_moire_threshold
+        return self.moire > cfg.moire_threshold or framed
+
+    def describe(self) -> str:
+        frame = "" if self.frame_sides is None else f", straight edges on {self.frame_sides} side(s) of the face"
+        return f"moire {self.moire:.2f}{frame}"
+
+
+def _square(box: tuple[int, int, int, int], side: float, width: int, height: int) -> tuple[int, int, int, int]:
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    return (
+        max(0, int(cx - side / 2)),
+        max(0, int(cy - side / 2)),
+        min(width, int(cx + side / 2)),
+        min(height, int(cy + side / 2)),
+    )
+
+
+def moire_score(image: np.ndarray, box: tuple[int, int, int, int]) -> float:
+    """Height of the strongest isolated spectral peaks (log magnitude above the local
+    median) of the face region's luminance; 0.0 when the region is too small."""
+    h, w = image.shape[:2]
+    side = min(max(box[2] - box[0], box[3] - box[1]), MOIRE_WINDOW)
+    x0, y0, x1, y1 = _square(box, side, w, h)
+    n = min(x1 - x0, y1 - y0)
+    n -= n % 8
+    if n < 48:
+        return 0.0
+    patch = image[y0 : y0 + n, x0 : x0 + n].astype(np.float32)
+    grey = patch @ np.array([0.299, 0.587, 0.114], np.float32)
+    grey -= cv2.GaussianBlur(grey, (0, 0), 3)
+    window = np.outer(np.hanning(n), np.hanning(n)).astype(np.float32)
+    spectrum = np.log(np.abs(np.fft.fftshift(np.fft.fft2(grey * window))) + 1e-3).astype(np.float32)
+    peaks = spectrum - cv2.medianBlur(spectrum, 5)
+    return float(np.sort(peaks[_band_mask(n)])[-3:].mean())
+
+
+_masks: dict[int, np.ndarray] = {}
+
+
+def _band_mask(n: int) -> np.ndarray:
+    """The frequencies looked at: the band, minus the axes (window leakage) and the
+    JPEG block grid's harmonics (k/8, l/8)."""
+    mask = _masks.get(n)
+    if mask is None:
+        f = (np.arange(n) - n // 2) / n
+        fu, fv = np.meshgrid(f, f)
+        r = np.hypot(fu, fv)
+        mask = (r > MOIRE_BAND[0]) & (r < MOIRE_BAND[1])
+        near = 1.6 / n
+        mask &= (np.abs(fu) >= near) & (np.abs(fv) >= near)
+        grid = np.arange(-4, 5) / 8
+        on_u = np.min(np.abs(fu[..., None] - grid), axis=-1) < near
+        on_v = np.min(np.abs(fv[..., None] - grid), axis=-1) < near
+        mask &= ~(on_u & on_v)
+        _masks[n] = mask
+    return mask
+
+
+def frame_sides(image: np.ndarray, box: tuple[int, int, int, int]) -> int:
+    """On how many sides (left, right, above, below) of the face a long straight edge,
+    parallel to the image axes and spanning the face's centre line, runs close by."""
+    x0, y0, x1, y1 = box
+    face_w = max(1.0, float(x1 - x0))
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    scale = FRAME_FACE_PX / face_w
+    reach = FRAME_REACH * face_w
+    n = int(2 * reach * scale)
+    m = np.array([[scale, 0, -(cx - reach) * scale], [0, scale, -(cy - reach) * scale]], np.float32)
+    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    view = cv2.warpAffine(grey, m, (n, n), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    edges = cv2.Canny(cv2.GaussianBlur(view, (0, 0), 1.0), 40, 120)
+    lines = cv2.HoughLinesP(
+        edges,
+        1,
+        np.pi / 180,
+        threshold=FRAME_FACE_PX // 2,
+        minLineLength=FRAME_FACE_PX,
+        maxLineGap=int(0.08 * FRAME_FACE_PX) + 2,
+    )
+    if lines is None:
+        return 0
+    c = n / 2
+    sides: set[str] = set()
+    for xa, ya, xb, yb in np.asarray(lines, dtype=np.float64).reshape(-1, 4):
+        angle = abs(math.degrees(math.atan2(yb - ya, xb - xa))) % 180
+        if 70 < angle < 110 and min(ya, yb) < c < max(ya, yb):
+            d = ((xa + xb) / 2 - c) / FRAME_FACE_PX
+            if 0.55 < abs(d) < 2.5:
+                sides.add("left" if d < 0 else "right")
+        elif (angle < 20 or angle > 160) and min(xa, xb) < c < max(xa, xb):
+            d = ((ya + yb) / 2 - c) / FRAME_FACE_PX
+            if 0.7 < abs(d) < 3.0:
+                sides.add("above" if d < 0 else "below")
+    return len(sides)
+
+
+def face_box_px(face: Face, width: int, height: int) -> tuple[int, int, int, int]:
+    b = face.box
+    return (int(b.x0 * width), int(b.y0 * height), int(b.x1 * width), int(b.y1 * height))
+
+
+class LivenessChecker:
+    """Sets ``live`` on every face of at least ``min_face_px`` (False: a picture of a face)."""
+
+    def __init__(self, cfg: LivenessConfig):
+        self.cfg = cfg
+        self.last_ms = 0.0  # time of the last check (all faces)
+
+    def cues(self, image: np.ndarray, face: Face) -> LivenessCues | None:
+        """The cues of one face, or None when it is too small to judge."""
+        h, w = image.shape[:2]
+        box = face_box_px(face, w, h)
+        if box[3] - box[1] < self.cfg.min_face_px:
+            return None
+        moire = round(moire_score(image, box), 3)
+        # the frame only matters between the two moire thresholds: most live faces skip it
+        undecided = self.cfg.frame_moire_threshold < moire <= self.cfg.moire_threshold
+        return LivenessCues(moire, frame_sides(image, box) if undecided else None)
+
+    def check(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+        t0 = time.perf_counter()
+        out = []
+        for face in faces:
+            cues = self.cues(image, face)
+            if cues is None:
+                out.append(face)
+                continue
+            spoof = cues.spoof(self.cfg)
+            out.append(replace(face, live=not spoof, spoof_cues=cues.describe() if spoof else ""))
+        self.last_ms = (time.perf_counter() - t0) * 1000.0
+        return out
