@@ -178,7 +178,7 @@ def annotate(image: np.ndarray, analysis: FrameAnalysis, out: str, crops: Sequen
     width = max(2, w // 400)
     for c in crops:
         x0, y0, x1, y1 = c["box"]
-        draw.rectangle((x0 * w, y0 * h, x1 * w, y1 * h), outline=COLOURS["crop"], width=max(1, width // 2))
+        draw.rectangle((x0 * w, y0 * h, x1 * w, y1 * h), outline=COLOURS["crop"], width=max(2, width // 2))
         draw.text((x0 * w + 3, y1 * h - 12), f"looked at: {c['kind']} {c['person']}", fill=COLOURS["crop"])
     for d in analysis.detections:
         colour = COLOURS.get(d.label, (60, 200, 60))
