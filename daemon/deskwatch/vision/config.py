@@ -59,7 +59,7 @@ class PhoneStageConfig:
     )
     phone_min_score: float = setting(
         0.42,
-        doc="A phone needs the geometric mean of the two (its reported score) to reach this. Labelled photos: phones found 0.44-0.80, photos without a phone at most 0.39.",
+        doc="A phone needs the geometric mean of the two (its reported score) to reach this. Labelled photos: phones found 0.45-0.80, photos without a phone at most 0.385.",
         minimum=0.05,
         maximum=1.0,
     )

@@ -16,8 +16,10 @@ joins the group whose strongest vote it overlaps by IoU >= 0.3):
   one stray vote does not;
 - CenterNet (:mod:`deskwatch.vision.centernet`) looks only where NanoDet has a
   candidate (a phone place whose evidence reaches ``phone_evidence``, or a food
-  vote reaching ``food_confirm``): at the crops holding it (384 px) and once at
-  the whole frame (512 px). Its best score there is the second, independent opinion.
+  vote reaching ``food_confirm``): at the crops holding it and once at the whole
+  frame (384 px; at 512 px the whole frame gave the same verdicts on the labelled
+  photos and cost a second interpreter). Its best score there is the second,
+  independent opinion.
 
 :mod:`deskwatch.vision.phones` and :mod:`deskwatch.vision.eating` turn the places
 into verdicts.
@@ -175,12 +177,10 @@ class SecondLook:
         cfg: PhoneStageConfig,
         objects: ObjectDetector,
         pose: PoseEstimator,
-        crop_detector: CenterNet,
-        frame_detector: CenterNet,
+        confirm: CenterNet,
     ):
         self.cfg = cfg
-        self.objects, self.pose = objects, pose
-        self.crop_detector, self.frame_detector = crop_detector, frame_detector
+        self.objects, self.pose, self.confirm = objects, pose, confirm
 
     def look(self, image: np.ndarray, persons: list[Detection], frame_votes: list[Detection]) -> Look:
         """``frame_votes``: the whole-frame pass's phones, food and drink, weak ones included."""
@@ -204,12 +204,12 @@ class SecondLook:
         if candidates:
             for view, (crop, px) in enumerate(zip(out.crops, pixels, strict=True), start=1):
                 if any(crop.holds(b, w, h) for b in candidates):
-                    found = self.crop_detector.detect(px, self._labels(crop), cfg.vote_threshold)
-                    out.model_ms += self.crop_detector.model.invoke_ms
+                    found = self.confirm.detect(px, self._labels(crop), cfg.vote_threshold)
+                    out.model_ms += self.confirm.model.invoke_ms
                     out.centernet_runs += 1
                     centernet += [Vote(view, to_frame(d, crop, w, h)) for d in found]
-            found = self.frame_detector.detect(image, (PHONE, *FOOD_AND_DRINK), cfg.vote_threshold)
-            out.model_ms += self.frame_detector.model.invoke_ms
+            found = self.confirm.detect(image, (PHONE, *FOOD_AND_DRINK), cfg.vote_threshold)
+            out.model_ms += self.confirm.model.invoke_ms
             out.centernet_runs += 1
             centernet += [Vote(0, d) for d in found]
         out.phone_places = places(phone_n, [v for v in centernet if v.detection.label == PHONE])

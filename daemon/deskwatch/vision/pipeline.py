@@ -37,8 +37,7 @@ FACE_MODEL = FACE_MODELS["short_range"]
 LABELS_FILE = "coco_labels.txt"
 OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32.tflite"}
 POSE_MODEL = "pose_landmark_full.tflite"
-CENTERNET_CROP_MODEL = "centernet_mb3_384_f16.tflite"  # the phone stage's second detector, on crops
-CENTERNET_FRAME_MODEL = "centernet_mb3_512_f16.tflite"  # ... and on the whole frame
+CENTERNET_MODEL = "centernet_mb3_384_f16.tflite"  # the phone stage's second detector (crops and whole frame)
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
 PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
@@ -97,8 +96,7 @@ class Vision:
                 v.phones,
                 self.objects,
                 PoseEstimator(self.store.load(POSE_MODEL)),
-                CenterNet(self.store.load(CENTERNET_CROP_MODEL)),
-                CenterNet(self.store.load(CENTERNET_FRAME_MODEL)),
+                CenterNet(self.store.load(CENTERNET_MODEL)),
             )
         self.last_look: Look | None = None  # the phone stage's view of the last analyze() (scan --annotate draws it)
         self.faces = FaceDetector(
