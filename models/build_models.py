@@ -839,15 +839,20 @@ PHONE_STAGE_TRIED = [
     {"what": "CenterNet at 512 px for the whole frame beside 384 px for the crops",
      "result": "the same verdicts on all 52 photos as 384 px for both, for a second interpreter (+~45 MB peak RSS)",
      "kept": False},
-    {"what": "chosen: pose hands + head crops (2.5 x pose scale) of the 2 largest persons; NanoDet votes of each "
-             "view (whole frame + crops) grouped by place, noisy-OR over views >= 0.5; CenterNet 384 px (float16 "
-             "weights) on the crops holding a candidate and on the whole frame >= 0.2; sqrt(product) >= 0.42",
+    {"what": "one crop size only (2.25, 2.5 or 2.75 pose scales)",
+     "result": "the same 5 of 8 in use at 2.5 with 0 false, but a travel mug passed as a phone at 2.25 (0.424) and a "
+               "mug at 2.75 (0.464, above two held phones): precision hung on the crop size", "kept": False},
+    {"what": "chosen: pose hands + head crops of the 2 largest persons at 2.25 and 2.75 pose scales; per size, "
+             "NanoDet votes of each view (whole frame + crops) grouped by place, noisy-OR over views >= 0.5, "
+             "CenterNet 384 px (float16 weights) on the crops holding a candidate and on the whole frame >= 0.2, "
+             "sqrt(product) >= 0.42; a verdict must hold with both sizes (its score: the lower)",
      "result": "phone in use found on 5 of 8 (phone_03, 04, 05, hand_01, hand_02; phone_05's call taken as in hand); "
                "0 phones at all on the 30 photos without one (5 hard negatives included) and none in use on the 9 "
-               "desk phones; found 0.45-0.80, closest negative 0.385 (multi_08: a travel mug); food at the mouth on "
-               "2 of 4 eating photos, 0 elsewhere (before: 2 of 4 and the toast of multi_07). Missed: phone_01 (the "
-               "pose model gives presence 0.03 for the man whose hand covers his face), phone_02 (448 px, phones "
-               "~15 px), phone_hand_03 (on a tripod above the hand, 0.39), every desk phone (one view only)",
+               "desk phones; found 0.433-0.751, closest negative 0.403 (nophone_hand_05: a mug); other size pairs "
+               "(2.0+2.5, 2.5+3.0) keep 0 false phones (negatives <= 0.385). Food at the mouth on 2 of 4 eating "
+               "photos, 0 elsewhere (before: 2 of 4 and the toast of multi_07). Missed: phone_01 (pose presence "
+               "0.03 for the man whose hand covers his face), phone_02 (448 px, phones ~15 px), phone_hand_03 (on a "
+               "tripod above the hand), every desk phone (seen by one view only)",
      "kept": True},
 ]
 

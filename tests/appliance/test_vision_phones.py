@@ -1,8 +1,8 @@
 """The phone stage: phones in the hands and at the ears, food or drink at the mouth,
 on the repository's labelled photos and, piece by piece, on synthetic input.
 
-Measured with the shipped models (int8 NanoDet, float16 CenterNet, 2026-11-29) on the
-45 photos in tests/data/photos: a phone in use found on 4 of 7 (phone_03, phone_05,
+Measured with the shipped models (int8 NanoDet, float16 CenterNet, crops of 2.25 and
+2.75 pose scales, 2026-11-29) on the 45 photos in tests/data/photos: a phone in use found on 4 of 7 (phone_03, phone_05,
 phone_hand_01, phone_hand_02; phone_05's call is taken for a phone in the hand), no
 phone at all on any photo without one (hard negatives included), no phone on a desk
 taken for one in use, food at the mouth on 1 of 3 (eat_03), nothing at the mouth
@@ -22,7 +22,7 @@ import pytest
 from deskwatch.domain import Box, Detection
 from deskwatch.vision.centernet import CenterNet
 from deskwatch.vision.config import PhoneStageConfig
-from deskwatch.vision.crops import PAD_GREY, Crop, SecondLook, Vote, crops_of, cut, places, to_frame
+from deskwatch.vision.crops import PAD_GREY, Crop, SecondLook, View, Vote, agreed, crops_of, cut, places, to_frame
 from deskwatch.vision.eating import food_at_mouth
 from deskwatch.vision.phones import AT_EAR, IN_HAND, VISIBLE, behaviour, confirmed_phones, phone_score
 from deskwatch.vision.pose import INPUT_SIZE, Pose, PoseEstimator, pose_square
@@ -175,7 +175,7 @@ def px_box(x0: float, y0: float, x1: float, y1: float) -> Box:
     return Box(x0 / W, y0 / H, x1 / W, y1 / H)
 
 
-def test_crops_are_squares_around_both_hands_and_the_head() -> None:
+def test_crops_are_squares_around_both_hands_and_the_head() -> None:  # one crop size
     p = pose(left=(700, 600), right=(300, 650))
     crops = crops_of([p], 2.5)
     assert [c.kind for c in crops] == ["hand", "hand", "head"]
@@ -322,17 +322,36 @@ def second_look(nanodet: float, p: Pose) -> tuple[SecondLook, FakeObjects, FakeC
     return look, objects, confirm
 
 
+def everything(view: View, poses: list[Pose]) -> list[Detection]:
+    """A judge that takes every place both detectors saw as a verdict."""
+    return [Detection(PHONE, 0.5, p.box) for p in view.phone_places if p.nanodet and p.centernet]
+
+
 def test_centernet_is_asked_only_where_nanodet_has_a_candidate() -> None:
     image = np.zeros((H, W, 3), np.uint8)
     p = pose(left=(700, 600), right=(300, 650))
     look, objects, confirm = second_look(0.15, p)  # one view of 0.15 each: no candidate
-    result = look.look(image, [p.person], [])
+    result = look.look(image, [p.person], [], everything)
     assert objects.calls == 3 and confirm.calls == 0 and result.centernet_runs == 0
+    assert len(result.views) == 1 and look.found(result) == []  # nothing with the first size: the look stops
     look, objects, confirm = second_look(0.6, p)
-    result = look.look(image, [p.person], [])
-    assert confirm.calls == 3 + 1 and result.centernet_runs == 4  # the three crops, then the whole frame
-    assert result.model_ms == pytest.approx(2.0 + 3 * 1.0 + 4 * 3.0)
-    assert len(result.crops) == 3 and all(place.centernet for place in result.phone_places)
+    result = look.look(image, [p.person], [], everything)
+    # both crop sizes: their three crops each, and the whole frame once
+    assert objects.calls == 6 and confirm.calls == 3 + 1 + 3 and result.centernet_runs == 7
+    assert result.model_ms == pytest.approx(2.0 + 6 * 1.0 + 7 * 3.0)
+    assert [v.factor for v in result.views] == [2.25, 2.75] and len(result.crops) == 6
+    assert len(look.found(result)) >= 3
+
+
+def test_a_verdict_must_hold_with_every_crop_size() -> None:
+    phone = Detection(PHONE, 0.6, AT, IN_HAND)
+    nudged = Detection(PHONE, 0.45, px_box(455, 155, 505, 235), IN_HAND)
+    cup = Detection("cup", 0.7, AT, "at_mouth")
+    [kept] = agreed([[phone], [nudged]])
+    assert kept.score == 0.45 and kept.box == AT and kept.behaviour == IN_HAND  # the lowest score
+    assert agreed([[phone], []]) == []  # one size saw nothing there
+    assert agreed([[phone], [cup]]) == []  # a cup is not the same thing as a phone
+    assert agreed([[phone]]) == [phone]
 
 
 # -- CenterNet decoding (a fake model) ------------------------------------------------------

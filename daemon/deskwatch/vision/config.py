@@ -33,11 +33,10 @@ class PhoneStageConfig:
     min_presence: float = setting(
         0.5, doc="A pose counts when the pose model's presence score reaches this.", minimum=0.0, maximum=1.0
     )
-    crop_factor: float = setting(
-        2.5,
-        doc="Side of the square cut around each hand and the head, in pose scales (head-and-shoulders size); 2.25-2.75 gave the same verdicts on the labelled photos.",
-        minimum=1.0,
-        maximum=5.0,
+    crop_factors: list[float] = setting(
+        default_factory=lambda: [2.25, 2.75],
+        doc="Sides of the squares cut around each hand and the head, in pose scales (head-and-shoulders size). A phone, food or a drink must be confirmed with every size; its score is the lowest. One size alone let a mug (2.75) or a travel mug (2.25) through on the labelled photos.",
+        example=[2.25, 2.75],
     )
     vote_threshold: float = setting(
         0.1,
@@ -59,7 +58,7 @@ class PhoneStageConfig:
     )
     phone_min_score: float = setting(
         0.42,
-        doc="A phone needs the geometric mean of the two (its reported score) to reach this. Labelled photos: phones found 0.45-0.80, photos without a phone at most 0.385.",
+        doc="A phone needs the geometric mean of the two (its reported score) to reach this. Labelled photos: phones found 0.43-0.75, photos without a phone at most 0.40.",
         minimum=0.05,
         maximum=1.0,
     )
@@ -105,6 +104,13 @@ class PhoneStageConfig:
         minimum=0.0,
         maximum=1.0,
     )
+
+    def validate(self, report: Report) -> None:
+        if not self.crop_factors:
+            report("crop_factors", "needs at least one crop size, e.g. [2.25, 2.75]")
+        for value in self.crop_factors:
+            if not 1.0 <= value <= 5.0:
+                report("crop_factors", f"{value} is not between 1 and 5 pose scales")
 
 
 @dataclass(frozen=True)

@@ -4,12 +4,14 @@ by two detectors, and the places where their votes agree.
 NanoDet at 416 px sees a 1280x720 frame shrunk about 3x: a phone in the hand is
 10-20 px there and its "cell phone" score is noise-level (0.1-0.4, what mugs,
 tablets and hands also get). So the body pose of the largest persons gives their
-hands and head, and a square of ``crop_factor`` x the pose scale (the
-head-and-shoulders size) around each is cut from the full frame: a phone is
-60-150 px there.
+hands and head, and squares of ``crop_factors`` x the pose scale (the
+head-and-shoulders size) around each are cut from the full frame: a phone is
+60-150 px there. Each crop size is a view of its own, and a phone (or food) must be
+confirmed in every one (:func:`agreed`): on the labelled photos a mug passed for a
+phone at one crop size and not at the others, held phones at all of them.
 
-Votes from every view (the whole frame and each crop) are grouped by place (a vote
-joins the group whose strongest vote it overlaps by IoU >= 0.3):
+Within one crop size, the votes of the whole frame and each crop are grouped by
+place (a vote joins the group whose strongest vote it overlaps by IoU >= 0.3):
 
 - NanoDet looks at every crop; its votes at a place add up as a noisy-OR,
   ``1 - prod(1 - score)``: several views seeing a phone at the same place count,
@@ -27,7 +29,7 @@ into verdicts.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -158,19 +160,32 @@ def places(nanodet: Iterable[Vote], centernet: Iterable[Vote]) -> list[Place]:
 
 
 @dataclass
-class Look:
-    """What the second look saw in one frame."""
+class View:
+    """The places seen with one crop size."""
 
-    poses: list[Pose] = field(default_factory=list)
+    factor: float
     crops: list[Crop] = field(default_factory=list)
     phone_places: list[Place] = field(default_factory=list)
     food_places: list[Place] = field(default_factory=list)
+    found: list[Detection] = field(default_factory=list)  # the verdicts on these places (see SecondLook.look)
+
+
+@dataclass
+class Look:
+    """What the second look saw in one frame: one view per crop size."""
+
+    poses: list[Pose] = field(default_factory=list)
+    views: list[View] = field(default_factory=list)
     centernet_runs: int = 0
     model_ms: float = 0.0
 
+    @property
+    def crops(self) -> list[Crop]:
+        return [c for v in self.views for c in v.crops]
+
 
 class SecondLook:
-    """Pose -> hand and head crops -> NanoDet on each -> CenterNet where NanoDet has a candidate."""
+    """Pose -> hand and head crops of each size -> NanoDet on each -> CenterNet where NanoDet has a candidate."""
 
     def __init__(
         self,
@@ -182,41 +197,91 @@ class SecondLook:
         self.cfg = cfg
         self.objects, self.pose, self.confirm = objects, pose, confirm
 
-    def look(self, image: np.ndarray, persons: list[Detection], frame_votes: list[Detection]) -> Look:
-        """``frame_votes``: the whole-frame pass's phones, food and drink, weak ones included."""
-        cfg, h, w = self.cfg, image.shape[0], image.shape[1]
+    def look(
+        self,
+        image: np.ndarray,
+        persons: list[Detection],
+        frame_votes: list[Detection],
+        judge: Callable[[View, list[Pose]], list[Detection]],
+    ) -> Look:
+        """``frame_votes``: the whole-frame pass's phones, food and drink, weak ones included;
+        ``judge``: the verdicts on one view's places. The views are looked at one crop size
+        after the other, and the look stops at a view with no verdict (every view must agree)."""
+        cfg = self.cfg
         out = Look()
         estimated = self.pose.estimate_all(image, persons, cfg.max_persons)
         out.model_ms += self.pose.invoke_ms
         out.poses = [p for p in estimated if p.presence >= cfg.min_presence]
-        out.crops = crops_of(out.poses, cfg.crop_factor)
-        pixels = [cut(image, c) for c in out.crops]
-        nanodet = [Vote(0, d) for d in frame_votes if d.score >= cfg.vote_threshold]
-        for view, (crop, px) in enumerate(zip(out.crops, pixels, strict=True), start=1):
+        frame = [Vote(0, d) for d in frame_votes if d.score >= cfg.vote_threshold]
+        frame_confirm: list[Vote] | None = None  # CenterNet on the whole frame, run once when first needed
+        for factor in cfg.crop_factors:
+            view = View(factor, crops_of(out.poses, factor))
+            frame_confirm = self._look_with(image, view, frame, frame_confirm, out)
+            view.found = judge(view, out.poses)
+            out.views.append(view)
+            if not view.found:
+                break
+        return out
+
+    def found(self, look: Look) -> list[Detection]:
+        """What every view of the look found (see :func:`agreed`)."""
+        if len(look.views) < len(self.cfg.crop_factors):
+            return []  # a view found nothing: the look stopped there
+        return agreed([v.found for v in look.views])
+
+    def _look_with(
+        self, image: np.ndarray, view: View, frame: list[Vote], frame_confirm: list[Vote] | None, out: Look
+    ) -> list[Vote] | None:
+        """Fill ``view``'s places: NanoDet on its crops, CenterNet where it has a candidate."""
+        cfg, h, w = self.cfg, image.shape[0], image.shape[1]
+        pixels = [cut(image, c) for c in view.crops]
+        nanodet = list(frame)
+        for i, (crop, px) in enumerate(zip(view.crops, pixels, strict=True), start=1):
             found = self.objects.votes(px, self._labels(crop), cfg.vote_threshold)
             out.model_ms += self.objects.invoke_ms
-            nanodet += [Vote(view, to_frame(d, crop, w, h)) for d in found]
+            nanodet += [Vote(i, to_frame(d, crop, w, h)) for d in found]
         phone_n = [v for v in nanodet if v.detection.label == PHONE]
         food_n = [v for v in nanodet if v.detection.label in FOOD_AND_DRINK]
         candidates = [p.box for p in places(phone_n, []) if p.evidence >= cfg.phone_evidence]
         candidates += [v.detection.box for v in food_n if v.detection.score >= cfg.food_confirm]
         centernet: list[Vote] = []
         if candidates:
-            for view, (crop, px) in enumerate(zip(out.crops, pixels, strict=True), start=1):
+            for i, (crop, px) in enumerate(zip(view.crops, pixels, strict=True), start=1):
                 if any(crop.holds(b, w, h) for b in candidates):
                     found = self.confirm.detect(px, self._labels(crop), cfg.vote_threshold)
                     out.model_ms += self.confirm.model.invoke_ms
                     out.centernet_runs += 1
-                    centernet += [Vote(view, to_frame(d, crop, w, h)) for d in found]
-            found = self.confirm.detect(image, (PHONE, *FOOD_AND_DRINK), cfg.vote_threshold)
-            out.model_ms += self.confirm.model.invoke_ms
-            out.centernet_runs += 1
-            centernet += [Vote(0, d) for d in found]
-        out.phone_places = places(phone_n, [v for v in centernet if v.detection.label == PHONE])
-        out.food_places = places(food_n, [v for v in centernet if v.detection.label != PHONE])
-        return out
+                    centernet += [Vote(i, to_frame(d, crop, w, h)) for d in found]
+            if frame_confirm is None:
+                found = self.confirm.detect(image, (PHONE, *FOOD_AND_DRINK), cfg.vote_threshold)
+                out.model_ms += self.confirm.model.invoke_ms
+                out.centernet_runs += 1
+                frame_confirm = [Vote(0, d) for d in found]
+            centernet += frame_confirm
+        view.phone_places = places(phone_n, [v for v in centernet if v.detection.label == PHONE])
+        view.food_places = places(food_n, [v for v in centernet if v.detection.label != PHONE])
+        return frame_confirm
 
     @staticmethod
     def _labels(crop: Crop) -> tuple[str, ...]:
         """Phones everywhere; food and drink only at the head (where the mouth is)."""
         return (PHONE, *FOOD_AND_DRINK) if crop.kind == "head" else (PHONE,)
+
+
+def agreed(per_view: list[list[Detection]]) -> list[Detection]:
+    """The detections every view found at the same place (IoU >= SAME_PLACE_IOU; a phone
+    matches a phone, food or drink matches food or drink), each with the lowest of its
+    scores: a verdict must not depend on the exact crop size."""
+    if not per_view:
+        return []
+    out = []
+    for det in per_view[0]:
+        same = [
+            [d for d in other if (d.label == PHONE) == (det.label == PHONE) and d.box.iou(det.box) >= SAME_PLACE_IOU]
+            for other in per_view[1:]
+        ]
+        matches = [max(found, key=lambda d: d.score, default=None) for found in same]
+        if all(m is not None for m in matches):
+            low = min([det, *[m for m in matches if m is not None]], key=lambda d: d.score)
+            out.append(Detection(det.label, low.score, det.box, det.behaviour))
+    return sorted(out, key=lambda d: -d.score)

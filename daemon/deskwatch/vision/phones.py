@@ -4,10 +4,11 @@ A finding needs a phone *seen*, never a hand in a pose. A place of the second lo
 (:mod:`deskwatch.vision.crops`) is a phone when NanoDet's votes there add up to at
 least ``phone_evidence`` (noisy-OR), CenterNet scores it at least ``phone_confirm``,
 and the geometric mean of the two - the phone's reported score - reaches
-``phone_min_score``. On the 52 labelled photos (2026-11-29) the phones found scored
-0.45-0.80 and the photos without a phone at most 0.385 (a travel mug held at the
-chest); no hard negative passed (a hand at the cheek, coins at the eyes, a book, a
-tablet, a mug: each is seen by one detector at most).
+``phone_min_score``; :func:`deskwatch.vision.crops.agreed` then keeps the phones
+confirmed with every crop size, at their lowest score. On the 52 labelled photos
+(2026-11-29) the phones found scored 0.43-0.75 and the photos without a phone at
+most 0.40 (a mug held at the chest); no hard negative passed (a hand at the cheek,
+coins at the eyes, a book, a tablet, a mug).
 
 Its behaviour comes from the body pose of a person it fits (scale: the pose's
 head-and-shoulders size, :attr:`Pose.scale`):

@@ -20,14 +20,14 @@ import numpy as np
 from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis
 from deskwatch.vision.centernet import CenterNet
 from deskwatch.vision.config import VisionConfig
-from deskwatch.vision.crops import FOOD_AND_DRINK, Look, SecondLook
+from deskwatch.vision.crops import FOOD_AND_DRINK, Look, SecondLook, View
 from deskwatch.vision.eating import food_at_mouth
 from deskwatch.vision.faces import FaceDetector, merge_faces
 from deskwatch.vision.identity import FaceEncoder, IdentityChecker, IdentityTarget, IdentityUnavailable, load_templates
 from deskwatch.vision.light import measure_light
 from deskwatch.vision.objects import COCO_LABELS, PHONE, ObjectDetector
 from deskwatch.vision.phones import confirmed_phones
-from deskwatch.vision.pose import PoseEstimator
+from deskwatch.vision.pose import Pose, PoseEstimator
 from deskwatch.vision.runtime import ModelError, ModelStore
 
 log = logging.getLogger(__name__)
@@ -217,11 +217,15 @@ class Vision:
         held = {PHONE, *FOOD_AND_DRINK}
         persons = [d for d in detections if d.label == "person"]
         votes = [d for d in detections if d.label in held] + self.objects.weak
-        look = self.second_look.look(image, persons, votes)
-        self.last_look = look
         cfg = self.cfg.phones
-        found = confirmed_phones(look.phone_places, look.poses, w, h, cfg)
-        found += food_at_mouth(look.food_places, look.poses, w, h, cfg)
+
+        def judge(view: View, poses: list[Pose]) -> list[Detection]:
+            phones = confirmed_phones(view.phone_places, poses, w, h, cfg)
+            return phones + food_at_mouth(view.food_places, poses, w, h, cfg)
+
+        look = self.second_look.look(image, persons, votes, judge)
+        self.last_look = look
+        found = self.second_look.found(look)
         return [d for d in detections if d.label not in held] + found, look.model_ms
 
     def model_hashes(self) -> dict[str, str]:
