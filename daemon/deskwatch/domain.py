@@ -118,14 +118,23 @@ class Frame:
 
 @dataclass(frozen=True)
 class Detection:
-    """An object the detector found (COCO label names: "person", "cell phone", ...)."""
+    """An object the detector found (COCO label names: "person", "cell phone", ...).
+
+    ``behaviour`` says what a confirmed held object is doing (the phone stage sets it):
+    a phone ``at_ear``, ``in_hand`` or ``visible`` (anywhere else, e.g. on the desk),
+    food or a drink ``at_mouth``. None for everything else.
+    """
 
     label: str
     score: float
     box: Box
+    behaviour: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"label": self.label, "score": round(self.score, 3), "box": self.box.as_list()}
+        out: dict[str, Any] = {"label": self.label, "score": round(self.score, 3), "box": self.box.as_list()}
+        if self.behaviour is not None:
+            out["behaviour"] = self.behaviour
+        return out
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def test_minimal_is_presence_and_light_and_no_images():
     assert effective_rules(cfg.policy) == ["away_from_desk", "low_light", "camera_obstructed"]
     assert not identity_allowed(cfg.policy)
     assert not any(evidence_allowed(cfg, r) for r in RULES)
-    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4))
+    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4), behaviour="at_ear")
     out = Policy(cfg.policy).evaluate(burst(5, [person(), phone], [face()]), PolicyContext(T0, "schedule"))
     assert out.findings == []
 

@@ -101,31 +101,80 @@ def test_away_tolerates_a_missed_detection_in_one_frame():
     assert check(out, "away_from_desk") == "pass"
 
 
-def test_phone_held_to_the_ear_is_phone_use():
-    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4), 0.6)
+EAR_BOX = Box(0.56, 0.25, 0.63, 0.4)  # beside the worker's face
+
+
+def test_phone_at_the_ear_is_phone_use_and_says_so():
+    phone = obj("cell phone", EAR_BOX, 0.6, "at_ear")
     out = run(burst(5, [person(), phone], [face()]))
     assert types(out) == ["phone_use"]
     f = out.findings[0]
     assert f.detections[0] == phone and any(d.label == "person" for d in f.detections)
+    assert f.detail == "a phone at the ear in 5 of 5 frames"
     assert 0.3 < f.confidence <= 0.6
     assert f.evidence_allowed
 
 
-def test_phone_in_hands_at_chest_height_is_phone_use():
-    phone = obj("cell phone", Box(0.45, 0.6, 0.55, 0.7))
+def test_phone_in_hand_at_chest_height_is_phone_use():
+    phone = obj("cell phone", Box(0.45, 0.6, 0.55, 0.7), behaviour="in_hand")
     out = run(burst(5, [person(), phone]))  # no face found (looking down)
     assert types(out) == ["phone_use"]
+    assert out.findings[0].detail == "a phone in hand in 5 of 5 frames"
 
 
-def test_phone_lying_on_the_desk_is_not_phone_use():
-    on_desk = obj("cell phone", Box(0.05, 0.85, 0.15, 0.95), 0.8)  # beside the worker
-    in_front = obj("cell phone", Box(0.45, 0.93, 0.55, 0.99), 0.8)  # bottom of the worker box
-    out = run(burst(5, [person(), on_desk, in_front], [face()]))
+def test_a_phone_the_phone_stage_did_not_confirm_is_never_phone_use():
+    # a whole-frame "cell phone" guess at the ear (a hand at the temple, coins at the eyes):
+    # without the phone stage's behaviour it is not a phone seen by both detectors
+    guess = obj("cell phone", EAR_BOX, 0.9)
+    out = run(burst(5, [person(), guess], [face()]))
+    assert types(out) == [] and check(out, "phone_use") == "pass"
+
+
+def test_phone_on_the_desk_counts_only_where_the_profile_says():
+    on_desk = obj("cell phone", Box(0.05, 0.85, 0.15, 0.95), 0.8, "visible")
+    frames = burst(5, [person(), on_desk], [face()])
+    assert "phone_use" not in types(run(frames))  # full: at the ear or in the hand
+    uk = "policy: {profile: uk}\nschedule: {mode: fixed, fixed_times: ['10:00']}"
+    out = run(frames, extra=uk)
+    assert types(out) == ["phone_use"] and out.findings[0].detail == "a phone on the desk in 5 of 5 frames"
+    counted = "policy: {rules: {phone_use: {behaviours: [visible_on_desk]}}}"
+    assert types(run(frames, extra=counted)) == ["phone_use"]
+    outside = "policy: {desk_zone: [0.2, 0.0, 1.0, 1.0], rules: {phone_use: {behaviours: [visible_on_desk]}}}"
+    assert "phone_use" not in types(run(frames, extra=outside))  # not in the desk zone
+
+
+def test_profile_behaviours_can_be_narrowed():
+    phone = obj("cell phone", Box(0.45, 0.6, 0.55, 0.7), behaviour="in_hand")
+    calls_only = "policy: {rules: {phone_use: {behaviours: [at_ear]}}}"
+    assert "phone_use" not in types(run(burst(5, [person(), phone]), extra=calls_only))
+
+
+def test_unknown_phone_behaviour_in_the_config_is_an_error():
+    import pytest
+
+    from deskwatch_contract.configfile import ConfigError
+
+    with pytest.raises(ConfigError, match="'on_lap' is not a phone behaviour"):
+        make_config("policy: {rules: {phone_use: {behaviours: [at_ear, on_lap]}}}")
+
+
+def test_a_bystanders_phone_is_not_the_workers_phone_use():
+    far = person(Box(0.92, 0.55, 0.99, 0.8), 0.9)  # small, far away, no face: a bystander
+    phone = obj("cell phone", Box(0.94, 0.67, 0.98, 0.73), 0.7, "in_hand")
+    out = run(burst(5, [person(), far, phone], [face()]))
     assert "phone_use" not in types(out)
 
 
+def test_detail_says_when_the_behaviour_changed_during_the_burst():
+    at_ear = obj("cell phone", EAR_BOX, 0.6, "at_ear")
+    in_hand = obj("cell phone", Box(0.45, 0.6, 0.55, 0.7), 0.6, "in_hand")
+    frames = burst(5, [person(), at_ear], [face()], only=[0, 1, 2], otherwise=[person(), in_hand])
+    out = run(frames)
+    assert out.findings[0].detail == "a phone in 5 of 5 frames (at the ear in 3, in hand in 2)"
+
+
 def test_phone_must_persist_across_the_burst():
-    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4))
+    phone = obj("cell phone", EAR_BOX, behaviour="at_ear")
     out = run(burst(5, [person(), phone], [face()], only=[0, 1], otherwise=[person()]))
     assert "phone_use" not in types(out)
     out = run(burst(5, [person(), phone], [face()], only=[0, 1, 2], otherwise=[person()]))
@@ -133,7 +182,7 @@ def test_phone_must_persist_across_the_burst():
 
 
 def test_low_score_phone_is_ignored_and_threshold_is_configurable():
-    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4), 0.25)
+    phone = obj("cell phone", EAR_BOX, 0.25, "at_ear")
     assert "phone_use" not in types(run(burst(5, [person(), phone], [face()])))
     tuned = "policy: {rules: {phone_use: {min_score: 0.2}}}"
     assert "phone_use" in types(run(burst(5, [person(), phone], [face()]), extra=tuned))
@@ -203,10 +252,17 @@ def test_small_unknown_face_is_not_judged():
 
 
 def test_cup_at_the_mouth_is_eating():
-    cup = obj("cup", Box(0.47, 0.38, 0.56, 0.5), 0.6)
+    cup = obj("cup", Box(0.47, 0.38, 0.56, 0.5), 0.6, "at_mouth")
     out = run(burst(5, [person(), cup], [face()]))
     assert types(out) == ["eating"]
-    assert out.findings[0].detections[0] == cup and "cup" in out.findings[0].detail
+    assert out.findings[0].detections[0] == cup
+    assert out.findings[0].detail == "food or drink at the mouth in 5 of 5 frames: cup"
+
+
+def test_a_glass_held_near_the_face_is_not_eating():
+    # seen next to the face (a toast) but not at the mouth: the phone stage gives no behaviour
+    glass = obj("wine glass", Box(0.47, 0.42, 0.53, 0.55), 0.9)
+    assert types(run(burst(5, [person(), glass], [face()]))) == []
 
 
 def test_cup_on_the_desk_is_not_eating():
@@ -214,9 +270,15 @@ def test_cup_on_the_desk_is_not_eating():
     assert types(run(burst(5, [person(), cup], [face()]))) == []
 
 
-def test_food_at_the_head_without_a_face_is_eating():
-    sandwich = obj("sandwich", Box(0.4, 0.2, 0.55, 0.3))
+def test_food_at_the_mouth_without_a_face_is_eating():
+    sandwich = obj("sandwich", Box(0.4, 0.2, 0.55, 0.3), behaviour="at_mouth")
     assert types(run(burst(5, [person(), sandwich]))) == ["eating"]
+
+
+def test_eating_labels_are_configurable():
+    sandwich = obj("sandwich", Box(0.4, 0.2, 0.55, 0.3), behaviour="at_mouth")
+    drinks_only = "policy: {rules: {eating: {labels: [cup, bottle]}}}"
+    assert types(run(burst(5, [person(), sandwich]), extra=drinks_only)) == []
 
 
 def test_idle_input_while_present():
@@ -245,8 +307,8 @@ def test_idle_input_from_recorded_activity():
 
 
 def test_every_finding_names_its_frame_and_confidence():
-    phone = obj("cell phone", Box(0.56, 0.25, 0.63, 0.4))
-    cup = obj("cup", Box(0.47, 0.38, 0.56, 0.5))
+    phone = obj("cell phone", EAR_BOX, behaviour="at_ear")
+    cup = obj("cup", Box(0.47, 0.38, 0.56, 0.5), behaviour="at_mouth")
     out = run(burst(5, [person(), phone, cup], [face(WORKER_FACE_BOX)]))
     assert types(out) == ["eating", "phone_use"]
     for f in out.findings:

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -32,7 +33,7 @@ def test_scan_json_reports_people_phone_and_findings(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_jpg = tmp_path / "annotated.jpg"
-    argv = ["scan", "--config", str(config), "--image", str(PHOTOS / "phone_01.jpg"), "--json"]
+    argv = ["scan", "--config", str(config), "--image", str(PHOTOS / "phone_hand_02.jpg"), "--json"]
     code = main([*argv, "--annotate", str(out_jpg)])
     result = json.loads(capsys.readouterr().out)
     for key in ("persons", "faces", "detections", "findings", "timings_ms", "light", "models"):
@@ -41,11 +42,24 @@ def test_scan_json_reports_people_phone_and_findings(
     assert any(d["label"] == "cell phone" for d in result["detections"])
     assert "phone_use" in {f["type"] for f in result["findings"]}
     assert code == 1  # the policy found something
-    assert {"light", "objects", "faces", "total"} <= set(result["timings_ms"])
+    assert {"light", "objects", "faces", "phones", "total"} <= set(result["timings_ms"])
+    phone = next(d for d in result["detections"] if d["label"] == "cell phone")
+    assert phone["behaviour"] == "in_hand"
+    crops = result["phone_stage"]["crops"]  # what the phone stage looked at, and what --annotate draws
+    assert {c["kind"] for c in crops} == {"hand", "head"} and result["phone_stage"]["centernet_runs"] >= 1
     from PIL import Image
 
     with Image.open(out_jpg) as im:
-        assert im.size == (640, 580)
+        assert im.size == (1280, 853)
+        # the squares are drawn in magenta: their edges are there, in the photo's pixels
+        pixels = np.asarray(im.convert("RGB")).astype(int)
+        inside = [c for c in crops if c["box"][0] > 0.01]  # a left edge inside the photo
+        assert inside
+        for crop in inside:
+            x0, y0, _, y1 = crop["box"]  # the left edge, half-way down
+            col = round(x0 * 1280)
+            edge = pixels[int((y0 + y1) / 2 * 853), max(0, col - 1) : col + 2]
+            assert any(r > 150 and b > 150 and g < r - 50 for r, g, b in edge), crop
 
 
 def test_scan_of_an_empty_desk_finds_nobody(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -108,3 +122,6 @@ def test_bench_reports_stages_overhead_and_rss(
         assert backend["per_face"]["p50_ms"] > 0 and "0.6" in backend["separation"]["at_tolerance"]
     assert faceid["speedup_p50"] > 1
     assert faceid["liveness"]["live_faces_checked"] >= 1 and faceid["liveness"]["live_faces_rejected"] == 0
+    stage = result["phone_stage"]  # the phone stage's own time and how much it looked
+    assert stage["ms"]["n"] == 2 and 0 < stage["ms"]["p50"] <= stage["ms"]["p95"]
+    assert stage["crops_per_frame"] >= 3  # both hands and the head of at least one person

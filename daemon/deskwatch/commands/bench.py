@@ -219,6 +219,7 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
     per_stage: dict[str, list[float]] = {}
     e2e: list[float] = []
     model: list[float] = []
+    looks: list[Any] = []  # the phone stage's view of each timed frame (issue 12)
     for _ in range(max(1, args.rounds)):
         for path in paths:
             stages, total, inside = scan(Frame(_load_frame(path, width, height), utcnow(), 0))
@@ -226,6 +227,7 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
                 per_stage.setdefault(k, []).append(v)
             e2e.append(total)
             model.append(inside)
+            looks.append(getattr(vision, "last_look", None))
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     rt = load_runtime(args.runtime)
     result: dict[str, Any] = {
@@ -254,6 +256,7 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
         "peak_rss_mb": round(peak_rss_mb, 1),
         "models": vision.model_hashes(),
     }
+    result["phone_stage"] = phone_stage_summary(per_stage.get("phones", []), looks, len(e2e))
     if not args.no_hog:
         result["identity"] = identity_vs_hog(vision, paths, width, height, args.identity_frames)
     if not args.no_faceid:
@@ -269,6 +272,21 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
         == 0,
     }
     return result
+
+
+def phone_stage_summary(ms: list[float], looks: list[Any], frames: int) -> dict[str, Any]:
+    """The time the phone stage (pose, hand/head crops, NanoDet + CenterNet) adds per
+    frame, and how much it looked: crops per frame, CenterNet runs per frame, the share
+    of frames where NanoDet had a candidate and CenterNet was asked."""
+    seen = [look for look in looks if look is not None]
+    asked = [look.centernet_runs for look in seen]
+    return {
+        "ms": {"p50": round(percentile(ms, 50), 2), "p95": round(percentile(ms, 95), 2), "n": len(ms)},
+        "frames": frames,
+        "crops_per_frame": round(statistics.fmean([len(look.crops) for look in seen]), 2) if seen else 0.0,
+        "centernet_runs_per_frame": round(statistics.fmean(asked), 2) if asked else 0.0,
+        "frames_with_centernet": sum(1 for n in asked if n),
+    }
 
 
 def identity_vs_hog(vision: Any, paths: list[Path], width: int, height: int, limit: int) -> dict[str, Any]:
@@ -329,6 +347,13 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"  scan       p50 {r['scan_ms']['p50']:8.1f} ms   p95 {r['scan_ms']['p95']:8.1f} ms")
     print(f"  in models  p50 {r['inside_models_ms']['p50']:8.1f} ms   p95 {r['inside_models_ms']['p95']:8.1f} ms")
     print(f"overhead_ratio {r['overhead_ratio']} (target <= 1.25), peak RSS {r['peak_rss_mb']} MB (target <= 250)")
+    ps = r.get("phone_stage")
+    if ps and ps["ms"]["n"]:
+        print(
+            f"phone stage: p50 {ps['ms']['p50']:.1f} ms, p95 {ps['ms']['p95']:.1f} ms per frame; "
+            f"{ps['crops_per_frame']} crops and {ps['centernet_runs_per_frame']} CenterNet runs per frame, "
+            f"CenterNet asked on {ps['frames_with_centernet']} of {ps['frames']} frames"
+        )
     ident = r.get("identity")
     if ident and "speedup" in ident:
         print(

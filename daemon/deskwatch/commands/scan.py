@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,17 @@ from deskwatch_contract import exitcodes
 NAME = "scan"
 HELP = "run the detectors and the policy on one photo (nothing is published)"
 
-COLOURS = {"person": (230, 40, 40), "cell phone": (255, 200, 0), "face": (0, 200, 255)}
+COLOURS = {"person": (230, 40, 40), "cell phone": (255, 200, 0), "face": (0, 200, 255), "crop": (220, 0, 220)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image", required=True, metavar="PATH", help="photo to scan (JPEG/PNG)")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
-    parser.add_argument("--annotate", metavar="OUT.jpg", help="also write the photo with the boxes drawn on it")
+    parser.add_argument(
+        "--annotate",
+        metavar="OUT.jpg",
+        help="also write the photo with the boxes drawn on it, and the squares the phone stage looked at",
+    )
     parser.add_argument("--runtime", choices=("ai-edge-litert", "tflite-runtime"), help="force a TFLite runtime")
 
 
@@ -69,16 +74,32 @@ def run(args: argparse.Namespace) -> int:
         result["timings_ms"]["scan_total"] = round((time.perf_counter() - t0) * 1000, 1)
         result["identity_checked"] = vision.identity_enabled
         result["models"] = vision.model_hashes()
+        crops = looked_at(vision, image)
+        result["phone_stage"] = crops
     finally:
         vision.close()
     result["image"] = {"path": args.image, "width": int(image.shape[1]), "height": int(image.shape[0])}
     if args.annotate:
-        annotate(image, analysis, args.annotate)
+        annotate(image, analysis, args.annotate, crops["crops"])
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print_summary(result)
     return exitcodes.FAIL if result.get("findings") else 0
+
+
+def looked_at(vision: Any, image: np.ndarray) -> dict[str, Any]:
+    """What the phone stage looked at in this photo: the hand and head squares (boxes
+    normalised to the photo), the poses behind them, and how often CenterNet was asked."""
+    look = getattr(vision, "last_look", None)
+    if look is None:
+        return {"crops": [], "poses": 0, "centernet_runs": 0}
+    h, w = image.shape[:2]
+    return {
+        "crops": [{"kind": c.kind, "person": c.person, "box": c.box(w, h).as_list()} for c in look.crops],
+        "poses": len(look.poses),
+        "centernet_runs": look.centernet_runs,
+    }
 
 
 def describe(analysis: FrameAnalysis, image: np.ndarray) -> dict[str, Any]:
@@ -127,7 +148,8 @@ def print_summary(result: dict[str, Any]) -> None:
         f"{' OBSTRUCTED' if light['obstructed'] else ''}"
     )
     for d in result["detections"]:
-        print(f"  {d['label']:<14} {d['score']:.2f}  box {d['box']}")
+        what = f" ({d['behaviour']})" if "behaviour" in d else ""
+        print(f"  {d['label']:<14} {d['score']:.2f}  box {d['box']}{what}")
     for f in result["face_detections"]:
         who = f" identity={f['identity']}" if "identity" in f else ""
         print(f"  {'face':<14} {f['score']:.2f}  box {f['box']} facing {f['facing']:.2f}{who}")
@@ -135,22 +157,35 @@ def print_summary(result: dict[str, Any]) -> None:
         print(f"  FINDING {f['type']} ({f['confidence']:.2f}) {f['detail']}")
     if not result["findings"]:
         print("  no findings")
+    stage = result.get("phone_stage") or {}
+    if stage.get("crops"):
+        kinds = [c["kind"] for c in stage["crops"]]
+        print(
+            f"  phone stage: {len(kinds)} crops ({kinds.count('hand')} hands, {kinds.count('head')} heads) "
+            f"of {stage['poses']} pose(s), CenterNet asked {stage['centernet_runs']} time(s)"
+        )
     print("  timings (ms): " + ", ".join(f"{k} {v}" for k, v in result["timings_ms"].items()))
 
 
-def annotate(image: np.ndarray, analysis: FrameAnalysis, out: str) -> None:
-    """Write the photo with labelled boxes (for a person to look at; stays local)."""
+def annotate(image: np.ndarray, analysis: FrameAnalysis, out: str, crops: Sequence[dict[str, Any]] = ()) -> None:
+    """Write the photo with labelled boxes and the squares the phone stage looked at
+    (for a person to look at; stays local)."""
     from PIL import Image, ImageDraw
 
     im = Image.fromarray(image)
     draw = ImageDraw.Draw(im)
     w, h = im.size
     width = max(2, w // 400)
+    for c in crops:
+        x0, y0, x1, y1 = c["box"]
+        draw.rectangle((x0 * w, y0 * h, x1 * w, y1 * h), outline=COLOURS["crop"], width=max(2, width // 2))
+        draw.text((x0 * w + 3, y1 * h - 12), f"looked at: {c['kind']} {c['person']}", fill=COLOURS["crop"])
     for d in analysis.detections:
         colour = COLOURS.get(d.label, (60, 200, 60))
         box = (d.box.x0 * w, d.box.y0 * h, d.box.x1 * w, d.box.y1 * h)
         draw.rectangle(box, outline=colour, width=width)
-        draw.text((box[0] + 3, box[1] + 2), f"{d.label} {d.score:.2f}", fill=colour)
+        what = f"{d.label} {d.behaviour}" if d.behaviour else d.label
+        draw.text((box[0] + 3, box[1] + 2), f"{what} {d.score:.2f}", fill=colour)
     for f in analysis.faces:
         box = (f.box.x0 * w, f.box.y0 * h, f.box.x1 * w, f.box.y1 * h)
         draw.rectangle(box, outline=COLOURS["face"], width=width)

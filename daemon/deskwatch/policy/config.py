@@ -60,29 +60,36 @@ class AwayRule:
     )
 
 
+PHONE_BEHAVIOURS = ("at_ear", "in_hand", "visible_on_desk")
+
+
 @dataclass(frozen=True)
 class PhoneRule:
-    """phone_use: a phone held near the face or hands, not lying on the desk, in most frames."""
+    """phone_use: a phone both detectors see, at the ear, in the hand or (where the profile says so) on the desk."""
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
+    behaviours: list[str] | None = setting(
+        None,
+        doc="Which phone behaviours count: at_ear (a call), in_hand (texting, reading), visible_on_desk (a phone anywhere in the desk zone, held or not). Empty: the profile's default (full: at_ear and in_hand; uk: all three, its scheduled checks are for unauthorised devices).",
+        example=["at_ear", "in_hand"],
+    )
     min_score: float = setting(
-        0.3,
-        doc="Least detector score of a 'cell phone' detection (the detector's own cell-phone threshold is 0.3).",
+        0.42,
+        doc="Least score of a confirmed phone (the phone stage reports the geometric mean of its two detectors' scores, at least vision.phones.phone_min_score).",
         minimum=0.05,
         maximum=1.0,
     )
     near_face_factor: float = setting(
         2.0,
-        doc="A phone whose centre is within this many face heights of a face's centre is held to the face.",
+        doc="A phone at the ear or in the hand belongs to a person (worker or extra, never a bystander) whose box holds its centre, or whose face centre is within this many face heights of it.",
         minimum=0.1,
         maximum=10.0,
     )
-    held_zone: float = setting(
-        0.8,
-        doc="A phone overlapping a person's box with its centre in the top this-share of that box is held (hands, chest, lap); lower it is lying on the desk.",
-        minimum=0.1,
-        maximum=1.0,
-    )
+
+    def validate(self, report: Report) -> None:
+        for value in self.behaviours or []:
+            if value not in PHONE_BEHAVIOURS:
+                report("behaviours", f"{value!r} is not a phone behaviour: use {', '.join(PHONE_BEHAVIOURS)}")
 
 
 @dataclass(frozen=True)
@@ -150,24 +157,23 @@ class PresentationAttackRule:
 
 @dataclass(frozen=True)
 class EatingRule:
-    """eating: food or drink at the face."""
+    """eating: food or a drink at the mouth, seen by both detectors of the phone stage."""
 
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
-    min_score: float = setting(0.3, doc="Least detector score of a food or drink detection.", minimum=0.05, maximum=1.0)
+    min_score: float = setting(
+        0.3,
+        doc="Least score of food or a drink at the mouth (geometric mean of the two detectors).",
+        minimum=0.05,
+        maximum=1.0,
+    )
     labels: list[str] = setting(
         default_factory=lambda: list(FOOD_AND_DRINK), doc="COCO labels that count as food or drink."
     )
     near_face_factor: float = setting(
-        0.75,
-        doc="Food whose box comes within this many face heights of a face's mouth is at the face.",
+        1.0,
+        doc="Food at a mouth belongs to a person (worker or extra, never a bystander) whose box holds its centre, or whose face centre is within this many face heights of it.",
         minimum=0.1,
         maximum=10.0,
-    )
-    head_zone: float = setting(
-        0.3,
-        doc="Without a visible face: food overlapping the top this-share of a person's box is at the face.",
-        minimum=0.05,
-        maximum=1.0,
     )
 
 

@@ -41,6 +41,7 @@ class Profile:
     random_scans: bool  # may scans happen at random times
     images_leave: bool  # may evidence thumbnails be sent
     summary: str
+    phone_behaviours: frozenset[str] = frozenset({"at_ear", "in_hand"})  # what phone_use counts by default
 
 
 PROFILES: dict[str, Profile] = {
@@ -59,6 +60,8 @@ PROFILES: dict[str, Profile] = {
         random_scans=False,
         images_leave=True,
         summary="scheduled desk checks for unauthorised devices only; no random scans and no identity check",
+        # an unauthorised device is one at the desk, in use or not
+        phone_behaviours=frozenset({"at_ear", "in_hand", "visible_on_desk"}),
     ),
     "minimal": Profile(
         name="minimal",
@@ -84,6 +87,12 @@ def rule_enabled(policy: PolicyConfig, rule: str) -> bool:
     if override is not None:
         return bool(override)
     return rule in profile.rules
+
+
+def phone_behaviours(policy: PolicyConfig) -> frozenset[str]:
+    """What phone_use counts: policy.rules.phone_use.behaviours, else the profile's default."""
+    configured = policy.rules.phone_use.behaviours
+    return frozenset(configured) if configured else profile_of(policy).phone_behaviours
 
 
 def effective_rules(policy: PolicyConfig) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from deskwatch.domain import Box, Detection, Face, Finding, FrameAnalysis, PeopleView, Person
 from deskwatch.policy.config import PolicyConfig
+from deskwatch.policy.profiles import phone_behaviours
 
 
 @dataclass
@@ -157,61 +158,58 @@ def _shows_picture(box: Box, pictures: list[Person], live_faces: list[Face]) -> 
     )
 
 
-def _dist_to_box(box: Box, x: float, y: float) -> float:
-    dx = max(box.x0 - x, 0.0, x - box.x1)
-    dy = max(box.y0 - y, 0.0, y - box.y1)
-    return math.hypot(dx, dy)
-
-
-def _mouth(face: Face) -> tuple[float, float]:
-    if len(face.keypoints) > 3:
-        return face.keypoints[3]
-    cx, _ = face.box.centre
-    return cx, face.box.y0 + 0.75 * face.box.height
-
-
 # -- per-frame detectors of each condition ----------------------------------------------
-def held_phones(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detection, Person]]:
+# The vision stage's phone stage says what a confirmed phone or food is doing
+# (Detection.behaviour); these decide whose it is and whether the profile counts it.
+VISION_PHONE_BEHAVIOUR = {"at_ear": "at_ear", "in_hand": "in_hand", "visible": "visible_on_desk"}
+PHONE_WORDS = {"at_ear": "at the ear", "in_hand": "in hand", "visible_on_desk": "on the desk"}
+
+
+def _holder(view: PeopleView, obj: Detection, near_face: float) -> Person | None:
+    """The worker or extra the object belongs to: their box holds its centre, or their
+    face is within ``near_face`` face heights of it. Never a bystander."""
+    x, y = obj.box.centre
+    for p in view.non_bystanders:
+        if p.face is not None:
+            fx, fy = p.face.box.centre
+            if math.hypot(x - fx, y - fy) <= near_face * p.face.box.height:
+                return p
+        if p.detection is not None and p.box.contains(x, y):
+            return p
+    return None
+
+
+def phones_in_use(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detection, Person | None, str]]:
+    """(phone, whose, behaviour) for each confirmed phone whose behaviour the profile counts."""
     cfg = policy.rules.phone_use
+    counted = phone_behaviours(policy)
+    zone = Box(*policy.desk_zone)
     out = []
-    for ph in view.frame.labelled("cell phone"):
-        if ph.score < cfg.min_score:
+    for phone in view.frame.labelled("cell phone"):
+        kind = VISION_PHONE_BEHAVIOUR.get(phone.behaviour or "")
+        if kind is None or kind not in counted or phone.score < cfg.min_score:
             continue
-        px, py = ph.box.centre
-        holder = None
-        for p in view.non_bystanders:
-            if p.face is not None:
-                fx, fy = p.face.box.centre
-                if math.hypot(px - fx, py - fy) <= cfg.near_face_factor * p.face.box.height:
-                    holder = p
-                    break
-            if p.detection is not None and p.box.contains(px, py) and py <= p.box.y0 + cfg.held_zone * p.box.height:
-                holder = p
-                break
+        if kind == "visible_on_desk":
+            if zone.contains(*phone.box.centre):
+                out.append((phone, view.worker, kind))
+            continue
+        holder = _holder(view, phone, cfg.near_face_factor)
         if holder is not None:
-            out.append((ph, holder))
+            out.append((phone, holder, kind))
     return out
 
 
-def food_at_face(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detection, Person]]:
+def food_at_mouth(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detection, Person]]:
+    """Food or a drink at someone's mouth (the phone stage's ``at_mouth``) and whose it is."""
     cfg = policy.rules.eating
     labels = set(cfg.labels)
     out = []
     for food in view.frame.detections:
-        if food.label not in labels or food.score < cfg.min_score:
+        if food.behaviour != "at_mouth" or food.label not in labels or food.score < cfg.min_score:
             continue
-        for p in view.non_bystanders:
-            if p.face is not None:
-                mx, my = _mouth(p.face)
-                if _dist_to_box(food.box, mx, my) <= cfg.near_face_factor * p.face.box.height:
-                    out.append((food, p))
-                    break
-            elif p.detection is not None:
-                b = p.box
-                head = Box(b.x0, b.y0, b.x1, b.y0 + cfg.head_zone * b.height)
-                if food.box.iou(head) > 0:
-                    out.append((food, p))
-                    break
+        holder = _holder(view, food, cfg.near_face_factor)
+        if holder is not None:
+            out.append((food, holder))
     return out
 
 
@@ -260,14 +258,30 @@ def _best_per_frame(
 
 
 def rule_phone(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
-    hits = _best_per_frame(views, lambda v: held_phones(v, policy))
+    hits, kinds = [], []
+    for v in views:
+        found = phones_in_use(v, policy)
+        if found:
+            phone, holder, kind = max(found, key=lambda h: h[0].score)
+            dets, faces = holder.evidence() if holder is not None else ([], [])
+            hits.append((v, [phone, *dets], faces, phone.score))
+            kinds.append(kind)
     if len(hits) >= need:
         return RuleResult(
             "violation",
-            f"phone held in {len(hits)}/{len(views)} frames",
-            _finding("phone_use", hits, len(views), f"a phone held in {len(hits)} of {len(views)} frames"),
+            f"phone in use in {len(hits)}/{len(views)} frames",
+            _finding("phone_use", hits, len(views), phone_detail(kinds, len(views))),
         )
-    return RuleResult("pass", f"phone held in {len(hits)}/{len(views)} frames (need {need})")
+    return RuleResult("pass", f"phone in use in {len(hits)}/{len(views)} frames (need {need})")
+
+
+def phone_detail(kinds: list[str], frames: int) -> str:
+    """'a phone at the ear in 4 of 5 frames', or with a breakdown when the behaviour changed."""
+    counts = sorted(((kinds.count(k), k) for k in set(kinds)), reverse=True)
+    if len(counts) == 1:
+        return f"a phone {PHONE_WORDS[counts[0][1]]} in {len(kinds)} of {frames} frames"
+    parts = ", ".join(f"{PHONE_WORDS[k]} in {n}" for n, k in counts)
+    return f"a phone in {len(kinds)} of {frames} frames ({parts})"
 
 
 def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
@@ -352,15 +366,20 @@ def rule_presentation_attack(views: list[PeopleView], need: int, policy: PolicyC
 
 
 def rule_eating(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
-    hits = _best_per_frame(views, lambda v: food_at_face(v, policy))
+    hits = _best_per_frame(views, lambda v: food_at_mouth(v, policy))
     if len(hits) >= need:
         labels = sorted({h[1][0].label for h in hits})
         return RuleResult(
             "violation",
-            f"food or drink at the face in {len(hits)}/{len(views)} frames",
-            _finding("eating", hits, len(views), "food or drink at the face: " + ", ".join(labels)),
+            f"food or drink at the mouth in {len(hits)}/{len(views)} frames",
+            _finding(
+                "eating",
+                hits,
+                len(views),
+                f"food or drink at the mouth in {len(hits)} of {len(views)} frames: " + ", ".join(labels),
+            ),
         )
-    return RuleResult("pass", f"food or drink at the face in {len(hits)}/{len(views)} frames (need {need})")
+    return RuleResult("pass", f"food or drink at the mouth in {len(hits)}/{len(views)} frames (need {need})")
 
 
 def rule_idle(

@@ -6,7 +6,14 @@ written by hand."""
 from __future__ import annotations
 
 from deskwatch.config import Config
-from deskwatch.policy.profiles import RULES, evidence_refusal, identity_allowed, profile_of, rule_enabled
+from deskwatch.policy.profiles import (
+    RULES,
+    evidence_refusal,
+    identity_allowed,
+    phone_behaviours,
+    profile_of,
+    rule_enabled,
+)
 from deskwatch.system.control import control_socket_path
 
 
@@ -34,9 +41,13 @@ def rule_sentence(cfg: Config, rule: str) -> str:
             f"{a.confirm_after_seconds:.0f} s later also finds nobody."
         )
     if rule == "phone_use":
+        words = {"at_ear": "at the ear", "in_hand": "in the hand", "visible_on_desk": "anywhere on the desk"}
+        counted = " or ".join(
+            words[b] for b in ("at_ear", "in_hand", "visible_on_desk") if b in phone_behaviours(cfg.policy)
+        )
         return (
-            f"A phone held to the face or in the hands in {need} (a phone lying on the desk "
-            f"does not count; detector score at least {r.phone_use.min_score:.2f})."
+            f"A phone {counted} in {need}, seen by both detectors of the phone stage (score at least "
+            f"{r.phone_use.min_score:.2f}); a hand at the face without a phone does not count."
         )
     if rule == "extra_person":
         e = r.extra_person
@@ -56,7 +67,7 @@ def rule_sentence(cfg: Config, rule: str) -> str:
             f"{need}. Such a picture never counts as the worker being present (liveness check on the device)."
         )
     if rule == "eating":
-        return f"Food or a drink at the face in {need}."
+        return f"Food or a drink at the mouth in {need}, seen by both detectors (an object only held near the face does not count)."
     if rule == "idle_input":
         i = r.idle_input
         return (

@@ -18,12 +18,113 @@ DEFAULT_LABEL_THRESHOLDS: dict[str, float] = {
 
 
 @dataclass(frozen=True)
+class PhoneStageConfig:
+    """Phones and food in the hands and at the face (measured on the 52 labelled photos: models/manifest.yaml, phone_stage_tried)."""
+
+    enabled: bool = setting(
+        True,
+        doc="Look for phones in each person's hands and at the head, and for food or a drink at the mouth (needed by phone_use and eating). Off: neither rule can find anything.",
+    )
+    max_persons: int = setting(
+        2,
+        doc="At most this many persons (the largest) get a pose estimate and the closer look; each costs one pose run and up to three detector runs.",
+        minimum=1,
+        maximum=6,
+    )
+    min_presence: float = setting(
+        0.5, doc="A pose counts when the pose model's presence score reaches this.", minimum=0.0, maximum=1.0
+    )
+    crop_factors: list[float] = setting(
+        default_factory=lambda: [2.25, 2.75],
+        doc="Sides of the squares cut around each hand and the head, in pose scales (head-and-shoulders size). A phone, food or a drink must be confirmed with every size; its score is the lowest. One size alone let a mug (2.75) or a travel mug (2.25) through on the labelled photos.",
+        example=[2.25, 2.75],
+    )
+    vote_threshold: float = setting(
+        0.1,
+        doc="Least score of a detector vote (whole frame or crop) for a phone, food or drink.",
+        minimum=0.01,
+        maximum=1.0,
+    )
+    phone_evidence: float = setting(
+        0.5,
+        doc="A phone needs NanoDet's votes at its place, combined as 1 - product(1 - score), to reach this (and CenterNet is only asked where they do).",
+        minimum=0.05,
+        maximum=1.0,
+    )
+    phone_confirm: float = setting(
+        0.2,
+        doc="A phone needs CenterNet's score at the same place to reach this.",
+        minimum=0.05,
+        maximum=1.0,
+    )
+    phone_min_score: float = setting(
+        0.42,
+        doc="A phone needs the geometric mean of the two (its reported score) to reach this. Labelled photos: phones found 0.43-0.75, photos without a phone at most 0.40.",
+        minimum=0.05,
+        maximum=1.0,
+    )
+    ear_reach: float = setting(
+        0.5,
+        doc="A phone whose centre is within this many pose scales of an ear, above the shoulders, is at the ear.",
+        minimum=0.05,
+        maximum=2.0,
+    )
+    hand_reach: float = setting(
+        0.5,
+        doc="A phone whose box comes within this many pose scales of a hand is in the hand.",
+        minimum=0.05,
+        maximum=2.0,
+    )
+    max_phone_size: float = setting(
+        1.2,
+        doc="A phone longer than this many pose scales is not attributed to that person (too big to be in their hand: the pose of a partly visible person is unreliable).",
+        minimum=0.1,
+        maximum=5.0,
+    )
+    food_confirm: float = setting(
+        0.3,
+        doc="Food or a drink needs both detectors' best score at its place to reach this.",
+        minimum=0.05,
+        maximum=1.0,
+    )
+    food_reach: float = setting(
+        0.45,
+        doc="Food within this many ear-to-ear widths of the mouth is at the mouth (a doughnut held up to be bitten: 0.35).",
+        minimum=0.0,
+        maximum=3.0,
+    )
+    drink_reach: float = setting(
+        0.12,
+        doc="A drink within this many ear-to-ear widths of the mouth is at the mouth (a glass raised to the chin for a toast: 0.25-0.33, not drinking).",
+        minimum=0.0,
+        maximum=3.0,
+    )
+    mouth_visibility: float = setting(
+        0.5,
+        doc="Least pose-landmark visibility of the mouth corners for food to be judged at the mouth.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+
+    def validate(self, report: Report) -> None:
+        if not self.crop_factors:
+            report("crop_factors", "needs at least one crop size, e.g. [2.25, 2.75]")
+        for value in self.crop_factors:
+            if not 1.0 <= value <= 5.0:
+                report("crop_factors", f"{value} is not between 1 and 5 pose scales")
+
+
+@dataclass(frozen=True)
 class VisionConfig:
     """On-device detectors."""
 
     light: LightConfig = field(default_factory=LightConfig, metadata={"doc": "Light and obstruction check."})
     liveness: LivenessConfig = field(
         default_factory=LivenessConfig, metadata={"doc": "Presentation-attack check: a picture of a face is nobody."}
+    )
+    phones: PhoneStageConfig = field(
+        default_factory=PhoneStageConfig,
+        metadata={"doc": "The phone stage: phones in the hands and at the ears, food and drink at the mouth."},
     )
     models_dir: str | None = setting(
         None,
@@ -56,56 +157,6 @@ class VisionConfig:
         0.6,
         doc="Two boxes of the same label overlapping more than this (IoU) are one object.",
         minimum=0.05,
-        maximum=1.0,
-    )
-    phone_hint_threshold: float = setting(
-        0.1,
-        doc="Weak 'cell phone' candidates of the whole-frame pass at or above this score (and below the cell-phone threshold) are kept as votes for a phone held at an ear: alone they are noise, several of them at an ear are a phone call (see phone_ear_evidence).",
-        minimum=0.01,
-        maximum=1.0,
-    )
-    phone_ear_evidence: float = setting(
-        0.4,
-        doc="A phone is reported at an ear (from BlazeFace's ear keypoints, or from the body pose where the hand hides the face) when the weak phone votes there, combined as 1 - product(1 - score), reach this; the reported phone's score is that evidence. On the shared photos: 0.47 and 0.68 at the ears of the two phone calls the whole-frame pass misses, at most 0.25 at any ear of the photos without a phone.",
-        minimum=0.05,
-        maximum=1.0,
-    )
-    phone_second_pass: bool = setting(
-        True,
-        doc="Look again for phones in an enlarged crop (4 face heights) around each face with a weak phone vote at an ear: the phone is several times larger there, and the crop's phone candidates add their votes.",
-    )
-    phone_pass_threshold: float = setting(
-        0.1,
-        doc="Score a phone candidate of the second pass (at a face) needs to count as a vote.",
-        minimum=0.01,
-        maximum=1.0,
-    )
-    phone_pass_max_persons: int = setting(
-        2,
-        doc="At most this many faces (the largest: the worker at the desk first) get the second phone pass; each costs one more object-detector run, and only faces with a weak phone vote at an ear get one.",
-        minimum=0,
-        maximum=10,
-    )
-    phone_pass_min_face: float = setting(
-        0.06,
-        doc="Faces smaller than this share of the frame height have no ear zone and get no second pass (people far from the desk).",
-        minimum=0.0,
-        maximum=1.0,
-    )
-    phone_pose: bool = setting(
-        True,
-        doc="Estimate the body pose (MediaPipe pose landmarks) of persons with a weak phone vote inside their box, so that a phone held to an ear counts even where the hand hides the face from BlazeFace.",
-    )
-    pose_max_persons: int = setting(
-        2,
-        doc="At most this many persons (the largest) get a pose estimate per frame; each costs one pose-model run (~30 ms on a 2-core x86, more on a Pi).",
-        minimum=0,
-        maximum=10,
-    )
-    pose_min_presence: float = setting(
-        0.5,
-        doc="A pose counts (its ears become phone zones) when the pose model's presence score reaches this.",
-        minimum=0.0,
         maximum=1.0,
     )
     face_model: Literal["short_range", "full_range"] = setting(

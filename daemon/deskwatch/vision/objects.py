@@ -1,5 +1,5 @@
 """NanoDet-g-416 (COCO-80) object detector: decoding, per-label thresholds, NMS,
-and a second look for phones at each face.
+and the weak votes the phone stage builds on.
 
 The shipped graph takes the frame stretched (bilinear) to 416x416 as RGB 0..255
 float32; the BGR mean/std normalisation is folded into its first layers. For each
@@ -8,11 +8,11 @@ scores (already sigmoided) and ``box_s`` [1, N, 44]: for each side (left, top,
 right, bottom) 11 bin logits whose softmax expectation times s is the distance
 from the cell centre ((col + 0.5) * s, (row + 0.5) * s) to that side.
 
-Phones are small at 416 px and, held to the ear, mostly hidden by the hand: their
-scores are weak. ``detect`` therefore also keeps the weak phone candidates
-(``weak_phones``, not reported as detections), and ``phones_in_region`` runs the
-detector again on an enlarged crop; :mod:`deskwatch.vision.phones` decides which
-of these weak votes add up to a phone held at an ear.
+Phones and food are small at 416 px and, held, partly hidden by the hand: their
+scores are weak. ``detect`` therefore also keeps the weak candidates of the
+``hint_labels`` (``weak``, not reported as detections), and ``votes`` runs the
+detector on a crop; the phone stage (:mod:`deskwatch.vision.crops`) adds these
+votes up and has a second detector confirm them.
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ INPUT_SIZE = 416
 STRIDES = (8, 16, 32)
 BINS = 11
 PHONE = "cell phone"
+FOOD = ("banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake")
+DRINK = ("bottle", "wine glass", "cup")
 
 COCO_LABELS = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -42,7 +44,6 @@ COCO_LABELS = (
     "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
     "teddy bear", "hair drier", "toothbrush",
 )  # fmt: skip
-PHONE_CLASS = COCO_LABELS.index(PHONE)
 
 
 def cell_centres(stride: int, size: int = INPUT_SIZE) -> np.ndarray:
@@ -112,9 +113,7 @@ class ObjectDetector:
         thresholds: dict[str, float],
         default_threshold: float = 0.35,
         nms_iou: float = 0.6,
-        phone_pass: bool = True,
-        phone_threshold: float = 0.3,
-        phone_max_persons: int = 3,
+        hint_labels: tuple[str, ...] = (),
         hint_threshold: float = 1.0,
     ):
         shape = model.input_shape
@@ -126,67 +125,39 @@ class ObjectDetector:
         self.model = model
         self.thresholds = np.array([thresholds.get(lbl, default_threshold) for lbl in COCO_LABELS], np.float32)
         self.nms_iou = nms_iou
-        self.phone_pass = phone_pass
-        self.phone_threshold = phone_threshold
-        self.phone_max_persons = phone_max_persons
-        self.invoke_ms = 0.0  # model time of the last detect() (all passes)
-        self.passes = 0
-        # weak phone candidates of the last detect(): hint_threshold <= score < the phone threshold
-        self.hint_threshold = min(hint_threshold, float(self.thresholds[PHONE_CLASS]))
-        self.weak_phones: list[Detection] = []
+        self.invoke_ms = 0.0  # model time of the last detect()
+        # weak candidates of the last detect(): a hint label scoring hint_threshold <= score < its threshold
+        self._decode_thresholds = self.thresholds.copy()
+        for label in hint_labels:
+            k = COCO_LABELS.index(label)
+            self._decode_thresholds[k] = min(hint_threshold, float(self.thresholds[k]))
+        self.weak: list[Detection] = []
 
-    def _run(self, image: np.ndarray, thresholds: np.ndarray) -> RawDetections:
+    def _detections(self, image: np.ndarray, thresholds: np.ndarray) -> list[Detection]:
+        """Candidates at or above ``thresholds`` after per-class NMS, boxes normalised to ``image``."""
         tensor = resize(image, INPUT_SIZE, INPUT_SIZE).astype(np.float32)[None]
-        out = self.model.run(tensor)
-        self.invoke_ms += self.model.invoke_ms
-        self.passes += 1
-        return decode(out, thresholds)
-
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Objects in the whole frame, best first."""
-        self.invoke_ms, self.passes = 0.0, 0
-        self.weak_phones = []
-        thresholds = self.thresholds
-        if self.hint_threshold < thresholds[PHONE_CLASS]:
-            thresholds = thresholds.copy()
-            thresholds[PHONE_CLASS] = self.hint_threshold
-        raw = self._run(image, thresholds)
+        raw = decode(self.model.run(tensor), thresholds)
+        self.invoke_ms = self.model.invoke_ms
         if raw.scores.size == 0:
             return []
-        keep = nms_per_class(raw.boxes, raw.scores, raw.classes, self.nms_iou)
-        dets = []
-        for i in keep:
-            b = Box(*(float(v) for v in raw.boxes[i])).clipped()
-            if b.area <= 0:
-                continue
-            cls, score = int(raw.classes[i]), float(raw.scores[i])
-            det = Detection(COCO_LABELS[cls], score, b)
-            if score >= self.thresholds[cls]:
-                dets.append(det)
-            else:
-                self.weak_phones.append(det)
-        return sorted(dets, key=lambda d: -d.score)
-
-    # -- the second look for phones ------------------------------------------------------
-    def phones_in_region(self, image: np.ndarray, region: tuple[int, int, int, int]) -> list[Detection]:
-        """Phone candidates (score >= phone_threshold) in an enlarged crop of the frame,
-        boxes normalised to the whole frame. The crop is resized to 416 px like the
-        frame, so a phone in it is several times larger than in the whole-frame pass.
-        Adds its model time to ``invoke_ms``."""
-        h, w = image.shape[:2]
-        x0, y0, x1, y1 = region
-        if x1 - x0 < 8 or y1 - y0 < 8:
-            return []
-        thresholds = np.full(len(COCO_LABELS), 2.0, np.float32)  # nothing but phones
-        thresholds[PHONE_CLASS] = self.phone_threshold
-        sub = self._run(np.ascontiguousarray(image[y0:y1, x0:x1]), thresholds)
-        if sub.scores.size == 0:
-            return []
-        keep = nms_per_class(sub.boxes, sub.scores, sub.classes, self.nms_iou)
         out = []
-        for b, score in zip(sub.boxes[keep], sub.scores[keep]):
-            px = b * [x1 - x0, y1 - y0, x1 - x0, y1 - y0] + [x0, y0, x0, y0]
-            box = Box(float(px[0]) / w, float(px[1]) / h, float(px[2]) / w, float(px[3]) / h).clipped()
+        for i in nms_per_class(raw.boxes, raw.scores, raw.classes, self.nms_iou):
+            box = Box(*(float(v) for v in raw.boxes[i])).clipped()
             if box.area > 0:
-                out.append(Detection(PHONE, float(score), box))
+                out.append(Detection(COCO_LABELS[int(raw.classes[i])], float(raw.scores[i]), box))
         return out
+
+    def detect(self, image: np.ndarray) -> list[Detection]:
+        """Objects in the whole frame, best first (the weak hint-label candidates go to ``weak``)."""
+        found = self._detections(image, self._decode_thresholds)
+        strong = {lbl: float(t) for lbl, t in zip(COCO_LABELS, self.thresholds, strict=True)}
+        self.weak = [d for d in found if d.score < strong[d.label]]
+        return sorted((d for d in found if d.score >= strong[d.label]), key=lambda d: -d.score)
+
+    def votes(self, image: np.ndarray, labels: tuple[str, ...], min_score: float) -> list[Detection]:
+        """Candidates of ``labels`` scoring at least ``min_score`` in ``image`` (a crop:
+        the detector sees it stretched to 416 px), boxes normalised to ``image``."""
+        thresholds = np.full(len(COCO_LABELS), 2.0, np.float32)  # nothing but the labels asked for
+        for label in labels:
+            thresholds[COCO_LABELS.index(label)] = min_score
+        return self._detections(image, thresholds)

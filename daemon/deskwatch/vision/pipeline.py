@@ -2,12 +2,12 @@
 
 Per frame: light/obstruction statistics first; a dark or covered frame skips the
 detectors (their silence would prove nothing). Otherwise the object detector,
-BlazeFace on the whole frame and on each person's upper body; where the object
-detector saw weak phone votes, the phone-at-the-ear fusion (a second look at the
-faces they point at, the body pose of persons whose face is hidden; see
-``phones``); and - when the profile allows it and the worker is enrolled - the
-identity check on the live faces found (the liveness check first marks pictures of
-faces held up to the camera, see ``liveness``). Whether identity runs at all is the policy's
+BlazeFace on the whole frame and on each person's upper body; the phone stage (a
+second look at each person's hands and head by two detectors, see ``crops``:
+confirmed phones with their behaviour, food or drink at the mouth); and - when the
+profile allows it and the worker is enrolled - the identity check on the live faces
+found (the liveness check first marks pictures of faces held up to the camera, see
+``liveness``). Whether identity runs at all is the policy's
 decision, passed in by the composition root (``deskwatch.app.build_vision``) as an
 :class:`IdentityTarget` or None.
 """
@@ -20,7 +20,10 @@ import time
 import numpy as np
 
 from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis
+from deskwatch.vision.centernet import CenterNet
 from deskwatch.vision.config import VisionConfig
+from deskwatch.vision.crops import FOOD_AND_DRINK, Look, SecondLook, View
+from deskwatch.vision.eating import food_at_mouth
 from deskwatch.vision.faces import FaceAligner, FaceDetector, merge_faces
 from deskwatch.vision.identity import (
     DlibEmbedder,
@@ -35,9 +38,9 @@ from deskwatch.vision.identity import (
 )
 from deskwatch.vision.light import measure_light
 from deskwatch.vision.liveness import LivenessChecker
-from deskwatch.vision.objects import COCO_LABELS, ObjectDetector
-from deskwatch.vision.phones import face_crop, face_ear_zones, phones_at_ears, pose_ear_zones, zones_with_hints
-from deskwatch.vision.pose import PoseEstimator
+from deskwatch.vision.objects import COCO_LABELS, PHONE, ObjectDetector
+from deskwatch.vision.phones import confirmed_phones
+from deskwatch.vision.pose import Pose, PoseEstimator
 from deskwatch.vision.runtime import ModelError, ModelStore
 
 log = logging.getLogger(__name__)
@@ -49,6 +52,7 @@ OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32
 POSE_MODEL = "pose_landmark_full.tflite"
 FACE_MESH_MODEL = "face_landmark.tflite"  # identity backend tflite: alignment
 FACE_EMBEDDER_MODEL = "face_embedder_dlib_resnet.tflite"  # identity backend tflite: descriptor
+CENTERNET_MODEL = "centernet_mb3_384_f16.tflite"  # the phone stage's second detector (crops and whole frame)
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
 PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
@@ -98,12 +102,18 @@ class Vision:
             thresholds=v.label_thresholds,
             default_threshold=v.object_threshold,
             nms_iou=v.object_nms_iou,
-            phone_pass=v.phone_second_pass,
-            phone_threshold=v.phone_pass_threshold,
-            phone_max_persons=v.phone_pass_max_persons,
-            hint_threshold=v.phone_hint_threshold,
+            hint_labels=(PHONE, *FOOD_AND_DRINK) if v.phones.enabled else (),
+            hint_threshold=v.phones.vote_threshold,
         )
-        self.pose = PoseEstimator(self.store.load(POSE_MODEL)) if v.phone_pose else None
+        self.second_look: SecondLook | None = None
+        if v.phones.enabled:
+            self.second_look = SecondLook(
+                v.phones,
+                self.objects,
+                PoseEstimator(self.store.load(POSE_MODEL)),
+                CenterNet(self.store.load(CENTERNET_MODEL)),
+            )
+        self.last_look: Look | None = None  # the phone stage's view of the last analyze() (scan --annotate draws it)
         self.faces = FaceDetector(
             self.store.load(FACE_MODELS[v.face_model]), threshold=v.face_threshold, nms_iou=v.face_nms_iou
         )
@@ -194,10 +204,10 @@ class Vision:
         timings["faces"] = (t3 - t2) * 1000
         model_ms += face_ms
         detections = drop_duplicate_persons(detections, faces)
-        if self.objects.weak_phones:
-            phones, phone_ms = self.find_held_phones(image, detections, faces)
-            detections = detections + phones
-            model_ms += phone_ms
+        self.last_look = None
+        if self.second_look is not None:
+            detections, look_ms = self.look_closer(image, detections)
+            model_ms += look_ms
             t4 = time.perf_counter()
             timings["phones"] = (t4 - t3) * 1000
             t3 = t4
@@ -233,49 +243,24 @@ class Vision:
             faces = merge_faces(faces, self.cfg.face_nms_iou)
         return faces, model_ms
 
-    def find_held_phones(
-        self, image: np.ndarray, detections: list[Detection], faces: list[Face]
-    ) -> tuple[list[Detection], float]:
-        """Phones held at an ear, from the whole-frame pass's weak phone votes, a
-        second pass on the faces those votes point at, and the ears of the body
-        pose of the persons they fall in whose face was not found (see
-        :mod:`deskwatch.vision.phones`)."""
-        v = self.cfg
+    def look_closer(self, image: np.ndarray, detections: list[Detection]) -> tuple[list[Detection], float]:
+        """The phone stage: the whole-frame phones, food and drink are replaced by what the
+        second look confirms (phones with their behaviour, food or drink at the mouth)."""
+        assert self.second_look is not None
         h, w = image.shape[:2]
-        hints = self.objects.weak_phones
-        votes = list(hints)
-        zones = face_ear_zones(faces, w, h, v.phone_pass_min_face)
-        model_ms = 0.0
-        if v.phone_second_pass and v.phone_pass_max_persons > 0:
-            self.objects.invoke_ms = 0.0
-            looked = 0
-            for face in sorted(faces, key=lambda f: -f.box.area):
-                if looked >= v.phone_pass_max_persons:
-                    break
-                region = face_crop(face, w, h)
-                if region is None or not zones_with_hints(
-                    face_ear_zones([face], w, h, v.phone_pass_min_face), hints, w, h
-                ):
-                    continue
-                votes += self.objects.phones_in_region(image, region)
-                looked += 1
-            model_ms += self.objects.invoke_ms
-        if self.pose is not None and v.pose_max_persons > 0:
-            # a pose only for people with a weak phone vote inside their box whose face BlazeFace did not
-            # find (the hand holding the phone hides it): a found face gives the ears already
-            big_faces = [f for f in faces if f.box.height >= v.phone_pass_min_face and len(f.keypoints) >= 6]
-            persons = [
-                d
-                for d in detections
-                if d.label == "person"
-                and any(_centre_inside(p.box, d.box) for p in hints)
-                and not any(_owns(d.box, f) for f in big_faces)
-            ]
-            poses = self.pose.estimate_all(image, persons, v.pose_max_persons)
-            model_ms += self.pose.invoke_ms
-            zones += pose_ear_zones(poses, v.pose_min_presence)
-        found = phones_at_ears(zones, votes, detections, width=w, height=h, min_evidence=v.phone_ear_evidence)
-        return found, model_ms
+        held = {PHONE, *FOOD_AND_DRINK}
+        persons = [d for d in detections if d.label == "person"]
+        votes = [d for d in detections if d.label in held] + self.objects.weak
+        cfg = self.cfg.phones
+
+        def judge(view: View, poses: list[Pose]) -> list[Detection]:
+            phones = confirmed_phones(view.phone_places, poses, w, h, cfg)
+            return phones + food_at_mouth(view.food_places, poses, w, h, cfg)
+
+        look = self.second_look.look(image, persons, votes, judge)
+        self.last_look = look
+        found = self.second_look.found(look)
+        return [d for d in detections if d.label not in held] + found, look.model_ms
 
     def model_hashes(self) -> dict[str, str]:
         """file name -> sha256 of every model in use (published in health/status)."""
@@ -310,11 +295,6 @@ def _contained(inner: Box, outer: Box) -> float:
     ix = max(0.0, min(inner.x1, outer.x1) - max(inner.x0, outer.x0))
     iy = max(0.0, min(inner.y1, outer.y1) - max(inner.y0, outer.y0))
     return ix * iy / inner.area if inner.area > 0 else 1.0
-
-
-def _centre_inside(inner: Box, outer: Box) -> bool:
-    cx, cy = inner.centre
-    return outer.x0 <= cx <= outer.x1 and outer.y0 <= cy <= outer.y1
 
 
 def _owns(person: Box, face: Face) -> bool:

@@ -1,12 +1,5 @@
-"""Body pose (MediaPipe BlazePose GHUM full landmark model) on a person box, and the
-phone-in-use posture test built on it.
-
-NanoDet's "cell phone" scores are weak where a phone is actually used: the hand
-covers most of it, and at 416 px it is a few cells wide. On the shared photos its
-phone scores reach 0.1-0.3 on true phones but also up to ~0.3 on mugs, cameras and
-glasses. Score alone cannot separate them; where the phone is, relative to the
-body, can: a phone in use sits in a hand raised to the head (a call) - a mug at
-the chest or a camera held out to the side does not.
+"""Body pose (MediaPipe BlazePose GHUM full landmark model) on a person box: where the
+hands, the ears and the mouth are, for the phone stage (:mod:`deskwatch.vision.crops`).
 
 The landmark model normally gets its region of interest from MediaPipe's own pose
 detector; here the region comes from the NanoDet person box instead (one model
@@ -21,8 +14,8 @@ head-and-shoulders box put the shoulders at the top of the head).
 Input ``input_1`` [1, 256, 256, 3] float32 RGB 0..1 (outside the square: black).
 Outputs by tensor name: ``Identity`` [1, 195] = 39 landmarks x (x, y, z,
 visibility logit, presence logit) in input pixels, the first 33 are the body
-landmarks (0 nose, 7/8 left/right ear, 11/12 shoulders, 15/16 wrists, 17-22
-pinky/index/thumb of the left and right hand); ``Identity_1`` [1, 1] = pose
+landmarks (0 nose, 7/8 left/right ear, 9/10 mouth corners, 11/12 shoulders, 15/16
+wrists, 17-22 pinky/index/thumb of the left and right hand); ``Identity_1`` [1, 1] = pose
 presence (0..1).
 """
 
@@ -38,7 +31,7 @@ from deskwatch.vision.runtime import Model
 
 INPUT_SIZE = 256
 LANDMARKS = 33
-NOSE, LEFT_EAR, RIGHT_EAR, LEFT_SHOULDER, RIGHT_SHOULDER = 0, 7, 8, 11, 12
+NOSE, LEFT_EAR, RIGHT_EAR, MOUTH_LEFT, MOUTH_RIGHT, LEFT_SHOULDER, RIGHT_SHOULDER = 0, 7, 8, 9, 10, 11, 12
 HANDS = {"left": (15, 17, 19, 21), "right": (16, 18, 20, 22)}  # wrist, pinky, index, thumb
 BODY_SCALE = 1.25  # MediaPipe's margin around a whole body
 UPPER_BODY_SCALE = 2.0  # square side in box widths: a head-and-shoulders box continues below the frame
@@ -66,15 +59,6 @@ class Pose:
     def hand(self, side: str) -> np.ndarray:
         """Centre of one hand (wrist, pinky, index and thumb landmarks)."""
         return self.points[list(HANDS[side])].mean(axis=0)
-
-    def hand_at_head(self, side: str, reach: float) -> bool:
-        """The hand is raised to the head: above the shoulder line and within
-        ``reach`` x scale of an ear or the nose."""
-        hand = self.hand(side)
-        shoulder_y = float(self.points[[LEFT_SHOULDER, RIGHT_SHOULDER], 1].mean())
-        head = self.points[[NOSE, LEFT_EAR, RIGHT_EAR]]
-        near = float(np.hypot(*(head - hand).T).min())
-        return float(hand[1]) <= shoulder_y and near <= reach * self.scale
 
 
 def pose_square(person: Box, width: int, height: int) -> tuple[float, float, float]:

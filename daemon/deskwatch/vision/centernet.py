@@ -1,0 +1,71 @@
+"""MB3-CenterNet (COCO-80), the second detector that confirms phones and food.
+
+NanoDet alone cannot tell a phone from a mug, a tablet or a hand at 0.2-0.5: on the
+labelled photos its "cell phone" score reaches 0.49 on a raised wine glass and 0.43
+on a tablet, while held phones score 0.2-0.6. CenterNet (a MobileNetV3 backbone with
+a heat-map head, trained separately) makes different mistakes; a phone both detectors
+see at the same place is what the phone stage reports (:mod:`.crops`, :mod:`.phones`).
+
+The shipped graphs take an RGB image stretched to S x S (384 for the hand and head
+crops, 512 for the whole frame) as float32 0..255 and output, by signature name,
+``heat`` [1, S/4, S/4, 80] (per-class centre heat, sigmoid applied) and ``wh``
+[1, S/4, S/4, 4]: the distances (left, top, right, bottom) in input pixels from the
+cell (col * 4, row * 4) to the box sides. A detection is a cell whose heat is the
+maximum of its 3 x 3 neighbourhood (the graph's own decoder does the same).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from deskwatch.domain import Box, Detection
+from deskwatch.vision.imageops import resize
+from deskwatch.vision.objects import COCO_LABELS
+from deskwatch.vision.runtime import Model
+
+STRIDE = 4
+
+
+def peaks(heat: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows, cols, classes) of the cells whose heat is at least ``min_score`` and the
+    maximum of their 3 x 3 neighbourhood, for each class separately."""
+    padded = np.pad(heat, ((1, 1), (1, 1), (0, 0)), constant_values=0.0)
+    h, w = heat.shape[:2]
+    neighbourhood = np.max(np.stack([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]), axis=0)
+    rows, cols, classes = np.nonzero((heat >= min_score) & (heat >= neighbourhood))
+    return rows, cols, classes
+
+
+class CenterNet:
+    """Runs one CenterNet graph (its input size is read from the model)."""
+
+    def __init__(self, model: Model):
+        shape = model.input_shape
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] % STRIDE:
+            raise ValueError(f"{model.file}: expected input [1, S, S, 3], got {list(shape)}")
+        missing = [k for k in ("heat", "wh") if k not in model.outputs]
+        if missing:
+            raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")
+        self.model = model
+        self.size = int(shape[1])
+
+    def detect(self, image: np.ndarray, labels: Iterable[str], min_score: float) -> list[Detection]:
+        """Detections of ``labels`` scoring at least ``min_score``, boxes normalised to ``image``."""
+        wanted = np.array([COCO_LABELS.index(label) for label in labels], np.int64)
+        out = self.model.run(resize(image, self.size, self.size).astype(np.float32)[None])
+        heat = out["heat"][0][..., wanted]
+        wh = out["wh"][0]
+        rows, cols, classes = peaks(heat, min_score)
+        dets = []
+        for r, c, k in zip(rows, cols, classes, strict=True):
+            left, top, right, bottom = (float(v) for v in wh[r, c])
+            cx, cy = c * STRIDE, r * STRIDE
+            box = Box(
+                (cx - left) / self.size, (cy - top) / self.size, (cx + right) / self.size, (cy + bottom) / self.size
+            )
+            box = box.clipped()
+            if box.area > 0:
+                dets.append(Detection(COCO_LABELS[int(wanted[k])], float(heat[r, c, k]), box))
+        return sorted(dets, key=lambda d: -d.score)

@@ -1,0 +1,59 @@
+"""Food or a drink at the mouth, from the same second look as phones.
+
+An object near the face is not eating: on the labelled photos the old rule (food
+within 0.75 face heights of the mouth, seen by one detector) called two people
+raising wine glasses for a photo "eating". Here a place of the second look
+(:mod:`deskwatch.vision.crops`) counts when NanoDet's and CenterNet's best
+food-or-drink votes there both reach ``food_confirm`` (the labels may differ: a
+doughnut to one is a cake to the other) and it is at the mouth of a person whose
+mouth the pose model sees:
+
+- food within ``food_reach`` x the ear-to-ear width of the mouth (a doughnut held
+  up to be bitten: 0.35);
+- a drink (cup, bottle, wine glass) within ``drink_reach``: at the lips, not a
+  glass raised to the chin for a toast (0.25-0.33 on the labelled photos).
+
+The reported detection keeps NanoDet's label and box; its score is the geometric
+mean of the two detectors' scores; its behaviour is ``at_mouth``.
+"""
+
+from __future__ import annotations
+
+import math
+
+from deskwatch.domain import Box, Detection
+from deskwatch.vision.config import PhoneStageConfig
+from deskwatch.vision.crops import Place
+from deskwatch.vision.objects import DRINK
+from deskwatch.vision.pose import LEFT_EAR, MOUTH_LEFT, MOUTH_RIGHT, RIGHT_EAR, Pose
+
+AT_MOUTH = "at_mouth"
+
+
+def mouth_distance(box: Box, pose: Pose, width: int, height: int, min_visibility: float) -> float | None:
+    """Distance from the mouth to ``box`` in ear-to-ear widths; None where the pose model
+    does not see the mouth (a head turned away, or no head in the frame)."""
+    if min(float(pose.visibility[MOUTH_LEFT]), float(pose.visibility[MOUTH_RIGHT])) < min_visibility:
+        return None
+    mx, my = (float(v) for v in pose.points[[MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=0))
+    ears = math.dist(pose.points[LEFT_EAR], pose.points[RIGHT_EAR]) or 0.5 * pose.scale
+    x0, y0, x1, y1 = box.x0 * width, box.y0 * height, box.x1 * width, box.y1 * height
+    return math.hypot(max(x0 - mx, 0.0, mx - x1), max(y0 - my, 0.0, my - y1)) / ears
+
+
+def food_at_mouth(
+    places: list[Place], poses: list[Pose], width: int, height: int, cfg: PhoneStageConfig
+) -> list[Detection]:
+    """Food or drink both detectors see at someone's mouth, strongest first."""
+    found = []
+    for place in places:
+        seen, confirm = place.best_nanodet, place.best_centernet
+        if seen is None or confirm is None or min(seen.score, confirm.score) < cfg.food_confirm:
+            continue
+        reach = cfg.drink_reach if seen.label in DRINK else cfg.food_reach
+        for pose in poses:
+            distance = mouth_distance(seen.box, pose, width, height, cfg.mouth_visibility)
+            if distance is not None and distance <= reach:
+                found.append(Detection(seen.label, math.sqrt(seen.score * confirm.score), seen.box, AT_MOUTH))
+                break
+    return sorted(found, key=lambda d: -d.score)
