@@ -23,7 +23,13 @@ from deskwatch_contract.sqlite import connect as sqlite_connect
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after version 1, per version: (table, column, declaration). A fresh
+# database gets them from the DDL; an older one gets them in :meth:`Store.migrate`.
+ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
+    2: [("users", "disabled", "INTEGER NOT NULL DEFAULT 0")],
+}
 
 DDL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -131,7 +137,8 @@ CREATE TABLE IF NOT EXISTS users (
     role TEXT NOT NULL,
     sites TEXT NOT NULL,
     worker_id TEXT,
-    created_at {real} NOT NULL
+    created_at {real} NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
@@ -271,13 +278,27 @@ class Store:
         finally:
             self._give(conn, broken)
 
+    def _columns(self, tx: Tx, table: str) -> set[str]:
+        raise NotImplementedError
+
+    def _lock_schema(self, tx: Tx) -> None:
+        """Serialise :meth:`migrate` between collectors starting together (PostgreSQL)."""
+
     def migrate(self) -> None:
         statements = [s.strip() for s in DDL.format(**TYPES[self.backend]).split(";") if s.strip()]
         with self.transaction() as tx:
+            self._lock_schema(tx)
             for stmt in statements:
                 tx.execute(stmt)
+            row = tx.one("SELECT value FROM meta WHERE key = 'schema_version'")
+            version = int(row[0]) if row else SCHEMA_VERSION
+            for target in sorted(v for v in ADDED_COLUMNS if v > version):
+                for table, column, decl in ADDED_COLUMNS[target]:
+                    if column not in self._columns(tx, table):
+                        tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
 
@@ -313,6 +334,9 @@ class SqliteStore(Store):
     def _unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
 
+    def _columns(self, tx: Tx, table: str) -> set[str]:
+        return {str(r[1]) for r in tx.rows(f"PRAGMA table_info({table})")}
+
 
 class PostgresStore(Store):
     backend = "postgresql"
@@ -333,6 +357,13 @@ class PostgresStore(Store):
 
     def _unavailable(self, exc: BaseException) -> bool:
         return isinstance(exc, (self._psycopg.OperationalError, self._psycopg.InterfaceError))
+
+    def _columns(self, tx: Tx, table: str) -> set[str]:
+        rows = tx.rows("SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,))
+        return {str(r[0]) for r in rows}
+
+    def _lock_schema(self, tx: Tx) -> None:
+        tx.execute("SELECT pg_advisory_xact_lock(1415926535)")
 
 
 def redact_dsn(dsn: str) -> str:
