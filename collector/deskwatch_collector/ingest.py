@@ -62,10 +62,30 @@ def epoch(text: str) -> float:
 _dumps = dumps
 
 
-def record_reject(tx: Tx, topic: str, reason: str, detail: str, size: int, now: float) -> None:
+RAW_KEPT_BYTES = 64 * 1024  # of each rejected message, for inspection
+RAW_KEPT_PER_SOURCE_DAY = 200  # rejects per device per day that keep their bytes (the rest: counted only)
+
+
+def _source(topic: str) -> str | None:
+    parts = topic.split("/")
+    return "/".join(parts[2:4])[:140] if len(parts) >= 4 and parts[0] == "deskwatch" else None
+
+
+def record_reject(tx: Tx, topic: str, reason: str, detail: str, raw: bytes, now: float) -> None:
+    """Keep a refused message: its reason (counted by ``report``) and, within a per-device
+    quota, its first 64 KiB, so an operator can see what a device actually sent."""
+    source = _source(topic)
+    keep: bytes | None = raw[:RAW_KEPT_BYTES]
+    if source is not None:
+        row = tx.one(
+            "SELECT COUNT(*) FROM rejects WHERE source = ? AND received_at > ? AND raw IS NOT NULL",
+            (source, now - 86400),
+        )
+        if row is not None and int(row[0]) >= RAW_KEPT_PER_SOURCE_DAY:
+            keep = None
     tx.execute(
-        "INSERT INTO rejects (topic, reason, detail, size, received_at) VALUES (?, ?, ?, ?, ?)",
-        (topic[:300], reason, detail[:300], size, now),
+        "INSERT INTO rejects (topic, reason, detail, size, received_at, source, raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (topic[:300], reason, detail[:300], len(raw), now, source, keep),
     )
 
 

@@ -28,7 +28,7 @@ def store_all(store: Store, messages: list[Outgoing], now: float = NOW) -> list[
             try:
                 out.append(apply(tx, validator.check(m.topic, m.payload, props), now, now))
             except Rejected as exc:
-                record_reject(tx, m.topic, exc.reason, exc.detail, len(m.payload), now)
+                record_reject(tx, m.topic, exc.reason, exc.detail, m.payload, now)
                 out.append(f"rejected:{exc.reason}")
     return out
 
