@@ -306,30 +306,56 @@ def flush_scans(tx: Tx, rows: list[tuple[Any, ...]]) -> int:
     return tx.executemany(SCAN_INSERT, rows) if rows else 0
 
 
+STATUS_REORDER_SECONDS = 600.0
+"""How late a status may arrive and still be taken for a reordering (a Last Will behind
+the next connection's ``online``). Past this, the newest arrival wins."""
+CLOCK_SKEW_SECONDS = 600.0
+
+
 def _status(tx: Tx, msg: Message, received_at: float) -> str:
+    """Keep the device's newest status, by run and session, without letting anything pin it.
+
+    A status belongs to a run of the daemon (``since``, its start time) and a connection
+    (``session``, a persisted counter). It replaces the stored one when it is newer by
+    (``since``, ``session``), so a Last Will from an older connection or an older run, arriving
+    late, does not flap the device offline. It also replaces it when it is *older* by that
+    order but arrives more than :data:`STATUS_REORDER_SECONDS` after the stored one: no
+    reordering is that slow, so the device's counter or clock went back (re-provisioned,
+    reflashed, a Pi without a real-time clock) or the stored status was forged with a huge
+    session; either way the newest arrival is the truth. A ``since`` in the future is refused.
+    """
     p = msg.payload
     assert p is not None
-    # A Last Will from an older session must not overwrite a newer online/degraded state.
-    n = tx.execute(
-        "INSERT INTO devices (site, device_id, state, session, version, profile, since, reasons, status_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, device_id) DO UPDATE SET"
-        " state = excluded.state, session = excluded.session, version = excluded.version,"
-        " profile = excluded.profile, since = excluded.since, reasons = excluded.reasons,"
-        " status_at = excluded.status_at"
-        " WHERE devices.session IS NULL OR excluded.session >= devices.session",
+    site, device = msg.topic.site, msg.topic.device_id
+    since_ts, session = epoch(p["since"]), int(p["session"])
+    if since_ts > received_at + CLOCK_SKEW_SECONDS:
+        raise Rejected("bad_time", f"status since {p['since']} is in the future")
+    _ensure_device(tx, site, device)
+    row = tx.one(
+        f"SELECT since, session, status_at FROM devices WHERE site = ? AND device_id = ?{tx.for_update}",
+        (site, device),
+    )
+    if row is not None and row[1] is not None and row[2] is not None:
+        stored_key = (epoch(str(row[0])), int(row[1]))
+        newer = (since_ts, session) >= stored_key
+        if not newer and received_at - float(row[2]) <= STATUS_REORDER_SECONDS:
+            return "stale"
+    tx.execute(
+        "UPDATE devices SET state = ?, session = ?, version = ?, profile = ?, since = ?, reasons = ?, status_at = ?"
+        " WHERE site = ? AND device_id = ?",
         (
-            msg.topic.site,
-            msg.topic.device_id,
             p["state"],
-            int(p["session"]),
+            session,
             p["version"],
             p["profile"],
             p["since"],
             json.dumps(p.get("reasons") or []),
             received_at,
+            site,
+            device,
         ),
     )
-    return "updated" if n else "stale"
+    return "updated"
 
 
 def _health(tx: Tx, msg: Message, received_at: float) -> str:

@@ -192,6 +192,11 @@ class Tx:
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self._pg else sql
 
+    @property
+    def for_update(self) -> str:
+        """`` FOR UPDATE`` on PostgreSQL (SQLite's write transactions are serialised already)."""
+        return " FOR UPDATE" if self._pg else ""
+
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self._cur.execute(self._sql(sql), tuple(params))
         return int(self._cur.rowcount)
