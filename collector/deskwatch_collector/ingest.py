@@ -75,7 +75,8 @@ def record_reject(tx: Tx, topic: str, reason: str, detail: str, raw: bytes, now:
     """Keep a refused message: its reason (counted by ``report``) and, within a per-device
     quota, its first 64 KiB, so an operator can see what a device actually sent."""
     source = _source(topic)
-    keep: bytes | None = raw[:RAW_KEPT_BYTES]
+    # A refused photo is not kept: it shows a person, and nothing will ever verify it.
+    keep: bytes | None = None if "/evidence/" in topic else raw[:RAW_KEPT_BYTES]
     if source is not None:
         row = tx.one(
             "SELECT COUNT(*) FROM rejects WHERE source = ? AND received_at > ? AND raw IS NOT NULL",
@@ -193,7 +194,16 @@ def _event(tx: Tx, msg: Message, received_at: float, now: float) -> str:
     return "stored"
 
 
+ORPHAN_MAX_PHOTOS = 32
+ORPHAN_MAX_BYTES = 4 * 1024 * 1024
+"""Per device: evidence held ``pending`` (its event not stored yet) beyond this is refused
+(``orphan_quota``), so a device that may publish cannot fill the disk with photos that no
+event will ever claim. A device has a few photos in flight at most."""
+
+
 def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
+    """The one path a photo takes into the database: checked against its event, or held
+    ``pending`` (within the device's quota) until the event arrives."""
     event_id = msg.topic.event_id
     assert event_id is not None and msg.data is not None and msg.sha256 is not None
     row = tx.one(
@@ -210,6 +220,15 @@ def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
             raise Rejected("evidence_sha256", f"event {event_id} declares another sha256")
         # A device clock ahead of time must not keep a photo past the retention: never later than arrival.
         state, captured = "verified", min(float(row[1]), received_at)
+    else:
+        held = tx.one(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM evidence WHERE site = ? AND device_id = ?"
+            " AND state = 'pending'",
+            (msg.topic.site, msg.topic.device_id),
+        )
+        photos, size = (int(held[0]), int(held[1])) if held else (0, 0)
+        if photos >= ORPHAN_MAX_PHOTOS or size + len(msg.data) > ORPHAN_MAX_BYTES:
+            raise Rejected("orphan_quota", f"{photos} photos ({size} bytes) already wait for their events")
     inserted = tx.execute(
         "INSERT INTO evidence (event_id, site, device_id, sha256, bytes, data, state, captured_ts, received_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",

@@ -322,3 +322,25 @@ def test_status_neither_pins_nor_flaps_and_follows_a_reprovisioned_device(
     assert _device_state(store) == ("online", 1)
     # A start time in the future is refused (it would order before every later run).
     assert store_all(store, [_status(dev, "online", 2, "2030-01-01T00:00:00.000Z")], t + 9100) == ["rejected:bad_time"]
+
+
+def test_orphan_evidence_has_a_quota_per_device(store_factory: Callable[[str], Store]) -> None:
+    import uuid
+
+    from deskwatch_collector.ingest import ORPHAN_MAX_PHOTOS
+
+    store = store_factory("sqlite")
+    noisy, quiet = SimDevice("acme", "desk-noisy", "w-1"), SimDevice("acme", "desk-quiet", "w-2")
+    jpeg = b"\xff\xd8" + b"\0" * 50_000
+    flood = [Outgoing(noisy.prefix + f"evidence/{uuid.uuid4()}", jpeg, 1, False, None) for _ in range(200)]
+    outcomes = store_all(store, flood)
+    assert outcomes.count("stored") == ORPHAN_MAX_PHOTOS
+    assert outcomes.count("rejected:orphan_quota") == 200 - ORPHAN_MAX_PHOTOS
+    with store.transaction(write=False) as tx:
+        assert tx.one("SELECT COUNT(*), SUM(bytes) FROM evidence") == (ORPHAN_MAX_PHOTOS, ORPHAN_MAX_PHOTOS * 50_002)
+        assert tx.one("SELECT COUNT(*) FROM rejects WHERE raw IS NOT NULL") == (0,)  # refused photos are not kept
+    # Another device is not affected, and the noisy one's real photos still pair with their events.
+    event, evidence, _ = quiet.violation()
+    assert store_all(store, [evidence, event]) == ["stored", "stored"]
+    event, evidence, _ = noisy.violation()
+    assert store_all(store, [event, evidence]) == ["stored", "stored"]

@@ -50,6 +50,7 @@ class WebContext:
     wall: Callable[[], float] = time.time
     stopping: asyncio.Event | None = None  # set on the server's loop when it shuts down
     streams: dict[str, int] = field(default_factory=dict)  # open live streams per user name
+    health: Callable[[], dict[str, Any]] | None = None  # the intake's state, for /healthz
     _limiter: anyio.CapacityLimiter | None = None
 
     @staticmethod

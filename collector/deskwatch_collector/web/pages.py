@@ -25,7 +25,10 @@ logger = logging.getLogger("deskwatch_collector.web")
 
 
 async def healthz(request: Request) -> Response:
-    return json_response(200, {"ok": True})
+    """200 while messages are being stored and acknowledged; 503 with the reason when not."""
+    ctx = WebContext.of(request)
+    state = ctx.health() if ctx.health is not None else {"ok": True}
+    return json_response(200 if state.get("ok") else 503, state)
 
 
 async def login_form(request: Request) -> Response:

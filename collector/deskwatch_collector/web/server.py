@@ -23,6 +23,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from hypercorn.asyncio import serve
 from hypercorn.config import Config
@@ -90,12 +91,14 @@ class SupervisorServer:
         throttle: ThrottleLimits | None = None,
         hash_workers: int = 2,
         extra_routes: Sequence[BaseRoute] = (),
+        health: Callable[[], dict[str, Any]] | None = None,
     ) -> None:
         settings = settings or WebSettings()
         settings.cookie_secure = settings.cookie_secure or cookie_secure
         self.ctx = WebContext(
             store, hub, settings, LoginThrottle(throttle), HashGate(hash_workers, 4 * hash_workers), wall
         )
+        self.ctx.health = health
         self.guard = Guard(build_app(self.ctx, extra_routes), limits)
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
