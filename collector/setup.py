@@ -27,6 +27,8 @@ setup(
         # the supervisor page: an ASGI app on a server with timeouts (see web/server.py)
         "hypercorn>=0.17,<1",
         "starlette>=0.40,<2",
+        # intake from a RabbitMQ cluster's quorum queue (docs/central/clustered-brokers.md)
+        "pika>=1.3,<2",
     ],
     entry_points={"console_scripts": ["deskwatch-collector=deskwatch_collector.cli:main"]},
 )

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deskwatch_collector import MAX_RETENTION_DAYS
+from deskwatch_collector.amqp import QueueConsumer, QueueSettings
 from deskwatch_collector.ingest import IngestStats, missing_seqs
 from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
 from deskwatch_collector.store import Store, StoreUnavailable, open_store
@@ -66,6 +67,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="subscribe, store, purge and serve the supervisor page")
     db_arg(run)
     run.add_argument("--broker", default="127.0.0.1:1883", type=lambda t: _hostport(t, 1883), help="HOST:PORT")
+    run.add_argument(
+        "--amqp",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="consume the RabbitMQ quorum queue instead of MQTT (amqp://user:pass@host:port/vhost; repeat one per"
+        " node: the next is tried when one fails); see docs/central/clustered-brokers.md",
+    )
+    run.add_argument("--amqp-queue", default="deskwatch-collectors", help="the quorum queue (declared if missing)")
     run.add_argument(
         "--group", default="deskwatch-collectors", help="shared-subscription group (same on every collector)"
     )
@@ -254,7 +264,16 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     stats = IngestStats()
     # The page gets its own connections: many browsers polling must never make the writer wait.
     web_store = open_store(args.db, pool_size=8) if args.http != "off" else store
-    subscriber = Subscriber(settings, store, stats=stats, on_stored=hub.notify)
+    intake: Subscriber | QueueConsumer
+    if args.amqp:
+        queue = QueueSettings(
+            urls=args.amqp, queue=args.amqp_queue, client_name=settings.client_id, batch_max=settings.batch_max
+        )
+        intake = QueueConsumer(queue, store, stats=stats, on_stored=hub.notify)
+        source = f"queue {args.amqp_queue}"
+    else:
+        intake = Subscriber(settings, store, stats=stats, on_stored=hub.notify)
+        source = f"{settings.host}:{settings.port}"
     web = None
     if args.http != "off":
         try:
@@ -265,7 +284,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
                 hub,
                 cookie_secure=args.cookie_secure,
                 limits=limits,
-                health=subscriber.health.snapshot,
+                health=intake.health.snapshot,
             )
         except (OSError, ValueError, argparse.ArgumentTypeError) as exc:
             print(f"deskwatch-collector: cannot serve the supervisor page on {args.http}: {exc}", file=sys.stderr)
@@ -274,7 +293,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    subscriber.start()
+    intake.start()
     retention.start()
     if web is not None:
         web.start()
@@ -282,8 +301,8 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     logger.info(
         "collector %s in group %s; evidence kept %.4g days", settings.client_id, settings.group, args.retention_days
     )
-    if not subscriber.subscribed.wait(15):
-        logger.warning("no SUBACK from %s:%d yet; still trying", settings.host, settings.port)
+    if not intake.subscribed.wait(15):
+        logger.warning("not subscribed to %s yet; still trying", source)
     print(f"READY {json.dumps({'http': web.url if web else None, 'client_id': settings.client_id})}", flush=True)
     last = time.monotonic()
     while not stop.wait(0.5):
@@ -294,7 +313,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     retention.stop_event.set()
     if web is not None:
         web.stop()
-    subscriber.stop()
+    intake.stop()
     if web_store is not store:
         web_store.close()
     logger.info("collector counters at exit: %s", json.dumps(stats.snapshot(), sort_keys=True))
