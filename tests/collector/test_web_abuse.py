@@ -134,10 +134,15 @@ async def _half_posts(port: int, n: int, wait: float) -> list[str]:
 
 def test_half_sent_bodies_time_out_without_a_hash_or_a_thread(serve: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     hashes = hash_counter(monkeypatch)
-    server = serve(limits=GuardLimits(body_seconds=1.5, per_address=60))
+    server = serve(limits=GuardLimits(body_seconds=2.0, per_address=100, max_body_readers=32))
     threads = threading.active_count()
-    got = run(_half_posts(server.server_address[1], 50, 8))
-    assert got.count("408") == 50, got
+    got: list[str] = []
+    attack = threading.Thread(target=lambda: got.extend(run(_half_posts(server.server_address[1], 60, 8))))
+    attack.start()
+    time.sleep(0.5)
+    assert Browser(server.url).call("/login")[0] == 200  # slow bodies hold reader slots, not the page
+    attack.join()
+    assert got.count("408") == 32 and got.count("503") == 28, got
     assert hashes == [] and threading.active_count() <= threads + 2
     assert server.ctx.throttle.keys_held() == 0  # nothing counted: no sign-in was ever attempted
     # One client cannot take every request slot: past its share it is told at once.
@@ -170,7 +175,7 @@ async def _parallel_logins(port: int, n: int, username: str, forwarded: list[str
 
 def test_parallel_guesses_are_counted_before_hashing(serve: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     hashes = hash_counter(monkeypatch)
-    server = serve(limits=GuardLimits(per_address=300, max_requests=300))
+    server = serve(limits=GuardLimits(per_address=300, max_requests=300, max_body_readers=300))
     codes = run(_parallel_logins(server.server_address[1], 150, "alice"))
     assert codes.count("401") == 5 and codes.count("429") == 145, sorted(set(codes))
     assert len(hashes) == 5  # the limit held while the hashes ran

@@ -6,8 +6,10 @@ head within its keep-alive timeout (slowloris). Everything after the head is our
 - **client address**: the peer, or, when the peer is a trusted proxy, the right-most
   ``X-Forwarded-For`` entry that is not itself a trusted proxy (the left part of that
   header is whatever the client wrote);
-- **bounded concurrency**: at most ``max_requests`` requests in progress, at most
-  ``per_address`` from one client; more are answered 503/429 at once. Long-lived
+- **bounded concurrency**: at most ``per_address`` requests at once from one client, at
+  most ``max_body_readers`` bodies being received and ``max_requests`` requests in the
+  routes; more are answered 503/429 at once. A slow body holds a reader slot, never a
+  route slot, so half-sent POSTs cannot take the page's GETs down with them. Long-lived
   streams (``stream_prefixes``) are not counted here; their route limits them;
 - **bodies read here, whole, before the route runs**: at most ``max_body_bytes``, within
   ``body_seconds``; a half-sent body costs one coroutine for that long, never a thread,
@@ -52,6 +54,7 @@ SECURITY_HEADERS = (
 @dataclass(frozen=True)
 class GuardLimits:
     max_requests: int = 64
+    max_body_readers: int = 32
     per_address: int = 8
     max_body_bytes: int = 16 * 1024
     body_seconds: float = 10.0
@@ -103,6 +106,7 @@ class _Refused(Exception):
 @dataclass
 class GuardStats:
     in_progress: int = 0
+    reading_bodies: int = 0
     refused: Counter[str] = field(default_factory=Counter)
 
 
@@ -124,31 +128,32 @@ class Guard:
         if str(scope.get("path", "")).startswith(self.limits.stream_prefixes):
             await self.app(scope, receive, send)
             return
-        try:
-            self._admit(address)
-        except _Refused as refused:
-            await self._refuse(send, refused, address)
+        if self._per_address[address] >= self.limits.per_address:
+            await self._refuse(
+                send, _Refused(429, "too many requests at once from your address", "per_address"), address
+            )
             return
+        self._per_address[address] += 1
         try:
             try:
                 receive = await self._buffered_body(scope, receive)
+                self._admit()
             except _Refused as refused:
                 await self._refuse(send, refused, address)
                 return
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.stats.in_progress -= 1
         finally:
-            self.stats.in_progress -= 1
             self._per_address[address] -= 1
             if self._per_address[address] <= 0:
                 del self._per_address[address]
 
-    def _admit(self, address: str) -> None:
+    def _admit(self) -> None:
         if self.stats.in_progress >= self.limits.max_requests:
             raise _Refused(503, "the server is busy; try again in a few seconds", "busy")
-        if self._per_address[address] >= self.limits.per_address:
-            raise _Refused(429, "too many requests at once from your address", "per_address")
         self.stats.in_progress += 1
-        self._per_address[address] += 1
 
     async def _buffered_body(self, scope: Scope, receive: Receive) -> Receive:
         headers = dict(scope.get("headers", []))
@@ -160,10 +165,28 @@ class Guard:
                 raise _Refused(400, "bad Content-Length", "bad_length") from None
             if length > self.limits.max_body_bytes:
                 raise _Refused(413, f"the body may have at most {self.limits.max_body_bytes} bytes", "too_large")
+        more = scope.get("method") not in ("GET", "HEAD", "OPTIONS")
+        if not more:
+            return receive
+        if self.stats.reading_bodies >= self.limits.max_body_readers:
+            raise _Refused(503, "the server is busy; try again in a few seconds", "busy_bodies")
+        self.stats.reading_bodies += 1
+        try:
+            body = await self._read_body(receive)
+        finally:
+            self.stats.reading_bodies -= 1
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def buffered() -> Message:
+            return replay.pop() if replay else await receive()
+
+        return buffered
+
+    async def _read_body(self, receive: Receive) -> bytes:
         chunks: list[bytes] = []
         size = 0
         deadline = time.monotonic() + self.limits.body_seconds
-        more = scope.get("method") not in ("GET", "HEAD", "OPTIONS")
+        more = True
         while more:
             try:
                 message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
@@ -177,12 +200,7 @@ class Guard:
                 raise _Refused(413, f"the body may have at most {self.limits.max_body_bytes} bytes", "too_large")
             chunks.append(body)
             more = bool(message.get("more_body", False))
-        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
-
-        async def buffered() -> Message:
-            return replay.pop() if replay else await receive()
-
-        return buffered
+        return b"".join(chunks)
 
     def _with_headers(self, send: Send) -> Send:
         async def wrapped(message: Message) -> None:
