@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery clean
+.PHONY: install demo test lint typecheck bench bench-delivery fleet-load clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -27,6 +27,12 @@ bench: install
 
 bench-delivery: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_delivery $(BENCH_ARGS)
+
+# The collector's fleet figures (docs/central/collector.md): ~10 minutes, not part of `make test`.
+FLEET := PYTHONPATH=tools $(PY) -m deskwatch_dev.loadtest --devices 1000 --duration 60 --collectors 2 --db postgresql
+fleet-load: install
+	@$(FLEET) --multiplier 10 --multiplier 50 --connections 8 $(FLEET_ARGS)
+	@$(FLEET) --multiplier 10 --multiplier 50 --connections 9 --cluster --kill-node-at 30 $(FLEET_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build */build *.egg-info */*.egg-info

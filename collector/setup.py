@@ -24,6 +24,11 @@ setup(
         "paho-mqtt>=2.1,<3",
         "jsonschema>=4.20",
         "psycopg[binary]>=3.1",
+        # the supervisor page: an ASGI app on a server with timeouts (see web/server.py)
+        "hypercorn>=0.17,<1",
+        "starlette>=0.40,<2",
+        # intake from a RabbitMQ cluster's quorum queue (docs/central/clustered-brokers.md)
+        "pika>=1.3,<2",
     ],
     entry_points={"console_scripts": ["deskwatch-collector=deskwatch_collector.cli:main"]},
 )

@@ -15,10 +15,11 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 #   desk companion: xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
 #   collector: postgresql (started by the tests as a child process), chromium + driver
 #   delivery: nats-server (the second MQTT engine the contract is tested against)
+#   collector: rabbitmq-server (the 3-node broker cluster the collector is tested on)
 #   appliance image: debootstrap, qemu-user-static + binfmt-support (an arm64 chroot)
 APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev
               xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
-              postgresql chromium chromium-driver nats-server
+              postgresql chromium chromium-driver nats-server rabbitmq-server
               debootstrap qemu-user-static binfmt-support)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do

@@ -5,6 +5,10 @@ A session is a random 32-byte token in an HttpOnly, SameSite=Strict cookie; the 
 keeps only its sha256, so a copy of the database cannot be replayed as a login and every
 collector behind a load balancer shares the sessions.
 
+A password change, a disabled or a removed account ends every session of that account
+at once (the rows go in the same transaction), and a live stream notices within its
+session re-check.
+
 Roles: a ``supervisor`` sees and reviews the events of the sites listed on the account; a
 ``worker`` sees only the events that name their ``worker_id`` and can contest them.
 """
@@ -60,7 +64,7 @@ class User:
         return self.role == "supervisor"
 
 
-def add_user(store: Store, username: str, password: str, role: str, sites: list[str], worker_id: str | None) -> None:
+def _check_account(username: str, role: str, sites: list[str], worker_id: str | None) -> None:
     if role not in ROLES:
         raise ValueError(f"role must be one of {', '.join(ROLES)}")
     if not NAME.match(username):
@@ -69,15 +73,88 @@ def add_user(store: Store, username: str, password: str, role: str, sites: list[
         raise ValueError("give at least one site; site names use letters, digits, '-' and '_'")
     if role == "worker" and not (worker_id and NAME.match(worker_id)):
         raise ValueError("a worker account needs --worker-id")
+
+
+def _check_password(password: str) -> None:
     if len(password) < 8:
         raise ValueError("the password must have at least 8 characters")
+
+
+def add_user(
+    store: Store,
+    username: str,
+    password: str,
+    role: str,
+    sites: list[str],
+    worker_id: str | None,
+    *,
+    replace: bool = True,
+) -> None:
+    """Create an account (or, with ``replace``, overwrite one: its sessions then end)."""
+    _check_account(username, role, sites, worker_id)
+    _check_password(password)
+    digest = hash_password(password)
     with store.transaction() as tx:
+        exists = tx.one("SELECT 1 FROM users WHERE username = ?", (username,)) is not None
+        if exists and not replace:
+            raise ValueError(f"user {username} exists; use 'users reset' to change the password")
         tx.execute(
-            "INSERT INTO users (username, password_hash, role, sites, worker_id, created_at) VALUES (?, ?, ?, ?, ?, ?)"
+            "INSERT INTO users (username, password_hash, role, sites, worker_id, created_at, disabled)"
+            " VALUES (?, ?, ?, ?, ?, ?, 0)"
             " ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role,"
             " sites = excluded.sites, worker_id = excluded.worker_id",
-            (username, hash_password(password), role, ",".join(sorted(set(sites))), worker_id, time.time()),
+            (username, digest, role, ",".join(sorted(set(sites))), worker_id, time.time()),
         )
+        tx.execute("DELETE FROM sessions WHERE username = ?", (username,))
+
+
+def reset_password(store: Store, username: str, password: str) -> int:
+    """Set a new password; every session of the account ends. Returns the sessions ended."""
+    _check_password(password)
+    digest = hash_password(password)
+    with store.transaction() as tx:
+        if tx.execute("UPDATE users SET password_hash = ? WHERE username = ?", (digest, username)) == 0:
+            raise LookupError(f"no user {username}")
+        return tx.execute("DELETE FROM sessions WHERE username = ?", (username,))
+
+
+def set_disabled(store: Store, username: str, disabled: bool) -> int:
+    """Disable (sessions end, sign-in refused) or enable an account. Returns the sessions ended."""
+    with store.transaction() as tx:
+        if tx.execute("UPDATE users SET disabled = ? WHERE username = ?", (1 if disabled else 0, username)) == 0:
+            raise LookupError(f"no user {username}")
+        return tx.execute("DELETE FROM sessions WHERE username = ?", (username,)) if disabled else 0
+
+
+def remove_user(store: Store, username: str) -> None:
+    with store.transaction() as tx:
+        tx.execute("DELETE FROM sessions WHERE username = ?", (username,))
+        if tx.execute("DELETE FROM users WHERE username = ?", (username,)) == 0:
+            raise LookupError(f"no user {username}")
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    role: str
+    sites: tuple[str, ...]
+    worker_id: str | None
+    disabled: bool
+    sessions: int
+
+
+def list_users(store: Store, now: float) -> list[Account]:
+    with store.transaction(write=False) as tx:
+        rows = tx.rows(
+            "SELECT u.username, u.role, u.sites, u.worker_id, u.disabled,"
+            " (SELECT COUNT(*) FROM sessions s WHERE s.username = u.username AND s.expires_at > ?)"
+            " FROM users u ORDER BY u.username",
+            (now,),
+        )
+    return [
+        Account(str(n), str(r), tuple(str(s).split(",")), str(w) if w else None, bool(d), int(c))
+        for n, r, s, w, d, c in rows
+    ]
 
 
 def _user(row: tuple[object, ...]) -> User:
@@ -85,24 +162,40 @@ def _user(row: tuple[object, ...]) -> User:
     return User(str(username), str(role), tuple(str(sites).split(",")), str(worker_id) if worker_id else None)
 
 
-def login(store: Store, username: str, password: str, now: float) -> tuple[str, User] | None:
-    """A new session token for valid credentials, else None (same work either way)."""
+def verify_login(store: Store, username: str, password: str) -> User | None:
+    """The account for valid credentials of an enabled account, else None (one hash either way).
+
+    CPU and memory heavy (scrypt): the web page runs it through its bounded hash gate.
+    """
     with store.transaction(write=False) as tx:
         row = tx.one(
-            "SELECT password_hash, username, role, sites, worker_id FROM users WHERE username = ?", (username,)
+            "SELECT password_hash, username, role, sites, worker_id, disabled FROM users WHERE username = ?",
+            (username,),
         )
     if row is None:
         verify_password(password, _DUMMY_HASH)
         return None
-    if not verify_password(password, str(row[0])):
+    if not verify_password(password, str(row[0])) or row[5]:
         return None
+    return _user(row[1:5])
+
+
+def start_session(store: Store, username: str, now: float) -> str:
     token = secrets.token_urlsafe(32)
     with store.transaction() as tx:
         tx.execute(
             "INSERT INTO sessions (token_hash, username, expires_at) VALUES (?, ?, ?)",
             (_token_hash(token), username, now + SESSION_SECONDS),
         )
-    return token, _user(row[1:])
+    return token
+
+
+def login(store: Store, username: str, password: str, now: float) -> tuple[str, User] | None:
+    """A new session token for valid credentials, else None (same work either way)."""
+    user = verify_login(store, username, password)
+    if user is None:
+        return None
+    return start_session(store, username, now), user
 
 
 def session_user(store: Store, token: str | None, now: float) -> User | None:
@@ -111,7 +204,7 @@ def session_user(store: Store, token: str | None, now: float) -> User | None:
     with store.transaction(write=False) as tx:
         row = tx.one(
             "SELECT u.username, u.role, u.sites, u.worker_id FROM sessions s JOIN users u ON u.username = s.username"
-            " WHERE s.token_hash = ? AND s.expires_at > ?",
+            " WHERE s.token_hash = ? AND s.expires_at > ? AND u.disabled = 0",
             (_token_hash(token), now),
         )
     return _user(row) if row else None

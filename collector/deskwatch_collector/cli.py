@@ -1,8 +1,9 @@
 """``deskwatch-collector``: the reference central-side consumer.
 
     deskwatch-collector run --broker 127.0.0.1:1883 --db /var/lib/deskwatch-collector/collector.db --http 127.0.0.1:8080
-    deskwatch-collector add-user alice --site acme            # password read from stdin
-    deskwatch-collector add-user w-1 --role worker --worker-id w-1 --site acme
+    deskwatch-collector users add alice --site acme           # password read from stdin
+    deskwatch-collector users add w-1 --role worker --worker-id w-1 --site acme
+    deskwatch-collector users list | reset NAME | disable NAME | enable NAME | remove NAME
     deskwatch-collector purge --db ... --retention-days 20
     deskwatch-collector report --db ...                       # counts, seq gaps, deletions
 
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deskwatch_collector import MAX_RETENTION_DAYS
+from deskwatch_collector.amqp import QueueConsumer, QueueSettings
 from deskwatch_collector.ingest import IngestStats, missing_seqs
 from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
 from deskwatch_collector.store import Store, StoreUnavailable, open_store
@@ -66,6 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
     db_arg(run)
     run.add_argument("--broker", default="127.0.0.1:1883", type=lambda t: _hostport(t, 1883), help="HOST:PORT")
     run.add_argument(
+        "--amqp",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="consume the RabbitMQ quorum queue instead of MQTT (amqp://user:pass@host:port/vhost; repeat one per"
+        " node: the next is tried when one fails); see docs/central/clustered-brokers.md",
+    )
+    run.add_argument("--amqp-queue", default="deskwatch-collectors", help="the quorum queue (declared if missing)")
+    run.add_argument(
         "--group", default="deskwatch-collectors", help="shared-subscription group (same on every collector)"
     )
     run.add_argument("--client-id", default=None, help="MQTT client id; stable per collector (persistent session)")
@@ -77,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT of the supervisor page, or 'off'")
     run.add_argument("--cookie-secure", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
     run.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        metavar="ADDRESS[/BITS]",
+        help="a reverse proxy whose X-Forwarded-For is believed (repeat); without it the header is ignored",
+    )
+    run.add_argument(
         "--retention-days",
         type=_retention,
         default=float(MAX_RETENTION_DAYS),
@@ -86,12 +104,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--batch-max", type=int, default=200, help="messages per database transaction")
     run.add_argument("--stats-every", type=float, default=60.0, help="seconds between counter log lines (0: never)")
 
-    add = sub.add_parser("add-user", help="create or update a supervisor/worker account (password from stdin)")
-    db_arg(add)
-    add.add_argument("username")
-    add.add_argument("--site", action="append", required=True, help="site the account may see (repeat)")
-    add.add_argument("--role", default="supervisor", choices=["supervisor", "worker"])
-    add.add_argument("--worker-id", help="for worker accounts: the worker_id in the events")
+    def account_args(p: argparse.ArgumentParser) -> None:
+        db_arg(p)
+        p.add_argument("username")
+        p.add_argument("--site", action="append", required=True, help="site the account may see (repeat)")
+        p.add_argument("--role", default="supervisor", choices=["supervisor", "worker"])
+        p.add_argument("--worker-id", help="for worker accounts: the worker_id in the events")
+
+    account_args(sub.add_parser("add-user", help="create or update an account (the same as 'users add --replace')"))
+    users = sub.add_parser("users", help="list, add, reset, disable, enable or remove accounts")
+    users_sub = users.add_subparsers(dest="users_command", required=True)
+    db_arg(users_sub.add_parser("list", help="accounts, their role, sites and open sessions"))
+    add = users_sub.add_parser("add", help="create an account (password from stdin)")
+    account_args(add)
+    add.add_argument("--replace", action="store_true", help="overwrite an existing account (its sessions end)")
+    for name, text in (
+        ("reset", "set a new password (from stdin); every session of the account ends"),
+        ("disable", "refuse sign-in and end every session; the account stays"),
+        ("enable", "allow sign-in again"),
+        ("remove", "delete the account and its sessions"),
+    ):
+        p = users_sub.add_parser(name, help=text)
+        db_arg(p)
+        p.add_argument("username")
 
     purge = sub.add_parser("purge", help="delete evidence past the retention now")
     db_arg(purge)
@@ -103,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # The database holds photos and password hashes: whatever this process creates is private.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -117,7 +154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "run":
             return _run(args, store)
         if args.command == "add-user":
-            return _add_user(args, store)
+            return _add_user(args, store, replace=True)
+        if args.command == "users":
+            return _users(args, store)
         if args.command == "purge":
             result = purge_evidence(store, args.retention_days, time.time())
             print(f"deleted {result.expired} expired and {result.orphaned} orphaned evidence files")
@@ -130,19 +169,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     return exitcodes.USAGE
 
 
-def _add_user(args: argparse.Namespace, store: Store) -> int:
+def _read_password(username: str) -> str:
+    if sys.stdin.isatty():
+        return getpass.getpass(f"password for {username}: ")
+    return sys.stdin.readline().rstrip("\n")
+
+
+def _add_user(args: argparse.Namespace, store: Store, *, replace: bool) -> int:
     from deskwatch_collector.auth import add_user
 
-    if sys.stdin.isatty():
-        password = getpass.getpass(f"password for {args.username}: ")
-    else:
-        password = sys.stdin.readline().rstrip("\n")
+    password = _read_password(args.username)
     try:
-        add_user(store, args.username, password, args.role, args.site, args.worker_id)
+        add_user(store, args.username, password, args.role, args.site, args.worker_id, replace=replace)
     except ValueError as exc:
         print(f"deskwatch-collector: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
     print(f"{args.role} {args.username} can see {', '.join(sorted(set(args.site)))}")
+    return 0
+
+
+def _users(args: argparse.Namespace, store: Store) -> int:
+    from deskwatch_collector import auth
+
+    command = args.users_command
+    if command == "list":
+        print(f"{'user':<20} {'role':<10} {'state':<9} {'sessions':>8}  sites / worker")
+        for a in auth.list_users(store, time.time()):
+            who = ",".join(a.sites) + (f" / {a.worker_id}" if a.worker_id else "")
+            state = "disabled" if a.disabled else "active"
+            print(f"{a.username:<20} {a.role:<10} {state:<9} {a.sessions:>8}  {who}")
+        return 0
+    if command == "add":
+        return _add_user(args, store, replace=args.replace)
+    try:
+        if command == "reset":
+            ended = auth.reset_password(store, args.username, _read_password(args.username))
+            print(f"new password for {args.username}; {ended} session(s) ended")
+        elif command in ("disable", "enable"):
+            ended = auth.set_disabled(store, args.username, command == "disable")
+            print(f"{args.username} {command}d" + (f"; {ended} session(s) ended" if command == "disable" else ""))
+        elif command == "remove":
+            auth.remove_user(store, args.username)
+            print(f"{args.username} removed; their sessions ended")
+    except LookupError as exc:
+        print(f"deskwatch-collector: {exc.args[0]}", file=sys.stderr)
+        return exitcodes.FAIL
+    except ValueError as exc:
+        print(f"deskwatch-collector: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
     return 0
 
 
@@ -162,7 +236,8 @@ def report(store: Store) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace, store: Store) -> int:
-    from deskwatch_collector.web import Hub, SupervisorServer
+    from deskwatch_collector.web import GuardLimits, Hub, SupervisorServer
+    from deskwatch_collector.web.guard import parse_networks
 
     password = None
     if args.password_file:
@@ -189,19 +264,36 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     stats = IngestStats()
     # The page gets its own connections: many browsers polling must never make the writer wait.
     web_store = open_store(args.db, pool_size=8) if args.http != "off" else store
-    subscriber = Subscriber(settings, store, stats=stats, on_stored=hub.notify)
+    intake: Subscriber | QueueConsumer
+    if args.amqp:
+        queue = QueueSettings(
+            urls=args.amqp, queue=args.amqp_queue, client_name=settings.client_id, batch_max=settings.batch_max
+        )
+        intake = QueueConsumer(queue, store, stats=stats, on_stored=hub.notify)
+        source = f"queue {args.amqp_queue}"
+    else:
+        intake = Subscriber(settings, store, stats=stats, on_stored=hub.notify)
+        source = f"{settings.host}:{settings.port}"
     web = None
     if args.http != "off":
         try:
-            web = SupervisorServer(_hostport(args.http, 8080), web_store, hub, cookie_secure=args.cookie_secure)
-        except (OSError, argparse.ArgumentTypeError) as exc:
+            limits = GuardLimits(trusted_proxies=parse_networks(args.trusted_proxy))
+            web = SupervisorServer(
+                _hostport(args.http, 8080),
+                web_store,
+                hub,
+                cookie_secure=args.cookie_secure,
+                limits=limits,
+                health=intake.health.snapshot,
+            )
+        except (OSError, ValueError, argparse.ArgumentTypeError) as exc:
             print(f"deskwatch-collector: cannot serve the supervisor page on {args.http}: {exc}", file=sys.stderr)
             return exitcodes.UNAVAILABLE
     retention = RetentionThread(store, args.retention_days, args.purge_every)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
-    subscriber.start()
+    intake.start()
     retention.start()
     if web is not None:
         web.start()
@@ -209,8 +301,8 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     logger.info(
         "collector %s in group %s; evidence kept %.4g days", settings.client_id, settings.group, args.retention_days
     )
-    if not subscriber.subscribed.wait(15):
-        logger.warning("no SUBACK from %s:%d yet; still trying", settings.host, settings.port)
+    if not intake.subscribed.wait(15):
+        logger.warning("not subscribed to %s yet; still trying", source)
     print(f"READY {json.dumps({'http': web.url if web else None, 'client_id': settings.client_id})}", flush=True)
     last = time.monotonic()
     while not stop.wait(0.5):
@@ -221,7 +313,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     retention.stop_event.set()
     if web is not None:
         web.stop()
-    subscriber.stop()
+    intake.stop()
     if web_store is not store:
         web_store.close()
     logger.info("collector counters at exit: %s", json.dumps(stats.snapshot(), sort_keys=True))

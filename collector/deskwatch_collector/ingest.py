@@ -62,10 +62,31 @@ def epoch(text: str) -> float:
 _dumps = dumps
 
 
-def record_reject(tx: Tx, topic: str, reason: str, detail: str, size: int, now: float) -> None:
+RAW_KEPT_BYTES = 64 * 1024  # of each rejected message, for inspection
+RAW_KEPT_PER_SOURCE_DAY = 200  # rejects per device per day that keep their bytes (the rest: counted only)
+
+
+def _source(topic: str) -> str | None:
+    parts = topic.split("/")
+    return "/".join(parts[2:4])[:140] if len(parts) >= 4 and parts[0] == "deskwatch" else None
+
+
+def record_reject(tx: Tx, topic: str, reason: str, detail: str, raw: bytes, now: float) -> None:
+    """Keep a refused message: its reason (counted by ``report``) and, within a per-device
+    quota, its first 64 KiB, so an operator can see what a device actually sent."""
+    source = _source(topic)
+    # A refused photo is not kept: it shows a person, and nothing will ever verify it.
+    keep: bytes | None = None if "/evidence/" in topic else raw[:RAW_KEPT_BYTES]
+    if source is not None:
+        row = tx.one(
+            "SELECT COUNT(*) FROM rejects WHERE source = ? AND received_at > ? AND raw IS NOT NULL",
+            (source, now - 86400),
+        )
+        if row is not None and int(row[0]) >= RAW_KEPT_PER_SOURCE_DAY:
+            keep = None
     tx.execute(
-        "INSERT INTO rejects (topic, reason, detail, size, received_at) VALUES (?, ?, ?, ?, ?)",
-        (topic[:300], reason, detail[:300], size, now),
+        "INSERT INTO rejects (topic, reason, detail, size, received_at, source, raw) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (topic[:300], reason, detail[:300], len(raw), now, source, keep),
     )
 
 
@@ -173,7 +194,16 @@ def _event(tx: Tx, msg: Message, received_at: float, now: float) -> str:
     return "stored"
 
 
+ORPHAN_MAX_PHOTOS = 32
+ORPHAN_MAX_BYTES = 4 * 1024 * 1024
+"""Per device: evidence held ``pending`` (its event not stored yet) beyond this is refused
+(``orphan_quota``), so a device that may publish cannot fill the disk with photos that no
+event will ever claim. A device has a few photos in flight at most."""
+
+
 def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
+    """The one path a photo takes into the database: checked against its event, or held
+    ``pending`` (within the device's quota) until the event arrives."""
     event_id = msg.topic.event_id
     assert event_id is not None and msg.data is not None and msg.sha256 is not None
     row = tx.one(
@@ -190,6 +220,15 @@ def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
             raise Rejected("evidence_sha256", f"event {event_id} declares another sha256")
         # A device clock ahead of time must not keep a photo past the retention: never later than arrival.
         state, captured = "verified", min(float(row[1]), received_at)
+    else:
+        held = tx.one(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM evidence WHERE site = ? AND device_id = ?"
+            " AND state = 'pending'",
+            (msg.topic.site, msg.topic.device_id),
+        )
+        photos, size = (int(held[0]), int(held[1])) if held else (0, 0)
+        if photos >= ORPHAN_MAX_PHOTOS or size + len(msg.data) > ORPHAN_MAX_BYTES:
+            raise Rejected("orphan_quota", f"{photos} photos ({size} bytes) already wait for their events")
     inserted = tx.execute(
         "INSERT INTO evidence (event_id, site, device_id, sha256, bytes, data, state, captured_ts, received_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (event_id) DO NOTHING",
@@ -286,30 +325,56 @@ def flush_scans(tx: Tx, rows: list[tuple[Any, ...]]) -> int:
     return tx.executemany(SCAN_INSERT, rows) if rows else 0
 
 
+STATUS_REORDER_SECONDS = 600.0
+"""How late a status may arrive and still be taken for a reordering (a Last Will behind
+the next connection's ``online``). Past this, the newest arrival wins."""
+CLOCK_SKEW_SECONDS = 600.0
+
+
 def _status(tx: Tx, msg: Message, received_at: float) -> str:
+    """Keep the device's newest status, by run and session, without letting anything pin it.
+
+    A status belongs to a run of the daemon (``since``, its start time) and a connection
+    (``session``, a persisted counter). It replaces the stored one when it is newer by
+    (``since``, ``session``), so a Last Will from an older connection or an older run, arriving
+    late, does not flap the device offline. It also replaces it when it is *older* by that
+    order but arrives more than :data:`STATUS_REORDER_SECONDS` after the stored one: no
+    reordering is that slow, so the device's counter or clock went back (re-provisioned,
+    reflashed, a Pi without a real-time clock) or the stored status was forged with a huge
+    session; either way the newest arrival is the truth. A ``since`` in the future is refused.
+    """
     p = msg.payload
     assert p is not None
-    # A Last Will from an older session must not overwrite a newer online/degraded state.
-    n = tx.execute(
-        "INSERT INTO devices (site, device_id, state, session, version, profile, since, reasons, status_at)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (site, device_id) DO UPDATE SET"
-        " state = excluded.state, session = excluded.session, version = excluded.version,"
-        " profile = excluded.profile, since = excluded.since, reasons = excluded.reasons,"
-        " status_at = excluded.status_at"
-        " WHERE devices.session IS NULL OR excluded.session >= devices.session",
+    site, device = msg.topic.site, msg.topic.device_id
+    since_ts, session = epoch(p["since"]), int(p["session"])
+    if since_ts > received_at + CLOCK_SKEW_SECONDS:
+        raise Rejected("bad_time", f"status since {p['since']} is in the future")
+    _ensure_device(tx, site, device)
+    row = tx.one(
+        f"SELECT since, session, status_at FROM devices WHERE site = ? AND device_id = ?{tx.for_update}",
+        (site, device),
+    )
+    if row is not None and row[1] is not None and row[2] is not None:
+        stored_key = (epoch(str(row[0])), int(row[1]))
+        newer = (since_ts, session) >= stored_key
+        if not newer and received_at - float(row[2]) <= STATUS_REORDER_SECONDS:
+            return "stale"
+    tx.execute(
+        "UPDATE devices SET state = ?, session = ?, version = ?, profile = ?, since = ?, reasons = ?, status_at = ?"
+        " WHERE site = ? AND device_id = ?",
         (
-            msg.topic.site,
-            msg.topic.device_id,
             p["state"],
-            int(p["session"]),
+            session,
             p["version"],
             p["profile"],
             p["since"],
             json.dumps(p.get("reasons") or []),
             received_at,
+            site,
+            device,
         ),
     )
-    return "updated" if n else "stale"
+    return "updated"
 
 
 def _health(tx: Tx, msg: Message, received_at: float) -> str:

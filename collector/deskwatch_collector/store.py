@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import queue
 import re
 import sqlite3
@@ -23,7 +24,17 @@ from deskwatch_contract.sqlite import connect as sqlite_connect
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+# Columns added after version 1, per version: (table, column, declaration). A fresh
+# database gets them from the DDL; an older one gets them in :meth:`Store.migrate`.
+ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
+    2: [
+        ("users", "disabled", "INTEGER NOT NULL DEFAULT 0"),
+        ("rejects", "source", "TEXT"),
+        ("rejects", "raw", "{blob}"),
+    ],
+}
 
 DDL = """
 CREATE TABLE IF NOT EXISTS events (
@@ -123,15 +134,19 @@ CREATE TABLE IF NOT EXISTS rejects (
     reason TEXT NOT NULL,
     detail TEXT NOT NULL,
     size INTEGER NOT NULL,
-    received_at {real} NOT NULL
+    received_at {real} NOT NULL,
+    source TEXT,
+    raw {blob}
 );
+CREATE INDEX IF NOT EXISTS rejects_source ON rejects (source, received_at);
 CREATE TABLE IF NOT EXISTS users (
     username TEXT PRIMARY KEY,
     password_hash TEXT NOT NULL,
     role TEXT NOT NULL,
     sites TEXT NOT NULL,
     worker_id TEXT,
-    created_at {real} NOT NULL
+    created_at {real} NOT NULL,
+    disabled INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
@@ -155,7 +170,16 @@ TYPES = {
 
 
 class StoreUnavailable(Exception):
-    """The database cannot be reached or is busy; the batch may be retried later."""
+    """The database could not store or read: it is busy, unreachable, full, failing or read-only.
+
+    ``kind`` says which (``busy``, ``unreachable``, ``disk_full``, ``io_error``, ``read_only``,
+    ``corrupt``, ``failed``). Nothing was committed; the work may be retried later, and the
+    caller must not acknowledge anything it was storing.
+    """
+
+    def __init__(self, message: str, kind: str = "unreachable") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class Tx:
@@ -167,6 +191,11 @@ class Tx:
 
     def _sql(self, sql: str) -> str:
         return sql.replace("?", "%s") if self._pg else sql
+
+    @property
+    def for_update(self) -> str:
+        """`` FOR UPDATE`` on PostgreSQL (SQLite's write transactions are serialised already)."""
+        return " FOR UPDATE" if self._pg else ""
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
         self._cur.execute(self._sql(sql), tuple(params))
@@ -206,7 +235,8 @@ class Store:
     def _begin(self, conn: Any, write: bool) -> Any:
         raise NotImplementedError
 
-    def _unavailable(self, exc: BaseException) -> bool:
+    def _failure_kind(self, exc: BaseException) -> str | None:
+        """What kind of storage failure ``exc`` is, or None when it is not one (a bug, bad data)."""
         raise NotImplementedError
 
     # -- pool -----------------------------------------------------------------------------
@@ -241,13 +271,15 @@ class Store:
     def transaction(self, write: bool = True) -> Iterator[Tx]:
         """Run a block in one transaction; commit at the end, roll back on error.
 
-        Raises :class:`StoreUnavailable` when the database is unreachable or locked.
+        Raises :class:`StoreUnavailable` for every storage failure (the connection is then
+        dropped, so the next transaction starts on a fresh one).
         """
         try:
             conn = self._take()
         except Exception as exc:
-            if self._unavailable(exc):
-                raise StoreUnavailable(str(exc)) from exc
+            kind = self._failure_kind(exc)
+            if kind is not None:
+                raise StoreUnavailable(_one_line(exc), kind) from exc
             raise
         broken = False
         try:
@@ -264,20 +296,40 @@ class Store:
             finally:
                 cur.close()
         except Exception as exc:
-            if self._unavailable(exc):
+            kind = self._failure_kind(exc)
+            if kind is not None:
                 broken = True
-                raise StoreUnavailable(str(exc)) from exc
+                raise StoreUnavailable(_one_line(exc), kind) from exc
             raise
         finally:
             self._give(conn, broken)
 
+    def _columns(self, tx: Tx, table: str) -> set[str]:
+        raise NotImplementedError
+
+    def _lock_schema(self, tx: Tx) -> None:
+        """Serialise :meth:`migrate` between collectors starting together (PostgreSQL)."""
+
     def migrate(self) -> None:
         statements = [s.strip() for s in DDL.format(**TYPES[self.backend]).split(";") if s.strip()]
+        tables = [s for s in statements if not s.startswith("CREATE INDEX")]
+        indexes = [s for s in statements if s.startswith("CREATE INDEX")]
         with self.transaction() as tx:
-            for stmt in statements:
+            self._lock_schema(tx)
+            for stmt in tables:
+                tx.execute(stmt)
+            row = tx.one("SELECT value FROM meta WHERE key = 'schema_version'")
+            version = int(row[0]) if row else SCHEMA_VERSION
+            for target in sorted(v for v in ADDED_COLUMNS if v > version):
+                for table, column, decl in ADDED_COLUMNS[target]:
+                    if column not in self._columns(tx, table):
+                        decl = decl.format(**TYPES[self.backend])
+                        tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
+            for stmt in indexes:  # after the columns they may name
                 tx.execute(stmt)
             tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO NOTHING",
+                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (str(SCHEMA_VERSION),),
             )
 
@@ -299,7 +351,11 @@ class SqliteStore(Store):
     def __init__(self, path: Path, pool_size: int = 4) -> None:
         super().__init__(pool_size)
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Photos and password hashes: a directory we create is 0700, the file 0600 from the
+        # first byte (SQLite gives its -wal and -shm files the database file's mode).
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite_connect(self.path, timeout=15.0, foreign_keys=True)
@@ -310,8 +366,19 @@ class SqliteStore(Store):
         cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
         return cur
 
-    def _unavailable(self, exc: BaseException) -> bool:
-        return isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc)
+    def _failure_kind(self, exc: BaseException) -> str | None:
+        if not isinstance(exc, (sqlite3.OperationalError, sqlite3.DatabaseError)) or isinstance(
+            exc, (sqlite3.IntegrityError, sqlite3.DataError, sqlite3.ProgrammingError)
+        ):
+            return None
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        for prefix, kind in SQLITE_KINDS:
+            if name.startswith(prefix):
+                return kind
+        return "failed"
+
+    def _columns(self, tx: Tx, table: str) -> set[str]:
+        return {str(r[1]) for r in tx.rows(f"PRAGMA table_info({table})")}
 
 
 class PostgresStore(Store):
@@ -331,8 +398,56 @@ class PostgresStore(Store):
     def _begin(self, conn: Any, write: bool) -> Any:
         return conn.cursor()
 
-    def _unavailable(self, exc: BaseException) -> bool:
-        return isinstance(exc, (self._psycopg.OperationalError, self._psycopg.InterfaceError))
+    def _failure_kind(self, exc: BaseException) -> str | None:
+        errors = self._psycopg
+        if isinstance(exc, errors.InterfaceError):
+            return "unreachable"
+        if not isinstance(exc, errors.DatabaseError) or isinstance(
+            exc, (errors.DataError, errors.IntegrityError, errors.ProgrammingError)
+        ):
+            return None
+        state = getattr(exc, "sqlstate", None) or ""
+        for prefix, kind in PG_KINDS:
+            if state.startswith(prefix):
+                return kind
+        return "unreachable" if isinstance(exc, errors.OperationalError) else "failed"
+
+    def _columns(self, tx: Tx, table: str) -> set[str]:
+        rows = tx.rows("SELECT column_name FROM information_schema.columns WHERE table_name = ?", (table,))
+        return {str(r[0]) for r in rows}
+
+    def _lock_schema(self, tx: Tx) -> None:
+        tx.execute("SELECT pg_advisory_xact_lock(1415926535)")
+
+
+# SQLite extended result names -> kind of failure (first match wins).
+SQLITE_KINDS = (
+    ("SQLITE_BUSY", "busy"),
+    ("SQLITE_LOCKED", "busy"),
+    ("SQLITE_FULL", "disk_full"),
+    ("SQLITE_IOERR", "io_error"),
+    ("SQLITE_READONLY", "read_only"),
+    ("SQLITE_CORRUPT", "corrupt"),
+    ("SQLITE_NOTADB", "corrupt"),
+    ("SQLITE_CANTOPEN", "unreachable"),
+)
+# PostgreSQL SQLSTATE prefixes -> kind of failure.
+PG_KINDS = (
+    ("25006", "read_only"),  # read_only_sql_transaction: a standby, or a primary demoted by a failover
+    ("53100", "disk_full"),
+    ("53", "failed"),  # insufficient resources
+    ("58", "io_error"),  # system error (I/O)
+    ("XX", "corrupt"),  # internal error, data corrupted
+    ("08", "unreachable"),  # connection exception
+    ("57P", "unreachable"),  # operator intervention: shutdown, restart
+    ("40", "busy"),  # serialization failure, deadlock
+    ("55P03", "busy"),  # lock not available
+)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:300]
 
 
 def redact_dsn(dsn: str) -> str:

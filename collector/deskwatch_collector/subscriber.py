@@ -1,9 +1,10 @@
 """MQTT 5 subscriber: shared subscriptions, batched commits, acknowledgements after commit.
 
-paho receives on its network thread and hands each message to a queue; one writer thread
-takes batches (up to ``batch_max`` messages or ``batch_wait`` seconds), validates and
-stores them in a single transaction, and only after the commit sends the PUBACKs
-(paho ``manual_ack``). A crash before the commit leaves the messages unacknowledged in
+paho receives on its network thread and hands each message to the :class:`Writer`
+(:mod:`.intake`), which stores batches and calls each message's ack only after the
+commit; the ack sends the PUBACK (paho ``manual_ack``). On a storage failure nothing is
+acknowledged, so after ``receive_maximum`` unacknowledged messages the broker stops
+sending (back-pressure). A crash before the commit leaves the messages unacknowledged in
 the broker's persistent session (``clean_start=False``, a session expiry, a stable client
 id), so the broker delivers them again and ``event_id`` de-duplicates. An ack for a
 message received on an earlier connection is never sent on a new one (packet ids repeat).
@@ -31,15 +32,15 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from deskwatch_collector.ingest import IngestStats, apply, flush_scans, reconcile_pending, record_reject
-from deskwatch_collector.store import Store, StoreUnavailable
-from deskwatch_collector.validate import Rejected, Validator
+from deskwatch_collector.ingest import IngestStats
+from deskwatch_collector.intake import Inbound, IntakeHealth, Writer
+from deskwatch_collector.store import Store
+from deskwatch_collector.validate import Validator
 
 logger = logging.getLogger(__name__)
 
 ROOT = "deskwatch/v1/+/+/"
 SHARED_KINDS = ("event", "evidence/+", "scan", "health")
-RECONCILE_SECONDS = 1.0  # how often evidence stuck in "pending" beside a stored event is settled
 
 
 @dataclass
@@ -68,44 +69,6 @@ def subscriptions(group: str) -> list[tuple[str, SubscribeOptions]]:
     return subs
 
 
-def _device_key(item: _Inbound) -> tuple[str, str]:
-    parts = item.topic.split("/", 4)
-    return (parts[2], parts[3]) if len(parts) > 4 else ("", "")
-
-
-@dataclass
-class _Inbound:
-    generation: int
-    mid: int
-    qos: int
-    topic: str
-    payload: bytes
-    props: dict[str, str]
-    received_at: float
-
-
-class _RejectLog:
-    """At most ``per_minute`` reject lines a minute, then one summary line."""
-
-    def __init__(self, per_minute: int = 30) -> None:
-        self.per_minute = per_minute
-        self.window = 0.0
-        self.logged = 0
-        self.suppressed = 0
-
-    def log(self, topic: str, exc: Rejected) -> None:
-        now = time.monotonic()
-        if now - self.window > 60:
-            if self.suppressed:
-                logger.warning("%d more rejected messages in the last minute (see the rejects table)", self.suppressed)
-            self.window, self.logged, self.suppressed = now, 0, 0
-        if self.logged < self.per_minute:
-            self.logged += 1
-            logger.warning("rejected message on %s: %s", topic, exc)
-        else:
-            self.suppressed += 1
-
-
 class Subscriber:
     def __init__(
         self,
@@ -114,25 +77,52 @@ class Subscriber:
         *,
         validator: Validator | None = None,
         stats: IngestStats | None = None,
+        health: IntakeHealth | None = None,
         on_stored: Callable[[list[str]], None] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.store = store
-        self.validator = validator or Validator()
-        self.stats = stats or IngestStats()
-        self.on_stored = on_stored
         self.wall = wall
-        self.inbox: queue.Queue[_Inbound] = queue.Queue()
+        self.writer = Writer(
+            store,
+            validator=validator,
+            stats=stats,
+            health=health,
+            on_stored=on_stored,
+            wall=wall,
+            batch_max=settings.batch_max,
+            batch_wait=settings.batch_wait,
+        )
         self.subscribed = threading.Event()
         self.connected = threading.Event()
-        self._stop = threading.Event()
         self._generation = 0
-        self._rejects = _RejectLog()
-        self._writer: threading.Thread | None = None
         self._last_connect_fail = -1e9
-        self._known_devices: set[tuple[str, str]] = set()
         self.client = self._make_client()
+
+    # The writer's parts, under the names the collector and its tests use.
+    @property
+    def store(self) -> Store:
+        return self.writer.store
+
+    @property
+    def stats(self) -> IngestStats:
+        return self.writer.stats
+
+    @property
+    def health(self) -> IntakeHealth:
+        return self.writer.health
+
+    @property
+    def inbox(self) -> queue.Queue[Inbound]:
+        return self.writer.inbox
+
+    @property
+    def on_stored(self) -> Callable[[list[str]], None] | None:
+        return self.writer.on_stored
+
+    @on_stored.setter
+    def on_stored(self, callback: Callable[[list[str]], None] | None) -> None:
+        self.writer.on_stored = callback
 
     # -- MQTT side --------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -167,6 +157,7 @@ class Subscriber:
             return
         self._generation += 1
         self.connected.set()
+        self.health.broker_connected = True
         logger.info(
             "collector connected to %s:%d as %s (session present: %s)",
             self.settings.host,
@@ -190,14 +181,16 @@ class Subscriber:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self.connected.clear()
-        if not self._stop.is_set():
+        self.health.broker_connected = False
+        if not self.writer.stop_event.is_set():
             logger.warning("collector lost the broker (%s); reconnecting", rc)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         props: dict[str, str] = {}
         if msg.properties is not None and hasattr(msg.properties, "UserProperty"):
             props = dict(msg.properties.UserProperty)
-        self.inbox.put(_Inbound(self._generation, msg.mid, msg.qos, msg.topic, bytes(msg.payload), props, self.wall()))
+        ack = self._acker(self._generation, msg.mid, msg.qos)
+        self.writer.inbox.put(Inbound(msg.topic, bytes(msg.payload), props, self.wall(), ack))
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -209,20 +202,17 @@ class Subscriber:
             properties=self._connect_properties(),
         )
         self.client.loop_start()
-        self._writer = threading.Thread(target=self._run_writer, name="collector-writer", daemon=True)
-        self._writer.start()
+        self.writer.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Finish the batch in hand, acknowledge it, disconnect (the rest is redelivered later)."""
-        self._stop.set()
-        if self._writer is not None:
-            self._writer.join(timeout)
+        self.writer.stop(timeout)
         self.client.disconnect()
         self.client.loop_stop()
 
     def abort(self) -> None:
         """Drop the connection like a crash would (tests): no DISCONNECT, no further acks."""
-        self._stop.set()
+        self.writer.stop_event.set()
         self._generation += 1000
         sock = self.client.socket()
         self.client.loop_stop()
@@ -231,110 +221,12 @@ class Subscriber:
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
-    # -- writer -----------------------------------------------------------------------------
-    def _next_batch(self) -> list[_Inbound]:
-        try:
-            first = self.inbox.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.settings.batch_wait
-        while len(batch) < self.settings.batch_max:
-            left = deadline - time.monotonic()
-            try:
-                batch.append(self.inbox.get_nowait() if left <= 0 else self.inbox.get(timeout=left))
-            except queue.Empty:
-                break
-        return batch
+    # -- intake ------------------------------------------------------------------------------
+    def _acker(self, generation: int, mid: int, qos: int) -> Callable[[], None]:
+        def ack() -> None:
+            # An ack for a message received on an earlier connection is never sent on a new one
+            # (packet ids repeat); the broker redelivers that message instead.
+            if qos > 0 and generation == self._generation:
+                self.client.ack(mid, qos)
 
-    def _run_writer(self) -> None:
-        last_reconcile = time.monotonic()
-        while not self._stop.is_set():
-            batch = self._next_batch()
-            if batch:
-                self._process(batch)
-            if time.monotonic() - last_reconcile >= RECONCILE_SECONDS:
-                last_reconcile = time.monotonic()
-                self._reconcile()
-
-    def _reconcile(self) -> None:
-        try:
-            with self.store.transaction() as tx:
-                verified, deleted = reconcile_pending(tx, self.wall())
-        except Exception as exc:  # the next pass retries; intake must not stop for this
-            logger.warning("could not settle pending evidence: %s", exc)
-            return
-        if verified or deleted:
-            self.stats.add("evidence.reconciled", verified)
-            self.stats.add("evidence.mismatch_deleted", deleted)
-
-    def _process(self, batch: list[_Inbound]) -> None:
-        delay = 0.2
-        while True:
-            try:
-                began = time.monotonic()
-                stored = self._commit(batch)
-                self.stats.batch(time.monotonic() - began, len(batch))
-                break
-            except StoreUnavailable as exc:
-                if self._stop.is_set():
-                    logger.warning("stopping with %d uncommitted messages: the broker will redeliver them", len(batch))
-                    return
-                logger.warning("database unavailable (%s); retrying %d messages in %.1f s", exc, len(batch), delay)
-                self._stop.wait(delay)
-                delay = min(delay * 2, 10.0)
-            except Exception:
-                if len(batch) == 1:
-                    logger.exception("could not store a message on %s; dropping it", batch[0].topic)
-                    self.stats.add("internal_error")
-                    stored = []
-                    break
-                for item in batch:  # find the one that fails; the others are stored alone
-                    self._process([item])
-                return
-        self._ack(batch)
-        if stored and self.on_stored is not None:
-            self.on_stored(stored)
-
-    def _commit(self, batch: list[_Inbound]) -> list[str]:
-        stored_events: list[str] = []
-        touched: set[tuple[str, str]] = set()
-        scans: list[tuple[Any, ...]] = []
-        outcomes: list[tuple[str, str]] = []
-        rejected: list[tuple[str, Rejected]] = []
-        with self.store.transaction() as tx:
-            now = self.wall()
-            # Rows of ``devices`` are locked in one global order (site, device) by every
-            # collector, so two collectors sharing a PostgreSQL never deadlock on them; the
-            # sort is stable, so a device's own messages keep their order.
-            for item in sorted(batch, key=_device_key):
-                try:
-                    msg = self.validator.check(item.topic, item.payload, item.props)
-                    outcome = apply(tx, msg, item.received_at, now, self._known_devices, scans)
-                except Rejected as exc:
-                    record_reject(tx, item.topic, exc.reason, exc.detail, len(item.payload), now)
-                    rejected.append((item.topic, exc))
-                    continue
-                outcomes.append((msg.topic.kind, outcome))
-                touched.add((msg.topic.site, msg.topic.device_id))
-                if msg.topic.kind == "event" and outcome == "stored":
-                    assert msg.payload is not None
-                    stored_events.append(str(msg.payload["event_id"]))
-            new_scans = flush_scans(tx, scans)
-        self._known_devices.update(touched)  # committed: their devices rows exist
-        for kind, outcome in outcomes:
-            if outcome != "deferred":
-                self.stats.add(f"{kind}.{outcome}")
-        if scans:
-            self.stats.add("scan.stored", new_scans)
-            self.stats.add("scan.duplicate", len(scans) - new_scans)
-        for topic, why in rejected:
-            self.stats.add(f"rejected.{why.reason}")
-            self._rejects.log(topic, why)
-        return stored_events
-
-    def _ack(self, batch: list[_Inbound]) -> None:
-        generation = self._generation
-        for item in batch:
-            if item.qos > 0 and item.generation == generation:
-                self.client.ack(item.mid, item.qos)
+        return ack

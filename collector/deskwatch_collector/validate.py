@@ -4,19 +4,31 @@ Every message is checked before anything is stored: the topic must be a contract
 the payload a UTF-8 JSON object within the size cap that validates against the schema of
 its kind, and the ``site``/``device_id`` inside must equal the topic levels (a device
 cannot speak for another one even where the broker ACL is missing).
+
+What a schema alone lets through is refused here too, each with its own reason, so that
+nothing reaches the database that the database, a date parser or a JSON encoder would
+choke on later:
+
+- ``not_finite``: NaN, Infinity (and numbers too large for a float, which parse as
+  infinity); one of them in a stored ``health`` made ``/api/fleet`` invalid JSON;
+- ``out_of_range``: an integer outside a signed 64-bit column (``seq`` >= 2**63);
+- ``bad_time``: a ``date-time`` that is not a real instant (month 13, offset ``+99:99``);
+- ``bad_json``: not UTF-8, not JSON, duplicate keys, nested too deep, not an object.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
+import math
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, FormatChecker
 
 from deskwatch_contract import load_schema
+from deskwatch_contract.jsonutil import JsonRejected, loads_object
 
 TOPIC_ROOT = "deskwatch/v1"
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -25,6 +37,36 @@ JSON_KINDS = ("event", "scan", "status", "health")
 SUBSCRIBED_KINDS = ("event", "evidence/+", "scan", "status", "health")
 MAX_JSON_BYTES = 64 * 1024
 MAX_EVIDENCE_BYTES = 2 * 1024 * 1024
+INT64 = (-(2**63), 2**63 - 1)
+
+_formats = FormatChecker(formats=())
+
+
+@_formats.checks("date-time", raises=ValueError)
+def _real_instant(value: object) -> bool:
+    """An RFC 3339 time that names a real instant (the schema's pattern checks only the shape)."""
+    if not isinstance(value, str):
+        return True
+    parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("no UTC offset")
+    parsed.timestamp()
+    return True
+
+
+def _numbers_in_range(value: Any) -> None:
+    """Raise :class:`Rejected` for a non-finite float or an integer beyond 64 bits, anywhere."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise Rejected("not_finite", f"{item!r} is not a finite number")
+        elif isinstance(item, int) and not isinstance(item, bool) and not INT64[0] <= item <= INT64[1]:
+            raise Rejected("out_of_range", f"{str(item)[:40]} does not fit in 64 bits")
 
 
 class Rejected(Exception):
@@ -72,7 +114,9 @@ class Validator:
     """Validates raw MQTT messages; thread-safe (the jsonschema validators are)."""
 
     def __init__(self) -> None:
-        self._validators = {kind: Draft202012Validator(load_schema(kind)) for kind in JSON_KINDS}
+        self._validators = {
+            kind: Draft202012Validator(load_schema(kind), format_checker=_formats) for kind in JSON_KINDS
+        }
 
     def check(self, topic: str, raw: bytes, user_properties: dict[str, str] | None = None) -> Message:
         where = parse_topic(topic)
@@ -81,16 +125,17 @@ class Validator:
         if len(raw) > MAX_JSON_BYTES:
             raise Rejected("too_large", f"{len(raw)} bytes")
         try:
-            payload = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise Rejected("bad_json", str(exc)[:120]) from None
-        if not isinstance(payload, dict):
-            raise Rejected("bad_json", "not an object")
+            payload = loads_object(raw, max_bytes=MAX_JSON_BYTES, max_depth=8)
+        except JsonRejected as exc:
+            reason = "not_finite" if "is not allowed in JSON" in str(exc) else "bad_json"
+            raise Rejected(reason, str(exc)[:160]) from None
+        _numbers_in_range(payload)
         errors = sorted(self._validators[where.kind].iter_errors(payload), key=lambda e: list(e.absolute_path))
         if errors:
             first = errors[0]
             path = "/".join(str(p) for p in first.absolute_path) or "(root)"
-            raise Rejected("schema", f"{where.kind} {path}: {first.message[:160]}")
+            reason = "bad_time" if first.validator == "format" else "schema"
+            raise Rejected(reason, f"{where.kind} {path}: {first.message[:160]}")
         if payload["site"] != where.site or payload["device_id"] != where.device_id:
             raise Rejected("source_mismatch", f"payload says {payload['site']}/{payload['device_id']}")
         return Message(where, payload=payload)

@@ -28,7 +28,7 @@ def store_all(store: Store, messages: list[Outgoing], now: float = NOW) -> list[
             try:
                 out.append(apply(tx, validator.check(m.topic, m.payload, props), now, now))
             except Rejected as exc:
-                record_reject(tx, m.topic, exc.reason, exc.detail, len(m.payload), now)
+                record_reject(tx, m.topic, exc.reason, exc.detail, m.payload, now)
                 out.append(f"rejected:{exc.reason}")
     return out
 
@@ -237,3 +237,110 @@ def test_a_device_clock_in_the_future_does_not_extend_retention(
     store_all(store, [event, evidence], now=NOW)
     assert purge_evidence(store, 20, NOW + 21 * DAY).expired == 1
     assert db_count(store, "evidence") == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_poison_values_are_refused_at_parse_counted_kept_and_acknowledged(
+    store_factory: Callable[[str], Store], backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    from deskwatch_collector import auth
+    from deskwatch_collector.intake import Inbound, Writer
+    from deskwatch_collector.web.queries import query_fleet
+
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    event = dev.violation(with_evidence=False)[0]
+    health = dev.health()
+    raw_health = json.loads(health.payload)
+    raw_health["cpu_temp_c"] = float("nan")
+    poison = {
+        "nan_health": (health.topic, json.dumps(raw_health).encode()),  # json.dumps writes NaN
+        "infinity": (event.topic, with_payload(event, confidence=float("inf")).payload),
+        "huge_float": (event.topic, event.payload.replace(b'"confidence":', b'"confidence":1e400,"x":')),
+        "month_13": (event.topic, with_payload(event, detected_at="2026-13-01T10:00:00Z").payload),
+        "offset_99": (event.topic, with_payload(event, detected_at="2026-11-01T10:00:00+99:99").payload),
+        "seq_2_63": (event.topic, with_payload(event, seq=2**63).payload),
+        "session_2_70": (dev.prefix + "status", with_payload(dev.status(), session=2**70).payload),
+        "duplicate_key": (event.topic, b'{"seq": 1, "seq": 2}'),
+    }
+    acked: list[str] = []
+    writer = Writer(store)
+    batch = [Inbound(t, p, {}, NOW, lambda name=name: acked.append(name)) for name, (t, p) in poison.items()]
+    writer.process(batch)
+    assert sorted(acked) == sorted(poison)  # each is durably kept in rejects, so it is acknowledged
+    counts = {k: v for k, v in writer.stats.snapshot().items() if k.startswith("rejected.")}
+    assert counts == {"rejected.not_finite": 3, "rejected.bad_time": 2, "rejected.out_of_range": 2,
+                      "rejected.bad_json": 1}  # fmt: skip
+    assert not any(r.exc_info for r in caplog.records) and "Traceback" not in caplog.text
+    with store.transaction(write=False) as tx:
+        kept = tx.rows("SELECT reason, raw FROM rejects ORDER BY id")
+        assert len(kept) == len(poison)
+        assert {bytes(raw) for _, raw in kept} == {p for _, p in poison.values()}  # raw kept for inspection
+        assert tx.one("SELECT COUNT(*) FROM events") == (0,)
+        fleet = query_fleet(tx, auth.User("s", "supervisor", ("acme",), None), NOW)
+    json.dumps(fleet, allow_nan=False)  # the fleet view stays valid JSON
+
+
+def _status(dev: SimDevice, state: str, session: int, since: str) -> Outgoing:
+    return with_payload(dev.status(state), session=session, since=since)
+
+
+def _device_state(store: Store) -> tuple[str, int]:
+    with store.transaction(write=False) as tx:
+        row = tx.one("SELECT state, session FROM devices")
+    assert row is not None
+    return str(row[0]), int(row[1])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_status_neither_pins_nor_flaps_and_follows_a_reprovisioned_device(
+    store_factory: Callable[[str], Store], backend: str
+) -> None:
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    run1, run2, early = "2027-01-15T08:00:00.000Z", "2027-01-15T09:00:00.000Z", "1970-01-01T00:01:00.000Z"
+    t = 1_800_000_000.0  # 2027-01-15T08:00:00Z
+    # A Last Will of an older connection, or of the previous run, arriving late does not flap it.
+    store_all(store, [_status(dev, "online", 41, run2)], t + 3600)
+    assert store_all(store, [_status(dev, "offline", 40, run2)], t + 3601) == ["stale"]
+    assert store_all(store, [_status(dev, "offline", 40, run1)], t + 3602) == ["stale"]
+    assert _device_state(store) == ("online", 41)
+    # A status forged with a huge session wins at first, but cannot pin the device: the
+    # device's next status, arriving well after it, is taken.
+    store_all(store, [_status(dev, "online", 2**62, run2)], t + 3700)
+    assert store_all(store, [_status(dev, "degraded", 42, run2)], t + 3710) == ["stale"]
+    assert store_all(store, [_status(dev, "degraded", 42, run2)], t + 4400) == ["updated"]
+    assert _device_state(store) == ("degraded", 42)
+    # Re-provisioned: the counter starts again at 1, in a later run -> online at once.
+    store_all(store, [_status(dev, "offline", 42, run2)], t + 5000)
+    assert store_all(store, [_status(dev, "online", 1, "2027-01-15T10:00:00.000Z")], t + 7200) == ["updated"]
+    assert _device_state(store) == ("online", 1)
+    # Reflashed on a Pi without a real-time clock: counter 1 *and* a start time in 1970. It
+    # arrives long after the stored status, so it is taken too.
+    store_all(store, [_status(dev, "offline", 1, "2027-01-15T10:00:00.000Z")], t + 8000)
+    assert store_all(store, [_status(dev, "online", 1, early)], t + 9000) == ["updated"]
+    assert _device_state(store) == ("online", 1)
+    # A start time in the future is refused (it would order before every later run).
+    assert store_all(store, [_status(dev, "online", 2, "2030-01-01T00:00:00.000Z")], t + 9100) == ["rejected:bad_time"]
+
+
+def test_orphan_evidence_has_a_quota_per_device(store_factory: Callable[[str], Store]) -> None:
+    import uuid
+
+    from deskwatch_collector.ingest import ORPHAN_MAX_PHOTOS
+
+    store = store_factory("sqlite")
+    noisy, quiet = SimDevice("acme", "desk-noisy", "w-1"), SimDevice("acme", "desk-quiet", "w-2")
+    jpeg = b"\xff\xd8" + b"\0" * 50_000
+    flood = [Outgoing(noisy.prefix + f"evidence/{uuid.uuid4()}", jpeg, 1, False, None) for _ in range(200)]
+    outcomes = store_all(store, flood)
+    assert outcomes.count("stored") == ORPHAN_MAX_PHOTOS
+    assert outcomes.count("rejected:orphan_quota") == 200 - ORPHAN_MAX_PHOTOS
+    with store.transaction(write=False) as tx:
+        assert tx.one("SELECT COUNT(*), SUM(bytes) FROM evidence") == (ORPHAN_MAX_PHOTOS, ORPHAN_MAX_PHOTOS * 50_002)
+        assert tx.one("SELECT COUNT(*) FROM rejects WHERE raw IS NOT NULL") == (0,)  # refused photos are not kept
+    # Another device is not affected, and the noisy one's real photos still pair with their events.
+    event, evidence, _ = quiet.violation()
+    assert store_all(store, [evidence, event]) == ["stored", "stored"]
+    event, evidence, _ = noisy.violation()
+    assert store_all(store, [event, evidence]) == ["stored", "stored"]

@@ -169,7 +169,8 @@ def test_a_database_outage_pauses_intake_without_acknowledging(
         pg.halt()  # the database goes away
         pub.send([m for _ in range(5) for m in dev.violation()])
         assert until(lambda: collector.inbox.qsize() == 0 and collector.stats.snapshot().get("event.stored") == 1, 5)
-        assert until(lambda: any("database unavailable" in r.message for r in caplog.records), 10)
+        assert until(lambda: any("cannot store (unreachable" in r.message for r in caplog.records), 10)
+        assert collector.health.snapshot()["failure"] == "unreachable"
         pg.resume()
         assert until(lambda: db_count(store, "events") == 6 and db_count(store, "evidence") == 6, 30)
         with store.transaction(write=False) as tx:

@@ -11,6 +11,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -104,17 +105,17 @@ class Browser:
 
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
 
-    def call(self, path: str, data: bytes | None = None, ctype: str | None = None) -> tuple[int, dict[str, str], bytes]:
+    def call(self, path: str, data: bytes | None = None, ctype: str | None = None) -> tuple[int, Message, bytes]:
         req = urllib.request.Request(self.base + path, data=data)
         if ctype:
             req.add_header("Content-Type", ctype)
         try:
             with self.opener.open(req, timeout=5) as r:
-                return r.status, dict(r.headers), r.read()
+                return r.status, r.headers, r.read()
         except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
+            return e.code, e.headers, e.read()
 
-    def login(self, user: str, password: str = PASSWORD) -> tuple[int, dict[str, str]]:
+    def login(self, user: str, password: str = PASSWORD) -> tuple[int, Message]:
         status, headers, _ = self.call(
             "/login", f"username={user}&password={password}".encode(), "application/x-www-form-urlencoded"
         )

@@ -160,9 +160,10 @@ class TempPostgres:
 class TempMosquitto:
     """A plain Mosquitto 2 on a free loopback port (anonymous, no persistence)."""
 
-    def __init__(self, *, max_inflight: int = 0) -> None:
+    def __init__(self, *, max_inflight: int = 0, tls: tuple[Path, Path, Path] | None = None) -> None:
         self.port = free_port()
         self.max_inflight = max_inflight  # 0: unlimited (load tests); the fleet config uses 64
+        self.tls = tls  # (ca, server certificate, server key): the listener then speaks TLS only
         self.root = Path(tempfile.mkdtemp(prefix="deskwatch-mosq-"))
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -178,6 +179,9 @@ class TempMosquitto:
             "log_type error",
             "log_type warning",
         ]
+        if self.tls is not None:
+            ca, cert, key = self.tls
+            lines[1:1] = [f"cafile {ca}", f"certfile {cert}", f"keyfile {key}"]
         if os.geteuid() == 0:
             lines.insert(0, "user root")
         conf = self.root / "mosquitto.conf"

@@ -16,12 +16,21 @@ and memory are their own. Measured: stored events per second, publish-to-row lat
 (``events.stored_at`` - publish time; ``stored_at`` is taken when the writer starts the
 transaction, the batch commit time is reported beside it), collector CPU and peak RSS,
 and loss (every published event, evidence and scan must be in the database, no seq gap).
+
+Brokers (``--broker`` for an existing one, else one is started):
+
+- default: a Mosquitto on loopback (MQTT 5, shared subscriptions); ``--tls`` puts TLS on
+  its listener (a throwaway CA, made with the openssl CLI) for devices and collectors;
+- ``--cluster``: a 3-node RabbitMQ cluster (:mod:`deskwatch_dev.rabbitcluster`); devices
+  publish MQTT 3.1.1 spread over the nodes and move to the next node when theirs fails
+  (what a load balancer in front of the cluster does); collectors consume the quorum
+  queue over AMQP (``deskwatch-collector run --amqp``). ``--kill-node-at SECONDS``
+  SIGKILLs the queue's leader node that far into the publishing phase.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import heapq
 import json
 import os
@@ -39,9 +48,11 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from deskwatch_collector.ingest import missing_seqs
 from deskwatch_collector.store import open_store
 from deskwatch_dev.devservers import TempMosquitto, TempPostgres
 from deskwatch_dev.fleet import Outgoing, SimDevice, evidence_jpegs
+from deskwatch_dev.rabbitcluster import RabbitCluster
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -66,14 +77,29 @@ class Published:
     bytes: int = 0
 
 
+@dataclass
+class Target:
+    """Where the simulated devices publish and how the collectors are started."""
+
+    addresses: list[tuple[str, int]]  # MQTT listeners; a device moves to the next one when its node fails
+    mqtt5: bool = True
+    ca_file: str | None = None
+    collector_args: list[str] = field(default_factory=list)  # per collector: how it reaches the messages
+    amqp_urls: list[str] = field(default_factory=list)
+
+
 class Connection(threading.Thread):
-    """One MQTT connection publishing for a slice of the fleet on its own schedule."""
+    """One MQTT connection publishing for a slice of the fleet on its own schedule.
+
+    PUBACKs are counted by packet id (``on_publish``): a message published while the
+    connection is down is queued by paho and sent after the reconnect, so it is
+    acknowledged later, not lost.
+    """
 
     def __init__(
         self,
         index: int,
-        host: str,
-        port: int,
+        target: Target,
         devices: list[SimDevice],
         profile: Profile,
         multiplier: float,
@@ -86,22 +112,64 @@ class Connection(threading.Thread):
         self.multiplier = multiplier
         self.until = until
         self.rng = rng
+        self.target = target
+        self.node = index % len(target.addresses)
         self.published = Published()
-        self.infos: list[mqtt.MQTTMessageInfo] = []
+        self.reconnects = 0
+        self._lock = threading.Lock()
+        self._unacked: set[int] = set()
+        self._acked_early: set[int] = set()
         self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2, client_id=f"loadtest-{index}", protocol=mqtt.MQTTv5
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=f"loadtest-{index}",
+            protocol=mqtt.MQTTv5 if target.mqtt5 else mqtt.MQTTv311,
+            clean_session=None if target.mqtt5 else False,
         )
+        if target.ca_file:
+            self.client.tls_set(ca_certs=target.ca_file)
         self.client.max_inflight_messages_set(0)  # unlimited: the devices do not share a window
         self.client.max_queued_messages_set(0)
-        self.client.connect(host, port, keepalive=60)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_publish = self._on_publish
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_connect_fail = self._on_connect_fail
+        host, port = target.addresses[self.node]
+        self.client.connect(host, port, keepalive=30)
         self.client.loop_start()
+
+    def _on_publish(self, client: Any, userdata: Any, mid: int, rc: Any, props: Any) -> None:
+        with self._lock:
+            if mid in self._unacked:
+                self._unacked.discard(mid)
+            else:
+                self._acked_early.add(mid)  # the PUBACK beat publish() returning
+
+    def _on_disconnect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.reconnects += 1
+        self._next_node(client)
+
+    def _on_connect_fail(self, client: Any, userdata: Any) -> None:
+        self._next_node(client)
+
+    def _next_node(self, client: Any) -> None:
+        """Try the next node, as a load balancer in front of the cluster would."""
+        if len(self.target.addresses) > 1:
+            self.node = (self.node + 1) % len(self.target.addresses)
+            # paho refuses its host/port setters until the socket is fully closed; its own
+            # reconnect reads these two attributes
+            client._host, client._port = self.target.addresses[self.node]
 
     def _send(self, m: Outgoing) -> None:
         if m.event_id is not None:
             self.published.events[m.event_id] = time.time()
-        info = self.client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, properties=m.properties)
+        props = m.properties if self.target.mqtt5 else None  # MQTT 3.1.1 carries no properties
+        info = self.client.publish(m.topic, m.payload, qos=m.qos, retain=m.retain, properties=props)
         if m.qos:
-            self.infos.append(info)
+            with self._lock:
+                if info.mid in self._acked_early:
+                    self._acked_early.discard(info.mid)
+                else:
+                    self._unacked.add(info.mid)
         self.published.messages += 1
         self.published.bytes += len(m.payload)
 
@@ -144,25 +212,24 @@ class Connection(threading.Thread):
     def finish(self, timeout: float) -> int:
         """Wait for every PUBACK; returns how many are still missing."""
         deadline = time.monotonic() + timeout
-        missing = 0
-        for info in self.infos:
-            left = max(0.01, deadline - time.monotonic())
-            with contextlib.suppress(RuntimeError, ValueError):
-                info.wait_for_publish(left)
-            if not info.is_published():
-                missing += 1
+        while time.monotonic() < deadline:
+            with self._lock:
+                if not self._unacked:
+                    break
+            time.sleep(0.05)
         self.client.disconnect()
         self.client.loop_stop()
-        return missing
+        with self._lock:
+            return len(self._unacked)
 
 
 class CollectorProcess:
-    def __init__(self, index: int, db: str, host: str, port: int, workdir: Path) -> None:
+    def __init__(self, index: int, db: str, source: list[str], workdir: Path) -> None:
         self.index = index
         self.log_path = workdir / f"collector-{index}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         cmd = [sys.executable, "-m", "deskwatch_collector.cli", "--log-level", "WARNING", "run", "--db", db,
-               "--broker", f"{host}:{port}", "--http", "off", "--client-id", f"loadtest-collector-{index}",
+               *source, "--http", "off", "--client-id", f"loadtest-collector-{index}",
                "--stats-every", "0"]  # fmt: skip
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._log)
         assert self.proc.stdout is not None
@@ -197,6 +264,31 @@ class CollectorProcess:
         self._log.close()
 
 
+def _collector_source(target: Target, index: int) -> list[str]:
+    """The ``run`` arguments that point collector ``index`` at the messages."""
+    if not target.amqp_urls:
+        return target.collector_args
+    urls = target.amqp_urls[index % len(target.amqp_urls) :] + target.amqp_urls[: index % len(target.amqp_urls)]
+    return [arg for url in urls for arg in ("--amqp", url)]  # each starts on another node
+
+
+def make_tls_files(root: Path) -> tuple[Path, Path, Path]:
+    """A throwaway CA and a server certificate for 127.0.0.1 (openssl CLI): (ca, cert, key)."""
+    root.mkdir(parents=True, exist_ok=True)
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=root)
+
+    openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+            "-subj", "/CN=deskwatch load-test CA", "-keyout", "ca.key", "-out", "ca.crt")  # fmt: skip
+    (root / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=127.0.0.1",
+            "-keyout", "server.key", "-out", "server.csr")  # fmt: skip
+    openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", "san.ext", "-out", "server.crt")  # fmt: skip
+    return root / "ca.crt", root / "server.crt", root / "server.key"
+
+
 def percentile(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -216,17 +308,35 @@ def run(
     drain_timeout: float = 60.0,
     seed: int = 1,
     keep_workdir: bool = False,
+    tls: bool = False,
+    cluster: bool = False,
+    kill_node_at: float | None = None,
 ) -> dict[str, Any]:
     """One load phase; returns the measurements (see the module doc)."""
     profile = profile or Profile()
     evidence_jpegs()  # build the JPEGs before the clock starts
     workdir = Path(tempfile.mkdtemp(prefix="deskwatch-loadtest-"))
-    mosq = pg = None
+    mosq = pg = rabbit = None
     procs: list[CollectorProcess] = []
+    killed: dict[str, Any] = {}
     try:
-        if broker is None:
-            mosq = TempMosquitto().start()
-            broker = ("127.0.0.1", mosq.port)
+        if cluster:
+            rabbit = RabbitCluster().start()
+            target = Target(
+                [("127.0.0.1", n.mqtt_port) for n in rabbit.nodes],
+                mqtt5=False,
+                amqp_urls=[n.amqp_url for n in rabbit.nodes],
+            )
+        elif broker is not None:
+            target = Target([broker], collector_args=["--broker", f"{broker[0]}:{broker[1]}"])
+        else:
+            files = make_tls_files(workdir / "pki") if tls else None
+            mosq = TempMosquitto(tls=files).start()
+            target = Target(
+                [("127.0.0.1", mosq.port)],
+                ca_file=str(files[0]) if files else None,
+                collector_args=["--broker", f"127.0.0.1:{mosq.port}"] + (["--ca-file", str(files[0])] if files else []),
+            )
         if db == "postgresql":
             pg = TempPostgres().start()
             dsn = pg.create_database("loadtest")
@@ -235,13 +345,11 @@ def run(
         else:
             dsn = db
         open_store(dsn).close()  # create the schema once, before the collectors race to
-        procs = [CollectorProcess(i, dsn, broker[0], broker[1], workdir) for i in range(collectors)]
+        procs = [CollectorProcess(i, dsn, _collector_source(target, i), workdir) for i in range(collectors)]
         fleet = [SimDevice(f"site-{i % 20:02d}", f"lt-{i:05d}", f"w-{i:05d}", random.Random(seed * 100003 + i))
                  for i in range(devices)]  # fmt: skip
         conns = [
-            Connection(
-                c, broker[0], broker[1], fleet[c::connections], profile, multiplier, 0.0, random.Random(seed + c)
-            )
+            Connection(c, target, fleet[c::connections], profile, multiplier, 0.0, random.Random(seed + c))
             for c in range(connections)
         ]
         for c in conns:
@@ -258,9 +366,14 @@ def run(
         for c in conns:
             c.until = until
             c.start()
+        if rabbit is not None and kill_node_at is not None:
+            time.sleep(max(0.0, start + kill_node_at - time.time()))
+            victim = rabbit.queue_leader("deskwatch-collectors") or rabbit.nodes[0]
+            rabbit.kill(victim)
+            killed = {"node": victim.name, "at_s": round(time.time() - start, 1), "role": "queue leader"}
         for c in conns:
             c.join()
-        unacked = sum(c.finish(30) for c in conns)
+        unacked = sum(c.finish(60 if killed else 30) for c in conns)
         published = Published()
         for c in conns:
             published.events.update(c.published.events)
@@ -284,8 +397,6 @@ def run(
         mem = [p.memory_kib() for p in procs]
         with store.transaction(write=False) as tx:
             rows = tx.rows("SELECT event_id, stored_at FROM events")
-            from deskwatch_collector.ingest import missing_seqs
-
             gaps = missing_seqs(tx)
             rejects = int((tx.one("SELECT COUNT(*) FROM rejects") or (0,))[0])
         store.close()
@@ -306,6 +417,9 @@ def run(
             "multiplier": multiplier,
             "collectors": collectors,
             "db": "postgresql" if db == "postgresql" or db.startswith("postgres") else "sqlite",
+            "broker": "rabbitmq-cluster-3" if cluster else ("mosquitto-tls" if tls else "mosquitto"),
+            "killed": killed,
+            "publisher_reconnects": sum(c.reconnects for c in conns),
             "duration_s": round(duration, 1),
             "published": {
                 "events": len(published.events),
@@ -349,6 +463,8 @@ def run(
                 p.proc.wait()
         if mosq is not None:
             mosq.stop()
+        if rabbit is not None:
+            rabbit.stop()
         if pg is not None:
             pg.stop()
         if not keep_workdir:
@@ -358,7 +474,8 @@ def run(
 def describe(r: dict[str, Any]) -> str:
     pub, lat = r["published"], r["latency_ms"]
     lines = [
-        f"{r['devices']} devices x{r['multiplier']:g} for {r['duration_s']:g} s, {r['collectors']} collector(s) on {r['db']}:",
+        f"{r['devices']} devices x{r['multiplier']:g} for {r['duration_s']:g} s on {r['broker']}, "
+        f"{r['collectors']} collector(s) on {r['db']}:",
         f"  published {pub['events']} events ({pub['evidence']} with ~20 KB evidence), {pub['scans']} scans, "
         f"{pub['health']} health; {pub['messages']} messages, {pub['mbytes']} MB; unacked {pub['unacked']}",
         f"  stored {r['stored']['events']} events, {r['stored']['evidence_verified']} verified evidence, "
@@ -367,6 +484,11 @@ def describe(r: dict[str, Any]) -> str:
         f"latency publish->row p50 {lat['p50']} ms, p95 {lat['p95']} ms, max {lat['max']} ms",
         f"  p95 latency by 10 s of publishing (ms): {lat['p95_by_10s']}",
     ]
+    if r.get("killed"):
+        k = r["killed"]
+        lines.append(
+            f"  killed {k['node']} ({k['role']}) at {k['at_s']} s; publisher reconnects {r['publisher_reconnects']}"
+        )
     for i, c in enumerate(r["collector"]):
         lines.append(
             f"  collector {i}: CPU {c['cpu_percent']}% ({c['cpu_s']} s), RSS {c['rss_mib']} MiB "
@@ -387,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--db", default="sqlite", help="sqlite (temp file), postgresql (temp server) or a DSN")
     ap.add_argument("--connections", type=int, default=8, help="MQTT connections the devices are multiplexed over")
     ap.add_argument("--broker", help="HOST:PORT of an existing broker (default: start a Mosquitto)")
+    ap.add_argument("--tls", action="store_true", help="TLS between devices, broker and collectors (own Mosquitto)")
+    ap.add_argument("--cluster", action="store_true", help="a 3-node RabbitMQ cluster; collectors use its queue")
+    ap.add_argument("--kill-node-at", type=float, help="with --cluster: SIGKILL the queue leader this many s in")
     ap.add_argument("--json", action="store_true", help="print the measurements as JSON")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (collector logs, SQLite file)")
     args = ap.parse_args(argv)
@@ -398,13 +523,18 @@ def main(argv: list[str] | None = None) -> int:
     for collectors in args.collectors or [1]:
         for mult in args.multiplier or [1.0, 10.0]:
             r = run(
-                args.devices, mult, args.duration, collectors, args.db, args.connections, broker, keep_workdir=args.keep
-            )
+                args.devices, mult, args.duration, collectors, args.db, args.connections, broker,
+                keep_workdir=args.keep, tls=args.tls, cluster=args.cluster, kill_node_at=args.kill_node_at,
+            )  # fmt: skip
             if args.keep:
                 print(f"work directory kept: {r['workdir']}", flush=True)
             results.append(r)
             print(json.dumps(r) if args.json else describe(r), flush=True)
-    return 0 if all(r["lost_events"] == 0 and r["published"]["unacked"] == 0 for r in results) else 1
+    return (
+        0
+        if all(r["lost_events"] == 0 and r["seq_gaps"] == 0 and r["published"]["unacked"] == 0 for r in results)
+        else 1
+    )
 
 
 if __name__ == "__main__":

@@ -1,13 +1,9 @@
-"""The supervisor page's HTML shells and static files (no external resources; strict CSP,
-no inline script). The CSS and JavaScript are package data in ``static/``."""
+"""The supervisor page's HTML shells (no external resources; strict CSP, no inline script).
+The CSS and JavaScript are package data in ``static/``, served at ``/static/``."""
 
 from __future__ import annotations
 
 from html import escape
-from importlib.resources import files
-
-CSS = (files("deskwatch_collector") / "static" / "style.css").read_text(encoding="utf-8")
-APP_JS = (files("deskwatch_collector") / "static" / "app.js").read_text(encoding="utf-8")
 
 
 def page(title: str, body: str, body_attrs: str = "", script: bool = False) -> bytes:
@@ -15,7 +11,7 @@ def page(title: str, body: str, body_attrs: str = "", script: bool = False) -> b
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1">'
-        f'<title>{escape(title)}</title><link rel=stylesheet href="/static/app.css"></head>'
+        f'<title>{escape(title)}</title><link rel=stylesheet href="/static/style.css"></head>'
         f"<body {body_attrs}>{body}{js}</body></html>"
     ).encode()
 

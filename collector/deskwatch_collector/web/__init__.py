@@ -1,0 +1,25 @@
+"""The supervisor page: sign-in, live violations over server-sent events, review, fleet view.
+
+A Starlette app served by hypercorn inside the collector process (see :mod:`.server` for
+why). The modules, so that a new page adds routes without touching the protections:
+
+- :mod:`.server`: :class:`SupervisorServer` (binds, runs the server in a thread, stops) and
+  :func:`build_app`, which takes ``extra_routes``;
+- :mod:`.guard`: what every request passes first (client address behind trusted proxies,
+  bounded concurrency, bodies read whole with a size cap and a deadline, CSP headers);
+- :mod:`.throttle`: sign-in throttling (counted before hashing) and the bounded hash gate;
+- :mod:`.context`: :class:`WebContext` (store on bounded threads, signed-in user, clock)
+  and the strict JSON response;
+- :mod:`.pages` and :mod:`.api`: the routes; :mod:`.queries`: scoped SQL; :mod:`.hub`:
+  wakes the live streams when events are committed; :mod:`.assets`: HTML shells.
+"""
+
+from __future__ import annotations
+
+from .context import WebContext, WebSettings
+from .guard import GuardLimits
+from .hub import Hub
+from .server import SupervisorServer, build_app
+from .throttle import ThrottleLimits
+
+__all__ = ["GuardLimits", "Hub", "SupervisorServer", "ThrottleLimits", "WebContext", "WebSettings", "build_app"]

@@ -1,0 +1,118 @@
+"""What every route needs: the store (reached from worker threads), the signed-in user,
+the clock, and the responses the page uses.
+
+Routes are ``async``; the store is synchronous (sqlite3, psycopg), so every query runs
+through :meth:`WebContext.db` on a bounded number of threads (the pool's size): a flood
+of requests queues for the database instead of opening connections or threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, TypeVar
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from deskwatch_contract.jsonutil import dumps_bytes
+
+from .. import auth
+from ..store import Store, Tx
+from .hub import Hub
+from .throttle import HashGate, LoginThrottle
+
+T = TypeVar("T")
+COOKIE = "dw_session"
+
+
+@dataclass
+class WebSettings:
+    cookie_secure: bool = False
+    db_threads: int = 8
+    max_streams: int = 100
+    streams_per_user: int = 5
+    stream_poll_seconds: float = 2.0
+    session_recheck_seconds: float = 30.0
+
+
+@dataclass
+class WebContext:
+    store: Store
+    hub: Hub
+    settings: WebSettings = field(default_factory=WebSettings)
+    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    hashes: HashGate = field(default_factory=HashGate)
+    wall: Callable[[], float] = time.time
+    stopping: asyncio.Event | None = None  # set on the server's loop when it shuts down
+    streams: dict[str, int] = field(default_factory=dict)  # open live streams per user name
+    health: Callable[[], dict[str, Any]] | None = None  # the intake's state, for /healthz
+    _limiter: anyio.CapacityLimiter | None = None
+
+    @staticmethod
+    def of(request: Request) -> WebContext:
+        ctx: WebContext = request.app.state.ctx
+        return ctx
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run blocking work (a query) on one of ``db_threads`` threads."""
+        if self._limiter is None:
+            self._limiter = anyio.CapacityLimiter(self.settings.db_threads)
+        return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(tx, *args)`` inside a read transaction, on a database thread."""
+
+        def job() -> T:
+            with self.store.transaction(write=False) as tx:
+                return fn(tx, *args)
+
+        return await self.run(job)
+
+    async def write(self, fn: Callable[..., T], *args: Any) -> T:
+        def job() -> T:
+            with self.store.transaction() as tx:
+                return fn(tx, *args)
+
+        return await self.run(job)
+
+    async def user(self, request: Request) -> auth.User | None:
+        token = session_token(request)
+        if not token:
+            return None
+        return await self.run(auth.session_user, self.store, token, self.wall())
+
+    def cookie(self, value: str, max_age: int) -> str:
+        secure = "; Secure" if self.settings.cookie_secure else ""
+        return f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+
+
+def session_token(request: Request) -> str | None:
+    cookie: SimpleCookie = SimpleCookie()
+    try:
+        cookie.load(request.headers.get("cookie", ""))
+    except CookieError:
+        return None
+    morsel = cookie.get(COOKIE)
+    return morsel.value if morsel else None
+
+
+def client_address(request: Request) -> str:
+    """The address the guard resolved (trusted proxies applied)."""
+    return str(getattr(request.state, "client_address", None) or (request.client.host if request.client else "?"))
+
+
+def json_response(status: int, obj: Any, headers: dict[str, str] | None = None) -> Response:
+    """Strict JSON: a NaN that slipped into the database becomes an error here, never invalid JSON."""
+    return Response(dumps_bytes(obj), status, headers=headers, media_type="application/json")
+
+
+def html_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Response:
+    return Response(body, status, headers=headers, media_type="text/html; charset=utf-8")
+
+
+__all__ = ["COOKIE", "Tx", "WebContext", "WebSettings", "client_address", "html_response", "json_response"]

@@ -1,0 +1,240 @@
+"""The ASGI layer in front of every route: who is asking, how much at once, how slowly.
+
+The server (hypercorn) already closes a connection that has not sent a complete request
+head within its keep-alive timeout (slowloris). Everything after the head is ours:
+
+- **client address**: the peer, or, when the peer is a trusted proxy, the right-most
+  ``X-Forwarded-For`` entry that is not itself a trusted proxy (the left part of that
+  header is whatever the client wrote);
+- **bounded concurrency**: at most ``per_address`` requests at once from one client, at
+  most ``max_body_readers`` bodies being received and ``max_requests`` requests in the
+  routes; more are answered 503/429 at once. A slow body holds a reader slot, never a
+  route slot, so half-sent POSTs cannot take the page's GETs down with them. Long-lived
+  streams (``stream_prefixes``) are not counted here; their route limits them;
+- **bodies read here, whole, before the route runs**: at most ``max_body_bytes``, within
+  ``body_seconds``; a half-sent body costs one coroutine for that long, never a thread,
+  and the route always sees a complete body;
+- **headers on every response**: a strict Content-Security-Policy and friends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from deskwatch_contract.jsonutil import dumps_bytes
+
+logger = logging.getLogger(__name__)
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = (
+    (b"content-security-policy", CSP.encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"x-frame-options", b"DENY"),
+)
+
+
+@dataclass(frozen=True)
+class GuardLimits:
+    max_requests: int = 64
+    max_body_readers: int = 32
+    per_address: int = 8
+    max_body_bytes: int = 16 * 1024
+    body_seconds: float = 10.0
+    trusted_proxies: tuple[Network, ...] = ()
+    stream_prefixes: tuple[str, ...] = ("/api/stream",)
+
+
+def parse_networks(texts: list[str]) -> tuple[Network, ...]:
+    """``10.0.0.5``, ``10.0.0.0/8`` or ``::1``; raises ValueError naming the bad entry."""
+    out = []
+    for text in texts:
+        try:
+            out.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            raise ValueError(f"not an IP address or network: {text!r}") from None
+    return tuple(out)
+
+
+def _trusted(address: str, proxies: tuple[Network, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    return any(ip in net for net in proxies)
+
+
+def client_address(scope: Scope, proxies: tuple[Network, ...]) -> str:
+    peer = str((scope.get("client") or ("unknown", 0))[0])
+    if not proxies or not _trusted(peer, proxies):
+        return peer
+    forwarded = b",".join(v for k, v in scope.get("headers", []) if k == b"x-forwarded-for").decode("latin-1")
+    hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+    for hop in reversed(hops):
+        try:
+            ipaddress.ip_address(hop)
+        except ValueError:
+            return peer  # garbage where an address should be: trust nothing the client wrote
+        if not _trusted(hop, proxies):
+            return hop
+    return hops[0] if hops else peer
+
+
+class _Refused(Exception):
+    def __init__(self, status: int, message: str, reason: str) -> None:
+        super().__init__(message)
+        self.status, self.message, self.reason = status, message, reason
+
+
+@dataclass
+class GuardStats:
+    in_progress: int = 0
+    reading_bodies: int = 0
+    refused: Counter[str] = field(default_factory=Counter)
+
+
+class Guard:
+    def __init__(self, app: ASGIApp, limits: GuardLimits | None = None) -> None:
+        self.app = app
+        self.limits = limits or GuardLimits()
+        self.stats = GuardStats()
+        self._per_address: Counter[str] = Counter()
+        self._last_log: dict[str, float] = {}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        address = client_address(scope, self.limits.trusted_proxies)
+        scope.setdefault("state", {})["client_address"] = address
+        send = self._with_headers(send)
+        if str(scope.get("path", "")).startswith(self.limits.stream_prefixes):
+            await self.app(scope, receive, send)
+            return
+        if self._per_address[address] >= self.limits.per_address:
+            await self._refuse(
+                send, _Refused(429, "too many requests at once from your address", "per_address"), address
+            )
+            return
+        self._per_address[address] += 1
+        try:
+            try:
+                receive = await self._buffered_body(scope, receive)
+                self._admit()
+            except _Refused as refused:
+                await self._refuse(send, refused, address)
+                return
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                self.stats.in_progress -= 1
+        finally:
+            self._per_address[address] -= 1
+            if self._per_address[address] <= 0:
+                del self._per_address[address]
+
+    def _admit(self) -> None:
+        if self.stats.in_progress >= self.limits.max_requests:
+            raise _Refused(503, "the server is busy; try again in a few seconds", "busy")
+        self.stats.in_progress += 1
+
+    async def _buffered_body(self, scope: Scope, receive: Receive) -> Receive:
+        headers = dict(scope.get("headers", []))
+        length_text = headers.get(b"content-length")
+        if length_text is not None:
+            try:
+                length = int(length_text)
+            except ValueError:
+                raise _Refused(400, "bad Content-Length", "bad_length") from None
+            if length > self.limits.max_body_bytes:
+                raise _Refused(413, f"the body may have at most {self.limits.max_body_bytes} bytes", "too_large")
+        more = scope.get("method") not in ("GET", "HEAD", "OPTIONS")
+        if not more:
+            return receive
+        if self.stats.reading_bodies >= self.limits.max_body_readers:
+            raise _Refused(503, "the server is busy; try again in a few seconds", "busy_bodies")
+        self.stats.reading_bodies += 1
+        try:
+            body = await self._read_body(receive)
+        finally:
+            self.stats.reading_bodies -= 1
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def buffered() -> Message:
+            return replay.pop() if replay else await receive()
+
+        return buffered
+
+    async def _read_body(self, receive: Receive) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        deadline = time.monotonic() + self.limits.body_seconds
+        more = True
+        while more:
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                raise _Refused(408, "the request body took too long", "slow_body") from None
+            if message["type"] == "http.disconnect":
+                raise _Refused(400, "the client went away", "disconnect")
+            body = message.get("body", b"")
+            size += len(body)
+            if size > self.limits.max_body_bytes:
+                raise _Refused(413, f"the body may have at most {self.limits.max_body_bytes} bytes", "too_large")
+            chunks.append(body)
+            more = bool(message.get("more_body", False))
+        return b"".join(chunks)
+
+    def _with_headers(self, send: Send) -> Send:
+        async def wrapped(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
+                if b"cache-control" not in present:
+                    headers.append((b"cache-control", b"no-store"))
+                message["headers"] = headers
+            await send(message)
+
+        return wrapped
+
+    async def _refuse(self, send: Send, refused: _Refused, address: str) -> None:
+        self.stats.refused[refused.reason] += 1
+        now = time.monotonic()
+        if now - self._last_log.get(refused.reason, -1e9) > 60:
+            self._last_log[refused.reason] = now
+            logger.warning(
+                "web: refused a request from %s (%s: %s); %d refused so far for this reason",
+                address,
+                refused.reason,
+                refused.message,
+                self.stats.refused[refused.reason],
+            )
+        body = dumps_bytes({"error": refused.message})
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        if refused.status in (503, 429):
+            headers.append((b"retry-after", b"5"))
+        if refused.status in (408, 413, 400):
+            headers.append((b"connection", b"close"))
+        try:
+            await send({"type": "http.response.start", "status": refused.status, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        except OSError:
+            pass

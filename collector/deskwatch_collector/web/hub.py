@@ -1,0 +1,47 @@
+"""Wakes the live streams of this process when the writer commits events.
+
+The writer runs in its own thread; the streams are coroutines on the web server's event
+loop. :meth:`Hub.notify` may be called from any thread: it bumps a version and sets
+every waiting stream's :class:`asyncio.Event` through its loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._version = 0
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    @property
+    def version(self) -> int:
+        return self._version
+
+    def notify(self, event_ids: list[str] | None = None) -> None:
+        with self._lock:
+            self._version += 1
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(event.set)
+
+    async def wait(self, seen: int, timeout: float) -> int:
+        """Return the current version once it differs from ``seen``, or after ``timeout`` seconds."""
+        if self._version != seen:
+            return self._version
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.add(waiter)
+        try:
+            if self._version == seen:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(waiter[1].wait(), timeout)
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
+        return self._version

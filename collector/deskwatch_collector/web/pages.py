@@ -1,0 +1,86 @@
+"""The HTML side: sign-in, sign-out, the page shell, the health probe.
+
+Sign-in order matters: the attempt is counted by the throttle *before* the password is
+hashed (refunded on success), and the hash runs on the bounded :class:`HashGate`, so
+neither parallel guesses nor a burst of slow logins can outrun the limits or the memory.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qs
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from deskwatch_contract.jsonutil import dumps
+
+from .. import auth
+from .assets import app_page, login_page
+from .context import WebContext, client_address, html_response, json_response, session_token
+from .throttle import HashBusy
+
+logger = logging.getLogger("deskwatch_collector.web")
+
+
+async def healthz(request: Request) -> Response:
+    """200 while messages are being stored and acknowledged; 503 with the reason when not."""
+    ctx = WebContext.of(request)
+    state = ctx.health() if ctx.health is not None else {"ok": True}
+    return json_response(200 if state.get("ok") else 503, state)
+
+
+async def login_form(request: Request) -> Response:
+    return html_response(200, login_page())
+
+
+async def login_submit(request: Request) -> Response:
+    ctx = WebContext.of(request)
+    form = parse_qs((await request.body()).decode("utf-8", "replace"))
+    username = (form.get("username") or [""])[0][:64]
+    password = (form.get("password") or [""])[0][:1024]
+    address, now = client_address(request), ctx.wall()
+    attempt = ctx.throttle.attempt(username, address, now)
+    if attempt is None:
+        logger.warning("sign-in for %r from %s refused: too many failures", username, address)
+        page = login_page("Too many failed attempts. Wait a few minutes and try again.")
+        return html_response(429, page, {"Retry-After": str(int(ctx.throttle.limits.window))})
+    try:
+        user = await ctx.hashes.run(auth.verify_login, ctx.store, username, password)
+    except HashBusy:
+        ctx.throttle.cancel(attempt)
+        logger.warning("sign-in for %r from %s refused: too many sign-ins in progress", username, address)
+        page = login_page("The server is busy. Try again in a few seconds.")
+        return html_response(503, page, {"Retry-After": "5"})
+    if user is None:
+        logger.warning("failed sign-in for %r from %s", username, address)
+        return html_response(401, login_page("Wrong user name or password."))
+    ctx.throttle.succeeded(attempt, ctx.wall())
+    token = await ctx.run(auth.start_session, ctx.store, user.username, ctx.wall())
+    logger.info("%s %s signed in from %s", user.role, user.username, address)
+    return RedirectResponse("/", 303, headers={"Set-Cookie": ctx.cookie(token, auth.SESSION_SECONDS)})
+
+
+async def logout(request: Request) -> Response:
+    ctx = WebContext.of(request)
+    await ctx.run(auth.logout, ctx.store, session_token(request))
+    return json_response(200, {"ok": True}, {"Set-Cookie": ctx.cookie("", 0)})
+
+
+async def index(request: Request) -> Response:
+    ctx = WebContext.of(request)
+    user = await ctx.user(request)
+    if user is None:
+        return RedirectResponse("/login", 303)
+    me = dumps({"username": user.username, "role": user.role, "sites": list(user.sites)})
+    return html_response(200, app_page(me, user.username, user.is_supervisor))
+
+
+ROUTES: list[BaseRoute] = [
+    Route("/healthz", healthz, methods=["GET"]),
+    Route("/login", login_form, methods=["GET"]),
+    Route("/login", login_submit, methods=["POST"]),
+    Route("/logout", logout, methods=["POST"]),
+    Route("/", index, methods=["GET"]),
+]

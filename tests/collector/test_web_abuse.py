@@ -1,0 +1,284 @@
+"""The supervisor page under abuse: slow and half-sent requests, password guessing in
+parallel, a proxy's X-Forwarded-For, invented user names, and accounts that change.
+
+Real sockets against the real server (hypercorn in the collector's thread); timeouts are
+shortened through the same settings an operator has, so the tests take seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deskwatch_collector import auth
+from deskwatch_collector.cli import main
+from deskwatch_collector.store import Store
+from deskwatch_collector.web import GuardLimits, Hub, SupervisorServer, ThrottleLimits, WebSettings
+from deskwatch_collector.web.guard import parse_networks
+from deskwatch_collector.web.throttle import LoginThrottle
+from tests.collector.test_web import PASSWORD, Browser
+
+Factory = Callable[..., SupervisorServer]
+
+
+@pytest.fixture
+def serve(store_factory: Callable[[str], Store], monkeypatch: pytest.MonkeyPatch) -> Iterator[Factory]:
+    """``serve(**kwargs)``: a started server on a fresh store with alice (acme) and her password."""
+    servers: list[SupervisorServer] = []
+
+    def start(**kwargs: Any) -> SupervisorServer:
+        store = store_factory("sqlite")
+        auth.add_user(store, "alice", PASSWORD, "supervisor", ["acme"], None)
+        server = SupervisorServer(("127.0.0.1", 0), store, Hub(), **kwargs)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def hash_counter(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Record when each password hash starts (the expensive part of a sign-in)."""
+    calls: list[float] = []
+    real = auth.verify_login
+
+    def counted(*args: Any) -> Any:
+        calls.append(time.monotonic())
+        return real(*args)
+
+    monkeypatch.setattr(auth, "verify_login", counted)
+    return calls
+
+
+async def _status(reader: asyncio.StreamReader, timeout: float) -> str:
+    """The status code of the response ("408"), or "closed"."""
+    line = await asyncio.wait_for(reader.readline(), timeout)
+    return line.decode().split(" ")[1] if line else "closed"
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def _slowloris(port: int, n: int, seconds: float) -> list[tuple[str, float]]:
+    async def one() -> tuple[str, float]:
+        start = time.monotonic()
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"POST /login HTTP/1.1\r\nHost: x\r\n")
+        try:
+            for i in range(int(seconds * 2)):
+                writer.write(f"X-Slow-{i}: a\r\n".encode())
+                await writer.drain()
+                try:
+                    got = await asyncio.wait_for(reader.read(100), 0.5)
+                    return ("closed" if not got else got.split(b"\r\n")[0].decode(), time.monotonic() - start)
+                except TimeoutError:
+                    pass
+        except (ConnectionResetError, BrokenPipeError):
+            return ("reset", time.monotonic() - start)
+        finally:
+            writer.close()
+        return ("held", time.monotonic() - start)
+
+    return await asyncio.gather(*(one() for _ in range(n)))
+
+
+def test_slowloris_connections_are_closed_and_the_page_keeps_answering(serve: Factory) -> None:
+    server = serve()
+    threads = threading.active_count()
+    result: list[tuple[str, float]] = []
+    attack = threading.Thread(target=lambda: result.extend(run(_slowloris(server.server_address[1], 200, 12))))
+    attack.start()
+    time.sleep(1.0)
+    answered = []
+    while attack.is_alive():
+        began = time.monotonic()
+        status, _, _ = Browser(server.url).call("/login")
+        answered.append((status, time.monotonic() - began))
+        assert threading.active_count() <= threads + 2  # no thread per connection
+        time.sleep(0.5)
+    attack.join()
+    outcomes = {what for what, _ in result}
+    assert outcomes <= {"closed", "reset"}, outcomes  # none held for the attacker's 12 s
+    assert max(t for _, t in result) < 9.0  # the head deadline (5 s) plus scheduling
+    assert all(status == 200 and took < 2.0 for status, took in answered), answered
+
+
+async def _half_posts(port: int, n: int, wait: float) -> list[str]:
+    async def one() -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 1000\r\n\r\nusername=alice&pass"
+        )
+        await writer.drain()
+        try:
+            return await _status(reader, wait)
+        except TimeoutError:
+            return "held"
+        finally:
+            writer.close()
+
+    return list(await asyncio.gather(*(one() for _ in range(n))))
+
+
+def test_half_sent_bodies_time_out_without_a_hash_or_a_thread(serve: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashes = hash_counter(monkeypatch)
+    server = serve(limits=GuardLimits(body_seconds=2.0, per_address=100, max_body_readers=32))
+    threads = threading.active_count()
+    got: list[str] = []
+    attack = threading.Thread(target=lambda: got.extend(run(_half_posts(server.server_address[1], 60, 8))))
+    attack.start()
+    time.sleep(0.5)
+    assert Browser(server.url).call("/login")[0] == 200  # slow bodies hold reader slots, not the page
+    attack.join()
+    assert got.count("408") == 32 and got.count("503") == 28, got
+    assert hashes == [] and threading.active_count() <= threads + 2
+    assert server.ctx.throttle.keys_held() == 0  # nothing counted: no sign-in was ever attempted
+    # One client cannot take every request slot: past its share it is told at once.
+    server2 = serve(limits=GuardLimits(body_seconds=3, per_address=8))
+    started = time.monotonic()
+    got = run(_half_posts(server2.server_address[1], 20, 8))
+    assert got.count("429") == 12 and got.count("408") == 8, got
+    assert time.monotonic() - started < 7
+
+
+async def _parallel_logins(port: int, n: int, username: str, forwarded: list[str] | None = None) -> list[str]:
+    async def one(i: int) -> str:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        body = f"username={username}&password=guess-{i:04d}".encode()
+        xff = f"X-Forwarded-For: {forwarded[i]}\r\n".encode() if forwarded else b""
+        writer.write(
+            b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            + xff
+            + f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        try:
+            return await _status(reader, 60)
+        finally:
+            writer.close()
+
+    return list(await asyncio.gather(*(one(i) for i in range(n))))
+
+
+def test_parallel_guesses_are_counted_before_hashing(serve: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+    hashes = hash_counter(monkeypatch)
+    server = serve(limits=GuardLimits(per_address=300, max_requests=300, max_body_readers=300))
+    codes = run(_parallel_logins(server.server_address[1], 150, "alice"))
+    assert codes.count("401") == 5 and codes.count("429") == 145, sorted(set(codes))
+    assert len(hashes) == 5  # the limit held while the hashes ran
+    # And the real user, from another address she has used before, is not locked out (below).
+
+
+def test_per_user_and_per_address_limits_do_not_lock_each_other_out(serve: Factory) -> None:
+    server = serve(
+        limits=GuardLimits(trusted_proxies=parse_networks(["127.0.0.1"])),
+        throttle=ThrottleLimits(per_pair=5, per_address=30, per_user=20),
+    )
+    port = server.server_address[1]
+
+    def sign_in(address: str, password: str = PASSWORD, user: str = "alice") -> int:
+        b = Browser(server.url)
+        b.opener.addheaders = [("X-Forwarded-For", f"203.0.113.99, {address}")]  # left part: client-written
+        return b.login(user, password)[0]
+
+    assert sign_in("198.51.100.7") == 303  # alice at home: a known address from now on
+    # An attacker guesses alice's password from 40 addresses: the per-user budget (20) runs out...
+    codes = [
+        c for r in range(4) for c in run(_parallel_logins(port, 10, "alice", [f"192.0.2.{r}{i}" for i in range(10)]))
+    ]
+    assert codes.count("401") == 20 and codes.count("429") == 20, codes
+    # ...but alice still signs in from her known address; from a new one she must wait.
+    assert sign_in("198.51.100.7") == 303
+    assert sign_in("198.51.100.8") == 429
+    # A colleague behind the office NAT exhausts that address (30 failures over many names)...
+    for i in range(30):
+        assert sign_in("198.51.100.50", "wrong password", f"colleague-{i}") == 401
+    assert sign_in("198.51.100.50", "wrong password", "colleague-x") == 429
+    # ...and alice, who has signed in from the office before, is not locked out there.
+    auth.add_user(server.store, "bob", PASSWORD, "supervisor", ["acme"], None)
+    assert sign_in("198.51.100.50", user="bob") == 429  # bob never signed in from the office
+    assert sign_in("198.51.100.7", user="bob") == 303 and sign_in("198.51.100.50", user="bob") == 429
+
+
+def test_x_forwarded_for_counts_only_behind_a_trusted_proxy(serve: Factory) -> None:
+    direct = serve(throttle=ThrottleLimits(per_pair=5, per_address=10, per_user=1000))
+    codes = run(_parallel_logins(direct.server_address[1], 10, "nobody", [f"192.0.2.{i}" for i in range(10)]))
+    assert codes.count("429") == 5  # the header is the client's word: all from 127.0.0.1 (pair limit 5)
+    proxied = serve(
+        limits=GuardLimits(trusted_proxies=parse_networks(["127.0.0.0/8"])),
+        throttle=ThrottleLimits(per_pair=5, per_address=10, per_user=1000),
+    )
+    codes = run(_parallel_logins(proxied.server_address[1], 10, "nobody", [f"192.0.2.{i}" for i in range(10)]))
+    assert codes.count("401") == 10  # ten clients behind the proxy, one guess each
+
+
+def test_throttle_memory_is_bounded_whatever_names_are_tried() -> None:
+    throttle = LoginThrottle(ThrottleLimits(max_keys=1000, per_address=10**9, per_user=10**9))
+    now = time.time()
+    for i in range(100_000):
+        throttle.attempt(f"invented-{i}", f"10.0.{i // 250 % 256}.{i % 250}", now)
+    assert throttle.keys_held() <= 4 * 1000
+
+
+def test_sessions_end_when_the_account_changes(serve: Factory) -> None:
+    server = serve(settings=WebSettings(session_recheck_seconds=0.5, stream_poll_seconds=0.2))
+    b = Browser(server.url)
+    assert b.login("alice")[0] == 303
+    assert b.get_json("/api/events")[0] == 200
+    ended = auth.reset_password(server.store, "alice", "a brand new password")
+    assert ended == 1 and b.get_json("/api/events")[0] == 401
+    # A live stream open across the change ends by itself.
+    assert b.login("alice", "a brand new password")[0] == 303
+    req = b.opener.open(b.base + "/api/stream", timeout=10)
+    assert req.status == 200 and req.readline().startswith(b"retry:")
+    auth.set_disabled(server.store, "alice", True)
+    started = time.monotonic()
+    while req.readline():
+        assert time.monotonic() - started < 5
+    assert b.login("alice", "a brand new password")[0] == 401  # disabled: sign-in refused
+
+
+def test_users_command_lists_adds_resets_disables_and_removes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "c.db")
+
+    def users(*args: str, password: str = "") -> tuple[int, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+        code = main(["users", *args, "--db", db])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    assert users("add", "alice", "--site", "acme", password="first password")[0] == 0
+    code, text = users("add", "alice", "--site", "acme", password="other password")
+    assert code == 78 and "use 'users reset'" in text
+    assert users("add", "w-1", "--role", "worker", "--worker-id", "w-1", "--site", "acme", password="pass word")[0] == 0
+    from deskwatch_collector.store import open_store
+
+    store = open_store(db)
+    token, _ = auth.login(store, "alice", "first password", time.time()) or ("", None)
+    code, text = users("list")
+    assert code == 0 and "alice" in text and "supervisor" in text and "w-1" in text and " 1  acme" in text
+    code, text = users("reset", "alice", password="second password")
+    assert code == 0 and "1 session(s) ended" in text
+    assert auth.session_user(store, token, time.time()) is None
+    assert users("disable", "w-1")[0] == 0 and "disabled" in users("list")[1]
+    assert auth.login(store, "w-1", "pass word", time.time()) is None
+    assert users("enable", "w-1")[0] == 0 and auth.login(store, "w-1", "pass word", time.time()) is not None
+    assert users("remove", "w-1")[0] == 0 and "w-1" not in users("list")[1]
+    code, text = users("remove", "nobody")
+    assert code == 1 and "no user nobody" in text
+    store.close()
