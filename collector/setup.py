@@ -24,6 +24,8 @@ setup(
         "paho-mqtt>=2.1,<3",
         "jsonschema>=4.20",
         "psycopg[binary]>=3.1",
+        # signs remote job documents (deskwatch_contract.signing)
+        "cryptography>=41",
     ],
     entry_points={"console_scripts": ["deskwatch-collector=deskwatch_collector.cli:main"]},
 )

@@ -18,6 +18,7 @@ pytest_plugins = [
     "tests.support.brokers_other",
     "tests.support.collector",
     "tests.support.postgres",
+    "tests.support.image",
 ]
 
 

@@ -79,11 +79,12 @@ def timedatectl_synchronised(run: Callable[..., Any] | None = None) -> bool | No
 
 def clock_sync(*, ask_systemd: bool = False) -> ClockSync:
     """The clock's state from the first source that can tell (see the module doc)."""
-    kernel, detail = kernel_clock_synchronised()
     if ask_systemd:
         via_systemd = timedatectl_synchronised()
         if via_systemd is not None:
-            return ClockSync(via_systemd, "timedatectl", detail)
+            return ClockSync(via_systemd, "timedatectl", "systemd-timedated")
     if TIMESYNCD_FLAG.exists():
-        return ClockSync(True, "timesyncd", detail)
+        return ClockSync(True, "timesyncd", str(TIMESYNCD_FLAG))
+    # adjtimex last: a unit's system-call filter may refuse it (EPERM), see deskwatch-provision.service
+    kernel, detail = kernel_clock_synchronised()
     return ClockSync(kernel, "adjtimex" if kernel is not None else "none", detail)
