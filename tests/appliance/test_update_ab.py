@@ -10,6 +10,7 @@ import contextlib
 import gzip
 import io
 import json
+import os
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,6 +101,9 @@ class FakeSystem(System):
             (base / d).mkdir(parents=True, exist_ok=True)
         (base / "cmdline").write_text("console=serial0 root=/dev/mmcblk0p5 rootwait\n")
         (base / "running/etc/deskwatch/config.yaml").write_text("device: {id: desk-1}\n")
+        (base / "running/etc/deskwatch/config.yaml").chmod(0o640)
+        if os.geteuid() == 0:  # as provisioned: readable by the service user's group only
+            os.chown(base / "running/etc/deskwatch/config.yaml", 0, 997)
         self.boot(partition, tryboot)
         for n in (2, 3, 5, 6):
             (base / f"dev/p{n}").write_bytes(b"old slot")
@@ -172,7 +176,14 @@ def test_install_writes_the_other_slot_and_arms_one_trial_boot(tmp_path: Path, k
     assert system.reboots == ["tryboot"]
     assert "root=PARTUUID=d35c0001-06" in (system.base / "mnt/p3/cmdline.txt").read_text()
     assert (system.base / "mnt/p6/etc/fstab").read_text().startswith("PARTUUID=d35c0001-06 /")
-    assert (system.base / "mnt/p6/etc/deskwatch/config.yaml").read_text() == "device: {id: desk-1}\n"
+    copied = system.base / "mnt/p6/etc/deskwatch/config.yaml"
+    assert copied.read_text() == "device: {id: desk-1}\n"
+    original = (system.source_root / "etc/deskwatch/config.yaml").stat()
+    assert (copied.stat().st_uid, copied.stat().st_gid, copied.stat().st_mode) == (
+        original.st_uid,
+        original.st_gid,
+        original.st_mode,
+    )
 
 
 def test_a_bundle_signed_with_another_key_writes_nothing(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:

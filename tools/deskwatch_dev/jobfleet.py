@@ -79,12 +79,16 @@ class SimFleet:
             )
             config.chmod(0o640)
             prefix = topics.prefix(site, device_id)
+
+            def publish(payload: dict[str, Any], topic: str = prefix + topics.JOBS_PROGRESS) -> None:
+                self._publish(topic, payload)
+
             agent = JobAgent(
                 site=site,
                 device_id=device_id,
                 version="sim",
                 state_dir=state,
-                publish=lambda p, prefix=prefix: self._publish(prefix + topics.JOBS_PROGRESS, p),
+                publish=publish,
                 models_dir=state / "models",
                 keys_dir=keys_dir,
             )

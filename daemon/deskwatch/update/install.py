@@ -147,14 +147,24 @@ def prepare_slot(system: System, target: Slot) -> None:
         if fstab.exists():
             fstab.write_text(retarget(fstab.read_text(), source, target))
         for rel in system.carry_over:
-            src, dst = system.source_root / rel, root / rel
-            if src.is_dir():
-                if dst.exists():
-                    shutil.rmtree(dst)
-                shutil.copytree(src, dst, symlinks=True)
-            elif src.is_file():
-                shutil.copy2(src, dst)
+            carry(system.source_root / rel, root / rel)
         os.sync()
+
+
+def carry(src: Path, dst: Path) -> None:
+    """Copy a file or tree into the new slot with modes *and owners* (the device key is
+    0600 and owned by the service user: a root-owned copy locks the daemon out of it)."""
+    if not src.exists():
+        return
+    if src.is_dir():
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst, symlinks=True)
+    else:
+        shutil.copy2(src, dst)
+    for path in [dst, *(dst.rglob("*") if dst.is_dir() else [])]:
+        st = (src / path.relative_to(dst)).lstat()
+        os.lchown(path, st.st_uid, st.st_gid)
 
 
 def install(
