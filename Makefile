@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery clean
+.PHONY: install demo test lint typecheck bench bench-delivery vm-test clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -27,6 +27,11 @@ bench: install
 
 bench-delivery: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_delivery $(BENCH_ARGS)
+
+# The appliance image in qemu-system-aarch64: a good A/B update that commits and a bad one
+# that rolls back (about 15 min; not in `make test`). VM_ARGS=boot runs the boot scenario.
+vm-test: install
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.vmtest $(or $(VM_ARGS),ab)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build */build *.egg-info */*.egg-info
