@@ -208,20 +208,22 @@ def check_camera(run: SelftestRun) -> list[CheckResult]:
 
 
 def _audit_capture(run: SelftestRun, frames: int) -> None:
+    record_camera_use(run.cfg, "selftest", {"frames": frames, "kept": "none (snapshot only if asked)"})
+
+
+def record_camera_use(cfg: Config, tool: str, details: dict[str, Any]) -> None:
     """The worker sees in `deskwatch history` that the camera was used outside a scan."""
     from deskwatch.audit import AuditLog
     from deskwatch.domain import utcnow
 
     try:
-        audit = AuditLog.for_state_dir(run.cfg.state_dir)
+        audit = AuditLog.for_state_dir(cfg.state_dir)
         try:
-            audit.record_event(
-                "selftest_capture", utcnow(), {"frames": frames, "kept": "none (snapshot only if asked)"}
-            )
+            audit.record_event(f"{tool}_capture", utcnow(), details)
         finally:
             audit.close()
-    except Exception as exc:  # a technician without write access still gets the selftest
-        log.warning("could not record the selftest capture in the audit trail: %s", exc)
+    except Exception as exc:  # a technician without write access still gets the tool
+        log.warning("could not record the %s capture in the audit trail: %s", tool, exc)
 
 
 def check_light(run: SelftestRun) -> list[CheckResult]:
