@@ -56,7 +56,7 @@ def half_blocks(image: Any, columns: int) -> list[str]:
     """A PIL image as lines of ANSI 24-bit half blocks, ``columns`` wide."""
     small = image.convert("RGB")
     if small.size[0] != columns:
-        small = small.resize(terminal_size(*small.size, columns))
+        small = small.resize(terminal_size(small.size[0], small.size[1], columns))
     rows = small.size[1] // 2
     px = small.load()
     lines = []
