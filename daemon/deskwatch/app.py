@@ -382,7 +382,7 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         self.watchdog.beat("scan_loop")
-        self.delivery.set_degraded(self.reasons())
+        self.delivery.set_degraded(self.reasons() or None)
         self.notifier.status(self.status_text())
 
     def reasons(self) -> list[str]:

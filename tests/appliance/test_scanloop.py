@@ -112,8 +112,8 @@ def test_camera_failure_is_reported_retried_with_backoff_and_recovers(
     degraded_seen: list[str | None] = []
     original = delivery.set_degraded
 
-    def spy(reason: str | None) -> None:
-        degraded_seen.append(reason)
+    def spy(reason: list[str] | None) -> None:
+        degraded_seen.append("; ".join(reason) if reason else None)
         original(reason)
 
     delivery.set_degraded = spy  # type: ignore[method-assign]
