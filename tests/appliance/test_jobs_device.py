@@ -52,6 +52,7 @@ class Systemd(Services):
 
 class Device:
     def __init__(self, root: Path, public: bytes, *, models_dir: Path | None = None, checks: Any = None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
         self.state = root / "state"
         self.state.mkdir(mode=0o700)
         self.keys = root / "keys"
@@ -249,3 +250,38 @@ def test_a_software_job_reports_after_the_reboot(tmp_path: Path, keys: tuple[byt
     assert (last["status"], last["rolled_back"], last["kind"]) == ("failed", True, "software")
     device.agent.tick()
     assert device.sent[-1] is last  # reported once
+
+
+@pytest.mark.broker
+def test_the_daemons_mqtt_client_takes_a_retained_job_and_reports(
+    tmp_path: Path, keys: tuple[bytes, bytes], write_config: Any, mosquitto: Any
+) -> None:
+    """Over a real Mosquitto: the job was retained before the device connected (it was
+    offline); the delivery subscribes jobs/notify, and the progress leaves through the outbox."""
+    import paho.mqtt.publish as publish
+
+    from deskwatch.app import build_delivery
+    from deskwatch.config import load_config
+    from tests.support.mosquitto import Collector
+
+    path = write_config(f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, tls: {{enabled: false}}}}")
+    cfg = load_config(path)
+    prefix = f"deskwatch/v1/{cfg.device.site}/{cfg.device.id}/"
+    raw = envelope(
+        keys[0], config_set={"schedule.interval_seconds": 60}, devices=[cfg.device.id], now=datetime.now(UTC)
+    )
+    publish.single(prefix + "jobs/notify", raw, qos=1, retain=True, hostname="127.0.0.1", port=mosquitto.port)
+    progress = Collector(mosquitto, prefix + "jobs/progress")
+    device = Device(tmp_path / "dev", keys[1])
+    delivery = build_delivery(cfg, models={})
+    device.agent.publish = delivery.send_job_progress
+    delivery.on_job(device.agent.handle_notify)
+    delivery.start()
+    try:
+        assert progress.wait_for(lambda got: len(got) >= 2, 15), progress.messages
+    finally:
+        delivery.stop()
+        progress.close()
+    sent = [json.loads(m.payload) for m in progress.messages]
+    assert [(p["status"], p["job_id"]) for p in sent] == [("received", "job-1"), ("queued", "job-1")]
+    assert (tmp_path / "dev/state/jobs/queue/job-1.json").exists()

@@ -113,7 +113,7 @@ class JobAgent:
             f": {detail}" if detail else "",
             extra={"journal": {"DESKWATCH_EVENT": f"job_{status}", "JOB_ID": job_id}},
         )
-        if status in FINAL:
+        if status in FINAL and kind is not None:  # a document too broken to name its job is not remembered
             self._remember(job_id, status)
         self.publish(payload)
 
