@@ -123,3 +123,38 @@ def test_waves_take_the_rest_last() -> None:
     devices = [("s", f"d{i}") for i in range(12)]
     assert [len(w) for w in plan_waves(devices, [1, 5])] == [1, 5, 6]
     assert [len(w) for w in plan_waves(devices[:3], [1, 5, 25])] == [1, 2]
+
+
+@pytest.mark.timeout(120)
+def test_the_command_finds_a_sites_devices_and_rolls_out(
+    tmp_path: Path, mosquitto: Broker, keys: tuple[bytes, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deskwatch_collector.cli import main
+
+    fleet = SimFleet(tmp_path / "fleet", mosquitto.port, keys[1], ["full"] * 8, sites=2)
+    fleet.start()
+    (tmp_path / "jobs.pem").write_bytes(keys[0])
+    try:
+        code = main(
+            [
+                "jobs", "start", "--broker", f"127.0.0.1:{mosquitto.port}", "--signing-key", str(tmp_path / "jobs.pem"),
+                "--kind", "config", "--set", "schedule.interval_seconds=600", "--site", "site-1",
+                "--waves", "1,2", "--job-id", "cfg-600", "--discover-seconds", "1.5",
+            ]
+        )  # fmt: skip
+    finally:
+        fleet.stop()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert out.splitlines() == [
+        "job cfg-600 (config) to 4 devices",
+        *[line for line in out.splitlines() if line.startswith("wave ")],
+        "done: 4 of 4 devices succeeded",
+    ]
+    assert [line.split(":")[0] for line in out.splitlines() if line.startswith("wave ")] == [
+        "wave 1",
+        "wave 2",
+        "wave 3",
+    ]
+    changed = {d.device_id for d in fleet.devices.values() if "600" in d.config.read_text()}
+    assert changed == {d.device_id for d in fleet.devices.values() if d.site == "site-1"}
