@@ -163,6 +163,7 @@ def test_clock_row_follows_the_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_health_and_selftest_agree_on_the_clock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kernel) -> None:
     """One answer for the health topic and the technician (they used to disagree on STA_UNSYNC)."""
     monkeypatch.setattr(clock, "TIMESYNCD_FLAG", tmp_path / "no-flag")
+    monkeypatch.setattr(clock, "TIMESYNCD", (tmp_path / "no-timesyncd",))  # a host without timesyncd
     monkeypatch.setattr(clock, "timedatectl_synchronised", lambda: None)
     monkeypatch.setattr(clock, "kernel_clock_synchronised", lambda: (kernel, "kernel NTP state"))
     row = selftest.check_clock(None)[0]  # type: ignore[arg-type]
