@@ -29,7 +29,7 @@ bench-delivery: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_delivery $(BENCH_ARGS)
 
 # The appliance image in qemu-system-aarch64: a good A/B update that commits and a bad one
-# that rolls back (about 15 min; not in `make test`). VM_ARGS=boot runs the boot scenario.
+# that rolls back (about 25 min; not in `make test`). VM_ARGS=boot runs the boot scenario.
 vm-test: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.vmtest $(or $(VM_ARGS),ab)
 

@@ -4,9 +4,10 @@ A freshly flashed A/B card (tools/deskwatch_dev/vmtest.py) with the technician's
 on boot A: provisioning under a real systemd, deskwatch.service READY with a replay
 camera and a TLS broker inside the machine, the daemon's read-only view of the system,
 and a hung daemon (SIGSTOP) restarted by systemd's watchdog. Measured on the 2-core CI
-machine, warm caches: power-on to READY 82-85 s, the whole test about 4 min (its share of
-the session's root file system is shared with test_image_install_layer.py). The A/B
-update scenarios take about 15 minutes: ``make vm-test``.
+machine, warm caches, load 3-5: power-on to READY 140 s (74 s of it provisioning and its
+selftest), watchdog restart 112 s, the whole test about 4.5 min (5 min at load 6-8); the
+root file system is shared with test_image_install_layer.py. The A/B update scenarios
+take about 25 minutes: ``make vm-test``.
 """
 
 from __future__ import annotations

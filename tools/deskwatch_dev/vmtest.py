@@ -1,7 +1,7 @@
 """The appliance image in the emulator: boot, provisioning, watchdog, and A/B updates.
 
 ``python -m deskwatch_dev.vmtest boot`` (also the CI test tests/appliance/test_image_emulator.py)
-and ``python -m deskwatch_dev.vmtest ab`` (``make vm-test``; about 15 minutes, not in CI).
+and ``python -m deskwatch_dev.vmtest ab`` (``make vm-test``; about 25 minutes, not in CI).
 
 What the guest gets on top of the installed root file system (test image only): the
 agent (``vm_agent.py``, reports ``VMTEST key=value`` lines on the serial console), a
