@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery fleet-load clean
+.PHONY: install demo test lint typecheck bench bench-delivery fleet-load vm-test clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -33,6 +33,11 @@ FLEET := PYTHONPATH=tools $(PY) -m deskwatch_dev.loadtest --devices 1000 --durat
 fleet-load: install
 	@$(FLEET) --multiplier 10 --multiplier 50 --connections 8 $(FLEET_ARGS)
 	@$(FLEET) --multiplier 10 --multiplier 50 --connections 9 --cluster --kill-node-at 30 $(FLEET_ARGS)
+
+# The appliance image in qemu-system-aarch64: a good A/B update that commits and a bad one
+# that rolls back (about 25 min; not in `make test`). VM_ARGS=boot runs the boot scenario.
+vm-test: install
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.vmtest $(or $(VM_ARGS),ab)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build */build *.egg-info */*.egg-info

@@ -56,6 +56,8 @@ setup(
         "dlib-bin>=19.24",
         "face_recognition_models>=0.3.0",
         "setuptools<82",
+        # Ed25519 signatures of update bundles and remote job documents (deskwatch_contract.signing).
+        "cryptography>=41",
     ],
     extras_require={
         # The default TFLite runtime: maintained, fast int8 kernels, needs numpy 2.

@@ -29,6 +29,8 @@ setup(
         "starlette>=0.40,<2",
         # intake from a RabbitMQ cluster's quorum queue (docs/central/clustered-brokers.md)
         "pika>=1.3,<2",
+        # signs remote job documents (deskwatch_contract.signing)
+        "cryptography>=41",
     ],
     entry_points={"console_scripts": ["deskwatch-collector=deskwatch_collector.cli:main"]},
 )

@@ -122,7 +122,8 @@ install -m 0644 "$BUILD/config.example.yaml" "$ROOTFS/usr/share/doc/deskwatch/co
 [ -f "$REPO/hw-tests/README.md" ] && cp -r "$REPO/hw-tests" "$ROOTFS/opt/deskwatch/hw-tests"
 
 # -- units, user, directories --------------------------------------------------------------------
-install -m 0644 "$REPO/systemd/deskwatch.service" "$REPO/systemd/deskwatch-provision.service" "$ROOTFS/etc/systemd/system/"
+UNITS=(deskwatch.service deskwatch-provision.service deskwatch-update-confirm.service deskwatch-jobs.path deskwatch-jobs.service)
+for unit in "${UNITS[@]}"; do install -m 0644 "$REPO/systemd/$unit" "$ROOTFS/etc/systemd/system/"; done
 install -D -m 0644 "$REPO/systemd/sysusers.d/deskwatch.conf" "$ROOTFS/usr/lib/sysusers.d/deskwatch.conf"
 install -D -m 0644 "$REPO/systemd/tmpfiles.d/deskwatch.conf" "$ROOTFS/usr/lib/tmpfiles.d/deskwatch.conf"
 install -D -m 0644 "$HERE/files/journald-deskwatch.conf" "$ROOTFS/etc/systemd/journald.conf.d/deskwatch.conf"
@@ -138,9 +139,25 @@ if [ -x "$ROOTFS/usr/bin/systemd-tmpfiles" ]; then
 else
   systemd-tmpfiles --create --root="$ROOTFS" "$ROOTFS/usr/lib/tmpfiles.d/deskwatch.conf"
 fi
-log "enabling deskwatch.service and deskwatch-provision.service"
-systemctl --root="$ROOTFS" enable deskwatch.service deskwatch-provision.service >/dev/null 2>&1 \
-  || in_root systemctl enable deskwatch.service deskwatch-provision.service
+ENABLE=(deskwatch.service deskwatch-provision.service deskwatch-update-confirm.service deskwatch-jobs.path)
+log "enabling ${ENABLE[*]}"
+systemctl --root="$ROOTFS" enable "${ENABLE[@]}" >/dev/null 2>&1 || in_root systemctl enable "${ENABLE[@]}"
+
+# -- trusted public keys (updates and remote jobs) ---------------------------------------------------
+# The device holds public keys only: update bundles and job documents signed with any
+# other key are refused. DESKWATCH_KEYS (default image-build/keys) has updates/*.pub and
+# jobs/*.pub; an image built without them refuses every update and job, and says so.
+KEYS=${DESKWATCH_KEYS:-$HERE/keys}
+for kind in updates jobs; do
+  install -d -m 0755 "$ROOTFS/usr/share/deskwatch/keys/$kind"
+  found=0
+  for pub in "$KEYS/$kind"/*.pub; do
+    [ -f "$pub" ] || continue
+    install -m 0644 "$pub" "$ROOTFS/usr/share/deskwatch/keys/$kind/"
+    found=$((found + 1))
+  done
+  log "trusted $kind keys: $found (from $KEYS/$kind)"
+done
 
 # -- camera ---------------------------------------------------------------------------------------
 CONFIG_TXT="$ROOTFS/boot/firmware/config.txt"

@@ -19,6 +19,7 @@ pytest_plugins = [
     "tests.support.collector",
     "tests.support.postgres",
     "tests.support.faultfs",
+    "tests.support.image",
 ]
 
 

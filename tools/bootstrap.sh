@@ -16,11 +16,14 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 #   collector: postgresql (started by the tests as a child process), chromium + driver
 #   delivery: nats-server (the second MQTT engine the contract is tested against)
 #   collector: rabbitmq-server (the 3-node broker cluster the collector is tested on)
-#   appliance image: debootstrap, qemu-user-static + binfmt-support (an arm64 chroot)
+#   appliance image: debootstrap, qemu-user-static + binfmt-support (an arm64 chroot);
+#     the emulator boot: qemu-system-arm (qemu-system-aarch64), mtools + dosfstools (the FAT
+#     partitions), e2fsprogs, fdisk (sfdisk), device-tree-compiler (the firmware's /chosen/bootloader)
 APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev
               xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
               postgresql chromium chromium-driver nats-server rabbitmq-server
-              debootstrap qemu-user-static binfmt-support)
+              debootstrap qemu-user-static binfmt-support
+              qemu-system-arm mtools dosfstools e2fsprogs fdisk device-tree-compiler)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

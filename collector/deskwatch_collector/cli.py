@@ -134,6 +134,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="counts, per-device seq gaps and evidence deletions as JSON")
     db_arg(report)
+    from deskwatch_collector import jobs
+
+    jobs.add_parser(sub)  # remote jobs (issue 17): no database needed
     return parser
 
 
@@ -142,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.umask(0o077)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "jobs":
+        from deskwatch_collector import jobs
+
+        return jobs.run_command(args)
     try:
         store = open_store(args.db)
     except StoreUnavailable as exc:

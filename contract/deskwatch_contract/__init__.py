@@ -25,7 +25,21 @@ __version__ = "0.2.0"
 
 CONTRACT_VERSION = 1
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-KINDS = ("status", "event", "scan", "health", "cmd.pause", "cmd.resume", "cmd.scan", "activity", "cmd.result")
+KINDS = (
+    "status",
+    "event",
+    "scan",
+    "health",
+    "cmd.pause",
+    "cmd.resume",
+    "cmd.scan",
+    "activity",
+    "cmd.result",
+    # remote jobs (issue 17): the signed envelope, the document inside it, the device's progress
+    "job.signed",
+    "job",
+    "job.progress",
+)
 
 
 def schema_id(kind: str) -> str:

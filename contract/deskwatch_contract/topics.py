@@ -22,6 +22,8 @@ CMD_RESUME = "cmd/resume"
 CMD_SCAN = "cmd/scan"
 CMD_RESULT = "cmd/result"
 ACTIVITY = "activity"
+JOBS_NOTIFY = "jobs/notify"  # retained, collector -> device: the signed job (deskwatch_contract.jobs)
+JOBS_PROGRESS = "jobs/progress"  # device -> collector: each step and the outcome
 
 # What a device accepts, and the command kind each becomes (see intake.py).
 COMMAND_TOPICS = {CMD_PAUSE: "pause", CMD_RESUME: "resume", CMD_SCAN: "scan", ACTIVITY: "activity"}

@@ -12,6 +12,7 @@ clean ``offline``, then tell systemd we are stopping.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -19,6 +20,7 @@ import queue
 import signal
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
     from deskwatch.config import Config
     from deskwatch.delivery.client import Delivery as MqttDelivery
     from deskwatch.delivery.payloads import Source
+    from deskwatch.jobs.agent import JobAgent
     from deskwatch.policy.engine import Policy as PolicyEngine
     from deskwatch.vision.identity import IdentityTarget
     from deskwatch.vision.pipeline import Vision as VisionPipeline
@@ -60,11 +63,22 @@ def identity_target(cfg: Config) -> IdentityTarget | None:
     return IdentityTarget(cfg.state_dir, cfg.device.worker_id) if identity_allowed(cfg.policy) else None
 
 
-def build_vision(cfg: Config, *, runtime: str | None = None) -> VisionPipeline:
-    """The vision stage; raises ModelError on a missing or corrupt model."""
-    from deskwatch.vision.pipeline import Vision as VisionPipeline
+def build_vision(cfg: Config, *, runtime: str | None = None, models_dir: Path | None = None) -> VisionPipeline:
+    """The vision stage; raises ModelError on a missing or corrupt model.
 
-    return VisionPipeline(cfg.vision, identity=identity_target(cfg), runtime=runtime)
+    Models come from ``vision.models_dir`` when set, else from the last model job's
+    directory (``<state_dir>/models/current``), else from the installed package."""
+    from deskwatch.jobs.agent import active_models_dir
+    from deskwatch.vision.pipeline import Vision as VisionPipeline
+    from deskwatch.vision.runtime import models_dir as installed_models_dir
+
+    vision = cfg.vision
+    if models_dir is not None:
+        vision = dataclasses.replace(vision, models_dir=str(models_dir))
+    elif not vision.models_dir:
+        chosen = active_models_dir(Path(cfg.state_dir), installed_models_dir(vision))
+        vision = dataclasses.replace(vision, models_dir=str(chosen))
+    return VisionPipeline(vision, identity=identity_target(cfg), runtime=runtime)
 
 
 def build_policy(cfg: Config, audit: Audit | None = None) -> PolicyEngine:
@@ -92,7 +106,9 @@ def build_delivery(cfg: Config, *, models: dict[str, str], version: str = __vers
         max_age_days=cfg.outbox.max_age_days,
         evidence_max_age_days=min(cfg.outbox.max_age_days, cfg.evidence.retention_days),
     )
-    return MqttDelivery(cfg.mqtt, outbox, payload_source(cfg), version=version, models=models)
+    from deskwatch.system.device_info import serial_number
+
+    return MqttDelivery(cfg.mqtt, outbox, payload_source(cfg), version=version, models=models, serial=serial_number())
 
 
 def build_audit(cfg: Config) -> Audit:
@@ -168,6 +184,10 @@ class Daemon:
         )
         self._watchdog_thread = lambda: WatchdogThread(self.watchdog, tick_interval(watchdog_interval()))
         self.delivery.on_command(self.handle_command)
+        self._pending_models: Path | None = None
+        self._clock_checked = float("-inf")
+        self._clock_synced: bool | None = None
+        self.jobs = self._build_jobs()
 
     # -- construction ------------------------------------------------------------------
     def _prepare_state_dir(self) -> None:
@@ -187,6 +207,53 @@ class Daemon:
             lambda kind, body: self.handle_command(kind, body, source="local"),
             status=lambda: pause_status(self.policy, self.clock.now()),
         )
+
+    def _build_jobs(self) -> JobAgent | None:
+        """Remote jobs over MQTT, when the delivery speaks them (the real client does)."""
+        on_job = getattr(self.delivery, "on_job", None)
+        send = getattr(self.delivery, "send_job_progress", None)
+        if on_job is None or send is None:
+            return None
+        from deskwatch.jobs.agent import JobAgent, active_models_dir
+        from deskwatch.jobs.model_check import model_selftest
+        from deskwatch.update.slots import read_state
+        from deskwatch.vision.runtime import models_dir as installed_models_dir
+
+        current = active_models_dir(Path(self.cfg.state_dir), installed_models_dir(self.cfg.vision))
+        agent = JobAgent(
+            site=self.cfg.device.site,
+            device_id=self.cfg.device.id,
+            version=__version__,
+            state_dir=Path(self.cfg.state_dir),
+            publish=send,
+            models_dir=current,
+            model_check=lambda new_dir, file: model_selftest(self.cfg.vision, current, new_dir, file),
+            swap=self._swap_models,
+            update_record=read_state,
+        )
+        on_job(agent.handle_notify)
+        return agent
+
+    def _swap_models(self, directory: Path) -> None:
+        """Called by a model job (its thread): the scan loop swaps between scans."""
+        self._pending_models = directory
+        self.wake.set()
+
+    def _apply_pending_models(self) -> None:
+        directory, self._pending_models = self._pending_models, None
+        if directory is None:
+            return
+        try:
+            vision = build_vision(self.cfg, models_dir=directory)
+        except Exception as exc:  # the selftest passed, so this is rare: keep scanning with the old models
+            log.error("could not switch to the models in %s: %s; keeping the current ones", directory, exc)
+            return
+        old, self.vision = self.vision, vision
+        self.scanner.vision = vision
+        close = getattr(old, "close", None)
+        if callable(close):
+            close()
+        log.info("switched to the models in %s: %s", directory, ", ".join(sorted(vision.model_hashes())))
 
     def _build_notifier(self) -> Notifier:
         from deskwatch.system.notify import Notifier as SdNotifier
@@ -275,6 +342,9 @@ class Daemon:
                     break
                 self._heartbeat()
                 self._check_pause()
+                self._apply_pending_models()
+                if self.jobs is not None:
+                    self.jobs.tick()
                 while not self.requests.empty() and not self.stop_event.is_set():
                     self._scan(self.requests.get_nowait())
                 if self.planner.seconds_until_due() <= 0 and not self.stop_event.is_set():
@@ -312,11 +382,26 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         self.watchdog.beat("scan_loop")
-        degraded = None
-        if self.scanner.camera_health.state != "ok":
-            degraded = f"camera: {self.scanner.camera_health.last_error}"
-        self.delivery.set_degraded(degraded)
+        self.delivery.set_degraded(self.reasons() or None)
         self.notifier.status(self.status_text())
+
+    def reasons(self) -> list[str]:
+        """What keeps this desk from being covered properly (status ``reasons``)."""
+        from deskwatch.system.clock import clock_sync
+
+        out = []
+        if self.scanner.camera_health.state != "ok":
+            out.append(f"camera: {self.scanner.camera_health.last_error}")
+        now = self.clock.monotonic()
+        if now >= self._clock_checked + 60.0:  # the answer changes rarely; do not ask every tick
+            self._clock_checked = now
+            self._clock_synced = clock_sync().synced
+        if self._clock_synced is False:
+            out.append("clock: not synchronised (event times may be wrong)")
+        target = identity_target(self.cfg)
+        if target is not None and not target.enrolled:
+            out.append(f"identity: worker {target.worker_id} not enrolled (deskwatch enroll)")
+        return out
 
     def status_text(self) -> str:
         """systemd's STATUS= in words: next scan, outbox, broker, and what is wrong."""

@@ -20,6 +20,7 @@ from deskwatch.camera.config import CameraConfig
 from deskwatch.domain import CheckOutcome, Finding, Frame, FrameAnalysis, PeopleView, ScanRecord, new_id, rfc3339
 from deskwatch.schedule import Clock
 from deskwatch.stages import Outbox, Policy, Vision
+from deskwatch.system.logs import NOTICE
 
 if TYPE_CHECKING:
     from deskwatch.delivery.payloads import Source
@@ -219,7 +220,8 @@ class Scanner:
             evidence, reason = self._evidence_for(finding, frames, analyses, people or {})
             payload = self.payloads.event_payload(self.source, finding, record, evidence, reason)
             event_id = self.outbox.send_event(payload, evidence.jpeg if evidence else None)
-            log.warning(
+            log.log(
+                NOTICE,
                 "finding %s in scan %s: %s (confidence %.2f)%s",
                 finding.type,
                 record.scan_id,

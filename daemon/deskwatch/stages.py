@@ -6,7 +6,7 @@ test passes a fake for any one of them and no stage imports another's internals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -66,7 +66,7 @@ class Delivery(Outbox, Protocol):
 
     def send_health(self, payload: dict[str, Any]) -> None: ...
 
-    def set_degraded(self, reason: str | None) -> None: ...
+    def set_degraded(self, reason: str | Sequence[str] | None) -> None: ...
 
     def on_command(self, handler: Callable[[str, dict[str, Any]], None]) -> None: ...
 

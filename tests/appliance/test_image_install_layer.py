@@ -3,17 +3,13 @@
 arm64 (the Pi's architecture) through qemu-user-static when binfmt emulation is
 available, otherwise native. Measured on this CI machine (2 shared cores), arm64:
 a cold run (debootstrap + pip downloads) 14 min, a warm run (cached base tarball and
-pip cache) 4 min; native amd64: 4.5 min cold, 41 s warm. The debootstrapped base is
-cached as a tarball in /var/cache/deskwatch-test/ with pip's cache beside it.
-DESKWATCH_IMAGE_ARCH=amd64 (or arm64) forces one.
+pip cache) 4 min; native amd64: 4.5 min cold, 41 s warm. The root file system is built
+once per session by tests/support/image.py (deskwatch_dev.imageroot) and shared with the
+emulator boot test. DESKWATCH_IMAGE_ARCH=amd64 (or arm64) forces one.
 """
 
 from __future__ import annotations
 
-import hashlib
-import os
-import platform
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,98 +17,21 @@ from pathlib import Path
 import pytest
 
 from tests.support.common import REPO
+from tests.support.image import ImageRoot
 
-CACHE = Path(os.environ.get("DESKWATCH_TEST_CACHE", "/var/cache/deskwatch-test"))
-SUITE = "bookworm"
-MIRROR = os.environ.get("DESKWATCH_DEBIAN_MIRROR", "http://deb.debian.org/debian")
-# What image-build/stage-deskwatch/00-deskwatch/00-packages provides on Raspberry Pi OS,
-# minus the Pi-only packages (picamera2, libcamera, rpicam-apps).
-INCLUDE = "python3,python3-venv,python3-pip,python3-systemd,ca-certificates,systemd,libgomp1"
-NATIVE = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
-
-
-def default_arch() -> str:
-    """arm64 when this host can run it (qemu-user-static registered with binfmt), else native."""
-    if NATIVE == "arm64":
-        return NATIVE
-    binfmt = Path("/proc/sys/fs/binfmt_misc/qemu-aarch64")
-    if not binfmt.exists() and shutil.which("update-binfmts") and os.geteuid() == 0:
-        # binfmt registrations do not survive a container restart; qemu-user-static's is cheap to redo
-        subprocess.run(["update-binfmts", "--enable", "qemu-aarch64"], capture_output=True, check=False, timeout=30)
-    return "arm64" if binfmt.exists() else NATIVE
-
-
-ARCH = os.environ.get("DESKWATCH_IMAGE_ARCH") or default_arch()
 VENV = "/opt/deskwatch/venv"
 
 pytestmark = [
     pytest.mark.slow,
     # a cold cache means debootstrap + pip downloads: minutes, past the suite's 300 s default
     pytest.mark.timeout(1800),
-    pytest.mark.skipif(os.geteuid() != 0, reason="debootstrap and chroot need root"),
-    pytest.mark.skipif(shutil.which("debootstrap") is None, reason="apt-get install debootstrap"),
-    pytest.mark.skipif(
-        ARCH != NATIVE and not Path(f"/proc/sys/fs/binfmt_misc/qemu-{'aarch64' if ARCH == 'arm64' else ARCH}").exists(),
-        reason=f"{ARCH} needs qemu-user-static and binfmt-support (update-binfmts --enable)",
-    ),
 ]
 
 
-def base_tarball() -> Path:
-    """The debootstrapped base system for ARCH, built once and cached."""
-    key = hashlib.sha256(f"{SUITE} {ARCH} minbase {INCLUDE} {MIRROR}".encode()).hexdigest()[:12]
-    tarball = CACHE / f"{SUITE}-{ARCH}-{key}.tar.gz"
-    if tarball.exists():
-        return tarball
-    CACHE.mkdir(parents=True, exist_ok=True)
-    work = CACHE / f"build-{ARCH}-{os.getpid()}"
-    try:
-        subprocess.run(
-            ["debootstrap", f"--arch={ARCH}", "--variant=minbase", f"--include={INCLUDE}", SUITE, str(work), MIRROR],
-            check=True,
-            capture_output=True,
-            timeout=1500,
-        )
-        shutil.rmtree(work / "var/cache/apt/archives", ignore_errors=True)
-        partial = tarball.with_suffix(".partial")
-        subprocess.run(["tar", "-C", str(work), "--numeric-owner", "-czf", str(partial), "."], check=True, timeout=600)
-        partial.rename(tarball)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    return tarball
-
-
-def mounts_under(path: Path) -> list[str]:
-    text = Path("/proc/self/mounts").read_text()
-    return [line.split()[1] for line in text.splitlines() if line.split()[1].startswith(str(path))]
-
-
 @pytest.fixture(scope="module")
-def rootfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    root = tmp_path_factory.mktemp("image") / "rootfs"
-    root.mkdir()
-    subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-xzf", str(base_tarball())], check=True, timeout=600)
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-        "PIP_CACHE_DIR": str(CACHE / f"pip-{ARCH}"),
-        "PIP_CERT": os.environ.get("PIP_CERT", "/etc/ssl/certs/ca-certificates.crt"),
-    }
-    proc = subprocess.run(
-        [str(REPO / "image-build/install-layer.sh"), str(root)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1500,
-        check=False,
-    )
-    (root.parent / "install-layer.log").write_text(proc.stdout + proc.stderr)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    yield root
-    leftover = mounts_under(root)
-    for m in reversed(leftover):
-        subprocess.run(["umount", "-l", m], check=False)
-    shutil.rmtree(root, ignore_errors=True)
-    assert not leftover, f"install-layer.sh left mounts behind: {leftover}"
+def rootfs(image_root: ImageRoot) -> Iterator[Path]:
+    """The session's installed root file system (tests/support/image.py): built once."""
+    yield image_root.root
 
 
 def in_root(root: Path, *cmd: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
@@ -125,7 +44,7 @@ def in_root(root: Path, *cmd: str, timeout: float = 300) -> subprocess.Completed
     )
 
 
-def test_package_and_dependencies_import(rootfs: Path) -> None:
+def test_package_and_dependencies_import(rootfs: Path, image_root: ImageRoot) -> None:
     code = (
         "import deskwatch, deskwatch.cli, numpy, paho.mqtt, yaml, PIL, dlib, face_recognition, systemd.journal\n"
         "from ai_edge_litert import interpreter\n"
@@ -133,7 +52,8 @@ def test_package_and_dependencies_import(rootfs: Path) -> None:
     )
     proc = in_root(rootfs, f"{VENV}/bin/python", "-c", code)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split()[0] == {"amd64": "x86_64", "arm64": "aarch64"}.get(ARCH, ARCH)
+    arch = image_root.arch
+    assert proc.stdout.split()[0] == {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
 
 
 def test_only_the_appliance_and_the_contract_are_installed(rootfs: Path) -> None:

@@ -112,8 +112,8 @@ def test_camera_failure_is_reported_retried_with_backoff_and_recovers(
     degraded_seen: list[str | None] = []
     original = delivery.set_degraded
 
-    def spy(reason: str | None) -> None:
-        degraded_seen.append(reason)
+    def spy(reason: list[str] | None) -> None:
+        degraded_seen.append("; ".join(reason) if reason else None)
         original(reason)
 
     delivery.set_degraded = spy  # type: ignore[method-assign]
@@ -124,7 +124,7 @@ def test_camera_failure_is_reported_retried_with_backoff_and_recovers(
     assert cam.attempts == 3 + cam.opens
     assert outcomes.count("error") > 3
     assert any(r and "no camera" in r for r in degraded_seen)
-    assert delivery.degraded is None  # recovered by itself
+    assert "camera" not in (delivery.degraded or "")  # recovered by itself (clock/enrolment reasons may remain)
 
 
 def test_pause_stops_scans_and_resume_brings_them_back(write_config: Callable[..., Path], clock: FakeClock) -> None:

@@ -163,6 +163,7 @@ def test_clock_row_follows_the_kernel(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_health_and_selftest_agree_on_the_clock(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, kernel) -> None:
     """One answer for the health topic and the technician (they used to disagree on STA_UNSYNC)."""
     monkeypatch.setattr(clock, "TIMESYNCD_FLAG", tmp_path / "no-flag")
+    monkeypatch.setattr(clock, "TIMESYNCD", (tmp_path / "no-timesyncd",))  # a host without timesyncd
     monkeypatch.setattr(clock, "timedatectl_synchronised", lambda: None)
     monkeypatch.setattr(clock, "kernel_clock_synchronised", lambda: (kernel, "kernel NTP state"))
     row = selftest.check_clock(None)[0]  # type: ignore[arg-type]
@@ -210,11 +211,66 @@ def test_framing_rows() -> None:
     light = LightReading(120.0, 50.0, 0.02, 8.0, False, False)
     seat = Detection("person", 0.8, Box(0.3, 0.2, 0.7, 1.0))
     face = Face(Box(0.4, 0.25, 0.55, 0.45), 0.9)
+    empty = FrameAnalysis(0, light, [], [])
+    worker = FrameAnalysis(1, light, [seat], [face])
     run = SelftestRun(cfg)
-    run.analysis = FrameAnalysis(0, light, [seat], [face])
+    run.analyses = [worker]
     assert selftest.check_framing(run)[0].status == PASS
-    run.analysis = FrameAnalysis(0, light, [seat, Detection("person", 0.7, Box(0.45, 0.1, 0.75, 0.9))], [face])
-    assert "more than one person" in selftest.check_framing(run)[0].remedy
-    run.analysis = FrameAnalysis(0, light, [Detection("person", 0.8, Box(0.85, 0.2, 1.0, 1.0))], [])
+    # a burst that starts on an empty desk: judged on every frame, not on the middle one
+    run.analyses = [empty, empty, worker]
     row = selftest.check_framing(run)[0]
-    assert row.status == WARN and row.detail.startswith("0 of 1 people")
+    assert row.status == PASS, row
+    assert row.detail.startswith(
+        "worker in the desk zone with a face in 1 of 3 frames (frame 1: nobody; frame 2: nobody"
+    )
+    run.analyses = [empty, FrameAnalysis(1, light, [seat, Detection("person", 0.7, Box(0.45, 0.1, 0.75, 0.9))], [face])]
+    assert selftest.check_framing(run)[0].detail.startswith("more than one person in the desk zone in frame 2")
+    run.analyses = [FrameAnalysis(0, light, [Detection("person", 0.8, Box(0.85, 0.2, 1.0, 1.0))], [])]
+    row = selftest.check_framing(run)[0]
+    assert row.status == WARN and "nobody in the desk zone in any of 1 frames (frame 1: 0 of 1" in row.detail
+
+
+@pytest.mark.broker
+@pytest.mark.skipif(not MODELS_READY, reason="models/ not built")
+def test_a_burst_that_starts_on_an_empty_desk_and_the_models_the_daemon_loads(
+    tmp_path: Path, broker: Broker, pki: Pki, capsys: Any
+) -> None:
+    """The replay burst is: empty desk, then the worker sits down. Framing is judged on every
+    frame; the model rows name what the daemon's own vision stage loads (with the default
+    config: NanoDet int8 on LiteRT, BlazeFace *full* range, the phone stage's pose model and
+    CenterNet, and the face mesh and embedder of the TFLite identity backend)."""
+    burst = tmp_path / "burst"
+    burst.mkdir()
+    for name, photo in (
+        ("1-empty.jpg", "empty_04.jpg"),
+        ("2-worker.jpg", "single_01.jpg"),
+        ("3-worker.jpg", "single_01.jpg"),
+    ):
+        (burst / name).write_bytes((PHOTOS / photo).read_bytes())
+    cfg = write_config(tmp_path, broker, pki, photo="placeholder")
+    cfg.write_text(cfg.read_text().replace(str(PHOTOS / "placeholder"), str(burst)))
+    code = main(["selftest", "--config", str(cfg), "--skip", "clock"])
+    out, _err = capsys.readouterr()
+    print(out)
+    lines = out.splitlines()
+    assert lines[0].startswith("deskwatch selftest  20") and lines[0].endswith(" UTC")
+    assert lines[1].startswith("device acme-support/desk-0042 (worker w-1187)  serial ")
+    assert lines[2].startswith("deskwatch ") and " host " in lines[2] and " ip " in lines[2]
+    table = {line.split()[1]: line for line in lines if line.startswith("model ")}
+    from deskwatch.app import build_vision
+    from deskwatch.config import load_config
+
+    vision = build_vision(load_config(cfg))
+    try:
+        loaded = set(vision.model_hashes())
+    finally:
+        vision.close()
+    assert {"nanodet_g416_int8.tflite", "face_detection_full_range.tflite"} <= loaded  # not short range
+    assert {"face_landmark.tflite", "face_embedder_dlib_resnet.tflite"} <= loaded  # identity: tflite backend
+    assert {"centernet_mb3_384_f16.tflite"} <= loaded  # the phone stage's second detector
+    assert not loaded & {"nanodet_g416_fp32.tflite", "face_detection_short_range.tflite"}
+    for file, line in table.items():
+        assert ("in use" in line and "not in use" not in line) == (file in loaded), line
+    framing = next(line for line in lines if line.startswith("framing"))
+    assert "PASS" in framing and "frame 1: nobody" in framing and "in 2 of 3 frames" in framing, framing
+    assert code == 0 or "FAIL" in out

@@ -17,6 +17,7 @@ import pytest
 
 from deskwatch.system import logs
 from deskwatch.system.logs import StderrFormatter, setup_logging, syslog_priority
+from tests.support.common import REPO
 
 
 @pytest.fixture(autouse=True)
@@ -37,7 +38,8 @@ def test_stderr_fallback_one_line_with_fields() -> None:
     assert logs.describe_handler(handler) == "stderr"
     log = logging.getLogger("deskwatch.scanner")
     log.debug("not shown at info")
-    log.warning(
+    log.log(
+        logs.NOTICE,
         "finding %s in scan",
         "phone_use",
         extra={
@@ -52,7 +54,7 @@ def test_stderr_fallback_one_line_with_fields() -> None:
     lines = buf.getvalue().splitlines()
     assert len(lines) == 1, lines
     line = lines[0]
-    assert "WARNING deskwatch.scanner: finding phone_use in scan" in line
+    assert "NOTICE  deskwatch.scanner: finding phone_use in scan" in line
     assert line.endswith(
         'DEVICE_ID=desk-0042 DESKWATCH_EVENT=finding EVENT_ID=0193-a EVENT_TYPE=phone_use SCAN_ID="s 1"'
     )
@@ -83,7 +85,20 @@ def test_syslog_prefix_when_stderr_is_journal_stream() -> None:
 
 
 def test_priority_mapping() -> None:
-    assert [syslog_priority(x) for x in (10, 20, 30, 40, 50)] == [7, 6, 4, 3, 2]
+    assert [syslog_priority(x) for x in (10, 20, logs.NOTICE, 30, 40, 50)] == [7, 6, 5, 4, 3, 2]
+
+
+def test_findings_are_notices_and_faults_warnings() -> None:
+    """`journalctl -p warning` shows faults only: a phone call is a finding (NOTICE), not a fault."""
+    sent: list[tuple[str, dict[str, Any]]] = []
+    setup_logging("info", target="journal", sender=lambda m, **f: sent.append((m, f)), device_id="desk-7")
+    source = (REPO / "daemon/deskwatch/scanner.py").read_text()
+    assert 'log.log(\n                NOTICE,\n                "finding %s in scan %s' in source
+    logging.getLogger("deskwatch.scanner").log(
+        logs.NOTICE, "finding phone_use", extra={"journal": {"EVENT_TYPE": "phone_use"}}
+    )
+    logging.getLogger("deskwatch.camera").warning("camera unplugged")
+    assert [(m, f["PRIORITY"]) for m, f in sent][-2:] == [("finding phone_use", "5"), ("camera unplugged", "4")]
 
 
 def test_unknown_level_is_refused() -> None:

@@ -42,7 +42,7 @@ def unit_root(tmp_path: Path) -> Path:
     (root / "usr/lib/systemd").mkdir(parents=True)
     shutil.copytree(SYSTEM_UNITS, root / "usr/lib/systemd/system", symlinks=True)
     (root / "etc/systemd/system").mkdir(parents=True)
-    for unit in UNITS.glob("*.service"):
+    for unit in [*UNITS.glob("*.service"), *UNITS.glob("*.path")]:
         shutil.copy(unit, root / "etc/systemd/system" / unit.name)
     exe = root / "opt/deskwatch/venv/bin/deskwatch"
     exe.parent.mkdir(parents=True)
@@ -58,7 +58,9 @@ def analyze(*args: str) -> subprocess.CompletedProcess[str]:
 @needs_systemd
 def test_verify_is_clean(unit_root: Path) -> None:
     # verify exits 0 on unknown keys and bad values: the warnings are on stderr
-    proc = analyze("verify", "--man=no", f"--root={unit_root}", "deskwatch.service", "deskwatch-provision.service")
+    ours = sorted(p.name for p in (unit_root / "etc/systemd/system").iterdir())
+    assert len(ours) == 5, ours
+    proc = analyze("verify", "--man=no", f"--root={unit_root}", *ours)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip() == ""
 
@@ -137,3 +139,18 @@ def test_sysusers_and_tmpfiles_create_user_and_dirs(tmp_path: Path) -> None:
     state = (root / "var/lib/deskwatch").stat()
     assert state.st_mode & 0o777 == 0o700
     assert (root / "etc/deskwatch").stat().st_mode & 0o777 == 0o750
+
+
+def test_update_confirm_and_jobs_units() -> None:
+    """The A/B health check runs after the daemon at every boot; queued jobs start the root side."""
+    c = unit_settings(UNITS / "deskwatch-update-confirm.service")
+    assert c["Type"] == ["oneshot"] and "deskwatch.service" in c["After"][0]
+    assert c["ExecStart"] == ["/opt/deskwatch/venv/bin/deskwatch update confirm"]
+    assert c["ReadWritePaths"] == ["/boot/autoboot"]
+    path = unit_settings(UNITS / "deskwatch-jobs.path")
+    assert path["PathExistsGlob"] == ["/var/lib/deskwatch/jobs/queue/*.json"]
+    assert path["Unit"] == ["deskwatch-jobs.service"]
+    jobs = unit_settings(UNITS / "deskwatch-jobs.service")
+    assert jobs["ExecStart"] == ["/opt/deskwatch/venv/bin/deskwatch jobs run-queued"]
+    # a unit whose system-call filter meets adjtimex(2) (the selftest's clock check) must not be killed
+    assert unit_settings(PROVISION)["SystemCallErrorNumber"] == ["EPERM"]

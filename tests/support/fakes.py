@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis
@@ -60,8 +60,8 @@ class RecordingDelivery:
     def send_health(self, payload: dict[str, Any]) -> None:
         self.health.append(payload)
 
-    def set_degraded(self, reason: str | None) -> None:
-        self.degraded = reason
+    def set_degraded(self, reason: str | Sequence[str] | None) -> None:
+        self.degraded = "; ".join(reason) if isinstance(reason, (list, tuple)) else reason  # type: ignore[arg-type]
 
     def on_command(self, handler: Callable[[str, dict[str, Any]], None]) -> None:
         self.handler = handler

@@ -59,6 +59,8 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False)
         return [f'{when}  pause_overrun: "{d.get("reason")}" ran {int(d.get("over_seconds") or 0) // 60} min over']  # type: ignore[call-overload]
     if kind == "selftest_capture":
         return [f"{when}  technician's selftest used the camera ({d.get('frames')} frames, nothing sent)"]
+    if kind == "aim_capture":
+        return [f"{when}  technician aimed the camera (live view for up to {d.get('seconds')} s, nothing kept or sent)"]
     return [f"{when}  {kind}: {json.dumps(d)}"]
 
 

@@ -7,7 +7,7 @@ import json
 import sys
 
 from deskwatch.commands.common import load_config_or_exit
-from deskwatch.technician.selftest import CHECKS, FAIL, render_table, run_selftest
+from deskwatch.technician.selftest import CHECKS, FAIL, header, render_header, render_table, run_selftest
 from deskwatch_contract import exitcodes
 
 NAME = "selftest"
@@ -56,8 +56,10 @@ def run(args: argparse.Namespace) -> int:
                 cfg.policy.rules.away_from_desk.min_overlap,
             )
             print(f"framing picture written to {path}", file=sys.stderr)
+    head = header(cfg)
     if args.json:
-        print(json.dumps({"ok": not result.failed, "checks": [r.to_json() for r in result.results]}, indent=2))
+        print(json.dumps({"ok": not result.failed, **head, "checks": [r.to_json() for r in result.results]}, indent=2))
     else:
+        print(render_header(head))
         print(render_table(result.results))
     return exitcodes.FAIL if any(r.status == FAIL for r in result.results) else 0

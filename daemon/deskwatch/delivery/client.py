@@ -32,6 +32,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,11 +88,14 @@ class Delivery:
         version: str,
         models: dict[str, str],
         rng: random.Random | None = None,
+        serial: str | None = None,
     ) -> None:
         self.mqtt_cfg = mqtt_cfg
         self.source = source
         self.version = version
         self.models = dict(models)
+        self.serial = serial  # the board's serial number, in status (the technician's ticket)
+        self._job_handler: Callable[[bytes], None] | None = None
         self.prefix = source.prefix
         self.outbox = outbox
         self._rng = rng or random.Random()
@@ -107,7 +111,7 @@ class Delivery:
         self._wake = threading.Event()
         self._link: _Link | None = None
         self._generation = 0
-        self._app_reason: str | None = None
+        self._app_reasons: list[str] = []
         self._link_problem: str | None = None
         self._protocol = mqtt.MQTTv311 if mqtt_cfg.protocol == "3.1.1" else mqtt.MQTTv5
         self._since = utcnow()
@@ -195,12 +199,26 @@ class Delivery:
         self.outbox.put("health", "health", payload, qos=0, offline=not self._connected.is_set())
         self._wake.set()
 
-    def set_degraded(self, reason: str | None) -> None:
+    def set_degraded(self, reason: str | Sequence[str] | None) -> None:
+        """What is wrong on the device (camera, clock, enrolment): status ``degraded`` with these reasons."""
+        reasons = [reason] if isinstance(reason, str) else list(reason or [])
         with self._lock:
-            if reason == self._app_reason:
+            if reasons == self._app_reasons:
                 return
-            self._app_reason = reason
+            self._app_reasons = reasons
         self._publish_status()
+
+    def on_job(self, handler: Callable[[bytes], None]) -> None:
+        """Receive the retained signed job on ``jobs/notify`` (subscribed from the next connect)."""
+        self._job_handler = handler
+        link = self._link
+        if link is not None and self._connected.is_set():
+            link.client.subscribe(self.prefix + topics.JOBS_NOTIFY, qos=1)
+
+    def send_job_progress(self, payload: dict[str, Any]) -> None:
+        # queued like command results: durable, and evicted with them under the caps
+        self.outbox.put("result", topics.JOBS_PROGRESS, payload, offline=not self._connected.is_set())
+        self._wake.set()
 
     def on_command(self, handler: CommandHandler) -> None:
         self._intake.handler = handler
@@ -220,7 +238,7 @@ class Delivery:
         return "degraded" if self.reasons() else ("online" if self.connected else "offline")
 
     def reasons(self) -> list[str]:
-        return [r for r in (self._link_problem, self._app_reason) if r]
+        return [r for r in (self._link_problem, *self._app_reasons) if r]
 
     def outbox_depth(self) -> int:
         return self.outbox.depth
@@ -265,7 +283,13 @@ class Delivery:
         client.max_inflight_messages_set(m.max_inflight)
         apply_credentials(client, m)  # re-reads the password file: a fixed file heals
         will = status_payload(
-            self.source, state="offline", session=session, version=self.version, models=self.models, since=self._since
+            self.source,
+            state="offline",
+            session=session,
+            version=self.version,
+            models=self.models,
+            since=self._since,
+            serial=self.serial,
         )
         client.will_set(self.prefix + topics.STATUS, dumps_bytes(will), qos=1, retain=True)
         client.on_connect = lambda c, u, f, rc, p: self._on_connect(link, rc, p)
@@ -407,6 +431,8 @@ class Delivery:
             self._link_problem = None
         for suffix in topics.COMMAND_TOPICS:
             link.client.subscribe(self.prefix + suffix, qos=1)
+        if self._job_handler is not None:
+            link.client.subscribe(self.prefix + topics.JOBS_NOTIFY, qos=1)
         self._link = link
         self._connected.set()
         self._attempted.set()
@@ -437,12 +463,14 @@ class Delivery:
             return
         payload = status_payload(
             self.source,
-            state="degraded" if self._app_reason else "online",
+            state="degraded" if self._app_reasons else "online",
             session=link.session,
             version=self.version,
             models=self.models,
             since=self._since,
-            reasons=[self._app_reason] if self._app_reason else [],
+            reasons=list(self._app_reasons),
+            serial=self.serial,
+            ip=_local_address(link.client),
         )
         link.client.publish(self.prefix + topics.STATUS, dumps_bytes(payload), qos=1, retain=True)
 
@@ -454,6 +482,7 @@ class Delivery:
             version=self.version,
             models=self.models,
             since=self._since,
+            serial=self.serial,
         )
         info = link.client.publish(self.prefix + topics.STATUS, dumps_bytes(payload), qos=1, retain=True)
         deadline = time.monotonic() + 2.0
@@ -572,6 +601,12 @@ class Delivery:
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
         suffix = topic[len(self.prefix) :] if topic.startswith(self.prefix) else ""
+        if suffix == topics.JOBS_NOTIFY and self._job_handler is not None:
+            try:
+                self._job_handler(bytes(msg.payload))
+            except Exception:  # a job must never take the network thread down
+                logger.exception("job intake failed on a %d-byte message", len(msg.payload))
+            return
         try:
             self._commands.put_nowait((kind_for_topic(suffix), bytes(msg.payload)))
         except queue.Full:
@@ -615,6 +650,15 @@ def _properties(row: QueuedMessage) -> Properties:
     if row.props:
         props.UserProperty = list(row.props.items())
     return props
+
+
+def _local_address(client: mqtt.Client) -> str | None:
+    """The device's own IP on the connection to the broker: the address to reach it by."""
+    try:
+        sock: Any = client.socket()
+        return str(sock.getsockname()[0]) if sock is not None else None
+    except (OSError, AttributeError):
+        return None
 
 
 def evidence_digest(jpeg: bytes) -> str:

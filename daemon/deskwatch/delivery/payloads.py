@@ -50,8 +50,13 @@ def status_payload(
     models: dict[str, str],
     since: datetime,
     reasons: list[str] | None = None,
+    serial: str | None = None,
+    ip: str | None = None,
 ) -> dict[str, Any]:
-    """The retained ``status`` message (also the Last Will, with state ``offline``)."""
+    """The retained ``status`` message (also the Last Will, with state ``offline``).
+
+    ``serial`` (the board's) and ``ip`` (the device's address on its broker connection)
+    let a technician find the desk; both are null when unknown (the Last Will has no IP)."""
     return {
         "schema": schema_id("status"),
         **src.fields(),
@@ -62,6 +67,8 @@ def status_payload(
         "models": dict(models),
         "since": rfc3339(since),
         "reasons": list(reasons or []),
+        "serial": serial,
+        "ip": ip,
     }
 
 

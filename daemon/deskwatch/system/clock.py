@@ -7,7 +7,9 @@ times can be days off. Sources, first answer wins:
 1. ``timedatectl`` (only when asked: the selftest; it needs systemd and D-Bus);
 2. systemd-timesyncd's flag file ``/run/systemd/timesync/synchronized``;
 3. the kernel's NTP state via ``adjtimex(2)`` (read only): synchronised when the
-   state is not ``TIME_ERROR`` and the ``STA_UNSYNC`` status bit is clear.
+   state is not ``TIME_ERROR`` and the ``STA_UNSYNC`` status bit is clear. The daemon's
+   unit refuses ``adjtimex`` (``ProtectClock``, the ``@clock`` filter): there, with
+   timesyncd installed (the image's time service), a missing flag means not synchronised.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 TIMESYNCD_FLAG = Path("/run/systemd/timesync/synchronized")
+TIMESYNCD = (Path("/lib/systemd/systemd-timesyncd"), Path("/usr/lib/systemd/systemd-timesyncd"))
 STA_UNSYNC = 0x0040
 TIME_ERROR = 5
 
@@ -79,11 +82,15 @@ def timedatectl_synchronised(run: Callable[..., Any] | None = None) -> bool | No
 
 def clock_sync(*, ask_systemd: bool = False) -> ClockSync:
     """The clock's state from the first source that can tell (see the module doc)."""
-    kernel, detail = kernel_clock_synchronised()
     if ask_systemd:
         via_systemd = timedatectl_synchronised()
         if via_systemd is not None:
-            return ClockSync(via_systemd, "timedatectl", detail)
+            return ClockSync(via_systemd, "timedatectl", "systemd-timedated")
     if TIMESYNCD_FLAG.exists():
-        return ClockSync(True, "timesyncd", detail)
+        return ClockSync(True, "timesyncd", str(TIMESYNCD_FLAG))
+    # adjtimex last: a unit's system-call filter may refuse it (EPERM), see deskwatch-provision.service
+    kernel, detail = kernel_clock_synchronised()
+    if kernel is None and any(p.exists() for p in TIMESYNCD):
+        # the image's time service is timesyncd: no flag yet means it has not synchronised
+        return ClockSync(False, "timesyncd", f"{TIMESYNCD_FLAG} not there yet ({detail})")
     return ClockSync(kernel, "adjtimex" if kernel is not None else "none", detail)

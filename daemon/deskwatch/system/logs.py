@@ -46,6 +46,11 @@ _RESERVED = {
     "SYSLOG_IDENTIFIER",
 }
 
+# journald's NOTICE (5): normal but significant. A finding is what the device is for, not a
+# fault: `journalctl -p warning` must show faults only, `-p notice` adds the findings.
+NOTICE = 25
+logging.addLevelName(NOTICE, "NOTICE")
+
 _LEVELS = {
     "debug": logging.DEBUG,
     "info": logging.INFO,
@@ -62,6 +67,8 @@ def syslog_priority(levelno: int) -> int:
         return 3
     if levelno >= logging.WARNING:
         return 4
+    if levelno >= NOTICE:
+        return 5
     if levelno >= logging.INFO:
         return 6
     return 7

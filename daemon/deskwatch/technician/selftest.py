@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,8 @@ class SelftestRun:
     cfg: Config
     config_path: str = ""
     frames: list[Frame] = field(default_factory=list)
-    analysis: FrameAnalysis | None = None
+    analysis: FrameAnalysis | None = None  # the snapshot frame's (for --snapshot)
+    analyses: list[FrameAnalysis] = field(default_factory=list)  # every frame of the burst
     model_ms: dict[str, float] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)
 
@@ -206,20 +208,22 @@ def check_camera(run: SelftestRun) -> list[CheckResult]:
 
 
 def _audit_capture(run: SelftestRun, frames: int) -> None:
+    record_camera_use(run.cfg, "selftest", {"frames": frames, "kept": "none (snapshot only if asked)"})
+
+
+def record_camera_use(cfg: Config, tool: str, details: dict[str, Any]) -> None:
     """The worker sees in `deskwatch history` that the camera was used outside a scan."""
     from deskwatch.audit import AuditLog
     from deskwatch.domain import utcnow
 
     try:
-        audit = AuditLog.for_state_dir(run.cfg.state_dir)
+        audit = AuditLog.for_state_dir(cfg.state_dir)
         try:
-            audit.record_event(
-                "selftest_capture", utcnow(), {"frames": frames, "kept": "none (snapshot only if asked)"}
-            )
+            audit.record_event(f"{tool}_capture", utcnow(), details)
         finally:
             audit.close()
-    except Exception as exc:  # a technician without write access still gets the selftest
-        log.warning("could not record the selftest capture in the audit trail: %s", exc)
+    except Exception as exc:  # a technician without write access still gets the tool
+        log.warning("could not record the %s capture in the audit trail: %s", tool, exc)
 
 
 def check_light(run: SelftestRun) -> list[CheckResult]:
@@ -251,54 +255,42 @@ def check_light(run: SelftestRun) -> list[CheckResult]:
 
 # -- models -----------------------------------------------------------------------------------
 def check_models(run: SelftestRun) -> list[CheckResult]:
+    """Every file of the manifest is intact; the vision stage is built exactly as the daemon
+    builds it (``app.build_vision``: the configured face model, the object precision, the pose
+    model when phones use it, a model job's directory), and what *it* loaded is "in use"."""
     try:
-        from deskwatch.vision import pipeline
+        from deskwatch.app import build_vision
         from deskwatch.vision.runtime import ModelError, ModelStore
     except ImportError as exc:
         return [CheckResult("models", WARN, f"vision stage not importable ({exc})", "reinstall deskwatch")]
     remedy = "reinstall the models (deskwatch-models) or rebuild them with models/build_models.py"
-    store = ModelStore(run.cfg.vision)
+    t0 = time.perf_counter()
     try:
-        manifest = store.manifest
-    except ModelError as exc:
-        return [CheckResult("models", FAIL, str(exc), remedy)]
-    rows: list[CheckResult] = []
-    files = sorted({e.file for e in manifest.values()})
-    precision = run.cfg.vision.object_precision
-    choose = getattr(pipeline, "object_precision", None)  # resolves "auto" by runtime
-    if choose is not None:
-        try:
-            precision = choose(precision, store.runtime_name())
-        except ModelError as exc:
-            return [CheckResult("models", FAIL, str(exc), "install a TFLite runtime: pip install ai-edge-litert")]
-    in_use = {pipeline.OBJECT_MODELS.get(precision, pipeline.OBJECT_MODELS["int8"]), pipeline.FACE_MODEL}
-    if identity_target(run.cfg) is not None and run.cfg.vision.identity_backend == "tflite":
-        in_use |= {pipeline.FACE_MESH_MODEL, pipeline.FACE_EMBEDDER_MODEL}
-    for file in files:
-        try:
-            entry, _content = store.verify(file)
-        except ModelError as exc:
-            status = FAIL if file in in_use else WARN
-            rows.append(CheckResult(f"model {file}", status, str(exc), remedy))
-            continue
-        if file not in in_use:
+        vision = build_vision(run.cfg)
+    except Exception as exc:  # ModelError, a missing runtime: the daemon would exit 69 the same way
+        return [CheckResult("models", FAIL, f"the daemon's vision stage does not start: {exc}", remedy)]
+    load_ms = (time.perf_counter() - t0) * 1000
+    try:
+        in_use = vision.model_hashes()
+        store = ModelStore(vision.cfg)
+        rows: list[CheckResult] = []
+        for file in sorted({e.file for e in store.manifest.values()}):
+            if file in in_use:
+                run.model_ms[file] = load_ms
+                rows.append(CheckResult(f"model {file}", PASS, f"sha256 {in_use[file][:12]}… ok, in use"))
+                continue
+            try:
+                entry, _content = store.verify(file)
+            except ModelError as exc:
+                rows.append(CheckResult(f"model {file}", WARN, f"{exc} (not in use)", remedy))
+                continue
             rows.append(CheckResult(f"model {file}", PASS, f"sha256 {entry.sha256[:12]}… ok (not in use)"))
-            continue
-        t0 = time.perf_counter()
-        try:
-            store.load(file)
-        except ModelError as exc:
-            rows.append(CheckResult(f"model {file}", FAIL, str(exc), remedy))
-            continue
-        load_ms = (time.perf_counter() - t0) * 1000
-        run.model_ms[file] = load_ms
-        rows.append(CheckResult(f"model {file}", PASS, f"sha256 {entry.sha256[:12]}… ok, loaded in {load_ms:.0f} ms"))
-    missing = sorted(in_use - set(files))
-    for file in missing:
-        rows.append(CheckResult(f"model {file}", FAIL, "not in the manifest", remedy))
-    if any(r.status == FAIL for r in rows):
-        return rows
-    rows.append(_inference_row(run, pipeline, store))
+        rows.append(
+            CheckResult("models loaded", PASS, f"{len(in_use)} models in {load_ms:.0f} ms from {store.directory}")
+        )
+        rows.append(_inference_row(run, vision))
+    finally:
+        vision.close()
     target = identity_target(run.cfg)
     if target is not None:
         worker = target.worker_id
@@ -337,68 +329,89 @@ def _template_problem(vision_cfg: Any, store: Any, target: Any) -> str | None:
     return identity.mismatch(templates, vision_cfg.identity_backend, sha, target.worker_id)
 
 
-def _inference_row(run: SelftestRun, pipeline: Any, store: Any) -> CheckResult:
+def _inference_row(run: SelftestRun, vision: Any) -> CheckResult:
+    """Analyse every frame of the burst (after one warm-up) as a scan would."""
+    if not run.frames:
+        return CheckResult("inference", WARN, "no frame to time (camera failed)", "fix the camera first")
     try:
-        vision = pipeline.Vision(run.cfg.vision, identity=identity_target(run.cfg), store=store)
+        vision.analyze(run.frames[0])  # warm-up: the first invoke allocates
+        times, analyses = [], []
+        for frame in run.frames:
+            t0 = time.perf_counter()
+            analyses.append(vision.analyze(frame))
+            times.append((time.perf_counter() - t0) * 1000)
     except Exception as exc:
-        return CheckResult("inference", FAIL, f"vision stage failed to start: {exc}", "report this with the log")
-    try:
-        frame = run.snapshot_frame
-        if frame is None:
-            return CheckResult("inference", WARN, "no frame to time (camera failed)", "fix the camera first")
-        vision.analyze(frame)  # warm-up: first invoke allocates
-        t0 = time.perf_counter()
-        analysis = vision.analyze(frame)
-        total = (time.perf_counter() - t0) * 1000
-        run.analysis = analysis
-        parts = [f"{k} {v:.0f} ms" for k, v in analysis.timings_ms.items() if k != "total"]
-        identity = "identity check on" if vision.identity_enabled else "identity check off"
-        detail = f"{total:.0f} ms per frame ({', '.join(parts)}); {identity}"
-        if analysis.light.low_light or analysis.light.obstructed:
-            return CheckResult("inference", WARN, detail + " (detectors skipped: frame too dark)", "fix the light")
-        if total > SLOW_FRAME_MS:
-            return CheckResult(
-                "inference", WARN, detail, "slow: lower vision.threads contention or use object_precision int8"
-            )
-        return CheckResult("inference", PASS, detail)
-    finally:
-        vision.close()
+        return CheckResult("inference", FAIL, f"the vision stage failed on a frame: {exc}", "report this with the log")
+    run.analyses = analyses
+    run.analysis = analyses[len(analyses) // 2]
+    slowest = max(times)
+    parts = [f"{k} {v:.0f} ms" for k, v in run.analysis.timings_ms.items() if k != "total"]
+    identity = "identity check on" if vision.identity_enabled else "identity check off"
+    detail = f"{len(times)} frames, {sorted(times)[len(times) // 2]:.0f} ms median ({', '.join(parts)}); {identity}"
+    if all(a.light.low_light or a.light.obstructed for a in analyses):
+        return CheckResult("inference", WARN, detail + " (detectors skipped: too dark)", "fix the light")
+    if slowest > SLOW_FRAME_MS:
+        return CheckResult(
+            "inference", WARN, detail, "slow: lower vision.threads contention or use object_precision int8"
+        )
+    return CheckResult("inference", PASS, detail)
 
 
-def check_framing(run: SelftestRun) -> list[CheckResult]:
-    analysis = run.analysis
-    if analysis is None:
-        return [CheckResult("framing", WARN, "not checked (no analysed frame)", "fix the camera/models first")]
-    # the daemon's own judgement: who the policy places, and its desk-zone geometry
-    policy = run.cfg.policy
+def frame_people(analysis: FrameAnalysis, cfg: Config) -> tuple[int, int, int]:
+    """(people seen, people in the desk zone, faces) in one frame, judged as the policy does."""
+    policy = cfg.policy
     view = people_view(analysis, policy)
     zone, overlap = Box(*policy.desk_zone), policy.rules.away_from_desk.min_overlap
     persons = ([view.worker] if view.worker else []) + view.extras + view.bystanders
-    inside = [p for p in persons if p.in_zone(zone, overlap)]
-    faces = analysis.faces
-    detail = f"{len(inside)} of {len(persons)} people in the desk zone, {len(faces)} faces"
-    if not inside:
+    return len(persons), sum(p.in_zone(zone, overlap) for p in persons), len(analysis.faces)
+
+
+def check_framing(run: SelftestRun) -> list[CheckResult]:
+    """Every frame of the burst: a burst that starts on an empty desk is judged by the frames
+    where the worker sits down, not by whichever frame happened to be in the middle."""
+    if not run.analyses:
+        return [CheckResult("framing", WARN, "not checked (no analysed frame)", "fix the camera/models first")]
+    counts = [frame_people(a, run.cfg) for a in run.analyses]
+    per_frame = "; ".join(
+        f"frame {i}: " + ("nobody" if seen == 0 else f"{inside} of {seen} in the desk zone, {faces} faces")
+        for i, (seen, inside, faces) in enumerate(counts, 1)
+    )
+    framed = [i for i, (_s, inside, faces) in enumerate(counts, 1) if inside == 1 and faces >= 1]
+    crowded = [i for i, (_s, inside, _f) in enumerate(counts, 1) if inside > 1]
+    n = len(counts)
+    if crowded:
         return [
             CheckResult(
                 "framing",
                 WARN,
-                detail,
-                "sit at the desk during the selftest; aim the camera (see --snapshot) or adjust policy.desk_zone",
+                f"more than one person in the desk zone in frame {', '.join(map(str, crowded))} ({per_frame})",
+                "only the worker should sit there during the selftest (extra_person would fire), or narrow "
+                "policy.desk_zone to the worker's seat",
             )
         ]
-    if not faces:
-        return [CheckResult("framing", WARN, detail, "the face is not visible: raise the camera to face height")]
-    if len(inside) > 1:
+    if framed:
+        return [
+            CheckResult(
+                "framing", PASS, f"worker in the desk zone with a face in {len(framed)} of {n} frames ({per_frame})"
+            )
+        ]
+    if any(inside for _s, inside, _f in counts):
         return [
             CheckResult(
                 "framing",
                 WARN,
-                detail,
-                "more than one person in the desk zone (extra_person would fire): only the worker should sit "
-                "there during the selftest, or narrow policy.desk_zone to the worker's seat",
+                f"in the desk zone but no face in any frame ({per_frame})",
+                "raise the camera to face height",
             )
         ]
-    return [CheckResult("framing", PASS, detail)]
+    return [
+        CheckResult(
+            "framing",
+            WARN,
+            f"nobody in the desk zone in any of {n} frames ({per_frame})",
+            "sit at the desk during the selftest; aim the camera (deskwatch aim) or adjust policy.desk_zone",
+        )
+    ]
 
 
 # -- broker -----------------------------------------------------------------------------------
@@ -448,6 +461,34 @@ def run_selftest(
                 extra={"journal": {"DESKWATCH_EVENT": "selftest", "CHECK": row.name, "RESULT": row.status}},
             )
     return run
+
+
+def header(cfg: Config, now: datetime | None = None) -> dict[str, str]:
+    """What an install ticket needs to name this desk: device, site, serial, version, host, IP, time."""
+    import socket
+
+    from deskwatch import __version__
+    from deskwatch.system.device_info import route_address, serial_number
+
+    when = (now or datetime.now(UTC)).astimezone(UTC)
+    return {
+        "device": cfg.device.id,
+        "site": cfg.device.site,
+        "worker": cfg.device.worker_id,
+        "serial": serial_number() or "unknown",
+        "version": f"deskwatch {__version__}",
+        "host": socket.gethostname(),
+        "ip": route_address() or "no route",
+        "time": when.strftime("%Y-%m-%d %H:%M:%S UTC"),
+    }
+
+
+def render_header(fields: dict[str, str]) -> str:
+    return (
+        f"deskwatch selftest  {fields['time']}\n"
+        f"device {fields['site']}/{fields['device']} (worker {fields['worker']})  serial {fields['serial']}\n"
+        f"{fields['version']}  host {fields['host']}  ip {fields['ip']}"
+    )
 
 
 def render_table(results: list[CheckResult], width: int = 100) -> str:

@@ -1,0 +1,61 @@
+"""``deskwatch jobs``: the root side of remote jobs, and what the device has done lately."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from deskwatch.config import ConfigError, load_config
+from deskwatch_contract import exitcodes
+
+NAME = "jobs"
+HELP = "remote jobs: run the queued config/software jobs (root), or list recent ones"
+DESCRIPTION = (
+    "run-queued (deskwatch-jobs.service, as root) verifies and runs the jobs the daemon queued: "
+    "config changes (validated like check-config, rolled back if the daemon does not come back) and "
+    "software updates (A/B); status lists queued jobs, outcomes not yet published and the last results."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
+    p = sub.add_parser("run-queued", help="run every queued job (root)")
+    p.add_argument("--ready-timeout", type=float, default=300.0, metavar="S")
+    p.add_argument("--settle", type=float, default=20.0, metavar="S")
+    sub.add_parser("status", help="queued jobs, unpublished outcomes, recent results")
+
+
+def run(args: argparse.Namespace) -> int:
+    from deskwatch.jobs.executor import jobs_dirs, run_queued
+    from deskwatch.system.logs import setup_logging
+
+    if not logging.getLogger().handlers:
+        setup_logging("info")
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(exc.render(), file=sys.stderr)
+        return exitcodes.CONFIG
+    state_dir = Path(cfg.state_dir)
+    if args.action == "run-queued":
+        outcomes = run_queued(state_dir, Path(args.config), ready_timeout=args.ready_timeout, settle=args.settle)
+        for o in outcomes:
+            print(f"{o.job_id} ({o.kind}): {o.status} at {o.step}: {o.detail}")
+        return exitcodes.FAIL if any(o.status in ("failed", "rejected") for o in outcomes) else exitcodes.OK
+    queue_dir, done_dir = jobs_dirs(state_dir)
+    seen_file = state_dir / "jobs" / "seen.json"
+    seen = json.loads(seen_file.read_text()) if seen_file.exists() else {}
+    print(
+        json.dumps(
+            {
+                "queued": sorted(p.stem for p in queue_dir.glob("*.json")) if queue_dir.is_dir() else [],
+                "unpublished": sorted(p.stem for p in done_dir.glob("*.json")) if done_dir.is_dir() else [],
+                "results": seen,
+            },
+            indent=1,
+        )
+    )
+    return exitcodes.OK

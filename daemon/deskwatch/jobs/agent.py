@@ -1,0 +1,239 @@
+"""The daemon's side of remote jobs: intake of ``jobs/notify``, model jobs, progress.
+
+Every notify message gets progress on ``jobs/progress``: ``rejected`` with the reason
+(bad signature, expired, not for this device, already done), else ``received`` and then
+the steps. Config and software jobs are queued for the root side
+(:mod:`deskwatch.jobs.executor`); their outcome files are published by :meth:`tick`.
+A software job's final word comes after the reboot, from the A/B record (its ``job_id``).
+
+Model jobs run here: download (sha256 from the signed document), a new models directory
+under ``<state_dir>/models/`` (the others linked, the manifest entry replaced), a
+selftest of the new model (:func:`model_selftest`), then ``swap(directory)`` hands it to
+the scan loop, which swaps between scans and keeps it across restarts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from deskwatch_contract.jobs import (
+    ENVELOPE_SCHEMA,
+    FINAL,
+    MAX_ENVELOPE_BYTES,
+    JobDocument,
+    JobInvalid,
+    parse_document,
+    progress_payload,
+)
+from deskwatch_contract.jsonutil import JsonRejected, loads_object
+from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
+
+from .download import DownloadFailed, fetch
+from .executor import KEYS_DIR, jobs_dirs
+
+log = logging.getLogger(__name__)
+
+Publish = Callable[[dict[str, Any]], None]
+ModelCheck = Callable[[Path, str], str]  # (models dir, file) -> detail; raises on failure
+Swap = Callable[[Path], None]
+CURRENT_MODELS = "current"
+
+
+class JobAgent:
+    def __init__(
+        self,
+        *,
+        site: str,
+        device_id: str,
+        version: str,
+        state_dir: Path,
+        publish: Publish,
+        models_dir: Path,
+        model_check: ModelCheck | None = None,
+        swap: Swap | None = None,
+        keys_dir: Path = KEYS_DIR,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        update_record: Callable[[], dict[str, Any]] | None = None,
+    ) -> None:
+        self.site, self.device_id, self.version = site, device_id, version
+        self.state_dir = state_dir
+        self.publish = publish
+        self.models_dir = models_dir
+        self.model_check = model_check
+        self.swap = swap
+        self.keys_dir = keys_dir
+        self.now = now
+        self.update_record = update_record
+        self.queue_dir, self.done_dir = jobs_dirs(state_dir)
+        self.seen_file = state_dir / "jobs" / "seen.json"
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def _seen(self) -> dict[str, str]:
+        try:
+            data = json.loads(self.seen_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def _remember(self, job_id: str, status: str) -> None:
+        with self._lock:
+            seen = self._seen()
+            seen[job_id] = status
+            if len(seen) > 500:  # oldest first (insertion order)
+                seen = dict(list(seen.items())[-500:])
+            self.seen_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.seen_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(seen))
+            os.replace(tmp, self.seen_file)
+
+    def _say(self, job_id: str, status: str, *, kind: str | None, step: str = "", detail: str = "", **kw: Any) -> None:
+        payload = progress_payload(
+            self.site, self.device_id, job_id, status, kind=kind, step=step, detail=detail, version=self.version, **kw
+        )
+        level = logging.WARNING if status in ("failed", "rejected") else logging.INFO
+        log.log(
+            level,
+            "job %s (%s): %s%s%s",
+            job_id,
+            kind or "?",
+            status,
+            f" at {step}" if step else "",
+            f": {detail}" if detail else "",
+            extra={"journal": {"DESKWATCH_EVENT": f"job_{status}", "JOB_ID": job_id}},
+        )
+        if status in FINAL and kind is not None:  # a document too broken to name its job is not remembered
+            self._remember(job_id, status)
+        self.publish(payload)
+
+    # -- intake -------------------------------------------------------------------------------
+    def handle_notify(self, raw: bytes) -> None:
+        """One message from ``jobs/notify``; never raises."""
+        if not raw:
+            return  # the collector cleared the retained job
+        job_id = "unknown"
+        try:
+            envelope = loads_object(raw, max_bytes=MAX_ENVELOPE_BYTES)
+            data, kid = open_envelope(envelope, load_public_keys(self.keys_dir), ENVELOPE_SCHEMA)
+            job_id = str(data.get("job_id", "unknown"))[:64]
+            job = parse_document(data, now=self.now())
+        except (JsonRejected, SignatureRejected, JobInvalid) as exc:
+            self._say(job_id, "rejected", kind=None, step="verify", detail=str(exc))
+            return
+        if not job.targets_device(self.site, self.device_id):
+            self._say(job.job_id, "rejected", kind=job.kind, step="verify", detail="not addressed to this device")
+            return
+        if job.job_id in self._seen():
+            log.info("job %s: already %s here; ignoring the retained copy", job.job_id, self._seen()[job.job_id])
+            return
+        if (self.queue_dir / f"{job.job_id}.json").exists() or (self.done_dir / f"{job.job_id}.json").exists():
+            return  # queued or done, not yet reported: tick() reports it
+        self._say(job.job_id, "received", kind=job.kind, step="verify", detail=f"signed by key {kid}")
+        if job.kind == "model":
+            thread = threading.Thread(target=self._run_model, args=(job,), name=f"job-{job.job_id}", daemon=True)
+            self._threads.append(thread)
+            thread.start()
+            return
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.queue_dir / f".{job.job_id}.tmp"
+        tmp.write_bytes(raw)
+        os.replace(tmp, self.queue_dir / f"{job.job_id}.json")  # deskwatch-jobs.path starts the root side
+        self._say(job.job_id, "queued", kind=job.kind, step="queued", detail="handed to deskwatch-jobs.service (root)")
+
+    # -- outcomes from the root side ----------------------------------------------------------
+    def tick(self) -> None:
+        """Publish outcome files and a finished software update; cheap when there is nothing."""
+        if self.done_dir.is_dir():
+            for path in sorted(self.done_dir.glob("*.json")):
+                try:
+                    out = json.loads(path.read_text())
+                    self._say(
+                        str(out["job_id"]),
+                        str(out["status"]),
+                        kind=out.get("kind") if out.get("kind") in ("config", "model", "software") else None,
+                        step=str(out.get("step", "")),
+                        detail=str(out.get("detail", "")),
+                        rolled_back=bool(out.get("rolled_back")),
+                    )
+                except (OSError, ValueError, KeyError) as exc:
+                    log.warning("unreadable job outcome %s: %s", path, exc)
+                path.unlink(missing_ok=True)
+        record = self.update_record() if self.update_record else {}
+        job_id = record.get("job_id")
+        if job_id and record.get("state") in ("committed", "rolled_back", "failed") and job_id not in self._seen():
+            committed = record["state"] == "committed"
+            self._say(
+                str(job_id),
+                "succeeded" if committed else "failed",
+                kind="software",
+                step="health check" if record["state"] != "failed" else "install",
+                detail=str(record.get("reason", ""))[:500],
+                rolled_back=record["state"] == "rolled_back",
+            )
+
+    # -- model jobs ---------------------------------------------------------------------------
+    def _run_model(self, job: JobDocument) -> None:
+        assert job.artifact is not None
+        art = job.artifact
+        base = self.state_dir / "models"
+        staging = base / f"job-{job.job_id}"
+        try:
+            self._say(job.job_id, "in_progress", kind=job.kind, step="download", detail=art.url)
+            manifest = yaml.safe_load((self.models_dir / "manifest.yaml").read_text()) or {}
+            entries: dict[str, Any] = manifest.get("models") or {} if isinstance(manifest, dict) else {}
+            names = [k for k, v in entries.items() if isinstance(v, dict) and v.get("file") == art.file]
+            if not names:
+                raise JobInvalid(f"{art.file} is not in the models manifest of this device")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            for item in self.models_dir.iterdir():
+                if item.is_file() and item.name not in (art.file, "manifest.yaml"):
+                    os.symlink(item.resolve(), staging / item.name)
+            fetch(art, staging / art.file)
+            for name in names:
+                entries[name]["sha256"] = art.sha256
+            (staging / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+            self._say(job.job_id, "in_progress", kind=job.kind, step="selftest", detail=f"loading {art.file}")
+            detail = self.model_check(staging, art.file) if self.model_check else "no selftest configured"
+            current = base / CURRENT_MODELS
+            tmp = base / f".{CURRENT_MODELS}.tmp"
+            tmp.unlink(missing_ok=True)
+            os.symlink(staging.name, tmp)
+            os.replace(tmp, current)  # what the daemon loads from now on, across restarts
+            if self.swap:
+                self.swap(current)
+            self._say(job.job_id, "succeeded", kind=job.kind, step="swapped", detail=detail)
+        except (DownloadFailed, JobInvalid, OSError, ValueError, yaml.YAMLError) as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            self._say(job.job_id, "failed", kind=job.kind, step="model", detail=str(exc), rolled_back=True)
+        except Exception as exc:  # the model's selftest: any failure keeps the old model
+            shutil.rmtree(staging, ignore_errors=True)
+            self._say(
+                job.job_id,
+                "failed",
+                kind=job.kind,
+                step="selftest",
+                detail=f"{exc}; kept the old model",
+                rolled_back=True,
+            )
+
+    def join(self, timeout: float = 30.0) -> None:
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+def active_models_dir(state_dir: Path, default: Path) -> Path:
+    """The models a model job installed (``<state_dir>/models/current``), else ``default``."""
+    current = state_dir / "models" / CURRENT_MODELS
+    return current if (current / "manifest.yaml").is_file() else default

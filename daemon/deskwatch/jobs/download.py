@@ -1,0 +1,46 @@
+"""Fetch a job's artifact and prove it is the one the signed document names (size and sha256)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from deskwatch_contract.jobs import Artifact
+
+CHUNK = 256 * 1024
+
+
+class DownloadFailed(Exception):
+    """The artifact could not be fetched or is not the one the job names."""
+
+
+def fetch(artifact: Artifact, dest: Path, *, timeout: float = 60.0) -> Path:
+    """Download ``artifact`` to ``dest`` (via a temporary file beside it); DownloadFailed otherwise."""
+    tmp = dest.with_name(dest.name + ".part")
+    digest, size = hashlib.sha256(), 0
+    try:
+        with urllib.request.urlopen(artifact.url, timeout=timeout) as response, open(tmp, "wb") as out:
+            while chunk := response.read(CHUNK):
+                size += len(chunk)
+                if size > artifact.bytes:
+                    raise DownloadFailed(f"{artifact.url} is larger than the {artifact.bytes} bytes the job names")
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+    except DownloadFailed:
+        tmp.unlink(missing_ok=True)
+        raise
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise DownloadFailed(f"cannot download {artifact.url}: {exc}") from None
+    if size != artifact.bytes or digest.hexdigest() != artifact.sha256:
+        tmp.unlink(missing_ok=True)
+        raise DownloadFailed(
+            f"{artifact.url} is not the artifact the job names (sha256 {digest.hexdigest()[:12]}…, {size} bytes)"
+        )
+    os.replace(tmp, dest)
+    return dest

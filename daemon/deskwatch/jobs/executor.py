@@ -1,0 +1,204 @@
+"""The root side of remote jobs: config changes and software updates queued by the daemon.
+
+``deskwatch jobs run-queued`` (``deskwatch-jobs.service``, started by ``deskwatch-jobs.path``)
+takes each ``<state_dir>/jobs/queue/<job_id>.json`` (the signed envelope as received),
+verifies it again with the device's public keys (the signature is the authority, not
+the daemon that queued it), runs it and writes ``<state_dir>/jobs/done/<job_id>.json``:
+``{"job_id", "kind", "status", "step", "detail", "rolled_back"}``. A config change whose
+daemon does not come back READY is rolled back (old config, daemon restarted). A
+software update ends in a reboot; its outcome comes from the A/B record after it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pwd
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from deskwatch_contract.jobs import ENVELOPE_SCHEMA, JobDocument, JobInvalid, parse_document
+from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
+
+from . import config_change
+from .download import DownloadFailed, fetch
+
+log = logging.getLogger(__name__)
+
+KEYS_DIR = Path("/usr/share/deskwatch/keys/jobs")
+SERVICE = "deskwatch.service"
+SERVICE_USER = "deskwatch"
+
+
+@dataclass
+class Outcome:
+    job_id: str
+    kind: str
+    status: str  # succeeded, failed, rejected, or in_progress (a software update rebooting)
+    step: str
+    detail: str
+    rolled_back: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+def jobs_dirs(state_dir: Path) -> tuple[Path, Path]:
+    return state_dir / "jobs" / "queue", state_dir / "jobs" / "done"
+
+
+def write_outcome(done_dir: Path, outcome: Outcome) -> None:
+    done_dir.mkdir(parents=True, exist_ok=True)
+    path = done_dir / f"{outcome.job_id}.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(outcome.to_json()))
+    if os.geteuid() == 0:  # the daemon (service user) reads and then removes it
+        try:
+            pw = pwd.getpwnam(SERVICE_USER)
+            os.chown(tmp, pw.pw_uid, pw.pw_gid)
+        except KeyError:
+            pass
+    os.replace(tmp, path)
+
+
+@dataclass
+class Services:
+    """systemd, as the executor needs it; tests replace it."""
+
+    def restart(self, unit: str) -> None:
+        subprocess.run(["systemctl", "restart", "--no-block", unit], check=False, capture_output=True)
+
+    def state(self, unit: str) -> dict[str, str]:
+        proc = subprocess.run(
+            ["systemctl", "show", unit, "-p", "ActiveState,SubState,Result,ExecMainStatus,NRestarts,MainPID"],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return dict(line.split("=", 1) for line in proc.stdout.splitlines() if "=" in line)
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+
+def wait_ready(services: Services, timeout: float, settle: float) -> tuple[bool, str]:
+    """The daemon restarted, reached READY and stayed up for ``settle`` seconds."""
+    deadline = services.monotonic() + timeout
+    state: dict[str, str] = {}
+    services.sleep(1.0)  # let the restart begin
+    while services.monotonic() < deadline:
+        state = services.state(SERVICE)
+        if state.get("ActiveState") == "active" and state.get("SubState") == "running":
+            break
+        if state.get("ActiveState") == "failed" or state.get("SubState") == "auto-restart":
+            return False, f"the daemon exited with status {state.get('ExecMainStatus')} ({state.get('Result')})"
+        services.sleep(1.0)
+    else:
+        return False, f"the daemon was not READY within {timeout:.0f} s ({state.get('ActiveState')})"
+    pid = state.get("MainPID")
+    end = services.monotonic() + settle
+    while services.monotonic() < end:
+        services.sleep(1.0)
+        now = services.state(SERVICE)
+        if now.get("ActiveState") != "active" or now.get("MainPID") != pid:
+            return False, f"the daemon did not stay up ({now.get('ActiveState')}/{now.get('SubState')})"
+    return True, f"the daemon is READY with the new config and stayed up {settle:.0f} s"
+
+
+def run_config(
+    job: JobDocument, config_path: Path, services: Services, *, ready_timeout: float, settle: float
+) -> Outcome:
+    try:
+        staged = config_change.stage(config_path, job.config_set, job.job_id)
+    except config_change.ChangeRejected as exc:
+        return Outcome(job.job_id, job.kind, "rejected", "validate", "; ".join(exc.problems)[:500])
+    config_change.swap_in(config_path, staged)
+    log.info("job %s: config changed (%s); restarting the daemon", job.job_id, ", ".join(sorted(job.config_set)))
+    services.restart(SERVICE)
+    ok, why = wait_ready(services, ready_timeout, settle)
+    if ok:
+        return Outcome(job.job_id, job.kind, "succeeded", "applied", why)
+    config_change.restore(config_path)
+    services.restart(SERVICE)
+    back, why_back = wait_ready(services, ready_timeout, settle)
+    detail = f"{why}; the previous config is back" + ("" if back else f", but {why_back}")
+    log.error("job %s: config change rolled back: %s", job.job_id, detail)
+    return Outcome(job.job_id, job.kind, "failed", "health check", detail, rolled_back=True)
+
+
+def run_software(job: JobDocument, state_dir: Path, install: Callable[[Path, str], None]) -> Outcome:
+    assert job.artifact is not None
+    bundle = state_dir / "jobs" / f"{job.job_id}.bundle"
+    try:
+        fetch(job.artifact, bundle, timeout=120)
+    except DownloadFailed as exc:
+        return Outcome(job.job_id, job.kind, "failed", "download", str(exc))
+    try:
+        install(bundle, job.job_id)  # reboots into the trial slot on success
+    except Exception as exc:
+        return Outcome(job.job_id, job.kind, "failed", "install", str(exc)[:500])
+    finally:
+        bundle.unlink(missing_ok=True)
+    return Outcome(job.job_id, job.kind, "in_progress", "rebooting", f"trial boot of {job.artifact.version}")
+
+
+def _default_install(bundle: Path, job_id: str) -> None:
+    from deskwatch.update.install import System, install
+
+    install(System(), bundle, job_id=job_id)
+
+
+def run_queued(
+    state_dir: Path,
+    config_path: Path,
+    *,
+    keys_dir: Path = KEYS_DIR,
+    services: Services | None = None,
+    install: Callable[[Path, str], None] = _default_install,
+    ready_timeout: float = 300.0,
+    settle: float = 20.0,
+) -> list[Outcome]:
+    """Run every queued job, oldest first; each gets an outcome file."""
+    queue_dir, done_dir = jobs_dirs(state_dir)
+    services = services or Services()
+    keys = load_public_keys(keys_dir)
+    outcomes = []
+    for path in sorted(queue_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
+        job_id = path.stem
+        try:
+            envelope = json.loads(path.read_text())
+            data, _kid = open_envelope(envelope, keys, ENVELOPE_SCHEMA)
+            job = parse_document(data, now=datetime.now(UTC))
+            if job.job_id != job_id:
+                raise JobInvalid(f"queued as {job_id} but the document says {job.job_id}")
+        except (OSError, ValueError, SignatureRejected, JobInvalid) as exc:
+            outcome = Outcome(job_id, "unknown", "rejected", "verify", f"refused by the root side: {exc}"[:500])
+        else:
+            if job.kind == "config":
+                outcome = run_config(job, config_path, services, ready_timeout=ready_timeout, settle=settle)
+            elif job.kind == "software":
+                outcome = run_software(job, state_dir, install)
+            else:
+                outcome = Outcome(job_id, job.kind, "rejected", "verify", f"{job.kind} jobs are run by the daemon")
+        path.unlink(missing_ok=True)
+        write_outcome(done_dir, outcome)
+        outcomes.append(outcome)
+        log.info(
+            "job %s (%s): %s at %s: %s",
+            outcome.job_id,
+            outcome.kind,
+            outcome.status,
+            outcome.step,
+            outcome.detail,
+            extra={"journal": {"DESKWATCH_EVENT": "job_" + outcome.status, "JOB_ID": outcome.job_id}},
+        )
+    return outcomes

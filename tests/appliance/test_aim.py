@@ -1,0 +1,88 @@
+"""``deskwatch aim``: live framing in the terminal through the daemon's own detectors; stops by itself."""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis, LightReading
+from deskwatch.technician.aim import AimView, half_blocks, run_aim
+from tests.support.common import REPO
+
+PHOTOS = REPO / "tests/data/photos"
+LIGHT = LightReading(120.0, 50.0, 0.02, 8.0, False, False)
+
+
+def test_half_blocks_carry_the_upper_and_lower_pixel() -> None:
+    image = Image.new("RGB", (2, 2))
+    image.putpixel((0, 0), (255, 0, 0))
+    image.putpixel((0, 1), (0, 0, 255))
+    [line] = half_blocks(image, 2)
+    assert line.startswith("\x1b[38;2;255;0;0m\x1b[48;2;0;0;255m\u2580") and line.endswith("\x1b[0m")
+
+
+def test_the_view_draws_the_zone_and_says_what_the_policy_sees() -> None:
+    frame = Frame(np.full((360, 640, 3), 90, dtype=np.uint8), datetime.now(UTC))
+    seen = FrameAnalysis(
+        0, LIGHT, [Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))], [Face(Box(0.4, 0.25, 0.55, 0.45), 0.9)]
+    )
+    view = AimView(lambda f: seen, [0.25, 0.0, 0.75, 1.0], 0.3, columns=64)
+    lines, status = view.render(frame)
+    assert len(lines) == round(64 * 360 / 640 / 2)  # 18 text rows for a 16:9 picture
+    assert "\x1b[38;2;255;212;0m" in "".join(lines)  # the desk zone's yellow is on screen
+    assert status == "1 people (1 in the desk zone), 1 faces, light ok (120/255)"
+
+
+def test_it_stops_by_itself() -> None:
+    frame = Frame(np.zeros((90, 160, 3), dtype=np.uint8), datetime.now(UTC))
+    view = AimView(lambda f: FrameAnalysis(0, LIGHT), [0.0, 0.0, 1.0, 1.0], 0.3, columns=20)
+    now = [0.0]
+    out = io.StringIO()
+    shown = run_aim(
+        view,
+        lambda: frame,
+        out,
+        seconds=5,
+        interval=1.0,
+        monotonic=lambda: now[0],
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+    )
+    assert (shown == 5 and "stops in 0 s" in out.getvalue().splitlines()[-1]) or shown == 5
+    shown = run_aim(
+        view,
+        lambda: frame,
+        out,
+        seconds=10_000,
+        interval=60.0,
+        monotonic=lambda: now[0],
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+    )
+    assert shown == 10  # capped at 600 s whatever was asked: frames at 0, 60, ... 540 s
+
+
+@pytest.mark.skipif(not (REPO / "models" / "manifest.yaml").exists(), reason="models/ not built")
+def test_aim_command_on_a_replay_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deskwatch.cli import main
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"device: {{id: desk-1, site: acme, worker_id: w-1}}\nstate_dir: {state}\n"
+        f"camera: {{backend: replay, source: {PHOTOS / 'single_01.jpg'}}}\n"
+        "mqtt: {host: 127.0.0.1, tls: {enabled: false}}\n"
+    )
+    assert main(["aim", "--config", str(cfg), "--seconds", "0", "--columns", "40"]) == 0
+    out, err = capsys.readouterr()
+    status = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", out.splitlines()[-1])
+    assert status.startswith("1 people (1 in the desk zone), 1 faces, light ok"), status
+    assert "aim stopped after 1 frames" in err
+    assert not list(tmp_path.rglob("*.jpg"))  # nothing saved
+    assert main(["history", "--config", str(cfg)]) == 0
+    assert "technician aimed the camera" in capsys.readouterr().out  # the worker can see it

@@ -1,0 +1,287 @@
+"""Remote jobs on the device: intake, config changes with rollback, model hot swap, software."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from deskwatch.jobs.agent import JobAgent, active_models_dir
+from deskwatch.jobs.executor import Services, run_queued
+from deskwatch.jobs.model_check import model_selftest
+from deskwatch.vision.config import VisionConfig
+from deskwatch_collector.jobs import make_job
+from deskwatch_contract.jobs import ENVELOPE_SCHEMA
+from deskwatch_contract.jsonutil import dumps_bytes
+from deskwatch_contract.signing import generate_key, seal
+from tests.support.common import REPO
+
+MODELS = REPO / "models"
+NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+
+
+class Systemd(Services):
+    """The daemon's unit as the executor sees it: READY after a restart, or failing."""
+
+    def __init__(self, healthy: list[bool]) -> None:
+        self.healthy = healthy  # one answer per restart
+        self.restarts = 0
+        self.t = 0.0
+
+    def restart(self, unit: str) -> None:
+        self.restarts += 1
+
+    def state(self, unit: str) -> dict[str, str]:
+        ok = self.healthy[min(self.restarts, len(self.healthy)) - 1]
+        if ok:
+            return {"ActiveState": "active", "SubState": "running", "MainPID": str(self.restarts)}
+        return {"ActiveState": "activating", "SubState": "auto-restart", "Result": "exit-code", "ExecMainStatus": "78"}
+
+    def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+    def monotonic(self) -> float:
+        return self.t
+
+
+class Device:
+    def __init__(self, root: Path, public: bytes, *, models_dir: Path | None = None, checks: Any = None) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.state = root / "state"
+        self.state.mkdir(mode=0o700)
+        self.keys = root / "keys"
+        self.keys.mkdir()
+        (self.keys / "fleet.pub").write_bytes(public)
+        self.config = root / "config.yaml"
+        self.config.write_text(
+            f"device: {{id: desk-1, site: acme, worker_id: w-1}}\nstate_dir: {self.state}\n"
+            "mqtt: {host: 127.0.0.1, tls: {enabled: false}}\n"
+            f"camera: {{backend: replay, source: {REPO / 'demo/frames'}}}\n"
+            "schedule: {mode: interval, interval_seconds: 300}\n"
+        )
+        self.config.chmod(0o640)
+        self.sent: list[dict[str, Any]] = []
+        self.swapped: list[Path] = []
+        self.record: dict[str, Any] = {}
+        self.agent = JobAgent(
+            site="acme",
+            device_id="desk-1",
+            version="0.2.0",
+            state_dir=self.state,
+            publish=self.sent.append,
+            models_dir=models_dir or MODELS,
+            model_check=checks,
+            swap=self.swapped.append,
+            keys_dir=self.keys,
+            now=lambda: NOW,
+            update_record=lambda: self.record,
+        )
+
+    def statuses(self) -> list[tuple[str, str]]:
+        return [(p["status"], p["step"]) for p in self.sent]
+
+
+@pytest.fixture
+def keys() -> tuple[bytes, bytes]:
+    return generate_key()
+
+
+def envelope(private: bytes, **kw: Any) -> bytes:
+    kind = kw.pop("kind", "config")
+    kw.setdefault("devices", ["desk-1"])
+    doc = make_job(kw.pop("job_id", "job-1"), kind, now=kw.pop("now", NOW), **kw)
+    return dumps_bytes(seal(doc, private, ENVELOPE_SCHEMA))
+
+
+def test_only_signed_current_jobs_for_this_device_are_taken(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    device = Device(tmp_path, keys[1])
+    change = {"schedule.interval_seconds": 600}
+    device.agent.handle_notify(envelope(generate_key()[0], config_set=change))
+    device.agent.handle_notify(envelope(keys[0], config_set=change, now=NOW - timedelta(days=8), job_id="old"))
+    device.agent.handle_notify(envelope(keys[0], config_set=change, devices=["desk-2"], job_id="other"))
+    device.agent.handle_notify(b'{"schema": "deskwatch.job.signed/1", "key_id": ')
+    tampered = json.loads(envelope(keys[0], config_set=change, job_id="t"))
+    tampered["document"] = tampered["document"][:-4] + "AAA="
+    device.agent.handle_notify(dumps_bytes(tampered))
+    details = [(p["status"], p["detail"]) for p in device.sent]
+    assert [d[0] for d in details] == ["rejected"] * 5
+    assert "unknown key" in details[0][1] and "expired" in details[1][1]
+    assert "not addressed to this device" in details[2][1] and "not valid JSON" in details[3][1]
+    assert "does not verify" in details[4][1]
+    assert not (device.state / "jobs/queue").exists()
+
+
+def test_a_config_job_is_checked_like_check_config_applied_and_reported(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    device = Device(tmp_path, keys[1])
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 600}))
+    assert device.statuses() == [("received", "verify"), ("queued", "queued")]
+    systemd = Systemd([True])
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=systemd, settle=5)
+    assert outcome.status == "succeeded" and systemd.restarts == 1
+    assert yaml.safe_load(device.config.read_text())["schedule"]["interval_seconds"] == 600
+    assert device.config.stat().st_mode & 0o777 == 0o640
+    device.agent.tick()
+    assert device.statuses()[-1] == ("succeeded", "applied")
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 600}))  # retained again
+    assert len(device.sent) == 3  # already done: not run twice
+
+
+def test_a_change_check_config_refuses_changes_nothing(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    device = Device(tmp_path, keys[1])
+    before = device.config.read_text()
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 2}))
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
+    assert outcome.status == "rejected" and "schedule.interval_seconds = 2" in outcome.detail
+    assert device.config.read_text() == before
+    assert not list(device.config.parent.glob("*.job-staged"))
+
+
+def test_a_daemon_that_does_not_come_back_rolls_the_config_back(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    device = Device(tmp_path, keys[1])
+    before = device.config.read_text()
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 900}))
+    systemd = Systemd([False, True])  # the new config's daemon exits; the old one comes back
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=systemd, settle=5)
+    assert (outcome.status, outcome.rolled_back, systemd.restarts) == ("failed", True, 2)
+    assert "exited with status 78" in outcome.detail and "previous config is back" in outcome.detail
+    assert device.config.read_text() == before
+
+
+def test_the_root_side_verifies_again(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    """A queue file the daemon (or anyone with its uid) wrote is not trusted: only the signature is."""
+    device = Device(tmp_path, keys[1])
+    queue = device.state / "jobs/queue"
+    queue.mkdir(parents=True)
+    forged = json.loads(envelope(generate_key()[0], config_set={"schedule.interval_seconds": 900}))
+    (queue / "job-1.json").write_text(json.dumps(forged))
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
+    assert outcome.status == "rejected" and "unknown key" in outcome.detail
+    assert "900" not in device.config.read_text()
+
+
+def model_job(
+    private: bytes, tmp_path: Path, blob: bytes, file: str, job_id: str = "model-1", served: bytes | None = None
+) -> bytes:
+    """A signed model job for ``blob``; the file behind its file:// URL holds ``served`` (default: blob).
+    The download code is the same for http(s)."""
+    path = tmp_path / f"{job_id}.tflite"
+    path.write_bytes(blob if served is None else served)
+    artifact = {"url": f"file://{path}", "sha256": hashlib.sha256(blob).hexdigest(), "bytes": len(blob), "file": file}
+    return envelope(private, kind="model", artifact=artifact, job_id=job_id)
+
+
+@pytest.mark.skipif(not (MODELS / "manifest.yaml").exists(), reason="models/ not built")
+def test_a_model_job_selftests_the_new_model_then_swaps(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    vision = VisionConfig()
+    device = Device(tmp_path, keys[1], checks=lambda new_dir, file: model_selftest(vision, MODELS, new_dir, file))
+    blob = (MODELS / "face_detection_short_range.tflite").read_bytes()
+    device.agent.handle_notify(model_job(keys[0], tmp_path, blob, "face_detection_short_range.tflite"))
+    device.agent.join()
+    assert device.statuses()[-1] == ("succeeded", "swapped"), device.sent
+    current = device.state / "models/current"
+    assert device.swapped == [current] and active_models_dir(device.state, MODELS) == current
+    assert (current / "face_detection_short_range.tflite").read_bytes() == blob
+
+
+@pytest.mark.skipif(not (MODELS / "manifest.yaml").exists(), reason="models/ not built")
+def test_a_model_that_fails_its_selftest_keeps_the_old_one(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    vision = VisionConfig()
+    device = Device(tmp_path, keys[1], checks=lambda new_dir, file: model_selftest(vision, MODELS, new_dir, file))
+    # the full-range face model in place of the short-range one: 192x192 input where 128x128 is decoded
+    wrong = (MODELS / "face_detection_full_range.tflite").read_bytes()
+    device.agent.handle_notify(model_job(keys[0], tmp_path, wrong, "face_detection_short_range.tflite", "model-wrong"))
+    device.agent.join()
+    last = device.sent[-1]
+    assert (last["status"], last["step"], last["rolled_back"]) == ("failed", "selftest", True)
+    assert "differs from the current" in last["detail"]
+    garbage = b"\0not a flatbuffer" * 64
+    device.agent.handle_notify(
+        model_job(keys[0], tmp_path, garbage, "face_detection_short_range.tflite", "model-garbage")
+    )
+    device.agent.join()
+    assert device.sent[-1]["status"] == "failed" and device.swapped == []
+    assert active_models_dir(device.state, MODELS) == MODELS
+    assert not list((device.state / "models").glob("job-*"))
+
+
+def test_a_download_that_is_not_the_signed_artifact_is_refused(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    device = Device(tmp_path, keys[1], models_dir=tmp_path / "models")
+    shutil.copytree(MODELS, tmp_path / "models", ignore=shutil.ignore_patterns("*.tflite"))
+    device.agent.handle_notify(
+        model_job(keys[0], tmp_path, b"good", "face_detection_short_range.tflite", served=b"evil")
+    )
+    device.agent.join()
+    assert device.sent[-1]["status"] == "failed" and "not the artifact the job names" in device.sent[-1]["detail"]
+
+
+def test_a_software_job_reports_after_the_reboot(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    device = Device(tmp_path, keys[1])
+    bundle = tmp_path / "update.bundle"
+    bundle.write_bytes(b"bundle bytes")
+    artifact = {
+        "url": f"file://{bundle}",
+        "sha256": hashlib.sha256(b"bundle bytes").hexdigest(),
+        "bytes": 12,
+        "version": "0.3.0",
+    }
+    device.agent.handle_notify(envelope(keys[0], kind="software", artifact=artifact, job_id="sw-1"))
+    installed: list[tuple[bytes, str]] = []
+    [outcome] = run_queued(
+        device.state,
+        device.config,
+        keys_dir=device.keys,
+        services=Systemd([True]),
+        install=lambda path, job_id: installed.append((path.read_bytes(), job_id)),
+    )
+    assert installed == [(b"bundle bytes", "sw-1")] and outcome.status == "in_progress"
+    device.agent.tick()
+    assert device.statuses()[-1] == ("in_progress", "rebooting")
+    device.record = {"state": "rolled_back", "job_id": "sw-1", "reason": "deskwatch.service exited before READY"}
+    device.agent.tick()
+    last = device.sent[-1]
+    assert (last["status"], last["rolled_back"], last["kind"]) == ("failed", True, "software")
+    device.agent.tick()
+    assert device.sent[-1] is last  # reported once
+
+
+@pytest.mark.broker
+def test_the_daemons_mqtt_client_takes_a_retained_job_and_reports(
+    tmp_path: Path, keys: tuple[bytes, bytes], write_config: Any, mosquitto: Any
+) -> None:
+    """Over a real Mosquitto: the job was retained before the device connected (it was
+    offline); the delivery subscribes jobs/notify, and the progress leaves through the outbox."""
+    import paho.mqtt.publish as publish
+
+    from deskwatch.app import build_delivery
+    from deskwatch.config import load_config
+    from tests.support.mosquitto import Collector
+
+    path = write_config(f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, tls: {{enabled: false}}}}")
+    cfg = load_config(path)
+    prefix = f"deskwatch/v1/{cfg.device.site}/{cfg.device.id}/"
+    raw = envelope(
+        keys[0], config_set={"schedule.interval_seconds": 60}, devices=[cfg.device.id], now=datetime.now(UTC)
+    )
+    publish.single(prefix + "jobs/notify", raw, qos=1, retain=True, hostname="127.0.0.1", port=mosquitto.port)
+    progress = Collector(mosquitto, prefix + "jobs/progress")
+    device = Device(tmp_path / "dev", keys[1])
+    delivery = build_delivery(cfg, models={})
+    device.agent.publish = delivery.send_job_progress
+    delivery.on_job(device.agent.handle_notify)
+    delivery.start()
+    try:
+        assert progress.wait_for(lambda got: len(got) >= 2, 15), progress.messages
+    finally:
+        delivery.stop()
+        progress.close()
+    sent = [json.loads(m.payload) for m in progress.messages]
+    assert [(p["status"], p["job_id"]) for p in sent] == [("received", "job-1"), ("queued", "job-1")]
+    assert (tmp_path / "dev/state/jobs/queue/job-1.json").exists()

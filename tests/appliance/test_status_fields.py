@@ -1,0 +1,102 @@
+"""status names the desk (serial, IP) and says everything that keeps it from being covered."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from deskwatch.app import Daemon, Parts, build_delivery
+from deskwatch.camera.fake import FakeCamera
+from deskwatch.config import load_config
+from deskwatch.system import clock as clock_mod
+from deskwatch.system.clock import ClockSync
+from deskwatch.system.device_info import serial_number
+from deskwatch_contract import load_schema
+from tests.support.common import FakeClock
+from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+from tests.support.mosquitto import Broker, Collector
+
+
+def test_serial_number_from_the_device_tree_or_cpuinfo(tmp_path: Path) -> None:
+    dt = tmp_path / "serial-number"
+    dt.write_bytes(b"10000000a1b2c3d4\0")
+    assert serial_number(tmp_path / "none", (dt,)) == "10000000a1b2c3d4"
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nHardware\t: BCM2835\nSerial\t\t: 00000000deadbeef\n")
+    assert serial_number(cpuinfo, (tmp_path / "none",)) == "00000000deadbeef"
+    assert serial_number(tmp_path / "none", ()) is None
+
+
+def test_reasons_include_an_unsynced_clock_and_a_worker_not_enrolled(
+    write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(clock_mod, "clock_sync", lambda **kw: ClockSync(False, "timesyncd", "no flag yet"))
+    cfg = load_config(write_config("policy: {profile: full}"))
+    delivery = RecordingDelivery()
+    daemon = Daemon(
+        cfg,
+        clock=clock,
+        parts=Parts(
+            camera=FakeCamera(frames=[]), vision=ScriptedVision(), delivery=delivery, notifier=SilentNotifier()
+        ),
+    )
+    assert daemon.reasons() == [
+        "clock: not synchronised (event times may be wrong)",
+        "identity: worker w-1 not enrolled (deskwatch enroll)",
+    ]
+    daemon._heartbeat()
+    assert delivery.degraded == "; ".join(daemon.reasons())
+    monkeypatch.setattr(clock_mod, "clock_sync", lambda **kw: ClockSync(True, "timesyncd", "flag"))
+    clock.advance(61)  # the clock's state is asked at most once a minute
+    templates = Path(cfg.state_dir) / "templates"
+    templates.mkdir(mode=0o700, exist_ok=True)
+    (templates / "w-1.npz").write_bytes(b"enrolled")
+    assert daemon.reasons() == []
+
+
+def test_the_daemons_unit_cannot_read_the_kernel_clock_but_timesyncd_tells(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """adjtimex is refused in deskwatch.service (ProtectClock): no flag + timesyncd = not synchronised."""
+    monkeypatch.setattr(clock_mod, "kernel_clock_synchronised", lambda: (None, "adjtimex failed (errno 1)"))
+    monkeypatch.setattr(clock_mod, "TIMESYNCD_FLAG", tmp_path / "synchronized")
+    binary = tmp_path / "systemd-timesyncd"
+    monkeypatch.setattr(clock_mod, "TIMESYNCD", (binary,))
+    assert clock_mod.clock_sync().synced is None  # no timesyncd: cannot tell
+    binary.write_text("")
+    assert clock_mod.clock_sync().synced is False
+    (tmp_path / "synchronized").write_text("")
+    assert clock_mod.clock_sync().synced is True
+
+
+@pytest.mark.broker
+def test_status_carries_serial_ip_and_reasons(write_config: Callable[..., Path], mosquitto: Broker) -> None:
+    cfg = load_config(
+        write_config(
+            f"mqtt: {{host: 127.0.0.1, port: {mosquitto.port}, tls: {{enabled: false}}, reconnect_max_seconds: 1}}"
+        )
+    )
+    listener = Collector(mosquitto, f"deskwatch/v1/{cfg.device.site}/{cfg.device.id}/status")
+    delivery = build_delivery(cfg, models={})
+    delivery.serial = "10000000a1b2c3d4"
+    delivery.start()
+    try:
+        assert delivery.wait_first_attempt(10)
+        delivery.set_degraded(
+            ["clock: not synchronised (event times may be wrong)", "identity: worker w-1 not enrolled"]
+        )
+        assert listener.wait_for(lambda got: any(json.loads(m.payload)["state"] == "degraded" for m in got), 10)
+    finally:
+        delivery.stop()
+        listener.close()
+    status = next(json.loads(m.payload) for m in listener.messages if json.loads(m.payload)["state"] == "degraded")
+    jsonschema.validate(status, load_schema("status"))
+    assert (status["serial"], status["ip"]) == ("10000000a1b2c3d4", "127.0.0.1")
+    assert status["reasons"] == [
+        "clock: not synchronised (event times may be wrong)",
+        "identity: worker w-1 not enrolled",
+    ]

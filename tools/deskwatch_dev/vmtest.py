@@ -1,0 +1,361 @@
+"""The appliance image in the emulator: boot, provisioning, watchdog, and A/B updates.
+
+``python -m deskwatch_dev.vmtest boot`` (also the CI test tests/appliance/test_image_emulator.py)
+and ``python -m deskwatch_dev.vmtest ab`` (``make vm-test``; about 25 minutes, not in CI).
+
+What the guest gets on top of the installed root file system (test image only): the
+agent (``vm_agent.py``, reports ``VMTEST key=value`` lines on the serial console), a
+Mosquitto with TLS and client certificates on 127.0.0.1 (the machine has no network),
+a replay camera directory, the A/B fstab, and the technician's bundle on boot A. The
+machine itself is :mod:`deskwatch_dev.vm`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from deskwatch_dev import vm
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+PHOTOS = REPO / "tests/data/photos"
+DISK_ID = "d35c0001"
+DEVICE_ID = "desk-vm1"
+FRAMES = ("empty_04.jpg", "single_01.jpg", "single_03.jpg", "face_01.jpg")
+VENV_SITE = "opt/deskwatch/venv/lib/python3.11/site-packages"
+MODELS = "opt/deskwatch/venv/share/deskwatch/models"
+BUNDLE_YAML = f"""device: {{id: {DEVICE_ID}, site: lab, worker_id: w-1}}
+mqtt:
+  host: localhost
+  port: 8883
+camera:
+  backend: replay
+  source: /usr/share/deskwatch-vmtest/frames
+  burst_frames: 3
+  burst_seconds: 1.0
+schedule:
+  timezone: UTC
+  shifts: [{{days: [mon, tue, wed, thu, fri, sat, sun], start: '00:00', end: '24:00'}}]
+  mode: interval
+  interval_seconds: 60
+"""
+
+
+def partuuid(number: int) -> str:
+    return f"PARTUUID={DISK_ID}-{number:02d}"
+
+
+def openssl(*args: object, cwd: Path) -> None:
+    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, cwd=cwd)
+
+
+def make_pki(directory: Path) -> Path:
+    """A CA, the broker's certificate (localhost) and the device's (CN = device id)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=vm-ca", cwd=directory
+    )
+    for cn, ext in (
+        ("localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
+        (DEVICE_ID, "extendedKeyUsage=clientAuth"),
+    ):
+        (directory / f"{cn}.ext").write_text(ext + "\n")
+        openssl("req", *ec, "-keyout", f"{cn}.key", "-out", f"{cn}.csr", "-subj", f"/CN={cn}", cwd=directory)
+        openssl(
+            "x509", "-req", "-in", f"{cn}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
+            "-out", f"{cn}.crt", "-days", "30", "-extfile", f"{cn}.ext", cwd=directory,
+        )  # fmt: skip
+    return directory
+
+
+def guest_files(root: Path, pki: Path) -> list[Path]:
+    """Put the test-only files into ``root``; returns what was added (to take it out again)."""
+    added: list[Path] = []
+
+    def put(rel: str, content: bytes | Path, mode: int = 0o644) -> None:
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not path.exists():
+            added.append(path)
+        if isinstance(content, Path):
+            shutil.copyfile(content, path)
+        else:
+            path.write_bytes(content)
+        path.chmod(mode)
+
+    # the A/B layout: each slot's fstab names its own partitions (install.retarget adjusts it)
+    put(
+        "etc/fstab",
+        (
+            f"{partuuid(vm.ROOT_A)}  /                   ext4  defaults,noatime  0 1\n"
+            f"{partuuid(vm.BOOT_A)}  /boot/firmware      vfat  defaults,umask=0077  0 2\n"
+            f"{partuuid(vm.AUTOBOOT)}  /boot/autoboot      vfat  defaults,umask=0077  0 2\n"
+            f"{partuuid(vm.DATA)}  /var/lib/deskwatch  ext4  defaults,noatime  0 2\n"
+        ).encode(),
+    )
+    put("etc/hostname", b"deskwatch-vm\n")
+    put("etc/hosts", b"127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n127.0.1.1\tdeskwatch-vm\n")
+    (root / "boot/autoboot").mkdir(parents=True, exist_ok=True)
+    put("usr/local/lib/deskwatch-vmtest/agent.py", HERE / "vm_agent.py", 0o755)
+    put(
+        "etc/systemd/system/deskwatch-vmtest.service",
+        b"[Unit]\nDescription=deskwatch emulator test agent (test image only)\nAfter=basic.target\n"
+        b"[Service]\nType=simple\nExecStart=/usr/bin/python3 /usr/local/lib/deskwatch-vmtest/agent.py\n"
+        b"[Install]\nWantedBy=multi-user.target\n",
+    )
+    link = root / "etc/systemd/system/multi-user.target.wants/deskwatch-vmtest.service"
+    if not link.is_symlink():
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to("/etc/systemd/system/deskwatch-vmtest.service")
+        added.append(link)
+    for name in FRAMES:
+        put(f"usr/share/deskwatch-vmtest/frames/{name}", PHOTOS / name)
+    for name in ("ca.crt", "localhost.crt", "localhost.key"):
+        put(f"etc/mosquitto/certs/{name}", pki / name)  # a throwaway broker key, readable by mosquitto
+    put(
+        "etc/mosquitto/conf.d/vmtest.conf",
+        b"listener 8883 127.0.0.1\ncafile /etc/mosquitto/certs/ca.crt\ncertfile /etc/mosquitto/certs/localhost.crt\n"
+        b"keyfile /etc/mosquitto/certs/localhost.key\nrequire_certificate true\nuse_identity_as_username true\n",
+    )
+    return added
+
+
+def kernel_files(root: Path) -> tuple[Path, Path]:
+    kernel = sorted((root / "boot").glob("vmlinuz-*"))
+    initrd = sorted((root / "boot").glob("initrd.img-*"))
+    if not kernel or not initrd:
+        raise RuntimeError(
+            f"{root}/boot has no kernel and initramfs: build it from deskwatch_dev.imageroot.machine_tarball"
+        )
+    return kernel[-1], initrd[-1]
+
+
+def cmdline(root_partition: int) -> bytes:
+    return f"console=ttyAMA0 root={partuuid(root_partition)} rootfstype=ext4 rw rootwait quiet\n".encode()
+
+
+def data_tree(work: Path, root: Path) -> Path:
+    """The data partition's top directory: /var/lib/deskwatch, owned by the service user."""
+    tree = work / "data-tree"
+    tree.mkdir(exist_ok=True)
+    passwd = (root / "etc/passwd").read_text().splitlines()
+    uid, gid = next((int(f[2]), int(f[3])) for f in (line.split(":") for line in passwd) if f[0] == "deskwatch")
+    os.chown(tree, uid, gid)
+    tree.chmod(0o700)
+    return tree
+
+
+def build_disk(disk: Path, root: Path, work: Path, pki: Path, *, scenario: str) -> dict[str, float]:
+    """The A/B card: autoboot, boot A with the technician's bundle, root A, data; slot B empty."""
+    t0 = time.monotonic()
+    parts = vm.create_disk(disk)
+    subprocess.run(["sfdisk", "--disk-id", str(disk), f"0x{DISK_ID}"], check=True, capture_output=True)
+    kernel, initrd = kernel_files(root)
+    vm.write_fat(
+        disk,
+        parts[vm.AUTOBOOT],
+        "AUTOBOOT",
+        {
+            "autoboot.txt": b"[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n",
+            "vmtest/scenario": scenario.encode() + b"\n",
+        },
+    )
+    vm.write_fat(
+        disk,
+        parts[vm.BOOT_A],
+        "BOOTA",
+        {
+            "vmlinuz": kernel,
+            "initrd.img": initrd,
+            "cmdline.txt": cmdline(vm.ROOT_A),
+            "deskwatch/bundle.yaml": BUNDLE_YAML.encode(),
+            "deskwatch/ca.crt": pki / "ca.crt",
+            "deskwatch/device.crt": pki / f"{DEVICE_ID}.crt",
+            "deskwatch/device.key": pki / f"{DEVICE_ID}.key",
+        },
+    )
+    vm.write_ext4(disk, parts[vm.ROOT_A], "rootA", root)
+    vm.write_ext4(disk, parts[vm.DATA], "data", data_tree(work, root))
+    return {"disk_build_s": round(time.monotonic() - t0, 1)}
+
+
+# -- update bundles -------------------------------------------------------------------------------
+def boot_image(out: Path, root: Path) -> None:
+    kernel, initrd = kernel_files(root)
+    out.unlink(missing_ok=True)
+    vm.run("mkfs.vfat", "-C", "-n", "BOOT", out, str(96 * 1024))
+    vm.put_fat_file(out, None, "vmlinuz", kernel)
+    vm.put_fat_file(out, None, "initrd.img", initrd)
+    vm.put_fat_file(out, None, "cmdline.txt", cmdline(vm.ROOT_A))
+
+
+def root_image(out: Path, root: Path, version: str, *, break_model: bool) -> None:
+    """The root file system as a shrunk ext4 image, at ``version``; ``break_model`` truncates
+    the object model, so the new daemon refuses to start (exit 69): the failed update."""
+    init = root / VENV_SITE / "deskwatch/__init__.py"
+    model = next((root / MODELS).glob("nanodet*int8*.tflite"))
+    original, model_bytes = init.read_text(), model.read_bytes()
+    try:
+        text = "\n".join(
+            f'__version__ = "{version}"' if line.startswith("__version__ = ") else line
+            for line in original.splitlines()
+        )
+        init.write_text(text + "\n")
+        if break_model:
+            model.write_bytes(model_bytes[: len(model_bytes) // 2])
+        out.unlink(missing_ok=True)
+        vm.run("mkfs.ext4", "-q", "-F", "-L", "root", "-d", root, out, "1600M")
+    finally:
+        init.write_text(original)
+        model.write_bytes(model_bytes)
+    vm.run("e2fsck", "-fy", out)
+    vm.run("resize2fs", "-M", out)
+    dump = vm.run("dumpe2fs", "-h", out).stdout
+    blocks, size = (int(dump.split(f"{k}:")[1].split()[0]) for k in ("Block count", "Block size"))
+    os.truncate(out, blocks * size)
+
+
+def make_bundle(work: Path, root: Path, name: str, version: str, key: Path, *, break_model: bool) -> Path:
+    from deskwatch.update.bundle import write_bundle
+
+    boot, image = work / "boot.vfat", work / f"root-{name}.ext4"
+    if not boot.exists():
+        boot_image(boot, root)
+    root_image(image, root, version, break_model=break_model)
+    out = work / f"update-{name}.bundle"
+    write_bundle(out, version=version, boot_image=boot, root_image=image, private_pem=key.read_bytes())
+    image.unlink()
+    return out
+
+
+# -- scenarios ----------------------------------------------------------------------------------------
+@dataclass
+class Report:
+    timings: dict[str, float] = field(default_factory=dict)
+    boots: list[vm.Boot] = field(default_factory=list)
+
+    @property
+    def markers(self) -> dict[str, str]:
+        return self.boots[-1].markers() if self.boots else {}
+
+    def console(self) -> str:
+        return "\n".join(f"{t:7.1f} {line}" for boot in self.boots for t, line in boot.lines)
+
+
+Echo = Callable[[float, str], None]
+
+
+def boot_scenario(root: Path, work: Path, *, echo: Echo | None = None, timeout: float = 1200) -> Report:
+    """Power on a freshly flashed card: provisioning, READY, read-only view, watchdog restart."""
+    pki = make_pki(work / "pki")
+    added = guest_files(root, pki)
+    disk = work / "disk.img"
+    try:
+        report = Report(build_disk(disk, root, work, pki, scenario="boot"))
+    finally:
+        for path in reversed(added):
+            path.unlink(missing_ok=True)
+    machine = vm.Machine(disk, work)
+    boot = machine.power_on(timeout=timeout, on_line=echo)
+    report.boots.append(boot)
+    report.timings["boot_s"] = round(boot.seconds, 1)
+    return report
+
+
+def ab_scenario(root: Path, work: Path, keys: Path, *, echo: Echo | None = None, timeout: float = 1500) -> Report:
+    """A good update that commits, then a bad one that fails its health check and rolls back.
+
+    ``keys`` holds ``updates.pem``, whose public half the image trusts."""
+    pki = make_pki(work / "pki")
+    report = Report()
+    added = guest_files(root, pki)
+    try:
+        t0 = time.monotonic()
+        bundles = {
+            "good": make_bundle(work, root, "good", "0.9.1", keys / "updates.pem", break_model=False),
+            "bad": make_bundle(work, root, "bad", "0.9.2", keys / "updates.pem", break_model=True),
+        }
+        report.timings["bundles_s"] = round(time.monotonic() - t0, 1)
+        disk = work / "disk.img"
+        report.timings.update(build_disk(disk, root, work, pki, scenario="install"))
+    finally:
+        for path in reversed(added):
+            path.unlink(missing_ok=True)
+    parts = vm.partitions(disk)
+    for round_name in ("good", "bad"):
+        vm.put_fat_file(disk, parts[vm.AUTOBOOT], "vmtest/scenario", b"install\n")
+        machine = vm.Machine(disk, work, extra_drives=[bundles[round_name]])
+        started = time.monotonic()
+        for n in range(1, 5):
+            boot = machine.power_on(timeout=timeout, on_line=echo)
+            report.boots.append(boot)
+            report.timings[f"{round_name}_boot{n}_s"] = round(boot.seconds, 1)
+            if boot.ended != "reboot":
+                break
+        report.timings[f"{round_name}_total_s"] = round(time.monotonic() - started, 1)
+    return report
+
+
+def _echo_markers(t: float, line: str) -> None:
+    if "VMTEST" in line or "Restarting system" in line or "WATCHDOG" in line:
+        print(f"{t:7.1f} {line}", flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from deskwatch_dev import imageroot
+
+    parser = argparse.ArgumentParser(prog="python -m deskwatch_dev.vmtest", description=__doc__)
+    parser.add_argument("scenario", choices=["boot", "ab"])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/deskwatch-vm"), help="scratch directory (GBs)")
+    args = parser.parse_args(argv)
+    why = imageroot.can_build("arm64")
+    if why or not shutil.which(vm.QEMU):
+        print(f"cannot run: {why or 'apt-get install qemu-system-arm'}", file=sys.stderr)
+        return 69
+    shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
+    t0 = time.monotonic()
+    keys = args.work / "keys"
+    for kind in ("updates", "jobs"):
+        from deskwatch_contract.signing import generate_key
+
+        (keys / "public" / kind).mkdir(parents=True, exist_ok=True)
+        private, public = generate_key()
+        (keys / "public" / kind / "vmtest.pub").write_bytes(public)
+        (keys / f"{kind}.pem").write_bytes(private)
+    root = args.work / "rootfs"
+    imageroot.install_layer(root, imageroot.machine_tarball("arm64"), keys=keys / "public", arch="arm64")
+    print(f"root file system installed in {time.monotonic() - t0:.0f} s", flush=True)
+    try:
+        if args.scenario == "boot":
+            report = boot_scenario(root, args.work, echo=_echo_markers)
+        else:
+            report = ab_scenario(root, args.work, keys, echo=_echo_markers)
+    finally:
+        for m in reversed(imageroot.mounts_under(root)):
+            subprocess.run(["umount", "-l", m], check=False)
+    (args.work / "console.log").write_text(report.console())
+    print(json.dumps(report.timings, indent=1))
+    for n, boot in enumerate(report.boots, 1):
+        marks = boot.markers()
+        print(
+            f"power-on {n}: firmware chose p{boot.choice.partition} (tryboot={int(boot.choice.tryboot)}), "
+            f"{boot.ended} after {boot.seconds:.1f} s; update state {marks.get('update_state', '-')}; "
+            f"{marks.get('running_version', '')}"
+        )
+    print(f"console log: {args.work / 'console.log'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
