@@ -60,6 +60,17 @@ def identity_target(cfg: Config) -> IdentityTarget | None:
     return IdentityTarget(cfg.state_dir, cfg.device.worker_id) if identity_allowed(cfg.policy) else None
 
 
+def identity_state(cfg: Config) -> str:
+    """For health: ``off`` (no rule checks identity), ``enrolled`` or ``not_enrolled``."""
+    target = identity_target(cfg)
+    if target is None:
+        return "off"
+    try:
+        return "enrolled" if target.path.is_file() else "not_enrolled"
+    except (OSError, ValueError):  # unreadable directory or a worker id the store refuses
+        return "not_enrolled"
+
+
 def build_vision(cfg: Config, *, runtime: str | None = None) -> VisionPipeline:
     """The vision stage; raises ModelError on a missing or corrupt model."""
     from deskwatch.vision.pipeline import Vision as VisionPipeline
@@ -358,6 +369,8 @@ class Daemon:
             "disk_free_bytes": health.disk_free_bytes(self.cfg.state_dir),
             "clock_synced": health.clock_synchronised(),
             "paused": self.policy.paused is not None,
+            "pause": self.policy.paused.to_json() if self.policy.paused is not None else None,
+            "identity": identity_state(self.cfg),
         }
         stats.update(self.delivery.stats())
         self.delivery.send_health(self.payloads.health_payload(self.source, stats))
