@@ -25,7 +25,9 @@ __version__ = "0.2.0"
 
 CONTRACT_VERSION = 1
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
-KINDS = ("status", "event", "scan", "health", "cmd.pause", "cmd.resume", "cmd.scan", "activity", "cmd.result")
+KINDS = (
+    "status", "event", "scan", "health", "cmd.pause", "cmd.resume", "cmd.scan", "activity", "cmd.result", "reviews",
+)  # fmt: skip
 
 
 def schema_id(kind: str) -> str:

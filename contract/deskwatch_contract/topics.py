@@ -22,6 +22,7 @@ CMD_RESUME = "cmd/resume"
 CMD_SCAN = "cmd/scan"
 CMD_RESULT = "cmd/result"
 ACTIVITY = "activity"
+REVIEWS = "reviews"  # retained, collector -> device: how its recent findings were received and reviewed
 
 # What a device accepts, and the command kind each becomes (see intake.py).
 COMMAND_TOPICS = {CMD_PAUSE: "pause", CMD_RESUME: "resume", CMD_SCAN: "scan", ACTIVITY: "activity"}

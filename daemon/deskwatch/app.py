@@ -179,6 +179,25 @@ class Daemon:
         )
         self._watchdog_thread = lambda: WatchdogThread(self.watchdog, tick_interval(watchdog_interval()))
         self.delivery.on_command(self.handle_command)
+        self.delivery.on_reviews(self.take_reviews)
+
+    def take_reviews(self, raw: bytes) -> None:
+        """The collector's retained word on this desk's recent findings, kept for 'deskwatch history'."""
+        from deskwatch_contract.reviews import ReviewsRejected, parse
+
+        try:
+            reviews = parse(raw, self.cfg.device.site, self.cfg.device.id)
+        except ReviewsRejected as exc:
+            log.warning("ignored a reviews message from the broker (%d bytes): %s", len(raw), exc)
+            return
+        self.audit.save_collector_view(reviews)
+        reviewed = sum(1 for f in reviews.findings if f.state != "open")
+        log.info(
+            "collector's view of %d recent findings received (%d reviewed, %d contested)",
+            len(reviews.findings),
+            reviewed,
+            sum(1 for f in reviews.findings if f.contested),
+        )
 
     # -- construction ------------------------------------------------------------------
     def _prepare_state_dir(self) -> None:

@@ -32,6 +32,7 @@ import queue
 import random
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +54,7 @@ from deskwatch_contract.problems import Problem, backoff_delay, is_loopback
 
 logger = logging.getLogger(__name__)
 
+REVIEWS_KIND = "reviews"  # the collector's retained list, queued with the commands but never answered
 ACK_BATCH = 64
 ACK_FLUSH_SECONDS = 0.05
 CAPS_EVERY_SECONDS = 60.0
@@ -96,6 +98,7 @@ class Delivery:
         self.outbox = outbox
         self._rng = rng or random.Random()
         self._intake = CommandIntake()
+        self._reviews_handler: Callable[[bytes], None] | None = None
         # At most 256 x 4 KiB waiting; beyond that a flood is answered "busy", not buffered.
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=256)
         self._acks: queue.SimpleQueue[tuple[int, int, ReasonCode | None]] = queue.SimpleQueue()
@@ -204,6 +207,10 @@ class Delivery:
 
     def on_command(self, handler: CommandHandler) -> None:
         self._intake.handler = handler
+
+    def on_reviews(self, handler: Callable[[bytes], None]) -> None:
+        """``handler(raw)`` gets each ``reviews`` message (the collector's word on recent findings)."""
+        self._reviews_handler = handler
 
     def progress(self) -> float:
         return self._progress
@@ -407,6 +414,8 @@ class Delivery:
             self._link_problem = None
         for suffix in topics.COMMAND_TOPICS:
             link.client.subscribe(self.prefix + suffix, qos=1)
+        if self._reviews_handler is not None:  # retained: the latest list arrives at every connection
+            link.client.subscribe(self.prefix + topics.REVIEWS, qos=1)
         self._link = link
         self._connected.set()
         self._attempted.set()
@@ -572,9 +581,13 @@ class Delivery:
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         topic = msg.topic
         suffix = topic[len(self.prefix) :] if topic.startswith(self.prefix) else ""
+        kind = REVIEWS_KIND if suffix == topics.REVIEWS else kind_for_topic(suffix)
         try:
-            self._commands.put_nowait((kind_for_topic(suffix), bytes(msg.payload)))
+            self._commands.put_nowait((kind, bytes(msg.payload)))
         except queue.Full:
+            if kind == REVIEWS_KIND:  # retained: the next connection brings it again
+                logger.warning("reviews message dropped: too many commands queued")
+                return
             self._answer(
                 CommandResult(None, kind_for_topic(suffix), False, "device busy: too many commands queued, try again")
             )
@@ -590,7 +603,15 @@ class Delivery:
                     batch.append(self._commands.get_nowait())
                 except queue.Empty:
                     break
-            self._answer(*[self._intake.handle(kind, raw) for kind, raw in batch])
+            for kind, raw in batch:  # not a command: no answer on cmd/result
+                if kind == REVIEWS_KIND and self._reviews_handler is not None:
+                    try:
+                        self._reviews_handler(raw)
+                    except Exception:
+                        logger.exception("could not take the collector's reviews message")
+            commands = [(kind, raw) for kind, raw in batch if kind != REVIEWS_KIND]
+            if commands:
+                self._answer(*[self._intake.handle(kind, raw) for kind, raw in commands])
 
     def _answer(self, *results: CommandResult) -> None:
         try:
