@@ -119,6 +119,7 @@ def test_pause_window_typed_reason_result_transparency_and_pause_end(
     assert details[0].endswith("[no image (not_allowed)]")
     assert "image 160x120 sent to your supervisor" in details[2]
     assert details[4] == "clear: no findings; 3 checks ran"
+    win.notebook.select(win.live_tab)
     phone_row = win.tree.get_children()[2]
     assert pump(root, lambda: len(win.session.evidence) == 1)
     win.tree.selection_set(phone_row)
