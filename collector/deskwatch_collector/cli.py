@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from deskwatch_collector import MAX_RETENTION_DAYS
+from deskwatch_collector.console import schema as console_schema
 from deskwatch_collector.ingest import IngestStats, missing_seqs
 from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
 from deskwatch_collector.store import Store, StoreUnavailable, open_store
@@ -107,6 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         store = open_store(args.db)
+        console_schema.migrate(store)  # the console's review trail, reasons and indexes
     except StoreUnavailable as exc:
         print(f"deskwatch-collector: database unavailable: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
@@ -162,6 +164,7 @@ def report(store: Store) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace, store: Store) -> int:
+    from deskwatch_collector.console.routes import ConsoleSettings, console_routes
     from deskwatch_collector.web import Hub, SupervisorServer
 
     password = None
@@ -193,7 +196,10 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     web = None
     if args.http != "off":
         try:
-            web = SupervisorServer(_hostport(args.http, 8080), web_store, hub, cookie_secure=args.cookie_secure)
+            console = console_routes(ConsoleSettings(retention_days=args.retention_days))
+            web = SupervisorServer(
+                _hostport(args.http, 8080), web_store, hub, cookie_secure=args.cookie_secure, extra_routes=console
+            )
         except (OSError, argparse.ArgumentTypeError) as exc:
             print(f"deskwatch-collector: cannot serve the supervisor page on {args.http}: {exc}", file=sys.stderr)
             return exitcodes.UNAVAILABLE

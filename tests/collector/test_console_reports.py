@@ -124,7 +124,7 @@ def test_review_trail_reopen_and_who_may_do_what(known: tuple[Store, dict[str, l
 def test_event_detail_has_detections_scan_checks_and_device_history(console_store: Callable[[str], Store]) -> None:
     store = console_store("sqlite")
     desk = Desk("acme", "d1", "w1")
-    msgs = desk.finding("phone_use", T0, photo="phone_hand_01.jpg", others=("eating", "extra_person"))
+    msgs = desk.finding("phone_use", T0, photo="phone_01.jpg", others=("eating", "extra_person"))
     msgs += desk.finding("eating", T0 - timedelta(hours=1))
     store_messages(store, msgs, NOW)
     first = desk.sent[0]["event_id"]
@@ -135,8 +135,8 @@ def test_event_detail_has_detections_scan_checks_and_device_history(console_stor
         hist = detail.device_history(tx, SUP, "acme", "d1")
         assert detail.find_event(tx, User("w9", "worker", ("acme",), "w9"), first) is None
     assert ev["has_picture"] and ev["picture_size"][0] <= 320 and ev["picture_size"][1] <= 240
-    assert [d["label"] for d in ev["detections"]] == ["person", "cell phone"]
-    assert ev["detections"][1]["box"] == pytest.approx([0.42, 0.3, 0.2, 0.32])  # x, y, w, h
+    assert [d["label"] for d in ev["detections"]] == ["person", "cell phone", "person"]
+    assert ev["detections"][1]["box"] == pytest.approx([0.45, 0.473, 0.045, 0.07])  # x, y, w, h
     assert scan is not None and [c["rule"] for c in scan["checks"]] == ["phone_use", "eating", "extra_person"]
     assert [h["type"] for h in hist] == ["phone_use", "eating"]
     worker.annotate(ev, 20, NOW + 3 * 86400 + 60)

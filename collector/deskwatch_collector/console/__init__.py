@@ -13,4 +13,9 @@ has a JSON twin under ``/api`` built from the same query functions.
 - :mod:`.accuracy`: how often each rule is upheld or dismissed as wrong; noisy rules.
 - :mod:`.fleet`: device state with its reasons; the device page.
 - :mod:`.worker`: a worker's own findings and how long their pictures are kept.
+- :mod:`.view`: what every route shares; :mod:`.queue_pages`, :mod:`.report_pages`: the
+  routes; :mod:`.routes`: the list handed to the web server; :mod:`.charts`: inline SVG.
+
+Templates are in ``templates/``; the script and stylesheet are the package's
+``static/console.js`` and ``static/console.css``.
 """

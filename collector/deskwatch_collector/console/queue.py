@@ -52,6 +52,7 @@ class Filters:
     until: float | None = None  # the end of day_to in the viewer's zone
     own_worker: str | None = None  # a worker account: only this worker_id, whatever else is asked
     chosen_sites: tuple[str, ...] = ()  # the sites asked for (empty: all of the account's)
+    limit: int = PAGE_DEFAULT  # events per page (kept in the page's links)
 
     def where(self, *, with_view: bool = True, with_types: bool = True) -> tuple[str, list[Any]]:
         sql = [f"e.site IN ({', '.join('?' for _ in self.sites)})"]
@@ -92,6 +93,8 @@ class Filters:
             out.append(("from", self.day_from.isoformat()))
         if self.day_to:
             out.append(("to", self.day_to.isoformat()))
+        if self.limit != PAGE_DEFAULT:
+            out.append(("limit", str(self.limit)))
         out += [(k, v) for k, v in extra.items() if v]
         return out
 
@@ -106,7 +109,7 @@ class Filters:
         )
 
 
-def _one(query: Mapping[str, Sequence[str]], key: str) -> str | None:
+def single(query: Mapping[str, Sequence[str]], key: str) -> str | None:
     values = query.get(key) or []
     if len(values) > 1:
         raise BadFilter(f"{key}: give it once")
@@ -114,8 +117,8 @@ def _one(query: Mapping[str, Sequence[str]], key: str) -> str | None:
     return value or None
 
 
-def _day(query: Mapping[str, Sequence[str]], key: str) -> date | None:
-    text = _one(query, key)
+def date_param(query: Mapping[str, Sequence[str]], key: str) -> date | None:
+    text = single(query, key)
     if text is None:
         return None
     try:
@@ -126,7 +129,7 @@ def _day(query: Mapping[str, Sequence[str]], key: str) -> date | None:
 
 def parse_filters(query: Mapping[str, Sequence[str]], user: User, tz: ZoneInfo) -> Filters:
     """Filters from a query string, checked; raises :class:`BadFilter` with what is wrong."""
-    view = _one(query, "view") or ("open" if user.is_supervisor else "all")
+    view = single(query, "view") or ("open" if user.is_supervisor else "all")
     if view not in QUEUE_VIEWS:
         raise BadFilter(f"view: {view[:40]!r} is not one of {', '.join(QUEUE_VIEWS)}")
     types = tuple(dict.fromkeys(t for t in query.get("type", []) if t))
@@ -135,7 +138,7 @@ def parse_filters(query: Mapping[str, Sequence[str]], user: User, tz: ZoneInfo) 
         raise BadFilter(f"type: {unknown[0][:40]!r} is not a rule ({', '.join(RULES)})")
     names: dict[str, str | None] = {}
     for key in ("device", "worker"):
-        value = _one(query, key)
+        value = single(query, key)
         if value is not None and not NAME.match(value):
             raise BadFilter(f"{key}: use letters, digits, '-' and '_' (at most 64)")
         names[key] = value
@@ -143,7 +146,7 @@ def parse_filters(query: Mapping[str, Sequence[str]], user: User, tz: ZoneInfo) 
     foreign = [s for s in chosen if s not in user.sites]
     if foreign:
         raise BadFilter(f"site: {foreign[0][:64]!r} is not one of your sites")
-    day_from, day_to = _day(query, "from"), _day(query, "to")
+    day_from, day_to = date_param(query, "from"), date_param(query, "to")
     if day_from and day_to and day_to < day_from:
         raise BadFilter("to: the range ends before it starts")
     return Filters(
@@ -158,11 +161,12 @@ def parse_filters(query: Mapping[str, Sequence[str]], user: User, tz: ZoneInfo) 
         since=timefmt.day_start(day_from, tz) if day_from else None,
         until=timefmt.day_end(day_to, tz) if day_to else None,
         own_worker=None if user.is_supervisor else (user.worker_id or ""),
+        limit=page_size(query),
     )
 
 
 def page_size(query: Mapping[str, Sequence[str]]) -> int:
-    text = _one(query, "limit")
+    text = single(query, "limit")
     if text is None:
         return PAGE_DEFAULT
     try:
@@ -224,7 +228,7 @@ class Page:
     older: str | None  # cursor for the next (older) page, None at the oldest
 
 
-def _select(f: Filters, cursor: tuple[float, int] | None, newer: bool, limit: int) -> tuple[str, list[Any]]:
+def select_sql(f: Filters, cursor: tuple[float, int] | None, newer: bool, limit: int) -> tuple[str, list[Any]]:
     order, cmp = ("ASC", ">") if newer else ("DESC", "<")
     where, params = f.where()
     if cursor is not None:
@@ -242,12 +246,12 @@ def page(tx: Tx, f: Filters, *, before: str | None = None, after: str | None = N
     cursor = decode_cursor(after if newer else before) if (before or after) else None  # type: ignore[arg-type]
     order = "ASC" if newer else "DESC"
     if 1 < len(f.sites) <= MERGE_SITES_MAX:
-        parts = [_select(replace(f, sites=(s,)), cursor, newer, limit + 1) for s in f.sites]
+        parts = [select_sql(replace(f, sites=(s,)), cursor, newer, limit + 1) for s in f.sites]
         union = " UNION ALL ".join(f"SELECT * FROM ({sql}) AS s{i}" for i, (sql, _) in enumerate(parts))
         sql = f"SELECT * FROM ({union}) AS m ORDER BY detected_ts {order}, id {order} LIMIT ?"
         params = [p for _, ps in parts for p in ps] + [limit + 1]
     else:
-        sql, params = _select(f, cursor, newer, limit + 1)
+        sql, params = select_sql(f, cursor, newer, limit + 1)
     rows = tx.rows(sql, params)
     more = len(rows) > limit
     if newer and not more:  # back at the top: show a full newest page rather than a short one
@@ -260,6 +264,21 @@ def page(tx: Tx, f: Filters, *, before: str | None = None, after: str | None = N
     if newer:
         return Page(events, newer=first, older=last)
     return Page(events, newer=first if cursor is not None else None, older=last if more else None)
+
+
+def neighbour(tx: Tx, f: Filters, ev: dict[str, Any], *, newer: bool) -> dict[str, Any] | None:
+    """The event just older (or newer) than ``ev`` in the filtered order: the queue's next/previous."""
+    sql, params = select_sql(f, (ev["detected_ts"], ev["id"]), newer, 1)
+    rows = tx.rows(sql, params)
+    return event_row(rows[0]) if rows else None
+
+
+def public(ev: dict[str, Any]) -> dict[str, Any]:
+    """An event for JSON: the time also as RFC 3339, and the picture's URL when there is one."""
+    out = {k: v for k, v in ev.items() if k not in ("history", "trail", "scan") or v is not None}
+    out["detected_at_utc"] = timefmt.iso_utc(ev["detected_ts"])
+    out["picture_url"] = f"/evidence/{ev['event_id']}" if ev.get("has_picture") else None
+    return out
 
 
 @dataclass

@@ -52,6 +52,7 @@ def _add_column(tx: Tx, backend: str, table: str, column: str, sql_type: str) ->
 
 def migrate(store: Store) -> None:
     with store.transaction() as tx:
+        store._lock_schema(tx)  # collectors starting together must not race on the DDL
         for table, column, sql_type in COLUMNS:
             _add_column(tx, store.backend, table, column, sql_type)
         for stmt in STATEMENTS[store.backend] + COMMON:

@@ -12,10 +12,12 @@ const page = body.dataset.page;
   const cookie = document.cookie.split("; ").find((c) => c.startsWith("dw_tz="));
   if (!cookie || decodeURIComponent(cookie.slice(6)) !== zone) {
     document.cookie = "dw_tz=" + encodeURIComponent(zone) + "; Path=/; Max-Age=31536000; SameSite=Strict";
-    if (body.dataset.tz !== zone && !sessionStorage.getItem("dw_tz_reloaded")) {
-      sessionStorage.setItem("dw_tz_reloaded", "1");
-      location.reload();
-    }
+  }
+  // Printed in another zone: show the page again in ours, once per browser session (a
+  // browser that refuses the cookie, or a zone the server does not know, must not loop).
+  if (body.dataset.tz !== zone && sessionStorage.getItem("dw_tz_reload") !== zone) {
+    sessionStorage.setItem("dw_tz_reload", zone);
+    location.reload();
   }
 })();
 
