@@ -164,6 +164,7 @@ def report(store: Store) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace, store: Store) -> int:
+    from deskwatch_collector.console.reviewfeed import ReviewFeed
     from deskwatch_collector.console.routes import ConsoleSettings, console_routes
     from deskwatch_collector.web import Hub, SupervisorServer
 
@@ -204,11 +205,13 @@ def _run(args: argparse.Namespace, store: Store) -> int:
             print(f"deskwatch-collector: cannot serve the supervisor page on {args.http}: {exc}", file=sys.stderr)
             return exitcodes.UNAVAILABLE
     retention = RetentionThread(store, args.retention_days, args.purge_every)
+    reviews = ReviewFeed(store, settings, args.retention_days)  # each device's retained word on its findings
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     subscriber.start()
     retention.start()
+    reviews.start()
     if web is not None:
         web.start()
         logger.info("supervisor page on %s", web.url)
@@ -225,6 +228,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
             logger.info("collector counters: %s", json.dumps(stats.snapshot(), sort_keys=True))
     logger.info("stopping collector")
     retention.stop_event.set()
+    reviews.stop()
     if web is not None:
         web.stop()
     subscriber.stop()

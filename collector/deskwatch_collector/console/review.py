@@ -5,6 +5,9 @@ a row is added to ``review_log``, in one transaction.
 - dismiss: needs a reason from :data:`.vocab.DISMISS_REASONS` ("other" needs a note).
 - reopen: back to ``open`` (a mistaken click is undone, and the trail keeps both).
 - contest: the worker says why the finding is wrong; it can be updated, never removed.
+
+Each also marks the device's ``reviews`` list due (:mod:`.reviewfeed`): the device learns
+the outcome and shows it to the worker.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 
 from deskwatch_collector.auth import User
 from deskwatch_collector.console.detail import scope
+from deskwatch_collector.console.reviewfeed import mark_due
 from deskwatch_collector.console.vocab import REASONS
 from deskwatch_collector.store import Tx
 
@@ -74,6 +78,7 @@ def review(tx: Tx, user: User, event_id: str, action: Any, reason: Any, note: st
          now if action != "reopen" else None, event_id),
     )  # fmt: skip
     _log(tx, event_id, site, device, action, reason, note, user, now)
+    mark_due(tx, site, device, now)
     logger.info("event %s %s by %s%s", event_id, state, user.username, f" ({reason})" if reason else "")
 
 
@@ -88,6 +93,7 @@ def contest(tx: Tx, user: User, event_id: str, note: str, now: float) -> None:
         (note, user.username, now, event_id),
     )
     _log(tx, event_id, site, device, "contest", None, note, user, now)
+    mark_due(tx, site, device, now)
     logger.info("event %s contested by %s", event_id, user.username)
 
 

@@ -2,6 +2,7 @@
 
 - ``events.review_reason``: the short-list reason of the latest review (see :mod:`.vocab`).
 - ``review_log``: every review action and contest, who and when (the review trail).
+- ``review_feed``: per device, when its ``reviews`` list changed and was last published.
 - Indexes for the queue and the reports, measured on PostgreSQL 15 with 100,000 events:
   ``events_site_ts`` covers the report columns, so the accuracy report and the counts per
   filter read only the index; the two partial indexes and the type/worker indexes keep a
@@ -36,6 +37,9 @@ STATEMENTS = {
 
 COMMON = (
     "CREATE INDEX IF NOT EXISTS review_log_event ON review_log (event_id, id)",
+    # per device: when its reviews list changed and when it was last published (reviewfeed.py)
+    "CREATE TABLE IF NOT EXISTS review_feed (site TEXT NOT NULL, device_id TEXT NOT NULL, due_at {real} NOT NULL,"
+    " published_at {real}, PRIMARY KEY (site, device_id))",
     "CREATE INDEX IF NOT EXISTS events_site_type_ts ON events (site, type, detected_ts, id)",
     "CREATE INDEX IF NOT EXISTS events_site_worker_ts ON events (site, worker_id, detected_ts, id)",
     "CREATE INDEX IF NOT EXISTS events_open_ts ON events (site, detected_ts, id) WHERE review_state = 'open'",
@@ -55,5 +59,6 @@ def migrate(store: Store) -> None:
         store._lock_schema(tx)  # collectors starting together must not race on the DDL
         for table, column, sql_type in COLUMNS:
             _add_column(tx, store.backend, table, column, sql_type)
+        real = "REAL" if store.backend == "sqlite" else "DOUBLE PRECISION"
         for stmt in STATEMENTS[store.backend] + COMMON:
-            tx.execute(stmt)
+            tx.execute(stmt.replace("{real}", real))
