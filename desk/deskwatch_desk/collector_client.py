@@ -41,6 +41,7 @@ class Finding:
     confidence: float
     device_id: str
     review_state: str
+    review_reason: str | None
     reason_label: str
     reviewed_by: str | None
     contested: bool
@@ -60,6 +61,7 @@ class Finding:
                 confidence=float(d["confidence"]),
                 device_id=str(d["device_id"]),
                 review_state=str(d["review_state"]),
+                review_reason=d.get("review_reason") if isinstance(d.get("review_reason"), str) else None,
                 reason_label=str(d.get("reason_label") or ""),
                 reviewed_by=d.get("reviewed_by") if isinstance(d.get("reviewed_by"), str) else None,
                 contested=bool(d.get("contested")),

@@ -34,6 +34,11 @@ RULE_LABELS = {
     "low_light": "Too dark to check", "camera_obstructed": "Camera obstructed", "pause_overrun": "Pause overran",
 }  # fmt: skip
 SHOW = 100
+# Dismiss reasons in a few words for the list's column (the details below give the whole label).
+REASON_WORDS = {
+    "false_detection": "nothing there", "misread_object": "object misread", "wrong_person": "not you",
+    "camera_problem": "camera problem", "allowed": "allowed", "duplicate": "duplicate", "other": "other reason",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -44,12 +49,13 @@ class Row:
     detected_ts: float
     label: str
     confidence: float
-    picture: str  # "sent, deleted in 12 days", "none: ...", "sent (not yet at the collector)"
-    review: str  # "Not reviewed yet", "Upheld", "Dismissed: ..."
+    picture: str  # "sent, deleted in 12 days", "none", "sent"
+    review: str  # "Not reviewed yet", "Upheld", "Dismissed: object misread"
     contested: bool
     contest_note: str | None
     has_picture: bool
     live: bool = False  # seen on the broker, not (yet) confirmed by the collector
+    why: str = ""  # the whole story for the details: why no picture, the dismiss reason in full
 
     def values(self) -> tuple[str, str, str, str, str]:
         when = datetime.fromtimestamp(self.detected_ts).astimezone().strftime("%a %d %b %H:%M")
@@ -58,19 +64,24 @@ class Row:
 
 
 def row_from_collector(f: Finding) -> Row:
+    why = []
     if f.has_picture:
         days = "today" if f.days_left == 0 else f"in {f.days_left} days" if f.days_left is not None else "later"
         picture = f"sent, deleted {days}"
     else:
-        picture = f"none: {f.no_picture_why or 'no picture was sent'}"
+        picture = "none"
+        why.append(f"No picture was sent: {f.no_picture_why or 'none'}.")
     if f.review_state == "acknowledged":
         review = "Upheld"
     elif f.review_state == "dismissed":
-        review = f"Dismissed: {f.reason_label}" if f.reason_label else "Dismissed"
+        words = REASON_WORDS.get(f.review_reason or "", "")
+        review = f"Dismissed: {words}" if words else "Dismissed"
+        if f.reason_label:
+            why.append(f"Dismissed because: {f.reason_label}.")
     else:
         review = "Not reviewed yet"
     return Row(f.event_id, f.detected_ts, f.label, f.confidence, picture, review, f.contested, f.contest_note,
-               f.has_picture)  # fmt: skip
+               f.has_picture, why=" ".join(why))  # fmt: skip
 
 
 def row_from_live(f: LiveFinding) -> Row:
@@ -78,9 +89,10 @@ def row_from_live(f: LiveFinding) -> Row:
         ts = datetime.fromisoformat(f.detected_at.replace("Z", "+00:00")).timestamp()
     except ValueError:
         ts = 0.0
-    picture = "sent" if f.evidence else f"none: {f.evidence_reason or 'none'}"
+    picture = "sent" if f.evidence else "none"
+    why = "" if f.evidence else f"No picture was sent ({f.evidence_reason or 'none'})."
     return Row(f.event_id, ts, RULE_LABELS.get(f.type, f.type), f.confidence, picture, "Not reviewed yet", False, None,
-               bool(f.evidence), live=True)  # fmt: skip
+               bool(f.evidence), live=True, why=why)  # fmt: skip
 
 
 class FindingsList:

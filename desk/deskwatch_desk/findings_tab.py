@@ -19,9 +19,9 @@ from deskwatch_desk.findings import FindingsList, Row
 logger = logging.getLogger(__name__)
 
 COLUMNS = (  # key, heading, share of the width, minimum pixels
-    ("when", "When", 14, 110),
+    ("when", "When", 16, 130),
     ("finding", "Finding", 20, 130),
-    ("picture", "Picture", 26, 150),
+    ("picture", "Picture", 24, 150),
     ("review", "Review", 28, 150),
     ("you", "You", 12, 80),
 )
@@ -35,7 +35,7 @@ class FindingsTab(ttk.Frame):
         self.top = top = ttk.Frame(self)
         top.pack(fill="x", **PAD)
         self.source_var = tk.StringVar(value="Loading your findings ...")
-        ttk.Label(top, textvariable=self.source_var, wraplength=560, justify="left").pack(side="left", fill="x")
+        ttk.Label(top, textvariable=self.source_var, wraplength=760, justify="left").pack(side="left", fill="x")
         self.refresh_button = ttk.Button(top, text="Refresh", command=findings.refresh)
         self.refresh_button.pack(side="right")
         self.signin = ttk.Frame(self)  # shown only while a password is needed
@@ -63,7 +63,7 @@ class FindingsTab(ttk.Frame):
         side = ttk.Frame(below)
         side.pack(side="left", fill="both", expand=True, padx=8)
         self.detail_var = tk.StringVar(value="Select a finding to see its picture and how it was reviewed.")
-        self.detail_label = ttk.Label(side, textvariable=self.detail_var, wraplength=460, justify="left")
+        self.detail_label = ttk.Label(side, textvariable=self.detail_var, wraplength=640, justify="left")
         self.detail_label.pack(anchor="w", fill="x")
         ttk.Label(side, text="This is wrong because:").pack(anchor="w", pady=(6, 0))
         self.contest_text = tk.Text(side, height=3, width=50, wrap="word")
@@ -182,6 +182,8 @@ def describe(row: Row) -> str:
     when = time.strftime("%A %d %B %Y, %H:%M %Z", time.localtime(row.detected_ts))
     lines = [f"{row.label} on {when} (confidence {row.confidence:.0%}).", f"Picture: {row.picture}.",
              f"Review: {row.review}."]  # fmt: skip
+    if row.why:
+        lines.append(row.why)
     if row.live:
         lines.append("Just reported: the collector's review will show here once it has the finding.")
     if row.contested and row.contest_note:

@@ -132,7 +132,7 @@ def test_pause_window_typed_reason_result_transparency_and_pause_end(
     ARTIFACTS.mkdir(exist_ok=True)
     shot = xvfb.screenshot(ARTIFACTS / "desk_window_paused.png")
     with Image.open(shot) as im:
-        assert im.size == (800, 600)
+        assert im.size == (1024, 768)
         x, y = win.image_label.winfo_rootx() + 20, win.image_label.winfo_rooty() + 20
         r, g, b = im.convert("RGB").getpixel((x, y))[:3]
         assert r > 150 and g < 100 and b < 100, (r, g, b)  # the red evidence thumbnail is on screen
