@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery clean
+.PHONY: install demo test lint typecheck bench bench-delivery bench-console clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -27,6 +27,9 @@ bench: install
 
 bench-delivery: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_delivery $(BENCH_ARGS)
+
+bench-console: install
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_console $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build */build *.egg-info */*.egg-info
