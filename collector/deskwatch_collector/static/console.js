@@ -203,13 +203,19 @@ if (form) {
   });
   form.addEventListener("submit", (e) => e.preventDefault());
   if (note) note.addEventListener("keydown", (e) => {
-    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); dismissBox.hidden ? act("acknowledge") : act("dismiss"); }
+    // Enter saves a dismissal being written; otherwise it is a new line (upholding takes "a" or the button).
+    if (e.key === "Enter" && !e.shiftKey && !dismissBox.hidden) { e.preventDefault(); act("dismiss"); }
     if (e.key === "Escape") note.blur();
   });
   dismissBox.addEventListener("keydown", (e) => {
     if (e.key === "Enter") { e.preventDefault(); act("dismiss"); }
   });
 }
+function enabled(action) {
+  const b = form && form.querySelector('[data-action="' + action + '"]');
+  return Boolean(b && !b.disabled);
+}
+
 const shown = sessionStorage.getItem("dw_toast");
 if (shown) { sessionStorage.removeItem("dw_toast"); toast(shown); }
 
@@ -241,8 +247,8 @@ document.addEventListener("keydown", (e) => {
     if (k === "j" && body.dataset.next) location.href = body.dataset.next;
     else if (k === "k" && body.dataset.prev) location.href = body.dataset.prev;
     else if (k === "u") location.href = body.dataset.queue;
-    else if (k === "a") act("acknowledge");
-    else if (k === "d") showDismiss();
+    else if (k === "a" && enabled("acknowledge")) act("acknowledge");
+    else if (k === "d" && enabled("show-dismiss")) showDismiss();
     else if (k === "r" && form.querySelector('[data-action="reopen"]')) act("reopen");
     else if (k === "n" && note) { e.preventDefault(); note.focus(); }
     else if (k === "b") flipBoxes();
