@@ -202,6 +202,8 @@ def test_supervisor_works_the_queue_in_chromium(
     # Alerts: a new open event while the page is open gives a notification and a sound.
     d.find_element(By.ID, "alerts").click()
     wait(lambda: d.find_element(By.ID, "alerts").get_attribute("aria-pressed") == "true")
+    d.find_element(By.ID, "sound").click()  # the sound is a choice of its own
+    wait(lambda: d.find_element(By.ID, "sound").get_attribute("aria-pressed") == "true")
     d.execute_script(
         "window.__notes = []; window.__beeps = 0;"
         "const N = window.Notification; window.Notification = function (t, o) { __notes.push([t, o.body]); return new N(t, o); };"

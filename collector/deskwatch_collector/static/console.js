@@ -55,7 +55,9 @@ function typing(e) {
 
 // -- alerts: desktop notification and a sound for new open events -------------------------------
 const alertsButton = document.getElementById("alerts");
+const soundButton = document.getElementById("sound");
 const alertsState = () => localStorage.getItem("dw_alerts") === "on";
+const soundState = () => localStorage.getItem("dw_sound") === "on";
 
 function renderAlerts() {
   if (!alertsButton) return;
@@ -63,6 +65,9 @@ function renderAlerts() {
   alertsButton.hidden = false;
   alertsButton.setAttribute("aria-pressed", String(on));
   alertsButton.textContent = on ? "Alerts on" : "Alerts off";
+  soundButton.hidden = !on;  // the tone goes with an alert: optional, off until chosen
+  soundButton.setAttribute("aria-pressed", String(soundState()));
+  soundButton.textContent = soundState() ? "Sound on" : "Sound off";
 }
 
 let audio = null;
@@ -89,11 +94,15 @@ if (alertsButton) {
         try { await Notification.requestPermission(); } catch (e) { /* old API */ }
       }
       localStorage.setItem("dw_alerts", "on");
-      if (audio === null) beep();  // a click unlocks audio for later alerts
       if ("Notification" in window && Notification.permission === "denied") {
-        toast("The browser blocks notifications for this site; alerts will only play a sound.");
+        toast("The browser blocks notifications for this site: turn them on in its site settings, or use the sound.");
       }
     }
+    renderAlerts();
+  });
+  soundButton.addEventListener("click", () => {
+    localStorage.setItem("dw_sound", soundState() ? "off" : "on");
+    if (soundState()) beep();  // a click lets the page play sound later, and says how it sounds
     renderAlerts();
   });
   renderAlerts();
@@ -113,7 +122,7 @@ function announce(events) {
   }
   window.dispatchEvent(new CustomEvent("deskwatch:new-events", {detail: events}));
   if (!alertsState()) return;
-  beep();
+  if (soundState()) beep();
   if ("Notification" in window && Notification.permission === "granted") {
     for (const ev of events.slice(0, 3)) {
       const n = new Notification("deskwatch: " + (RULES[ev.type] || ev.type), {
