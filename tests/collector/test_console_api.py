@@ -101,6 +101,7 @@ def test_worker_contests_their_own_finding_only(console: Running) -> None:
     status, mine = worker.get_json("/api/me/findings")
     assert status == 200 and {e["worker_id"] for e in mine["events"]} == {"w-1"}
     assert mine["retention_days"] == 20
+    assert all("review_note" not in e for e in mine["events"])  # the supervisors' notes stay with them
     kept = next(e for e in mine["events"] if e["has_picture"])
     assert 0 <= kept["days_left"] <= 20 and kept["picture_url"] == f"/evidence/{kept['event_id']}"
     assert worker.call(kept["picture_url"])[1]["content-type"] == "image/jpeg"
@@ -108,6 +109,7 @@ def test_worker_contests_their_own_finding_only(console: Running) -> None:
     assert worker.post_json(f"/api/events/{target}/contest", {"note": "  "})[0] == 400
     status, ev = worker.post_json(f"/api/events/{target}/contest", {"note": "I was on a work call"})
     assert status == 200 and ev["contested"] and ev["contest_note"] == "I was on a work call"
+    assert "trail" not in ev and "review_note" not in ev and "history" not in ev
     someone_else = console.demo.desks["d04"].sent[0]["event_id"]
     assert worker.post_json(f"/api/events/{someone_else}/contest", {"note": "x"})[0] == 404
     assert console.client("alice").post_json(f"/api/events/{target}/contest", {"note": "x"})[0] == 403

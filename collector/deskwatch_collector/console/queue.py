@@ -273,9 +273,14 @@ def neighbour(tx: Tx, f: Filters, ev: dict[str, Any], *, newer: bool) -> dict[st
     return event_row(rows[0]) if rows else None
 
 
-def public(ev: dict[str, Any]) -> dict[str, Any]:
-    """An event for JSON: the time also as RFC 3339, and the picture's URL when there is one."""
-    out = {k: v for k, v in ev.items() if k not in ("history", "trail", "scan") or v is not None}
+WORKER_HIDDEN = ("review_note", "trail", "history")  # the supervisors' notes and other findings of the device
+
+
+def public(ev: dict[str, Any], user: User | None = None) -> dict[str, Any]:
+    """An event for JSON: the time also as RFC 3339, and the picture's URL when there is one.
+    A worker gets their finding and its outcome, not the supervisors' notes."""
+    hidden = WORKER_HIDDEN if user is not None and not user.is_supervisor else ()
+    out = {k: v for k, v in ev.items() if k not in hidden and (k not in ("history", "trail", "scan") or v is not None)}
     out["detected_at_utc"] = timefmt.iso_utc(ev["detected_ts"])
     out["picture_url"] = f"/evidence/{ev['event_id']}" if ev.get("has_picture") else None
     return out

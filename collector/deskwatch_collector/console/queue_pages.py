@@ -58,7 +58,7 @@ def queue_api(view: View, request: Request, user: User) -> Response:
     _, pg, counts = _queue(view, request, user)
     return view.json(
         {
-            "events": [queue.public(ev) for ev in pg.events],
+            "events": [queue.public(ev, user) for ev in pg.events],
             "newer": pg.newer,
             "older": pg.older,
             "counts": {"total": counts.total, "by_view": counts.by_view, "by_type": counts.by_type},
@@ -141,7 +141,7 @@ def event_page(view: View, request: Request, user: User) -> Response:
 
 def event_api(view: View, request: Request, user: User) -> Response:
     ev = _event(view, request, user)
-    return view.json(queue.public(ev)) if ev else view.json({"error": "no such event"}, 404)
+    return view.json(queue.public(ev, user)) if ev else view.json({"error": "no such event"}, 404)
 
 
 def review_api(view: View, request: Request, user: User) -> Response:
@@ -167,4 +167,4 @@ def contest_api(view: View, request: Request, user: User) -> Response:
     with view.store(request).transaction() as tx:
         review.contest(tx, user, event_id, note, view.now(request))
     ev = _event(view, request, user)
-    return view.json(queue.public(ev)) if ev else view.json({"error": "no such event"}, 404)
+    return view.json(queue.public(ev, user)) if ev else view.json({"error": "no such event"}, 404)

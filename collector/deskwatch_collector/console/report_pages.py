@@ -202,7 +202,7 @@ def worker_api(view: View, request: Request, user: User) -> Response:
     pg = _findings(view, request, user)
     return view.json(
         {
-            "events": [queue.public(e) for e in pg.events],
+            "events": [queue.public(e, user) for e in pg.events],
             "newer": pg.newer,
             "older": pg.older,
             "retention_days": view.settings.retention_days,

@@ -133,6 +133,7 @@ class ReviewFeed(threading.Thread):
         self.wake = threading.Event()
         self._client: Any = None
         self._acks: dict[int, Any] = {}  # mid -> the PUBACK's reason code (MQTT 5 may refuse)
+        self._warned_at = -1e9
 
     def _connect(self) -> Any:
         import paho.mqtt.client as mqtt
@@ -191,14 +192,17 @@ class ReviewFeed(threading.Thread):
             reason = self._acks.pop(info.mid, None)
             if not info.is_published() or (reason is not None and getattr(reason, "is_failure", False)):
                 self.stats.failed += 1
-                why = f"refused: {reason}" if info.is_published() else "no acknowledgement"
-                logger.warning(
-                    "reviews list for %s/%s not stored by the broker (%s); the collector's account needs write"
-                    " access to deskwatch/v1/+/+/reviews; retrying later",
-                    site,
-                    device,
-                    why,
-                )
+                if time.monotonic() - self._warned_at > 3600:  # once an hour, not every round
+                    self._warned_at = time.monotonic()
+                    why = f"refused: {reason}" if info.is_published() else "no acknowledgement"
+                    logger.warning(
+                        "reviews list for %s/%s not stored by the broker (%s); the collector's account needs write"
+                        " access to deskwatch/v1/+/+/reviews; retrying (%d failed so far)",
+                        site,
+                        device,
+                        why,
+                        self.stats.failed,
+                    )
                 break
             with self.store.transaction() as tx:
                 mark_published(tx, site, device, now)
