@@ -104,3 +104,27 @@ def test_device_history_shows_the_supervisors_decision(console_store: Callable[[
     out = capsys.readouterr().out
     assert "picture sent (" in out and "upheld by your supervisor" in out
     assert "the collector keeps the picture until" in out
+
+
+@pytest.mark.broker
+def test_a_list_the_broker_refuses_stays_due_and_is_logged_once(console_store: Callable[[str], Store],
+                                                                 make_broker: Any, caplog: Any) -> None:  # fmt: skip
+    store = console_store("sqlite")
+    store_messages(store, Desk("acme", "desk-a", "w-1").finding("eating", datetime.now(UTC)), time.time())
+    broker = make_broker(acl="topic read deskwatch/#\n")  # this account may not publish the lists
+    feed = reviewfeed.ReviewFeed(store, SubscriberSettings(host=broker.host, port=broker.port, client_id="c2"), 20)
+    feed._client = feed._connect()
+    try:
+        deadline = time.monotonic() + 10
+        while not feed._client.is_connected() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        for _ in range(3):
+            assert feed.publish_due() == 0
+    finally:
+        feed._client.disconnect()
+        feed._client.loop_stop()
+    assert feed.stats.failed == 3 and feed.stats.published == 0
+    warnings = [r for r in caplog.records if "not stored by the broker" in r.getMessage()]
+    assert len(warnings) == 1 and "Not authorized" in warnings[0].getMessage()
+    with store.transaction(write=False) as tx:
+        assert reviewfeed.due_devices(tx, time.time()) == [("acme", "desk-a")]  # still due: tried again later
