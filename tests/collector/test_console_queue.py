@@ -114,6 +114,14 @@ def test_pages_older_then_newer_cover_the_filter_exactly(seeded: tuple[Store, li
             [e["event_id"] for e in p.events] for p in reversed(pages)
         ]
         counts = queue.counts(tx, f)
+        # An event's "older"/"newer" neighbours are the queue's next and previous.
+        walk = pages[0].events[:1]
+        while walk and len(walk) < 12 and (nxt := queue.neighbour(tx, f, walk[-1], newer=False)):
+            walk.append(nxt)
+        assert [e["event_id"] for e in walk] == want[:12]
+        if len(walk) > 1:
+            assert queue.neighbour(tx, f, walk[1], newer=True)["event_id"] == want[0]  # type: ignore[index]
+            assert queue.neighbour(tx, f, walk[0], newer=True) is None
     assert counts.total == len(want)
     everything = parse_filters({**case, "view": ["all"], "type": []}, SUP, UTC)
     states = state_of(store)

@@ -241,18 +241,23 @@ def select_sql(f: Filters, cursor: tuple[float, int] | None, newer: bool, limit:
     return sql, [*params, limit]
 
 
-def page(tx: Tx, f: Filters, *, before: str | None = None, after: str | None = None, limit: int = PAGE_DEFAULT) -> Page:
-    newer = after is not None and before is None
-    cursor = decode_cursor(after if newer else before) if (before or after) else None  # type: ignore[arg-type]
-    order = "ASC" if newer else "DESC"
+def _rows(tx: Tx, f: Filters, cursor: tuple[float, int] | None, newer: bool, limit: int) -> list[tuple[Any, ...]]:
+    """Up to ``limit`` rows past ``cursor`` in the queue's order (ascending when ``newer``)."""
     if 1 < len(f.sites) <= MERGE_SITES_MAX:
-        parts = [select_sql(replace(f, sites=(s,)), cursor, newer, limit + 1) for s in f.sites]
+        order = "ASC" if newer else "DESC"
+        parts = [select_sql(replace(f, sites=(s,)), cursor, newer, limit) for s in f.sites]
         union = " UNION ALL ".join(f"SELECT * FROM ({sql}) AS s{i}" for i, (sql, _) in enumerate(parts))
         sql = f"SELECT * FROM ({union}) AS m ORDER BY detected_ts {order}, id {order} LIMIT ?"
-        params = [p for _, ps in parts for p in ps] + [limit + 1]
-    else:
-        sql, params = select_sql(f, cursor, newer, limit + 1)
-    rows = tx.rows(sql, params)
+        return tx.rows(sql, [p for _, ps in parts for p in ps] + [limit])
+    sql, params = select_sql(f, cursor, newer, limit)
+    return tx.rows(sql, params)
+
+
+def page(tx: Tx, f: Filters, *, before: str | None = None, after: str | None = None, limit: int = PAGE_DEFAULT) -> Page:
+    newer = after is not None and before is None
+    text = after if newer else before
+    cursor = decode_cursor(text) if text else None
+    rows = _rows(tx, f, cursor, newer, limit + 1)
     more = len(rows) > limit
     if newer and not more:  # back at the top: show a full newest page rather than a short one
         return page(tx, f, limit=limit)
@@ -268,8 +273,7 @@ def page(tx: Tx, f: Filters, *, before: str | None = None, after: str | None = N
 
 def neighbour(tx: Tx, f: Filters, ev: dict[str, Any], *, newer: bool) -> dict[str, Any] | None:
     """The event just older (or newer) than ``ev`` in the filtered order: the queue's next/previous."""
-    sql, params = select_sql(f, (ev["detected_ts"], ev["id"]), newer, 1)
-    rows = tx.rows(sql, params)
+    rows = _rows(tx, f, (ev["detected_ts"], ev["id"]), newer, 1)
     return event_row(rows[0]) if rows else None
 
 
