@@ -9,7 +9,8 @@ contests, pictures for the last 20 days, one scan record each, in the rows' real
 runs the collector's web server (hypercorn + the console) on loopback, signs in and
 times ``/api/queue`` (first page, next older page, page back: random filters over view,
 rule, device, worker, date; accounts with one site and with all sites) and
-``/api/accuracy`` (7, 30 or 60 days). Prints p50/p95/max per request kind.
+``/api/accuracy`` (7, 30 or 60 days), and ``/api/devices`` (the fleet with its noisy
+rules of 30 days). Prints p50/p95/max per request kind.
 """
 
 from __future__ import annotations
@@ -181,6 +182,8 @@ def measure(
         who = every if rng.random() < 0.5 else one
         since = time.strftime("%Y-%m-%d", time.gmtime(now - rng.choice((7, 30, 60)) * DAY))
         timed("accuracy report", who, f"/api/accuracy?from={since}")
+    for _ in range(max(1, reports // 4)):
+        timed("fleet", every if rng.random() < 0.5 else one, "/api/devices")
     return times
 
 
