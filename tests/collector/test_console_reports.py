@@ -13,6 +13,7 @@ import pytest
 from deskwatch_collector.auth import User
 from deskwatch_collector.console import accuracy, detail, fleet, review, worker
 from deskwatch_collector.console.review import ReviewRefused
+from deskwatch_collector.ingest import missing_seqs
 from deskwatch_collector.store import Store
 from deskwatch_contract.formats import rfc3339
 from tests.support.console import T0, Desk, store_messages
@@ -162,11 +163,16 @@ def test_fleet_states_and_reasons(console_store: Callable[[str], Store]) -> None
         desks["camera"].health(now, camera="failed: no frame from /dev/video0"),
         desks["backlog"].health(now, outbox={"depth": 412, "bytes": 10**6, "oldest_age_s": 2400.0, "evicted": {}}),
     ]
+    gappy = desks["ok"]
+    msgs += gappy.finding("eating", now) + gappy.finding("eating", now)
+    gappy.seq += 2  # two events lost between the 2nd and the 3rd
+    msgs += gappy.finding("eating", now)
     store_messages(store, msgs, NOW)
     with store.transaction(write=False) as tx:
         items = {d.device_id: d for d in fleet.devices(tx, SUP, NOW + 60)}
+        assert missing_seqs(tx, "acme") == {("acme", "ok"): [(3, 4)]}  # the ingest's own account agrees
     texts = {k: [p.text for p in d.problems] for k, d in items.items()}
-    assert texts["ok"] == [] and items["ok"].level == "online"
+    assert texts["ok"] == ["2 events missing (seq gaps)"] and items["ok"].missing_events == 2
     assert texts["paused"] == ["paused: fetch water, 6 min left"] and items["paused"].level == "paused"
     assert items["paused"].pause == {"reason": "fetch water", "until": pytest.approx(NOW + 420), "seconds_left": 360}
     assert texts["clock"] == ["clock not synchronised"] and items["clock"].level == "attention"
@@ -177,4 +183,4 @@ def test_fleet_states_and_reasons(console_store: Callable[[str], Store]) -> None
     assert items["silent"].level == "offline" and texts["silent"][0].startswith("not reporting")
     order = [d.device_id for d in fleet.sort_devices(list(items.values()), "state", False)]
     assert order[:2] == ["off", "silent"] and order[-1] == "ok"
-    assert fleet.summary(list(items.values())) == {"offline": 2, "fault": 1, "paused": 1, "attention": 3, "online": 1}
+    assert fleet.summary(list(items.values())) == {"offline": 2, "fault": 1, "paused": 1, "attention": 4, "online": 0}

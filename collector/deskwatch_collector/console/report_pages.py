@@ -92,7 +92,7 @@ def _noisy(
     with view.store(request).transaction(write=False) as tx:
         rep = accuracy.report(
             tx, (site,) if site else user.sites, now - view.settings.noisy_days * 86400, now, view.tz(request),
-            threshold=view.settings.noisy_threshold, device=device,
+            threshold=view.settings.noisy_threshold, device=device, chart=False,
         )  # fmt: skip
     out: dict[tuple[str, str], list[str]] = {}
     for s, d, rule, _ in rep.noisy:
