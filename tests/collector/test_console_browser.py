@@ -190,6 +190,7 @@ def test_supervisor_works_the_queue_in_chromium(
     assert trail == [("dismiss", "misread_object", "alice")]
     ActionChains(d).send_keys("a").perform()  # uphold the next one
     wait(lambda: reviewed(server).get(next_id) == "acknowledged")
+    wait(lambda: d.find_element(By.ID, "toast").text == "Upheld.")  # the page it went on to has loaded
 
     # Export what is filtered, as the link gives it.
     d.get(base + "/queue?view=dismissed")
