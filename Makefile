@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery fleet-load vm-test clean
+.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load vm-test clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -38,6 +38,9 @@ fleet-load: install
 # that rolls back (about 25 min; not in `make test`). VM_ARGS=boot runs the boot scenario.
 vm-test: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.vmtest $(or $(VM_ARGS),ab)
+
+bench-console: install
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_console $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build */build *.egg-info */*.egg-info

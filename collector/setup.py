@@ -17,8 +17,8 @@ setup(
     description="deskwatch collector: validated intake, SQLite/PostgreSQL store, supervisor page",
     license="Proprietary",
     python_requires=">=3.11",
-    packages=["deskwatch_collector"],
-    package_data={"deskwatch_collector": ["static/*", "py.typed"]},
+    packages=["deskwatch_collector", "deskwatch_collector.web", "deskwatch_collector.console"],
+    package_data={"deskwatch_collector": ["static/*", "py.typed"], "deskwatch_collector.console": ["templates/*.html"]},
     install_requires=[
         f"deskwatch-contract=={VERSION}",
         "paho-mqtt>=2.1,<3",
@@ -31,6 +31,8 @@ setup(
         "pika>=1.3,<2",
         # signs remote job documents (deskwatch_contract.signing)
         "cryptography>=41",
+        # the console's pages: autoescaped server-side templates, no build step (see console/)
+        "Jinja2>=3.1,<4",
     ],
     entry_points={"console_scripts": ["deskwatch-collector=deskwatch_collector.cli:main"]},
 )

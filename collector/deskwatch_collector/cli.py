@@ -26,6 +26,7 @@ from pathlib import Path
 
 from deskwatch_collector import MAX_RETENTION_DAYS
 from deskwatch_collector.amqp import QueueConsumer, QueueSettings
+from deskwatch_collector.console import schema as console_schema
 from deskwatch_collector.ingest import IngestStats, missing_seqs
 from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
 from deskwatch_collector.store import Store, StoreUnavailable, open_store
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return jobs.run_command(args)
     try:
         store = open_store(args.db)
+        console_schema.migrate(store)  # the console's review trail, reasons and indexes
     except StoreUnavailable as exc:
         print(f"deskwatch-collector: database unavailable: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
@@ -243,6 +245,8 @@ def report(store: Store) -> dict[str, object]:
 
 
 def _run(args: argparse.Namespace, store: Store) -> int:
+    from deskwatch_collector.console.reviewfeed import ReviewFeed
+    from deskwatch_collector.console.routes import ConsoleSettings, console_routes
     from deskwatch_collector.web import GuardLimits, Hub, SupervisorServer
     from deskwatch_collector.web.guard import parse_networks
 
@@ -285,6 +289,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     if args.http != "off":
         try:
             limits = GuardLimits(trusted_proxies=parse_networks(args.trusted_proxy))
+            console = console_routes(ConsoleSettings(retention_days=args.retention_days))
             web = SupervisorServer(
                 _hostport(args.http, 8080),
                 web_store,
@@ -292,16 +297,19 @@ def _run(args: argparse.Namespace, store: Store) -> int:
                 cookie_secure=args.cookie_secure,
                 limits=limits,
                 health=intake.health.snapshot,
+                extra_routes=console,
             )
         except (OSError, ValueError, argparse.ArgumentTypeError) as exc:
             print(f"deskwatch-collector: cannot serve the supervisor page on {args.http}: {exc}", file=sys.stderr)
             return exitcodes.UNAVAILABLE
     retention = RetentionThread(store, args.retention_days, args.purge_every)
+    reviews = ReviewFeed(store, settings, args.retention_days)  # each device's retained word on its findings
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     intake.start()
     retention.start()
+    reviews.start()
     if web is not None:
         web.start()
         logger.info("supervisor page on %s", web.url)
@@ -318,6 +326,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
             logger.info("collector counters: %s", json.dumps(stats.snapshot(), sort_keys=True))
     logger.info("stopping collector")
     retention.stop_event.set()
+    reviews.stop()
     if web is not None:
         web.stop()
     intake.stop()

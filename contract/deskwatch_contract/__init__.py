@@ -35,6 +35,8 @@ KINDS = (
     "cmd.scan",
     "activity",
     "cmd.result",
+    # the collector's retained word on a device's recent findings (issue 16)
+    "reviews",
     # remote jobs (issue 17): the signed envelope, the document inside it, the device's progress
     "job.signed",
     "job",

@@ -24,6 +24,7 @@ CMD_RESULT = "cmd/result"
 ACTIVITY = "activity"
 JOBS_NOTIFY = "jobs/notify"  # retained, collector -> device: the signed job (deskwatch_contract.jobs)
 JOBS_PROGRESS = "jobs/progress"  # device -> collector: each step and the outcome
+REVIEWS = "reviews"  # retained, collector -> device: how its recent findings were received and reviewed
 
 # What a device accepts, and the command kind each becomes (see intake.py).
 COMMAND_TOPICS = {CMD_PAUSE: "pause", CMD_RESUME: "resume", CMD_SCAN: "scan", ACTIVITY: "activity"}

@@ -63,6 +63,17 @@ def identity_target(cfg: Config) -> IdentityTarget | None:
     return IdentityTarget(cfg.state_dir, cfg.device.worker_id) if identity_allowed(cfg.policy) else None
 
 
+def identity_state(cfg: Config) -> str:
+    """For health: ``off`` (no rule checks identity), ``enrolled`` or ``not_enrolled``."""
+    target = identity_target(cfg)
+    if target is None:
+        return "off"
+    try:
+        return "enrolled" if target.path.is_file() else "not_enrolled"
+    except (OSError, ValueError):  # unreadable directory or a worker id the store refuses
+        return "not_enrolled"
+
+
 def build_vision(cfg: Config, *, runtime: str | None = None, models_dir: Path | None = None) -> VisionPipeline:
     """The vision stage; raises ModelError on a missing or corrupt model.
 
@@ -188,6 +199,25 @@ class Daemon:
         self._clock_checked = float("-inf")
         self._clock_synced: bool | None = None
         self.jobs = self._build_jobs()
+        self.delivery.on_reviews(self.take_reviews)
+
+    def take_reviews(self, raw: bytes) -> None:
+        """The collector's retained word on this desk's recent findings, kept for 'deskwatch history'."""
+        from deskwatch_contract.reviews import ReviewsRejected, parse
+
+        try:
+            reviews = parse(raw, self.cfg.device.site, self.cfg.device.id)
+        except ReviewsRejected as exc:
+            log.warning("ignored a reviews message from the broker (%d bytes): %s", len(raw), exc)
+            return
+        self.audit.save_collector_view(reviews)
+        reviewed = sum(1 for f in reviews.findings if f.state != "open")
+        log.info(
+            "collector's view of %d recent findings received (%d reviewed, %d contested)",
+            len(reviews.findings),
+            reviewed,
+            sum(1 for f in reviews.findings if f.contested),
+        )
 
     # -- construction ------------------------------------------------------------------
     def _prepare_state_dir(self) -> None:
@@ -443,6 +473,8 @@ class Daemon:
             "disk_free_bytes": health.disk_free_bytes(self.cfg.state_dir),
             "clock_synced": health.clock_synchronised(),
             "paused": self.policy.paused is not None,
+            "pause": self.policy.paused.to_json() if self.policy.paused is not None else None,
+            "identity": identity_state(self.cfg),
         }
         stats.update(self.delivery.stats())
         self.delivery.send_health(self.payloads.health_payload(self.source, stats))

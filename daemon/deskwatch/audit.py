@@ -17,7 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from deskwatch.domain import PauseInfo, ScanRecord, rfc3339
-from deskwatch_contract.sqlite import open_or_recover
+from deskwatch_contract.reviews import ReviewedFinding, Reviews
+from deskwatch_contract.sqlite import open_or_recover, transaction
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,16 @@ CREATE INDEX IF NOT EXISTS events_at ON events(at);
 CREATE TABLE IF NOT EXISTS state (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS collector_view (
+    event_id      TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    reason        TEXT,
+    wrong         INTEGER,
+    reviewed_at   TEXT,
+    contested     INTEGER NOT NULL,
+    picture       TEXT NOT NULL,
+    picture_until TEXT
 );
 """
 
@@ -94,7 +105,11 @@ class AuditLog:
     # -- writing --------------------------------------------------------------------
     def record_scan(self, record: ScanRecord) -> None:
         checks = [{"rule": c.rule, "outcome": c.outcome, "reason": c.reason} for c in record.checks]
-        findings = [{"type": f.type, "confidence": round(f.confidence, 3), "detail": f.detail} for f in record.findings]
+        findings: list[dict[str, Any]] = [
+            {"type": f.type, "confidence": round(f.confidence, 3), "detail": f.detail} for f in record.findings
+        ]
+        for finding, sent in zip(findings, record.sent, strict=False):  # what went out, once it was queued
+            finding.update(event_id=sent.event_id, picture_bytes=sent.picture_bytes, no_picture=sent.no_picture)
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO scans VALUES (?,?,?,?,?,?,?,?,?,?,?)",
@@ -157,6 +172,35 @@ class AuditLog:
             log.warning("ignoring an unreadable saved pause in %s", self.path)
             return None
 
+    def save_collector_view(self, reviews: Reviews) -> None:
+        """Replace what the collector said about this device's findings with its latest list."""
+        rows = [
+            (f.event_id, f.state, f.reason, None if f.wrong is None else int(f.wrong), f.reviewed_at, int(f.contested),
+             f.picture, f.picture_until)
+            for f in reviews.findings
+        ]  # fmt: skip
+        with self._lock, transaction(self._db):
+            self._db.execute("DELETE FROM collector_view")
+            self._db.executemany("INSERT OR REPLACE INTO collector_view VALUES (?,?,?,?,?,?,?,?)", rows)
+            self._db.execute(
+                "INSERT OR REPLACE INTO state VALUES ('collector_view_at', ?)",
+                (json.dumps({"at": reviews.at, "retention_days": reviews.retention_days}),),
+            )
+
+    def collector_view(self) -> tuple[dict[str, ReviewedFinding], str | None]:
+        """The collector's latest word per event id, and when it was given (None: never)."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT event_id, state, reason, wrong, reviewed_at, contested, picture, picture_until FROM collector_view"
+            ).fetchall()
+            at = self._db.execute("SELECT value FROM state WHERE key = 'collector_view_at'").fetchone()
+        view = {r[0]: _reviewed(r) for r in rows}
+        try:
+            when = json.loads(at[0])["at"] if at else None
+        except (ValueError, KeyError, TypeError):
+            when = None
+        return view, when
+
     def prune(self, now: datetime) -> int:
         """Delete audit rows older than ``keep_days``; returns how many went."""
         cutoff = rfc3339(now - timedelta(days=self.keep_days))
@@ -201,6 +245,19 @@ class AuditLog:
         out += [AuditEntry(r[0], r[1], json.loads(r[2])) for r in events]
         out.sort(key=lambda e: e.at, reverse=True)
         return out[:limit]
+
+
+def _reviewed(r: tuple[Any, ...]) -> ReviewedFinding:
+    return ReviewedFinding(
+        event_id=r[0],
+        state=r[1],
+        reason=r[2],
+        wrong=None if r[3] is None else bool(r[3]),
+        reviewed_at=r[4],
+        contested=bool(r[5]),
+        picture=r[6],
+        picture_until=r[7],
+    )
 
 
 def utc(ts: str) -> datetime:

@@ -318,6 +318,15 @@ class CheckOutcome:
     reason: str = ""
 
 
+@dataclass(frozen=True)
+class SentFinding:
+    """What left the device for one finding: its event id, and the picture's size or why there is none."""
+
+    event_id: str
+    picture_bytes: int | None
+    no_picture: str | None
+
+
 @dataclass
 class ScanRecord:
     """The audit record of one scan; published on ``scan`` and kept on the device."""
@@ -333,6 +342,7 @@ class ScanRecord:
     bystanders: int = 0
     durations_ms: dict[str, float] = field(default_factory=dict)
     error: str | None = None
+    sent: list[SentFinding] = field(default_factory=list)  # per finding, in order, once queued
 
     @property
     def outcome(self) -> str:

@@ -17,7 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 from deskwatch.camera import Camera, CameraError, take_burst
 from deskwatch.camera.config import CameraConfig
-from deskwatch.domain import CheckOutcome, Finding, Frame, FrameAnalysis, PeopleView, ScanRecord, new_id, rfc3339
+from deskwatch.domain import (
+    CheckOutcome,
+    Finding,
+    Frame,
+    FrameAnalysis,
+    PeopleView,
+    ScanRecord,
+    SentFinding,
+    new_id,
+    rfc3339,
+)
 from deskwatch.schedule import Clock
 from deskwatch.stages import Outbox, Policy, Vision
 from deskwatch.system.logs import NOTICE
@@ -220,6 +230,8 @@ class Scanner:
             evidence, reason = self._evidence_for(finding, frames, analyses, people or {})
             payload = self.payloads.event_payload(self.source, finding, record, evidence, reason)
             event_id = self.outbox.send_event(payload, evidence.jpeg if evidence else None)
+            no_picture = None if evidence else str(payload.get("evidence_reason") or reason or "none")
+            record.sent.append(SentFinding(event_id, len(evidence.jpeg) if evidence else None, no_picture))
             log.log(
                 NOTICE,
                 "finding %s in scan %s: %s (confidence %.2f)%s",

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from deskwatch_desk.findings import FindingsList
 from deskwatch_desk.link import DeskLink
 from deskwatch_desk.messages import Finding, Scan, parse_or_log
 from deskwatch_desk.requests import Outcome, RequestQueue, ResultWaiter, build_request, flush_queue, send_request
@@ -59,7 +60,7 @@ def format_remaining(seconds: float) -> str:
 
 def local_time(rfc3339_text: str) -> str:
     try:
-        return datetime.fromisoformat(rfc3339_text.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+        return datetime.fromisoformat(rfc3339_text.replace("Z", "+00:00")).astimezone().strftime("%a %d %b %H:%M:%S")
     except ValueError:
         return rfc3339_text[:19]
 
@@ -97,6 +98,7 @@ class DeskSession:
         self.waiter = ResultWaiter()
         self.queue = RequestQueue(state_dir)
         self.link = DeskLink(cfg, subscriptions=SUBSCRIPTIONS, on_message=self._on_message)
+        self.findings = FindingsList(cfg.collector, self.inbox)
         self.recent: deque[tuple[str, str, str]] = deque(maxlen=RECENT)
         self.evidence: dict[str, bytes] = {}
         self.pause: PauseState | None = None
@@ -193,6 +195,7 @@ class DeskSession:
         elif suffix.startswith("evidence/"):
             if len(raw) <= MAX_EVIDENCE_BYTES:
                 self.evidence[suffix[len("evidence/") :]] = raw
+                self.inbox.put(Note("evidence", (suffix[len("evidence/") :], raw)))
                 while len(self.evidence) > RECENT:
                     self.evidence.pop(next(iter(self.evidence)))
         elif suffix == "status":

@@ -2,14 +2,19 @@
 
 Top: the common reasons as buttons (one click asks for a pause of the chosen
 minutes), a free-text reason, minutes, Pause and Resume, the time left of the
-pause, and the appliance's answer. Bottom: the transparency list, the appliance's
-recent scans and findings for this desk exactly as they went to the broker;
-a finding's image is shown only when the appliance sent one (the employer's
-profile decides).
+pause, and the appliance's answer. Below, two tabs:
+
+- "Your findings" (:mod:`deskwatch_desk.findings_tab`): loaded from the collector when
+  the window opens: each finding with the picture that was sent, how it was reviewed,
+  when the picture is deleted, and a box to contest it;
+- "Checks as they happen": the transparency list, the appliance's scans and findings
+  for this desk exactly as they go to the broker while the window is open; a finding's
+  image is shown only when the appliance sent one (the employer's profile decides).
 """
 
 from __future__ import annotations
 
+import gc
 import io
 import logging
 import signal
@@ -21,6 +26,7 @@ from tkinter import ttk
 from typing import TYPE_CHECKING, Any
 
 from deskwatch_contract import exitcodes
+from deskwatch_desk.findings_tab import FindingsTab
 from deskwatch_desk.session import DeskSession, Note, describe_finding, describe_scan
 
 if TYPE_CHECKING:
@@ -30,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 COMMON_REASONS = ("fetch water", "bathroom", "stretch", "short break", "help a colleague")
 POLL_MS = 200
+LIVE_REFRESH_MS = 5000
 
 
 class PauseWindow:
@@ -39,7 +46,7 @@ class PauseWindow:
         self.monotonic = session.monotonic
         cfg = session.cfg
         root.title(f"deskwatch - desk {cfg.device.id}")
-        root.minsize(680, 470)
+        root.minsize(760, 600)
         pad: dict[str, Any] = {"padx": 6, "pady": 4}
 
         self.status_var = tk.StringVar(value=f"Desk {cfg.device.site}/{cfg.device.id} - appliance: no status yet")
@@ -75,12 +82,19 @@ class PauseWindow:
         self.result_var = tk.StringVar(value="")
         ttk.Label(box, textvariable=self.result_var, wraplength=640).pack(anchor="w", **pad)
 
-        seen = ttk.LabelFrame(root, text="What the appliance recorded for this desk (as your supervisor sees it)")
-        seen.pack(fill="both", expand=True, **pad)
+        self.notebook = ttk.Notebook(root)
+        self.notebook.pack(fill="both", expand=True, **pad)
+        self.findings_tab = FindingsTab(self.notebook, session.findings)
+        self.notebook.add(self.findings_tab, text="Your findings")
+        seen = ttk.Frame(self.notebook)
+        self.live_tab = seen
+        self.notebook.add(seen, text="Checks as they happen")
+        ttk.Label(seen, text="What the appliance records for this desk while this window is open, as it goes to the"
+                  " broker.").pack(anchor="w", **pad)  # fmt: skip
         self.tree = ttk.Treeview(seen, columns=("time", "what", "detail"), show="headings", height=8)
-        for col, width in (("time", 80), ("what", 200), ("detail", 380)):
+        for col, width in (("time", 130), ("what", 190), ("detail", 380)):
             self.tree.heading(col, text=col.capitalize())
-            self.tree.column(col, width=width, stretch=col == "detail")
+            self.tree.column(col, width=width, minwidth=width // 2, stretch=True)
         self.tree.pack(fill="both", expand=True, **pad)
         self.tree.bind("<<TreeviewSelect>>", self._show_selected)
         self.image_label = ttk.Label(seen)
@@ -119,6 +133,9 @@ class PauseWindow:
             self._after = None
         self.session.close()
         self.root.destroy()
+        # Tk variables must die on this thread: collect the window's reference cycles now
+        # rather than let the collector run later on a broker thread.
+        gc.collect()
 
     # -- updates --------------------------------------------------------------------------
     def poll(self) -> None:
@@ -139,6 +156,24 @@ class PauseWindow:
             self._add_row(describe_scan(note.value), None)
         elif note.kind == "finding":
             self._add_row(describe_finding(note.value), note.value.event_id)
+            if self.session.findings.add_live(note.value):
+                self.findings_tab.redraw()
+            self.root.after(LIVE_REFRESH_MS, self.session.findings.refresh)  # the collector's copy, once stored
+        elif note.kind == "evidence":
+            self.findings_tab.live_picture(*note.value)
+        elif note.kind == "findings":
+            found, _retention = note.value
+            self.session.findings.take(found)
+            self.findings_tab.redraw()
+        elif note.kind == "findings_state":
+            self.findings_tab.show_state(note.value)
+        elif note.kind == "picture":
+            self.findings_tab.picture(*note.value)
+        elif note.kind == "contest":
+            _, updated, problem = note.value
+            if updated is not None:
+                self.session.findings.take_one(updated)
+            self.findings_tab.contested(problem)
         elif note.kind == "status":
             cfg = self.session.cfg
             self.status_var.set(f"Desk {cfg.device.site}/{cfg.device.id} - appliance: {note.value}")
@@ -189,5 +224,6 @@ def run_window(cfg: DeskConfig, state_dir: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: root.after(0, window.close))
     session.start()
+    session.findings.start()
     root.mainloop()
     return 0

@@ -16,7 +16,7 @@ from deskwatch.policy.profiles import (
     effective_rules,
     identity_allowed,
 )
-from deskwatch.technician.explain import evidence_allowed, explain
+from deskwatch.technician.explain import TemplateStatus, evidence_allowed, explain, template_status
 from tests.support.policy import T0, burst, face, make_config, obj, person
 
 UK = "policy: {profile: uk}\nschedule: {mode: fixed, fixed_times: ['10:30', '15:00']}\n"
@@ -91,6 +91,22 @@ def test_notice_says_what_is_captured_checked_sent_and_kept():
     assert "face template" in text
 
 
+def test_notice_says_whether_a_face_template_exists(tmp_path):
+    cfg = make_config(state_dir=str(tmp_path))
+    missing = explain(cfg)
+    assert "no face template of worker" in missing and "No face template: none has been enrolled" in missing
+    assert "compared with worker" not in missing
+    (tmp_path / "templates").mkdir(mode=0o700)
+    (tmp_path / "templates" / f"{cfg.device.worker_id}.npz").write_bytes(b"x")
+    enrolled = explain(cfg)
+    assert f"compared with worker {cfg.device.worker_id}'s face template" in enrolled
+    assert "face template, stored 20" in enrolled and "none has been enrolled" not in enrolled
+    assert template_status(cfg).state == "enrolled"
+    unreadable = explain(cfg, TemplateStatus("unreadable"))
+    assert "run with sudo" in unreadable and "if one was enrolled" in unreadable
+    assert template_status(make_config(UK, state_dir=str(tmp_path))).state == "off"
+
+
 def test_notice_for_uk_and_minimal():
     uk = explain(make_config(UK))
     assert "no identity check" in uk and "fixed times only: 10:30, 15:00" in uk
@@ -108,6 +124,7 @@ def test_policy_show_command(write_config, capsys):
     assert main(["policy", "show", "--json", "--config", path]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["identity_check"] is False and data["random_scans"] is False
+    assert data["face_template"] == {"state": "off", "enrolled_at": None}
     enabled = [r["rule"] for r in data["rules"] if r["enabled"]]
     assert enabled == ["phone_use", "low_light", "camera_obstructed"]
 

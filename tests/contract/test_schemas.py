@@ -13,7 +13,7 @@ from deskwatch.app import payload_source
 from deskwatch.config import load_config_text
 from deskwatch.delivery import payloads as p
 from deskwatch.delivery.outbox import Outbox
-from deskwatch.domain import Box, CheckOutcome, Detection, Face, Finding, ScanRecord
+from deskwatch.domain import Box, CheckOutcome, Detection, Face, Finding, PauseInfo, ScanRecord
 from deskwatch_contract import KINDS, load_schema
 
 T0 = datetime(2026, 11, 29, 10, 15, 2, 123000, tzinfo=UTC)
@@ -130,6 +130,15 @@ def test_scan_status_health_result(cfg: Any, tmp_path: Path) -> None:
         "broker": "online",
     }
     check("health", p.health_payload(payload_source(cfg), stats))
+    pause = PauseInfo("fetch water", 10, T0, "mqtt").to_json()
+    paused = p.health_payload(
+        payload_source(cfg), {**stats, "paused": True, "pause": pause, "identity": "not_enrolled"}
+    )
+    check("health", paused)
+    assert paused["pause"] == {"reason": "fetch water", "minutes": 10, "started_at": "2026-11-29T10:15:02.123Z",
+                               "ends_at": "2026-11-29T10:25:02.123Z", "source": "mqtt"}  # fmt: skip
+    assert paused["identity"] == "not_enrolled"
+    assert "identity" not in p.health_payload(payload_source(cfg), {**stats, "identity": "maybe"})
     check(
         "health", p.health_payload(payload_source(cfg), {})
     )  # a daemon that knows nothing yet still sends valid health

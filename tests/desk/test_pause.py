@@ -102,7 +102,7 @@ def test_config_errors_exit_78(tmp_path: Path, capsys: pytest.CaptureFixture[str
     err = capsys.readouterr().err
     assert "device.id" in err and "mqtt.port" in err
     # its own small file: an appliance section is named as unknown, with what it knows
-    assert "camera: unknown key" in err and "known: device, mqtt" in err
+    assert "camera: unknown key" in err and "known: collector, device, mqtt" in err
 
 
 def test_broker_away_queues_the_request_and_run_sends_it_later(

@@ -119,6 +119,7 @@ def test_pause_window_typed_reason_result_transparency_and_pause_end(
     assert details[0].endswith("[no image (not_allowed)]")
     assert "image 160x120 sent to your supervisor" in details[2]
     assert details[4] == "clear: no findings; 3 checks ran"
+    win.notebook.select(win.live_tab)
     phone_row = win.tree.get_children()[2]
     assert pump(root, lambda: len(win.session.evidence) == 1)
     win.tree.selection_set(phone_row)
@@ -131,7 +132,7 @@ def test_pause_window_typed_reason_result_transparency_and_pause_end(
     ARTIFACTS.mkdir(exist_ok=True)
     shot = xvfb.screenshot(ARTIFACTS / "desk_window_paused.png")
     with Image.open(shot) as im:
-        assert im.size == (800, 600)
+        assert im.size == (1024, 768)
         x, y = win.image_label.winfo_rootx() + 20, win.image_label.winfo_rooty() + 20
         r, g, b = im.convert("RGB").getpixel((x, y))[:3]
         assert r > 150 and g < 100 and b < 100, (r, g, b)  # the red evidence thumbnail is on screen

@@ -59,7 +59,7 @@ def xvfb() -> Iterator[Xvfb]:
         pytest.skip(f"missing {', '.join(missing)}: apt install xvfb xdotool imagemagick (tools/bootstrap.sh)")
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "800x600x24", "-nolisten", "tcp"],
+        ["Xvfb", "-displayfd", str(write_fd), "-screen", "0", "1024x768x24", "-nolisten", "tcp"],
         pass_fds=(write_fd,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

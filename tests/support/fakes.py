@@ -35,6 +35,7 @@ class RecordingDelivery:
         self.health: list[dict[str, Any]] = []
         self.degraded: str | None = None
         self.handler: Callable[[str, dict[str, Any]], None] | None = None
+        self.reviews_handler: Callable[[bytes], None] | None = None
         self.started = self.stopped = False
         self.outbox = None  # no durable queue: retention has nothing to purge
         self._n = 0
@@ -65,6 +66,9 @@ class RecordingDelivery:
 
     def on_command(self, handler: Callable[[str, dict[str, Any]], None]) -> None:
         self.handler = handler
+
+    def on_reviews(self, handler: Callable[[bytes], None]) -> None:
+        self.reviews_handler = handler
 
     def command(self, kind: str, body: dict[str, Any]) -> None:
         assert self.handler is not None

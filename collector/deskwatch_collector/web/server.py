@@ -62,11 +62,12 @@ async def _internal(request: Request, exc: Exception) -> Response:
 
 
 def build_app(ctx: WebContext, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The page's routes (plus ``extra_routes``, e.g. another module's) with ``ctx`` in app state."""
+    """The page's routes with ``ctx`` in app state; ``extra_routes`` (e.g. the console's) come
+    first, so a path they share with the page's own routes is theirs."""
     routes: list[BaseRoute] = [
+        *extra_routes,
         *pages.ROUTES,
         *api.ROUTES,
-        *extra_routes,
         Mount("/static", app=StaticFiles(packages=[("deskwatch_collector", "static")]), name="static"),
     ]
     app = Starlette(

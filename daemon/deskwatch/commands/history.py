@@ -1,15 +1,23 @@
 """``deskwatch history``: the worker's view of the audit trail on this device:
-the last scans (when, what was checked, what was found) and every pause. No images."""
+the last scans (when, what was checked, what was found) and every pause. No images.
+
+For each finding it also says what left the device (a picture, and its size, or why
+none), whether it is still waiting for the broker, and what the collector last said
+about it (its retained ``reviews`` list): how a supervisor reviewed it, whether the
+worker contested it, and until when the collector keeps the picture."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from deskwatch.commands.common import load_config_or_exit
 from deskwatch_contract import exitcodes
+from deskwatch_contract.reviews import ReviewedFinding
 
 NAME = "history"
 HELP = "show the last scans, findings and pauses recorded on this device (no images)"
@@ -28,7 +36,65 @@ def _local(ts: str) -> str:
         return ts
 
 
-def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False) -> list[str]:
+NO_PICTURE = {
+    "rule": "this rule sends none",
+    "not_allowed": "this rule sends none",
+    "profile": "the profile sends none",
+    "disabled": "pictures are switched off",
+    "no_frame": "there was no frame",
+    "failed": "it could not be made",
+    "too_large": "it was too large",
+    "evicted": "dropped while the network was down",
+}
+
+
+@dataclass
+class Fate:
+    """What became of the findings: still queued on the device, and the collector's last word."""
+
+    queued: dict[str, set[str]] = field(default_factory=dict)
+    view: dict[str, ReviewedFinding] = field(default_factory=dict)
+    view_at: str | None = None
+
+    def line(self, finding: dict[str, Any]) -> str | None:
+        event_id = finding.get("event_id")
+        if not isinstance(event_id, str):
+            return None  # recorded before the device kept this
+        waiting = self.queued.get(event_id, set())
+        parts = []
+        size = finding.get("picture_bytes")
+        if isinstance(size, int):
+            kb = f"{size / 1000:.0f} KB"
+            parts.append(f"picture waiting to be sent ({kb})" if "evidence" in waiting else f"picture sent ({kb})")
+        else:
+            why = str(finding.get("no_picture") or "none")
+            parts.append(f"no picture ({NO_PICTURE.get(why, why)})")
+        seen = self.view.get(event_id)
+        if "event" in waiting:
+            parts.append("waiting for the broker")
+        elif seen is None:
+            parts.append("sent; no word from the collector yet")
+        else:
+            parts.append(_review_words(seen))
+            if seen.contested:
+                parts.append("you contested it")
+            if seen.picture == "kept" and seen.picture_until:
+                parts.append(f"the collector keeps the picture until {_local(seen.picture_until)[:10]}")
+            elif seen.picture == "deleted":
+                parts.append("the collector has deleted the picture")
+        return "      -> " + " · ".join(parts)
+
+
+def _review_words(seen: ReviewedFinding) -> str:
+    if seen.state == "acknowledged":
+        return "upheld by your supervisor"
+    if seen.state == "dismissed":
+        why = f": {seen.reason}" if seen.reason else ""
+        return f"dismissed by your supervisor{why}" + (" (the detector was wrong)" if seen.wrong else "")
+    return "not reviewed yet"
+
+
+def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False, fate: Fate | None = None) -> list[str]:
     when = _local(at)
     if kind == "scan":
         findings = d.get("findings") or []
@@ -44,6 +110,9 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False)
             out.append(
                 f"    finding: {f.get('type')} (confidence {float(f.get('confidence') or 0):.2f}) {f.get('detail', '')}".rstrip()
             )
+            line = fate.line(f) if fate is not None else None
+            if line:
+                out.append(line)
         if checks:
             for c in d.get("checks") or []:  # type: ignore[attr-defined]
                 out.append(f"    {c['rule']:<20} {c['outcome']:<9} {c.get('reason', '')}".rstrip())
@@ -66,6 +135,7 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False)
 
 def run(args: argparse.Namespace) -> int:
     from deskwatch.audit import AuditLog, audit_path
+    from deskwatch.delivery.outbox import queued_event_ids
 
     cfg = load_config_or_exit(args)
     if args.limit < 1:
@@ -83,11 +153,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         entries = log.recent(args.limit)
         pause = log.load_pause()
+        view, view_at = log.collector_view()
     finally:
         log.close()
+    fate = Fate(queued_event_ids(cfg.state_dir), view, view_at)
     if args.json:
         for e in entries:
-            print(json.dumps({"at": e.at, "kind": e.kind, **e.data}))
+            data = dict(e.data)
+            if e.kind == "scan":
+                data["findings"] = [_with_fate(f, fate) for f in data.get("findings") or []]
+            print(json.dumps({"at": e.at, "kind": e.kind, **data}))
         return 0
     if not entries:
         print("No scans recorded yet on this device.")
@@ -100,6 +175,24 @@ def run(args: argparse.Namespace) -> int:
         f"Last {len(entries)} entries on desk {cfg.device.id} (newest first; kept {cfg.evidence.retention_days} days; no images are stored):"
     )
     for e in entries:
-        for line in format_entry(e.kind, e.at, e.data, args.checks):
+        for line in format_entry(e.kind, e.at, e.data, args.checks, fate):
             print(line)
+    if view_at is None:
+        print(
+            "(The collector has not yet said how findings were reviewed: it sends that when the device is connected.)"
+        )
+    else:
+        print(f"(Reviews as the collector reported them at {_local(view_at)}.)")
     return 0
+
+
+def _with_fate(finding: dict[str, Any], fate: Fate) -> dict[str, Any]:
+    event_id = finding.get("event_id")
+    if not isinstance(event_id, str):
+        return finding
+    seen = fate.view.get(event_id)
+    return {
+        **finding,
+        "queued": sorted(fate.queued.get(event_id, set())),
+        "collector": seen.as_json() if seen is not None else None,
+    }

@@ -54,6 +54,7 @@ from deskwatch_contract.problems import Problem, backoff_delay, is_loopback
 
 logger = logging.getLogger(__name__)
 
+REVIEWS_KIND = "reviews"  # the collector's retained list, queued with the commands but never answered
 ACK_BATCH = 64
 ACK_FLUSH_SECONDS = 0.05
 CAPS_EVERY_SECONDS = 60.0
@@ -100,6 +101,7 @@ class Delivery:
         self.outbox = outbox
         self._rng = rng or random.Random()
         self._intake = CommandIntake()
+        self._reviews_handler: Callable[[bytes], None] | None = None
         # At most 256 x 4 KiB waiting; beyond that a flood is answered "busy", not buffered.
         self._commands: queue.Queue[tuple[str, bytes]] = queue.Queue(maxsize=256)
         self._acks: queue.SimpleQueue[tuple[int, int, ReasonCode | None]] = queue.SimpleQueue()
@@ -222,6 +224,10 @@ class Delivery:
 
     def on_command(self, handler: CommandHandler) -> None:
         self._intake.handler = handler
+
+    def on_reviews(self, handler: Callable[[bytes], None]) -> None:
+        """``handler(raw)`` gets each ``reviews`` message (the collector's word on recent findings)."""
+        self._reviews_handler = handler
 
     def progress(self) -> float:
         return self._progress
@@ -433,6 +439,8 @@ class Delivery:
             link.client.subscribe(self.prefix + suffix, qos=1)
         if self._job_handler is not None:
             link.client.subscribe(self.prefix + topics.JOBS_NOTIFY, qos=1)
+        if self._reviews_handler is not None:  # retained: the latest list arrives at every connection
+            link.client.subscribe(self.prefix + topics.REVIEWS, qos=1)
         self._link = link
         self._connected.set()
         self._attempted.set()
@@ -607,9 +615,13 @@ class Delivery:
             except Exception:  # a job must never take the network thread down
                 logger.exception("job intake failed on a %d-byte message", len(msg.payload))
             return
+        kind = REVIEWS_KIND if suffix == topics.REVIEWS else kind_for_topic(suffix)
         try:
-            self._commands.put_nowait((kind_for_topic(suffix), bytes(msg.payload)))
+            self._commands.put_nowait((kind, bytes(msg.payload)))
         except queue.Full:
+            if kind == REVIEWS_KIND:  # retained: the next connection brings it again
+                logger.warning("reviews message dropped: too many commands queued")
+                return
             self._answer(
                 CommandResult(None, kind_for_topic(suffix), False, "device busy: too many commands queued, try again")
             )
@@ -625,7 +637,15 @@ class Delivery:
                     batch.append(self._commands.get_nowait())
                 except queue.Empty:
                     break
-            self._answer(*[self._intake.handle(kind, raw) for kind, raw in batch])
+            for kind, raw in batch:  # not a command: no answer on cmd/result
+                if kind == REVIEWS_KIND and self._reviews_handler is not None:
+                    try:
+                        self._reviews_handler(raw)
+                    except Exception:
+                        logger.exception("could not take the collector's reviews message")
+            commands = [(kind, raw) for kind, raw in batch if kind != REVIEWS_KIND]
+            if commands:
+                self._answer(*[self._intake.handle(kind, raw) for kind, raw in commands])
 
     def _answer(self, *results: CommandResult) -> None:
         try:

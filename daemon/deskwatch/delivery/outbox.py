@@ -438,6 +438,30 @@ class Outbox:
             self._db.close()
 
 
+def queued_event_ids(state_dir: str | os.PathLike[str]) -> dict[str, set[str]]:
+    """Per event id, the kinds still waiting in the outbox ("event", "evidence"); read-only.
+
+    For ``deskwatch history`` while the daemon runs: it never writes and takes no lock
+    the daemon would wait for. An absent or unreadable outbox reads as empty.
+    """
+    path = Path(state_dir) / FILENAME
+    if not path.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            rows = db.execute("SELECT event_id, kind FROM messages WHERE event_id IS NOT NULL").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        logger.warning("cannot read the outbox %s: %s", path, exc)
+        return {}
+    out: dict[str, set[str]] = {}
+    for event_id, kind in rows:
+        out.setdefault(str(event_id), set()).add(str(kind))
+    return out
+
+
 def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]

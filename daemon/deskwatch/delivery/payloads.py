@@ -134,6 +134,7 @@ def scan_payload(src: Source, record: ScanRecord) -> dict[str, Any]:
 
 
 # Keys of ``health_payload``'s stats argument (all optional; unknown keys are ignored).
+IDENTITY_STATES = ("enrolled", "not_enrolled", "off")
 HEALTH_KEYS = (
     "uptime_s",
     "scans",
@@ -145,6 +146,8 @@ HEALTH_KEYS = (
     "disk_free_bytes",
     "clock_synced",
     "paused",
+    "pause",
+    "identity",
     "outbox",
     "mqtt",
 )
@@ -155,7 +158,8 @@ def health_payload(src: Source, stats: dict[str, Any]) -> dict[str, Any]:
 
     Expected keys: ``uptime_s``, ``scans``, ``scans_failed``, ``last_scan_at`` (RFC 3339 or
     None), ``inference_ms`` ({"p50", "p95"}), ``camera`` (state text), ``cpu_temp_c``,
-    ``disk_free_bytes``, ``clock_synced``, ``paused``, plus ``outbox`` and ``mqtt`` as
+    ``disk_free_bytes``, ``clock_synced``, ``paused``, ``pause`` (the pause's JSON or None),
+    ``identity`` (``enrolled``, ``not_enrolled``, ``off``), plus ``outbox`` and ``mqtt`` as
     returned by ``Delivery.stats()``.
     """
     outbox = stats.get("outbox") or {}
@@ -173,6 +177,7 @@ def health_payload(src: Source, stats: dict[str, Any]) -> dict[str, Any]:
         "disk_free_bytes": _opt_int(stats.get("disk_free_bytes")),
         "clock_synced": stats.get("clock_synced") if isinstance(stats.get("clock_synced"), bool) else None,
         "paused": bool(stats.get("paused", False)),
+        "pause": _pause(stats.get("pause")),
         "outbox": {
             "depth": int(outbox.get("depth", 0)),
             "bytes": int(outbox.get("bytes", 0)),
@@ -180,6 +185,8 @@ def health_payload(src: Source, stats: dict[str, Any]) -> dict[str, Any]:
             "evicted": {k: int(v) for k, v in dict(outbox.get("evicted", {})).items()},
         },
     }
+    if stats.get("identity") in IDENTITY_STATES:
+        out["identity"] = stats["identity"]
     mqtt = stats.get("mqtt")
     if isinstance(mqtt, dict):
         out["mqtt"] = {
@@ -196,6 +203,13 @@ def result_payload(request_id: str | None, kind: str, ok: bool, error: str | Non
     if not ok:
         out["error"] = error or "rejected"
     return out
+
+
+def _pause(value: Any) -> dict[str, Any] | None:
+    """The pause for health: why, for how long and until when (so a fleet view can say so)."""
+    if not isinstance(value, dict):
+        return None
+    return {k: value[k] for k in ("reason", "minutes", "started_at", "ends_at", "source") if k in value}
 
 
 def _percentiles(value: Any) -> dict[str, float | None]:

@@ -5,6 +5,9 @@ written by hand."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
 from deskwatch.config import Config
 from deskwatch.policy.profiles import (
     RULES,
@@ -20,6 +23,32 @@ from deskwatch.system.control import control_socket_path
 def evidence_allowed(cfg: Config, rule: str) -> bool:
     """May a finding of ``rule`` carry a thumbnail on this device (policy and evidence switch)?"""
     return cfg.evidence.enabled and evidence_refusal(cfg.policy, rule) is None
+
+
+@dataclass(frozen=True)
+class TemplateStatus:
+    """Whether the worker's face template exists on this device (what the notice may claim)."""
+
+    state: str  # "enrolled", "missing", "unreadable" (this user may not look), "off" (no identity check)
+    enrolled_at: datetime | None = None
+
+    def as_json(self) -> dict[str, object]:
+        return {"state": self.state, "enrolled_at": self.enrolled_at.isoformat() if self.enrolled_at else None}
+
+
+def template_status(cfg: Config) -> TemplateStatus:
+    """Look (stat only: the template is never read) for the worker's face template."""
+    if not identity_allowed(cfg.policy):
+        return TemplateStatus("off")
+    from deskwatch.vision.identity import template_path
+
+    try:
+        st = template_path(cfg.state_dir, cfg.device.worker_id).stat()
+    except FileNotFoundError:
+        return TemplateStatus("missing")
+    except (OSError, ValueError):  # e.g. templates/ is 0700 and this user is not the service
+        return TemplateStatus("unreadable")
+    return TemplateStatus("enrolled", datetime.fromtimestamp(st.st_mtime, UTC))
 
 
 def _days(days: list[str]) -> str:
@@ -86,8 +115,10 @@ def rule_sentence(cfg: Config, rule: str) -> str:
     return ""
 
 
-def explain(cfg: Config) -> str:
+def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
     prof = profile_of(cfg.policy)
+    template = template or template_status(cfg)
+    worker = cfg.device.worker_id
     s, cam, ev = cfg.schedule, cfg.camera, cfg.evidence
     enabled = [r for r in RULES if rule_enabled(cfg.policy, r)]
     images = cfg.evidence.enabled and prof.images_leave and any(evidence_allowed(cfg, r) for r in enabled)
@@ -125,8 +156,18 @@ def explain(cfg: Config) -> str:
     for r in RULES:
         on = r in enabled
         add(f"  {r:<{width}}  {'ON ' if on else 'off'}  {rule_sentence(cfg, r) if on else ''}".rstrip())
-    if identity_allowed(cfg.policy):
-        add("- Identity: the face at the desk is compared with the enrolled worker's face template on the device.")
+    if template.state == "enrolled":
+        add(f"- Identity: the face at the desk is compared with worker {worker}'s face template on the device.")
+    elif template.state == "missing":
+        add(
+            f"- Identity: no face template of worker {worker} exists on this device, so no face is recognised and"
+            " unrecognized_person is skipped until a technician enrols the worker (deskwatch enroll --consent)."
+        )
+    elif template.state == "unreadable":
+        add(
+            "- Identity: the face at the desk is compared with the enrolled worker's face template, if one exists;"
+            " this user may not look in the service's state directory (run with sudo to see whether it does)."
+        )
     else:
         add("- Identity: no identity check is made; faces are only detected, never recognised.")
     add("")
@@ -146,10 +187,17 @@ def explain(cfg: Config) -> str:
     add("- Never sent: video, sound, face templates, pictures of checks that found nothing.")
     add("")
     add("WHAT IT KEEPS ON THE DEVICE, AND FOR HOW LONG")
-    if identity_allowed(cfg.policy):
+    if template.state == "enrolled" and template.enrolled_at is not None:
         add(
-            "- The enrolled worker's face template, readable only by the device service, until re-enrolment "
-            "or removal. It is never sent."
+            f"- Worker {worker}'s face template, stored {template.enrolled_at.astimezone().strftime('%Y-%m-%d')},"
+            " readable only by the device service, until re-enrolment or removal. It is never sent."
+        )
+    elif template.state == "missing":
+        add("- No face template: none has been enrolled on this device.")
+    elif template.state == "unreadable":
+        add(
+            "- The enrolled worker's face template, if one was enrolled, readable only by the device service,"
+            " until re-enrolment or removal. It is never sent."
         )
     add(
         f"- Messages waiting while the network is down: at most {cfg.outbox.max_age_days} days"

@@ -1,0 +1,170 @@
+"""Routes of the queue and of one event: the filtered list, its CSV, the alert poll, the
+event detail, review and contest. Each is ``handler(view, request, user)`` (see :mod:`.view`)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response, StreamingResponse
+
+from deskwatch_collector.auth import User
+from deskwatch_collector.console import detail, queue, review, worker
+from deskwatch_collector.console.timefmt import local
+from deskwatch_collector.console.view import View
+from deskwatch_collector.store import Tx
+from deskwatch_collector.validate import UUID
+
+logger = logging.getLogger(__name__)
+
+ALERT_BATCH = 20
+
+
+def _queue(view: View, request: Request, user: User) -> tuple[queue.Filters, queue.Page, queue.Counts]:
+    q = view.query(request)
+    f = queue.parse_filters(q, user, view.tz(request))
+    with view.store(request).transaction(write=False) as tx:
+        pg = queue.page(tx, f, before=queue.single(q, "before"), after=queue.single(q, "after"), limit=f.limit)
+        counts = queue.counts(tx, f)
+    return f, pg, counts
+
+
+def _latest_id(tx: Tx, user: User) -> int:
+    where, params = detail.scope(user)
+    row = tx.one(f"SELECT MAX(e.id) FROM events e WHERE {where}", params)
+    return int(row[0]) if row and row[0] is not None else 0
+
+
+def queue_page(view: View, request: Request, user: User) -> Response:
+    if not user.is_supervisor:
+        return RedirectResponse("/me", 303)
+    f, pg, counts = _queue(view, request, user)
+    with view.store(request).transaction(write=False) as tx:
+        latest = _latest_id(tx, user)
+        devices = tx.rows(
+            f"SELECT device_id FROM devices WHERE site IN ({', '.join('?' for _ in user.sites)})"
+            " ORDER BY device_id LIMIT 2000",
+            list(user.sites),
+        )
+    return view.html(
+        request, user, "queue.html", f=f, pg=pg, counts=counts, latest_id=latest,
+        poll_seconds=view.settings.poll_seconds, device_names=[r[0] for r in devices],
+    )  # fmt: skip
+
+
+def queue_api(view: View, request: Request, user: User) -> Response:
+    _, pg, counts = _queue(view, request, user)
+    return view.json(
+        {
+            "events": [queue.public(ev, user) for ev in pg.events],
+            "newer": pg.newer,
+            "older": pg.older,
+            "counts": {"total": counts.total, "by_view": counts.by_view, "by_type": counts.by_type},
+        }
+    )
+
+
+def queue_csv(view: View, request: Request, user: User) -> Response:
+    view.supervisor(user)
+    tz = view.tz(request)
+    f = queue.parse_filters(view.query(request), user, tz)
+    store = view.store(request)
+
+    def chunks() -> Iterator[bytes]:
+        with store.transaction(write=False) as tx:
+            for text in queue.csv_lines(tx, f, tz):
+                yield text.encode("utf-8")
+
+    name = f"deskwatch-{f.view}-{local(view.now(request), tz).date().isoformat()}.csv"
+    logger.info("%s exported the %s queue as CSV", user.username, f.view)
+    return StreamingResponse(
+        chunks(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+def latest_api(view: View, request: Request, user: User) -> Response:
+    """Open events newer than ``after_id`` (the page's alerts), and the newest id there is."""
+    view.supervisor(user)
+    try:
+        after = int(request.query_params.get("after_id", "0"))
+    except ValueError:
+        raise queue.BadFilter("after_id: a whole number") from None
+    where, params = detail.scope(user)
+    with view.store(request).transaction(write=False) as tx:
+        rows = tx.rows(
+            f"SELECT {queue.EVENT_COLUMNS} FROM events e LEFT JOIN evidence v ON v.event_id = e.event_id"
+            f" WHERE {where} AND e.id > ? AND e.review_state = 'open' ORDER BY e.id DESC LIMIT ?",
+            (*params, after, ALERT_BATCH),
+        )
+        latest = _latest_id(tx, user)
+    return view.json({"latest_id": max(latest, after), "events": [queue.public(queue.event_row(r)) for r in rows]})
+
+
+def _event(view: View, request: Request, user: User) -> dict[str, Any] | None:
+    event_id = str(request.path_params["event_id"]).lower()
+    if not UUID.match(event_id):
+        return None
+    with view.store(request).transaction(write=False) as tx:
+        ev = detail.find_event(tx, user, event_id)
+        if ev is None:
+            return None
+        ev["scan"] = detail.scan_of(tx, ev["site"], ev["device_id"], ev["scan_id"])
+        ev["history"] = detail.device_history(tx, user, ev["site"], ev["device_id"])
+        ev["trail"] = detail.trail(tx, event_id)
+    worker.annotate(ev, view.settings.retention_days, view.now(request))
+    return ev
+
+
+def event_page(view: View, request: Request, user: User) -> Response:
+    ev = _event(view, request, user)
+    if ev is None:
+        return view.error(request, user, 404, "No such event", "It does not exist or is not one of yours.")
+    if not user.is_supervisor:
+        return RedirectResponse(f"/me#{ev['event_id']}", 303)
+    f = queue.parse_filters(view.query(request), user, view.tz(request))
+    with view.store(request).transaction(write=False) as tx:
+        older = queue.neighbour(tx, f, ev, newer=False)
+        newer = queue.neighbour(tx, f, ev, newer=True)
+    nav = {
+        "older_url": f"/events/{older['event_id']}?{f.qs()}" if older else None,
+        "newer_url": f"/events/{newer['event_id']}?{f.qs()}" if newer else None,
+    }
+    return view.html(
+        request, user, "event.html", ev=ev, f=f, nav=nav, scan=ev["scan"], history=ev["history"], trail=ev["trail"],
+        days_left=ev["days_left"], retention_days=view.settings.retention_days,
+    )  # fmt: skip
+
+
+def event_api(view: View, request: Request, user: User) -> Response:
+    ev = _event(view, request, user)
+    return view.json(queue.public(ev, user)) if ev else view.json({"error": "no such event"}, 404)
+
+
+def review_api(view: View, request: Request, user: User) -> Response:
+    """``{"action": "acknowledge" | "dismiss" | "reopen", "reason": key (dismiss), "note": text}``."""
+    event_id = str(request.path_params["event_id"]).lower()
+    data = view.body(request)
+    note = review.clean_note(data.get("note"))
+    if not UUID.match(event_id):
+        raise review.ReviewRefused(404, "no such event")
+    with view.store(request).transaction() as tx:
+        review.review(tx, user, event_id, data.get("action"), data.get("reason"), note, view.now(request))
+    ev = _event(view, request, user)
+    return view.json(queue.public(ev)) if ev else view.json({"error": "no such event"}, 404)
+
+
+def contest_api(view: View, request: Request, user: User) -> Response:
+    """``{"note": why the finding is wrong}`` from the worker it names."""
+    event_id = str(request.path_params["event_id"]).lower()
+    data = view.body(request)
+    note = review.clean_note(data.get("note"))
+    if not UUID.match(event_id):
+        raise review.ReviewRefused(404, "no such event")
+    with view.store(request).transaction() as tx:
+        review.contest(tx, user, event_id, note, view.now(request))
+    ev = _event(view, request, user)
+    return view.json(queue.public(ev, user)) if ev else view.json({"error": "no such event"}, 404)

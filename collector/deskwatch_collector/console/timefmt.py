@@ -1,0 +1,69 @@
+"""The viewer's time zone and how the console prints times: always with the zone's name.
+
+The browser tells its IANA zone (a cookie the page's script sets, or ``tz=`` on the API);
+anything unknown falls back to UTC, never to the server's zone.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+ZONE_NAME = re.compile(r"^[A-Za-z0-9_+\-]+(/[A-Za-z0-9_+\-]+){0,2}$")
+
+
+@cache
+def _known() -> frozenset[str]:
+    return frozenset(available_timezones())
+
+
+def zone(name: str | None) -> ZoneInfo:
+    """The zone called ``name``, or UTC when it is missing or not a known IANA name."""
+    if name and len(name) <= 64 and ZONE_NAME.match(name) and name in _known():
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            pass
+    return ZoneInfo("UTC")
+
+
+def local(ts: float, tz: ZoneInfo) -> datetime:
+    return datetime.fromtimestamp(ts, UTC).astimezone(tz)
+
+
+def show(ts: float | None, tz: ZoneInfo, seconds: bool = False) -> str:
+    """``2026-11-29 10:15 CET`` (the zone's abbreviation; the offset where it has none)."""
+    if ts is None:
+        return ""
+    t = local(ts, tz)
+    name = t.tzname() or ""
+    if not name or name[0] in "+-":  # zones without an abbreviation: "UTC-03", "UTC+0530"
+        name = "UTC" + (name or t.strftime("%z"))
+    return t.strftime("%Y-%m-%d %H:%M:%S" if seconds else "%Y-%m-%d %H:%M") + " " + name
+
+
+def iso_utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def day_start(d: date, tz: ZoneInfo) -> float:
+    """The instant a local calendar day starts (DST-aware)."""
+    return datetime.combine(d, time(0), tzinfo=tz).timestamp()
+
+
+def day_end(d: date, tz: ZoneInfo) -> float:
+    """The instant the local day after ``d`` starts: a date range's ``to`` is inclusive."""
+    return day_start(d + timedelta(days=1), tz)
+
+
+def ago(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 90:
+        return f"{s} s ago"
+    if s < 90 * 60:
+        return f"{round(s / 60)} min ago"
+    if s < 36 * 3600:
+        return f"{round(s / 3600)} h ago"
+    return f"{round(s / 86400)} days ago"

@@ -1,0 +1,126 @@
+"""'deskwatch history' tells the worker what became of each finding: the picture that left
+the device (or why none did), whether it still waits for the broker, and the collector's
+word on it, received over MQTT as a retained ``reviews`` list."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deskwatch.app import Daemon, Parts, build_delivery
+from deskwatch.audit import AuditLog
+from deskwatch.camera.fake import FakeCamera
+from deskwatch.cli import main
+from deskwatch.config import load_config
+from deskwatch.delivery.outbox import Outbox
+from deskwatch.domain import Finding, ScanRecord, SentFinding
+from deskwatch_contract.reviews import ReviewedFinding, build
+from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+from tests.support.mosquitto import Broker, Collector, device_config
+
+NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+SENT, QUEUED, SILENT = (f"01a224ee-45fe-72be-b748-f6bbc5d6179{c}" for c in "abc")
+
+
+def reviews_message(site: str, device: str, findings: list[ReviewedFinding]) -> bytes:
+    return json.dumps(build(site, device, NOW, 20, findings)).encode()
+
+
+def test_scanner_records_what_left_the_device_for_each_finding(write_config: Any, clock: Any) -> None:
+    cfg = load_config(str(write_config()))
+    delivery = RecordingDelivery()
+    daemon = Daemon(cfg, clock=clock, parts=Parts(camera=FakeCamera(), vision=ScriptedVision(), delivery=delivery,
+                                                  notifier=SilentNotifier()))  # fmt: skip
+    record = ScanRecord("s-1", "pause", NOW, NOW, findings=[Finding("pause_overrun", 1.0, 0, detail="ran over")])
+    daemon.scanner.publish(record, [], [])
+    assert [s.event_id for s in record.sent] == [payload["event_id"] for payload, _ in delivery.events]
+    assert record.sent[0].picture_bytes is None and record.sent[0].no_picture == "no_frame"
+    daemon.audit.close()
+
+
+def test_history_says_picture_delivery_review_and_contest(write_config: Any, clock: Any, capsys: Any,
+                                                          caplog: pytest.LogCaptureFixture) -> None:  # fmt: skip
+    cfg_path = str(write_config())
+    cfg = load_config(cfg_path)
+    audit = AuditLog.for_state_dir(cfg.state_dir)
+    findings = [Finding("phone_use", 0.81, 2, detail="phone at the ear"), Finding("eating", 0.7, 1),
+                Finding("idle_input", 1.0, 0)]  # fmt: skip
+    record = ScanRecord("s-1", "schedule", NOW, NOW, frames=5, findings=findings, persons=1)
+    record.sent = [SentFinding(SENT, 18_240, None), SentFinding(QUEUED, 9_100, None), SentFinding(SILENT, None, "rule")]
+    audit.record_scan(record)
+    audit.close()
+    outbox = Outbox(cfg.state_dir, max_bytes=10**6, max_messages=100, max_age_days=20)
+    outbox.put_event({"event_id": QUEUED, "type": "eating"}, b"\xff\xd8" + b"x" * 9_098)  # still waiting for the broker
+    outbox.close()
+    # The collector's retained list arrives through the daemon (what MqttDelivery hands over).
+    daemon = Daemon(cfg, clock=clock, parts=Parts(camera=FakeCamera(), vision=ScriptedVision(),
+                                                  delivery=RecordingDelivery(), notifier=SilentNotifier()))  # fmt: skip
+    with caplog.at_level(logging.WARNING):
+        daemon.take_reviews(b'{"schema": "deskwatch.reviews/1"')
+        daemon.take_reviews(reviews_message(cfg.device.site, "another-desk", []))
+    assert "ignored a reviews message from the broker (32 bytes): payload is not valid JSON" in caplog.text
+    assert "names another device" in caplog.text
+    daemon.take_reviews(
+        reviews_message(
+            cfg.device.site,
+            cfg.device.id,
+            [
+                ReviewedFinding(
+                    SENT,
+                    "dismissed",
+                    True,
+                    "kept",
+                    "Object misread (e.g. a calculator as a phone)",
+                    True,
+                    "2026-11-30T11:00:00.000Z",
+                    "2026-12-20T10:00:00.000Z",
+                ),
+            ],
+        )
+    )
+    daemon.audit.close()
+    assert main(["history", "--config", cfg_path]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    sent = lines[lines.index(next(ln for ln in lines if "phone_use" in ln)) + 1]
+    assert "picture sent (18 KB)" in sent
+    assert "dismissed by your supervisor: Object misread" in sent and "(the detector was wrong)" in sent
+    assert "you contested it" in sent and "keeps the picture until 2026-12-2" in sent
+    queued = lines[lines.index(next(ln for ln in lines if "finding: eating" in ln)) + 1]
+    assert "picture waiting to be sent (9 KB)" in queued and "waiting for the broker" in queued
+    silent = lines[lines.index(next(ln for ln in lines if "finding: idle_input" in ln)) + 1]
+    assert "no picture (this rule sends none)" in silent and "no word from the collector yet" in silent
+    assert "Reviews as the collector reported them at" in out
+    assert main(["history", "--config", cfg_path, "--json"]) == 0
+    row = json.loads(capsys.readouterr().out.splitlines()[0])
+    by_id = {f["event_id"]: f for f in row["findings"]}
+    assert by_id[SENT]["collector"]["state"] == "dismissed" and by_id[QUEUED]["queued"] == ["event", "evidence"]
+
+
+@pytest.mark.broker
+def test_the_retained_reviews_list_reaches_the_device_and_is_not_answered(tmp_path: Path, mosquitto: Broker) -> None:
+    cfg = device_config(tmp_path, mosquitto)
+    prefix = f"deskwatch/v1/{cfg.device.site}/{cfg.device.id}/"
+    central = Collector(mosquitto, prefix + "cmd/result")
+    message = reviews_message(cfg.device.site, cfg.device.id, [ReviewedFinding(SENT, "acknowledged", False, "kept")])
+    central.client.publish(prefix + "reviews", message, qos=1, retain=True).wait_for_publish(5)
+    delivery = build_delivery(cfg, version="1.0", models={})
+    got: list[bytes] = []
+    delivery.on_reviews(got.append)
+    delivery.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not got and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert got == [message]  # retained: it was there before the device connected
+        time.sleep(0.5)
+        assert central.on("cmd/result") == []  # a list, not a command: nothing is answered
+    finally:
+        delivery.stop(3)
+        central.close()

@@ -1,0 +1,139 @@
+"""The console over HTTP on the real server (hypercorn + Starlette, the collector's guard):
+who may see and do what, clear errors for bad input, and the shapes the pages rely on."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from deskwatch_collector.console.routes import ConsoleSettings, console_routes
+from deskwatch_collector.store import Store
+from deskwatch_collector.web import Hub, SupervisorServer
+from tests.support.console import Demo, WebClient, seed_demo
+
+
+@dataclass
+class Running:
+    server: SupervisorServer
+    demo: Demo
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def client(self, user: str | None = None) -> WebClient:
+        c = WebClient(self.url)
+        if user:
+            assert c.login(user) == 303
+        return c
+
+
+@pytest.fixture
+def console(console_store: Callable[[str], Store]) -> Iterator[Running]:
+    store = console_store("sqlite")
+    demo = seed_demo(store, datetime.now(UTC).replace(microsecond=0))
+    server = SupervisorServer(("127.0.0.1", 0), store, Hub(), extra_routes=console_routes(ConsoleSettings()))
+    server.start()
+    yield Running(server, demo)
+    server.stop()
+
+
+def test_sign_in_lands_on_the_queue_or_the_workers_page(console: Running) -> None:
+    anon = console.client()
+    assert anon.call("/queue")[0] == 303 and anon.call("/queue")[1]["location"] == "/login"
+    assert anon.get_json("/api/queue")[0] == 401
+    alice, worker = console.client("alice"), console.client("w-1")
+    assert alice.call("/")[1]["location"] == "/queue" and worker.call("/")[1]["location"] == "/me"
+    assert worker.call("/queue")[1]["location"] == "/me"
+    status, headers, body = alice.call("/queue")
+    assert status == 200 and "script-src 'self'" in headers["content-security-policy"]
+    assert b"<script>" not in body and b"style=" not in body  # nothing inline: the CSP would block it
+    assert alice.get_json("/api/me/findings")[0] == 403
+
+
+def test_queue_api_filters_pages_and_counts(console: Running) -> None:
+    alice = console.client("alice")
+    status, first = alice.get_json("/api/queue?view=all&limit=10")
+    assert status == 200 and len(first["events"]) == 10 and first["newer"] is None
+    assert first["counts"]["total"] == len(console.demo.events)
+    _, older = alice.get_json(f"/api/queue?view=all&limit=10&before={first['older']}")
+    _, back = alice.get_json(f"/api/queue?view=all&limit=10&after={older['newer']}")
+    assert [e["event_id"] for e in back["events"]] == [e["event_id"] for e in first["events"]]
+    ev = first["events"][0]
+    assert ev["detected_at_utc"].endswith("Z") and "payload" not in ev
+    _, only = alice.get_json("/api/queue?view=all&device=d03&type=phone_use")
+    assert {(e["device_id"], e["type"]) for e in only["events"]} == {("d03", "phone_use")}
+    bob = console.client("bob")
+    _, theirs = bob.get_json("/api/queue?view=all")
+    assert {e["site"] for e in theirs["events"]} == {"globex"}
+    for query, why in [("view=nope", "view"), ("type=sleep", "not a rule"), ("site=acme", "not one of your sites"),
+                       ("before=%%%", "cursor"), ("from=yesterday", "not a date"), ("limit=9999", "limit")]:  # fmt: skip
+        status, err = bob.get_json("/api/queue?" + query)
+        assert status == 400 and why in err["error"], (query, err)
+    status, _, page = bob.call("/queue?type=sleep")
+    assert status == 400 and b"not a rule" in page  # the page says so in words, in the page's frame
+
+
+def test_review_needs_json_a_reason_and_the_right_site(console: Running) -> None:
+    alice, bob, worker = console.client("alice"), console.client("bob"), console.client("w-1")
+    target = next(e for e in console.demo.desks["d02"].sent)["event_id"]
+    url = f"/api/events/{target}/review"
+    assert alice.call(url, b"action=dismiss", "application/x-www-form-urlencoded")[0] == 415
+    assert alice.post_json(url, {"action": "dismiss"})[0] == 400  # no reason
+    assert bob.post_json(url, {"action": "acknowledge"})[0] == 404  # not bob's site
+    assert worker.post_json(url, {"action": "acknowledge"})[0] == 403
+    status, ev = alice.post_json(url, {"action": "dismiss", "reason": "wrong_person", "note": "a photo on the wall"})
+    assert status == 200 and (ev["review_state"], ev["review_reason"]) == ("dismissed", "wrong_person")
+    assert [t["action"] for t in ev["trail"]][-1] == "dismiss"
+    status, ev = alice.post_json(url, {"action": "reopen"})
+    assert status == 200 and ev["review_state"] == "open" and ev["reviewed_by"] is None
+    status, _, _ = alice.call(url, b'{"note": "' + b"x" * 20000 + b'"}', "application/json")
+    assert status == 413  # the guard's body cap
+
+
+def test_worker_contests_their_own_finding_only(console: Running) -> None:
+    worker = console.client("w-1")
+    status, mine = worker.get_json("/api/me/findings")
+    assert status == 200 and {e["worker_id"] for e in mine["events"]} == {"w-1"}
+    assert mine["retention_days"] == 20
+    assert all("review_note" not in e for e in mine["events"])  # the supervisors' notes stay with them
+    kept = next(e for e in mine["events"] if e["has_picture"])
+    assert 0 <= kept["days_left"] <= 20 and kept["picture_url"] == f"/evidence/{kept['event_id']}"
+    assert worker.call(kept["picture_url"])[1]["content-type"] == "image/jpeg"
+    target = mine["events"][0]["event_id"]
+    assert worker.post_json(f"/api/events/{target}/contest", {"note": "  "})[0] == 400
+    status, ev = worker.post_json(f"/api/events/{target}/contest", {"note": "I was on a work call"})
+    assert status == 200 and ev["contested"] and ev["contest_note"] == "I was on a work call"
+    assert "trail" not in ev and "review_note" not in ev and "history" not in ev
+    someone_else = console.demo.desks["d04"].sent[0]["event_id"]
+    assert worker.post_json(f"/api/events/{someone_else}/contest", {"note": "x"})[0] == 404
+    assert console.client("alice").post_json(f"/api/events/{target}/contest", {"note": "x"})[0] == 403
+
+
+def test_csv_export_accuracy_and_fleet_api(console: Running) -> None:
+    alice = console.client("alice")
+    status, headers, body = alice.call("/queue.csv?view=all&site=acme&tz=Europe/Berlin")
+    assert status == 200 and headers["content-type"].startswith("text/csv")
+    assert "attachment" in headers["content-disposition"]
+    rows = list(csv.DictReader(io.StringIO(body.decode())))
+    assert len(rows) == sum(1 for e in console.demo.events if e["site"] == "acme")
+    assert {r["zone"] for r in rows} == {"Europe/Berlin"} and b"\xff\xd8" not in body
+    status, rep = alice.get_json("/api/accuracy")
+    assert status == 200 and rep["total"]["findings"] == len(console.demo.events)
+    assert any(n["device_id"] == "d03" and n["rule"] == "phone_use" for n in rep["noisy"])
+    assert alice.get_json("/api/accuracy?noisy=7")[0] == 400
+    status, fleet = alice.get_json("/api/devices")
+    states = {d["device_id"]: d["state"] for d in fleet["devices"]}
+    assert states == {"d01": "online", "d02": "paused", "d03": "attention", "d04": "offline", "d05": "fault",
+                      "d06": "attention", "g01": "online"}  # fmt: skip
+    paused = next(d for d in fleet["devices"] if d["device_id"] == "d02")
+    assert paused["pause"]["reason"] == "fetch water" and 360 <= paused["pause"]["seconds_left"] <= 420
+    assert next(d for d in fleet["devices"] if d["device_id"] == "d03")["noisy_rules"] == ["phone_use"]
+    assert console.client("w-1").get_json("/api/devices")[0] == 403
+    assert alice.get_json("/api/devices/acme/nope")[0] == 404
+    assert alice.get_json("/api/devices/umbrella/d01")[0] == 404

@@ -1,0 +1,295 @@
+"""The console in headless Chromium, as a supervisor and a worker use it: sign in, filter,
+page back, open an event, review by keyboard, export, get an alert, read the accuracy
+report, the fleet and a device, contest as the worker. Every page is screenshot at
+1280 px and at phone width (test-artifacts/console/) and must not overflow sideways;
+the browser must report no Content-Security-Policy violation."""
+
+from __future__ import annotations
+
+import csv
+import io
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from deskwatch_collector.console.routes import ConsoleSettings, console_routes
+from deskwatch_collector.store import Store
+from deskwatch_collector.web import Hub, SupervisorServer
+from tests.support.common import REPO
+from tests.support.console import PASSWORD, Demo, seed_demo, store_messages
+
+pytestmark = pytest.mark.slow
+SHOTS = REPO / "test-artifacts" / "console"
+PHONE = 390
+
+
+@pytest.fixture
+def site(console_store: Callable[[str], Store]) -> Iterator[tuple[SupervisorServer, Demo]]:
+    store = console_store("sqlite")
+    demo = seed_demo(store, datetime.now(UTC).replace(microsecond=0))
+    server = SupervisorServer(
+        ("127.0.0.1", 0), store, Hub(), extra_routes=console_routes(ConsoleSettings(poll_seconds=1))
+    )
+    server.start()
+    yield server, demo
+    server.stop()
+
+
+def chromium(width: int) -> Any:
+    chromium_bin, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
+    if not chromium_bin or not driver_bin:
+        pytest.fail("apt-get install chromium chromium-driver (Debian's headless Chromium drives the console tests)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium_bin
+    profile = tempfile.mkdtemp(prefix="deskwatch-console-")
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
+                 f"--window-size={width},900", "--force-device-scale-factor=1", "--lang=en-GB"):  # fmt: skip
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    # The browser's zone: the console prints times in it, with its name.
+    driver = webdriver.Chrome(service=Service(driver_bin, env={"TZ": "Europe/Berlin"}), options=options)
+    driver.set_page_load_timeout(20)
+    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Europe/Berlin"})
+    driver.profile_dir = profile
+    return driver
+
+
+@pytest.fixture
+def browser() -> Iterator[Callable[[int], Any]]:
+    made: list[Any] = []
+
+    def make(width: int) -> Any:
+        made.append(chromium(width))
+        return made[-1]
+
+    yield make
+    for d in made:
+        d.quit()
+        shutil.rmtree(d.profile_dir, ignore_errors=True)
+
+
+def wait(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got = predicate()
+        except Exception:  # an element replaced by a navigation: look again
+            got = None
+        if got:
+            return got
+        time.sleep(0.05)
+    raise AssertionError(f"not true within {timeout} s: {predicate}")
+
+
+def sign_in(d: Any, base: str, user: str) -> None:
+    from selenium.webdriver.common.by import By
+
+    d.get(base + "/login")
+    d.find_element(By.ID, "username").send_keys(user)
+    d.find_element(By.ID, "password").send_keys(PASSWORD)
+    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The first page tells the server the browser's zone (a cookie) and reloads once with it.
+    wait(lambda: "/login" not in d.current_url and d.execute_script(
+        "return document.readyState === 'complete' && document.body.dataset.tz === "
+        "Intl.DateTimeFormat().resolvedOptions().timeZone"))  # fmt: skip
+
+
+def shot(d: Any, name: str, width: int) -> Path:
+    """A full-page screenshot; the page must fit the width (no sideways scrolling)."""
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    wait(lambda: d.execute_script("return document.readyState === 'complete'"))
+    height = d.execute_script("return document.documentElement.scrollHeight")
+    d.set_window_size(width, min(max(int(height), 600), 6000))  # the whole page in view: lazy pictures load
+    wait(lambda: d.execute_script("return [...document.images].every(i => i.complete)"))
+    scroll_width, inner = d.execute_script("return [document.documentElement.scrollWidth, window.innerWidth]")
+    assert scroll_width <= inner, f"{name} at {width} px is {scroll_width} px wide"
+    path = SHOTS / f"{name}-{width}.png"
+    assert d.save_screenshot(str(path))
+    d.set_window_size(width, 900)
+    return path
+
+
+def no_csp_violations(d: Any) -> None:
+    problems = [e["message"] for e in d.get_log("browser") if "Content Security Policy" in e["message"]]
+    assert problems == []
+
+
+def test_supervisor_works_the_queue_in_chromium(
+    site: tuple[SupervisorServer, Demo], browser: Callable[[int], Any]
+) -> None:
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    server, demo = site
+    base, d = server.url, browser(1280)
+    d.execute_cdp_cmd("Browser.grantPermissions", {"origin": base, "permissions": ["notifications"]})
+    sign_in(d, base, "alice")
+    assert d.current_url.endswith("/queue")
+    open_count = int(d.find_element(By.CSS_SELECTOR, ".tabs a[aria-current=page] .n").text)
+    assert open_count == sum(1 for e in demo.events if e["event_id"] not in reviewed(server))
+    assert "CET" in d.find_element(By.CSS_SELECTOR, ".event-row time").text  # times carry the zone
+
+    # Filter: all states, phone use at acme.
+    d.find_element(By.CSS_SELECTOR, ".tabs a[href*='view=all']").click()
+    d.find_element(By.CSS_SELECTOR, "input[name=type][value=phone_use]").click()
+    d.find_element(By.CSS_SELECTOR, "input[name=site][value=acme]").click()
+    d.find_element(By.CSS_SELECTOR, "#filter-form button[type=submit]").click()
+    wait(lambda: "type=phone_use" in d.current_url)
+    rows = d.find_elements(By.CSS_SELECTOR, ".event-row")
+    phone_at_acme = [e for e in demo.events if e["type"] == "phone_use" and e["site"] == "acme"]
+    assert len(rows) == len(phone_at_acme) and all("Phone use" in r.text for r in rows)
+    assert d.find_element(By.CSS_SELECTOR, ".total strong").text == str(len(phone_at_acme))
+    shot(d, "queue-filtered", 1280)
+
+    # Page older, then back: the same first page.
+    d.get(base + "/queue?view=all&limit=20")
+    first = [r.get_attribute("data-event-id") for r in d.find_elements(By.CSS_SELECTOR, ".event-row")]
+    d.find_element(By.CSS_SELECTOR, ".toolbar a[rel=next]").click()
+    wait(lambda: "before=" in d.current_url)
+    second = [r.get_attribute("data-event-id") for r in d.find_elements(By.CSS_SELECTOR, ".event-row")]
+    assert len(second) == 20 and not set(first) & set(second)
+    d.find_element(By.CSS_SELECTOR, ".toolbar a[rel=prev]").click()
+    wait(lambda: "after=" in d.current_url)
+    assert [r.get_attribute("data-event-id") for r in d.find_elements(By.CSS_SELECTOR, ".event-row")] == first
+
+    # Open the newest open event with the keyboard; the picture and its boxes show.
+    d.get(base + "/queue")
+    keys = ActionChains(d)
+    keys.send_keys("j").perform()
+    chosen = d.find_element(By.CSS_SELECTOR, ".event-row.selected").get_attribute("data-event-id")
+    keys.send_keys(Keys.ENTER).perform()
+    wait(lambda: f"/events/{chosen}" in d.current_url)
+    if d.find_elements(By.CSS_SELECTOR, ".frame img"):
+        wait(lambda: d.execute_script("return document.querySelector('.frame img').naturalWidth > 0"))
+    next_id = d.execute_script("return document.body.dataset.next").split("/events/")[1].split("?")[0]
+    assert d.find_elements(By.CSS_SELECTOR, "table.compact tr.outcome-violation")  # the scan's checks
+    shot(d, "event", 1280)
+
+    # Dismiss by keyboard: d, reason 2, n, a note, Enter; the next open event follows.
+    for k in ("d", "2", "n"):
+        ActionChains(d).send_keys(k).perform()
+    ActionChains(d).send_keys("a calculator, not a phone").send_keys(Keys.ENTER).perform()
+    wait(lambda: f"/events/{next_id}" in d.current_url)
+    wait(lambda: d.find_element(By.ID, "toast").text == "Dismissed.")
+    with server.store.transaction(write=False) as tx:
+        state = tx.one("SELECT review_state, review_reason, review_note, reviewed_by FROM events WHERE event_id = ?",
+                       (chosen,))  # fmt: skip
+        trail = tx.rows("SELECT action, reason, actor FROM review_log WHERE event_id = ?", (chosen,))
+    assert state == ("dismissed", "misread_object", "a calculator, not a phone", "alice")
+    assert trail == [("dismiss", "misread_object", "alice")]
+    ActionChains(d).send_keys("a").perform()  # uphold the next one
+    wait(lambda: reviewed(server).get(next_id) == "acknowledged")
+    wait(lambda: d.find_element(By.ID, "toast").text == "Upheld.")  # the page it went on to has loaded
+
+    # Export what is filtered, as the link gives it.
+    d.get(base + "/queue?view=dismissed")
+    href = d.find_element(By.LINK_TEXT, "Export CSV").get_attribute("href")
+    text = d.execute_script("return fetch(arguments[0]).then(r => r.text())", href)
+    exported = list(csv.DictReader(io.StringIO(text)))
+    assert {r["review_state"] for r in exported} == {"dismissed"} and chosen in {r["event_id"] for r in exported}
+    assert {r["zone"] for r in exported} == {"Europe/Berlin"}
+
+    # Alerts: a new open event while the page is open gives a notification and a sound.
+    d.find_element(By.ID, "alerts").click()
+    wait(lambda: d.find_element(By.ID, "alerts").get_attribute("aria-pressed") == "true")
+    d.find_element(By.ID, "sound").click()  # the sound is a choice of its own
+    wait(lambda: d.find_element(By.ID, "sound").get_attribute("aria-pressed") == "true")
+    d.execute_script(
+        "window.__notes = []; window.__beeps = 0;"
+        "const N = window.Notification; window.Notification = function (t, o) { __notes.push([t, o.body]); return new N(t, o); };"
+        "window.Notification.permission = N.permission; window.Notification.requestPermission = N.requestPermission;"
+        "const o = AudioContext.prototype.createOscillator;"
+        "AudioContext.prototype.createOscillator = function () { window.__beeps++; return o.call(this); };"
+    )
+    desk = demo.desks["d05"]
+    store_messages(server.store, desk.finding("extra_person", datetime.now(UTC), photo="multi_03.jpg"), time.time())
+    notes = wait(lambda: d.execute_script("return window.__notes"), timeout=15)
+    assert notes[0] == ["deskwatch: Extra person", "d05 · w-5 · acme"]
+    assert d.execute_script("return window.__beeps") >= 1
+    assert "1 new open event" in d.find_element(By.ID, "new-banner").text
+
+    # The accuracy report, the fleet and a device.
+    d.get(base + "/accuracy")
+    assert d.find_elements(By.CSS_SELECTOR, "svg.chart rect.bar")
+    noisy = d.find_element(By.ID, "noisy").find_element(By.XPATH, "..").text
+    assert "d03" in noisy and "Phone use" in noisy
+    shot(d, "accuracy", 1280)
+    d.get(base + "/fleet")
+    row = {r.get_attribute("data-device"): r.text for r in d.find_elements(By.CSS_SELECTOR, ".fleet-table tbody tr")}
+    assert "Paused" in row["d02"] and "fetch water" in row["d02"] and "min left" in row["d02"]
+    assert "clock not synchronised" in row["d03"] and "Phone use" in row["d03"]  # and its noisy rule
+    assert "offline" in row["d04"] and "camera" in row["d05"] and "no worker enrolled" in row["d06"]
+    shot(d, "fleet", 1280)
+    d.find_element(By.LINK_TEXT, "Device").click()  # sort by device name
+    wait(lambda: "sort=device" in d.current_url)
+    names = [r.get_attribute("data-device") for r in d.find_elements(By.CSS_SELECTOR, ".fleet-table tbody tr")]
+    assert names == sorted(names)
+    d.find_element(By.LINK_TEXT, "d03").click()
+    wait(lambda: d.current_url.endswith("/devices/acme/d03"))
+    assert "noisy" in d.find_element(By.CSS_SELECTOR, "table.report").text
+    shot(d, "device", 1280)
+    no_csp_violations(d)
+
+
+def reviewed(server: SupervisorServer) -> dict[str, str]:
+    with server.store.transaction(write=False) as tx:
+        return {r[0]: r[1] for r in tx.rows("SELECT event_id, review_state FROM events WHERE review_state != 'open'")}
+
+
+def test_worker_sees_their_findings_and_contests_in_chromium(site: tuple[SupervisorServer, Demo],
+                                                             browser: Callable[[int], Any]) -> None:  # fmt: skip
+    from selenium.webdriver.common.by import By
+
+    server, demo = site
+    d = browser(1280)
+    sign_in(d, server.url, "w-1")
+    assert d.current_url.endswith("/me")
+    cards = d.find_elements(By.CSS_SELECTOR, ".finding")
+    assert len(cards) == len(demo.desks["d01"].sent)
+    text = d.find_element(By.CSS_SELECTOR, "ol.findings").text
+    assert "Picture deleted in" in text and "Not reviewed yet." in text and "You said:" in text
+    target = cards[0]
+    event_id = target.get_attribute("data-event-id")
+    target.find_element(By.TAG_NAME, "textarea").send_keys("I was reading a message from IT about the outage.")
+    target.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    wait(lambda: "You said:" in d.find_element(By.ID, event_id).text)
+    assert "I was reading a message from IT" in d.find_element(By.ID, event_id).text
+    with server.store.transaction(write=False) as tx:
+        assert tx.one("SELECT contest_note FROM events WHERE event_id = ?", (event_id,)) == (
+            "I was reading a message from IT about the outage.",)  # fmt: skip
+    shot(d, "worker", 1280)
+    no_csp_violations(d)
+
+
+def test_every_page_fits_a_phone(site: tuple[SupervisorServer, Demo], browser: Callable[[int], Any]) -> None:
+    from selenium.webdriver.common.by import By
+
+    server, demo = site
+    d = browser(PHONE)
+    sign_in(d, server.url, "alice")
+    d.get(server.url + "/queue?view=all&type=phone_use&type=extra_person&site=acme")
+    assert not d.find_element(By.ID, "filters").get_attribute("open")  # folded away on a small screen
+    shot(d, "queue-filtered", PHONE)
+    event_id = next(e for e in demo.events if e["type"] == "extra_person")["event_id"]
+    d.get(server.url + f"/events/{event_id}?view=all")
+    shot(d, "event", PHONE)
+    for page, path in (("accuracy", "/accuracy"), ("fleet", "/fleet"), ("device", "/devices/acme/d03")):
+        d.get(server.url + path)
+        shot(d, page, PHONE)
+    d.delete_all_cookies()
+    d.execute_script("sessionStorage.clear()")  # a new browser session
+    sign_in(d, server.url, "w-1")
+    shot(d, "worker", PHONE)
+    no_csp_violations(d)
+    assert datetime.now(UTC) - demo.now < timedelta(minutes=10)
