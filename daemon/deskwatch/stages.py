@@ -6,7 +6,7 @@ test passes a fake for any one of them and no stage imports another's internals.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,11 +43,12 @@ class Policy(Protocol):
 
 
 class Outbox(Protocol):
-    """The part of delivery the scanner uses: queue an event (with its image) or a scan record."""
+    """The part of delivery the scanner uses: queue a scan record with its events (and their
+    images) in one durable step; returns the event ids."""
 
-    def send_event(self, payload: dict[str, Any], evidence: bytes | None) -> str: ...
-
-    def send_scan(self, payload: dict[str, Any]) -> None: ...
+    def send_scan(
+        self, payload: dict[str, Any] | None, events: Sequence[tuple[dict[str, Any], bytes | None]] = ()
+    ) -> list[str]: ...
 
 
 class RetainedQueue(Protocol):

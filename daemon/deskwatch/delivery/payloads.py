@@ -9,7 +9,7 @@ builder's output against them. Consumers in other languages: ``docs/mqtt-contrac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from deskwatch.domain import Finding, ScanRecord, new_id, rfc3339, utcnow
@@ -173,6 +173,21 @@ def health_payload(src: Source, stats: dict[str, Any]) -> dict[str, Any]:
             "evicted": {k: int(v) for k, v in dict(outbox.get("evicted", {})).items()},
         },
     }
+    lost = outbox.get("lost")
+    if isinstance(lost, dict):
+        last = lost.get("last")
+        out["outbox"]["lost"] = {
+            "events": int(lost.get("events", 0)),
+            "messages": int(lost.get("messages", 0)),
+            "last": None
+            if not isinstance(last, dict)
+            else {
+                "at": rfc3339(datetime.fromtimestamp(float(last["at"]), UTC)),
+                "reason": str(last["reason"])[:500],
+                "events": int(last["events"]),
+                "seq_upto": int(last["seq_upto"]),
+            },
+        }
     mqtt = stats.get("mqtt")
     if isinstance(mqtt, dict):
         out["mqtt"] = {
