@@ -243,6 +243,8 @@ class Daemon:
                 self.control = None
         self.watchdog.register("scan_loop")
         self.watchdog.watch("publisher", self.delivery.progress)
+        if self.control is not None:  # a dead or wedged control socket means no pause button: restart
+            self.watchdog.watch("control_socket", self.control.progress)
         self.watchdog_thread = self._watchdog_thread()
         self.watchdog_thread.start()
         self._purge_evidence()

@@ -97,6 +97,10 @@ class Control(Protocol):
 
     def stop(self, timeout: float = 2.0) -> None: ...
 
+    def progress(self) -> float:
+        """Monotonic time the server last showed it works (for the watchdog)."""
+        ...
+
 
 class Audit(Protocol):
     def record_scan(self, record: ScanRecord) -> None: ...
