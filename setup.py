@@ -56,6 +56,8 @@ setup(
         "dlib-bin>=19.24",
         "face_recognition_models>=0.3.0",
         "setuptools<82",
+        # Sealed evidence: libsodium's sealed box (wheels for x86_64 and aarch64).
+        "PyNaCl>=1.5",
     ],
     extras_require={
         # The default TFLite runtime: maintained, fast int8 kernels, needs numpy 2.

@@ -24,6 +24,7 @@ setup(
         "paho-mqtt>=2.1,<3",
         "jsonschema>=4.20",
         "psycopg[binary]>=3.1",
+        "PyNaCl>=1.5",  # opens evidence sealed on the devices
     ],
     entry_points={"console_scripts": ["deskwatch-collector=deskwatch_collector.cli:main"]},
 )

@@ -28,6 +28,7 @@ from deskwatch_collector.ingest import IngestStats, missing_seqs
 from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
 from deskwatch_collector.store import Store, StoreUnavailable, open_store
 from deskwatch_collector.subscriber import Subscriber, SubscriberSettings
+from deskwatch_collector.validate import Validator, load_evidence_keys
 from deskwatch_contract import exitcodes
 
 logger = logging.getLogger("deskwatch_collector")
@@ -74,6 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ca-file", help="CA bundle: enables TLS")
     run.add_argument("--cert-file", help="client certificate (mutual TLS)")
     run.add_argument("--key-file", help="client key (mutual TLS)")
+    run.add_argument(
+        "--evidence-key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="private key that opens sealed evidence (deskwatch-ca evidence-key); repeat during a key rotation",
+    )
     run.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT of the supervisor page, or 'off'")
     run.add_argument("--cookie-secure", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
     run.add_argument(
@@ -189,7 +197,12 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     stats = IngestStats()
     # The page gets its own connections: many browsers polling must never make the writer wait.
     web_store = open_store(args.db, pool_size=8) if args.http != "off" else store
-    subscriber = Subscriber(settings, store, stats=stats, on_stored=hub.notify)
+    try:
+        validator = Validator(load_evidence_keys(args.evidence_key))
+    except ValueError as exc:
+        print(f"deskwatch-collector: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
+    subscriber = Subscriber(settings, store, stats=stats, on_stored=hub.notify, validator=validator)
     web = None
     if args.http != "off":
         try:

@@ -4,17 +4,26 @@ Every message is checked before anything is stored: the topic must be a contract
 the payload a UTF-8 JSON object within the size cap that validates against the schema of
 its kind, and the ``site``/``device_id`` inside must equal the topic levels (a device
 cannot speak for another one even where the broker ACL is missing).
+
+Evidence sealed on the device to the collector's public key (contract 1.1) is opened
+here with the private keys given (``--evidence-key``, several during a key rotation):
+from then on it is the JPEG it was on the device, checked against its event's sha256
+like unsealed evidence. Sealed evidence no key opens is rejected and counted.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, SealedBox
 
 from deskwatch_contract import load_schema
 
@@ -68,11 +77,24 @@ def parse_topic(topic: str) -> Topic:
     raise Rejected("bad_topic", topic)
 
 
+def load_evidence_keys(paths: list[str]) -> list[PrivateKey]:
+    """The collector's private keys for sealed evidence (files from ``deskwatch-ca evidence-key``)."""
+    keys = []
+    for path in paths:
+        try:
+            raw = base64.b64decode(Path(path).read_text(encoding="ascii").strip(), validate=True)
+            keys.append(PrivateKey(raw))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"evidence key {path}: {exc}") from None
+    return keys
+
+
 class Validator:
     """Validates raw MQTT messages; thread-safe (the jsonschema validators are)."""
 
-    def __init__(self) -> None:
+    def __init__(self, evidence_keys: list[PrivateKey] | None = None) -> None:
         self._validators = {kind: Draft202012Validator(load_schema(kind)) for kind in JSON_KINDS}
+        self._boxes = [SealedBox(key) for key in evidence_keys or []]
 
     def check(self, topic: str, raw: bytes, user_properties: dict[str, str] | None = None) -> Message:
         where = parse_topic(topic)
@@ -100,6 +122,9 @@ class Validator:
             raise Rejected("evidence_empty")
         if len(raw) > MAX_EVIDENCE_BYTES:
             raise Rejected("too_large", f"evidence {len(raw)} bytes")
+        if self._boxes or props.get("sealed-key-id"):
+            # A sealed box may start like a JPEG by chance: try the keys first, always.
+            raw = self._unseal(raw, props.get("sealed-key-id"))
         if not raw.startswith(b"\xff\xd8"):
             raise Rejected("evidence_not_jpeg")
         digest = hashlib.sha256(raw).hexdigest()
@@ -107,3 +132,17 @@ class Validator:
         if claimed is not None and claimed.lower() != digest:
             raise Rejected("evidence_sha256", "bytes do not match the sha256 user property")
         return Message(where, data=bytes(raw), sha256=digest)
+
+    def _unseal(self, sealed: bytes, key_id: str | None) -> bytes:
+        """The thumbnail inside a sealed box, with whichever of our keys opens it
+        (unsealed evidence from a device before 1.1 is returned as it came)."""
+        for box in self._boxes:
+            try:
+                return bytes(box.decrypt(sealed))
+            except CryptoError:
+                continue
+        if key_id is None and sealed.startswith(b"\xff\xd8"):
+            return sealed
+        if not self._boxes:
+            raise Rejected("evidence_sealed_no_key", "sealed evidence, but no --evidence-key was given")
+        raise Rejected("evidence_sealed_unknown_key", f"none of our keys opens it (device says key {key_id or '?'})")

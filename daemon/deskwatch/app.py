@@ -94,7 +94,12 @@ def build_delivery(cfg: Config, *, models: dict[str, str], version: str = __vers
         max_age_days=cfg.outbox.max_age_days,
         evidence_max_age_days=min(cfg.outbox.max_age_days, cfg.evidence.retention_days),
     )
-    return MqttDelivery(cfg.mqtt, outbox, payload_source(cfg), version=version, models=models)
+    sealer = None
+    if cfg.evidence.seal_to is not None:
+        from deskwatch.evidence.seal import Sealer
+
+        sealer = Sealer.from_text(cfg.evidence.seal_to)
+    return MqttDelivery(cfg.mqtt, outbox, payload_source(cfg), version=version, models=models, sealer=sealer)
 
 
 def build_audit(cfg: Config) -> Audit:

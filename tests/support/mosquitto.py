@@ -326,6 +326,7 @@ def device_config(
     site: str = "acme",
     mqtt_extra: str = "",
     tls: str | None = None,
+    extra: str = "",
 ) -> Any:
     """A validated ``Config`` for a device talking to ``broker`` (fast reconnects for tests)."""
     from deskwatch.config import load_config_text
@@ -348,5 +349,6 @@ mqtt:
   tls:
     {tls}
 {mqtt_extra}
+{extra}
 """
     return load_config_text(text, "test-config.yaml")

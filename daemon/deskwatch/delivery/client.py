@@ -45,6 +45,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from deskwatch.delivery.outbox import EventToQueue, Outbox, QueuedMessage, is_damaged
 from deskwatch.delivery.payloads import Source, result_payload, status_payload
 from deskwatch.domain import new_id, utcnow
+from deskwatch.evidence.seal import Sealer
 from deskwatch_contract import problems, topics
 from deskwatch_contract.credentials import CredentialsError, apply_credentials
 from deskwatch_contract.intake import CommandHandler, CommandIntake, CommandResult, kind_for_topic
@@ -88,8 +89,10 @@ class Delivery:
         version: str,
         models: dict[str, str],
         rng: random.Random | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.mqtt_cfg = mqtt_cfg
+        self.sealer = sealer  # set: every thumbnail is sealed to the collector before it is queued
         self.source = source
         self.version = version
         self.models = dict(models)
@@ -198,9 +201,12 @@ class Delivery:
             meta: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
             meta.update(sha256=digest, bytes=len(evidence))
             meta.setdefault("content_type", "image/jpeg")
+            props = {"content-type": "image/jpeg", "sha256": digest, "event_id": event_id}
+            if self.sealer is not None:  # what leaves this function for the disk and the broker is ciphertext
+                evidence, meta["sealed"] = self.sealer.seal(evidence)
+                props.update({"content-type": "application/octet-stream", "sealed-key-id": self.sealer.key_id})
             payload["evidence"] = meta
             payload["evidence_reason"] = None
-            props = {"content-type": "image/jpeg", "sha256": digest, "event_id": event_id}
         return payload, evidence, props
 
     def send_health(self, payload: dict[str, Any]) -> None:
@@ -626,7 +632,7 @@ class Delivery:
 def _properties(row: QueuedMessage) -> Properties:
     props = Properties(PacketTypes.PUBLISH)
     if row.kind == "evidence":
-        props.ContentType = "image/jpeg"
+        props.ContentType = (row.props or {}).get("content-type", "image/jpeg")
     else:
         props.ContentType = "application/json"
         props.PayloadFormatIndicator = 1

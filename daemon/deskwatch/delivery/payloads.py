@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from deskwatch.domain import Finding, ScanRecord, new_id, rfc3339, utcnow
-from deskwatch_contract import CONTRACT_VERSION, schema_id, topics
+from deskwatch_contract import CONTRACT_REVISION, CONTRACT_VERSION, schema_id, topics
 
 
 @dataclass(frozen=True)
@@ -62,6 +62,7 @@ def status_payload(
         "models": dict(models),
         "since": rfc3339(since),
         "reasons": list(reasons or []),
+        "contract": CONTRACT_REVISION,
     }
 
 
