@@ -16,10 +16,11 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 #   collector: postgresql (started by the tests as a child process), chromium + driver
 #   delivery: nats-server (the second MQTT engine the contract is tested against)
 #   appliance image: debootstrap, qemu-user-static + binfmt-support (an arm64 chroot)
+#   power cuts: user-mode-linux (a Linux kernel run as a process, cut with SIGKILL)
 APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev
               xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
               postgresql chromium chromium-driver nats-server
-              debootstrap qemu-user-static binfmt-support)
+              debootstrap qemu-user-static binfmt-support user-mode-linux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
