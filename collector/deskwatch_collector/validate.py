@@ -13,7 +13,6 @@ like unsealed evidence. Sealed evidence no key opens is rejected and counted.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import re
@@ -25,7 +24,7 @@ from jsonschema import Draft202012Validator
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
-from deskwatch_contract import load_schema
+from deskwatch_contract import load_schema, sealing
 
 TOPIC_ROOT = "deskwatch/v1"
 NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -82,8 +81,7 @@ def load_evidence_keys(paths: list[str]) -> list[PrivateKey]:
     keys = []
     for path in paths:
         try:
-            raw = base64.b64decode(Path(path).read_text(encoding="ascii").strip(), validate=True)
-            keys.append(PrivateKey(raw))
+            keys.append(PrivateKey(sealing.key_from_text(Path(path).read_text(encoding="ascii"), "private key")))
         except (OSError, ValueError, TypeError) as exc:
             raise ValueError(f"evidence key {path}: {exc}") from None
     return keys

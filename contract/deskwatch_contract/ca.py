@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import hashlib
 import os
 import ssl
 import subprocess
@@ -34,7 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from deskwatch_contract import access
+from deskwatch_contract import access, sealing
 from deskwatch_contract.access import Identity
 
 ISSUED, REVOKED = "issued", "revoked"
@@ -250,7 +249,7 @@ def evidence_key(out_dir: Path) -> tuple[Path, Path, str]:
         raise CaError("PyNaCl is needed for evidence keys: pip install pynacl") from None
     private = PrivateKey.generate()
     public = bytes(private.public_key)
-    key_id = seal_key_id(public)
+    key_id = sealing.key_id(public)
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     priv_path, pub_path = out_dir / f"evidence-{key_id}.key", out_dir / f"evidence-{key_id}.pub"
     fd = os.open(priv_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -258,11 +257,6 @@ def evidence_key(out_dir: Path) -> tuple[Path, Path, str]:
         f.write(base64.b64encode(bytes(private)).decode() + "\n")
     pub_path.write_text(base64.b64encode(public).decode() + "\n")
     return priv_path, pub_path, key_id
-
-
-def seal_key_id(public_key: bytes) -> str:
-    """The short id of a sealing public key, carried in every sealed event (``evidence.sealed.key_id``)."""
-    return hashlib.sha256(public_key).hexdigest()[:16]
 
 
 # -- command line -------------------------------------------------------------------------------------

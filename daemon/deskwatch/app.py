@@ -96,7 +96,7 @@ def build_delivery(cfg: Config, *, models: dict[str, str], version: str = __vers
     )
     sealer = None
     if cfg.evidence.seal_to is not None:
-        from deskwatch.evidence.seal import Sealer
+        from deskwatch.delivery.seal import Sealer
 
         sealer = Sealer.from_text(cfg.evidence.seal_to)
     return MqttDelivery(cfg.mqtt, outbox, payload_source(cfg), version=version, models=models, sealer=sealer)

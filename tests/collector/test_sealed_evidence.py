@@ -18,8 +18,8 @@ from nacl.public import PrivateKey, SealedBox
 
 from deskwatch.app import build_delivery, payload_source
 from deskwatch.delivery.payloads import event_payload
+from deskwatch.delivery.seal import Sealer
 from deskwatch.domain import Box, Detection, Finding, ScanRecord, utcnow
-from deskwatch.evidence.seal import Sealer
 from deskwatch.evidence.thumbnail import Evidence
 from deskwatch_collector import auth
 from deskwatch_collector.store import Store

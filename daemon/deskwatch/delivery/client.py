@@ -44,8 +44,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from deskwatch.delivery.outbox import EventToQueue, Outbox, QueuedMessage, is_damaged
 from deskwatch.delivery.payloads import Source, result_payload, status_payload
+from deskwatch.delivery.seal import Sealer
 from deskwatch.domain import new_id, utcnow
-from deskwatch.evidence.seal import Sealer
 from deskwatch_contract import problems, topics
 from deskwatch_contract.credentials import CredentialsError, apply_credentials
 from deskwatch_contract.intake import CommandHandler, CommandIntake, CommandResult, kind_for_topic

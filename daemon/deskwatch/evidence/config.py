@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deskwatch_contract import sealing
 from deskwatch_contract.configfile import Report, setting
 
 
@@ -42,9 +43,7 @@ class EvidenceConfig:
 
     def validate(self, report: Report) -> None:
         if self.seal_to is not None:
-            from deskwatch.evidence.seal import public_key_from_text
-
             try:
-                public_key_from_text(self.seal_to)
+                sealing.key_from_text(self.seal_to)
             except ValueError as exc:
                 report("seal_to", str(exc))

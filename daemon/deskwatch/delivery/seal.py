@@ -12,28 +12,12 @@ rotation picks the right one) and how long the ciphertext is. A consumer that ig
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from typing import Any
 
 from nacl.public import PublicKey, SealedBox
 
-from deskwatch_contract.ca import seal_key_id
-
-ALGORITHM = "x25519-xsalsa20poly1305-sealedbox"
-OVERHEAD = 48  # ephemeral public key (32) + MAC (16)
-
-
-def public_key_from_text(text: str) -> bytes:
-    """The 32-byte key from its base64 text; ValueError with what is wrong."""
-    try:
-        raw = base64.b64decode(text.strip(), validate=True)
-    except (binascii.Error, ValueError):
-        raise ValueError("must be the collector's public key in base64 (deskwatch-ca evidence-key prints it)") from None
-    if len(raw) != 32:
-        raise ValueError(f"a public key is 32 bytes; this one is {len(raw)}")
-    return raw
+from deskwatch_contract import sealing
 
 
 @dataclass(frozen=True)
@@ -42,13 +26,13 @@ class Sealer:
 
     @classmethod
     def from_text(cls, text: str) -> Sealer:
-        return cls(public_key_from_text(text))
+        return cls(sealing.key_from_text(text))
 
     @property
     def key_id(self) -> str:
-        return seal_key_id(self.public_key)
+        return sealing.key_id(self.public_key)
 
     def seal(self, thumbnail: bytes) -> tuple[bytes, dict[str, Any]]:
         """(ciphertext, the event's ``evidence.sealed`` object)."""
         box = SealedBox(PublicKey(self.public_key)).encrypt(thumbnail)
-        return bytes(box), {"alg": ALGORITHM, "key_id": self.key_id, "bytes": len(box)}
+        return bytes(box), {"alg": sealing.ALGORITHM, "key_id": self.key_id, "bytes": len(box)}
