@@ -59,8 +59,9 @@ from pathlib import Path
 from typing import Any
 
 from deskwatch.delivery.counters import DeviceCounters
+from deskwatch.delivery.salvage import read_back
 from deskwatch_contract.jsonutil import dumps_bytes
-from deskwatch_contract.sqlite import SIDE_FILES, move_aside, open_or_recover, open_schema, transaction
+from deskwatch_contract.sqlite import move_aside, open_or_recover, open_schema, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +90,6 @@ CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NU
 # Reads every row of the queue (not the images' overflow pages: a damaged image shows up
 # when it is published, and :meth:`Outbox.recover` handles it then).
 _PROBE = "SELECT COUNT(*), SUM(bytes), SUM(kind = 'event'), MAX(id) FROM messages"
-_ROW = "SELECT id, kind, topic, payload, qos, created, event_id, props FROM messages"
 
 
 # An event to queue: its payload (without seq), its image (or None) and the image's MQTT 5 properties.
@@ -172,34 +172,10 @@ class Outbox:
         )
 
     def _salvage(self, aside: Path) -> tuple[list[str], bool]:
-        """Copy the readable rows of a moved-aside outbox into this one (as replays).
+        """Queue again (as replays) the rows that can still be read from a moved-aside outbox.
 
-        Rows are read in id order; a damaged stretch is skipped by probing further ids,
-        so what follows it is kept too. Returns the kinds of the rows taken back and
-        whether every row could be read. Works on a copy: the file kept for inspection
-        stays as it was found.
-        """
-        work = aside.with_name(aside.name + ".salvage")
-        rows: list[tuple[Any, ...]] = []
-        complete = True
-        try:
-            for suffix in SIDE_FILES[:2]:  # the database and its WAL, whose commits count
-                src = aside.with_name(aside.name + suffix)
-                if src.exists():
-                    with open(src, "rb") as fin, open(work.with_name(work.name + suffix), "wb") as fout:
-                        fout.write(fin.read())
-            old = sqlite3.connect(str(work), isolation_level=None)
-            try:
-                rows, complete = _readable_rows(old)
-            finally:
-                old.close()
-        except (sqlite3.DatabaseError, OSError) as exc:
-            logger.warning("nothing could be read back from %s: %s", aside, exc)
-            complete = False
-        finally:
-            for suffix in SIDE_FILES:
-                with contextlib.suppress(OSError):
-                    work.with_name(work.name + suffix).unlink()
+        Returns the kinds of the rows taken back and whether every row could be read."""
+        rows, complete = read_back(aside)
         kinds: list[str] = []
         highest_seq = 0
         with self._transaction():
@@ -637,26 +613,3 @@ def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
 def is_damaged(exc: BaseException) -> bool:
     """A read or write failed because the file is corrupt (not locked, full or an I/O error)."""
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
-
-
-def _readable_rows(db: sqlite3.Connection, max_skips: int = 64) -> tuple[list[tuple[Any, ...]], bool]:
-    """Every row of ``messages`` that can be read, in id order, and whether none was unreadable."""
-    try:
-        top = int(db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()[0])
-    except sqlite3.DatabaseError:
-        top = 1 << 62
-    rows: list[tuple[Any, ...]] = []
-    after, complete, misses, step = 0, True, 0, 1
-    while after < top and misses <= max_skips:
-        try:
-            for row in db.execute(_ROW + " WHERE id > ? ORDER BY id", (after,)):
-                rows.append(row)
-                after, step = int(row[0]), 1
-            return rows, complete
-        except sqlite3.DatabaseError:
-            # jump over the damaged stretch: each miss in a row doubles the step
-            complete = False
-            misses += 1
-            after += step
-            step *= 2
-    return rows, False
