@@ -12,6 +12,12 @@ in). One request per connection, one JSON object per line each way::
     -> {"command": "status"}
     <- {"ok": false, "error": "why"}        # on a rejected request
 
+Nothing a client sends can take the button away: each request is served on its own
+thread (at most a few at once; more are told "busy"), must arrive within a deadline
+for the whole connection, at most 4 KiB and 8 levels deep, and always gets an answer;
+the daemon's watchdog watches :meth:`ControlServer.progress`, so a wedged server gets
+the daemon restarted.
+
 The daemon wires it as ``ControlServer(control_socket_path(state_dir), handler, status=...)``
 where ``handler(kind, body)`` is the same function MQTT commands go to (it raises an
 exception whose message is the reason on a rejected request) and ``status()``
