@@ -171,3 +171,28 @@ def test_a_device_without_a_key_may_not_send_photos_off_the_machine(write_config
     assert load_config(write_config(remote + "\nevidence: {allow_unsealed: true}")).evidence.allow_unsealed
     with pytest.raises(ConfigError, match="32 bytes"):
         load_config(write_config(remote + "\nevidence: {seal_to: 'c2hvcnQ='}"))
+    zeros = base64.b64encode(bytes(32)).decode()
+    with pytest.raises(ConfigError, match="not a usable X25519 public key"):
+        load_config(write_config(remote + f"\nevidence: {{seal_to: '{zeros}'}}"))
+
+
+def test_a_thumbnail_that_cannot_be_sealed_costs_the_photo_not_the_event(
+    write_config: Callable[..., Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from deskwatch.config import load_config
+
+    _, public = keypair(tmp_path)
+    cfg = load_config(write_config(f"evidence: {{seal_to: '{public}'}}"))
+    delivery = build_delivery(cfg, version="t", models={})
+    assert delivery.sealer is not None
+
+    def broken(thumbnail: bytes) -> tuple[bytes, dict[str, Any]]:
+        raise RuntimeError("libsodium said no")
+
+    monkeypatch.setattr(Sealer, "seal", lambda self, thumbnail: broken(thumbnail))
+    [event_id] = delivery.send_scan({"scan_id": "s"}, [violation(cfg, b"\xff\xd8jpeg")])
+    rows = delivery.outbox.pending()
+    assert [r.kind for r in rows] == ["event", "scan"]  # never the JPEG in the clear
+    event = json.loads(rows[0].payload)
+    assert event["event_id"] == event_id and event["evidence"] is None and event["evidence_reason"] == "seal_failed"
+    delivery.outbox.close()

@@ -203,7 +203,12 @@ class Delivery:
             meta.setdefault("content_type", "image/jpeg")
             props = {"content-type": "image/jpeg", "sha256": digest, "event_id": event_id}
             if self.sealer is not None:  # what leaves this function for the disk and the broker is ciphertext
-                evidence, meta["sealed"] = self.sealer.seal(evidence)
+                try:
+                    evidence, meta["sealed"] = self.sealer.seal(evidence)
+                except Exception:  # never send it unsealed, and never lose the event over it
+                    logger.exception("could not seal the evidence of event %s: sending the event without it", event_id)
+                    payload.update(evidence=None, evidence_reason="seal_failed")
+                    return payload, None, None
                 props.update({"content-type": "application/octet-stream", "sealed-key-id": self.sealer.key_id})
             payload["evidence"] = meta
             payload["evidence_reason"] = None

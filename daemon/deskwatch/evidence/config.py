@@ -44,6 +44,14 @@ class EvidenceConfig:
     def validate(self, report: Report) -> None:
         if self.seal_to is not None:
             try:
-                sealing.key_from_text(self.seal_to)
+                key = sealing.key_from_text(self.seal_to)
             except ValueError as exc:
                 report("seal_to", str(exc))
+                return
+            from nacl.exceptions import CryptoError
+            from nacl.public import PublicKey, SealedBox
+
+            try:
+                SealedBox(PublicKey(key)).encrypt(b"probe")
+            except CryptoError:  # e.g. all zeros: libsodium refuses a key no private key matches
+                report("seal_to", "is not a usable X25519 public key: make one with deskwatch-ca evidence-key")
