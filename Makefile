@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load vm-test clean
+.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load vm-test powercut clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -41,6 +41,10 @@ vm-test: install
 
 bench-console: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_console $(BENCH_ARGS)
+
+# Power cuts under a device writing (root; a User-Mode Linux guest): make powercut CUTS=200
+powercut: install
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.powercut --cuts $(or $(CUTS),50) $(POWERCUT_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build */build *.egg-info */*.egg-info

@@ -58,6 +58,8 @@ setup(
         "setuptools<82",
         # Ed25519 signatures of update bundles and remote job documents (deskwatch_contract.signing).
         "cryptography>=41",
+        # Sealed evidence: libsodium's sealed box (wheels for x86_64 and aarch64).
+        "PyNaCl>=1.5",
     ],
     extras_require={
         # The default TFLite runtime: maintained, fast int8 kernels, needs numpy 2.

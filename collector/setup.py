@@ -33,6 +33,8 @@ setup(
         "cryptography>=41",
         # the console's pages: autoescaped server-side templates, no build step (see console/)
         "Jinja2>=3.1,<4",
+        # opens evidence sealed on the devices (libsodium's sealed box)
+        "PyNaCl>=1.5",
     ],
     entry_points={"console_scripts": ["deskwatch-collector=deskwatch_collector.cli:main"]},
 )

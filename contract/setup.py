@@ -24,4 +24,6 @@ setup(
     packages=["deskwatch_contract"],
     package_data={"deskwatch_contract": ["schemas/*.json", "py.typed"]},
     install_requires=["PyYAML>=6.0", "paho-mqtt>=2.1,<3"],
+    # The fleet's CA and broker ACLs (run by the broker's operator; openssl, and PyNaCl for evidence keys).
+    entry_points={"console_scripts": ["deskwatch-ca=deskwatch_contract.ca:main"]},
 )

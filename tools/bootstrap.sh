@@ -16,6 +16,7 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 #   collector: postgresql (started by the tests as a child process), chromium + driver
 #   delivery: nats-server (the second MQTT engine the contract is tested against)
 #   collector: rabbitmq-server (the 3-node broker cluster the collector is tested on)
+#   power cuts: user-mode-linux (a Linux kernel run as a process, cut with SIGKILL)
 #   appliance image: debootstrap, qemu-user-static + binfmt-support (an arm64 chroot);
 #     the emulator boot: qemu-system-arm (qemu-system-aarch64), mtools + dosfstools (the FAT
 #     partitions), e2fsprogs, fdisk (sfdisk), device-tree-compiler (the firmware's /chosen/bootloader)
@@ -23,7 +24,7 @@ APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-
               xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
               postgresql chromium chromium-driver nats-server rabbitmq-server
               debootstrap qemu-user-static binfmt-support
-              qemu-system-arm mtools dosfstools e2fsprogs fdisk device-tree-compiler)
+              qemu-system-arm mtools dosfstools e2fsprogs fdisk device-tree-compiler user-mode-linux)
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -31,6 +31,7 @@ import pika.exceptions
 from deskwatch_collector.ingest import IngestStats
 from deskwatch_collector.intake import Inbound, IntakeHealth, Writer
 from deskwatch_collector.store import Store
+from deskwatch_collector.validate import Validator
 
 logger = logging.getLogger(__name__)
 
@@ -76,12 +77,14 @@ class QueueConsumer:
         stats: IngestStats | None = None,
         health: IntakeHealth | None = None,
         on_stored: Callable[[list[str]], None] | None = None,
+        validator: Validator | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.wall = wall
         self.writer = Writer(
             store,
+            validator=validator,
             stats=stats,
             health=health,
             on_stored=on_stored,

@@ -31,6 +31,7 @@ from deskwatch_collector.ingest import IngestStats, missing_seqs
 from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
 from deskwatch_collector.store import Store, StoreUnavailable, open_store
 from deskwatch_collector.subscriber import Subscriber, SubscriberSettings
+from deskwatch_collector.validate import Validator, load_evidence_keys
 from deskwatch_contract import exitcodes
 
 logger = logging.getLogger("deskwatch_collector")
@@ -86,6 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ca-file", help="CA bundle: enables TLS")
     run.add_argument("--cert-file", help="client certificate (mutual TLS)")
     run.add_argument("--key-file", help="client key (mutual TLS)")
+    run.add_argument(
+        "--evidence-key",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="private key that opens sealed evidence (deskwatch-ca evidence-key); repeat during a key rotation",
+    )
     run.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT of the supervisor page, or 'off'")
     run.add_argument("--cookie-secure", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
     run.add_argument(
@@ -275,15 +283,20 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     stats = IngestStats()
     # The page gets its own connections: many browsers polling must never make the writer wait.
     web_store = open_store(args.db, pool_size=8) if args.http != "off" else store
+    try:
+        validator = Validator(load_evidence_keys(args.evidence_key))
+    except ValueError as exc:
+        print(f"deskwatch-collector: {exc}", file=sys.stderr)
+        return exitcodes.CONFIG
     intake: Subscriber | QueueConsumer
     if args.amqp:
         queue = QueueSettings(
             urls=args.amqp, queue=args.amqp_queue, client_name=settings.client_id, batch_max=settings.batch_max
         )
-        intake = QueueConsumer(queue, store, stats=stats, on_stored=hub.notify)
+        intake = QueueConsumer(queue, store, stats=stats, on_stored=hub.notify, validator=validator)
         source = f"queue {args.amqp_queue}"
     else:
-        intake = Subscriber(settings, store, stats=stats, on_stored=hub.notify)
+        intake = Subscriber(settings, store, stats=stats, on_stored=hub.notify, validator=validator)
         source = f"{settings.host}:{settings.port}"
     web = None
     if args.http != "off":

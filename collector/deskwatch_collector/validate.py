@@ -14,6 +14,11 @@ choke on later:
 - ``out_of_range``: an integer outside a signed 64-bit column (``seq`` >= 2**63);
 - ``bad_time``: a ``date-time`` that is not a real instant (month 13, offset ``+99:99``);
 - ``bad_json``: not UTF-8, not JSON, duplicate keys, nested too deep, not an object.
+
+Evidence sealed on the device to the collector's public key (contract 1.1) is opened
+here with the private keys given (``--evidence-key``, several during a key rotation):
+from then on it is the JPEG it was on the device, checked against its event's sha256
+like unsealed evidence. Sealed evidence no key opens is rejected and counted.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ import math
 import re
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, FormatChecker
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, SealedBox
 
-from deskwatch_contract import load_schema
+from deskwatch_contract import load_schema, sealing
 from deskwatch_contract.jsonutil import JsonRejected, loads_object
 
 TOPIC_ROOT = "deskwatch/v1"
@@ -110,13 +118,25 @@ def parse_topic(topic: str) -> Topic:
     raise Rejected("bad_topic", topic)
 
 
+def load_evidence_keys(paths: list[str]) -> list[PrivateKey]:
+    """The collector's private keys for sealed evidence (files from ``deskwatch-ca evidence-key``)."""
+    keys = []
+    for path in paths:
+        try:
+            keys.append(PrivateKey(sealing.key_from_text(Path(path).read_text(encoding="ascii"), "private key")))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ValueError(f"evidence key {path}: {exc}") from None
+    return keys
+
+
 class Validator:
     """Validates raw MQTT messages; thread-safe (the jsonschema validators are)."""
 
-    def __init__(self) -> None:
+    def __init__(self, evidence_keys: list[PrivateKey] | None = None) -> None:
         self._validators = {
             kind: Draft202012Validator(load_schema(kind), format_checker=_formats) for kind in JSON_KINDS
         }
+        self._boxes = [SealedBox(key) for key in evidence_keys or []]
 
     def check(self, topic: str, raw: bytes, user_properties: dict[str, str] | None = None) -> Message:
         where = parse_topic(topic)
@@ -145,6 +165,9 @@ class Validator:
             raise Rejected("evidence_empty")
         if len(raw) > MAX_EVIDENCE_BYTES:
             raise Rejected("too_large", f"evidence {len(raw)} bytes")
+        if self._boxes or props.get("sealed-key-id"):
+            # A sealed box may start like a JPEG by chance: try the keys first, always.
+            raw = self._unseal(raw, props.get("sealed-key-id"))
         if not raw.startswith(b"\xff\xd8"):
             raise Rejected("evidence_not_jpeg")
         digest = hashlib.sha256(raw).hexdigest()
@@ -152,3 +175,17 @@ class Validator:
         if claimed is not None and claimed.lower() != digest:
             raise Rejected("evidence_sha256", "bytes do not match the sha256 user property")
         return Message(where, data=bytes(raw), sha256=digest)
+
+    def _unseal(self, sealed: bytes, key_id: str | None) -> bytes:
+        """The thumbnail inside a sealed box, with whichever of our keys opens it
+        (unsealed evidence from a device before 1.1 is returned as it came)."""
+        for box in self._boxes:
+            try:
+                return bytes(box.decrypt(sealed))
+            except CryptoError:
+                continue
+        if key_id is None and sealed.startswith(b"\xff\xd8"):
+            return sealed
+        if not self._boxes:
+            raise Rejected("evidence_sealed_no_key", "sealed evidence, but no --evidence-key was given")
+        raise Rejected("evidence_sealed_unknown_key", f"none of our keys opens it (device says key {key_id or '?'})")

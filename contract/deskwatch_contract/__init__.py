@@ -24,6 +24,9 @@ from typing import Any
 __version__ = "0.2.0"
 
 CONTRACT_VERSION = 1
+# Additions within version 1 (fields only ever added): 1.1 = sealed evidence (event
+# evidence.sealed), health.outbox.lost, status.contract. Announced in ``status.contract``.
+CONTRACT_REVISION = "1.1"
 SCHEMA_DIR = Path(__file__).resolve().parent / "schemas"
 KINDS = (
     "status",

@@ -27,7 +27,7 @@ class TlsConfig:
     )
     cert_file: str | None = setting(
         None,
-        doc="This device's client certificate (PEM) for mutual TLS; its CN is the device id.",
+        doc="This device's client certificate (PEM) for mutual TLS; its CN is SITE/DEVICE (deskwatch-ca issues it).",
         path="file",
         example="/etc/deskwatch/device.crt",
     )

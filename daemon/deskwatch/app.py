@@ -12,6 +12,7 @@ clean ``offline``, then tell systemd we are stopping.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import logging
@@ -20,6 +21,7 @@ import queue
 import signal
 import threading
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -117,9 +119,22 @@ def build_delivery(cfg: Config, *, models: dict[str, str], version: str = __vers
         max_age_days=cfg.outbox.max_age_days,
         evidence_max_age_days=min(cfg.outbox.max_age_days, cfg.evidence.retention_days),
     )
+    sealer = None
+    if cfg.evidence.seal_to is not None:
+        from deskwatch.delivery.seal import Sealer
+
+        sealer = Sealer.from_text(cfg.evidence.seal_to)
     from deskwatch.system.device_info import serial_number
 
-    return MqttDelivery(cfg.mqtt, outbox, payload_source(cfg), version=version, models=models, serial=serial_number())
+    return MqttDelivery(
+        cfg.mqtt,
+        outbox,
+        payload_source(cfg),
+        version=version,
+        models=models,
+        sealer=sealer,
+        serial=serial_number(),
+    )
 
 
 def build_audit(cfg: Config) -> Audit:
@@ -194,6 +209,8 @@ class Daemon:
             60.0 + 2 * (cfg.camera.open_timeout_seconds + cfg.camera.burst_seconds) + confirm,
         )
         self._watchdog_thread = lambda: WatchdogThread(self.watchdog, tick_interval(watchdog_interval()))
+        self._remote_lock = threading.Lock()
+        self._remote_scans: collections.deque[float] = collections.deque()  # monotonic times, last hour
         self.delivery.on_command(self.handle_command)
         self._pending_models: Path | None = None
         self._clock_checked = float("-inf")
@@ -310,8 +327,7 @@ class Daemon:
             elif kind == "resume":
                 self.policy.resume(now, source=source)
             elif kind == "scan":
-                if not self.policy.profile.random_scans:
-                    raise CommandRejected(f"the {self.cfg.policy.profile} profile allows scheduled checks only")
+                self._admit_remote_scan(body, now, source)
                 self.requests.put("command")
             elif kind == "activity":
                 self.policy.record_activity(float(body["idle_seconds"]), body.get("since") or now, now)
@@ -321,6 +337,53 @@ class Daemon:
         except (ValueError, KeyError, TypeError) as exc:
             raise CommandRejected(str(exc)) from None
         self.wake.set()
+
+    def _admit_remote_scan(self, body: dict[str, Any], now: datetime, source: str) -> None:
+        """A scan on demand opens the camera in someone's home: only inside a shift, and
+        at most ``schedule.remote_scans_per_hour``. Each refusal raises CommandRejected
+        (answered on cmd/result) and, like each acceptance, goes to the audit trail."""
+        from deskwatch_contract.intake import CommandRejected
+
+        why = None
+        limit = self.cfg.schedule.remote_scans_per_hour
+        with self._remote_lock:
+            hour_ago = self.clock.monotonic() - 3600.0
+            while self._remote_scans and self._remote_scans[0] < hour_ago:
+                self._remote_scans.popleft()
+            if not self.policy.profile.random_scans:
+                why = f"the {self.cfg.policy.profile} profile allows scheduled checks only"
+            elif not self.planner.schedule.calendar.in_shift(now):
+                why = (
+                    "outside the worker's shift: the camera stays closed (only a technician at the device can scan now)"
+                )
+            elif len(self._remote_scans) >= limit:
+                wait_min = (self._remote_scans[0] - hour_ago) / 60 if self._remote_scans else 60.0
+                why = (
+                    f"rate limit: {limit} on-demand scans per hour (schedule.remote_scans_per_hour); "
+                    f"the next is allowed in {max(1, round(wait_min))} min"
+                    if limit
+                    else "on-demand scans are disabled on this device (schedule.remote_scans_per_hour: 0)"
+                )
+            else:
+                self._remote_scans.append(self.clock.monotonic())
+        detail = {"request_id": body.get("request_id"), "reason": body.get("reason") or "", "source": source}
+        self._audit_event(
+            "remote_scan_refused" if why else "remote_scan_accepted", now, {**detail, **({"why": why} if why else {})}
+        )
+        if why:
+            log.warning(
+                "on-demand scan refused (request %s): %s",
+                body.get("request_id"),
+                why,
+                extra={"journal": {"DESKWATCH_EVENT": "remote_scan_refused"}},
+            )
+            raise CommandRejected(why)
+
+    def _audit_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> None:
+        try:
+            self.audit.record_event(kind, at, detail)
+        except Exception:  # the answer to the sender must not depend on the audit disk
+            log.exception("could not write %s to the audit trail", kind)
 
     def request_stop(self, *_: Any) -> None:
         self.stop_event.set()
@@ -340,6 +403,8 @@ class Daemon:
                 self.control = None
         self.watchdog.register("scan_loop")
         self.watchdog.watch("publisher", self.delivery.progress)
+        if self.control is not None:  # a dead or wedged control socket means no pause button: restart
+            self.watchdog.watch("control_socket", self.control.progress)
         self.watchdog_thread = self._watchdog_thread()
         self.watchdog_thread.start()
         self._purge_evidence()
@@ -376,7 +441,15 @@ class Daemon:
                 if self.jobs is not None:
                     self.jobs.tick()
                 while not self.requests.empty() and not self.stop_event.is_set():
-                    self._scan(self.requests.get_nowait())
+                    trigger = self.requests.get_nowait()
+                    if trigger == "command" and not self.planner.schedule.calendar.in_shift(self.clock.now()):
+                        # accepted in a shift that has ended since: the camera stays closed
+                        self._audit_event(
+                            "remote_scan_refused", self.clock.now(), {"why": "the shift ended before it ran"}
+                        )
+                        log.warning("on-demand scan dropped: the shift ended before it could run")
+                        continue
+                    self._scan(trigger)
                 if self.planner.seconds_until_due() <= 0 and not self.stop_event.is_set():
                     if self.planner.take_due():
                         self._scan("schedule")

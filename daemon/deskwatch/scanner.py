@@ -225,13 +225,20 @@ class Scanner:
             self.stats.errors += 1
             record.checks = record.checks or [CheckOutcome("all", "skipped", record.error)]
         t = time.perf_counter()
+        events: list[tuple[dict[str, Any], bytes | None]] = []
+        notes: list[str] = []
         for finding in record.findings:
             self.stats.findings += 1
             evidence, reason = self._evidence_for(finding, frames, analyses, people or {})
             payload = self.payloads.event_payload(self.source, finding, record, evidence, reason)
-            event_id = self.outbox.send_event(payload, evidence.jpeg if evidence else None)
-            no_picture = None if evidence else str(payload.get("evidence_reason") or reason or "none")
-            record.sent.append(SentFinding(event_id, len(evidence.jpeg) if evidence else None, no_picture))
+            events.append((payload, evidence.jpeg if evidence else None))
+            notes.append(f", evidence {len(evidence.jpeg)} B" if evidence else f", no evidence ({reason})")
+        record.durations_ms["evidence"] = round((time.perf_counter() - t) * 1000, 1)
+        # The findings, their images and the scan record go to the outbox in one transaction.
+        event_ids = self.outbox.send_scan(self.payloads.scan_payload(self.source, record), events)
+        for finding, (payload, jpeg), event_id, note in zip(record.findings, events, event_ids, notes, strict=True):
+            no_picture = None if jpeg is not None else str(payload.get("evidence_reason") or "none")
+            record.sent.append(SentFinding(event_id, len(jpeg) if jpeg is not None else None, no_picture))
             log.log(
                 NOTICE,
                 "finding %s in scan %s: %s (confidence %.2f)%s",
@@ -239,7 +246,7 @@ class Scanner:
                 record.scan_id,
                 finding.detail or finding.type,
                 finding.confidence,
-                f", evidence {len(evidence.jpeg)} B" if evidence else f", no evidence ({reason})",
+                note,
                 extra={
                     "journal": {
                         "DESKWATCH_EVENT": "finding",
@@ -249,8 +256,6 @@ class Scanner:
                     }
                 },
             )
-        record.durations_ms["evidence"] = round((time.perf_counter() - t) * 1000, 1)
-        self.outbox.send_scan(self.payloads.scan_payload(self.source, record))
         summary = ", ".join(f.type for f in record.findings) or ("error: " + record.error if record.error else "clear")
         log.info(
             "scan %s (%s) done in %.0f ms: %d frames, %d persons, %d bystanders: %s",

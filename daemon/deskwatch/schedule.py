@@ -89,6 +89,12 @@ class ScheduleConfig:
         doc="fixed mode: local times (HH:MM) of the scheduled checks on shift days.",
         example=["10:30", "15:00"],
     )
+    remote_scans_per_hour: int = setting(
+        3,
+        doc="On-demand scans (cmd/scan from the central side) allowed per hour, and only inside a shift; more are refused and audited. 0: never.",
+        minimum=0,
+        maximum=12,
+    )
 
     def validate(self, report: Report) -> None:
         try:

@@ -44,11 +44,12 @@ class Policy(Protocol):
 
 
 class Outbox(Protocol):
-    """The part of delivery the scanner uses: queue an event (with its image) or a scan record."""
+    """The part of delivery the scanner uses: queue a scan record with its events (and their
+    images) in one durable step; returns the event ids."""
 
-    def send_event(self, payload: dict[str, Any], evidence: bytes | None) -> str: ...
-
-    def send_scan(self, payload: dict[str, Any]) -> None: ...
+    def send_scan(
+        self, payload: dict[str, Any] | None, events: Sequence[tuple[dict[str, Any], bytes | None]] = ()
+    ) -> list[str]: ...
 
 
 class RetainedQueue(Protocol):
@@ -98,6 +99,10 @@ class Control(Protocol):
     def start(self) -> None: ...
 
     def stop(self, timeout: float = 2.0) -> None: ...
+
+    def progress(self) -> float:
+        """Monotonic time the server last showed it works (for the watchdog)."""
+        ...
 
 
 class Audit(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deskwatch.delivery.outbox import Outbox
+from deskwatch.delivery.outbox import Outbox, is_damaged
 
 
 class WallClock:
@@ -155,9 +156,13 @@ def test_sigkill_loses_nothing_that_was_acknowledged_to_the_caller(tmp_path: Pat
                 seq, eid = line.split()
                 confirmed[int(seq)] = eid
     box = make(tmp_path)
+    seqs = [json.loads(m.payload)["seq"] for m in box.pending(limit=10**6) if m.kind == "event"]
     stored = {json.loads(m.payload)["seq"]: m.event_id for m in box.pending(limit=10**6) if m.kind == "event"}
     assert confirmed.items() <= stored.items()
-    assert sorted(stored) == list(range(1, len(stored) + 1))  # no gap, no reuse of a seq
+    assert len(seqs) == len(stored)  # no seq used twice
+    # A kill between reserving a number and queueing its event leaves a gap, never silently:
+    gaps = set(range(1, box.last_seq + 1)) - set(stored)
+    assert box.stats()["lost"]["events"] == len(gaps)
 
 
 def test_an_unreadable_outbox_is_moved_aside_not_fatal(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -236,3 +241,156 @@ def test_caps_order_and_totals_hold_for_any_sequence(tmp_path_factory: pytest.Te
     seqs = [json.loads(m.payload)["seq"] for m in box.pending(limit=10_000) if m.kind == "event"]
     assert seqs == sorted(seqs) and len(seqs) + acked_events + box.evicted["event"] == offered_events
     box.close()
+
+
+# -- losses: seq and session live apart from the queue; every loss is counted ---------------
+
+
+def scan_events(scan: str, n: int) -> list[tuple[dict[str, object], bytes | None, None]]:
+    return [({"event_id": f"{scan}-e{i}", "scan_id": scan, "type": "phone_use"}, b"j" * 500, None) for i in range(n)]
+
+
+def test_a_scan_and_its_findings_are_queued_in_one_transaction(tmp_path: Path) -> None:
+    box = make(tmp_path)
+    queued = box.put_scan({"scan_id": "s1"}, scan_events("s1", 3))
+    assert [p["seq"] for p in queued] == [1, 2, 3]
+    assert [m.kind for m in box.pending()] == ["event", "evidence"] * 3 + ["scan"]
+
+
+def test_a_scan_that_cannot_be_queued_leaves_nothing_half_queued_and_a_counted_gap(tmp_path: Path) -> None:
+    box = make(tmp_path)
+    box.put_event(event(0))
+    broken = scan_events("s2", 3)
+    broken[2] = ({"event_id": "s2-e2", "scan_id": "s2", "bad": float("nan")}, None, None)  # not valid JSON
+    with pytest.raises(ValueError):
+        box.put_scan({"scan_id": "s2"}, broken)
+    assert [m.kind for m in box.pending()] == ["event"]  # neither s2's first two findings nor its record
+    lost = box.stats()["lost"]
+    assert lost["events"] == 3 and lost["last"]["seq_upto"] == 4
+    assert box.put_event(event(5))["seq"] == 5  # the numbers 2-4 are never handed out again
+
+
+def test_seq_and_session_survive_an_unreadable_outbox_and_the_loss_is_announced(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    box = make(tmp_path)
+    for n in range(6):
+        box.put_event(event(n), b"j" * 100)
+    box.ack_many([m.id for m in box.pending(limit=2)])  # seq 1 delivered; 5 events still queued
+    assert box.next_session() == 1
+    box.close()
+    (tmp_path / "outbox.sqlite3").write_bytes(b"a failing SD card" * 500)
+    (tmp_path / "outbox.sqlite3-wal").unlink(missing_ok=True)
+
+    box = make(tmp_path)
+    assert box.put_event(event(7))["seq"] == 7  # not 1: the collector sees the gap 2-6
+    assert box.next_session() == 2
+    lost = box.stats()["lost"]
+    assert lost["events"] == 5 and lost["last"]["seq_upto"] == 6 and "unreadable" in lost["last"]["reason"]
+    assert any("5 events are lost" in r.getMessage() for r in caplog.records)
+    box.close()
+    box = make(tmp_path)  # announced once, not at every start
+    assert box.stats()["lost"]["events"] == 5
+
+
+def test_readable_rows_of_a_damaged_outbox_are_queued_again(tmp_path: Path) -> None:
+    box = make(tmp_path)
+    for n in range(1, 301):
+        box.put_event(event(n), b"j" * 3000)
+    box.close()
+    path = tmp_path / "outbox.sqlite3"
+    data = bytearray(path.read_bytes())
+    page = 4096
+    half = (len(data) // page // 2) * page
+    data[half : half + 8 * page] = b"\xff" * 8 * page  # eight pages in the middle are garbage
+    path.write_bytes(bytes(data))
+
+    box = make(tmp_path)
+    events = [json.loads(m.payload) for m in box.pending(limit=10**6) if m.kind == "event"]
+    seqs = [e["seq"] for e in events]
+    lost = box.stats()["lost"]
+    assert 100 < len(events) < 300, len(events)
+    assert seqs == sorted(seqs) and seqs[0] == 1 and seqs[-1] == 300  # before and after the damage, numbers kept
+    assert all(e["event_id"] == f"e{e['seq']}" for e in events)
+    assert all(m.replay for m in box.pending(limit=10**6))
+    assert lost["events"] == 300 - len(events)
+    assert box.put_event(event(301))["seq"] == 301
+
+
+def test_a_lost_counters_file_resumes_from_the_outbox(tmp_path: Path) -> None:
+    box = make(tmp_path)
+    for n in range(4):
+        box.put_event(event(n))
+    box.next_session()
+    box.close()
+    (tmp_path / "counters.sqlite3").write_bytes(b"garbage" * 1000)
+    (tmp_path / "counters.sqlite3-wal").unlink(missing_ok=True)
+    box = make(tmp_path)
+    assert box.put_event(event(5))["seq"] == 5
+    assert box.next_session() == 2
+
+
+SCAN_CHILD = textwrap.dedent(
+    """
+    import sys
+    from deskwatch.delivery.outbox import Outbox
+    box = Outbox(sys.argv[1], max_bytes=10**8, max_messages=10**6, max_age_days=20)
+    n = 0
+    while True:
+        n += 1
+        scan = f"{sys.argv[2]}-{n}"
+        k = n % 4
+        events = [({"event_id": f"{scan}-{i}", "scan_id": scan}, b"e" * 3000, None) for i in range(k)]
+        box.put_scan({"scan_id": scan, "findings": k}, events)
+        print(scan, flush=True)
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_during_scans_leaves_each_scan_whole_or_absent(tmp_path: Path) -> None:
+    confirmed: set[str] = set()
+    for round_ in range(3):
+        proc = subprocess.Popen(
+            [sys.executable, "-c", SCAN_CHILD, str(tmp_path), f"r{round_}"], stdout=subprocess.PIPE, text=True
+        )
+        assert proc.stdout is not None
+        for _ in range(30):
+            confirmed.add(proc.stdout.readline().strip())
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        confirmed.update(line.strip() for line in proc.stdout if line.strip())
+    box = make(tmp_path)
+    rows = box.pending(limit=10**6)
+    scans = {json.loads(m.payload)["scan_id"]: json.loads(m.payload)["findings"] for m in rows if m.kind == "scan"}
+    found: dict[str, int] = {}
+    for m in rows:
+        if m.kind == "event":
+            sid = json.loads(m.payload)["scan_id"]
+            found[sid] = found.get(sid, 0) + 1
+    assert confirmed <= set(scans)
+    assert {sid: found.get(sid, 0) for sid in scans} == scans  # every queued scan has all its findings
+    assert set(found) <= set(scans)  # and no finding is queued without its scan record
+
+
+def test_an_image_damaged_while_running_is_recovered_not_retried_forever(tmp_path: Path) -> None:
+    box = make(tmp_path)
+    for n in range(1, 41):
+        box.put_event(event(n), bytes([n]) * 30_000)  # images in overflow pages, which the start-up probe skips
+    box.close()
+    path = tmp_path / "outbox.sqlite3"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096 * 4] = b"\x00" * 4096 * 4
+    path.write_bytes(bytes(data))
+
+    box = make(tmp_path)
+    with pytest.raises(sqlite3.DatabaseError) as failure:  # what the publisher meets
+        for start in range(0, 200, 5):
+            box.pending(after_id=start, limit=5)
+        raise sqlite3.DatabaseError("no damaged page was read")  # pragma: no cover
+    assert is_damaged(failure.value), failure.value
+    box.recover(str(failure.value))
+    rows = box.pending(limit=1000)
+    kept = [json.loads(m.payload)["seq"] for m in rows if m.kind == "event"]
+    assert 0 < len(kept) <= 40 and box.stats()["lost"]["events"] == 40 - len(kept)
+    assert box.put_event(event(41))["seq"] == 41

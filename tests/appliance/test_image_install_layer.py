@@ -47,6 +47,7 @@ def in_root(root: Path, *cmd: str, timeout: float = 300) -> subprocess.Completed
 def test_package_and_dependencies_import(rootfs: Path, image_root: ImageRoot) -> None:
     code = (
         "import deskwatch, deskwatch.cli, numpy, paho.mqtt, yaml, PIL, dlib, face_recognition, systemd.journal\n"
+        "from deskwatch.delivery.seal import Sealer; Sealer(bytes(range(1, 33))).seal(b'x')  # PyNaCl on the device\n"
         "from ai_edge_litert import interpreter\n"
         "import platform; print(platform.machine(), deskwatch.__version__)"
     )

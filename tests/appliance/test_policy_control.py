@@ -69,7 +69,7 @@ def test_bad_requests_are_answered_not_fatal(daemon):
         send_control(server.path, "pause", reason="x", minutes=500)
     with pytest.raises(ControlRejected, match="unknown command"):
         send_control(server.path, "reboot")
-    assert server.respond(b"not json") == {"ok": False, "error": "bad request: not a JSON object"}
+    assert server.respond(b"not json") == {"ok": False, "error": "bad request: payload is not valid JSON"}
     assert server.respond(b'{"command": "pause"}')["ok"] is False
     assert send_control(server.path, "status")["status"] == {"paused": False}  # still serving
 

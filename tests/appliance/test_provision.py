@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ def make_bundle(
 ) -> Path:
     bundle = root / "boot/firmware/deskwatch"
     bundle.mkdir(parents=True, exist_ok=True)
-    crt, key = pki.client(cert_cn or device_id)
+    crt, key = pki.client(cert_cn or f"acme-support/{device_id}")
     shutil.copy(crt, bundle / "device.crt")
     shutil.copy(key, bundle / "device.key")
     shutil.copy(pki.ca_crt, bundle / "ca.crt")
@@ -69,7 +71,7 @@ def test_good_bundle_is_applied_and_scrubbed(tmp_path: Path, pki: Pki, capsys: A
 @pytest.mark.parametrize(
     ("breakage", "reason"),
     [
-        ("cn", "CN='desk-9999' but bundle.yaml says device.id 'desk-0042'"),
+        ("cn", "CN='acme-support/desk-9999' but bundle.yaml says device 'acme-support/desk-0042'"),
         ("key", "the key does not belong to the certificate"),
         ("nokey", "device.key is missing"),
         ("config", "camera.backend"),
@@ -84,9 +86,9 @@ def test_broken_bundle_changes_nothing(tmp_path: Path, pki: Pki, capsys: Any, br
     shutil.copytree(tmp_path / "old/etc", tmp_path / "etc")
     before = tree(tmp_path / "etc")
 
-    bundle = make_bundle(tmp_path, pki, cert_cn="desk-9999" if breakage == "cn" else None)
+    bundle = make_bundle(tmp_path, pki, cert_cn="acme-support/desk-9999" if breakage == "cn" else None)
     if breakage == "key":
-        _other_crt, other_key = pki.client("desk-other")
+        _other_crt, other_key = pki.client("acme-support/desk-other")
         shutil.copy(other_key, bundle / "device.key")
     elif breakage == "nokey":
         (bundle / "device.key").unlink()
@@ -107,11 +109,11 @@ def test_broken_bundle_changes_nothing(tmp_path: Path, pki: Pki, capsys: Any, br
 
 
 def test_every_problem_is_reported_at_once(tmp_path: Path, pki: Pki, capsys: Any) -> None:
-    bundle = make_bundle(tmp_path, pki, cert_cn="desk-9999", extra="schedule: {mode: whenever}\n")
+    bundle = make_bundle(tmp_path, pki, cert_cn="other-site/desk-0042", extra="schedule: {mode: whenever}\n")
     assert bundle.is_dir()
     assert provision(tmp_path) == 78
     err = capsys.readouterr().err
-    assert "CN='desk-9999'" in err
+    assert "CN='other-site/desk-0042'" in err
     assert "bundle.yaml:6: schedule.mode = 'whenever'" in err
 
 
@@ -135,13 +137,133 @@ def test_missing_bundle_is_refused(tmp_path: Path, capsys: Any) -> None:
 
 @pytest.mark.broker
 def test_provision_then_selftest_against_real_broker(
-    tmp_path: Path, pki: Pki, make_broker: MakeBroker, capsys: Any
+    tmp_path: Path, pki: Pki, make_broker: MakeBroker, capsys: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    broker: Broker = make_broker(mutual=True, acl=fleet_acl() + "pattern write deskwatch/v1/+/%u/selftest\n")
+    broker: Broker = make_broker(mutual=True, acl=fleet_acl(pki))
     bundle = make_bundle(tmp_path, pki, port=broker.port)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)  # as on a developer's machine: the selftest runs in-process
     code = provision(tmp_path, "--skip", "clock", "--skip", "models", "--skip", "framing")
     out = capsys.readouterr().out
     assert code == 0, out
     result = (bundle / "provision-result.txt").read_text()
     assert "Selftest:" in result and "broker       PASS" in result and "camera       PASS" in result
     assert os.stat(tmp_path / "etc/deskwatch/device.key").st_mode & 0o077 == 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="installing files for another user needs root")
+def test_as_root_the_selftest_runs_as_the_service_user(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+
+    from deskwatch.commands import provision as command
+
+    calls: list[tuple[str, list[str]]] = []
+
+    def fake_run_as_user(user: str, argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+        calls.append((user, argv))
+        return subprocess.CompletedProcess(argv, 0, stdout="camera       PASS\n")
+
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(command, "run_as_user", fake_run_as_user)
+    bundle = make_bundle(tmp_path, pki)
+    assert provision(tmp_path, "--skip", "clock", "--service-user", "nobody") == 0
+    [(user, argv)] = calls
+    assert user == "nobody" and argv[1:4] == ["-m", "deskwatch", "selftest"] and argv[-2:] == ["--skip", "clock"]
+    assert "(run as user nobody)" in (bundle / "provision-result.txt").read_text()
+
+
+# -- a bundle written by an attacker: provisioning runs as root ----------------------------------
+
+
+def applied_key(root: Path) -> bytes:
+    return (root / "etc/deskwatch/device.key").read_bytes()
+
+
+def test_a_key_that_links_to_the_installed_key_is_refused_and_zeroes_nothing(
+    tmp_path: Path, pki: Pki, capsys: Any
+) -> None:
+    make_bundle(tmp_path, pki)
+    assert provision(tmp_path, "--skip-selftest") == 0
+    installed = applied_key(tmp_path)
+    bundle = make_bundle(tmp_path, pki)  # a new bundle whose key is a link to the installed one
+    (bundle / "device.key").unlink()
+    (bundle / "device.key").symlink_to(tmp_path / "etc/deskwatch/device.key")
+    assert provision(tmp_path, "--skip-selftest") == 78
+    assert "device.key is a symbolic link" in capsys.readouterr().err
+    assert applied_key(tmp_path) == installed and installed.strip(b"\0")
+
+
+def test_scrubbing_never_writes_through_a_hard_link(tmp_path: Path, pki: Pki) -> None:
+    """Even a key that passed the checks is zeroed only if it is still the file that was read, alone."""
+    from deskwatch.technician.provision import scrub_bundle
+
+    bundle = make_bundle(tmp_path, pki)
+    victim = tmp_path / "elsewhere.key"
+    os.link(bundle / "device.key", victim)  # the bundle's key is also another file
+    before = victim.read_bytes()
+    scrub_bundle(bundle, before)
+    assert victim.read_bytes() == before and not (bundle / "device.key").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "reason"),
+    [
+        (
+            "ca.crt",
+            lambda p: p.write_bytes(b"-----BEGIN CERTIFICATE-----\n" + b"A" * (40 << 20)),
+            "ca.crt is 41943068 bytes; at most 262144",
+        ),
+        ("bundle.yaml", lambda p: p.write_bytes(b"#" * (1 << 20)), "bundle.yaml is 1048576 bytes; at most 65536"),
+        ("device.crt", lambda p: os.mkfifo(p), "device.crt is not a regular file"),
+        ("ca.crt", lambda p: p.mkdir(), "ca.crt is not a regular file"),
+        ("device.crt", lambda p: p.symlink_to("/etc/ssl/certs/ca-certificates.crt"), "device.crt is a symbolic link"),
+        ("bundle.yaml", lambda p: p.symlink_to("/etc/hostname"), "bundle.yaml is a symbolic link"),
+    ],
+    ids=["40MB-ca", "huge-yaml", "fifo", "directory", "cert-link", "yaml-link"],
+)
+def test_special_files_links_and_huge_files_are_refused(
+    tmp_path: Path, pki: Pki, capsys: Any, name: str, make: Any, reason: str
+) -> None:
+    bundle = make_bundle(tmp_path, pki)
+    (bundle / name).unlink()
+    make(bundle / name)
+    t0 = time.monotonic()
+    assert provision(tmp_path, "--skip-selftest") == 78
+    assert time.monotonic() - t0 < 10  # a FIFO never blocks it
+    assert reason in capsys.readouterr().err
+    assert not (tmp_path / "etc/deskwatch").exists()
+
+
+def test_a_result_file_planted_as_a_link_is_replaced_not_written_through(tmp_path: Path, pki: Pki) -> None:
+    bundle = make_bundle(tmp_path, pki)
+    target = tmp_path / "precious.txt"  # /etc/shadow in the attack
+    target.write_text("do not touch")
+    (bundle / "provision-result.txt").symlink_to(target)
+    assert provision(tmp_path, "--skip-selftest") == 0
+    assert target.read_text() == "do not touch"
+    result = bundle / "provision-result.txt"
+    assert not result.is_symlink() and "provisioned" in result.read_text()
+
+
+def test_a_bundle_directory_that_is_a_link_is_refused(tmp_path: Path, pki: Pki, capsys: Any) -> None:
+    real = make_bundle(tmp_path / "elsewhere", pki)
+    (tmp_path / "boot/firmware").mkdir(parents=True)
+    (tmp_path / "boot/firmware/deskwatch").symlink_to(real)
+    assert provision(tmp_path, "--skip-selftest") == 78
+    assert "is a symbolic link" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_the_selftest_child_runs_with_the_service_users_ids_not_roots() -> None:
+    from deskwatch.commands.provision import run_as_user, selftest_as_user
+
+    nobody = pwd.getpwnam("nobody")
+    probe = "import os; print(os.getuid(), os.getgid(), os.getgroups())"
+    done = run_as_user("nobody", ["/usr/bin/python3", "-c", probe], timeout=30)  # the system Python: nobody may run it
+    uid, gid, groups = done.stdout.split(" ", 2)
+    assert (int(uid), int(gid)) == (nobody.pw_uid, nobody.pw_gid) and "0" not in groups.strip("[]\n").split(", ")
+    with pytest.raises(LookupError, match="no user"):
+        run_as_user("no-such-user-here", ["true"], timeout=5)
+    code, text = selftest_as_user("no-such-user-here", Path("/etc/deskwatch/config.yaml"), [])
+    assert code == 1 and "NOT run" in text and "never runs as root" in text

@@ -18,13 +18,12 @@ from deskwatch.technician.selftest import FAIL, PASS, WARN, CheckResult, Selftes
 from tests.support.common import PHOTOS, REPO
 from tests.support.mosquitto import Broker, MakeBroker, Pki, fleet_acl
 
-SELFTEST_ACL = "pattern write deskwatch/v1/+/%u/selftest\n"
-assert SELFTEST_ACL in fleet_acl(), "the shipped fleet ACL must let devices run the selftest"
+SELFTEST_ACL = "topic write deskwatch/v1/acme-support/desk-0042/selftest\n"
 MODELS_READY = (REPO / "models" / "manifest.yaml").exists()
 
 
 def write_config(tmp_path: Path, broker: Broker, pki: Pki, *, photo: str = "single_04.jpg", extra: str = "") -> Path:
-    crt, key = pki.client("desk-0042")
+    crt, key = pki.client("acme-support/desk-0042")
     state = tmp_path / "state"
     state.mkdir(mode=0o700, exist_ok=True)
     cfg = tmp_path / "config.yaml"
@@ -51,8 +50,10 @@ def rows(out: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def broker(make_broker: MakeBroker) -> Broker:
-    return make_broker(mutual=True, acl=fleet_acl())  # the ACL the project ships
+def broker(make_broker: MakeBroker, pki: Pki) -> Broker:
+    acl = fleet_acl(pki)  # the ACL the project generates
+    assert SELFTEST_ACL in acl, "the fleet ACL must let devices run the selftest"
+    return make_broker(mutual=True, acl=acl)
 
 
 @pytest.mark.broker
@@ -81,7 +82,7 @@ def test_selftest_passes_on_a_provisioned_desk(tmp_path: Path, broker: Broker, p
 def test_broker_acl_denial_is_a_fail_with_remedy(
     tmp_path: Path, make_broker: MakeBroker, pki: Pki, capsys: Any
 ) -> None:
-    strict = make_broker(mutual=True, acl=fleet_acl().replace(SELFTEST_ACL, ""))  # an ACL that forgot it
+    strict = make_broker(mutual=True, acl=fleet_acl(pki).replace(SELFTEST_ACL, ""))  # an ACL that forgot it
     cfg = write_config(tmp_path, strict, pki)
     code = main(["selftest", "--config", str(cfg), "--skip", "clock", "--skip", "models", "--skip", "framing"])
     out = capsys.readouterr().out

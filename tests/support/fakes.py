@@ -55,8 +55,13 @@ class RecordingDelivery:
         self.events.append((payload, evidence))
         return str(payload["event_id"])
 
-    def send_scan(self, payload: dict[str, Any]) -> None:
-        self.scans.append(payload)
+    def send_scan(
+        self, payload: dict[str, Any] | None, events: Sequence[tuple[dict[str, Any], bytes | None]] = ()
+    ) -> list[str]:
+        ids = [self.send_event(event, image) for event, image in events]
+        if payload is not None:
+            self.scans.append(payload)
+        return ids
 
     def send_health(self, payload: dict[str, Any]) -> None:
         self.health.append(payload)

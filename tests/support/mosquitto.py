@@ -2,13 +2,13 @@
 
 Fixtures (register with ``pytest_plugins = [..., "support.mosquitto"]``):
 
-- ``pki``: a throwaway CA (openssl CLI) with a server certificate for 127.0.0.1 and
-  ``pki.client(cn)`` for device certificates. Session-scoped.
+- ``pki``: a throwaway CA (the project's ``deskwatch-ca``) with a server certificate for
+  127.0.0.1 and ``pki.client(cn)`` for device, companion and central certificates. Session-scoped.
 - ``make_broker``: factory ``make_broker(tls=False, mutual=False, acl=None, passwords=None,
   extra="")`` returning a started :class:`Broker`; every broker is stopped at teardown.
 - ``mosquitto``: a plain broker (anonymous, loopback only).
 - ``mosquitto_tls``: TLS with the test CA, a password file (user ``desk-a`` / ``secret-a``).
-- ``mosquitto_mtls``: mutual TLS, certificate CN = user name, the fleet ACL template.
+- ``mosquitto_mtls``: mutual TLS, certificate CN = user name, the generated fleet ACL.
 
 Also :class:`Collector`, a subscriber that records what arrives, and
 :func:`device_config` for a ``Config`` pointing a device at a broker.
@@ -29,90 +29,43 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from deskwatch_contract import access, ca
 from deskwatch_dev.devservers import MOSQUITTO, free_port, stop_process, wait_port
-from tests.support.common import REPO
 
 
 class Pki:
-    """A test CA, made with the openssl CLI (no extra Python dependency)."""
+    """A test CA made by the project's own CA helper (``deskwatch-ca``), with a server
+    certificate for 127.0.0.1 and ``pki.client(cn)`` for any identity: ``SITE/DEVICE``
+    (a device), ``SITE/DEVICE/companion`` or a central service name."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.ca_key, self.ca_crt = root / "ca.key", root / "ca.crt"
-        self._openssl(
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            self.ca_key,
-            "-out",
-            self.ca_crt,
-            "-days",
-            "2",
-            "-subj",
-            "/CN=deskwatch-test-ca",
+        self.ca_dir = root / "ca"
+        self.ca_crt = ca.init(self.ca_dir, days=2, name="deskwatch-test-ca")
+        self.ca_key = self.ca_dir / "ca.key"
+        self.server_crt, self.server_key = ca.server(
+            self.ca_dir, "localhost", root / "server", ips=["127.0.0.1"], days=2
         )
-        self.server_crt, self.server_key = self._issue("localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1")
-
-    def _openssl(self, *args: Any) -> None:
-        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, cwd=self.root)
-
-    def _issue(self, cn: str, ext: str, ca: tuple[Path, Path] | None = None) -> tuple[Path, Path]:
-        key, csr, crt, extfile = (self.root / f"{cn}.{s}" for s in ("key", "csr", "crt", "ext"))
-        extfile.write_text(ext + "\n")
-        ca_crt, ca_key = ca or (self.ca_crt, self.ca_key)
-        self._openssl(
-            "req",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-keyout",
-            key,
-            "-out",
-            csr,
-            "-subj",
-            f"/CN={cn}",
-        )
-        self._openssl(
-            "x509",
-            "-req",
-            "-in",
-            csr,
-            "-CA",
-            ca_crt,
-            "-CAkey",
-            ca_key,
-            "-CAcreateserial",
-            "-out",
-            crt,
-            "-days",
-            "2",
-            "-extfile",
-            extfile,
-        )
-        os.chmod(key, 0o600)
-        return crt, key
 
     def client(self, cn: str) -> tuple[Path, Path]:
-        """(certificate, key) for a device whose certificate CN is ``cn``."""
-        crt = self.root / f"{cn}.crt"
-        if crt.exists():
-            return crt, self.root / f"{cn}.key"
-        return self._issue(cn, "extendedKeyUsage=clientAuth")
+        """(certificate, key) for ``cn``, issued once (and so listed in :meth:`acl`)."""
+        out = self.root / "clients" / cn.replace("/", "__")
+        found = sorted(out.glob("*.crt")) if out.exists() else []
+        certs = [c for c in found if c.name != "ca.crt"]
+        if certs:
+            return certs[0], certs[0].with_suffix(".key")
+        return ca.issue(self.ca_dir, access.parse_cn(cn), out, days=2)
+
+    def acl(self, engine: str = "mosquitto") -> str:
+        """The broker ACL ``deskwatch-ca acl`` renders from every certificate issued so far."""
+        return ca.render_acl(self.ca_dir, engine)
 
     def other_ca(self) -> Path:
         """A second, unrelated CA certificate (for "wrong CA" tests)."""
         other = self.root / "other"
-        if not (other / "ca.crt").exists():
+        if not (other / "ca" / "ca.crt").exists():
             Pki(other)
-        return other / "ca.crt"
+        return other / "ca" / "ca.crt"
 
 
 @dataclass
@@ -264,13 +217,20 @@ def mosquitto_tls(make_broker: MakeBroker) -> Broker:
     return make_broker(tls=True, passwords={"desk-a": "secret-a"})
 
 
-def fleet_acl() -> str:
-    return (REPO / "broker" / "acl.template").read_text()
+# The identities most broker tests use; fleet_acl() issues them before rendering.
+FLEET = ("acme/desk-a", "acme/desk-b", "acme/desk-a/companion", "acme-support/desk-0042", "deskwatch-central")
+
+
+def fleet_acl(pki: Pki, *more: str) -> str:
+    """The fleet ACL as the project generates it, for FLEET and ``more`` identities."""
+    for cn in (*FLEET, *more):
+        pki.client(cn)
+    return pki.acl()
 
 
 @pytest.fixture
-def mosquitto_mtls(make_broker: MakeBroker) -> Broker:
-    return make_broker(mutual=True, acl=fleet_acl())
+def mosquitto_mtls(make_broker: MakeBroker, pki: Pki) -> Broker:
+    return make_broker(mutual=True, acl=fleet_acl(pki))
 
 
 @dataclass
@@ -366,6 +326,7 @@ def device_config(
     site: str = "acme",
     mqtt_extra: str = "",
     tls: str | None = None,
+    extra: str = "",
 ) -> Any:
     """A validated ``Config`` for a device talking to ``broker`` (fast reconnects for tests)."""
     from deskwatch.config import load_config_text
@@ -388,5 +349,6 @@ mqtt:
   tls:
     {tls}
 {mqtt_extra}
+{extra}
 """
     return load_config_text(text, "test-config.yaml")

@@ -30,10 +30,11 @@ REPO = HERE.parents[1]
 PHOTOS = REPO / "tests/data/photos"
 DISK_ID = "d35c0001"
 DEVICE_ID = "desk-vm1"
+SITE = "lab"
 FRAMES = ("empty_04.jpg", "single_01.jpg", "single_03.jpg", "face_01.jpg")
 VENV_SITE = "opt/deskwatch/venv/lib/python3.11/site-packages"
 MODELS = "opt/deskwatch/venv/share/deskwatch/models"
-BUNDLE_YAML = f"""device: {{id: {DEVICE_ID}, site: lab, worker_id: w-1}}
+BUNDLE_YAML = f"""device: {{id: {DEVICE_ID}, site: {SITE}, worker_id: w-1}}
 mqtt:
   host: localhost
   port: 8883
@@ -54,27 +55,17 @@ def partuuid(number: int) -> str:
     return f"PARTUUID={DISK_ID}-{number:02d}"
 
 
-def openssl(*args: object, cwd: Path) -> None:
-    subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, cwd=cwd)
-
-
 def make_pki(directory: Path) -> Path:
-    """A CA, the broker's certificate (localhost) and the device's (CN = device id)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    openssl(
-        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", "30", "-subj", "/CN=vm-ca", cwd=directory
-    )
-    for cn, ext in (
-        ("localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1"),
-        (DEVICE_ID, "extendedKeyUsage=clientAuth"),
-    ):
-        (directory / f"{cn}.ext").write_text(ext + "\n")
-        openssl("req", *ec, "-keyout", f"{cn}.key", "-out", f"{cn}.csr", "-subj", f"/CN={cn}", cwd=directory)
-        openssl(
-            "x509", "-req", "-in", f"{cn}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-            "-out", f"{cn}.crt", "-days", "30", "-extfile", f"{cn}.ext", cwd=directory,
-        )  # fmt: skip
+    """The fleet CA, the broker's certificate (``broker.crt``, localhost) and the device's
+    (``device.crt``, CN ``site/device id``), made with the project's own ``deskwatch-ca``
+    as a technician would make them."""
+    from deskwatch_contract import access, ca
+
+    ca_dir = directory / "ca"
+    if not (ca_dir / "ca.key").exists():
+        ca.init(ca_dir, days=30, name="vm test CA")
+    ca.server(ca_dir, "localhost", directory, ips=["127.0.0.1"], days=30)
+    ca.issue(ca_dir, access.device(SITE, DEVICE_ID), directory, days=30)
     return directory
 
 
@@ -120,12 +111,12 @@ def guest_files(root: Path, pki: Path) -> list[Path]:
         added.append(link)
     for name in FRAMES:
         put(f"usr/share/deskwatch-vmtest/frames/{name}", PHOTOS / name)
-    for name in ("ca.crt", "localhost.crt", "localhost.key"):
-        put(f"etc/mosquitto/certs/{name}", pki / name)  # a throwaway broker key, readable by mosquitto
+    for name in ("ca.crt", "broker.crt", "broker.key"):
+        put(f"etc/mosquitto/certs/{name}", pki / name, 0o644)  # a throwaway broker key, readable by mosquitto
     put(
         "etc/mosquitto/conf.d/vmtest.conf",
-        b"listener 8883 127.0.0.1\ncafile /etc/mosquitto/certs/ca.crt\ncertfile /etc/mosquitto/certs/localhost.crt\n"
-        b"keyfile /etc/mosquitto/certs/localhost.key\nrequire_certificate true\nuse_identity_as_username true\n",
+        b"listener 8883 127.0.0.1\ncafile /etc/mosquitto/certs/ca.crt\ncertfile /etc/mosquitto/certs/broker.crt\n"
+        b"keyfile /etc/mosquitto/certs/broker.key\nrequire_certificate true\nuse_identity_as_username true\n",
     )
     return added
 
@@ -180,8 +171,8 @@ def build_disk(disk: Path, root: Path, work: Path, pki: Path, *, scenario: str) 
             "cmdline.txt": cmdline(vm.ROOT_A),
             "deskwatch/bundle.yaml": BUNDLE_YAML.encode(),
             "deskwatch/ca.crt": pki / "ca.crt",
-            "deskwatch/device.crt": pki / f"{DEVICE_ID}.crt",
-            "deskwatch/device.key": pki / f"{DEVICE_ID}.key",
+            "deskwatch/device.crt": pki / "device.crt",
+            "deskwatch/device.key": pki / "device.key",
         },
     )
     vm.write_ext4(disk, parts[vm.ROOT_A], "rootA", root)

@@ -126,6 +126,10 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False,
         return [f'{when}  pause "{d.get("reason")}" ended by itself after {d.get("minutes")} min']
     if kind == "pause_overrun":
         return [f'{when}  pause_overrun: "{d.get("reason")}" ran {int(d.get("over_seconds") or 0) // 60} min over']  # type: ignore[call-overload]
+    if kind == "remote_scan_accepted":
+        return [f"{when}  on-demand scan requested from the central side (request {d.get('request_id')})"]
+    if kind == "remote_scan_refused":
+        return [f"{when}  on-demand scan REFUSED, camera stayed closed: {d.get('why')}"]
     if kind == "selftest_capture":
         return [f"{when}  technician's selftest used the camera ({d.get('frames')} frames, nothing sent)"]
     if kind == "aim_capture":

@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import pwd
+import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from deskwatch.technician.provision import BundleError, provision, write_result
+from deskwatch.technician.provision import SERVICE_USER, BundleError, provision, write_result
 from deskwatch_contract import exitcodes
 
 NAME = "provision"
@@ -39,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--skip", action="append", default=[], metavar="CHECK", help="selftest check to skip (repeatable)"
     )
+    parser.add_argument(
+        "--service-user",
+        default=SERVICE_USER,
+        metavar="USER",
+        help=f"the daemon's user: owns the key, and the selftest runs as it when run as root (default {SERVICE_USER})",
+    )
 
 
 def _rooted(root: str, path: str) -> Path:
@@ -58,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
     config_path = _rooted(args.root, args.config)
     log.info("provisioning from %s into %s", bundle_dir, config_path.parent)
     try:
-        applied = provision(bundle_dir, config_path)
+        applied = provision(bundle_dir, config_path, service_user=args.service_user)
     except BundleError as exc:
         for problem in exc.problems:
             log.error(
@@ -95,16 +104,14 @@ def run(args: argparse.Namespace) -> int:
         write_result(bundle_dir, report)
         print(report, end="")
         return 0
-    from deskwatch.technician.selftest import render_table, run_selftest
-
-    def progress(i: int, n: int, name: str) -> None:
-        print(f"[{i}/{n}] checking {name} ...", file=sys.stderr, flush=True)
-
-    result = run_selftest(cfg, config_path=str(config_path), skip=args.skip, progress=progress)
-    table = render_table(result.results)
+    if os.geteuid() == 0:
+        # Root installed the files; the checks run with the daemon's rights, not root's.
+        code, table = selftest_as_user(args.service_user, config_path, args.skip)
+    else:
+        code, table = _selftest_here(cfg, config_path, args.skip)
     write_result(bundle_dir, report + "\nSelftest:\n" + table + "\n")
     print(report + "\n" + table)
-    if result.failed:
+    if code != 0:
         log.warning(
             "provisioned, but the selftest failed: see %s",
             bundle_dir / "provision-result.txt",
@@ -112,3 +119,51 @@ def run(args: argparse.Namespace) -> int:
         )
         return exitcodes.FAIL
     return 0
+
+
+def _selftest_here(cfg: Any, config_path: Path, skip: list[str]) -> tuple[int, str]:
+    from deskwatch.technician.selftest import render_table, run_selftest
+
+    def progress(i: int, n: int, name: str) -> None:
+        print(f"[{i}/{n}] checking {name} ...", file=sys.stderr, flush=True)
+
+    result = run_selftest(cfg, config_path=str(config_path), skip=skip, progress=progress)
+    return (1 if result.failed else 0), render_table(result.results)
+
+
+def selftest_as_user(user: str, config_path: Path, skip: list[str]) -> tuple[int, str]:
+    """``deskwatch selftest`` in a child process with ``user``'s uid, gid and groups."""
+    argv = [sys.executable, "-m", "deskwatch", "selftest", "--config", str(config_path)]
+    for check in skip:
+        argv += ["--skip", check]
+    try:
+        done = run_as_user(user, argv, timeout=600)
+    except LookupError as exc:
+        return 1, f"selftest NOT run: {exc}; it never runs as root"
+    except subprocess.TimeoutExpired:
+        return 1, "selftest NOT finished: it took longer than 10 minutes"
+    except OSError as exc:
+        return 1, f"selftest NOT run: it cannot be started as {user} ({exc}); it never runs as root"
+    out = done.stdout.strip() or f"the selftest printed no table (exit {done.returncode}); see the console"
+    return done.returncode, f"(run as user {user})\n{out}"
+
+
+def run_as_user(user: str, argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` as ``user`` (LookupError if there is no such user); stderr passes through."""
+    try:
+        pw = pwd.getpwnam(user)
+    except KeyError:
+        raise LookupError(f"there is no user {user!r} (the image creates it with sysusers.d)") from None
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": os.environ.get("LANG", "C.UTF-8"), "HOME": pw.pw_dir}
+    return subprocess.run(
+        argv,
+        user=pw.pw_uid,
+        group=pw.pw_gid,
+        extra_groups=os.getgrouplist(user, pw.pw_gid),
+        env=env,
+        cwd="/",
+        stdout=subprocess.PIPE,  # the table; progress and errors go to the console as they come
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -14,6 +14,7 @@ from deskwatch.system.config import ServiceConfig
 from deskwatch.vision.config import VisionConfig
 from deskwatch_contract.configfile import Report, setting
 from deskwatch_contract.mqttconfig import MqttConfig
+from deskwatch_contract.problems import is_loopback
 from deskwatch_contract.topics import ID_HINT, ID_PATTERN
 
 
@@ -69,3 +70,14 @@ class Config:
             )
         if os.path.exists(self.state_dir) and not os.path.isdir(self.state_dir):
             report("state_dir", "exists but is not a directory")
+        if (
+            self.evidence.enabled
+            and self.evidence.seal_to is None
+            and not self.evidence.allow_unsealed
+            and not is_loopback(self.mqtt.host)
+        ):
+            report(
+                "evidence.seal_to",
+                f"thumbnails would reach {self.mqtt.host} readable by whoever runs the broker: set evidence.seal_to "
+                "to the collector's public key (deskwatch-ca evidence-key), or evidence.allow_unsealed: true for a lab",
+            )

@@ -42,8 +42,9 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from deskwatch.delivery.outbox import Outbox, QueuedMessage
+from deskwatch.delivery.outbox import EventToQueue, Outbox, QueuedMessage, is_damaged
 from deskwatch.delivery.payloads import Source, result_payload, status_payload
+from deskwatch.delivery.seal import Sealer
 from deskwatch.domain import new_id, utcnow
 from deskwatch_contract import problems, topics
 from deskwatch_contract.credentials import CredentialsError, apply_credentials
@@ -90,8 +91,10 @@ class Delivery:
         models: dict[str, str],
         rng: random.Random | None = None,
         serial: str | None = None,
+        sealer: Sealer | None = None,
     ) -> None:
         self.mqtt_cfg = mqtt_cfg
+        self.sealer = sealer  # set: every thumbnail is sealed to the collector before it is queued
         self.source = source
         self.version = version
         self.models = dict(models)
@@ -167,7 +170,31 @@ class Delivery:
         self.outbox.close()
 
     def send_event(self, payload: dict[str, Any], evidence: bytes | None) -> str:
-        """Queue an event (and its JPEG) durably; fills ``event_id`` and ``seq``. Returns the event id."""
+        """Queue one event (and its JPEG) durably; fills ``event_id`` and ``seq``. Returns the event id."""
+        return self.send_scan(None, [(payload, evidence)])[0]
+
+    def send_scan(
+        self, payload: dict[str, Any] | None, events: Sequence[tuple[dict[str, Any], bytes | None]] = ()
+    ) -> list[str]:
+        """Queue a scan's events (with their JPEGs) and its record in one durable transaction.
+
+        Fills each event's ``event_id`` and ``seq``; returns the event ids. A crash before
+        this returns leaves none of them queued, never some.
+        """
+        prepared = [self._prepare_event(event, image) for event, image in events]
+        queued = self.outbox.put_scan(payload, prepared, offline=not self._connected.is_set())
+        for event in queued:
+            logger.info(
+                "event %s %s queued (seq %d)",
+                event.get("type", "?"),
+                event["event_id"],
+                event["seq"],
+                extra={"journal": {"EVENT_ID": event["event_id"], "SCAN_ID": str(event.get("scan_id", ""))}},
+            )
+        self._wake.set()
+        return [str(event["event_id"]) for event in queued]
+
+    def _prepare_event(self, payload: dict[str, Any], evidence: bytes | None) -> EventToQueue:
         payload = dict(payload)
         event_id = str(payload.get("event_id") or new_id())
         payload["event_id"] = event_id
@@ -179,23 +206,18 @@ class Delivery:
             meta: dict[str, Any] = dict(given) if isinstance(given, dict) else {}
             meta.update(sha256=digest, bytes=len(evidence))
             meta.setdefault("content_type", "image/jpeg")
+            props = {"content-type": "image/jpeg", "sha256": digest, "event_id": event_id}
+            if self.sealer is not None:  # what leaves this function for the disk and the broker is ciphertext
+                try:
+                    evidence, meta["sealed"] = self.sealer.seal(evidence)
+                except Exception:  # never send it unsealed, and never lose the event over it
+                    logger.exception("could not seal the evidence of event %s: sending the event without it", event_id)
+                    payload.update(evidence=None, evidence_reason="seal_failed")
+                    return payload, None, None
+                props.update({"content-type": "application/octet-stream", "sealed-key-id": self.sealer.key_id})
             payload["evidence"] = meta
             payload["evidence_reason"] = None
-            props = {"content-type": "image/jpeg", "sha256": digest, "event_id": event_id}
-        queued = self.outbox.put_event(payload, evidence, props, offline=not self._connected.is_set())
-        logger.info(
-            "event %s %s queued (seq %d)",
-            payload.get("type", "?"),
-            event_id,
-            queued["seq"],
-            extra={"journal": {"EVENT_ID": event_id, "SCAN_ID": str(payload.get("scan_id", ""))}},
-        )
-        self._wake.set()
-        return event_id
-
-    def send_scan(self, payload: dict[str, Any]) -> None:
-        self.outbox.put("scan", "scan", payload, offline=not self._connected.is_set())
-        self._wake.set()
+        return payload, evidence, props
 
     def send_health(self, payload: dict[str, Any]) -> None:
         self.outbox.put("health", "health", payload, qos=0, offline=not self._connected.is_set())
@@ -522,7 +544,13 @@ class Delivery:
                 continue
             try:
                 self._drain(link)
-            except Exception:
+            except Exception as exc:
+                if is_damaged(exc):  # a damaged page: take back what can be read, count the rest, go on
+                    try:
+                        self.outbox.recover(str(exc))
+                        continue
+                    except Exception:
+                        logger.exception("the damaged outbox could not be recovered")
                 logger.exception("outbox publisher failed; restarting it in 1 s")
                 self._stop.wait(1.0)
 
@@ -663,7 +691,7 @@ class Delivery:
 def _properties(row: QueuedMessage) -> Properties:
     props = Properties(PacketTypes.PUBLISH)
     if row.kind == "evidence":
-        props.ContentType = "image/jpeg"
+        props.ContentType = (row.props or {}).get("content-type", "image/jpeg")
     else:
         props.ContentType = "application/json"
         props.PayloadFormatIndicator = 1

@@ -19,6 +19,17 @@ a backlog costs one fsync per batch, not per message. A delete lost to a power c
 only means the message is published once more, which consumers absorb by
 ``event_id`` (delivery is at-least-once).
 
+Sequence numbers and losses
+---------------------------
+``seq`` and the connection ``session`` live in :mod:`counters` (a file of their own):
+numbers are reserved there before the events carrying them are queued here, so they
+survive this file being lost. A scan's events, their images and the scan record are
+queued in **one** transaction (:meth:`Outbox.put_scan`): after a crash either all of
+them are queued or none is (and the reserved numbers show as a gap). If this file
+cannot be read at start, it is moved aside, every row that can still be read from it
+is queued again, and the rest is recorded as a loss with its count
+(``health.outbox.lost``); nothing disappears without a number.
+
 Caps and eviction
 -----------------
 ``max_messages``, ``max_bytes`` and ``max_age_days`` bound the queue. When a cap is
@@ -47,8 +58,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deskwatch.delivery.counters import DeviceCounters
+from deskwatch.delivery.salvage import read_back
 from deskwatch_contract.jsonutil import dumps_bytes
-from deskwatch_contract.sqlite import open_or_recover, transaction
+from deskwatch_contract.sqlite import move_aside, open_or_recover, open_schema, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +87,13 @@ CREATE TABLE IF NOT EXISTS messages (
 CREATE INDEX IF NOT EXISTS messages_by_rank ON messages (rank, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Reads every row of the queue (not the images' overflow pages: a damaged image shows up
+# when it is published, and :meth:`Outbox.recover` handles it then).
+_PROBE = "SELECT COUNT(*), SUM(bytes), SUM(kind = 'event'), MAX(id) FROM messages"
+
+
+# An event to queue: its payload (without seq), its image (or None) and the image's MQTT 5 properties.
+EventToQueue = tuple[dict[str, Any], bytes | None, dict[str, str] | None]
 
 
 @dataclass(frozen=True)
@@ -114,23 +134,97 @@ class Outbox:
         self._mono = monotonic_clock or (time.monotonic if wall_clock is time.time else wall_clock)
         self._wall0, self._mono0 = wall_clock(), self._mono()
         self._lock = threading.RLock()
-        self._db, recovered = open_or_recover(self.path, _SCHEMA, "SELECT COUNT(*) FROM messages", now=wall_clock())
-        if recovered is not None:  # e.g. a failing SD card: keep the file for inspection, start afresh
-            aside, why = recovered
-            logger.error(
-                "outbox %s is unreadable (%s): moved it to %s and started an empty one; "
-                "messages queued in it were not sent",
-                self.path,
-                why,
-                aside,
-            )
-        row = self._db.execute(
-            "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(MAX(id), 0) FROM messages"
-        ).fetchone()
-        self._count, self._bytes = int(row[0]), int(row[1])
+        self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock())
+        self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
+        self._reload_totals()
+        if recovered is not None:  # e.g. a failing SD card: keep the file, take back what can be read
+            self._recover_from(*recovered)
+        self.counters.adopt(seq=self._counter("seq"), session=self._counter("session"))
+        self._account_for_unqueued_reservations()
+        row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
         # Everything already queued when we open survived a restart: it is a replay.
-        self._replay_upto = int(row[2])
+        self._replay_upto = int(row[0])
         self.evicted: dict[str, int] = {k: self._counter(f"evicted.{k}") for k in KINDS}
+        self.counters.set_queued_events(self._events)
+
+    def _recover_from(self, aside: Path, why: str) -> None:
+        """The file was unreadable and moved to ``aside``: queue again what can be read, count the rest."""
+        expected = self.counters.queued_events
+        salvaged, complete = self._salvage(aside)
+        events = sum(1 for kind in salvaged if kind == "event")
+        lost_events = max(0, expected - events)
+        self.counters.record_loss(
+            f"outbox unreadable ({why}); moved to {aside.name}",
+            events=lost_events,
+            messages=0 if complete else None,
+        )
+        logger.error(
+            "outbox %s is unreadable (%s): moved it to %s; queued again %d messages that could still be read "
+            "(%d events); %d events are lost%s. health.outbox.lost reports it and seq goes on without reuse",
+            self.path,
+            why,
+            aside,
+            len(salvaged),
+            events,
+            lost_events,
+            "" if complete else " (and an unknown number of other messages)",
+            extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": lost_events}},
+        )
+
+    def _salvage(self, aside: Path) -> tuple[list[str], bool]:
+        """Queue again (as replays) the rows that can still be read from a moved-aside outbox.
+
+        Returns the kinds of the rows taken back and whether every row could be read."""
+        rows, complete = read_back(aside)
+        kinds: list[str] = []
+        highest_seq = 0
+        with self._transaction():
+            for _id, kind, topic, payload, qos, created, event_id, props in rows:
+                if kind not in EVICTION_RANK:
+                    continue
+                data = bytes(payload)
+                props_dict = json.loads(props) if props else None
+                self._insert(kind, topic, data, int(qos), event_id, True, props_dict, created=float(created))
+                kinds.append(kind)
+                if kind == "event":
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        highest_seq = max(highest_seq, int(json.loads(data)["seq"]))
+            self._raise_counter("seq", highest_seq)
+        return kinds, complete
+
+    def recover(self, why: str) -> None:
+        """The queue turned out to be damaged while running (a read failed): move it aside,
+        take back what can be read, count the rest, and go on with a sound file."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            aside = move_aside(self.path, self._clock())
+            self._db = open_schema(self.path, _SCHEMA, _PROBE)
+            self._reload_totals()
+            self._recover_from(aside, why)
+            row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
+            self._replay_upto = int(row[0])
+            self.counters.set_queued_events(self._events)
+
+    def _account_for_unqueued_reservations(self) -> None:
+        """Numbers reserved by a run that stopped before its events were queued are a gap: say so once."""
+        reserved = self.counters.seq
+        accounted = max(self._counter("seq"), self.counters.accounted_upto)
+        if reserved > accounted:
+            n = reserved - accounted
+            self.counters.record_loss(
+                f"the device stopped while queueing {n} events (seq {accounted + 1}-{reserved})",
+                events=n,
+                messages=None,
+                seq_upto=reserved,
+            )
+            logger.error(
+                "events with seq %d-%d were being queued when the device stopped and are not in the outbox: "
+                "counted as lost in health.outbox.lost",
+                accounted + 1,
+                reserved,
+                extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": n}},
+            )
 
     # -- counters -----------------------------------------------------------------------
 
@@ -146,17 +240,25 @@ class Outbox:
         )
         return self._counter(name)
 
+    def _raise_counter(self, name: str, value: int) -> None:
+        """Set a high-water mark (never lowers it)."""
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, ?) "
+            "ON CONFLICT(name) DO UPDATE SET value = MAX(value, excluded.value)",
+            (name, value),
+        )
+
     def next_session(self) -> int:
         """Increment and return the persisted connection-session counter."""
         with self._lock:
-            with self._transaction():
-                value = self._bump("session")
+            value = self.counters.next_session()
+            with self._transaction():  # a copy here, in case the counters file is lost
+                self._raise_counter("session", value)
             return value
 
     @property
     def last_seq(self) -> int:
-        with self._lock:
-            return self._counter("seq")
+        return self.counters.seq
 
     # -- writing --------------------------------------------------------------------------
 
@@ -168,23 +270,82 @@ class Outbox:
         *,
         offline: bool = False,
     ) -> dict[str, Any]:
-        """Assign the next ``seq``, queue the event (and its evidence) in one transaction.
+        """Assign the next ``seq`` and queue one event (and its evidence) in one transaction.
 
-        Returns the payload as queued (with ``seq``). Durable when this returns. When the
-        disk is full, older evidence, health, results and scans are evicted to make room
-        (counted like cap evictions); as a last resort the event goes without its image.
+        Returns the payload as queued (with ``seq``). Durable when this returns.
         """
+        return self.put_scan(None, [(payload, evidence, evidence_props)], offline=offline)[0]
+
+    def put_scan(
+        self, scan: dict[str, Any] | None, events: list[EventToQueue], *, offline: bool = False
+    ) -> list[dict[str, Any]]:
+        """Queue a scan's events (with their ``seq`` and images) and its record in ONE transaction.
+
+        Returns the event payloads as queued. Durable when this returns: a crash before
+        that leaves none of them queued. When the disk is full, older evidence, health,
+        results and scans are evicted to make room (counted like cap evictions); as a last
+        resort the events go without their images.
+        """
+        first = self.counters.reserve(len(events)) if events else 0
+        numbered = [({**payload, "seq": first + i}, image, props) for i, (payload, image, props) in enumerate(events)]
         try:
-            return self._put_event(payload, evidence, evidence_props, offline)
-        except sqlite3.OperationalError as exc:
-            if "full" not in str(exc):
-                raise
-            freed = self._make_room()
-            logger.error("outbox: the disk is full (%s); evicted %s to keep the event", exc, freed or "nothing")
-            if not freed and evidence is not None:
-                payload = {**payload, "evidence": None, "evidence_reason": "disk_full"}
-                evidence = None
-            return self._put_event(payload, evidence, evidence_props, offline)
+            try:
+                self._put_numbered(scan, numbered, offline)
+            except sqlite3.DatabaseError as exc:
+                if is_damaged(exc):  # the file broke under us: recover it, then queue into the sound one
+                    self.recover(str(exc))
+                    self._put_numbered(scan, numbered, offline)
+                    return [p for p, _, _ in numbered]
+                if "full" not in str(exc):
+                    raise
+                freed = self._make_room()
+                logger.error("outbox: the disk is full (%s); evicted %s to keep the events", exc, freed or "nothing")
+                if not freed:
+                    numbered = [
+                        ({**p, "evidence": None, "evidence_reason": "disk_full"}, None, None)
+                        if image
+                        else (p, image, pr)
+                        for p, image, pr in numbered
+                    ]
+                self._put_numbered(scan, numbered, offline)
+        except BaseException as exc:
+            if events:
+                self._lost_while_queueing(first, len(events), exc)
+            raise
+        return [p for p, _, _ in numbered]
+
+    def _put_numbered(self, scan: dict[str, Any] | None, events: list[EventToQueue], offline: bool) -> None:
+        with self._lock, self._transaction():
+            self._follow_clock_jump()
+            for payload, image, props in events:
+                event_id = str(payload["event_id"])
+                self._insert("event", "event", dumps_bytes(payload), 1, event_id, offline, None)
+                if image is not None:
+                    self._insert("evidence", f"evidence/{event_id}", image, 1, event_id, offline, props)
+            if events:
+                self._raise_counter("seq", int(events[-1][0]["seq"]))
+            if scan is not None:
+                self._insert("scan", "scan", dumps_bytes(scan), 1, None, offline, None)
+            evicted = self._enforce_caps()
+        if evicted.get("event"):
+            self.counters.set_queued_events(self._events)
+
+    def _lost_while_queueing(self, first: int, n: int, exc: BaseException) -> None:
+        """Reserved numbers whose events could not be queued: a gap, announced now."""
+        last = first + n - 1
+        try:
+            self.counters.record_loss(f"could not queue: {exc}", events=n, messages=None, seq_upto=last)
+            self.counters.set_queued_events(self._events)
+        except Exception:  # counted at the next start instead (_account_for_unqueued_reservations)
+            logger.exception("could not record the loss of seq %d-%d", first, last)
+        logger.error(
+            "%d events (seq %d-%d) could not be queued and are lost: %s",
+            n,
+            first,
+            last,
+            exc,
+            extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": n}},
+        )
 
     def _make_room(self, rows: int = 200) -> dict[str, int]:
         """Evict up to ``rows`` of the least valuable non-event messages (disk full)."""
@@ -205,20 +366,6 @@ class Outbox:
         """One write transaction; on rollback the in-memory totals are re-read."""
         return transaction(self._db, on_rollback=self._reload_totals)
 
-    def _put_event(
-        self, payload: dict[str, Any], evidence: bytes | None, evidence_props: dict[str, str] | None, offline: bool
-    ) -> dict[str, Any]:
-        event_id = str(payload["event_id"])
-        with self._lock, self._transaction():
-            self._follow_clock_jump()
-            seq = self._bump("seq")
-            payload = {**payload, "seq": seq}
-            self._insert("event", "event", dumps_bytes(payload), 1, event_id, offline, None)
-            if evidence is not None:
-                self._insert("evidence", f"evidence/{event_id}", evidence, 1, event_id, offline, evidence_props)
-            self._enforce_caps()
-        return payload
-
     def put(self, kind: str, topic: str, payload: dict[str, Any], *, qos: int = 1, offline: bool = False) -> int:
         """Queue a JSON message of ``kind`` (scan, health, result). Returns its row id."""
         return self.put_many(kind, topic, [payload], qos=qos, offline=offline)[0]
@@ -232,7 +379,9 @@ class Outbox:
         with self._lock, self._transaction():
             self._follow_clock_jump()
             row_ids = [self._insert(kind, topic, dumps_bytes(p), qos, None, offline, None) for p in payloads]
-            self._enforce_caps()
+            evicted = self._enforce_caps()
+        if evicted.get("event"):
+            self.counters.set_queued_events(self._events)
         return row_ids
 
     def _insert(
@@ -244,6 +393,8 @@ class Outbox:
         event_id: str | None,
         offline: bool,
         props: dict[str, str] | None,
+        *,
+        created: float | None = None,
     ) -> int:
         cur = self._db.execute(
             "INSERT INTO messages (kind, rank, topic, payload, qos, created, bytes, event_id, offline, props) "
@@ -254,7 +405,7 @@ class Outbox:
                 topic,
                 data,
                 qos,
-                self._clock(),
+                self._clock() if created is None else created,
                 len(data),
                 event_id,
                 int(offline),
@@ -263,12 +414,15 @@ class Outbox:
         )
         self._count += 1
         self._bytes += len(data)
+        self._events += kind == "event"
         assert cur.lastrowid is not None
         return int(cur.lastrowid)
 
     def _reload_totals(self) -> None:
-        row = self._db.execute("SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM messages").fetchone()
-        self._count, self._bytes = int(row[0]), int(row[1])
+        row = self._db.execute(
+            "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(kind = 'event'), 0) FROM messages"
+        ).fetchone()
+        self._count, self._bytes, self._events = int(row[0]), int(row[1]), int(row[2])
 
     # -- caps -----------------------------------------------------------------------------
 
@@ -292,6 +446,8 @@ class Outbox:
             with self._transaction():
                 self._follow_clock_jump()
                 evicted = self._enforce_caps()
+            if evicted.get("event"):
+                self.counters.set_queued_events(self._events)
             return evicted
 
     def _follow_clock_jump(self, tolerance_s: float = 300.0) -> None:
@@ -348,6 +504,7 @@ class Outbox:
         self._db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
         self._count -= 1
         self._bytes -= int(size)
+        self._events -= kind == "event"
         evicted[kind] = evicted.get(kind, 0) + 1
         if kind == "evidence" and event_id:
             self._mark_evidence_evicted(event_id)
@@ -395,17 +552,25 @@ class Outbox:
         ids = list(ids)
         if not ids:
             return 0
-        with self._lock, self._transaction():
-            deleted = 0
-            for chunk in _chunks(ids, 500):
-                marks = ",".join("?" * len(chunk))
-                row = self._db.execute(
-                    f"SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM messages WHERE id IN ({marks})", chunk
-                ).fetchone()
-                self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
-                deleted += int(row[0])
-                self._count -= int(row[0])
-                self._bytes -= int(row[1])
+        events = 0
+        with self._lock:
+            with self._transaction():
+                deleted = 0
+                for chunk in _chunks(ids, 500):
+                    marks = ",".join("?" * len(chunk))
+                    row = self._db.execute(
+                        "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(kind = 'event'), 0) "
+                        f"FROM messages WHERE id IN ({marks})",
+                        chunk,
+                    ).fetchone()
+                    self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+                    deleted += int(row[0])
+                    events += int(row[2])
+                    self._count -= int(row[0])
+                    self._bytes -= int(row[1])
+                    self._events -= int(row[2])
+            if events:
+                self.counters.set_queued_events(self._events)
         return deleted
 
     def ack(self, message_id: int) -> None:
@@ -428,7 +593,8 @@ class Outbox:
                 "oldest_age_s": round(max(0.0, self._clock() - oldest), 1) if oldest is not None else 0.0,
                 "by_kind": {k: int(by_kind.get(k, 0)) for k in KINDS},
                 "evicted": dict(self.evicted),
-                "last_seq": self._counter("seq"),
+                "lost": self.counters.lost_summary(),
+                "last_seq": self.counters.seq,
             }
 
     def close(self) -> None:
@@ -436,6 +602,7 @@ class Outbox:
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
+            self.counters.close()
 
 
 def queued_event_ids(state_dir: str | os.PathLike[str]) -> dict[str, set[str]]:
@@ -465,3 +632,8 @@ def queued_event_ids(state_dir: str | os.PathLike[str]) -> dict[str, set[str]]:
 def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """A read or write failed because the file is corrupt (not locked, full or an I/O error)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)

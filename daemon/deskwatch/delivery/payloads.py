@@ -9,11 +9,11 @@ builder's output against them. Consumers in other languages: ``docs/mqtt-contrac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from deskwatch.domain import Finding, ScanRecord, new_id, rfc3339, utcnow
-from deskwatch_contract import CONTRACT_VERSION, schema_id, topics
+from deskwatch_contract import CONTRACT_REVISION, CONTRACT_VERSION, schema_id, topics
 
 
 @dataclass(frozen=True)
@@ -69,6 +69,7 @@ def status_payload(
         "reasons": list(reasons or []),
         "serial": serial,
         "ip": ip,
+        "contract": CONTRACT_REVISION,
     }
 
 
@@ -187,6 +188,21 @@ def health_payload(src: Source, stats: dict[str, Any]) -> dict[str, Any]:
     }
     if stats.get("identity") in IDENTITY_STATES:
         out["identity"] = stats["identity"]
+    lost = outbox.get("lost")
+    if isinstance(lost, dict):
+        last = lost.get("last")
+        out["outbox"]["lost"] = {
+            "events": int(lost.get("events", 0)),
+            "messages": int(lost.get("messages", 0)),
+            "last": None
+            if not isinstance(last, dict)
+            else {
+                "at": rfc3339(datetime.fromtimestamp(float(last["at"]), UTC)),
+                "reason": str(last["reason"])[:500],
+                "events": int(last["events"]),
+                "seq_upto": int(last["seq_upto"]),
+            },
+        }
     mqtt = stats.get("mqtt")
     if isinstance(mqtt, dict):
         out["mqtt"] = {

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deskwatch_contract.configfile import setting
+from deskwatch_contract import sealing
+from deskwatch_contract.configfile import Report, setting
 
 
 @dataclass(frozen=True)
@@ -28,3 +29,29 @@ class EvidenceConfig:
         minimum=1,
         maximum=20,
     )
+    seal_to: str | None = setting(
+        None,
+        doc="The collector's public key (base64, from 'deskwatch-ca evidence-key'): each thumbnail is sealed to it "
+        "on the device, so the broker and anyone subscribed see only ciphertext. Needed whenever the broker is not on "
+        "this machine. To rotate, the collector first holds both keys; then devices get the new one here.",
+        example="aTpCbsrX+0GOYg8G/Pl0J9ONgqExwb3r52f3xThyOIg=",
+    )
+    allow_unsealed: bool = setting(
+        False,
+        doc="Send thumbnails unsealed to a broker off this machine (a lab only: whoever runs the broker can see them).",
+    )
+
+    def validate(self, report: Report) -> None:
+        if self.seal_to is not None:
+            try:
+                key = sealing.key_from_text(self.seal_to)
+            except ValueError as exc:
+                report("seal_to", str(exc))
+                return
+            from nacl.exceptions import CryptoError
+            from nacl.public import PublicKey, SealedBox
+
+            try:
+                SealedBox(PublicKey(key)).encrypt(b"probe")
+            except CryptoError:  # e.g. all zeros: libsodium refuses a key no private key matches
+                report("seal_to", "is not a usable X25519 public key: make one with deskwatch-ca evidence-key")

@@ -12,6 +12,12 @@ in). One request per connection, one JSON object per line each way::
     -> {"command": "status"}
     <- {"ok": false, "error": "why"}        # on a rejected request
 
+Nothing a client sends can take the button away: each request is served on its own
+thread (at most a few at once; more are told "busy"), must arrive within a deadline
+for the whole connection, at most 4 KiB and 8 levels deep, and always gets an answer;
+the daemon's watchdog watches :meth:`ControlServer.progress`, so a wedged server gets
+the daemon restarted.
+
 The daemon wires it as ``ControlServer(control_socket_path(state_dir), handler, status=...)``
 where ``handler(kind, body)`` is the same function MQTT commands go to (it raises an
 exception whose message is the reason on a rejected request) and ``status()``
@@ -26,17 +32,20 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from deskwatch.domain import PauseInfo, rfc3339
+from deskwatch_contract.jsonutil import JsonRejected, loads_object
 
 log = logging.getLogger(__name__)
 
 SOCKET_NAME = "control.sock"
 MAX_REQUEST = 4096
+MAX_DEPTH = 8
 COMMANDS = ("pause", "resume", "status")
 _SUN_PATH_MAX = 107  # sockaddr_un.sun_path minus the NUL
 
@@ -83,18 +92,43 @@ def pause_status(policy: PauseState, now: datetime) -> dict[str, Any]:
 
 
 class ControlServer:
-    """Serves the control socket from one thread; ``start()``/``stop()`` from the daemon."""
+    """Serves the control socket; ``start()``/``stop()`` from the daemon.
+
+    One accept thread and one short-lived thread per connection, at most
+    :attr:`max_clients` at once (a client beyond that is told "busy" at once). A request
+    must arrive whole within :attr:`request_seconds` (a deadline for the connection, not
+    per read, so a client trickling a byte at a time is cut off too), be at most
+    ``MAX_REQUEST`` bytes and nested at most ``MAX_DEPTH`` levels. Every request gets an
+    answer, an error included; nothing a client sends can end a thread. :meth:`progress`
+    tells the daemon's watchdog whether the server is alive and not stuck in a handler.
+    """
 
     def __init__(
-        self, path: str | os.PathLike[str], handler: Handler, *, status: Status | None = None, mode: int = 0o660
+        self,
+        path: str | os.PathLike[str],
+        handler: Handler,
+        *,
+        status: Status | None = None,
+        mode: int = 0o660,
+        max_clients: int = 8,
+        request_seconds: float = 2.0,
+        handler_seconds: float = 30.0,
     ):
         self.path = Path(path)
         self.handler = handler
         self.status = status or (lambda: {})
         self.mode = mode
+        self.max_clients = max_clients
+        self.request_seconds = request_seconds
+        self.handler_seconds = handler_seconds
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._slots = threading.BoundedSemaphore(max_clients)
+        self._alive = time.monotonic()
+        self._busy_since: dict[int, float] = {}  # thread ident -> when its handler call began
+        self._lock = threading.Lock()
+        self.served = self.refused_busy = 0
 
     def start(self) -> None:
         if len(os.fsencode(self.path)) > _SUN_PATH_MAX:
@@ -113,10 +147,11 @@ class ControlServer:
         finally:
             os.umask(old)
         os.chmod(self.path, self.mode)
-        sock.listen(8)
+        sock.listen(64)
         sock.settimeout(0.5)
         self._sock = sock
         self._stop.clear()
+        self._alive = time.monotonic()
         self._thread = threading.Thread(target=self._serve, name="control-socket", daemon=True)
         self._thread.start()
         log.info("control socket listening at %s", self.path)
@@ -139,9 +174,22 @@ class ControlServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def progress(self) -> float:
+        """For the watchdog: when the server last showed it works (monotonic seconds).
+
+        The accept loop's last turn, unless a handler call has been running longer than
+        ``handler_seconds`` (a deadlock): then the time it began, so the watchdog sees a stall.
+        """
+        now = time.monotonic()
+        with self._lock:
+            stuck = [t for t in self._busy_since.values() if now - t > self.handler_seconds]
+        return min([self._alive, *stuck])
+
+    # -- serving ------------------------------------------------------------------------------
     def _serve(self) -> None:
         assert self._sock is not None
         while not self._stop.is_set():
+            self._alive = time.monotonic()
             try:
                 conn, _ = self._sock.accept()
             except TimeoutError:
@@ -150,28 +198,62 @@ class ControlServer:
                 if self._stop.is_set():
                     return
                 log.exception("control socket accept failed")
+                self._stop.wait(0.1)
                 continue
+            try:
+                self._dispatch(conn)
+            except Exception:  # never let one connection end the server
+                log.exception("control socket: could not serve a connection")
+                conn.close()
+
+    def _dispatch(self, conn: socket.socket) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused_busy += 1
+            _reply(conn, {"ok": False, "error": "busy: too many requests at once; try again in a moment"}, 0.2)
+            conn.close()
+            return
+        try:
+            threading.Thread(target=self._serve_one, args=(conn,), name="control-request", daemon=True).start()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
             with conn:
-                conn.settimeout(2.0)
                 try:
-                    request = _read_line(conn)
-                    reply = self.respond(request)
-                except (OSError, ValueError) as exc:
+                    raw = _read_request(conn, time.monotonic() + self.request_seconds)
+                    reply = self._respond_timed(raw)
+                except RequestError as exc:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
-                with contextlib.suppress(OSError):
-                    conn.sendall(json.dumps(reply).encode() + b"\n")
+                except OSError as exc:
+                    reply = {"ok": False, "error": f"bad request: {exc}"}
+                _reply(conn, reply, 1.0)
+                self.served += 1
+        except Exception:  # a bug: log it; the server goes on
+            log.exception("control socket: request failed")
+        finally:
+            self._slots.release()
+
+    def _respond_timed(self, raw: bytes) -> dict[str, Any]:
+        me = threading.get_ident()
+        with self._lock:
+            self._busy_since[me] = time.monotonic()
+        try:
+            return self.respond(raw)
+        finally:
+            with self._lock:
+                self._busy_since.pop(me, None)
 
     def respond(self, raw: bytes) -> dict[str, Any]:
-        """The reply to one request line (also used directly by tests)."""
+        """The reply to one request line (also used directly by tests). Never raises."""
         try:
-            request = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            return {"ok": False, "error": "bad request: not a JSON object"}
-        if not isinstance(request, dict):
-            return {"ok": False, "error": "bad request: not a JSON object"}
+            request = loads_object(raw, max_bytes=MAX_REQUEST, max_depth=MAX_DEPTH)
+        except JsonRejected as exc:
+            return {"ok": False, "error": f"bad request: {exc}"}
         command = request.get("command")
         if command not in COMMANDS:
-            return {"ok": False, "error": f"unknown command {command!r} (known: {', '.join(COMMANDS)})"}
+            return {"ok": False, "error": f"unknown command {str(command)[:40]!r} (known: {', '.join(COMMANDS)})"}
         body = {k: v for k, v in request.items() if k != "command"}
         try:
             if command == "status":
@@ -191,6 +273,40 @@ class ControlServer:
                 return {"ok": False, "error": str(exc)}
             log.exception("control socket: %s failed", command)
             return {"ok": False, "error": "internal error in the daemon (see its log)"}
+
+
+class RequestError(Exception):
+    """The client's request could not be read; the message says why."""
+
+
+def _read_request(conn: socket.socket, deadline: float) -> bytes:
+    """One line, read before ``deadline`` (monotonic) and no longer than ``MAX_REQUEST``."""
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RequestError("no complete request line in time; send one JSON object and a newline")
+        conn.settimeout(left)
+        try:
+            chunk = conn.recv(1024)
+        except TimeoutError:
+            raise RequestError("no complete request line in time; send one JSON object and a newline") from None
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf) > MAX_REQUEST + 1:
+            raise RequestError(f"request longer than {MAX_REQUEST} bytes")
+    line = buf.split(b"\n", 1)[0]
+    if len(line) > MAX_REQUEST:
+        raise RequestError(f"request longer than {MAX_REQUEST} bytes")
+    return line
+
+
+def _reply(conn: socket.socket, reply: dict[str, Any], timeout: float) -> None:
+    """Send the answer; a client that does not read it within ``timeout`` loses it."""
+    with contextlib.suppress(OSError):
+        conn.settimeout(timeout)
+        conn.sendall(json.dumps(reply).encode() + b"\n")
 
 
 def _read_line(conn: socket.socket) -> bytes:

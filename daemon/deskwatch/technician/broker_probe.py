@@ -87,7 +87,7 @@ def probe_broker(cfg: Config, timeout: float = 10.0) -> CheckResult:
                 "broker",
                 FAIL,
                 f"publish to {selftest_topic(cfg)} refused: {puback}",
-                "the broker ACL must let this device write under its own prefix (CN = device id)",
+                "the broker ACL must let this device write under its own prefix (certificate CN = SITE/DEVICE; render the ACL with deskwatch-ca acl)",
             )
         detail = (
             f"{tls} to {m.host}:{m.port}, connect {connect_ms:.0f} ms, publish+ack {ack_ms:.0f} ms (mid {info.mid})"

@@ -4,24 +4,35 @@ A bundle is a directory (``/boot/firmware/deskwatch/`` on the SD card) with
 
 - ``bundle.yaml``: the device's config (same keys as ``config.yaml``: device, mqtt,
   policy, ...); the TLS file paths may be left out, they are filled in;
-- ``device.crt`` + ``device.key``: the client certificate (CN = ``device.id``) and its key;
+- ``device.crt`` + ``device.key``: the client certificate (CN = ``{device.site}/{device.id}``,
+  see :mod:`deskwatch_contract.access`) and its key;
 - ``ca.crt`` (optional): the CA of the broker's certificate (else the system trust store).
 
 :func:`provision` checks all of it before touching anything: the YAML against the
-config schema, the certificates parse, the key matches the certificate, the CN is the
-device id. Then it builds the new ``/etc/deskwatch`` next to the old one and swaps the
-directories with ``rename(2)``: either the old configuration or the complete new one
-is in place, never a mix. Only then are the secrets deleted from the FAT partition.
+config schema, the certificates parse, the key matches the certificate, the CN names
+this device in this site. Then it builds the new ``/etc/deskwatch`` next to the old one
+and swaps the directories with ``rename(2)``: either the old configuration or the
+complete new one is in place, never a mix. Only then are the secrets deleted from the
+FAT partition.
+
+The bundle comes from a card anyone may have written, and this runs as root. So every
+file is opened without following symbolic links and must be a regular file of
+bounded size (:data:`LIMITS`); what is validated is the bytes read once into memory,
+never the path again; the key is overwritten before deletion only if it is still the
+regular file that was read; and the result file is written beside the bundle and
+renamed into place, so a link planted there cannot redirect root's write.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import pwd
 import shutil
 import ssl
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -81,84 +92,151 @@ def _subject_cn(cert: dict[str, Any]) -> str | None:
     return None
 
 
-def check_certificates(directory: Path, device_id: str | None) -> tuple[list[str], list[str]]:
-    """(problems, notes) for the certificate files in ``directory``."""
+def check_certificates(files: dict[str, bytes], site: str | None, device_id: str | None) -> tuple[list[str], list[str]]:
+    """(problems, notes) for the certificate files read from the bundle (name -> bytes)."""
     problems: list[str] = []
     notes: list[str] = []
-    cert, key, ca = directory / CERT, directory / KEY, directory / CA
-    for f in (cert, key):
-        if not f.is_file():
-            problems.append(f"{f.name} is missing from the bundle (the device's client certificate and key)")
-    if ca.is_file():
+    for name in (CERT, KEY):
+        if name not in files:
+            problems.append(f"{name} is missing from the bundle (the device's client certificate and key)")
+    with tempfile.TemporaryDirectory(prefix="deskwatch-bundle-") as tmp:  # 0700: the key stays private
+        paths = {}
+        for name, data in files.items():
+            paths[name] = Path(tmp) / name
+            _write(paths[name], data, 0o600, None)
+        if CA in paths:
+            try:
+                ssl.create_default_context(cafile=str(paths[CA]))
+                notes.append(f"broker CA: {_subject_cn(_decode_cert(paths[CA]))}")
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                problems.append(f"{CA} is not a PEM certificate: {exc}")
+        if problems:
+            return problems, notes
         try:
-            ssl.create_default_context(cafile=str(ca))
-            info = _decode_cert(ca)
-            notes.append(f"broker CA: {_subject_cn(info)}")
+            info = _decode_cert(paths[CERT])
         except (ssl.SSLError, OSError, ValueError) as exc:
-            problems.append(f"{CA} is not a PEM certificate: {exc}")
-    if problems:
-        return problems, notes
-    try:
-        info = _decode_cert(cert)
-    except (ssl.SSLError, OSError, ValueError) as exc:
-        return [f"{CERT} is not a PEM certificate: {exc}"], notes
-    cn = _subject_cn(info)
-    if device_id is not None and cn != device_id:
-        problems.append(f"{CERT} is for CN={cn!r} but bundle.yaml says device.id {device_id!r}: they must match")
-    try:
-        not_after = datetime.strptime(info["notAfter"], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
-        if not_after < datetime.now(UTC):
-            problems.append(f"{CERT} expired on {not_after:%Y-%m-%d}: issue a new one")
-        else:
-            notes.append(f"device certificate CN={cn}, valid until {not_after:%Y-%m-%d}")
-    except (KeyError, ValueError):
-        pass
-    try:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        ctx.load_cert_chain(str(cert), str(key))
-    except ssl.SSLError as exc:
-        reason = "the key does not belong to the certificate" if "mismatch" in str(exc).lower() else str(exc)
-        problems.append(f"{KEY}: {reason}")
-    except OSError as exc:
-        problems.append(f"{KEY} cannot be read: {exc}")
+            return [f"{CERT} is not a PEM certificate: {exc}"], notes
+        cn = _subject_cn(info)
+        if site is not None and device_id is not None:
+            want = f"{site}/{device_id}"
+            if cn != want:
+                problems.append(
+                    f"{CERT} is for CN={cn!r} but bundle.yaml says device {want!r} (site/id): issue the device's "
+                    f"certificate with 'deskwatch-ca issue CA device {site} {device_id}'"
+                )
+        try:
+            not_after = datetime.strptime(info["notAfter"], "%b %d %H:%M:%S %Y %Z").replace(tzinfo=UTC)
+            if not_after < datetime.now(UTC):
+                problems.append(f"{CERT} expired on {not_after:%Y-%m-%d}: issue a new one")
+            else:
+                notes.append(f"device certificate CN={cn}, valid until {not_after:%Y-%m-%d}")
+        except (KeyError, ValueError):
+            pass
+        try:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            ctx.load_cert_chain(str(paths[CERT]), str(paths[KEY]))
+        except ssl.SSLError as exc:
+            reason = "the key does not belong to the certificate" if "mismatch" in str(exc).lower() else str(exc)
+            problems.append(f"{KEY}: {reason}")
+        except OSError as exc:
+            problems.append(f"{KEY} cannot be read: {exc}")
     return problems, notes
+
+
+# Largest file each bundle entry may be: a certificate is ~1 KB, a CA bundle a few.
+LIMITS = {BUNDLE_FILE: 64 * 1024, CERT: 16 * 1024, KEY: 16 * 1024, CA: 256 * 1024}
+
+
+def read_bundle_file(directory: Path, name: str) -> bytes | None:
+    """The bytes of ``directory/name`` if it is a regular file within its size limit;
+    None if it does not exist; BundleError naming the problem otherwise. Never follows a link."""
+    path = directory / name
+    limit = LIMITS[name]
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BundleError([f"{name} is a symbolic link: put the file itself in the bundle"]) from None
+        raise BundleError([f"{name} cannot be read: {exc.strerror or exc}"]) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise BundleError([f"{name} is not a regular file (a directory, device or pipe): refused"])
+        if st.st_size > limit:
+            raise BundleError([f"{name} is {st.st_size} bytes; at most {limit} are accepted"])
+        chunks, total = [], 0
+        while total <= limit:
+            chunk = os.read(fd, limit + 1 - total)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > limit:
+            raise BundleError([f"{name} is more than {limit} bytes; refused"])
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def read_bundle(directory: Path) -> Bundle:
     """Everything in the bundle, checked; raises BundleError listing every problem."""
-    problems: list[str] = []
-    path = directory / BUNDLE_FILE
+    try:
+        if stat.S_ISLNK(os.lstat(directory).st_mode):
+            raise BundleError([f"bundle directory {directory} is a symbolic link: refused"])
+    except FileNotFoundError:
+        raise BundleError([f"bundle directory {directory} does not exist"]) from None
     if not directory.is_dir():
         raise BundleError([f"bundle directory {directory} does not exist"])
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    path = directory / BUNDLE_FILE
+    problems: list[str] = []
+    files: dict[str, bytes] = {}
+    raw: bytes | None = None
+    for name in (BUNDLE_FILE, CERT, KEY, CA):
+        try:
+            content = read_bundle_file(directory, name)
+        except BundleError as exc:
+            problems += exc.problems
+            continue
+        if content is None:
+            continue
+        if name == BUNDLE_FILE:
+            raw = content
+        else:
+            files[name] = content
+    if raw is None and not any(BUNDLE_FILE in p for p in problems):
         if (directory / (BUNDLE_FILE + APPLIED_SUFFIX)).exists():
             raise BundleError(
                 [
                     f"{path} is missing: this bundle was already applied ({BUNDLE_FILE}{APPLIED_SUFFIX}); "
                     "to provision again, put a new bundle.yaml, device.crt and device.key there"
                 ]
-            ) from None
-        raise BundleError([f"{path} is missing"]) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BundleError([f"{path} cannot be read: {exc}"]) from None
+            )
+        raise BundleError([f"{path} is missing", *problems])
+    if raw is None:
+        raise BundleError(problems)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BundleError([*problems, f"{path} cannot be read: {exc}"]) from None
     try:
         data = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise BundleError([f"{path}: YAML syntax error: {exc}"]) from None
+        raise BundleError([*problems, f"{path}: YAML syntax error: {exc}"]) from None
     if not isinstance(data, dict):
-        raise BundleError([f"{path} must be a mapping (device:, mqtt:, ...)"])
+        raise BundleError([*problems, f"{path} must be a mapping (device:, mqtt:, ...)"])
     device = data.get("device") if isinstance(data.get("device"), dict) else {}
+    site = device.get("site") if isinstance(device, dict) else None
     device_id = device.get("id") if isinstance(device, dict) else None
-    cert_problems, notes = check_certificates(directory, str(device_id) if device_id is not None else None)
-    problems += cert_problems
+    if not any(n in p for p in problems for n in (CERT, KEY, CA)):
+        cert_problems, notes = check_certificates(
+            files, str(site) if site is not None else None, str(device_id) if device_id is not None else None
+        )
+        problems += cert_problems
+    else:
+        notes = []
     problems += config_problems(text, path)
-    files = {}
-    for name in (CERT, KEY, CA):
-        f = directory / name
-        if f.is_file():
-            files[name] = f.read_bytes()
     if problems:
         raise BundleError(problems)
     return Bundle(directory, data, files, notes)
@@ -203,9 +281,9 @@ def render_config(data: dict[str, Any], bundle_dir: Path) -> str:
 
 
 # -- applying ----------------------------------------------------------------------------------------
-def _service_ids() -> tuple[int, int] | None:
+def _service_ids(user: str = SERVICE_USER) -> tuple[int, int] | None:
     try:
-        pw = pwd.getpwnam(SERVICE_USER)
+        pw = pwd.getpwnam(user)
     except KeyError:
         return None
     return pw.pw_uid, pw.pw_gid
@@ -231,12 +309,12 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def stage(bundle: Bundle, etc_dir: Path) -> tuple[Path, Config, str]:
+def stage(bundle: Bundle, etc_dir: Path, service_user: str = SERVICE_USER) -> tuple[Path, Config, str]:
     """Build the complete new config directory beside ``etc_dir`` and validate it there."""
     etc_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{etc_dir.name}.new-", dir=etc_dir.parent))
     try:
-        ids = _service_ids()
+        ids = _service_ids(service_user)
         group_owner = (0, ids[1]) if ids and os.geteuid() == 0 else None
         staging.chmod(0o750)
         if group_owner:
@@ -276,23 +354,21 @@ def swap_in(staging: Path, etc_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def scrub_bundle(directory: Path) -> list[str]:
-    """Delete the secrets from the bundle (overwrite first: best effort on FAT) and
-    mark it applied, so the first-boot unit does not run again."""
+def scrub_bundle(directory: Path, key_read: bytes | None = None) -> list[str]:
+    """Delete the secrets from the bundle (overwrite the key first: best effort on FAT) and
+    mark it applied, so the first-boot unit does not run again.
+
+    The key is overwritten only if it is still a regular file with one link holding the
+    bytes that were installed: never through a link, never someone else's file."""
     removed = []
     for name in (KEY, CERT, CA):
         f = directory / name
-        if not f.exists():
+        try:
+            st = os.lstat(f)
+        except FileNotFoundError:
             continue
-        if name == KEY:
-            try:
-                size = f.stat().st_size
-                with open(f, "r+b") as fh:
-                    fh.write(b"\0" * size)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            except OSError as exc:
-                log.warning("could not overwrite %s before deleting it: %s", f, exc)
+        if name == KEY and stat.S_ISREG(st.st_mode):
+            _overwrite_key(f, key_read)
         f.unlink()
         removed.append(name)
     bundle = directory / BUNDLE_FILE
@@ -303,11 +379,31 @@ def scrub_bundle(directory: Path) -> list[str]:
     return removed
 
 
-def provision(bundle_dir: Path, config_path: Path) -> Applied:
+def _overwrite_key(path: Path, expected: bytes | None) -> None:
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        log.warning("could not overwrite %s before deleting it: %s", path, exc)
+        return
+    try:
+        st = os.fstat(fd)
+        same = expected is None or (st.st_size == len(expected) and os.pread(fd, len(expected) + 1, 0) == expected)
+        if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1 or not same:
+            log.warning("%s changed since it was read (or has other links): deleted without overwriting", path)
+            return
+        os.pwrite(fd, b"\0" * st.st_size, 0)
+        os.fsync(fd)
+    except OSError as exc:
+        log.warning("could not overwrite %s before deleting it: %s", path, exc)
+    finally:
+        os.close(fd)
+
+
+def provision(bundle_dir: Path, config_path: Path, *, service_user: str = SERVICE_USER) -> Applied:
     """Validate the bundle, apply it, scrub it; raises BundleError with nothing changed."""
     etc_dir = config_path.parent
     bundle = read_bundle(bundle_dir)
-    staging, _cfg, _text = stage(bundle, etc_dir)
+    staging, _cfg, _text = stage(bundle, etc_dir, service_user)
     try:
         swap_in(staging, etc_dir)
     except OSError as exc:
@@ -316,15 +412,30 @@ def provision(bundle_dir: Path, config_path: Path) -> Applied:
     from deskwatch.config import load_config
 
     cfg = load_config(config_path)  # what the daemon will read, paths and modes as installed
-    removed = scrub_bundle(bundle_dir)
+    removed = scrub_bundle(bundle_dir, bundle.files.get(KEY))
     for note in bundle.notes:
         log.info("provision: %s", note)
     return Applied(cfg, config_path, etc_dir, removed)
 
 
 def write_result(bundle_dir: Path, text: str) -> None:
-    """The technician's copy of the outcome on the boot partition (never fatal)."""
+    """The technician's copy of the outcome on the boot partition (never fatal).
+
+    Written to a new file beside it and renamed over ``provision-result.txt``: whatever
+    sits at that name (a link to /etc/shadow, say) is replaced, never written through."""
     try:
-        (bundle_dir / RESULT_FILE).write_text(text)
+        if stat.S_ISLNK(os.lstat(bundle_dir).st_mode):
+            log.warning("not writing %s: the bundle directory is a symbolic link", RESULT_FILE)
+            return
+        tmp = bundle_dir / f".{RESULT_FILE}.{os.getpid()}.new"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, text.encode("utf-8")[: 256 * 1024])
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, bundle_dir / RESULT_FILE)
     except OSError as exc:
         log.warning("could not write %s: %s", bundle_dir / RESULT_FILE, exc)
