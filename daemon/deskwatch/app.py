@@ -12,6 +12,7 @@ clean ``offline``, then tell systemd we are stopping.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from deskwatch.delivery.client import Delivery as MqttDelivery
     from deskwatch.delivery.payloads import Source
     from deskwatch.policy.engine import Policy as PolicyEngine
+    from deskwatch.vision.config import VisionConfig
     from deskwatch.vision.identity import IdentityTarget
     from deskwatch.vision.pipeline import Vision as VisionPipeline
 
@@ -60,11 +62,21 @@ def identity_target(cfg: Config) -> IdentityTarget | None:
     return IdentityTarget(cfg.state_dir, cfg.device.worker_id) if identity_allowed(cfg.policy) else None
 
 
+def vision_section(cfg: Config) -> VisionConfig:
+    """``cfg.vision``, with the phone stage off when no rule of the profile uses it (minimal,
+    or phone_use and eating switched off): its pose and CenterNet models are then never loaded."""
+    from deskwatch.policy.profiles import rule_enabled
+
+    if not cfg.vision.phones.enabled or any(rule_enabled(cfg.policy, r) for r in ("phone_use", "eating")):
+        return cfg.vision
+    return dataclasses.replace(cfg.vision, phones=dataclasses.replace(cfg.vision.phones, enabled=False))
+
+
 def build_vision(cfg: Config, *, runtime: str | None = None) -> VisionPipeline:
     """The vision stage; raises ModelError on a missing or corrupt model."""
     from deskwatch.vision.pipeline import Vision as VisionPipeline
 
-    return VisionPipeline(cfg.vision, identity=identity_target(cfg), runtime=runtime)
+    return VisionPipeline(vision_section(cfg), identity=identity_target(cfg), runtime=runtime)
 
 
 def build_policy(cfg: Config, audit: Audit | None = None) -> PolicyEngine:

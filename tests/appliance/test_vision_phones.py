@@ -134,6 +134,20 @@ def test_the_phone_stage_is_what_finds_phones_in_use(vision_state: Path, labelle
     assert "phones" not in analysis.timings_ms
 
 
+def test_a_profile_without_phone_use_or_eating_loads_no_phone_models(vision_state: Path) -> None:
+    """minimal has neither rule: no pose and no CenterNet in memory (and no time spent on them)."""
+    from deskwatch.app import build_vision
+    from deskwatch.vision.pipeline import CENTERNET_MODEL, POSE_MODEL
+
+    for profile, loaded in (("minimal", False), ("uk", True)):
+        vision = build_vision(vision_config(vision_state, profile=profile))
+        try:
+            assert (vision.second_look is not None) == loaded, profile
+            assert ({POSE_MODEL, CENTERNET_MODEL} <= set(vision.model_hashes())) == loaded, profile
+        finally:
+            vision.close()
+
+
 def test_centernet_model_is_verified_against_the_manifest(vision_state: Path) -> None:
     from deskwatch.vision.pipeline import CENTERNET_MODEL
     from deskwatch.vision.runtime import ModelStore

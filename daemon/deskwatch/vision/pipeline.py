@@ -181,8 +181,12 @@ class Vision:
         return self._identity is not None
 
     # -- one frame ---------------------------------------------------------------------------
-    def analyze(self, frame: Frame | np.ndarray) -> FrameAnalysis:
-        """What the detectors see in one frame (a Frame, or a bare RGB array)."""
+    def analyze(self, frame: Frame | np.ndarray, *, look_closer: bool = True) -> FrameAnalysis:
+        """What the detectors see in one frame (a Frame, or a bare RGB array).
+
+        ``look_closer=False`` leaves out the phone stage: the scan loop asks for it only while
+        phone_use or eating can still persist through the burst (``policy.closer_look_needed``);
+        the frame's phones, food and drink then carry no behaviour (as with the stage switched off)."""
         image = frame.image if isinstance(frame, Frame) else frame
         index = frame.index if isinstance(frame, Frame) else 0
         timings: dict[str, float] = {}
@@ -205,7 +209,7 @@ class Vision:
         model_ms += face_ms
         detections = drop_duplicate_persons(detections, faces)
         self.last_look = None
-        if self.second_look is not None:
+        if look_closer and self.second_look is not None:
             detections, look_ms = self.look_closer(image, detections)
             model_ms += look_ms
             t4 = time.perf_counter()
