@@ -1043,6 +1043,50 @@ PHONE_STAGE_TRIED = [
                "0.03 for the man whose hand covers his face), phone_02 (448 px, phones ~15 px), phone_hand_03 (on a "
                "tripod above the hand), every desk phone (seen by one view only)",
      "kept": True},
+    # Speed and memory of the chosen stage (issue 12 follow-up, 2026-11-29, ai-edge-litert 2.3.0, 2 threads, the
+    # 45 photos of tests/data/photos raw and letterboxed into 1280x720 frames as deskwatch bench feeds them)
+    {"what": "pose_landmark_full without the outputs nobody reads (segmentation, heatmaps, world landmarks: 83 of 332 "
+             "operators)",
+     "result": "landmarks and presence bit for bit the same, so the same detections on all 90 inputs; ~9 instead of "
+               "~16 ms CPU an invoke, ~26 instead of ~44 MB loaded",
+     "kept": True},
+    {"what": "no hand crop where the pose puts the hand outside the frame (head-and-shoulders views)",
+     "result": "the same detections on all 90 inputs, 13-14 of ~125 NanoDet crop runs saved on the 45 photos "
+               "(single_04, multi_03, face_03, face_06, eat_03, nophone_hand_03)",
+     "kept": True},
+    {"what": "the phone stage only while phone_use or eating can still persist through the burst (the policy counts "
+             "the hits as its rules do, every remaining frame assumed usable and a hit)",
+     "result": "a burst of 5 without a phone in use or food at the mouth runs it on 3 frames (3.16 a burst on the 45 "
+               "photos as noisy 5-frame bursts); the same findings as with it on every frame",
+     "kept": True},
+    {"what": "pose_landmark_lite (npm @mediapipe/pose 0.5.1675469404, Apache-2.0; the mediapipe 0.10.21 wheel ships "
+             "only the full model), same unused outputs dropped",
+     "result": "~4 ms CPU an invoke and ~14 MB, but phone_03 lost (3 of 7 in use) on the photos, and on the 1280x720 "
+               "frames 0 of 7 in use (phone_hand_02's wrists off: its phone taken as 'visible') and a false eating "
+               "(phone_desk_02: a cup lying on the desk put at the mouth)",
+     "kept": False},
+    {"what": "one NanoDet run on a 2x2 mosaic of crops (208 px tiles) instead of one run per crop",
+     "result": "phone stage p50 23 instead of ~95 ms (busy machine), but 2 of 7 in use (phone_03, phone_05 lost) and "
+               "the mug of nophone_hand_05 a phone at the ear (0.464) on the photo itself",
+     "kept": False},
+    {"what": "crops shrunk to 320 or 288 px inside NanoDet's 416 input (what a smaller NanoDet for the crops, 0.59x or "
+             "0.48x the cost, would see)",
+     "result": "3 of 7 in use (phone_05 lost) and the mug a phone at the ear (0.436 / 0.45)",
+     "kept": False},
+    {"what": "a gate before the crops: the whole frame's weak phone/food votes, or the frame plus a mosaic pass",
+     "result": "the whole frame has a phone vote >= 0.1 on 40 of 45 photos; found phones 0.168-0.574 against "
+               "negatives up to 0.414; frame + mosaic evidence 0.44-0.98 on found phones against up to 0.81 (the mug): "
+               "no gate keeps phone_03 and phone_05 and skips most frames",
+     "kept": False},
+    {"what": "rival classes at a confirmed phone's place (cup, remote, book ...) to reject the mug",
+     "result": "on nophone_hand_05 CenterNet says phone 0.21-0.28 and cup 0.14, NanoDet phone 0.42-0.46: no separation",
+     "kept": False},
+    {"what": "interpreter and allocator options for memory",
+     "result": "experimental_default_delegate_latest_features and 1 instead of 2 threads: the same RSS; without the "
+               "XNNPACK delegate 5-8x slower; MALLOC_ARENA_MAX=1 no change; MALLOC_MMAP_THRESHOLD_=131072 -5 MB "
+               "peak. Per model after load and one invoke: NanoDet int8 ~32 MB, CenterNet 384 ~44, pose (pruned) ~26, "
+               "face embedder ~22, face full range ~12, face mesh ~10; Python + numpy + OpenCV + Pillow + LiteRT ~80",
+     "kept": False},
 ]
 
 # --------------------------------------------------------------------------------------------

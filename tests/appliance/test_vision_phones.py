@@ -191,11 +191,19 @@ def px_box(x0: float, y0: float, x1: float, y1: float) -> Box:
 
 def test_crops_are_squares_around_both_hands_and_the_head() -> None:  # one crop size
     p = pose(left=(700, 600), right=(300, 650))
-    crops = crops_of([p], 2.5)
+    crops = crops_of([p], 2.5, W, H)
     assert [c.kind for c in crops] == ["hand", "hand", "head"]
     assert {c.side for c in crops} == {500}
     centres = [(c.x0 + c.side / 2, c.y0 + c.side / 2) for c in crops]
     assert centres == [(700, 600), (300, 650), (500, 200)]
+
+
+def test_a_hand_outside_the_picture_gets_no_crop() -> None:
+    # head and shoulders in view, the right hand on the keyboard below the frame
+    p = pose(left=(700, 600), right=(300, 900))
+    assert [(c.kind, c.x0 + c.side // 2) for c in crops_of([p], 2.5, W, H)] == [("hand", 700), ("head", 500)]
+    below = pose(nose=(500, 50), left=(700, 1200), right=(-40, 700))  # both hands out, the head near the top
+    assert [c.kind for c in crops_of([below], 2.5, W, H)] == ["head"]
 
 
 def test_cut_pads_with_grey_where_the_crop_leaves_the_frame() -> None:

@@ -67,12 +67,17 @@ class Crop:
         return self.x0 <= cx * width <= self.x0 + self.side and self.y0 <= cy * height <= self.y0 + self.side
 
 
-def crops_of(poses: Iterable[Pose], factor: float) -> list[Crop]:
-    """Both hands and the head (nose) of each pose, squares of ``factor`` x the pose scale."""
+def crops_of(poses: Iterable[Pose], factor: float, width: int, height: int) -> list[Crop]:
+    """Both hands and the head (nose) of each pose, squares of ``factor`` x the pose scale,
+    in a ``width`` x ``height`` frame. A hand the pose model places outside the frame (a
+    webcam that sees head and shoulders, hands on the keyboard below) gets no crop: it holds
+    nothing the picture shows. The head always gets one (a phone at the ear, food at the mouth)."""
     crops = []
     for i, pose in enumerate(poses):
         side = max(MIN_CROP_SIDE, round(factor * pose.scale))
         for kind, (cx, cy) in (("hand", pose.hand("left")), ("hand", pose.hand("right")), ("head", pose.points[NOSE])):
+            if kind == "hand" and not (0 <= cx < width and 0 <= cy < height):
+                continue
             crops.append(Crop(kind, i, round(float(cx) - side / 2), round(float(cy) - side / 2), side))
     return crops
 
@@ -215,7 +220,7 @@ class SecondLook:
         frame = [Vote(0, d) for d in frame_votes if d.score >= cfg.vote_threshold]
         frame_confirm: list[Vote] | None = None  # CenterNet on the whole frame, run once when first needed
         for factor in cfg.crop_factors:
-            view = View(factor, crops_of(out.poses, factor))
+            view = View(factor, crops_of(out.poses, factor, image.shape[1], image.shape[0]))
             frame_confirm = self._look_with(image, view, frame, frame_confirm, out)
             view.found = judge(view, out.poses)
             out.views.append(view)
