@@ -1059,6 +1059,10 @@ PHONE_STAGE_TRIED = [
      "result": "a burst of 5 without a phone in use or food at the mouth runs it on 3 frames (3.16 a burst on the 45 "
                "photos as noisy 5-frame bursts); the same findings as with it on every frame",
      "kept": True},
+    {"what": "by profile: minimal (neither phone_use nor eating) loads no pose and no CenterNet; uk (phone_use only) "
+             "looks for phones only (no food or drink votes, no CenterNet run for a food or drink candidate)",
+     "result": "uk: 96 instead of 169 CenterNet runs on the 90 inputs, the same phones on every one",
+     "kept": True},
     {"what": "pose_landmark_lite (npm @mediapipe/pose 0.5.1675469404, Apache-2.0; the mediapipe 0.10.21 wheel ships "
              "only the full model), same unused outputs dropped",
      "result": "~4 ms CPU an invoke and ~14 MB, but phone_03 lost (3 of 7 in use) on the photos, and on the 1280x720 "

@@ -74,9 +74,11 @@ def vision_section(cfg: Config) -> VisionConfig:
 
 def build_vision(cfg: Config, *, runtime: str | None = None) -> VisionPipeline:
     """The vision stage; raises ModelError on a missing or corrupt model."""
+    from deskwatch.policy.profiles import rule_enabled
     from deskwatch.vision.pipeline import Vision as VisionPipeline
 
-    return VisionPipeline(vision_section(cfg), identity=identity_target(cfg), runtime=runtime)
+    food = rule_enabled(cfg.policy, "eating")  # uk: phones only
+    return VisionPipeline(vision_section(cfg), identity=identity_target(cfg), runtime=runtime, food=food)
 
 
 def build_policy(cfg: Config, audit: Audit | None = None) -> PolicyEngine:

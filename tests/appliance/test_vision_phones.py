@@ -134,18 +134,35 @@ def test_the_phone_stage_is_what_finds_phones_in_use(vision_state: Path, labelle
     assert "phones" not in analysis.timings_ms
 
 
-def test_a_profile_without_phone_use_or_eating_loads_no_phone_models(vision_state: Path) -> None:
-    """minimal has neither rule: no pose and no CenterNet in memory (and no time spent on them)."""
+@pytest.mark.slow
+def test_the_phone_stage_does_what_the_profiles_rules_need(
+    vision_state: Path, labelled_photos: list[Photo], int8_vision: Any, int8_analyses: dict[str, Any]
+) -> None:
+    """minimal has neither phone_use nor eating: no pose and no CenterNet in memory. uk has
+    phone_use only: phones only, so a doughnut at the mouth costs no CenterNet run."""
     from deskwatch.app import build_vision
     from deskwatch.vision.pipeline import CENTERNET_MODEL, POSE_MODEL
 
-    for profile, loaded in (("minimal", False), ("uk", True)):
-        vision = build_vision(vision_config(vision_state, profile=profile))
-        try:
-            assert (vision.second_look is not None) == loaded, profile
-            assert ({POSE_MODEL, CENTERNET_MODEL} <= set(vision.model_hashes())) == loaded, profile
-        finally:
-            vision.close()
+    minimal = build_vision(vision_config(vision_state, profile="minimal", object_precision="int8"))
+    try:
+        assert minimal.second_look is None and not {POSE_MODEL, CENTERNET_MODEL} & set(minimal.model_hashes())
+    finally:
+        minimal.close()
+    eating = next(p for p in labelled_photos if p.file == "eat_03.jpg")
+    int8_vision.analyze(eating.image)
+    assert int8_vision.last_look.centernet_runs > 0  # full: the doughnut is a candidate
+    assert [d.behaviour for d in int8_analyses["eat_03.jpg"].detections if d.behaviour] == ["at_mouth"]
+    uk = build_vision(vision_config(vision_state, profile="uk", object_precision="int8"))
+    try:
+        assert {POSE_MODEL, CENTERNET_MODEL} <= set(uk.model_hashes())
+        analysis = uk.analyze(eating.image)
+        assert uk.last_look is not None and uk.last_look.centernet_runs == 0
+        assert not any(d.behaviour for d in analysis.detections)
+        # the same phones as with food looked for, on a phone in the hand
+        held = next(p for p in labelled_photos if p.file == "phone_hand_02.jpg")
+        assert phones(uk.analyze(held.image)) == phones(int8_analyses["phone_hand_02.jpg"])
+    finally:
+        uk.close()
 
 
 def test_centernet_model_is_verified_against_the_manifest(vision_state: Path) -> None:

@@ -90,7 +90,10 @@ class Vision:
         identity: IdentityTarget | None = None,
         store: ModelStore | None = None,
         runtime: str | None = None,
+        food: bool = True,
     ):
+        """``identity``: whose face to check, or None (the policy's decision); ``food``: look for
+        food or drink at the mouth too (False where no rule counts eating: phones only)."""
         self.cfg = vision
         self.identity_target = identity
         v = vision
@@ -112,6 +115,7 @@ class Vision:
                 self.objects,
                 PoseEstimator(self.store.load(POSE_MODEL)),
                 CenterNet(self.store.load(CENTERNET_MODEL)),
+                food=food,
             )
         self.last_look: Look | None = None  # the phone stage's view of the last analyze() (scan --annotate draws it)
         self.faces = FaceDetector(
@@ -248,11 +252,12 @@ class Vision:
         return faces, model_ms
 
     def look_closer(self, image: np.ndarray, detections: list[Detection]) -> tuple[list[Detection], float]:
-        """The phone stage: the whole-frame phones, food and drink are replaced by what the
-        second look confirms (phones with their behaviour, food or drink at the mouth)."""
+        """The phone stage: the whole-frame phones, food and drink (what the stage looks for)
+        are replaced by what the second look confirms (phones with their behaviour, food or
+        drink at the mouth)."""
         assert self.second_look is not None
         h, w = image.shape[:2]
-        held = {PHONE, *FOOD_AND_DRINK}
+        held = set(self.second_look.held)
         persons = [d for d in detections if d.label == "person"]
         votes = [d for d in detections if d.label in held] + self.objects.weak
         cfg = self.cfg.phones
