@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from deskwatch.delivery.payloads import Source
     from deskwatch.jobs.agent import JobAgent
     from deskwatch.policy.engine import Policy as PolicyEngine
+    from deskwatch.vision.config import VisionConfig
     from deskwatch.vision.identity import IdentityTarget
     from deskwatch.vision.pipeline import Vision as VisionPipeline
 
@@ -76,22 +77,35 @@ def identity_state(cfg: Config) -> str:
         return "not_enrolled"
 
 
+def vision_section(cfg: Config) -> VisionConfig:
+    """``cfg.vision``, with the phone stage off when no rule of the profile uses it (minimal,
+    or phone_use and eating switched off): its pose and CenterNet models are then never loaded."""
+    from deskwatch.policy.profiles import rule_enabled
+
+    if not cfg.vision.phones.enabled or any(rule_enabled(cfg.policy, r) for r in ("phone_use", "eating")):
+        return cfg.vision
+    return dataclasses.replace(cfg.vision, phones=dataclasses.replace(cfg.vision.phones, enabled=False))
+
+
 def build_vision(cfg: Config, *, runtime: str | None = None, models_dir: Path | None = None) -> VisionPipeline:
     """The vision stage; raises ModelError on a missing or corrupt model.
 
     Models come from ``vision.models_dir`` when set, else from the last model job's
-    directory (``<state_dir>/models/current``), else from the installed package."""
+    directory (``<state_dir>/models/current``), else from the installed package. Only the
+    models the profile's rules need are loaded (:func:`vision_section`; uk: phones, no food)."""
     from deskwatch.jobs.agent import active_models_dir
+    from deskwatch.policy.profiles import rule_enabled
     from deskwatch.vision.pipeline import Vision as VisionPipeline
     from deskwatch.vision.runtime import models_dir as installed_models_dir
 
-    vision = cfg.vision
+    vision = vision_section(cfg)
     if models_dir is not None:
         vision = dataclasses.replace(vision, models_dir=str(models_dir))
     elif not vision.models_dir:
         chosen = active_models_dir(Path(cfg.state_dir), installed_models_dir(vision))
         vision = dataclasses.replace(vision, models_dir=str(chosen))
-    return VisionPipeline(vision, identity=identity_target(cfg), runtime=runtime)
+    food = rule_enabled(cfg.policy, "eating")
+    return VisionPipeline(vision, identity=identity_target(cfg), runtime=runtime, food=food)
 
 
 def build_policy(cfg: Config, audit: Audit | None = None) -> PolicyEngine:

@@ -358,3 +358,45 @@ def test_a_picture_in_too_few_frames_or_too_small_is_not_reported():
     assert "presentation_attack" not in types(run(burst(5, [], [tiny])))
     off = run(burst(5, [], [picture]), extra="policy: {rules: {presentation_attack: {enabled: false}}}")
     assert "presentation_attack" not in types(off)
+
+
+# -- how long the phone stage is worth running in a burst --------------------------------------
+def closer(analyses, remaining: int, extra: str = "") -> bool:
+    return Policy(make_config(extra).policy).closer_look_needed(analyses, remaining)
+
+
+def test_the_closer_look_stops_once_neither_phone_use_nor_eating_can_persist():
+    clear = burst(5, [person()], [face()])
+    # 5 frames at persistence 0.6 need 3: after 0, 1 or 2 clear frames 3 can still come
+    assert [closer(clear[:k], 5 - k) for k in range(5)] == [True, True, True, False, False]
+    phone = obj("cell phone", EAR_BOX, 0.6, "at_ear")
+    calling = burst(5, [person(), phone], [face()])
+    assert all(closer(calling[:k], 5 - k) for k in range(5))  # a phone so far: it may persist
+    one_then_clear = calling[:1] + clear[1:]
+    assert [closer(one_then_clear[:k], 5 - k) for k in range(5)] == [True, True, True, True, False]
+    cup = obj("cup", Box(0.47, 0.38, 0.56, 0.5), 0.6, "at_mouth")
+    drinking = burst(5, [person(), cup], [face()])
+    assert closer(drinking[:2] + clear[2:3], 2)  # eating can still reach 3 of 5
+
+
+def test_the_closer_look_counts_what_the_rules_count():
+    # a phone without the phone stage's behaviour, or a bystander's: no hit for phone_use
+    guess = obj("cell phone", EAR_BOX, 0.9)
+    assert not closer(burst(3, [person(), guess], [face()]), 2)
+    weak = obj("cell phone", EAR_BOX, 0.3, "at_ear")  # below rules.phone_use.min_score
+    assert not closer(burst(3, [person(), weak], [face()]), 2)
+
+
+def test_dark_frames_lower_what_the_burst_needs():
+    # 2 dark + 2 clear frames so far, 1 to come: at most 3 usable frames need 2 hits, 1 is possible
+    frames = burst(2, light=DARK) + burst(2, [person()], [face()])
+    assert not closer(frames, 1)
+    # 3 dark so far and 2 to come: 2 usable frames need 2 hits, both still possible
+    assert closer(burst(3, light=DARK), 2)
+
+
+def test_no_closer_look_where_the_profile_has_neither_rule():
+    assert not closer([], 5, "policy: {profile: minimal}")
+    assert closer([], 5, "policy: {profile: uk}\nschedule: {mode: fixed, fixed_times: ['10:00']}")
+    off = "policy: {rules: {phone_use: {enabled: false}, eating: {enabled: false}}}"
+    assert not closer([], 5, off)

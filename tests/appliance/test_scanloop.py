@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -14,8 +15,10 @@ from deskwatch.camera import CameraError
 from deskwatch.camera.fake import FakeCamera
 from deskwatch.config import load_config
 from deskwatch.domain import Detection, Face, Frame
+from deskwatch.stages import Vision
 from tests.support.common import FakeClock
 from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+from tests.support.vision import Photo, camera_burst
 
 
 def bright_frames() -> list[np.ndarray]:
@@ -29,7 +32,7 @@ def make_daemon(
     *,
     extra: str = "",
     camera: FakeCamera | None = None,
-    vision: ScriptedVision | None = None,
+    vision: Vision | None = None,
 ) -> tuple[Daemon, FakeCamera, RecordingDelivery]:
     cfg = load_config(write_config(extra))
     cam = camera or FakeCamera(frames=bright_frames())
@@ -222,3 +225,46 @@ def test_a_failing_audit_write_does_not_stop_scanning(
     monkeypatch.setattr(daemon.scanner, "on_record", disk_full)
     daemon.run(max_scans=2, install_signals=False)
     assert len(delivery.scans) == 2
+
+
+class LookCounter:
+    """The real vision stage, recording for each frame whether the phone stage was asked for."""
+
+    def __init__(self, vision: Vision) -> None:
+        self.vision, self.asked = vision, []
+
+    def analyze(self, frame: Frame, *, look_closer: bool = True) -> Any:
+        self.asked.append(look_closer)
+        return self.vision.analyze(frame, look_closer=look_closer)
+
+    def model_hashes(self) -> dict[str, str]:
+        return self.vision.model_hashes()
+
+
+@pytest.mark.slow
+def test_the_phone_stage_runs_only_while_a_phone_or_food_can_persist(
+    write_config: Callable[..., Path], clock: FakeClock, int8_vision: Any, labelled_photos: list[Photo]
+) -> None:
+    """Real models on real photos, bursts of 5 camera-like frames (the photo with sensor noise):
+    three frames without a phone in use or food at the mouth settle both rules, so the last two
+    skip the phone stage; a phone in the hand keeps it on for the whole burst and is reported
+    exactly as if every frame had been looked at."""
+    photos = {p.file: p.image for p in labelled_photos}
+    extra = "camera: {burst_frames: 5}"
+    for name, asked, found in (
+        ("nophone_hand_01.jpg", [True, True, True, False, False], []),
+        ("phone_hand_02.jpg", [True] * 5, ["phone_use"]),
+    ):
+        vision = LookCounter(int8_vision)
+        camera = FakeCamera(frames=camera_burst(photos[name], 5))
+        daemon, _, delivery = make_daemon(write_config, clock, extra=extra, camera=camera, vision=vision)
+        daemon.run(max_scans=1, install_signals=False)
+        assert vision.asked == asked, name
+        events = [e for e, _ in delivery.events if e["type"] in ("phone_use", "eating")]
+        assert [e["type"] for e in events] == found, name
+        every = [int8_vision.analyze(f) for f in camera_burst(photos[name], 5)]
+        hits = sum(any(d.behaviour == "in_hand" for d in a.detections) for a in every)
+        if found:  # the same count as with the phone stage on every frame
+            assert events[0]["detail"] == f"a phone in hand in {hits} of 5 frames"
+        else:
+            assert hits == 0

@@ -124,4 +124,10 @@ def test_bench_reports_stages_overhead_and_rss(
     assert faceid["liveness"]["live_faces_checked"] >= 1 and faceid["liveness"]["live_faces_rejected"] == 0
     stage = result["phone_stage"]  # the phone stage's own time and how much it looked
     assert stage["ms"]["n"] == 2 and 0 < stage["ms"]["p50"] <= stage["ms"]["p95"]
-    assert stage["crops_per_frame"] >= 3  # both hands and the head of at least one person
+    # head-and-shoulders views, the hands below the frame: each person's head gets a crop, no hand does
+    assert stage["crops_per_frame"] == 1.5  # face_03: one person, multi_03: two
+    bursts = result["bursts"]  # whole scans: each photo as a burst of camera.burst_frames (5 by default)
+    assert bursts["scans"] == 2 and bursts["frames_per_scan"] == 5
+    assert 0 < bursts["scan_ms"]["p50"] <= bursts["scan_ms"]["p95"]
+    # no phone in either photo: three clear frames of five settle phone_use and eating
+    assert bursts["phone_stage_frames_per_scan"] == 3

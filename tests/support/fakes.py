@@ -15,9 +15,11 @@ class ScriptedVision:
     def __init__(self, script: Callable[[Frame], tuple[list[Detection], list[Face]]] | None = None):
         self.script = script or (lambda f: ([Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))], []))
         self.analyzed = 0
+        self.closer_looks = 0  # frames the phone stage was asked for
 
-    def analyze(self, frame: Frame) -> FrameAnalysis:
+    def analyze(self, frame: Frame, *, look_closer: bool = True) -> FrameAnalysis:
         self.analyzed += 1
+        self.closer_looks += look_closer
         light = measure_light(frame.image, LightConfig())
         dets, faces = ([], []) if light.low_light or light.obstructed else self.script(frame)
         return FrameAnalysis(frame.index, light, list(dets), list(faces), {"objects": 1.0})

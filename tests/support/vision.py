@@ -51,6 +51,13 @@ def load_rgb(path: Path) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(im.convert("RGB")))
 
 
+def camera_burst(image: np.ndarray, frames: int, noise: float = 2.0) -> list[np.ndarray]:
+    """``frames`` copies of a photo as a still scene through a camera: each with its own
+    sensor noise (Gaussian, ``noise`` grey levels, seeded so that a test sees the same burst)."""
+    rng = np.random.default_rng(len(image))
+    return [np.clip(image + rng.normal(0.0, noise, image.shape), 0, 255).astype(np.uint8) for _ in range(frames)]
+
+
 @pytest.fixture(scope="session")
 def labelled_photos() -> list[Photo]:
     if not (PHOTOS / "labels.yaml").exists():

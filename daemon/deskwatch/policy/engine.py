@@ -196,6 +196,12 @@ class Policy:
             log.debug("activity report: companion clock differs by %.0f s from ours", skew)
 
     # -- evaluation ------------------------------------------------------------------
+    def closer_look_needed(self, analyses: list[FrameAnalysis], remaining: int) -> bool:
+        """Should the next frame of the burst get the vision stage's phone stage? Only while
+        phone_use or eating can still persist through the burst (``analyses``: the frames so
+        far, ``remaining``: the frames still to come, the next one included)."""
+        return rules.closer_look_can_count(analyses, remaining, self.cfg)
+
     def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome:
         with self._lock:
             self._expire(ctx.now)

@@ -19,7 +19,7 @@ from typing import Any
 
 from deskwatch.domain import Box, Detection, Face, Finding, FrameAnalysis, PeopleView, Person
 from deskwatch.policy.config import PolicyConfig
-from deskwatch.policy.profiles import phone_behaviours
+from deskwatch.policy.profiles import phone_behaviours, rule_enabled
 
 
 @dataclass
@@ -282,6 +282,28 @@ def phone_detail(kinds: list[str], frames: int) -> str:
         return f"a phone {PHONE_WORDS[counts[0][1]]} in {len(kinds)} of {frames} frames"
     parts = ", ".join(f"{PHONE_WORDS[k]} in {n}" for n, k in counts)
     return f"a phone in {len(kinds)} of {frames} frames ({parts})"
+
+
+def closer_look_can_count(analyses: list[FrameAnalysis], remaining: int, policy: PolicyConfig) -> bool:
+    """Can the phone stage still make phone_use or eating persist through this burst?
+
+    ``analyses``: the burst's frames so far; ``remaining``: frames still to come. A rule
+    needs hits in ``frames_needed(usable frames)``; each frame still to come adds at most
+    one hit and one usable frame (a dark or covered one adds neither), so the most a rule
+    can still reach is with every remaining frame usable and a hit. When that falls short
+    for every rule the phone stage serves, the closer look cannot change the outcome: the
+    hits are counted exactly as ``rule_phone`` and ``rule_eating`` count them."""
+    counted = {
+        "phone_use": lambda v: bool(phones_in_use(v, policy)),
+        "eating": lambda v: bool(food_at_mouth(v, policy)),
+    }
+    live = {rule: count for rule, count in counted.items() if rule_enabled(policy, rule)}
+    if not live:
+        return False
+    usable = [a for a in analyses if not a.light.low_light and not a.light.obstructed]
+    need = frames_needed(len(usable) + remaining, policy.persistence)
+    views = [people_view(a, policy) for a in usable]
+    return any(sum(1 for v in views if count(v)) + remaining >= need for count in live.values())
 
 
 def rule_extra(views: list[PeopleView], need: int) -> RuleResult:

@@ -6,17 +6,19 @@ on a tablet, while held phones score 0.2-0.6. CenterNet (a MobileNetV3 backbone 
 a heat-map head, trained separately) makes different mistakes; a phone both detectors
 see at the same place is what the phone stage reports (:mod:`.crops`, :mod:`.phones`).
 
-The shipped graphs take an RGB image stretched to S x S (384 for the hand and head
-crops, 512 for the whole frame) as float32 0..255 and output, by signature name,
-``heat`` [1, S/4, S/4, 80] (per-class centre heat, sigmoid applied) and ``wh``
-[1, S/4, S/4, 4]: the distances (left, top, right, bottom) in input pixels from the
-cell (col * 4, row * 4) to the box sides. A detection is a cell whose heat is the
-maximum of its 3 x 3 neighbourhood (the graph's own decoder does the same).
+The shipped graph takes an RGB image stretched to S x S (384, for the hand and head
+crops and the whole frame) as float32 0..255 and outputs, by signature name, ``heat``
+[1, S/4, S/4, C] (per-class centre heat, sigmoid applied) and ``wh`` [1, S/4, S/4, 4]:
+the distances (left, top, right, bottom) in input pixels from the cell (col * 4,
+row * 4) to the box sides. A detection is a cell whose heat is the maximum of its
+3 x 3 neighbourhood (the graph's own decoder does the same). The C heat channels are
+the classes the manifest lists for the model (``outputs.heat.classes``: the 14 phones,
+food and drinks the phone stage asks about; a model without that list has all 80).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -30,30 +32,44 @@ STRIDE = 4
 
 def peaks(heat: np.ndarray, min_score: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(rows, cols, classes) of the cells whose heat is at least ``min_score`` and the
-    maximum of their 3 x 3 neighbourhood, for each class separately."""
+    maximum of their 3 x 3 neighbourhood, for each class separately (outside the map: 0).
+    Only the cells above ``min_score`` - a few dozen of the map's ~10^5 - are compared
+    with their neighbours."""
+    rows, cols, classes = np.nonzero(heat >= min_score)
+    if rows.size == 0:
+        return rows, cols, classes
     padded = np.pad(heat, ((1, 1), (1, 1), (0, 0)), constant_values=0.0)
-    h, w = heat.shape[:2]
-    neighbourhood = np.max(np.stack([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]), axis=0)
-    rows, cols, classes = np.nonzero((heat >= min_score) & (heat >= neighbourhood))
-    return rows, cols, classes
+    centre = heat[rows, cols, classes]
+    top = np.max([padded[rows + dy, cols + dx, classes] for dy in range(3) for dx in range(3)], axis=0)
+    keep = centre >= top
+    return rows[keep], cols[keep], classes[keep]
 
 
 class CenterNet:
-    """Runs one CenterNet graph (its input size is read from the model)."""
+    """Runs one CenterNet graph (its input size is read from the model); ``classes``: what
+    its heat channels are, in order."""
 
-    def __init__(self, model: Model):
+    def __init__(self, model: Model, classes: Sequence[str] = COCO_LABELS):
         shape = model.input_shape
         if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] % STRIDE:
             raise ValueError(f"{model.file}: expected input [1, S, S, 3], got {list(shape)}")
         missing = [k for k in ("heat", "wh") if k not in model.outputs]
         if missing:
             raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")
+        channels = int(model.outputs["heat"]["shape"][-1])
+        if channels != len(classes):
+            raise ValueError(f"{model.file}: {channels} heat channels for {len(classes)} classes")
+        unknown = sorted(set(classes) - set(COCO_LABELS))
+        if unknown:
+            raise ValueError(f"{model.file}: heat classes {unknown} are not COCO labels")
         self.model = model
         self.size = int(shape[1])
+        self.classes = tuple(classes)
 
     def detect(self, image: np.ndarray, labels: Iterable[str], min_score: float) -> list[Detection]:
-        """Detections of ``labels`` scoring at least ``min_score``, boxes normalised to ``image``."""
-        wanted = np.array([COCO_LABELS.index(label) for label in labels], np.int64)
+        """Detections of ``labels`` (all among its classes) scoring at least ``min_score``,
+        boxes normalised to ``image``."""
+        wanted = np.array([self.classes.index(label) for label in labels], np.int64)
         out = self.model.run(resize(image, self.size, self.size).astype(np.float32)[None])
         heat = out["heat"][0][..., wanted]
         wh = out["wh"][0]
@@ -67,5 +83,5 @@ class CenterNet:
             )
             box = box.clipped()
             if box.area > 0:
-                dets.append(Detection(COCO_LABELS[int(wanted[k])], float(heat[r, c, k]), box))
+                dets.append(Detection(self.classes[int(wanted[k])], float(heat[r, c, k]), box))
         return sorted(dets, key=lambda d: -d.score)

@@ -67,12 +67,17 @@ class Crop:
         return self.x0 <= cx * width <= self.x0 + self.side and self.y0 <= cy * height <= self.y0 + self.side
 
 
-def crops_of(poses: Iterable[Pose], factor: float) -> list[Crop]:
-    """Both hands and the head (nose) of each pose, squares of ``factor`` x the pose scale."""
+def crops_of(poses: Iterable[Pose], factor: float, width: int, height: int) -> list[Crop]:
+    """Both hands and the head (nose) of each pose, squares of ``factor`` x the pose scale,
+    in a ``width`` x ``height`` frame. A hand the pose model places outside the frame (a
+    webcam that sees head and shoulders, hands on the keyboard below) gets no crop: it holds
+    nothing the picture shows. The head always gets one (a phone at the ear, food at the mouth)."""
     crops = []
     for i, pose in enumerate(poses):
         side = max(MIN_CROP_SIDE, round(factor * pose.scale))
         for kind, (cx, cy) in (("hand", pose.hand("left")), ("hand", pose.hand("right")), ("head", pose.points[NOSE])):
+            if kind == "hand" and not (0 <= cx < width and 0 <= cy < height):
+                continue
             crops.append(Crop(kind, i, round(float(cx) - side / 2), round(float(cy) - side / 2), side))
     return crops
 
@@ -193,9 +198,14 @@ class SecondLook:
         objects: ObjectDetector,
         pose: PoseEstimator,
         confirm: CenterNet,
+        *,
+        food: bool = True,
     ):
+        """``food=False`` (no eating rule, e.g. the uk profile): phones only - no food or drink
+        votes, and no CenterNet run for a food or drink candidate."""
         self.cfg = cfg
         self.objects, self.pose, self.confirm = objects, pose, confirm
+        self.held: tuple[str, ...] = (PHONE, *FOOD_AND_DRINK) if food else (PHONE,)  # what the look is for
 
     def look(
         self,
@@ -212,10 +222,10 @@ class SecondLook:
         estimated = self.pose.estimate_all(image, persons, cfg.max_persons)
         out.model_ms += self.pose.invoke_ms
         out.poses = [p for p in estimated if p.presence >= cfg.min_presence]
-        frame = [Vote(0, d) for d in frame_votes if d.score >= cfg.vote_threshold]
+        frame = [Vote(0, d) for d in frame_votes if d.score >= cfg.vote_threshold and d.label in self.held]
         frame_confirm: list[Vote] | None = None  # CenterNet on the whole frame, run once when first needed
         for factor in cfg.crop_factors:
-            view = View(factor, crops_of(out.poses, factor))
+            view = View(factor, crops_of(out.poses, factor, image.shape[1], image.shape[0]))
             frame_confirm = self._look_with(image, view, frame, frame_confirm, out)
             view.found = judge(view, out.poses)
             out.views.append(view)
@@ -253,7 +263,7 @@ class SecondLook:
                     out.centernet_runs += 1
                     centernet += [Vote(i, to_frame(d, crop, w, h)) for d in found]
             if frame_confirm is None:
-                found = self.confirm.detect(image, (PHONE, *FOOD_AND_DRINK), cfg.vote_threshold)
+                found = self.confirm.detect(image, self.held, cfg.vote_threshold)
                 out.model_ms += self.confirm.model.invoke_ms
                 out.centernet_runs += 1
                 frame_confirm = [Vote(0, d) for d in found]
@@ -262,10 +272,9 @@ class SecondLook:
         view.food_places = places(food_n, [v for v in centernet if v.detection.label != PHONE])
         return frame_confirm
 
-    @staticmethod
-    def _labels(crop: Crop) -> tuple[str, ...]:
-        """Phones everywhere; food and drink only at the head (where the mouth is)."""
-        return (PHONE, *FOOD_AND_DRINK) if crop.kind == "head" else (PHONE,)
+    def _labels(self, crop: Crop) -> tuple[str, ...]:
+        """Phones everywhere; food and drink (when looked for) only at the head, where the mouth is."""
+        return self.held if crop.kind == "head" else (PHONE,)
 
 
 def agreed(per_view: list[list[Detection]]) -> list[Detection]:

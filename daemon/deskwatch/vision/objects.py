@@ -83,12 +83,17 @@ class RawDetections:
     classes: np.ndarray  # M
 
 
-def decode(outputs: dict[str, np.ndarray], thresholds: np.ndarray) -> RawDetections:
-    """Candidates (anchor, class) at or above their class threshold, boxes decoded."""
+def decode(outputs: dict[str, np.ndarray], thresholds: np.ndarray, classes: np.ndarray | None = None) -> RawDetections:
+    """Candidates (anchor, class) at or above their class threshold, boxes decoded;
+    ``classes``: only these class indices are looked at (a crop's votes ask for 1-14 of 80)."""
     all_boxes, all_scores, all_classes = [], [], []
     for s in STRIDES:
         scores = outputs[f"cls_{s}"].reshape(-1, len(COCO_LABELS))
-        anchor, cls = np.nonzero(scores >= thresholds)
+        if classes is None:
+            anchor, cls = np.nonzero(scores >= thresholds)
+        else:
+            anchor, column = np.nonzero(scores[:, classes] >= thresholds[classes])
+            cls = classes[column]
         if anchor.size == 0:
             continue
         logits = outputs[f"box_{s}"].reshape(-1, 4, BINS)[anchor]
@@ -133,10 +138,13 @@ class ObjectDetector:
             self._decode_thresholds[k] = min(hint_threshold, float(self.thresholds[k]))
         self.weak: list[Detection] = []
 
-    def _detections(self, image: np.ndarray, thresholds: np.ndarray) -> list[Detection]:
-        """Candidates at or above ``thresholds`` after per-class NMS, boxes normalised to ``image``."""
+    def _detections(
+        self, image: np.ndarray, thresholds: np.ndarray, classes: np.ndarray | None = None
+    ) -> list[Detection]:
+        """Candidates at or above ``thresholds`` (of ``classes`` only, if given) after per-class
+        NMS, boxes normalised to ``image``."""
         tensor = resize(image, INPUT_SIZE, INPUT_SIZE).astype(np.float32)[None]
-        raw = decode(self.model.run(tensor), thresholds)
+        raw = decode(self.model.run(tensor), thresholds, classes)
         self.invoke_ms = self.model.invoke_ms
         if raw.scores.size == 0:
             return []
@@ -157,7 +165,7 @@ class ObjectDetector:
     def votes(self, image: np.ndarray, labels: tuple[str, ...], min_score: float) -> list[Detection]:
         """Candidates of ``labels`` scoring at least ``min_score`` in ``image`` (a crop:
         the detector sees it stretched to 416 px), boxes normalised to ``image``."""
+        classes = np.array(sorted({COCO_LABELS.index(label) for label in labels}), np.int64)
         thresholds = np.full(len(COCO_LABELS), 2.0, np.float32)  # nothing but the labels asked for
-        for label in labels:
-            thresholds[COCO_LABELS.index(label)] = min_score
-        return self._detections(image, thresholds)
+        thresholds[classes] = min_score
+        return self._detections(image, thresholds, classes)

@@ -49,10 +49,10 @@ FACE_MODELS = {"short_range": "face_detection_short_range.tflite", "full_range":
 FACE_MODEL = FACE_MODELS["short_range"]
 LABELS_FILE = "coco_labels.txt"
 OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32.tflite"}
-POSE_MODEL = "pose_landmark_full.tflite"
+POSE_MODEL = "pose_landmark_full_pruned.tflite"  # the landmarks and presence only (models/manifest.yaml)
 FACE_MESH_MODEL = "face_landmark.tflite"  # identity backend tflite: alignment
 FACE_EMBEDDER_MODEL = "face_embedder_dlib_resnet.tflite"  # identity backend tflite: descriptor
-CENTERNET_MODEL = "centernet_mb3_384_f16.tflite"  # the phone stage's second detector (crops and whole frame)
+CENTERNET_MODEL = "centernet_mb3_384_f16_phone_food.tflite"  # the phone stage's second detector (crops, frame)
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
 PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
@@ -90,7 +90,10 @@ class Vision:
         identity: IdentityTarget | None = None,
         store: ModelStore | None = None,
         runtime: str | None = None,
+        food: bool = True,
     ):
+        """``identity``: whose face to check, or None (the policy's decision); ``food``: look for
+        food or drink at the mouth too (False where no rule counts eating: phones only)."""
         self.cfg = vision
         self.identity_target = identity
         v = vision
@@ -111,7 +114,8 @@ class Vision:
                 v.phones,
                 self.objects,
                 PoseEstimator(self.store.load(POSE_MODEL)),
-                CenterNet(self.store.load(CENTERNET_MODEL)),
+                CenterNet(self.store.load(CENTERNET_MODEL), heat_classes(self.store, CENTERNET_MODEL)),
+                food=food,
             )
         self.last_look: Look | None = None  # the phone stage's view of the last analyze() (scan --annotate draws it)
         self.faces = FaceDetector(
@@ -181,8 +185,12 @@ class Vision:
         return self._identity is not None
 
     # -- one frame ---------------------------------------------------------------------------
-    def analyze(self, frame: Frame | np.ndarray) -> FrameAnalysis:
-        """What the detectors see in one frame (a Frame, or a bare RGB array)."""
+    def analyze(self, frame: Frame | np.ndarray, *, look_closer: bool = True) -> FrameAnalysis:
+        """What the detectors see in one frame (a Frame, or a bare RGB array).
+
+        ``look_closer=False`` leaves out the phone stage: the scan loop asks for it only while
+        phone_use or eating can still persist through the burst (``policy.closer_look_needed``);
+        the frame's phones, food and drink then carry no behaviour (as with the stage switched off)."""
         image = frame.image if isinstance(frame, Frame) else frame
         index = frame.index if isinstance(frame, Frame) else 0
         timings: dict[str, float] = {}
@@ -205,7 +213,7 @@ class Vision:
         model_ms += face_ms
         detections = drop_duplicate_persons(detections, faces)
         self.last_look = None
-        if self.second_look is not None:
+        if look_closer and self.second_look is not None:
             detections, look_ms = self.look_closer(image, detections)
             model_ms += look_ms
             t4 = time.perf_counter()
@@ -244,11 +252,12 @@ class Vision:
         return faces, model_ms
 
     def look_closer(self, image: np.ndarray, detections: list[Detection]) -> tuple[list[Detection], float]:
-        """The phone stage: the whole-frame phones, food and drink are replaced by what the
-        second look confirms (phones with their behaviour, food or drink at the mouth)."""
+        """The phone stage: the whole-frame phones, food and drink (what the stage looks for)
+        are replaced by what the second look confirms (phones with their behaviour, food or
+        drink at the mouth)."""
         assert self.second_look is not None
         h, w = image.shape[:2]
-        held = {PHONE, *FOOD_AND_DRINK}
+        held = set(self.second_look.held)
         persons = [d for d in detections if d.label == "person"]
         votes = [d for d in detections if d.label in held] + self.objects.weak
         cfg = self.cfg.phones
@@ -270,6 +279,17 @@ class Vision:
         self.store.close()
         self._identity = None
         self._embedder = None
+
+
+def heat_classes(store: ModelStore, file: str) -> tuple[str, ...]:
+    """The classes of a CenterNet file's heat channels, as its manifest entry lists them
+    (``outputs.heat.classes``); all 80 COCO classes where it lists none."""
+    listed = store.entry(file).info.get("outputs", {}).get("heat", {}).get("classes")
+    if listed is None:
+        return COCO_LABELS
+    if not isinstance(listed, list) or not all(isinstance(c, str) for c in listed):
+        raise ModelError(f"{store.directory / file}: outputs.heat.classes in the manifest is not a list of names")
+    return tuple(listed)
 
 
 def build_embedder(cfg: VisionConfig, store: ModelStore) -> FaceEmbedder:
