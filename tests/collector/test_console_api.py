@@ -5,16 +5,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
-from deskwatch_collector.console.routes import ConsoleSettings, console_routes
 from deskwatch_collector.store import Store
-from deskwatch_collector.web import Hub, SupervisorServer
-from tests.support.console import Demo, WebClient, seed_demo
+from deskwatch_collector.web import SupervisorServer
+from tests.support.console import Demo, seed_demo
+from tests.support.web import ServerFactory, WebClient
 
 
 @dataclass
@@ -34,13 +34,10 @@ class Running:
 
 
 @pytest.fixture
-def console(console_store: Callable[[str], Store]) -> Iterator[Running]:
+def console(console_store: Callable[[str], Store], console_server: ServerFactory) -> Running:
     store = console_store("sqlite")
     demo = seed_demo(store, datetime.now(UTC).replace(microsecond=0))
-    server = SupervisorServer(("127.0.0.1", 0), store, Hub(), extra_routes=console_routes(ConsoleSettings()))
-    server.start()
-    yield Running(server, demo)
-    server.stop()
+    return Running(console_server(store), demo)
 
 
 def test_sign_in_lands_on_the_queue_or_the_workers_page(console: Running) -> None:
