@@ -8,7 +8,6 @@ of requests queues for the database instead of opening connections or threads.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,7 +22,6 @@ from deskwatch_contract.jsonutil import dumps_bytes
 
 from .. import auth
 from ..store import Store, Tx
-from .hub import Hub
 from .throttle import HashGate, LoginThrottle
 
 T = TypeVar("T")
@@ -34,22 +32,15 @@ COOKIE = "dw_session"
 class WebSettings:
     cookie_secure: bool = False
     db_threads: int = 8
-    max_streams: int = 100
-    streams_per_user: int = 5
-    stream_poll_seconds: float = 2.0
-    session_recheck_seconds: float = 30.0
 
 
 @dataclass
 class WebContext:
     store: Store
-    hub: Hub
     settings: WebSettings = field(default_factory=WebSettings)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     hashes: HashGate = field(default_factory=HashGate)
     wall: Callable[[], float] = time.time
-    stopping: asyncio.Event | None = None  # set on the server's loop when it shuts down
-    streams: dict[str, int] = field(default_factory=dict)  # open live streams per user name
     health: Callable[[], dict[str, Any]] | None = None  # the intake's state, for /healthz
     _limiter: anyio.CapacityLimiter | None = None
 
