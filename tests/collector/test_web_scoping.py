@@ -339,30 +339,27 @@ def test_every_route_shows_each_account_only_its_own(planted: tuple[SupervisorSe
 def test_the_walk_catches_a_route_without_scoping(
     console_store: Callable[[str], Store], console_server: ServerFactory
 ) -> None:
-    """A route added without scoping (here: the events of the account's sites, notes and all,
-    as the first landing's ``/api/events`` gave a worker) fails the walk by itself."""
+    """A console route added without scoping by worker (here: the events of the account's
+    sites, notes and all, as the first landing's ``/api/events`` gave a worker) fails the
+    walk by itself, on the neighbour's findings and on the supervisors' notes."""
     from starlette.requests import Request
     from starlette.responses import Response
 
-    from deskwatch_collector.web.context import WebContext, json_response
+    from deskwatch_collector.auth import User
+    from deskwatch_collector.console.view import View
 
-    async def unscoped(request: Request) -> Response:
-        ctx = WebContext.of(request)
-        user = await ctx.user(request)
-        if user is None:
-            return json_response(401, {"error": "sign in first"})
+    def unscoped(view: View, request: Request, user: User) -> Response:
         marks = ", ".join("?" for _ in user.sites)
-        rows = await ctx.read(
-            lambda tx: tx.rows(f"SELECT event_id, review_note FROM events WHERE site IN ({marks})", list(user.sites))
-        )
-        return json_response(200, {"events": [{"event_id": e, "review_note": n} for e, n in rows]})
+        with view.store(request).transaction(write=False) as tx:
+            rows = tx.rows(f"SELECT event_id, review_note FROM events WHERE site IN ({marks})", list(user.sites))
+        return view.json({"events": [{"event_id": e, "review_note": n} for e, n in rows]})
 
     store = console_store("sqlite")
     p = plant(store)
     server = console_server(store)
     app = server.guard.app
     assert isinstance(app, Starlette)
-    app.router.routes.append(Route("/api/added-later", unscoped))
+    app.router.routes.append(View().route("/api/added-later", unscoped))
     worker = next(v for v in viewers(p) if v.name == "worker")
     problems = walk(server, store, worker, p).problems
     assert problems and all("/api/added-later" in line for line in problems), problems

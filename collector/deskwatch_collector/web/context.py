@@ -1,8 +1,8 @@
 """What every route needs: the store (reached from worker threads), the signed-in user,
-the clock, and the responses the page uses.
+the clock, and the strict JSON and HTML responses.
 
 Routes are ``async``; the store is synchronous (sqlite3, psycopg), so every query runs
-through :meth:`WebContext.db` on a bounded number of threads (the pool's size): a flood
+through :meth:`WebContext.run` on a bounded number of threads (the pool's size): a flood
 of requests queues for the database instead of opening connections or threads.
 """
 
@@ -21,7 +21,7 @@ from starlette.responses import Response
 from deskwatch_contract.jsonutil import dumps_bytes
 
 from .. import auth
-from ..store import Store, Tx
+from ..store import Store
 from .throttle import HashGate, LoginThrottle
 
 T = TypeVar("T")
@@ -54,22 +54,6 @@ class WebContext:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.settings.db_threads)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(tx, *args)`` inside a read transaction, on a database thread."""
-
-        def job() -> T:
-            with self.store.transaction(write=False) as tx:
-                return fn(tx, *args)
-
-        return await self.run(job)
-
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        def job() -> T:
-            with self.store.transaction() as tx:
-                return fn(tx, *args)
-
-        return await self.run(job)
 
     async def user(self, request: Request) -> auth.User | None:
         token = session_token(request)
@@ -106,4 +90,4 @@ def html_response(status: int, body: bytes, headers: dict[str, str] | None = Non
     return Response(body, status, headers=headers, media_type="text/html; charset=utf-8")
 
 
-__all__ = ["COOKIE", "Tx", "WebContext", "WebSettings", "client_address", "html_response", "json_response"]
+__all__ = ["COOKIE", "WebContext", "WebSettings", "client_address", "html_response", "json_response"]
