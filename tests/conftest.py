@@ -17,6 +17,7 @@ pytest_plugins = [
     "tests.support.desk",
     "tests.support.brokers_other",
     "tests.support.collector",
+    "tests.support.web",
     "tests.support.console",
     "tests.support.postgres",
     "tests.support.faultfs",

@@ -5,7 +5,8 @@
 - :mod:`.ingest`: turns validated messages into rows (de-duplication, seq gaps, evidence checks).
 - :mod:`.subscriber`: MQTT 5 shared subscriptions with manual acknowledgements.
 - :mod:`.retention`: evidence purge (20 days at most) with a deletion record.
-- :mod:`.web`: the supervisor page (login, live violations over server-sent events, fleet view).
+- :mod:`.web`: the web server (sign-in, limits and headers every route shares, ``/healthz``).
+- :mod:`.console`: the supervisor console and the worker's page on it (every route that shows data).
 """
 
 from __future__ import annotations

@@ -6,8 +6,8 @@ keeps only its sha256, so a copy of the database cannot be replayed as a login a
 collector behind a load balancer shares the sessions.
 
 A password change, a disabled or a removed account ends every session of that account
-at once (the rows go in the same transaction), and a live stream notices within its
-session re-check.
+at once (the rows go in the same transaction): every request looks the session up, and an
+open console page finds out at its next poll (``ConsoleSettings.poll_seconds``).
 
 Roles: a ``supervisor`` sees and reviews the events of the sites listed on the account; a
 ``worker`` sees only the events that name their ``worker_id`` and can contest them.

@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
 
-from deskwatch_collector.console.routes import ConsoleSettings, console_routes
 from deskwatch_collector.store import Store
-from deskwatch_collector.web import Hub, SupervisorServer
-from tests.support.console import Demo, WebClient, seed_demo
+from deskwatch_collector.web import SupervisorServer
+from tests.support.console import Demo, seed_demo
+from tests.support.web import ServerFactory, WebClient
 
 
 @dataclass
@@ -34,13 +35,10 @@ class Running:
 
 
 @pytest.fixture
-def console(console_store: Callable[[str], Store]) -> Iterator[Running]:
+def console(console_store: Callable[[str], Store], console_server: ServerFactory) -> Running:
     store = console_store("sqlite")
     demo = seed_demo(store, datetime.now(UTC).replace(microsecond=0))
-    server = SupervisorServer(("127.0.0.1", 0), store, Hub(), extra_routes=console_routes(ConsoleSettings()))
-    server.start()
-    yield Running(server, demo)
-    server.stop()
+    return Running(console_server(store), demo)
 
 
 def test_sign_in_lands_on_the_queue_or_the_workers_page(console: Running) -> None:
@@ -137,3 +135,68 @@ def test_csv_export_accuracy_and_fleet_api(console: Running) -> None:
     assert console.client("w-1").get_json("/api/devices")[0] == 403
     assert alice.get_json("/api/devices/acme/nope")[0] == 404
     assert alice.get_json("/api/devices/umbrella/d01")[0] == 404
+
+
+def test_supervisors_see_only_their_sites(console: Running) -> None:
+    """bob supervises globex only: acme's events, pictures, devices and reports are not his,
+    on every route that could show them (404 for an id, 400 for a filter, absent from lists)."""
+    alice, bob = console.client("alice"), console.client("bob")
+    acme = next(e for e in console.demo.events if e["site"] == "acme" and e["evidence"])["event_id"]
+    status, headers, _ = alice.call(f"/evidence/{acme}")
+    assert status == 200 and headers["content-type"] == "image/jpeg"
+    assert bob.call(f"/evidence/{acme}")[0] == 404 and WebClient(console.url).call(f"/evidence/{acme}")[0] == 401
+    assert bob.get_json(f"/api/events/{acme}")[0] == 404 and bob.call(f"/events/{acme}")[0] == 404
+    assert bob.post_json(f"/api/events/{acme}/review", {"action": "dismiss", "reason": "duplicate"})[0] == 404
+    _, fleet = bob.get_json("/api/devices")
+    assert [d["device_id"] for d in fleet["devices"]] == ["g01"]
+    assert bob.get_json("/api/devices/acme/d01")[0] == 404 and bob.call("/devices/acme/d01")[0] == 404
+    assert bob.get_json("/api/accuracy?site=acme")[0] == 400
+    _, report = bob.get_json("/api/accuracy")
+    assert report["total"]["findings"] == sum(1 for e in console.demo.events if e["site"] == "globex")
+    _, _, exported = bob.call("/queue.csv?view=all")
+    assert {r["site"] for r in csv.DictReader(io.StringIO(exported.decode()))} == {"globex"}
+    _, latest = bob.get_json("/api/queue/latest?after_id=0")
+    assert latest["events"] and {e["site"] for e in latest["events"]} == {"globex"}
+
+
+def test_the_supervisor_sees_the_contest_and_the_worker_the_outcome(console: Running) -> None:
+    alice, worker = console.client("alice"), console.client("w-1")
+    target = next(e for e in console.demo.desks["d01"].sent if e["evidence"])["event_id"]
+    status, _ = worker.post_json(f"/api/events/{target}/contest", {"note": "That was my calculator."})
+    assert status == 200
+    assert alice.post_json(f"/api/events/{target}/review", {"action": "delete"})[0] == 400
+    status, ev = alice.post_json(
+        f"/api/events/{target}/review", {"action": "dismiss", "reason": "misread_object", "note": "calculator, agreed"}
+    )
+    assert status == 200 and ev["contest_note"] == "That was my calculator."
+    assert (ev["review_state"], ev["review_note"], ev["reviewed_by"]) == ("dismissed", "calculator, agreed", "alice")
+    assert [(t["action"], t["actor"]) for t in ev["trail"]][-2:] == [("contest", "w-1"), ("dismiss", "alice")]
+    _, mine = worker.get_json("/api/me/findings?limit=200")
+    seen = next(e for e in mine["events"] if e["event_id"] == target)
+    assert (seen["review_state"], seen["review_reason"], seen["reviewed_by"]) == (
+        "dismissed",
+        "misread_object",
+        "alice",
+    )
+    assert "review_note" not in seen and "trail" not in seen
+    status, _, page = worker.call("/me?limit=200")
+    assert status == 200 and b"That was my calculator." in page and b"Dismissed by your supervisor" in page
+    assert b"calculator, agreed" not in page  # the supervisor's note stays with the supervisors
+
+
+def test_a_health_report_stored_before_validation_refused_nan_keeps_the_fleet_valid(console: Running) -> None:
+    """The first landing stored NaN from a health payload and its fleet view became invalid JSON."""
+    store = console.server.store
+    with store.transaction() as tx:
+        tx.execute(
+            "UPDATE devices SET health = ? WHERE device_id = 'g01'",
+            (
+                '{"camera": "ok", "clock_synced": false, "cpu_temp_c": NaN, "outbox": {"depth": Infinity, "oldest_age_s": NaN}}',
+            ),
+        )
+    alice = console.client("alice")
+    status, _, body = alice.call("/api/devices")
+    assert status == 200 and b"NaN" not in body and b"Infinity" not in body
+    g01 = next(d for d in json.loads(body)["devices"] if d["device_id"] == "g01")
+    assert g01["outbox_depth"] == 0 and [p["kind"] for p in g01["problems"]] == ["clock"]  # the stored row was read
+    assert alice.call("/fleet")[0] == 200 and alice.get_json("/api/devices/globex/g01")[0] == 200

@@ -8,100 +8,30 @@ from __future__ import annotations
 
 import csv
 import io
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from deskwatch_collector.console.routes import ConsoleSettings, console_routes
+from deskwatch_collector.console.routes import ConsoleSettings
 from deskwatch_collector.store import Store
-from deskwatch_collector.web import Hub, SupervisorServer
-from tests.support.common import REPO
-from tests.support.console import PASSWORD, Demo, seed_demo, store_messages
+from deskwatch_collector.web import SupervisorServer
+from tests.support.console import Demo, seed_demo, store_messages
+from tests.support.web import ARTIFACTS, ServerFactory, sign_in, wait
 
 pytestmark = pytest.mark.slow
-SHOTS = REPO / "test-artifacts" / "console"
+SHOTS = ARTIFACTS / "console"
 PHONE = 390
 
 
 @pytest.fixture
-def site(console_store: Callable[[str], Store]) -> Iterator[tuple[SupervisorServer, Demo]]:
+def site(console_store: Callable[[str], Store], console_server: ServerFactory) -> tuple[SupervisorServer, Demo]:
     store = console_store("sqlite")
     demo = seed_demo(store, datetime.now(UTC).replace(microsecond=0))
-    server = SupervisorServer(
-        ("127.0.0.1", 0), store, Hub(), extra_routes=console_routes(ConsoleSettings(poll_seconds=1))
-    )
-    server.start()
-    yield server, demo
-    server.stop()
-
-
-def chromium(width: int) -> Any:
-    chromium_bin, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
-    if not chromium_bin or not driver_bin:
-        pytest.fail("apt-get install chromium chromium-driver (Debian's headless Chromium drives the console tests)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = chromium_bin
-    profile = tempfile.mkdtemp(prefix="deskwatch-console-")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                 f"--window-size={width},900", "--force-device-scale-factor=1", "--lang=en-GB"):  # fmt: skip
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # The browser's zone: the console prints times in it, with its name.
-    driver = webdriver.Chrome(service=Service(driver_bin, env={"TZ": "Europe/Berlin"}), options=options)
-    driver.set_page_load_timeout(20)
-    driver.execute_cdp_cmd("Emulation.setTimezoneOverride", {"timezoneId": "Europe/Berlin"})
-    driver.profile_dir = profile
-    return driver
-
-
-@pytest.fixture
-def browser() -> Iterator[Callable[[int], Any]]:
-    made: list[Any] = []
-
-    def make(width: int) -> Any:
-        made.append(chromium(width))
-        return made[-1]
-
-    yield make
-    for d in made:
-        d.quit()
-        shutil.rmtree(d.profile_dir, ignore_errors=True)
-
-
-def wait(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            got = predicate()
-        except Exception:  # an element replaced by a navigation: look again
-            got = None
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"not true within {timeout} s: {predicate}")
-
-
-def sign_in(d: Any, base: str, user: str) -> None:
-    from selenium.webdriver.common.by import By
-
-    d.get(base + "/login")
-    d.find_element(By.ID, "username").send_keys(user)
-    d.find_element(By.ID, "password").send_keys(PASSWORD)
-    d.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    # The first page tells the server the browser's zone (a cookie) and reloads once with it.
-    wait(lambda: "/login" not in d.current_url and d.execute_script(
-        "return document.readyState === 'complete' && document.body.dataset.tz === "
-        "Intl.DateTimeFormat().resolvedOptions().timeZone"))  # fmt: skip
+    return console_server(store, ConsoleSettings(poll_seconds=1)), demo
 
 
 def shot(d: Any, name: str, width: int) -> Path:

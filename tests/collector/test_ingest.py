@@ -244,8 +244,8 @@ def test_poison_values_are_refused_at_parse_counted_kept_and_acknowledged(
     store_factory: Callable[[str], Store], backend: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     from deskwatch_collector import auth
+    from deskwatch_collector.console import fleet
     from deskwatch_collector.intake import Inbound, Writer
-    from deskwatch_collector.web.queries import query_fleet
 
     store = store_factory(backend)
     dev = SimDevice("acme", "desk-a", "w-1")
@@ -277,8 +277,8 @@ def test_poison_values_are_refused_at_parse_counted_kept_and_acknowledged(
         assert len(kept) == len(poison)
         assert {bytes(raw) for _, raw in kept} == {p for _, p in poison.values()}  # raw kept for inspection
         assert tx.one("SELECT COUNT(*) FROM events") == (0,)
-        fleet = query_fleet(tx, auth.User("s", "supervisor", ("acme",), None), NOW)
-    json.dumps(fleet, allow_nan=False)  # the fleet view stays valid JSON
+        devices = fleet.devices(tx, auth.User("s", "supervisor", ("acme",), None), NOW)
+    json.dumps([d.as_json() for d in devices], allow_nan=False)  # the fleet view stays valid JSON
 
 
 def _status(dev: SimDevice, state: str, session: int, since: str) -> Outgoing:

@@ -1,8 +1,9 @@
-"""The supervisor page under abuse: slow and half-sent requests, password guessing in
+"""The web server under abuse: slow and half-sent requests, password guessing in
 parallel, a proxy's X-Forwarded-For, invented user names, and accounts that change.
 
-Real sockets against the real server (hypercorn in the collector's thread); timeouts are
-shortened through the same settings an operator has, so the tests take seconds.
+Real sockets against the real server as the collector runs it (hypercorn in the
+collector's thread, the console's routes behind the guard); timeouts are shortened
+through the same settings an operator has, so the tests take seconds.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import io
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,31 +21,27 @@ import pytest
 
 from deskwatch_collector import auth
 from deskwatch_collector.cli import main
+from deskwatch_collector.console.routes import ConsoleSettings
 from deskwatch_collector.store import Store
-from deskwatch_collector.web import GuardLimits, Hub, SupervisorServer, ThrottleLimits, WebSettings
+from deskwatch_collector.web import GuardLimits, SupervisorServer, ThrottleLimits
 from deskwatch_collector.web.guard import parse_networks
 from deskwatch_collector.web.throttle import LoginThrottle
-from tests.collector.test_web import PASSWORD, Browser
+from tests.support.web import PASSWORD, ServerFactory, WebClient
 
 Factory = Callable[..., SupervisorServer]
 
 
 @pytest.fixture
-def serve(store_factory: Callable[[str], Store], monkeypatch: pytest.MonkeyPatch) -> Iterator[Factory]:
-    """``serve(**kwargs)``: a started server on a fresh store with alice (acme) and her password."""
-    servers: list[SupervisorServer] = []
+def serve(console_store: Callable[[str], Store], console_server: ServerFactory) -> Factory:
+    """``serve(console=None, **kwargs)``: a started server (the console's routes, ``kwargs`` for
+    :class:`SupervisorServer`) on a fresh store with alice (acme) and her password."""
 
-    def start(**kwargs: Any) -> SupervisorServer:
-        store = store_factory("sqlite")
+    def start(console: ConsoleSettings | None = None, **kwargs: Any) -> SupervisorServer:
+        store = console_store("sqlite")
         auth.add_user(store, "alice", PASSWORD, "supervisor", ["acme"], None)
-        server = SupervisorServer(("127.0.0.1", 0), store, Hub(), **kwargs)
-        server.start()
-        servers.append(server)
-        return server
+        return console_server(store, console, **kwargs)
 
-    yield start
-    for server in servers:
-        server.stop()
+    return start
 
 
 def hash_counter(monkeypatch: pytest.MonkeyPatch) -> list[float]:
@@ -95,6 +92,8 @@ async def _slowloris(port: int, n: int, seconds: float) -> list[tuple[str, float
 
 def test_slowloris_connections_are_closed_and_the_page_keeps_answering(serve: Factory) -> None:
     server = serve()
+    alice = WebClient(server.url)
+    assert alice.login("alice") == 303 and alice.call("/api/queue")[0] == 200  # the database thread is up
     threads = threading.active_count()
     result: list[tuple[str, float]] = []
     attack = threading.Thread(target=lambda: result.extend(run(_slowloris(server.server_address[1], 200, 12))))
@@ -102,9 +101,10 @@ def test_slowloris_connections_are_closed_and_the_page_keeps_answering(serve: Fa
     time.sleep(1.0)
     answered = []
     while attack.is_alive():
-        began = time.monotonic()
-        status, _, _ = Browser(server.url).call("/login")
-        answered.append((status, time.monotonic() - began))
+        for client, path in ((WebClient(server.url), "/login"), (alice, "/api/queue")):
+            began = time.monotonic()
+            status, _, _ = client.call(path)
+            answered.append((status, time.monotonic() - began))
         assert threading.active_count() <= threads + 2  # no thread per connection
         time.sleep(0.5)
     attack.join()
@@ -135,16 +135,21 @@ async def _half_posts(port: int, n: int, wait: float) -> list[str]:
 def test_half_sent_bodies_time_out_without_a_hash_or_a_thread(serve: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
     hashes = hash_counter(monkeypatch)
     server = serve(limits=GuardLimits(body_seconds=2.0, per_address=100, max_body_readers=32))
-    threads = threading.active_count()
+    alice = WebClient(server.url)
+    assert alice.login("alice") == 303  # signed in before the attack
+    hashes.clear()
+    keys, threads = server.ctx.throttle.keys_held(), threading.active_count()
     got: list[str] = []
     attack = threading.Thread(target=lambda: got.extend(run(_half_posts(server.server_address[1], 60, 8))))
     attack.start()
     time.sleep(0.5)
-    assert Browser(server.url).call("/login")[0] == 200  # slow bodies hold reader slots, not the page
+    # Slow bodies hold reader slots, not the page: the sign-in form and the console answer.
+    assert WebClient(server.url).call("/login")[0] == 200
+    assert alice.get_json("/api/queue")[0] == 200 and alice.call("/queue")[0] == 200
     attack.join()
     assert got.count("408") == 32 and got.count("503") == 28, got
     assert hashes == [] and threading.active_count() <= threads + 2
-    assert server.ctx.throttle.keys_held() == 0  # nothing counted: no sign-in was ever attempted
+    assert server.ctx.throttle.keys_held() == keys  # nothing counted: no sign-in was ever attempted
     # One client cannot take every request slot: past its share it is told at once.
     server2 = serve(limits=GuardLimits(body_seconds=3, per_address=8))
     started = time.monotonic()
@@ -190,9 +195,9 @@ def test_per_user_and_per_address_limits_do_not_lock_each_other_out(serve: Facto
     port = server.server_address[1]
 
     def sign_in(address: str, password: str = PASSWORD, user: str = "alice") -> int:
-        b = Browser(server.url)
+        b = WebClient(server.url)
         b.opener.addheaders = [("X-Forwarded-For", f"203.0.113.99, {address}")]  # left part: client-written
-        return b.login(user, password)[0]
+        return b.login(user, password)
 
     assert sign_in("198.51.100.7") == 303  # alice at home: a known address from now on
     # An attacker guesses alice's password from 40 addresses: the per-user budget (20) runs out...
@@ -234,21 +239,26 @@ def test_throttle_memory_is_bounded_whatever_names_are_tried() -> None:
 
 
 def test_sessions_end_when_the_account_changes(serve: Factory) -> None:
-    server = serve(settings=WebSettings(session_recheck_seconds=0.5, stream_poll_seconds=0.2))
-    b = Browser(server.url)
-    assert b.login("alice")[0] == 303
-    assert b.get_json("/api/events")[0] == 200
+    """A password reset, a disabled or a removed account ends its sessions at once: every
+    route refuses the old cookie on its next request. A console page holds no connection
+    open; what it asks by itself is ``/api/queue/latest`` every ``poll_seconds`` (its alerts),
+    and a 401 there sends it to the sign-in page (in Chromium: test_console_live.py)."""
+    server = serve()
+    b = WebClient(server.url)
+    assert b.login("alice") == 303
+    assert b.get_json("/api/queue")[0] == 200 and b.get_json("/api/queue/latest?after_id=0")[0] == 200
     ended = auth.reset_password(server.store, "alice", "a brand new password")
-    assert ended == 1 and b.get_json("/api/events")[0] == 401
-    # A live stream open across the change ends by itself.
-    assert b.login("alice", "a brand new password")[0] == 303
-    req = b.opener.open(b.base + "/api/stream", timeout=10)
-    assert req.status == 200 and req.readline().startswith(b"retry:")
+    assert ended == 1
+    assert b.get_json("/api/queue")[0] == 401 and b.get_json("/api/queue/latest?after_id=0")[0] == 401
+    assert b.call("/queue")[1]["location"] == "/login"
+    assert b.login("alice", "a brand new password") == 303 and b.get_json("/api/queue")[0] == 200
     auth.set_disabled(server.store, "alice", True)
-    started = time.monotonic()
-    while req.readline():
-        assert time.monotonic() - started < 5
-    assert b.login("alice", "a brand new password")[0] == 401  # disabled: sign-in refused
+    assert b.get_json("/api/queue/latest?after_id=0")[0] == 401
+    assert b.login("alice", "a brand new password") == 401  # disabled: sign-in refused
+    auth.set_disabled(server.store, "alice", False)
+    assert b.login("alice", "a brand new password") == 303
+    auth.remove_user(server.store, "alice")
+    assert b.get_json("/api/queue")[0] == 401
 
 
 def test_users_command_lists_adds_resets_disables_and_removes(

@@ -28,6 +28,7 @@ from deskwatch_collector.store import Store
 from deskwatch_collector.validate import Validator
 from deskwatch_contract.formats import rfc3339
 from tests.support.common import REPO
+from tests.support.web import PASSWORD
 
 PHOTOS = REPO / "tests" / "data" / "photos"
 Message = tuple[str, bytes, dict[str, str]]
@@ -203,7 +204,6 @@ def console_store(store_factory: Callable[[str], Store]) -> Callable[[str], Stor
 
 
 T0 = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
-PASSWORD = "correct horse 1"
 
 
 @dataclass
@@ -281,45 +281,3 @@ def seed_demo(store: Store, now: datetime) -> Demo:
 
 
 __all__ = ["DETECTIONS", "PASSWORD", "T0", "Demo", "Desk", "Message", "seed_demo", "store_messages", "thumbnail"]
-
-
-class WebClient:
-    """A cookie-keeping HTTP client for the console's pages and API (redirects are not followed)."""
-
-    def __init__(self, base: str) -> None:
-        import http.cookiejar
-        import urllib.request
-
-        self.base = base
-        self.jar = http.cookiejar.CookieJar()
-
-        class NoRedirect(urllib.request.HTTPRedirectHandler):
-            def redirect_request(self, *a: Any, **k: Any) -> None:
-                return None
-
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.jar), NoRedirect)
-
-    def call(self, path: str, data: bytes | None = None, ctype: str | None = None) -> tuple[int, dict[str, str], bytes]:
-        import urllib.error
-        import urllib.request
-
-        req = urllib.request.Request(self.base + path, data=data)
-        if ctype:
-            req.add_header("Content-Type", ctype)
-        try:
-            with self.opener.open(req, timeout=10) as r:
-                return r.status, dict(r.headers), r.read()
-        except urllib.error.HTTPError as e:
-            return e.code, dict(e.headers), e.read()
-
-    def login(self, user: str, password: str = PASSWORD) -> int:
-        form = f"username={user}&password={password}".encode()
-        return self.call("/login", form, "application/x-www-form-urlencoded")[0]
-
-    def get_json(self, path: str) -> tuple[int, Any]:
-        status, _, body = self.call(path)
-        return status, json.loads(body)
-
-    def post_json(self, path: str, obj: Any) -> tuple[int, Any]:
-        status, _, body = self.call(path, json.dumps(obj).encode(), "application/json")
-        return status, json.loads(body)

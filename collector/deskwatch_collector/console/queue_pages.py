@@ -1,5 +1,6 @@
 """Routes of the queue and of one event: the filtered list, its CSV, the alert poll, the
-event detail, review and contest. Each is ``handler(view, request, user)`` (see :mod:`.view`)."""
+event detail, its picture, review and contest. Each is ``handler(view, request, user)``
+(see :mod:`.view`)."""
 
 from __future__ import annotations
 
@@ -142,6 +143,23 @@ def event_page(view: View, request: Request, user: User) -> Response:
 def event_api(view: View, request: Request, user: User) -> Response:
     ev = _event(view, request, user)
     return view.json(queue.public(ev, user)) if ev else view.json({"error": "no such event"}, 404)
+
+
+def picture(view: View, request: Request, user: User) -> Response:
+    """The picture sent with an event the account may see (the pages' ``<img>``, the desk window)."""
+    event_id = str(request.path_params["event_id"]).lower()
+    if not UUID.match(event_id):
+        return view.json({"error": "not found"}, 404)
+    where, params = detail.scope(user)
+    with view.store(request).transaction(write=False) as tx:
+        row = tx.one(
+            "SELECT v.data FROM evidence v JOIN events e ON e.event_id = v.event_id"
+            f" WHERE {where} AND v.event_id = ? AND v.state = 'verified'",
+            (*params, event_id),
+        )
+    if row is None:
+        return view.json({"error": "no picture (not received, not yours to see, or deleted)"}, 404)
+    return Response(bytes(row[0]), 200, media_type="image/jpeg", headers={"Cache-Control": "private, no-store"})
 
 
 def review_api(view: View, request: Request, user: User) -> Response:

@@ -1,4 +1,7 @@
-"""The console's routes, for :func:`deskwatch_collector.web.build_app`'s ``extra_routes``.
+"""The console's routes, for :func:`deskwatch_collector.web.build_app`'s ``extra_routes``:
+every route that shows stored data (the web package itself adds only sign-in, sign-out,
+``/healthz`` and ``/static``). Each is scoped to the signed-in account's sites, and a
+worker's to their own findings (``tests/collector/test_web_scoping.py`` walks them all).
 
 Pages (HTML, usable without script) and their JSON twins:
 
@@ -8,6 +11,7 @@ Pages (HTML, usable without script) and their JSON twins:
 | ``/queue.csv`` | | the filtered events as CSV (no images) |
 | | ``/api/queue/latest`` | new open events since an id (the page's alerts) |
 | ``/events/{id}`` | ``/api/events/{id}`` | one event; ``POST .../review`` and ``.../contest`` |
+| ``/evidence/{id}`` | | the event's picture (JPEG) |
 | ``/accuracy`` | ``/api/accuracy`` | per rule, site and device; noisy rules |
 | ``/fleet`` | ``/api/devices`` | device states with reasons |
 | ``/devices/{site}/{id}`` | ``/api/devices/{site}/{id}`` | one device |
@@ -36,6 +40,7 @@ def console_routes(settings: ConsoleSettings | None = None) -> list[BaseRoute]:
         route("/api/events/{event_id}", q.event_api),
         route("/api/events/{event_id}/review", q.review_api, ("POST",)),
         route("/api/events/{event_id}/contest", q.contest_api, ("POST",)),
+        route("/evidence/{event_id}", q.picture),
         route("/accuracy", r.accuracy_page),
         route("/api/accuracy", r.accuracy_api),
         route("/fleet", r.fleet_page),

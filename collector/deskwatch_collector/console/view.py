@@ -5,7 +5,8 @@ A route is a plain function ``handler(view, request, user) -> Response``; :meth:
 turns it into a Starlette endpoint that looks up the session, runs the handler on one
 of the server's database threads (:meth:`WebContext.run`: the queries block), and maps
 :class:`~.queue.BadFilter` to 400, :class:`~.review.ReviewRefused` to its status and an
-unavailable database to 503 - as JSON under ``/api`` and for the CSV, as a page elsewhere.
+unavailable database to 503 - as JSON under ``/api``, for pictures and for the CSV, as a page
+elsewhere.
 """
 
 from __future__ import annotations
@@ -127,7 +128,8 @@ class View:
         return Route(path, endpoint, methods=list(methods))
 
     def _call(self, handler: Handler, request: Request, user: User | None) -> Response:
-        api = request.url.path.startswith("/api/") or request.url.path.endswith(".csv")
+        path = request.url.path
+        api = path.startswith(("/api/", "/evidence/")) or path.endswith(".csv")
         try:
             if user is None:
                 return self.json({"error": "sign in first"}, 401) if api else RedirectResponse("/login", 303)

@@ -1,4 +1,5 @@
-"""The supervisor page: sign-in, live violations over server-sent events, review, fleet view.
+"""The collector's web server: sign-in, the health probe, and the routes it is given (the
+console, :mod:`deskwatch_collector.console`), behind protections every route shares.
 
 A Starlette app served by hypercorn inside the collector process (see :mod:`.server` for
 why). The modules, so that a new page adds routes without touching the protections:
@@ -10,8 +11,8 @@ why). The modules, so that a new page adds routes without touching the protectio
 - :mod:`.throttle`: sign-in throttling (counted before hashing) and the bounded hash gate;
 - :mod:`.context`: :class:`WebContext` (store on bounded threads, signed-in user, clock)
   and the strict JSON response;
-- :mod:`.pages` and :mod:`.api`: the routes; :mod:`.queries`: scoped SQL; :mod:`.hub`:
-  wakes the live streams when events are committed; :mod:`.assets`: HTML shells.
+- :mod:`.pages`: sign-in, sign-out and ``/healthz``; :mod:`.hub`: counts the writer's
+  commits (nothing waits on it now; see there).
 """
 
 from __future__ import annotations

@@ -1,14 +1,13 @@
 """What every route needs: the store (reached from worker threads), the signed-in user,
-the clock, and the responses the page uses.
+the clock, and the strict JSON and HTML responses.
 
 Routes are ``async``; the store is synchronous (sqlite3, psycopg), so every query runs
-through :meth:`WebContext.db` on a bounded number of threads (the pool's size): a flood
+through :meth:`WebContext.run` on a bounded number of threads (the pool's size): a flood
 of requests queues for the database instead of opening connections or threads.
 """
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +21,7 @@ from starlette.responses import Response
 from deskwatch_contract.jsonutil import dumps_bytes
 
 from .. import auth
-from ..store import Store, Tx
-from .hub import Hub
+from ..store import Store
 from .throttle import HashGate, LoginThrottle
 
 T = TypeVar("T")
@@ -34,22 +32,15 @@ COOKIE = "dw_session"
 class WebSettings:
     cookie_secure: bool = False
     db_threads: int = 8
-    max_streams: int = 100
-    streams_per_user: int = 5
-    stream_poll_seconds: float = 2.0
-    session_recheck_seconds: float = 30.0
 
 
 @dataclass
 class WebContext:
     store: Store
-    hub: Hub
     settings: WebSettings = field(default_factory=WebSettings)
     throttle: LoginThrottle = field(default_factory=LoginThrottle)
     hashes: HashGate = field(default_factory=HashGate)
     wall: Callable[[], float] = time.time
-    stopping: asyncio.Event | None = None  # set on the server's loop when it shuts down
-    streams: dict[str, int] = field(default_factory=dict)  # open live streams per user name
     health: Callable[[], dict[str, Any]] | None = None  # the intake's state, for /healthz
     _limiter: anyio.CapacityLimiter | None = None
 
@@ -63,22 +54,6 @@ class WebContext:
         if self._limiter is None:
             self._limiter = anyio.CapacityLimiter(self.settings.db_threads)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
-
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """``fn(tx, *args)`` inside a read transaction, on a database thread."""
-
-        def job() -> T:
-            with self.store.transaction(write=False) as tx:
-                return fn(tx, *args)
-
-        return await self.run(job)
-
-    async def write(self, fn: Callable[..., T], *args: Any) -> T:
-        def job() -> T:
-            with self.store.transaction() as tx:
-                return fn(tx, *args)
-
-        return await self.run(job)
 
     async def user(self, request: Request) -> auth.User | None:
         token = session_token(request)
@@ -115,4 +90,4 @@ def html_response(status: int, body: bytes, headers: dict[str, str] | None = Non
     return Response(body, status, headers=headers, media_type="text/html; charset=utf-8")
 
 
-__all__ = ["COOKIE", "Tx", "WebContext", "WebSettings", "client_address", "html_response", "json_response"]
+__all__ = ["COOKIE", "WebContext", "WebSettings", "client_address", "html_response", "json_response"]

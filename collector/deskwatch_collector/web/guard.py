@@ -9,8 +9,9 @@ head within its keep-alive timeout (slowloris). Everything after the head is our
 - **bounded concurrency**: at most ``per_address`` requests at once from one client, at
   most ``max_body_readers`` bodies being received and ``max_requests`` requests in the
   routes; more are answered 503/429 at once. A slow body holds a reader slot, never a
-  route slot, so half-sent POSTs cannot take the page's GETs down with them. Long-lived
-  streams (``stream_prefixes``) are not counted here; their route limits them;
+  route slot, so half-sent POSTs cannot take the page's GETs down with them. Every
+  response is short (the console polls; there is no long-lived stream), so every request
+  is counted;
 - **bodies read here, whole, before the route runs**: at most ``max_body_bytes``, within
   ``body_seconds``; a half-sent body costs one coroutine for that long, never a thread,
   and the route always sees a complete body;
@@ -59,7 +60,6 @@ class GuardLimits:
     max_body_bytes: int = 16 * 1024
     body_seconds: float = 10.0
     trusted_proxies: tuple[Network, ...] = ()
-    stream_prefixes: tuple[str, ...] = ("/api/stream",)
 
 
 def parse_networks(texts: list[str]) -> tuple[Network, ...]:
@@ -125,9 +125,6 @@ class Guard:
         address = client_address(scope, self.limits.trusted_proxies)
         scope.setdefault("state", {})["client_address"] = address
         send = self._with_headers(send)
-        if str(scope.get("path", "")).startswith(self.limits.stream_prefixes):
-            await self.app(scope, receive, send)
-            return
         if self._per_address[address] >= self.limits.per_address:
             await self._refuse(
                 send, _Refused(429, "too many requests at once from your address", "per_address"), address

@@ -1,8 +1,11 @@
-"""Wakes the live streams of this process when the writer commits events.
+"""Counts the writer's commits and wakes coroutines waiting for the next one.
 
-The writer runs in its own thread; the streams are coroutines on the web server's event
-loop. :meth:`Hub.notify` may be called from any thread: it bumps a version and sets
-every waiting stream's :class:`asyncio.Event` through its loop.
+The CLI hands one to the intake (``on_stored``) and to :class:`SupervisorServer`. No route
+waits on it since the first landing's live stream was removed (the console polls); it
+goes when the CLI stops making it.
+
+:meth:`Hub.notify` may be called from any thread: it bumps a version and sets every
+waiter's :class:`asyncio.Event` through its loop.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The HTML side: sign-in, sign-out, the page shell, the health probe.
+"""What the server answers besides the console: sign-in, sign-out and the health probe.
 
 Sign-in order matters: the attempt is counted by the throttle *before* the password is
 hashed (refunded on success), and the hash runs on the bounded :class:`HashGate`, so
@@ -8,20 +8,33 @@ neither parallel guesses nor a burst of slow logins can outrun the limits or the
 from __future__ import annotations
 
 import logging
+from html import escape
 from urllib.parse import parse_qs
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from deskwatch_contract.jsonutil import dumps
-
 from .. import auth
-from .assets import app_page, login_page
 from .context import WebContext, client_address, html_response, json_response, session_token
 from .throttle import HashBusy
 
 logger = logging.getLogger("deskwatch_collector.web")
+
+
+def login_page(error: str = "") -> bytes:
+    """The sign-in form (no script; the console's stylesheet). Supervisors and workers use it alike."""
+    err = f"<p class=error role=alert>{escape(error)}</p>" if error else ""
+    return (
+        "<!doctype html><html lang=en><head><meta charset=utf-8>"
+        '<meta name=viewport content="width=device-width, initial-scale=1"><title>Sign in · deskwatch</title>'
+        '<link rel=stylesheet href="/static/console.css"><link rel=icon href="/static/favicon.svg" type="image/svg+xml">'
+        '</head><body><form class=login method=post action="/login"><h1>deskwatch</h1>'
+        f"{err}<label for=username>User</label><input id=username name=username autocomplete=username required>"
+        "<label for=password>Password</label>"
+        "<input id=password name=password type=password autocomplete=current-password required>"
+        "<button type=submit class=primary>Sign in</button></form></body></html>"
+    ).encode()
 
 
 async def healthz(request: Request) -> Response:
@@ -68,19 +81,9 @@ async def logout(request: Request) -> Response:
     return json_response(200, {"ok": True}, {"Set-Cookie": ctx.cookie("", 0)})
 
 
-async def index(request: Request) -> Response:
-    ctx = WebContext.of(request)
-    user = await ctx.user(request)
-    if user is None:
-        return RedirectResponse("/login", 303)
-    me = dumps({"username": user.username, "role": user.role, "sites": list(user.sites)})
-    return html_response(200, app_page(me, user.username, user.is_supervisor))
-
-
 ROUTES: list[BaseRoute] = [
     Route("/healthz", healthz, methods=["GET"]),
     Route("/login", login_form, methods=["GET"]),
     Route("/login", login_submit, methods=["POST"]),
     Route("/logout", logout, methods=["POST"]),
-    Route("/", index, methods=["GET"]),
 ]

@@ -1,13 +1,17 @@
-"""The supervisor page's server: a Starlette app on hypercorn, in a thread of the collector.
+"""The collector's web server: a Starlette app on hypercorn, in a thread of the collector.
+
+The app is sign-in, sign-out, ``/healthz`` and ``/static`` (:mod:`.pages`) plus the routes
+it is given (``extra_routes``: the console, :mod:`deskwatch_collector.console.routes`),
+all behind the :class:`Guard`.
 
 Why hypercorn (measured on this project's machine, see ``docs/central/collector.md``):
 it closes a connection that has not sent a whole request head within its keep-alive
 timeout, counted from the accept (300 slowloris connections were closed after 5 s and
-the page kept answering), and live streams are coroutines (500 open streams: one thread,
-48 MiB). uvicorn arms no timer before the first response (the same 300 connections were
-held for as long as the client liked), and a threaded WSGI server holds a thread per
-live page. What hypercorn leaves open, the :class:`Guard` closes: bounded concurrency,
-body size and deadline, client address behind a trusted proxy, headers.
+the page kept answering), and requests are coroutines, not threads. uvicorn arms no
+timer before the first response (the same 300 connections were held for as long as the
+client liked), and a threaded WSGI server holds a thread per slow client. What hypercorn
+leaves open, the :class:`Guard` closes: bounded concurrency, body size and deadline,
+client address behind a trusted proxy, headers.
 
 The socket is bound in :meth:`SupervisorServer.__init__`, so a port in use fails at once
 (the CLI exits 69), and port 0 gives a free port (tests).
@@ -35,7 +39,7 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 
 from ..store import Store, StoreUnavailable
-from . import api, pages
+from . import pages
 from .context import WebContext, WebSettings, json_response
 from .guard import Guard, GuardLimits
 from .hub import Hub
@@ -62,12 +66,11 @@ async def _internal(request: Request, exc: Exception) -> Response:
 
 
 def build_app(ctx: WebContext, extra_routes: Sequence[BaseRoute] = ()) -> Starlette:
-    """The page's routes with ``ctx`` in app state; ``extra_routes`` (e.g. the console's) come
-    first, so a path they share with the page's own routes is theirs."""
+    """Sign-in, sign-out, ``/healthz``, ``/static`` and ``extra_routes`` (the console's), with
+    ``ctx`` in app state."""
     routes: list[BaseRoute] = [
-        *extra_routes,
         *pages.ROUTES,
-        *api.ROUTES,
+        *extra_routes,
         Mount("/static", app=StaticFiles(packages=[("deskwatch_collector", "static")]), name="static"),
     ]
     app = Starlette(
@@ -83,7 +86,7 @@ class SupervisorServer:
         self,
         address: tuple[str, int],
         store: Store,
-        hub: Hub,
+        hub: Hub | None = None,  # what the CLI still hands over; no route waits on it any more
         *,
         cookie_secure: bool = False,
         wall: Callable[[], float] = time.time,
@@ -97,9 +100,8 @@ class SupervisorServer:
         settings = settings or WebSettings()
         settings.cookie_secure = settings.cookie_secure or cookie_secure
         self.ctx = WebContext(
-            store, hub, settings, LoginThrottle(throttle), HashGate(hash_workers, 4 * hash_workers), wall
+            store, settings, LoginThrottle(throttle), HashGate(hash_workers, 4 * hash_workers), wall, health
         )
-        self.ctx.health = health
         self.guard = Guard(build_app(self.ctx, extra_routes), limits)
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)
@@ -143,7 +145,6 @@ class SupervisorServer:
         self._loop = loop
         asyncio.set_event_loop(loop)
         self._shutdown = asyncio.Event()
-        self.ctx.stopping = asyncio.Event()
 
         async def main() -> None:
             self._started.set()
@@ -165,12 +166,10 @@ class SupervisorServer:
         self._started.wait(10)
 
     def stop(self) -> None:
-        loop, shutdown, stopping = self._loop, self._shutdown, self.ctx.stopping
-        if loop is not None and not loop.is_closed() and shutdown is not None and stopping is not None:
+        loop, shutdown = self._loop, self._shutdown
+        if loop is not None and not loop.is_closed() and shutdown is not None:
             with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stopping.set)
                 loop.call_soon_threadsafe(shutdown.set)
-        self.ctx.hub.notify()
         if self._thread is not None:
             self._thread.join(GRACEFUL_SECONDS + 5)
         self.ctx.hashes.close()

@@ -1,0 +1,73 @@
+"""Signing in and out of the collector's web server, the console's front door: the cookie,
+what the database keeps, the form itself, throttled guessing; and what is no longer there
+(the first landing's page and API)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from deskwatch_collector.store import Store
+from deskwatch_collector.web import SupervisorServer
+from tests.support.console import seed_demo
+from tests.support.web import PASSWORD, ServerFactory, WebClient
+
+FORM = "application/x-www-form-urlencoded"
+
+
+@pytest.fixture
+def server(console_store: Callable[[str], Store], console_server: ServerFactory) -> SupervisorServer:
+    store = console_store("sqlite")
+    seed_demo(store, datetime.now(UTC).replace(microsecond=0))  # alice, bob (supervisors), w-1 (a worker)
+    return console_server(store)
+
+
+def test_sign_in_sets_a_strict_cookie_and_the_database_keeps_only_hashes(server: SupervisorServer) -> None:
+    b = WebClient(server.url)
+    assert b.call("/")[0] == 303 and b.call("/")[1]["location"] == "/login"
+    assert b.get_json("/api/queue")[0] == 401
+    status, _, body = b.call("/login", b"username=alice&password=wrong-one", FORM)
+    assert status == 401 and b"Wrong user name or password" in body and b.session is None
+    assert b.login("nobody") == 401
+    status, headers, _ = b.call("/login", f"username=alice&password={PASSWORD}".encode(), FORM)
+    assert status == 303 and headers["location"] == "/"
+    cookie = headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/" in cookie
+    assert b.call("/")[1]["location"] == "/queue" and b.get_json("/api/queue")[0] == 200
+    with server.store.transaction(write=False) as tx:
+        stored = tx.one("SELECT password_hash FROM users WHERE username = 'alice'")
+        tokens = {t for (t,) in tx.rows("SELECT token_hash FROM sessions")}
+    assert stored is not None and stored[0].startswith("scrypt$") and PASSWORD not in stored[0]
+    assert b.session and b.session not in tokens  # only the token's hash is stored
+    status, headers, _ = b.call("/logout", b"{}", "application/json")
+    assert status == 200 and "Max-Age=0" in headers["set-cookie"]
+    assert b.get_json("/api/queue")[0] == 401 and b.call("/queue")[1]["location"] == "/login"
+
+
+def test_the_form_uses_the_consoles_stylesheet_and_nothing_inline(server: SupervisorServer) -> None:
+    b = WebClient(server.url)
+    status, headers, body = b.call("/login")
+    assert status == 200 and headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in headers["content-security-policy"]
+    assert b"<script" not in body and b"style=" not in body and b'href="/static/console.css"' in body
+    status, headers, css = b.call("/static/console.css")
+    assert status == 200 and headers["content-type"].startswith("text/css") and b".login input" in css
+
+
+def test_the_first_landings_page_and_api_are_gone(server: SupervisorServer) -> None:
+    """``/api/events`` gave a worker the supervisors' notes; ``/api/stream`` the same, live."""
+    for user in ("alice", "w-1"):
+        b = WebClient(server.url)
+        assert b.login(user) == 303
+        for path in ("/api/events", "/api/fleet", "/api/stream", "/static/app.js", "/static/style.css"):
+            assert b.call(path)[0] == 404, (user, path)
+
+
+def test_repeated_failed_sign_ins_are_throttled(server: SupervisorServer) -> None:
+    b = WebClient(server.url)
+    for _ in range(5):
+        assert b.call("/login", b"username=alice&password=guess", FORM)[0] == 401
+    status, headers, body = b.call("/login", f"username=alice&password={PASSWORD}".encode(), FORM)
+    assert status == 429 and b"Too many failed attempts" in body and int(headers["retry-after"]) > 0
