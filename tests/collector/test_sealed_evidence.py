@@ -22,14 +22,14 @@ from deskwatch.delivery.seal import Sealer
 from deskwatch.domain import Box, Detection, Finding, ScanRecord, utcnow
 from deskwatch.evidence.thumbnail import Evidence
 from deskwatch_collector import auth
+from deskwatch_collector.console import schema as console_schema
 from deskwatch_collector.store import Store
 from deskwatch_collector.subscriber import Subscriber
 from deskwatch_collector.validate import Rejected, Validator, load_evidence_keys
-from deskwatch_collector.web import Hub, SupervisorServer
 from deskwatch_contract import ca
-from tests.collector.test_web import ARTIFACTS, PASSWORD, Browser, chromium, thumbnail  # noqa: F401  (fixture)
-from tests.support.common import PHOTOS
+from tests.support.console import thumbnail
 from tests.support.mosquitto import Broker, Collector, device_config
+from tests.support.web import ARTIFACTS, PASSWORD, ServerFactory, WebClient, sign_in, wait
 
 EVENT_ID = "01a224ee-45fe-72be-b748-f6bbc5d6179c"
 
@@ -54,10 +54,10 @@ def violation(cfg: Any, jpeg: bytes) -> tuple[dict[str, Any], bytes]:
 @pytest.mark.broker
 def test_the_broker_sees_ciphertext_and_the_collector_the_photo(
     tmp_path: Path, mosquitto: Broker, store_factory: Callable[[str], Store], start_collector: Callable[..., Subscriber],
-    until: Callable[..., bool], chromium: Any,  # noqa: F811
+    until: Callable[..., bool], console_server: ServerFactory, browser: Callable[[int], Any],
 ) -> None:  # fmt: skip
     private, public = keypair(tmp_path)
-    jpeg = thumbnail(PHOTOS / "phone_01.jpg")
+    jpeg = thumbnail("phone_01.jpg")[0]
     store = store_factory("sqlite")
     collector = start_collector(mosquitto, store)
     collector.writer.validator = Validator(load_evidence_keys([str(private)]))  # as --evidence-key gives it
@@ -89,18 +89,15 @@ def test_the_broker_sees_ciphertext_and_the_collector_the_photo(
     # At rest on the device, too, there is only ciphertext:
     outbox = b"".join(p.read_bytes() for p in tmp_path.glob("outbox.sqlite3*"))
     assert jpeg[:64] not in outbox
-    # The collector stored the photo itself, verified, and serves it on the supervisor page.
+    # The collector stored the photo itself, verified, and serves it on the supervisor's console.
+    console_schema.migrate(store)  # as `deskwatch-collector serve` does at start
     auth.add_user(store, "alice", PASSWORD, "supervisor", ["acme"], None)
-    server = SupervisorServer(("127.0.0.1", 0), store, Hub())
-    server.start()
-    try:
-        browser = Browser(server.url)
-        browser.login("alice")
-        status, headers, body = browser.call(f"/evidence/{event_id}")
-        assert status == 200 and body == jpeg and headers["Content-Type"] == "image/jpeg"
-        _screenshot(chromium, server.url, event_id)
-    finally:
-        server.stop()
+    server = console_server(store)
+    client = WebClient(server.url)
+    assert client.login("alice") == 303
+    status, headers, body = client.call(f"/evidence/{event_id}")
+    assert status == 200 and body == jpeg and headers["content-type"] == "image/jpeg"
+    _screenshot(browser(1100), server.url, event_id)
     (ARTIFACTS / "sealed-evidence-wire.txt").write_text(
         f"topic {spy.on('/evidence/' + event_id)[0].topic}\n{len(wire)} bytes, first 64 as the broker sees them:\n"
         f"{wire[:64].hex(' ')}\nthe JPEG on the device began: {jpeg[:16].hex(' ')}\n"
@@ -115,18 +112,16 @@ def _evidence_state(store: Store, event_id: str) -> str | None:
 
 
 def _screenshot(driver: Any, url: str, event_id: str) -> None:
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    driver.get(url + "/")
-    driver.find_element(By.ID, "username").send_keys("alice")
-    driver.find_element(By.ID, "password").send_keys(PASSWORD)
-    driver.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    card = f"article[data-event-id='{event_id}']"
-    WebDriverWait(driver, 15).until(
-        lambda d: d.execute_script(
-            "const i = document.querySelector(arguments[0] + ' img'); return i && i.complete && i.naturalWidth", card
-        )
+    """The event's page in the console shows the opened photo (saved for the issue note)."""
+    sign_in(driver, url, "alice")
+    driver.get(f"{url}/events/{event_id}")
+    wait(
+        lambda: driver.execute_script(
+            "const i = document.querySelector('img[src=\"/evidence/' + arguments[0] + '\"]');"
+            " return i && i.complete && i.naturalWidth",
+            event_id,
+        ),
+        15,
     )
     ARTIFACTS.mkdir(exist_ok=True)
     assert driver.save_screenshot(str(ARTIFACTS / "sealed-evidence-supervisor.png"))
@@ -138,7 +133,7 @@ def test_key_rotation_loses_no_photo(tmp_path: Path) -> None:
     to it is refused and counted, never stored as garbage."""
     old_private, old_public = keypair(tmp_path)
     new_private, new_public = keypair(tmp_path)
-    jpeg = thumbnail(PHOTOS / "eat_02.jpg")
+    jpeg = thumbnail("eat_02.jpg")[0]
     topic = f"deskwatch/v1/acme/desk-a/evidence/{EVENT_ID}"
     before = Sealer.from_text(old_public).seal(jpeg)[0]  # still queued on a device that was offline
     after = Sealer.from_text(new_public).seal(jpeg)[0]

@@ -107,10 +107,22 @@ class RabbitCluster:
             for node in self.nodes:
                 wait_port(node.mqtt_port, max(1.0, deadline - time.monotonic()), node.proc)
             self._wait_clustered(deadline)
-        except Exception:
+        except Exception as e:
+            logs = self._log_tails()  # stop() removes the directory they are in
             self.stop()
-            raise
+            raise RuntimeError(f"RabbitMQ cluster did not start within {timeout:.0f} s: {e}\n{logs}") from e
         return self
+
+    def _log_tails(self, lines: int = 15) -> str:
+        out = []
+        for node in self.nodes:
+            for log in [node.base / "server.out", *sorted((node.base / "log").glob("*.log"))]:
+                if log.is_file():
+                    tail = log.read_text(errors="replace").splitlines()[-lines:]
+                    out.append(
+                        f"--- {node.name} {log.name} (exit {node.proc and node.proc.poll()}):\n" + "\n".join(tail)
+                    )
+        return "\n".join(out)
 
     def _launch(self, node: RabbitNode) -> None:
         log = open(node.base / "server.out", "ab")  # noqa: SIM115 - the child keeps it
