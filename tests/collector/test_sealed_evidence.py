@@ -17,7 +17,7 @@ import pytest
 from nacl.public import PrivateKey, SealedBox
 
 from deskwatch.app import build_delivery, payload_source
-from deskwatch.delivery.payloads import event_payload
+from deskwatch.delivery.payloads import event_payload, scan_payload
 from deskwatch.delivery.seal import Sealer
 from deskwatch.domain import Box, Detection, Finding, ScanRecord, utcnow
 from deskwatch.evidence.thumbnail import Evidence
@@ -27,6 +27,7 @@ from deskwatch_collector.store import Store
 from deskwatch_collector.subscriber import Subscriber
 from deskwatch_collector.validate import Rejected, Validator, load_evidence_keys
 from deskwatch_contract import ca
+from deskwatch_contract.formats import new_id
 from tests.support.console import thumbnail
 from tests.support.mosquitto import Broker, Collector, device_config
 from tests.support.web import ARTIFACTS, PASSWORD, ServerFactory, WebClient, sign_in, wait
@@ -44,8 +45,11 @@ def sealed_config(tmp_path: Path, broker: Broker, public: str) -> Any:
     return device_config(tmp_path, broker, extra=f"evidence: {{seal_to: '{public}'}}")
 
 
-def violation(cfg: Any, jpeg: bytes) -> tuple[dict[str, Any], bytes]:
-    record = ScanRecord(scan_id="scan-1", trigger="schedule", started_at=utcnow(), finished_at=utcnow(), frames=5)
+def scan_record() -> ScanRecord:
+    return ScanRecord(scan_id=new_id(), trigger="schedule", started_at=utcnow(), finished_at=utcnow(), frames=5)
+
+
+def violation(cfg: Any, jpeg: bytes, record: ScanRecord) -> tuple[dict[str, Any], bytes]:
     finding = Finding("phone_use", 0.9, 1, [Detection("cell phone", 0.8, Box(0.1, 0.1, 0.3, 0.3))])
     photo = Evidence(jpeg, 320, 240, hashlib.sha256(jpeg).hexdigest())
     return event_payload(payload_source(cfg), finding, record, photo, None), jpeg
@@ -66,7 +70,8 @@ def test_the_broker_sees_ciphertext_and_the_collector_the_photo(
     delivery = build_delivery(cfg, version="1.0", models={})
     delivery.start()
     try:
-        event_id = delivery.send_scan({"scan_id": "scan-1"}, [violation(cfg, jpeg)])[0]
+        record = scan_record()  # the scan's record as the daemon sends it, so the collector takes it too
+        event_id = delivery.send_scan(scan_payload(payload_source(cfg), record), [violation(cfg, jpeg, record)])[0]
         assert spy.wait_for(lambda ms: any("/evidence/" in m.topic for m in ms))
         assert until(lambda: _evidence_state(store, event_id) == "verified")
     finally:
@@ -185,7 +190,7 @@ def test_a_thumbnail_that_cannot_be_sealed_costs_the_photo_not_the_event(
         raise RuntimeError("libsodium said no")
 
     monkeypatch.setattr(Sealer, "seal", lambda self, thumbnail: broken(thumbnail))
-    [event_id] = delivery.send_scan({"scan_id": "s"}, [violation(cfg, b"\xff\xd8jpeg")])
+    [event_id] = delivery.send_scan({"scan_id": "s"}, [violation(cfg, b"\xff\xd8jpeg", scan_record())])
     rows = delivery.outbox.pending()
     assert [r.kind for r in rows] == ["event", "scan"]  # never the JPEG in the clear
     event = json.loads(rows[0].payload)
