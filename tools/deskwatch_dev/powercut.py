@@ -27,6 +27,7 @@ Needs root, /dev/net/tun, ``linux.uml`` (apt-get install user-mode-linux), mkfs.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import glob
 import json
@@ -183,13 +184,18 @@ class PowerCutRun:
         _, public, _ = evidence_key(self.workdir / "keys")
         self.seal_to = public.read_text().strip()
         self.init = self.workdir / "init.sh"
+        # The guest's root is the host's, read-only; its writable scratch is a tmpfs on a
+        # directory of its own. Not on /tmp: a checkout (and its venv) under /tmp would vanish.
+        scratch = self.workdir / "guest-scratch"
+        scratch.mkdir()
         self.init.write_text(
             "#!/bin/sh\n"
             "export PATH=/usr/sbin:/usr/bin:/sbin:/bin\n"
-            "mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t tmpfs tmpfs /tmp\n"
+            f"mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t tmpfs tmpfs {scratch}\n"
             "mount -t devtmpfs dev /dev 2>/dev/null\n"
             f"ip link set lo up; ip link set vec0 up; ip addr add {self.guest_ip}/24 dev vec0\n"
-            f"cd /tmp; PYTHONPATH={REPO / 'tools'} {sys.executable} -m deskwatch_dev.powercut_guest\n"
+            f"cd {scratch}; export TMPDIR={scratch} PC_SCRATCH={scratch}\n"
+            f"PYTHONPATH={REPO / 'tools'} {sys.executable} -m deskwatch_dev.powercut_guest\n"
             "sync; halt -f -p >/dev/null 2>&1; sleep 10\n"
         )
         self.init.chmod(0o755)
@@ -226,9 +232,11 @@ class PowerCutRun:
         watchdog.start()
         timer: threading.Timer | None = None
         assert proc.stdout is not None
+        other: collections.deque[str] = collections.deque(maxlen=20)  # the guest's own words, if it fails
         for raw in proc.stdout:
             line = raw.decode(errors="replace").rstrip()
             if not line.startswith("@@PC "):
+                other.append(line)
                 continue
             word, _, rest = line[5:].partition(" ")
             if word == "ACK":
@@ -243,6 +251,8 @@ class PowerCutRun:
             else:
                 boot.lines.append(line)
         proc.wait()
+        if boot.recovered is None and not boot.lines:
+            boot.lines += [f"guest (no report): {line}" for line in other]
         for t in (timer, watchdog):
             if t is not None:
                 t.cancel()

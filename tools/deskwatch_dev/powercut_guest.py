@@ -34,7 +34,7 @@ from typing import Any
 
 NBD_SET_SOCK, NBD_SET_BLKSIZE, NBD_DO_IT, NBD_SET_SIZE_BLOCKS, NBD_SET_FLAGS = 0xAB00, 0xAB01, 0xAB03, 0xAB07, 0xAB0A
 IHAVEOPT, OPT_EXPORT_NAME = 0x49484156454F5054, 1
-DATA = "/tmp/data"
+DATA = os.path.join(os.environ.get("PC_SCRATCH", "/tmp"), "data")  # the init script's tmpfs
 
 
 def say(*words: object) -> None:
