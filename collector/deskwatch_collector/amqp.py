@@ -76,7 +76,6 @@ class QueueConsumer:
         *,
         stats: IngestStats | None = None,
         health: IntakeHealth | None = None,
-        on_stored: Callable[[list[str]], None] | None = None,
         validator: Validator | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -87,7 +86,6 @@ class QueueConsumer:
             validator=validator,
             stats=stats,
             health=health,
-            on_stored=on_stored,
             wall=wall,
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait,

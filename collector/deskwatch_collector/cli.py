@@ -255,7 +255,7 @@ def report(store: Store) -> dict[str, object]:
 def _run(args: argparse.Namespace, store: Store) -> int:
     from deskwatch_collector.console.reviewfeed import ReviewFeed
     from deskwatch_collector.console.routes import ConsoleSettings, console_routes
-    from deskwatch_collector.web import GuardLimits, Hub, SupervisorServer
+    from deskwatch_collector.web import GuardLimits, SupervisorServer
     from deskwatch_collector.web.guard import parse_networks
 
     password = None
@@ -279,7 +279,6 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     )
     if args.client_id:
         settings.client_id = args.client_id
-    hub = Hub()
     stats = IngestStats()
     # The page gets its own connections: many browsers polling must never make the writer wait.
     web_store = open_store(args.db, pool_size=8) if args.http != "off" else store
@@ -293,10 +292,10 @@ def _run(args: argparse.Namespace, store: Store) -> int:
         queue = QueueSettings(
             urls=args.amqp, queue=args.amqp_queue, client_name=settings.client_id, batch_max=settings.batch_max
         )
-        intake = QueueConsumer(queue, store, stats=stats, on_stored=hub.notify, validator=validator)
+        intake = QueueConsumer(queue, store, stats=stats, validator=validator)
         source = f"queue {args.amqp_queue}"
     else:
-        intake = Subscriber(settings, store, stats=stats, on_stored=hub.notify, validator=validator)
+        intake = Subscriber(settings, store, stats=stats, validator=validator)
         source = f"{settings.host}:{settings.port}"
     web = None
     if args.http != "off":
@@ -306,7 +305,6 @@ def _run(args: argparse.Namespace, store: Store) -> int:
             web = SupervisorServer(
                 _hostport(args.http, 8080),
                 web_store,
-                hub,
                 cookie_secure=args.cookie_secure,
                 limits=limits,
                 health=intake.health.snapshot,

@@ -128,7 +128,6 @@ class Writer:
         validator: Validator | None = None,
         stats: IngestStats | None = None,
         health: IntakeHealth | None = None,
-        on_stored: Callable[[list[str]], None] | None = None,
         wall: Callable[[], float] = time.time,
         batch_max: int = 200,
         batch_wait: float = 0.02,
@@ -138,7 +137,6 @@ class Writer:
         self.validator = validator or Validator()
         self.stats = stats or IngestStats()
         self.health = health or IntakeHealth()
-        self.on_stored = on_stored
         self.wall = wall
         self.batch_max = batch_max
         self.batch_wait = batch_wait
@@ -205,7 +203,7 @@ class Writer:
         while True:
             try:
                 began = time.monotonic()
-                stored = self._commit(batch)
+                self._commit(batch)
                 self.stats.batch(time.monotonic() - began, len(batch))
                 break
             except StoreUnavailable as exc:
@@ -223,15 +221,12 @@ class Writer:
                     if self.stop_event.is_set():
                         return  # unacknowledged: the broker redelivers it
                     continue  # the store failed while keeping it: retry like any storage failure
-                stored = []
                 break
         lasted = self.health.recovered()
         if lasted is not None:
             logger.warning("storage is back after %.0f s; acknowledging what was held", lasted)
         for item in batch:
             item.ack()
-        if stored and self.on_stored is not None:
-            self.on_stored(stored)
 
     def _failed(self, exc: StoreUnavailable, held: int, delay: float) -> None:
         self.stats.add(f"store_failure.{exc.kind}")
@@ -266,8 +261,7 @@ class Writer:
         self.stats.add("rejected.internal_error")
         return True
 
-    def _commit(self, batch: list[Inbound]) -> list[str]:
-        stored_events: list[str] = []
+    def _commit(self, batch: list[Inbound]) -> None:
         touched: set[tuple[str, str]] = set()
         scans: list[tuple[Any, ...]] = []
         outcomes: list[tuple[str, str]] = []
@@ -287,9 +281,6 @@ class Writer:
                     continue
                 outcomes.append((msg.topic.kind, outcome))
                 touched.add((msg.topic.site, msg.topic.device_id))
-                if msg.topic.kind == "event" and outcome == "stored":
-                    assert msg.payload is not None
-                    stored_events.append(str(msg.payload["event_id"]))
             new_scans = flush_scans(tx, scans)
         self._known_devices.update(touched)  # committed: their devices rows exist
         for kind, outcome in outcomes:
@@ -301,4 +292,3 @@ class Writer:
         for topic, why in rejected:
             self.stats.add(f"rejected.{why.reason}")
             self._rejects.log(topic, why)
-        return stored_events

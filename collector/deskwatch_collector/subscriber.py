@@ -78,7 +78,6 @@ class Subscriber:
         validator: Validator | None = None,
         stats: IngestStats | None = None,
         health: IntakeHealth | None = None,
-        on_stored: Callable[[list[str]], None] | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
@@ -88,7 +87,6 @@ class Subscriber:
             validator=validator,
             stats=stats,
             health=health,
-            on_stored=on_stored,
             wall=wall,
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait,
@@ -115,14 +113,6 @@ class Subscriber:
     @property
     def inbox(self) -> queue.Queue[Inbound]:
         return self.writer.inbox
-
-    @property
-    def on_stored(self) -> Callable[[list[str]], None] | None:
-        return self.writer.on_stored
-
-    @on_stored.setter
-    def on_stored(self, callback: Callable[[list[str]], None] | None) -> None:
-        self.writer.on_stored = callback
 
     # -- MQTT side --------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:

@@ -15,7 +15,7 @@ import pytest
 
 from deskwatch_collector.console.routes import ConsoleSettings, console_routes
 from deskwatch_collector.store import Store
-from deskwatch_collector.web import Hub, SupervisorServer
+from deskwatch_collector.web import SupervisorServer
 from deskwatch_desk.config import load_desk_config
 from deskwatch_desk.session import DeskSession
 from tests.support.common import REPO
@@ -30,7 +30,7 @@ ARTIFACTS = REPO / "test-artifacts"
 def collector(console_store: Callable[[str], Store]) -> Iterator[tuple[SupervisorServer, Demo]]:
     store = console_store("sqlite")
     demo = seed_demo(store, datetime.now(UTC).replace(microsecond=0))
-    server = SupervisorServer(("127.0.0.1", 0), store, Hub(), extra_routes=console_routes(ConsoleSettings()))
+    server = SupervisorServer(("127.0.0.1", 0), store, extra_routes=console_routes(ConsoleSettings()))
     server.start()
     yield server, demo
     server.stop()

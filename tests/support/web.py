@@ -27,7 +27,7 @@ import pytest
 
 from deskwatch_collector.console.routes import ConsoleSettings, console_routes
 from deskwatch_collector.store import Store
-from deskwatch_collector.web import Hub, SupervisorServer
+from deskwatch_collector.web import SupervisorServer
 from tests.support.common import REPO
 
 PASSWORD = "correct horse 1"
@@ -44,7 +44,7 @@ def console_server() -> Iterator[ServerFactory]:
 
     def start(store: Store, settings: ConsoleSettings | None = None, **kwargs: Any) -> SupervisorServer:
         routes = console_routes(settings or ConsoleSettings())
-        server = SupervisorServer(("127.0.0.1", 0), store, Hub(), extra_routes=routes, **kwargs)
+        server = SupervisorServer(("127.0.0.1", 0), store, extra_routes=routes, **kwargs)
         server.start()
         started.append(server)
         return server

@@ -201,7 +201,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from deskwatch_collector.console import schema
     from deskwatch_collector.console.routes import ConsoleSettings, console_routes
     from deskwatch_collector.store import open_store
-    from deskwatch_collector.web import Hub, SupervisorServer
+    from deskwatch_collector.web import SupervisorServer
     from deskwatch_dev.devservers import TempPostgres
 
     pg = TempPostgres().start() if args.db is None else None
@@ -222,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
             with psycopg.connect(dsn, autocommit=True) as conn:
                 conn.execute("VACUUM ANALYZE")
-        server = SupervisorServer(("127.0.0.1", 0), store, Hub(), extra_routes=console_routes(ConsoleSettings()))
+        server = SupervisorServer(("127.0.0.1", 0), store, extra_routes=console_routes(ConsoleSettings()))
         server.start()
         times = measure(server.url, args.sites, args.devices, now, args.pages, args.reports)
         return {"events": args.events, "devices": args.devices, "sites": args.sites, "days": args.days,

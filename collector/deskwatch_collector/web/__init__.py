@@ -11,16 +11,14 @@ why). The modules, so that a new page adds routes without touching the protectio
 - :mod:`.throttle`: sign-in throttling (counted before hashing) and the bounded hash gate;
 - :mod:`.context`: :class:`WebContext` (store on bounded threads, signed-in user, clock)
   and the strict JSON response;
-- :mod:`.pages`: sign-in, sign-out and ``/healthz``; :mod:`.hub`: counts the writer's
-  commits (nothing waits on it now; see there).
+- :mod:`.pages`: sign-in, sign-out and ``/healthz``.
 """
 
 from __future__ import annotations
 
 from .context import WebContext, WebSettings
 from .guard import GuardLimits
-from .hub import Hub
 from .server import SupervisorServer, build_app
 from .throttle import ThrottleLimits
 
-__all__ = ["GuardLimits", "Hub", "SupervisorServer", "ThrottleLimits", "WebContext", "WebSettings", "build_app"]
+__all__ = ["GuardLimits", "SupervisorServer", "ThrottleLimits", "WebContext", "WebSettings", "build_app"]

@@ -42,7 +42,6 @@ from ..store import Store, StoreUnavailable
 from . import pages
 from .context import WebContext, WebSettings, json_response
 from .guard import Guard, GuardLimits
-from .hub import Hub
 from .throttle import HashGate, LoginThrottle, ThrottleLimits
 
 logger = logging.getLogger("deskwatch_collector.web")
@@ -86,7 +85,6 @@ class SupervisorServer:
         self,
         address: tuple[str, int],
         store: Store,
-        hub: Hub | None = None,  # what the CLI still hands over; no route waits on it any more
         *,
         cookie_secure: bool = False,
         wall: Callable[[], float] = time.time,
