@@ -29,7 +29,7 @@ import pika
 import pika.exceptions
 
 from deskwatch_collector.ingest import IngestStats
-from deskwatch_collector.intake import Inbound, IntakeHealth, Writer
+from deskwatch_collector.intake import Inbound, IntakeHealth, WriterFront
 from deskwatch_collector.store import Store
 from deskwatch_collector.validate import Validator
 
@@ -68,7 +68,7 @@ def declare(channel: Any, settings: QueueSettings) -> None:
         channel.queue_bind(settings.queue, settings.exchange, routing_key=key)
 
 
-class QueueConsumer:
+class QueueConsumer(WriterFront):
     def __init__(
         self,
         settings: QueueSettings,
@@ -79,29 +79,12 @@ class QueueConsumer:
         validator: Validator | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(settings, store, validator=validator, stats=stats, health=health, wall=wall)
         self.settings = settings
-        self.wall = wall
-        self.writer = Writer(
-            store,
-            validator=validator,
-            stats=stats,
-            health=health,
-            wall=wall,
-            batch_max=settings.batch_max,
-            batch_wait=settings.batch_wait,
-        )
         self.subscribed = threading.Event()
         self._connection: pika.BlockingConnection | None = None
         self._generation = 0
         self._thread: threading.Thread | None = None
-
-    @property
-    def stats(self) -> IngestStats:
-        return self.writer.stats
-
-    @property
-    def health(self) -> IntakeHealth:
-        return self.writer.health
 
     def start(self) -> None:
         self.writer.start()

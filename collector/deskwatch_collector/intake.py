@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from deskwatch_collector.ingest import IngestStats, apply, flush_scans, reconcile_pending, record_reject
 from deskwatch_collector.store import Store, StoreUnavailable
@@ -292,3 +292,50 @@ class Writer:
         for topic, why in rejected:
             self.stats.add(f"rejected.{why.reason}")
             self._rejects.log(topic, why)
+
+
+class BatchSettings(Protocol):
+    batch_max: int
+    batch_wait: float
+
+
+class WriterFront:
+    """What the MQTT subscriber and the AMQP consumer share: one :class:`Writer` and its
+    parts under the names the collector and its tests use."""
+
+    def __init__(
+        self,
+        settings: BatchSettings,
+        store: Store,
+        *,
+        validator: Validator | None = None,
+        stats: IngestStats | None = None,
+        health: IntakeHealth | None = None,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.wall = wall
+        self.writer = Writer(
+            store,
+            validator=validator,
+            stats=stats,
+            health=health,
+            wall=wall,
+            batch_max=settings.batch_max,
+            batch_wait=settings.batch_wait,
+        )
+
+    @property
+    def store(self) -> Store:
+        return self.writer.store
+
+    @property
+    def stats(self) -> IngestStats:
+        return self.writer.stats
+
+    @property
+    def health(self) -> IntakeHealth:
+        return self.writer.health
+
+    @property
+    def inbox(self) -> queue.Queue[Inbound]:
+        return self.writer.inbox

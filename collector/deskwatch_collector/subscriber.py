@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import queue
 import socket
 import threading
 import time
@@ -33,7 +32,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from deskwatch_collector.ingest import IngestStats
-from deskwatch_collector.intake import Inbound, IntakeHealth, Writer
+from deskwatch_collector.intake import Inbound, IntakeHealth, WriterFront
 from deskwatch_collector.store import Store
 from deskwatch_collector.validate import Validator
 
@@ -69,7 +68,7 @@ def subscriptions(group: str) -> list[tuple[str, SubscribeOptions]]:
     return subs
 
 
-class Subscriber:
+class Subscriber(WriterFront):
     def __init__(
         self,
         settings: SubscriberSettings,
@@ -80,39 +79,13 @@ class Subscriber:
         health: IntakeHealth | None = None,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        super().__init__(settings, store, validator=validator, stats=stats, health=health, wall=wall)
         self.settings = settings
-        self.wall = wall
-        self.writer = Writer(
-            store,
-            validator=validator,
-            stats=stats,
-            health=health,
-            wall=wall,
-            batch_max=settings.batch_max,
-            batch_wait=settings.batch_wait,
-        )
         self.subscribed = threading.Event()
         self.connected = threading.Event()
         self._generation = 0
         self._last_connect_fail = -1e9
         self.client = self._make_client()
-
-    # The writer's parts, under the names the collector and its tests use.
-    @property
-    def store(self) -> Store:
-        return self.writer.store
-
-    @property
-    def stats(self) -> IngestStats:
-        return self.writer.stats
-
-    @property
-    def health(self) -> IntakeHealth:
-        return self.writer.health
-
-    @property
-    def inbox(self) -> queue.Queue[Inbound]:
-        return self.writer.inbox
 
     # -- MQTT side --------------------------------------------------------------------------
     def _make_client(self) -> mqtt.Client:
