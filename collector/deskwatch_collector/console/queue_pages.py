@@ -5,7 +5,7 @@ event detail, its picture, review and contest. Each is ``handler(view, request, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from starlette.requests import Request
@@ -164,25 +164,35 @@ def picture(view: View, request: Request, user: User) -> Response:
 
 def review_api(view: View, request: Request, user: User) -> Response:
     """``{"action": "acknowledge" | "dismiss" | "reopen", "reason": key (dismiss), "note": text}``."""
-    event_id = str(request.path_params["event_id"]).lower()
-    data = view.body(request)
-    note = review.clean_note(data.get("note"))
-    if not UUID.match(event_id):
-        raise review.ReviewRefused(404, "no such event")
-    with view.store(request).transaction() as tx:
-        review.review(tx, user, event_id, data.get("action"), data.get("reason"), note, view.now(request))
-    ev = _event(view, request, user)
-    return view.json(queue.public(ev)) if ev else view.json({"error": "no such event"}, 404)
+    return _change(
+        view, request, user,
+        lambda tx, event_id, data, note: review.review(
+            tx, user, event_id, data.get("action"), data.get("reason"), note, view.now(request)
+        ),
+    )  # fmt: skip
 
 
 def contest_api(view: View, request: Request, user: User) -> Response:
     """``{"note": why the finding is wrong}`` from the worker it names."""
+    return _change(
+        view,
+        request,
+        user,
+        lambda tx, event_id, data, note: review.contest(tx, user, event_id, note, view.now(request)),
+    )
+
+
+def _change(
+    view: View, request: Request, user: User, apply: Callable[[Tx, str, dict[str, Any], str], None]
+) -> Response:
+    """One review or contest: the body's note cleaned, the change in one transaction, then
+    the event as this account may see it."""
     event_id = str(request.path_params["event_id"]).lower()
     data = view.body(request)
     note = review.clean_note(data.get("note"))
     if not UUID.match(event_id):
         raise review.ReviewRefused(404, "no such event")
     with view.store(request).transaction() as tx:
-        review.contest(tx, user, event_id, note, view.now(request))
+        apply(tx, event_id, data, note)
     ev = _event(view, request, user)
     return view.json(queue.public(ev, user)) if ev else view.json({"error": "no such event"}, 404)
