@@ -288,7 +288,8 @@ class Daemon:
             state_dir=Path(self.cfg.state_dir),
             publish=send,
             models_dir=current,
-            model_check=lambda new_dir, file: model_selftest(self.cfg.vision, current, new_dir, file),
+            # against the models running now: after a swap, the job's directory (see _run_model)
+            model_check=lambda new_dir, file: model_selftest(self.cfg.vision, agent.models_dir, new_dir, file),
             swap=self._swap_models,
             update_record=read_state,
         )
@@ -314,6 +315,9 @@ class Daemon:
         close = getattr(old, "close", None)
         if callable(close):
             close()
+        set_models = getattr(self.delivery, "set_models", None)
+        if callable(set_models):
+            set_models(vision.model_hashes())  # the status names the models that run now
         log.info("switched to the models in %s: %s", directory, ", ".join(sorted(vision.model_hashes())))
 
     def _build_notifier(self) -> Notifier:

@@ -232,6 +232,15 @@ class Delivery:
             self._app_reasons = reasons
         self._publish_status()
 
+    def set_models(self, models: dict[str, str]) -> None:
+        """The models the vision stage runs now (after a model job): the status says so at once,
+        the offline will from the next connection."""
+        with self._lock:
+            if models == self.models:
+                return
+            self.models = dict(models)
+        self._publish_status()
+
     def on_job(self, handler: Callable[[bytes], None]) -> None:
         """Receive the retained signed job on ``jobs/notify`` (subscribed from the next connect)."""
         self._job_handler = handler

@@ -211,6 +211,7 @@ class JobAgent:
             tmp.unlink(missing_ok=True)
             os.symlink(staging.name, tmp)
             os.replace(tmp, current)  # what the daemon loads from now on, across restarts
+            self.models_dir = current  # the next model job starts from these, not the installed ones
             if self.swap:
                 self.swap(current)
             self._say(job.job_id, "succeeded", kind=job.kind, step="swapped", detail=detail)
