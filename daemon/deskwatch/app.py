@@ -72,7 +72,7 @@ def identity_state(cfg: Config) -> str:
     if target is None:
         return "off"
     try:
-        return "enrolled" if target.path.is_file() else "not_enrolled"
+        return "enrolled" if target.enrolled else "not_enrolled"
     except (OSError, ValueError):  # unreadable directory or a worker id the store refuses
         return "not_enrolled"
 
@@ -522,6 +522,8 @@ class Daemon:
         target = identity_target(self.cfg)
         if target is not None and not target.enrolled:
             out.append(f"identity: worker {target.worker_id} not enrolled (deskwatch enroll)")
+        elif target is not None and (problem := getattr(self.vision, "identity_problem", None)):
+            out.append(f"identity: off, {problem}")  # enrolled, but the templates cannot be used
         return out
 
     def status_text(self) -> str:

@@ -56,6 +56,11 @@ def test_reasons_include_an_unsynced_clock_and_a_worker_not_enrolled(
     templates.mkdir(mode=0o700, exist_ok=True)
     (templates / "w-1.npz").write_bytes(b"enrolled")
     assert daemon.reasons() == []
+    # enrolled, but the vision stage cannot use the templates (another backend): said, not silent
+    daemon.vision.identity_problem = "the templates are from another backend or model: enrol worker w-1 again"  # type: ignore[attr-defined]
+    assert daemon.reasons() == [
+        "identity: off, the templates are from another backend or model: enrol worker w-1 again"
+    ]
 
 
 def test_the_daemons_unit_cannot_read_the_kernel_clock_but_timesyncd_tells(
@@ -100,3 +105,19 @@ def test_status_carries_serial_ip_and_reasons(write_config: Callable[..., Path],
         "clock: not synchronised (event times may be wrong)",
         "identity: worker w-1 not enrolled",
     ]
+
+
+def test_a_long_reason_is_shortened_to_what_the_schema_allows() -> None:
+    """A camera's error text can be long; status must stay valid for every consumer."""
+    from datetime import UTC, datetime
+
+    from deskwatch.delivery.payloads import Source, status_payload
+
+    long = "camera: " + "x" * 400
+    payload = status_payload(
+        Source("acme", "desk-a", "w-1", "full"), state="degraded", session=1, version="1",
+        models={}, since=datetime(2026, 11, 29, tzinfo=UTC), reasons=[long, "clock: not synchronised"],
+    )  # fmt: skip
+    jsonschema.validate(payload, load_schema("status"))
+    assert len(payload["reasons"][0]) == 200 and payload["reasons"][0].startswith("camera: xxx")
+    assert payload["reasons"][1] == "clock: not synchronised"

@@ -235,6 +235,9 @@ def test_enrol_checks_quality_stores_0600_and_the_worker_is_recognised(
     vision = build_vision(load_config(write_config(tmp_path, backend="face_recognition")))
     try:
         assert not vision.identity_enabled
+        assert vision.identity_problem == (
+            "the templates are from another backend or model: enrol worker w-test again"
+        )  # what the status reasons say (the worker is enrolled, yet nobody is checked)
         analysis = vision.analyze(load_rgb(PHOTOS / "face_02.jpg"))
         assert analysis.faces and all(f.identity is None for f in analysis.faces)
     finally:

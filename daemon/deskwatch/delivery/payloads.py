@@ -66,7 +66,7 @@ def status_payload(
         "profile": src.profile,
         "models": dict(models),
         "since": rfc3339(since),
-        "reasons": list(reasons or []),
+        "reasons": [r if len(r) <= 200 else r[:199] + "…" for r in reasons or []],  # the schema's limit
         "serial": serial,
         "ip": ip,
         "contract": CONTRACT_REVISION,

@@ -22,7 +22,6 @@ new enrolment instead.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import os
@@ -40,7 +39,7 @@ import numpy as np
 from deskwatch.domain import Box, Face
 from deskwatch.vision.faces import FaceAligner
 from deskwatch.vision.imageops import crop
-from deskwatch.vision.runtime import Model
+from deskwatch.vision.runtime import Model, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -103,14 +102,6 @@ def _model_path(name: str) -> Path:
     if not path.is_file():
         raise IdentityUnavailable(f"{path} is missing: reinstall face_recognition_models")
     return path
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class DlibEmbedder:
@@ -365,7 +356,7 @@ def check_compatible(templates: Templates, embedder: FaceEmbedder, worker: str) 
 
 def dlib_model_sha256() -> str:
     """sha256 of face_recognition's encoder model (what tags its templates)."""
-    return _sha256(_model_path(DLIB_RESNET))
+    return sha256_file(_model_path(DLIB_RESNET))
 
 
 @dataclass(frozen=True)

@@ -127,6 +127,8 @@ class Vision:
             self._embedder = build_embedder(v, self.store)  # loaded up front: a missing model fails the start
         self._identity: IdentityChecker | None = None
         self._templates_mtime: float | None = None
+        # why the identity check is off although the worker is enrolled (status reasons)
+        self.identity_problem: str | None = None
         self.last_model_ms = 0.0  # TFLite invoke() + dlib encoder time of the last analyze()
         self.refresh_identity()
 
@@ -147,6 +149,7 @@ class Vision:
         if mtime == self._templates_mtime:
             return
         self._templates_mtime = mtime
+        self.identity_problem = None
         templates = load_templates(target.state_dir, target.worker_id) if mtime else None
         if templates is None:
             self._identity = None
@@ -156,13 +159,16 @@ class Vision:
                 self._embedder = build_embedder(self.cfg, self.store)
             except (IdentityUnavailable, ModelError) as exc:
                 log.error("identity check unavailable, the other checks go on: %s", exc)
-                self._identity = None
+                self._identity, self.identity_problem = None, f"check unavailable ({str(exc)[:160]})"
                 return
         try:
             check_compatible(templates, self._embedder, target.worker_id)
         except TemplateMismatch as exc:
             log.error("%s", exc)
             self._identity = None
+            self.identity_problem = (
+                f"the templates are from another backend or model: enrol worker {target.worker_id} again"
+            )
             return
         v = self.cfg
         self._identity = IdentityChecker(
