@@ -19,6 +19,9 @@ import numpy as np
 from deskwatch_contract.formats import new_id, rfc3339, utcnow
 
 __all__ = [
+    "DRINK",
+    "FOOD",
+    "FOOD_AND_DRINK",
     "Box",
     "CheckOutcome",
     "Detection",
@@ -35,6 +38,12 @@ __all__ = [
     "rfc3339",
     "utcnow",
 ]
+
+# The COCO labels the vision stage reports as food or drink (and checks at the mouth); the
+# eating rule counts those its config lists. One list for both stages.
+FOOD = ("banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake")
+DRINK = ("bottle", "wine glass", "cup")
+FOOD_AND_DRINK = FOOD + DRINK
 
 
 @dataclass(frozen=True)

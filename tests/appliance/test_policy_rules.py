@@ -158,6 +158,17 @@ def test_unknown_phone_behaviour_in_the_config_is_an_error():
         make_config("policy: {rules: {phone_use: {behaviours: [at_ear, on_lap]}}}")
 
 
+def test_an_eating_label_the_vision_stage_never_reports_is_an_error():
+    """A bowl is never checked at a mouth: listing it would find nothing, silently."""
+    import pytest
+
+    from deskwatch_contract.configfile import ConfigError
+
+    with pytest.raises(ConfigError, match="'bowl' is never seen at a mouth"):
+        make_config("policy: {rules: {eating: {labels: [cup, bowl]}}}")
+    make_config("policy: {rules: {eating: {labels: [cup, sandwich]}}}")
+
+
 def test_a_bystanders_phone_is_not_the_workers_phone_use():
     far = person(Box(0.92, 0.55, 0.99, 0.8), 0.9)  # small, far away, no face: a bystander
     phone = obj("cell phone", Box(0.94, 0.67, 0.98, 0.73), 0.7, "in_hand")

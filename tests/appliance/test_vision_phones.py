@@ -19,11 +19,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deskwatch.domain import Box, Detection
+from deskwatch.domain import FOOD_AND_DRINK, Box, Detection
 from deskwatch.vision.centernet import CenterNet
 from deskwatch.vision.config import PhoneStageConfig
 from deskwatch.vision.crops import (
-    FOOD_AND_DRINK,
     PAD_GREY,
     Crop,
     SecondLook,

@@ -9,28 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from deskwatch.domain import FOOD_AND_DRINK
 from deskwatch_contract.configfile import Report, setting
 from deskwatch_contract.intake import MAX_PAUSE_MINUTES
-
-FOOD_AND_DRINK = [
-    "bottle",
-    "wine glass",
-    "cup",
-    "fork",
-    "knife",
-    "spoon",
-    "bowl",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-]
 
 _ENABLED_DOC = "true or false overrides the profile; leave empty (null) to let the profile decide."
 
@@ -175,6 +156,11 @@ class EatingRule:
         minimum=0.1,
         maximum=10.0,
     )
+
+    def validate(self, report: Report) -> None:
+        for value in self.labels:
+            if value not in FOOD_AND_DRINK:
+                report("labels", f"{value!r} is never seen at a mouth: use some of {', '.join(FOOD_AND_DRINK)}")
 
 
 @dataclass(frozen=True)

@@ -34,16 +34,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from deskwatch.domain import Box, Detection
+from deskwatch.domain import FOOD_AND_DRINK, Box, Detection
 from deskwatch.vision.centernet import CenterNet
 from deskwatch.vision.config import PhoneStageConfig
-from deskwatch.vision.objects import DRINK, FOOD, PHONE, ObjectDetector
+from deskwatch.vision.objects import PHONE, ObjectDetector
 from deskwatch.vision.pose import NOSE, Pose, PoseEstimator
 
 PAD_GREY = 114  # outside the frame a crop is flat grey: no edges for a detector to fire on
 SAME_PLACE_IOU = 0.3
 MIN_CROP_SIDE = 32
-FOOD_AND_DRINK = FOOD + DRINK
 
 
 @dataclass(frozen=True)

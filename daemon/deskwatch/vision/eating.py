@@ -21,10 +21,9 @@ from __future__ import annotations
 
 import math
 
-from deskwatch.domain import Box, Detection
+from deskwatch.domain import DRINK, Box, Detection
 from deskwatch.vision.config import PhoneStageConfig
 from deskwatch.vision.crops import Place
-from deskwatch.vision.objects import DRINK
 from deskwatch.vision.pose import LEFT_EAR, MOUTH_LEFT, MOUTH_RIGHT, RIGHT_EAR, Pose
 
 AT_MOUTH = "at_mouth"

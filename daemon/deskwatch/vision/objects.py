@@ -29,8 +29,6 @@ INPUT_SIZE = 416
 STRIDES = (8, 16, 32)
 BINS = 11
 PHONE = "cell phone"
-FOOD = ("banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake")
-DRINK = ("bottle", "wine glass", "cup")
 
 COCO_LABELS = (
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",

@@ -19,10 +19,10 @@ import time
 
 import numpy as np
 
-from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis
+from deskwatch.domain import FOOD_AND_DRINK, Box, Detection, Face, Frame, FrameAnalysis
 from deskwatch.vision.centernet import CenterNet
 from deskwatch.vision.config import VisionConfig
-from deskwatch.vision.crops import FOOD_AND_DRINK, Look, SecondLook, View
+from deskwatch.vision.crops import Look, SecondLook, View
 from deskwatch.vision.eating import food_at_mouth
 from deskwatch.vision.faces import FaceAligner, FaceDetector, merge_faces
 from deskwatch.vision.identity import (
@@ -105,7 +105,8 @@ class Vision:
             thresholds=v.label_thresholds,
             default_threshold=v.object_threshold,
             nms_iou=v.object_nms_iou,
-            hint_labels=(PHONE, *FOOD_AND_DRINK) if v.phones.enabled else (),
+            # weak candidates kept for the phone stage: only what it will look at
+            hint_labels=((PHONE, *FOOD_AND_DRINK) if food else (PHONE,)) if v.phones.enabled else (),
             hint_threshold=v.phones.vote_threshold,
         )
         self.second_look: SecondLook | None = None
