@@ -274,7 +274,6 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
     vision.close()
     result["targets"] = {
         "overhead_ratio<=1.25": result["overhead_ratio"] <= 1.25,
-        "peak_rss_mb<=250": result["peak_rss_mb"] <= 250,
         "identity_speedup>=3": bool(result.get("identity", {}).get("speedup", 0) >= 3),
         "identity_per_face_speedup>=10": bool(result.get("identity_backends", {}).get("speedup_p50", 0) >= 10),
         "peak_rss_mb<=200": result["peak_rss_mb"] <= 200,
@@ -396,7 +395,9 @@ def print_report(r: dict[str, Any]) -> None:
         print(f"  {k:<10} p50 {v['p50']:8.1f} ms   p95 {v['p95']:8.1f} ms")
     print(f"  scan       p50 {r['scan_ms']['p50']:8.1f} ms   p95 {r['scan_ms']['p95']:8.1f} ms")
     print(f"  in models  p50 {r['inside_models_ms']['p50']:8.1f} ms   p95 {r['inside_models_ms']['p95']:8.1f} ms")
-    print(f"overhead_ratio {r['overhead_ratio']} (target <= 1.25), peak RSS {r['peak_rss_mb']} MB (target <= 250)")
+    print(
+        f"overhead_ratio {r['overhead_ratio']} (target <= 1.25), peak RSS {r['peak_rss_mb']} MB (target <= 200, issue 13)"
+    )
     ps = r.get("phone_stage")
     if ps and ps["ms"]["n"]:
         print(

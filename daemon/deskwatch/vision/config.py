@@ -27,7 +27,7 @@ class PhoneStageConfig:
     )
     max_persons: int = setting(
         2,
-        doc="At most this many persons (the largest) get a pose estimate and the closer look; each costs one pose run and up to three detector runs.",
+        doc="At most this many persons (the largest) get a pose estimate and the closer look; each costs one pose run and, per hand or head square checked (2 crop sizes each), one NanoDet and one CenterNet run (up to 6 of each per person, plus one CenterNet run on the whole frame).",
         minimum=1,
         maximum=6,
     )
