@@ -503,8 +503,9 @@ class Daemon:
 
     def _heartbeat(self) -> None:
         self.watchdog.beat("scan_loop")
-        self.delivery.set_degraded(self.reasons() or None)
-        self.notifier.status(self.status_text())
+        reasons = self.reasons()
+        self.delivery.set_degraded(reasons or None)
+        self.notifier.status(self.status_text(reasons))
 
     def reasons(self) -> list[str]:
         """What keeps this desk from being covered properly (status ``reasons``)."""
@@ -526,19 +527,20 @@ class Daemon:
             out.append(f"identity: off, {problem}")  # enrolled, but the templates cannot be used
         return out
 
-    def status_text(self) -> str:
-        """systemd's STATUS= in words: next scan, outbox, broker, and what is wrong."""
+    def status_text(self, reasons: list[str] | None = None) -> str:
+        """systemd's STATUS= in words: next scan, outbox, broker, and what is wrong (the
+        status message's ``reasons``; asked for here when not given)."""
         from deskwatch.system.notify import status_line
 
         due = self.planner.due_wall
         tz = self.planner.schedule.calendar.tz
-        cam = self.scanner.camera_health
+        reasons = self.reasons() if reasons is None else reasons
         pause = self.policy.paused
         text = status_line(
             next_scan=due.astimezone(tz).strftime("%H:%M:%S %Z") if due else None,
             outbox_depth=self.delivery.outbox_depth(),
             broker=self.delivery.state(),
-            degraded=f"camera: {cam.last_error}" if cam.state != "ok" else None,
+            degraded="; ".join(reasons) or None,
         )
         return f"paused ({pause.reason}) · {text}" if pause is not None else text
 

@@ -36,13 +36,11 @@ def test_reasons_include_an_unsynced_clock_and_a_worker_not_enrolled(
 ) -> None:
     monkeypatch.setattr(clock_mod, "clock_sync", lambda **kw: ClockSync(False, "timesyncd", "no flag yet"))
     cfg = load_config(write_config("policy: {profile: full}"))
-    delivery = RecordingDelivery()
+    delivery, notifier = RecordingDelivery(), SilentNotifier()
     daemon = Daemon(
         cfg,
         clock=clock,
-        parts=Parts(
-            camera=FakeCamera(frames=[]), vision=ScriptedVision(), delivery=delivery, notifier=SilentNotifier()
-        ),
+        parts=Parts(camera=FakeCamera(frames=[]), vision=ScriptedVision(), delivery=delivery, notifier=notifier),
     )
     assert daemon.reasons() == [
         "clock: not synchronised (event times may be wrong)",
@@ -50,6 +48,8 @@ def test_reasons_include_an_unsynced_clock_and_a_worker_not_enrolled(
     ]
     daemon._heartbeat()
     assert delivery.degraded == "; ".join(daemon.reasons())
+    # systemctl status says the same as the status message, not the camera alone
+    assert notifier.sent[-1].endswith("DEGRADED: " + "; ".join(daemon.reasons()))
     monkeypatch.setattr(clock_mod, "clock_sync", lambda **kw: ClockSync(True, "timesyncd", "flag"))
     clock.advance(61)  # the clock's state is asked at most once a minute
     templates = Path(cfg.state_dir) / "templates"
