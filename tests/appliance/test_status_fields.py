@@ -95,6 +95,9 @@ def test_status_carries_serial_ip_and_reasons(write_config: Callable[..., Path],
             ["clock: not synchronised (event times may be wrong)", "identity: worker w-1 not enrolled"]
         )
         assert listener.wait_for(lambda got: any(json.loads(m.payload)["state"] == "degraded" for m in got), 10)
+        # a model job swapped a model: the fleet sees the new hash at once, not at the next restart
+        delivery.set_models({"nanodet_g416_int8.tflite": "ab" * 32})
+        assert listener.wait_for(lambda got: any(json.loads(m.payload)["models"] for m in got), 10)
     finally:
         delivery.stop()
         listener.close()
@@ -104,6 +107,11 @@ def test_status_carries_serial_ip_and_reasons(write_config: Callable[..., Path],
     assert status["reasons"] == [
         "clock: not synchronised (event times may be wrong)",
         "identity: worker w-1 not enrolled",
+    ]
+    after = [json.loads(m.payload) for m in listener.messages if json.loads(m.payload)["models"]]
+    assert [(m["state"], m["models"]) for m in after] == [  # then the goodbye says the same
+        ("degraded", {"nanodet_g416_int8.tflite": "ab" * 32}),
+        ("offline", {"nanodet_g416_int8.tflite": "ab" * 32}),
     ]
 
 
