@@ -52,10 +52,11 @@ def load_rgb(path: Path) -> np.ndarray:
 
 
 def camera_burst(image: np.ndarray, frames: int, noise: float = 2.0) -> list[np.ndarray]:
-    """``frames`` copies of a photo as a still scene through a camera: each with its own
-    sensor noise (Gaussian, ``noise`` grey levels, seeded so that a test sees the same burst)."""
-    rng = np.random.default_rng(len(image))
-    return [np.clip(image + rng.normal(0.0, noise, image.shape), 0, 255).astype(np.uint8) for _ in range(frames)]
+    """``frames`` copies of a photo as a still scene through a camera, as the bench makes
+    them (seeded by the photo, so a test sees the same burst each run)."""
+    from deskwatch.commands.bench import camera_burst as burst
+
+    return burst(image, frames, seed=len(image), noise=noise)
 
 
 @pytest.fixture(scope="session")

@@ -283,11 +283,11 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
     return result
 
 
-def camera_burst(image: np.ndarray, frames: int, seed: int) -> list[np.ndarray]:
+def camera_burst(image: np.ndarray, frames: int, seed: int, noise: float = 2.0) -> list[np.ndarray]:
     """A still scene as a camera's burst: ``frames`` copies, each with its own sensor noise
-    (Gaussian, 2 grey levels)."""
+    (Gaussian, ``noise`` grey levels; the same seed gives the same burst)."""
     rng = np.random.default_rng(seed)
-    return [np.clip(image + rng.normal(0.0, 2.0, image.shape), 0, 255).astype(np.uint8) for _ in range(frames)]
+    return [np.clip(image + rng.normal(0.0, noise, image.shape), 0, 255).astype(np.uint8) for _ in range(frames)]
 
 
 def burst_figures(vision: Any, policy: Any, make_evidence: Any, paths: list[Path], camera: Any) -> dict[str, Any]:
