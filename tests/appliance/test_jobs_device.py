@@ -285,3 +285,36 @@ def test_the_daemons_mqtt_client_takes_a_retained_job_and_reports(
     sent = [json.loads(m.payload) for m in progress.messages]
     assert [(p["status"], p["job_id"]) for p in sent] == [("received", "job-1"), ("queued", "job-1")]
     assert (tmp_path / "dev/state/jobs/queue/job-1.json").exists()
+
+
+def test_root_never_writes_through_a_link_the_service_user_planted(tmp_path: Path) -> None:
+    """done/ and the download directory belong to the daemon's user: a link at the temporary
+    name (``done/<id>.tmp -> /etc/shadow``) is replaced, the file it points at untouched."""
+    from deskwatch.jobs.download import fetch
+    from deskwatch.jobs.executor import Outcome, write_outcome
+    from deskwatch.system.files import write_atomically
+    from deskwatch_contract.jobs import Artifact
+
+    victim = tmp_path / "shadow"
+    victim.write_text("root:secret\n")
+    victim.chmod(0o600)
+    before = victim.stat()
+    done = tmp_path / "state/jobs/done"
+    done.mkdir(parents=True)
+    (done / "evil.tmp").symlink_to(victim)
+    write_outcome(done, Outcome("evil", "config", "failed", "verify", "x"))
+    assert json.loads((done / "evil.json").read_text())["job_id"] == "evil"
+
+    (tmp_path / "seen.json").symlink_to(victim)  # the final name too: rename replaces the link
+    write_atomically(tmp_path / "seen.json", b"{}", 0o644, tmp=tmp_path / "seen.tmp")
+    assert not (tmp_path / "seen.json").is_symlink()
+
+    blob = tmp_path / "update.src"
+    blob.write_bytes(b"bundle bytes")
+    dest = tmp_path / "state/jobs/sw-1.bundle"
+    (tmp_path / "state/jobs/sw-1.bundle.part").symlink_to(victim)
+    fetch(Artifact(f"file://{blob}", hashlib.sha256(b"bundle bytes").hexdigest(), 12), dest)
+    assert dest.read_bytes() == b"bundle bytes"
+    after = victim.stat()
+    assert victim.read_text() == "root:secret\n"
+    assert (after.st_uid, after.st_mode, after.st_mtime_ns) == (before.st_uid, before.st_mode, before.st_mtime_ns)

@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from deskwatch.system.files import write_atomically
 from deskwatch_contract.jobs import (
     ENVELOPE_SCHEMA,
     FINAL,
@@ -94,9 +95,7 @@ class JobAgent:
             if len(seen) > 500:  # oldest first (insertion order)
                 seen = dict(list(seen.items())[-500:])
             self.seen_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.seen_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(seen))
-            os.replace(tmp, self.seen_file)
+            write_atomically(self.seen_file, json.dumps(seen).encode(), 0o644, tmp=self.seen_file.with_suffix(".tmp"))
 
     def _say(self, job_id: str, status: str, *, kind: str | None, step: str = "", detail: str = "", **kw: Any) -> None:
         payload = progress_payload(
@@ -146,9 +145,8 @@ class JobAgent:
             thread.start()
             return
         self.queue_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.queue_dir / f".{job.job_id}.tmp"
-        tmp.write_bytes(raw)
-        os.replace(tmp, self.queue_dir / f"{job.job_id}.json")  # deskwatch-jobs.path starts the root side
+        # deskwatch-jobs.path starts the root side
+        write_atomically(self.queue_dir / f"{job.job_id}.json", raw, 0o644, tmp=self.queue_dir / f".{job.job_id}.tmp")
         self._say(job.job_id, "queued", kind=job.kind, step="queued", detail="handed to deskwatch-jobs.service (root)")
 
     # -- outcomes from the root side ----------------------------------------------------------

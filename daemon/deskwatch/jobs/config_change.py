@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from deskwatch.config import ConfigError, load_config
+from deskwatch.system.files import create_new, fsync_dir
 
 PREVIOUS_SUFFIX = ".previous"
 STAGED_SUFFIX = ".job-staged"
@@ -49,7 +50,7 @@ def apply_set(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 def _write_like(path: Path, text: str, like: Path) -> None:
     st = like.stat()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
+    fd = create_new(path, st.st_mode & 0o777)
     try:
         os.write(fd, text.encode())
         os.fchmod(fd, st.st_mode & 0o777)
@@ -80,14 +81,6 @@ def stage(config_path: Path, changes: dict[str, Any], job_id: str) -> Path:
     return staged
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def swap_in(config_path: Path, staged: Path) -> None:
     """Live config := staged, the old one kept as ``.previous`` (each step a rename)."""
     previous = config_path.with_name(config_path.name + PREVIOUS_SUFFIX)
@@ -97,7 +90,7 @@ def swap_in(config_path: Path, staged: Path) -> None:
     os.link(config_path, tmp)
     os.replace(tmp, previous)
     os.replace(staged, config_path)
-    _fsync_dir(config_path.parent)
+    fsync_dir(config_path.parent)
 
 
 def restore(config_path: Path) -> bool:
@@ -106,5 +99,5 @@ def restore(config_path: Path) -> bool:
     if not previous.exists():
         return False
     os.replace(previous, config_path)
-    _fsync_dir(config_path.parent)
+    fsync_dir(config_path.parent)
     return True

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deskwatch.system.files import write_atomically
 from deskwatch_contract.jobs import ENVELOPE_SCHEMA, JobDocument, JobInvalid, parse_document
 from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
 
@@ -56,15 +57,15 @@ def jobs_dirs(state_dir: Path) -> tuple[Path, Path]:
 def write_outcome(done_dir: Path, outcome: Outcome) -> None:
     done_dir.mkdir(parents=True, exist_ok=True)
     path = done_dir / f"{outcome.job_id}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(outcome.to_json()))
+    owner = None
     if os.geteuid() == 0:  # the daemon (service user) reads and then removes it
         try:
             pw = pwd.getpwnam(SERVICE_USER)
-            os.chown(tmp, pw.pw_uid, pw.pw_gid)
+            owner = (pw.pw_uid, pw.pw_gid)
         except KeyError:
             pass
-    os.replace(tmp, path)
+    # done/ belongs to the service user: never write through a link planted at the tmp name
+    write_atomically(path, json.dumps(outcome.to_json()).encode(), 0o644, owner, tmp=path.with_suffix(".tmp"))
 
 
 @dataclass
