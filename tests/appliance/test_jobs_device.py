@@ -244,6 +244,21 @@ def test_a_software_job_reports_after_the_reboot(tmp_path: Path, keys: tuple[byt
     assert installed == [(b"bundle bytes", "sw-1")] and outcome.status == "in_progress"
     device.agent.tick()
     assert device.statuses()[-1] == ("in_progress", "rebooting")
+    sent = len(device.sent)
+    # the trial boot: the collector still retains the job (no final status yet) and delivers it again
+    device.record = {"state": "trial", "job_id": "sw-1"}
+    device.agent.handle_notify(envelope(keys[0], kind="software", artifact=artifact, job_id="sw-1"))
+    device.agent.tick()
+    assert len(device.sent) == sent and not (device.state / "jobs/queue/sw-1.json").exists()  # not run again
+    device.record = {"state": "committed", "job_id": "sw-1", "reason": "healthy"}
+    device.agent.tick()
+    device.agent.handle_notify(envelope(keys[0], kind="software", artifact=artifact, job_id="sw-1"))
+    device.agent.tick()
+    assert device.statuses()[sent:] == [("succeeded", "health check")]  # one final report: committed
+
+
+def test_a_rolled_back_software_update_is_reported_once(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    device = Device(tmp_path, keys[1])
     device.record = {"state": "rolled_back", "job_id": "sw-1", "reason": "deskwatch.service exited before READY"}
     device.agent.tick()
     last = device.sent[-1]
@@ -318,3 +333,39 @@ def test_root_never_writes_through_a_link_the_service_user_planted(tmp_path: Pat
     after = victim.stat()
     assert victim.read_text() == "root:secret\n"
     assert (after.st_uid, after.st_mode, after.st_mtime_ns) == (before.st_uid, before.st_mode, before.st_mtime_ns)
+
+
+def test_a_model_job_delivered_again_while_it_runs_is_not_started_twice(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconnect during a long download delivers the retained job again: one run, not two."""
+    import threading
+
+    import deskwatch.jobs.agent as agent_module
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a.tflite").write_bytes(b"old a")
+    (models / "manifest.yaml").write_text(yaml.safe_dump({"models": {"a": {"file": "a.tflite", "sha256": "0" * 64}}}))
+    device = Device(tmp_path / "dev", keys[1], models_dir=models)
+    started, release = threading.Event(), threading.Event()
+    fetches: list[Path] = []
+
+    def slow_fetch(art: Any, dest: Path, **kw: Any) -> Path:
+        fetches.append(dest)
+        started.set()
+        release.wait(10)
+        dest.write_bytes(b"new a")
+        return dest
+
+    monkeypatch.setattr(agent_module, "fetch", slow_fetch)
+    raw = model_job(keys[0], tmp_path, b"new a", "a.tflite")
+    device.agent.handle_notify(raw)
+    assert started.wait(10)
+    device.agent.handle_notify(raw)  # while the first is downloading
+    release.set()
+    device.agent.join()
+    assert len(fetches) == 1
+    assert device.statuses().count(("received", "verify")) == 1
+    assert device.statuses()[-1] == ("succeeded", "swapped"), device.sent
+    assert (device.state / "models/current/a.tflite").read_bytes() == b"new a"

@@ -79,6 +79,7 @@ class JobAgent:
         self.seen_file = state_dir / "jobs" / "seen.json"
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._running: set[str] = set()  # model jobs in flight (guarded by _lock)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _seen(self) -> dict[str, str]:
@@ -138,6 +139,17 @@ class JobAgent:
             return
         if (self.queue_dir / f"{job.job_id}.json").exists() or (self.done_dir / f"{job.job_id}.json").exists():
             return  # queued or done, not yet reported: tick() reports it
+        record = self.update_record() if self.update_record else {}
+        if record.get("job_id") == job.job_id:
+            # installed and rebooted (the trial boot, or after it): the A/B record has its outcome
+            log.info("job %s: the update record has it (%s); tick() reports it", job.job_id, record.get("state"))
+            return
+        with self._lock:
+            if job.job_id in self._running:
+                log.info("job %s: delivered again while it runs; ignoring the copy", job.job_id)
+                return
+            if job.kind == "model":
+                self._running.add(job.job_id)
         self._say(job.job_id, "received", kind=job.kind, step="verify", detail=f"signed by key {kid}")
         if job.kind == "model":
             thread = threading.Thread(target=self._run_model, args=(job,), name=f"job-{job.job_id}", daemon=True)
@@ -182,6 +194,13 @@ class JobAgent:
 
     # -- model jobs ---------------------------------------------------------------------------
     def _run_model(self, job: JobDocument) -> None:
+        try:
+            self._build_model(job)
+        finally:
+            with self._lock:
+                self._running.discard(job.job_id)
+
+    def _build_model(self, job: JobDocument) -> None:
         assert job.artifact is not None
         art = job.artifact
         base = self.state_dir / "models"
