@@ -369,3 +369,35 @@ def test_a_model_job_delivered_again_while_it_runs_is_not_started_twice(
     assert device.statuses().count(("received", "verify")) == 1
     assert device.statuses()[-1] == ("succeeded", "swapped"), device.sent
     assert (device.state / "models/current/a.tflite").read_bytes() == b"new a"
+
+
+def small_models(directory: Path, files: dict[str, bytes]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for name, blob in files.items():
+        (directory / name).write_bytes(blob)
+        entries[name.split(".")[0]] = {"file": name, "sha256": hashlib.sha256(blob).hexdigest()}
+    (directory / "manifest.yaml").write_text(yaml.safe_dump({"models": entries}))
+    return directory
+
+
+def test_models_a_model_job_built_on_give_way_to_a_software_update_that_replaced_them(
+    tmp_path: Path, keys: tuple[bytes, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """models/current links the untouched files to the installed ones; an update that changes
+    one of those makes current's manifest wrong: the installed models are used, not a refusal."""
+    installed = small_models(tmp_path / "installed", {"a.tflite": b"a v1", "b.tflite": b"b v1"})
+    device = Device(tmp_path / "dev", keys[1], models_dir=installed)
+    device.agent.handle_notify(model_job(keys[0], tmp_path, b"a v2", "a.tflite"))
+    device.agent.join()
+    current = device.state / "models/current"
+    assert device.statuses()[-1] == ("succeeded", "swapped"), device.sent
+    assert active_models_dir(device.state, installed) == current
+    small_models(installed, {"a.tflite": b"a v1", "b.tflite": b"b v3"})  # the software update
+    with caplog.at_level("WARNING"):
+        assert active_models_dir(device.state, installed) == installed
+    assert "a software update replaced the models a model job had built on" in caplog.text
+    small_models(installed, {"a.tflite": b"a v3", "b.tflite": b"b v1"})  # only the job's own file changed
+    assert active_models_dir(device.state, installed) == current
+    (installed / "b.tflite").unlink()
+    assert active_models_dir(device.state, installed) == installed

@@ -251,7 +251,35 @@ class JobAgent:
             thread.join(timeout)
 
 
+def _model_hashes(models_dir: Path) -> dict[str, str]:
+    """file -> sha256 from a models directory's manifest ({} when unreadable)."""
+    try:
+        manifest = yaml.safe_load((models_dir / "manifest.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    entries = manifest.get("models") if isinstance(manifest, dict) else None
+    if not isinstance(entries, dict):
+        return {}
+    return {str(v["file"]): str(v.get("sha256", "")) for v in entries.values() if isinstance(v, dict) and v.get("file")}
+
+
 def active_models_dir(state_dir: Path, default: Path) -> Path:
-    """The models a model job installed (``<state_dir>/models/current``), else ``default``."""
+    """The models a model job installed (``<state_dir>/models/current``), else ``default``.
+
+    ``current`` links the files the job did not replace to the installed ones. A software
+    update may have replaced those since: then ``current``'s manifest names hashes the
+    linked files no longer have, the daemon would refuse them and every such update
+    would roll back, so the installed models are used instead."""
     current = state_dir / "models" / CURRENT_MODELS
-    return current if (current / "manifest.yaml").is_file() else default
+    if not (current / "manifest.yaml").is_file():
+        return default
+    ours, installed = _model_hashes(current), _model_hashes(default)
+    for file, sha256 in ours.items():
+        path = current / file
+        if path.is_symlink() and (not path.exists() or installed.get(file) != sha256):
+            log.warning(
+                "a software update replaced the models a model job had built on; using the installed ones (%s)",
+                file,
+            )
+            return default
+    return current
