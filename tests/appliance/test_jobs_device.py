@@ -401,3 +401,37 @@ def test_models_a_model_job_built_on_give_way_to_a_software_update_that_replaced
     assert active_models_dir(device.state, installed) == current
     (installed / "b.tflite").unlink()
     assert active_models_dir(device.state, installed) == installed
+
+
+def test_a_model_jobs_directory_is_on_disk_before_current_points_at_it(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut right after the swap must find the manifest, links and model written."""
+    import os
+
+    installed = small_models(tmp_path / "installed", {"a.tflite": b"a v1", "b.tflite": b"b v1"})
+    device = Device(tmp_path / "dev", keys[1], models_dir=installed)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any, **kw: Any) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    device.agent.handle_notify(model_job(keys[0], tmp_path, b"a v2", "a.tflite"))
+    device.agent.join()
+    assert device.statuses()[-1] == ("succeeded", "swapped"), device.sent
+    base = str(device.state / "models")
+    staging = f"{base}/job-model-1"
+    swap = events.index(("replace", f"{base}/current"))
+    before, after = events[:swap], events[swap + 1 :]
+    assert ("replace", f"{staging}/manifest.yaml") in before
+    manifest_synced = [i for i, e in enumerate(before) if e[0] == "fsync" and e[1].endswith("manifest.yaml.tmp")]
+    assert manifest_synced and ("fsync", staging) in before[manifest_synced[0] :]
+    assert ("fsync", base) in after

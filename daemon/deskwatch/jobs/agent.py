@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from deskwatch.system.files import write_atomically
+from deskwatch.system.files import fsync_dir, write_atomically
 from deskwatch_contract.jobs import (
     ENVELOPE_SCHEMA,
     FINAL,
@@ -220,7 +220,9 @@ class JobAgent:
             fetch(art, staging / art.file)
             for name in names:
                 entries[name]["sha256"] = art.sha256
-            (staging / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+            # durable before current points here: the file, the links and the manifest (a power cut
+            # after the swap must not leave current naming an empty manifest)
+            write_atomically(staging / "manifest.yaml", yaml.safe_dump(manifest, sort_keys=False).encode(), 0o644)
             self._say(job.job_id, "in_progress", kind=job.kind, step="selftest", detail=f"loading {art.file}")
             detail = self.model_check(staging, art.file) if self.model_check else "no selftest configured"
             current = base / CURRENT_MODELS
@@ -228,6 +230,7 @@ class JobAgent:
             tmp.unlink(missing_ok=True)
             os.symlink(staging.name, tmp)
             os.replace(tmp, current)  # what the daemon loads from now on, across restarts
+            fsync_dir(base)
             self.models_dir = current  # the next model job starts from these, not the installed ones
             if self.swap:
                 self.swap(current)
