@@ -435,3 +435,57 @@ def test_a_model_jobs_directory_is_on_disk_before_current_points_at_it(
     manifest_synced = [i for i, e in enumerate(before) if e[0] == "fsync" and e[1].endswith("manifest.yaml.tmp")]
     assert manifest_synced and ("fsync", staging) in before[manifest_synced[0] :]
     assert ("fsync", base) in after
+
+
+class PowerCut(BaseException):
+    """The device loses power: nothing after this point runs."""
+
+
+class CutDuringHealthCheck(Systemd):
+    def sleep(self, seconds: float) -> None:
+        raise PowerCut
+
+
+def test_a_power_cut_during_the_health_check_restores_the_previous_config_at_boot(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """Running the job again at boot would make the new (maybe bad) config .previous: rollback
+    would restore the bad one. The job is instead reported failed with the old config back."""
+    device = Device(tmp_path, keys[1])
+    before = device.config.read_text()
+    raw = envelope(keys[0], config_set={"schedule.interval_seconds": 900})
+    device.agent.handle_notify(raw)
+    with pytest.raises(PowerCut):
+        run_queued(device.state, device.config, keys_dir=device.keys, services=CutDuringHealthCheck([True]))
+    assert "900" in device.config.read_text()
+    assert sorted(p.name for p in (device.state / "jobs/queue").iterdir()) == ["job-1.running"]
+    device.agent.handle_notify(raw)  # the collector still retains it: not queued again
+    assert not (device.state / "jobs/queue/job-1.json").exists()
+    systemd = Systemd([True])
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=systemd)  # the boot
+    assert (outcome.status, outcome.step, outcome.rolled_back) == ("failed", "interrupted", True)
+    assert device.config.read_text() == before and systemd.restarts == 1
+    assert not list((device.state / "jobs/queue").iterdir())
+    device.agent.tick()
+    assert device.statuses()[-1] == ("failed", "interrupted")
+    assert run_queued(device.state, device.config, keys_dir=device.keys, services=systemd) == []
+
+
+@pytest.mark.parametrize("where", ["stage", "swap_in"])
+def test_a_config_change_that_cannot_be_written_fails_instead_of_retrying_forever(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from deskwatch.jobs import config_change
+
+    def broken(*args: Any) -> Any:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(config_change, where, broken)
+    device = Device(tmp_path, keys[1])
+    before = device.config.read_text()
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 900}))
+    systemd = Systemd([True])
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=systemd)
+    assert outcome.status == "failed" and "Read-only file system" in outcome.detail
+    assert device.config.read_text() == before and systemd.restarts == 0
+    assert not list((device.state / "jobs/queue").iterdir())  # deskwatch-jobs.path does not start it again

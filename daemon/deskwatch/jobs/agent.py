@@ -137,7 +137,14 @@ class JobAgent:
         if job.job_id in self._seen():
             log.info("job %s: already %s here; ignoring the retained copy", job.job_id, self._seen()[job.job_id])
             return
-        if (self.queue_dir / f"{job.job_id}.json").exists() or (self.done_dir / f"{job.job_id}.json").exists():
+        if any(
+            p.exists()
+            for p in (
+                self.queue_dir / f"{job.job_id}.json",
+                self.queue_dir / f"{job.job_id}.running",  # a config change awaiting its verdict
+                self.done_dir / f"{job.job_id}.json",
+            )
+        ):
             return  # queued or done, not yet reported: tick() reports it
         record = self.update_record() if self.update_record else {}
         if record.get("job_id") == job.job_id:

@@ -61,6 +61,19 @@ def _write_like(path: Path, text: str, like: Path) -> None:
         os.close(fd)
 
 
+def _header(job_id: str) -> str:
+    return f"# Changed by remote job {job_id}: "
+
+
+def changed_by(config_path: Path, job_id: str) -> bool:
+    """Is the live config the one job ``job_id`` swapped in (its first line says so)?"""
+    try:
+        with open(config_path, encoding="utf-8") as fh:
+            return fh.readline().startswith(_header(job_id))
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def stage(config_path: Path, changes: dict[str, Any], job_id: str) -> Path:
     """The changed config, written beside the live one and validated; ChangeRejected otherwise."""
     try:
@@ -70,7 +83,7 @@ def stage(config_path: Path, changes: dict[str, Any], job_id: str) -> Path:
     if not isinstance(current, dict):
         raise ChangeRejected([f"{config_path} is not a mapping"])
     new = apply_set(current, changes)
-    header = f"# Changed by remote job {job_id}: {', '.join(sorted(changes))}\n"
+    header = f"{_header(job_id)}{', '.join(sorted(changes))}\n"
     staged = config_path.with_name(config_path.name + STAGED_SUFFIX)
     _write_like(staged, header + yaml.safe_dump(new, sort_keys=False, default_flow_style=False), config_path)
     try:
