@@ -50,7 +50,6 @@ class Slot:
 
 
 SLOTS = (Slot("A", 2, 5), Slot("B", 3, 6))
-AUTOBOOT_PARTITION, DATA_PARTITION = 1, 7
 
 
 def slot_named(name: str) -> Slot:
