@@ -99,10 +99,8 @@ def open_envelope(
     """The verified document and the id of the key that signed it; SignatureRejected otherwise."""
     if envelope.get("schema") != schema:
         raise SignatureRejected(f"schema must be {schema!r}, got {str(envelope.get('schema'))[:60]!r}")
-    kid = envelope.get("key_id")
-    if not isinstance(kid, str) or kid not in keys:
-        known = ", ".join(sorted(keys)) or "none installed"
-        raise SignatureRejected(f"signed with unknown key {str(kid)[:40]!r} (trusted: {known})")
+    raw_kid = envelope.get("key_id")
+    kid = raw_kid if isinstance(raw_kid, str) else f"{raw_kid!r} (not a string)"  # never a key's id
     try:
         body = base64.b64decode(str(envelope.get("document", "")), validate=True)
         signature = base64.b64decode(str(envelope.get("signature", "")), validate=True)
@@ -110,10 +108,7 @@ def open_envelope(
         raise SignatureRejected("document and signature must be base64") from None
     if len(body) > MAX_DOCUMENT_BYTES:
         raise SignatureRejected(f"document is {len(body)} bytes, more than {MAX_DOCUMENT_BYTES}")
-    try:
-        keys[kid].verify(signature, body)
-    except InvalidSignature:
-        raise SignatureRejected(f"signature does not verify with key {kid}") from None
+    verify_bytes(body, signature, kid, keys)
     try:
         document = loads_object(body, max_bytes=MAX_DOCUMENT_BYTES, max_depth=12)
     except JsonRejected as exc:

@@ -184,7 +184,7 @@ class AuditLog:
             self._db.executemany("INSERT OR REPLACE INTO collector_view VALUES (?,?,?,?,?,?,?,?)", rows)
             self._db.execute(
                 "INSERT OR REPLACE INTO state VALUES ('collector_view_at', ?)",
-                (json.dumps({"at": reviews.at, "retention_days": reviews.retention_days}),),
+                (json.dumps({"at": reviews.at}),),
             )
 
     def collector_view(self) -> tuple[dict[str, ReviewedFinding], str | None]:

@@ -244,6 +244,21 @@ def test_a_software_job_reports_after_the_reboot(tmp_path: Path, keys: tuple[byt
     assert installed == [(b"bundle bytes", "sw-1")] and outcome.status == "in_progress"
     device.agent.tick()
     assert device.statuses()[-1] == ("in_progress", "rebooting")
+    sent = len(device.sent)
+    # the trial boot: the collector still retains the job (no final status yet) and delivers it again
+    device.record = {"state": "trial", "job_id": "sw-1"}
+    device.agent.handle_notify(envelope(keys[0], kind="software", artifact=artifact, job_id="sw-1"))
+    device.agent.tick()
+    assert len(device.sent) == sent and not (device.state / "jobs/queue/sw-1.json").exists()  # not run again
+    device.record = {"state": "committed", "job_id": "sw-1", "reason": "healthy"}
+    device.agent.tick()
+    device.agent.handle_notify(envelope(keys[0], kind="software", artifact=artifact, job_id="sw-1"))
+    device.agent.tick()
+    assert device.statuses()[sent:] == [("succeeded", "health check")]  # one final report: committed
+
+
+def test_a_rolled_back_software_update_is_reported_once(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    device = Device(tmp_path, keys[1])
     device.record = {"state": "rolled_back", "job_id": "sw-1", "reason": "deskwatch.service exited before READY"}
     device.agent.tick()
     last = device.sent[-1]
@@ -285,3 +300,192 @@ def test_the_daemons_mqtt_client_takes_a_retained_job_and_reports(
     sent = [json.loads(m.payload) for m in progress.messages]
     assert [(p["status"], p["job_id"]) for p in sent] == [("received", "job-1"), ("queued", "job-1")]
     assert (tmp_path / "dev/state/jobs/queue/job-1.json").exists()
+
+
+def test_root_never_writes_through_a_link_the_service_user_planted(tmp_path: Path) -> None:
+    """done/ and the download directory belong to the daemon's user: a link at the temporary
+    name (``done/<id>.tmp -> /etc/shadow``) is replaced, the file it points at untouched."""
+    from deskwatch.jobs.download import fetch
+    from deskwatch.jobs.executor import Outcome, write_outcome
+    from deskwatch.system.files import write_atomically
+    from deskwatch_contract.jobs import Artifact
+
+    victim = tmp_path / "shadow"
+    victim.write_text("root:secret\n")
+    victim.chmod(0o600)
+    before = victim.stat()
+    done = tmp_path / "state/jobs/done"
+    done.mkdir(parents=True)
+    (done / "evil.tmp").symlink_to(victim)
+    write_outcome(done, Outcome("evil", "config", "failed", "verify", "x"))
+    assert json.loads((done / "evil.json").read_text())["job_id"] == "evil"
+
+    (tmp_path / "seen.json").symlink_to(victim)  # the final name too: rename replaces the link
+    write_atomically(tmp_path / "seen.json", b"{}", 0o644, tmp=tmp_path / "seen.tmp")
+    assert not (tmp_path / "seen.json").is_symlink()
+
+    blob = tmp_path / "update.src"
+    blob.write_bytes(b"bundle bytes")
+    dest = tmp_path / "state/jobs/sw-1.bundle"
+    (tmp_path / "state/jobs/sw-1.bundle.part").symlink_to(victim)
+    fetch(Artifact(f"file://{blob}", hashlib.sha256(b"bundle bytes").hexdigest(), 12), dest)
+    assert dest.read_bytes() == b"bundle bytes"
+    after = victim.stat()
+    assert victim.read_text() == "root:secret\n"
+    assert (after.st_uid, after.st_mode, after.st_mtime_ns) == (before.st_uid, before.st_mode, before.st_mtime_ns)
+
+
+def test_a_model_job_delivered_again_while_it_runs_is_not_started_twice(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reconnect during a long download delivers the retained job again: one run, not two."""
+    import threading
+
+    import deskwatch.jobs.agent as agent_module
+
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "a.tflite").write_bytes(b"old a")
+    (models / "manifest.yaml").write_text(yaml.safe_dump({"models": {"a": {"file": "a.tflite", "sha256": "0" * 64}}}))
+    device = Device(tmp_path / "dev", keys[1], models_dir=models)
+    started, release = threading.Event(), threading.Event()
+    fetches: list[Path] = []
+
+    def slow_fetch(art: Any, dest: Path, **kw: Any) -> Path:
+        fetches.append(dest)
+        started.set()
+        release.wait(10)
+        dest.write_bytes(b"new a")
+        return dest
+
+    monkeypatch.setattr(agent_module, "fetch", slow_fetch)
+    raw = model_job(keys[0], tmp_path, b"new a", "a.tflite")
+    device.agent.handle_notify(raw)
+    assert started.wait(10)
+    device.agent.handle_notify(raw)  # while the first is downloading
+    release.set()
+    device.agent.join()
+    assert len(fetches) == 1
+    assert device.statuses().count(("received", "verify")) == 1
+    assert device.statuses()[-1] == ("succeeded", "swapped"), device.sent
+    assert (device.state / "models/current/a.tflite").read_bytes() == b"new a"
+
+
+def small_models(directory: Path, files: dict[str, bytes]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for name, blob in files.items():
+        (directory / name).write_bytes(blob)
+        entries[name.split(".")[0]] = {"file": name, "sha256": hashlib.sha256(blob).hexdigest()}
+    (directory / "manifest.yaml").write_text(yaml.safe_dump({"models": entries}))
+    return directory
+
+
+def test_models_a_model_job_built_on_give_way_to_a_software_update_that_replaced_them(
+    tmp_path: Path, keys: tuple[bytes, bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    """models/current links the untouched files to the installed ones; an update that changes
+    one of those makes current's manifest wrong: the installed models are used, not a refusal."""
+    installed = small_models(tmp_path / "installed", {"a.tflite": b"a v1", "b.tflite": b"b v1"})
+    device = Device(tmp_path / "dev", keys[1], models_dir=installed)
+    device.agent.handle_notify(model_job(keys[0], tmp_path, b"a v2", "a.tflite"))
+    device.agent.join()
+    current = device.state / "models/current"
+    assert device.statuses()[-1] == ("succeeded", "swapped"), device.sent
+    assert active_models_dir(device.state, installed) == current
+    small_models(installed, {"a.tflite": b"a v1", "b.tflite": b"b v3"})  # the software update
+    with caplog.at_level("WARNING"):
+        assert active_models_dir(device.state, installed) == installed
+    assert "a software update replaced the models a model job had built on" in caplog.text
+    small_models(installed, {"a.tflite": b"a v3", "b.tflite": b"b v1"})  # only the job's own file changed
+    assert active_models_dir(device.state, installed) == current
+    (installed / "b.tflite").unlink()
+    assert active_models_dir(device.state, installed) == installed
+
+
+def test_a_model_jobs_directory_is_on_disk_before_current_points_at_it(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A power cut right after the swap must find the manifest, links and model written."""
+    import os
+
+    installed = small_models(tmp_path / "installed", {"a.tflite": b"a v1", "b.tflite": b"b v1"})
+    device = Device(tmp_path / "dev", keys[1], models_dir=installed)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: Any, dst: Any, **kw: Any) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst, **kw)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    device.agent.handle_notify(model_job(keys[0], tmp_path, b"a v2", "a.tflite"))
+    device.agent.join()
+    assert device.statuses()[-1] == ("succeeded", "swapped"), device.sent
+    base = str(device.state / "models")
+    staging = f"{base}/job-model-1"
+    swap = events.index(("replace", f"{base}/current"))
+    before, after = events[:swap], events[swap + 1 :]
+    assert ("replace", f"{staging}/manifest.yaml") in before
+    manifest_synced = [i for i, e in enumerate(before) if e[0] == "fsync" and e[1].endswith("manifest.yaml.tmp")]
+    assert manifest_synced and ("fsync", staging) in before[manifest_synced[0] :]
+    assert ("fsync", base) in after
+
+
+class PowerCut(BaseException):
+    """The device loses power: nothing after this point runs."""
+
+
+class CutDuringHealthCheck(Systemd):
+    def sleep(self, seconds: float) -> None:
+        raise PowerCut
+
+
+def test_a_power_cut_during_the_health_check_restores_the_previous_config_at_boot(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """Running the job again at boot would make the new (maybe bad) config .previous: rollback
+    would restore the bad one. The job is instead reported failed with the old config back."""
+    device = Device(tmp_path, keys[1])
+    before = device.config.read_text()
+    raw = envelope(keys[0], config_set={"schedule.interval_seconds": 900})
+    device.agent.handle_notify(raw)
+    with pytest.raises(PowerCut):
+        run_queued(device.state, device.config, keys_dir=device.keys, services=CutDuringHealthCheck([True]))
+    assert "900" in device.config.read_text()
+    assert sorted(p.name for p in (device.state / "jobs/queue").iterdir()) == ["job-1.running"]
+    device.agent.handle_notify(raw)  # the collector still retains it: not queued again
+    assert not (device.state / "jobs/queue/job-1.json").exists()
+    systemd = Systemd([True])
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=systemd)  # the boot
+    assert (outcome.status, outcome.step, outcome.rolled_back) == ("failed", "interrupted", True)
+    assert device.config.read_text() == before and systemd.restarts == 1
+    assert not list((device.state / "jobs/queue").iterdir())
+    device.agent.tick()
+    assert device.statuses()[-1] == ("failed", "interrupted")
+    assert run_queued(device.state, device.config, keys_dir=device.keys, services=systemd) == []
+
+
+@pytest.mark.parametrize("where", ["stage", "swap_in"])
+def test_a_config_change_that_cannot_be_written_fails_instead_of_retrying_forever(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch, where: str
+) -> None:
+    from deskwatch.jobs import config_change
+
+    def broken(*args: Any) -> Any:
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(config_change, where, broken)
+    device = Device(tmp_path, keys[1])
+    before = device.config.read_text()
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 900}))
+    systemd = Systemd([True])
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=systemd)
+    assert outcome.status == "failed" and "Read-only file system" in outcome.detail
+    assert device.config.read_text() == before and systemd.restarts == 0
+    assert not list((device.state / "jobs/queue").iterdir())  # deskwatch-jobs.path does not start it again

@@ -148,7 +148,7 @@ def test_update_confirm_and_jobs_units() -> None:
     assert c["ExecStart"] == ["/opt/deskwatch/venv/bin/deskwatch update confirm"]
     assert c["ReadWritePaths"] == ["/boot/autoboot"]
     path = unit_settings(UNITS / "deskwatch-jobs.path")
-    assert path["PathExistsGlob"] == ["/var/lib/deskwatch/jobs/queue/*.json"]
+    assert path["PathExistsGlob"] == ["/var/lib/deskwatch/jobs/queue/*.json", "/var/lib/deskwatch/jobs/queue/*.running"]
     assert path["Unit"] == ["deskwatch-jobs.service"]
     jobs = unit_settings(UNITS / "deskwatch-jobs.service")
     assert jobs["ExecStart"] == ["/opt/deskwatch/venv/bin/deskwatch jobs run-queued"]

@@ -161,11 +161,6 @@ class DeviceCounters:
 
     # -- reporting ---------------------------------------------------------------------------
 
-    def losses(self) -> list[Loss]:
-        with self._lock:
-            rows = self._db.execute("SELECT at, reason, events, messages, seq_upto FROM losses ORDER BY id").fetchall()
-        return [Loss(float(r[0]), str(r[1]), int(r[2]), None if r[3] is None else int(r[3]), int(r[4])) for r in rows]
-
     def lost_summary(self) -> dict[str, Any]:
         """``health.outbox.lost``: totals and the latest loss (None if nothing was ever lost)."""
         with self._lock:

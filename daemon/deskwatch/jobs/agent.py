@@ -26,6 +26,7 @@ from typing import Any
 
 import yaml
 
+from deskwatch.system.files import fsync_dir, write_atomically
 from deskwatch_contract.jobs import (
     ENVELOPE_SCHEMA,
     FINAL,
@@ -78,6 +79,7 @@ class JobAgent:
         self.seen_file = state_dir / "jobs" / "seen.json"
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
+        self._running: set[str] = set()  # model jobs in flight (guarded by _lock)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _seen(self) -> dict[str, str]:
@@ -94,9 +96,7 @@ class JobAgent:
             if len(seen) > 500:  # oldest first (insertion order)
                 seen = dict(list(seen.items())[-500:])
             self.seen_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.seen_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(seen))
-            os.replace(tmp, self.seen_file)
+            write_atomically(self.seen_file, json.dumps(seen).encode(), 0o644, tmp=self.seen_file.with_suffix(".tmp"))
 
     def _say(self, job_id: str, status: str, *, kind: str | None, step: str = "", detail: str = "", **kw: Any) -> None:
         payload = progress_payload(
@@ -137,8 +137,26 @@ class JobAgent:
         if job.job_id in self._seen():
             log.info("job %s: already %s here; ignoring the retained copy", job.job_id, self._seen()[job.job_id])
             return
-        if (self.queue_dir / f"{job.job_id}.json").exists() or (self.done_dir / f"{job.job_id}.json").exists():
+        if any(
+            p.exists()
+            for p in (
+                self.queue_dir / f"{job.job_id}.json",
+                self.queue_dir / f"{job.job_id}.running",  # a config change awaiting its verdict
+                self.done_dir / f"{job.job_id}.json",
+            )
+        ):
             return  # queued or done, not yet reported: tick() reports it
+        record = self.update_record() if self.update_record else {}
+        if record.get("job_id") == job.job_id:
+            # installed and rebooted (the trial boot, or after it): the A/B record has its outcome
+            log.info("job %s: the update record has it (%s); tick() reports it", job.job_id, record.get("state"))
+            return
+        with self._lock:
+            if job.job_id in self._running:
+                log.info("job %s: delivered again while it runs; ignoring the copy", job.job_id)
+                return
+            if job.kind == "model":
+                self._running.add(job.job_id)
         self._say(job.job_id, "received", kind=job.kind, step="verify", detail=f"signed by key {kid}")
         if job.kind == "model":
             thread = threading.Thread(target=self._run_model, args=(job,), name=f"job-{job.job_id}", daemon=True)
@@ -146,9 +164,8 @@ class JobAgent:
             thread.start()
             return
         self.queue_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.queue_dir / f".{job.job_id}.tmp"
-        tmp.write_bytes(raw)
-        os.replace(tmp, self.queue_dir / f"{job.job_id}.json")  # deskwatch-jobs.path starts the root side
+        # deskwatch-jobs.path starts the root side
+        write_atomically(self.queue_dir / f"{job.job_id}.json", raw, 0o644, tmp=self.queue_dir / f".{job.job_id}.tmp")
         self._say(job.job_id, "queued", kind=job.kind, step="queued", detail="handed to deskwatch-jobs.service (root)")
 
     # -- outcomes from the root side ----------------------------------------------------------
@@ -184,6 +201,13 @@ class JobAgent:
 
     # -- model jobs ---------------------------------------------------------------------------
     def _run_model(self, job: JobDocument) -> None:
+        try:
+            self._build_model(job)
+        finally:
+            with self._lock:
+                self._running.discard(job.job_id)
+
+    def _build_model(self, job: JobDocument) -> None:
         assert job.artifact is not None
         art = job.artifact
         base = self.state_dir / "models"
@@ -203,7 +227,9 @@ class JobAgent:
             fetch(art, staging / art.file)
             for name in names:
                 entries[name]["sha256"] = art.sha256
-            (staging / "manifest.yaml").write_text(yaml.safe_dump(manifest, sort_keys=False))
+            # durable before current points here: the file, the links and the manifest (a power cut
+            # after the swap must not leave current naming an empty manifest)
+            write_atomically(staging / "manifest.yaml", yaml.safe_dump(manifest, sort_keys=False).encode(), 0o644)
             self._say(job.job_id, "in_progress", kind=job.kind, step="selftest", detail=f"loading {art.file}")
             detail = self.model_check(staging, art.file) if self.model_check else "no selftest configured"
             current = base / CURRENT_MODELS
@@ -211,6 +237,7 @@ class JobAgent:
             tmp.unlink(missing_ok=True)
             os.symlink(staging.name, tmp)
             os.replace(tmp, current)  # what the daemon loads from now on, across restarts
+            fsync_dir(base)
             self.models_dir = current  # the next model job starts from these, not the installed ones
             if self.swap:
                 self.swap(current)
@@ -234,7 +261,35 @@ class JobAgent:
             thread.join(timeout)
 
 
+def _model_hashes(models_dir: Path) -> dict[str, str]:
+    """file -> sha256 from a models directory's manifest ({} when unreadable)."""
+    try:
+        manifest = yaml.safe_load((models_dir / "manifest.yaml").read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return {}
+    entries = manifest.get("models") if isinstance(manifest, dict) else None
+    if not isinstance(entries, dict):
+        return {}
+    return {str(v["file"]): str(v.get("sha256", "")) for v in entries.values() if isinstance(v, dict) and v.get("file")}
+
+
 def active_models_dir(state_dir: Path, default: Path) -> Path:
-    """The models a model job installed (``<state_dir>/models/current``), else ``default``."""
+    """The models a model job installed (``<state_dir>/models/current``), else ``default``.
+
+    ``current`` links the files the job did not replace to the installed ones. A software
+    update may have replaced those since: then ``current``'s manifest names hashes the
+    linked files no longer have, the daemon would refuse them and every such update
+    would roll back, so the installed models are used instead."""
     current = state_dir / "models" / CURRENT_MODELS
-    return current if (current / "manifest.yaml").is_file() else default
+    if not (current / "manifest.yaml").is_file():
+        return default
+    ours, installed = _model_hashes(current), _model_hashes(default)
+    for file, sha256 in ours.items():
+        path = current / file
+        if path.is_symlink() and (not path.exists() or installed.get(file) != sha256):
+            log.warning(
+                "a software update replaced the models a model job had built on; using the installed ones (%s)",
+                file,
+            )
+            return default
+    return current

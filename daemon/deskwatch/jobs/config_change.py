@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from deskwatch.config import ConfigError, load_config
+from deskwatch.system.files import create_new, fsync_dir
 
 PREVIOUS_SUFFIX = ".previous"
 STAGED_SUFFIX = ".job-staged"
@@ -49,7 +50,7 @@ def apply_set(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 def _write_like(path: Path, text: str, like: Path) -> None:
     st = like.stat()
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
+    fd = create_new(path, st.st_mode & 0o777)
     try:
         os.write(fd, text.encode())
         os.fchmod(fd, st.st_mode & 0o777)
@@ -58,6 +59,19 @@ def _write_like(path: Path, text: str, like: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _header(job_id: str) -> str:
+    return f"# Changed by remote job {job_id}: "
+
+
+def changed_by(config_path: Path, job_id: str) -> bool:
+    """Is the live config the one job ``job_id`` swapped in (its first line says so)?"""
+    try:
+        with open(config_path, encoding="utf-8") as fh:
+            return fh.readline().startswith(_header(job_id))
+    except (OSError, UnicodeDecodeError):
+        return False
 
 
 def stage(config_path: Path, changes: dict[str, Any], job_id: str) -> Path:
@@ -69,7 +83,7 @@ def stage(config_path: Path, changes: dict[str, Any], job_id: str) -> Path:
     if not isinstance(current, dict):
         raise ChangeRejected([f"{config_path} is not a mapping"])
     new = apply_set(current, changes)
-    header = f"# Changed by remote job {job_id}: {', '.join(sorted(changes))}\n"
+    header = f"{_header(job_id)}{', '.join(sorted(changes))}\n"
     staged = config_path.with_name(config_path.name + STAGED_SUFFIX)
     _write_like(staged, header + yaml.safe_dump(new, sort_keys=False, default_flow_style=False), config_path)
     try:
@@ -78,14 +92,6 @@ def stage(config_path: Path, changes: dict[str, Any], job_id: str) -> Path:
         staged.unlink(missing_ok=True)
         raise ChangeRejected([i.format(config_path.name) for i in exc.issues]) from None
     return staged
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def swap_in(config_path: Path, staged: Path) -> None:
@@ -97,7 +103,7 @@ def swap_in(config_path: Path, staged: Path) -> None:
     os.link(config_path, tmp)
     os.replace(tmp, previous)
     os.replace(staged, config_path)
-    _fsync_dir(config_path.parent)
+    fsync_dir(config_path.parent)
 
 
 def restore(config_path: Path) -> bool:
@@ -106,5 +112,5 @@ def restore(config_path: Path) -> bool:
     if not previous.exists():
         return False
     os.replace(previous, config_path)
-    _fsync_dir(config_path.parent)
+    fsync_dir(config_path.parent)
     return True

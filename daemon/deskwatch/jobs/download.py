@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from deskwatch.system.files import create_new, fsync_dir
 from deskwatch_contract.jobs import Artifact
 
 CHUNK = 256 * 1024
@@ -22,7 +23,11 @@ def fetch(artifact: Artifact, dest: Path, *, timeout: float = 60.0) -> Path:
     tmp = dest.with_name(dest.name + ".part")
     digest, size = hashlib.sha256(), 0
     try:
-        with urllib.request.urlopen(artifact.url, timeout=timeout) as response, open(tmp, "wb") as out:
+        # the directory may be the service user's: a link planted at the .part name is replaced, not followed
+        with (
+            urllib.request.urlopen(artifact.url, timeout=timeout) as response,
+            os.fdopen(create_new(tmp, 0o644), "wb") as out,
+        ):
             while chunk := response.read(CHUNK):
                 size += len(chunk)
                 if size > artifact.bytes:
@@ -43,4 +48,5 @@ def fetch(artifact: Artifact, dest: Path, *, timeout: float = 60.0) -> Path:
             f"{artifact.url} is not the artifact the job names (sha256 {digest.hexdigest()[:12]}…, {size} bytes)"
         )
     os.replace(tmp, dest)
+    fsync_dir(dest.parent)
     return dest

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from deskwatch.system.files import fsync_dir, write_atomically
 from deskwatch_contract.jobs import ENVELOPE_SCHEMA, JobDocument, JobInvalid, parse_document
 from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
 
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 KEYS_DIR = Path("/usr/share/deskwatch/keys/jobs")
 SERVICE = "deskwatch.service"
 SERVICE_USER = "deskwatch"
+RUNNING_SUFFIX = ".running"
 
 
 @dataclass
@@ -56,15 +58,15 @@ def jobs_dirs(state_dir: Path) -> tuple[Path, Path]:
 def write_outcome(done_dir: Path, outcome: Outcome) -> None:
     done_dir.mkdir(parents=True, exist_ok=True)
     path = done_dir / f"{outcome.job_id}.json"
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(outcome.to_json()))
+    owner = None
     if os.geteuid() == 0:  # the daemon (service user) reads and then removes it
         try:
             pw = pwd.getpwnam(SERVICE_USER)
-            os.chown(tmp, pw.pw_uid, pw.pw_gid)
+            owner = (pw.pw_uid, pw.pw_gid)
         except KeyError:
             pass
-    os.replace(tmp, path)
+    # done/ belongs to the service user: never write through a link planted at the tmp name
+    write_atomically(path, json.dumps(outcome.to_json()).encode(), 0o644, owner, tmp=path.with_suffix(".tmp"))
 
 
 @dataclass
@@ -114,14 +116,38 @@ def wait_ready(services: Services, timeout: float, settle: float) -> tuple[bool,
     return True, f"the daemon is READY with the new config and stayed up {settle:.0f} s"
 
 
+def running_marker(queue_file: Path) -> Path:
+    """Where a config job's queue file sits while its change is live and not yet judged."""
+    return queue_file.with_suffix(RUNNING_SUFFIX)
+
+
 def run_config(
-    job: JobDocument, config_path: Path, services: Services, *, ready_timeout: float, settle: float
+    job: JobDocument,
+    config_path: Path,
+    services: Services,
+    *,
+    ready_timeout: float,
+    settle: float,
+    queue_file: Path | None = None,
 ) -> Outcome:
     try:
         staged = config_change.stage(config_path, job.config_set, job.job_id)
     except config_change.ChangeRejected as exc:
         return Outcome(job.job_id, job.kind, "rejected", "validate", "; ".join(exc.problems)[:500])
-    config_change.swap_in(config_path, staged)
+    except OSError as exc:
+        return Outcome(job.job_id, job.kind, "failed", "stage", f"cannot write the new config: {exc}"[:500])
+    try:
+        if queue_file is not None:
+            # a power cut from here to the verdict leaves <id>.running: the next run restores
+            # .previous instead of running the job again (which would make the bad config .previous)
+            os.replace(queue_file, running_marker(queue_file))
+            fsync_dir(queue_file.parent)
+        config_change.swap_in(config_path, staged)
+    except OSError as exc:
+        staged.unlink(missing_ok=True)
+        back = config_change.changed_by(config_path, job.job_id) and config_change.restore(config_path)
+        detail = f"cannot swap the new config in: {exc}" + ("; the previous config is back" if back else "")
+        return Outcome(job.job_id, job.kind, "failed", "swap", detail[:500], rolled_back=bool(back))
     log.info("job %s: config changed (%s); restarting the daemon", job.job_id, ", ".join(sorted(job.config_set)))
     services.restart(SERVICE)
     ok, why = wait_ready(services, ready_timeout, settle)
@@ -133,6 +159,22 @@ def run_config(
     detail = f"{why}; the previous config is back" + ("" if back else f", but {why_back}")
     log.error("job %s: config change rolled back: %s", job.job_id, detail)
     return Outcome(job.job_id, job.kind, "failed", "health check", detail, rolled_back=True)
+
+
+def recover_interrupted(marker: Path, config_path: Path, done_dir: Path, services: Services) -> Outcome:
+    """A config job cut off (power, a killed service) between its swap and its verdict."""
+    job_id = marker.stem
+    back = config_change.changed_by(config_path, job_id) and config_change.restore(config_path)
+    if back:
+        services.restart(SERVICE)
+    detail = "interrupted during its health check (power cut or restart)" + (
+        "; the previous config is back" if back else "; the config had not been changed"
+    )
+    log.error("job %s: %s", job_id, detail)
+    outcome = Outcome(job_id, "config", "failed", "interrupted", detail, rolled_back=bool(back))
+    write_outcome(done_dir, outcome)
+    marker.unlink(missing_ok=True)
+    return outcome
 
 
 def run_software(job: JobDocument, state_dir: Path, install: Callable[[Path, str], None]) -> Outcome:
@@ -170,8 +212,8 @@ def run_queued(
     """Run every queued job, oldest first; each gets an outcome file."""
     queue_dir, done_dir = jobs_dirs(state_dir)
     services = services or Services()
+    outcomes = [recover_interrupted(marker, config_path, done_dir, services) for marker in queue_dir.glob("*.running")]
     keys = load_public_keys(keys_dir)
-    outcomes = []
     for path in sorted(queue_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
         job_id = path.stem
         try:
@@ -184,13 +226,16 @@ def run_queued(
             outcome = Outcome(job_id, "unknown", "rejected", "verify", f"refused by the root side: {exc}"[:500])
         else:
             if job.kind == "config":
-                outcome = run_config(job, config_path, services, ready_timeout=ready_timeout, settle=settle)
+                outcome = run_config(
+                    job, config_path, services, ready_timeout=ready_timeout, settle=settle, queue_file=path
+                )
             elif job.kind == "software":
                 outcome = run_software(job, state_dir, install)
             else:
                 outcome = Outcome(job_id, job.kind, "rejected", "verify", f"{job.kind} jobs are run by the daemon")
-        path.unlink(missing_ok=True)
         write_outcome(done_dir, outcome)
+        path.unlink(missing_ok=True)
+        running_marker(path).unlink(missing_ok=True)
         outcomes.append(outcome)
         log.info(
             "job %s (%s): %s at %s: %s",

@@ -128,7 +128,6 @@ class ControlServer:
         self._alive = time.monotonic()
         self._busy_since: dict[int, float] = {}  # thread ident -> when its handler call began
         self._lock = threading.Lock()
-        self.served = self.refused_busy = 0
 
     def start(self) -> None:
         if len(os.fsencode(self.path)) > _SUN_PATH_MAX:
@@ -208,7 +207,6 @@ class ControlServer:
 
     def _dispatch(self, conn: socket.socket) -> None:
         if not self._slots.acquire(blocking=False):
-            self.refused_busy += 1
             _reply(conn, {"ok": False, "error": "busy: too many requests at once; try again in a moment"}, 0.2)
             conn.close()
             return
@@ -229,7 +227,6 @@ class ControlServer:
                 except OSError as exc:
                     reply = {"ok": False, "error": f"bad request: {exc}"}
                 _reply(conn, reply, 1.0)
-                self.served += 1
         except Exception:  # a bug: log it; the server goes on
             log.exception("control socket: request failed")
         finally:

@@ -30,19 +30,6 @@ def serial_number(cpuinfo: Path = Path("/proc/cpuinfo"), sources: tuple[Path, ..
     return None
 
 
-def local_addresses() -> list[str]:
-    """This host's non-loopback IPv4 addresses as the resolver knows them (best effort)."""
-    found: list[str] = []
-    try:
-        for info in socket.getaddrinfo(socket.gethostname(), None, socket.AF_INET):
-            address = str(info[4][0])
-            if not address.startswith("127.") and address not in found:
-                found.append(address)
-    except OSError:
-        pass
-    return found
-
-
 def route_address(target: str = "192.0.2.1") -> str | None:
     """The source address the kernel would use towards ``target`` (no packet is sent:
     connecting a UDP socket only picks a route); None without a route."""

@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from deskwatch.config import Config, ConfigError, load_config_text
+from deskwatch.system.files import fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -301,14 +302,6 @@ def _write(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None)
         os.close(fd)
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def stage(bundle: Bundle, etc_dir: Path, service_user: str = SERVICE_USER) -> tuple[Path, Config, str]:
     """Build the complete new config directory beside ``etc_dir`` and validate it there."""
     etc_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -335,7 +328,7 @@ def stage(bundle: Bundle, etc_dir: Path, service_user: str = SERVICE_USER) -> tu
             raise BundleError(problems) from None
         text = render_config(config_for(bundle.config_data, etc_dir, has_ca), bundle.directory)
         _write(staging / "config.yaml", text.encode(), 0o640, group_owner)
-        _fsync_dir(staging)
+        fsync_dir(staging)
         return staging, cfg, text
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -349,7 +342,7 @@ def swap_in(staging: Path, etc_dir: Path) -> None:
         old = etc_dir.parent / f".{etc_dir.name}.old-{int(time.time())}-{os.getpid()}"
         os.rename(etc_dir, old)
     os.rename(staging, etc_dir)
-    _fsync_dir(etc_dir.parent)
+    fsync_dir(etc_dir.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -375,7 +368,7 @@ def scrub_bundle(directory: Path, key_read: bytes | None = None) -> list[str]:
     if bundle.exists():
         os.replace(bundle, directory / (BUNDLE_FILE + APPLIED_SUFFIX))
     with contextlib.suppress(OSError):
-        _fsync_dir(directory)
+        fsync_dir(directory)
     return removed
 
 
@@ -427,15 +420,11 @@ def write_result(bundle_dir: Path, text: str) -> None:
         if stat.S_ISLNK(os.lstat(bundle_dir).st_mode):
             log.warning("not writing %s: the bundle directory is a symbolic link", RESULT_FILE)
             return
-        tmp = bundle_dir / f".{RESULT_FILE}.{os.getpid()}.new"
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        try:
-            os.write(fd, text.encode("utf-8")[: 256 * 1024])
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, bundle_dir / RESULT_FILE)
+        write_atomically(
+            bundle_dir / RESULT_FILE,
+            text.encode("utf-8")[: 256 * 1024],
+            0o644,
+            tmp=bundle_dir / f".{RESULT_FILE}.{os.getpid()}.new",
+        )
     except OSError as exc:
         log.warning("could not write %s: %s", bundle_dir / RESULT_FILE, exc)

@@ -24,13 +24,13 @@ system which partition it started and whether it was a trial in
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from deskwatch.system.files import write_atomically
 
 AUTOBOOT_DIR = Path("/boot/autoboot")
 AUTOBOOT_FILE = "autoboot.txt"
@@ -50,7 +50,6 @@ class Slot:
 
 
 SLOTS = (Slot("A", 2, 5), Slot("B", 3, 6))
-AUTOBOOT_PARTITION, DATA_PARTITION = 1, 7
 
 
 def slot_named(name: str) -> Slot:
@@ -113,18 +112,7 @@ class Autoboot:
 
 
 def _write_atomically(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".new")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-    with contextlib.suppress(OSError):
-        fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    write_atomically(path, data, 0o644, tmp=path.with_name(path.name + ".new"))
 
 
 def read_autoboot(directory: Path = AUTOBOOT_DIR) -> Autoboot:
