@@ -28,9 +28,12 @@ from deskwatch_desk.messages import Finding as LiveFinding
 
 logger = logging.getLogger(__name__)
 
+# Labels for the live findings (the collector's list sends its own label); a test holds this
+# table to the contract's event types.
 RULE_LABELS = {
     "away_from_desk": "Away from desk", "phone_use": "Phone use", "extra_person": "Extra person",
-    "unrecognized_person": "Unrecognised person", "eating": "Eating", "idle_input": "No keyboard/mouse input",
+    "unrecognized_person": "Unrecognised person",
+    "presentation_attack": "Face on a photo or screen", "eating": "Eating", "idle_input": "No keyboard/mouse input",
     "low_light": "Too dark to check", "camera_obstructed": "Camera obstructed", "pause_overrun": "Pause overran",
 }  # fmt: skip
 SHOW = 100

@@ -16,8 +16,9 @@ import pytest
 from deskwatch_collector.auth import User
 from deskwatch_collector.console import queue, review
 from deskwatch_collector.console.queue import BadFilter, Filters, parse_filters
-from deskwatch_collector.console.vocab import RULES
+from deskwatch_collector.console.vocab import RULE_LABELS, RULES
 from deskwatch_collector.store import Store
+from deskwatch_contract import load_schema
 from tests.support.console import T0, Desk, store_messages
 
 SUP = User("alice", "supervisor", ("acme", "globex", "initech"), None)
@@ -152,6 +153,15 @@ def test_bad_queries_get_a_clear_error() -> None:
             queue.decode_cursor(cursor)
     with pytest.raises(BadFilter, match="limit"):
         queue.page_size({"limit": ["0"]})
+
+
+def test_every_contract_rule_is_a_filter_with_a_label() -> None:
+    """The console's rules are the contract's event types, each with the console's own words."""
+    types = load_schema("event")["properties"]["type"]["enum"]
+    assert list(RULES) == types and "presentation_attack" in RULES
+    assert all(RULE_LABELS.get(t) and RULE_LABELS[t] != t for t in types)
+    assert set(RULE_LABELS) == set(types)
+    assert parse_filters({"type": ["presentation_attack"]}, SUP, UTC).types == ("presentation_attack",)
 
 
 def test_a_worker_sees_only_their_own_findings(seeded: tuple[Store, list[dict[str, Any]]]) -> None:
