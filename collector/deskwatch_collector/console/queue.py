@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from deskwatch_collector.auth import User
 from deskwatch_collector.console import timefmt
 from deskwatch_collector.console.vocab import QUEUE_VIEWS, RULES, reason_label, rule_label
-from deskwatch_collector.store import Tx
+from deskwatch_collector.store import Store, Tx
 from deskwatch_collector.validate import NAME
 
 PAGE_DEFAULT, PAGE_MAX = 50, 200
@@ -330,8 +330,11 @@ CSV_HEADER = (
 )  # fmt: skip
 
 
-def csv_lines(tx: Tx, f: Filters, tz: ZoneInfo, limit: int = CSV_MAX_ROWS) -> Iterator[str]:
-    """The filtered events as CSV text chunks (no images, no links to them), newest first."""
+def csv_lines(store: Store, f: Filters, tz: ZoneInfo, limit: int = CSV_MAX_ROWS) -> Iterator[str]:
+    """The filtered events as CSV text chunks (no images, no links to them), newest first.
+
+    Each page is read in its own short transaction (keyset paging keeps the pages apart), so
+    a slow download holds no connection or transaction while the client reads."""
     buf = io.StringIO()
     out = csv.writer(buf)
     out.writerow(CSV_HEADER)
@@ -339,17 +342,21 @@ def csv_lines(tx: Tx, f: Filters, tz: ZoneInfo, limit: int = CSV_MAX_ROWS) -> It
     sent = 0
     zone_name = str(tz.key)
     while sent < limit:
-        p = page(tx, f, before=cursor, limit=min(PAGE_MAX * 5, limit - sent))
+        with store.transaction(write=False) as tx:
+            p = page(tx, f, before=cursor, limit=min(PAGE_MAX * 5, limit - sent))
         for ev in p.events:
+            # Every text a device or a person wrote goes through _cell: device ids, reasons and
+            # notes alike reach a spreadsheet.
             out.writerow(
                 [
-                    ev["event_id"], timefmt.iso_utc(ev["detected_ts"]),
-                    timefmt.local(ev["detected_ts"], tz).strftime("%Y-%m-%d %H:%M:%S"), zone_name, ev["site"],
-                    ev["device_id"], ev["worker_id"], ev["type"], f"{ev['confidence']:.3f}", ev["review_state"],
-                    ev["review_reason"] or "", ev["reviewed_by"] or "",
-                    timefmt.iso_utc(ev["reviewed_at"]) if ev["reviewed_at"] else "", _cell(ev["review_note"]),
-                    "yes" if ev["contested"] else "no", _cell(ev["contest_note"]),
-                    "kept" if ev["has_picture"] else (ev["evidence_reason"] or "none"), "yes" if ev["replayed"] else "no",
+                    _cell(ev["event_id"]), timefmt.iso_utc(ev["detected_ts"]),
+                    timefmt.local(ev["detected_ts"], tz).strftime("%Y-%m-%d %H:%M:%S"), _cell(zone_name),
+                    _cell(ev["site"]), _cell(ev["device_id"]), _cell(ev["worker_id"]), _cell(ev["type"]),
+                    f"{ev['confidence']:.3f}", _cell(ev["review_state"]), _cell(ev["review_reason"]),
+                    _cell(ev["reviewed_by"]), timefmt.iso_utc(ev["reviewed_at"]) if ev["reviewed_at"] else "",
+                    _cell(ev["review_note"]), "yes" if ev["contested"] else "no", _cell(ev["contest_note"]),
+                    "kept" if ev["has_picture"] else (_cell(ev["evidence_reason"]) or "none"),
+                    "yes" if ev["replayed"] else "no",
                 ]
             )  # fmt: skip
         sent += len(p.events)

@@ -5,7 +5,7 @@ event detail, its picture, review and contest. Each is ``handler(view, request, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +17,7 @@ from deskwatch_collector.console.timefmt import local
 from deskwatch_collector.console.view import View
 from deskwatch_collector.store import Tx
 from deskwatch_collector.validate import UUID
+from deskwatch_collector.web.context import WebContext
 
 logger = logging.getLogger(__name__)
 
@@ -71,12 +72,14 @@ def queue_csv(view: View, request: Request, user: User) -> Response:
     view.supervisor(user)
     tz = view.tz(request)
     f = queue.parse_filters(view.query(request), user, tz)
-    store = view.store(request)
+    ctx = WebContext.of(request)
+    lines = queue.csv_lines(ctx.store, f, tz)
 
-    def chunks() -> Iterator[bytes]:
-        with store.transaction(write=False) as tx:
-            for text in queue.csv_lines(tx, f, tz):
-                yield text.encode("utf-8")
+    async def chunks() -> AsyncIterator[bytes]:
+        # One page per step on the server's database threads (WebContext.run's limit), each in
+        # its own short transaction: a slow client holds neither a thread nor a connection.
+        while (text := await ctx.run(next, lines, None)) is not None:
+            yield text.encode("utf-8")
 
     name = f"deskwatch-{f.view}-{local(view.now(request), tz).date().isoformat()}.csv"
     logger.info("%s exported the %s queue as CSV", user.username, f.view)
