@@ -90,8 +90,9 @@ class IntakeHealth:
                 "ok": False,
                 "storing": False,
                 "broker_connected": self.broker_connected,
+                # the kind only: /healthz answers anyone, and a driver's message names the
+                # database's host and user (the reason is in the log, see IntakeWriter._failed)
                 "failure": self.kind,
-                "reason": self.reason,
                 "failing_for_s": round(time.time() - self.failing_since, 1),
                 "unacknowledged_held": self.held,
                 "retries": self.retries,
