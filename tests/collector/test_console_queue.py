@@ -207,6 +207,26 @@ def test_a_worker_sees_only_their_own_findings(seeded: tuple[Store, list[dict[st
     assert len(own) == sum(1 for e in events if e["worker_id"] == "w-acme-1")
 
 
+def test_no_filters_show_a_worker_others_findings(seeded: tuple[Store, list[dict[str, Any]]]) -> None:
+    """Filters start from the account's scope: built by hand, with sites or a worker named,
+    they still hold a worker account to its own findings."""
+    store, events = seeded
+    worker = User("w-acme-1", "worker", ("acme",), "w-acme-1")
+    mine = sorted(e["event_id"] for e in events if e["worker_id"] == "w-acme-1")
+    with store.transaction(write=False) as tx:
+        for f in (
+            Filters(user=worker, view="all"),
+            Filters(user=worker, sites=("acme", "globex", "initech"), view="all"),
+            Filters(user=worker, view="all", worker="w-globex-1"),
+        ):
+            shown = queue.page(tx, f, limit=200).events
+            assert {e["worker_id"] for e in shown} <= {"w-acme-1"}, f
+            assert queue.counts(tx, f).total == len(shown) <= len(mine)
+        assert sorted(e["event_id"] for e in queue.page(tx, Filters(user=worker, view="all"), limit=200).events) == mine
+        wide = Filters(user=SUP, view="all")
+        assert wide.sites == SUP.sites and queue.counts(tx, wide).total == len(events)
+
+
 def test_csv_has_every_filtered_row_no_picture_and_no_formulas(seeded: tuple[Store, list[dict[str, Any]]]) -> None:
     store, events = seeded
     with store.transaction() as tx:

@@ -39,9 +39,21 @@ class BadFilter(ValueError):
     """A query the console cannot run; the message says which parameter and why."""
 
 
+def scope(user: User) -> tuple[str, list[Any]]:
+    """SQL that limits ``events e`` to what the account may see: its sites, and for a worker
+    account only its own findings. Every query on events starts here (:meth:`Filters.where` too)."""
+    sql = f"e.site IN ({', '.join('?' for _ in user.sites)})"
+    params: list[Any] = list(user.sites)
+    if not user.is_supervisor:
+        sql += " AND e.worker_id = ?"
+        params.append(user.worker_id or "")
+    return sql, params
+
+
 @dataclass(frozen=True)
 class Filters:
-    sites: tuple[str, ...]
+    user: User  # whose list: where() starts from scope(user), so no filter shows more than that
+    sites: tuple[str, ...] = ()  # the sites listed (empty: all of the account's)
     view: str = "open"  # a QUEUE_VIEWS entry
     types: tuple[str, ...] = ()
     device: str | None = None
@@ -50,16 +62,19 @@ class Filters:
     day_to: date | None = None
     since: float | None = None  # day_from's start in the viewer's zone
     until: float | None = None  # the end of day_to in the viewer's zone
-    own_worker: str | None = None  # a worker account: only this worker_id, whatever else is asked
     chosen_sites: tuple[str, ...] = ()  # the sites asked for (empty: all of the account's)
     limit: int = PAGE_DEFAULT  # events per page (kept in the page's links)
 
+    def __post_init__(self) -> None:
+        if not self.sites:
+            object.__setattr__(self, "sites", self.user.sites)
+
     def where(self, *, with_view: bool = True, with_types: bool = True) -> tuple[str, list[Any]]:
-        sql = [f"e.site IN ({', '.join('?' for _ in self.sites)})"]
-        params: list[Any] = list(self.sites)
-        if self.own_worker is not None:
-            sql.append("e.worker_id = ?")
-            params.append(self.own_worker)
+        account_sql, params = scope(self.user)
+        sql = [account_sql]
+        if self.sites != self.user.sites:  # narrower (or, from a careless caller, other: scope still holds)
+            sql.append(f"e.site IN ({', '.join('?' for _ in self.sites)})")
+            params.extend(self.sites)
         if with_view:
             if self.view in ("open", "acknowledged", "dismissed"):
                 sql.append("e.review_state = ?")
@@ -150,6 +165,7 @@ def parse_filters(query: Mapping[str, Sequence[str]], user: User, tz: ZoneInfo) 
     if day_from and day_to and day_to < day_from:
         raise BadFilter("to: the range ends before it starts")
     return Filters(
+        user=user,
         sites=chosen or user.sites,
         chosen_sites=chosen,
         view=view,
@@ -160,7 +176,6 @@ def parse_filters(query: Mapping[str, Sequence[str]], user: User, tz: ZoneInfo) 
         day_to=day_to,
         since=timefmt.day_start(day_from, tz) if day_from else None,
         until=timefmt.day_end(day_to, tz) if day_to else None,
-        own_worker=None if user.is_supervisor else (user.worker_id or ""),
         limit=page_size(query),
     )
 

@@ -34,7 +34,7 @@ def _queue(view: View, request: Request, user: User) -> tuple[queue.Filters, que
 
 
 def _latest_id(tx: Tx, user: User) -> int:
-    where, params = detail.scope(user)
+    where, params = queue.scope(user)
     row = tx.one(f"SELECT MAX(e.id) FROM events e WHERE {where}", params)
     return int(row[0]) if row and row[0] is not None else 0
 
@@ -97,7 +97,7 @@ def latest_api(view: View, request: Request, user: User) -> Response:
         after = int(request.query_params.get("after_id", "0"))
     except ValueError:
         raise queue.BadFilter("after_id: a whole number") from None
-    where, params = detail.scope(user)
+    where, params = queue.scope(user)
     with view.store(request).transaction(write=False) as tx:
         rows = tx.rows(
             f"SELECT {queue.EVENT_COLUMNS} FROM events e LEFT JOIN evidence v ON v.event_id = e.event_id"
@@ -153,7 +153,7 @@ def picture(view: View, request: Request, user: User) -> Response:
     event_id = str(request.path_params["event_id"]).lower()
     if not UUID.match(event_id):
         return view.json({"error": "not found"}, 404)
-    where, params = detail.scope(user)
+    where, params = queue.scope(user)
     with view.store(request).transaction(write=False) as tx:
         row = tx.one(
             "SELECT v.data FROM evidence v JOIN events e ON e.event_id = v.event_id"
