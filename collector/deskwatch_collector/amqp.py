@@ -82,7 +82,6 @@ class QueueConsumer(WriterFront):
         super().__init__(settings, store, validator=validator, stats=stats, health=health, wall=wall)
         self.settings = settings
         self.subscribed = threading.Event()
-        self._connection: pika.BlockingConnection | None = None
         self._generation = 0
         self._thread: threading.Thread | None = None
 

@@ -11,8 +11,10 @@ transaction, and only after the commit calls the acks. The rule has no exception
   :class:`IntakeHealth` says why (the ``/healthz`` route and one log line a minute). The
   broker stops sending once its in-flight window (the source's receive maximum or
   prefetch) is full, so a long outage holds messages in the broker, not in memory;
-- a message the schemas refuse is stored in ``rejects`` with its raw bytes, counted by
-  reason, and acknowledged: it is durably kept, and retrying it would never succeed;
+- a message the schemas refuse is stored in ``rejects``, counted by reason, and
+  acknowledged: retrying it would never succeed. Its raw bytes (the first 64 KiB) are kept
+  for the first 200 rejects per device per day, never for a picture; the rest are counted
+  only (``ingest.record_reject``);
 - a message that makes the code fail although it passed validation (a bug) is isolated
   from its batch, stored the same way with reason ``internal_error`` and one log line.
 """
@@ -90,8 +92,9 @@ class IntakeHealth:
                 "ok": False,
                 "storing": False,
                 "broker_connected": self.broker_connected,
+                # the kind only: /healthz answers anyone, and a driver's message names the
+                # database's host and user (the reason is in the log, see IntakeWriter._failed)
                 "failure": self.kind,
-                "reason": self.reason,
                 "failing_for_s": round(time.time() - self.failing_since, 1),
                 "unacknowledged_held": self.held,
                 "retries": self.retries,

@@ -11,7 +11,9 @@ message received on an earlier connection is never sent on a new one (packet ids
 
 Status is subscribed without ``$share``: MQTT 5 never sends retained messages to shared
 subscriptions, and the retained ``status`` is how a collector learns the fleet's state at
-start. Every collector stores it (an idempotent upsert keyed by session).
+start. Every collector stores it, ordered by (``since``, ``session``): an older status
+arriving late is dropped, unless it comes more than 10 minutes after the stored one (then
+the device's counter or clock went back and the newest arrival wins; see ``ingest._status``).
 """
 
 from __future__ import annotations

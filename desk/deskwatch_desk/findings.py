@@ -28,17 +28,15 @@ from deskwatch_desk.messages import Finding as LiveFinding
 
 logger = logging.getLogger(__name__)
 
+# Labels for the live findings (the collector's list sends its own label); a test holds this
+# table to the contract's event types.
 RULE_LABELS = {
     "away_from_desk": "Away from desk", "phone_use": "Phone use", "extra_person": "Extra person",
-    "unrecognized_person": "Unrecognised person", "eating": "Eating", "idle_input": "No keyboard/mouse input",
+    "unrecognized_person": "Unrecognised person",
+    "presentation_attack": "Face on a photo or screen", "eating": "Eating", "idle_input": "No keyboard/mouse input",
     "low_light": "Too dark to check", "camera_obstructed": "Camera obstructed", "pause_overrun": "Pause overran",
 }  # fmt: skip
 SHOW = 100
-# Dismiss reasons in a few words for the list's column (the details below give the whole label).
-REASON_WORDS = {
-    "false_detection": "nothing there", "misread_object": "object misread", "wrong_person": "not you",
-    "camera_problem": "camera problem", "allowed": "allowed", "duplicate": "duplicate", "other": "other reason",
-}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -50,7 +48,7 @@ class Row:
     label: str
     confidence: float
     picture: str  # "sent, deleted in 12 days", "none", "sent"
-    review: str  # "Not reviewed yet", "Upheld", "Dismissed: object misread"
+    review: str  # "Not reviewed yet", "Upheld", "Dismissed: Object misread (e.g. ...)"
     contested: bool
     contest_note: str | None
     has_picture: bool
@@ -74,8 +72,8 @@ def row_from_collector(f: Finding) -> Row:
     if f.review_state == "acknowledged":
         review = "Upheld"
     elif f.review_state == "dismissed":
-        words = REASON_WORDS.get(f.review_reason or "", "")
-        review = f"Dismissed: {words}" if words else "Dismissed"
+        # the collector's own words for the reason (it sends reason_label): no copy of its list here
+        review = f"Dismissed: {f.reason_label}" if f.reason_label else "Dismissed"
         if f.reason_label:
             why.append(f"Dismissed because: {f.reason_label}.")
     else:

@@ -3,10 +3,11 @@ per filter and the CSV export agree with the same question answered in Python.""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -16,8 +17,9 @@ import pytest
 from deskwatch_collector.auth import User
 from deskwatch_collector.console import queue, review
 from deskwatch_collector.console.queue import BadFilter, Filters, parse_filters
-from deskwatch_collector.console.vocab import RULES
+from deskwatch_collector.console.vocab import RULE_LABELS, RULES
 from deskwatch_collector.store import Store
+from deskwatch_contract import load_schema
 from tests.support.console import T0, Desk, store_messages
 
 SUP = User("alice", "supervisor", ("acme", "globex", "initech"), None)
@@ -154,6 +156,45 @@ def test_bad_queries_get_a_clear_error() -> None:
         queue.page_size({"limit": ["0"]})
 
 
+def test_every_contract_rule_is_a_filter_with_a_label() -> None:
+    """The console's rules are the contract's event types, each with the console's own words."""
+    types = load_schema("event")["properties"]["type"]["enum"]
+    assert list(RULES) == types and "presentation_attack" in RULES
+    assert all(RULE_LABELS.get(t) and RULE_LABELS[t] != t for t in types)
+    assert set(RULE_LABELS) == set(types)
+    assert parse_filters({"type": ["presentation_attack"]}, SUP, UTC).types == ("presentation_attack",)
+
+
+def test_csv_holds_no_transaction_between_pages(
+    seeded: tuple[Store, list[dict[str, Any]]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow download reads page by page, each in its own short transaction: while the
+    client reads, the export holds no connection (8 slow downloads used to hold the pool)."""
+    store, events = seeded
+    monkeypatch.setattr(queue, "PAGE_MAX", 8)  # 40 rows a page: 4 pages
+    open_now, opened = [0], [0]
+    real = store.transaction
+
+    @contextlib.contextmanager
+    def counted(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        open_now[0] += 1
+        opened[0] += 1
+        try:
+            with real(*args, **kwargs) as tx:
+                yield tx
+        finally:
+            open_now[0] -= 1
+
+    monkeypatch.setattr(store, "transaction", counted)
+    lines = queue.csv_lines(store, parse_filters({"view": ["all"]}, SUP, UTC), UTC)
+    chunks = []
+    for chunk in lines:
+        assert open_now[0] == 0, "a transaction stays open while the client reads"
+        chunks.append(chunk)
+    assert opened[0] == len(chunks) == 4
+    assert len(list(csv.DictReader(io.StringIO("".join(chunks))))) == len(events)
+
+
 def test_a_worker_sees_only_their_own_findings(seeded: tuple[Store, list[dict[str, Any]]]) -> None:
     store, events = seeded
     worker = User("w-acme-1", "worker", ("acme", "globex"), "w-acme-1")
@@ -166,15 +207,47 @@ def test_a_worker_sees_only_their_own_findings(seeded: tuple[Store, list[dict[st
     assert len(own) == sum(1 for e in events if e["worker_id"] == "w-acme-1")
 
 
+def test_no_filters_show_a_worker_others_findings(seeded: tuple[Store, list[dict[str, Any]]]) -> None:
+    """Filters start from the account's scope: built by hand, with sites or a worker named,
+    they still hold a worker account to its own findings."""
+    store, events = seeded
+    worker = User("w-acme-1", "worker", ("acme",), "w-acme-1")
+    mine = sorted(e["event_id"] for e in events if e["worker_id"] == "w-acme-1")
+    with store.transaction(write=False) as tx:
+        for f in (
+            Filters(user=worker, view="all"),
+            Filters(user=worker, sites=("acme", "globex", "initech"), view="all"),
+            Filters(user=worker, view="all", worker="w-globex-1"),
+        ):
+            shown = queue.page(tx, f, limit=200).events
+            assert {e["worker_id"] for e in shown} <= {"w-acme-1"}, f
+            assert queue.counts(tx, f).total == len(shown) <= len(mine)
+        assert sorted(e["event_id"] for e in queue.page(tx, Filters(user=worker, view="all"), limit=200).events) == mine
+        wide = Filters(user=SUP, view="all")
+        assert wide.sites == SUP.sites and queue.counts(tx, wide).total == len(events)
+
+
 def test_csv_has_every_filtered_row_no_picture_and_no_formulas(seeded: tuple[Store, list[dict[str, Any]]]) -> None:
     store, events = seeded
     with store.transaction() as tx:
         review.review(tx, SUP, events[0]["event_id"], "dismiss", "other", '=HYPERLINK("http://x")', T0.timestamp())
+    # what a device sends is no safer than a note: a name that is a sum, a reason that is a formula
+    rogue = Desk("acme", "-7-7", "-2-3")
+    messages = rogue.finding("phone_use", T0 - timedelta(hours=1))
+    topic, payload, props = messages[0]
+    messages[0] = (
+        topic,
+        payload.replace(b'"evidence_reason": "rule"', b'"evidence_reason": "=cmd|\' /c calc\'!A0"'),
+        props,
+    )
+    store_messages(store, messages, T0.timestamp())
     f = parse_filters({"view": ["all"]}, SUP, ZoneInfo("Europe/Berlin"))
-    with store.transaction(write=False) as tx:
-        text = "".join(queue.csv_lines(tx, f, ZoneInfo("Europe/Berlin")))
+    text = "".join(queue.csv_lines(store, f, ZoneInfo("Europe/Berlin")))
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert len(rows) == len(events) and {r["zone"] for r in rows} == {"Europe/Berlin"}
+    assert len(rows) == len(events) + 1 and {r["zone"] for r in rows} == {"Europe/Berlin"}
+    bad = next(r for r in rows if r["event_id"] == rogue.sent[0]["event_id"])
+    assert (bad["device_id"], bad["worker_id"]) == ("'-7-7", "'-2-3") and bad["picture"].startswith("'=cmd")
+    assert not any(v[:1] in ("=", "+", "-", "@") for r in rows for v in r.values()), "a cell a spreadsheet runs"
     first = next(r for r in rows if r["event_id"] == events[0]["event_id"])
     assert first["review_note"].startswith("'=") and first["review_state"] == "dismissed"
     assert first["detected_at_utc"].endswith("Z") and first["detected_at_local"] != first["detected_at_utc"][:19]

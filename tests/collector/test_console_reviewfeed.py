@@ -3,6 +3,10 @@ list), and 'deskwatch history' on the device shows it: review, contest, picture 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import socket
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -128,3 +132,105 @@ def test_a_list_the_broker_refuses_stays_due_and_is_logged_once(console_store: C
     assert len(warnings) == 1 and "Not authorized" in warnings[0].getMessage()
     with store.transaction(write=False) as tx:
         assert reviewfeed.due_devices(tx, time.time()) == [("acme", "desk-a")]  # still due: tried again later
+
+
+class Mqtt311Only:
+    """A broker that speaks MQTT 3.1.1 only, as RabbitMQ 3.x's MQTT plugin does: a version 5
+    CONNECT gets CONNACK 1 (unacceptable protocol version); 3.1.1 publishes are acknowledged."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.levels: list[int] = []
+        self.published: list[str] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.server.accept()
+                threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _packet(conn: socket.socket) -> tuple[int, bytes]:
+        head = conn.recv(1)
+        if not head:
+            raise ConnectionError
+        length, shift = 0, 0
+        while True:
+            byte = conn.recv(1)[0]
+            length |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                break
+        body = b""
+        while len(body) < length:
+            chunk = conn.recv(length - len(body))
+            if not chunk:
+                raise ConnectionError
+            body += chunk
+        return head[0], body
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError, ConnectionError, IndexError):
+            kind, body = self._packet(conn)
+            level = body[6]  # after the protocol name "MQTT" (2-byte length + 4)
+            self.levels.append(level)
+            if kind >> 4 != 1 or level != 4:
+                conn.sendall(b"\x20\x02\x00\x01")
+                return
+            conn.sendall(b"\x20\x02\x00\x00")
+            while True:
+                kind, body = self._packet(conn)
+                if kind >> 4 == 3:  # PUBLISH
+                    n = int.from_bytes(body[:2], "big")
+                    self.published.append(body[2 : 2 + n].decode())
+                    if (kind >> 1) & 3:
+                        conn.sendall(b"\x40\x02" + body[2 + n : 4 + n])
+                elif kind >> 4 == 12:  # PINGREQ
+                    conn.sendall(b"\xd0\x00")
+                elif kind >> 4 == 14:  # DISCONNECT
+                    return
+
+    def close(self) -> None:
+        self.server.close()
+
+
+def test_a_broker_without_mqtt5_gets_the_lists_over_3_1_1(
+    console_store: Callable[[str], Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = console_store("sqlite")
+    store_messages(store, Desk("acme", "desk-a", "w-1").finding("eating", datetime.now(UTC)), time.time())
+    broker = Mqtt311Only()
+    feed = reviewfeed.ReviewFeed(store, SubscriberSettings(port=broker.port, client_id="c3"), 20, every_seconds=0.1)
+    caplog.set_level(logging.INFO, "deskwatch_collector.console.reviewfeed")
+    feed.start()
+    try:
+        deadline = time.monotonic() + 15
+        while not broker.published and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert broker.published == ["deskwatch/v1/acme/desk-a/reviews"], broker.levels
+        assert broker.levels[0] == 5 and broker.levels[-1] == 4 and feed.protocol == 4
+        assert "refused MQTT 5; using MQTT 3.1.1" in caplog.text
+    finally:
+        feed.stop()
+        broker.close()
+
+
+def test_an_unreachable_broker_is_logged_once_not_every_round(
+    console_store: Callable[[str], Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    store = console_store("sqlite")
+    with socket.create_server(("127.0.0.1", 0)) as s:
+        port = s.getsockname()[1]  # nothing listens once closed
+    feed = reviewfeed.ReviewFeed(store, SubscriberSettings(port=port, client_id="c4"), 20)
+    feed._client = feed._connect()
+    try:
+        with caplog.at_level(logging.WARNING, "deskwatch_collector.console.reviewfeed"):
+            for _ in range(5):
+                assert feed.publish_due() == 0
+                time.sleep(0.3)
+        said = [r.getMessage() for r in caplog.records if "reviews feed" in r.getMessage()]
+        assert len(said) == 1 and str(port) in said[0], said
+    finally:
+        feed._client.loop_stop()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import sys
 import threading
 import time
@@ -22,7 +23,8 @@ import pytest
 from deskwatch_collector import auth
 from deskwatch_collector.cli import main
 from deskwatch_collector.console.routes import ConsoleSettings
-from deskwatch_collector.store import Store
+from deskwatch_collector.intake import IntakeHealth
+from deskwatch_collector.store import Store, StoreUnavailable, open_store
 from deskwatch_collector.web import GuardLimits, SupervisorServer, ThrottleLimits
 from deskwatch_collector.web.guard import parse_networks
 from deskwatch_collector.web.throttle import LoginThrottle
@@ -292,3 +294,17 @@ def test_users_command_lists_adds_resets_disables_and_removes(
     code, text = users("remove", "nobody")
     assert code == 1 and "no user nobody" in text
     store.close()
+
+
+def test_healthz_names_the_failure_kind_not_the_database_message(console_server: ServerFactory, tmp_path: Path) -> None:
+    """/healthz needs no sign-in: it says that storing fails and how, never the driver's text."""
+    health = IntakeHealth()
+    health.broker_connected = True
+    secret = 'connection to server at "db.internal" (10.0.0.7), port 5432 failed: FATAL: role "dw_writer"'
+    health.failing(StoreUnavailable(secret, "unreachable"), 3)
+    server = console_server(open_store(str(tmp_path / "c.db")), health=health.snapshot)
+    status, _, body = WebClient(server.url).call("/healthz")
+    assert status == 503
+    state = json.loads(body)
+    assert state["failure"] == "unreachable" and state["unacknowledged_held"] == 3
+    assert b"db.internal" not in body and b"dw_writer" not in body and b"10.0.0.7" not in body

@@ -8,21 +8,11 @@ import json
 from typing import Any
 
 from deskwatch_collector.auth import User
-from deskwatch_collector.console.queue import EVENT_COLUMNS, event_row
+from deskwatch_collector.console.queue import EVENT_COLUMNS, event_row, scope
 from deskwatch_collector.console.vocab import reason_label, rule_label
 from deskwatch_collector.store import Tx
 
 HISTORY = 10
-
-
-def scope(user: User) -> tuple[str, list[Any]]:
-    """SQL that limits ``events e`` to what the account may see."""
-    sql = f"e.site IN ({', '.join('?' for _ in user.sites)})"
-    params: list[Any] = list(user.sites)
-    if not user.is_supervisor:
-        sql += " AND e.worker_id = ?"
-        params.append(user.worker_id or "")
-    return sql, params
 
 
 def find_event(tx: Tx, user: User, event_id: str) -> dict[str, Any] | None:

@@ -27,7 +27,7 @@ from zoneinfo import ZoneInfo
 from deskwatch_collector.auth import User
 from deskwatch_collector.console import timefmt
 from deskwatch_collector.console.vocab import QUEUE_VIEWS, RULES, reason_label, rule_label
-from deskwatch_collector.store import Tx
+from deskwatch_collector.store import Store, Tx
 from deskwatch_collector.validate import NAME
 
 PAGE_DEFAULT, PAGE_MAX = 50, 200
@@ -39,9 +39,21 @@ class BadFilter(ValueError):
     """A query the console cannot run; the message says which parameter and why."""
 
 
+def scope(user: User) -> tuple[str, list[Any]]:
+    """SQL that limits ``events e`` to what the account may see: its sites, and for a worker
+    account only its own findings. Every query on events starts here (:meth:`Filters.where` too)."""
+    sql = f"e.site IN ({', '.join('?' for _ in user.sites)})"
+    params: list[Any] = list(user.sites)
+    if not user.is_supervisor:
+        sql += " AND e.worker_id = ?"
+        params.append(user.worker_id or "")
+    return sql, params
+
+
 @dataclass(frozen=True)
 class Filters:
-    sites: tuple[str, ...]
+    user: User  # whose list: where() starts from scope(user), so no filter shows more than that
+    sites: tuple[str, ...] = ()  # the sites listed (empty: all of the account's)
     view: str = "open"  # a QUEUE_VIEWS entry
     types: tuple[str, ...] = ()
     device: str | None = None
@@ -50,16 +62,19 @@ class Filters:
     day_to: date | None = None
     since: float | None = None  # day_from's start in the viewer's zone
     until: float | None = None  # the end of day_to in the viewer's zone
-    own_worker: str | None = None  # a worker account: only this worker_id, whatever else is asked
     chosen_sites: tuple[str, ...] = ()  # the sites asked for (empty: all of the account's)
     limit: int = PAGE_DEFAULT  # events per page (kept in the page's links)
 
+    def __post_init__(self) -> None:
+        if not self.sites:
+            object.__setattr__(self, "sites", self.user.sites)
+
     def where(self, *, with_view: bool = True, with_types: bool = True) -> tuple[str, list[Any]]:
-        sql = [f"e.site IN ({', '.join('?' for _ in self.sites)})"]
-        params: list[Any] = list(self.sites)
-        if self.own_worker is not None:
-            sql.append("e.worker_id = ?")
-            params.append(self.own_worker)
+        account_sql, params = scope(self.user)
+        sql = [account_sql]
+        if self.sites != self.user.sites:  # narrower (or, from a careless caller, other: scope still holds)
+            sql.append(f"e.site IN ({', '.join('?' for _ in self.sites)})")
+            params.extend(self.sites)
         if with_view:
             if self.view in ("open", "acknowledged", "dismissed"):
                 sql.append("e.review_state = ?")
@@ -150,6 +165,7 @@ def parse_filters(query: Mapping[str, Sequence[str]], user: User, tz: ZoneInfo) 
     if day_from and day_to and day_to < day_from:
         raise BadFilter("to: the range ends before it starts")
     return Filters(
+        user=user,
         sites=chosen or user.sites,
         chosen_sites=chosen,
         view=view,
@@ -160,7 +176,6 @@ def parse_filters(query: Mapping[str, Sequence[str]], user: User, tz: ZoneInfo) 
         day_to=day_to,
         since=timefmt.day_start(day_from, tz) if day_from else None,
         until=timefmt.day_end(day_to, tz) if day_to else None,
-        own_worker=None if user.is_supervisor else (user.worker_id or ""),
         limit=page_size(query),
     )
 
@@ -330,8 +345,11 @@ CSV_HEADER = (
 )  # fmt: skip
 
 
-def csv_lines(tx: Tx, f: Filters, tz: ZoneInfo, limit: int = CSV_MAX_ROWS) -> Iterator[str]:
-    """The filtered events as CSV text chunks (no images, no links to them), newest first."""
+def csv_lines(store: Store, f: Filters, tz: ZoneInfo, limit: int = CSV_MAX_ROWS) -> Iterator[str]:
+    """The filtered events as CSV text chunks (no images, no links to them), newest first.
+
+    Each page is read in its own short transaction (keyset paging keeps the pages apart), so
+    a slow download holds no connection or transaction while the client reads."""
     buf = io.StringIO()
     out = csv.writer(buf)
     out.writerow(CSV_HEADER)
@@ -339,17 +357,21 @@ def csv_lines(tx: Tx, f: Filters, tz: ZoneInfo, limit: int = CSV_MAX_ROWS) -> It
     sent = 0
     zone_name = str(tz.key)
     while sent < limit:
-        p = page(tx, f, before=cursor, limit=min(PAGE_MAX * 5, limit - sent))
+        with store.transaction(write=False) as tx:
+            p = page(tx, f, before=cursor, limit=min(PAGE_MAX * 5, limit - sent))
         for ev in p.events:
+            # Every text a device or a person wrote goes through _cell: device ids, reasons and
+            # notes alike reach a spreadsheet.
             out.writerow(
                 [
-                    ev["event_id"], timefmt.iso_utc(ev["detected_ts"]),
-                    timefmt.local(ev["detected_ts"], tz).strftime("%Y-%m-%d %H:%M:%S"), zone_name, ev["site"],
-                    ev["device_id"], ev["worker_id"], ev["type"], f"{ev['confidence']:.3f}", ev["review_state"],
-                    ev["review_reason"] or "", ev["reviewed_by"] or "",
-                    timefmt.iso_utc(ev["reviewed_at"]) if ev["reviewed_at"] else "", _cell(ev["review_note"]),
-                    "yes" if ev["contested"] else "no", _cell(ev["contest_note"]),
-                    "kept" if ev["has_picture"] else (ev["evidence_reason"] or "none"), "yes" if ev["replayed"] else "no",
+                    _cell(ev["event_id"]), timefmt.iso_utc(ev["detected_ts"]),
+                    timefmt.local(ev["detected_ts"], tz).strftime("%Y-%m-%d %H:%M:%S"), _cell(zone_name),
+                    _cell(ev["site"]), _cell(ev["device_id"]), _cell(ev["worker_id"]), _cell(ev["type"]),
+                    f"{ev['confidence']:.3f}", _cell(ev["review_state"]), _cell(ev["review_reason"]),
+                    _cell(ev["reviewed_by"]), timefmt.iso_utc(ev["reviewed_at"]) if ev["reviewed_at"] else "",
+                    _cell(ev["review_note"]), "yes" if ev["contested"] else "no", _cell(ev["contest_note"]),
+                    "kept" if ev["has_picture"] else (_cell(ev["evidence_reason"]) or "none"),
+                    "yes" if ev["replayed"] else "no",
                 ]
             )  # fmt: skip
         sent += len(p.events)

@@ -5,7 +5,7 @@ event detail, its picture, review and contest. Each is ``handler(view, request, 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -17,6 +17,7 @@ from deskwatch_collector.console.timefmt import local
 from deskwatch_collector.console.view import View
 from deskwatch_collector.store import Tx
 from deskwatch_collector.validate import UUID
+from deskwatch_collector.web.context import WebContext
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ def _queue(view: View, request: Request, user: User) -> tuple[queue.Filters, que
 
 
 def _latest_id(tx: Tx, user: User) -> int:
-    where, params = detail.scope(user)
+    where, params = queue.scope(user)
     row = tx.one(f"SELECT MAX(e.id) FROM events e WHERE {where}", params)
     return int(row[0]) if row and row[0] is not None else 0
 
@@ -71,12 +72,14 @@ def queue_csv(view: View, request: Request, user: User) -> Response:
     view.supervisor(user)
     tz = view.tz(request)
     f = queue.parse_filters(view.query(request), user, tz)
-    store = view.store(request)
+    ctx = WebContext.of(request)
+    lines = queue.csv_lines(ctx.store, f, tz)
 
-    def chunks() -> Iterator[bytes]:
-        with store.transaction(write=False) as tx:
-            for text in queue.csv_lines(tx, f, tz):
-                yield text.encode("utf-8")
+    async def chunks() -> AsyncIterator[bytes]:
+        # One page per step on the server's database threads (WebContext.run's limit), each in
+        # its own short transaction: a slow client holds neither a thread nor a connection.
+        while (text := await ctx.run(next, lines, None)) is not None:
+            yield text.encode("utf-8")
 
     name = f"deskwatch-{f.view}-{local(view.now(request), tz).date().isoformat()}.csv"
     logger.info("%s exported the %s queue as CSV", user.username, f.view)
@@ -94,7 +97,7 @@ def latest_api(view: View, request: Request, user: User) -> Response:
         after = int(request.query_params.get("after_id", "0"))
     except ValueError:
         raise queue.BadFilter("after_id: a whole number") from None
-    where, params = detail.scope(user)
+    where, params = queue.scope(user)
     with view.store(request).transaction(write=False) as tx:
         rows = tx.rows(
             f"SELECT {queue.EVENT_COLUMNS} FROM events e LEFT JOIN evidence v ON v.event_id = e.event_id"
@@ -150,7 +153,7 @@ def picture(view: View, request: Request, user: User) -> Response:
     event_id = str(request.path_params["event_id"]).lower()
     if not UUID.match(event_id):
         return view.json({"error": "not found"}, 404)
-    where, params = detail.scope(user)
+    where, params = queue.scope(user)
     with view.store(request).transaction(write=False) as tx:
         row = tx.one(
             "SELECT v.data FROM evidence v JOIN events e ON e.event_id = v.event_id"

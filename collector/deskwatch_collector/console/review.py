@@ -17,7 +17,7 @@ import unicodedata
 from typing import Any
 
 from deskwatch_collector.auth import User
-from deskwatch_collector.console.detail import scope
+from deskwatch_collector.console.queue import scope
 from deskwatch_collector.console.reviewfeed import mark_due
 from deskwatch_collector.console.vocab import REASONS
 from deskwatch_collector.store import Tx

@@ -104,6 +104,15 @@ def mark_published(tx: Tx, site: str, device_id: str, built_at: float) -> None:
     )
 
 
+CONN_WARN_SECONDS = 600.0  # a broker that stays away is said once in 10 minutes, not every round
+
+
+def _unsupported_protocol(reason: Any) -> bool:
+    """A CONNACK that refuses the protocol version: 0x84 (MQTT 5) or 1 (a 3.1.1 broker's answer)."""
+    value = getattr(reason, "value", reason)
+    return value in (1, 0x84) or "protocol version" in str(reason).lower()
+
+
 @dataclass
 class FeedStats:
     published: int = 0
@@ -134,6 +143,46 @@ class ReviewFeed(threading.Thread):
         self._client: Any = None
         self._acks: dict[int, Any] = {}  # mid -> the PUBACK's reason code (MQTT 5 may refuse)
         self._warned_at = -1e9
+        self._conn_warned_at = -1e9  # connection problems: one log line per CONN_WARN_SECONDS
+        self.protocol = 5  # MQTT 5, or 4 (3.1.1) once a broker refused 5 (RabbitMQ 3.x)
+        self._fallback = threading.Event()
+        self._ever_connected = False
+        self._drops_before_connack = 0
+
+    def _conn_warning(self, text: str, *args: Any) -> None:
+        if time.monotonic() - self._conn_warned_at >= CONN_WARN_SECONDS:
+            self._conn_warned_at = time.monotonic()
+            logger.warning(text + "; reviews lists wait until it is back", *args)
+
+    def _on_connect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        if not getattr(reason, "is_failure", False):
+            self._ever_connected = True
+            self._drops_before_connack = 0
+            logger.info("reviews feed connected to %s:%s (MQTT %s)", self.settings.host, self.settings.port,
+                        "5" if self.protocol == 5 else "3.1.1")  # fmt: skip
+            self.wake.set()
+            return
+        if self.protocol == 5 and _unsupported_protocol(reason):
+            self._fallback.set()
+            self.wake.set()
+            return
+        self._conn_warning("reviews feed: the broker %s:%s refused the connection (%s)",
+                           self.settings.host, self.settings.port, reason)  # fmt: skip
+
+    def _on_connect_fail(self, _c: Any, _u: Any) -> None:
+        self._conn_warning("reviews feed: cannot reach the broker %s:%s", self.settings.host, self.settings.port)
+
+    def _on_disconnect(self, _c: Any, _u: Any, _flags: Any, reason: Any, _p: Any) -> None:
+        if self.stop_event.is_set():
+            return
+        if self.protocol == 5 and not self._ever_connected:
+            # some MQTT 3.1.1 brokers close the connection on a version 5 CONNECT instead of answering
+            self._drops_before_connack += 1
+            if self._drops_before_connack >= 3:
+                self._fallback.set()
+                self.wake.set()
+                return
+        self._conn_warning("reviews feed: disconnected from %s:%s (%s)", self.settings.host, self.settings.port, reason)
 
     def _connect(self) -> Any:
         import paho.mqtt.client as mqtt
@@ -143,7 +192,7 @@ class ReviewFeed(threading.Thread):
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=f"{s.client_id}-reviews",
-            protocol=mqtt.MQTTv5,
+            protocol=mqtt.MQTTv5 if self.protocol == 5 else mqtt.MQTTv311,
         )
         if s.username:
             client.username_pw_set(s.username, s.password)
@@ -151,14 +200,29 @@ class ReviewFeed(threading.Thread):
             client.tls_set(ca_certs=s.ca_file, certfile=s.cert_file, keyfile=s.key_file)
         client.reconnect_delay_set(1, 60)
         client.on_publish = lambda _c, _u, mid, reason, _p: self._acks.__setitem__(mid, reason)
+        client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
+        client.on_disconnect = self._on_disconnect
         client.connect_async(s.host, s.port, keepalive=s.keepalive)
         client.loop_start()
         return client
+
+    def _fall_back(self) -> None:
+        """The broker refused MQTT 5: start again with 3.1.1 (from this thread, not paho's)."""
+        self._fallback.clear()
+        logger.warning("reviews feed: %s:%s refused MQTT 5; using MQTT 3.1.1 (no PUBACK reason codes)",
+                       self.settings.host, self.settings.port)  # fmt: skip
+        old, self.protocol = self._client, 4
+        old.disconnect()
+        old.loop_stop()
+        self._client = self._connect()
 
     def run(self) -> None:
         self._client = self._connect()
         try:
             while not self.stop_event.is_set():
+                if self._fallback.is_set():
+                    self._fall_back()
                 try:
                     self.publish_due()
                 except Exception:
@@ -177,6 +241,7 @@ class ReviewFeed(threading.Thread):
     def publish_due(self) -> int:
         """Publish every due list; returns how many the broker acknowledged."""
         if self._client is None or not self._client.is_connected():
+            self._conn_warning("reviews feed: not connected to %s:%s", self.settings.host, self.settings.port)
             return 0
         now = self.wall()
         with self.store.transaction(write=False) as tx:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlencode
+from urllib.parse import unquote
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -94,7 +94,6 @@ def environment() -> Environment:
         show=timefmt.show,
         iso=timefmt.iso_utc,
         ago=timefmt.ago,
-        urlencode=urlencode,
         rule_labels=RULE_LABELS,
         state_labels=STATE_LABELS,
         view_labels=QUEUE_VIEW_LABELS,

@@ -8,18 +8,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deskwatch_contract import load_schema
+
+# The rules are the contract's event types (one source: the appliance emits exactly these);
+# the labels are the console's words for them, and a test holds every rule to a label.
+RULES: tuple[str, ...] = tuple(load_schema("event")["properties"]["type"]["enum"])
 RULE_LABELS = {
     "away_from_desk": "Away from desk",
     "phone_use": "Phone use",
     "extra_person": "Extra person",
     "unrecognized_person": "Unrecognised person",
+    "presentation_attack": "Face on a photo or screen",
     "eating": "Eating",
     "idle_input": "No keyboard/mouse input",
     "low_light": "Too dark to check",
     "camera_obstructed": "Camera obstructed",
     "pause_overrun": "Pause overran",
 }
-RULES = tuple(RULE_LABELS)
 
 STATES = ("open", "acknowledged", "dismissed")
 STATE_LABELS = {"open": "Open", "acknowledged": "Upheld", "dismissed": "Dismissed"}

@@ -38,7 +38,7 @@ def days_left(captured_ts: float | None, retention_days: float, now: float) -> i
 
 def findings(tx: Tx, user: User, retention_days: float, now: float, *, before: str | None = None,
              after: str | None = None, limit: int = 50) -> Page:  # fmt: skip
-    f = Filters(sites=user.sites, view="all", own_worker=user.worker_id or "")
+    f = Filters(user=user, view="all")  # scope(user): a worker account sees only its own
     p = page(tx, f, before=before, after=after, limit=limit)
     for ev in p.events:
         annotate(ev, retention_days, now)

@@ -108,10 +108,6 @@ if (alertsButton) {
   renderAlerts();
 }
 
-const RULES = {away_from_desk: "Away from desk", phone_use: "Phone use", extra_person: "Extra person",
-  unrecognized_person: "Unrecognised person", eating: "Eating", idle_input: "No keyboard/mouse input",
-  low_light: "Too dark to check", camera_obstructed: "Camera obstructed", pause_overrun: "Pause overran"};
-
 function announce(events) {
   const banner = document.getElementById("new-banner");
   if (banner) {
@@ -125,7 +121,7 @@ function announce(events) {
   if (soundState()) beep();
   if ("Notification" in window && Notification.permission === "granted") {
     for (const ev of events.slice(0, 3)) {
-      const n = new Notification("deskwatch: " + (RULES[ev.type] || ev.type), {
+      const n = new Notification("deskwatch: " + (ev.label || ev.type), {
         body: ev.device_id + " · " + ev.worker_id + " · " + ev.site, tag: ev.event_id});
       n.onclick = () => { window.focus(); location.href = "/events/" + ev.event_id; };
     }

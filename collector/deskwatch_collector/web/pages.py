@@ -38,7 +38,8 @@ def login_page(error: str = "") -> bytes:
 
 
 async def healthz(request: Request) -> Response:
-    """200 while messages are being stored and acknowledged; 503 with the reason when not."""
+    """200 while messages are being stored and acknowledged; 503 with the kind of failure when
+    not (never the database's own message: this route needs no sign-in)."""
     ctx = WebContext.of(request)
     state = ctx.health() if ctx.health is not None else {"ok": True}
     return json_response(200 if state.get("ok") else 503, state)
