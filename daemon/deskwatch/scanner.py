@@ -31,6 +31,7 @@ from deskwatch.domain import (
 from deskwatch.schedule import Clock
 from deskwatch.stages import Outbox, Policy, Vision
 from deskwatch.system.logs import NOTICE
+from deskwatch.vision.memory import trim_heap
 
 if TYPE_CHECKING:
     from deskwatch.delivery.payloads import Source
@@ -140,7 +141,12 @@ class Scanner:
     def scan(self, trigger: str) -> ScanRecord | None:
         """Run one scan now. None when it was skipped before the camera opened."""
         with self._lock:
-            return self._scan(trigger)
+            try:
+                return self._scan(trigger)
+            finally:
+                # the burst's frames, crops and tensors are garbage now: their pages go back
+                # to the kernel, and the idle daemon holds only its models (issue 13)
+                trim_heap()
 
     def _scan(self, trigger: str) -> ScanRecord | None:
         now = self.clock.now()

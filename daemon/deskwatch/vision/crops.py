@@ -243,10 +243,11 @@ class SecondLook:
     ) -> list[Vote] | None:
         """Fill ``view``'s places: NanoDet on its crops, CenterNet where it has a candidate."""
         cfg, h, w = self.cfg, image.shape[0], image.shape[1]
-        pixels = [cut(image, c) for c in view.crops]
         nanodet = list(frame)
-        for i, (crop, px) in enumerate(zip(view.crops, pixels, strict=True), start=1):
-            found = self.objects.votes(px, self._labels(crop), cfg.vote_threshold)
+        # each crop is cut when a detector looks at it and dropped after: a person close to
+        # the camera gives squares of 0.5-1.6 MB each, 6 of them a view (peak RSS, issue 13)
+        for i, crop in enumerate(view.crops, start=1):
+            found = self.objects.votes(cut(image, crop), self._labels(crop), cfg.vote_threshold)
             out.model_ms += self.objects.invoke_ms
             nanodet += [Vote(i, to_frame(d, crop, w, h)) for d in found]
         phone_n = [v for v in nanodet if v.detection.label == PHONE]
@@ -255,9 +256,9 @@ class SecondLook:
         candidates += [v.detection.box for v in food_n if v.detection.score >= cfg.food_confirm]
         centernet: list[Vote] = []
         if candidates:
-            for i, (crop, px) in enumerate(zip(view.crops, pixels, strict=True), start=1):
+            for i, crop in enumerate(view.crops, start=1):
                 if any(crop.holds(b, w, h) for b in candidates):
-                    found = self.confirm.detect(px, self._labels(crop), cfg.vote_threshold)
+                    found = self.confirm.detect(cut(image, crop), self._labels(crop), cfg.vote_threshold)
                     out.model_ms += self.confirm.model.invoke_ms
                     out.centernet_runs += 1
                     centernet += [Vote(i, to_frame(d, crop, w, h)) for d in found]
