@@ -129,5 +129,6 @@ def test_bench_reports_stages_overhead_and_rss(
     bursts = result["bursts"]  # whole scans: each photo as a burst of camera.burst_frames (5 by default)
     assert bursts["scans"] == 2 and bursts["frames_per_scan"] == 5
     assert 0 < bursts["scan_ms"]["p50"] <= bursts["scan_ms"]["p95"]
+    assert 0 <= bursts["trim_heap_ms"]["p50"] <= bursts["trim_heap_ms"]["p95"] < 1000
     # no phone in either photo: three clear frames of five settle phone_use and eating
     assert bursts["phone_stage_frames_per_scan"] == 3
