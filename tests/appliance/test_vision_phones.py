@@ -12,6 +12,7 @@ The floors below sit at those numbers: precision is the part that must not move.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -444,8 +445,8 @@ class FakeCenterNetModel:
         self.classes = classes
         self.outputs = {"heat": {"shape": (1, 16, 16, len(classes))}, "wh": {"shape": (1, 16, 16, 4)}}
 
-    def run(self, tensor: np.ndarray) -> dict[str, np.ndarray]:
-        assert tensor.shape == (1, 64, 64, 3) and tensor.dtype == np.float32
+    def run_reading(self, image: np.ndarray, read: Callable[[dict[str, np.ndarray]], Any]) -> Any:
+        assert image.shape == (64, 64, 3) and image.dtype == np.uint8
         heat = np.zeros((1, 16, 16, len(self.classes)), np.float32)
         phone, cup = self.classes.index(PHONE), self.classes.index("cup")
         heat[0, 8, 4, phone] = 0.7  # a phone centred at (16, 32) px
@@ -455,7 +456,7 @@ class FakeCenterNetModel:
         wh = np.zeros((1, 16, 16, 4), np.float32)
         wh[0, 8, 4] = (8, 16, 8, 16)
         wh[0, 2, 2] = wh[0, 2, 3] = (4, 4, 4, 4)
-        return {"heat": heat, "wh": wh}
+        return read({"heat": heat, "wh": wh})
 
 
 @pytest.mark.parametrize("classes", [COCO_LABELS, HEAT_CLASSES])

@@ -177,3 +177,28 @@ def test_the_interpreter_runs_the_verified_file_even_if_the_path_is_replaced(mod
     finally:
         runtime.os.open = real_open
     assert model.run(np.zeros((1, 128, 128, 3), np.float32))["regressors"].shape == (1, 896, 16)
+
+
+def test_run_reading_sees_what_run_returns_without_copies(models_copy: Path) -> None:
+    """The detectors run several times a frame read their outputs in place (issue 12's
+    overhead_ratio): the same numbers as run()'s copies, from a uint8 image written
+    straight into the float input."""
+    model = ModelStore(VisionConfig(models_dir=str(models_copy), threads=1)).load(FACE)
+    image = np.random.default_rng(3).integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    copies = model.run(image.astype(np.float32)[None])
+    seen = model.run_reading(image, lambda out: {k: v.copy() for k, v in out.items()})
+    assert copies.keys() == seen.keys()
+    for name in copies:
+        assert np.array_equal(copies[name], seen[name]), name
+
+
+def test_a_view_kept_past_run_reading_stops_the_next_run_loudly(models_copy: Path) -> None:
+    """A reader that keeps a view instead of copying cannot silently see the next frame's
+    numbers: the interpreter refuses to run while the view exists."""
+    model = ModelStore(VisionConfig(models_dir=str(models_copy), threads=1)).load(FACE)
+    image = np.zeros((128, 128, 3), np.uint8)
+    kept = model.run_reading(image, lambda out: out["regressors"])
+    with pytest.raises(RuntimeError):
+        model.run_reading(image, lambda out: None)
+    del kept
+    assert model.run_reading(image, lambda out: out["regressors"].shape) == (1, 896, 16)

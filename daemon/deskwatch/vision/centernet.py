@@ -70,13 +70,16 @@ class CenterNet:
         """Detections of ``labels`` (all among its classes) scoring at least ``min_score``,
         boxes normalised to ``image``."""
         wanted = np.array([self.classes.index(label) for label in labels], np.int64)
-        out = self.model.run(resize(image, self.size, self.size).astype(np.float32)[None])
-        heat = out["heat"][0][..., wanted]
-        wh = out["wh"][0]
-        rows, cols, classes = peaks(heat, min_score)
+
+        def read(out: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            heat = out["heat"][0][..., wanted]  # a copy: the wanted channels only
+            rows, cols, classes = peaks(heat, min_score)
+            return heat, rows, cols, classes, out["wh"][0][rows, cols]  # the sides at the peaks
+
+        heat, rows, cols, classes, sides = self.model.run_reading(resize(image, self.size, self.size), read)
         dets = []
-        for r, c, k in zip(rows, cols, classes, strict=True):
-            left, top, right, bottom = (float(v) for v in wh[r, c])
+        for r, c, k, side in zip(rows, cols, classes, sides, strict=True):
+            left, top, right, bottom = (float(v) for v in side)
             cx, cy = c * STRIDE, r * STRIDE
             box = Box(
                 (cx - left) / self.size, (cy - top) / self.size, (cx + right) / self.size, (cy + bottom) / self.size

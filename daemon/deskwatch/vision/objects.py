@@ -141,8 +141,9 @@ class ObjectDetector:
     ) -> list[Detection]:
         """Candidates at or above ``thresholds`` (of ``classes`` only, if given) after per-class
         NMS, boxes normalised to ``image``."""
-        tensor = resize(image, INPUT_SIZE, INPUT_SIZE).astype(np.float32)[None]
-        raw = decode(self.model.run(tensor), thresholds, classes)
+        raw = self.model.run_reading(
+            resize(image, INPUT_SIZE, INPUT_SIZE), lambda outputs: decode(outputs, thresholds, classes)
+        )
         self.invoke_ms = self.model.invoke_ms
         if raw.scores.size == 0:
             return []

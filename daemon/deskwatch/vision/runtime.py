@@ -21,9 +21,10 @@ import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import yaml
@@ -32,6 +33,8 @@ from deskwatch.vision.config import VisionConfig
 from deskwatch.vision.memory import release_file_pages
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 INSTALL_HINT = (
     "no TFLite runtime is installed: install the default one with "
@@ -189,10 +192,32 @@ class Model:
         with self.lock:
             for detail, tensor in zip(self.inputs.values(), tensors, strict=True):
                 self.interpreter.set_tensor(detail["index"], tensor)
-            t0 = time.perf_counter()
-            self.interpreter.invoke()
-            self.invoke_ms = (time.perf_counter() - t0) * 1000.0
+            self._invoke()
             return {k: self.interpreter.get_tensor(d["index"]) for k, d in self.outputs.items()}
+
+    def run_reading(self, image: np.ndarray, read: Callable[[dict[str, np.ndarray]], T]) -> T:
+        """Invoke on one image (HxWx3, any dtype the input's converts from exactly, e.g.
+        uint8 into float32) and return ``read(outputs)``, the outputs being views of the
+        interpreter's own buffers, valid only inside ``read`` (it runs under the model's lock).
+
+        For the detectors run several times a frame (NanoDet, CenterNet): no float copy of
+        the image, no copy of their 1-2 MB of outputs. ``read`` must copy what it keeps:
+        a view still held at the next invoke makes the interpreter refuse to run."""
+        with self.lock:
+            buffer = self.interpreter.tensor(next(iter(self.inputs.values()))["index"])
+            np.copyto(buffer()[0], image, casting="unsafe")
+            del buffer
+            self._invoke()
+            views = {k: self.interpreter.tensor(d["index"])() for k, d in self.outputs.items()}
+            try:
+                return read(views)
+            finally:
+                del views
+
+    def _invoke(self) -> None:
+        t0 = time.perf_counter()
+        self.interpreter.invoke()
+        self.invoke_ms = (time.perf_counter() - t0) * 1000.0
 
 
 def _tensor_maps(
