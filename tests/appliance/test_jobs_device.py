@@ -335,6 +335,48 @@ def test_root_never_writes_through_a_link_the_service_user_planted(tmp_path: Pat
     assert (after.st_uid, after.st_mode, after.st_mtime_ns) == (before.st_uid, before.st_mode, before.st_mtime_ns)
 
 
+def test_root_never_follows_a_directory_the_service_user_swapped_for_a_link(tmp_path: Path) -> None:
+    """The service user owns <state_dir>/jobs: replacing done/ (or the download's directory)
+    with a link to /etc must not make root write, rename or delete there."""
+    import os
+
+    from deskwatch.jobs.download import fetch
+    from deskwatch.jobs.executor import Outcome, write_outcome
+    from deskwatch.system.files import UnsafePath, fsync_dir, remove, write_atomically
+    from deskwatch_contract.jobs import Artifact
+
+    nobody = 65534
+    etc = tmp_path / "etc"  # what root owns
+    etc.mkdir()
+    (etc / "passwd").write_text("root:x:0:0\n")
+    jobs = tmp_path / "state/jobs"  # what the service user owns
+    jobs.mkdir(parents=True)
+    os.chown(jobs, nobody, nobody)
+    (jobs / "done").symlink_to(etc)
+    os.lchown(jobs / "done", nobody, nobody)
+
+    with pytest.raises(UnsafePath, match="link in a directory others can change"):
+        write_outcome(jobs / "done", Outcome("evil", "config", "failed", "verify", "x"))
+    with pytest.raises(UnsafePath):
+        write_atomically(jobs / "done" / "passwd", b"owned\n")
+    with pytest.raises(UnsafePath):
+        fsync_dir(jobs / "done")
+    with pytest.raises(UnsafePath):
+        remove(jobs / "done" / "passwd")
+    blob = tmp_path / "update.src"
+    blob.write_bytes(b"bundle bytes")
+    with pytest.raises(UnsafePath):
+        fetch(Artifact(f"file://{blob}", hashlib.sha256(b"bundle bytes").hexdigest(), 12), jobs / "done" / "x.bundle")
+    assert sorted(p.name for p in etc.iterdir()) == ["passwd"]
+    assert (etc / "passwd").read_text() == "root:x:0:0\n"
+
+    # a link root itself could have made (in a directory only root can write) is followed
+    os.chown(jobs, 0, 0)
+    jobs.chmod(0o755)
+    write_outcome(jobs / "done", Outcome("fine", "config", "done", "applied", "ok"))
+    assert json.loads((etc / "fine.json").read_text())["job_id"] == "fine"
+
+
 def test_a_model_job_delivered_again_while_it_runs_is_not_started_twice(
     tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -419,7 +461,8 @@ def test_a_model_jobs_directory_is_on_disk_before_current_points_at_it(
         real_fsync(fd)
 
     def replace(src: Any, dst: Any, **kw: Any) -> None:
-        events.append(("replace", str(dst)))
+        where = kw.get("dst_dir_fd")  # a name in a directory opened without following links
+        events.append(("replace", str(dst) if where is None else os.readlink(f"/proc/self/fd/{where}") + f"/{dst}"))
         real_replace(src, dst, **kw)
 
     monkeypatch.setattr(os, "fsync", fsync)

@@ -8,7 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from deskwatch.system.files import create_new, fsync_dir
+from deskwatch.system.files import create_new, remove, replace_within
 from deskwatch_contract.jobs import Artifact
 
 CHUNK = 256 * 1024
@@ -37,16 +37,15 @@ def fetch(artifact: Artifact, dest: Path, *, timeout: float = 60.0) -> Path:
             out.flush()
             os.fsync(out.fileno())
     except DownloadFailed:
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
         raise
     except (urllib.error.URLError, OSError, ValueError) as exc:
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
         raise DownloadFailed(f"cannot download {artifact.url}: {exc}") from None
     if size != artifact.bytes or digest.hexdigest() != artifact.sha256:
-        tmp.unlink(missing_ok=True)
+        remove(tmp)
         raise DownloadFailed(
             f"{artifact.url} is not the artifact the job names (sha256 {digest.hexdigest()[:12]}…, {size} bytes)"
         )
-    os.replace(tmp, dest)
-    fsync_dir(dest.parent)
+    replace_within(dest.parent, tmp.name, dest.name)
     return dest

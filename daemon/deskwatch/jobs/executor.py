@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deskwatch.system.files import fsync_dir, write_atomically
+from deskwatch.system.files import ensure_dir, fsync_dir, remove, write_atomically
 from deskwatch_contract.jobs import ENVELOPE_SCHEMA, JobDocument, JobInvalid, parse_document
 from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
 
@@ -56,7 +56,7 @@ def jobs_dirs(state_dir: Path) -> tuple[Path, Path]:
 
 
 def write_outcome(done_dir: Path, outcome: Outcome) -> None:
-    done_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(done_dir)
     path = done_dir / f"{outcome.job_id}.json"
     owner = None
     if os.geteuid() == 0:  # the daemon (service user) reads and then removes it
@@ -189,7 +189,7 @@ def run_software(job: JobDocument, state_dir: Path, install: Callable[[Path, str
     except Exception as exc:
         return Outcome(job.job_id, job.kind, "failed", "install", str(exc)[:500])
     finally:
-        bundle.unlink(missing_ok=True)
+        remove(bundle)
     return Outcome(job.job_id, job.kind, "in_progress", "rebooting", f"trial boot of {job.artifact.version}")
 
 

@@ -8,6 +8,14 @@ created with ``O_CREAT|O_EXCL|O_NOFOLLOW`` after whatever was at its name is unl
 descriptor, synced, renamed over the final name (``rename(2)`` replaces a link, never
 writes through it) and the directory synced, so after a power cut the name holds either
 the old or the new content.
+
+The directory itself is reached the same careful way (:func:`open_dir`): the service
+user could replace ``jobs/done`` (or ``jobs``) with a link to ``/etc``, and every step of
+the write above would then happen there. So the path is walked one component at a time
+with ``O_NOFOLLOW``, and the name operations (unlink, create, rename, sync) are made
+relative to the directory's descriptor. A symbolic link on the way is followed only
+where nobody else could have put it: in a directory owned by root (or by this process's
+own user) that neither group nor others may write (``/var/run -> /run`` is fine).
 """
 
 from __future__ import annotations
@@ -15,26 +23,130 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from pathlib import Path
 
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+MAX_LINKS = 40  # as the kernel's own limit (ELOOP)
+
+
+class UnsafePath(OSError):
+    """A directory on the way is reached through a link someone else could have planted."""
+
+
+def _trusted(dir_fd: int) -> bool:
+    """Could only root or this process's own user have put an entry in this directory?"""
+    st = os.fstat(dir_fd)
+    return st.st_uid in (0, os.geteuid()) and not st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+
+
+def open_dir(path: Path) -> int:
+    """A descriptor on the directory ``path``, reached without following a link that a
+    less trusted user could have planted (see the module doc); UnsafePath otherwise."""
+    parts = list(Path(os.path.abspath(path)).parts[1:])
+    fd = os.open("/", _DIR)
+    links = 0
+    try:
+        while parts:
+            name = parts.pop(0)
+            if name in ("", "."):
+                continue
+            try:
+                child = os.open(name, _DIR, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno not in (errno.ELOOP, errno.ENOTDIR) or not stat.S_ISLNK(
+                    os.stat(name, dir_fd=fd, follow_symlinks=False).st_mode
+                ):
+                    raise
+                if not _trusted(fd):
+                    raise UnsafePath(
+                        errno.ELOOP, f"{path}: {name!r} is a link in a directory others can change; not following it"
+                    ) from None
+                links += 1
+                if links > MAX_LINKS:
+                    raise UnsafePath(errno.ELOOP, f"{path}: too many links") from None
+                target = os.readlink(name, dir_fd=fd)
+                if os.path.isabs(target):
+                    os.close(fd)
+                    fd = os.open("/", _DIR)
+                parts = [p for p in Path(target).parts if p != "/"] + parts
+                continue
+            os.close(fd)
+            fd = child
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def create_new(path: Path, mode: int = 0o644) -> int:
     """A descriptor on a new, empty regular file at ``path``; whatever was there is unlinked first."""
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
-    return os.open(path, _CREATE, mode)
+    dir_fd = open_dir(path.parent)
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=dir_fd)
+        return os.open(path.name, _CREATE, mode, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def ensure_dir(path: Path, mode: int = 0o755) -> None:
+    """``mkdir -p path``, each directory reached and made as :func:`open_dir` reaches them."""
+    try:
+        os.close(open_dir(path))
+        return
+    except FileNotFoundError:
+        pass
+    if path.parent == path:
+        raise FileNotFoundError(errno.ENOENT, f"{path} does not exist")
+    ensure_dir(path.parent, mode)
+    fd = open_dir(path.parent)
+    try:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path.name, mode, dir_fd=fd)
+    finally:
+        os.close(fd)
+    os.close(open_dir(path))  # what is there now is a directory reached safely
+
+
+def remove(path: Path) -> None:
+    """Unlink ``path`` if it exists (a link is removed, never its target; its directory is
+    reached as :func:`open_dir` reaches it)."""
+    try:
+        fd = open_dir(path.parent)
+    except FileNotFoundError:
+        return
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path.name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _sync(dir_fd: int) -> None:
+    try:
+        os.fsync(dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
+            raise
 
 
 def fsync_dir(path: Path) -> None:
     """Make renames and creations in ``path`` durable (filesystems without directory fsync: skipped)."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    fd = open_dir(path)
     try:
-        os.fsync(fd)
-    except OSError as exc:
-        if exc.errno not in (errno.EINVAL, errno.ENOTSUP):
-            raise
+        _sync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_within(directory: Path, src: str, dst: str) -> None:
+    """Rename ``src`` over ``dst``, both names in ``directory``, and make it durable."""
+    fd = open_dir(directory)
+    try:
+        os.replace(src, dst, src_dir_fd=fd, dst_dir_fd=fd)
+        _sync(fd)
     finally:
         os.close(fd)
 
@@ -51,21 +163,29 @@ def write_atomically(
 
     ``tmp`` (default ``.<name>.tmp`` beside ``path``) must be in the same directory."""
     tmp = tmp or path.with_name(f".{path.name}.tmp")
-    fd = create_new(tmp, mode)
+    if os.path.abspath(tmp.parent) != os.path.abspath(path.parent):
+        raise ValueError(f"{tmp} is not in the directory of {path}")
+    dir_fd = open_dir(path.parent)
     try:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp.name, dir_fd=dir_fd)
+        fd = os.open(tmp.name, _CREATE, mode, dir_fd=dir_fd)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
-            os.fchmod(fd, mode)
-            if owner is not None and os.geteuid() == 0:
-                os.fchown(fd, *owner)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fchmod(fd, mode)
+                if owner is not None and os.geteuid() == 0:
+                    os.fchown(fd, *owner)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(tmp.name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp.name, dir_fd=dir_fd)
+            raise
+        _sync(dir_fd)
+    finally:
+        os.close(dir_fd)
