@@ -377,6 +377,52 @@ def test_root_never_follows_a_directory_the_service_user_swapped_for_a_link(tmp_
     assert json.loads((etc / "fine.json").read_text())["job_id"] == "fine"
 
 
+def test_root_takes_only_regular_files_from_the_queue_and_never_a_queue_swapped_for_a_link(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """The queue is the service user's: a link or a FIFO planted as <id>.json is a rejected
+    job (no hang, the file a link points at untouched), and a queue replaced by a link to a
+    directory of *.json files runs nothing and deletes nothing there."""
+    import os
+    import threading
+
+    from deskwatch.system.files import UnsafePath
+
+    device = Device(tmp_path / "dev", keys[1])
+    queue = device.state / "jobs/queue"
+    queue.mkdir(parents=True)
+    victim = tmp_path / "settings.json"
+    victim.write_text('{"keep": true}')
+    (queue / "link.json").symlink_to(victim)
+    os.mkfifo(queue / "fifo.json")
+    result: list[Any] = []
+    runner = threading.Thread(
+        target=lambda: result.append(
+            run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
+        )
+    )
+    runner.start()
+    runner.join(20)
+    assert not runner.is_alive(), "run-queued hung on a FIFO in the queue"
+    outcomes = {o.job_id: o for o in result[0]}
+    assert {k: (o.status, o.step) for k, o in outcomes.items()} == {
+        "link": ("rejected", "verify"),
+        "fifo": ("rejected", "verify"),
+    }
+    assert "not a regular file" in outcomes["fifo"].detail
+    assert victim.read_text() == '{"keep": true}' and sorted(os.listdir(queue)) == []
+
+    elsewhere = tmp_path / "etc-like"
+    elsewhere.mkdir()
+    (elsewhere / "a.json").write_text("{}")
+    queue.rmdir()
+    queue.symlink_to(elsewhere)
+    os.chown(queue.parent, 65534, 65534)  # jobs/ belongs to the service user
+    with pytest.raises(UnsafePath):
+        run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
+    assert sorted(os.listdir(elsewhere)) == ["a.json"]
+
+
 def test_a_model_job_delivered_again_while_it_runs_is_not_started_twice(
     tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:

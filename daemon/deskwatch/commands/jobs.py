@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deskwatch.jobs.executor import jobs_dirs, run_queued
+    from deskwatch.system.files import UnsafePath
     from deskwatch.system.logs import setup_logging
 
     if not logging.getLogger().handlers:
@@ -41,7 +42,14 @@ def run(args: argparse.Namespace) -> int:
         return exitcodes.CONFIG
     state_dir = Path(cfg.state_dir)
     if args.action == "run-queued":
-        outcomes = run_queued(state_dir, Path(args.config), ready_timeout=args.ready_timeout, settle=args.settle)
+        try:
+            outcomes = run_queued(state_dir, Path(args.config), ready_timeout=args.ready_timeout, settle=args.settle)
+        except UnsafePath as exc:
+            print(
+                f"deskwatch jobs: {exc.strerror}: no job run; remove the link and let the daemon re-create it",
+                file=sys.stderr,
+            )
+            return exitcodes.FAIL
         for o in outcomes:
             print(f"{o.job_id} ({o.kind}): {o.status} at {o.step}: {o.detail}")
         return exitcodes.FAIL if any(o.status in ("failed", "rejected") for o in outcomes) else exitcodes.OK

@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from deskwatch.system.files import ensure_dir, fsync_dir, remove, write_atomically
-from deskwatch_contract.jobs import ENVELOPE_SCHEMA, JobDocument, JobInvalid, parse_document
+from deskwatch.system.files import SafeDir, ensure_dir, remove, write_atomically
+from deskwatch_contract.jobs import ENVELOPE_SCHEMA, MAX_ENVELOPE_BYTES, JobDocument, JobInvalid, parse_document
+from deskwatch_contract.jsonutil import JsonRejected, loads_object
 from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
 
 from . import config_change
@@ -116,11 +117,6 @@ def wait_ready(services: Services, timeout: float, settle: float) -> tuple[bool,
     return True, f"the daemon is READY with the new config and stayed up {settle:.0f} s"
 
 
-def running_marker(queue_file: Path) -> Path:
-    """Where a config job's queue file sits while its change is live and not yet judged."""
-    return queue_file.with_suffix(RUNNING_SUFFIX)
-
-
 def run_config(
     job: JobDocument,
     config_path: Path,
@@ -128,8 +124,9 @@ def run_config(
     *,
     ready_timeout: float,
     settle: float,
-    queue_file: Path | None = None,
+    mark_running: Callable[[], None] | None = None,
 ) -> Outcome:
+    """``mark_running``: moves the job's queue file to its running marker (see below)."""
     try:
         staged = config_change.stage(config_path, job.config_set, job.job_id)
     except config_change.ChangeRejected as exc:
@@ -137,11 +134,10 @@ def run_config(
     except OSError as exc:
         return Outcome(job.job_id, job.kind, "failed", "stage", f"cannot write the new config: {exc}"[:500])
     try:
-        if queue_file is not None:
+        if mark_running is not None:
             # a power cut from here to the verdict leaves <id>.running: the next run restores
             # .previous instead of running the job again (which would make the bad config .previous)
-            os.replace(queue_file, running_marker(queue_file))
-            fsync_dir(queue_file.parent)
+            mark_running()
         config_change.swap_in(config_path, staged)
     except OSError as exc:
         staged.unlink(missing_ok=True)
@@ -161,9 +157,9 @@ def run_config(
     return Outcome(job.job_id, job.kind, "failed", "health check", detail, rolled_back=True)
 
 
-def recover_interrupted(marker: Path, config_path: Path, done_dir: Path, services: Services) -> Outcome:
+def recover_interrupted(queue: SafeDir, marker: str, config_path: Path, done_dir: Path, services: Services) -> Outcome:
     """A config job cut off (power, a killed service) between its swap and its verdict."""
-    job_id = marker.stem
+    job_id = marker.removesuffix(RUNNING_SUFFIX)
     back = config_change.changed_by(config_path, job_id) and config_change.restore(config_path)
     if back:
         services.restart(SERVICE)
@@ -173,7 +169,7 @@ def recover_interrupted(marker: Path, config_path: Path, done_dir: Path, service
     log.error("job %s: %s", job_id, detail)
     outcome = Outcome(job_id, "config", "failed", "interrupted", detail, rolled_back=bool(back))
     write_outcome(done_dir, outcome)
-    marker.unlink(missing_ok=True)
+    queue.remove(marker)
     return outcome
 
 
@@ -209,41 +205,75 @@ def run_queued(
     ready_timeout: float = 300.0,
     settle: float = 20.0,
 ) -> list[Outcome]:
-    """Run every queued job, oldest first; each gets an outcome file."""
+    """Run every queued job, oldest first; each gets an outcome file.
+
+    The queue is the service user's directory: it is opened without following a link
+    (UnsafePath if it is one), and its files are read, renamed and removed by name in it,
+    never through a link (a planted link or FIFO is a rejected job, not a file elsewhere)."""
     queue_dir, done_dir = jobs_dirs(state_dir)
     services = services or Services()
-    outcomes = [recover_interrupted(marker, config_path, done_dir, services) for marker in queue_dir.glob("*.running")]
-    keys = load_public_keys(keys_dir)
-    for path in sorted(queue_dir.glob("*.json"), key=lambda p: p.stat().st_mtime):
-        job_id = path.stem
-        try:
-            envelope = json.loads(path.read_text())
-            data, _kid = open_envelope(envelope, keys, ENVELOPE_SCHEMA)
-            job = parse_document(data, now=datetime.now(UTC))
-            if job.job_id != job_id:
-                raise JobInvalid(f"queued as {job_id} but the document says {job.job_id}")
-        except (OSError, ValueError, SignatureRejected, JobInvalid) as exc:
-            outcome = Outcome(job_id, "unknown", "rejected", "verify", f"refused by the root side: {exc}"[:500])
-        else:
-            if job.kind == "config":
-                outcome = run_config(
-                    job, config_path, services, ready_timeout=ready_timeout, settle=settle, queue_file=path
-                )
-            elif job.kind == "software":
-                outcome = run_software(job, state_dir, install)
-            else:
-                outcome = Outcome(job_id, job.kind, "rejected", "verify", f"{job.kind} jobs are run by the daemon")
-        write_outcome(done_dir, outcome)
-        path.unlink(missing_ok=True)
-        running_marker(path).unlink(missing_ok=True)
-        outcomes.append(outcome)
-        log.info(
-            "job %s (%s): %s at %s: %s",
-            outcome.job_id,
-            outcome.kind,
-            outcome.status,
-            outcome.step,
-            outcome.detail,
-            extra={"journal": {"DESKWATCH_EVENT": "job_" + outcome.status, "JOB_ID": outcome.job_id}},
-        )
+    try:
+        queue = SafeDir(queue_dir)
+    except FileNotFoundError:
+        return []
+    with queue:
+        outcomes = [
+            recover_interrupted(queue, marker, config_path, done_dir, services)
+            for marker in queue.names(RUNNING_SUFFIX)
+        ]
+        keys = load_public_keys(keys_dir)
+        for name in queue.names(".json"):
+            timing = (ready_timeout, settle)
+            outcomes.append(_run_one(queue, name, state_dir, config_path, done_dir, services, install, keys, timing))
     return outcomes
+
+
+def _run_one(
+    queue: SafeDir,
+    name: str,
+    state_dir: Path,
+    config_path: Path,
+    done_dir: Path,
+    services: Services,
+    install: Callable[[Path, str], None],
+    keys: Any,
+    timing: tuple[float, float],
+) -> Outcome:
+    job_id = name.removesuffix(".json")
+    marker = job_id + RUNNING_SUFFIX
+    try:
+        envelope = loads_object(queue.read_bytes(name, MAX_ENVELOPE_BYTES), max_bytes=MAX_ENVELOPE_BYTES)
+        data, _kid = open_envelope(envelope, keys, ENVELOPE_SCHEMA)
+        job = parse_document(data, now=datetime.now(UTC))
+        if job.job_id != job_id:
+            raise JobInvalid(f"queued as {job_id} but the document says {job.job_id}")
+    except (OSError, ValueError, JsonRejected, SignatureRejected, JobInvalid) as exc:
+        outcome = Outcome(job_id, "unknown", "rejected", "verify", f"refused by the root side: {exc}"[:500])
+    else:
+        if job.kind == "config":
+            ready_timeout, settle = timing
+            outcome = run_config(
+                job,
+                config_path,
+                services,
+                ready_timeout=ready_timeout,
+                settle=settle,
+                mark_running=lambda: queue.rename(name, marker),
+            )
+        elif job.kind == "software":
+            outcome = run_software(job, state_dir, install)
+        else:
+            outcome = Outcome(job_id, job.kind, "rejected", "verify", f"{job.kind} jobs are run by the daemon")
+    write_outcome(done_dir, outcome)
+    queue.remove(name)
+    queue.remove(marker)
+    log.info(
+        "job %s (%s): %s at %s: %s",
+        outcome.job_id,
+        outcome.kind,
+        outcome.status,
+        outcome.step,
+        outcome.detail,
+        extra={"journal": {"DESKWATCH_EVENT": "job_" + outcome.status, "JOB_ID": outcome.job_id}},
+    )
+    return outcome

@@ -189,3 +189,61 @@ def write_atomically(
         _sync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+class SafeDir:
+    """A directory reached by :func:`open_dir`, used by name: nothing done here follows a
+    link, whoever owns the directory. For root reading the service user's job queue."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.fd = open_dir(path)
+
+    def __enter__(self) -> SafeDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def names(self, suffix: str = "") -> list[str]:
+        """The entries ending in ``suffix``, oldest modification first."""
+        found = []
+        for name in os.listdir(self.fd):
+            if name.endswith(suffix):
+                with contextlib.suppress(FileNotFoundError):
+                    found.append((os.stat(name, dir_fd=self.fd, follow_symlinks=False).st_mtime_ns, name))
+        return [name for _, name in sorted(found)]
+
+    def read_bytes(self, name: str, limit: int) -> bytes:
+        """The content of the regular file ``name`` (not a link, a FIFO or a device), at most
+        ``limit`` bytes; OSError otherwise."""
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise OSError(errno.EINVAL, f"{self.path / name} is not a regular file")
+            if st.st_size > limit:
+                raise OSError(errno.EFBIG, f"{self.path / name} is larger than {limit} bytes")
+            chunks, size = [], 0
+            while chunk := os.read(fd, 1 << 16):
+                size += len(chunk)
+                if size > limit:
+                    raise OSError(errno.EFBIG, f"{self.path / name} is larger than {limit} bytes")
+                chunks.append(chunk)
+            return b"".join(chunks)
+        finally:
+            os.close(fd)
+
+    def rename(self, src: str, dst: str) -> None:
+        """``src`` over ``dst`` in this directory, durably."""
+        os.replace(src, dst, src_dir_fd=self.fd, dst_dir_fd=self.fd)
+        _sync(self.fd)
+
+    def remove(self, name: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name, dir_fd=self.fd)
