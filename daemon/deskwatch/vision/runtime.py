@@ -203,8 +203,11 @@ class Model:
         For the detectors run several times a frame (NanoDet, CenterNet): no float copy of
         the image, no copy of their 1-2 MB of outputs. ``read`` must copy what it keeps:
         a view still held at the next invoke makes the interpreter refuse to run."""
+        detail = next(iter(self.inputs.values()))
+        if tuple(image.shape) != tuple(int(v) for v in detail["shape"][1:]):
+            raise ValueError(f"{self.file}: an image of {list(image.shape)} for an input of {list(detail['shape'])}")
         with self.lock:
-            buffer = self.interpreter.tensor(next(iter(self.inputs.values()))["index"])
+            buffer = self.interpreter.tensor(detail["index"])
             np.copyto(buffer()[0], image, casting="unsafe")
             del buffer
             self._invoke()
@@ -238,6 +241,14 @@ def _tensor_maps(
     return ins, outs
 
 
+def _read_from_start(fd: int) -> bytes:
+    os.lseek(fd, 0, os.SEEK_SET)
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 class ModelStore:
     """Loads verified models from one directory, once each."""
 
@@ -266,20 +277,11 @@ class ModelStore:
 
     def verify(self, file: str) -> tuple[ManifestEntry, bytes]:
         """The model's bytes, after checking them against the manifest."""
-        entry = self.entry(file)
-        path = self.directory / entry.file
+        entry, fd = self._open_verified(file)
         try:
-            content = path.read_bytes()
-        except OSError as exc:
-            raise ModelError(f"model file {path} cannot be read ({exc.strerror}): reinstall the models") from None
-        digest = hashlib.sha256(content).hexdigest()
-        if digest != entry.sha256:
-            raise ModelError(
-                f"model file {path} is corrupt or was replaced: sha256 {digest[:16]}... but "
-                f"{MANIFEST} says {entry.sha256[:16]}...; refusing to load it. Reinstall the "
-                "models (or rebuild them with models/build_models.py)"
-            )
-        return entry, content
+            return entry, _read_from_start(fd)
+        finally:
+            os.close(fd)
 
     def _open_verified(self, file: str) -> tuple[ManifestEntry, int]:
         """An open descriptor of the model file, its content checked against the manifest
@@ -318,10 +320,7 @@ class ModelStore:
             released = release_file_pages(os.fstat(fd).st_ino, Path(file).name)
             log.debug("model %s: %.1f MB of mapped weights released after packing", file, released / 2**20)
             return interpreter
-        os.lseek(fd, 0, os.SEEK_SET)
-        with os.fdopen(os.dup(fd), "rb") as fh:
-            content = fh.read()
-        interpreter = rt.interpreter_class(model_content=content, num_threads=self.cfg.threads)
+        interpreter = rt.interpreter_class(model_content=_read_from_start(fd), num_threads=self.cfg.threads)
         interpreter.allocate_tensors()
         return interpreter
 
