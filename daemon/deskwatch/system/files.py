@@ -151,6 +151,21 @@ def replace_within(directory: Path, src: str, dst: str) -> None:
         os.close(fd)
 
 
+def fill(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
+    """Write all of ``data`` to the new file ``fd``, set its mode (and owner, when root),
+    sync it and close the descriptor."""
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+        if owner is not None and os.geteuid() == 0:
+            os.fchown(fd, *owner)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_atomically(
     path: Path,
     data: bytes,
@@ -171,16 +186,7 @@ def write_atomically(
             os.unlink(tmp.name, dir_fd=dir_fd)
         fd = os.open(tmp.name, _CREATE, mode, dir_fd=dir_fd)
         try:
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fchmod(fd, mode)
-                if owner is not None and os.geteuid() == 0:
-                    os.fchown(fd, *owner)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fill(fd, data, mode, owner)
             os.replace(tmp.name, path.name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         except BaseException:
             with contextlib.suppress(OSError):

@@ -43,7 +43,7 @@ from typing import Any
 import yaml
 
 from deskwatch.config import Config, ConfigError, load_config_text
-from deskwatch.system.files import fsync_dir, write_atomically
+from deskwatch.system.files import fill, fsync_dir, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -291,15 +291,7 @@ def _service_ids(user: str = SERVICE_USER) -> tuple[int, int] | None:
 
 
 def _write(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        os.write(fd, content)
-        os.fchmod(fd, mode)
-        if owner is not None and os.geteuid() == 0:
-            os.fchown(fd, *owner)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fill(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), content, mode, owner)
 
 
 def stage(bundle: Bundle, etc_dir: Path, service_user: str = SERVICE_USER) -> tuple[Path, Config, str]:
