@@ -41,6 +41,16 @@ def test_each_photo_is_counted_in_its_categories_both_ways(folder: Path, capsys:
     assert "phone in use       1 photos, phone in use found 1  phone_hand_02.jpg" in out
 
 
+@pytest.mark.slow
+def test_the_scan_view_counts_what_the_policy_reports_on_a_noisy_burst(folder: Path) -> None:
+    """--bursts: the supervisor's view, phone_use and eating as findings of a whole scan."""
+    counts = phonefigures.measure(folder, verbose=False, bursts=True)[phonefigures.BURST]
+    assert counts["phone in use"]["found_in_use"] == ["phone_hand_02.jpg"]
+    assert counts["hard negative"]["found_in_use"] == [] and counts["phone on a desk"]["found_in_use"] == []
+    assert counts["eating"] == {"photos": 1, "found_eating": ["eat_03.jpg"]}
+    assert counts["not eating"]["found_eating"] == []
+
+
 def test_a_folder_without_labels_is_refused_with_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert phonefigures.main([str(tmp_path)]) == 2
     assert "no labels.yaml" in capsys.readouterr().err

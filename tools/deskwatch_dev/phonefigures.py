@@ -2,7 +2,9 @@
 ``python -m deskwatch_dev.phonefigures [DIR]`` (default: the repo's tests/data/photos).
 
 Each photo is analysed twice with the shipped models and default config: as the file, and
-fitted into a 1280x720 frame (what the camera gives; phones shrink with it). A photo
+fitted into a 1280x720 frame (what the camera gives: people smaller in the whole-frame pass,
+small photos blown up). ``--bursts`` adds a third view, the scan's verdict: the frame as a
+camera burst of noisy frames through the burst analysis and the policy. A photo
 counts as "phone in use" found when a phone is confirmed with a behaviour that the
 ``full`` profile counts (at the ear, in the hand). The categories come from the folder's
 ``labels.yaml`` (``phone``, ``phone_in_use``, ``eating``) and the file names the labels
@@ -24,6 +26,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 VIEWS = ("file", "1280x720")
+BURST = "1280x720 scan"  # --bursts: the scan's verdict on a burst of noisy frames
 
 
 def _config(state_dir: str) -> Any:
@@ -53,26 +56,53 @@ def categories(entry: dict[str, Any]) -> list[str]:
     return out
 
 
-def measure(directory: Path, *, verbose: bool = True) -> dict[str, Any]:
-    from deskwatch.app import build_vision
-    from deskwatch.commands.bench import fit_frame
+def measure(directory: Path, *, verbose: bool = True, bursts: bool = False) -> dict[str, Any]:
+    """Per view, per category: the photos and those found. ``bursts`` adds the view the
+    supervisor gets: the 1280x720 frame as a camera burst (``camera.burst_frames`` frames,
+    each with its own sensor noise) through the scan's burst analysis and the policy, a
+    photo counting when the scan reports phone_use (or eating)."""
+    from deskwatch.app import build_policy, build_vision
+    from deskwatch.commands.bench import camera_burst, fit_frame
+    from deskwatch.domain import Frame, utcnow
+    from deskwatch.policy.engine import PolicyContext
+    from deskwatch.scanner import analyze_burst
     from deskwatch.vision.eating import AT_MOUTH
     from deskwatch.vision.phones import AT_EAR, IN_HAND, VISIBLE
 
     labels = yaml.safe_load((directory / "labels.yaml").read_text())["files"]
-    summary: dict[str, Any] = {view: {} for view in VIEWS}
+    views = (*VIEWS, BURST) if bursts else VIEWS
+    summary: dict[str, Any] = {view: {} for view in views}
     with tempfile.TemporaryDirectory(prefix="deskwatch-figures-") as state:
-        vision = build_vision(_config(state))
+        cfg = _config(state)
+        vision, policy = build_vision(cfg), build_policy(cfg)
+
+        def one_frame(frame: np.ndarray) -> tuple[bool, bool, bool, str]:
+            analysis = vision.analyze(frame)
+            phones = analysis.labelled("cell phone")
+            in_use = any(d.behaviour in (AT_EAR, IN_HAND) for d in phones)
+            on_desk = any(d.behaviour == VISIBLE for d in phones)
+            eating = any(getattr(d, "behaviour", None) == AT_MOUTH for d in analysis.detections)
+            return in_use, on_desk, eating, ", ".join(f"{d.behaviour} {d.score:.2f}" for d in phones) or "-"
+
+        def one_scan(frame: np.ndarray, seed: int) -> tuple[bool, bool, bool, str]:
+            now = utcnow()
+            burst = [Frame(f, now, i) for i, f in enumerate(camera_burst(frame, cfg.camera.burst_frames, seed))]
+            outcome = policy.evaluate(
+                analyze_burst(vision, policy, burst), PolicyContext(now=now, trigger="cli", confirming=True)
+            )
+            said = {f.type: f.detail for f in outcome.findings if f.type in ("phone_use", "eating")}
+            return "phone_use" in said, False, "eating" in said, "; ".join(f"{k}: {v}" for k, v in said.items()) or "-"
+
         try:
-            for entry in labels:
+            for seed, entry in enumerate(labels):
                 image = _load(directory / entry["file"])
+                fitted = fit_frame(image, 1280, 720)
                 said = []
-                for view, frame in zip(VIEWS, (image, fit_frame(image, 1280, 720)), strict=True):
-                    analysis = vision.analyze(frame)
-                    phones = analysis.labelled("cell phone")
-                    in_use = any(d.behaviour in (AT_EAR, IN_HAND) for d in phones)
-                    on_desk = any(d.behaviour == VISIBLE for d in phones)
-                    eating = any(getattr(d, "behaviour", None) == AT_MOUTH for d in analysis.detections)
+                for view in views:
+                    if view == BURST:
+                        in_use, on_desk, eating, words = one_scan(fitted, seed)
+                    else:
+                        in_use, on_desk, eating, words = one_frame(image if view == "file" else fitted)
                     counts = summary[view]
                     for category in categories(entry):
                         row = counts.setdefault(category, {"photos": 0, "found_in_use": [], "found_on_desk": []})
@@ -86,7 +116,7 @@ def measure(directory: Path, *, verbose: bool = True) -> dict[str, Any]:
                     row["photos"] += 1
                     if eating:
                         row["found_eating"].append(entry["file"])
-                    said.append(f"{view}: " + (", ".join(f"{d.behaviour} {d.score:.2f}" for d in phones) or "-"))
+                    said.append(f"{view}: {words}")
                 if verbose:
                     print(f"{entry['file']:22} {'/'.join(categories(entry)):30} {' | '.join(said)}", flush=True)
         finally:
@@ -98,11 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deskwatch_dev.phonefigures", description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", nargs="?", type=Path, default=REPO / "tests" / "data" / "photos")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON only")
+    parser.add_argument(
+        "--bursts",
+        action="store_true",
+        help="also each 1280x720 frame as a camera burst through the scan and the policy: what the supervisor gets",
+    )
     args = parser.parse_args(argv)
     if not (args.directory / "labels.yaml").is_file():
         print(f"phonefigures: no labels.yaml in {args.directory}: pass a labelled photo folder", file=sys.stderr)
         return 2
-    summary = measure(args.directory, verbose=not args.json)
+    summary = measure(args.directory, verbose=not args.json, bursts=args.bursts)
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
