@@ -547,7 +547,8 @@ def test_a_power_cut_during_the_health_check_restores_the_previous_config_at_boo
     with pytest.raises(PowerCut):
         run_queued(device.state, device.config, keys_dir=device.keys, services=CutDuringHealthCheck([True]))
     assert "900" in device.config.read_text()
-    assert sorted(p.name for p in (device.state / "jobs/queue").iterdir()) == ["job-1.running"]
+    [marker] = (device.state / "jobs/queue").iterdir()
+    assert marker.name == "job-1.running" and marker.stat().st_mode & 0o777 == 0o600  # root's own
     device.agent.handle_notify(raw)  # the collector still retains it: not queued again
     assert not (device.state / "jobs/queue/job-1.json").exists()
     systemd = Systemd([True])
@@ -558,6 +559,26 @@ def test_a_power_cut_during_the_health_check_restores_the_previous_config_at_boo
     device.agent.tick()
     assert device.statuses()[-1] == ("failed", "interrupted")
     assert run_queued(device.state, device.config, keys_dir=device.keys, services=systemd) == []
+
+
+def test_a_running_marker_the_service_user_planted_does_not_roll_a_config_back(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """<id>.running tells the root side to restore .previous: only the job runner's own
+    (root's, 0600) marker counts; the daemon's user naming the last config job's id does not."""
+    import os
+
+    device = Device(tmp_path, keys[1])
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 900}))
+    [done] = run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
+    assert done.status == "succeeded" and "900" in device.config.read_text()
+    planted = device.state / "jobs/queue/job-1.running"
+    planted.write_text("")
+    os.chown(planted, 65534, 65534)
+    systemd = Systemd([True])
+    assert run_queued(device.state, device.config, keys_dir=device.keys, services=systemd) == []
+    assert "900" in device.config.read_text() and systemd.restarts == 0
+    assert not planted.exists()
 
 
 @pytest.mark.parametrize("where", ["stage", "swap_in"])

@@ -217,10 +217,15 @@ def run_queued(
     except FileNotFoundError:
         return []
     with queue:
-        outcomes = [
-            recover_interrupted(queue, marker, config_path, done_dir, services)
-            for marker in queue.names(RUNNING_SUFFIX)
-        ]
+        outcomes = []
+        for marker in queue.names(RUNNING_SUFFIX):
+            if not queue.owns(marker):
+                # only root's own rename makes a marker (claim): one the service user planted
+                # would roll a signed config back
+                log.error("job queue: %s was not made by the job runner; ignored and removed", marker)
+                queue.remove(marker)
+                continue
+            outcomes.append(recover_interrupted(queue, marker, config_path, done_dir, services))
         keys = load_public_keys(keys_dir)
         for name in queue.names(".json"):
             timing = (ready_timeout, settle)
@@ -258,7 +263,7 @@ def _run_one(
                 services,
                 ready_timeout=ready_timeout,
                 settle=settle,
-                mark_running=lambda: queue.rename(name, marker),
+                mark_running=lambda: queue.claim(name, marker),
             )
         elif job.kind == "software":
             outcome = run_software(job, state_dir, install)

@@ -253,3 +253,26 @@ class SafeDir:
     def remove(self, name: str) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name, dir_fd=self.fd)
+
+    def claim(self, src: str, dst: str) -> None:
+        """Make the regular file ``src`` this process's own (owner and mode 0600, durably)
+        and rename it to ``dst``: a name in another user's directory that only this process
+        could have made (see :meth:`owns`)."""
+        fd = os.open(src, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=self.fd)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise OSError(errno.EINVAL, f"{self.path / src} is not a regular file")
+            os.fchown(fd, os.geteuid(), os.getegid())
+            os.fchmod(fd, 0o600)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.rename(src, dst)
+
+    def owns(self, name: str) -> bool:
+        """Is ``name`` a regular file of this process's own user (not a link, not planted)?"""
+        try:
+            st = os.stat(name, dir_fd=self.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        return stat.S_ISREG(st.st_mode) and st.st_uid == os.geteuid()
