@@ -1172,8 +1172,9 @@ PHONE_STAGE_TRIED = [
              "has packed the weights (madvise DONTNEED on the read-only mapping); the heap trimmed after each scan; "
              "phone-stage crops cut when looked at; NanoDet and CenterNet outputs read in place",
      "result": "deskwatch bench peak RSS 226-228 -> 204-206 MB with every model loaded (the model files' 23 MB no "
-               "longer resident; the same outputs bit for bit); between scans the daemon holds ~20 MB less; ~1 ms a "
-               "frame less outside the models. Target 200 MB still missed: six XNNPACK interpreters hold ~115 MB "
+               "longer resident; the same outputs bit for bit); a whole scan, its 5 frames held, peaks at ~225 MB "
+               "(bench bursts.peak_rss_mb); between scans the daemon holds ~20 MB less; ~1 ms a frame less outside "
+               "the models. Target 200 MB still missed: six XNNPACK interpreters hold ~115 MB "
                "(packed weights, workspaces, indirection buffers), Python with numpy, OpenCV, Pillow, LiteRT and "
                "cryptography ~60 MB, code pages touched while scanning ~12 MB",
      "kept": True},
