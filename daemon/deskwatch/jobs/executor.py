@@ -227,8 +227,8 @@ def run_queued(
                 continue
             outcomes.append(recover_interrupted(queue, marker, config_path, done_dir, services))
         keys = load_public_keys(keys_dir)
+        timing = (ready_timeout, settle)
         for name in queue.names(".json"):
-            timing = (ready_timeout, settle)
             outcomes.append(_run_one(queue, name, state_dir, config_path, done_dir, services, install, keys, timing))
     return outcomes
 
