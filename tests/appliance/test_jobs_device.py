@@ -378,7 +378,7 @@ def test_root_never_follows_a_directory_the_service_user_swapped_for_a_link(tmp_
 
 
 def test_root_takes_only_regular_files_from_the_queue_and_never_a_queue_swapped_for_a_link(
-    tmp_path: Path, keys: tuple[bytes, bytes]
+    tmp_path: Path, keys: tuple[bytes, bytes], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The queue is the service user's: a link or a FIFO planted as <id>.json is a rejected
     job (no hang, the file a link points at untouched), and a queue replaced by a link to a
@@ -421,6 +421,12 @@ def test_root_takes_only_regular_files_from_the_queue_and_never_a_queue_swapped_
     with pytest.raises(UnsafePath):
         run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
     assert sorted(os.listdir(elsewhere)) == ["a.json"]
+    from deskwatch.cli import main  # what the root service prints: what is wrong and what to do, exit 1
+
+    assert main(["jobs", "--config", str(device.config), "run-queued"]) == 1
+    err = capsys.readouterr().err
+    assert "is a link in a directory others can change" in err and "remove the link" in err
+    assert "Traceback" not in err and sorted(os.listdir(elsewhere)) == ["a.json"]
 
 
 def test_a_model_job_delivered_again_while_it_runs_is_not_started_twice(
