@@ -78,6 +78,36 @@ def test_nobody_at_the_desk_is_confirmed_by_a_second_burst(write_config: Callabl
     assert delivery.scans[0]["frames"] == 6  # both bursts are in the audit record
 
 
+def test_the_first_bursts_frames_are_let_go_before_the_confirming_burst(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    """Two bursts are never held at once: the first one is never reported once a
+    confirmation is due (it is replaced, or the scan ends in an error)."""
+    import gc
+    import weakref
+
+    class Tracking(FakeCamera):
+        def __init__(self) -> None:
+            super().__init__()
+            self.taken: list[weakref.ref[np.ndarray]] = []
+            self.alive_at_second_burst: int | None = None
+
+        def capture(self) -> np.ndarray:
+            if self.opens == 2 and self.alive_at_second_burst is None:
+                gc.collect()
+                self.alive_at_second_burst = sum(r() is not None for r in self.taken)
+            image = super().capture()  # a new array each time (no fixed frames given)
+            self.taken.append(weakref.ref(image))
+            return image
+
+    cam = Tracking()
+    daemon, _, delivery = make_daemon(write_config, clock, camera=cam, vision=ScriptedVision(lambda f: ([], [])))
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.opens == 2 and [e["type"] for e, _ in delivery.events] == ["away_from_desk"]
+    assert cam.alive_at_second_burst == 0  # before: all 3 of the first burst
+    assert delivery.events[0][1]  # the evidence comes from the confirming burst
+
+
 def test_worker_back_for_the_confirming_burst_is_not_reported(
     write_config: Callable[..., Path], clock: FakeClock
 ) -> None:
