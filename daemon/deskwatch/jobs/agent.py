@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from deskwatch.system.files import fsync_dir, write_atomically
+from deskwatch.vision.runtime import ModelError, read_manifest
 from deskwatch_contract.jobs import (
     ENVELOPE_SCHEMA,
     FINAL,
@@ -264,13 +265,9 @@ class JobAgent:
 def _model_hashes(models_dir: Path) -> dict[str, str]:
     """file -> sha256 from a models directory's manifest ({} when unreadable)."""
     try:
-        manifest = yaml.safe_load((models_dir / "manifest.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        return {entry.file: entry.sha256 for entry in read_manifest(models_dir).values()}
+    except ModelError:
         return {}
-    entries = manifest.get("models") if isinstance(manifest, dict) else None
-    if not isinstance(entries, dict):
-        return {}
-    return {str(v["file"]): str(v.get("sha256", "")) for v in entries.values() if isinstance(v, dict) and v.get("file")}
 
 
 def active_models_dir(state_dir: Path, default: Path) -> Path:

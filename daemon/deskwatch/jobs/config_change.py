@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from deskwatch.config import ConfigError, load_config
-from deskwatch.system.files import create_new, fsync_dir
+from deskwatch.system.files import create_new, fill, fsync_dir
 
 PREVIOUS_SUFFIX = ".previous"
 STAGED_SUFFIX = ".job-staged"
@@ -50,15 +50,7 @@ def apply_set(data: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 def _write_like(path: Path, text: str, like: Path) -> None:
     st = like.stat()
-    fd = create_new(path, st.st_mode & 0o777)
-    try:
-        os.write(fd, text.encode())
-        os.fchmod(fd, st.st_mode & 0o777)
-        if os.geteuid() == 0:
-            os.fchown(fd, st.st_uid, st.st_gid)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fill(create_new(path, st.st_mode & 0o777), text.encode(), st.st_mode & 0o777, (st.st_uid, st.st_gid))
 
 
 def _header(job_id: str) -> str:

@@ -143,12 +143,8 @@ def fsync_dir(path: Path) -> None:
 
 def replace_within(directory: Path, src: str, dst: str) -> None:
     """Rename ``src`` over ``dst``, both names in ``directory``, and make it durable."""
-    fd = open_dir(directory)
-    try:
-        os.replace(src, dst, src_dir_fd=fd, dst_dir_fd=fd)
-        _sync(fd)
-    finally:
-        os.close(fd)
+    with SafeDir(directory) as reached:
+        reached.rename(src, dst)
 
 
 def fill(fd: int, data: bytes, mode: int, owner: tuple[int, int] | None = None) -> None:
