@@ -327,7 +327,10 @@ def burst_figures(vision: Any, policy: Any, make_evidence: Any, paths: list[Path
     after each scan the heap is trimmed as the scanner does (its cost, and the pages the next
     scan faults in again, are in the figures: ``trim_heap_ms``). ``peak_rss_mb``: the highest
     RSS while a scan runs, its burst's frames held (taken after the bench has made the noisy
-    frames, so that its own scratch arrays do not count; None off Linux)."""
+    frames, so that its own scratch arrays do not count; None off Linux).
+    ``stage_ms_per_scan``: where a whole scan's time goes, each stage summed over the scan's
+    frames (p50 over the scans, and the mean share of the scan's vision time): a stage that is
+    cheap per frame but runs on every frame, or dear but skipped on most, shows as it costs."""
     from deskwatch.policy.engine import PolicyContext
     from deskwatch.scanner import analyze_burst
     from deskwatch.vision.memory import trim_heap
@@ -336,6 +339,7 @@ def burst_figures(vision: Any, policy: Any, make_evidence: Any, paths: list[Path
     trims: list[float] = []
     looked: list[int] = []
     peaks: list[float] = []
+    per_scan: list[dict[str, float]] = []  # each scan's stages, summed over its frames
     for seed, path in enumerate(paths):
         now = utcnow()
         frames = [
@@ -359,6 +363,11 @@ def burst_figures(vision: Any, policy: Any, make_evidence: Any, paths: list[Path
         trims.append((time.perf_counter() - t1) * 1000)
         scans.append((t1 - t0) * 1000)
         looked.append(sum(1 for a in analyses if "phones" in a.timings_ms))
+        summed: dict[str, float] = {}
+        for a in analyses:
+            for stage, ms in a.timings_ms.items():
+                summed[stage] = summed.get(stage, 0.0) + ms
+        per_scan.append(summed)
     return {
         "scans": len(scans),
         "frames_per_scan": camera.burst_frames,
@@ -366,6 +375,20 @@ def burst_figures(vision: Any, policy: Any, make_evidence: Any, paths: list[Path
         "trim_heap_ms": {"p50": round(percentile(trims, 50), 2), "p95": round(percentile(trims, 95), 2)},
         "peak_rss_mb": round(max(peaks), 1) if peaks else None,
         "phone_stage_frames_per_scan": round(statistics.fmean(looked), 2) if looked else 0.0,
+        "stage_ms_per_scan": _stage_shares(per_scan),
+    }
+
+
+def _stage_shares(per_scan: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Each stage's time per scan (p50 over the scans; a scan that skipped it counts 0) and
+    its share of the vision stage's time over all scans (``total``, which is not a share of itself)."""
+    stages = {stage for scan in per_scan for stage in scan}
+    columns = {stage: [scan.get(stage, 0.0) for scan in per_scan] for stage in stages}
+    whole = sum(columns.get("total", [])) or sum(sum(c) for c in columns.values())
+    return {
+        stage: {"p50": round(percentile(ms, 50), 2)}
+        | ({"share": round(sum(ms) / whole, 3)} if stage != "total" and whole > 0 else {})
+        for stage, ms in sorted(columns.items(), key=lambda kv: -sum(kv[1]))
     }
 
 
@@ -457,6 +480,12 @@ def print_report(r: dict[str, Any]) -> None:
             f"whole scans ({b['scans']} bursts of {b['frames_per_scan']} frames): p50 {b['scan_ms']['p50']:.1f} ms, "
             f"p95 {b['scan_ms']['p95']:.1f} ms; the phone stage on {b['phone_stage_frames_per_scan']} frames a scan"
         )
+        shares = ", ".join(
+            f"{stage} {v['p50']:.1f} ms ({v['share']:.0%})"
+            for stage, v in b["stage_ms_per_scan"].items()
+            if "share" in v
+        )
+        print(f"  a scan's vision time by stage (p50 per scan, share): {shares}")
     ident = r.get("identity")
     if ident and "speedup" in ident:
         print(
