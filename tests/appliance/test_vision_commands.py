@@ -136,4 +136,4 @@ def test_bench_reports_stages_overhead_and_rss(
     per_scan = bursts["stage_ms_per_scan"]  # where a whole scan's time goes
     assert {"objects", "faces", "phones", "total"} <= set(per_scan) and "share" not in per_scan["total"]
     assert per_scan["objects"]["p50"] > 0 and per_scan["phones"]["p50"] > 0
-    assert 0.9 < sum(v["share"] for v in per_scan.values() if "share" in v) <= 1.0 + 1e-6
+    assert 0.9 < sum(v["share"] for v in per_scan.values() if "share" in v) <= 1.005  # each rounded to 0.001
