@@ -45,12 +45,11 @@ def noisy_burst(image: np.ndarray, frames: int, seed: int) -> list[np.ndarray]:
 
 
 def whole_scans(photos: Path, rounds: int) -> dict[str, Any]:
+    import deskwatch.scanner
     from deskwatch.app import build_evidence, build_policy, build_vision
     from deskwatch.commands import bench
     from deskwatch.domain import Frame, utcnow
     from deskwatch.policy.engine import PolicyContext
-
-    import deskwatch.scanner
 
     # before issue 12 there was no analyze_burst: the scanner analysed every frame in full
     analyze_burst: Any = getattr(deskwatch.scanner, "analyze_burst", None)
