@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from deskwatch.domain import Box, Detection, Face, Finding, Frame, FrameAnalysis
-from deskwatch.evidence.blur import anonymise
+from deskwatch.evidence.blur import BODY_MARGIN, anonymise, grown
 from deskwatch.evidence.thumbnail import bystander_regions
 from deskwatch.policy.rules import people_view
 from tests.support.common import PHOTOS
@@ -145,3 +145,29 @@ def test_worker_and_extras_are_not_blurred_everyone_else_is():
     faces, bodies = bystander_regions(analysis, people_view(analysis, cfg.policy))
     assert set(faces) == {pface.box, faint.box}
     assert set(bodies) == {passer.box, unsure.box}
+
+
+def test_a_large_body_box_is_anonymised_without_float_copies_of_it() -> None:
+    """A bystander close to the camera is a megapixel body box: anonymising it must not hold
+    float32 copies of it (the scan's largest allocation once, ~20 MB, issue 13). numpy's
+    arrays are traced; PIL's own buffers are not, and were never the problem."""
+    import tracemalloc
+
+    rng = np.random.default_rng(7)
+    frame = rng.integers(0, 256, (1080, 1280, 3), dtype=np.uint8)
+    box = Box(0.05, 0.05, 0.65, 0.95)  # ~0.75 megapixel
+    pixels = int(0.6 * 1280) * int(0.9 * 1080)
+    before = frame.copy()
+    tracemalloc.start()
+    try:
+        out = anonymise(frame, [], [box])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert (frame == before).all()  # the camera's frame is not written to
+    assert peak < frame.nbytes + 8 * pixels, f"{peak / pixels:.1f} bytes a pixel of the box"
+    # and it is still anonymised: the box is flattened, the rest untouched
+    x0, y0, x1, y1 = box.to_pixels(1280, 1080)
+    assert out[y0:y1, x0:x1].std() < 0.25 * before[y0:y1, x0:x1].std()
+    right = grown(box, BODY_MARGIN).to_pixels(1280, 1080)[2]
+    assert (out[:, right:] == before[:, right:]).all() and (out[:, x0 : right - 1] != before[:, x0 : right - 1]).any()
