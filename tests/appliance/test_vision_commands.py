@@ -114,7 +114,8 @@ def test_bench_reports_stages_overhead_and_rss(
     assert {"objects", "faces", "identity", "policy"} <= set(result["stages_ms"])
     assert result["overhead_ratio"] >= 1.0
     assert 0 < result["inside_models_ms"]["p50"] <= result["scan_ms"]["p50"]
-    assert result["peak_rss_mb"] > 0
+    # the pipeline's own peak, and the bench process's (its JPEG decoding and model loading too)
+    assert 100 < result["peak_rss_mb"] <= result["process_peak_rss_mb"]
     # both identity backends on the same faces, and the liveness check on them (issue 13)
     faceid = result["identity_backends"]
     assert set(faceid["backends"]) == {"tflite", "face_recognition"} and faceid["faces"] >= 1
