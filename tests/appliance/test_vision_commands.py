@@ -132,6 +132,7 @@ def test_bench_reports_stages_overhead_and_rss(
     assert 0 < bursts["scan_ms"]["p50"] <= bursts["scan_ms"]["p95"]
     assert 0 <= bursts["trim_heap_ms"]["p50"] <= bursts["trim_heap_ms"]["p95"] < 1000
     assert bursts["peak_rss_mb"] > 100  # the models stay loaded: the whole scans peak above them
+    assert result["targets"]["whole_scan_peak_rss_mb<=200"] == (bursts["peak_rss_mb"] <= 200)
     # no phone in either photo: three clear frames of five settle phone_use and eating
     assert bursts["phone_stage_frames_per_scan"] == 3
     per_scan = bursts["stage_ms_per_scan"]  # where a whole scan's time goes
