@@ -51,7 +51,7 @@ class PhoneRule:
     enabled: bool | None = setting(None, doc=_ENABLED_DOC)
     behaviours: list[str] | None = setting(
         None,
-        doc="Which phone behaviours count: at_ear (a call), in_hand (texting, reading), visible_on_desk (a phone anywhere in the desk zone, held or not). Empty: the profile's default (full: at_ear and in_hand; uk: all three, its scheduled checks are for unauthorised devices).",
+        doc="Which phone behaviours count: at_ear (a call), in_hand (texting, reading), visible_on_desk (a phone in the desk zone, held or not). Empty: the profile's default (full: at_ear and in_hand; uk: all three, its scheduled checks are for unauthorised devices). The phone stage looks around each person's hands and head only: a phone lying on the desk away from them is not looked for, so visible_on_desk finds only a phone close to a hand or the head that is neither at the ear nor held (0 of 8 phones lying on a desk found on the test photos; see models/manifest.yaml, phone_stage_tried).",
         example=["at_ear", "in_hand"],
     )
     min_score: float = setting(
