@@ -12,7 +12,9 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).resolve().parent
-VERSION = re.search(r'__version__ = "([^"]+)"', (HERE / "daemon/deskwatch/__init__.py").read_text()).group(1)
+VERSION = re.search(
+    r'__version__ = "([^"]+)"', (HERE / "daemon/deskwatch/__init__.py").read_text()
+).group(1)
 
 # face_recognition itself is installed with --no-deps by tools/bootstrap.sh (and by
 # image-build/): its metadata asks for `dlib`, which would compile for ~8 minutes,

