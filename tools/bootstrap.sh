@@ -10,6 +10,8 @@ PYTHON=${PYTHON:-python3}
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # -- Debian packages -------------------------------------------------------------------
+# make: runs the README's two commands (a fresh Debian 12 has no make). python3-venv: Debian's
+# python3 has no ensurepip without it, so `python3 -m venv` fails.
 # mosquitto: the demo's and the tests' broker. libsystemd-dev + pkg-config: to build
 # systemd-python (journald + sd_notify). The rest serve the tests of one area each:
 #   desk companion: xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
@@ -20,7 +22,7 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 #   appliance image: debootstrap, qemu-user-static + binfmt-support (an arm64 chroot);
 #     the emulator boot: qemu-system-arm (qemu-system-aarch64), mtools + dosfstools (the FAT
 #     partitions), e2fsprogs, fdisk (sfdisk), device-tree-compiler (the firmware's /chosen/bootloader)
-APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev
+APT_PACKAGES=(make python3-venv mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev
               xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
               postgresql chromium chromium-driver nats-server rabbitmq-server
               debootstrap qemu-user-static binfmt-support
@@ -47,9 +49,10 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
   log "Python 3.11 or newer is needed as '$PYTHON' (set PYTHON=...)"
   exit 1
 fi
-if [ ! -x "$VENV/bin/python" ]; then
+# A venv made while python3-venv was missing has a python but no pip: make it again.
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
   log "creating $VENV"
-  "$PYTHON" -m venv "$VENV"
+  "$PYTHON" -m venv --clear "$VENV"
 fi
 PIP=(pip_quiet)
 pip_quiet() {
