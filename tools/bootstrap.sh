@@ -14,7 +14,8 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 # python3 has no ensurepip without it, so `python3 -m venv` fails.
 # mosquitto: the demo's and the tests' broker. libsystemd-dev + pkg-config: to build
 # systemd-python (journald + sd_notify). The rest serve the tests of one area each:
-#   desk companion: xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
+#   desk companion: xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime;
+#     python3-tk for its window (Debian's python3 has no tkinter without it)
 #   collector: postgresql (started by the tests as a child process), chromium + driver
 #   delivery: nats-server (the second MQTT engine the contract is tested against)
 #   collector: rabbitmq-server (the 3-node broker cluster the collector is tested on)
@@ -23,7 +24,7 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 #     the emulator boot: qemu-system-arm (qemu-system-aarch64), mtools + dosfstools (the FAT
 #     partitions), e2fsprogs, fdisk (sfdisk), device-tree-compiler (the firmware's /chosen/bootloader)
 APT_PACKAGES=(make python3-venv mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev
-              xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
+              xvfb xdotool imagemagick x11-apps libxss1 tk python3-tk faketime libfaketime
               postgresql chromium chromium-driver nats-server rabbitmq-server
               debootstrap qemu-user-static binfmt-support
               qemu-system-arm mtools dosfstools e2fsprogs fdisk device-tree-compiler user-mode-linux)
