@@ -10,9 +10,12 @@ PYTHON=${PYTHON:-python3}
 log() { printf 'bootstrap: %s\n' "$*" >&2; }
 
 # -- Debian packages -------------------------------------------------------------------
+# make: runs the README's two commands (a fresh Debian 12 has no make). python3-venv: Debian's
+# python3 has no ensurepip without it, so `python3 -m venv` fails.
 # mosquitto: the demo's and the tests' broker. libsystemd-dev + pkg-config: to build
 # systemd-python (journald + sd_notify). The rest serve the tests of one area each:
-#   desk companion: xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
+#   desk companion: xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime;
+#     python3-tk for its window (Debian's python3 has no tkinter without it)
 #   collector: postgresql (started by the tests as a child process), chromium + driver
 #   delivery: nats-server (the second MQTT engine the contract is tested against)
 #   collector: rabbitmq-server (the 3-node broker cluster the collector is tested on)
@@ -20,8 +23,8 @@ log() { printf 'bootstrap: %s\n' "$*" >&2; }
 #   appliance image: debootstrap, qemu-user-static + binfmt-support (an arm64 chroot);
 #     the emulator boot: qemu-system-arm (qemu-system-aarch64), mtools + dosfstools (the FAT
 #     partitions), e2fsprogs, fdisk (sfdisk), device-tree-compiler (the firmware's /chosen/bootloader)
-APT_PACKAGES=(mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev
-              xvfb xdotool imagemagick x11-apps libxss1 tk faketime libfaketime
+APT_PACKAGES=(make python3-venv mosquitto mosquitto-clients libsystemd-dev pkg-config gcc python3-dev
+              xvfb xdotool imagemagick x11-apps libxss1 tk python3-tk faketime libfaketime
               postgresql chromium chromium-driver nats-server rabbitmq-server
               debootstrap qemu-user-static binfmt-support
               qemu-system-arm mtools dosfstools e2fsprogs fdisk device-tree-compiler user-mode-linux)
@@ -47,9 +50,10 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
   log "Python 3.11 or newer is needed as '$PYTHON' (set PYTHON=...)"
   exit 1
 fi
-if [ ! -x "$VENV/bin/python" ]; then
+# A venv made while python3-venv was missing has a python but no pip: make it again.
+if ! "$VENV/bin/python" -m pip --version >/dev/null 2>&1; then
   log "creating $VENV"
-  "$PYTHON" -m venv "$VENV"
+  "$PYTHON" -m venv --clear "$VENV"
 fi
 PIP=(pip_quiet)
 pip_quiet() {

@@ -199,7 +199,8 @@ class PiFirmware:
         """qemu virt's own device tree plus /chosen/bootloader {tryboot, partition}."""
         base = self.workdir / "virt.dtb"
         if not base.exists():
-            run(QEMU, "-machine", f"virt,dumpdtb={base}", *MACHINE, "-nographic")
+            # No NIC, as at power-on: qemu's default one needs a boot ROM (ipxe-qemu) to start at all.
+            run(QEMU, "-machine", f"virt,dumpdtb={base}", *MACHINE, "-nographic", "-nic", "none")
         dts = run("dtc", "-q", "-I", "dtb", "-O", "dts", base).stdout
         start = dts.index("chosen {")
         end = dts.index("};", start)
