@@ -88,8 +88,17 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_run(args, cfg, state_dir)
         if args.command in ("pause", "resume"):
             return cmd_request(args, cfg, state_dir)
-        from deskwatch_desk.window import run_window
-
+        try:
+            from deskwatch_desk.window import run_window
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("tkinter", "_tkinter"):
+                raise
+            print(
+                "deskwatch-desk: the window needs Tk, which this Python lacks (on Debian: apt-get install "
+                "python3-tk); 'deskwatch-desk pause' and 'resume' work without it",
+                file=sys.stderr,
+            )
+            return exitcodes.UNAVAILABLE
         return run_window(cfg, state_dir)
     except LinkSetupError as exc:
         print(f"deskwatch-desk: {exc}", file=sys.stderr)

@@ -249,3 +249,18 @@ def test_window_command_without_a_display_says_so(mosquitto: Broker, desk_config
     )
     assert done.returncode == 69
     assert "cannot open a window" in done.stderr and "deskwatch-desk pause" in done.stderr
+
+
+def test_window_command_without_tk_says_what_to_install(
+    mosquitto: Broker, desk_config: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """Debian's python3 has no tkinter without python3-tk: a message, not a traceback."""
+    import sys
+
+    from deskwatch_desk.cli import main
+
+    monkeypatch.setitem(sys.modules, "tkinter", None)  # import tkinter now fails as if it were not installed
+    monkeypatch.delitem(sys.modules, "deskwatch_desk.window", raising=False)
+    code = main(["window", "--config", str(desk_config(mosquitto)), "--state-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 69 and "python3-tk" in err and "deskwatch-desk pause" in err and "Traceback" not in err

@@ -55,8 +55,22 @@ class Partition:
     size: int  # bytes
 
 
+class CommandFailed(subprocess.CalledProcessError):
+    """A failed command whose message carries what it printed (``CalledProcessError``'s says
+    only "exit status 1": qemu's "failed to find romfile" was found by re-running it by hand)."""
+
+    def __str__(self) -> str:
+        said = (self.stderr or self.stdout or "").strip().splitlines()[-5:]
+        return super().__str__() + ("\n  " + "\n  ".join(said) if said else "")
+
+
 def run(*cmd: str | os.PathLike[str], **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(c) for c in cmd], check=True, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+    done: subprocess.CompletedProcess[str] = subprocess.run(  # type: ignore[call-overload]
+        [str(c) for c in cmd], check=False, capture_output=True, text=True, **kw
+    )
+    if done.returncode != 0:
+        raise CommandFailed(done.returncode, done.args, done.stdout, done.stderr)
+    return done
 
 
 def partitions(disk: Path) -> dict[int, Partition]:
