@@ -24,6 +24,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     return verdicts.measure(folder, only=["phone_*", "eat_03.jpg"])
 
 
+@pytest.mark.slow  # the models on two photos: about 3 s of CPU
 def test_each_photo_has_its_findings_and_the_numbers_behind_them_in_both_views(run: dict[str, Any]) -> None:
     assert set(run["photos"]) == {"phone_hand_02.jpg", "eat_03.jpg"}
     assert run["enrolled"] == "eat_02.jpg" and run["object_precision"] == "int8"
@@ -40,6 +41,7 @@ def test_each_photo_has_its_findings_and_the_numbers_behind_them_in_both_views(r
     assert run["photos"]["eat_03.jpg"]["1280x720"]["size"] == [1280, 720]
 
 
+@pytest.mark.slow  # the models on two photos: about 3 s of CPU
 def test_the_same_run_twice_compares_equal(run: dict[str, Any]) -> None:
     same = verdicts.compare(run, copy.deepcopy(run))
     assert same["verdicts_differing"] == [] and same["present_in_one_only"] == []
@@ -47,6 +49,7 @@ def test_the_same_run_twice_compares_equal(run: dict[str, Any]) -> None:
     assert same["abs_diff"]["max"] == 0.0 and same["largest"] == []
 
 
+@pytest.mark.slow  # the models on two photos: about 3 s of CPU
 def test_a_lost_finding_and_a_moved_score_are_named(run: dict[str, Any]) -> None:
     other = copy.deepcopy(run)
     view = other["photos"]["phone_hand_02.jpg"]["1280x720"]
