@@ -30,7 +30,7 @@ def grown(box: Box, margin: float) -> Box:
 def anonymise_region(image: np.ndarray, box: Box, blocks: int) -> None:
     """Pixelate and smooth ``box`` of ``image`` (RGB uint8, modified in place).
 
-    Done in 8 bits, one intermediate alive at a time: a bystander's body box close to the
+    Done in 8 bits, at most two region-sized intermediates alive at once: a body box close to the
     camera is a megapixel, and the float32 arithmetic this replaced held ~17 bytes a pixel
     at once (~20 MB for one body, the largest allocation of a whole scan, issue 13)."""
     h, w = image.shape[:2]
