@@ -32,7 +32,9 @@ NOISE = 2.0  # grey levels of sensor noise per frame, as deskwatch bench's camer
 
 
 def noisy_burst(image: np.ndarray, frames: int, seed: int) -> list[np.ndarray]:
-    """A still scene as a burst: ``frames`` copies each with its own Gaussian noise."""
+    """A still scene as a burst: ``frames`` copies each with its own Gaussian noise (what
+    ``deskwatch bench``'s ``camera_burst`` does; not called, because a tree before issue 13
+    has none and the frames must be the same whichever tree is timed)."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(frames):
