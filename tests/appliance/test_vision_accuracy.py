@@ -130,3 +130,26 @@ def test_short_range_model_finds_group_faces_through_the_person_pass(
         assert all(f.facing > 0.5 for f in analysis.faces)  # three people looking at the camera
     finally:
         short.close()
+
+
+def test_no_other_person_reported_where_one_person_is_there(labelled_photos: list[Photo], int8_analyses: dict) -> None:
+    """extra_person accuses the worker of letting somebody see the screen: never on a photo of
+    one person (seen from above, a worker's arms and back once gave two strong person boxes)."""
+    from datetime import UTC, datetime
+
+    from deskwatch.policy.engine import Policy, PolicyContext
+    from tests.support.policy import make_config
+
+    now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    policy = Policy(make_config().policy)
+    ones = [p for p in labelled_photos if p.labels["persons"] == 1 and p.labels["persons_exact"]]
+    accused = [
+        p.file
+        for p in ones
+        if any(
+            f.type == "extra_person"
+            for f in policy.evaluate([int8_analyses[p.file]], PolicyContext(now, "cli", confirming=True)).findings
+        )
+    ]
+    assert len(ones) >= 25
+    assert accused == []
