@@ -22,6 +22,12 @@ def test_a_strong_box_nested_in_a_stronger_one_without_a_face_is_a_fragment() ->
     assert drop_duplicate_persons([whole, half], []) == [whole]
 
 
+def test_a_loose_box_around_a_stronger_one_without_a_face_is_the_same_person() -> None:
+    # eat_02 darkened: a 0.51 box around the man's own 0.84 one (which owns his face)
+    own, loose = person(0.84, 0.34, 0.09, 0.92, 0.99), person(0.51, 0.01, 0.01, 0.95, 0.99)
+    assert drop_duplicate_persons([own, loose], [face(0.5, 0.15, 0.7, 0.45)]) == [own]
+
+
 def test_a_nested_box_with_a_face_of_its_own_is_another_person() -> None:
     # a child in front of the worker: inside the worker's box, but with a face nobody else owns
     worker, child = person(0.8, 0.2, 0.05, 0.9, 1.0), person(0.6, 0.45, 0.5, 0.85, 1.0)

@@ -56,7 +56,7 @@ CENTERNET_MODEL = "centernet_mb3_384_f16_phone_food.tflite"  # the phone stage's
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
 PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
-PERSON_NESTED = 0.9  # share of any box inside a stronger one that makes it a fragment of that person
+PERSON_NESTED = 0.9  # share of one box inside another that makes them one person (when the weaker owns no face)
 FACE_CROP_SMALL = 0.6  # people taller than this share of the frame: the whole-frame pass sees their face
 
 
@@ -341,12 +341,15 @@ def drop_duplicate_persons(detections: list[Detection], faces: list[Face]) -> li
     whose upper half contains its centre. A weak box around a face nobody owns yet
     is kept: that is a real person partly hidden behind another.
 
-    A box of any score lying (almost) wholly inside a stronger one (>= PERSON_NESTED)
-    and owning no face is a fragment too: seen from above, a worker's arms and back
-    gave two strong boxes, one the right half of the other (0.56 inside 0.58), and
-    that half alone made an ``extra_person``. A second person hidden inside another's
-    box with no face of their own cannot be told from such a fragment; leaving them
-    out misses an extra person rather than accusing the worker of one.
+    Two boxes one of which lies (almost) wholly inside the other (>= PERSON_NESTED),
+    whatever their scores, are one person when the weaker owns no face: a fragment
+    inside a stronger box, or a loose box around a stronger one. Seen from above, a
+    worker's arms and back gave two strong boxes, one the right half of the other
+    (0.56 inside 0.58), and a darkened photo of a man eating a loose 0.51 box around
+    his own 0.84 one: each made an ``extra_person``. A second person hidden inside
+    another's box (or around it) with no face of their own cannot be told from such
+    a double; leaving them out misses an extra person rather than accusing the worker
+    of one.
     """
     persons = sorted((d for d in detections if d.label == "person"), key=lambda d: -d.score)
     if len(persons) < 2:
@@ -356,7 +359,9 @@ def drop_duplicate_persons(detections: list[Detection], faces: list[Face]) -> li
     for person in persons:
         own = [i for i, f in enumerate(faces) if i not in claimed and _owns(person.box, f)]
         inside = max((_contained(person.box, k.box) for k in kept), default=0.0)
-        if not own and (inside >= PERSON_NESTED or (person.score < PERSON_STRONG and inside >= PERSON_CONTAINED)):
+        around = max((_contained(k.box, person.box) for k in kept), default=0.0)
+        nested = max(inside, around) >= PERSON_NESTED
+        if not own and (nested or (person.score < PERSON_STRONG and inside >= PERSON_CONTAINED)):
             continue
         kept.append(person)
         claimed.update(own)
