@@ -222,6 +222,22 @@ def test_bystander_is_counted_not_reported():
     assert out.persons == 2 and out.bystanders == 1
 
 
+def test_a_weak_face_with_no_body_around_it_is_nobody_but_a_clear_one_is_somebody():
+    # a lone 0.51 "face" close to the camera (on the photo of one woman drinking tea) is no second person
+    lone = Box(0.16, 0.62, 0.28, 0.82)  # a fifth of the frame high: close to the camera
+    out = run(burst(5, [person()], [face(), face(lone, score=0.51, facing=0.43)]))
+    assert types(out) == [] and out.persons == 1
+    # the person detector missed the body of a real second person: a clear face is enough
+    out = run(burst(5, [person()], [face(), face(lone, score=0.8, facing=0.43)]))
+    assert types(out) == ["extra_person"]
+    # and the bar is the profile's to set
+    out = run(
+        burst(5, [person()], [face(), face(lone, score=0.51)]),
+        extra="policy: {rules: {extra_person: {min_lone_face_score: 0.5}}}",
+    )
+    assert types(out) == ["extra_person"]
+
+
 def test_tiny_face_facing_the_camera_is_still_a_bystander():
     crowd = [face(Box(0.8 + 0.03 * i, 0.1, 0.82 + 0.03 * i, 0.13), facing=0.95) for i in range(3)]
     out = run(burst(5, [person()], [face(), *crowd]))

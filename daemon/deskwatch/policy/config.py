@@ -81,6 +81,12 @@ class ExtraPersonRule:
     min_person_score: float = setting(
         0.5, doc="Least detector score for a second person to count at all.", minimum=0.05, maximum=1.0
     )
+    min_lone_face_score: float = setting(
+        0.6,
+        doc="A face with no person box around it counts as a second person only from this face score (a 0.51 'face' in a photo of one woman drinking tea was one; on the labelled photos and their variants the lone faces of real people scored 0.55-0.96, under 0.6 only beside other people found). Below it the face is still blurred in evidence.",
+        minimum=0.05,
+        maximum=1.0,
+    )
     near_box_area: float = setting(
         0.08,
         doc="A person whose box covers at least this share of the frame is close to the camera.",

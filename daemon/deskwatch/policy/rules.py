@@ -141,6 +141,8 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
             continue
         if p.detection is not None and p.detection.score < extra.min_person_score and p.face is None:
             continue  # too unsure to count at all
+        if p.detection is None and p.face is not None and p.face.score < extra.min_lone_face_score:
+            continue  # a weak face nobody's body confirms (still blurred: to_anonymise keeps only those placed)
         close = p.box.area >= extra.near_box_area if p.detection else False
         if p.face is not None:
             close = close or p.face.box.height >= extra.near_face_height
