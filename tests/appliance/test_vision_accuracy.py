@@ -132,24 +132,34 @@ def test_short_range_model_finds_group_faces_through_the_person_pass(
         short.close()
 
 
-def test_no_other_person_reported_where_one_person_is_there(labelled_photos: list[Photo], int8_analyses: dict) -> None:
-    """extra_person accuses the worker of letting somebody see the screen: never on a photo of
-    one person (seen from above, a worker's arms and back once gave two strong person boxes)."""
+def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
+    labelled_photos: list[Photo], int8_vision: Any, int8_analyses: dict
+) -> None:
+    """Each photo as it is and mirrored, darker, brighter, re-compressed, smaller and tilted
+    (``deskwatch_dev.variants``), one frame through the policy: no phone_use and no
+    extra_person its labels contradict. Seen from above, a worker's arms and back once gave
+    two strong person boxes (an extra_person on 11 of the 360 scans, 5 of them on
+    phone_desk_06); away_from_desk and eating keep today's few misses as their bars."""
     from datetime import UTC, datetime
 
+    from deskwatch.domain import Frame
     from deskwatch.policy.engine import Policy, PolicyContext
+    from deskwatch_dev.variants import VARIANTS, false_findings
     from tests.support.policy import make_config
 
     now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
     policy = Policy(make_config().policy)
-    ones = [p for p in labelled_photos if p.labels["persons"] == 1 and p.labels["persons_exact"]]
-    accused = [
-        p.file
-        for p in ones
-        if any(
-            f.type == "extra_person"
-            for f in policy.evaluate([int8_analyses[p.file]], PolicyContext(now, "cli", confirming=True)).findings
-        )
-    ]
-    assert len(ones) >= 25
-    assert accused == []
+    false: dict[str, list[str]] = {}
+    for photo in labelled_photos:
+        for name, vary in VARIANTS.items():
+            if name == "photo":
+                analysis = int8_analyses[photo.file]
+            else:
+                analysis = int8_vision.analyze(Frame(np.ascontiguousarray(vary(photo.image)), now, 0))
+            outcome = policy.evaluate([analysis], PolicyContext(now, "cli", confirming=True))
+            for finding in false_findings(photo.labels, {f.type for f in outcome.findings}):
+                false.setdefault(finding, []).append(f"{photo.file} {name}")
+    assert "phone_use" not in false, false
+    assert "extra_person" not in false, false
+    assert len(false.get("away_from_desk", [])) <= 4, false  # today 4: a missed person (single_08 mirrored), hands only
+    assert len(false.get("eating", [])) <= 1, false  # today 1: nophone_hand_02 mirrored

@@ -1,0 +1,64 @@
+"""The camera-variation figure (``deskwatch_dev.variants``): which findings a photo's labels
+contradict, variants that stay camera frames, and a run of the real models on a small folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from deskwatch_dev import variants
+from tests.support.common import PHOTOS
+
+PICKED = ("phone_hand_02.jpg", "phone_desk_06.jpg", "multi_04.jpg")
+
+
+def test_false_findings_are_the_ones_the_labels_contradict() -> None:
+    alone = {"persons": 1, "persons_exact": True, "phone_in_use": False, "eating": False}
+    assert variants.false_findings(alone, {"extra_person", "phone_use", "eating", "away_from_desk"}) == [
+        "phone_use",
+        "eating",
+        "extra_person",
+        "away_from_desk",
+    ]
+    crowd = {"persons": 1, "persons_exact": False}  # roughly one: another person may be there
+    assert variants.false_findings(crowd, {"extra_person"}) == []
+    nobody = {"persons": 0}
+    assert variants.false_findings(nobody, {"away_from_desk", "extra_person"}) == ["extra_person"]
+    calling = {"persons": 3, "phone_in_use": True}
+    assert variants.false_findings(calling, {"phone_use", "extra_person"}) == []
+    assert variants.true_findings(calling, {"phone_use", "extra_person", "eating"}) == ["phone_use", "extra_person"]
+
+
+def test_every_variant_is_an_rgb_uint8_frame() -> None:
+    image = np.random.default_rng(1).integers(0, 256, (90, 160, 3), dtype=np.uint8)
+    for name, vary in variants.VARIANTS.items():
+        out = np.ascontiguousarray(vary(image))
+        assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3, name
+        assert out.shape[:2] == ((67, 120) if name == "3/4 size" else (90, 160)), name
+    assert np.array_equal(variants.VARIANTS["mirrored"](image), image[:, ::-1])
+    assert variants.VARIANTS["darker"](image).mean() < image.mean() < variants.VARIANTS["brighter"](image).mean()
+
+
+def test_a_folder_without_labels_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert variants.main([str(tmp_path)]) == 2
+    assert "no labels.yaml" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_figures_on_real_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    labels = yaml.safe_load((PHOTOS / "labels.yaml").read_text())
+    picked = [f for f in labels["files"] if f["file"] in PICKED]
+    for entry in picked:
+        shutil.copy(PHOTOS / entry["file"], tmp_path / entry["file"])
+    (tmp_path / "labels.yaml").write_text(yaml.safe_dump({"files": picked}))
+    assert variants.main([str(tmp_path), "--json"]) == 0
+    totals = json.loads(capsys.readouterr().out)
+    assert totals["photos"] == 3 and totals["variants"] == list(variants.VARIANTS)
+    assert totals["false"]["by_finding"] == {}  # phone_desk_06 (one worker seen from above): no extra_person
+    assert totals["found"]["phone_use"] >= 6  # the phone in both hands, in most variants
+    assert totals["found"]["extra_person"] >= 6  # three people at a table

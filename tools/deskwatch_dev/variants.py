@@ -1,0 +1,163 @@
+"""False findings under the variations a real camera adds to a scene:
+``python -m deskwatch_dev.variants [DIR]`` (default: the repo's tests/data/photos).
+
+A verdict that holds on a photo and flips on the same photo mirrored, darker, brighter,
+re-compressed, a quarter smaller or tilted by 5 degrees was luck, not a measurement.
+Each labelled photo is analysed as each variant (one frame, the shipped models and the
+default ``full`` profile, through the policy as ``deskwatch scan`` does) and every finding
+its labels contradict is listed:
+
+- ``phone_use`` on a photo not labelled ``phone_in_use``;
+- ``eating`` on a photo not labelled ``eating``;
+- ``extra_person`` on a photo of one person (``persons: 1``, exact) or of nobody;
+- ``away_from_desk`` on a photo with somebody in it.
+
+It prints one line per photo with a false finding (and what the true ones found), then
+the totals per finding and per variant; ``--json`` prints the totals only. Exit status 0
+either way: it is a figure, the tests hold the bars.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _jpeg(image: np.ndarray, quality: int) -> np.ndarray:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+def _scaled(image: np.ndarray, gain: float, offset: float = 0.0) -> np.ndarray:
+    return np.clip(image.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+
+
+def _smaller(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    return cv2.resize(image, (max(32, w * 3 // 4), max(32, h * 3 // 4)), interpolation=cv2.INTER_AREA)
+
+
+def _tilted(image: np.ndarray, degrees: float) -> np.ndarray:
+    import cv2
+
+    h, w = image.shape[:2]
+    turn = cv2.getRotationMatrix2D((w / 2, h / 2), degrees, 1.0)
+    return cv2.warpAffine(image, turn, (w, h), borderMode=cv2.BORDER_REFLECT)
+
+
+VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "photo": lambda im: im,
+    "mirrored": lambda im: im[:, ::-1],
+    "darker": lambda im: _scaled(im, 0.6),
+    "brighter": lambda im: _scaled(im, 1.3, 10),
+    "jpeg q40": lambda im: _jpeg(im, 40),
+    "3/4 size": _smaller,
+    "tilted +5": lambda im: _tilted(im, 5),
+    "tilted -5": lambda im: _tilted(im, -5),
+}
+
+
+def false_findings(labels: dict[str, Any], findings: set[str]) -> list[str]:
+    """The findings among ``findings`` that a photo's labels contradict."""
+    persons = int(labels.get("persons", 0))
+    one_or_none = persons == 0 or (persons == 1 and labels.get("persons_exact", True))
+    out = []
+    if "phone_use" in findings and not labels.get("phone_in_use"):
+        out.append("phone_use")
+    if "eating" in findings and not labels.get("eating"):
+        out.append("eating")
+    if "extra_person" in findings and one_or_none:
+        out.append("extra_person")
+    if "away_from_desk" in findings and persons > 0:
+        out.append("away_from_desk")
+    return out
+
+
+def true_findings(labels: dict[str, Any], findings: set[str]) -> list[str]:
+    """The findings the labels call for that were reported."""
+    want = {
+        "phone_use": bool(labels.get("phone_in_use")),
+        "eating": bool(labels.get("eating")),
+        "extra_person": int(labels.get("persons", 0)) >= 2,
+    }
+    return [f for f, wanted in want.items() if wanted and f in findings]
+
+
+def measure(directory: Path, *, verbose: bool = True) -> dict[str, Any]:
+    """Totals: false findings per type and per variant, and the true findings per type."""
+    from PIL import Image
+
+    from deskwatch.app import build_policy, build_vision
+    from deskwatch.domain import Frame, utcnow
+    from deskwatch.policy.engine import PolicyContext
+    from deskwatch_dev.phonefigures import _config
+
+    labels = yaml.safe_load((directory / "labels.yaml").read_text())["files"]
+    false: dict[str, dict[str, int]] = {"by_finding": {}, "by_variant": {name: 0 for name in VARIANTS}}
+    found: dict[str, int] = {}
+    with tempfile.TemporaryDirectory(prefix="deskwatch-variants-") as state:
+        cfg = _config(state)
+        vision, policy = build_vision(cfg), build_policy(cfg)
+        try:
+            for entry in labels:
+                with Image.open(directory / entry["file"]) as im:
+                    image = np.ascontiguousarray(np.asarray(im.convert("RGB")))
+                wrong, right = [], []
+                for name, vary in VARIANTS.items():
+                    analysis = vision.analyze(Frame(np.ascontiguousarray(vary(image)), utcnow(), 0))
+                    outcome = policy.evaluate([analysis], PolicyContext(now=utcnow(), trigger="cli", confirming=True))
+                    findings = {f.type for f in outcome.findings}
+                    for finding in false_findings(entry, findings):
+                        wrong.append(f"{name}: {finding}")
+                        false["by_finding"][finding] = false["by_finding"].get(finding, 0) + 1
+                        false["by_variant"][name] += 1
+                    for finding in true_findings(entry, findings):
+                        right.append(finding)
+                        found[finding] = found.get(finding, 0) + 1
+                if verbose and wrong:
+                    print(f"{entry['file']:22} false: {', '.join(wrong)}", flush=True)
+        finally:
+            vision.close()
+    return {"photos": len(labels), "variants": list(VARIANTS), "false": false, "found": found}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m deskwatch_dev.variants", description=__doc__.split("\n\n")[0])
+    parser.add_argument("directory", nargs="?", type=Path, default=REPO / "tests" / "data" / "photos")
+    parser.add_argument("--json", action="store_true", help="print the totals as JSON only")
+    args = parser.parse_args(argv)
+    if not (args.directory / "labels.yaml").is_file():
+        print(f"variants: no labels.yaml in {args.directory}: pass a labelled photo folder", file=sys.stderr)
+        return 2
+    totals = measure(args.directory, verbose=not args.json)
+    if args.json:
+        print(json.dumps(totals, indent=1))
+        return 0
+    views = totals["photos"] * len(totals["variants"])
+    print(f"\n{totals['photos']} photos x {len(totals['variants'])} variants = {views} one-frame scans")
+    print("false findings:", json.dumps(totals["false"]["by_finding"]) if totals["false"]["by_finding"] else "none")
+    print("false findings per variant:", json.dumps(totals["false"]["by_variant"]))
+    print("true findings reported:", json.dumps(totals["found"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
