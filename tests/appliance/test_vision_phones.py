@@ -545,3 +545,22 @@ def test_pose_estimator_rejects_a_model_with_another_input() -> None:
     bad = SimpleNamespace(file="x.tflite", input_shape=(1, 128, 128, 3), outputs={"Identity": {}, "Identity_1": {}})
     with pytest.raises(ValueError, match="256"):
         PoseEstimator(bad)  # type: ignore[arg-type]
+
+
+def test_food_at_the_mouth_must_reach_down_to_the_lips() -> None:
+    """A doughnut held to the mouth is eating; round gold things held over the eyes, wholly
+    above the mouth line, are not (nophone_hand_02 mirrored passed for a doughnut)."""
+    from deskwatch.vision.crops import Place, Vote
+    from deskwatch.vision.eating import food_at_mouth
+
+    p = pose(nose=(500, 200), scale=200.0)  # mouth at y = 240, ears 120 px apart
+    cfg = PhoneStageConfig()
+
+    def place(box: Box) -> Place:
+        return Place([Vote(1, Detection("donut", 0.5, box))], [Vote(1, Detection("donut", 0.45, box))])
+
+    bitten = place(px_box(470, 225, 560, 300))  # over the lips
+    held_below = place(px_box(480, 250, 560, 320))  # just under them
+    over_the_eyes = place(px_box(430, 150, 580, 195))  # ends 45 px (0.4 ear widths) above the mouth
+    found = food_at_mouth([bitten, held_below, over_the_eyes], [p], W, H, cfg)
+    assert [d.box for d in found] == [bitten.box, held_below.box] and all(d.behaviour == "at_mouth" for d in found)

@@ -11,7 +11,12 @@ mouth the pose model sees:
 - food within ``food_reach`` x the ear-to-ear width of the mouth (a doughnut held
   up to be bitten: 0.35);
 - a drink (cup, bottle, wine glass) within ``drink_reach``: at the lips, not a
-  glass raised to the chin for a toast (0.25-0.33 on the labelled photos).
+  glass raised to the chin for a toast (0.25-0.33 on the labelled photos);
+- and in both cases reaching down to the mouth: its lower edge at or below the
+  line of the mouth. What is eaten or drunk covers the lips or lies below them;
+  a thing held wholly above them is at the nose or the eyes (two gold coins over a
+  woman's eyes, mirrored, passed for a doughnut 0.42 ear widths above her mouth;
+  the doughnuts being eaten reach 0.66-2.1 ear widths below it).
 
 The reported detection keeps NanoDet's label and box; its score is the geometric
 mean of the two detectors' scores; its behaviour is ``at_mouth``.
@@ -31,13 +36,16 @@ AT_MOUTH = "at_mouth"
 
 def mouth_distance(box: Box, pose: Pose, width: int, height: int, min_visibility: float) -> float | None:
     """Distance from the mouth to ``box`` in ear-to-ear widths; None where the pose model
-    does not see the mouth (a head turned away, or no head in the frame)."""
+    does not see the mouth (a head turned away, or no head in the frame) and where the box
+    ends above the mouth (nothing there reaches the lips: see the module doc)."""
     if min(float(pose.visibility[MOUTH_LEFT]), float(pose.visibility[MOUTH_RIGHT])) < min_visibility:
         return None
     mx, my = (float(v) for v in pose.points[[MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=0))
     ears = math.dist(pose.points[LEFT_EAR], pose.points[RIGHT_EAR]) or 0.5 * pose.scale
     x0, y0, x1, y1 = box.x0 * width, box.y0 * height, box.x1 * width, box.y1 * height
-    return math.hypot(max(x0 - mx, 0.0, mx - x1), max(y0 - my, 0.0, my - y1)) / ears
+    if y1 < my:
+        return None
+    return math.hypot(max(x0 - mx, 0.0, mx - x1), max(y0 - my, 0.0)) / ears
 
 
 def food_at_mouth(
