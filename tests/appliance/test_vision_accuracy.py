@@ -135,12 +135,13 @@ def test_short_range_model_finds_group_faces_through_the_person_pass(
 def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
     labelled_photos: list[Photo], int8_vision: Any, int8_analyses: dict
 ) -> None:
-    """Each photo as it is and mirrored, darker, brighter, re-compressed, smaller and tilted
-    (``deskwatch_dev.variants``), one frame through the policy: no phone_use, extra_person
-    or eating its labels contradict. Seen from above, a worker's arms and back once gave
-    two strong person boxes (an extra_person on 11 of the 360 scans, 5 of them on
-    phone_desk_06), and a man seen from behind was nobody (away_from_desk) once mirrored;
-    away_from_desk keeps today's few misses (hands-only photos) as its bar."""
+    """Each photo as it is and in 14 variations a camera adds (``deskwatch_dev.variants``:
+    mirrored, darker, brighter, gamma, warm light, JPEG, noise, blur, smaller, cropped,
+    tilted), one frame through the policy: no phone_use, extra_person, eating or
+    presentation_attack its labels contradict. Seen from above, a worker's arms and back once gave
+    two strong person boxes (an extra_person on 11 of 360 scans of the first 8 variants, 5 of
+    them on phone_desk_06), and a man seen from behind was nobody (away_from_desk) once
+    mirrored; away_from_desk keeps today's few misses (hands-only photos) as its bar."""
     from datetime import UTC, datetime
 
     from deskwatch.domain import Frame
@@ -162,7 +163,10 @@ def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
                 false.setdefault(finding, []).append(f"{photo.file} {name}")
     assert "phone_use" not in false, false
     assert "extra_person" not in false, false
-    assert len(false.get("away_from_desk", [])) <= 3, false  # today 3: hands only (phone_desk_02, phone_hand_03)
+    assert "presentation_attack" not in false, false
+    # today only where the photo shows a person's hands and nothing else of them (5 of 675 scans)
+    hands_only = {"phone_desk_02.jpg", "phone_hand_03.jpg"}
+    assert {scan.split(" ")[0] for scan in false.get("away_from_desk", [])} <= hands_only, false
     assert "eating" not in false, false  # gold coins over the eyes (nophone_hand_02 mirrored) were a doughnut
 
 

@@ -29,6 +29,7 @@ def test_false_findings_are_the_ones_the_labels_contradict() -> None:
     assert variants.false_findings(crowd, {"extra_person"}) == []
     nobody = {"persons": 0}
     assert variants.false_findings(nobody, {"away_from_desk", "extra_person"}) == ["extra_person"]
+    assert variants.false_findings(nobody, {"presentation_attack"}) == ["presentation_attack"]
     calling = {"persons": 3, "phone_in_use": True}
     assert variants.false_findings(calling, {"phone_use", "extra_person"}) == []
     assert variants.true_findings(calling, {"phone_use", "extra_person", "eating"}) == ["phone_use", "extra_person"]
@@ -39,9 +40,10 @@ def test_every_variant_is_an_rgb_uint8_frame() -> None:
     for name, vary in variants.VARIANTS.items():
         out = np.ascontiguousarray(vary(image))
         assert out.dtype == np.uint8 and out.ndim == 3 and out.shape[2] == 3, name
-        assert out.shape[:2] == ((67, 120) if name == "3/4 size" else (90, 160)), name
+        assert out.shape[:2] == {"3/4 size": (67, 120), "85 % crop": (78, 136)}.get(name, (90, 160)), name
     assert np.array_equal(variants.VARIANTS["mirrored"](image), image[:, ::-1])
     assert variants.VARIANTS["darker"](image).mean() < image.mean() < variants.VARIANTS["brighter"](image).mean()
+    assert np.array_equal(variants.VARIANTS["noise 8"](image), variants.VARIANTS["noise 8"](image))  # reproducible
 
 
 def test_a_folder_without_labels_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,7 +2,8 @@
 ``python -m deskwatch_dev.variants [DIR]`` (default: the repo's tests/data/photos).
 
 A verdict that holds on a photo and flips on the same photo mirrored, darker, brighter,
-re-compressed, a quarter smaller or tilted by 5 degrees was luck, not a measurement.
+with another gamma or white balance, re-compressed, noisier, out of focus, smaller, cropped
+or tilted by 5 degrees was luck, not a measurement.
 Each labelled photo is analysed as each variant (one frame, the shipped models and the
 default ``full`` profile, through the policy as ``deskwatch scan`` does) and every finding
 its labels contradict is listed:
@@ -10,7 +11,9 @@ its labels contradict is listed:
 - ``phone_use`` on a photo not labelled ``phone_in_use``;
 - ``eating`` on a photo not labelled ``eating``;
 - ``extra_person`` on a photo of one person (``persons: 1``, exact) or of nobody;
-- ``away_from_desk`` on a photo with somebody in it.
+- ``away_from_desk`` on a photo with somebody in it;
+- ``presentation_attack`` on any of them (they are photographs of real scenes; the
+  synthetic attacks are ``deskwatch_dev.attacks``'s).
 
 It prints one line per photo with a false finding (and what the true ones found), then
 the totals per finding and per variant; ``--json`` prints the totals only. Exit status 0
@@ -55,6 +58,23 @@ def _smaller(image: np.ndarray) -> np.ndarray:
     return cv2.resize(image, (max(32, w * 3 // 4), max(32, h * 3 // 4)), interpolation=cv2.INTER_AREA)
 
 
+def _cropped(image: np.ndarray, keep: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    dy, dx = int(h * (1 - keep) / 2), int(w * (1 - keep) / 2)
+    return image[dy : h - dy, dx : w - dx]
+
+
+def _noisy(image: np.ndarray, sigma: float) -> np.ndarray:
+    noise = np.random.default_rng(image.size).normal(0.0, sigma, image.shape)  # the same noise on every run
+    return np.clip(image.astype(np.float32) + noise, 0, 255).astype(np.uint8)
+
+
+def _blurred(image: np.ndarray, sigma: float) -> np.ndarray:
+    import cv2
+
+    return cv2.GaussianBlur(image, (0, 0), sigma)
+
+
 def _tilted(image: np.ndarray, degrees: float) -> np.ndarray:
     import cv2
 
@@ -68,8 +88,15 @@ VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "mirrored": lambda im: im[:, ::-1],
     "darker": lambda im: _scaled(im, 0.6),
     "brighter": lambda im: _scaled(im, 1.3, 10),
+    "gamma 1.6": lambda im: (255 * (im / 255.0) ** 1.6).astype(np.uint8),
+    "warm light": lambda im: np.clip(im.astype(np.float32) * np.array([1.15, 1.0, 0.8], np.float32), 0, 255).astype(
+        np.uint8
+    ),
     "jpeg q40": lambda im: _jpeg(im, 40),
+    "noise 8": lambda im: _noisy(im, 8.0),
+    "blur 1.5": lambda im: _blurred(im, 1.5),
     "3/4 size": _smaller,
+    "85 % crop": lambda im: _cropped(im, 0.85),
     "tilted +5": lambda im: _tilted(im, 5),
     "tilted -5": lambda im: _tilted(im, -5),
 }
@@ -88,6 +115,8 @@ def false_findings(labels: dict[str, Any], findings: set[str]) -> list[str]:
         out.append("extra_person")
     if "away_from_desk" in findings and persons > 0:
         out.append("away_from_desk")
+    if "presentation_attack" in findings:
+        out.append("presentation_attack")
     return out
 
 
