@@ -155,7 +155,7 @@ class VisionConfig:
     )
     presence_check: bool = setting(
         True,
-        doc="Before a frame where the object detector and BlazeFace found nobody is taken for an empty desk (away_from_desk), look once more for a person with the phone stage's second detector (CenterNet, whole frame, ~15 ms; loaded whenever away_from_desk is on): NanoDet scored a man standing with his back to the camera 0.18, CenterNet 0.78, and no empty scene of the labelled photos reached 0.2.",
+        doc="Before a frame where the object detector and BlazeFace found nobody is taken for an empty desk (away_from_desk), look once more for a person with the phone stage's second detector (CenterNet, whole frame, ~15 ms here; loaded whenever away_from_desk is on): NanoDet scored a man standing with his back to the camera 0.18, CenterNet 0.78, and no empty scene of the labelled photos reached 0.2.",
     )
     presence_threshold: float = setting(
         0.3,
