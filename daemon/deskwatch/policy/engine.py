@@ -202,6 +202,11 @@ class Policy:
         far, ``remaining``: the frames still to come, the next one included)."""
         return rules.closer_look_can_count(analyses, remaining, self.cfg)
 
+    def evidence_frames(self, analyses: list[FrameAnalysis]) -> set[int]:
+        """The frames of the burst so far (``analyses``) that may still be a finding's
+        evidence frame whatever frames follow; the scan lets the others go as it goes."""
+        return rules.evidence_frames(analyses, self.cfg)
+
     def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome:
         with self._lock:
             self._expire(ctx.now)
