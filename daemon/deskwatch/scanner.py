@@ -1,8 +1,13 @@
 """One scan, start to finish: burst -> vision -> policy -> evidence -> outbox.
 
 The scanner owns no thread; the daemon's scan loop (``app.py``) calls
-:meth:`Scanner.scan` when the schedule or a command says so. Every stage is passed
-in, so a test drives it with a fake camera, detector outputs and a fake clock.
+:meth:`Scanner.scan` when the schedule or a command says so (the camera takes each
+burst in a thread of its own, :class:`~deskwatch.camera.BurstInFlight`). Every stage is
+passed in, so a test drives it with a fake camera, detector outputs and a fake clock.
+
+Each frame is analysed as soon as it is captured, and let go as soon as the policy says
+it cannot be any finding's evidence frame (``Policy.evidence_frames``): a scan holds the
+frame it works on and the few that may still be evidence, not the whole burst (issue 13).
 """
 
 from __future__ import annotations
@@ -11,11 +16,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from deskwatch.camera import Camera, CameraError, take_burst
+from deskwatch.camera import BurstInFlight, Camera, CameraError
 from deskwatch.camera.config import CameraConfig
 from deskwatch.domain import (
     CheckOutcome,
@@ -42,21 +47,50 @@ log = logging.getLogger(__name__)
 
 
 # (thumbnail, None) or (None, why not: "disabled", "profile", "rule", "too_large"); the
-# people view is the policy's (None: blur everyone)
-EvidenceMaker = Callable[[Frame, Finding, FrameAnalysis, "PeopleView | None"], "tuple[Evidence | None, str | None]"]
+# people view is the policy's (None: blur everyone); the frame is None when the scan let it
+# go because the finding carries no picture (its refusal comes first)
+EvidenceMaker = Callable[
+    ["Frame | None", Finding, FrameAnalysis, "PeopleView | None"], "tuple[Evidence | None, str | None]"
+]
 ContextMaker = Callable[[str, bool], "PolicyContext"]
 
 
+@dataclass
+class AnalysedBurst:
+    """A burst through the vision stage: every frame's analysis, and the frames by position,
+    None where the frame was let go (it cannot be any finding's evidence frame)."""
+
+    analyses: list[FrameAnalysis] = field(default_factory=list)
+    frames: list[Frame | None] = field(default_factory=list)
+    vision_ms: float = 0.0  # the vision stage and the closer-look question, summed over the frames
+    keep_ms: float = 0.0  # the policy's evidence_frames, summed over the frames
+
+
+def analyze_frames(vision: Vision, policy: Policy, frames: Iterable[Frame], count: int) -> AnalysedBurst:
+    """Each frame of a burst of ``count`` through the vision stage as it comes, the phone
+    stage (the costliest part) only while the policy says phone_use or eating can still
+    persist through the burst: in a burst of 5 at persistence 0.6, three frames without a
+    phone in use or food at the mouth settle both rules and the last two frames skip it.
+    After each frame only the frames the policy may still pick as evidence are kept."""
+    out = AnalysedBurst()
+    for frame in frames:
+        t0 = time.perf_counter()
+        closer = policy.closer_look_needed(out.analyses, count - len(out.analyses))
+        out.analyses.append(vision.analyze(frame, look_closer=closer))
+        t1 = time.perf_counter()
+        out.frames.append(frame)
+        del frame  # from here on only out.frames holds it
+        keep = policy.evidence_frames(out.analyses)
+        out.frames = [f if i in keep else None for i, f in enumerate(out.frames)]
+        out.vision_ms += (t1 - t0) * 1000
+        out.keep_ms += (time.perf_counter() - t1) * 1000
+    return out
+
+
 def analyze_burst(vision: Vision, policy: Policy, frames: list[Frame]) -> list[FrameAnalysis]:
-    """Every frame of a burst through the vision stage, the phone stage (the costliest part)
-    only while the policy says phone_use or eating can still persist through the burst: in a
-    burst of 5 at persistence 0.6, three frames without a phone in use or food at the mouth
-    settle both rules and the last two frames skip it."""
-    analyses: list[FrameAnalysis] = []
-    for i, frame in enumerate(frames):
-        closer = policy.closer_look_needed(analyses, len(frames) - i)
-        analyses.append(vision.analyze(frame, look_closer=closer))
-    return analyses
+    """Every frame of a burst already taken through the vision stage, as a scan does
+    (:func:`analyze_frames`)."""
+    return analyze_frames(vision, policy, frames, len(frames)).analyses
 
 
 @dataclass
@@ -187,57 +221,60 @@ class Scanner:
 
     def _burst_and_evaluate(
         self, record: ScanRecord, *, confirming: bool
-    ) -> tuple[PolicyOutcome | None, list[FrameAnalysis], list[Frame]]:
+    ) -> tuple[PolicyOutcome | None, list[FrameAnalysis], list[Frame | None]]:
         cam_cfg = self.burst
         mono = self.clock.monotonic()
         if not self.camera_health.usable(mono):
             wait = self.camera_health.retry_at - mono
             record.error = f"camera unavailable ({self.camera_health.last_error}); next attempt in {wait:.0f} s"
             return None, [], []
-        t = time.perf_counter()
-        try:
-            frames = take_burst(self.camera, cam_cfg.burst_frames, cam_cfg.burst_seconds, self.clock, self.stop)
-        except (CameraError, OSError, RuntimeError) as exc:
-            delay = self.camera_health.failed(str(exc), self.clock.monotonic())
-            record.error = f"camera failed: {exc}"
+        # Each frame is analysed while the burst goes on; what the camera did is judged first
+        # once it is over, as when the analysis came after it.
+        scanned, failure = AnalysedBurst(), None
+        with BurstInFlight(self.camera, cam_cfg.burst_frames, cam_cfg.burst_seconds, self.clock, self.stop) as burst:
+            try:
+                scanned = analyze_frames(self.vision, self.policy, burst, cam_cfg.burst_frames)
+            except Exception as exc:  # a bug or a bad frame costs this scan, which still gets its record
+                failure = exc
+        if burst.error is not None:
+            if not isinstance(burst.error, (CameraError, OSError, RuntimeError)):
+                raise burst.error
+            delay = self.camera_health.failed(str(burst.error), self.clock.monotonic())
+            record.error = f"camera failed: {burst.error}"
             log.error(
                 "camera failed: %s; retrying in %.0f s",
-                exc,
+                burst.error,
                 delay,
                 extra={"journal": {"DESKWATCH_EVENT": "camera_failed", "SCAN_ID": record.scan_id}},
             )
             return None, [], []
         if self.camera_health.recovered():
             log.info("camera recovered", extra={"journal": {"DESKWATCH_EVENT": "camera_recovered"}})
-        if not frames:
+        if not burst.captured:
             record.error = "scan interrupted by shutdown"
             return None, [], []
-        record.durations_ms["capture"] = record.durations_ms.get("capture", 0.0) + round(
-            (time.perf_counter() - t) * 1000, 1
-        )
-        record.frames += len(frames)
+        record.durations_ms["capture"] = record.durations_ms.get("capture", 0.0) + round(burst.seconds * 1000, 1)
+        record.frames += burst.captured
         t = time.perf_counter()
         try:
-            analyses = analyze_burst(self.vision, self.policy, frames)
-            vision_ms = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
-            outcome = self.policy.evaluate(analyses, self.make_context(record.trigger, confirming))
+            if failure is not None:
+                raise failure
+            outcome = self.policy.evaluate(scanned.analyses, self.make_context(record.trigger, confirming))
         except Exception as exc:  # a bug or a bad frame costs this scan, which still gets its record
             log.exception("scan %s: analysis failed", record.scan_id)
             record.error = f"analysis failed: {type(exc).__name__}: {exc}"
-            return None, [], frames
-        record.durations_ms["vision"] = record.durations_ms.get("vision", 0.0) + round(vision_ms, 1)
-        self.stats.inference_ms.append(vision_ms / len(frames))
-        record.durations_ms["policy"] = record.durations_ms.get("policy", 0.0) + round(
-            (time.perf_counter() - t) * 1000, 2
-        )
-        return outcome, analyses, frames
+            return None, [], scanned.frames
+        policy_ms = (time.perf_counter() - t) * 1000 + scanned.keep_ms
+        record.durations_ms["vision"] = record.durations_ms.get("vision", 0.0) + round(scanned.vision_ms, 1)
+        self.stats.inference_ms.append(scanned.vision_ms / burst.captured)
+        record.durations_ms["policy"] = record.durations_ms.get("policy", 0.0) + round(policy_ms, 2)
+        return outcome, scanned.analyses, scanned.frames
 
     # -- delivery ----------------------------------------------------------------------
     def publish(
         self,
         record: ScanRecord,
-        frames: list[Frame],
+        frames: list[Frame | None],
         analyses: list[FrameAnalysis],
         people: dict[int, PeopleView] | None = None,
     ) -> None:
@@ -297,12 +334,19 @@ class Scanner:
                 log.exception("could not write scan %s to the audit trail", record.scan_id)
 
     def _evidence_for(
-        self, finding: Finding, frames: list[Frame], analyses: list[FrameAnalysis], people: dict[int, PeopleView]
+        self,
+        finding: Finding,
+        frames: list[Frame | None],
+        analyses: list[FrameAnalysis],
+        people: dict[int, PeopleView],
     ) -> tuple[Evidence | None, str | None]:
         """The thumbnail, or None and the reason the event carries instead."""
         if self.make_evidence is None or not frames:
             return None, "no_frame"
         i = min(max(finding.frame_index, 0), len(frames) - 1)
+        if frames[i] is None and finding.evidence_refusal is None:  # Policy.evidence_frames keeps these: a bug
+            log.error("evidence for %s: frame %d was let go during the burst", finding.type, i)
+            return None, "no_frame"
         try:
             return self.make_evidence(frames[i], finding, analyses[i], people.get(analyses[i].frame_index))
         except Exception:  # evidence must never cost the event itself

@@ -111,12 +111,16 @@ def render(
 
 
 def build_evidence(
-    frame: Frame, finding: Finding, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig
+    frame: Frame | None, finding: Finding, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig
 ) -> tuple[Evidence | None, str | None]:
-    """(evidence, None) or (None, reason): reason is "disabled", "profile", "rule" or "too_large"."""
+    """(evidence, None) or (None, reason): reason is "disabled", "profile", "rule", "too_large"
+    or "no_frame" (``frame`` None: a scan keeps no frame for a finding that may carry no
+    picture, whose refusal comes first)."""
     refusal = evidence_refusal(finding, cfg)
     if refusal is not None:
         return None, refusal
+    if frame is None:
+        return None, "no_frame"
     img = render(frame, finding, analysis, people, cfg)
     encoded = encode_capped(img, cfg.max_bytes)
     if encoded is None:
