@@ -5,9 +5,10 @@ The scanner owns no thread; the daemon's scan loop (``app.py``) calls
 burst in a thread of its own, :class:`~deskwatch.camera.BurstInFlight`). Every stage is
 passed in, so a test drives it with a fake camera, detector outputs and a fake clock.
 
-Each frame is analysed as soon as it is captured, and let go as soon as the policy says
-it cannot be any finding's evidence frame (``Policy.evidence_frames``): a scan holds the
-frame it works on and the few that may still be evidence, not the whole burst (issue 13).
+Each frame is analysed as soon as it is captured and then let go: a frame that may still
+become a finding's evidence frame (``Policy.evidence_frames``) is kept as its evidence
+picture (anonymised and scaled down, ~0.2 MB), so a scan holds one full frame at a time,
+not the whole burst (issue 13).
 """
 
 from __future__ import annotations
@@ -40,51 +41,83 @@ from deskwatch.vision.memory import trim_heap
 
 if TYPE_CHECKING:
     from deskwatch.delivery.payloads import Source
-    from deskwatch.evidence.thumbnail import Evidence
+    from deskwatch.evidence.thumbnail import Evidence, Picture
     from deskwatch.policy.engine import PolicyContext, PolicyOutcome
 
 log = logging.getLogger(__name__)
 
 
-# (thumbnail, None) or (None, why not: "disabled", "profile", "rule", "too_large"); the
-# people view is the policy's (None: blur everyone); the frame is None when the scan let it
-# go because the finding carries no picture (its refusal comes first)
+# (thumbnail, None) or (None, why not: "disabled", "profile", "rule", "too_large", "no_frame")
+# from what the scan kept of the frame: the frame, its evidence picture (anonymised and
+# fitted: ``deskwatch.evidence.thumbnail``) or nothing; the people view is the policy's
+# (None: blur everyone)
 EvidenceMaker = Callable[
-    ["Frame | None", Finding, FrameAnalysis, "PeopleView | None"], "tuple[Evidence | None, str | None]"
+    ["Frame | Picture | None", Finding, FrameAnalysis, "PeopleView | None"], "tuple[Evidence | None, str | None]"
 ]
+# the picture a finding of this frame would show (made with the policy's people view), or
+# None when no thumbnail is ever made
+EvidencePreparer = Callable[[Frame, FrameAnalysis, PeopleView], "Picture | None"]
 ContextMaker = Callable[[str, bool], "PolicyContext"]
 
 
 @dataclass
 class AnalysedBurst:
-    """A burst through the vision stage: every frame's analysis, and the frames by position,
-    None where the frame was let go (it cannot be any finding's evidence frame)."""
+    """A burst through the vision stage: every frame's analysis, and what is kept of each
+    frame by position: None where it cannot be any finding's evidence frame, else the frame
+    or its evidence picture."""
 
     analyses: list[FrameAnalysis] = field(default_factory=list)
-    frames: list[Frame | None] = field(default_factory=list)
+    frames: list[Frame | Picture | None] = field(default_factory=list)
     vision_ms: float = 0.0  # the vision stage and the closer-look question, summed over the frames
     keep_ms: float = 0.0  # the policy's evidence_frames, summed over the frames
+    evidence_ms: float = 0.0  # evidence pictures made of the frames that may be evidence
 
 
-def analyze_frames(vision: Vision, policy: Policy, frames: Iterable[Frame], count: int) -> AnalysedBurst:
+def analyze_frames(
+    vision: Vision,
+    policy: Policy,
+    frames: Iterable[Frame],
+    count: int,
+    prepare: EvidencePreparer | None = None,
+) -> AnalysedBurst:
     """Each frame of a burst of ``count`` through the vision stage as it comes, the phone
     stage (the costliest part) only while the policy says phone_use or eating can still
     persist through the burst: in a burst of 5 at persistence 0.6, three frames without a
     phone in use or food at the mouth settle both rules and the last two frames skip it.
-    After each frame only the frames the policy may still pick as evidence are kept."""
+    After each frame only what may still be a finding's evidence is kept: with ``prepare``,
+    as the evidence picture (the full frame is let go), else the frame itself."""
     out = AnalysedBurst()
     for frame in frames:
         t0 = time.perf_counter()
         closer = policy.closer_look_needed(out.analyses, count - len(out.analyses))
-        out.analyses.append(vision.analyze(frame, look_closer=closer))
+        analysis = vision.analyze(frame, look_closer=closer)
+        out.analyses.append(analysis)
         t1 = time.perf_counter()
-        out.frames.append(frame)
-        del frame  # from here on only out.frames holds it
         keep = policy.evidence_frames(out.analyses)
-        out.frames = [f if i in keep else None for i, f in enumerate(out.frames)]
+        out.frames = [k if out.analyses[i].frame_index in keep else None for i, k in enumerate(out.frames)]
+        t2 = time.perf_counter()
+        view = keep.get(analysis.frame_index)
+        out.frames.append(None if view is None else _kept(frame, analysis, view, prepare))
+        del frame  # from here on only out.frames holds it, if anything does
         out.vision_ms += (t1 - t0) * 1000
-        out.keep_ms += (time.perf_counter() - t1) * 1000
+        out.keep_ms += (t2 - t1) * 1000
+        out.evidence_ms += (time.perf_counter() - t2) * 1000
     return out
+
+
+def _kept(
+    frame: Frame, analysis: FrameAnalysis, view: PeopleView, prepare: EvidencePreparer | None
+) -> Frame | Picture | None:
+    """What to keep of a frame that may become evidence: its picture, or the frame itself
+    (no preparer, or it failed: evidence must never cost the scan; the thumbnail is tried
+    again from the frame, and its failure costs only the thumbnail)."""
+    if prepare is None:
+        return frame
+    try:
+        return prepare(frame, analysis, view)
+    except Exception:
+        log.exception("evidence picture of frame %d failed; keeping the frame", analysis.frame_index)
+        return frame
 
 
 def analyze_burst(vision: Vision, policy: Policy, frames: list[Frame]) -> list[FrameAnalysis]:
@@ -154,6 +187,7 @@ class Scanner:
         payloads: Any,
         stop: threading.Event | None = None,
         on_record: Callable[[ScanRecord], None] | None = None,
+        prepare_evidence: EvidencePreparer | None = None,
     ):
         self.burst = burst
         self.source = source
@@ -164,6 +198,8 @@ class Scanner:
         self.clock = clock
         self.make_context = make_context
         self.make_evidence = make_evidence
+        # what is kept of a frame that may become evidence (None: the frame itself)
+        self.prepare_evidence = prepare_evidence
         self.payloads = payloads  # deskwatch.delivery.payloads (module) or a test double
         self.stop = stop or threading.Event()
         self.on_record = on_record
@@ -221,7 +257,7 @@ class Scanner:
 
     def _burst_and_evaluate(
         self, record: ScanRecord, *, confirming: bool
-    ) -> tuple[PolicyOutcome | None, list[FrameAnalysis], list[Frame | None]]:
+    ) -> tuple[PolicyOutcome | None, list[FrameAnalysis], list[Frame | Picture | None]]:
         cam_cfg = self.burst
         mono = self.clock.monotonic()
         if not self.camera_health.usable(mono):
@@ -233,7 +269,7 @@ class Scanner:
         scanned, failure = AnalysedBurst(), None
         with BurstInFlight(self.camera, cam_cfg.burst_frames, cam_cfg.burst_seconds, self.clock, self.stop) as burst:
             try:
-                scanned = analyze_frames(self.vision, self.policy, burst, cam_cfg.burst_frames)
+                scanned = analyze_frames(self.vision, self.policy, burst, cam_cfg.burst_frames, self.prepare_evidence)
             except Exception as exc:  # a bug or a bad frame costs this scan, which still gets its record
                 failure = exc
         if burst.error is not None:
@@ -265,6 +301,7 @@ class Scanner:
             record.error = f"analysis failed: {type(exc).__name__}: {exc}"
             return None, [], scanned.frames
         policy_ms = (time.perf_counter() - t) * 1000 + scanned.keep_ms
+        record.durations_ms["evidence"] = record.durations_ms.get("evidence", 0.0) + scanned.evidence_ms
         record.durations_ms["vision"] = record.durations_ms.get("vision", 0.0) + round(scanned.vision_ms, 1)
         self.stats.inference_ms.append(scanned.vision_ms / burst.captured)
         record.durations_ms["policy"] = record.durations_ms.get("policy", 0.0) + round(policy_ms, 2)
@@ -274,7 +311,7 @@ class Scanner:
     def publish(
         self,
         record: ScanRecord,
-        frames: list[Frame | None],
+        frames: list[Frame | Picture | None],
         analyses: list[FrameAnalysis],
         people: dict[int, PeopleView] | None = None,
     ) -> None:
@@ -292,7 +329,9 @@ class Scanner:
             payload = self.payloads.event_payload(self.source, finding, record, evidence, reason)
             events.append((payload, evidence.jpeg if evidence else None))
             notes.append(f", evidence {len(evidence.jpeg)} B" if evidence else f", no evidence ({reason})")
-        record.durations_ms["evidence"] = round((time.perf_counter() - t) * 1000, 1)
+        record.durations_ms["evidence"] = round(
+            record.durations_ms.get("evidence", 0.0) + (time.perf_counter() - t) * 1000, 1
+        )
         # The findings, their images and the scan record go to the outbox in one transaction.
         event_ids = self.outbox.send_scan(self.payloads.scan_payload(self.source, record), events)
         for finding, (payload, jpeg), event_id, note in zip(record.findings, events, event_ids, notes, strict=True):
@@ -336,7 +375,7 @@ class Scanner:
     def _evidence_for(
         self,
         finding: Finding,
-        frames: list[Frame | None],
+        frames: list[Frame | Picture | None],
         analyses: list[FrameAnalysis],
         people: dict[int, PeopleView],
     ) -> tuple[Evidence | None, str | None]:
@@ -344,9 +383,6 @@ class Scanner:
         if self.make_evidence is None or not frames:
             return None, "no_frame"
         i = min(max(finding.frame_index, 0), len(frames) - 1)
-        if frames[i] is None and finding.evidence_refusal is None:  # Policy.evidence_frames keeps these: a bug
-            log.error("evidence for %s: frame %d was let go during the burst", finding.type, i)
-            return None, "no_frame"
         try:
             return self.make_evidence(frames[i], finding, analyses[i], people.get(analyses[i].frame_index))
         except Exception:  # evidence must never cost the event itself

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from deskwatch.domain import Finding, FrameAnalysis, PauseInfo, ScanRecord
+from deskwatch.domain import Finding, FrameAnalysis, PauseInfo, PeopleView, ScanRecord
 
 if TYPE_CHECKING:
     from deskwatch.policy.engine import PolicyContext, PolicyOutcome
@@ -34,7 +34,7 @@ class Policy(Protocol):
 
     def closer_look_needed(self, analyses: list[FrameAnalysis], remaining: int) -> bool: ...
 
-    def evidence_frames(self, analyses: list[FrameAnalysis]) -> set[int]: ...
+    def evidence_frames(self, analyses: list[FrameAnalysis]) -> dict[int, PeopleView]: ...
 
     def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome: ...
 

@@ -73,7 +73,7 @@ def kept_as_the_scan_goes(policy: Policy, analyses: list[FrameAnalysis]) -> set[
     policy still names are kept."""
     held: set[int] = set()
     for i in range(len(analyses)):
-        held = (held | {i}) & policy.evidence_frames(analyses[: i + 1])
+        held = (held | {i}) & set(policy.evidence_frames(analyses[: i + 1]))
     return held
 
 
@@ -92,6 +92,10 @@ def test_every_finding_with_a_picture_keeps_its_frame(
     out = policy.evaluate(analyses, PolicyContext(T0, "schedule", confirming=confirming, idle_seconds=idle))
     needed = {f.frame_index for f in out.findings if f.evidence_refusal is None}
     assert needed <= held
+    # the people view each kept frame was prepared with is the one its evidence blurs by
+    views = policy.evidence_frames(analyses)
+    for i in needed:
+        assert views[i].to_anonymise() == out.people[i].to_anonymise()
     # nothing kept for a rule that never sends a picture
     if profile == "minimal":
         assert held == set()
@@ -106,7 +110,7 @@ def test_the_best_frame_so_far_is_kept_and_the_rest_let_go() -> None:
         FrameAnalysis(i, GOOD_LIGHT, [Detection("person", 0.9, WORKER_BOX), obj("cell phone", NEAR_FACE, s, "in_hand")])
         for i, s in enumerate(scores)
     ]
-    assert [policy.evidence_frames(analyses[: i + 1]) for i in range(5)] == [{0}, {1}, {2}, {2}, {2}]
+    assert [set(policy.evidence_frames(analyses[: i + 1])) for i in range(5)] == [{0}, {1}, {2}, {2}, {2}]
     out = policy.evaluate(analyses, PolicyContext(T0, "schedule", confirming=True))
     assert [(f.type, f.frame_index) for f in out.findings] == [("phone_use", 2)]
 
@@ -116,4 +120,4 @@ def test_a_clear_desk_keeps_no_frame() -> None:
     frame, so the scan holds none once each is analysed (idle_input's frame carries none)."""
     policy = Policy(make_config().policy)
     analyses = burst(5, [Detection("person", 0.9, WORKER_BOX)])
-    assert all(policy.evidence_frames(analyses[: i + 1]) == set() for i in range(5))
+    assert all(policy.evidence_frames(analyses[: i + 1]) == {} for i in range(5))

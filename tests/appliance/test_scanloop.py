@@ -161,30 +161,30 @@ def phone_in_hand(frame: Frame) -> tuple[list[Detection], list[Face]]:
 
 
 @pytest.mark.parametrize(
-    ("script", "most"),
+    ("script", "found"),
     [
-        (ScriptedVision().script, 1),  # the worker at the desk: no frame can be evidence
-        (phone_in_hand, 2),  # the frame analysed and the best phone so far
+        (ScriptedVision().script, []),  # the worker at the desk: no frame can be evidence
+        (phone_in_hand, ["phone_use"]),  # the best phone so far is kept, as its picture
     ],
 )
-def test_a_scan_holds_only_the_frame_it_analyses_and_possible_evidence(
+def test_a_scan_holds_one_full_frame_at_a_time(
     write_config: Callable[..., Path],
     clock: FakeClock,
     script: Callable[[Frame], tuple[list[Detection], list[Face]]],
-    most: int,
+    found: list[str],
 ) -> None:
-    """Issue 13: frames are analysed as they come and let go unless they may become a
-    finding's evidence frame, so a scan of 5 holds 1 or 2 full frames, not 5 (before: 5
-    while the last was analysed); the findings and their evidence are byte for byte what
-    the whole burst held at once gives."""
+    """Issue 13: frames are analysed as they come and let go, a frame that may become a
+    finding's evidence kept as its evidence picture (anonymised and scaled down), so a
+    scan of 5 holds 1 full frame at a time, not 5 (before: 5 while the last was analysed);
+    the findings and their evidence are byte for byte what the whole burst held at once gives."""
     rng = np.random.default_rng(7)
-    images = [rng.integers(30, 230, (240, 320, 3), dtype=np.uint8) for _ in range(5)]
+    images = [rng.integers(30, 230, (480, 640, 3), dtype=np.uint8) for _ in range(5)]  # larger than a thumbnail
     cam = PacedCamera(images)
     vision = CountingVision(cam, script)
     extra = "camera: {burst_frames: 5}"
     daemon, _, delivery = make_daemon(write_config, clock, extra=extra, camera=cam, vision=vision)
     daemon.run(max_scans=1, install_signals=False)
-    assert len(vision.alive) == 5 and max(vision.alive) == most, vision.alive
+    assert vision.alive == [1, 1, 1, 1, 1]
 
     # the same burst held whole, as the scanner did before
     cfg = load_config(write_config(extra))
@@ -204,7 +204,7 @@ def test_a_scan_holds_only_the_frame_it_analyses_and_possible_evidence(
     ]
     got = [(e["type"], e["confidence"], e["detail"], jpeg) for e, jpeg in delivery.events]
     assert [(t, c, d, ev.jpeg if ev else None) for t, c, d, ev in expected] == got
-    assert [t for t, *_ in got] == ([] if most == 1 else ["phone_use"])
+    assert [t for t, *_ in got] == found
     assert all(jpeg for *_, jpeg in got)
 
 
@@ -324,6 +324,23 @@ def test_failed_thumbnail_never_costs_the_event(
     daemon.run(max_scans=1, install_signals=False)
     ((event, jpeg),) = delivery.events
     assert event["type"] == "away_from_desk" and jpeg is None and event["evidence"] is None
+
+
+def test_a_failed_evidence_picture_never_costs_the_scan(
+    write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The picture kept of a frame that may be evidence fails: the frame is kept instead and
+    the thumbnail made from it, as before there were pictures."""
+    nobody = ScriptedVision(lambda f: ([], []))
+    daemon, _, delivery = make_daemon(write_config, clock, vision=nobody)
+
+    def broken(*a: object) -> None:
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(daemon.scanner, "prepare_evidence", broken)
+    daemon.run(max_scans=1, install_signals=False)
+    ((event, jpeg),) = delivery.events
+    assert event["type"] == "away_from_desk" and jpeg and event["evidence"]["bytes"] == len(jpeg)
 
 
 def test_health_is_published(write_config: Callable[..., Path], clock: FakeClock) -> None:
