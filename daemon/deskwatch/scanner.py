@@ -233,7 +233,7 @@ class Scanner:
             # away_from_desk is reported only when a second burst agrees.
             log.info("scan %s: nobody at the desk; confirming in %.0f s", record.scan_id, outcome.confirm_after_seconds)
             # every path below either replaces the first burst or reports no finding (record.error):
-            # its frames go now, not after the second burst is held too (~14 MB at 1280x720)
+            # what it kept of its frames goes now, not after the second burst is taken too
             frames = []
             trim_heap()
             if self.clock.wait(self.stop, outcome.confirm_after_seconds):
