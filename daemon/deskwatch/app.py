@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from deskwatch import __version__
 from deskwatch.camera import Camera, open_camera
 from deskwatch.domain import CheckOutcome, ScanRecord, new_id
-from deskwatch.scanner import EvidenceMaker, Scanner
+from deskwatch.scanner import EvidenceMaker, EvidencePreparer, Scanner
 from deskwatch.schedule import Clock, ScanPlanner, Schedule, SystemClock
 from deskwatch.stages import Audit, Control, Delivery, Notifier, Policy, Vision
 from deskwatch.system import health
@@ -122,6 +122,14 @@ def build_evidence(cfg: Config) -> EvidenceMaker:
     return functools.partial(make, cfg=cfg.evidence)
 
 
+def build_evidence_preparer(cfg: Config) -> EvidencePreparer:
+    """``(frame, analysis, people) -> picture | None``: what a scan keeps of a frame that
+    may become evidence, so that it need not keep the frame."""
+    from deskwatch.evidence.thumbnail import prepare_evidence
+
+    return functools.partial(prepare_evidence, cfg=cfg.evidence)
+
+
 def build_delivery(cfg: Config, *, models: dict[str, str], version: str = __version__) -> MqttDelivery:
     """The outbox (caps, and evidence no older than retention) and the MQTT client draining it."""
     from deskwatch.delivery.client import Delivery as MqttDelivery
@@ -210,6 +218,7 @@ class Daemon:
             payloads=payloads,
             stop=self.stop_event,
             on_record=self.audit.record_scan,
+            prepare_evidence=build_evidence_preparer(cfg),
         )
         self.planner = ScanPlanner(Schedule(cfg.schedule), self.clock)
         from deskwatch.system.notify import watchdog_interval

@@ -1,8 +1,14 @@
 """One scan, start to finish: burst -> vision -> policy -> evidence -> outbox.
 
 The scanner owns no thread; the daemon's scan loop (``app.py``) calls
-:meth:`Scanner.scan` when the schedule or a command says so. Every stage is passed
-in, so a test drives it with a fake camera, detector outputs and a fake clock.
+:meth:`Scanner.scan` when the schedule or a command says so (the camera takes each
+burst in a thread of its own, :class:`~deskwatch.camera.BurstInFlight`). Every stage is
+passed in, so a test drives it with a fake camera, detector outputs and a fake clock.
+
+Each frame is analysed as soon as it is captured and then let go: a frame that may still
+become a finding's evidence frame (``Policy.evidence_frames``) is kept as its evidence
+picture (anonymised and scaled down, ~0.2 MB), so a scan holds one full frame at a time,
+not the whole burst (issue 13).
 """
 
 from __future__ import annotations
@@ -11,11 +17,11 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from deskwatch.camera import Camera, CameraError, take_burst
+from deskwatch.camera import BurstInFlight, Camera, CameraError
 from deskwatch.camera.config import CameraConfig
 from deskwatch.domain import (
     CheckOutcome,
@@ -35,28 +41,89 @@ from deskwatch.vision.memory import trim_heap
 
 if TYPE_CHECKING:
     from deskwatch.delivery.payloads import Source
-    from deskwatch.evidence.thumbnail import Evidence
+    from deskwatch.evidence.thumbnail import Evidence, Picture
     from deskwatch.policy.engine import PolicyContext, PolicyOutcome
 
 log = logging.getLogger(__name__)
 
 
-# (thumbnail, None) or (None, why not: "disabled", "profile", "rule", "too_large"); the
-# people view is the policy's (None: blur everyone)
-EvidenceMaker = Callable[[Frame, Finding, FrameAnalysis, "PeopleView | None"], "tuple[Evidence | None, str | None]"]
+# (thumbnail, None) or (None, why not: "disabled", "profile", "rule", "too_large", "no_frame")
+# from what the scan kept of the frame: the frame, its evidence picture (anonymised and
+# fitted: ``deskwatch.evidence.thumbnail``) or nothing; the people view is the policy's
+# (None: blur everyone)
+EvidenceMaker = Callable[
+    ["Frame | Picture | None", Finding, FrameAnalysis, "PeopleView | None"], "tuple[Evidence | None, str | None]"
+]
+# the picture a finding of this frame would show (made with the policy's people view), or
+# None when no thumbnail is ever made
+EvidencePreparer = Callable[[Frame, FrameAnalysis, PeopleView], "Picture | None"]
 ContextMaker = Callable[[str, bool], "PolicyContext"]
 
 
+@dataclass
+class AnalysedBurst:
+    """A burst through the vision stage: every frame's analysis, and what is kept of each
+    frame by position: None where it cannot be any finding's evidence frame, else the frame
+    or its evidence picture."""
+
+    analyses: list[FrameAnalysis] = field(default_factory=list)
+    frames: list[Frame | Picture | None] = field(default_factory=list)
+    vision_ms: float = 0.0  # the vision stage and the closer-look question, summed over the frames
+    keep_ms: float = 0.0  # the policy's evidence_frames, summed over the frames
+    evidence_ms: float = 0.0  # evidence pictures made of the frames that may be evidence
+
+
+def analyze_frames(
+    vision: Vision,
+    policy: Policy,
+    frames: Iterable[Frame],
+    count: int,
+    prepare: EvidencePreparer | None = None,
+) -> AnalysedBurst:
+    """Each frame of a burst of ``count`` through the vision stage as it comes, the phone
+    stage (the costliest part) only while the policy says phone_use or eating can still
+    persist through the burst: in a burst of 5 at persistence 0.6, three frames without a
+    phone in use or food at the mouth settle both rules and the last two frames skip it.
+    After each frame only what may still be a finding's evidence is kept: with ``prepare``,
+    as the evidence picture (the full frame is let go), else the frame itself."""
+    out = AnalysedBurst()
+    for frame in frames:
+        t0 = time.perf_counter()
+        closer = policy.closer_look_needed(out.analyses, count - len(out.analyses))
+        analysis = vision.analyze(frame, look_closer=closer)
+        out.analyses.append(analysis)
+        t1 = time.perf_counter()
+        keep = policy.evidence_frames(out.analyses)
+        out.frames = [k if out.analyses[i].frame_index in keep else None for i, k in enumerate(out.frames)]
+        t2 = time.perf_counter()
+        view = keep.get(analysis.frame_index)
+        out.frames.append(None if view is None else _kept(frame, analysis, view, prepare))
+        del frame  # from here on only out.frames holds it, if anything does
+        out.vision_ms += (t1 - t0) * 1000
+        out.keep_ms += (t2 - t1) * 1000
+        out.evidence_ms += (time.perf_counter() - t2) * 1000
+    return out
+
+
+def _kept(
+    frame: Frame, analysis: FrameAnalysis, view: PeopleView, prepare: EvidencePreparer | None
+) -> Frame | Picture | None:
+    """What to keep of a frame that may become evidence: its picture, or the frame itself
+    (no preparer, or it failed: evidence must never cost the scan; the thumbnail is tried
+    again from the frame, and its failure costs only the thumbnail)."""
+    if prepare is None:
+        return frame
+    try:
+        return prepare(frame, analysis, view)
+    except Exception:
+        log.exception("evidence picture of frame %d failed; keeping the frame", analysis.frame_index)
+        return frame
+
+
 def analyze_burst(vision: Vision, policy: Policy, frames: list[Frame]) -> list[FrameAnalysis]:
-    """Every frame of a burst through the vision stage, the phone stage (the costliest part)
-    only while the policy says phone_use or eating can still persist through the burst: in a
-    burst of 5 at persistence 0.6, three frames without a phone in use or food at the mouth
-    settle both rules and the last two frames skip it."""
-    analyses: list[FrameAnalysis] = []
-    for i, frame in enumerate(frames):
-        closer = policy.closer_look_needed(analyses, len(frames) - i)
-        analyses.append(vision.analyze(frame, look_closer=closer))
-    return analyses
+    """Every frame of a burst already taken through the vision stage, as a scan does
+    (:func:`analyze_frames`)."""
+    return analyze_frames(vision, policy, frames, len(frames)).analyses
 
 
 @dataclass
@@ -120,6 +187,7 @@ class Scanner:
         payloads: Any,
         stop: threading.Event | None = None,
         on_record: Callable[[ScanRecord], None] | None = None,
+        prepare_evidence: EvidencePreparer | None = None,
     ):
         self.burst = burst
         self.source = source
@@ -130,6 +198,8 @@ class Scanner:
         self.clock = clock
         self.make_context = make_context
         self.make_evidence = make_evidence
+        # what is kept of a frame that may become evidence (None: the frame itself)
+        self.prepare_evidence = prepare_evidence
         self.payloads = payloads  # deskwatch.delivery.payloads (module) or a test double
         self.stop = stop or threading.Event()
         self.on_record = on_record
@@ -163,7 +233,7 @@ class Scanner:
             # away_from_desk is reported only when a second burst agrees.
             log.info("scan %s: nobody at the desk; confirming in %.0f s", record.scan_id, outcome.confirm_after_seconds)
             # every path below either replaces the first burst or reports no finding (record.error):
-            # its frames go now, not after the second burst is held too (~14 MB at 1280x720)
+            # what it kept of its frames goes now, not after the second burst is taken too
             frames = []
             trim_heap()
             if self.clock.wait(self.stop, outcome.confirm_after_seconds):
@@ -187,57 +257,61 @@ class Scanner:
 
     def _burst_and_evaluate(
         self, record: ScanRecord, *, confirming: bool
-    ) -> tuple[PolicyOutcome | None, list[FrameAnalysis], list[Frame]]:
+    ) -> tuple[PolicyOutcome | None, list[FrameAnalysis], list[Frame | Picture | None]]:
         cam_cfg = self.burst
         mono = self.clock.monotonic()
         if not self.camera_health.usable(mono):
             wait = self.camera_health.retry_at - mono
             record.error = f"camera unavailable ({self.camera_health.last_error}); next attempt in {wait:.0f} s"
             return None, [], []
-        t = time.perf_counter()
-        try:
-            frames = take_burst(self.camera, cam_cfg.burst_frames, cam_cfg.burst_seconds, self.clock, self.stop)
-        except (CameraError, OSError, RuntimeError) as exc:
-            delay = self.camera_health.failed(str(exc), self.clock.monotonic())
-            record.error = f"camera failed: {exc}"
+        # Each frame is analysed while the burst goes on; what the camera did is judged first
+        # once it is over, as when the analysis came after it.
+        scanned, failure = AnalysedBurst(), None
+        with BurstInFlight(self.camera, cam_cfg.burst_frames, cam_cfg.burst_seconds, self.clock, self.stop) as burst:
+            try:
+                scanned = analyze_frames(self.vision, self.policy, burst, cam_cfg.burst_frames, self.prepare_evidence)
+            except Exception as exc:  # a bug or a bad frame costs this scan, which still gets its record
+                failure = exc
+        if burst.error is not None:
+            if not isinstance(burst.error, (CameraError, OSError, RuntimeError)):
+                raise burst.error
+            delay = self.camera_health.failed(str(burst.error), self.clock.monotonic())
+            record.error = f"camera failed: {burst.error}"
             log.error(
                 "camera failed: %s; retrying in %.0f s",
-                exc,
+                burst.error,
                 delay,
                 extra={"journal": {"DESKWATCH_EVENT": "camera_failed", "SCAN_ID": record.scan_id}},
             )
             return None, [], []
         if self.camera_health.recovered():
             log.info("camera recovered", extra={"journal": {"DESKWATCH_EVENT": "camera_recovered"}})
-        if not frames:
+        if not burst.captured:
             record.error = "scan interrupted by shutdown"
             return None, [], []
-        record.durations_ms["capture"] = record.durations_ms.get("capture", 0.0) + round(
-            (time.perf_counter() - t) * 1000, 1
-        )
-        record.frames += len(frames)
+        record.durations_ms["capture"] = record.durations_ms.get("capture", 0.0) + round(burst.seconds * 1000, 1)
+        record.frames += burst.captured
         t = time.perf_counter()
         try:
-            analyses = analyze_burst(self.vision, self.policy, frames)
-            vision_ms = (time.perf_counter() - t) * 1000
-            t = time.perf_counter()
-            outcome = self.policy.evaluate(analyses, self.make_context(record.trigger, confirming))
+            if failure is not None:
+                raise failure
+            outcome = self.policy.evaluate(scanned.analyses, self.make_context(record.trigger, confirming))
         except Exception as exc:  # a bug or a bad frame costs this scan, which still gets its record
             log.exception("scan %s: analysis failed", record.scan_id)
             record.error = f"analysis failed: {type(exc).__name__}: {exc}"
-            return None, [], frames
-        record.durations_ms["vision"] = record.durations_ms.get("vision", 0.0) + round(vision_ms, 1)
-        self.stats.inference_ms.append(vision_ms / len(frames))
-        record.durations_ms["policy"] = record.durations_ms.get("policy", 0.0) + round(
-            (time.perf_counter() - t) * 1000, 2
-        )
-        return outcome, analyses, frames
+            return None, [], scanned.frames
+        policy_ms = (time.perf_counter() - t) * 1000 + scanned.keep_ms
+        record.durations_ms["evidence"] = record.durations_ms.get("evidence", 0.0) + scanned.evidence_ms
+        record.durations_ms["vision"] = record.durations_ms.get("vision", 0.0) + round(scanned.vision_ms, 1)
+        self.stats.inference_ms.append(scanned.vision_ms / burst.captured)
+        record.durations_ms["policy"] = record.durations_ms.get("policy", 0.0) + round(policy_ms, 2)
+        return outcome, scanned.analyses, scanned.frames
 
     # -- delivery ----------------------------------------------------------------------
     def publish(
         self,
         record: ScanRecord,
-        frames: list[Frame],
+        frames: list[Frame | Picture | None],
         analyses: list[FrameAnalysis],
         people: dict[int, PeopleView] | None = None,
     ) -> None:
@@ -255,7 +329,9 @@ class Scanner:
             payload = self.payloads.event_payload(self.source, finding, record, evidence, reason)
             events.append((payload, evidence.jpeg if evidence else None))
             notes.append(f", evidence {len(evidence.jpeg)} B" if evidence else f", no evidence ({reason})")
-        record.durations_ms["evidence"] = round((time.perf_counter() - t) * 1000, 1)
+        record.durations_ms["evidence"] = round(
+            record.durations_ms.get("evidence", 0.0) + (time.perf_counter() - t) * 1000, 1
+        )
         # The findings, their images and the scan record go to the outbox in one transaction.
         event_ids = self.outbox.send_scan(self.payloads.scan_payload(self.source, record), events)
         for finding, (payload, jpeg), event_id, note in zip(record.findings, events, event_ids, notes, strict=True):
@@ -297,7 +373,11 @@ class Scanner:
                 log.exception("could not write scan %s to the audit trail", record.scan_id)
 
     def _evidence_for(
-        self, finding: Finding, frames: list[Frame], analyses: list[FrameAnalysis], people: dict[int, PeopleView]
+        self,
+        finding: Finding,
+        frames: list[Frame | Picture | None],
+        analyses: list[FrameAnalysis],
+        people: dict[int, PeopleView],
     ) -> tuple[Evidence | None, str | None]:
         """The thumbnail, or None and the reason the event carries instead."""
         if self.make_evidence is None or not frames:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
-from deskwatch.domain import Finding, FrameAnalysis, PauseInfo, ScanRecord
+from deskwatch.domain import Finding, FrameAnalysis, PauseInfo, PeopleView, ScanRecord
 
 if TYPE_CHECKING:
     from deskwatch.policy.engine import PolicyContext, PolicyOutcome
@@ -33,6 +33,8 @@ class Policy(Protocol):
     def pre_scan(self, now: datetime) -> str | None: ...
 
     def closer_look_needed(self, analyses: list[FrameAnalysis], remaining: int) -> bool: ...
+
+    def evidence_frames(self, analyses: list[FrameAnalysis]) -> dict[int, PeopleView]: ...
 
     def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome: ...
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from deskwatch.camera import CameraError, open_camera, take_burst
+from deskwatch.camera import BurstInFlight, CameraError, open_camera, take_burst
 from deskwatch.camera.config import CameraConfig
 from deskwatch.camera.fake import FakeCamera
 from tests.support.common import FakeClock
@@ -84,3 +84,72 @@ def test_burst_stops_early_on_shutdown(clock: FakeClock) -> None:
     stop.set()
     frames = take_burst(cam, 5, 2.0, clock, stop)
     assert len(frames) == 1 and not cam.is_open
+
+
+def test_burst_in_flight_keeps_the_pace_and_closes_the_camera(clock: FakeClock) -> None:
+    cam = FakeCamera()
+    with BurstInFlight(cam, 5, 2.0, clock) as burst:
+        frames = list(burst)
+    assert [f.index for f in frames] == [0, 1, 2, 3, 4] and burst.captured == 5 and burst.error is None
+    assert clock.waits == pytest.approx([0.5, 0.5, 0.5, 0.5])
+    assert (frames[-1].captured_at - frames[0].captured_at).total_seconds() == pytest.approx(2.0)
+    assert cam.opens == 1 and not cam.is_open
+
+
+def test_burst_in_flight_hands_each_frame_over_before_the_next_is_taken(clock: FakeClock) -> None:
+    """The consumer gets a frame while the camera waits for the next one (the camera here
+    waits until the consumer has it, as a camera's gap outlasts a frame's analysis)."""
+    taken = threading.Event()
+    log: list[str] = []
+
+    class Patient(FakeCamera):
+        def capture(self) -> np.ndarray:
+            if self.captures:
+                assert taken.wait(5.0), "the previous frame was never handed over"
+                taken.clear()
+            log.append(f"captured {self.captures}")
+            return super().capture()
+
+    with BurstInFlight(Patient(), 3, 1.0, clock) as burst:
+        for frame in burst:
+            log.append(f"analysed {frame.index}")
+            taken.set()
+    assert log == ["captured 0", "analysed 0", "captured 1", "analysed 1", "captured 2", "analysed 2"]
+
+
+def test_burst_in_flight_ends_where_the_camera_failed(clock: FakeClock) -> None:
+    class Unplugged(FakeCamera):
+        def capture(self) -> np.ndarray:
+            if self.captures == 2:
+                raise CameraError("unplugged")
+            return super().capture()
+
+    cam = Unplugged()
+    with BurstInFlight(cam, 5, 2.0, clock) as burst:
+        frames = list(burst)
+    assert len(frames) == 2 and isinstance(burst.error, CameraError) and not cam.is_open
+
+    cam = FakeCamera()
+    cam.fail_open = OSError("no such device")
+    with BurstInFlight(cam, 5, 2.0, clock) as burst:
+        assert list(burst) == []
+    assert isinstance(burst.error, OSError) and burst.captured == 0
+
+
+def test_burst_in_flight_stops_early_on_shutdown(clock: FakeClock) -> None:
+    cam = FakeCamera()
+    stop = threading.Event()
+    stop.set()
+    with BurstInFlight(cam, 5, 2.0, clock, stop) as burst:
+        frames = list(burst)
+    assert len(frames) == 1 and burst.error is None and not cam.is_open
+
+
+def test_burst_in_flight_left_early_still_ends_the_burst(clock: FakeClock) -> None:
+    """A consumer that fails on the first frame: the burst still runs to its end and
+    the camera is closed when the with block is left."""
+    cam = FakeCamera()
+    with pytest.raises(ValueError, match="bad frame"), BurstInFlight(cam, 5, 2.0, clock) as burst:
+        for _ in burst:
+            raise ValueError("bad frame")
+    assert burst.captured == 5 and cam.captures == 5 and not cam.is_open

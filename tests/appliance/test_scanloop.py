@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,11 +12,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from deskwatch.app import Daemon, Parts
-from deskwatch.camera import CameraError
+from deskwatch.app import Daemon, Parts, build_evidence
+from deskwatch.camera import CameraError, take_burst
 from deskwatch.camera.fake import FakeCamera
 from deskwatch.config import load_config
-from deskwatch.domain import Detection, Face, Frame
+from deskwatch.domain import Box, Detection, Face, Frame
+from deskwatch.policy.engine import Policy, PolicyContext
 from deskwatch.stages import Vision
 from tests.support.common import FakeClock
 from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
@@ -106,6 +109,127 @@ def test_the_first_bursts_frames_are_let_go_before_the_confirming_burst(
     assert cam.opens == 2 and [e["type"] for e, _ in delivery.events] == ["away_from_desk"]
     assert cam.alive_at_second_burst == 0  # before: all 3 of the first burst
     assert delivery.events[0][1]  # the evidence comes from the confirming burst
+
+
+class PacedCamera(FakeCamera):
+    """A camera whose gap between frames outlasts a frame's analysis (as on the appliance:
+    0.5 s between frames, ~50 ms of analysis here): each frame after the first waits until
+    the previous one was analysed (at most ``patience`` seconds: a scan that analyses
+    only after the burst gets them all). Each capture is a fresh array, tracked."""
+
+    def __init__(self, images: list[np.ndarray], patience: float = 0.3) -> None:
+        super().__init__()
+        self.images, self.patience = images, patience
+        self.analysed = threading.Event()
+        self.taken: list[weakref.ref[np.ndarray]] = []
+
+    def capture(self) -> np.ndarray:
+        if self.captures % len(self.images):
+            self.analysed.wait(self.patience)
+        self.analysed.clear()
+        image = self.images[self.captures % len(self.images)].copy()
+        super().capture()
+        self.taken.append(weakref.ref(image))
+        return image
+
+    def alive(self) -> int:
+        gc.collect()
+        return sum(r() is not None for r in self.taken)
+
+
+class CountingVision(ScriptedVision):
+    """Records how many captured frames are alive while each frame is analysed."""
+
+    def __init__(self, camera: PacedCamera, script: Callable[[Frame], tuple[list[Detection], list[Face]]]) -> None:
+        super().__init__(script)
+        self.camera, self.alive = camera, []
+
+    def analyze(self, frame: Frame, *, look_closer: bool = True) -> Any:
+        self.alive.append(self.camera.alive())
+        try:
+            return super().analyze(frame, look_closer=look_closer)
+        finally:
+            self.camera.analysed.set()
+
+
+PHONE_SCORES = [0.6, 0.9, 0.7, 0.9, 0.5]  # the best frame is 1 (the earliest of the two at 0.9)
+
+
+def phone_in_hand(frame: Frame) -> tuple[list[Detection], list[Face]]:
+    person = Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))
+    return [person, Detection("cell phone", PHONE_SCORES[frame.index], Box(0.45, 0.5, 0.55, 0.6), "in_hand")], []
+
+
+@pytest.mark.parametrize(
+    ("script", "found"),
+    [
+        (ScriptedVision().script, []),  # the worker at the desk: no frame can be evidence
+        (phone_in_hand, ["phone_use"]),  # the best phone so far is kept, as its picture
+    ],
+)
+def test_a_scan_holds_one_full_frame_at_a_time(
+    write_config: Callable[..., Path],
+    clock: FakeClock,
+    script: Callable[[Frame], tuple[list[Detection], list[Face]]],
+    found: list[str],
+) -> None:
+    """Issue 13: frames are analysed as they come and let go, a frame that may become a
+    finding's evidence kept as its evidence picture (anonymised and scaled down), so a
+    scan of 5 holds 1 full frame at a time, not 5 (before: 5 while the last was analysed);
+    the findings and their evidence are byte for byte what the whole burst held at once gives."""
+    rng = np.random.default_rng(7)
+    images = [rng.integers(30, 230, (480, 640, 3), dtype=np.uint8) for _ in range(5)]  # larger than a thumbnail
+    cam = PacedCamera(images)
+    vision = CountingVision(cam, script)
+    extra = "camera: {burst_frames: 5}"
+    daemon, _, delivery = make_daemon(write_config, clock, extra=extra, camera=cam, vision=vision)
+    daemon.run(max_scans=1, install_signals=False)
+    assert vision.alive == [1, 1, 1, 1, 1]
+
+    # the same burst held whole, as the scanner did before
+    cfg = load_config(write_config(extra))
+    frames = take_burst(FakeCamera(frames=images), 5, 2.0, FakeClock())
+    analyses = [ScriptedVision(script).analyze(f) for f in frames]
+    outcome = Policy(cfg.policy).evaluate(analyses, PolicyContext(clock.now(), "schedule", confirming=True))
+    expected = [
+        (
+            f.type,
+            f.confidence,
+            f.detail,
+            build_evidence(cfg)(frames[f.frame_index], f, analyses[f.frame_index], outcome.people.get(f.frame_index))[
+                0
+            ],
+        )
+        for f in outcome.findings
+    ]
+    got = [(e["type"], e["confidence"], e["detail"], jpeg) for e, jpeg in delivery.events]
+    assert [(t, c, d, ev.jpeg if ev else None) for t, c, d, ev in expected] == got
+    assert [t for t, *_ in got] == found
+    assert all(jpeg for *_, jpeg in got)
+
+
+def test_a_camera_failing_mid_burst_costs_the_scan_though_frames_were_analysed(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    """The frames before the failure were analysed while the burst went on (and the
+    detector failed on one): the camera's failure is what the scan reports, as when the
+    analysis came after the burst, and nothing else."""
+
+    class Unplugged(FakeCamera):
+        def capture(self) -> np.ndarray:
+            if self.captures == 2:
+                raise CameraError("unplugged")
+            return super().capture()
+
+    def crashes(frame: Frame) -> tuple[list[Detection], list[Face]]:
+        raise RuntimeError("simulated detector crash")
+
+    cam = Unplugged(frames=bright_frames())
+    daemon, _, delivery = make_daemon(write_config, clock, camera=cam, vision=ScriptedVision(crashes))
+    daemon.run(max_scans=1, install_signals=False)
+    assert delivery.events == [] and not cam.is_open
+    assert delivery.scans[0]["outcome"] == "error" and delivery.scans[0]["error"] == "camera failed: unplugged"
+    assert daemon.scanner.camera_health.failures == 1
 
 
 def test_worker_back_for_the_confirming_burst_is_not_reported(
@@ -200,6 +324,23 @@ def test_failed_thumbnail_never_costs_the_event(
     daemon.run(max_scans=1, install_signals=False)
     ((event, jpeg),) = delivery.events
     assert event["type"] == "away_from_desk" and jpeg is None and event["evidence"] is None
+
+
+def test_a_failed_evidence_picture_never_costs_the_scan(
+    write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The picture kept of a frame that may be evidence fails: the frame is kept instead and
+    the thumbnail made from it, as before there were pictures."""
+    nobody = ScriptedVision(lambda f: ([], []))
+    daemon, _, delivery = make_daemon(write_config, clock, vision=nobody)
+
+    def broken(*a: object) -> None:
+        raise MemoryError("simulated")
+
+    monkeypatch.setattr(daemon.scanner, "prepare_evidence", broken)
+    daemon.run(max_scans=1, install_signals=False)
+    ((event, jpeg),) = delivery.events
+    assert event["type"] == "away_from_desk" and jpeg and event["evidence"]["bytes"] == len(jpeg)
 
 
 def test_health_is_published(write_config: Callable[..., Path], clock: FakeClock) -> None:

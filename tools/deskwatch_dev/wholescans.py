@@ -7,7 +7,9 @@ of its findings, with the worker enrolled (identity on) and the bench's config.
 
 The tree's own ``deskwatch bench`` reports per-frame figures; a tree too old to have
 ``bursts`` in its bench still runs here (its scanner analysed every frame:
-``[vision.analyze(f) for f in frames]``). The burst's frames are made here, the same for
+``[vision.analyze(f) for f in frames]``); a tree whose scanner keeps of each frame only its
+evidence picture (``analyze_frames``, issue 13) is timed with that work in. Only the
+scan's work is timed, not the burst's pace. The burst's frames are made here, the same for
 every tree (same seed per photo). Prints one JSON object: p50/p95/mean of the scans over
 ``--rounds`` passes, and the findings of the first pass per photo (so that a faster tree
 that finds less shows it).
@@ -47,14 +49,18 @@ def noisy_burst(image: np.ndarray, frames: int, seed: int) -> list[np.ndarray]:
 
 
 def whole_scans(photos: Path, rounds: int) -> dict[str, Any]:
+    import deskwatch.app
     import deskwatch.scanner
     from deskwatch.app import build_evidence, build_policy, build_vision
     from deskwatch.commands import bench
     from deskwatch.domain import Frame, utcnow
     from deskwatch.policy.engine import PolicyContext
 
-    # before issue 12 there was no analyze_burst: the scanner analysed every frame in full
+    # before issue 12 there was no analyze_burst: the scanner analysed every frame in full;
+    # after issue 13 the scanner lets each frame go once analysed (analyze_frames)
     analyze_burst: Any = getattr(deskwatch.scanner, "analyze_burst", None)
+    analyze_frames: Any = getattr(deskwatch.scanner, "analyze_frames", None)
+    preparer: Any = getattr(deskwatch.app, "build_evidence_preparer", None)
 
     with tempfile.TemporaryDirectory(prefix="deskwatch-wholescans-") as state_dir:
         cfg = bench._bench_config(argparse.Namespace(config="/nonexistent", precision=None, runtime=None), state_dir)
@@ -64,6 +70,7 @@ def whole_scans(photos: Path, rounds: int) -> dict[str, Any]:
             raise SystemExit(f"wholescans: no photos in {photos}")
         enrolled = bench._enrol_one(cfg, vision, paths)
         policy, make_evidence = build_policy(cfg), build_evidence(cfg)
+        prepare = preparer(cfg) if preparer is not None else None
         times: list[float] = []
         findings: dict[str, list[str]] = {}
         for round_ in range(max(1, rounds)):
@@ -72,14 +79,18 @@ def whole_scans(photos: Path, rounds: int) -> dict[str, Any]:
                 now = utcnow()
                 frames = [Frame(im, now, i) for i, im in enumerate(noisy_burst(image, FRAMES, seed))]
                 t0 = time.perf_counter()
-                if analyze_burst is not None:
+                kept: list[Any] = frames
+                if analyze_frames is not None:
+                    scanned = analyze_frames(vision, policy, iter(frames), len(frames), prepare)
+                    analyses, kept = scanned.analyses, scanned.frames
+                elif analyze_burst is not None:
                     analyses = analyze_burst(vision, policy, frames)
                 else:
                     analyses = [vision.analyze(f) for f in frames]
                 outcome = policy.evaluate(analyses, PolicyContext(now=utcnow(), trigger="cli", confirming=True))
                 for finding in outcome.findings:
                     i = max(0, finding.frame_index)
-                    make_evidence(frames[i], finding, analyses[i], outcome.people.get(analyses[i].frame_index))
+                    make_evidence(kept[i], finding, analyses[i], outcome.people.get(analyses[i].frame_index))
                 times.append((time.perf_counter() - t0) * 1000)
                 if round_ == 0:
                     findings[path.name] = sorted(f.type for f in outcome.findings)

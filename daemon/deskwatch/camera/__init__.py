@@ -9,13 +9,18 @@ library only when selected, so the package imports and tests on any machine:
 - ``fake`` (tests only): synthetic frames with failure injection.
 
 Privacy: a camera is opened for a scan's burst and closed right after
-(:func:`take_burst`); no frame is captured outside a scan.
+(:func:`take_burst`, or :class:`BurstInFlight`, which hands the frames over one by one as
+they are captured); no frame is captured outside a scan.
 """
 
 from __future__ import annotations
 
 import importlib
+import queue
 import threading
+import time
+from collections.abc import Callable, Iterator
+from types import TracebackType
 from typing import Protocol
 
 import numpy as np
@@ -24,7 +29,7 @@ from deskwatch.camera.config import CameraConfig
 from deskwatch.domain import Frame
 from deskwatch.schedule import Clock
 
-__all__ = ["BACKENDS", "Camera", "CameraError", "open_camera", "take_burst"]
+__all__ = ["BACKENDS", "BurstInFlight", "Camera", "CameraError", "open_camera", "take_burst"]
 
 
 class CameraError(Exception):
@@ -71,9 +76,16 @@ def take_burst(
     Raises :class:`CameraError` if the camera cannot be opened or read. A set
     ``stop`` event ends the burst early (shutdown); the frames so far are returned.
     """
-    stop = stop or threading.Event()
-    gap = seconds / (frames - 1) if frames > 1 else 0.0
     out: list[Frame] = []
+    _capture(camera, frames, seconds, clock, stop or threading.Event(), out.append)
+    return out
+
+
+def _capture(
+    camera: Camera, frames: int, seconds: float, clock: Clock, stop: threading.Event, deliver: Callable[[Frame], None]
+) -> None:
+    """The burst itself: each frame to ``deliver`` as soon as it is captured."""
+    gap = seconds / (frames - 1) if frames > 1 else 0.0
     camera.open()
     try:
         start = clock.monotonic()
@@ -85,7 +97,68 @@ def take_burst(
             image = camera.capture()
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise CameraError(f"camera delivered an unexpected frame: shape {image.shape}, dtype {image.dtype}")
-            out.append(Frame(np.ascontiguousarray(image), clock.now(), i))
+            deliver(Frame(np.ascontiguousarray(image), clock.now(), i))
+            del image  # the frame is the consumer's now: this thread keeps no reference while it waits
     finally:
         camera.close()
-    return out
+
+
+class BurstInFlight:
+    """:func:`take_burst` in a thread of its own, each frame handed over as soon as it is
+    captured, so that a scan analyses a frame while the burst goes on and need not hold
+    the frames it is done with (issue 13: five 1280x720 frames are 13.8 MB).
+
+    The burst keeps its pace whatever the consumer does (``frames`` over ``seconds``, as
+    :func:`take_burst`); a consumer slower than the camera finds the frames waiting.
+    Iterating yields the frames in order and ends when the burst does: after the last
+    frame, after a set ``stop``, or where the camera failed (``error`` then says how, the
+    exception :func:`take_burst` would have raised). Leaving the ``with`` block waits for
+    the burst to end, the camera closed, dropping frames nobody took::
+
+        with BurstInFlight(camera, 5, 2.0, clock, stop) as burst:
+            for frame in burst:
+                ...
+        if burst.error is not None: ...
+    """
+
+    def __init__(self, camera: Camera, frames: int, seconds: float, clock: Clock, stop: threading.Event | None = None):
+        self.captured = 0  # frames captured so far
+        self.seconds = 0.0  # the burst's length, camera opened to camera closed (once ended)
+        self.error: BaseException | None = None
+        self._frames: queue.SimpleQueue[Frame | None] = queue.SimpleQueue()  # None: the burst ended
+        self._ended = False  # the consumer has seen the end
+        self._thread = threading.Thread(
+            target=self._run,
+            args=(camera, frames, seconds, clock, stop or threading.Event()),
+            name="burst",
+            daemon=True,
+        )
+
+    def __enter__(self) -> BurstInFlight:
+        self._thread.start()
+        return self
+
+    def __iter__(self) -> Iterator[Frame]:
+        while (frame := self._frames.get()) is not None:
+            yield frame
+            del frame  # a frame the consumer let go is not held here while the next one comes
+        self._ended = True
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        while not self._ended:  # the rest of the burst, taken by nobody
+            self._ended = self._frames.get() is None
+        self._thread.join()
+
+    def _deliver(self, frame: Frame) -> None:
+        self.captured += 1
+        self._frames.put(frame)
+
+    def _run(self, camera: Camera, frames: int, seconds: float, clock: Clock, stop: threading.Event) -> None:
+        t0 = time.perf_counter()
+        try:
+            _capture(camera, frames, seconds, clock, stop, self._deliver)
+        except BaseException as exc:  # handed to the scan, which decides as it did with take_burst
+            self.error = exc
+        finally:
+            self.seconds = time.perf_counter() - t0
+            self._frames.put(None)

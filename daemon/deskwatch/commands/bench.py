@@ -5,8 +5,10 @@ camera.height, 1280x720 by default), then, after a warm-up, every frame goes
 through what a scan does with it: light check, detectors, identity, policy and -
 when the policy finds something - the evidence thumbnail. Then whole scans: each
 photo as a burst of ``camera.burst_frames`` frames with sensor noise (a still
-scene), analysed as the scanner does (the phone stage only while phone_use or eating
-can still persist through the burst), evaluated, with evidence for its findings. Reported: per-stage
+scene) over ``camera.burst_seconds``, taken and analysed as the scanner does (each frame
+as it comes, the phone stage only while phone_use or eating can still persist through the
+burst, a frame that may be evidence kept as its evidence picture), evaluated, with evidence
+for its findings. Reported: per-stage
 p50/p95, end-to-end time per frame, the time spent inside the models (TFLite
 ``invoke()`` + dlib's encoder), their ratio ``overhead_ratio``, peak RSS with every
 model loaded (``peak_rss_mb``: the highest while the pipeline works on a frame, the frame
@@ -192,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, Any]:
-    from deskwatch.app import build_evidence, build_policy, build_vision
+    from deskwatch.app import build_evidence, build_evidence_preparer, build_policy, build_vision
     from deskwatch.policy.engine import PolicyContext
     from deskwatch.vision.runtime import ModelError, load_runtime
 
@@ -272,7 +274,7 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
     }
     result["phone_stage"] = phone_stage_summary(per_stage.get("phones", []), looks, len(e2e))
     if not args.no_bursts:
-        result["bursts"] = burst_figures(vision, policy, make_evidence, paths, cfg.camera)
+        result["bursts"] = burst_figures(vision, policy, make_evidence, paths, cfg.camera, build_evidence_preparer(cfg))
     if not args.no_hog:
         result["identity"] = identity_vs_hog(vision, paths, width, height, args.identity_frames)
     if not args.no_faceid:
@@ -350,19 +352,49 @@ def _peak_rss_mb() -> float | None:
     return None
 
 
-def burst_figures(vision: Any, policy: Any, make_evidence: Any, paths: list[Path], camera: Any) -> dict[str, Any]:
+class PreparedCamera:
+    """A camera whose frames were made before the scan and saved as ``.npy`` files: each
+    capture reads the next one into a fresh array, as a camera delivers one, so that a
+    scan's peak RSS counts the frames the scan holds, not the bench's burst in waiting."""
+
+    name = "bench"
+
+    def __init__(self, files: list[Path]) -> None:
+        self.files, self.captures = files, 0
+
+    def open(self) -> None:
+        self.captures = 0
+
+    def capture(self) -> np.ndarray:
+        image: np.ndarray = np.load(self.files[self.captures % len(self.files)])
+        self.captures += 1
+        return image
+
+    def close(self) -> None:
+        pass
+
+
+def burst_figures(
+    vision: Any, policy: Any, make_evidence: Any, paths: list[Path], camera: Any, prepare: Any = None
+) -> dict[str, Any]:
     """Whole scans as the daemon runs them: each photo as a burst of ``camera.burst_frames``
-    noisy frames (a still scene) through the scanner's burst analysis (the phone stage only
-    while phone_use or eating can still persist), the policy and the evidence of its findings;
-    after each scan the heap is trimmed as the scanner does (its cost, and the pages the next
-    scan faults in again, are in the figures: ``trim_heap_ms``). ``peak_rss_mb``: the highest
-    RSS while a scan runs, its burst's frames held (taken after the bench has made the noisy
-    frames, so that its own scratch arrays do not count; None off Linux).
+    noisy frames (a still scene) taken over ``camera.burst_seconds`` in real time, each frame
+    analysed as it comes (the phone stage only while phone_use or eating can still persist)
+    and let go, kept as its evidence picture (``prepare``) while it may be a finding's
+    evidence frame, then the policy and the evidence
+    of its findings; after each scan the heap is trimmed as the scanner does (its cost, and the
+    pages the next scan faults in again, are in the figures: ``trim_heap_ms``).
+    ``scan_ms``: the scan's own work (analysis, policy, evidence), not the burst's waits.
+    ``peak_rss_mb``: the highest RSS while a scan runs, from the camera opening to the last
+    thumbnail (the noisy frames are made and saved before, so that the bench's own arrays do
+    not count; None off Linux).
     ``stage_ms_per_scan``: where a whole scan's time goes, each stage summed over the scan's
     frames (p50 over the scans, and the mean share of the scan's vision time): a stage that is
     cheap per frame but runs on every frame, or dear but skipped on most, shows as it costs."""
+    from deskwatch.camera import BurstInFlight
     from deskwatch.policy.engine import PolicyContext
-    from deskwatch.scanner import analyze_burst
+    from deskwatch.scanner import analyze_frames
+    from deskwatch.schedule import SystemClock
     from deskwatch.vision.memory import trim_heap
 
     scans: list[float] = []
@@ -370,34 +402,41 @@ def burst_figures(vision: Any, policy: Any, make_evidence: Any, paths: list[Path
     looked: list[int] = []
     peaks: list[float] = []
     per_scan: list[dict[str, float]] = []  # each scan's stages, summed over its frames
-    for seed, path in enumerate(paths):
-        now = utcnow()
-        frames = [
-            Frame(image, now, i)
+    with tempfile.TemporaryDirectory(prefix="deskwatch-bench-bursts-") as tmp:
+        for seed, path in enumerate(paths):
+            files = []
             for i, image in enumerate(
                 camera_burst(_load_frame(path, camera.width, camera.height), camera.burst_frames, seed)
-            )
-        ]
-        trim_heap()  # the bench's own scratch arrays, not the scan's
-        measured = _reset_peak_rss()
-        t0 = time.perf_counter()
-        analyses = analyze_burst(vision, policy, frames)
-        outcome = policy.evaluate(analyses, PolicyContext(now=utcnow(), trigger="cli", confirming=True))
-        for finding in outcome.findings:
-            i = max(0, finding.frame_index)
-            make_evidence(frames[i], finding, analyses[i], outcome.people.get(analyses[i].frame_index))
-        t1 = time.perf_counter()
-        if measured and (peak := _peak_rss_mb()) is not None:
-            peaks.append(peak)
-        trim_heap()
-        trims.append((time.perf_counter() - t1) * 1000)
-        scans.append((t1 - t0) * 1000)
-        looked.append(sum(1 for a in analyses if "phones" in a.timings_ms))
-        summed: dict[str, float] = {}
-        for a in analyses:
-            for stage, ms in a.timings_ms.items():
-                summed[stage] = summed.get(stage, 0.0) + ms
-        per_scan.append(summed)
+            ):
+                files.append(Path(tmp) / f"{i}.npy")
+                np.save(files[-1], image)
+            del image
+            trim_heap()  # the bench's own scratch arrays, not the scan's
+            measured = _reset_peak_rss()
+            burst = BurstInFlight(PreparedCamera(files), camera.burst_frames, camera.burst_seconds, SystemClock())
+            with burst:
+                scanned = analyze_frames(vision, policy, burst, camera.burst_frames, prepare)
+            if burst.error is not None:
+                raise burst.error
+            t0 = time.perf_counter()
+            analyses, frames = scanned.analyses, scanned.frames
+            outcome = policy.evaluate(analyses, PolicyContext(now=utcnow(), trigger="cli", confirming=True))
+            for finding in outcome.findings:
+                i = max(0, finding.frame_index)
+                make_evidence(frames[i], finding, analyses[i], outcome.people.get(analyses[i].frame_index))
+            t1 = time.perf_counter()
+            if measured and (peak := _peak_rss_mb()) is not None:
+                peaks.append(peak)
+            scans.append(scanned.vision_ms + scanned.keep_ms + (t1 - t0) * 1000)
+            del scanned, frames
+            trim_heap()
+            trims.append((time.perf_counter() - t1) * 1000)
+            looked.append(sum(1 for a in analyses if "phones" in a.timings_ms))
+            summed: dict[str, float] = {}
+            for a in analyses:
+                for stage, ms in a.timings_ms.items():
+                    summed[stage] = summed.get(stage, 0.0) + ms
+            per_scan.append(summed)
     return {
         "scans": len(scans),
         "frames_per_scan": camera.burst_frames,
@@ -510,7 +549,7 @@ def print_report(r: dict[str, Any]) -> None:
         print(
             f"whole scans ({b['scans']} bursts of {b['frames_per_scan']} frames): p50 {b['scan_ms']['p50']:.1f} ms, "
             f"p95 {b['scan_ms']['p95']:.1f} ms; the phone stage on {b['phone_stage_frames_per_scan']} frames a scan; "
-            f"peak RSS {b['peak_rss_mb']} MB, the burst's frames held"
+            f"peak RSS {b['peak_rss_mb']} MB (one full frame at a time)"
         )
         shares = ", ".join(
             f"{stage} {v['p50']:.1f} ms ({v['share']:.0%})"

@@ -93,10 +93,19 @@ def encode_capped(img: Image.Image, max_bytes: int) -> tuple[bytes, Image.Image]
     return None
 
 
-def render(
-    frame: Frame, finding: Finding, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig
-) -> Image.Image:
-    """The annotated, anonymised thumbnail image (not yet encoded)."""
+@dataclass(frozen=True)
+class Picture:
+    """A frame made ready for its thumbnails: bystanders anonymised at full resolution,
+    then fitted into the thumbnail size; each finding of the frame draws its own boxes on
+    it. What a scan keeps of a frame that may become evidence: at most 320x240 by default
+    (0.2 MB), not the 1280x720 frame (2.8 MB)."""
+
+    image: np.ndarray
+
+
+def prepare_picture(frame: Frame, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig) -> Picture:
+    """The frame anonymised (the people view says who is a bystander; None: everybody)
+    and scaled down: everything of a thumbnail but its boxes."""
     faces, bodies = bystander_regions(analysis, people)
     # anonymise() works on a copy; the camera's frame itself is never written to
     safe = anonymise(frame.image, faces, bodies) if faces or bodies else frame.image
@@ -105,19 +114,48 @@ def render(
     if size != (width, height):
         # area averaging: antialiased like Lanczos for a downscale, ~10x faster (1-2 ms for 1280x720)
         safe = cv2.resize(safe, size, interpolation=cv2.INTER_AREA)
-    img = Image.fromarray(np.ascontiguousarray(safe), "RGB")
+    return Picture(np.ascontiguousarray(safe))
+
+
+def prepare_evidence(
+    frame: Frame, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig
+) -> Picture | None:
+    """What a scan keeps of a frame that may become evidence: its :class:`Picture`, or
+    None when no thumbnail is ever made (evidence off)."""
+    return prepare_picture(frame, analysis, people, cfg) if cfg.enabled else None
+
+
+def _annotated(picture: Picture, finding: Finding) -> Image.Image:
+    img = Image.fromarray(picture.image, "RGB")
     _draw(img, finding.detections, finding.faces)
     return img
 
 
-def build_evidence(
+def render(
     frame: Frame, finding: Finding, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig
+) -> Image.Image:
+    """The annotated, anonymised thumbnail image (not yet encoded)."""
+    return _annotated(prepare_picture(frame, analysis, people, cfg), finding)
+
+
+def build_evidence(
+    frame: Frame | Picture | None,
+    finding: Finding,
+    analysis: FrameAnalysis,
+    people: PeopleView | None,
+    cfg: EvidenceConfig,
 ) -> tuple[Evidence | None, str | None]:
-    """(evidence, None) or (None, reason): reason is "disabled", "profile", "rule" or "too_large"."""
+    """(evidence, None) or (None, reason): reason is "disabled", "profile", "rule", "too_large"
+    or "no_frame". ``frame``: the frame, or its :class:`Picture` (prepared with the same
+    people view), or None where a scan kept nothing of it: the refusal comes first."""
     refusal = evidence_refusal(finding, cfg)
     if refusal is not None:
         return None, refusal
-    img = render(frame, finding, analysis, people, cfg)
+    if frame is None:  # a scan keeps every frame a finding with a picture may need: a bug
+        log.error("evidence for %s: the scan kept nothing of frame %d", finding.type, finding.frame_index)
+        return None, "no_frame"
+    picture = frame if isinstance(frame, Picture) else prepare_picture(frame, analysis, people, cfg)
+    img = _annotated(picture, finding)
     encoded = encode_capped(img, cfg.max_bytes)
     if encoded is None:
         log.warning(

@@ -202,6 +202,14 @@ class Policy:
         far, ``remaining``: the frames still to come, the next one included)."""
         return rules.closer_look_can_count(analyses, remaining, self.cfg)
 
+    def evidence_frames(self, analyses: list[FrameAnalysis]) -> dict[int, PeopleView]:
+        """The frames of the burst so far (``analyses``) that may still be a finding's
+        evidence frame whatever frames follow, each with who is who in it (what the
+        outcome's ``people`` will say of it, that evidence blurs by); the scan lets the
+        other frames go as it goes."""
+        keep = rules.evidence_frames(analyses, self.cfg)
+        return {a.frame_index: rules.people_view(a, self.cfg) for a in analyses if a.frame_index in keep}
+
     def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome:
         with self._lock:
             self._expire(ctx.now)

@@ -15,11 +15,14 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from deskwatch.domain import Box, Detection, Face, Finding, FrameAnalysis, PeopleView, Person
 from deskwatch.policy.config import PolicyConfig
-from deskwatch.policy.profiles import phone_behaviours, rule_enabled
+from deskwatch.policy.profiles import evidence_refusal, phone_behaviours, rule_enabled
+
+# One frame where a rule's condition held: its people, the detections and faces that show
+# it (the finding's evidence boxes), and the score that ranks it among the burst's frames.
+Hit = tuple[PeopleView, list[Detection], list[Face], float]
 
 
 @dataclass
@@ -84,7 +87,7 @@ def light_gate(analyses: list[FrameAnalysis], need: int) -> LightGate:
             )
             low = RuleResult("skipped", "camera covered or pointed away")
         else:
-            a = min(dark, key=lambda x: x.light.mean_luma)
+            a = darkest(dark)
             conf = len(dark) / n
             low = RuleResult(
                 "violation",
@@ -98,6 +101,11 @@ def light_gate(analyses: list[FrameAnalysis], need: int) -> LightGate:
             )
             obs = RuleResult("skipped", "too dark to check")
     return LightGate(low, obs, usable, blocked)
+
+
+def darkest(dark: list[FrameAnalysis]) -> FrameAnalysis:
+    """low_light's frame: the darkest, the earliest on a tie."""
+    return min(dark, key=lambda x: x.light.mean_luma)
 
 
 # -- people ---------------------------------------------------------------------------
@@ -216,20 +224,28 @@ def food_at_mouth(view: PeopleView, policy: PolicyConfig) -> list[tuple[Detectio
 
 
 # -- the rules --------------------------------------------------------------------------
-def _finding(
-    rule: str, frames: list[tuple[PeopleView, list[Detection], list[Face], float]], n: int, detail: str
-) -> Finding:
+def best_hit(hits: list[Hit]) -> Hit:
+    """The evidence frame among a rule's hits: the highest score, the earliest on a tie."""
+    return max(hits, key=lambda h: h[3])
+
+
+def _finding(rule: str, frames: list[Hit], n: int, detail: str) -> Finding:
     """A finding from the frames where the condition held: the best frame is the
     evidence frame; confidence = mean detector score there x share of frames."""
-    best = max(frames, key=lambda f: f[3])
+    best = best_hit(frames)
     mean = sum(f[3] for f in frames) / len(frames)
     conf = round(min(1.0, mean * (0.5 + 0.5 * len(frames) / n)), 3)
     return Finding(rule, conf, best[0].frame.frame_index, list(best[1]), list(best[2]), detail=detail)
 
 
+def away_frames(views: list[PeopleView]) -> list[PeopleView]:
+    """The frames with nobody at the desk; the first is the evidence frame."""
+    return [v for v in views if v.worker is None]
+
+
 def rule_away(views: list[PeopleView], need: int) -> RuleResult:
     n = len(views)
-    empty = [v for v in views if v.worker is None]
+    empty = away_frames(views)
     if len(empty) >= need:
         conf = round(len(empty) / n, 3)
         return RuleResult(
@@ -247,7 +263,7 @@ def rule_away(views: list[PeopleView], need: int) -> RuleResult:
 
 def _best_per_frame(
     views: list[PeopleView], found_in: Callable[[PeopleView], list[tuple[Detection, Person]]]
-) -> list[Any]:
+) -> list[Hit]:
     """Per frame, the strongest object a rule found, with the person it belongs to."""
     hits = []
     for v in views:
@@ -259,8 +275,10 @@ def _best_per_frame(
     return hits
 
 
-def rule_phone(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
-    hits, kinds = [], []
+def phone_hits(views: list[PeopleView], policy: PolicyConfig) -> tuple[list[Hit], list[str]]:
+    """Per frame, the strongest phone in use and whose it is; and what it was doing."""
+    hits: list[Hit] = []
+    kinds: list[str] = []
     for v in views:
         found = phones_in_use(v, policy)
         if found:
@@ -268,6 +286,11 @@ def rule_phone(views: list[PeopleView], need: int, policy: PolicyConfig) -> Rule
             dets, faces = holder.evidence() if holder is not None else ([], [])
             hits.append((v, [phone, *dets], faces, phone.score))
             kinds.append(kind)
+    return hits, kinds
+
+
+def rule_phone(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
+    hits, kinds = phone_hits(views, policy)
     if len(hits) >= need:
         return RuleResult(
             "violation",
@@ -308,8 +331,9 @@ def closer_look_can_count(analyses: list[FrameAnalysis], remaining: int, policy:
     return any(sum(1 for v in views if count(v)) + remaining >= need for count in live.values())
 
 
-def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
-    hits = []
+def extra_hits(views: list[PeopleView]) -> list[Hit]:
+    """The frames with someone besides the worker close to the camera or facing the screen."""
+    hits: list[Hit] = []
     for v in views:
         if (v.extras and v.worker is not None) or len(v.extras) >= 2:
             dets: list[Detection] = []
@@ -319,6 +343,11 @@ def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
                 dets += d
                 faces += f
             hits.append((v, dets, faces, max(p.score for p in v.extras)))
+    return hits
+
+
+def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
+    hits = extra_hits(views)
     if len(hits) >= need:
         k = max(len(h[0].extras) for h in hits)
         return RuleResult(
@@ -329,10 +358,12 @@ def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
     return RuleResult("pass", f"another person in {len(hits)}/{len(views)} frames (need {need})")
 
 
-def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
-    """This scan's verdict only; the engine turns it into N scans in a row."""
+def identity_hits(views: list[PeopleView], policy: PolicyConfig) -> tuple[list[Hit], int, int]:
+    """The frames where the face at the desk is unknown; and how many showed the worker,
+    and how many had a face that was not checked."""
     cfg = policy.rules.unrecognized_person
-    unknown, known, unchecked = [], 0, 0
+    unknown: list[Hit] = []
+    known = unchecked = 0
     for v in views:
         f = v.worker.face if v.worker else None
         if f is None or f.box.height < cfg.min_face_height:
@@ -345,6 +376,12 @@ def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) 
             unknown.append((v, d, [f], f.score))
         elif f.identity == "worker":
             known += 1
+    return unknown, known, unchecked
+
+
+def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
+    """This scan's verdict only; the engine turns it into N scans in a row."""
+    unknown, known, unchecked = identity_hits(views, policy)
     if not unknown and not known:
         if unchecked:
             return RuleResult("skipped", "no identity result (is the worker enrolled?)")
@@ -358,12 +395,11 @@ def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) 
     return RuleResult("pass", f"enrolled worker recognised in {known}/{len(views)} frames")
 
 
-def rule_presentation_attack(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
-    """A picture of a face at the desk while nobody is there in person (a worker at the
-    desk with a photo on the wall behind is no attack)."""
+def attack_hits(views: list[PeopleView], policy: PolicyConfig) -> list[Hit]:
+    """The frames with a picture of a face at the desk and nobody there in person."""
     cfg, away = policy.rules.presentation_attack, policy.rules.away_from_desk
     zone = Box(*policy.desk_zone)
-    hits = []
+    hits: list[Hit] = []
     for v in views:
         shown = [
             p
@@ -374,6 +410,13 @@ def rule_presentation_attack(views: list[PeopleView], need: int, policy: PolicyC
             best = max(shown, key=lambda p: p.box.area)
             d, f = best.evidence()
             hits.append((v, d, f, f[0].score))
+    return hits
+
+
+def rule_presentation_attack(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
+    """A picture of a face at the desk while nobody is there in person (a worker at the
+    desk with a photo on the wall behind is no attack)."""
+    hits = attack_hits(views, policy)
     if len(hits) >= need:
         cues = max((h[2][0] for h in hits), key=lambda f: f.score).spoof_cues
         return RuleResult(
@@ -389,8 +432,13 @@ def rule_presentation_attack(views: list[PeopleView], need: int, policy: PolicyC
     return RuleResult("pass", f"a picture of a face at the desk in {len(hits)}/{len(views)} frames (need {need})")
 
 
+def eating_hits(views: list[PeopleView], policy: PolicyConfig) -> list[Hit]:
+    """Per frame, the strongest food or drink at someone's mouth."""
+    return _best_per_frame(views, lambda v: food_at_mouth(v, policy))
+
+
 def rule_eating(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
-    hits = _best_per_frame(views, lambda v: food_at_mouth(v, policy))
+    hits = eating_hits(views, policy)
     if len(hits) >= need:
         labels = sorted({h[1][0].label for h in hits})
         return RuleResult(
@@ -406,6 +454,11 @@ def rule_eating(views: list[PeopleView], need: int, policy: PolicyConfig) -> Rul
     return RuleResult("pass", f"food or drink at the mouth in {len(hits)}/{len(views)} frames (need {need})")
 
 
+def present_frames(views: list[PeopleView]) -> list[PeopleView]:
+    """The frames with the worker at the desk; the first is idle_input's frame."""
+    return [v for v in views if v.worker is not None]
+
+
 def rule_idle(
     views: list[PeopleView], need: int, policy: PolicyConfig, idle: IdleReport | None, now: datetime
 ) -> RuleResult:
@@ -415,12 +468,12 @@ def rule_idle(
     age = (now - idle.reported_at).total_seconds()
     if age > cfg.stale_after_seconds:
         return RuleResult("skipped", f"last activity report is {age:.0f} s old (stale)")
-    present = sum(1 for v in views if v.worker is not None)
-    if present < need:
+    present = present_frames(views)
+    if len(present) < need:
         return RuleResult("skipped", "worker not at the desk")
     idle_now = idle.idle_seconds + max(0.0, age)
     if idle_now > cfg.idle_seconds:
-        best = next(v for v in views if v.worker is not None)
+        best = present[0]
         return RuleResult(
             "violation",
             f"no input for {idle_now:.0f} s",
@@ -455,3 +508,44 @@ def run_people_rules(
         "eating": rule_eating(views, need, policy),
         "idle_input": rule_idle(views, need, policy, idle, now),
     }
+
+
+# -- which frames a scan must keep ----------------------------------------------------------
+def evidence_frames(analyses: list[FrameAnalysis], policy: PolicyConfig) -> set[int]:
+    """The frames of a burst so far (``analyses``, in order) that may still become the
+    evidence frame of a finding that carries a picture, whatever frames follow.
+
+    Each rule picks its frame as the first or the best of the frames where it held (the
+    highest score, or the darkest; the earliest on a tie), among frames each judged on its
+    own; so a frame that is not that pick among the frames so far never becomes it, and
+    a frame let go never comes back. The picks are made by the rules' own functions.
+    Rules that are off, and rules whose findings never carry a picture (``evidence_refusal``:
+    the rule or the profile), need no frame."""
+    dark = [a for a in analyses if a.light.low_light]
+    covered = [a for a in analyses if a.light.obstructed]
+    views = [people_view(a, policy) for a in analyses if not a.light.low_light and not a.light.obstructed]
+
+    def first(found: list[PeopleView]) -> int | None:
+        return found[0].frame.frame_index if found else None
+
+    def best(hits: list[Hit]) -> int | None:
+        return best_hit(hits)[0].frame.frame_index if hits else None
+
+    picks: dict[str, Callable[[], int | None]] = {
+        "away_from_desk": lambda: first(away_frames(views)),
+        "phone_use": lambda: best(phone_hits(views, policy)[0]),
+        "extra_person": lambda: best(extra_hits(views)),
+        "unrecognized_person": lambda: best(identity_hits(views, policy)[0]),
+        "presentation_attack": lambda: best(attack_hits(views, policy)),
+        "eating": lambda: best(eating_hits(views, policy)),
+        "idle_input": lambda: first(present_frames(views)),
+        "low_light": lambda: darkest(dark).frame_index if dark else None,
+        "camera_obstructed": lambda: covered[0].frame_index if covered else None,
+    }
+    keep = set()
+    for rule, pick in picks.items():
+        if rule_enabled(policy, rule) and evidence_refusal(policy, rule) is None:
+            frame = pick()
+            if frame is not None:
+                keep.add(frame)
+    return keep
