@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from dataclasses import replace
@@ -67,3 +68,41 @@ def test_burst_with_the_daemon_code(picamera2_config: Any, results: Any) -> None
     results.record("burst", frames=len(frames), seconds=round(took, 2), planned_seconds=cfg.burst_seconds)
     assert len(frames) == cfg.burst_frames
     assert took < cfg.burst_seconds + cfg.open_timeout_seconds
+
+
+def test_burst_in_flight_with_the_scanner_code(picamera2_config: Any, results: Any) -> None:
+    """The scanner takes each burst in a thread of its own (``BurstInFlight``) and analyses a
+    frame while the next is captured: picamera2 opened, read and closed from that thread, the
+    pace kept while the consumer is busy, the camera free again afterwards."""
+    from deskwatch.camera import BurstInFlight, open_camera
+    from deskwatch.schedule import SystemClock
+
+    cfg = picamera2_config
+    slot = cfg.burst_seconds / max(1, cfg.burst_frames - 1) if cfg.burst_frames > 1 else 0.0
+    busy = 0.8 * slot  # an analysis that takes most of the gap between two frames
+    seen, stamps = [], []
+    t0 = time.perf_counter()
+    with BurstInFlight(open_camera(cfg), cfg.burst_frames, cfg.burst_seconds, SystemClock()) as burst:
+        for frame in burst:
+            assert frame.image.shape == (cfg.height, cfg.width, 3) and frame.image.dtype.name == "uint8"
+            seen.append(frame.index)
+            stamps.append(frame.captured_at)
+            time.sleep(busy)
+    took = time.perf_counter() - t0
+    gaps = [(b - a).total_seconds() for a, b in itertools.pairwise(stamps)]
+    results.record(
+        "burst_in_flight",
+        frames=len(seen),
+        seconds=round(took, 2),
+        burst_seconds=round(burst.seconds, 2),
+        gaps_s=[round(g, 3) for g in gaps],
+    )
+    assert burst.error is None, f"the burst thread failed: {burst.error!r}"
+    assert seen == list(range(cfg.burst_frames))
+    assert all(g < slot + 0.25 for g in gaps), f"the burst lost its pace while frames were analysed: {gaps}"
+    camera = open_camera(cfg)  # closed by the burst thread: free for the next scan
+    camera.open()
+    try:
+        assert camera.capture().shape == (cfg.height, cfg.width, 3)
+    finally:
+        camera.close()
