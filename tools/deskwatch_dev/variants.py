@@ -132,12 +132,10 @@ def true_findings(labels: dict[str, Any], findings: set[str]) -> list[str]:
 
 def measure(directory: Path, *, verbose: bool = True) -> dict[str, Any]:
     """Totals: false findings per type and per variant, and the true findings per type."""
-    from PIL import Image
-
     from deskwatch.app import build_policy, build_vision
     from deskwatch.domain import Frame, utcnow
     from deskwatch.policy.engine import PolicyContext
-    from deskwatch_dev.phonefigures import _config
+    from deskwatch_dev.phonefigures import _config, _load
 
     labels = yaml.safe_load((directory / "labels.yaml").read_text())["files"]
     false: dict[str, dict[str, int]] = {"by_finding": {}, "by_variant": {name: 0 for name in VARIANTS}}
@@ -147,9 +145,8 @@ def measure(directory: Path, *, verbose: bool = True) -> dict[str, Any]:
         vision, policy = build_vision(cfg), build_policy(cfg)
         try:
             for entry in labels:
-                with Image.open(directory / entry["file"]) as im:
-                    image = np.ascontiguousarray(np.asarray(im.convert("RGB")))
-                wrong, right = [], []
+                image = _load(directory / entry["file"])
+                wrong = []
                 for name, vary in VARIANTS.items():
                     analysis = vision.analyze(Frame(np.ascontiguousarray(vary(image)), utcnow(), 0))
                     outcome = policy.evaluate([analysis], PolicyContext(now=utcnow(), trigger="cli", confirming=True))
@@ -159,7 +156,6 @@ def measure(directory: Path, *, verbose: bool = True) -> dict[str, Any]:
                         false["by_finding"][finding] = false["by_finding"].get(finding, 0) + 1
                         false["by_variant"][name] += 1
                     for finding in true_findings(entry, findings):
-                        right.append(finding)
                         found[finding] = found.get(finding, 0) + 1
                 if verbose and wrong:
                     print(f"{entry['file']:22} false: {', '.join(wrong)}", flush=True)

@@ -207,8 +207,7 @@ class Policy:
         evidence frame whatever frames follow, each with who is who in it (what the
         outcome's ``people`` will say of it, that evidence blurs by); the scan lets the
         other frames go as it goes."""
-        keep = rules.evidence_frames(analyses, self.cfg)
-        return {a.frame_index: rules.people_view(a, self.cfg) for a in analyses if a.frame_index in keep}
+        return rules.evidence_frames(analyses, self.cfg)
 
     def evaluate(self, analyses: list[FrameAnalysis], ctx: PolicyContext) -> PolicyOutcome:
         with self._lock:

@@ -511,9 +511,10 @@ def run_people_rules(
 
 
 # -- which frames a scan must keep ----------------------------------------------------------
-def evidence_frames(analyses: list[FrameAnalysis], policy: PolicyConfig) -> set[int]:
+def evidence_frames(analyses: list[FrameAnalysis], policy: PolicyConfig) -> dict[int, PeopleView]:
     """The frames of a burst so far (``analyses``, in order) that may still become the
-    evidence frame of a finding that carries a picture, whatever frames follow.
+    evidence frame of a finding that carries a picture, whatever frames follow, each with
+    its people view (who is who: what evidence blurs by).
 
     Each rule picks its frame as the first or the best of the frames where it held (the
     highest score, or the darkest; the earliest on a tie), among frames each judged on its
@@ -523,7 +524,8 @@ def evidence_frames(analyses: list[FrameAnalysis], policy: PolicyConfig) -> set[
     the rule or the profile), need no frame."""
     dark = [a for a in analyses if a.light.low_light]
     covered = [a for a in analyses if a.light.obstructed]
-    views = [people_view(a, policy) for a in analyses if not a.light.low_light and not a.light.obstructed]
+    usable = [a for a in analyses if not a.light.low_light and not a.light.obstructed]
+    views = [people_view(a, policy) for a in usable]
 
     def first(found: list[PeopleView]) -> int | None:
         return found[0].frame.frame_index if found else None
@@ -548,4 +550,10 @@ def evidence_frames(analyses: list[FrameAnalysis], policy: PolicyConfig) -> set[
             frame = pick()
             if frame is not None:
                 keep.add(frame)
-    return keep
+    known = {v.frame.frame_index: v for v in views}
+    # a dark or covered frame (low_light's, camera_obstructed's) gets its view here
+    return {
+        a.frame_index: known[a.frame_index] if a.frame_index in known else people_view(a, policy)
+        for a in analyses
+        if a.frame_index in keep
+    }
