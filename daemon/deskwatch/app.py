@@ -106,7 +106,15 @@ def build_vision(cfg: Config, *, runtime: str | None = None, models_dir: Path | 
         vision = dataclasses.replace(vision, models_dir=str(chosen))
     food = rule_enabled(cfg.policy, "eating")
     presence = rule_enabled(cfg.policy, "away_from_desk")
-    return VisionPipeline(vision, identity=identity_target(cfg), runtime=runtime, food=food, presence=presence)
+    away = cfg.policy.rules.away_from_desk
+    return VisionPipeline(
+        vision,
+        identity=identity_target(cfg),
+        runtime=runtime,
+        food=food,
+        presence=presence,
+        counts_from=(away.min_person_score, away.min_face_score),
+    )
 
 
 def build_policy(cfg: Config, audit: Audit | None = None) -> PolicyEngine:

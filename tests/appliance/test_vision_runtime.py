@@ -116,8 +116,9 @@ def test_labels_in_another_order_are_refused(tmp_path: Path) -> None:
         check_labels(ModelStore(VisionConfig(models_dir=str(tmp_path))))
 
 
-def _mapped_kb(name: str) -> tuple[int, int]:
-    """(mapped, resident) kB of this process's mappings of a file called ``name``."""
+def _mapped_kb(path: Path) -> tuple[int, int]:
+    """(mapped, resident) kB of this process's mappings of the file at ``path`` (not of another
+    copy of the same model: the session's pipeline has the shipped one mapped)."""
     size = rss = 0
     current = ""
     with open("/proc/self/smaps", encoding="utf-8") as fh:
@@ -125,7 +126,7 @@ def _mapped_kb(name: str) -> tuple[int, int]:
             head = line.split()
             if head and "-" in head[0] and ":" not in head[0]:
                 current = head[5] if len(head) >= 6 else ""
-            elif head and head[0] in ("Size:", "Rss:") and Path(current).name == name:
+            elif head and head[0] in ("Size:", "Rss:") and current == str(path):
                 if head[0] == "Size:":
                     size += int(head[1])
                 else:
@@ -140,13 +141,13 @@ def test_a_loaded_model_keeps_none_of_its_file_resident_and_runs_the_same(models
     shutil.copy(MODELS / nanodet, models_copy / nanodet)
     store = ModelStore(VisionConfig(models_dir=str(models_copy), threads=1))
     model = store.load(nanodet)
-    mapped, resident = _mapped_kb(nanodet)
+    mapped, resident = _mapped_kb(models_copy / nanodet)
     assert mapped >= 3800  # the interpreter maps the 3.9 MB file (no copy of it on the heap) ...
     assert resident < 256  # ... and none of it stays resident (before: all of it)
     rng = np.random.default_rng(7)
     tensor = rng.integers(0, 256, model.input_shape, dtype=np.uint8).astype(model.input_dtype)
     out = model.run(tensor)
-    assert _mapped_kb(nanodet)[1] < 256  # running it reads none of the released pages
+    assert _mapped_kb(models_copy / nanodet)[1] < 256  # running it reads none of the released pages
     reference = runtime.load_runtime().interpreter_class(
         model_content=(models_copy / nanodet).read_bytes(), num_threads=1
     )

@@ -126,6 +126,7 @@ def true_findings(labels: dict[str, Any], findings: set[str]) -> list[str]:
         "phone_use": bool(labels.get("phone_in_use")),
         "eating": bool(labels.get("eating")),
         "extra_person": int(labels.get("persons", 0)) >= 2,
+        "away_from_desk": int(labels.get("persons", 0)) == 0,  # a presence check must not fill an empty desk
     }
     return [f for f, wanted in want.items() if wanted and f in findings]
 

@@ -163,6 +163,16 @@ class VisionConfig:
         minimum=0.05,
         maximum=1.0,
     )
+    hand_check: bool = setting(
+        True,
+        doc="Part of the presence check: where CenterNet finds nobody either, look for hands (MediaPipe's palm detector, then its hand landmark model's presence score on each palm) before the frame is taken for an empty desk. A desk camera often sees only the worker's hands: on the labelled photos of hands on a table NanoDet and CenterNet saw no person. The two models (~24 MB) are loaded only for such a frame and let go after it (~20 ms of loading, ~10 ms of models here).",
+    )
+    hand_threshold: float = setting(
+        0.5,
+        doc="Least hand presence score (the landmark model's, MediaPipe's own default 0.5) for a hand to count as somebody at the desk; the surest hand only is added, as a person with the hand's box. The empty scenes of the labelled photos and their camera variations scored at most 0.01, hands on a table 0.65-1.0.",
+        minimum=0.05,
+        maximum=1.0,
+    )
     object_nms_iou: float = setting(
         0.6,
         doc="Two boxes of the same label overlapping more than this (IoU) are one object.",

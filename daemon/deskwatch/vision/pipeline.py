@@ -3,8 +3,9 @@
 Per frame: light/obstruction statistics first; a dark or covered frame skips the
 detectors (their silence would prove nothing). Otherwise the object detector,
 BlazeFace on the whole frame and on each person's upper body; where both found
-nobody, the presence check (CenterNet looking for a person before the desk is
-called empty: ``vision.presence_check``); the phone stage (a
+nobody, the presence check (CenterNet looking for a person, and failing that MediaPipe
+looking for hands, before the desk is called empty: ``vision.presence_check``,
+``vision.hand_check``, see ``hands``); the phone stage (a
 second look at each person's hands and head by two detectors, see ``crops``:
 confirmed phones with their behaviour, food or drink at the mouth); and - when the
 profile allows it and the worker is enrolled - the identity check on the live faces
@@ -27,6 +28,7 @@ from deskwatch.vision.config import VisionConfig
 from deskwatch.vision.crops import Look, SecondLook, View
 from deskwatch.vision.eating import food_at_mouth
 from deskwatch.vision.faces import FaceAligner, FaceDetector, merge_faces
+from deskwatch.vision.hands import HandCheck
 from deskwatch.vision.identity import (
     DlibEmbedder,
     FaceEmbedder,
@@ -95,10 +97,13 @@ class Vision:
         runtime: str | None = None,
         food: bool = True,
         presence: bool = True,
+        counts_from: tuple[float, float] = (0.4, 0.5),
     ):
         """``identity``: whose face to check, or None (the policy's decision); ``food``: look for
         food or drink at the mouth too (False where no rule counts eating: phones only);
-        ``presence``: run the presence check (False where no rule counts an empty desk)."""
+        ``presence``: run the presence check (False where no rule counts an empty desk);
+        ``counts_from``: the person and face scores from which the away rule counts somebody
+        at the desk (policy.rules.away_from_desk): where nobody reaches them, the check looks."""
         self.cfg = vision
         self.identity_target = identity
         v = vision
@@ -124,8 +129,11 @@ class Vision:
             )
         # the presence check's detector (CenterNet: one interpreter for both), or None
         self.presence = confirm if presence and v.presence_check else None
+        self.counts_from = counts_from
         if self.presence is not None and "person" not in self.presence.classes:
             raise ModelError(f"{self.store.directory / CENTERNET_MODEL} has no person heat: reinstall the models")
+        # its last step: hands (models loaded only for a frame that needs them), or None
+        self.hands = HandCheck(self.store, v.hand_threshold) if self.presence is not None and v.hand_check else None
         self.last_look: Look | None = None  # the phone stage's view of the last analyze() (scan --annotate draws it)
         self.faces = FaceDetector(
             self.store.load(FACE_MODELS[v.face_model]), threshold=v.face_threshold, nms_iou=v.face_nms_iou
@@ -139,6 +147,7 @@ class Vision:
         # why the identity check is off although the worker is enrolled (status reasons)
         self.identity_problem: str | None = None
         self.last_model_ms = 0.0  # TFLite invoke() + dlib encoder time of the last analyze()
+        self.presence_ms = 0.0  # model time of the last presence check
         self.refresh_identity()
 
     # -- identity --------------------------------------------------------------------------
@@ -227,9 +236,9 @@ class Vision:
         timings["faces"] = (t3 - t2) * 1000
         model_ms += face_ms
         detections = drop_duplicate_persons(detections, faces)
-        if self.presence is not None and not faces and not any(d.label == "person" for d in detections):
-            detections = detections + self.presence.detect(image, ("person",), self.cfg.presence_threshold)[:1]
-            model_ms += self.presence.model.invoke_ms
+        if self.presence is not None and self.nobody_counted(detections, faces):
+            detections = detections + self.somebody(image)
+            model_ms += self.presence_ms
             t4 = time.perf_counter()
             timings["presence"] = (t4 - t3) * 1000
             t3 = t4
@@ -255,6 +264,30 @@ class Vision:
         analysis.detections = detections
         analysis.faces = faces
         return analysis
+
+    def nobody_counted(self, detections: list[Detection], faces: list[Face]) -> bool:
+        """No person and no face the away rule would count (a person NanoDet scored 0.36-0.39, a
+        pair of hands on a table, is below its 0.4: the desk would be called empty)."""
+        person_min, face_min = self.counts_from
+        return not any(f.score >= face_min for f in faces) and not any(
+            d.label == "person" and d.score >= person_min for d in detections
+        )
+
+    def somebody(self, image: np.ndarray) -> list[Detection]:
+        """The presence check, on a frame where the object detector and BlazeFace found nobody
+        the away rule counts (:meth:`nobody_counted`):
+        the stronger of CenterNet's strongest person and the surest hand (as a person with the
+        hand's box: at a desk, a hand on it is somebody there), or nobody. At most one: it can
+        keep a desk from being called empty, it never makes a crowd. Both always look: a
+        CenterNet person too weak for the away rule must not hide clear hands."""
+        assert self.presence is not None
+        found = self.presence.detect(image, ("person",), self.cfg.presence_threshold)[:1]
+        self.presence_ms = self.presence.model.invoke_ms
+        if self.hands is not None:
+            hands = self.hands.find(image)
+            self.presence_ms += self.hands.model_ms
+            found += [Detection("person", hand.score, hand.box) for hand in hands[:1]]
+        return sorted(found, key=lambda d: -d.score)[:1]
 
     def find_faces(self, image: np.ndarray, detections: list[Detection]) -> tuple[list[Face], float]:
         """Faces in the whole frame, plus (short range) in the upper body of each person."""

@@ -21,7 +21,8 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -258,6 +259,7 @@ class ModelStore:
         self._runtime_pref = runtime
         self._manifest: dict[str, ManifestEntry] | None = None
         self._models: dict[str, Model] = {}
+        self._checked: dict[str, str] = {}  # file -> sha256 of the models lent by borrowed()
         self._lock = threading.Lock()
 
     @property
@@ -329,34 +331,67 @@ class ModelStore:
             model = self._models.get(file)
             if model is not None:
                 return model
-            rt = load_runtime(self._runtime_pref)
-            entry, fd = self._open_verified(file)
-            try:
-                interpreter = self._interpreter(rt, fd, entry.file)
-            except (ValueError, RuntimeError) as exc:
-                raise ModelError(f"{rt.name} cannot load {self.directory / file}: {exc}") from None
-            finally:
-                os.close(fd)
-            ins, outs = _tensor_maps(interpreter)
-            model = Model(entry.name, entry.file, entry.sha256, interpreter, ins, outs)
+            model = self._build(file)
             self._models[file] = model
             log.info(
                 "loaded model %s (%s, %d threads, sha256 %s...)",
                 file,
-                rt.name,
+                load_runtime(self._runtime_pref).name,
                 self.cfg.threads,
-                entry.sha256[:12],
+                model.sha256[:12],
             )
             return model
+
+    def check(self, file: str) -> str:
+        """Verify a model that is loaded only when needed (:meth:`borrowed`), so that a missing
+        or altered file fails the daemon's start rather than the first frame that needs it;
+        its sha256 is listed by :meth:`loaded` from then on."""
+        entry, fd = self._open_verified(file)
+        os.close(fd)
+        with self._lock:
+            self._checked[file] = entry.sha256
+        return entry.sha256
+
+    @contextmanager
+    def borrowed(self, file: str) -> Iterator[Model]:
+        """A model loaded for one use and let go after it, for a detector that is rarely needed
+        (the presence check's hands): its interpreter's memory is held only while it runs.
+        Verified against the manifest on every load, as :meth:`load` does; one already loaded
+        for good is lent as it is."""
+        with self._lock:
+            model = self._models.get(file)
+        if model is not None:
+            yield model
+            return
+        model = self._build(file)
+        with self._lock:
+            self._checked[file] = model.sha256
+        try:
+            yield model
+        finally:
+            model.interpreter = None  # the interpreter's arena and packed weights go with it
+
+    def _build(self, file: str) -> Model:
+        rt = load_runtime(self._runtime_pref)
+        entry, fd = self._open_verified(file)
+        try:
+            interpreter = self._interpreter(rt, fd, entry.file)
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{rt.name} cannot load {self.directory / file}: {exc}") from None
+        finally:
+            os.close(fd)
+        ins, outs = _tensor_maps(interpreter)
+        return Model(entry.name, entry.file, entry.sha256, interpreter, ins, outs)
 
     def runtime_name(self) -> str:
         """The runtime this store loads with (imports it if needed)."""
         return load_runtime(self._runtime_pref).name
 
     def loaded(self) -> dict[str, str]:
-        """file -> sha256 of every model loaded so far."""
-        return {m.file: m.sha256 for m in self._models.values()}
+        """file -> sha256 of every model loaded so far, and of those loaded only when needed."""
+        return {m.file: m.sha256 for m in self._models.values()} | self._checked
 
     def close(self) -> None:
         with self._lock:
             self._models.clear()
+            self._checked.clear()

@@ -1,0 +1,197 @@
+"""Hands at the desk: the presence check's last look before a frame is called an empty desk.
+
+A desk camera often sees only the worker's hands and forearms: typing, writing, holding a
+cup, seen from above. NanoDet and CenterNet were trained on whole people: on the labelled
+photos of hands on a table they score no person (NanoDet) or 0.20-0.44 (CenterNet, where the
+empty scenes reach 0.27), so such a frame was "nobody at the desk" -- an ``away_from_desk``
+accusation against a worker whose hands are on the keyboard.
+
+MediaPipe Hands answers the question it was made for, in two steps (both models unmodified,
+from the same mediapipe wheel as the pose model; ``models/manifest.yaml``):
+
+1. the palm detector (``palm_detection_full``, 192 px) on the whole frame, letterboxed: palms
+   with a box and seven keypoints;
+2. on each of the best palms, the square MediaPipe's hand tracking cuts around it (turned so
+   the wrist points down, moved half a palm towards the fingers, 2.6 x the palm) goes through
+   the hand landmark model (``hand_landmark_lite``, 224 px), whose presence score says whether
+   a hand is in it. The palm detector alone calls a phone lying on closed laptops a palm (0.79);
+   the landmark model gives that square 0.00.
+
+On ``../shared/testdata/photos`` and 13 camera variations of each (``deskwatch_dev.variants``):
+the six scenes without anybody score at most 0.01, a pair of hands on a café table 0.99 in
+every view, a hand holding a phone on a tripod 0.65-0.83 in 11 of 13 views (in the other two
+no palm is found).
+
+The two interpreters hold ~24 MB together, so they are loaded only for a frame that needs
+them, one after the other, and let go at once (``ModelStore.borrowed``): ~20 ms of loading on
+a frame where nobody else was found, nothing on any other frame.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from deskwatch.domain import Box
+from deskwatch.vision.imageops import cv2_module, letterbox
+from deskwatch.vision.memory import trim_heap
+from deskwatch.vision.runtime import Model, ModelStore
+
+PALM_MODEL = "palm_detection_full.tflite"
+HAND_MODEL = "hand_landmark_lite.tflite"
+PALM_SIZE = 192
+HAND_SIZE = 224
+PALM_MIN_SCORE = 0.3  # palms below this are not worth a landmark run
+MAX_PALMS = 3  # the best few palms are checked (two hands, and one spare)
+HAND_SCALE = 2.6  # MediaPipe's hand square: 2.6 x the palm's longer side ...
+HAND_SHIFT = 0.5  # ... its centre half a palm towards the fingers
+WRIST, MIDDLE_BASE = 0, 2  # palm keypoints that give the hand's direction
+
+
+def palm_anchors() -> np.ndarray:
+    """The palm detector's 2016 anchor centres (x, y) in 0..1 of its input: MediaPipe's SSD
+    anchors for this model (strides 8, 16, 16, 16; fixed anchor size): 24x24 cells with 2
+    anchors each, then 12x12 cells with 6 (the three stride-16 layers share their cells)."""
+    centres = []
+    for stride, per_cell in ((8, 2), (16, 6)):
+        cells = PALM_SIZE // stride
+        ys, xs = np.mgrid[0:cells, 0:cells]
+        grid = np.stack([(xs + 0.5) / cells, (ys + 0.5) / cells], axis=-1).reshape(-1, 1, 2)
+        centres.append(np.repeat(grid, per_cell, axis=1).reshape(-1, 2))
+    return np.concatenate(centres).astype(np.float32)
+
+
+ANCHORS = palm_anchors()
+
+
+@dataclass(frozen=True)
+class Palm:
+    """One palm the detector found, in frame pixels."""
+
+    score: float
+    centre: tuple[float, float]
+    size: tuple[float, float]  # width, height
+    wrist: tuple[float, float]
+    middle_base: tuple[float, float]
+
+
+@dataclass(frozen=True)
+class Hand:
+    """A hand the landmark model confirmed: ``box`` is its square's bounds, normalised."""
+
+    score: float  # the landmark model's presence score, 0..1
+    palm_score: float
+    box: Box
+
+
+def decode_palms(
+    regressors: np.ndarray, logits: np.ndarray, scale: float, pad: tuple[int, int], limit: int = MAX_PALMS
+) -> list[Palm]:
+    """The best palms (score >= PALM_MIN_SCORE, one per place) from the detector's raw outputs
+    ([2016, 18] and [2016]), mapped from the letterboxed input back to frame pixels
+    (``scale``, ``pad``: as :func:`letterbox` returned them)."""
+    scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -100.0, 100.0)))
+    palms: list[Palm] = []
+    for i in np.argsort(-scores):
+        if scores[i] < PALM_MIN_SCORE or len(palms) >= limit:
+            break
+        row = regressors[i]
+        ax, ay = float(ANCHORS[i, 0]) * PALM_SIZE, float(ANCHORS[i, 1]) * PALM_SIZE
+
+        def frame_point(dx: float, dy: float) -> tuple[float, float]:
+            return (dx + ax - pad[0]) / scale, (dy + ay - pad[1]) / scale  # noqa: B023 - used in this pass only
+
+        centre = frame_point(float(row[0]), float(row[1]))
+        size = (float(row[2]) / scale, float(row[3]) / scale)
+        if size[0] <= 0 or size[1] <= 0:
+            continue
+        # anchors overlap: a palm already taken covers its neighbours' boxes of itself
+        if any(
+            abs(centre[0] - p.centre[0]) < p.size[0] / 2 and abs(centre[1] - p.centre[1]) < p.size[1] / 2 for p in palms
+        ):
+            continue
+        points = row[4:18].reshape(7, 2)
+        palms.append(
+            Palm(
+                float(scores[i]),
+                centre,
+                size,
+                frame_point(float(points[WRIST, 0]), float(points[WRIST, 1])),
+                frame_point(float(points[MIDDLE_BASE, 0]), float(points[MIDDLE_BASE, 1])),
+            )
+        )
+    return palms
+
+
+def hand_square(palm: Palm) -> tuple[tuple[float, float], float, float]:
+    """(centre, side, angle in radians) of the square MediaPipe's hand tracking cuts around a
+    palm: turned so that the wrist -> middle finger base line points up, moved HAND_SHIFT of
+    the palm's height towards the fingers, HAND_SCALE x the palm's longer side."""
+    (wx, wy), (mx, my) = palm.wrist, palm.middle_base
+    angle = math.pi / 2 - math.atan2(-(my - wy), mx - wx)
+    angle -= 2 * math.pi * math.floor((angle + math.pi) / (2 * math.pi))  # into [-pi, pi)
+    shift = -HAND_SHIFT * palm.size[1]  # along the square's own "up"
+    cx = palm.centre[0] - shift * math.sin(angle)
+    cy = palm.centre[1] + shift * math.cos(angle)
+    return (cx, cy), HAND_SCALE * max(palm.size), angle
+
+
+class HandCheck:
+    """Palms, then a hand presence score on each palm's square (see the module's docstring)."""
+
+    def __init__(self, store: ModelStore, threshold: float):
+        """``threshold``: the presence score a hand needs (MediaPipe's own default is 0.5).
+        The two models are verified now, so a missing file fails the start."""
+        self.store, self.threshold = store, threshold
+        store.check(PALM_MODEL)
+        store.check(HAND_MODEL)
+        self.model_ms = 0.0  # model time of the last find()
+
+    def find(self, image: np.ndarray) -> list[Hand]:
+        """Hands in a frame (RGB uint8), the surest first."""
+        self.model_ms = 0.0
+        square, scale, pad_x, pad_y = letterbox(image, PALM_SIZE, area=True)  # bilinear from 1280 px: aliasing
+        with self.store.borrowed(PALM_MODEL) as palm_model:
+            _check_shape(palm_model, PALM_SIZE, ("Identity", "Identity_1"))
+            out = palm_model.run((square.astype(np.float32) * (1.0 / 255.0))[None])
+            self.model_ms += palm_model.invoke_ms
+        palms = decode_palms(out["Identity"][0], out["Identity_1"][0, :, 0], scale, (pad_x, pad_y))
+        if not palms:
+            return []
+        trim_heap()  # the palm detector's memory back to the kernel before the landmark model takes its own
+        hands = []
+        h, w = image.shape[:2]
+        with self.store.borrowed(HAND_MODEL) as hand_model:
+            _check_shape(hand_model, HAND_SIZE, ("Identity_1",))
+            for palm in palms:
+                (cx, cy), side, angle = hand_square(palm)
+                crop = _turned_square(image, (cx, cy), side, angle)
+                score = float(hand_model.run((crop.astype(np.float32) * (1.0 / 255.0))[None])["Identity_1"].ravel()[0])
+                self.model_ms += hand_model.invoke_ms
+                if score >= self.threshold:
+                    half = side / 2
+                    box = Box((cx - half) / w, (cy - half) / h, (cx + half) / w, (cy + half) / h).clipped()
+                    if box.area > 0:
+                        hands.append(Hand(score, palm.score, box))
+        return sorted(hands, key=lambda hand: -hand.score)
+
+
+def _turned_square(image: np.ndarray, centre: tuple[float, float], side: float, angle: float) -> np.ndarray:
+    """The square (``side`` pixels, turned by ``angle``) around ``centre``, warped to HAND_SIZE."""
+    cv2 = cv2_module()
+    turn = cv2.getRotationMatrix2D(centre, math.degrees(angle), HAND_SIZE / side)
+    turn[0, 2] += HAND_SIZE / 2 - centre[0]
+    turn[1, 2] += HAND_SIZE / 2 - centre[1]
+    return cv2.warpAffine(  # type: ignore[no-any-return]
+        image, turn, (HAND_SIZE, HAND_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
+
+
+def _check_shape(model: Model, size: int, outputs: tuple[str, ...]) -> None:
+    if model.input_shape[1:] != (size, size, 3):
+        raise ValueError(f"{model.file}: expected input [1, {size}, {size}, 3], got {list(model.input_shape)}")
+    missing = [k for k in outputs if k not in model.outputs]
+    if missing:
+        raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")

@@ -1,0 +1,154 @@
+"""The presence check's hands (vision/hands.py): palms, then the hand landmark model's
+presence score, on real photos with the shipped models; the decoding and the hand's square
+on made-up outputs; the models lent for one frame and let go."""
+
+from __future__ import annotations
+
+import math
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from deskwatch.vision.config import VisionConfig
+from deskwatch.vision.hands import (
+    ANCHORS,
+    HAND_MODEL,
+    PALM_MODEL,
+    PALM_SIZE,
+    HandCheck,
+    Palm,
+    decode_palms,
+    hand_square,
+)
+from deskwatch.vision.runtime import ModelError, ModelStore, read_manifest
+from tests.support.vision import MODELS, Photo
+
+NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+
+
+def test_the_anchors_are_mediapipes_palm_grid() -> None:
+    assert ANCHORS.shape == (2016, 2)
+    assert np.allclose(ANCHORS[0], [0.5 / 24, 0.5 / 24]) and np.allclose(ANCHORS[1], ANCHORS[0])  # 2 per cell
+    assert np.allclose(ANCHORS[2], [1.5 / 24, 0.5 / 24])
+    assert np.allclose(ANCHORS[1152], [0.5 / 12, 0.5 / 12]) and np.allclose(ANCHORS[1157], ANCHORS[1152])  # 6 per cell
+    assert np.allclose(ANCHORS[-1], [11.5 / 12, 11.5 / 12])
+
+
+def _outputs(places: dict[int, tuple[float, tuple[float, float], float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Raw detector outputs with a palm of (logit, (dx, dy) offset, size) at the given anchors,
+    its wrist 10 px below the centre and its middle finger's base 10 px above."""
+    regressors = np.zeros((2016, 18), np.float32)
+    logits = np.full(2016, -20.0, np.float32)
+    for i, (logit, (dx, dy), size) in places.items():
+        logits[i] = logit
+        regressors[i, :4] = (dx, dy, size, size)
+        regressors[i, 4:6] = (dx, dy + 10)  # keypoint 0: the wrist
+        regressors[i, 8:10] = (dx, dy - 10)  # keypoint 2: the middle finger's base
+    return regressors, logits
+
+
+def test_palms_come_back_in_frame_pixels_best_first_one_per_place() -> None:
+    # a 1280x720 frame letterboxed into 192: scale 0.15, black bars of 42 px above and below
+    scale, pad = PALM_SIZE / 1280, (0, 42)
+    i = 24 * 10 + 5  # cell (5, 10) of the stride-8 grid: its anchors' centre is (44, 84) in the input
+    regressors, logits = _outputs(
+        {
+            i * 2: (3.0, (4.0, 0.0), 30.0),
+            i * 2 + 1: (2.0, (5.0, 1.0), 30.0),  # the same palm again from the cell's other anchor
+            1152 + 6 * 30: (1.0, (0.0, 0.0), 20.0),  # another place, weaker
+            100: (-2.0, (0.0, 0.0), 20.0),  # 0.12: not worth a look
+        }
+    )
+    palms = decode_palms(regressors, logits, scale, pad)
+    assert [round(p.score, 3) for p in palms] == [round(1 / (1 + math.exp(-3)), 3), round(1 / (1 + math.exp(-1)), 3)]
+    first = palms[0]
+    assert first.centre == pytest.approx(((44 + 4) / scale, (84 - 42) / scale))
+    assert first.size == pytest.approx((30 / scale, 30 / scale))
+    assert first.wrist == pytest.approx(((44 + 4) / scale, (84 + 10 - 42) / scale))
+    assert decode_palms(regressors, logits, scale, pad, limit=1) == palms[:1]
+
+
+def test_the_hand_square_points_from_the_wrist_to_the_fingers() -> None:
+    up = Palm(0.9, (100.0, 100.0), (40.0, 40.0), wrist=(100.0, 120.0), middle_base=(100.0, 80.0))
+    centre, side, angle = hand_square(up)
+    assert angle == pytest.approx(0.0)
+    assert centre == pytest.approx((100.0, 80.0))  # half a palm towards the fingers
+    assert side == pytest.approx(2.6 * 40)
+    right = Palm(0.9, (100.0, 100.0), (40.0, 40.0), wrist=(80.0, 100.0), middle_base=(120.0, 100.0))
+    centre, _, angle = hand_square(right)
+    assert angle == pytest.approx(math.pi / 2)
+    assert centre == pytest.approx((120.0, 100.0))
+
+
+@pytest.fixture(scope="module")
+def hand_check(tmp_path_factory: pytest.TempPathFactory) -> HandCheck:
+    return HandCheck(ModelStore(VisionConfig(models_dir=str(MODELS), threads=2)), threshold=0.5)
+
+
+def _photo(photos: list[Photo], name: str) -> np.ndarray:
+    return next(p.image for p in photos if p.file == name)
+
+
+def test_hands_on_a_table_are_found_and_the_empty_scenes_have_none(
+    hand_check: HandCheck, labelled_photos: list[Photo]
+) -> None:
+    """phone_desk_02: two hands on a café table (nothing else of the person in view):
+    both found, ~0.98-1.0; the empty scenes (a phone on closed laptops among them, which the
+    palm detector alone takes for a palm) have none."""
+    hands = hand_check.find(_photo(labelled_photos, "phone_desk_02.jpg"))
+    assert len(hands) >= 2 and hands[0].score >= 0.9, hands
+    assert hand_check.model_ms > 0
+    for hand in hands:  # both at the top of the photo, over the laptop's keyboard and left of the cup
+        assert hand.box.centre[1] < 0.3 and 0.1 < hand.box.centre[0] < 0.55 and hand.box.width < 0.4, hand
+    empty = [p for p in labelled_photos if p.category == "empty" or p.file == "phone_only_01.jpg"]
+    assert len(empty) >= 3
+    for photo in empty:
+        for view in (photo.image, np.ascontiguousarray(photo.image[:, ::-1])):
+            assert hand_check.find(view) == [], photo.file
+
+
+def test_the_hand_models_are_lent_for_a_frame_and_let_go(hand_check: HandCheck, labelled_photos: list[Photo]) -> None:
+    store = hand_check.store
+    hand_check.find(_photo(labelled_photos, "phone_desk_02.jpg"))
+    assert store._models == {}  # nothing kept between frames
+    manifest = read_manifest(MODELS)
+    assert store.loaded() == {f: manifest[f].sha256 for f in (PALM_MODEL, HAND_MODEL)}  # still reported in use
+    with store.borrowed(PALM_MODEL) as model:
+        lent = model
+        assert model.interpreter is not None
+    assert lent.interpreter is None  # its memory goes with it
+
+
+def test_a_missing_or_altered_hand_model_stops_the_start(tmp_path: Path) -> None:
+    for name in ("manifest.yaml", PALM_MODEL):
+        shutil.copy(MODELS / name, tmp_path / name)
+    with pytest.raises(ModelError, match=r"hand_landmark_lite\.tflite.*reinstall"):
+        HandCheck(ModelStore(VisionConfig(models_dir=str(tmp_path))), threshold=0.5)
+    shutil.copy(MODELS / HAND_MODEL, tmp_path / HAND_MODEL)
+    data = bytearray((tmp_path / PALM_MODEL).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (tmp_path / PALM_MODEL).write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256"):
+        HandCheck(ModelStore(VisionConfig(models_dir=str(tmp_path))), threshold=0.5)
+
+
+def test_hands_keep_the_desk_from_being_called_empty(int8_vision: Any, labelled_photos: list[Photo]) -> None:
+    """phone_desk_02 mirrored: NanoDet's person is 0.36, under the away rule's 0.4, and
+    CenterNet sees nobody: the frame was "nobody at the desk". Now the presence check looks
+    (no person the rule counts) and the surest hand is the worker."""
+    from deskwatch.domain import Frame
+    from deskwatch.policy.engine import Policy, PolicyContext
+    from tests.support.policy import make_config
+
+    image = np.ascontiguousarray(_photo(labelled_photos, "phone_desk_02.jpg")[:, ::-1])
+    analysis = int8_vision.analyze(Frame(image, NOW, 0))
+    assert "presence" in analysis.timings_ms
+    persons = sorted(analysis.labelled("person"), key=lambda d: -d.score)
+    assert persons[0].score >= 0.9 and persons[0].box.width < 0.6  # a hand's square, not a body
+    assert all(d.score < 0.4 for d in persons[1:])
+    outcome = Policy(make_config().policy).evaluate([analysis], PolicyContext(NOW, "cli", confirming=True))
+    assert "away_from_desk" not in {f.type for f in outcome.findings}
