@@ -152,3 +152,36 @@ def test_hands_keep_the_desk_from_being_called_empty(int8_vision: Any, labelled_
     assert all(d.score < 0.4 for d in persons[1:])
     outcome = Policy(make_config().policy).evaluate([analysis], PolicyContext(NOW, "cli", confirming=True))
     assert "away_from_desk" not in {f.type for f in outcome.findings}
+
+
+def test_the_check_looks_where_nobody_reaches_what_the_away_rule_counts(tmp_path: Path) -> None:
+    """The pipeline learns the away rule's bars from the policy, and with the profile's rule
+    off there is no presence check and no hand model in use."""
+    import dataclasses
+
+    from deskwatch.app import build_vision
+    from deskwatch.domain import Box, Detection, Face
+    from tests.support.vision import vision_config
+
+    cfg = vision_config(tmp_path)
+    rules = dataclasses.replace(
+        cfg.policy.rules,
+        away_from_desk=dataclasses.replace(cfg.policy.rules.away_from_desk, min_person_score=0.3, min_face_score=0.6),
+    )
+    vision = build_vision(dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, rules=rules)))
+    try:
+        assert vision.counts_from == (0.3, 0.6) and vision.hands is not None
+        box = Box(0.2, 0.2, 0.6, 0.9)
+        assert vision.nobody_counted([Detection("person", 0.29, box), Detection("cup", 0.9, box)], [])
+        assert not vision.nobody_counted([Detection("person", 0.3, box)], [])
+        assert vision.nobody_counted([], [Face(box, 0.59)])
+        assert not vision.nobody_counted([], [Face(box, 0.6)])
+    finally:
+        vision.close()
+    off = dataclasses.replace(rules, away_from_desk=dataclasses.replace(rules.away_from_desk, enabled=False))
+    vision = build_vision(dataclasses.replace(cfg, policy=dataclasses.replace(cfg.policy, rules=off)))
+    try:
+        assert vision.presence is None and vision.hands is None
+        assert not {PALM_MODEL, HAND_MODEL} & set(vision.model_hashes())
+    finally:
+        vision.close()

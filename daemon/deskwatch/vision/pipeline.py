@@ -278,12 +278,13 @@ class Vision:
         the away rule counts (:meth:`nobody_counted`):
         the stronger of CenterNet's strongest person and the surest hand (as a person with the
         hand's box: at a desk, a hand on it is somebody there), or nobody. At most one: it can
-        keep a desk from being called empty, it never makes a crowd. Both always look: a
-        CenterNet person too weak for the away rule must not hide clear hands."""
+        keep a desk from being called empty, it never makes a crowd. The hands are looked for
+        unless CenterNet's person already counts: one too weak for the away rule must not hide
+        clear hands."""
         assert self.presence is not None
         found = self.presence.detect(image, ("person",), self.cfg.presence_threshold)[:1]
         self.presence_ms = self.presence.model.invoke_ms
-        if self.hands is not None:
+        if self.hands is not None and not (found and found[0].score >= self.counts_from[0]):
             hands = self.hands.find(image)
             self.presence_ms += self.hands.model_ms
             found += [Detection("person", hand.score, hand.box) for hand in hands[:1]]
