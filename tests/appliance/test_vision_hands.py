@@ -185,3 +185,25 @@ def test_the_check_looks_where_nobody_reaches_what_the_away_rule_counts(tmp_path
         assert not {PALM_MODEL, HAND_MODEL} & set(vision.model_hashes())
     finally:
         vision.close()
+
+
+def test_the_pose_model_is_let_go_on_an_empty_desk_and_comes_back_for_the_next_person(
+    int8_vision: Any, labelled_photos: list[Photo]
+) -> None:
+    """Looking for hands on an empty desk must not hold more memory than a frame with a
+    person: the phone stage's pose model (~20 MB) is let go first, and loaded again (and
+    verified) when a person is in view; the verdicts do not change."""
+    from deskwatch.domain import Frame
+    from deskwatch.vision.pipeline import POSE_MODEL
+
+    person = _photo(labelled_photos, "phone_hand_01.jpg")  # a phone held in both hands: the pose finds them
+    empty = next(p.image for p in labelled_photos if p.category == "empty")
+    before = int8_vision.analyze(Frame(person, NOW, 0))
+    assert POSE_MODEL in int8_vision.store._models and "phones" in before.timings_ms
+    int8_vision.analyze(Frame(empty, NOW, 1))
+    assert POSE_MODEL not in int8_vision.store._models  # let go ...
+    assert POSE_MODEL in int8_vision.model_hashes()  # ... and still reported in use
+    after = int8_vision.analyze(Frame(person, NOW, 2))
+    assert POSE_MODEL in int8_vision.store._models
+    assert [d.to_json() for d in after.detections] == [d.to_json() for d in before.detections]
+    assert any(d.behaviour == "in_hand" for d in after.detections)

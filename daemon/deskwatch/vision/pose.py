@@ -21,6 +21,7 @@ presence (0..1).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,15 +72,28 @@ def pose_square(person: Box, width: int, height: int) -> tuple[float, float, flo
 class PoseEstimator:
     """Runs the landmark model on a person box."""
 
-    def __init__(self, model: Model):
-        shape = model.input_shape
-        if shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-            raise ValueError(f"{model.file}: expected input [1, 256, 256, 3], got {list(shape)}")
-        missing = [k for k in ("Identity", "Identity_1") if k not in model.outputs]
-        if missing:
-            raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")
-        self.model = model
+    def __init__(self, model: Model, reload: Callable[[], Model] | None = None):
+        """``reload``: how to load the model again after :meth:`release` (None: it cannot be)."""
+        _check(model)
+        self._model: Model | None = model
+        self._reload = reload
         self.invoke_ms = 0.0  # model time of the last estimate_all()
+
+    @property
+    def model(self) -> Model:
+        if self._model is None:
+            if self._reload is None:
+                raise RuntimeError("the pose model was released and cannot be loaded again")
+            self._model = _check(self._reload())
+        return self._model
+
+    def release(self) -> bool:
+        """Drop the model while no person is in view (it is loaded again at the next
+        estimate); False if it was already let go or cannot be loaded again."""
+        if self._model is None or self._reload is None:
+            return False
+        self._model = None
+        return True
 
     def estimate(self, image: np.ndarray, person: Detection) -> Pose:
         cv2 = cv2_module()
@@ -103,6 +117,16 @@ class PoseEstimator:
         self.invoke_ms = 0.0
         largest = sorted(persons, key=lambda d: -d.box.area)[:limit]
         return [self.estimate(image, p) for p in largest]
+
+
+def _check(model: Model) -> Model:
+    shape = model.input_shape
+    if shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
+        raise ValueError(f"{model.file}: expected input [1, 256, 256, 3], got {list(shape)}")
+    missing = [k for k in ("Identity", "Identity_1") if k not in model.outputs]
+    if missing:
+        raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")
+    return model
 
 
 def _warp_nearest(image: np.ndarray, affine: np.ndarray) -> np.ndarray:

@@ -371,6 +371,16 @@ class ModelStore:
         finally:
             model.interpreter = None  # the interpreter's arena and packed weights go with it
 
+    def forget(self, file: str) -> bool:
+        """Let go of a loaded model (its holders drop it too); the next :meth:`load` loads and
+        verifies it again. Its sha256 stays listed by :meth:`loaded` (it is still in use).
+        False when it was not loaded."""
+        with self._lock:
+            model = self._models.pop(file, None)
+            if model is not None:
+                self._checked[file] = model.sha256
+        return model is not None
+
     def _build(self, file: str) -> Model:
         rt = load_runtime(self._runtime_pref)
         entry, fd = self._open_verified(file)
