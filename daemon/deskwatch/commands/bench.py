@@ -180,6 +180,9 @@ def faceid_figures(cfg: Any, vision: Any, photos: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deskwatch.vision.memory import one_heap
+
+    one_heap()  # as ``deskwatch run`` does, before any thread starts
     photos = Path(args.photos) if args.photos else REPO_PHOTOS
     if not photos.is_dir():
         print(f"deskwatch bench: no photo directory {photos}; pass --photos DIR", file=sys.stderr)
