@@ -17,7 +17,10 @@ and model loading included), and the identity check (BlazeFace + encoder on the 
 face_recognition's default path (HOG locate + encode) on the same frames.
 
 A temporary enrolment (one photo of the set) makes the identity check run; nothing
-is written outside a temporary directory.
+is written outside a temporary directory. The process uses one glibc heap for all its
+threads, as ``deskwatch run`` does (``vision.memory.one_heap``: the frames a burst's thread
+allocates go back to the kernel after the scan). The daemon itself, over many scans:
+``tools/deskwatch_dev/daemonmem.py``.
 """
 
 from __future__ import annotations
