@@ -17,7 +17,10 @@ and model loading included), and the identity check (BlazeFace + encoder on the 
 face_recognition's default path (HOG locate + encode) on the same frames.
 
 A temporary enrolment (one photo of the set) makes the identity check run; nothing
-is written outside a temporary directory.
+is written outside a temporary directory. The process uses one glibc heap for all its
+threads, as ``deskwatch run`` does (``vision.memory.one_heap``: the frames a burst's thread
+allocates go back to the kernel after the scan). The daemon itself, over many scans:
+``tools/deskwatch_dev/daemonmem.py``.
 """
 
 from __future__ import annotations
@@ -180,6 +183,9 @@ def faceid_figures(cfg: Any, vision: Any, photos: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deskwatch.vision.memory import one_heap
+
+    one_heap()  # as ``deskwatch run`` does, before any thread starts
     photos = Path(args.photos) if args.photos else REPO_PHOTOS
     if not photos.is_dir():
         print(f"deskwatch bench: no photo directory {photos}; pass --photos DIR", file=sys.stderr)

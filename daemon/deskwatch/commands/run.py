@@ -25,6 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from deskwatch.vision.memory import one_heap
+
+    one_heap()  # before any thread starts: the burst's frames go back to the kernel after a scan (issue 13)
     cfg = load_config_or_exit(args)
     from deskwatch.system.logs import setup_logging
 
