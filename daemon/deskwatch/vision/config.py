@@ -167,6 +167,12 @@ class VisionConfig:
         True,
         doc="Part of the presence check: where CenterNet finds nobody either, look for hands (MediaPipe's palm detector, then its hand landmark model's presence score on each palm) before the frame is taken for an empty desk. A desk camera often sees only the worker's hands: on the labelled photos of hands on a table NanoDet and CenterNet saw no person. The two models (~24 MB) are loaded only for such a frame and let go after it (~20 ms of loading, ~10 ms of models here).",
     )
+    hand_check_from: float = setting(
+        0.15,
+        doc="The hands are looked for only where there is a trace of somebody that does not count by itself: a person box under policy.rules.away_from_desk.min_person_score, or a CenterNet person from this score (under presence_threshold, or under min_person_score). On the labelled empty scenes and their camera variations CenterNet's person reached 0.19 at most, on hands-only photos 0.28-0.44; 0 looks on every frame where nobody counts.",
+        minimum=0.0,
+        maximum=1.0,
+    )
     hand_threshold: float = setting(
         0.5,
         doc="Least hand presence score (the landmark model's, MediaPipe's own default 0.5) for a hand to count as somebody at the desk; the surest hand only is added, as a person with the hand's box. The empty scenes of the labelled photos and their camera variations scored at most 0.01, hands on a table 0.65-1.0.",
