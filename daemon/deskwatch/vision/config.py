@@ -175,7 +175,7 @@ class VisionConfig:
     )
     hand_threshold: float = setting(
         0.5,
-        doc="Least hand presence score (the landmark model's, MediaPipe's own default 0.5) for a hand to count as somebody at the desk; the surest hand only is added, as a person with the hand's box. The empty scenes of the labelled photos and their camera variations scored at most 0.01, hands on a table 0.65-1.0.",
+        doc="Least hand presence score (the landmark model's, MediaPipe's own default 0.5) for a hand to be taken for somebody at the desk; the surest hand only is added, as a person with the hand's box and this score (the away rule counts it from its min_person_score, as every person). The empty scenes of the labelled photos and their camera variations scored at most 0.01, hands on a table 0.65-1.0.",
         minimum=0.05,
         maximum=1.0,
     )

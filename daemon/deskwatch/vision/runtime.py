@@ -259,7 +259,7 @@ class ModelStore:
         self._runtime_pref = runtime
         self._manifest: dict[str, ManifestEntry] | None = None
         self._models: dict[str, Model] = {}
-        self._checked: dict[str, str] = {}  # file -> sha256 of the models lent by borrowed()
+        self._checked: dict[str, str] = {}  # file -> sha256 of models in use but not held (checked, lent, let go)
         self._lock = threading.Lock()
 
     @property
