@@ -414,6 +414,43 @@ def test_the_closer_look_counts_what_the_rules_count():
     assert not closer(burst(3, [person(), weak], [face()]), 2)
 
 
+def test_a_burst_cut_short_looks_no_less_and_is_judged_on_the_frames_it_got():
+    """Shutdown mid-burst: the frames stop before the planned count. The closer-look question
+    counted frames that never came, so the cut burst may look closer on a frame that a burst
+    planned at its real length skips, never on fewer; the policy judges the frames analysed,
+    whose analyses are the same: the verdicts of both are the same."""
+    import numpy as np
+
+    from deskwatch.domain import Frame
+    from deskwatch.scanner import analyze_frames
+
+    clear = burst(5, [person()], [face()])
+
+    class Canned:
+        """The vision stage, answering each frame with its canned analysis."""
+
+        def __init__(self) -> None:
+            self.asked: list[bool] = []
+
+        def analyze(self, frame: Frame, *, look_closer: bool = True) -> object:
+            self.asked.append(look_closer)
+            return clear[frame.index]
+
+    policy = Policy(make_config().policy)
+    frames = [Frame(np.zeros((4, 4, 3), np.uint8), T0, i) for i in range(3)]
+    cut, planned = Canned(), Canned()
+    got = analyze_frames(cut, policy, iter(frames), 5)  # 5 planned, shutdown after 3
+    short = analyze_frames(planned, policy, iter(frames), 3)  # 3 planned
+    assert len(got.analyses) == 3
+    # at 0.6 of 5, three clear frames settle it only once they are in: all three looked at;
+    # at 0.6 of 3 (two hits needed), two clear frames already settle it
+    assert cut.asked == [True, True, True] and planned.asked == [True, True, False]
+    assert all(a >= b for a, b in zip(cut.asked, planned.asked, strict=True))
+    a, b = run(got.analyses, policy=policy), run(short.analyses, policy=policy)
+    assert [(c.rule, c.outcome) for c in a.checks] == [(c.rule, c.outcome) for c in b.checks]
+    assert check(a, "phone_use") == "pass" and types(a) == []
+
+
 def test_dark_frames_lower_what_the_burst_needs():
     # 2 dark + 2 clear frames so far, 1 to come: at most 3 usable frames need 2 hits, 1 is possible
     frames = burst(2, light=DARK) + burst(2, [person()], [face()])
