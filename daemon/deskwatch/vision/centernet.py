@@ -25,7 +25,7 @@ import numpy as np
 from deskwatch.domain import Box, Detection
 from deskwatch.vision.imageops import resize
 from deskwatch.vision.objects import COCO_LABELS
-from deskwatch.vision.runtime import Model
+from deskwatch.vision.runtime import Model, check_io
 
 STRIDE = 4
 
@@ -50,12 +50,9 @@ class CenterNet:
     its heat channels are, in order."""
 
     def __init__(self, model: Model, classes: Sequence[str] = COCO_LABELS):
-        shape = model.input_shape
-        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] % STRIDE:
-            raise ValueError(f"{model.file}: expected input [1, S, S, 3], got {list(shape)}")
-        missing = [k for k in ("heat", "wh") if k not in model.outputs]
-        if missing:
-            raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")
+        check_io(model, ("heat", "wh"))
+        if model.input_shape[1] % STRIDE:
+            raise ValueError(f"{model.file}: input side {model.input_shape[1]} is not a multiple of {STRIDE}")
         channels = int(model.outputs["heat"]["shape"][-1])
         if channels != len(classes):
             raise ValueError(f"{model.file}: {channels} heat channels for {len(classes)} classes")
@@ -63,7 +60,7 @@ class CenterNet:
         if unknown:
             raise ValueError(f"{model.file}: heat classes {unknown} are not COCO labels")
         self.model = model
-        self.size = int(shape[1])
+        self.size = int(model.input_shape[1])
         self.classes = tuple(classes)
 
     def detect(self, image: np.ndarray, labels: Iterable[str], min_score: float) -> list[Detection]:

@@ -37,7 +37,7 @@ import numpy as np
 from deskwatch.domain import Box
 from deskwatch.vision.imageops import cv2_module, letterbox
 from deskwatch.vision.memory import trim_heap
-from deskwatch.vision.runtime import Model, ModelStore
+from deskwatch.vision.runtime import ModelStore, check_io
 
 PALM_MODEL = "palm_detection_full.tflite"
 HAND_MODEL = "hand_landmark_lite.tflite"
@@ -82,7 +82,6 @@ class Hand:
     """A hand the landmark model confirmed: ``box`` is its square's bounds, normalised."""
 
     score: float  # the landmark model's presence score, 0..1
-    palm_score: float
     box: Box
 
 
@@ -98,28 +97,24 @@ def decode_palms(
         if scores[i] < PALM_MIN_SCORE or len(palms) >= limit:
             break
         row = regressors[i]
-        ax, ay = float(ANCHORS[i, 0]) * PALM_SIZE, float(ANCHORS[i, 1]) * PALM_SIZE
-
-        def frame_point(dx: float, dy: float) -> tuple[float, float]:
-            return (dx + ax - pad[0]) / scale, (dy + ay - pad[1]) / scale  # noqa: B023 - used in this pass only
-
-        centre = frame_point(float(row[0]), float(row[1]))
-        size = (float(row[2]) / scale, float(row[3]) / scale)
-        if size[0] <= 0 or size[1] <= 0:
+        # the outputs are input pixels from the anchor's centre; back through the letterbox
+        offset = ANCHORS[i] * PALM_SIZE - np.array(pad, np.float32)
+        cx, cy = (row[:2] + offset) / scale
+        width, height = float(row[2]) / scale, float(row[3]) / scale
+        if width <= 0 or height <= 0:
             continue
         # anchors overlap: a palm already taken covers its neighbours' boxes of itself
-        if any(
-            abs(centre[0] - p.centre[0]) < p.size[0] / 2 and abs(centre[1] - p.centre[1]) < p.size[1] / 2 for p in palms
-        ):
+        if any(abs(cx - p.centre[0]) < p.size[0] / 2 and abs(cy - p.centre[1]) < p.size[1] / 2 for p in palms):
             continue
-        points = row[4:18].reshape(7, 2)
+        points = (row[4:18].reshape(7, 2) + offset) / scale
+        wrist, middle = points[WRIST], points[MIDDLE_BASE]
         palms.append(
             Palm(
                 float(scores[i]),
-                centre,
-                size,
-                frame_point(float(points[WRIST, 0]), float(points[WRIST, 1])),
-                frame_point(float(points[MIDDLE_BASE, 0]), float(points[MIDDLE_BASE, 1])),
+                (float(cx), float(cy)),
+                (width, height),
+                (float(wrist[0]), float(wrist[1])),
+                (float(middle[0]), float(middle[1])),
             )
         )
     return palms
@@ -154,7 +149,7 @@ class HandCheck:
         self.model_ms = 0.0
         square, scale, pad_x, pad_y = letterbox(image, PALM_SIZE, area=True)  # bilinear from 1280 px: aliasing
         with self.store.borrowed(PALM_MODEL) as palm_model:
-            _check_shape(palm_model, PALM_SIZE, ("Identity", "Identity_1"))
+            check_io(palm_model, ("Identity", "Identity_1"), size=PALM_SIZE)
             out = palm_model.run((square.astype(np.float32) * (1.0 / 255.0))[None])
             self.model_ms += palm_model.invoke_ms
         palms = decode_palms(out["Identity"][0], out["Identity_1"][0, :, 0], scale, (pad_x, pad_y))
@@ -164,7 +159,7 @@ class HandCheck:
         hands = []
         h, w = image.shape[:2]
         with self.store.borrowed(HAND_MODEL) as hand_model:
-            _check_shape(hand_model, HAND_SIZE, ("Identity_1",))
+            check_io(hand_model, ("Identity_1",), size=HAND_SIZE)
             for palm in palms:
                 (cx, cy), side, angle = hand_square(palm)
                 crop = _turned_square(image, (cx, cy), side, angle)
@@ -174,7 +169,7 @@ class HandCheck:
                     half = side / 2
                     box = Box((cx - half) / w, (cy - half) / h, (cx + half) / w, (cy + half) / h).clipped()
                     if box.area > 0:
-                        hands.append(Hand(score, palm.score, box))
+                        hands.append(Hand(score, box))
         return sorted(hands, key=lambda hand: -hand.score)
 
 
@@ -187,11 +182,3 @@ def _turned_square(image: np.ndarray, centre: tuple[float, float], side: float, 
     return cv2.warpAffine(  # type: ignore[no-any-return]
         image, turn, (HAND_SIZE, HAND_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
     )
-
-
-def _check_shape(model: Model, size: int, outputs: tuple[str, ...]) -> None:
-    if model.input_shape[1:] != (size, size, 3):
-        raise ValueError(f"{model.file}: expected input [1, {size}, {size}, 3], got {list(model.input_shape)}")
-    missing = [k for k in outputs if k not in model.outputs]
-    if missing:
-        raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")

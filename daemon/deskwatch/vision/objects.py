@@ -23,7 +23,7 @@ import numpy as np
 
 from deskwatch.domain import Box, Detection
 from deskwatch.vision.imageops import resize
-from deskwatch.vision.runtime import Model
+from deskwatch.vision.runtime import Model, check_io
 
 INPUT_SIZE = 416
 STRIDES = (8, 16, 32)
@@ -119,12 +119,7 @@ class ObjectDetector:
         hint_labels: tuple[str, ...] = (),
         hint_threshold: float = 1.0,
     ):
-        shape = model.input_shape
-        if shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-            raise ValueError(f"{model.file}: expected input [1, 416, 416, 3], got {list(shape)}")
-        missing = [f"{k}_{s}" for s in STRIDES for k in ("cls", "box") if f"{k}_{s}" not in model.outputs]
-        if missing:
-            raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")
+        check_io(model, [f"{k}_{s}" for s in STRIDES for k in ("cls", "box")], size=INPUT_SIZE)
         self.model = model
         self.thresholds = np.array([thresholds.get(lbl, default_threshold) for lbl in COCO_LABELS], np.float32)
         self.nms_iou = nms_iou

@@ -152,7 +152,6 @@ class Vision:
         # why the identity check is off although the worker is enrolled (status reasons)
         self.identity_problem: str | None = None
         self.last_model_ms = 0.0  # TFLite invoke() + dlib encoder time of the last analyze()
-        self.presence_ms = 0.0  # model time of the last presence check
         self.refresh_identity()
 
     # -- identity --------------------------------------------------------------------------
@@ -242,8 +241,9 @@ class Vision:
         model_ms += face_ms
         detections = drop_duplicate_persons(detections, faces)
         if self.presence is not None and self.nobody_counted(detections, faces):
-            detections = detections + self.somebody(image, detections)
-            model_ms += self.presence_ms
+            found, presence_ms = self.somebody(image, detections)
+            detections = detections + found
+            model_ms += presence_ms
             t4 = time.perf_counter()
             timings["presence"] = (t4 - t3) * 1000
             t3 = t4
@@ -278,9 +278,9 @@ class Vision:
             d.label == "person" and d.score >= person_min for d in detections
         )
 
-    def somebody(self, image: np.ndarray, detections: list[Detection]) -> list[Detection]:
+    def somebody(self, image: np.ndarray, detections: list[Detection]) -> tuple[list[Detection], float]:
         """The presence check, on a frame where the object detector and BlazeFace found nobody
-        the away rule counts (:meth:`nobody_counted`): the stronger of CenterNet's strongest
+        the away rule counts (:meth:`nobody_counted`), and its model time: the stronger of CenterNet's strongest
         person and the surest hand (as a person with the hand's box: at a desk, a hand on it
         is somebody there), or nobody. At most one: it can keep a desk from being called
         empty, it never makes a crowd.
@@ -295,17 +295,17 @@ class Vision:
         assert self.presence is not None
         v = self.cfg
         traces = self.presence.detect(image, ("person",), min(v.presence_threshold, v.hand_check_from))[:1]
-        self.presence_ms = self.presence.model.invoke_ms
+        model_ms = self.presence.model.invoke_ms
         found = [d for d in traces if d.score >= v.presence_threshold]
         if found and found[0].score >= self.counts_from[0]:
-            return found
+            return found, model_ms
         trace = any(d.label == "person" for d in detections) or any(d.score >= v.hand_check_from for d in traces)
         if self.hands is not None and trace:
             self.let_go_of_pose()
             hands = self.hands.find(image)
-            self.presence_ms += self.hands.model_ms
+            model_ms += self.hands.model_ms
             found += [Detection("person", hand.score, hand.box) for hand in hands[:1]]
-        return sorted(found, key=lambda d: -d.score)[:1]
+        return sorted(found, key=lambda d: -d.score)[:1], model_ms
 
     def let_go_of_pose(self) -> None:
         """While nobody is in view the phone stage's pose model (~20 MB) is not needed: it is let

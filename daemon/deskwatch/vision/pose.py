@@ -28,9 +28,10 @@ import numpy as np
 
 from deskwatch.domain import Box, Detection
 from deskwatch.vision.imageops import cv2_module
-from deskwatch.vision.runtime import Model
+from deskwatch.vision.runtime import Model, check_io
 
 INPUT_SIZE = 256
+OUTPUTS = ("Identity", "Identity_1")  # the landmarks, the presence score
 LANDMARKS = 33
 NOSE, LEFT_EAR, RIGHT_EAR, MOUTH_LEFT, MOUTH_RIGHT, LEFT_SHOULDER, RIGHT_SHOULDER = 0, 7, 8, 9, 10, 11, 12
 HANDS = {"left": (15, 17, 19, 21), "right": (16, 18, 20, 22)}  # wrist, pinky, index, thumb
@@ -74,7 +75,7 @@ class PoseEstimator:
 
     def __init__(self, model: Model, reload: Callable[[], Model] | None = None):
         """``reload``: how to load the model again after :meth:`release` (None: it cannot be)."""
-        _check(model)
+        check_io(model, OUTPUTS, size=INPUT_SIZE)
         self._model: Model | None = model
         self._reload = reload
         self.invoke_ms = 0.0  # model time of the last estimate_all()
@@ -84,7 +85,9 @@ class PoseEstimator:
         if self._model is None:
             if self._reload is None:
                 raise RuntimeError("the pose model was released and cannot be loaded again")
-            self._model = _check(self._reload())
+            model = self._reload()
+            check_io(model, OUTPUTS, size=INPUT_SIZE)
+            self._model = model
         return self._model
 
     def release(self) -> bool:
@@ -117,16 +120,6 @@ class PoseEstimator:
         self.invoke_ms = 0.0
         largest = sorted(persons, key=lambda d: -d.box.area)[:limit]
         return [self.estimate(image, p) for p in largest]
-
-
-def _check(model: Model) -> Model:
-    shape = model.input_shape
-    if shape[1:] != (INPUT_SIZE, INPUT_SIZE, 3):
-        raise ValueError(f"{model.file}: expected input [1, 256, 256, 3], got {list(shape)}")
-    missing = [k for k in ("Identity", "Identity_1") if k not in model.outputs]
-    if missing:
-        raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")
-    return model
 
 
 def _warp_nearest(image: np.ndarray, affine: np.ndarray) -> np.ndarray:

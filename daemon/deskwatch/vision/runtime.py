@@ -21,7 +21,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,6 +222,20 @@ class Model:
         t0 = time.perf_counter()
         self.interpreter.invoke()
         self.invoke_ms = (time.perf_counter() - t0) * 1000.0
+
+
+def check_io(model: Model, outputs: Iterable[str], *, size: int | None = None) -> None:
+    """That ``model`` is the graph its decoder reads: one RGB image input, square (``size``
+    x ``size`` when given) and every output in ``outputs``; ValueError naming the file and
+    what it has otherwise (a wrong model file fails the start, not the first frame)."""
+    shape = tuple(model.input_shape)
+    square = len(shape) == 4 and shape[1] == shape[2] and shape[3] == 3
+    if not square or (size is not None and shape[1] != size):
+        wanted = f"[1, {size}, {size}, 3]" if size is not None else "[1, S, S, 3]"
+        raise ValueError(f"{model.file}: expected input {wanted}, got {list(shape)}")
+    missing = [k for k in outputs if k not in model.outputs]
+    if missing:
+        raise ValueError(f"{model.file}: outputs {missing} missing (has {sorted(model.outputs)})")
 
 
 def _tensor_maps(
