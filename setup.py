@@ -56,9 +56,8 @@ setup(
         "dlib-bin>=19.24",
         "face_recognition_models>=0.3.0",
         "setuptools<82",
-        # Ed25519 signatures of update bundles and remote job documents (deskwatch_contract.signing).
-        "cryptography>=41",
-        # Sealed evidence: libsodium's sealed box (wheels for x86_64 and aarch64).
+        # libsodium (wheels for x86_64 and aarch64): sealed evidence, and the Ed25519 signatures of
+        # update bundles and remote job documents (deskwatch_contract.signing).
         "PyNaCl>=1.5",
     ],
     extras_require={

@@ -29,11 +29,10 @@ setup(
         "starlette>=0.40,<2",
         # intake from a RabbitMQ cluster's quorum queue (docs/central/clustered-brokers.md)
         "pika>=1.3,<2",
-        # signs remote job documents (deskwatch_contract.signing)
-        "cryptography>=41",
         # the console's pages: autoescaped server-side templates, no build step (see console/)
         "Jinja2>=3.1,<4",
-        # opens evidence sealed on the devices (libsodium's sealed box)
+        # opens evidence sealed on the devices (libsodium's sealed box) and signs remote job
+        # documents (deskwatch_contract.signing)
         "PyNaCl>=1.5",
     ],
     entry_points={"console_scripts": ["deskwatch-collector=deskwatch_collector.cli:main"]},

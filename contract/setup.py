@@ -2,7 +2,7 @@
 
 Installed on the appliance, on the worker's PC (with the desk companion) and on the
 central side (with the collector); so it needs only PyYAML and paho-mqtt.
-``deskwatch_contract.signing`` also needs ``cryptography``: the appliance and the
+``deskwatch_contract.signing`` also needs PyNaCl (libsodium): the appliance and the
 collector, the two sides that sign and verify, require it; the desk companion never
 imports that module.
 """

@@ -23,49 +23,86 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from nacl.exceptions import BadSignatureError
+from nacl.signing import SigningKey, VerifyKey
 
 from .jsonutil import JsonRejected, dumps_bytes, loads_object
 
 MAX_DOCUMENT_BYTES = 256 * 1024
+
+# An Ed25519 key has exactly one DER form each way (RFC 8410): these prefixes and its 32
+# bytes. They are what ``openssl genpkey -algorithm ed25519`` / ``openssl pkey -pubout``
+# write, and what generate_key() writes. Parsing them here keeps the appliance on
+# libsodium (PyNaCl, which it needs for sealed evidence anyway) instead of also loading
+# the ``cryptography`` package: 7.6 MB of resident memory in the daemon (issue 13).
+_SPKI_PREFIX = bytes.fromhex("302a300506032b6570032100")  # SubjectPublicKeyInfo, id-Ed25519
+_PKCS8_PREFIX = bytes.fromhex("302e020100300506032b657004220420")  # PKCS#8 v1, id-Ed25519
+_KEY_BYTES = 32
+_MAX_PEM_BYTES = 4096
 
 
 class SignatureRejected(ValueError):
     """The envelope is malformed, names an unknown key, or its signature does not verify."""
 
 
-def generate_key() -> tuple[bytes, bytes]:
-    """A new Ed25519 key pair as (private PEM, public PEM)."""
-    private = Ed25519PrivateKey.generate()
-    private_pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    public_pem = private.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return private_pem, public_pem
+def _pem(label: str, der: bytes) -> bytes:
+    body = base64.encodebytes(der).decode("ascii").replace("\n", "")
+    lines = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join([f"-----BEGIN {label}-----", *lines, f"-----END {label}-----", ""]).encode("ascii")
 
 
-def key_id(public: Ed25519PublicKey) -> str:
-    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
-
-
-def load_public_key(pem: bytes, where: str = "key") -> Ed25519PublicKey:
+def _der(pem: bytes, label: str) -> bytes:
+    """The DER bytes of the one ``label`` block in ``pem``; ValueError saying what is wrong."""
+    if len(pem) > _MAX_PEM_BYTES:
+        raise ValueError(f"{len(pem)} bytes, more than a key file's {_MAX_PEM_BYTES}")
     try:
-        key = serialization.load_pem_public_key(pem)
-    except (ValueError, TypeError) as exc:
-        raise SignatureRejected(f"{where}: not a PEM public key ({exc})") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise SignatureRejected(f"{where}: not an Ed25519 public key")
-    return key
+        text = pem.decode("ascii")
+    except UnicodeDecodeError:
+        raise ValueError("not text (a PEM file is ASCII)") from None
+    begin, end = f"-----BEGIN {label}-----", f"-----END {label}-----"
+    if text.count(begin) != 1 or text.count(end) != 1 or text.index(begin) > text.index(end):
+        found = ", ".join(sorted(set(_labels(text)))) or "no PEM block"
+        raise ValueError(f"needs one '{begin}' block, found {found}")
+    body = text[text.index(begin) + len(begin) : text.index(end)]
+    try:
+        return base64.b64decode("".join(body.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f"the {label} block is not base64") from None
 
 
-def load_public_keys(directory: Path) -> dict[str, Ed25519PublicKey]:
+def _labels(text: str) -> list[str]:
+    return [line[11:-5] for line in text.splitlines() if line.startswith("-----BEGIN ") and line.endswith("-----")]
+
+
+def _raw(der: bytes, prefix: bytes, what: str) -> bytes:
+    if len(der) != len(prefix) + _KEY_BYTES or not der.startswith(prefix):
+        raise ValueError(f"it holds another kind of {what} (make an Ed25519 one: openssl genpkey -algorithm ed25519)")
+    return der[len(prefix) :]
+
+
+def generate_key() -> tuple[bytes, bytes]:
+    """A new Ed25519 key pair as (private PEM, public PEM), in openssl's own forms."""
+    private = SigningKey.generate()
+    return (
+        _pem("PRIVATE KEY", _PKCS8_PREFIX + private.encode()),
+        _pem("PUBLIC KEY", _SPKI_PREFIX + private.verify_key.encode()),
+    )
+
+
+def key_id(public: VerifyKey) -> str:
+    return hashlib.sha256(public.encode()).hexdigest()[:16]
+
+
+def load_public_key(pem: bytes, where: str = "key") -> VerifyKey:
+    try:
+        return VerifyKey(_raw(_der(pem, "PUBLIC KEY"), _SPKI_PREFIX, "public key"))
+    except ValueError as exc:
+        raise SignatureRejected(f"{where}: not a usable Ed25519 public key: {exc}") from None
+
+
+def load_public_keys(directory: Path) -> dict[str, VerifyKey]:
     """Every ``*.pub`` in ``directory`` by key id (empty when the directory is missing)."""
-    keys: dict[str, Ed25519PublicKey] = {}
+    keys: dict[str, VerifyKey] = {}
     if not directory.is_dir():
         return keys
     for path in sorted(directory.glob("*.pub")):
@@ -74,11 +111,12 @@ def load_public_keys(directory: Path) -> dict[str, Ed25519PublicKey]:
     return keys
 
 
-def load_private_key(pem: bytes) -> Ed25519PrivateKey:
-    key = serialization.load_pem_private_key(pem, password=None)
-    if not isinstance(key, Ed25519PrivateKey):
-        raise ValueError("not an Ed25519 private key")
-    return key
+def load_private_key(pem: bytes) -> SigningKey:
+    """The signing key of an unencrypted PKCS#8 PEM; ValueError saying what is wrong."""
+    try:
+        return SigningKey(_raw(_der(pem, "PRIVATE KEY"), _PKCS8_PREFIX, "private key"))
+    except ValueError as exc:
+        raise ValueError(f"not a usable Ed25519 private key: {exc}") from None
 
 
 def seal(document: Mapping[str, Any], private_pem: bytes, schema: str) -> dict[str, str]:
@@ -87,14 +125,14 @@ def seal(document: Mapping[str, Any], private_pem: bytes, schema: str) -> dict[s
     body = dumps_bytes(dict(document))
     return {
         "schema": schema,
-        "key_id": key_id(private.public_key()),
+        "key_id": key_id(private.verify_key),
         "document": base64.b64encode(body).decode("ascii"),
-        "signature": base64.b64encode(private.sign(body)).decode("ascii"),
+        "signature": base64.b64encode(private.sign(body).signature).decode("ascii"),
     }
 
 
 def open_envelope(
-    envelope: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey], schema: str
+    envelope: Mapping[str, Any], keys: Mapping[str, VerifyKey], schema: str
 ) -> tuple[dict[str, Any], str]:
     """The verified document and the id of the key that signed it; SignatureRejected otherwise."""
     if envelope.get("schema") != schema:
@@ -119,14 +157,14 @@ def open_envelope(
 def sign_bytes(data: bytes, private_pem: bytes) -> tuple[str, bytes]:
     """(key id, raw signature) over ``data`` (update manifests)."""
     private = load_private_key(private_pem)
-    return key_id(private.public_key()), private.sign(data)
+    return key_id(private.verify_key), private.sign(data).signature
 
 
-def verify_bytes(data: bytes, signature: bytes, kid: str, keys: Mapping[str, Ed25519PublicKey]) -> None:
+def verify_bytes(data: bytes, signature: bytes, kid: str, keys: Mapping[str, VerifyKey]) -> None:
     if kid not in keys:
         known = ", ".join(sorted(keys)) or "none installed"
         raise SignatureRejected(f"signed with unknown key {kid[:40]!r} (trusted: {known})")
     try:
-        keys[kid].verify(signature, data)
-    except InvalidSignature:
+        keys[kid].verify(data, signature)
+    except (BadSignatureError, ValueError, TypeError):  # ValueError: not 64 bytes
         raise SignatureRejected(f"signature does not verify with key {kid}") from None
