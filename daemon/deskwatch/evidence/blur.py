@@ -1,14 +1,22 @@
-"""Bystander anonymisation: faces and bodies made unrecognisable in the full-resolution
-frame, before anything is scaled or encoded.
+"""Bystander anonymisation: faces and bodies made unrecognisable before anything is
+encoded.
 
 A region is pixelated to a handful of blocks (a face becomes about
 ``FACE_BLOCKS`` x ``FACE_BLOCKS`` colour patches), smoothed and pulled towards its
 mean colour, so that neither a face detector nor a face encoder can recover it
 (measured on the test photos: no BlazeFace detection left, encoder distance to the
 original 0.71-0.80, beyond face_recognition's 0.6 match tolerance) (tested in tests/test_privacy_blur.py).
+
+The strength is set in blocks across a region, not in pixels, so it is the same at any
+resolution: the evidence picture is anonymised after it is scaled down to the thumbnail
+(``deskwatch.evidence.thumbnail``), where a region is 1/16 of its pixels at full
+resolution and no copy of the whole frame is needed (issue 13). A region's edges are
+rounded outwards, so a pixel that holds any of a box is anonymised.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -27,6 +35,18 @@ def grown(box: Box, margin: float) -> Box:
     return Box(box.x0 - dx, box.y0 - dy, box.x1 + dx, box.y1 + dy).clipped()
 
 
+def outward_pixels(box: Box, width: int, height: int) -> tuple[int, int, int, int]:
+    """``box`` in whole pixels of a ``width`` x ``height`` image, every pixel it touches
+    included (x1/y1 exclusive)."""
+    b = box.clipped()
+    return (
+        math.floor(b.x0 * width),
+        math.floor(b.y0 * height),
+        min(width, math.ceil(b.x1 * width)),
+        min(height, math.ceil(b.y1 * height)),
+    )
+
+
 def anonymise_region(image: np.ndarray, box: Box, blocks: int) -> None:
     """Pixelate and smooth ``box`` of ``image`` (RGB uint8, modified in place).
 
@@ -34,9 +54,12 @@ def anonymise_region(image: np.ndarray, box: Box, blocks: int) -> None:
     camera is a megapixel, and the float32 arithmetic this replaced held ~17 bytes a pixel
     at once (~20 MB for one body, the largest allocation of a whole scan, issue 13)."""
     h, w = image.shape[:2]
-    x0, y0, x1, y1 = box.to_pixels(w, h)
+    x0, y0, x1, y1 = outward_pixels(box, w, h)
     rw, rh = x1 - x0, y1 - y0
-    if rw < 2 or rh < 2:
+    if rw < 1 or rh < 1:  # an empty box
+        return
+    if rw < 2 or rh < 2:  # one pixel wide or high: too thin to pixelate, flattened to its mean colour
+        image[y0:y1, x0:x1] = image[y0:y1, x0:x1].reshape(-1, 3).mean(axis=0).astype(np.uint8)
         return
     short = min(rw, rh)
     cell = max(2, short // max(1, blocks))
@@ -55,12 +78,17 @@ def anonymise_region(image: np.ndarray, box: Box, blocks: int) -> None:
         image[y0:y1, x0:x1, c] = table[pixels[..., c], c]
 
 
-def anonymise(image: np.ndarray, faces: list[Box], bodies: list[Box]) -> np.ndarray:
-    """A copy of ``image`` with every body and face box anonymised (faces last, so a
-    face is treated even when it lies inside a body box)."""
-    out = np.array(image, dtype=np.uint8, copy=True)
+def anonymise_in_place(image: np.ndarray, faces: list[Box], bodies: list[Box]) -> None:
+    """Every body and face box of ``image`` (RGB uint8, written to) anonymised: faces last,
+    so a face is treated even when it lies inside a body box."""
     for b in bodies:
-        anonymise_region(out, grown(b, BODY_MARGIN), BODY_BLOCKS)
+        anonymise_region(image, grown(b, BODY_MARGIN), BODY_BLOCKS)
     for f in faces:
-        anonymise_region(out, grown(f, FACE_MARGIN), FACE_BLOCKS)
+        anonymise_region(image, grown(f, FACE_MARGIN), FACE_BLOCKS)
+
+
+def anonymise(image: np.ndarray, faces: list[Box], bodies: list[Box]) -> np.ndarray:
+    """A copy of ``image`` with every body and face box anonymised."""
+    out = np.array(image, dtype=np.uint8, copy=True)
+    anonymise_in_place(out, faces, bodies)
     return out
