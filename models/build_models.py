@@ -1217,6 +1217,16 @@ PHONE_STAGE_TRIED = [
                "int8 with float heads the same. 320 px float16: the mug 0.53. Not taken: no clean margin over the "
                "mug, peak RSS past 230 MB, and a licence the product cannot ship without review",
      "kept": False},
+    {"what": "the code around the models: Ed25519 checks on libsodium (PyNaCl, already there for sealed evidence) "
+             "instead of the cryptography package, which the job agent loaded at start; the evidence picture "
+             "scaled down before its bystanders are anonymised, not anonymised in a copy of the whole frame",
+     "result": "cryptography's import alone is 7.6 MB resident (2.4 anon, 5.2 file pages) against 1.1 for "
+               "nacl.signing; the picture 8.2 -> 0.6 MB traced and 73 -> 5.5 ms with a large bystander, and the same "
+               "thumbnail (mean difference 0.0-0.65 of 255 on the repo's 59 faces). deskwatch bench: per frame "
+               "198.1-198.3 -> 190.0-190.1 MB, whole scans 206.8-207.3 -> 196.2-196.6 (199.8 with the first "
+               "change alone); the real daemon over 45 scans (deskwatch_dev.daemonmem) 204.8/205.3 -> 195.6/195.2, "
+               "ready 175.0 -> 166.5. The 200 MB target met on x86 for whole scans too",
+     "kept": True},
 ]
 
 # --------------------------------------------------------------------------------------------
