@@ -22,6 +22,13 @@ the six scenes without anybody score at most 0.01, a pair of hands on a café ta
 every view, a hand holding a phone on a tripod 0.65-0.83 in 11 of 13 views (in the other two
 no palm is found).
 
+The landmark model is much surer of some hands than of their mirror images (a hand typing,
+seen from the side: 0.05, mirrored 0.91), and a hand either way round is a hand: a square
+under the bar is asked again mirrored, and the higher score counts. Over those photos' 1196
+views of people (files and 1280x720 frames) a hand is found in 823 instead of 800; in 48 views
+of parts of four photos with hands in view (a hand holding a tablet, typing seen from the
+side) in 29 instead of 26; the empty scenes' 156 views stay at most 0.32 (0.316 before).
+
 The two interpreters hold ~24 MB together, so they are loaded only for a frame that needs
 them, one after the other, and let go at once (``ModelStore.borrowed``): ~20 ms of loading on
 a frame where nobody else was found, nothing on any other frame.
@@ -37,7 +44,7 @@ import numpy as np
 from deskwatch.domain import Box
 from deskwatch.vision.imageops import cv2_module, letterbox
 from deskwatch.vision.memory import trim_heap
-from deskwatch.vision.runtime import ModelStore, check_io
+from deskwatch.vision.runtime import Model, ModelStore, check_io
 
 PALM_MODEL = "palm_detection_full.tflite"
 HAND_MODEL = "hand_landmark_lite.tflite"
@@ -162,15 +169,25 @@ class HandCheck:
             check_io(hand_model, ("Identity_1",), size=HAND_SIZE)
             for palm in palms:
                 (cx, cy), side, angle = hand_square(palm)
-                crop = _turned_square(image, (cx, cy), side, angle)
-                score = float(hand_model.run((crop.astype(np.float32) * (1.0 / 255.0))[None])["Identity_1"].ravel()[0])
-                self.model_ms += hand_model.invoke_ms
+                score = self._presence(hand_model, _turned_square(image, (cx, cy), side, angle))
                 if score >= self.threshold:
                     half = side / 2
                     box = Box((cx - half) / w, (cy - half) / h, (cx + half) / w, (cy + half) / h).clipped()
                     if box.area > 0:
                         hands.append(Hand(score, box))
         return sorted(hands, key=lambda hand: -hand.score)
+
+    def _presence(self, hand_model: Model, square: np.ndarray) -> float:
+        """The landmark model's presence score for a hand square, or for its mirror image
+        when that is higher and the square itself is under the bar (see the module's docstring)."""
+        pixels = square.astype(np.float32) * (1.0 / 255.0)
+        score = 0.0
+        for view in (pixels, pixels[:, ::-1]):
+            score = max(score, float(hand_model.run(np.ascontiguousarray(view)[None])["Identity_1"].ravel()[0]))
+            self.model_ms += hand_model.invoke_ms
+            if score >= self.threshold:
+                break
+        return score
 
 
 def _turned_square(image: np.ndarray, centre: tuple[float, float], side: float, angle: float) -> np.ndarray:
