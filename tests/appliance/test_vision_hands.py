@@ -126,6 +126,25 @@ def test_a_hand_the_landmark_model_reads_only_mirrored_is_still_a_hand(
         assert x < 0.5 and hands[0].box.centre[1] > 0.4, (mirrored, hands[0])
 
 
+def test_fingers_at_the_top_of_a_camera_frame_are_found_in_its_squares(
+    hand_check: HandCheck, labelled_photos: list[Photo]
+) -> None:
+    """phone_desk_02's centre (a laptop and a cup, the typing hands cut to their fingers at the
+    top edge) as a 1280x720 frame: shrunk whole into the palm detector's 192 px it shows no
+    palm at all; its left and right squares (720 px) show the fingers' hand, found at the top
+    of the frame. The same with a frame too narrow to have squares: nothing."""
+    from deskwatch.commands.bench import fit_frame
+
+    image = _photo(labelled_photos, "phone_desk_02.jpg")
+    h, w = image.shape[:2]
+    centre = np.ascontiguousarray(image[h // 6 : h * 5 // 6, w // 6 : w * 5 // 6])
+    frame = fit_frame(centre, 1280, 720)
+    hands = hand_check.find(frame)
+    assert hands and hands[0].score >= 0.5, hands
+    assert hands[0].box.centre[1] < 0.35 and 0.1 < hands[0].box.centre[0] < 0.9, hands[0]
+    assert hand_check.find(fit_frame(centre, 800, 720)) == []  # 1.1:1, looked at whole only
+
+
 def test_the_hand_models_are_lent_for_a_frame_and_let_go(hand_check: HandCheck, labelled_photos: list[Photo]) -> None:
     store = hand_check.store
     hand_check.find(_photo(labelled_photos, "phone_desk_02.jpg"))
