@@ -111,3 +111,28 @@ def test_one_heap_gives_back_the_frames_a_burst_thread_allocated() -> None:
 
     # without: 2.5-5 MB of let-go frames stay resident in the burst thread's own heap (glibc 2.36)
     assert left_mb("one") < 1.0  # a 1280x720 frame is 2.6 MB
+
+
+THP_STATUS = """
+from deskwatch.vision.memory import no_huge_pages
+
+def thp_enabled():
+    for line in open("/proc/self/status"):
+        if line.startswith("THP_enabled:"):
+            return int(line.split()[1])
+    return None
+
+before = thp_enabled()
+print(before, no_huge_pages(), thp_enabled())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="prctl and /proc: Linux")
+def test_no_huge_pages_opts_the_process_out_of_transparent_huge_pages() -> None:
+    """Whatever the kernel's policy (``always`` on Debian's arm64 kernel), the daemon's anonymous
+    memory is faulted in 4 KB at a time: the kernel says so in the process's status."""
+    argv = [sys.executable, "-c", THP_STATUS]
+    before, called, after = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    if before == "None":
+        pytest.skip("this kernel does not report THP_enabled (Linux < 5.0)")
+    assert (before, called, after) == ("1", "True", "0")

@@ -54,6 +54,9 @@ state_dir: {tmp_path / "state"}
     )
     try:
         assert seen.wait_for(lambda ms: any(m.topic.endswith("status") for m in ms), 30)
+        # the daemon opts out of transparent huge pages first thing (vision.memory.lean_process, issue 13)
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        assert "THP_enabled:\t0" in status or "THP_enabled" not in status
         pub = seen.client.publish
         pub(PREFIX + "cmd/pause", b"not json", qos=1)
         pub(PREFIX + "cmd/resume", json.dumps({"schema": "deskwatch.cmd.resume/1", "request_id": "r1"}), qos=1)

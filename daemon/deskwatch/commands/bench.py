@@ -17,9 +17,9 @@ and model loading included), and the identity check (BlazeFace + encoder on the 
 face_recognition's default path (HOG locate + encode) on the same frames.
 
 A temporary enrolment (one photo of the set) makes the identity check run; nothing
-is written outside a temporary directory. The process uses one glibc heap for all its
-threads, as ``deskwatch run`` does (``vision.memory.one_heap``: the frames a burst's thread
-allocates go back to the kernel after the scan). The daemon itself, over many scans:
+is written outside a temporary directory. The process sets up its memory as ``deskwatch run``
+does (``vision.memory.lean_process``: one glibc heap for all its threads, so the frames a
+burst's thread allocates go back to the kernel after the scan; no transparent huge pages). The daemon itself, over many scans:
 ``tools/deskwatch_dev/daemonmem.py``.
 """
 
@@ -183,9 +183,9 @@ def faceid_figures(cfg: Any, vision: Any, photos: Path) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deskwatch.vision.memory import one_heap
+    from deskwatch.vision.memory import lean_process
 
-    one_heap()  # as ``deskwatch run`` does, before any thread starts
+    lean_process()  # as ``deskwatch run`` does, before any thread starts
     photos = Path(args.photos) if args.photos else REPO_PHOTOS
     if not photos.is_dir():
         print(f"deskwatch bench: no photo directory {photos}; pass --photos DIR", file=sys.stderr)

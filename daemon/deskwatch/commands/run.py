@@ -25,9 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deskwatch.vision.memory import one_heap
+    from deskwatch.vision.memory import lean_process
 
-    one_heap()  # before any thread starts: the burst's frames go back to the kernel after a scan (issue 13)
+    # before any thread starts: the burst's frames go back to the kernel after a scan, and
+    # resident memory is what is used whatever the kernel's huge-page policy (issue 13)
+    lean_process()
     cfg = load_config_or_exit(args)
     from deskwatch.system.logs import setup_logging
 
