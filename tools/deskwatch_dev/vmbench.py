@@ -144,7 +144,14 @@ def put_guest_files(root: Path, photos: Path) -> list[Path]:
 
 
 def bench_scenario(
-    root: Path, work: Path, photos: Path, bench_args: str, runs: int, *, echo: vmtest.Echo | None = None
+    root: Path,
+    work: Path,
+    photos: Path,
+    bench_args: str,
+    runs: int,
+    *,
+    cpu: str = vm.CPU,
+    echo: vmtest.Echo | None = None,
 ) -> tuple[vmtest.Report, dict[str, Any]]:
     """Boot, READY, the daemon stopped, ``runs`` benches and the model probe; their outputs."""
     pki = vmtest.make_pki(work / "pki")
@@ -159,7 +166,7 @@ def bench_scenario(
     part = vm.partitions(disk)[vm.AUTOBOOT]
     vm.put_fat_file(disk, part, f"{RESULTS}/bench-args", bench_args.encode() + b"\n")
     vm.put_fat_file(disk, part, f"{RESULTS}/bench-runs", f"{runs}\n".encode())
-    boot = vm.Machine(disk, work).power_on(timeout=900 + runs * 3600, on_line=echo)
+    boot = vm.Machine(disk, work, cpu=cpu).power_on(timeout=900 + runs * 3600, on_line=echo)
     report.boots.append(boot)
     report.timings["power_on_to_off_s"] = round(boot.seconds, 1)
     outputs: dict[str, Any] = {}

@@ -315,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--runs", type=int, default=1, help="bench runs on each machine (default 1)")
     bench.add_argument("--bench-args", default=None, help="extra bench flags (default '--no-hog --no-faceid')")
     bench.add_argument("--no-native", action="store_true", help="skip the same bench on this machine")
+    bench.add_argument(
+        "--cpu", default=vm.CPU, help=f"the emulated core (default {vm.CPU}, a Pi 4's; cortex-a76: a Pi 5's)"
+    )
     args = parser.parse_args(argv)
     why = imageroot.can_build("arm64")
     if why or not shutil.which(vm.QEMU):
@@ -347,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"root file system installed in {install_s:.0f} s", flush=True)
     try:
         if args.scenario == "bench":
-            report, outputs = vmbench.bench_scenario(root, args.work, photos, bench_args, args.runs, echo=_echo_markers)
+            report, outputs = vmbench.bench_scenario(
+                root, args.work, photos, bench_args, args.runs, cpu=args.cpu, echo=_echo_markers
+            )
             (args.work / "console.log").write_text(report.console())
             vmbench.print_report(report, outputs, native, install_s, args.work)
             return 0
