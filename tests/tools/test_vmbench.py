@@ -62,3 +62,14 @@ def test_per_model_growth_arm_minus_x86() -> None:
     assert vmbench.per_model(None, None) == []
     only_arm = vmbench.per_model(probe(12.0, 0.0, borrowed=True), None)
     assert " b" in next(line for line in only_arm if line.startswith("m.tflite"))
+
+
+def test_wheel_versions_from_dist_info_names_and_differences_said(tmp_path: Path) -> None:
+    for name in ("numpy-2.4.6.dist-info", "ai_edge_litert-2.3.0.dist-info", "PyYAML-6.0.4.dist-info"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "numpy").mkdir()
+    found = vmbench.dist_versions(tmp_path)
+    assert found == {"numpy": "2.4.6", "ai-edge-litert": "2.3.0", "pyyaml": "6.0.4"}
+    line = vmbench.version_lines(found, {"numpy": "2.4.6", "ai-edge-litert": "2.4.0"})[0]
+    assert "numpy 2.4.6," in line
+    assert "ai-edge-litert arm64 2.3.0 / x86-64 2.4.0 (DIFFERENT)" in line

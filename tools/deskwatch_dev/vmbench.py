@@ -55,6 +55,9 @@ BENCH_ARGS = "--no-hog --no-faceid"
 GUEST_PHOTOS = "usr/share/deskwatch-vmtest/bench-photos"
 GUEST_MODELMEM = "usr/local/lib/deskwatch-vmtest/modelmem.py"
 RESULTS = "vmtest"  # the folder on the autoboot partition the guest writes into
+GUEST_SITE = "opt/deskwatch/venv/lib/python3.11/site-packages"
+# the wheels whose builds differ by architecture and hold the memory: compared by version
+PACKAGES = ("ai-edge-litert", "numpy", "pillow", "opencv-python-headless", "dlib-bin", "pynacl")
 # (label, path in the bench JSON) of the figures printed side by side
 FIGURES = (
     ("peak RSS, one frame, every model loaded (MB)", "peak_rss_mb"),
@@ -125,6 +128,28 @@ def native_runs(photos: Path, bench_args: str, runs: int) -> list[dict[str, Any]
     if mem.returncode == 0:
         out.append({"_modelmem": json.loads(mem.stdout)})
     return out
+
+
+def _normal(name: str) -> str:
+    return name.lower().replace("_", "-")
+
+
+def dist_versions(site: Path) -> dict[str, str]:
+    """Every distribution in a site-packages folder, by its ``*.dist-info`` name: name -> version."""
+    out = {}
+    for info in site.glob("*.dist-info"):
+        name, _, version = info.name.removesuffix(".dist-info").partition("-")
+        out[_normal(name)] = version
+    return out
+
+
+def version_lines(guest: dict[str, str], host: dict[str, str]) -> list[str]:
+    """The architecture-dependent wheels, arm64 beside x86-64; a difference is said."""
+    cells = []
+    for name in PACKAGES:
+        a, x = guest.get(name, "-"), host.get(name, "-")
+        cells.append(f"{name} {a}" if a == x else f"{name} arm64 {a} / x86-64 {x} (DIFFERENT)")
+    return ["wheels: " + ", ".join(cells)]
 
 
 def put_guest_files(root: Path, photos: Path) -> list[Path]:
@@ -234,7 +259,12 @@ def per_model(arm: dict[str, Any] | None, x86: dict[str, Any] | None) -> list[st
 
 
 def print_report(
-    report: vmtest.Report, outputs: dict[str, Any], native: list[dict[str, Any]], install_s: float, work: Path
+    report: vmtest.Report,
+    outputs: dict[str, Any],
+    native: list[dict[str, Any]],
+    install_s: float,
+    work: Path,
+    root: Path,
 ) -> None:
     marks = report.markers
     arm = [v for k, v in outputs.items() if k.startswith("bench-")]
@@ -251,6 +281,11 @@ def print_report(
     )
     runtimes = {"arm64": {r.get("runtime") for r in arm if r}, "x86-64": {r.get("runtime") for r in x86}}
     print("runtime: " + "; ".join(f"{k} {', '.join(sorted(str(v) for v in vs))}" for k, vs in runtimes.items()))
+    from importlib import metadata
+
+    host = {_normal(d.metadata["Name"]): d.version for d in metadata.distributions()}
+    for line in version_lines(dist_versions(root / GUEST_SITE), host):
+        print(line)
     print()
     for line in side_by_side(arm, x86):
         print(line)

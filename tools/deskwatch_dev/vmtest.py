@@ -354,7 +354,7 @@ def main(argv: list[str] | None = None) -> int:
                 root, args.work, photos, bench_args, args.runs, cpu=args.cpu, echo=_echo_markers
             )
             (args.work / "console.log").write_text(report.console())
-            vmbench.print_report(report, outputs, native, install_s, args.work)
+            vmbench.print_report(report, outputs, native, install_s, args.work, root)
             return 0
         if args.scenario == "boot":
             report = boot_scenario(root, args.work, echo=_echo_markers)
