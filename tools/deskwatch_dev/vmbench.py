@@ -11,7 +11,11 @@ both architectures are compared on identical input.
 The memory figures are real arm64 ones: a real arm64 kernel reports the RSS of the arm64
 wheels and XNNPACK's arm64 kernels with their own weight packing. The times are not: every
 instruction is emulated (TCG), tens of times slower than a Pi, so no time from the guest
-is a Pi timing.
+is a Pi timing. One memory figure depends on time: in a whole scan the camera thread keeps
+its real pace (``camera.burst_seconds``) while the emulated analysis takes tens of seconds a
+frame, so every frame of the burst waits in memory at once; ``bursts.peak_rss_mb`` from the
+guest is that worst case (up to four 1280x720 frames, 11 MB, more than a Pi would hold).
+``peak_rss_mb`` (one frame, every model loaded) does not depend on time.
 
 The default photos keep the emulated bench to about 15 minutes a run; ``--bench-args``
 defaults to ``--no-hog --no-faceid`` (dlib's HOG and encoder take minutes a face when
@@ -295,7 +299,9 @@ def print_report(
     print()
     print(
         "The arm64 memory figures are real (an arm64 kernel's RSS of the arm64 wheels and kernels); the arm64 "
-        "TIMES ARE EMULATED (qemu TCG), many times slower than a Raspberry Pi: not Pi timings."
+        "TIMES ARE EMULATED (qemu TCG), many times slower than a Raspberry Pi: not Pi timings. The whole-scan "
+        "peak on arm64 holds every frame of the burst at once: the camera keeps real time while the emulated "
+        "analysis of one frame takes tens of seconds, so all five wait (up to 4 x 2.7 MB more than on a Pi)."
     )
     print(
         f"JSON: {work}/arm64-bench-*.json, {work}/arm64-modelmem.json, {work}/x86-bench.json; console: {work}/console.log"
