@@ -212,6 +212,8 @@ def machine_facts() -> None:
     say("cpus", os.cpu_count())
     say("mem_total", Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip())
     say("kernel", sh("uname", "-srm"))
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # "always" rounds big buffers up to 2 MB pages
+    say("transparent_hugepage", thp.read_text().strip() if thp.exists() else "not built in")
 
 
 def run_bench() -> None:

@@ -180,6 +180,7 @@ def bench_scenario(
     runs: int,
     *,
     cpu: str = vm.CPU,
+    kernel_args: str = "",
     echo: vmtest.Echo | None = None,
 ) -> tuple[vmtest.Report, dict[str, Any]]:
     """Boot, READY, the daemon stopped, ``runs`` benches and the model probe; their outputs."""
@@ -187,7 +188,7 @@ def bench_scenario(
     added = vmtest.guest_files(root, pki) + put_guest_files(root, photos)
     disk = work / "disk.img"
     try:
-        report = vmtest.Report(vmtest.build_disk(disk, root, work, pki, scenario="bench"))
+        report = vmtest.Report(vmtest.build_disk(disk, root, work, pki, scenario="bench", kernel_args=kernel_args))
     finally:
         for path in reversed(added):
             path.unlink(missing_ok=True)
@@ -281,7 +282,8 @@ def print_report(
         print(f"arm64 bench {n}: exit {marks.get(f'bench-{n}_exit', '-')}, {marks.get(f'bench-{n}_seconds', '-')} s")
     print(
         f"guest CPU: {marks.get('cpu_model', '?')} (part {marks.get('cpu_part', '?')}), {marks.get('cpus', '?')} "
-        f"cores, features: {marks.get('cpu_features', '?')}; {marks.get('mem_total', '?')}; {marks.get('kernel', '?')}"
+        f"cores, features: {marks.get('cpu_features', '?')}; {marks.get('mem_total', '?')}; {marks.get('kernel', '?')}; "
+        f"transparent huge pages: {marks.get('transparent_hugepage', '?')}"
     )
     runtimes = {"arm64": {r.get("runtime") for r in arm if r}, "x86-64": {r.get("runtime") for r in x86}}
     print("runtime: " + "; ".join(f"{k} {', '.join(sorted(str(v) for v in vs))}" for k, vs in runtimes.items()))

@@ -133,8 +133,9 @@ def kernel_files(root: Path) -> tuple[Path, Path]:
     return kernel[-1], initrd[-1]
 
 
-def cmdline(root_partition: int) -> bytes:
-    return f"console=ttyAMA0 root={partuuid(root_partition)} rootfstype=ext4 rw rootwait quiet\n".encode()
+def cmdline(root_partition: int, extra: str = "") -> bytes:
+    line = f"console=ttyAMA0 root={partuuid(root_partition)} rootfstype=ext4 rw rootwait quiet {extra}"
+    return line.strip().encode() + b"\n"
 
 
 def data_tree(work: Path, root: Path) -> Path:
@@ -148,7 +149,9 @@ def data_tree(work: Path, root: Path) -> Path:
     return tree
 
 
-def build_disk(disk: Path, root: Path, work: Path, pki: Path, *, scenario: str) -> dict[str, float]:
+def build_disk(
+    disk: Path, root: Path, work: Path, pki: Path, *, scenario: str, kernel_args: str = ""
+) -> dict[str, float]:
     """The A/B card: autoboot, boot A with the technician's bundle, root A, data; slot B empty."""
     t0 = time.monotonic()
     parts = vm.create_disk(disk)
@@ -170,7 +173,7 @@ def build_disk(disk: Path, root: Path, work: Path, pki: Path, *, scenario: str) 
         {
             "vmlinuz": kernel,
             "initrd.img": initrd,
-            "cmdline.txt": cmdline(vm.ROOT_A),
+            "cmdline.txt": cmdline(vm.ROOT_A, kernel_args),
             "deskwatch/bundle.yaml": BUNDLE_YAML.encode(),
             "deskwatch/ca.crt": pki / "ca.crt",
             "deskwatch/device.crt": pki / "device.crt",
@@ -312,9 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/deskwatch-vm"), help="scratch directory (GBs)")
     bench = parser.add_argument_group("bench (deskwatch_dev.vmbench: the bench on arm64 beside this machine)")
     bench.add_argument("--photos", type=Path, help="every photo in DIR (default: ten of tests/data/photos)")
-    bench.add_argument("--runs", type=int, default=1, help="bench runs on each machine (default 1)")
+    bench.add_argument(
+        "--runs", type=int, default=1, help="bench runs on each machine (default 1; 0: the model probe only)"
+    )
     bench.add_argument("--bench-args", default=None, help="extra bench flags (default '--no-hog --no-faceid')")
     bench.add_argument("--no-native", action="store_true", help="skip the same bench on this machine")
+    bench.add_argument(
+        "--kernel-args", default="", help="added to the guest kernel's command line (transparent_hugepage=madvise)"
+    )
     bench.add_argument(
         "--cpu", default=vm.CPU, help=f"the emulated core (default {vm.CPU}, a Pi 4's; cortex-a76: a Pi 5's)"
     )
@@ -351,7 +359,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.scenario == "bench":
             report, outputs = vmbench.bench_scenario(
-                root, args.work, photos, bench_args, args.runs, cpu=args.cpu, echo=_echo_markers
+                root,
+                args.work,
+                photos,
+                bench_args,
+                args.runs,
+                cpu=args.cpu,
+                kernel_args=args.kernel_args,
+                echo=_echo_markers,
             )
             (args.work / "console.log").write_text(report.console())
             vmbench.print_report(report, outputs, native, install_s, args.work, root)
