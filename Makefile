@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load vm-test powercut clean
+.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load vm-test vm-bench powercut clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -38,6 +38,11 @@ fleet-load: install
 # that rolls back (about 25 min; not in `make test`). VM_ARGS=boot runs the boot scenario.
 vm-test: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.vmtest $(or $(VM_ARGS),ab)
+
+# `deskwatch bench` on arm64 in that emulator beside the same bench here: real arm64 RSS,
+# emulated times (about 40 min with VM_ARGS="--runs 2"; not in `make test`).
+vm-bench: install
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.vmtest bench $(VM_ARGS)
 
 bench-console: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_console $(BENCH_ARGS)

@@ -45,7 +45,11 @@ AUTOBOOT, BOOT_A, BOOT_B, ROOT_A, ROOT_B, DATA = 1, 2, 3, 5, 6, 7
 SLOT_OF_BOOT = {BOOT_A: "A", BOOT_B: "B"}
 ROOT_OF_BOOT = {BOOT_A: ROOT_A, BOOT_B: ROOT_B}
 QEMU = "qemu-system-aarch64"
-MACHINE = ["-cpu", "cortex-a72", "-smp", "2", "-m", "1024"]
+CPU = "cortex-a72"  # a Raspberry Pi 4's core; ``cortex-a76`` is a Pi 5's (dot-product int8, fp16)
+
+
+def machine_args(cpu: str = CPU) -> list[str]:
+    return ["-cpu", cpu, "-smp", "2", "-m", "1024"]
 
 
 @dataclass(frozen=True)
@@ -177,9 +181,10 @@ class PiFirmware:
 
     TRYBOOT_COMMAND = re.compile(r"Restarting system with command '0 tryboot'")
 
-    def __init__(self, disk: Path, workdir: Path):
+    def __init__(self, disk: Path, workdir: Path, cpu: str = CPU):
         self.disk = disk
         self.workdir = workdir
+        self.cpu = cpu
         self.tryboot_flag = False  # the Pi keeps it in a register across a reboot, not a power cycle
         self.parts = partitions(disk)
 
@@ -211,10 +216,10 @@ class PiFirmware:
 
     def device_tree(self, choice: BootChoice) -> Path:
         """qemu virt's own device tree plus /chosen/bootloader {tryboot, partition}."""
-        base = self.workdir / "virt.dtb"
+        base = self.workdir / f"virt-{self.cpu}.dtb"
         if not base.exists():
             # No NIC, as at power-on: qemu's default one needs a boot ROM (ipxe-qemu) to start at all.
-            run(QEMU, "-machine", f"virt,dumpdtb={base}", *MACHINE, "-nographic", "-nic", "none")
+            run(QEMU, "-machine", f"virt,dumpdtb={base}", *machine_args(self.cpu), "-nographic", "-nic", "none")
         dts = run("dtc", "-q", "-I", "dtb", "-O", "dts", base).stdout
         start = dts.index("chosen {")
         end = dts.index("};", start)
@@ -252,17 +257,18 @@ class Boot:
 
 
 class Machine:
-    def __init__(self, disk: Path, workdir: Path, extra_drives: list[Path] | None = None):
+    def __init__(self, disk: Path, workdir: Path, extra_drives: list[Path] | None = None, cpu: str = CPU):
         self.disk = disk
         self.workdir = workdir
-        self.firmware = PiFirmware(disk, workdir)
+        self.cpu = cpu
+        self.firmware = PiFirmware(disk, workdir, cpu)
         self.extra_drives = extra_drives or []
 
     def power_on(self, timeout: float, on_line: Callable[[float, str], None] | None = None) -> Boot:
         choice = self.firmware.choose()
         dtb = self.firmware.device_tree(choice)
         cmd = [
-            QEMU, "-machine", f"virt,dtb={dtb}", *MACHINE, "-nographic", "-no-reboot",
+            QEMU, "-machine", f"virt,dtb={dtb}", *machine_args(self.cpu), "-nographic", "-no-reboot",
             "-kernel", str(choice.kernel), "-initrd", str(choice.initrd),
             "-append", choice.cmdline,
             "-drive", f"file={self.disk},format=raw,if=virtio",

@@ -13,6 +13,11 @@ from pathlib import Path
 
 CONSOLE = "/dev/ttyAMA0"
 SCENARIO_FILE = Path("/boot/autoboot/vmtest/scenario")
+# the bench scenario: its arguments come from, and its results go to, the harness's FAT folder
+OUT_DIR = SCENARIO_FILE.parent
+BENCH_PHOTOS = "/usr/share/deskwatch-vmtest/bench-photos"
+MODELMEM = "/usr/local/lib/deskwatch-vmtest/modelmem.py"
+VENV = "/opt/deskwatch/venv"
 
 
 def say(key: str, value: object) -> None:
@@ -194,6 +199,56 @@ def observe_update() -> bool:
     return state.get("state") in ("committed", "rolled_back", "failed")
 
 
+def machine_facts() -> None:
+    """What the guest's kernel says the CPU is (XNNPACK picks its kernels by these features)."""
+    info = Path("/proc/cpuinfo").read_text()
+    first = dict(
+        (k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in info.split("\n\n")[0].splitlines())
+    )
+    lscpu = dict((k.strip(), v.strip()) for k, _, v in (line.partition(":") for line in sh("lscpu").splitlines()))
+    say("cpu_model", lscpu.get("Model name", ""))
+    say("cpu_part", first.get("CPU part", ""))
+    say("cpu_features", first.get("Features", ""))
+    say("cpus", os.cpu_count())
+    say("mem_total", Path("/proc/meminfo").read_text().splitlines()[0].split(":", 1)[1].strip())
+    say("kernel", sh("uname", "-srm"))
+    thp = Path("/sys/kernel/mm/transparent_hugepage/enabled")  # "always" rounds big buffers up to 2 MB pages
+    say("transparent_hugepage", thp.read_text().strip() if thp.exists() else "not built in")
+
+
+def run_bench() -> None:
+    """``deskwatch bench --json`` on the carried photos (``runs`` times) and the per-model
+    probe, with the daemon stopped so nothing competes; stdout/stderr into OUT_DIR."""
+    say("deskwatch_active", wait_active("deskwatch.service", 900))
+    say("ready_uptime", f"{uptime():.1f}")
+    sh("systemctl", "stop", "deskwatch.service", timeout=300)
+    say("deskwatch_state", show("deskwatch.service", "ActiveState").get("ActiveState"))
+    machine_facts()
+    args = (OUT_DIR / "bench-args").read_text().split()
+    runs = int((OUT_DIR / "bench-runs").read_text())
+    jobs = [
+        (f"bench-{n}", [f"{VENV}/bin/deskwatch", "bench", "--config", "/nonexistent/config.yaml", "--json",
+                        "--photos", BENCH_PHOTOS, *args])
+        for n in range(1, runs + 1)
+    ]  # fmt: skip
+    jobs.append(("modelmem", [f"{VENV}/bin/python", MODELMEM, "--json"]))
+    for name, cmd in jobs:
+        say(f"{name}_start_uptime", f"{uptime():.1f}")
+        t0 = time.monotonic()
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=3600, check=False)
+            code, out, err = proc.returncode, proc.stdout, proc.stderr
+        except subprocess.TimeoutExpired as exc:
+            code, out, err = -1, "", f"timed out after {exc.timeout} s\n"
+        (OUT_DIR / f"{name}.json").write_text(out)
+        (OUT_DIR / f"{name}.err").write_text(err[-20000:])
+        os.sync()
+        say(f"{name}_exit", code)
+        say(f"{name}_seconds", f"{time.monotonic() - t0:.1f}")
+        if code != 0:
+            dump(name.upper(), err[-3000:])
+
+
 def main() -> int:
     scenario = SCENARIO_FILE.read_text().strip() if SCENARIO_FILE.exists() else "boot"
     say("scenario", scenario)
@@ -218,6 +273,8 @@ def main() -> int:
                     "--no-pager",
                 ),
             )
+        elif scenario == "bench":
+            run_bench()
         elif scenario == "ready":
             ready_timings()
         elif scenario == "install":

@@ -1,7 +1,9 @@
 """The appliance image in the emulator: boot, provisioning, watchdog, and A/B updates.
 
-``python -m deskwatch_dev.vmtest boot`` (also the CI test tests/appliance/test_image_emulator.py)
-and ``python -m deskwatch_dev.vmtest ab`` (``make vm-test``; about 25 minutes, not in CI).
+``python -m deskwatch_dev.vmtest boot`` (also the CI test tests/appliance/test_image_emulator.py),
+``python -m deskwatch_dev.vmtest ab`` (``make vm-test``; about 25 minutes, not in CI) and
+``python -m deskwatch_dev.vmtest bench`` (``make vm-bench``: ``deskwatch bench`` on arm64 beside
+this machine, :mod:`deskwatch_dev.vmbench`; about 40 minutes, not in CI).
 
 What the guest gets on top of the installed root file system (test image only): the
 agent (``vm_agent.py``, reports ``VMTEST key=value`` lines on the serial console), a
@@ -131,8 +133,9 @@ def kernel_files(root: Path) -> tuple[Path, Path]:
     return kernel[-1], initrd[-1]
 
 
-def cmdline(root_partition: int) -> bytes:
-    return f"console=ttyAMA0 root={partuuid(root_partition)} rootfstype=ext4 rw rootwait quiet\n".encode()
+def cmdline(root_partition: int, extra: str = "") -> bytes:
+    line = f"console=ttyAMA0 root={partuuid(root_partition)} rootfstype=ext4 rw rootwait quiet {extra}"
+    return line.strip().encode() + b"\n"
 
 
 def data_tree(work: Path, root: Path) -> Path:
@@ -146,7 +149,9 @@ def data_tree(work: Path, root: Path) -> Path:
     return tree
 
 
-def build_disk(disk: Path, root: Path, work: Path, pki: Path, *, scenario: str) -> dict[str, float]:
+def build_disk(
+    disk: Path, root: Path, work: Path, pki: Path, *, scenario: str, kernel_args: str = ""
+) -> dict[str, float]:
     """The A/B card: autoboot, boot A with the technician's bundle, root A, data; slot B empty."""
     t0 = time.monotonic()
     parts = vm.create_disk(disk)
@@ -168,7 +173,7 @@ def build_disk(disk: Path, root: Path, work: Path, pki: Path, *, scenario: str) 
         {
             "vmlinuz": kernel,
             "initrd.img": initrd,
-            "cmdline.txt": cmdline(vm.ROOT_A),
+            "cmdline.txt": cmdline(vm.ROOT_A, kernel_args),
             "deskwatch/bundle.yaml": BUNDLE_YAML.encode(),
             "deskwatch/ca.crt": pki / "ca.crt",
             "deskwatch/device.crt": pki / "device.crt",
@@ -306,8 +311,21 @@ def main(argv: list[str] | None = None) -> int:
     from deskwatch_dev import imageroot
 
     parser = argparse.ArgumentParser(prog="python -m deskwatch_dev.vmtest", description=__doc__)
-    parser.add_argument("scenario", choices=["boot", "ab"])
+    parser.add_argument("scenario", choices=["boot", "ab", "bench"])
     parser.add_argument("--work", type=Path, default=Path("/tmp/deskwatch-vm"), help="scratch directory (GBs)")
+    bench = parser.add_argument_group("bench (deskwatch_dev.vmbench: the bench on arm64 beside this machine)")
+    bench.add_argument("--photos", type=Path, help="every photo in DIR (default: ten of tests/data/photos)")
+    bench.add_argument(
+        "--runs", type=int, default=1, help="bench runs on each machine (default 1; 0: the model probe only)"
+    )
+    bench.add_argument("--bench-args", default=None, help="extra bench flags (default '--no-hog --no-faceid')")
+    bench.add_argument("--no-native", action="store_true", help="skip the same bench on this machine")
+    bench.add_argument(
+        "--kernel-args", default="", help="added to the guest kernel's command line (transparent_hugepage=madvise)"
+    )
+    bench.add_argument(
+        "--cpu", default=vm.CPU, help=f"the emulated core (default {vm.CPU}, a Pi 4's; cortex-a76: a Pi 5's)"
+    )
     args = parser.parse_args(argv)
     why = imageroot.can_build("arm64")
     if why or not shutil.which(vm.QEMU):
@@ -324,10 +342,35 @@ def main(argv: list[str] | None = None) -> int:
         private, public = generate_key()
         (keys / "public" / kind / "vmtest.pub").write_bytes(public)
         (keys / f"{kind}.pem").write_bytes(private)
+    if args.scenario == "bench":
+        from deskwatch_dev import vmbench
+
+        photos = vmbench.stage_photos(
+            vmbench.photo_set(args.photos or PHOTOS, None if args.photos else vmbench.PHOTOS), args.work / "photos"
+        )
+        bench_args = vmbench.BENCH_ARGS if args.bench_args is None else args.bench_args
+        native = [] if args.no_native else vmbench.native_runs(photos, bench_args, args.runs)
+        (args.work / "x86-bench.json").write_text(json.dumps(native, indent=1))
+        t0 = time.monotonic()
     root = args.work / "rootfs"
     imageroot.install_layer(root, imageroot.machine_tarball("arm64"), keys=keys / "public", arch="arm64")
-    print(f"root file system installed in {time.monotonic() - t0:.0f} s", flush=True)
+    install_s = time.monotonic() - t0
+    print(f"root file system installed in {install_s:.0f} s", flush=True)
     try:
+        if args.scenario == "bench":
+            report, outputs = vmbench.bench_scenario(
+                root,
+                args.work,
+                photos,
+                bench_args,
+                args.runs,
+                cpu=args.cpu,
+                kernel_args=args.kernel_args,
+                echo=_echo_markers,
+            )
+            (args.work / "console.log").write_text(report.console())
+            vmbench.print_report(report, outputs, native, install_s, args.work, root)
+            return 0
         if args.scenario == "boot":
             report = boot_scenario(root, args.work, echo=_echo_markers)
         else:
