@@ -40,7 +40,7 @@ vm-test: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.vmtest $(or $(VM_ARGS),ab)
 
 # `deskwatch bench` on arm64 in that emulator beside the same bench here: real arm64 RSS,
-# emulated times (about 40 min with VM_ARGS="--runs 2"; not in `make test`).
+# emulated times (about 35 min a run, ~65 with VM_ARGS="--runs 2"; not in `make test`).
 vm-bench: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.vmtest bench $(VM_ARGS)
 

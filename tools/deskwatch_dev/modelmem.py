@@ -31,7 +31,9 @@ FIELDS = ("VmRSS", "RssAnon", "RssFile", "VmHWM")
 
 
 def status_mb() -> dict[str, float]:
-    """This process's memory lines from ``/proc/self/status``, in MB."""
+    """This process's memory lines from ``/proc/self/status``, in MB. (``daemonmem.parse_status``
+    reads the same lines of another process; this file is carried alone into the appliance,
+    where ``deskwatch_dev`` is not installed, so it does not import it.)"""
     out: dict[str, float] = {}
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -55,9 +57,9 @@ def measure() -> dict[str, Any]:
     from deskwatch.app import build_vision
     from deskwatch.commands.bench import _bench_config
     from deskwatch.vision import runtime as rt_module
-    from deskwatch.vision.memory import one_heap, trim_heap
+    from deskwatch.vision.memory import lean_process, trim_heap
 
-    one_heap()  # as the daemon and the bench do, before any thread starts
+    lean_process()  # as the daemon and the bench do, before any thread starts
     start = status_mb()
     rt = rt_module.load_runtime(None)
     imported = status_mb()

@@ -1,6 +1,6 @@
 """``deskwatch bench`` on arm64: the installed image in the emulator, beside this machine.
 
-``python -m deskwatch_dev.vmtest bench`` (``make vm-bench``; about 40 minutes, not in CI)
+``python -m deskwatch_dev.vmtest bench`` (``make vm-bench``; about 35 minutes with one run, not in CI)
 boots the appliance image in qemu-system-aarch64 (:mod:`deskwatch_dev.vm`, a Cortex-A72
 like a Pi 4's), waits for the daemon to reach READY, stops it so nothing competes, and runs
 the installed ``deskwatch bench --json`` on a few of the repository's photos carried into the
@@ -17,7 +17,8 @@ frame, so every frame of the burst waits in memory at once; ``bursts.peak_rss_mb
 guest is that worst case (up to four 1280x720 frames, 11 MB, more than a Pi would hold).
 ``peak_rss_mb`` (one frame, every model loaded) does not depend on time.
 
-The default photos keep the emulated bench to about 15 minutes a run; ``--bench-args``
+The ten default photos take the emulated bench 27-34 minutes a run (measured at load 2-5;
+three photos: 13 minutes); ``--bench-args``
 defaults to ``--no-hog --no-faceid`` (dlib's HOG and encoder take minutes a face when
 emulated): the RSS figures do not depend on them (both are measured after the peaks), but
 the JSON then lacks ``identity`` (BlazeFace + encoder vs HOG) and ``identity_backends``

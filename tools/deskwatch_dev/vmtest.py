@@ -3,7 +3,7 @@
 ``python -m deskwatch_dev.vmtest boot`` (also the CI test tests/appliance/test_image_emulator.py),
 ``python -m deskwatch_dev.vmtest ab`` (``make vm-test``; about 25 minutes, not in CI) and
 ``python -m deskwatch_dev.vmtest bench`` (``make vm-bench``: ``deskwatch bench`` on arm64 beside
-this machine, :mod:`deskwatch_dev.vmbench`; about 40 minutes, not in CI).
+this machine, :mod:`deskwatch_dev.vmbench`; about 35 minutes with one run, not in CI).
 
 What the guest gets on top of the installed root file system (test image only): the
 agent (``vm_agent.py``, reports ``VMTEST key=value`` lines on the serial console), a
