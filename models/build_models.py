@@ -1230,6 +1230,31 @@ PHONE_STAGE_TRIED = [
                "change alone); the real daemon over 45 scans (deskwatch_dev.daemonmem) 204.8/205.3 -> 195.6/195.2, "
                "ready 175.0 -> 166.5. The 200 MB target met on x86 for whole scans too",
      "kept": True},
+    {"what": "arm64 (the emulated Cortex-A72 of make vm-bench, a Pi 4's core): why the float16-stored models take "
+             "more there (RssAnon load + one invoke, arm64 vs x86-64: pose 31.8 vs 20.4 MB, CenterNet 36.0 vs 28.5, "
+             "palm detector 17.5 vs 13.1, hand landmarks 14.5 vs 10.6, BlazeFace full range 10.6 vs 8.6; float32 "
+             "face mesh and int8 NanoDet and embedder the same on both)",
+     "result": "the same files with their float16 weights widened to float32 (DEQUANTIZE folded, stage float32) "
+               "take on arm64 what they take on x86-64: pose 20.1, CenterNet 28.2, palm 13.1, hand 10.5, BlazeFace "
+               "8.5 (glibc's own count agrees: allocated bytes pose 31.5 -> 19.9 MB). On a CPU without float16 "
+               "arithmetic ai-edge-litert 2.3.0's XNNPACK delegate keeps a float32 copy of each float16 weight "
+               "beside its packed weights for the interpreter's lifetime; on x86-64 it does not (the earlier "
+               "CenterNet float32 trial, measured there, saw no difference). Outputs bit for bit the same "
+               "(x86-64, and the arm64 kernels under qemu-user); deskwatch_dev.verdicts: the same findings and "
+               "all 944 scores identical on the 45 photos. deskwatch bench on arm64 (three photos, THP always, "
+               "the daemon's opt-out): per frame 200.5 -> 177.5 MB, whole scans 216.6 -> 193.6, every model held "
+               "and invoked once (modelmem) RssAnon 121.3 MB (x86-64 122.2; 142.6 in the earlier THP madvise run). x86-64 "
+               "unchanged: per frame "
+               "195.2 / 194.4 before, 194.7 / 194.2 after (two interleaved pairs, load 7-8 and 1-3). The six files "
+               "take 31 instead of 16 MB on disk; CenterNet's file is renamed (no f16)",
+     "kept": True},
+    {"what": "pose landmarks with dynamic-range int8 weights (ai-edge-quantizer 0.10.0, recipe dynamic_wi8_afp32, on "
+             "the float32 file): 3.4 instead of 11.9 MB",
+     "result": "x86-64: 17.3 instead of 20.4 MB an interpreter (9.7 at load, but 7.3 more at its first invoke: "
+               "the activations quantized on the fly), ~3x slower (57 vs 19 ms an invoke, busy machine), and "
+               "other outputs on 20 of the repo's photos: landmarks off by 3.3 px (median) and up to 996, the "
+               "presence score by 0.16 (median) and up to 0.66. Not usable: it would move every phone crop",
+     "kept": False},
 ]
 
 # --------------------------------------------------------------------------------------------
