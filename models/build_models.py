@@ -22,6 +22,9 @@ Stages (each can be run alone; ``all`` runs them in order):
             faithful execution of the original graph, export float32 and int8 TFLite files
   centernet export MB3-CenterNet from the TF.js graph at 384 px (float16 weights), check our heat-map
             decoder against the graph's own decoder and the TFLite file against TensorFlow
+  float32   store the float16 weights of the files face, pose, hands and centernet wrote widened to
+            float32 (their DEQUANTIZE ops folded), checking that every output stays bit for bit the
+            same: on a Pi 4's CPU XNNPACK otherwise keeps a float32 copy beside its packed weights
   labels    write coco_labels.txt
   licenses  copy the licence texts into models/LICENSES/
   manifest  write models/manifest.yaml (sha256, sizes, specs, provenance, modifications)
