@@ -1206,6 +1206,15 @@ PHONE_STAGE_TRIED = [
      "result": "phones in use 4/2/2 -> 2/1/1 of 8 (file / 1280x720 / scan): phone_05 and phone_hand_01 lost (their "
                "confirmation comes from the whole frame), no other verdict changed on the 52 photos",
      "kept": False},
+    {"what": "the pose model asked again on the mirrored square when its presence is under 0.5 (as the hand "
+             "landmarks are since stop 24; landmarks mapped back, left and right swapped)",
+     "result": "presence rises where a hand or a profile hides the face: phone_01's caller 0.03 -> 0.99 (his head "
+               "square then covers the phone), single_05 0.06 -> 0.70, face_07 0.19 -> 0.72, phone_desk_08 0.12 -> "
+               "0.87 (files); but phones in use unchanged (4 / 2 of 8, file / 1280x720: phone_01's phone, hidden "
+               "by the hand, is confirmed by no view) and deskwatch_dev.variants on the 52 photos x 13 variations "
+               "gives a false eating (face_04 brightened: a mouth on a mirrored pose) for no true finding more "
+               "(phone_use 29, eating 20 both ways)",
+     "kept": False},
     {"what": "YOLOv5s (COCO-80; npm yolov5 1.0.11, a TF.js export of Ultralytics YOLOv5s whose package says MIT but "
              "whose weights are Ultralytics' GPL-3.0/AGPL-3.0) cut at its three head convolutions and decoded in "
              "numpy, on the hand/head crops instead of NanoDet (best-class decoding: a box counts as a phone only "
