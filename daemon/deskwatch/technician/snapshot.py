@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis, LightReading, Person
+from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis, Person
 from deskwatch.evidence.blur import anonymise_in_place
 from deskwatch.policy.config import PolicyConfig
 from deskwatch.policy.rules import people_view
@@ -59,9 +59,7 @@ def anonymise_for_framing(image: np.ndarray, analysis: FrameAnalysis, policy: Po
     )
 
 
-def annotate(
-    frame: Frame, analysis: FrameAnalysis, policy: PolicyConfig, light: LightReading | None = None
-) -> tuple[Any, Anonymised]:
+def annotate(frame: Frame, analysis: FrameAnalysis, policy: PolicyConfig) -> tuple[Any, Anonymised]:
     """The framing picture (a PIL image; the camera's frame is not written to) and what was blurred in it."""
     from PIL import Image, ImageDraw, ImageFont
 
@@ -100,13 +98,12 @@ def annotate(
         draw.rectangle(b, outline=FACE, width=line)
         label = f"face {face.score:.2f}" + (f" {face.identity}" if face.identity else "") + blurred_mark(face)
         draw.text((b[0] + 3, max(0, b[1] - h // 30)), label, fill=FACE)
-    light = light or analysis.light
-    if light is not None:
-        verdict = "OBSTRUCTED" if light.obstructed else ("TOO DARK" if light.low_light else "ok")
-        text = f"light {light.mean_luma:.0f}/255 contrast {light.contrast:.0f} - {verdict}"
-        banner = max(16, h // 30)
-        draw.rectangle((0, h - banner, w, h), fill="#000000")
-        draw.text((6, h - banner + 2), text, fill="#ffffff")
+    light = analysis.light
+    verdict = "OBSTRUCTED" if light.obstructed else ("TOO DARK" if light.low_light else "ok")
+    text = f"light {light.mean_luma:.0f}/255 contrast {light.contrast:.0f} - {verdict}"
+    banner = max(16, h // 30)
+    draw.rectangle((0, h - banner, w, h), fill="#000000")
+    draw.text((6, h - banner + 2), text, fill="#ffffff")
     return image, blurred
 
 
