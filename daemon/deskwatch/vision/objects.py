@@ -49,7 +49,7 @@ PHONE_INDEX = COCO_LABELS.index(PHONE)
 # a mug or a travel mug held in the hand gives weak "cell phone" scores beside stronger
 # cup/bottle ones (a travel mug held at the chest became a phone in hand at 0.497 in a
 # tilted 1280x720 frame of multi_08.jpg, above phones found at 0.44). Measured on the 52
-# labelled photos x 13 camera variations, as files and as 1280x720 frames (2288 views):
+# labelled photos x 13 camera variations, as files and as 1280x720 frames (1352 views):
 # that false phone and no other phone candidate gone, every view of a phone in use scoring
 # as before. Remote, book and mouse as rivals too cost two of phone_03's views
 # (models/manifest.yaml, phone_stage_tried).
