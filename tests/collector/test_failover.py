@@ -301,3 +301,15 @@ def test_the_collector_commits_durably_even_where_the_server_does_not(
     said = [r.getMessage() for r in caplog.records if r.name == "deskwatch_collector.store"]
     assert any("synchronous_commit=off; the collector's sessions use 'on'" in m for m in said), said
     assert any("has no standby: acknowledged events are as safe as its disk" in m for m in said), said
+
+
+def test_a_commit_that_neither_succeeds_nor_fails_is_reported_after_stall_after() -> None:
+    health = IntakeHealth(stall_after=0.2)
+    health.broker_connected = True
+    health.commit_started(12)
+    assert health.snapshot()["ok"] is True  # a commit in progress is normal
+    time.sleep(0.25)
+    state = health.snapshot()
+    assert state["ok"] is False and state["failure"] == "commit_stalled" and state["unacknowledged_held"] == 12
+    health.commit_ended()
+    assert health.snapshot()["ok"] is True
