@@ -70,6 +70,8 @@ class IntakeHealth:
         self.held = 0
         self.retries = 0
         self.broker_connected = False
+        # what protects a commit against a failover (Store.replication), shown as it is
+        self.replication: Callable[[], str | None] = lambda: None
 
     def failing(self, exc: StoreUnavailable, held: int) -> bool:
         """Record a failure; True when it starts (the caller logs the first one at once)."""
@@ -99,6 +101,13 @@ class IntakeHealth:
             return lasted
 
     def snapshot(self) -> dict[str, Any]:
+        state = self._state()
+        replication = self.replication()
+        if replication is not None:
+            state["replication"] = replication
+        return state
+
+    def _state(self) -> dict[str, Any]:
         with self._lock:
             now = time.time()
             stalled = self.committing_since is not None and now - self.committing_since >= self.stall_after
@@ -168,6 +177,7 @@ class Writer:
         self.validator = validator or Validator()
         self.stats = stats or IngestStats()
         self.health = health or IntakeHealth()
+        self.health.replication = lambda: store.replication
         self.wall = wall
         self.batch_max = batch_max
         self.batch_wait = batch_wait

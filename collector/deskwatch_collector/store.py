@@ -220,6 +220,9 @@ class Store:
 
     backend = "?"
     paramstyle = "qmark"
+    # What protects a commit, as the last new connection found it (PostgreSQL; see
+    # PostgresStore._check_durability); None where a standby does not apply (SQLite).
+    replication: str | None = None
 
     def __init__(self, pool_size: int = 4) -> None:
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
@@ -437,7 +440,8 @@ class PostgresStore(Store):
         elif standbys:
             state = "asynchronous"
         else:  # alone: expected with one host; after a failover, until a new standby is attached
-            state = "alone_of_several" if self.hosts > 1 else "single"
+            state = "no_standby" if self.hosts > 1 else "single_server"
+        self.replication = state
         _say_durability(server, state, commit_mode, standby_names, int(standbys))
 
     def _begin(self, conn: Any, write: bool) -> Any:
@@ -517,7 +521,7 @@ def _say_durability(server: str, state: str, commit_mode: str, standby_names: st
             server,
             standbys,
         )
-    elif state == "alone_of_several":
+    elif state == "no_standby":
         logger.warning(
             "PostgreSQL %s has no standby connected: acknowledged events are only as safe as its disk"
             " until a synchronous standby is attached",

@@ -147,15 +147,19 @@ class HealthLog:
 
     url: str
     changes: list[tuple[float, int, str]] = field(default_factory=list)
+    replication: list[str] = field(default_factory=list)  # what protects a commit, each change
     stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> None:
         client = WebClient(self.url)
         while not self.stop.is_set():
             status, _, body = client.call("/healthz")
-            failure = str(json.loads(body).get("failure", ""))
+            state = json.loads(body)
+            failure = str(state.get("failure", ""))
             if not self.changes or self.changes[-1][1:] != (status, failure):
                 self.changes.append((time.monotonic(), status, failure))
+            if not self.replication or self.replication[-1] != state.get("replication"):
+                self.replication.append(str(state.get("replication")))
             time.sleep(0.05)
 
     def failures(self) -> list[str]:
@@ -244,13 +248,15 @@ def test_failover_under_load(
     print(
         f"\n{request.node.callspec.id}: published {len(published)} events, acknowledged {len(acked)},"
         f" stored {len(ids)} on the new primary; acknowledged then lost: {len(lost)};"
-        f" /healthz: {' -> '.join(f'{s} {f}'.strip() for _, s, f in healthz.changes)};"
+        f" /healthz: {' -> '.join(f'{s} {f}'.strip() for _, s, f in healthz.changes)}"
+        f" (replication: {' -> '.join(healthz.replication)});"
         f" promoted {promoted - crashed:.1f} s after the crash, storing again {resumed - promoted:.1f} s after it"
     )
     said = "\n".join(r.getMessage() for r in caplog.records if r.name == "deskwatch_collector.store")
     # what a commit waits for, said at start and again on the new primary (alone now)
     assert ("waits for a synchronous standby" if synchronous else "replicates asynchronously") in said
     assert f"PostgreSQL 127.0.0.1:{pair.standby.port} has no standby connected" in said
+    assert healthz.replication == ["synchronous" if synchronous else "asynchronous", "no_standby"]
     assert len(ids) == len(set(ids)) and scans == distinct_scans  # nothing stored twice
     assert set(published) - lost <= set(ids)  # the rest arrives: what was in flight at the crash was redelivered
     assert healthz.failures()[-1] == "unreachable" and healthz.changes[-1][1] == 200
