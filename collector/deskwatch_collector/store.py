@@ -411,7 +411,7 @@ class PostgresStore(Store):
         self.dsn, self.hosts = writer_dsn(dsn)
 
     def _connect(self) -> Any:
-        conn = self._psycopg.connect(self.dsn, autocommit=False, connect_timeout=10)
+        conn = self._psycopg.connect(self.dsn, autocommit=False)  # timeouts: CONNECTION_DEFAULTS
         try:
             self._check_durability(conn)
         except BaseException:
@@ -469,18 +469,35 @@ class PostgresStore(Store):
         tx.execute("SELECT pg_advisory_xact_lock(1415926535)")
 
 
+# libpq settings the collector needs and a DSN may not give; a DSN's own value wins.
+# connect_timeout: per host, so a hung host listed first costs this much per new connection
+# before the next host is tried (measured: 10 s each with 10). keepalives_* and
+# tcp_user_timeout: a host that dies without closing its connections (power, network)
+# would otherwise hold a commit until TCP gives up (~15 min with tcp_retries2 = 15); with
+# these the connection fails within ~30 s and the batch goes to the new primary.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
 def writer_dsn(dsn: str) -> tuple[str, int]:
-    """(the DSN to connect with, how many hosts it names): with several hosts and no
-    ``target_session_attrs``, ``read-write`` is added, or libpq would settle on the first
-    host that answers, a standby perhaps, and every write would fail there while the primary
-    is up."""
+    """(the DSN to connect with, how many hosts it names). Adds :data:`CONNECTION_DEFAULTS`
+    the DSN does not set and, with several hosts and no ``target_session_attrs``,
+    ``read-write``: libpq would otherwise settle on the first host that answers, a standby
+    perhaps, and every write would fail there while the primary is up."""
     from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
     params = conninfo_to_dict(dsn)
     hosts = len(str(params.get("host") or "").split(","))
+    extra = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in params}
     if hosts > 1 and "target_session_attrs" not in params:
-        return make_conninfo(dsn, target_session_attrs="read-write"), hosts
-    return dsn, hosts
+        extra["target_session_attrs"] = "read-write"
+    return (make_conninfo(dsn, **extra) if extra else dsn), hosts
 
 
 _durability_lock = threading.Lock()

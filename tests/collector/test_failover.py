@@ -282,11 +282,18 @@ def _seq_holes(server: TempPostgres) -> int:
 
 
 def test_a_dsn_naming_several_hosts_connects_only_to_the_writer() -> None:
+    from psycopg.conninfo import conninfo_to_dict
+
     dsn, hosts = writer_dsn("postgresql://dw@db-a:5432,db-b:5432/deskwatch")
-    assert hosts == 2 and "target_session_attrs=read-write" in dsn
-    chosen = "postgresql://dw@db-a,db-b/deskwatch?target_session_attrs=primary"
-    assert writer_dsn(chosen) == (chosen, 2)  # the operator's choice is kept
-    assert writer_dsn("postgresql://dw@db-a/deskwatch") == ("postgresql://dw@db-a/deskwatch", 1)
+    params = conninfo_to_dict(dsn)
+    assert hosts == 2 and params["target_session_attrs"] == "read-write"
+    assert params["connect_timeout"] == "5" and params["tcp_user_timeout"] == "30000"
+    chosen = "postgresql://dw@db-a,db-b/deskwatch?target_session_attrs=primary&connect_timeout=2&keepalives_idle=60"
+    params = conninfo_to_dict(writer_dsn(chosen)[0])  # the operator's choices are kept
+    assert params["target_session_attrs"] == "primary" and params["connect_timeout"] == "2"
+    assert params["keepalives_idle"] == "60" and params["keepalives_count"] == "3"
+    single, hosts = writer_dsn("postgresql://dw@db-a/deskwatch")
+    assert hosts == 1 and "target_session_attrs" not in conninfo_to_dict(single)
 
 
 def test_the_collector_commits_durably_even_where_the_server_does_not(
