@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load vm-test vm-bench powercut clean
+.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load pg-failover vm-test vm-bench powercut clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -33,6 +33,12 @@ FLEET := PYTHONPATH=tools $(PY) -m deskwatch_dev.loadtest --devices 1000 --durat
 fleet-load: install
 	@$(FLEET) --multiplier 10 --multiplier 50 --connections 8 $(FLEET_ARGS)
 	@$(FLEET) --multiplier 10 --multiplier 50 --connections 9 --cluster --kill-node-at 30 $(FLEET_ARGS)
+
+# PostgreSQL failovers under a loaded collector, synchronous vs asynchronous replication
+# (docs/central/collector.md): ~9 s a failover, not part of `make test`.
+pg-failover: install
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.pgfailover $(or $(PGFAILOVER_ARGS),--trials 10)
+	@PYTHONPATH=tools $(PY) -m deskwatch_dev.pgfailover --trials 3 --partition 0.5
 
 # The appliance image in qemu-system-aarch64: a good A/B update that commits and a bad one
 # that rolls back (about 25 min; not in `make test`). VM_ARGS=boot runs the boot scenario.

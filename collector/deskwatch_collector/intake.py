@@ -37,6 +37,9 @@ logger = logging.getLogger("deskwatch_collector.intake")
 
 RECONCILE_SECONDS = 1.0  # how often evidence stuck in "pending" beside a stored event is settled
 FAILURE_LOG_SECONDS = 60.0
+# A batch commits in milliseconds (p95 under 1 s at fleet load); a commit still running after
+# this long is waiting on something (a synchronous standby that is gone, a lock): /healthz says so.
+COMMIT_STALL_SECONDS = 10.0
 
 
 @dataclass
@@ -56,14 +59,19 @@ def _device_key(item: Inbound) -> tuple[str, str]:
 class IntakeHealth:
     """Whether stored messages are being acknowledged, and if not, why and since when."""
 
-    def __init__(self) -> None:
+    def __init__(self, stall_after: float = COMMIT_STALL_SECONDS) -> None:
         self._lock = threading.Lock()
+        self.stall_after = stall_after
+        self.committing_since: float | None = None  # the batch in hand, while its transaction runs
+        self.committing = 0
         self.failing_since: float | None = None
         self.kind = ""
         self.reason = ""
         self.held = 0
         self.retries = 0
         self.broker_connected = False
+        # what protects a commit against a failover (Store.replication), shown as it is
+        self.replication: Callable[[], str | None] = lambda: None
 
     def failing(self, exc: StoreUnavailable, held: int) -> bool:
         """Record a failure; True when it starts (the caller logs the first one at once)."""
@@ -75,6 +83,14 @@ class IntakeHealth:
             self.retries += 1
             return first
 
+    def commit_started(self, held: int) -> None:
+        with self._lock:
+            self.committing_since, self.committing = time.time(), held
+
+    def commit_ended(self) -> None:
+        with self._lock:
+            self.committing_since, self.committing = None, 0
+
     def recovered(self) -> float | None:
         """Clear the failure; returns how long it lasted (None when there was none)."""
         with self._lock:
@@ -85,7 +101,28 @@ class IntakeHealth:
             return lasted
 
     def snapshot(self) -> dict[str, Any]:
+        state = self._state()
+        replication = self.replication()
+        if replication is not None:
+            state["replication"] = replication
+        return state
+
+    def _state(self) -> dict[str, Any]:
         with self._lock:
+            now = time.time()
+            stalled = self.committing_since is not None and now - self.committing_since >= self.stall_after
+            if self.failing_since is None and stalled and self.committing_since is not None:
+                # Not a failure (yet): the commit neither succeeded nor failed. Nothing it holds
+                # is acknowledged; a synchronous standby that went away is the usual cause.
+                return {
+                    "ok": False,
+                    "storing": False,
+                    "broker_connected": self.broker_connected,
+                    "failure": "commit_stalled",
+                    "failing_for_s": round(now - self.committing_since, 1),
+                    "unacknowledged_held": self.committing,
+                    "retries": 0,
+                }
             if self.failing_since is None:
                 return {"ok": self.broker_connected, "storing": True, "broker_connected": self.broker_connected}
             return {
@@ -95,7 +132,7 @@ class IntakeHealth:
                 # the kind only: /healthz answers anyone, and a driver's message names the
                 # database's host and user (the reason is in the log, see IntakeWriter._failed)
                 "failure": self.kind,
-                "failing_for_s": round(time.time() - self.failing_since, 1),
+                "failing_for_s": round(now - self.failing_since, 1),
                 "unacknowledged_held": self.held,
                 "retries": self.retries,
             }
@@ -140,6 +177,7 @@ class Writer:
         self.validator = validator or Validator()
         self.stats = stats or IngestStats()
         self.health = health or IntakeHealth()
+        self.health.replication = lambda: store.replication
         self.wall = wall
         self.batch_max = batch_max
         self.batch_wait = batch_wait
@@ -206,7 +244,11 @@ class Writer:
         while True:
             try:
                 began = time.monotonic()
-                self._commit(batch)
+                self.health.commit_started(len(batch))
+                try:
+                    self._commit(batch)
+                finally:
+                    self.health.commit_ended()
                 self.stats.batch(time.monotonic() - began, len(batch))
                 break
             except StoreUnavailable as exc:

@@ -220,6 +220,9 @@ class Store:
 
     backend = "?"
     paramstyle = "qmark"
+    # What protects a commit, as the last new connection found it (PostgreSQL; see
+    # PostgresStore._check_durability); None where a standby does not apply (SQLite).
+    replication: str | None = None
 
     def __init__(self, pool_size: int = 4) -> None:
         self._pool: queue.LifoQueue[Any] = queue.LifoQueue()
@@ -279,6 +282,7 @@ class Store:
         except Exception as exc:
             kind = self._failure_kind(exc)
             if kind is not None:
+                self._discard_idle()  # no server to connect to: the idle connections are stale too
                 raise StoreUnavailable(_one_line(exc), kind) from exc
             raise
         broken = False
@@ -299,10 +303,23 @@ class Store:
             kind = self._failure_kind(exc)
             if kind is not None:
                 broken = True
+                if kind in ("unreachable", "read_only"):
+                    # The server died or was demoted: the idle connections point at it too.
+                    # Dropped now, the next transaction connects afresh (to the new primary)
+                    # instead of failing once per stale connection, each failure a backoff.
+                    self._discard_idle()
                 raise StoreUnavailable(_one_line(exc), kind) from exc
             raise
         finally:
             self._give(conn, broken)
+
+    def _discard_idle(self) -> None:
+        while True:
+            try:
+                conn = self._pool.get_nowait()
+            except queue.Empty:
+                return
+            self._give(conn, broken=True)
 
     def _columns(self, tx: Tx, table: str) -> set[str]:
         raise NotImplementedError
@@ -335,13 +352,7 @@ class Store:
 
     def close(self) -> None:
         self._closed = True
-        while True:
-            try:
-                conn = self._pool.get_nowait()
-            except queue.Empty:
-                return
-            with contextlib.suppress(Exception):
-                conn.close()
+        self._discard_idle()
 
 
 class SqliteStore(Store):
@@ -382,18 +393,56 @@ class SqliteStore(Store):
 
 
 class PostgresStore(Store):
+    """PostgreSQL through libpq. A DSN may name a primary and its standbys
+    (``postgresql://u@h1:5432,h2:5432/db``): libpq tries them in order and, with
+    ``target_session_attrs=read-write`` (added here when a DSN with several hosts does not
+    say), keeps only the one that takes writes, so after a failover the next connection
+    finds the promoted standby. Each new connection checks what a commit waits for
+    (:meth:`_check_durability`)."""
+
     backend = "postgresql"
     paramstyle = "format"
 
     def __init__(self, dsn: str, pool_size: int = 4) -> None:
         super().__init__(pool_size)
-        self.dsn = dsn
         import psycopg  # optional dependency: the ``collector`` extra
 
         self._psycopg = psycopg
+        self.dsn, self.hosts = writer_dsn(dsn)
 
     def _connect(self) -> Any:
-        return self._psycopg.connect(self.dsn, autocommit=False, connect_timeout=10)
+        conn = self._psycopg.connect(self.dsn, autocommit=False)  # timeouts: CONNECTION_DEFAULTS
+        try:
+            self._check_durability(conn)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                conn.close()
+            raise
+        return conn
+
+    def _check_durability(self, conn: Any) -> None:
+        """Make a commit wait at least for this server's disk, and say whether it also waits
+        for a standby: an acknowledgement means the rows survive a failover only then."""
+        row = conn.execute(
+            "SELECT current_setting('synchronous_commit'), current_setting('synchronous_standby_names'),"
+            " (SELECT count(*) FROM pg_stat_replication), host(inet_server_addr()), inet_server_port()"
+        ).fetchone()
+        commit_mode, standby_names, standbys, addr, port = row
+        if commit_mode in ("off", "local"):
+            # "off" acknowledges before the commit is on any disk; "local" never waits for the
+            # synchronous standby the server names. The collector acknowledges after commit:
+            # its own sessions wait (the server's other clients keep their setting).
+            conn.execute("SET synchronous_commit = on")
+        conn.commit()
+        server = f"{addr}:{port}" if addr else "(Unix socket)"
+        if standby_names.strip():
+            state = "synchronous" if standbys else "synchronous_no_standby"
+        elif standbys:
+            state = "asynchronous"
+        else:  # alone: expected with one host; after a failover, until a new standby is attached
+            state = "no_standby" if self.hosts > 1 else "single_server"
+        self.replication = state
+        _say_durability(server, state, commit_mode, standby_names, int(standbys))
 
     def _begin(self, conn: Any, write: bool) -> Any:
         return conn.cursor()
@@ -418,6 +467,85 @@ class PostgresStore(Store):
 
     def _lock_schema(self, tx: Tx) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(1415926535)")
+
+
+# libpq settings the collector needs and a DSN may not give; a DSN's own value wins.
+# connect_timeout: per host, so a hung host listed first costs this much per new connection
+# before the next host is tried (measured: 10 s each with 10). keepalives_* and
+# tcp_user_timeout: a host that dies without closing its connections (power, network)
+# would otherwise hold a commit until TCP gives up (~15 min with tcp_retries2 = 15); with
+# these the connection fails within ~30 s and the batch goes to the new primary.
+CONNECTION_DEFAULTS = {
+    "connect_timeout": "5",
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
+def writer_dsn(dsn: str) -> tuple[str, int]:
+    """(the DSN to connect with, how many hosts it names). Adds :data:`CONNECTION_DEFAULTS`
+    the DSN does not set and, with several hosts and no ``target_session_attrs``,
+    ``read-write``: libpq would otherwise settle on the first host that answers, a standby
+    perhaps, and every write would fail there while the primary is up."""
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    params = conninfo_to_dict(dsn)
+    hosts = len(str(params.get("host") or "").split(","))
+    extra = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in params}
+    if hosts > 1 and "target_session_attrs" not in params:
+        extra["target_session_attrs"] = "read-write"
+    return (make_conninfo(dsn, **extra) if extra else dsn), hosts
+
+
+_durability_lock = threading.Lock()
+_durability_said: tuple[str, str] | None = None
+
+
+def _say_durability(server: str, state: str, commit_mode: str, standby_names: str, standbys: int) -> None:
+    """One log line when the writable server or what its commits wait for changes (a failover)."""
+    global _durability_said
+    with _durability_lock:
+        if _durability_said == (server, state):
+            return
+        _durability_said = (server, state)
+    if commit_mode in ("off", "local"):
+        logger.warning(
+            "PostgreSQL %s has synchronous_commit=%s; the collector's sessions use 'on'", server, commit_mode
+        )
+    if state == "synchronous":
+        logger.info(
+            "PostgreSQL %s: each commit waits for a synchronous standby (%s; %d connected):"
+            " acknowledged events survive a failover",
+            server,
+            standby_names,
+            standbys,
+        )
+    elif state == "synchronous_no_standby":
+        logger.warning(
+            "PostgreSQL %s names synchronous standbys (%s) but none is connected:"
+            " commits wait (nothing is acknowledged) until one connects",
+            server,
+            standby_names,
+        )
+    elif state == "asynchronous":
+        logger.warning(
+            "PostgreSQL %s replicates asynchronously (%d standby connected, synchronous_standby_names empty):"
+            " events acknowledged just before a failover can be LOST; set synchronous_standby_names"
+            " (docs/central/collector.md, 'PostgreSQL failover')",
+            server,
+            standbys,
+        )
+    elif state == "no_standby":
+        logger.warning(
+            "PostgreSQL %s has no standby connected: acknowledged events are only as safe as its disk"
+            " until a synchronous standby is attached",
+            server,
+        )
+    else:
+        logger.info("PostgreSQL %s has no standby: acknowledged events are as safe as its disk", server)
 
 
 # SQLite extended result names -> kind of failure (first match wins).
@@ -451,6 +579,7 @@ def _one_line(exc: BaseException) -> str:
 
 
 def redact_dsn(dsn: str) -> str:
+    dsn = re.sub(r"(password=)[^&\s]*", r"\1***", dsn)
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", dsn)
 
 

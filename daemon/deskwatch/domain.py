@@ -257,10 +257,15 @@ class PeopleView:
         return ([self.worker] if self.worker else []) + self.extras
 
     def to_anonymise(self) -> tuple[list[Box], list[Box]]:
-        """(faces, bodies) to blur: everyone in the frame but the worker and the extras,
-        including any face or body the view did not place."""
+        """(faces, bodies) to blur in evidence: everyone in the frame but the worker and the
+        extras (and the pictures a liveness check caught), including any face or body the
+        view did not place."""
+        return self.all_but(self.non_bystanders + self.pictures)
+
+    def all_but(self, sharp: list[Person]) -> tuple[list[Box], list[Box]]:
+        """(faces, bodies) of the frame that do not belong to one of ``sharp``."""
         keep: set[int] = set()
-        for p in self.non_bystanders + self.pictures:
+        for p in sharp:
             if p.detection is not None:
                 keep.add(id(p.detection))
             if p.face is not None:

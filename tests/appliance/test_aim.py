@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis, LightReading
+from deskwatch.policy.config import PolicyConfig
 from deskwatch.technician.aim import AimView, half_blocks, run_aim
 from tests.support.common import REPO
 
@@ -32,7 +33,7 @@ def test_the_view_draws_the_zone_and_says_what_the_policy_sees() -> None:
     seen = FrameAnalysis(
         0, LIGHT, [Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))], [Face(Box(0.4, 0.25, 0.55, 0.45), 0.9)]
     )
-    view = AimView(lambda f: seen, [0.25, 0.0, 0.75, 1.0], 0.3, columns=64)
+    view = AimView(lambda f: seen, PolicyConfig(desk_zone=[0.25, 0.0, 0.75, 1.0]), columns=64)
     lines, status = view.render(frame)
     assert len(lines) == round(64 * 360 / 640 / 2)  # 18 text rows for a 16:9 picture
     assert "\x1b[38;2;255;212;0m" in "".join(lines)  # the desk zone's yellow is on screen
@@ -41,7 +42,7 @@ def test_the_view_draws_the_zone_and_says_what_the_policy_sees() -> None:
 
 def test_it_stops_by_itself() -> None:
     frame = Frame(np.zeros((90, 160, 3), dtype=np.uint8), datetime.now(UTC))
-    view = AimView(lambda f: FrameAnalysis(0, LIGHT), [0.0, 0.0, 1.0, 1.0], 0.3, columns=20)
+    view = AimView(lambda f: FrameAnalysis(0, LIGHT), PolicyConfig(desk_zone=[0.0, 0.0, 1.0, 1.0]), columns=20)
     now = [0.0]
     out = io.StringIO()
     shown = run_aim(

@@ -207,6 +207,22 @@ def test_second_person_close_to_the_camera_is_extra_person():
     assert out.persons == 2 and out.bystanders == 0
 
 
+def test_a_weak_faceless_box_over_the_worker_is_neither_the_worker_nor_a_second_person():
+    # as on eat_02 tilted and face_07 blurred, fitted into camera frames: a 0.40 box (a
+    # shadow, an arm, the background) larger than the worker's own box and holding the
+    # centre of the worker's face
+    weak = person(Box(0.0, 0.02, 0.6, 1.0), 0.40)
+    worker = person(Box(0.3, 0.03, 0.7, 1.0), 0.72)
+    worker_face = face(Box(0.3, 0.28, 0.58, 0.9), facing=0.76)  # close: 62 % of the frame high
+    out = run(burst(5, [weak, worker], [worker_face]))
+    assert types(out) == [], out.findings
+    # the same weak box beside two people certainly there changes nothing either
+    second = person(Box(0.65, 0.2, 1.0, 1.0), 0.8)
+    out = run(burst(5, [weak, worker, second], [worker_face]))
+    assert types(out) == ["extra_person"]
+    assert out.findings[0].detections == [second]
+
+
 def test_far_person_looking_at_the_screen_is_extra_person():
     far = person(Box(0.8, 0.3, 0.9, 0.6), 0.7)
     far_face = face(Box(0.83, 0.31, 0.87, 0.38), facing=0.9)  # 7 % of the height, facing

@@ -137,13 +137,16 @@ def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
 ) -> None:
     """Each photo as it is and in 12 variations a camera adds (``deskwatch_dev.variants``:
     mirrored, darker, brighter, gamma, warm light, JPEG, noise, blur, smaller, cropped,
-    tilted), one frame through the policy: no phone_use, extra_person, eating or
-    presentation_attack its labels contradict. Seen from above, a worker's arms and back once gave
-    two strong person boxes (an extra_person on 11 of 360 scans of the first 8 variants, 5 of
-    them on phone_desk_06), and a man seen from behind was nobody (away_from_desk) once
-    mirrored; away_from_desk keeps today's few misses (hands-only photos) as its bar."""
+    tilted), as the file and fitted into a 1280x720 camera frame, one frame through the
+    policy: no phone_use, extra_person, eating or presentation_attack its labels contradict.
+    Seen from above, a worker's arms and back once gave two strong person boxes (an
+    extra_person on 11 of 360 scans of the first 8 variants, 5 of them on phone_desk_06), a
+    man seen from behind was nobody (away_from_desk) once mirrored, and a travel mug held at
+    the chest (multi_08 tilted -5, as a camera frame) was a phone in hand at 0.497; away_from_desk
+    keeps today's few misses (hands-only photos) as its bar."""
     from datetime import UTC, datetime
 
+    from deskwatch.commands.bench import fit_frame
     from deskwatch.domain import Frame
     from deskwatch.policy.engine import Policy, PolicyContext
     from deskwatch_dev.variants import VARIANTS, false_findings
@@ -154,20 +157,33 @@ def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
     false: dict[str, list[str]] = {}
     for photo in labelled_photos:
         for name, vary in VARIANTS.items():
-            if name == "photo":
-                analysis = int8_analyses[photo.file]
-            else:
-                analysis = int8_vision.analyze(Frame(np.ascontiguousarray(vary(photo.image)), now, 0))
-            outcome = policy.evaluate([analysis], PolicyContext(now, "cli", confirming=True))
-            for finding in false_findings(photo.labels, {f.type for f in outcome.findings}):
-                false.setdefault(finding, []).append(f"{photo.file} {name}")
+            varied = np.ascontiguousarray(vary(photo.image))
+            for size, image in (("file", varied), ("1280x720", fit_frame(varied, 1280, 720))):
+                if name == "photo" and size == "file":
+                    analysis = int8_analyses[photo.file]
+                else:
+                    analysis = int8_vision.analyze(Frame(image, now, 0))
+                outcome = policy.evaluate([analysis], PolicyContext(now, "cli", confirming=True))
+                for finding in false_findings(photo.labels, {f.type for f in outcome.findings}):
+                    false.setdefault(finding, []).append(f"{photo.file} {name} {size}")
     assert "phone_use" not in false, false
     assert "extra_person" not in false, false
     assert "presentation_attack" not in false, false
     # phone_desk_02 and phone_hand_03 show a person's hands and nothing else of them: the
-    # presence check's hands keep them from being an empty desk (vision/hands.py)
-    assert "away_from_desk" not in false, false
-    assert "eating" not in false, false  # gold coins over the eyes (nophone_hand_02 mirrored) were a doughnut
+    # presence check's hands keep them from being an empty desk (vision/hands.py). Two views
+    # of hands alone, as camera frames, still are (stop 25): no palm found in phone_desk_05's
+    # top-down hands mirrored, and nophone_hand_04's brightened tablet-holding hands scored
+    # under the bar. Any other is new.
+    assert set(false.get("away_from_desk", [])) <= KNOWN_AWAY_IN_CAMERA_FRAMES, false
+    # gold coins over the eyes (nophone_hand_02 mirrored) were a doughnut. A glass raised for a
+    # toast whose rim, in one cropped camera-frame view, is 0.02 ear widths under the lips
+    # (the doughnuts being eaten: 0.08 above to 0.04 below) is at the mouth in 2-D; no
+    # geometry tells the two apart.
+    assert set(false.get("eating", [])) <= KNOWN_EATING_IN_CAMERA_FRAMES, false
+
+
+KNOWN_AWAY_IN_CAMERA_FRAMES = {"phone_desk_05.jpg mirrored 1280x720", "nophone_hand_04.jpg brighter 1280x720"}
+KNOWN_EATING_IN_CAMERA_FRAMES = {"multi_07.jpg 85 % crop 1280x720"}
 
 
 def test_the_presence_check_finds_who_the_detector_missed_and_nobody_on_empty_scenes(

@@ -37,7 +37,7 @@ from deskwatch.vision.crops import (
     to_frame,
 )
 from deskwatch.vision.eating import food_at_mouth
-from deskwatch.vision.objects import COCO_LABELS
+from deskwatch.vision.objects import BINS, COCO_LABELS, PHONE_RIVALS, STRIDES, decode
 from deskwatch.vision.phones import AT_EAR, IN_HAND, VISIBLE, behaviour, confirmed_phones, phone_score
 from deskwatch.vision.pose import INPUT_SIZE, Pose, PoseEstimator, pose_square
 from tests.support.vision import Photo, vision_config
@@ -256,6 +256,32 @@ def pose(nose: tuple[float, float] = (500, 200), scale: float = 200.0, **points:
 
 def px_box(x0: float, y0: float, x1: float, y1: float) -> Box:
     return Box(x0 / W, y0 / H, x1 / W, y1 / H)
+
+
+def test_a_phone_the_detector_rates_below_a_drink_at_the_same_place_is_no_phone_candidate() -> None:
+    """A mug in the hand gives weak phone scores beside stronger cup ones: NanoDet's own
+    ranking at an anchor decides (a travel mug once passed as a phone in hand at 0.497)."""
+    outputs = {}
+    for s in STRIDES:
+        n = (-(-416 // s)) ** 2
+        outputs[f"cls_{s}"] = np.zeros((1, n, len(COCO_LABELS)), np.float32)
+        outputs[f"box_{s}"] = np.zeros((1, n, 4 * BINS), np.float32)
+    cls = outputs["cls_8"][0]
+    phone, cup, remote = (COCO_LABELS.index(x) for x in ("cell phone", "cup", "remote"))
+    cls[0, [phone, cup]] = 0.5, 0.6  # a mug: the cup outranks the phone
+    cls[1, [phone, cup]] = 0.6, 0.5  # a phone beside a cup's weaker vote
+    cls[2, [phone, remote]] = 0.5, 0.6  # only drinks are rivals: a remote does not hide a phone
+    thresholds = np.full(len(COCO_LABELS), 0.3, np.float32)
+    found = decode(outputs, thresholds)
+
+    def anchors(raw: Any) -> list[tuple[int, str]]:  # (anchor of stride 8, label): boxes are centred on their cell
+        column = ((raw.boxes[:, 0] + raw.boxes[:, 2]) / 2 * 416 / 8 - 0.5).round().astype(int)
+        return sorted(zip(column.tolist(), (COCO_LABELS[c] for c in raw.classes), strict=True))
+
+    assert anchors(found) == [(0, "cup"), (1, "cell phone"), (1, "cup"), (2, "cell phone"), (2, "remote")]
+    assert "cup" in PHONE_RIVALS and "remote" not in PHONE_RIVALS
+    # asked for phones only (a hand crop's votes), the mug is still no phone
+    assert anchors(decode(outputs, thresholds, np.array([phone]))) == [(1, "cell phone"), (2, "cell phone")]
 
 
 def test_crops_are_squares_around_both_hands_and_the_head() -> None:  # one crop size

@@ -51,6 +51,17 @@ def test_a_folder_without_labels_is_a_clear_error(tmp_path: Path, capsys: pytest
     assert "no labels.yaml" in capsys.readouterr().err
 
 
+def test_an_unknown_size_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert variants.main([str(PHOTOS), "--sizes", "file,640x480"]) == 2
+    assert "--sizes takes file and/or 1280x720" in capsys.readouterr().err
+
+
+def test_a_camera_frame_is_the_photo_fitted_into_1280x720() -> None:
+    image = np.full((90, 160, 3), 200, np.uint8)
+    assert variants._sized(image, "file") is image
+    assert variants._sized(image, "1280x720").shape == (720, 1280, 3)
+
+
 @pytest.mark.slow
 def test_figures_on_real_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     labels = yaml.safe_load((PHOTOS / "labels.yaml").read_text())
@@ -61,6 +72,8 @@ def test_figures_on_real_photos(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert variants.main([str(tmp_path), "--json"]) == 0
     totals = json.loads(capsys.readouterr().out)
     assert totals["photos"] == 3 and totals["variants"] == list(variants.VARIANTS)
+    assert totals["sizes"] == ["file", "1280x720"]  # each variant as the file and as a camera frame
+    assert totals["false"]["by_size"] == {"file": 0, "1280x720": 0}
     assert totals["false"]["by_finding"] == {}  # phone_desk_06 (one worker seen from above): no extra_person
     assert totals["found"]["phone_use"] >= 6  # the phone in both hands, in most variants
     assert totals["found"]["extra_person"] >= 6  # three people at a table

@@ -7,6 +7,7 @@ sends SIGINT (fast shutdown) and waits, so no process outlives the test.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -57,11 +58,12 @@ def stop_process(proc: subprocess.Popen[bytes] | None, sig: int = signal.SIGTERM
 class TempPostgres:
     """``initdb`` + ``postgres -D`` on a free loopback port, trust auth, torn down by :meth:`stop`."""
 
-    def __init__(self, user: str = "postgres") -> None:
+    def __init__(self, user: str = "postgres", settings: tuple[str, ...] = ()) -> None:
         self.user = user
         self.port = free_port()
         self.root = Path(tempfile.mkdtemp(prefix="deskwatch-pg-"))
         self.proc: subprocess.Popen[bytes] | None = None
+        self.settings = settings  # more ``-c name=value`` settings, after PG_SETTINGS
 
     def _ids(self) -> tuple[int | None, int | None]:
         """(uid, gid) to run the server as: the ``postgres`` user when we are root."""
@@ -79,10 +81,16 @@ class TempPostgres:
         if os.geteuid() == 0:
             pw = pwd.getpwnam(self.user)
             os.chown(data, pw.pw_uid, pw.pw_gid)
-        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+        self._as_server_user(
+            [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"]
+        )
+        return self._first_launch(timeout)
+
+    def _as_server_user(self, argv: list[str]) -> None:
         uid, gid = self._ids()
+        env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
         subprocess.run(
-            [str(PG_BIN / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync"],
+            argv,
             check=True,
             capture_output=True,
             env=env,
@@ -91,6 +99,8 @@ class TempPostgres:
             group=gid,
             extra_groups=[] if uid is not None else None,
         )
+
+    def _first_launch(self, timeout: float) -> TempPostgres:
         self._log = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - closed in stop()
         try:
             self._launch(timeout)
@@ -105,7 +115,7 @@ class TempPostgres:
         uid, gid = self._ids()
         self.proc = subprocess.Popen(
             [str(PG_BIN / "postgres"), "-D", str(data), "-p", str(self.port), "-h", "127.0.0.1", "-k", str(data)]
-            + [arg for opt in PG_SETTINGS for arg in ("-c", opt)],
+            + [arg for opt in (*PG_SETTINGS, *self.settings) for arg in ("-c", opt)],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"},
@@ -125,6 +135,51 @@ class TempPostgres:
 
     def resume(self, timeout: float = 20.0) -> None:
         self._launch(timeout)
+
+    def standby(self, settings: tuple[str, ...] = (), timeout: float = 20.0) -> TempPostgres:
+        """A streaming standby of this (running) server: ``pg_basebackup -R`` into a new
+        directory, started hot; ``promote()`` makes it a primary. Its own process group."""
+        replica = TempPostgres(self.user, ("wal_receiver_timeout=0", *settings))
+        data = replica.root / "data"
+        replica.root.chmod(0o755)
+        data.mkdir(mode=0o700)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam(self.user)
+            os.chown(data, pw.pw_uid, pw.pw_gid)
+        base = [str(PG_BIN / "pg_basebackup"), "-D", str(data), "-h", "127.0.0.1", "-p", str(self.port)]
+        replica._as_server_user([*base, "-U", "postgres", "-R", "--checkpoint=fast", "--no-sync"])
+        return replica._first_launch(timeout)
+
+    def promote(self, timeout: int = 20) -> None:
+        """End recovery on a standby: it takes writes from now on (``pg_promote()``)."""
+        import psycopg
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT pg_promote(true, %s)", (timeout,)).fetchone()
+        if not row or row[0] is not True:
+            raise RuntimeError("the standby did not leave recovery")
+
+    def crash(self) -> None:
+        """SIGKILL every process of the server at once, as a power cut would.
+
+        PostgreSQL's children each call ``setsid()``, so the postmaster's process group is not
+        enough: everything is frozen first (SIGSTOP: no fork, no write, no packet after this
+        instant), then killed. Children of the postmaster only, so no other server is touched."""
+        assert self.proc is not None, "crash() needs a running server"
+        pids = [self.proc.pid]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.proc.pid, signal.SIGSTOP)
+            pids += _children(self.proc.pid)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGSTOP)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.proc.wait()
+        deadline = time.monotonic() + 10
+        while any(_alive(pid) for pid in pids[1:]) and time.monotonic() < deadline:
+            time.sleep(0.02)  # reparented to init, which reaps them
 
     def _wait_ready(self, timeout: float) -> None:
         import psycopg
@@ -155,6 +210,22 @@ class TempPostgres:
         if getattr(self, "_log", None) is not None:
             self._log.close()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _children(pid: int) -> list[int]:
+    out: list[int] = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        with contextlib.suppress(OSError):
+            out += [int(child) for child in (task / "children").read_text().split()]
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 class TempMosquitto:

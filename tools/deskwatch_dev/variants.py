@@ -5,8 +5,10 @@ A verdict that holds on a photo and flips on the same photo mirrored, darker, br
 with another gamma or white balance, re-compressed, noisier, out of focus, smaller, cropped
 or tilted by 5 degrees was luck, not a measurement.
 Each labelled photo is analysed as each variant (one frame, the shipped models and the
-default ``full`` profile, through the policy as ``deskwatch scan`` does) and every finding
-its labels contradict is listed:
+default ``full`` profile, through the policy as ``deskwatch scan`` does), as the file and
+fitted into a 1280x720 camera frame as ``deskwatch bench`` does (``--sizes file`` for the
+files only: what this tool measured before stop 25), and every finding its labels
+contradict is listed:
 
 - ``phone_use`` on a photo not labelled ``phone_in_use``;
 - ``eating`` on a photo not labelled ``eating``;
@@ -131,15 +133,28 @@ def true_findings(labels: dict[str, Any], findings: set[str]) -> list[str]:
     return [f for f, wanted in want.items() if wanted and f in findings]
 
 
-def measure(directory: Path, *, verbose: bool = True) -> dict[str, Any]:
-    """Totals: false findings per type and per variant, and the true findings per type."""
+SIZES = ("file", "1280x720")
+
+
+def _sized(image: np.ndarray, size: str) -> np.ndarray:
+    from deskwatch.commands.bench import fit_frame
+
+    return image if size == "file" else fit_frame(image, 1280, 720)
+
+
+def measure(directory: Path, *, verbose: bool = True, sizes: tuple[str, ...] = SIZES) -> dict[str, Any]:
+    """Totals: false findings per type, per variant and per size, and the true findings per type."""
     from deskwatch.app import build_policy, build_vision
     from deskwatch.domain import Frame, utcnow
     from deskwatch.policy.engine import PolicyContext
     from deskwatch_dev.phonefigures import _config, _load
 
     labels = yaml.safe_load((directory / "labels.yaml").read_text())["files"]
-    false: dict[str, dict[str, int]] = {"by_finding": {}, "by_variant": {name: 0 for name in VARIANTS}}
+    false: dict[str, dict[str, int]] = {
+        "by_finding": {},
+        "by_variant": {name: 0 for name in VARIANTS},
+        "by_size": {size: 0 for size in sizes},
+    }
     found: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="deskwatch-variants-") as state:
         cfg = _config(state)
@@ -149,38 +164,55 @@ def measure(directory: Path, *, verbose: bool = True) -> dict[str, Any]:
                 image = _load(directory / entry["file"])
                 wrong = []
                 for name, vary in VARIANTS.items():
-                    analysis = vision.analyze(Frame(np.ascontiguousarray(vary(image)), utcnow(), 0))
-                    outcome = policy.evaluate([analysis], PolicyContext(now=utcnow(), trigger="cli", confirming=True))
-                    findings = {f.type for f in outcome.findings}
-                    for finding in false_findings(entry, findings):
-                        wrong.append(f"{name}: {finding}")
-                        false["by_finding"][finding] = false["by_finding"].get(finding, 0) + 1
-                        false["by_variant"][name] += 1
-                    for finding in true_findings(entry, findings):
-                        found[finding] = found.get(finding, 0) + 1
+                    varied = np.ascontiguousarray(vary(image))
+                    for size in sizes:
+                        analysis = vision.analyze(Frame(_sized(varied, size), utcnow(), 0))
+                        context = PolicyContext(now=utcnow(), trigger="cli", confirming=True)
+                        findings = {f.type for f in policy.evaluate([analysis], context).findings}
+                        for finding in false_findings(entry, findings):
+                            wrong.append(f"{name} ({size}): {finding}")
+                            false["by_finding"][finding] = false["by_finding"].get(finding, 0) + 1
+                            false["by_variant"][name] += 1
+                            false["by_size"][size] += 1
+                        for finding in true_findings(entry, findings):
+                            found[finding] = found.get(finding, 0) + 1
                 if verbose and wrong:
                     print(f"{entry['file']:22} false: {', '.join(wrong)}", flush=True)
         finally:
             vision.close()
-    return {"photos": len(labels), "variants": list(VARIANTS), "false": false, "found": found}
+    return {"photos": len(labels), "variants": list(VARIANTS), "sizes": list(sizes), "false": false, "found": found}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deskwatch_dev.variants", description=__doc__.split("\n\n")[0])
     parser.add_argument("directory", nargs="?", type=Path, default=REPO / "tests" / "data" / "photos")
     parser.add_argument("--json", action="store_true", help="print the totals as JSON only")
+    parser.add_argument(
+        "--sizes",
+        default=",".join(SIZES),
+        help="comma-separated: file (the photo as it is), 1280x720 (fitted into a camera frame); default both",
+    )
     args = parser.parse_args(argv)
     if not (args.directory / "labels.yaml").is_file():
         print(f"variants: no labels.yaml in {args.directory}: pass a labelled photo folder", file=sys.stderr)
         return 2
-    totals = measure(args.directory, verbose=not args.json)
+    sizes = tuple(s.strip() for s in args.sizes.split(",") if s.strip())
+    if not sizes or any(s not in SIZES for s in sizes):
+        print(
+            f"variants: --sizes takes {' and/or '.join(SIZES)}, comma-separated (got {args.sizes!r})", file=sys.stderr
+        )
+        return 2
+    totals = measure(args.directory, verbose=not args.json, sizes=sizes)
     if args.json:
         print(json.dumps(totals, indent=1))
         return 0
-    views = totals["photos"] * len(totals["variants"])
-    print(f"\n{totals['photos']} photos x {len(totals['variants'])} variants = {views} one-frame scans")
+    views = totals["photos"] * len(totals["variants"]) * len(sizes)
+    print(
+        f"\n{totals['photos']} photos x {len(totals['variants'])} variants x {len(sizes)} sizes = {views} one-frame scans"
+    )
     print("false findings:", json.dumps(totals["false"]["by_finding"]) if totals["false"]["by_finding"] else "none")
     print("false findings per variant:", json.dumps(totals["false"]["by_variant"]))
+    print("false findings per size:", json.dumps(totals["false"]["by_size"]))
     print("true findings reported:", json.dumps(totals["found"]))
     return 0
 

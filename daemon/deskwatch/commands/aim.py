@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         camera.open()  # once for the whole session: reopening a Pi camera per frame takes a second
         try:
             record_camera_use(cfg, "aim", {"seconds": min(args.seconds, 600.0), "kept": "none (terminal only)"})
-            view = AimView(vision.analyze, cfg.policy.desk_zone, cfg.policy.rules.away_from_desk.min_overlap, columns)
+            view = AimView(vision.analyze, cfg.policy, columns)
             shown = run_aim(
                 view,
                 lambda: Frame(camera.capture(), datetime.now(UTC)),

@@ -132,6 +132,11 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False,
         return [f"{when}  on-demand scan REFUSED, camera stayed closed: {d.get('why')}"]
     if kind == "selftest_capture":
         return [f"{when}  technician's selftest used the camera ({d.get('frames')} frames, nothing sent)"]
+    if kind == "selftest_snapshot":
+        return [
+            f"{when}  technician kept a framing picture on the device at {d.get('path')} ({d.get('blurred_faces')} "
+            f"face(s), {d.get('blurred_bodies')} person box(es) blurred; nothing sent)"
+        ]
     if kind == "aim_capture":
         return [f"{when}  technician aimed the camera (live view for up to {d.get('seconds')} s, nothing kept or sent)"]
     return [f"{when}  {kind}: {json.dumps(d)}"]

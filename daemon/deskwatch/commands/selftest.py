@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from deskwatch.commands.common import load_config_or_exit
+from deskwatch.config import Config
+from deskwatch.domain import Frame, FrameAnalysis
 from deskwatch.technician.selftest import CHECKS, FAIL, header, render_header, render_table, run_selftest
 from deskwatch_contract import exitcodes
 
@@ -42,20 +45,7 @@ def run(args: argparse.Namespace) -> int:
 
     result = run_selftest(cfg, config_path=args.config, skip=args.skip, progress=progress)
     if args.snapshot:
-        frame = result.snapshot_frame
-        if frame is None:
-            print(f"no snapshot written to {args.snapshot}: the camera delivered no frame", file=sys.stderr)
-        else:
-            from deskwatch.technician.snapshot import write_snapshot
-
-            path = write_snapshot(
-                args.snapshot,
-                frame,
-                result.analysis,
-                cfg.policy.desk_zone,
-                cfg.policy.rules.away_from_desk.min_overlap,
-            )
-            print(f"framing picture written to {path}", file=sys.stderr)
+        write_framing_picture(cfg, args.snapshot, result.snapshot_frame, result.analysis)
     head = header(cfg)
     if args.json:
         print(json.dumps({"ok": not result.failed, **head, "checks": [r.to_json() for r in result.results]}, indent=2))
@@ -63,3 +53,38 @@ def run(args: argparse.Namespace) -> int:
         print(render_header(head))
         print(render_table(result.results))
     return exitcodes.FAIL if any(r.status == FAIL for r in result.results) else 0
+
+
+def write_framing_picture(cfg: Config, path: str, frame: Frame | None, analysis: FrameAnalysis | None) -> bool:
+    """``--snapshot``: the anonymised framing picture, recorded in the audit trail; a clear
+    line on stderr whether it was written or not (the checks' table still follows)."""
+    if frame is None:
+        print(f"no snapshot written to {path}: the camera delivered no frame", file=sys.stderr)
+        return False
+    if analysis is None:
+        print(
+            f"no snapshot written to {path}: the framing check did not analyse the frame (skipped, or the "
+            "models failed), so the people in it could not be found and blurred; run the selftest without "
+            "`--skip framing` once the models check passes",
+            file=sys.stderr,
+        )
+        return False
+    from deskwatch.technician.selftest import record_camera_use
+    from deskwatch.technician.snapshot import write_snapshot
+
+    try:
+        blurred = write_snapshot(path, frame, analysis, cfg.policy)
+    except OSError as exc:
+        print(
+            f"no snapshot written to {path}: {exc.strerror or exc} (is the folder there and writable?)", file=sys.stderr
+        )
+        return False
+    where = os.path.abspath(path)
+    record_camera_use(cfg, "selftest_snapshot", {"path": where, **blurred.to_json()}, kind="selftest_snapshot")
+    sharp = "the worker at the desk left sharp" if blurred.worker_sharp else "nobody placed at the desk"
+    print(
+        f"framing picture written to {where} ({blurred.faces} face(s) and {blurred.bodies} person box(es) "
+        f"blurred, {sharp}; it shows the desk: delete it when the camera is aimed)",
+        file=sys.stderr,
+    )
+    return True

@@ -124,7 +124,9 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
         holder.detection = holder.detection or d
     people: list[Person] = []
     claimed: set[int] = set()
-    for d in sorted(dets, key=lambda d: d.box.area, reverse=True):
+    # the boxes certain enough to count as a person claim faces first, each the largest
+    # first: a weak box around a person (a shadow, an arm) must not take their face
+    for d in sorted(dets, key=lambda d: (d.score >= extra.min_person_score, d.box.area), reverse=True):
         inside = [i for i, f in enumerate(faces) if i not in claimed and d.box.contains(*f.box.centre)]
         face = None
         if inside:  # the biggest unclaimed face in the box, usually the person's own
@@ -139,11 +141,19 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
             return False
         return p.in_zone(zone, away.min_overlap)
 
+    def sure(p: Person) -> bool:
+        """Somebody for certain: a face, or a person box strong enough to count as a second person."""
+        return p.face is not None or (p.detection is not None and p.detection.score >= extra.min_person_score)
+
     view = PeopleView(a, pictures=pictures)
     candidates = [p for p in people if at_desk(p)]
     if candidates:
+        # the worker: the one the identity check recognised, else the largest of those
+        # certainly there. A weak faceless box over the worker's shoulder (0.40, larger than
+        # the worker's own box) once took the worker's place and made the worker a second
+        # person close to the camera (eat_02 tilted, face_07 blurred, as camera frames).
         known = [p for p in candidates if p.face is not None and p.face.identity == "worker"]
-        view.worker = max(known or candidates, key=lambda p: p.box.area)
+        view.worker = max(known or candidates, key=lambda p: (sure(p), p.box.area))
     for p in people:
         if p is view.worker:
             continue

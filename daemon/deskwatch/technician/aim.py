@@ -1,7 +1,8 @@
 """``deskwatch aim``: the live framing in the technician's terminal, for aiming the camera.
 
-Each frame goes through the daemon's own vision stage; the desk zone, people (green
-inside it, grey outside), faces and phones are drawn in the snapshot's colours at
+Each frame goes through the daemon's own vision stage, is anonymised as the framing
+snapshot is (everybody but the worker at the desk blurred), and the desk zone, people
+(green inside it, grey outside), faces and phones are drawn in the snapshot's colours at
 terminal size, with half-block characters in 24-bit colour: two picture rows per text row,
 so an 80-column terminal shows an 80x64 picture over SSH, with no web server and no
 file on the device. A line under it says what the policy would see. It stops by itself
@@ -16,8 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TextIO
 
+import numpy as np
+
 from deskwatch.domain import Box, Frame, FrameAnalysis, Person
-from deskwatch.technician.snapshot import FACE, OUTSIDE, PERSON, PHONE, ZONE
+from deskwatch.policy.config import PolicyConfig
+from deskwatch.technician.snapshot import FACE, OUTSIDE, PERSON, PHONE, ZONE, anonymise_for_framing
 
 MAX_SECONDS = 600.0
 HALF = "\u2580"  # upper half block: foreground = upper pixel, background = lower pixel
@@ -85,20 +89,24 @@ def describe(analysis: FrameAnalysis, desk_zone: list[float], min_overlap: float
 
 @dataclass
 class AimView:
-    """One frame, analysed and drawn; the terminal loop and the tests share it."""
+    """One frame, analysed, anonymised as the framing snapshot is (everybody but the worker
+    blurred, at terminal size) and drawn; the terminal loop and the tests share it."""
 
     analyze: Callable[[Frame], FrameAnalysis]
-    desk_zone: list[float]
-    min_overlap: float
+    policy: PolicyConfig
     columns: int = 80
 
     def render(self, frame: Frame, footer: str = "") -> tuple[list[str], str]:
         from PIL import Image
 
         analysis = self.analyze(frame)
-        image = Image.fromarray(frame.image, "RGB").resize(terminal_size(frame.width, frame.height, self.columns))
-        draw_boxes(image, analysis, self.desk_zone, self.min_overlap)
-        summary = describe(analysis, self.desk_zone, self.min_overlap)
+        small = Image.fromarray(frame.image, "RGB").resize(terminal_size(frame.width, frame.height, self.columns))
+        pixels = np.array(small, dtype=np.uint8)
+        anonymise_for_framing(pixels, analysis, self.policy)
+        image = Image.fromarray(pixels, "RGB")
+        zone, overlap = self.policy.desk_zone, self.policy.rules.away_from_desk.min_overlap
+        draw_boxes(image, analysis, zone, overlap)
+        summary = describe(analysis, zone, overlap)
         return half_blocks(image, self.columns), summary + (f"  |  {footer}" if footer else "")
 
 

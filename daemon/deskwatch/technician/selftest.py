@@ -211,15 +211,16 @@ def _audit_capture(run: SelftestRun, frames: int) -> None:
     record_camera_use(run.cfg, "selftest", {"frames": frames, "kept": "none (snapshot only if asked)"})
 
 
-def record_camera_use(cfg: Config, tool: str, details: dict[str, Any]) -> None:
-    """The worker sees in `deskwatch history` that the camera was used outside a scan."""
+def record_camera_use(cfg: Config, tool: str, details: dict[str, Any], kind: str | None = None) -> None:
+    """The worker sees in `deskwatch history` that the camera was used outside a scan
+    (the audit event ``<tool>_capture``, or ``kind``)."""
     from deskwatch.audit import AuditLog
     from deskwatch.domain import utcnow
 
     try:
         audit = AuditLog.for_state_dir(cfg.state_dir)
         try:
-            audit.record_event(f"{tool}_capture", utcnow(), details)
+            audit.record_event(kind or f"{tool}_capture", utcnow(), details)
         finally:
             audit.close()
     except Exception as exc:  # a technician without write access still gets the tool

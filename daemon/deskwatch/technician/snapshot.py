@@ -2,30 +2,71 @@
 
 Draws the desk zone, every person (green in the zone, grey outside), faces (with the
 identity verdict when one ran), phones, and a banner with the light level. It stays
-on the device: it is written where the technician asked and never published.
+on the device: it is written where the technician asked (mode 0600, a USB stick
+perhaps) and never published.
+
+It is a picture of someone's home, so it is anonymised as evidence is, and more
+strictly: everybody but the worker the policy places at the desk (bystanders, a second
+person close to the screen, a face a liveness check called a picture, any face or body
+the policy could not place) is blurred with the evidence blur before a box is drawn
+(``deskwatch.evidence.blur``); the worker stays sharp, because aiming is about their
+face and light. Without an analysis of the frame (the framing check skipped, or no
+models) nobody can be found to blur, so no picture is written.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from deskwatch.domain import Box, Frame, FrameAnalysis, LightReading, Person
+import numpy as np
+
+from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis, Person
+from deskwatch.evidence.blur import anonymise_in_place
+from deskwatch.policy.config import PolicyConfig
+from deskwatch.policy.rules import people_view
 
 ZONE, PERSON, OUTSIDE, FACE, PHONE, OTHER = "#ffd400", "#2ecc40", "#aaaaaa", "#39cccc", "#ff4136", "#b10dc9"
 
 
-def annotate(
-    frame: Frame,
-    analysis: FrameAnalysis | None,
-    desk_zone: list[float],
-    light: LightReading | None = None,
-    min_overlap: float = 0.3,
-) -> Image.Image:  # type: ignore[name-defined]  # noqa: F821 - Pillow imported lazily
+@dataclass(frozen=True)
+class Anonymised:
+    """What the framing blur did to one picture (the audit trail and the tests say it)."""
+
+    faces: int
+    bodies: int
+    worker_sharp: bool
+    blurred_ids: frozenset[int]  # id() of each Detection and Face blurred, for the labels
+
+    def to_json(self) -> dict[str, Any]:
+        return {"blurred_faces": self.faces, "blurred_bodies": self.bodies, "worker_sharp": self.worker_sharp}
+
+
+def anonymise_for_framing(image: np.ndarray, analysis: FrameAnalysis, policy: PolicyConfig) -> Anonymised:
+    """Blur, in ``image`` (RGB uint8 of the analysed frame, any size; written to), every
+    face and body but the worker's, as the policy places people."""
+    view = people_view(analysis, policy)
+    sharp = [view.worker] if view.worker is not None else []
+    faces, bodies = view.all_but(sharp)
+    anonymise_in_place(image, faces, bodies)
+    kept = {id(x) for p in sharp for x in (p.detection, p.face) if x is not None}
+    items: list[Detection | Face] = [*analysis.labelled("person"), *analysis.faces]
+    return Anonymised(
+        len(faces), len(bodies), view.worker is not None, frozenset(id(x) for x in items if id(x) not in kept)
+    )
+
+
+def annotate(frame: Frame, analysis: FrameAnalysis, policy: PolicyConfig) -> tuple[Any, Anonymised]:
+    """The framing picture (a PIL image; the camera's frame is not written to) and what was blurred in it."""
     from PIL import Image, ImageDraw, ImageFont
 
-    image = Image.fromarray(frame.image, "RGB")
+    pixels = np.array(frame.image, dtype=np.uint8, copy=True)
+    blurred = anonymise_for_framing(pixels, analysis, policy)
+    image = Image.fromarray(pixels, "RGB")
+    del pixels
     draw = ImageDraw.Draw(image)
     w, h = image.size
     line = max(2, w // 320)
@@ -36,45 +77,52 @@ def annotate(
         x0, y0, x1, y1 = box.to_pixels(w, h)
         return x0, y0, x1 - 1, y1 - 1
 
-    zone = Box(*desk_zone)
+    zone = Box(*policy.desk_zone)
+    min_overlap = policy.rules.away_from_desk.min_overlap
+
+    def blurred_mark(item: Detection | Face) -> str:
+        return " blurred" if id(item) in blurred.blurred_ids else ""
+
     draw.rectangle(px(zone), outline=ZONE, width=line)
     draw.text((px(zone)[0] + 4, px(zone)[1] + 4), "desk zone", fill=ZONE)
-    if analysis is not None:
-        for det in analysis.detections:
-            if det.label == "person":  # the policy's geometry for "at the desk"
-                colour = PERSON if Person(det.box, det).in_zone(zone, min_overlap) else OUTSIDE
-            else:
-                colour = PHONE if det.label == "cell phone" else OTHER
-            b = px(det.box)
-            draw.rectangle(b, outline=colour, width=line)
-            draw.text((b[0] + 3, b[1] + 2), f"{det.label} {det.score:.2f}", fill=colour)
-        for face in analysis.faces:
-            b = px(face.box)
-            draw.rectangle(b, outline=FACE, width=line)
-            label = f"face {face.score:.2f}" + (f" {face.identity}" if face.identity else "")
-            draw.text((b[0] + 3, max(0, b[1] - h // 30)), label, fill=FACE)
-        light = light or analysis.light
-    if light is not None:
-        verdict = "OBSTRUCTED" if light.obstructed else ("TOO DARK" if light.low_light else "ok")
-        text = f"light {light.mean_luma:.0f}/255 contrast {light.contrast:.0f} - {verdict}"
-        banner = max(16, h // 30)
-        draw.rectangle((0, h - banner, w, h), fill="#000000")
-        draw.text((6, h - banner + 2), text, fill="#ffffff")
-    return image
+    for det in analysis.detections:
+        if det.label == "person":  # the policy's geometry for "at the desk"
+            colour = PERSON if Person(det.box, det).in_zone(zone, min_overlap) else OUTSIDE
+        else:
+            colour = PHONE if det.label == "cell phone" else OTHER
+        b = px(det.box)
+        draw.rectangle(b, outline=colour, width=line)
+        draw.text((b[0] + 3, b[1] + 2), f"{det.label} {det.score:.2f}{blurred_mark(det)}", fill=colour)
+    for face in analysis.faces:
+        b = px(face.box)
+        draw.rectangle(b, outline=FACE, width=line)
+        label = f"face {face.score:.2f}" + (f" {face.identity}" if face.identity else "") + blurred_mark(face)
+        draw.text((b[0] + 3, max(0, b[1] - h // 30)), label, fill=FACE)
+    light = analysis.light
+    verdict = "OBSTRUCTED" if light.obstructed else ("TOO DARK" if light.low_light else "ok")
+    text = f"light {light.mean_luma:.0f}/255 contrast {light.contrast:.0f} - {verdict}"
+    banner = max(16, h // 30)
+    draw.rectangle((0, h - banner, w, h), fill="#000000")
+    draw.text((6, h - banner + 2), text, fill="#ffffff")
+    return image, blurred
 
 
-def write_snapshot(
-    path: str | Path, frame: Frame, analysis: FrameAnalysis | None, desk_zone: list[float], min_overlap: float
-) -> Path:
-    """Write the annotated JPEG (mode 0600: it shows the desk) and return its path."""
+def write_snapshot(path: str | Path, frame: Frame, analysis: FrameAnalysis, policy: PolicyConfig) -> Anonymised:
+    """Write the anonymised, annotated JPEG (mode 0600: it shows the desk) and say what
+    was blurred. OSError when the file cannot be written (the caller says so)."""
     out = Path(path)
-    image = annotate(frame, analysis, desk_zone, min_overlap=min_overlap)
+    image, blurred = annotate(frame, analysis, policy)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
-    # created 0600: the picture of the desk is never readable by others, not even briefly
-    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-        image.save(fh, "JPEG", quality=85)
-    tmp.replace(out)
-    return out
+    try:
+        # created 0600: the picture of the desk is never readable by others, not even briefly
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
+            image.save(fh, "JPEG", quality=85)
+        tmp.replace(out)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return blurred
