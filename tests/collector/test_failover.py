@@ -26,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import signal
 import threading
 import time
@@ -38,11 +37,12 @@ import psycopg
 import pytest
 
 from deskwatch_collector.ingest import missing_seqs
-from deskwatch_collector.intake import Inbound, IntakeHealth
+from deskwatch_collector.intake import IntakeHealth
 from deskwatch_collector.store import PostgresStore, Store, open_store, writer_dsn
 from deskwatch_collector.subscriber import Subscriber, SubscriberSettings
 from deskwatch_dev.devservers import TempPostgres
 from deskwatch_dev.fleet import SimDevice
+from deskwatch_dev.pgfailover import AckedInbox
 from tests.support.mosquitto import Broker
 from tests.support.web import ServerFactory, WebClient
 
@@ -96,31 +96,6 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
         if standby is not None:
             standby.stop()
         primary.stop()
-
-
-class RecordingInbox(queue.Queue[Inbound]):
-    """The writer's inbox, noting the event ids of what the collector acknowledged (after commit)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.acked: list[str] = []
-        self.lock = threading.Lock()
-
-    def put(self, item: Inbound, block: bool = True, timeout: float | None = None) -> None:
-        if item.topic.endswith("/event"):
-            event_id, ack = str(json.loads(item.payload)["event_id"]), item.ack
-
-            def noted() -> None:
-                ack()
-                with self.lock:
-                    self.acked.append(event_id)
-
-            item.ack = noted
-        super().put(item, block, timeout)
-
-    def snapshot(self) -> set[str]:
-        with self.lock:
-            return set(self.acked)
 
 
 @dataclass
@@ -187,7 +162,7 @@ def test_failover_under_load(
     health = IntakeHealth(stall_after=1.0)
     settings = SubscriberSettings(host=mosquitto.host, port=mosquitto.port, client_id="collector-failover")
     collector = Subscriber(settings, store, health=health)
-    inbox = RecordingInbox()
+    inbox = AckedInbox()
     collector.writer.inbox = inbox
     server = console_server(web_store, health=health.snapshot)
     load = Load(fleet_publisher(mosquitto), [SimDevice("acme", f"desk-{i}", f"w-{i}") for i in range(DEVICES)])

@@ -70,6 +70,11 @@ class AckedInbox(queue.Queue[Inbound]):
         with self.lock:
             return len(self.acked)
 
+    def snapshot(self) -> set[str]:
+        """The event ids acknowledged so far (a copy)."""
+        with self.lock:
+            return set(self.acked)
+
 
 @dataclass
 class Trial:
@@ -161,14 +166,14 @@ def trial(
         time.sleep(1.0)
         stop.set()
         thread.join(15)
-        _wait(lambda: inbox.acked >= set(published), 60)
+        _wait(lambda: inbox.snapshot() >= set(published), 60)
         collector.stop(timeout=2)
         client.disconnect()
         client.loop_stop()
         store.close()
         with psycopg.connect(standby.dsn("failover")) as conn:
             ids = {str(r[0]) for r in conn.execute("SELECT event_id FROM events").fetchall()}
-        acked = set(inbox.acked)
+        acked = inbox.snapshot()
         return Trial(
             "synchronous" if synchronous else "asynchronous",
             len(published),
