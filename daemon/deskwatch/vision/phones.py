@@ -5,10 +5,15 @@ A finding needs a phone *seen*, never a hand in a pose. A place of the second lo
 least ``phone_evidence`` (noisy-OR), CenterNet scores it at least ``phone_confirm``,
 and the geometric mean of the two - the phone's reported score - reaches
 ``phone_min_score``; :func:`deskwatch.vision.crops.agreed` then keeps the phones
-confirmed with every crop size, at their lowest score. On the 52 labelled photos
-(2026-11-29) the phones found scored 0.43-0.75 and the photos without a phone at
-most 0.40 (a mug held at the chest); no hard negative passed (a hand at the cheek,
-coins at the eyes, a book, a tablet, a mug).
+confirmed with every crop size, at their lowest score. NanoDet's votes are only
+where it rates the phone above a drink at the same anchor
+(:data:`deskwatch.vision.objects.PHONE_RIVALS`: a travel mug in a tilted camera frame
+once scored 0.497 as a phone in hand). On the 52 labelled photos (2026-11-29) the
+phones found scored 0.43-0.75 and the photos without a phone at most 0.40 (a mug held
+at the chest); no hard negative passed (a hand at the cheek, coins at the eyes, a
+book, a tablet, a mug). Since 2026-11-30 also over 13 camera variations of each photo,
+as files and as 1280x720 frames: no phone candidate at all on a view without a phone
+in use, even at ``phone_min_score`` 0.05.
 
 Its behaviour comes from the body pose of a person it fits (scale: the pose's
 head-and-shoulders size, :attr:`Pose.scale`):
