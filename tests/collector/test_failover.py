@@ -71,12 +71,6 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def replication(primary: TempPostgres) -> tuple[int, str] | None:
-    with psycopg.connect(primary.dsn(), autocommit=True, connect_timeout=5) as conn:
-        row = conn.execute("SELECT pid, sync_state FROM pg_stat_replication WHERE state = 'streaming'").fetchone()
-    return (int(row[0]), str(row[1])) if row else None
-
-
 @pytest.fixture
 def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     synchronous: bool = request.param
@@ -84,13 +78,7 @@ def pair(request: pytest.FixtureRequest) -> Iterator[Pair]:
     standby: TempPostgres | None = None
     try:
         primary.create_database("failover")
-        standby = primary.standby()
-        if synchronous:
-            with psycopg.connect(primary.dsn(), autocommit=True) as conn:
-                conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
-                conn.execute("SELECT pg_reload_conf()")
-        want = "sync" if synchronous else "async"
-        wait_for(lambda: (replication(primary) or (0, ""))[1] == want, 15, f"a {want} standby")
+        standby = primary.replicated(synchronous=synchronous)
         yield Pair(primary, standby)
     finally:
         if standby is not None:
@@ -177,7 +165,7 @@ def test_failover_under_load(
         wait_for(lambda: len(inbox.snapshot()) >= 40, 15, "the first events stored")
 
         # The standby falls behind: the primary's walsender stops sending.
-        walsender = replication(pair.primary)
+        walsender = pair.primary.walsender()
         assert walsender is not None
         frozen = walsender[0]
         os.kill(frozen, signal.SIGSTOP)

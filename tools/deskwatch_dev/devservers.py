@@ -150,6 +150,33 @@ class TempPostgres:
         replica._as_server_user([*base, "-U", "postgres", "-R", "--checkpoint=fast", "--no-sync"])
         return replica._first_launch(timeout)
 
+    def replicated(self, *, synchronous: bool, timeout: float = 15.0) -> TempPostgres:
+        """A standby (:meth:`standby`) once it streams from this server, synchronously
+        (``synchronous_standby_names = '*'`` set here: a commit waits for it) or not."""
+        import psycopg
+
+        replica = self.standby()
+        if synchronous:
+            with psycopg.connect(self.dsn("postgres"), autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
+                conn.execute("SELECT pg_reload_conf()")
+        want = "sync" if synchronous else "async"
+        deadline = time.monotonic() + timeout
+        while (self.walsender() or (0, ""))[1] != want:
+            if time.monotonic() > deadline:
+                replica.stop()
+                raise RuntimeError(f"the standby did not start streaming ({want}) within {timeout:.0f} s")
+            time.sleep(0.02)
+        return replica
+
+    def walsender(self) -> tuple[int, str] | None:
+        """(pid, sync_state) of the process streaming this server's WAL to a standby, or None."""
+        import psycopg
+
+        with psycopg.connect(self.dsn("postgres"), autocommit=True, connect_timeout=5) as conn:
+            row = conn.execute("SELECT pid, sync_state FROM pg_stat_replication WHERE state = 'streaming'").fetchone()
+        return (int(row[0]), str(row[1])) if row else None
+
     def promote(self, timeout: int = 20) -> None:
         """End recovery on a standby: it takes writes from now on (``pg_promote()``)."""
         import psycopg

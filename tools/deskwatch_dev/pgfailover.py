@@ -95,19 +95,6 @@ def _wait(predicate: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
-def _streaming(primary: TempPostgres, want: str) -> bool:
-    with psycopg.connect(primary.dsn(), autocommit=True) as conn:
-        row = conn.execute("SELECT sync_state FROM pg_stat_replication WHERE state = 'streaming'").fetchone()
-    return bool(row and row[0] == want)
-
-
-def _walsender(primary: TempPostgres) -> int:
-    with psycopg.connect(primary.dsn(), autocommit=True) as conn:
-        row = conn.execute("SELECT pid FROM pg_stat_replication").fetchone()
-    assert row is not None, "no walsender"
-    return int(row[0])
-
-
 def trial(
     synchronous: bool, rate: float, kill_window: tuple[float, float], partition: float, rng: random.Random
 ) -> Trial:
@@ -119,13 +106,7 @@ def trial(
     published: list[str] = []
     try:
         primary.create_database("failover")
-        standby = primary.standby()
-        if synchronous:
-            with psycopg.connect(primary.dsn(), autocommit=True) as conn:
-                conn.execute("ALTER SYSTEM SET synchronous_standby_names = '*'")
-                conn.execute("SELECT pg_reload_conf()")
-        if not _wait(lambda: _streaming(primary, "sync" if synchronous else "async"), 15):
-            raise RuntimeError("the standby did not start streaming")
+        standby = primary.replicated(synchronous=synchronous)
         dsn = f"postgresql://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}/failover"
         store = open_store(dsn)
         collector = Subscriber(SubscriberSettings(port=broker.port, client_id="failover"), store)
@@ -154,7 +135,10 @@ def trial(
         thread.start()
         time.sleep(rng.uniform(*kill_window))
         if partition:
-            os.kill(_walsender(primary), signal.SIGSTOP)  # crash() kills it all the same
+            walsender = primary.walsender()
+            if walsender is None:
+                raise RuntimeError("no standby streaming to cut off")
+            os.kill(walsender[0], signal.SIGSTOP)  # crash() kills it all the same
             time.sleep(partition)
         primary.crash()
         time.sleep(0.3)
