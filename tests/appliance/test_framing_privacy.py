@@ -18,7 +18,7 @@ from deskwatch.cli import main
 from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis, LightReading
 from deskwatch.policy.config import PolicyConfig
 from deskwatch.technician.aim import AimView
-from deskwatch.technician.snapshot import anonymise_for_framing
+from deskwatch.technician.snapshot import anonymise_for_framing, write_snapshot
 from tests.support.common import PHOTOS, REPO
 from tests.support.vision import load_rgb
 
@@ -140,3 +140,19 @@ def test_the_aim_view_blurs_the_bystander_at_terminal_size() -> None:
     sharp = cells(PolicyConfig(desk_zone=[0.0, 0.0, 0.5, 1.0]))  # the same box is the worker's
     assert len(set(sharp)) > 1  # the checkerboard reaches the terminal
     assert blurred != sharp
+
+
+def test_the_snapshot_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    """The selftest runs as root and ``/tmp/aim.jpg`` is the README's example: links planted at
+    the picture's name or at its temporary name are replaced, their targets left alone."""
+    victim = tmp_path / "shadow"
+    victim.write_text("root:x:0:0")
+    out = tmp_path / "aim.jpg"
+    out.symlink_to(victim)
+    (tmp_path / ".aim.jpg.tmp").symlink_to(victim)
+    frame = Frame(checkerboard(90, 160), datetime.now(UTC))
+    write_snapshot(out, frame, FrameAnalysis(0, LIGHT), PolicyConfig())
+    assert victim.read_text() == "root:x:0:0"
+    assert not out.is_symlink() and out.read_bytes()[:2] == b"\xff\xd8"  # a JPEG of its own
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert not (tmp_path / ".aim.jpg.tmp").exists()

@@ -17,7 +17,7 @@ models) nobody can be found to blur, so no picture is written.
 from __future__ import annotations
 
 import contextlib
-import os
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from deskwatch.domain import Box, Detection, Face, Frame, FrameAnalysis, Person
 from deskwatch.evidence.blur import anonymise_in_place
 from deskwatch.policy.config import PolicyConfig
 from deskwatch.policy.rules import people_view
+from deskwatch.system.files import write_atomically
 
 ZONE, PERSON, OUTSIDE, FACE, PHONE, OTHER = "#ffd400", "#2ecc40", "#aaaaaa", "#39cccc", "#ff4136", "#b10dc9"
 
@@ -108,21 +109,14 @@ def annotate(frame: Frame, analysis: FrameAnalysis, policy: PolicyConfig) -> tup
 
 
 def write_snapshot(path: str | Path, frame: Frame, analysis: FrameAnalysis, policy: PolicyConfig) -> Anonymised:
-    """Write the anonymised, annotated JPEG (mode 0600: it shows the desk) and say what
-    was blurred. OSError when the file cannot be written (the caller says so)."""
+    """Write the anonymised, annotated JPEG and say what was blurred. The selftest runs as
+    root and the path is the technician's (``/tmp`` perhaps): written as every root-written
+    file is (:func:`deskwatch.system.files.write_atomically`: no planted link followed, mode
+    0600 from creation, whole or not at all). OSError when it cannot be (the caller says so)."""
     out = Path(path)
     image, blurred = annotate(frame, analysis, policy)
+    buf = io.BytesIO()
+    image.save(buf, "JPEG", quality=85)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        tmp.unlink()
-    try:
-        # created 0600: the picture of the desk is never readable by others, not even briefly
-        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as fh:
-            image.save(fh, "JPEG", quality=85)
-        tmp.replace(out)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    write_atomically(out, buf.getvalue(), 0o600)
     return blurred
