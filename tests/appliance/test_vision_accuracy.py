@@ -146,10 +146,9 @@ def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
     keeps today's few misses (hands-only photos) as its bar."""
     from datetime import UTC, datetime
 
-    from deskwatch.commands.bench import fit_frame
     from deskwatch.domain import Frame
     from deskwatch.policy.engine import Policy, PolicyContext
-    from deskwatch_dev.variants import VARIANTS, false_findings
+    from deskwatch_dev.variants import SIZES, VARIANTS, false_findings, sized
     from tests.support.policy import make_config
 
     now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
@@ -158,11 +157,11 @@ def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
     for photo in labelled_photos:
         for name, vary in VARIANTS.items():
             varied = np.ascontiguousarray(vary(photo.image))
-            for size, image in (("file", varied), ("1280x720", fit_frame(varied, 1280, 720))):
+            for size in SIZES:  # the file, and fitted into a 1280x720 camera frame
                 if name == "photo" and size == "file":
                     analysis = int8_analyses[photo.file]
                 else:
-                    analysis = int8_vision.analyze(Frame(image, now, 0))
+                    analysis = int8_vision.analyze(Frame(sized(varied, size), now, 0))
                 outcome = policy.evaluate([analysis], PolicyContext(now, "cli", confirming=True))
                 for finding in false_findings(photo.labels, {f.type for f in outcome.findings}):
                     false.setdefault(finding, []).append(f"{photo.file} {name} {size}")

@@ -58,8 +58,8 @@ def test_an_unknown_size_is_a_clear_error(capsys: pytest.CaptureFixture[str]) ->
 
 def test_a_camera_frame_is_the_photo_fitted_into_1280x720() -> None:
     image = np.full((90, 160, 3), 200, np.uint8)
-    assert variants._sized(image, "file") is image
-    assert variants._sized(image, "1280x720").shape == (720, 1280, 3)
+    assert variants.sized(image, "file") is image
+    assert variants.sized(image, "1280x720").shape == (720, 1280, 3)
 
 
 @pytest.mark.slow

@@ -136,7 +136,8 @@ def true_findings(labels: dict[str, Any], findings: set[str]) -> list[str]:
 SIZES = ("file", "1280x720")
 
 
-def _sized(image: np.ndarray, size: str) -> np.ndarray:
+def sized(image: np.ndarray, size: str) -> np.ndarray:
+    """``image`` as the file (``file``) or fitted into a 1280x720 camera frame as ``deskwatch bench`` does."""
     from deskwatch.commands.bench import fit_frame
 
     return image if size == "file" else fit_frame(image, 1280, 720)
@@ -166,7 +167,7 @@ def measure(directory: Path, *, verbose: bool = True, sizes: tuple[str, ...] = S
                 for name, vary in VARIANTS.items():
                     varied = np.ascontiguousarray(vary(image))
                     for size in sizes:
-                        analysis = vision.analyze(Frame(_sized(varied, size), utcnow(), 0))
+                        analysis = vision.analyze(Frame(sized(varied, size), utcnow(), 0))
                         context = PolicyContext(now=utcnow(), trigger="cli", confirming=True)
                         findings = {f.type for f in policy.evaluate([analysis], context).findings}
                         for finding in false_findings(entry, findings):

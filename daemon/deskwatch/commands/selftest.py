@@ -80,7 +80,7 @@ def write_framing_picture(cfg: Config, path: str, frame: Frame | None, analysis:
         )
         return False
     where = os.path.abspath(path)
-    record_camera_use(cfg, "selftest_snapshot", {"path": where, **blurred.to_json()}, kind="selftest_snapshot")
+    record_camera_use(cfg, "selftest", {"path": where, **blurred.to_json()}, kind="selftest_snapshot")
     sharp = "the worker at the desk left sharp" if blurred.worker_sharp else "nobody placed at the desk"
     print(
         f"framing picture written to {where} ({blurred.faces} face(s) and {blurred.bodies} person box(es) "
