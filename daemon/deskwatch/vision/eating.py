@@ -18,6 +18,13 @@ mouth the pose model sees:
   woman's eyes, mirrored, passed for a doughnut 0.42 ear widths above her mouth;
   the doughnuts being eaten reach 0.66-2.1 ear widths below it).
 
+The mouth must also be a face's: inside a face the face detector found (its box grown
+by ``MOUTH_IN_FACE_MARGIN`` of its size each way). The pose model always places a whole
+body, so on a desk seen from above it put a mouth on the typing hands (a banana there,
+phone_desk_05 with sensor noise) or beside a stray face box (a cup, phone_desk_02
+tilted 10 degrees), both as 1280x720 frames: two false ``eating`` where nobody's face
+was in the picture.
+
 The reported detection keeps NanoDet's label and box; its score is the geometric
 mean of the two detectors' scores; its behaviour is ``at_mouth``.
 """
@@ -26,12 +33,25 @@ from __future__ import annotations
 
 import math
 
-from deskwatch.domain import DRINK, Box, Detection
+from deskwatch.domain import DRINK, Box, Detection, Face
 from deskwatch.vision.config import PhoneStageConfig
 from deskwatch.vision.crops import Place
 from deskwatch.vision.pose import LEFT_EAR, MOUTH_LEFT, MOUTH_RIGHT, RIGHT_EAR, Pose
 
 AT_MOUTH = "at_mouth"
+MOUTH_IN_FACE_MARGIN = 0.25  # of the face box's width and height, each way
+
+
+def mouth_of_a_face(pose: Pose, faces: list[Face], width: int, height: int) -> bool:
+    """Does the pose's mouth lie in (or just around) a face the face detector found?"""
+    mx, my = (float(v) for v in pose.points[[MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=0))
+    x, y = mx / width, my / height
+    for face in faces:
+        b = face.box
+        dx, dy = MOUTH_IN_FACE_MARGIN * b.width, MOUTH_IN_FACE_MARGIN * b.height
+        if b.x0 - dx <= x <= b.x1 + dx and b.y0 - dy <= y <= b.y1 + dy:
+            return True
+    return False
 
 
 def mouth_distance(box: Box, pose: Pose, width: int, height: int, min_visibility: float) -> float | None:
@@ -49,16 +69,18 @@ def mouth_distance(box: Box, pose: Pose, width: int, height: int, min_visibility
 
 
 def food_at_mouth(
-    places: list[Place], poses: list[Pose], width: int, height: int, cfg: PhoneStageConfig
+    places: list[Place], poses: list[Pose], faces: list[Face], width: int, height: int, cfg: PhoneStageConfig
 ) -> list[Detection]:
-    """Food or drink both detectors see at someone's mouth, strongest first."""
+    """Food or drink both detectors see at someone's mouth, strongest first (``faces``: the
+    frame's faces, which the mouth must be in)."""
+    mouths = [pose for pose in poses if mouth_of_a_face(pose, faces, width, height)]
     found = []
     for place in places:
         seen, confirm = place.best_nanodet, place.best_centernet
         if seen is None or confirm is None or min(seen.score, confirm.score) < cfg.food_confirm:
             continue
         reach = cfg.drink_reach if seen.label in DRINK else cfg.food_reach
-        for pose in poses:
+        for pose in mouths:
             distance = mouth_distance(seen.box, pose, width, height, cfg.mouth_visibility)
             if distance is not None and distance <= reach:
                 found.append(Detection(seen.label, math.sqrt(seen.score * confirm.score), seen.box, AT_MOUTH))

@@ -249,7 +249,7 @@ class Vision:
             t3 = t4
         self.last_look = None
         if look_closer and self.second_look is not None:
-            detections, look_ms = self.look_closer(image, detections)
+            detections, look_ms = self.look_closer(image, detections, faces)
             model_ms += look_ms
             t4 = time.perf_counter()
             timings["phones"] = (t4 - t3) * 1000
@@ -332,10 +332,12 @@ class Vision:
             faces = merge_faces(faces, self.cfg.face_nms_iou)
         return faces, model_ms
 
-    def look_closer(self, image: np.ndarray, detections: list[Detection]) -> tuple[list[Detection], float]:
+    def look_closer(
+        self, image: np.ndarray, detections: list[Detection], faces: list[Face]
+    ) -> tuple[list[Detection], float]:
         """The phone stage: the whole-frame phones, food and drink (what the stage looks for)
         are replaced by what the second look confirms (phones with their behaviour, food or
-        drink at the mouth)."""
+        drink at the mouth of one of ``faces``)."""
         assert self.second_look is not None
         h, w = image.shape[:2]
         held = set(self.second_look.held)
@@ -345,7 +347,7 @@ class Vision:
 
         def judge(view: View, poses: list[Pose]) -> list[Detection]:
             phones = confirmed_phones(view.phone_places, poses, w, h, cfg)
-            return phones + food_at_mouth(view.food_places, poses, w, h, cfg)
+            return phones + food_at_mouth(view.food_places, poses, faces, w, h, cfg)
 
         look = self.second_look.look(image, persons, votes, judge)
         self.last_look = look
