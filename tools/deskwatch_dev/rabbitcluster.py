@@ -7,7 +7,7 @@ private ``epmd``. The first node starts alone and the others join it once it lis
 started all at once, every node can find only peers whose tables do not exist yet
 (``{error,tables_not_present}``), and the nodes waited on each other past a 90 s timeout
 in CI (RabbitMQ's cluster-formation guide names this race). The cluster is ready in
-about 30 s on two cores. :meth:`kill` SIGKILLs one node (a crash, not a shutdown) mid-load.
+about 25 s on two cores (about 50 s with both busy). :meth:`kill` SIGKILLs one node (a crash, not a shutdown) mid-load.
 
 What the cluster gives the contract, and what it lacks, is in
 ``docs/central/clustered-brokers.md``: MQTT 3.1.1 only (devices fall back), QoS 1 with the

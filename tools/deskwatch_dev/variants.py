@@ -17,6 +17,10 @@ contradict is listed:
 - ``presentation_attack`` on any of them (they are photographs of real scenes; the
   synthetic attacks are ``deskwatch_dev.attacks``'s).
 
+``--harsh`` applies seven worse variations instead (darker 0.4, JPEG q20, noise of sigma 16,
+blur 3, a 70 % crop, tilted by 10 degrees either way): a figure to look for the next false
+finding in, beyond what the accuracy test holds the verdicts to.
+
 It prints one line per photo with a false finding (and what the true ones found), then
 the totals per finding and per variant; ``--json`` prints the totals only. Exit status 0
 either way: it is a figure, the tests hold the bars.
