@@ -42,9 +42,15 @@ AT_MOUTH = "at_mouth"
 MOUTH_IN_FACE_MARGIN = 0.25  # of the face box's width and height, each way
 
 
+def mouth_point(pose: Pose) -> tuple[float, float]:
+    """The middle of the pose's mouth corners, in pixels."""
+    mx, my = (float(v) for v in pose.points[[MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=0))
+    return mx, my
+
+
 def mouth_of_a_face(pose: Pose, faces: list[Face], width: int, height: int) -> bool:
     """Does the pose's mouth lie in (or just around) a face the face detector found?"""
-    mx, my = (float(v) for v in pose.points[[MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=0))
+    mx, my = mouth_point(pose)
     x, y = mx / width, my / height
     for face in faces:
         b = face.box
@@ -60,7 +66,7 @@ def mouth_distance(box: Box, pose: Pose, width: int, height: int, min_visibility
     ends above the mouth (nothing there reaches the lips: see the module doc)."""
     if min(float(pose.visibility[MOUTH_LEFT]), float(pose.visibility[MOUTH_RIGHT])) < min_visibility:
         return None
-    mx, my = (float(v) for v in pose.points[[MOUTH_LEFT, MOUTH_RIGHT]].mean(axis=0))
+    mx, my = mouth_point(pose)
     ears = math.dist(pose.points[LEFT_EAR], pose.points[RIGHT_EAR]) or 0.5 * pose.scale
     x0, y0, x1, y1 = box.x0 * width, box.y0 * height, box.x1 * width, box.y1 * height
     if y1 < my:
