@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load pg-failover vm-test vm-bench powercut clean
+.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load pg-failover image-boot vm-test vm-bench powercut clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -39,6 +39,11 @@ fleet-load: install
 pg-failover: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.pgfailover $(or $(PGFAILOVER_ARGS),--trials 10)
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.pgfailover --trials 3 --partition 0.5
+
+# The appliance image boots in qemu-system-aarch64 under a real systemd: provisioning, READY,
+# the read-only view, the watchdog (tests/appliance/test_image_emulator.py; 5-9 min, not in `make test`).
+image-boot: install
+	@DESKWATCH_IMAGE_BOOT=1 $(PY) -m pytest tests/appliance/test_image_emulator.py $(PYTEST_ARGS)
 
 # The appliance image in qemu-system-aarch64: a good A/B update that commits and a bad one
 # that rolls back (about 25 min; not in `make test`). VM_ARGS=boot runs the boot scenario.

@@ -1,6 +1,6 @@
 """The appliance image in the emulator: boot, provisioning, watchdog, and A/B updates.
 
-``python -m deskwatch_dev.vmtest boot`` (also the CI test tests/appliance/test_image_emulator.py),
+``python -m deskwatch_dev.vmtest boot`` (also tests/appliance/test_image_emulator.py: ``make image-boot``),
 ``python -m deskwatch_dev.vmtest ab`` (``make vm-test``; about 25 minutes, not in CI) and
 ``python -m deskwatch_dev.vmtest bench`` (``make vm-bench``: ``deskwatch bench`` on arm64 beside
 this machine, :mod:`deskwatch_dev.vmbench`; about 35 minutes with one run, not in CI).
