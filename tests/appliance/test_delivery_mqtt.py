@@ -64,7 +64,10 @@ def test_events_and_evidence_arrive_and_leave_the_outbox(tmp_path: Path, mosquit
         assert wait(lambda: delivery.outbox.stats()["depth"] == 0)
     finally:
         delivery.stop(3)
-    assert seen.wait_for(lambda ms: json.loads(ms[-1].payload).get("state") == "offline")
+    # the last message of all can still be event 5's JPEG: only the status messages are JSON to read
+    assert seen.wait_for(
+        lambda ms: json.loads([m for m in ms if m.topic.endswith("/status")][-1].payload).get("state") == "offline"
+    )
     offline = json.loads(seen.on("status")[-1].payload)
     assert offline["session"] == status["session"]
     seen.close()
@@ -95,6 +98,10 @@ def test_commands_over_the_broker_are_answered_and_garbage_does_not_hurt(tmp_pat
     delivery.start()
     try:
         assert wait(lambda: delivery.connected)
+        # "online" leaves after the device's SUBSCRIBE on the same connection: once it is here,
+        # the broker holds the subscription (a command published before that is dropped;
+        # this failed 3 of 30 runs on a busy machine)
+        assert seen.wait_for(lambda ms: any(m.topic.endswith("/status") for m in ms))
         pub = seen.client.publish
         pub(
             PREFIX + "cmd/pause",

@@ -47,6 +47,7 @@ def test_auto_falls_back_to_311_and_delivers_events_with_verifiable_evidence(
     delivery.start()
     try:
         assert wait_until(lambda: delivery.connected)
+        assert seen.wait_for(lambda ms: any(m.topic.endswith("/status") for m in ms))  # subscribed before "online"
         assert delivery.stats()["mqtt"]["protocol"] == "3.1.1"
         jpeg = b"\xff\xd8" + bytes(range(256)) * 40
         ids = [

@@ -179,7 +179,7 @@ def test_a_scan_holds_one_full_frame_at_a_time(
     the findings and their evidence are byte for byte what the whole burst held at once gives."""
     rng = np.random.default_rng(7)
     images = [rng.integers(30, 230, (480, 640, 3), dtype=np.uint8) for _ in range(5)]  # larger than a thumbnail
-    cam = PacedCamera(images)
+    cam = PacedCamera(images, patience=5.0)  # generous: alive()'s full gc.collect() can take 0.3 s on a slow runner
     vision = CountingVision(cam, script)
     extra = "camera: {burst_frames: 5}"
     daemon, _, delivery = make_daemon(write_config, clock, extra=extra, camera=cam, vision=vision)

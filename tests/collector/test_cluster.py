@@ -29,7 +29,7 @@ def test_a_node_killed_mid_load_loses_nothing_and_leaves_no_gap(rabbitmq_install
                  profile=Profile(violation_share=0.3), drain_timeout=60, cluster=True, kill_node_at=6)  # fmt: skip
     print(describe(result))
     pub, stored = result["published"], result["stored"]
-    assert result["killed"]["role"] == "queue leader" and 5 <= result["killed"]["at_s"] <= 10
+    assert result["killed"]["role"] == "queue leader" and 5 <= result["killed"]["at_s"] < 16  # mid-load
     assert result["publisher_reconnects"] >= 1  # some devices were on the killed node
     assert pub["events"] >= 50 and pub["unacked"] == 0
     assert result["lost_events"] == 0 and result["seq_gaps"] == 0 and result["rejects"] == 0
