@@ -41,7 +41,8 @@ pg-failover: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.pgfailover --trials 3 --partition 0.5
 
 # The appliance image boots in qemu-system-aarch64 under a real systemd: provisioning, READY,
-# the read-only view, the watchdog (tests/appliance/test_image_emulator.py; 5-9 min, not in `make test`).
+# the read-only view, the watchdog (tests/appliance/test_image_emulator.py; 5-9 min, 18 with a cold
+# cache: it builds the arm64 root first; not in `make test`).
 image-boot: install
 	@DESKWATCH_IMAGE_BOOT=1 $(PY) -m pytest tests/appliance/test_image_emulator.py $(PYTEST_ARGS)
 

@@ -132,7 +132,7 @@ def test_short_range_model_finds_group_faces_through_the_person_pass(
         short.close()
 
 
-# 1170 one-frame scans: 85-223 s alone on two cores, past 300 s when CI shared the machine
+# 1170 one-frame scans: 85-244 s alone on two cores (CI: 239 s), past 300 s when CI shared the machine
 @pytest.mark.timeout(1200)
 def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
     labelled_photos: list[Photo], int8_vision: Any, int8_analyses: dict
