@@ -168,8 +168,8 @@ class VisionConfig:
         doc="Part of the presence check: where CenterNet finds nobody either, look for hands (MediaPipe's palm detector, then its hand landmark model's presence score on each palm) before the frame is taken for an empty desk. A desk camera often sees only the worker's hands: on the labelled photos of hands on a table NanoDet and CenterNet saw no person. The two models (~24 MB) are loaded only for such a frame and let go after it (~20 ms of loading, and ~35 ms of models here on a 1280x720 frame: the palm detector on the whole frame and on its left and right squares, the landmark model on each palm).",
     )
     hand_check_from: float = setting(
-        0.15,
-        doc="The hands are looked for only where there is a trace of somebody that does not count by itself: a person box under policy.rules.away_from_desk.min_person_score, or a CenterNet person from this score (under presence_threshold, or under min_person_score). On the labelled empty scenes and their camera variations CenterNet's person reached 0.19 at most, on hands-only photos 0.28-0.44; 0 looks on every frame where nobody counts.",
+        0.0,
+        doc="0 (the default): the hands are looked for on every frame where nobody counts, so that no desk is called empty before the hand models have looked at it. Above 0: only where there is a trace of somebody that does not count by itself: a person box under policy.rules.away_from_desk.min_person_score, or a CenterNet person from this score (under presence_threshold, or under min_person_score). That saves the hand models on an empty room (its CenterNet person reached 0.19 at most on the labelled empty scenes and their camera variations), but typing hands seen from above scored 0.149 in one of those views, and 0.15 called that desk empty.",
         minimum=0.0,
         maximum=1.0,
     )
