@@ -34,3 +34,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[Any]) -> 
     if os.environ.get("CI") and report.skipped and not hasattr(report, "wasxfail"):
         report.outcome = "failed"
         report.longrepr = f"skipped in CI, where nothing may be missing: {report.longrepr}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The image boot (``image_boot``: 5-9 minutes in the arm64 emulator) is not part of
+    ``make test``: it is deselected unless DESKWATCH_IMAGE_BOOT=1 (``make image-boot``), so that
+    CI, where a skip is a failure, does not run it and does not count it as missing."""
+    if os.environ.get("DESKWATCH_IMAGE_BOOT") == "1":
+        return
+    kept = [item for item in items if item.get_closest_marker("image_boot") is None]
+    if len(kept) < len(items):
+        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("image_boot")])
+        items[:] = kept

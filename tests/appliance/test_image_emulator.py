@@ -25,10 +25,7 @@ from tests.support.image import ImageRoot
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(
-        os.environ.get("DESKWATCH_IMAGE_BOOT") != "1",
-        reason="the image boot (5-9 min) runs under `make image-boot`, not `make test`",
-    ),
+    pytest.mark.image_boot,  # deselected unless DESKWATCH_IMAGE_BOOT=1 (tests/conftest.py)
     pytest.mark.timeout(2400),
     pytest.mark.skipif(shutil.which(vm.QEMU) is None, reason="apt-get install qemu-system-arm"),
     pytest.mark.skipif(shutil.which("mcopy") is None, reason="apt-get install mtools"),
