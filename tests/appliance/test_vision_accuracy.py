@@ -171,10 +171,11 @@ def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
     assert "extra_person" not in false, false
     assert "presentation_attack" not in false, false
     # phone_desk_02 and phone_hand_03 show a person's hands and nothing else of them: the
-    # presence check's hands keep them from being an empty desk (vision/hands.py). Two views
-    # of hands alone, as camera frames, still are (stop 25): no palm found in phone_desk_05's
-    # top-down hands mirrored, and nophone_hand_04's brightened tablet-holding hands scored
-    # under the bar. Any other is new.
+    # presence check's hands keep them from being an empty desk (vision/hands.py). One view of
+    # hands alone, as a camera frame, still is: nophone_hand_04's brightened tablet-holding
+    # hands, where no palm the landmark model confirms is found. (phone_desk_05's top-down
+    # hands mirrored were one too until the hands were looked for on every frame where nobody
+    # counts: CenterNet's 0.149 had been under the trace gate's 0.15.) Any other is new.
     assert set(false.get("away_from_desk", [])) <= KNOWN_AWAY_IN_CAMERA_FRAMES, false
     # gold coins over the eyes (nophone_hand_02 mirrored) were a doughnut. A glass raised for a
     # toast whose rim, in one cropped camera-frame view, is 0.02 ear widths under the lips
@@ -183,7 +184,7 @@ def test_no_accusation_a_camera_variation_of_the_photo_contradicts(
     assert set(false.get("eating", [])) <= KNOWN_EATING_IN_CAMERA_FRAMES, false
 
 
-KNOWN_AWAY_IN_CAMERA_FRAMES = {"phone_desk_05.jpg mirrored 1280x720", "nophone_hand_04.jpg brighter 1280x720"}
+KNOWN_AWAY_IN_CAMERA_FRAMES = {"nophone_hand_04.jpg brighter 1280x720"}
 KNOWN_EATING_IN_CAMERA_FRAMES = {"multi_07.jpg 85 % crop 1280x720"}
 
 
