@@ -41,6 +41,16 @@ def test_overlapping_people_side_by_side_both_stay() -> None:
     assert drop_duplicate_persons([left, right], []) == [left, right]
 
 
+def test_a_tilted_cameras_faceless_second_box_on_the_worker_is_no_second_person() -> None:
+    # nophone_hand_02 tilted -10 degrees: the worker's 0.82 box with their face, and a 0.551
+    # faceless box 89 % inside it (just under PERSON_NESTED): it made an extra_person
+    worker, second = person(0.82, 0.06, 0.18, 0.99, 1.0), person(0.551, 0.0, 0.22, 0.53, 1.0)
+    assert drop_duplicate_persons([worker, second], [face(0.41, 0.3, 0.66, 0.67)]) == [worker]
+    # phone_desk_04 tilted +10 degrees, seen from above, no face: 0.55 and a 0.50 box 73 % inside it
+    back, arms = person(0.551, 0.01, 0.0, 0.61, 1.0), person(0.5, 0.02, 0.46, 0.83, 1.0)
+    assert drop_duplicate_persons([back, arms], []) == [back]
+
+
 def test_a_weak_loose_double_is_dropped_but_a_strong_one_half_inside_stays() -> None:
     main = person(0.8, 0.2, 0.1, 0.7, 1.0)
     loose = person(0.3, 0.15, 0.05, 0.75, 1.0)  # weak, 79 % of it inside main
