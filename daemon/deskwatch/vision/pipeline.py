@@ -61,7 +61,7 @@ CENTERNET_MODEL = "centernet_mb3_384_person_phone_food.tflite"  # the phone stag
 FACE_CROP_MAX_PERSONS = 4
 # person boxes scoring at least this are never dropped as loose doubles (nested ones are). 0.5 let
 # a tilted camera's second, faceless box on the worker (0.551, 89 % inside their 0.82 box; 0.50, 73 %
-# inside 0.55) stand as an extra_person: 3 of the harsh sweep's 4 false ones (phonefigures/variants
+# inside 0.55) stand as an extra_person: 3 of the harsh sweep's 4 false ones (deskwatch_dev.variants
 # --harsh, 728 views: true extra_person 107 either way); over the 1352 ordinary views, true 232 -> 231
 # (an 85 % crop of a crowded street, phone_01).
 PERSON_STRONG = 0.6
