@@ -42,7 +42,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     CI, where a skip is a failure, does not run it and does not count it as missing."""
     if os.environ.get("DESKWATCH_IMAGE_BOOT") == "1":
         return
-    kept = [item for item in items if item.get_closest_marker("image_boot") is None]
-    if len(kept) < len(items):
-        config.hook.pytest_deselected(items=[item for item in items if item.get_closest_marker("image_boot")])
-        items[:] = kept
+    boot = [item for item in items if item.get_closest_marker("image_boot")]
+    if boot:
+        config.hook.pytest_deselected(items=boot)
+        items[:] = [item for item in items if item not in boot]

@@ -112,14 +112,13 @@ def test_postgresql_turning_read_only_in_a_failover_loses_nothing(
                 else "ALTER SYSTEM RESET default_transaction_read_only"
             )
             conn.execute("SELECT pg_reload_conf()")
-        want, deadline = ("on" if on else "off"), time.monotonic() + 10
-        while True:  # pg_reload_conf() only signals the postmaster: wait until a new session sees the setting
-            with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
-                row = conn.execute("SHOW default_transaction_read_only").fetchone()
-            if row and row[0] == want:
-                return
-            assert time.monotonic() < deadline, "the configuration reload did not take effect"
-            time.sleep(0.05)
+        # pg_reload_conf() only signals the postmaster: wait until a new session sees the setting
+        assert until(lambda: setting() == ("on" if on else "off"), 10), "the configuration reload did not take effect"
+
+    def setting() -> str:
+        with psycopg.connect(pg.dsn("postgres"), autocommit=True) as conn:
+            row = conn.execute("SHOW default_transaction_read_only").fetchone()
+        return str(row[0]) if row else ""
 
     try:
         collector = start_collector(mosquitto, store)

@@ -299,18 +299,15 @@ class Vision:
         desk under the former 0.15, while the hand models found both hands at 0.99."""
         assert self.presence is not None
         v = self.cfg
-        floor = min(v.presence_threshold, v.hand_check_from) if v.hand_check_from > 0 else v.presence_threshold
+        gated = v.hand_check_from > 0  # hands only where there is a trace of somebody
+        floor = min(v.presence_threshold, v.hand_check_from) if gated else v.presence_threshold
         traces = self.presence.detect(image, ("person",), floor)[:1]
         model_ms = self.presence.model.invoke_ms
         found = [d for d in traces if d.score >= v.presence_threshold]
         if found and found[0].score >= self.counts_from[0]:
             return found, model_ms
-        trace = (
-            v.hand_check_from <= 0
-            or any(d.label == "person" for d in detections)
-            or any(d.score >= v.hand_check_from for d in traces)
-        )
-        if self.hands is not None and trace:
+        trace = any(d.label == "person" for d in detections) or any(d.score >= v.hand_check_from for d in traces)
+        if self.hands is not None and (trace or not gated):
             self.let_go_of_pose()
             hands = self.hands.find(image)
             model_ms += self.hands.model_ms
