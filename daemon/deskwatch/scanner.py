@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from deskwatch.camera import BurstInFlight, Camera, CameraError
@@ -71,6 +71,7 @@ class AnalysedBurst:
     vision_ms: float = 0.0  # the vision stage and the closer-look question, summed over the frames
     keep_ms: float = 0.0  # the policy's evidence_frames, summed over the frames
     evidence_ms: float = 0.0  # evidence pictures made of the frames that may be evidence
+    unseen: int = 0  # frames of the burst not analysed: it was settled before them (Policy.burst_settled)
 
 
 def analyze_frames(
@@ -85,7 +86,11 @@ def analyze_frames(
     persist through the burst: in a burst of 5 at persistence 0.6, three frames without a
     phone in use or food at the mouth settle both rules and the last two frames skip it.
     After each frame only what may still be a finding's evidence is kept: with ``prepare``,
-    as the evidence picture (the full frame is let go), else the frame itself."""
+    as the evidence picture (the full frame is let go), else the frame itself. The burst
+    ends early once the frames still to come could change no check's outcome
+    (``policy.burst_settled``: a worker at the desk, recognised, with nothing that could
+    persist): ``unseen`` counts them, and leaving a :class:`~deskwatch.camera.BurstInFlight`
+    then closes the camera before it takes them."""
     out = AnalysedBurst()
     for frame in frames:
         t0 = time.perf_counter()
@@ -101,7 +106,14 @@ def analyze_frames(
         del frame  # from here on only out.frames holds it, if anything does
         out.vision_ms += (t1 - t0) * 1000
         out.keep_ms += (t2 - t1) * 1000
-        out.evidence_ms += (time.perf_counter() - t2) * 1000
+        t3 = time.perf_counter()
+        out.evidence_ms += (t3 - t2) * 1000
+        remaining = count - len(out.analyses)
+        settled = remaining > 0 and policy.burst_settled(out.analyses, remaining)
+        out.keep_ms += (time.perf_counter() - t3) * 1000
+        if settled:
+            out.unseen = remaining
+            break  # before the next frame is taken from the burst
     return out
 
 
@@ -295,7 +307,8 @@ class Scanner:
         try:
             if failure is not None:
                 raise failure
-            outcome = self.policy.evaluate(scanned.analyses, self.make_context(record.trigger, confirming))
+            ctx = replace(self.make_context(record.trigger, confirming), unseen_frames=scanned.unseen)
+            outcome = self.policy.evaluate(scanned.analyses, ctx)
         except Exception as exc:  # a bug or a bad frame costs this scan, which still gets its record
             log.exception("scan %s: analysis failed", record.scan_id)
             record.error = f"analysis failed: {type(exc).__name__}: {exc}"

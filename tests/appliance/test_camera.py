@@ -12,6 +12,7 @@ from PIL import Image
 from deskwatch.camera import BurstInFlight, CameraError, open_camera, take_burst
 from deskwatch.camera.config import CameraConfig
 from deskwatch.camera.fake import FakeCamera
+from deskwatch.schedule import SystemClock
 from tests.support.common import FakeClock
 
 
@@ -145,11 +146,12 @@ def test_burst_in_flight_stops_early_on_shutdown(clock: FakeClock) -> None:
     assert len(frames) == 1 and burst.error is None and not cam.is_open
 
 
-def test_burst_in_flight_left_early_still_ends_the_burst(clock: FakeClock) -> None:
-    """A consumer that fails on the first frame: the burst still runs to its end and
-    the camera is closed when the with block is left."""
+def test_burst_in_flight_left_early_takes_no_more_frames() -> None:
+    """A consumer that leaves on the first frame (it failed, or its scan was settled): the
+    camera takes no frame after that and is closed when the with block is left. Real time,
+    frames 1.25 s apart: the consumer leaves while the camera waits for the second."""
     cam = FakeCamera()
-    with pytest.raises(ValueError, match="bad frame"), BurstInFlight(cam, 5, 2.0, clock) as burst:
+    with pytest.raises(ValueError, match="bad frame"), BurstInFlight(cam, 5, 5.0, SystemClock()) as burst:
         for _ in burst:
             raise ValueError("bad frame")
-    assert burst.captured == 5 and cam.captures == 5 and not cam.is_open
+    assert burst.captured == 1 and cam.captures == 1 and not cam.is_open

@@ -467,6 +467,80 @@ def test_a_burst_cut_short_looks_no_less_and_is_judged_on_the_frames_it_got():
     assert check(a, "phone_use") == "pass" and types(a) == types(b) == []
 
 
+# -- when a burst can end before its last frames ---------------------------------------------
+def settled(analyses, remaining: int, extra: str = "", policy: Policy | None = None) -> bool:
+    return (policy or Policy(make_config(extra).policy)).burst_settled(analyses, remaining)
+
+
+def test_a_burst_is_settled_once_the_worker_was_seen_recognised_with_nothing_that_could_persist():
+    clear = burst(5, [person()], [face(identity="worker")])
+    # 5 frames at persistence 0.6 need 3: after 3 clear frames 2 more hits cannot make 3
+    assert [settled(clear[:k], 5 - k) for k in range(1, 5)] == [False, False, True, True]
+    assert not settled(clear, 0)  # nothing left to skip
+    off = "policy: {end_settled_bursts: false}"
+    assert not settled(clear[:3], 2, off)
+
+
+def test_a_burst_is_not_settled_while_any_rule_could_still_persist():
+    worker = [person()]
+    known = [face(identity="worker")]
+    phone = obj("cell phone", EAR_BOX, 0.6, "at_ear")
+    other = person(Box(0.0, 0.1, 0.3, 1.0), 0.9)
+    other_face = face(Box(0.08, 0.15, 0.2, 0.35), identity="unknown")
+    cup = obj("cup", Box(0.47, 0.38, 0.56, 0.5), 0.6, "at_mouth")
+    cases = {
+        "a phone at the ear in one frame": burst(3, [*worker, phone], known, only=[0], otherwise=worker),
+        "food at the mouth in one frame": burst(3, [*worker, cup], known, only=[1], otherwise=worker),
+        "somebody else in one frame": burst(3, [*worker, other], [*known, other_face], only=[2], otherwise=worker),
+        "nobody at the desk in one frame": burst(3, worker, known, only=[1, 2]),
+        "an unknown face": burst(3, worker, [face(identity="unknown")]),
+        "no identity result yet (a pass would end the unknown-face streak)": burst(3, worker, [face()]),
+        "a dark frame": burst(1, light=DARK) + burst(2, worker, known),
+    }
+    for what, analyses in cases.items():
+        assert not settled(analyses, 2), what
+    # recognised in 2 of 3 frames, unknown in 1: 3 unknown of 5 could still outnumber 2 known
+    mixed = burst(3, worker, known)
+    mixed[1].faces = [face(identity="unknown")]
+    assert not settled(mixed, 2)
+    # recognised in 2, the face turned away in 1: 2 more unknown frames cannot make 3
+    mixed[1].faces = []
+    assert settled(mixed, 2)
+    # an unknown face does not hold a burst where no rule checks identity
+    no_identity = "policy: {rules: {unrecognized_person: {enabled: false}}}"
+    assert settled(burst(3, worker, [face(identity="unknown")]), 2, no_identity)
+
+
+def test_a_settled_burst_is_judged_as_the_whole_burst_would_be():
+    """The frames never taken are counted in ``need``: two phone frames in three analysed are
+    not a finding where the whole burst of 5 needs three (the burst would not have been
+    settled with them, this is the evaluation's side), and a clear settled burst has the
+    outcomes of the whole burst."""
+    phone = obj("cell phone", EAR_BOX, 0.6, "at_ear")
+    calls = burst(3, [person(), phone], [face(identity="worker")], only=[0, 1], otherwise=[person()])
+    assert types(run(calls)) == ["phone_use"]  # 2 of 3 frames, need 2
+    out = run(calls, unseen_frames=2)
+    assert types(out) == [] and check(out, "phone_use") == "pass"
+    assert "need 3" in next(c.reason for c in out.checks if c.rule == "phone_use")
+    clear = burst(5, [person()], [face(identity="worker")])
+    whole, cut = run(clear, idle_seconds=10.0), run(clear[:3], unseen_frames=2, idle_seconds=10.0)
+    assert [(c.rule, c.outcome) for c in cut.checks] == [(c.rule, c.outcome) for c in whole.checks]
+    assert cut.findings == whole.findings == [] and cut.persons == whole.persons == 1
+
+
+def test_a_settled_burst_still_waits_for_a_worker_late_back_from_a_pause():
+    """Where no rule counts an empty desk or a face, an empty burst is settled, except
+    while a pause has run out and the worker has not been seen back (pause_overrun)."""
+    extra = "policy: {rules: {away_from_desk: {enabled: false}, unrecognized_person: {enabled: false}}}"
+    nobody = burst(3, [], [])
+    assert settled(nobody, 2, extra)
+    policy = Policy(make_config(extra).policy)
+    policy.pause("fetch water", 1, T0 - timedelta(minutes=2))  # ran out a minute ago
+    assert policy.pre_scan(T0) is None and policy.paused is None
+    assert not settled(nobody, 2, policy=policy)  # the frames to come may show them back
+    assert settled(burst(3, [person()], [face(identity="worker")]), 2, policy=policy)
+
+
 def test_dark_frames_lower_what_the_burst_needs():
     # 2 dark + 2 clear frames so far, 1 to come: at most 3 usable frames need 2 hits, 1 is possible
     frames = burst(2, light=DARK) + burst(2, [person()], [face()])

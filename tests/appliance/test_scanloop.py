@@ -63,6 +63,49 @@ def test_interval_scans_open_the_camera_only_for_each_burst(
     assert delivery.started and delivery.stopped
 
 
+def test_a_settled_burst_ends_early_with_the_outcomes_of_the_whole_burst(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    """The enrolled worker alone at the desk: after 3 of 5 frames nothing the last two could
+    show would make a finding (policy.end_settled_bursts), so they are not analysed, and the
+    scan reports what the whole burst reports. (That the camera then takes no more frames is
+    test_camera's: this fake clock lets the burst run ahead of the analysis.)"""
+    worker = ([Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))], [recognised_face()])
+    records = {}
+    for setting in ("true", "false"):
+        vision = ScriptedVision(lambda f: worker)
+        extra = f"camera: {{burst_frames: 5}}\npolicy: {{end_settled_bursts: {setting}}}"
+        daemon, cam, delivery = make_daemon(write_config, clock, extra=extra, vision=vision)
+        daemon.run(max_scans=1, install_signals=False)
+        assert not cam.is_open
+        records[setting] = (vision.analyzed, delivery.scans[0])
+    (early, settled), (whole, full) = records["true"], records["false"]
+    assert (early, whole) == (3, 5)
+    assert settled["outcome"] == full["outcome"] == "clear" and settled["persons"] == full["persons"] == 1
+    assert [(c["rule"], c["outcome"]) for c in settled["checks"]] == [(c["rule"], c["outcome"]) for c in full["checks"]]
+    assert (
+        next(c["reason"] for c in settled["checks"] if c["rule"] == "phone_use")
+        == "phone in use in 0/3 frames (need 3)"
+    )
+
+    # a stranger in the second frame: after 3 frames 2 more could still make 3 with them; after
+    # 4, one more cannot
+    stranger = ([*worker[0], Detection("person", 0.9, Box(0.0, 0.1, 0.25, 1.0))], worker[1])
+    vision = ScriptedVision(lambda f: stranger if f.index == 1 else worker)
+    daemon, _cam, delivery = make_daemon(write_config, clock, extra="camera: {burst_frames: 5}", vision=vision)
+    daemon.run(max_scans=1, install_signals=False)
+    assert vision.analyzed == 4 and delivery.scans[0]["outcome"] == "clear"
+
+
+def recognised_face() -> Face:
+    box = Box(0.42, 0.25, 0.58, 0.5)
+    kps = tuple(
+        (box.x0 + fx * box.width, box.y0 + fy * box.height)
+        for fx, fy in ((0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.5, 0.8), (0.0, 0.5), (1.0, 0.5))
+    )
+    return Face(box=box, score=0.9, keypoints=kps, facing=0.9, identity="worker", live=True)
+
+
 def test_dark_room_reports_low_light_not_away(write_config: Callable[..., Path], clock: FakeClock) -> None:
     dark = [(f // 8) for f in bright_frames()]
     daemon, cam, delivery = make_daemon(write_config, clock, camera=FakeCamera(frames=dark))

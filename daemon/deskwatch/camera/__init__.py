@@ -82,9 +82,17 @@ def take_burst(
 
 
 def _capture(
-    camera: Camera, frames: int, seconds: float, clock: Clock, stop: threading.Event, deliver: Callable[[Frame], None]
+    camera: Camera,
+    frames: int,
+    seconds: float,
+    clock: Clock,
+    stop: threading.Event,
+    deliver: Callable[[Frame], None],
+    done: threading.Event | None = None,
 ) -> None:
-    """The burst itself: each frame to ``deliver`` as soon as it is captured."""
+    """The burst itself: each frame to ``deliver`` as soon as it is captured. A set ``stop``
+    (shutdown) ends it at once, even mid-wait; a set ``done`` (the consumer needs no more
+    frames) ends it before the next frame is captured."""
     gap = seconds / (frames - 1) if frames > 1 else 0.0
     camera.open()
     try:
@@ -94,6 +102,8 @@ def _capture(
                 wait = start + i * gap - clock.monotonic()
                 if wait > 0 and clock.wait(stop, wait):
                     break
+            if done is not None and done.is_set():
+                break
             image = camera.capture()
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
                 raise CameraError(f"camera delivered an unexpected frame: shape {image.shape}, dtype {image.dtype}")
@@ -112,8 +122,10 @@ class BurstInFlight:
     :func:`take_burst`); a consumer slower than the camera finds the frames waiting.
     Iterating yields the frames in order and ends when the burst does: after the last
     frame, after a set ``stop``, or where the camera failed (``error`` then says how, the
-    exception :func:`take_burst` would have raised). Leaving the ``with`` block waits for
-    the burst to end, the camera closed, dropping frames nobody took::
+    exception :func:`take_burst` would have raised). Leaving the ``with`` block ends the
+    burst: no frame is taken after it (a scan settled before the burst's last frames does
+    not keep the camera open for them); it waits for the camera to be closed, dropping
+    frames taken but not consumed::
 
         with BurstInFlight(camera, 5, 2.0, clock, stop) as burst:
             for frame in burst:
@@ -127,6 +139,7 @@ class BurstInFlight:
         self.error: BaseException | None = None
         self._frames: queue.SimpleQueue[Frame | None] = queue.SimpleQueue()  # None: the burst ended
         self._ended = False  # the consumer has seen the end
+        self._done = threading.Event()  # the consumer left: take no more frames
         self._thread = threading.Thread(
             target=self._run,
             args=(camera, frames, seconds, clock, stop or threading.Event()),
@@ -145,6 +158,7 @@ class BurstInFlight:
         self._ended = True
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self._done.set()
         while not self._ended:  # the rest of the burst, taken by nobody
             self._ended = self._frames.get() is None
         self._thread.join()
@@ -156,7 +170,7 @@ class BurstInFlight:
     def _run(self, camera: Camera, frames: int, seconds: float, clock: Clock, stop: threading.Event) -> None:
         t0 = time.perf_counter()
         try:
-            _capture(camera, frames, seconds, clock, stop, self._deliver)
+            _capture(camera, frames, seconds, clock, stop, self._deliver, self._done)
         except BaseException as exc:  # handed to the scan, which decides as it did with take_burst
             self.error = exc
         finally:

@@ -241,6 +241,10 @@ class PolicyConfig:
         minimum=0.1,
         maximum=1.0,
     )
+    end_settled_bursts: bool = setting(
+        True,
+        doc="End a burst as soon as the frames still to come cannot change any check's outcome (every frame so far checkable, the worker seen and recognised, nothing seen that could persist): the camera closes sooner and those frames are never taken. false: always the whole burst.",
+    )
     desk_zone: list[float] = setting(
         default_factory=lambda: [0.0, 0.0, 1.0, 1.0],
         doc="The desk area of the picture as [x0, y0, x1, y1] fractions of the frame; people outside it are not at the desk.",

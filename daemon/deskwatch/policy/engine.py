@@ -52,6 +52,9 @@ class PolicyContext:
     paused: PauseInfo | None = None
     idle_seconds: float | None = None
     idle_reported_at: datetime | None = None
+    # frames of the burst not taken because it was settled before them (burst_settled):
+    # persistence is counted over the whole burst all the same
+    unseen_frames: int = 0
 
 
 @dataclass
@@ -202,6 +205,20 @@ class Policy:
         far, ``remaining``: the frames still to come, the next one included)."""
         return rules.closer_look_can_count(analyses, remaining, self.cfg)
 
+    def burst_settled(self, analyses: list[FrameAnalysis], remaining: int) -> bool:
+        """Can the burst end before its ``remaining`` frames (``policy.end_settled_bursts``)?
+        Only when they could change no check's outcome (:func:`rules.burst_settled`), and
+        not while a pause has run over and the worker has not been seen back yet (the frames
+        to come may be the ones that show them)."""
+        if not self.cfg.end_settled_bursts:
+            return False
+        with self._lock:
+            if self._expired is not None and not any(
+                rules.present_frames([rules.people_view(a, self.cfg) for a in analyses])
+            ):
+                return False
+        return rules.burst_settled(analyses, remaining, self.cfg)
+
     def evidence_frames(self, analyses: list[FrameAnalysis]) -> dict[int, PeopleView]:
         """The frames of the burst so far (``analyses``) that may still be a finding's
         evidence frame whatever frames follow, each with who is who in it (what the
@@ -230,7 +247,7 @@ class Policy:
                 out.checks.append(CheckOutcome(r, "skipped", "no frames"))
             return out
 
-        need = rules.frames_needed(len(analyses), cfg.persistence)
+        need = rules.frames_needed(len(analyses) + ctx.unseen_frames, cfg.persistence)
         gate = rules.light_gate(analyses, need)
         results["low_light"] = gate.low_light
         results["camera_obstructed"] = gate.obstructed
@@ -242,7 +259,7 @@ class Policy:
         else:
             views = [rules.people_view(a, cfg) for a in usable]
             out.people = {v.frame.frame_index: v for v in views}
-            need_u = rules.frames_needed(len(usable), cfg.persistence)
+            need_u = rules.frames_needed(len(usable) + ctx.unseen_frames, cfg.persistence)
             out.persons = rules.persistent_count([v.persons for v in views], need_u)
             out.bystanders = rules.persistent_count([len(v.bystanders) for v in views], need_u)
             idle = self._idle_now(ctx)

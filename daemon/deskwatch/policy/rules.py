@@ -341,6 +341,58 @@ def closer_look_can_count(analyses: list[FrameAnalysis], remaining: int, policy:
     return any(sum(1 for v in views if count(v)) + remaining >= need for count in live.values())
 
 
+def burst_settled(analyses: list[FrameAnalysis], remaining: int, policy: PolicyConfig) -> bool:
+    """Can the ``remaining`` frames still to come change no check's outcome? Then the burst
+    can end here (``policy.end_settled_bursts``).
+
+    Only a burst where every frame so far was checkable, and enough of them for the light
+    gate, whatever follows. Then for each rule that is on, counted exactly as the rule
+    counts (each frame still to come adds at most one hit):
+
+    - the frame-counting rules (away_from_desk, phone_use, extra_person, presentation_attack,
+      eating) cannot reach ``need`` even if every remaining frame is a hit: none has a
+      finding to make, nor one whose frames and confidence could still change;
+    - unrecognized_person cannot be a violation (too few unknown-face frames to reach
+      ``need``, or no more of them than frames recognising the worker can become), and has
+      a result already (a face checked): a scan with no result is ``skipped`` and one with a
+      result is ``pass``, which ends the streak of unknown faces;
+    - idle_input: the worker was at the desk in ``need`` frames already (its outcome then
+      depends on the activity report only), or cannot be any more (skipped).
+
+    ``need`` is counted over the whole burst (the frames still to come included): the
+    engine evaluates a settled burst the same way (``PolicyContext.unseen_frames``). The
+    frames not taken can only have added hits below ``need``, so every outcome is the one
+    the whole burst would have given; the reasons count the frames analysed."""
+    if remaining <= 0 or not analyses:
+        return False
+    if any(a.light.low_light or a.light.obstructed for a in analyses):
+        return False
+    need = frames_needed(len(analyses) + remaining, policy.persistence)
+    if len(analyses) < need:
+        return False  # the light gate could still block the burst
+    views = [people_view(a, policy) for a in analyses]
+    hits: dict[str, Callable[[], int]] = {
+        "away_from_desk": lambda: len(away_frames(views)),
+        "phone_use": lambda: len(phone_hits(views, policy)[0]),
+        "extra_person": lambda: len(extra_hits(views)),
+        "presentation_attack": lambda: len(attack_hits(views, policy)),
+        "eating": lambda: len(eating_hits(views, policy)),
+    }
+    for rule, count in hits.items():
+        if rule_enabled(policy, rule) and count() + remaining >= need:
+            return False
+    if rule_enabled(policy, "unrecognized_person"):
+        unknown, known, _unchecked = identity_hits(views, policy)
+        can_fire = len(unknown) + remaining >= need and len(unknown) + remaining > known
+        if can_fire or not (unknown or known):
+            return False
+    if rule_enabled(policy, "idle_input"):
+        present = len(present_frames(views))
+        if need > present and present + remaining >= need:
+            return False
+    return True
+
+
 def extra_hits(views: list[PeopleView]) -> list[Hit]:
     """The frames with someone besides the worker close to the camera or facing the screen."""
     hits: list[Hit] = []
