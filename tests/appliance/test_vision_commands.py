@@ -135,6 +135,9 @@ def test_bench_reports_stages_overhead_and_rss(
     assert result["targets"]["whole_scan_peak_rss_mb<=200"] == (bursts["peak_rss_mb"] <= 200)
     # no phone in either photo: three clear frames of five settle phone_use and eating
     assert bursts["phone_stage_frames_per_scan"] == 3
+    # face_03's worker (enrolled by the bench) alone: settled after 3 frames; multi_03's second
+    # person could persist: all 5
+    assert bursts["frames_analysed_per_scan"] == 4
     per_scan = bursts["stage_ms_per_scan"]  # where a whole scan's time goes
     assert {"objects", "faces", "phones", "total"} <= set(per_scan) and "share" not in per_scan["total"]
     assert per_scan["objects"]["p50"] > 0 and per_scan["phones"]["p50"] > 0
