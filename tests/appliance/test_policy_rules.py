@@ -509,6 +509,11 @@ def test_a_burst_is_not_settled_while_any_rule_could_still_persist():
     # an unknown face does not hold a burst where no rule checks identity
     no_identity = "policy: {rules: {unrecognized_person: {enabled: false}}}"
     assert settled(burst(3, worker, [face(identity="unknown")]), 2, no_identity)
+    # nor does the lack of a result where the vision stage checks no face (nobody enrolled):
+    # no frame to come can give one
+    unchecked = burst(3, worker, [face()])
+    policy = Policy(make_config().policy)
+    assert not policy.burst_settled(unchecked, 2) and policy.burst_settled(unchecked, 2, identity=False)
 
 
 def test_a_settled_burst_is_judged_as_the_whole_burst_would_be():

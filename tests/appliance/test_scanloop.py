@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import threading
 import weakref
@@ -95,6 +96,17 @@ def test_a_settled_burst_ends_early_with_the_outcomes_of_the_whole_burst(
     daemon, _cam, delivery = make_daemon(write_config, clock, extra="camera: {burst_frames: 5}", vision=vision)
     daemon.run(max_scans=1, install_signals=False)
     assert vision.analyzed == 4 and delivery.scans[0]["outcome"] == "clear"
+
+    # nobody enrolled: the vision stage checks no face, so waiting for an identity result
+    # would wait for nothing (a vision stage that does not say so is waited for)
+    unchecked = (worker[0], [dataclasses.replace(worker[1][0], identity=None)])
+    for enrolled, frames in ((False, 3), (None, 5)):
+        vision = ScriptedVision(lambda f: unchecked)
+        if enrolled is not None:
+            vision.identity_enabled = enrolled  # type: ignore[attr-defined]
+        daemon, _cam, delivery = make_daemon(write_config, clock, extra="camera: {burst_frames: 5}", vision=vision)
+        daemon.run(max_scans=1, install_signals=False)
+        assert vision.analyzed == frames and delivery.scans[0]["outcome"] == "clear", enrolled
 
 
 def recognised_face() -> Face:

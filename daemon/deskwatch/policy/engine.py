@@ -205,11 +205,12 @@ class Policy:
         far, ``remaining``: the frames still to come, the next one included)."""
         return rules.closer_look_can_count(analyses, remaining, self.cfg)
 
-    def burst_settled(self, analyses: list[FrameAnalysis], remaining: int) -> bool:
+    def burst_settled(self, analyses: list[FrameAnalysis], remaining: int, *, identity: bool = True) -> bool:
         """Can the burst end before its ``remaining`` frames (``policy.end_settled_bursts``)?
-        Only when they could change no check's outcome (:func:`rules.burst_settled`), and
-        not while a pause has run over and the worker has not been seen back yet (the frames
-        to come may be the ones that show them)."""
+        Only when they could change no check's outcome (:func:`rules.burst_settled`;
+        ``identity``: whether the vision stage checks faces at all), and not while a pause has
+        run over and the worker has not been seen back yet (the frames to come may be the
+        ones that show them)."""
         if not self.cfg.end_settled_bursts:
             return False
         with self._lock:
@@ -217,7 +218,7 @@ class Policy:
                 rules.present_frames([rules.people_view(a, self.cfg) for a in analyses])
             ):
                 return False
-        return rules.burst_settled(analyses, remaining, self.cfg)
+        return rules.burst_settled(analyses, remaining, self.cfg, identity=identity)
 
     def evidence_frames(self, analyses: list[FrameAnalysis]) -> dict[int, PeopleView]:
         """The frames of the burst so far (``analyses``) that may still be a finding's

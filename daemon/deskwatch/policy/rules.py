@@ -341,7 +341,9 @@ def closer_look_can_count(analyses: list[FrameAnalysis], remaining: int, policy:
     return any(sum(1 for v in views if count(v)) + remaining >= need for count in live.values())
 
 
-def burst_settled(analyses: list[FrameAnalysis], remaining: int, policy: PolicyConfig) -> bool:
+def burst_settled(
+    analyses: list[FrameAnalysis], remaining: int, policy: PolicyConfig, *, identity: bool = True
+) -> bool:
     """Can the ``remaining`` frames still to come change no check's outcome? Then the burst
     can end here (``policy.end_settled_bursts``).
 
@@ -355,7 +357,9 @@ def burst_settled(analyses: list[FrameAnalysis], remaining: int, policy: PolicyC
     - unrecognized_person cannot be a violation (too few unknown-face frames to reach
       ``need``, or no more of them than frames recognising the worker can become), and has
       a result already (a face checked): a scan with no result is ``skipped`` and one with a
-      result is ``pass``, which ends the streak of unknown faces;
+      result is ``pass``, which ends the streak of unknown faces. ``identity=False`` (the
+      vision stage checks no face: nobody enrolled) - no frame can give a result, the rule
+      is ``skipped`` whatever comes;
     - idle_input: the worker was at the desk in ``need`` frames already (its outcome then
       depends on the activity report only), or cannot be any more (skipped).
 
@@ -381,7 +385,7 @@ def burst_settled(analyses: list[FrameAnalysis], remaining: int, policy: PolicyC
     for rule, count in hits.items():
         if rule_enabled(policy, rule) and count() + remaining >= need:
             return False
-    if rule_enabled(policy, "unrecognized_person"):
+    if identity and rule_enabled(policy, "unrecognized_person"):
         unknown, known, _unchecked = identity_hits(views, policy)
         can_fire = len(unknown) + remaining >= need and len(unknown) + remaining > known
         if can_fire or not (unknown or known):
