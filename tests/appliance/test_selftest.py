@@ -231,6 +231,39 @@ def test_framing_rows() -> None:
     assert row.status == WARN and "nobody in the desk zone in any of 1 frames (frame 1: 0 of 1" in row.detail
 
 
+def test_liveness_rows() -> None:
+    """The worker's face taken for a picture (a door frame round the head, a noisy sensor)
+    is a WARN with what to do, before any scan accuses them."""
+    import dataclasses
+
+    from deskwatch.config import load_config_text
+    from deskwatch.domain import Box, Face, FrameAnalysis, LightReading
+
+    cfg = load_config_text("device: {id: d, site: s, worker_id: w}\n")
+    light = LightReading(120.0, 50.0, 0.02, 8.0, False, False)
+    live = Face(Box(0.4, 0.25, 0.55, 0.45), 0.9, live=True)
+    picture = dataclasses.replace(live, live=False, spoof_cues="moire 1.62, straight edges on 4 side(s) of the face")
+    small = dataclasses.replace(live, live=None)  # under min_face_px: not judged
+    run = SelftestRun(cfg)
+    assert selftest.check_liveness(run)[0].status == WARN  # no analysed frame
+    run.analyses = [FrameAnalysis(0, light, [], []), FrameAnalysis(1, light, [], [live])]
+    row = selftest.check_liveness(run)[0]
+    assert row.status == PASS and row.detail == "1 face(s) in 1 of 2 frames judged live"
+    run.analyses = [FrameAnalysis(0, light, [], [live]), FrameAnalysis(1, light, [], [picture])]
+    row = selftest.check_liveness(run)[0]
+    assert row.status == WARN and row.detail.startswith(
+        "a face in frame 2 was taken for a picture of a face (moire 1.62"
+    )
+    assert "door, window or picture frame" in row.remedy
+    run.analyses = [FrameAnalysis(0, light, [], [small])]
+    row = selftest.check_liveness(run)[0]
+    assert row.status == WARN and row.detail.startswith("no face of at least 60 px in any of 1 frames")
+    off = SelftestRun(
+        load_config_text("device: {id: d, site: s, worker_id: w}\nvision: {liveness: {enabled: false}}\n")
+    )
+    assert selftest.check_liveness(off)[0].status == PASS
+
+
 @pytest.mark.broker
 @pytest.mark.skipif(not MODELS_READY, reason="models/ not built")
 def test_a_burst_that_starts_on_an_empty_desk_and_the_models_the_daemon_loads(
@@ -277,4 +310,6 @@ def test_a_burst_that_starts_on_an_empty_desk_and_the_models_the_daemon_loads(
         assert ("in use" in line and "not in use" not in line) == (file in loaded), line
     framing = next(line for line in lines if line.startswith("framing"))
     assert "PASS" in framing and "frame 1: nobody" in framing and "in 2 of 3 frames" in framing, framing
+    liveness = next(line for line in lines if line.startswith("liveness"))
+    assert "PASS" in liveness and "judged live" in liveness, liveness  # single_01's worker, a live face
     assert code == 0 or "FAIL" in out

@@ -124,6 +124,25 @@ def test_synthetic_attacks_are_caught(int8_vision: Any, labelled_photos: list[Ph
     assert all(sum(v) >= 0.7 * len(v) for v in caught.values()), {k: f"{sum(v)}/{len(v)}" for k, v in caught.items()}
 
 
+def test_the_selftest_warns_when_the_face_at_the_desk_looks_like_a_picture(
+    int8_vision: Any, labelled_photos: list[Photo]
+) -> None:
+    """Through the daemon's vision stage: a synthetic phone showing a face held up at the desk
+    makes the technician's liveness row a WARN with a remedy; the real photo it shows, a PASS."""
+    from deskwatch.config import load_config_text
+    from deskwatch.technician.checks import PASS, WARN
+    from deskwatch.technician.selftest import SelftestRun, check_liveness
+
+    run = SelftestRun(load_config_text("device: {id: d, site: s, worker_id: w}\n"))
+    (name, image, box), *_ = attack_sources(int8_vision, labelled_photos, 1)
+    run.analyses = [int8_vision.analyze(Frame(image, T0, 0))]
+    assert check_liveness(run)[0].status == PASS, name
+    shown = [a.image for _n, a in attack_set([(name, image, box)], per_kind=2) if a.kind == "phone"]
+    run.analyses = [int8_vision.analyze(Frame(img, T0, i)) for i, img in enumerate(shown)]
+    row = check_liveness(run)[0]
+    assert row.status == WARN and "taken for a picture of a face" in row.detail, row
+
+
 def test_the_cues_themselves() -> None:
     rng = np.random.default_rng(0)
     # smooth shading has no spectral peak; a fine grid beaten against the pixel grid has

@@ -415,6 +415,47 @@ def check_framing(run: SelftestRun) -> list[CheckResult]:
     ]
 
 
+def check_liveness(run: SelftestRun) -> list[CheckResult]:
+    """Is the face at the desk judged live? A worker's face taken for a picture of a face
+    (straight edges of a door, window or picture frame around the head, and sensor noise
+    lifting its moire score) would count them away and report a presentation_attack: the
+    technician can re-aim the camera or add light now, before it accuses anyone."""
+    if not run.cfg.vision.liveness.enabled:
+        return [CheckResult("liveness", PASS, "off in the configuration (vision.liveness.enabled: false)")]
+    if not run.analyses:
+        return [CheckResult("liveness", WARN, "not checked (no analysed frame)", "fix the camera/models first")]
+    judged = [(i, f) for i, a in enumerate(run.analyses, 1) for f in a.faces if f.live is not None]
+    if not judged:
+        size = run.cfg.vision.liveness.min_face_px
+        return [
+            CheckResult(
+                "liveness",
+                WARN,
+                f"no face of at least {size} px in any of {len(run.analyses)} frames: nothing to judge",
+                "sit at the desk facing the camera during the selftest; raise the camera or move it closer",
+            )
+        ]
+    pictures = [(i, f) for i, f in judged if f.live is False]
+    frames = sorted({i for i, _f in judged})
+    if pictures:
+        where = ", ".join(str(i) for i in sorted({i for i, _f in pictures}))
+        return [
+            CheckResult(
+                "liveness",
+                WARN,
+                f"a face in frame {where} was taken for a picture of a face ({pictures[0][1].spoof_cues}); "
+                "if it is the worker's, scans would count them away and report a presentation_attack",
+                "aim the camera so that no door, window or picture frame surrounds the worker's head, add light "
+                "(sensor noise raises the moire score), and keep photos and screens showing faces out of view",
+            )
+        ]
+    return [
+        CheckResult(
+            "liveness", PASS, f"{len(judged)} face(s) in {len(frames)} of {len(run.analyses)} frames judged live"
+        )
+    ]
+
+
 # -- broker -----------------------------------------------------------------------------------
 def check_broker(run: SelftestRun, timeout: float = 10.0) -> list[CheckResult]:
 
@@ -429,6 +470,7 @@ CHECKS: dict[str, Check] = {
     "light": check_light,
     "models": check_models,
     "framing": check_framing,
+    "liveness": check_liveness,
     "broker": check_broker,
 }
 
