@@ -407,6 +407,7 @@ def burst_figures(
     trims: list[float] = []
     looked: list[int] = []
     analysed: list[int] = []  # frames analysed: a burst settled before its last frames ends there
+    camera_open: list[float] = []  # seconds from the camera opened to closed (the burst's pace, real time)
     peaks: list[float] = []
     per_scan: list[dict[str, float]] = []  # each scan's stages, summed over its frames
     with tempfile.TemporaryDirectory(prefix="deskwatch-bench-bursts-") as tmp:
@@ -441,6 +442,7 @@ def burst_figures(
             trims.append((time.perf_counter() - t1) * 1000)
             looked.append(sum(1 for a in analyses if "phones" in a.timings_ms))
             analysed.append(len(analyses))
+            camera_open.append(burst.seconds)
             summed: dict[str, float] = {}
             for a in analyses:
                 for stage, ms in a.timings_ms.items():
@@ -453,6 +455,9 @@ def burst_figures(
         "trim_heap_ms": {"p50": round(percentile(trims, 50), 2), "p95": round(percentile(trims, 95), 2)},
         "peak_rss_mb": round(max(peaks), 1) if peaks else None,
         "frames_analysed_per_scan": round(statistics.fmean(analysed), 2) if analysed else 0.0,
+        "camera_open_s": {"p50": round(percentile(camera_open, 50), 2), "mean": round(statistics.fmean(camera_open), 2)}
+        if camera_open
+        else None,
         "phone_stage_frames_per_scan": round(statistics.fmean(looked), 2) if looked else 0.0,
         "stage_ms_per_scan": _stage_shares(per_scan),
     }
@@ -558,7 +563,8 @@ def print_report(r: dict[str, Any]) -> None:
     if b:
         print(
             f"whole scans ({b['scans']} bursts of {b['frames_per_scan']} frames): p50 {b['scan_ms']['p50']:.1f} ms, "
-            f"p95 {b['scan_ms']['p95']:.1f} ms; {b['frames_analysed_per_scan']} frames analysed a scan, "
+            f"p95 {b['scan_ms']['p95']:.1f} ms; {b['frames_analysed_per_scan']} frames analysed a scan "
+            f"(camera open {b['camera_open_s']['mean']} s on average), "
             f"the phone stage on {b['phone_stage_frames_per_scan']}; "
             f"peak RSS {b['peak_rss_mb']} MB (one full frame at a time)"
         )
