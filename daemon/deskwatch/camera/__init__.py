@@ -29,7 +29,7 @@ from deskwatch.camera.config import CameraConfig
 from deskwatch.domain import Frame
 from deskwatch.schedule import Clock
 
-__all__ = ["BACKENDS", "BurstInFlight", "Camera", "CameraError", "open_camera", "take_burst"]
+__all__ = ["BACKENDS", "DONE_POLL_SECONDS", "BurstInFlight", "Camera", "CameraError", "open_camera", "take_burst"]
 
 
 class CameraError(Exception):
@@ -92,17 +92,13 @@ def _capture(
 ) -> None:
     """The burst itself: each frame to ``deliver`` as soon as it is captured. A set ``stop``
     (shutdown) ends it at once, even mid-wait; a set ``done`` (the consumer needs no more
-    frames) ends it before the next frame is captured."""
+    frames) ends it within ``DONE_POLL_SECONDS``, the camera closed, no frame taken after."""
     gap = seconds / (frames - 1) if frames > 1 else 0.0
     camera.open()
     try:
         start = clock.monotonic()
         for i in range(frames):
-            if i:
-                wait = start + i * gap - clock.monotonic()
-                if wait > 0 and clock.wait(stop, wait):
-                    break
-            if done is not None and done.is_set():
+            if i and _wait_for(start + i * gap, clock, stop, done):
                 break
             image = camera.capture()
             if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
@@ -111,6 +107,21 @@ def _capture(
             del image  # the frame is the consumer's now: this thread keeps no reference while it waits
     finally:
         camera.close()
+
+
+DONE_POLL_SECONDS = 0.1  # how soon a burst whose consumer left notices it, mid-wait
+
+
+def _wait_for(deadline: float, clock: Clock, stop: threading.Event, done: threading.Event | None) -> bool:
+    """Wait until ``deadline`` (monotonic); True when the burst is to end instead: ``stop``
+    (waited on, so that shutdown ends it at once) or ``done`` (looked at every
+    DONE_POLL_SECONDS: a settled scan closes the camera about then, not at the next frame)."""
+    while (wait := deadline - clock.monotonic()) > 0:
+        if done is not None and done.is_set():
+            return True
+        if clock.wait(stop, wait if done is None else min(wait, DONE_POLL_SECONDS)):
+            return True
+    return stop.is_set() or (done is not None and done.is_set())
 
 
 class BurstInFlight:
