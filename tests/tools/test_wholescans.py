@@ -34,6 +34,22 @@ def test_times_whole_scans_and_keeps_their_findings(tmp_path: Path, capsys: pyte
     assert "eating" in result["findings"]["eat_03.jpg"]
 
 
+@pytest.mark.slow
+def test_the_everyday_scan_settles_and_closes_the_camera_early(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--own-worker --camera: face_03's worker enrolled from that photo, alone: the burst settles
+    after 3 of 5 frames; multi_03 (two faces) cannot be enrolled and is left out."""
+    for name in ("face_03.jpg", "multi_03.jpg"):
+        shutil.copy(PHOTOS / name, tmp_path / name)
+    assert wholescans.main([str(tmp_path), "--rounds", "1", "--own-worker", "--camera"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["scans"] == 1 and list(result["findings"]) == ["face_03.jpg"]
+    assert result["findings"]["face_03.jpg"] == []
+    assert result["camera"]["scans"] == 1 and result["camera"]["frames_analysed_mean"] == 3
+    assert result["camera"]["open_s"]["mean"] > 0
+
+
 def test_a_missing_folder_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert wholescans.main([str(tmp_path / "nothing")]) == 2
     assert "no photo directory" in capsys.readouterr().err

@@ -18,6 +18,11 @@ that finds less shows it).
 only the photos showing exactly one face big enough to enrol, each scanned with that face
 enrolled (the default enrols the first such photo's face for every photo, so that most
 scans meet an unknown face).
+
+``--camera``: also each photo's burst through the camera path at the camera's pace, in
+real time (``camera.burst_seconds`` a scan, as ``deskwatch bench`` takes its bursts), and
+how long the camera was open and how many frames were analysed (a burst settled before its
+last frames ends there); a tree whose bench does not report it gives null.
 """
 
 from __future__ import annotations
@@ -53,7 +58,7 @@ def noisy_burst(image: np.ndarray, frames: int, seed: int) -> list[np.ndarray]:
     return out
 
 
-def whole_scans(photos: Path, rounds: int, own_worker: bool = False) -> dict[str, Any]:
+def whole_scans(photos: Path, rounds: int, own_worker: bool = False, camera: bool = False) -> dict[str, Any]:
     import deskwatch.app
     import deskwatch.scanner
     from deskwatch.app import build_evidence, build_policy, build_vision
@@ -78,6 +83,8 @@ def whole_scans(photos: Path, rounds: int, own_worker: bool = False) -> dict[str
         prepare = preparer(cfg) if preparer is not None else None
         times: list[float] = []
         findings: dict[str, list[str]] = {}
+        camera_open: list[float] | None = [] if camera else None
+        analysed: list[float] = []
         for round_ in range(max(1, rounds)):
             for seed, path in enumerate(paths):
                 if own_worker and bench._enrol_one(cfg, vision, [path]) is None:
@@ -101,6 +108,13 @@ def whole_scans(photos: Path, rounds: int, own_worker: bool = False) -> dict[str
                 times.append((time.perf_counter() - t0) * 1000)
                 if round_ == 0:
                     findings[path.name] = sorted(f.type for f in outcome.findings)
+                    if camera_open is not None:
+                        paced = bench.burst_figures(vision, policy, make_evidence, [path], cfg.camera, prepare)
+                        if paced.get("camera_open_s") is None:
+                            camera_open = None  # a tree before the camera-open figure
+                        else:
+                            camera_open.append(paced["camera_open_s"]["mean"])
+                            analysed.append(paced["frames_analysed_per_scan"])
         vision.close()
     return {
         "tree": str(Path(bench.__file__).resolve().parents[3]),
@@ -114,6 +128,16 @@ def whole_scans(photos: Path, rounds: int, own_worker: bool = False) -> dict[str
             "mean": round(statistics.fmean(times), 1),
         },
         "findings": findings,
+        "camera": None
+        if not camera_open
+        else {
+            "scans": len(camera_open),
+            "open_s": {
+                "p50": round(statistics.median(camera_open), 2),
+                "mean": round(statistics.fmean(camera_open), 2),
+            },
+            "frames_analysed_mean": round(statistics.fmean(analysed), 2),
+        },
     }
 
 
@@ -124,12 +148,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--own-worker", action="store_true", help="each one-face photo scanned with its own face enrolled"
     )
+    parser.add_argument(
+        "--camera", action="store_true", help="also each burst at the camera's pace: how long the camera was open"
+    )
     args = parser.parse_args(argv)
     photos = Path(args.photos)
     if not photos.is_dir():
         print(f"wholescans: no photo directory {photos}", file=sys.stderr)
         return 2
-    print(json.dumps(whole_scans(photos, args.rounds, args.own_worker), indent=1))
+    print(json.dumps(whole_scans(photos, args.rounds, args.own_worker, args.camera), indent=1))
     return 0
 
 
