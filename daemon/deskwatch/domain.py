@@ -350,6 +350,8 @@ class ScanRecord:
     started_at: datetime
     finished_at: datetime | None = None
     frames: int = 0
+    # frames of its bursts never taken: the burst was settled before them (in the log only)
+    unseen_frames: int = 0
     checks: list[CheckOutcome] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     persons: int = 0

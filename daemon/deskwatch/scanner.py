@@ -309,6 +309,7 @@ class Scanner:
             return None, [], []
         record.durations_ms["capture"] = record.durations_ms.get("capture", 0.0) + round(burst.seconds * 1000, 1)
         record.frames += burst.captured
+        record.unseen_frames += scanned.unseen
         t = time.perf_counter()
         try:
             if failure is not None:
@@ -374,12 +375,14 @@ class Scanner:
                 },
             )
         summary = ", ".join(f.type for f in record.findings) or ("error: " + record.error if record.error else "clear")
+        settled = f" (settled: {record.unseen_frames} more not needed)" if record.unseen_frames else ""
         log.info(
-            "scan %s (%s) done in %.0f ms: %d frames, %d persons, %d bystanders: %s",
+            "scan %s (%s) done in %.0f ms: %d frames%s, %d persons, %d bystanders: %s",
             record.scan_id,
             record.trigger,
             record.durations_ms.get("total", 0.0),
             record.frames,
+            settled,
             record.persons,
             record.bystanders,
             summary,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import logging
 import threading
 import weakref
 from collections.abc import Callable
@@ -65,12 +66,13 @@ def test_interval_scans_open_the_camera_only_for_each_burst(
 
 
 def test_a_settled_burst_ends_early_with_the_outcomes_of_the_whole_burst(
-    write_config: Callable[..., Path], clock: FakeClock
+    write_config: Callable[..., Path], clock: FakeClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The enrolled worker alone at the desk: after 3 of 5 frames nothing the last two could
     show would make a finding (policy.end_settled_bursts), so they are not analysed, and the
     scan reports what the whole burst reports. (That the camera then takes no more frames is
     test_camera's: this fake clock lets the burst run ahead of the analysis.)"""
+    caplog.set_level(logging.INFO, logger="deskwatch.scanner")
     worker = ([Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))], [recognised_face()])
     records = {}
     for setting in ("true", "false"):
@@ -82,6 +84,8 @@ def test_a_settled_burst_ends_early_with_the_outcomes_of_the_whole_burst(
         records[setting] = (vision.analyzed, delivery.scans[0])
     (early, settled), (whole, full) = records["true"], records["false"]
     assert (early, whole) == (3, 5)
+    done = [r.getMessage() for r in caplog.records if " done in " in r.getMessage()]
+    assert "(settled: 2 more not needed)" in done[0] and "settled" not in done[1], done  # the operator's log
     assert settled["outcome"] == full["outcome"] == "clear" and settled["persons"] == full["persons"] == 1
     assert [(c["rule"], c["outcome"]) for c in settled["checks"]] == [(c["rule"], c["outcome"]) for c in full["checks"]]
     assert (

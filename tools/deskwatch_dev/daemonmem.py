@@ -15,7 +15,8 @@ outside:
 
 Each photo is fitted into a camera-sized frame and made a burst of ``camera.burst_frames``
 noisy frames (as ``deskwatch bench`` makes them), so that the replay camera walks one still
-scene per scan. ``--camera arrays`` (default): the frames are saved as ``.npy`` and the
+scene per scan (every burst taken whole, ``policy.end_settled_bursts: false``: a settled burst
+would leave its last frames to the next scan, and the whole burst is the memory's worst case). ``--camera arrays`` (default): the frames are saved as ``.npy`` and the
 replay camera of the daemon (started through this module) reads each into a fresh array, as
 a Pi camera delivers one and as ``deskwatch bench`` feeds its whole scans;
 ``--camera jpeg``: saved as JPEG (quality 95) and decoded by the replay camera as it is, in
@@ -120,6 +121,7 @@ schedule:
   interval_seconds: 5
 policy:
   profile: full
+  end_settled_bursts: false
   rules: {{away_from_desk: {{confirm_after_seconds: 1}}}}
 state_dir: {out / "state"}
 """)
