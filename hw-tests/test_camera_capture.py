@@ -106,3 +106,31 @@ def test_burst_in_flight_with_the_scanner_code(picamera2_config: Any, results: A
         assert camera.capture().shape == (cfg.height, cfg.width, 3)
     finally:
         camera.close()
+
+
+def test_a_burst_left_early_frees_the_camera_at_once(picamera2_config: Any, results: Any) -> None:
+    """A scan settled before its burst's last frames (policy.end_settled_bursts) leaves the
+    burst: picamera2 must take no frame after that and be closed within DONE_POLL_SECONDS
+    (plus the close itself), not at the next frame's time, and be free for the next scan."""
+    from deskwatch.camera import DONE_POLL_SECONDS, BurstInFlight, open_camera
+    from deskwatch.schedule import SystemClock
+
+    cfg = picamera2_config
+    if cfg.burst_frames < 2:
+        pytest.skip("a burst of one frame cannot be left early")
+    with BurstInFlight(open_camera(cfg), cfg.burst_frames, cfg.burst_seconds, SystemClock()) as burst:
+        for _frame in burst:
+            left = time.perf_counter()
+            break
+    closed_after = time.perf_counter() - left
+    results.record("burst_left_early", frames=burst.captured, closed_after_s=round(closed_after, 3))
+    assert burst.error is None, f"the burst thread failed: {burst.error!r}"
+    assert burst.captured <= 2, f"{burst.captured} frames taken after the consumer left after one"
+    # the poll (DONE_POLL_SECONDS) plus picamera2's own stop and close: well under a second
+    assert closed_after < DONE_POLL_SECONDS + 1.0, f"camera closed {closed_after:.2f} s after the consumer left"
+    camera = open_camera(cfg)
+    camera.open()
+    try:
+        assert camera.capture().shape == (cfg.height, cfg.width, 3)
+    finally:
+        camera.close()
