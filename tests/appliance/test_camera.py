@@ -29,6 +29,23 @@ def test_replay_directory_in_order_and_wraps(tmp_path: Path, photos: Path) -> No
     assert shapes[0][:2] == (w0[1], w0[0]) and shapes[2] == shapes[0] and shapes[1] != shapes[0]
 
 
+def test_replay_starts_each_burst_on_a_burst_boundary(tmp_path: Path, photos: Path) -> None:
+    """Material laid out one burst per scene (the demo's): a scan that took only 2 of its 3
+    frames (settled early) leaves the third unread, and the next scan sees the next scene only."""
+    scenes = ["single_01.jpg", "empty_04.jpg"]
+    for i in range(6):
+        (tmp_path / f"{i}.jpg").write_bytes((photos / scenes[i // 3]).read_bytes())
+    cam = open_camera(CameraConfig(backend="replay", source=str(tmp_path), burst_frames=3))
+    sizes = {name: Image.open(photos / name).size for name in scenes}
+    cam.open()
+    first = [cam.capture().shape[1::-1] for _ in range(2)]  # settled after 2 frames
+    cam.close()
+    cam.open()
+    second = [cam.capture().shape[1::-1] for _ in range(3)]
+    cam.close()
+    assert first == [sizes["single_01.jpg"]] * 2 and second == [sizes["empty_04.jpg"]] * 3
+
+
 def test_replay_video(tmp_path: Path) -> None:
     cv2 = pytest.importorskip("cv2")
     path = tmp_path / "clip.avi"

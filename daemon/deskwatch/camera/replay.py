@@ -2,7 +2,10 @@
 
 For the demo, for technicians reproducing a scene, and for tests. Each capture
 returns the next frame in order and wraps around at the end; the position is kept
-across opens, so consecutive scans walk through the material.
+across opens, so consecutive scans walk through the material. Each open starts at a
+multiple of ``camera.burst_frames``: material laid out one burst per scene keeps one
+scene per scan even when a scan takes fewer frames (a settled burst, a shutdown), as a
+real camera does not keep the moments it did not capture for the next scan.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class ReplayCamera:
         if not cfg.source:
             raise CameraError("replay camera needs camera.source (image, directory or video)")
         self.source = Path(cfg.source)
+        self.burst = max(1, cfg.burst_frames)
         self.opens = 0
         self._position = 0
         self._files: list[Path] = []
@@ -47,6 +51,7 @@ class ReplayCamera:
 
     def open(self) -> None:
         src = self.source
+        self._position = -(-self._position // self.burst) * self.burst  # the next burst's first frame
         if src.is_dir():
             self._files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
             if not self._files:
