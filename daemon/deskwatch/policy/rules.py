@@ -319,6 +319,18 @@ def phone_detail(kinds: list[str], frames: int) -> str:
     return f"a phone in {len(kinds)} of {frames} frames ({parts})"
 
 
+def hit_counts(views: list[PeopleView], policy: PolicyConfig) -> dict[str, Callable[[], int]]:
+    """For each rule that counts frames, in how many of ``views`` its condition held, counted
+    exactly as the rule counts its hits (each computed only when asked for)."""
+    return {
+        "away_from_desk": lambda: len(away_frames(views)),
+        "phone_use": lambda: len(phone_hits(views, policy)[0]),
+        "extra_person": lambda: len(extra_hits(views)),
+        "presentation_attack": lambda: len(attack_hits(views, policy)),
+        "eating": lambda: len(eating_hits(views, policy)),
+    }
+
+
 def closer_look_can_count(analyses: list[FrameAnalysis], remaining: int, policy: PolicyConfig) -> bool:
     """Can the phone stage still make phone_use or eating persist through this burst?
 
@@ -327,18 +339,14 @@ def closer_look_can_count(analyses: list[FrameAnalysis], remaining: int, policy:
     one hit and one usable frame (a dark or covered one adds neither), so the most a rule
     can still reach is with every remaining frame usable and a hit. When that falls short
     for every rule the phone stage serves, the closer look cannot change the outcome: the
-    hits are counted exactly as ``rule_phone`` and ``rule_eating`` count them."""
-    counted = {
-        "phone_use": lambda v: bool(phones_in_use(v, policy)),
-        "eating": lambda v: bool(food_at_mouth(v, policy)),
-    }
-    live = {rule: count for rule, count in counted.items() if rule_enabled(policy, rule)}
+    hits are counted exactly as ``rule_phone`` and ``rule_eating`` count them (:func:`hit_counts`)."""
+    live = [rule for rule in ("phone_use", "eating") if rule_enabled(policy, rule)]
     if not live:
         return False
     usable = [a for a in analyses if not a.light.low_light and not a.light.obstructed]
     need = frames_needed(len(usable) + remaining, policy.persistence)
-    views = [people_view(a, policy) for a in usable]
-    return any(sum(1 for v in views if count(v)) + remaining >= need for count in live.values())
+    hits = hit_counts([people_view(a, policy) for a in usable], policy)
+    return any(hits[rule]() + remaining >= need for rule in live)
 
 
 def burst_settled(
@@ -375,14 +383,7 @@ def burst_settled(
     if len(analyses) < need:
         return False  # the light gate could still block the burst
     views = [people_view(a, policy) for a in analyses]
-    hits: dict[str, Callable[[], int]] = {
-        "away_from_desk": lambda: len(away_frames(views)),
-        "phone_use": lambda: len(phone_hits(views, policy)[0]),
-        "extra_person": lambda: len(extra_hits(views)),
-        "presentation_attack": lambda: len(attack_hits(views, policy)),
-        "eating": lambda: len(eating_hits(views, policy)),
-    }
-    for rule, count in hits.items():
+    for rule, count in hit_counts(views, policy).items():
         if rule_enabled(policy, rule) and count() + remaining >= need:
             return False
     if identity and rule_enabled(policy, "unrecognized_person"):
