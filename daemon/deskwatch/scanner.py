@@ -109,18 +109,12 @@ def analyze_frames(
         t3 = time.perf_counter()
         out.evidence_ms += (t3 - t2) * 1000
         remaining = count - len(out.analyses)
-        settled = remaining > 0 and policy.burst_settled(out.analyses, remaining, identity=_checks_faces(vision))
+        settled = remaining > 0 and policy.burst_settled(out.analyses, remaining, identity=vision.identity_enabled)
         out.keep_ms += (time.perf_counter() - t3) * 1000
         if settled:
             out.unseen = remaining
             break  # before the next frame is taken from the burst
     return out
-
-
-def _checks_faces(vision: Vision) -> bool:
-    """Does the vision stage run the identity check (a worker enrolled, the profile asking)?
-    A stage that does not say is taken to: the burst then waits for an identity result."""
-    return bool(getattr(vision, "identity_enabled", True))
 
 
 def _kept(

@@ -21,6 +21,11 @@ if TYPE_CHECKING:
 class Vision(Protocol):
     def analyze(self, frame: Any, *, look_closer: bool = True) -> FrameAnalysis: ...
 
+    @property
+    def identity_enabled(self) -> bool:
+        """Does the stage check faces against an enrolled worker (unrecognized_person can get a result)?"""
+        ...
+
     def model_hashes(self) -> dict[str, str]: ...
 
 

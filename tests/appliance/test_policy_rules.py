@@ -448,6 +448,7 @@ def test_a_burst_cut_short_looks_no_less_and_is_judged_on_the_frames_it_got():
 
         def __init__(self) -> None:
             self.asked: list[bool] = []
+            self.identity_enabled = True
 
         def analyze(self, frame: Frame, *, look_closer: bool = True) -> object:
             self.asked.append(look_closer)

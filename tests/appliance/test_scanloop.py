@@ -23,6 +23,7 @@ from deskwatch.policy.engine import Policy, PolicyContext
 from deskwatch.stages import Vision
 from tests.support.common import FakeClock
 from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+from tests.support.policy import face
 from tests.support.vision import Photo, camera_burst
 
 
@@ -73,7 +74,10 @@ def test_a_settled_burst_ends_early_with_the_outcomes_of_the_whole_burst(
     scan reports what the whole burst reports. (That the camera then takes no more frames is
     test_camera's: this fake clock lets the burst run ahead of the analysis.)"""
     caplog.set_level(logging.INFO, logger="deskwatch.scanner")
-    worker = ([Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))], [recognised_face()])
+    worker = (
+        [Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))],
+        [face(Box(0.42, 0.25, 0.58, 0.5), identity="worker")],
+    )
     records = {}
     for setting in ("true", "false"):
         vision = ScriptedVision(lambda f: worker)
@@ -102,24 +106,14 @@ def test_a_settled_burst_ends_early_with_the_outcomes_of_the_whole_burst(
     assert vision.analyzed == 4 and delivery.scans[0]["outcome"] == "clear"
 
     # nobody enrolled: the vision stage checks no face, so waiting for an identity result
-    # would wait for nothing (a vision stage that does not say so is waited for)
+    # would wait for nothing; a stage that checks faces (and has given no result yet) is waited for
     unchecked = (worker[0], [dataclasses.replace(worker[1][0], identity=None)])
-    for enrolled, frames in ((False, 3), (None, 5)):
+    for enrolled, frames in ((False, 3), (True, 5)):
         vision = ScriptedVision(lambda f: unchecked)
-        if enrolled is not None:
-            vision.identity_enabled = enrolled  # type: ignore[attr-defined]
+        vision.identity_enabled = enrolled
         daemon, _cam, delivery = make_daemon(write_config, clock, extra="camera: {burst_frames: 5}", vision=vision)
         daemon.run(max_scans=1, install_signals=False)
         assert vision.analyzed == frames and delivery.scans[0]["outcome"] == "clear", enrolled
-
-
-def recognised_face() -> Face:
-    box = Box(0.42, 0.25, 0.58, 0.5)
-    kps = tuple(
-        (box.x0 + fx * box.width, box.y0 + fy * box.height)
-        for fx, fy in ((0.3, 0.4), (0.7, 0.4), (0.5, 0.6), (0.5, 0.8), (0.0, 0.5), (1.0, 0.5))
-    )
-    return Face(box=box, score=0.9, keypoints=kps, facing=0.9, identity="worker", live=True)
 
 
 def test_dark_room_reports_low_light_not_away(write_config: Callable[..., Path], clock: FakeClock) -> None:
@@ -467,6 +461,10 @@ class LookCounter:
         self.asked.append(look_closer)
         return self.vision.analyze(frame, look_closer=look_closer)
 
+    @property
+    def identity_enabled(self) -> bool:
+        return bool(self.vision.identity_enabled)
+
     def model_hashes(self) -> dict[str, str]:
         return self.vision.model_hashes()
 
@@ -480,7 +478,9 @@ def test_the_phone_stage_runs_only_while_a_phone_or_food_can_persist(
     skip the phone stage; a phone in the hand keeps it on for the whole burst and is reported
     exactly as if every frame had been looked at."""
     photos = {p.file: p.image for p in labelled_photos}
-    extra = "camera: {burst_frames: 5}"
+    # every burst whole: a worker alone with nothing that persists would settle it after the
+    # third frame (test_a_settled_burst_ends_early_...), leaving no fourth frame to skip the stage on
+    extra = "camera: {burst_frames: 5}\npolicy: {end_settled_bursts: false}"
     for name, asked, found in (
         ("nophone_hand_01.jpg", [True, True, True, False, False], []),
         ("phone_hand_02.jpg", [True] * 5, ["phone_use"]),

@@ -16,6 +16,7 @@ class ScriptedVision:
         self.script = script or (lambda f: ([Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))], []))
         self.analyzed = 0
         self.closer_looks = 0  # frames the phone stage was asked for
+        self.identity_enabled = True  # faces may get an identity result: a burst waits for one
 
     def analyze(self, frame: Frame, *, look_closer: bool = True) -> FrameAnalysis:
         self.analyzed += 1
