@@ -37,7 +37,7 @@ from deskwatch.vision.crops import (
     to_frame,
 )
 from deskwatch.vision.eating import food_at_mouth
-from deskwatch.vision.objects import BINS, COCO_LABELS, PHONE_RIVALS, STRIDES, decode
+from deskwatch.vision.objects import BINS, COCO_LABELS, PHONE_RIVALS, STRIDES, cells_at_or_above, decode
 from deskwatch.vision.phones import AT_EAR, IN_HAND, VISIBLE, behaviour, confirmed_phones, phone_score
 from deskwatch.vision.pose import INPUT_SIZE, Pose, PoseEstimator, pose_square
 from tests.support.vision import Photo, vision_config
@@ -302,6 +302,16 @@ def test_a_phone_the_detector_rates_below_a_drink_at_the_same_place_is_no_phone_
     assert anchors(decode(outputs, thresholds, np.array([phone]))) == [(1, "cell phone"), (2, "cell phone")]
 
 
+def test_candidates_are_the_cellscells_at_or_above_their_threshold_in_numpys_order() -> None:
+    """decode looks for candidates through the rows that hold one; the (anchor, class) pairs
+    and their order must be np.nonzero's, whatever the mask (none, a few, every cell)."""
+    rng = np.random.default_rng(7)
+    for density in (0.0, 0.001, 0.05, 1.0):
+        mask = rng.random((2704, 80)) < density
+        for got, want in zip(cells_at_or_above(mask), np.nonzero(mask), strict=True):
+            assert np.array_equal(got, want)
+
+
 def test_crops_are_squares_around_both_hands_and_the_head() -> None:  # one crop size
     p = pose(left=(700, 600), right=(300, 650))
     crops = crops_of([p], 2.5, W, H)
@@ -326,6 +336,19 @@ def test_cut_pads_with_grey_where_the_crop_leaves_the_frame() -> None:
     assert pixels.shape == (200, 200, 3)
     assert (pixels[:, :50] == PAD_GREY).all() and (pixels[100:] == PAD_GREY).all()
     assert np.array_equal(pixels[:100, 50:], image[700:800, 0:150])
+
+
+def test_a_crop_inside_the_frame_is_looked_at_in_place() -> None:
+    """No copy of a crop the frame holds whole: the detectors only resize it (a close worker's
+    squares are 0.5-1.6 MB each, cut once for NanoDet and once for CenterNet)."""
+    image = np.arange(H * W * 3, dtype=np.uint32).reshape(H, W, 3).astype(np.uint8)
+    crop = Crop("head", 0, 100, 200, 300)
+    pixels = cut(image, crop)
+    assert np.shares_memory(pixels, image)
+    assert np.array_equal(pixels, image[200:500, 100:400])
+    edge = Crop("head", 0, W - 300, H - 300, 300)  # touching the right and bottom edges: still inside
+    assert np.shares_memory(cut(image, edge), image) and cut(image, edge).shape == (300, 300, 3)
+    assert not np.shares_memory(cut(image, Crop("head", 0, W - 299, 0, 300)), image)  # one column over
 
 
 def test_a_detection_in_a_crop_lands_where_it_is_in_the_frame() -> None:

@@ -87,6 +87,15 @@ def nms_per_class(boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray, io
     return np.asarray(keep, dtype=np.int64)
 
 
+def cells_at_or_above(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``np.nonzero`` of an anchors x classes mask, in the same order, through the few rows
+    that hold a candidate: a frame's 2704 x 80 mask has a handful, and ``np.nonzero`` on the
+    whole of it took ~0.4 ms where this takes ~0.1."""
+    rows = np.flatnonzero(mask.any(axis=1))
+    within, cls = np.nonzero(mask[rows])
+    return rows[within], cls
+
+
 @dataclass
 class RawDetections:
     boxes: np.ndarray  # M x 4, normalised to the input image (x0, y0, x1, y1)
@@ -103,9 +112,9 @@ def decode(outputs: dict[str, np.ndarray], thresholds: np.ndarray, classes: np.n
     for s in STRIDES:
         scores = outputs[f"cls_{s}"].reshape(-1, len(COCO_LABELS))
         if classes is None:
-            anchor, cls = np.nonzero(scores >= thresholds)
+            anchor, cls = cells_at_or_above(scores >= thresholds)
         else:
-            anchor, column = np.nonzero(scores[:, classes] >= thresholds[classes])
+            anchor, column = cells_at_or_above(scores[:, classes] >= thresholds[classes])
             cls = classes[column]
         phone = cls == PHONE_INDEX
         if phone.any():
