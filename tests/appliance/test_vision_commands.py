@@ -113,6 +113,10 @@ def test_bench_reports_stages_overhead_and_rss(
     assert result["frames"] == 2 and result["frame_size"] == [1280, 720]
     assert {"objects", "faces", "identity", "policy"} <= set(result["stages_ms"])
     assert result["overhead_ratio"] >= 1.0
+    outside = result["outside_models_ms"]
+    assert outside["mean"] > 0 and outside["mean"] == pytest.approx(
+        result["scan_ms"]["mean"] - result["inside_models_ms"]["mean"], abs=0.02
+    )
     assert 0 < result["inside_models_ms"]["p50"] <= result["scan_ms"]["p50"]
     # the pipeline's own peak, and the bench process's (its JPEG decoding and model loading too)
     assert 100 < result["peak_rss_mb"] <= result["process_peak_rss_mb"]
