@@ -21,6 +21,13 @@ contradict is listed:
 blur 3, a 70 % crop, tilted by 10 degrees either way): a figure to look for the next false
 finding in, beyond what the accuracy test holds the verdicts to.
 
+``--bursts N`` asks of each false finding what the supervisor would get: the view that made it
+is scanned again as N camera bursts (``camera.burst_frames`` frames, each with its own sensor
+noise, as ``deskwatch bench`` makes them; seeds 0..N-1) through the scan's burst analysis and
+the policy, and the bursts that still report it are counted. A one-frame scan decides on one
+noise pattern; a burst needs the finding in ``persistence`` of its frames. Only the views with
+a false one-frame finding are scanned again (a view clear as one frame is not).
+
 It prints one line per photo with a false finding (and what the true ones found), then
 the totals per finding and per variant; ``--json`` prints the totals only. Exit status 0
 either way: it is a figure, the tests hold the bars.
@@ -165,13 +172,17 @@ def measure(
     verbose: bool = True,
     sizes: tuple[str, ...] = SIZES,
     variants: dict[str, Callable[[np.ndarray], np.ndarray]] | None = None,
+    bursts: int = 0,
 ) -> dict[str, Any]:
     """Totals: false findings per type, per variant and per size, and the true findings per type
-    (``variants``: the variations to apply, default :data:`VARIANTS`)."""
+    (``variants``: the variations to apply, default :data:`VARIANTS`); ``bursts`` > 0: each
+    false finding's view scanned again as that many bursts (``false_in_bursts``)."""
     variants = VARIANTS if variants is None else variants
     from deskwatch.app import build_policy, build_vision
+    from deskwatch.commands.bench import camera_burst
     from deskwatch.domain import Frame, utcnow
     from deskwatch.policy.engine import PolicyContext
+    from deskwatch.scanner import analyze_burst
     from deskwatch_dev.phonefigures import _config, _load
 
     labels = yaml.safe_load((directory / "labels.yaml").read_text())["files"]
@@ -181,9 +192,18 @@ def measure(
         "by_size": {size: 0 for size in sizes},
     }
     found: dict[str, int] = {}
+    # per finding: the false views scanned again, and those where a burst still reported it
+    in_bursts: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory(prefix="deskwatch-variants-") as state:
         cfg = _config(state)
         vision, policy = build_vision(cfg), build_policy(cfg)
+
+        def burst_findings(frame: np.ndarray, seed: int) -> set[str]:
+            now = utcnow()
+            burst = [Frame(f, now, i) for i, f in enumerate(camera_burst(frame, cfg.camera.burst_frames, seed))]
+            context = PolicyContext(now=now, trigger="cli", confirming=True)
+            return {f.type for f in policy.evaluate(analyze_burst(vision, policy, burst), context).findings}
+
         try:
             for entry in labels:
                 image = _load(directory / entry["file"])
@@ -191,11 +211,22 @@ def measure(
                 for name, vary in variants.items():
                     varied = np.ascontiguousarray(vary(image))
                     for size in sizes:
-                        analysis = vision.analyze(Frame(sized(varied, size), utcnow(), 0))
+                        frame = sized(varied, size)
+                        analysis = vision.analyze(Frame(frame, utcnow(), 0))
                         context = PolicyContext(now=utcnow(), trigger="cli", confirming=True)
                         findings = {f.type for f in policy.evaluate([analysis], context).findings}
-                        for finding in false_findings(entry, findings):
-                            wrong.append(f"{name} ({size}): {finding}")
+                        wrongly = false_findings(entry, findings)
+                        kept = [burst_findings(frame, seed) for seed in range(bursts if wrongly else 0)]
+                        for finding in wrongly:
+                            said = f"{name} ({size}): {finding}"
+                            if bursts:
+                                held = sum(finding in k for k in kept)
+                                said += f" [in {held} of {bursts} bursts]"
+                                row = in_bursts.setdefault(finding, {"views": 0, "views_kept": 0, "bursts_kept": 0})
+                                row["views"] += 1
+                                row["views_kept"] += held > 0
+                                row["bursts_kept"] += held
+                            wrong.append(said)
                             false["by_finding"][finding] = false["by_finding"].get(finding, 0) + 1
                             false["by_variant"][name] += 1
                             false["by_size"][size] += 1
@@ -205,7 +236,10 @@ def measure(
                     print(f"{entry['file']:22} false: {', '.join(wrong)}", flush=True)
         finally:
             vision.close()
-    return {"photos": len(labels), "variants": list(variants), "sizes": list(sizes), "false": false, "found": found}
+    totals = {"photos": len(labels), "variants": list(variants), "sizes": list(sizes), "false": false, "found": found}
+    if bursts:
+        totals["false_in_bursts"] = {"bursts_per_view": bursts, "by_finding": in_bursts}
+    return totals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -222,7 +256,17 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="harsher variations (darker 0.4, JPEG q20, noise 16, blur 3, 70 %% crop, ±10°)",
     )
+    parser.add_argument(
+        "--bursts",
+        type=int,
+        default=0,
+        metavar="N",
+        help="scan each view with a false finding again as N camera bursts: does the finding persist? (default 0: no)",
+    )
     args = parser.parse_args(argv)
+    if not 0 <= args.bursts <= 100:
+        print(f"variants: --bursts takes 0 to 100 bursts (got {args.bursts})", file=sys.stderr)
+        return 2
     if not (args.directory / "labels.yaml").is_file():
         print(f"variants: no labels.yaml in {args.directory}: pass a labelled photo folder", file=sys.stderr)
         return 2
@@ -233,7 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     totals = measure(
-        args.directory, verbose=not args.json, sizes=sizes, variants=HARSH_VARIANTS if args.harsh else None
+        args.directory,
+        verbose=not args.json,
+        sizes=sizes,
+        variants=HARSH_VARIANTS if args.harsh else None,
+        bursts=args.bursts,
     )
     if args.json:
         print(json.dumps(totals, indent=1))
@@ -246,6 +294,16 @@ def main(argv: list[str] | None = None) -> int:
     print("false findings per variant:", json.dumps(totals["false"]["by_variant"]))
     print("false findings per size:", json.dumps(totals["false"]["by_size"]))
     print("true findings reported:", json.dumps(totals["found"]))
+    if "false_in_bursts" in totals:
+        rows = totals["false_in_bursts"]["by_finding"]
+        print(
+            f"false findings scanned again as {args.bursts} bursts each:",
+            ", ".join(
+                f"{k}: {r['views_kept']} of {r['views']} views kept in a burst ({r['bursts_kept']} bursts)"
+                for k, r in rows.items()
+            )
+            or "none to scan",
+        )
     return 0
 
 
