@@ -1,6 +1,6 @@
 """The presence check's hands (vision/hands.py): palms, then the hand landmark model's
 presence score, on real photos with the shipped models; the decoding and the hand's square
-on made-up outputs; the models lent for one frame and let go."""
+on made-up outputs; the models held while the desk is empty and let go for the pose model."""
 
 from __future__ import annotations
 
@@ -145,16 +145,49 @@ def test_fingers_at_the_top_of_a_camera_frame_are_found_in_its_squares(
     assert hand_check.find(fit_frame(centre, 800, 720)) == []  # 1.1:1, looked at whole only
 
 
-def test_the_hand_models_are_lent_for_a_frame_and_let_go(hand_check: HandCheck, labelled_photos: list[Photo]) -> None:
-    store = hand_check.store
-    hand_check.find(_photo(labelled_photos, "phone_desk_02.jpg"))
-    assert store._models == {}  # nothing kept between frames
+def test_the_hand_models_stay_until_released(labelled_photos: list[Photo]) -> None:
+    store = ModelStore(VisionConfig(models_dir=str(MODELS), threads=2))
+    check = HandCheck(store, threshold=0.5)
+    assert store._models == {}  # verified at the start, loaded when a frame needs them
+    hands = check.find(_photo(labelled_photos, "phone_desk_02.jpg"))
+    assert hands and set(store._models) == {PALM_MODEL, HAND_MODEL}
+    held = dict(store._models)
+    assert check.find(_photo(labelled_photos, "phone_desk_02.jpg")) == hands
+    assert store._models == held  # the same interpreters: nothing loaded again for the next frame
+    assert check.release() and store._models == {} and not check.release()
     manifest = read_manifest(MODELS)
     assert store.loaded() == {f: manifest[f].sha256 for f in (PALM_MODEL, HAND_MODEL)}  # still reported in use
-    with store.borrowed(PALM_MODEL) as model:
-        lent = model
-        assert model.interpreter is not None
-    assert lent.interpreter is None  # its memory goes with it
+    assert check.find(_photo(labelled_photos, "phone_desk_02.jpg")) == hands  # loaded (and verified) again
+
+
+def test_the_pose_and_the_hand_models_are_never_held_together(
+    tmp_path: Path, labelled_photos: list[Photo], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An empty desk lets the pose model go and loads the hand models, which stay while the
+    desk stays empty (no loading on the next frames of the burst) and go before the pose
+    model comes back for a person: the two (~26 and ~24 MB) are never held at once."""
+    from deskwatch.app import build_vision
+    from deskwatch.vision.pipeline import POSE_MODEL
+    from tests.support.vision import vision_config
+
+    vision = build_vision(vision_config(tmp_path, object_precision="int8"))
+    store = vision.store
+    built: list[str] = []
+    build = store._build
+    monkeypatch.setattr(store, "_build", lambda file: built.append(file) or build(file))
+    try:
+        empty, person = _photo(labelled_photos, "empty_04.jpg"), _photo(labelled_photos, "single_01.jpg")
+        vision.analyze(person)
+        assert POSE_MODEL in store._models and PALM_MODEL not in store._models
+        vision.analyze(empty)
+        assert "presence" in vision.analyze(empty).timings_ms  # nobody: the hands were looked for
+        assert POSE_MODEL not in store._models and PALM_MODEL in store._models
+        assert built.count(PALM_MODEL) == 1  # twice looked, once loaded
+        vision.analyze(person)
+        assert POSE_MODEL in store._models and not {PALM_MODEL, HAND_MODEL} & set(store._models)
+        assert built.count(POSE_MODEL) == 1
+    finally:
+        vision.close()
 
 
 def test_a_missing_or_altered_hand_model_stops_the_start(tmp_path: Path) -> None:

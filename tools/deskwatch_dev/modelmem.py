@@ -5,9 +5,10 @@ Builds the vision stage as ``deskwatch bench`` does (the ``full`` profile, every
 loads) with each interpreter's construction watched: the process's RssAnon / RssFile in MB
 before and after each model is built (tensors allocated, XNNPACK's packed weights made, the
 mapped file pages released), then after the first ``invoke()`` of each on a zero input (the
-work buffers an operator allocates only when it first runs). The models the stage lends
-only while it needs them (``borrowed``: the presence check's hands) are built, invoked and
-let go once each at the end; for them ``held_mb`` is the growth while they are out.
+work buffers an operator allocates only when it first runs). The models the stage loads
+only while it needs them (the presence check's hands, held while the desk is empty and the
+pose model let go) are built, invoked and let go once each at the end (``borrowed``); for
+them ``held_mb`` is the growth while they are out.
 
 The growth of one model depends on what was loaded before it (heap reuse, the runtime's
 shared buffers), so the figures are for this order, the daemon's own. Runs with nothing but

@@ -165,7 +165,7 @@ class VisionConfig:
     )
     hand_check: bool = setting(
         True,
-        doc="Part of the presence check: where CenterNet finds nobody either, look for hands (MediaPipe's palm detector, then its hand landmark model's presence score on each palm) before the frame is taken for an empty desk. A desk camera often sees only the worker's hands: on the labelled photos of hands on a table NanoDet and CenterNet saw no person. The two models (~24 MB) are loaded only for such a frame and let go after it (~20 ms of loading, and ~35 ms of models here on a 1280x720 frame: the palm detector on the whole frame and on its left and right squares, the landmark model on each palm).",
+        doc="Part of the presence check: where CenterNet finds nobody either, look for hands (MediaPipe's palm detector, then its hand landmark model's presence score on each palm) before the frame is taken for an empty desk. A desk camera often sees only the worker's hands: on the labelled photos of hands on a table NanoDet and CenterNet saw no person. The two models (~24 MB) are loaded for the first such frame and kept while the desk stays empty, and let go before the phone stage's pose model (which is let go for them) is loaded again for a person: the two are never held together (~20 ms of loading each time, and ~35 ms of models here on a 1280x720 frame: the palm detector on the whole frame and on its left and right squares, the landmark model on each palm).",
     )
     hand_check_from: float = setting(
         0.0,

@@ -39,9 +39,14 @@ checked too: over the same views a hand is found in 876 of 1196 views of people 
 the empty scenes' highest score 0.354. Two more palm runs (~11 ms each here), on the frames
 where the check looks.
 
-The two interpreters hold ~24 MB together, so they are loaded only for a frame that needs
-them, one after the other, and let go at once (``ModelStore.borrowed``): ~20 ms of loading on
-a frame where nobody else was found, nothing on any other frame.
+The two interpreters hold ~24 MB together, about what the phone stage's pose model holds, and
+the two are never held at once: the pose model is let go before the hands are looked for
+(``Vision.let_go_of_pose``), and the hand models are loaded when a frame first needs them and
+kept while the desk stays empty (the rest of the burst, the confirming burst, the next away
+scan), then let go (:meth:`HandCheck.release`) before the pose model is loaded again for the
+next person. Loading them for each frame again cost an empty-desk frame 6-23 ms here (palm
+detector alone, or both; 53 instead of 30 ms a frame with palms in view) and more on a Pi,
+where XNNPACK packs the weights at a quarter of the speed.
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ TILE_ASPECT = 1.2  # a frame this much wider than high is also looked at as its 
 HAND_SCALE = 2.6  # MediaPipe's hand square: 2.6 x the palm's longer side ...
 HAND_SHIFT = 0.5  # ... its centre half a palm towards the fingers
 WRIST, MIDDLE_BASE = 0, 2  # palm keypoints that give the hand's direction
+_SIZES = {PALM_MODEL: PALM_SIZE, HAND_MODEL: HAND_SIZE}
 
 
 def palm_anchors() -> np.ndarray:
@@ -165,29 +171,47 @@ class HandCheck:
         store.check(PALM_MODEL)
         store.check(HAND_MODEL)
         self.model_ms = 0.0  # model time of the last find()
+        self._held: dict[str, Model] = {}  # the models loaded since the last release()
 
     def find(self, image: np.ndarray) -> list[Hand]:
-        """Hands in a frame (RGB uint8), the surest first."""
+        """Hands in a frame (RGB uint8), the surest first. The models it loads stay until
+        :meth:`release`."""
         self.model_ms = 0.0
-        with self.store.borrowed(PALM_MODEL) as palm_model:
-            check_io(palm_model, ("Identity", "Identity_1"), size=PALM_SIZE)
-            palms = self._palms(palm_model, image)
+        palms = self._palms(self._model(PALM_MODEL), image)
         if not palms:
             return []
-        trim_heap()  # the palm detector's memory back to the kernel before the landmark model takes its own
         hands = []
         h, w = image.shape[:2]
-        with self.store.borrowed(HAND_MODEL) as hand_model:
-            check_io(hand_model, ("Identity_1",), size=HAND_SIZE)
-            for palm in palms:
-                (cx, cy), side, angle = hand_square(palm)
-                score = self._presence(hand_model, _turned_square(image, (cx, cy), side, angle))
-                if score >= self.threshold:
-                    half = side / 2
-                    box = Box((cx - half) / w, (cy - half) / h, (cx + half) / w, (cy + half) / h).clipped()
-                    if box.area > 0:
-                        hands.append(Hand(score, box))
+        hand_model = self._model(HAND_MODEL)
+        for palm in palms:
+            (cx, cy), side, angle = hand_square(palm)
+            score = self._presence(hand_model, _turned_square(image, (cx, cy), side, angle))
+            if score >= self.threshold:
+                half = side / 2
+                box = Box((cx - half) / w, (cy - half) / h, (cx + half) / w, (cy + half) / h).clipped()
+                if box.area > 0:
+                    hands.append(Hand(score, box))
         return sorted(hands, key=lambda hand: -hand.score)
+
+    def release(self) -> bool:
+        """Let go of the hand models (their interpreters' memory back to the kernel); the next
+        :meth:`find` loads and verifies them again. False when none was held."""
+        if not self._held:
+            return False
+        for file in self._held:
+            self.store.forget(file)
+        self._held.clear()
+        trim_heap()
+        return True
+
+    def _model(self, file: str) -> Model:
+        """The model, loaded (verified against the manifest) if it is not held yet."""
+        model = self._held.get(file)
+        if model is None:
+            model = self.store.load(file)
+            check_io(model, ("Identity", "Identity_1") if file == PALM_MODEL else ("Identity_1",), size=_SIZES[file])
+            self._held[file] = model
+        return model
 
     def _palms(self, palm_model: Model, image: np.ndarray) -> list[Palm]:
         """Palms in the whole frame; in a landscape frame also those its left and right squares

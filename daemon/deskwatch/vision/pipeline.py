@@ -46,7 +46,7 @@ from deskwatch.vision.memory import trim_heap
 from deskwatch.vision.objects import COCO_LABELS, PHONE, ObjectDetector
 from deskwatch.vision.phones import confirmed_phones
 from deskwatch.vision.pose import Pose, PoseEstimator
-from deskwatch.vision.runtime import ModelError, ModelStore
+from deskwatch.vision.runtime import Model, ModelError, ModelStore
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Vision:
             self.second_look = SecondLook(
                 v.phones,
                 self.objects,
-                PoseEstimator(self.store.load(POSE_MODEL), reload=lambda: self.store.load(POSE_MODEL)),
+                PoseEstimator(self.store.load(POSE_MODEL), reload=self._pose_again),
                 confirm,
                 food=food,
             )
@@ -142,7 +142,7 @@ class Vision:
         self.counts_from = counts_from
         if self.presence is not None and "person" not in self.presence.classes:
             raise ModelError(f"{self.store.directory / CENTERNET_MODEL} has no person heat: reinstall the models")
-        # its last step: hands (models loaded only for a frame that needs them), or None
+        # its last step: hands (models loaded when a frame needs them, kept while the pose's is let go), or None
         self.hands = HandCheck(self.store, v.hand_threshold) if self.presence is not None and v.hand_check else None
         self.last_look: Look | None = None  # the phone stage's view of the last analyze() (scan --annotate draws it)
         self.faces = FaceDetector(
@@ -315,13 +315,20 @@ class Vision:
         return sorted(found, key=lambda d: -d.score)[:1], model_ms
 
     def let_go_of_pose(self) -> None:
-        """While nobody is in view the phone stage's pose model (~20 MB) is not needed: it is let
-        go before the hand models are loaded, so that looking for hands on an empty desk holds
-        less memory than a frame with a person does, and loaded again (verified, ~15 ms here) at
-        the next person's pose."""
+        """While nobody is in view the phone stage's pose model (~26 MB) is not needed: it is let
+        go before the hand models (~24 MB together) are loaded, so that looking for hands on an
+        empty desk holds no more memory than a frame with a person does, and loaded again
+        (verified, ~15 ms here) at the next person's pose (:meth:`_pose_again`)."""
         if self.second_look is not None and self.second_look.pose.release():
             self.store.forget(POSE_MODEL)
             trim_heap()
+
+    def _pose_again(self) -> Model:
+        """The pose model, loaded again for a person after an empty desk let it go: the hand
+        models, kept while the desk was empty, go first (the two are never held together)."""
+        if self.hands is not None:
+            self.hands.release()
+        return self.store.load(POSE_MODEL)
 
     def find_faces(self, image: np.ndarray, detections: list[Detection]) -> tuple[list[Face], float]:
         """Faces in the whole frame, plus (short range) in the upper body of each person."""
