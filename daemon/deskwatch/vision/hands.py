@@ -44,9 +44,10 @@ the two are never held at once: the pose model is let go before the hands are lo
 (``Vision.let_go_of_pose``), and the hand models are loaded when a frame first needs them and
 kept while the desk stays empty (the rest of the burst, the confirming burst, the next away
 scan), then let go (:meth:`HandCheck.release`) before the pose model is loaded again for the
-next person. Loading them for each frame again cost an empty-desk frame 6-23 ms here (palm
-detector alone, or both; 53 instead of 30 ms a frame with palms in view) and more on a Pi,
-where XNNPACK packs the weights at a quarter of the speed.
+next person (a profile without the phone stage holds no pose model: there they stay once
+loaded). Loading them for each frame again cost an empty-desk frame 6-23 ms here (palm
+detector alone, or both; 53 instead of 30 ms a frame with palms in view), and a Pi's slower
+cores pack the weights more slowly still (not measured: no Pi here).
 """
 
 from __future__ import annotations
