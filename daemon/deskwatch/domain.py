@@ -352,6 +352,9 @@ class ScanRecord:
     frames: int = 0
     # frames of its bursts never taken: the burst was settled before them (in the log only)
     unseen_frames: int = 0
+    # frames taken while the analysis was behind the camera, then let go unanalysed when the
+    # burst was settled (in the log only; ``frames`` counts them: the camera took them)
+    dropped_frames: int = 0
     checks: list[CheckOutcome] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
     persons: int = 0

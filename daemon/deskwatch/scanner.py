@@ -303,7 +303,12 @@ class Scanner:
             return None, [], []
         record.durations_ms["capture"] = record.durations_ms.get("capture", 0.0) + round(burst.seconds * 1000, 1)
         record.frames += burst.captured
-        record.unseen_frames += scanned.unseen
+        if scanned.unseen:
+            # settled: the frames the camera never took, and those it took while the analysis was
+            # behind it (a frame's analysis slower than the camera's gap) and that were let go
+            # unanalysed - counted apart, so that taken + never taken is the burst
+            record.unseen_frames += max(0, cam_cfg.burst_frames - burst.captured)
+            record.dropped_frames += burst.captured - len(scanned.analyses)
         t = time.perf_counter()
         try:
             if failure is not None:
@@ -317,7 +322,7 @@ class Scanner:
         policy_ms = (time.perf_counter() - t) * 1000 + scanned.keep_ms
         record.durations_ms["evidence"] = record.durations_ms.get("evidence", 0.0) + scanned.evidence_ms
         record.durations_ms["vision"] = record.durations_ms.get("vision", 0.0) + round(scanned.vision_ms, 1)
-        self.stats.inference_ms.append(scanned.vision_ms / burst.captured)
+        self.stats.inference_ms.append(scanned.vision_ms / max(1, len(scanned.analyses)))  # per frame analysed
         record.durations_ms["policy"] = record.durations_ms.get("policy", 0.0) + round(policy_ms, 2)
         return outcome, scanned.analyses, scanned.frames
 
@@ -369,7 +374,12 @@ class Scanner:
                 },
             )
         summary = ", ".join(f.type for f in record.findings) or ("error: " + record.error if record.error else "clear")
-        settled = f" (settled: {record.unseen_frames} more not needed)" if record.unseen_frames else ""
+        settled = ""
+        if record.unseen_frames or record.dropped_frames:
+            parts = [f"{record.unseen_frames} more not needed"] if record.unseen_frames else []
+            if record.dropped_frames:
+                parts.append(f"{record.dropped_frames} taken before that and not analysed")
+            settled = f" (settled: {'; '.join(parts)})"
         log.info(
             "scan %s (%s) done in %.0f ms: %d frames%s, %d persons, %d bystanders: %s",
             record.scan_id,

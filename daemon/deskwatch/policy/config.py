@@ -243,7 +243,7 @@ class PolicyConfig:
     )
     end_settled_bursts: bool = setting(
         True,
-        doc="End a burst as soon as the frames still to come cannot change any check's outcome (every frame so far checkable, the worker seen - and recognised, where one is enrolled - and nothing seen that could persist): the camera closes sooner and those frames are never taken. false: always the whole burst.",
+        doc="End a burst as soon as the frames still to come cannot change any check's outcome (every frame so far checkable, the worker seen - and recognised, where one is enrolled - and nothing seen that could persist): the camera closes sooner and those frames are never taken (where the analysis fell behind the camera's pace, those it had already taken are let go unanalysed; the journal says how many of each). false: always the whole burst.",
     )
     desk_zone: list[float] = setting(
         default_factory=lambda: [0.0, 0.0, 1.0, 1.0],
