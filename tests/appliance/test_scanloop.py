@@ -156,6 +156,27 @@ def test_a_burst_settled_behind_the_camera_counts_each_frame_once(
     assert per_frame == pytest.approx(record.durations_ms["vision"] / 3, rel=0.02) and per_frame >= 590
 
 
+def test_a_settled_burst_counts_the_people_the_whole_burst_counts(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    """The audit's persons and bystanders of a burst settled after 3 of 5 frames are counted at
+    the persistence of the frames analysed: with the whole burst's need (3 of 5) they were the
+    lowest count of the three - one frame with the two far-off people out of view - where the
+    whole burst counted them."""
+    worker = Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))
+    far = [Detection("person", 0.9, Box(0.0, 0.0, 0.1, 0.2)), Detection("person", 0.9, Box(0.85, 0.0, 0.95, 0.2))]
+    me = [face(Box(0.42, 0.25, 0.58, 0.5), identity="worker")]
+    counts = {}
+    for setting in ("true", "false"):
+        vision = ScriptedVision(lambda f: ([worker] if f.index == 2 else [worker, *far], me))
+        extra = f"camera: {{burst_frames: 5}}\npolicy: {{end_settled_bursts: {setting}}}"
+        daemon, _cam, delivery = make_daemon(write_config, clock, extra=extra, vision=vision)
+        daemon.scanner.scan("cli")
+        scan = delivery.scans[0]
+        counts[setting] = (vision.analyzed, scan["outcome"], scan["persons"], scan["bystanders"])
+    assert counts == {"true": (3, "clear", 3, 2), "false": (5, "clear", 3, 2)}
+
+
 def test_dark_room_reports_low_light_not_away(write_config: Callable[..., Path], clock: FakeClock) -> None:
     dark = [(f // 8) for f in bright_frames()]
     daemon, cam, delivery = make_daemon(write_config, clock, camera=FakeCamera(frames=dark))

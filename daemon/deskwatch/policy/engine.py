@@ -261,8 +261,12 @@ class Policy:
             views = [rules.people_view(a, cfg) for a in usable]
             out.people = {v.frame.frame_index: v for v in views}
             need_u = rules.frames_needed(len(usable) + ctx.unseen_frames, cfg.persistence)
-            out.persons = rules.persistent_count([v.persons for v in views], need_u)
-            out.bystanders = rules.persistent_count([len(v.bystanders) for v in views], need_u)
+            # the audit's counts describe the frames analysed, at their own persistence: with the
+            # whole burst's need, a burst settled after 3 of 5 frames reported the lowest count
+            # of the 3 (one frame with fewer people in view), where the whole burst reported more
+            seen = rules.frames_needed(len(usable), cfg.persistence)
+            out.persons = rules.persistent_count([v.persons for v in views], seen)
+            out.bystanders = rules.persistent_count([len(v.bystanders) for v in views], seen)
             idle = self._idle_now(ctx)
             results.update(rules.run_people_rules(usable, views, need_u, cfg, ctx.confirming, idle, ctx.now))
             if enabled["unrecognized_person"]:
