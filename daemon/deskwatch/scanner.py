@@ -285,13 +285,19 @@ class Scanner:
             except Exception as exc:  # a bug or a bad frame costs this scan, which still gets its record
                 failure = exc
         if burst.error is not None:
-            if not isinstance(burst.error, (CameraError, OSError, RuntimeError)):
-                raise burst.error
-            delay = self.camera_health.failed(str(burst.error), self.clock.monotonic())
-            record.error = f"camera failed: {burst.error}"
+            if not isinstance(burst.error, Exception):
+                raise burst.error  # KeyboardInterrupt, SystemExit: not the camera's
+            error = burst.error
+            if not isinstance(error, (CameraError, OSError, RuntimeError)):
+                # a backend's unexpected exception is still this scan's camera failure: the scan
+                # keeps its audit record and the camera its backoff; the traceback goes to the log
+                log.error("camera backend raised %s", type(error).__name__, exc_info=error)
+                error = CameraError(f"{type(error).__name__}: {error}")
+            delay = self.camera_health.failed(str(error), self.clock.monotonic())
+            record.error = f"camera failed: {error}"
             log.error(
                 "camera failed: %s; retrying in %.0f s",
-                burst.error,
+                error,
                 delay,
                 extra={"journal": {"DESKWATCH_EVENT": "camera_failed", "SCAN_ID": record.scan_id}},
             )

@@ -73,6 +73,17 @@ def test_replay_bad_source_is_a_clear_camera_error(tmp_path: Path, source: str, 
         cam.capture()
 
 
+def test_a_replay_image_too_large_to_decode_is_a_camera_error(tmp_path: Path) -> None:
+    """Pillow refuses an image over twice its pixel limit with an exception of its own, not an
+    OSError: it used to escape the scan (no audit record, no backoff)."""
+    Image.new("1", (14000, 14000)).save(tmp_path / "0.png")  # 196 Mpx, a 24 KB file
+    cam = open_camera(CameraConfig(backend="replay", source=str(tmp_path)))
+    cam.open()
+    with pytest.raises(CameraError, match=r"0\.png: image too large to replay"):
+        cam.capture()
+    cam.close()
+
+
 def test_picamera2_off_a_pi_says_what_to_do() -> None:
     cam = open_camera(CameraConfig(backend="picamera2"))  # importing the backend must not need picamera2
     with pytest.raises(CameraError, match="picamera2 is not importable"):

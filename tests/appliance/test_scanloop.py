@@ -346,6 +346,23 @@ def test_a_camera_failing_mid_burst_costs_the_scan_though_frames_were_analysed(
     assert daemon.scanner.camera_health.failures == 1
 
 
+def test_an_unexpected_camera_exception_is_still_a_scan_with_its_record(
+    write_config: Callable[..., Path], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A backend raising what no camera error is (a bug, a library's own exception) costs the
+    scan, which keeps its audit record, and starts the camera's backoff; it used to escape the
+    scan, which then had no record at all."""
+    cam = FakeCamera(frames=bright_frames())
+    cam.fail_capture = ValueError("a library's own complaint")
+    daemon, _, delivery = make_daemon(write_config, clock, camera=cam)
+    record = daemon.scanner.scan("cli")
+    assert record is not None and not cam.is_open
+    assert delivery.scans[0]["outcome"] == "error"
+    assert delivery.scans[0]["error"] == "camera failed: ValueError: a library's own complaint"
+    assert daemon.scanner.camera_health.failures == 1
+    assert any(r.exc_info and r.exc_info[0] is ValueError for r in caplog.records)  # the traceback is logged
+
+
 def test_worker_back_for_the_confirming_burst_is_not_reported(
     write_config: Callable[..., Path], clock: FakeClock
 ) -> None:

@@ -33,6 +33,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
         raise CameraError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise CameraError(f"{path}: not a readable image ({exc})") from None
+    except Image.DecompressionBombError as exc:  # not an OSError: it would have escaped the scan
+        raise CameraError(f"{path}: image too large to replay ({exc})") from None
 
 
 class ReplayCamera:
