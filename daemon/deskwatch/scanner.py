@@ -384,7 +384,7 @@ class Scanner:
         if record.unseen_frames or record.dropped_frames:
             parts = [f"{record.unseen_frames} more not needed"] if record.unseen_frames else []
             if record.dropped_frames:
-                parts.append(f"{record.dropped_frames} taken before that and not analysed")
+                parts.append(f"{record.dropped_frames} taken before it settled, not analysed")
             settled = f" (settled: {'; '.join(parts)})"
         log.info(
             "scan %s (%s) done in %.0f ms: %d frames%s, %d persons, %d bystanders: %s",

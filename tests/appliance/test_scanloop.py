@@ -151,7 +151,7 @@ def test_a_burst_settled_behind_the_camera_counts_each_frame_once(
     assert record.frames == cam.captures == delivery.scans[0]["frames"] >= 4  # frame 3 came at 1.5 s
     assert record.dropped_frames == record.frames - 3 and record.frames + record.unseen_frames == 5
     done = next(r.getMessage() for r in caplog.records if " done in " in r.getMessage())
-    assert f"{record.frames} frames (settled: " in done and "taken before that and not analysed" in done, done
+    assert f"{record.frames} frames (settled: " in done and "taken before it settled, not analysed" in done, done
     per_frame = daemon.scanner.stats.inference_ms[-1]
     assert per_frame == pytest.approx(record.durations_ms["vision"] / 3, rel=0.02) and per_frame >= 590
 
