@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import os
 import shutil
 import stat
 from pathlib import Path
@@ -247,6 +248,22 @@ def test_enrol_checks_quality_stores_0600_and_the_worker_is_recognised(
     assert "deskwatch enroll --worker w-test --consent" in message
 
 
+def test_enrol_skips_a_photo_too_large_to_decode(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Pillow refuses an image over twice its pixel limit with an exception that is no OSError:
+    one such file in the folder ended the whole enrolment with a traceback."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("face_01.jpg", "face_02.jpg"):  # the same person twice
+        shutil.copy(PHOTOS / name, photos / name)
+    Image.new("1", (14000, 14000)).save(photos / "huge.png")  # 196 Mpx in a 24 KB file
+    argv = ["enroll", "--config", str(write_config(tmp_path)), "--worker", "w-test", "--images", str(photos)]
+    assert main([*argv, "--consent", "--min-images", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "skip huge.png: too large to decode" in captured.err and "enrolled worker w-test" in captured.out
+
+
 def test_templates_from_before_backends_stay_usable_by_face_recognition_only(tmp_path: Path) -> None:
     """A format-1 file (encodings and source only) was made by face_recognition."""
     from deskwatch.vision.identity import TemplateMismatch, Templates, check_compatible
@@ -302,6 +319,107 @@ def test_templates_written_atomically_with_private_modes(tmp_path: Path) -> None
         template_path(tmp_path, "../escape")
     with pytest.raises(ValueError):
         save_templates(tmp_path / "state", "w-1", np.ones((3, 128)), backend="other", model_sha256="")
+
+
+def test_a_damaged_templates_file_turns_identity_off_with_a_reason_and_the_daemon_starts(
+    tmp_path: Path, int8_vision: Any
+) -> None:
+    """An empty file (a full disk), a cut one, a directory in its place: none of them may stop
+    the daemon (build_vision raised EOFError at the start); the identity check is off, the
+    status says why and what to do, and a new enrolment is picked up at the next frame."""
+    from deskwatch.config import load_config
+    from deskwatch.vision.identity import read_templates
+
+    config = write_config(tmp_path)
+    state = tmp_path / "state"
+    good = save_templates(state, "w-test", np.ones((2, 128)), backend="tflite", model_sha256="0" * 64)
+    whole = good.read_bytes()
+    cases = {"empty": b"", "cut": whole[: len(whole) // 2], "garbage": b"PK\x03\x04" + b"\x00" * 64}
+    for name, data in cases.items():
+        good.write_bytes(data)
+        templates, problem = read_templates(state, "w-test")
+        assert templates is None and problem is not None and "enrol worker w-test again" in problem, name
+        vision = build_vision(load_config(config))
+        try:
+            assert not vision.identity_enabled and vision.identity_problem == problem, name
+            save_templates(  # enrolled again: used from the next frame on
+                state,
+                "w-test",
+                np.ones((2, 128)),
+                backend="tflite",
+                model_sha256=vision.store.entry("face_embedder_dlib_resnet.tflite").sha256,
+            )
+            vision.analyze(load_rgb(PHOTOS / "face_01.jpg"))
+            assert vision.identity_enabled and vision.identity_problem is None, name
+        finally:
+            vision.close()
+    good.unlink()
+    good.mkdir()
+    assert read_templates(state, "w-test")[1] is not None  # "is not a regular file"
+
+
+def test_templates_readable_by_others_are_refused_when_they_cannot_be_made_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loose file the service user may not chmod (root's, copied in with sudo cp) must not
+    stop the daemon, nor be used as it is: refused, with the reason."""
+    from deskwatch.vision.identity import read_templates
+
+    path = save_templates(tmp_path, "w-1", np.ones((2, 128)), backend="tflite", model_sha256="0" * 64)
+    os.chmod(path, 0o644)
+
+    def refuse(target: Any, mode: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "chmod", refuse)
+    templates, problem = read_templates(tmp_path, "w-1")
+    assert templates is None and problem is not None
+    assert "mode 644 (readable by others) and cannot be made 0600" in problem
+    monkeypatch.undo()
+    templates, problem = read_templates(tmp_path, "w-1")  # its own: tightened, then used
+    assert templates is not None and problem is None and stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it writes as root into another user's directory")
+def test_templates_enrolled_as_root_belong_to_the_state_directorys_owner(tmp_path: Path) -> None:
+    """`sudo deskwatch enroll` writes into the service user's state directory: the files must
+    be that user's, or the daemon (User=deskwatch) cannot read them and its identity check is
+    silently off."""
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    path = save_templates(state, "w-1", np.ones((2, 128)), backend="tflite", model_sha256="0" * 64)
+    for p in (path, path.parent):
+        assert (p.stat().st_uid, p.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), p
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    mine = save_templates(tmp_path / "own", "w-1", np.ones((2, 128)), backend="tflite", model_sha256="0" * 64)
+    assert mine.stat().st_uid == 0  # a directory root owns keeps root's files
+
+
+def test_a_face_too_short_for_the_liveness_check_is_not_identity_checked() -> None:
+    """A face cut by the frame's edge, 64 px wide and 58 tall: the liveness check (60 px) does
+    not judge it, and the identity check measured the squared box (64) and recognised it as the
+    worker - a face nothing had checked for liveness counted as the worker."""
+    from deskwatch.domain import Box, Face
+    from deskwatch.vision.identity import IdentityChecker
+
+    class Stub:
+        backend, model_sha256, last_ms = "tflite", "0" * 64, 0.0
+        calls = 0
+
+        def embed(self, image: np.ndarray, face: Any) -> np.ndarray:
+            Stub.calls += 1
+            return np.zeros(128)
+
+    image = np.full((720, 1280, 3), 128, np.uint8)
+    short = Face(box=Box(600 / 1280, 0.0, 664 / 1280, 58 / 720), score=0.9)
+    tall = Face(box=Box(600 / 1280, 0.0, 664 / 1280, 64 / 720), score=0.9)
+    checker = IdentityChecker(Stub(), np.zeros((1, 128)), 0.6, 60, 2, 0.0)
+    assert [f.identity for f in checker.check(image, [short, tall])] == [None, "worker"]
+    assert Stub.calls == 1
 
 
 def test_identity_reused_within_a_burst_only_for_the_same_face(

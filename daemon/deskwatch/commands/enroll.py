@@ -94,6 +94,8 @@ def _images_from_dir(path: Path) -> list[tuple[str, np.ndarray]]:
                 out.append((p.name, np.ascontiguousarray(np.asarray(im.convert("RGB")))))
         except (UnidentifiedImageError, OSError) as exc:
             print(f"  skip {p.name}: not a readable image ({exc})", file=sys.stderr)
+        except Image.DecompressionBombError as exc:  # not an OSError: one such file ended the enrolment
+            print(f"  skip {p.name}: too large to decode ({exc})", file=sys.stderr)
     return out
 
 

@@ -317,9 +317,9 @@ def _template_problem(vision_cfg: Any, store: Any, target: Any) -> str | None:
     from deskwatch.vision import identity
     from deskwatch.vision.pipeline import FACE_EMBEDDER_MODEL
 
-    templates = identity.load_templates(target.state_dir, target.worker_id)
+    templates, problem = identity.read_templates(target.state_dir, target.worker_id)
     if templates is None:
-        return f"the face templates of worker {target.worker_id} cannot be read: enrol the worker again"
+        return problem or f"the face templates of worker {target.worker_id} cannot be read: enrol the worker again"
     try:
         if vision_cfg.identity_backend == "tflite":
             sha = store.entry(FACE_EMBEDDER_MODEL).sha256

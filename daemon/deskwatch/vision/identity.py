@@ -26,6 +26,7 @@ import importlib.util
 import logging
 import os
 import re
+import stat
 import tempfile
 import threading
 import time
@@ -199,7 +200,10 @@ class IdentityChecker:
         identity None (not checked). ``at`` is the frame's capture time (no reuse without it)."""
         h, w = image.shape[:2]
         boxes = [face_pixels(f, w, h) for f in faces]
-        big = [i for i, b in enumerate(boxes) if b[3] - b[1] >= self.min_face_px and faces[i].live is not False]
+        # the face box's own height, as the setting says and as the liveness check measures it (the
+        # squared box is wider: a face cut by the frame's edge, too short for the liveness check,
+        # was still identity-checked and could count as the worker)
+        big = [i for i, f in enumerate(faces) if f.box.height * h >= self.min_face_px and f.live is not False]
         chosen = set(sorted(big, key=lambda i: -faces[i].box.area)[: self.max_faces])
         out = []
         seen: list[_Seen] = []
@@ -270,15 +274,22 @@ def save_templates(
     source: str = "",
 ) -> Path:
     """Write the worker's templates atomically, tagged with the backend and model that
-    made them: directory 0700, file 0600."""
+    made them: directory 0700, file 0600. Written by root into a state directory another user
+    owns (the service user: ``deskwatch enroll`` run with sudo), both are given to that user:
+    the daemon runs as it, and a root-only file would leave its identity check off."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown identity backend {backend!r}")
     path = template_path(state_dir, worker)
     directory = path.parent
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(directory, 0o700)
+    owner = _service_owner(Path(state_dir))
+    if owner is not None:
+        os.chown(directory, *owner)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)  # created 0600
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)
         with os.fdopen(fd, "wb") as fh:
             np.savez(
                 fh,
@@ -299,19 +310,47 @@ def save_templates(
     return path
 
 
+def _service_owner(state_dir: Path) -> tuple[int, int] | None:
+    """(uid, gid) to give the templates to: the state directory's owner, when root writes
+    them into a directory another user owns; else None (they stay the writer's)."""
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:
+        return None
+    info = state_dir.stat()
+    return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
+
+
 def load_templates(state_dir: str | Path, worker: str) -> Templates | None:
-    """The worker's templates, or None when the worker is not enrolled or the file is
-    unreadable (logged: enrol again)."""
+    """The worker's templates, or None when the worker is not enrolled or the file cannot
+    be used (logged, with what to do: :func:`read_templates`)."""
+    return read_templates(state_dir, worker)[0]
+
+
+def read_templates(state_dir: str | Path, worker: str) -> tuple[Templates | None, str | None]:
+    """(templates, None); (None, None) when the worker is not enrolled; (None, why and what to
+    do) when the file is there but cannot be used - never an exception: a damaged or foreign
+    file must turn the identity check off with a reason, not stop the daemon."""
     try:
         path = template_path(state_dir, worker)
     except ValueError:
-        return None
-    if not path.is_file():
-        return None
-    mode = path.stat().st_mode & 0o777
+        return None, None
+    fix = f"enrol worker {worker} again (deskwatch enroll, as root or as the service user)"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:  # the templates directory is not this user's: enrolled by another one
+        return _refused(path, f"cannot be read by this user ({exc.strerror}): {fix}")
+    if not stat.S_ISREG(info.st_mode):
+        return _refused(path, f"is not a regular file: {fix}")
+    mode = info.st_mode & 0o777
     if mode & 0o077:
-        log.warning("face templates %s are mode %o; tightening to 0600", path, mode)
-        os.chmod(path, 0o600)
+        try:
+            os.chmod(path, 0o600)
+        except OSError as exc:
+            return _refused(
+                path, f"are mode {mode:o} (readable by others) and cannot be made 0600 ({exc.strerror}): {fix}"
+            )
+        log.warning("face templates %s were mode %o; tightened to 0600", path, mode)
     try:
         with np.load(path, allow_pickle=False) as data:
             enc: Any = data["encodings"]
@@ -319,13 +358,16 @@ def load_templates(state_dir: str | Path, worker: str) -> Templates | None:
             # format 1 files predate the backends: face_recognition made them
             backend = str(data["backend"]) if "backend" in data.files else "face_recognition"
             sha = str(data["model_sha256"]) if "model_sha256" in data.files else ""
-    except (OSError, KeyError, ValueError) as exc:
-        log.error("face templates %s cannot be read (%s): enrol the worker again", path, exc)
-        return None
+    except Exception as exc:  # an empty or cut file: EOFError, BadZipFile; a foreign one: KeyError, ValueError
+        return _refused(path, f"cannot be read ({type(exc).__name__}: {exc}): {fix}")
     if arr.ndim != 2 or arr.shape[1] != 128 or len(arr) == 0 or not np.isfinite(arr).all():
-        log.error("face templates %s are malformed: enrol the worker again", path)
-        return None
-    return Templates(arr, backend, sha)
+        return _refused(path, f"are malformed: {fix}")
+    return Templates(arr, backend, sha), None
+
+
+def _refused(path: Path, why: str) -> tuple[None, str]:
+    log.error("face templates %s %s", path, why)
+    return None, f"the face templates {why}"
 
 
 def mismatch(templates: Templates, backend: str, model_sha256: str, worker: str) -> str | None:
@@ -372,4 +414,9 @@ class IdentityTarget:
 
     @property
     def enrolled(self) -> bool:
-        return self.path.is_file()
+        """A templates file is there (usable or not: :func:`read_templates` says); a templates
+        directory this user may not look into counts, so that the reason is reported."""
+        try:
+            return self.path.is_file()
+        except PermissionError:
+            return True

@@ -38,7 +38,7 @@ from deskwatch.vision.identity import (
     TemplateMismatch,
     TfliteEmbedder,
     check_compatible,
-    load_templates,
+    read_templates,
 )
 from deskwatch.vision.light import measure_light
 from deskwatch.vision.liveness import LivenessChecker
@@ -153,7 +153,7 @@ class Vision:
         if identity is not None and v.identity_backend == "tflite":
             self._embedder = build_embedder(v, self.store)  # loaded up front: a missing model fails the start
         self._identity: IdentityChecker | None = None
-        self._templates_mtime: float | None = None
+        self._templates_key: tuple[float, ...] | None = None  # the templates file as last read
         # why the identity check is off although the worker is enrolled (status reasons)
         self.identity_problem: str | None = None
         self.last_model_ms = 0.0  # TFLite invoke() + dlib encoder time of the last analyze()
@@ -170,16 +170,19 @@ class Vision:
             return
         path = target.path
         try:
-            mtime: float | None = path.stat().st_mtime
-        except OSError:
-            mtime = None
-        if mtime == self._templates_mtime:
+            st = path.stat()
+            key: tuple[float, ...] | None = (st.st_mtime, st.st_size, st.st_ino, st.st_mode)
+        except FileNotFoundError:
+            key = None
+        except OSError as exc:  # not this user's to look at: read_templates says so
+            key = (-1.0, float(exc.errno or 0))
+        if key == self._templates_key:
             return
-        self._templates_mtime = mtime
+        self._templates_key = key
         self.identity_problem = None
-        templates = load_templates(target.state_dir, target.worker_id) if mtime else None
+        templates, problem = read_templates(target.state_dir, target.worker_id)
         if templates is None:
-            self._identity = None
+            self._identity, self.identity_problem = None, problem
             return
         if self._embedder is None:
             try:
