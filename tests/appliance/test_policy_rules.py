@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from deskwatch.domain import Box
+from deskwatch.domain import Box, Detection
 from deskwatch.policy.engine import Policy, PolicyContext, PolicyOutcome
 from tests.support.policy import (
     COVERED,
@@ -120,6 +120,29 @@ def test_phone_in_hand_at_chest_height_is_phone_use():
     out = run(burst(5, [person(), phone]))  # no face found (looking down)
     assert types(out) == ["phone_use"]
     assert out.findings[0].detail == "a phone in hand in 5 of 5 frames"
+
+
+def test_a_phone_near_a_face_without_a_body_is_reached_alike_in_every_direction():
+    """A worker seen by the face only (no person box): the phone belongs to them within
+    near_face_factor (2) face sizes, counted in pixels. Boxes are fractions of the frame's width
+    and height, so face heights both ways reached 1.78 times farther sideways than down in a
+    1280x720 frame: a phone 3.4 face sizes to the side was theirs, one 2.1 below was not."""
+    w, h = 1280, 720
+    me = face(Box(0.5 - 36 / w, 0.3 - 36 / h, 0.5 + 36 / w, 0.3 + 36 / h))  # 72 x 72 px, square in pixels
+
+    def phone_at(dx_px: float, dy_px: float) -> Detection:
+        cx, cy = 0.5 + dx_px / w, 0.3 + dy_px / h
+        return obj("cell phone", Box(cx - 10 / w, cy - 20 / h, cx + 10 / w, cy + 20 / h), 0.7, "in_hand")
+
+    for (dx, dy), counted in {
+        (243, 0): False,  # 3.4 face sizes to the side: it was the worker's
+        (0, 151): False,  # 2.1 below
+        (130, 0): True,  # 1.8 to the side
+        (0, 130): True,  # 1.8 below
+        (92, 92): True,  # 1.8 diagonally
+    }.items():
+        out = run(burst(5, [phone_at(dx, dy)], [me]))
+        assert (types(out) == ["phone_use"]) is counted, (dx, dy)
 
 
 def test_a_phone_the_phone_stage_did_not_confirm_is_never_phone_use():

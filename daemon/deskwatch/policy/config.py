@@ -62,7 +62,7 @@ class PhoneRule:
     )
     near_face_factor: float = setting(
         2.0,
-        doc="A phone at the ear or in the hand belongs to a person (worker or extra, never a bystander) whose box holds its centre, or whose face centre is within this many face heights of it.",
+        doc="A phone at the ear or in the hand belongs to a person (worker or extra, never a bystander) whose box holds its centre, or whose face centre is within this many face sizes of it (face widths across, face heights down: the same reach in every direction whatever the frame's shape).",
         minimum=0.1,
         maximum=10.0,
     )
@@ -158,7 +158,7 @@ class EatingRule:
     )
     near_face_factor: float = setting(
         1.0,
-        doc="Food at a mouth belongs to a person (worker or extra, never a bystander) whose box holds its centre, or whose face centre is within this many face heights of it.",
+        doc="Food at a mouth belongs to a person (worker or extra, never a bystander) whose box holds its centre, or whose face centre is within this many face sizes of it (face widths across, face heights down: the same reach in every direction whatever the frame's shape).",
         minimum=0.1,
         maximum=10.0,
     )

@@ -187,12 +187,17 @@ PHONE_WORDS = {"at_ear": "at the ear", "in_hand": "in hand", "visible_on_desk": 
 
 def _holder(view: PeopleView, obj: Detection, near_face: float) -> Person | None:
     """The worker or extra the object belongs to: their box holds its centre, or their
-    face is within ``near_face`` face heights of it. Never a bystander."""
+    face is within ``near_face`` face sizes of it. Never a bystander.
+
+    The distance is counted in the face box's own width across and its height down: boxes
+    are fractions of the frame's width and height, and a face is about as wide as it is high
+    in pixels, so this is the same reach in every direction whatever the frame's shape. (Face
+    heights both ways reached 1.78 times farther sideways than down in a 1280x720 frame.)"""
     x, y = obj.box.centre
     for p in view.non_bystanders:
-        if p.face is not None:
+        if p.face is not None and p.face.box.width > 0 and p.face.box.height > 0:
             fx, fy = p.face.box.centre
-            if math.hypot(x - fx, y - fy) <= near_face * p.face.box.height:
+            if math.hypot((x - fx) / p.face.box.width, (y - fy) / p.face.box.height) <= near_face:
                 return p
         if p.detection is not None and p.box.contains(x, y):
             return p
