@@ -341,7 +341,7 @@ def read_templates(state_dir: str | Path, worker: str) -> tuple[Templates | None
     except OSError as exc:  # the templates directory is not this user's: enrolled by another one
         return _refused(path, f"cannot be read by this user ({exc.strerror}): {fix}")
     if not stat.S_ISREG(info.st_mode):
-        return _refused(path, f"is not a regular file: {fix}")
+        return _refused(path, f"are not a regular file: {fix}")
     mode = info.st_mode & 0o777
     if mode & 0o077:
         try:
