@@ -132,12 +132,6 @@ def _kept(
         return frame
 
 
-def analyze_burst(vision: Vision, policy: Policy, frames: list[Frame]) -> list[FrameAnalysis]:
-    """Every frame of a burst already taken through the vision stage, as a scan does
-    (:func:`analyze_frames`)."""
-    return analyze_frames(vision, policy, frames, len(frames)).analyses
-
-
 @dataclass
 class CameraHealth:
     """Failures, backoff and a state word for status/health."""

@@ -45,7 +45,7 @@ def needles(templates: np.ndarray) -> list[bytes]:
 
 def test_no_published_byte_stream_contains_a_face_template(tmp_path: Path, mosquitto: Broker) -> None:
     from deskwatch.app import build_vision
-    from deskwatch.vision.identity import load_templates, save_templates
+    from deskwatch.vision.identity import read_templates, save_templates
 
     state = tmp_path / "state"
     cfg_path = tmp_path / "config.yaml"
@@ -76,7 +76,7 @@ policy: {{rules: {{unrecognized_person: {{consecutive_checks: 1}}}}}}
         backend=embedder.backend,
         model_sha256=embedder.model_sha256,
     )
-    stored = load_templates(str(state), "w-1")
+    stored, _problem = read_templates(str(state), "w-1")
     assert stored is not None
     templates = stored.encodings
 

@@ -25,7 +25,7 @@ from deskwatch.vision.identity import (
     DlibEmbedder,
     FaceEmbedder,
     IdentityChecker,
-    load_templates,
+    read_templates,
     save_templates,
     template_path,
 )
@@ -212,7 +212,7 @@ def test_enrol_checks_quality_stores_0600_and_the_worker_is_recognised(
     path = template_path(tmp_path / "state", "w-test")
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
-    templates = load_templates(tmp_path / "state", "w-test")
+    templates, _problem = read_templates(tmp_path / "state", "w-test")
     assert templates is not None and templates.encodings.shape == (2, 128)
     assert templates.backend == "tflite" and len(templates.model_sha256) == 64
     assert str(templates.encodings[0][0])[:6] not in out  # the templates themselves are never printed
@@ -272,7 +272,7 @@ def test_templates_from_before_backends_stay_usable_by_face_recognition_only(tmp
     path.parent.mkdir(mode=0o700)
     with open(path, "wb") as fh:
         np.savez(fh, encodings=np.ones((2, 128)), source=np.array("old"))
-    templates = load_templates(tmp_path, "w-1")
+    templates, _problem = read_templates(tmp_path, "w-1")
     assert templates is not None and templates.encodings.shape == (2, 128)
     assert (templates.backend, templates.model_sha256) == ("face_recognition", "")
 
@@ -328,7 +328,6 @@ def test_a_damaged_templates_file_turns_identity_off_with_a_reason_and_the_daemo
     the daemon (build_vision raised EOFError at the start); the identity check is off, the
     status says why and what to do, and a new enrolment is picked up at the next frame."""
     from deskwatch.config import load_config
-    from deskwatch.vision.identity import read_templates
 
     config = write_config(tmp_path)
     state = tmp_path / "state"
@@ -355,7 +354,7 @@ def test_a_damaged_templates_file_turns_identity_off_with_a_reason_and_the_daemo
             vision.close()
     good.unlink()
     good.mkdir()
-    assert read_templates(state, "w-test")[1] is not None  # "is not a regular file"
+    assert read_templates(state, "w-test")[1] is not None  # "are not a regular file"
 
 
 def test_templates_readable_by_others_are_refused_when_they_cannot_be_made_private(
@@ -363,8 +362,6 @@ def test_templates_readable_by_others_are_refused_when_they_cannot_be_made_priva
 ) -> None:
     """A loose file the service user may not chmod (root's, copied in with sudo cp) must not
     stop the daemon, nor be used as it is: refused, with the reason."""
-    from deskwatch.vision.identity import read_templates
-
     path = save_templates(tmp_path, "w-1", np.ones((2, 128)), backend="tflite", model_sha256="0" * 64)
     os.chmod(path, 0o644)
 

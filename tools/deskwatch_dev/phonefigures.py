@@ -43,6 +43,22 @@ def _load(path: Path) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(im.convert("RGB")))
 
 
+def scan_burst(vision: Any, policy: Any, cfg: Any, frame: np.ndarray, seed: int) -> Any:
+    """The policy's outcome for ``frame`` as a camera burst (``camera.burst_frames`` noisy frames,
+    ``deskwatch bench``'s ``camera_burst``), analysed and evaluated as the scanner does: a burst
+    settled early is judged with its unseen frames counted in ``need``."""
+    from deskwatch.commands.bench import camera_burst
+    from deskwatch.domain import Frame, utcnow
+    from deskwatch.policy.engine import PolicyContext
+    from deskwatch.scanner import analyze_frames
+
+    now = utcnow()
+    burst = [Frame(f, now, i) for i, f in enumerate(camera_burst(frame, cfg.camera.burst_frames, seed))]
+    scanned = analyze_frames(vision, policy, burst, len(burst))
+    context = PolicyContext(now=now, trigger="cli", confirming=True, unseen_frames=scanned.unseen)
+    return policy.evaluate(scanned.analyses, context)
+
+
 def categories(entry: dict[str, Any]) -> list[str]:
     """The categories one labelled photo counts in."""
     name = str(entry["file"])
@@ -62,10 +78,7 @@ def measure(directory: Path, *, verbose: bool = True, bursts: bool = False) -> d
     each with its own sensor noise) through the scan's burst analysis and the policy, a
     photo counting when the scan reports phone_use (or eating)."""
     from deskwatch.app import build_policy, build_vision
-    from deskwatch.commands.bench import camera_burst, fit_frame
-    from deskwatch.domain import Frame, utcnow
-    from deskwatch.policy.engine import PolicyContext
-    from deskwatch.scanner import analyze_burst
+    from deskwatch.commands.bench import fit_frame
     from deskwatch.vision.eating import AT_MOUTH
     from deskwatch.vision.phones import AT_EAR, IN_HAND, VISIBLE
 
@@ -85,11 +98,7 @@ def measure(directory: Path, *, verbose: bool = True, bursts: bool = False) -> d
             return in_use, on_desk, eating, ", ".join(f"{d.behaviour} {d.score:.2f}" for d in phones) or "-"
 
         def one_scan(frame: np.ndarray, seed: int) -> tuple[bool, bool, bool, str]:
-            now = utcnow()
-            burst = [Frame(f, now, i) for i, f in enumerate(camera_burst(frame, cfg.camera.burst_frames, seed))]
-            outcome = policy.evaluate(
-                analyze_burst(vision, policy, burst), PolicyContext(now=now, trigger="cli", confirming=True)
-            )
+            outcome = scan_burst(vision, policy, cfg, frame, seed)
             said = {f.type: f.detail for f in outcome.findings if f.type in ("phone_use", "eating")}
             return "phone_use" in said, False, "eating" in said, "; ".join(f"{k}: {v}" for k, v in said.items()) or "-"
 

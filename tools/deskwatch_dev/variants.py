@@ -179,11 +179,9 @@ def measure(
     false finding's view scanned again as that many bursts (``false_in_bursts``)."""
     variants = VARIANTS if variants is None else variants
     from deskwatch.app import build_policy, build_vision
-    from deskwatch.commands.bench import camera_burst
     from deskwatch.domain import Frame, utcnow
     from deskwatch.policy.engine import PolicyContext
-    from deskwatch.scanner import analyze_burst
-    from deskwatch_dev.phonefigures import _config, _load
+    from deskwatch_dev.phonefigures import _config, _load, scan_burst
 
     labels = yaml.safe_load((directory / "labels.yaml").read_text())["files"]
     false: dict[str, dict[str, int]] = {
@@ -199,10 +197,7 @@ def measure(
         vision, policy = build_vision(cfg), build_policy(cfg)
 
         def burst_findings(frame: np.ndarray, seed: int) -> set[str]:
-            now = utcnow()
-            burst = [Frame(f, now, i) for i, f in enumerate(camera_burst(frame, cfg.camera.burst_frames, seed))]
-            context = PolicyContext(now=now, trigger="cli", confirming=True)
-            return {f.type for f in policy.evaluate(analyze_burst(vision, policy, burst), context).findings}
+            return {f.type for f in scan_burst(vision, policy, cfg, frame, seed).findings}
 
         try:
             for entry in labels:

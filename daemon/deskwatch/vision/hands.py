@@ -72,7 +72,10 @@ TILE_ASPECT = 1.2  # a frame this much wider than high is also looked at as its 
 HAND_SCALE = 2.6  # MediaPipe's hand square: 2.6 x the palm's longer side ...
 HAND_SHIFT = 0.5  # ... its centre half a palm towards the fingers
 WRIST, MIDDLE_BASE = 0, 2  # palm keypoints that give the hand's direction
-_SIZES = {PALM_MODEL: PALM_SIZE, HAND_MODEL: HAND_SIZE}
+IO = {
+    PALM_MODEL: (("Identity", "Identity_1"), PALM_SIZE),
+    HAND_MODEL: (("Identity_1",), HAND_SIZE),
+}  # outputs read, input side
 
 
 def palm_anchors() -> np.ndarray:
@@ -210,7 +213,8 @@ class HandCheck:
         model = self._held.get(file)
         if model is None:
             model = self.store.load(file)
-            check_io(model, ("Identity", "Identity_1") if file == PALM_MODEL else ("Identity_1",), size=_SIZES[file])
+            outputs, size = IO[file]
+            check_io(model, outputs, size=size)
             self._held[file] = model
         return model
 

@@ -319,12 +319,6 @@ def _service_owner(state_dir: Path) -> tuple[int, int] | None:
     return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
 
 
-def load_templates(state_dir: str | Path, worker: str) -> Templates | None:
-    """The worker's templates, or None when the worker is not enrolled or the file cannot
-    be used (logged, with what to do: :func:`read_templates`)."""
-    return read_templates(state_dir, worker)[0]
-
-
 def read_templates(state_dir: str | Path, worker: str) -> tuple[Templates | None, str | None]:
     """(templates, None); (None, None) when the worker is not enrolled; (None, why and what to
     do) when the file is there but cannot be used - never an exception: a damaged or foreign

@@ -357,7 +357,7 @@ class ModelStore:
             return model
 
     def check(self, file: str) -> str:
-        """Verify a model that is loaded only when needed (:meth:`borrowed`), so that a missing
+        """Verify a model that is loaded only when a frame needs it (the presence check's hands), so that a missing
         or altered file fails the daemon's start rather than the first frame that needs it;
         its sha256 is listed by :meth:`loaded` from then on."""
         entry, fd = self._open_verified(file)
@@ -368,8 +368,8 @@ class ModelStore:
 
     @contextmanager
     def borrowed(self, file: str) -> Iterator[Model]:
-        """A model loaded for one use and let go after it, for a detector that is rarely needed
-        (the presence check's hands): its interpreter's memory is held only while it runs.
+        """A model loaded for one use and let go after it (``deskwatch_dev.modelmem`` measures what
+        a model holds while it is out this way): its interpreter's memory is held only while it runs.
         Verified against the manifest on every load, as :meth:`load` does; one already loaded
         for good is lent as it is."""
         with self._lock:
