@@ -96,6 +96,44 @@ def test_a_live_face_before_a_door_frame_stays_live_in_a_noisy_frame(int8_vision
     assert len(formerly) >= 2, formerly  # these views do test the three-sided frame
 
 
+def test_a_live_face_framed_on_four_sides_is_called_a_picture_in_no_burst(tmp_path: Any) -> None:
+    """A door frame behind the worker's head and a laptop lid below the face frame it on all
+    four sides (SYNTHETIC: drawn, tools/deskwatch_dev/framedfaces.py), where moire above 1.4
+    is enough for a picture, and sensor noise lifts a live face above it in a few frames of a
+    burst. A burst needs the picture in ``persistence`` of its frames: no burst of these
+    scenes accuses the worker of a presentation attack or of being away."""
+    from deskwatch.app import build_policy, build_vision
+    from deskwatch.commands.bench import camera_burst, fit_frame
+    from deskwatch.vision.liveness import face_box_px
+    from deskwatch_dev.framedfaces import COLOURS, SIZES, framed
+    from deskwatch_dev.phonefigures import scan_burst
+    from tests.support.vision import vision_config
+
+    cfg = vision_config(tmp_path)
+    vision, policy = build_vision(cfg), build_policy(cfg)
+    checker = LivenessChecker(cfg.vision.liveness)
+    pictures_in_a_burst, accused = 0, []
+    try:
+        for name, colour, sigma in (("single_04.jpg", "wood", 8.0), ("single_05.jpg", "paint", 16.0)):
+            frame = fit_frame(load_rgb(PHOTOS / name), 1280, 720)
+            h, w = frame.shape[:2]
+            face = max(vision.faces.detect(frame), key=lambda f: f.box.area)
+            box = face_box_px(face, w, h)
+            scene = framed(frame, box, SIZES[0], COLOURS[colour])
+            assert frame_sides(scene, box) == 4
+            for seed in range(5):
+                frames = camera_burst(scene, cfg.camera.burst_frames, seed, noise=sigma)
+                pictures_in_a_burst += any(checker.check(f, [face])[0].live is False for f in frames)
+                found = {f.type for f in scan_burst(vision, policy, cfg, scene, seed, sigma).findings}
+                accused += [
+                    f"{name} seed {seed}: {kind}" for kind in ("presentation_attack", "away_from_desk") if kind in found
+                ]
+    finally:
+        vision.close()
+    assert pictures_in_a_burst >= 2  # these bursts do hold frames that are called pictures on their own
+    assert accused == []
+
+
 def attack_sources(int8_vision: Any, photos: list[Photo], count: int) -> list[tuple[str, np.ndarray, Any]]:
     sources = []
     for p in photos:

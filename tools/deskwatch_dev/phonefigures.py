@@ -43,17 +43,18 @@ def _load(path: Path) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(im.convert("RGB")))
 
 
-def scan_burst(vision: Any, policy: Any, cfg: Any, frame: np.ndarray, seed: int) -> Any:
-    """The policy's outcome for ``frame`` as a camera burst (``camera.burst_frames`` noisy frames,
-    ``deskwatch bench``'s ``camera_burst``), analysed and evaluated as the scanner does: a burst
-    settled early is judged with its unseen frames counted in ``need``."""
+def scan_burst(vision: Any, policy: Any, cfg: Any, frame: np.ndarray, seed: int, noise: float = 2.0) -> Any:
+    """The policy's outcome for ``frame`` as a camera burst (``camera.burst_frames`` frames with
+    sensor noise of ``noise`` grey levels, ``deskwatch bench``'s ``camera_burst``), analysed and
+    evaluated as the scanner does: a burst settled early is judged with its unseen frames
+    counted in ``need``."""
     from deskwatch.commands.bench import camera_burst
     from deskwatch.domain import Frame, utcnow
     from deskwatch.policy.engine import PolicyContext
     from deskwatch.scanner import analyze_frames
 
     now = utcnow()
-    burst = [Frame(f, now, i) for i, f in enumerate(camera_burst(frame, cfg.camera.burst_frames, seed))]
+    burst = [Frame(f, now, i) for i, f in enumerate(camera_burst(frame, cfg.camera.burst_frames, seed, noise))]
     scanned = analyze_frames(vision, policy, burst, len(burst))
     context = PolicyContext(now=now, trigger="cli", confirming=True, unseen_frames=scanned.unseen)
     return policy.evaluate(scanned.analyses, context)
