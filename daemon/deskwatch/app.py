@@ -227,6 +227,7 @@ class Daemon:
             stop=self.stop_event,
             on_record=self.audit.record_scan,
             prepare_evidence=build_evidence_preparer(cfg),
+            camera_closed=self._camera_closed,
         )
         self.planner = ScanPlanner(Schedule(cfg.schedule), self.clock)
         from deskwatch.system.notify import watchdog_interval
@@ -514,6 +515,17 @@ class Daemon:
                 extra={"journal": {"DESKWATCH_EVENT": "scan_failed"}},
             )
         self._heartbeat()
+
+    def _camera_closed(self, now: datetime) -> str | None:
+        """Why the camera must stay closed at ``now``, or None: the scanner asks before each
+        burst, so a scan that began inside the shift takes no confirming burst after it
+        (the planner and the command queue only check when a scan starts)."""
+        paused = self.policy.pre_scan(now)
+        if paused is not None:
+            return paused
+        if not self.planner.schedule.calendar.in_shift(now):
+            return "the shift ended"
+        return None
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         log.info("received %s; stopping", signal.Signals(signum).name)

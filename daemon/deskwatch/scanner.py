@@ -19,6 +19,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from deskwatch.camera import BurstInFlight, Camera, CameraError
@@ -58,6 +59,8 @@ EvidenceMaker = Callable[
 # None when no thumbnail is ever made
 EvidencePreparer = Callable[[Frame, FrameAnalysis, PeopleView], "Picture | None"]
 ContextMaker = Callable[[str, bool], "PolicyContext"]
+# why the camera must stay closed at this instant ("paused", "the shift ended"), or None
+CameraGate = Callable[[datetime], "str | None"]
 
 
 @dataclass
@@ -194,6 +197,7 @@ class Scanner:
         stop: threading.Event | None = None,
         on_record: Callable[[ScanRecord], None] | None = None,
         prepare_evidence: EvidencePreparer | None = None,
+        camera_closed: CameraGate | None = None,
     ):
         self.burst = burst
         self.source = source
@@ -209,6 +213,9 @@ class Scanner:
         self.payloads = payloads  # deskwatch.delivery.payloads (module) or a test double
         self.stop = stop or threading.Event()
         self.on_record = on_record
+        # asked before each burst, the confirming one too: a scan may start minutes before
+        # the worker pauses or the shift ends (None: the pause alone, as the policy sees it)
+        self.camera_closed: CameraGate = camera_closed or policy.pre_scan
         self.camera_health = CameraHealth(retry_max=burst.retry_max_seconds)
         self.stats = ScanStats()
         self._lock = threading.Lock()  # one scan at a time (schedule, command, CLI)
@@ -226,7 +233,7 @@ class Scanner:
 
     def _scan(self, trigger: str) -> ScanRecord | None:
         now = self.clock.now()
-        skip = self.policy.pre_scan(now)
+        skip = self.camera_closed(now)
         if skip:
             self.stats.skipped += 1
             log.info("scan skipped: %s", skip, extra={"journal": {"DESKWATCH_EVENT": "scan_skipped"}})
@@ -244,8 +251,9 @@ class Scanner:
             trim_heap()
             if self.clock.wait(self.stop, outcome.confirm_after_seconds):
                 record.error = "stopped before the empty desk could be confirmed; nothing reported"
-            elif (skip := self.policy.pre_scan(self.clock.now())) is not None:
-                # paused meanwhile: the camera stays closed, the first burst proves nothing
+            elif (skip := self.camera_closed(self.clock.now())) is not None:
+                # paused or the shift ended meanwhile: the camera stays closed, the first
+                # burst proves nothing
                 record.error = f"{skip} before the empty desk could be confirmed; nothing reported"
             else:
                 second, analyses2, frames2 = self._burst_and_evaluate(record, confirming=True)

@@ -8,6 +8,7 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 
 from deskwatch.app import Daemon, Parts, build_evidence
+from deskwatch.audit import AuditLog
 from deskwatch.camera import CameraError, take_burst
 from deskwatch.camera.fake import FakeCamera
 from deskwatch.config import load_config
@@ -498,6 +500,38 @@ def test_pause_during_the_confirmation_wait_keeps_the_camera_closed(
     assert cam.opens == 1  # no confirming burst once the worker paused
     assert delivery.events == []
     assert delivery.scans[0]["outcome"] == "error" and "paused" in delivery.scans[0]["error"]
+
+
+@pytest.mark.parametrize("trigger", ["schedule", "command"])
+def test_the_confirming_burst_never_opens_the_camera_after_the_shift_ended(
+    write_config: Callable[..., Path], trigger: str
+) -> None:
+    """A scan 5 s before the shift ends finds nobody: the confirmation 20 s later would be
+    outside the shift, so the camera stays closed and nothing is reported against the worker;
+    the scan's record says why (its audit trail, as for a pause during the wait)."""
+    clock = FakeClock(datetime(2026, 11, 30, 16, 59, 50, tzinfo=UTC))  # Monday, shift 09:00-17:00
+    shift = """
+schedule:
+  timezone: UTC
+  shifts: [{days: [mon], start: "09:00", end: "17:00"}]
+  mode: interval
+  interval_seconds: 5
+"""
+    extra = shift if trigger == "schedule" else shift.replace("interval_seconds: 5", "interval_seconds: 3600")
+    daemon, cam, delivery = make_daemon(write_config, clock, extra=extra, vision=ScriptedVision(lambda f: ([], [])))
+    if trigger == "command":
+        clock.advance(5)
+        delivery.command("scan", {"request_id": "r1"})
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.opens == 1  # the first burst, at 16:59:55; none at 17:00:15
+    assert delivery.events == []
+    (scan,) = delivery.scans
+    assert scan["trigger"] == trigger and scan["outcome"] == "error"
+    assert "shift ended before the empty desk could be confirmed" in scan["error"]
+    trail = AuditLog.for_state_dir(daemon.cfg.state_dir)
+    (entry,) = [e for e in trail.recent(10) if e.kind == "scan"]
+    trail.close()
+    assert "shift ended before the empty desk could be confirmed" in entry.data["error"]
 
 
 def test_a_failing_detector_costs_one_scan_not_the_daemon(write_config: Callable[..., Path], clock: FakeClock) -> None:
