@@ -20,6 +20,8 @@ import os
 import queue
 import signal
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -117,10 +119,13 @@ def build_vision(cfg: Config, *, runtime: str | None = None, models_dir: Path | 
     )
 
 
-def build_policy(cfg: Config, audit: Audit | None = None) -> PolicyEngine:
+def build_policy(
+    cfg: Config, audit: Audit | None = None, *, monotonic: Callable[[], float] = time.monotonic
+) -> PolicyEngine:
+    """The policy engine; ``monotonic`` times the worker's pause (a wall-clock step must not end it)."""
     from deskwatch.policy.engine import Policy as PolicyEngine
 
-    return PolicyEngine(cfg.policy, audit=audit)
+    return PolicyEngine(cfg.policy, audit=audit, monotonic=monotonic)
 
 
 def build_evidence(cfg: Config) -> EvidenceMaker:
@@ -201,7 +206,7 @@ class Daemon:
         self.audit: Audit = parts.audit or build_audit(cfg)
         self.camera: Camera = parts.camera or open_camera(cfg.camera)
         self.vision: Vision = parts.vision or build_vision(cfg)
-        self.policy: Policy = parts.policy or build_policy(cfg, self.audit)
+        self.policy: Policy = parts.policy or build_policy(cfg, self.audit, monotonic=self.clock.monotonic)
         self.delivery: Delivery = parts.delivery or build_delivery(cfg, models=self.vision.model_hashes())
         self.notifier: Notifier = parts.notifier or self._build_notifier()
         self.control: Control | None = parts.control or self._build_control()

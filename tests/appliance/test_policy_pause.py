@@ -9,6 +9,7 @@ from datetime import timedelta
 import pytest
 
 from deskwatch.audit import AuditLog
+from deskwatch.commands.history import format_entry
 from deskwatch.policy.engine import Policy, PolicyContext
 from deskwatch.policy.pause import PauseError
 from tests.support.policy import T0, burst, face, make_config, person
@@ -152,3 +153,56 @@ def test_a_pause_survives_a_daemon_restart(tmp_path):
         assert b.load_pause() is None  # expiry cleared it
     finally:
         b.close()
+
+
+class Monotonic:
+    """The monotonic clock the daemon gives the policy: only moves when told to."""
+
+    def __init__(self) -> None:
+        self.t = 5000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def test_a_pause_moved_by_a_clock_correction_is_saved_with_its_real_end(tmp_path):
+    """The wall clock is corrected by +3 h one minute into a 30-minute pause: the pause
+    keeps its 29 minutes left, and a daemon restart after the correction restores that end."""
+    mono = Monotonic()
+    a = AuditLog(tmp_path / "audit.sqlite3")
+    p = Policy(make_config().policy, audit=a, monotonic=mono)
+    p.pause("fetch water", 30, T0)
+    mono.t += 60
+    wall = T0 + timedelta(hours=3, minutes=1)
+    assert p.pre_scan(wall) == "paused"
+    assert p.paused is not None and p.paused.ends_at == wall + minutes(29)
+    a.close()
+    b = AuditLog(tmp_path / "audit.sqlite3")
+    try:
+        booted = Monotonic()  # a new process: its own monotonic clock
+        again = Policy(make_config().policy, audit=b, monotonic=booted)
+        assert again.pre_scan(wall + minutes(28)) == "paused"
+        booted.t += 60
+        assert again.pre_scan(wall + minutes(29)) is None
+        moved = [e for e in b.recent(10) if e.kind == "pause_clock_moved"]
+        assert len(moved) == 1 and moved[0].data["seconds"] == 3 * 3600
+        (line,) = format_entry(moved[0].kind, moved[0].at, moved[0].data)
+        assert "the clock was corrected by +10800 s during the pause; it still ends after 30 min" in line
+    finally:
+        b.close()
+
+
+def test_a_clock_correction_during_the_grace_is_no_overrun():
+    """The pause ended; 30 s into the 60 s grace the wall clock jumps an hour ahead: the
+    worker still has the rest of the grace, and an overrun counts real minutes."""
+    mono = Monotonic()
+    p = Policy(make_config().policy, monotonic=mono)
+    p.pause("fetch water", 5, T0)
+    mono.t += 5 * 60 + 30
+    assert p.pre_scan(T0 + minutes(5.5)) is None  # ended by itself
+    mono.t += 1
+    jumped = T0 + minutes(5.5) + timedelta(hours=1, seconds=1)
+    assert p.check_overrun(jumped) is None
+    mono.t += 30
+    f = p.check_overrun(jumped + timedelta(seconds=30))
+    assert f is not None and "no sign of the worker 1 min later" in f.detail

@@ -428,6 +428,38 @@ def test_pause_stops_scans_and_resume_brings_them_back(write_config: Callable[..
     assert cam.opens == 1
 
 
+@pytest.mark.parametrize("jump_hours", [3, -3])
+def test_a_clock_correction_during_a_pause_neither_ends_nor_stretches_it(
+    write_config: Callable[..., Path], clock: FakeClock, jump_hours: int
+) -> None:
+    """A Pi has no RTC: timesyncd may correct the wall clock by hours while the worker is
+    paused. The pause still lasts its 30 minutes of real time - not ended at once by a
+    forward jump (the camera opening during it, a pause_overrun against the worker), not
+    stretched by a backward one - and 'deskwatch status' shows the time it really has left."""
+    from deskwatch.system.control import pause_status
+
+    daemon, cam, delivery = make_daemon(write_config, clock)
+    delivery.command("pause", {"reason": "doctor call", "minutes": 30, "request_id": "r1"})
+    t0 = clock.monotonic()
+    plain_wait = clock.wait
+    seen: dict[str, Any] = {}
+
+    def wait(event: threading.Event, seconds: float) -> bool:
+        if "status" not in seen and clock.monotonic() - t0 >= 10:
+            clock.jump_wall(jump_hours * 3600)
+            seen["status"] = pause_status(daemon.policy, clock.now())
+        if clock.monotonic() - t0 > 2 * 3600:
+            daemon.request_stop()  # the pause outlived its declared time by far
+        return plain_wait(event, seconds)
+
+    clock.wait = wait  # type: ignore[method-assign]
+    daemon.run(max_scans=1, install_signals=False)
+    assert seen["status"]["paused"] and 30 * 60 - 20 <= seen["status"]["remaining_seconds"] <= 30 * 60 - 10
+    assert 30 * 60 <= clock.monotonic() - t0 <= 30 * 60 + 10  # the first scan came when the pause ended
+    assert cam.opens == 1
+    assert delivery.events == []  # the worker is at the desk when it ends: no pause_overrun
+
+
 def test_on_demand_scan_command(write_config: Callable[..., Path], clock: FakeClock) -> None:
     daemon, cam, delivery = make_daemon(write_config, clock, extra="schedule: {interval_seconds: 3600}")
     delivery.command("scan", {"request_id": "r2"})

@@ -122,6 +122,11 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False,
     if kind == "resume":
         late = " (after the declared time)" if d.get("late") else ""
         return [f"{when}  resume{late}"]
+    if kind == "pause_clock_moved":
+        return [
+            f"{when}  the clock was corrected by {int(d.get('seconds') or 0):+d} s during the pause; "  # type: ignore[call-overload]
+            f"it still ends after {d.get('minutes')} min, at {_local(str(d.get('ends_at')))}"
+        ]
     if kind == "pause_expired":
         return [f'{when}  pause "{d.get("reason")}" ended by itself after {d.get("minutes")} min']
     if kind == "pause_overrun":

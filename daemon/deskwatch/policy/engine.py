@@ -11,6 +11,12 @@ Light gates everything: a burst that is mostly too dark (or covered) yields
 
 State kept here (and nowhere else): the pause, the last activity report, and the
 streak of scans that saw an unknown face at the desk.
+
+A pause is timed on the monotonic clock, given by the daemon: its wall-clock times (what
+is saved, audited and shown) move with the wall clock whenever that clock is stepped
+against the monotonic one (timesyncd correcting a Pi's stale boot time, a manual change),
+so a clock correction neither ends a pause early nor stretches it, and never counts
+towards a ``pause_overrun``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -40,6 +47,11 @@ class AuditTrail(Protocol):
 
 
 log = logging.getLogger(__name__)
+
+# how far the wall clock may move against the monotonic clock before the pause's wall
+# times follow it: well above the milliseconds between a caller's ``now`` and our own
+# monotonic reading, well below anything a worker would notice
+CLOCK_STEP_SECONDS = 2.0
 
 __all__ = ["PauseInfo", "Policy", "PolicyContext", "PolicyOutcome"]
 
@@ -73,18 +85,32 @@ class Policy:
     """Rules, profile and the worker's pause/activity state. Thread-safe: the scan loop
     evaluates while MQTT commands and the control socket pause and resume."""
 
-    def __init__(self, policy: PolicyConfig, *, audit: AuditTrail | None = None):
+    def __init__(
+        self,
+        policy: PolicyConfig,
+        *,
+        audit: AuditTrail | None = None,
+        monotonic: Callable[[], float] | None = None,
+    ):
+        """``monotonic``: the clock a pause is timed by (the daemon's); None times it by
+        the ``now`` the callers pass alone (tests and tools that never see a clock step)."""
         self.cfg = policy
         self.profile = profile_of(policy)
         self.audit = audit
         self._lock = threading.RLock()
         self._pause: PauseInfo | None = None
         self._expired: PauseInfo | None = None  # ended by expiry, overrun not yet decided
+        self._monotonic = monotonic
+        # (wall, monotonic) of one instant at which the pause's wall times were right
+        self._anchor: tuple[datetime, float] | None = None
         self._idle: tuple[float, datetime] | None = None
         self._unknown_streak = 0
         if audit is not None:
             restored = audit.load_pause()
             if restored is not None:
+                # its wall times are all a restart has: from the first call on, the rest
+                # of it is timed on the monotonic clock (a boot clock that is behind and
+                # corrected later lengthens it, never shortens it)
                 self._pause = restored
                 log.info("pause restored from the audit trail: %r until %s", restored.reason, rfc3339(restored.ends_at))
 
@@ -101,6 +127,7 @@ class Policy:
         with self._lock:
             self._pause = info
             self._expired = None
+            self._anchor = None if self._monotonic is None else (now, self._monotonic())
             self._audit_event("pause", now, info.to_json())
             if self.audit is not None:
                 self.audit.save_pause(info)
@@ -171,7 +198,45 @@ class Policy:
                 f"no sign of the worker {over / 60:.0f} min later",
             )
 
+    def _follow_clock(self, now: datetime) -> None:
+        """Move the pause's wall times (the active or the expired one) by the step the
+        wall clock made against the monotonic clock since they were last right: the
+        comparisons with ``now`` then measure real time. Saved again, so a restart after
+        the correction keeps the real end."""
+        if self._monotonic is None:
+            return
+        if self._pause is None and self._expired is None:
+            self._anchor = None
+            return
+        mono = self._monotonic()
+        if self._anchor is None:
+            self._anchor = (now, mono)
+            return
+        wall0, mono0 = self._anchor
+        step = (now - wall0).total_seconds() - (mono - mono0)
+        if abs(step) <= CLOCK_STEP_SECONDS:
+            return
+        self._anchor = (now, mono)
+        shift = timedelta(seconds=step)
+        if self._expired is not None:
+            self._expired = replace(self._expired, started_at=self._expired.started_at + shift)
+        info = self._pause
+        if info is None:
+            return
+        self._pause = info = replace(info, started_at=info.started_at + shift)
+        self._audit_event("pause_clock_moved", now, {**info.to_json(), "seconds": round(step)})
+        if self.audit is not None:
+            self.audit.save_pause(info)
+        log.warning(
+            "wall clock moved %+.0f s during the pause %r; it still ends after its %d min, at %s",
+            step,
+            info.reason,
+            info.minutes,
+            rfc3339(info.ends_at),
+        )
+
     def _expire(self, now: datetime) -> None:
+        self._follow_clock(now)
         if self._pause is not None and now >= self._pause.ends_at:
             info = self._pause
             self._pause = None
@@ -190,6 +255,7 @@ class Policy:
         if idle_seconds < 0 or not math.isfinite(idle_seconds):
             raise ValueError("idle_seconds must be a finite number >= 0")
         with self._lock:
+            self._follow_clock(now)  # the expired pause's start, in the clock 'now' is read on
             self._idle = (float(idle_seconds), now)
             last_input = now - timedelta(seconds=idle_seconds)
             if self._expired is not None and last_input >= self._expired.started_at:
