@@ -137,10 +137,32 @@ class ShiftCalendar:
                 self._daily[DAYS.index(d)].append((start, end))
 
     def _local(self, day: date, minute: int) -> datetime:
-        base = datetime(day.year, day.month, day.day, tzinfo=self.tz)
-        # Add wall-clock minutes in local time, then convert: keeps 09:00 at 09:00 across DST.
+        """The instant the worker's clock shows ``minute`` past midnight of ``day``.
+
+        Wall-clock minutes are added in local time, then converted: 09:00 stays 09:00
+        across DST. A time the clock skips (the spring-forward gap) is the instant of the
+        jump, the first at which the clock shows that time or later: a shift ending at
+        02:30 ends when the clock jumps from 02:00 to 03:00 (not at 03:30, an hour of wall
+        time later), one starting at 02:30 starts then. In the autumn's repeated hour a time
+        is its first occurrence.
+        """
         naive = datetime(day.year, day.month, day.day) + timedelta(minutes=minute)
-        return naive.replace(tzinfo=base.tzinfo).astimezone(UTC)
+        at = naive.replace(tzinfo=self.tz).astimezone(UTC)  # in a gap: past the jump by the gap's offset
+        if at.astimezone(self.tz).replace(tzinfo=None) == naive:
+            return at
+        return self._jump_before(at, naive.replace(tzinfo=self.tz, fold=1).astimezone(UTC))
+
+    def _jump_before(self, after: datetime, before: datetime) -> datetime:
+        """The instant the zone's offset changes between ``before`` and ``after`` (UTC,
+        whole seconds; zoneinfo says nothing of its transitions but the offsets)."""
+        offset = after.astimezone(self.tz).utcoffset()
+        while (after - before).total_seconds() > 1:
+            mid = before + timedelta(seconds=(after - before).total_seconds() // 2)
+            if mid.astimezone(self.tz).utcoffset() == offset:
+                after = mid
+            else:
+                before = mid
+        return after
 
     def windows(self, start: datetime, horizon_days: int = 15) -> Iterator[tuple[datetime, datetime]]:
         """Merged shift windows (UTC) that end after ``start``, in order."""

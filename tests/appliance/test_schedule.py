@@ -69,6 +69,41 @@ def test_dst_keeps_shifts_on_local_time() -> None:
     assert t == datetime(2026, 3, 29, 7, 30, tzinfo=UTC)
 
 
+def test_a_shift_ending_in_the_spring_forward_gap_ends_when_the_clock_jumps() -> None:
+    """Berlin, Sat 20:00-02:30: on 2026-03-29 the clock jumps from 02:00 CET to 03:00 CEST
+    and never shows 02:30 - the shift is over at 03:00 CEST, not an hour of wall time later;
+    no interval scan and no fixed check is planned after it."""
+    shift = [ShiftConfig(["sat"], "20:00", "02:30")]
+    sched = Schedule(berlin(shift, mode="interval", interval_seconds=300), random.Random(1))
+    change = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)  # 03:00 CEST
+    window = next(iter(sched.calendar.windows(datetime(2026, 3, 28, 12, tzinfo=UTC))))
+    assert window == (datetime(2026, 3, 28, 19, 0, tzinfo=UTC), change)
+    assert sched.calendar.in_shift(change - timedelta(seconds=1))
+    assert not sched.calendar.in_shift(change)
+    assert not sched.calendar.in_shift(change + timedelta(minutes=25))  # 03:25 CEST
+    nxt = sched.next_after(change - timedelta(minutes=2))
+    assert nxt is not None and nxt.astimezone(sched.calendar.tz).date() == datetime(2026, 4, 4).date()
+    fixed = Schedule(berlin(shift, mode="fixed", fixed_times=["03:15"]))
+    assert fixed.next_after(datetime(2026, 3, 28, 12, tzinfo=UTC)) is None  # 03:15 is never in this shift
+
+
+def test_a_shift_starting_in_the_spring_forward_gap_starts_when_the_clock_jumps() -> None:
+    """Berlin, Sun 02:30-06:00: the clock shows 03:00 CEST right after 01:59:59 CET, already
+    past 02:30 - the shift starts then (01:00 UTC), not half an hour later."""
+    sched = Schedule(berlin([ShiftConfig(["sun"], "02:30", "06:00")], mode="interval", interval_seconds=300))
+    change = datetime(2026, 3, 29, 1, 0, tzinfo=UTC)
+    assert not sched.calendar.in_shift(change - timedelta(seconds=1))
+    assert sched.calendar.in_shift(change)
+    assert sched.next_after(datetime(2026, 3, 28, 12, tzinfo=UTC)) == change + timedelta(minutes=5)
+
+
+def test_the_autumn_repeat_hour_is_unchanged() -> None:
+    """On the fall-back night a shift ending at 02:30 ends at the first 02:30 (CEST)."""
+    cal = Schedule(berlin([ShiftConfig(["sat"], "20:00", "02:30")])).calendar
+    window = next(iter(cal.windows(datetime(2026, 10, 24, 12, tzinfo=UTC))))
+    assert window == (datetime(2026, 10, 24, 18, 0, tzinfo=UTC), datetime(2026, 10, 25, 0, 30, tzinfo=UTC))
+
+
 def test_overnight_shift_runs_past_midnight() -> None:
     cfg = ScheduleConfig(
         timezone="UTC", shifts=[ShiftConfig(["fri"], "22:00", "02:00")], mode="interval", interval_seconds=3600
