@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from deskwatch import __version__
 from deskwatch.camera import Camera, open_camera
-from deskwatch.domain import CheckOutcome, ScanRecord, new_id
+from deskwatch.domain import CheckOutcome, ScanRecord, new_id, rfc3339
 from deskwatch.scanner import EvidenceMaker, EvidencePreparer, Scanner
 from deskwatch.schedule import Clock, ScanPlanner, Schedule, SystemClock
 from deskwatch.stages import Audit, Control, Delivery, Notifier, Policy, Vision
@@ -381,9 +381,11 @@ class Daemon:
         self.wake.set()
 
     def _admit_remote_scan(self, body: dict[str, Any], now: datetime, source: str) -> None:
-        """A scan on demand opens the camera in someone's home: only inside a shift, and
-        at most ``schedule.remote_scans_per_hour``. Each refusal raises CommandRejected
-        (answered on cmd/result) and, like each acceptance, goes to the audit trail."""
+        """A scan on demand opens the camera in someone's home: only inside a shift, not
+        while the worker is paused (it would be skipped: the sender is told, not answered
+        ok), and at most ``schedule.remote_scans_per_hour``. Each refusal raises
+        CommandRejected (answered on cmd/result) and, like each acceptance, goes to the
+        audit trail; only an accepted scan counts against the hour's allowance."""
         from deskwatch_contract.intake import CommandRejected
 
         why = None
@@ -398,6 +400,9 @@ class Daemon:
                 why = (
                     "outside the worker's shift: the camera stays closed (only a technician at the device can scan now)"
                 )
+            elif self.policy.pre_scan(now) is not None:  # applies an expiry that is due
+                pause = self.policy.paused
+                why = "the worker is paused" + (f" (until {rfc3339(pause.ends_at)})" if pause is not None else "")
             elif len(self._remote_scans) >= limit:
                 wait_min = (self._remote_scans[0] - hour_ago) / 60 if self._remote_scans else 60.0
                 why = (
@@ -484,12 +489,15 @@ class Daemon:
                     self.jobs.tick()
                 while not self.requests.empty() and not self.stop_event.is_set():
                     trigger = self.requests.get_nowait()
-                    if trigger == "command" and not self.planner.schedule.calendar.in_shift(self.clock.now()):
-                        # accepted in a shift that has ended since: the camera stays closed
-                        self._audit_event(
-                            "remote_scan_refused", self.clock.now(), {"why": "the shift ended before it ran"}
+                    closed = self._camera_closed(self.clock.now()) if trigger == "command" else None
+                    if closed is not None:
+                        # accepted, then the shift ended or the worker paused: the camera stays closed
+                        self._audit_event("remote_scan_refused", self.clock.now(), {"why": f"{closed} before it ran"})
+                        log.warning(
+                            "on-demand scan dropped: %s before it could run",
+                            closed,
+                            extra={"journal": {"DESKWATCH_EVENT": "remote_scan_refused"}},
                         )
-                        log.warning("on-demand scan dropped: the shift ended before it could run")
                         continue
                     self._scan(trigger)
                 if self.planner.seconds_until_due() <= 0 and not self.stop_event.is_set():

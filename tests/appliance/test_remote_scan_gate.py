@@ -3,6 +3,7 @@ refusal answered on cmd/result and written to the worker's audit trail (fake clo
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -106,6 +107,49 @@ def test_an_accepted_request_whose_shift_ended_does_not_open_the_camera(write_co
         "remote_scan_refused",
         "remote_scan_accepted",
     ]
+
+
+def test_a_scan_request_while_the_worker_is_paused_is_refused_and_costs_no_allowance(
+    write_config: Callable[..., Path],
+) -> None:
+    """The sender is told the worker is paused and until when, instead of an ok for a scan
+    that never happens; the refusal is in the worker's audit trail, and the hour's
+    on-demand scans are all still there once the worker is back."""
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # 10:00 in Berlin
+    daemon, camera, clock = daemon_at(write_config, monday)
+    intake = CommandIntake(daemon.handle_command)
+    daemon.handle_command("pause", {"reason": "lunch", "minutes": 30}, source="local")
+    refused = [intake.handle("scan", scan_request(n)) for n in range(4)]
+    assert [r.ok for r in refused] == [False] * 4
+    assert all(r.error == "the worker is paused (until 2026-11-30T09:30:00.000Z)" for r in refused)
+    assert daemon.requests.empty() and camera.opens == 0
+    entry = daemon.audit.recent(1)[0]  # type: ignore[attr-defined]
+    assert entry.kind == "remote_scan_refused" and entry.data["why"] == refused[0].error
+    assert "REFUSED, camera stayed closed: the worker is paused" in format_entry(entry.kind, entry.at, entry.data)[0]
+    daemon.handle_command("resume", {}, source="local")
+    clock.advance(60)
+    assert all(intake.handle("scan", scan_request(n)).ok for n in range(10, 13))  # the full allowance
+
+
+def test_an_accepted_request_is_refused_in_the_audit_trail_when_the_worker_paused_before_it_ran(
+    write_config: Callable[..., Path],
+) -> None:
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    daemon, camera, clock = daemon_at(write_config, monday)
+    assert CommandIntake(daemon.handle_command).handle("scan", scan_request(1)).ok
+    daemon.policy.pause("lunch", 30, clock.now(), source="local")  # before the loop takes the scan
+    plain_wait = clock.wait
+
+    def wait(event: threading.Event, seconds: float) -> bool:
+        daemon.request_stop()  # the queued request was handled before the loop's first wait
+        return plain_wait(event, seconds)
+
+    clock.wait = wait  # type: ignore[method-assign]
+    daemon.run(install_signals=False)
+    assert camera.opens == 0
+    trail = AuditLog.for_state_dir(daemon.cfg.state_dir)
+    refused = [e for e in trail.recent(10) if e.kind == "remote_scan_refused"]
+    assert len(refused) == 1 and refused[0].data["why"] == "paused before it ran"
 
 
 def test_zero_disables_remote_scans(write_config: Callable[..., Path]) -> None:
