@@ -51,6 +51,11 @@ SCHEMAS = {
 
 CommandHandler = Callable[[str, dict[str, Any]], None]
 
+# A command the broker kept (published with the retain flag) is handed to the device
+# again at every (re)connect, long after it was meant: yesterday's resume would end
+# today's pause, a scan would run at every reconnect.
+RETAINED_REFUSED = "retained command ignored (stale): send commands without the retain flag"
+
 
 class CommandRejected(Exception):
     """Raised by a command handler (or the validation) to answer ``ok: false`` with this reason."""
@@ -98,6 +103,17 @@ class CommandIntake:
             extra={"journal": {"COMMAND": kind, "REQUEST_ID": request_id or ""}},
         )
         return CommandResult(request_id, kind, True)
+
+    def refuse(self, kind: str, raw: bytes, reason: str) -> CommandResult:
+        """Answer a message ``ok: false`` with ``reason`` without applying it (e.g. a
+        retained command: :data:`RETAINED_REFUSED`), echoing its request_id when one can
+        be read; logged and counted like any rejection. Never raises."""
+        self.received += 1
+        try:
+            request_id = _peek_request_id(parse_object(raw))
+        except CommandRejected:
+            request_id = None
+        return self._reject(kind, request_id, reason)
 
     def _reject(self, kind: str, request_id: str | None, reason: str) -> CommandResult:
         self.rejected += 1

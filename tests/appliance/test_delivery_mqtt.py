@@ -147,6 +147,54 @@ def test_commands_over_the_broker_are_answered_and_garbage_does_not_hurt(tmp_pat
         seen.close()
 
 
+def test_retained_commands_are_answered_and_never_applied(tmp_path: Path, mosquitto: Broker) -> None:
+    """Yesterday's cmd/resume, a cmd/scan and an activity report were published with the
+    retain flag: at every (re)connect the broker hands them to the device again. They must
+    not end today's pause, open the camera or clear a pause_overrun: each is answered
+    ok:false saying why, and a command sent properly still works."""
+    seen = Collector(mosquitto, PREFIX + "#")
+    for topic, body in [
+        ("cmd/resume", {"schema": "deskwatch.cmd.resume/1", "request_id": "old-resume"}),
+        ("cmd/scan", {"schema": "deskwatch.cmd.scan/1", "request_id": "old-scan"}),
+        (
+            "activity",
+            {
+                "schema": "deskwatch.activity/1",
+                "request_id": "old-activity",
+                "idle_seconds": 0,
+                "since": "2026-11-29T10:00:00Z",
+                "source": "kbd",
+            },
+        ),
+    ]:
+        seen.client.publish(PREFIX + topic, json.dumps(body), qos=1, retain=True).wait_for_publish(5)
+    delivery = build_delivery(device_config(tmp_path, mosquitto), version="1.0", models={})
+    calls: list[str] = []
+    delivery.on_command(lambda kind, body: calls.append(kind))
+    delivery.start()
+    try:
+        assert seen.wait_for(lambda ms: len(seen.on("cmd/result")) == 3, 15)
+        results = {r["request_id"]: r for r in (json.loads(m.payload) for m in seen.on("cmd/result"))}
+        assert set(results) == {"old-resume", "old-scan", "old-activity"}
+        for r in results.values():
+            assert r["ok"] is False
+            assert r["error"] == "retained command ignored (stale): send commands without the retain flag"
+        assert [results[f"old-{k}"]["command"] for k in ("resume", "scan", "activity")] == [
+            "resume",
+            "scan",
+            "activity",
+        ]
+        seen.client.publish(
+            PREFIX + "cmd/resume", json.dumps({"schema": "deskwatch.cmd.resume/1", "request_id": "now"}), qos=1
+        )
+        assert seen.wait_for(lambda ms: len(seen.on("cmd/result")) == 4, 15)
+        assert json.loads(seen.on("cmd/result")[-1].payload)["ok"] is True
+        assert calls == ["resume"]  # only the command sent without the retain flag
+    finally:
+        delivery.stop(2)
+        seen.close()
+
+
 def test_degraded_is_published_retained_with_the_reason(tmp_path: Path, mosquitto: Broker) -> None:
     seen = Collector(mosquitto, PREFIX + "status")
     delivery = build_delivery(device_config(tmp_path, mosquitto), version="1.0", models={})

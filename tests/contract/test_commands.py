@@ -217,3 +217,24 @@ def test_the_survivor_still_works_after_the_fuzzing() -> None:
     before = Survivor.intake.received
     ok = Survivor.intake.handle("resume", b'{"schema": "deskwatch.cmd.resume/1", "request_id": "after"}')
     assert ok.ok and Survivor.intake.received == before + 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "request_id"),
+    [
+        (json.dumps({"schema": "deskwatch.cmd.resume/1", "request_id": "old-1"}).encode(), "old-1"),
+        (b"\xff{not json", None),
+        (b"", None),
+        (json.dumps({"request_id": "x" * 65}).encode(), None),
+    ],
+)
+def test_a_refused_message_is_answered_never_applied(raw: bytes, request_id: str | None) -> None:
+    """A retained (stale) command is answered ok:false with the reason, its request_id
+    echoed when readable - whatever its payload - and the handler never sees it."""
+    from deskwatch_contract.intake import RETAINED_REFUSED
+
+    rec = Recorder()
+    intake = CommandIntake(rec)
+    result = intake.refuse("resume", raw, RETAINED_REFUSED)
+    assert (result.ok, result.kind, result.request_id, result.error) == (False, "resume", request_id, RETAINED_REFUSED)
+    assert rec.calls == [] and intake.rejected == 1

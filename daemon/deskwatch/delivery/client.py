@@ -653,6 +653,14 @@ class Delivery:
                 logger.exception("job intake failed on a %d-byte message", len(msg.payload))
             return
         kind = REVIEWS_KIND if suffix == topics.REVIEWS else kind_for_topic(suffix)
+        if msg.retain and kind != REVIEWS_KIND:
+            # kept by the broker and handed over again at this (re)connect: a stale command
+            # (yesterday's resume ending today's pause, a scan at every reconnect) or activity
+            # report (the worker "typing" now) is answered, never applied (docs/mqtt-contract.md)
+            from deskwatch_contract.intake import RETAINED_REFUSED
+
+            self._answer(self._intake.refuse(kind, bytes(msg.payload), RETAINED_REFUSED))
+            return
         try:
             self._commands.put_nowait((kind, bytes(msg.payload)))
         except queue.Full:
