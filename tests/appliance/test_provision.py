@@ -267,3 +267,119 @@ def test_the_selftest_child_runs_with_the_service_users_ids_not_roots() -> None:
         run_as_user("no-such-user-here", ["true"], timeout=5)
     code, text = selftest_as_user("no-such-user-here", Path("/etc/deskwatch/config.yaml"), [])
     assert code == 1 and "NOT run" in text and "never runs as root" in text
+
+
+# -- files of the old configuration that the new one still uses ---------------------------------
+
+
+def with_password(bundle: Path, password_file: Path | str) -> None:
+    text = (bundle / "bundle.yaml").read_text()
+    (bundle / "bundle.yaml").write_text(
+        text.replace('protocol: "5"}', f'protocol: "5", username: acme, password_file: {password_file}}}')
+    )
+
+
+def test_reprovisioning_keeps_the_password_file_the_new_config_names(tmp_path: Path, pki: Pki, capsys: Any) -> None:
+    """The broker password is put in /etc/deskwatch by hand (never on the card); a new bundle that
+    names it must find it there afterwards, not lose it with the old directory."""
+    make_bundle(tmp_path, pki, device_id="desk-0042")
+    assert provision(tmp_path, "--skip-selftest") == 0
+    etc = tmp_path / "etc/deskwatch"
+    (etc / "secrets").mkdir(mode=0o700)
+    for name in ("mqtt-password", "secrets/mqtt-password"):
+        (etc / name).write_text("s3cret\n")
+        (etc / name).chmod(0o600)
+    bundle = make_bundle(tmp_path, pki, device_id="desk-0043")
+    with_password(bundle, etc / "mqtt-password")
+    assert provision(tmp_path, "--skip-selftest") == 0, capsys.readouterr().err
+    assert (etc / "mqtt-password").read_text() == "s3cret\n"
+    assert stat.S_IMODE((etc / "mqtt-password").stat().st_mode) == 0o600
+    assert not (etc / "secrets").exists()  # what the new config does not name is not carried over
+    assert main(["check-config", str(etc / "config.yaml")]) == 0
+    assert "id: desk-0043" in (etc / "config.yaml").read_text()
+    assert sorted(p.name for p in bundle.iterdir()) == ["bundle.yaml.applied", "provision-result.txt"]
+
+    # in a directory of its own, and named relative to config.yaml as the daemon reads it
+    (etc / "secrets").mkdir(mode=0o700)
+    (etc / "mqtt-password").rename(etc / "secrets/mqtt-password")
+    bundle = make_bundle(tmp_path, pki, device_id="desk-0044")
+    with_password(bundle, "secrets/mqtt-password")
+    assert provision(tmp_path, "--skip-selftest") == 0, capsys.readouterr().err
+    assert (etc / "secrets/mqtt-password").read_text() == "s3cret\n"
+    assert stat.S_IMODE((etc / "secrets").stat().st_mode) == 0o700
+    assert main(["check-config", str(etc / "config.yaml")]) == 0
+    assert [p.name for p in (tmp_path / "etc").iterdir()] == ["deskwatch"]
+
+
+def test_a_password_file_missing_from_the_config_directory_changes_nothing(
+    tmp_path: Path, pki: Pki, capsys: Any
+) -> None:
+    make_bundle(tmp_path, pki)
+    assert provision(tmp_path, "--skip-selftest") == 0
+    before = tree(tmp_path / "etc")
+    bundle = make_bundle(tmp_path, pki)
+    with_password(bundle, tmp_path / "etc/deskwatch/mqtt-password")
+    assert provision(tmp_path, "--skip-selftest") == 78
+    err = capsys.readouterr().err
+    assert "mqtt.password_file" in err and "file not found" in err and "nothing was changed" in err
+    assert tree(tmp_path / "etc") == before
+    assert "device.key" in {p.name for p in bundle.iterdir()}  # the technician still has the bundle to fix
+    assert "mqtt.password_file" in (bundle / "provision-result.txt").read_text()
+
+
+def test_a_state_dir_inside_the_config_directory_is_refused(tmp_path: Path, pki: Pki, capsys: Any) -> None:
+    """Provisioning replaces the config directory whole: the queue and audit trail must not live in it."""
+    make_bundle(tmp_path, pki)
+    assert provision(tmp_path, "--skip-selftest") == 0
+    state = tmp_path / "etc/deskwatch/state"
+    state.mkdir()
+    (state / "audit.jsonl").write_text("the worker's record\n")
+    before = tree(tmp_path / "etc")
+    bundle = make_bundle(tmp_path, pki)
+    text = (bundle / "bundle.yaml").read_text().replace(str(tmp_path / "var/lib/deskwatch"), str(state))
+    (bundle / "bundle.yaml").write_text(text)
+    assert provision(tmp_path, "--skip-selftest") == 78
+    err = capsys.readouterr().err
+    assert "state_dir" in err and "move it out of" in err and "nothing was changed" in err
+    assert tree(tmp_path / "etc") == before
+
+
+def test_a_failed_check_after_the_swap_puts_the_old_directory_back(tmp_path: Path) -> None:
+    from deskwatch.technician.provision import swap_in
+
+    etc, staging = tmp_path / "etc/deskwatch", tmp_path / "etc/.deskwatch.new-x"
+    etc.mkdir(parents=True)
+    (etc / "config.yaml").write_text("old\n")
+    staging.mkdir()
+    (staging / "config.yaml").write_text("new\n")
+
+    def check() -> None:
+        assert (etc / "config.yaml").read_text() == "new\n"  # runs on the installed directory
+        raise ValueError("does not load")
+
+    with pytest.raises(ValueError, match="does not load"):
+        swap_in(staging, etc, check)
+    assert tree(etc) == {"config.yaml": b"old\n"}
+    assert [p.name for p in (tmp_path / "etc").iterdir()] == ["deskwatch"]
+
+
+def test_a_config_that_does_not_load_as_installed_puts_the_old_one_back(tmp_path: Path, pki: Pki, capsys: Any) -> None:
+    """A path reaching the old directory another way (here a link to it) passes every check made
+    before the swap and is gone after it: the device keeps its old configuration, the technician
+    their bundle and the reason."""
+    make_bundle(tmp_path, pki)
+    assert provision(tmp_path, "--skip-selftest") == 0
+    etc = tmp_path / "etc/deskwatch"
+    (etc / "mqtt-password").write_text("s3cret\n")
+    (etc / "mqtt-password").chmod(0o600)
+    (tmp_path / "etc/deskwatch-link").symlink_to("deskwatch")
+    before = tree(etc)
+    bundle = make_bundle(tmp_path, pki, device_id="desk-0043")
+    with_password(bundle, tmp_path / "etc/deskwatch-link/mqtt-password")
+    assert provision(tmp_path, "--skip-selftest") == 78
+    err = capsys.readouterr().err
+    assert f"as installed in {etc}" in err and "mqtt.password_file" in err and "nothing was changed" in err
+    assert tree(etc) == before
+    assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == ["deskwatch", "deskwatch-link"]
+    assert "device.key" in {p.name for p in bundle.iterdir()}
+    assert "mqtt.password_file" in (bundle / "provision-result.txt").read_text()

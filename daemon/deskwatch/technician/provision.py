@@ -12,8 +12,11 @@ A bundle is a directory (``/boot/firmware/deskwatch/`` on the SD card) with
 config schema, the certificates parse, the key matches the certificate, the CN names
 this device in this site. Then it builds the new ``/etc/deskwatch`` next to the old one
 and swaps the directories with ``rename(2)``: either the old configuration or the
-complete new one is in place, never a mix. Only then are the secrets deleted from the
-FAT partition.
+complete new one is in place, never a mix. Files the new config names inside the old
+directory that the bundle does not bring (a broker password put there by hand, which
+never travels on the card) are carried over into the new one; the config is checked as
+installed, and the old directory comes back if that check fails. Only then are the
+secrets deleted from the FAT partition.
 
 The bundle comes from a card anyone may have written, and this runs as root. So every
 file is opened without following symbolic links and must be a regular file of
@@ -35,17 +38,20 @@ import ssl
 import stat
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
-from deskwatch.config import Config, ConfigError, load_config_text
+from deskwatch.config import Config, ConfigError, load_config, load_config_text
 from deskwatch.system.files import fill, fsync_dir, write_atomically
+from deskwatch_contract.configfile import is_section, section_fields
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 SERVICE_USER = "deskwatch"
 BUNDLE_FILE = "bundle.yaml"
@@ -181,8 +187,9 @@ def read_bundle_file(directory: Path, name: str) -> bytes | None:
         os.close(fd)
 
 
-def read_bundle(directory: Path) -> Bundle:
-    """Everything in the bundle, checked; raises BundleError listing every problem."""
+def read_bundle(directory: Path, etc_dir: Path) -> Bundle:
+    """Everything in the bundle, checked; raises BundleError listing every problem.
+    ``etc_dir`` is where config.yaml will be: relative paths in bundle.yaml are read from there."""
     try:
         if stat.S_ISLNK(os.lstat(directory).st_mode):
             raise BundleError([f"bundle directory {directory} is a symbolic link: refused"])
@@ -237,7 +244,7 @@ def read_bundle(directory: Path) -> Bundle:
         problems += cert_problems
     else:
         notes = []
-    problems += config_problems(text, path)
+    problems += config_problems(text, etc_dir)
     if problems:
         raise BundleError(problems)
     return Bundle(directory, data, files, notes)
@@ -246,11 +253,12 @@ def read_bundle(directory: Path) -> Bundle:
 TLS_PATH_KEYS = ("mqtt.tls.cert_file", "mqtt.tls.key_file", "mqtt.tls.ca_file")
 
 
-def config_problems(text: str, path: Path) -> list[str]:
+def config_problems(text: str, etc_dir: Path) -> list[str]:
     """Schema problems of bundle.yaml, with their lines; the TLS file paths are filled in
-    by provisioning and checked with the staged files, so they are not judged here."""
+    by provisioning and checked with the staged files, so they are not judged here. Relative
+    paths are judged from ``etc_dir``, where the daemon will read config.yaml."""
     try:
-        load_config_text(text, str(path))
+        load_config_text(text, str(etc_dir / "config.yaml"))
     except ConfigError as exc:
         return [i.format(BUNDLE_FILE) for i in exc.issues if i.key not in TLS_PATH_KEYS]
     return []
@@ -294,6 +302,91 @@ def _write(path: Path, content: bytes, mode: int, owner: tuple[int, int] | None)
     fill(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), content, mode, owner)
 
 
+PathMapper = Callable[[str, str, str], str]
+
+
+def map_path_settings(
+    data: dict[str, Any], fn: PathMapper, cls: type | None = None, prefix: str = ""
+) -> dict[str, Any]:
+    """A copy of the config mapping with every file or directory setting's value replaced
+    by ``fn(key, kind, value)``; the schema says which settings are paths (``setting(path=...)``)."""
+    out = dict(data)
+    for f, tp in section_fields(cls or Config):
+        if f.name not in out:
+            continue
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        value = out[f.name]
+        inner = next((a for a in getattr(tp, "__args__", (tp,)) if a is not type(None)), tp)
+        if is_section(inner) and isinstance(value, dict):
+            out[f.name] = map_path_settings(value, fn, inner, key)
+        elif f.metadata.get("path") and isinstance(value, str):
+            out[f.name] = fn(key, f.metadata["path"], value)
+    return out
+
+
+def _inside(etc_dir: Path, value: str) -> Path | None:
+    """``value`` (absolute, or relative to config.yaml as the daemon reads it) relative to
+    ``etc_dir`` if it lies inside it, else None."""
+    rel = os.path.relpath(os.path.normpath(etc_dir / value), etc_dir)  # an absolute value replaces etc_dir
+    return None if rel == ".." or rel.startswith("../") else Path(rel)
+
+
+def carry_over(data: dict[str, Any], etc_dir: Path, staging: Path) -> list[str]:
+    """Copy into ``staging`` the files the new config names inside ``etc_dir`` that the bundle
+    did not bring, since the swap removes the old directory; problems for what cannot be carried.
+
+    The broker password, say, is put in /etc/deskwatch by hand and never travels on the card:
+    a new bundle naming it expects to find it there afterwards. Directories are not carried
+    (state_dir there would be lost with every provisioning): such settings are refused."""
+    problems: list[str] = []
+
+    def visit(key: str, kind: str, value: str) -> str:
+        rel = None if key in TLS_PATH_KEYS else _inside(etc_dir, value)
+        if rel is None:
+            return value
+        if kind != "file" or rel == Path("."):
+            problems.append(
+                f"{key} = {value} is inside {etc_dir}, which provisioning replaces with the bundle's files "
+                f"(only files are carried over): move it out of {etc_dir}"
+            )
+        elif not os.path.lexists(staging / rel):
+            try:
+                _copy_old(etc_dir, staging, rel)
+            except OSError as exc:
+                problems.append(f"{key}: cannot carry {etc_dir / rel} over into the new configuration: {exc}")
+        return value
+
+    map_path_settings(data, visit)
+    return problems
+
+
+def _copy_old(etc_dir: Path, staging: Path, rel: Path) -> None:
+    """``etc_dir/rel`` into ``staging/rel`` with its mode and owner (and its directories'); a
+    link is copied as the link. Nothing there: nothing copied, the config check says so."""
+    source = etc_dir / rel
+    try:
+        st = os.lstat(source)
+    except FileNotFoundError:
+        return
+    for part in reversed(rel.parents[:-1]):  # the directories between, outermost first
+        if not (staging / part).is_dir():
+            dst = os.lstat(etc_dir / part)
+            os.mkdir(staging / part, stat.S_IMODE(dst.st_mode))
+            os.chmod(staging / part, stat.S_IMODE(dst.st_mode))
+            if os.geteuid() == 0:
+                os.chown(staging / part, dst.st_uid, dst.st_gid)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(source), staging / rel)
+        return
+    with open(os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as f:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        content = f.read()
+    _write(staging / rel, content, stat.S_IMODE(st.st_mode), (st.st_uid, st.st_gid))
+    log.info("provision: kept %s from the old configuration", etc_dir / rel)
+
+
 def stage(bundle: Bundle, etc_dir: Path, service_user: str = SERVICE_USER) -> tuple[Path, Config, str]:
     """Build the complete new config directory beside ``etc_dir`` and validate it there."""
     etc_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -308,12 +401,21 @@ def stage(bundle: Bundle, etc_dir: Path, service_user: str = SERVICE_USER) -> tu
             secret = name == KEY
             _write(staging / name, content, 0o600 if secret else 0o644, ids if secret else None)
         has_ca = CA in bundle.files
-        # Validate against the staged files (their modes are final), then write the
-        # config with the paths it will have after the swap.
+        problems = carry_over(bundle.config_data, etc_dir, staging)
+        if problems:
+            raise BundleError(problems)
+
+        # Validate against the staged files (their modes are final), every path inside
+        # etc_dir read where it is staged (relative ones from staging's config.yaml); then
+        # write the config with the paths it will have after the swap.
+        def staged(_key: str, _kind: str, value: str) -> str:
+            rel = _inside(etc_dir, value)
+            return str(staging / rel) if rel is not None and os.path.isabs(value) else value
+
         try:
             cfg = load_config_text(
-                yaml.safe_dump(config_for(bundle.config_data, staging, has_ca)),
-                str(bundle.directory / BUNDLE_FILE),
+                yaml.safe_dump(map_path_settings(config_for(bundle.config_data, staging, has_ca), staged)),
+                str(staging / "config.yaml"),
             )
         except ConfigError as exc:
             problems = [i.format(BUNDLE_FILE).replace(str(staging), str(etc_dir)) for i in exc.issues]
@@ -327,16 +429,36 @@ def stage(bundle: Bundle, etc_dir: Path, service_user: str = SERVICE_USER) -> tu
         raise
 
 
-def swap_in(staging: Path, etc_dir: Path) -> None:
-    """Replace ``etc_dir`` by ``staging`` with renames (the old one is removed after)."""
+def swap_in(staging: Path, etc_dir: Path, check: Callable[[], T]) -> T:
+    """Replace ``etc_dir`` by ``staging`` with renames and return ``check()`` run on the result.
+
+    The old directory is removed only once ``check`` passed: if it raises, the old one is
+    renamed back (the new one is deleted) and the exception goes on, so a failed install
+    leaves the device as it was."""
     old: Path | None = None
     if etc_dir.exists():
         old = etc_dir.parent / f".{etc_dir.name}.old-{int(time.time())}-{os.getpid()}"
         os.rename(etc_dir, old)
-    os.rename(staging, etc_dir)
+    try:
+        os.rename(staging, etc_dir)
+    except OSError:
+        if old is not None:
+            os.rename(old, etc_dir)
+        raise
+    try:
+        result = check()
+    except BaseException:
+        failed = etc_dir.parent / f".{etc_dir.name}.failed-{os.getpid()}"
+        os.rename(etc_dir, failed)
+        if old is not None:
+            os.rename(old, etc_dir)
+        fsync_dir(etc_dir.parent)
+        shutil.rmtree(failed, ignore_errors=True)
+        raise
     fsync_dir(etc_dir.parent)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+    return result
 
 
 def scrub_bundle(directory: Path, key_read: bytes | None = None) -> list[str]:
@@ -387,16 +509,18 @@ def _overwrite_key(path: Path, expected: bytes | None) -> None:
 def provision(bundle_dir: Path, config_path: Path, *, service_user: str = SERVICE_USER) -> Applied:
     """Validate the bundle, apply it, scrub it; raises BundleError with nothing changed."""
     etc_dir = config_path.parent
-    bundle = read_bundle(bundle_dir)
+    bundle = read_bundle(bundle_dir, etc_dir)
     staging, _cfg, _text = stage(bundle, etc_dir, service_user)
     try:
-        swap_in(staging, etc_dir)
+        # What the daemon will read, paths and modes as installed; else the old config is back.
+        cfg = swap_in(staging, etc_dir, lambda: load_config(config_path))
+    except ConfigError as exc:
+        raise BundleError(
+            [f"{BUNDLE_FILE}: as installed in {etc_dir}: {i.format(str(config_path))}" for i in exc.issues]
+        ) from None
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
         raise BundleError([f"cannot install {etc_dir}: {exc}"]) from None
-    from deskwatch.config import load_config
-
-    cfg = load_config(config_path)  # what the daemon will read, paths and modes as installed
     removed = scrub_bundle(bundle_dir, bundle.files.get(KEY))
     for note in bundle.notes:
         log.info("provision: %s", note)
