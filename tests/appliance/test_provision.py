@@ -383,3 +383,23 @@ def test_a_config_that_does_not_load_as_installed_puts_the_old_one_back(tmp_path
     assert sorted(p.name for p in (tmp_path / "etc").iterdir()) == ["deskwatch", "deskwatch-link"]
     assert "device.key" in {p.name for p in bundle.iterdir()}
     assert "mqtt.password_file" in (bundle / "provision-result.txt").read_text()
+
+
+def test_a_passphrase_protected_key_is_refused_saying_so_without_asking(tmp_path: Path, pki: Pki, capfd: Any) -> None:
+    """First boot has nobody at a terminal: OpenSSL must never prompt for the passphrase."""
+    import subprocess
+
+    bundle = make_bundle(tmp_path, pki)
+    key = bundle / "device.key"
+    subprocess.run(
+        ["openssl", "pkey", "-in", key, "-out", f"{key}.enc", "-aes256", "-passout", "pass:secret"], check=True
+    )
+    Path(f"{key}.enc").replace(key)
+    assert provision(tmp_path, "--skip-selftest") == 78
+    err = capfd.readouterr().err
+    assert (
+        "device.key is protected by a passphrase" in err and "openssl pkey -in device.key -out device-nopass.key" in err
+    )
+    assert "pass phrase" not in err and "Errno" not in err
+    assert "device.key is protected by a passphrase" in (bundle / "provision-result.txt").read_text()
+    assert not (tmp_path / "etc/deskwatch").exists()

@@ -141,13 +141,29 @@ def check_certificates(files: dict[str, bytes], site: str | None, device_id: str
             pass
         try:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-            ctx.load_cert_chain(str(paths[CERT]), str(paths[KEY]))
+            # A password callback, so that OpenSSL never prompts: on first boot nobody is at
+            # a terminal, and the daemon could not type a passphrase at every start either.
+            ctx.load_cert_chain(str(paths[CERT]), str(paths[KEY]), password=_no_passphrase)
+        except _Encrypted:
+            # Not "-out device.key": openssl truncates the output before reading the input.
+            problems.append(
+                f"{KEY} is protected by a passphrase, which the device cannot type: export it without one "
+                f"(openssl pkey -in {KEY} -out device-nopass.key, then rename device-nopass.key to {KEY})"
+            )
         except ssl.SSLError as exc:
             reason = "the key does not belong to the certificate" if "mismatch" in str(exc).lower() else str(exc)
             problems.append(f"{KEY}: {reason}")
         except OSError as exc:
             problems.append(f"{KEY} cannot be read: {exc}")
     return problems, notes
+
+
+class _Encrypted(Exception):
+    """The key asked for a passphrase."""
+
+
+def _no_passphrase() -> bytes:
+    raise _Encrypted
 
 
 # Largest file each bundle entry may be: a certificate is ~1 KB, a CA bundle a few.
