@@ -67,6 +67,55 @@ def test_it_stops_by_itself() -> None:
     assert shown == 10  # capped at 600 s whatever was asked: frames at 0, 60, ... 540 s
 
 
+@pytest.mark.parametrize(("seconds", "interval"), [(float("nan"), 1.0), (120.0, float("nan")), (float("inf"), 1.0)])
+def test_no_number_keeps_the_camera_open_past_the_cap(seconds: float, interval: float) -> None:
+    frame = Frame(np.zeros((90, 160, 3), dtype=np.uint8), datetime.now(UTC))
+    view = AimView(lambda f: FrameAnalysis(0, LIGHT), PolicyConfig(desk_zone=[0.0, 0.0, 1.0, 1.0]), columns=20)
+    now = [0.0]
+    captured = [0]
+
+    def capture() -> Frame:
+        captured[0] += 1
+        assert now[0] <= 600 and captured[0] <= 600, f"still capturing at {now[0]:.0f} s, frame {captured[0]}"
+        return frame
+
+    shown = run_aim(
+        view,
+        capture,
+        io.StringIO(),
+        seconds=seconds,
+        interval=interval,
+        monotonic=lambda: now[0],
+        sleep=lambda s: now.__setitem__(0, now[0] + s),
+    )
+    assert 1 <= shown <= 600
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["aim", "--seconds", "nan"], "--seconds"),
+        (["aim", "--interval", "nan"], "--interval"),
+        (["aim", "--seconds", "inf"], "--seconds"),
+        (["aim", "--seconds", "-5"], "--seconds"),
+        (["jobs", "run-queued", "--settle", "nan"], "--settle"),
+        (["jobs", "run-queued", "--ready-timeout", "inf"], "--ready-timeout"),
+        (["update", "confirm", "--settle", "nan"], "--settle"),
+        (["update", "confirm", "--ready-timeout", "nan"], "--ready-timeout"),
+    ],
+)
+def test_seconds_that_are_not_a_finite_number_are_a_usage_error(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from deskwatch.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument {named}: " in err and "a number of seconds, 0 or more" in err and argv[-1] in err
+
+
 @pytest.mark.skipif(not (REPO / "models" / "manifest.yaml").exists(), reason="models/ not built")
 def test_aim_command_on_a_replay_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from deskwatch.cli import main

@@ -6,7 +6,7 @@ import argparse
 import shutil
 import sys
 
-from deskwatch.commands.common import load_config_or_exit
+from deskwatch.commands.common import load_config_or_exit, seconds
 from deskwatch_contract import exitcodes
 
 NAME = "aim"
@@ -20,8 +20,8 @@ DESCRIPTION = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=120.0, help="stop after this long (default 120, max 600)")
-    parser.add_argument("--interval", type=float, default=1.0, help="seconds between frames (default 1)")
+    parser.add_argument("--seconds", type=seconds, default=120.0, help="stop after this long (default 120, max 600)")
+    parser.add_argument("--interval", type=seconds, default=1.0, help="seconds between frames (default 1)")
     parser.add_argument("--columns", type=int, default=0, help="picture width in characters (default: the terminal)")
 
 

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from deskwatch.commands.common import seconds
 from deskwatch.config import ConfigError, load_config
 from deskwatch_contract import exitcodes
 
@@ -23,8 +24,8 @@ DESCRIPTION = (
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="<action>", required=True)
     p = sub.add_parser("run-queued", help="run every queued job (root)")
-    p.add_argument("--ready-timeout", type=float, default=300.0, metavar="S")
-    p.add_argument("--settle", type=float, default=20.0, metavar="S")
+    p.add_argument("--ready-timeout", type=seconds, default=300.0, metavar="S")
+    p.add_argument("--settle", type=seconds, default=20.0, metavar="S")
     sub.add_parser("status", help="queued jobs, unpublished outcomes, recent results")
 
 

@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from deskwatch.commands.common import seconds
 from deskwatch_contract import exitcodes
 
 NAME = "update"
@@ -29,8 +30,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--job-id", default=None, help="the remote job this install belongs to")
     p.add_argument("--no-reboot", action="store_true", help="write and arm the slot, but do not reboot")
     p = sub.add_parser("confirm", help="commit or roll back a trial boot (runs at every boot)")
-    p.add_argument("--ready-timeout", type=float, default=300.0, metavar="S")
-    p.add_argument("--settle", type=float, default=30.0, metavar="S")
+    p.add_argument("--ready-timeout", type=seconds, default=300.0, metavar="S")
+    p.add_argument("--settle", type=seconds, default=30.0, metavar="S")
     sub.add_parser("status", help="slots, what the firmware booted, the last update (JSON)")
     p = sub.add_parser("make-bundle", help="sign a boot and a root image into a bundle (release side)")
     p.add_argument("--version", dest="bundle_version", required=True)

@@ -120,8 +120,11 @@ def run_aim(
     monotonic: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Draw frames until ``seconds`` have passed; returns how many were shown."""
-    seconds = min(max(seconds, 0.0), MAX_SECONDS)
+    """Draw frames until ``seconds`` have passed; returns how many were shown.
+
+    NaN compares false with everything, so both tests are written for a NaN to end the
+    session early: a NaN ``seconds`` means the cap, a NaN ``interval`` one frame."""
+    seconds = max(seconds, 0.0) if seconds <= MAX_SECONDS else MAX_SECONDS
     end = monotonic() + seconds
     shown = 0
     out.write("\x1b[2J")
@@ -132,6 +135,6 @@ def run_aim(
         out.write("\x1b[H" + "\n".join(lines) + "\n\x1b[2K" + status + "\n")
         out.flush()
         shown += 1
-        if monotonic() + interval >= end:
+        if not monotonic() + interval < end:
             return shown
         sleep(max(0.0, interval - (monotonic() - started)))
