@@ -264,6 +264,41 @@ def test_enrol_skips_a_photo_too_large_to_decode(tmp_path: Path, capsys: pytest.
     assert "skip huge.png: too large to decode" in captured.err and "enrolled worker w-test" in captured.out
 
 
+def camera_config(tmp_path: Path) -> Path:
+    import yaml
+
+    config = write_config(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc["camera"] = {"backend": "replay", "source": str(PHOTOS / "face_01.jpg")}
+    config.write_text(yaml.safe_dump(doc))
+    return config
+
+
+def test_enrolling_from_the_camera_shows_in_the_workers_history(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The camera used outside a scan is in `deskwatch history`, as aim's and the selftest's use is."""
+    config = camera_config(tmp_path)
+    argv = ["enroll", "--config", str(config), "--worker", "w-test", "--camera", "config", "--consent"]
+    main([*argv, "--frames", "2", "--min-images", "1"])  # stored or not (a replayed photo is no live face)
+    capsys.readouterr()
+    assert main(["history", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "technician took 2 photo(s) with the camera to enrol worker w-test" in out, out
+
+
+@pytest.mark.parametrize("frames", ["61", "0", "100000"])
+def test_enrolling_from_the_camera_takes_at_most_60_photos(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], frames: str
+) -> None:
+    """Every photo is held in memory and the camera stays open while they are taken."""
+    config = camera_config(tmp_path)
+    argv = ["enroll", "--config", str(config), "--worker", "w-test", "--camera", "config", "--consent"]
+    assert main([*argv, "--frames", frames]) == 2
+    assert "--frames must be 1 to 60" in capsys.readouterr().err
+    assert not (tmp_path / "state" / "audit.sqlite3").exists()  # the camera was never opened
+
+
 def test_templates_from_before_backends_stay_usable_by_face_recognition_only(tmp_path: Path) -> None:
     """A format-1 file (encodings and source only) was made by face_recognition."""
     from deskwatch.vision.identity import TemplateMismatch, Templates, check_compatible

@@ -17,12 +17,16 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from deskwatch.commands.common import load_config_or_exit
 from deskwatch.domain import Face
 from deskwatch_contract import exitcodes
+
+if TYPE_CHECKING:
+    from deskwatch.config import Config
 
 NAME = "enroll"
 HELP = "enrol the worker's face from photos or the camera (needs --consent); templates stay on the device"
@@ -31,6 +35,9 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 MIN_FACE_PX = 80  # face box height
 MIN_SHARPNESS = 15.0  # variance of the Laplacian of the face, scaled to 128 px
 MIN_FACING = 0.35
+# --camera: every photo is held in memory and the camera stays open while they are
+# taken (0.3 s apart); 60 is 18 s, far more than enough usable photos.
+MAX_FRAMES = 60
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -48,7 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the worker has agreed to have face templates stored on this device (required)",
     )
     parser.add_argument("--min-images", type=int, default=3, metavar="K", help="accepted photos needed (default 3)")
-    parser.add_argument("--frames", type=int, default=15, help="--camera: photos to take (default 15)")
+    parser.add_argument(
+        "--frames", type=int, default=15, help=f"--camera: photos to take (default 15, at most {MAX_FRAMES})"
+    )
 
 
 @dataclass
@@ -99,20 +108,32 @@ def _images_from_dir(path: Path) -> list[tuple[str, np.ndarray]]:
     return out
 
 
-def _images_from_camera(cfg: object, source: str, frames: int) -> list[tuple[str, np.ndarray]]:
+def _images_from_camera(cfg: Config, source: str, frames: int, worker: str) -> list[tuple[str, np.ndarray]]:
     from deskwatch.camera import CameraError, open_camera
+    from deskwatch.technician.selftest import record_camera_use
 
     # The appliance's own camera (its configured backend) unless a USB device is named.
-    own = source in ("", "config") or (cfg.camera.backend == "picamera2" and source.isdigit())  # type: ignore[attr-defined]
+    own = source in ("", "config") or (cfg.camera.backend == "picamera2" and source.isdigit())
     cam_cfg = (
-        dataclasses.replace(cfg.camera, source=cfg.camera.source if source in ("", "config") else source)  # type: ignore[attr-defined]
+        dataclasses.replace(cfg.camera, source=cfg.camera.source if source in ("", "config") else source)
         if own
-        else dataclasses.replace(cfg.camera, backend="v4l2", source=source)  # type: ignore[attr-defined]
+        else dataclasses.replace(cfg.camera, backend="v4l2", source=source)
     )
     camera = open_camera(cam_cfg)
     out = []
     try:
         camera.open()
+        # The camera used outside a scan: the worker sees it in `deskwatch history`.
+        record_camera_use(
+            cfg,
+            "enroll",
+            {
+                "frames": frames,
+                "camera": source or "config",
+                "worker": worker,
+                "kept": "no photos; face templates if enough were usable",
+            },
+        )
         for i in range(frames):
             out.append((f"camera frame {i + 1}", camera.capture()))
             time.sleep(0.3)
@@ -145,6 +166,9 @@ def run(args: argparse.Namespace) -> int:
     if args.min_images < 1:
         print("deskwatch enroll: --min-images must be at least 1", file=sys.stderr)
         return exitcodes.USAGE
+    if args.camera and not 1 <= args.frames <= MAX_FRAMES:
+        print(f"deskwatch enroll: --frames must be 1 to {MAX_FRAMES} (not {args.frames})", file=sys.stderr)
+        return exitcodes.USAGE
     from deskwatch.vision.faces import FaceDetector
     from deskwatch.vision.identity import WORKER_PATTERN, IdentityUnavailable, save_templates
     from deskwatch.vision.liveness import LivenessChecker
@@ -165,7 +189,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"deskwatch enroll: cannot read {path}: {exc.strerror or exc}", file=sys.stderr)
             return exitcodes.USAGE
     else:
-        images = _images_from_camera(cfg, args.camera, max(1, args.frames))
+        images = _images_from_camera(cfg, args.camera, args.frames, args.worker)
     if not images:
         print("deskwatch enroll: no images to enrol from", file=sys.stderr)
         return exitcodes.USAGE

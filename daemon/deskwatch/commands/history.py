@@ -144,6 +144,11 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False,
         ]
     if kind == "aim_capture":
         return [f"{when}  technician aimed the camera (live view for up to {d.get('seconds')} s, nothing kept or sent)"]
+    if kind == "enroll_capture":
+        return [
+            f"{when}  technician took {d.get('frames')} photo(s) with the camera to enrol worker {d.get('worker')} "
+            "(with their consent; no photo kept or sent, at most face templates stored on the device)"
+        ]
     return [f"{when}  {kind}: {json.dumps(d)}"]
 
 
