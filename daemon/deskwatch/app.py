@@ -362,17 +362,25 @@ class Daemon:
         from deskwatch_contract.intake import CommandRejected
 
         now = self.clock.now()
+
+        def field(name: str) -> Any:
+            # The control socket passes the request as sent: say what is missing, not the
+            # bare name a KeyError would leave as the error.
+            if name not in body:
+                raise CommandRejected(f"missing field '{name}'")
+            return body[name]
+
         try:
             if kind == "pause":
                 # raw values: the policy validates them (1..max minutes, whole numbers)
-                self.policy.pause(body["reason"], body["minutes"], now, source=source)
+                self.policy.pause(field("reason"), field("minutes"), now, source=source)
             elif kind == "resume":
                 self.policy.resume(now, source=source)
             elif kind == "scan":
                 self._admit_remote_scan(body, now, source)
                 self.requests.put("command")
             elif kind == "activity":
-                self.policy.record_activity(float(body["idle_seconds"]), body.get("since") or now, now)
+                self.policy.record_activity(float(field("idle_seconds")), body.get("since") or now, now)
                 return
             else:
                 raise CommandRejected(f"unknown command '{kind}'")

@@ -202,3 +202,32 @@ def test_control_socket_wired_to_the_real_daemon(write_config, clock, capsys):
     kinds = [e.kind for e in daemon.audit.recent(10)]
     assert kinds[:2] == ["resume", "pause"]
     daemon.audit.close()
+
+
+@pytest.mark.parametrize(
+    ("request_line", "missing"),
+    [
+        (b'{"command": "pause", "minutes": 5}', "reason"),
+        (b'{"command": "pause", "reason": "fetch water"}', "minutes"),
+    ],
+)
+def test_a_request_without_a_field_is_told_which_one(write_config, clock, request_line, missing):
+    """The answer names the missing field, not a bare "'reason'" (str of the KeyError)."""
+    from deskwatch.app import Daemon, Parts
+    from deskwatch.camera.fake import FakeCamera
+    from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+
+    cfg = load_config(str(write_config()))
+    daemon = Daemon(
+        cfg,
+        clock=clock,
+        parts=Parts(
+            camera=FakeCamera(), vision=ScriptedVision(), delivery=RecordingDelivery(), notifier=SilentNotifier()
+        ),
+    )
+    server = ControlServer(control_socket_path(cfg.state_dir), daemon.handle_command, status=lambda: {})
+    try:
+        assert server.respond(request_line) == {"ok": False, "error": f"missing field '{missing}'"}
+        assert daemon.policy.pre_scan(clock.now()) is None  # not paused
+    finally:
+        daemon.audit.close()
