@@ -251,8 +251,6 @@ class Daemon:
         self._remote_scans: collections.deque[float] = collections.deque()  # monotonic times, last hour
         self.delivery.on_command(self.handle_command)
         self._pending_models: Path | None = None
-        self._clock_checked = float("-inf")
-        self._clock_synced: bool | None = None
         self.jobs = self._build_jobs()
         self.delivery.on_reviews(self.take_reviews)
 
@@ -391,7 +389,8 @@ class Daemon:
     def _admit_remote_scan(self, body: dict[str, Any], now: datetime, source: str) -> None:
         """A scan on demand opens the camera in someone's home: only inside a shift, not
         while the worker is paused (it would be skipped: the sender is told, not answered
-        ok), and at most ``schedule.remote_scans_per_hour``. Each refusal raises
+        ok) or the clock is not synchronised (see :meth:`_clock_unknown`), and at most
+        ``schedule.remote_scans_per_hour``. Each refusal raises
         CommandRejected (answered on cmd/result) and, like each acceptance, goes to the
         audit trail; only an accepted scan counts against the hour's allowance."""
         from deskwatch_contract.intake import CommandRejected
@@ -411,6 +410,8 @@ class Daemon:
             elif self.policy.pre_scan(now) is not None:  # applies an expiry that is due
                 pause = self.policy.paused
                 why = "the worker is paused" + (f" (until {rfc3339(pause.ends_at)})" if pause is not None else "")
+            elif (unknown := self._clock_unknown()) is not None:
+                why = unknown
             elif len(self._remote_scans) >= limit:
                 wait_min = (self._remote_scans[0] - hour_ago) / 60 if self._remote_scans else 60.0
                 why = (
@@ -546,6 +547,14 @@ class Daemon:
             return paused
         if not self.planner.schedule.calendar.in_shift(now):
             return "the shift ended"
+        return self._clock_unknown()
+
+    def _clock_unknown(self) -> str | None:
+        """Why the wall clock cannot be trusted to say whether the shift is on, or None. A Pi
+        has no clock of its own: booted without network it shows the time it was switched
+        off (timesyncd's saved time), which may fall inside a shift hours after it ended."""
+        if self.cfg.schedule.require_synced_clock and self.clock.synchronised() is False:
+            return "the clock is not synchronised (until NTP has set it, the shift cannot be told)"
         return None
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -560,17 +569,15 @@ class Daemon:
 
     def reasons(self) -> list[str]:
         """What keeps this desk from being covered properly (status ``reasons``)."""
-        from deskwatch.system.clock import clock_sync
-
         out = []
         if self.scanner.camera_health.state != "ok":
             out.append(f"camera: {self.scanner.camera_health.last_error}")
-        now = self.clock.monotonic()
-        if now >= self._clock_checked + 60.0:  # the answer changes rarely; do not ask every tick
-            self._clock_checked = now
-            self._clock_synced = clock_sync().synced
-        if self._clock_synced is False:
-            out.append("clock: not synchronised (event times may be wrong)")
+        if self.clock.synchronised() is False:
+            out.append(
+                "clock: not synchronised, no scans until it is (schedule.require_synced_clock)"
+                if self.cfg.schedule.require_synced_clock
+                else "clock: not synchronised (event times may be wrong)"
+            )
         target = identity_target(self.cfg)
         if target is not None and not target.enrolled:
             out.append(f"identity: worker {target.worker_id} not enrolled (deskwatch enroll)")

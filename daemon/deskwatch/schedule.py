@@ -95,6 +95,10 @@ class ScheduleConfig:
         minimum=0,
         maximum=12,
     )
+    require_synced_clock: bool = setting(
+        True,
+        doc="Open the camera only while the wall clock is known to be right (synchronised by NTP). A Raspberry Pi has no clock of its own: booted without network, it shows the time it was switched off, and whether the worker's shift is on cannot be told; scheduled and on-demand scans are skipped (the status says why) until the clock is synchronised. A system that cannot tell counts as synchronised. false: scan by the clock as it is (a development machine or a VM whose clock nobody synchronises).",
+    )
 
     def validate(self, report: Report) -> None:
         try:
@@ -241,17 +245,36 @@ class Clock(Protocol):
 
     def monotonic(self) -> float: ...
 
+    def synchronised(self) -> bool | None:
+        """Is the wall clock known to be right (NTP)? None: cannot tell."""
+        ...
+
     def wait(self, event: threading.Event, seconds: float) -> bool:
         """Wait up to ``seconds`` or until ``event`` is set; True if it was set."""
         ...
 
 
 class SystemClock:
+    SYNC_CHECK_SECONDS = 60.0  # the answer changes rarely: once after boot
+
+    def __init__(self) -> None:
+        self._synced: tuple[float, bool | None] | None = None  # (monotonic time asked, answer)
+
     def now(self) -> datetime:
         return datetime.now(UTC)
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def synchronised(self) -> bool | None:
+        """The system's answer (timesyncd's flag, the kernel's NTP state:
+        :func:`deskwatch.system.clock.clock_sync`), asked at most once a minute."""
+        now = time.monotonic()
+        if self._synced is None or now >= self._synced[0] + self.SYNC_CHECK_SECONDS:
+            from deskwatch.system.clock import clock_sync
+
+            self._synced = (now, clock_sync().synced)
+        return self._synced[1]
 
     def wait(self, event: threading.Event, seconds: float) -> bool:
         return event.wait(max(0.0, seconds))

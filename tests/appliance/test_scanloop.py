@@ -143,7 +143,10 @@ def test_a_burst_settled_behind_the_camera_counts_each_frame_once(
             return super().analyze(frame, look_closer=look_closer)
 
     vision = Slow(lambda f: worker)
-    cfg = load_config(write_config("camera: {burst_frames: 5, burst_seconds: 2.0}"))
+    # the machine's own clock, which nobody may synchronise here (a container, CI)
+    cfg = load_config(
+        write_config("camera: {burst_frames: 5, burst_seconds: 2.0}\nschedule: {require_synced_clock: false}")
+    )
     cam, delivery = FakeCamera(frames=bright_frames()), RecordingDelivery()
     daemon = Daemon(
         cfg, clock=SystemClock(), parts=Parts(camera=cam, vision=vision, delivery=delivery, notifier=SilentNotifier())
@@ -458,6 +461,44 @@ def test_a_clock_correction_during_a_pause_neither_ends_nor_stretches_it(
     assert 30 * 60 <= clock.monotonic() - t0 <= 30 * 60 + 10  # the first scan came when the pause ended
     assert cam.opens == 1
     assert delivery.events == []  # the worker is at the desk when it ends: no pause_overrun
+
+
+def test_no_scan_opens_the_camera_until_the_clock_is_synchronised(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    """A Pi booted without network shows the time it was switched off, which may fall in a
+    shift that ended hours ago: until NTP has set the clock, scheduled scans are skipped, an
+    on-demand scan is refused, and the status says why. Once it is synchronised, scans go on."""
+    from deskwatch_contract.intake import CommandRejected
+
+    clock.synced = False
+    daemon, cam, delivery = make_daemon(write_config, clock)
+    with pytest.raises(CommandRejected, match="clock is not synchronised"):
+        delivery.command("scan", {"request_id": "r9"})
+    assert daemon.reasons()[0] == "clock: not synchronised, no scans until it is (schedule.require_synced_clock)"
+    t0 = clock.monotonic()
+    plain_wait = clock.wait
+
+    def wait(event: threading.Event, seconds: float) -> bool:
+        if clock.monotonic() - t0 >= 60:
+            clock.synced = True  # timesyncd reached its server
+        return plain_wait(event, seconds)
+
+    clock.wait = wait  # type: ignore[method-assign]
+    daemon.run(max_scans=1, install_signals=False)
+    assert clock.monotonic() - t0 >= 60 and cam.opens == 1  # the interval scans due before were skipped
+    assert daemon.scanner.stats.skipped >= 10
+    assert not any(r.startswith("clock") for r in daemon.reasons())
+
+
+def test_a_clock_nobody_synchronises_is_trusted_when_the_config_says_so(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    clock.synced = False
+    daemon, cam, _delivery = make_daemon(write_config, clock, extra="schedule: {require_synced_clock: false}")
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.opens == 1
+    assert daemon.reasons()[0] == "clock: not synchronised (event times may be wrong)"
 
 
 def test_on_demand_scan_command(write_config: Callable[..., Path], clock: FakeClock) -> None:

@@ -75,7 +75,11 @@ def collect(ns: NotifySocket, proc: subprocess.Popen[bytes], until: object, time
 @pytest.mark.broker
 def test_daemon_speaks_sd_notify(tmp_path: Path, mosquitto: Broker, notify_socket: NotifySocket, start_daemon) -> None:
     camera = f"{{backend: replay, source: {PHOTOS / 'single_04.jpg'}, burst_frames: 2, burst_seconds: 0.2}}"
-    proc = start_daemon(write_config(tmp_path, mosquitto, camera, "{mode: interval, interval_seconds: 3600}"))
+    proc = start_daemon(
+        write_config(
+            tmp_path, mosquitto, camera, "{mode: interval, interval_seconds: 3600, require_synced_clock: false}"
+        )
+    )
 
     def done(seen: list[tuple[float, str]]) -> bool:
         msgs = [m for _, m in seen]
@@ -111,7 +115,7 @@ def test_hung_camera_read_stops_the_pings(
     fifo = frames / "frame.jpg"
     os.mkfifo(fifo)
     camera = f"{{backend: replay, source: {frames}, burst_frames: 1, burst_seconds: 0, open_timeout_seconds: 1}}"
-    schedule = f"{{mode: interval, interval_seconds: 5, {ALL_WEEK}}}"
+    schedule = f"{{mode: interval, interval_seconds: 5, require_synced_clock: false, {ALL_WEEK}}}"
     cfg = write_config(tmp_path, mosquitto, camera, schedule)
     text = cfg.read_text() + "policy: {rules: {away_from_desk: {confirm_after_seconds: 1}}}\n"
     cfg.write_text(text)

@@ -34,7 +34,7 @@ def test_serial_number_from_the_device_tree_or_cpuinfo(tmp_path: Path) -> None:
 def test_reasons_include_an_unsynced_clock_and_a_worker_not_enrolled(
     write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(clock_mod, "clock_sync", lambda **kw: ClockSync(False, "timesyncd", "no flag yet"))
+    clock.synced = False
     cfg = load_config(write_config("policy: {profile: full}"))
     delivery, notifier = RecordingDelivery(), SilentNotifier()
     daemon = Daemon(
@@ -43,15 +43,14 @@ def test_reasons_include_an_unsynced_clock_and_a_worker_not_enrolled(
         parts=Parts(camera=FakeCamera(frames=[]), vision=ScriptedVision(), delivery=delivery, notifier=notifier),
     )
     assert daemon.reasons() == [
-        "clock: not synchronised (event times may be wrong)",
+        "clock: not synchronised, no scans until it is (schedule.require_synced_clock)",
         "identity: worker w-1 not enrolled (deskwatch enroll)",
     ]
     daemon._heartbeat()
     assert delivery.degraded == "; ".join(daemon.reasons())
     # systemctl status says the same as the status message, not the camera alone
     assert notifier.sent[-1].endswith("DEGRADED: " + "; ".join(daemon.reasons()))
-    monkeypatch.setattr(clock_mod, "clock_sync", lambda **kw: ClockSync(True, "timesyncd", "flag"))
-    clock.advance(61)  # the clock's state is asked at most once a minute
+    clock.synced = True
     templates = Path(cfg.state_dir) / "templates"
     templates.mkdir(mode=0o700, exist_ok=True)
     (templates / "w-1.npz").write_bytes(b"enrolled")
@@ -61,6 +60,27 @@ def test_reasons_include_an_unsynced_clock_and_a_worker_not_enrolled(
     assert daemon.reasons() == [
         "identity: off, the templates are from another backend or model: enrol worker w-1 again"
     ]
+
+
+def test_the_system_clock_asks_the_time_service_at_most_once_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
+    from deskwatch import schedule
+
+    answers = iter([ClockSync(False, "timesyncd", "no flag yet"), ClockSync(True, "timesyncd", "flag")])
+    asked: list[bool] = []
+
+    def ask(**_kw: object) -> ClockSync:
+        asked.append(True)
+        return next(answers)
+
+    monotonic = [100.0]
+    monkeypatch.setattr(clock_mod, "clock_sync", ask)
+    monkeypatch.setattr(schedule.time, "monotonic", lambda: monotonic[0])
+    system = schedule.SystemClock()
+    assert system.synchronised() is False
+    monotonic[0] += 59
+    assert system.synchronised() is False and len(asked) == 1
+    monotonic[0] += 2
+    assert system.synchronised() is True and len(asked) == 2
 
 
 def test_the_daemons_unit_cannot_read_the_kernel_clock_but_timesyncd_tells(

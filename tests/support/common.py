@@ -31,12 +31,16 @@ class FakeClock:
         self._wall = start or datetime(2026, 11, 30, 9, 0, tzinfo=UTC)  # a Monday
         self._mono = 1000.0
         self.waits: list[float] = []
+        self.synced: bool | None = True  # what the time service says (a test sets False: not synchronised)
 
     def now(self) -> datetime:
         return self._wall
 
     def monotonic(self) -> float:
         return self._mono
+
+    def synchronised(self) -> bool | None:
+        return self.synced
 
     def advance(self, seconds: float) -> None:
         self._wall += timedelta(seconds=seconds)

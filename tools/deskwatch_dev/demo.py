@@ -73,6 +73,8 @@ schedule:
   shifts: [{{days: [mon, tue, wed, thu, fri, sat, sun], start: "00:00", end: "24:00"}}]
   mode: interval
   interval_seconds: {interval}
+  # a development machine's clock may not be synchronised (a container): scan by it as it is
+  require_synced_clock: false
 policy:
   profile: full
   rules:

@@ -50,6 +50,8 @@ schedule:
   shifts: [{{days: [mon, tue, wed, thu, fri, sat, sun], start: '00:00', end: '24:00'}}]
   mode: interval
   interval_seconds: 60
+  # the guest has no NTP server to reach: scan by its clock as it is
+  require_synced_clock: false
 """
 
 

@@ -64,7 +64,8 @@ Check = Callable[[SelftestRun], list[CheckResult]]
 # -- clock --------------------------------------------------------------------------------
 def check_clock(run: SelftestRun) -> list[CheckResult]:
     remedy = (
-        "the clock is not synchronised: events would carry wrong times. Check the network, "
+        "the clock is not synchronised: the daemon takes no scan until it is (schedule.require_synced_clock), "
+        "and events would carry wrong times. Check the network, "
         "then `timedatectl timesync-status` (NTP server reachable on UDP 123?)"
     )
     sync = clock_sync(ask_systemd=True)
