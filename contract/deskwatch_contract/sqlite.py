@@ -6,22 +6,56 @@ transaction idiom and recovery from a corrupt file.
   :func:`transaction` controls every transaction, the file made 0600.
 - :func:`transaction`: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error
   (SQLite may already have rolled back itself, e.g. on a full disk).
-- :func:`open_or_recover`: a database that cannot be read (a failing SD card) is moved
-  aside with its WAL, never deleted, and a fresh one is created; the caller says what
-  was lost.
+- :func:`open_or_recover`: a database whose content is damaged (a failing SD card) is
+  moved aside with its WAL, never deleted, and a fresh one is created; the caller says
+  what was lost. A sound file that cannot be used *now* (a full disk, a file the service
+  user may not open, a lock, an I/O error) is left exactly where it is and
+  :class:`DatabaseUnavailable` says what to do: moving it aside would lose a sound queue.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import pwd
+import shutil
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 SIDE_FILES = ("", "-wal", "-shm")
+
+
+# SQLite's primary result codes: the file's content is damaged (CORRUPT, NOTADB), or no room (FULL)
+SQLITE_CORRUPT = 11
+SQLITE_FULL = 13
+SQLITE_NOTADB = 26
+# below this much free space a failure to open is put down to a full disk
+NEARLY_FULL_BYTES = 1 << 20
+
+
+class DatabaseUnavailable(Exception):
+    """A database file that may well be sound cannot be used now (full disk, permissions,
+    a lock, an I/O error). It was left in place; the message names it and what to do."""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """A read or write failed because the file's content is corrupt (not locked, full,
+    unreadable for lack of permission, an I/O error or a closed connection).
+
+    Only SQLite's own verdict counts (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``): every other
+    error says nothing about the file, and taking it for damage moves a sound queue aside."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return (
+        isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
+    )
 
 
 def connect(path: str | os.PathLike[str], *, timeout: float = 30.0, foreign_keys: bool = False) -> sqlite3.Connection:
@@ -82,14 +116,95 @@ def move_aside(path: Path, now: float | None = None) -> Path:
 def open_or_recover(
     path: Path, schema: str, probe: str, *, now: float | None = None
 ) -> tuple[sqlite3.Connection, tuple[Path, str] | None]:
-    """Open (and create) the database; if it is unreadable, move it aside and start afresh.
+    """Open (and create) the database; if its content is damaged, move it aside and start afresh.
 
     Returns the connection and, when a corrupt file was moved, ``(where it went, why)``
-    for the caller to log and report.
+    for the caller to log and report. Raises :class:`DatabaseUnavailable` when the file
+    cannot be used for any other reason; the file is then left as it was found.
     """
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise DatabaseUnavailable(path, why_unusable(path, exc)) from exc
     try:
         return open_schema(path, schema, probe), None
     except sqlite3.DatabaseError as exc:
+        if not is_damaged(exc):
+            raise DatabaseUnavailable(path, why_unusable(path, exc)) from exc
+        damage = str(exc)
+    try:
         aside = move_aside(path, now)
-        return open_schema(path, schema, probe), (aside, str(exc))
+    except OSError as exc:
+        raise DatabaseUnavailable(path, why_unusable(path, exc)) from exc
+    try:
+        return open_schema(path, schema, probe), (aside, damage)
+    except sqlite3.DatabaseError as exc:
+        # e.g. no room for a fresh file: put the damaged one back, so that the next start
+        # reads back what it still holds instead of finding an empty file and no trace
+        _put_back(path, aside)
+        raise DatabaseUnavailable(
+            path, f"{damage}, and no fresh file could be made: {why_unusable(path, exc)}"
+        ) from exc
+
+
+def _put_back(path: Path, aside: Path) -> None:
+    """Undo :func:`move_aside` after a fresh file could not be made (it holds nothing yet)."""
+    for suffix in SIDE_FILES:
+        with contextlib.suppress(OSError):
+            path.with_name(path.name + suffix).unlink()
+    for suffix in SIDE_FILES:
+        src = aside.with_name(aside.name + suffix)
+        with contextlib.suppress(OSError):
+            if src.exists():
+                src.rename(path.with_name(path.name + suffix))
+
+
+def why_unusable(path: Path, exc: BaseException) -> str:
+    """What keeps a (sound) database file from being used, and what to do about it."""
+    me = _user(os.geteuid())
+    kept = "it is left as it is (it is not damaged: nothing queued in it is lost)"
+    for p, mode, fix in (
+        (path.parent, os.R_OK | os.W_OK | os.X_OK, "700"),
+        *((path.with_name(path.name + suffix), os.R_OK | os.W_OK, "600") for suffix in SIDE_FILES),
+    ):
+        try:
+            st = p.stat()
+        except OSError:
+            continue
+        if os.access(p, mode, effective_ids=os.access in os.supports_effective_ids):
+            continue
+        owner = _user(st.st_uid)
+        perms = f"mode {stat.S_IMODE(st.st_mode):04o}"
+        if st.st_uid != os.geteuid():
+            files = p if p == path.parent else path.with_name(path.name + "*")
+            return (
+                f"cannot use {path}: {p} is owned by {owner} ({perms}) and this service runs as {me}; {kept}. "
+                f"Give it back to the service user (someone ran deskwatch as {owner}, e.g. with sudo?): "
+                f"chown {me}: {files}, then start the service again"
+            )
+        return f"cannot use {path}: {p} has {perms}; {kept}. Give its owner access again: chmod {fix} {p}, then start again"
+    free = _free_bytes(path.parent)
+    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL or (free is not None and free < NEARLY_FULL_BYTES):
+        room = "" if free is None else f" ({free // 1024} KiB free)"
+        return (
+            f"cannot use {path}: the file system holding it is full{room}; {kept}. Free some space there "
+            f"(old logs: journalctl --vacuum-size=50M; stray downloads), then start the service again ({exc})"
+        )
+    return (
+        f"cannot use {path}: {exc}; {kept}. If another deskwatch process holds it, stop that one; "
+        f"otherwise check the storage (dmesg) and start again"
+    )
+
+
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _free_bytes(directory: Path) -> int | None:
+    for p in (directory, *directory.parents):
+        with contextlib.suppress(OSError):
+            return shutil.disk_usage(p).free
+    return None

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import textwrap
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -16,6 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from deskwatch.delivery.outbox import Outbox, is_damaged
+from deskwatch_contract.sqlite import DatabaseUnavailable
+from tests.support.faultfs import FaultFs
 
 
 class WallClock:
@@ -376,21 +383,172 @@ def test_sigkill_during_scans_leaves_each_scan_whole_or_absent(tmp_path: Path) -
 def test_an_image_damaged_while_running_is_recovered_not_retried_forever(tmp_path: Path) -> None:
     box = make(tmp_path)
     for n in range(1, 41):
-        box.put_event(event(n), bytes([n]) * 30_000)  # images in overflow pages, which the start-up probe skips
-    box.close()
+        box.put_event(event(n), bytes([n]) * 30_000)  # images in overflow pages
+    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # in the main file, as after a while
+    # Pages go bad on the card under the running daemon (the start-up probe passed long ago),
+    # and are read from the card again once SQLite's page cache no longer holds them.
     path = tmp_path / "outbox.sqlite3"
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2 : len(data) // 2 + 4096 * 4] = b"\x00" * 4096 * 4
-    path.write_bytes(bytes(data))
+    with open(path, "r+b") as f:
+        f.seek((path.stat().st_size // 2 // 4096) * 4096)
+        f.write(b"\x00" * 4096 * 4)
+    box._db.execute("PRAGMA shrink_memory")
 
-    box = make(tmp_path)
     with pytest.raises(sqlite3.DatabaseError) as failure:  # what the publisher meets
         for start in range(0, 200, 5):
             box.pending(after_id=start, limit=5)
-        raise sqlite3.DatabaseError("no damaged page was read")  # pragma: no cover
     assert is_damaged(failure.value), failure.value
     box.recover(str(failure.value))
     rows = box.pending(limit=1000)
     kept = [json.loads(m.payload)["seq"] for m in rows if m.kind == "event"]
     assert 0 < len(kept) <= 40 and box.stats()["lost"]["events"] == 40 - len(kept)
     assert box.put_event(event(41))["seq"] == 41
+
+
+# -- a sound file that cannot be used right now is never taken for a damaged one -----------
+
+
+def corrupt_files(state: Path) -> list[str]:
+    return sorted(p.name for p in state.iterdir() if ".corrupt-" in p.name)
+
+
+def test_a_full_disk_at_start_keeps_the_queue_for_when_space_returns(fault_fs: FaultFs) -> None:
+    """A real full filesystem (a small tmpfs, filled to the last byte): SQLite fails to open
+    the outbox the way it does on a full SD card, which PRAGMA max_page_count cannot show."""
+    state = fault_fs.tmpfs(3) / "state"
+    box = make(state)
+    for n in range(50):  # delivered earlier in the device's life
+        box.put_event(event(n))
+    box.ack_many([m.id for m in box.pending(limit=1000)])
+    for n in range(50, 55):  # an outage: five events with their images wait
+        box.put_event(event(n), b"j" * 2000)
+    box.close()
+    fault_fs.fill()  # the journal or a download fills the card while the daemon is stopped
+
+    with pytest.raises(DatabaseUnavailable) as failure:
+        make(state)
+    message = str(failure.value)
+    assert str(state / "outbox.sqlite3") in message and "full" in message, message
+    assert corrupt_files(state) == []  # the sound file stays where it is
+
+    fault_fs.free()  # space comes back; systemd starts the daemon again
+    box = make(state)
+    assert [json.loads(m.payload)["seq"] for m in box.pending() if m.kind == "event"] == [51, 52, 53, 54, 55]
+    assert box.stats()["by_kind"]["evidence"] == 5
+    assert box.stats()["lost"]["events"] == 0
+    box.close()
+
+
+CRASHING_CHILD = textwrap.dedent(
+    """
+    import os, sys
+    from deskwatch.delivery.outbox import Outbox
+    box = Outbox(sys.argv[1], max_bytes=10**8, max_messages=10**6, max_age_days=20)
+    for n in range(1, 301):
+        box.put_event({"event_id": f"e{n}"}, b"j" * 3000)
+    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    os._exit(0)  # a power cut: no clean close, so the WAL and its index stay on the disk
+    """
+)
+
+
+def test_a_damaged_outbox_on_a_full_disk_waits_for_space_to_be_read_back(fault_fs: FaultFs) -> None:
+    """No room for a fresh file: the damaged one goes back in place for the next start to
+    read back, rather than staying aside where no start would ever look for it."""
+    state = fault_fs.tmpfs(8) / "state"
+    subprocess.run([sys.executable, "-c", CRASHING_CHILD, str(state)], check=True)
+    path = state / "outbox.sqlite3"
+    with open(path, "r+b") as f:  # eight pages in the middle are garbage
+        f.seek((path.stat().st_size // 2 // 4096) * 4096)
+        f.write(b"\xff" * 8 * 4096)
+    fault_fs.fill()
+
+    with pytest.raises(DatabaseUnavailable) as failure:
+        make(state)
+    assert "malformed" in str(failure.value) and "full" in str(failure.value), failure.value
+    assert corrupt_files(state) == [] and path.exists()
+
+    fault_fs.free()
+    box = make(state)
+    events = [json.loads(m.payload)["seq"] for m in box.pending(limit=10**6) if m.kind == "event"]
+    assert 100 < len(events) < 300 and events[-1] == 300
+    assert box.stats()["lost"]["events"] == 300 - len(events)
+    box.close()
+
+
+SERVICE_USER = "nobody"
+
+
+@pytest.fixture
+def service_state(tmp_path: Path) -> Iterator[Path]:
+    """A state directory the unprivileged service user can reach (as root: one under /tmp,
+    since pytest's own temporary directories are root's alone)."""
+    if os.geteuid() != 0:
+        yield tmp_path / "state"
+        return
+    base = Path(tempfile.mkdtemp(prefix="deskwatch-state-"))
+    try:
+        yield base / "state"
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@contextmanager
+def as_service_user(state: Path) -> Iterator[None]:
+    """Run as the service user from here on: root's own permission checks never fail."""
+    if os.geteuid() != 0:
+        yield
+        return
+    user = pwd.getpwnam(SERVICE_USER)
+    os.chown(state.parent, user.pw_uid, user.pw_gid)
+    os.setegid(user.pw_gid)
+    os.seteuid(user.pw_uid)
+    try:
+        yield
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+@pytest.mark.parametrize("cause", ["owned by root", "no permissions"])
+def test_an_outbox_the_service_user_may_not_open_is_kept_and_the_error_says_what_to_do(
+    service_state: Path, cause: str
+) -> None:
+    """E.g. someone ran ``sudo deskwatch run`` once: the outbox became root's."""
+    if cause == "owned by root" and os.geteuid() != 0:
+        pytest.skip("only root can make a file the service user does not own")
+    state = service_state
+    box = make(state)
+    for n in range(3):
+        box.put_event(event(n))
+    box.close()
+    outbox = state / "outbox.sqlite3"
+    me = pwd.getpwnam(SERVICE_USER).pw_name if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    if os.geteuid() == 0:  # the service user's files, but the outbox stays root's in the first case
+        user = pwd.getpwnam(SERVICE_USER)
+        for p in [state, *state.iterdir()]:
+            if p != outbox or cause != "owned by root":
+                os.chown(p, user.pw_uid, user.pw_gid)
+    if cause == "no permissions":
+        outbox.chmod(0)
+
+    with as_service_user(state), pytest.raises(DatabaseUnavailable) as failure:
+        make(state)
+    message = str(failure.value)
+    assert str(outbox) in message, message
+    if cause == "owned by root":
+        assert "owned by root" in message and f"chown {me}: {outbox}" in message, message
+    else:
+        assert "mode 0000" in message and f"chmod 600 {outbox}" in message, message
+    assert corrupt_files(state) == [] and outbox.exists()
+
+    # the operator does what the message says; the service starts with its queue intact
+    if cause == "owned by root":
+        user = pwd.getpwnam(SERVICE_USER)
+        os.chown(outbox, user.pw_uid, user.pw_gid)
+    else:
+        outbox.chmod(0o600)
+    with as_service_user(state):
+        box = make(state)
+        assert [json.loads(m.payload)["seq"] for m in box.pending() if m.kind == "event"] == [1, 2, 3]
+        assert box.stats()["lost"]["events"] == 0
+        box.close()

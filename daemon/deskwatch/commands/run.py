@@ -37,6 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from deskwatch.app import Daemon
     from deskwatch.camera import CameraError
     from deskwatch.vision.runtime import ModelError
+    from deskwatch_contract.sqlite import DatabaseUnavailable
 
     try:
         daemon = Daemon(cfg)
@@ -45,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
         return exitcodes.UNAVAILABLE
     except ModelError as exc:  # a corrupt, replaced or missing model file, or no TFLite runtime
         log.error("cannot load the detectors: %s", exc)
+        return exitcodes.UNAVAILABLE
+    except DatabaseUnavailable as exc:  # a full disk, a file someone else owns: kept as it is, not moved aside
+        log.error("cannot start: %s", exc)
         return exitcodes.UNAVAILABLE
     except (FileNotFoundError, PermissionError) as exc:
         log.error("cannot start: %s", exc)

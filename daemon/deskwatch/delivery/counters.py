@@ -16,7 +16,7 @@
   reserved but never queued), with how many, when and why. ``health.outbox.lost``
   reports the totals, so the central side learns why ``seq`` has a gap.
 
-If this file is itself unreadable it is moved aside and rebuilt from the outbox's own
+If this file is itself damaged it is moved aside and rebuilt from the outbox's own
 high-water marks (:meth:`DeviceCounters.adopt`); only losing both at once (a wiped
 state directory, i.e. re-provisioning) starts ``seq`` again at 1.
 """

@@ -26,9 +26,11 @@ numbers are reserved there before the events carrying them are queued here, so t
 survive this file being lost. A scan's events, their images and the scan record are
 queued in **one** transaction (:meth:`Outbox.put_scan`): after a crash either all of
 them are queued or none is (and the reserved numbers show as a gap). If this file
-cannot be read at start, it is moved aside, every row that can still be read from it
-is queued again, and the rest is recorded as a loss with its count
-(``health.outbox.lost``); nothing disappears without a number.
+is damaged at start (SQLite finds it corrupt), it is moved aside, every row that can
+still be read from it is queued again, and the rest is recorded as a loss with its
+count (``health.outbox.lost``); nothing disappears without a number. A sound file that
+cannot be used (a full disk, a file the service user may not open) stops the start
+with an error saying what to do, and stays where it is with everything queued in it.
 
 Caps and eviction
 -----------------
@@ -61,6 +63,7 @@ from typing import Any
 from deskwatch.delivery.counters import DeviceCounters
 from deskwatch.delivery.salvage import read_back
 from deskwatch_contract.jsonutil import dumps_bytes
+from deskwatch_contract.sqlite import is_damaged as is_damaged  # the publisher asks it too
 from deskwatch_contract.sqlite import move_aside, open_or_recover, open_schema, transaction
 
 logger = logging.getLogger(__name__)
@@ -135,7 +138,11 @@ class Outbox:
         self._wall0, self._mono0 = wall_clock(), self._mono()
         self._lock = threading.RLock()
         self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock())
-        self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
+        try:
+            self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
+        except BaseException:
+            self._db.close()
+            raise
         self._reload_totals()
         if recovered is not None:  # e.g. a failing SD card: keep the file, take back what can be read
             self._recover_from(*recovered)
@@ -632,8 +639,3 @@ def queued_event_ids(state_dir: str | os.PathLike[str]) -> dict[str, set[str]]:
 def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
-
-
-def is_damaged(exc: BaseException) -> bool:
-    """A read or write failed because the file is corrupt (not locked, full or an I/O error)."""
-    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError)
