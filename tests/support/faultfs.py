@@ -60,11 +60,12 @@ class FaultFs:
 
     def fill(self, where: Path | None = None) -> None:
         target = (where or self.mnt) / "filler"
-        with open(target, "wb") as f, contextlib.suppress(OSError):
+        # unbuffered: a buffered file keeps what the last write could not place and fails
+        # again when it is closed, outside the suppress
+        with open(target, "wb", buffering=0) as f, contextlib.suppress(OSError):
             chunk = b"\0" * 65536
             while True:
                 f.write(chunk)
-                f.flush()
 
     def starve_backing(self) -> None:
         self.fill(self.back)
