@@ -14,6 +14,7 @@ import pytest
 
 from deskwatch.app import build_delivery
 from deskwatch.delivery.client import backoff_delay
+from deskwatch.delivery.outbox import Outbox
 from deskwatch_contract import load_schema
 from deskwatch_contract.intake import CommandRejected
 from tests.support.mosquitto import Broker, Collector, device_config
@@ -240,3 +241,30 @@ def test_backoff_doubles_with_jitter_up_to_the_cap() -> None:
     assert all(0.5 * min(120, 2**a) <= d <= min(120, 2**a) for a, d in enumerate(delays))
     assert max(delays) <= 120 and delays[-1] >= 60
     assert len({round(backoff_delay(3, 1, 120, rng), 6) for _ in range(20)}) > 10  # jittered
+
+
+def test_a_message_damaged_on_the_disk_does_not_hold_up_the_ones_behind_it(tmp_path: Path, mosquitto: Broker) -> None:
+    box = Outbox(tmp_path, max_bytes=10**7, max_messages=1000, max_age_days=7)
+    box.put_event({**event(1), "event_id": "ev-one"})  # queued by the previous run
+    box.close()
+    # one bit flips on the card in ev-one's stored JSON ('{' -> 'z'); SQLite keeps no checksums
+    path = tmp_path / "outbox.sqlite3"
+    raw = bytearray(path.read_bytes())
+    raw[raw.rindex(b"{", 0, raw.index(b'"event_id":"ev-one"'))] ^= 0x01
+    path.write_bytes(bytes(raw))
+
+    seen = Collector(mosquitto, PREFIX + "#")
+    delivery = build_delivery(device_config(tmp_path, mosquitto), version="1.0", models={})
+    delivery.start()
+    try:
+        later = delivery.send_event(event(2), b"\xff\xd8" + b"j" * 500)
+        assert seen.wait_for(lambda ms: any(m.topic.endswith("/evidence/" + later) for m in ms)), [
+            m.topic for m in seen.messages
+        ]
+        assert [json.loads(m.payload)["event_id"] for m in seen.on("/event")] == [later]
+        assert wait(lambda: delivery.outbox.stats()["depth"] == 0)
+        lost = delivery.stats()["outbox"]["lost"]
+        assert lost["events"] == 1 and "damaged" in lost["last"]["reason"], lost
+    finally:
+        delivery.stop(3)
+        seen.close()

@@ -552,3 +552,63 @@ def test_an_outbox_the_service_user_may_not_open_is_kept_and_the_error_says_what
         assert [json.loads(m.payload)["seq"] for m in box.pending() if m.kind == "event"] == [1, 2, 3]
         assert box.stats()["lost"]["events"] == 0
         box.close()
+
+
+# -- one message damaged on the disk costs that message, not the queue behind it ----------
+
+
+def flip_bit(path: Path, inside: bytes, at: bytes = b"{", bit: int = 0x01) -> None:
+    """One bit flips on the card (SQLite keeps no checksums): in the first ``at`` at or
+    before ``inside``, e.g. the '{' opening a stored JSON becomes 'z'."""
+    raw = bytearray(path.read_bytes())
+    where = raw.rindex(at, 0, raw.index(inside) + len(inside))
+    raw[where] ^= bit
+    path.write_bytes(bytes(raw))
+
+
+def test_a_bit_flipped_on_the_disk_costs_that_message_only(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    box = make(tmp_path)
+    box.put_event(event(1))
+    props = {"content-type": "image/jpeg", "event_id": "e2"}
+    box.put_event(event(2), b"\xff\xd8 two", props)
+    box.put_event(event(3), b"\xff\xd8 three", {"content-type": "image/jpeg", "event_id": "e3"})
+    box.put_event(event(5))
+    box.close()
+    path = tmp_path / "outbox.sqlite3"
+    flip_bit(path, b'"event_id":"e1"')  # event 1's JSON: '{' -> 'z'
+    flip_bit(path, b'"event_id": "e2"}')  # image 2's MQTT properties (a convenience, says the contract)
+    flip_bit(path, b"evidence/e3", at=b"c", bit=0x40)  # image 3's topic: 'eviden#e/e3', a wildcard
+
+    box = make(tmp_path)
+    box.put_event(event(6))
+    rows = box.pending()
+    assert [(m.kind, m.event_id) for m in rows] == [
+        ("event", "e2"),
+        ("evidence", "e2"),
+        ("event", "e3"),
+        ("event", "e5"),
+        ("event", "e6"),
+    ]
+    assert rows[1].payload == b"\xff\xd8 two" and rows[1].props is None  # the image goes, without its properties
+    assert json.loads(rows[2].payload)["evidence_reason"] == "damaged"  # no JPEG to wait for
+    lost = box.stats()["lost"]
+    assert lost["events"] == 1 and lost["messages"] == 1, lost
+    assert box.stats()["depth"] == 5 and box.stats()["by_kind"]["event"] == 4
+    said = [r.getMessage() for r in caplog.records if "damaged" in r.getMessage()]
+    assert any("(event e1)" in m for m in said) and any("(evidence e3)" in m for m in said), said
+    assert box.pending() == rows and len([r for r in caplog.records if "damaged" in r.getMessage()]) == len(said)
+    box.close()
+    assert [m.event_id for m in make(tmp_path).pending() if m.kind == "event"] == ["e2", "e3", "e5", "e6"]
+
+
+def test_evicting_the_image_of_a_damaged_event_still_queues_the_new_event(tmp_path: Path) -> None:
+    box = make(tmp_path, max_messages=2)
+    box.put_event(event(1), b"\xff\xd8 one")
+    box.close()
+    flip_bit(tmp_path / "outbox.sqlite3", b'"event_id":"e1"')
+
+    box = make(tmp_path, max_messages=2)
+    queued = box.put_event(event(2))  # the cap evicts image 1 and would rewrite event 1
+    assert queued["seq"] == 2
+    assert [m.event_id for m in box.pending()] == ["e2"]  # event 1 is taken out when it is read
+    assert box.stats()["evicted"]["evidence"] == 1 and box.stats()["lost"]["events"] == 1

@@ -40,6 +40,18 @@ evidence images first, then health, then command results and scan records, event
 last. Evicting an evidence image rewrites its queued event to ``evidence: null`` with
 ``evidence_reason: "evicted"`` so consumers do not wait for a JPEG that never comes.
 Every eviction is counted per kind (persisted), logged, and reported in ``health``.
+
+Damaged messages
+----------------
+SQLite keeps no checksums: a bit flipped on the SD card inside a stored message goes
+unnoticed until the message is read. A row that cannot be what was written (JSON that
+does not parse, a kind, topic or QoS that was never written) is damaged on its own:
+the publisher's read (:meth:`Outbox.pending`) takes it out of the queue into the
+``damaged`` table (the latest :data:`DAMAGED_KEPT`, for inspection), counts it in
+``health.outbox.lost`` and logs it once, and goes on with the next message; left in
+place it would be met again at every attempt and nothing behind it would be sent. An
+image whose MQTT properties (a convenience: the event's ``sha256`` verifies the image)
+are damaged is sent without them.
 Ages use the wall clock, corrected when it jumps (a Pi without RTC syncs time after
 boot): messages queued since start are re-dated by the jump, so a clock sync never
 ages out a fresh event.
@@ -48,6 +60,7 @@ ages out a fresh event.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -89,7 +102,15 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 CREATE INDEX IF NOT EXISTS messages_by_rank ON messages (rank, id);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS damaged (  -- messages taken out of the queue: their stored content was damaged
+    id INTEGER PRIMARY KEY,           -- their id in messages
+    found REAL NOT NULL,
+    why TEXT NOT NULL,
+    kind, topic, payload, qos, created, event_id, props  -- as they were found, whatever their type
+);
 """
+# How many damaged messages are kept for inspection (the newest).
+DAMAGED_KEPT = 100
 # Reads every row of the queue (not the images' overflow pages: a damaged image shows up
 # when it is published, and :meth:`Outbox.recover` handles it then).
 _PROBE = "SELECT COUNT(*), SUM(bytes), SUM(kind = 'event'), MAX(id) FROM messages"
@@ -97,6 +118,57 @@ _PROBE = "SELECT COUNT(*), SUM(bytes), SUM(kind = 'event'), MAX(id) FROM message
 
 # An event to queue: its payload (without seq), its image (or None) and the image's MQTT 5 properties.
 EventToQueue = tuple[dict[str, Any], bytes | None, dict[str, str] | None]
+
+
+class DamagedRow(ValueError):
+    """A queued row whose stored content cannot be what was written (a bit flipped on the card)."""
+
+
+def check_row(kind: Any, topic: Any, payload: Any, qos: Any, created: Any, event_id: Any) -> None:
+    """Raise :class:`DamagedRow` unless the row can be published as it is stored.
+
+    Everything the publisher relies on is checked, because any of it failing there would
+    stop the queue at this row: the kind, a topic without MQTT wildcards that fits the
+    kind, a QoS paho accepts, a JSON object for every kind but images."""
+    if kind not in EVICTION_RANK:
+        raise DamagedRow(f"unknown kind {str(kind)[:20]!r}")
+    if type(payload) is not bytes:
+        raise DamagedRow(f"its payload is {type(payload).__name__}, not bytes")
+    if type(qos) is not int or qos not in (0, 1, 2):
+        raise DamagedRow(f"QoS {str(qos)[:20]!r}")
+    if type(created) not in (int, float):
+        raise DamagedRow(f"its time is {type(created).__name__}")
+    if not (event_id is None or type(event_id) is str) or (kind in ("event", "evidence") and not event_id):
+        raise DamagedRow(f"event id {str(event_id)[:40]!r}")
+    expected = {"event": "event", "scan": "scan", "health": "health", "evidence": f"evidence/{event_id}"}.get(kind)
+    if type(topic) is not str or not topic or (expected is not None and topic != expected):
+        raise DamagedRow(f"topic {str(topic)[:60]!r}")
+    if any(c in topic for c in "+#\0"):
+        raise DamagedRow(f"topic {topic[:60]!r}")
+    if kind != "evidence":
+        try:
+            body = json.loads(payload)
+        except ValueError as exc:  # UnicodeDecodeError included
+            raise DamagedRow(f"its JSON does not parse ({exc})") from None
+        if not isinstance(body, dict):
+            raise DamagedRow("its JSON is not an object")
+
+
+def parse_props(props: Any) -> dict[str, str] | None:
+    """A row's stored MQTT 5 user properties; :class:`DamagedRow` if they cannot be read."""
+    if props is None or props == "":
+        return None
+    try:
+        value = json.loads(props)
+    except (ValueError, TypeError) as exc:
+        raise DamagedRow(f"its MQTT properties do not parse ({exc})") from None
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        raise DamagedRow("its MQTT properties are not a map of strings")
+    return value
+
+
+def _label(kind: Any, event_id: Any) -> str:
+    return f"{str(kind)[:20]} {str(event_id)[:60]}" if event_id else str(kind)[:20]
 
 
 @dataclass(frozen=True)
@@ -152,6 +224,7 @@ class Outbox:
         # Everything already queued when we open survived a restart: it is a replay.
         self._replay_upto = int(row[0])
         self.evicted: dict[str, int] = {k: self._counter(f"evicted.{k}") for k in KINDS}
+        self._not_set_aside: set[int] = set()  # damaged rows that could not be taken out yet (said once)
         self.counters.set_queued_events(self._events)
 
     def _recover_from(self, aside: Path, why: str) -> None:
@@ -516,43 +589,153 @@ class Outbox:
         if kind == "evidence" and event_id:
             self._mark_evidence_evicted(event_id)
 
-    def _mark_evidence_evicted(self, event_id: str) -> None:
+    def _mark_evidence_evicted(self, event_id: str, reason: str = "evicted") -> bytes | None:
+        """Rewrite the queued event of a dropped image to ``evidence: null`` so that consumers
+        do not wait for a JPEG that never comes; returns the event's new payload.
+
+        An event whose own JSON is damaged is left as it is (:meth:`pending` takes it out when
+        the publisher reaches it): failing here would fail the caps and the new event with them."""
         row = self._db.execute(
             "SELECT id, payload FROM messages WHERE kind = 'event' AND event_id = ?", (event_id,)
         ).fetchone()
         if row is None:
-            return
-        payload = json.loads(row[1])
-        payload["evidence"] = None
-        payload["evidence_reason"] = "evicted"
-        data = dumps_bytes(payload)
+            return None
+        try:
+            payload = json.loads(row[1])
+            payload["evidence"] = None
+            payload["evidence_reason"] = reason
+            data = dumps_bytes(payload)
+        except (ValueError, TypeError) as exc:
+            logger.warning("queued event %s is damaged (%s): left for the publisher to take out", event_id, exc)
+            return None
         self._db.execute("UPDATE messages SET payload = ?, bytes = ? WHERE id = ?", (data, len(data), row[0]))
         self._bytes += len(data) - len(row[1])
+        return data
 
     # -- reading and acknowledging --------------------------------------------------------
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[QueuedMessage]:
-        """Queued messages with id > ``after_id``, oldest first."""
+        """Queued messages with id > ``after_id``, oldest first.
+
+        Damaged rows are taken out of the queue here, where the publisher meets them (see
+        "Damaged messages" above), and the ones behind them are returned instead."""
+        out: list[QueuedMessage] = []
         with self._lock:
-            rows = self._db.execute(
-                "SELECT id, kind, topic, payload, qos, created, event_id, offline, props "
-                "FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-                (after_id, limit),
-            ).fetchall()
-        return [
-            QueuedMessage(
-                id=r[0],
-                kind=r[1],
-                topic=r[2],
-                payload=bytes(r[3]),
-                qos=r[4],
-                created=r[5],
-                event_id=r[6],
-                replay=bool(r[7]) or r[0] <= self._replay_upto,
-                props=json.loads(r[8]) if r[8] else None,
+            while len(out) < limit:
+                rows = self._db.execute(
+                    "SELECT id, kind, topic, payload, qos, created, event_id, offline, props "
+                    "FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                    (after_id, limit - len(out)),
+                ).fetchall()
+                if not rows:
+                    break
+                damaged: list[tuple[Any, ...]] = []
+                bad_props: list[tuple[Any, ...]] = []
+                for r in rows:
+                    try:
+                        check_row(*r[1:7])
+                    except DamagedRow as exc:
+                        damaged.append((*r, str(exc)))
+                        continue
+                    try:
+                        props = parse_props(r[8])
+                    except DamagedRow as exc:
+                        bad_props.append((*r, str(exc)))
+                        props = None
+                    out.append(
+                        QueuedMessage(
+                            id=r[0],
+                            kind=r[1],
+                            topic=r[2],
+                            payload=r[3],
+                            qos=r[4],
+                            created=float(r[5]),
+                            event_id=r[6],
+                            replay=bool(r[7]) or r[0] <= self._replay_upto,
+                            props=props,
+                        )
+                    )
+                after_id = int(rows[-1][0])
+                if damaged or bad_props:
+                    rewritten = self._set_aside(damaged, bad_props)
+                    out = [
+                        dataclasses.replace(m, payload=rewritten[m.event_id])
+                        if m.kind == "event" and m.event_id in rewritten
+                        else m
+                        for m in out
+                    ]
+        return out
+
+    def _set_aside(self, damaged: list[tuple[Any, ...]], bad_props: list[tuple[Any, ...]]) -> dict[str, bytes]:
+        """Take damaged rows (``(*row, why)``) out of the queue into ``damaged``, drop damaged
+        properties, count the loss and say it once. Returns the events rewritten because
+        their image was taken out (event id -> new payload)."""
+        rewritten: dict[str, bytes] = {}
+        try:
+            with self._transaction():
+                for row_id, kind, _topic, _payload, _qos, _created, event_id, _offline, _props, why in damaged:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO damaged (id, found, why, kind, topic, payload, qos, created, event_id, "
+                        "props) SELECT id, ?, ?, kind, topic, payload, qos, created, event_id, props "
+                        "FROM messages WHERE id = ?",
+                        (self._clock(), why, row_id),
+                    )
+                    self._db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+                    if kind == "evidence" and isinstance(event_id, str):
+                        data = self._mark_evidence_evicted(event_id, "damaged")
+                        if data is not None:
+                            rewritten[event_id] = data
+                for row in bad_props:
+                    self._db.execute("UPDATE messages SET props = NULL WHERE id = ?", (row[0],))
+                self._db.execute(
+                    "DELETE FROM damaged WHERE id NOT IN (SELECT id FROM damaged ORDER BY id DESC LIMIT ?)",
+                    (DAMAGED_KEPT,),
+                )
+                self._reload_totals()
+        except sqlite3.OperationalError:  # e.g. the disk is full: skipped for now, taken out at the next read
+            first = [r[0] for r in (*damaged, *bad_props) if r[0] not in self._not_set_aside]
+            if first:
+                logger.exception("could not take damaged outbox messages %s out of the queue; skipping them", first)
+            self._not_set_aside.update(first)
+            return {}
+        for row_id, kind, topic, _payload, _qos, _created, event_id, _offline, _props, why in damaged:
+            logger.error(
+                "outbox message %d (%s) is damaged on the disk: %s. Taken out of the queue (kept in the outbox's "
+                "'damaged' table) and counted in health.outbox.lost; the messages behind it go on",
+                row_id,
+                _label(kind, event_id),
+                why,
+                extra={
+                    "journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": int("event" in (kind, topic))}
+                },
             )
-            for r in rows
-        ]
+        for row_id, kind, _topic, _payload, _qos, _created, event_id, _offline, _props, why in bad_props:
+            logger.warning(
+                "outbox message %d (%s): %s (damaged on the disk); it is sent without them "
+                "(the event's sha256 still verifies an image)",
+                row_id,
+                _label(kind, event_id),
+                why,
+            )
+        if damaged:
+            events = sum(1 for r in damaged if "event" in (r[1], r[2]))  # a damaged kind: its topic tells
+            first_row = damaged[0]
+            self._record_loss(
+                f"{len(damaged)} queued messages damaged on the disk (e.g. {first_row[0]}, "
+                f"{_label(first_row[1], first_row[6])}: {first_row[-1]})",
+                events=events,
+                messages=len(damaged) - events,
+                seq_upto=self._counter("seq"),
+            )
+            if events:
+                self.counters.set_queued_events(self._events)
+        return rewritten
+
+    def _record_loss(self, reason: str, *, events: int, messages: int | None, seq_upto: int | None = None) -> None:
+        try:
+            self.counters.record_loss(reason, events=events, messages=messages, seq_upto=seq_upto)
+        except sqlite3.Error:
+            logger.exception("could not record a loss of %d events in the counters: %s", events, reason)
 
     def ack_many(self, ids: Iterable[int]) -> int:
         """Delete acknowledged messages in one transaction (one fsync). Returns rows deleted."""
