@@ -612,3 +612,39 @@ def test_evicting_the_image_of_a_damaged_event_still_queues_the_new_event(tmp_pa
     assert queued["seq"] == 2
     assert [m.event_id for m in box.pending()] == ["e2"]  # event 1 is taken out when it is read
     assert box.stats()["evicted"]["evidence"] == 1 and box.stats()["lost"]["events"] == 1
+
+
+def test_a_damaged_row_does_not_stop_the_read_back_of_a_damaged_outbox(tmp_path: Path) -> None:
+    box = make(tmp_path)
+    for n in range(200):  # delivered over the device's life
+        box.put_event(event(1000 + n))
+    box.ack_many([m.id for m in box.pending(limit=10**6)])
+    for n in range(3):  # an outage: three events with images wait, and a backlog of health
+        box.put_event(event(n), b"\xff\xd8" + b"j" * 300, {"content-type": "image/jpeg", "event_id": f"e{n}"})
+    box.put_many("health", "health", [{"n": i, "pad": "h" * 200} for i in range(60)], qos=0)
+    box.close()
+    path = tmp_path / "outbox.sqlite3"
+    flip_bit(path, b'"event_id": "e0"}')  # image e0's MQTT properties
+    flip_bit(path, b'"event_id":"e1"')  # event e1's JSON
+    raw = bytearray(path.read_bytes())
+    raw[-4096:] = b"\xff" * 4096  # the table's last page (health) is garbage: the start-up probe fails
+    path.write_bytes(bytes(raw))
+
+    box = make(tmp_path)  # no crash on the damaged rows
+    rows = box.pending(limit=10**6)
+    assert [(m.kind, m.event_id) for m in rows if m.kind != "health"] == [
+        ("event", "e0"),
+        ("evidence", "e0"),
+        ("evidence", "e1"),
+        ("event", "e2"),
+        ("evidence", "e2"),
+    ]
+    assert [json.loads(m.payload)["seq"] for m in rows if m.kind == "event"] == [201, 203]
+    assert rows[1].props is None and rows[1].payload == b"\xff\xd8" + b"j" * 300
+    lost = box.stats()["lost"]
+    assert lost["events"] == 1 and "unreadable" in lost["last"]["reason"], lost
+    assert box.put_event(event(3))["seq"] == 204
+    box.close()
+    box = make(tmp_path)  # the next start finds them still queued
+    assert [m.event_id for m in box.pending(limit=10**6) if m.kind == "event"] == ["e0", "e2", "e3"]
+    assert box.stats()["lost"]["events"] == 1

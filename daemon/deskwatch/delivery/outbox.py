@@ -209,6 +209,7 @@ class Outbox:
         self._mono = monotonic_clock or (time.monotonic if wall_clock is time.time else wall_clock)
         self._wall0, self._mono0 = wall_clock(), self._mono()
         self._lock = threading.RLock()
+        self._not_set_aside: set[int] = set()  # damaged rows that could not be taken out yet (said once)
         self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock())
         try:
             self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
@@ -224,53 +225,77 @@ class Outbox:
         # Everything already queued when we open survived a restart: it is a replay.
         self._replay_upto = int(row[0])
         self.evicted: dict[str, int] = {k: self._counter(f"evicted.{k}") for k in KINDS}
-        self._not_set_aside: set[int] = set()  # damaged rows that could not be taken out yet (said once)
         self.counters.set_queued_events(self._events)
 
     def _recover_from(self, aside: Path, why: str) -> None:
         """The file was unreadable and moved to ``aside``: queue again what can be read, count the rest."""
         expected = self.counters.queued_events
-        salvaged, complete = self._salvage(aside)
+        salvaged, complete, damaged = self._salvage(aside)
         events = sum(1 for kind in salvaged if kind == "event")
-        lost_events = max(0, expected - events)
+        damaged_events = sum(1 for kind in damaged if kind == "event")
+        # the counters' number may be lost with their file; the damaged events are known lost anyway
+        lost_events = max(0, expected - events, damaged_events)
         self.counters.record_loss(
             f"outbox unreadable ({why}); moved to {aside.name}",
             events=lost_events,
-            messages=0 if complete else None,
+            messages=len(damaged) - damaged_events if complete else None,
         )
         logger.error(
             "outbox %s is unreadable (%s): moved it to %s; queued again %d messages that could still be read "
-            "(%d events); %d events are lost%s. health.outbox.lost reports it and seq goes on without reuse",
+            "(%d events)%s; %d events are lost%s. health.outbox.lost reports it and seq goes on without reuse",
             self.path,
             why,
             aside,
             len(salvaged),
             events,
+            f", not {len(damaged)} damaged ones (kept in the 'damaged' table)" if damaged else "",
             lost_events,
             "" if complete else " (and an unknown number of other messages)",
             extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": lost_events}},
         )
 
-    def _salvage(self, aside: Path) -> tuple[list[str], bool]:
+    def _salvage(self, aside: Path) -> tuple[list[str], bool, list[str]]:
         """Queue again (as replays) the rows that can still be read from a moved-aside outbox.
 
-        Returns the kinds of the rows taken back and whether every row could be read."""
+        Each row is checked on its own (:func:`check_row`): one whose content is damaged is
+        kept in ``damaged`` and skipped, so that it never aborts the read-back of the others
+        (which would leave them all in the file moved aside). Returns the kinds of the rows
+        taken back, whether every row could be read, and the kinds of the damaged ones."""
         rows, complete = read_back(aside)
         kinds: list[str] = []
+        damaged: list[str] = []
         highest_seq = 0
         with self._transaction():
-            for _id, kind, topic, payload, qos, created, event_id, props in rows:
-                if kind not in EVICTION_RANK:
+            for row_id, kind, topic, payload, qos, created, event_id, props in rows:
+                try:
+                    check_row(kind, topic, payload, qos, created, event_id)
+                except DamagedRow as exc:
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO damaged (id, found, why, kind, topic, payload, qos, created, event_id, "
+                        "props) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (row_id, self._clock(), str(exc), kind, topic, payload, qos, created, event_id, props),
+                    )
+                    damaged.append("event" if "event" in (kind, topic) else str(kind))
+                    logger.error(
+                        "outbox message %s (%s) in %s is damaged: %s; not queued again",
+                        row_id,
+                        _label(kind, event_id),
+                        aside.name,
+                        exc,
+                    )
                     continue
-                data = bytes(payload)
-                props_dict = json.loads(props) if props else None
-                self._insert(kind, topic, data, int(qos), event_id, True, props_dict, created=float(created))
+                try:
+                    props_dict = parse_props(props)
+                except DamagedRow as exc:
+                    logger.warning("outbox message %s (%s): %s; queued again without them", row_id, kind, exc)
+                    props_dict = None
+                self._insert(kind, topic, payload, qos, event_id, True, props_dict, created=float(created))
                 kinds.append(kind)
                 if kind == "event":
                     with contextlib.suppress(ValueError, TypeError, KeyError):
-                        highest_seq = max(highest_seq, int(json.loads(data)["seq"]))
+                        highest_seq = max(highest_seq, int(json.loads(payload)["seq"]))
             self._raise_counter("seq", highest_seq)
-        return kinds, complete
+        return kinds, complete, damaged
 
     def recover(self, why: str) -> None:
         """The queue turned out to be damaged while running (a read failed): move it aside,
