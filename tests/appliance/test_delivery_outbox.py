@@ -324,6 +324,31 @@ def test_readable_rows_of_a_damaged_outbox_are_queued_again(tmp_path: Path) -> N
     assert box.put_event(event(301))["seq"] == 301
 
 
+def test_an_outbox_lost_unread_counts_what_it_held_not_every_number_ever_issued(tmp_path: Path) -> None:
+    box = make(tmp_path)
+    for n in range(50):  # delivered over the device's life
+        box.put_event(event(n))
+    box.ack_many([m.id for m in box.pending(limit=1000)])
+    for n in range(50, 55):  # five wait
+        box.put_event(event(n), b"j" * 100)
+    box.close()
+    # the outbox is gone without having been read back (the daemon stopped while recovering
+    # it, or someone moved it away): the next start finds a new, empty file
+    (tmp_path / "outbox.sqlite3").rename(tmp_path / "outbox.sqlite3.corrupt-1")
+
+    box = make(tmp_path)
+    lost = box.stats()["lost"]
+    assert lost["events"] == 5 and lost["last"]["seq_upto"] == 55, lost  # not 55: 50 were delivered
+    box.counters.reserve(1)  # and the daemon stops again between reserving a number and queueing its event
+    box.close()
+    box = make(tmp_path)
+    lost = box.stats()["lost"]
+    assert lost["events"] == 6 and lost["last"]["events"] == 1 and lost["last"]["seq_upto"] == 56, lost
+    assert box.put_event(event(57))["seq"] == 57
+    box.close()
+    assert make(tmp_path).stats()["lost"]["events"] == 6  # announced once
+
+
 def test_a_lost_counters_file_resumes_from_the_outbox(tmp_path: Path) -> None:
     box = make(tmp_path)
     for n in range(4):

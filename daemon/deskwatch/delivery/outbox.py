@@ -312,17 +312,38 @@ class Outbox:
             self.counters.set_queued_events(self._events)
 
     def _account_for_unqueued_reservations(self) -> None:
-        """Numbers reserved by a run that stopped before its events were queued are a gap: say so once."""
+        """Numbers reserved by a run that stopped before its events were queued are a gap: say so once.
+
+        The gap runs from the last number this outbox saw queued to the last one reserved.
+        An outbox that never saw an event is a new file (the one before it was lost without
+        being read back: the device stopped while recovering it, or it was removed) and
+        cannot tell where that one stopped; counting from 1 would report every number ever
+        issued as lost, delivered ones too. What is lost then is what the counters say was
+        queued or being queued (raised with each reservation, lowered as events were
+        delivered; after a power cut an upper bound), never more than the numbers not yet
+        accounted for."""
         reserved = self.counters.seq
-        accounted = max(self._counter("seq"), self.counters.accounted_upto)
-        if reserved > accounted:
-            n = reserved - accounted
-            self.counters.record_loss(
-                f"the device stopped while queueing {n} events (seq {accounted + 1}-{reserved})",
-                events=n,
-                messages=None,
-                seq_upto=reserved,
+        queued_upto = self._counter("seq")
+        accounted = max(queued_upto, self.counters.accounted_upto)
+        if reserved <= accounted:
+            return
+        if queued_upto == 0:
+            n = min(reserved - accounted, self.counters.queued_events)
+            if n == 0:
+                return
+            reason = f"the outbox was lost without being read back: {n} events were queued in it (seq up to {reserved})"
+            logger.error(
+                "outbox %s holds no event queued before this start (a new file: the one before was lost without "
+                "being read back), and %d events were queued or being queued (seq up to %d): counted as lost in "
+                "health.outbox.lost",
+                self.path,
+                n,
+                reserved,
+                extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": n}},
             )
+        else:
+            n = reserved - accounted
+            reason = f"the device stopped while queueing {n} events (seq {accounted + 1}-{reserved})"
             logger.error(
                 "events with seq %d-%d were being queued when the device stopped and are not in the outbox: "
                 "counted as lost in health.outbox.lost",
@@ -330,6 +351,7 @@ class Outbox:
                 reserved,
                 extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": n}},
             )
+        self.counters.record_loss(reason, events=n, messages=None, seq_upto=reserved)
 
     # -- counters -----------------------------------------------------------------------
 
