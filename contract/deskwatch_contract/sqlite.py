@@ -16,6 +16,7 @@ transaction idiom and recovery from a corrupt file.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import pwd
 import shutil
@@ -29,7 +30,9 @@ from pathlib import Path
 SIDE_FILES = ("", "-wal", "-shm")
 
 
-# SQLite's primary result codes: the file's content is damaged (CORRUPT, NOTADB), or no room (FULL)
+# SQLite's primary result codes: the file's content is damaged (CORRUPT, NOTADB), no room (FULL),
+# an I/O error (IOERR: on a full disk, growing the WAL index fails so)
+SQLITE_IOERR = 10
 SQLITE_CORRUPT = 11
 SQLITE_FULL = 13
 SQLITE_NOTADB = 26
@@ -56,6 +59,19 @@ def is_damaged(exc: BaseException) -> bool:
     return (
         isinstance(exc, sqlite3.DatabaseError) and code is not None and code & 0xFF in (SQLITE_CORRUPT, SQLITE_NOTADB)
     )
+
+
+def is_disk_full(exc: BaseException, where: Path) -> bool:
+    """A write failed for lack of room on the file system holding ``where``."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(exc, OSError):
+        return exc.errno == errno.ENOSPC
+    if not isinstance(exc, sqlite3.OperationalError) or code is None:
+        return False
+    if code & 0xFF == SQLITE_FULL:
+        return True
+    free = free_bytes(where)
+    return code & 0xFF == SQLITE_IOERR and free is not None and free < NEARLY_FULL_BYTES
 
 
 def connect(path: str | os.PathLike[str], *, timeout: float = 30.0, foreign_keys: bool = False) -> sqlite3.Connection:
@@ -183,8 +199,8 @@ def why_unusable(path: Path, exc: BaseException) -> str:
                 f"chown {me}: {files}, then start the service again"
             )
         return f"cannot use {path}: {p} has {perms}; {kept}. Give its owner access again: chmod {fix} {p}, then start again"
-    free = _free_bytes(path.parent)
-    if getattr(exc, "sqlite_errorcode", 0) & 0xFF == SQLITE_FULL or (free is not None and free < NEARLY_FULL_BYTES):
+    free = free_bytes(path.parent)
+    if is_disk_full(exc, path.parent) or (free is not None and free < NEARLY_FULL_BYTES):
         room = "" if free is None else f" ({free // 1024} KiB free)"
         return (
             f"cannot use {path}: the file system holding it is full{room}; {kept}. Free some space there "
@@ -203,7 +219,8 @@ def _user(uid: int) -> str:
         return str(uid)
 
 
-def _free_bytes(directory: Path) -> int | None:
+def free_bytes(directory: Path) -> int | None:
+    """Free bytes (for this user) on the file system holding ``directory`` (or its nearest parent)."""
     for p in (directory, *directory.parents):
         with contextlib.suppress(OSError):
             return shutil.disk_usage(p).free

@@ -673,3 +673,62 @@ def test_a_damaged_row_does_not_stop_the_read_back_of_a_damaged_outbox(tmp_path:
     box = make(tmp_path)  # the next start finds them still queued
     assert [m.event_id for m in box.pending(limit=10**6) if m.kind == "event"] == ["e0", "e2", "e3"]
     assert box.stats()["lost"]["events"] == 1
+
+
+# -- a really full file system: the documented fallback runs, and every loss is counted ----
+
+
+def test_a_really_full_disk_costs_old_images_not_the_new_events(
+    fault_fs: FaultFs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real full filesystem (unlike PRAGMA max_page_count above, which still lets the WAL
+    and the counters grow): numbering an event needs room in the counters, and even evicting
+    an image needs room, for the WAL pages of the delete."""
+    state = fault_fs.tmpfs(4) / "state"
+    box = make(state)
+    for n in range(5):
+        box.put_event(event(n), b"j" * 20_000)
+    box.put("health", "health", {"h": 1}, qos=0)
+    fault_fs.fill()
+
+    queued = [box.put_event(event(10 + n), b"k" * 20_000) for n in range(3)]
+    assert [q["seq"] for q in queued] == [6, 7, 8]
+    st = box.stats()
+    assert st["by_kind"]["event"] == 8 and st["evicted"]["evidence"] >= 1 and st["lost"]["events"] == 0, st
+    assert any("disk is full" in r.getMessage() for r in caplog.records)
+    delivered = box.pending(limit=4)  # the broker acknowledges while the disk is still full
+    assert box.ack_many([m.id for m in delivered]) == 4
+
+    fault_fs.free()  # space comes back: the room kept for the next time is made again
+    box.put_event(event(20))
+    assert (state / "outbox.reserve").stat().st_size > 0
+    box.close()
+    remaining = [json.loads(m.payload)["seq"] for m in make(state).pending(limit=100) if m.kind == "event"]
+    assert remaining == [e for e in range(1, 10) if e not in {json.loads(m.payload).get("seq") for m in delivered}]
+
+
+def test_a_disk_that_stays_full_loses_no_event_without_counting_it(fault_fs: FaultFs) -> None:
+    """Images make room for images, then the events themselves fill what was kept: every
+    event offered is queued or counted lost, and the count outlives the full disk."""
+    state = fault_fs.tmpfs(4) / "state"
+    box = Outbox(state, max_bytes=10**7, max_messages=10**4, max_age_days=20, disk_reserve_bytes=64 * 1024)
+    box.put_event(event(0), b"j" * 20_000)
+    fault_fs.fill()
+    queued: list[dict[str, object]] = []
+    offered = 0
+    while box.stats()["lost"]["events"] == 0 and offered < 3000:  # until even the events do not fit
+        offered += 1
+        try:
+            queued.append(box.put_event(event(offered), b"k" * 20_000))
+        except sqlite3.OperationalError as exc:
+            assert "full" in str(exc)
+    lost = box.stats()["lost"]
+    assert lost["events"] > 0 and offered == len(queued) + lost["events"], (offered, len(queued), lost)
+    assert box.stats()["evicted"]["evidence"] >= 1 and box.stats()["evicted"]["event"] == 0
+
+    fault_fs.free()
+    box.put_event(event(offered + 1))  # space is back: the count the disk had no room for is written down
+    box.close()
+    box = make(state)
+    assert box.stats()["lost"]["events"] == lost["events"]
+    assert len([m for m in box.pending(limit=10**4) if m.kind == "event"]) == 1 + len(queued) + 1

@@ -143,13 +143,16 @@ class DeviceCounters:
             finally:
                 self._db.execute("PRAGMA synchronous=FULL")
 
-    def record_loss(self, reason: str, *, events: int, messages: int | None, seq_upto: int | None = None) -> Loss:
+    def record_loss(
+        self, reason: str, *, events: int, messages: int | None, seq_upto: int | None = None, at: float | None = None
+    ) -> Loss:
         """Write down (durably) that queued messages are gone, and why; ``seq_upto``: the
-        highest number the loss covers (default: the last one handed out)."""
+        highest number the loss covers (default: the last one handed out); ``at``: when it
+        happened, if that was before now (the disk had no room to write it down then)."""
         with self._lock, transaction(self._db):
             seq = self._get("seq") if seq_upto is None else seq_upto
             self._set("lost.seq_upto", max(seq, self._get("lost.seq_upto")))
-            at = float(self._clock())
+            at = float(self._clock()) if at is None else at
             self._db.execute(
                 "INSERT INTO losses (at, reason, events, messages, seq_upto) VALUES (?, ?, ?, ?, ?)",
                 (at, reason, events, messages, seq),
@@ -158,6 +161,12 @@ class DeviceCounters:
             if messages is not None:
                 self._set("lost.messages", self._get("lost.messages") + messages)
         return Loss(at, reason, events, messages, seq)
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the file (a full disk: the next commits then go over the WAL
+        instead of growing it)."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     # -- reporting ---------------------------------------------------------------------------
 

@@ -41,6 +41,18 @@ last. Evicting an evidence image rewrites its queued event to ``evidence: null``
 ``evidence_reason: "evicted"`` so consumers do not wait for a JPEG that never comes.
 Every eviction is counted per kind (persisted), logged, and reported in ``health``.
 
+A full disk
+-----------
+On a really full file system SQLite cannot even delete (a delete writes pages to the
+WAL), and the counters, on the same disk, cannot number an event. So the outbox keeps
+``outbox.reserve`` (:data:`RESERVE_BYTES` of real blocks) beside its file: at the first
+"disk full" it gives that room back, evicts older evidence, health, results and scans
+(counted like cap evictions) and queues the event; with nothing left to evict the
+events go without their images (``evidence_reason: "disk_full"``). The reserve is made
+again once the file system has room for it twice over. An event that still cannot be
+queued is counted lost; when the disk has no room to write that down either, the count
+is kept in memory (and reported in ``health``) until it can be.
+
 Damaged messages
 ----------------
 SQLite keeps no checksums: a bit flipped on the SD card inside a stored message goes
@@ -76,8 +88,8 @@ from typing import Any
 from deskwatch.delivery.counters import DeviceCounters
 from deskwatch.delivery.salvage import read_back
 from deskwatch_contract.jsonutil import dumps_bytes
+from deskwatch_contract.sqlite import free_bytes, is_disk_full, move_aside, open_or_recover, open_schema, transaction
 from deskwatch_contract.sqlite import is_damaged as is_damaged  # the publisher asks it too
-from deskwatch_contract.sqlite import move_aside, open_or_recover, open_schema, transaction
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +123,9 @@ CREATE TABLE IF NOT EXISTS damaged (  -- messages taken out of the queue: their 
 """
 # How many damaged messages are kept for inspection (the newest).
 DAMAGED_KEPT = 100
+# Room kept on the outbox's file system for when it fills up (see "A full disk").
+RESERVE_NAME = "outbox.reserve"
+RESERVE_BYTES = 1 << 20
 # Reads every row of the queue (not the images' overflow pages: a damaged image shows up
 # when it is published, and :meth:`Outbox.recover` handles it then).
 _PROBE = "SELECT COUNT(*), SUM(bytes), SUM(kind = 'event'), MAX(id) FROM messages"
@@ -171,6 +186,71 @@ def _label(kind: Any, event_id: Any) -> str:
     return f"{str(kind)[:20]} {str(event_id)[:60]}" if event_id else str(kind)[:20]
 
 
+class SpaceReserve:
+    """Room kept on a file system for when it fills up: a file of allocated blocks, given
+    back at the first "disk full" so that what must still be written fits."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        if size <= 0:
+            raise ValueError(f"the room kept for a full disk must be at least one byte, not {size}")
+        self.path = path
+        self.size = size
+        self.present = False
+
+    def ensure(self) -> bool:
+        """Make the file if the file system has room for it twice over; True if it is there."""
+        if self.present:
+            return True
+        try:
+            if self.path.stat().st_size >= self.size:
+                self.present = True
+                return True
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return False
+        free = free_bytes(self.path.parent)
+        if free is None or free < 2 * self.size:
+            return False
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
+            try:
+                os.posix_fallocate(fd, 0, self.size)  # blocks of its own, not a sparse file
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+            logger.warning("could not keep %d KiB of room in %s: %s", self.size // 1024, self.path, exc)
+            return False
+        self.present = True
+        return True
+
+    def release(self) -> bool:
+        """Give the room back to the file system; False if there was none to give."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            self.present = False
+            return False
+        except OSError:
+            return False
+        self.present = False
+        return True
+
+
+@dataclass(frozen=True)
+class _UnrecordedLoss:
+    """A loss the counters had no room to write down yet (reported in ``health`` meanwhile)."""
+
+    at: float
+    reason: str
+    events: int
+    messages: int | None
+    seq_upto: int | None
+
+
 @dataclass(frozen=True)
 class QueuedMessage:
     id: int
@@ -197,6 +277,7 @@ class Outbox:
         evidence_max_age_days: float | None = None,
         wall_clock: Callable[[], float] = time.time,
         monotonic_clock: Callable[[], float] | None = None,
+        disk_reserve_bytes: int = RESERVE_BYTES,
     ) -> None:
         self.path = Path(state_dir) / FILENAME
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -210,6 +291,9 @@ class Outbox:
         self._wall0, self._mono0 = wall_clock(), self._mono()
         self._lock = threading.RLock()
         self._not_set_aside: set[int] = set()  # damaged rows that could not be taken out yet (said once)
+        self._unrecorded: list[_UnrecordedLoss] = []
+        self._short_of_room = False  # a write failed for lack of room, and the room kept for it is used
+        self._space = SpaceReserve(self.path.with_name(RESERVE_NAME), disk_reserve_bytes)
         self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock())
         try:
             self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
@@ -226,6 +310,12 @@ class Outbox:
         self._replay_upto = int(row[0])
         self.evicted: dict[str, int] = {k: self._counter(f"evicted.{k}") for k in KINDS}
         self.counters.set_queued_events(self._events)
+        if not self._space.ensure():
+            logger.warning(
+                "the disk holding %s has less than %d KiB free: no room is kept for when it is full",
+                self.path,
+                2 * self._space.size // 1024,
+            )
 
     def _recover_from(self, aside: Path, why: str) -> None:
         """The file was unreadable and moved to ``aside``: queue again what can be read, count the rest."""
@@ -413,37 +503,63 @@ class Outbox:
         results and scans are evicted to make room (counted like cap evictions); as a last
         resort the events go without their images.
         """
-        first = self.counters.reserve(len(events)) if events else 0
+        first = self._number(len(events)) if events else 0
         numbered = [({**payload, "seq": first + i}, image, props) for i, (payload, image, props) in enumerate(events)]
         try:
             try:
-                self._put_numbered(scan, numbered, offline)
+                numbered = self._put_numbered(scan, numbered, offline, make_room=self._short_of_room)
             except sqlite3.DatabaseError as exc:
                 if is_damaged(exc):  # the file broke under us: recover it, then queue into the sound one
                     self.recover(str(exc))
                     self._put_numbered(scan, numbered, offline)
                     return [p for p, _, _ in numbered]
-                if "full" not in str(exc):
+                if not is_disk_full(exc, self.path.parent):
                     raise
-                freed = self._make_room()
-                logger.error("outbox: the disk is full (%s); evicted %s to keep the events", exc, freed or "nothing")
-                if not freed:
-                    numbered = [
-                        ({**p, "evidence": None, "evidence_reason": "disk_full"}, None, None)
-                        if image
-                        else (p, image, pr)
-                        for p, image, pr in numbered
-                    ]
-                self._put_numbered(scan, numbered, offline)
+                self._disk_full(exc)
+                numbered = self._put_numbered(scan, numbered, offline, make_room=True)
         except BaseException as exc:
             if events:
                 self._lost_while_queueing(first, len(events), exc)
             raise
+        self._after_write()
         return [p for p, _, _ in numbered]
 
-    def _put_numbered(self, scan: dict[str, Any] | None, events: list[EventToQueue], offline: bool) -> None:
+    def _number(self, n: int) -> int:
+        """Reserve ``n`` sequence numbers (the first is returned); on a full disk make room first.
+
+        The counters live on the same disk: without this the events of a scan would vanish
+        there, before they had a number, uncounted."""
+        try:
+            try:
+                return self.counters.reserve(n)
+            except sqlite3.OperationalError as exc:
+                if not is_disk_full(exc, self.counters.path.parent):
+                    raise
+                self._disk_full(exc)
+                return self.counters.reserve(n)
+        except Exception as exc:
+            self._count_loss(f"could not number {n} events: {exc}", events=n, messages=None)
+            logger.error(
+                "%d events could not be numbered and are lost: %s",
+                n,
+                exc,
+                extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": n}},
+            )
+            raise
+
+    def _put_numbered(
+        self, scan: dict[str, Any] | None, events: list[EventToQueue], offline: bool, *, make_room: bool = False
+    ) -> list[EventToQueue]:
+        """Queue numbered events (and the scan record) in one transaction; returns them as queued.
+
+        ``make_room`` (the disk is full): first evict as many bytes of the least valuable
+        other messages as are added, in the same transaction, so that the new rows take the
+        pages the old ones leave and the file does not grow; with not enough to evict, the
+        events go without their images."""
         with self._lock, self._transaction():
             self._follow_clock_jump()
+            if make_room:
+                events = self._room_for(scan, events)
             for payload, image, props in events:
                 event_id = str(payload["event_id"])
                 self._insert("event", "event", dumps_bytes(payload), 1, event_id, offline, None)
@@ -456,15 +572,57 @@ class Outbox:
             evicted = self._enforce_caps()
         if evicted.get("event"):
             self.counters.set_queued_events(self._events)
+        return events
+
+    def _room_for(self, scan: dict[str, Any] | None, events: list[EventToQueue]) -> list[EventToQueue]:
+        """Evict (inside the caller's transaction) the least valuable other messages to make room
+        for ``scan`` and ``events``; returns the events as they will be queued.
+
+        Older images make room for the new ones (as many bytes); with too few to evict, the
+        events go without their images (the last resort), and their own small rows take the
+        place of what can be evicted."""
+        json_bytes = sum(len(dumps_bytes(p)) for p, _, _ in events) + (len(dumps_bytes(scan)) if scan else 0)
+        image_bytes = sum(len(image) for _, image, _ in events if image is not None)
+        evictable = int(
+            self._db.execute("SELECT COALESCE(SUM(bytes), 0) FROM messages WHERE kind != 'event'").fetchone()[0]
+        )
+        stripped = 0
+        if image_bytes > evictable:
+            stripped = sum(1 for _, image, _ in events if image is not None)
+            events = [
+                ({**p, "evidence": None, "evidence_reason": "disk_full"}, None, None)
+                if image is not None
+                else (p, None, pr)
+                for p, image, pr in events
+            ]
+            image_bytes = 0
+        evicted: dict[str, int] = {}
+        freed = 0
+        while freed < (image_bytes or json_bytes):  # images take the place of images; small rows of anything
+            row = self._db.execute(
+                "SELECT id, kind, bytes, event_id FROM messages WHERE kind != 'event' ORDER BY rank, id LIMIT 1"
+            ).fetchone()
+            if row is None:
+                break
+            self._evict(row, evicted)
+            freed += int(row[2])
+        for kind, n in evicted.items():
+            self.evicted[kind] = self._bump(f"evicted.{kind}", n)
+        logger.error(
+            "outbox: the disk is full: evicted %s to queue %d events%s",
+            ", ".join(f"{n} {k}" for k, n in evicted.items()) or "nothing",
+            len(events),
+            f" ({stripped} without their images: too few older ones to make room)" if stripped else "",
+            extra={"journal": {"OUTBOX_EVICTED": sum(evicted.values())}},
+        )
+        return events
 
     def _lost_while_queueing(self, first: int, n: int, exc: BaseException) -> None:
         """Reserved numbers whose events could not be queued: a gap, announced now."""
         last = first + n - 1
-        try:
-            self.counters.record_loss(f"could not queue: {exc}", events=n, messages=None, seq_upto=last)
+        self._count_loss(f"could not queue: {exc}", events=n, messages=None, seq_upto=last)
+        with contextlib.suppress(sqlite3.Error):  # lowered again at the next delivery or start
             self.counters.set_queued_events(self._events)
-        except Exception:  # counted at the next start instead (_account_for_unqueued_reservations)
-            logger.exception("could not record the loss of seq %d-%d", first, last)
         logger.error(
             "%d events (seq %d-%d) could not be queued and are lost: %s",
             n,
@@ -474,20 +632,70 @@ class Outbox:
             extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": n}},
         )
 
-    def _make_room(self, rows: int = 200) -> dict[str, int]:
-        """Evict up to ``rows`` of the least valuable non-event messages (disk full)."""
-        with self._lock:
-            with self._transaction():
-                evicted: dict[str, int] = {}
-                victims = self._db.execute(
-                    "SELECT id, kind, bytes, event_id FROM messages WHERE kind != 'event' ORDER BY rank, id LIMIT ?",
-                    (rows,),
-                ).fetchall()
-                for row in victims:
-                    self._evict(row, evicted)
-                for kind, n in evicted.items():
-                    self.evicted[kind] = self._bump(f"evicted.{kind}", n)
-            return evicted
+    def _disk_full(self, exc: BaseException) -> None:
+        """A write failed for lack of room (``exc``): give back the room kept for this, and from
+        now until the disk has room again make room before each write (:meth:`_room_for`) and
+        let the WALs be written over rather than grown (:meth:`_after_write`)."""
+        released = self._space.release()
+        first = not self._short_of_room
+        self._short_of_room = True
+        self._checkpoint()
+        if released or first:
+            logger.error(
+                "outbox: the disk is full (%s)%s; older images, health, results and scans make room for the "
+                "events until it has room again",
+                exc,
+                f"; gave back the {self._space.size // 1024} KiB kept for this" if released else "",
+            )
+
+    def _checkpoint(self) -> None:
+        """Copy both WALs into their files, so that the next writes go over them instead of growing them."""
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        with contextlib.suppress(sqlite3.Error):
+            self.counters.checkpoint()
+
+    def _after_write(self) -> None:
+        """After a write went through: write down the losses kept in memory, and keep room
+        for the next full disk again once there is room for it."""
+        with self._lock:  # the publisher and the scans both come here: write each loss down once
+            if self._short_of_room:
+                self._checkpoint()
+            if self._unrecorded:
+                self._write_down_losses()
+            if not self._space.present and self._space.ensure() and self._short_of_room:
+                self._short_of_room = False
+                logger.warning("the disk has room again: %d KiB are kept for when it is full", self._space.size // 1024)
+
+    def _count_loss(self, reason: str, *, events: int, messages: int | None, seq_upto: int | None = None) -> None:
+        """Write down a loss in the counters, or keep it in memory while the disk has no room."""
+        at = self._clock()
+        try:
+            self.counters.record_loss(reason, events=events, messages=messages, seq_upto=seq_upto, at=at)
+        except sqlite3.Error as exc:
+            if seq_upto is None:  # the last number handed out then, not when it is written down
+                with contextlib.suppress(sqlite3.Error):
+                    seq_upto = self.counters.seq
+            with self._lock:
+                self._unrecorded.append(_UnrecordedLoss(at, reason, events, messages, seq_upto))
+            logger.error(
+                "could not write down the loss of %d events (%s): kept in memory and reported in health until "
+                "it can be",
+                events,
+                exc,
+            )
+
+    def _write_down_losses(self) -> None:
+        """Write down the losses kept in memory, oldest first, while the counters take them (under the lock)."""
+        while self._unrecorded:
+            loss = self._unrecorded[0]
+            try:
+                self.counters.record_loss(
+                    loss.reason, events=loss.events, messages=loss.messages, seq_upto=loss.seq_upto, at=loss.at
+                )
+            except sqlite3.Error:
+                return
+            self._unrecorded.pop(0)
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction; on rollback the in-memory totals are re-read."""
@@ -575,6 +783,7 @@ class Outbox:
                 evicted = self._enforce_caps()
             if evicted.get("event"):
                 self.counters.set_queued_events(self._events)
+            self._after_write()
             return evicted
 
     def _follow_clock_jump(self, tolerance_s: float = 300.0) -> None:
@@ -767,7 +976,7 @@ class Outbox:
         if damaged:
             events = sum(1 for r in damaged if "event" in (r[1], r[2]))  # a damaged kind: its topic tells
             first_row = damaged[0]
-            self._record_loss(
+            self._count_loss(
                 f"{len(damaged)} queued messages damaged on the disk (e.g. {first_row[0]}, "
                 f"{_label(first_row[1], first_row[6])}: {first_row[-1]})",
                 events=events,
@@ -777,12 +986,6 @@ class Outbox:
             if events:
                 self.counters.set_queued_events(self._events)
         return rewritten
-
-    def _record_loss(self, reason: str, *, events: int, messages: int | None, seq_upto: int | None = None) -> None:
-        try:
-            self.counters.record_loss(reason, events=events, messages=messages, seq_upto=seq_upto)
-        except sqlite3.Error:
-            logger.exception("could not record a loss of %d events in the counters: %s", events, reason)
 
     def ack_many(self, ids: Iterable[int]) -> int:
         """Delete acknowledged messages in one transaction (one fsync). Returns rows deleted."""
@@ -830,12 +1033,33 @@ class Outbox:
                 "oldest_age_s": round(max(0.0, self._clock() - oldest), 1) if oldest is not None else 0.0,
                 "by_kind": {k: int(by_kind.get(k, 0)) for k in KINDS},
                 "evicted": dict(self.evicted),
-                "lost": self.counters.lost_summary(),
+                "lost": self._lost_summary(),
                 "last_seq": self.counters.seq,
             }
 
+    def _lost_summary(self) -> dict[str, Any]:
+        """``health.outbox.lost``: what the counters hold, and what they had no room for yet."""
+        summary = self.counters.lost_summary()
+        with self._lock:
+            unrecorded = list(self._unrecorded)
+        if unrecorded:
+            summary["events"] += sum(loss.events for loss in unrecorded)
+            summary["messages"] += sum(loss.messages or 0 for loss in unrecorded)
+            last = unrecorded[-1]
+            summary["last"] = {
+                "at": last.at,
+                "reason": last.reason,
+                "events": last.events,
+                "seq_upto": last.seq_upto if last.seq_upto is not None else self.counters.seq,
+            }
+        return summary
+
     def close(self) -> None:
         with self._lock:
+            if self._unrecorded:
+                self._write_down_losses()
+            for loss in self._unrecorded:
+                logger.error("the loss of %d events was never written down (no room): %s", loss.events, loss.reason)
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
