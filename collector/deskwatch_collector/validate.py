@@ -12,7 +12,10 @@ choke on later:
 - ``not_finite``: NaN, Infinity (and numbers too large for a float, which parse as
   infinity); one of them in a stored ``health`` made ``/api/fleet`` invalid JSON;
 - ``out_of_range``: an integer outside a signed 64-bit column (``seq`` >= 2**63);
-- ``bad_time``: a ``date-time`` that is not a real instant (month 13, offset ``+99:99``);
+- ``bad_time``: a ``date-time`` that is not a real instant (month 13, offset ``+99:99``) or
+  is one outside 1970-01-01T00:00:00Z to 2099-12-31T23:59:59.999Z (:data:`FIRST_INSTANT`,
+  :data:`END_INSTANT`): a real instant such as ``9999-12-31T23:59:59-01:00`` (year 10000 in
+  UTC) is a clock gone wrong, and no calendar or time zone could show it;
 - ``bad_json``: not UTF-8, not JSON, duplicate keys, nested too deep, not an object.
 
 Evidence sealed on the device to the collector's public key (contract 1.1) is opened
@@ -27,11 +30,11 @@ import hashlib
 import math
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jsonschema import Draft202012Validator, FormatChecker
+from jsonschema import Draft202012Validator, FormatChecker, ValidationError
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, SealedBox
 
@@ -46,20 +49,42 @@ SUBSCRIBED_KINDS = ("event", "evidence/+", "scan", "status", "health")
 MAX_JSON_BYTES = 64 * 1024
 MAX_EVIDENCE_BYTES = 2 * 1024 * 1024
 INT64 = (-(2**63), 2**63 - 1)
+# The instants a contract time may name. From the epoch: a Raspberry Pi without a real-time
+# clock starts there until its time is synchronised, and its messages are still the
+# device's (a status ``since`` 1970 from a reflashed Pi must be taken). Before 2100: far
+# past any device's lifetime (a clock years ahead is still stored, and its photo expires
+# by arrival time), and every instant in the span shows in every zone; year 10000 in UTC
+# made every console page showing it fail.
+FIRST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+END_INSTANT = datetime(2100, 1, 1, tzinfo=UTC)
 
 _formats = FormatChecker(formats=())
 
 
 @_formats.checks("date-time", raises=ValueError)
 def _real_instant(value: object) -> bool:
-    """An RFC 3339 time that names a real instant (the schema's pattern checks only the shape)."""
+    """An RFC 3339 time that names a real instant from 1970 to 2099 in UTC (the schema's
+    pattern checks only the shape); the ValueError says what is wrong with it."""
     if not isinstance(value, str):
         return True
     parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
     if parsed.tzinfo is None:
         raise ValueError("no UTC offset")
-    parsed.timestamp()
+    if not FIRST_INSTANT <= parsed < END_INSTANT:  # aware datetimes compare as instants, never overflow
+        raise ValueError("not between 1970-01-01 and 2099-12-31 in UTC: is the device's clock set?")
     return True
+
+
+def _time_error(error: ValidationError) -> ValidationError | None:
+    """The ``date-time`` check that failed in ``error``, also inside a ``oneOf`` (a time or
+    null, like ``health.last_scan_at``): that is a ``bad_time``, not a shape the schema refuses."""
+    stack = [error]
+    while stack:
+        item = stack.pop()
+        if item.validator == "format":
+            return item
+        stack.extend(item.context or ())
+    return None
 
 
 def _numbers_in_range(value: Any) -> None:
@@ -154,8 +179,11 @@ class Validator:
         if errors:
             first = errors[0]
             path = "/".join(str(p) for p in first.absolute_path) or "(root)"
-            reason = "bad_time" if first.validator == "format" else "schema"
-            raise Rejected(reason, f"{where.kind} {path}: {first.message[:160]}")
+            time = _time_error(first)
+            if time is not None:
+                why = f" ({time.cause})" if time.cause else ""
+                raise Rejected("bad_time", f"{where.kind} {path}: {time.message[:80]}{why}")
+            raise Rejected("schema", f"{where.kind} {path}: {first.message[:160]}")
         if payload["site"] != where.site or payload["device_id"] != where.device_id:
             raise Rejected("source_mismatch", f"payload says {payload['site']}/{payload['device_id']}")
         return Message(where, payload=payload)

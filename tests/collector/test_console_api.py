@@ -200,3 +200,26 @@ def test_a_health_report_stored_before_validation_refused_nan_keeps_the_fleet_va
     g01 = next(d for d in json.loads(body)["devices"] if d["device_id"] == "g01")
     assert g01["outbox_depth"] == 0 and [p["kind"] for p in g01["problems"]] == ["clock"]  # the stored row was read
     assert alice.call("/fleet")[0] == 200 and alice.get_json("/api/devices/globex/g01")[0] == 200
+
+
+def test_a_time_no_calendar_can_show_does_not_take_the_pages_down(console: Running) -> None:
+    """Rows stored before the collector refused them: an event detected in year 10000 (UTC)
+    sat on top of the queue, newest first, and every page showing it failed with 500."""
+    store = console.server.store
+    late, early = (e["event_id"] for e in console.demo.desks["d01"].sent[:2])
+    with store.transaction() as tx:
+        tx.execute("UPDATE events SET detected_ts = ? WHERE event_id = ?", (253402300799.0 + 3600, late))
+        tx.execute("UPDATE events SET detected_ts = ? WHERE event_id = ?", (-62135596800.0 - 3600, early))
+    alice, worker = console.client("alice"), console.client("w-1")
+    for path in ("/queue?view=all", "/api/queue?view=all", "/api/queue/latest", "/queue.csv?view=all&tz=Asia/Tokyo",
+                 f"/events/{late}?tz=Asia/Tokyo", f"/api/events/{late}", f"/events/{early}?tz=America/New_York",
+                 f"/api/events/{early}", "/devices/acme/d01"):  # fmt: skip
+        status, _, body = alice.call(path)
+        assert status == 200, (path, body[:200])
+    _, _, exported = alice.call("/queue.csv?view=all")
+    assert len(list(csv.DictReader(io.StringIO(exported.decode())))) == len(console.demo.events)  # not cut short
+    _, shown = alice.get_json(f"/api/events/{late}")
+    assert shown["detected_at_utc"].startswith("9999-12-3")  # the edge of what a calendar shows
+    for path in ("/me", "/api/me/findings?limit=200"):
+        status, _, body = worker.call(path)
+        assert status == 200, (path, body[:200])

@@ -344,3 +344,42 @@ def test_orphan_evidence_has_a_quota_per_device(store_factory: Callable[[str], S
     assert store_all(store, [evidence, event]) == ["stored", "stored"]
     event, evidence, _ = noisy.violation()
     assert store_all(store, [event, evidence]) == ["stored", "stored"]
+
+
+def test_times_outside_1970_to_2099_are_refused_as_bad_time_naming_the_field(
+    store_factory: Callable[[str], Store], caplog: pytest.LogCaptureFixture
+) -> None:
+    """'9999-12-31T23:59:59-01:00' is a real instant, but in year 10000 UTC: stored, it made
+    every console page that shows it fail (newest first, the queue for good)."""
+    from deskwatch_collector.intake import Inbound, Writer
+
+    store = store_factory("sqlite")
+    dev = SimDevice("acme", "desk-a", "w-1")
+    event, scan = dev.violation(with_evidence=False)
+    refused = [
+        ("event detected_at", with_payload(event, detected_at="9999-12-31T23:59:59-01:00")),  # year 10000 in UTC
+        ("event detected_at", with_payload(event, detected_at="0001-01-01T00:00:00+01:00")),  # year 0 in UTC
+        ("event detected_at", with_payload(event, detected_at="1969-12-31T23:59:59.999Z")),
+        ("scan started_at", with_payload(scan, started_at="2100-01-01T00:00:00.000Z")),
+        ("status since", with_payload(dev.status(), since="0001-01-01T00:00:00+01:00")),
+        ("health last_scan_at", with_payload(dev.health(), last_scan_at="9999-12-31T23:59:59-01:00")),
+    ]
+    acked: list[int] = []
+    writer = Writer(store)
+    writer.process(
+        [Inbound(m.topic, m.payload, {}, NOW, lambda i=i: acked.append(i)) for i, (_, m) in enumerate(refused)]
+    )
+    assert sorted(acked) == list(range(len(refused)))  # kept in rejects, so acknowledged
+    with store.transaction(write=False) as tx:
+        rejects = tx.rows("SELECT reason, detail FROM rejects ORDER BY id")
+        assert tx.one("SELECT COUNT(*) FROM events") == (0,) and tx.one("SELECT COUNT(*) FROM scans") == (0,)
+    assert [r[0] for r in rejects] == ["bad_time"] * len(refused)
+    # The detail names the field and what the device must fix.
+    assert sorted(d.split(":")[0] for _, d in rejects) == sorted(f for f, _ in refused)
+    assert all("1970" in d and "2099" in d for _, d in rejects), rejects
+    assert "Traceback" not in caplog.text
+    # The edges are stored: a Pi without a real-time clock starts at 1970-01-01T00:00:00Z.
+    first, last = dev.violation(with_evidence=False)[0], dev.violation(with_evidence=False)[0]
+    edges = [with_payload(first, detected_at="1970-01-01T00:00:00.000Z"),
+             with_payload(last, detected_at="2099-12-31T23:59:59.999Z")]  # fmt: skip
+    assert store_all(store, edges) == ["stored", "stored"]

@@ -2,6 +2,10 @@
 
 The browser tells its IANA zone (a cookie the page's script sets, or ``tz=`` on the API);
 anything unknown falls back to UTC, never to the server's zone.
+
+A stored time no calendar can show (year 10000 in UTC: the collector refuses such times
+now, but rows stored before it did remain) is shown at the calendar's edge, never fails
+the page: one row must not take a queue down.
 """
 
 from __future__ import annotations
@@ -29,8 +33,22 @@ def zone(name: str | None) -> ZoneInfo:
     return ZoneInfo("UTC")
 
 
+# The instants every zone can show: a day inside the years 1 to 9999 that datetime knows.
+_FIRST_SHOWN = datetime(1, 1, 2, tzinfo=UTC)
+_LAST_SHOWN = datetime(9999, 12, 30, tzinfo=UTC)
+
+
+def _utc(ts: float) -> datetime:
+    """``ts`` as a UTC datetime, held to the span every zone can show (see the module's docstring)."""
+    try:
+        t = datetime.fromtimestamp(ts, UTC)
+    except (ValueError, OverflowError, OSError):
+        return _LAST_SHOWN if ts > 0 else _FIRST_SHOWN
+    return min(max(t, _FIRST_SHOWN), _LAST_SHOWN)
+
+
 def local(ts: float, tz: ZoneInfo) -> datetime:
-    return datetime.fromtimestamp(ts, UTC).astimezone(tz)
+    return _utc(ts).astimezone(tz)
 
 
 def show(ts: float | None, tz: ZoneInfo, seconds: bool = False) -> str:
@@ -45,7 +63,7 @@ def show(ts: float | None, tz: ZoneInfo, seconds: bool = False) -> str:
 
 
 def iso_utc(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+    return _utc(ts).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
 def day_start(d: date, tz: ZoneInfo) -> float:
