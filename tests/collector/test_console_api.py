@@ -223,3 +223,19 @@ def test_a_time_no_calendar_can_show_does_not_take_the_pages_down(console: Runni
     for path in ("/me", "/api/me/findings?limit=200"):
         status, _, body = worker.call(path)
         assert status == 200, (path, body[:200])
+
+
+def test_a_date_at_the_calendars_end_is_refused_naming_the_parameter(console: Running) -> None:
+    """?to=9999-12-31 (its day ends in year 10000) gave 500 and a traceback on the queue, its
+    CSV and the accuracy report; it is a filter the console cannot run, like from=2026-02-30."""
+    alice = console.client("alice")
+    for path in ("/api/queue?to=9999-12-31", "/api/accuracy?to=9999-12-31", "/api/accuracy?to=0001-01-05",
+                 "/api/queue?from=0001-01-01&tz=Asia/Tokyo", "/queue.csv?to=9999-12-31"):  # fmt: skip
+        status, _, body = alice.call(path)
+        assert status == 400 and b"is outside 1970-01-01 to 2099-12-31" in body, (path, body[:200])
+    status, err = alice.get_json("/api/queue?view=all&to=9999-12-31")
+    assert err["error"].startswith("to: '9999-12-31'")
+    for path in ("/queue?to=9999-12-31", "/accuracy?to=9999-12-31"):
+        status, _, page = alice.call(path)
+        assert status == 400 and b"is outside 1970-01-01 to 2099-12-31" in page  # in words, in the page's frame
+    assert alice.get_json("/api/queue?view=all&from=1970-01-01&to=2099-12-31")[0] == 200  # the edges run

@@ -144,6 +144,8 @@ def test_bad_queries_get_a_clear_error() -> None:
         ({"device": ["desk 1; DROP TABLE events"]}, "letters, digits"),
         ({"site": ["umbrella"]}, "not one of your sites"),
         ({"from": ["2026-02-30"]}, "not a date"),
+        ({"to": ["9999-12-31"]}, "^to: '9999-12-31' is outside 1970-01-01 to 2099-12-31"),  # its day's end: year 10000
+        ({"from": ["0001-01-01"]}, "^from: '0001-01-01' is outside"),
         ({"from": ["2026-11-20"], "to": ["2026-11-10"]}, "ends before it starts"),
         ({"view": ["open", "all"]}, "once"),
     ]:

@@ -19,7 +19,7 @@ import math
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
@@ -28,7 +28,7 @@ from deskwatch_collector.auth import User
 from deskwatch_collector.console import timefmt
 from deskwatch_collector.console.vocab import QUEUE_VIEWS, RULES, reason_label, rule_label
 from deskwatch_collector.store import Store, Tx
-from deskwatch_collector.validate import NAME
+from deskwatch_collector.validate import END_INSTANT, FIRST_INSTANT, NAME
 
 PAGE_DEFAULT, PAGE_MAX = 50, 200
 MERGE_SITES_MAX = 16
@@ -132,14 +132,23 @@ def single(query: Mapping[str, Sequence[str]], key: str) -> str | None:
     return value or None
 
 
+# The days a date filter may name: those of the times the collector accepts (validate.py).
+# A day at the calendar's end (9999-12-31) has no end to compute, in any zone.
+FIRST_DAY = FIRST_INSTANT.date()
+LAST_DAY = END_INSTANT.date() - timedelta(days=1)
+
+
 def date_param(query: Mapping[str, Sequence[str]], key: str) -> date | None:
     text = single(query, key)
     if text is None:
         return None
     try:
-        return date.fromisoformat(text)
+        day = date.fromisoformat(text)
     except ValueError:
         raise BadFilter(f"{key}: {text[:40]!r} is not a date (YYYY-MM-DD)") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise BadFilter(f"{key}: {text[:40]!r} is outside {FIRST_DAY} to {LAST_DAY}, the days findings can have")
+    return day
 
 
 def parse_filters(query: Mapping[str, Sequence[str]], user: User, tz: ZoneInfo) -> Filters:
