@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from deskwatch_collector.store import Tx
-from deskwatch_collector.validate import Message, Rejected
+from deskwatch_collector.validate import UNSTORABLE_TEXT, Message, Rejected
 from deskwatch_contract.jsonutil import dumps
 
 logger = logging.getLogger(__name__)
@@ -71,9 +71,17 @@ def _source(topic: str) -> str | None:
     return "/".join(parts[2:4])[:140] if len(parts) >= 4 and parts[0] == "deskwatch" else None
 
 
+def _storable(text: str) -> str:
+    """``text`` with U+0000 and lone surrogates written as escapes (``\\x00``, ``\\ud800``)."""
+    return UNSTORABLE_TEXT.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+
+
 def record_reject(tx: Tx, topic: str, reason: str, detail: str, raw: bytes, now: float) -> None:
     """Keep a refused message: its reason (counted by ``report``) and, within a per-device
     quota, its first 64 KiB, so an operator can see what a device actually sent."""
+    # A reject must always be storable, or the writer would retry it for ever: a topic from
+    # an AMQP routing key (any string) may hold what a text column cannot.
+    topic, detail = _storable(topic), _storable(detail)
     source = _source(topic)
     # A refused photo is not kept: it shows a person, and nothing will ever verify it.
     keep: bytes | None = None if "/evidence/" in topic else raw[:RAW_KEPT_BYTES]

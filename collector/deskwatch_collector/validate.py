@@ -16,6 +16,10 @@ choke on later:
   is one outside 1970-01-01T00:00:00Z to 2099-12-31T23:59:59.999Z (:data:`FIRST_INSTANT`,
   :data:`END_INSTANT`): a real instant such as ``9999-12-31T23:59:59-01:00`` (year 10000 in
   UTC) is a clock gone wrong, and no calendar or time zone could show it;
+- ``bad_text``: a string or a key holding U+0000 or a lone UTF-16 surrogate (``"\\ud800"``):
+  JSON's escapes let both through, but PostgreSQL cannot store U+0000 in a text column and
+  neither backend can encode a lone surrogate, so such a message was kept only as an
+  ``internal_error`` (and on SQLite, U+0000 alone was stored): refused the same on both;
 - ``bad_json``: not UTF-8, not JSON, duplicate keys, nested too deep, not an object.
 
 Evidence sealed on the device to the collector's public key (contract 1.1) is opened
@@ -85,6 +89,33 @@ def _time_error(error: ValidationError) -> ValidationError | None:
             return item
         stack.extend(item.context or ())
     return None
+
+
+# U+0000 (PostgreSQL text cannot hold it) and lone surrogates (no UTF-8 encoding exists).
+UNSTORABLE_TEXT = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable_text(value: Any, kind: str) -> None:
+    """Raise :class:`Rejected` (``bad_text``) for a string or key holding U+0000 or a lone
+    surrogate, anywhere; the detail names the field and the character."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        texts: list[tuple[str, str]] = []
+        if isinstance(item, dict):
+            for key, sub in item.items():
+                inner = f"{path}/{key}" if path else key
+                texts.append((f"{path or '(root)'}: a key", key))
+                stack.append((inner, sub))
+        elif isinstance(item, list):
+            stack.extend((f"{path}/{i}", sub) for i, sub in enumerate(item))
+        elif isinstance(item, str):
+            texts.append((path, item))
+        for where, text in texts:
+            bad = UNSTORABLE_TEXT.search(text)
+            if bad is not None:
+                char = "U+0000 (NUL)" if bad.group() == "\x00" else f"a lone surrogate U+{ord(bad.group()):04X}"
+                raise Rejected("bad_text", f"{kind} {where}: holds {char}, which no stored text may hold")
 
 
 def _numbers_in_range(value: Any) -> None:
@@ -175,6 +206,7 @@ class Validator:
             reason = "not_finite" if "is not allowed in JSON" in str(exc) else "bad_json"
             raise Rejected(reason, str(exc)[:160]) from None
         _numbers_in_range(payload)
+        _storable_text(payload, where.kind)
         errors = sorted(self._validators[where.kind].iter_errors(payload), key=lambda e: list(e.absolute_path))
         if errors:
             first = errors[0]

@@ -383,3 +383,50 @@ def test_times_outside_1970_to_2099_are_refused_as_bad_time_naming_the_field(
     edges = [with_payload(first, detected_at="1970-01-01T00:00:00.000Z"),
              with_payload(last, detected_at="2099-12-31T23:59:59.999Z")]  # fmt: skip
     assert store_all(store, edges) == ["stored", "stored"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_text_no_database_can_store_is_refused_as_bad_text_on_both_backends(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int], backend: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """JSON's escapes let U+0000 and a lone surrogate ("\\ud800") into a contract-valid
+    payload. PostgreSQL cannot store U+0000 in a text column and neither backend can encode a
+    lone surrogate: such an event was kept only as an internal_error (a bug, to the operator)
+    and its photo later deleted as an orphan. It is a message the device got wrong: refused
+    up front, the same on both backends, naming the field."""
+    from deskwatch_collector.intake import Inbound, Writer
+
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    event, evidence, scan = dev.violation()
+    bare = dev.violation(with_evidence=False)[0]
+    detections = json.loads(event.payload)["detections"]
+    detections[0]["label"] = "phone\udfff"
+    refused = [
+        ("event scan_id", with_payload(event, scan_id="x\u0000y")),
+        ("event evidence_reason", with_payload(bare, evidence_reason="x\u0000y")),
+        ("event detail", with_payload(event, detail="a\u0000b")),
+        ("event detail", with_payload(event, detail="\ud800")),
+        ("event detections/0/label", with_payload(event, detections=detections)),
+        ("event policy", with_payload(event, policy={"profile": "full", "rule": "phone_use", "\ud800": 1})),
+        ("scan scan_id", with_payload(scan, scan_id="s\u0000")),
+        ("status version", with_payload(dev.status(), version="0.2\u0000")),
+    ]
+    acked: list[int] = []
+    batch = [Inbound(m.topic, m.payload, {}, NOW, lambda i=i: acked.append(i)) for i, (_, m) in enumerate(refused)]
+    # A topic only AMQP could carry (a routing key is any string): its reject must be storable too.
+    batch.append(Inbound("deskwatch/v1/acme/desk\u0000a/event", bare.payload, {}, NOW, lambda: acked.append(-1)))
+    writer = Writer(store)
+    writer.process(batch)
+    assert sorted(acked) == [-1, *range(len(refused))]  # each kept in rejects, so acknowledged
+    with store.transaction(write=False) as tx:
+        rejects = tx.rows("SELECT detail FROM rejects WHERE reason = 'bad_text'")
+        assert tx.rows("SELECT topic FROM rejects WHERE reason <> 'bad_text'") == [
+            ("deskwatch/v1/acme/desk\\x00a/event",)
+        ]
+    assert sorted(d.split(":")[0] for (d,) in rejects) == sorted(f for f, _ in refused)
+    assert all("U+0000" in d or "surrogate" in d for (d,) in rejects), rejects
+    assert db_count(store, "events") == 0 and db_count(store, "scans") == 0
+    assert "internal_error" not in str(writer.stats.snapshot()) and "Traceback" not in caplog.text
+    # The device's next, clean copy is stored, photo and all.
+    assert store_all(store, [event, evidence]) == ["stored", "stored"]
