@@ -28,6 +28,7 @@ from typing import Any
 import pika
 import pika.exceptions
 
+from deskwatch_collector import MAX_RETENTION_DAYS
 from deskwatch_collector.ingest import IngestStats
 from deskwatch_collector.intake import Inbound, IntakeHealth, WriterFront
 from deskwatch_collector.store import Store
@@ -78,8 +79,11 @@ class QueueConsumer(WriterFront):
         health: IntakeHealth | None = None,
         validator: Validator | None = None,
         wall: Callable[[], float] = time.time,
+        retention_days: float = MAX_RETENTION_DAYS,
     ) -> None:
-        super().__init__(settings, store, validator=validator, stats=stats, health=health, wall=wall)
+        super().__init__(
+            settings, store, validator=validator, stats=stats, health=health, wall=wall, retention_days=retention_days
+        )
         self.settings = settings
         self.subscribed = threading.Event()
         self._generation = 0

@@ -292,10 +292,10 @@ def _run(args: argparse.Namespace, store: Store) -> int:
         queue = QueueSettings(
             urls=args.amqp, queue=args.amqp_queue, client_name=settings.client_id, batch_max=settings.batch_max
         )
-        intake = QueueConsumer(queue, store, stats=stats, validator=validator)
+        intake = QueueConsumer(queue, store, stats=stats, validator=validator, retention_days=args.retention_days)
         source = f"queue {args.amqp_queue}"
     else:
-        intake = Subscriber(settings, store, stats=stats, validator=validator)
+        intake = Subscriber(settings, store, stats=stats, validator=validator, retention_days=args.retention_days)
         source = f"{settings.host}:{settings.port}"
     web = None
     if args.http != "off":

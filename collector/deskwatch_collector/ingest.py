@@ -8,6 +8,9 @@
   With shared subscriptions the JPEG can reach a collector before its event (or another
   collector entirely), so it is kept as ``pending`` until the event arrives and is then
   verified, or deleted (and the deletion recorded) on a mismatch.
+- Evidence already past the retention when it arrives (a device replaying a long outage's
+  outbox) is not kept: its deletion is recorded with reason ``retention``, as the purge
+  would have recorded it, so a photo is never held longer than ``retention_days``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from collections.abc import Set
 from datetime import datetime
 from typing import Any
 
+from deskwatch_collector import MAX_RETENTION_DAYS
+from deskwatch_collector.retention import DAY
 from deskwatch_collector.store import Tx
 from deskwatch_collector.validate import UNSTORABLE_TEXT, Message, Rejected
 from deskwatch_contract.jsonutil import dumps
@@ -105,18 +110,21 @@ def apply(
     now: float,
     known_devices: Set[tuple[str, str]] = frozenset(),
     deferred_scans: list[tuple[Any, ...]] | None = None,
+    retention_days: float = MAX_RETENTION_DAYS,
 ) -> str:
-    """Store one message; returns ``stored``, ``duplicate``, ``updated``, ``stale`` or ``deferred``.
+    """Store one message; returns ``stored``, ``duplicate``, ``updated``, ``stale``, ``deferred``
+    or ``expired`` (a photo already past ``retention_days``: not kept, its deletion recorded).
 
     Raises :class:`Rejected`. ``known_devices``: (site, device_id) pairs already committed to
     ``devices`` (saves a statement). With ``deferred_scans`` a scan record is appended there
     for :func:`flush_scans` instead of being inserted now.
     """
     kind = msg.topic.kind
+    kept_from = now - retention_days * DAY
     if kind == "event":
-        return _event(tx, msg, received_at, now)
+        return _event(tx, msg, received_at, now, kept_from)
     if kind == "evidence":
-        return _evidence(tx, msg, received_at)
+        return _evidence(tx, msg, received_at, now, kept_from)
     if kind == "scan":
         return _scan(tx, msg, received_at, known_devices, deferred_scans)
     if kind == "status":
@@ -133,7 +141,7 @@ def _ensure_device(tx: Tx, site: str, device_id: str) -> None:
     )
 
 
-def _event(tx: Tx, msg: Message, received_at: float, now: float) -> str:
+def _event(tx: Tx, msg: Message, received_at: float, now: float, kept_from: float) -> str:
     p = msg.payload
     assert p is not None
     site, device = msg.topic.site, msg.topic.device_id
@@ -191,14 +199,17 @@ def _event(tx: Tx, msg: Message, received_at: float, now: float) -> str:
             extra={"journal": {"EVENT_ID": p["event_id"], "DEVICE_ID": device}},
         )
     # Evidence that arrived first is settled now (one statement; a mismatch is rare and deleted).
+    captured = min(detected_ts, received_at)
     settled = tx.one(
         "UPDATE evidence SET captured_ts = ?, state = CASE WHEN sha256 = ? THEN 'verified' ELSE 'mismatch' END"
         " WHERE event_id = ? AND state = 'pending' RETURNING state",
-        (min(detected_ts, received_at), sha, p["event_id"].lower()),
+        (captured, sha, p["event_id"].lower()),
     )
     if settled is not None and settled[0] == "mismatch":
         _delete_evidence(tx, p["event_id"].lower(), now, "sha256_mismatch")
         logger.warning("evidence for event %s does not match its sha256: deleted", p["event_id"])
+    elif settled is not None and captured < kept_from:
+        _delete_evidence(tx, p["event_id"].lower(), now, "retention")
     return "stored"
 
 
@@ -209,9 +220,10 @@ ORPHAN_MAX_BYTES = 4 * 1024 * 1024
 event will ever claim. A device has a few photos in flight at most."""
 
 
-def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
+def _evidence(tx: Tx, msg: Message, received_at: float, now: float, kept_from: float) -> str:
     """The one path a photo takes into the database: checked against its event, or held
-    ``pending`` (within the device's quota) until the event arrives."""
+    ``pending`` (within the device's quota) until the event arrives. A photo taken before
+    ``kept_from`` is past the retention already: recorded as deleted, never stored."""
     event_id = msg.topic.event_id
     assert event_id is not None and msg.data is not None and msg.sha256 is not None
     row = tx.one(
@@ -228,6 +240,8 @@ def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
             raise Rejected("evidence_sha256", f"event {event_id} declares another sha256")
         # A device clock ahead of time must not keep a photo past the retention: never later than arrival.
         state, captured = "verified", min(float(row[1]), received_at)
+        if captured < kept_from:
+            return _expired(tx, msg, event_id, captured, now)
     else:
         held = tx.one(
             "SELECT COUNT(*), COALESCE(SUM(bytes), 0) FROM evidence WHERE site = ? AND device_id = ?"
@@ -253,6 +267,18 @@ def _evidence(tx: Tx, msg: Message, received_at: float) -> str:
         ),
     )
     return "stored" if inserted else "duplicate"
+
+
+def _expired(tx: Tx, msg: Message, event_id: str, captured: float, now: float) -> str:
+    """Account for a photo that arrived past the retention as the purge would have deleted it
+    (each arrival: a copy re-sent later is recorded again, and again not kept)."""
+    assert msg.data is not None and msg.sha256 is not None
+    tx.execute(
+        "INSERT INTO evidence_deletions (event_id, site, device_id, sha256, bytes, captured_ts, deleted_at, reason)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, 'retention')",
+        (event_id, msg.topic.site, msg.topic.device_id, msg.sha256, len(msg.data), captured, now),
+    )
+    return "expired"
 
 
 def _delete_evidence(tx: Tx, event_id: str, now: float, reason: str) -> None:

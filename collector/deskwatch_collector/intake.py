@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from deskwatch_collector import MAX_RETENTION_DAYS
 from deskwatch_collector.ingest import IngestStats, apply, flush_scans, reconcile_pending, record_reject
 from deskwatch_collector.store import Store, StoreUnavailable
 from deskwatch_collector.validate import Rejected, Validator
@@ -172,8 +173,10 @@ class Writer:
         batch_max: int = 200,
         batch_wait: float = 0.02,
         retry_max: float = 30.0,
+        retention_days: float = MAX_RETENTION_DAYS,
     ) -> None:
         self.store = store
+        self.retention_days = retention_days  # a photo already older is not kept (ingest.apply)
         self.validator = validator or Validator()
         self.stats = stats or IngestStats()
         self.health = health or IntakeHealth()
@@ -319,7 +322,9 @@ class Writer:
             for item in sorted(batch, key=_device_key):
                 try:
                     msg = self.validator.check(item.topic, item.payload, item.props)
-                    outcome = apply(tx, msg, item.received_at, now, self._known_devices, scans)
+                    outcome = apply(
+                        tx, msg, item.received_at, now, self._known_devices, scans, retention_days=self.retention_days
+                    )
                 except Rejected as exc:
                     record_reject(tx, item.topic, exc.reason, exc.detail, item.payload, now)
                     rejected.append((item.topic, exc))
@@ -357,6 +362,7 @@ class WriterFront:
         stats: IngestStats | None = None,
         health: IntakeHealth | None = None,
         wall: Callable[[], float] = time.time,
+        retention_days: float = MAX_RETENTION_DAYS,
     ) -> None:
         self.wall = wall
         self.writer = Writer(
@@ -367,6 +373,7 @@ class WriterFront:
             wall=wall,
             batch_max=settings.batch_max,
             batch_wait=settings.batch_wait,
+            retention_days=retention_days,
         )
 
     @property

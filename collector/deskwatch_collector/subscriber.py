@@ -33,6 +33,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from deskwatch_collector import MAX_RETENTION_DAYS
 from deskwatch_collector.ingest import IngestStats
 from deskwatch_collector.intake import Inbound, IntakeHealth, WriterFront
 from deskwatch_collector.store import Store
@@ -80,8 +81,11 @@ class Subscriber(WriterFront):
         stats: IngestStats | None = None,
         health: IntakeHealth | None = None,
         wall: Callable[[], float] = time.time,
+        retention_days: float = MAX_RETENTION_DAYS,
     ) -> None:
-        super().__init__(settings, store, validator=validator, stats=stats, health=health, wall=wall)
+        super().__init__(
+            settings, store, validator=validator, stats=stats, health=health, wall=wall, retention_days=retention_days
+        )
         self.settings = settings
         self.subscribed = threading.Event()
         self.connected = threading.Event()

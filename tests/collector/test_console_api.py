@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -239,3 +240,33 @@ def test_a_date_at_the_calendars_end_is_refused_naming_the_parameter(console: Ru
         status, _, page = alice.call(path)
         assert status == 400 and b"is outside 1970-01-01 to 2099-12-31" in page  # in words, in the page's frame
     assert alice.get_json("/api/queue?view=all&from=1970-01-01&to=2099-12-31")[0] == 200  # the edges run
+
+
+def test_a_picture_past_the_retention_is_neither_served_nor_offered(console: Running) -> None:
+    """The purge runs every --purge-every (10 minutes by default); until it did, a photo past
+    the retention ("at most 20 days") was still served by /evidence/{id} and shown on every page."""
+    store = console.server.store
+    target = next(e for e in console.demo.desks["d01"].sent if e["evidence"])["event_id"]
+    alice, worker = console.client("alice"), console.client("w-1")
+    assert alice.call(f"/evidence/{target}")[0] == 200
+    past = time.time() - 20 * 86400 - 60  # a minute past the 20 days; the purge has not run yet
+    with store.transaction() as tx:
+        tx.execute("UPDATE evidence SET captured_ts = ? WHERE event_id = ?", (past, target))
+    for who in (alice, worker):
+        assert who.call(f"/evidence/{target}")[0] == 404
+        _, ev = who.get_json(f"/api/events/{target}")
+        assert (ev["has_picture"], ev["picture_url"], ev["days_left"]) == (False, None, None)
+        assert ev["no_picture_why"] == "the picture has been deleted"
+    for who, path in ((alice, "/api/queue?view=all&limit=200"), (alice, "/api/queue/latest?after_id=0"),
+                      (worker, "/api/me/findings?limit=200")):  # fmt: skip
+        _, listed = who.get_json(path)
+        assert listed["events"] and all(
+            e["picture_url"] is None for e in listed["events"] if e["captured_ts"] and e["captured_ts"] < past + 120
+        ), path
+    assert next(e for e in listed["events"] if e["event_id"] == target)["picture_url"] is None
+    for path in (f"/events/{target}", "/devices/acme/d01", "/queue?view=all&limit=200"):
+        assert f"/evidence/{target}".encode() not in alice.call(path)[2], path
+    assert f"/evidence/{target}".encode() not in worker.call("/me?limit=200")[2]
+    _, _, exported = alice.call("/queue.csv?view=all")
+    row = next(r for r in csv.DictReader(io.StringIO(exported.decode())) if r["event_id"] == target)
+    assert row["picture"] == "deleted or not received"

@@ -24,6 +24,7 @@ from tests.support.console import T0, Desk, store_messages
 
 SUP = User("alice", "supervisor", ("acme", "globex", "initech"), None)
 UTC = ZoneInfo("UTC")
+KEPT_FROM = (T0 - timedelta(days=20)).timestamp()  # the console on T0 with the 20-day retention
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -102,15 +103,15 @@ def test_pages_older_then_newer_cover_the_filter_exactly(seeded: tuple[Store, li
     f = parse_filters(case, SUP, UTC)
     want = expected(events, state_of(store), f)
     with store.transaction(write=False) as tx:
-        pages = [queue.page(tx, f, limit=7)]
+        pages = [queue.page(tx, f, kept_from=KEPT_FROM, limit=7)]
         while pages[-1].older:
-            pages.append(queue.page(tx, f, before=pages[-1].older, limit=7))
+            pages.append(queue.page(tx, f, kept_from=KEPT_FROM, before=pages[-1].older, limit=7))
         got = [e["event_id"] for p in pages for e in p.events]
         assert got == want  # every match once, newest first, the tie broken by id
         assert pages[0].newer is None and (len(pages) == 1 or pages[1].newer is not None)
         back = [pages[-1]]  # walk back up with the "newer" cursors
         while back[-1].newer:
-            back.append(queue.page(tx, f, after=back[-1].newer, limit=7))
+            back.append(queue.page(tx, f, kept_from=KEPT_FROM, after=back[-1].newer, limit=7))
         # Going back gives the same pages in reverse, each newest first, ending on the first page.
         assert [[e["event_id"] for e in p.events] for p in back] == [
             [e["event_id"] for e in p.events] for p in reversed(pages)
@@ -188,7 +189,7 @@ def test_csv_holds_no_transaction_between_pages(
             open_now[0] -= 1
 
     monkeypatch.setattr(store, "transaction", counted)
-    lines = queue.csv_lines(store, parse_filters({"view": ["all"]}, SUP, UTC), UTC)
+    lines = queue.csv_lines(store, parse_filters({"view": ["all"]}, SUP, UTC), UTC, kept_from=KEPT_FROM)
     chunks = []
     for chunk in lines:
         assert open_now[0] == 0, "a transaction stays open while the client reads"
@@ -202,9 +203,9 @@ def test_a_worker_sees_only_their_own_findings(seeded: tuple[Store, list[dict[st
     worker = User("w-acme-1", "worker", ("acme", "globex"), "w-acme-1")
     f = parse_filters({"worker": ["w-globex-1"]}, worker, UTC)  # asking for someone else changes nothing
     with store.transaction(write=False) as tx:
-        mine = queue.page(tx, f, limit=200).events
+        mine = queue.page(tx, f, kept_from=KEPT_FROM, limit=200).events
         assert mine == [] and queue.counts(tx, f).total == 0
-        own = queue.page(tx, parse_filters({}, worker, UTC), limit=200).events
+        own = queue.page(tx, parse_filters({}, worker, UTC), kept_from=KEPT_FROM, limit=200).events
     assert {e["worker_id"] for e in own} == {"w-acme-1"}
     assert len(own) == sum(1 for e in events if e["worker_id"] == "w-acme-1")
 
@@ -221,10 +222,16 @@ def test_no_filters_show_a_worker_others_findings(seeded: tuple[Store, list[dict
             Filters(user=worker, sites=("acme", "globex", "initech"), view="all"),
             Filters(user=worker, view="all", worker="w-globex-1"),
         ):
-            shown = queue.page(tx, f, limit=200).events
+            shown = queue.page(tx, f, kept_from=KEPT_FROM, limit=200).events
             assert {e["worker_id"] for e in shown} <= {"w-acme-1"}, f
             assert queue.counts(tx, f).total == len(shown) <= len(mine)
-        assert sorted(e["event_id"] for e in queue.page(tx, Filters(user=worker, view="all"), limit=200).events) == mine
+        assert (
+            sorted(
+                e["event_id"]
+                for e in queue.page(tx, Filters(user=worker, view="all"), kept_from=KEPT_FROM, limit=200).events
+            )
+            == mine
+        )
         wide = Filters(user=SUP, view="all")
         assert wide.sites == SUP.sites and queue.counts(tx, wide).total == len(events)
 
@@ -244,7 +251,7 @@ def test_csv_has_every_filtered_row_no_picture_and_no_formulas(seeded: tuple[Sto
     )
     store_messages(store, messages, T0.timestamp())
     f = parse_filters({"view": ["all"]}, SUP, ZoneInfo("Europe/Berlin"))
-    text = "".join(queue.csv_lines(store, f, ZoneInfo("Europe/Berlin")))
+    text = "".join(queue.csv_lines(store, f, ZoneInfo("Europe/Berlin"), kept_from=KEPT_FROM))
     rows = list(csv.DictReader(io.StringIO(text)))
     assert len(rows) == len(events) + 1 and {r["zone"] for r in rows} == {"Europe/Berlin"}
     bad = next(r for r in rows if r["event_id"] == rogue.sent[0]["event_id"])

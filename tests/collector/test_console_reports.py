@@ -20,6 +20,7 @@ from tests.support.console import T0, Desk, store_messages
 
 SUP = User("alice", "supervisor", ("acme", "globex"), None)
 NOW = T0.timestamp()
+KEPT_FROM = NOW - 20 * 86400  # the console at NOW with the 20-day retention
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -110,7 +111,7 @@ def test_review_trail_reopen_and_who_may_do_what(known: tuple[Store, dict[str, l
             review.contest(tx, User("w1", "worker", ("acme",), "w1"), target, "not mine", NOW)
         assert err.value.status == 404
     with store.transaction(write=False) as tx:
-        ev = detail.find_event(tx, SUP, target)
+        ev = detail.find_event(tx, SUP, target, kept_from=KEPT_FROM)
         trail = detail.trail(tx, target)
     assert ev is not None and (ev["review_state"], ev["review_reason"], ev["review_note"]) == (
         "dismissed", "other", "badge, not a phone")  # fmt: skip
@@ -130,11 +131,11 @@ def test_event_detail_has_detections_scan_checks_and_device_history(console_stor
     store_messages(store, msgs, NOW)
     first = desk.sent[0]["event_id"]
     with store.transaction(write=False) as tx:
-        ev = detail.find_event(tx, SUP, first)
+        ev = detail.find_event(tx, SUP, first, kept_from=KEPT_FROM)
         assert ev is not None
         scan = detail.scan_of(tx, "acme", "d1", ev["scan_id"])
-        hist = detail.device_history(tx, SUP, "acme", "d1")
-        assert detail.find_event(tx, User("w9", "worker", ("acme",), "w9"), first) is None
+        hist = detail.device_history(tx, SUP, "acme", "d1", kept_from=KEPT_FROM)
+        assert detail.find_event(tx, User("w9", "worker", ("acme",), "w9"), first, kept_from=KEPT_FROM) is None
     assert ev["has_picture"] and ev["picture_size"][0] <= 320 and ev["picture_size"][1] <= 240
     assert [d["label"] for d in ev["detections"]] == ["person", "cell phone", "person"]
     assert ev["detections"][1]["box"] == pytest.approx([0.45, 0.473, 0.045, 0.07])  # x, y, w, h

@@ -58,6 +58,13 @@ def test_the_list_says_review_contest_and_picture_and_who_is_due(console_store: 
     store_messages(store, other.finding("phone_use", now), t + 9)  # a new event makes its device due
     with store.transaction(write=False) as tx:
         assert ("acme", "desk-b") in reviewfeed.due_devices(tx, t + 10)
+    # A device clock two days ahead: its finding is still listed 20.5 days on, but the picture
+    # (counted from its arrival) is past the retention: deleted, not "kept" until a time gone by.
+    ahead = Desk("acme", "desk-c", "w-3")
+    store_messages(store, ahead.finding("phone_use", now + timedelta(days=2), photo="phone_01.jpg"), t)
+    with store.transaction(write=False) as tx:
+        later = reviewfeed.digest(tx, "acme", "desk-c", 20, t + 20.5 * 86400)
+    assert [(f["picture"], f["picture_until"]) for f in later["findings"]] == [("deleted", None)]
 
 
 @pytest.mark.broker

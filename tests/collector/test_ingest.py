@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,6 +17,7 @@ from deskwatch_dev.fleet import Outgoing, SimDevice, evidence_jpegs
 
 BACKENDS = ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)]
 NOW = 1_800_000_000.0
+AT_NOW = datetime.fromtimestamp(NOW, UTC)  # what a device reports as it happens (a photo older is past retention)
 
 
 def store_all(store: Store, messages: list[Outgoing], now: float = NOW) -> list[str]:
@@ -45,7 +47,7 @@ def test_event_evidence_and_scan_stored_once(
 ) -> None:
     store = store_factory(backend)
     dev = SimDevice("acme", "desk-a", "w-1")
-    event, evidence, scan = dev.violation(finding_type="phone_use")
+    event, evidence, scan = dev.violation(finding_type="phone_use", now=AT_NOW)
     assert store_all(store, [event, evidence, scan]) == ["stored", "stored", "stored"]
     # The device re-sends after an outage: same event_id, replayed=true; nothing new is stored.
     again = with_payload(event, replayed=True)
@@ -65,7 +67,7 @@ def test_evidence_before_its_event_is_verified_later_or_deleted(
 ) -> None:
     store = store_factory(backend)
     dev = SimDevice("acme", "desk-a", "w-1")
-    event, evidence, _ = dev.violation()
+    event, evidence, _ = dev.violation(now=AT_NOW)
     # Shared subscriptions may hand the JPEG to this collector first.
     assert store_all(store, [evidence]) == ["stored"]
     with store.transaction(write=False) as tx:
@@ -75,7 +77,7 @@ def test_evidence_before_its_event_is_verified_later_or_deleted(
         assert tx.one("SELECT state FROM evidence") == ("verified",)
 
     # A JPEG whose bytes do not match what its event declares never stays.
-    event2, evidence2, _ = dev.violation()
+    event2, evidence2, _ = dev.violation(now=AT_NOW)
     other = next(j for j in evidence_jpegs() if j != evidence2.payload)
     swapped = Outgoing(evidence2.topic, other, 1, False, None)  # no sha256 user property to catch it early
     assert store_all(store, [swapped, event2]) == ["stored", "stored"]
@@ -83,7 +85,7 @@ def test_evidence_before_its_event_is_verified_later_or_deleted(
     with store.transaction(write=False) as tx:
         assert tx.rows("SELECT event_id, reason FROM evidence_deletions") == [(event2.event_id, "sha256_mismatch")]
     # ... and when the event is already there, the mismatch is rejected outright.
-    event3, evidence3, _ = dev.violation()
+    event3, evidence3, _ = dev.violation(now=AT_NOW)
     other3 = next(j for j in evidence_jpegs() if j != evidence3.payload)
     bad = Outgoing(evidence3.topic, other3, 1, False, None)
     assert store_all(store, [event3, bad]) == ["stored", "rejected:evidence_sha256"]
@@ -172,12 +174,10 @@ def test_evidence_purged_after_retention_and_each_deletion_recorded(
 ) -> None:
     store = store_factory(backend)
     dev = SimDevice("acme", "desk-a", "w-1")
-    from datetime import UTC, datetime
-
     taken = [datetime.fromtimestamp(NOW - d * DAY, UTC) for d in (25, 19.5, 1)]
     for when in taken:
         event, evidence, _ = dev.violation(now=when)
-        store_all(store, [event, evidence])
+        store_all(store, [event, evidence], now=when.timestamp() + 3600)  # arrived an hour after
     assert db_count(store, "evidence") == 3
     result = purge_evidence(store, 20, NOW)
     assert (result.expired, result.orphaned) == (1, 0)
@@ -213,8 +213,8 @@ def test_pending_evidence_beside_a_stored_event_is_settled(
 
     store = store_factory(backend)
     dev = SimDevice("acme", "desk-a", "w-1")
-    good_event, good_jpeg, _ = dev.violation()
-    bad_event, bad_jpeg, _ = dev.violation()
+    good_event, good_jpeg, _ = dev.violation(now=AT_NOW)
+    bad_event, bad_jpeg, _ = dev.violation(now=AT_NOW)
     store_all(store, [good_event, good_jpeg, bad_event, bad_jpeg])
     with store.transaction() as tx:
         tx.execute("UPDATE evidence SET state = 'pending'")
@@ -229,8 +229,6 @@ def test_pending_evidence_beside_a_stored_event_is_settled(
 def test_a_device_clock_in_the_future_does_not_extend_retention(
     store_factory: Callable[[str], Store], db_count: Callable[..., int]
 ) -> None:
-    from datetime import UTC, datetime
-
     store = store_factory("sqlite")
     dev = SimDevice("acme", "desk-a", "w-1")
     event, evidence, _ = dev.violation(now=datetime(2035, 1, 1, tzinfo=UTC))  # RTC years ahead
@@ -340,9 +338,9 @@ def test_orphan_evidence_has_a_quota_per_device(store_factory: Callable[[str], S
         assert tx.one("SELECT COUNT(*), SUM(bytes) FROM evidence") == (ORPHAN_MAX_PHOTOS, ORPHAN_MAX_PHOTOS * 50_002)
         assert tx.one("SELECT COUNT(*) FROM rejects WHERE raw IS NOT NULL") == (0,)  # refused photos are not kept
     # Another device is not affected, and the noisy one's real photos still pair with their events.
-    event, evidence, _ = quiet.violation()
+    event, evidence, _ = quiet.violation(now=AT_NOW)
     assert store_all(store, [evidence, event]) == ["stored", "stored"]
-    event, evidence, _ = noisy.violation()
+    event, evidence, _ = noisy.violation(now=AT_NOW)
     assert store_all(store, [event, evidence]) == ["stored", "stored"]
 
 
@@ -398,7 +396,7 @@ def test_text_no_database_can_store_is_refused_as_bad_text_on_both_backends(
 
     store = store_factory(backend)
     dev = SimDevice("acme", "desk-a", "w-1")
-    event, evidence, scan = dev.violation()
+    event, evidence, scan = dev.violation(now=AT_NOW)
     bare = dev.violation(with_evidence=False)[0]
     detections = json.loads(event.payload)["detections"]
     detections[0]["label"] = "phone\udfff"
@@ -430,3 +428,38 @@ def test_text_no_database_can_store_is_refused_as_bad_text_on_both_backends(
     assert "internal_error" not in str(writer.stats.snapshot()) and "Traceback" not in caplog.text
     # The device's next, clean copy is stored, photo and all.
     assert store_all(store, [event, evidence]) == ["stored", "stored"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_photo_already_past_the_retention_is_not_kept_and_its_deletion_recorded(
+    store_factory: Callable[[str], Store], db_count: Callable[..., int], backend: str
+) -> None:
+    """A device replaying its outbox after a long outage sends an event taken 20 days and an
+    hour ago with its photo: the photo was stored as verified and served at once, until the
+    next purge pass (every --purge-every, 10 minutes by default)."""
+    from deskwatch_collector.intake import Inbound, Writer
+
+    store = store_factory(backend)
+    dev = SimDevice("acme", "desk-a", "w-1")
+    taken = NOW - 20 * DAY - 3600
+    event, photo, _ = dev.violation(now=datetime.fromtimestamp(taken, UTC))
+    assert store_all(store, [with_payload(event, replayed=True), photo]) == ["stored", "expired"]
+    # The photo first (shared subscriptions): held pending, then settled as expired by its event.
+    late_event, late_photo, _ = dev.violation(now=datetime.fromtimestamp(taken, UTC))
+    assert store_all(store, [late_photo]) == ["stored"]
+    assert store_all(store, [late_event]) == ["stored"]
+    recent_event, recent_photo, _ = dev.violation(now=datetime.fromtimestamp(NOW - 19 * DAY, UTC))
+    assert store_all(store, [recent_event, recent_photo]) == ["stored", "stored"]
+    with store.transaction(write=False) as tx:
+        assert tx.rows("SELECT event_id FROM evidence") == [(recent_event.event_id,)]
+        deleted = tx.rows("SELECT event_id, reason, captured_ts, bytes FROM evidence_deletions ORDER BY id")
+    # Accounted for as the purge would have: which photo, when it was taken, how big.
+    assert deleted == [(event.event_id, "retention", taken, len(photo.payload)),
+                       (late_event.event_id, "retention", taken, len(late_photo.payload))]  # fmt: skip
+    assert db_count(store, "events") == 3  # the findings themselves are kept
+    # The retention the collector runs with (--retention-days), not only the 20-day maximum.
+    week_event, week_photo, _ = dev.violation(now=datetime.fromtimestamp(NOW - 8 * DAY, UTC))
+    writer = Writer(store, retention_days=7, wall=lambda: NOW)
+    writer.process([Inbound(m.topic, m.payload, {}, NOW, lambda: None) for m in (week_event, week_photo)])
+    assert writer.stats.snapshot()["evidence.expired"] == 1
+    assert db_count(store, "evidence", "WHERE event_id = ?", (week_event.event_id,)) == 0

@@ -305,6 +305,12 @@ def rows_of(store: Store, site: str, worker: str | None = None) -> list[tuple[An
     return [*events, *trail]
 
 
+def on_planting_day() -> float:
+    """The console's clock: the afternoon the findings were planted. On the real clock the
+    pictures would pass the 20-day retention (and stop being served) 20 days after T0."""
+    return T0.timestamp() + 8 * 3600
+
+
 # -- the tests -----------------------------------------------------------------------------------
 @pytest.fixture
 def planted(console_store: Callable[[str], Store], console_server: ServerFactory) -> tuple[SupervisorServer, Planted]:
@@ -312,7 +318,7 @@ def planted(console_store: Callable[[str], Store], console_server: ServerFactory
     p = plant(store)
     health = IntakeHealth()
     health.broker_connected = True  # /healthz answers 200, as on a working collector
-    return console_server(store, health=health.snapshot), p
+    return console_server(store, health=health.snapshot, wall=on_planting_day), p
 
 
 def test_every_route_shows_each_account_only_its_own(planted: tuple[SupervisorServer, Planted]) -> None:
@@ -356,7 +362,7 @@ def test_the_walk_catches_a_route_without_scoping(
 
     store = console_store("sqlite")
     p = plant(store)
-    server = console_server(store)
+    server = console_server(store, wall=on_planting_day)
     app = server.guard.app
     assert isinstance(app, Starlette)
     app.router.routes.append(View().route("/api/added-later", unscoped))

@@ -15,7 +15,7 @@ from deskwatch_collector.store import Tx
 HISTORY = 10
 
 
-def find_event(tx: Tx, user: User, event_id: str) -> dict[str, Any] | None:
+def find_event(tx: Tx, user: User, event_id: str, *, kept_from: float) -> dict[str, Any] | None:
     where, params = scope(user)
     row = tx.one(
         f"SELECT {EVENT_COLUMNS}, e.payload, e.scan_id, e.seq FROM events e"
@@ -24,7 +24,7 @@ def find_event(tx: Tx, user: User, event_id: str) -> dict[str, Any] | None:
     )
     if row is None:
         return None
-    ev = event_row(row[:-3])
+    ev = event_row(row[:-3], kept_from)
     payload = _json(row[-3])
     ev["scan_id"], ev["seq"] = row[-2], int(row[-1])
     ev["detail"] = str(payload.get("detail") or "")
@@ -89,15 +89,17 @@ def scan_of(tx: Tx, site: str, device_id: str, scan_id: str) -> dict[str, Any] |
     }
 
 
-def device_history(tx: Tx, user: User, site: str, device_id: str, limit: int = HISTORY) -> list[dict[str, Any]]:
-    """The device's latest events the account may see, newest first."""
+def device_history(
+    tx: Tx, user: User, site: str, device_id: str, *, kept_from: float, limit: int = HISTORY
+) -> list[dict[str, Any]]:
+    """The device's latest events the account may see, newest first (``kept_from``: see :func:`event_row`)."""
     where, params = scope(user)
     rows = tx.rows(
         f"SELECT {EVENT_COLUMNS} FROM events e LEFT JOIN evidence v ON v.event_id = e.event_id"
         f" WHERE {where} AND e.site = ? AND e.device_id = ? ORDER BY e.detected_ts DESC, e.id DESC LIMIT ?",
         (*params, site, device_id, limit),
     )
-    return [event_row(r) for r in rows]
+    return [event_row(r, kept_from) for r in rows]
 
 
 def trail(tx: Tx, event_id: str) -> list[dict[str, Any]]:

@@ -231,11 +231,18 @@ EVENT_KEYS = (
 )  # fmt: skip
 
 
-def event_row(row: Sequence[Any]) -> dict[str, Any]:
-    """A stored row as the console's event dict (no payload)."""
+def event_row(row: Sequence[Any], kept_from: float) -> dict[str, Any]:
+    """A stored row as the console's event dict (no payload). A picture taken before
+    ``kept_from`` (:meth:`View.kept_from`) is past the retention: shown as deleted, although
+    the purge may not have reached it yet."""
     ev = dict(zip(EVENT_KEYS, row, strict=True))
     ev["replayed"] = bool(ev["replayed"])
-    ev["has_picture"] = ev["evidence_sha256"] is not None and ev.pop("evidence_state") == "verified"
+    ev["has_picture"] = (
+        ev["evidence_sha256"] is not None
+        and ev.pop("evidence_state") == "verified"
+        and ev["captured_ts"] is not None
+        and float(ev["captured_ts"]) >= kept_from
+    )
     ev.pop("evidence_state", None)
     if ev["evidence_sha256"] is not None and not ev["has_picture"]:
         ev["evidence_reason"] = ev["evidence_reason"] or "deleted or not received"
@@ -277,15 +284,24 @@ def _rows(tx: Tx, f: Filters, cursor: tuple[float, int] | None, newer: bool, lim
     return tx.rows(sql, params)
 
 
-def page(tx: Tx, f: Filters, *, before: str | None = None, after: str | None = None, limit: int = PAGE_DEFAULT) -> Page:
+def page(
+    tx: Tx,
+    f: Filters,
+    *,
+    kept_from: float,
+    before: str | None = None,
+    after: str | None = None,
+    limit: int = PAGE_DEFAULT,
+) -> Page:
+    """A page of the filtered queue; pictures taken before ``kept_from`` are shown as deleted."""
     newer = after is not None and before is None
     text = after if newer else before
     cursor = decode_cursor(text) if text else None
     rows = _rows(tx, f, cursor, newer, limit + 1)
     more = len(rows) > limit
     if newer and not more:  # back at the top: show a full newest page rather than a short one
-        return page(tx, f, limit=limit)
-    events = [event_row(r) for r in rows[:limit]]
+        return page(tx, f, kept_from=kept_from, limit=limit)
+    events = [event_row(r, kept_from) for r in rows[:limit]]
     if newer:
         events.reverse()
     first = encode_cursor(events[0]["detected_ts"], events[0]["id"]) if events else None
@@ -296,9 +312,10 @@ def page(tx: Tx, f: Filters, *, before: str | None = None, after: str | None = N
 
 
 def neighbour(tx: Tx, f: Filters, ev: dict[str, Any], *, newer: bool) -> dict[str, Any] | None:
-    """The event just older (or newer) than ``ev`` in the filtered order: the queue's next/previous."""
+    """The event just older (or newer) than ``ev`` in the filtered order: the queue's next/previous
+    (a link only: its picture is not offered)."""
     rows = _rows(tx, f, (ev["detected_ts"], ev["id"]), newer, 1)
-    return event_row(rows[0]) if rows else None
+    return event_row(rows[0], math.inf) if rows else None
 
 
 WORKER_HIDDEN = ("review_note", "trail", "history")  # the supervisors' notes and other findings of the device
@@ -354,8 +371,9 @@ CSV_HEADER = (
 )  # fmt: skip
 
 
-def csv_lines(store: Store, f: Filters, tz: ZoneInfo, limit: int = CSV_MAX_ROWS) -> Iterator[str]:
-    """The filtered events as CSV text chunks (no images, no links to them), newest first.
+def csv_lines(store: Store, f: Filters, tz: ZoneInfo, *, kept_from: float, limit: int = CSV_MAX_ROWS) -> Iterator[str]:
+    """The filtered events as CSV text chunks (no images, no links to them), newest first;
+    a picture taken before ``kept_from`` is past the retention, so not ``kept``.
 
     Each page is read in its own short transaction (keyset paging keeps the pages apart), so
     a slow download holds no connection or transaction while the client reads."""
@@ -367,7 +385,7 @@ def csv_lines(store: Store, f: Filters, tz: ZoneInfo, limit: int = CSV_MAX_ROWS)
     zone_name = str(tz.key)
     while sent < limit:
         with store.transaction(write=False) as tx:
-            p = page(tx, f, before=cursor, limit=min(PAGE_MAX * 5, limit - sent))
+            p = page(tx, f, kept_from=kept_from, before=cursor, limit=min(PAGE_MAX * 5, limit - sent))
         for ev in p.events:
             # Every text a device or a person wrote goes through _cell: device ids, reasons and
             # notes alike reach a spreadsheet.

@@ -28,7 +28,10 @@ def _queue(view: View, request: Request, user: User) -> tuple[queue.Filters, que
     q = view.query(request)
     f = queue.parse_filters(q, user, view.tz(request))
     with view.store(request).transaction(write=False) as tx:
-        pg = queue.page(tx, f, before=queue.single(q, "before"), after=queue.single(q, "after"), limit=f.limit)
+        pg = queue.page(
+            tx, f, kept_from=view.kept_from(request), before=queue.single(q, "before"),
+            after=queue.single(q, "after"), limit=f.limit,
+        )  # fmt: skip
         counts = queue.counts(tx, f)
     return f, pg, counts
 
@@ -73,7 +76,7 @@ def queue_csv(view: View, request: Request, user: User) -> Response:
     tz = view.tz(request)
     f = queue.parse_filters(view.query(request), user, tz)
     ctx = WebContext.of(request)
-    lines = queue.csv_lines(ctx.store, f, tz)
+    lines = queue.csv_lines(ctx.store, f, tz, kept_from=view.kept_from(request))
 
     async def chunks() -> AsyncIterator[bytes]:
         # One page per step on the server's database threads (WebContext.run's limit), each in
@@ -105,19 +108,22 @@ def latest_api(view: View, request: Request, user: User) -> Response:
             (*params, after, ALERT_BATCH),
         )
         latest = _latest_id(tx, user)
-    return view.json({"latest_id": max(latest, after), "events": [queue.public(queue.event_row(r)) for r in rows]})
+    kept_from = view.kept_from(request)
+    events = [queue.public(queue.event_row(r, kept_from)) for r in rows]
+    return view.json({"latest_id": max(latest, after), "events": events})
 
 
 def _event(view: View, request: Request, user: User) -> dict[str, Any] | None:
     event_id = str(request.path_params["event_id"]).lower()
     if not UUID.match(event_id):
         return None
+    kept_from = view.kept_from(request)
     with view.store(request).transaction(write=False) as tx:
-        ev = detail.find_event(tx, user, event_id)
+        ev = detail.find_event(tx, user, event_id, kept_from=kept_from)
         if ev is None:
             return None
         ev["scan"] = detail.scan_of(tx, ev["site"], ev["device_id"], ev["scan_id"])
-        ev["history"] = detail.device_history(tx, user, ev["site"], ev["device_id"])
+        ev["history"] = detail.device_history(tx, user, ev["site"], ev["device_id"], kept_from=kept_from)
         ev["trail"] = detail.trail(tx, event_id)
     worker.annotate(ev, view.settings.retention_days, view.now(request))
     return ev
@@ -149,7 +155,8 @@ def event_api(view: View, request: Request, user: User) -> Response:
 
 
 def picture(view: View, request: Request, user: User) -> Response:
-    """The picture sent with an event the account may see (the pages' ``<img>``, the desk window)."""
+    """The picture sent with an event the account may see (the pages' ``<img>``, the desk window),
+    while it is within the retention: the purge runs only every ``--purge-every``."""
     event_id = str(request.path_params["event_id"]).lower()
     if not UUID.match(event_id):
         return view.json({"error": "not found"}, 404)
@@ -157,8 +164,8 @@ def picture(view: View, request: Request, user: User) -> Response:
     with view.store(request).transaction(write=False) as tx:
         row = tx.one(
             "SELECT v.data FROM evidence v JOIN events e ON e.event_id = v.event_id"
-            f" WHERE {where} AND v.event_id = ? AND v.state = 'verified'",
-            (*params, event_id),
+            f" WHERE {where} AND v.event_id = ? AND v.state = 'verified' AND v.captured_ts >= ?",
+            (*params, event_id, view.kept_from(request)),
         )
     if row is None:
         return view.json({"error": "no picture (not received, not yours to see, or deleted)"}, 404)

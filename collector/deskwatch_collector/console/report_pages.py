@@ -142,7 +142,7 @@ def _device(view: View, request: Request, user: User) -> dict[str, Any] | None:
         found = fleet.devices(tx, user, now, device_id=device_id, site=site)
         if not found:
             return None
-        history = detail.device_history(tx, user, site, device_id, limit=20)
+        history = detail.device_history(tx, user, site, device_id, kept_from=view.kept_from(request), limit=20)
         rep = accuracy.report(
             tx, (site,), now - view.settings.noisy_days * 86400, now, view.tz(request),
             threshold=view.settings.noisy_threshold, device=device_id,

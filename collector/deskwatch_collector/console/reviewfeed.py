@@ -70,8 +70,9 @@ def findings_of(tx: Tx, site: str, device_id: str, retention_days: float, now: f
         (site, device_id, now - retention_days * DAY, MAX_FINDINGS),
     )
     out = []
+    kept_from = now - retention_days * DAY  # a picture past it is as good as deleted: the purge is due
     for event_id, state, reason, reviewed_at, contested_at, sha, evidence_state, captured in rows:
-        kept = sha is not None and evidence_state == "verified"
+        kept = sha is not None and evidence_state == "verified" and captured is not None and captured >= kept_from
         out.append(
             ReviewedFinding(
                 event_id=str(event_id),

@@ -37,6 +37,7 @@ from deskwatch_collector.console.vocab import (
     WRONG_REASONS,
     reason_label,
 )
+from deskwatch_collector.retention import DAY
 from deskwatch_collector.store import Store, StoreUnavailable
 from deskwatch_collector.web.context import WebContext
 from deskwatch_contract.jsonutil import dumps_bytes
@@ -163,6 +164,11 @@ class View:
     @staticmethod
     def now(request: Request) -> float:
         return WebContext.of(request).wall()
+
+    def kept_from(self, request: Request) -> float:
+        """The capture time before which a picture is past the retention: it is neither served
+        nor offered, although the purge (every ``--purge-every``) may not have deleted it yet."""
+        return self.now(request) - self.settings.retention_days * DAY
 
     @staticmethod
     def tz(request: Request) -> ZoneInfo:

@@ -39,7 +39,7 @@ def days_left(captured_ts: float | None, retention_days: float, now: float) -> i
 def findings(tx: Tx, user: User, retention_days: float, now: float, *, before: str | None = None,
              after: str | None = None, limit: int = 50) -> Page:  # fmt: skip
     f = Filters(user=user, view="all")  # scope(user): a worker account sees only its own
-    p = page(tx, f, before=before, after=after, limit=limit)
+    p = page(tx, f, kept_from=now - retention_days * DAY, before=before, after=after, limit=limit)
     for ev in p.events:
         annotate(ev, retention_days, now)
     return p
