@@ -29,6 +29,16 @@ def read_password(m: MqttConfig) -> str | None:
         raise CredentialsError(f"cannot read mqtt.password_file {m.password_file}: {exc}") from None
 
 
+class _Passphrase(Exception):
+    """The key file asked for a passphrase."""
+
+
+def _no_passphrase() -> str:
+    """OpenSSL's password callback: without one it prompts on the terminal, where a daemon
+    started by hand would wait for ever (and under systemd fail with an unclear error)."""
+    raise _Passphrase
+
+
 def apply_credentials(client: mqtt.Client, m: MqttConfig) -> None:
     """TLS (when enabled) and user name/password on ``client``, or CredentialsError."""
     if m.tls.enabled:
@@ -39,7 +49,15 @@ def apply_credentials(client: mqtt.Client, m: MqttConfig) -> None:
                 keyfile=m.tls.key_file,
                 cert_reqs=ssl.CERT_REQUIRED,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                keyfile_password=_no_passphrase,  # type: ignore[arg-type]  # ssl takes a callable too
             )
+        except _Passphrase:
+            key = m.tls.key_file or m.tls.cert_file
+            raise CredentialsError(
+                f"mqtt.tls key_file {key} is protected by a passphrase, which nobody can type at every start: "
+                f"export it without one (openssl pkey -in {key} -out {key}.nopass, then move {key}.nopass to {key}; "
+                "keep it mode 0600, owned by the service user)"
+            ) from None
         except (OSError, ssl.SSLError, ValueError) as exc:
             raise CredentialsError(
                 f"cannot load the TLS files (mqtt.tls ca_file {m.tls.ca_file}, cert_file {m.tls.cert_file}, "

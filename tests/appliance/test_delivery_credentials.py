@@ -51,3 +51,30 @@ def test_a_corrupt_ca_file_is_named_once_and_heals(
         assert wait_for(lambda: delivery.connected and delivery.state() == "online")
     finally:
         delivery.stop(timeout=5.0)
+
+
+def test_a_passphrase_protected_key_is_named_and_never_prompted_for(tmp_path: Path, pki: Any) -> None:
+    """A daemon started by hand would wait at OpenSSL's 'Enter PEM pass phrase:' for ever (and
+    under systemd fail with an unclear error): the key's passphrase is named instead, in a
+    process without a terminal as under systemd."""
+    import subprocess
+    import sys
+
+    cert, key = pki.client("acme/desk-a")
+    encrypted = tmp_path / "device.key"
+    subprocess.run(["openssl", "pkey", "-in", key, "-out", encrypted, "-aes256", "-passout", "pass:secret"], check=True)
+    probe = f"""
+import paho.mqtt.client as mqtt
+from deskwatch_contract.credentials import CredentialsError, apply_credentials
+from deskwatch_contract.mqttconfig import MqttConfig, TlsConfig
+m = MqttConfig(host="127.0.0.1", tls=TlsConfig(enabled=True, ca_file="{pki.ca_crt}", cert_file="{cert}", key_file="{encrypted}"))
+try:
+    apply_credentials(mqtt.Client(mqtt.CallbackAPIVersion.VERSION2), m)
+except CredentialsError as exc:
+    print(exc)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, start_new_session=True
+    )
+    assert f"mqtt.tls key_file {encrypted} is protected by a passphrase" in done.stdout, done.stdout + done.stderr
+    assert "pass phrase" not in done.stdout + done.stderr
