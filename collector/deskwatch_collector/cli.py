@@ -33,6 +33,7 @@ from deskwatch_collector.store import Store, StoreUnavailable, open_store
 from deskwatch_collector.subscriber import Subscriber, SubscriberSettings
 from deskwatch_collector.validate import Validator, load_evidence_keys
 from deskwatch_contract import exitcodes
+from deskwatch_contract.cliargs import seconds, seconds_at_least
 
 logger = logging.getLogger("deskwatch_collector")
 
@@ -109,9 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(MAX_RETENTION_DAYS),
         help=f"evidence is deleted after this many days (at most {MAX_RETENTION_DAYS})",
     )
-    run.add_argument("--purge-every", type=float, default=600.0, help="seconds between evidence purges")
+    run.add_argument("--purge-every", type=seconds_at_least(1.0), default=600.0, help="seconds between evidence purges")
     run.add_argument("--batch-max", type=int, default=200, help="messages per database transaction")
-    run.add_argument("--stats-every", type=float, default=60.0, help="seconds between counter log lines (0: never)")
+    run.add_argument("--stats-every", type=seconds, default=60.0, help="seconds between counter log lines (0: never)")
 
     def account_args(p: argparse.ArgumentParser) -> None:
         db_arg(p)

@@ -26,6 +26,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from deskwatch_contract import topics
+from deskwatch_contract.cliargs import seconds, seconds_at_least, share
 from deskwatch_contract.jobs import ENVELOPE_SCHEMA, FINAL, JOB_SCHEMA, parse_document
 from deskwatch_contract.jsonutil import JsonRejected, dumps_bytes, loads_object
 from deskwatch_contract.signing import seal
@@ -277,10 +278,10 @@ def add_parser(sub: Any) -> None:
     target.add_argument("--site", action="append", help="every device of a site seen on the broker (repeatable)")
     target.add_argument("--fleet", action="store_true", help="every device seen on the broker")
     p.add_argument("--waves", default="1,5,25", help="wave sizes, the rest after them (default %(default)s)")
-    p.add_argument("--max-failure-rate", type=float, default=0.1, help="stop above this share (default %(default)s)")
+    p.add_argument("--max-failure-rate", type=share, default=0.1, help="stop above this share (default %(default)s)")
     p.add_argument("--min-executed", type=int, default=5, help="judge the rate only after this many devices")
-    p.add_argument("--wave-timeout", type=float, default=600.0, help="seconds a wave may take")
-    p.add_argument("--discover-seconds", type=float, default=3.0, help="time to collect retained status messages")
+    p.add_argument("--wave-timeout", type=seconds_at_least(1.0), default=600.0, help="seconds a wave may take")
+    p.add_argument("--discover-seconds", type=seconds, default=3.0, help="time to collect retained status messages")
 
 
 def run_command(args: Any) -> int:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from deskwatch_contract import exitcodes
+from deskwatch_contract.cliargs import seconds
 from deskwatch_desk.link import LinkSetupError, default_config_path, user_state_dir
 
 logger = logging.getLogger(__name__)
@@ -49,18 +50,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--idle-source", default="auto", help="auto, x11, wayland, windows, macos, or fixed:SECONDS (demos/tests)"
     )
-    run.add_argument("--every", type=float, default=30.0, help="report at least this often, seconds (default 30)")
+    run.add_argument("--every", type=seconds, default=30.0, help="report at least this often, seconds (default 30)")
     run.add_argument(
-        "--min-gap", type=float, default=5.0, help="never report more often than this, seconds (at least 5)"
+        "--min-gap", type=seconds, default=5.0, help="never report more often than this, seconds (at least 5)"
     )
-    run.add_argument("--sample", type=float, default=1.0, help="read the idle time this often, seconds (default 1)")
+    run.add_argument("--sample", type=seconds, default=1.0, help="read the idle time this often, seconds (default 1)")
 
     for name, helptext in (("pause", "ask the appliance to pause its checks"), ("resume", "end the pause")):
         p = sub.add_parser(name, parents=[common], help=helptext)
         if name == "pause":
             p.add_argument("--reason", required=True, help='why, in a few words, e.g. "fetch water"')
             p.add_argument("--minutes", type=int, required=True, help="how long, 1-120")
-        p.add_argument("--wait", type=float, default=10.0, help="seconds to wait for the broker and for the answer")
+        p.add_argument("--wait", type=seconds, default=10.0, help="seconds to wait for the broker and for the answer")
         p.add_argument("--json", action="store_true", help="also print the appliance's result as JSON")
 
     sub.add_parser("window", parents=[common], help="the pause window, with the appliance's recent scans and findings")
