@@ -212,9 +212,9 @@ def cmd_run(args: argparse.Namespace, cfg: Any, state_dir: Path) -> int:
 
     def flush_if_connected() -> None:
         if link.connected.is_set() and queue.path.exists():
-            for item, result in flush_queue(queue, link, waiter, datetime.now(UTC)):
-                if result is not None and not result.ok:
-                    logger.warning("the appliance refused the queued %s: %s", item.kind, result.error)
+            for item, outcome in flush_queue(queue, link, waiter, datetime.now(UTC)):
+                if outcome.result is not None and not outcome.result.ok:
+                    logger.warning("the appliance refused the queued %s: %s", item.kind, outcome.result.error)
 
     reporter = ActivityReporter(
         source,

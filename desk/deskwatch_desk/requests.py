@@ -129,14 +129,32 @@ def build_request(kind: str, *, reason: str | None = None, minutes: int | None =
     return resume_request()
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What became of a request. ``payload`` is what was sent (for a queued pause: with the
+    minutes that were left, which is what the appliance accepted), ``queued`` the queue entry
+    it was sent from, if any."""
+
+    state: str  # "accepted", "refused", "queued", "no_answer"
+    payload: dict[str, Any]
+    result: Result | None = None
+    queued: Queued | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return {"accepted": 0, "refused": 1}.get(self.state, 69)
+
+
 def flush_queue(
     queue: RequestQueue, link: Any, waiter: ResultWaiter | None, now: datetime, *, timeout: float = 10.0
-) -> list[tuple[Queued, Result | None]]:
-    """Send what is queued over a connected ``link``; returns (request, result or None) pairs.
+) -> list[tuple[Queued, Outcome]]:
+    """Send what is queued over a connected ``link``; returns each request with its outcome.
 
+    The outcome carries the payload actually sent (a pause with the minutes that remain), so
+    whoever shows it shows what the appliance accepted, not what was asked for earlier.
     A request that cannot be published goes back into the queue.
     """
-    done: list[tuple[Queued, Result | None]] = []
+    done: list[tuple[Queued, Outcome]] = []
     for item in queue.take():
         payload = item.payload_at(now)
         if payload is None:
@@ -156,19 +174,9 @@ def flush_queue(
             rfc3339(item.queued_at),
             "no answer yet" if result is None else ("accepted" if result.ok else f"refused: {result.error}"),
         )
-        done.append((item, result))
+        state = "no_answer" if result is None else ("accepted" if result.ok else "refused")
+        done.append((item, Outcome(state, payload, result, queued=item)))
     return done
-
-
-@dataclass(frozen=True)
-class Outcome:
-    state: str  # "accepted", "refused", "queued", "no_answer"
-    payload: dict[str, Any]
-    result: Result | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return {"accepted": 0, "refused": 1}.get(self.state, 69)
 
 
 def send_request(

@@ -82,6 +82,16 @@ def describe_finding(finding: Finding) -> tuple[str, str, str]:
     return local_time(finding.detected_at), f"FINDING {finding.type} ({finding.confidence:.2f})", detail
 
 
+def queued_note(kind: str, outcome: Outcome) -> str:
+    """For a queued pause sent with fewer minutes than asked: what was asked, and when."""
+    q = outcome.queued
+    if kind != "pause" or q is None or q.payload.get("minutes") == outcome.payload["minutes"]:
+        return ""
+    asked = q.payload.get("minutes")
+    asked_at = q.queued_at.astimezone().strftime("%H:%M")
+    return f" (what was left of the {asked} min you asked for at {asked_at}, while the broker was away)"
+
+
 class DeskSession:
     def __init__(
         self,
@@ -138,18 +148,17 @@ class DeskSession:
                     done = flush_queue(
                         self.queue, self.link, self.waiter, datetime.now(UTC), timeout=self.request_timeout
                     )
-                for item, result in done:
-                    outcome = Outcome(
-                        "no_answer" if result is None else ("accepted" if result.ok else "refused"),
-                        item.payload,
-                        result,
-                    )
+                for item, outcome in done:
                     self.inbox.put(Note("outcome", (item.kind, outcome, self.monotonic())))
             self._stop.wait(1.0)
 
     # -- what the window calls on its own thread ------------------------------------------
     def apply_outcome(self, kind: str, outcome: Outcome, at_mono: float) -> str:
-        """Update the pause state from an outcome; returns the line to show the worker."""
+        """Update the pause state from an outcome; returns the line to show the worker.
+
+        The payload is what was sent, so a queued pause counts down the minutes the
+        appliance accepted (what was left of them), not the minutes asked for back then.
+        """
         p = outcome.payload
         what = f'pause "{p["reason"]}" for {p["minutes"]} min' if kind == "pause" else "resume"
         if outcome.state == "accepted":
@@ -157,7 +166,7 @@ class DeskSession:
                 self.pause = PauseState(p["reason"], int(p["minutes"]), at_mono)
             elif self.pause is not None and self.pause.ended is None:
                 self.pause.ended = "resumed"
-            return f"The appliance accepted your {what}."
+            return f"The appliance accepted your {what}{queued_note(kind, outcome)}."
         if outcome.state == "refused":
             assert outcome.result is not None
             return f"The appliance refused your {what}: {outcome.result.error}"

@@ -15,7 +15,11 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from deskwatch_desk.cli import main
+from deskwatch_desk.config import load_desk_config
+from deskwatch_desk.messages import pause_request
 from deskwatch_desk.requests import Queued, RequestQueue
+from deskwatch_desk.session import DeskSession, Note
+from tests.support.common import FakeClock
 from tests.support.mosquitto import Broker, free_port
 
 if TYPE_CHECKING:
@@ -155,6 +159,49 @@ def test_broker_away_queues_the_request_and_run_sends_it_later(
     assert proc.returncode == 0, log
     assert "sent the queued pause request" in log and "accepted" in log
     assert not (tmp_path / "queue.json").exists()
+
+
+def next_outcome(session: DeskSession, timeout: float = 15.0) -> Note:
+    """The next outcome the window would show (other notes are skipped)."""
+    import queue
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            note = session.inbox.get(timeout=0.2)
+        except queue.Empty:
+            continue
+        if note.kind == "outcome":
+            return note
+    raise AssertionError("no outcome reached the window")
+
+
+def test_window_counts_down_the_minutes_the_appliance_accepted_for_a_queued_pause(
+    mosquitto: Broker, fake_appliance: FakeAppliance, desk_config: Any, tmp_path: Path
+) -> None:
+    """A pause for "fetch water", 10 min, queued 7 minutes ago goes out with the 3 minutes left; the
+    window must count down those 3, not 10, or the worker comes back after the appliance's pause ended."""
+    RequestQueue(tmp_path).put(
+        "pause", pause_request("fetch water", 10), datetime.now(UTC) - timedelta(minutes=7, seconds=10)
+    )
+    clock = FakeClock()
+    session = DeskSession(
+        load_desk_config(desk_config(mosquitto)), tmp_path, monotonic=clock.monotonic, request_timeout=5
+    )
+    session.start()
+    try:
+        kind, outcome, at = next_outcome(session).value
+    finally:
+        session.close()
+    (sent,) = [body for k, body in fake_appliance.received if k == "pause"]
+    assert sent["minutes"] == 3
+    line = session.apply_outcome(kind, outcome, at)
+    assert line.startswith('The appliance accepted your pause "fetch water" for 3 min'), line
+    assert "10 min" in line  # what the worker asked for, and when, so the 3 is no surprise
+    assert session.pause_text(clock.monotonic()) == 'Paused: "fetch water", 3:00 left.'
+    clock.advance(3 * 60)
+    assert session.pause_text(clock.monotonic()) == 'Pause ended: "fetch water" (3 min) is over; checks are back on.'
 
 
 def test_queue_keeps_only_the_latest_intent_and_drops_expired_pauses(tmp_path: Path) -> None:
