@@ -149,7 +149,7 @@ def cmd_request(args: argparse.Namespace, cfg: Any, state_dir: Path) -> int:
     import json
 
     from deskwatch_desk.link import DeskLink
-    from deskwatch_desk.requests import RequestQueue, ResultWaiter, build_request, send_request
+    from deskwatch_desk.requests import RequestQueue, ResultWaiter, build_request, describe, send_request
 
     try:
         payload = build_request(
@@ -170,7 +170,7 @@ def cmd_request(args: argparse.Namespace, cfg: Any, state_dir: Path) -> int:
         outcome = send_request(args.command, payload, link, waiter, queue, datetime.now(UTC), timeout=args.wait)
     finally:
         link.close()
-    what = f'pause "{payload["reason"]}" for {payload["minutes"]} min' if args.command == "pause" else "resume"
+    what = describe(args.command, payload)
     if outcome.state == "queued":
         problem = link.problem or f"broker {link.where} unreachable"
         print(

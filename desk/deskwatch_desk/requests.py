@@ -9,7 +9,9 @@ state dir (``queue.json``, mode 0600) and sent by whichever companion process
 connects next (``run``, ``window``, or the next ``pause``/``resume``). The latest
 intent wins: a new request replaces whatever was queued. A queued pause is dropped
 once its declared minutes have passed (pausing afterwards would be pointless) and
-is sent with the minutes that remain; a queued resume is dropped after an hour.
+is sent with the minutes that remain, never more than were asked for; a queued
+resume is dropped after an hour. An entry stamped later than now (the clock was set
+back since) is dropped too, and every drop is logged and shown with its reason.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ from deskwatch_desk.messages import TOPIC, Result, parse_or_log, pause_request, 
 logger = logging.getLogger(__name__)
 
 RESUME_QUEUE_HOURS = 1.0
+# A queued request stamped up to this far in the future is sent (a small clock correction);
+# beyond it the clock was set back and the entry is dropped (see Queued.why_not_sent).
+CLOCK_TOLERANCE = timedelta(minutes=1)
 
 
 class ResultWaiter:
@@ -71,13 +76,37 @@ class Queued:
             return self.queued_at + timedelta(minutes=int(self.payload["minutes"]))
         return self.queued_at + timedelta(hours=RESUME_QUEUE_HOURS)
 
-    def payload_at(self, now: datetime) -> dict[str, Any] | None:
-        """What to send now (a pause with the minutes that remain), or None when it expired."""
+    def why_not_sent(self, now: datetime) -> str | None:
+        """Why this request must not go out at ``now``, in words for the worker; None if it may.
+
+        ``queued_at`` is wall-clock time. If it lies ahead of ``now`` by more than
+        :data:`CLOCK_TOLERANCE`, the clock was set back since (NTP correcting a clock that ran
+        ahead): how long ago the worker asked cannot be told, so neither can the minutes that
+        are left, and a guess would be a pause the worker did not ask for.
+        """
+        if self.queued_at > now + CLOCK_TOLERANCE:
+            at, then = (t.astimezone().strftime("%Y-%m-%d %H:%M") for t in (self.queued_at, now))
+            return (
+                f"it was queued at {at} by this computer's clock, later than the clock says it is now ({then}); "
+                "the clock was set back since, so how much of it is left cannot be told. Ask again if you still "
+                "need it"
+            )
         if now >= self.expires_at():
+            if self.kind == "pause":
+                return f"its {int(self.payload['minutes'])} min ran out while the broker was away"
+            return f"it waited more than {RESUME_QUEUE_HOURS:g} h for the broker"
+        return None
+
+    def payload_at(self, now: datetime) -> dict[str, Any] | None:
+        """What to send now (a pause with the minutes that remain, never more than were asked
+        for), or None when it must not be sent (:meth:`why_not_sent`); ValueError, KeyError or
+        TypeError when the entry is unusable."""
+        if self.why_not_sent(now) is not None:
             return None
         if self.kind == "pause":
+            asked = int(self.payload["minutes"])
             left = math.ceil((self.expires_at() - now).total_seconds() / 60.0)
-            return pause_request(self.payload["reason"], max(1, left), self.payload["request_id"])
+            return pause_request(self.payload["reason"], max(1, min(asked, left)), self.payload["request_id"])
         return dict(self.payload)
 
 
@@ -135,14 +164,22 @@ class Outcome:
     minutes that were left, which is what the appliance accepted), ``queued`` the queue entry
     it was sent from, if any."""
 
-    state: str  # "accepted", "refused", "queued", "no_answer"
+    state: str  # "accepted", "refused", "queued", "no_answer", "dropped" (a queued request not sent)
     payload: dict[str, Any]
     result: Result | None = None
     queued: Queued | None = None
+    problem: str | None = None  # why it was not sent ("dropped")
 
     @property
     def exit_code(self) -> int:
         return {"accepted": 0, "refused": 1}.get(self.state, 69)
+
+
+def describe(kind: str, payload: dict[str, Any]) -> str:
+    """The request in the worker's words: 'pause "fetch water" for 5 min' or 'resume'."""
+    if kind == "pause":
+        return f'pause "{payload.get("reason", "?")}" for {payload.get("minutes", "?")} min'
+    return "resume"
 
 
 def flush_queue(
@@ -151,18 +188,28 @@ def flush_queue(
     """Send what is queued over a connected ``link``; returns each request with its outcome.
 
     The outcome carries the payload actually sent (a pause with the minutes that remain), so
-    whoever shows it shows what the appliance accepted, not what was asked for earlier.
-    A request that cannot be published goes back into the queue.
+    whoever shows it shows what the appliance accepted, not what was asked for earlier. A
+    request that must not or cannot be sent (expired, queued before the clock was set back,
+    unusable) is logged and comes back as "dropped" with the reason, and the others are still
+    sent: one bad entry never loses the rest. A request that cannot be published goes back
+    into the queue.
     """
     done: list[tuple[Queued, Outcome]] = []
     for item in queue.take():
-        payload = item.payload_at(now)
+        try:
+            problem = item.why_not_sent(now)
+            payload = item.payload_at(now) if problem is None else None
+        except (ValueError, KeyError, TypeError) as exc:
+            problem = f"it cannot be used ({exc})"
+            payload = None
         if payload is None:
-            logger.info(
-                "dropped a queued %s request from %s: it expired while the broker was away",
+            logger.warning(
+                "dropped a queued %s request from %s: %s",
                 item.kind,
                 rfc3339(item.queued_at),
+                problem,
             )
+            done.append((item, Outcome("dropped", item.payload, problem=problem, queued=item)))
             continue
         if not link.publish(TOPIC[item.kind], payload, wait=timeout):
             queue.put(item.kind, item.payload, item.queued_at)

@@ -22,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 from deskwatch_desk.findings import FindingsList
 from deskwatch_desk.link import DeskLink
 from deskwatch_desk.messages import Finding, Scan, parse_or_log
-from deskwatch_desk.requests import Outcome, RequestQueue, ResultWaiter, build_request, flush_queue, send_request
+from deskwatch_desk.requests import (
+    Outcome,
+    RequestQueue,
+    ResultWaiter,
+    build_request,
+    describe,
+    flush_queue,
+    send_request,
+)
 
 if TYPE_CHECKING:
     from deskwatch_desk.config import DeskConfig
@@ -142,12 +150,19 @@ class DeskSession:
         self.inbox.put(Note("outcome", (kind, outcome, self.monotonic())))
 
     def _flush_when_connected(self) -> None:
+        """Send what is queued whenever connected. Runs as long as the window: a request queued
+        later (by ``deskwatch-desk pause`` during a broker blip) must still be sent, so nothing
+        unexpected may end this thread."""
         while not self._stop.is_set():
             if self.link.connected.is_set() and self.queue.path.exists():
-                with self._busy:
-                    done = flush_queue(
-                        self.queue, self.link, self.waiter, datetime.now(UTC), timeout=self.request_timeout
-                    )
+                try:
+                    with self._busy:
+                        done = flush_queue(
+                            self.queue, self.link, self.waiter, datetime.now(UTC), timeout=self.request_timeout
+                        )
+                except Exception:
+                    logger.exception("sending the queued requests failed")
+                    done = []
                 for item, outcome in done:
                     self.inbox.put(Note("outcome", (item.kind, outcome, self.monotonic())))
             self._stop.wait(1.0)
@@ -160,7 +175,9 @@ class DeskSession:
         appliance accepted (what was left of them), not the minutes asked for back then.
         """
         p = outcome.payload
-        what = f'pause "{p["reason"]}" for {p["minutes"]} min' if kind == "pause" else "resume"
+        what = describe(kind, p)
+        if outcome.state == "dropped":
+            return f"Your queued {what} was not sent: {outcome.problem}."
         if outcome.state == "accepted":
             if kind == "pause":
                 self.pause = PauseState(p["reason"], int(p["minutes"]), at_mono)

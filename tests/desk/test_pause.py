@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ import pytest
 
 from deskwatch_desk.cli import main
 from deskwatch_desk.config import load_desk_config
-from deskwatch_desk.messages import pause_request
+from deskwatch_desk.messages import pause_request, resume_request
 from deskwatch_desk.requests import Queued, RequestQueue
 from deskwatch_desk.session import DeskSession, Note
 from tests.support.common import FakeClock
@@ -164,7 +165,6 @@ def test_broker_away_queues_the_request_and_run_sends_it_later(
 def next_outcome(session: DeskSession, timeout: float = 15.0) -> Note:
     """The next outcome the window would show (other notes are skipped)."""
     import queue
-    import time
 
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -202,6 +202,75 @@ def test_window_counts_down_the_minutes_the_appliance_accepted_for_a_queued_paus
     assert session.pause_text(clock.monotonic()) == 'Paused: "fetch water", 3:00 left.'
     clock.advance(3 * 60)
     assert session.pause_text(clock.monotonic()) == 'Pause ended: "fetch water" (3 min) is over; checks are back on.'
+
+
+def test_a_queued_pause_is_never_sent_longer_than_asked_after_the_clock_was_set_back() -> None:
+    """NTP steps back a clock that ran ahead: the queue's wall-clock time is then in the future."""
+    now = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    payload = pause_request("fetch water", 10)
+    slightly = Queued("pause", payload, now + timedelta(seconds=30))  # a small step: sent, as asked
+    assert slightly.why_not_sent(now) is None
+    assert slightly.payload_at(now)["minutes"] == 10
+    for ahead in (50, 180):  # how much of the pause is left cannot be told: not sent, and said why
+        stepped = Queued("pause", payload, now + timedelta(minutes=ahead))
+        assert stepped.payload_at(now) is None
+        why = stepped.why_not_sent(now)
+        assert why is not None and "clock was set back" in why and "ask again" in why.lower(), why
+
+
+@pytest.mark.parametrize("ahead", [50, 180])
+def test_run_drops_a_pause_queued_before_the_clock_was_set_back_and_keeps_reporting(
+    mosquitto: Broker, fake_appliance: FakeAppliance, desk_config: Any, tmp_path: Path, ahead: int
+) -> None:
+    RequestQueue(tmp_path).put("pause", pause_request("fetch water", 10), datetime.now(UTC) + timedelta(minutes=ahead))
+    argv = ["run", "--config", str(desk_config(mosquitto)), "--state-dir", str(tmp_path), "--idle-source", "fixed:3"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deskwatch_desk.cli", *argv, "--sample", "0.2"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        fake_appliance.wait_received(1, timeout=15)
+        deadline = time.monotonic() + 10
+        while (tmp_path / "queue.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)  # a pause sent now would have arrived
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, log = proc.communicate(timeout=10)
+    assert proc.returncode == 0, log
+    assert [k for k, _ in fake_appliance.received if k != "activity"] == [], fake_appliance.received
+    assert "activity" in [k for k, _ in fake_appliance.received]
+    assert "dropped a queued pause request" in log and "clock" in log, log
+    assert not (tmp_path / "queue.json").exists()
+
+
+def test_window_skips_a_queued_request_it_cannot_use_and_sends_the_others(
+    mosquitto: Broker, fake_appliance: FakeAppliance, desk_config: Any, tmp_path: Path
+) -> None:
+    """One unusable entry (an older version's, a hand-edited file) never stops the queue: the
+    others are sent, the worker is told, and a request queued later is still sent."""
+    now = datetime.now(UTC)
+    bad = {"schema": "deskwatch.cmd.pause/1", "request_id": "bad-1", "reason": "   ", "minutes": 5}
+    entries = [
+        {"kind": "pause", "payload": bad, "queued_at": now.isoformat()},
+        {"kind": "resume", "payload": resume_request(), "queued_at": now.isoformat()},
+    ]
+    (tmp_path / "queue.json").write_text(json.dumps(entries))
+    session = DeskSession(load_desk_config(desk_config(mosquitto)), tmp_path, request_timeout=5)
+    session.start()
+    try:
+        kind, outcome, at = next_outcome(session).value
+        assert kind == "pause" and outcome.state == "dropped"
+        line = session.apply_outcome(kind, outcome, at)
+        assert line.startswith("Your queued pause") and "was not sent" in line and "reason" in line, line
+        kind, outcome, at = next_outcome(session).value
+        assert (kind, outcome.state) == ("resume", "accepted")
+        later = resume_request()
+        RequestQueue(tmp_path).put("resume", later, datetime.now(UTC))
+        kind, outcome, at = next_outcome(session).value
+        assert (kind, outcome.state, outcome.payload["request_id"]) == ("resume", "accepted", later["request_id"])
+    finally:
+        session.close()
+    assert [k for k, _ in fake_appliance.received] == ["resume", "resume"]
 
 
 def test_queue_keeps_only_the_latest_intent_and_drops_expired_pauses(tmp_path: Path) -> None:
