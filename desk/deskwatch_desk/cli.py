@@ -7,7 +7,8 @@
     deskwatch-desk idle                              print the idle time once (which source works here)
 
 Exit codes: 0 ok, 1 the appliance refused, 2 usage, 69 broker or appliance
-unavailable (a pause/resume is then queued), 70 internal error, 78 config error.
+unavailable (a pause/resume is then queued, or, when even that fails, said to be lost),
+70 internal error, 78 config error.
 """
 
 from __future__ import annotations
@@ -171,13 +172,20 @@ def cmd_request(args: argparse.Namespace, cfg: Any, state_dir: Path) -> int:
     finally:
         link.close()
     what = describe(args.command, payload)
-    if outcome.state == "queued":
+    if outcome.state in ("queued", "failed"):
         problem = link.problem or f"broker {link.where} unreachable"
-        print(
-            f"{problem}: your {what} is queued in {queue.path} and will be sent as soon as the broker is back "
-            f"(deskwatch-desk run or window sends it; a newer request replaces it)",
-            file=sys.stderr,
-        )
+        if outcome.state == "queued":
+            print(
+                f"{problem}: your {what} is queued in {queue.path} and will be sent as soon as the broker is "
+                f"back (deskwatch-desk run or window sends it; a newer request replaces it)",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"{problem}: your {what} was {outcome.problem}; ask again when the broker is back "
+                "(free space there, or choose a writable --state-dir)",
+                file=sys.stderr,
+            )
     elif outcome.state == "no_answer":
         print(
             f"the {what} reached the broker but the appliance did not answer within {args.wait:g} s: "

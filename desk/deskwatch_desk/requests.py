@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from deskwatch_contract import exitcodes
 from deskwatch_contract.formats import rfc3339
 from deskwatch_desk.messages import TOPIC, Result, parse_or_log, pause_request, resume_request
 
@@ -149,7 +150,23 @@ class RequestQueue:
             return []
 
     def clear(self) -> None:
-        self.path.unlink(missing_ok=True)
+        """Forget what is queued (a newer request reached the broker). A state dir that cannot
+        be used must not stop that request, so a failure here is only logged."""
+        try:
+            self.path.unlink(missing_ok=True)
+        except OSError as exc:
+            logger.warning("could not remove the request queue %s: %s", self.path, exc)
+
+    def put_or_say(self, kind: str, payload: dict[str, Any], now: datetime, *, again: bool = False) -> str | None:
+        """:meth:`put`; on a failure (full disk, state dir not writable) the request is lost,
+        so say so: returns the problem in words for the worker, else None."""
+        try:
+            self.put(kind, payload, now)
+        except OSError as exc:
+            logger.error("could not queue the %s request in %s: %s", kind, self.path, exc)
+            queued = "queued again" if again else "queued"
+            return f"not sent, and could not be {queued}: cannot write {self.path} ({exc.strerror or exc})"
+        return None
 
 
 def build_request(kind: str, *, reason: str | None = None, minutes: int | None = None) -> dict[str, Any]:
@@ -164,15 +181,17 @@ class Outcome:
     minutes that were left, which is what the appliance accepted), ``queued`` the queue entry
     it was sent from, if any."""
 
-    state: str  # "accepted", "refused", "queued", "no_answer", "dropped" (a queued request not sent)
+    # "accepted", "refused", "queued", "no_answer"; "dropped" (a queued request not sent),
+    # "failed" (neither sent nor queued: lost)
+    state: str
     payload: dict[str, Any]
     result: Result | None = None
     queued: Queued | None = None
-    problem: str | None = None  # why it was not sent ("dropped")
+    problem: str | None = None  # why it was not sent ("dropped", "failed")
 
     @property
     def exit_code(self) -> int:
-        return {"accepted": 0, "refused": 1}.get(self.state, 69)
+        return {"accepted": exitcodes.OK, "refused": exitcodes.FAIL}.get(self.state, exitcodes.UNAVAILABLE)
 
 
 def describe(kind: str, payload: dict[str, Any]) -> str:
@@ -191,11 +210,12 @@ def flush_queue(
     whoever shows it shows what the appliance accepted, not what was asked for earlier. A
     request that must not or cannot be sent (expired, queued before the clock was set back,
     unusable) is logged and comes back as "dropped" with the reason, and the others are still
-    sent: one bad entry never loses the rest. A request that cannot be published goes back
-    into the queue.
+    sent: one bad entry never loses the rest. When one cannot be published, the latest of
+    those not sent goes back into the queue (the latest intent wins) and the rest wait.
     """
     done: list[tuple[Queued, Outcome]] = []
-    for item in queue.take():
+    items = queue.take()
+    for item in items:
         try:
             problem = item.why_not_sent(now)
             payload = item.payload_at(now) if problem is None else None
@@ -212,7 +232,10 @@ def flush_queue(
             done.append((item, Outcome("dropped", item.payload, problem=problem, queued=item)))
             continue
         if not link.publish(TOPIC[item.kind], payload, wait=timeout):
-            queue.put(item.kind, item.payload, item.queued_at)
+            latest = items[-1]
+            problem = queue.put_or_say(latest.kind, latest.payload, latest.queued_at, again=True)
+            if problem is not None:
+                done.append((latest, Outcome("failed", latest.payload, problem=problem, queued=latest)))
             break
         result = waiter.wait(payload["request_id"], timeout) if waiter is not None else None
         logger.info(
@@ -239,16 +262,21 @@ def send_request(
     """Publish a pause/resume and wait for its result; queue it if the broker cannot be reached.
 
     The link must already be started (and subscribed to ``cmd/result``); a request that
-    reaches the broker replaces anything still queued (the latest intent wins).
+    reaches the broker replaces anything still queued (the latest intent wins). If it can
+    be neither sent nor queued, the outcome is "failed" with the reason: never an exception
+    that would leave the worker waiting for an answer that cannot come.
     """
     if not link.wait_ready(timeout):
-        queue.put(kind, payload, now)
-        return Outcome("queued", payload)
+        return _queue(kind, payload, queue, now)
     queue.clear()
     if not link.publish(TOPIC[kind], payload, wait=timeout):
-        queue.put(kind, payload, now)
-        return Outcome("queued", payload)
+        return _queue(kind, payload, queue, now)
     result = waiter.wait(payload["request_id"], timeout)
     if result is None:
         return Outcome("no_answer", payload)
     return Outcome("accepted" if result.ok else "refused", payload, result)
+
+
+def _queue(kind: str, payload: dict[str, Any], queue: RequestQueue, now: datetime) -> Outcome:
+    problem = queue.put_or_say(kind, payload, now)
+    return Outcome("queued" if problem is None else "failed", payload, problem=problem)

@@ -192,6 +192,11 @@ class DeskSession:
                 f"The broker cannot be reached ({self.link.problem or self.link.where}). "
                 f"Your {what} is queued and will be sent when it is back."
             )
+        if outcome.state == "failed":
+            return (
+                f"The broker cannot be reached ({self.link.problem or self.link.where}). "
+                f"Your {what} was {outcome.problem}. Please ask again when the broker is back."
+            )
         return f"No answer from the appliance to your {what} within {self.request_timeout:g} s; it may be offline."
 
     def pause_text(self, mono: float) -> str:

@@ -18,13 +18,14 @@ import pytest
 from deskwatch_desk.cli import main
 from deskwatch_desk.config import load_desk_config
 from deskwatch_desk.messages import pause_request, resume_request
-from deskwatch_desk.requests import Queued, RequestQueue
+from deskwatch_desk.requests import Queued, RequestQueue, flush_queue
 from deskwatch_desk.session import DeskSession, Note
 from tests.support.common import FakeClock
 from tests.support.mosquitto import Broker, free_port
 
 if TYPE_CHECKING:
     from tests.support.desk import FakeAppliance
+    from tests.support.faultfs import FaultFs
 
 pytestmark = pytest.mark.broker
 
@@ -271,6 +272,45 @@ def test_window_skips_a_queued_request_it_cannot_use_and_sends_the_others(
     finally:
         session.close()
     assert [k for k, _ in fake_appliance.received] == ["resume", "resume"]
+
+
+def test_broker_away_and_a_full_disk_says_the_request_is_lost_without_a_traceback(
+    make_broker: Any, desk_config: Any, fault_fs: FaultFs, capsys: pytest.CaptureFixture[str]
+) -> None:
+    state = fault_fs.tmpfs(1) / "state"
+    state.mkdir()
+    fault_fs.fill()
+    cfg = desk_config(make_broker(start=False))
+    assert desk(cfg, state, "pause", "--reason", "fetch water", "--minutes", "5", "--wait", "1") == 69
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "internal error" not in err, err
+    assert 'your pause "fetch water" for 5 min was not sent, and could not be queued' in err, err
+    assert str(state / "queue.json") in err and "No space left on device" in err, err
+    assert "ask again" in err, err
+    assert not (state / "queue.json").exists() and not list(state.glob(".queue-*"))  # no half-written file
+
+
+class NeverPublished:
+    """A link that is connected but whose publish never gets through (the broker just went)."""
+
+    def publish(self, suffix: str, payload: dict[str, Any], *, wait: float | None = None) -> bool:
+        return False
+
+
+class FullQueue(RequestQueue):
+    """take() works; putting back fails as on a full disk."""
+
+    def put(self, kind: str, payload: dict[str, Any], now: datetime) -> None:
+        raise OSError(28, "No space left on device", str(self.path))
+
+
+def test_a_queued_request_that_cannot_be_put_back_is_reported_not_raised(tmp_path: Path) -> None:
+    now = datetime.now(UTC)
+    RequestQueue(tmp_path).put("resume", resume_request(), now)
+    ((item, outcome),) = flush_queue(FullQueue(tmp_path), NeverPublished(), None, now, timeout=0.1)
+    assert item.kind == "resume" and outcome.state == "failed"
+    assert outcome.problem is not None
+    assert "could not be queued" in outcome.problem and "No space left on device" in outcome.problem
 
 
 def test_queue_keeps_only_the_latest_intent_and_drops_expired_pauses(tmp_path: Path) -> None:

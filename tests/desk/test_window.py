@@ -195,6 +195,39 @@ def test_window_queues_when_the_broker_is_away(xvfb: Xvfb, make_broker: Any, des
         win.close()
 
 
+def test_window_says_when_a_request_can_be_neither_sent_nor_queued(
+    xvfb: Xvfb, make_broker: Any, make_fake_appliance: Any, desk_config: Any, tmp_path: Path
+) -> None:
+    """Broker away and the state dir unusable: the worker is told the pause is lost, not left
+    looking at "Asking the appliance ..." for ever; once the broker is back, asking again works."""
+    import tkinter as tk
+
+    from deskwatch_desk.window import PauseWindow
+
+    (tmp_path / "not-a-dir").write_text("")
+    state = tmp_path / "not-a-dir" / "state"
+    broker = make_broker(start=False)
+    session = DeskSession(load_desk_config(desk_config(broker)), state, request_timeout=1)
+    root = tk.Tk(screenName=xvfb.display)
+    win = PauseWindow(root, session)
+    session.start()
+    try:
+        win.reason_buttons["fetch water"].invoke()
+        assert pump(root, lambda: "Asking" not in win.result_var.get()), win.result_var.get()
+        text = win.result_var.get()
+        assert 'Your pause "fetch water" for 5 min was not sent, and could not be queued' in text, text
+        assert str(state / "queue.json") in text and "Not a directory" in text and "ask again" in text, text
+        assert win.pause_var.get() == "Not paused."
+
+        broker.start()
+        make_fake_appliance(broker)
+        assert pump(root, lambda: session.link.subscribed.is_set(), timeout=10)
+        win.reason_buttons["fetch water"].invoke()
+        assert pump(root, lambda: "accepted" in win.result_var.get()), win.result_var.get()
+    finally:
+        win.close()
+
+
 def test_window_command_opens_and_closes_on_sigterm(
     xvfb: Xvfb, mosquitto: Broker, desk_config: Any, tmp_path: Path
 ) -> None:
