@@ -93,6 +93,7 @@ class ActivityReporter:
         self.stop = threading.Event()
         self.sent = 0
         self._source_ok = True
+        self._report_problem: str | None = None
 
     def step(self) -> bool:
         """Take one sample; returns True if a report was published."""
@@ -111,7 +112,15 @@ class ActivityReporter:
         mono = self.monotonic()
         if not self.throttle.should_send(idle, mono):
             return False
-        payload = activity_report(idle, self.now(), self.source.name)
+        try:
+            payload = activity_report(idle, self.now(), self.source.name)
+        except ValueError as exc:
+            # what the appliance would refuse: no report (its idle rule then skips), said once
+            if str(exc) != self._report_problem:
+                logger.warning("idle time not reported: %s", exc)
+                self._report_problem = str(exc)
+            return False
+        self._report_problem = None
         if not self.publish("activity", payload):
             logger.debug("activity not sent (broker away); the next sample will try again")
             return False

@@ -10,13 +10,21 @@ log line (:class:`Malformed`).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from deskwatch_contract import schema_id
 from deskwatch_contract.formats import new_id, rfc3339
-from deskwatch_contract.intake import MAX_COMMAND_BYTES, SCHEMAS, CommandRejected, parse_object, validate
+from deskwatch_contract.intake import (
+    MAX_COMMAND_BYTES,
+    MAX_IDLE_SECONDS,
+    SCHEMAS,
+    CommandRejected,
+    parse_object,
+    validate,
+)
 from deskwatch_contract.jsonutil import dumps_bytes
 
 logger = logging.getLogger(__name__)
@@ -51,8 +59,16 @@ def resume_request(request_id: str | None = None) -> dict[str, Any]:
 
 
 def activity_report(idle_seconds: float, measured_at: datetime, source: str) -> dict[str, Any]:
-    """An ``activity`` payload: ``since`` is the start of the idle period (time of the last input)."""
-    idle = round(max(0.0, float(idle_seconds)), 1)
+    """An ``activity`` payload: ``since`` is the start of the idle period (time of the last input).
+
+    The contract caps ``idle_seconds`` at :data:`MAX_IDLE_SECONDS` (7 days): a workstation idle
+    longer (a holiday) is reported at the cap, which stays true as "idle at least this long".
+    A value that is not a number raises ValueError: no report beats "active just now".
+    """
+    idle = float(idle_seconds)
+    if math.isnan(idle):
+        raise ValueError(f"idle_seconds from {source} is not a number")
+    idle = round(min(max(0.0, idle), MAX_IDLE_SECONDS), 1)
     since = measured_at.astimezone(UTC) - timedelta(seconds=idle)
     return _checked(
         "activity",

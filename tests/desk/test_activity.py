@@ -133,6 +133,48 @@ def test_min_gap_cannot_be_set_below_5_s() -> None:
     assert ReportThrottle(every_seconds=1, min_gap_seconds=0.5).min_gap_seconds == 5.0
 
 
+class FixedAt:
+    """An idle source that answers whatever the test sets (a long holiday, a broken counter)."""
+
+    name = "x11"
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def idle_seconds(self) -> float:
+        return self.seconds
+
+    def close(self) -> None:
+        pass
+
+
+def test_idle_for_more_than_7_days_is_reported_as_the_contracts_7_days(clock: FakeClock) -> None:
+    """A workstation left logged in over a long holiday: 'run' keeps reporting, at the cap."""
+    sent: list[tuple[float, dict[str, Any]]] = []
+    r = reporter(clock, FixedAt(7 * 86400 + 1), sent)
+    assert r.step() is True
+    body = validate("activity", sent[0][1])
+    assert body["idle_seconds"] == 7 * 86400
+    assert body["since"] == clock.now() - timedelta(days=7)
+
+
+def test_an_idle_time_that_is_not_a_number_is_not_reported_and_said_once(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A broken counter must not become 'the worker was active just now' (NaN read as 0 s)."""
+    source = FixedAt(float("nan"))
+    sent: list[tuple[float, dict[str, Any]]] = []
+    r = reporter(clock, source, sent)
+    for _ in range(3):
+        assert r.step() is False
+        clock.advance(1.0)
+    assert sent == []
+    said = [rec.getMessage() for rec in caplog.records if "not reported" in rec.getMessage()]
+    assert len(said) == 1 and "idle_seconds" in said[0] and "x11" in said[0], said
+    source.seconds = 12.0
+    assert r.step() is True and sent[0][1]["idle_seconds"] == 12.0
+
+
 def test_activity_payload_matches_the_schema_and_the_appliance_intake() -> None:
     measured = datetime(2026, 11, 30, 10, 15, 2, tzinfo=UTC)
     payload = activity_report(123.45, measured, "x11")
