@@ -132,9 +132,6 @@ class FindingsTab(ttk.Frame):
         self.contest_var.set("Sent: your supervisor sees it beside the finding.")
         self.redraw()
 
-    def live_picture(self, event_id: str, jpeg: bytes) -> None:
-        self._pictures.setdefault(event_id, jpeg)
-
     # -- the selected finding ----------------------------------------------------------------
     def show_selected(self) -> None:
         chosen = self.tree.selection()

@@ -7,7 +7,6 @@ window drains it on Tk's thread. So nothing here touches a widget.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -37,14 +36,18 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-SUBSCRIPTIONS = ("cmd/result", "scan", "event", "evidence/+", "status")
+# Exactly what the fleet's broker rules let a companion read (deskwatch_contract.access):
+# evidence images are for the collector only (sealed to it under contract 1.1; the worker
+# sees their own under "Your findings", from the collector), and status is not the
+# companion's. A subscription the ACL denies stays silent, and the window would then say
+# something false about what never arrives.
+SUBSCRIPTIONS = ("cmd/result", "scan", "event")
 RECENT = 50
-MAX_EVIDENCE_BYTES = 512 * 1024
 
 
 @dataclass(frozen=True)
 class Note:
-    kind: str  # "outcome", "scan", "finding", "status", "flushed"
+    kind: str  # "outcome", "scan", "finding", and the findings list's (see findings.py)
     value: Any
 
 
@@ -118,7 +121,6 @@ class DeskSession:
         self.link = DeskLink(cfg, subscriptions=SUBSCRIPTIONS, on_message=self._on_message)
         self.findings = FindingsList(cfg.collector, self.inbox)
         self.recent: deque[tuple[str, str, str]] = deque(maxlen=RECENT)
-        self.evidence: dict[str, bytes] = {}
         self.pause: PauseState | None = None
         self.appliance_state = "unknown"
         self._busy = threading.Lock()
@@ -223,17 +225,3 @@ class DeskSession:
             finding = parse_or_log("event", raw)
             if finding is not None:
                 self.inbox.put(Note("finding", finding))
-        elif suffix.startswith("evidence/"):
-            if len(raw) <= MAX_EVIDENCE_BYTES:
-                self.evidence[suffix[len("evidence/") :]] = raw
-                self.inbox.put(Note("evidence", (suffix[len("evidence/") :], raw)))
-                while len(self.evidence) > RECENT:
-                    self.evidence.pop(next(iter(self.evidence)))
-        elif suffix == "status":
-            try:
-                state = json.loads(raw).get("state")
-            except (ValueError, AttributeError):
-                logger.warning("ignored a malformed status message (%d bytes)", len(raw))
-                return
-            if isinstance(state, str):
-                self.inbox.put(Note("status", state[:20]))

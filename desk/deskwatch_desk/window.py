@@ -8,14 +8,15 @@ pause, and the appliance's answer. Below, two tabs:
   the window opens: each finding with the picture that was sent, how it was reviewed,
   when the picture is deleted, and a box to contest it;
 - "Checks as they happen": the transparency list, the appliance's scans and findings
-  for this desk exactly as they go to the broker while the window is open; a finding's
-  image is shown only when the appliance sent one (the employer's profile decides).
+  for this desk exactly as they go to the broker while the window is open; for each
+  finding, whether an image went to the supervisor (the employer's profile decides).
+  The image itself is not shown here: the fleet's broker rules keep evidence for the
+  collector, and "Your findings" shows it from there.
 """
 
 from __future__ import annotations
 
 import gc
-import io
 import logging
 import signal
 import sys
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from deskwatch_contract import exitcodes
 from deskwatch_desk.findings_tab import FindingsTab
+from deskwatch_desk.messages import Finding
 from deskwatch_desk.session import DeskSession, Note, describe_finding, describe_scan
 
 if TYPE_CHECKING:
@@ -49,7 +51,7 @@ class PauseWindow:
         root.minsize(760, 600)
         pad: dict[str, Any] = {"padx": 6, "pady": 4}
 
-        self.status_var = tk.StringVar(value=f"Desk {cfg.device.site}/{cfg.device.id} - appliance: no status yet")
+        self.status_var = tk.StringVar(value=f"Desk {cfg.device.site}/{cfg.device.id}")
         ttk.Label(root, textvariable=self.status_var).pack(anchor="w", **pad)
 
         box = ttk.LabelFrame(root, text="Pause")
@@ -99,8 +101,7 @@ class PauseWindow:
         self.tree.bind("<<TreeviewSelect>>", self._show_selected)
         self.image_label = ttk.Label(seen)
         self.image_label.pack(anchor="w", **pad)
-        self._photo: Any = None
-        self._row_event: dict[str, str] = {}
+        self._row_finding: dict[str, Finding] = {}
         self.root.protocol("WM_DELETE_WINDOW", self.close)
         self._after: str | None = self.root.after(POLL_MS, self.poll)
 
@@ -155,12 +156,10 @@ class PauseWindow:
         elif note.kind == "scan":
             self._add_row(describe_scan(note.value), None)
         elif note.kind == "finding":
-            self._add_row(describe_finding(note.value), note.value.event_id)
+            self._add_row(describe_finding(note.value), note.value)
             if self.session.findings.add_live(note.value):
                 self.findings_tab.redraw()
             self.root.after(LIVE_REFRESH_MS, self.session.findings.refresh)  # the collector's copy, once stored
-        elif note.kind == "evidence":
-            self.findings_tab.live_picture(*note.value)
         elif note.kind == "findings":
             found, _retention = note.value
             self.session.findings.take(found)
@@ -174,37 +173,28 @@ class PauseWindow:
             if updated is not None:
                 self.session.findings.take_one(updated)
             self.findings_tab.contested(problem)
-        elif note.kind == "status":
-            cfg = self.session.cfg
-            self.status_var.set(f"Desk {cfg.device.site}/{cfg.device.id} - appliance: {note.value}")
 
-    def _add_row(self, values: tuple[str, str, str], event_id: str | None) -> None:
+    def _add_row(self, values: tuple[str, str, str], finding: Finding | None) -> None:
         item = self.tree.insert("", 0, values=values)
-        if event_id:
-            self._row_event[item] = event_id
+        if finding is not None:
+            self._row_finding[item] = finding
         children = self.tree.get_children()
         for old in children[50:]:
-            self._row_event.pop(old, None)
+            self._row_finding.pop(old, None)
             self.tree.delete(old)
 
     def _show_selected(self, _event: Any = None) -> None:
+        """Whether the selected finding's image went to the supervisor, from the event itself
+        (the image is the collector's: this window never receives it)."""
         selected = self.tree.selection()
-        event_id = self._row_event.get(selected[0]) if selected else None
-        jpeg = self.session.evidence.get(event_id) if event_id else None
-        self._photo = None
-        if jpeg is None:
-            self.image_label.configure(image="", text="" if event_id is None else "No image was sent for this finding.")
-            return
-        try:
-            from PIL import Image, ImageTk
-
-            with Image.open(io.BytesIO(jpeg)) as im:
-                im.thumbnail((200, 150))
-                self._photo = ImageTk.PhotoImage(im.convert("RGB"))
-            self.image_label.configure(image=self._photo, text="")
-        except Exception as exc:  # Pillow missing or a bad JPEG: say so, keep running
-            logger.warning("cannot show the image of finding %s: %s", event_id, exc)
-            self.image_label.configure(image="", text="The image sent for this finding cannot be shown here.")
+        finding = self._row_finding.get(selected[0]) if selected else None
+        if finding is None:
+            text = ""
+        elif finding.evidence:
+            text = "An image was sent to your supervisor (not shown here)."
+        else:
+            text = "No image was sent for this finding."
+        self.image_label.configure(text=text)
 
 
 def cfg_max_minutes() -> int:

@@ -341,8 +341,6 @@ topic write deskwatch/v1/acme/desk-a/cmd/resume
 topic read deskwatch/v1/acme/desk-a/cmd/result
 topic read deskwatch/v1/acme/desk-a/scan
 topic read deskwatch/v1/acme/desk-a/event
-topic read deskwatch/v1/acme/desk-a/evidence/+
-topic read deskwatch/v1/acme/desk-a/status
 """
 
 
