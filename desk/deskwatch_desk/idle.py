@@ -12,7 +12,9 @@ One small interface (:class:`IdleSource`), one implementation per platform:
 
 Every one of them only ever learns *how long ago* the last input happened: no key
 values, no pointer positions, no window titles. A source that does not work on this
-machine says so once, in one log line naming the reason, and the next one is tried.
+machine says so once, in one log line naming the reason, and the next one is tried;
+except that in a Wayland session ``auto`` never falls back to ``x11`` (XWayland's
+counter sees only input to X11 windows): no idle time beats a wrong one.
 """
 
 from __future__ import annotations
@@ -312,14 +314,33 @@ FACTORIES: dict[str, Callable[[], IdleSource]] = {
 NAMES = (*FACTORIES, "fixed:SECONDS")
 
 
+WAYLAND_WITHOUT_IDLE_SERVICE = (
+    "this is a Wayland session and its desktop's idle-time service cannot be asked (the line above says why), "
+    "so no idle time is reported (the appliance's idle check then skips this desk rather than judge it on "
+    "wrong data). The x11 source is not used: it would read XWayland's counter, which sees only input to X11 "
+    "windows, so typing in Wayland apps would look like idleness. Use a desktop that offers the service "
+    "(GNOME: Mutter's IdleMonitor; KDE: org.freedesktop.ScreenSaver) with gdbus or busctl installed, or, if "
+    "you work only in X11 apps, choose --idle-source x11"
+)
+
+
+def wayland_session() -> bool:
+    return bool(os.environ.get("WAYLAND_DISPLAY"))
+
+
 def auto_order() -> list[str]:
-    """Which sources to try on this platform, most specific first."""
+    """Which sources to try on this platform, most specific first.
+
+    In a Wayland session only the desktop's own idle service will do: the x11 source would
+    read XWayland's counter, which sees only input to X11 windows (see
+    :data:`WAYLAND_WITHOUT_IDLE_SERVICE`), so "auto" never falls back to it.
+    """
     if sys.platform == "win32":
         return ["windows"]
     if sys.platform == "darwin":
         return ["macos"]
-    if os.environ.get("WAYLAND_DISPLAY"):
-        return ["wayland", "x11"]  # XWayland's idle counter only sees X clients' input
+    if wayland_session():
+        return ["wayland"]
     return ["x11", "wayland"]
 
 
@@ -335,12 +356,19 @@ def open_idle_source(choice: str = "auto") -> IdleSource | None:
             raise ValueError(f"fixed idle source needs a number of seconds, e.g. fixed:120, not {choice!r}") from None
     if choice != "auto" and choice not in FACTORIES:
         raise ValueError(f"unknown idle source {choice!r}; choose auto, {', '.join(NAMES)}")
-    for name in auto_order() if choice == "auto" else [choice]:
+    order = auto_order() if choice == "auto" else [choice]
+    for name in order:
         try:
             source = FACTORIES[name]()
         except IdleUnavailable as exc:
             say_unavailable_once(name, str(exc))
             continue
         logger.info("idle time from %s", name)
+        if name == "x11" and wayland_session():
+            logger.warning(
+                "idle time from x11 in a Wayland session (as chosen): only input to X11 (XWayland) windows counts"
+            )
         return source
+    if order == ["wayland"] and sys.platform not in ("win32", "darwin") and wayland_session():
+        logger.warning("%s", WAYLAND_WITHOUT_IDLE_SERVICE)
     return None

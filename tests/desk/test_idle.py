@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
@@ -58,6 +59,36 @@ def test_x11_unavailable_without_display_is_said_once(
     lines = [r.getMessage() for r in caplog.records]
     assert lines.count("idle source x11 is unavailable on this machine: no X display (DISPLAY is not set)") == 1
     assert sum("idle source wayland is unavailable" in line for line in lines) == 1
+
+
+def test_wayland_without_an_idle_service_never_falls_back_to_xwayland(
+    xvfb: Xvfb, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """sway, Hyprland and other wlroots desktops offer no idle service over D-Bus; XWayland's
+    counter (Xvfb here) sees only input to X11 windows, so a worker typing in native Wayland
+    apps would be reported idle. 'auto' must not use it; only an explicit choice does."""
+    monkeypatch.setenv("WAYLAND_DISPLAY", "wayland-0")
+    monkeypatch.setenv("DISPLAY", xvfb.display)
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", f"unix:path={tmp_path}/no-bus")
+    with caplog.at_level(logging.INFO, logger="deskwatch_desk.idle"):
+        assert open_idle_source("auto") is None
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and "Wayland" in warned[0] and "--idle-source x11" in warned[0], warned
+    assert "GNOME" in warned[0] and "KDE" in warned[0], warned
+    explicit = open_idle_source("x11")
+    assert explicit is not None and explicit.name == "x11"
+    explicit.close()
+    assert any("only input to X11" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+
+
+def test_idle_command_in_such_a_wayland_session_reports_nothing_and_says_why(xvfb: Xvfb, tmp_path: Path) -> None:
+    env = dict(xvfb.env, WAYLAND_DISPLAY="wayland-0", DBUS_SESSION_BUS_ADDRESS=f"unix:path={tmp_path}/no-bus")
+    done = subprocess.run(
+        [sys.executable, "-m", "deskwatch_desk.cli", "idle"], env=env, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 69, done.stdout + done.stderr
+    assert "source: x11" not in done.stdout
+    assert "--idle-source x11" in done.stderr and "no idle-time source works" in done.stderr
 
 
 def test_x11_display_that_is_not_running() -> None:
