@@ -174,10 +174,15 @@ class FindingsList:
         assert self.client is not None
         try:
             if password is None and self.password_file is not None:
-                password = self.password_file.read_text(encoding="utf-8").strip()
+                # only the line end: the collector keeps spaces in passwords (as the broker's
+                # password file is read, deskwatch_contract.credentials.read_password)
+                password = self.password_file.read_text(encoding="utf-8").strip("\r\n")
             self.client.sign_in(password or "")
         except OSError as exc:
             self._say("error", f"Cannot read collector.password_file: {exc.strerror or exc}")
+            return
+        except UnicodeDecodeError:
+            self._say("error", f"collector.password_file {self.password_file} is not UTF-8 text: save it as UTF-8.")
             return
         except SignInNeeded as exc:
             self._say("signin", f"Sign-in failed: {exc}.")

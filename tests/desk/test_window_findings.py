@@ -150,3 +150,44 @@ def test_window_asks_for_the_password_and_says_what_is_wrong(
         assert pump(root, lambda: "cannot reach the collector" in tab.source_var.get().lower(), timeout=15)
     finally:
         win.close()
+
+
+def test_a_password_file_keeps_the_spaces_of_the_password(collector: Any, tmp_path: Path) -> None:
+    """The collector keeps leading and trailing spaces in passwords; the password file must
+    too, or the worker cannot sign in from the window and the attempt counts as a failure."""
+    import queue
+
+    from deskwatch_collector import auth
+    from deskwatch_desk.config import DeskCollector
+    from deskwatch_desk.findings import FindingsList
+
+    server, _ = collector
+    auth.add_user(server.store, "w-7", "  correct horse  ", "worker", ["acme"], "w-7")
+    secret = tmp_path / "w-7.collector-password"
+    secret.write_text("  correct horse  \r\n")
+    secret.chmod(0o600)
+
+    def signed_in_with_the_file() -> tuple[str, list[str]]:
+        inbox: queue.Queue[Any] = queue.Queue()
+        findings = FindingsList(DeskCollector(url=server.url, username="w-7", password_file=str(secret)), inbox)
+        findings.start()
+        said: list[str] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and findings.state not in ("ready", "error", "signin"):
+            try:
+                note = inbox.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            if note.kind == "findings_state":
+                said.append(note.value)
+        while not inbox.empty():  # the state is set just before its note is put
+            note = inbox.get()
+            if note.kind == "findings_state":
+                said.append(note.value)
+        return findings.state, said
+
+    state, said = signed_in_with_the_file()
+    assert state == "ready", said
+    secret.write_bytes(b"\xff\xfe not text\n")  # a file saved in another encoding: said, not a dead thread
+    state, said = signed_in_with_the_file()
+    assert state == "error" and "collector.password_file" in said[-1] and "UTF-8" in said[-1], said
