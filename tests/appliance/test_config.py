@@ -13,6 +13,7 @@ from deskwatch.cli import main
 from deskwatch.config import ConfigError, load_config, load_config_text
 from deskwatch.config.example import example_text
 from tests.support.common import REPO
+from tests.support.service import ServiceUser
 
 
 def errors_of(text: str) -> list[tuple[int | None, str, str]]:
@@ -136,6 +137,32 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert f"{bad}:3: camera.backend = 'usb'" in err
     assert main(["check-config", str(tmp_path / "missing.yaml")]) == 78
     assert "config file not found" in capsys.readouterr().err
+
+
+def test_check_config_as_root_checks_what_the_daemons_user_can_read(
+    deskwatch_user: ServiceUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root reads any file: `sudo deskwatch check-config` answers for the daemon's user, which
+    must read the config and the files it names (the daemon stops with 78 otherwise)."""
+    etc = deskwatch_user.base / "etc"
+    etc.mkdir(mode=0o750)
+    os.chown(etc, 0, deskwatch_user.gid)
+    ca = etc / "ca.crt"
+    ca.write_text("x")
+    ca.chmod(0o600)  # root's alone
+    cfg = etc / "config.yaml"
+    cfg.write_text(f"device: {{id: a, site: b, worker_id: c}}\nmqtt: {{tls: {{ca_file: {ca}}}}}\n")
+    cfg.chmod(0o600)
+    assert main(["check-config", str(cfg)]) == 78
+    err = capsys.readouterr().err
+    assert f"{cfg}: valid, but the daemon's user deskwatch could not open it all" in err
+    assert f"deskwatch cannot read {cfg} (mode 0600, owner root:root) (config file); run: chown root:" in err
+    assert f"deskwatch cannot read {ca} (mode 0600, owner root:root) (mqtt.tls.ca_file); run: chmod 644 {ca}" in err
+    os.chown(cfg, 0, deskwatch_user.gid)
+    cfg.chmod(0o640)
+    ca.chmod(0o644)
+    assert main(["check-config", str(cfg)]) == 0
+    assert "deskwatch, the daemon's user, can read it and the files it names" in capsys.readouterr().out
 
 
 def test_run_refuses_a_bad_config_with_78_and_no_traceback(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ them no more in the snapshot, and still find the worker's (the control)."""
 
 from __future__ import annotations
 
+import os
+import pwd
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from tests.support.common import PHOTOS, REPO
 from tests.support.vision import load_rgb
 
 MODELS_READY = (REPO / "models" / "manifest.yaml").exists()
+AS_ME = ["--service-user", pwd.getpwuid(os.geteuid()).pw_name]  # the checks run here, as whoever runs the tests
 LIGHT = LightReading(120.0, 50.0, 0.02, 8.0, False, False)
 # multi_06.jpg: three people at a cafe table; the desk zone is drawn round the woman on the
 # right, so she is the worker and the two on the left are not
@@ -57,7 +60,9 @@ def test_the_snapshot_blurs_everyone_but_the_worker(tmp_path: Path, int8_vision:
 
     cfg = write_config(tmp_path)
     snap = tmp_path / "usb" / "aim.jpg"
-    main(["selftest", "--config", str(cfg), "--snapshot", str(snap), "--skip", "clock", "--skip", "broker", "-q"])
+    main(
+        ["selftest", "--config", str(cfg), "--snapshot", str(snap), "--skip", "clock", "--skip", "broker", "-q", *AS_ME]
+    )
     err = capsys.readouterr().err
     assert "framing picture written to" in err and "the worker at the desk left sharp" in err
     assert snap.stat().st_mode & 0o777 == 0o600
@@ -80,7 +85,7 @@ def test_no_snapshot_when_nobody_could_be_found_to_blur(tmp_path: Path, capsys: 
     cfg = write_config(tmp_path)
     snap = tmp_path / "aim.jpg"
     skips = ["--skip", "clock", "--skip", "broker", "--skip", "models", "--skip", "framing"]
-    main(["selftest", "--config", str(cfg), "--snapshot", str(snap), "-q", *skips])
+    main(["selftest", "--config", str(cfg), "--snapshot", str(snap), "-q", *skips, *AS_ME])
     captured = capsys.readouterr()
     assert not snap.exists() and not list(tmp_path.glob("aim.jpg*"))
     assert f"no snapshot written to {snap}" in captured.err and "--skip framing" in captured.err
@@ -93,7 +98,9 @@ def test_an_unwritable_snapshot_path_is_a_message_not_a_traceback(tmp_path: Path
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the technician thought a folder was")
     snap = blocker / "aim.jpg"
-    main(["selftest", "--config", str(cfg), "--snapshot", str(snap), "--skip", "clock", "--skip", "broker", "-q"])
+    main(
+        ["selftest", "--config", str(cfg), "--snapshot", str(snap), "--skip", "clock", "--skip", "broker", "-q", *AS_ME]
+    )
     captured = capsys.readouterr()
     assert f"no snapshot written to {snap}" in captured.err and "Traceback" not in captured.err
     assert "framing" in captured.out

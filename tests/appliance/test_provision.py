@@ -156,7 +156,7 @@ def test_as_root_the_selftest_runs_as_the_service_user(
 ) -> None:
     import subprocess
 
-    from deskwatch.commands import provision as command
+    from deskwatch.technician import service_user
 
     calls: list[tuple[str, list[str]]] = []
 
@@ -165,11 +165,12 @@ def test_as_root_the_selftest_runs_as_the_service_user(
         return subprocess.CompletedProcess(argv, 0, stdout="camera       PASS\n")
 
     monkeypatch.setattr(os, "geteuid", lambda: 0)
-    monkeypatch.setattr(command, "run_as_user", fake_run_as_user)
+    monkeypatch.setattr(service_user, "run_as_user", fake_run_as_user)
     bundle = make_bundle(tmp_path, pki)
     assert provision(tmp_path, "--skip", "clock", "--service-user", "nobody") == 0
     [(user, argv)] = calls
     assert user == "nobody" and argv[1:4] == ["-m", "deskwatch", "selftest"] and argv[-2:] == ["--skip", "clock"]
+    assert argv[argv.index("--service-user") + 1] == "nobody"  # its permission row judges for that user
     assert "(run as user nobody)" in (bundle / "provision-result.txt").read_text()
 
 
@@ -256,13 +257,17 @@ def test_a_bundle_directory_that_is_a_link_is_refused(tmp_path: Path, pki: Pki, 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
 def test_the_selftest_child_runs_with_the_service_users_ids_not_roots() -> None:
-    from deskwatch.commands.provision import run_as_user, selftest_as_user
+    import grp
+
+    from deskwatch.technician.service_user import run_as_user, selftest_as_user
 
     nobody = pwd.getpwnam("nobody")
     probe = "import os; print(os.getuid(), os.getgid(), os.getgroups())"
     done = run_as_user("nobody", ["/usr/bin/python3", "-c", probe], timeout=30)  # the system Python: nobody may run it
     uid, gid, groups = done.stdout.split(" ", 2)
     assert (int(uid), int(gid)) == (nobody.pw_uid, nobody.pw_gid) and "0" not in groups.strip("[]\n").split(", ")
+    # and the groups deskwatch.service adds (SupplementaryGroups=video: the camera), as the daemon has them
+    assert str(grp.getgrnam("video").gr_gid) in groups.strip("[]\n").split(", ")
     with pytest.raises(LookupError, match="no user"):
         run_as_user("no-such-user-here", ["true"], timeout=5)
     code, text = selftest_as_user("no-such-user-here", Path("/etc/deskwatch/config.yaml"), [])

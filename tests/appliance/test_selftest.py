@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,9 +20,12 @@ from deskwatch.technician import selftest
 from deskwatch.technician.selftest import FAIL, PASS, WARN, CheckResult, SelftestRun, render_table, run_selftest
 from tests.support.common import PHOTOS, REPO
 from tests.support.mosquitto import Broker, MakeBroker, Pki, fleet_acl
+from tests.support.service import ServiceUser
 
 SELFTEST_ACL = "topic write deskwatch/v1/acme-support/desk-0042/selftest\n"
 MODELS_READY = (REPO / "models" / "manifest.yaml").exists()
+# The tests below that are not about the daemon's user check as whoever runs them.
+AS_ME = ["--service-user", pwd.getpwuid(os.geteuid()).pw_name]
 
 
 def write_config(tmp_path: Path, broker: Broker, pki: Pki, *, photo: str = "single_04.jpg", extra: str = "") -> Path:
@@ -61,7 +67,7 @@ def test_selftest_passes_on_a_provisioned_desk(tmp_path: Path, broker: Broker, p
     cfg = write_config(tmp_path, broker, pki)
     skip = ["--skip", "clock"] + ([] if MODELS_READY else ["--skip", "models", "--skip", "framing"])
     snap = tmp_path / "aim.jpg"
-    code = main(["selftest", "--config", str(cfg), "--json", "--snapshot", str(snap), *skip])
+    code = main(["selftest", "--config", str(cfg), "--json", "--snapshot", str(snap), *skip, *AS_ME])
     out, err = capsys.readouterr()
     result = rows(out)
     assert result["camera"] == PASS
@@ -84,7 +90,7 @@ def test_broker_acl_denial_is_a_fail_with_remedy(
 ) -> None:
     strict = make_broker(mutual=True, acl=fleet_acl(pki).replace(SELFTEST_ACL, ""))  # an ACL that forgot it
     cfg = write_config(tmp_path, strict, pki)
-    code = main(["selftest", "--config", str(cfg), "--skip", "clock", "--skip", "models", "--skip", "framing"])
+    code = main(["selftest", "--config", str(cfg), "--skip", "clock", "--skip", "models", "--skip", "framing", *AS_ME])
     out = capsys.readouterr().out
     assert code == 1
     line = next(ln for ln in out.splitlines() if ln.startswith("broker"))
@@ -101,7 +107,7 @@ def test_unreachable_broker_and_dark_camera(tmp_path: Path, broker: Broker, pki:
     cfg = write_config(tmp_path, broker, pki, photo=str(dark))
     broker.stop()
     code = main(
-        ["selftest", "--config", str(cfg), "--json", "--skip", "clock", "--skip", "models", "--skip", "framing"]
+        ["selftest", "--config", str(cfg), "--json", "--skip", "clock", "--skip", "models", "--skip", "framing", *AS_ME]
     )
     data = json.loads(capsys.readouterr().out)
     by = {c["check"]: c for c in data["checks"]}
@@ -283,13 +289,16 @@ def test_a_burst_that_starts_on_an_empty_desk_and_the_models_the_daemon_loads(
         (burst / name).write_bytes((PHOTOS / photo).read_bytes())
     cfg = write_config(tmp_path, broker, pki, photo="placeholder")
     cfg.write_text(cfg.read_text().replace(str(PHOTOS / "placeholder"), str(burst)))
-    code = main(["selftest", "--config", str(cfg), "--skip", "clock"])
+    code = main(["selftest", "--config", str(cfg), "--skip", "clock", *AS_ME])
     out, _err = capsys.readouterr()
     print(out)
     lines = out.splitlines()
     assert lines[0].startswith("deskwatch selftest  20") and lines[0].endswith(" UTC")
     assert lines[1].startswith("device acme-support/desk-0042 (worker w-1187)  serial ")
     assert lines[2].startswith("deskwatch ") and " host " in lines[2] and " ip " in lines[2]
+    assert (
+        lines[3].startswith(f"checked as {AS_ME[1]} (uid {os.geteuid()}; groups ") and "the daemon's user" in lines[3]
+    )
     table = {line.split()[1]: line for line in lines if line.startswith("model ")}
     from deskwatch.app import build_vision
     from deskwatch.config import load_config
@@ -313,3 +322,128 @@ def test_a_burst_that_starts_on_an_empty_desk_and_the_models_the_daemon_loads(
     liveness = next(line for line in lines if line.startswith("liveness"))
     assert "PASS" in liveness and "judged live" in liveness, liveness  # single_01's worker, a live face
     assert code == 0 or "FAIL" in out
+
+
+# -- `sudo deskwatch selftest`: the daemon's rights, not root's ------------------------------------
+ONLY_FILES = ["--skip", "clock", "--skip", "camera", "--skip", "light", "--skip", "models"]
+ONLY_FILES += ["--skip", "framing", "--skip", "liveness"]  # left: disk, permissions, broker
+
+
+def appliance_files(user: ServiceUser, pki: Pki, port: int) -> Path:
+    """/etc/deskwatch and /var/lib/deskwatch as the image lays them out (tmpfiles.d, provision):
+    the directory 0750 root:deskwatch, config.yaml 0640 root:deskwatch, the certificates 0644,
+    the key 0600 deskwatch, the state directory 0700 deskwatch."""
+    etc = user.base / "etc"
+    etc.mkdir(mode=0o750)
+    os.chown(etc, 0, user.gid)
+    crt, key = pki.client("acme-support/desk-0042")
+    for src, name, mode, owner in (
+        (pki.ca_crt, "ca.crt", 0o644, 0),
+        (crt, "device.crt", 0o644, 0),
+        (key, "device.key", 0o600, user.uid),
+    ):
+        shutil.copy(src, etc / name)
+        os.chmod(etc / name, mode)
+        os.chown(etc / name, owner, user.gid)
+    state = user.base / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, user.uid, user.gid)
+    cfg = etc / "config.yaml"
+    cfg.write_text(
+        f"""device: {{id: desk-0042, site: acme-support, worker_id: w-1187}}
+state_dir: {state}
+camera: {{backend: replay, source: {PHOTOS / "single_04.jpg"}}}
+mqtt:
+  host: 127.0.0.1
+  port: {port}
+  protocol: "5"
+  tls: {{ca_file: {etc / "ca.crt"}, cert_file: {etc / "device.crt"}, key_file: {etc / "device.key"}}}
+"""
+    )
+    cfg.chmod(0o640)
+    os.chown(cfg, 0, user.gid)
+    return cfg
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("root_only", ["nothing", "config", "certificate"])
+def test_sudo_selftest_checks_with_the_daemons_rights_not_roots(
+    root_only: str, deskwatch_user: ServiceUser, pki: Pki, broker: Broker, capsys: Any
+) -> None:
+    """`sudo deskwatch selftest` (the README's Pi section) runs the checks as the daemon's user
+    with the groups its unit gives it: a config or a certificate only root can read (written
+    with a 077 umask, `install -m 600`) is a failure, as it is for the daemon, not a PASS."""
+    import paho.mqtt.client  # noqa: F401  the child, as nobody, cannot read this interpreter's library
+
+    cfg = appliance_files(deskwatch_user, pki, broker.port)
+    if root_only == "config":
+        os.chown(cfg, 0, 0)
+        cfg.chmod(0o600)
+    if root_only == "certificate":
+        (cfg.parent / "device.crt").chmod(0o600)
+    code = main(["selftest", "--config", str(cfg), *ONLY_FILES])
+    out, err = capsys.readouterr()
+    assert [argv[3:5] for argv in deskwatch_user.children] == [["selftest", "--config"]], "the checks ran as root"
+    assert grp.getgrnam("video").gr_gid in deskwatch_user.child_groups[0]  # SupplementaryGroups=video: the camera
+    assert "running the checks as deskwatch (uid 65534; groups" in err
+    if root_only != "nothing":  # the daemon would exit 78 and never be restarted
+        assert code == 78, out + err
+        assert "the daemon's user deskwatch cannot load" in err and "Traceback" not in err
+        if root_only == "config":
+            assert f"{cfg}: (file): cannot read the config file: [Errno 13] Permission denied" in err
+        else:
+            assert f"mqtt.tls.cert_file = '{cfg.parent / 'device.crt'}': file is not readable by this user" in err
+        return
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert lines[3].startswith("checked as deskwatch (uid 65534; groups ") and lines[3].endswith(", the daemon's user")
+    rows = {line.split()[0]: line for line in lines[5:] if line and not line.startswith(("-", " "))}
+    assert "PASS" in rows["permissions"] and "PASS" in rows["broker"], out
+
+
+def test_the_permissions_row_judges_the_files_for_the_daemons_user(deskwatch_user: ServiceUser, pki: Pki) -> None:
+    """Whoever runs the check (here root, in-process): the config, the certificates, the key
+    and the directories above them are judged for the daemon's uid and groups."""
+    from deskwatch.config import load_config
+
+    cfg = appliance_files(deskwatch_user, pki, 8883)
+    etc = cfg.parent
+
+    def row() -> CheckResult:
+        return selftest.check_permissions(SelftestRun(load_config(cfg), str(cfg)))[0]
+
+    os.chown(cfg, 0, 0)
+    cfg.chmod(0o600)  # root's alone
+    (etc / "ca.crt").chmod(0o600)
+    found = row()
+    assert found.status == FAIL, found
+    text = found.detail + "; " + found.remedy
+    assert f"deskwatch cannot read {cfg} (mode 0600, owner root:root) (config file)" in text
+    assert f"run: chown root:nogroup {cfg} && chmod 640 {cfg}" in text
+    assert f"deskwatch cannot read {etc / 'ca.crt'}" in text and "(mqtt.tls.ca_file)" in text
+    cfg.chmod(0o640)
+    os.chown(cfg, 0, deskwatch_user.gid)
+    (etc / "ca.crt").chmod(0o644)
+    assert row().status == PASS, row()
+    assert "the daemon's user deskwatch can open what it needs" in row().detail
+    os.chown(etc, 0, 0)  # /etc/deskwatch 0750 root:root: nothing inside can be reached
+    text = row().detail + row().remedy
+    assert f"deskwatch cannot enter {etc} (mode 0750, owner root:root)" in text
+    assert f"chgrp nogroup {etc} && chmod 750 {etc}" in text
+
+
+def test_sudo_selftest_says_what_it_cannot_do_as_the_daemons_user(
+    deskwatch_user: ServiceUser, pki: Pki, capsys: Any
+) -> None:
+    """A snapshot folder the daemon's user may not write, or no such user: said before any
+    camera is opened, never a run as root."""
+    cfg = appliance_files(deskwatch_user, pki, 8883)
+    private = deskwatch_user.base / "root-only"
+    private.mkdir(mode=0o700)
+    assert main(["selftest", "--config", str(cfg), "--snapshot", str(private / "aim.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert f"no snapshot can be written to {private / 'aim.jpg'}: the checks run as deskwatch" in err
+    assert f"deskwatch cannot write into {private} (mode 0700, owner root:root)" in err and "/tmp/aim.jpg" in err
+    assert main(["selftest", "--config", str(cfg), "--service-user", "no-such-user-here"]) == 1
+    assert "there is no user 'no-such-user-here'" in capsys.readouterr().err
+    assert deskwatch_user.children == []

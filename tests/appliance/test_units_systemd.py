@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from deskwatch.technician.service_user import SERVICE_USER, UNIT_GROUPS
 from tests.support.common import REPO
 
 UNITS = REPO / "systemd"
@@ -97,6 +98,8 @@ def test_service_sandbox_and_lifecycle() -> None:
     assert s["CapabilityBoundingSet"] == [""]
     assert s["SupplementaryGroups"] == ["video"]
     assert s["User"] == ["deskwatch"]
+    # what `sudo deskwatch selftest` gives its child, to check as the daemon runs
+    assert s["SupplementaryGroups"][0].split() == list(UNIT_GROUPS) and s["User"] == [SERVICE_USER]
     assert "char-video4linux rw" in s["DeviceAllow"]
     assert s["DevicePolicy"] == ["closed"]
     assert s["ConditionPathExists"] == ["/etc/deskwatch/config.yaml"]

@@ -5,14 +5,13 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import pwd
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from deskwatch.technician.provision import SERVICE_USER, BundleError, provision, write_result
+from deskwatch.technician.service_user import selftest_as_user
 from deskwatch_contract import exitcodes
 
 NAME = "provision"
@@ -108,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         # Root installed the files; the checks run with the daemon's rights, not root's.
         code, table = selftest_as_user(args.service_user, config_path, args.skip)
     else:
-        code, table = _selftest_here(cfg, config_path, args.skip)
+        code, table = _selftest_here(cfg, config_path, args.skip, args.service_user)
     write_result(bundle_dir, report + "\nSelftest:\n" + table + "\n")
     print(report + "\n" + table)
     if code != 0:
@@ -121,49 +120,11 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _selftest_here(cfg: Any, config_path: Path, skip: list[str]) -> tuple[int, str]:
+def _selftest_here(cfg: Any, config_path: Path, skip: list[str], service_user: str) -> tuple[int, str]:
     from deskwatch.technician.selftest import render_table, run_selftest
 
     def progress(i: int, n: int, name: str) -> None:
         print(f"[{i}/{n}] checking {name} ...", file=sys.stderr, flush=True)
 
-    result = run_selftest(cfg, config_path=str(config_path), skip=skip, progress=progress)
+    result = run_selftest(cfg, config_path=str(config_path), skip=skip, progress=progress, service_user=service_user)
     return (1 if result.failed else 0), render_table(result.results)
-
-
-def selftest_as_user(user: str, config_path: Path, skip: list[str]) -> tuple[int, str]:
-    """``deskwatch selftest`` in a child process with ``user``'s uid, gid and groups."""
-    argv = [sys.executable, "-m", "deskwatch", "selftest", "--config", str(config_path)]
-    for check in skip:
-        argv += ["--skip", check]
-    try:
-        done = run_as_user(user, argv, timeout=600)
-    except LookupError as exc:
-        return 1, f"selftest NOT run: {exc}; it never runs as root"
-    except subprocess.TimeoutExpired:
-        return 1, "selftest NOT finished: it took longer than 10 minutes"
-    except OSError as exc:
-        return 1, f"selftest NOT run: it cannot be started as {user} ({exc}); it never runs as root"
-    out = done.stdout.strip() or f"the selftest printed no table (exit {done.returncode}); see the console"
-    return done.returncode, f"(run as user {user})\n{out}"
-
-
-def run_as_user(user: str, argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
-    """Run ``argv`` as ``user`` (LookupError if there is no such user); stderr passes through."""
-    try:
-        pw = pwd.getpwnam(user)
-    except KeyError:
-        raise LookupError(f"there is no user {user!r} (the image creates it with sysusers.d)") from None
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": os.environ.get("LANG", "C.UTF-8"), "HOME": pw.pw_dir}
-    return subprocess.run(
-        argv,
-        user=pw.pw_uid,
-        group=pw.pw_gid,
-        extra_groups=os.getgrouplist(user, pw.pw_gid),
-        env=env,
-        cwd="/",
-        stdout=subprocess.PIPE,  # the table; progress and errors go to the console as they come
-        text=True,
-        timeout=timeout,
-        check=False,
-    )

@@ -48,12 +48,12 @@ import yaml
 
 from deskwatch.config import Config, ConfigError, load_config, load_config_text
 from deskwatch.system.files import fill, fsync_dir, write_atomically
+from deskwatch.technician.service_user import SERVICE_USER
 from deskwatch_contract.configfile import is_section, section_fields
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SERVICE_USER = "deskwatch"
 BUNDLE_FILE = "bundle.yaml"
 CERT, KEY, CA = "device.crt", "device.key", "ca.crt"
 RESULT_FILE = "provision-result.txt"

@@ -28,10 +28,17 @@ from deskwatch.policy.rules import people_view
 from deskwatch.system.clock import clock_sync
 from deskwatch.technician.broker_probe import probe_broker
 from deskwatch.technician.checks import FAIL, PASS, WARN, CheckResult
+from deskwatch.technician.service_user import (
+    SERVICE_USER,
+    access_problem,
+    current_account,
+    daemon_reads,
+    fix_for,
+    service_account,
+)
 
 log = logging.getLogger(__name__)
 
-SERVICE_USER = "deskwatch"
 SELFTEST_FRAMES = 3
 MIN_FREE_BYTES = 100 * 1024 * 1024
 SLOW_FRAME_MS = 2500.0
@@ -43,11 +50,16 @@ class SelftestRun:
 
     cfg: Config
     config_path: str = ""
+    service_user: str = ""  # the daemon's user (empty: SERVICE_USER): whose rights the permission check judges
     frames: list[Frame] = field(default_factory=list)
     analysis: FrameAnalysis | None = None  # the snapshot frame's (for --snapshot)
     analyses: list[FrameAnalysis] = field(default_factory=list)  # every frame of the burst
     model_ms: dict[str, float] = field(default_factory=dict)
     results: list[CheckResult] = field(default_factory=list)
+
+    @property
+    def daemon_user(self) -> str:
+        return self.service_user or SERVICE_USER
 
     @property
     def failed(self) -> bool:
@@ -95,14 +107,14 @@ def check_disk(run: SelftestRun) -> list[CheckResult]:
 
 
 # -- permissions ---------------------------------------------------------------------------
-def _service_uid() -> int | None:
+def _service_uid(user: str) -> int | None:
     try:
-        return pwd.getpwnam(SERVICE_USER).pw_uid
+        return pwd.getpwnam(user).pw_uid
     except KeyError:
         return None
 
 
-def _secret_problem(path: Path, uid: int | None) -> str | None:
+def _secret_problem(path: Path, uid: int | None, user: str) -> str | None:
     try:
         st = path.stat()
     except OSError as exc:
@@ -111,19 +123,35 @@ def _secret_problem(path: Path, uid: int | None) -> str | None:
     if mode & 0o077:
         return f"{path} is mode {mode:04o}; run: chmod 600 {path}"
     if uid is not None and st.st_uid != uid:
-        return (
-            f"{path} is owned by uid {st.st_uid}, the daemon runs as {SERVICE_USER}; run: chown {SERVICE_USER} {path}"
-        )
+        return f"{path} is owned by uid {st.st_uid}, the daemon runs as {user}; run: chown {user} {path}"
     return None
+
+
+def _unreadable_for_daemon(run: SelftestRun) -> tuple[list[str], int]:
+    """(problems, paths judged): can the daemon's user (its uid and groups, as the unit
+    starts it) open the config, the TLS and password files and the directories above them?
+    Judged from owners and modes, so a selftest run as root still answers for the daemon."""
+    account = service_account(run.daemon_user)
+    if account is None:
+        return [], 0
+    opened = daemon_reads(run.cfg, run.config_path if run.config_path and os.path.exists(run.config_path) else None)
+    problems = []
+    for item in opened:
+        denied = access_problem(item.path, account, item.want)
+        if denied is not None:
+            problems.append(f"{denied} ({item.key}): the daemon could not open it; {fix_for(item, denied, account)}")
+    return problems, len(opened)
 
 
 def check_permissions(run: SelftestRun) -> list[CheckResult]:
     cfg = run.cfg
-    uid = _service_uid()
+    user = run.daemon_user
+    uid = _service_uid(user)
     secrets = [Path(p) for p in (cfg.mqtt.tls.key_file, cfg.mqtt.password_file) if p]
-    problems = [p for p in (_secret_problem(s, uid) for s in secrets) if p]
+    problems, checked = _unreadable_for_daemon(run)
+    problems += [p for p in (_secret_problem(s, uid, user) for s in secrets) if p]
+    checked += len(secrets)
     state = Path(cfg.state_dir)
-    checked = len(secrets)
     if state.is_dir():
         checked += 1
         mode = stat.S_IMODE(state.stat().st_mode)
@@ -144,7 +172,20 @@ def check_permissions(run: SelftestRun) -> list[CheckResult]:
             problems.append(f"{run.config_path} is writable by others (mode {m:04o}); run: chmod 640 it")
     if problems:
         return [CheckResult("permissions", FAIL, problems[0], "; ".join(problems[1:]) or problems[0])]
-    return [CheckResult("permissions", PASS, f"{checked} secret/template paths private")]
+    if uid is None:
+        return [
+            CheckResult(
+                "permissions",
+                PASS,
+                f"{checked} secret/template paths private (there is no user {user} here: "
+                "what the daemon may open was not judged)",
+            )
+        ]
+    return [
+        CheckResult(
+            "permissions", PASS, f"{checked} paths private, and the daemon's user {user} can open what it needs"
+        )
+    ]
 
 
 # -- camera and light -----------------------------------------------------------------------
@@ -483,9 +524,10 @@ def run_selftest(
     skip: Iterable[str] = (),
     progress: Callable[[int, int, str], None] | None = None,
     checks: dict[str, Check] | None = None,
+    service_user: str = "",
 ) -> SelftestRun:
     """Run every check (minus ``skip``) in order; ``progress(i, n, name)`` before each."""
-    run = SelftestRun(cfg, config_path)
+    run = SelftestRun(cfg, config_path, service_user)
     todo = [(name, fn) for name, fn in (checks or CHECKS).items() if name not in set(skip)]
     for i, (name, fn) in enumerate(todo, 1):
         if progress:
@@ -507,8 +549,19 @@ def run_selftest(
     return run
 
 
-def header(cfg: Config, now: datetime | None = None) -> dict[str, str]:
-    """What an install ticket needs to name this desk: device, site, serial, version, host, IP, time."""
+def checked_as(service_user: str = "") -> str:
+    """Whose rights the checks ran with: the daemon's user, or somebody else (then file access
+    may differ for the daemon; the permissions row judges it for the daemon's user)."""
+    me = current_account()
+    daemon = service_user or SERVICE_USER
+    if me.name == daemon:
+        return f"{me.describe()}, the daemon's user"
+    return f"{me.describe()}, not the daemon's user {daemon}"
+
+
+def header(cfg: Config, now: datetime | None = None, service_user: str = "") -> dict[str, str]:
+    """What an install ticket needs to name this desk: device, site, serial, version, host, IP,
+    time, and whose rights the checks ran with."""
     import socket
 
     from deskwatch import __version__
@@ -524,6 +577,7 @@ def header(cfg: Config, now: datetime | None = None) -> dict[str, str]:
         "host": socket.gethostname(),
         "ip": route_address() or "no route",
         "time": when.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "checked_as": checked_as(service_user),
     }
 
 
@@ -531,7 +585,8 @@ def render_header(fields: dict[str, str]) -> str:
     return (
         f"deskwatch selftest  {fields['time']}\n"
         f"device {fields['site']}/{fields['device']} (worker {fields['worker']})  serial {fields['serial']}\n"
-        f"{fields['version']}  host {fields['host']}  ip {fields['ip']}"
+        f"{fields['version']}  host {fields['host']}  ip {fields['ip']}\n"
+        f"checked as {fields['checked_as']}"
     )
 
 
