@@ -3,7 +3,8 @@ transaction idiom and recovery from a corrupt file.
 
 - :func:`connect`: WAL, ``synchronous=FULL`` (a commit is on the disk when it returns:
   it survives a power cut, not only a killed process), autocommit mode so that
-  :func:`transaction` controls every transaction, the file made 0600.
+  :func:`transaction` controls every transaction, the file made 0600; created by root in
+  a directory another user owns, the file is that user's (:func:`_create_as_directory_owner`).
 - :func:`transaction`: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error
   (SQLite may already have rolled back itself, e.g. on a full disk).
 - :func:`open_or_recover`: a database whose content is damaged (a failing SD card) is
@@ -76,6 +77,7 @@ def is_disk_full(exc: BaseException, where: Path) -> bool:
 
 def connect(path: str | os.PathLike[str], *, timeout: float = 30.0, foreign_keys: bool = False) -> sqlite3.Connection:
     """An autocommit connection with WAL and ``synchronous=FULL``; the file is made 0600."""
+    _create_as_directory_owner(Path(path))
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout)
     try:
         db.execute("PRAGMA journal_mode=WAL")
@@ -88,6 +90,28 @@ def connect(path: str | os.PathLike[str], *, timeout: float = 30.0, foreign_keys
     with contextlib.suppress(OSError):  # not our file: leave its mode alone
         os.chmod(path, 0o600)
     return db
+
+
+def _create_as_directory_owner(path: Path) -> None:
+    """Root creating a database in a directory another user owns (``sudo deskwatch selftest``
+    recording its camera use in the service user's state directory) creates it as that user's.
+
+    A root-owned file there keeps the service from opening it (DatabaseUnavailable, exit 69,
+    until someone chowns it). The empty file is made and given away before SQLite opens it:
+    SQLite, running as root, gives the -wal and -shm files it creates the database file's owner."""
+    if os.geteuid() != 0 or str(path) == ":memory:" or str(path).startswith("file:"):
+        return
+    try:
+        owner = os.stat(path.parent)
+        if owner.st_uid == 0:
+            return
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError:  # there already (FileExistsError), or sqlite3.connect says why it cannot be made
+        return
+    try:
+        os.fchown(fd, owner.st_uid, owner.st_gid)
+    finally:
+        os.close(fd)
 
 
 @contextmanager

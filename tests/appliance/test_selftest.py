@@ -447,3 +447,70 @@ def test_sudo_selftest_says_what_it_cannot_do_as_the_daemons_user(
     assert main(["selftest", "--config", str(cfg), "--service-user", "no-such-user-here"]) == 1
     assert "there is no user 'no-such-user-here'" in capsys.readouterr().err
     assert deskwatch_user.children == []
+
+
+# -- root's files in the state directory ----------------------------------------------------------
+def as_user(user: ServiceUser, fn: Any) -> Any:
+    """``fn()`` with the service user's effective ids (and back to root's)."""
+    os.setegid(user.gid)
+    os.seteuid(user.uid)
+    try:
+        return fn()
+    finally:
+        os.seteuid(0)
+        os.setegid(0)
+
+
+def test_a_selftest_as_root_leaves_the_daemon_an_audit_trail_it_can_use(deskwatch_user: ServiceUser) -> None:
+    """The first camera burst of a `sudo deskwatch selftest` on a fresh state directory (after
+    `provision --skip-selftest`) creates the audit trail: it must be the daemon's, or the daemon
+    cannot open it (DatabaseUnavailable, exit 69, the unit gives up after 5 starts)."""
+    from deskwatch.audit import AuditLog
+    from deskwatch.config import load_config_text
+    from deskwatch.domain import utcnow
+
+    state = deskwatch_user.base / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, deskwatch_user.uid, deskwatch_user.gid)  # StateDirectory=: the service user's
+    cfg = load_config_text(f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {state}\n")
+    held = AuditLog.for_state_dir(str(state))  # root holds it open: its -wal and -shm exist now
+    try:
+        selftest.record_camera_use(cfg, "selftest", {"frames": 3})
+        owners = {p.name: p.stat().st_uid for p in state.iterdir()}
+    finally:
+        held.close()
+    assert owners and set(owners.values()) == {deskwatch_user.uid}, owners
+
+    def daemon_writes() -> None:
+        audit = AuditLog.for_state_dir(str(state))
+        try:
+            audit.record_event("scan_test", utcnow(), {})
+        finally:
+            audit.close()
+
+    as_user(deskwatch_user, daemon_writes)
+
+
+def test_the_permissions_row_fails_on_root_files_in_the_state_directory(deskwatch_user: ServiceUser, pki: Pki) -> None:
+    """A file in the state directory that is not the daemon's (root ran a deskwatch command
+    there) is a FAIL naming it and the chown that gives the directory back."""
+    from deskwatch.config import load_config
+
+    cfg = appliance_files(deskwatch_user, pki, 8883)
+    state = deskwatch_user.base / "state"
+    for d in (state / "templates", state / "models", state / "models" / "current"):
+        d.mkdir(mode=0o700)
+        os.chown(d, deskwatch_user.uid, deskwatch_user.gid)
+    link = state / "models" / "current" / "manifest.yaml"
+    os.symlink(REPO / "models" / "manifest.yaml", link)  # a model job links the installed files (root's)
+    os.lchown(link, deskwatch_user.uid, deskwatch_user.gid)
+    run = SelftestRun(load_config(cfg), str(cfg))
+    assert selftest.check_permissions(run)[0].status == PASS
+    stray = state / "templates" / "w-1187.npz"
+    stray.write_bytes(b"x")
+    stray.chmod(0o600)  # root's, as `sudo deskwatch enroll` would have left it before it chowned
+    row = selftest.check_permissions(run)[0]
+    assert row.status == FAIL, row
+    text = row.detail + "; " + row.remedy
+    assert f"{stray} is owned by root, not by the daemon's user deskwatch" in text
+    assert f"run: chown -R deskwatch: {state}" in text

@@ -35,6 +35,7 @@ from deskwatch.technician.service_user import (
     daemon_reads,
     fix_for,
     service_account,
+    user_name,
 )
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,28 @@ def _unreadable_for_daemon(run: SelftestRun) -> tuple[list[str], int]:
     return problems, len(opened)
 
 
+def _not_the_daemons(state: Path, uid: int) -> tuple[dict[Path, str], int]:
+    """({path: its owner} for what in ``state`` ``uid`` does not own, paths looked at). Links
+    are judged as links (a model job links the installed, root-owned model files: fine)."""
+    foreign: dict[Path, str] = {}
+    seen = 0
+
+    def judge(path: Path) -> None:
+        try:
+            owner = path.lstat().st_uid
+        except OSError:
+            return  # gone meanwhile (the daemon rotates its files)
+        if owner != uid:
+            foreign[path] = user_name(owner)
+
+    judge(state)
+    for top, dirs, files in os.walk(state):  # a directory this user cannot list was judged above
+        for name in [*dirs, *files]:
+            seen += 1
+            judge(Path(top) / name)
+    return foreign, seen
+
+
 def check_permissions(run: SelftestRun) -> list[CheckResult]:
     cfg = run.cfg
     user = run.daemon_user
@@ -157,6 +180,16 @@ def check_permissions(run: SelftestRun) -> list[CheckResult]:
         mode = stat.S_IMODE(state.stat().st_mode)
         if mode & 0o077:
             problems.append(f"{state} is mode {mode:04o} (face templates inside); run: chmod 700 {state}")
+        if uid is not None:
+            foreign, seen = _not_the_daemons(state, uid)
+            checked += seen
+            if foreign:
+                path, owner = next(iter(foreign.items()))
+                more = f" (and {len(foreign) - 1} more)" if len(foreign) > 1 else ""
+                problems.append(
+                    f"{path} is owned by {owner}, not by the daemon's user {user}{more}: the daemon cannot use "
+                    f"what another user left there (its queue, its audit trail); run: chown -R {user}: {state}"
+                )
         templates = state / "templates"
         if templates.is_dir():
             for item in [templates, *templates.iterdir()]:
