@@ -514,3 +514,45 @@ def test_the_permissions_row_fails_on_root_files_in_the_state_directory(deskwatc
     text = row.detail + "; " + row.remedy
     assert f"{stray} is owned by root, not by the daemon's user deskwatch" in text
     assert f"run: chown -R deskwatch: {state}" in text
+
+
+# -- what the broker's ACL lets the device do ------------------------------------------------------
+READS = "cmd/pause, cmd/resume, cmd/scan, activity, jobs/notify, reviews"
+NOT_PROBED = "status, event, evidence/+, scan, health, cmd/result, jobs/progress"
+
+
+@pytest.mark.broker
+def test_the_broker_row_says_which_topics_it_checked(tmp_path: Path, broker: Broker, pki: Pki) -> None:
+    """With the fleet ACL: PASS, naming what was checked (the publish on selftest, a subscription
+    to every topic the daemon reads) and what was not (a probe there would reach consumers)."""
+    from deskwatch.config import load_config
+
+    row = selftest.check_broker(SelftestRun(load_config(write_config(tmp_path, broker, pki))))[0]
+    assert row.status == PASS, row
+    assert f"publish accepted on selftest; subscribe granted on {READS}" in row.detail
+    assert f"not probed (a message there would reach consumers): {NOT_PROBED}" in row.detail
+
+
+@pytest.mark.broker
+def test_a_topic_the_device_may_not_read_is_a_broker_fail(
+    tmp_path: Path, make_nats: Any, pki: Pki, capsys: Any
+) -> None:
+    """NATS (a supported engine, MQTT 3.1.1) refuses a subscription its authorization does not
+    allow: an ACL without `reviews` (rendered before the topic existed) is a FAIL naming it,
+    where the daemon would never hear how its findings were reviewed."""
+    pki.client("acme-support/desk-0042")
+    allowed = pki.acl("nats")
+    reviews = '"deskwatch.v1.acme-support.desk-0042.reviews", '
+    assert reviews in allowed
+    nats = make_nats(pki=pki, authorization=allowed.replace(reviews, ""))
+    cfg = write_config(tmp_path, nats, pki)  # type: ignore[arg-type]  # only its port is used
+    cfg.write_text(cfg.read_text().replace('protocol: "5"', 'protocol: "3.1.1"'))
+    code = main(["selftest", "--config", str(cfg), *ONLY_FILES, *AS_ME])
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith("broker"))
+    assert code == 1 and "FAIL" in line, out
+    assert (
+        "refused this device the subscription to reviews (Unspecified error) under deskwatch/v1/acme-support/desk-0042/"
+        in line
+    )
+    assert "-> the broker ACL must let this device read" in out
