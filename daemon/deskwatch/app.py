@@ -89,23 +89,37 @@ def vision_section(cfg: Config) -> VisionConfig:
     return dataclasses.replace(cfg.vision, phones=dataclasses.replace(cfg.vision.phones, enabled=False))
 
 
+def daemon_models_dir(cfg: Config) -> tuple[Path, str]:
+    """The directory the daemon loads its models from, and why that one: ``vision.models_dir``
+    when set, else the last model job's (``<state_dir>/models/current``, unless a software
+    update replaced what it links to), else the installed package's. One choice for the
+    daemon and for every tool that says which models it runs (``deskwatch models``)."""
+    from deskwatch.jobs.agent import active_models_dir
+    from deskwatch.vision.runtime import models_dir as installed_models_dir
+
+    if cfg.vision.models_dir:
+        return Path(cfg.vision.models_dir), "vision.models_dir"
+    installed = installed_models_dir(cfg.vision)
+    chosen = active_models_dir(Path(cfg.state_dir), installed)
+    if chosen != installed:
+        return chosen, "the last model job's, which the daemon loads"
+    return installed, "installed, which the daemon loads"
+
+
 def build_vision(cfg: Config, *, runtime: str | None = None, models_dir: Path | None = None) -> VisionPipeline:
     """The vision stage; raises ModelError on a missing or corrupt model.
 
     Models come from ``vision.models_dir`` when set, else from the last model job's
     directory (``<state_dir>/models/current``), else from the installed package. Only the
     models the profile's rules need are loaded (:func:`vision_section`; uk: phones, no food)."""
-    from deskwatch.jobs.agent import active_models_dir
     from deskwatch.policy.profiles import rule_enabled
     from deskwatch.vision.pipeline import Vision as VisionPipeline
-    from deskwatch.vision.runtime import models_dir as installed_models_dir
 
     vision = vision_section(cfg)
     if models_dir is not None:
         vision = dataclasses.replace(vision, models_dir=str(models_dir))
     elif not vision.models_dir:
-        chosen = active_models_dir(Path(cfg.state_dir), installed_models_dir(vision))
-        vision = dataclasses.replace(vision, models_dir=str(chosen))
+        vision = dataclasses.replace(vision, models_dir=str(daemon_models_dir(cfg)[0]))
     food = rule_enabled(cfg.policy, "eating")
     presence = rule_enabled(cfg.policy, "away_from_desk")
     away = cfg.policy.rules.away_from_desk

@@ -100,6 +100,36 @@ def test_models_verify_fails_on_a_corrupt_copy(tmp_path: Path, capsys: pytest.Ca
     assert "FAIL nanodet_g416_int8.tflite" in out and "missing" in out
 
 
+def job_models(state: Path, damaged: str) -> Path:
+    """``<state>/models/current`` as a model job leaves it: the manifest, the files it did not
+    replace linked to the installed ones, and the one it replaced (here truncated: a bad write)."""
+    current = state / "models" / "current"
+    current.mkdir(parents=True)
+    shutil.copy(MODELS / "manifest.yaml", current / "manifest.yaml")
+    for f in MODELS.iterdir():
+        if f.suffix in (".tflite", ".txt") and f.name != damaged:
+            (current / f.name).symlink_to(f)
+    (current / damaged).write_bytes((MODELS / damaged).read_bytes()[:1000])
+    return current
+
+
+def test_models_verify_checks_the_directory_the_daemon_loads(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a model job the daemon loads ``<state_dir>/models/current`` (app.build_vision):
+    `models verify` checks that one, says so, and fails where the daemon would not start."""
+    current = job_models(tmp_path / "state", "face_detection_full_range.tflite")
+    assert main(["models", "verify", "--config", str(config)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL face_detection_full_range.tflite" in out
+    assert f"model files verified in {current} (the last model job's, which the daemon loads)" in out
+    assert main(["models", "list", "--config", str(config), "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert listed["models_dir"] == str(current) and listed["source"] == "the last model job's, which the daemon loads"
+    assert main(["models", "verify", "--config", str(config), "--models-dir", str(MODELS)]) == 0  # as asked
+    assert f"verified in {MODELS} (--models-dir)" in capsys.readouterr().out
+
+
 def test_bench_reports_stages_overhead_and_rss(
     config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

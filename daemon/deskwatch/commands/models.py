@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deskwatch.app import daemon_models_dir
 from deskwatch.config import load_config
 from deskwatch.vision.runtime import MANIFEST, ModelError, ModelStore, default_models_dir, read_manifest, sha256_file
 from deskwatch_contract import exitcodes
@@ -19,33 +20,38 @@ HELP = "list the model files or verify them against models/manifest.yaml (sha256
 DESCRIPTION = (
     "verify (default): check every model file listed in the manifest against its sha256 and load it "
     "through the TFLite runtime; exit 1 if any is missing, corrupt or unloadable. "
-    "list: show the manifest's models."
+    "list: show the manifest's models. Both look at the directory the daemon loads with --config "
+    "(vision.models_dir, else the last model job's <state_dir>/models/current, else the installed "
+    "models) unless --models-dir names another, and say which one it was."
 )
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", nargs="?", choices=("verify", "list"), default="verify")
-    parser.add_argument("--models-dir", metavar="DIR", help="check this directory instead of the configured one")
+    parser.add_argument(
+        "--models-dir", metavar="DIR", help="check this directory instead of the one the daemon loads with --config"
+    )
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _models_dir(args: argparse.Namespace) -> Path:
-    """--models-dir, else the config's vision.models_dir (when the config file exists), else the default."""
+def _models_dir(args: argparse.Namespace) -> tuple[Path, str]:
+    """(directory, why that one): --models-dir, else the one the daemon loads with this config
+    (``app.daemon_models_dir``: vision.models_dir, a model job's, the installed ones), else,
+    without a config file, the installed ones."""
     if args.models_dir:
-        return Path(args.models_dir)
+        return Path(args.models_dir), "--models-dir"
     if os.path.exists(args.config):
         try:
             cfg = load_config(args.config)
         except ConfigError as exc:
             print(exc.render(), file=sys.stderr)
             raise SystemExit(exitcodes.CONFIG) from None
-        if cfg.vision.models_dir:
-            return Path(cfg.vision.models_dir)
-    return default_models_dir()
+        return daemon_models_dir(cfg)
+    return default_models_dir(), f"installed; no config at {args.config}"
 
 
 def run(args: argparse.Namespace) -> int:
-    directory = _models_dir(args)
+    directory, source = _models_dir(args)
     try:
         manifest = read_manifest(directory)
     except ModelError as exc:
@@ -66,9 +72,9 @@ def run(args: argparse.Namespace) -> int:
                 }
             )
         if args.json:
-            print(json.dumps({"models_dir": str(directory), "models": rows}, indent=2))
+            print(json.dumps({"models_dir": str(directory), "source": source, "models": rows}, indent=2))
         else:
-            print(f"{directory / MANIFEST}:")
+            print(f"{directory / MANIFEST} ({source}):")
             for r in rows:
                 size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] is not None else "MISSING"
                 print(f"  {r['name']:<18} {r['file']:<36} {size:>9}  sha256 {r['sha256'][:16]}...  {r['role']}")
@@ -98,9 +104,9 @@ def run(args: argparse.Namespace) -> int:
         rows.append(row)
     store.close()
     if args.json:
-        print(json.dumps({"models_dir": str(directory), "ok": failed == 0, "models": rows}, indent=2))
+        print(json.dumps({"models_dir": str(directory), "source": source, "ok": failed == 0, "models": rows}, indent=2))
     else:
         for r in rows:
             print(f"{'OK  ' if r['ok'] else 'FAIL'} {r['file']}" + (f": {r['problem']}" if r.get("problem") else ""))
-        print(f"{len(rows) - failed}/{len(rows)} model files verified in {directory}")
+        print(f"{len(rows) - failed}/{len(rows)} model files verified in {directory} ({source})")
     return 0 if failed == 0 else 1
