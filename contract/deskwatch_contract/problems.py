@@ -14,11 +14,21 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from deskwatch_contract.mqttconfig import MqttConfig, is_loopback
 
-__all__ = ["Problem", "backoff_delay", "connect_exception", "is_loopback", "lost", "no_connack", "refusal"]
+__all__ = [
+    "Problem",
+    "backoff_delay",
+    "connect_exception",
+    "is_loopback",
+    "lost",
+    "no_connack",
+    "protocol_fallback",
+    "refusal",
+]
 
 # CONNACK reason codes (MQTT 3.1.1 return codes are mapped onto these by paho).
 RC_UNSUPPORTED_PROTOCOL = 132
@@ -26,6 +36,7 @@ RC_CLIENT_ID_INVALID = 133
 RC_BAD_CREDENTIALS = 134
 RC_NOT_AUTHORIZED = 135
 RC_SERVER_UNAVAILABLE = 136
+FALLBACK = "fallback"  # Problem.kind: try the other MQTT version at once
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,31 @@ def connect_exception(m: MqttConfig, exc: BaseException) -> Problem:
 def no_connack(m: MqttConfig) -> Problem:
     hint = "is it a TLS port? with mutual TLS: is this device's certificate accepted?" if m.tls.enabled else "retrying"
     return Problem("no-connack", f"broker {_where(m)} closed the connection before accepting it", hint, False)
+
+
+def protocol_fallback(
+    m: MqttConfig, tried: MQTTProtocolVersion, refused: ReasonCode | None, answered: bool
+) -> tuple[MQTTProtocolVersion, Problem] | None:
+    """With ``mqtt.protocol: auto``, the MQTT version to try next after a CONNECT of version ``tried`` got no connection, and why; None when
+    the other version would not help (another setting, a refusal for another reason).
+
+    Some 3.1.1-only brokers close the socket on an MQTT 5 CONNECT (``answered`` False), others
+    (NATS, RabbitMQ) refuse it as "Unsupported protocol version". One decision for the daemon's
+    delivery and the technician's broker probe, so the selftest reaches the broker as the daemon does."""
+    if m.protocol != "auto":
+        return None
+    v5 = tried == MQTTProtocolVersion.MQTTv5
+    if refused is None and not answered:
+        if not v5:
+            return None
+        return MQTTProtocolVersion.MQTTv311, Problem(
+            FALLBACK, f"broker {_where(m)} did not answer an MQTT 5 CONNECT", "trying MQTT 3.1.1", False
+        )
+    if refused is not None and refused.value == RC_UNSUPPORTED_PROTOCOL:
+        version = "5" if v5 else "3.1.1"
+        other = MQTTProtocolVersion.MQTTv311 if v5 else MQTTProtocolVersion.MQTTv5
+        return other, Problem(FALLBACK, f"broker {_where(m)} refused MQTT {version}", "trying the other version", False)
+    return None
 
 
 def refusal(m: MqttConfig, refused: ReasonCode, client_id: str) -> Problem:

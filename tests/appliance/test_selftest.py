@@ -556,3 +556,58 @@ def test_a_topic_the_device_may_not_read_is_a_broker_fail(
         in line
     )
     assert "-> the broker ACL must let this device read" in out
+
+
+@pytest.mark.broker
+def test_with_protocol_auto_a_broker_that_speaks_only_3_1_1_is_reached_as_the_daemon_reaches_it(
+    tmp_path: Path, make_nats: Any, pki: Pki
+) -> None:
+    """The default `mqtt.protocol: auto` against NATS (MQTT 3.1.1 only, mutual TLS, the ACL
+    deskwatch-ca renders): the daemon falls back to 3.1.1 and works, so the broker row does too
+    and WARNs that 3.1.1 cannot report ACL denials, instead of a FAIL the daemon never sees."""
+    from deskwatch.config import load_config
+
+    pki.client("acme-support/desk-0042")
+    nats = make_nats(pki=pki, authorization=pki.acl("nats"))
+    cfg = write_config(tmp_path, nats, pki)  # type: ignore[arg-type]  # only its port is used
+    cfg.write_text(cfg.read_text().replace('  protocol: "5"\n', ""))
+    loaded = load_config(cfg)
+    assert loaded.mqtt.protocol == "auto"
+    row = selftest.check_broker(SelftestRun(loaded))[0]
+    assert row.status == WARN, row
+    assert row.detail.startswith(
+        f"mutual TLS to 127.0.0.1:{nats.port}, MQTT 3.1.1 (broker 127.0.0.1:{nats.port} refused MQTT 5"
+    )
+    assert row.detail.endswith("; MQTT 3.1.1 cannot report ACL denials") and row.remedy == "prefer mqtt.protocol 5"
+
+
+def test_with_protocol_auto_a_broker_that_drops_an_mqtt5_connect_is_tried_with_3_1_1(tmp_path: Path) -> None:
+    """Some 3.1.1-only brokers close the socket on an MQTT 5 CONNECT without a word: the probe
+    tries 3.1.1 next, as the daemon does, and says the broker closed the connection (no wait
+    for a CONNACK that never comes)."""
+    import socket
+    import threading
+    import time
+
+    from deskwatch.config import load_config_text
+
+    server = socket.create_server(("127.0.0.1", 0))
+    levels: list[int] = []
+
+    def serve() -> None:
+        for _ in range(2):
+            conn, _addr = server.accept()
+            with conn:
+                packet = conn.recv(64)  # CONNECT: fixed header, then the protocol name "MQTT" and its level
+                levels.append(packet[packet.index(b"MQTT") + 4])
+
+    threading.Thread(target=serve, daemon=True).start()
+    cfg = load_config_text(
+        f"device: {{id: desk-0042, site: acme-support, worker_id: w-1187}}\nstate_dir: {tmp_path}\n"
+        f"mqtt: {{host: 127.0.0.1, port: {server.getsockname()[1]}, tls: {{enabled: false}}}}\n"
+    )
+    t0 = time.monotonic()
+    row = selftest.check_broker(SelftestRun(cfg), timeout=10)[0]
+    server.close()
+    assert time.monotonic() - t0 < 5 and levels == [5, 4], levels  # MQTT 5, then 3.1.1
+    assert row.status == FAIL and "closed the connection before accepting it" in row.detail, row

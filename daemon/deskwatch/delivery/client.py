@@ -60,7 +60,7 @@ ACK_BATCH = 64
 ACK_FLUSH_SECONDS = 0.05
 CAPS_EVERY_SECONDS = 60.0
 
-FALLBACK = "fallback"
+FALLBACK = problems.FALLBACK
 
 
 @dataclass
@@ -435,19 +435,13 @@ class Delivery:
         return self._why_it_ended(link, rc)
 
     def _why_it_ended(self, link: _Link, rc: MQTTErrorCode) -> Problem:
-        auto = self.mqtt_cfg.protocol == "auto"
-        where = f"{self.mqtt_cfg.host}:{self.mqtt_cfg.port}"
-        v5 = link.protocol == mqtt.MQTTv5
+        fallback = problems.protocol_fallback(self.mqtt_cfg, link.protocol, link.refused, link.connack is not None)
+        if fallback is not None:  # protocol auto: the other MQTT version, at once (the selftest decides alike)
+            self._protocol, problem = fallback
+            return problem
         if link.refused is None and link.connack is None:
-            if v5 and auto:  # some 3.1.1-only brokers just close the socket on an MQTT 5 CONNECT
-                self._protocol = mqtt.MQTTv311
-                return Problem(FALLBACK, f"broker {where} did not answer an MQTT 5 CONNECT", "trying MQTT 3.1.1", False)
             return problems.no_connack(self.mqtt_cfg)
         if link.refused is not None:
-            if link.refused.value == problems.RC_UNSUPPORTED_PROTOCOL and auto:
-                self._protocol = mqtt.MQTTv311 if v5 else mqtt.MQTTv5
-                version = "5" if v5 else "3.1.1"
-                return Problem(FALLBACK, f"broker {where} refused MQTT {version}", "trying the other version", False)
             return problems.refusal(self.mqtt_cfg, link.refused, self.source.device_id)
         return problems.lost(self.mqtt_cfg, getattr(rc, "name", str(rc)), self.outbox.stats()["depth"])
 
