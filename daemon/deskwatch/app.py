@@ -106,6 +106,39 @@ def daemon_models_dir(cfg: Config) -> tuple[Path, str]:
     return installed, "installed, which the daemon loads"
 
 
+INSTALLED_MODELS_REMEDY = (
+    "the installed models come with the deskwatch software: reinstall it (the appliance image: a signed update "
+    "bundle, `sudo deskwatch update install BUNDLE`, or a software job from the collector; a source checkout: "
+    "python models/build_models.py)"
+)
+
+
+def models_remedy(cfg: Config, path: Path | None) -> str:
+    """What to do about a model file (or manifest) the daemon cannot use, by where it comes from:
+    the last model job's directory, ``vision.models_dir``, or the installed software. A file the
+    job linked to the installed one is the installed one."""
+    from deskwatch.jobs.agent import CURRENT_MODELS
+
+    if path is None:  # no TFLite runtime, say: the software is incomplete
+        return INSTALLED_MODELS_REMEDY
+    current = Path(cfg.state_dir) / "models" / CURRENT_MODELS
+    if _within(path, current) and not path.is_symlink():
+        return (
+            f"it is the last model job's copy: remove {current} (sudo rm -r {current}; then sudo systemctl "
+            "restart deskwatch loads the installed models) or send the model job again from the collector"
+        )
+    if cfg.vision.models_dir and _within(path, Path(cfg.vision.models_dir)):
+        return (
+            f"it is in vision.models_dir ({cfg.vision.models_dir}): put the manifest's files back there, or remove "
+            "the setting to use the installed models"
+        )
+    return INSTALLED_MODELS_REMEDY
+
+
+def _within(path: Path, directory: Path) -> bool:
+    return os.path.abspath(path).startswith(os.path.abspath(directory) + os.sep)
+
+
 def build_vision(cfg: Config, *, runtime: str | None = None, models_dir: Path | None = None) -> VisionPipeline:
     """The vision stage; raises ModelError on a missing or corrupt model.
 

@@ -611,3 +611,41 @@ def test_with_protocol_auto_a_broker_that_drops_an_mqtt5_connect_is_tried_with_3
     server.close()
     assert time.monotonic() - t0 < 5 and levels == [5, 4], levels  # MQTT 5, then 3.1.1
     assert row.status == FAIL and "closed the connection before accepting it" in row.detail, row
+
+
+@pytest.mark.skipif(not MODELS_READY, reason="models/ not built")
+def test_the_models_remedy_names_what_to_do_where_the_bad_file_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A damaged file in the model job's directory (<state_dir>/models/current): remove that
+    directory or send the job again. A damaged installed model: reinstall the software the way
+    the image does it. Never a command that does not exist."""
+    import shutil as sh
+
+    from deskwatch.config import load_config_text
+
+    state = tmp_path / "state"
+    current = state / "models" / "current"
+    current.mkdir(parents=True)
+    models = REPO / "models"
+    sh.copy(models / "manifest.yaml", current / "manifest.yaml")
+    for f in models.iterdir():
+        if f.suffix in (".tflite", ".txt") and f.name != "face_detection_full_range.tflite":
+            (current / f.name).symlink_to(f)
+    broken = current / "face_detection_full_range.tflite"
+    broken.write_bytes((models / broken.name).read_bytes()[:1000])  # a bad write
+    cfg = load_config_text(f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {state}\n")
+    row = selftest.check_models(SelftestRun(cfg))[0]
+    assert row.status == FAIL and str(broken) in row.detail, row
+    assert row.remedy.startswith(f"it is the last model job's copy: remove {current}"), row.remedy
+    assert "send the model job again" in row.remedy and "deskwatch-models" not in row.detail + row.remedy
+
+    installed = tmp_path / "installed"  # the package's own models, one of them damaged
+    sh.copytree(models, installed, ignore=sh.ignore_patterns("*.py", "__pycache__"))
+    (installed / broken.name).write_bytes(b"\0" * 1000)
+    monkeypatch.setenv("DESKWATCH_MODELS_DIR", str(installed))
+    sh.rmtree(current)
+    row = selftest.check_models(SelftestRun(cfg))[0]
+    assert row.status == FAIL and str(installed / broken.name) in row.detail, row
+    assert "reinstall" in row.remedy and "sudo deskwatch update install BUNDLE" in row.remedy, row.remedy
+    assert "deskwatch-models" not in row.detail + row.remedy

@@ -179,3 +179,26 @@ def test_bench_reports_stages_overhead_and_rss(
     assert {"objects", "faces", "phones", "total"} <= set(per_scan) and "share" not in per_scan["total"]
     assert per_scan["objects"]["p50"] > 0 and per_scan["phones"]["p50"] > 0
     assert 0.9 < sum(v["share"] for v in per_scan.values() if "share" in v) <= 1.005  # each rounded to 0.001
+
+
+def test_the_daemon_says_what_to_do_about_a_damaged_model_jobs_copy(config: Path, tmp_path: Path) -> None:
+    """The journal line of a daemon that cannot load a model job's damaged file names the
+    directory to remove (the installed models are fine), not a reinstall."""
+    import os
+    import subprocess
+    import sys
+
+    current = job_models(tmp_path / "state", "face_detection_full_range.tflite")
+    text = config.read_text() + f"camera: {{backend: replay, source: {PHOTOS / 'single_04.jpg'}}}\n"
+    config.write_text(text)
+    proc = subprocess.run(
+        [sys.executable, "-m", "deskwatch", "run", "--config", str(config), "--max-scans", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "DESKWATCH_LOG_TARGET": "stderr"},
+    )
+    assert proc.returncode == 69, proc.stderr[-2000:]
+    assert "cannot load the detectors" in proc.stderr and f"last model job's copy: remove {current}" in proc.stderr
+    assert "Traceback" not in proc.stderr

@@ -9,9 +9,17 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from deskwatch.app import daemon_models_dir
-from deskwatch.config import load_config
-from deskwatch.vision.runtime import MANIFEST, ModelError, ModelStore, default_models_dir, read_manifest, sha256_file
+from deskwatch.app import daemon_models_dir, models_remedy
+from deskwatch.config import Config, load_config
+from deskwatch.vision.runtime import (
+    MANIFEST,
+    REINSTALL,
+    ModelError,
+    ModelStore,
+    default_models_dir,
+    read_manifest,
+    sha256_file,
+)
 from deskwatch_contract import exitcodes
 from deskwatch_contract.configfile import ConfigError
 
@@ -34,24 +42,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="machine-readable output")
 
 
-def _models_dir(args: argparse.Namespace) -> tuple[Path, str]:
-    """(directory, why that one): --models-dir, else the one the daemon loads with this config
-    (``app.daemon_models_dir``: vision.models_dir, a model job's, the installed ones), else,
-    without a config file, the installed ones."""
+def _models_dir(args: argparse.Namespace) -> tuple[Path, str, Config | None]:
+    """(directory, why that one, the config): --models-dir, else the one the daemon loads with
+    this config (``app.daemon_models_dir``: vision.models_dir, a model job's, the installed
+    ones), else, without a config file, the installed ones."""
     if args.models_dir:
-        return Path(args.models_dir), "--models-dir"
+        return Path(args.models_dir), "--models-dir", None
     if os.path.exists(args.config):
         try:
             cfg = load_config(args.config)
         except ConfigError as exc:
             print(exc.render(), file=sys.stderr)
             raise SystemExit(exitcodes.CONFIG) from None
-        return daemon_models_dir(cfg)
-    return default_models_dir(), f"installed; no config at {args.config}"
+        return (*daemon_models_dir(cfg), cfg)
+    return default_models_dir(), f"installed; no config at {args.config}", None
 
 
 def run(args: argparse.Namespace) -> int:
-    directory, source = _models_dir(args)
+    directory, source, cfg = _models_dir(args)
+
+    def fix(path: Path | None) -> str:  # where the daemon gets the file from says what to do
+        return models_remedy(cfg, path) if cfg is not None else REINSTALL
+
     try:
         manifest = read_manifest(directory)
     except ModelError as exc:
@@ -88,18 +100,18 @@ def run(args: argparse.Namespace) -> int:
         row: dict[str, Any] = {"name": entry.name, "file": entry.file, "expected_sha256": entry.sha256}
         path = directory / entry.file
         if not path.exists():
-            row.update(ok=False, problem=f"{path} is missing: reinstall the models")
+            row.update(ok=False, problem=f"{path} is missing: {fix(path)}")
         else:
             row["sha256"] = sha256_file(path)
             if not entry.file.endswith(".tflite"):
                 ok = row["sha256"] == entry.sha256
-                row.update(ok=ok, problem=None if ok else f"{path} does not match the manifest: reinstall the models")
+                row.update(ok=ok, problem=None if ok else f"{path} does not match the manifest: {fix(path)}")
             else:
                 try:
                     model = store.load(entry.file)
                     row.update(ok=True, problem=None, inputs=list(model.inputs), outputs=sorted(model.outputs))
                 except ModelError as exc:
-                    row.update(ok=False, problem=str(exc))
+                    row.update(ok=False, problem=f"{exc.what}: {fix(exc.path)}")
         failed += not row["ok"]
         rows.append(row)
     store.close()

@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
         log.error("cannot set up the camera: %s", exc)
         return exitcodes.UNAVAILABLE
     except ModelError as exc:  # a corrupt, replaced or missing model file, or no TFLite runtime
-        log.error("cannot load the detectors: %s", exc)
+        from deskwatch.app import models_remedy
+
+        log.error("cannot load the detectors: %s; %s", exc.what, models_remedy(cfg, exc.path))
         return exitcodes.UNAVAILABLE
     except DatabaseUnavailable as exc:  # a full disk, a file someone else owns: kept as it is, not moved aside
         log.error("cannot start: %s", exc)

@@ -335,16 +335,16 @@ def check_models(run: SelftestRun) -> list[CheckResult]:
     builds it (``app.build_vision``: the configured face model, the object precision, the pose
     model when phones use it, a model job's directory), and what *it* loaded is "in use"."""
     try:
-        from deskwatch.app import build_vision
+        from deskwatch.app import build_vision, models_remedy
         from deskwatch.vision.runtime import ModelError, ModelStore
     except ImportError as exc:
         return [CheckResult("models", WARN, f"vision stage not importable ({exc})", "reinstall deskwatch")]
-    remedy = "reinstall the models (deskwatch-models) or rebuild them with models/build_models.py"
     t0 = time.perf_counter()
     try:
         vision = build_vision(run.cfg)
     except Exception as exc:  # ModelError, a missing runtime: the daemon would exit 69 the same way
-        return [CheckResult("models", FAIL, f"the daemon's vision stage does not start: {exc}", remedy)]
+        what, remedy = getattr(exc, "what", str(exc)), models_remedy(run.cfg, getattr(exc, "path", None))
+        return [CheckResult("models", FAIL, f"the daemon's vision stage does not start: {what}", remedy)]
     load_ms = (time.perf_counter() - t0) * 1000
     try:
         in_use = vision.model_hashes()
@@ -358,7 +358,9 @@ def check_models(run: SelftestRun) -> list[CheckResult]:
             try:
                 entry, _content = store.verify(file)
             except ModelError as exc:
-                rows.append(CheckResult(f"model {file}", WARN, f"{exc} (not in use)", remedy))
+                rows.append(
+                    CheckResult(f"model {file}", WARN, f"{exc.what} (not in use)", models_remedy(run.cfg, exc.path))
+                )
                 continue
             rows.append(CheckResult(f"model {file}", PASS, f"sha256 {entry.sha256[:12]}… ok (not in use)"))
         rows.append(

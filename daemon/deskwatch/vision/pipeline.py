@@ -80,7 +80,9 @@ def check_labels(store: ModelStore) -> None:
     if tuple(shipped) != COCO_LABELS:
         raise ModelError(
             f"{store.directory / LABELS_FILE} does not list the 80 COCO classes in the detector's order: "
-            "reinstall the models"
+            "reinstall the models",
+            path=store.directory / LABELS_FILE,
+            what=f"{store.directory / LABELS_FILE} does not list the 80 COCO classes in the detector's order",
         )
 
 
@@ -141,7 +143,10 @@ class Vision:
         self.presence = confirm if presence and v.presence_check else None
         self.counts_from = counts_from
         if self.presence is not None and "person" not in self.presence.classes:
-            raise ModelError(f"{self.store.directory / CENTERNET_MODEL} has no person heat: reinstall the models")
+            where = self.store.directory / CENTERNET_MODEL
+            raise ModelError(
+                f"{where} has no person heat: reinstall the models", path=where, what=f"{where} has no person heat"
+            )
         # its last step: hands (models loaded when a frame needs them, kept while the pose's is let go), or None
         self.hands = HandCheck(self.store, v.hand_threshold) if self.presence is not None and v.hand_check else None
         self.last_look: Look | None = None  # the phone stage's view of the last analyze() (scan --annotate draws it)

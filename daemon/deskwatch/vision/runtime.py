@@ -46,7 +46,25 @@ MANIFEST = "manifest.yaml"
 
 
 class ModelError(RuntimeError):
-    """A model cannot be used: missing, not in the manifest, or corrupt."""
+    """A model cannot be used: missing, not in the manifest, or corrupt.
+
+    ``path`` is the file at fault (a model or the manifest) when known, and ``what`` the
+    message without its generic advice: a caller that knows where the daemon gets its models
+    (``app.models_remedy``: a model job's directory, vision.models_dir, the package) can say
+    better what to do than "reinstall"."""
+
+    def __init__(self, message: str, *, path: Path | None = None, what: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.what = what or message
+
+
+REINSTALL = "reinstall the models (in a source checkout: rebuild them with models/build_models.py)"
+
+
+def _bad(path: Path, what: str) -> ModelError:
+    """``what`` is wrong with ``path``; the message adds the generic advice."""
+    return ModelError(f"{what}: {REINSTALL}", path=path, what=what)
 
 
 class RuntimeUnavailable(ModelError):
@@ -144,11 +162,9 @@ def read_manifest(directory: Path) -> dict[str, ManifestEntry]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(
-            f"{path} is missing: reinstall the models (in a source checkout: rebuild them with models/build_models.py)"
-        ) from None
+        raise _bad(path, f"{path} is missing") from None
     except (OSError, yaml.YAMLError) as exc:
-        raise ModelError(f"{path} cannot be read ({exc}): reinstall the models") from None
+        raise _bad(path, f"{path} cannot be read ({exc})") from None
     sections = [data.get("models"), data.get("files")] if isinstance(data, dict) and "models" in data else [data]
     items: list[tuple[str, dict[str, Any]]] = []
     for raw in sections:
@@ -285,9 +301,8 @@ class ModelStore:
     def entry(self, file: str) -> ManifestEntry:
         entry = self.manifest.get(file)
         if entry is None:
-            raise ModelError(
-                f"{self.directory / file} is not listed in {self.directory / MANIFEST}: "
-                "reinstall the models (or rebuild them with models/build_models.py)"
+            raise _bad(
+                self.directory / MANIFEST, f"{self.directory / file} is not listed in {self.directory / MANIFEST}"
             )
         return entry
 
@@ -307,21 +322,21 @@ class ModelStore:
         try:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError as exc:
-            raise ModelError(f"model file {path} cannot be read ({exc.strerror}): reinstall the models") from None
+            raise _bad(path, f"model file {path} cannot be read ({exc.strerror})") from None
         try:
             h = hashlib.sha256()
             while chunk := os.read(fd, 1 << 20):
                 h.update(chunk)
         except OSError as exc:
             os.close(fd)
-            raise ModelError(f"model file {path} cannot be read ({exc.strerror}): reinstall the models") from None
+            raise _bad(path, f"model file {path} cannot be read ({exc.strerror})") from None
         digest = h.hexdigest()
         if digest != entry.sha256:
             os.close(fd)
-            raise ModelError(
+            raise _bad(
+                path,
                 f"model file {path} is corrupt or was replaced: sha256 {digest[:16]}... but "
-                f"{MANIFEST} says {entry.sha256[:16]}...; refusing to load it. Reinstall the "
-                "models (or rebuild them with models/build_models.py)"
+                f"{MANIFEST} says {entry.sha256[:16]}...; refusing to load it",
             )
         return entry, fd
 
@@ -401,7 +416,9 @@ class ModelStore:
         try:
             interpreter = self._interpreter(rt, fd, entry.file)
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"{rt.name} cannot load {self.directory / file}: {exc}") from None
+            raise ModelError(
+                f"{rt.name} cannot load {self.directory / file}: {exc}", path=self.directory / file
+            ) from None
         finally:
             os.close(fd)
         ins, outs = _tensor_maps(interpreter)
