@@ -210,18 +210,29 @@ class FrameAnalysis:
 
 @dataclass
 class Person:
-    """One person in a frame: a body box, a face, or both."""
+    """One person in a frame: a body box, a face, or both.
+
+    ``face_sure`` is False for a face that lies in the person's box but not where their
+    head can be (a head bowed low, an arm held far out - or somebody else's face, theirs
+    missed): it makes them somebody, but it is never shown or sent as theirs (blurred in
+    evidence, left out of the finding's boxes, not judged by the identity rule)."""
 
     box: Box  # the person's box, or the face's box when only a face was found
     detection: Detection | None = None
     face: Face | None = None
+    face_sure: bool = True
 
     @property
     def score(self) -> float:
         return self.detection.score if self.detection else (self.face.score if self.face else 0.0)
 
+    @property
+    def own_face(self) -> Face | None:
+        """The face known to be this person's: shown sharp where they are, sent as theirs."""
+        return self.face if self.face_sure else None
+
     def evidence(self) -> tuple[list[Detection], list[Face]]:
-        return ([self.detection] if self.detection else [], [self.face] if self.face else [])
+        return ([self.detection] if self.detection else [], [self.own_face] if self.own_face else [])
 
     def in_zone(self, zone: Box, min_overlap: float) -> bool:
         """At the desk: enough of the box inside ``zone``, or the face's centre inside it.
@@ -263,13 +274,14 @@ class PeopleView:
         return self.all_but(self.non_bystanders + self.pictures)
 
     def all_but(self, sharp: list[Person]) -> tuple[list[Box], list[Box]]:
-        """(faces, bodies) of the frame that do not belong to one of ``sharp``."""
+        """(faces, bodies) of the frame that do not belong to one of ``sharp`` (a face not
+        sure to be theirs included)."""
         keep: set[int] = set()
         for p in sharp:
             if p.detection is not None:
                 keep.add(id(p.detection))
-            if p.face is not None:
-                keep.add(id(p.face))
+            if p.own_face is not None:
+                keep.add(id(p.own_face))
         faces = [f.box for f in self.frame.faces if id(f) not in keep]
         bodies = [d.box for d in self.frame.labelled("person") if id(d) not in keep]
         return faces, bodies

@@ -161,3 +161,27 @@ def test_uk_never_runs_an_identity_check(enrolled_state, monkeypatch):
         check = next(c for c in res.checks if c.rule == "unrecognized_person")
         assert check.outcome == "skipped"
         assert res.findings == [] or {f.type for f in res.findings} <= {"phone_use", "low_light", "camera_obstructed"}
+
+
+def test_the_workers_own_face_is_theirs_on_every_one_person_photo(labelled_photos, int8_analyses):
+    """A box takes as its person's own face (kept sharp in evidence, judged by the identity
+    check) only a face where their head can be; every one-person photo's face found in the
+    worker's box is there, the head bowed over a book (nophone_hand_03), an arm held out
+    (single_06) or cut by the frame's top above arms at a keyboard (phone_desk_01) included."""
+    from deskwatch.policy.rules import people_view
+
+    policy = make_config().policy
+    checked, lost = [], []
+    for photo in labelled_photos:
+        analysis = int8_analyses[photo.file]
+        view = people_view(analysis, policy)
+        if photo.labels["persons"] != 1 or view.worker is None or view.worker.detection is None:
+            continue
+        inside = [f for f in analysis.faces if view.worker.box.contains(*f.box.centre) and f.live is not False]
+        if len(inside) != 1 or photo.file == "phone_hand_02.jpg":  # no face there: a thumb over the phone
+            continue
+        checked.append(photo.file)
+        if view.worker.own_face is not inside[0]:
+            lost.append(photo.file)
+    assert len(checked) >= 18, checked  # 19 today
+    assert lost == []

@@ -125,15 +125,32 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
     people: list[Person] = []
     claimed: set[int] = set()
     # the boxes certain enough to count as a person claim faces first, each the largest
-    # first: a weak box around a person (a shadow, an arm) must not take their face
-    for d in sorted(dets, key=lambda d: (d.score >= extra.min_person_score, d.box.area), reverse=True):
-        inside = [i for i, f in enumerate(faces) if i not in claimed and d.box.contains(*f.box.centre)]
+    # first: a weak box around a person (a shadow, an arm) must not take their face. A box
+    # claims only a face where its person's head can be: another person's face inside the
+    # worker's box (someone behind them, an arm round their shoulders) was taken for the
+    # worker's own when the worker's face was missed, and kept sharp and sent as theirs.
+    ordered = sorted(dets, key=lambda d: (d.score >= extra.min_person_score, d.box.area), reverse=True)
+    for d in ordered:
+        heads = [i for i, f in enumerate(faces) if i not in claimed and head_fits(d.box, f)]
         face = None
-        if inside:  # the biggest unclaimed face in the box, usually the person's own
-            i = max(inside, key=lambda i: faces[i].box.area)
+        if heads:  # the biggest, usually the person's own
+            i = max(heads, key=lambda i: faces[i].box.area)
             claimed.add(i)
             face = faces[i]
         people.append(Person(d.box, d, face))
+    # A box with no face where a head can be takes the biggest face left inside it, unsure:
+    # a head bowed over a phone or an arm held far out puts a person's own face there too
+    # (made a second person, the worker's own face was an extra_person in 9 camera views of
+    # the photos, a thumb taken for a face in 3 more). It makes the person somebody, but it is
+    # not shown or sent as theirs - unless the identity check recognised the worker in it.
+    for p in people:
+        if p.face is not None:
+            continue
+        inside = [i for i, f in enumerate(faces) if i not in claimed and p.box.contains(*f.box.centre)]
+        if inside:
+            i = max(inside, key=lambda i: faces[i].box.area)
+            claimed.add(i)
+            p.face, p.face_sure = faces[i], faces[i].identity == "worker"
     people += [Person(f.box, None, f) for i, f in enumerate(faces) if i not in claimed]
 
     def at_desk(p: Person) -> bool:
@@ -169,6 +186,52 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
             facing = False
         (view.extras if close or facing else view.bystanders).append(p)
     return view
+
+
+# Where a person's own face lies in their box, in sizes of the face (the same at any distance,
+# and whether or not the frame's bottom edge cuts the box to head and shoulders): ``across``
+# face widths from the box's centre line, ``down`` face heights below its top. Measured on
+# the labelled photos and their 12 camera variations (the daemon's own person boxes and
+# BlazeFace faces), a person's own face sat
+# - near the top centre: inside an ellipse of HEAD_ACROSS by HEAD_DOWN (most of them);
+# - far across only at the top: an arm held out widens the box beside a head at its top
+#   (up to 1.22 across, then at most 0.54 down: single_06, multi_07 tilted);
+# - far down only in the middle: a head bowed over a phone or a book shows its crown above
+#   the face (up to 1.54 down, then at most 0.45 across: phone_05, nophone_hand_03);
+# and at least 0.12 of the box wide (a face cut by the frame's top above arms at a keyboard,
+# phone_desk_01). Faces that were not the box's person's lay elsewhere
+# (a thumb, 1.5-2.2 across and 4-5.6 down, phone_hand_02) - but one beside the worker's head in
+# a box widened by her arm round his shoulders (multi_08: 0.96 across, 0.71 down) sits where a
+# man's own face beside a loose box did (multi_06 as a camera frame: 0.86-1.0, 0.71-0.88): such
+# a face is somebody's, but not surely this person's (``people_view``).
+HEAD_ACROSS, HEAD_DOWN = 1.2, 0.9
+REACH_ACROSS, REACH_DOWN = 1.3, 0.6
+BOWED_ACROSS, BOWED_DOWN = 0.5, 1.7
+HEAD_MIN_WIDTH = 0.1  # of the box: a face much farther back than the body is somebody behind
+FRAME_EDGE = 0.02  # a box this close to the frame's side is cut by it
+
+
+def head_fits(box: Box, face: Face) -> bool:
+    """Is ``face`` where the head of the person whose box is ``box`` can be?
+
+    The head tops the body: the box's top is the top of the head, the face just below it
+    and near the middle across (further across beside an arm held out, further down under
+    a bowed head's crown). A face above the box's top (a box cut by the frame's top) is at
+    the top; a box cut by the frame's side continues beyond it, so a face towards that side
+    may be in the middle of the whole body."""
+    f = face.box
+    if f.width <= 0 or f.height <= 0 or not box.contains(*f.centre) or f.width < HEAD_MIN_WIDTH * box.width:
+        return False
+    offset = f.centre[0] - (box.x0 + box.x1) / 2
+    if (offset < 0 and box.x0 <= FRAME_EDGE) or (offset > 0 and box.x1 >= 1.0 - FRAME_EDGE):
+        offset = 0.0
+    across = abs(offset) / f.width
+    down = max(0.0, f.y0 - box.y0) / f.height
+    return (
+        (across / HEAD_ACROSS) ** 2 + (down / HEAD_DOWN) ** 2 <= 1.0
+        or (across <= REACH_ACROSS and down <= REACH_DOWN)
+        or (across <= BOWED_ACROSS and down <= BOWED_DOWN)
+    )
 
 
 def _shows_picture(box: Box, pictures: list[Person], live_faces: list[Face]) -> bool:
@@ -437,7 +500,7 @@ def identity_hits(views: list[PeopleView], policy: PolicyConfig) -> tuple[list[H
     unknown: list[Hit] = []
     known = unchecked = 0
     for v in views:
-        f = v.worker.face if v.worker else None
+        f = v.worker.own_face if v.worker else None  # a face not sure to be theirs is not judged
         if f is None or f.box.height < cfg.min_face_height:
             continue
         if f.identity is None:

@@ -53,7 +53,7 @@ def anonymise_for_framing(image: np.ndarray, analysis: FrameAnalysis, policy: Po
     sharp = [view.worker] if view.worker is not None else []
     faces, bodies = view.all_but(sharp)
     anonymise_in_place(image, faces, bodies)
-    kept = {id(x) for p in sharp for x in (p.detection, p.face) if x is not None}
+    kept = {id(x) for p in sharp for x in (p.detection, p.own_face) if x is not None}
     items: list[Detection | Face] = [*analysis.labelled("person"), *analysis.faces]
     return Anonymised(
         len(faces), len(bodies), view.worker is not None, frozenset(id(x) for x in items if id(x) not in kept)
