@@ -251,7 +251,8 @@ class PeopleView:
     camera or facing the screen: they count), bystanders (far and not facing: they
     don't count, and are blurred in evidence). ``pictures`` are faces that failed the
     liveness check (a screen, print or phone showing a face) with the person box that
-    only showed that picture: nobody, but kept unblurred as the evidence of the trick."""
+    only showed that picture: nobody, kept unblurred only as the evidence of the trick
+    (a presentation_attack thumbnail)."""
 
     frame: FrameAnalysis
     worker: Person | None = None
@@ -267,11 +268,37 @@ class PeopleView:
     def non_bystanders(self) -> list[Person]:
         return ([self.worker] if self.worker else []) + self.extras
 
-    def to_anonymise(self) -> tuple[list[Box], list[Box]]:
-        """(faces, bodies) to blur in evidence: everyone in the frame but the worker and the
-        extras (and the pictures a liveness check caught), including any face or body the
-        view did not place."""
-        return self.all_but(self.non_bystanders + self.pictures)
+    def sharp(self, rule: str | None = None) -> list[Person]:
+        """Who the thumbnail of a ``rule`` finding shows unblurred: the worker and the extras,
+        and the pictures a liveness check caught only where the finding is that picture
+        (presentation_attack: the supervisor must see what was held up in the worker's
+        place; in any other thumbnail a photo or a TV behind the worker is somebody's face
+        like any other). ``rule`` None: everyone some finding may show - the picture a scan
+        keeps of a frame before its findings are known (each thumbnail then blurs those it
+        does not show: :meth:`unshown`)."""
+        keep = self.non_bystanders
+        if rule is None or rule == "presentation_attack":
+            keep = keep + self.pictures
+        return keep
+
+    def to_anonymise(self, rule: str | None = None) -> tuple[list[Box], list[Box]]:
+        """(faces, bodies) to blur in the evidence of a ``rule`` finding: everyone in the
+        frame but those it shows (:meth:`sharp`), including any face or body the view did
+        not place."""
+        return self.all_but(self.sharp(rule))
+
+    def unshown(self, rule: str) -> tuple[list[Box], list[Box]]:
+        """(faces, bodies) a ``rule`` thumbnail blurs on top of :meth:`to_anonymise` with no rule."""
+        shown = {id(p) for p in self.sharp(rule)}
+        gone = [p for p in self.sharp() if id(p) not in shown]
+        return (
+            [p.own_face.box for p in gone if p.own_face is not None],
+            [p.detection.box for p in gone if p.detection is not None],
+        )
+
+    def kept_faces(self, rule: str | None = None) -> list[Box]:
+        """The faces a ``rule`` thumbnail shows, which a body blurred around them must not hide."""
+        return [p.own_face.box for p in self.sharp(rule) if p.own_face is not None]
 
     def all_but(self, sharp: list[Person]) -> tuple[list[Box], list[Box]]:
         """(faces, bodies) of the frame that do not belong to one of ``sharp`` (a face not

@@ -287,3 +287,58 @@ def test_another_persons_face_in_the_workers_box_is_blurred_even_when_the_worker
     assert [t for t in face_detector.detect(plain) if t.box.iou(other.box) > 0.1]
     snapshot = anonymise_for_framing(np.array(image), FrameAnalysis(0, GOOD_LIGHT, [worker], faces), cfg.policy)
     assert id(other) in snapshot.blurred_ids
+
+
+def _faces_left(face_detector, jpeg: bytes, box: Box) -> list[Face]:
+    thumb = np.asarray(Image.open(io.BytesIO(jpeg)).convert("RGB"))
+    return [t for t in face_detector.detect(thumb) if t.box.iou(box) > 0.1]
+
+
+def _both_ways(frame: Frame, finding: Finding, analysis: FrameAnalysis, view, cfg) -> list[bytes]:
+    """The thumbnail as the daemon makes it (from the picture the scan kept of the frame) and
+    straight from the frame."""
+    from deskwatch.evidence.thumbnail import build_evidence, prepare_evidence
+
+    picture = prepare_evidence(frame, analysis, view, cfg.evidence)
+    out = []
+    for source in (picture, frame):
+        ev, _why = build_evidence(source, finding, analysis, view, cfg.evidence)
+        assert ev is not None
+        out.append(ev.jpeg)
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["full", "uk"])
+def test_a_picture_of_a_face_behind_the_worker_is_blurred_unless_it_is_the_finding(profile, face_detector):
+    """A framed photo or a TV behind the worker (a face the liveness check calls a picture)
+    is somebody's face too: blurred in a phone_use thumbnail under every profile. Only a
+    presentation_attack thumbnail keeps the picture sharp: the supervisor must see what was
+    held up in place of the worker (the control: the same face, found in that thumbnail)."""
+    import dataclasses
+
+    from deskwatch.policy.engine import Policy, PolicyContext
+
+    schedule = "schedule: {mode: fixed, fixed_times: ['10:00']}\n" if profile == "uk" else ""
+    cfg = make_config(schedule + f"policy: {{profile: {profile}}}")
+    image = load("multi_08.jpg")
+    frame = Frame(image, NOW)
+    worker_face, other = sorted(face_detector.detect(image), key=lambda f: f.box.x0)
+    worker_face = dataclasses.replace(worker_face, live=True)
+    pictured = dataclasses.replace(other, live=False, spoof_cues="flat, screen moire")
+    worker = Detection("person", 0.9, Box(0.20, 0.20, 0.58, 1.0))
+    # the screen showing it, taken for a person, reaches over the worker's cheek
+    screen = Detection("person", 0.7, Box(0.47, 0.25, 0.85, 0.9))
+    phone = Detection("cell phone", 0.8, Box(0.33, 0.33, 0.38, 0.45), "at_ear")
+    analysis = FrameAnalysis(0, GOOD_LIGHT, [worker, screen, phone], [worker_face, pictured])
+    out = Policy(cfg.policy).evaluate([analysis] * 5, PolicyContext(now=NOW, trigger="schedule"))
+    (finding,) = [f for f in out.findings if f.type == "phone_use"]
+    for jpeg in _both_ways(frame, finding, analysis, out.people[0], cfg):
+        assert _faces_left(face_detector, jpeg, pictured.box) == []
+        assert _faces_left(face_detector, jpeg, worker_face.box)  # the worker stays sharp, the screen's blur beside him
+    if profile == "full":  # the picture held up at an empty desk
+        alone = FrameAnalysis(0, GOOD_LIGHT, [], [pictured])
+        out = Policy(cfg.policy).evaluate([alone] * 5, PolicyContext(now=NOW, trigger="schedule", confirming=True))
+        (attack,) = [f for f in out.findings if f.type == "presentation_attack"]
+        for jpeg in _both_ways(frame, attack, alone, out.people[0], cfg):
+            assert _faces_left(face_detector, jpeg, pictured.box)

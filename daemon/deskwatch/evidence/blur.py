@@ -17,6 +17,7 @@ rounded outwards, so a pixel that holds any of a box is anonymised.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter
@@ -78,17 +79,30 @@ def anonymise_region(image: np.ndarray, box: Box, blocks: int) -> None:
         image[y0:y1, x0:x1, c] = table[pixels[..., c], c]
 
 
-def anonymise_in_place(image: np.ndarray, faces: list[Box], bodies: list[Box]) -> None:
+def anonymise_in_place(image: np.ndarray, faces: list[Box], bodies: list[Box], keep: Sequence[Box] = ()) -> None:
     """Every body and face box of ``image`` (RGB uint8, written to) anonymised: faces last,
-    so a face is treated even when it lies inside a body box."""
+    so a face is treated even when it lies inside a body box.
+
+    ``keep``: the faces of the people the picture shows (the worker, those a finding is
+    about), which a body box blurred around somebody else must not hide (a second person
+    leaning behind the worker, blurred in a phone_use thumbnail, would hide the worker's
+    face). Only the face box itself is put back, and before the faces are anonymised, so a
+    blurred face overlapping it stays blurred."""
+    h, w = image.shape[:2]
+    saved = []
+    for k in keep if bodies else ():
+        x0, y0, x1, y1 = k.to_pixels(w, h)
+        saved.append((x0, y0, x1, y1, image[y0:y1, x0:x1].copy()))
     for b in bodies:
         anonymise_region(image, grown(b, BODY_MARGIN), BODY_BLOCKS)
+    for x0, y0, x1, y1, pixels in saved:
+        image[y0:y1, x0:x1] = pixels
     for f in faces:
         anonymise_region(image, grown(f, FACE_MARGIN), FACE_BLOCKS)
 
 
-def anonymise(image: np.ndarray, faces: list[Box], bodies: list[Box]) -> np.ndarray:
-    """A copy of ``image`` with every body and face box anonymised."""
+def anonymise(image: np.ndarray, faces: list[Box], bodies: list[Box], keep: Sequence[Box] = ()) -> np.ndarray:
+    """A copy of ``image`` with every body and face box anonymised (``keep``: as :func:`anonymise_in_place`)."""
     out = np.array(image, dtype=np.uint8, copy=True)
-    anonymise_in_place(out, faces, bodies)
+    anonymise_in_place(out, faces, bodies, keep)
     return out

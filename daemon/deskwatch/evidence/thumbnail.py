@@ -1,12 +1,13 @@
 """Evidence thumbnails: one small JPEG per finding.
 
-Order matters for privacy: bystanders (and anyone the policy did not identify as
-the worker or an extra person: the policy outcome's people view says who is who;
-without one, everybody) are anonymised before anything is drawn or encoded: the
-frame is scaled down to the thumbnail's size into a picture of its own, the
-bystanders anonymised in it (the blur's strength is in blocks across a face, the
-same at any size: ``deskwatch.evidence.blur``), then the boxes that caused the
-finding are drawn and the picture encoded. The JPEG carries no EXIF or other metadata, fits in
+Order matters for privacy: everyone the finding's thumbnail does not show (bystanders,
+anyone the policy did not place, and those a finding of another rule is about: the
+policy outcome's people view says who is who, ``PeopleView.sharp``; without one,
+everybody) is anonymised before anything is drawn or encoded: the frame is scaled down
+to the thumbnail's size into a picture of its own, those people anonymised in it (the
+blur's strength is in blocks across a face, the same at any size:
+``deskwatch.evidence.blur``), then the boxes that caused the finding are drawn and the
+picture encoded. The JPEG carries no EXIF or other metadata, fits in
 ``evidence.max_width`` x ``max_height`` and under ``evidence.max_bytes`` (quality
 steps down, then the size, until it fits; otherwise no evidence is sent).
 """
@@ -49,12 +50,16 @@ def evidence_refusal(finding: Finding, cfg: EvidenceConfig) -> str | None:
     return finding.evidence_refusal
 
 
-def bystander_regions(analysis: FrameAnalysis, people: PeopleView | None) -> tuple[list[Box], list[Box]]:
-    """(faces, bodies) to anonymise: everyone except the worker and extra persons, as the
-    policy placed them; every face and body when the policy gave no view of this frame."""
+def bystander_regions(
+    analysis: FrameAnalysis, people: PeopleView | None, rule: str | None = None
+) -> tuple[list[Box], list[Box]]:
+    """(faces, bodies) to anonymise in the thumbnail of a ``rule`` finding: everyone but
+    those it shows, as the policy placed them (``PeopleView.sharp``; ``rule`` None: everyone
+    but those some finding may show); every face and body when the policy gave no view of
+    this frame."""
     if people is None:
         return [f.box for f in analysis.faces], [d.box for d in analysis.labelled("person")]
-    return people.to_anonymise()
+    return people.to_anonymise(rule)
 
 
 def fit_size(width: int, height: int, max_w: int, max_h: int) -> tuple[int, int]:
@@ -98,18 +103,22 @@ def encode_capped(img: Image.Image, max_bytes: int) -> tuple[bytes, Image.Image]
 @dataclass(frozen=True)
 class Picture:
     """A frame made ready for its thumbnails: fitted into the thumbnail size, bystanders
-    anonymised; each finding of the frame draws its own boxes on it. What a scan keeps of
-    a frame that may become evidence: at most 320x240 by default (0.2 MB), not the
-    1280x720 frame (2.8 MB)."""
+    and everyone no finding shows anonymised; each finding of the frame blurs those its
+    own thumbnail does not show (:func:`for_finding`) and draws its own boxes. What a scan
+    keeps of a frame that may become evidence: at most 320x240 by default (0.2 MB), not
+    the 1280x720 frame (2.8 MB)."""
 
     image: np.ndarray
 
 
-def prepare_picture(frame: Frame, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig) -> Picture:
-    """The frame scaled down and anonymised (the people view says who is a bystander;
-    None: everybody): everything of a thumbnail but its boxes. The camera's frame is never
-    written to, nor copied whole (a 1280x720 frame is 2.8 MB, its picture 0.2)."""
-    faces, bodies = bystander_regions(analysis, people)
+def prepare_picture(
+    frame: Frame, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig, rule: str | None = None
+) -> Picture:
+    """The frame scaled down and anonymised for a ``rule`` finding (the people view says who
+    it shows; None: nobody; ``rule`` None: everyone some finding may show): everything of a
+    thumbnail but its boxes. The camera's frame is never written to, nor copied whole (a
+    1280x720 frame is 2.8 MB, its picture 0.2)."""
+    faces, bodies = bystander_regions(analysis, people, rule)
     height, width = frame.image.shape[:2]
     size = fit_size(width, height, cfg.max_width, cfg.max_height)
     if size != (width, height):
@@ -118,8 +127,22 @@ def prepare_picture(frame: Frame, analysis: FrameAnalysis, people: PeopleView | 
         picture = cv2.resize(frame.image, size, interpolation=cv2.INTER_AREA)
     else:
         picture = np.array(frame.image, dtype=np.uint8, copy=True) if faces or bodies else frame.image
-    anonymise_in_place(picture, faces, bodies)
+    anonymise_in_place(picture, faces, bodies, people.kept_faces(rule) if people is not None else ())
     return Picture(np.ascontiguousarray(picture))
+
+
+def for_finding(picture: Picture, rule: str, people: PeopleView | None) -> Picture:
+    """The picture a scan kept of a frame (everyone some finding may show left sharp), with
+    those the thumbnail of a ``rule`` finding does not show blurred too (a copy: another
+    finding of the frame may show them)."""
+    if people is None:  # the picture was made with everybody blurred
+        return picture
+    faces, bodies = people.unshown(rule)
+    if not faces and not bodies:
+        return picture
+    image = np.array(picture.image, dtype=np.uint8, copy=True)
+    anonymise_in_place(image, faces, bodies, people.kept_faces(rule))
+    return Picture(image)
 
 
 def prepare_evidence(
@@ -140,7 +163,7 @@ def render(
     frame: Frame, finding: Finding, analysis: FrameAnalysis, people: PeopleView | None, cfg: EvidenceConfig
 ) -> Image.Image:
     """The annotated, anonymised thumbnail image (not yet encoded)."""
-    return _annotated(prepare_picture(frame, analysis, people, cfg), finding)
+    return _annotated(prepare_picture(frame, analysis, people, cfg, finding.type), finding)
 
 
 def build_evidence(
@@ -159,7 +182,10 @@ def build_evidence(
     if frame is None:  # a scan keeps every frame a finding with a picture may need: a bug
         log.error("evidence for %s: the scan kept nothing of frame %d", finding.type, finding.frame_index)
         return None, "no_frame"
-    picture = frame if isinstance(frame, Picture) else prepare_picture(frame, analysis, people, cfg)
+    if isinstance(frame, Picture):
+        picture = for_finding(frame, finding.type, people)
+    else:
+        picture = prepare_picture(frame, analysis, people, cfg, finding.type)
     img = _annotated(picture, finding)
     encoded = encode_capped(img, cfg.max_bytes)
     if encoded is None:
