@@ -248,17 +248,20 @@ class Person:
 @dataclass
 class PeopleView:
     """Who is in one frame, as the policy decided: the worker, extras (close to the
-    camera or facing the screen: they count), bystanders (far and not facing: they
-    don't count, and are blurred in evidence). ``pictures`` are faces that failed the
-    liveness check (a screen, print or phone showing a face) with the person box that
-    only showed that picture: nobody, kept unblurred only as the evidence of the trick
-    (a presentation_attack thumbnail)."""
+    camera or facing the screen: they count, and are shown in an extra_person thumbnail
+    only), bystanders (far and not facing: they don't count, and are blurred in
+    evidence). ``pictures`` are faces that failed the liveness check (a screen, print or
+    phone showing a face) with the person box that only showed that picture: nobody,
+    kept unblurred only as the evidence of the trick (a presentation_attack thumbnail).
+    ``about_others``: the rules the policy runs with a thumbnail about someone besides
+    the worker (extra_person, presentation_attack)."""
 
     frame: FrameAnalysis
     worker: Person | None = None
     extras: list[Person] = field(default_factory=list)
     bystanders: list[Person] = field(default_factory=list)
     pictures: list[Person] = field(default_factory=list)
+    about_others: frozenset[str] = frozenset({"extra_person", "presentation_attack"})
 
     @property
     def persons(self) -> int:
@@ -269,16 +272,23 @@ class PeopleView:
         return ([self.worker] if self.worker else []) + self.extras
 
     def sharp(self, rule: str | None = None) -> list[Person]:
-        """Who the thumbnail of a ``rule`` finding shows unblurred: the worker and the extras,
-        and the pictures a liveness check caught only where the finding is that picture
-        (presentation_attack: the supervisor must see what was held up in the worker's
-        place; in any other thumbnail a photo or a TV behind the worker is somebody's face
-        like any other). ``rule`` None: everyone some finding may show - the picture a scan
-        keeps of a frame before its findings are known (each thumbnail then blurs those it
-        does not show: :meth:`unshown`)."""
-        keep = self.non_bystanders
-        if rule is None or rule == "presentation_attack":
-            keep = keep + self.pictures
+        """Who the thumbnail of a ``rule`` finding shows unblurred: the worker (whose desk
+        it is), and besides them only the people the finding is about - the extras in an
+        extra_person thumbnail, the pictures a liveness check caught in a presentation_attack
+        one (the supervisor must see what was held up in the worker's place). A second person
+        beside the worker is no part of a phone_use or eating finding (a phone or food of
+        theirs that counts is boxed; who they are is not needed), and where extra_person is
+        not run (uk) no finding is about them at all; a photo or a TV behind the worker is
+        somebody's face like any other. ``rule`` None: everyone some finding of the rules the
+        policy runs may show (:attr:`about_others`) - the picture a scan keeps of a frame
+        before its findings are known (each thumbnail then blurs those it does not show:
+        :meth:`unshown`)."""
+        about = self.about_others if rule is None else {rule}
+        keep = [self.worker] if self.worker is not None else []
+        if "extra_person" in about:
+            keep += self.extras
+        if "presentation_attack" in about:
+            keep += self.pictures
         return keep
 
     def to_anonymise(self, rule: str | None = None) -> tuple[list[Box], list[Box]]:

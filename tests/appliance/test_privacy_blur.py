@@ -342,3 +342,34 @@ def test_a_picture_of_a_face_behind_the_worker_is_blurred_unless_it_is_the_findi
         (attack,) = [f for f in out.findings if f.type == "presentation_attack"]
         for jpeg in _both_ways(frame, attack, alone, out.people[0], cfg):
             assert _faces_left(face_detector, jpeg, pictured.box)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("profile", ["full", "uk"])
+def test_a_second_person_is_shown_only_in_the_extra_person_thumbnail(profile, face_detector):
+    """A second person close to the worker (multi_08: the woman beside him) is what an
+    extra_person finding is about, and only that finding shows her. A phone_use thumbnail is
+    about the worker's phone: she is blurred there under every profile, and under uk, where
+    extra_person is not run, in every thumbnail. The worker stays sharp though her body, blurred,
+    reaches over his cheek."""
+    from deskwatch.policy.engine import Policy, PolicyContext
+
+    schedule = "schedule: {mode: fixed, fixed_times: ['10:00']}\n" if profile == "uk" else ""
+    cfg = make_config(schedule + f"policy: {{profile: {profile}}}")
+    image = load("multi_08.jpg")
+    frame = Frame(image, NOW)
+    worker_face, other = sorted(without_identity(face_detector.detect(image)), key=lambda f: f.box.x0)
+    worker = Detection("person", 0.9, Box(0.20, 0.20, 0.58, 1.0))
+    second = Detection("person", 0.85, Box(0.47, 0.30, 0.85, 1.0))
+    phone = Detection("cell phone", 0.8, Box(0.33, 0.33, 0.38, 0.45), "at_ear")
+    analysis = FrameAnalysis(0, GOOD_LIGHT, [worker, second, phone], [worker_face, other])
+    out = Policy(cfg.policy).evaluate([analysis] * 5, PolicyContext(now=NOW, trigger="schedule"))
+    findings = {f.type: f for f in out.findings}
+    assert set(findings) == ({"phone_use", "extra_person"} if profile == "full" else {"phone_use"})
+    for jpeg in _both_ways(frame, findings["phone_use"], analysis, out.people[0], cfg):
+        assert _faces_left(face_detector, jpeg, other.box) == []
+        assert _faces_left(face_detector, jpeg, worker_face.box)
+    if profile == "full":  # control: the extra_person thumbnail shows her
+        for jpeg in _both_ways(frame, findings["extra_person"], analysis, out.people[0], cfg):
+            assert _faces_left(face_detector, jpeg, other.box)
+            assert _faces_left(face_detector, jpeg, worker_face.box)

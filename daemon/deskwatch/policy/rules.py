@@ -162,7 +162,8 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
         """Somebody for certain: a face, or a person box strong enough to count as a second person."""
         return p.face is not None or (p.detection is not None and p.detection.score >= extra.min_person_score)
 
-    view = PeopleView(a, pictures=pictures)
+    shown = frozenset(r for r in ("extra_person", "presentation_attack") if rule_enabled(policy, r))
+    view = PeopleView(a, pictures=pictures, about_others=shown)
     candidates = [p for p in people if at_desk(p)]
     if candidates:
         # the worker: the one the identity check recognised, else the largest of those
