@@ -360,7 +360,16 @@ class Scanner:
             record.durations_ms.get("evidence", 0.0) + (time.perf_counter() - t) * 1000, 1
         )
         # The findings, their images and the scan record go to the outbox in one transaction.
-        event_ids = self.outbox.send_scan(self.payloads.scan_payload(self.source, record), events)
+        try:
+            event_ids = self.outbox.send_scan(self.payloads.scan_payload(self.source, record), events)
+        except Exception as exc:
+            # the camera opened and the scan was judged: the worker's audit trail says so, and
+            # that nothing of it left the device, whatever the outbox did (the scan loop counts
+            # and logs the failure as before)
+            failure = f"not queued for delivery: {type(exc).__name__}: {exc}"
+            record.error = f"{record.error}; {failure}" if record.error else failure
+            self._audit(record)
+            raise
         for finding, (payload, jpeg), event_id, note in zip(record.findings, events, event_ids, notes, strict=True):
             no_picture = None if jpeg is not None else str(payload.get("evidence_reason") or "none")
             record.sent.append(SentFinding(event_id, len(jpeg) if jpeg is not None else None, no_picture))
@@ -400,10 +409,14 @@ class Scanner:
             summary,
             extra={"journal": {"DESKWATCH_EVENT": "scan", "SCAN_ID": record.scan_id, "SCAN_OUTCOME": record.outcome}},
         )
+        self._audit(record)
+
+    def _audit(self, record: ScanRecord) -> None:
+        """The scan's record in the worker's audit trail on the device."""
         if self.on_record is not None:
             try:
-                self.on_record(record)  # the worker's audit trail on the device
-            except Exception:  # e.g. a full disk: the record already went to the outbox
+                self.on_record(record)
+            except Exception:  # e.g. a full disk: the record went to the outbox, if it could
                 log.exception("could not write scan %s to the audit trail", record.scan_id)
 
     def _evidence_for(

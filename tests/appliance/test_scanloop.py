@@ -636,6 +636,41 @@ def test_a_failing_audit_write_does_not_stop_scanning(
     assert len(delivery.scans) == 2
 
 
+def test_a_scan_the_outbox_cannot_queue_still_leaves_its_audit_record(
+    write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The camera opened and a phone in use was found, but the outbox could not take the scan
+    (a disk I/O error): the worker's audit trail still shows that scan, what it found, that
+    nothing of it was sent and why; the daemon counts the failure and carries on."""
+    import sqlite3
+
+    phone = Detection("cell phone", 0.8, Box(0.45, 0.5, 0.55, 0.6), "in_hand")
+    vision = ScriptedVision(lambda f: ([Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0)), phone], []))
+    daemon, cam, delivery = make_daemon(write_config, clock, vision=vision)
+    queue = delivery.send_scan
+    calls = {"n": 0}
+
+    def fails_once(payload: Any, events: Any = ()) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        return queue(payload, events)
+
+    monkeypatch.setattr(delivery, "send_scan", fails_once)
+    assert daemon.run(max_scans=2, install_signals=False) == 0
+    assert cam.opens == 2 and len(delivery.scans) == 1
+    assert daemon.scanner.stats.errors == 1
+    trail = AuditLog.for_state_dir(daemon.cfg.state_dir)
+    scans = sorted((e for e in trail.recent(10) if e.kind == "scan"), key=lambda e: e.at)
+    trail.close()
+    assert len(scans) == 2
+    failed = scans[0].data
+    assert failed["outcome"] == "error" and "disk I/O error" in failed["error"]
+    assert [f["type"] for f in failed["findings"]] == ["phone_use"]
+    assert "event_id" not in failed["findings"][0]  # never queued: nothing of it left the device
+    assert scans[1].data["outcome"] == "violation"
+
+
 class LookCounter:
     """The real vision stage, recording for each frame whether the phone stage was asked for."""
 
