@@ -8,10 +8,15 @@ transaction idiom and recovery from a corrupt file.
 - :func:`transaction`: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error
   (SQLite may already have rolled back itself, e.g. on a full disk).
 - :func:`open_or_recover`: a database whose content is damaged (a failing SD card) is
-  moved aside with its WAL, never deleted, and a fresh one is created; the caller says
-  what was lost. A sound file that cannot be used *now* (a full disk, a file the service
-  user may not open, a lock, an I/O error) is left exactly where it is and
+  moved aside with its WAL and a fresh one is created; the caller says what was lost. A
+  sound file that cannot be used *now* (a full disk, a file the service user may not
+  open, a lock, an I/O error) is left exactly where it is and
   :class:`DatabaseUnavailable` says what to do: moving it aside would lose a sound queue.
+- What was moved aside stays for inspection until its owner's retention removes it
+  (:func:`remove_set_aside`): a file moved aside holds what the live one held, evidence
+  and findings included, and must not outlive it.
+- ``secure_delete``: a store of evidence or findings has SQLite overwrite what it deletes,
+  so that a row past retention cannot be read back from the card's free pages.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import contextlib
 import errno
 import os
 import pwd
+import re
 import shutil
 import sqlite3
 import stat
@@ -29,6 +35,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 SIDE_FILES = ("", "-wal", "-shm")
+# what move_aside names a file set aside (and its side files, and a read-back's copy of it)
+SET_ASIDE = re.compile(r"\.corrupt-(?P<at>\d+)")
 
 
 # SQLite's primary result codes: the file's content is damaged (CORRUPT, NOTADB), no room (FULL),
@@ -75,8 +83,12 @@ def is_disk_full(exc: BaseException, where: Path) -> bool:
     return code & 0xFF == SQLITE_IOERR and free is not None and free < NEARLY_FULL_BYTES
 
 
-def connect(path: str | os.PathLike[str], *, timeout: float = 30.0, foreign_keys: bool = False) -> sqlite3.Connection:
-    """An autocommit connection with WAL and ``synchronous=FULL``; the file is made 0600."""
+def connect(
+    path: str | os.PathLike[str], *, timeout: float = 30.0, foreign_keys: bool = False, secure_delete: bool = False
+) -> sqlite3.Connection:
+    """An autocommit connection with WAL and ``synchronous=FULL``; the file is made 0600.
+    ``secure_delete``: deleted content is overwritten with zeros (then :func:`truncate_wal`
+    after a purge, so that the log keeps no copy of it either)."""
     _create_as_directory_owner(Path(path))
     db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout)
     try:
@@ -84,6 +96,8 @@ def connect(path: str | os.PathLike[str], *, timeout: float = 30.0, foreign_keys
         db.execute("PRAGMA synchronous=FULL")
         if foreign_keys:
             db.execute("PRAGMA foreign_keys=ON")
+        if secure_delete:
+            db.execute("PRAGMA secure_delete=ON")
     except sqlite3.DatabaseError:
         db.close()
         raise
@@ -131,9 +145,17 @@ def transaction(
         raise
 
 
-def open_schema(path: Path, schema: str, probe: str) -> sqlite3.Connection:
+def truncate_wal(db: sqlite3.Connection) -> None:
+    """Copy the write-ahead log into the file and empty it: the frames it kept of pages since
+    overwritten (a deleted image's) are gone from the card. Best effort: a reader holding
+    the log lets it be done next time."""
+    with contextlib.suppress(sqlite3.Error):
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+def open_schema(path: Path, schema: str, probe: str, *, secure_delete: bool = False) -> sqlite3.Connection:
     """:func:`connect`, create the ``schema``, and read ``probe`` to prove the file is sound."""
-    db = connect(path)
+    db = connect(path, secure_delete=secure_delete)
     try:
         db.executescript(schema)
         db.execute(probe).fetchall()
@@ -153,8 +175,44 @@ def move_aside(path: Path, now: float | None = None) -> Path:
     return aside
 
 
+def remove_set_aside(path: Path, before: float) -> list[Path]:
+    """Delete what :func:`move_aside` set aside of ``path`` (the file, its WAL and SHM, and a
+    read-back's copy of it) once the earliest time known for it is before ``before``
+    (wall-clock seconds): when it was set aside (in its name), or its files' modification
+    time, which an owner that knows what the file holds dates back to its oldest content.
+    Returns the files deleted; one that cannot be deleted is tried again next time."""
+    groups: dict[str, list[Path]] = {}
+    for p in path.parent.glob(f"{path.name}.corrupt-*"):
+        m = SET_ASIDE.search(p.name)
+        if m is not None:
+            groups.setdefault(m["at"], []).append(p)
+    gone: list[Path] = []
+    for at, files in groups.items():
+        times = [float(at)]
+        for p in files:
+            with contextlib.suppress(OSError):
+                times.append(p.stat().st_mtime)
+        if min(times) >= before:
+            continue
+        for p in files:
+            with contextlib.suppress(OSError):
+                p.unlink()
+                gone.append(p)
+    return gone
+
+
+def date_back(aside: Path, oldest: float) -> None:
+    """Date the files set aside as ``aside`` back to ``oldest`` (the oldest content read
+    from them), for :func:`remove_set_aside`."""
+    for suffix in SIDE_FILES:
+        with contextlib.suppress(OSError):
+            f = aside.with_name(aside.name + suffix)
+            if f.exists() and f.stat().st_mtime > oldest:
+                os.utime(f, (oldest, oldest))
+
+
 def open_or_recover(
-    path: Path, schema: str, probe: str, *, now: float | None = None
+    path: Path, schema: str, probe: str, *, now: float | None = None, secure_delete: bool = False
 ) -> tuple[sqlite3.Connection, tuple[Path, str] | None]:
     """Open (and create) the database; if its content is damaged, move it aside and start afresh.
 
@@ -167,7 +225,7 @@ def open_or_recover(
     except OSError as exc:
         raise DatabaseUnavailable(path, why_unusable(path, exc)) from exc
     try:
-        return open_schema(path, schema, probe), None
+        return open_schema(path, schema, probe, secure_delete=secure_delete), None
     except sqlite3.DatabaseError as exc:
         if not is_damaged(exc):
             raise DatabaseUnavailable(path, why_unusable(path, exc)) from exc
@@ -177,7 +235,7 @@ def open_or_recover(
     except OSError as exc:
         raise DatabaseUnavailable(path, why_unusable(path, exc)) from exc
     try:
-        return open_schema(path, schema, probe), (aside, damage)
+        return open_schema(path, schema, probe, secure_delete=secure_delete), (aside, damage)
     except sqlite3.DatabaseError as exc:
         # e.g. no room for a fresh file: put the damaged one back, so that the next start
         # reads back what it still holds instead of finding an empty file and no trace

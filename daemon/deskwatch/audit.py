@@ -18,7 +18,7 @@ from typing import Any
 
 from deskwatch.domain import PauseInfo, ScanRecord, rfc3339
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
-from deskwatch_contract.sqlite import open_or_recover, transaction
+from deskwatch_contract.sqlite import open_or_recover, remove_set_aside, transaction, truncate_wal
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +82,9 @@ class AuditLog:
         self.keep_days = keep_days
         self._lock = threading.Lock()
         # synchronous=FULL: the worker's record of a scan must survive a power cut like
-        # the outbox's copy does; an unreadable file is kept aside, never deleted.
-        self._db, recovered = open_or_recover(self.path, SCHEMA, "SELECT COUNT(*) FROM scans")
+        # the outbox's copy does; an unreadable file is kept aside until retention removes
+        # it (expire_set_aside); pruned rows are overwritten (secure_delete)
+        self._db, recovered = open_or_recover(self.path, SCHEMA, "SELECT COUNT(*) FROM scans", secure_delete=True)
         self.recovered_from = recovered[0] if recovered else None
         if recovered is not None:
             log.error(
@@ -207,7 +208,17 @@ class AuditLog:
         with self._lock:
             a = self._db.execute("DELETE FROM scans WHERE started_at < ?", (cutoff,)).rowcount
             b = self._db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
+            if a or b:
+                truncate_wal(self._db)
         return int(a) + int(b)
+
+    def expire_set_aside(self, now: datetime) -> int:
+        """Delete an audit trail moved aside as unreadable (it holds scans and findings like
+        this one) once ``keep_days`` old; returns how many files went."""
+        gone = remove_set_aside(self.path, (now - timedelta(days=self.keep_days)).timestamp())
+        for f in gone:
+            log.info("retention: deleted %s (an unreadable audit trail kept for inspection)", f.name)
+        return len(gone)
 
     # -- reading --------------------------------------------------------------------
     def recent(self, limit: int = 20, *, since: datetime | None = None) -> list[AuditEntry]:

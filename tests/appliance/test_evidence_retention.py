@@ -4,7 +4,9 @@ queued event says so; younger evidence and the events themselves stay."""
 from __future__ import annotations
 
 import json
+import os
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -79,3 +81,105 @@ def test_audit_trail_is_pruned_with_the_same_bound(tmp_path):
         assert [e.data.get("scan_id") for e in audit.recent(10)] == ["new"]
     finally:
         audit.close()
+
+
+# -- nothing kept aside outlives retention --------------------------------------------------
+
+
+def jpeg(n: int) -> bytes:
+    return b"\xff\xd8\xff\xe0" + f"EVIDENCE-IMAGE-{n:03d}".encode() * 500
+
+
+def images_in(path: Path, n: int) -> set[int]:
+    """Which of the images 1..n can still be read in the bytes of a database and its side files."""
+    data = b"".join(p.read_bytes() for p in path.parent.glob(path.name + "*") if p.is_file())
+    return {i for i in range(1, n + 1) if f"EVIDENCE-IMAGE-{i:03d}".encode() in data}
+
+
+def outbox(state: Path, wall: Wall) -> Outbox:
+    return Outbox(
+        state, max_bytes=10**8, max_messages=10**4, max_age_days=20, evidence_max_age_days=20, wall_clock=wall
+    )
+
+
+def test_a_damaged_outbox_set_aside_with_its_images_goes_once_retention_has_passed(tmp_path: Path) -> None:
+    """A failing SD card: the outbox is moved aside (outbox.sqlite3.corrupt-<t>, for a
+    technician's inspection) and what can be read is queued again. The copy set aside holds
+    the same images: the daily purge deletes it once they are past retention_days (counted
+    from when they were queued, not from when the file was set aside), and an audit trail
+    set aside likewise; the loss counted at the time stays counted."""
+    wall = Wall()
+    box = outbox(tmp_path, wall)
+    for n in range(1, 21):
+        box.put_event({"event_id": f"e{n}", "type": "phone_use"}, jpeg(n))
+    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    box.close()
+    audit_aside = tmp_path / f"audit.sqlite3.corrupt-{int(wall.t)}"
+    audit_aside.write_bytes(b"an audit trail set aside, findings in it")
+    os.utime(audit_aside, (wall.t, wall.t))
+    wall.t += 10 * DAY  # ten days on, a few pages go bad
+    path = tmp_path / "outbox.sqlite3"
+    with open(path, "r+b") as f:
+        f.seek((path.stat().st_size // 2 // 4096) * 4096)
+        f.write(b"\x00" * 4096 * 4)
+    os.utime(path, (wall.t, wall.t))
+    box = outbox(tmp_path, wall)
+    audit = AuditLog(tmp_path / "audit.sqlite3", keep_days=20)
+    try:
+        (aside,) = tmp_path.glob("outbox.sqlite3.corrupt-*[0-9]")
+        assert images_in(aside, 20)
+        lost = box.stats()["lost"]
+        wall.t += 9 * DAY  # the images are 19 days old: kept for inspection
+        purge_expired(20, datetime.fromtimestamp(wall.t, UTC), outbox=box, audit=audit)
+        assert aside.exists() and audit_aside.exists()
+        wall.t += 2 * DAY  # 21 days old, set aside 11 days ago
+        report = purge_expired(20, datetime.fromtimestamp(wall.t, UTC), outbox=box, audit=audit)
+        assert sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name) == []
+        assert report.set_aside_deleted >= 2
+        assert box.stats()["lost"] == lost
+        assert images_in(path, 20) == set()  # and those queued again have expired from the queue
+    finally:
+        box.close()
+        audit.close()
+
+
+def test_an_image_damaged_on_the_card_is_not_kept_and_the_damaged_rows_expire(tmp_path: Path) -> None:
+    """A message damaged on the card is taken out of the queue into the 'damaged' table for
+    inspection: an image's bytes are no use there and are not kept (its size and event id
+    are), and the purge deletes damaged rows past retention like everything else."""
+    wall = Wall()
+    box = outbox(tmp_path, wall)
+    try:
+        box.put_event({"event_id": "e1", "type": "phone_use"}, jpeg(1))
+        box.put_event({"event_id": "e2", "type": "phone_use"})
+        box._db.execute("UPDATE messages SET topic = 'evidencf/e1' WHERE kind = 'evidence'")  # a bit flips
+        box._db.execute("UPDATE messages SET payload = CAST('z' || substr(payload, 2) AS BLOB) WHERE event_id = 'e2'")
+        box.pending()  # the publisher's read takes them out
+        rows = box._db.execute("SELECT kind, event_id, payload IS NULL, why FROM damaged ORDER BY id").fetchall()
+        assert [(k, e, gone) for k, e, gone, _ in rows] == [("evidence", "e1", 1), ("event", "e2", 0)]
+        assert "bytes" in rows[0][3]
+        assert box.stats()["lost"]["events"] == 1
+        wall.t += 21 * DAY
+        report = purge_expired(20, datetime.fromtimestamp(wall.t, UTC), outbox=box)
+        assert box._db.execute("SELECT COUNT(*) FROM damaged").fetchone()[0] == 0
+        assert report.set_aside_deleted == 2
+        assert box.stats()["lost"]["events"] == 1  # still counted
+    finally:
+        box.close()
+
+
+def test_purged_images_are_overwritten_not_just_unlinked_from_the_queue(tmp_path: Path) -> None:
+    """SQLite leaves a deleted row's bytes in free pages and in its write-ahead log: the
+    outbox overwrites them, so an image past retention cannot be read back from the card."""
+    wall = Wall()
+    box = outbox(tmp_path, wall)
+    try:
+        for n in range(1, 11):
+            box.put_event({"event_id": f"e{n}", "type": "phone_use"}, jpeg(n))
+        wall.t += 10 * DAY
+        box.put_event({"event_id": "e11", "type": "phone_use"}, jpeg(11))
+        wall.t += 11 * DAY  # e1-e10 are 21 days old, e11 11 days
+        assert purge_expired(20, datetime.fromtimestamp(wall.t, UTC), outbox=box).evidence_deleted == 10
+        assert images_in(tmp_path / "outbox.sqlite3", 11) == {11}
+    finally:
+        box.close()

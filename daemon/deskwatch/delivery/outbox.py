@@ -64,6 +64,16 @@ the publisher's read (:meth:`Outbox.pending`) takes it out of the queue into the
 place it would be met again at every attempt and nothing behind it would be sent. An
 image whose MQTT properties (a convenience: the event's ``sha256`` verifies the image)
 are damaged is sent without them.
+
+Nothing kept for inspection outlives retention
+----------------------------------------------
+A damaged image's bytes are not kept (they tell nothing about the damage; its size and
+event id are); the other damaged messages, and an outbox file moved aside as unreadable
+(dated back to the oldest message read from it), are deleted by the daily retention
+purge once older than ``evidence.retention_days`` (:meth:`Outbox.expire_set_aside`).
+The losses were counted when they happened and stay counted. The file runs with
+``secure_delete`` and the purge empties the write-ahead log: an image past retention
+cannot be read back from the card's free pages.
 Ages use the wall clock, corrected when it jumps (a Pi without RTC syncs time after
 boot): messages queued since start are re-dated by the jump, so a clock sync never
 ages out a fresh event.
@@ -88,7 +98,17 @@ from typing import Any
 from deskwatch.delivery.counters import DeviceCounters
 from deskwatch.delivery.salvage import read_back
 from deskwatch_contract.jsonutil import dumps_bytes
-from deskwatch_contract.sqlite import free_bytes, is_disk_full, move_aside, open_or_recover, open_schema, transaction
+from deskwatch_contract.sqlite import (
+    date_back,
+    free_bytes,
+    is_disk_full,
+    move_aside,
+    open_or_recover,
+    open_schema,
+    remove_set_aside,
+    transaction,
+    truncate_wal,
+)
 from deskwatch_contract.sqlite import is_damaged as is_damaged  # the publisher asks it too
 
 logger = logging.getLogger(__name__)
@@ -121,8 +141,16 @@ CREATE TABLE IF NOT EXISTS damaged (  -- messages taken out of the queue: their 
     kind, topic, payload, qos, created, event_id, props  -- as they were found, whatever their type
 );
 """
-# How many damaged messages are kept for inspection (the newest).
+# How many damaged messages are kept for inspection (the newest, none past retention).
 DAMAGED_KEPT = 100
+# A damaged message keeps its payload for inspection only when it is a JSON message's: an
+# image (or its sealed box) says nothing about the damage, and is evidence. Decided on what
+# was found (the kind and topic may be the damaged part): as SQL over a row, and in Python.
+JSON_KINDS = ("event", "scan", "health", "result")
+_INSPECTABLE = (
+    "COALESCE(kind IN ('event', 'scan', 'health', 'result') AND typeof(topic) = 'text' "
+    "AND topic NOT LIKE 'evidence%', 0)"
+)
 # Room kept on the outbox's file system for when it fills up (see "A full disk").
 RESERVE_NAME = "outbox.reserve"
 RESERVE_BYTES = 1 << 20
@@ -180,6 +208,11 @@ def parse_props(props: Any) -> dict[str, str] | None:
     if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         raise DamagedRow("its MQTT properties are not a map of strings")
     return value
+
+
+def inspectable(kind: Any, topic: Any) -> bool:
+    """Is a damaged message's payload kept for inspection (see :data:`_INSPECTABLE`)?"""
+    return kind in JSON_KINDS and isinstance(topic, str) and not topic.lower().startswith("evidence")
 
 
 def _label(kind: Any, event_id: Any) -> str:
@@ -294,7 +327,7 @@ class Outbox:
         self._unrecorded: list[_UnrecordedLoss] = []
         self._short_of_room = False  # a write failed for lack of room, and the room kept for it is used
         self._space = SpaceReserve(self.path.with_name(RESERVE_NAME), disk_reserve_bytes)
-        self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock())
+        self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock(), secure_delete=True)
         try:
             self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
         except BaseException:
@@ -320,7 +353,9 @@ class Outbox:
     def _recover_from(self, aside: Path, why: str) -> None:
         """The file was unreadable and moved to ``aside``: queue again what can be read, count the rest."""
         expected = self.counters.queued_events
-        salvaged, complete, damaged = self._salvage(aside)
+        salvaged, complete, damaged, oldest = self._salvage(aside)
+        if oldest is not None:  # what it holds is that old: retention counts from there
+            date_back(aside, oldest)
         events = sum(1 for kind in salvaged if kind == "event")
         damaged_events = sum(1 for kind in damaged if kind == "event")
         # the counters' number may be lost with their file; the damaged events are known lost anyway
@@ -344,26 +379,31 @@ class Outbox:
             extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": lost_events}},
         )
 
-    def _salvage(self, aside: Path) -> tuple[list[str], bool, list[str]]:
+    def _salvage(self, aside: Path) -> tuple[list[str], bool, list[str], float | None]:
         """Queue again (as replays) the rows that can still be read from a moved-aside outbox.
 
         Each row is checked on its own (:func:`check_row`): one whose content is damaged is
         kept in ``damaged`` and skipped, so that it never aborts the read-back of the others
         (which would leave them all in the file moved aside). Returns the kinds of the rows
-        taken back, whether every row could be read, and the kinds of the damaged ones."""
+        taken back, whether every row could be read, the kinds of the damaged ones, and the
+        oldest time any row read was queued at."""
         rows, complete = read_back(aside)
         kinds: list[str] = []
         damaged: list[str] = []
         highest_seq = 0
+        times = [float(r[5]) for r in rows if type(r[5]) in (int, float)]
         with self._transaction():
             for row_id, kind, topic, payload, qos, created, event_id, props in rows:
                 try:
                     check_row(kind, topic, payload, qos, created, event_id)
                 except DamagedRow as exc:
+                    why, kept = str(exc), payload
+                    if not inspectable(kind, topic):
+                        why, kept = f"{why} ({_size(payload)} not kept)", None
                     self._db.execute(
                         "INSERT OR REPLACE INTO damaged (id, found, why, kind, topic, payload, qos, created, event_id, "
                         "props) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (row_id, self._clock(), str(exc), kind, topic, payload, qos, created, event_id, props),
+                        (row_id, self._clock(), why, kind, topic, kept, qos, created, event_id, props),
                     )
                     damaged.append("event" if "event" in (kind, topic) else str(kind))
                     logger.error(
@@ -385,7 +425,7 @@ class Outbox:
                     with contextlib.suppress(ValueError, TypeError, KeyError):
                         highest_seq = max(highest_seq, int(json.loads(payload)["seq"]))
             self._raise_counter("seq", highest_seq)
-        return kinds, complete, damaged
+        return kinds, complete, damaged, min(times, default=None)
 
     def recover(self, why: str) -> None:
         """The queue turned out to be damaged while running (a read failed): move it aside,
@@ -394,7 +434,7 @@ class Outbox:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             aside = move_aside(self.path, self._clock())
-            self._db = open_schema(self.path, _SCHEMA, _PROBE)
+            self._db = open_schema(self.path, _SCHEMA, _PROBE, secure_delete=True)
             self._reload_totals()
             self._recover_from(aside, why)
             row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
@@ -773,7 +813,33 @@ class Outbox:
                     max_age_s / 86400,
                 )
                 self.evidence_max_age_s = max_age_s
-            return self.enforce_caps()
+            evicted = self.enforce_caps()
+            if evicted:  # what was deleted leaves no copy in the log either
+                truncate_wal(self._db)
+            return evicted
+
+    def expire_set_aside(self, max_age_s: float) -> int:
+        """Retention of what is kept for inspection: damaged messages taken out of the queue,
+        and outbox files moved aside as unreadable, older than ``max_age_s`` (by when their
+        content was queued, where that is known) are deleted, and an image's bytes that a
+        damaged row still holds (kept before they no longer were) are dropped. Returns how
+        many rows and files went; the losses stay counted."""
+        cutoff = self._clock() - max_age_s
+        with self._lock:
+            with self._transaction():
+                rows = self._db.execute(
+                    "DELETE FROM damaged WHERE found < ? OR (typeof(created) IN ('integer', 'real') AND created < ?)",
+                    (cutoff, cutoff),
+                ).rowcount
+                images = self._db.execute(
+                    f"UPDATE damaged SET payload = NULL WHERE payload IS NOT NULL AND NOT {_INSPECTABLE}"
+                ).rowcount
+            files = remove_set_aside(self.path, cutoff)
+            if rows or images:
+                truncate_wal(self._db)
+        for f in files:
+            logger.info("retention: deleted %s (an unreadable outbox kept for inspection)", f.name)
+        return int(rows) + len(files)
 
     def enforce_caps(self) -> dict[str, int]:
         """Apply the age cap (and size caps) now; returns what was evicted by kind."""
@@ -932,9 +998,10 @@ class Outbox:
                 for row_id, kind, _topic, _payload, _qos, _created, event_id, _offline, _props, why in damaged:
                     self._db.execute(
                         "INSERT OR REPLACE INTO damaged (id, found, why, kind, topic, payload, qos, created, event_id, "
-                        "props) SELECT id, ?, ?, kind, topic, payload, qos, created, event_id, props "
-                        "FROM messages WHERE id = ?",
-                        (self._clock(), why, row_id),
+                        f"props) SELECT id, ?, CASE WHEN {_INSPECTABLE} THEN ? ELSE ? || ' (its ' || length(payload) "
+                        f"|| ' bytes not kept)' END, kind, topic, CASE WHEN {_INSPECTABLE} THEN payload END, qos, "
+                        "created, event_id, props FROM messages WHERE id = ?",
+                        (self._clock(), why, why, row_id),
                     )
                     self._db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
                     if kind == "evidence" and isinstance(event_id, str):
@@ -1088,6 +1155,10 @@ def queued_event_ids(state_dir: str | os.PathLike[str]) -> dict[str, set[str]]:
     for event_id, kind in rows:
         out.setdefault(str(event_id), set()).add(str(kind))
     return out
+
+
+def _size(payload: Any) -> str:
+    return f"its {len(payload)} bytes" if isinstance(payload, (bytes, str)) else "its payload"
 
 
 def _chunks(items: list[int], n: int) -> Iterable[list[int]]:

@@ -1,6 +1,7 @@
 """Reading back what can still be read from a damaged outbox file.
 
-When the outbox cannot be read (a failing SD card), it is moved aside, never deleted.
+When the outbox cannot be read (a failing SD card), it is moved aside (kept for inspection
+until retention removes it: ``Outbox.expire_set_aside``).
 :func:`read_back` copies it (with its WAL, whose commits count) and reads its rows in id
 order; a damaged stretch is skipped by probing further ids, so what follows it is kept
 too. The copy is removed afterwards: the file kept for inspection stays as it was found.

@@ -25,7 +25,7 @@ class EvidenceConfig:
     )
     retention_days: int = setting(
         20,
-        doc="Undelivered evidence older than this is deleted on the device (the event says so). At most 20.",
+        doc="Undelivered evidence older than this is deleted on the device (the event says so), and so are the audit trail's rows, damaged messages and unreadable outbox or audit files kept for inspection (overwritten, not only unlinked). At most 20.",
         minimum=1,
         maximum=20,
     )
