@@ -136,3 +136,65 @@ def test_policy_show_with_a_bad_config_exits_78(tmp_path, capsys):
         main(["policy", "show", "--config", str(bad)])
     assert exit_.value.code == 78
     assert "policy.profile" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "limit"),
+    [
+        ("", 3),
+        (MINIMAL, 3),
+        ("schedule: {remote_scans_per_hour: 1}\n", 1),
+        (UK, 0),
+        ("schedule: {remote_scans_per_hour: 0}\n", 0),
+    ],
+    ids=["full", "minimal", "full-1", "uk", "full-0"],
+)
+def test_notice_tells_how_many_checks_may_be_requested_as_the_daemon_admits_them(extra, limit, tmp_path):
+    """Besides its own schedule, the device takes checks requested from the central side
+    (cmd/scan) where the profile allows them: the notice says how many an hour, and when
+    never, as many as the daemon accepts in an hour of the shift - or that there are none."""
+    from datetime import UTC, datetime
+
+    from deskwatch.app import Daemon, Parts
+    from deskwatch.camera.fake import FakeCamera
+    from deskwatch_contract.intake import CommandRejected
+    from tests.support.common import FakeClock
+    from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+
+    cfg = make_config(extra, state_dir=str(tmp_path))
+    monday = FakeClock(datetime(2026, 11, 30, 10, 0, tzinfo=UTC))  # inside the default shift
+    parts = Parts(camera=FakeCamera(), vision=ScriptedVision(), delivery=RecordingDelivery(), notifier=SilentNotifier())
+    daemon = Daemon(cfg, clock=monday, parts=parts)
+    accepted = 0
+    for n in range(6):
+        try:
+            daemon.handle_command("scan", {"request_id": f"r{n}", "reason": "supervisor"})
+            accepted += 1
+        except CommandRejected:
+            pass
+    assert accepted == limit
+    text = explain(cfg)
+    (line,) = [line for line in text.splitlines() if "on request" in line]
+    if limit:
+        assert f"at most {limit} an hour" in line and "working hours" in line and "paused" in line
+        assert "recorded" in line and "deskwatch history" in line
+    else:
+        assert line.startswith("- No checks on request")
+
+
+@pytest.mark.parametrize(
+    ("extra", "random"),
+    [
+        ("schedule: {mode: random}\n", True),
+        ("schedule: {mode: fixed, fixed_times: ['10:30', '15:00']}\n", False),
+        ("schedule: {mode: interval, interval_seconds: 600}\n", False),
+        (MINIMAL + "schedule: {mode: random}\n", True),
+        (UK, False),
+    ],
+)
+def test_policy_json_says_random_scans_only_where_the_schedule_makes_them(extra, random, write_config, capsys):
+    path = str(write_config(extra))
+    assert main(["policy", "show", "--json", "--config", path]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["random_scans"] is random
+    assert data["on_demand_scans_per_hour"] == (0 if "uk" in extra else 3)

@@ -19,7 +19,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from deskwatch.policy.profiles import identity_allowed, profile_of
-    from deskwatch.technician.explain import effective_rules_table, explain, template_status
+    from deskwatch.technician.explain import (
+        effective_rules_table,
+        explain,
+        on_demand_per_hour,
+        random_scans,
+        template_status,
+    )
 
     cfg = load_config_or_exit(args)
     if args.json:
@@ -30,7 +36,8 @@ def run(args: argparse.Namespace) -> int:
                     "profile": prof.name,
                     "identity_check": identity_allowed(cfg.policy),
                     "face_template": template_status(cfg).as_json(),
-                    "random_scans": prof.random_scans,
+                    "random_scans": random_scans(cfg),
+                    "on_demand_scans_per_hour": on_demand_per_hour(cfg),
                     "images_leave_device": prof.images_leave and cfg.evidence.enabled,
                     "retention_days": cfg.evidence.retention_days,
                     "rules": effective_rules_table(cfg),

@@ -25,6 +25,18 @@ def evidence_allowed(cfg: Config, rule: str) -> bool:
     return cfg.evidence.enabled and evidence_refusal(cfg.policy, rule) is None
 
 
+def random_scans(cfg: Config) -> bool:
+    """Does this device scan at random times? The profile must allow it and the schedule do it
+    (a full-profile device on fixed times makes no random scan)."""
+    return profile_of(cfg.policy).random_scans and cfg.schedule.mode == "random"
+
+
+def on_demand_per_hour(cfg: Config) -> int:
+    """How many checks requested from the central side (cmd/scan) the device accepts an hour:
+    none where the profile allows scheduled checks only (as the daemon admits them)."""
+    return cfg.schedule.remote_scans_per_hour if profile_of(cfg.policy).random_scans else 0
+
+
 @dataclass(frozen=True)
 class TemplateStatus:
     """Whether the worker's face template exists on this device (what the notice may claim)."""
@@ -137,9 +149,31 @@ def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
             f"{s.min_gap_minutes:g} min apart."
         )
     elif s.mode == "fixed":
-        add(f"- Checks at fixed times only: {', '.join(s.fixed_times) or '(none listed)'}. No random checks.")
+        times = ", ".join(s.fixed_times) or "(none listed)"
+        if on_demand_per_hour(cfg):  # "only" would deny the checks on request below
+            add(f"- Scheduled checks at fixed times: {times}. No random checks.")
+        else:
+            add(f"- Checks at fixed times only: {times}. No random checks.")
     else:
         add(f"- A check every {s.interval_seconds} s (test or installation mode).")
+    on_demand = on_demand_per_hour(cfg)
+    if on_demand:
+        clock = " or while the device's clock is not synchronised" if s.require_synced_clock else ""
+        add(
+            f"- Also checks on request from the central side (a supervisor): at most {on_demand} an hour, only"
+            f" during working hours, never while the worker is paused{clock}. Every request, accepted or"
+            " refused, is recorded in the log the worker can read with 'deskwatch history'."
+        )
+    elif not prof.random_scans:
+        add(
+            f"- No checks on request: the {prof.name} profile allows the scheduled checks only; a request from"
+            " the central side is refused and recorded in the log ('deskwatch history')."
+        )
+    else:
+        add(
+            "- No checks on request: this device refuses them (schedule.remote_scans_per_hour is 0); a request"
+            " from the central side is refused and recorded in the log ('deskwatch history')."
+        )
     add(
         f"- A check takes {cam.burst_frames} still pictures over {cam.burst_seconds:g} s. The camera is "
         "switched on only for that and off in between."
