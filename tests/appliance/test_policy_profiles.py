@@ -104,7 +104,8 @@ def test_notice_says_whether_a_face_template_exists(tmp_path):
     assert template_status(cfg).state == "enrolled"
     unreadable = explain(cfg, TemplateStatus("unreadable"))
     assert "run with sudo" in unreadable and "if one was enrolled" in unreadable
-    assert template_status(make_config(UK, state_dir=str(tmp_path))).state == "off"
+    # no identity check under uk, but the template enrolled before is still there
+    assert template_status(make_config(UK, state_dir=str(tmp_path))).state == "enrolled"
 
 
 def test_notice_for_uk_and_minimal():
@@ -124,7 +125,7 @@ def test_policy_show_command(write_config, capsys):
     assert main(["policy", "show", "--json", "--config", path]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["identity_check"] is False and data["random_scans"] is False
-    assert data["face_template"] == {"state": "off", "enrolled_at": None}
+    assert data["face_template"] == {"state": "missing", "enrolled_at": None}
     enabled = [r["rule"] for r in data["rules"] if r["enabled"]]
     assert enabled == ["phone_use", "low_light", "camera_obstructed"]
 
@@ -198,3 +199,36 @@ def test_policy_json_says_random_scans_only_where_the_schedule_makes_them(extra,
     data = json.loads(capsys.readouterr().out)
     assert data["random_scans"] is random
     assert data["on_demand_scans_per_hour"] == (0 if "uk" in extra else 3)
+
+
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        (UK, "the uk profile"),
+        (MINIMAL, "the minimal profile"),
+        ("policy: {rules: {unrecognized_person: {enabled: false}}}\n", "the configuration"),
+    ],
+    ids=["uk", "minimal", "identity-off"],
+)
+def test_notice_lists_a_face_template_still_stored_where_no_identity_check_is_made(extra, why, tmp_path, capsys):
+    """A worker enrolled under full keeps their face template when the device moves to a
+    profile (or a config) without the identity check: the notice must still say it is kept,
+    that it is not used, and how it is deleted; once deleted, it says none is stored."""
+    import numpy as np
+
+    from deskwatch.vision.identity import save_templates, template_path
+
+    save_templates(tmp_path, "w-1", np.zeros((3, 128), np.float32), backend="tflite", model_sha256="0" * 64)
+    cfg = make_config(extra, state_dir=str(tmp_path))
+    assert not identity_allowed(cfg.policy)
+    assert template_status(cfg).state == "enrolled"
+    text = explain(cfg)
+    keeps = text[text.index("WHAT IT KEEPS") :]
+    (line,) = [line for line in keeps.splitlines() if "face template" in line]
+    path = str(template_path(tmp_path, "w-1"))
+    assert "w-1" in line and "not used" in line and why in line and path in line and "never sent" in line
+    (identity,) = [line for line in text.splitlines() if line.startswith("- Identity:")]
+    assert "no identity check" in identity and "still stored" in identity
+    template_path(tmp_path, "w-1").unlink()
+    gone = explain(cfg)
+    assert "still stored" not in gone and "No face template is stored" in gone

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from deskwatch.config import Config
 from deskwatch.policy.profiles import (
@@ -39,9 +40,10 @@ def on_demand_per_hour(cfg: Config) -> int:
 
 @dataclass(frozen=True)
 class TemplateStatus:
-    """Whether the worker's face template exists on this device (what the notice may claim)."""
+    """Whether the worker's face template exists on this device (what the notice may claim),
+    whether or not this configuration uses it."""
 
-    state: str  # "enrolled", "missing", "unreadable" (this user may not look), "off" (no identity check)
+    state: str  # "enrolled", "missing", "unreadable" (this user may not look)
     enrolled_at: datetime | None = None
 
     def as_json(self) -> dict[str, object]:
@@ -49,9 +51,9 @@ class TemplateStatus:
 
 
 def template_status(cfg: Config) -> TemplateStatus:
-    """Look (stat only: the template is never read) for the worker's face template."""
-    if not identity_allowed(cfg.policy):
-        return TemplateStatus("off")
+    """Look (stat only: the template is never read) for the worker's face template. Also
+    where no identity check is made: a template enrolled under another profile or config
+    stays on the device until someone deletes it, and the notice must say it is kept."""
     from deskwatch.vision.identity import template_path
 
     try:
@@ -61,6 +63,15 @@ def template_status(cfg: Config) -> TemplateStatus:
     except (OSError, ValueError):  # e.g. templates/ is 0700 and this user is not the service
         return TemplateStatus("unreadable")
     return TemplateStatus("enrolled", datetime.fromtimestamp(st.st_mtime, UTC))
+
+
+def _template_file(cfg: Config) -> str:
+    from deskwatch.vision.identity import template_path
+
+    try:
+        return str(template_path(cfg.state_dir, cfg.device.worker_id))
+    except ValueError:  # a worker id that cannot name a file: the directory, then
+        return str(Path(cfg.state_dir) / "templates")
 
 
 def _days(days: list[str]) -> str:
@@ -190,7 +201,19 @@ def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
     for r in RULES:
         on = r in enabled
         add(f"  {r:<{width}}  {'ON ' if on else 'off'}  {rule_sentence(cfg, r) if on else ''}".rstrip())
-    if template.state == "enrolled":
+    identity = identity_allowed(cfg.policy)
+    # what makes no identity check here: the profile (by law), else the configuration
+    no_identity = f"the {prof.name} profile" if not prof.identity else "the configuration"
+    template_file = _template_file(cfg)
+    if not identity:
+        stored = {
+            "enrolled": f" Worker {worker}'s face template from an earlier enrolment is still stored on this device,"
+            " unused (see below).",
+            "unreadable": " Whether a face template from an earlier enrolment is still stored, this user may not"
+            " look (run with sudo to see).",
+        }.get(template.state, "")
+        add(f"- Identity: no identity check is made; faces are only detected, never recognised.{stored}")
+    elif template.state == "enrolled":
         add(f"- Identity: the face at the desk is compared with worker {worker}'s face template on the device.")
     elif template.state == "missing":
         add(
@@ -202,8 +225,6 @@ def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
             "- Identity: the face at the desk is compared with the enrolled worker's face template, if one exists;"
             " this user may not look in the service's state directory (run with sudo to see whether it does)."
         )
-    else:
-        add("- Identity: no identity check is made; faces are only detected, never recognised.")
     add("")
     add(f"WHAT IT SENDS (to {cfg.mqtt.host}, {'encrypted with TLS' if cfg.mqtt.tls.enabled else 'WITHOUT encryption'})")
     add("- For each finding: the rule, the time, a confidence and the outline boxes of what caused it.")
@@ -221,10 +242,26 @@ def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
     add("- Never sent: video, sound, face templates, pictures of checks that found nothing.")
     add("")
     add("WHAT IT KEEPS ON THE DEVICE, AND FOR HOW LONG")
-    if template.state == "enrolled" and template.enrolled_at is not None:
+    # there is no deskwatch command to delete a template: the file is removed
+    delete = f"A technician deletes it by removing {template_file} (sudo rm {template_file})."
+    if not identity and template.state == "enrolled":
+        when = f", stored {template.enrolled_at.astimezone().strftime('%Y-%m-%d')}" if template.enrolled_at else ""
+        add(
+            f"- Worker {worker}'s face template{when}, readable only by the device service. It is not used:"
+            f" {no_identity} makes no identity check. It stays until it is deleted. {delete} It is never sent."
+        )
+    elif not identity and template.state == "unreadable":
+        add(
+            f"- A face template of worker {worker} from an earlier enrolment, if one is still stored (this user"
+            f" may not look: run with sudo to see); it is not used: {no_identity} makes no identity check. {delete}"
+            " It is never sent."
+        )
+    elif not identity:
+        add("- No face template is stored on this device.")
+    elif template.state == "enrolled" and template.enrolled_at is not None:
         add(
             f"- Worker {worker}'s face template, stored {template.enrolled_at.astimezone().strftime('%Y-%m-%d')},"
-            " readable only by the device service, until re-enrolment or removal. It is never sent."
+            f" readable only by the device service, until re-enrolment or removal. {delete} It is never sent."
         )
     elif template.state == "missing":
         add("- No face template: none has been enrolled on this device.")
