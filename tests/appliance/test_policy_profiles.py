@@ -232,3 +232,44 @@ def test_notice_lists_a_face_template_still_stored_where_no_identity_check_is_ma
     template_path(tmp_path, "w-1").unlink()
     gone = explain(cfg)
     assert "still stored" not in gone and "No face template is stored" in gone
+
+
+@pytest.mark.parametrize(
+    ("extra", "also", "without"),
+    [
+        (
+            UK
+            + "policy: {profile: uk, rules: {away_from_desk: {enabled: true}, extra_person: {enabled: true}, eating: {enabled: true}}}\n",
+            ["away_from_desk", "extra_person", "eating"],
+            [],
+        ),
+        ("policy: {rules: {eating: {enabled: false}, idle_input: {enabled: false}}}\n", [], ["eating", "idle_input"]),
+        (
+            MINIMAL + "policy: {profile: minimal, rules: {phone_use: {enabled: true}, low_light: {enabled: false}}}\n",
+            ["phone_use"],
+            ["low_light"],
+        ),
+        ("policy: {rules: {eating: {enabled: true}}}\n", [], []),  # on already: no override in effect
+    ],
+    ids=["uk-plus-three", "full-minus-two", "minimal-both", "no-op"],
+)
+def test_notice_says_which_rules_the_configuration_changed_from_the_profile(extra, also, without, capsys, write_config):
+    """The config may switch on rules a profile leaves off (and off ones it runs); the
+    profile line must not then claim what the profile alone would do ("uk - checks for
+    unauthorised devices only" above away_from_desk, extra_person and eating ON)."""
+    cfg = make_config(extra)
+    on = [line.split()[0] for line in explain(cfg).splitlines() if line.startswith("  ") and " ON " in line]
+    profile = PROFILES[cfg.policy.profile]
+    (line,) = [line for line in explain(cfg).splitlines() if line.startswith("Profile:")]
+    if also or without:
+        assert line.startswith(f"Profile: {profile.name}, with overrides in this device's configuration:"), line
+        for rule in also:
+            assert rule in on and rule in line.split("(")[0]
+        for rule in without:
+            assert rule not in on and rule in line.split("(")[0]
+        assert f"(the profile alone: {profile.summary})" in line
+    else:
+        assert line == f"Profile: {profile.name} - {profile.summary}."
+    assert main(["policy", "show", "--json", "--config", str(write_config(extra))]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["profile_overrides"] == {"also": also, "without": without}

@@ -23,6 +23,7 @@ def run(args: argparse.Namespace) -> int:
         effective_rules_table,
         explain,
         on_demand_per_hour,
+        profile_overrides,
         random_scans,
         template_status,
     )
@@ -30,10 +31,12 @@ def run(args: argparse.Namespace) -> int:
     cfg = load_config_or_exit(args)
     if args.json:
         prof = profile_of(cfg.policy)
+        also, without = profile_overrides(cfg)
         print(
             json.dumps(
                 {
                     "profile": prof.name,
+                    "profile_overrides": {"also": also, "without": without},
                     "identity_check": identity_allowed(cfg.policy),
                     "face_template": template_status(cfg).as_json(),
                     "random_scans": random_scans(cfg),

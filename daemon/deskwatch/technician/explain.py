@@ -38,6 +38,20 @@ def on_demand_per_hour(cfg: Config) -> int:
     return cfg.schedule.remote_scans_per_hour if profile_of(cfg.policy).random_scans else 0
 
 
+def profile_overrides(cfg: Config) -> tuple[list[str], list[str]]:
+    """(rules the configuration switched on beyond the profile, rules it switched off of it):
+    the design lets the config override any rule the law allows; the notice must then not
+    describe the profile alone."""
+    profile = profile_of(cfg.policy)
+    also = [r for r in RULES if rule_enabled(cfg.policy, r) and r not in profile.rules]
+    without = [r for r in RULES if not rule_enabled(cfg.policy, r) and r in profile.rules]
+    return also, without
+
+
+def _listed(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
 @dataclass(frozen=True)
 class TemplateStatus:
     """Whether the worker's face template exists on this device (what the notice may claim),
@@ -149,7 +163,17 @@ def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
     add = lines.append
 
     add(f"deskwatch policy for desk {cfg.device.id} (site {cfg.device.site}, worker {cfg.device.worker_id})")
-    add(f"Profile: {prof.name} - {prof.summary}.")
+    also, without = profile_overrides(cfg)
+    if also or without:
+        changed = "; ".join(
+            [*([f"also {_listed(also)}"] if also else []), *([f"without {_listed(without)}"] if without else [])]
+        )
+        add(
+            f"Profile: {prof.name}, with overrides in this device's configuration: {changed} "
+            f"(the profile alone: {prof.summary})."
+        )
+    else:
+        add(f"Profile: {prof.name} - {prof.summary}.")
     add("")
     add("WHAT THE DEVICE CAPTURES")
     shifts = "; ".join(f"{_days(sh.days)} {sh.start}-{sh.end}" for sh in s.shifts)
