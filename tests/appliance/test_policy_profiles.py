@@ -273,3 +273,14 @@ def test_notice_says_which_rules_the_configuration_changed_from_the_profile(extr
     assert main(["policy", "show", "--json", "--config", str(write_config(extra))]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["profile_overrides"] == {"also": also, "without": without}
+
+
+@pytest.mark.parametrize(("extra", "second"), [("", True), (UK, False)], ids=["full", "uk"])
+def test_notice_says_who_a_picture_shows(extra, second):
+    """A picture shows the worker; everyone else is blurred before it is made, but for a second
+    person in the picture of an extra_person finding (where that rule runs) and a face held up
+    on a screen or print in a presentation_attack one."""
+    text = explain(make_config(extra))
+    (line,) = [line for line in text.splitlines() if line.startswith("- With most findings, one small picture")]
+    assert "everyone but the worker blurred beyond recognition before the picture is made" in line
+    assert ("extra_person" in line) is second and ("presentation_attack" in line) is second

@@ -253,11 +253,30 @@ def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
     add(f"WHAT IT SENDS (to {cfg.mqtt.host}, {'encrypted with TLS' if cfg.mqtt.tls.enabled else 'WITHOUT encryption'})")
     add("- For each finding: the rule, the time, a confidence and the outline boxes of what caused it.")
     if images:
+        # who a picture shows besides the worker: deskwatch.domain.PeopleView.sharp
+        shown = [
+            text
+            for rule, text in (
+                (
+                    "extra_person",
+                    "the picture of an extra_person finding also shows the second person close to"
+                    " the camera or facing the screen",
+                ),
+                ("presentation_attack", "that of a presentation_attack finding the face held up on a screen or print"),
+            )
+            if rule in enabled and evidence_allowed(cfg, rule)
+        ]
+        if shown:  # "that of" reads only after "the picture of"
+            shown[0] = shown[0].replace(
+                "that of a presentation_attack finding", "the picture of a presentation_attack finding also shows"
+            )
+        besides = ", and ".join(shown)
         add(
             f"- With most findings, one small picture (at most {ev.max_width}x{ev.max_height} pixels, "
-            f"{ev.max_bytes // 1000} KB), with the boxes drawn and bystanders' faces and bodies blurred "
-            "beyond recognition before the picture is made. No picture for idle input, pauses, darkness "
-            "or a covered camera."
+            f"{ev.max_bytes // 1000} KB), with the boxes drawn and everyone but the worker blurred beyond "
+            "recognition before the picture is made"
+            + (f"; only {besides}." if besides else ".")
+            + " No picture for idle input, pauses, darkness or a covered camera."
         )
     else:
         add("- No pictures: no image ever leaves the device.")
