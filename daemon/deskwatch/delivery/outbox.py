@@ -96,11 +96,12 @@ from pathlib import Path
 from typing import Any
 
 from deskwatch.delivery.counters import DeviceCounters
+from deskwatch.delivery.damage import INSPECTABLE_SQL, DamagedRow, check_row, inspectable, label, parse_props
 from deskwatch.delivery.salvage import read_back
+from deskwatch.delivery.space import SpaceReserve
 from deskwatch_contract.jsonutil import dumps_bytes
 from deskwatch_contract.sqlite import (
     date_back,
-    free_bytes,
     is_disk_full,
     move_aside,
     open_or_recover,
@@ -143,14 +144,6 @@ CREATE TABLE IF NOT EXISTS damaged (  -- messages taken out of the queue: their 
 """
 # How many damaged messages are kept for inspection (the newest, none past retention).
 DAMAGED_KEPT = 100
-# A damaged message keeps its payload for inspection only when it is a JSON message's: an
-# image (or its sealed box) says nothing about the damage, and is evidence. Decided on what
-# was found (the kind and topic may be the damaged part): as SQL over a row, and in Python.
-JSON_KINDS = ("event", "scan", "health", "result")
-_INSPECTABLE = (
-    "COALESCE(kind IN ('event', 'scan', 'health', 'result') AND typeof(topic) = 'text' "
-    "AND topic NOT LIKE 'evidence%', 0)"
-)
 # Room kept on the outbox's file system for when it fills up (see "A full disk").
 RESERVE_NAME = "outbox.reserve"
 RESERVE_BYTES = 1 << 20
@@ -161,116 +154,6 @@ _PROBE = "SELECT COUNT(*), SUM(bytes), SUM(kind = 'event'), MAX(id) FROM message
 
 # An event to queue: its payload (without seq), its image (or None) and the image's MQTT 5 properties.
 EventToQueue = tuple[dict[str, Any], bytes | None, dict[str, str] | None]
-
-
-class DamagedRow(ValueError):
-    """A queued row whose stored content cannot be what was written (a bit flipped on the card)."""
-
-
-def check_row(kind: Any, topic: Any, payload: Any, qos: Any, created: Any, event_id: Any) -> None:
-    """Raise :class:`DamagedRow` unless the row can be published as it is stored.
-
-    Everything the publisher relies on is checked, because any of it failing there would
-    stop the queue at this row: the kind, a topic without MQTT wildcards that fits the
-    kind, a QoS paho accepts, a JSON object for every kind but images."""
-    if kind not in EVICTION_RANK:
-        raise DamagedRow(f"unknown kind {str(kind)[:20]!r}")
-    if type(payload) is not bytes:
-        raise DamagedRow(f"its payload is {type(payload).__name__}, not bytes")
-    if type(qos) is not int or qos not in (0, 1, 2):
-        raise DamagedRow(f"QoS {str(qos)[:20]!r}")
-    if type(created) not in (int, float):
-        raise DamagedRow(f"its time is {type(created).__name__}")
-    if not (event_id is None or type(event_id) is str) or (kind in ("event", "evidence") and not event_id):
-        raise DamagedRow(f"event id {str(event_id)[:40]!r}")
-    expected = {"event": "event", "scan": "scan", "health": "health", "evidence": f"evidence/{event_id}"}.get(kind)
-    if type(topic) is not str or not topic or (expected is not None and topic != expected):
-        raise DamagedRow(f"topic {str(topic)[:60]!r}")
-    if any(c in topic for c in "+#\0"):
-        raise DamagedRow(f"topic {topic[:60]!r}")
-    if kind != "evidence":
-        try:
-            body = json.loads(payload)
-        except ValueError as exc:  # UnicodeDecodeError included
-            raise DamagedRow(f"its JSON does not parse ({exc})") from None
-        if not isinstance(body, dict):
-            raise DamagedRow("its JSON is not an object")
-
-
-def parse_props(props: Any) -> dict[str, str] | None:
-    """A row's stored MQTT 5 user properties; :class:`DamagedRow` if they cannot be read."""
-    if props is None or props == "":
-        return None
-    try:
-        value = json.loads(props)
-    except (ValueError, TypeError) as exc:
-        raise DamagedRow(f"its MQTT properties do not parse ({exc})") from None
-    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise DamagedRow("its MQTT properties are not a map of strings")
-    return value
-
-
-def inspectable(kind: Any, topic: Any) -> bool:
-    """Is a damaged message's payload kept for inspection (see :data:`_INSPECTABLE`)?"""
-    return kind in JSON_KINDS and isinstance(topic, str) and not topic.lower().startswith("evidence")
-
-
-def _label(kind: Any, event_id: Any) -> str:
-    return f"{str(kind)[:20]} {str(event_id)[:60]}" if event_id else str(kind)[:20]
-
-
-class SpaceReserve:
-    """Room kept on a file system for when it fills up: a file of allocated blocks, given
-    back at the first "disk full" so that what must still be written fits."""
-
-    def __init__(self, path: Path, size: int) -> None:
-        if size <= 0:
-            raise ValueError(f"the room kept for a full disk must be at least one byte, not {size}")
-        self.path = path
-        self.size = size
-        self.present = False
-
-    def ensure(self) -> bool:
-        """Make the file if the file system has room for it twice over; True if it is there."""
-        if self.present:
-            return True
-        try:
-            if self.path.stat().st_size >= self.size:
-                self.present = True
-                return True
-        except FileNotFoundError:
-            pass
-        except OSError:
-            return False
-        free = free_bytes(self.path.parent)
-        if free is None or free < 2 * self.size:
-            return False
-        try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
-            try:
-                os.posix_fallocate(fd, 0, self.size)  # blocks of its own, not a sparse file
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                self.path.unlink()
-            logger.warning("could not keep %d KiB of room in %s: %s", self.size // 1024, self.path, exc)
-            return False
-        self.present = True
-        return True
-
-    def release(self) -> bool:
-        """Give the room back to the file system; False if there was none to give."""
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            self.present = False
-            return False
-        except OSError:
-            return False
-        self.present = False
-        return True
 
 
 @dataclass(frozen=True)
@@ -395,7 +278,7 @@ class Outbox:
         with self._transaction():
             for row_id, kind, topic, payload, qos, created, event_id, props in rows:
                 try:
-                    check_row(kind, topic, payload, qos, created, event_id)
+                    check_row(kind, topic, payload, qos, created, event_id, kinds=EVICTION_RANK)
                 except DamagedRow as exc:
                     why, kept = str(exc), payload
                     if not inspectable(kind, topic):
@@ -409,7 +292,7 @@ class Outbox:
                     logger.error(
                         "outbox message %s (%s) in %s is damaged: %s; not queued again",
                         row_id,
-                        _label(kind, event_id),
+                        label(kind, event_id),
                         aside.name,
                         exc,
                     )
@@ -832,7 +715,7 @@ class Outbox:
                     (cutoff, cutoff),
                 ).rowcount
                 images = self._db.execute(
-                    f"UPDATE damaged SET payload = NULL WHERE payload IS NOT NULL AND NOT {_INSPECTABLE}"
+                    f"UPDATE damaged SET payload = NULL WHERE payload IS NOT NULL AND NOT {INSPECTABLE_SQL}"
                 ).rowcount
             files = remove_set_aside(self.path, cutoff)
             if rows or images:
@@ -955,7 +838,7 @@ class Outbox:
                 bad_props: list[tuple[Any, ...]] = []
                 for r in rows:
                     try:
-                        check_row(*r[1:7])
+                        check_row(*r[1:7], kinds=EVICTION_RANK)
                     except DamagedRow as exc:
                         damaged.append((*r, str(exc)))
                         continue
@@ -998,8 +881,8 @@ class Outbox:
                 for row_id, kind, _topic, _payload, _qos, _created, event_id, _offline, _props, why in damaged:
                     self._db.execute(
                         "INSERT OR REPLACE INTO damaged (id, found, why, kind, topic, payload, qos, created, event_id, "
-                        f"props) SELECT id, ?, CASE WHEN {_INSPECTABLE} THEN ? ELSE ? || ' (its ' || length(payload) "
-                        f"|| ' bytes not kept)' END, kind, topic, CASE WHEN {_INSPECTABLE} THEN payload END, qos, "
+                        f"props) SELECT id, ?, CASE WHEN {INSPECTABLE_SQL} THEN ? ELSE ? || ' (its ' || length(payload) "
+                        f"|| ' bytes not kept)' END, kind, topic, CASE WHEN {INSPECTABLE_SQL} THEN payload END, qos, "
                         "created, event_id, props FROM messages WHERE id = ?",
                         (self._clock(), why, why, row_id),
                     )
@@ -1026,7 +909,7 @@ class Outbox:
                 "outbox message %d (%s) is damaged on the disk: %s. Taken out of the queue (kept in the outbox's "
                 "'damaged' table) and counted in health.outbox.lost; the messages behind it go on",
                 row_id,
-                _label(kind, event_id),
+                label(kind, event_id),
                 why,
                 extra={
                     "journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": int("event" in (kind, topic))}
@@ -1037,7 +920,7 @@ class Outbox:
                 "outbox message %d (%s): %s (damaged on the disk); it is sent without them "
                 "(the event's sha256 still verifies an image)",
                 row_id,
-                _label(kind, event_id),
+                label(kind, event_id),
                 why,
             )
         if damaged:
@@ -1045,7 +928,7 @@ class Outbox:
             first_row = damaged[0]
             self._count_loss(
                 f"{len(damaged)} queued messages damaged on the disk (e.g. {first_row[0]}, "
-                f"{_label(first_row[1], first_row[6])}: {first_row[-1]})",
+                f"{label(first_row[1], first_row[6])}: {first_row[-1]})",
                 events=events,
                 messages=len(damaged) - events,
                 seq_upto=self._counter("seq"),
