@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from deskwatch_contract import problems, topics
@@ -70,7 +70,12 @@ encode = dumps_bytes
 
 
 class DeskLink:
-    """One paho client (MQTT 5, or 3.1.1 when ``mqtt.protocol`` says so) with automatic reconnects."""
+    """One paho client (MQTT 5, or 3.1.1 when ``mqtt.protocol`` says so) with automatic reconnects.
+
+    Under ``mqtt.protocol: auto`` a broker that refuses MQTT 5 as an unsupported version (NATS,
+    RabbitMQ: brokers the fleet may run) is asked again with 3.1.1, once, as the appliance and
+    the technician's probe do (:func:`deskwatch_contract.problems.protocol_fallback`): paho
+    keeps a client's version for good, so a new client takes over."""
 
     def __init__(
         self, cfg: DeskConfig, *, subscriptions: tuple[str, ...] = (), on_message: MessageHandler | None = None
@@ -83,19 +88,9 @@ class DeskLink:
         self.subscribed = threading.Event()
         self.problem: str | None = None
         self._started = False
+        self._lock = threading.Lock()  # the client is replaced (protocol fallback) or closed under it
+        self._fell_back = False
         m = cfg.mqtt
-        protocol = mqtt.MQTTv311 if m.protocol == "3.1.1" else mqtt.MQTTv5
-        self.client_id = f"{cfg.device.id}-companion-{uuid.uuid4().hex[:8]}"
-        self.client = mqtt.Client(
-            callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=protocol,
-            clean_session=True if protocol != mqtt.MQTTv5 else None,
-        )
-        self.client.connect_timeout = m.connect_timeout_seconds
-        self.client.reconnect_delay_set(
-            min_delay=max(1, round(m.reconnect_min_seconds)), max_delay=max(1, round(m.reconnect_max_seconds))
-        )
         if not m.tls.enabled and not is_loopback(m.host):
             if not m.allow_insecure:
                 raise LinkSetupError(
@@ -103,15 +98,32 @@ class DeskLink:
                     "set mqtt.allow_insecure: true only for a lab setup"
                 )
             logger.warning("MQTT WITHOUT TLS to %s:%d (mqtt.allow_insecure)", m.host, m.port)
+        self.client_id = f"{cfg.device.id}-companion-{uuid.uuid4().hex[:8]}"
+        self.protocol = MQTTProtocolVersion.MQTTv311 if m.protocol == "3.1.1" else MQTTProtocolVersion.MQTTv5
+        self.client = self._new_client(self.protocol)
+
+    def _new_client(self, protocol: MQTTProtocolVersion) -> mqtt.Client:
+        m = self.cfg.mqtt
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=protocol,
+            clean_session=True if protocol != MQTTProtocolVersion.MQTTv5 else None,
+        )
+        client.connect_timeout = m.connect_timeout_seconds
+        client.reconnect_delay_set(
+            min_delay=max(1, round(m.reconnect_min_seconds)), max_delay=max(1, round(m.reconnect_max_seconds))
+        )
         try:
-            apply_credentials(self.client, m)
+            apply_credentials(client, m)
         except CredentialsError as exc:
             raise LinkSetupError(str(exc)) from None
-        self.client.on_connect = self._on_connect
-        self.client.on_disconnect = self._on_disconnect
-        self.client.on_publish = self._on_publish
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
-        self.client.on_message = self._on_message
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_publish = self._on_publish
+        client.on_subscribe = lambda c, u, mid, rcs, p: self.subscribed.set()
+        client.on_message = self._on_message
+        return client
 
     @property
     def where(self) -> str:
@@ -134,14 +146,29 @@ class DeskLink:
         return not self.subscriptions or self.subscribed.wait(timeout)
 
     def close(self) -> None:
-        if not self._started:
-            return
-        self._started = False
-        self._closing = True
-        try:
-            self.client.disconnect()
-        finally:
-            self.client.loop_stop()
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            self._closing = True
+            try:
+                self.client.disconnect()
+            finally:
+                self.client.loop_stop()
+
+    def _fall_back(self, protocol: MQTTProtocolVersion) -> None:
+        """Replace the client by one speaking ``protocol`` (on a thread of its own: paho's
+        network thread cannot stop its own loop)."""
+        with self._lock:
+            if not self._started:
+                return
+            old = self.client
+            old.loop_stop()
+            self.protocol = protocol
+            self.client = self._new_client(protocol)
+            m = self.cfg.mqtt
+            self.client.connect_async(m.host, m.port, keepalive=m.keepalive_seconds)
+            self.client.loop_start()
 
     # -- publishing -----------------------------------------------------------------------
     def publish(self, suffix: str, payload: dict[str, Any], *, wait: float | None = None) -> bool:
@@ -162,6 +189,15 @@ class DeskLink:
     # -- callbacks (paho's network thread) --------------------------------------------------
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
         if rc.is_failure:
+            fallback = None if self._fell_back else problems.protocol_fallback(self.cfg.mqtt, self.protocol, rc, True)
+            if fallback is not None:
+                self._fell_back = True
+                protocol, why = fallback
+                logger.warning("%s", why.message)
+                threading.Thread(
+                    target=self._fall_back, args=(protocol,), name="desk-mqtt-fallback", daemon=True
+                ).start()
+                return
             # the same words the appliance and the selftest use for the same refusal
             self.problem = problems.refusal(self.cfg.mqtt, rc, self.client_id).message
             logger.error("%s", self.problem)
