@@ -306,11 +306,24 @@ class Scanner:
             return None, [], []
         if self.camera_health.recovered():
             log.info("camera recovered", extra={"journal": {"DESKWATCH_EVENT": "camera_recovered"}})
-        if not burst.captured:
-            record.error = "scan interrupted by shutdown"
-            return None, [], []
         record.durations_ms["capture"] = record.durations_ms.get("capture", 0.0) + round(burst.seconds * 1000, 1)
         record.frames += burst.captured
+        if failure is None and not scanned.unseen and burst.captured < cam_cfg.burst_frames:
+            # Cut short by a stop (shutdown: a restart, an update, a reboot). The frames taken
+            # are no burst: judged as one, a phone glimpsed in 1 frame was phone_use "in 1/1
+            # frames". Nor can they be judged as the whole burst with the missing frames counted
+            # in ``need``, as a settled burst is: nothing proved that those frames could change
+            # nothing, and some verdicts turn on them either way (the light gate blocks a burst
+            # with too few checkable frames; an unknown face must outnumber the recognised ones;
+            # away_from_desk asks for a whole second burst). A finding that already held goes
+            # unreported - the first scan after the restart sees it again - rather than one that
+            # would not have held being reported against the worker.
+            what = "the confirming burst" if confirming else "the burst"
+            record.error = (
+                f"{what} was interrupted by shutdown after {burst.captured} of {cam_cfg.burst_frames} frames; "
+                "nothing reported"
+            )
+            return None, [], []
         if scanned.unseen:
             # settled: the frames the camera never took, and those it took while the analysis was
             # behind it (a frame's analysis slower than the camera's gap) and that were let go

@@ -382,6 +382,59 @@ def test_worker_back_for_the_confirming_burst_is_not_reported(
     assert cam.opens == 2 and delivery.events == []
 
 
+class StoppedMidBurst(FakeCamera):
+    """The daemon is told to stop (SIGTERM: a restart, an update, a reboot) right after the
+    first frame of the ``burst``-th burst: the burst ends there, as it does in real time."""
+
+    def __init__(self, images: list[np.ndarray], burst: int = 1) -> None:
+        super().__init__(frames=images)
+        self.burst = burst
+        self.daemon: Daemon | None = None
+
+    def capture(self) -> np.ndarray:
+        image = super().capture()
+        if self.opens == self.burst and self.daemon is not None:
+            self.daemon.request_stop()
+        return image
+
+
+@pytest.mark.parametrize(
+    ("case", "burst"),
+    [
+        ("phone in the first frame only", 1),
+        ("covered for the first frame only", 1),
+        ("nobody at the desk, the confirming burst cut after one frame", 2),
+    ],
+)
+def test_a_burst_cut_short_by_a_shutdown_is_no_verdict(
+    write_config: Callable[..., Path], clock: FakeClock, case: str, burst: int
+) -> None:
+    """A finding needs its persistence across the burst (3 of 5 frames here). A stop during
+    the burst used to have the frames taken so far judged as if they were the whole burst:
+    a phone glimpsed in 1 frame was phone_use "in 1/1 frames", a hand over the lens for one
+    frame camera_obstructed, one empty frame of the confirming burst away_from_desk - each
+    queued and flushed on the way out. The scan now says it was interrupted and reports nothing."""
+    person = Detection("person", 0.9, Box(0.3, 0.2, 0.7, 1.0))
+    phone = Detection("cell phone", 0.8, Box(0.45, 0.5, 0.55, 0.6), "in_hand")
+    images = bright_frames()
+    if case.startswith("phone"):
+        vision = ScriptedVision(lambda f: ([person, phone], []) if f.index == 0 else ([person], []))
+    elif case.startswith("covered"):
+        images = [np.zeros_like(images[0]), *images * 4]
+        vision = ScriptedVision()
+    else:
+        vision = ScriptedVision(lambda f: ([], []))
+    cam = StoppedMidBurst(images, burst)
+    daemon, _, delivery = make_daemon(write_config, clock, extra="camera: {burst_frames: 5}", camera=cam, vision=vision)
+    cam.daemon = daemon
+    record = daemon.scanner.scan("schedule")
+    assert record is not None and cam.opens == burst and not cam.is_open
+    assert delivery.events == [] and record.findings == []
+    scan = delivery.scans[0]
+    assert scan["outcome"] == "error" and "interrupted by shutdown" in scan["error"], scan
+    assert "1 of 5 frames" in scan["error"] and "nothing reported" in scan["error"]
+
+
 class FlakyCamera(FakeCamera):
     """Fails to open the first ``failures`` times (unplugged), then works."""
 
