@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import sys
 import threading
 import time
+import types
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from deskwatch.app import Daemon, Parts
 from deskwatch.camera import DONE_POLL_SECONDS, BurstInFlight, CameraError, open_camera, take_burst
 from deskwatch.camera.config import CameraConfig
 from deskwatch.camera.fake import FakeCamera
+from deskwatch.camera.pi import PiCamera
+from deskwatch.camera.v4l2 import V4l2Camera
+from deskwatch.config import load_config
 from deskwatch.schedule import SystemClock
 from tests.support.common import FakeClock
+from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
 
 
 def test_replay_directory_in_order_and_wraps(tmp_path: Path, photos: Path) -> None:
@@ -88,6 +97,165 @@ def test_picamera2_off_a_pi_says_what_to_do() -> None:
     cam = open_camera(CameraConfig(backend="picamera2"))  # importing the backend must not need picamera2
     with pytest.raises(CameraError, match="picamera2 is not importable"):
         cam.open()
+
+
+class Webcam:
+    """``cv2.VideoCapture`` of a USB webcam at 30 fps whose frames are black for its first
+    ``dark_seconds`` after it is opened (auto exposure settling). Each read waits for the
+    webcam's next frame on the test's clock; ``grab`` takes one without decoding it."""
+
+    def __init__(self, clock: FakeClock, dark_seconds: float) -> None:
+        self.clock, self.dark_seconds = clock, dark_seconds
+        self.scene = np.random.default_rng(1).integers(30, 230, (240, 320, 3), dtype=np.uint8)
+        self.opened_at = clock.monotonic()
+        self.released = False
+
+    def isOpened(self) -> bool:
+        return True
+
+    def set(self, prop: int, value: float) -> bool:
+        return True
+
+    def _next(self) -> np.ndarray:
+        self.clock.advance(1 / 30)
+        lit = self.clock.monotonic() - self.opened_at >= self.dark_seconds
+        return self.scene.copy() if lit else np.zeros_like(self.scene)
+
+    def grab(self) -> bool:
+        self._next()
+        return True
+
+    def read(self) -> tuple[bool, np.ndarray]:
+        return True, self._next()
+
+    def release(self) -> None:
+        self.released = True
+
+
+def usb_webcam(monkeypatch: pytest.MonkeyPatch, clock: FakeClock, dark_seconds: float) -> list[Webcam]:
+    """OpenCV replaced by webcams of :class:`Webcam`, one per open of the device (the list)."""
+    opened: list[Webcam] = []
+
+    def capture(device: int | str, api: int) -> Webcam:
+        opened.append(Webcam(clock, dark_seconds))
+        return opened[-1]
+
+    cv2 = types.SimpleNamespace(
+        VideoCapture=capture, CAP_V4L2=200, CAP_PROP_FRAME_WIDTH=3, CAP_PROP_FRAME_HEIGHT=4, CAP_PROP_BUFFERSIZE=38
+    )
+    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    return opened
+
+
+def test_a_usb_webcams_warm_up_frames_are_not_part_of_the_burst(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    """The v4l2 backend opens the webcam for each burst, and a webcam's first frames after it
+    is opened are often black while its auto exposure settles: the burst's first frames were
+    those. The frames of ``camera.warmup_seconds`` (1 s by default) are discarded first."""
+    opened = usb_webcam(monkeypatch, clock, dark_seconds=1.0)
+    cfg = CameraConfig(backend="v4l2", source="0")
+    camera = V4l2Camera(cfg, monotonic=clock.monotonic)
+    for _ in range(2):  # each burst opens the webcam anew, and waits for it anew
+        t0 = clock.monotonic()
+        frames = take_burst(camera, 5, 2.0, clock)
+        assert [f.index for f in frames] == [0, 1, 2, 3, 4] and opened[-1].released
+        assert [round(float(f.image.mean())) for f in frames] == [round(float(opened[-1].scene.mean()))] * 5
+        assert clock.monotonic() - t0 == pytest.approx(cfg.warmup_seconds + 2.0, abs=0.1)
+    assert len(opened) == 2
+
+    usb_webcam(monkeypatch, clock, dark_seconds=0.5)
+    first = take_burst(
+        V4l2Camera(CameraConfig(backend="v4l2", warmup_seconds=0), monotonic=clock.monotonic), 1, 0, clock
+    )
+    assert first[0].image.max() == 0  # no warm-up asked for: the very first frame
+
+    unplugged = usb_webcam(monkeypatch, clock, dark_seconds=0)
+    monkeypatch.setattr(Webcam, "grab", lambda self: False)
+    with pytest.raises(CameraError, match="delivered no frame"):
+        take_burst(V4l2Camera(cfg, monotonic=clock.monotonic), 5, 2.0, clock)
+    assert unplugged[-1].released  # a failed warm-up leaves the device free for the next attempt
+
+
+def test_a_usb_webcam_warming_up_is_no_covered_camera(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock, write_config: Callable[..., Path]
+) -> None:
+    """A webcam black for about its first second after it is opened, at a lit desk with the
+    worker at it: 3 of the burst's 5 frames (over 2 s) were black, and the scan reported
+    camera_obstructed against the worker."""
+    usb_webcam(monkeypatch, clock, dark_seconds=1.2)
+    cfg = load_config(write_config("camera: {backend: v4l2, source: '0', burst_frames: 5, burst_seconds: 2.0}"))
+    delivery = RecordingDelivery()
+    daemon = Daemon(
+        cfg,
+        clock=clock,
+        parts=Parts(
+            camera=V4l2Camera(cfg.camera, monotonic=clock.monotonic),
+            vision=ScriptedVision(),
+            delivery=delivery,
+            notifier=SilentNotifier(),
+        ),
+    )
+    record = daemon.scanner.scan("schedule")
+    assert record is not None and record.frames == 5
+    assert [e["type"] for e, _ in delivery.events] == [] and delivery.scans[0]["outcome"] == "clear"
+
+
+class Picamera2:
+    """picamera2's camera at 30 fps whose frames are black for ``dark_seconds`` after each
+    start: its auto exposure starts from the last scan's, here in the dark."""
+
+    dark_seconds = 1.0
+    clock = FakeClock()
+
+    def __init__(self, number: int) -> None:
+        self.started_at: float | None = None
+        self.scene = np.random.default_rng(1).integers(30, 230, (240, 320, 3), dtype=np.uint8)
+
+    def create_video_configuration(self, **kwargs: object) -> dict[str, object]:
+        return dict(kwargs)
+
+    def configure(self, config: dict[str, object]) -> None:
+        pass
+
+    def start(self) -> None:
+        self.started_at = self.clock.monotonic()
+
+    def stop(self) -> None:
+        self.started_at = None
+
+    def close(self) -> None:
+        pass
+
+    def _next(self) -> np.ndarray:
+        assert self.started_at is not None, "read while stopped"
+        self.clock.advance(1 / 30)
+        lit = self.clock.monotonic() - self.started_at >= self.dark_seconds
+        return self.scene.copy() if lit else np.zeros_like(self.scene)
+
+    def capture_metadata(self) -> dict[str, object]:
+        self._next()
+        return {}
+
+    @contextlib.contextmanager
+    def captured_request(self) -> Iterator[types.SimpleNamespace]:
+        image = self._next()
+        yield types.SimpleNamespace(make_array=lambda stream: image)
+
+
+def test_the_pi_cameras_warm_up_frames_are_not_part_of_the_burst(
+    monkeypatch: pytest.MonkeyPatch, clock: FakeClock
+) -> None:
+    """The Pi camera is started for each burst, its exposure where the last scan left it
+    (minutes ago, maybe in another light): its first frames were the burst's. The frames of
+    ``camera.warmup_seconds`` after the start are discarded first."""
+    monkeypatch.setattr(Picamera2, "clock", clock)
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=Picamera2))
+    camera = PiCamera(CameraConfig(backend="picamera2"), monotonic=clock.monotonic)
+    for _ in range(2):
+        frames = take_burst(camera, 5, 2.0, clock)
+        assert all(f.image.mean() > 30 for f in frames), [round(float(f.image.mean())) for f in frames]
+        assert camera._cam.started_at is None  # stopped after the burst
 
 
 def test_burst_spreads_frames_and_closes_the_camera(clock: FakeClock) -> None:

@@ -29,6 +29,12 @@ class CameraConfig:
         5, doc="Frames per scan. A finding must persist across the burst.", minimum=1, maximum=30
     )
     burst_seconds: float = setting(2.0, doc="Time over which the burst's frames are spread.", minimum=0.0, maximum=30.0)
+    warmup_seconds: float = setting(
+        1.0,
+        doc="picamera2/v4l2: how long the frames after the camera starts are discarded before the burst's first frame, so that its auto exposure has settled. A USB webcam's first frames after it is opened (for each burst) are often black, and black frames in a burst look like a covered camera (camera_obstructed); the Pi camera's exposure starts from the last scan's, maybe in another light. Part of opening the camera (open_timeout_seconds). 0 keeps the very first frame.",
+        minimum=0.0,
+        maximum=5.0,
+    )
     open_timeout_seconds: float = setting(
         10.0,
         doc="How long opening the camera and delivering a frame may take. Longer counts as hung: the selftest fails the camera, and the daemon's watchdog allowance for a scan is built from it (a hung read stops the pings and systemd restarts the daemon).",

@@ -4,12 +4,16 @@ picamera2 needs libcamera's Python bindings, which exist only on Raspberry Pi OS
 it is imported when this backend is opened, never at package import. One
 configuration is made on the first open and kept; each scan only starts and stops
 the camera (a full reconfiguration costs ~0.5 s), reading the low-resolution
-stream at the configured size. Captured requests are always released.
+stream at the configured size, and discards the frames of ``camera.warmup_seconds``
+after each start (its auto exposure resumes from the last scan's, minutes ago and
+maybe in another light). Captured requests are always released.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -21,9 +25,10 @@ from deskwatch.camera.config import CameraConfig
 class PiCamera:
     name = "picamera2"
 
-    def __init__(self, cfg: CameraConfig):
+    def __init__(self, cfg: CameraConfig, monotonic: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         self.number = int(cfg.source) if cfg.source and cfg.source.isdigit() else 0
+        self._monotonic = monotonic  # what the warm-up is timed by (a test's clock)
         self._cam: Any = None
         self._started = False
 
@@ -63,6 +68,23 @@ class PiCamera:
             self._release(cam)  # give the camera back, or every retry would find it busy
             raise CameraError(f"camera {self.number} failed to start: {exc}") from None
         self._started = True
+        try:
+            self._warm_up(cam)
+        except BaseException:
+            self.close()  # the burst closes only a camera that opened
+            raise
+
+    def _warm_up(self, cam: Any) -> None:
+        """Discard the frames of the first ``camera.warmup_seconds`` after the start, so that
+        the burst's frames are taken once the exposure has settled: dark or blown-out frames
+        are a covered camera or a dark room to the light check. ``capture_metadata`` waits
+        for each frame and hands its buffer straight back."""
+        end = self._monotonic() + self.cfg.warmup_seconds
+        while self._monotonic() < end:
+            try:
+                cam.capture_metadata()
+            except RuntimeError as exc:
+                raise CameraError(f"camera {self.number} read failed: {exc}") from None
 
     def capture(self) -> np.ndarray:
         if not self._started:

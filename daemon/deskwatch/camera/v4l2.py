@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -13,10 +15,11 @@ from deskwatch.camera.config import CameraConfig
 class V4l2Camera:
     name = "v4l2"
 
-    def __init__(self, cfg: CameraConfig):
+    def __init__(self, cfg: CameraConfig, monotonic: Callable[[], float] = time.monotonic):
         self.cfg = cfg
         source = cfg.source or "0"
         self.device: int | str = int(source) if source.isdigit() else source
+        self._monotonic = monotonic  # what the warm-up is timed by (a test's clock)
         self._cap: Any = None
 
     def open(self) -> None:
@@ -35,6 +38,22 @@ class V4l2Camera:
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.cfg.height)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         self._cap = cap
+        try:
+            self._warm_up()
+        except BaseException:
+            self.close()  # the burst closes only a camera that opened
+            raise
+
+    def _warm_up(self) -> None:
+        """Discard the frames of the first ``camera.warmup_seconds``: a webcam streams from the
+        moment it is opened, before its auto exposure has settled (often black frames for about
+        a second), and it is opened anew for each burst - black frames in the burst are a covered
+        camera to the light check. ``grab`` takes each frame without decoding it; the camera's
+        own pace times the loop."""
+        end = self._monotonic() + self.cfg.warmup_seconds
+        while self._monotonic() < end:
+            if not self._cap.grab():
+                raise CameraError(f"{self.device} delivered no frame (unplugged?)")
 
     def capture(self) -> np.ndarray:
         if self._cap is None:
