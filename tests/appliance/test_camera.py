@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -19,6 +20,7 @@ from deskwatch.camera import DONE_POLL_SECONDS, BurstInFlight, CameraError, open
 from deskwatch.camera.config import CameraConfig
 from deskwatch.camera.fake import FakeCamera
 from deskwatch.camera.pi import PiCamera
+from deskwatch.camera.replay import load_image
 from deskwatch.camera.v4l2 import V4l2Camera
 from deskwatch.config import load_config
 from deskwatch.schedule import SystemClock
@@ -91,6 +93,58 @@ def test_a_replay_image_too_large_to_decode_is_a_camera_error(tmp_path: Path) ->
     with pytest.raises(CameraError, match=r"0\.png: image too large to replay"):
         cam.capture()
     cam.close()
+
+
+def unblocked(fn: Callable[[], object], pipe: Path) -> dict[str, object]:
+    """``fn()`` in a thread: what it returned or raised, and whether it was still blocked
+    after 10 s - then a writer opens and closes ``pipe`` so that a reader stuck in it gets
+    end-of-file (this test must not hang where the code under test does)."""
+    out: dict[str, object] = {}
+
+    def run() -> None:
+        try:
+            out["value"] = fn()
+        except Exception as exc:
+            out["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(10)
+    out["blocked"] = thread.is_alive()
+    if thread.is_alive():
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(10)
+    return out
+
+
+def test_a_pipe_named_like_an_image_cannot_hang_the_replay_camera(
+    tmp_path: Path, photos: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A named pipe (or a device, a socket) named like an image in a replay folder: reading it
+    blocked the burst thread for ever in Image.open, the scan waited for the burst, and the
+    watchdog restarted a daemon that hung again. Only regular files are replayed: the others
+    are left out of the folder's images, named in the log; and read by name they are a camera
+    error at once."""
+    (tmp_path / "0.jpg").write_bytes((photos / "single_01.jpg").read_bytes())
+    os.mkfifo(tmp_path / "1.jpg")
+    cam = open_camera(CameraConfig(backend="replay", source=str(tmp_path), burst_frames=3, burst_seconds=0.2))
+
+    def scan() -> tuple[list[int], BaseException | None]:
+        with BurstInFlight(cam, 3, 0.2, SystemClock()) as burst:
+            frames = [f.index for f in burst]
+        return frames, burst.error
+
+    result = unblocked(scan, tmp_path / "1.jpg")
+    assert result == {"value": ([0, 1, 2], None), "blocked": False}
+    assert "1.jpg" in caplog.text and "not a regular file" in caplog.text
+
+    result = unblocked(lambda: load_image(tmp_path / "1.jpg"), tmp_path / "1.jpg")
+    assert not result["blocked"] and isinstance(result.get("error"), CameraError), result
+    assert "1.jpg: not a regular file" in str(result["error"])
+
+    single = open_camera(CameraConfig(backend="replay", source=str(tmp_path / "1.jpg")))
+    with pytest.raises(CameraError, match=r"1\.jpg: not a regular file"):
+        single.open()
 
 
 def test_picamera2_off_a_pi_says_what_to_do() -> None:

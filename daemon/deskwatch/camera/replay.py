@@ -10,7 +10,9 @@ real camera does not keep the moments it did not capture for the next scan.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -22,15 +24,30 @@ from deskwatch.camera.config import CameraConfig
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
+NOT_A_FILE = "not a regular file (a named pipe, a device or a socket named like an image?)"
+
+log = logging.getLogger(__name__)
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """An image file as RGB uint8, with a clear error for anything else."""
+    """An image file as RGB uint8, with a clear error for anything else.
+
+    Only a regular file is read: a named pipe named like an image blocked its reader until a
+    writer came - the burst thread for ever, and the scan waiting for it. It is opened
+    without waiting (O_NONBLOCK) and checked as the file it opened (a
+    symlink to an image is followed; one swapped for a pipe after a listing is still refused)."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise CameraError(f"{path}: file not found") from None
+    except OSError as exc:  # a socket (ENXIO), no permission
+        raise CameraError(f"{path}: cannot be read ({exc.strerror})") from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise CameraError(f"{path}: {NOT_A_FILE}")
+            with Image.open(f) as im:
+                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
     except (UnidentifiedImageError, OSError) as exc:
         raise CameraError(f"{path}: not a readable image ({exc})") from None
     except Image.DecompressionBombError as exc:  # not an OSError: it would have escaped the scan
@@ -50,18 +67,26 @@ class ReplayCamera:
         self._files: list[Path] = []
         self._video: Any = None
         self._open = False
+        self._left_out: list[str] = []  # the folder's entries named like images that are no files
 
     def open(self) -> None:
         src = self.source
         self._position = -(-self._position // self.burst) * self.burst  # the next burst's first frame
         if src.is_dir():
-            self._files = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            named = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            self._files = [p for p in named if p.is_file()]
+            left_out = [p.name for p in named if p not in self._files]
+            if left_out and left_out != self._left_out:  # once, not at every scan
+                log.warning("replay: %s left out: %s", ", ".join(left_out), NOT_A_FILE)
+            self._left_out = left_out
             if not self._files:
                 raise CameraError(f"{src}: no images (*.jpg, *.png, ...) in this directory")
         elif src.suffix.lower() in VIDEO_SUFFIXES:
             self._video = self._open_video(src)
         elif src.is_file():
             self._files = [src]
+        elif src.exists():
+            raise CameraError(f"{src}: {NOT_A_FILE}")
         else:
             raise CameraError(f"{src}: no such file or directory")
         self._open = True
