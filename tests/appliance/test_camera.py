@@ -147,6 +147,26 @@ def test_a_pipe_named_like_an_image_cannot_hang_the_replay_camera(
         single.open()
 
 
+@pytest.mark.filterwarnings("ignore::PIL.Image.DecompressionBombWarning")  # Pillow's own, at open: refused anyway
+def test_a_small_file_of_a_huge_image_is_refused_before_it_is_decoded(tmp_path: Path) -> None:
+    """A 20 KB PNG of 14000x12000 pixels (under Pillow's own limit of 179 Mpx) was decoded in
+    full for every frame of every burst: ~1.8 GB at its peak, on a Pi with 1-4 GB. An image
+    larger than the largest frame the camera config allows (4096x3072) is a camera error
+    naming the file and its size, from the file's header alone."""
+    Image.new("1", (14000, 12000)).save(tmp_path / "0.png")
+    cam = open_camera(CameraConfig(backend="replay", source=str(tmp_path)))
+    cam.open()
+    t0 = time.perf_counter()
+    with pytest.raises(CameraError, match=r"0\.png: image too large to replay \(14000x12000"):
+        cam.capture()
+    assert time.perf_counter() - t0 < 0.5  # not decoded (that took seconds)
+    cam.close()
+
+    Image.new("1", (3072, 4096), 1).save(tmp_path / "0.png")  # the largest frame, on its side
+    image = load_image(tmp_path / "0.png")
+    assert image.shape == (4096, 3072, 3) and image.flags.writeable and image.min() == 255
+
+
 def test_picamera2_off_a_pi_says_what_to_do() -> None:
     cam = open_camera(CameraConfig(backend="picamera2"))  # importing the backend must not need picamera2
     with pytest.raises(CameraError, match="picamera2 is not importable"):

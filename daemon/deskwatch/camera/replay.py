@@ -25,6 +25,9 @@ from deskwatch.camera.config import CameraConfig
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v"}
 NOT_A_FILE = "not a regular file (a named pipe, a device or a socket named like an image?)"
+# the largest frame camera.width x camera.height allow (either way round): a small file can
+# hold a far larger image, and each replayed frame is decoded anew
+MAX_PIXELS = 4096 * 3072
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +38,11 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
     Only a regular file is read: a named pipe named like an image blocked its reader until a
     writer came - the burst thread for ever, and the scan waiting for it. It is opened
     without waiting (O_NONBLOCK) and checked as the file it opened (a
-    symlink to an image is followed; one swapped for a pipe after a listing is still refused)."""
+    symlink to an image is followed; one swapped for a pipe after a listing is still refused).
+
+    An image larger than the largest camera frame (``MAX_PIXELS``) is refused from its
+    header, before it is decoded: a 20 KB PNG of 14000x12000 took ~1.8 GB for every frame
+    of every burst. The RGB pixels are copied out once."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -47,7 +54,14 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
                 raise CameraError(f"{path}: {NOT_A_FILE}")
             with Image.open(f) as im:
-                return np.asarray(im.convert("RGB"), dtype=np.uint8).copy()
+                width, height = im.size
+                if width * height > MAX_PIXELS:
+                    raise CameraError(
+                        f"{path}: image too large to replay ({width}x{height}; at most {MAX_PIXELS / 1e6:.1f} "
+                        "megapixels, the largest camera frame: scale it down)"
+                    )
+                rgb = im if im.mode == "RGB" else im.convert("RGB")  # convert() copies even an RGB image
+                return np.array(rgb, dtype=np.uint8)
     except (UnidentifiedImageError, OSError) as exc:
         raise CameraError(f"{path}: not a readable image ({exc})") from None
     except Image.DecompressionBombError as exc:  # not an OSError: it would have escaped the scan
