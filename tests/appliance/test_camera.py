@@ -20,10 +20,11 @@ from deskwatch.camera import DONE_POLL_SECONDS, BurstInFlight, CameraError, open
 from deskwatch.camera.config import CameraConfig
 from deskwatch.camera.fake import FakeCamera
 from deskwatch.camera.pi import PiCamera
-from deskwatch.camera.replay import load_image
+from deskwatch.camera.replay import load_image, to_rgb
 from deskwatch.camera.v4l2 import V4l2Camera
 from deskwatch.config import load_config
 from deskwatch.schedule import SystemClock
+from deskwatch.vision.light import LightConfig, measure_light
 from tests.support.common import FakeClock
 from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
 
@@ -90,7 +91,7 @@ def test_a_replay_image_too_large_to_decode_is_a_camera_error(tmp_path: Path) ->
     Image.new("1", (14000, 14000)).save(tmp_path / "0.png")  # 196 Mpx, a 24 KB file
     cam = open_camera(CameraConfig(backend="replay", source=str(tmp_path)))
     cam.open()
-    with pytest.raises(CameraError, match=r"0\.png: image too large to replay"):
+    with pytest.raises(CameraError, match=r"0\.png: too large to decode"):
         cam.capture()
     cam.close()
 
@@ -157,7 +158,7 @@ def test_a_small_file_of_a_huge_image_is_refused_before_it_is_decoded(tmp_path: 
     cam = open_camera(CameraConfig(backend="replay", source=str(tmp_path)))
     cam.open()
     t0 = time.perf_counter()
-    with pytest.raises(CameraError, match=r"0\.png: image too large to replay \(14000x12000"):
+    with pytest.raises(CameraError, match=r"0\.png: too large to decode \(14000x12000"):
         cam.capture()
     assert time.perf_counter() - t0 < 0.5  # not decoded (that took seconds)
     cam.close()
@@ -165,6 +166,31 @@ def test_a_small_file_of_a_huge_image_is_refused_before_it_is_decoded(tmp_path: 
     Image.new("1", (3072, 4096), 1).save(tmp_path / "0.png")  # the largest frame, on its side
     image = load_image(tmp_path / "0.png")
     assert image.shape == (4096, 3072, 3) and image.flags.writeable and image.min() == 255
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F"])
+def test_a_16_bit_replay_image_keeps_its_brightness(tmp_path: Path, photos: Path, mode: str) -> None:
+    """A 16-bit greyscale PNG (what raw, infrared and thermal tools and ``convert -depth 16``
+    write) replayed as a flat white frame: Pillow's conversion to RGB clips such pixels at 255
+    instead of scaling them, and the light check called the lit desk camera_obstructed. Wide
+    pixels are scaled from their 16-bit range, so the picture is the 8-bit one."""
+    grey = np.asarray(Image.open(photos / "single_01.jpg").convert("L"))
+    wide = grey.astype(np.uint32) * 257  # the same picture, 16 bits per pixel
+    Image.fromarray(wide.astype(np.uint16)).save(tmp_path / "0.png")
+    assert Image.open(tmp_path / "0.png").mode == "I;16"
+    # the modes a 16-bit picture can have once opened (older Pillow: "I"), decoded from memory
+    kinds = {"I;16": np.uint16, "I;16B": ">u2", "I": np.int32, "F": np.float32}
+    opened = Image.frombytes(mode, grey.shape[::-1], wide.astype(kinds[mode]).tobytes())
+
+    cam = open_camera(CameraConfig(backend="replay", source=str(tmp_path)))
+    cam.open()
+    replayed = cam.capture()
+    cam.close()
+    for image in (replayed, to_rgb(opened)):
+        assert image.shape == (*grey.shape, 3) and image.dtype == np.uint8
+        assert np.array_equal(image[:, :, 0], grey) and np.array_equal(image[:, :, 2], grey)
+    light = measure_light(replayed, LightConfig())
+    assert not light.obstructed and not light.low_light
 
 
 def test_picamera2_off_a_pi_says_what_to_do() -> None:

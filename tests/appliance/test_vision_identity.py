@@ -264,6 +264,22 @@ def test_enrol_skips_a_photo_too_large_to_decode(tmp_path: Path, capsys: pytest.
     assert "skip huge.png: too large to decode" in captured.err and "enrolled worker w-test" in captured.out
 
 
+def test_enrol_from_16_bit_photos(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """16-bit greyscale PNGs (an infrared camera's, ``convert -depth 16``'s) were read as flat
+    white pictures - Pillow clips such pixels at 255 - and no face was found in them: enrolment
+    reads its photos with the replay camera's loader, which scales them to 8 bits."""
+    from PIL import Image
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("face_01", "face_02"):  # the same person twice
+        grey = np.asarray(Image.open(PHOTOS / f"{name}.jpg").convert("L")).astype(np.uint16) * 257
+        Image.fromarray(grey).save(photos / f"{name}.png")
+    argv = ["enroll", "--config", str(write_config(tmp_path)), "--worker", "w-test", "--images", str(photos)]
+    assert main([*argv, "--consent", "--min-images", "2"]) == 0, capsys.readouterr().err
+    assert "enrolled worker w-test" in capsys.readouterr().out
+
+
 def camera_config(tmp_path: Path) -> Path:
     import yaml
 

@@ -32,40 +32,65 @@ MAX_PIXELS = 4096 * 3072
 log = logging.getLogger(__name__)
 
 
+class UnreadableImage(CameraError):
+    """An image file that cannot be used; ``reason`` says why without the path (enrolment
+    names the photo its own way)."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.reason = reason
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """An image file as RGB uint8, with a clear error for anything else.
+    """An image file as RGB uint8, or :class:`UnreadableImage` saying why not. The one loader
+    of image files: the replay camera's, and enrolment's photos.
 
     Only a regular file is read: a named pipe named like an image blocked its reader until a
     writer came - the burst thread for ever, and the scan waiting for it. It is opened
-    without waiting (O_NONBLOCK) and checked as the file it opened (a
-    symlink to an image is followed; one swapped for a pipe after a listing is still refused).
+    without waiting (O_NONBLOCK) and checked as the file it opened (a symlink to an image is
+    followed; one swapped for a pipe after a listing is still refused).
 
     An image larger than the largest camera frame (``MAX_PIXELS``) is refused from its
     header, before it is decoded: a 20 KB PNG of 14000x12000 took ~1.8 GB for every frame
-    of every burst. The RGB pixels are copied out once."""
+    of every burst. The pixels are copied out once (:func:`to_rgb`)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
-        raise CameraError(f"{path}: file not found") from None
+        raise UnreadableImage(path, "file not found") from None
     except OSError as exc:  # a socket (ENXIO), no permission
-        raise CameraError(f"{path}: cannot be read ({exc.strerror})") from None
+        raise UnreadableImage(path, f"cannot be read ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "rb") as f:
             if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-                raise CameraError(f"{path}: {NOT_A_FILE}")
+                raise UnreadableImage(path, NOT_A_FILE)
             with Image.open(f) as im:
                 width, height = im.size
                 if width * height > MAX_PIXELS:
-                    raise CameraError(
-                        f"{path}: image too large to replay ({width}x{height}; at most {MAX_PIXELS / 1e6:.1f} "
-                        "megapixels, the largest camera frame: scale it down)"
+                    raise UnreadableImage(
+                        path,
+                        f"too large to decode ({width}x{height}; at most {MAX_PIXELS / 1e6:.1f} megapixels, "
+                        "the largest camera frame: scale it down)",
                     )
-                rgb = im if im.mode == "RGB" else im.convert("RGB")  # convert() copies even an RGB image
-                return np.array(rgb, dtype=np.uint8)
+                return to_rgb(im)
     except (UnidentifiedImageError, OSError) as exc:
-        raise CameraError(f"{path}: not a readable image ({exc})") from None
+        raise UnreadableImage(path, f"not a readable image ({exc})") from None
     except Image.DecompressionBombError as exc:  # not an OSError: it would have escaped the scan
-        raise CameraError(f"{path}: image too large to replay ({exc})") from None
+        raise UnreadableImage(path, f"too large to decode ({exc})") from None
+
+
+def to_rgb(im: Image.Image) -> np.ndarray:
+    """A decoded image's pixels as RGB uint8, copied out once.
+
+    Greyscale wider than 8 bits - a 16-bit PNG opens as I;16 (as I in older Pillow) - is
+    scaled from its 16-bit range: Pillow's own conversion clips such pixels at 255, and a
+    lit scene became a flat white frame, a covered camera to the light check. Its range is
+    the container's, never the picture's own, so a dark room stays dark."""
+    if im.mode.startswith("I;16") or im.mode in ("I", "F"):
+        wide = np.asarray(im, dtype=np.float32)
+        grey = np.rint(np.clip(wide, 0, 65535) / 257).astype(np.uint8)
+        return np.repeat(grey[:, :, np.newaxis], 3, axis=2)
+    rgb = im if im.mode == "RGB" else im.convert("RGB")  # convert() copies even an RGB image
+    return np.array(rgb, dtype=np.uint8)
 
 
 class ReplayCamera:

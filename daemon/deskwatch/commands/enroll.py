@@ -93,18 +93,18 @@ def check_quality(image: np.ndarray, faces: list[Face]) -> tuple[Face | None, st
 
 
 def _images_from_dir(path: Path) -> list[tuple[str, np.ndarray]]:
-    from PIL import Image, UnidentifiedImageError
+    """The photos of a folder (or one photo), read as the replay camera reads its images: a
+    16-bit photo scaled to 8 bits (Pillow's own conversion made it flat white: no face found),
+    a huge image or a named pipe refused; a photo that cannot be used is skipped, saying why."""
+    from deskwatch.camera.replay import UnreadableImage, load_image
 
     files = [path] if path.is_file() else sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     out = []
     for p in files:
         try:
-            with Image.open(p) as im:
-                out.append((p.name, np.ascontiguousarray(np.asarray(im.convert("RGB")))))
-        except (UnidentifiedImageError, OSError) as exc:
-            print(f"  skip {p.name}: not a readable image ({exc})", file=sys.stderr)
-        except Image.DecompressionBombError as exc:  # not an OSError: one such file ended the enrolment
-            print(f"  skip {p.name}: too large to decode ({exc})", file=sys.stderr)
+            out.append((p.name, load_image(p)))
+        except UnreadableImage as exc:
+            print(f"  skip {p.name}: {exc.reason}", file=sys.stderr)
     return out
 
 
