@@ -233,17 +233,18 @@ class Webcam:
 
 
 def usb_webcam(monkeypatch: pytest.MonkeyPatch, clock: FakeClock, dark_seconds: float) -> list[Webcam]:
-    """OpenCV replaced by webcams of :class:`Webcam`, one per open of the device (the list)."""
+    """OpenCV's VideoCapture replaced by webcams of :class:`Webcam`, one per open of the device
+    (the list). Only that attribute: the rest of OpenCV serves the scan as usual (a stand-in
+    module would stay bound in every module that imported cv2 meanwhile)."""
+    import cv2
+
     opened: list[Webcam] = []
 
     def capture(device: int | str, api: int) -> Webcam:
         opened.append(Webcam(clock, dark_seconds))
         return opened[-1]
 
-    cv2 = types.SimpleNamespace(
-        VideoCapture=capture, CAP_V4L2=200, CAP_PROP_FRAME_WIDTH=3, CAP_PROP_FRAME_HEIGHT=4, CAP_PROP_BUFFERSIZE=38
-    )
-    monkeypatch.setitem(sys.modules, "cv2", cv2)
+    monkeypatch.setattr(cv2, "VideoCapture", capture)
     return opened
 
 
