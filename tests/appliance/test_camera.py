@@ -168,6 +168,17 @@ def test_a_small_file_of_a_huge_image_is_refused_before_it_is_decoded(tmp_path: 
     assert image.shape == (4096, 3072, 3) and image.flags.writeable and image.min() == 255
 
 
+def test_an_enrolment_photo_from_a_50_megapixel_phone_is_decoded_smaller(tmp_path: Path) -> None:
+    """Enrolment's photos come from phones, some at 50 megapixels: a JPEG over the camera's
+    largest frame is decoded at 1/2 (or 1/4, 1/8) of its size by the decoder itself, not
+    refused with "scale it down". The replay camera still refuses it (it decodes every frame)."""
+    Image.new("RGB", (8160, 6120), (120, 80, 60)).save(tmp_path / "phone.jpg", quality=80)
+    image = load_image(tmp_path / "phone.jpg", shrink_jpeg=True)
+    assert image.shape == (3060, 4080, 3) and abs(int(image[0, 0, 0]) - 120) <= 3
+    with pytest.raises(CameraError, match="too large to decode"):
+        load_image(tmp_path / "phone.jpg")
+
+
 @pytest.mark.parametrize("mode", ["I;16", "I;16B", "I", "F"])
 def test_a_16_bit_replay_image_keeps_its_brightness(tmp_path: Path, photos: Path, mode: str) -> None:
     """A 16-bit greyscale PNG (what raw, infrared and thermal tools and ``convert -depth 16``

@@ -91,6 +91,14 @@ def test_notice_says_what_is_captured_checked_sent_and_kept():
     assert "face template" in text
 
 
+def test_notice_says_the_camera_is_on_for_its_warm_up_too():
+    """The camera stays on about camera.warmup_seconds longer than the pictures take (a webcam
+    adjusting to the light): the worker is told, and that those frames are thrown away."""
+    text = explain(make_config())
+    assert "5 still pictures over 2 s" in text and "about 1 s before them" in text and "thrown away unseen" in text
+    assert "before them" not in explain(make_config("camera: {warmup_seconds: 0}"))
+
+
 def test_notice_says_whether_a_face_template_exists(tmp_path):
     cfg = make_config(state_dir=str(tmp_path))
     missing = explain(cfg)

@@ -41,7 +41,7 @@ class UnreadableImage(CameraError):
         self.reason = reason
 
 
-def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+def load_image(path: str | os.PathLike[str], *, shrink_jpeg: bool = False) -> np.ndarray:
     """An image file as RGB uint8, or :class:`UnreadableImage` saying why not. The one loader
     of image files: the replay camera's, and enrolment's photos.
 
@@ -52,7 +52,11 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 
     An image larger than the largest camera frame (``MAX_PIXELS``) is refused from its
     header, before it is decoded: a 20 KB PNG of 14000x12000 took ~1.8 GB for every frame
-    of every burst. The pixels are copied out once (:func:`to_rgb`)."""
+    of every burst. The pixels are copied out once (:func:`to_rgb`).
+
+    ``shrink_jpeg`` (enrolment's photos, taken with a phone at up to ~50 megapixels): a JPEG
+    over that size is decoded at 1/2, 1/4 or 1/8 of its size instead (the decoder's own
+    scaling, no full decode first), as long as that fits; a face needs far fewer pixels."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -65,6 +69,11 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
                 raise UnreadableImage(path, NOT_A_FILE)
             with Image.open(f) as im:
                 width, height = im.size
+                if shrink_jpeg and width * height > MAX_PIXELS and im.format == "JPEG":
+                    # the decoder's largest scale that fits (it picks the smallest at least this size)
+                    by = next((n for n in (2, 4, 8) if (width // n) * (height // n) <= MAX_PIXELS), 8)
+                    im.draft("RGB", (width // by, height // by))
+                    width, height = im.size
                 if width * height > MAX_PIXELS:
                     raise UnreadableImage(
                         path,

@@ -102,7 +102,7 @@ def _images_from_dir(path: Path) -> list[tuple[str, np.ndarray]]:
     out = []
     for p in files:
         try:
-            out.append((p.name, load_image(p)))
+            out.append((p.name, load_image(p, shrink_jpeg=True)))
         except UnreadableImage as exc:
             print(f"  skip {p.name}: {exc.reason}", file=sys.stderr)
     return out

@@ -209,9 +209,15 @@ def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
             "- No checks on request: this device refuses them (schedule.remote_scans_per_hour is 0); a request"
             " from the central side is refused and recorded in the log ('deskwatch history')."
         )
+    warmup = (
+        f" (and about {cam.warmup_seconds:g} s before them while it adjusts to the light: those frames are"
+        " thrown away unseen)"
+        if cam.warmup_seconds > 0
+        else ""
+    )
     add(
         f"- A check takes {cam.burst_frames} still pictures over {cam.burst_seconds:g} s. The camera is "
-        "switched on only for that and off in between."
+        f"switched on only for that{warmup} and off in between."
     )
     if rule_enabled(cfg.policy, "away_from_desk"):
         add(
