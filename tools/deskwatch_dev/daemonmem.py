@@ -103,8 +103,11 @@ def run_daemon_on_arrays(config: str) -> int:
     from deskwatch import cli
     from deskwatch.camera import replay
 
+    def load_array(path: str | os.PathLike[str], **_options: object) -> np.ndarray:
+        return np.asarray(np.load(path))
+
     replay.IMAGE_SUFFIXES.add(".npy")
-    replay.load_image = lambda path: np.load(path)  # type: ignore[assignment]
+    replay.load_image = load_array
     return cli.main(["run", "--config", config])
 
 
