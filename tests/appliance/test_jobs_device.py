@@ -239,7 +239,7 @@ def test_a_software_job_reports_after_the_reboot(tmp_path: Path, keys: tuple[byt
         device.config,
         keys_dir=device.keys,
         services=Systemd([True]),
-        install=lambda path, job_id: installed.append((path.read_bytes(), job_id)),
+        install=lambda bundle, job_id: installed.append((bundle.read(), job_id)),
     )
     assert installed == [(b"bundle bytes", "sw-1")] and outcome.status == "in_progress"
     device.agent.tick()
@@ -605,3 +605,110 @@ def test_a_config_change_that_cannot_be_written_fails_instead_of_retrying_foreve
     assert outcome.status == "failed" and "Read-only file system" in outcome.detail
     assert device.config.read_text() == before and systemd.restarts == 0
     assert not list((device.state / "jobs/queue").iterdir())  # deskwatch-jobs.path does not start it again
+
+
+def _swap_every_file(jobs_dir: Path, evil: bytes, stop: Any, swapped: Any) -> None:
+    """The daemon's user (a process of its own, uid nobody): whatever root names in
+    <state_dir>/jobs while it downloads is replaced with an older release, signed all the same."""
+    import os
+    import stat
+    import time
+
+    os.chdir(jobs_dir)
+    os.setgid(65534)
+    os.setuid(65534)
+    done: set[str] = set()
+    while not stop.is_set():
+        for name in os.listdir("."):
+            if name in done or name.startswith(".evil"):
+                continue
+            try:
+                if not stat.S_ISREG(os.lstat(name).st_mode):
+                    continue
+                with open(".evil", "wb") as out:
+                    out.write(evil)
+                os.replace(".evil", name)
+            except OSError:
+                continue
+            done.add(name)
+            swapped.set()
+        time.sleep(0.001)
+
+
+def test_root_installs_the_bundle_it_hashed_not_what_the_service_user_puts_at_its_name(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """The download of a software job happens in <state_dir>/jobs, a directory the daemon's
+    user owns: it can rename another signed (older) bundle over any name root uses there.
+    What root installs is the file it downloaded and hashed, whatever happens to the names."""
+    import http.server
+    import multiprocessing
+    import os
+    import threading
+
+    from deskwatch.update.bundle import write_bundle
+    from deskwatch.update.install import install
+    from deskwatch.update.slots import read_state
+    from tests.appliance.test_update_ab import card, make_bundle
+
+    release = generate_key()
+    (tmp_path / "new").mkdir()
+    (tmp_path / "old").mkdir()
+    good = make_bundle(tmp_path / "new", release[0], version="0.9.1").read_bytes()
+    (tmp_path / "old/boot.img").write_bytes(b"OLD 0.3.0 boot " * 100)
+    (tmp_path / "old/root.img").write_bytes(b"OLD 0.3.0 root " * 100)
+    write_bundle(
+        tmp_path / "old/update-0.3.0.bundle",
+        version="0.3.0",
+        boot_image=tmp_path / "old/boot.img",
+        root_image=tmp_path / "old/root.img",
+        private_pem=release[0],
+    )
+    evil = (tmp_path / "old/update-0.3.0.bundle").read_bytes()
+    ctx = multiprocessing.get_context("fork")
+    stop, swapped = ctx.Event(), ctx.Event()
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(good)))
+            self.end_headers()
+            self.wfile.write(good[: len(good) // 2])
+            self.wfile.flush()
+            swapped.wait(2.0)  # the rest once the service user has had its go
+            self.wfile.write(good[len(good) // 2 :])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    device = Device(tmp_path / "dev", keys[1])
+    system = card(tmp_path / "sys", release)
+    artifact = {
+        "url": f"http://127.0.0.1:{server.server_port}/update-0.9.1.bundle",
+        "sha256": hashlib.sha256(good).hexdigest(),
+        "bytes": len(good),
+        "version": "0.9.1",
+    }
+    device.agent.handle_notify(envelope(keys[0], kind="software", artifact=artifact, job_id="sw-091"))
+    jobs = device.state / "jobs"
+    os.chown(jobs, 65534, 65534)  # as on the device: the daemon's user owns it
+    attacker = ctx.Process(target=_swap_every_file, args=(jobs, evil, stop, swapped))
+    attacker.start()
+    try:
+        [outcome] = run_queued(
+            device.state,
+            device.config,
+            keys_dir=device.keys,
+            services=Systemd([True]),
+            install=lambda bundle, job_id: install(system, bundle, job_id=job_id),
+        )
+    finally:
+        stop.set()
+        attacker.join(10)
+        server.shutdown()
+    assert outcome.status == "in_progress", outcome
+    assert read_state(system.autoboot_dir)["version"] == "0.9.1"
+    assert system.device(6).read_bytes() == b"ext4 root image " * 5000  # 0.9.1's, not the old release
+    assert sorted(p.name for p in jobs.iterdir() if p.is_file()) == []  # nothing of root's left by name

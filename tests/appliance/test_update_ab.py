@@ -289,3 +289,32 @@ def test_a_trial_that_never_confirms_is_rolled_back_by_the_firmware(tmp_path: Pa
     state = confirm(system)
     assert state["state"] == "rolled_back" and "did not confirm itself" in state["reason"]
     assert read_autoboot(system.autoboot_dir).boot_partition == 2
+
+
+def test_a_bundle_that_is_not_a_regular_file_is_refused_without_waiting(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """A FIFO at the bundle's name would block root in open(2) until systemd's timeout."""
+    import threading
+
+    system = card(tmp_path, keys)
+    fifo = tmp_path / "update.bundle"
+    os.mkfifo(fifo)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            install(system, fifo)
+        except BaseException as exc:
+            errors.append(exc)
+
+    runner = threading.Thread(target=run, daemon=True)
+    runner.start()
+    runner.join(5)
+    hung = runner.is_alive()
+    if hung:  # let the blocked reader go
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        runner.join(5)
+    assert not hung, "install() blocked on a FIFO"
+    assert isinstance(errors[0], UpdateError) and "not a regular file" in str(errors[0])
+    assert system.device(6).read_bytes() == b"old slot" and read_state(system.autoboot_dir) == {}

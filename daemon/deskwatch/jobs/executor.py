@@ -21,15 +21,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
-from deskwatch.system.files import SafeDir, ensure_dir, remove, write_atomically
+from deskwatch.system.files import SafeDir, ensure_dir, write_atomically
 from deskwatch_contract.jobs import ENVELOPE_SCHEMA, MAX_ENVELOPE_BYTES, JobDocument, JobInvalid, parse_document
 from deskwatch_contract.jsonutil import JsonRejected, loads_object
 from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
 
 from . import config_change
-from .download import DownloadFailed, fetch
+from .download import DownloadFailed, fetch_private
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ KEYS_DIR = Path("/usr/share/deskwatch/keys/jobs")
 SERVICE = "deskwatch.service"
 SERVICE_USER = "deskwatch"
 RUNNING_SUFFIX = ".running"
+Install = Callable[[BinaryIO, str], None]  # (the bundle, open at its first byte; the job id)
 
 
 @dataclass
@@ -173,23 +174,24 @@ def recover_interrupted(queue: SafeDir, marker: str, config_path: Path, done_dir
     return outcome
 
 
-def run_software(job: JobDocument, state_dir: Path, install: Callable[[Path, str], None]) -> Outcome:
+def run_software(job: JobDocument, state_dir: Path, install: Install) -> Outcome:
+    """Download the bundle into a file without a name (:func:`fetch_private`) and install
+    from that open file: the daemon's user owns ``<state_dir>/jobs`` and could put another
+    signed (older) bundle at any name root used there between the check and the install."""
     assert job.artifact is not None
-    bundle = state_dir / "jobs" / f"{job.job_id}.bundle"
     try:
-        fetch(job.artifact, bundle, timeout=120)
+        bundle = fetch_private(job.artifact, state_dir / "jobs", timeout=120)
     except DownloadFailed as exc:
         return Outcome(job.job_id, job.kind, "failed", "download", str(exc))
-    try:
-        install(bundle, job.job_id)  # reboots into the trial slot on success
-    except Exception as exc:
-        return Outcome(job.job_id, job.kind, "failed", "install", str(exc)[:500])
-    finally:
-        remove(bundle)
+    with bundle:
+        try:
+            install(bundle, job.job_id)  # reboots into the trial slot on success
+        except Exception as exc:
+            return Outcome(job.job_id, job.kind, "failed", "install", str(exc)[:500])
     return Outcome(job.job_id, job.kind, "in_progress", "rebooting", f"trial boot of {job.artifact.version}")
 
 
-def _default_install(bundle: Path, job_id: str) -> None:
+def _default_install(bundle: BinaryIO, job_id: str) -> None:
     from deskwatch.update.install import System, install
 
     install(System(), bundle, job_id=job_id)
@@ -201,7 +203,7 @@ def run_queued(
     *,
     keys_dir: Path = KEYS_DIR,
     services: Services | None = None,
-    install: Callable[[Path, str], None] = _default_install,
+    install: Install = _default_install,
     ready_timeout: float = 300.0,
     settle: float = 20.0,
 ) -> list[Outcome]:
@@ -240,7 +242,7 @@ def _run_one(
     config_path: Path,
     done_dir: Path,
     services: Services,
-    install: Callable[[Path, str], None],
+    install: Install,
     keys: Any,
     timing: tuple[float, float],
 ) -> Outcome:

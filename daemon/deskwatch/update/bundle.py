@@ -12,6 +12,11 @@ The device holds only public keys (``/usr/share/deskwatch/keys/updates/*.pub``).
 manifest is verified before a byte is written; each image is hashed while it streams
 onto the inactive slot, and a mismatch stops the update before the slot is offered to
 the firmware.
+
+A bundle is read through one open file from start to end (:func:`open_bundle`), never
+reopened by name: a name can be given to another file between two reads (root downloads
+into a directory the daemon's user owns), and then the manifest verified would not be
+the one of the images written.
 """
 
 from __future__ import annotations
@@ -22,13 +27,15 @@ import gzip
 import hashlib
 import io
 import json
+import os
+import stat
 import tarfile
 import zlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from deskwatch_contract.signing import SignatureRejected, sign_bytes, verify_bytes
 
@@ -119,10 +126,36 @@ def _manifest(data: Mapping[str, Any], kid: str) -> Manifest:
         raise UpdateError(f"bundle manifest is incomplete: {exc}") from None
 
 
-def read_manifest(path: Path, keys: Mapping[str, Any], compatible: str = COMPATIBLE) -> Manifest:
-    """The bundle's manifest, its signature verified; UpdateError otherwise (nothing written yet)."""
+def open_bundle(path: Path) -> BinaryIO:
+    """``path`` opened once for reading; UpdateError if it is not a regular file (a FIFO
+    would block the reader until someone writes to it; a device is not a bundle)."""
     try:
-        with tarfile.open(path, "r:") as tar:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise UpdateError(f"{path} cannot be opened: {exc.strerror}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise UpdateError(f"{path} is not a regular file")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _tar(bundle: BinaryIO) -> tarfile.TarFile:
+    """The bundle as a tar from its first byte (the same open file each time)."""
+    bundle.seek(0)
+    return tarfile.open(fileobj=bundle, mode="r:")
+
+
+def read_manifest(
+    bundle: BinaryIO, keys: Mapping[str, Any], compatible: str = COMPATIBLE, *, path: str = "the bundle"
+) -> Manifest:
+    """The bundle's manifest, its signature verified; UpdateError otherwise (nothing written yet).
+    ``path`` names the bundle in messages."""
+    try:
+        with _tar(bundle) as tar:
             members = {m.name: m for m in tar.getmembers()}
             missing = [n for n in ("manifest.json", "manifest.sig", *MEMBER.values()) if n not in members]
             if missing:
@@ -159,11 +192,11 @@ def _read_member(tar: tarfile.TarFile, name: str) -> bytes:
     return fh.read()
 
 
-def image_chunks(path: Path, image: Image) -> Iterator[bytes]:
+def image_chunks(bundle: BinaryIO, image: Image) -> Iterator[bytes]:
     """The uncompressed image, chunk by chunk; UpdateError at the end if size or sha256 differ."""
     digest, size = hashlib.sha256(), 0
     try:
-        with tarfile.open(path, "r:") as tar:
+        with _tar(bundle) as tar:
             raw = tar.extractfile(image.file)
             if raw is None:
                 raise UpdateError(f"bundle member {image.file} is not a file")
@@ -183,4 +216,13 @@ def image_chunks(path: Path, image: Image) -> Iterator[bytes]:
         )
 
 
-__all__ = ["Image", "Manifest", "SignatureRejected", "UpdateError", "image_chunks", "read_manifest", "write_bundle"]
+__all__ = [
+    "Image",
+    "Manifest",
+    "SignatureRejected",
+    "UpdateError",
+    "image_chunks",
+    "open_bundle",
+    "read_manifest",
+    "write_bundle",
+]

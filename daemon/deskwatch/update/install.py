@@ -30,11 +30,11 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from deskwatch_contract.signing import load_public_keys
 
-from .bundle import KEYS_DIR, Manifest, image_chunks, read_manifest
+from .bundle import KEYS_DIR, Manifest, image_chunks, open_bundle, read_manifest
 from .slots import (
     AUTOBOOT_DIR,
     BOOTLOADER_DT,
@@ -118,7 +118,7 @@ class System:
 
 
 # -- install -----------------------------------------------------------------------------------------
-def write_image(system: System, bundle: Path, manifest: Manifest, name: str, partition: int) -> float:
+def write_image(system: System, bundle: BinaryIO, manifest: Manifest, name: str, partition: int) -> float:
     image = manifest.images[name]
     device = system.device(partition)
     t0 = time.monotonic()
@@ -168,9 +168,33 @@ def carry(src: Path, dst: Path) -> None:
 
 
 def install(
-    system: System, bundle: Path, *, job_id: str | None = None, reboot: bool = True, progress: Progress | None = None
+    system: System,
+    bundle: Path | BinaryIO,
+    *,
+    job_id: str | None = None,
+    reboot: bool = True,
+    progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Write ``bundle`` to the inactive slot and (unless ``reboot`` is False) start its trial."""
+    """Write ``bundle`` to the inactive slot and (unless ``reboot`` is False) start its trial.
+
+    ``bundle`` is a path (opened once here) or a file already open: the manifest is verified
+    and the images are written from that one open file, never from a name that could meanwhile
+    name another (signed, older) bundle."""
+    if isinstance(bundle, Path):
+        with open_bundle(bundle) as fh:
+            return _install(system, fh, str(bundle), job_id=job_id, reboot=reboot, progress=progress)
+    return _install(system, bundle, "the downloaded bundle", job_id=job_id, reboot=reboot, progress=progress)
+
+
+def _install(
+    system: System,
+    bundle: BinaryIO,
+    label: str,
+    *,
+    job_id: str | None,
+    reboot: bool,
+    progress: Progress | None,
+) -> dict[str, Any]:
     say = progress or (lambda step, detail: None)
     booted = system.booted()
     if booted.tryboot:
@@ -184,8 +208,8 @@ def install(
     current = booted.slot
     target = other(current)
     keys = load_public_keys(system.keys_dir)
-    say("verifying", f"{bundle.name}: signature and manifest")
-    manifest = read_manifest(bundle, keys)
+    say("verifying", f"{Path(label).name}: signature and manifest")
+    manifest = read_manifest(bundle, keys, path=label)
     state: dict[str, Any] = {
         "state": "installing",
         "version": manifest.version,
