@@ -273,6 +273,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--bytes", type=int, help="model/software: the artifact's size")
     p.add_argument("--file", help="model: the manifest file it replaces")
     p.add_argument("--version", help="software: the bundle's version")
+    p.add_argument(
+        "--allow-downgrade",
+        action="store_true",
+        help="software: the version may be older than what the devices run (refused otherwise)",
+    )
     target = p.add_mutually_exclusive_group(required=True)
     target.add_argument("--device", action="append", metavar="SITE/DEVICE", help="one device (repeatable)")
     target.add_argument("--site", action="append", help="every device of a site seen on the broker (repeatable)")
@@ -301,6 +306,8 @@ def run_command(args: Any) -> int:
     if args.kind != "config":
         artifact = {"url": args.url, "sha256": args.sha256, "bytes": args.bytes}
         artifact.update({"file": args.file} if args.kind == "model" else {"version": args.version})
+        if args.kind == "software" and args.allow_downgrade:
+            artifact["allow_downgrade"] = True
     job_id = args.job_id or f"{args.kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     devices = [tuple(d.split("/", 1)) for d in args.device or []]
     try:

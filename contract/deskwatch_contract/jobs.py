@@ -15,7 +15,10 @@ answers on ``jobs/progress`` until a final status. The document::
   that make the device who it is (``device.id``, ``device.site``), its secrets
   (``mqtt.tls.*``, ``mqtt.password_file``) and ``state_dir`` cannot be set remotely.
 - ``model``: ``{"file": "<a file in the models manifest>", "url", "sha256", "bytes"}``.
-- ``software``: ``{"url", "sha256", "bytes", "version"}`` of a signed A/B update bundle.
+- ``software``: ``{"url", "sha256", "bytes", "version"}`` of a signed A/B update bundle,
+  and ``"allow_downgrade": true`` when ``version`` may be older than the version the
+  device runs (without it the device refuses an older bundle: an old, still signed
+  release must not be installable by replaying its job).
 
 The signature covers the sha256 of every artifact, so a download from anywhere is as
 trustworthy as the document. Progress ``status`` values: ``received``, ``queued``,
@@ -57,6 +60,7 @@ class Artifact:
     bytes: int
     file: str = ""  # model jobs: which model it replaces
     version: str = ""  # software jobs: the bundle's version
+    allow_downgrade: bool = False  # software jobs: the version may be older than the running one
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,10 @@ def _artifact(data: Any, kind: str) -> Artifact:
         raise JobInvalid("model.file must name a .tflite file of the models manifest")
     if kind == "software" and (not isinstance(version, str) or not re.fullmatch(r"[0-9A-Za-z.+-]{1,40}", version)):
         raise JobInvalid("software.version must be a version such as 0.2.0")
-    return Artifact(url, sha, size, str(file), str(version))
+    downgrade = data.get("allow_downgrade", False) if kind == "software" else False
+    if not isinstance(downgrade, bool):
+        raise JobInvalid("software.allow_downgrade must be true or false")
+    return Artifact(url, sha, size, str(file), str(version), downgrade)
 
 
 def parse_document(data: dict[str, Any], now: datetime | None = None) -> JobDocument:

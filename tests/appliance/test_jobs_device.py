@@ -239,7 +239,7 @@ def test_a_software_job_reports_after_the_reboot(tmp_path: Path, keys: tuple[byt
         device.config,
         keys_dir=device.keys,
         services=Systemd([True]),
-        install=lambda bundle, job_id: installed.append((bundle.read(), job_id)),
+        install=lambda bundle, job: installed.append((bundle.read(), job.job_id)),
     )
     assert installed == [(b"bundle bytes", "sw-1")] and outcome.status == "in_progress"
     device.agent.tick()
@@ -702,7 +702,7 @@ def test_root_installs_the_bundle_it_hashed_not_what_the_service_user_puts_at_it
             device.config,
             keys_dir=device.keys,
             services=Systemd([True]),
-            install=lambda bundle, job_id: install(system, bundle, job_id=job_id),
+            install=lambda bundle, job: install(system, bundle, job_id=job.job_id),
         )
     finally:
         stop.set()
@@ -712,3 +712,102 @@ def test_root_installs_the_bundle_it_hashed_not_what_the_service_user_puts_at_it
     assert read_state(system.autoboot_dir)["version"] == "0.9.1"
     assert system.device(6).read_bytes() == b"ext4 root image " * 5000  # 0.9.1's, not the old release
     assert sorted(p.name for p in jobs.iterdir() if p.is_file()) == []  # nothing of root's left by name
+
+
+def test_root_runs_a_job_once_and_only_for_this_device(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    """The queue is the daemon's user's: it can put back an old signed envelope (a config
+    change a later job reverted) or one addressed to another desk. Root keeps its own record
+    of the jobs it ran and reads who this device is from the config itself."""
+    import os
+
+    device = Device(tmp_path, keys[1])
+    queue = device.state / "jobs/queue"
+
+    def interval() -> int:
+        return int(yaml.safe_load(device.config.read_text())["schedule"]["interval_seconds"])
+
+    job_a = envelope(keys[0], job_id="cfg-a", config_set={"schedule.interval_seconds": 600})
+    job_b = envelope(keys[0], job_id="cfg-b", config_set={"schedule.interval_seconds": 300})
+    for raw in (job_a, job_b):
+        device.agent.handle_notify(raw)
+        [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]), settle=1)
+        assert outcome.status == "succeeded"
+        device.agent.tick()
+    assert interval() == 300
+    record = device.config.parent / "jobs-run.json"
+    assert sorted(json.loads(record.read_text())) == ["cfg-a", "cfg-b"] and record.stat().st_mode & 0o777 == 0o600
+
+    (queue / "cfg-a.json").write_bytes(job_a)  # the service user puts the old job back
+    systemd = Systemd([True])
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=systemd, settle=1)
+    assert (outcome.status, outcome.step) == ("rejected", "verify") and "already ran" in outcome.detail
+    assert interval() == 300 and systemd.restarts == 0 and not os.listdir(queue)
+
+    other = envelope(keys[0], job_id="cfg-other", devices=["desk-2"], config_set={"schedule.interval_seconds": 900})
+    (queue / "cfg-other.json").write_bytes(other)
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=systemd, settle=1)
+    assert (outcome.status, outcome.step) == ("rejected", "verify") and "not addressed to this device" in outcome.detail
+    assert interval() == 300 and systemd.restarts == 0
+    assert "cfg-other" not in json.loads(record.read_text())
+
+
+def test_a_software_job_installs_an_older_bundle_only_when_it_says_so(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """A signed job for an older release (0.3.0 on a device running 0.9.0) is refused unless
+    its document allows the downgrade, a field the collector signs."""
+    from deskwatch.update.install import install
+    from deskwatch.update.slots import read_state
+    from tests.appliance.test_update_ab import card, make_bundle
+
+    release = generate_key()
+    system = card(tmp_path / "sys", release)
+    old = make_bundle(tmp_path, release[0], version="0.3.0")
+    artifact = {
+        "url": f"file://{old}",
+        "sha256": hashlib.sha256(old.read_bytes()).hexdigest(),
+        "bytes": old.stat().st_size,
+        "version": "0.3.0",
+    }
+    device = Device(tmp_path / "dev", keys[1])
+
+    def run(job_id: str, **extra: Any) -> Any:
+        raw = envelope(keys[0], kind="software", artifact={**artifact, **extra}, job_id=job_id)
+        device.agent.handle_notify(raw)
+        [outcome] = run_queued(
+            device.state,
+            device.config,
+            keys_dir=device.keys,
+            services=Systemd([True]),
+            install=lambda bundle, job: install(
+                system, bundle, job_id=job.job_id, expect_version=job.artifact.version,
+                allow_downgrade=job.artifact.allow_downgrade,
+            ),
+        )  # fmt: skip
+        return outcome
+
+    outcome = run("sw-old")
+    assert (outcome.status, outcome.step) == ("failed", "install"), outcome
+    assert "older than the running 0.9.0" in outcome.detail and "allow_downgrade" in outcome.detail
+    assert system.device(6).read_bytes() == b"old slot" and read_state(system.autoboot_dir) == {}
+    outcome = run("sw-old-allowed", allow_downgrade=True)
+    assert outcome.status == "in_progress" and read_state(system.autoboot_dir)["version"] == "0.3.0"
+
+
+def test_no_job_runs_when_roots_record_of_jobs_run_could_be_rewritten(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """A record the daemon's user could write (or replace) would let it erase a job's run."""
+    device = Device(tmp_path / "dev", keys[1])
+    before = device.config.read_text()
+    device.config.parent.chmod(0o777)
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 900}))
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
+    assert (outcome.status, outcome.step) == ("failed", "record") and "may be written by others" in outcome.detail
+    assert device.config.read_text() == before
+    device.config.parent.chmod(0o755)
+    (device.config.parent / "jobs-run.json").write_text("{not json")
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 900}, job_id="job-2"))
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
+    assert outcome.status == "failed" and "remove it to start the record afresh" in outcome.detail
+    assert device.config.read_text() == before

@@ -318,3 +318,28 @@ def test_a_bundle_that_is_not_a_regular_file_is_refused_without_waiting(
     assert not hung, "install() blocked on a FIFO"
     assert isinstance(errors[0], UpdateError) and "not a regular file" in str(errors[0])
     assert system.device(6).read_bytes() == b"old slot" and read_state(system.autoboot_dir) == {}
+
+
+def test_an_older_bundle_is_refused_unless_a_downgrade_is_allowed(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    system = card(tmp_path, keys)  # runs 0.9.0
+    old = make_bundle(tmp_path, keys[0], version="0.3.0")
+    with pytest.raises(UpdateError, match=r"0\.3\.0 is older than the running 0\.9\.0"):
+        install(system, old)
+    assert system.device(6).read_bytes() == b"old slot" and read_state(system.autoboot_dir) == {}
+    with pytest.raises(UpdateError, match=r"the job names 0\.9\.1"):
+        install(system, old, expect_version="0.9.1", allow_downgrade=True)
+    assert install(system, old, allow_downgrade=True, reboot=False)["version"] == "0.3.0"
+    install(system, make_bundle(tmp_path, keys[0], version="0.9.0"), reboot=False)  # the same version again
+
+
+@pytest.mark.parametrize(
+    ("older", "newer"),
+    [("0.3.0", "0.9.0"), ("0.9.0", "0.10.0"), ("0.9", "0.9.1"), ("1.0.0rc1", "1.0.0"), ("1.0.0rc2", "1.0.0rc10")],
+)
+def test_versions_compare_by_their_numbers(older: str, newer: str) -> None:
+    from deskwatch.update.install import version_key
+
+    assert version_key(older) < version_key(newer)
+    assert version_key("0.9") == version_key("0.9.0") == version_key("0.9.0+build7")
+    with pytest.raises(UpdateError, match="not a version"):
+        version_key("latest")

@@ -115,6 +115,9 @@ def test_the_collector_never_signs_a_job_a_device_would_refuse() -> None:
         make_job("j2", "config", sites=["acme"], config_set={"mqtt.tls.key_file": "/tmp/k"})
     with pytest.raises(JobInvalid, match="expires_at"):
         make_job("j3", "config", fleet=True, config_set=CHANGE, ttl=timedelta(seconds=0))
+    software = {"url": "https://updates.example/u.bundle", "sha256": "0" * 64, "bytes": 1, "version": "0.3.0"}
+    with pytest.raises(JobInvalid, match="allow_downgrade must be true or false"):
+        make_job("j5", "software", fleet=True, artifact={**software, "allow_downgrade": "yes"})
     doc = make_job("j4", "config", devices=["desk-1"], config_set=CHANGE, now=datetime(2026, 11, 29, tzinfo=UTC))
     assert doc["expires_at"] == "2026-12-06T00:00:00Z" and doc["targets"] == {"devices": ["desk-1"]}
 

@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("bundle", type=Path)
     p.add_argument("--job-id", default=None, help="the remote job this install belongs to")
     p.add_argument("--no-reboot", action="store_true", help="write and arm the slot, but do not reboot")
+    p.add_argument("--allow-downgrade", action="store_true", help="install a bundle older than the running version")
     p = sub.add_parser("confirm", help="commit or roll back a trial boot (runs at every boot)")
     p.add_argument("--ready-timeout", type=seconds, default=300.0, metavar="S")
     p.add_argument("--settle", type=seconds, default=30.0, metavar="S")
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
                 args.bundle,
                 job_id=args.job_id,
                 reboot=not args.no_reboot,
+                allow_downgrade=args.allow_downgrade,
                 progress=lambda step, detail: print(f"{step}: {detail}", file=sys.stderr, flush=True),
             )
             print(json.dumps(state, indent=1, sort_keys=True))

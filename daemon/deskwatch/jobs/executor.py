@@ -3,7 +3,10 @@
 ``deskwatch jobs run-queued`` (``deskwatch-jobs.service``, started by ``deskwatch-jobs.path``)
 takes each ``<state_dir>/jobs/queue/<job_id>.json`` (the signed envelope as received),
 verifies it again with the device's public keys (the signature is the authority, not
-the daemon that queued it), runs it and writes ``<state_dir>/jobs/done/<job_id>.json``:
+the daemon that queued it), checks it is addressed to the device its own config names and
+that it has not run here before (root's record, :mod:`.ledger`: the daemon's user could
+put an old envelope back in the queue), runs it and writes
+``<state_dir>/jobs/done/<job_id>.json``:
 ``{"job_id", "kind", "status", "step", "detail", "rolled_back"}``. A config change whose
 daemon does not come back READY is rolled back (old config, daemon restarted). A
 software update ends in a reboot; its outcome comes from the A/B record after it.
@@ -23,13 +26,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
+import yaml
+
 from deskwatch.system.files import SafeDir, ensure_dir, write_atomically
-from deskwatch_contract.jobs import ENVELOPE_SCHEMA, MAX_ENVELOPE_BYTES, JobDocument, JobInvalid, parse_document
+from deskwatch_contract.jobs import (
+    ENVELOPE_SCHEMA,
+    MAX_ENVELOPE_BYTES,
+    TARGET_ID,
+    JobDocument,
+    JobInvalid,
+    parse_document,
+)
 from deskwatch_contract.jsonutil import JsonRejected, loads_object
 from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
 
 from . import config_change
 from .download import DownloadFailed, fetch_private
+from .ledger import Ledger
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +50,7 @@ KEYS_DIR = Path("/usr/share/deskwatch/keys/jobs")
 SERVICE = "deskwatch.service"
 SERVICE_USER = "deskwatch"
 RUNNING_SUFFIX = ".running"
-Install = Callable[[BinaryIO, str], None]  # (the bundle, open at its first byte; the job id)
+Install = Callable[[BinaryIO, JobDocument], None]  # (the bundle, open at its first byte; its job)
 
 
 @dataclass
@@ -185,16 +198,57 @@ def run_software(job: JobDocument, state_dir: Path, install: Install) -> Outcome
         return Outcome(job.job_id, job.kind, "failed", "download", str(exc))
     with bundle:
         try:
-            install(bundle, job.job_id)  # reboots into the trial slot on success
+            install(bundle, job)  # reboots into the trial slot on success
         except Exception as exc:
             return Outcome(job.job_id, job.kind, "failed", "install", str(exc)[:500])
     return Outcome(job.job_id, job.kind, "in_progress", "rebooting", f"trial boot of {job.artifact.version}")
 
 
-def _default_install(bundle: BinaryIO, job_id: str) -> None:
+def _default_install(bundle: BinaryIO, job: JobDocument) -> None:
     from deskwatch.update.install import System, install
 
-    install(System(), bundle, job_id=job_id)
+    assert job.artifact is not None
+    install(
+        System(),
+        bundle,
+        job_id=job.job_id,
+        expect_version=job.artifact.version,
+        allow_downgrade=job.artifact.allow_downgrade,
+    )
+
+
+def device_identity(config_path: Path) -> tuple[str, str]:
+    """(site, device id) as the config says: root reads it itself, never from the daemon
+    (whose user could otherwise have root run a job addressed to another desk).
+    ValueError says what is missing."""
+    try:
+        data = yaml.safe_load(config_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"{config_path} cannot be read: {exc}") from None
+    device = data.get("device") if isinstance(data, dict) else None
+    if not isinstance(device, dict):
+        raise ValueError(f"{config_path} has no device section")
+    site, device_id = device.get("site"), device.get("id")
+    for key, value in (("device.site", site), ("device.id", device_id)):
+        if not isinstance(value, str) or not TARGET_ID.fullmatch(value):
+            raise ValueError(f"{config_path}: {key} is missing or not an id")
+    return str(site), str(device_id)
+
+
+@dataclass
+class _Run:
+    """What every queued job of one run of the executor is checked and run with."""
+
+    queue: SafeDir
+    state_dir: Path
+    config_path: Path
+    done_dir: Path
+    services: Services
+    install: Install
+    keys: Any
+    timing: tuple[float, float]
+    device: tuple[str, str] | str  # (site, device id), or why the config does not say
+    ledger: Ledger
 
 
 def run_queued(
@@ -211,7 +265,9 @@ def run_queued(
 
     The queue is the service user's directory: it is opened without following a link
     (UnsafePath if it is one), and its files are read, renamed and removed by name in it,
-    never through a link (a planted link or FIFO is a rejected job, not a file elsewhere)."""
+    never through a link (a planted link or FIFO is a rejected job, not a file elsewhere).
+    Nothing in it is trusted but the signature: a job runs only if it is addressed to the
+    device the config names and is not in root's record of jobs already run (:mod:`.ledger`)."""
     queue_dir, done_dir = jobs_dirs(state_dir)
     services = services or Services()
     try:
@@ -228,52 +284,81 @@ def run_queued(
                 queue.remove(marker)
                 continue
             outcomes.append(recover_interrupted(queue, marker, config_path, done_dir, services))
-        keys = load_public_keys(keys_dir)
-        timing = (ready_timeout, settle)
-        for name in queue.names(".json"):
-            outcomes.append(_run_one(queue, name, state_dir, config_path, done_dir, services, install, keys, timing))
+        names = queue.names(".json")
+        if not names:
+            return outcomes
+        try:
+            device: tuple[str, str] | str = device_identity(config_path)
+        except ValueError as exc:
+            device = str(exc)
+        run = _Run(
+            queue,
+            state_dir,
+            config_path,
+            done_dir,
+            services,
+            install,
+            load_public_keys(keys_dir),
+            (ready_timeout, settle),
+            device,
+            Ledger(config_path),
+        )
+        for name in names:
+            outcomes.append(_run_one(run, name))
     return outcomes
 
 
-def _run_one(
-    queue: SafeDir,
-    name: str,
-    state_dir: Path,
-    config_path: Path,
-    done_dir: Path,
-    services: Services,
-    install: Install,
-    keys: Any,
-    timing: tuple[float, float],
-) -> Outcome:
+def _check(run: _Run, name: str) -> JobDocument | Outcome:
+    """The queued job, verified and fit to run here (and recorded as run), or why not."""
     job_id = name.removesuffix(".json")
-    marker = job_id + RUNNING_SUFFIX
     try:
-        envelope = loads_object(queue.read_bytes(name, MAX_ENVELOPE_BYTES), max_bytes=MAX_ENVELOPE_BYTES)
-        data, _kid = open_envelope(envelope, keys, ENVELOPE_SCHEMA)
+        envelope = loads_object(run.queue.read_bytes(name, MAX_ENVELOPE_BYTES), max_bytes=MAX_ENVELOPE_BYTES)
+        data, _kid = open_envelope(envelope, run.keys, ENVELOPE_SCHEMA)
         job = parse_document(data, now=datetime.now(UTC))
         if job.job_id != job_id:
             raise JobInvalid(f"queued as {job_id} but the document says {job.job_id}")
     except (OSError, ValueError, JsonRejected, SignatureRejected, JobInvalid) as exc:
-        outcome = Outcome(job_id, "unknown", "rejected", "verify", f"refused by the root side: {exc}"[:500])
+        return Outcome(job_id, "unknown", "rejected", "verify", f"refused by the root side: {exc}"[:500])
+    if isinstance(run.device, str):
+        return Outcome(job_id, job.kind, "rejected", "verify", f"cannot tell which device this is: {run.device}"[:500])
+    site, device_id = run.device
+    if not job.targets_device(site, device_id):
+        return Outcome(job_id, job.kind, "rejected", "verify", f"not addressed to this device ({site}/{device_id})")
+    if job.kind not in ("config", "software"):
+        return Outcome(job_id, job.kind, "rejected", "verify", f"{job.kind} jobs are run by the daemon")
+    try:
+        ran = run.ledger.load().get(job_id)
+        if ran is not None:
+            at = ran.get("at", "?") if isinstance(ran, dict) else "?"
+            return Outcome(job_id, job.kind, "rejected", "verify", f"already ran on this device ({at}): not run again")
+        run.ledger.add(job_id, job.kind)
+    except OSError as exc:
+        detail = f"cannot keep the record of jobs run, so none runs: {exc}"
+        return Outcome(job_id, job.kind, "failed", "record", detail[:500])
+    return job
+
+
+def _run_one(run: _Run, name: str) -> Outcome:
+    job_id = name.removesuffix(".json")
+    marker = job_id + RUNNING_SUFFIX
+    job = _check(run, name)
+    if isinstance(job, Outcome):
+        outcome = job
+    elif job.kind == "config":
+        ready_timeout, settle = run.timing
+        outcome = run_config(
+            job,
+            run.config_path,
+            run.services,
+            ready_timeout=ready_timeout,
+            settle=settle,
+            mark_running=lambda: run.queue.claim(name, marker),
+        )
     else:
-        if job.kind == "config":
-            ready_timeout, settle = timing
-            outcome = run_config(
-                job,
-                config_path,
-                services,
-                ready_timeout=ready_timeout,
-                settle=settle,
-                mark_running=lambda: queue.claim(name, marker),
-            )
-        elif job.kind == "software":
-            outcome = run_software(job, state_dir, install)
-        else:
-            outcome = Outcome(job_id, job.kind, "rejected", "verify", f"{job.kind} jobs are run by the daemon")
-    write_outcome(done_dir, outcome)
-    queue.remove(name)
-    queue.remove(marker)
+        outcome = run_software(job, run.state_dir, run.install)
+    write_outcome(run.done_dir, outcome)
+    run.queue.remove(name)
+    run.queue.remove(marker)
     log.info(
         "job %s (%s): %s at %s: %s",
         outcome.job_id,

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -167,6 +168,39 @@ def carry(src: Path, dst: Path) -> None:
         os.lchown(path, st.st_uid, st.st_gid)
 
 
+def version_key(version: str) -> tuple[Any, ...]:
+    """A version as something to compare: its numbers (``0.10.0`` after ``0.9.1``; ``0.9`` is
+    ``0.9.0``), a pre-release (``1.0.0rc1``) before its release, a ``+local`` part ignored.
+    UpdateError when it does not start with a number."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)*)([0-9A-Za-z.-]*)(?:\+[0-9A-Za-z.+-]*)?", version)
+    if not m:
+        raise UpdateError(f"{version!r} is not a version such as 0.2.0")
+    release = [int(part) for part in m.group(1).split(".")]
+    while len(release) > 1 and release[-1] == 0:
+        release.pop()
+    pre = tuple((1, int(t)) if t.isdigit() else (0, t.lower()) for t in re.findall(r"\d+|[A-Za-z]+", m.group(2)))
+    return (tuple(release), 0 if pre else 1, pre)
+
+
+def check_version(manifest: Manifest, running: str, *, expect: str | None, allow_downgrade: bool) -> None:
+    """The bundle is the version its job names, and not older than what runs unless allowed:
+    every old release stays signed, so an old bundle (or its replayed job) must not roll a
+    device back to its known bugs without someone saying so."""
+    if expect is not None and manifest.version != expect:
+        raise UpdateError(f"the bundle is deskwatch {manifest.version} but the job names {expect}")
+    if allow_downgrade:
+        return
+    try:
+        older = version_key(manifest.version) < version_key(running)
+    except UpdateError as exc:
+        raise UpdateError(f"cannot tell whether the bundle is older than what runs: {exc}") from None
+    if older:
+        raise UpdateError(
+            f"the bundle's deskwatch {manifest.version} is older than the running {running}: refused "
+            "(a downgrade needs a job signed with software.allow_downgrade, or --allow-downgrade)"
+        )
+
+
 def install(
     system: System,
     bundle: Path | BinaryIO,
@@ -174,22 +208,27 @@ def install(
     job_id: str | None = None,
     reboot: bool = True,
     progress: Progress | None = None,
+    expect_version: str | None = None,
+    allow_downgrade: bool = False,
 ) -> dict[str, Any]:
     """Write ``bundle`` to the inactive slot and (unless ``reboot`` is False) start its trial.
 
     ``bundle`` is a path (opened once here) or a file already open: the manifest is verified
     and the images are written from that one open file, never from a name that could meanwhile
-    name another (signed, older) bundle."""
+    name another (signed, older) bundle. ``expect_version``: the version the job names;
+    a bundle older than the running version needs ``allow_downgrade``."""
+    versions = (expect_version, allow_downgrade)
     if isinstance(bundle, Path):
         with open_bundle(bundle) as fh:
-            return _install(system, fh, str(bundle), job_id=job_id, reboot=reboot, progress=progress)
-    return _install(system, bundle, "the downloaded bundle", job_id=job_id, reboot=reboot, progress=progress)
+            return _install(system, fh, str(bundle), versions, job_id=job_id, reboot=reboot, progress=progress)
+    return _install(system, bundle, "the downloaded bundle", versions, job_id=job_id, reboot=reboot, progress=progress)
 
 
 def _install(
     system: System,
     bundle: BinaryIO,
     label: str,
+    versions: tuple[str | None, bool],
     *,
     job_id: str | None,
     reboot: bool,
@@ -210,6 +249,8 @@ def _install(
     keys = load_public_keys(system.keys_dir)
     say("verifying", f"{Path(label).name}: signature and manifest")
     manifest = read_manifest(bundle, keys, path=label)
+    expect_version, allow_downgrade = versions
+    check_version(manifest, system.installed_version(), expect=expect_version, allow_downgrade=allow_downgrade)
     state: dict[str, Any] = {
         "state": "installing",
         "version": manifest.version,
