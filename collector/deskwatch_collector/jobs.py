@@ -41,7 +41,7 @@ def make_job(
     job_id: str,
     kind: str,
     *,
-    devices: Sequence[str] = (),
+    devices: Sequence[Device | str] = (),
     sites: Sequence[str] = (),
     fleet: bool = False,
     config_set: dict[str, Any] | None = None,
@@ -49,11 +49,14 @@ def make_job(
     ttl: timedelta = timedelta(days=7),
     now: datetime | None = None,
 ) -> dict[str, Any]:
-    """A job document, validated by the same rules the device applies."""
+    """A job document, validated by the same rules the device applies.
+
+    ``devices``: (site, device_id) pairs or ``"site/device_id"``: a device id is unique
+    within its site only, so the document names both (a bare id is refused)."""
     issued = (now or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
     targets: dict[str, Any] = {"fleet": True} if fleet else {}
     if devices:
-        targets["devices"] = list(devices)
+        targets["devices"] = [d if isinstance(d, str) else f"{d[0]}/{d[1]}" for d in devices]
     if sites:
         targets["sites"] = list(sites)
     doc: dict[str, Any] = {
@@ -314,7 +317,7 @@ def run_command(args: Any) -> int:
         doc = make_job(
             job_id,
             args.kind,
-            devices=[d[1] for d in devices],
+            devices=[(d[0], d[1]) for d in devices],
             sites=args.site or [],
             fleet=args.fleet,
             config_set=config_set,

@@ -6,9 +6,13 @@ The collector signs one document per job (``deskwatch_contract.signing``, schema
 answers on ``jobs/progress`` until a final status. The document::
 
     {"schema": "deskwatch.job/1", "job_id": "cfg-2026-11-29-a", "kind": "config",
-     "targets": {"devices": ["desk-0042"]} | {"sites": ["acme"]} | {"fleet": true},
+     "targets": {"devices": ["acme/desk-0042"]} | {"sites": ["acme"]} | {"fleet": true},
      "issued_at": "2026-11-29T10:00:00Z", "expires_at": "2026-12-06T10:00:00Z",
      "config": {"set": {"schedule.scans_per_hour": 3}}}
+
+A device is named with its site (``site/device_id``, as in its topics): device ids are
+unique within a site only, and a job for ``acme/desk-1`` must not run on ``beta/desk-1``.
+A bare device id is refused (documents signed before the site was named in them).
 
 - ``config``: ``{"set": {dotted key: value}}``, applied to the device's config.yaml and
   validated exactly like ``deskwatch check-config`` before anything changes. The keys
@@ -42,6 +46,7 @@ FINAL = ("succeeded", "failed", "rejected")
 STATUSES = ("received", "queued", "in_progress", *FINAL)
 JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 TARGET_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DEVICE_TARGET = re.compile(r"[A-Za-z0-9_-]{1,64}/[A-Za-z0-9_-]{1,64}")  # site/device_id
 SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_ENVELOPE_BYTES = 64 * 1024
 MAX_ARTIFACT_BYTES = 2 * 1024**3
@@ -74,9 +79,10 @@ class JobDocument:
     artifact: Artifact | None = None
 
     def targets_device(self, site: str, device_id: str) -> bool:
+        """Is the device ``site``/``device_id`` one this job is for (by name, by site, the fleet)?"""
         if self.targets.get("fleet") is True:
             return True
-        return device_id in self.targets.get("devices", ()) or site in self.targets.get("sites", ())
+        return f"{site}/{device_id}" in self.targets.get("devices", ()) or site in self.targets.get("sites", ())
 
 
 def _time(value: Any, name: str) -> datetime:
@@ -125,14 +131,20 @@ def parse_document(data: dict[str, Any], now: datetime | None = None) -> JobDocu
         raise JobInvalid(f"kind must be one of {', '.join(KINDS)}")
     targets = data.get("targets")
     if not isinstance(targets, dict) or not targets:
-        raise JobInvalid("targets must be {devices: [...]}, {sites: [...]} or {fleet: true}")
+        raise JobInvalid("targets must be {devices: [site/device, ...]}, {sites: [...]} or {fleet: true}")
     for key, value in targets.items():
         if key == "fleet":
             if value is not True:
                 raise JobInvalid("targets.fleet must be true")
-        elif key in ("devices", "sites"):
+        elif key == "sites":
             if not isinstance(value, list) or not all(isinstance(v, str) and TARGET_ID.fullmatch(v) for v in value):
-                raise JobInvalid(f"targets.{key} must be a list of ids")
+                raise JobInvalid("targets.sites must be a list of site ids")
+        elif key == "devices":
+            if not isinstance(value, list) or not all(isinstance(v, str) and DEVICE_TARGET.fullmatch(v) for v in value):
+                raise JobInvalid(
+                    "targets.devices must be a list of site/device (e.g. acme/desk-0042): "
+                    "a device id alone names a desk at every site"
+                )
         else:
             raise JobInvalid(f"targets.{key[:40]}: unknown (devices, sites, fleet)")
     issued, expires = _time(data.get("issued_at"), "issued_at"), _time(data.get("expires_at"), "expires_at")

@@ -51,7 +51,9 @@ class Systemd(Services):
 
 
 class Device:
-    def __init__(self, root: Path, public: bytes, *, models_dir: Path | None = None, checks: Any = None) -> None:
+    def __init__(
+        self, root: Path, public: bytes, *, models_dir: Path | None = None, checks: Any = None, site: str = "acme"
+    ) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.state = root / "state"
         self.state.mkdir(mode=0o700)
@@ -60,7 +62,7 @@ class Device:
         (self.keys / "fleet.pub").write_bytes(public)
         self.config = root / "config.yaml"
         self.config.write_text(
-            f"device: {{id: desk-1, site: acme, worker_id: w-1}}\nstate_dir: {self.state}\n"
+            f"device: {{id: desk-1, site: {site}, worker_id: w-1}}\nstate_dir: {self.state}\n"
             "mqtt: {host: 127.0.0.1, tls: {enabled: false}}\n"
             f"camera: {{backend: replay, source: {REPO / 'demo/frames'}}}\n"
             "schedule: {mode: interval, interval_seconds: 300}\n"
@@ -70,7 +72,7 @@ class Device:
         self.swapped: list[Path] = []
         self.record: dict[str, Any] = {}
         self.agent = JobAgent(
-            site="acme",
+            site=site,
             device_id="desk-1",
             version="0.2.0",
             state_dir=self.state,
@@ -94,7 +96,7 @@ def keys() -> tuple[bytes, bytes]:
 
 def envelope(private: bytes, **kw: Any) -> bytes:
     kind = kw.pop("kind", "config")
-    kw.setdefault("devices", ["desk-1"])
+    kw.setdefault("devices", ["acme/desk-1"])
     doc = make_job(kw.pop("job_id", "job-1"), kind, now=kw.pop("now", NOW), **kw)
     return dumps_bytes(seal(doc, private, ENVELOPE_SCHEMA))
 
@@ -104,7 +106,7 @@ def test_only_signed_current_jobs_for_this_device_are_taken(tmp_path: Path, keys
     change = {"schedule.interval_seconds": 600}
     device.agent.handle_notify(envelope(generate_key()[0], config_set=change))
     device.agent.handle_notify(envelope(keys[0], config_set=change, now=NOW - timedelta(days=8), job_id="old"))
-    device.agent.handle_notify(envelope(keys[0], config_set=change, devices=["desk-2"], job_id="other"))
+    device.agent.handle_notify(envelope(keys[0], config_set=change, devices=["acme/desk-2"], job_id="other"))
     device.agent.handle_notify(b'{"schema": "deskwatch.job.signed/1", "key_id": ')
     tampered = json.loads(envelope(keys[0], config_set=change, job_id="t"))
     tampered["document"] = tampered["document"][:-4] + "AAA="
@@ -283,11 +285,14 @@ def test_the_daemons_mqtt_client_takes_a_retained_job_and_reports(
     cfg = load_config(path)
     prefix = f"deskwatch/v1/{cfg.device.site}/{cfg.device.id}/"
     raw = envelope(
-        keys[0], config_set={"schedule.interval_seconds": 60}, devices=[cfg.device.id], now=datetime.now(UTC)
+        keys[0],
+        config_set={"schedule.interval_seconds": 60},
+        devices=[f"{cfg.device.site}/{cfg.device.id}"],
+        now=datetime.now(UTC),
     )
     publish.single(prefix + "jobs/notify", raw, qos=1, retain=True, hostname="127.0.0.1", port=mosquitto.port)
     progress = Collector(mosquitto, prefix + "jobs/progress")
-    device = Device(tmp_path / "dev", keys[1])
+    device = Device(tmp_path / "dev", keys[1], site=cfg.device.site)
     delivery = build_delivery(cfg, models={})
     device.agent.publish = delivery.send_job_progress
     delivery.on_job(device.agent.handle_notify)
@@ -743,7 +748,9 @@ def test_root_runs_a_job_once_and_only_for_this_device(tmp_path: Path, keys: tup
     assert (outcome.status, outcome.step) == ("rejected", "verify") and "already ran" in outcome.detail
     assert interval() == 300 and systemd.restarts == 0 and not os.listdir(queue)
 
-    other = envelope(keys[0], job_id="cfg-other", devices=["desk-2"], config_set={"schedule.interval_seconds": 900})
+    other = envelope(
+        keys[0], job_id="cfg-other", devices=["acme/desk-2"], config_set={"schedule.interval_seconds": 900}
+    )
     (queue / "cfg-other.json").write_bytes(other)
     [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=systemd, settle=1)
     assert (outcome.status, outcome.step) == ("rejected", "verify") and "not addressed to this device" in outcome.detail
@@ -811,3 +818,42 @@ def test_no_job_runs_when_roots_record_of_jobs_run_could_be_rewritten(
     [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
     assert outcome.status == "failed" and "remove it to start the record afresh" in outcome.detail
     assert device.config.read_text() == before
+
+
+def test_a_job_for_one_sites_desk_is_not_taken_by_a_desk_of_the_same_name_elsewhere(
+    tmp_path: Path, keys: tuple[bytes, bytes]
+) -> None:
+    """Device ids are unique within a site only: a job names its devices as site/device, and
+    a document naming a bare device id (which desk-1?) is refused by the daemon and by root."""
+    from deskwatch_contract.jobs import JOB_SCHEMA
+
+    change = {"schedule.interval_seconds": 600}
+    acme = Device(tmp_path / "acme", keys[1])
+    beta = Device(tmp_path / "beta", keys[1], site="beta")
+    raw = envelope(keys[0], job_id="cfg-x", devices=["acme/desk-1"], config_set=change)
+    beta.agent.handle_notify(raw)
+    assert [(p["status"], p["detail"]) for p in beta.sent] == [("rejected", "not addressed to this device")]
+    acme.agent.handle_notify(raw)
+    assert acme.statuses() == [("received", "verify"), ("queued", "queued")]
+    (beta.state / "jobs/queue").mkdir(parents=True)
+    (beta.state / "jobs/queue/cfg-x.json").write_bytes(raw)  # the root side checks for itself
+    [outcome] = run_queued(beta.state, beta.config, keys_dir=beta.keys, services=Systemd([True]))
+    assert outcome.status == "rejected" and "not addressed to this device (beta/desk-1)" in outcome.detail
+    assert "600" not in beta.config.read_text()
+
+    bare = {
+        "schema": JOB_SCHEMA,
+        "job_id": "cfg-bare",
+        "kind": "config",
+        "targets": {"devices": ["desk-1"]},  # what the collector signed before the site was named
+        "issued_at": "2026-11-29T10:00:00Z",
+        "expires_at": "2026-12-06T10:00:00Z",
+        "config": {"set": change},
+    }
+    raw = dumps_bytes(seal(bare, keys[0], ENVELOPE_SCHEMA))
+    acme.agent.handle_notify(raw)
+    assert acme.sent[-1]["status"] == "rejected" and "site/device" in acme.sent[-1]["detail"]
+    (acme.state / "jobs/queue/cfg-bare.json").write_bytes(raw)
+    outcomes = run_queued(acme.state, acme.config, keys_dir=acme.keys, services=Systemd([True]), settle=1)
+    assert {o.job_id: o.status for o in outcomes} == {"cfg-x": "succeeded", "cfg-bare": "rejected"}
+    assert "site/device" in outcomes[-1].detail

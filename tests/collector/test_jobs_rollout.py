@@ -110,7 +110,7 @@ def test_a_rollout_to_100_devices_stops_at_the_failure_threshold(
 
 def test_the_collector_never_signs_a_job_a_device_would_refuse() -> None:
     with pytest.raises(JobInvalid, match="cannot be changed remotely"):
-        make_job("j1", "config", devices=["desk-1"], config_set={"device.id": "someone-else"})
+        make_job("j1", "config", devices=["acme/desk-1"], config_set={"device.id": "someone-else"})
     with pytest.raises(JobInvalid, match="cannot be changed remotely"):
         make_job("j2", "config", sites=["acme"], config_set={"mqtt.tls.key_file": "/tmp/k"})
     with pytest.raises(JobInvalid, match="expires_at"):
@@ -118,8 +118,12 @@ def test_the_collector_never_signs_a_job_a_device_would_refuse() -> None:
     software = {"url": "https://updates.example/u.bundle", "sha256": "0" * 64, "bytes": 1, "version": "0.3.0"}
     with pytest.raises(JobInvalid, match="allow_downgrade must be true or false"):
         make_job("j5", "software", fleet=True, artifact={**software, "allow_downgrade": "yes"})
-    doc = make_job("j4", "config", devices=["desk-1"], config_set=CHANGE, now=datetime(2026, 11, 29, tzinfo=UTC))
-    assert doc["expires_at"] == "2026-12-06T00:00:00Z" and doc["targets"] == {"devices": ["desk-1"]}
+    doc = make_job(
+        "j4", "config", devices=[("acme", "desk-1")], config_set=CHANGE, now=datetime(2026, 11, 29, tzinfo=UTC)
+    )
+    assert doc["expires_at"] == "2026-12-06T00:00:00Z" and doc["targets"] == {"devices": ["acme/desk-1"]}
+    with pytest.raises(JobInvalid, match="site/device"):  # which desk-1? one at every site
+        make_job("j6", "config", devices=["desk-1"], config_set=CHANGE)
 
 
 def test_waves_take_the_rest_last() -> None:
@@ -161,3 +165,38 @@ def test_the_command_finds_a_sites_devices_and_rolls_out(
     ]
     changed = {d.device_id for d in fleet.devices.values() if "600" in d.config.read_text()}
     assert changed == {d.device_id for d in fleet.devices.values() if d.site == "site-1"}
+
+
+@pytest.mark.timeout(120)
+def test_the_command_signs_a_device_with_its_site(
+    tmp_path: Path, mosquitto: Broker, keys: tuple[bytes, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--device SITE/DEVICE: the signed document names the site too, so a desk of the same
+    name at another site refuses the job even if it reached its jobs/notify."""
+    import base64
+    import json
+
+    from deskwatch_collector.cli import main
+    from tests.support.mosquitto import Collector
+
+    fleet = SimFleet(tmp_path / "fleet", mosquitto.port, keys[1], ["full"] * 2, sites=2)
+    fleet.start()
+    notify = Collector(mosquitto, f"{topics.ROOT}/+/+/{topics.JOBS_NOTIFY}")
+    (tmp_path / "jobs.pem").write_bytes(keys[0])
+    try:
+        code = main(
+            [
+                "jobs", "start", "--broker", f"127.0.0.1:{mosquitto.port}", "--signing-key", str(tmp_path / "jobs.pem"),
+                "--kind", "config", "--set", "schedule.interval_seconds=600", "--device", "site-1/desk-001",
+                "--job-id", "cfg-one", "--wave-timeout", "20",
+            ]
+        )  # fmt: skip
+        assert notify.wait_for(lambda got: any(m.payload for m in got), 10)
+    finally:
+        fleet.stop()
+        notify.close()
+    assert code == 0, capsys.readouterr()
+    envelope = json.loads(next(m.payload for m in notify.messages if m.payload))
+    assert json.loads(base64.b64decode(envelope["document"]))["targets"] == {"devices": ["site-1/desk-001"]}
+    changed = {(d.site, d.device_id) for d in fleet.devices.values() if "600" in d.config.read_text()}
+    assert changed == {("site-1", "desk-001")}
