@@ -857,3 +857,105 @@ def test_a_job_for_one_sites_desk_is_not_taken_by_a_desk_of_the_same_name_elsewh
     outcomes = run_queued(acme.state, acme.config, keys_dir=acme.keys, services=Systemd([True]), settle=1)
     assert {o.job_id: o.status for o in outcomes} == {"cfg-x": "succeeded", "cfg-bare": "rejected"}
     assert "site/device" in outcomes[-1].detail
+
+
+class Dripping:
+    """An HTTP server that sends its answer one byte at a time, each just inside a read
+    timeout: in the body, or already in the status line and headers."""
+
+    def __init__(self, body: bytes, *, headers_too: bool, pause: float = 0.3) -> None:
+        import socket
+        import threading
+
+        self.body, self.headers_too, self.pause = body, headers_too, pause
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        self.stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            conn, _ = self.server.accept()
+            with conn:
+                conn.recv(4096)
+                head = f"HTTP/1.1 200 OK\r\nContent-Length: {len(self.body)}\r\n\r\n".encode()
+                if not self.headers_too:
+                    conn.sendall(head)
+                for b in (head if self.headers_too else b"") + self.body:
+                    if self.stop.wait(self.pause):
+                        return
+                    conn.sendall(bytes([b]))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.server.close()
+
+
+@pytest.mark.parametrize("headers_too", [False, True])
+def test_a_download_ends_at_its_deadline_however_slowly_the_server_sends(tmp_path: Path, headers_too: bool) -> None:
+    """The read timeout is per read: a server (or anyone on the path of an http:// URL) that
+    sends a byte just inside it would hold root's job runner for bytes x timeout. The whole
+    download has a deadline from the signed size at a minimum rate, with a floor."""
+    import time
+
+    from deskwatch.jobs.download import DownloadFailed, fetch
+    from deskwatch_contract.jobs import Artifact
+
+    body = b"x" * 40
+    server = Dripping(body, headers_too=headers_too)
+    artifact = Artifact(f"http://127.0.0.1:{server.port}/b", hashlib.sha256(body).hexdigest(), len(body))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DownloadFailed, match=r"not downloaded within 1 s"):
+            fetch(artifact, tmp_path / "out", timeout=1.0, floor=1.0, min_rate=1024.0)
+    finally:
+        server.close()
+    assert time.monotonic() - t0 < 3.0
+    assert not list(tmp_path.iterdir())  # no .part left
+
+
+def test_a_software_job_cut_off_ends_failed_instead_of_running_again(tmp_path: Path, keys: tuple[bytes, bytes]) -> None:
+    """systemd's time limit (or a power cut) ends a run in the middle of a software job: the
+    next run reports it failed instead of starting it again and again (deskwatch-jobs.path
+    restarts the service while its queue file is there). If the install got as far as the
+    A/B record, the record has the job's word and nothing is reported twice."""
+    import os
+
+    device = Device(tmp_path, keys[1])
+    bundle = tmp_path / "update.bundle"
+    bundle.write_bytes(b"bundle bytes")
+    artifact = {"url": f"file://{bundle}", "sha256": hashlib.sha256(b"bundle bytes").hexdigest(), "bytes": 12}
+
+    def killed(bundle: Any, job: Any) -> None:
+        raise PowerCut
+
+    queue = device.state / "jobs/queue"
+    installs: list[str] = []
+
+    def cut_off_then_run_again(job_id: str, record: dict[str, Any]) -> list[Any]:
+        raw = envelope(keys[0], kind="software", artifact={**artifact, "version": "0.3.0"}, job_id=job_id)
+        device.agent.handle_notify(raw)
+        with pytest.raises(PowerCut):
+            run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]), install=killed)
+        [marker] = os.listdir(queue)
+        assert marker == f"{job_id}.running" and (queue / marker).stat().st_mode & 0o777 == 0o600
+        device.agent.handle_notify(raw)  # the retained copy again: not queued a second time
+        assert os.listdir(queue) == [marker]
+        outcomes = run_queued(
+            device.state,
+            device.config,
+            keys_dir=device.keys,
+            services=Systemd([True]),
+            install=lambda bundle, job: installs.append(job.job_id),
+            update_record=lambda: record,
+        )
+        assert installs == [] and os.listdir(queue) == []
+        return outcomes
+
+    [outcome] = cut_off_then_run_again("sw-1", {})
+    assert (outcome.kind, outcome.status, outcome.step) == ("software", "failed", "interrupted")
+    assert "nothing was installed" in outcome.detail
+    # installed and rebooting when it was cut off: the A/B record reports it after the trial boot
+    assert cut_off_then_run_again("sw-2", {"job_id": "sw-2", "state": "trying"}) == []

@@ -8,6 +8,13 @@ Two ways, by who downloads:
   any file there - e.g. an older bundle, signed all the same, over the one root just
   hashed. So the download has no name to swap (``O_TMPFILE``), is checked through the
   descriptor root keeps, and that descriptor is what the installer reads.
+
+A download has a deadline: the signed size at :data:`MIN_RATE`, and never less than
+:data:`FLOOR_S`. The read timeout alone is per read, so a server (or anyone on the path of
+an ``http://`` URL) that sends a byte now and then, just inside it, would hold root's job
+runner - and every job queued behind it - for size x timeout. At the deadline the
+connection's socket is shut down, which ends a read blocked in it wherever it is: in the
+TLS handshake, the headers or the body.
 """
 
 from __future__ import annotations
@@ -15,30 +22,121 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import http.client
 import os
 import secrets
+import socket
+import threading
+import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from deskwatch.system.files import create_new, open_dir, remove, replace_within
 from deskwatch_contract.jobs import Artifact
 
 CHUNK = 256 * 1024
+MIN_RATE = 256 * 1024  # bytes/s (2 Mbit/s): slower than this, a download is given up
+FLOOR_S = 120.0  # however small the artifact
 
 
 class DownloadFailed(Exception):
     """The artifact could not be fetched or is not the one the job names."""
 
 
-def _stream(artifact: Artifact, fd: int, timeout: float) -> None:
-    """Write the artifact to ``fd`` (no more than the bytes the job names), sync it and
-    check what went out: size and sha256 as the job names them."""
+class _Deadline:
+    """Shuts down every connection a download opens once its time is up."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.end = time.monotonic() + seconds
+        self.expired = False
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def watch(self, sock: socket.socket) -> None:
+        # a descriptor of our own on the socket: TLS takes the original over, and ours is never reused
+        mine = sock.dup()
+        with self._lock:
+            self._sockets.append(mine)
+            if self.expired:
+                self._shut(mine)
+
+    @staticmethod
+    def _shut(sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                self._shut(sock)
+
+    def passed(self) -> bool:
+        return self.expired or time.monotonic() >= self.end
+
+    def close(self) -> None:
+        self._timer.cancel()
+        with self._lock:
+            for sock in self._sockets:
+                sock.close()
+            self._sockets.clear()
+
+
+def _watched(base: type[http.client.HTTPConnection], deadline: _Deadline) -> Any:
+    """``base`` whose sockets ``deadline`` may shut down (each registered as it is created)."""
+
+    class Watched(base):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # http.client makes each connection's socket with self._create_connection
+            create: Callable[..., socket.socket] = getattr(self, "_create_connection", socket.create_connection)
+
+            def created(*a: Any, **kw: Any) -> socket.socket:
+                sock = create(*a, **kw)
+                deadline.watch(sock)
+                return sock
+
+            self._create_connection = created
+
+    return Watched
+
+
+def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
+    class HTTP(urllib.request.HTTPHandler):
+        def http_open(self, req: Any) -> Any:
+            return self.do_open(_watched(http.client.HTTPConnection, deadline), req)
+
+    class HTTPS(urllib.request.HTTPSHandler):
+        def https_open(self, req: Any) -> Any:
+            context = getattr(self, "_context", None)
+            return self.do_open(_watched(http.client.HTTPSConnection, deadline), req, context=context)
+
+    return urllib.request.build_opener(HTTP(), HTTPS())
+
+
+def deadline_for(size: int, *, min_rate: float | None = None, floor: float | None = None) -> float:
+    """Seconds a download of ``size`` bytes may take."""
+    return max(FLOOR_S if floor is None else floor, size / (MIN_RATE if min_rate is None else min_rate))
+
+
+def _stream(artifact: Artifact, fd: int, timeout: float, seconds: float) -> None:
+    """Write the artifact to ``fd`` (no more than the bytes the job names) within ``seconds``,
+    sync it and check what went out: size and sha256 as the job names them."""
     digest, size = hashlib.sha256(), 0
+    deadline = _Deadline(seconds)
+    too_slow = f"{artifact.url}: not downloaded within {seconds:.0f} s (the job's {artifact.bytes} bytes)"
     try:
-        with urllib.request.urlopen(artifact.url, timeout=timeout) as response:
+        with _opener(deadline).open(artifact.url, timeout=timeout) as response:
             while chunk := response.read(CHUNK):
+                if deadline.passed():
+                    raise DownloadFailed(too_slow)
                 size += len(chunk)
                 if size > artifact.bytes:
                     raise DownloadFailed(f"{artifact.url} is larger than the {artifact.bytes} bytes the job names")
@@ -46,9 +144,15 @@ def _stream(artifact: Artifact, fd: int, timeout: float) -> None:
                 view = memoryview(chunk)
                 while view:
                     view = view[os.write(fd, view) :]
+        if deadline.passed():
+            raise DownloadFailed(too_slow)
         os.fsync(fd)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        if deadline.passed():
+            raise DownloadFailed(too_slow) from None
         raise DownloadFailed(f"cannot download {artifact.url}: {exc}") from None
+    finally:
+        deadline.close()
     _verify(artifact, digest.hexdigest(), size)
 
 
@@ -69,13 +173,23 @@ def _read_back(artifact: Artifact, fd: int) -> None:
     os.lseek(fd, 0, os.SEEK_SET)
 
 
-def fetch(artifact: Artifact, dest: Path, *, timeout: float = 60.0) -> Path:
-    """Download ``artifact`` to ``dest`` (via a temporary file beside it); DownloadFailed otherwise."""
+def fetch(
+    artifact: Artifact,
+    dest: Path,
+    *,
+    timeout: float = 60.0,
+    min_rate: float | None = None,
+    floor: float | None = None,
+) -> Path:
+    """Download ``artifact`` to ``dest`` (via a temporary file beside it); DownloadFailed otherwise.
+
+    ``timeout``: for each read; the whole download: :func:`deadline_for`."""
+    seconds = deadline_for(artifact.bytes, min_rate=min_rate, floor=floor)
     tmp = dest.with_name(dest.name + ".part")
     # a link planted at the .part name is replaced, not followed
     fd = create_new(tmp, 0o644)
     try:
-        _stream(artifact, fd, timeout)
+        _stream(artifact, fd, timeout, seconds)
     except BaseException:
         remove(tmp)
         raise
@@ -106,17 +220,26 @@ def _nameless_file(directory: Path) -> int:
         os.close(dir_fd)
 
 
-def fetch_private(artifact: Artifact, directory: Path, *, timeout: float = 60.0) -> BinaryIO:
+def fetch_private(
+    artifact: Artifact,
+    directory: Path,
+    *,
+    timeout: float = 60.0,
+    min_rate: float | None = None,
+    floor: float | None = None,
+) -> BinaryIO:
     """Download ``artifact`` into a file without a name in ``directory``, check it through
     that descriptor and return it open at its first byte; DownloadFailed otherwise.
 
-    Read it through the returned file only: there is no name to open it by again."""
+    Read it through the returned file only: there is no name to open it by again.
+    ``timeout``: for each read; the whole download: :func:`deadline_for`."""
+    seconds = deadline_for(artifact.bytes, min_rate=min_rate, floor=floor)
     try:
         fd = _nameless_file(directory)
     except OSError as exc:
         raise DownloadFailed(f"cannot create the download in {directory}: {exc}") from None
     try:
-        _stream(artifact, fd, timeout)
+        _stream(artifact, fd, timeout, seconds)
         _read_back(artifact, fd)
         return os.fdopen(fd, "rb")
     except BaseException:

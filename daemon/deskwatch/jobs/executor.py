@@ -171,9 +171,38 @@ def run_config(
     return Outcome(job.job_id, job.kind, "failed", "health check", detail, rolled_back=True)
 
 
-def recover_interrupted(queue: SafeDir, marker: str, config_path: Path, done_dir: Path, services: Services) -> Outcome:
-    """A config job cut off (power, a killed service) between its swap and its verdict."""
+def _kind_run(config_path: Path, job_id: str) -> str:
+    """What root's record says job ``job_id`` was (a marker from before the record: config)."""
+    try:
+        entry = Ledger(config_path).load().get(job_id)
+    except OSError:
+        return "config"
+    return str(entry.get("kind", "config")) if isinstance(entry, dict) else "config"
+
+
+def recover_interrupted(
+    queue: SafeDir,
+    marker: str,
+    config_path: Path,
+    done_dir: Path,
+    services: Services,
+    update_record: Callable[[], dict[str, Any]] = dict,
+) -> Outcome | None:
+    """A job cut off (power, a killed service, the service's time limit) after it was claimed:
+    a config job between its swap and its verdict, a software job in its download or install.
+    None when the A/B record already holds the software job's outcome (the install got that far)."""
     job_id = marker.removesuffix(RUNNING_SUFFIX)
+    if _kind_run(config_path, job_id) == "software":
+        record = update_record()
+        queue.remove(marker)
+        if record.get("job_id") == job_id and record.get("state") not in (None, "installing"):
+            log.info("job %s: the update record has it (%s)", job_id, record.get("state"))
+            return None
+        detail = "interrupted during its download or install (power cut, restart or time limit); nothing was installed"
+        log.error("job %s: %s", job_id, detail)
+        outcome = Outcome(job_id, "software", "failed", "interrupted", detail)
+        write_outcome(done_dir, outcome)
+        return outcome
     back = config_change.changed_by(config_path, job_id) and config_change.restore(config_path)
     if back:
         services.restart(SERVICE)
@@ -251,6 +280,12 @@ class _Run:
     ledger: Ledger
 
 
+def _update_record() -> dict[str, Any]:
+    from deskwatch.update.slots import read_state
+
+    return read_state()
+
+
 def run_queued(
     state_dir: Path,
     config_path: Path,
@@ -260,6 +295,7 @@ def run_queued(
     install: Install = _default_install,
     ready_timeout: float = 300.0,
     settle: float = 20.0,
+    update_record: Callable[[], dict[str, Any]] = _update_record,
 ) -> list[Outcome]:
     """Run every queued job, oldest first; each gets an outcome file.
 
@@ -283,7 +319,9 @@ def run_queued(
                 log.error("job queue: %s was not made by the job runner; ignored and removed", marker)
                 queue.remove(marker)
                 continue
-            outcomes.append(recover_interrupted(queue, marker, config_path, done_dir, services))
+            recovered = recover_interrupted(queue, marker, config_path, done_dir, services, update_record)
+            if recovered is not None:
+                outcomes.append(recovered)
         names = queue.names(".json")
         if not names:
             return outcomes
@@ -355,7 +393,14 @@ def _run_one(run: _Run, name: str) -> Outcome:
             mark_running=lambda: run.queue.claim(name, marker),
         )
     else:
-        outcome = run_software(job, run.state_dir, run.install)
+        try:
+            # cut off from here (a power cut, the service's time limit), the next run reports it
+            # failed (recover_interrupted) instead of starting it again and again
+            run.queue.claim(name, marker)
+        except OSError as exc:
+            outcome = Outcome(job_id, job.kind, "failed", "queue", f"cannot take the job from the queue: {exc}")
+        else:
+            outcome = run_software(job, run.state_dir, run.install)
     write_outcome(run.done_dir, outcome)
     run.queue.remove(name)
     run.queue.remove(marker)
