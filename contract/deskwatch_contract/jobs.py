@@ -94,7 +94,10 @@ def _time(value: Any, name: str) -> datetime:
         raise JobInvalid(f"{name} = {value[:40]!r} is not an RFC 3339 time") from None
     if parsed.tzinfo is None:
         raise JobInvalid(f"{name} must carry a time zone (Z)")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is before the first time there is in UTC
+        raise JobInvalid(f"{name} = {value[:40]!r} is out of range") from None
 
 
 def _artifact(data: Any, kind: str) -> Artifact:

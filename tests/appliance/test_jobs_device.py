@@ -959,3 +959,40 @@ def test_a_software_job_cut_off_ends_failed_instead_of_running_again(tmp_path: P
     assert "nothing was installed" in outcome.detail
     # installed and rebooting when it was cut off: the A/B record reports it after the trial boot
     assert cut_off_then_run_again("sw-2", {"job_id": "sw-2", "state": "trying"}) == []
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("issued_at", "0001-01-01T00:00:00+01:00"), ("expires_at", "9999-12-31T23:59:59-01:00")]
+)
+def test_a_signed_time_out_of_range_is_a_rejected_job_not_a_crash(
+    tmp_path: Path, keys: tuple[bytes, bytes], field: str, value: str
+) -> None:
+    """A time that leaves datetime's range in UTC: the daemon answers rejected naming the
+    field, and root rejects it too instead of leaving it queued (restarted for ever)."""
+    import re
+
+    from deskwatch_contract.jobs import JOB_SCHEMA, JobInvalid, parse_document
+
+    doc = {
+        "schema": JOB_SCHEMA,
+        "job_id": "j1",
+        "kind": "config",
+        "targets": {"fleet": True},
+        "issued_at": "2026-11-29T10:00:00Z",
+        "expires_at": "2026-12-06T10:00:00Z",
+        "config": {"set": {"schedule.interval_seconds": 600}},
+        field: value,
+    }
+    with pytest.raises(JobInvalid, match=re.escape(f"{field} = '{value}' is out of range")):
+        parse_document(doc)
+    raw = dumps_bytes(seal(doc, keys[0], ENVELOPE_SCHEMA))
+    device = Device(tmp_path, keys[1])
+    device.agent.handle_notify(raw)
+    assert [(p["status"], p["job_id"]) for p in device.sent] == [("rejected", "j1")]
+    assert field in device.sent[0]["detail"] and "out of range" in device.sent[0]["detail"]
+    queue = device.state / "jobs/queue"
+    queue.mkdir(parents=True)
+    (queue / "j1.json").write_bytes(raw)
+    [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
+    assert outcome.status == "rejected" and field in outcome.detail
+    assert not list(queue.iterdir()) and "600" not in device.config.read_text()
