@@ -996,3 +996,46 @@ def test_a_signed_time_out_of_range_is_a_rejected_job_not_a_crash(
     [outcome] = run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]))
     assert outcome.status == "rejected" and field in outcome.detail
     assert not list(queue.iterdir()) and "600" not in device.config.read_text()
+
+
+@pytest.mark.parametrize("fails", ["publish", "fsync"])
+def test_a_failure_after_the_model_swap_keeps_the_models_current_points_to(
+    tmp_path: Path, keys: tuple[bytes, bytes], monkeypatch: pytest.MonkeyPatch, fails: str
+) -> None:
+    """Once models/current names the new directory, the job is done: a progress message the
+    outbox cannot take (a full disk) or a directory sync that fails must not delete the
+    directory current points to (and with it an earlier model job's model)."""
+    import os
+
+    import deskwatch.jobs.agent as agent_module
+
+    installed = small_models(tmp_path / "installed", {"a.tflite": b"a v1", "b.tflite": b"b v1"})
+    device = Device(tmp_path / "dev", keys[1], models_dir=installed)
+    device.agent.handle_notify(model_job(keys[0], tmp_path, b"a v2", "a.tflite", job_id="job-a"))
+    device.agent.join()
+    assert device.statuses()[-1] == ("succeeded", "swapped"), device.sent
+    sent = device.sent
+
+    def publish(payload: dict[str, Any]) -> None:
+        if fails == "publish" and payload["job_id"] == "job-b" and payload["status"] == "succeeded":
+            raise OSError(28, "No space left on device")
+        sent.append(payload)
+
+    real_fsync_dir = agent_module.fsync_dir
+
+    def fsync_dir(path: Path) -> None:
+        if fails == "fsync" and path == device.state / "models":
+            raise OSError(5, "Input/output error")
+        real_fsync_dir(path)
+
+    device.agent.publish = publish
+    monkeypatch.setattr(agent_module, "fsync_dir", fsync_dir)
+    device.agent.handle_notify(model_job(keys[0], tmp_path, b"b v2", "b.tflite", job_id="job-b"))
+    device.agent.join()
+    current = device.state / "models/current"
+    assert os.readlink(current) == "job-job-b" and current.is_dir()
+    assert (current / "a.tflite").read_bytes() == b"a v2" and (current / "b.tflite").read_bytes() == b"b v2"
+    assert active_models_dir(device.state, installed) == current and device.swapped[-1] == current
+    assert not [p for p in sent if p["job_id"] == "job-b" and p["status"] == "failed"]
+    if fails == "fsync":
+        assert sent[-1]["status"] == "succeeded" and sent[-1]["job_id"] == "job-b"

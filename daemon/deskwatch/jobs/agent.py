@@ -204,6 +204,8 @@ class JobAgent:
     def _run_model(self, job: JobDocument) -> None:
         try:
             self._build_model(job)
+        except Exception as exc:  # reporting the failure failed too (a full disk): said in the journal
+            log.error("job %s (model): cannot report its outcome: %s", job.job_id, exc)
         finally:
             with self._lock:
                 self._running.discard(job.job_id)
@@ -238,14 +240,10 @@ class JobAgent:
             tmp.unlink(missing_ok=True)
             os.symlink(staging.name, tmp)
             os.replace(tmp, current)  # what the daemon loads from now on, across restarts
-            fsync_dir(base)
-            self.models_dir = current  # the next model job starts from these, not the installed ones
-            if self.swap:
-                self.swap(current)
-            self._say(job.job_id, "succeeded", kind=job.kind, step="swapped", detail=detail)
         except (DownloadFailed, JobInvalid, OSError, ValueError, yaml.YAMLError) as exc:
             shutil.rmtree(staging, ignore_errors=True)
             self._say(job.job_id, "failed", kind=job.kind, step="model", detail=str(exc), rolled_back=True)
+            return
         except Exception as exc:  # the model's selftest: any failure keeps the old model
             shutil.rmtree(staging, ignore_errors=True)
             self._say(
@@ -256,6 +254,23 @@ class JobAgent:
                 detail=f"{exc}; kept the old model",
                 rolled_back=True,
             )
+            return
+        self._commit_model(job, current, detail)
+
+    def _commit_model(self, job: JobDocument, current: Path, detail: str) -> None:
+        """After ``current`` names the new directory the job is done, whatever fails next: undoing
+        it here would delete the directory current names (and an earlier model job's model with it)."""
+        self.models_dir = current  # the next model job starts from these, not the installed ones
+        try:
+            fsync_dir(current.parent)
+        except OSError as exc:
+            log.warning("job %s: the models swap may not survive a power cut: %s", job.job_id, exc)
+        if self.swap:
+            try:
+                self.swap(current)
+            except Exception as exc:
+                detail += f"; the scan loop takes it at its next start ({exc})"
+        self._say(job.job_id, "succeeded", kind=job.kind, step="swapped", detail=detail)
 
     def join(self, timeout: float = 30.0) -> None:
         for thread in self._threads:
@@ -276,14 +291,18 @@ def active_models_dir(state_dir: Path, default: Path) -> Path:
     ``current`` links the files the job did not replace to the installed ones. A software
     update may have replaced those since: then ``current``'s manifest names hashes the
     linked files no longer have, the daemon would refuse them and every such update
-    would roll back, so the installed models are used instead."""
+    would roll back, so the installed models are used instead. A link to an earlier model
+    job's file (one job built on another) is the jobs' own: no update replaces it."""
     current = state_dir / "models" / CURRENT_MODELS
     if not (current / "manifest.yaml").is_file():
         return default
     ours, installed = _model_hashes(current), _model_hashes(default)
+    jobs_dir = current.parent.resolve()
     for file, sha256 in ours.items():
         path = current / file
-        if path.is_symlink() and (not path.exists() or installed.get(file) != sha256):
+        if not path.is_symlink():
+            continue
+        if not path.exists() or (path.resolve().parent.parent != jobs_dir and installed.get(file) != sha256):
             log.warning(
                 "a software update replaced the models a model job had built on; using the installed ones (%s)",
                 file,
