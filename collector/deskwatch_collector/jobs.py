@@ -27,7 +27,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from deskwatch_contract import topics
 from deskwatch_contract.cliargs import seconds, seconds_at_least, share
-from deskwatch_contract.jobs import ENVELOPE_SCHEMA, FINAL, JOB_SCHEMA, parse_document
+from deskwatch_contract.jobs import ENVELOPE_SCHEMA, FINAL, JOB_SCHEMA, TARGET_ID, parse_document
 from deskwatch_contract.jsonutil import JsonRejected, dumps_bytes, loads_object
 from deskwatch_contract.signing import seal
 
@@ -292,19 +292,68 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--discover-seconds", type=seconds, default=3.0, help="time to collect retained status messages")
 
 
-def run_command(args: Any) -> int:
+class BadArgument(ValueError):
+    """A command-line argument that cannot be used; the message names it and says why."""
+
+
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` (the value is YAML: 3, true, [09:00, '15:00']) as a change."""
     import yaml
 
+    changes: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise BadArgument(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            changes[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as exc:
+            where = getattr(exc, "problem", None) or "cannot be parsed"
+            raise BadArgument(f"--set {item!r}: the value is not YAML ({where})") from None
+    return changes
+
+
+def parse_waves(text: str) -> list[int]:
+    """``--waves 1,5,25``: positive wave sizes."""
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    if not parts or not all(x.isdigit() and int(x) > 0 for x in parts):
+        raise BadArgument(f"--waves {text!r}: expected wave sizes such as 1,5,25 (whole numbers above 0)")
+    return [int(x) for x in parts]
+
+
+def parse_devices(items: Sequence[str]) -> list[Device]:
+    """``--device SITE/DEVICE`` (a device id is unique within its site only)."""
+    devices = []
+    for item in items:
+        site, sep, device_id = item.partition("/")
+        if not sep or not TARGET_ID.fullmatch(site) or not TARGET_ID.fullmatch(device_id):
+            raise BadArgument(f"--device {item!r}: expected SITE/DEVICE, e.g. acme/desk-0042 (letters, digits, _ -)")
+        devices.append((site, device_id))
+    return devices
+
+
+def parse_broker(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = text, "1883"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise BadArgument(f"--broker {text!r}: expected HOST:PORT, e.g. broker.example:8883")
+    return host or "127.0.0.1", int(port)
+
+
+def run_command(args: Any) -> int:
     from deskwatch_contract.jobs import JobInvalid
 
-    host, _, port = str(args.broker).rpartition(":")
-    config_set = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            print(f"--set {item!r}: expected KEY=VALUE", file=sys.stderr)
-            return 2
-        config_set[key.strip()] = yaml.safe_load(value)
+    try:  # every argument checked before anything connects
+        host, port = parse_broker(str(args.broker))
+        config_set = parse_set(args.set)
+        sizes = parse_waves(str(args.waves))
+        devices = parse_devices(args.device or [])
+        if args.allow_downgrade and args.kind != "software":
+            raise BadArgument("--allow-downgrade: only for --kind software")
+    except BadArgument as exc:
+        print(f"deskwatch-collector jobs: {exc}", file=sys.stderr)
+        return 2
     artifact = None
     if args.kind != "config":
         artifact = {"url": args.url, "sha256": args.sha256, "bytes": args.bytes}
@@ -312,19 +361,18 @@ def run_command(args: Any) -> int:
         if args.kind == "software" and args.allow_downgrade:
             artifact["allow_downgrade"] = True
     job_id = args.job_id or f"{args.kind}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    devices = [tuple(d.split("/", 1)) for d in args.device or []]
     try:
         doc = make_job(
             job_id,
             args.kind,
-            devices=[(d[0], d[1]) for d in devices],
+            devices=devices,
             sites=args.site or [],
             fleet=args.fleet,
             config_set=config_set,
             artifact=artifact,
         )
         private_pem = open(args.signing_key, "rb").read()  # noqa: SIM115 - read once
-    except (JobInvalid, OSError, IndexError) as exc:
+    except (JobInvalid, OSError) as exc:
         print(f"deskwatch-collector jobs: {exc}", file=sys.stderr)
         return 2
     statuses: list[tuple[str, bytes]] = []
@@ -341,7 +389,7 @@ def run_command(args: Any) -> int:
         client.tls_set(ca_certs=args.ca_file, certfile=args.cert_file, keyfile=args.key_file)
     client.on_message = on_message
     try:
-        client.connect(host or "127.0.0.1", int(port or 1883), keepalive=30)
+        client.connect(host, port, keepalive=30)
     except (OSError, ValueError) as exc:
         print(f"deskwatch-collector jobs: cannot reach the broker {args.broker}: {exc}", file=sys.stderr)
         return 69
@@ -349,7 +397,7 @@ def run_command(args: Any) -> int:
     try:
         client.subscribe(f"{topics.ROOT}/+/+/{topics.JOBS_PROGRESS}", qos=1)
         if devices:
-            targets = sorted((str(d[0]), str(d[1])) for d in devices)
+            targets = sorted(set(devices))
         else:
             for site in args.site or ["+"]:
                 client.subscribe(f"{topics.ROOT}/{site}/+/{topics.STATUS}", qos=1)
@@ -358,7 +406,6 @@ def run_command(args: Any) -> int:
         if not targets:
             print("deskwatch-collector jobs: no target device found", file=sys.stderr)
             return 1
-        sizes = [int(x) for x in str(args.waves).split(",") if x.strip()]
         rollout = Rollout(
             client,
             doc,

@@ -200,3 +200,38 @@ def test_the_command_signs_a_device_with_its_site(
     assert json.loads(base64.b64decode(envelope["document"]))["targets"] == {"devices": ["site-1/desk-001"]}
     changed = {(d.site, d.device_id) for d in fleet.devices.values() if "600" in d.config.read_text()}
     assert changed == {("site-1", "desk-001")}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "schedule.fixed_times=[09:00"], "--set 'schedule.fixed_times=[09:00': the value is not YAML"),
+        (["--set", "=3"], "--set '=3': expected KEY=VALUE"),
+        (["--waves", "1,x"], "--waves '1,x': expected wave sizes such as 1,5,25"),
+        (["--waves", "1,0"], "--waves '1,0': expected wave sizes such as 1,5,25"),
+        (["--device", "desk-1"], "--device 'desk-1': expected SITE/DEVICE"),
+        (["--device", "acme/desk 1"], "--device 'acme/desk 1': expected SITE/DEVICE"),
+        (["--broker", "127.0.0.1:port"], "--broker '127.0.0.1:port': expected HOST:PORT"),
+    ],
+)
+def test_the_command_names_a_bad_argument_before_it_connects(
+    tmp_path: Path, keys: tuple[bytes, Path], capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    """Exit 2 with the argument and what is wrong with it - no traceback, no broker needed
+    (nothing listens on the port: a command that got as far as connecting would exit 69)."""
+    import socket
+
+    from deskwatch_collector.cli import main
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    (tmp_path / "jobs.pem").write_bytes(keys[0])
+    base = {"--set": "schedule.scans_per_hour=3", "--device": "acme/desk-1", "--broker": f"127.0.0.1:{free}"}
+    for flag, value in base.items():
+        if flag not in args:
+            args = [*args, flag, value]
+    code = main(["jobs", "start", "--kind", "config", "--signing-key", str(tmp_path / "jobs.pem"), *args])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message in err and "Traceback" not in err
