@@ -23,7 +23,9 @@ from deskwatch_contract.signing import generate_key, seal
 from tests.support.common import REPO
 
 MODELS = REPO / "models"
-NOW = datetime(2026, 11, 29, 10, 0, tzinfo=UTC)
+# the daemon's clock in these tests; root's side (run_queued) checks expiry on the real one,
+# so the jobs are issued now (a fixed day made every job expired a week after it)
+NOW = datetime.now(UTC).replace(microsecond=0)
 
 
 class Systemd(Services):
