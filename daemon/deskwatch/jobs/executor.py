@@ -198,7 +198,7 @@ def recover_interrupted(
         if record.get("job_id") == job_id and record.get("state") not in (None, "installing"):
             log.info("job %s: the update record has it (%s)", job_id, record.get("state"))
             return None
-        detail = "interrupted during its download or install (power cut, restart or time limit); nothing was installed"
+        detail = "interrupted during its download or install (power cut, restart or time limit); no slot was armed"
         log.error("job %s: %s", job_id, detail)
         outcome = Outcome(job_id, "software", "failed", "interrupted", detail)
         write_outcome(done_dir, outcome)
