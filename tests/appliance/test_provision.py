@@ -316,6 +316,19 @@ def test_reprovisioning_keeps_the_password_file_the_new_config_names(tmp_path: P
     assert [p.name for p in (tmp_path / "etc").iterdir()] == ["deskwatch"]
 
 
+def test_reprovisioning_keeps_roots_record_of_the_jobs_already_run(tmp_path: Path, pki: Pki, capsys: Any) -> None:
+    """Root's record of the remote jobs it ran lives beside the config: a new bundle replacing
+    /etc/deskwatch must keep it, or every signed job still unexpired could be run again."""
+    make_bundle(tmp_path, pki, device_id="desk-0042")
+    assert provision(tmp_path, "--skip-selftest") == 0
+    record = tmp_path / "etc/deskwatch/jobs-run.json"
+    record.write_text('{"ran": ["cfg-1"]}\n')
+    record.chmod(0o600)
+    make_bundle(tmp_path, pki, device_id="desk-0043")
+    assert provision(tmp_path, "--skip-selftest") == 0, capsys.readouterr().err
+    assert record.read_text() == '{"ran": ["cfg-1"]}\n' and stat.S_IMODE(record.stat().st_mode) == 0o600
+
+
 def test_a_password_file_missing_from_the_config_directory_changes_nothing(
     tmp_path: Path, pki: Pki, capsys: Any
 ) -> None:

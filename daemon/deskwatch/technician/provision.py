@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 import yaml
 
 from deskwatch.config import Config, ConfigError, load_config, load_config_text
+from deskwatch.jobs.ledger import NAME as JOBS_RUN  # root's record of the jobs run, beside the config
 from deskwatch.system.files import fill, fsync_dir, write_atomically
 from deskwatch.technician.service_user import SERVICE_USER
 from deskwatch_contract.configfile import is_section, section_fields
@@ -420,6 +421,10 @@ def stage(bundle: Bundle, etc_dir: Path, service_user: str = SERVICE_USER) -> tu
         problems = carry_over(bundle.config_data, etc_dir, staging)
         if problems:
             raise BundleError(problems)
+        try:  # root's record of the remote jobs already run: a new bundle must not let them run again
+            _copy_old(etc_dir, staging, Path(JOBS_RUN))
+        except OSError as exc:
+            raise BundleError([f"cannot carry {etc_dir / JOBS_RUN} over into the new configuration: {exc}"]) from None
 
         # Validate against the staged files (their modes are final), every path inside
         # etc_dir read where it is staged (relative ones from staging's config.yaml); then
