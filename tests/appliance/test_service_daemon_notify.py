@@ -20,6 +20,21 @@ from tests.support.mosquitto import Broker
 from tests.support.service import NotifySocket
 
 ALL_WEEK = "shifts: [{days: [mon, tue, wed, thu, fri, sat, sun], start: '00:00', end: '24:00'}]"
+# `deskwatch run` whose replay camera hangs in its read, like a camera driver that never returns
+# a frame, until a file appears (the replay camera itself refuses what could block it: a FIFO)
+STALLED_CAMERA = """
+import sys, time
+from pathlib import Path
+from deskwatch import cli
+from deskwatch.camera import replay
+release, read = Path(sys.argv[2]), replay.load_image
+def stalled(path, **options):
+    while not release.exists():
+        time.sleep(0.1)
+    return read(path, **options)
+replay.load_image = stalled
+sys.exit(cli.main(["run", "--config", sys.argv[1]]))
+"""
 
 
 def write_config(tmp_path: Path, broker: Broker, camera: str, schedule: str) -> Path:
@@ -39,14 +54,16 @@ mqtt: {{host: 127.0.0.1, port: {broker.port}, tls: {{enabled: false}}}}
 def start_daemon(notify_socket: NotifySocket, tmp_path: Path) -> Iterator[object]:
     procs: list[tuple[subprocess.Popen[bytes], IO[bytes]]] = []
 
-    def start(cfg: Path) -> subprocess.Popen[bytes]:
+    def start(cfg: Path, stall_until: Path | None = None) -> subprocess.Popen[bytes]:
+        """``stall_until``: the replay camera's reads block until that file exists."""
         env = {**os.environ, "NOTIFY_SOCKET": notify_socket.address, "WATCHDOG_USEC": "1500000"}
         env["DESKWATCH_LOG_TARGET"] = "stderr"
         env.pop("WATCHDOG_PID", None)
         log = open(tmp_path / "daemon.log", "wb")  # noqa: SIM115 - closed at teardown
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "deskwatch", "run", "--config", str(cfg)], env=env, stdout=log, stderr=log
-        )
+        argv = [sys.executable, "-m", "deskwatch", "run", "--config", str(cfg)]
+        if stall_until is not None:
+            argv = [sys.executable, "-c", STALLED_CAMERA, str(cfg), str(stall_until)]
+        proc = subprocess.Popen(argv, env=env, stdout=log, stderr=log)
         procs.append((proc, log))
         return proc
 
@@ -108,18 +125,15 @@ def test_daemon_speaks_sd_notify(tmp_path: Path, mosquitto: Broker, notify_socke
 def test_hung_camera_read_stops_the_pings(
     tmp_path: Path, mosquitto: Broker, notify_socket: NotifySocket, start_daemon
 ) -> None:
-    # A replay "image" that is a FIFO without a writer: reading it blocks, like a
-    # camera driver that never returns a frame.
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    fifo = frames / "frame.jpg"
-    os.mkfifo(fifo)
-    camera = f"{{backend: replay, source: {frames}, burst_frames: 1, burst_seconds: 0, open_timeout_seconds: 1}}"
+    # The replay camera's read blocks, like a camera driver that never returns a frame,
+    # until the test releases it.
+    release = tmp_path / "release"
+    camera = f"{{backend: replay, source: {PHOTOS / 'single_04.jpg'}, burst_frames: 1, burst_seconds: 0, open_timeout_seconds: 1}}"
     schedule = f"{{mode: interval, interval_seconds: 5, require_synced_clock: false, {ALL_WEEK}}}"
     cfg = write_config(tmp_path, mosquitto, camera, schedule)
     text = cfg.read_text() + "policy: {rules: {away_from_desk: {confirm_after_seconds: 1}}}\n"
     cfg.write_text(text)
-    proc = start_daemon(cfg)
+    proc = start_daemon(cfg, stall_until=release)
 
     def stalled(seen: list[tuple[float, str]]) -> bool:
         pings = [t for t, m in seen if m == "WATCHDOG=1"]
@@ -135,8 +149,7 @@ def test_hung_camera_read_stops_the_pings(
     assert last_ping - ready_at > 30, last_ping - ready_at
     assert "made no progress" in log.read_text()
 
-    # the read returns (EOF: not an image): the scan fails cleanly and the pings resume
-    fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-    os.close(fd)
+    # the read returns: the scan goes on and the pings resume
+    release.touch()
     resumed = collect(notify_socket, proc, lambda s: any(m == "WATCHDOG=1" for _, m in s), 30)
     assert any(m == "WATCHDOG=1" for _, m in resumed), log.read_text()[-3000:]
