@@ -121,9 +121,9 @@ def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(HTTP(), HTTPS())
 
 
-def deadline_for(size: int, *, min_rate: float | None = None, floor: float | None = None) -> float:
+def deadline_for(size: int, *, min_rate: float = MIN_RATE, floor: float = FLOOR_S) -> float:
     """Seconds a download of ``size`` bytes may take."""
-    return max(FLOOR_S if floor is None else floor, size / (MIN_RATE if min_rate is None else min_rate))
+    return max(floor, size / min_rate)
 
 
 def _stream(artifact: Artifact, fd: int, timeout: float, seconds: float) -> None:
@@ -178,8 +178,8 @@ def fetch(
     dest: Path,
     *,
     timeout: float = 60.0,
-    min_rate: float | None = None,
-    floor: float | None = None,
+    min_rate: float = MIN_RATE,
+    floor: float = FLOOR_S,
 ) -> Path:
     """Download ``artifact`` to ``dest`` (via a temporary file beside it); DownloadFailed otherwise.
 
@@ -225,8 +225,8 @@ def fetch_private(
     directory: Path,
     *,
     timeout: float = 60.0,
-    min_rate: float | None = None,
-    floor: float | None = None,
+    min_rate: float = MIN_RATE,
+    floor: float = FLOOR_S,
 ) -> BinaryIO:
     """Download ``artifact`` into a file without a name in ``directory``, check it through
     that descriptor and return it open at its first byte; DownloadFailed otherwise.
