@@ -428,23 +428,102 @@ def test_templates_readable_by_others_are_refused_when_they_cannot_be_made_priva
     assert templates is not None and problem is None and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it writes as root into another user's directory")
-def test_templates_enrolled_as_root_belong_to_the_state_directorys_owner(tmp_path: Path) -> None:
-    """`sudo deskwatch enroll` writes into the service user's state directory: the files must
-    be that user's, or the daemon (User=deskwatch) cannot read them and its identity check is
-    silently off."""
+@pytest.fixture
+def reachable(tmp_path: Path) -> Any:
+    """A folder another user can reach, as /var/lib is (pytest's own are root's alone)."""
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="deskwatch-identity-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+def service_state(base: Path) -> tuple[Path, Any]:
     import pwd
 
     nobody = pwd.getpwnam("nobody")
-    state = tmp_path / "state"
+    state = base / "state"
     state.mkdir(mode=0o700)
     os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    return state, nobody
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it writes as root into another user's directory")
+def test_templates_enrolled_as_root_belong_to_the_state_directorys_owner(tmp_path: Path, reachable: Path) -> None:
+    """`sudo deskwatch enroll` writes into the service user's state directory: the files must
+    be that user's, or the daemon (User=deskwatch) cannot read them and its identity check is
+    silently off."""
+    state, nobody = service_state(reachable)
     path = save_templates(state, "w-1", np.ones((2, 128)), backend="tflite", model_sha256="0" * 64)
     for p in (path, path.parent):
         assert (p.stat().st_uid, p.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid), p
     assert stat.S_IMODE(path.stat().st_mode) == 0o600 and stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     mine = save_templates(tmp_path / "own", "w-1", np.ones((2, 128)), backend="tflite", model_sha256="0" * 64)
     assert mine.stat().st_uid == 0  # a directory root owns keeps root's files
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it writes as root into another user's directory")
+@pytest.mark.parametrize("planted", ["templates", "templates/w-1.npz"])
+def test_enrolling_as_root_follows_no_link_the_service_user_put_in_its_state_directory(
+    reachable: Path, planted: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The service user (a compromised daemon) made templates/ a link to a directory root owns
+    (/etc/sudoers.d, /etc/systemd/system): `sudo deskwatch enroll` chmod'ed it 0700, gave it to
+    that user and wrote into it - root for the taking. Now root writes there as the directory's
+    owner would, and the link is refused saying so."""
+    import pwd
+
+    state, nobody = service_state(reachable)
+    victim = reachable / "sudoers.d"
+    victim.mkdir(mode=0o750)
+    (victim / "README").write_text("root's")
+    if planted == "templates":
+        (state / "templates").symlink_to(victim)
+    else:  # a directory of its own, holding a link where the file goes
+        (state / "templates").mkdir(mode=0o700)
+        os.chown(state / "templates", nobody.pw_uid, nobody.pw_gid)
+        (state / planted).symlink_to(victim / "w-1.npz")
+    os.lchown(state / planted, nobody.pw_uid, nobody.pw_gid)
+    try:
+        save_templates(state, "w-1", np.ones((2, 128)), backend="tflite", model_sha256="0" * 64)
+    except OSError as exc:
+        assert planted == "templates", exc
+        assert "symbolic link" in str(exc), exc
+    st = victim.stat()
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, 0o750)
+    assert sorted(p.name for p in victim.iterdir()) == ["README"]
+    if planted != "templates":  # the link is replaced by the file, which is the service user's
+        stored = state / planted
+        assert not stored.is_symlink() and stored.stat().st_uid == pwd.getpwnam("nobody").pw_uid
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: it writes as root into another user's directory")
+def test_sudo_enroll_in_a_fresh_process_stores_the_service_users_templates(reachable: Path) -> None:
+    """The whole command as a technician runs it: nothing it does with the service user's
+    rights may need what only root can reach (numpy's lazy imports from a Python under /root)."""
+    import pwd
+    import subprocess
+    import sys
+
+    from tests.support.common import PHOTOS, REPO
+
+    config = write_config(reachable)
+    nobody = pwd.getpwnam("nobody")
+    os.chown(reachable / "state", nobody.pw_uid, nobody.pw_gid)
+    argv = ["enroll", "--config", str(config), "--worker", "w-1", "--images", str(PHOTOS / "face_01.jpg")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(REPO / d) for d in ("daemon", "contract"))}
+    proc = subprocess.run(
+        [sys.executable, "-m", "deskwatch", *argv, "--min-images", "1", "--consent"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    stored = reachable / "state" / "templates" / "w-1.npz"
+    assert (stored.stat().st_uid, stat.S_IMODE(stored.stat().st_mode)) == (nobody.pw_uid, 0o600)
 
 
 def test_a_face_too_short_for_the_liveness_check_is_not_identity_checked() -> None:

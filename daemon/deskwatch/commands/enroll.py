@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -238,9 +239,9 @@ def run(args: argparse.Namespace) -> int:
             source=str(args.images or args.camera),
         )
     except OSError as exc:
+        hint = "" if os.geteuid() == 0 else "; run as root or as the deskwatch user"
         print(
-            f"deskwatch enroll: cannot store the templates under {cfg.state_dir}: {exc.strerror or exc}; "
-            "run as root or as the deskwatch user",
+            f"deskwatch enroll: cannot store the templates under {cfg.state_dir}: {exc.strerror or exc}{hint}",
             file=sys.stderr,
         )
         return exitcodes.FAIL

@@ -22,7 +22,9 @@ new enrolment instead.
 
 from __future__ import annotations
 
+import errno
 import importlib.util
+import io
 import logging
 import os
 import re
@@ -41,6 +43,7 @@ from deskwatch.domain import Box, Face
 from deskwatch.vision.faces import FaceAligner
 from deskwatch.vision.imageops import crop
 from deskwatch.vision.runtime import Model, sha256_file
+from deskwatch_contract.fsowner import as_owner_of
 
 log = logging.getLogger(__name__)
 
@@ -275,48 +278,45 @@ def save_templates(
 ) -> Path:
     """Write the worker's templates atomically, tagged with the backend and model that
     made them: directory 0700, file 0600. Written by root into a state directory another user
-    owns (the service user: ``deskwatch enroll`` run with sudo), both are given to that user:
-    the daemon runs as it, and a root-only file would leave its identity check off."""
+    owns (the service user: ``deskwatch enroll`` run with sudo), they are written with that
+    user's rights (:func:`deskwatch_contract.fsowner.as_owner_of`), so they are that user's
+    (the daemon runs as it, and a root-only file would leave its identity check off) and no
+    link that user put there makes root change or write anything it names."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown identity backend {backend!r}")
     path = template_path(state_dir, worker)
     directory = path.parent
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    os.chmod(directory, 0o700)
-    owner = _service_owner(Path(state_dir))
-    if owner is not None:
-        os.chown(directory, *owner)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)  # created 0600
-    try:
-        if owner is not None:
-            os.fchown(fd, *owner)
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(
-                fh,
-                encodings=np.asarray(encodings, dtype=np.float64),
-                source=np.array(source),
-                backend=np.array(backend),
-                model_sha256=np.array(model_sha256),
-                format=np.array(TEMPLATE_FORMAT),
+    # Made here, not below: the owner's rights may not reach the modules numpy would import
+    # while writing (a Python under /root), and nothing needs root's there but the write.
+    buf = io.BytesIO()
+    np.savez(
+        buf,
+        encodings=np.asarray(encodings, dtype=np.float64),
+        source=np.array(source),
+        backend=np.array(backend),
+        model_sha256=np.array(model_sha256),
+        format=np.array(TEMPLATE_FORMAT),
+    )
+    with as_owner_of(state_dir):
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if directory.is_symlink():
+            raise OSError(
+                errno.ELOOP, f"{directory} is a symbolic link, not a folder: remove it (rm {directory}) and enrol again"
             )
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        os.chmod(directory, 0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)  # created 0600
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(buf.getvalue())
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.chmod(tmp, 0o600)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     log.info("stored %d face templates for worker %s (backend %s)", len(encodings), worker, backend)
     return path
-
-
-def _service_owner(state_dir: Path) -> tuple[int, int] | None:
-    """(uid, gid) to give the templates to: the state directory's owner, when root writes
-    them into a directory another user owns; else None (they stay the writer's)."""
-    if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        return None
-    info = state_dir.stat()
-    return (info.st_uid, info.st_gid) if info.st_uid != 0 else None
 
 
 def read_templates(state_dir: str | Path, worker: str) -> tuple[Templates | None, str | None]:
