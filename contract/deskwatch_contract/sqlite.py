@@ -3,8 +3,8 @@ transaction idiom and recovery from a corrupt file.
 
 - :func:`connect`: WAL, ``synchronous=FULL`` (a commit is on the disk when it returns:
   it survives a power cut, not only a killed process), autocommit mode so that
-  :func:`transaction` controls every transaction, the file made 0600; created by root in
-  a directory another user owns, the file is that user's (:func:`_create_as_directory_owner`).
+  :func:`transaction` controls every transaction, the file made 0600; opened by root in
+  a directory another user owns, with that user's rights, so the file is that user's.
 - :func:`transaction`: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error
   (SQLite may already have rolled back itself, e.g. on a full disk).
 - :func:`open_or_recover`: a database whose content is damaged (a failing SD card) is
@@ -33,6 +33,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from deskwatch_contract.fsowner import as_owner_of
 
 SIDE_FILES = ("", "-wal", "-shm")
 # what move_aside names a file set aside (and its side files, and a read-back's copy of it)
@@ -88,44 +90,37 @@ def connect(
 ) -> sqlite3.Connection:
     """An autocommit connection with WAL and ``synchronous=FULL``; the file is made 0600.
     ``secure_delete``: deleted content is overwritten with zeros (then :func:`truncate_wal`
-    after a purge, so that the log keeps no copy of it either)."""
-    _create_as_directory_owner(Path(path))
-    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        if foreign_keys:
-            db.execute("PRAGMA foreign_keys=ON")
-        if secure_delete:
-            db.execute("PRAGMA secure_delete=ON")
-    except sqlite3.DatabaseError:
-        db.close()
-        raise
-    with contextlib.suppress(OSError):  # not our file: leave its mode alone
-        os.chmod(path, 0o600)
+    after a purge, so that the log keeps no copy of it either).
+
+    Root opening a database in a directory another user owns (``sudo deskwatch selftest``
+    recording its camera use in the service user's state directory) opens it with that
+    user's rights (:func:`deskwatch_contract.fsowner.as_owner_of`): a file made there is that
+    user's, as the service needs (a root-owned one would stop it, exit 69), and a link that
+    user put there (``audit.sqlite3 -> /etc/nologin``) gets root nothing the user could not
+    do. (SQLite opens the WAL and shared-memory files later, but never through a link, and
+    as root gives them the database file's owner.)"""
+    where = _directory(path)
+    with as_owner_of(where) if where else contextlib.nullcontext():
+        db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=timeout)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            if foreign_keys:
+                db.execute("PRAGMA foreign_keys=ON")
+            if secure_delete:
+                db.execute("PRAGMA secure_delete=ON")
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
+        with contextlib.suppress(OSError):  # not our file: leave its mode alone
+            os.chmod(path, 0o600)
     return db
 
 
-def _create_as_directory_owner(path: Path) -> None:
-    """Root creating a database in a directory another user owns (``sudo deskwatch selftest``
-    recording its camera use in the service user's state directory) creates it as that user's.
-
-    A root-owned file there keeps the service from opening it (DatabaseUnavailable, exit 69,
-    until someone chowns it). The empty file is made and given away before SQLite opens it:
-    SQLite, running as root, gives the -wal and -shm files it creates the database file's owner."""
-    if os.geteuid() != 0 or str(path) == ":memory:" or str(path).startswith("file:"):
-        return
-    try:
-        owner = os.stat(path.parent)
-        if owner.st_uid == 0:
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except OSError:  # there already (FileExistsError), or sqlite3.connect says why it cannot be made
-        return
-    try:
-        os.fchown(fd, owner.st_uid, owner.st_gid)
-    finally:
-        os.close(fd)
+def _directory(path: str | os.PathLike[str]) -> str | None:
+    """The directory a database file is in; None for an in-memory database or a URI."""
+    text = os.fspath(path)
+    return None if text == ":memory:" or text.startswith("file:") else os.path.dirname(os.path.abspath(text))
 
 
 @contextmanager

@@ -4,8 +4,13 @@
 from __future__ import annotations
 
 import logging
+import os
+import pwd
+import shutil
 import sqlite3
 import stat
+import tempfile
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,6 +18,7 @@ import pytest
 
 from deskwatch.audit import AuditLog, audit_path
 from deskwatch.domain import CheckOutcome, ScanRecord
+from deskwatch_contract.sqlite import DatabaseUnavailable
 
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
@@ -53,3 +59,53 @@ def test_a_corrupt_trail_is_moved_aside_and_a_new_one_works(tmp_path: Path, capl
         log.close()
     with pytest.raises(sqlite3.DatabaseError):  # the kept file really is the corrupt one
         sqlite3.connect(str(log.recovered_from)).execute("SELECT 1 FROM scans").fetchall()
+
+
+@pytest.fixture
+def service_state() -> Iterator[Path]:
+    """The service user's state directory (nobody's), in a folder that user can reach."""
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="deskwatch-audit-"))
+    base.chmod(0o755)
+    state = base / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    yield state
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root's tools opening the service user's trail")
+@pytest.mark.parametrize("target", ["a name root may create", "an empty file root keeps"])
+def test_roots_tools_open_no_trail_the_service_user_linked_elsewhere(service_state: Path, target: str) -> None:
+    """The service user made audit.sqlite3 a link (to /etc/nologin, say); `sudo deskwatch
+    enroll --camera`, `aim`, `selftest` and `history` then created the file it named as root
+    (no non-root login works while /etc/nologin exists), or rewrote an empty one and made it
+    0600. Now root opens the trail with the directory owner's rights: the kernel refuses."""
+    roots = service_state.parent / "etc"
+    roots.mkdir(mode=0o755)
+    victim = roots / "nologin"
+    if target == "an empty file root keeps":
+        victim.write_bytes(b"")
+        victim.chmod(0o644)
+    link = audit_path(str(service_state))
+    link.symlink_to(victim)
+    os.lchown(link, pwd.getpwnam("nobody").pw_uid, -1)
+    with pytest.raises(DatabaseUnavailable):
+        AuditLog.for_state_dir(str(service_state))
+    kept = target == "an empty file root keeps"
+    assert sorted(p.name for p in roots.iterdir()) == (["nologin"] if kept else [])
+    if kept:
+        assert victim.read_bytes() == b"" and stat.S_IMODE(victim.stat().st_mode) == 0o644
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root writing into the service user's directory")
+def test_a_trail_root_starts_in_the_service_users_directory_is_that_users(service_state: Path) -> None:
+    """`sudo deskwatch aim` on a device whose daemon never ran: the daemon must be able to open it."""
+    log = AuditLog.for_state_dir(str(service_state))
+    try:
+        log.record_event("aim_capture", NOW, {"seconds": 1})
+    finally:
+        log.close()
+    nobody = pwd.getpwnam("nobody")
+    made = [p for p in service_state.iterdir()]
+    assert made and all((p.stat().st_uid, p.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid) for p in made), made
