@@ -116,6 +116,17 @@ def test_provision_unit_runs_before_daemon_once_bundle_present() -> None:
     assert "/etc" in p["ReadWritePaths"][0].split()
 
 
+def test_the_first_boot_selftest_can_record_its_camera_use_in_the_workers_history() -> None:
+    """Provisioning runs the selftest, which opens the camera and records that in the audit trail
+    in the daemon's state directory. Under ProtectSystem=strict a path not in ReadWritePaths is
+    read-only: the record was lost ("could not record the selftest capture") while the camera
+    ran, and `deskwatch history` never showed the first-boot check."""
+    state = unit_settings(SERVICE)["ReadWritePaths"][0].split()
+    writable = [p.lstrip("-") for p in unit_settings(PROVISION)["ReadWritePaths"][0].split()]
+    for path in state:
+        assert any(path == w or path.startswith(w.rstrip("/") + "/") for w in writable), (path, writable)
+
+
 @pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers missing")
 def test_sysusers_and_tmpfiles_create_user_and_dirs(tmp_path: Path) -> None:
     root = tmp_path / "root"
