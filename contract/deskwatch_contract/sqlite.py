@@ -256,6 +256,11 @@ def why_unusable(path: Path, exc: BaseException) -> str:
     """What keeps a (sound) database file from being used, and what to do about it."""
     me = _user(os.geteuid())
     kept = "it is left as it is (it is not damaged: nothing queued in it is lost)"
+    if _read_only(path.parent):  # access(2) says EROFS too: no mode or owner would help
+        return (
+            f"cannot use {path}: the file system holding it is mounted read-only; {kept}. A storage error makes "
+            "Linux remount an SD card read-only: check dmesg, and the card (fsck, or a new card) before starting again"
+        )
     for p, mode, fix in (
         (path.parent, os.R_OK | os.W_OK | os.X_OK, "700"),
         *((path.with_name(path.name + suffix), os.R_OK | os.W_OK, "600") for suffix in SIDE_FILES),
@@ -287,6 +292,13 @@ def why_unusable(path: Path, exc: BaseException) -> str:
         f"cannot use {path}: {exc}; {kept}. If another deskwatch process holds it, stop that one; "
         f"otherwise check the storage (dmesg) and start again"
     )
+
+
+def _read_only(directory: Path) -> bool:
+    try:
+        return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _user(uid: int) -> str:

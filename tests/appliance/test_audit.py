@@ -109,3 +109,35 @@ def test_a_trail_root_starts_in_the_service_users_directory_is_that_users(servic
     nobody = pwd.getpwnam("nobody")
     made = [p for p in service_state.iterdir()]
     assert made and all((p.stat().st_uid, p.stat().st_gid) == (nobody.pw_uid, nobody.pw_gid) for p in made), made
+
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None, reason="needs root and unshare(1) for a read-only mount"
+)
+def test_a_read_only_file_system_is_named_as_such_not_as_a_mode_to_fix(tmp_path: Path) -> None:
+    """A failing SD card is remounted read-only (ext4 errors=remount-ro): the daemon stopped
+    with "state has mode 0700 ... chmod 700 state", advice that changes nothing."""
+    import subprocess
+    import sys
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    AuditLog.for_state_dir(str(state)).close()
+    child = (
+        "import sys\nfrom deskwatch.audit import AuditLog\n"
+        "try:\n    AuditLog.for_state_dir(sys.argv[1])\nexcept Exception as exc:\n    print(exc)\n"
+    )
+    script = 'mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" "$1" && exec "$0" -c "$2" "$1"'
+    proc = subprocess.run(
+        ["unshare", "--mount", "sh", "-c", script, sys.executable, str(state), child],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0 and "permitted" in proc.stderr:
+        pytest.skip("mount namespaces not permitted here")
+    assert proc.returncode == 0, proc.stderr
+    message = proc.stdout
+    assert "read-only" in message and "dmesg" in message, message
+    assert "chmod" not in message, message
