@@ -649,3 +649,27 @@ def test_the_models_remedy_names_what_to_do_where_the_bad_file_is(
     assert row.status == FAIL and str(installed / broken.name) in row.detail, row
     assert "reinstall" in row.remedy and "sudo deskwatch update install BUNDLE" in row.remedy, row.remedy
     assert "deskwatch-models" not in row.detail + row.remedy
+
+
+def test_the_light_row_warns_of_a_lamp_in_an_unlit_room(tmp_path: Path) -> None:
+    """A bright lamp in a corner keeps the mean brightness at 48 while 81 % of the picture is
+    dark: the technician aiming the camera is told, since a frame like that with nobody seen in
+    it counts as too dark to check (vision.light.nobody_dark_fraction)."""
+    from datetime import UTC, datetime
+
+    import numpy as np
+
+    from deskwatch.config import load_config_text
+    from deskwatch.domain import Frame
+
+    cfg = load_config_text(f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {tmp_path}\n")
+    rng = np.random.default_rng(0)
+    room = rng.normal(12, 4, (480, 640, 3)).clip(0, 255).astype(np.uint8)  # an unlit room
+    room[:, 160:200] = 60  # a door frame: structure, not a blank wall
+    room[:170, :270] = 235  # the lamp
+    run = SelftestRun(cfg, frames=[Frame(room, datetime.now(UTC), 0)])
+    (light,) = selftest.check_light(run)
+    assert light.status == WARN and "most of the picture is dark" in light.detail, light
+    assert "too dark to check" in light.remedy
+    run = SelftestRun(cfg, frames=[Frame(np.full((480, 640, 3), 120, np.uint8) + room // 4, datetime.now(UTC), 0)])
+    assert selftest.check_light(run)[0].status == PASS

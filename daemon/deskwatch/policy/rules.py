@@ -96,7 +96,10 @@ def light_gate(analyses: list[FrameAnalysis], need: int) -> LightGate:
                     "low_light",
                     round(conf, 3),
                     a.frame_index,
-                    detail=f"too dark to check (mean brightness {a.light.mean_luma:.0f}/255)",
+                    detail=(
+                        f"too dark to check (mean brightness {a.light.mean_luma:.0f}/255, "
+                        f"{a.light.dark_fraction:.0%} of the picture dark)"
+                    ),
                 ),
             )
             obs = RuleResult("skipped", "too dark to check")

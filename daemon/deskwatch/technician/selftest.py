@@ -324,6 +324,15 @@ def check_light(run: SelftestRun) -> list[CheckResult]:
                 "light", FAIL, detail + f": too dark (needs > {limit:.0f})", "add light at the desk (a desk lamp)"
             )
         ]
+    if reading.dark_fraction >= run.cfg.vision.light.nobody_dark_fraction:
+        return [
+            CheckResult(
+                "light",
+                WARN,
+                detail + ": most of the picture is dark (a lamp or a window keeps the average up)",
+                "light the room: with nobody in view, a picture this dark counts as too dark to check",
+            )
+        ]
     if reading.mean_luma > 230:
         return [CheckResult("light", WARN, detail + ": overexposed", "turn the camera away from the window")]
     return [CheckResult("light", PASS, detail)]

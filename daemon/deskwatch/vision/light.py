@@ -3,12 +3,14 @@
 Cheap enough to run on every frame (a strided ~160 px luma view, well under a
 millisecond): too dark means the detectors' silence proves nothing (``low_light``,
 never ``away_from_desk``); a frame with no detail at all means the lens is covered
-or the camera faces a wall (``camera_obstructed``).
+or the camera faces a wall (``camera_obstructed``). A frame bright on average but mostly
+dark (a lamp or a screen in an unlit room) is judged after the detectors have looked:
+where they see nobody it is too dark as well (:func:`too_dark_to_see_nobody`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -36,6 +38,12 @@ class LightConfig:
     obstructed_relative_contrast: float = setting(
         0.06,
         doc="Spread relative to mean brightness below which a frame with little detail counts as a blank surface (camera facing a wall or covered by paper).",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    nobody_dark_fraction: float = setting(
+        0.6,
+        doc="A frame in which nobody is seen and at least this share of the picture is dark (below dark_pixel_luma) is too dark to check (low_light), whatever its mean brightness: a lamp, a screen or a window in view keeps the mean up while the rest of the room is too dark for the detectors' silence to prove the desk empty. The labelled photos are at most 0.54 dark; dimmed to near darkness with a lamp-sized bright patch in a corner, 6 of 276 views with a person in them were called away_from_desk at 0.59-0.85 dark. 1 turns it off.",
         minimum=0.0,
         maximum=1.0,
     )
@@ -81,3 +89,14 @@ def measure_light(image_rgb: np.ndarray, cfg: LightConfig) -> LightReading:
         low_light=low_light,
         obstructed=obstructed,
     )
+
+
+def too_dark_to_see_nobody(reading: LightReading, cfg: LightConfig) -> LightReading:
+    """The reading of a frame in which the detectors found nobody: too dark to check
+    (``low_light``) when most of it is dark (``nobody_dark_fraction``) even though its mean
+    brightness passed. A bright lamp, screen or window in view keeps the mean up; the rest
+    of the room, where the worker would sit, is too dark for "nobody seen" to mean "nobody
+    there" (the same reasoning as for a dark frame: never ``away_from_desk`` from darkness)."""
+    if reading.low_light or reading.obstructed or reading.dark_fraction < cfg.nobody_dark_fraction:
+        return reading
+    return replace(reading, low_light=True)
