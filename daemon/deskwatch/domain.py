@@ -192,6 +192,8 @@ class LightReading:
     detail: float  # mean absolute gradient: ~0 for a lens cap or a wall close up
     low_light: bool
     obstructed: bool
+    sharpness: float | None = None  # its sharpest edges (vision.light.edge_sharpness): measured where nobody was seen
+    blurred: bool = False  # obstructed because it is blurred (a misted or smeared lens), not because it is blank
 
 
 @dataclass

@@ -673,3 +673,19 @@ def test_the_light_row_warns_of_a_lamp_in_an_unlit_room(tmp_path: Path) -> None:
     assert "too dark to check" in light.remedy
     run = SelftestRun(cfg, frames=[Frame(np.full((480, 640, 3), 120, np.uint8) + room // 4, datetime.now(UTC), 0)])
     assert selftest.check_light(run)[0].status == PASS
+
+
+def test_the_light_row_warns_of_a_misted_lens(tmp_path: Path) -> None:
+    """A photo of a desk through a misted lens keeps its brightness and contrast: the light row
+    passed it. The technician is now told to clean the lens or check the focus."""
+    from datetime import UTC, datetime
+
+    from deskwatch.config import load_config_text
+    from deskwatch.domain import Frame
+    from tests.appliance.test_light import blurred, load
+
+    cfg = load_config_text(f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {tmp_path}\n")
+    desk = load(PHOTOS / "single_01.jpg")
+    (light,) = selftest.check_light(SelftestRun(cfg, frames=[Frame(blurred(desk, 20), datetime.now(UTC), 0)]))
+    assert light.status == WARN and "blurred" in light.detail and "clean the lens" in light.remedy, light
+    assert selftest.check_light(SelftestRun(cfg, frames=[Frame(desk, datetime.now(UTC), 0)]))[0].status == PASS

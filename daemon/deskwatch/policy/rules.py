@@ -77,15 +77,20 @@ def light_gate(analyses: list[FrameAnalysis], need: int) -> LightGate:
             conf = len(covered) / n
             obs = RuleResult(
                 "violation",
-                f"covered or pointed away in {len(covered)}/{n} frames",
+                f"covered, misted or pointed away in {len(covered)}/{n} frames",
                 Finding(
                     "camera_obstructed",
                     round(conf, 3),
                     a.frame_index,
-                    detail=f"no detail in the picture (contrast {a.light.contrast:.1f}, detail {a.light.detail:.2f})",
+                    detail=(
+                        f"the picture is blurred, no sharp edge anywhere (sharpness {a.light.sharpness:.3f}): "
+                        "a misted or smeared lens, or something translucent over it"
+                        if a.light.blurred
+                        else f"no detail in the picture (contrast {a.light.contrast:.1f}, detail {a.light.detail:.2f})"
+                    ),
                 ),
             )
-            low = RuleResult("skipped", "camera covered or pointed away")
+            low = RuleResult("skipped", "camera covered, misted or pointed away")
         else:
             a = darkest(dark)
             conf = len(dark) / n

@@ -306,7 +306,7 @@ def check_light(run: SelftestRun) -> list[CheckResult]:
     frame = run.snapshot_frame
     if frame is None:
         return [CheckResult("light", WARN, "no frame (camera failed)", "fix the camera first")]
-    from deskwatch.vision.light import measure_light
+    from deskwatch.vision.light import edge_sharpness, measure_light
 
     reading = measure_light(frame.image, run.cfg.vision.light)
     detail = (
@@ -331,6 +331,17 @@ def check_light(run: SelftestRun) -> list[CheckResult]:
                 WARN,
                 detail + ": most of the picture is dark (a lamp or a window keeps the average up)",
                 "light the room: with nobody in view, a picture this dark counts as too dark to check",
+            )
+        ]
+    sharp = edge_sharpness(frame.image)
+    if sharp < run.cfg.vision.light.nobody_blur_sharpness:
+        return [
+            CheckResult(
+                "light",
+                WARN,
+                detail + f": the picture is blurred (sharpness {sharp:.3f})",
+                "clean the lens, remove any film or tape over it, check the focus: with nobody in view, "
+                "a picture this blurred counts as a covered camera",
             )
         ]
     if reading.mean_luma > 230:

@@ -4,8 +4,9 @@ Cheap enough to run on every frame (a strided ~160 px luma view, well under a
 millisecond): too dark means the detectors' silence proves nothing (``low_light``,
 never ``away_from_desk``); a frame with no detail at all means the lens is covered
 or the camera faces a wall (``camera_obstructed``). A frame bright on average but mostly
-dark (a lamp or a screen in an unlit room) is judged after the detectors have looked:
-where they see nobody it is too dark as well (:func:`too_dark_to_see_nobody`).
+dark (a lamp or a screen in an unlit room), or blurred all over (a misted lens), is judged
+after the detectors have looked: where they see nobody it cannot be checked either
+(:func:`nobody_seen`).
 """
 
 from __future__ import annotations
@@ -44,6 +45,12 @@ class LightConfig:
     nobody_dark_fraction: float = setting(
         0.6,
         doc="A frame in which nobody is seen and at least this share of the picture is dark (below dark_pixel_luma) is too dark to check (low_light), whatever its mean brightness: a lamp, a screen or a window in view keeps the mean up while the rest of the room is too dark for the detectors' silence to prove the desk empty. The labelled photos are at most 0.54 dark; dimmed to near darkness with a lamp-sized bright patch in a corner, 6 of 276 views with a person in them were called away_from_desk at 0.59-0.85 dark. 1 turns it off.",
+        minimum=0.0,
+        maximum=1.0,
+    )
+    nobody_blur_sharpness: float = setting(
+        0.05,
+        doc="A frame in which nobody is seen and whose sharpest edges (the 99.5th percentile of the luma gradient on a 320 px preview, over the luma range) stay under this is too blurred to check (camera_obstructed): a misted or smeared lens, or translucent tape over it. The labelled photos score 0.17 and up as taken, 0.048 and up with a harsh blur of 3 px; blurred as a misted lens would (sigma 16 px at 640 px wide) at most 0.053, and 14 of 46 such views with people in them were away_from_desk. 0 turns it off.",
         minimum=0.0,
         maximum=1.0,
     )
@@ -91,12 +98,44 @@ def measure_light(image_rgb: np.ndarray, cfg: LightConfig) -> LightReading:
     )
 
 
-def too_dark_to_see_nobody(reading: LightReading, cfg: LightConfig) -> LightReading:
-    """The reading of a frame in which the detectors found nobody: too dark to check
-    (``low_light``) when most of it is dark (``nobody_dark_fraction``) even though its mean
-    brightness passed. A bright lamp, screen or window in view keeps the mean up; the rest
-    of the room, where the worker would sit, is too dark for "nobody seen" to mean "nobody
-    there" (the same reasoning as for a dark frame: never ``away_from_desk`` from darkness)."""
-    if reading.low_light or reading.obstructed or reading.dark_fraction < cfg.nobody_dark_fraction:
+SHARPNESS_WIDTH = 320  # the preview the sharpness is measured on: the same for every camera size
+
+
+def edge_sharpness(image_rgb: np.ndarray) -> float:
+    """The picture's sharpest edges against its brightness range: the 99.5th percentile of the
+    luma gradient on a 320 px wide preview (an area resize, so that the figure does not depend
+    on the camera's resolution), over the 1st-99th percentile range of luma. A sharp picture
+    has some edge that steps across much of its range within a pixel or two (even a smooth
+    portrait against a blurred background: eyes, hair); a blurred one has none anywhere."""
+    from deskwatch.vision.imageops import resize
+
+    h, w = image_rgb.shape[:2]
+    small = resize(
+        np.ascontiguousarray(image_rgb[..., :3]), SHARPNESS_WIDTH, max(3, round(h * SHARPNESS_WIDTH / w)), area=True
+    )
+    y = small.astype(np.float32) @ _LUMA
+    gx = (y[1:-1, 2:] - y[1:-1, :-2]) / 2
+    gy = (y[2:, 1:-1] - y[:-2, 1:-1]) / 2
+    lo, hi = np.percentile(y, [1, 99])
+    return float(np.percentile(np.hypot(gx, gy), 99.5) / max(float(hi - lo), 1.0))
+
+
+def nobody_seen(reading: LightReading, image_rgb: np.ndarray, cfg: LightConfig) -> LightReading:
+    """The reading of a frame in which the detectors found nobody, judged again: the
+    detectors' silence proves the desk empty only where they could have seen somebody.
+
+    - Mostly dark (``nobody_dark_fraction``) though its mean brightness passed: too dark to
+      check (``low_light``). A lamp, a screen or a window in view keeps the mean up; the
+      rest of the room, where the worker would sit, is too dark to see into.
+    - No sharp edge anywhere (:func:`edge_sharpness` under ``nobody_blur_sharpness``): the
+      lens is misted, smeared or covered by something translucent (``camera_obstructed``,
+      ``blurred``). Such a picture keeps its brightness and contrast, so the pixel
+      statistics alone let it through, and the detectors find nobody in it."""
+    if reading.low_light or reading.obstructed:
         return reading
-    return replace(reading, low_light=True)
+    if reading.dark_fraction >= cfg.nobody_dark_fraction:
+        return replace(reading, low_light=True)
+    sharp = round(edge_sharpness(image_rgb), 4)
+    if sharp < cfg.nobody_blur_sharpness:
+        return replace(reading, sharpness=sharp, obstructed=True, blurred=True)
+    return replace(reading, sharpness=sharp)

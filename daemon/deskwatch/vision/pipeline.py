@@ -40,7 +40,7 @@ from deskwatch.vision.identity import (
     check_compatible,
     read_templates,
 )
-from deskwatch.vision.light import measure_light, too_dark_to_see_nobody
+from deskwatch.vision.light import measure_light, nobody_seen
 from deskwatch.vision.liveness import LivenessChecker
 from deskwatch.vision.memory import trim_heap
 from deskwatch.vision.objects import COCO_LABELS, PHONE, ObjectDetector
@@ -262,8 +262,8 @@ class Vision:
             t3 = t4
         self.last_look = None
         if self.nobody_counted(detections, faces):
-            analysis.light = too_dark_to_see_nobody(light, self.cfg.light)
-            if analysis.light.low_light:  # as a dark frame: nothing to look closer at
+            analysis.light = nobody_seen(light, image, self.cfg.light)
+            if analysis.light.low_light or analysis.light.obstructed:  # as a dark or covered frame
                 analysis.detections, analysis.faces = detections, faces
                 timings["total"] = (time.perf_counter() - t0) * 1000
                 self.last_model_ms = model_ms
