@@ -468,3 +468,29 @@ def test_burst_in_flight_left_early_takes_no_more_frames() -> None:
             raise ValueError("bad frame")
     assert burst.captured == 1 and cam.captures == 1 and not cam.is_open
     assert time.monotonic() - t0 < 2.5  # closed soon after (~0.1 s), not at the next frame 3 s in
+
+
+@pytest.mark.parametrize("degrees", [90, 180, 270])
+def test_a_turned_camera_delivers_its_pictures_upright(tmp_path: Path, photos: Path, degrees: int) -> None:
+    """camera.rotation: a camera mounted upside down or on its side delivers the picture turned
+    that many degrees clockwise, whatever the backend: what the scan analyses stands upright."""
+    from deskwatch.config import load_config_text
+
+    upright = np.asarray(Image.open(photos / "single_01.jpg").convert("RGB"))
+    mounted = np.rot90(upright, degrees // 90)  # what the camera sees, turned the other way
+    Image.fromarray(mounted).save(tmp_path / "mounted.png")
+    cfg = load_config_text(
+        f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {tmp_path}\n"
+        f"camera: {{backend: replay, source: {tmp_path / 'mounted.png'}, rotation: {degrees}}}\n"
+    )
+    (frame,) = take_burst(open_camera(cfg.camera), 1, 0.0, SystemClock())
+    assert frame.image.flags.c_contiguous and np.array_equal(frame.image, upright)
+
+
+@pytest.mark.parametrize("value", ["45", "'180'", "-90"])
+def test_a_rotation_that_is_not_a_quarter_turn_is_refused_naming_the_choices(tmp_path: Path, value: str) -> None:
+    from deskwatch.config import ConfigError, load_config_text
+
+    with pytest.raises(ConfigError) as err:
+        load_config_text(f"device: {{id: d, site: s, worker_id: w}}\ncamera: {{rotation: {value}}}\n")
+    assert "camera.rotation" in str(err.value) and "one of 0, 90, 180, 270" in str(err.value)

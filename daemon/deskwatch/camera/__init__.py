@@ -29,7 +29,17 @@ from deskwatch.camera.config import CameraConfig
 from deskwatch.domain import Frame
 from deskwatch.schedule import Clock
 
-__all__ = ["BACKENDS", "DONE_POLL_SECONDS", "BurstInFlight", "Camera", "CameraError", "open_camera", "take_burst"]
+__all__ = [
+    "BACKENDS",
+    "DONE_POLL_SECONDS",
+    "BurstInFlight",
+    "Camera",
+    "CameraError",
+    "Turned",
+    "open_camera",
+    "take_burst",
+    "turned",
+]
 
 
 class CameraError(Exception):
@@ -57,11 +67,36 @@ BACKENDS = {
 
 
 def open_camera(cfg: CameraConfig) -> Camera:
-    """Build (not open) the configured backend."""
+    """Build (not open) the configured backend, its pictures turned upright (``camera.rotation``)."""
     module, _, cls = BACKENDS[cfg.backend].partition(":")
     factory = getattr(importlib.import_module(module), cls)
     camera: Camera = factory(cfg)
-    return camera
+    return Turned(camera, cfg.rotation) if cfg.rotation else camera
+
+
+def turned(image: np.ndarray, degrees: int) -> np.ndarray:
+    """``image`` turned ``degrees`` (a multiple of 90) clockwise, as a new contiguous array."""
+    return np.ascontiguousarray(np.rot90(image, -(degrees // 90) % 4))
+
+
+class Turned:
+    """A camera whose pictures are turned ``degrees`` clockwise (a camera mounted upside
+    down or on its side): everything after the camera sees the scene upright."""
+
+    def __init__(self, camera: Camera, degrees: int):
+        if degrees % 90:
+            raise ValueError(f"a camera is turned by a multiple of 90 degrees, not {degrees}")
+        self.camera, self.degrees = camera, degrees % 360
+        self.name = camera.name
+
+    def open(self) -> None:
+        self.camera.open()
+
+    def capture(self) -> np.ndarray:
+        return turned(self.camera.capture(), self.degrees)
+
+    def close(self) -> None:
+        self.camera.close()
 
 
 def take_burst(

@@ -25,6 +25,10 @@ class CameraConfig:
         1280, doc="Capture width in pixels (picamera2/v4l2 ask the camera for this size).", minimum=160, maximum=4096
     )
     height: int = setting(720, doc="Capture height in pixels.", minimum=120, maximum=3072)
+    rotation: Literal[0, 90, 180, 270] = setting(
+        0,
+        doc="Degrees the camera's picture is turned clockwise to stand upright, before anything looks at it: 180 for a camera module mounted upside down (its ribbon cable leaving at the top), 90 or 270 for one on its side. The selftest's orientation row says which is needed. Upside down the detectors misread people: on the repo's photos turned over, 3 of 42 desks with somebody at them were called empty, a mouth holding nothing was eating a sandwich, a phone in the hand was at the ear. Costs one copy of each frame (~1 ms at 1280x720).",
+    )
     burst_frames: int = setting(
         5, doc="Frames per scan. A finding must persist across the burst.", minimum=1, maximum=30
     )
