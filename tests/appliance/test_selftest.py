@@ -689,3 +689,45 @@ def test_the_light_row_warns_of_a_misted_lens(tmp_path: Path) -> None:
     (light,) = selftest.check_light(SelftestRun(cfg, frames=[Frame(blurred(desk, 20), datetime.now(UTC), 0)]))
     assert light.status == WARN and "blurred" in light.detail and "clean the lens" in light.remedy, light
     assert selftest.check_light(SelftestRun(cfg, frames=[Frame(desk, datetime.now(UTC), 0)]))[0].status == PASS
+
+
+def test_orientation_rows() -> None:
+    from deskwatch.config import load_config_text
+
+    cfg = load_config_text("device: {id: d, site: s, worker_id: w}\ncamera: {rotation: 90}\n")
+    run = SelftestRun(cfg, face_turns={0: 0.0, 90: 0.91, 180: 0.0, 270: 0.0})
+    row = selftest.check_orientation(run)[0]
+    assert row.status == WARN and "turned 90° clockwise" in row.detail
+    assert "set camera.rotation: 180" in row.remedy  # on top of the 90 already configured
+    run.face_turns = {0: 0.93, 90: 0.0, 180: 0.6, 270: 0.0}
+    assert selftest.check_orientation(run)[0].status == PASS
+    run.face_turns = {0: 0.0, 90: 0.0, 180: 0.0, 270: 0.0}
+    row = selftest.check_orientation(run)[0]
+    assert row.status == WARN and row.detail.startswith("not checked: no face in view")
+    assert selftest.check_orientation(SelftestRun(cfg))[0].detail == "not checked (no analysed frame)"
+
+
+@pytest.mark.skipif(not MODELS_READY, reason="models/ not built")
+@pytest.mark.parametrize("photo", ["single_01.jpg", "face_03.jpg"])
+def test_the_selftest_tells_an_upside_down_camera_and_the_rotation_that_rights_it(tmp_path: Path, photo: str) -> None:
+    """A camera module mounted upside down: the orientation row names camera.rotation: 180;
+    with it set, the same camera's picture is upright and the row passes."""
+    from PIL import Image
+
+    from deskwatch.config import load_config_text
+
+    mounted = tmp_path / "mounted.png"
+    Image.open(PHOTOS / photo).rotate(180).save(mounted)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    checks = {n: selftest.CHECKS[n] for n in ("camera", "models", "orientation")}
+    rows = {}
+    for rotation in (0, 180):
+        cfg = load_config_text(
+            f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {state}\n"
+            f"camera: {{backend: replay, source: {mounted}, rotation: {rotation}, burst_frames: 3}}\n"
+        )
+        rows[rotation] = run_selftest(cfg, checks=checks).results[-1]
+    assert rows[0].name == "orientation" and rows[0].status == WARN, rows[0]
+    assert "turned 180° clockwise" in rows[0].detail and "set camera.rotation: 180" in rows[0].remedy
+    assert rows[180].status == PASS and rows[180].detail.startswith("upright"), rows[180]
