@@ -169,14 +169,18 @@ def validate(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def normalise_reason(value: Any, *, required: bool) -> str:
-    """A pause or scan reason: text of at most 120 characters, no control characters,
-    whitespace collapsed (the same rule for MQTT, the local socket and the CLI)."""
+    """A pause or scan reason: text of at most 120 characters, no control characters or lone
+    surrogates, whitespace collapsed (the same rule for MQTT, the local socket and the CLI)."""
     if not isinstance(value, str) or (required and not value.strip()):
         raise CommandRejected('reason must be non-empty text, e.g. "fetch water"')
     if len(value) > MAX_REASON:
         raise CommandRejected(f"reason is {len(value)} characters; at most {MAX_REASON}")
     if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
         raise CommandRejected("reason contains control characters")
+    # A lone UTF-16 surrogate ("\ud800" in JSON, or argv bytes that are not UTF-8) is no text:
+    # it cannot be encoded to UTF-8, and the health that carries the pause's reason would fail.
+    if any("\ud800" <= c <= "\udfff" for c in value):
+        raise CommandRejected("reason is not text: it holds a lone UTF-16 surrogate (send it as UTF-8)")
     return " ".join(value.split())
 
 

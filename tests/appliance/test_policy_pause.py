@@ -56,6 +56,9 @@ def test_evaluate_during_a_pause_skips_every_rule():
         ("water", 2.5, "whole number"),
         ("water", True, "whole number"),
         (None, 5, "reason must be non-empty"),
+        # bytes that are not UTF-8 on 'deskwatch pause --reason' arrive as lone surrogates: no
+        # text, and the health carrying the reason could not be encoded (the daemon died on it)
+        ("water \udcff", 5, "lone UTF-16 surrogate"),
     ],
 )
 def test_bad_pause_requests_are_refused_with_a_reason(reason, mins, message):

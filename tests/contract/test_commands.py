@@ -81,6 +81,17 @@ def test_valid_commands_reach_the_handler_normalised() -> None:
         ),
         ("pause", b'{"schema": "deskwatch.cmd.pause/1", "request_id": "r", "reason": "   ", "minutes": 5}', "reason"),
         ("pause", b'{"schema": "deskwatch.cmd.pause/1", "reason": "x", "minutes": 5}', "request_id is required"),
+        # valid JSON of ASCII bytes, but no text: a health carrying this reason crashed the daemon
+        (
+            "pause",
+            b'{"schema": "deskwatch.cmd.pause/1", "request_id": "r", "reason": "lunch \\ud800", "minutes": 5}',
+            "lone UTF-16 surrogate",
+        ),
+        (
+            "scan",
+            b'{"schema": "deskwatch.cmd.scan/1", "request_id": "r", "reason": "\\udfff"}',
+            "lone UTF-16 surrogate",
+        ),
         ("resume", b'{"schema": "deskwatch.cmd.resume/1", "request_id": "a b"}', "request_id must be"),
         (
             "activity",
