@@ -146,14 +146,14 @@ def refusal(m: MqttConfig, refused: ReasonCode, client_id: str) -> Problem:
         return Problem(
             "not-authorized",
             f"broker {where} refused this device ({refused})",
-            f"check {login}that it allows client id '{client_id}' (from device.id){cert}",
+            f"check {login}that it allows client id '{client_id}' (from device.site and device.id){cert}",
             True,
         )
     if code == RC_CLIENT_ID_INVALID:
         return Problem(
             "client-id",
             f"broker {where} refused client id '{client_id}' ({refused})",
-            "check device.id against the broker's allowed client ids",
+            "check device.site and device.id against the broker's allowed client ids",
             True,
         )
     return Problem(

@@ -268,3 +268,28 @@ def test_a_message_damaged_on_the_disk_does_not_hold_up_the_ones_behind_it(tmp_p
     finally:
         delivery.stop(3)
         seen.close()
+
+
+def test_desks_of_one_id_in_two_sites_stay_connected_side_by_side(tmp_path: Path, mosquitto: Broker) -> None:
+    """Device ids are unique within a site only: the client id names the site too. With the
+    device id alone, each connection closed the other's (the broker's session takeover), and
+    the two desks took turns being offline for as long as both ran."""
+    import time
+
+    seen = Collector(mosquitto, "deskwatch/v1/+/desk-a/status")
+    desks = [
+        build_delivery(device_config(tmp_path / site, mosquitto, site=site), version="1.0", models={})
+        for site in ("acme", "beta")
+    ]
+    for delivery in desks:
+        delivery.start()
+    try:
+        assert wait(lambda: all(d.connected for d in desks))
+        time.sleep(3)  # long enough for a few reconnects at the test's 0.1-1 s backoff
+        assert [d.stats()["mqtt"]["reconnects"] for d in desks] == [0, 0]
+        states = [(m.topic.split("/")[2], json.loads(m.payload)["state"]) for m in seen.messages]
+        assert sorted(states) == [("acme", "online"), ("beta", "online")], states
+    finally:
+        for delivery in desks:
+            delivery.stop(3)
+        seen.close()

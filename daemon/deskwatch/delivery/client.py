@@ -310,7 +310,7 @@ class Delivery:
         session = self.outbox.next_session()
         client = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
-            client_id=self.source.device_id,
+            client_id=client_id(self.source.site, self.source.device_id),
             protocol=protocol,
             clean_session=True if protocol != mqtt.MQTTv5 else None,
             userdata=self._generation,
@@ -442,7 +442,7 @@ class Delivery:
         if link.refused is None and link.connack is None:
             return problems.no_connack(self.mqtt_cfg)
         if link.refused is not None:
-            return problems.refusal(self.mqtt_cfg, link.refused, self.source.device_id)
+            return problems.refusal(self.mqtt_cfg, link.refused, client_id(self.source.site, self.source.device_id))
         return problems.lost(self.mqtt_cfg, getattr(rc, "name", str(rc)), self.outbox.stats()["depth"])
 
     def _on_connect(self, link: _Link, rc: ReasonCode, props: Properties | None = None) -> None:
@@ -720,8 +720,15 @@ def _local_address(client: mqtt.Client) -> str | None:
         return None
 
 
+def client_id(site: str, device_id: str) -> str:
+    """The device's MQTT client id: ``{site}/{device_id}``, as its certificate's CN. Device ids are
+    unique within a site only, and a broker closes a client's connection when another one connects
+    with its client id: two desks of one id in two sites took turns throwing each other off."""
+    return f"{site}/{device_id}"
+
+
 def evidence_digest(jpeg: bytes) -> str:
     return hashlib.sha256(jpeg).hexdigest()
 
 
-__all__ = ["Delivery", "backoff_delay", "evidence_digest", "is_loopback"]
+__all__ = ["Delivery", "backoff_delay", "client_id", "evidence_digest", "is_loopback"]
