@@ -146,3 +146,16 @@ def test_scan_status_health_result(cfg: Any, tmp_path: Path) -> None:
     check("cmd.result", p.result_payload(None, "unknown", False, "payload is not valid JSON"))
     with pytest.raises(jsonschema.ValidationError):
         check("cmd.result", {"schema": "deskwatch.cmd.result/1", "request_id": "r", "command": "pause", "ok": False})
+
+
+def test_the_contract_pages_topic_table_names_each_schema_as_its_file_does() -> None:
+    """Consumers dispatch on ``schema``: the page's table said ``deskwatch.system.health/1``
+    while every health carries ``deskwatch.health/1``, so a consumer written from it dropped them all."""
+    import re
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "mqtt-contract.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z/{}_]+)` \|[^|]*\|[^|]*\|[^|]*\| `([a-z.]+\.json)`[^|]*\| `([^`]+)` \|$", page, re.M)
+    assert len(rows) >= 12, rows  # every topic with a schema file
+    for topic, file, named in rows:
+        const = load_schema(file.removesuffix(".json"))["properties"]["schema"]["const"]
+        assert named == const, f"{topic}: the page says {named!r}, {file} says {const!r}"
