@@ -11,7 +11,8 @@ choke on later:
 
 - ``not_finite``: NaN, Infinity (and numbers too large for a float, which parse as
   infinity); one of them in a stored ``health`` made ``/api/fleet`` invalid JSON;
-- ``out_of_range``: an integer outside a signed 64-bit column (``seq`` >= 2**63);
+- ``out_of_range``: an integer outside a signed 64-bit column (``seq`` >= 2**63, also written
+  ``1e300``, which JSON Schema counts as an integer);
 - ``bad_time``: a ``date-time`` that is not a real instant (month 13, offset ``+99:99``) or
   is one outside 1970-01-01T00:00:00Z to 2099-12-31T23:59:59.999Z (:data:`FIRST_INSTANT`,
   :data:`END_INSTANT`): a real instant such as ``9999-12-31T23:59:59-01:00`` (year 10000 in
@@ -131,6 +132,9 @@ def _numbers_in_range(value: Any) -> None:
             raise Rejected("not_finite", f"{item!r} is not a finite number")
         elif isinstance(item, int) and not isinstance(item, bool) and not INT64[0] <= item <= INT64[1]:
             raise Rejected("out_of_range", f"{str(item)[:40]} does not fit in 64 bits")
+        elif isinstance(item, float) and item.is_integer() and not INT64[0] <= item <= INT64[1]:
+            # JSON Schema's "integer" is any number without a fraction: "seq": 1e300 passes it
+            raise Rejected("out_of_range", f"{item!r} does not fit in 64 bits")
 
 
 class Rejected(Exception):

@@ -258,6 +258,9 @@ def test_poison_values_are_refused_at_parse_counted_kept_and_acknowledged(
         "month_13": (event.topic, with_payload(event, detected_at="2026-13-01T10:00:00Z").payload),
         "offset_99": (event.topic, with_payload(event, detected_at="2026-11-01T10:00:00+99:99").payload),
         "seq_2_63": (event.topic, with_payload(event, seq=2**63).payload),
+        # an integer to JSON Schema (no fraction), a float to Python: it failed in the INSERT instead
+        "seq_1e300": (event.topic, event.payload.replace(b'"seq":', b'"seq":1e300,"x":')),
+        "session_1e19": (dev.prefix + "status", dev.status().payload.replace(b'"session":', b'"session":1e19,"x":')),
         "session_2_70": (dev.prefix + "status", with_payload(dev.status(), session=2**70).payload),
         "duplicate_key": (event.topic, b'{"seq": 1, "seq": 2}'),
     }
@@ -267,7 +270,7 @@ def test_poison_values_are_refused_at_parse_counted_kept_and_acknowledged(
     writer.process(batch)
     assert sorted(acked) == sorted(poison)  # each is durably kept in rejects, so it is acknowledged
     counts = {k: v for k, v in writer.stats.snapshot().items() if k.startswith("rejected.")}
-    assert counts == {"rejected.not_finite": 3, "rejected.bad_time": 2, "rejected.out_of_range": 2,
+    assert counts == {"rejected.not_finite": 3, "rejected.bad_time": 2, "rejected.out_of_range": 4,
                       "rejected.bad_json": 1}  # fmt: skip
     assert not any(r.exc_info for r in caplog.records) and "Traceback" not in caplog.text
     with store.transaction(write=False) as tx:
