@@ -169,11 +169,12 @@ def parse_topic(topic: str) -> Topic:
     if len(parts) < 5 or "/".join(parts[:2]) != TOPIC_ROOT:
         raise Rejected("bad_topic", topic)
     site, device_id, rest = parts[2], parts[3], parts[4:]
-    if not NAME.match(site) or not NAME.match(device_id):
+    # fullmatch: "$" also matches before a final newline, which let "acme\n" pass as a site
+    if not NAME.fullmatch(site) or not NAME.fullmatch(device_id):
         raise Rejected("bad_topic", topic)
     if len(rest) == 1 and rest[0] in JSON_KINDS:
         return Topic(site, device_id, rest[0])
-    if len(rest) == 2 and rest[0] == "evidence" and UUID.match(rest[1]):
+    if len(rest) == 2 and rest[0] == "evidence" and UUID.fullmatch(rest[1]):
         return Topic(site, device_id, "evidence", rest[1].lower())
     raise Rejected("bad_topic", topic)
 

@@ -129,6 +129,22 @@ def test_bad_messages_are_rejected_and_recorded(
     assert db_count(store, "events") == 1
 
 
+def test_a_site_device_or_event_id_with_a_final_newline_is_a_bad_topic() -> None:
+    """Python's "$" matches before a final newline (so does the schemas' pattern under jsonschema):
+    a device "acme\n/desk-a" speaking as such, or an evidence id no event ever has, was taken."""
+    dev = SimDevice("acme", "desk-a", "w-1")
+    event, evidence, _ = dev.violation()
+    body = json.loads(event.payload)
+    for topic, payload in (
+        (event.topic.replace("acme", "acme\n"), json.dumps({**body, "site": "acme\n"}).encode()),
+        (event.topic.replace("desk-a", "desk-a\n"), json.dumps({**body, "device_id": "desk-a\n"}).encode()),
+        (evidence.topic + "\n", evidence.payload),
+    ):
+        with pytest.raises(Rejected) as caught:
+            Validator().check(topic, payload)
+        assert caught.value.reason == "bad_topic", topic
+
+
 def _tampered(m: Outgoing) -> object:
     from deskwatch_dev.fleet import _props
 
