@@ -53,6 +53,10 @@ JSON_KINDS = ("event", "scan", "status", "health")
 SUBSCRIBED_KINDS = ("event", "evidence/+", "scan", "status", "health")
 MAX_JSON_BYTES = 64 * 1024
 MAX_EVIDENCE_BYTES = 2 * 1024 * 1024
+# The largest thumbnail a device makes (evidence.max_width 1280 x max_height 960). A JPEG's frame
+# header may claim far more in a few hundred bytes: a progressive one of 13000x13000 (539 bytes)
+# took 512 MB to show in the worker's desk window, whatever the size it is shown at.
+MAX_EVIDENCE_SIDE = 1280
 INT64 = (-(2**63), 2**63 - 1)
 # The instants a contract time may name. From the epoch: a Raspberry Pi without a real-time
 # clock starts there until its time is synchronised, and its messages are still the
@@ -179,6 +183,40 @@ def parse_topic(topic: str) -> Topic:
     raise Rejected("bad_topic", topic)
 
 
+# Start-of-frame markers (baseline, progressive, lossless, arithmetic ...): not DHT, JPG, DAC.
+_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def jpeg_frame_sizes(data: bytes) -> list[tuple[int, int]]:
+    """(width, height) of every frame header before the first scan, found the way libjpeg
+    finds markers (bytes between segments are skipped, not trusted to end the search)."""
+    sizes = []
+    i, end = 2, len(data)
+    while i < end:
+        j = data.find(b"\xff", i)
+        if j < 0 or j + 1 >= end:
+            break
+        while j + 1 < end and data[j + 1] == 0xFF:  # fill bytes
+            j += 1
+        if j + 1 >= end:
+            break
+        marker = data[j + 1]
+        if marker == 0xDA:  # start of scan: the frame is known by now
+            break
+        if marker == 0x00 or marker == 0x01 or 0xD0 <= marker <= 0xD8:  # stuffed byte or no length
+            i = j + 2
+            continue
+        if j + 4 > end:
+            break
+        length = int.from_bytes(data[j + 2 : j + 4], "big")
+        if marker in _SOF and j + 9 <= end:
+            height = int.from_bytes(data[j + 5 : j + 7], "big")
+            width = int.from_bytes(data[j + 7 : j + 9], "big")
+            sizes.append((width, height))
+        i = j + 2 + max(length, 2)
+    return sizes
+
+
 def load_evidence_keys(paths: list[str]) -> list[PrivateKey]:
     """The collector's private keys for sealed evidence (files from ``deskwatch-ca evidence-key``)."""
     keys = []
@@ -235,6 +273,12 @@ class Validator:
             raw = self._unseal(raw, props.get("sealed-key-id"))
         if not raw.startswith(b"\xff\xd8"):
             raise Rejected("evidence_not_jpeg")
+        for width, height in jpeg_frame_sizes(raw):
+            if max(width, height) > MAX_EVIDENCE_SIDE:
+                raise Rejected(
+                    "evidence_too_large",
+                    f"a {width}x{height} picture; a thumbnail is at most {MAX_EVIDENCE_SIDE} pixels a side",
+                )
         digest = hashlib.sha256(raw).hexdigest()
         claimed = props.get("sha256")
         if claimed is not None and claimed.lower() != digest:

@@ -145,6 +145,37 @@ def test_a_site_device_or_event_id_with_a_final_newline_is_a_bad_topic() -> None
         assert caught.value.reason == "bad_topic", topic
 
 
+def _claiming(width: int, height: int, progressive: bool) -> bytes:
+    """A small real JPEG whose frame header is changed to claim another size (a few hundred bytes)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 48), (120, 130, 140)).save(buf, "JPEG", progressive=progressive, quality=50)
+    data = bytearray(buf.getvalue())
+    sof = data.find(b"\xff\xc2" if progressive else b"\xff\xc0")
+    data[sof + 5 : sof + 9] = height.to_bytes(2, "big") + width.to_bytes(2, "big")
+    return bytes(data)
+
+
+def test_a_picture_claiming_more_than_a_thumbnail_is_refused_before_anyone_decodes_it() -> None:
+    """The collector decodes no picture, but the desk window and the console's browsers do: a
+    539-byte progressive JPEG claiming 13000x13000 took 512 MB to show as a 240x180 thumbnail."""
+    dev = SimDevice("acme", "desk-a", "w-1")
+    evidence = dev.violation()[1]
+    for width, height, progressive in ((13000, 13000, True), (1281, 720, False), (320, 4000, False)):
+        with pytest.raises(Rejected) as caught:
+            Validator().check(evidence.topic, _claiming(width, height, progressive))
+        assert caught.value.reason == "evidence_too_large" and f"{width}x{height}" in caught.value.detail
+    # bytes between segments are skipped by libjpeg and Pillow alike (this still opens as 13000x13000)
+    hidden = _claiming(13000, 13000, True).replace(b"\xff\xdb", b"junk\xff\xdb", 1)
+    with pytest.raises(Rejected, match="evidence_too_large"):
+        Validator().check(evidence.topic, hidden)
+    for width, height in ((1280, 960), (320, 240)):
+        assert Validator().check(evidence.topic, _claiming(width, height, False)).data is not None
+
+
 def _tampered(m: Outgoing) -> object:
     from deskwatch_dev.fleet import _props
 
