@@ -159,3 +159,19 @@ def test_the_contract_pages_topic_table_names_each_schema_as_its_file_does() -> 
     for topic, file, named in rows:
         const = load_schema(file.removesuffix(".json"))["properties"]["schema"]["const"]
         assert named == const, f"{topic}: the page says {named!r}, {file} says {const!r}"
+
+
+def test_the_page_names_each_payload_that_does_not_repeat_the_site_and_device_id() -> None:
+    """The page said every outgoing payload repeats them; cmd/result carries neither."""
+    import re
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "mqtt-contract.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| `([a-z/]+)` \| device → \|[^|]*\|[^|]*\| `([a-z.]+\.json)`", page, re.M)
+    assert len(rows) >= 6, rows
+    claim = page[page.index("are repeated inside every") :].split("\n\n", 1)[0]
+    for topic, file in rows:
+        required = set(load_schema(file.removesuffix(".json")).get("required", ()))
+        if not {"site", "device_id"} <= required:
+            assert f"`{topic}`" in claim, (
+                f"{topic} ({file}) does not require site and device_id; the page says: {claim}"
+            )
