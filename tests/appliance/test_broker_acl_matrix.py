@@ -322,3 +322,24 @@ def test_a_revoked_identity_loses_every_right_after_a_reload(tmp_path: Path, pki
     assert "acme/desk-a" not in text and "user acme/desk-b\n" in text
     with pytest.raises(ca.CaError, match="revoked"):
         ca.issue(ca_dir, A, tmp_path / "a2", days=2)
+
+
+@pytest.mark.parametrize("doc", ["broker/README.md", "docs/mqtt-contract.md"])
+def test_the_access_tables_in_the_docs_are_the_permissions(doc: str) -> None:
+    """The broker operator's table had lost the jobs and reviews topics the generated ACL grants."""
+    import re
+
+    text = (REPO / doc).read_text(encoding="utf-8")
+    rows = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or "`" not in cells[0] or "`" not in cells[2]:
+            continue  # not a row of an access table
+        role: access.Role = "central" if "`/`" in cells[0] else "companion" if "companion" in cells[0] else "device"
+        rows[role] = [set(re.findall(r"`([^`]+)`", c)) for c in cells[2:]]
+    assert set(rows) == set(access.ROLES), rows
+    for role, (publish, read) in rows.items():
+        want = access.PERMISSIONS[role]
+        strip = lambda f: f.removeprefix("+/+/")  # noqa: E731 - central's filters are any desk's
+        assert {strip(f) for f in want.publish} == {strip(f) for f in publish}, (doc, role, "publish")
+        assert set(want.read) == read or (role == "central" and read == {"deskwatch/v1/#"}), (doc, role, "read")
