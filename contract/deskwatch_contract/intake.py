@@ -41,6 +41,8 @@ MAX_PAUSE_MINUTES = 120
 MAX_IDLE_SECONDS = 7 * 86400
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+FIRST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
+END_INSTANT = datetime(2100, 1, 1, tzinfo=UTC)
 KINDS = ("pause", "resume", "scan", "activity")
 SCHEMAS = {
     "pause": schema_id("cmd.pause"),
@@ -204,6 +206,11 @@ def _time(value: Any, name: str) -> datetime:
     if not isinstance(value, str) or not RFC3339.fullmatch(value):
         raise CommandRejected(f"{name} must be an RFC 3339 time such as 2026-11-29T10:15:02Z")
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+        when = datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
     except (ValueError, OverflowError):
         raise CommandRejected(f"{name} is not a valid date and time") from None
+    # The contract's instants (docs/mqtt-contract.md): 9999-12-31 is a real time, but no companion's
+    # clock, and the policy's arithmetic on it overflowed after the report had been applied.
+    if not FIRST_INSTANT <= when < END_INSTANT:
+        raise CommandRejected(f"{name} must be from 1970-01-01 to 2099-12-31 in UTC, got {value}")
+    return when
