@@ -106,6 +106,12 @@ def daemon_models_dir(cfg: Config) -> tuple[Path, str]:
     return installed, "installed, which the daemon loads"
 
 
+# Pauses and resumes each go to the audit trail, and cmd/pause is the companion's to publish from
+# the worker's PC: without a bound, a loop there wrote 10,000 audit rows in 30 s (16 MB a minute,
+# kept for evidence.retention_days) until the SD card was full. A person needs a few a minute.
+PAUSE_CHANGES_PER_MINUTE = 10
+
+
 INSTALLED_MODELS_REMEDY = (
     "the installed models come with the deskwatch software: reinstall it (the appliance image: a signed update "
     "bundle, `sudo deskwatch update install BUNDLE`, or a software job from the collector; a source checkout: "
@@ -296,6 +302,7 @@ class Daemon:
         self._watchdog_thread = lambda: WatchdogThread(self.watchdog, tick_interval(watchdog_interval()))
         self._remote_lock = threading.Lock()
         self._remote_scans: collections.deque[float] = collections.deque()  # monotonic times, last hour
+        self._pause_changes: collections.deque[float] = collections.deque()  # monotonic times, last minute
         self.delivery.on_command(self.handle_command)
         self._pending_models: Path | None = None
         self.jobs = self._build_jobs()
@@ -415,6 +422,8 @@ class Daemon:
                 raise CommandRejected(f"missing field '{name}'")
             return body[name]
 
+        if kind in ("pause", "resume"):
+            self._admit_pause_change()
         try:
             if kind == "pause":
                 # raw values: the policy validates them (1..max minutes, whole numbers)
@@ -432,6 +441,22 @@ class Daemon:
         except (ValueError, KeyError, TypeError) as exc:
             raise CommandRejected(str(exc)) from None
         self.wake.set()
+
+    def _admit_pause_change(self) -> None:
+        """At most :data:`PAUSE_CHANGES_PER_MINUTE` pauses and resumes a minute (each one is
+        audited); one more is refused with the wait, and neither applied nor audited."""
+        from deskwatch_contract.intake import CommandRejected
+
+        with self._remote_lock:
+            minute_ago = self.clock.monotonic() - 60.0
+            while self._pause_changes and self._pause_changes[0] < minute_ago:
+                self._pause_changes.popleft()
+            if len(self._pause_changes) >= PAUSE_CHANGES_PER_MINUTE:
+                wait = max(1, round(self._pause_changes[0] - minute_ago))
+                raise CommandRejected(
+                    f"too many pauses and resumes: at most {PAUSE_CHANGES_PER_MINUTE} a minute; try again in {wait} s"
+                )
+            self._pause_changes.append(self.clock.monotonic())
 
     def _admit_remote_scan(self, body: dict[str, Any], now: datetime, source: str) -> None:
         """A scan on demand opens the camera in someone's home: only inside a shift, not

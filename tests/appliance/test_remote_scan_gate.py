@@ -157,3 +157,25 @@ def test_zero_disables_remote_scans(write_config: Callable[..., Path]) -> None:
     daemon, _, _ = daemon_at(write_config, monday, extra="  remote_scans_per_hour: 0\n")
     result = CommandIntake(daemon.handle_command).handle("scan", scan_request(1))
     assert not result.ok and "disabled on this device" in str(result.error)
+
+
+def pause_request(n: int) -> bytes:
+    return dumps_bytes({"schema": "deskwatch.cmd.pause/1", "request_id": f"p{n}", "reason": "water", "minutes": 5})
+
+
+def test_pauses_and_resumes_are_bounded_per_minute_before_the_audit_trail(write_config: Callable[..., Path]) -> None:
+    """cmd/pause and cmd/resume are the companion's to publish, from the worker's PC: a loop there
+    wrote 10,000 audit rows in 30 s until the SD card was full. A person needs a few a minute."""
+    monday = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    daemon, _, clock = daemon_at(write_config, monday)
+    intake = CommandIntake(daemon.handle_command)
+    resume = dumps_bytes({"schema": "deskwatch.cmd.resume/1", "request_id": "r"})
+    results = [intake.handle(*(("pause", pause_request(n)) if n % 2 == 0 else ("resume", resume))) for n in range(500)]
+    assert sum(r.ok for r in results) == 10  # deskwatch.app.PAUSE_CHANGES_PER_MINUTE
+    refused = results[10]
+    assert not refused.ok and "at most 10 a minute; try again in 60 s" in str(refused.error)
+    kinds = audit_kinds(daemon)
+    assert kinds.count("pause") + kinds.count("resume") == 10
+    clock.advance(61)
+    assert intake.handle("pause", pause_request(1000)).ok  # a minute later the worker can pause again
+    assert daemon.policy.paused is not None
