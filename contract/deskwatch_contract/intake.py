@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -177,7 +178,9 @@ def normalise_reason(value: Any, *, required: bool) -> str:
         raise CommandRejected('reason must be non-empty text, e.g. "fetch water"')
     if len(value) > MAX_REASON:
         raise CommandRejected(f"reason is {len(value)} characters; at most {MAX_REASON}")
-    if any(ord(c) < 32 and c not in "\t\n\r" for c in value):
+    # every control character (Unicode Cc): below U+0020, DEL and C1 too - U+009B is a terminal's CSI,
+    # and 'deskwatch history' prints the reason as it is
+    if any(unicodedata.category(c) == "Cc" and c not in "\t\n\r" for c in value):
         raise CommandRejected("reason contains control characters")
     # A lone UTF-16 surrogate ("\ud800" in JSON, or argv bytes that are not UTF-8) is no text:
     # it cannot be encoded to UTF-8, and the health that carries the pause's reason would fail.

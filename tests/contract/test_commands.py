@@ -81,6 +81,17 @@ def test_valid_commands_reach_the_handler_normalised() -> None:
         ),
         ("pause", b'{"schema": "deskwatch.cmd.pause/1", "request_id": "r", "reason": "   ", "minutes": 5}', "reason"),
         ("pause", b'{"schema": "deskwatch.cmd.pause/1", "reason": "x", "minutes": 5}', "request_id is required"),
+        # C1 controls and DEL are control characters too (U+009B is CSI: 'deskwatch history' printed it raw)
+        (
+            "pause",
+            b'{"schema": "deskwatch.cmd.pause/1", "request_id": "r", "reason": "x \\u009b2J", "minutes": 5}',
+            "control characters",
+        ),
+        (
+            "pause",
+            b'{"schema": "deskwatch.cmd.pause/1", "request_id": "r", "reason": "x \\u007f", "minutes": 5}',
+            "control characters",
+        ),
         # valid JSON of ASCII bytes, but no text: a health carrying this reason crashed the daemon
         (
             "pause",
