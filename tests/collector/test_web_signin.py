@@ -9,8 +9,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from deskwatch_collector.store import Store
+from deskwatch_collector import auth
+from deskwatch_collector.console import schema
+from deskwatch_collector.store import Store, open_store
 from deskwatch_collector.web import SupervisorServer
+from deskwatch_dev.devservers import TempPostgres
 from tests.support.console import seed_demo
 from tests.support.web import PASSWORD, ServerFactory, WebClient
 
@@ -71,3 +74,26 @@ def test_repeated_failed_sign_ins_are_throttled(server: SupervisorServer) -> Non
         assert b.call("/login", b"username=alice&password=guess", FORM)[0] == 401
     status, headers, body = b.call("/login", f"username=alice&password={PASSWORD}".encode(), FORM)
     assert status == 429 and b"Too many failed attempts" in body and int(headers["retry-after"]) > 0
+
+
+def test_signing_out_while_the_database_is_away_still_signs_the_browser_out(console_server: ServerFactory) -> None:
+    """A supervisor on a shared PC signs out while PostgreSQL is down (a failover, a restart)
+    and sees the sign-in form. The browser must hold no session afterwards: once the
+    database is back, the next person at that PC must not be in as the supervisor."""
+    pg = TempPostgres().start()
+    store = open_store(pg.create_database("signout"))
+    try:
+        schema.migrate(store)
+        auth.add_user(store, "alice", PASSWORD, "supervisor", ["acme"], None)
+        server = console_server(store)
+        b = WebClient(server.url)
+        assert b.login("alice") == 303 and b.get_json("/api/queue")[0] == 200
+        pg.halt()
+        status, headers, body = b.call("/logout", b"{}", "application/json")
+        assert status == 503 and "Max-Age=0" in headers.get("set-cookie", ""), (status, headers, body)
+        assert b"Signed out in this browser" in body and b.session is None
+        pg.resume()
+        assert b.get_json("/api/queue")[0] == 401 and b.call("/queue")[1]["location"] == "/login"
+    finally:
+        store.close()
+        pg.stop()

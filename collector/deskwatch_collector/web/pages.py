@@ -16,6 +16,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .. import auth
+from ..store import StoreUnavailable
 from .context import WebContext, client_address, html_response, json_response, session_token
 from .throttle import HashBusy
 
@@ -77,9 +78,25 @@ async def login_submit(request: Request) -> Response:
 
 
 async def logout(request: Request) -> Response:
+    """End the session on the server and in the browser. The browser's cookie is cleared
+    whatever the database says: a supervisor who signs out on a shared PC while the
+    database is away must not leave the next person signed in once it is back."""
     ctx = WebContext.of(request)
-    await ctx.run(auth.logout, ctx.store, session_token(request))
-    return json_response(200, {"ok": True}, {"Set-Cookie": ctx.cookie("", 0)})
+    cleared = {"Set-Cookie": ctx.cookie("", 0)}
+    try:
+        await ctx.run(auth.logout, ctx.store, session_token(request))
+    except StoreUnavailable as exc:
+        logger.warning(
+            "sign-out from %s while the database is unavailable (%s): the browser's cookie is cleared;"
+            " the session itself ends when it expires (%d h)",
+            client_address(request), exc.kind, auth.SESSION_SECONDS // 3600,
+        )  # fmt: skip
+        message = (
+            "Signed out in this browser. The database is unavailable, so the server could not end the session;"
+            f" it ends by itself within {auth.SESSION_SECONDS // 3600} hours."
+        )
+        return json_response(503, {"error": message, "signed_out": True}, {**cleared, "Retry-After": "5"})
+    return json_response(200, {"ok": True}, cleared)
 
 
 ROUTES: list[BaseRoute] = [
