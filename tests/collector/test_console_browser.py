@@ -7,9 +7,11 @@ the browser must report no Content-Security-Policy violation."""
 from __future__ import annotations
 
 import csv
+import http.server
 import io
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from deskwatch_collector.console.routes import ConsoleSettings
 from deskwatch_collector.store import Store
 from deskwatch_collector.web import SupervisorServer
 from tests.support.console import Demo, seed_demo, store_messages
-from tests.support.web import ARTIFACTS, ServerFactory, sign_in, wait
+from tests.support.web import ARTIFACTS, PASSWORD, ServerFactory, sign_in, wait
 
 pytestmark = pytest.mark.slow
 SHOTS = ARTIFACTS / "console"
@@ -223,3 +225,63 @@ def test_every_page_fits_a_phone(site: tuple[SupervisorServer, Demo], browser: C
     shot(d, "worker", PHONE)
     no_csp_violations(d)
     assert datetime.now(UTC) - demo.now < timedelta(minutes=10)
+
+
+@pytest.fixture
+def other_sites() -> Iterator[Callable[[str, str], str]]:
+    """``page(host, html)``: the URL of a web page with ``html`` served from ``host`` on a free port."""
+    servers: list[http.server.ThreadingHTTPServer] = []
+
+    def page(host: str, html: str) -> str:
+        body = html.encode()
+
+        class One(http.server.BaseHTTPRequestHandler):
+            timeout = 2  # a connection the browser opened ahead and never used
+
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = http.server.ThreadingHTTPServer((host, 0), One)
+        server.daemon_threads = True
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://{host}:{server.server_address[1]}/"
+
+    yield page
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_another_sites_page_can_neither_sign_the_supervisor_in_as_someone_else_nor_out(
+    site: tuple[SupervisorServer, Demo], browser: Callable[[int], Any], other_sites: Callable[[str, str], str]
+) -> None:
+    """Login CSRF: alice, signed in, opens a page on another site that submits the sign-in
+    form with the credentials of an account its author holds (the worker w-1). Her browser
+    stayed hers - before, it came back signed in as w-1, and what she did next was done as
+    w-1. A page of another service on the same host (same site, so her Strict cookie goes
+    with it) cannot sign her out either."""
+    from selenium.webdriver.common.by import By
+
+    server, _ = site
+    d = browser(1280)
+    sign_in(d, server.url, "alice")
+    form = (f'<form id=f method=post action="{server.url}/login"><input name=username value="w-1">'
+            f'<input name=password value="{PASSWORD}"></form><script>document.getElementById("f").submit()</script>')  # fmt: skip
+    d.get(other_sites("127.0.0.2", form))
+    wait(lambda: d.current_url.startswith(server.url) and d.execute_script("return document.readyState") == "complete")
+    d.get(server.url + "/")
+    assert d.current_url.endswith("/queue") and d.find_element(By.CSS_SELECTOR, ".user").text == "alice"
+    same_host = other_sites("127.0.0.1", f'<form id=f method=post action="{server.url}/logout"></form>'
+                                         '<script>document.getElementById("f").submit()</script>')  # fmt: skip
+    d.get(same_host)
+    wait(lambda: d.current_url.startswith(server.url + "/logout"))
+    d.get(server.url + "/")
+    assert d.current_url.endswith("/queue") and d.find_element(By.CSS_SELECTOR, ".user").text == "alice"

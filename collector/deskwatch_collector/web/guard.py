@@ -15,6 +15,12 @@ head within its keep-alive timeout (slowloris). Everything after the head is our
 - **bodies read here, whole, before the route runs**: at most ``max_body_bytes``, within
   ``body_seconds``; a half-sent body costs one coroutine for that long, never a thread,
   and the route always sees a complete body;
+- **no state change from another site**: a request that is not GET/HEAD/OPTIONS is refused
+  (403) when the browser says it was sent by another site's page (``Sec-Fetch-Site``
+  ``cross-site`` or ``same-site``); a form on any web page could otherwise sign the
+  supervisor's browser into the attacker's account (``/login``) or out of their own. The
+  JSON APIs need this less (a form cannot send JSON) but get it too. Requests a browser
+  did not make carry no such header and pass (the API, scripts, the tests);
 - **headers on every response**: a strict Content-Security-Policy and friends.
 """
 
@@ -103,6 +109,23 @@ class _Refused(Exception):
         self.status, self.message, self.reason = status, message, reason
 
 
+SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+OWN_ORIGIN = (b"same-origin", b"none")  # Sec-Fetch-Site of the console's own pages, or a typed URL
+
+
+def _same_origin(scope: Scope) -> None:
+    """Refuse a state-changing request a browser sent from another site's page."""
+    if scope.get("method") in SAFE_METHODS:
+        return
+    fetch_site = next((v for k, v in scope.get("headers", []) if k == b"sec-fetch-site"), None)
+    if fetch_site is not None and fetch_site.strip().lower() not in OWN_ORIGIN:
+        raise _Refused(
+            403,
+            "refused: this request was sent by a page of another web site; use the console's own pages",
+            "cross_site",
+        )
+
+
 @dataclass
 class GuardStats:
     in_progress: int = 0
@@ -133,6 +156,7 @@ class Guard:
         self._per_address[address] += 1
         try:
             try:
+                _same_origin(scope)
                 receive = await self._buffered_body(scope, receive)
                 self._admit()
             except _Refused as refused:
@@ -162,7 +186,7 @@ class Guard:
                 raise _Refused(400, "bad Content-Length", "bad_length") from None
             if length > self.limits.max_body_bytes:
                 raise _Refused(413, f"the body may have at most {self.limits.max_body_bytes} bytes", "too_large")
-        more = scope.get("method") not in ("GET", "HEAD", "OPTIONS")
+        more = scope.get("method") not in SAFE_METHODS
         if not more:
             return receive
         if self.stats.reading_bodies >= self.limits.max_body_readers:
