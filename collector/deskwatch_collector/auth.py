@@ -166,7 +166,12 @@ def verify_login(store: Store, username: str, password: str) -> User | None:
     """The account for valid credentials of an enabled account, else None (one hash either way).
 
     CPU and memory heavy (scrypt): the web page runs it through its bounded hash gate.
+    A name no account can have (``add_user`` takes only :data:`NAME`) is not looked up:
+    PostgreSQL refuses a U+0000 in it, and the form answered a 500 instead of "wrong".
     """
+    if not NAME.match(username):
+        verify_password(password, _DUMMY_HASH)
+        return None
     with store.transaction(write=False) as tx:
         row = tx.one(
             "SELECT password_hash, username, role, sites, worker_id, disabled FROM users WHERE username = ?",

@@ -97,3 +97,18 @@ def test_signing_out_while_the_database_is_away_still_signs_the_browser_out(cons
     finally:
         store.close()
         pg.stop()
+
+
+def test_a_user_name_no_account_can_have_is_a_wrong_sign_in_on_postgresql(
+    console_store: Callable[[str], Store], console_server: ServerFactory
+) -> None:
+    """A U+0000 in the user name (PostgreSQL cannot hold one in a query parameter) got a JSON
+    500 and a traceback instead of the sign-in form saying the name or password is wrong."""
+    store = console_store("postgresql")
+    auth.add_user(store, "alice", PASSWORD, "supervisor", ["acme"], None)
+    server = console_server(store)
+    b = WebClient(server.url)
+    for name in ("alice%00", "%00", "al%C3%AFce", "x" * 70):
+        status, _, body = b.call("/login", f"username={name}&password=wrong-one".encode(), FORM)
+        assert status == 401 and b"Wrong user name or password" in body, (name, status, body[:80])
+    assert b.login("alice") == 303
