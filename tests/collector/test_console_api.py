@@ -270,3 +270,14 @@ def test_a_picture_past_the_retention_is_neither_served_nor_offered(console: Run
     _, _, exported = alice.call("/queue.csv?view=all")
     row = next(r for r in csv.DictReader(io.StringIO(exported.decode())) if r["event_id"] == target)
     assert row["picture"] == "deleted or not received"
+
+
+def test_an_alert_position_past_64_bits_is_refused_naming_the_parameter(console: Running) -> None:
+    """/api/queue/latest?after_id=99999999999999999999 was a 500 and a traceback on SQLite
+    (its integers have 64 bits); PostgreSQL answered it. Now both say what is wrong."""
+    alice = console.client("alice")
+    for after in ("99999999999999999999", "-99999999999999999999", "-1"):
+        status, err = alice.get_json(f"/api/queue/latest?after_id={after}")
+        assert status == 400 and err["error"].startswith("after_id: from 0 to"), (after, status, err)
+    status, latest = alice.get_json(f"/api/queue/latest?after_id={2**63 - 1}")
+    assert status == 200 and latest["events"] == []

@@ -16,7 +16,7 @@ from deskwatch_collector.console import detail, queue, review, worker
 from deskwatch_collector.console.timefmt import local
 from deskwatch_collector.console.view import View
 from deskwatch_collector.store import Tx
-from deskwatch_collector.validate import UUID
+from deskwatch_collector.validate import INT64, UUID
 from deskwatch_collector.web.context import WebContext
 
 logger = logging.getLogger(__name__)
@@ -100,6 +100,8 @@ def latest_api(view: View, request: Request, user: User) -> Response:
         after = int(request.query_params.get("after_id", "0"))
     except ValueError:
         raise queue.BadFilter("after_id: a whole number") from None
+    if not 0 <= after <= INT64[1]:  # SQLite cannot bind an integer past 64 bits: it was a 500
+        raise queue.BadFilter(f"after_id: from 0 to {INT64[1]} (the latest_id this API gave)")
     where, params = queue.scope(user)
     with view.store(request).transaction(write=False) as tx:
         rows = tx.rows(
