@@ -26,6 +26,7 @@ from deskwatch_collector.validate import NAME
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SESSION_SECONDS = 12 * 3600
+MAX_PASSWORD = 1024  # characters the sign-in form reads: a longer password could never sign in
 ROLES = ("supervisor", "worker")
 
 
@@ -78,6 +79,8 @@ def _check_account(username: str, role: str, sites: list[str], worker_id: str | 
 def _check_password(password: str) -> None:
     if len(password) < 8:
         raise ValueError("the password must have at least 8 characters")
+    if len(password) > MAX_PASSWORD:
+        raise ValueError(f"the password may have at most {MAX_PASSWORD} characters (the sign-in form reads no more)")
 
 
 def add_user(

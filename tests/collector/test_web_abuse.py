@@ -308,3 +308,26 @@ def test_healthz_names_the_failure_kind_not_the_database_message(console_server:
     state = json.loads(body)
     assert state["failure"] == "unreachable" and state["unacknowledged_held"] == 3
     assert b"db.internal" not in body and b"dw_writer" not in body and b"10.0.0.7" not in body
+
+
+def test_a_password_the_sign_in_form_cannot_take_is_refused_when_it_is_set(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], console_server: ServerFactory
+) -> None:
+    """The form reads 1024 characters of a password; `users add` took 1500 (a password
+    manager's longest), and that account could never sign in: 'Wrong user name or password'."""
+    db = str(tmp_path / "c.db")
+    long = "correct horse " * 100
+
+    def users(*args: str, password: str) -> tuple[int, str]:
+        monkeypatch.setattr(sys, "stdin", io.StringIO(password + "\n"))
+        code = main(["users", *args, "--db", db])
+        out = capsys.readouterr()
+        return code, out.out + out.err
+
+    code, text = users("add", "alice", "--site", "acme", password=long)
+    assert code == 78 and "at most 1024 characters" in text, text
+    assert users("add", "alice", "--site", "acme", password=long[:1024])[0] == 0
+    code, text = users("reset", "alice", password=long)
+    assert code == 78 and "at most 1024 characters" in text, text
+    b = WebClient(console_server(open_store(db)).url)
+    assert b.login("alice", long[:1024]) == 303

@@ -54,7 +54,7 @@ async def login_submit(request: Request) -> Response:
     ctx = WebContext.of(request)
     form = parse_qs((await request.body()).decode("utf-8", "replace"))
     username = (form.get("username") or [""])[0][:64]
-    password = (form.get("password") or [""])[0][:1024]
+    password = (form.get("password") or [""])[0][: auth.MAX_PASSWORD]
     address, now = client_address(request), ctx.wall()
     attempt = ctx.throttle.attempt(username, address, now)
     if attempt is None:
