@@ -190,7 +190,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _read_password(username: str) -> str:
     if sys.stdin.isatty():
         return getpass.getpass(f"password for {username}: ")
-    return sys.stdin.readline().rstrip("\n")
+    return sys.stdin.readline().rstrip("\r\n")  # a file written on Windows ends its lines with CR LF
 
 
 def _add_user(args: argparse.Namespace, store: Store, *, replace: bool) -> int:

@@ -331,3 +331,15 @@ def test_a_password_the_sign_in_form_cannot_take_is_refused_when_it_is_set(
     assert code == 78 and "at most 1024 characters" in text, text
     b = WebClient(console_server(open_store(db)).url)
     assert b.login("alice", long[:1024]) == 303
+
+
+def test_a_password_piped_with_a_windows_line_end_signs_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, console_server: ServerFactory
+) -> None:
+    """`users add alice < password.txt` with a file saved on Windows (CR LF) stored the CR
+    as the password's last character, and the password typed into the form never matched."""
+    db = str(tmp_path / "c.db")
+    monkeypatch.setattr(sys, "stdin", io.StringIO(PASSWORD + "\r\n"))
+    assert main(["users", "add", "alice", "--site", "acme", "--db", db]) == 0
+    b = WebClient(console_server(open_store(db)).url)
+    assert b.login("alice", PASSWORD) == 303
