@@ -281,3 +281,14 @@ def test_an_alert_position_past_64_bits_is_refused_naming_the_parameter(console:
         assert status == 400 and err["error"].startswith("after_id: from 0 to"), (after, status, err)
     status, latest = alice.get_json(f"/api/queue/latest?after_id={2**63 - 1}")
     assert status == 200 and latest["events"] == []
+
+
+def test_a_body_nested_too_deep_is_a_bad_request_not_a_failure(console: Running) -> None:
+    """5,000 '[' (well inside the 16 KiB body cap) raised RecursionError in the JSON parser:
+    a 500 and a traceback in the log for each such POST."""
+    event = next(e for e in console.demo.events if e["site"] == "acme")["event_id"]
+    for who, action in (("alice", "review"), ("w-1", "contest")):
+        client = console.client(who)
+        for body in (b"[" * 5000, b'{"note": ' + b"[" * 5000 + b"]" * 5000 + b"}"):
+            status, _, answer = client.call(f"/api/events/{event}/{action}", body, "application/json")
+            assert status == 400 and json.loads(answer)["error"] in ("body must be a JSON object", "note: text, please")

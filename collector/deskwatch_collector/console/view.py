@@ -188,7 +188,7 @@ class View:
             raise ReviewRefused(415, "send JSON")
         try:
             data = json.loads(request.state.body or b"")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the interpreter goes
             data = None
         if not isinstance(data, dict):
             raise ReviewRefused(400, "body must be a JSON object")
