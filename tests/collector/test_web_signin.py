@@ -4,6 +4,7 @@ what the database keeps, the form itself, throttled guessing; and what is no lon
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable
 from datetime import UTC, datetime
 
@@ -112,3 +113,22 @@ def test_a_user_name_no_account_can_have_is_a_wrong_sign_in_on_postgresql(
         status, _, body = b.call("/login", f"username={name}&password=wrong-one".encode(), FORM)
         assert status == 401 and b"Wrong user name or password" in body, (name, status, body[:80])
     assert b.login("alice") == 303
+
+
+@pytest.mark.parametrize("other", ['prefs={"theme":"dark"}', "theme=dark mode", 'x="unterminated', "bad name=1"])
+def test_a_cookie_another_app_on_the_host_set_does_not_hide_the_session(server: SupervisorServer, other: str) -> None:
+    """Browsers keep cookies per host, not per port: another web app on the same host sets
+    its own, sent to the console too and ahead of the session when it is older. Python's
+    SimpleCookie stopped at the first one it could not parse, so after every sign-in the
+    console sent the supervisor back to the sign-in form."""
+    b = WebClient(server.url)
+    assert b.login("alice") == 303 and b.session
+    header = {"Cookie": f"{other}; dw_session={b.session}"}
+    for path, status in (("/api/queue", 200), ("/queue", 200)):
+        req = urllib.request.Request(server.url + path, headers=header)
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            assert answer.status == status and answer.url == server.url + path, (path, answer.url)
+    req = urllib.request.Request(server.url + "/logout", b"{}", {**header, "Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as answer:
+        assert answer.status == 200
+    assert b.get_json("/api/queue")[0] == 401  # the sign-out read the session too

@@ -11,7 +11,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.cookies import CookieError, SimpleCookie
 from typing import Any, TypeVar
 
 import anyio
@@ -67,13 +66,11 @@ class WebContext:
 
 
 def session_token(request: Request) -> str | None:
-    cookie: SimpleCookie = SimpleCookie()
-    try:
-        cookie.load(request.headers.get("cookie", ""))
-    except CookieError:
-        return None
-    morsel = cookie.get(COOKIE)
-    return morsel.value if morsel else None
+    """The session cookie's value, read as browsers write the header (Starlette's parser): the
+    stdlib's SimpleCookie stops at the first cookie it cannot parse, so a cookie another web
+    app on the same host set (``prefs={"theme":"dark"}``, a value with a space) hid the
+    session, and the supervisor was sent back to the sign-in form after every sign-in."""
+    return request.cookies.get(COOKIE) or None
 
 
 def client_address(request: Request) -> str:
