@@ -292,3 +292,25 @@ def test_a_body_nested_too_deep_is_a_bad_request_not_a_failure(console: Running)
         for body in (b"[" * 5000, b'{"note": ' + b"[" * 5000 + b"]" * 5000 + b"}"):
             status, _, answer = client.call(f"/api/events/{event}/{action}", body, "application/json")
             assert status == 400 and json.loads(answer)["error"] in ("body must be a JSON object", "note: text, please")
+
+
+def test_an_export_larger_than_the_cap_is_refused_not_cut_silently(
+    console: Running, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CSV holds at most CSV_MAX_ROWS (100,000) findings. A site past it got a file of
+    exactly that many - the oldest findings missing, nothing in the file or on the page to say
+    so. The cap is lowered here to the demo's scale; the route and the file are the real ones."""
+    from deskwatch_collector.console import queue
+
+    alice = console.client("alice")
+    _, everything = alice.get_json("/api/queue?view=all&site=acme&limit=1")
+    total = everything["counts"]["total"]
+    monkeypatch.setattr(queue, "CSV_MAX_ROWS", total - 1)
+    status, headers, body = alice.call("/queue.csv?view=all&site=acme")
+    assert status == 400 and headers["content-type"].startswith("application/json"), (status, body[:200])
+    assert f"this filter matches {total:,}" in json.loads(body)["error"]
+    _, _, page = alice.call("/queue?view=all&site=acme")
+    assert b"/queue.csv?" not in page and b"Too many to export" in page  # the page says so before a click
+    monkeypatch.setattr(queue, "CSV_MAX_ROWS", total)
+    status, _, body = alice.call("/queue.csv?view=all&site=acme")
+    assert status == 200 and len(list(csv.DictReader(io.StringIO(body.decode())))) == total

@@ -261,3 +261,14 @@ def test_csv_has_every_filtered_row_no_picture_and_no_formulas(seeded: tuple[Sto
     assert first["review_note"].startswith("'=") and first["review_state"] == "dismissed"
     assert first["detected_at_utc"].endswith("Z") and first["detected_at_local"] != first["detected_at_utc"][:19]
     assert "evidence" not in text and "/evidence/" not in text and "\xff\xd8" not in text
+
+
+def test_a_csv_cut_at_its_limit_says_so_in_the_file(seeded: tuple[Store, list[dict[str, Any]]]) -> None:
+    """Findings arriving between the route's count and the export's last page push the oldest
+    past the cap: the file ends with a row saying it was cut, instead of looking complete."""
+    store, events = seeded
+    f = parse_filters({"view": ["all"]}, SUP, UTC)
+    text = "".join(queue.csv_lines(store, f, UTC, kept_from=KEPT_FROM, limit=len(events) - 3))
+    assert text.rstrip().splitlines()[-1].startswith(f"# cut at {len(events) - 3} findings: more match")
+    whole = "".join(queue.csv_lines(store, f, UTC, kept_from=KEPT_FROM, limit=len(events)))
+    assert "# cut" not in whole and len(list(csv.DictReader(io.StringIO(whole)))) == len(events)

@@ -373,7 +373,8 @@ CSV_HEADER = (
 
 def csv_lines(store: Store, f: Filters, tz: ZoneInfo, *, kept_from: float, limit: int = CSV_MAX_ROWS) -> Iterator[str]:
     """The filtered events as CSV text chunks (no images, no links to them), newest first;
-    a picture taken before ``kept_from`` is past the retention, so not ``kept``.
+    a picture taken before ``kept_from`` is past the retention, so not ``kept``. At most
+    ``limit`` rows; a file cut there ends with a row that says so.
 
     Each page is read in its own short transaction (keyset paging keeps the pages apart), so
     a slow download holds no connection or transaction while the client reads."""
@@ -402,6 +403,10 @@ def csv_lines(store: Store, f: Filters, tz: ZoneInfo, *, kept_from: float, limit
                 ]
             )  # fmt: skip
         sent += len(p.events)
+        if sent >= limit and p.older is not None:
+            # Findings that arrived after the route counted them pushed some past the cap: say so
+            # in the file, which would otherwise look complete.
+            out.writerow([f"# cut at {limit} findings: more match; narrow the filter and export again"])
         yield buf.getvalue()
         buf.seek(0)
         buf.truncate()

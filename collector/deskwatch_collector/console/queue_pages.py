@@ -55,7 +55,7 @@ def queue_page(view: View, request: Request, user: User) -> Response:
         )
     return view.html(
         request, user, "queue.html", f=f, pg=pg, counts=counts, latest_id=latest,
-        poll_seconds=view.settings.poll_seconds, device_names=[r[0] for r in devices],
+        poll_seconds=view.settings.poll_seconds, device_names=[r[0] for r in devices], csv_max=queue.CSV_MAX_ROWS,
     )  # fmt: skip
 
 
@@ -76,7 +76,14 @@ def queue_csv(view: View, request: Request, user: User) -> Response:
     tz = view.tz(request)
     f = queue.parse_filters(view.query(request), user, tz)
     ctx = WebContext.of(request)
-    lines = queue.csv_lines(ctx.store, f, tz, kept_from=view.kept_from(request))
+    with ctx.store.transaction(write=False) as tx:
+        matching = queue.counts(tx, f).total
+    if matching > queue.CSV_MAX_ROWS:  # a file cut at the cap would look complete
+        raise queue.BadFilter(
+            f"the export holds at most {queue.CSV_MAX_ROWS:,} findings and this filter matches {matching:,}:"
+            " narrow it (dates, sites, rules) and export in parts"
+        )
+    lines = queue.csv_lines(ctx.store, f, tz, kept_from=view.kept_from(request), limit=queue.CSV_MAX_ROWS)
 
     async def chunks() -> AsyncIterator[bytes]:
         # One page per step on the server's database threads (WebContext.run's limit), each in
