@@ -132,3 +132,26 @@ def test_a_cookie_another_app_on_the_host_set_does_not_hide_the_session(server: 
     with urllib.request.urlopen(req, timeout=10) as answer:
         assert answer.status == 200
     assert b.get_json("/api/queue")[0] == 401  # the sign-out read the session too
+
+
+def test_signing_in_while_the_database_is_away_says_so_and_counts_no_failure(console_server: ServerFactory) -> None:
+    """During a PostgreSQL restart the form answered raw JSON ('database unavailable') and
+    counted each try as a failed guess: after five, the supervisor was locked out for five
+    minutes once the database was back - with the alerts of the outage waiting."""
+    pg = TempPostgres().start()
+    store = open_store(pg.create_database("signin"))
+    try:
+        schema.migrate(store)
+        auth.add_user(store, "alice", PASSWORD, "supervisor", ["acme"], None)
+        server = console_server(store)
+        b = WebClient(server.url)
+        pg.halt()
+        for _ in range(7):
+            status, headers, body = b.call("/login", f"username=alice&password={PASSWORD}".encode(), FORM)
+            assert status == 503 and headers["content-type"].startswith("text/html"), (status, body[:100])
+            assert b"The database is unavailable" in body and b"<form" in body
+        pg.resume()
+        assert b.login("alice") == 303 and b.get_json("/api/queue")[0] == 200
+    finally:
+        store.close()
+        pg.stop()

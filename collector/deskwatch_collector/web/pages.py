@@ -68,13 +68,27 @@ async def login_submit(request: Request) -> Response:
         logger.warning("sign-in for %r from %s refused: too many sign-ins in progress", username, address)
         page = login_page("The server is busy. Try again in a few seconds.")
         return html_response(503, page, {"Retry-After": "5"})
+    except StoreUnavailable as exc:
+        ctx.throttle.cancel(attempt)  # no password was checked: not a failed guess
+        return _no_database(username, address, exc)
     if user is None:
         logger.warning("failed sign-in for %r from %s", username, address)
         return html_response(401, login_page("Wrong user name or password."))
     ctx.throttle.succeeded(attempt, ctx.wall())
-    token = await ctx.run(auth.start_session, ctx.store, user.username, ctx.wall())
+    try:
+        token = await ctx.run(auth.start_session, ctx.store, user.username, ctx.wall())
+    except StoreUnavailable as exc:
+        return _no_database(username, address, exc)
     logger.info("%s %s signed in from %s", user.role, user.username, address)
     return RedirectResponse("/", 303, headers={"Set-Cookie": ctx.cookie(token, auth.SESSION_SECONDS)})
+
+
+def _no_database(username: str, address: str, exc: StoreUnavailable) -> Response:
+    """The sign-in form again, saying why (the app's 503 for the database is JSON, which the
+    browser showed as it came), with nothing counted against the account."""
+    logger.warning("sign-in for %r from %s: the database is unavailable (%s)", username, address, exc.kind)
+    page = login_page("The database is unavailable, so nobody can sign in just now. Try again in a minute.")
+    return html_response(503, page, {"Retry-After": "5"})
 
 
 async def logout(request: Request) -> Response:
