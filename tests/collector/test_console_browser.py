@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import http.server
 import io
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +24,7 @@ from deskwatch_collector.console.routes import ConsoleSettings
 from deskwatch_collector.store import Store
 from deskwatch_collector.web import SupervisorServer
 from tests.support.console import Demo, seed_demo, store_messages
-from tests.support.web import ARTIFACTS, PASSWORD, ServerFactory, sign_in, wait
+from tests.support.web import ARTIFACTS, PASSWORD, ServerFactory, chromium, sign_in, wait
 
 pytestmark = pytest.mark.slow
 SHOTS = ARTIFACTS / "console"
@@ -285,3 +287,29 @@ def test_another_sites_page_can_neither_sign_the_supervisor_in_as_someone_else_n
     wait(lambda: d.current_url.startswith(server.url + "/logout"))
     d.get(server.url + "/")
     assert d.current_url.endswith("/queue") and d.find_element(By.CSS_SELECTOR, ".user").text == "alice"
+
+
+def test_closing_the_browser_leaves_no_one_signed_in(site: tuple[SupervisorServer, Demo]) -> None:
+    """A supervisor on a shared PC closes the browser instead of signing out. The session
+    cookie had a Max-Age of 12 hours, so the next person to open the browser within them
+    was in as the supervisor; it now lasts as long as the browser runs."""
+    from selenium.webdriver.common.by import By
+
+    server, _ = site
+    profile = tempfile.mkdtemp(prefix="deskwatch-chromium-")
+    try:
+        d = chromium(1280, profile)
+        try:
+            sign_in(d, server.url, "alice")
+            assert d.find_element(By.CSS_SELECTOR, ".user").text == "alice"
+        finally:
+            d.quit()
+        d = chromium(1280, profile)  # the same browser, started again
+        try:
+            d.get(server.url + "/queue")
+            wait(lambda: d.current_url.endswith("/login"))
+            assert not [c for c in d.get_cookies() if c["name"] == "dw_session"]
+        finally:
+            d.quit()
+    finally:
+        shutil.rmtree(profile, ignore_errors=True)

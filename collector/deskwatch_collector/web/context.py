@@ -60,9 +60,13 @@ class WebContext:
             return None
         return await self.run(auth.session_user, self.store, token, self.wall())
 
-    def cookie(self, value: str, max_age: int) -> str:
+    def cookie(self, value: str, max_age: int | None = None) -> str:
+        """The session cookie. Without ``max_age`` it lasts until the browser closes (the session
+        itself ends on the server after ``auth.SESSION_SECONDS``): a supervisor who closes the
+        browser on a shared PC instead of signing out leaves no one signed in. ``0`` deletes it."""
         secure = "; Secure" if self.settings.cookie_secure else ""
-        return f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+        lasts = f"; Max-Age={max_age}" if max_age is not None else ""
+        return f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{lasts}{secure}"
 
 
 def session_token(request: Request) -> str | None:

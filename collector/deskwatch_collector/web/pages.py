@@ -80,7 +80,7 @@ async def login_submit(request: Request) -> Response:
     except StoreUnavailable as exc:
         return _no_database(username, address, exc)
     logger.info("%s %s signed in from %s", user.role, user.username, address)
-    return RedirectResponse("/", 303, headers={"Set-Cookie": ctx.cookie(token, auth.SESSION_SECONDS)})
+    return RedirectResponse("/", 303, headers={"Set-Cookie": ctx.cookie(token)})
 
 
 def _no_database(username: str, address: str, exc: StoreUnavailable) -> Response:
