@@ -137,7 +137,8 @@ def test_a_cookie_another_app_on_the_host_set_does_not_hide_the_session(server: 
 def test_signing_in_while_the_database_is_away_says_so_and_counts_no_failure(console_server: ServerFactory) -> None:
     """During a PostgreSQL restart the form answered raw JSON ('database unavailable') and
     counted each try as a failed guess: after five, the supervisor was locked out for five
-    minutes once the database was back - with the alerts of the outage waiting."""
+    minutes once the database was back - with the alerts of the outage waiting. A signed-in
+    supervisor's pages showed the raw JSON too (the session is looked up before the page)."""
     pg = TempPostgres().start()
     store = open_store(pg.create_database("signin"))
     try:
@@ -152,6 +153,13 @@ def test_signing_in_while_the_database_is_away_says_so_and_counts_no_failure(con
             assert b"The database is unavailable" in body and b"<form" in body
         pg.resume()
         assert b.login("alice") == 303 and b.get_json("/api/queue")[0] == 200
+        pg.halt()  # signed in: the pages say it in words too (they showed the raw JSON)
+        for path in ("/queue", "/fleet", "/accuracy"):
+            status, headers, body = b.call(path)
+            assert status == 503 and headers["content-type"].startswith("text/plain"), (path, body[:100])
+            assert body.startswith(b"Database unavailable: Try again in a moment.")
+        assert b.get_json("/api/queue") == (503, {"error": "database unavailable, try again"})
+        pg.resume()
     finally:
         store.close()
         pg.stop()

@@ -121,15 +121,25 @@ class View:
         async def endpoint(request: Request) -> Response:
             ctx = WebContext.of(request)
             request.state.body = await request.body() if request.method == "POST" else b""
-            user = await ctx.user(request)
+            try:
+                user = await ctx.user(request)
+            except StoreUnavailable:  # the session is looked up first: answer as a page would
+                if self._api(request):
+                    return self.json({"error": "database unavailable, try again"}, 503)
+                return self.error(request, None, 503, "Database unavailable", "Try again in a moment.")
             return await ctx.run(self._call, handler, request, user)
 
         endpoint.__name__ = handler.__name__
         return Route(path, endpoint, methods=list(methods))
 
-    def _call(self, handler: Handler, request: Request, user: User | None) -> Response:
+    @staticmethod
+    def _api(request: Request) -> bool:
+        """Answered in JSON (the API, pictures, the CSV), not as a page."""
         path = request.url.path
-        api = path.startswith(("/api/", "/evidence/")) or path.endswith(".csv")
+        return path.startswith(("/api/", "/evidence/")) or path.endswith(".csv")
+
+    def _call(self, handler: Handler, request: Request, user: User | None) -> Response:
+        api = self._api(request)
         try:
             if user is None:
                 return self.json({"error": "sign in first"}, 401) if api else RedirectResponse("/login", 303)
