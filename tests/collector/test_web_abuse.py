@@ -14,6 +14,8 @@ import json
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,20 @@ from deskwatch_collector.web.throttle import LoginThrottle
 from tests.support.web import PASSWORD, ServerFactory, WebClient
 
 Factory = Callable[..., SupervisorServer]
+FORM = "application/x-www-form-urlencoded"
+
+
+def _no_redirect(req: urllib.request.Request) -> tuple[int, dict[str, str]]:
+    try:
+        with urllib.request.build_opener(_Stay).open(req, timeout=10) as r:
+            return r.status, {k.lower(): v for k, v in r.headers.items()}
+    except urllib.error.HTTPError as e:
+        return e.code, {k.lower(): v for k, v in e.headers.items()}
+
+
+class _Stay(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
 
 
 @pytest.fixture
@@ -343,3 +359,24 @@ def test_a_password_piped_with_a_windows_line_end_signs_in(
     assert main(["users", "add", "alice", "--site", "acme", "--db", db]) == 0
     b = WebClient(console_server(open_store(db)).url)
     assert b.login("alice", PASSWORD) == 303
+
+
+def test_the_cookie_is_secure_when_a_trusted_proxy_says_the_browser_spoke_https(serve: Factory) -> None:
+    """Behind an HTTPS proxy (--trusted-proxy) without --cookie-secure, the session cookie
+    went out without Secure: the browser would send it over any plain http:// request to
+    the host (the name typed without https://), readable on the office network. The proxy's
+    X-Forwarded-Proto is believed only from a trusted proxy, like its X-Forwarded-For."""
+    form = f"username=alice&password={PASSWORD}".encode()
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+
+    def cookie(server: SupervisorServer, headers: dict[str, str]) -> str:
+        req = urllib.request.Request(server.url + "/login", form, {**headers, "Content-Type": FORM})
+        status, answer = _no_redirect(req)
+        assert status == 303
+        return answer["set-cookie"]
+
+    proxied = serve(limits=GuardLimits(trusted_proxies=parse_networks(["127.0.0.1"])))
+    assert "; Secure" in cookie(proxied, https)
+    assert "; Secure" not in cookie(proxied, {"X-Forwarded-Proto": "http"})  # the proxy's plain-http listener
+    direct = serve()  # no trusted proxy: anyone could write the header
+    assert "; Secure" not in cookie(direct, https)

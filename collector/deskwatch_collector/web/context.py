@@ -60,11 +60,11 @@ class WebContext:
             return None
         return await self.run(auth.session_user, self.store, token, self.wall())
 
-    def cookie(self, value: str, max_age: int | None = None) -> str:
+    def cookie(self, value: str, max_age: int | None = None, *, https: bool = False) -> str:
         """The session cookie. Without ``max_age`` it lasts until the browser closes (the session
         itself ends on the server after ``auth.SESSION_SECONDS``): a supervisor who closes the
         browser on a shared PC instead of signing out leaves no one signed in. ``0`` deletes it."""
-        secure = "; Secure" if self.settings.cookie_secure else ""
+        secure = "; Secure" if self.settings.cookie_secure or https else ""
         lasts = f"; Max-Age={max_age}" if max_age is not None else ""
         return f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{lasts}{secure}"
 
@@ -75,6 +75,11 @@ def session_token(request: Request) -> str | None:
     app on the same host set (``prefs={"theme":"dark"}``, a value with a space) hid the
     session, and the supervisor was sent back to the sign-in form after every sign-in."""
     return request.cookies.get(COOKIE) or None
+
+
+def browser_https(request: Request) -> bool:
+    """The browser spoke HTTPS (the guard decided: directly, or through a trusted proxy)."""
+    return bool(getattr(request.state, "browser_https", False))
 
 
 def client_address(request: Request) -> str:
@@ -91,4 +96,4 @@ def html_response(status: int, body: bytes, headers: dict[str, str] | None = Non
     return Response(body, status, headers=headers, media_type="text/html; charset=utf-8")
 
 
-__all__ = ["COOKIE", "WebContext", "WebSettings", "client_address", "html_response", "json_response"]
+__all__ = ["COOKIE", "WebContext", "WebSettings", "browser_https", "client_address", "html_response", "json_response"]

@@ -21,7 +21,9 @@ head within its keep-alive timeout (slowloris). Everything after the head is our
   supervisor's browser into the attacker's account (``/login``) or out of their own. The
   JSON APIs need this less (a form cannot send JSON) but get it too. Requests a browser
   did not make carry no such header and pass (the API, scripts, the tests);
-- **headers on every response**: a strict Content-Security-Policy and friends.
+- **headers on every response**: a strict Content-Security-Policy and friends;
+- **whether the browser spoke HTTPS** (to us, or to a trusted proxy that says so in
+  ``X-Forwarded-Proto``): the session cookie is then ``Secure`` without ``--cookie-secure``.
 """
 
 from __future__ import annotations
@@ -103,6 +105,19 @@ def client_address(scope: Scope, proxies: tuple[Network, ...]) -> str:
     return hops[0] if hops else peer
 
 
+def browser_https(scope: Scope, proxies: tuple[Network, ...]) -> bool:
+    """Whether the browser spoke HTTPS: to this server, or to a trusted proxy in front that
+    says so in ``X-Forwarded-Proto`` (its right-most value: what the nearest proxy saw)."""
+    if scope.get("scheme") == "https":
+        return True
+    peer = str((scope.get("client") or ("unknown", 0))[0])
+    if not proxies or not _trusted(peer, proxies):
+        return False
+    said = b",".join(v for k, v in scope.get("headers", []) if k == b"x-forwarded-proto").decode("latin-1")
+    hops = [h.strip().lower() for h in said.split(",") if h.strip()]
+    return bool(hops) and hops[-1] == "https"
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str, reason: str) -> None:
         super().__init__(message)
@@ -147,6 +162,7 @@ class Guard:
             return
         address = client_address(scope, self.limits.trusted_proxies)
         scope.setdefault("state", {})["client_address"] = address
+        scope["state"]["browser_https"] = browser_https(scope, self.limits.trusted_proxies)
         send = self._with_headers(send)
         if self._per_address[address] >= self.limits.per_address:
             await self._refuse(

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 
 from .. import auth
 from ..store import StoreUnavailable
-from .context import WebContext, client_address, html_response, json_response, session_token
+from .context import WebContext, browser_https, client_address, html_response, json_response, session_token
 from .throttle import HashBusy
 
 logger = logging.getLogger("deskwatch_collector.web")
@@ -80,7 +80,7 @@ async def login_submit(request: Request) -> Response:
     except StoreUnavailable as exc:
         return _no_database(username, address, exc)
     logger.info("%s %s signed in from %s", user.role, user.username, address)
-    return RedirectResponse("/", 303, headers={"Set-Cookie": ctx.cookie(token)})
+    return RedirectResponse("/", 303, headers={"Set-Cookie": ctx.cookie(token, https=browser_https(request))})
 
 
 def _no_database(username: str, address: str, exc: StoreUnavailable) -> Response:
@@ -96,7 +96,7 @@ async def logout(request: Request) -> Response:
     whatever the database says: a supervisor who signs out on a shared PC while the
     database is away must not leave the next person signed in once it is back."""
     ctx = WebContext.of(request)
-    cleared = {"Set-Cookie": ctx.cookie("", 0)}
+    cleared = {"Set-Cookie": ctx.cookie("", 0, https=browser_https(request))}
     try:
         await ctx.run(auth.logout, ctx.store, session_token(request))
     except StoreUnavailable as exc:
