@@ -3,9 +3,12 @@ who may see and do what, clear errors for bad input, and the shapes the pages re
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
+import re
+import struct
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -272,15 +275,49 @@ def test_a_picture_past_the_retention_is_neither_served_nor_offered(console: Run
     assert row["picture"] == "deleted or not received"
 
 
-def test_an_alert_position_past_64_bits_is_refused_naming_the_parameter(console: Running) -> None:
+def test_an_alert_position_this_console_did_not_make_is_refused_naming_the_parameter(console: Running) -> None:
     """/api/queue/latest?after_id=99999999999999999999 was a 500 and a traceback on SQLite
-    (its integers have 64 bits); PostgreSQL answered it. Now both say what is wrong."""
+    (its integers have 64 bits). Positions are sealed now (see the next test): anything but
+    one this console gave, or 0, is refused in words."""
     alice = console.client("alice")
-    for after in ("99999999999999999999", "-99999999999999999999", "-1"):
+    for after in ("99999999999999999999", "-99999999999999999999", "-1", "5", "QdrDj7aYgxIAAAAAAAAABw"):
         status, err = alice.get_json(f"/api/queue/latest?after_id={after}")
-        assert status == 400 and err["error"].startswith("after_id: from 0 to"), (after, status, err)
-    status, latest = alice.get_json(f"/api/queue/latest?after_id={2**63 - 1}")
-    assert status == 200 and latest["events"] == []
+        assert status == 400 and err["error"].startswith("after_id: not one this console made"), (after, err)
+    _, first = alice.get_json("/api/queue/latest?after_id=0")
+    status, again = alice.get_json(f"/api/queue/latest?after_id={first['latest_id']}")
+    assert status == 200 and again["events"] == []
+
+
+def test_a_supervisor_cannot_count_another_sites_findings_from_the_ids(console: Running) -> None:
+    """events.id is one sequence for every site. Its gaps - in the JSON's "id", the alert poll's
+    latest_id, the id inside each page cursor - told bob (globex) how many findings acme had
+    between two of his. None of them carries the id now."""
+    from deskwatch_collector.console import queue
+    from tests.support.console import store_messages
+
+    bob = console.client("bob")
+    with console.server.store.transaction(write=False) as tx:
+        ids = {str(e): int(i) for e, i in tx.rows("SELECT event_id, id FROM events")}
+    _, page = bob.get_json("/api/queue?view=all&limit=1")
+    _, detail = bob.get_json(f"/api/events/{page['events'][0]['event_id']}")
+    _, latest = bob.get_json("/api/queue/latest?after_id=0")
+    for answer in (page, detail, latest):
+        assert '"id"' not in json.dumps(answer)
+    for sealed in (page["older"], latest["latest_id"]):
+        raw = base64.urlsafe_b64decode(sealed + "=" * (-len(sealed) % 4))
+        assert not any(struct.pack(">q", i) in raw for i in ids.values())
+    with console.server.store.transaction(write=False) as tx:
+        box = queue.cursor_box(tx)
+    for sealed in (page["older"], latest["latest_id"]):
+        assert queue.decode_cursor(box, sealed)[1] in ids.values()  # the server still reads its own
+    shown = re.search(rb'data-latest-id="([^"]*)"', bob.call("/queue?view=all")[2])
+    assert shown and not shown.group(1).isdigit() and queue.decode_cursor(box, shown.group(1).decode())
+    # acme's findings arriving meanwhile move nothing bob can see
+    before = latest["latest_id"]
+    store_messages(console.server.store, console.demo.desks["d01"].finding("eating", datetime.now(UTC)),
+                   time.time())  # fmt: skip
+    _, after = bob.get_json(f"/api/queue/latest?after_id={before}")
+    assert after["events"] == []
 
 
 def test_a_body_nested_too_deep_is_a_bad_request_not_a_failure(console: Running) -> None:

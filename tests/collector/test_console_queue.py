@@ -3,16 +3,19 @@ per filter and the CSV export agree with the same question answered in Python.""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import csv
 import io
 import random
+import struct
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+from nacl.secret import SecretBox
 
 from deskwatch_collector.auth import User
 from deskwatch_collector.console import queue, review
@@ -152,9 +155,11 @@ def test_bad_queries_get_a_clear_error() -> None:
     ]:
         with pytest.raises(BadFilter, match=why):
             parse_filters(query, SUP, UTC)
-    for cursor in ("x", "AAAA", "f" * 30, "__--"):
+    box = SecretBox(bytes(32))
+    plain = base64.urlsafe_b64encode(struct.pack(">dq", 1.0e9, 7)).decode()  # the cursor before it was sealed
+    for cursor in ("x", "AAAA", "f" * 30, "__--", plain, queue.encode_cursor(SecretBox(bytes([1] * 32)), 1.0e9, 7)):
         with pytest.raises(BadFilter, match="cursor"):
-            queue.decode_cursor(cursor)
+            queue.decode_cursor(box, cursor)
     with pytest.raises(BadFilter, match="limit"):
         queue.page_size({"limit": ["0"]})
 

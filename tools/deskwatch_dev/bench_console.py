@@ -177,7 +177,7 @@ def measure(
             older = timed("queue older", who, f"/api/queue?{qs}&before={first['older']}")
             if older["newer"]:
                 back = timed("queue back", who, f"/api/queue?{qs}&after={older['newer']}")
-                assert [e["id"] for e in back["events"]] == [e["id"] for e in first["events"]]
+                assert [e["event_id"] for e in back["events"]] == [e["event_id"] for e in first["events"]]
     for _ in range(reports):
         who = every if rng.random() < 0.5 else one
         since = time.strftime("%Y-%m-%d", time.gmtime(now - rng.choice((7, 30, 60)) * DAY))

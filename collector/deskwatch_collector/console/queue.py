@@ -3,6 +3,9 @@
 Order is newest detection first (``detected_ts DESC, id DESC``). A cursor is the
 (detected_ts, id) of the row at a page's edge, so paging stays stable while new events
 arrive: ``before`` gives the next (older) page, ``after`` the previous (newer) one.
+Cursors and the alert poll's positions are sealed (:func:`cursor_box`): ``id`` is one
+sequence for every site, and its gaps told a supervisor of one site how many findings the
+others had; for the same reason the JSON carries no ``id``.
 
 For an account with a few sites the page is a merge of one ordered index scan per site;
 PostgreSQL cannot keep index order across ``site IN (...)`` and would sort every match
@@ -24,8 +27,11 @@ from typing import Any
 from urllib.parse import urlencode
 from zoneinfo import ZoneInfo
 
+from nacl.exceptions import CryptoError
+from nacl.secret import SecretBox
+
 from deskwatch_collector.auth import User
-from deskwatch_collector.console import timefmt
+from deskwatch_collector.console import schema, timefmt
 from deskwatch_collector.console.vocab import QUEUE_VIEWS, RULES, reason_label, rule_label
 from deskwatch_collector.store import Store, Tx
 from deskwatch_collector.validate import END_INSTANT, FIRST_INSTANT, NAME
@@ -203,18 +209,26 @@ def page_size(query: Mapping[str, Sequence[str]]) -> int:
 
 
 # -- cursors ---------------------------------------------------------------------------------
-def encode_cursor(ts: float, row_id: int) -> str:
-    return base64.urlsafe_b64encode(struct.pack(">dq", ts, row_id)).decode().rstrip("=")
+def cursor_box(tx: Tx) -> SecretBox:
+    """The database's key for cursors and alert positions (made by :func:`.schema.migrate`)."""
+    row = tx.one("SELECT value FROM meta WHERE key = ?", (schema.CURSOR_KEY,))
+    if row is None:
+        raise RuntimeError("the console's schema was not applied (no cursor key): start the collector once")
+    return SecretBox(bytes.fromhex(str(row[0])))
 
 
-def decode_cursor(text: str) -> tuple[float, int]:
+def encode_cursor(box: SecretBox, ts: float, row_id: int) -> str:
+    return base64.urlsafe_b64encode(box.encrypt(struct.pack(">dq", ts, row_id))).decode().rstrip("=")
+
+
+def decode_cursor(box: SecretBox, text: str, what: str = "cursor") -> tuple[float, int]:
     try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        raw = box.decrypt(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
         ts, row_id = struct.unpack(">dq", raw)
-    except (binascii.Error, struct.error, ValueError):
-        raise BadFilter("cursor: not one this console made (start again from the newest)") from None
+    except (binascii.Error, struct.error, ValueError, CryptoError):
+        raise BadFilter(f"{what}: not one this console made (start again from the newest)") from None
     if not math.isfinite(ts):
-        raise BadFilter("cursor: not one this console made (start again from the newest)")
+        raise BadFilter(f"{what}: not one this console made (start again from the newest)")
     return float(ts), int(row_id)
 
 
@@ -296,7 +310,8 @@ def page(
     """A page of the filtered queue; pictures taken before ``kept_from`` are shown as deleted."""
     newer = after is not None and before is None
     text = after if newer else before
-    cursor = decode_cursor(text) if text else None
+    box = cursor_box(tx)
+    cursor = decode_cursor(box, text) if text else None
     rows = _rows(tx, f, cursor, newer, limit + 1)
     more = len(rows) > limit
     if newer and not more:  # back at the top: show a full newest page rather than a short one
@@ -304,8 +319,8 @@ def page(
     events = [event_row(r, kept_from) for r in rows[:limit]]
     if newer:
         events.reverse()
-    first = encode_cursor(events[0]["detected_ts"], events[0]["id"]) if events else None
-    last = encode_cursor(events[-1]["detected_ts"], events[-1]["id"]) if events else None
+    first = encode_cursor(box, events[0]["detected_ts"], events[0]["id"]) if events else None
+    last = encode_cursor(box, events[-1]["detected_ts"], events[-1]["id"]) if events else None
     if newer:
         return Page(events, newer=first, older=last)
     return Page(events, newer=first if cursor is not None else None, older=last if more else None)
@@ -323,9 +338,12 @@ WORKER_HIDDEN = ("review_note", "trail", "history")  # the supervisors' notes an
 
 def public(ev: dict[str, Any], user: User | None = None) -> dict[str, Any]:
     """An event for JSON: the time also as RFC 3339, and the picture's URL when there is one.
-    A worker gets their finding and its outcome, not the supervisors' notes."""
-    hidden = WORKER_HIDDEN if user is not None and not user.is_supervisor else ()
+    A worker gets their finding and its outcome, not the supervisors' notes. No one gets the
+    row's ``id``: one sequence for every site, its gaps count the other sites' findings."""
+    hidden = ("id", *WORKER_HIDDEN) if user is not None and not user.is_supervisor else ("id",)
     out = {k: v for k, v in ev.items() if k not in hidden and (k not in ("history", "trail", "scan") or v is not None)}
+    if out.get("history") is not None:
+        out["history"] = [{k: v for k, v in h.items() if k != "id"} for h in out["history"]]
     out["detected_at_utc"] = timefmt.iso_utc(ev["detected_ts"])
     out["picture_url"] = f"/evidence/{ev['event_id']}" if ev.get("has_picture") else None
     return out

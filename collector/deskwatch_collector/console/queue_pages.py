@@ -16,7 +16,7 @@ from deskwatch_collector.console import detail, queue, review, worker
 from deskwatch_collector.console.timefmt import local
 from deskwatch_collector.console.view import View
 from deskwatch_collector.store import Tx
-from deskwatch_collector.validate import INT64, UUID
+from deskwatch_collector.validate import UUID
 from deskwatch_collector.web.context import WebContext
 
 logger = logging.getLogger(__name__)
@@ -42,12 +42,17 @@ def _latest_id(tx: Tx, user: User) -> int:
     return int(row[0]) if row and row[0] is not None else 0
 
 
+def _position(tx: Tx, row_id: int) -> str:
+    """The alert poll's position, sealed like a cursor (the id's gaps count other sites' findings)."""
+    return queue.encode_cursor(queue.cursor_box(tx), 0.0, row_id)
+
+
 def queue_page(view: View, request: Request, user: User) -> Response:
     if not user.is_supervisor:
         return RedirectResponse("/me", 303)
     f, pg, counts = _queue(view, request, user)
     with view.store(request).transaction(write=False) as tx:
-        latest = _latest_id(tx, user)
+        latest = _position(tx, _latest_id(tx, user))
         devices = tx.rows(
             f"SELECT device_id FROM devices WHERE site IN ({', '.join('?' for _ in user.sites)})"
             " ORDER BY device_id LIMIT 2000",
@@ -101,25 +106,22 @@ def queue_csv(view: View, request: Request, user: User) -> Response:
 
 
 def latest_api(view: View, request: Request, user: User) -> Response:
-    """Open events newer than ``after_id`` (the page's alerts), and the newest id there is."""
+    """Open events newer than ``after_id`` (the page's alerts: a ``latest_id`` this API or the
+    queue page gave, or ``0`` for all), and the position of the newest there is."""
     view.supervisor(user)
-    try:
-        after = int(request.query_params.get("after_id", "0"))
-    except ValueError:
-        raise queue.BadFilter("after_id: a whole number") from None
-    if not 0 <= after <= INT64[1]:  # SQLite cannot bind an integer past 64 bits: it was a 500
-        raise queue.BadFilter(f"after_id: from 0 to {INT64[1]} (the latest_id this API gave)")
+    text = request.query_params.get("after_id", "0")
     where, params = queue.scope(user)
     with view.store(request).transaction(write=False) as tx:
+        after = 0 if text == "0" else queue.decode_cursor(queue.cursor_box(tx), text, "after_id")[1]
         rows = tx.rows(
             f"SELECT {queue.EVENT_COLUMNS} FROM events e LEFT JOIN evidence v ON v.event_id = e.event_id"
             f" WHERE {where} AND e.id > ? AND e.review_state = 'open' ORDER BY e.id DESC LIMIT ?",
             (*params, after, ALERT_BATCH),
         )
-        latest = _latest_id(tx, user)
+        latest = _position(tx, max(_latest_id(tx, user), after))
     kept_from = view.kept_from(request)
     events = [queue.public(queue.event_row(r, kept_from)) for r in rows]
-    return view.json({"latest_id": max(latest, after), "events": events})
+    return view.json({"latest_id": latest, "events": events})
 
 
 def _event(view: View, request: Request, user: User) -> dict[str, Any] | None:

@@ -3,6 +3,7 @@
 - ``events.review_reason``: the short-list reason of the latest review (see :mod:`.vocab`).
 - ``review_log``: every review action and contest, who and when (the review trail).
 - ``review_feed``: per device, when its ``reviews`` list changed and was last published.
+- ``meta.console_cursor_key``: the key page cursors and alert positions are sealed with.
 - Indexes for the queue and the reports, measured on PostgreSQL 15 with 100,000 events:
   ``events_site_ts`` covers the report columns, so the accuracy report and the counts per
   filter read only the index; the two partial indexes and the type/worker indexes keep a
@@ -13,7 +14,13 @@ Idempotent: safe to run at every start, on SQLite and PostgreSQL.
 
 from __future__ import annotations
 
+import secrets
+
 from deskwatch_collector.store import Store, Tx
+
+# The key that seals the console's page cursors and alert positions (:func:`.queue.cursor_box`):
+# one per database, so every collector behind a load balancer opens the others' cursors.
+CURSOR_KEY = "console_cursor_key"
 
 REPORT_COLUMNS = "device_id, worker_id, type, review_state, review_reason, contested_at"
 
@@ -62,3 +69,7 @@ def migrate(store: Store) -> None:
         real = "REAL" if store.backend == "sqlite" else "DOUBLE PRECISION"
         for stmt in STATEMENTS[store.backend] + COMMON:
             tx.execute(stmt.replace("{real}", real))
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+            (CURSOR_KEY, secrets.token_hex(32)),
+        )

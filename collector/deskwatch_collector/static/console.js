@@ -130,12 +130,12 @@ function announce(events) {
 
 (function pollNewEvents() {
   if (!alertsButton) return;  // workers get no alerts
-  let latest = Number(body.dataset.latestId || 0);
+  let latest = body.dataset.latestId || "0";  // sealed by the server: passed back as it came
   const every = Math.max(1, Number(body.dataset.poll || 5)) * 1000;
   let first = !body.dataset.latestId;
   async function tick() {
     try {
-      const r = await fetch("/api/queue/latest?after_id=" + latest, {credentials: "same-origin"});
+      const r = await fetch("/api/queue/latest?after_id=" + encodeURIComponent(latest), {credentials: "same-origin"});
       if (r.status === 401) { location.href = "/login"; return; }
       if (r.ok) {
         const got = await r.json();
