@@ -313,3 +313,23 @@ def test_closing_the_browser_leaves_no_one_signed_in(site: tuple[SupervisorServe
             d.quit()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+def test_sign_out_works_where_no_script_runs(
+    site: tuple[SupervisorServer, Demo], browser: Callable[[int], Any]
+) -> None:
+    """The pages work without script, but Sign out was a script's button: where no script
+    runs (a policy, an extension, console.js not loading) clicking it did nothing, and the
+    supervisor who clicked and left stayed signed in."""
+    from selenium.webdriver.common.by import By
+
+    server, _ = site
+    d = browser(1280)
+    sign_in(d, server.url, "alice")
+    d.execute_cdp_cmd("Emulation.setScriptExecutionDisabled", {"value": True})
+    d.get(server.url + "/queue")
+    d.find_element(By.ID, "logout").click()
+    wait(lambda: d.current_url.endswith("/login"))
+    assert not [c for c in d.get_cookies() if c["name"] == "dw_session"]
+    d.get(server.url + "/queue")
+    assert d.current_url.endswith("/login")

@@ -40,7 +40,8 @@ async function postJSON(url, data) {
 }
 
 const logout = document.getElementById("logout");
-if (logout) logout.addEventListener("click", async () => {
+if (logout) logout.addEventListener("click", async (e) => {
+  e.preventDefault();  // without script the button posts its form instead
   try { await postJSON("/logout", {}); } finally { location.href = "/login"; }
 });
 

@@ -97,6 +97,8 @@ async def logout(request: Request) -> Response:
     database is away must not leave the next person signed in once it is back."""
     ctx = WebContext.of(request)
     cleared = {"Set-Cookie": ctx.cookie("", 0, https=browser_https(request))}
+    # The pages' Sign out button posts a form where no script runs: that browser goes to the form.
+    page = not request.headers.get("content-type", "").startswith("application/json")
     try:
         await ctx.run(auth.logout, ctx.store, session_token(request))
     except StoreUnavailable as exc:
@@ -109,7 +111,11 @@ async def logout(request: Request) -> Response:
             "Signed out in this browser. The database is unavailable, so the server could not end the session;"
             f" it ends by itself within {auth.SESSION_SECONDS // 3600} hours."
         )
+        if page:
+            return html_response(503, login_page(message), {**cleared, "Retry-After": "5"})
         return json_response(503, {"error": message, "signed_out": True}, {**cleared, "Retry-After": "5"})
+    if page:
+        return RedirectResponse("/login", 303, headers=cleared)
     return json_response(200, {"ok": True}, cleared)
 
 
