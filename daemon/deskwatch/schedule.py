@@ -196,15 +196,26 @@ class ShiftCalendar:
         return False
 
     def advance(self, t: datetime, seconds: float) -> datetime | None:
-        """The instant ``seconds`` of shift time after ``t`` (None if no shift ahead)."""
+        """The instant ``seconds`` of shift time after ``t`` (None if no shift ahead).
+
+        As far ahead as it takes: rare checks in a short shift (a random gap of 20 h with an
+        hour a day) reach past one :meth:`windows` horizon, which is then read on from its
+        last window's end. Only a horizon without any shift time means no shift ahead."""
         remaining = seconds
-        for s, e in self.windows(t):
-            begin = max(s, t)
-            available = (e - begin).total_seconds()
-            if remaining < available:
-                return begin + timedelta(seconds=remaining)
-            remaining -= available
-        return None
+        cursor = t
+        while True:
+            last_end = None
+            for s, e in self.windows(cursor):
+                begin = max(s, cursor)
+                available = (e - begin).total_seconds()
+                if remaining < available:
+                    return begin + timedelta(seconds=remaining)
+                if available > 0:
+                    remaining -= available
+                    last_end = e
+            if last_end is None:
+                return None
+            cursor = last_end
 
 
 class Schedule:

@@ -142,6 +142,24 @@ def test_no_shift_means_no_scan() -> None:
     assert nxt is not None and nxt.weekday() == 0 and nxt > t + timedelta(days=6)
 
 
+def test_a_gap_longer_than_the_next_two_weeks_of_shifts_is_still_planned() -> None:
+    """Rare checks in a short shift: a random gap (or an interval) can be more shift time
+    than the next 15 days hold. The scan is further ahead, not cancelled: a None here left
+    the planner waiting for ever (no scan again until a restart)."""
+    short = [ShiftConfig(WEEKDAYS, "09:00", "10:00")]
+    cfg = ScheduleConfig(timezone="Europe/London", shifts=short, scans_per_hour=0.1, min_gap_minutes=5.0)
+    t = datetime(2026, 11, 30, 9, 0, tzinfo=UTC)
+    for seed in range(200):
+        nxt = Schedule(cfg, random.Random(seed)).next_after(t)
+        assert nxt is not None and Schedule(cfg).calendar.in_shift(nxt), seed
+    saturdays = ScheduleConfig(
+        timezone="UTC", shifts=[ShiftConfig(["sat"], "10:00", "12:00")], mode="interval", interval_seconds=39600
+    )
+    # 11 h of shift time from this Saturday's start: five whole Saturdays and an hour of the sixth
+    nxt = Schedule(saturdays).next_after(datetime(2026, 12, 5, 10, 0, tzinfo=UTC))
+    assert nxt == datetime(2027, 1, 9, 11, 0, tzinfo=UTC)
+
+
 def planner_for(clock: FakeClock, **kw: object) -> ScanPlanner:
     cfg = ScheduleConfig(
         timezone="UTC", shifts=[ShiftConfig(["mon", "tue", "wed", "thu", "fri", "sat", "sun"], "00:00", "24:00")], **kw
