@@ -208,7 +208,10 @@ def test_status_keeps_newest_session_and_health_is_latest(store_factory: Callabl
     first = dev.status("online")  # session 1
     will = dev.status("offline")  # the Last Will of session 1
     second = dev.status("degraded", ["camera: not found"])  # session 2
-    assert store_all(store, [first, second, will, dev.health()]) == ["updated", "updated", "stale", "updated"]
+    # They arrive as the device sends them: its 'since' is the real clock's, and one later than
+    # the arrival (NOW, 2027-01-15) would be refused as a status from the future.
+    arrived = dev.started.timestamp() + 1
+    assert store_all(store, [first, second, will, dev.health()], arrived) == ["updated", "updated", "stale", "updated"]
     with store.transaction(write=False) as tx:
         state, session, reasons, health = tx.one("SELECT state, session, reasons, health FROM devices") or ()
     assert (state, session, json.loads(reasons)) == ("degraded", 2, ["camera: not found"])
