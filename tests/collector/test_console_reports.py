@@ -3,15 +3,16 @@ and the fleet's states with their reasons, on a small known data set."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from deskwatch_collector.auth import User
-from deskwatch_collector.console import accuracy, detail, fleet, review, worker
+from deskwatch_collector.console import accuracy, detail, fleet, review, timefmt, worker
 from deskwatch_collector.console.review import ReviewRefused
 from deskwatch_collector.ingest import missing_seqs
 from deskwatch_collector.store import Store
@@ -83,6 +84,51 @@ def test_accuracy_numbers_reasons_series_and_noisy_flags(known: tuple[Store, dic
     assert len(rep.days) == 31 and rep.days[-1].isoformat() == "2026-11-30"
     out = rep.as_json()
     assert out["by_rule"]["phone_use"]["dismissed_right"] == 1 and out["noisy"][0]["device_id"] == "d1"
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    ("zone", "first", "local_times"),
+    [
+        # 00:30 BST / EDT is the evening before in the winter offset the range ends in
+        (
+            "Europe/London",
+            date(2026, 10, 1),
+            [
+                (date(2026, 10, 15), 0, 30),
+                (date(2026, 10, 25), 0, 30),
+                (date(2026, 10, 25), 23, 30),
+                (date(2026, 11, 15), 0, 30),
+            ],
+        ),
+        ("America/New_York", date(2026, 10, 1), [(date(2026, 10, 15), 0, 30), (date(2026, 11, 15), 23, 30)]),
+        # 23:30 AEST is the next morning in AEDT, which the range ends in
+        ("Australia/Sydney", date(2026, 9, 1), [(date(2026, 9, 15), 23, 30), (date(2026, 10, 4), 1, 30)]),
+        ("Asia/Kolkata", date(2026, 10, 1), [(date(2026, 10, 15), 0, 15), (date(2026, 11, 30), 23, 45)]),
+    ],
+)
+def test_findings_per_day_are_counted_on_the_local_day_across_a_dst_change(
+    console_store: Callable[[str], Store],
+    backend: str,
+    zone: str,
+    first: date,
+    local_times: list[tuple[date, int, int]],
+) -> None:
+    """The chart of a range that spans a change of offset (October in London, for a report
+    asked in November): each finding is in the bar of the local day it was found on, and
+    the chart has the days asked for, not one before them."""
+    tz = ZoneInfo(zone)
+    store = console_store(backend)
+    desk = Desk("acme", "d1", "w1")
+    for day, hour, minute in local_times:
+        at = datetime(day.year, day.month, day.day, hour, minute, tzinfo=tz)
+        store_messages(store, desk.finding("phone_use", at), at.timestamp() + 60)
+    last = date(2026, 11, 30)
+    with store.transaction(write=False) as tx:
+        rep = accuracy.report(tx, ("acme",), timefmt.day_start(first, tz), timefmt.day_end(last, tz), tz)
+    assert (rep.days[0], rep.days[-1], len(rep.days)) == (first, last, (last - first).days + 1)
+    bars = {d: n for d, (n, _) in zip(rep.days, rep.series["phone_use"], strict=True) if n}
+    assert bars == dict(Counter(day for day, _, _ in local_times))
 
 
 def test_review_trail_reopen_and_who_may_do_what(known: tuple[Store, dict[str, list[str]]]) -> None:

@@ -7,19 +7,20 @@ still open. Accuracy is ``1 - wrong / reviewed`` (a commercial product's "event 
 looking accurate). A rule on a device is *noisy* when at least ``MIN_REVIEWED`` of its
 findings were reviewed and the share dismissed as wrong reaches the threshold.
 
-Two passes over the covering index ``events_site_ts`` (no table rows are read on
-PostgreSQL): one grouped by (site, device, rule), one by (rule, day, state, reason).
+Passes over the covering index ``events_site_ts`` (no table rows are read on
+PostgreSQL): one grouped by (site, device, rule), then one by (rule, local day) for each UTC offset
+the zone has in the period (one, or two across a DST change).
 """
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from deskwatch_collector.console import timefmt
 from deskwatch_collector.console.vocab import DISMISS_REASONS, RULES, WRONG_REASONS
 from deskwatch_collector.store import Tx
 
@@ -166,26 +167,28 @@ def report(
               for site, dev, rule, n, a, d, w, c, cu in rows}  # fmt: skip
     # The chart and the reasons: per (rule, local day), one more pass. Few groups, so the
     # planner hashes them (grouping by state and reason as well made PostgreSQL sort 100,000 rows).
-    shift = int(datetime.fromtimestamp(until, UTC).astimezone(tz).utcoffset().total_seconds())  # type: ignore[union-attr]
+    # A local day is (ts + the zone's offset) // DAY, with the offset of the time itself: a
+    # range across a DST change is read in one piece per offset (the offset of the range's
+    # end put October's after-midnight findings on the day before, and a day before the range).
     reason_sums = "".join(
         f", SUM(CASE WHEN e.review_state = 'dismissed' AND e.review_reason = '{key}' THEN 1 ELSE 0 END)"
         for key in REASON_KEYS
     )
-    series_rows = (
-        []
-        if not chart
-        else tx.rows(
+    series_rows: list[Any] = []
+    for lo, hi, shift in timefmt.offset_spans(since, until, tz) if chart else []:
+        piece = [*sites, lo, hi, *([device] if device else [])]
+        series_rows += tx.rows(
             f"SELECT e.type, FLOOR((e.detected_ts + ?) / {DAY}), COUNT(*),"
             f" SUM(CASE WHEN e.review_state = 'dismissed' AND e.review_reason IN ({wrong}) THEN 1 ELSE 0 END),"
             f" SUM(CASE WHEN e.review_state = 'dismissed' THEN 1 ELSE 0 END){reason_sums}"
             f" FROM events e WHERE {base} GROUP BY 1, 2",
-            [shift, *WRONG_REASONS, *params],
+            [shift, *WRONG_REASONS, *piece],
         )
-    )
-    first_day = math.floor((since + shift) / DAY)
-    last_day = math.floor((until - 1 + shift) / DAY)
-    n_days = max(1, min(last_day - first_day + 1, 400))
-    days = [datetime.fromtimestamp((first_day + i) * DAY, UTC).date() for i in range(n_days)]
+    epoch = date(1970, 1, 1)
+    first, last = timefmt.local(since, tz).date(), timefmt.local(until - 1, tz).date()
+    first_day = (first - epoch).days
+    n_days = max(1, min((last - first).days + 1, 400))
+    days = [first + timedelta(days=i) for i in range(n_days)]
     series: dict[str, list[list[int]]] = defaultdict(lambda: [[0, 0] for _ in range(n_days)])
     by_rule: dict[str, Tally] = {r: Tally() for r in RULES}
     reasons: dict[str, dict[str, int]] = defaultdict(dict)

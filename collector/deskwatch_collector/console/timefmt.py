@@ -10,6 +10,7 @@ the page: one row must not take a queue down.
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -74,6 +75,35 @@ def day_start(d: date, tz: ZoneInfo) -> float:
 def day_end(d: date, tz: ZoneInfo) -> float:
     """The instant the local day after ``d`` starts: a date range's ``to`` is inclusive."""
     return day_start(d + timedelta(days=1), tz)
+
+
+def offset_spans(since: float, until: float, tz: ZoneInfo) -> list[tuple[float, float, int]]:
+    """``[since, until)`` cut where ``tz`` changes its UTC offset: ``(start, end, offset in
+    seconds)`` pieces, in order - one for a range without a change. ``(ts + offset) // 86400``
+    is then the local day of a time inside a piece, as a database can count it."""
+
+    def offset(ts: float) -> int:
+        return int(local(ts, tz).utcoffset().total_seconds())  # type: ignore[union-attr]
+
+    spans: list[tuple[float, float, int]] = []
+    start, current, probe = since, offset(since), since
+    while probe < until:
+        nxt = min(probe + _OFFSET_PROBE, until)
+        if offset(nxt) != current:
+            # Offsets change at a whole second: the first second of the new one.
+            lo, hi = math.floor(probe), math.ceil(nxt)
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if offset(mid) == current else (lo, mid)
+            if hi < until:
+                spans.append((start, float(hi), current))
+                start, current = float(hi), offset(hi)
+        probe = nxt
+    spans.append((start, until, current))
+    return spans
+
+
+_OFFSET_PROBE = 6 * 3600  # no zone changes its offset twice within six hours
 
 
 def ago(seconds: float) -> str:
