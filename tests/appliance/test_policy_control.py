@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import stat
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
 from deskwatch.audit import AuditLog
 from deskwatch.cli import main
+from deskwatch.commands.pause import describe as pause_describe
 from deskwatch.config import load_config
 from deskwatch.domain import CheckOutcome, Finding, ScanRecord
 from deskwatch.policy.engine import Policy
@@ -231,3 +233,33 @@ def test_a_request_without_a_field_is_told_which_one(write_config, clock, reques
         assert daemon.policy.pre_scan(clock.now()) is None  # not paused
     finally:
         daemon.audit.close()
+
+
+def test_history_and_pause_show_the_desks_time_zone_not_the_devices(write_config, capsys, monkeypatch):
+    """The appliance's own zone is UTC (the image's default); the worker reads times in the
+    desk's zone, schedule.timezone, with its name: a 09:00 scan in New York is not 14:00."""
+    import time
+
+    monkeypatch.setenv("TZ", "Etc/UTC")
+    time.tzset()
+    try:
+        cfg_path = str(write_config("schedule: {timezone: America/New_York}"))
+        cfg = load_config(cfg_path)
+        audit = AuditLog.for_state_dir(cfg.state_dir)
+        scanned = datetime(2026, 11, 30, 14, 0, tzinfo=UTC)  # 09:00 EST
+        audit.record_scan(ScanRecord("s-1", "schedule", scanned, scanned, frames=5, persons=1))
+        now = datetime.now(UTC)
+        Policy(cfg.policy, audit=audit).pause("doctor's call", 30, now)
+        audit.close()
+        assert main(["history", "--config", cfg_path]) == 0
+        out = capsys.readouterr().out
+        ends = (now + timedelta(minutes=30)).astimezone(ZoneInfo("America/New_York")).strftime("%H:%M %Z")
+        assert f'Paused now: "doctor\'s call" until {ends}' in out
+        assert "2026-11-30 09:00:00 EST  scan (schedule)" in out
+        assert "times in America/New_York" in out
+        assert "14:00:00" not in out
+        status = {"paused": True, "reason": "x", "minutes": 5, "ends_at": "2026-11-30T14:05:00.000Z"}
+        assert pause_describe(status, ZoneInfo("America/New_York")) == 'Paused: "x" for 5 min, until 09:05 EST.'
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -12,8 +12,9 @@ import argparse
 import json
 import sys
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from deskwatch.commands.common import load_config_or_exit
 from deskwatch_contract import exitcodes
@@ -29,9 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="JSON lines instead of text")
 
 
-def _local(ts: str) -> str:
+def _local(ts: str, tz: tzinfo | None = None) -> str:
+    """``ts`` (RFC 3339) in ``tz`` with the zone's abbreviation, ``2026-11-30 09:00:00 EST``
+    (None: the system's zone, which on the appliance is UTC, not the desk's)."""
     try:
-        return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone().strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(tz).strftime("%Y-%m-%d %H:%M:%S %Z")
     except ValueError:
         return ts
 
@@ -55,6 +58,7 @@ class Fate:
     queued: dict[str, set[str]] = field(default_factory=dict)
     view: dict[str, ReviewedFinding] = field(default_factory=dict)
     view_at: str | None = None
+    tz: tzinfo | None = None  # the desk's zone, the times are shown in
 
     def line(self, finding: dict[str, Any]) -> str | None:
         event_id = finding.get("event_id")
@@ -79,7 +83,7 @@ class Fate:
             if seen.contested:
                 parts.append("you contested it")
             if seen.picture == "kept" and seen.picture_until:
-                parts.append(f"the collector keeps the picture until {_local(seen.picture_until)[:10]}")
+                parts.append(f"the collector keeps the picture until {_local(seen.picture_until, self.tz)[:10]}")
             elif seen.picture == "deleted":
                 parts.append("the collector has deleted the picture")
         return "      -> " + " · ".join(parts)
@@ -94,8 +98,16 @@ def _review_words(seen: ReviewedFinding) -> str:
     return "not reviewed yet"
 
 
-def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False, fate: Fate | None = None) -> list[str]:
-    when = _local(at)
+def format_entry(
+    kind: str,
+    at: str,
+    d: dict[str, object],
+    checks: bool = False,
+    fate: Fate | None = None,
+    tz: tzinfo | None = None,
+) -> list[str]:
+    """One entry in words, its times in ``tz`` (the desk's zone; None: the system's)."""
+    when = _local(at, tz)
     if kind == "scan":
         findings = d.get("findings") or []
         assert isinstance(findings, list)
@@ -125,7 +137,7 @@ def format_entry(kind: str, at: str, d: dict[str, object], checks: bool = False,
     if kind == "pause_clock_moved":
         return [
             f"{when}  the clock was corrected by {int(d.get('seconds') or 0):+d} s during the pause; "  # type: ignore[call-overload]
-            f"it still ends after {d.get('minutes')} min, at {_local(str(d.get('ends_at')))}"
+            f"it still ends after {d.get('minutes')} min, at {_local(str(d.get('ends_at')), tz)}"
         ]
     if kind == "pause_expired":
         return [f'{when}  pause "{d.get("reason")}" ended by itself after {d.get("minutes")} min']
@@ -175,7 +187,9 @@ def run(args: argparse.Namespace) -> int:
         view, view_at = log.collector_view()
     finally:
         log.close()
-    fate = Fate(queued_event_ids(cfg.state_dir), view, view_at)
+    # The worker's times are the desk's (schedule.timezone): the appliance's own zone is UTC.
+    tz = ZoneInfo(cfg.schedule.timezone)
+    fate = Fate(queued_event_ids(cfg.state_dir), view, view_at, tz)
     if args.json:
         for e in entries:
             data = dict(e.data)
@@ -188,20 +202,21 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if pause is not None and pause.ends_at > datetime.now(pause.ends_at.tzinfo):
         print(
-            f'Paused now: "{pause.reason}" until {pause.ends_at.astimezone().strftime("%H:%M")} (no scans until then).'
+            f'Paused now: "{pause.reason}" until {pause.ends_at.astimezone(tz).strftime("%H:%M %Z")} (no scans until then).'
         )
     print(
-        f"Last {len(entries)} entries on desk {cfg.device.id} (newest first; kept {cfg.evidence.retention_days} days; no images are stored):"
+        f"Last {len(entries)} entries on desk {cfg.device.id} (newest first; times in {cfg.schedule.timezone}; "
+        f"kept {cfg.evidence.retention_days} days; no images are stored):"
     )
     for e in entries:
-        for line in format_entry(e.kind, e.at, e.data, args.checks, fate):
+        for line in format_entry(e.kind, e.at, e.data, args.checks, fate, tz):
             print(line)
     if view_at is None:
         print(
             "(The collector has not yet said how findings were reviewed: it sends that when the device is connected.)"
         )
     else:
-        print(f"(Reviews as the collector reported them at {_local(view_at)}.)")
+        print(f"(Reviews as the collector reported them at {_local(view_at, tz)}.)")
     return 0
 
 

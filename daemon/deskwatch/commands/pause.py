@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+from datetime import tzinfo
+from zoneinfo import ZoneInfo
 
 from deskwatch.commands.common import load_config_or_exit
 from deskwatch_contract import exitcodes
@@ -27,14 +29,16 @@ def not_running(path: object, why: str) -> int:
     return exitcodes.UNAVAILABLE
 
 
-def describe(status: dict[str, object]) -> str:
+def describe(status: dict[str, object], tz: tzinfo | None = None) -> str:
+    """The daemon's pause status in words, its end in ``tz`` (the desk's zone, schedule.timezone;
+    None: the system's, which on the appliance is UTC)."""
     from datetime import datetime
 
     if not status.get("paused"):
         return "Checks are running (not paused)."
     ends = str(status.get("ends_at", ""))
     try:
-        local = datetime.fromisoformat(ends.replace("Z", "+00:00")).astimezone().strftime("%H:%M")
+        local = datetime.fromisoformat(ends.replace("Z", "+00:00")).astimezone(tz).strftime("%H:%M %Z")
     except ValueError:
         local = ends
     return f'Paused: "{status.get("reason")}" for {status.get("minutes")} min, until {local}.'
@@ -58,6 +62,6 @@ def run(args: argparse.Namespace) -> int:
     except ControlRejected as exc:
         print(f"deskwatch pause: the daemon refused: {exc}", file=sys.stderr)
         return exitcodes.FAIL
-    print(describe(dict(reply.get("status") or {})))
+    print(describe(dict(reply.get("status") or {}), ZoneInfo(cfg.schedule.timezone)))
     print("Checks restart by themselves when the time is up; run 'deskwatch resume' when you are back.")
     return 0
