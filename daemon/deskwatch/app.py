@@ -666,8 +666,12 @@ class Daemon:
         tz = self.planner.schedule.calendar.tz
         reasons = self.reasons() if reasons is None else reasons
         pause = self.policy.paused
+        next_scan = None
+        if due is not None:  # the day too, unless today's: after Friday's shift the next is Monday's
+            local, today = due.astimezone(tz), self.clock.now().astimezone(tz).date()
+            next_scan = local.strftime("%H:%M:%S %Z" if local.date() == today else "%a %Y-%m-%d %H:%M:%S %Z")
         text = status_line(
-            next_scan=due.astimezone(tz).strftime("%H:%M:%S %Z") if due else None,
+            next_scan=next_scan,
             outbox_depth=self.delivery.outbox_depth(),
             broker=self.delivery.state(),
             degraded="; ".join(reasons) or None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import jsonschema
@@ -60,6 +61,22 @@ def test_reasons_include_an_unsynced_clock_and_a_worker_not_enrolled(
     assert daemon.reasons() == [
         "identity: off, the templates are from another backend or model: enrol worker w-1 again"
     ]
+
+
+def test_systemctl_status_says_the_day_of_a_next_scan_that_is_not_today(write_config: Callable[..., Path]) -> None:
+    """Friday after the shift, the next scan is Monday's: STATUS= says so, not a bare time
+    an operator reads as this evening's or tomorrow's."""
+    shifts = '{timezone: Europe/London, mode: interval, interval_seconds: 600, shifts: [{days: [mon, tue, wed, thu, fri], start: "09:00", end: "17:00"}]}'
+    cfg = load_config(write_config(f"schedule: {shifts}"))
+    clock = FakeClock(datetime(2026, 12, 4, 17, 30, tzinfo=UTC))  # Friday evening
+    parts = Parts(camera=FakeCamera(frames=[]), vision=ScriptedVision(), delivery=RecordingDelivery(),
+                  notifier=SilentNotifier())  # fmt: skip
+    daemon = Daemon(cfg, clock=clock, parts=parts)
+    assert daemon.planner.plan() == datetime(2026, 12, 7, 9, 10, tzinfo=UTC)
+    assert daemon.status_text().startswith("next scan Mon 2026-12-07 09:10:00 GMT · ")
+    clock.advance(3 * 86400 - 8 * 3600 - 20 * 60)  # Monday 09:10, the scan is due: the next is today's
+    daemon.planner.plan()
+    assert daemon.status_text().startswith("next scan 09:20:00 GMT · ")
 
 
 def test_the_system_clock_asks_the_time_service_at_most_once_a_minute(monkeypatch: pytest.MonkeyPatch) -> None:
