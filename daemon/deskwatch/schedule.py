@@ -61,7 +61,9 @@ class ShiftConfig:
                 report("days", f"'{d}' is not a weekday; use {' '.join(DAYS)}")
         if not self.days:
             report("days", "list at least one weekday")
-        if self.start == self.end:
+        if self.start == "24:00":  # the listed day's end: the shift would be the next day's (24:00-00:00: none)
+            report("start", 'is the end of the day: a shift that starts at midnight starts at "00:00"')
+        elif self.start == self.end:
             report("end", "equals start: the shift would be empty (use 00:00-24:00 for all day)")
 
 

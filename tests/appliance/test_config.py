@@ -84,6 +84,11 @@ evidence:
             "schedule.shifts[0].start",
             "HH:MM",
         ),
+        (  # 24:00 ends a day: as a start it is the next day's midnight, and 24:00-00:00 no time at all
+            "device: {id: a, site: b, worker_id: c}\nschedule: {shifts: [{days: [mon], start: '24:00', end: '00:00'}]}\n",
+            "schedule.shifts[0].start",
+            'starts at "00:00"',
+        ),
         (
             "device: {id: a, site: b, worker_id: c}\nmqtt: {tls: {cert_file: /nonexistent.crt}}\n",
             "mqtt.tls.cert_file",
