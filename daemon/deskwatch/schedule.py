@@ -119,6 +119,12 @@ class ScheduleConfig:
             for t in self.fixed_times:
                 if not re.fullmatch(_HHMM, t):
                     report("fixed_times", f"'{t}' is not HH:MM")
+                elif self.shifts and not any(_shift_holds(s, t) for s in self.shifts):
+                    report(
+                        "fixed_times",
+                        f"'{t}' is in no shift: the device never scans outside shifts, so that check would never "
+                        "happen; move it into a shift or drop it",
+                    )
         if not self.shifts:
             report("shifts", "list at least one shift; the device never scans outside shifts")
 
@@ -126,6 +132,16 @@ class ScheduleConfig:
 def _hhmm(text: str) -> int:
     h, m = text.split(":")
     return int(h) * 60 + int(m)
+
+
+def _shift_holds(shift: ShiftConfig, text: str) -> bool:
+    """Does the shift's clock window hold the time of day ``text`` (on some day: a shift past
+    midnight holds the small hours)? A shift whose own times are broken holds nothing (its own
+    error is reported)."""
+    if not (re.fullmatch(_HHMM, shift.start) and re.fullmatch(_HHMM, shift.end)):
+        return False
+    t, start, end = _hhmm(text), _hhmm(shift.start), _hhmm(shift.end)
+    return start <= t < end if start < end else (t >= start or t < end)
 
 
 class ShiftCalendar:

@@ -89,6 +89,12 @@ evidence:
             "schedule.shifts[0].start",
             'starts at "00:00"',
         ),
+        (  # a scheduled check at a time no shift holds would never happen, and nothing would say so
+            "device: {id: a, site: b, worker_id: c}\npolicy: {profile: uk}\n"
+            "schedule: {mode: fixed, fixed_times: ['10:30', '18:00']}\n",
+            "schedule.fixed_times",
+            "'18:00' is in no shift",
+        ),
         (
             "device: {id: a, site: b, worker_id: c}\nmqtt: {tls: {cert_file: /nonexistent.crt}}\n",
             "mqtt.tls.cert_file",
