@@ -257,6 +257,10 @@ class Daemon:
         parts = parts or Parts()
         self._prepare_state_dir()
         self.audit: Audit = parts.audit or build_audit(cfg)
+        try:  # scans the last run began and never finished (it died): recorded as cut off
+            self.audit.close_unfinished()
+        except Exception:  # the first scan's row will say whether the trail can be written
+            log.exception("could not record the scans the last run left unfinished in the audit trail")
         self.camera: Camera = parts.camera or open_camera(cfg.camera)
         self.vision: Vision = parts.vision or build_vision(cfg)
         self.policy: Policy = parts.policy or build_policy(cfg, self.audit, monotonic=self.clock.monotonic)
@@ -284,6 +288,7 @@ class Daemon:
             payloads=payloads,
             stop=self.stop_event,
             on_record=self.audit.record_scan,
+            on_begin=self.audit.begin_scan,
             prepare_evidence=build_evidence_preparer(cfg),
             camera_closed=self._camera_closed,
         )

@@ -61,6 +61,14 @@ CREATE TABLE IF NOT EXISTS collector_view (
 """
 
 
+# a scan's row from before its camera opens until its record is complete
+STARTED = "started"
+INTERRUPTED = (
+    "the daemon stopped during this scan (a crash, the watchdog, a power cut): the camera was switched on, "
+    "and the scan's outcome was never recorded"
+)
+
+
 def audit_path(state_dir: str) -> Path:
     return Path(state_dir) / "audit.sqlite3"
 
@@ -104,6 +112,29 @@ class AuditLog:
             self._db.close()
 
     # -- writing --------------------------------------------------------------------
+    def begin_scan(self, record: ScanRecord) -> None:
+        """The scan's row, written before the camera opens (outcome ``started``): a daemon that
+        dies during the scan (the watchdog after a hung camera read, the OOM killer, a power
+        cut) leaves it, and the next start says so (:meth:`close_unfinished`).
+        :meth:`record_scan` replaces it with the whole record."""
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO scans VALUES (?,?,NULL,?,?,0,0,0,'[]','[]',NULL)",
+                (record.scan_id, rfc3339(record.started_at), record.trigger, STARTED),
+            )
+
+    def close_unfinished(self) -> int:
+        """At the daemon's start: the scans a daemon that died left ``started`` are recorded as
+        cut off, not as running; returns how many. Only the daemon calls this (a tool that
+        opens the trail while it runs would close the scan it is taking)."""
+        with self._lock:
+            n = self._db.execute(
+                "UPDATE scans SET outcome = 'error', error = ? WHERE outcome = ?", (INTERRUPTED, STARTED)
+            ).rowcount
+        if n:
+            log.warning("audit trail: %d scan(s) cut off by the daemon's end before their record was complete", n)
+        return int(n)
+
     def record_scan(self, record: ScanRecord) -> None:
         checks = [{"rule": c.rule, "outcome": c.outcome, "reason": c.reason} for c in record.checks]
         findings: list[dict[str, Any]] = [

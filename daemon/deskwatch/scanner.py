@@ -196,6 +196,7 @@ class Scanner:
         payloads: Any,
         stop: threading.Event | None = None,
         on_record: Callable[[ScanRecord], None] | None = None,
+        on_begin: Callable[[ScanRecord], None] | None = None,
         prepare_evidence: EvidencePreparer | None = None,
         camera_closed: CameraGate | None = None,
     ):
@@ -213,6 +214,7 @@ class Scanner:
         self.payloads = payloads  # deskwatch.delivery.payloads (module) or a test double
         self.stop = stop or threading.Event()
         self.on_record = on_record
+        self.on_begin = on_begin  # the scan's row in the audit trail, before the camera opens
         # asked before each burst, the confirming one too: a scan may start minutes before
         # the worker pauses or the shift ends (None: the pause alone, as the policy sees it)
         self.camera_closed: CameraGate = camera_closed or policy.pre_scan
@@ -239,6 +241,7 @@ class Scanner:
             log.info("scan skipped: %s", skip, extra={"journal": {"DESKWATCH_EVENT": "scan_skipped"}})
             return None
         record = ScanRecord(scan_id=new_id(now), trigger=trigger, started_at=now)
+        self._begin(record)
         t0 = time.perf_counter()
         outcome, analyses, frames = self._burst_and_evaluate(record, confirming=False)
         people: dict[int, PeopleView] = {}
@@ -423,6 +426,15 @@ class Scanner:
             extra={"journal": {"DESKWATCH_EVENT": "scan", "SCAN_ID": record.scan_id, "SCAN_OUTCOME": record.outcome}},
         )
         self._audit(record)
+
+    def _begin(self, record: ScanRecord) -> None:
+        """The scan's row in the worker's audit trail, before the camera opens: a daemon that
+        dies during the scan leaves it (the whole record replaces it at the end)."""
+        if self.on_begin is not None:
+            try:
+                self.on_begin(record)
+            except Exception:
+                log.exception("could not write scan %s to the audit trail", record.scan_id)
 
     def _audit(self, record: ScanRecord) -> None:
         """The scan's record in the worker's audit trail on the device."""

@@ -689,6 +689,49 @@ def test_a_failing_audit_write_does_not_stop_scanning(
     assert len(delivery.scans) == 2
 
 
+def test_a_daemon_that_dies_while_the_camera_is_on_leaves_the_scan_in_the_audit_trail(
+    write_config: Callable[..., Path], clock: FakeClock, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The daemon dies after the camera opened for a scan and before the scan's record was
+    written: the watchdog kills it after a hung camera read, the OOM killer, a power cut. The
+    trail must already hold the scan then: here the state directory is copied as the camera
+    delivers its first frame (what a power cut leaves on the card, every commit being synced),
+    and a daemon started again on that copy records the scan as cut off, which the worker sees
+    in `deskwatch history`. The record used to be written only once the scan was over."""
+    import shutil
+
+    from deskwatch.cli import main
+
+    copy = tmp_path / "after-the-power-cut"
+
+    class PowerCut(FakeCamera):
+        def capture(self) -> np.ndarray:
+            if not copy.exists():
+                shutil.copytree(tmp_path / "state", copy, ignore=shutil.ignore_patterns("*.sock"))
+            return super().capture()
+
+    daemon, cam, delivery = make_daemon(write_config, clock, camera=PowerCut(frames=bright_frames()))
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.opens == 1 and copy.exists() and delivery.scans[0]["outcome"] == "clear"
+
+    config = write_config(f"state_dir: {copy}", name="restarted.yaml")
+    capsys.readouterr()
+    assert main(["history", "--config", str(config)]) == 0  # before the restart: the row as the daemon left it
+    assert "scan (schedule)  STARTED   not finished" in capsys.readouterr().out
+    restarted, cam2, _ = make_daemon(write_config, clock, extra=f"state_dir: {copy}")
+    restarted.audit.close()
+    assert cam2.opens == 0
+    trail = AuditLog.for_state_dir(str(copy))
+    (scan,) = [e for e in trail.recent(10) if e.kind == "scan"]
+    trail.close()
+    assert scan.data["trigger"] == "schedule" and scan.data["outcome"] == "error"
+    assert "the daemon stopped during this scan" in scan.data["error"]
+    assert "camera was switched on" in scan.data["error"]
+    assert main(["history", "--config", str(config)]) == 0
+    shown = capsys.readouterr().out
+    assert "scan (schedule)  ERROR" in shown and "the daemon stopped during this scan" in shown, shown
+
+
 def test_a_scan_the_outbox_cannot_queue_still_leaves_its_audit_record(
     write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -116,6 +116,9 @@ def format_entry(
             f"people {d.get('persons')}, bystanders {d.get('bystanders')}"
         )
         out = [head]
+        if d.get("outcome") == "started":  # written before the camera opened (deskwatch.audit.begin_scan)
+            out = [f"{when}  scan ({d.get('trigger')})  STARTED   not finished: the camera is on for it now, "
+                   "or the daemon stopped during it (its next start records that)"]  # fmt: skip
         if d.get("error"):
             out.append(f"    error: {d['error']}")
         for f in findings:
