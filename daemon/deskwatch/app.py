@@ -489,6 +489,8 @@ class Daemon:
                 why = "the worker is paused" + (f" (until {rfc3339(pause.ends_at)})" if pause is not None else "")
             elif (unknown := self._clock_unknown()) is not None:
                 why = unknown
+            elif self.scanner.unrecordable is not None:  # the scan would not be taken (Scanner._begin)
+                why = "the device's audit trail cannot be written, so no scan can be recorded: the camera stays closed"
             elif len(self._remote_scans) >= limit:
                 wait_min = (self._remote_scans[0] - hour_ago) / 60 if self._remote_scans else 60.0
                 why = (
@@ -647,6 +649,11 @@ class Daemon:
     def reasons(self) -> list[str]:
         """What keeps this desk from being covered properly (status ``reasons``)."""
         out = []
+        if self.scanner.unrecordable is not None:
+            out.append(
+                f"audit trail: cannot be written ({self.scanner.unrecordable}), no scans until it can "
+                "(a damaged file is set aside when the service starts again)"
+            )
         if self.scanner.camera_health.state != "ok":
             out.append(f"camera: {self.scanner.camera_health.last_error}")
         if self.clock.synchronised() is False:

@@ -215,6 +215,7 @@ class Scanner:
         self.stop = stop or threading.Event()
         self.on_record = on_record
         self.on_begin = on_begin  # the scan's row in the audit trail, before the camera opens
+        self.unrecordable: str | None = None  # why the last scan's row could not be written (no scan then)
         # asked before each burst, the confirming one too: a scan may start minutes before
         # the worker pauses or the shift ends (None: the pause alone, as the policy sees it)
         self.camera_closed: CameraGate = camera_closed or policy.pre_scan
@@ -241,7 +242,8 @@ class Scanner:
             log.info("scan skipped: %s", skip, extra={"journal": {"DESKWATCH_EVENT": "scan_skipped"}})
             return None
         record = ScanRecord(scan_id=new_id(now), trigger=trigger, started_at=now)
-        self._begin(record)
+        if not self._begin(record):
+            return None  # a scan the worker could not see in the audit trail does not happen
         t0 = time.perf_counter()
         outcome, analyses, frames = self._burst_and_evaluate(record, confirming=False)
         people: dict[int, PeopleView] = {}
@@ -427,14 +429,29 @@ class Scanner:
         )
         self._audit(record)
 
-    def _begin(self, record: ScanRecord) -> None:
+    def _begin(self, record: ScanRecord) -> bool:
         """The scan's row in the worker's audit trail, before the camera opens: a daemon that
-        dies during the scan leaves it (the whole record replaces it at the end)."""
-        if self.on_begin is not None:
-            try:
-                self.on_begin(record)
-            except Exception:
-                log.exception("could not write scan %s to the audit trail", record.scan_id)
+        dies during the scan leaves it (the whole record replaces it at the end). False when
+        it cannot be written (a full disk, a damaged or read-only file): the scan is not
+        taken, the camera stays closed, and :attr:`unrecordable` says why until a row can be
+        written again."""
+        if self.on_begin is None:
+            return True
+        try:
+            self.on_begin(record)
+        except Exception as exc:
+            self.stats.skipped += 1
+            self.unrecordable = f"{type(exc).__name__}: {exc}"
+            log.error(
+                "scan not taken, the camera stays closed: it cannot be recorded in the audit trail (%s)",
+                self.unrecordable,
+                extra={"journal": {"DESKWATCH_EVENT": "scan_unrecordable"}},
+            )
+            return False
+        if self.unrecordable is not None:
+            log.info("the audit trail can be written again: scans go on")
+            self.unrecordable = None
+        return True
 
     def _audit(self, record: ScanRecord) -> None:
         """The scan's record in the worker's audit trail on the device."""

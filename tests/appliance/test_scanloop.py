@@ -732,6 +732,46 @@ def test_a_daemon_that_dies_while_the_camera_is_on_leaves_the_scan_in_the_audit_
     assert "scan (schedule)  ERROR" in shown and "the daemon stopped during this scan" in shown, shown
 
 
+def test_a_scan_that_cannot_be_recorded_does_not_open_the_camera(
+    write_config: Callable[..., Path], clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The audit trail's file is damaged while the daemon runs (a failing SD card): every scan
+    used to open the camera and then fail to write its record ('could not write scan ... to
+    the audit trail'), for as long as the daemon ran. A scan the worker cannot see in the
+    trail must not happen: the camera stays closed, the status says why, and once the service
+    starts again (the damaged file is set aside, a fresh trail begun) scans go on."""
+    import sqlite3
+
+    from deskwatch_contract.intake import CommandRejected
+
+    daemon, cam, delivery = make_daemon(write_config, clock)
+    assert daemon.scanner.scan("schedule") is not None and cam.opens == 1
+    path = Path(daemon.cfg.state_dir) / "audit.sqlite3"
+    other = sqlite3.connect(str(path))  # what is committed goes into the file itself
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    other.close()
+    with open(path, "r+b") as f:  # every page but the header's, as a failing card returns them
+        size = f.seek(0, 2)
+        f.seek(4096)
+        f.write(np.random.default_rng(7).integers(0, 256, size - 4096, dtype=np.uint8).tobytes())
+    for _ in range(3):
+        assert daemon.scanner.scan("schedule") is None
+    assert cam.opens == 1 and len(delivery.scans) == 1  # no camera, and nothing scanned to report
+    assert any("cannot be recorded in the audit trail" in r.getMessage() for r in caplog.records)
+    (reason,) = [r for r in daemon.reasons() if r.startswith("audit trail")]
+    assert "no scans until it can" in reason and "malformed" in reason, reason
+    with pytest.raises(CommandRejected, match="audit trail cannot be written"):  # not answered ok, then dropped
+        delivery.command("scan", {"request_id": "r1", "reason": "supervisor check"})
+    daemon.audit.close()
+
+    restarted, _, _ = make_daemon(write_config, clock, camera=cam)
+    restarted.run(max_scans=1, install_signals=False)
+    assert cam.opens == 2 and not [r for r in restarted.reasons() if r.startswith("audit trail")]
+    trail = AuditLog.for_state_dir(restarted.cfg.state_dir)
+    assert [e.data["outcome"] for e in trail.recent(10) if e.kind == "scan"] == ["clear"]
+    trail.close()
+
+
 def test_a_scan_the_outbox_cannot_queue_still_leaves_its_audit_record(
     write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
