@@ -103,6 +103,40 @@ def test_history_says_picture_delivery_review_and_contest(write_config: Any, clo
     assert by_id[SENT]["collector"]["state"] == "dismissed" and by_id[QUEUED]["queued"] == ["event", "evidence"]
 
 
+def test_history_shows_times_in_the_workers_zone_named(
+    write_config: Any, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The appliance's own zone is UTC (the image's TIMEZONE_DEFAULT); the worker in Berlin
+    reads the working hours in Europe/Berlin time in the notice. History showed a scan at 08:30
+    Berlin time as 07:30 - before a shift starting at 08:00 - and, in Berlin's zone, the two
+    scans at 02:30 on the night the clocks go back as the same time."""
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    cfg_path = str(write_config("schedule: {timezone: Europe/Berlin}"))
+    cfg = load_config(cfg_path)
+    audit = AuditLog.for_state_dir(cfg.state_dir)
+    for scan_id, at in (
+        ("in-the-shift", datetime(2026, 11, 30, 7, 30, tzinfo=UTC)),
+        ("summer-time", datetime(2026, 10, 25, 0, 30, tzinfo=UTC)),
+        ("winter-time", datetime(2026, 10, 25, 1, 30, tzinfo=UTC)),
+    ):
+        audit.record_scan(ScanRecord(scan_id, "schedule", at, at, frames=3))
+    audit.record_event(
+        "pause", datetime(2026, 11, 30, 12, 0, tzinfo=UTC), {"reason": "lunch", "minutes": 30, "source": "local"}
+    )
+    audit.close()
+    try:
+        assert main(["history", "--config", cfg_path]) == 0
+    finally:
+        monkeypatch.delenv("TZ")
+        time.tzset()
+    out = capsys.readouterr().out
+    assert "times in Europe/Berlin" in out.splitlines()[0], out
+    assert "2026-11-30 13:00:00 CET  pause" in out, out
+    assert "2026-11-30 08:30:00 CET  scan (schedule)" in out
+    assert "2026-10-25 02:30:00 CEST  scan" in out and "2026-10-25 02:30:00 CET  scan" in out
+
+
 @pytest.mark.broker
 def test_the_retained_reviews_list_reaches_the_device_and_is_not_answered(tmp_path: Path, mosquitto: Broker) -> None:
     cfg = device_config(tmp_path, mosquitto)
