@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,35 @@ def test_history_says_picture_delivery_review_and_contest(write_config: Any, clo
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     by_id = {f["event_id"]: f for f in row["findings"]}
     assert by_id[SENT]["collector"]["state"] == "dismissed" and by_id[QUEUED]["queued"] == ["event", "evidence"]
+
+
+def test_history_never_calls_sent_what_the_outbox_dropped(write_config: Any, capsys: Any) -> None:
+    """The broker is away and the outbox's caps drop the oldest pictures, then the oldest
+    events (as its retention purge and a full disk do): history said "picture sent (30 KB)" and
+    "sent; no word from the collector yet" for them, taking "no longer queued" for "sent"."""
+    cfg_path = str(write_config())
+    cfg = load_config(cfg_path)
+    ids = [f"01a224ee-45fe-72be-b748-f6bbc5d617a{n}" for n in range(4)]
+    audit = AuditLog.for_state_dir(cfg.state_dir)
+    for n, event_id in enumerate(ids):
+        at = NOW + timedelta(minutes=n)
+        record = ScanRecord(f"s-{n}", "schedule", at, at, frames=3, findings=[Finding("phone_use", 0.8, 0)])
+        record.sent = [SentFinding(event_id, 30_000 if n < 2 else None, None if n < 2 else "rule")]
+        audit.record_scan(record)
+    audit.close()
+    outbox = Outbox(cfg.state_dir, max_bytes=10**6, max_messages=3, max_age_days=20)
+    for n, event_id in enumerate(ids):  # 4 events, 2 with pictures, in a queue of 3 messages
+        outbox.put_event({"event_id": event_id, "type": "phone_use"}, b"\xff\xd8" + b"x" * 29_998 if n < 2 else None)
+    outbox.close()
+    assert main(["history", "--config", cfg_path]) == 0
+    out = capsys.readouterr().out
+    fate = dict(zip(ids, reversed([ln for ln in out.splitlines() if "->" in ln]), strict=True))  # newest first
+    assert "picture sent" not in out, out
+    assert "picture not sent: dropped while the network was down" in fate[ids[0]], out
+    assert "never sent: the device's queue dropped it while the network was down" in fate[ids[0]], out
+    assert "picture not sent" in fate[ids[1]] and "waiting for the broker" in fate[ids[1]], out
+    assert "waiting for the broker" in fate[ids[3]], out
+    assert "no word from the collector" not in out, out
 
 
 def test_history_shows_times_in_the_workers_zone_named(

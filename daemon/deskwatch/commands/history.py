@@ -48,6 +48,16 @@ NO_PICTURE = {
     "failed": "it could not be made",
     "too_large": "it was too large",
     "evicted": "dropped while the network was down",
+    "disk_full": "dropped: the device's disk was full",
+    "damaged": "dropped: damaged on the device's storage",
+    "seal_failed": "it could not be sealed",
+}
+
+
+# why a finding left the device's queue unsent (the outbox's ``dropped`` and ``damaged`` rows)
+NOT_SENT = {
+    "evicted": "the device's queue dropped it while the network was down",
+    "damaged": "it was damaged on the device's storage",
 }
 
 
@@ -58,24 +68,36 @@ class Fate:
     queued: dict[str, set[str]] = field(default_factory=dict)
     view: dict[str, ReviewedFinding] = field(default_factory=dict)
     view_at: str | None = None
-    tz: tzinfo | None = None  # the desk's zone, the times are shown in
+    tz: tzinfo | None = None  # the worker's zone
+    # what left the outbox unsent: event id -> {"event"/"evidence": why} (outbox.dropped_event_ids)
+    dropped: dict[str, dict[str, str]] = field(default_factory=dict)
 
     def line(self, finding: dict[str, Any]) -> str | None:
         event_id = finding.get("event_id")
         if not isinstance(event_id, str):
             return None  # recorded before the device kept this
         waiting = self.queued.get(event_id, set())
+        dropped = self.dropped.get(event_id, {})
         parts = []
         size = finding.get("picture_bytes")
         if isinstance(size, int):
             kb = f"{size / 1000:.0f} KB"
-            parts.append(f"picture waiting to be sent ({kb})" if "evidence" in waiting else f"picture sent ({kb})")
+            if "evidence" in waiting:
+                parts.append(f"picture waiting to be sent ({kb})")
+            elif "evidence" in dropped:  # no longer queued is not sent
+                why = dropped["evidence"]
+                parts.append(f"picture not sent: {NO_PICTURE.get(why, why)}")
+            else:
+                parts.append(f"picture sent ({kb})")
         else:
             why = str(finding.get("no_picture") or "none")
             parts.append(f"no picture ({NO_PICTURE.get(why, why)})")
         seen = self.view.get(event_id)
         if "event" in waiting:
             parts.append("waiting for the broker")
+        elif "event" in dropped:
+            why = dropped["event"]
+            parts.append(f"never sent: {NOT_SENT.get(why, why)}")
         elif seen is None:
             parts.append("sent; no word from the collector yet")
         else:
@@ -169,7 +191,7 @@ def format_entry(
 
 def run(args: argparse.Namespace) -> int:
     from deskwatch.audit import AuditLog, audit_path
-    from deskwatch.delivery.outbox import queued_event_ids
+    from deskwatch.delivery.outbox import dropped_event_ids, queued_event_ids
 
     cfg = load_config_or_exit(args)
     if args.limit < 1:
@@ -190,9 +212,8 @@ def run(args: argparse.Namespace) -> int:
         view, view_at = log.collector_view()
     finally:
         log.close()
-    # The worker's times are the desk's (schedule.timezone): the appliance's own zone is UTC.
-    tz = ZoneInfo(cfg.schedule.timezone)
-    fate = Fate(queued_event_ids(cfg.state_dir), view, view_at, tz)
+    tz = ZoneInfo(cfg.schedule.timezone)  # the worker's, which the notice states the working hours in
+    fate = Fate(queued_event_ids(cfg.state_dir), view, view_at, tz, dropped_event_ids(cfg.state_dir))
     if args.json:
         for e in entries:
             data = dict(e.data)
@@ -231,5 +252,6 @@ def _with_fate(finding: dict[str, Any], fate: Fate) -> dict[str, Any]:
     return {
         **finding,
         "queued": sorted(fate.queued.get(event_id, set())),
+        "dropped": fate.dropped.get(event_id, {}),
         "collector": seen.as_json() if seen is not None else None,
     }

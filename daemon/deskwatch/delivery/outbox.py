@@ -39,7 +39,10 @@ exceeded the oldest message of the *least valuable kind present* is dropped:
 evidence images first, then health, then command results and scan records, events
 last. Evicting an evidence image rewrites its queued event to ``evidence: null`` with
 ``evidence_reason: "evicted"`` so consumers do not wait for a JPEG that never comes.
-Every eviction is counted per kind (persisted), logged, and reported in ``health``.
+Every eviction is counted per kind (persisted), logged, and reported in ``health``; an
+event or image that leaves the queue unsent (evicted, or stripped on a full disk) is noted
+by its event id in ``dropped`` until retention, so that ``deskwatch history`` does not take
+"no longer queued" for "sent" (:func:`dropped_event_ids`).
 
 A full disk
 -----------
@@ -140,6 +143,13 @@ CREATE TABLE IF NOT EXISTS damaged (  -- messages taken out of the queue: their 
     found REAL NOT NULL,
     why TEXT NOT NULL,
     kind, topic, payload, qos, created, event_id, props  -- as they were found, whatever their type
+);
+CREATE TABLE IF NOT EXISTS dropped (  -- events and images that left the queue unsent, for 'deskwatch history'
+    event_id TEXT NOT NULL,
+    kind TEXT NOT NULL,                -- "event" or "evidence"
+    reason TEXT NOT NULL,              -- the event's evidence_reason words: "evicted", "disk_full"
+    at REAL NOT NULL,
+    PRIMARY KEY (event_id, kind)
 );
 """
 # How many damaged messages are kept for inspection (the newest, none past retention).
@@ -529,6 +539,9 @@ class Outbox:
                 break
             self._evict(row, evicted)
             freed += int(row[2])
+        for p, _, _ in events:
+            if p.get("evidence_reason") == "disk_full" and isinstance(p.get("event_id"), str):
+                self._note_dropped(p["event_id"], "evidence", "disk_full")
         for kind, n in evicted.items():
             self.evicted[kind] = self._bump(f"evicted.{kind}", n)
         logger.error(
@@ -714,6 +727,7 @@ class Outbox:
                     "DELETE FROM damaged WHERE found < ? OR (typeof(created) IN ('integer', 'real') AND created < ?)",
                     (cutoff, cutoff),
                 ).rowcount
+                self._db.execute("DELETE FROM dropped WHERE at < ?", (cutoff,))  # the audit trail's rows are gone too
                 images = self._db.execute(
                     f"UPDATE damaged SET payload = NULL WHERE payload IS NOT NULL AND NOT {INSPECTABLE_SQL}"
                 ).rowcount
@@ -793,6 +807,16 @@ class Outbox:
         evicted[kind] = evicted.get(kind, 0) + 1
         if kind == "evidence" and event_id:
             self._mark_evidence_evicted(event_id)
+        if kind in ("event", "evidence") and event_id:
+            self._note_dropped(event_id, kind, "evicted")
+
+    def _note_dropped(self, event_id: str, kind: str, reason: str) -> None:
+        """An event or its image that leaves the queue unsent: the worker's history must not
+        take it for sent (:func:`dropped_event_ids`). In the caller's transaction."""
+        self._db.execute(
+            "INSERT OR REPLACE INTO dropped (event_id, kind, reason, at) VALUES (?, ?, ?, ?)",
+            (event_id, kind, reason, self._clock()),
+        )
 
     def _mark_evidence_evicted(self, event_id: str, reason: str = "evicted") -> bytes | None:
         """Rewrite the queued event of a dropped image to ``evidence: null`` so that consumers
@@ -1037,6 +1061,31 @@ def queued_event_ids(state_dir: str | os.PathLike[str]) -> dict[str, set[str]]:
     out: dict[str, set[str]] = {}
     for event_id, kind in rows:
         out.setdefault(str(event_id), set()).add(str(kind))
+    return out
+
+
+def dropped_event_ids(state_dir: str | os.PathLike[str]) -> dict[str, dict[str, str]]:
+    """Per event id, what of it left the queue unsent and why ("event"/"evidence" -> "evicted",
+    "disk_full", "damaged"); read-only, as :func:`queued_event_ids`. Kept as long as the
+    messages it speaks of could have been (retention)."""
+    path = Path(state_dir) / FILENAME
+    if not path.exists():
+        return {}
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
+        try:
+            rows = db.execute(
+                "SELECT event_id, kind, reason FROM dropped UNION ALL SELECT event_id, kind, 'damaged' FROM damaged"
+                " WHERE typeof(event_id) = 'text' AND kind IN ('event', 'evidence')"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:  # an outbox from before the device kept this, or unreadable
+        logger.warning("cannot read what left the outbox %s unsent: %s", path, exc)
+        return {}
+    out: dict[str, dict[str, str]] = {}
+    for event_id, kind, reason in rows:
+        out.setdefault(str(event_id), {})[str(kind)] = str(reason)
     return out
 
 
