@@ -133,6 +133,33 @@ def test_missing_camera_source_fails_with_remedy(tmp_path: Path) -> None:
     assert light.status == WARN and "camera failed" in light.detail
 
 
+def test_a_camera_that_fails_after_opening_is_still_in_the_workers_history(tmp_path: Path, capsys: Any) -> None:
+    """The camera check switches the camera on, gets a frame, and the camera fails (a USB
+    webcam unplugged, a frame the driver cannot deliver): the row is a FAIL, and the camera use
+    used to go unrecorded - only a whole burst was."""
+    from deskwatch.audit import AuditLog
+    from deskwatch.config import load_config_text
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(PHOTOS / "single_04.jpg", frames / "a.jpg")
+    (frames / "b.jpg").write_bytes(b"\xff\xd8 the second frame never comes")
+    cfg = load_config_text(
+        f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {tmp_path / 'state'}\n"
+        f"camera: {{backend: replay, source: {frames}}}\n"
+    )
+    (cam,) = run_selftest(cfg, checks={"camera": selftest.check_camera}).results
+    assert cam.status == FAIL and "b.jpg" in cam.detail
+    trail = AuditLog.for_state_dir(cfg.state_dir)
+    (used,) = [e for e in trail.recent(10) if e.kind == "selftest_capture"]
+    trail.close()
+    assert used.data["frames"] == 1 and "b.jpg" in used.data["failed"]
+    config = tmp_path / "config.yaml"
+    config.write_text(f"device: {{id: d, site: s, worker_id: w}}\nstate_dir: {tmp_path / 'state'}\n")
+    assert main(["history", "--config", str(config)]) == 0
+    assert "technician's selftest used the camera (1 frames; then the camera failed:" in capsys.readouterr().out
+
+
 def test_secret_permissions(tmp_path: Path) -> None:
     from deskwatch.config import load_config_text
 

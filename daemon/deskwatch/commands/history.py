@@ -173,7 +173,8 @@ def format_entry(
     if kind == "remote_scan_refused":
         return [f"{when}  on-demand scan REFUSED, camera stayed closed: {d.get('why')}"]
     if kind == "selftest_capture":
-        return [f"{when}  technician's selftest used the camera ({d.get('frames')} frames, nothing sent)"]
+        failed = f"; then the camera failed: {d['failed']}" if d.get("failed") else ""
+        return [f"{when}  technician's selftest used the camera ({d.get('frames')} frames{failed}; nothing sent)"]
     if kind == "selftest_snapshot":
         return [
             f"{when}  technician kept a framing picture on the device at {d.get('path')} ({d.get('blurred_faces')} "

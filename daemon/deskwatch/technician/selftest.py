@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deskwatch.app import identity_target
 from deskwatch.config import Config
@@ -37,6 +37,11 @@ from deskwatch.technician.service_user import (
     service_account,
     user_name,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from deskwatch.camera import Camera
 
 log = logging.getLogger(__name__)
 
@@ -259,13 +264,18 @@ def check_camera(run: SelftestRun) -> list[CheckResult]:
         "replay": "check camera.source points at an image, a directory of images or a video",
     }.get(cam.backend, "check the camera")
     t0 = time.perf_counter()
+    stop = threading.Event()
+    camera: _CountedCamera | None = None
     try:
-        camera = open_camera(cam)
+        camera = _CountedCamera(open_camera(cam))
         frames = _run_with_timeout(
-            lambda: take_burst(camera, SELFTEST_FRAMES, 0.5, SystemClock()),
+            lambda: take_burst(camera, SELFTEST_FRAMES, 0.5, SystemClock(), stop),
             cam.open_timeout_seconds + 5.0,
         )
     except Exception as exc:
+        stop.set()  # a read that returns after the timeout takes no further frame
+        if camera is not None and camera.opened:  # switched on, then failed or hung: still the worker's to see
+            _audit_capture(run, camera.frames, failed=str(exc))
         return [CheckResult("camera", FAIL, f"{where}: {exc}", remedy)]
     ms = (time.perf_counter() - t0) * 1000
     run.frames = list(frames)
@@ -283,8 +293,32 @@ def check_camera(run: SelftestRun) -> list[CheckResult]:
     return [CheckResult("camera", PASS, detail)]
 
 
-def _audit_capture(run: SelftestRun, frames: int) -> None:
-    record_camera_use(run.cfg, "selftest", {"frames": frames, "kept": "none (snapshot only if asked)"})
+class _CountedCamera:
+    """The camera under test, saying whether it was switched on and how many frames it gave:
+    a camera that fails or hangs after opening was still used."""
+
+    def __init__(self, camera: Camera) -> None:
+        self.camera, self.name = camera, camera.name
+        self.opened, self.frames = False, 0
+
+    def open(self) -> None:
+        self.camera.open()
+        self.opened = True
+
+    def capture(self) -> np.ndarray:
+        image = self.camera.capture()
+        self.frames += 1
+        return image
+
+    def close(self) -> None:
+        self.camera.close()
+
+
+def _audit_capture(run: SelftestRun, frames: int, failed: str | None = None) -> None:
+    details: dict[str, Any] = {"frames": frames, "kept": "none (snapshot only if asked)"}
+    if failed is not None:
+        details["failed"] = failed
+    record_camera_use(run.cfg, "selftest", details)
 
 
 def record_camera_use(cfg: Config, tool: str, details: dict[str, Any], kind: str | None = None) -> None:
