@@ -291,6 +291,9 @@ class Scanner:
                 scanned = analyze_frames(self.vision, self.policy, burst, cam_cfg.burst_frames, self.prepare_evidence)
             except Exception as exc:  # a bug or a bad frame costs this scan, which still gets its record
                 failure = exc
+        # what the camera took counts whatever comes of it: a camera that failed after two frames
+        # still took (and the scan analysed) them
+        record.frames += burst.captured
         if burst.error is not None:
             if not isinstance(burst.error, Exception):
                 raise burst.error  # KeyboardInterrupt, SystemExit: not the camera's
@@ -312,7 +315,6 @@ class Scanner:
         if self.camera_health.recovered():
             log.info("camera recovered", extra={"journal": {"DESKWATCH_EVENT": "camera_recovered"}})
         record.durations_ms["capture"] = record.durations_ms.get("capture", 0.0) + round(burst.seconds * 1000, 1)
-        record.frames += burst.captured
         if failure is None and not scanned.unseen and burst.captured < cam_cfg.burst_frames:
             # Cut short by a stop (shutdown: a restart, an update, a reboot). The frames taken
             # are no burst: judged as one, a phone glimpsed in 1 frame was phone_use "in 1/1

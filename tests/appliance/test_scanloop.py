@@ -772,6 +772,32 @@ def test_a_scan_that_cannot_be_recorded_does_not_open_the_camera(
     trail.close()
 
 
+def test_a_camera_that_fails_mid_burst_is_recorded_with_the_frames_it_took(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    """The camera delivers two frames, then fails (a USB webcam unplugged): both were taken
+    and analysed, and the scan's record - the worker's trail and `scan` to the collector, whose
+    contract says `frames` counts the frames the camera took - said 0."""
+
+    class Unplugged(FakeCamera):
+        def capture(self) -> np.ndarray:
+            if self.captures == 2:
+                raise CameraError("the USB webcam was unplugged")
+            return super().capture()
+
+    vision = ScriptedVision()
+    daemon, cam, delivery = make_daemon(
+        write_config, clock, extra="camera: {burst_frames: 5}", camera=Unplugged(frames=bright_frames()), vision=vision
+    )
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.captures == 2 and vision.analyzed == 2
+    (scan,) = delivery.scans
+    assert scan["outcome"] == "error" and "unplugged" in scan["error"] and scan["frames"] == 2
+    trail = AuditLog.for_state_dir(daemon.cfg.state_dir)
+    assert [e.data["frames"] for e in trail.recent(10) if e.kind == "scan"] == [2]
+    trail.close()
+
+
 def test_a_scan_the_outbox_cannot_queue_still_leaves_its_audit_record(
     write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
