@@ -103,6 +103,27 @@ def test_history_says_picture_delivery_review_and_contest(write_config: Any, clo
     assert by_id[SENT]["collector"]["state"] == "dismissed" and by_id[QUEUED]["queued"] == ["event", "evidence"]
 
 
+def test_a_pause_overrun_is_not_shown_as_a_scan(write_config: Any, clock: Any, capsys: Any) -> None:
+    """A pause overrun is reported from the pause's times, through the scanner's record of a
+    scan (trigger "pause"), with the camera shut: history showed it as "scan (pause)
+    VIOLATION people 0", as if the camera had been switched on when the pause ended."""
+    cfg_path = str(write_config())
+    cfg = load_config(cfg_path)
+    camera = FakeCamera()
+    daemon = Daemon(cfg, clock=clock, parts=Parts(camera=camera, vision=ScriptedVision(),
+                                                  delivery=RecordingDelivery(), notifier=SilentNotifier()))  # fmt: skip
+    daemon.handle_command("pause", {"reason": "fetch water", "minutes": 1}, source="local")
+    clock.advance(200)  # the minute, the grace, and nobody back
+    daemon._check_pause()
+    daemon.audit.close()
+    assert camera.opens == 0
+    assert main(["history", "--config", cfg_path]) == 0
+    out = capsys.readouterr().out
+    assert "scan (pause)" not in out and "people 0" not in out, out
+    assert "reported without a scan (the camera was not used): the pause ran over" in out
+    assert "finding: pause_overrun" in out and 'pause_overrun: "fetch water" ran' in out
+
+
 def test_history_never_calls_sent_what_the_outbox_dropped(write_config: Any, capsys: Any) -> None:
     """The broker is away and the outbox's caps drop the oldest pictures, then the oldest
     events (as its retention purge and a full disk do): history said "picture sent (30 KB)" and

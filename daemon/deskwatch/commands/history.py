@@ -137,6 +137,8 @@ def format_entry(
             f"{when}  scan ({d.get('trigger')})  {str(d.get('outcome')).upper():<9} "
             f"people {d.get('persons')}, bystanders {d.get('bystanders')}"
         )
+        if d.get("trigger") == "pause":  # a pause overrun, published as a scan record: no camera was involved
+            head = f"{when}  reported without a scan (the camera was not used): the pause ran over"
         out = [head]
         if d.get("outcome") == "started":  # written before the camera opened (deskwatch.audit.begin_scan)
             out = [f"{when}  scan ({d.get('trigger')})  STARTED   not finished: the camera is on for it now, "
