@@ -161,11 +161,21 @@ class AuditLog:
             )
 
     def record_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> None:
+        self.start_event(kind, at, detail)
+
+    def start_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> int:
+        """:meth:`record_event` for what is not over yet; returns its row, for :meth:`update_event`."""
         with self._lock:
-            self._db.execute(
+            cur = self._db.execute(
                 "INSERT INTO events(at, kind, detail) VALUES (?,?,?)",
                 (rfc3339(at), kind, json.dumps(detail, default=str)),
             )
+        return int(cur.lastrowid or 0)
+
+    def update_event(self, row: int, detail: dict[str, Any]) -> None:
+        """What an event recorded before it was over (a tool's camera use) turned out to be."""
+        with self._lock:
+            self._db.execute("UPDATE events SET detail = ? WHERE id = ?", (json.dumps(detail, default=str), row))
 
     def save_pause(self, pause: PauseInfo | None) -> None:
         """Persist the active pause so a daemon restart does not end it."""

@@ -303,6 +303,35 @@ def test_enrolling_from_the_camera_shows_in_the_workers_history(
     assert "technician took 2 photo(s) with the camera to enrol worker w-test" in out, out
 
 
+def test_enrolling_from_a_camera_that_fails_records_the_photos_it_took(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The camera gives two photos of the 20 asked for, then fails (a USB webcam unplugged):
+    history said the technician "took 20 photo(s)", recorded before the first was taken."""
+    import shutil
+
+    import yaml
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    shutil.copy(PHOTOS / "face_01.jpg", frames / "a.jpg")
+    shutil.copy(PHOTOS / "face_02.jpg", frames / "b.jpg")
+    (frames / "c.jpg").write_bytes(b"\xff\xd8 the third photo never comes")
+    config = camera_config(tmp_path)
+    doc = yaml.safe_load(config.read_text())
+    doc["camera"]["source"] = str(frames)
+    config.write_text(yaml.safe_dump(doc))
+    argv = ["enroll", "--config", str(config), "--worker", "w-test", "--camera", "config", "--consent"]
+    with pytest.raises(SystemExit) as gone:
+        main([*argv, "--frames", "20"])
+    assert gone.value.code == 69
+    assert "c.jpg: not a readable image" in capsys.readouterr().err
+    assert main(["history", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "technician took 2 photo(s) with the camera to enrol worker w-test; then the camera failed: " in out, out
+    assert "20 photo" not in out
+
+
 @pytest.mark.parametrize("frames", ["61", "0", "100000"])
 def test_enrolling_from_the_camera_takes_at_most_60_photos(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], frames: str

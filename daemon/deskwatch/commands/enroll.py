@@ -111,7 +111,7 @@ def _images_from_dir(path: Path) -> list[tuple[str, np.ndarray]]:
 
 def _images_from_camera(cfg: Config, source: str, frames: int, worker: str) -> list[tuple[str, np.ndarray]]:
     from deskwatch.camera import CameraError, open_camera
-    from deskwatch.technician.selftest import record_camera_use
+    from deskwatch.technician.selftest import finish_camera_use, record_camera_use
 
     # The appliance's own camera (its configured backend) unless a USB device is named.
     own = source in ("", "config") or (cfg.camera.backend == "picamera2" and source.isdigit())
@@ -122,27 +122,26 @@ def _images_from_camera(cfg: Config, source: str, frames: int, worker: str) -> l
     )
     camera = open_camera(cam_cfg)
     out = []
+    what = {"camera": source or "config", "worker": worker, "kept": "no photos; face templates if enough were usable"}
+    row, failed = None, None
     try:
         camera.open()
-        # The camera used outside a scan: the worker sees it in `deskwatch history`.
-        record_camera_use(
-            cfg,
-            "enroll",
-            {
-                "frames": frames,
-                "camera": source or "config",
-                "worker": worker,
-                "kept": "no photos; face templates if enough were usable",
-            },
-        )
+        # The camera used outside a scan: the worker sees it in `deskwatch history`, recorded
+        # before the first photo and completed with the photos the camera really gave.
+        row = record_camera_use(cfg, "enroll", {"asked": frames, **what})
         for i in range(frames):
             out.append((f"camera frame {i + 1}", camera.capture()))
             time.sleep(0.3)
     except CameraError as exc:
+        failed = str(exc)
         print(f"deskwatch enroll: camera {source}: {exc}", file=sys.stderr)
         raise SystemExit(exitcodes.UNAVAILABLE) from None
     finally:
         camera.close()
+        if row is not None:
+            finish_camera_use(
+                cfg, row, {"frames": len(out), "asked": frames, **what, **({"failed": failed} if failed else {})}
+            )
     return out
 
 

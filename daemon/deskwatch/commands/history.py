@@ -185,8 +185,14 @@ def format_entry(
     if kind == "aim_capture":
         return [f"{when}  technician aimed the camera (live view for up to {d.get('seconds')} s, nothing kept or sent)"]
     if kind == "enroll_capture":
+        took = (
+            f"took {d['frames']} photo(s)"
+            if "frames" in d
+            else f"began taking up to {d.get('asked')} photo(s) (it did not finish)"
+        )
+        failed = f"; then the camera failed: {d['failed']}" if d.get("failed") else ""
         return [
-            f"{when}  technician took {d.get('frames')} photo(s) with the camera to enrol worker {d.get('worker')} "
+            f"{when}  technician {took} with the camera to enrol worker {d.get('worker')}{failed} "
             "(with their consent; no photo kept or sent, at most face templates stored on the device)"
         ]
     return [f"{when}  {kind}: {json.dumps(d)}"]

@@ -321,20 +321,37 @@ def _audit_capture(run: SelftestRun, frames: int, failed: str | None = None) -> 
     record_camera_use(run.cfg, "selftest", details)
 
 
-def record_camera_use(cfg: Config, tool: str, details: dict[str, Any], kind: str | None = None) -> None:
+def record_camera_use(cfg: Config, tool: str, details: dict[str, Any], kind: str | None = None) -> int | None:
     """The worker sees in `deskwatch history` that the camera was used outside a scan
-    (the audit event ``<tool>_capture``, or ``kind``)."""
+    (the audit event ``<tool>_capture``, or ``kind``). Returns the event's row, for
+    :func:`finish_camera_use`, or None when it could not be written."""
     from deskwatch.audit import AuditLog
     from deskwatch.domain import utcnow
 
     try:
         audit = AuditLog.for_state_dir(cfg.state_dir)
         try:
-            audit.record_event(kind or f"{tool}_capture", utcnow(), details)
+            return audit.start_event(kind or f"{tool}_capture", utcnow(), details)
         finally:
             audit.close()
     except Exception as exc:  # a technician without write access still gets the tool
         log.warning("could not record the %s capture in the audit trail: %s", tool, exc)
+        return None
+
+
+def finish_camera_use(cfg: Config, row: int, details: dict[str, Any]) -> None:
+    """The camera use :func:`record_camera_use` recorded as it began, as it turned out (the
+    frames the camera really gave)."""
+    from deskwatch.audit import AuditLog
+
+    try:
+        audit = AuditLog.for_state_dir(cfg.state_dir)
+        try:
+            audit.update_event(row, details)
+        finally:
+            audit.close()
+    except Exception as exc:
+        log.warning("could not complete the record of a camera use in the audit trail: %s", exc)
 
 
 def check_light(run: SelftestRun) -> list[CheckResult]:
