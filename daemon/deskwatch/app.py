@@ -257,8 +257,9 @@ class Daemon:
         parts = parts or Parts()
         self._prepare_state_dir()
         self.audit: Audit = parts.audit or build_audit(cfg)
+        unfinished: list[ScanRecord] = []
         try:  # scans the last run began and never finished (it died): recorded as cut off
-            self.audit.close_unfinished()
+            unfinished = self.audit.close_unfinished()
         except Exception:  # the first scan's row will say whether the trail can be written
             log.exception("could not record the scans the last run left unfinished in the audit trail")
         self.camera: Camera = parts.camera or open_camera(cfg.camera)
@@ -275,6 +276,7 @@ class Daemon:
         self._context_type = PolicyContext
         self.payloads = payloads
         self.source = payload_source(cfg)
+        self._report_unfinished(unfinished)
         self.scanner = Scanner(
             cfg.camera,
             self.source,
@@ -312,6 +314,16 @@ class Daemon:
         self._pending_models: Path | None = None
         self.jobs = self._build_jobs()
         self.delivery.on_reviews(self.take_reviews)
+
+    def _report_unfinished(self, records: list[ScanRecord]) -> None:
+        """The collector hears of the scans a daemon that died cut off, as the worker's trail
+        records them: the camera opened, the outcome unknown (finished_at is started_at)."""
+        for record in records:
+            record.checks = [CheckOutcome("all", "skipped", record.error or "")]
+            try:
+                self.delivery.send_scan(self.payloads.scan_payload(self.source, record))
+            except Exception:  # the trail has it; the next start does not send it again
+                log.exception("could not queue the record of scan %s, cut off by the last run's end", record.scan_id)
 
     def take_reviews(self, raw: bytes) -> None:
         """The collector's retained word on this desk's recent findings, kept for 'deskwatch history'."""

@@ -123,17 +123,20 @@ class AuditLog:
                 (record.scan_id, rfc3339(record.started_at), record.trigger, STARTED),
             )
 
-    def close_unfinished(self) -> int:
+    def close_unfinished(self) -> list[ScanRecord]:
         """At the daemon's start: the scans a daemon that died left ``started`` are recorded as
-        cut off, not as running; returns how many. Only the daemon calls this (a tool that
-        opens the trail while it runs would close the scan it is taking)."""
-        with self._lock:
-            n = self._db.execute(
-                "UPDATE scans SET outcome = 'error', error = ? WHERE outcome = ?", (INTERRUPTED, STARTED)
-            ).rowcount
-        if n:
-            log.warning("audit trail: %d scan(s) cut off by the daemon's end before their record was complete", n)
-        return int(n)
+        cut off, not as running; returns them (for the collector). Only the daemon calls this
+        (a tool that opens the trail while it runs would close the scan it is taking)."""
+        with self._lock, transaction(self._db):
+            rows = self._db.execute(
+                "SELECT scan_id, started_at, trigger FROM scans WHERE outcome = ?", (STARTED,)
+            ).fetchall()
+            self._db.execute("UPDATE scans SET outcome = 'error', error = ? WHERE outcome = ?", (INTERRUPTED, STARTED))
+        if rows:
+            log.warning(
+                "audit trail: %d scan(s) cut off by the daemon's end before their record was complete", len(rows)
+            )
+        return [ScanRecord(str(r[0]), str(r[2]), utc(str(r[1])), error=INTERRUPTED) for r in rows]
 
     def record_scan(self, record: ScanRecord) -> None:
         checks = [{"rule": c.rule, "outcome": c.outcome, "reason": c.reason} for c in record.checks]

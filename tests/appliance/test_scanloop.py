@@ -718,13 +718,16 @@ def test_a_daemon_that_dies_while_the_camera_is_on_leaves_the_scan_in_the_audit_
     capsys.readouterr()
     assert main(["history", "--config", str(config)]) == 0  # before the restart: the row as the daemon left it
     assert "scan (schedule)  STARTED   not finished" in capsys.readouterr().out
-    restarted, cam2, _ = make_daemon(write_config, clock, extra=f"state_dir: {copy}")
+    restarted, cam2, delivery2 = make_daemon(write_config, clock, extra=f"state_dir: {copy}")
     restarted.audit.close()
     assert cam2.opens == 0
     trail = AuditLog.for_state_dir(str(copy))
     (scan,) = [e for e in trail.recent(10) if e.kind == "scan"]
     trail.close()
     assert scan.data["trigger"] == "schedule" and scan.data["outcome"] == "error"
+    (sent,) = delivery2.scans  # and the collector hears of it
+    assert sent["scan_id"] == scan.data["scan_id"] and sent["outcome"] == "error"
+    assert sent["error"] == scan.data["error"] and sent["finished_at"] == sent["started_at"] == scan.at
     assert "the daemon stopped during this scan" in scan.data["error"]
     assert "camera was switched on" in scan.data["error"]
     assert main(["history", "--config", str(config)]) == 0
