@@ -99,6 +99,17 @@ def test_notice_says_the_camera_is_on_for_its_warm_up_too():
     assert "before them" not in explain(make_config("camera: {warmup_seconds: 0}"))
 
 
+def test_notice_says_a_technician_may_switch_the_camera_on_at_any_hour():
+    """The notice said "Never outside [working hours]" and that the camera is switched on only
+    for a check; a technician's selftest, aim or enrolment switches it on at any hour, and the
+    log the notice points to shows it ("technician's selftest used the camera")."""
+    text = explain(make_config())
+    assert "- Checks only during working hours:" in text and "- Only during working hours" not in text
+    assert "a technician at the device may switch the camera on at any hour" in text
+    assert "'deskwatch selftest'" in text and "'deskwatch aim'" in text and "'deskwatch enroll'" in text
+    assert "Each use is recorded in the log ('deskwatch history')" in text
+
+
 def test_notice_says_whether_a_face_template_exists(tmp_path):
     cfg = make_config(state_dir=str(tmp_path))
     missing = explain(cfg)

@@ -177,7 +177,7 @@ def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
     add("")
     add("WHAT THE DEVICE CAPTURES")
     shifts = "; ".join(f"{_days(sh.days)} {sh.start}-{sh.end}" for sh in s.shifts)
-    add(f"- Only during working hours: {shifts} ({s.timezone} time). Never outside them.")
+    add(f"- Checks only during working hours: {shifts} ({s.timezone} time). Never outside them.")
     if s.mode == "random":
         add(
             f"- About {s.scans_per_hour:g} checks per hour at unpredictable times, at least "
@@ -218,6 +218,13 @@ def explain(cfg: Config, template: TemplateStatus | None = None) -> str:
     add(
         f"- A check takes {cam.burst_frames} still pictures over {cam.burst_seconds:g} s. The camera is "
         f"switched on only for that{warmup} and off in between."
+    )
+    add(
+        "- Besides the checks, a technician at the device may switch the camera on at any hour: to test it"
+        " ('deskwatch selftest'), to aim it ('deskwatch aim') or, with the worker's consent, to enrol the"
+        " worker's face ('deskwatch enroll'). Each use is recorded in the log ('deskwatch history'); none sends"
+        " a picture, and a framing picture a technician asks for is kept on the device with everyone but the"
+        " worker blurred, which the log says too."
     )
     if rule_enabled(cfg.policy, "away_from_desk"):
         add(
