@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sqlite3
 import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -69,6 +70,10 @@ INTERRUPTED = (
 )
 
 
+# reads every row's key: a file SQLite cannot read is damaged
+PROBE = "SELECT COUNT(*) FROM scans"
+
+
 def audit_path(state_dir: str) -> Path:
     return Path(state_dir) / "audit.sqlite3"
 
@@ -85,14 +90,25 @@ class AuditEntry:
 class AuditLog:
     """Append-only (plus pruning) audit store. Thread-safe; one connection."""
 
-    def __init__(self, path: str | os.PathLike[str], *, keep_days: int = 20):
+    def __init__(self, path: str | os.PathLike[str], *, keep_days: int = 20, read_only: bool = False):
         self.path = Path(path)
         self.keep_days = keep_days
         self._lock = threading.Lock()
+        self.recovered_from: Path | None = None
+        if read_only:
+            # a reader ('deskwatch history', run while the daemon writes): never creates, changes or
+            # moves the file; a damaged one raises (the daemon sets it aside when it next starts)
+            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5.0)
+            try:
+                self._db.execute(PROBE).fetchall()
+            except sqlite3.Error:
+                self._db.close()
+                raise
+            return
         # synchronous=FULL: the worker's record of a scan must survive a power cut like
         # the outbox's copy does; an unreadable file is kept aside until retention removes
         # it (expire_set_aside); pruned rows are overwritten (secure_delete)
-        self._db, recovered = open_or_recover(self.path, SCHEMA, "SELECT COUNT(*) FROM scans", secure_delete=True)
+        self._db, recovered = open_or_recover(self.path, SCHEMA, PROBE, secure_delete=True)
         self.recovered_from = recovered[0] if recovered else None
         if recovered is not None:
             log.error(

@@ -13,6 +13,7 @@ import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,3 +142,40 @@ def test_a_read_only_file_system_is_named_as_such_not_as_a_mode_to_fix(tmp_path:
     message = proc.stdout
     assert "read-only" in message and "dmesg" in message, message
     assert "chmod" not in message, message
+
+
+def test_history_never_moves_the_daemons_trail_aside(write_config: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """One page of the trail goes bad (a failing SD card) while the daemon runs: appending still
+    works, reading every row does not. `deskwatch history` - the worker's reader - used to move
+    the file aside and start an empty one under the running daemon, which went on recording
+    into the moved file: history showed "No scans recorded yet" from then on, and after the
+    daemon's next start those scans were only in the file retention deletes. History now reads
+    without changing anything and says what is wrong and what to do."""
+    from deskwatch.cli import main
+    from deskwatch.config import load_config
+
+    config = write_config()
+    state = Path(load_config(str(config)).state_dir)
+    daemon = AuditLog.for_state_dir(str(state))  # the running daemon's trail
+    for n in range(400):
+        daemon.record_scan(
+            ScanRecord(f"s-{n:04d}", "schedule", NOW, NOW, frames=3, checks=[CheckOutcome("x" * 99, "pass")])
+        )
+    other = sqlite3.connect(str(audit_path(str(state))))
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    (leaf, *_) = [r[0] for r in other.execute(
+        "SELECT pageno FROM dbstat WHERE name = 'scans_started' AND pagetype = 'leaf' ORDER BY pageno"
+    )][1:]  # fmt: skip
+    other.close()
+    with open(audit_path(str(state)), "r+b") as f:
+        f.seek((leaf - 1) * 4096)
+        f.write(b"\xde\xad" * 2048)
+    assert main(["history", "--config", str(config)]) == 69
+    err = capsys.readouterr().err
+    assert "malformed" in err and "starts a fresh trail when it starts again" in err, err
+    assert not list(state.glob("audit.sqlite3.corrupt-*"))  # left where the daemon has it
+    daemon.record_scan(ScanRecord("s-after", "schedule", NOW, NOW, frames=3))
+    daemon.close()
+    kept = sqlite3.connect(str(audit_path(str(state))))
+    assert kept.execute("SELECT frames FROM scans WHERE scan_id = 's-after'").fetchone() == (3,)
+    kept.close()

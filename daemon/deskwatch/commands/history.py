@@ -211,16 +211,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"No scans recorded yet on this device ({path} does not exist).")
         return 0
     try:
-        log = AuditLog(path, keep_days=cfg.evidence.retention_days)
+        # read only: a reader that found the file damaged moved it aside under the running daemon,
+        # which went on recording into the moved file, and history showed none of it
+        log = AuditLog(path, keep_days=cfg.evidence.retention_days, read_only=True)
+        try:
+            entries = log.recent(args.limit)
+            pause = log.load_pause()
+            view, view_at = log.collector_view()
+        finally:
+            log.close()
     except Exception as exc:  # unreadable: permissions or a damaged file
-        print(f"deskwatch history: cannot read {path}: {exc}", file=sys.stderr)
+        print(f"deskwatch history: cannot read {path}: {exc}{_remedy(exc)}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
-    try:
-        entries = log.recent(args.limit)
-        pause = log.load_pause()
-        view, view_at = log.collector_view()
-    finally:
-        log.close()
     tz = ZoneInfo(cfg.schedule.timezone)  # the worker's, which the notice states the working hours in
     fate = Fate(queued_event_ids(cfg.state_dir), view, view_at, tz, dropped_event_ids(cfg.state_dir))
     if args.json:
@@ -251,6 +253,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"(Reviews as the collector reported them at {_local(view_at, tz)}.)")
     return 0
+
+
+def _remedy(exc: BaseException) -> str:
+    from deskwatch_contract.sqlite import is_damaged
+
+    if is_damaged(exc):
+        return (
+            "; the file is damaged (a failing SD card?): the service keeps it for inspection and starts a fresh"
+            " trail when it starts again (sudo systemctl restart deskwatch)"
+        )
+    return ""
 
 
 def _with_fate(finding: dict[str, Any], fate: Fate) -> dict[str, Any]:
