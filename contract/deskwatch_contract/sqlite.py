@@ -14,7 +14,8 @@ transaction idiom and recovery from a corrupt file.
   :class:`DatabaseUnavailable` says what to do: moving it aside would lose a sound queue.
 - What was moved aside stays for inspection until its owner's retention removes it
   (:func:`remove_set_aside`): a file moved aside holds what the live one held, evidence
-  and findings included, and must not outlive it.
+  and findings included, and must not outlive it. Its owner takes back what can still be
+  read of it (:func:`read_back`: one bad page costs that page's rows, not the file's).
 - ``secure_delete``: a store of evidence or findings has SQLite overwrite what it deletes,
   so that a row past retention cannot be read back from the card's free pages.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import pwd
 import re
@@ -33,6 +35,9 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
 
 from deskwatch_contract.fsowner import as_owner_of
 
@@ -238,6 +243,65 @@ def open_or_recover(
         raise DatabaseUnavailable(
             path, f"{damage}, and no fresh file could be made: {why_unusable(path, exc)}"
         ) from exc
+
+
+def read_back(
+    aside: Path, tables: dict[str, str], max_misses: int = 64
+) -> dict[str, tuple[list[tuple[Any, ...]], bool]]:
+    """What can still be read of a database :func:`open_or_recover` moved aside: per table of
+    ``tables`` (name -> columns, the first an integer key: ``id`` or ``rowid``), every readable
+    row in key order and whether none was unreadable. It reads a copy (with the WAL, whose
+    commits count), removed afterwards: the file kept for inspection stays as it was found.
+    Nothing readable: every table empty and incomplete."""
+    work = aside.with_name(aside.name + ".salvage")
+    try:
+        for suffix in SIDE_FILES[:2]:
+            src = aside.with_name(aside.name + suffix)
+            if src.exists():
+                with open(src, "rb") as fin, open(work.with_name(work.name + suffix), "wb") as fout:
+                    fout.write(fin.read())
+        db = sqlite3.connect(str(work), isolation_level=None)
+        try:
+            return {table: readable_rows(db, table, columns, max_misses) for table, columns in tables.items()}
+        finally:
+            db.close()
+    except (sqlite3.DatabaseError, OSError) as exc:
+        logger.warning("nothing could be read back from %s: %s", aside, exc)
+        return {table: ([], False) for table in tables}
+    finally:
+        for suffix in SIDE_FILES:
+            with contextlib.suppress(OSError):
+                work.with_name(work.name + suffix).unlink()
+
+
+def readable_rows(
+    db: sqlite3.Connection, table: str, columns: str, max_misses: int = 64
+) -> tuple[list[tuple[Any, ...]], bool]:
+    """Every row of ``table`` that can be read (``columns``, the first an integer key), in key
+    order, and whether none was unreadable: a damaged stretch is skipped by probing further
+    keys, so what follows it is kept too."""
+    key = columns.split(",")[0].strip()
+    try:
+        top = int(db.execute(f"SELECT COALESCE(MAX({key}), 0) FROM {table}").fetchone()[0])
+    except sqlite3.DatabaseError:
+        top = 1 << 62
+    rows: list[tuple[Any, ...]] = []
+    if top == 0:  # read in full, and empty
+        return rows, True
+    after, complete, misses, step = 0, True, 0, 1
+    while after < top and misses <= max_misses:
+        try:
+            for row in db.execute(f"SELECT {columns} FROM {table} WHERE {key} > ? ORDER BY {key}", (after,)):
+                rows.append(row)
+                after, step = int(row[0]), 1
+            return rows, complete
+        except sqlite3.DatabaseError:
+            # jump over the damaged stretch: each miss in a row doubles the step
+            complete = False
+            misses += 1
+            after += step
+            step *= 2
+    return rows, False
 
 
 def _put_back(path: Path, aside: Path) -> None:

@@ -2,11 +2,14 @@
 ``state_dir`` so that ``deskwatch history`` can show the worker what was checked.
 
 No images and no face data are stored here: times, checks, outcomes and findings.
-Rows older than ``keep_days`` are pruned (the same bound as evidence retention).
+Rows older than ``keep_days`` are pruned (the same bound as evidence retention). A file
+found damaged when the daemon starts is set aside (kept until retention) and what can still
+be read of it is copied into a fresh one; ``deskwatch history`` says when some of it could not.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -17,9 +20,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from deskwatch.domain import PauseInfo, ScanRecord, rfc3339
+from deskwatch.domain import PauseInfo, ScanRecord, rfc3339, utcnow
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
-from deskwatch_contract.sqlite import open_or_recover, remove_set_aside, transaction, truncate_wal
+from deskwatch_contract.sqlite import open_or_recover, read_back, remove_set_aside, transaction, truncate_wal
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +73,40 @@ INTERRUPTED = (
 )
 
 
-# reads every row's key: a file SQLite cannot read is damaged
-PROBE = "SELECT COUNT(*) FROM scans"
+# reads every table and index history reads (a count alone reads only the smallest index: a
+# damaged table page went unnoticed at start and failed every 'deskwatch history' after it)
+PROBE = (
+    "SELECT (SELECT COUNT(*) FROM scans), (SELECT SUM(LENGTH(checks) + LENGTH(findings)) FROM scans NOT INDEXED),"
+    " (SELECT COUNT(*) FROM events), (SELECT SUM(LENGTH(detail)) FROM events NOT INDEXED),"
+    " (SELECT COUNT(*) FROM state), (SELECT COUNT(*) FROM collector_view)"
+)
+
+
+# what a trail set aside as damaged is read back by: table -> (its integer key, the columns)
+READ_BACK = {
+    "scans": (
+        "rowid",
+        "scan_id, started_at, finished_at, trigger, outcome, frames, persons, bystanders, checks, findings, error",
+    ),
+    "events": ("id", "at, kind, detail"),
+    "state": ("rowid", "key, value"),
+    "collector_view": (
+        "rowid",
+        "event_id, state, reason, wrong, reviewed_at, contested, picture, picture_until",
+    ),
+}
+JSON_COLUMNS = ("checks", "findings", "detail", "value")
+
+
+def _sound(row: dict[str, Any]) -> bool:
+    """A row read back whose JSON columns still parse (history reads them)."""
+    try:
+        for column in JSON_COLUMNS:
+            if column in row:
+                json.loads(row[column])
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def audit_path(state_dir: str) -> Path:
@@ -111,13 +146,51 @@ class AuditLog:
         self._db, recovered = open_or_recover(self.path, SCHEMA, PROBE, secure_delete=True)
         self.recovered_from = recovered[0] if recovered else None
         if recovered is not None:
+            scans, events, complete = self._read_back(recovered[0])
             log.error(
-                "audit trail %s is unreadable (%s): moved it to %s and started an empty one; "
-                "'deskwatch history' shows only what happens from now on",
+                "audit trail %s is unreadable (%s): moved it to %s and started a fresh one with what could be read "
+                "back: %d scans and %d other entries%s",
                 self.path,
                 recovered[1],
                 recovered[0],
+                scans,
+                events,
+                "" if complete else "; the rest is lost ('deskwatch history' says so)",
             )
+
+    def _read_back(self, aside: Path) -> tuple[int, int, bool]:
+        """Copy what is readable of the trail set aside as ``aside`` into the fresh one: one bad
+        page (a failing SD card) used to take weeks of the worker's history with it - and the
+        saved pause, so that the camera opened during it. Rows whose JSON no longer parses are
+        left out. Returns (scans, other entries, whether nothing was left out); history says when
+        something was (the ``state`` row ``read_back``)."""
+        got = read_back(aside, {table: f"{key}, {columns}" for table, (key, columns) in READ_BACK.items()})
+        complete = all(done for _, done in got.values())
+        counts: dict[str, int] = {}
+        with self._lock, transaction(self._db):
+            for table, (rows, _) in got.items():
+                key, columns = READ_BACK[table]
+                names = [c.strip() for c in columns.split(",")]
+                into = ([key] if key != "rowid" else []) + names
+                marks = ",".join("?" * len(into))
+                for row in rows:
+                    values = row if key != "rowid" else row[1:]
+                    if not _sound(dict(zip(into, values, strict=True))):
+                        complete = False
+                        continue
+                    try:
+                        self._db.execute(f"INSERT OR IGNORE INTO {table} ({','.join(into)}) VALUES ({marks})", values)
+                    except sqlite3.DatabaseError:  # a row that cannot be what was written
+                        complete = False
+                        continue
+                    counts[table] = counts.get(table, 0) + 1
+            earlier = self._db.execute("SELECT value FROM state WHERE key = 'read_back'").fetchone()
+            note = {"at": rfc3339(utcnow()), "complete": complete, "aside": aside.name}
+            with contextlib.suppress(TypeError, ValueError, KeyError):
+                if earlier is not None and not json.loads(earlier[0])["complete"]:
+                    note = json.loads(earlier[0])  # a loss read back with the rest stays told
+            self._db.execute("INSERT OR REPLACE INTO state VALUES ('read_back', ?)", (json.dumps(note),))
+        return counts.get("scans", 0), sum(n for t, n in counts.items() if t != "scans"), complete
 
     @classmethod
     def for_state_dir(cls, state_dir: str, keep_days: int = 20) -> AuditLog:
@@ -232,6 +305,16 @@ class AuditLog:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring an unreadable saved pause in %s", self.path)
             return None
+
+    def read_back_note(self) -> dict[str, Any] | None:
+        """When the trail was last found damaged and read back, and whether all of it was."""
+        with self._lock:
+            row = self._db.execute("SELECT value FROM state WHERE key = 'read_back'").fetchone()
+        try:
+            note = json.loads(row[0]) if row else None
+        except (TypeError, ValueError):
+            return None
+        return note if isinstance(note, dict) else None
 
     def save_collector_view(self, reviews: Reviews) -> None:
         """Replace what the collector said about this device's findings with its latest list."""

@@ -11,7 +11,7 @@ import sqlite3
 import stat
 import tempfile
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -179,3 +179,83 @@ def test_history_never_moves_the_daemons_trail_aside(write_config: Any, capsys: 
     kept = sqlite3.connect(str(audit_path(str(state))))
     assert kept.execute("SELECT frames FROM scans WHERE scan_id = 's-after'").fetchone() == (3,)
     kept.close()
+
+
+def damage_page(path: Path, table: str, which: int) -> None:
+    """Overwrite one leaf page of ``table`` (or index), as a failing SD card returns it."""
+    db = sqlite3.connect(str(path))
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    leaves = [
+        r[0]
+        for r in db.execute("SELECT pageno FROM dbstat WHERE name = ? AND pagetype = 'leaf' ORDER BY pageno", (table,))
+    ]
+    db.close()
+    with open(path, "r+b") as f:
+        f.seek((leaves[which] - 1) * 4096)
+        f.write(b"\xde\xad" * 2048)
+
+
+def test_one_bad_page_costs_the_history_only_that_page(write_config: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    """One page of the trail goes bad (a failing SD card). The daemon's next start set the whole
+    file aside and began an empty one: weeks of scans gone from `deskwatch history` with no word
+    to the worker, and the saved pause with them (the camera opened during the worker's pause).
+    Damage in a table page (not in the index a count reads) was not even noticed at start, and
+    every history failed from then on. Now everything readable is read back into the fresh
+    trail, and history says that some entries are missing."""
+    from deskwatch.cli import main
+    from deskwatch.config import load_config
+    from deskwatch.domain import PauseInfo
+
+    config = write_config()
+    state = Path(load_config(str(config)).state_dir)
+    trail = AuditLog.for_state_dir(str(state))
+    for n in range(400):
+        at = NOW + timedelta(minutes=n)
+        trail.record_scan(
+            ScanRecord(f"s-{n:04d}", "schedule", at, at, frames=3, checks=[CheckOutcome("x" * 99, "pass")])
+        )
+    trail.save_pause(PauseInfo("doctor's call", 60, NOW + timedelta(minutes=400)))
+    trail.close()
+    damage_page(audit_path(str(state)), "scans", 3)
+    restarted = AuditLog.for_state_dir(str(state))  # the daemon's next start
+    try:
+        assert restarted.recovered_from is not None  # the damaged file is kept for inspection
+        kept = [e.data["scan_id"] for e in restarted.recent(1000) if e.kind == "scan"]
+        assert 300 < len(kept) < 400 and "s-0000" in kept and "s-0399" in kept, len(kept)
+        pause = restarted.load_pause()
+        assert pause is not None and pause.reason == "doctor's call"
+    finally:
+        restarted.close()
+    assert main(["history", "--config", str(config), "-n", "5"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("scan (schedule)") == 5
+    assert "this log was found damaged on the device's storage" in out and "some older entries" in out, out
+
+    # damaged again, in an index this time: nothing more is lost, and the first loss is still told
+    damage_page(audit_path(str(state)), "scans_started", 1)
+    again = AuditLog.for_state_dir(str(state))
+    try:
+        assert again.recovered_from is not None
+        assert len([e for e in again.recent(1000) if e.kind == "scan"]) == len(kept)
+    finally:
+        again.close()
+    assert main(["history", "--config", str(config), "-n", "5"]) == 0
+    assert "some older entries could not be read" in capsys.readouterr().out
+
+
+def test_a_bad_index_page_loses_nothing(tmp_path: Path) -> None:
+    """Every row is read back; nothing is said missing (an empty table read back is whole)."""
+    trail = AuditLog(tmp_path / "audit.sqlite3")
+    for n in range(400):
+        at = NOW + timedelta(minutes=n)
+        trail.record_scan(
+            ScanRecord(f"s-{n:04d}", "schedule", at, at, frames=3, checks=[CheckOutcome("x" * 99, "pass")])
+        )
+    trail.close()
+    damage_page(tmp_path / "audit.sqlite3", "scans_started", 1)
+    again = AuditLog(tmp_path / "audit.sqlite3")
+    try:
+        assert again.recovered_from is not None and len([e for e in again.recent(1000) if e.kind == "scan"]) == 400
+        assert (again.read_back_note() or {}).get("complete") is True
+    finally:
+        again.close()

@@ -218,6 +218,7 @@ def run(args: argparse.Namespace) -> int:
             entries = log.recent(args.limit)
             pause = log.load_pause()
             view, view_at = log.collector_view()
+            read_back = log.read_back_note()
         finally:
             log.close()
     except Exception as exc:  # unreadable: permissions or a damaged file
@@ -246,6 +247,11 @@ def run(args: argparse.Namespace) -> int:
     for e in entries:
         for line in format_entry(e.kind, e.at, e.data, args.checks, fate, tz):
             print(line)
+    if read_back is not None and not read_back.get("complete", True):
+        print(
+            f"(On {_local(str(read_back.get('at')), tz)[:10]} this log was found damaged on the device's storage: "
+            "what could be read was kept, some older entries could not be read and are missing.)"
+        )
     if view_at is None:
         print(
             "(The collector has not yet said how findings were reviewed: it sends that when the device is connected.)"
