@@ -133,12 +133,8 @@ class AuditLog:
         if read_only:
             # a reader ('deskwatch history', run while the daemon writes): never creates, changes or
             # moves the file; a damaged one raises (the daemon sets it aside when it next starts)
+            # (no probe: what it reads is read, and a damaged page fails that read)
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5.0)
-            try:
-                self._db.execute(PROBE).fetchall()
-            except sqlite3.Error:
-                self._db.close()
-                raise
             return
         # synchronous=FULL: the worker's record of a scan must survive a power cut like
         # the outbox's copy does; an unreadable file is kept aside until retention removes

@@ -150,7 +150,8 @@ def test_history_never_moves_the_daemons_trail_aside(write_config: Any, capsys: 
     the file aside and start an empty one under the running daemon, which went on recording
     into the moved file: history showed "No scans recorded yet" from then on, and after the
     daemon's next start those scans were only in the file retention deletes. History now reads
-    without changing anything and says what is wrong and what to do."""
+    without changing anything: what it can read it shows, and where it meets the bad page it
+    says what is wrong and what to do."""
     from deskwatch.cli import main
     from deskwatch.config import load_config
 
@@ -170,15 +171,17 @@ def test_history_never_moves_the_daemons_trail_aside(write_config: Any, capsys: 
     with open(audit_path(str(state)), "r+b") as f:
         f.seek((leaf - 1) * 4096)
         f.write(b"\xde\xad" * 2048)
-    assert main(["history", "--config", str(config)]) == 69
+    assert main(["history", "--config", str(config)]) == 0  # the newest entries do not touch the bad page
+    assert capsys.readouterr().out.count("scan (schedule)") == 20
+    assert not list(state.glob("audit.sqlite3.corrupt-*"))  # left where the daemon has it
+    later = NOW + timedelta(hours=1)
+    daemon.record_scan(ScanRecord("s-after", "schedule", later, later, frames=3))  # the daemon goes on
+    assert main(["history", "--config", str(config), "-n", "1"]) == 0
+    assert "2026-11-30 11:00:00 UTC  scan (schedule)" in capsys.readouterr().out  # and history sees it
+    assert main(["history", "--config", str(config), "-n", "1000"]) == 69  # what the bad page holds
     err = capsys.readouterr().err
     assert "malformed" in err and "starts a fresh trail when it starts again" in err, err
-    assert not list(state.glob("audit.sqlite3.corrupt-*"))  # left where the daemon has it
-    daemon.record_scan(ScanRecord("s-after", "schedule", NOW, NOW, frames=3))
     daemon.close()
-    kept = sqlite3.connect(str(audit_path(str(state))))
-    assert kept.execute("SELECT frames FROM scans WHERE scan_id = 's-after'").fetchone() == (3,)
-    kept.close()
 
 
 def damage_page(path: Path, table: str, which: int) -> None:
