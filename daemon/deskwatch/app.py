@@ -501,8 +501,6 @@ class Daemon:
                 why = "the worker is paused" + (f" (until {rfc3339(pause.ends_at)})" if pause is not None else "")
             elif (unknown := self._clock_unknown()) is not None:
                 why = unknown
-            elif self.scanner.unrecordable is not None:  # the scan would not be taken (Scanner._begin)
-                why = "the device's audit trail cannot be written, so no scan can be recorded: the camera stays closed"
             elif len(self._remote_scans) >= limit:
                 wait_min = (self._remote_scans[0] - hour_ago) / 60 if self._remote_scans else 60.0
                 why = (
@@ -514,10 +512,13 @@ class Daemon:
             else:
                 self._remote_scans.append(self.clock.monotonic())
         detail = {"request_id": body.get("request_id"), "reason": body.get("reason") or "", "source": source}
-        self._audit_event(
-            "remote_scan_refused" if why else "remote_scan_accepted", now, {**detail, **({"why": why} if why else {})}
-        )
+        if why is None and not self._audit_event("remote_scan_accepted", now, detail):
+            # the scan would not be taken (Scanner._begin): told now, not answered ok and then dropped
+            with self._remote_lock:
+                self._remote_scans.pop()
+            why = "the device's audit trail cannot be written, so no scan can be recorded: the camera stays closed"
         if why:
+            self._audit_event("remote_scan_refused", now, {**detail, "why": why})
             log.warning(
                 "on-demand scan refused (request %s): %s",
                 body.get("request_id"),
@@ -526,11 +527,14 @@ class Daemon:
             )
             raise CommandRejected(why)
 
-    def _audit_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> None:
+    def _audit_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> bool:
+        """Whether the event reached the audit trail (a failure is logged, not raised)."""
         try:
             self.audit.record_event(kind, at, detail)
-        except Exception:  # the answer to the sender must not depend on the audit disk
+        except Exception:  # logged: a pause or a refusal holds whatever the audit disk does
             log.exception("could not write %s to the audit trail", kind)
+            return False
+        return True
 
     def request_stop(self, *_: Any) -> None:
         self.stop_event.set()

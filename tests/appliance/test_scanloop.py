@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
@@ -773,6 +774,32 @@ def test_a_scan_that_cannot_be_recorded_does_not_open_the_camera(
     trail = AuditLog.for_state_dir(restarted.cfg.state_dir)
     assert [e.data["outcome"] for e in trail.recent(10) if e.kind == "scan"] == ["clear"]
     trail.close()
+
+
+def test_an_on_demand_scan_is_refused_for_the_audit_trail_only_while_it_cannot_be_written(
+    write_config: Callable[..., Path], clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The last scheduled scan found the trail unwritable (a full disk, since freed): cmd/scan
+    was refused on that stale word until the next scheduled scan, up to hours with fixed times.
+    Whether the request itself can be recorded now decides; then the scan is taken."""
+    from deskwatch_contract.intake import CommandRejected
+
+    daemon, cam, delivery = make_daemon(write_config, clock, extra="schedule: {interval_seconds: 3600}")
+    daemon.scanner.unrecordable = "OperationalError: database or disk is full"  # the last scan's word
+    delivery.command("scan", {"request_id": "r1", "reason": "supervisor check"})
+    daemon.run(max_scans=1, install_signals=False)
+    assert cam.opens == 1 and delivery.scans[0]["trigger"] == "command"
+
+    daemon, cam, delivery = make_daemon(write_config, clock, extra="schedule: {interval_seconds: 3600}")
+
+    def full(*args: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(daemon.audit, "record_event", full)
+    with pytest.raises(CommandRejected, match="audit trail cannot be written"):
+        delivery.command("scan", {"request_id": "r2", "reason": "supervisor check"})
+    assert daemon.requests.empty() and not daemon._remote_scans  # not queued, not counted
+    daemon.audit.close()
 
 
 def test_a_camera_that_fails_mid_burst_is_recorded_with_the_frames_it_took(
