@@ -230,12 +230,23 @@ def open_or_recover(
         if not is_damaged(exc):
             raise DatabaseUnavailable(path, why_unusable(path, exc)) from exc
         damage = str(exc)
+    db, aside = set_aside(path, schema, probe, damage, now=now, secure_delete=secure_delete)
+    return db, (aside, damage)
+
+
+def set_aside(
+    path: Path, schema: str, probe: str, damage: str, *, now: float | None = None, secure_delete: bool = False
+) -> tuple[sqlite3.Connection, Path]:
+    """Move the damaged database ``path`` aside (:func:`move_aside`) and open a fresh one in its
+    place; returns it and where the damaged one went. The caller has closed its connection.
+    Raises :class:`DatabaseUnavailable`, the damaged file back where it was, when no fresh file
+    can be made."""
     try:
         aside = move_aside(path, now)
     except OSError as exc:
         raise DatabaseUnavailable(path, why_unusable(path, exc)) from exc
     try:
-        return open_schema(path, schema, probe, secure_delete=secure_delete), (aside, damage)
+        return open_schema(path, schema, probe, secure_delete=secure_delete), aside
     except sqlite3.DatabaseError as exc:
         # e.g. no room for a fresh file: put the damaged one back, so that the next start
         # reads back what it still holds instead of finding an empty file and no trace

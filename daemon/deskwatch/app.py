@@ -666,10 +666,7 @@ class Daemon:
         """What keeps this desk from being covered properly (status ``reasons``)."""
         out = []
         if self.scanner.unrecordable is not None:
-            out.append(
-                f"audit trail: cannot be written ({self.scanner.unrecordable}), no scans until it can "
-                "(a damaged file is set aside when the service starts again)"
-            )
+            out.append(f"audit trail: cannot be written ({self.scanner.unrecordable}), no scans until it can")
         if self.scanner.camera_health.state != "ok":
             out.append(f"camera: {self.scanner.camera_health.last_error}")
         if self.clock.synchronised() is False:

@@ -22,7 +22,15 @@ from typing import Any
 
 from deskwatch.domain import PauseInfo, ScanRecord, rfc3339, utcnow
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
-from deskwatch_contract.sqlite import open_or_recover, read_back, remove_set_aside, transaction, truncate_wal
+from deskwatch_contract.sqlite import (
+    is_damaged,
+    open_or_recover,
+    read_back,
+    remove_set_aside,
+    set_aside,
+    transaction,
+    truncate_wal,
+)
 
 log = logging.getLogger(__name__)
 
@@ -136,23 +144,32 @@ class AuditLog:
             # (no probe: what it reads is read, and a damaged page fails that read)
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5.0)
             return
+        self._open()
+
+    def _open(self) -> None:
+        """Open the file, or set it aside when it is damaged and start a fresh one with what can
+        be read back of it (at the start, and when a scan's row finds it damaged)."""
         # synchronous=FULL: the worker's record of a scan must survive a power cut like
         # the outbox's copy does; an unreadable file is kept aside until retention removes
         # it (expire_set_aside); pruned rows are overwritten (secure_delete)
         self._db, recovered = open_or_recover(self.path, SCHEMA, PROBE, secure_delete=True)
-        self.recovered_from = recovered[0] if recovered else None
         if recovered is not None:
-            scans, events, complete = self._read_back(recovered[0])
-            log.error(
-                "audit trail %s is unreadable (%s): moved it to %s and started a fresh one with what could be read "
-                "back: %d scans and %d other entries%s",
-                self.path,
-                recovered[1],
-                recovered[0],
-                scans,
-                events,
-                "" if complete else "; the rest is lost ('deskwatch history' says so)",
-            )
+            self._took_back(*recovered)
+
+    def _took_back(self, aside: Path, damage: str) -> None:
+        """The damaged trail is now ``aside``: what is readable of it goes into the fresh one."""
+        self.recovered_from = aside
+        scans, events, complete = self._read_back(aside)
+        log.error(
+            "audit trail %s is unreadable (%s): moved it to %s and started a fresh one with what could be read "
+            "back: %d scans and %d other entries%s",
+            self.path,
+            damage,
+            aside,
+            scans,
+            events,
+            "" if complete else "; the rest is lost ('deskwatch history' says so)",
+        )
 
     def _read_back(self, aside: Path) -> tuple[int, int, bool]:
         """Copy what is readable of the trail set aside as ``aside`` into the fresh one: one bad
@@ -202,11 +219,32 @@ class AuditLog:
         dies during the scan (the watchdog after a hung camera read, the OOM killer, a power
         cut) leaves it, and the next start says so (:meth:`close_unfinished`).
         :meth:`record_scan` replaces it with the whole record."""
+        self._write_scan(
+            "INSERT INTO scans VALUES (?,?,NULL,?,?,0,0,0,'[]','[]',NULL)",
+            (record.scan_id, rfc3339(record.started_at), record.trigger, STARTED),
+        )
+
+    def _write_scan(self, sql: str, row: tuple[Any, ...]) -> None:
+        """A scan's row; a file found damaged by the write (a failing SD card, while the daemon
+        runs) is set aside and read back as at the start, and the row written to the fresh one:
+        scans go on recorded instead of stopping until the next start. SQLite's verdict on the
+        write is the proof (no probe, which might miss the bad page). Any other failure (a full
+        disk, a read-only file system) is raised: no scan until the trail can be written."""
+        try:
+            with self._lock:
+                self._db.execute(sql, row)
+            return
+        except sqlite3.DatabaseError as exc:
+            if not is_damaged(exc):
+                raise
+            damage = str(exc)
         with self._lock:
-            self._db.execute(
-                "INSERT INTO scans VALUES (?,?,NULL,?,?,0,0,0,'[]','[]',NULL)",
-                (record.scan_id, rfc3339(record.started_at), record.trigger, STARTED),
-            )
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db, aside = set_aside(self.path, SCHEMA, PROBE, damage)
+        self._took_back(aside, damage)
+        with self._lock:
+            self._db.execute(sql, row)
 
     def close_unfinished(self) -> list[ScanRecord]:
         """At the daemon's start: the scans a daemon that died left ``started`` are recorded as
@@ -230,23 +268,22 @@ class AuditLog:
         ]
         for finding, sent in zip(findings, record.sent, strict=False):  # what went out, once it was queued
             finding.update(event_id=sent.event_id, picture_bytes=sent.picture_bytes, no_picture=sent.no_picture)
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO scans VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (
-                    record.scan_id,
-                    rfc3339(record.started_at),
-                    rfc3339(record.finished_at) if record.finished_at else None,
-                    record.trigger,
-                    record.outcome,
-                    record.frames,
-                    record.persons,
-                    record.bystanders,
-                    json.dumps(checks),
-                    json.dumps(findings),
-                    record.error,
-                ),
-            )
+        self._write_scan(
+            "INSERT OR REPLACE INTO scans VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                record.scan_id,
+                rfc3339(record.started_at),
+                rfc3339(record.finished_at) if record.finished_at else None,
+                record.trigger,
+                record.outcome,
+                record.frames,
+                record.persons,
+                record.bystanders,
+                json.dumps(checks),
+                json.dumps(findings),
+                record.error,
+            ),
+        )
 
     def record_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> None:
         self.start_event(kind, at, detail)

@@ -180,7 +180,7 @@ def test_history_never_moves_the_daemons_trail_aside(write_config: Any, capsys: 
     assert "2026-11-30 11:00:00 UTC  scan (schedule)" in capsys.readouterr().out  # and history sees it
     assert main(["history", "--config", str(config), "-n", "1000"]) == 69  # what the bad page holds
     err = capsys.readouterr().err
-    assert "malformed" in err and "starts a fresh trail when it starts again" in err, err
+    assert "malformed" in err and "the service sets it aside (kept for inspection)" in err, err
     daemon.close()
 
 

@@ -26,6 +26,7 @@ from deskwatch.policy.engine import Policy, PolicyContext
 from deskwatch.stages import Vision
 from tests.support.common import FakeClock
 from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+from tests.support.faultfs import FaultFs
 from tests.support.policy import face
 from tests.support.vision import Photo, camera_burst
 
@@ -737,17 +738,45 @@ def test_a_daemon_that_dies_while_the_camera_is_on_leaves_the_scan_in_the_audit_
 
 
 def test_a_scan_that_cannot_be_recorded_does_not_open_the_camera(
-    write_config: Callable[..., Path], clock: FakeClock, caplog: pytest.LogCaptureFixture
+    write_config: Callable[..., Path], clock: FakeClock, caplog: pytest.LogCaptureFixture, fault_fs: FaultFs
 ) -> None:
-    """The audit trail's file is damaged while the daemon runs (a failing SD card): every scan
-    used to open the camera and then fail to write its record ('could not write scan ... to
-    the audit trail'), for as long as the daemon ran. A scan the worker cannot see in the
-    trail must not happen: the camera stays closed, the status says why, and once the service
-    starts again (the damaged file is set aside, a fresh trail begun) scans go on."""
-    import sqlite3
-
+    """The card under the audit trail turns read-only while the daemon runs (a failing SD card;
+    a full disk likewise): every scan used to open the camera and then fail to write its record
+    ('could not write scan ... to the audit trail'), for as long as the daemon ran. A scan the
+    worker cannot see in the trail must not happen: the camera stays closed, the status says
+    why, cmd/scan is refused, and once the trail can be written again scans go on."""
     from deskwatch_contract.intake import CommandRejected
 
+    state = fault_fs.ext4_on_tmpfs() / "state"
+    daemon, cam, delivery = make_daemon(write_config, clock, extra=f"state_dir: {state}")
+    assert daemon.scanner.scan("schedule") is not None and cam.opens == 1
+    fault_fs.force_read_only()
+    for _ in range(3):
+        assert daemon.scanner.scan("schedule") is None
+    assert cam.opens == 1 and len(delivery.scans) == 1  # no camera, and nothing scanned to report
+    assert any("cannot be recorded in the audit trail" in r.getMessage() for r in caplog.records)
+    (reason,) = [r for r in daemon.reasons() if r.startswith("audit trail")]
+    assert "no scans until it can" in reason and "disk I/O error" in reason, reason
+    with pytest.raises(CommandRejected, match="audit trail cannot be written"):  # not answered ok, then dropped
+        delivery.command("scan", {"request_id": "r1", "reason": "supervisor check"})
+    daemon.audit.close()
+
+    fault_fs.repair()  # what the technician does
+    restarted, _, _ = make_daemon(write_config, clock, extra=f"state_dir: {state}", camera=cam)
+    restarted.run(max_scans=1, install_signals=False)
+    assert cam.opens == 2 and not [r for r in restarted.reasons() if r.startswith("audit trail")]
+    trail = AuditLog.for_state_dir(restarted.cfg.state_dir)
+    assert [e.data["outcome"] for e in trail.recent(10) if e.kind == "scan"] == ["clear", "clear"]
+    trail.close()
+
+
+def test_a_trail_damaged_while_the_daemon_runs_is_set_aside_and_scans_go_on_recorded(
+    write_config: Callable[..., Path], clock: FakeClock
+) -> None:
+    """The audit trail's file is damaged while the daemon runs (a failing SD card): the scan's
+    row cannot be written, and the scan would not be taken until the service started again.
+    As at the start, the damaged file is set aside (kept for inspection), what can be read of
+    it is read back into a fresh trail, and the scan is taken and recorded there."""
     daemon, cam, delivery = make_daemon(write_config, clock)
     assert daemon.scanner.scan("schedule") is not None and cam.opens == 1
     path = Path(daemon.cfg.state_dir) / "audit.sqlite3"
@@ -758,22 +787,15 @@ def test_a_scan_that_cannot_be_recorded_does_not_open_the_camera(
         size = f.seek(0, 2)
         f.seek(4096)
         f.write(np.random.default_rng(7).integers(0, 256, size - 4096, dtype=np.uint8).tobytes())
-    for _ in range(3):
-        assert daemon.scanner.scan("schedule") is None
-    assert cam.opens == 1 and len(delivery.scans) == 1  # no camera, and nothing scanned to report
-    assert any("cannot be recorded in the audit trail" in r.getMessage() for r in caplog.records)
-    (reason,) = [r for r in daemon.reasons() if r.startswith("audit trail")]
-    assert "no scans until it can" in reason and "malformed" in reason, reason
-    with pytest.raises(CommandRejected, match="audit trail cannot be written"):  # not answered ok, then dropped
-        delivery.command("scan", {"request_id": "r1", "reason": "supervisor check"})
+    clock.advance(60)
+    assert daemon.scanner.scan("schedule") is not None and cam.opens == 2
+    assert not [r for r in daemon.reasons() if r.startswith("audit trail")]
     daemon.audit.close()
-
-    restarted, _, _ = make_daemon(write_config, clock, camera=cam)
-    restarted.run(max_scans=1, install_signals=False)
-    assert cam.opens == 2 and not [r for r in restarted.reasons() if r.startswith("audit trail")]
-    trail = AuditLog.for_state_dir(restarted.cfg.state_dir)
-    assert [e.data["outcome"] for e in trail.recent(10) if e.kind == "scan"] == ["clear"]
+    assert list(path.parent.glob("audit.sqlite3.corrupt-*"))  # kept for inspection until retention
+    trail = AuditLog.for_state_dir(daemon.cfg.state_dir)
+    (scan,) = [e for e in trail.recent(10) if e.kind == "scan"]  # the first one was on the damaged pages
     trail.close()
+    assert scan.data["outcome"] == "clear" and scan.data["scan_id"] == delivery.scans[1]["scan_id"]
 
 
 def test_an_on_demand_scan_is_refused_for_the_audit_trail_only_while_it_cannot_be_written(

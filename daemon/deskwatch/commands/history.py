@@ -266,8 +266,9 @@ def _remedy(exc: BaseException) -> str:
 
     if is_damaged(exc):
         return (
-            "; the file is damaged (a failing SD card?): the service keeps it for inspection and starts a fresh"
-            " trail when it starts again (sudo systemctl restart deskwatch)"
+            "; the file is damaged (a failing SD card?): the service sets it aside (kept for inspection) when a"
+            " scan's record or its next start meets the damage, and goes on in a fresh trail with what can still"
+            " be read of it (sudo systemctl restart deskwatch does it now)"
         )
     return ""
 
