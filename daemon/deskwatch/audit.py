@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from deskwatch.domain import PauseInfo, ScanRecord, rfc3339, utcnow
+from deskwatch_contract.fsowner import as_owner_of
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
 from deskwatch_contract.sqlite import (
     is_damaged,
@@ -142,7 +144,12 @@ class AuditLog:
             # a reader ('deskwatch history', run while the daemon writes): never creates, changes or
             # moves the file; a damaged one raises (the daemon sets it aside when it next starts)
             # (no probe: what it reads is read, and a damaged page fails that read)
-            self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False, timeout=5.0)
+            # and root (`sudo deskwatch history`) reads it with the directory owner's rights, as
+            # it writes it (fsowner): a link the service user put there gets root nothing more
+            with as_owner_of(self.path.parent):
+                self._db = sqlite3.connect(
+                    f"file:{quote(str(self.path))}?mode=ro", uri=True, check_same_thread=False, timeout=5.0
+                )
             return
         self._open()
 

@@ -99,6 +99,23 @@ def test_roots_tools_open_no_trail_the_service_user_linked_elsewhere(service_sta
         assert victim.read_bytes() == b"" and stat.S_IMODE(victim.stat().st_mode) == 0o644
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root's history reading the service user's trail")
+def test_sudo_history_reads_no_database_the_service_user_linked_elsewhere(service_state: Path) -> None:
+    """`sudo deskwatch history` opens the trail read-only; a link the service user put in its
+    place (to a database only root may read) is read with that user's rights: refused."""
+    secret = service_state.parent / "root-only.sqlite3"
+    db = sqlite3.connect(secret)
+    db.execute("CREATE TABLE t (x)")
+    db.commit()
+    db.close()
+    secret.chmod(0o600)
+    link = audit_path(str(service_state))
+    link.symlink_to(secret)
+    os.lchown(link, pwd.getpwnam("nobody").pw_uid, -1)
+    with pytest.raises(sqlite3.OperationalError):
+        AuditLog(link, read_only=True)
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root writing into the service user's directory")
 def test_a_trail_root_starts_in_the_service_users_directory_is_that_users(service_state: Path) -> None:
     """`sudo deskwatch aim` on a device whose daemon never ran: the daemon must be able to open it."""
