@@ -17,6 +17,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 MAX_JSON_BYTES = 2 * 1024 * 1024
@@ -49,6 +50,7 @@ class Finding:
     has_picture: bool
     days_left: int | None
     no_picture_why: str | None
+    deleted_ts: float | None = None  # when the collector deletes the picture (a collector before it said: None)
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Finding:
@@ -69,6 +71,7 @@ class Finding:
                 has_picture=bool(d.get("has_picture")),
                 days_left=int(d["days_left"]) if isinstance(d.get("days_left"), int) else None,
                 no_picture_why=d.get("no_picture_why") if isinstance(d.get("no_picture_why"), str) else None,
+                deleted_ts=_instant(d.get("picture_deleted_at")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise CollectorError(f"the collector sent a finding this window cannot read ({exc})") from None
@@ -172,3 +175,13 @@ def _error_text(code: int, body: bytes) -> str:
     return (
         f"the collector refused ({code}): {message}" if isinstance(message, str) else f"the collector answered {code}"
     )
+
+
+def _instant(text: Any) -> float | None:
+    """An RFC 3339 time the collector sent, as a timestamp (None: absent or not a time)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None

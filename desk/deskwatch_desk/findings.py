@@ -64,7 +64,12 @@ class Row:
 def row_from_collector(f: Finding) -> Row:
     why = []
     if f.has_picture:
-        days = "today" if f.days_left == 0 else f"in {f.days_left} days" if f.days_left is not None else "later"
+        if f.deleted_ts is not None:  # the time itself: "in 1 day" was two hours, "today" tomorrow morning
+            days = datetime.fromtimestamp(f.deleted_ts).astimezone().strftime("%a %d %b %H:%M")
+        elif f.days_left is not None:  # an older collector: whole days left
+            days = "within a day" if f.days_left == 0 else f"in {f.days_left} days"
+        else:
+            days = "later"
         picture = f"sent, deleted {days}"
     else:
         picture = "none"

@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from deskwatch_collector.auth import User
-from deskwatch_collector.console import accuracy, detail, fleet, review, timefmt, worker
+from deskwatch_collector.console import accuracy, detail, fleet, queue, review, timefmt, worker
 from deskwatch_collector.console.review import ReviewRefused
 from deskwatch_collector.ingest import missing_seqs
 from deskwatch_collector.store import Store
@@ -188,7 +188,13 @@ def test_event_detail_has_detections_scan_checks_and_device_history(console_stor
     assert scan is not None and [c["rule"] for c in scan["checks"]] == ["phone_use", "eating", "extra_person"]
     assert [h["type"] for h in hist] == ["phone_use", "eating"]
     worker.annotate(ev, 20, NOW + 3 * 86400 + 60)
-    assert ev["days_left"] == 17 and ev["no_picture_why"] is None
+    # 16 whole days and 23:59 left: rounded up it said 17, and a picture two hours from its
+    # deletion was "deleted in 1 day" to the worker who meant to contest it before then
+    assert ev["days_left"] == 16 and ev["no_picture_why"] is None
+    assert ev["deleted_ts"] == pytest.approx(ev["captured_ts"] + 20 * 86400)
+    worker.annotate(ev, 20, ev["deleted_ts"] - 2 * 3600)
+    assert ev["days_left"] == 0
+    assert queue.public(ev)["picture_deleted_at"] == timefmt.iso_utc(ev["deleted_ts"])
     worker.annotate(hist[1], 20, NOW)
     assert hist[1]["days_left"] is None and "rules" in hist[1]["no_picture_why"]
 

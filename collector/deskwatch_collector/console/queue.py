@@ -346,6 +346,8 @@ def public(ev: dict[str, Any], user: User | None = None) -> dict[str, Any]:
         out["history"] = [{k: v for k, v in h.items() if k != "id"} for h in out["history"]]
     out["detected_at_utc"] = timefmt.iso_utc(ev["detected_ts"])
     out["picture_url"] = f"/evidence/{ev['event_id']}" if ev.get("has_picture") else None
+    if ev.get("deleted_ts") is not None:  # annotated for the worker's view: when the picture goes
+        out["picture_deleted_at"] = timefmt.iso_utc(ev["deleted_ts"])
     return out
 
 

@@ -30,10 +30,12 @@ EVIDENCE_REASONS = {
 
 
 def days_left(captured_ts: float | None, retention_days: float, now: float) -> int | None:
-    """Whole days until the picture is deleted (0: today), or None without a picture."""
+    """Whole days left until the picture is deleted (0: less than a day), or None without a
+    picture. Rounded down: a picture deleted in two hours is not "deleted in 1 day" (a worker
+    who means to contest it before then must not be told there is more time than there is)."""
     if captured_ts is None:
         return None
-    return max(0, math.ceil((captured_ts + retention_days * DAY - now) / DAY))
+    return max(0, math.floor((captured_ts + retention_days * DAY - now) / DAY))
 
 
 def findings(tx: Tx, user: User, retention_days: float, now: float, *, before: str | None = None,
@@ -47,6 +49,8 @@ def findings(tx: Tx, user: User, retention_days: float, now: float, *, before: s
 
 def annotate(ev: dict[str, Any], retention_days: float, now: float) -> None:
     ev["days_left"] = days_left(ev.get("captured_ts"), retention_days, now) if ev["has_picture"] else None
+    captured = ev.get("captured_ts")
+    ev["deleted_ts"] = float(captured) + retention_days * DAY if ev["has_picture"] and captured is not None else None
     reason = ev.get("evidence_reason")
     ev["no_picture_why"] = (
         None if ev["has_picture"] else EVIDENCE_REASONS.get(reason or "", reason or "no picture was sent")
