@@ -1293,6 +1293,12 @@ PHONE_STAGE_TRIED = [
                "other outputs on 20 of the repo's photos: landmarks off by 3.3 px (median) and up to 996, the "
                "presence score by 0.16 (median) and up to 0.66. Not usable: it would move every phone crop",
      "kept": False},
+    {"what": "NanoDet also on each hand/head crop mirrored left-right, its votes a view of their own in the "
+             "noisy-OR (test-time augmentation, 2x the crop runs)",
+     "result": "evidence rises for phones and mugs alike (phone_03 0.53 -> 0.78, phone_05 0.57 -> 0.76, the mug of "
+               "nophone_hand_05 0.86 -> 0.95 as a file); CenterNet's confirmation decides (phone_04 0.349, the mug "
+               "0.227-0.297), so phonefigures on ../shared is unchanged: 4/8 files, 2/8 1280x720 frames",
+     "kept": False},
 ]
 
 # --------------------------------------------------------------------------------------------
