@@ -136,3 +136,16 @@ def test_aim_command_on_a_replay_camera(tmp_path: Path, capsys: pytest.CaptureFi
     assert not list(tmp_path.rglob("*.jpg"))  # nothing saved
     assert main(["history", "--config", str(cfg)]) == 0
     assert "technician aimed the camera" in capsys.readouterr().out  # the worker can see it
+
+
+def test_the_aim_line_says_a_blurred_picture_is_blurred() -> None:
+    """A technician aiming a new camera with its protective film still on the lens sees why
+    nothing is found, not 'light ok'."""
+    from deskwatch.domain import FrameAnalysis, LightReading
+    from deskwatch.technician.aim import describe
+
+    misted = LightReading(120.0, 40.0, 0.0, 1.0, False, True, sharpness=0.02, blurred=True)
+    line = describe(FrameAnalysis(frame_index=0, light=misted), [0.0, 0.0, 1.0, 1.0], 0.3)
+    assert line.endswith("BLURRED: clean the lens (120/255)"), line
+    dark = LightReading(20.0, 10.0, 0.9, 1.0, True, False)
+    assert "TOO DARK" in describe(FrameAnalysis(frame_index=0, light=dark), [0.0, 0.0, 1.0, 1.0], 0.3)

@@ -78,7 +78,10 @@ def describe(analysis: FrameAnalysis, desk_zone: list[float], min_overlap: float
     persons = [d for d in analysis.detections if d.label == "person"]
     inside = sum(Person(d.box, d).in_zone(zone, min_overlap) for d in persons)
     light = analysis.light
-    verdict = "OBSTRUCTED" if light.obstructed else ("TOO DARK" if light.low_light else "light ok")
+    if light.blurred:  # a misted lens, or the protective film still on a new camera module
+        verdict = "BLURRED: clean the lens"
+    else:
+        verdict = "OBSTRUCTED" if light.obstructed else ("TOO DARK" if light.low_light else "light ok")
     phones = sum(d.label == "cell phone" for d in analysis.detections)
     return (
         f"{len(persons)} people ({inside} in the desk zone), {len(analysis.faces)} faces"
