@@ -10,8 +10,10 @@ import pytest
 
 from deskwatch.audit import AuditLog
 from deskwatch.commands.history import format_entry
+from deskwatch.domain import PauseInfo
 from deskwatch.policy.engine import Policy, PolicyContext
 from deskwatch.policy.pause import PauseError
+from deskwatch_contract.jsonutil import dumps_bytes
 from tests.support.policy import T0, burst, face, make_config, person
 
 
@@ -154,6 +156,51 @@ def test_a_pause_survives_a_daemon_restart(tmp_path):
         assert again.paused is not None and again.paused.reason == "fetch water"
         assert again.pre_scan(T0 + minutes(6)) is None
         assert b.load_pause() is None  # expiry cleared it
+    finally:
+        b.close()
+
+
+@pytest.mark.parametrize(
+    ("saved", "restored"),
+    [
+        ("lunch \ud800", "lunch"),  # a lone surrogate: the health carrying it could not be encoded
+        ("lunch \u009b2J\u007f break", "lunch 2J break"),  # C1 and DEL, refused since 837046a
+        ("\udc80\x1b", "(reason dropped)"),  # nothing left of it
+        ("x" * 300, "x" * 120),  # longer than a reason may be
+    ],
+)
+def test_a_pause_saved_before_the_reason_rule_is_restored_with_what_the_rule_keeps(tmp_path, caplog, saved, restored):
+    """A pause an older daemon saved with a reason today's rule refuses (a lone surrogate made
+    the next health fail to encode, at every start, until the pause ended): at the start the
+    refused characters are dropped, the warning says which and why, and the pause stands."""
+    a = AuditLog(tmp_path / "audit.sqlite3")
+    a.save_pause(PauseInfo(reason=saved, minutes=30, started_at=T0, source="mqtt"))  # as the older daemon did
+    a.close()
+    b = AuditLog(tmp_path / "audit.sqlite3")
+    try:
+        with caplog.at_level("WARNING", logger="deskwatch.policy.pause"):
+            again = Policy(make_config().policy, audit=b)
+        assert again.pre_scan(T0 + minutes(29)) == "paused"
+        assert again.paused is not None and again.paused.reason == restored
+        assert again.paused.ends_at == T0 + minutes(30) and again.paused.source == "mqtt"
+        dumps_bytes({"pause": again.paused.to_json()})  # what the health sends
+        (warning,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert ascii(saved) in warning and f"restored as {restored!r}" in warning
+        assert "refused by today's rule" in warning
+    finally:
+        b.close()
+
+
+def test_a_saved_pause_with_a_valid_reason_is_restored_unchanged_and_quietly(tmp_path, caplog):
+    a = AuditLog(tmp_path / "audit.sqlite3")
+    a.save_pause(PauseInfo(reason="fetch water \u00e9\u263a", minutes=5, started_at=T0, source="local"))
+    a.close()
+    b = AuditLog(tmp_path / "audit.sqlite3")
+    try:
+        with caplog.at_level("WARNING", logger="deskwatch.policy.pause"):
+            again = Policy(make_config().policy, audit=b)
+        assert again.paused is not None and again.paused.reason == "fetch water \u00e9\u263a"
+        assert not [r for r in caplog.records if r.levelname == "WARNING"]
     finally:
         b.close()
 

@@ -32,7 +32,7 @@ from typing import Protocol
 from deskwatch.domain import CheckOutcome, Finding, FrameAnalysis, PeopleView, rfc3339
 from deskwatch.policy import rules
 from deskwatch.policy.config import PolicyConfig
-from deskwatch.policy.pause import PauseInfo, check_pause_request
+from deskwatch.policy.pause import PauseInfo, check_pause_request, checked_restore
 from deskwatch.policy.profiles import RULES, evidence_refusal, profile_of, rule_enabled
 
 
@@ -111,6 +111,7 @@ class Policy:
                 # its wall times are all a restart has: from the first call on, the rest
                 # of it is timed on the monotonic clock (a boot clock that is behind and
                 # corrected later lengthens it, never shortens it)
+                restored = checked_restore(restored)
                 self._pause = restored
                 log.info("pause restored from the audit trail: %r until %s", restored.reason, rfc3339(restored.ends_at))
 

@@ -7,10 +7,16 @@ the policy's ``max_pause_minutes`` can only be shorter.
 
 from __future__ import annotations
 
-from deskwatch.domain import PauseInfo
-from deskwatch_contract.intake import MAX_PAUSE_MINUTES, CommandRejected, normalise_reason, whole_number
+import logging
+import unicodedata
+from dataclasses import replace
 
-__all__ = ["PauseError", "PauseInfo", "check_pause_request"]
+from deskwatch.domain import PauseInfo
+from deskwatch_contract.intake import MAX_PAUSE_MINUTES, MAX_REASON, CommandRejected, normalise_reason, whole_number
+
+__all__ = ["PauseError", "PauseInfo", "check_pause_request", "checked_restore"]
+
+log = logging.getLogger(__name__)
 
 
 class PauseError(ValueError):
@@ -27,3 +33,26 @@ def check_pause_request(reason: object, minutes: object, max_minutes: int = MAX_
     except CommandRejected as exc:
         raise PauseError(str(exc)) from None
     return text, m
+
+
+def checked_restore(pause: PauseInfo) -> PauseInfo:
+    """A saved pause with its reason held to today's rule for a new one. A pause saved by an
+    older daemon may hold what that rule now refuses (a lone surrogate cannot be encoded, and
+    the next health would fail on it at every start until the pause ends): those characters
+    are dropped and the warning says what was dropped and why; the pause itself stands - the
+    worker asked for it."""
+    try:
+        return replace(pause, reason=normalise_reason(pause.reason, required=True))
+    except CommandRejected as exc:
+        why = str(exc)
+    kept = "".join(
+        c for c in pause.reason if not "\ud800" <= c <= "\udfff" and (c.isspace() or unicodedata.category(c) != "Cc")
+    )
+    text = " ".join(kept.split())[:MAX_REASON].rstrip() or "(reason dropped)"
+    log.warning(
+        "the saved pause's reason %s is refused by today's rule for a pause reason (%s): it is restored as %r",
+        ascii(pause.reason),
+        why,
+        text,
+    )
+    return replace(pause, reason=text)
