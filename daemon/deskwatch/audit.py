@@ -336,7 +336,7 @@ class AuditLog:
             return None
         try:
             d = json.loads(row[0])
-            return PauseInfo(
+            pause = PauseInfo(
                 reason=str(d["reason"]),
                 minutes=int(d["minutes"]),
                 started_at=datetime.fromisoformat(d["started_at"]),
@@ -345,6 +345,11 @@ class AuditLog:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring an unreadable saved pause in %s", self.path)
             return None
+        from deskwatch.policy.pause import checked_restore
+
+        # saved by an older daemon, its reason may be what today's rule refuses ('deskwatch
+        # history' prints it, the daemon sends it in every health)
+        return checked_restore(pause)
 
     def read_back_note(self) -> dict[str, Any] | None:
         """When the trail was last found damaged and read back, and whether all of it was."""

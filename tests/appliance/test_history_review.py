@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,7 +22,7 @@ from deskwatch.camera.fake import FakeCamera
 from deskwatch.cli import main
 from deskwatch.config import load_config
 from deskwatch.delivery.outbox import Outbox
-from deskwatch.domain import Finding, ScanRecord, SentFinding
+from deskwatch.domain import Finding, PauseInfo, ScanRecord, SentFinding
 from deskwatch_contract.reviews import ReviewedFinding, build
 from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
 from tests.support.mosquitto import Broker, Collector, device_config
@@ -208,3 +211,33 @@ def test_the_retained_reviews_list_reaches_the_device_and_is_not_answered(tmp_pa
     finally:
         delivery.stop(3)
         central.close()
+
+
+def test_history_prints_a_pause_recorded_before_the_reason_rule(tmp_path: Path) -> None:
+    """A pause an older daemon recorded (and saved) with a reason today's rule refuses: a lone
+    surrogate made 'deskwatch history' fail with a traceback, at every run for as long as the
+    trail keeps the entry (evidence.retention_days); a C1 control went to the terminal raw.
+    Its own stdout, as the worker meets it: captured by pytest it is no terminal encoding."""
+    state = tmp_path / "state"
+    state.mkdir()
+    reason = "lunch \ud800 \u009b31mRED"
+    log = AuditLog(state / "audit.sqlite3")
+    now = datetime.now(UTC)
+    log.record_event("pause", now, {"reason": reason, "minutes": 30, "source": "mqtt"})
+    log.record_event("pause_overrun", now, {"reason": reason, "minutes": 30, "over_seconds": 120})
+    log.save_pause(PauseInfo(reason=reason, minutes=30, started_at=now, source="mqtt"))
+    log.close()
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(f"device: {{id: desk-a, site: acme, worker_id: w-1}}\nstate_dir: {state}\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "deskwatch", "history", "--config", str(cfg)],
+        capture_output=True,
+        timeout=60,
+        env={**os.environ, "PYTHONWARNINGS": "ignore", "PYTHONIOENCODING": "utf-8"},
+    )
+    out = proc.stdout.decode("utf-8")  # strict: what the terminal gets is UTF-8
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
+    assert 'pause: "lunch \\ud800 \\x9b31mRED" for 30 min (mqtt)' in out
+    assert 'pause_overrun: "lunch \\ud800 \\x9b31mRED" ran 2 min over' in out
+    assert 'Paused now: "lunch 31mRED"' in out
+    assert "\x9b" not in out

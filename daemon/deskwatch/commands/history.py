@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import unicodedata
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from typing import Any
@@ -157,7 +158,7 @@ def format_entry(
                 out.append(f"    {c['rule']:<20} {c['outcome']:<9} {c.get('reason', '')}".rstrip())
         return out
     if kind == "pause":
-        return [f'{when}  pause: "{d.get("reason")}" for {d.get("minutes")} min ({d.get("source", "local")})']
+        return [f'{when}  pause: "{_shown(d.get("reason"))}" for {d.get("minutes")} min ({d.get("source", "local")})']
     if kind == "resume":
         late = " (after the declared time)" if d.get("late") else ""
         return [f"{when}  resume{late}"]
@@ -167,9 +168,10 @@ def format_entry(
             f"it still ends after {d.get('minutes')} min, at {_local(str(d.get('ends_at')), tz)}"
         ]
     if kind == "pause_expired":
-        return [f'{when}  pause "{d.get("reason")}" ended by itself after {d.get("minutes")} min']
+        return [f'{when}  pause "{_shown(d.get("reason"))}" ended by itself after {d.get("minutes")} min']
     if kind == "pause_overrun":
-        return [f'{when}  pause_overrun: "{d.get("reason")}" ran {int(d.get("over_seconds") or 0) // 60} min over']  # type: ignore[call-overload]
+        over = int(d.get("over_seconds") or 0) // 60  # type: ignore[call-overload]
+        return [f'{when}  pause_overrun: "{_shown(d.get("reason"))}" ran {over} min over']
     if kind == "remote_scan_accepted":
         return [f"{when}  on-demand scan requested from the central side (request {d.get('request_id')})"]
     if kind == "remote_scan_refused":
@@ -196,6 +198,18 @@ def format_entry(
             "(with their consent; no photo kept or sent, at most face templates stored on the device)"
         ]
     return [f"{when}  {kind}: {json.dumps(d)}"]
+
+
+def _shown(text: object) -> str:
+    """A reason as recorded, what a terminal must not get written as escapes: a lone surrogate
+    (printing it fails) or a control character (U+009B is a terminal's CSI), which entries
+    recorded before the reason rule refused them may hold."""
+    return "".join(
+        c.encode("unicode_escape").decode("ascii")
+        if "\ud800" <= c <= "\udfff" or unicodedata.category(c) == "Cc"
+        else c
+        for c in str(text)
+    )
 
 
 def run(args: argparse.Namespace) -> int:
