@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 import yaml
 
 from deskwatch.cli import main
+from tests.support.service import ServiceUser
 from tests.support.vision import MODELS, PHOTOS
 
 pytestmark = pytest.mark.slow
@@ -179,6 +182,55 @@ def test_bench_reports_stages_overhead_and_rss(
     assert {"objects", "faces", "phones", "total"} <= set(per_scan) and "share" not in per_scan["total"]
     assert per_scan["objects"]["p50"] > 0 and per_scan["phones"]["p50"] > 0
     assert 0.9 < sum(v["share"] for v in per_scan.values() if "share" in v) <= 1.005  # each rounded to 0.001
+
+
+def service_users_job(user: ServiceUser, damaged: str) -> tuple[Path, Path]:
+    """The appliance's layout: a config root wrote (0644), the state directory the daemon's
+    user owns (0700), and in it the model directory a model job (run by the daemon) wrote."""
+    state = user.base / "state"
+    state.mkdir(mode=0o700)
+    current = job_models(state, damaged)
+    for path in (state, *state.rglob("*")):
+        os.lchown(path, user.uid, user.gid)
+    config = user.base / "config.yaml"
+    doc = {"device": {"id": "desk-1", "site": "s", "worker_id": "w-1"}, "mqtt": {"host": "localhost"}}
+    config.write_text(yaml.safe_dump({**doc, "state_dir": str(state)}))
+    config.chmod(0o644)
+    return config, current
+
+
+def test_sudo_models_verify_loads_the_daemons_users_models_as_that_user_not_as_root(
+    deskwatch_user: ServiceUser, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A model job's directory is written by the daemon's user (whose manifest vouches for its
+    files): `sudo deskwatch models verify` loads its files with TFLite as that user, as the
+    daemon does; a model parsed as root would give a bug in TFLite's parser root's rights."""
+    from deskwatch.vision.runtime import ModelStore, load_runtime
+
+    load_runtime()  # the child, as nobody, cannot read this interpreter's library under /root
+    config, current = service_users_job(deskwatch_user, "face_detection_full_range.tflite")
+    as_root: list[str] = []
+    build = ModelStore._build
+
+    def watched(store: ModelStore, file: str) -> Any:
+        if os.geteuid() == 0:
+            as_root.append(file)
+        return build(store, file)
+
+    monkeypatch.setattr(ModelStore, "_build", watched)
+    assert main(["models", "verify", "--config", str(config)]) == 1
+    out, err = capsys.readouterr()
+    assert as_root == [], "root loaded the service user's models"
+    assert [argv[3:5] for argv in deskwatch_user.children] == [["models", "verify"]]
+    assert f"verifying {current} as deskwatch (uid 65534; groups" in err
+    assert f"not as root: {current.parent.parent} belongs to deskwatch" in err
+    assert "FAIL face_detection_full_range.tflite" in out and "OK   nanodet_g416_int8.tflite" in out
+    assert f"verified in {current} (the last model job's, which the daemon loads)" in out
+    assert main(["models", "list", "--config", str(config)]) == 0  # the manifest is YAML, read safely: as root
+    assert f"{current / 'manifest.yaml'} (the last model job's" in capsys.readouterr().out
+    assert len(deskwatch_user.children) == 1
+    assert main(["models", "verify", "--config", str(config), "--models-dir", str(MODELS)]) == 0  # root's own
+    assert len(deskwatch_user.children) == 1 and as_root
 
 
 def test_the_daemon_says_what_to_do_about_a_damaged_model_jobs_copy(config: Path, tmp_path: Path) -> None:

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 from deskwatch.app import daemon_models_dir, models_remedy
 from deskwatch.config import Config, load_config
+from deskwatch.technician import service_user
 from deskwatch.vision.runtime import (
     MANIFEST,
     REINSTALL,
@@ -30,7 +32,9 @@ DESCRIPTION = (
     "through the TFLite runtime; exit 1 if any is missing, corrupt or unloadable. "
     "list: show the manifest's models. Both look at the directory the daemon loads with --config "
     "(vision.models_dir, else the last model job's <state_dir>/models/current, else the installed "
-    "models) unless --models-dir names another, and say which one it was."
+    "models) unless --models-dir names another, and say which one it was. Started as root, verify "
+    "loads a directory another user could have written (a model job's, which the daemon's user "
+    "writes) as the daemon's user, never as root."
 )
 
 
@@ -92,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {r['name']:<18} {r['file']:<36} {size:>9}  sha256 {r['sha256'][:16]}...  {r['role']}")
         return 0
 
+    if os.geteuid() == 0:
+        foreign = service_user.not_roots(directory)
+        if foreign is not None:
+            return verify_as_service_user(args, directory, foreign)
+
     from deskwatch.vision.config import VisionConfig
 
     store = ModelStore(VisionConfig(models_dir=str(directory), threads=1))
@@ -122,3 +131,39 @@ def run(args: argparse.Namespace) -> int:
             print(f"{'OK  ' if r['ok'] else 'FAIL'} {r['file']}" + (f": {r['problem']}" if r.get("problem") else ""))
         print(f"{len(rows) - failed}/{len(rows)} model files verified in {directory} ({source})")
     return 0 if failed == 0 else 1
+
+
+def verify_as_service_user(args: argparse.Namespace, directory: Path, foreign: str) -> int:
+    """``sudo deskwatch models verify`` of a directory root did not write alone (a model job's,
+    which the daemon's user writes): the same command in a child process as that user, whose
+    output and exit status are ours. Loading a model parses it with TFLite, whose parser is
+    not made for hostile files: as root, a bug in it would give that user root's rights."""
+    user = service_user.SERVICE_USER
+    account = service_user.service_account(user)
+    if account is None or account.uid == 0:
+        print(
+            f"deskwatch models: {directory} is not root's alone ({foreign}), so root does not load its models, "
+            f"and there is no user {user!r} to verify them as; run it as the user that owns them: "
+            f"sudo -u USER deskwatch models verify --models-dir {directory}",
+            file=sys.stderr,
+        )
+        return exitcodes.FAIL
+    argv = [sys.executable, "-m", "deskwatch", "models", "verify", "--config", os.path.abspath(args.config)]
+    if args.models_dir:
+        argv += ["--models-dir", os.path.abspath(args.models_dir)]
+    if args.json:
+        argv.append("--json")
+    print(
+        f"verifying {directory} as {account.describe()}, the daemon's user, not as root: {foreign}",
+        file=sys.stderr,
+    )
+    try:
+        done = service_user.run_as_user(user, argv, timeout=service_user.SELFTEST_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        print(f"deskwatch models: not finished in {service_user.SELFTEST_TIMEOUT:.0f} s as {user}", file=sys.stderr)
+        return exitcodes.FAIL
+    except (LookupError, OSError) as exc:
+        print(f"deskwatch models: cannot be started as {user} ({exc}); it never loads these as root", file=sys.stderr)
+        return exitcodes.FAIL
+    sys.stdout.write(done.stdout)
+    return done.returncode

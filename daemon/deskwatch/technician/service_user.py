@@ -241,3 +241,62 @@ def fix_for(opened: Opened, denied: Denied, account: Account) -> str:
     if opened.secret:
         return f"run: chown {account.name} {p} && chmod 600 {p}"
     return f"run: chmod {755 if opened.want == 'rx' else 644} {p}"
+
+
+# -- what root may parse ---------------------------------------------------------------------------
+def _foreign(path: Path, st: os.stat_result, *, directory: bool) -> str | None:
+    """Why another user than root could have written ``path`` (its owner, or a group or
+    everyone with write permission; a sticky directory keeps root's entries root's)."""
+    if st.st_uid != 0:
+        return f"{path} belongs to {user_name(st.st_uid)}"
+    mode = stat.S_IMODE(st.st_mode)
+    if directory and mode & stat.S_ISVTX:
+        return None
+    if mode & 0o020 and st.st_gid != 0:
+        return f"{path} may be written by group {group_name(st.st_gid)} ({describe(st)})"
+    if mode & 0o002:
+        return f"{path} may be written by everyone ({describe(st)})"
+    return None
+
+
+def not_roots(directory: str | Path) -> str | None:
+    """Why the files in ``directory`` may have been written by another user than root (the
+    directory, one above it, a file in it or one a link in it names belongs to that user or
+    is writable by it); None when only root could have written them.
+
+    Root's tools parse no such file with a parser that was not made for hostile input (a
+    TFLite model): a bug in it would give the daemon's user, who writes the model jobs'
+    directory, root's rights."""
+    real = Path(os.path.realpath(directory))
+    seen: set[Path] = set()
+
+    def chain(d: Path) -> str | None:
+        for p in (*reversed(d.parents), d):
+            if p in seen:
+                continue
+            seen.add(p)
+            try:
+                why = _foreign(p, os.stat(p), directory=p != d)
+            except OSError as exc:
+                return f"{p}: {exc.strerror}"
+            if why:
+                return why
+        return None
+
+    why = chain(real)
+    if why:
+        return why
+    try:
+        entries = sorted(os.scandir(real), key=lambda e: e.name)
+    except OSError as exc:
+        return f"{real}: {exc.strerror}"
+    for entry in entries:
+        target = Path(os.path.realpath(entry.path))
+        try:
+            st = os.stat(target)
+        except OSError:
+            continue  # a dangling link: nothing to parse (the loader says it is missing)
+        why = chain(target.parent) or _foreign(target, st, directory=stat.S_ISDIR(st.st_mode))
+        if why:
+            return why
+    return None
