@@ -106,6 +106,29 @@ def daemon_models_dir(cfg: Config) -> tuple[Path, str]:
     return installed, "installed, which the daemon loads"
 
 
+def tool_models_dir(cfg: Config, command: str) -> tuple[Path, str, str | None]:
+    """The models a technician's tool (``scan``, ``aim``, ``bench``) loads, why that one, and a
+    line for the console when it is not the daemon's: as the daemon, except that root loads no
+    directory another user could have written (a model job's, which the daemon's user writes
+    with the manifest that vouches for it: a bug in TFLite's model parser would give that user
+    root's rights); root then loads the installed models and the line says so and how to run
+    ``command`` with the daemon's."""
+    from deskwatch.technician.service_user import SERVICE_USER, not_roots
+    from deskwatch.vision.runtime import models_dir as installed_models_dir
+
+    chosen, source = daemon_models_dir(cfg)
+    foreign = not_roots(chosen) if os.geteuid() == 0 else None
+    if foreign is None:
+        return chosen, source, None
+    installed = installed_models_dir(dataclasses.replace(cfg.vision, models_dir=""))
+    note = (
+        f"as root, {command} loads the installed models ({installed}), not the ones the daemon loads ({chosen}, "
+        f"{source.split(',')[0]}): {foreign}, and root parses no model another user could have written; to {command} "
+        f"with the daemon's models run it as the daemon's user: sudo -u {SERVICE_USER} deskwatch {command} ..."
+    )
+    return installed, "installed; as root, not the daemon's: another user could have written those", note
+
+
 # Pauses and resumes each go to the audit trail, and cmd/pause is the companion's to publish from
 # the worker's PC: without a bound, a loop there wrote 10,000 audit rows in 30 s (16 MB a minute,
 # kept for evidence.retention_days) until the SD card was full. A person needs a few a minute.

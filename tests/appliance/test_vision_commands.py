@@ -233,6 +233,45 @@ def test_sudo_models_verify_loads_the_daemons_users_models_as_that_user_not_as_r
     assert len(deskwatch_user.children) == 1 and as_root
 
 
+def test_sudo_scan_and_aim_load_the_installed_models_not_the_daemons_users(
+    deskwatch_user: ServiceUser, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sudo deskwatch scan` and `aim` parse no model the daemon's user wrote (a model job's
+    directory, here with a file that does not load): they use the installed models and say so,
+    and how to run them with the daemon's."""
+    from deskwatch.vision.runtime import ModelStore
+
+    config, current = service_users_job(deskwatch_user, "face_detection_full_range.tflite")
+    config.write_text(config.read_text() + f"camera: {{backend: replay, source: {PHOTOS / 'single_01.jpg'}}}\n")
+    loaded_from: set[Path] = set()
+    build = ModelStore._build
+
+    def watched(store: ModelStore, file: str) -> Any:
+        loaded_from.add(Path(os.path.realpath(store.directory / file)).parent)
+        return build(store, file)
+
+    monkeypatch.setattr(ModelStore, "_build", watched)
+    argv = ["scan", "--config", str(config), "--image", str(PHOTOS / "single_01.jpg")]
+    code = main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    assert loaded_from == {MODELS.resolve()}, loaded_from
+    assert code == 0, err
+    result = json.loads(out)
+    assert result["models_dir"] == str(MODELS) and result["models_source"].startswith(
+        "installed; as root, not the daemon's"
+    )
+    assert result["faces"] == 1
+    assert f"as root, scan loads the installed models ({MODELS}), not the ones the daemon loads ({current}" in err
+    assert f"{current.parent.parent} belongs to deskwatch" in err and "sudo -u deskwatch deskwatch scan" in err
+    assert main(argv) == 0
+    assert f"  models: {MODELS} (installed; as root, not the daemon's" in capsys.readouterr().out
+    loaded_from.clear()
+    assert main(["aim", "--config", str(config), "--seconds", "0", "--columns", "40"]) == 0
+    err = capsys.readouterr().err
+    assert loaded_from == {MODELS.resolve()}, loaded_from
+    assert "as root, aim loads the installed models" in err and "aim stopped after 1 frames" in err
+
+
 def test_the_daemon_says_what_to_do_about_a_damaged_model_jobs_copy(config: Path, tmp_path: Path) -> None:
     """The journal line of a daemon that cannot load a model job's damaged file names the
     directory to remove (the installed models are fine), not a reinstall."""

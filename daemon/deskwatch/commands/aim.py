@@ -28,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
-    from deskwatch.app import build_vision
+    from deskwatch.app import build_vision, tool_models_dir
     from deskwatch.camera import CameraError, open_camera
     from deskwatch.domain import Frame
     from deskwatch.technician.aim import AimView, run_aim
@@ -36,8 +36,11 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = load_config_or_exit(args)
     columns = args.columns or max(20, min(160, shutil.get_terminal_size((80, 24)).columns))
+    directory, _source, note = tool_models_dir(cfg, "aim")
+    if note:
+        print(f"deskwatch aim: {note}", file=sys.stderr)
     try:
-        vision = build_vision(cfg)
+        vision = build_vision(cfg, models_dir=directory)
     except Exception as exc:
         print(f"deskwatch aim: the vision stage does not start: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE

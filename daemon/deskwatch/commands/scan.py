@@ -57,11 +57,14 @@ def run(args: argparse.Namespace) -> int:
     image = load_image(args.image)
     if image is None:
         return exitcodes.USAGE
-    from deskwatch.app import build_vision
+    from deskwatch.app import build_vision, tool_models_dir
     from deskwatch.vision.runtime import ModelError
 
+    directory, source, note = tool_models_dir(cfg, "scan")
+    if note:
+        print(f"deskwatch scan: {note}", file=sys.stderr)
     try:
-        vision = build_vision(cfg, runtime=args.runtime)
+        vision = build_vision(cfg, runtime=args.runtime, models_dir=directory)
     except ModelError as exc:
         print(f"deskwatch scan: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
@@ -74,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
         result["timings_ms"]["scan_total"] = round((time.perf_counter() - t0) * 1000, 1)
         result["identity_checked"] = vision.identity_enabled
         result["models"] = vision.model_hashes()
+        result["models_dir"], result["models_source"] = str(directory), source
         crops = looked_at(vision, image)
         result["phone_stage"] = crops
     finally:
@@ -165,6 +169,7 @@ def print_summary(result: dict[str, Any]) -> None:
             f"of {stage['poses']} pose(s), CenterNet asked {stage['centernet_runs']} time(s)"
         )
     print("  timings (ms): " + ", ".join(f"{k} {v}" for k, v in result["timings_ms"].items()))
+    print(f"  models: {result['models_dir']} ({result['models_source']})")
 
 
 def annotate(image: np.ndarray, analysis: FrameAnalysis, out: str, crops: Sequence[dict[str, Any]] = ()) -> None:
