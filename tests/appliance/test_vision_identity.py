@@ -457,6 +457,34 @@ def test_templates_readable_by_others_are_refused_when_they_cannot_be_made_priva
     assert templates is not None and problem is None and stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+@pytest.mark.parametrize("linked", ["file", "directory"])
+def test_templates_reached_through_a_link_are_refused_and_what_it_names_is_left_alone(
+    tmp_path: Path, linked: str
+) -> None:
+    """The daemon's user owns the templates directory, and root's tools (sudo deskwatch scan,
+    aim) read the templates too: a link the user put there, to a file of root's readable by
+    all (/etc/passwd), had root tighten that file to 0600 (and try it as templates)."""
+    victim_dir = tmp_path / "etc"
+    victim_dir.mkdir()
+    victim = victim_dir / ("passwd" if linked == "file" else "w-1.npz")
+    victim.write_text("root:x:0:0::/root:/bin/bash\n")
+    victim.chmod(0o644)
+    templates = tmp_path / "state" / "templates"
+    if linked == "file":
+        templates.mkdir(parents=True)
+        (templates / "w-1.npz").symlink_to(victim)
+    else:
+        templates.parent.mkdir()
+        templates.symlink_to(victim_dir)
+    found, problem = read_templates(tmp_path / "state", "w-1")
+    assert stat.S_IMODE(victim.stat().st_mode) == 0o644, "root changed the mode of the link's target"
+    assert found is None and problem is not None
+    named = templates / "w-1.npz" if linked == "file" else templates
+    assert (
+        f"are reached through a symbolic link ({named}): remove it (rm {named}) and enrol worker w-1 again" in problem
+    )
+
+
 @pytest.fixture
 def reachable(tmp_path: Path) -> Any:
     """A folder another user can reach, as /var/lib is (pytest's own are root's alone)."""

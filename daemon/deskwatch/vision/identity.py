@@ -328,35 +328,63 @@ def read_templates(state_dir: str | Path, worker: str) -> tuple[Templates | None
     except ValueError:
         return None, None
     fix = f"enrol worker {worker} again (deskwatch enroll, as root or as the service user)"
+    # Opened without following a link: the daemon's user owns the directory, and root's tools
+    # (sudo deskwatch scan, aim) read it too: a link there would have root chmod its target.
     try:
-        info = path.stat()
+        fd = _open_template(path)
     except FileNotFoundError:
         return None, None
-    except OSError as exc:  # the templates directory is not this user's: enrolled by another one
-        return _refused(path, f"cannot be read by this user ({exc.strerror}): {fix}")
-    if not stat.S_ISREG(info.st_mode):
-        return _refused(path, f"are not a regular file: {fix}")
-    mode = info.st_mode & 0o777
-    if mode & 0o077:
-        try:
-            os.chmod(path, 0o600)
-        except OSError as exc:
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
             return _refused(
-                path, f"are mode {mode:o} (readable by others) and cannot be made 0600 ({exc.strerror}): {fix}"
+                path, f"are reached through a symbolic link ({exc.filename}): remove it (rm {exc.filename}) and {fix}"
             )
-        log.warning("face templates %s were mode %o; tightened to 0600", path, mode)
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            enc: Any = data["encodings"]
-            arr = np.asarray(enc, dtype=np.float64)
-            # format 1 files predate the backends: face_recognition made them
-            backend = str(data["backend"]) if "backend" in data.files else "face_recognition"
-            sha = str(data["model_sha256"]) if "model_sha256" in data.files else ""
-    except Exception as exc:  # an empty or cut file: EOFError, BadZipFile; a foreign one: KeyError, ValueError
-        return _refused(path, f"cannot be read ({type(exc).__name__}: {exc}): {fix}")
+        return _refused(path, f"cannot be read by this user ({exc.strerror}): {fix}")
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        return _refused(path, f"are not a regular file: {fix}")
+    with os.fdopen(fd, "rb") as fh:
+        mode = info.st_mode & 0o777
+        if mode & 0o077:
+            try:
+                os.chmod(fd, 0o600)
+            except OSError as exc:
+                return _refused(
+                    path, f"are mode {mode:o} (readable by others) and cannot be made 0600 ({exc.strerror}): {fix}"
+                )
+            log.warning("face templates %s were mode %o; tightened to 0600", path, mode)
+        try:
+            with np.load(fh, allow_pickle=False) as data:
+                enc: Any = data["encodings"]
+                arr = np.asarray(enc, dtype=np.float64)
+                # format 1 files predate the backends: face_recognition made them
+                backend = str(data["backend"]) if "backend" in data.files else "face_recognition"
+                sha = str(data["model_sha256"]) if "model_sha256" in data.files else ""
+        except Exception as exc:  # an empty or cut file: EOFError, BadZipFile; a foreign one: KeyError, ValueError
+            return _refused(path, f"cannot be read ({type(exc).__name__}: {exc}): {fix}")
     if arr.ndim != 2 or arr.shape[1] != 128 or len(arr) == 0 or not np.isfinite(arr).all():
         return _refused(path, f"are malformed: {fix}")
     return Templates(arr, backend, sha), None
+
+
+def _open_template(path: Path) -> int:
+    """A descriptor of the templates file, following no link on the way from the templates
+    directory (OSError ELOOP, its filename the link); a FIFO is opened without waiting."""
+    nofollow = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        directory = os.open(path.parent, nofollow | os.O_DIRECTORY)
+    except NotADirectoryError:
+        if os.path.islink(path.parent):
+            raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path.parent)) from None
+        raise
+    try:
+        return os.open(path.name, nofollow | os.O_NONBLOCK, dir_fd=directory)
+    except OSError as exc:
+        exc.filename = str(path) if exc.errno == errno.ELOOP else exc.filename
+        raise
+    finally:
+        os.close(directory)
 
 
 def _refused(path: Path, why: str) -> tuple[None, str]:
