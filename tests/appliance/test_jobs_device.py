@@ -1041,3 +1041,64 @@ def test_a_failure_after_the_model_swap_keeps_the_models_current_points_to(
     assert not [p for p in sent if p["job_id"] == "job-b" and p["status"] == "failed"]
     if fails == "fsync":
         assert sent[-1]["status"] == "succeeded" and sent[-1]["job_id"] == "job-b"
+
+
+def test_jobs_status_reads_the_daemons_seen_file_without_trusting_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sudo deskwatch jobs status` reads <state_dir>/jobs/seen.json, which the daemon's user
+    writes: a FIFO in its place held root's command until someone wrote to it, a link to
+    /dev/zero read until memory ran out and a deeply nested document was a traceback; each
+    is now a reason with what to do, the queue still listed."""
+    import os
+    import threading
+    import time
+
+    from deskwatch.cli import main
+
+    state = tmp_path / "state"
+    jobs = state / "jobs"
+    (jobs / "queue").mkdir(parents=True)
+    (jobs / "queue" / "job-1.json").write_text("{}")
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "device": {"id": "d", "site": "s", "worker_id": "w-1"},
+                "mqtt": {"host": "localhost"},
+                "state_dir": str(state),
+            }
+        )
+    )
+    seen = jobs / "seen.json"
+    argv = ["jobs", "--config", str(config), "status"]
+
+    seen.write_text(json.dumps({"job-0": "succeeded"}))
+    assert main(argv) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["results"] == {"job-0": "succeeded"} and shown["queued"] == ["job-1"]
+
+    seen.unlink()
+    os.mkfifo(seen)
+    unblock = threading.Timer(10, lambda: os.close(os.open(seen, os.O_WRONLY)))  # the old code's reader waits
+    unblock.start()
+    t0 = time.monotonic()
+    try:
+        code = main(argv)
+    finally:
+        unblock.cancel()
+    out, err = capsys.readouterr()
+    assert time.monotonic() - t0 < 5, "root's command waited on the FIFO"
+    assert code == 1 and json.loads(out)["queued"] == ["job-1"]
+    assert f"the last results cannot be shown: {seen} is not a regular file" in err and f"rm {seen}" in err
+
+    seen.unlink()
+    seen.symlink_to("/dev/zero")
+    assert main(argv) == 1
+    assert f"{seen} is a symbolic link, not a file" in capsys.readouterr().err
+
+    seen.unlink()
+    seen.write_text("[" * 100_000 + "]" * 100_000)
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{seen} is not the JSON the daemon writes (RecursionError)" in err and "Traceback" not in err

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 from deskwatch.commands.common import seconds
 from deskwatch.config import ConfigError, load_config
@@ -55,8 +57,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"{o.job_id} ({o.kind}): {o.status} at {o.step}: {o.detail}")
         return exitcodes.FAIL if any(o.status in ("failed", "rejected") for o in outcomes) else exitcodes.OK
     queue_dir, done_dir = jobs_dirs(state_dir)
-    seen_file = state_dir / "jobs" / "seen.json"
-    seen = json.loads(seen_file.read_text()) if seen_file.exists() else {}
+    seen, problem = read_seen(state_dir / "jobs")
     print(
         json.dumps(
             {
@@ -67,4 +68,39 @@ def run(args: argparse.Namespace) -> int:
             indent=1,
         )
     )
+    if problem:
+        print(f"deskwatch jobs: the last results cannot be shown: {problem}", file=sys.stderr)
+        return exitcodes.FAIL
     return exitcodes.OK
+
+
+SEEN_LIMIT = 1 << 20  # the daemon keeps the last 500 results: some 50 KB
+
+
+def read_seen(jobs_dir: Path) -> tuple[dict[str, Any], str | None]:
+    """The daemon's ``seen.json`` (job id -> last status), and why it cannot be shown.
+
+    Root reads it here from a directory the daemon's user owns and writes: so without
+    following a link, nor waiting on a FIFO, nor reading more than :data:`SEEN_LIMIT`,
+    and a document nested beyond the parser's depth is a reason, not a traceback."""
+    from deskwatch.system.files import SafeDir, UnsafePath
+
+    path = jobs_dir / "seen.json"
+    remedy = f"the daemon writes it again at its next job; remove it meanwhile (rm {path})"
+    try:
+        with SafeDir(jobs_dir) as directory:
+            raw = directory.read_bytes("seen.json", SEEN_LIMIT)
+    except FileNotFoundError:
+        return {}, None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.ELOOP and not isinstance(exc, UnsafePath):
+            why = f"{path} is a symbolic link, not a file"
+        return {}, f"{why}; {remedy}"
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        return {}, f"{path} is not the JSON the daemon writes ({type(exc).__name__}); {remedy}"
+    if not isinstance(data, dict):
+        return {}, f"{path} is not a JSON object; {remedy}"
+    return data, None
