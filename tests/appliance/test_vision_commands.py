@@ -293,3 +293,42 @@ def test_the_daemon_says_what_to_do_about_a_damaged_model_jobs_copy(config: Path
     assert proc.returncode == 69, proc.stderr[-2000:]
     assert "cannot load the detectors" in proc.stderr and f"last model job's copy: remove {current}" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("planted", ["nested", "huge", "fifo"])
+def test_a_manifest_the_daemons_user_planted_is_a_reason_for_roots_tools_not_a_crash(
+    deskwatch_user: ServiceUser, planted: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Root's tools read a model job's manifest (the daemon's user writes it) to choose their
+    models: a document nested too deeply was a RecursionError, a huge file was read whole
+    (all of root's memory), a FIFO held the command; each is now a manifest that cannot be
+    read, and scan goes on with the installed models."""
+    import threading
+    import time
+
+    config, current = service_users_job(deskwatch_user, "face_detection_full_range.tflite")
+    manifest = current / "manifest.yaml"
+    manifest.unlink()
+    if planted == "nested":
+        manifest.write_text("[" * 50_000 + "]" * 50_000)
+    elif planted == "huge":
+        with open(manifest, "wb") as fh:
+            fh.truncate(8 << 30)  # sparse: 8 GB of zeros to read
+    else:
+        os.mkfifo(manifest)
+    os.lchown(manifest, deskwatch_user.uid, deskwatch_user.gid)
+    unblock = threading.Timer(10, lambda: os.close(os.open(manifest, os.O_WRONLY)))  # the old code's reader waits
+    unblock.daemon = True
+    if planted == "fifo":
+        unblock.start()
+    t0 = time.monotonic()
+    try:
+        assert main(["models", "list", "--models-dir", str(current)]) == 1
+    finally:
+        unblock.cancel()
+    assert time.monotonic() - t0 < 5, "root's command waited on the manifest (FIFO) or read it whole"
+    err = capsys.readouterr().err
+    assert f"deskwatch models: {manifest} cannot be read (" in err and "internal error" not in err
+    if planted != "fifo":  # a FIFO is not a manifest file: the installed models are chosen at once
+        assert main(["scan", "--config", str(config), "--image", str(PHOTOS / "single_01.jpg")]) == 0
+        assert "internal error" not in capsys.readouterr().err

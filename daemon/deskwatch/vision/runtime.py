@@ -14,10 +14,12 @@ the peak RSS for the shipped models. Each model is built once per
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import importlib
 import logging
 import os
+import stat
 import sys
 import threading
 import time
@@ -152,6 +154,32 @@ class ManifestEntry:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+MAX_MANIFEST = 1 << 20  # the shipped one is 3 KB
+
+
+def _read_manifest_text(path: Path) -> str:
+    """The manifest's text: a regular file of at most :data:`MAX_MANIFEST` bytes (OSError
+    otherwise). A model job's manifest is written by the daemon's user, and root's tools read
+    it to choose their models: a FIFO there must not hold them, nor a huge file fill memory."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, "not a regular file")
+        if st.st_size > MAX_MANIFEST:
+            raise OSError(errno.EFBIG, f"{st.st_size} bytes, more than a manifest's {MAX_MANIFEST}")
+        chunks, size = [], 0
+        while size <= MAX_MANIFEST and (chunk := os.read(fd, MAX_MANIFEST + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+        raw = b"".join(chunks)
+        if size > MAX_MANIFEST:
+            raise OSError(errno.EFBIG, f"more than a manifest's {MAX_MANIFEST} bytes")
+        return raw.decode("utf-8")
+    finally:
+        os.close(fd)
+
+
 def read_manifest(directory: Path) -> dict[str, ManifestEntry]:
     """Manifest entries keyed by file name (and by model name when it differs).
 
@@ -160,11 +188,15 @@ def read_manifest(directory: Path) -> dict[str, ManifestEntry]:
     """
     path = directory / MANIFEST
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(_read_manifest_text(path))
     except FileNotFoundError:
         raise _bad(path, f"{path} is missing") from None
-    except (OSError, yaml.YAMLError) as exc:
+    except OSError as exc:
+        raise _bad(path, f"{path} cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
         raise _bad(path, f"{path} cannot be read ({exc})") from None
+    except RecursionError:
+        raise _bad(path, f"{path} cannot be read (nested too deeply to be a manifest)") from None
     sections = [data.get("models"), data.get("files")] if isinstance(data, dict) and "models" in data else [data]
     items: list[tuple[str, dict[str, Any]]] = []
     for raw in sections:
