@@ -485,6 +485,38 @@ def test_templates_reached_through_a_link_are_refused_and_what_it_names_is_left_
     )
 
 
+def test_templates_that_unpack_to_more_than_an_enrolment_are_refused_without_unpacking_them(tmp_path: Path) -> None:
+    """The daemon's user writes the templates directory and root's scan and aim read it: a
+    small npz whose encodings inflate to gigabytes of zeros was inflated whole before its
+    shape was judged (a 2 MB file: 2.5 GB held by root's scan). Here 64 MB in 64 KB."""
+    import io
+    import tracemalloc
+    import zipfile
+
+    path = save_templates(tmp_path, "w-1", np.ones((2, 128)), backend="tflite", model_sha256="0" * 64)
+    rows = (64 << 20) // (128 * 8)
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (rows, 128)})
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("encodings.npy", "w") as member:
+            member.write(header.getvalue())
+            for _ in range(64):
+                member.write(bytes(1 << 20))
+        archive.writestr("backend.npy", b"")
+    assert path.stat().st_size < 1 << 20
+    tracemalloc.start()
+    try:
+        found, problem = read_templates(tmp_path, "w-1")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20, f"{peak / 2**20:.0f} MB held to read a {path.stat().st_size} byte file"
+    assert found is None and problem is not None
+    assert (
+        f"are not an enrolment's (encodings.npy unpacks to {rows * 128 * 8 + len(header.getvalue())} bytes" in problem
+    )
+
+
 @pytest.fixture
 def reachable(tmp_path: Path) -> Any:
     """A folder another user can reach, as /var/lib is (pytest's own are root's alone)."""

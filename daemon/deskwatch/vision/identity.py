@@ -32,6 +32,7 @@ import stat
 import tempfile
 import threading
 import time
+import zipfile
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
@@ -355,6 +356,10 @@ def read_templates(state_dir: str | Path, worker: str) -> tuple[Templates | None
                 )
             log.warning("face templates %s were mode %o; tightened to 0600", path, mode)
         try:
+            too_big = _oversized_member(fh)
+            if too_big:
+                return _refused(path, f"are not an enrolment's ({too_big}): {fix}")
+            fh.seek(0)
             with np.load(fh, allow_pickle=False) as data:
                 enc: Any = data["encodings"]
                 arr = np.asarray(enc, dtype=np.float64)
@@ -366,6 +371,21 @@ def read_templates(state_dir: str | Path, worker: str) -> tuple[Templates | None
     if arr.ndim != 2 or arr.shape[1] != 128 or len(arr) == 0 or not np.isfinite(arr).all():
         return _refused(path, f"are malformed: {fix}")
     return Templates(arr, backend, sha), None
+
+
+MAX_TEMPLATES_BYTES = 32 << 20  # 1 KB a photo: 32,000 photos; an enrolment takes 15 to a few hundred
+
+
+def _oversized_member(fh: Any) -> str | None:
+    """Why the npz in ``fh`` is larger unpacked than any enrolment, or None. Its members are
+    inflated whole by np.load before their shape can be judged: a 2 MB file of zeros made
+    root's scan (the daemon's user writes the directory) hold 2.5 GB; the sizes in the zip's
+    directory bound what the zip module inflates."""
+    with zipfile.ZipFile(fh) as archive:
+        for info in archive.infolist():
+            if info.file_size > MAX_TEMPLATES_BYTES:
+                return f"{info.filename} unpacks to {info.file_size} bytes, more than {MAX_TEMPLATES_BYTES}"
+    return None
 
 
 def _open_template(path: Path) -> int:
