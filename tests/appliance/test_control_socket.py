@@ -200,3 +200,69 @@ def test_the_watchdog_notices_a_wedged_accept_loop(tmp_path: Path) -> None:
     time.sleep(1.8)
     assert watchdog.tick() is False and pings.count == 0
     server.stop()
+
+
+def _answering(path: Path, answer: bytes, *, every: float = 0.0) -> threading.Thread:
+    """Something on the socket's path that answers one request with ``answer`` (a byte each
+    ``every`` seconds when set): whoever can write the state directory, the daemon's user."""
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def run() -> None:
+        conn, _ = server.accept()
+        conn.recv(4096)
+        try:
+            for i in range(0, len(answer), 1 if every else len(answer)):
+                conn.sendall(answer[i : i + (1 if every else len(answer))])
+                time.sleep(every)
+        except OSError:
+            pass
+        conn.close()
+        server.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b'{"ok": true, "x": "' + b"a" * 5000 + b'"}\n',
+        b"[" * 3000 + b"]" * 3000 + b"\n",
+        b"[1]\n",
+        b'{"ok": true, "status": "paused"}\n',
+        b"\xff\xfe\n",
+    ],
+    ids=["long", "nested", "a list", "status not an object", "not UTF-8"],
+)
+def test_the_cli_takes_no_answer_on_trust(tmp_path: Path, answer: bytes, capsys: pytest.CaptureFixture[str]) -> None:
+    """`sudo deskwatch pause` (root, or the worker) reads the answer of whatever listens on the
+    socket in the daemon's user's directory: an answer that is not the daemon's was an
+    'internal error' with a traceback; it is now 'unreadable answer'."""
+    from deskwatch.cli import main
+
+    state = tmp_path / "state"
+    state.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"device: {{id: d, site: s, worker_id: w-1}}\nmqtt: {{host: localhost}}\nstate_dir: {state}\n")
+    from deskwatch.system.control import control_socket_path
+
+    _answering(control_socket_path(state), answer)
+    assert main(["pause", "--config", str(config), "--minutes", "5", "--reason", "break"]) == 69
+    err = capsys.readouterr().err
+    assert "unreadable answer on" in err and "internal error" not in err
+
+
+def test_an_answer_trickled_a_byte_at_a_time_is_given_up_at_the_deadline(tmp_path: Path) -> None:
+    """Each read waited up to the timeout afresh: a byte every 0.4 s with a 1 s timeout held
+    the command for as long as the answer lasted (4 KiB: 27 minutes; at 4 s a byte, hours)."""
+    from deskwatch.system.control import ControlUnavailable
+
+    path = tmp_path / "s.sock"
+    _answering(path, b'{"ok": true, "status": {}}' + b" " * 40 + b"\n", every=0.4)
+    t0 = time.monotonic()
+    with pytest.raises(ControlUnavailable, match=r"did not answer on .* within 1 s"):
+        send_control(path, "status", timeout=1.0)
+    assert time.monotonic() - t0 < 3

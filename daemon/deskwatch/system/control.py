@@ -318,6 +318,25 @@ def _read_line(conn: socket.socket) -> bytes:
     return buf.split(b"\n", 1)[0]
 
 
+def _read_answer(conn: socket.socket, deadline: float) -> bytes:
+    """The answer's line, all of it by ``deadline`` (TimeoutError otherwise: a byte now and
+    then must not hold the command) and at most MAX_REQUEST bytes (ValueError otherwise).
+    Whoever answers on the socket is the daemon's user; the command may be root's."""
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        conn.settimeout(left)
+        chunk = conn.recv(1024)
+        if not chunk:
+            break
+        buf += chunk
+        if len(buf.split(b"\n", 1)[0]) > MAX_REQUEST:
+            raise ValueError("answer too long")
+    return buf.split(b"\n", 1)[0]
+
+
 def _answers(path: Path) -> bool:
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     s.settimeout(0.5)
@@ -346,17 +365,21 @@ def send_control(path: str | os.PathLike[str], command: str, timeout: float = 5.
         except OSError as exc:
             raise ControlUnavailable(f"nobody is listening on {p} ({exc.strerror or exc})") from None
         s.sendall(json.dumps({"command": command, **body}).encode() + b"\n")
-        data = _read_line(s)
+        data = _read_answer(s, time.monotonic() + timeout)
     except TimeoutError:
         raise ControlUnavailable(f"the daemon did not answer on {p} within {timeout:g} s") from None
+    except ValueError:
+        raise ControlUnavailable(f"unreadable answer on {p}: longer than {MAX_REQUEST} bytes") from None
     finally:
         s.close()
     if not data:
         raise ControlUnavailable(f"the daemon closed {p} without answering")
     try:
         reply = json.loads(data)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, nested beyond the parser's depth
         raise ControlUnavailable(f"unreadable answer on {p}") from None
+    if not isinstance(reply, dict) or not isinstance(reply.get("status", {}), dict):
+        raise ControlUnavailable(f"unreadable answer on {p}: not the daemon's")
     if not reply.get("ok"):
         raise ControlRejected(str(reply.get("error") or "rejected"))
     return dict(reply)
