@@ -272,6 +272,41 @@ def test_sudo_scan_and_aim_load_the_installed_models_not_the_daemons_users(
     assert "as root, aim loads the installed models" in err and "aim stopped after 1 frames" in err
 
 
+def test_sudo_bench_loads_no_models_directory_the_daemons_user_may_write(
+    deskwatch_user: ServiceUser, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """bench uses a state directory of its own, but vision.models_dir of the device's config:
+    one the daemon's user owns (here a copy of the installed models) is not loaded as root."""
+    from deskwatch.vision.runtime import ModelStore
+
+    theirs = deskwatch_user.base / "models"
+    shutil.copytree(MODELS, theirs)
+    for path in (theirs, *theirs.rglob("*")):
+        os.lchown(path, deskwatch_user.uid, deskwatch_user.gid)
+    config = deskwatch_user.base / "config.yaml"
+    doc = {"device": {"id": "d", "site": "s", "worker_id": "w-1"}, "mqtt": {"host": "localhost"}}
+    config.write_text(
+        yaml.safe_dump({**doc, "state_dir": str(deskwatch_user.base), "vision": {"models_dir": str(theirs)}})
+    )
+    photos = deskwatch_user.base / "photos"
+    photos.mkdir()
+    shutil.copy(PHOTOS / "face_03.jpg", photos / "face_03.jpg")
+    loaded_from: set[Path] = set()
+    build = ModelStore._build
+
+    def watched(store: ModelStore, file: str) -> Any:
+        loaded_from.add(Path(store.directory))
+        return build(store, file)
+
+    monkeypatch.setattr(ModelStore, "_build", watched)
+    argv = ["bench", "--config", str(config), "--photos", str(photos), "--warmup", "0"]
+    assert main([*argv, "--no-hog", "--no-bursts", "--no-faceid"]) == 0
+    out, err = capsys.readouterr()
+    assert loaded_from == {MODELS}, loaded_from
+    assert f"as root, bench loads the installed models ({MODELS}), not the ones the daemon loads ({theirs}" in err
+    assert f"models {MODELS} (installed; as root, not the daemon's" in out
+
+
 def test_the_daemon_says_what_to_do_about_a_damaged_model_jobs_copy(config: Path, tmp_path: Path) -> None:
     """The journal line of a daemon that cannot load a model job's damaged file names the
     directory to remove (the installed models are fine), not a reinstall."""

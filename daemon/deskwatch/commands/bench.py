@@ -202,11 +202,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, Any]:
-    from deskwatch.app import build_evidence, build_evidence_preparer, build_policy, build_vision
+    from deskwatch.app import build_evidence, build_evidence_preparer, build_policy, build_vision, tool_models_dir
     from deskwatch.policy.engine import PolicyContext
     from deskwatch.vision.runtime import ModelError, load_runtime
 
     cfg = _bench_config(args, state_dir)
+    directory, source, note = tool_models_dir(cfg, "bench")
+    if note:
+        print(f"deskwatch bench: {note}", file=sys.stderr)
+    cfg = dataclasses.replace(cfg, vision=dataclasses.replace(cfg.vision, models_dir=str(directory)))
     paths = _photo_paths(photos)
     width, height = cfg.camera.width, cfg.camera.height
     if not paths:
@@ -285,6 +289,8 @@ def bench(args: argparse.Namespace, photos: Path, state_dir: str) -> dict[str, A
         "peak_rss_mb": round(peak_rss_mb, 1),
         "process_peak_rss_mb": round(process_peak_rss_mb, 1),
         "models": vision.model_hashes(),
+        "models_dir": str(directory),
+        "models_source": source,
     }
     result["phone_stage"] = phone_stage_summary(per_stage.get("phones", []), looks, len(e2e))
     if not args.no_bursts:
@@ -552,6 +558,7 @@ def identity_vs_hog(vision: Any, paths: list[Path], width: int, height: int, lim
 def print_report(r: dict[str, Any]) -> None:
     print(f"{r['frames']} frames {r['frame_size'][0]}x{r['frame_size'][1]} from {r['photos']}")
     print(f"runtime {r['runtime']}, {r['threads']} threads, object detector {r['object_precision']}")
+    print(f"models {r['models_dir']} ({r['models_source']})")
     for k, v in r["stages_ms"].items():
         print(f"  {k:<10} p50 {v['p50']:8.1f} ms   p95 {v['p95']:8.1f} ms")
     print(f"  scan       p50 {r['scan_ms']['p50']:8.1f} ms   p95 {r['scan_ms']['p95']:8.1f} ms")
