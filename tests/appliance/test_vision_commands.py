@@ -367,3 +367,88 @@ def test_a_manifest_the_daemons_user_planted_is_a_reason_for_roots_tools_not_a_c
     if planted != "fifo":  # a FIFO is not a manifest file: the installed models are chosen at once
         assert main(["scan", "--config", str(config), "--image", str(PHOTOS / "single_01.jpg")]) == 0
         assert "internal error" not in capsys.readouterr().err
+
+
+def embedder_job(current: Path) -> str:
+    """A model job's embedder in ``current`` (the installed one with bytes appended, which
+    TFLite loads as it is: another sha256), the manifest saying so; its sha256."""
+    import hashlib
+
+    name = "face_embedder_dlib_resnet.tflite"
+    (current / name).unlink()
+    (current / name).write_bytes((MODELS / name).read_bytes() + bytes(64))
+    sha = hashlib.sha256((current / name).read_bytes()).hexdigest()
+    doc = yaml.safe_load((current / "manifest.yaml").read_text())
+    doc["models"]["face_embedder"]["sha256"] = sha
+    (current / "manifest.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    return sha
+
+
+def enrol_argv(config: Path, tmp: Path, worker: str = "w-1") -> list[str]:
+    photos = tmp / "photos"
+    photos.mkdir(exist_ok=True)
+    for name in ("face_01.jpg", "face_02.jpg", "face_03.jpg"):
+        shutil.copy(PHOTOS / name, photos / name)
+    return ["enroll", "--config", str(config), "--worker", worker, "--consent", "--images", str(photos)]
+
+
+def test_enrolment_uses_the_embedder_the_daemon_compares_with(
+    config: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a model job replaced the face embedder the daemon loads it from
+    <state_dir>/models/current, but enroll built its embedder from the installed models: the
+    templates carried the installed model's hash, the daemon refused them (identity off, 'enrol
+    again'), and enrolling again made the same. Here the job's directory is root's (as it is the
+    daemon's user's for `sudo -u deskwatch deskwatch enroll`)."""
+    from deskwatch.vision.identity import read_templates
+
+    config.write_text(config.read_text() + "policy: {profile: full}\n")
+    current = job_models(tmp_path / "state", "nanodet_g416_fp32.tflite")
+    sha = embedder_job(current)
+    code = main(enrol_argv(config, tmp_path, "w-test"))
+    assert code == 0, capsys.readouterr().err
+    capsys.readouterr()
+    templates, problem = read_templates(tmp_path / "state", "w-test")
+    assert problem is None and templates is not None
+    assert templates.model_sha256 == sha, "the templates were made with another embedder than the daemon's"
+    argv = ["scan", "--config", str(config), "--image", str(PHOTOS / "face_01.jpg"), "--json"]
+    main(argv)
+    out, err = capsys.readouterr()
+    assert json.loads(out)["identity_checked"] is True, err
+
+
+@pytest.mark.parametrize("embedder", ["the job's", "installed"])
+def test_sudo_enroll_does_not_load_the_daemons_users_models(
+    deskwatch_user: ServiceUser, embedder: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """As root, enroll loads the installed models, not a model job's (the daemon's user writes
+    them): with the daemon's embedder the installed one the templates are the same; with a job's
+    embedder they would not match, so nothing is taken and the console says how to enrol."""
+    from deskwatch.vision.identity import read_templates
+    from deskwatch.vision.runtime import ModelStore
+
+    config, current = service_users_job(deskwatch_user, "nanodet_g416_fp32.tflite")
+    config.write_text(config.read_text() + "policy: {profile: full}\n")
+    if embedder == "the job's":
+        embedder_job(current)
+        for path in current.iterdir():
+            os.lchown(path, deskwatch_user.uid, deskwatch_user.gid)
+    loaded_from: set[Path] = set()
+    build = ModelStore._build
+
+    def watched(store: ModelStore, file: str) -> Any:
+        loaded_from.add(Path(store.directory))
+        return build(store, file)
+
+    monkeypatch.setattr(ModelStore, "_build", watched)
+    code = main(enrol_argv(config, deskwatch_user.base))
+    err = capsys.readouterr().err
+    assert current not in loaded_from, "root loaded the daemon's user's models"
+    templates, _ = read_templates(deskwatch_user.base / "state", "w-1")
+    if embedder == "the job's":
+        assert code == 69 and templates is None and loaded_from == set()
+        assert f"the daemon compares faces with the embedder in {current} (the last model job's" in err
+        assert "enrol as the daemon's user, sudo -u deskwatch deskwatch enroll" in err and "nothing was taken" in err
+    else:
+        assert code == 0 and templates is not None, err
+        assert "as root, enroll loads the installed models" in err and "the embedder is the same" in err

@@ -145,6 +145,39 @@ def _images_from_camera(cfg: Config, source: str, frames: int, worker: str) -> l
     return out
 
 
+def enrolment_models(cfg: Config) -> tuple[Path, str | None]:
+    """The models directory to enrol with, or why there is none: the daemon's (a model job's
+    when one replaced the embedder: templates carry the embedder's hash, and the daemon
+    refuses those of another). Root loads no directory another user could have written
+    (``app.tool_models_dir``): it enrols with the installed models, which is the same when
+    the daemon's embedder is the installed one, and is refused when it is not."""
+    from deskwatch.app import daemon_models_dir, tool_models_dir
+    from deskwatch.technician.service_user import SERVICE_USER
+    from deskwatch.vision.pipeline import FACE_EMBEDDER_MODEL
+    from deskwatch.vision.runtime import ModelError, read_manifest
+
+    directory, _source, note = tool_models_dir(cfg, "enroll")
+    if note is None or cfg.vision.identity_backend == "face_recognition":  # no model file makes the descriptors
+        if note:
+            print(f"deskwatch enroll: {note}", file=sys.stderr)
+        return directory, None
+    daemons, source = daemon_models_dir(cfg)
+    try:
+        theirs = read_manifest(daemons)[FACE_EMBEDDER_MODEL].sha256
+        ours = read_manifest(directory)[FACE_EMBEDDER_MODEL].sha256
+    except (ModelError, KeyError):
+        theirs = ours = ""  # the daemon cannot load its embedder either: it says so (deskwatch models)
+    if theirs != ours:
+        return directory, (
+            f"the daemon compares faces with the embedder in {daemons} ({source.split(',')[0]}, sha256 "
+            f"{theirs[:12]}...), which root does not load (another user could have written it), and templates made "
+            f"with the installed one (sha256 {ours[:12]}...) would not match it: enrol as the daemon's user, "
+            f"sudo -u {SERVICE_USER} deskwatch enroll ... (photos it may read)"
+        )
+    print(f"deskwatch enroll: {note} (the embedder is the same: the templates match the daemon's)", file=sys.stderr)
+    return directory, None
+
+
 def run(args: argparse.Namespace) -> int:
     if not args.consent:
         print(
@@ -178,6 +211,10 @@ def run(args: argparse.Namespace) -> int:
     if not WORKER_PATTERN.fullmatch(args.worker):
         print("deskwatch enroll: --worker must be 1-64 letters, digits, _ or -", file=sys.stderr)
         return exitcodes.USAGE
+    models_dir, cannot = enrolment_models(cfg)
+    if cannot:
+        print(f"deskwatch enroll: {cannot}; nothing was taken", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
     if args.images:
         path = Path(args.images)
         if not path.exists():
@@ -194,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
         print("deskwatch enroll: no images to enrol from", file=sys.stderr)
         return exitcodes.USAGE
     try:
-        store = ModelStore(cfg.vision)
+        store = ModelStore(dataclasses.replace(cfg.vision, models_dir=str(models_dir)))
         detector = FaceDetector(
             store.load(FACE_MODELS[cfg.vision.face_model]),
             threshold=cfg.vision.face_threshold,
