@@ -127,6 +127,36 @@ def test_a_pause_overrun_is_not_shown_as_a_scan(write_config: Any, clock: Any, c
     assert "finding: pause_overrun" in out and 'pause_overrun: "fetch water" ran' in out
 
 
+def test_history_shows_what_the_trail_holds_without_obeying_it(write_config: Any, capsys: Any) -> None:
+    """The daemon's user writes the trail and history prints it on a technician's terminal (as
+    root) or the worker's: a reason holding escape sequences (intake refuses them, the file's
+    owner need not ask) reached the terminal as it was, and an entry that is not the object
+    history expects (a JSON list) was an 'internal error' that hid every other entry."""
+    import sqlite3
+
+    from deskwatch.audit import audit_path
+
+    cfg_path = str(write_config())
+    cfg = load_config(cfg_path)
+    log = AuditLog(audit_path(cfg.state_dir), keep_days=30)
+    now = datetime.now(UTC)
+    log.record_event("pause", now - timedelta(minutes=3), {"reason": "fetch water", "minutes": 5, "source": "local"})
+    log.record_event("pause", now - timedelta(minutes=2), {"reason": "x\x1b]0;TITLE\x07\x1b[2J\x9b31m", "minutes": 5})
+    log.close()
+    db = sqlite3.connect(audit_path(cfg.state_dir))
+    with db:
+        db.execute(
+            "INSERT INTO events(at, kind, detail) VALUES (?, 'pause', '[1]')", (now.strftime("%Y-%m-%dT%H:%M:%SZ"),)
+        )
+    db.close()
+    assert main(["history", "--config", cfg_path]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out, "a control character reached the terminal"
+    assert 'pause: "x\\x1b]0;TITLE\\x07\\x1b[2J\\x9b31m" for 5 min' in out
+    assert "pause: an entry not as the daemon writes it (damaged?): [1]" in out
+    assert 'pause: "fetch water" for 5 min (local)' in out
+
+
 def test_history_never_calls_sent_what_the_outbox_dropped(write_config: Any, capsys: Any) -> None:
     """The broker is away and the outbox's caps drop the oldest pictures, then the oldest
     events (as its retention purge and a full disk do): history said "picture sent (30 KB)" and

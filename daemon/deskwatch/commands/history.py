@@ -252,15 +252,22 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if pause is not None and pause.ends_at > datetime.now(pause.ends_at.tzinfo):
         print(
-            f'Paused now: "{pause.reason}" until {pause.ends_at.astimezone(tz).strftime("%H:%M %Z")} (no scans until then).'
+            shown(
+                f'Paused now: "{pause.reason}" until {pause.ends_at.astimezone(tz).strftime("%H:%M %Z")} '
+                "(no scans until then)."
+            )
         )
     print(
         f"Last {len(entries)} entries on desk {cfg.device.id} (newest first; times in {cfg.schedule.timezone}; "
         f"kept {cfg.evidence.retention_days} days; no images are stored):"
     )
     for e in entries:
-        for line in format_entry(e.kind, e.at, e.data, args.checks, fate, tz):
-            print(line)
+        try:
+            lines = format_entry(e.kind, e.at, e.data, args.checks, fate, tz)
+        except (AttributeError, TypeError, KeyError, ValueError, AssertionError, OverflowError):
+            lines = [f"{e.at}  {e.kind}: an entry not as the daemon writes it (damaged?): {json.dumps(e.data)[:300]}"]
+        for line in lines:
+            print(shown(line))
     if read_back is not None and not read_back.get("complete", True):
         print(
             f"(On {_local(str(read_back.get('at')), tz)[:10]} this log was found damaged on the device's storage: "
@@ -273,6 +280,13 @@ def run(args: argparse.Namespace) -> int:
     else:
         print(f"(Reviews as the collector reported them at {_local(view_at, tz)}.)")
     return 0
+
+
+def shown(line: str) -> str:
+    """``line`` with its control characters written out (ESC as \\x1b): the daemon's user
+    writes the trail, and history is read on a technician's terminal, as root, and the
+    worker's, where an escape sequence in a reason would be the terminal's to obey."""
+    return "".join(c if unicodedata.category(c) != "Cc" else repr(c)[1:-1] for c in line)
 
 
 def _remedy(exc: BaseException) -> str:
