@@ -266,3 +266,21 @@ def test_an_answer_trickled_a_byte_at_a_time_is_given_up_at_the_deadline(tmp_pat
     with pytest.raises(ControlUnavailable, match=r"did not answer on .* within 1 s"):
         send_control(path, "status", timeout=1.0)
     assert time.monotonic() - t0 < 3
+
+
+def test_the_pause_the_daemon_reports_is_shown_not_obeyed(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The reason in the answer is printed on the terminal of whoever paused (root's too): its
+    control characters are written out, as history does."""
+    from deskwatch.cli import main
+    from deskwatch.system.control import control_socket_path
+
+    state = tmp_path / "state"
+    state.mkdir()
+    config = tmp_path / "config.yaml"
+    config.write_text(f"device: {{id: d, site: s, worker_id: w-1}}\nmqtt: {{host: localhost}}\nstate_dir: {state}\n")
+    status = {"paused": True, "reason": "x\x1b]0;TITLE\x07", "minutes": 5, "ends_at": "2026-12-01T10:00:00Z"}
+    _answering(control_socket_path(state), json.dumps({"ok": True, "status": status}).encode() + b"\n")
+    assert main(["pause", "--config", str(config), "--minutes", "5", "--reason", "break"]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert 'Paused: "x\\x1b]0;TITLE\\x07" for 5 min' in out

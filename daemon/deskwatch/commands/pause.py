@@ -62,6 +62,8 @@ def run(args: argparse.Namespace) -> int:
     except ControlRejected as exc:
         print(f"deskwatch pause: the daemon refused: {exc}", file=sys.stderr)
         return exitcodes.FAIL
-    print(describe(dict(reply.get("status") or {}), ZoneInfo(cfg.schedule.timezone)))
+    from deskwatch.commands.history import shown
+
+    print(shown(describe(dict(reply.get("status") or {}), ZoneInfo(cfg.schedule.timezone))))  # the daemon's words
     print("Checks restart by themselves when the time is up; run 'deskwatch resume' when you are back.")
     return 0
