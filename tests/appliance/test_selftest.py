@@ -758,3 +758,30 @@ def test_the_selftest_tells_an_upside_down_camera_and_the_rotation_that_rights_i
     assert rows[0].name == "orientation" and rows[0].status == WARN, rows[0]
     assert "turned 180° clockwise" in rows[0].detail and "set camera.rotation: 180" in rows[0].remedy
     assert rows[180].status == PASS and rows[180].detail.startswith("upright"), rows[180]
+
+
+@pytest.mark.skipif(not Path("/usr/bin/python3").exists(), reason="a Python the daemon's user may run")
+def test_the_daemons_users_child_gets_no_terminal_and_no_python_of_its_home(capfd: Any) -> None:
+    """`sudo deskwatch selftest` (and models verify) run a child as the daemon's user: with
+    root's terminal as its stderr and controlling terminal, and the per-user site directory in
+    its home (the state directory, that user's; the image's venv shares the system's
+    site-packages), a usercustomize.py left there ran in it and pushed keystrokes into root's
+    shell (TIOCSTI). The child now starts in a session of its own, reads /dev/null, writes its
+    errors through a pipe (control characters written out) and loads nothing from ~/.local."""
+    if os.geteuid() != 0:
+        pytest.skip("playing another user needs root")
+    from deskwatch.technician.service_user import run_as_user
+
+    probe = (
+        "import os, sys, stat\n"
+        "print(os.getsid(0), sys.flags.no_user_site, stat.S_ISFIFO(os.fstat(2).st_mode), os.path.realpath('/proc/self/fd/0'))\n"
+        "sys.stderr.write('progress \\x1b]0;TITLE\\x07 done\\n')\n"
+    )
+    done = run_as_user("nobody", ["/usr/bin/python3", "-c", probe], timeout=60)
+    assert done.returncode == 0
+    sid, no_user_site, stderr_pipe, stdin = done.stdout.split()
+    assert int(sid) != os.getsid(0), "the child shares root's session (and its terminal)"
+    assert no_user_site == "1", "the child loads Python from the daemon's user's home"
+    assert stderr_pipe == "True" and stdin == "/dev/null"
+    err = capfd.readouterr().err
+    assert "progress \\x1b]0;TITLE\\x07 done" in err and "\x1b" not in err

@@ -165,5 +165,5 @@ def verify_as_service_user(args: argparse.Namespace, directory: Path, foreign: s
     except (LookupError, OSError) as exc:
         print(f"deskwatch models: cannot be started as {user} ({exc}); it never loads these as root", file=sys.stderr)
         return exitcodes.FAIL
-    sys.stdout.write(done.stdout)
+    sys.stdout.write(service_user.printable(done.stdout))  # the daemon's user's process wrote it
     return done.returncode

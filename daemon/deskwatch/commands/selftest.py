@@ -116,7 +116,7 @@ def run_as_service_user(args: argparse.Namespace, account: service_user.Account)
             f"deskwatch selftest: cannot be started as {account.name} ({exc}); it never runs as root", file=sys.stderr
         )
         return exitcodes.FAIL
-    sys.stdout.write(done.stdout)
+    sys.stdout.write(service_user.printable(done.stdout))  # the daemon's user's process wrote it
     if done.returncode == exitcodes.CONFIG:
         print(
             f"deskwatch selftest: the daemon's user {account.name} cannot load {os.path.abspath(args.config)} "

@@ -18,6 +18,8 @@ import pwd
 import stat
 import subprocess
 import sys
+import threading
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -84,26 +86,61 @@ def current_account() -> Account:
 
 def run_as_user(user: str, argv: list[str], *, timeout: float) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` as ``user`` with the unit's groups (LookupError if there is no such user);
-    stdout is captured, stderr passes through (progress and errors reach the console as they come)."""
+    stdout is captured, stderr is relayed as it comes (progress and errors reach the console),
+    its control characters written out.
+
+    The child is that user's process, whose files (its home is the state directory) and whose
+    other processes may change what it does: so it gets no terminal of root's (a new session,
+    stdin from /dev/null, stderr through a pipe; with root's terminal it could push keystrokes
+    into root's shell, TIOCSTI) and no Python of its home (PYTHONNOUSERSITE: the image's venv
+    shares the system's site-packages, and with them the per-user ones under ~/.local)."""
     account = service_account(user)
     if account is None:
         raise LookupError(f"there is no user {user!r} (the image creates it with sysusers.d)")
     pw = pwd.getpwnam(user)
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": os.environ.get("LANG", "C.UTF-8"), "HOME": pw.pw_dir}
+    env = {
+        "PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
+        "LANG": os.environ.get("LANG", "C.UTF-8"),
+        "HOME": pw.pw_dir,
+        "PYTHONNOUSERSITE": "1",
+    }
     if os.environ.get("PYTHONPATH"):  # a source checkout: the child needs the same modules
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
-    return subprocess.run(
-        argv,
-        user=account.uid,
-        group=account.gid,
-        extra_groups=sorted(account.groups),
-        env=env,
-        cwd="/",
-        stdout=subprocess.PIPE,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    read_end, write_end = os.pipe()
+    relay = threading.Thread(target=_relay, args=(read_end,), name="child-stderr", daemon=True)
+    relay.start()
+    try:
+        return subprocess.run(
+            argv,
+            user=account.uid,
+            group=account.gid,
+            extra_groups=sorted(account.groups),
+            env=env,
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=write_end,
+            start_new_session=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    finally:
+        os.close(write_end)
+        relay.join(5)  # a process the child left behind may hold the pipe: not waited for longer
+
+
+def _relay(fd: int) -> None:
+    with os.fdopen(fd, "rb") as pipe:
+        for raw in pipe:
+            sys.stderr.write(printable(raw.decode("utf-8", "replace")))
+            sys.stderr.flush()
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character but the line ends written out (ESC as \\x1b):
+    what a process of the daemon's user prints must not drive the terminal of root's it reaches."""
+    return "".join(c if c == "\n" or unicodedata.category(c) != "Cc" else repr(c)[1:-1] for c in text)
 
 
 def selftest_argv(config_path: str | Path, service_user: str, skip: list[str], *extra: str) -> list[str]:
@@ -126,7 +163,7 @@ def selftest_as_user(user: str, config_path: Path, skip: list[str]) -> tuple[int
         return 1, f"selftest NOT finished: it took longer than {SELFTEST_TIMEOUT / 60:.0f} minutes"
     except OSError as exc:
         return 1, f"selftest NOT run: it cannot be started as {user} ({exc}); it never runs as root"
-    out = done.stdout.strip() or f"the selftest printed no table (exit {done.returncode}); see the console"
+    out = printable(done.stdout).strip() or f"the selftest printed no table (exit {done.returncode}); see the console"
     return done.returncode, f"(run as user {user})\n{out}"
 
 
