@@ -452,3 +452,23 @@ def test_sudo_enroll_does_not_load_the_daemons_users_models(
     else:
         assert code == 0 and templates is not None, err
         assert "as root, enroll loads the installed models" in err and "the embedder is the same" in err
+
+
+def test_models_shows_a_model_jobs_manifest_without_obeying_it(
+    deskwatch_user: ServiceUser, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`sudo deskwatch models list` prints the manifest's words, and a model job's manifest is
+    the daemon's user's: escape sequences in a role, or in the line PyYAML quotes from a
+    manifest it cannot parse, reached root's terminal as they were."""
+    _config, current = service_users_job(deskwatch_user, "nanodet_g416_fp32.tflite")
+    manifest = current / "manifest.yaml"
+    doc = yaml.safe_load(manifest.read_text())
+    doc["models"]["face_embedder"]["role"] = "x\x1b]0;TITLE\x07\x9b2J"
+    manifest.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert main(["models", "list", "--models-dir", str(current)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x9b" not in out and "x\\x1b]0;TITLE\\x07\\x9b2J" in out
+    manifest.write_text("models: [\x1b]0;TITLE\x07: {\n")
+    assert main(["models", "list", "--models-dir", str(current)]) == 1
+    err = capsys.readouterr().err
+    assert "cannot be read" in err and "\x1b" not in err and "\x07" not in err

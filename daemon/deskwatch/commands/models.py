@@ -71,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         manifest = read_manifest(directory)
     except ModelError as exc:
-        print(f"deskwatch models: {exc}", file=sys.stderr)
+        print(service_user.printable(f"deskwatch models: {exc}"), file=sys.stderr)  # PyYAML quotes the line
         return exitcodes.FAIL
     entries = {e.file: e for e in manifest.values()}
     rows: list[dict[str, Any]] = []
@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{directory / MANIFEST} ({source}):")
             for r in rows:
                 size = f"{r['size_bytes'] / 1e6:.1f} MB" if r["size_bytes"] is not None else "MISSING"
-                print(f"  {r['name']:<18} {r['file']:<36} {size:>9}  sha256 {r['sha256'][:16]}...  {r['role']}")
+                line = f"  {r['name']:<18} {r['file']:<36} {size:>9}  sha256 {r['sha256'][:16]}...  {r['role']}"
+                print(service_user.printable(line))  # the manifest's words: a model job's is the daemon's user's
         return 0
 
     if os.geteuid() == 0:
@@ -128,7 +129,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps({"models_dir": str(directory), "source": source, "ok": failed == 0, "models": rows}, indent=2))
     else:
         for r in rows:
-            print(f"{'OK  ' if r['ok'] else 'FAIL'} {r['file']}" + (f": {r['problem']}" if r.get("problem") else ""))
+            line = f"{'OK  ' if r['ok'] else 'FAIL'} {r['file']}" + (f": {r['problem']}" if r.get("problem") else "")
+            print(service_user.printable(line))
         print(f"{len(rows) - failed}/{len(rows)} model files verified in {directory} ({source})")
     return 0 if failed == 0 else 1
 
