@@ -221,7 +221,9 @@ class RulesConfig:
     eating: EatingRule = field(default_factory=EatingRule, metadata={"doc": "Food or drink at the face."})
     idle_input: IdleRule = field(default_factory=IdleRule, metadata={"doc": "No keyboard or mouse activity."})
     low_light: LightRule = field(default_factory=LightRule, metadata={"doc": "Too dark to check."})
-    camera_obstructed: LightRule = field(default_factory=LightRule, metadata={"doc": "Camera covered, misted or pointed away."})
+    camera_obstructed: LightRule = field(
+        default_factory=LightRule, metadata={"doc": "Camera covered, misted or pointed away."}
+    )
     pause_overrun: PauseOverrunRule = field(
         default_factory=PauseOverrunRule, metadata={"doc": "A pause ran past its declared minutes."}
     )
