@@ -37,9 +37,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-logger = logging.getLogger(__name__)
-
 from deskwatch_contract.fsowner import as_owner_of
+
+logger = logging.getLogger(__name__)
 
 SIDE_FILES = ("", "-wal", "-shm")
 # what move_aside names a file set aside (and its side files, and a read-back's copy of it)

@@ -345,11 +345,9 @@ class AuditLog:
         except (ValueError, KeyError, TypeError):
             log.warning("ignoring an unreadable saved pause in %s", self.path)
             return None
-        from deskwatch.policy.pause import checked_restore
-
-        # saved by an older daemon, its reason may be what today's rule refuses ('deskwatch
-        # history' prints it, the daemon sends it in every health)
-        return checked_restore(pause)
+        # as saved: one by an older daemon may hold a reason today's rule refuses, which its
+        # readers check (policy.pause.checked_restore; the trail is not the policy's)
+        return pause
 
     def read_back_note(self) -> dict[str, Any] | None:
         """When the trail was last found damaged and read back, and whether all of it was."""

@@ -215,6 +215,7 @@ def _shown(text: object) -> str:
 def run(args: argparse.Namespace) -> int:
     from deskwatch.audit import AuditLog, audit_path
     from deskwatch.delivery.outbox import dropped_event_ids, queued_event_ids
+    from deskwatch.policy.pause import checked_restore
 
     cfg = load_config_or_exit(args)
     if args.limit < 1:
@@ -231,6 +232,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             entries = log.recent(args.limit)
             pause = log.load_pause()
+            if pause is not None:  # saved by an older daemon: its reason may be what today's rule refuses
+                pause = checked_restore(pause)
             view, view_at = log.collector_view()
             read_back = log.read_back_note()
         finally:
