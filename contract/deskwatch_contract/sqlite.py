@@ -369,6 +369,41 @@ def why_unusable(path: Path, exc: BaseException) -> str:
     )
 
 
+def disk_trouble(where: Path, exc: BaseException) -> str:
+    """What keeps a running process from writing under ``where`` (the disk of ``exc``), and
+    what to do about it: the same words as :func:`why_unusable`, for a write that failed
+    while running (no restart is needed: it is tried again).
+
+    ext4 turning itself read-only after a storage error (``errors=remount-ro``) may not show
+    in the mount flags (statvfs) at all, and SQLite says only "disk I/O error": a file the
+    directory refuses to take with EROFS says it."""
+    if _read_only(where) or _refuses_files(where) == errno.EROFS:
+        return (
+            f"the file system holding {where} is read-only ({exc}); a storage error makes Linux remount an SD card "
+            "read-only: check dmesg, and the card (fsck, or a new card)"
+        )
+    free = free_bytes(where)
+    if is_disk_full(exc, where) or (free is not None and free < NEARLY_FULL_BYTES):
+        room = "" if free is None else f", {free // 1024} KiB free"
+        return (
+            f"the file system holding {where} is full ({exc}{room}); free some space there "
+            "(old logs: journalctl --vacuum-size=50M; stray downloads)"
+        )
+    return f"cannot write under {where} ({exc}); check the storage (dmesg)"
+
+
+def _refuses_files(directory: Path) -> int | None:
+    """The errno with which ``directory`` refuses a new (empty) file, or None if it takes one."""
+    probe = directory / f".write-probe-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        return exc.errno
+    with contextlib.suppress(OSError):
+        os.unlink(probe)
+    return None
+
+
 def _read_only(directory: Path) -> bool:
     try:
         return bool(os.statvfs(directory).f_flag & os.ST_RDONLY)

@@ -27,6 +27,7 @@ from deskwatch.delivery.client import Delivery
 from deskwatch.delivery.payloads import event_payload, health_payload, scan_payload
 from deskwatch.domain import Box, Detection, Finding, ScanRecord
 from deskwatch_contract import load_schema
+from tests.support.faultfs import FaultFs
 from tests.support.mosquitto import Broker, Collector, MakeBroker, device_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -289,3 +290,53 @@ def test_4c_refused_client_id_is_named_and_heals_when_the_broker_allows_it(
             assert wait_until(lambda: delivery.stats()["outbox"]["depth"] == 0)
         finally:
             delivery.stop(2)
+
+
+@pytest.mark.parametrize("fault", ["full", "read-only"])
+def test_a_disk_that_cannot_take_the_session_number_does_not_end_delivery(
+    fault: str, fault_fs: FaultFs, persistent_broker: Broker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each connection attempt writes down the next session number first. On a full disk, or
+    one a failing SD card turned read-only, that write failed and the exception ended the
+    connection thread: after the next broker restart the device never came back, while the
+    daemon ran on (what was queued stayed queued, the central side saw the device offline).
+    It now connects with the number kept in memory, says what is wrong with the disk, and
+    writes the numbers down again once the disk takes them."""
+    broker = persistent_broker
+    state = (fault_fs.tmpfs(4) if fault == "full" else fault_fs.ext4_on_tmpfs()) / "state"
+    seen = Collector(broker, PREFIX + "#", persistent_session=True)
+    delivery = build_delivery(device_config(state, broker), version="t", models={})
+    delivery.start()
+    producer = Producer(delivery)
+    try:
+        assert wait_until(lambda: delivery.connected)
+        producer.event()
+        assert wait_until(lambda: delivery.stats()["outbox"]["depth"] == 0)
+        first = delivery.stats()["mqtt"]["session"]
+        if fault == "full":
+            fault_fs.fill()
+        else:
+            fault_fs.force_read_only()
+        for _ in range(2):  # the broker restarts (twice: the connection thread is still there the second time)
+            broker.stop()
+            assert wait_until(lambda: not delivery.connected)
+            broker.start()
+            assert wait_until(lambda: delivery.connected), "delivery never came back after a broker restart"
+        sessions = [
+            json.loads(m.payload)["session"] for m in seen.on("status") if json.loads(m.payload)["state"] != "offline"
+        ]
+        assert sessions[-1] == first + 2 and sessions == sorted(set(sessions))  # still one new number per connection
+        said = [r.getMessage() for r in caplog.records if "session number" in r.getMessage()]
+        assert len(said) == 1, said  # once, not at every attempt
+        assert ("full" if fault == "full" else "read-only") in said[0]
+        if fault == "full":  # space comes back: the numbers are written down again, above those used meanwhile
+            fault_fs.free()
+            broker.stop()
+            assert wait_until(lambda: not delivery.connected)
+            broker.start()
+            assert wait_until(lambda: delivery.connected)
+            assert delivery.stats()["mqtt"]["session"] == first + 3
+            assert delivery.outbox.counters.session == first + 3
+    finally:
+        delivery.stop(3)
+        seen.close()

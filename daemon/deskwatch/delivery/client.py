@@ -345,15 +345,12 @@ class Delivery:
         fell_back = False
         while not self._stop.is_set():
             problem: Problem | None
-            link: _Link | None
+            link: _Link | None = None
             try:
-                link = self._new_link(self._protocol)
-            except CredentialsError as exc:  # a person must fix a file: say which, once, and retry
-                link, problem = (
-                    None,
-                    Problem("credentials", str(exc), "fix that file; the next attempt reads it again", True),
-                )
-            try:
+                try:
+                    link = self._new_link(self._protocol)
+                except CredentialsError as exc:  # a person must fix a file: say which, once, and retry
+                    problem = Problem("credentials", str(exc), "fix that file; the next attempt reads it again", True)
                 if link is not None:
                     problem = self._connect_and_serve(link)
                 self._attempted.set()

@@ -96,6 +96,12 @@ class DeviceCounters:
             return self._get("seq")
 
     @property
+    def session(self) -> int:
+        """The last connection-session number handed out."""
+        with self._lock:
+            return self._get("session")
+
+    @property
     def accounted_upto(self) -> int:
         """The highest seq already recorded as lost (so a gap is announced once)."""
         with self._lock:

@@ -105,6 +105,7 @@ from deskwatch.delivery.space import SpaceReserve
 from deskwatch_contract.jsonutil import dumps_bytes
 from deskwatch_contract.sqlite import (
     date_back,
+    disk_trouble,
     is_disk_full,
     move_aside,
     open_or_recover,
@@ -219,6 +220,8 @@ class Outbox:
         self._not_set_aside: set[int] = set()  # damaged rows that could not be taken out yet (said once)
         self._unrecorded: list[_UnrecordedLoss] = []
         self._short_of_room = False  # a write failed for lack of room, and the room kept for it is used
+        self._unsaved_session = 0  # the last session number the disk could not take (0: none)
+        self._session_trouble = False  # said once per spell
         self._space = SpaceReserve(self.path.with_name(RESERVE_NAME), disk_reserve_bytes)
         self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock(), secure_delete=True)
         try:
@@ -399,10 +402,37 @@ class Outbox:
         )
 
     def next_session(self) -> int:
-        """Increment and return the persisted connection-session counter."""
+        """Increment and return the persisted connection-session counter.
+
+        A disk that cannot take the new number (full, or turned read-only under a failing SD
+        card) must not keep the device off the broker: what is queued still goes out, and the
+        status tells the central side what is wrong. The number is then taken in memory, above
+        every one handed out before, and written down at the first connection that can."""
         with self._lock:
-            value = self.counters.next_session()
-            with self._transaction():  # a copy here, in case the counters file is lost
+            try:
+                if self._unsaved_session:
+                    self.counters.adopt(seq=0, session=self._unsaved_session)
+                value = self.counters.next_session()
+            except sqlite3.Error as exc:
+                for known in (lambda: self.counters.session, lambda: self._counter("session")):
+                    with contextlib.suppress(sqlite3.Error):  # both are read from a disk that failed a write
+                        self._unsaved_session = max(self._unsaved_session, known())
+                self._unsaved_session += 1
+                if not self._session_trouble:
+                    self._session_trouble = True
+                    logger.error(
+                        "could not write down the connection session number: %s; connecting with session %d kept in "
+                        "memory, written down once the disk takes it again",
+                        disk_trouble(self.path.parent, exc),
+                        self._unsaved_session,
+                        extra={"journal": {"DESKWATCH_EVENT": "session_unsaved"}},
+                    )
+                return self._unsaved_session
+            if self._session_trouble:
+                self._session_trouble = False
+                logger.warning("the connection session number is written down again (session %d)", value)
+            self._unsaved_session = 0
+            with contextlib.suppress(sqlite3.Error), self._transaction():  # a copy here, in case counters are lost
                 self._raise_counter("session", value)
             return value
 
