@@ -19,6 +19,7 @@ import logging
 import os
 import queue
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -35,6 +36,7 @@ from deskwatch.scanner import EvidenceMaker, EvidencePreparer, Scanner
 from deskwatch.schedule import Clock, ScanPlanner, Schedule, SystemClock
 from deskwatch.stages import Audit, Control, Delivery, Notifier, Policy, Vision
 from deskwatch.system import health
+from deskwatch_contract.sqlite import disk_trouble
 
 if TYPE_CHECKING:
     from deskwatch.config import Config
@@ -293,6 +295,7 @@ class Daemon:
         self.control: Control | None = parts.control or self._build_control()
         self.started_mono = self.clock.monotonic()
         self._next_purge = self.started_mono
+        self._health_trouble: str | None = None  # why the last health message could not be queued
         from deskwatch.delivery import payloads
         from deskwatch.policy.engine import PolicyContext
 
@@ -633,7 +636,7 @@ class Daemon:
                     nxt = self.planner.due_wall
                     log.debug("next scan %s", nxt.isoformat() if nxt else "none")
                 if self.clock.monotonic() >= next_health:
-                    self._send_health()
+                    self._send_health_or_say_why()
                     next_health = self.clock.monotonic() + self.cfg.service.health_interval_seconds
                 if self.clock.monotonic() >= self._next_purge:
                     self._purge_evidence()
@@ -735,6 +738,29 @@ class Daemon:
         record.findings = [finding]
         record.checks = [CheckOutcome("pause_overrun", "violation", finding.detail)]
         self.scanner.publish(record, [], [])  # no frames: a pause overrun has no picture
+
+    def _send_health_or_say_why(self) -> None:
+        """Health is queued like everything else: a disk that cannot take it (full, or turned
+        read-only under a failing SD card) costs this health message, never the daemon (the
+        next one tries again); what is wrong is said once, and again when it works."""
+        try:
+            self._send_health()
+        except (sqlite3.Error, OSError) as exc:
+            if self._health_trouble is None:
+                log.error(
+                    "health not queued: %s; the next one is tried in %d s",
+                    disk_trouble(Path(self.cfg.state_dir), exc),
+                    self.cfg.service.health_interval_seconds,
+                    extra={"journal": {"DESKWATCH_EVENT": "health_not_queued"}},
+                )
+            self._health_trouble = str(exc)
+            return
+        except Exception:  # a bug: it costs this health message, not the daemon
+            log.exception("health not queued; the next one is tried in %d s", self.cfg.service.health_interval_seconds)
+            return
+        if self._health_trouble is not None:
+            log.warning("health is queued again (it was not: %s)", self._health_trouble)
+            self._health_trouble = None
 
     def _send_health(self) -> None:
         s = self.scanner.stats

@@ -22,6 +22,7 @@ import pytest
 
 from deskwatch.delivery.outbox import Outbox
 from tests.support.common import REPO
+from tests.support.faultfs import FaultFs
 from tests.support.mosquitto import Broker, Collector, MakeBroker
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -170,3 +171,46 @@ def test_1_the_daemon_keeps_scanning_through_a_broker_outage(tmp_path: Path, mak
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(20) == 0, proc.stderr.read().decode() if proc.stderr else ""
         seen.close()
+
+
+def test_a_full_disk_costs_health_messages_not_the_daemon(
+    tmp_path: Path, make_broker: MakeBroker, fault_fs: FaultFs
+) -> None:
+    """The card fills while the daemon runs (the journal, a download): the next health message
+    could not be queued, and the exception ended the daemon's main loop - "internal error in
+    'run'" and a traceback, exit 70, every time systemd started it again. The health message
+    is now skipped with a line saying the disk is full and what to free; the daemon goes on
+    (scans stay refused while the audit trail cannot record them) and stops cleanly."""
+    broker = make_broker()
+    seen = Collector(broker, PREFIX + "#")
+    config = write_config(tmp_path, broker)
+    state = fault_fs.tmpfs(6) / "state"
+    config.write_text(config.read_text().replace(str(tmp_path / "state"), str(state)))
+    log = tmp_path / "daemon.log"
+    cmd = [sys.executable, "-m", "deskwatch", "run", "--config", str(config), "--log-level", "info"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        assert seen.wait_for(lambda ms: any(m.topic.endswith("status") for m in ms), 30), log.read_text()
+        fault_fs.fill()  # before the first health message (10 s after the start)
+        assert wait_for_text(log, "health not queued", 30), log.read_text()
+        time.sleep(1)
+        assert proc.poll() is None, log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(20)
+        seen.close()
+    text = log.read_text()
+    assert code == 0, text
+    assert "internal error" not in text and "Traceback" not in text, text
+    (said,) = [line for line in text.splitlines() if "health not queued" in line]
+    assert "is full" in said and "free some space" in said, said
+
+
+def wait_for_text(path: Path, text: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in path.read_text():
+            return True
+        time.sleep(0.2)
+    return False
