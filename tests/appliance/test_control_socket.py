@@ -8,6 +8,7 @@ scanning) and one silent client blocked every pause.
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import threading
 import time
@@ -18,6 +19,7 @@ import pytest
 
 from deskwatch.system.control import ControlServer, send_control
 from deskwatch.system.watchdog import ProgressWatchdog
+from tests.support.faultfs import FaultFs
 
 
 class Pings:
@@ -284,3 +286,30 @@ def test_the_pause_the_daemon_reports_is_shown_not_obeyed(tmp_path: Path, capsys
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert 'Paused: "x\\x1b]0;TITLE\\x07" for 5 min' in out
+
+
+def test_a_read_only_disk_does_not_turn_the_stop_into_an_internal_error(
+    fault_fs: FaultFs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A failing SD card turned read-only while the daemon ran: at its stop, removing the
+    socket file raised "Read-only file system" out of the shutdown ('internal error in run',
+    a traceback, exit 70) and what came after it in the shutdown (the outbox's and the audit
+    trail's close) was skipped. The file is now left with a line saying so; the next start
+    removes it, as it does after a crash."""
+    path = fault_fs.ext4_on_tmpfs() / "state" / "control.sock"
+    worker = Worker()
+    server = ControlServer(path, worker.handle, status=worker.status)
+    server.start()
+    fault_fs.force_read_only()
+    with caplog.at_level(logging.WARNING):
+        server.stop()
+    (said,) = [r.getMessage() for r in caplog.records if "control socket" in r.getMessage()]
+    assert "read-only" in said and "next start" in said, said
+    fault_fs.repair()
+    again = ControlServer(path, worker.handle, status=worker.status)
+    again.start()
+    try:
+        assert send_control(path, "pause", reason="water", minutes=5)["ok"]
+    finally:
+        again.stop()
+    assert not path.exists()

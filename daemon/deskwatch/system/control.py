@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from deskwatch.domain import PauseInfo, rfc3339
 from deskwatch_contract.jsonutil import JsonRejected, loads_object
+from deskwatch_contract.sqlite import disk_trouble
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +164,16 @@ class ControlServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
-        with contextlib.suppress(FileNotFoundError):
+        try:
             self.path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:  # e.g. a failing SD card turned read-only: the stop goes on
+            log.warning(
+                "control socket %s left in place (%s); the next start removes it",
+                self.path,
+                disk_trouble(self.path.parent, exc),
+            )
 
     def __enter__(self) -> ControlServer:
         self.start()
