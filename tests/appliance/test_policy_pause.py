@@ -14,6 +14,7 @@ from deskwatch.domain import PauseInfo
 from deskwatch.policy.engine import Policy, PolicyContext
 from deskwatch.policy.pause import PauseError
 from deskwatch_contract.jsonutil import dumps_bytes
+from tests.support.faultfs import FaultFs
 from tests.support.policy import T0, burst, face, make_config, person
 
 
@@ -256,3 +257,27 @@ def test_a_clock_correction_during_the_grace_is_no_overrun():
     mono.t += 30
     f = p.check_overrun(jumped + timedelta(seconds=30))
     assert f is not None and "no sign of the worker 1 min later" in f.detail
+
+
+def test_a_pause_holds_when_the_disk_cannot_take_it(fault_fs: FaultFs, caplog: pytest.LogCaptureFixture) -> None:
+    """The SD card under the audit trail turns read-only (a full card likewise) while the worker
+    is paused: the pause's expiry tried to delete the saved pause, and the error raised out of
+    the daemon's main loop ('internal error in run', exit 70, a traceback); a pause or resume
+    asked for then was applied but answered "internal error", so the worker took the button
+    for broken. The change now holds in memory with a line saying it could not be saved (a
+    restart would not see it): the pause expires and is reported, pause and resume answer."""
+    trail = AuditLog(fault_fs.ext4_on_tmpfs() / "audit.sqlite3")
+    p = Policy(make_config().policy, audit=trail)
+    p.pause("fetch water", 1, T0)
+    fault_fs.force_read_only()
+    assert p.pre_scan(T0 + minutes(0.5)) is not None  # still paused
+    over = p.check_overrun(T0 + minutes(3))  # expired, and overran by two minutes
+    assert over is not None and over.type == "pause_overrun"
+    assert p.pre_scan(T0 + minutes(3)) is None
+    assert p.pause("fetch water", 5, T0 + minutes(4)).minutes == 5
+    assert p.pre_scan(T0 + minutes(5)) is not None
+    assert p.resume(T0 + minutes(6)) is not None
+    assert p.pre_scan(T0 + minutes(6)) is None
+    said = [r.getMessage() for r in caplog.records if "could not save" in r.getMessage()]
+    assert len(said) == 3 and all("restart" in s for s in said), said
+    trail.close()

@@ -130,8 +130,7 @@ class Policy:
             self._expired = None
             self._anchor = None if self._monotonic is None else (now, self._monotonic())
             self._audit_event("pause", now, info.to_json())
-            if self.audit is not None:
-                self.audit.save_pause(info)
+            self._save_pause(info)
         log.info(
             "paused by the worker (%s) for %d min: %s",
             source,
@@ -163,8 +162,7 @@ class Policy:
                     "paused_seconds": round((now - info.started_at).total_seconds()),
                 },
             )
-            if self.audit is not None:
-                self.audit.save_pause(None)
+            self._save_pause(None)
         log.info("resumed (%s) after %.0f s", source, (now - info.started_at).total_seconds())
         return info
 
@@ -226,8 +224,7 @@ class Policy:
             return
         self._pause = info = replace(info, started_at=info.started_at + shift)
         self._audit_event("pause_clock_moved", now, {**info.to_json(), "seconds": round(step)})
-        if self.audit is not None:
-            self.audit.save_pause(info)
+        self._save_pause(info)
         log.warning(
             "wall clock moved %+.0f s during the pause %r; it still ends after its %d min, at %s",
             step,
@@ -243,8 +240,7 @@ class Policy:
             self._pause = None
             self._expired = info
             self._audit_event("pause_expired", now, info.to_json())
-            if self.audit is not None:
-                self.audit.save_pause(None)
+            self._save_pause(None)
             log.info("pause %r expired after its declared %d min", info.reason, info.minutes)
 
     # -- activity --------------------------------------------------------------------
@@ -388,6 +384,22 @@ class Policy:
             )
         res.finding.detail = f"unknown face at the desk in {self._unknown_streak} checks in a row"
         return res
+
+    def _save_pause(self, info: PauseInfo | None) -> None:
+        """Keep the pause (or its end) for the next start. A disk that cannot take it (full, or
+        turned read-only under a failing SD card) must not undo what the worker asked for, nor
+        take the daemon down: the change holds while the daemon runs."""
+        if self.audit is None:
+            return
+        try:
+            self.audit.save_pause(info)
+        except Exception as exc:
+            log.error(
+                "could not save the %s in the audit trail (%s): it holds while the daemon runs, "
+                "but a restart would not see it",
+                f"pause {info.reason!r}" if info is not None else "end of the pause",
+                exc,
+            )
 
     def _audit_event(self, kind: str, now: datetime, detail: dict[str, object]) -> None:
         if self.audit is not None:
