@@ -737,7 +737,16 @@ class Daemon:
         record = ScanRecord(scan_id=new_id(now), trigger="pause", started_at=now, finished_at=now)
         record.findings = [finding]
         record.checks = [CheckOutcome("pause_overrun", "violation", finding.detail)]
-        self.scanner.publish(record, [], [])  # no frames: a pause overrun has no picture
+        try:
+            self.scanner.publish(record, [], [])  # no frames: a pause overrun has no picture
+        except (sqlite3.Error, OSError) as exc:  # like a failed scan: it costs this report, not the daemon
+            log.error(
+                "pause_overrun not queued for delivery: %s; the outbox counts it lost (health outbox.lost)",
+                disk_trouble(Path(self.cfg.state_dir), exc),
+                extra={"journal": {"DESKWATCH_EVENT": "scan_failed"}},
+            )
+        except Exception:
+            log.exception("pause_overrun not queued for delivery; the daemon carries on")
 
     def _send_health_or_say_why(self) -> None:
         """Health is queued like everything else: a disk that cannot take it (full, or turned

@@ -932,3 +932,25 @@ def test_the_phone_stage_runs_only_while_a_phone_or_food_can_persist(
             assert events[0]["detail"] == f"a phone in hand in {hits} of 5 frames"
         else:
             assert hits == 0
+
+
+def test_a_pause_overrun_the_disk_cannot_queue_costs_that_report_not_the_daemon(
+    write_config: Callable[..., Path], clock: FakeClock, caplog: pytest.LogCaptureFixture, fault_fs: FaultFs
+) -> None:
+    """The worker's pause overran while the card under the state directory was read-only (a
+    failing SD card; a full one likewise): the overrun could not be numbered in the outbox, and
+    the error raised out of the daemon's main loop ('internal error in run', exit 70). A scan
+    that fails costs that scan; the overrun now costs that report (the outbox has counted the
+    lost event, health reports it), with a line saying what is wrong with the disk."""
+    state = fault_fs.ext4_on_tmpfs() / "state"
+    cfg = load_config(write_config(f"state_dir: {state}"))
+    daemon = Daemon(cfg, clock=clock, parts=Parts(camera=FakeCamera(frames=bright_frames()), vision=ScriptedVision()))
+    daemon.policy.pause("fetch water", 1, clock.now())
+    fault_fs.force_read_only()
+    clock.advance(5 * 60)
+    daemon._check_pause()  # the main loop's turn
+    (said,) = [r for r in caplog.records if "pause_overrun" in r.getMessage() and "not queued" in r.getMessage()]
+    assert "read-only" in said.getMessage() and said.exc_info is None, said.getMessage()
+    assert daemon.delivery.outbox.stats()["lost"]["events"] == 1  # counted, and reported in health
+    daemon.delivery.outbox.close()
+    daemon.audit.close()
