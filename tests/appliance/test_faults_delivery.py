@@ -8,6 +8,7 @@ message counts as lost only if the device never delivered it.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import hashlib
 import json
@@ -337,6 +338,39 @@ def test_a_disk_that_cannot_take_the_session_number_does_not_end_delivery(
             assert wait_until(lambda: delivery.connected)
             assert delivery.stats()["mqtt"]["session"] == first + 3
             assert delivery.outbox.counters.session == first + 3
+    finally:
+        delivery.stop(3)
+        seen.close()
+
+
+def test_a_read_only_disk_does_not_make_the_publisher_send_the_queue_again_and_again(
+    fault_fs: FaultFs, make_broker: MakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Events queued during an outage; the card turns read-only (a failing SD card); the broker
+    comes back. Deleting what the broker acknowledged failed, the publisher logged a traceback
+    and started again from the oldest row: the whole queue went out again every second (each
+    event ~20 times in 20 s, images too) for as long as the card stayed so. Delivered messages
+    are now kept as delivered in memory and sent once, with one line naming the disk's trouble."""
+    broker = make_broker(start=False)
+    state = fault_fs.ext4_on_tmpfs() / "state"
+    delivery = build_delivery(device_config(state, broker), version="t", models={})
+    producer = Producer(delivery)
+    for i in range(30):
+        producer.event(b"\xff\xd8" + b"j" * 2000 if i % 10 == 0 else None)
+    fault_fs.force_read_only()
+    broker.start()
+    seen = Collector(broker, PREFIX + "#")
+    delivery.start()
+    try:
+        assert_all_delivered(seen, producer.sent)
+        time.sleep(4)  # the publisher's old restart interval was 1 s
+        copies = collections.Counter(json.loads(m.payload)["event_id"] for m in seen.on("/event"))
+        assert max(copies.values()) == 1, copies.most_common(1)
+        assert len(seen.on("/evidence/" + producer.sent[0])) == 1
+        assert delivery.connected and delivery.stats()["mqtt"]["acked"] >= 33
+        said = [r for r in caplog.records if "could not delete" in r.getMessage()]
+        assert len(said) == 1 and "read-only" in said[0].getMessage() and said[0].exc_info is None
+        assert not [r for r in caplog.records if "publisher failed" in r.getMessage()]
     finally:
         delivery.stop(3)
         seen.close()

@@ -222,6 +222,8 @@ class Outbox:
         self._short_of_room = False  # a write failed for lack of room, and the room kept for it is used
         self._unsaved_session = 0  # the last session number the disk could not take (0: none)
         self._session_trouble = False  # said once per spell
+        self._acked_unsaved: set[int] = set()  # delivered, but the disk could not take the delete
+        self._ack_trouble = False  # said once per spell
         self._space = SpaceReserve(self.path.with_name(RESERVE_NAME), disk_reserve_bytes)
         self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock(), secure_delete=True)
         try:
@@ -330,6 +332,7 @@ class Outbox:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             aside = move_aside(self.path, self._clock())
+            self._acked_unsaved.clear()  # ids of the old file: the fresh one numbers its rows anew
             self._db = open_schema(self.path, _SCHEMA, _PROBE, secure_delete=True)
             self._reload_totals()
             self._recover_from(aside, why)
@@ -891,6 +894,8 @@ class Outbox:
                 damaged: list[tuple[Any, ...]] = []
                 bad_props: list[tuple[Any, ...]] = []
                 for r in rows:
+                    if r[0] in self._acked_unsaved:  # delivered; only its delete is still to be written
+                        continue
                     try:
                         check_row(*r[1:7], kinds=EVICTION_RANK)
                     except DamagedRow as exc:
@@ -992,28 +997,68 @@ class Outbox:
         return rewritten
 
     def ack_many(self, ids: Iterable[int]) -> int:
-        """Delete acknowledged messages in one transaction (one fsync). Returns rows deleted."""
-        ids = list(ids)
-        if not ids:
-            return 0
-        events = 0
+        """Delete acknowledged messages in one transaction (one fsync). Returns how many were
+        acknowledged (deleted now, or kept as acknowledged until the disk takes the delete).
+
+        A disk that cannot take the delete (turned read-only under a failing SD card; full,
+        after the room kept for it is given back) keeps the acknowledged ids in memory:
+        :meth:`pending` skips them, so they are not sent again and again over the same
+        connection, and the next acknowledgement tries to delete them again. A restart
+        before that sends them once more, as after a power cut (consumers de-duplicate)."""
+        fresh = list(ids)
         with self._lock:
-            with self._transaction():
-                deleted = 0
-                for chunk in _chunks(ids, 500):
-                    marks = ",".join("?" * len(chunk))
-                    row = self._db.execute(
-                        "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(kind = 'event'), 0) "
-                        f"FROM messages WHERE id IN ({marks})",
-                        chunk,
-                    ).fetchone()
-                    self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
-                    deleted += int(row[0])
-                    events += int(row[2])
-                    self._count -= int(row[0])
-                    self._bytes -= int(row[1])
-                    self._events -= int(row[2])
-            if events:
+            before = len(self._acked_unsaved)
+            ids = sorted(self._acked_unsaved.union(fresh)) if self._acked_unsaved else fresh
+            if not ids:
+                return 0
+            try:
+                try:
+                    deleted = self._delete_acked(ids)
+                except sqlite3.OperationalError as exc:
+                    if not is_disk_full(exc, self.path.parent):
+                        raise
+                    self._disk_full(exc)  # the room kept for this is given back: a delete fits in it
+                    deleted = self._delete_acked(ids)
+            except sqlite3.DatabaseError as exc:
+                if is_damaged(exc):
+                    raise
+                self._acked_unsaved.update(fresh)
+                if not self._ack_trouble:
+                    self._ack_trouble = True
+                    logger.error(
+                        "outbox: could not delete %d delivered messages: %s; they are not sent again while the "
+                        "daemon runs (once more after a restart; consumers drop the copies by event_id)",
+                        len(self._acked_unsaved),
+                        disk_trouble(self.path.parent, exc),
+                        extra={"journal": {"DESKWATCH_EVENT": "outbox_ack_unsaved"}},
+                    )
+                return len(self._acked_unsaved) - before
+            if self._ack_trouble:
+                self._ack_trouble = False
+                logger.warning("outbox: delivered messages are deleted again (%d kept until now)", before)
+            self._acked_unsaved.clear()
+            return max(0, deleted - before)
+
+    def _delete_acked(self, ids: list[int]) -> int:
+        """Delete these rows in one transaction (under the lock); returns how many there were."""
+        events = 0
+        with self._transaction():
+            deleted = 0
+            for chunk in _chunks(ids, 500):
+                marks = ",".join("?" * len(chunk))
+                row = self._db.execute(
+                    "SELECT COUNT(*), COALESCE(SUM(bytes), 0), COALESCE(SUM(kind = 'event'), 0) "
+                    f"FROM messages WHERE id IN ({marks})",
+                    chunk,
+                ).fetchone()
+                self._db.execute(f"DELETE FROM messages WHERE id IN ({marks})", chunk)
+                deleted += int(row[0])
+                events += int(row[2])
+                self._count -= int(row[0])
+                self._bytes -= int(row[1])
+                self._events -= int(row[2])
+        if events:
+            with contextlib.suppress(sqlite3.Error):  # lowered again at the next delivery or start
                 self.counters.set_queued_events(self._events)
         return deleted
 
