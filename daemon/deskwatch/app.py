@@ -616,7 +616,7 @@ class Daemon:
                 self._check_pause()
                 self._apply_pending_models()
                 if self.jobs is not None:
-                    self.jobs.tick()
+                    self._tick_jobs()
                 while not self.requests.empty() and not self.stop_event.is_set():
                     trigger = self.requests.get_nowait()
                     closed = self._camera_closed(self.clock.now()) if trigger == "command" else None
@@ -645,6 +645,14 @@ class Daemon:
         finally:
             self._shutdown()
         return 0
+
+    def _tick_jobs(self) -> None:
+        """The job agent's turn; whatever goes wrong in it costs that turn, never the daemon."""
+        assert self.jobs is not None
+        try:
+            self.jobs.tick()
+        except Exception:
+            log.exception("job agent: reporting finished jobs failed; tried again at the next turn")
 
     def _scan(self, trigger: str) -> None:
         """One scan; whatever goes wrong inside it costs that scan, never the daemon."""

@@ -21,6 +21,7 @@ from deskwatch_contract.jobs import ENVELOPE_SCHEMA
 from deskwatch_contract.jsonutil import dumps_bytes
 from deskwatch_contract.signing import generate_key, seal
 from tests.support.common import REPO
+from tests.support.faultfs import FaultFs
 
 MODELS = REPO / "models"
 # the daemon's clock in these tests; root's side (run_queued) checks expiry on the real one,
@@ -1102,3 +1103,48 @@ def test_jobs_status_reads_the_daemons_seen_file_without_trusting_it(
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert f"{seen} is not the JSON the daemon writes (RecursionError)" in err and "Traceback" not in err
+
+
+def test_job_outcomes_on_a_full_disk_are_reported_once_and_cost_the_daemon_nothing(
+    keys: tuple[bytes, bytes], fault_fs: FaultFs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A config job ran; before the daemon reported it the card filled (the job's own download,
+    the journal). Writing the job down as done failed: the outcome was taken for an unreadable
+    file and deleted, so the collector never heard how the job ended; a finished software
+    update's report raised out of the daemon's main-loop tick ('internal error in run', exit 70,
+    and again at every start while the card stayed full). Each outcome is now reported once,
+    what the disk cannot take is kept in memory and written once it can, and a queue that
+    refuses a report keeps it for a later tick."""
+    import sqlite3
+
+    device = Device(fault_fs.tmpfs(4) / "root", keys[1])
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 600}))
+    run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]), settle=5)
+    device.record = {"state": "rolled_back", "job_id": "sw-1", "reason": "deskwatch.service exited before READY"}
+    fault_fs.fill()
+    device.agent.tick()
+    device.agent.tick()
+    assert device.statuses()[2:] == [("succeeded", "applied"), ("failed", "health check")]  # each once
+    said = [r.getMessage() for r in caplog.records if "could not write down" in r.getMessage()]
+    assert len(said) == 1 and "is full" in said[0], said
+    fault_fs.free()
+    device.agent.tick()  # written down now
+    assert set(json.loads((device.state / "jobs" / "seen.json").read_text())) == {"job-1", "sw-1"}
+
+    refused: list[int] = []
+
+    def full_queue(payload: dict[str, Any]) -> None:
+        refused.append(1)
+        raise sqlite3.OperationalError("database or disk is full")
+
+    device.agent.handle_notify(envelope(keys[0], config_set={"schedule.interval_seconds": 900}, job_id="job-2"))
+    run_queued(device.state, device.config, keys_dir=device.keys, services=Systemd([True]), settle=5)
+    device.agent.publish = full_queue
+    device.agent.tick()  # the queue refuses the report: the outcome file stays for a later tick
+    assert refused and list(device.agent.done_dir.glob("*.json"))
+    device.record = {"state": "committed", "job_id": "sw-2", "reason": "healthy"}
+    device.agent.tick()  # the update's report is refused too: not taken for made
+    device.agent.publish = device.sent.append
+    device.agent.tick()
+    assert device.statuses()[-2:] == [("succeeded", "applied"), ("succeeded", "health check")]
+    assert not list(device.agent.done_dir.glob("*.json"))

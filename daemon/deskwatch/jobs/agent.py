@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,6 +40,7 @@ from deskwatch_contract.jobs import (
 )
 from deskwatch_contract.jsonutil import JsonRejected, loads_object
 from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
+from deskwatch_contract.sqlite import disk_trouble
 
 from .download import DownloadFailed, fetch
 from .executor import KEYS_DIR, jobs_dirs
@@ -81,23 +83,48 @@ class JobAgent:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._running: set[str] = set()  # model jobs in flight (guarded by _lock)
+        self._unsaved: dict[str, str] = {}  # final statuses the disk did not take yet (guarded by _lock)
+        self._disk_trouble = False  # said once per spell
+        self._reported: set[Path] = set()  # outcome files reported that the disk would not let go of
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _seen(self) -> dict[str, str]:
         try:
             data = json.loads(self.seen_file.read_text())
         except (OSError, ValueError):
-            return {}
-        return data if isinstance(data, dict) else {}
+            data = {}
+        return {**(data if isinstance(data, dict) else {}), **self._unsaved}
 
     def _remember(self, job_id: str, status: str) -> None:
+        """Write down a job's final status. A disk that cannot take it (full, or turned read-only
+        under a failing SD card) keeps it in memory, so it is reported once all the same, and it
+        is written at a later tick."""
         with self._lock:
-            seen = self._seen()
-            seen[job_id] = status
-            if len(seen) > 500:  # oldest first (insertion order)
-                seen = dict(list(seen.items())[-500:])
+            self._unsaved[job_id] = status
+            self._write_seen()
+
+    def _write_seen(self) -> None:
+        """Under the lock: the final statuses known, on disk (or kept in memory, said once)."""
+        seen = self._seen()
+        if len(seen) > 500:  # oldest first (insertion order)
+            seen = dict(list(seen.items())[-500:])
+        try:
             self.seen_file.parent.mkdir(parents=True, exist_ok=True)
             write_atomically(self.seen_file, json.dumps(seen).encode(), 0o644, tmp=self.seen_file.with_suffix(".tmp"))
+        except OSError as exc:
+            if not self._disk_trouble:
+                self._disk_trouble = True
+                log.error(
+                    "could not write down the outcome of job %s: %s; kept in memory (reported once) and written "
+                    "when the disk takes it",
+                    ", ".join(self._unsaved),
+                    disk_trouble(self.state_dir, exc),
+                )
+            return
+        self._unsaved.clear()
+        if self._disk_trouble:
+            self._disk_trouble = False
+            log.warning("job outcomes are written down again")
 
     def _say(self, job_id: str, status: str, *, kind: str | None, step: str = "", detail: str = "", **kw: Any) -> None:
         payload = progress_payload(
@@ -114,9 +141,9 @@ class JobAgent:
             f": {detail}" if detail else "",
             extra={"journal": {"DESKWATCH_EVENT": f"job_{status}", "JOB_ID": job_id}},
         )
+        self.publish(payload)  # first: a report that could not be queued is not taken for made
         if status in FINAL and kind is not None:  # a document too broken to name its job is not remembered
             self._remember(job_id, status)
-        self.publish(payload)
 
     # -- intake -------------------------------------------------------------------------------
     def handle_notify(self, raw: bytes) -> None:
@@ -172,33 +199,56 @@ class JobAgent:
     # -- outcomes from the root side ----------------------------------------------------------
     def tick(self) -> None:
         """Publish outcome files and a finished software update; cheap when there is nothing."""
+        if self._unsaved:
+            with self._lock:
+                self._write_seen()
         if self.done_dir.is_dir():
             for path in sorted(self.done_dir.glob("*.json")):
+                if path in self._reported:
+                    continue
                 try:
                     out = json.loads(path.read_text())
-                    self._say(
-                        str(out["job_id"]),
-                        str(out["status"]),
-                        kind=out.get("kind") if out.get("kind") in ("config", "model", "software") else None,
-                        step=str(out.get("step", "")),
-                        detail=str(out.get("detail", "")),
-                        rolled_back=bool(out.get("rolled_back")),
-                    )
+                    done_id, status = str(out["job_id"]), str(out["status"])
                 except (OSError, ValueError, KeyError) as exc:
                     log.warning("unreadable job outcome %s: %s", path, exc)
-                path.unlink(missing_ok=True)
+                else:
+                    try:
+                        self._say(
+                            done_id,
+                            status,
+                            kind=out.get("kind") if out.get("kind") in ("config", "model", "software") else None,
+                            step=str(out.get("step", "")),
+                            detail=str(out.get("detail", "")),
+                            rolled_back=bool(out.get("rolled_back")),
+                        )
+                    except (OSError, sqlite3.Error) as exc:  # the report could not be queued: kept for later
+                        log.error(
+                            "job %s: its outcome could not be queued for the collector (%s); tried again later",
+                            done_id,
+                            exc,
+                        )
+                        return
+                try:
+                    path.unlink(missing_ok=True)
+                except OSError:  # a read-only card: reported, and not again while the daemon runs
+                    self._reported.add(path)
         record = self.update_record() if self.update_record else {}
         job_id = record.get("job_id")
         if job_id and record.get("state") in ("committed", "rolled_back", "failed") and job_id not in self._seen():
             committed = record["state"] == "committed"
-            self._say(
-                str(job_id),
-                "succeeded" if committed else "failed",
-                kind="software",
-                step="health check" if record["state"] != "failed" else "install",
-                detail=str(record.get("reason", ""))[:500],
-                rolled_back=record["state"] == "rolled_back",
-            )
+            try:
+                self._say(
+                    str(job_id),
+                    "succeeded" if committed else "failed",
+                    kind="software",
+                    step="health check" if record["state"] != "failed" else "install",
+                    detail=str(record.get("reason", ""))[:500],
+                    rolled_back=record["state"] == "rolled_back",
+                )
+            except (OSError, sqlite3.Error) as exc:
+                log.error(
+                    "job %s: its outcome could not be queued for the collector (%s); tried again later", job_id, exc
+                )
 
     # -- model jobs ---------------------------------------------------------------------------
     def _run_model(self, job: JobDocument) -> None:
