@@ -732,3 +732,31 @@ def test_a_disk_that_stays_full_loses_no_event_without_counting_it(fault_fs: Fau
     box = make(state)
     assert box.stats()["lost"]["events"] == lost["events"]
     assert len([m for m in box.pending(limit=10**4) if m.kind == "event"]) == 1 + len(queued) + 1
+
+
+def test_evidence_past_retention_goes_from_a_full_disk_too(fault_fs: FaultFs) -> None:
+    """The broker was away for weeks and the card is full: the images queued then are past
+    evidence retention, and the daily purge and the publisher's minute caps both failed with
+    "database or disk is full" (a delete writes to the log first) - the images stayed on the
+    device past retention for as long as the card stayed full, a traceback every minute. The
+    room the outbox keeps for a full disk is given back for the delete, as for a write."""
+    wall, mono = WallClock(), WallClock(0.0)
+    state = fault_fs.tmpfs(6) / "state"
+    box = Outbox(
+        state,
+        max_bytes=10**7,
+        max_messages=10**4,
+        max_age_days=30,
+        evidence_max_age_days=20,
+        wall_clock=wall,
+        monotonic_clock=mono,
+    )
+    for n in range(20):
+        box.put_event(event(n), bytes(range(256)) * 40)
+    fault_fs.fill()
+    wall.t += 21 * 86400
+    mono.t += 21 * 86400
+    assert box.expire_evidence(20 * 86400.0) == {"evidence": 20}  # the daily purge
+    assert box.stats()["by_kind"]["evidence"] == 0 and box.stats()["by_kind"]["event"] == 20
+    assert all(json.loads(m.payload)["evidence_reason"] == "evicted" for m in box.pending(limit=100))
+    box.close()

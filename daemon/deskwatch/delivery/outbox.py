@@ -772,15 +772,27 @@ class Outbox:
         return int(rows) + len(files)
 
     def enforce_caps(self) -> dict[str, int]:
-        """Apply the age cap (and size caps) now; returns what was evicted by kind."""
+        """Apply the age cap (and size caps) now; returns what was evicted by kind.
+
+        On a full disk SQLite cannot even delete: the room kept for that is given back first
+        (:meth:`_disk_full`), so that evidence past retention goes when it is due, full or not."""
         with self._lock:
-            with self._transaction():
-                self._follow_clock_jump()
-                evicted = self._enforce_caps()
+            try:
+                evicted = self._apply_caps()
+            except sqlite3.OperationalError as exc:
+                if not is_disk_full(exc, self.path.parent):
+                    raise
+                self._disk_full(exc)
+                evicted = self._apply_caps()
             if evicted.get("event"):
                 self.counters.set_queued_events(self._events)
             self._after_write()
             return evicted
+
+    def _apply_caps(self) -> dict[str, int]:
+        with self._transaction():
+            self._follow_clock_jump()
+            return self._enforce_caps()
 
     def _follow_clock_jump(self, tolerance_s: float = 300.0) -> None:
         """Re-date this run's messages when the wall clock jumps (a Pi has no RTC).
