@@ -374,3 +374,33 @@ def test_a_read_only_disk_does_not_make_the_publisher_send_the_queue_again_and_a
     finally:
         delivery.stop(3)
         seen.close()
+
+
+def test_a_command_is_answered_when_the_card_turned_read_only(
+    fault_fs: FaultFs, make_broker: MakeBroker, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A supervisor's cmd/resume arrives while the card is read-only (a failing SD card): the
+    command was applied, but its answer could not be queued, so none was ever sent (the console
+    waited for it) and the journal had a traceback. The answer now goes straight over the
+    connection, with a line saying why it was not kept."""
+    broker = make_broker()
+    state = fault_fs.ext4_on_tmpfs() / "state"
+    seen = Collector(broker, PREFIX + "#")
+    delivery = build_delivery(device_config(state, broker), version="t", models={})
+    calls: list[str] = []
+    delivery.on_command(lambda kind, body: calls.append(kind))
+    delivery.start()
+    try:
+        assert wait_until(lambda: delivery.connected)
+        assert seen.wait_for(lambda ms: any(m.topic.endswith("/status") for m in ms))
+        fault_fs.force_read_only()
+        body = {"schema": "deskwatch.cmd.resume/1", "request_id": "r-1"}
+        seen.client.publish(PREFIX + "cmd/resume", json.dumps(body), qos=1)
+        assert seen.wait_for(lambda ms: any(m.topic.endswith("cmd/result") for m in ms)), "never answered"
+        (answer,) = [json.loads(m.payload) for m in seen.on("cmd/result")]
+        assert answer["request_id"] == "r-1" and answer["ok"] is True and calls == ["resume"]
+        (said,) = [r for r in caplog.records if "results of 1 command" in r.getMessage()]
+        assert "read-only" in said.getMessage() and said.exc_info is None, said.getMessage()
+    finally:
+        delivery.stop(3)
+        seen.close()

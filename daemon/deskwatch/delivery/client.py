@@ -30,6 +30,7 @@ import json
 import logging
 import queue
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -52,6 +53,7 @@ from deskwatch_contract.intake import CommandHandler, CommandIntake, CommandResu
 from deskwatch_contract.jsonutil import dumps_bytes
 from deskwatch_contract.mqttconfig import MqttConfig
 from deskwatch_contract.problems import Problem, backoff_delay, is_loopback
+from deskwatch_contract.sqlite import disk_trouble
 
 logger = logging.getLogger(__name__)
 
@@ -684,16 +686,32 @@ class Delivery:
                 self._answer(*[self._intake.handle(kind, raw) for kind, raw in commands])
 
     def _answer(self, *results: CommandResult) -> None:
+        payloads = [result_payload(r.request_id, r.kind, r.ok, r.error) for r in results]
         try:
-            self.outbox.put_many(
-                "result",
-                topics.CMD_RESULT,
-                [result_payload(r.request_id, r.kind, r.ok, r.error) for r in results],
-                offline=not self._connected.is_set(),
-            )
+            self.outbox.put_many("result", topics.CMD_RESULT, payloads, offline=not self._connected.is_set())
             self._wake.set()
-        except Exception:
+            return
+        except (sqlite3.Error, OSError) as exc:  # a full card, or one turned read-only: the command was applied
+            why = disk_trouble(self.outbox.path.parent, exc)
+        except Exception as exc:
             logger.exception("could not queue the results of %d commands", len(results))
+            why = f"{type(exc).__name__}: {exc}"
+        link = self._link
+        if link is None or not self._connected.is_set():
+            logger.error(
+                "could not queue the results of %d command(s): %s; not connected now, so they go unanswered",
+                len(results),
+                why,
+            )
+            return
+        for payload in payloads:  # the sender still learns what became of its command
+            link.client.publish(self.prefix + topics.CMD_RESULT, dumps_bytes(payload), qos=1)
+        logger.error(
+            "could not queue the results of %d command(s): %s; sent over the connection instead (not kept for a "
+            "resend if it drops)",
+            len(results),
+            why,
+        )
 
 
 def _properties(row: QueuedMessage) -> Properties:
