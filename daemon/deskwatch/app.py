@@ -257,6 +257,9 @@ def build_audit(cfg: Config) -> Audit:
     return AuditLog.for_state_dir(cfg.state_dir, keep_days=cfg.evidence.retention_days)
 
 
+PURGE_RETRY_SECONDS = 3600  # a retention purge the disk refused (full) is tried again this soon
+
+
 @dataclass
 class Parts:
     """Stages the daemon is built from; tests pass fakes for any of them."""
@@ -800,13 +803,22 @@ class Daemon:
         self.delivery.send_health(self.payloads.health_payload(self.source, stats))
 
     def _purge_evidence(self) -> None:
-        """Retention: at start and daily, undelivered evidence past retention_days goes."""
+        """Retention: at start and daily (hourly after a full disk refused it), undelivered evidence
+        and audit rows past retention_days go."""
         from deskwatch.evidence.retention import purge_expired
 
         self._next_purge = self.clock.monotonic() + 24 * 3600
         try:
             purge_expired(
                 self.cfg.evidence.retention_days, self.clock.now(), outbox=self.delivery.outbox, audit=self.audit
+            )
+        except (sqlite3.Error, OSError) as exc:  # a full card: what is past retention goes as soon as it can
+            self._next_purge = self.clock.monotonic() + PURGE_RETRY_SECONDS
+            log.error(
+                "retention purge failed: %s; tried again in %d min",
+                disk_trouble(Path(self.cfg.state_dir), exc),
+                PURGE_RETRY_SECONDS // 60,
+                extra={"journal": {"DESKWATCH_EVENT": "purge_failed"}},
             )
         except Exception:  # retry tomorrow; scanning goes on
             log.exception("retention purge failed")

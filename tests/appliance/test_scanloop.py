@@ -9,7 +9,7 @@ import sqlite3
 import threading
 import weakref
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -952,5 +952,31 @@ def test_a_pause_overrun_the_disk_cannot_queue_costs_that_report_not_the_daemon(
     (said,) = [r for r in caplog.records if "pause_overrun" in r.getMessage() and "not queued" in r.getMessage()]
     assert "read-only" in said.getMessage() and said.exc_info is None, said.getMessage()
     assert daemon.delivery.outbox.stats()["lost"]["events"] == 1  # counted, and reported in health
+    daemon.delivery.outbox.close()
+    daemon.audit.close()
+
+
+def test_a_retention_purge_the_full_disk_refused_is_tried_again_within_the_hour(
+    write_config: Callable[..., Path], clock: FakeClock, caplog: pytest.LogCaptureFixture, fault_fs: FaultFs
+) -> None:
+    """The daily purge met a full card: deleting the audit rows past retention failed (a delete
+    writes to SQLite's log first), with a traceback as the only word, and was not tried again
+    for 24 hours, however soon the card had room again: the worker's scans and pauses stayed on
+    the device a day past retention. It now says what is wrong and is tried again hourly."""
+    state = fault_fs.tmpfs(8) / "state"
+    cfg = load_config(write_config(f"state_dir: {state}"))
+    daemon = Daemon(cfg, clock=clock, parts=Parts(camera=FakeCamera(frames=bright_frames()), vision=ScriptedVision()))
+    old = clock.now() - timedelta(days=25)
+    for i in range(50):
+        daemon.audit.record_event("pause", old + timedelta(minutes=i), {"reason": "x" * 200, "minutes": 5})
+    fault_fs.fill()
+    daemon._purge_evidence()  # the daily purge, on a full card
+    (said,) = [r for r in caplog.records if "retention purge" in r.getMessage()]
+    assert "is full" in said.getMessage() and said.exc_info is None, said.getMessage()
+    fault_fs.free()
+    clock.advance(3600)
+    assert clock.monotonic() >= daemon._next_purge  # the main loop's test: purge again now
+    daemon._purge_evidence()
+    assert not [e for e in daemon.audit.recent(100) if e.kind == "pause"]
     daemon.delivery.outbox.close()
     daemon.audit.close()
