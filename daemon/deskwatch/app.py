@@ -19,7 +19,6 @@ import logging
 import os
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -36,7 +35,6 @@ from deskwatch.scanner import EvidenceMaker, EvidencePreparer, Scanner
 from deskwatch.schedule import Clock, ScanPlanner, Schedule, SystemClock
 from deskwatch.stages import Audit, Control, Delivery, Notifier, Policy, Vision
 from deskwatch.system import health
-from deskwatch_contract.sqlite import disk_trouble
 
 if TYPE_CHECKING:
     from deskwatch.config import Config
@@ -750,10 +748,10 @@ class Daemon:
         record.checks = [CheckOutcome("pause_overrun", "violation", finding.detail)]
         try:
             self.scanner.publish(record, [], [])  # no frames: a pause overrun has no picture
-        except (sqlite3.Error, OSError) as exc:  # like a failed scan: it costs this report, not the daemon
+        except _disk_errors() as exc:  # like a failed scan: it costs this report, not the daemon
             log.error(
                 "pause_overrun not queued for delivery: %s; the outbox counts it lost (health outbox.lost)",
-                disk_trouble(Path(self.cfg.state_dir), exc),
+                _disk_trouble(Path(self.cfg.state_dir), exc),
                 extra={"journal": {"DESKWATCH_EVENT": "scan_failed"}},
             )
         except Exception:
@@ -765,11 +763,11 @@ class Daemon:
         next one tries again); what is wrong is said once, and again when it works."""
         try:
             self._send_health()
-        except (sqlite3.Error, OSError) as exc:
+        except _disk_errors() as exc:
             if self._health_trouble is None:
                 log.error(
                     "health not queued: %s; the next one is tried in %d s",
-                    disk_trouble(Path(self.cfg.state_dir), exc),
+                    _disk_trouble(Path(self.cfg.state_dir), exc),
                     self.cfg.service.health_interval_seconds,
                     extra={"journal": {"DESKWATCH_EVENT": "health_not_queued"}},
                 )
@@ -812,11 +810,11 @@ class Daemon:
             purge_expired(
                 self.cfg.evidence.retention_days, self.clock.now(), outbox=self.delivery.outbox, audit=self.audit
             )
-        except (sqlite3.Error, OSError) as exc:  # a full card: what is past retention goes as soon as it can
+        except _disk_errors() as exc:  # a full card: what is past retention goes as soon as it can
             self._next_purge = self.clock.monotonic() + PURGE_RETRY_SECONDS
             log.error(
                 "retention purge failed: %s; tried again in %d min",
-                disk_trouble(Path(self.cfg.state_dir), exc),
+                _disk_trouble(Path(self.cfg.state_dir), exc),
                 PURGE_RETRY_SECONDS // 60,
                 extra={"journal": {"DESKWATCH_EVENT": "purge_failed"}},
             )
@@ -839,3 +837,22 @@ class Daemon:
             self.scanner.stats.scans,
             extra={"journal": {"DESKWATCH_EVENT": "stopped"}},
         )
+
+
+def _disk_errors() -> tuple[type[BaseException], ...]:
+    """What a full or failing disk raises from the outbox and the audit trail, for an
+    ``except`` clause (evaluated only when something was raised: see :func:`_disk_trouble`)."""
+    import sqlite3
+
+    return (sqlite3.Error, OSError)
+
+
+def _disk_trouble(state_dir: Path, exc: BaseException) -> str:
+    """What is wrong with the state directory's disk (:func:`deskwatch_contract.sqlite.disk_trouble`),
+    imported when a write failed: this module is also what the technician's tools (``bench``,
+    ``scan``, ``selftest``) build the vision stage from, and importing the SQLite module with it
+    loads libsqlite3 into processes that have no database (~1.2 MB more in ``deskwatch
+    bench``'s memory peak; the daemon loads it anyway, for its outbox and audit trail)."""
+    from deskwatch_contract.sqlite import disk_trouble
+
+    return disk_trouble(state_dir, exc)
