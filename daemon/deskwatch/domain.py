@@ -157,6 +157,9 @@ class Face:
     "unknown"; ``distance`` is the encoder distance to the closest template.
     ``live`` is None when no liveness check ran (a small face), False for a picture
     of a face (screen, print, phone: ``spoof_cues`` says what gave it away).
+    ``framed`` is True for a face with long straight edges close by on all four sides
+    (a poster, a framed photo or a screen on the wall), looked for only where the frame
+    holds somebody besides this face: such a face is nobody beside the worker.
     """
 
     box: Box
@@ -167,6 +170,7 @@ class Face:
     distance: float | None = None
     live: bool | None = None
     spoof_cues: str = ""
+    framed: bool = False
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -253,6 +253,33 @@ def test_far_person_looking_at_the_screen_is_extra_person():
     assert types(out) == ["extra_person"]
 
 
+def test_a_face_framed_on_four_sides_beside_the_worker_is_a_picture_on_the_wall_not_a_second_person():
+    # a poster or a framed photo behind the worker: the vision stage found straight edges close
+    # round the face on all four sides (Face.framed); without them the same face is a second
+    # person facing the screen
+    from dataclasses import replace
+
+    poster = face(Box(0.06, 0.08, 0.14, 0.2), facing=0.9)  # 12 % of the height, looking at the camera
+    out = run(burst(5, [person()], [face(), poster]))
+    assert types(out) == ["extra_person"]
+    out = run(burst(5, [person()], [face(), replace(poster, framed=True)]))
+    assert types(out) == [], out.findings
+    assert out.persons == 2 and out.bystanders == 1  # counted, blurred in evidence like a bystander
+    assert check(out, "presentation_attack") != "violation"  # hanging a photo is no trick
+    # a weak box from the poster down to the frame's edge, larger than the worker's own
+    # (face_07 with a framed print beside it, as a camera frame), does not make the poster the
+    # worker and the worker the second person
+    weak = person(Box(0.0, 0.03, 0.55, 1.0), 0.42)
+    out = run(burst(5, [person(), weak], [face(), replace(poster, framed=True)]))
+    assert types(out) == [], out.findings
+    # two framed faces and no worker: still nobody besides the worker; the desk is not empty
+    out = run(
+        burst(5, [], [replace(poster, framed=True), replace(face(Box(0.8, 0.1, 0.9, 0.22)), framed=True)]),
+        confirming=True,
+    )
+    assert "extra_person" not in types(out)
+
+
 def test_bystander_is_counted_not_reported():
     passer = person(Box(0.82, 0.3, 0.92, 0.6), 0.8)  # small box (3 % of the frame)
     turned = face(Box(0.85, 0.31, 0.88, 0.36), facing=0.2)  # profile

@@ -170,6 +170,10 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
         """Somebody for certain: a face, or a person box strong enough to count as a second person."""
         return p.face is not None or (p.detection is not None and p.detection.score >= extra.min_person_score)
 
+    def framed(p: Person) -> bool:
+        """A face with a frame on four sides: a poster, a framed photo or a screen on the wall."""
+        return p.face is not None and p.face.framed
+
     shown = frozenset(r for r in ("extra_person", "presentation_attack") if rule_enabled(policy, r))
     view = PeopleView(a, pictures=pictures, about_others=shown)
     candidates = [p for p in people if at_desk(p)]
@@ -180,8 +184,23 @@ def people_view(a: FrameAnalysis, policy: PolicyConfig) -> PeopleView:
         # person close to the camera (eat_02 tilted, face_07 blurred, as camera frames).
         known = [p for p in candidates if p.face is not None and p.face.identity == "worker"]
         view.worker = max(known or candidates, key=lambda p: (sure(p), p.box.area))
+        if view.worker.face is not None and framed(view.worker):
+            # a weak box from a poster down to the frame's edge was larger than the worker's own
+            # and made the worker the second person: a face framed on four sides is the worker
+            # only where no larger face without a frame is at the desk
+            own = view.worker.face.box.area
+            larger = [p for p in known or candidates if p.face is not None and not framed(p) and p.face.box.area > own]
+            if larger:
+                view.worker = max(larger, key=lambda p: (sure(p), p.box.area))
     for p in people:
         if p is view.worker:
+            continue
+        if framed(p):
+            # a face beside the worker's with straight edges on all four sides: a poster, a
+            # framed photo or a TV on the wall behind them, not somebody reading the screen
+            # (blurred in evidence like a bystander; never a presentation attack: hanging a
+            # photo is no trick)
+            view.bystanders.append(p)
             continue
         if p.detection is not None and p.detection.score < extra.min_person_score and p.face is None:
             continue  # too unsure to count at all

@@ -120,7 +120,9 @@ def rule_sentence(cfg: Config, rule: str) -> str:
         return (
             f"Someone other than the worker close to the camera (covering {e.near_box_area:.0%} of "
             f"the picture or more) or facing the screen, in {need}. People further away who are not "
-            "facing the screen are bystanders: counted, blurred in any image, never reported."
+            "facing the screen are bystanders: counted, blurred in any image, never reported. A face "
+            "with a frame close round it on all four sides (a poster, a framed photo or a TV on the "
+            "wall) is a picture, not a person: blurred like a bystander, never reported."
         )
     if rule == "unrecognized_person":
         return (

@@ -34,6 +34,19 @@ screen or paper was photographed here.
 
 Faces smaller than ``min_face_px`` are not judged (``live`` stays None): the cues need
 pixels. A spoof never counts as the worker being present and is not identity-checked.
+
+**A picture on the wall.** A poster, a framed photo or a TV behind the worker shows a face
+that looks at the camera: the policy took it for a second person facing the screen. Printed
+large and seen from across the room it has no moire to give it away; what it has is its
+edges. Where a frame holds somebody besides a face (another face, or a person box not around
+it), that face of at least ``FRAMED_MIN_FACE_PX`` is looked at for straight edges on all four
+sides (``Face.framed``), whatever its moire: the policy does not count such a face as anybody
+beside the worker (it is blurred like a bystander's), and never calls it a presentation
+attack - hanging a photo is no trick. On synthetic posters and framed prints drawn into the
+labelled photos behind their one person (``deskwatch_dev.pictures``) a framed print was
+found on four sides in most views and a borderless poster in a few; none of the labelled
+photos' real second people has a frame on four sides (the live faces of 510 views above had
+at most three), so a real person standing behind the worker is not lost to it.
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ MOIRE_WINDOW = 128  # pixels of the face region analysed, at the camera's own re
 MOIRE_BAND = (0.1, 0.5)  # cycles per pixel: below it the face's own shape, above Nyquist
 FRAME_FACE_PX = 64  # the frame search sees the face this wide
 FRAME_REACH = 3.0  # face widths around the face centre searched for a frame
+FRAMED_MIN_FACE_PX = 24  # smaller faces are not looked at for a picture frame (box height, pixels)
 
 
 @dataclass(frozen=True)
@@ -227,15 +241,24 @@ class LivenessChecker:
         undecided = lowest < moire <= self.cfg.moire_threshold
         return LivenessCues(moire, frame_sides(image, box) if undecided else None)
 
-    def check(self, image: np.ndarray, faces: list[Face]) -> list[Face]:
+    def check(self, image: np.ndarray, faces: list[Face], beside: list[bool] | None = None) -> list[Face]:
+        """``faces`` with ``live`` set; ``beside[i]``: the frame holds somebody besides face
+        ``i`` (another face, or a person box that is not around it), so that face, unless
+        caught as a spoof, is also looked at for a frame on four sides (``Face.framed``)."""
         t0 = time.perf_counter()
+        h, w = image.shape[:2]
         out = []
-        for face in faces:
+        for i, face in enumerate(faces):
             cues = self.cues(image, face)
-            if cues is None:
-                out.append(face)
-                continue
-            spoof = cues.spoof(self.cfg)
-            out.append(replace(face, live=not spoof, spoof_cues=cues.describe() if spoof else ""))
+            if cues is not None:
+                spoof = cues.spoof(self.cfg)
+                face = replace(face, live=not spoof, spoof_cues=cues.describe() if spoof else "")
+            if beside is not None and beside[i] and face.live is not False:
+                box = face_box_px(face, w, h)
+                if box[3] - box[1] >= FRAMED_MIN_FACE_PX:
+                    known = cues.frame_sides if cues is not None else None
+                    sides = known if known is not None else frame_sides(image, box)
+                    face = replace(face, framed=sides >= 4)
+            out.append(face)
         self.last_ms = (time.perf_counter() - t0) * 1000.0
         return out

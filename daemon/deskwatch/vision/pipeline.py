@@ -275,7 +275,11 @@ class Vision:
             timings["phones"] = (t4 - t3) * 1000
             t3 = t4
         if self.liveness is not None and faces:
-            faces = self.liveness.check(image, faces)
+            person_min = self.counts_from[0]
+            bodies = [d.box for d in detections if d.label == "person" and d.score >= person_min]
+            # somebody besides each face: only there can a picture on the wall be taken for a second person
+            beside = [len(faces) > 1 or any(not b.contains(*f.box.centre) for b in bodies) for f in faces]
+            faces = self.liveness.check(image, faces, beside)
             t4 = time.perf_counter()
             timings["liveness"] = (t4 - t3) * 1000
             t3 = t4
