@@ -238,6 +238,8 @@ def test_bad_config_exits_78(tmp_path: Path) -> None:
 
 
 def test_framing_rows() -> None:
+    import dataclasses
+
     from deskwatch.config import load_config_text
     from deskwatch.domain import Box, Detection, Face, FrameAnalysis, LightReading
 
@@ -262,6 +264,16 @@ def test_framing_rows() -> None:
     run.analyses = [FrameAnalysis(0, light, [Detection("person", 0.8, Box(0.85, 0.2, 1.0, 1.0))], [])]
     row = selftest.check_framing(run)[0]
     assert row.status == WARN and "nobody in the desk zone in any of 1 frames (frame 1: 0 of 1" in row.detail
+    # a face looking at the camera outside the desk zone (a poster on the wall, unframed): every
+    # scan would report extra_person; the technician hears it now. Framed all round, it is a
+    # picture on the wall and the worker's row passes.
+    poster = Face(Box(0.03, 0.1, 0.12, 0.24), 0.85, facing=0.9)
+    run.analyses = [FrameAnalysis(0, light, [seat], [face, poster])]
+    row = selftest.check_framing(run)[0]
+    assert row.status == WARN and row.detail.startswith("somebody besides the worker close to the camera or facing it")
+    assert "poster" in row.remedy
+    run.analyses = [FrameAnalysis(0, light, [seat], [face, dataclasses.replace(poster, framed=True)])]
+    assert selftest.check_framing(run)[0].status == PASS
 
 
 def test_liveness_rows() -> None:

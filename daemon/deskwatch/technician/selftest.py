@@ -562,13 +562,15 @@ def check_orientation(run: SelftestRun) -> list[CheckResult]:
     ]
 
 
-def frame_people(analysis: FrameAnalysis, cfg: Config) -> tuple[int, int, int]:
-    """(people seen, people in the desk zone, faces) in one frame, judged as the policy does."""
+def frame_people(analysis: FrameAnalysis, cfg: Config) -> tuple[int, int, int, int]:
+    """(people seen, people in the desk zone, faces, second people) in one frame, judged as the
+    policy does: the last counts those besides the worker that extra_person would report."""
     policy = cfg.policy
     view = people_view(analysis, policy)
     zone, overlap = Box(*policy.desk_zone), policy.rules.away_from_desk.min_overlap
     persons = ([view.worker] if view.worker else []) + view.extras + view.bystanders
-    return len(persons), sum(p.in_zone(zone, overlap) for p in persons), len(analysis.faces)
+    second = len(view.extras) if view.worker is not None or len(view.extras) > 1 else 0
+    return len(persons), sum(p.in_zone(zone, overlap) for p in persons), len(analysis.faces), second
 
 
 def check_framing(run: SelftestRun) -> list[CheckResult]:
@@ -579,10 +581,11 @@ def check_framing(run: SelftestRun) -> list[CheckResult]:
     counts = [frame_people(a, run.cfg) for a in run.analyses]
     per_frame = "; ".join(
         f"frame {i}: " + ("nobody" if seen == 0 else f"{inside} of {seen} in the desk zone, {faces} faces")
-        for i, (seen, inside, faces) in enumerate(counts, 1)
+        for i, (seen, inside, faces, _x) in enumerate(counts, 1)
     )
-    framed = [i for i, (_s, inside, faces) in enumerate(counts, 1) if inside == 1 and faces >= 1]
-    crowded = [i for i, (_s, inside, _f) in enumerate(counts, 1) if inside > 1]
+    framed = [i for i, (_s, inside, faces, _x) in enumerate(counts, 1) if inside == 1 and faces >= 1]
+    crowded = [i for i, (_s, inside, _f, _x) in enumerate(counts, 1) if inside > 1]
+    second = [i for i, (_s, _i, _f, extras) in enumerate(counts, 1) if extras]
     n = len(counts)
     if crowded:
         return [
@@ -594,13 +597,27 @@ def check_framing(run: SelftestRun) -> list[CheckResult]:
                 "policy.desk_zone to the worker's seat",
             )
         ]
+    if second:
+        # outside the desk zone, a face looking at the camera is a second person facing the
+        # screen: a poster, a photo or a TV showing a face is one unless a frame runs close
+        # round it on all four sides
+        return [
+            CheckResult(
+                "framing",
+                WARN,
+                f"somebody besides the worker close to the camera or facing it in frame "
+                f"{', '.join(map(str, second))} ({per_frame}); every scan would report extra_person",
+                "only the worker should be in view during the selftest; a poster, a photo or a TV showing a face "
+                "counts as a second person: take it out of view or aim the camera away from it",
+            )
+        ]
     if framed:
         return [
             CheckResult(
                 "framing", PASS, f"worker in the desk zone with a face in {len(framed)} of {n} frames ({per_frame})"
             )
         ]
-    if any(inside for _s, inside, _f in counts):
+    if any(inside for _s, inside, _f, _x in counts):
         return [
             CheckResult(
                 "framing",
