@@ -112,7 +112,8 @@ def describe(analysis: FrameAnalysis, image: np.ndarray) -> dict[str, Any]:
         "persons": len(analysis.labelled("person")),
         "faces": len(analysis.faces),
         "detections": [d.to_json() for d in analysis.detections],
-        "face_detections": [f.to_json() for f in analysis.faces],
+        # framed: a picture on the wall, not counted beside the worker (the event's JSON leaves it out)
+        "face_detections": [{**f.to_json(), **({"framed": True} if f.framed else {})} for f in analysis.faces],
         "light": {
             "mean_luma": light.mean_luma,
             "contrast": light.contrast,
