@@ -11,6 +11,13 @@ open console page finds out at its next poll (``ConsoleSettings.poll_seconds``).
 
 Roles: a ``supervisor`` sees and reviews the events of the sites listed on the account; a
 ``worker`` sees only the events that name their ``worker_id`` and can contest them.
+
+A worker id handed to a new employee (``users add ... --new-holder``) records the change
+in ``worker_holders`` (site, worker id, from when): a worker account sees only the findings
+of its own holding, from the change at or before its ``holder_since`` (its creation when not
+set) to the next change. Without that, the new holder saw the previous holder's findings,
+pictures and all, for as long as they are kept, and could contest them; and an account the
+previous holder kept saw the new holder's.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import hashlib
 import hmac
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from deskwatch_collector.store import Store
 from deskwatch_collector.validate import NAME
@@ -53,12 +60,18 @@ def verify_password(password: str, stored: str) -> bool:
 _DUMMY_HASH = hash_password(secrets.token_hex(8))
 
 
+# (site, from, until): the detection times of the worker id's findings that are this
+# account's at that site; None is open-ended.
+Window = tuple[str, float | None, float | None]
+
+
 @dataclass(frozen=True)
 class User:
     username: str
     role: str
     sites: tuple[str, ...]
     worker_id: str | None
+    windows: tuple[Window, ...] = ()  # a worker account's holding per site (only the bounded ones)
 
     @property
     def is_supervisor(self) -> bool:
@@ -92,22 +105,39 @@ def add_user(
     worker_id: str | None,
     *,
     replace: bool = True,
+    new_holder_since: float | None = None,
 ) -> None:
-    """Create an account (or, with ``replace``, overwrite one: its sessions then end)."""
+    """Create an account (or, with ``replace``, overwrite one: its sessions then end).
+
+    ``new_holder_since``: the worker id passes to a new person from then (a worker account
+    only): the change is recorded for each of the account's sites, the account sees the
+    worker id's findings from then on, and any account of an earlier holder no longer sees
+    what was found from then on."""
     _check_account(username, role, sites, worker_id)
     _check_password(password)
+    if new_holder_since is not None and role != "worker":
+        raise ValueError("--new-holder is for worker accounts: it hands a worker id to a new person")
     digest = hash_password(password)
+    now = time.time()
     with store.transaction() as tx:
         exists = tx.one("SELECT 1 FROM users WHERE username = ?", (username,)) is not None
         if exists and not replace:
             raise ValueError(f"user {username} exists; use 'users reset' to change the password")
         tx.execute(
-            "INSERT INTO users (username, password_hash, role, sites, worker_id, created_at, disabled)"
-            " VALUES (?, ?, ?, ?, ?, ?, 0)"
+            "INSERT INTO users (username, password_hash, role, sites, worker_id, created_at, disabled, holder_since)"
+            " VALUES (?, ?, ?, ?, ?, ?, 0, ?)"
             " ON CONFLICT (username) DO UPDATE SET password_hash = excluded.password_hash, role = excluded.role,"
-            " sites = excluded.sites, worker_id = excluded.worker_id",
-            (username, digest, role, ",".join(sorted(set(sites))), worker_id, time.time()),
+            " sites = excluded.sites, worker_id = excluded.worker_id,"
+            " holder_since = COALESCE(excluded.holder_since, users.holder_since)",
+            (username, digest, role, ",".join(sorted(set(sites))), worker_id, now, new_holder_since),
         )
+        if new_holder_since is not None:
+            for site in sorted(set(sites)):
+                tx.execute(
+                    "INSERT INTO worker_holders (site, worker_id, since, recorded_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (site, worker_id, since) DO NOTHING",
+                    (site, worker_id, new_holder_since, now),
+                )
         tx.execute("DELETE FROM sessions WHERE username = ?", (username,))
 
 
@@ -144,20 +174,25 @@ class Account:
     worker_id: str | None
     disabled: bool
     sessions: int
+    holder_since: float | None = None  # the worker id is this person's from then (``--new-holder``)
 
 
 def list_users(store: Store, now: float) -> list[Account]:
     with store.transaction(write=False) as tx:
         rows = tx.rows(
             "SELECT u.username, u.role, u.sites, u.worker_id, u.disabled,"
-            " (SELECT COUNT(*) FROM sessions s WHERE s.username = u.username AND s.expires_at > ?)"
+            " (SELECT COUNT(*) FROM sessions s WHERE s.username = u.username AND s.expires_at > ?), u.holder_since"
             " FROM users u ORDER BY u.username",
             (now,),
         )
     return [
-        Account(str(n), str(r), tuple(str(s).split(",")), str(w) if w else None, bool(d), int(c))
-        for n, r, s, w, d, c in rows
+        Account(str(n), str(r), tuple(str(s).split(",")), str(w) if w else None, bool(d), int(c), _float(h))
+        for n, r, s, w, d, c, h in rows
     ]
+
+
+def _float(value: object) -> float | None:
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def _user(row: tuple[object, ...]) -> User:
@@ -211,11 +246,36 @@ def session_user(store: Store, token: str | None, now: float) -> User | None:
         return None
     with store.transaction(write=False) as tx:
         row = tx.one(
-            "SELECT u.username, u.role, u.sites, u.worker_id FROM sessions s JOIN users u ON u.username = s.username"
+            "SELECT u.username, u.role, u.sites, u.worker_id, COALESCE(u.holder_since, u.created_at)"
+            " FROM sessions s JOIN users u ON u.username = s.username"
             " WHERE s.token_hash = ? AND s.expires_at > ? AND u.disabled = 0",
             (_token_hash(token), now),
         )
-    return _user(row) if row else None
+        if row is None:
+            return None
+        user = _user(row[:4])
+        if user.is_supervisor or not user.worker_id:
+            return user
+        changes = tx.rows(
+            f"SELECT site, since FROM worker_holders WHERE worker_id = ?"
+            f" AND site IN ({', '.join('?' for _ in user.sites)})",
+            (user.worker_id, *user.sites),
+        )
+    return replace(user, windows=holding(user.sites, [(str(s), float(t)) for s, t in changes], float(row[4])))
+
+
+def holding(sites: tuple[str, ...], changes: list[tuple[str, float]], anchor: float) -> tuple[Window, ...]:
+    """Per site, the span of the worker id's holding that contains ``anchor`` (the account's
+    ``holder_since``, else its creation): from the last change at or before it to the first
+    after it. Sites with no change on either side are left out (the whole history is theirs)."""
+    out: list[Window] = []
+    for site in sites:
+        times = [t for s, t in changes if s == site]
+        start = max((t for t in times if t <= anchor), default=None)
+        end = min((t for t in times if t > anchor), default=None)
+        if start is not None or end is not None:
+            out.append((site, start, end))
+    return tuple(out)
 
 
 def logout(store: Store, token: str | None) -> None:

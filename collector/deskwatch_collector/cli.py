@@ -3,6 +3,7 @@
     deskwatch-collector run --broker 127.0.0.1:1883 --db /var/lib/deskwatch-collector/collector.db --http 127.0.0.1:8080
     deskwatch-collector users add alice --site acme           # password read from stdin
     deskwatch-collector users add w-1 --role worker --worker-id w-1 --site acme
+    deskwatch-collector users add bob --role worker --worker-id w-1 --site acme --new-holder   # w-1 is bob's now
     deskwatch-collector users list | reset NAME | disable NAME | enable NAME | remove NAME
     deskwatch-collector purge --db ... --retention-days 20
     deskwatch-collector report --db ...                       # counts, seq gaps, deletions
@@ -22,6 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 from deskwatch_collector import MAX_RETENTION_DAYS
@@ -46,6 +48,18 @@ def _hostport(text: str, default_port: int) -> tuple[str, int]:
         return host or "127.0.0.1", int(port)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}") from None
+
+
+def _instant(text: str) -> float:
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an ISO 8601 time such as 2026-12-07T08:00+01:00, got {text!r}"
+        ) from None
+    if when.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{text!r} has no zone: add one (Z, +01:00) so the time is not guessed")
+    return when.timestamp()
 
 
 def _retention(text: str) -> float:
@@ -121,12 +135,30 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--role", default="supervisor", choices=["supervisor", "worker"])
         p.add_argument("--worker-id", help="for worker accounts: the worker_id in the events")
 
-    account_args(sub.add_parser("add-user", help="create or update an account (the same as 'users add --replace')"))
+    def holder_args(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--new-holder",
+            action="store_true",
+            help="the worker id passes to a new person: this account sees its findings from --holder-since on, and"
+            " no account of an earlier holder sees those",
+        )
+        p.add_argument(
+            "--holder-since",
+            type=_instant,
+            metavar="TIME",
+            help="with --new-holder: when the worker id passed, ISO 8601 with its zone (2026-12-07T08:00+01:00);"
+            " default now",
+        )
+
+    add_user_parser = sub.add_parser("add-user", help="create or update an account (the same as 'users add --replace')")
+    account_args(add_user_parser)
+    holder_args(add_user_parser)
     users = sub.add_parser("users", help="list, add, reset, disable, enable or remove accounts")
     users_sub = users.add_subparsers(dest="users_command", required=True)
     db_arg(users_sub.add_parser("list", help="accounts, their role, sites and open sessions"))
     add = users_sub.add_parser("add", help="create an account (password from stdin)")
     account_args(add)
+    holder_args(add)
     add.add_argument("--replace", action="store_true", help="overwrite an existing account (its sessions end)")
     for name, text in (
         ("reset", "set a new password (from stdin); every session of the account ends"),
@@ -196,14 +228,30 @@ def _read_password(username: str) -> str:
 def _add_user(args: argparse.Namespace, store: Store, *, replace: bool) -> int:
     from deskwatch_collector.auth import add_user
 
+    if args.holder_since is not None and not args.new_holder:
+        print("deskwatch-collector: --holder-since goes with --new-holder", file=sys.stderr)
+        return exitcodes.USAGE
+    since = (time.time() if args.holder_since is None else args.holder_since) if args.new_holder else None
     password = _read_password(args.username)
     try:
-        add_user(store, args.username, password, args.role, args.site, args.worker_id, replace=replace)
+        add_user(
+            store, args.username, password, args.role, args.site, args.worker_id, replace=replace,
+            new_holder_since=since,
+        )  # fmt: skip
     except ValueError as exc:
         print(f"deskwatch-collector: {exc}", file=sys.stderr)
         return exitcodes.CONFIG
     print(f"{args.role} {args.username} can see {', '.join(sorted(set(args.site)))}")
+    if since is not None:
+        print(
+            f"worker id {args.worker_id} is {args.username}'s from {_utc(since)}: earlier findings are not shown to"
+            f" {args.username}, later ones to no earlier holder"
+        )
     return 0
+
+
+def _utc(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _users(args: argparse.Namespace, store: Store) -> int:
@@ -214,6 +262,7 @@ def _users(args: argparse.Namespace, store: Store) -> int:
         print(f"{'user':<20} {'role':<10} {'state':<9} {'sessions':>8}  sites / worker")
         for a in auth.list_users(store, time.time()):
             who = ",".join(a.sites) + (f" / {a.worker_id}" if a.worker_id else "")
+            who += f" (holder since {_utc(a.holder_since)})" if a.holder_since is not None else ""
             state = "disabled" if a.disabled else "active"
             print(f"{a.username:<20} {a.role:<10} {state:<9} {a.sessions:>8}  {who}")
         return 0

@@ -24,7 +24,7 @@ from deskwatch_contract.sqlite import connect as sqlite_connect
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Columns added after version 1, per version: (table, column, declaration). A fresh
 # database gets them from the DDL; an older one gets them in :meth:`Store.migrate`.
@@ -34,6 +34,7 @@ ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
         ("rejects", "source", "TEXT"),
         ("rejects", "raw", "{blob}"),
     ],
+    3: [("users", "holder_since", "{real}")],
 }
 
 DDL = """
@@ -146,7 +147,15 @@ CREATE TABLE IF NOT EXISTS users (
     sites TEXT NOT NULL,
     worker_id TEXT,
     created_at {real} NOT NULL,
-    disabled INTEGER NOT NULL DEFAULT 0
+    disabled INTEGER NOT NULL DEFAULT 0,
+    holder_since {real}
+);
+CREATE TABLE IF NOT EXISTS worker_holders (
+    site TEXT NOT NULL,
+    worker_id TEXT NOT NULL,
+    since {real} NOT NULL,
+    recorded_at {real} NOT NULL,
+    PRIMARY KEY (site, worker_id, since)
 );
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,

@@ -91,3 +91,24 @@ def test_run_stores_reports_and_stops_on_sigterm(
     assert proc.returncode == 0, err.decode()
     counters = json.loads(next(line for line in out.decode().splitlines() if line.startswith("COUNTERS "))[9:])
     assert counters["event.stored"] == 2 and counters["evidence.stored"] == 1
+
+
+def test_a_worker_id_handover_needs_a_time_with_its_zone_and_a_worker_account(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = str(tmp_path / "c.db")
+    args = ["users", "add", "bob", "--db", db, "--role", "worker", "--worker-id", "w-1", "--site", "acme"]
+    monkeypatch.setattr(sys, "stdin", io.StringIO("long enough pass\n"))
+    with pytest.raises(SystemExit) as exit_:
+        main([*args, "--new-holder", "--holder-since", "2026-12-07T08:00"])
+    assert exit_.value.code == 2 and "has no zone" in capsys.readouterr().err
+    assert main([*args, "--holder-since", "2026-12-07T08:00Z"]) == 2
+    assert "--holder-since goes with --new-holder" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("long enough pass\n"))
+    assert main(["users", "add", "alice", "--db", db, "--site", "acme", "--new-holder"]) == 78
+    assert "for worker accounts" in capsys.readouterr().err
+    monkeypatch.setattr(sys, "stdin", io.StringIO("long enough pass\n"))
+    assert main([*args, "--new-holder", "--holder-since", "2026-12-07T08:00+01:00"]) == 0
+    assert "worker id w-1 is bob's from 2026-12-07 07:00:00Z" in capsys.readouterr().out
+    assert main(["users", "list", "--db", db]) == 0
+    assert "acme / w-1 (holder since 2026-12-07 07:00:00Z)" in capsys.readouterr().out

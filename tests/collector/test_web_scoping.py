@@ -19,6 +19,7 @@ account's rows hold.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -27,6 +28,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -371,3 +373,58 @@ def test_the_walk_catches_a_route_without_scoping(
     assert problems and all("/api/added-later" in line for line in problems), problems
     assert any("neighbour's event id" in line for line in problems)
     assert any("'review_note'" in line for line in problems)
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_worker_id_handed_to_a_new_employee_shows_neither_holder_the_others_findings(
+    backend: str, console_store: Callable[[str], Store], console_server: ServerFactory,
+    monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
+) -> None:  # fmt: skip
+    """Alice held w-1 at acme; Bob takes it over a day ago (``users add ... --new-holder``).
+    Bob sees, pictures and contests only what was found since; an account Alice kept sees
+    nothing found since; w-1 at another site (another person) is not affected."""
+    from deskwatch_collector.cli import main
+
+    store = console_store(backend)
+    now = datetime.now(UTC).replace(microsecond=0)
+    handover = now - timedelta(days=1)
+    acme, globex = Desk("acme", "desk-a", "w-1"), Desk("globex", "desk-g", "w-1")
+    alice_old = acme.finding("phone_use", now - timedelta(days=3), photo="phone_01.jpg", detail="alice-3d")
+    alice_last = acme.finding("eating", handover - timedelta(minutes=1), detail="alice-last")
+    bob_first = acme.finding("phone_use", handover + timedelta(minutes=1), photo="phone_01.jpg", detail="bob-1")
+    carol = globex.finding("eating", now - timedelta(days=2), detail="carol-globex")
+    store_messages(store, alice_old + alice_last + bob_first + carol, now.timestamp())
+    names = {ev["event_id"]: ev["detail"] for ev in acme.sent + globex.sent}
+    auth.add_user(store, "alice", PASSWORD, "worker", ["acme"], "w-1")
+    auth.add_user(store, "carol", PASSWORD, "worker", ["globex"], "w-1")
+    with store.transaction() as tx:  # their accounts were made before the findings
+        tx.execute("UPDATE users SET created_at = ?", ((now - timedelta(days=10)).timestamp(),))
+    db = request.getfixturevalue("postgres_dsn") if backend == "postgresql" else str(store.path)  # type: ignore[attr-defined]
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))  # the admin's action, as the docs give it
+    assert main(["users", "add", "bob", "--db", db, "--role", "worker", "--worker-id", "w-1", "--site", "acme",
+                 "--new-holder", "--holder-since", handover.isoformat()]) == 0  # fmt: skip
+    server = console_server(store)
+
+    def seen(user: str) -> set[str]:
+        client = WebClient(server.url)
+        assert client.login(user) == 303
+        status, body = client.get_json("/api/me/findings?limit=200")
+        assert status == 200
+        return {names[e["event_id"]] for e in body["events"]}
+
+    assert seen("bob") == {"bob-1"}
+    assert seen("alice") == {"alice-3d", "alice-last"}  # an account the previous holder kept
+    assert seen("carol") == {"carol-globex"}  # w-1 at globex is someone else: untouched
+    bob = WebClient(server.url)
+    bob.login("bob")
+    old = alice_old[0][1]
+    event_id = json.loads(old)["event_id"]
+    for path in (f"/events/{event_id}", f"/api/events/{event_id}", f"/evidence/{event_id}"):
+        status, _, body = bob.call(path)
+        assert status == 404 and b"alice-3d" not in body, path
+    status, _ = bob.post_json(f"/api/events/{event_id}/contest", {"note": "not me"})
+    assert status == 404
+    with store.transaction(write=False) as tx:
+        assert tx.one("SELECT contested_at FROM events WHERE event_id = ?", (event_id,)) == (None,)
+    mine = json.loads(bob_first[0][1])["event_id"]
+    assert bob.call(f"/evidence/{mine}")[0] == 200

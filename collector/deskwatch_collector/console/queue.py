@@ -47,12 +47,18 @@ class BadFilter(ValueError):
 
 def scope(user: User) -> tuple[str, list[Any]]:
     """SQL that limits ``events e`` to what the account may see: its sites, and for a worker
-    account only its own findings. Every query on events starts here (:meth:`Filters.where` too)."""
+    account only its own findings (of its own holding of the worker id, :func:`auth.holding`).
+    Every query on events starts here (:meth:`Filters.where` too)."""
     sql = f"e.site IN ({', '.join('?' for _ in user.sites)})"
     params: list[Any] = list(user.sites)
     if not user.is_supervisor:
         sql += " AND e.worker_id = ?"
         params.append(user.worker_id or "")
+        # A worker id handed on (auth.holding): only the findings of this account's holding.
+        for site, start, end in user.windows:
+            bounds = [("e.detected_ts >= ?", start), ("e.detected_ts < ?", end)]
+            sql += f" AND (e.site <> ? OR ({' AND '.join(c for c, t in bounds if t is not None)}))"
+            params += [site, *(t for _, t in bounds if t is not None)]
     return sql, params
 
 
