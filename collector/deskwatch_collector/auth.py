@@ -3,7 +3,10 @@
 Hash format: ``scrypt$<n>$<r>$<p>$<salt hex>$<hash hex>`` (hashlib.scrypt, 16-byte salt).
 A session is a random 32-byte token in an HttpOnly, SameSite=Strict cookie; the database
 keeps only its sha256, so a copy of the database cannot be replayed as a login and every
-collector behind a load balancer shares the sessions.
+collector behind a load balancer shares the sessions. A session ends after
+``SESSION_SECONDS``, or sooner after ``idle_seconds`` without a request that counts as the
+person's (the console's background poll does not: a page left open on a shared PC would
+otherwise keep the evidence open for the session's whole life).
 
 A password change, a disabled or a removed account ends every session of that account
 at once (the rows go in the same transaction): every request looks the session up, and an
@@ -33,6 +36,7 @@ from deskwatch_collector.validate import NAME
 
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 SESSION_SECONDS = 12 * 3600
+IDLE_SECONDS = 30 * 60  # the default idle timeout (``run --idle-timeout``)
 MAX_PASSWORD = 1024  # characters the sign-in form reads: a longer password could never sign in
 ROLES = ("supervisor", "worker")
 
@@ -227,8 +231,8 @@ def start_session(store: Store, username: str, now: float) -> str:
     token = secrets.token_urlsafe(32)
     with store.transaction() as tx:
         tx.execute(
-            "INSERT INTO sessions (token_hash, username, expires_at) VALUES (?, ?, ?)",
-            (_token_hash(token), username, now + SESSION_SECONDS),
+            "INSERT INTO sessions (token_hash, username, expires_at, last_seen_at) VALUES (?, ?, ?, ?)",
+            (_token_hash(token), username, now + SESSION_SECONDS, now),
         )
     return token
 
@@ -241,27 +245,54 @@ def login(store: Store, username: str, password: str, now: float) -> tuple[str, 
     return start_session(store, username, now), user
 
 
-def session_user(store: Store, token: str | None, now: float) -> User | None:
+def session_user(
+    store: Store, token: str | None, now: float, *, idle_seconds: float = IDLE_SECONDS, activity: bool = True
+) -> User | None:
+    return check_session(store, token, now, idle_seconds=idle_seconds, activity=activity)[0]
+
+
+def check_session(
+    store: Store, token: str | None, now: float, *, idle_seconds: float = IDLE_SECONDS, activity: bool = True
+) -> tuple[User | None, str | None]:
+    """The session's account, or None and why: ``"idle"`` (nothing the person did for
+    ``idle_seconds``; the row is deleted), ``"expired"``, or None (no such session).
+    ``activity``: the request is the person's (a page, a review), so the session's last
+    activity moves to ``now``; the console's background poll passes False."""
     if not token:
-        return None
+        return None, None
+    digest = _token_hash(token)
     with store.transaction(write=False) as tx:
         row = tx.one(
-            "SELECT u.username, u.role, u.sites, u.worker_id, COALESCE(u.holder_since, u.created_at)"
-            " FROM sessions s JOIN users u ON u.username = s.username"
-            " WHERE s.token_hash = ? AND s.expires_at > ? AND u.disabled = 0",
-            (_token_hash(token), now),
+            "SELECT u.username, u.role, u.sites, u.worker_id, COALESCE(u.holder_since, u.created_at), s.expires_at,"
+            " COALESCE(s.last_seen_at, s.expires_at - ?) FROM sessions s JOIN users u ON u.username = s.username"
+            " WHERE s.token_hash = ? AND u.disabled = 0",
+            (SESSION_SECONDS, digest),
         )
         if row is None:
-            return None
-        user = _user(row[:4])
-        if user.is_supervisor or not user.worker_id:
-            return user
-        changes = tx.rows(
-            f"SELECT site, since FROM worker_holders WHERE worker_id = ?"
-            f" AND site IN ({', '.join('?' for _ in user.sites)})",
-            (user.worker_id, *user.sites),
-        )
-    return replace(user, windows=holding(user.sites, [(str(s), float(t)) for s, t in changes], float(row[4])))
+            return None, None
+        expires, seen = float(row[5]), float(row[6])
+        if expires <= now:
+            return None, "expired"
+        user: User | None = None
+        if now - seen < idle_seconds:
+            user = _user(row[:4])
+            if not user.is_supervisor and user.worker_id:
+                changes = tx.rows(
+                    f"SELECT site, since FROM worker_holders WHERE worker_id = ?"
+                    f" AND site IN ({', '.join('?' for _ in user.sites)})",
+                    (user.worker_id, *user.sites),
+                )
+                user = replace(
+                    user, windows=holding(user.sites, [(str(s), float(t)) for s, t in changes], float(row[4]))
+                )
+    if user is None:
+        logout(store, token)
+        return None, "idle"
+    # Written at most every tenth of the timeout (a minute at most): not a write per request.
+    if activity and now - seen >= min(60.0, idle_seconds / 10):
+        with store.transaction() as tx:
+            tx.execute("UPDATE sessions SET last_seen_at = ? WHERE token_hash = ?", (now, digest))
+    return user, None
 
 
 def holding(sites: tuple[str, ...], changes: list[tuple[str, float]], anchor: float) -> tuple[Window, ...]:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from deskwatch_collector import MAX_RETENTION_DAYS
 from deskwatch_collector.amqp import QueueConsumer, QueueSettings
+from deskwatch_collector.auth import IDLE_SECONDS
 from deskwatch_collector.console import schema as console_schema
 from deskwatch_collector.ingest import IngestStats, missing_seqs
 from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
@@ -111,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--http", default="127.0.0.1:8080", help="HOST:PORT of the supervisor page, or 'off'")
     run.add_argument("--cookie-secure", action="store_true", help="mark the session cookie Secure (behind HTTPS)")
+    run.add_argument(
+        "--idle-timeout",
+        type=seconds_at_least(60.0),
+        default=float(IDLE_SECONDS),
+        metavar="SECONDS",
+        help="sign a console session out after this long without the person's requests; the pages' background"
+        " poll does not count (default %(default)g: 30 minutes; a session ends after 12 hours regardless)",
+    )
     run.add_argument(
         "--trusted-proxy",
         action="append",
@@ -306,6 +315,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     from deskwatch_collector.console.reviewfeed import ReviewFeed
     from deskwatch_collector.console.routes import ConsoleSettings, console_routes
     from deskwatch_collector.web import GuardLimits, SupervisorServer
+    from deskwatch_collector.web.context import WebSettings
     from deskwatch_collector.web.guard import parse_networks
 
     password = None
@@ -356,6 +366,7 @@ def _run(args: argparse.Namespace, store: Store) -> int:
                 _hostport(args.http, 8080),
                 web_store,
                 cookie_secure=args.cookie_secure,
+                settings=WebSettings(idle_seconds=args.idle_timeout),
                 limits=limits,
                 health=intake.health.snapshot,
                 extra_routes=console,

@@ -24,7 +24,7 @@ from deskwatch_contract.sqlite import connect as sqlite_connect
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 # Columns added after version 1, per version: (table, column, declaration). A fresh
 # database gets them from the DDL; an older one gets them in :meth:`Store.migrate`.
@@ -35,6 +35,7 @@ ADDED_COLUMNS: dict[int, list[tuple[str, str, str]]] = {
         ("rejects", "raw", "{blob}"),
     ],
     3: [("users", "holder_since", "{real}")],
+    4: [("sessions", "last_seen_at", "{real}")],
 }
 
 DDL = """
@@ -160,7 +161,8 @@ CREATE TABLE IF NOT EXISTS worker_holders (
 CREATE TABLE IF NOT EXISTS sessions (
     token_hash TEXT PRIMARY KEY,
     username TEXT NOT NULL,
-    expires_at {real} NOT NULL
+    expires_at {real} NOT NULL,
+    last_seen_at {real}
 );
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,

@@ -336,3 +336,37 @@ def test_sign_out_works_where_no_script_runs(
     assert not [c for c in d.get_cookies() if c["name"] == "dw_session"]
     d.get(server.url + "/queue")
     assert d.current_url.endswith("/login")
+
+
+def test_a_page_left_open_signs_the_supervisor_out_after_the_idle_timeout_and_says_why(
+    console_store: Callable[[str], Store], console_server: ServerFactory, browser: Callable[[int], Any]
+) -> None:
+    """A supervisor leaves the queue open on a shared PC. The page polls for alerts every
+    second, and the session lasted 12 hours whatever the person did, so the findings stayed
+    open to whoever sat down; the poll now does not count, and after the idle timeout (4 s
+    here) the page goes to the sign-in form saying why. Working keeps the session."""
+    from selenium.webdriver.common.by import By
+
+    store = console_store("sqlite")
+    seed_demo(store, datetime.now(UTC).replace(microsecond=0))
+    server = console_server(store, ConsoleSettings(poll_seconds=1))
+    server.ctx.settings.idle_seconds = 4  # run --idle-timeout (its least is 60 s)
+    d = browser(1280)
+    sign_in(d, server.url, "alice")
+    for path in ("/queue", "/fleet", "/accuracy", "/queue?view=all"):  # working: 2.5 s between pages, 10 s in all
+        time.sleep(2.5)
+        d.get(server.url + path)
+        assert d.find_element(By.CSS_SELECTOR, ".user").text == "alice", path
+    left = time.monotonic()
+    time.sleep(2.5)  # nobody touches the page; it polls
+    polls = "return performance.getEntriesByType('resource').filter(e => e.name.includes('/api/queue/latest')).length"
+    assert d.execute_script(polls) >= 2 and "/login" not in d.current_url
+    wait(lambda: "/login" in d.current_url, timeout=15)  # it goes by itself
+    assert time.monotonic() - left >= 3.5  # not before the timeout
+    assert d.current_url.endswith("/login?signed_out=idle")
+    notice = d.find_element(By.CSS_SELECTOR, ".login .notice").text
+    assert notice == "You were signed out after 4 seconds without activity. Sign in again to go on."
+    d.get(server.url + "/queue")
+    assert "/login" in d.current_url  # the session is gone on the server, not just in the page
+    with store.transaction(write=False) as tx:
+        assert tx.one("SELECT COUNT(*) FROM sessions") == (0,)

@@ -163,3 +163,34 @@ def test_signing_in_while_the_database_is_away_says_so_and_counts_no_failure(con
     finally:
         store.close()
         pg.stop()
+
+
+def test_the_idle_timeout_ends_a_session_the_alert_poll_alone_keeps_asking(
+    console_store: Callable[[str], Store], console_server: ServerFactory
+) -> None:
+    """The alert poll (and a worker page's session check) are the page's, not the person's:
+    thirty minutes of them end the session, with the reason in the 401 and on the form; a
+    page asked in between keeps it. The server's clock is the test's."""
+    store = console_store("sqlite")
+    seed_demo(store, datetime.now(UTC).replace(microsecond=0))
+    clock = [datetime.now(UTC).timestamp()]
+    server = console_server(store, wall=lambda: clock[0])
+    sup, worker = WebClient(server.url), WebClient(server.url)
+    assert sup.login("alice") == 303 and worker.login("w-1") == 303
+    for _ in range(25):  # 25 minutes of polling, a page at minute 25
+        clock[0] += 60
+        assert sup.get_json("/api/queue/latest?after_id=0")[0] == 200
+        assert worker.get_json("/api/session")[0] == 200
+    assert sup.call("/queue")[0] == 200 and worker.call("/me")[0] == 200
+    for _ in range(29):  # 29 minutes more: still within the timeout of the page at minute 25
+        clock[0] += 60
+        assert sup.get_json("/api/queue/latest?after_id=0")[0] == 200
+    clock[0] += 61
+    status, body = sup.get_json("/api/queue/latest?after_id=0")
+    assert status == 401 and body["signed_out"] == "idle"
+    assert body["error"] == "You were signed out after 30 minutes without activity. Sign in again to go on."
+    assert worker.call("/me")[1]["location"] == "/login?signed_out=idle"
+    assert sup.get_json("/api/queue")[0] == 401  # the session is gone, not only refused once
+    page = WebClient(server.url).call("/login?signed_out=idle")[2]
+    assert b"You were signed out after 30 minutes without activity." in page
+    assert b"<script" not in WebClient(server.url).call("/login?signed_out=%3Cscript%3E")[2]

@@ -212,3 +212,9 @@ def worker_api(view: View, request: Request, user: User) -> Response:
 
 def home(view: View, request: Request, user: User) -> Response:
     return RedirectResponse("/queue" if user.is_supervisor else "/me", 303)
+
+
+def session_api(view: View, request: Request, user: User) -> Response:
+    """Whether the session still holds, for a page without the alert poll (the worker's): when it
+    has ended the answer is 401 saying why, and the page goes to the sign-in form with it."""
+    return view.json({"username": user.username})

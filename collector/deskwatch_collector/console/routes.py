@@ -35,7 +35,8 @@ def console_routes(settings: ConsoleSettings | None = None) -> list[BaseRoute]:
         route("/queue", q.queue_page),
         route("/queue.csv", q.queue_csv),
         route("/api/queue", q.queue_api),
-        route("/api/queue/latest", q.latest_api),
+        route("/api/queue/latest", q.latest_api, background=True),  # the alert poll: not the person's doing
+        route("/api/session", r.session_api, background=True),  # a page without the poll checks its session
         route("/events/{event_id}", q.event_page),
         route("/api/events/{event_id}", q.event_api),
         route("/api/events/{event_id}/review", q.review_api, ("POST",)),

@@ -39,7 +39,8 @@ from deskwatch_collector.console.vocab import (
 )
 from deskwatch_collector.retention import DAY
 from deskwatch_collector.store import Store, StoreUnavailable
-from deskwatch_collector.web.context import WebContext
+from deskwatch_collector.web.context import WebContext, signed_out_why
+from deskwatch_collector.web.pages import signed_out_message
 from deskwatch_contract.jsonutil import dumps_bytes
 
 logger = logging.getLogger(__name__)
@@ -117,12 +118,17 @@ class View:
         self.env = environment()
 
     # -- routing ---------------------------------------------------------------------------
-    def route(self, path: str, handler: Handler, methods: tuple[str, ...] = ("GET",)) -> Route:
+    def route(
+        self, path: str, handler: Handler, methods: tuple[str, ...] = ("GET",), *, background: bool = False
+    ) -> Route:
+        """``background``: a page's script asks this by itself (the alert poll), so it does not
+        keep the session from its idle timeout."""
+
         async def endpoint(request: Request) -> Response:
             ctx = WebContext.of(request)
             request.state.body = await request.body() if request.method == "POST" else b""
             try:
-                user = await ctx.user(request)
+                user = await ctx.user(request, activity=not background)
             except StoreUnavailable:  # the session is looked up first: answer as a page would
                 if self._api(request):
                     return self.json({"error": "database unavailable, try again"}, 503)
@@ -142,7 +148,13 @@ class View:
         api = self._api(request)
         try:
             if user is None:
-                return self.json({"error": "sign in first"}, 401) if api else RedirectResponse("/login", 303)
+                why = signed_out_why(request)
+                if api:
+                    idle = WebContext.of(request).settings.idle_seconds
+                    return self.json(
+                        {"error": signed_out_message(why, idle) or "sign in first", "signed_out": why}, 401
+                    )
+                return RedirectResponse(f"/login?signed_out={why}" if why else "/login", 303)
             return handler(self, request, user)
         except queue.BadFilter as exc:
             return (

@@ -129,6 +129,26 @@ function announce(events) {
   }
 }
 
+// A session the server ended (signed out after the idle timeout, or elsewhere): the sign-in
+// form, saying why, instead of a page that goes on showing findings to whoever sits down.
+async function signedOut(r) {
+  let why = "";
+  try { why = (await r.json()).signed_out || ""; } catch (e) { /* not JSON */ }
+  location.href = "/login" + (why ? "?signed_out=" + encodeURIComponent(why) : "");
+}
+
+(function watchSession() {
+  if (alertsButton || !document.getElementById("logout")) return;  // the alert poll does it on supervisors' pages
+  async function tick() {
+    try {
+      const r = await fetch("/api/session", {credentials: "same-origin"});
+      if (r.status === 401) { await signedOut(r); return; }
+    } catch (e) { /* offline for a moment: next tick */ }
+    setTimeout(tick, 30000);
+  }
+  setTimeout(tick, 30000);
+})();
+
 (function pollNewEvents() {
   if (!alertsButton) return;  // workers get no alerts
   let latest = body.dataset.latestId || "0";  // sealed by the server: passed back as it came
@@ -137,7 +157,7 @@ function announce(events) {
   async function tick() {
     try {
       const r = await fetch("/api/queue/latest?after_id=" + encodeURIComponent(latest), {credentials: "same-origin"});
-      if (r.status === 401) { location.href = "/login"; return; }
+      if (r.status === 401) { await signedOut(r); return; }
       if (r.ok) {
         const got = await r.json();
         if (!first && got.events.length) announce(got.events);

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 import anyio
@@ -31,6 +32,7 @@ COOKIE = "dw_session"
 class WebSettings:
     cookie_secure: bool = False
     db_threads: int = 8
+    idle_seconds: float = auth.IDLE_SECONDS  # a session ends after this long without the person's requests
 
 
 @dataclass
@@ -54,11 +56,19 @@ class WebContext:
             self._limiter = anyio.CapacityLimiter(self.settings.db_threads)
         return await anyio.to_thread.run_sync(fn, *args, limiter=self._limiter)
 
-    async def user(self, request: Request) -> auth.User | None:
+    async def user(self, request: Request, *, activity: bool = True) -> auth.User | None:
+        """The signed-in account. ``activity``: the request is the person's, so it keeps the session
+        from its idle timeout (the console's background poll is not). A session that just ended
+        leaves why in ``request.state.signed_out`` (``"idle"``, ``"expired"``)."""
         token = session_token(request)
         if not token:
             return None
-        return await self.run(auth.session_user, self.store, token, self.wall())
+        user, why = await self.run(
+            partial(auth.check_session, idle_seconds=self.settings.idle_seconds, activity=activity),
+            self.store, token, self.wall(),
+        )  # fmt: skip
+        request.state.signed_out = why
+        return user
 
     def cookie(self, value: str, max_age: int | None = None, *, https: bool = False) -> str:
         """The session cookie. Without ``max_age`` it lasts until the browser closes (the session
@@ -75,6 +85,11 @@ def session_token(request: Request) -> str | None:
     app on the same host set (``prefs={"theme":"dark"}``, a value with a space) hid the
     session, and the supervisor was sent back to the sign-in form after every sign-in."""
     return request.cookies.get(COOKIE) or None
+
+
+def signed_out_why(request: Request) -> str | None:
+    """Why the request's session just ended (``"idle"``, ``"expired"``), if it did."""
+    return getattr(request.state, "signed_out", None)
 
 
 def browser_https(request: Request) -> bool:
@@ -96,4 +111,7 @@ def html_response(status: int, body: bytes, headers: dict[str, str] | None = Non
     return Response(body, status, headers=headers, media_type="text/html; charset=utf-8")
 
 
-__all__ = ["COOKIE", "WebContext", "WebSettings", "browser_https", "client_address", "html_response", "json_response"]
+__all__ = [
+    "COOKIE", "WebContext", "WebSettings", "browser_https", "client_address", "html_response", "json_response",
+    "signed_out_why",
+]  # fmt: skip

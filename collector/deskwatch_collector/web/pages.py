@@ -23,9 +23,11 @@ from .throttle import HashBusy
 logger = logging.getLogger("deskwatch_collector.web")
 
 
-def login_page(error: str = "") -> bytes:
-    """The sign-in form (no script; the console's stylesheet). Supervisors and workers use it alike."""
+def login_page(error: str = "", notice: str = "") -> bytes:
+    """The sign-in form (no script; the console's stylesheet). Supervisors and workers use it alike.
+    ``notice``: why the person is here (their session ended), in words."""
     err = f"<p class=error role=alert>{escape(error)}</p>" if error else ""
+    err += f"<p class=notice role=status>{escape(notice)}</p>" if notice else ""
     return (
         "<!doctype html><html lang=en><head><meta charset=utf-8>"
         '<meta name=viewport content="width=device-width, initial-scale=1"><title>Sign in · deskwatch</title>'
@@ -46,8 +48,26 @@ async def healthz(request: Request) -> Response:
     return json_response(200 if state.get("ok") else 503, state)
 
 
+def signed_out_message(why: str | None, idle_seconds: float) -> str:
+    """Why a session ended, for the person whose page it was (only the reasons the server gives)."""
+    if why == "idle":
+        return f"You were signed out after {duration(idle_seconds)} without activity. Sign in again to go on."
+    if why == "expired":
+        return f"You were signed out: a session lasts {auth.SESSION_SECONDS // 3600} hours. Sign in again to go on."
+    return ""
+
+
+def duration(seconds: float) -> str:
+    if seconds >= 60:
+        minutes = round(seconds / 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
+
+
 async def login_form(request: Request) -> Response:
-    return html_response(200, login_page())
+    ctx = WebContext.of(request)
+    notice = signed_out_message(request.query_params.get("signed_out"), ctx.settings.idle_seconds)
+    return html_response(200, login_page(notice=notice))
 
 
 async def login_submit(request: Request) -> Response:
