@@ -380,3 +380,43 @@ def test_the_cookie_is_secure_when_a_trusted_proxy_says_the_browser_spoke_https(
     assert "; Secure" not in cookie(proxied, {"X-Forwarded-Proto": "http"})  # the proxy's plain-http listener
     direct = serve()  # no trusted proxy: anyone could write the header
     assert "; Secure" not in cookie(direct, https)
+
+
+def test_over_https_the_session_cookie_is_a_host_cookie_a_sibling_subdomain_cannot_shadow(serve: Factory) -> None:
+    """A sibling subdomain (another app of the company) could set a Domain= cookie named
+    dw_session holding a session of an account its author owns; the browser sent both and
+    the server took the last, so the supervisor went on as that account. Over HTTPS the
+    cookie is now __Host-dw_session (a browser takes it only Secure, Path=/, without Domain)
+    and a plain dw_session is not read; the answers carry HSTS. Plain HTTP is as it was."""
+    server = serve(limits=GuardLimits(trusted_proxies=parse_networks(["127.0.0.1"])))
+    auth.add_user(server.store, "mallory", PASSWORD, "worker", ["acme"], "w-9")
+    https = {"X-Forwarded-Proto": "https", "X-Forwarded-For": "203.0.113.7"}
+
+    def call(path: str, headers: dict[str, str], data: bytes | None = None) -> tuple[int, dict[str, str]]:
+        extra = {"Content-Type": FORM} if data else {}
+        return _no_redirect(urllib.request.Request(server.url + path, data, {**headers, **extra}))
+
+    def sign_in(user: str, headers: dict[str, str]) -> str:
+        status, answer = call("/login", headers, f"username={user}&password={PASSWORD}".encode())
+        assert status == 303
+        return answer["set-cookie"]
+
+    cookie = sign_in("alice", https)
+    assert cookie.startswith("__Host-dw_session=") and "; Secure" in cookie and "; Path=/;" in cookie
+    assert "domain" not in cookie.lower()
+    mine = cookie.split(";")[0]
+    tossed = "dw_session=" + sign_in("mallory", {}).split(";")[0].split("=", 1)[1]  # mallory's own session
+    for order in (f"{mine}; {tossed}", f"{tossed}; {mine}"):
+        status, answer = call("/", {**https, "Cookie": order})
+        assert (status, answer["location"]) == (303, "/queue"), order  # alice's, not mallory's /me
+    assert call("/", {**https, "Cookie": tossed})[1]["location"] == "/login"
+    assert call("/login", https)[1]["strict-transport-security"] == "max-age=31536000"
+    assert call("/queue", {**https, "Cookie": mine})[1]["strict-transport-security"] == "max-age=31536000"
+    status, answer = call("/logout", {**https, "Cookie": mine}, b"x=1")
+    assert answer["set-cookie"].startswith("__Host-dw_session=;") and "Max-Age=0" in answer["set-cookie"]
+    # Plain HTTP (tests, make demo, a console on loopback): the plain cookie, no HSTS.
+    plain = sign_in("alice", {})
+    assert plain.startswith("dw_session=") and "Secure" not in plain
+    assert "strict-transport-security" not in call("/login", {})[1]
+    assert "strict-transport-security" not in call("/login", {"X-Forwarded-Proto": "http"})[1]
+    assert call("/", {"Cookie": plain.split(";")[0]})[1]["location"] == "/queue"

@@ -26,6 +26,12 @@ from .throttle import HashGate, LoginThrottle
 
 T = TypeVar("T")
 COOKIE = "dw_session"
+# Over HTTPS the cookie has the __Host- prefix: a browser then takes it only Secure, for Path=/
+# and without a Domain, so a sibling subdomain (another app of the company) cannot toss a
+# Domain= cookie of that name over the session (the browser would send both, and the server
+# would have taken the last, signing the supervisor in as the other app's author). Plain HTTP
+# (tests, make demo, a loopback console) keeps the plain name: a browser refuses Secure there.
+HOST_COOKIE = "__Host-" + COOKIE
 
 
 @dataclass
@@ -73,18 +79,23 @@ class WebContext:
     def cookie(self, value: str, max_age: int | None = None, *, https: bool = False) -> str:
         """The session cookie. Without ``max_age`` it lasts until the browser closes (the session
         itself ends on the server after ``auth.SESSION_SECONDS``): a supervisor who closes the
-        browser on a shared PC instead of signing out leaves no one signed in. ``0`` deletes it."""
-        secure = "; Secure" if self.settings.cookie_secure or https else ""
+        browser on a shared PC instead of signing out leaves no one signed in. ``0`` deletes it.
+        Secure, and named :data:`HOST_COOKIE`, when the browser spoke HTTPS or ``--cookie-secure``."""
+        secure = self.settings.cookie_secure or https
         lasts = f"; Max-Age={max_age}" if max_age is not None else ""
-        return f"{COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict{lasts}{secure}"
+        name = HOST_COOKIE if secure else COOKIE
+        return f"{name}={value}; Path=/; HttpOnly; SameSite=Strict{lasts}{'; Secure' if secure else ''}"
 
 
 def session_token(request: Request) -> str | None:
     """The session cookie's value, read as browsers write the header (Starlette's parser): the
     stdlib's SimpleCookie stops at the first cookie it cannot parse, so a cookie another web
     app on the same host set (``prefs={"theme":"dark"}``, a value with a space) hid the
-    session, and the supervisor was sent back to the sign-in form after every sign-in."""
-    return request.cookies.get(COOKIE) or None
+    session, and the supervisor was sent back to the sign-in form after every sign-in.
+
+    Over HTTPS only :data:`HOST_COOKIE` is read: a plain ``dw_session`` there is another site's."""
+    secure = WebContext.of(request).settings.cookie_secure or browser_https(request)
+    return request.cookies.get(HOST_COOKIE if secure else COOKIE) or None
 
 
 def signed_out_why(request: Request) -> str | None:
@@ -112,6 +123,6 @@ def html_response(status: int, body: bytes, headers: dict[str, str] | None = Non
 
 
 __all__ = [
-    "COOKIE", "WebContext", "WebSettings", "browser_https", "client_address", "html_response", "json_response",
+    "COOKIE", "HOST_COOKIE", "WebContext", "WebSettings", "browser_https", "client_address", "html_response", "json_response",
     "signed_out_why",
 ]  # fmt: skip

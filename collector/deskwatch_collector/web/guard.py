@@ -21,9 +21,11 @@ head within its keep-alive timeout (slowloris). Everything after the head is our
   supervisor's browser into the attacker's account (``/login``) or out of their own. The
   JSON APIs need this less (a form cannot send JSON) but get it too. Requests a browser
   did not make carry no such header and pass (the API, scripts, the tests);
-- **headers on every response**: a strict Content-Security-Policy and friends;
+- **headers on every response**: a strict Content-Security-Policy and friends, and HSTS
+  to a browser that spoke HTTPS;
 - **whether the browser spoke HTTPS** (to us, or to a trusted proxy that says so in
-  ``X-Forwarded-Proto``): the session cookie is then ``Secure`` without ``--cookie-secure``.
+  ``X-Forwarded-Proto``): the session cookie is then ``Secure`` and ``__Host-`` without
+  ``--cookie-secure``.
 """
 
 from __future__ import annotations
@@ -52,6 +54,11 @@ CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# Sent only to a browser that spoke HTTPS (directly or through a trusted proxy): it makes the
+# browser use https:// for this host for a year, so the name typed without it (or a link, or
+# an attacker on the office network) never reaches the console, or its cookie, in plain HTTP.
+# No includeSubDomains: other hosts of the domain are not the collector's to decide.
+HSTS = b"max-age=31536000"
 SECURITY_HEADERS = (
     (b"content-security-policy", CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
@@ -163,7 +170,7 @@ class Guard:
         address = client_address(scope, self.limits.trusted_proxies)
         scope.setdefault("state", {})["client_address"] = address
         scope["state"]["browser_https"] = browser_https(scope, self.limits.trusted_proxies)
-        send = self._with_headers(send)
+        send = self._with_headers(send, scope["state"]["browser_https"])
         if self._per_address[address] >= self.limits.per_address:
             await self._refuse(
                 send, _Refused(429, "too many requests at once from your address", "per_address"), address
@@ -239,7 +246,9 @@ class Guard:
             more = bool(message.get("more_body", False))
         return b"".join(chunks)
 
-    def _with_headers(self, send: Send) -> Send:
+    def _with_headers(self, send: Send, https: bool = False) -> Send:
+        """Every answer gets :data:`SECURITY_HEADERS`; one to a browser that spoke HTTPS also HSTS."""
+
         async def wrapped(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
@@ -247,6 +256,8 @@ class Guard:
                 headers += [(k, v) for k, v in SECURITY_HEADERS if k not in present]
                 if b"cache-control" not in present:
                     headers.append((b"cache-control", b"no-store"))
+                if https and b"strict-transport-security" not in present:
+                    headers.append((b"strict-transport-security", HSTS))
                 message["headers"] = headers
             await send(message)
 
