@@ -164,6 +164,20 @@ CREATE TABLE IF NOT EXISTS sessions (
     expires_at {real} NOT NULL,
     last_seen_at {real}
 );
+CREATE TABLE IF NOT EXISTS signin_failures (
+    attempt TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at {real} NOT NULL
+);
+CREATE INDEX IF NOT EXISTS signin_failures_key ON signin_failures (kind, key, at);
+CREATE INDEX IF NOT EXISTS signin_failures_attempt ON signin_failures (attempt);
+CREATE TABLE IF NOT EXISTS signin_known (
+    username TEXT NOT NULL,
+    address TEXT NOT NULL,
+    seen_at {real} NOT NULL,
+    PRIMARY KEY (username, address)
+);
 CREATE TABLE IF NOT EXISTS meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -338,6 +352,10 @@ class Store:
     def _lock_schema(self, tx: Tx) -> None:
         """Serialise :meth:`migrate` between collectors starting together (PostgreSQL)."""
 
+    def lock(self, tx: Tx, what: int) -> None:
+        """Serialise write transactions that take the same ``what`` until they end, across
+        collectors (PostgreSQL: an advisory lock; SQLite's write transactions are serialised)."""
+
     def migrate(self) -> None:
         statements = [s.strip() for s in DDL.format(**TYPES[self.backend]).split(";") if s.strip()]
         tables = [s for s in statements if not s.startswith("CREATE INDEX")]
@@ -478,6 +496,9 @@ class PostgresStore(Store):
 
     def _lock_schema(self, tx: Tx) -> None:
         tx.execute("SELECT pg_advisory_xact_lock(1415926535)")
+
+    def lock(self, tx: Tx, what: int) -> None:
+        tx.execute("SELECT pg_advisory_xact_lock(?)", (what,))
 
 
 # libpq settings the collector needs and a DSN may not give; a DSN's own value wins.

@@ -51,11 +51,12 @@ class _Stay(urllib.request.HTTPRedirectHandler):
 
 @pytest.fixture
 def serve(console_store: Callable[[str], Store], console_server: ServerFactory) -> Factory:
-    """``serve(console=None, **kwargs)``: a started server (the console's routes, ``kwargs`` for
-    :class:`SupervisorServer`) on a fresh store with alice (acme) and her password."""
+    """``serve(console=None, backend="sqlite", **kwargs)``: a started server (the console's routes,
+    ``kwargs`` for :class:`SupervisorServer`) on a fresh store with alice (acme) and her password
+    (on PostgreSQL the sign-in counts are the database's, :class:`SharedThrottle`)."""
 
-    def start(console: ConsoleSettings | None = None, **kwargs: Any) -> SupervisorServer:
-        store = console_store("sqlite")
+    def start(console: ConsoleSettings | None = None, backend: str = "sqlite", **kwargs: Any) -> SupervisorServer:
+        store = console_store(backend)
         auth.add_user(store, "alice", PASSWORD, "supervisor", ["acme"], None)
         return console_server(store, console, **kwargs)
 
@@ -196,17 +197,22 @@ async def _parallel_logins(port: int, n: int, username: str, forwarded: list[str
     return list(await asyncio.gather(*(one(i) for i in range(n))))
 
 
-def test_parallel_guesses_are_counted_before_hashing(serve: Factory, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_parallel_guesses_are_counted_before_hashing(
+    serve: Factory, monkeypatch: pytest.MonkeyPatch, backend: str
+) -> None:
     hashes = hash_counter(monkeypatch)
-    server = serve(limits=GuardLimits(per_address=300, max_requests=300, max_body_readers=300))
+    server = serve(backend=backend, limits=GuardLimits(per_address=300, max_requests=300, max_body_readers=300))
     codes = run(_parallel_logins(server.server_address[1], 150, "alice"))
     assert codes.count("401") == 5 and codes.count("429") == 145, sorted(set(codes))
     assert len(hashes) == 5  # the limit held while the hashes ran
     # And the real user, from another address she has used before, is not locked out (below).
 
 
-def test_per_user_and_per_address_limits_do_not_lock_each_other_out(serve: Factory) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_per_user_and_per_address_limits_do_not_lock_each_other_out(serve: Factory, backend: str) -> None:
     server = serve(
+        backend=backend,
         limits=GuardLimits(trusted_proxies=parse_networks(["127.0.0.1"])),
         throttle=ThrottleLimits(per_pair=5, per_address=30, per_user=20),
     )
@@ -420,3 +426,53 @@ def test_over_https_the_session_cookie_is_a_host_cookie_a_sibling_subdomain_cann
     assert "strict-transport-security" not in call("/login", {})[1]
     assert "strict-transport-security" not in call("/login", {"X-Forwarded-Proto": "http"})[1]
     assert call("/", {"Cookie": plain.split(";")[0]})[1]["location"] == "/queue"
+
+
+def test_collectors_sharing_postgresql_share_the_sign_in_limits(
+    console_store: Callable[[str], Store], console_server: ServerFactory, request: pytest.FixtureRequest
+) -> None:
+    """Two collectors on one PostgreSQL behind a load balancer each counted alone: a guesser
+    alternating between them had 10 tries at alice's password instead of 5 (N collectors, N
+    times). The counts now live in the database; alice's known address is known to both."""
+    first = console_store("postgresql")
+    auth.add_user(first, "alice", PASSWORD, "supervisor", ["acme"], None)
+    second = open_store(request.getfixturevalue("postgres_dsn"))  # the other collector's own connections
+    try:
+        limits = GuardLimits(trusted_proxies=parse_networks(["127.0.0.1"]))
+        servers = [console_server(first, limits=limits), console_server(second, limits=limits)]
+
+        def sign_in(i: int, address: str, password: str = PASSWORD, user: str = "alice") -> int:
+            b = WebClient(servers[i % 2].url)
+            b.opener.addheaders = [("X-Forwarded-For", address)]
+            return b.login(user, password)
+
+        assert sign_in(0, "198.51.100.7") == 303  # alice, at collector A: a known address for both
+        codes = [sign_in(i, "192.0.2.1", f"guess-{i}") for i in range(20)]
+        assert codes.count(401) == 5 and codes.count(429) == 15, codes
+        codes = [sign_in(i, f"192.0.2.{100 + i}", f"guess-{i}") for i in range(30)]  # the per-user budget
+        assert codes.count(401) == 15 and codes.count(429) == 15, codes  # 20 in all, 5 of them above
+        assert sign_in(1, "198.51.100.7") == 303  # alice, at collector B, from her known address
+        assert sign_in(1, "198.51.100.8") == 429
+    finally:
+        second.close()
+
+
+def test_an_ipv6_client_is_counted_by_its_64(serve: Factory) -> None:
+    """An IPv6 client holds a whole /64 and can take a new address per guess: counted per
+    address, the per-address and per-pair limits never held for it."""
+    server = serve(
+        limits=GuardLimits(trusted_proxies=parse_networks(["127.0.0.1"])),
+        throttle=ThrottleLimits(per_pair=5, per_address=10, per_user=1000),
+    )
+
+    def sign_in(address: str, user: str) -> int:
+        b = WebClient(server.url)
+        b.opener.addheaders = [("X-Forwarded-For", address)]
+        return b.login(user, "wrong password")
+
+    codes = [sign_in(f"2001:db8:0:1::{i:x}", "alice") for i in range(1, 9)]
+    assert codes == [401] * 5 + [429] * 3, codes  # one client, one pair
+    codes = [sign_in(f"2001:db8:0:1:{i:x}::1", f"name-{i}") for i in range(1, 9)]
+    assert codes == [401] * 5 + [429] * 3, codes  # the address's 10 in all
+    assert sign_in("2001:db8:0:2::1", "alice") == 401  # the next /64 is another client
+    assert sign_in("::ffff:192.0.2.9", "alice") == 401 and sign_in("192.0.2.9", "alice") == 401

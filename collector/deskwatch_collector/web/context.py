@@ -22,7 +22,7 @@ from deskwatch_contract.jsonutil import dumps_bytes
 
 from .. import auth
 from ..store import Store
-from .throttle import HashGate, LoginThrottle
+from .throttle import HashGate, LoginThrottle, SharedThrottle
 
 T = TypeVar("T")
 COOKIE = "dw_session"
@@ -45,7 +45,7 @@ class WebSettings:
 class WebContext:
     store: Store
     settings: WebSettings = field(default_factory=WebSettings)
-    throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    throttle: LoginThrottle | SharedThrottle = field(default_factory=LoginThrottle)
     hashes: HashGate = field(default_factory=HashGate)
     wall: Callable[[], float] = time.time
     health: Callable[[], dict[str, Any]] | None = None  # the intake's state, for /healthz

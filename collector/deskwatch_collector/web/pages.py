@@ -7,6 +7,7 @@ neither parallel guesses nor a burst of slow logins can outrun the limits or the
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from html import escape
 from urllib.parse import parse_qs
@@ -18,7 +19,7 @@ from starlette.routing import BaseRoute, Route
 from .. import auth
 from ..store import StoreUnavailable
 from .context import WebContext, browser_https, client_address, html_response, json_response, session_token
-from .throttle import HashBusy
+from .throttle import Attempt, HashBusy
 
 logger = logging.getLogger("deskwatch_collector.web")
 
@@ -76,7 +77,10 @@ async def login_submit(request: Request) -> Response:
     username = (form.get("username") or [""])[0][:64]
     password = (form.get("password") or [""])[0][: auth.MAX_PASSWORD]
     address, now = client_address(request), ctx.wall()
-    attempt = ctx.throttle.attempt(username, address, now)
+    try:  # counted in the database on PostgreSQL (SharedThrottle): on the database's threads
+        attempt = await ctx.run(ctx.throttle.attempt, username, address, now)
+    except StoreUnavailable as exc:
+        return _no_database(username, address, exc)
     if attempt is None:
         logger.warning("sign-in for %r from %s refused: too many failures", username, address)
         page = login_page("Too many failed attempts. Wait a few minutes and try again.")
@@ -84,23 +88,30 @@ async def login_submit(request: Request) -> Response:
     try:
         user = await ctx.hashes.run(auth.verify_login, ctx.store, username, password)
     except HashBusy:
-        ctx.throttle.cancel(attempt)
+        await _cancel(ctx, attempt)
         logger.warning("sign-in for %r from %s refused: too many sign-ins in progress", username, address)
         page = login_page("The server is busy. Try again in a few seconds.")
         return html_response(503, page, {"Retry-After": "5"})
     except StoreUnavailable as exc:
-        ctx.throttle.cancel(attempt)  # no password was checked: not a failed guess
+        await _cancel(ctx, attempt)  # no password was checked: not a failed guess
         return _no_database(username, address, exc)
     if user is None:
         logger.warning("failed sign-in for %r from %s", username, address)
         return html_response(401, login_page("Wrong user name or password."))
-    ctx.throttle.succeeded(attempt, ctx.wall())
     try:
+        await ctx.run(ctx.throttle.succeeded, attempt, ctx.wall())
         token = await ctx.run(auth.start_session, ctx.store, user.username, ctx.wall())
     except StoreUnavailable as exc:
         return _no_database(username, address, exc)
     logger.info("%s %s signed in from %s", user.role, user.username, address)
     return RedirectResponse("/", 303, headers={"Set-Cookie": ctx.cookie(token, https=browser_https(request))})
+
+
+async def _cancel(ctx: WebContext, attempt: Attempt) -> None:
+    """The attempt checked no password: refund it (with the database away it cannot be, and
+    the row goes with the window)."""
+    with contextlib.suppress(StoreUnavailable):
+        await ctx.run(ctx.throttle.cancel, attempt)
 
 
 def _no_database(username: str, address: str, exc: StoreUnavailable) -> Response:

@@ -42,7 +42,7 @@ from ..store import Store, StoreUnavailable
 from . import pages
 from .context import WebContext, WebSettings, json_response
 from .guard import Guard, GuardLimits
-from .throttle import HashGate, LoginThrottle, ThrottleLimits
+from .throttle import HashGate, LoginThrottle, SharedThrottle, ThrottleLimits
 
 logger = logging.getLogger("deskwatch_collector.web")
 
@@ -97,9 +97,10 @@ class SupervisorServer:
     ) -> None:
         settings = settings or WebSettings()
         settings.cookie_secure = settings.cookie_secure or cookie_secure
-        self.ctx = WebContext(
-            store, settings, LoginThrottle(throttle), HashGate(hash_workers, 4 * hash_workers), wall, health
-        )
+        # On PostgreSQL the collectors behind a load balancer share the database, and so the
+        # sign-in counts: each process counting alone gave N collectors N times the guesses.
+        counts = SharedThrottle(store, throttle) if store.backend == "postgresql" else LoginThrottle(throttle)
+        self.ctx = WebContext(store, settings, counts, HashGate(hash_workers, 4 * hash_workers), wall, health)
         self.guard = Guard(build_app(self.ctx, extra_routes), limits)
         family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self._sock = socket.socket(family, socket.SOCK_STREAM)

@@ -9,12 +9,19 @@ run. Three limits, chosen so that neither side can lock the other out:
   several users' worth);
 - per user (``per_user``): many addresses guessing one account.
 
+An IPv6 client is counted by its /64 (one subscriber's or host's prefix: it can use every
+address in it), an IPv4 client by its address.
+
 A pair that has signed in successfully before (a *known* address for that user) is held
 only to ``per_pair``: an attacker elsewhere who exhausts alice's per-user budget, or a
 colleague behind the same NAT who exhausts the address budget, does not lock alice out
 of her usual address. Every table is an LRU map with at most ``max_keys`` keys, and each
 key keeps at most ``limit`` timestamps, so memory stays bounded whatever user names an
 attacker invents.
+
+:class:`SharedThrottle` keeps the same counts in the database, for collectors that share a
+PostgreSQL behind a load balancer: each process counting alone gave N collectors N times the
+guesses (the server uses it on PostgreSQL; on SQLite, one host, the in-memory one).
 
 :class:`HashGate` runs password hashes on a fixed number of threads with a short queue;
 past that it answers "busy" at once instead of letting memory grow (scrypt takes 16 MiB
@@ -24,6 +31,8 @@ per hash).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import secrets
 import threading
 from collections import OrderedDict, deque
 from collections.abc import Callable
@@ -31,7 +40,23 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from ..store import Store
+
 T = TypeVar("T")
+_THROTTLE_LOCK = 1415926536  # the advisory lock SharedThrottle's transactions take (PostgreSQL)
+
+
+def client_key(address: str) -> str:
+    """The client as the throttle counts it: an IPv6 address by its /64, others as they are."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.7 is the IPv4 client 192.0.2.7
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
 
 
 @dataclass(frozen=True)
@@ -86,6 +111,7 @@ class Attempt:
     address: str
     at: float
     keys: tuple[tuple[str, object], ...] = field(default=())
+    token: str = ""  # SharedThrottle: the attempt's rows
 
 
 class LoginThrottle:
@@ -110,7 +136,7 @@ class LoginThrottle:
 
     def attempt(self, username: str, address: str, now: float) -> Attempt | None:
         """Count an attempt as failed now; ``None`` (and nothing counted) when a limit is reached."""
-        username = username[:64]
+        username, address = username[:64], client_key(address)
         pair = (username, address)
         checks: list[tuple[str, object]] = [("pair", pair)]
         with self._lock:
@@ -138,6 +164,63 @@ class LoginThrottle:
             self._known.move_to_end(pair)
             while len(self._known) > self.limits.max_keys:
                 self._known.popitem(last=False)
+
+
+class SharedThrottle:
+    """:class:`LoginThrottle`'s limits, counted in the database every collector shares.
+
+    Each call is one short write transaction under one advisory lock, so collectors that
+    count at the same moment cannot both slip under a limit; rows older than the window go
+    at each attempt. Raises :class:`~deskwatch_collector.store.StoreUnavailable` when the
+    database is away (no password is checked then either)."""
+
+    def __init__(self, store: Store, limits: ThrottleLimits | None = None) -> None:
+        self.store = store
+        self.limits = limits = limits or ThrottleLimits()
+        self._limit = {"pair": limits.per_pair, "address": limits.per_address, "user": limits.per_user}
+
+    def attempt(self, username: str, address: str, now: float) -> Attempt | None:
+        # PostgreSQL's text holds no U+0000, which a guessed name may: written out, one to one.
+        username = username[:64].replace("\\", "\\\\").replace("\x00", "\\0")
+        address, token = client_key(address), secrets.token_hex(16)
+        window = self.limits.window
+        with self.store.transaction() as tx:
+            self.store.lock(tx, _THROTTLE_LOCK)
+            tx.execute("DELETE FROM signin_failures WHERE at < ?", (now - window,))
+            seen = tx.one("SELECT seen_at FROM signin_known WHERE username = ? AND address = ?", (username, address))
+            checks: list[tuple[str, object]] = [("pair", f"{username} {address}")]
+            if seen is None or now - float(seen[0]) > self.limits.known_seconds:
+                checks += [("address", address), ("user", username)]
+            for kind, key in checks:
+                row = tx.one(
+                    "SELECT COUNT(*) FROM signin_failures WHERE kind = ? AND key = ? AND at >= ?",
+                    (kind, str(key), now - window),
+                )
+                if row is not None and int(row[0]) >= self._limit[kind]:
+                    return None
+            for kind, key in checks:
+                tx.execute(
+                    "INSERT INTO signin_failures (attempt, kind, key, at) VALUES (?, ?, ?, ?)",
+                    (token, kind, str(key), now),
+                )
+        return Attempt(username, address, now, tuple(checks), token)
+
+    def cancel(self, attempt: Attempt) -> None:
+        """The attempt never ran (the server was busy, the database away): it does not count."""
+        with self.store.transaction() as tx:
+            tx.execute("DELETE FROM signin_failures WHERE attempt = ?", (attempt.token,))
+
+    def succeeded(self, attempt: Attempt, now: float) -> None:
+        """The password was right: refund the attempt and remember the address for this user."""
+        with self.store.transaction() as tx:
+            self.store.lock(tx, _THROTTLE_LOCK)
+            tx.execute("DELETE FROM signin_failures WHERE attempt = ?", (attempt.token,))
+            tx.execute(
+                "INSERT INTO signin_known (username, address, seen_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (username, address) DO UPDATE SET seen_at = excluded.seen_at",
+                (attempt.username, attempt.address, now),
+            )
+            tx.execute("DELETE FROM signin_known WHERE seen_at < ?", (now - self.limits.known_seconds,))
 
 
 class HashBusy(Exception):
