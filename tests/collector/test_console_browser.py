@@ -6,11 +6,16 @@ the browser must report no Content-Security-Policy violation."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import http.server
 import io
 import re
 import shutil
+import socket
+import socketserver
+import ssl
+import subprocess
 import tempfile
 import threading
 import time
@@ -370,3 +375,94 @@ def test_a_page_left_open_signs_the_supervisor_out_after_the_idle_timeout_and_sa
     assert "/login" in d.current_url  # the session is gone on the server, not just in the page
     with store.transaction(write=False) as tx:
         assert tx.one("SELECT COUNT(*) FROM sessions") == (0,)
+
+
+def _tls_relay(context: ssl.SSLContext, target: int) -> socketserver.ThreadingTCPServer:
+    """HTTPS in front of a plain-HTTP port: TLS ends here, the bytes go on as they are."""
+
+    class Relay(socketserver.BaseRequestHandler):
+        def handle(self) -> None:
+            inner = socket.create_connection(("127.0.0.1", target))
+
+            def pump(src: socket.socket, dst: socket.socket) -> None:
+                with contextlib.suppress(OSError):
+                    while data := src.recv(65536):
+                        dst.sendall(data)
+                with contextlib.suppress(OSError):
+                    dst.shutdown(socket.SHUT_WR)
+
+            back = threading.Thread(target=pump, args=(inner, self.request), daemon=True)
+            back.start()
+            pump(self.request, inner)
+            back.join(10)
+            inner.close()
+
+    class Server(socketserver.ThreadingTCPServer):
+        daemon_threads = True
+
+        def get_request(self) -> tuple[socket.socket, Any]:
+            sock, address = super().get_request()
+            return context.wrap_socket(sock, server_side=True), address
+
+    server = Server(("127.0.0.1", 0), Relay)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_over_https_a_sibling_subdomain_cannot_put_its_cookie_over_the_session(
+    console_store: Callable[[str], Store], console_server: ServerFactory, tmp_path: Path
+) -> None:
+    """console.deskwatch.test and a sibling app, evil.deskwatch.test, both over HTTPS. The
+    sibling set dw_session (and __Host-dw_session) with Domain=deskwatch.test, holding a
+    session of mallory's own account; the browser sent it beside the supervisor's and the
+    console took it: the supervisor went on as mallory. Chromium refuses a __Host- cookie
+    with a Domain, and the console reads no other over HTTPS."""
+    from selenium.webdriver.common.by import By
+
+    from deskwatch_collector import auth
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=deskwatch.test",
+         "-addext", "subjectAltName=DNS:*.deskwatch.test", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    store = console_store("sqlite")
+    auth.add_user(store, "alice", PASSWORD, "supervisor", ["acme"], None)
+    auth.add_user(store, "mallory", PASSWORD, "worker", ["acme"], "w-9")
+    server = console_server(store, cookie_secure=True)  # HTTPS is the relay's
+    theirs = auth.start_session(store, "mallory", time.time())
+
+    class Sibling(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            for name in ("dw_session", "__Host-dw_session"):
+                self.send_header("Set-Cookie", f"{name}={theirs}; Domain=deskwatch.test; Path=/; Secure")
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"hello")
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    sibling = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Sibling)
+    threading.Thread(target=sibling.serve_forever, daemon=True).start()
+    relays = [_tls_relay(context, server.server_address[1]), _tls_relay(context, sibling.server_address[1])]
+    flags = ("--ignore-certificate-errors", "--host-resolver-rules=MAP *.deskwatch.test 127.0.0.1")
+    d = chromium(1280, flags=flags)
+    try:
+        base = f"https://console.deskwatch.test:{relays[0].server_address[1]}"
+        sign_in(d, base, "alice")
+        assert [c["name"] for c in d.get_cookies() if "session" in c["name"]] == ["__Host-dw_session"]
+        d.get(f"https://evil.deskwatch.test:{relays[1].server_address[1]}/")
+        d.get(base + "/queue")
+        assert d.current_url == base + "/queue" and d.find_element(By.CSS_SELECTOR, ".user").text == "alice"
+    finally:
+        d.quit()
+        shutil.rmtree(d.profile_dir, ignore_errors=True)
+        for s in (*relays, sibling):
+            s.shutdown()
+            s.server_close()

@@ -99,9 +99,9 @@ class WebClient:
 
 
 # -- headless Chromium --------------------------------------------------------------------------
-def chromium(width: int, profile: str | None = None) -> Any:
+def chromium(width: int, profile: str | None = None, flags: tuple[str, ...] = ()) -> Any:
     """Headless Chromium ``width`` px wide; ``profile``: a user data directory to reuse (the same
-    browser started again), else a new one."""
+    browser started again), else a new one; ``flags``: more command-line switches."""
     chromium_bin, driver_bin = shutil.which("chromium"), shutil.which("chromedriver")
     if not chromium_bin or not driver_bin:
         pytest.fail("apt-get install chromium chromium-driver (Debian's headless Chromium drives the page tests)")
@@ -113,7 +113,7 @@ def chromium(width: int, profile: str | None = None) -> Any:
     profile = profile or tempfile.mkdtemp(prefix="deskwatch-chromium-")
     for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-                 f"--window-size={width},900", "--force-device-scale-factor=1", "--lang=en-GB"):  # fmt: skip
+                 f"--window-size={width},900", "--force-device-scale-factor=1", "--lang=en-GB", *flags):  # fmt: skip
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     # The browser's zone: the console prints times in it, with its name.
