@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from deskwatch_contract.fsowner import as_owner_of
 
@@ -120,6 +121,25 @@ def connect(
         with contextlib.suppress(OSError):  # not our file: leave its mode alone
             os.chmod(path, 0o600)
     return db
+
+
+def connect_read_only(
+    path: str | os.PathLike[str], *, timeout: float = 5.0, check_same_thread: bool = True
+) -> sqlite3.Connection:
+    """A reader's connection to a database a running daemon writes (``deskwatch history``
+    reading the audit trail and the outbox): it never creates, changes or moves the file.
+
+    The path is quoted in the ``file:`` URI: unquoted, a ``?`` or ``#`` in the state directory's
+    path ended the file name there (the "read-only" open then created an empty file of that
+    name, and read nothing), and a ``%41`` was read as ``A``, another directory's file. Root
+    (``sudo deskwatch history``) reads with the directory owner's rights, as :func:`connect`
+    writes (:func:`deskwatch_contract.fsowner.as_owner_of`): a link the service user put in the
+    file's place gets root nothing that user could not read."""
+    path = Path(os.path.abspath(os.fspath(path)))
+    with as_owner_of(path.parent):
+        return sqlite3.connect(
+            f"file:{quote(str(path))}?mode=ro", uri=True, check_same_thread=check_same_thread, timeout=timeout
+        )
 
 
 def _directory(path: str | os.PathLike[str]) -> str | None:

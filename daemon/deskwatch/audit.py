@@ -19,12 +19,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from deskwatch.domain import PauseInfo, ScanRecord, rfc3339, utcnow
-from deskwatch_contract.fsowner import as_owner_of
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
 from deskwatch_contract.sqlite import (
+    connect_read_only,
     is_damaged,
     open_or_recover,
     read_back,
@@ -146,10 +145,7 @@ class AuditLog:
             # (no probe: what it reads is read, and a damaged page fails that read)
             # and root (`sudo deskwatch history`) reads it with the directory owner's rights, as
             # it writes it (fsowner): a link the service user put there gets root nothing more
-            with as_owner_of(self.path.parent):
-                self._db = sqlite3.connect(
-                    f"file:{quote(str(self.path))}?mode=ro", uri=True, check_same_thread=False, timeout=5.0
-                )
+            self._db = connect_read_only(self.path, check_same_thread=False, timeout=5.0)
             return
         self._open()
 

@@ -760,3 +760,51 @@ def test_evidence_past_retention_goes_from_a_full_disk_too(fault_fs: FaultFs) ->
     assert box.stats()["by_kind"]["evidence"] == 0 and box.stats()["by_kind"]["event"] == 20
     assert all(json.loads(m.payload)["evidence_reason"] == "evicted" for m in box.pending(limit=100))
     box.close()
+
+
+@pytest.mark.parametrize("name", ["desk?1", "desk#1", "desk%41"])
+def test_history_reads_the_outbox_of_a_state_dir_whose_path_a_uri_would_misread(tmp_path: Path, name: str) -> None:
+    """`deskwatch history` reads the outbox by a read-only file: URI: unquoted, a '?' or '#' in
+    state_dir ended the name there (history read nothing, and the "read-only" open created an
+    empty file of the cut name) and '%41' named another directory's outbox ('deskA')."""
+    from deskwatch.delivery.outbox import dropped_event_ids, queued_event_ids
+
+    decoy = make(tmp_path / "deskA")
+    decoy.put_event({**event(9), "event_id": "decoy"})
+    decoy.close()
+    box = make(tmp_path / name, max_bytes=3000)
+    box.put_event(event(1), b"\xff\xd8" + b"\0" * 5000)  # its image over the cap: evicted, noted as dropped
+    box.put_event(event(2))
+    box.close()
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert queued_event_ids(tmp_path / name) == {"e1": {"event"}, "e2": {"event"}}
+    assert dropped_event_ids(tmp_path / name) == {"e1": {"evidence": "evicted"}}
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # a reader creates nothing
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root's history reading the service user's outbox")
+def test_sudo_history_reads_no_outbox_the_service_user_linked_elsewhere(tmp_path: Path) -> None:
+    """`sudo deskwatch history` reads the service user's outbox with that user's rights, as it
+    reads the audit trail (adefa5c): a link put in the outbox's place, to a database only root
+    may read, gives root's history nothing of it."""
+    from deskwatch.delivery.outbox import dropped_event_ids, queued_event_ids
+
+    nobody = pwd.getpwnam("nobody")
+    tmp_path.chmod(0o755)
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    os.chown(state, nobody.pw_uid, nobody.pw_gid)
+    secret = tmp_path / "root-only.sqlite3"
+    db = sqlite3.connect(secret)
+    db.executescript(
+        "CREATE TABLE messages (event_id TEXT, kind TEXT); INSERT INTO messages VALUES ('root-only', 'event');"
+        "CREATE TABLE dropped (event_id TEXT, kind TEXT, reason TEXT); CREATE TABLE damaged (event_id TEXT, kind TEXT);"
+        "INSERT INTO dropped VALUES ('root-only', 'event', 'evicted');"
+    )
+    db.close()
+    secret.chmod(0o600)
+    link = state / "outbox.sqlite3"
+    link.symlink_to(secret)
+    os.lchown(link, nobody.pw_uid, nobody.pw_gid)
+    assert queued_event_ids(state) == {}
+    assert dropped_event_ids(state) == {}

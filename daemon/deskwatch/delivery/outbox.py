@@ -104,6 +104,7 @@ from deskwatch.delivery.salvage import read_back
 from deskwatch.delivery.space import SpaceReserve
 from deskwatch_contract.jsonutil import dumps_bytes
 from deskwatch_contract.sqlite import (
+    connect_read_only,
     date_back,
     disk_trouble,
     is_disk_full,
@@ -1133,18 +1134,9 @@ def queued_event_ids(state_dir: str | os.PathLike[str]) -> dict[str, set[str]]:
     For ``deskwatch history`` while the daemon runs: it never writes and takes no lock
     the daemon would wait for. An absent or unreadable outbox reads as empty.
     """
-    path = Path(state_dir) / FILENAME
-    if not path.exists():
-        return {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
-        try:
-            rows = db.execute("SELECT event_id, kind FROM messages WHERE event_id IS NOT NULL").fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:
-        logger.warning("cannot read the outbox %s: %s", path, exc)
-        return {}
+    rows = _read(
+        state_dir, "SELECT event_id, kind FROM messages WHERE event_id IS NOT NULL", "cannot read the outbox %s: %s"
+    )
     out: dict[str, set[str]] = {}
     for event_id, kind in rows:
         out.setdefault(str(event_id), set()).add(str(kind))
@@ -1155,25 +1147,35 @@ def dropped_event_ids(state_dir: str | os.PathLike[str]) -> dict[str, dict[str, 
     """Per event id, what of it left the queue unsent and why ("event"/"evidence" -> "evicted",
     "disk_full", "damaged"); read-only, as :func:`queued_event_ids`. Kept as long as the
     messages it speaks of could have been (retention)."""
-    path = Path(state_dir) / FILENAME
-    if not path.exists():
-        return {}
-    try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=2.0)
-        try:
-            rows = db.execute(
-                "SELECT event_id, kind, reason FROM dropped UNION ALL SELECT event_id, kind, 'damaged' FROM damaged"
-                " WHERE typeof(event_id) = 'text' AND kind IN ('event', 'evidence')"
-            ).fetchall()
-        finally:
-            db.close()
-    except sqlite3.Error as exc:  # an outbox from before the device kept this, or unreadable
-        logger.warning("cannot read what left the outbox %s unsent: %s", path, exc)
-        return {}
+    rows = _read(
+        state_dir,
+        "SELECT event_id, kind, reason FROM dropped UNION ALL SELECT event_id, kind, 'damaged' FROM damaged"
+        " WHERE typeof(event_id) = 'text' AND kind IN ('event', 'evidence')",
+        # an outbox from before the device kept this, or unreadable
+        "cannot read what left the outbox %s unsent: %s",
+    )
     out: dict[str, dict[str, str]] = {}
     for event_id, kind, reason in rows:
         out.setdefault(str(event_id), {})[str(kind)] = str(reason)
     return out
+
+
+def _read(state_dir: str | os.PathLike[str], sql: str, failed: str) -> list[tuple[Any, ...]]:
+    """The rows of ``sql`` in the outbox of ``state_dir``, read as a reader reads a file the daemon
+    writes (:func:`deskwatch_contract.sqlite.connect_read_only`: quoted, never created, as the
+    file's owner under root); an absent or unreadable outbox has none (``failed`` says why)."""
+    path = Path(state_dir) / FILENAME
+    if not path.exists():
+        return []
+    try:
+        db = connect_read_only(path, timeout=2.0)
+        try:
+            return list(db.execute(sql).fetchall())
+        finally:
+            db.close()
+    except (sqlite3.Error, OSError) as exc:
+        logger.warning(failed, path, exc)
+        return []
 
 
 def _size(payload: Any) -> str:
