@@ -641,11 +641,20 @@ class Daemon:
                     next_health = self.clock.monotonic() + self.cfg.service.health_interval_seconds
                 if self.clock.monotonic() >= self._next_purge:
                     self._purge_evidence()
+                self._write_held_records()
                 if max_scans is not None and self.scanner.stats.scans >= max_scans:
                     break
         finally:
             self._shutdown()
         return 0
+
+    def _write_held_records(self) -> None:
+        """Scan records the disk refused go into the audit trail as soon as it takes them: until
+        then the worker's history shows the scan as started, the camera on for it."""
+        try:
+            self.audit.write_held()
+        except Exception:  # never the daemon's end: the next turn tries again
+            log.exception("could not write the held scan records to the audit trail")
 
     def _tick_jobs(self) -> None:
         """The job agent's turn; whatever goes wrong in it costs that turn, never the daemon."""

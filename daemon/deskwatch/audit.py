@@ -76,9 +76,10 @@ CREATE TABLE IF NOT EXISTS collector_view (
 
 # a scan's row from before its camera opens until its record is complete
 STARTED = "started"
+RECORD_SQL = "INSERT OR REPLACE INTO scans VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 INTERRUPTED = (
-    "the daemon stopped during this scan (a crash, the watchdog, a power cut): the camera was switched on, "
-    "and the scan's outcome was never recorded"
+    "the daemon stopped during this scan (a crash, the watchdog, a power cut), or before the disk took its "
+    "record (a full or failing SD card): the camera was switched on, and the scan's outcome was never recorded"
 )
 
 
@@ -139,6 +140,8 @@ class AuditLog:
         self.keep_days = keep_days
         self._lock = threading.Lock()
         self.recovered_from: Path | None = None
+        # scan records the disk refused (scan id -> the row), written as soon as it takes them
+        self._held: dict[str, tuple[Any, ...]] = {}
         if read_only:
             # a reader ('deskwatch history', run while the daemon writes): never creates, changes or
             # moves the file; a damaged one raises (the daemon sets it aside when it next starts)
@@ -213,6 +216,13 @@ class AuditLog:
         return cls(audit_path(state_dir), keep_days=keep_days)
 
     def close(self) -> None:
+        if self._held and not self.write_held():
+            log.error(
+                "audit trail: the outcome of %d scan(s) (%s) could not be written before the daemon stopped (the "
+                "disk refused it); the next start records them as cut off, with the camera switched on",
+                len(self._held),
+                ", ".join(self._held),
+            )
         with self._lock:
             self._db.close()
 
@@ -222,6 +232,7 @@ class AuditLog:
         dies during the scan (the watchdog after a hung camera read, the OOM killer, a power
         cut) leaves it, and the next start says so (:meth:`close_unfinished`).
         :meth:`record_scan` replaces it with the whole record."""
+        self.write_held()
         self._write_scan(
             "INSERT INTO scans VALUES (?,?,NULL,?,?,0,0,0,'[]','[]',NULL)",
             (record.scan_id, rfc3339(record.started_at), record.trigger, STARTED),
@@ -271,28 +282,48 @@ class AuditLog:
         ]
         for finding, sent in zip(findings, record.sent, strict=False):  # what went out, once it was queued
             finding.update(event_id=sent.event_id, picture_bytes=sent.picture_bytes, no_picture=sent.no_picture)
-        self._write_scan(
-            "INSERT OR REPLACE INTO scans VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                record.scan_id,
-                rfc3339(record.started_at),
-                rfc3339(record.finished_at) if record.finished_at else None,
-                record.trigger,
-                record.outcome,
-                record.frames,
-                record.persons,
-                record.bystanders,
-                json.dumps(checks),
-                json.dumps(findings),
-                record.error,
-            ),
+        row = (
+            record.scan_id,
+            rfc3339(record.started_at),
+            rfc3339(record.finished_at) if record.finished_at else None,
+            record.trigger,
+            record.outcome,
+            record.frames,
+            record.persons,
+            record.bystanders,
+            json.dumps(checks),
+            json.dumps(findings),
+            record.error,
         )
+        try:
+            self._write_scan(RECORD_SQL, row)
+        except sqlite3.Error:
+            # the scan's first row stays 'started' ("the camera is on for it now"), for hours on a
+            # card that filled: the record is held and written as soon as the disk takes a write
+            # (:meth:`write_held`: each scan, pause and loop turn), or the next start says so
+            self._held[record.scan_id] = row
+            raise
+        self._held.pop(record.scan_id, None)
+
+    def write_held(self) -> bool:
+        """Write the scan records the disk refused (:meth:`record_scan`), oldest first; True when
+        none is left. Nothing to do costs nothing (the daemon asks at each turn of its loop)."""
+        while self._held:
+            scan_id, row = next(iter(self._held.items()))
+            try:
+                self._write_scan(RECORD_SQL, row)
+            except sqlite3.Error:
+                return False
+            self._held.pop(scan_id, None)  # (a pause's record_event on another thread may have written it too)
+            log.warning("audit trail: the record of scan %s is written now (the disk refused it before)", scan_id)
+        return True
 
     def record_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> None:
         self.start_event(kind, at, detail)
 
     def start_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> int:
         """:meth:`record_event` for what is not over yet; returns its row, for :meth:`update_event`."""
+        self.write_held()
         with self._lock:
             cur = self._db.execute(
                 "INSERT INTO events(at, kind, detail) VALUES (?,?,?)",

@@ -20,6 +20,7 @@ import pytest
 from deskwatch.audit import AuditLog, audit_path
 from deskwatch.domain import CheckOutcome, ScanRecord
 from deskwatch_contract.sqlite import DatabaseUnavailable
+from tests.support.faultfs import FaultFs
 
 NOW = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
 
@@ -279,3 +280,46 @@ def test_a_bad_index_page_loses_nothing(tmp_path: Path) -> None:
         assert (again.read_back_note() or {}).get("complete") is True
     finally:
         again.close()
+
+
+def test_a_scan_record_the_disk_refused_is_written_as_soon_as_it_takes_one(
+    fault_fs: FaultFs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The card filled between a scan's first row and its record: the row said "STARTED ... the
+    camera is on for it now" in the worker's history until the daemon's next start, however
+    soon the card had room again. The record is held and written with the next write the
+    disk takes (a pause here; the daemon's loop asks at every turn too)."""
+    state = fault_fs.tmpfs(3) / "state"
+    log = AuditLog.for_state_dir(str(state))
+    try:
+        big = ScanRecord(
+            "s-1", "schedule", NOW, NOW, frames=3, checks=[CheckOutcome("phone_use", "pass", "x" * 3000)] * 40
+        )
+        log.begin_scan(big)
+        fault_fs.fill()
+        with pytest.raises(sqlite3.OperationalError):
+            log.record_scan(big)
+        fault_fs.free()
+        log.record_event("pause", NOW, {"reason": "water", "minutes": 5})
+        reader = AuditLog(log.path, read_only=True)
+        try:
+            scans = [e.data for e in reader.recent(10) if e.kind == "scan"]
+        finally:
+            reader.close()
+        assert [(s["scan_id"], s["outcome"], s["frames"]) for s in scans] == [("s-1", "clear", 3)]
+
+        log.begin_scan(record("s-2"))  # the card fills again, and stays full until the daemon stops
+        fault_fs.fill()
+        with pytest.raises(sqlite3.OperationalError):
+            log.record_scan(record("s-2"))
+        with caplog.at_level(logging.ERROR, logger="deskwatch.audit"):
+            log.close()
+        assert any("s-2" in r.getMessage() and "next start" in r.getMessage() for r in caplog.records)
+    finally:
+        fault_fs.free()
+    log = AuditLog.for_state_dir(str(state))
+    try:
+        (cut,) = log.close_unfinished()
+        assert cut.scan_id == "s-2" and cut.error is not None and "before the disk took its record" in cut.error
+    finally:
+        log.close()

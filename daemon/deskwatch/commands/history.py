@@ -143,7 +143,8 @@ def format_entry(
         out = [head]
         if d.get("outcome") == "started":  # written before the camera opened (deskwatch.audit.begin_scan)
             out = [f"{when}  scan ({d.get('trigger')})  STARTED   not finished: the camera is on for it now, "
-                   "or the daemon stopped during it (its next start records that)"]  # fmt: skip
+                   "or the daemon stopped during it (its next start records that), or the disk has not taken its "
+                   "outcome yet (a full or failing card: written once it does)"]  # fmt: skip
         if d.get("error"):
             out.append(f"    error: {d['error']}")
         for f in findings:
