@@ -318,6 +318,7 @@ class Daemon:
             stop=self.stop_event,
             on_record=self.audit.record_scan,
             on_begin=self.audit.begin_scan,
+            on_unrecorded=self.audit.unwritten,
             prepare_evidence=build_evidence_preparer(cfg),
             camera_closed=self._camera_closed,
         )

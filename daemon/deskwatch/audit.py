@@ -24,6 +24,7 @@ from deskwatch.domain import PauseInfo, ScanRecord, rfc3339, utcnow
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
 from deskwatch_contract.sqlite import (
     connect_read_only,
+    disk_trouble,
     is_damaged,
     open_or_recover,
     read_back,
@@ -142,6 +143,9 @@ class AuditLog:
         self.recovered_from: Path | None = None
         # scan records the disk refused (scan id -> the row), written as soon as it takes them
         self._held: dict[str, tuple[Any, ...]] = {}
+        # a spell of writes the disk refused: when its trouble was said, and how many since
+        self._trouble_said: datetime | None = None
+        self._unwritten = 0
         if read_only:
             # a reader ('deskwatch history', run while the daemon writes): never creates, changes or
             # moves the file; a damaged one raises (the daemon sets it aside when it next starts)
@@ -218,8 +222,9 @@ class AuditLog:
     def close(self) -> None:
         if self._held and not self.write_held():
             log.error(
-                "audit trail: the outcome of %d scan(s) (%s) could not be written before the daemon stopped (the "
-                "disk refused it); the next start records them as cut off, with the camera switched on",
+                "audit trail: the record of %d scan(s) (%s) could not be written before the daemon stopped (the "
+                "disk refused it): missing from the worker's history, or, where its first row was written, recorded "
+                "as cut off by the next start",
                 len(self._held),
                 ", ".join(self._held),
             )
@@ -247,6 +252,7 @@ class AuditLog:
         try:
             with self._lock:
                 self._db.execute(sql, row)
+            self._wrote()
             return
         except sqlite3.DatabaseError as exc:
             if not is_damaged(exc):
@@ -329,7 +335,40 @@ class AuditLog:
                 "INSERT INTO events(at, kind, detail) VALUES (?,?,?)",
                 (rfc3339(at), kind, json.dumps(detail, default=str)),
             )
+        self._wrote()
         return int(cur.lastrowid or 0)
+
+    def unwritten(self, what: str, exc: BaseException) -> bool:
+        """Say in one line that ``what`` (the caller's words: "could not write pause to the audit
+        trail") failed because the trail's disk refused the write (full, turned read-only, failing):
+        the disk's trouble and what to do in full once per spell, then the words and the error
+        alone (a worker pausing, resuming and scanning on a broken card made a traceback each).
+        Returns False for any other error, a bug, whose traceback the caller logs."""
+        if not (isinstance(exc, OSError) or type(exc) in (sqlite3.OperationalError, sqlite3.DatabaseError)):
+            return False
+        self._unwritten += 1
+        if self._trouble_said is None:
+            self._trouble_said = utcnow()
+            log.error(
+                "%s: %s. Until the disk takes writes again pauses and resumes hold unrecorded and no scan is taken",
+                what,
+                disk_trouble(self.path.parent, exc),
+                extra={"journal": {"DESKWATCH_EVENT": "audit_unwritable"}},
+            )
+        else:
+            log.error(
+                "%s: %s (the disk still refuses writes, as said at %s)",
+                what,
+                exc,
+                self._trouble_said.strftime("%H:%M:%S UTC"),
+            )
+        return True
+
+    def _wrote(self) -> None:
+        """A write went through: a spell of refused writes is over."""
+        if self._trouble_said is not None:
+            log.warning("audit trail: written again (%d entries could not be since the disk refused)", self._unwritten)
+            self._trouble_said, self._unwritten = None, 0
 
     def update_event(self, row: int, detail: dict[str, Any]) -> None:
         """What an event recorded before it was over (a tool's camera use) turned out to be."""
@@ -355,6 +394,7 @@ class AuditLog:
                         ),
                     ),
                 )
+        self._wrote()
 
     def load_pause(self) -> PauseInfo | None:
         with self._lock:

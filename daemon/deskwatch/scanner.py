@@ -197,6 +197,7 @@ class Scanner:
         stop: threading.Event | None = None,
         on_record: Callable[[ScanRecord], None] | None = None,
         on_begin: Callable[[ScanRecord], None] | None = None,
+        on_unrecorded: Callable[[str, BaseException], bool] | None = None,
         prepare_evidence: EvidencePreparer | None = None,
         camera_closed: CameraGate | None = None,
     ):
@@ -215,6 +216,8 @@ class Scanner:
         self.stop = stop or threading.Event()
         self.on_record = on_record
         self.on_begin = on_begin  # the scan's row in the audit trail, before the camera opens
+        # says a record the trail's disk refused in one line (False: not the disk's doing)
+        self.on_unrecorded = on_unrecorded
         self.unrecordable: str | None = None  # why the last scan's row could not be written (no scan then)
         # asked before each burst, the confirming one too: a scan may start minutes before
         # the worker pauses or the shift ends (None: the pause alone, as the policy sees it)
@@ -460,8 +463,13 @@ class Scanner:
         if self.on_record is not None:
             try:
                 self.on_record(record)
-            except Exception:  # e.g. a full disk: the record went to the outbox, if it could
-                log.exception("could not write scan %s to the audit trail", record.scan_id)
+            except Exception as exc:  # e.g. a full disk: the record went to the outbox, if it could
+                what = (
+                    f"could not write scan {record.scan_id} to the audit trail (held, and written once the disk "
+                    "takes it)"
+                )
+                if self.on_unrecorded is None or not self.on_unrecorded(what, exc):
+                    log.exception("could not write scan %s to the audit trail", record.scan_id)
 
     def _evidence_for(
         self,

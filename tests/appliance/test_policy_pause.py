@@ -281,3 +281,34 @@ def test_a_pause_holds_when_the_disk_cannot_take_it(fault_fs: FaultFs, caplog: p
     said = [r.getMessage() for r in caplog.records if "could not save" in r.getMessage()]
     assert len(said) == 3 and all("restart" in s for s in said), said
     trail.close()
+
+
+def test_a_broken_card_is_said_once_in_full_and_each_unrecorded_entry_in_one_line_without_a_traceback(
+    fault_fs: FaultFs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The card turns read-only: every pause, resume, expiry and scan wrote "could not write X
+    to the audit trail" with a full traceback, walls of them in `journalctl -u deskwatch -f`,
+    and not a word of what was wrong with the disk or what to do. Now: the disk's trouble and
+    what to do once, then one line per entry not recorded; a traceback only for a real bug."""
+    from deskwatch.domain import ScanRecord
+
+    trail = AuditLog(fault_fs.ext4_on_tmpfs() / "audit.sqlite3")
+    p = Policy(make_config().policy, audit=trail)
+    p.pause("fetch water", 1, T0)
+    fault_fs.force_read_only()
+    caplog.clear()
+    p.resume(T0 + minutes(0.5))
+    p.pause("fetch water", 1, T0 + minutes(1))
+    p.check_overrun(T0 + minutes(4))
+    assert not [r for r in caplog.records if r.exc_info], "a traceback for a known disk error"
+    lines = [r.getMessage() for r in caplog.records if "audit trail" in r.getMessage() and r.levelname == "ERROR"]
+    assert len(lines) >= 6, lines  # resume, its save, pause, its save, expiry, its save, overrun
+    full = [line for line in lines if "check dmesg" in line]
+    assert len(full) == 1 and "read-only" in full[0] and full[0].startswith("could not write resume"), lines
+    # the scanner's record (Scanner.on_unrecorded) goes the same way
+    with pytest.raises(Exception) as raised:
+        trail.record_scan(ScanRecord("s-1", "schedule", T0 + minutes(5), T0 + minutes(5)))
+    assert trail.unwritten("could not write scan s-1 to the audit trail", raised.value)
+    assert caplog.records[-1].getMessage().startswith("could not write scan s-1") and not caplog.records[-1].exc_info
+    assert not trail.unwritten("a bug", TypeError("not a disk's doing"))  # the caller logs its traceback
+    trail.close()

@@ -45,6 +45,8 @@ class AuditTrail(Protocol):
 
     def load_pause(self) -> PauseInfo | None: ...
 
+    def unwritten(self, what: str, exc: BaseException) -> bool: ...
+
 
 log = logging.getLogger(__name__)
 
@@ -394,16 +396,17 @@ class Policy:
         try:
             self.audit.save_pause(info)
         except Exception as exc:
-            log.error(
-                "could not save the %s in the audit trail (%s): it holds while the daemon runs, "
-                "but a restart would not see it",
-                f"pause {info.reason!r}" if info is not None else "end of the pause",
-                exc,
+            what = (
+                f"could not save the {f'pause {info.reason!r}' if info is not None else 'end of the pause'} in the "
+                "audit trail (it holds while the daemon runs, but a restart would not see it)"
             )
+            if not self.audit.unwritten(what, exc):
+                log.exception(what)
 
     def _audit_event(self, kind: str, now: datetime, detail: dict[str, object]) -> None:
         if self.audit is not None:
             try:
                 self.audit.record_event(kind, now, detail)
-            except Exception:  # the audit trail must never take the daemon down
-                log.exception("could not write %s to the audit trail", kind)
+            except Exception as exc:  # the audit trail must never take the daemon down
+                if not self.audit.unwritten(f"could not write {kind} to the audit trail", exc):
+                    log.exception("could not write %s to the audit trail", kind)
