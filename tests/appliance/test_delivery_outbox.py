@@ -808,3 +808,21 @@ def test_sudo_history_reads_no_outbox_the_service_user_linked_elsewhere(tmp_path
     os.lchown(link, nobody.pw_uid, nobody.pw_gid)
     assert queued_event_ids(state) == {}
     assert dropped_event_ids(state) == {}
+
+
+def test_a_loss_a_read_only_card_would_not_take_is_said_with_the_cards_trouble_at_close(
+    fault_fs: FaultFs, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The card turned read-only; an event could not be numbered, nor its loss written down. At
+    the stop the journal said "the loss of 1 events was never written down (no room)": a
+    read-only card has room, and the technician went looking for space to free. It now names
+    what the disk did and what to do."""
+    box = make(fault_fs.ext4_on_tmpfs() / "state")
+    box.put_event(event(1))
+    fault_fs.force_read_only()
+    with pytest.raises(sqlite3.OperationalError):
+        box.put_event(event(2))
+    caplog.clear()
+    box.close()
+    (said,) = [r.getMessage() for r in caplog.records if "never written down" in r.getMessage()]
+    assert "no room" not in said and "read-only" in said and "check dmesg" in said, said

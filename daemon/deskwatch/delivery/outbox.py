@@ -655,17 +655,19 @@ class Outbox:
                 exc,
             )
 
-    def _write_down_losses(self) -> None:
-        """Write down the losses kept in memory, oldest first, while the counters take them (under the lock)."""
+    def _write_down_losses(self) -> sqlite3.Error | None:
+        """Write down the losses kept in memory, oldest first, while the counters take them (under the
+        lock); returns what the disk said when it would not take one."""
         while self._unrecorded:
             loss = self._unrecorded[0]
             try:
                 self.counters.record_loss(
                     loss.reason, events=loss.events, messages=loss.messages, seq_upto=loss.seq_upto, at=loss.at
                 )
-            except sqlite3.Error:
-                return
+            except sqlite3.Error as exc:
+                return exc
             self._unrecorded.pop(0)
+        return None
 
     def _transaction(self) -> AbstractContextManager[sqlite3.Connection]:
         """One write transaction; on rollback the in-memory totals are re-read."""
@@ -1118,10 +1120,14 @@ class Outbox:
 
     def close(self) -> None:
         with self._lock:
-            if self._unrecorded:
-                self._write_down_losses()
-            for loss in self._unrecorded:
-                logger.error("the loss of %d events was never written down (no room): %s", loss.events, loss.reason)
+            refused = self._write_down_losses() if self._unrecorded else None
+            for loss in self._unrecorded:  # the words the disk's trouble deserves: a read-only card has room
+                logger.error(
+                    "the loss of %d events was never written down (%s): %s",
+                    loss.events,
+                    disk_trouble(self.path.parent, refused) if refused is not None else "the disk refused it",
+                    loss.reason,
+                )
             with contextlib.suppress(sqlite3.Error):
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
