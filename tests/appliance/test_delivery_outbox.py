@@ -826,3 +826,48 @@ def test_a_loss_a_read_only_card_would_not_take_is_said_with_the_cards_trouble_a
     box.close()
     (said,) = [r.getMessage() for r in caplog.records if "never written down" in r.getMessage()]
     assert "no room" not in said and "read-only" in said and "check dmesg" in said, said
+
+
+def test_delivered_messages_the_card_cannot_delete_are_not_reported_as_queued(fault_fs: FaultFs) -> None:
+    """The card turned read-only, then the broker took the whole queue: the deletes failed and
+    the acknowledged rows stay in the file (not sent again, 8439c93). Status ("outbox 6 queued"),
+    health and the connect line still counted them as waiting, an ever older backlog that was
+    never going to drain, for a queue the broker had taken whole. Only what is still to be sent counts."""
+    clock = WallClock()
+    box = Outbox(
+        fault_fs.ext4_on_tmpfs() / "state", max_bytes=10**7, max_messages=1000, max_age_days=20, wall_clock=clock
+    )
+    for n in range(3):
+        box.put_event(event(n), b"\xff\xd8" + bytes(2000))
+    fault_fs.force_read_only()
+    first = box.pending(limit=1)
+    assert box.ack_many([m.id for m in first]) == 1  # the first event delivered; its delete refused
+    clock.t += 3600
+    st = box.stats()
+    assert (box.depth, st["depth"], st["by_kind"]["event"], st["by_kind"]["evidence"]) == (5, 5, 2, 3)
+    assert box.ack_many([m.id for m in box.pending(limit=1000)]) == 5
+    st = box.stats()
+    assert (box.depth, st["depth"], st["bytes"], st["oldest_age_s"]) == (0, 0, 0, 0.0), st
+    assert sum(st["by_kind"].values()) == 0, st
+    box.close()
+
+
+def test_a_delivered_message_the_caps_delete_is_not_counted_as_evicted(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A delivered row the disk would not delete (kept as acknowledged) that the caps then take out
+    was delivered: not an eviction, not 'dropped' for history, and no longer in the depth."""
+    box = make(tmp_path, max_messages=3)
+    box.put("health", "health", {"n": 0}, qos=0)
+    box.put_event(event(1))
+
+    def refused(ids: list[int]) -> int:
+        raise sqlite3.OperationalError("disk I/O error")
+
+    with monkeypatch.context() as m:
+        m.setattr(box, "_delete_acked", refused)
+        assert box.ack_many([box.pending()[0].id]) == 1  # the health message: delivered, kept
+    box.put_event(event(2))
+    box.put_event(event(3))  # over max_messages: the health row, the least valuable, goes
+    assert box.evicted["health"] == 0 and box.depth == 3 and box.stats()["by_kind"]["health"] == 0
+    box.close()

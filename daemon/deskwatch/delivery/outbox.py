@@ -852,6 +852,9 @@ class Outbox:
         self._count -= 1
         self._bytes -= int(size)
         self._events -= kind == "event"
+        if row_id in self._acked_unsaved:  # delivered: its delete is done, and nothing was lost
+            self._acked_unsaved.discard(row_id)
+            return
         evicted[kind] = evicted.get(kind, 0) + 1
         if kind == "evidence" and event_id:
             self._mark_evidence_evicted(event_id)
@@ -1084,16 +1087,37 @@ class Outbox:
 
     @property
     def depth(self) -> int:
-        """Messages waiting (kept in memory: no query, cheap enough for every loop tick)."""
-        return self._count
+        """Messages waiting to be sent (kept in memory: no query, cheap enough for every loop tick).
+        Delivered ones whose delete the disk refused (:meth:`ack_many`) are not waiting: counted,
+        a read-only card's status said "outbox 100 queued" and health an ever older backlog, for
+        a queue the broker had taken whole."""
+        return max(0, self._count - len(self._acked_unsaved))
 
     def stats(self) -> dict[str, Any]:
         with self._lock:
-            oldest = self._db.execute("SELECT MIN(created) FROM messages").fetchone()[0]
             by_kind = dict(self._db.execute("SELECT kind, COUNT(*) FROM messages GROUP BY kind").fetchall())
+            size = self._bytes
+            if self._acked_unsaved:  # delivered: not waiting (see depth)
+                oldest = next(
+                    (
+                        created
+                        for row_id, created in self._db.execute("SELECT id, created FROM messages ORDER BY created, id")
+                        if row_id not in self._acked_unsaved
+                    ),
+                    None,
+                )
+                for chunk in _chunks(sorted(self._acked_unsaved), 500):
+                    marks = ",".join("?" * len(chunk))
+                    for kind, n, nbytes in self._db.execute(
+                        f"SELECT kind, COUNT(*), SUM(bytes) FROM messages WHERE id IN ({marks}) GROUP BY kind", chunk
+                    ):
+                        by_kind[kind] = by_kind.get(kind, 0) - int(n)
+                        size -= int(nbytes or 0)
+            else:
+                oldest = self._db.execute("SELECT MIN(created) FROM messages").fetchone()[0]
             return {
-                "depth": self._count,
-                "bytes": self._bytes,
+                "depth": self.depth,
+                "bytes": max(0, size),
                 "oldest_age_s": round(max(0.0, self._clock() - oldest), 1) if oldest is not None else 0.0,
                 "by_kind": {k: int(by_kind.get(k, 0)) for k in KINDS},
                 "evicted": dict(self.evicted),
