@@ -362,7 +362,16 @@ class Daemon:
         except ReviewsRejected as exc:
             log.warning("ignored a reviews message from the broker (%d bytes): %s", len(raw), exc)
             return
-        self.audit.save_collector_view(reviews)
+        try:
+            self.audit.save_collector_view(reviews)
+        except Exception as exc:
+            what = (
+                f"could not save the collector's view of {len(reviews.findings)} recent findings in the audit trail "
+                "(held, and saved once the disk takes it; 'deskwatch history' shows the one before until then)"
+            )
+            if not self.audit.unwritten(what, exc):
+                raise
+            return
         reviewed = sum(1 for f in reviews.findings if f.state != "open")
         log.info(
             "collector's view of %d recent findings received (%d reviewed, %d contested)",

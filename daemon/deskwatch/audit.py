@@ -143,6 +143,8 @@ class AuditLog:
         self.recovered_from: Path | None = None
         # scan records the disk refused (scan id -> the row), written as soon as it takes them
         self._held: dict[str, tuple[Any, ...]] = {}
+        self._held_view: Reviews | None = None  # the collector's latest view, when the disk refused it
+        self._view_lock = threading.RLock()  # a held view is never written over a newer one
         # a spell of writes the disk refused: when its trouble was said, and how many since
         self._trouble_said: datetime | None = None
         self._unwritten = 0
@@ -312,8 +314,17 @@ class AuditLog:
         self._held.pop(record.scan_id, None)
 
     def write_held(self) -> bool:
-        """Write the scan records the disk refused (:meth:`record_scan`), oldest first; True when
-        none is left. Nothing to do costs nothing (the daemon asks at each turn of its loop)."""
+        """Write what the disk refused: the collector's latest view (:meth:`save_collector_view`) and the
+        scan records (:meth:`record_scan`), oldest first; True when none is left. Nothing to do costs nothing (the daemon asks at each turn of its loop)."""
+        with self._view_lock:
+            if self._held_view is not None:
+                try:
+                    self.save_collector_view(self._held_view)
+                except sqlite3.Error:
+                    return False
+                log.warning(
+                    "audit trail: the collector's view of this desk's findings is saved now (the disk refused it)"
+                )
         while self._held:
             scan_id, row = next(iter(self._held.items()))
             try:
@@ -433,13 +444,21 @@ class AuditLog:
              f.picture, f.picture_until)
             for f in reviews.findings
         ]  # fmt: skip
-        with self._lock, transaction(self._db):
-            self._db.execute("DELETE FROM collector_view")
-            self._db.executemany("INSERT OR REPLACE INTO collector_view VALUES (?,?,?,?,?,?,?,?)", rows)
-            self._db.execute(
-                "INSERT OR REPLACE INTO state VALUES ('collector_view_at', ?)",
-                (json.dumps({"at": reviews.at}),),
-            )
+        try:
+            with self._view_lock, self._lock, transaction(self._db):
+                self._db.execute("DELETE FROM collector_view")
+                self._db.executemany("INSERT OR REPLACE INTO collector_view VALUES (?,?,?,?,?,?,?,?)", rows)
+                self._db.execute(
+                    "INSERT OR REPLACE INTO state VALUES ('collector_view_at', ?)",
+                    (json.dumps({"at": reviews.at}),),
+                )
+        except sqlite3.Error:
+            # the broker sends the retained list again only at the next connection: held until the
+            # disk takes it (:meth:`write_held`), the newest one only
+            self._held_view = reviews
+            raise
+        self._held_view = None
+        self._wrote()
 
     def collector_view(self) -> tuple[dict[str, ReviewedFinding], str | None]:
         """The collector's latest word per event id, and when it was given (None: never)."""

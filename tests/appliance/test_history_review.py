@@ -271,3 +271,32 @@ def test_history_prints_a_pause_recorded_before_the_reason_rule(tmp_path: Path) 
     assert 'pause_overrun: "lunch \\ud800 \\x9b31mRED" ran 2 min over' in out
     assert 'Paused now: "lunch 31mRED"' in out
     assert "\x9b" not in out
+
+
+def test_the_collectors_view_a_full_card_refused_is_saved_once_it_has_room(
+    write_config: Any, clock: Any, caplog: pytest.LogCaptureFixture, fault_fs: Any
+) -> None:
+    """The collector's retained list arrived while the card was full: the commands thread logged
+    a traceback and the view was gone (the broker sends the retained list again only at the next
+    connection), so 'deskwatch history' showed the older view, a supervisor's dismissal missing,
+    for as long as the connection held. It is now said in one line, held, and saved as soon as
+    the card takes it (the daemon's loop asks at each turn)."""
+    state = fault_fs.tmpfs(4) / "state"
+    cfg = load_config(str(write_config(f"state_dir: {state}")))
+    daemon = Daemon(cfg, clock=clock, parts=Parts(camera=FakeCamera(), vision=ScriptedVision(),
+                                                  delivery=RecordingDelivery(), notifier=SilentNotifier()))  # fmt: skip
+    daemon.take_reviews(reviews_message(cfg.device.site, cfg.device.id, []))
+    dismissed = ReviewedFinding(SENT, "dismissed", True, "kept", "Object misread", False,
+                                "2026-11-30T11:00:00.000Z", "2026-12-20T10:00:00.000Z")  # fmt: skip
+    fault_fs.fill()
+    try:
+        with caplog.at_level(logging.INFO):
+            daemon.take_reviews(reviews_message(cfg.device.site, cfg.device.id, [dismissed] * 400))
+        assert not [r for r in caplog.records if r.exc_info]
+        assert any("collector's view" in r.getMessage() and "full" in r.getMessage() for r in caplog.records)
+    finally:
+        fault_fs.free()
+    daemon._write_held_records()  # a turn of the daemon's loop
+    view, _ = daemon.audit.collector_view()
+    assert view[SENT].state == "dismissed"
+    daemon.audit.close()
