@@ -250,9 +250,11 @@ def build_delivery(cfg: Config, *, models: dict[str, str], version: str = __vers
 
 
 def build_audit(cfg: Config) -> Audit:
-    from deskwatch.audit import AuditLog
+    from deskwatch.audit import RESERVE_BYTES, AuditLog
 
-    return AuditLog.for_state_dir(cfg.state_dir, keep_days=cfg.evidence.retention_days)
+    return AuditLog.for_state_dir(
+        cfg.state_dir, keep_days=cfg.evidence.retention_days, disk_reserve_bytes=RESERVE_BYTES
+    )
 
 
 PURGE_RETRY_SECONDS = 3600  # a retention purge the disk refused (full) is tried again this soon

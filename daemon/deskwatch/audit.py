@@ -22,10 +22,12 @@ from typing import Any
 
 from deskwatch.domain import PauseInfo, ScanRecord, rfc3339, utcnow
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
+from deskwatch_contract.space import SpaceReserve
 from deskwatch_contract.sqlite import (
     connect_read_only,
     disk_trouble,
     is_damaged,
+    is_disk_full,
     open_or_recover,
     read_back,
     remove_set_aside,
@@ -120,6 +122,14 @@ def _sound(row: dict[str, Any]) -> bool:
     return True
 
 
+# Room the daemon's trail keeps on its card for the retention purge (see :meth:`AuditLog.prune`): the
+# purge deletes in batches of PRUNE_BATCH rows, the log copied into the file between them, so that a
+# batch's pages (~100 KiB for 50 scans of 8 checks; 10 days' at once took 577 KiB) fit in it.
+RESERVE_NAME = "audit.reserve"
+RESERVE_BYTES = 256 * 1024
+PRUNE_BATCH = 50
+
+
 def audit_path(state_dir: str) -> Path:
     return Path(state_dir) / "audit.sqlite3"
 
@@ -136,9 +146,21 @@ class AuditEntry:
 class AuditLog:
     """Append-only (plus pruning) audit store. Thread-safe; one connection."""
 
-    def __init__(self, path: str | os.PathLike[str], *, keep_days: int = 20, read_only: bool = False):
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        keep_days: int = 20,
+        read_only: bool = False,
+        disk_reserve_bytes: int = 0,
+    ):
+        """``disk_reserve_bytes``: room kept beside the file for the purge on a full card (the
+        daemon's trail; a tool's, root's, makes no file of its own in the service user's directory)."""
         self.path = Path(path)
         self.keep_days = keep_days
+        self._space = (
+            SpaceReserve(self.path.with_name(RESERVE_NAME), disk_reserve_bytes) if disk_reserve_bytes else None
+        )
         self._lock = threading.Lock()
         self.recovered_from: Path | None = None
         # scan records the disk refused (scan id -> the row), written as soon as it takes them
@@ -157,6 +179,8 @@ class AuditLog:
             self._db = connect_read_only(self.path, check_same_thread=False, timeout=5.0)
             return
         self._open()
+        if self._space is not None:
+            self._space.ensure()
 
     def _open(self) -> None:
         """Open the file, or set it aside when it is damaged and start a fresh one with what can
@@ -218,8 +242,8 @@ class AuditLog:
         return counts.get("scans", 0), sum(n for t, n in counts.items() if t != "scans"), complete
 
     @classmethod
-    def for_state_dir(cls, state_dir: str, keep_days: int = 20) -> AuditLog:
-        return cls(audit_path(state_dir), keep_days=keep_days)
+    def for_state_dir(cls, state_dir: str, keep_days: int = 20, disk_reserve_bytes: int = 0) -> AuditLog:
+        return cls(audit_path(state_dir), keep_days=keep_days, disk_reserve_bytes=disk_reserve_bytes)
 
     def close(self) -> None:
         if self._held and not self.write_held():
@@ -475,14 +499,55 @@ class AuditLog:
         return view, when
 
     def prune(self, now: datetime) -> int:
-        """Delete audit rows older than ``keep_days``; returns how many went."""
+        """Delete audit rows older than ``keep_days``; returns how many went.
+
+        Retention is a promise to the worker, on a full card too, where a delete cannot even be
+        written to SQLite's log: the rows go in batches, the log copied into the file between them
+        (so that it is written over rather than grown), and at the first "disk full" the room kept
+        for this (``disk_reserve_bytes``) is given back; it is taken again once the purge has
+        given back the log's room (the log is emptied after a purge: no copy of what went)."""
         cutoff = rfc3339(now - timedelta(days=self.keep_days))
-        with self._lock:
-            a = self._db.execute("DELETE FROM scans WHERE started_at < ?", (cutoff,)).rowcount
-            b = self._db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
-            if a or b:
-                truncate_wal(self._db)
-        return int(a) + int(b)
+        gone = [0]
+        released = False
+        try:
+            try:
+                self._prune(cutoff, gone)
+            except sqlite3.OperationalError as exc:
+                if self._space is None or not is_disk_full(exc, self.path.parent) or not self._space.release():
+                    raise
+                released = True
+                log.warning(
+                    "audit trail: the disk is full (%s); gave back the %d KiB kept for this to delete what is past "
+                    "retention",
+                    exc,
+                    self._space.size // 1024,
+                )
+                self._prune(cutoff, gone)
+        finally:
+            if gone[0]:
+                with self._lock:
+                    truncate_wal(self._db)
+            if released and self._space is not None and not self._space.ensure(free_needed=self._space.size):
+                log.warning("audit trail: no room yet to keep %d KiB for the next purge", self._space.size // 1024)
+        if self._space is not None and not released:
+            self._space.ensure()
+        return gone[0]
+
+    def _prune(self, cutoff: str, gone: list[int]) -> None:
+        """Delete the rows before ``cutoff`` in batches of :data:`PRUNE_BATCH` (``gone[0]`` counts them)."""
+        for table, column in (("scans", "started_at"), ("events", "at")):
+            while True:
+                with self._lock:
+                    n = self._db.execute(
+                        f"DELETE FROM {table} WHERE rowid IN (SELECT rowid FROM {table} WHERE {column} < ? LIMIT ?)",
+                        (cutoff, PRUNE_BATCH),
+                    ).rowcount
+                    if n:  # the next batch writes over the log instead of growing it
+                        with contextlib.suppress(sqlite3.Error):
+                            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                gone[0] += int(n)
+                if n < PRUNE_BATCH:
+                    break
 
     def expire_set_aside(self, now: datetime) -> int:
         """Delete an audit trail moved aside as unreadable (it holds scans and findings like

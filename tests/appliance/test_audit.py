@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from deskwatch.audit import AuditLog, audit_path
-from deskwatch.domain import CheckOutcome, ScanRecord
+from deskwatch.domain import CheckOutcome, ScanRecord, rfc3339
 from deskwatch_contract.sqlite import DatabaseUnavailable
 from tests.support.faultfs import FaultFs
 
@@ -323,3 +323,38 @@ def test_a_scan_record_the_disk_refused_is_written_as_soon_as_it_takes_one(
         assert cut.scan_id == "s-2" and cut.error is not None and "before the disk took its record" in cut.error
     finally:
         log.close()
+
+
+def test_the_daemons_trail_deletes_what_is_past_retention_on_a_card_that_stays_full(
+    fault_fs: FaultFs, write_config: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Retention (evidence.retention_days, at most 20) is a promise to the worker. On a full card
+    the purge's deletes could not even be written to SQLite's log: the rows stayed for as long as
+    the card stayed full, the hourly retry failing each time. The daemon's trail keeps room for it
+    (audit.reserve) and deletes in batches that fit it (10 days at once took 577 KiB of log)."""
+    from deskwatch.app import build_audit
+    from deskwatch.config import load_config
+
+    state = fault_fs.tmpfs(8) / "state"
+    cfg = load_config(str(write_config(f"state_dir: {state}\nevidence: {{retention_days: 20}}")))
+    trail = build_audit(cfg)
+    checks = [CheckOutcome(f"rule_{i}", "pass", "nothing of the kind in 5 frames, best 0.31") for i in range(8)]
+    for day in range(30):
+        for i in range(24):
+            at = NOW - timedelta(days=30 - day, minutes=20 * i)
+            trail.begin_scan(ScanRecord(f"s-{day}-{i}", "schedule", at, at, frames=5, checks=checks))
+            trail.record_scan(ScanRecord(f"s-{day}-{i}", "schedule", at, at, frames=5, checks=checks))
+    cutoff = rfc3339(NOW - timedelta(days=20))
+    (past,) = trail._db.execute("SELECT COUNT(*) FROM scans WHERE started_at < ?", (cutoff,)).fetchone()
+    assert past > 10 * 23
+    trail.close()  # the daemon starts again (its log starts empty), and the card fills up
+    trail = build_audit(cfg)
+    fault_fs.fill()
+    try:
+        assert trail.prune(NOW) == past
+        left = trail._db.execute("SELECT MIN(started_at), COUNT(*) FROM scans").fetchone()
+        assert left[0] >= cutoff and left[1] == 30 * 24 - past
+        assert any("disk is full" in r.getMessage() for r in caplog.records)
+    finally:
+        fault_fs.free()
+        trail.close()

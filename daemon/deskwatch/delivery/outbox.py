@@ -101,8 +101,8 @@ from typing import Any
 from deskwatch.delivery.counters import DeviceCounters
 from deskwatch.delivery.damage import INSPECTABLE_SQL, DamagedRow, check_row, inspectable, label, parse_props
 from deskwatch.delivery.salvage import read_back
-from deskwatch.delivery.space import SpaceReserve
 from deskwatch_contract.jsonutil import dumps_bytes
+from deskwatch_contract.space import SpaceReserve
 from deskwatch_contract.sqlite import (
     connect_read_only,
     date_back,

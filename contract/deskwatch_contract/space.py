@@ -1,4 +1,6 @@
-"""Room kept on a file system for when it fills up (see "A full disk" in :mod:`deskwatch.delivery.outbox`)."""
+"""Room kept on a file system for when it fills up: the device's outbox keeps some for the events it
+must still queue, its audit trail for the retention purge it owes the worker (a delete is written to
+SQLite's log first, and a full card has no room for that)."""
 
 from __future__ import annotations
 
@@ -23,8 +25,9 @@ class SpaceReserve:
         self.size = size
         self.present = False
 
-    def ensure(self) -> bool:
-        """Make the file if the file system has room for it twice over; True if it is there."""
+    def ensure(self, free_needed: int | None = None) -> bool:
+        """Make the file if the file system has room for it twice over (or ``free_needed``: an owner
+        that just gave back room it had borrowed may take it again); True if it is there."""
         if self.present:
             return True
         try:
@@ -36,7 +39,7 @@ class SpaceReserve:
         except OSError:
             return False
         free = free_bytes(self.path.parent)
-        if free is None or free < 2 * self.size:
+        if free is None or free < (2 * self.size if free_needed is None else free_needed):
             return False
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o600)
