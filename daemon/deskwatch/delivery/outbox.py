@@ -227,6 +227,7 @@ class Outbox:
         self._ack_trouble = False  # said once per spell
         self._space = SpaceReserve(self.path.with_name(RESERVE_NAME), disk_reserve_bytes)
         self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock(), secure_delete=True)
+        self._keep_wal_within_reserve()
         try:
             self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
         except BaseException:
@@ -248,6 +249,15 @@ class Outbox:
                 self.path,
                 2 * self._space.size // 1024,
             )
+
+    def _keep_wal_within_reserve(self) -> None:
+        """Copy the log into the file once it holds half the room kept for a full disk (SQLite's
+        default: 1000 pages, 4 MB). What the log holds beyond the file's end must be written into
+        the file before the log can be written over; a card that filled with 2.5 MB of images in
+        the log of a 4 KiB file used the room kept for it up in that copy, and events were lost
+        after a few minutes of scans. At most this much then: the room covers it with room to spare."""
+        pages = max(16, self._space.size // 2 // int(self._db.execute("PRAGMA page_size").fetchone()[0]))
+        self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
 
     def _recover_from(self, aside: Path, why: str) -> None:
         """The file was unreadable and moved to ``aside``: queue again what can be read, count the rest."""
@@ -335,6 +345,7 @@ class Outbox:
             aside = move_aside(self.path, self._clock())
             self._acked_unsaved.clear()  # ids of the old file: the fresh one numbers its rows anew
             self._db = open_schema(self.path, _SCHEMA, _PROBE, secure_delete=True)
+            self._keep_wal_within_reserve()
             self._reload_totals()
             self._recover_from(aside, why)
             row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
