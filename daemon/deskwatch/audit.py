@@ -402,7 +402,9 @@ class AuditLog:
     def _wrote(self) -> None:
         """A write went through: a spell of refused writes is over."""
         if self._trouble_said is not None:
-            log.warning("audit trail: written again (%d entries could not be since the disk refused)", self._unwritten)
+            log.warning(
+                "audit trail: written again (%d entries were not recorded while the disk refused)", self._unwritten
+            )
             self._trouble_said, self._unwritten = None, 0
 
     def update_event(self, row: int, detail: dict[str, Any]) -> None:
