@@ -962,13 +962,19 @@ def test_a_retention_purge_the_full_disk_refused_is_tried_again_within_the_hour(
     """The daily purge met a full card: deleting the audit rows past retention failed (a delete
     writes to SQLite's log first), with a traceback as the only word, and was not tried again
     for 24 hours, however soon the card had room again: the worker's scans and pauses stayed on
-    the device a day past retention. It now says what is wrong and is tried again hourly."""
+    the device a day past retention. It now says what is wrong and is tried again hourly.
+
+    The trail keeps room for the purge on a full card (audit.reserve, 549e495), so the purge fails
+    only when that room is gone too: here someone freeing space deleted the reserve files, and the
+    card filled again."""
     state = fault_fs.tmpfs(8) / "state"
     cfg = load_config(write_config(f"state_dir: {state}"))
     daemon = Daemon(cfg, clock=clock, parts=Parts(camera=FakeCamera(frames=bright_frames()), vision=ScriptedVision()))
     old = clock.now() - timedelta(days=25)
     for i in range(50):
         daemon.audit.record_event("pause", old + timedelta(minutes=i), {"reason": "x" * 200, "minutes": 5})
+    for reserve in state.glob("*.reserve"):
+        reserve.unlink()
     fault_fs.fill()
     daemon._purge_evidence()  # the daily purge, on a full card
     (said,) = [r for r in caplog.records if "retention purge" in r.getMessage()]
