@@ -784,14 +784,22 @@ def test_history_reads_the_outbox_of_a_state_dir_whose_path_a_uri_would_misread(
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root: root's history reading the service user's outbox")
-def test_sudo_history_reads_no_outbox_the_service_user_linked_elsewhere(tmp_path: Path) -> None:
+def test_sudo_history_reads_no_outbox_the_service_user_linked_elsewhere() -> None:
     """`sudo deskwatch history` reads the service user's outbox with that user's rights, as it
     reads the audit trail (adefa5c): a link put in the outbox's place, to a database only root
     may read, gives root's history nothing of it."""
+    nobody = pwd.getpwnam("nobody")
+    base = Path(tempfile.mkdtemp(prefix="deskwatch-outbox-"))  # a folder that user can reach
+    base.chmod(0o755)
+    try:
+        _sudo_history_reads(base, nobody)
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _sudo_history_reads(tmp_path: Path, nobody: pwd.struct_passwd) -> None:
     from deskwatch.delivery.outbox import dropped_event_ids, queued_event_ids
 
-    nobody = pwd.getpwnam("nobody")
-    tmp_path.chmod(0o755)
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     os.chown(state, nobody.pw_uid, nobody.pw_gid)
@@ -809,6 +817,14 @@ def test_sudo_history_reads_no_outbox_the_service_user_linked_elsewhere(tmp_path
     os.lchown(link, nobody.pw_uid, nobody.pw_gid)
     assert queued_event_ids(state) == {}
     assert dropped_event_ids(state) == {}
+    own = tmp_path / "state?#%41"  # and the service user's own outbox is read, as that user
+    own.mkdir(mode=0o700)
+    box = make(own)
+    box.put_event(event(1))
+    box.close()
+    for f in (own, *own.iterdir()):
+        os.chown(f, nobody.pw_uid, nobody.pw_gid)
+    assert queued_event_ids(own) == {"e1": {"event"}}
 
 
 def test_a_loss_a_read_only_card_would_not_take_is_said_with_the_cards_trouble_at_close(
