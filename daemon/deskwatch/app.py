@@ -40,6 +40,7 @@ if TYPE_CHECKING:
     from deskwatch.config import Config
     from deskwatch.delivery.client import Delivery as MqttDelivery
     from deskwatch.delivery.payloads import Source
+    from deskwatch.handover import Handover
     from deskwatch.jobs.agent import JobAgent
     from deskwatch.policy.engine import Policy as PolicyEngine
     from deskwatch.vision.config import VisionConfig
@@ -290,6 +291,7 @@ class Daemon:
             unfinished = self.audit.close_unfinished()
         except Exception:  # the first scan's row will say whether the trail can be written
             log.exception("could not record the scans the last run left unfinished in the audit trail")
+        self.handover = self._take_over()
         self.camera: Camera = parts.camera or open_camera(cfg.camera)
         self.vision: Vision = parts.vision or build_vision(cfg)
         self.policy: Policy = parts.policy or build_policy(cfg, self.audit, monotonic=self.clock.monotonic)
@@ -344,6 +346,18 @@ class Daemon:
         self._pending_models: Path | None = None
         self.jobs = self._build_jobs()
         self.delivery.on_reviews(self.take_reviews)
+
+    def _take_over(self) -> Handover | None:
+        """A desk handed to another worker: the previous worker's pause ends here, before the
+        policy restores it (its overrun would be reported as the new worker's)."""
+        from deskwatch.handover import take_over
+
+        device = self.cfg.device
+        try:
+            return take_over(self.cfg.state_dir, device.worker_id, device.site, self.audit, self.clock.now())
+        except Exception:
+            log.exception("could not compare this desk's worker with the one recorded in %s", self.cfg.state_dir)
+            return None
 
     def _report_unfinished(self, records: list[ScanRecord]) -> None:
         """The collector hears of the scans a daemon that died cut off, as the worker's trail

@@ -1,0 +1,131 @@
+"""The desk handed to another worker: what the device keeps of the previous one, and what it stops doing.
+
+An appliance passes from one worker to another when an employee leaves: the technician
+provisions it again for the new worker (or edits ``device.worker_id``), perhaps at another
+site. ``<state_dir>/worker.json`` records whom the device works for (``worker_id``, ``site``
+and ``since``, the moment the daemon took over from a previous worker; null for the first
+worker it knew). At its start, before it sends anything under the new worker's id, the
+daemon compares that record with its config (:func:`take_over`); on a change it
+
+- ends the previous worker's pause: it was theirs, and an overrun of it would have been
+  reported as a ``pause_overrun`` of the new worker, with the previous worker's reason;
+- records the change in the audit trail (``worker_changed``) and in ``worker.json``, from
+  which ``deskwatch history`` shows only what happened since (:func:`shown_since`).
+
+Never relabelled: an event queued before the change carries the previous worker's id in
+its payload and goes out as it is. The audit trail keeps the previous worker's entries for
+its retention (the promise that every scan is auditable), in the state directory only the
+service user and root can read.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from deskwatch.domain import PauseInfo, rfc3339
+from deskwatch.system.files import write_atomically
+
+log = logging.getLogger(__name__)
+
+FILENAME = "worker.json"
+
+
+class Trail(Protocol):
+    def record_event(self, kind: str, at: datetime, detail: dict[str, object]) -> None: ...
+
+    def save_pause(self, pause: PauseInfo | None) -> None: ...
+
+    def load_pause(self) -> PauseInfo | None: ...
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Whom the device works for, and since when (None: since before the device kept this)."""
+
+    worker_id: str
+    site: str
+    since: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"worker_id": self.worker_id, "site": self.site, "since": self.since}
+
+
+@dataclass(frozen=True)
+class Handover:
+    """A change of worker (or site) the daemon took at its start."""
+
+    previous: Holder
+    current: Holder
+
+
+def record_path(state_dir: str | Path) -> Path:
+    return Path(state_dir) / FILENAME
+
+
+def read_holder(state_dir: str | Path) -> Holder | None:
+    """The recorded holder; None when none is recorded (or the record cannot be read)."""
+    try:
+        d = json.loads(record_path(state_dir).read_text(encoding="utf-8"))
+        since = d.get("since")
+        return Holder(str(d["worker_id"]), str(d["site"]), str(since) if since is not None else None)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("cannot read %s (%s): taken as no worker recorded", record_path(state_dir), exc)
+        return None
+
+
+def _write(state_dir: str | Path, holder: Holder) -> None:
+    write_atomically(record_path(state_dir), json.dumps(holder.to_json()).encode(), 0o600)
+
+
+def take_over(state_dir: str | Path, worker_id: str, site: str, trail: Trail, now: datetime) -> Handover | None:
+    """Compare the recorded holder with the configured one; on a change, end the previous
+    worker's pause, record the change, and return it (None: same worker, or the first one)."""
+    before = read_holder(state_dir)
+    if before is None:  # the first start (or the first with this record): every entry is this worker's
+        _write(state_dir, Holder(worker_id, site))
+        return None
+    if (before.worker_id, before.site) == (worker_id, site):
+        return None
+    current = Holder(worker_id, site, rfc3339(now))
+    detail: dict[str, object] = {
+        "from_worker": before.worker_id,
+        "from_site": before.site,
+        "to_worker": worker_id,
+        "to_site": site,
+    }
+    pause = trail.load_pause()
+    if pause is not None:
+        trail.save_pause(None)
+        # when, not why: the reason stays in the pause's own entry, which the new worker is not shown
+        detail["pause_ended"] = {k: v for k, v in pause.to_json().items() if k != "reason"}
+    trail.record_event("worker_changed", now, detail)
+    _write(state_dir, current)  # after the trail: a crash before it takes the change over again
+    log.warning(
+        "this desk was handed from worker %s (site %s) to worker %s (site %s): %s",
+        before.worker_id,
+        before.site,
+        worker_id,
+        site,
+        "the previous worker's pause ended, not reported" if pause is not None else "no pause was running",
+        extra={"journal": {"DESKWATCH_EVENT": "worker_changed", "WORKER_ID": worker_id}},
+    )
+    return Handover(before, current)
+
+
+def shown_since(state_dir: str | Path, worker_id: str, site: str, now: datetime) -> tuple[str | None, Holder | None]:
+    """From when the trail is this worker's to see (RFC 3339; None: all of it), and the
+    recorded holder. A config that names another worker than the record (provisioned again,
+    the daemon not yet started) shows nothing before ``now``: all of it is someone else's."""
+    holder = read_holder(state_dir)
+    if holder is None:
+        return None, None
+    if (holder.worker_id, holder.site) != (worker_id, site):
+        return rfc3339(now), holder
+    return holder.since, holder

@@ -1,0 +1,70 @@
+"""A desk handed to another worker (an employee leaves; the technician provisions the appliance
+again for the next one, or edits device.worker_id): nothing of the previous worker is told
+about the new one, or shown to them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from deskwatch.app import Daemon, Parts
+from deskwatch.audit import AuditLog
+from deskwatch.camera.fake import FakeCamera
+from deskwatch.config import load_config
+from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+
+
+def daemon(cfg_path: Path, clock: Any, delivery: RecordingDelivery | None = None) -> Daemon:
+    cfg = load_config(str(cfg_path))
+    return Daemon(cfg, clock=clock, parts=Parts(camera=FakeCamera(), vision=ScriptedVision(),
+                                                delivery=delivery or RecordingDelivery(), notifier=SilentNotifier()))  # fmt: skip
+
+
+def handed_over(write_config: Any, worker: str = "w-2", site: str = "site-a") -> Path:
+    return write_config(f"device: {{worker_id: {worker}, site: {site}}}", name=f"config-{worker}-{site}.yaml")
+
+
+def test_the_previous_workers_pause_is_not_reported_as_the_new_workers_overrun(write_config: Any, clock: Any) -> None:
+    """Alice paused, then left; the next morning the desk is Bob's. The pause was restored from
+    the trail and its overrun went out as a pause_overrun with worker_id w-2 - an accusation
+    against Bob, carrying Alice's reason."""
+    alice = daemon(write_config(), clock)
+    alice.handle_command("pause", {"reason": "doctor appointment for my son", "minutes": 30}, source="local")
+    alice.audit.close()
+    clock.advance(3 * 3600)
+    delivery = RecordingDelivery()
+    bob = daemon(handed_over(write_config), clock, delivery)
+    assert bob.policy.paused is None
+    bob._check_pause()
+    clock.advance(600)
+    bob._check_pause()
+    assert delivery.events == []
+    assert bob.handover is not None and bob.handover.previous.worker_id == "w-1"
+    entries = bob.audit.recent(10)
+    changed = [e for e in entries if e.kind == "worker_changed"]
+    assert len(changed) == 1 and changed[0].data["to_worker"] == "w-2"
+    assert "doctor" not in json.dumps(changed[0].data)  # when the pause ended, not why
+    bob.audit.close()
+
+
+def test_the_same_worker_keeps_the_pause_across_a_restart(write_config: Any, clock: Any) -> None:
+    path = write_config()
+    first = daemon(path, clock)
+    first.handle_command("pause", {"reason": "fetch water", "minutes": 5}, source="local")
+    first.audit.close()
+    again = daemon(path, clock)
+    assert again.handover is None and again.policy.paused is not None
+    again.audit.close()
+
+
+def test_a_move_to_another_site_is_a_hand_over_too(write_config: Any, clock: Any) -> None:
+    first = daemon(write_config(), clock)
+    first.handle_command("pause", {"reason": "fetch water", "minutes": 5}, source="local")
+    first.audit.close()
+    moved = daemon(handed_over(write_config, "w-1", "site-b"), clock)
+    assert moved.policy.paused is None and moved.handover is not None
+    moved.audit.close()
+    log = AuditLog.for_state_dir(moved.cfg.state_dir)
+    assert [e.kind for e in log.recent(5)].count("worker_changed") == 1
+    log.close()
