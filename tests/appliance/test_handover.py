@@ -68,3 +68,37 @@ def test_a_move_to_another_site_is_a_hand_over_too(write_config: Any, clock: Any
     log = AuditLog.for_state_dir(moved.cfg.state_dir)
     assert [e.kind for e in log.recent(5)].count("worker_changed") == 1
     log.close()
+
+
+def test_history_shows_the_new_worker_nothing_of_the_previous_one(write_config: Any, clock: Any, capsys: Any) -> None:
+    """'deskwatch history' showed Bob Alice's scans, findings and pause reasons of the last 20
+    days; the trail keeps them for the audit, and history now starts at the hand-over."""
+    from deskwatch.cli import main
+    from deskwatch.domain import Finding, ScanRecord
+
+    alice = daemon(write_config(), clock)
+    alice.audit.record_scan(ScanRecord("s-alice", "schedule", clock.now(), clock.now(), frames=5,
+                                       findings=[Finding("phone_use", 0.9, 1, detail="phone at the ear")]))  # fmt: skip
+    alice.handle_command("pause", {"reason": "doctor appointment for my son", "minutes": 30}, source="local")
+    alice.audit.close()
+    bob_config = handed_over(write_config)
+    # provisioned for Bob, the daemon not started yet: none of it is Bob's
+    assert main(["history", "--config", str(bob_config)]) == 0
+    out = capsys.readouterr().out
+    assert "doctor" not in out and "phone_use" not in out and "Paused now" not in out
+    assert "handed over to worker w-2" in out
+    clock.advance(3 * 3600)
+    bob = daemon(bob_config, clock)
+    bob.audit.record_scan(ScanRecord("s-bob", "schedule", clock.now(), clock.now(), frames=5))
+    bob.audit.close()
+    assert main(["history", "--config", str(bob_config), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["kind"] for r in rows] == ["scan", "worker_changed"] and rows[0]["scan_id"] == "s-bob"
+    assert "doctor" not in json.dumps(rows)
+    assert main(["history", "--config", str(bob_config)]) == 0
+    out = capsys.readouterr().out
+    assert "doctor" not in out and "phone_use" not in out and "handed over to worker w-2" in out
+    # the trail itself keeps Alice's entries for the audit (retention), out of Bob's view
+    log = AuditLog.for_state_dir(bob.cfg.state_dir)
+    assert {e.data.get("scan_id") for e in log.recent(10) if e.kind == "scan"} == {"s-alice", "s-bob"}
+    log.close()

@@ -173,6 +173,11 @@ def format_entry(
     if kind == "pause_overrun":
         over = int(d.get("over_seconds") or 0) // 60  # type: ignore[call-overload]
         return [f'{when}  pause_overrun: "{_shown(d.get("reason"))}" ran {over} min over']
+    if kind == "worker_changed":
+        return [
+            f"{when}  this desk was handed over to worker {d.get('to_worker')} (site {d.get('to_site')}); "
+            "the previous worker's entries are kept on the device for the audit, not shown here"
+        ]
     if kind == "remote_scan_accepted":
         return [f"{when}  on-demand scan requested from the central side (request {d.get('request_id')})"]
     if kind == "remote_scan_refused":
@@ -214,8 +219,10 @@ def _shown(text: object) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deskwatch.audit import AuditLog, audit_path
+    from deskwatch.audit import AuditLog, audit_path, utc
     from deskwatch.delivery.outbox import dropped_event_ids, queued_event_ids
+    from deskwatch.domain import utcnow
+    from deskwatch.handover import shown_since
     from deskwatch.policy.pause import checked_restore
 
     cfg = load_config_or_exit(args)
@@ -226,13 +233,17 @@ def run(args: argparse.Namespace) -> int:
     if not path.exists():
         print(f"No scans recorded yet on this device ({path} does not exist).")
         return 0
+    # the desk handed from another worker: their scans, findings and pauses are not this one's to see
+    since, holder = shown_since(cfg.state_dir, cfg.device.worker_id, cfg.device.site, utcnow())
     try:
         # read only: a reader that found the file damaged moved it aside under the running daemon,
         # which went on recording into the moved file, and history showed none of it
         log = AuditLog(path, keep_days=cfg.evidence.retention_days, read_only=True)
         try:
-            entries = log.recent(args.limit)
+            entries = log.recent(args.limit, since=utc(since) if since else None)
             pause = log.load_pause()
+            if pause is not None and since is not None and pause.started_at < utc(since):
+                pause = None  # the previous worker's (the daemon ends it when it takes the change)
             if pause is not None:  # saved by an older daemon: its reason may be what today's rule refuses
                 pause = checked_restore(pause)
             view, view_at = log.collector_view()
@@ -251,8 +262,14 @@ def run(args: argparse.Namespace) -> int:
                 data["findings"] = [_with_fate(f, fate) for f in data.get("findings") or []]
             print(json.dumps({"at": e.at, "kind": e.kind, **data}))
         return 0
+    earlier = ""
+    if since is not None and holder is not None:
+        earlier = (
+            f"(This desk was handed over to worker {cfg.device.worker_id} at {_local(since, tz)}: the previous "
+            "worker's entries are kept on the device for the audit, not shown here.)"
+        )
     if not entries:
-        print("No scans recorded yet on this device.")
+        print("\n".join(filter(None, ["No scans recorded yet on this device.", earlier])))
         return 0
     if pause is not None and pause.ends_at > datetime.now(pause.ends_at.tzinfo):
         print(
@@ -265,6 +282,8 @@ def run(args: argparse.Namespace) -> int:
         f"Last {len(entries)} entries on desk {cfg.device.id} (newest first; times in {cfg.schedule.timezone}; "
         f"kept {cfg.evidence.retention_days} days; no images are stored):"
     )
+    if earlier:
+        print(earlier)
     for e in entries:
         try:
             lines = format_entry(e.kind, e.at, e.data, args.checks, fate, tz)
