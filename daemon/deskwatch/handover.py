@@ -9,6 +9,8 @@ daemon compares that record with its config (:func:`take_over`); on a change it
 
 - ends the previous worker's pause: it was theirs, and an overrun of it would have been
   reported as a ``pause_overrun`` of the new worker, with the previous worker's reason;
+- deletes every other worker's face templates (biometric data of a person the device no
+  longer checks has no purpose there); the new worker's, if already enrolled, stay;
 - records the change in the audit trail (``worker_changed``) and in ``worker.json``, from
   which ``deskwatch history`` shows only what happened since (:func:`shown_since`).
 
@@ -105,6 +107,11 @@ def take_over(state_dir: str | Path, worker_id: str, site: str, trail: Trail, no
         trail.save_pause(None)
         # when, not why: the reason stays in the pause's own entry, which the new worker is not shown
         detail["pause_ended"] = {k: v for k, v in pause.to_json().items() if k != "reason"}
+    gone, left = forget_templates(state_dir, worker_id)
+    if gone:
+        detail["templates_deleted"] = gone
+    if left:
+        detail["templates_left"] = left
     trail.record_event("worker_changed", now, detail)
     _write(state_dir, current)  # after the trail: a crash before it takes the change over again
     log.warning(
@@ -116,7 +123,46 @@ def take_over(state_dir: str | Path, worker_id: str, site: str, trail: Trail, no
         "the previous worker's pause ended, not reported" if pause is not None else "no pause was running",
         extra={"journal": {"DESKWATCH_EVENT": "worker_changed", "WORKER_ID": worker_id}},
     )
+    if gone:
+        log.warning(
+            "deleted the face templates of %s from this device: biometric data of people it no longer checks",
+            ", ".join(gone),
+            extra={"journal": {"DESKWATCH_EVENT": "templates_deleted"}},
+        )
     return Handover(before, current)
+
+
+def forget_templates(state_dir: str | Path, keep: str) -> tuple[list[str], list[str]]:
+    """Delete every worker's face templates but ``keep``'s: (whose went, whose could not).
+
+    A template of a person the device no longer checks is biometric data kept without a
+    purpose. ``keep``'s stay: the technician may have enrolled the new worker already."""
+    from deskwatch.vision.identity import template_path, templates_dir
+
+    directory = templates_dir(state_dir)
+    try:
+        names = sorted(p.name for p in directory.iterdir())
+    except FileNotFoundError:
+        return [], []
+    except OSError as exc:
+        log.error("cannot list the face templates in %s to delete the previous worker's: %s", directory, exc)
+        return [], [str(directory)]
+    kept = template_path(state_dir, keep).name
+    gone: list[str] = []
+    left: list[str] = []
+    for name in names:
+        if name == kept:
+            continue
+        worker = name.removesuffix(".npz")
+        try:
+            (directory / name).unlink()
+            gone.append(worker)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            log.error("could not delete the face templates %s of a previous worker: %s", directory / name, exc)
+            left.append(worker)
+    return gone, left
 
 
 def shown_since(state_dir: str | Path, worker_id: str, site: str, now: datetime) -> tuple[str | None, Holder | None]:

@@ -102,3 +102,22 @@ def test_history_shows_the_new_worker_nothing_of_the_previous_one(write_config: 
     log = AuditLog.for_state_dir(bob.cfg.state_dir)
     assert {e.data.get("scan_id") for e in log.recent(10) if e.kind == "scan"} == {"s-alice", "s-bob"}
     log.close()
+
+
+def test_the_previous_workers_face_templates_are_deleted(write_config: Any, clock: Any) -> None:
+    """Alice's templates stayed on the device after she left: biometric data of a person the
+    device no longer checks. Bob's, enrolled before the daemon's restart, stay."""
+    import numpy as np
+
+    from deskwatch.vision.identity import save_templates, template_path
+
+    alice = daemon(write_config(), clock)
+    alice.audit.close()
+    state = alice.cfg.state_dir
+    for worker in ("w-1", "w-2"):
+        save_templates(state, worker, np.ones((3, 128)), backend="tflite", model_sha256="0" * 64)
+    bob = daemon(handed_over(write_config), clock)
+    assert not template_path(state, "w-1").exists() and template_path(state, "w-2").exists()
+    changed = [e for e in bob.audit.recent(5) if e.kind == "worker_changed"]
+    assert changed[0].data["templates_deleted"] == ["w-1"]
+    bob.audit.close()
