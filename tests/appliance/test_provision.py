@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pwd
 import shutil
@@ -421,3 +422,22 @@ def test_a_passphrase_protected_key_is_refused_saying_so_without_asking(tmp_path
     assert "pass phrase" not in err and "Errno" not in err
     assert "device.key is protected by a passphrase" in (bundle / "provision-result.txt").read_text()
     assert not (tmp_path / "etc/deskwatch").exists()
+
+
+def test_provisioning_for_another_worker_tells_the_technician_what_happens(
+    tmp_path: Path, pki: Pki, capsys: Any
+) -> None:
+    """A desk provisioned again for the next employee: the report said only 'worker w-2',
+    nothing of the previous worker's pause, templates and history, nor that w-2 must be enrolled."""
+    from deskwatch.handover import Holder, record_path
+
+    state = tmp_path / "var/lib/deskwatch"
+    state.mkdir(parents=True, mode=0o700)
+    record_path(state).write_text(json.dumps(Holder("w-0001", "acme-support").to_json()))
+    bundle = make_bundle(tmp_path, pki)
+    assert provision(tmp_path, "--skip-selftest") == 0
+    out = capsys.readouterr().out
+    assert "This desk was worker w-0001's (site acme-support) and is now worker w-1187's" in out
+    assert "deletes w-0001's face templates" in out
+    assert "deskwatch enroll --worker w-1187 --consent" in out
+    assert "deskwatch enroll --worker w-1187" in (bundle / "provision-result.txt").read_text()

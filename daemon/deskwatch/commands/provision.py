@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         f"deskwatch provisioned at {_stamp()}: device {cfg.device.site}/{cfg.device.id}, "
         f"worker {cfg.device.worker_id}, broker {cfg.mqtt.host}:{cfg.mqtt.port}.\n"
         f"Secrets moved to {applied.etc_dir} and deleted from this card.\n"
-    )
+    ) + _handover_note(cfg)
     if args.skip_selftest:
         write_result(bundle_dir, report)
         print(report, end="")
@@ -118,6 +118,24 @@ def run(args: argparse.Namespace) -> int:
         )
         return exitcodes.FAIL
     return 0
+
+
+def _handover_note(cfg: Any) -> str:
+    """What the technician must know when this desk was another worker's (or at another site)."""
+    from deskwatch.handover import read_holder
+
+    before = read_holder(cfg.state_dir)
+    worker, site = cfg.device.worker_id, cfg.device.site
+    if before is None or (before.worker_id, before.site) == (worker, site):
+        return ""
+    return (
+        f"This desk was worker {before.worker_id}'s (site {before.site}) and is now worker {worker}'s (site {site}). "
+        f"When the service starts it ends {before.worker_id}'s pause without reporting it, deletes "
+        f"{before.worker_id}'s face templates from the device, and shows {worker} none of {before.worker_id}'s "
+        "history; what was queued before goes out under the id it was recorded with.\n"
+        f"Enrol the new worker at the desk, with their consent: deskwatch enroll --worker {worker} --consent "
+        "--camera config\n"
+    )
 
 
 def _selftest_here(cfg: Any, config_path: Path, skip: list[str], service_user: str) -> tuple[int, str]:
