@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from deskwatch.domain import PauseInfo, rfc3339
-from deskwatch.system.files import write_atomically
+from deskwatch.system.files import remove, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,15 @@ class Holder:
     worker_id: str
     site: str
     since: str | None = None
+    # 'deskwatch provision --new-holder': the same id now names another person (the collector's
+    # 'users add ... --new-holder'); the next start takes the desk over as from another worker
+    new_holder: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"worker_id": self.worker_id, "site": self.site, "since": self.since}
+        d: dict[str, Any] = {"worker_id": self.worker_id, "site": self.site, "since": self.since}
+        if self.new_holder:
+            d["new_holder"] = True
+        return d
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,9 @@ def read_holder(state_dir: str | Path) -> Holder | None:
     try:
         d = json.loads(record_path(state_dir).read_text(encoding="utf-8"))
         since = d.get("since")
-        return Holder(str(d["worker_id"]), str(d["site"]), str(since) if since is not None else None)
+        return Holder(
+            str(d["worker_id"]), str(d["site"]), str(since) if since is not None else None, d.get("new_holder") is True
+        )
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -82,8 +90,29 @@ def read_holder(state_dir: str | Path) -> Holder | None:
         return None
 
 
-def _write(state_dir: str | Path, holder: Holder) -> None:
-    write_atomically(record_path(state_dir), json.dumps(holder.to_json()).encode(), 0o600)
+def _write(state_dir: str | Path, holder: Holder, owner: tuple[int, int] | None = None) -> None:
+    write_atomically(record_path(state_dir), json.dumps(holder.to_json()).encode(), 0o600, owner)
+
+
+def mark_new_holder(state_dir: str | Path, worker_id: str, site: str) -> bool:
+    """Record that ``worker_id`` now names another person than the one the device worked for,
+    and delete that id's face templates, the previous holder's ('deskwatch new-holder', run by
+    root: the record is the state directory's owner's, the daemon's user, and no link in that
+    directory is followed). False when the device never ran (no state directory)."""
+    directory = Path(state_dir)
+    if not directory.is_dir():
+        return False
+    st = directory.stat()
+    before = read_holder(directory)
+    if before is not None and (before.worker_id, before.site) != (worker_id, site):
+        return True  # another worker already: the next start takes the change over anyway
+    _write(directory, Holder(worker_id, site, before.since if before else None, True), (st.st_uid, st.st_gid))
+    # the templates under this id are the previous holder's: gone now, so that the new holder
+    # can be enrolled before the service's next start (which keeps the current id's templates)
+    from deskwatch.vision.identity import template_path
+
+    remove(template_path(directory, worker_id))
+    return True
 
 
 def take_over(state_dir: str | Path, worker_id: str, site: str, trail: Trail, now: datetime) -> Handover | None:
@@ -93,10 +122,11 @@ def take_over(state_dir: str | Path, worker_id: str, site: str, trail: Trail, no
     if before is None:  # the first start (or the first with this record): every entry is this worker's
         _write(state_dir, Holder(worker_id, site))
         return None
-    if (before.worker_id, before.site) == (worker_id, site):
+    if (before.worker_id, before.site) == (worker_id, site) and not before.new_holder:
         return None
     current = Holder(worker_id, site, rfc3339(now))
     detail: dict[str, object] = {
+        "new_holder": before.new_holder,
         "from_worker": before.worker_id,
         "from_site": before.site,
         "to_worker": worker_id,
@@ -172,6 +202,6 @@ def shown_since(state_dir: str | Path, worker_id: str, site: str, now: datetime)
     holder = read_holder(state_dir)
     if holder is None:
         return None, None
-    if (holder.worker_id, holder.site) != (worker_id, site):
+    if (holder.worker_id, holder.site) != (worker_id, site) or holder.new_holder:
         return rfc3339(now), holder
     return holder.since, holder

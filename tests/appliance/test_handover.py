@@ -121,3 +121,44 @@ def test_the_previous_workers_face_templates_are_deleted(write_config: Any, cloc
     changed = [e for e in bob.audit.recent(5) if e.kind == "worker_changed"]
     assert changed[0].data["templates_deleted"] == ["w-1"]
     bob.audit.close()
+
+
+def test_a_worker_id_handed_to_a_new_person_is_taken_over_as_another_worker(
+    write_config: Any, clock: Any, capsys: Any
+) -> None:
+    """w-1 passed from Alice to Bob (the collector's users add ... --new-holder) and the desk kept
+    device.worker_id w-1: the device knew no change, checked Bob against Alice's templates (an
+    unknown face: unrecognized_person) and showed him her history and her pause. 'deskwatch
+    new-holder' now records the change; Bob is enrolled, and the next start takes it over."""
+    import numpy as np
+
+    from deskwatch.cli import main
+    from deskwatch.vision.identity import save_templates, template_path
+
+    path = write_config()
+    alice = daemon(path, clock)
+    alice.handle_command("pause", {"reason": "doctor appointment for my son", "minutes": 30}, source="local")
+    alice.audit.close()
+    state = alice.cfg.state_dir
+    save_templates(state, "w-1", np.ones((3, 128)), backend="tflite", model_sha256="0" * 64)
+    assert main(["new-holder", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "deskwatch enroll --worker w-1 --consent" in out
+    assert not template_path(state, "w-1").exists()  # Alice's: gone at once
+    assert main(["history", "--config", str(path)]) == 0
+    assert "doctor" not in capsys.readouterr().out
+    save_templates(state, "w-1", np.full((3, 128), 2.0), backend="tflite", model_sha256="0" * 64)  # Bob enrolled
+    clock.advance(3 * 3600)
+    delivery = RecordingDelivery()
+    bob = daemon(path, clock, delivery)
+    assert bob.handover is not None and bob.policy.paused is None
+    bob._check_pause()
+    assert delivery.events == []
+    assert template_path(state, "w-1").exists()  # Bob's stays
+    bob.audit.close()
+    again = daemon(path, clock)  # taken once
+    assert again.handover is None
+    again.audit.close()
+    assert main(["history", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "doctor" not in out and "handed over to worker w-1" in out

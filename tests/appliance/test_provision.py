@@ -441,3 +441,16 @@ def test_provisioning_for_another_worker_tells_the_technician_what_happens(
     assert "deletes w-0001's face templates" in out
     assert "deskwatch enroll --worker w-1187 --consent" in out
     assert "deskwatch enroll --worker w-1187" in (bundle / "provision-result.txt").read_text()
+
+
+def test_provisioning_for_the_same_worker_id_says_what_to_do_if_it_names_another_person(
+    tmp_path: Path, pki: Pki, capsys: Any
+) -> None:
+    from deskwatch.handover import Holder, record_path
+
+    state = tmp_path / "var/lib/deskwatch"
+    state.mkdir(parents=True, mode=0o700)
+    record_path(state).write_text(json.dumps(Holder("w-1187", "acme-support").to_json()))
+    make_bundle(tmp_path, pki)
+    assert provision(tmp_path, "--skip-selftest") == 0
+    assert "run deskwatch new-holder before the service starts" in capsys.readouterr().out

@@ -126,13 +126,24 @@ def _handover_note(cfg: Any) -> str:
 
     before = read_holder(cfg.state_dir)
     worker, site = cfg.device.worker_id, cfg.device.site
-    if before is None or (before.worker_id, before.site) == (worker, site):
+    if before is None:
         return ""
-    return (
-        f"This desk was worker {before.worker_id}'s (site {before.site}) and is now worker {worker}'s (site {site}). "
-        f"When the service starts it ends {before.worker_id}'s pause without reporting it, deletes "
-        f"{before.worker_id}'s face templates from the device, and shows {worker} none of {before.worker_id}'s "
-        "history; what was queued before goes out under the id it was recorded with.\n"
+    if before.new_holder:
+        was = f"the previous holder of worker id {worker}"
+        head = f"Worker id {worker} now names another person (deskwatch new-holder). "
+    elif (before.worker_id, before.site) == (worker, site):
+        return (
+            f"Same worker as before ({worker}). If this id now names another person (the collector's users add "
+            "... --new-holder), run deskwatch new-holder before the service starts, or the new person is checked "
+            "against the previous holder's face templates and shown their history.\n"
+        )
+    else:
+        was = before.worker_id
+        head = f"This desk was worker {was}'s (site {before.site}) and is now worker {worker}'s (site {site}). "
+    return head + (
+        f"When the service starts it ends {was}'s pause without reporting it, deletes {was}'s face templates "
+        f"from the device, and shows {worker} none of {was}'s history; what was queued before goes out under "
+        "the id it was recorded with.\n"
         f"Enrol the new worker at the desk, with their consent: deskwatch enroll --worker {worker} --consent "
         "--camera config\n"
     )
