@@ -307,6 +307,9 @@ class Daemon:
         self._context_type = PolicyContext
         self.payloads = payloads
         self.source = payload_source(cfg)
+        if self.handover is not None and self.handover.previous.site != cfg.device.site:
+            self._leave_old_site()
+            unfinished = []  # the old site's scans: in the trail, not the new site's to hear of
         self._report_unfinished(unfinished)
         self.scanner = Scanner(
             cfg.camera,
@@ -358,6 +361,35 @@ class Daemon:
         except Exception:
             log.exception("could not compare this desk's worker with the one recorded in %s", self.cfg.state_dir)
             return None
+
+    def _leave_old_site(self) -> None:
+        """A device moved to another site: what it queued at the old one names that site, and its
+        certificate and topics are the new site's, whose collector refuses such a payload (it
+        was sent under the new site's topic and lost there, the previous worker's findings with
+        it, into the new site's store of refused messages). Dropped before anything is sent,
+        counted in health (outbox.lost) and recorded in the audit trail."""
+        assert self.handover is not None
+        previous, site = self.handover.previous.site, self.cfg.device.site
+        outbox = getattr(self.delivery, "outbox", None)
+        if outbox is None:
+            return
+        try:
+            gone = outbox.discard_all(f"moved from site {previous} to site {site}", "site_changed")
+        except Exception:
+            log.exception("could not take the messages queued at site %s out of the queue", previous)
+            return
+        if not gone:
+            return
+        log.warning(
+            "moved from site %s to site %s: dropped %s queued at %s, which the new site's collector refuses "
+            "(counted in health outbox.lost)",
+            previous,
+            site,
+            ", ".join(f"{n} {kind}" for kind, n in sorted(gone.items())),
+            previous,
+            extra={"journal": {"DESKWATCH_EVENT": "outbox_lost", "OUTBOX_LOST_EVENTS": gone.get("event", 0)}},
+        )
+        self._audit_event("queue_dropped", self.clock.now(), {"from_site": previous, "to_site": site, **gone})
 
     def _report_unfinished(self, records: list[ScanRecord]) -> None:
         """The collector hears of the scans a daemon that died cut off, as the worker's trail

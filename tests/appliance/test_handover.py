@@ -162,3 +162,58 @@ def test_a_worker_id_handed_to_a_new_person_is_taken_over_as_another_worker(
     assert main(["history", "--config", str(path)]) == 0
     out = capsys.readouterr().out
     assert "doctor" not in out and "handed over to worker w-1" in out
+
+
+def queue_for_alice(state: str) -> str:
+    from deskwatch.delivery.outbox import Outbox
+
+    event_id = "01a224ee-45fe-72be-b748-f6bbc5d61791"
+    box = Outbox(state, max_bytes=10**6, max_messages=100, max_age_days=20)
+    box.put_event({"event_id": event_id, "site": "site-a", "worker_id": "w-1", "type": "phone_use"}, b"\xff\xd8jpeg")
+    box.put("scan", "scan", {"site": "site-a", "scan_id": "s-alice"})
+    box.close()
+    return event_id
+
+
+def real_delivery_daemon(cfg_path: Path, clock: Any) -> Daemon:
+    cfg = load_config(str(cfg_path))
+    return Daemon(
+        cfg, clock=clock, parts=Parts(camera=FakeCamera(), vision=ScriptedVision(), notifier=SilentNotifier())
+    )
+
+
+def test_a_device_moved_to_another_site_drops_what_it_queued_at_the_old_one(write_config: Any, clock: Any) -> None:
+    """Moved from site-a to site-b with Alice's findings still queued: they went out under
+    site-b's topics naming site-a, the new site's collector refused them (source_mismatch),
+    the device took the broker's PUBACK for delivery, and they were lost there without a
+    count. Now they are dropped before anything is sent, counted in health, audited."""
+    from deskwatch.delivery.outbox import dropped_event_ids
+
+    alice = real_delivery_daemon(write_config(), clock)
+    alice.audit.close()
+    alice.delivery.outbox.close()
+    event_id = queue_for_alice(alice.cfg.state_dir)
+    moved = real_delivery_daemon(handed_over(write_config, "w-2", "site-b"), clock)
+    outbox = moved.delivery.outbox
+    assert outbox.depth == 0
+    assert outbox.stats()["lost"]["events"] == 1
+    assert dropped_event_ids(moved.cfg.state_dir)[event_id] == {"event": "site_changed", "evidence": "site_changed"}
+    dropped = [e for e in moved.audit.recent(5) if e.kind == "queue_dropped"]
+    assert dropped[0].data == {"from_site": "site-a", "to_site": "site-b", "event": 1, "evidence": 1, "scan": 1}
+    moved.audit.close()
+    outbox.close()
+
+
+def test_another_worker_at_the_same_site_sends_the_previous_ones_queue_as_recorded(
+    write_config: Any, clock: Any
+) -> None:
+    alice = real_delivery_daemon(write_config(), clock)
+    alice.audit.close()
+    alice.delivery.outbox.close()
+    queue_for_alice(alice.cfg.state_dir)
+    bob = real_delivery_daemon(handed_over(write_config), clock)
+    events = [m for m in bob.delivery.outbox.pending() if m.kind == "event"]
+    assert [json.loads(m.payload)["worker_id"] for m in events] == ["w-1"]  # never relabelled
+    assert bob.delivery.outbox.depth == 3
+    bob.audit.close()
+    bob.delivery.outbox.close()

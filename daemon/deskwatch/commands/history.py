@@ -59,6 +59,7 @@ NO_PICTURE = {
 NOT_SENT = {
     "evicted": "the device's queue dropped it while the network was down",
     "damaged": "it was damaged on the device's storage",
+    "site_changed": "the desk moved to another site before it could be sent",
 }
 
 
@@ -177,6 +178,12 @@ def format_entry(
         return [
             f"{when}  this desk was handed over to worker {d.get('to_worker')} (site {d.get('to_site')}); "
             "the previous worker's entries are kept on the device for the audit, not shown here"
+        ]
+    if kind == "queue_dropped":
+        n = int(d.get("event") or 0)  # type: ignore[call-overload]
+        return [
+            f"{when}  the desk moved from site {d.get('from_site')} to site {d.get('to_site')}: {n} finding(s) "
+            "queued there and not yet sent were dropped (the new site cannot take them)"
         ]
     if kind == "remote_scan_accepted":
         return [f"{when}  on-demand scan requested from the central side (request {d.get('request_id')})"]

@@ -903,6 +903,31 @@ class Outbox:
         self._bytes += len(data) - len(row[1])
         return data
 
+    def discard_all(self, reason: str, note: str) -> dict[str, int]:
+        """Take every queued message out of the queue unsent; returns how many of each kind.
+
+        For a device moved to another site (:mod:`deskwatch.handover`): what it queued there
+        names the old site, its certificate and topics are now the new site's, and that
+        collector refuses a payload naming another site. Counted in ``health.outbox.lost``
+        (``reason``: the events' ``seq`` gap is explained); events and images noted for
+        'deskwatch history' (``note``)."""
+        with self._lock:
+            with self._transaction():
+                rows = self._db.execute("SELECT kind, event_id FROM messages").fetchall()
+                for kind, event_id in rows:
+                    if kind in ("event", "evidence") and event_id:
+                        self._note_dropped(str(event_id), str(kind), note)
+                self._db.execute("DELETE FROM messages")
+                self._reload_totals()
+            counts: dict[str, int] = {}
+            for kind, _ in rows:
+                counts[str(kind)] = counts.get(str(kind), 0) + 1
+            if rows:
+                self._count_loss(reason, events=counts.get("event", 0), messages=len(rows))
+                self.counters.set_queued_events(0)
+            self._after_write()
+        return counts
+
     # -- reading and acknowledging --------------------------------------------------------
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[QueuedMessage]:
