@@ -2,7 +2,8 @@
 
 ``desk.yaml`` (see :func:`deskwatch_desk.link.default_config_path`)::
 
-    device: {id: desk-0042, site: acme-support}     # the appliance it pairs with
+    device: {id: desk-0042, site: acme-support}     # the appliance it pairs with; optional worker_id:
+                                                    # the worker at it (no finding about another is shown)
     mqtt:                                           # the same keys as the appliance's mqtt section
       host: broker.example.com
       tls: {ca_file: ca.crt, cert_file: desk-0042-companion.crt, key_file: desk-0042-companion.key}
@@ -34,6 +35,14 @@ class DeskDevice:
 
     id: str = setting(doc="The appliance's device id.", pattern=ID_PATTERN, hint=ID_HINT, example="desk-0042")
     site: str = setting(doc="The appliance's site.", pattern=ID_PATTERN, hint=ID_HINT, example="acme-support")
+    worker_id: str | None = setting(
+        None,
+        doc="The worker at this desk (the appliance's device.worker_id). Set, the window shows no finding the "
+        "appliance sends about another worker: those it queued before the desk was handed over to this one.",
+        pattern=ID_PATTERN,
+        hint=ID_HINT,
+        example="w-1187",
+    )
 
 
 @dataclass(frozen=True)

@@ -101,6 +101,7 @@ class Finding:
     evidence: dict[str, Any] | None
     evidence_reason: str | None
     scan_id: str
+    worker_id: str | None = None  # whom the appliance found it about (queued before a hand-over: the previous worker)
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,7 @@ def parse_event(raw: bytes) -> Finding:
         evidence=evidence,
         evidence_reason=_text(obj, "evidence_reason", optional=True, limit=64),
         scan_id=_text(obj, "scan_id", limit=64),
+        worker_id=_text(obj, "worker_id", optional=True, limit=64),
     )
 
 

@@ -223,5 +223,9 @@ class DeskSession:
                 self.inbox.put(Note("scan", scan))
         elif suffix == "event":
             finding = parse_or_log("event", raw)
-            if finding is not None:
+            worker = self.cfg.device.worker_id
+            if finding is not None and worker is not None and finding.worker_id != worker:
+                # queued by the appliance before the desk was handed over: the previous worker's
+                logger.info("a finding about worker %s, not %s, not shown", finding.worker_id, worker)
+            elif finding is not None:
                 self.inbox.put(Note("finding", finding))

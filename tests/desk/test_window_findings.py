@@ -5,6 +5,7 @@ finding joins the list; the worker contests from the window."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -195,3 +196,32 @@ def test_a_password_file_keeps_the_spaces_of_the_password(collector: Any, tmp_pa
     secret.write_bytes(b"\xff\xfe not text\n")  # a file saved in another encoding: said, not a dead thread
     state, said = signed_in_with_the_file()
     assert state == "error" and "collector.password_file" in said[-1] and "UTF-8" in said[-1], said
+
+
+def test_a_finding_about_the_previous_worker_at_a_handed_over_desk_is_not_shown(tmp_path: Path) -> None:
+    """The appliance, provisioned for Bob, sent the findings it had queued about Alice (their
+    worker_id w-1, as recorded), and Bob's window listed them among his findings, live. With
+    the desk's worker_id in desk.yaml the window shows only Bob's."""
+    import json
+    import queue
+
+    from deskwatch_desk.config import load_desk_config_text
+
+    cfg = load_desk_config_text(
+        "device: {id: desk-7, site: acme, worker_id: w-2}\nmqtt: {host: 127.0.0.1, port: 1883, tls: {enabled: false}}\n",
+        "desk.yaml",
+    )
+    session = DeskSession(cfg, tmp_path / "state")
+
+    def event(event_id: str, worker: str) -> bytes:
+        return json.dumps({"schema": "deskwatch.event/1", "event_id": event_id, "type": "phone_use", "worker_id": worker,
+                           "detected_at": "2026-12-01T09:00:00.000Z", "confidence": 0.9, "detail": "phone at the ear",
+                           "evidence": None, "evidence_reason": "rule", "scan_id": "s-1"}).encode()  # fmt: skip
+
+    session._on_message("event", event("ev-alice", "w-1"))
+    session._on_message("event", event("ev-bob", "w-2"))
+    shown = []
+    with contextlib.suppress(queue.Empty):
+        while True:
+            shown.append(session.inbox.get_nowait().value.event_id)
+    assert shown == ["ev-bob"]
