@@ -149,3 +149,59 @@ def test_the_aim_line_says_a_blurred_picture_is_blurred() -> None:
     assert line.endswith("BLURRED: clean the lens (120/255)"), line
     dark = LightReading(20.0, 10.0, 0.9, 1.0, True, False)
     assert "TOO DARK" in describe(FrameAnalysis(frame_index=0, light=dark), [0.0, 0.0, 1.0, 1.0], 0.3)
+
+
+@pytest.mark.skipif(not (REPO / "models" / "manifest.yaml").exists(), reason="models/ not built")
+@pytest.mark.parametrize("stop", ["ctrl-c", "camera fails"])
+def test_the_audit_says_how_long_the_camera_really_was_open(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, stop: str
+) -> None:
+    """The worker's history said "live view for up to 120 s" however the session ended: a
+    technician's Ctrl-C after two frames, or a camera that failed, read as two minutes of
+    camera. The record is made before the first frame and completed with the time the
+    camera was really open, the frames it gave and why it closed."""
+    import contextlib
+    import json
+    import sqlite3
+    import time
+
+    import deskwatch.camera.replay as replay
+    from deskwatch.audit import audit_path
+    from deskwatch.camera import CameraError
+    from deskwatch.cli import main
+
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        f"device: {{id: desk-1, site: acme, worker_id: w-1}}\nstate_dir: {state}\n"
+        f"camera: {{backend: replay, source: {PHOTOS / 'single_01.jpg'}}}\n"
+        "mqtt: {host: 127.0.0.1, tls: {enabled: false}}\n"
+    )
+    real = replay.ReplayCamera.capture
+    taken = [0]
+
+    def capture(self: replay.ReplayCamera) -> np.ndarray:
+        taken[0] += 1
+        if taken[0] == 3:
+            if stop == "ctrl-c":
+                raise KeyboardInterrupt
+            raise CameraError("no frame within 5 s")
+        return real(self)
+
+    monkeypatch.setattr(replay.ReplayCamera, "capture", capture)
+    t0 = time.monotonic()
+    code = main(["aim", "--config", str(cfg), "--seconds", "120", "--interval", "0.2", "--columns", "20"])
+    took = time.monotonic() - t0
+    assert code == (0 if stop == "ctrl-c" else 69)
+    assert "aim stopped after 2 frames" in capsys.readouterr().err or stop != "ctrl-c"
+    with contextlib.closing(sqlite3.connect(audit_path(str(state)))) as db:
+        [(kind, raw)] = db.execute("SELECT kind, detail FROM events").fetchall()
+    detail = json.loads(raw)
+    assert kind == "aim_capture" and detail["asked_seconds"] == 120.0
+    assert 0 < detail["open_seconds"] <= took < 60 and detail["frames"] == 2, detail
+    assert detail["stopped"] == ("Ctrl-C" if stop == "ctrl-c" else "the camera failed: no frame within 5 s")
+    assert main(["history", "--config", str(cfg)]) == 0
+    line = capsys.readouterr().out
+    assert f"the camera open {detail['open_seconds']} s of the 120.0 s asked, 2 frames" in line, line
+    assert "up to 120" not in line

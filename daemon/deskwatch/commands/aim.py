@@ -26,13 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import time
     from datetime import UTC, datetime
 
     from deskwatch.app import build_vision, tool_models_dir
     from deskwatch.camera import CameraError, open_camera
     from deskwatch.domain import Frame
-    from deskwatch.technician.aim import AimView, run_aim
-    from deskwatch.technician.selftest import record_camera_use
+    from deskwatch.technician.aim import MAX_SECONDS, AimView, run_aim
+    from deskwatch.technician.selftest import finish_camera_use, record_camera_use
 
     cfg = load_config_or_exit(args)
     columns = args.columns or max(20, min(160, shutil.get_terminal_size((80, 24)).columns))
@@ -44,29 +45,53 @@ def run(args: argparse.Namespace) -> int:
     except Exception as exc:
         print(f"deskwatch aim: the vision stage does not start: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
-    shown = 0
+    asked = min(args.seconds, MAX_SECONDS)
+    what = {"asked_seconds": asked, "kept": "none (terminal only)"}
+    frames = 0
+    open_seconds = 0.0
+    row: int | None = None
+    stopped = "by itself"
+
+    def capture() -> Frame:
+        nonlocal frames
+        frame = Frame(camera.capture(), datetime.now(UTC))
+        frames += 1
+        return frame
+
     try:
         camera = open_camera(cfg.camera)
         camera.open()  # once for the whole session: reopening a Pi camera per frame takes a second
+        opened = time.monotonic()
         try:
-            record_camera_use(cfg, "aim", {"seconds": min(args.seconds, 600.0), "kept": "none (terminal only)"})
+            # recorded before the first frame (a session killed outright still shows), and completed
+            # below with how long the camera really was open: stopped early, or failing, it is not
+            # the time asked for
+            row = record_camera_use(cfg, "aim", what)
             view = AimView(vision.analyze, cfg.policy, columns)
-            shown = run_aim(
-                view,
-                lambda: Frame(camera.capture(), datetime.now(UTC)),
-                sys.stdout,
-                seconds=args.seconds,
-                interval=args.interval,
-            )
+            run_aim(view, capture, sys.stdout, seconds=args.seconds, interval=args.interval)
+        except CameraError as exc:
+            stopped = f"the camera failed: {exc}"
+            raise
+        except KeyboardInterrupt:
+            stopped = "Ctrl-C"
+            raise
+        except BaseException as exc:
+            stopped = f"an error: {type(exc).__name__}"
+            raise
         finally:
             camera.close()
+            open_seconds = round(time.monotonic() - opened, 1)
+            if row is not None:
+                finish_camera_use(
+                    cfg, row, {**what, "open_seconds": open_seconds, "frames": frames, "stopped": stopped}
+                )
     except CameraError as exc:
         print(f"deskwatch aim: camera: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
     except KeyboardInterrupt:
-        print("\naim stopped", file=sys.stderr)
+        print(f"\naim stopped after {frames} frames (the camera was open {open_seconds:.0f} s)", file=sys.stderr)
         return exitcodes.OK
     finally:
         vision.close()
-    print(f"aim stopped after {shown} frames ({min(args.seconds, 600.0):.0f} s)", file=sys.stderr)
+    print(f"aim stopped after {frames} frames (the camera was open {open_seconds:.0f} s)", file=sys.stderr)
     return exitcodes.OK

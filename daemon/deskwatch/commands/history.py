@@ -198,6 +198,19 @@ def format_entry(
             f"face(s), {d.get('blurred_bodies')} person box(es) blurred; nothing sent)"
         ]
     if kind == "aim_capture":
+        if "open_seconds" in d:  # how long the camera really was open, and why it closed
+            how = {"by itself": "", "Ctrl-C": "; stopped with Ctrl-C"}.get(
+                str(d.get("stopped")), f"; {_shown(d.get('stopped'))}"
+            )
+            return [
+                f"{when}  technician aimed the camera (live view, the camera open {d.get('open_seconds')} s of the "
+                f"{d.get('asked_seconds')} s asked, {d.get('frames')} frames{how}; nothing kept or sent)"
+            ]
+        if "asked_seconds" in d:  # recorded as it began, never completed (the tool was killed)
+            return [
+                f"{when}  technician began aiming the camera (live view for up to {d.get('asked_seconds')} s; it "
+                "did not finish; nothing kept or sent)"
+            ]
         return [f"{when}  technician aimed the camera (live view for up to {d.get('seconds')} s, nothing kept or sent)"]
     if kind == "enroll_capture":
         took = (
