@@ -39,7 +39,7 @@ size=96MiB, type=c
 type=5
 size={root_mib}MiB, type=83
 size={root_mib}MiB, type=83
-size=256MiB, type=83
+size={data_mib}MiB, type=83
 """
 AUTOBOOT, BOOT_A, BOOT_B, ROOT_A, ROOT_B, DATA = 1, 2, 3, 5, 6, 7
 SLOT_OF_BOOT = {BOOT_A: "A", BOOT_B: "B"}
@@ -86,11 +86,14 @@ def partitions(disk: Path) -> dict[int, Partition]:
     return out
 
 
-def create_disk(disk: Path, root_mib: int = 1600) -> dict[int, Partition]:
+def create_disk(disk: Path, root_mib: int = 1600, data_mib: int = 1024) -> dict[int, Partition]:
+    """The card, sparse. ``data_mib``: /var/lib/deskwatch, where a software job downloads its
+    bundle (about 450 MB; a real card's data partition is the rest of the card)."""
     disk.unlink(missing_ok=True)
     with open(disk, "wb") as fh:
-        fh.truncate((2048 * SECTOR) + (64 + 2 * 96 + 2 * root_mib + 256 + 8) * 1024 * 1024)
-    subprocess.run(["sfdisk", "-q", str(disk)], input=LAYOUT.format(root_mib=root_mib), text=True, check=True)
+        fh.truncate((2048 * SECTOR) + (64 + 2 * 96 + 2 * root_mib + data_mib + 8) * 1024 * 1024)
+    layout = LAYOUT.format(root_mib=root_mib, data_mib=data_mib)
+    subprocess.run(["sfdisk", "-q", str(disk)], input=layout, text=True, check=True)
     return partitions(disk)
 
 

@@ -149,11 +149,73 @@ def watchdog_restart() -> None:
     )
 
 
+JOBS_DIR = SCENARIO_FILE.parent / "jobs"  # signed jobs the harness put there: config-*.json, software-*.json
+QUEUE = Path("/var/lib/deskwatch/jobs/queue")
+
+
+def queue_job(path: Path) -> str:
+    """Queue a signed job as the daemon does (a file of the service user's in its queue):
+    deskwatch-jobs.path starts deskwatch-jobs.service, whose sandbox runs it."""
+    job_id = path.stem
+    QUEUE.mkdir(parents=True, exist_ok=True)
+    tmp = QUEUE / f".{job_id}.tmp"
+    tmp.write_bytes(path.read_bytes())
+    sh("chown", "-R", "deskwatch:deskwatch", "/var/lib/deskwatch/jobs")
+    tmp.rename(QUEUE / f"{job_id}.json")
+    path.unlink()  # the harness's copy: not queued again at a later round
+    os.sync()
+    return job_id
+
+
+def job_outcome(job_id: str, timeout: float) -> str:
+    """The runner's line for the job (the daemon publishes and removes done/<id>.json)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        log = sh("journalctl", "-b", "-u", "deskwatch-jobs.service", "--no-pager", "-o", "cat")
+        lines = [line for line in log.splitlines() if f"job {job_id} (" in line]
+        if lines:
+            return lines[-1]
+        time.sleep(2)
+    return "no outcome"
+
+
+def follow_jobs_unit() -> subprocess.Popen[bytes]:
+    """The jobs unit's journal on the console as it runs (a software job ends in a reboot)."""
+    return subprocess.Popen(
+        f"journalctl -f -n 0 -o short-monotonic -u deskwatch-jobs.service | sed -u 's/^/JOBS /' > {CONSOLE}",
+        shell=True,
+    )
+
+
+def run_config_jobs() -> None:
+    """Each signed config job, run by the real path unit and sandboxed service: its outcome,
+    the config it left, and the daemon back READY."""
+    for path in sorted(JOBS_DIR.glob("config-*.json")):
+        job_id = queue_job(path)
+        say(f"job_{job_id}", job_outcome(job_id, 600))
+        say(f"job_{job_id}_config_line", sh("head", "-1", "/etc/deskwatch/config.yaml"))
+        say(f"job_{job_id}_daemon_active", wait_active("deskwatch.service", 300))
+        unit = show("deskwatch-jobs.service", "Result", "ExecMainStatus")
+        say(f"job_{job_id}_unit", f"{unit.get('Result')}/{unit.get('ExecMainStatus')}")
+
+
 def install_update() -> None:
     ready_timings()
     SCENARIO_FILE.write_text("observe\n")
     os.sync()
     say("install_start_uptime", f"{uptime():.1f}")
+    software = sorted(JOBS_DIR.glob("software-*.json"))
+    if software:  # the update as a remote job: through deskwatch-jobs.service's sandbox
+        follow_jobs_unit()
+        run_config_jobs()
+        job_id = queue_job(software[0])
+        say("install_job", job_id)
+        say(f"job_{job_id}", job_outcome(job_id, 3600))  # then the unit reboots into the trial slot
+        time.sleep(180)
+        say("install_exit", "no reboot: " + show("deskwatch-jobs.service", "Result").get("Result", "?"))
+        dump("JOBSLOG", sh("journalctl", "-b", "-u", "deskwatch-jobs.service", "--no-pager", "-o", "short-monotonic"))
+        subprocess.run(["systemctl", "poweroff"], check=False)
+        return
     proc = subprocess.Popen(
         ["/opt/deskwatch/venv/bin/deskwatch", "update", "install", "/dev/vdb", "--job-id", "vm-job"],
         stdout=subprocess.PIPE,

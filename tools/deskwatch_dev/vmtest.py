@@ -273,7 +273,10 @@ def boot_scenario(root: Path, work: Path, *, echo: Echo | None = None, timeout: 
 def ab_scenario(root: Path, work: Path, keys: Path, *, echo: Echo | None = None, timeout: float = 1500) -> Report:
     """A good update that commits, then a bad one that fails its health check and rolls back.
 
-    ``keys`` holds ``updates.pem``, whose public half the image trusts."""
+    ``keys`` holds ``updates.pem``, whose public half the image trusts, and ``jobs.pem``: with
+    it, each update is a signed software job, a signed config job before the good one, run
+    as the central side's would be: through deskwatch-jobs.path and the sandboxed
+    deskwatch-jobs.service (without it, the guest runs ``deskwatch update install``)."""
     pki = make_pki(work / "pki")
     report = Report()
     added = guest_files(root, pki)
@@ -292,6 +295,9 @@ def ab_scenario(root: Path, work: Path, keys: Path, *, echo: Echo | None = None,
     parts = vm.partitions(disk)
     for round_name in ("good", "bad"):
         vm.put_fat_file(disk, parts[vm.AUTOBOOT], "vmtest/scenario", b"install\n")
+        if (keys / "jobs.pem").exists():  # the update as a remote job, a config job before the good one
+            for name, job in remote_jobs(round_name, bundles[round_name], keys / "jobs.pem").items():
+                vm.put_fat_file(disk, parts[vm.AUTOBOOT], f"vmtest/jobs/{name}.json", job)
         machine = vm.Machine(disk, work, extra_drives=[bundles[round_name]])
         started = time.monotonic()
         for n in range(1, 5):
@@ -304,8 +310,38 @@ def ab_scenario(root: Path, work: Path, keys: Path, *, echo: Echo | None = None,
     return report
 
 
+def remote_jobs(round_name: str, bundle: Path, key: Path) -> dict[str, bytes]:
+    """Signed jobs for this device, as the collector sends them: queued in the guest, they
+    run through deskwatch-jobs.path and the sandboxed deskwatch-jobs.service (file name =
+    job id). The software job reads the bundle from the drive it is attached as (/dev/vdb)."""
+    import hashlib
+
+    from deskwatch_collector.jobs import make_job
+    from deskwatch_contract.jobs import ENVELOPE_SCHEMA
+    from deskwatch_contract.jsonutil import dumps_bytes
+    from deskwatch_contract.signing import seal
+
+    if bundle.stat().st_size % 512:  # a drive is whole sectors: the job names what the guest reads
+        with open(bundle, "ab") as fh:
+            fh.write(bytes(512 - bundle.stat().st_size % 512))
+    digest = hashlib.sha256()
+    with open(bundle, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    version = "0.9.1" if round_name == "good" else "0.9.2"
+    artifact = {"url": "file:///dev/vdb", "sha256": digest.hexdigest(), "bytes": bundle.stat().st_size}
+    target = [f"{SITE}/{DEVICE_ID}"]
+    docs = {f"software-{round_name}": make_job(f"software-{round_name}", "software", devices=target,
+                                                artifact={**artifact, "version": version})}  # fmt: skip
+    if round_name == "good":
+        docs["config-interval"] = make_job(
+            "config-interval", "config", devices=target, config_set={"schedule.interval_seconds": 120}
+        )
+    return {name: dumps_bytes(seal(doc, key.read_bytes(), ENVELOPE_SCHEMA)) for name, doc in docs.items()}
+
+
 def _echo_markers(t: float, line: str) -> None:
-    if "VMTEST" in line or "Restarting system" in line or "WATCHDOG" in line:
+    if "VMTEST" in line or "Restarting system" in line or "WATCHDOG" in line or line.startswith("JOBS"):
         print(f"{t:7.1f} {line}", flush=True)
 
 
