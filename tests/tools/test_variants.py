@@ -47,6 +47,41 @@ def test_every_variant_is_an_rgb_uint8_frame() -> None:
     assert np.array_equal(variants.VARIANTS["noise 8"](image), variants.VARIANTS["noise 8"](image))  # reproducible
 
 
+def test_the_home_variants_are_what_a_home_desks_camera_gives() -> None:
+    """Each stays a frame of the photo's size, and is what it says: NoIR at night near grey and
+    brighter in the middle than at the corners, NoIR by day pinker, backlit a clipped pane and a
+    darker room, the screen's glow dim and bluer on one side, a wide lens magnifying the middle,
+    the worker at the edge with the scene moved over."""
+    rng = np.random.default_rng(2)
+    image = np.clip(rng.normal(120, 30, (120, 200, 3)), 0, 255).astype(np.uint8)
+    home = variants.HOME_VARIANTS
+    for name, vary in home.items():
+        out = np.ascontiguousarray(vary(image))
+        assert out.dtype == np.uint8 and out.shape == image.shape, name
+    night = home["NoIR night"](image).astype(np.float32)
+    assert np.abs(night - night.mean(axis=-1, keepdims=True)).mean() < 6  # near monochrome
+    assert night[50:70, 90:110].mean() > 1.5 * night[:15, :15].mean()  # the illuminator's falloff
+    day = home["NoIR day"](image).astype(np.float32)
+    assert day[..., 0].mean() > day[..., 1].mean() + 30 and day[..., 2].mean() > day[..., 1].mean() + 30  # magenta
+    backlit = home["backlit"](image)
+    assert (backlit[:40, :40] == 255).all() and backlit[:, 120:].mean() < 0.5 * image[:, 120:].mean()
+    glow = home["screen glow"](image).astype(np.float32)
+    assert glow.mean() < 40 and glow[:, 150:, 2].mean() > glow[:, 150:, 0].mean()
+    assert glow[:, 150:].mean() > 2 * glow[:, :50].mean()  # lit from one side
+    ramp = np.repeat(np.repeat(np.linspace(0, 255, 200, dtype=np.uint8)[None, :, None], 120, axis=0), 3, axis=2)
+    wide = home["wide 160"](ramp)
+    assert abs(int(wide[60, 100, 0]) - int(ramp[60, 100, 0])) <= 2  # the centre stays
+    assert int(wide[60, 120, 0]) - int(wide[60, 100, 0]) < int(ramp[60, 120, 0]) - int(ramp[60, 100, 0])  # magnified
+    edge = home["edge left"](image)
+    assert np.array_equal(edge[:, :120], image[:, 80:]) and (edge[:, 120:] == edge[0, 199]).all()
+    assert np.array_equal(home["edge right"](image)[:, 80:], image[:, :120])
+
+
+def test_harsh_and_home_are_asked_for_one_at_a_time(capsys: pytest.CaptureFixture[str]) -> None:
+    assert variants.main([str(PHOTOS), "--harsh", "--home"]) == 2
+    assert "one at a time" in capsys.readouterr().err
+
+
 def test_a_folder_without_labels_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert variants.main([str(tmp_path)]) == 2
     assert "no labels.yaml" in capsys.readouterr().err

@@ -21,6 +21,17 @@ contradict is listed:
 blur 3, a 70 % crop, tilted by 10 degrees either way): a figure to look for the next false
 finding in, beyond what the accuracy test holds the verdicts to.
 
+``--home`` applies what a camera at a real home desk gives instead (synthetic, from the
+labelled photos): a Pi NoIR camera at night under an IR illuminator (near monochrome, bright
+at the centre and falling off to the edges, skin glowing pale) and in daylight without an IR
+filter (a strong pink-magenta cast), the worker backlit by a bright window (the camera exposes
+for it: the room a silhouette, the pane and what was bright clipped), a dim room lit by the
+monitor (blue light on one side, low light; and the same brought up by the camera's auto
+exposure, noisier), a wide-angle lens's barrel distortion (a 120 and a 160 degree module) and
+the worker at the frame's left or right edge, partly out of it (also through the 160 degree
+lens). It also counts, per variant, the views judged too dark or covered to check
+(``low_light``, ``camera_obstructed``): no accusation, no check either.
+
 ``--bursts N`` asks of each false finding what the supervisor would get: the view that made it
 is scanned again as N camera bursts (``camera.burst_frames`` frames, each with its own sensor
 noise, as ``deskwatch bench`` makes them; seeds 0..N-1) through the scan's burst analysis and
@@ -127,6 +138,108 @@ HARSH_VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
+def _radial(h: int, w: int) -> np.ndarray:
+    """Each pixel's distance from the frame's centre, 1 at the corners."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    return np.hypot((xx - (w - 1) / 2) / (w / 2), (yy - (h - 1) / 2) / (h / 2)) / np.sqrt(2.0)  # type: ignore[no-any-return]
+
+
+def _noir_night(image: np.ndarray) -> np.ndarray:
+    """A Pi NoIR camera at night under an IR illuminator: near monochrome (skin and fabric
+    reflect the near infrared, so red-rich skin glows pale), bright at the centre where the
+    illuminator points and falling off to the edges, a faint violet tint, the sensor's
+    gain noise."""
+    rgb = image.astype(np.float32)
+    ir = 0.7 * rgb[..., 0] + 0.2 * rgb[..., 1] + 0.1 * rgb[..., 2]  # near infrared: red-rich surfaces bright
+    ir = 255 * (ir / 255) ** 0.7  # the illuminator's glow lifts the mid tones (pale skin)
+    falloff = np.clip(1.35 - 1.1 * _radial(*image.shape[:2]) ** 1.5, 0.15, 1.3)
+    grey = ir * falloff
+    out = np.stack([grey * 1.04, grey * 0.97, grey * 1.06], axis=-1)
+    return _noisy(np.clip(out, 0, 255).astype(np.uint8), 6.0)
+
+
+def _noir_day(image: np.ndarray) -> np.ndarray:
+    """A Pi NoIR camera in daylight: no IR filter, so a strong pink-magenta cast, washed out
+    (infrared adds to the red and blue channels everywhere)."""
+    rgb = image.astype(np.float32)
+    ir = rgb.mean(axis=-1, keepdims=True)
+    out = rgb * np.array([0.75, 0.55, 0.7], np.float32) + ir * np.array([0.55, 0.25, 0.5], np.float32) + 12
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _backlit(image: np.ndarray) -> np.ndarray:
+    """The worker in front of a bright window: the camera exposes for the window, so the room
+    and the worker go dark (a silhouette), what was bright clips to white and blooms, and a
+    window pane (upper left) is blown out with its glare spilling into the picture."""
+    import cv2
+
+    h, w = image.shape[:2]
+    rgb = image.astype(np.float32) / 255
+    luma = rgb @ np.array([0.299, 0.587, 0.114], np.float32)
+    dark = 255 * (rgb * 0.45) ** 1.8  # exposed for the window: the room a silhouette
+    highlight = np.clip((luma - 0.75) / 0.15, 0, 1)  # what was bright clips
+    window = np.zeros((h, w), np.float32)
+    window[: int(h * 0.55), : int(w * 0.3)] = 1.0  # the pane, beside the worker
+    light = np.maximum(highlight, window)
+    glare = cv2.GaussianBlur(light, (0, 0), max(2.0, w / 40))
+    lit = np.maximum(light, 0.6 * glare)[..., None]
+    out = dark * (1 - lit) + 255 * lit
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _screen_glow(image: np.ndarray, gain: float = 1.0, noise: float = 4.0) -> np.ndarray:
+    """A dim room lit mainly by the monitor: blue-white light falling on one side (the
+    screen's, here the right) and little on the other, low light overall, gain noise;
+    ``gain`` > 1: the camera's auto exposure has brought it up, with more noise."""
+    w = image.shape[1]
+    rgb = image.astype(np.float32)
+    side = np.linspace(0.08, 0.55, w, dtype=np.float32)[None, :, None] * gain
+    out = rgb * side * np.array([0.7, 0.85, 1.25], np.float32)
+    return _noisy(np.clip(out, 0, 255).astype(np.uint8), noise)
+
+
+def _barrel(image: np.ndarray, k: float) -> np.ndarray:
+    """A wide-angle lens's barrel distortion: the centre magnified, the edges squeezed (straight
+    lines bow outwards); ``k`` 0.3 is about a 120 degree module, 0.6 a 160 degree one. The
+    frame keeps the whole scene: nothing is cropped or left black."""
+    import cv2
+
+    h, w = image.shape[:2]
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    cx, cy, half = (w - 1) / 2, (h - 1) / 2, np.hypot(w, h) / 2
+    dx, dy = (xx - cx) / half, (yy - cy) / half
+    r2 = dx * dx + dy * dy
+    pull = (1 + k * r2) / (1 + k)  # the source radius over the frame's: < 1 at the centre, 1 at the corners
+    mx, my = (cx + dx * pull * half).astype(np.float32), (cy + dy * pull * half).astype(np.float32)
+    return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+def _at_edge(image: np.ndarray, keep: float = 0.6) -> np.ndarray:
+    """The worker at the frame's left edge, partly out of it: the scene shifted left by
+    ``1 - keep`` of its width, the uncovered right a plain wall in the scene's colour."""
+    w = image.shape[1]
+    cut = int(w * (1 - keep))
+    out = np.empty_like(image)
+    out[:, : w - cut] = image[:, cut:]
+    out[:, w - cut :] = np.median(image[:, -max(1, w // 20) :].reshape(-1, 3), axis=0).astype(np.uint8)
+    return out
+
+
+# ``--home``: what a real home desk's camera gives (a figure, as --harsh is).
+HOME_VARIANTS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "NoIR night": _noir_night,
+    "NoIR day": _noir_day,
+    "backlit": _backlit,
+    "screen glow": _screen_glow,
+    "screen glow, exposed": lambda im: _screen_glow(im, 2.5, 10.0),
+    "wide 120": lambda im: _barrel(im, 0.3),
+    "wide 160": lambda im: _barrel(im, 0.6),
+    "edge left": _at_edge,
+    "edge right": lambda im: _at_edge(im[:, ::-1])[:, ::-1],
+    "wide 160 edge": lambda im: _barrel(_at_edge(im), 0.6),
+}
+
+
 def false_findings(labels: dict[str, Any], findings: set[str]) -> list[str]:
     """The findings among ``findings`` that a photo's labels contradict."""
     persons = int(labels.get("persons", 0))
@@ -190,6 +303,8 @@ def measure(
         "by_size": {size: 0 for size in sizes},
     }
     found: dict[str, int] = {}
+    # per variant: the views judged too dark or covered to check (no accusation, no check either)
+    unchecked: dict[str, dict[str, int]] = {name: {} for name in variants}
     # per finding: the false views scanned again, and those where a burst still reported it
     in_bursts: dict[str, dict[str, int]] = {}
     with tempfile.TemporaryDirectory(prefix="deskwatch-variants-") as state:
@@ -227,11 +342,20 @@ def measure(
                             false["by_size"][size] += 1
                         for finding in true_findings(entry, findings):
                             found[finding] = found.get(finding, 0) + 1
+                        for finding in findings & {"low_light", "camera_obstructed"}:
+                            unchecked[name][finding] = unchecked[name].get(finding, 0) + 1
                 if verbose and wrong:
                     print(f"{entry['file']:22} false: {', '.join(wrong)}", flush=True)
         finally:
             vision.close()
-    totals = {"photos": len(labels), "variants": list(variants), "sizes": list(sizes), "false": false, "found": found}
+    totals = {
+        "photos": len(labels),
+        "variants": list(variants),
+        "sizes": list(sizes),
+        "false": false,
+        "found": found,
+        "unchecked": unchecked,
+    }
     if bursts:
         totals["false_in_bursts"] = {"bursts_per_view": bursts, "by_finding": in_bursts}
     return totals
@@ -252,6 +376,11 @@ def main(argv: list[str] | None = None) -> int:
         help="harsher variations (darker 0.4, JPEG q20, noise 16, blur 3, 70 %% crop, ±10°)",
     )
     parser.add_argument(
+        "--home",
+        action="store_true",
+        help="what a home desk's camera gives (a NoIR camera at night and by day, backlit, lit by the screen, a wide-angle lens, the worker at the frame's edge)",
+    )
+    parser.add_argument(
         "--bursts",
         type=int,
         default=0,
@@ -259,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
         help="scan each view with a false finding again as N camera bursts: does the finding persist? (default 0: no)",
     )
     args = parser.parse_args(argv)
+    if args.harsh and args.home:
+        print("variants: --harsh and --home are two sets of variations: ask for one at a time", file=sys.stderr)
+        return 2
     if not 0 <= args.bursts <= 100:
         print(f"variants: --bursts takes 0 to 100 bursts (got {args.bursts})", file=sys.stderr)
         return 2
@@ -275,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         args.directory,
         verbose=not args.json,
         sizes=sizes,
-        variants=HARSH_VARIANTS if args.harsh else None,
+        variants=HARSH_VARIANTS if args.harsh else HOME_VARIANTS if args.home else None,
         bursts=args.bursts,
     )
     if args.json:
@@ -289,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     print("false findings per variant:", json.dumps(totals["false"]["by_variant"]))
     print("false findings per size:", json.dumps(totals["false"]["by_size"]))
     print("true findings reported:", json.dumps(totals["found"]))
+    print("too dark or covered to check, per variant:", json.dumps({k: v for k, v in totals["unchecked"].items() if v}))
     if "false_in_bursts" in totals:
         rows = totals["false_in_bursts"]["by_finding"]
         print(
