@@ -647,3 +647,28 @@ def test_food_at_the_mouth_must_reach_down_to_the_lips() -> None:
     face = [Face(px_box(440, 130, 560, 270), 0.9)]
     found = food_at_mouth([bitten, held_below, over_the_eyes], [p], face, W, H, cfg)
     assert [d.box for d in found] == [bitten.box, held_below.box] and all(d.behaviour == "at_mouth" for d in found)
+
+
+def test_food_must_reach_down_to_the_faces_own_mouth_too() -> None:
+    """With the face cut by the frame's side (a worker at the edge of a wide-angle camera's
+    picture) the pose model put the mouth at the eyes, and gold coins held over them reached
+    below it: eating a doughnut (nophone_hand_02 shifted to the frame's right edge,
+    ``deskwatch_dev.variants --home``). The face detector's own mouth keypoint is where the
+    mouth is: what is eaten reaches down to it too."""
+    from deskwatch.vision.crops import Place, Vote
+
+    p = pose(nose=(500, 200), scale=200.0)  # the pose's mouth at y = 240
+    cfg = PhoneStageConfig()
+
+    def place(box: Box) -> Place:
+        return Place([Vote(1, Detection("donut", 0.5, box))], [Vote(1, Detection("donut", 0.45, box))])
+
+    # the face's box around both mouths; its own mouth keypoint 60 px below the pose's
+    keypoints = ((0.46, 0.25), (0.54, 0.25), (0.5, 0.3), (0.5, 300 / H), (0.42, 0.27), (0.58, 0.27))
+    face = [Face(px_box(430, 140, 570, 340), 0.9, keypoints)]
+    at_the_eyes = place(px_box(460, 200, 540, 250))  # below the pose's mouth, 50 px above the face's
+    bitten = place(px_box(460, 260, 540, 320))  # over the face's mouth
+    found = food_at_mouth([at_the_eyes, bitten], [p], face, W, H, cfg)
+    assert [d.box for d in found] == [bitten.box]
+    # a face without keypoints (none given) is judged by the pose's mouth alone, as before
+    assert len(food_at_mouth([at_the_eyes], [p], [Face(face[0].box, 0.9)], W, H, cfg)) == 1
