@@ -332,3 +332,21 @@ def test_typing_hands_with_no_trace_of_a_person_are_somebody_at_the_desk(
     assert persons and persons[0].score >= 0.9 and persons[0].box.width < 0.4, persons  # a hand's square
     outcome = Policy(make_config().policy).evaluate([analysis], PolicyContext(NOW, "cli", confirming=True))
     assert "away_from_desk" not in {f.type for f in outcome.findings}
+
+
+def test_hands_in_shadow_are_found_with_the_shadows_lifted(hand_check: HandCheck, labelled_photos: list[Photo]) -> None:
+    """nophone_hand_04's hands holding a tablet in front of a bright window (the camera exposes
+    for the window: the hands a dark silhouette) and through a 160-degree lens: the palm
+    detector finds no hand in them as they are, so the worker was away_from_desk; looked at
+    again with the shadows lifted, the hand is found (``deskwatch_dev.variants --home``). The
+    empty scenes under the same conditions have none, lifted or not."""
+    from deskwatch_dev.variants import HOME_VARIANTS
+
+    image = _photo(labelled_photos, "nophone_hand_04.jpg")
+    for condition in ("backlit", "wide 160"):
+        hands = hand_check.find(np.ascontiguousarray(HOME_VARIANTS[condition](image)))
+        assert hands and hands[0].score >= 0.5, (condition, hands)
+    empty = [p for p in labelled_photos if p.category == "empty" or p.file == "phone_only_01.jpg"]
+    for photo in empty:
+        for condition, vary in HOME_VARIANTS.items():
+            assert hand_check.find(np.ascontiguousarray(vary(photo.image))) == [], (photo.file, condition)
