@@ -30,7 +30,10 @@ monitor (blue light on one side, low light; and the same brought up by the camer
 exposure, noisier), a wide-angle lens's barrel distortion (a 120 and a 160 degree module) and
 the worker at the frame's left or right edge, partly out of it (also through the 160 degree
 lens). It also counts, per variant, the views judged too dark or covered to check
-(``low_light``, ``camera_obstructed``): no accusation, no check either.
+(``low_light``, ``camera_obstructed``): no accusation, no check either. Moved to the edge, a
+worker who sat at the photo's side may be left as a sliver or not at all (the labels count no
+slivers): an ``away_from_desk`` there can be what the picture shows, so look at such a view
+before calling it false (on ../shared, 2026-12-01: 5 of the 11 edge views were so).
 
 ``--bursts N`` asks of each false finding what the supervisor would get: the view that made it
 is scanned again as N camera bursts (``camera.burst_frames`` frames, each with its own sensor
