@@ -116,10 +116,8 @@ def test_seconds_that_are_not_a_finite_number_are_a_usage_error(
     assert f"argument {named}: " in err and "a number of seconds, 0 or more" in err and argv[-1] in err
 
 
-@pytest.mark.skipif(not (REPO / "models" / "manifest.yaml").exists(), reason="models/ not built")
-def test_aim_command_on_a_replay_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from deskwatch.cli import main
-
+def replay_desk(tmp_path: Path) -> tuple[Path, Path]:
+    """(state directory, config file) of a desk whose camera replays single_01.jpg."""
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
     cfg = tmp_path / "config.yaml"
@@ -128,6 +126,14 @@ def test_aim_command_on_a_replay_camera(tmp_path: Path, capsys: pytest.CaptureFi
         f"camera: {{backend: replay, source: {PHOTOS / 'single_01.jpg'}}}\n"
         "mqtt: {host: 127.0.0.1, tls: {enabled: false}}\n"
     )
+    return state, cfg
+
+
+@pytest.mark.skipif(not (REPO / "models" / "manifest.yaml").exists(), reason="models/ not built")
+def test_aim_command_on_a_replay_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deskwatch.cli import main
+
+    _state, cfg = replay_desk(tmp_path)
     assert main(["aim", "--config", str(cfg), "--seconds", "0", "--columns", "40"]) == 0
     out, err = capsys.readouterr()
     status = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", out.splitlines()[-1])
@@ -170,14 +176,7 @@ def test_the_audit_says_how_long_the_camera_really_was_open(
     from deskwatch.camera import CameraError
     from deskwatch.cli import main
 
-    state = tmp_path / "state"
-    state.mkdir(mode=0o700)
-    cfg = tmp_path / "config.yaml"
-    cfg.write_text(
-        f"device: {{id: desk-1, site: acme, worker_id: w-1}}\nstate_dir: {state}\n"
-        f"camera: {{backend: replay, source: {PHOTOS / 'single_01.jpg'}}}\n"
-        "mqtt: {host: 127.0.0.1, tls: {enabled: false}}\n"
-    )
+    state, cfg = replay_desk(tmp_path)
     real = replay.ReplayCamera.capture
     taken = [0]
 
