@@ -1151,3 +1151,89 @@ def test_job_outcomes_on_a_full_disk_are_reported_once_and_cost_the_daemon_nothi
     device.agent.tick()
     assert device.statuses()[-2:] == [("succeeded", "applied"), ("succeeded", "health check")]
     assert not list(device.agent.done_dir.glob("*.json"))
+
+
+def _free_bytes(path: Path) -> int:
+    import os
+
+    st = os.statvfs(path)
+    return st.f_bavail * st.f_frsize
+
+
+def _run_software_job(device: Device, keys: tuple[bytes, bytes], url: str, data: bytes) -> tuple[Any, list[str]]:
+    """The software job through the daemon's intake and root's runner; (outcome, installs)."""
+    artifact = {"url": url, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data), "version": "0.9.1"}
+    device.agent.handle_notify(envelope(keys[0], kind="software", artifact=artifact, job_id="sw-big"))
+    installs: list[str] = []
+    [outcome] = run_queued(
+        device.state,
+        device.config,
+        keys_dir=device.keys,
+        services=Systemd([True]),
+        install=lambda bundle, job: installs.append(job.job_id),
+    )
+    device.agent.tick()  # the daemon reports root's outcome to the collector
+    return outcome, installs
+
+
+def test_a_software_update_larger_than_the_free_space_is_refused_before_its_download(
+    tmp_path: Path, keys: tuple[bytes, bytes], fault_fs: FaultFs
+) -> None:
+    """The bundle (about 450 MB on a real image) is downloaded into the data partition: on one
+    too small (the emulator's 256 MiB) every update failed at the download with a bare
+    'No space left on device' after filling the disk the daemon queues its events on. The
+    signed size is checked against the free space first: the job fails naming both and what
+    to do, nothing is written, nothing installed, and the collector hears why."""
+    device = Device(fault_fs.tmpfs(16) / "root", keys[1])
+    data = bytes(range(256)) * (20 * 4096)  # 20 MiB
+    bundle = tmp_path / "update-0.9.1.bundle"
+    bundle.write_bytes(data)
+    before = _free_bytes(fault_fs.mnt)
+    outcome, installs = _run_software_job(device, keys, f"file://{bundle}", data)
+    assert (outcome.status, outcome.step) == ("failed", "download") and installs == []
+    assert f"not enough free space in {device.state / 'jobs'} for the download" in outcome.detail, outcome.detail
+    assert f"{before / 2**20:.1f} MiB free, 52.0 MiB needed" in outcome.detail, outcome.detail
+    assert "give the data partition more room" in outcome.detail and "send the job again" in outcome.detail
+    assert _free_bytes(fault_fs.mnt) >= before - 64 * 1024  # the job's own small files; none of the bundle
+    assert device.sent[-1]["status"] == "failed" and device.sent[-1]["step"] == "download"
+    assert device.sent[-1]["detail"] == outcome.detail[:500]
+
+
+def test_a_disk_that_fills_during_the_download_fails_the_job_and_keeps_nothing_of_it(
+    tmp_path: Path, keys: tuple[bytes, bytes], fault_fs: FaultFs
+) -> None:
+    """There was room when the download started, then the disk filled (the daemon's own
+    writes, another file): the job fails the same clear way, and what had been downloaded is
+    gone again (the data partition has its space back once the other file is removed)."""
+    import http.server
+    import threading
+
+    device = Device(fault_fs.tmpfs(48) / "root", keys[1])
+    data = bytes(range(256)) * (4 * 4096)  # 4 MiB: 36 MiB with the headroom, the disk has 48
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data[: len(data) // 2])
+            self.wfile.flush()
+            fault_fs.fill()  # something else takes the rest of the disk
+            self.wfile.write(data[len(data) // 2 :])
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    before = _free_bytes(fault_fs.mnt)
+    try:
+        outcome, installs = _run_software_job(device, keys, f"http://127.0.0.1:{server.server_port}/u.bundle", data)
+    finally:
+        server.shutdown()
+    assert (outcome.status, outcome.step) == ("failed", "download") and installs == []
+    assert f"{device.state / 'jobs'} filled up during the download" in outcome.detail, outcome.detail
+    assert f"removed again; {before / 2**20:.1f} MiB was free when it started), 36.0 MiB needed" in outcome.detail
+    assert device.sent[-1]["status"] == "failed" and device.sent[-1]["detail"] == outcome.detail[:500]
+    fault_fs.free()
+    assert _free_bytes(fault_fs.mnt) >= before - 64 * 1024  # the partial download took nothing with it

@@ -15,6 +15,12 @@ an ``http://`` URL) that sends a byte now and then, just inside it, would hold r
 runner - and every job queued behind it - for size x timeout. At the deadline the
 connection's socket is shut down, which ends a read blocked in it wherever it is: in the
 TLS handshake, the headers or the body.
+
+A download needs room: the signed size and :data:`HEADROOM` for the daemon's own writes
+(its queue, evidence, journal) must be free on the file system before the first byte is
+fetched, or the job fails naming both. A disk that fills up during the download all the
+same (the daemon wrote meanwhile) fails the job the same way; what was downloaded is gone
+(the nameless file with its descriptor, the ``.part`` file removed).
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ from deskwatch_contract.jobs import Artifact
 CHUNK = 256 * 1024
 MIN_RATE = 256 * 1024  # bytes/s (2 Mbit/s): slower than this, a download is given up
 FLOOR_S = 120.0  # however small the artifact
+HEADROOM = 32 * 1024 * 1024  # bytes left free beside a download, for the daemon's own writes
 
 
 class DownloadFailed(Exception):
@@ -126,10 +133,40 @@ def deadline_for(size: int, *, min_rate: float = MIN_RATE, floor: float = FLOOR_
     return max(floor, size / min_rate)
 
 
-def _stream(artifact: Artifact, fd: int, timeout: float, seconds: float) -> None:
+def _mib(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB"
+
+
+def _free(fd: int) -> int:
+    st = os.fstatvfs(fd)
+    return st.f_bavail * st.f_frsize
+
+
+def _no_room(artifact: Artifact, where: Path, free: int, written: int | None = None) -> DownloadFailed:
+    """The job's failure: ``free`` bytes were free before the download, ``written`` of the
+    artifact's bytes were on disk when it filled up (None: the download never started)."""
+    needed = artifact.bytes + HEADROOM
+    what = (
+        f"{where} filled up during the download ({written} of {artifact.bytes} bytes written, removed again; "
+        f"{_mib(free)} was free when it started)"
+        if written is not None
+        else f"not enough free space in {where} for the download: {_mib(free)} free"
+    )
+    return DownloadFailed(
+        f"{what}, {_mib(needed)} needed (the job's {artifact.bytes} bytes and {_mib(HEADROOM)} kept for "
+        f"the daemon); nothing was installed: free space there or give the data partition more room "
+        f"(image-build/README.md), then send the job again"
+    )
+
+
+def _stream(artifact: Artifact, fd: int, timeout: float, seconds: float, where: Path) -> None:
     """Write the artifact to ``fd`` (no more than the bytes the job names) within ``seconds``,
-    sync it and check what went out: size and sha256 as the job names them."""
-    digest, size = hashlib.sha256(), 0
+    sync it and check what went out: size and sha256 as the job names them. ``where``: the
+    directory ``fd``'s file is in, named when there is no room for the artifact."""
+    free = _free(fd)
+    if free < artifact.bytes + HEADROOM:
+        raise _no_room(artifact, where, free)
+    digest, size, written = hashlib.sha256(), 0, 0
     deadline = _Deadline(seconds)
     too_slow = f"{artifact.url}: not downloaded within {seconds:.0f} s (the job's {artifact.bytes} bytes)"
     try:
@@ -143,11 +180,15 @@ def _stream(artifact: Artifact, fd: int, timeout: float, seconds: float) -> None
                 digest.update(chunk)
                 view = memoryview(chunk)
                 while view:
-                    view = view[os.write(fd, view) :]
+                    n = os.write(fd, view)
+                    written += n
+                    view = view[n:]
         if deadline.passed():
             raise DownloadFailed(too_slow)
         os.fsync(fd)
     except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as exc:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _no_room(artifact, where, free, written) from None
         if deadline.passed():
             raise DownloadFailed(too_slow) from None
         raise DownloadFailed(f"cannot download {artifact.url}: {exc}") from None
@@ -189,7 +230,7 @@ def fetch(
     # a link planted at the .part name is replaced, not followed
     fd = create_new(tmp, 0o644)
     try:
-        _stream(artifact, fd, timeout, seconds)
+        _stream(artifact, fd, timeout, seconds, dest.parent)
     except BaseException:
         remove(tmp)
         raise
@@ -239,7 +280,7 @@ def fetch_private(
     except OSError as exc:
         raise DownloadFailed(f"cannot create the download in {directory}: {exc}") from None
     try:
-        _stream(artifact, fd, timeout, seconds)
+        _stream(artifact, fd, timeout, seconds, directory)
         _read_back(artifact, fd)
         return os.fdopen(fd, "rb")
     except BaseException:
