@@ -175,6 +175,53 @@ def test_as_root_the_selftest_runs_as_the_service_user(
     assert "(run as user nobody)" in (bundle / "provision-result.txt").read_text()
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="running the selftest as the service user needs root")
+def test_a_selftest_that_outlasts_its_limit_is_ended_by_provisioning_and_the_technician_told(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    """deskwatch-provision.service killed provisioning at its TimeoutStartSec=300 during the
+    selftest (twice in the emulator under load): the config was in, the card's result file was
+    never written. Provisioning now ends the selftest itself at --selftest-timeout (a real child
+    of the service user's, hanging) and the result file says it was cut short and what to do."""
+    from deskwatch.technician import service_user
+
+    hang = ["/bin/sleep", "60"]
+    monkeypatch.setattr(service_user, "selftest_argv", lambda *a, **kw: hang)
+    bundle = make_bundle(tmp_path, pki)
+    t0 = time.monotonic()
+    code = provision(tmp_path, "--service-user", "nobody", "--selftest-timeout", "2")
+    assert code == 1 and time.monotonic() - t0 < 30
+    result = (bundle / "provision-result.txt").read_text()
+    assert "deskwatch provisioned at" in result and "Secrets moved to" in result
+    assert "selftest NOT finished: cut short after 2 s (its time limit)" in result, result
+    assert "Run `sudo deskwatch selftest` at the desk" in result
+    assert (tmp_path / "etc/deskwatch/config.yaml").is_file()  # the config stays installed
+    assert "Traceback" not in capsys.readouterr().err
+
+
+def test_the_result_file_says_the_selftest_runs_before_it_starts(
+    tmp_path: Path, pki: Pki, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """If provisioning is killed during the selftest all the same (a power cut), the card
+    already says the config is in and the selftest did not finish."""
+    from deskwatch.commands import provision as command
+
+    seen: list[str] = []
+
+    def selftest(*args: Any, **kw: Any) -> tuple[int, str]:
+        seen.append((bundle / "provision-result.txt").read_text())
+        return 0, "camera       PASS"
+
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(command, "_selftest_here", selftest)
+    bundle = make_bundle(tmp_path, pki)
+    assert provision(tmp_path) == 0
+    [during] = seen
+    assert "deskwatch provisioned at" in during and "NOT finished (provisioning was cut off during it)" in during
+    assert "Run `sudo deskwatch selftest` at the desk" in during
+    assert "camera       PASS" in (bundle / "provision-result.txt").read_text()
+
+
 # -- a bundle written by an attacker: provisioning runs as root ----------------------------------
 
 

@@ -176,6 +176,19 @@ def test_provision_unit_runs_before_daemon_once_bundle_present() -> None:
     assert "/etc" in p["ReadWritePaths"][0].split()
 
 
+def test_provisioning_ends_its_selftest_itself_before_the_unit_would_kill_it() -> None:
+    """TimeoutStartSec=300 killed provisioning during its selftest (the emulator under load):
+    the selftest's own limit (--selftest-timeout, which reports it cut short) plus time for
+    validating and installing the bundle must fit within the unit's limit."""
+    p = unit_settings(PROVISION)
+    argv = p["ExecStart"][0].split()
+    assert "--selftest-timeout" in argv, argv
+    selftest = float(argv[argv.index("--selftest-timeout") + 1])
+    [limit] = p["TimeoutStartSec"]
+    assert limit.isdigit(), f"TimeoutStartSec={limit}: give it in seconds"
+    assert int(limit) >= selftest + 300, (limit, selftest)
+
+
 def test_the_first_boot_selftest_can_record_its_camera_use_in_the_workers_history() -> None:
     """Provisioning runs the selftest, which opens the camera and records that in the audit trail
     in the daemon's state directory. Under ProtectSystem=strict a path not in ReadWritePaths is

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from deskwatch.technician.provision import SERVICE_USER, BundleError, provision, write_result
-from deskwatch.technician.service_user import selftest_as_user
+from deskwatch.technician.service_user import SELFTEST_TIMEOUT, selftest_as_user
 from deskwatch_contract import exitcodes
+from deskwatch_contract.cliargs import seconds_at_least
 
 NAME = "provision"
 HELP = "validate the bundle on the boot partition, install config and secrets, run the selftest"
@@ -20,7 +21,7 @@ DESCRIPTION = (
     "Reads BUNDLE/bundle.yaml, device.crt, device.key and ca.crt (default /boot/firmware/deskwatch), "
     "checks all of it, installs the secrets (0600) and config.yaml in the --config directory, "
     "deletes the secrets from the bundle and runs the selftest. A broken bundle changes nothing "
-    "(exit 78). Exit 1 when the selftest fails after a successful install."
+    "(exit 78). Exit 1 when the selftest fails (or is cut short at --selftest-timeout) after a successful install."
 )
 DEFAULT_BUNDLE = "/boot/firmware/deskwatch"
 
@@ -40,6 +41,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-selftest", action="store_true", help="install only; do not run the selftest")
     parser.add_argument(
         "--skip", action="append", default=[], metavar="CHECK", help="selftest check to skip (repeatable)"
+    )
+    parser.add_argument(
+        "--selftest-timeout",
+        type=seconds_at_least(1),
+        default=SELFTEST_TIMEOUT,
+        metavar="SECONDS",
+        help=(
+            f"end the selftest (run as the service user when run as root) after this long and say so "
+            f"(default {SELFTEST_TIMEOUT:.0f}); deskwatch-provision.service's TimeoutStartSec must leave room for it"
+        ),
     )
     parser.add_argument(
         "--service-user",
@@ -103,9 +114,16 @@ def run(args: argparse.Namespace) -> int:
         write_result(bundle_dir, report)
         print(report, end="")
         return 0
+    # On the card before the selftest starts: if the unit's time limit (or a power cut) ends
+    # provisioning during it, the technician reads that the config is in and the selftest is not known.
+    write_result(
+        bundle_dir,
+        report + f"\nSelftest: started at {_stamp()} and NOT finished (provisioning was cut off during it). "
+        "Run `sudo deskwatch selftest` at the desk to check the device.\n",
+    )
     if os.geteuid() == 0:
         # Root installed the files; the checks run with the daemon's rights, not root's.
-        code, table = selftest_as_user(args.service_user, config_path, args.skip)
+        code, table = selftest_as_user(args.service_user, config_path, args.skip, timeout=args.selftest_timeout)
     else:
         code, table = _selftest_here(cfg, config_path, args.skip, args.service_user)
     write_result(bundle_dir, report + "\nSelftest:\n" + table + "\n")
