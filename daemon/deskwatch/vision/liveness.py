@@ -185,9 +185,24 @@ def _band_mask(n: int) -> np.ndarray:
     return mask
 
 
-def frame_sides(image: np.ndarray, box: tuple[int, int, int, int]) -> int:
+class GreyFrame:
+    """The frame's luma, made once when a face first needs it: every face the frame search
+    looks at in a frame (a group, a picture beside the worker) shares one conversion."""
+
+    def __init__(self, image: np.ndarray):
+        self.image = image
+        self._grey: np.ndarray | None = None
+
+    def __call__(self) -> np.ndarray:
+        if self._grey is None:
+            self._grey = cv2.cvtColor(self.image, cv2.COLOR_RGB2GRAY)
+        return self._grey
+
+
+def frame_sides(image: np.ndarray, box: tuple[int, int, int, int], grey: GreyFrame | None = None) -> int:
     """On how many sides (left, right, above, below) of the face a long straight edge,
-    parallel to the image axes and spanning the face's centre line, runs close by."""
+    parallel to the image axes and spanning the face's centre line, runs close by
+    (``grey``: the frame's luma, shared by the faces of one frame)."""
     x0, y0, x1, y1 = box
     face_w = max(1.0, float(x1 - x0))
     cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
@@ -195,8 +210,8 @@ def frame_sides(image: np.ndarray, box: tuple[int, int, int, int]) -> int:
     reach = FRAME_REACH * face_w
     n = int(2 * reach * scale)
     m = np.array([[scale, 0, -(cx - reach) * scale], [0, scale, -(cy - reach) * scale]], np.float32)
-    grey = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-    view = cv2.warpAffine(grey, m, (n, n), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
+    luma = (grey or GreyFrame(image))()
+    view = cv2.warpAffine(luma, m, (n, n), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
     edges = cv2.Canny(cv2.GaussianBlur(view, (0, 0), 1.0), 40, 120)
     lines = cv2.HoughLinesP(
         edges,
@@ -235,7 +250,7 @@ class LivenessChecker:
         self.cfg = cfg
         self.last_ms = 0.0  # time of the last check (all faces)
 
-    def cues(self, image: np.ndarray, face: Face) -> LivenessCues | None:
+    def cues(self, image: np.ndarray, face: Face, grey: GreyFrame | None = None) -> LivenessCues | None:
         """The cues of one face, or None when it is too small to judge."""
         h, w = image.shape[:2]
         box = face_box_px(face, w, h)
@@ -246,7 +261,7 @@ class LivenessChecker:
         # faces skip it
         lowest = min(self.cfg.frame_moire_threshold, self.cfg.partial_frame_moire_threshold)
         undecided = lowest < moire <= self.cfg.moire_threshold
-        return LivenessCues(moire, frame_sides(image, box) if undecided else None)
+        return LivenessCues(moire, frame_sides(image, box, grey) if undecided else None)
 
     def check(self, image: np.ndarray, faces: list[Face], beside: list[bool] | None = None) -> list[Face]:
         """``faces`` with ``live`` set; ``beside[i]``: the frame holds somebody besides face
@@ -254,9 +269,10 @@ class LivenessChecker:
         caught as a spoof, is also looked at for a frame on four sides (``Face.framed``)."""
         t0 = time.perf_counter()
         h, w = image.shape[:2]
+        grey = GreyFrame(image)
         out = []
         for i, face in enumerate(faces):
-            cues = self.cues(image, face)
+            cues = self.cues(image, face, grey)
             if cues is not None:
                 spoof = cues.spoof(self.cfg)
                 face = replace(face, live=not spoof, spoof_cues=cues.describe() if spoof else "")
@@ -264,7 +280,7 @@ class LivenessChecker:
                 box = face_box_px(face, w, h)
                 if box[3] - box[1] >= FRAMED_MIN_FACE_PX:
                     known = cues.frame_sides if cues is not None else None
-                    sides = known if known is not None else frame_sides(image, box)
+                    sides = known if known is not None else frame_sides(image, box, grey)
                     face = replace(face, framed=sides >= 4)
             out.append(face)
         self.last_ms = (time.perf_counter() - t0) * 1000.0
