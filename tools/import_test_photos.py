@@ -7,7 +7,8 @@ nothing beside it, so the tests read ``tests/data/photos/`` only. This script co
 every photo whose licence is known, checks its sha256 against the label file, writes
 the filtered ``labels.yaml`` beside the copies, and lists what it left out and why.
 
-Run it again when the labelled set grows; it never edits a photo.
+Run it again when the labelled set grows; it never edits a photo, and keeps the photos
+added to the folder directly (`added_here: true` in their labels).
 
     python tools/import_test_photos.py ../shared/testdata/photos
 """
@@ -39,6 +40,13 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def existing_entries() -> list[dict]:
+    try:
+        return list((yaml.safe_load((DEST / "labels.yaml").read_text(encoding="utf-8")) or {}).get("files") or [])
+    except (OSError, yaml.YAMLError):
+        return []
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="folder with the photos and their labels.yaml")
@@ -59,10 +67,15 @@ def main(argv: list[str] | None = None) -> int:
             continue
         kept.append(entry)
     DEST.mkdir(parents=True, exist_ok=True)
+    # photos added to the folder directly (``added_here``), not from the collection, stay
+    here = [e for e in existing_entries() if e.get("added_here") and e["file"] not in {k["file"] for k in kept}]
+    kept += here
     for old in DEST.glob("*.jpg"):
         if old.name not in {e["file"] for e in kept}:
             old.unlink()
     for entry in kept:
+        if entry in here:
+            continue
         shutil.copyfile(args.source / entry["file"], DEST / entry["file"])
     out = {
         "description": data.get("description", ""),

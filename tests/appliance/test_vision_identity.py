@@ -123,18 +123,47 @@ def test_tflite_network_computes_dlibs_descriptors(
     assert max(gaps) < 0.08, f"TFLite vs dlib on dlib's chips: {sorted(gaps)}"
 
 
-def test_separation_no_worse_than_dlib(int8_vision: Any, embedders: dict[str, FaceEmbedder]) -> None:
-    """Every face of the repository's photos, both backends: at the default tolerance
-    (0.6) the TFLite backend rejects no genuine pair and accepts no more impostor pairs
-    than dlib; the spread between the two distributions (d') is no smaller."""
-    from deskwatch.technician.faceid_bench import identity_figures
+def test_a_group_photo_links_each_of_its_people_to_their_own_face() -> None:
+    """``same_person_as`` as a list: each linked person gets the group's face closest to
+    their other photos, a different face each, closest pairs first; a face nobody links
+    stays somebody new."""
+    from deskwatch.domain import Box, Face
+    from deskwatch.technician.faceid_bench import LabelledFace, assign_people
 
-    fig = identity_figures(PHOTOS, int8_vision.faces.detect, embedders, None, min_face_px=60, tolerance=0.6, repeats=1)
-    ours, ref = (fig["backends"][b]["separation"] for b in BACKENDS)
-    assert ours["genuine_pairs"] == ref["genuine_pairs"] >= 6  # the labelled same-person pairs
+    def lf(file: str, index: int, *vector: float) -> LabelledFace:
+        out = LabelledFace(file, index, Face(Box(0, 0, 1, 1), 1.0), "")
+        out.descriptors["b"] = np.asarray(vector)
+        return out
+
+    a1, a2, b1 = lf("a1.jpg", 0, 0, 0), lf("a2.jpg", 0, 0.1, 0), lf("b1.jpg", 0, 5, 5)
+    g = [lf("g.jpg", 0, 5.2, 5), lf("g.jpg", 1, 9, 9), lf("g.jpg", 2, 0.2, 0.1)]
+    assign_people([a1, a2, b1, *g], [("a1.jpg", "a2.jpg"), ("g.jpg", "a1.jpg"), ("g.jpg", "b1.jpg")], "b")
+    assert a1.who == a2.who == g[2].who
+    assert b1.who == g[0].who != a1.who
+    assert g[1].who not in {a1.who, b1.who}
+
+
+def test_separation_no_worse_than_dlib(int8_vision: Any, embedders: dict[str, FaceEmbedder]) -> None:
+    """Every face of the repository's photos, both backends, 23 pairs of photos of one
+    person (three people with 3-7 photos each taken on other days, one of them hard: a
+    beanie, eyes closed, dusk). At the default tolerance (0.6) the TFLite backend accepts
+    no more impostor pairs than dlib; at the same number of false accepts as dlib it
+    rejects no more genuine pairs (the two backends' trade-off curves, compared at dlib's
+    operating point); the spread between the distributions (d') is no smaller."""
+    from deskwatch.technician import faceid_bench as fb
+
+    items = fb.collect_faces(PHOTOS, int8_vision.faces.detect, 60)
+    fb.describe(items, embedders, repeats=1)
+    faces = [lf for lf, _ in items]
+    fb.assign_people(faces, fb.read_links(PHOTOS), "face_recognition")
+    grid = [round(0.55 + 0.005 * k, 3) for k in range(31)]  # 0.55 .. 0.70
+    ours, ref = (fb.separation(faces, b, grid) for b in BACKENDS)
+    assert ours["genuine_pairs"] == ref["genuine_pairs"] >= 23  # the labelled same-person pairs
     at_ours, at_ref = ours["at_tolerance"]["0.6"], ref["at_tolerance"]["0.6"]
-    assert at_ours["false_rejects"] == 0 and at_ref["false_rejects"] == 0
     assert at_ours["false_accepts"] <= at_ref["false_accepts"], (ours, ref)
+    matched = [ours["at_tolerance"][f"{t:g}"] for t in grid]
+    matched = [a for a in matched if a["false_accepts"] <= at_ref["false_accepts"]]
+    assert min(a["false_rejects"] for a in matched) <= at_ref["false_rejects"], (ours["at_tolerance"], at_ref)
     assert ours["d_prime"] >= ref["d_prime"] - 0.1, (ours["d_prime"], ref["d_prime"])
     # the faces the face mesh declines (profiles, a hand) are not described: never "unknown"
     assert ours["not_described"] <= 3

@@ -5,8 +5,9 @@ by both identity backends, in turn, so both see the same faces under the same lo
 time per face (p50/p95, median of a few runs per face), the distances between
 photos of the same person (genuine) and of different people (impostor), and the
 false-accept and false-reject rates at a few tolerances. Who is who comes from
-``labels.yaml`` beside the photos (``same_person_as``); in a photo with several
-faces the linked person is the face closest to the linked photo's face.
+``labels.yaml`` beside the photos (``same_person_as``: one file or a list); in a
+photo with several faces each linked person is the face closest to that person's
+faces in the photos of one face.
 
 The liveness check runs on the same faces: every one is a real face, so every face
 it calls a picture is a live face wrongly rejected.
@@ -39,60 +40,81 @@ class LabelledFace:
     times_ms: dict[str, float] = field(default_factory=dict)
 
 
-def read_links(photos: Path) -> dict[str, str]:
-    """file -> the file it shares a person with (``same_person_as``), both ways."""
+def read_links(photos: Path) -> list[tuple[str, str]]:
+    """The labelled ``same_person_as`` links: (file, other file) pairs. An entry names one
+    file or a list of them (a group photo can show several people of other photos)."""
     import yaml
 
     try:
         doc = yaml.safe_load((photos / "labels.yaml").read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError):
-        return {}
-    links: dict[str, str] = {}
+        return []
+    links: list[tuple[str, str]] = []
     for item in doc.get("files") or []:
-        other = item.get("same_person_as") if isinstance(item, dict) else None
-        if other:
-            links[str(item["file"])] = str(other)
-            links.setdefault(str(other), str(item["file"]))
+        others = item.get("same_person_as") if isinstance(item, dict) else None
+        for other in [others] if isinstance(others, str) else others or []:
+            links.append((str(item["file"]), str(other)))
     return links
 
 
-def _groups(links: dict[str, str]) -> dict[str, str]:
-    """file -> one name for every file showing the same person (links are transitive)."""
-    parent = {f: f for f in links} | {f: f for f in links.values()}
+class _People:
+    """Union-find over faces (``file#index``): who is the same person."""
 
-    def root(f: str) -> str:
-        while parent[f] != f:
-            f = parent[f]
-        return f
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
 
-    for a, b in links.items():
-        parent[root(a)] = root(b)
-    return {f: root(f) for f in parent}
+    def root(self, key: str) -> str:
+        self.parent.setdefault(key, key)
+        while self.parent[key] != key:
+            self.parent[key] = self.parent[self.parent[key]]
+            key = self.parent[key]
+        return key
+
+    def join(self, a: str, b: str) -> None:
+        self.parent[self.root(a)] = self.root(b)
 
 
-def assign_people(faces: list[LabelledFace], links: dict[str, str], backend: str) -> None:
-    """Set ``who``: the linked person for the one face of a linked photo, or for the face
-    (of several) closest to the linked photos' faces; everyone else is somebody new."""
-    groups = _groups(links)
+def assign_people(faces: list[LabelledFace], links: list[tuple[str, str]], backend: str) -> None:
+    """Set ``who`` for every face. A link between two photos of one face each joins their
+    people. A link between a group photo and a photo of one face names the group's face
+    closest (by ``backend``'s descriptors) to that person's faces; a group photo linked to
+    several people gets a different face for each, the closest pairs first. A link between
+    two group photos says nothing on its own (which face?) and is left out. Everyone not
+    linked is somebody new."""
     by_file: dict[str, list[LabelledFace]] = {}
     for f in faces:
         f.who = f"{f.file}#{f.index}"
         by_file.setdefault(f.file, []).append(f)
-    singles = {file: fs[0] for file, fs in by_file.items() if len(fs) == 1 and file in groups}
-    for file, fs in by_file.items():
-        if file not in groups:
-            continue
-        if len(fs) == 1:
-            fs[0].who = groups[file]
-            continue
-        refs = [s for other, s in singles.items() if groups.get(other) == groups[file] and other != file]
-        usable = [f for f in fs if backend in f.descriptors]
-        if refs and usable:
-            best = min(
-                usable,
-                key=lambda f: min(float(np.linalg.norm(f.descriptors[backend] - r.descriptors[backend])) for r in refs),
-            )
-            best.who = groups[file]
+    people = _People()
+    single = {file: fs[0] for file, fs in by_file.items() if len(fs) == 1}
+    for a, b in links:
+        if a in single and b in single:
+            people.join(single[a].who, single[b].who)
+    # each group photo: the people of the single-face photos it is linked to
+    wanted: dict[str, set[str]] = {}
+    for a, b in links:
+        for group, other in ((a, b), (b, a)):
+            if group in by_file and group not in single and other in single:
+                wanted.setdefault(group, set()).add(people.root(single[other].who))
+    for group, persons in wanted.items():
+        usable = [f for f in by_file[group] if backend in f.descriptors]
+        choices = []
+        for person in persons:
+            refs = [s for s in single.values() if people.root(s.who) == person and backend in s.descriptors]
+            for f in usable:
+                if refs:
+                    d = min(float(np.linalg.norm(f.descriptors[backend] - r.descriptors[backend])) for r in refs)
+                    choices.append((d, person, f))
+        taken_people: set[str] = set()
+        taken_faces: set[str] = set()
+        for _d, person, f in sorted(choices, key=lambda c: c[0]):
+            if person in taken_people or f.who in taken_faces:
+                continue
+            taken_people.add(person)
+            taken_faces.add(f.who)
+            people.join(f.who, person)
+    for f in faces:
+        f.who = people.root(f.who)
 
 
 def collect_faces(photos: Path, detect: Any, min_face_px: int) -> list[tuple[LabelledFace, np.ndarray]]:
