@@ -310,6 +310,18 @@ def test_tiny_face_facing_the_camera_is_still_a_bystander():
     assert types(out) == [] and out.bystanders == 3
 
 
+def test_a_face_without_a_body_box_is_not_a_smaller_person_than_a_faceless_box():
+    """The worker's body missed by the detector (a dark suit on a dark wall), their live face
+    looking at the camera; a framed print on the wall behind them whose face is not found
+    but whose body is. Compared as a bare face the worker lost their place to the print's
+    body and became the second person; a face stands for the body around it."""
+    print_body = person(Box(0.80, 0.14, 0.95, 0.39), score=0.69)
+    worker_face = face(Box(0.476, 0.104, 0.556, 0.246), facing=0.74)
+    out = run(burst(5, [print_body], [worker_face]))
+    assert types(out) == []
+    assert check(out, "extra_person") == "pass" and check(out, "away_from_desk") == "pass"
+
+
 def test_unknown_face_needs_n_consecutive_checks():
     p = Policy(make_config().policy)
     stranger = burst(5, [person()], [face(identity="unknown")])
