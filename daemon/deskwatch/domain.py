@@ -153,8 +153,9 @@ class Face:
     ``keypoints`` are normalised (x, y) pairs in the detector's order (BlazeFace:
     right eye, left eye, nose tip, mouth, right ear tragion, left ear tragion).
     ``facing`` is 0..1: 1 looks straight into the camera, 0 is a profile.
-    ``identity`` is None when no identity check ran, otherwise "worker" or
-    "unknown"; ``distance`` is the encoder distance to the closest template.
+    ``identity`` is None when no identity check ran, otherwise "worker", "unknown"
+    or "uncertain" (too far from the templates to be the worker, too close to be
+    surely somebody else); ``distance`` is the encoder distance to the closest template.
     ``live`` is None when no liveness check ran (a small face), False for a picture
     of a face (screen, print, phone: ``spoof_cues`` says what gave it away).
     ``framed`` is True for a face with long straight edges close by on all four sides
@@ -179,7 +180,7 @@ class Face:
             "box": self.box.as_list(),
             "facing": round(self.facing, 2),
         }
-        if self.identity is not None:
+        if self.identity in ("worker", "unknown"):  # the contract's values; "uncertain" is no verdict
             out["identity"] = self.identity
         if self.live is not None:
             out["live"] = self.live

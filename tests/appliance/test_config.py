@@ -32,6 +32,22 @@ def test_example_config_is_current_and_valid() -> None:
     assert cfg.evidence.retention_days <= 20
 
 
+def test_an_unknown_distance_below_the_tolerance_is_refused_in_words() -> None:
+    base = "device: {id: d1, site: s1, worker_id: w1}\nmqtt: {host: localhost}\n"
+    issues = errors_of(base + "vision: {identity_tolerance: 0.6, identity_unknown_distance: 0.5}\n")
+    assert issues == [
+        (
+            3,
+            "vision.identity_unknown_distance",
+            "0.5 is below identity_tolerance (0.6): it must be at least as large (a face between the two is "
+            "judged neither way); raise it or lower the tolerance",
+        )
+    ]
+    # equal: the band switched off, every face is the worker or somebody else
+    cfg = load_config_text(base + "vision: {identity_tolerance: 0.6, identity_unknown_distance: 0.6}\n")
+    assert cfg.vision.identity_unknown_distance == 0.6
+
+
 def test_every_key_in_the_example_is_documented() -> None:
     lines = (REPO / "config.example.yaml").read_text().splitlines()
     for i, line in enumerate(lines):

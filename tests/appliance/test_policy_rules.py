@@ -33,6 +33,10 @@ def check(out: PolicyOutcome, rule: str) -> str:
     return next(c.outcome for c in out.checks if c.rule == rule)
 
 
+def reason(out: PolicyOutcome, rule: str) -> str:
+    return next(c.reason for c in out.checks if c.rule == rule)
+
+
 def test_worker_alone_is_clear_and_every_rule_reports_a_check():
     out = run(burst(5, [person()], [face(identity="worker")]))
     assert out.findings == []
@@ -347,6 +351,26 @@ def test_no_identity_result_leaves_the_streak_alone():
     out = run(burst(5, [person()], [face(identity=None)]), policy=p)
     assert check(out, "unrecognized_person") == "skipped"
     assert types(run(stranger, policy=p)) == ["unrecognized_person"]
+
+
+def test_a_face_judged_neither_way_accuses_nobody_and_ends_the_streak():
+    """A face between the tolerance and identity_unknown_distance ("uncertain") may be
+    the worker's on a bad day: no unrecognized_person from it, not even with three such
+    frames beside two unknown ones, and the scan ends a streak of unknown faces."""
+    p = Policy(make_config().policy)
+    stranger = burst(5, [person()], [face(identity="unknown")])
+    unsure = burst(5, [person()], [face(identity="uncertain")])
+    run(stranger, policy=p)
+    out = run(unsure, policy=p)
+    assert types(out) == [] and check(out, "unrecognized_person") == "pass"
+    assert "neither surely the worker nor surely somebody else in 5/5" in reason(out, "unrecognized_person")
+    assert check(run(stranger, policy=p), "unrecognized_person") == "pending"  # a new streak
+    mixed = burst(5, [person()], [face(identity="uncertain")])
+    for v in mixed[:2]:
+        v.faces = [face(identity="unknown")]
+    one = Policy(make_config("policy: {rules: {unrecognized_person: {consecutive_checks: 1}}}").policy)
+    out = run(mixed, policy=one)
+    assert types(out) == [] and "not judged in 3" in reason(out, "unrecognized_person")
 
 
 def test_small_unknown_face_is_not_judged():

@@ -170,6 +170,55 @@ def test_separation_no_worse_than_dlib(int8_vision: Any, embedders: dict[str, Fa
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_no_photo_of_the_worker_is_called_somebody_else(
+    backend: str, int8_vision: Any, embedders: dict[str, FaceEmbedder]
+) -> None:
+    """The undecided band (vision.identity_unknown_distance, 0.65): no pair of photos of
+    one person is further apart, so none is "unknown" - the first step of an
+    unrecognized_person accusation - while most pairs of different people still are."""
+    from deskwatch.technician.faceid_bench import identity_figures
+    from deskwatch.vision.config import VisionConfig
+
+    unknown_distance = VisionConfig().identity_unknown_distance
+    fig = identity_figures(
+        PHOTOS, int8_vision.faces.detect, {backend: embedders[backend]}, None,
+        min_face_px=60, tolerance=0.6, unknown_distance=unknown_distance, repeats=1,
+    )  # fmt: skip
+    sep = fig["backends"][backend]["separation"]
+    band = sep["undecided_band"]
+    assert band["genuine_called_unknown"] == 0, sep["genuine"]
+    assert band["genuine_not_judged"] >= 3  # face_12 (the beanie) against his other photos
+    assert band["impostors_not_judged"] <= 0.04 * sep["impostor_pairs"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_hard_photo_of_the_worker_is_not_judged_others_are_unknown(
+    backend: str, int8_vision: Any, labelled_photos: list[Photo], embedders: dict[str, FaceEmbedder]
+) -> None:
+    """Enrolled from face_03: the same man in a beanie, eyes closed, at dusk (face_12) is
+    neither the worker nor somebody else ("uncertain"); Biden (face_10) and the two other
+    men beside the worker in multi_10 are unknown; the worker among them is the worker."""
+    photos = {p.file: p for p in labelled_photos}
+    worker = photos["face_03.jpg"]
+    face = max(int8_vision.faces.detect(worker.image), key=lambda f: f.box.area)
+    template = embedders[backend].embed(worker.image, face)
+    assert template is not None
+    checker = IdentityChecker(embedders[backend], template[None], 0.6, 60, 3, unknown_distance=0.65)
+
+    def identities(name: str) -> list[str]:
+        image = photos[name].image
+        faces = sorted(checker.check(image, int8_vision.faces.detect(image)), key=lambda f: f.box.x0)
+        return [f.identity or "-" for f in faces if f.identity]
+
+    assert identities("face_12.jpg") == ["uncertain"]
+    assert identities("face_10.jpg") == ["unknown"]
+    assert identities("multi_10.jpg") == ["unknown", "worker", "unknown"]
+    # the band switched off (equal to the tolerance): the hard photo is an unknown face
+    checker.unknown_distance = 0.6
+    assert identities("face_12.jpg") == ["unknown"]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_group_photo_marks_only_the_enrolled_worker(
     backend: str,
     int8_vision: Any,

@@ -181,6 +181,7 @@ def faceid_figures(cfg: Any, vision: Any, photos: Path) -> dict[str, Any]:
         LivenessChecker(cfg.vision.liveness),
         min_face_px=cfg.vision.identity_min_face_px,
         tolerance=cfg.vision.identity_tolerance,
+        unknown_distance=cfg.vision.identity_unknown_distance,
     )
 
 
@@ -609,6 +610,13 @@ def print_report(r: dict[str, Any]) -> None:
                 f"genuine max {max(s['genuine'], default=0):.3f}, impostor min {s['impostor_min']}; "
                 f"at {backends['tolerance']:g}: {rates}"
             )
+            band = s.get("undecided_band")
+            if band:
+                print(
+                    f"identity {name:<16} beyond {band['to']:g} (unknown): {band['genuine_called_unknown']} of "
+                    f"{s['genuine_pairs']} genuine pairs; between {band['from']:g} and {band['to']:g} (not judged): "
+                    f"{band['genuine_not_judged']} genuine, {band['impostors_not_judged']} of {s['impostor_pairs']} impostor pairs"
+                )
         if "speedup_p50" in backends:
             print(f"identity per face: tflite {backends['speedup_p50']}x faster than face_recognition (target >= 10)")
         live = backends.get("liveness")

@@ -496,9 +496,9 @@ def burst_settled(
         if rule_enabled(policy, rule) and count() + remaining >= need:
             return False
     if identity and rule_enabled(policy, "unrecognized_person"):
-        unknown, known, _unchecked = identity_hits(views, policy)
+        unknown, known, _unchecked, uncertain = identity_hits(views, policy)
         can_fire = len(unknown) + remaining >= need and len(unknown) + remaining > known
-        if can_fire or not (unknown or known):
+        if can_fire or not (unknown or known or uncertain):
             return False
     if rule_enabled(policy, "idle_input"):
         present = len(present_frames(views))
@@ -534,12 +534,14 @@ def rule_extra(views: list[PeopleView], need: int) -> RuleResult:
     return RuleResult("pass", f"another person in {len(hits)}/{len(views)} frames (need {need})")
 
 
-def identity_hits(views: list[PeopleView], policy: PolicyConfig) -> tuple[list[Hit], int, int]:
+def identity_hits(views: list[PeopleView], policy: PolicyConfig) -> tuple[list[Hit], int, int, int]:
     """The frames where the face at the desk is unknown; and how many showed the worker,
-    and how many had a face that was not checked."""
+    how many had a face that was not checked, and how many one judged neither way
+    ("uncertain": too far from the worker's templates to be the worker, too close to be
+    surely somebody else)."""
     cfg = policy.rules.unrecognized_person
     unknown: list[Hit] = []
-    known = unchecked = 0
+    known = unchecked = uncertain = 0
     for v in views:
         f = v.worker.own_face if v.worker else None  # a face not sure to be theirs is not judged
         if f is None or f.box.height < cfg.min_face_height:
@@ -552,13 +554,23 @@ def identity_hits(views: list[PeopleView], policy: PolicyConfig) -> tuple[list[H
             unknown.append((v, d, [f], f.score))
         elif f.identity == "worker":
             known += 1
-    return unknown, known, unchecked
+        elif f.identity == "uncertain":
+            uncertain += 1
+    return unknown, known, unchecked, uncertain
 
 
 def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) -> RuleResult:
     """This scan's verdict only; the engine turns it into N scans in a row."""
-    unknown, known, unchecked = identity_hits(views, policy)
+    unknown, known, unchecked, uncertain = identity_hits(views, policy)
     if not unknown and not known:
+        if uncertain:
+            # a result all the same: it ends a streak of unknown faces (the next scan must
+            # start a new one), as a face that may be the worker's should
+            return RuleResult(
+                "pass",
+                f"the face at the desk is neither surely the worker nor surely somebody else in {uncertain}/"
+                f"{len(views)} frames (not judged)",
+            )
         if unchecked:
             return RuleResult("skipped", "no identity result (is the worker enrolled?)")
         return RuleResult("skipped", "no face at the desk large enough to recognise")
@@ -568,7 +580,8 @@ def rule_unrecognized(views: list[PeopleView], need: int, policy: PolicyConfig) 
             f"unknown face in {len(unknown)}/{len(views)} frames",
             _finding("unrecognized_person", unknown, len(views), "the face at the desk is not the enrolled worker"),
         )
-    return RuleResult("pass", f"enrolled worker recognised in {known}/{len(views)} frames")
+    undecided = f", not judged in {uncertain}" if uncertain else ""
+    return RuleResult("pass", f"enrolled worker recognised in {known}/{len(views)} frames{undecided}")
 
 
 def attack_hits(views: list[PeopleView], policy: PolicyConfig) -> list[Hit]:

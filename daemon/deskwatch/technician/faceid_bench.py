@@ -149,8 +149,13 @@ def describe(
                 lf.descriptors[name] = d
 
 
-def separation(faces: list[LabelledFace], backend: str, tolerances: list[float]) -> dict[str, Any]:
-    """Genuine and impostor distances of one backend, and FAR/FRR at each tolerance."""
+def separation(
+    faces: list[LabelledFace], backend: str, tolerances: list[float], band: tuple[float, float] | None = None
+) -> dict[str, Any]:
+    """Genuine and impostor distances of one backend, FAR/FRR at each tolerance, and with
+    ``band`` (the tolerance, the unknown distance) what the undecided band between the two
+    does: the genuine pairs still called somebody else (a false accusation's first step)
+    and the impostor pairs judged neither way instead of unknown."""
     usable = [f for f in faces if backend in f.descriptors]
     genuine: list[float] = []
     impostor: list[float] = []
@@ -181,6 +186,15 @@ def separation(faces: list[LabelledFace], backend: str, tolerances: list[float])
         }
         for t in tolerances
     }
+    if band is not None:
+        low, high = band
+        out["undecided_band"] = {
+            "from": low,
+            "to": high,
+            "genuine_called_unknown": int((g > high).sum()),
+            "genuine_not_judged": int(((g > low) & (g <= high)).sum()),
+            "impostors_not_judged": int(((i > low) & (i <= high)).sum()),
+        }
     return out
 
 
@@ -227,6 +241,7 @@ def identity_figures(
     *,
     min_face_px: int,
     tolerance: float,
+    unknown_distance: float | None = None,
     repeats: int = REPEATS,
 ) -> dict[str, Any]:
     """Both backends on the same faces: speed, separation, FAR/FRR; liveness on real faces."""
@@ -241,8 +256,14 @@ def identity_figures(
         "faces": len(faces),
         "labelled_links": len(links),
         "tolerance": tolerance,
+        "unknown_distance": unknown_distance,
         "backends": {
-            name: {"per_face": timing(faces, name), "separation": separation(faces, name, tolerances)}
+            name: {
+                "per_face": timing(faces, name),
+                "separation": separation(
+                    faces, name, tolerances, None if unknown_distance is None else (tolerance, unknown_distance)
+                ),
+            }
             for name in embedders
         },
     }

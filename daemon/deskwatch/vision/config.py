@@ -207,6 +207,12 @@ class VisionConfig:
         minimum=0.1,
         maximum=1.0,
     )
+    identity_unknown_distance: float = setting(
+        0.65,
+        doc="A face further from the worker's templates than identity_tolerance but not further than this is judged neither way: not the worker, and not somebody else either (no unrecognized_person from it). On the test photos the hardest photo of one person (a beanie, eyes closed, dusk) is 0.60-0.63 from his other photos with both backends; 16 of 643 pairs of different people (tflite) fall between 0.6 and 0.65. Equal to identity_tolerance: every face is one or the other",
+        minimum=0.1,
+        maximum=2.0,
+    )
     identity_min_face_px: int = setting(
         60,
         doc="Faces smaller than this (pixels, box height) are not identity-checked: the encoder is unreliable on them and they belong to people far from the desk.",
@@ -227,6 +233,12 @@ class VisionConfig:
     )
 
     def validate(self, report: Report) -> None:
+        if self.identity_unknown_distance < self.identity_tolerance:
+            report(
+                "identity_unknown_distance",
+                f"{self.identity_unknown_distance} is below identity_tolerance ({self.identity_tolerance}): it must be "
+                "at least as large (a face between the two is judged neither way); raise it or lower the tolerance",
+            )
         for label, value in self.label_thresholds.items():
             if not 0.0 < value <= 1.0:
                 report(f"label_thresholds.{label}", "must be a score between 0 and 1")

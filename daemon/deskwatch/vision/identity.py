@@ -1,7 +1,9 @@
 """Identity: is a face the enrolled worker?
 
 A face becomes a 128-number descriptor, compared with the worker's templates by
-Euclidean distance; at most ``tolerance`` (0.6) it is the worker. Two backends make
+Euclidean distance; at most ``tolerance`` (0.6) it is the worker, further than
+``unknown_distance`` (0.65) somebody else, and in between neither ("uncertain": an
+accusation needs a face clearly not the worker's). Two backends make
 the descriptor, chosen by ``vision.identity_backend``:
 
 * ``tflite`` (the default): dlib's face recognition ResNet - the weights
@@ -178,7 +180,8 @@ class _Seen:
 
 @dataclass
 class IdentityChecker:
-    """Marks each face as the enrolled worker or unknown.
+    """Marks each face as the enrolled worker, unknown, or uncertain (between
+    ``tolerance`` and ``unknown_distance``: judged neither way).
 
     Faces that failed the liveness check are not checked (a picture's identity does
     not matter), nor faces the embedder cannot describe (the face mesh finds no face
@@ -194,6 +197,7 @@ class IdentityChecker:
     min_face_px: int = 60
     max_faces: int = 3
     reuse_seconds: float = 0.0
+    unknown_distance: float | None = None  # None: the tolerance (every face is one or the other)
     last_ms: float = 0.0  # embedder time of the last check (all faces)
     last_reused: int = 0  # faces whose identity the last check reused
     _seen: list[_Seen] = field(default_factory=list)
@@ -237,7 +241,11 @@ class IdentityChecker:
         if descriptor is None:
             return None, None
         distance = round(float(np.linalg.norm(self.templates - descriptor, axis=1).min()), 4)
-        return ("worker" if distance <= self.tolerance else "unknown"), distance
+        if distance <= self.tolerance:
+            return "worker", distance
+        if self.unknown_distance is not None and distance <= self.unknown_distance:
+            return "uncertain", distance  # an accusation needs a face clearly somebody else's
+        return "unknown", distance
 
     def _recent(self, face: Face, thumb: np.ndarray, at: datetime) -> _Seen | None:
         for s in self._seen:
