@@ -79,7 +79,12 @@ CREATE TABLE IF NOT EXISTS collector_view (
 
 # a scan's row from before its camera opens until its record is complete
 STARTED = "started"
-RECORD_SQL = "INSERT OR REPLACE INTO scans VALUES (?,?,?,?,?,?,?,?,?,?,?)"
+# Every write names its columns: a later version may add some (a column with a default, which
+# older code can live with), and after a rollback this code writes the same file again.
+SCAN_COLUMNS = (
+    "scan_id, started_at, finished_at, trigger, outcome, frames, persons, bystanders, checks, findings, error"
+)
+RECORD_SQL = f"INSERT OR REPLACE INTO scans ({SCAN_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)"
 INTERRUPTED = (
     "the daemon stopped during this scan (a crash, the watchdog, a power cut), or before the disk took its "
     "record (a full or failing SD card): the camera was switched on, and the scan's outcome was never recorded"
@@ -238,7 +243,7 @@ class AuditLog:
             with contextlib.suppress(TypeError, ValueError, KeyError):
                 if earlier is not None and not json.loads(earlier[0])["complete"]:
                     note = json.loads(earlier[0])  # a loss read back with the rest stays told
-            self._db.execute("INSERT OR REPLACE INTO state VALUES ('read_back', ?)", (json.dumps(note),))
+            self._db.execute("INSERT OR REPLACE INTO state (key, value) VALUES ('read_back', ?)", (json.dumps(note),))
         return counts.get("scans", 0), sum(n for t, n in counts.items() if t != "scans"), complete
 
     @classmethod
@@ -265,7 +270,7 @@ class AuditLog:
         :meth:`record_scan` replaces it with the whole record."""
         self.write_held()
         self._write_scan(
-            "INSERT INTO scans VALUES (?,?,NULL,?,?,0,0,0,'[]','[]',NULL)",
+            f"INSERT INTO scans ({SCAN_COLUMNS}) VALUES (?,?,NULL,?,?,0,0,0,'[]','[]',NULL)",
             (record.scan_id, rfc3339(record.started_at), record.trigger, STARTED),
         )
 
@@ -419,7 +424,7 @@ class AuditLog:
                 self._db.execute("DELETE FROM state WHERE key='pause'")
             else:
                 self._db.execute(
-                    "INSERT OR REPLACE INTO state VALUES ('pause', ?)",
+                    "INSERT OR REPLACE INTO state (key, value) VALUES ('pause', ?)",
                     (
                         json.dumps(
                             {
@@ -473,9 +478,13 @@ class AuditLog:
         try:
             with self._view_lock, self._lock, transaction(self._db):
                 self._db.execute("DELETE FROM collector_view")
-                self._db.executemany("INSERT OR REPLACE INTO collector_view VALUES (?,?,?,?,?,?,?,?)", rows)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO collector_view (event_id, state, reason, wrong, reviewed_at, contested, picture, "
+                    "picture_until) VALUES (?,?,?,?,?,?,?,?)",
+                    rows,
+                )
                 self._db.execute(
-                    "INSERT OR REPLACE INTO state VALUES ('collector_view_at', ?)",
+                    "INSERT OR REPLACE INTO state (key, value) VALUES ('collector_view_at', ?)",
                     (json.dumps({"at": reviews.at}),),
                 )
         except sqlite3.Error:
