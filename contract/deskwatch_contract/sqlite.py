@@ -7,6 +7,8 @@ transaction idiom and recovery from a corrupt file.
   a directory another user owns, with that user's rights, so the file is that user's.
 - :func:`transaction`: ``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any error
   (SQLite may already have rolled back itself, e.g. on a full disk).
+- :class:`StoreFormat` (:mod:`.storeformat`): the format written into the file, so that
+  code rolled back to after an update tells a newer file it may use from one it must not.
 - :func:`open_or_recover`: a database whose content is damaged (a failing SD card) is
   moved aside with its WAL and a fresh one is created; the caller says what was lost. A
   sound file that cannot be used *now* (a full disk, a file the service user may not
@@ -39,6 +41,9 @@ from typing import Any
 from urllib.parse import quote
 
 from deskwatch_contract.fsowner import as_owner_of
+from deskwatch_contract.storeformat import DatabaseUnavailable, StoreFormat, StoreTooNew, open_format
+
+__all__ = ["DatabaseUnavailable", "StoreFormat", "StoreTooNew"]  # and the functions below
 
 logger = logging.getLogger(__name__)
 
@@ -55,15 +60,6 @@ SQLITE_FULL = 13
 SQLITE_NOTADB = 26
 # below this much free space a failure to open is put down to a full disk
 NEARLY_FULL_BYTES = 1 << 20
-
-
-class DatabaseUnavailable(Exception):
-    """A database file that may well be sound cannot be used now (full disk, permissions,
-    a lock, an I/O error). It was left in place; the message names it and what to do."""
-
-    def __init__(self, path: Path, message: str) -> None:
-        super().__init__(message)
-        self.path = path
 
 
 def is_damaged(exc: BaseException) -> bool:
@@ -173,13 +169,22 @@ def truncate_wal(db: sqlite3.Connection) -> None:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
-def open_schema(path: Path, schema: str, probe: str, *, secure_delete: bool = False) -> sqlite3.Connection:
-    """:func:`connect`, create the ``schema``, and read ``probe`` to prove the file is sound."""
+def open_schema(
+    path: Path, schema: str | StoreFormat, probe: str, *, secure_delete: bool = False
+) -> sqlite3.Connection:
+    """:func:`connect`, create the ``schema``, and read ``probe`` to prove the file is sound.
+
+    A :class:`StoreFormat` is written into the file and checked (:func:`.storeformat.open_format`):
+    an older file is migrated forward in one transaction, a newer one this code may use is left at
+    its format, and one it must not use raises :class:`StoreTooNew`, the file untouched."""
     db = connect(path, secure_delete=secure_delete)
     try:
-        db.executescript(schema)
+        if isinstance(schema, StoreFormat):
+            open_format(db, path, schema)
+        else:
+            db.executescript(schema)
         db.execute(probe).fetchall()
-    except sqlite3.DatabaseError:
+    except (sqlite3.DatabaseError, StoreTooNew):
         db.close()
         raise
     return db
@@ -232,7 +237,7 @@ def date_back(aside: Path, oldest: float) -> None:
 
 
 def open_or_recover(
-    path: Path, schema: str, probe: str, *, now: float | None = None, secure_delete: bool = False
+    path: Path, schema: str | StoreFormat, probe: str, *, now: float | None = None, secure_delete: bool = False
 ) -> tuple[sqlite3.Connection, tuple[Path, str] | None]:
     """Open (and create) the database; if its content is damaged, move it aside and start afresh.
 
@@ -255,7 +260,13 @@ def open_or_recover(
 
 
 def set_aside(
-    path: Path, schema: str, probe: str, damage: str, *, now: float | None = None, secure_delete: bool = False
+    path: Path,
+    schema: str | StoreFormat,
+    probe: str,
+    damage: str,
+    *,
+    now: float | None = None,
+    secure_delete: bool = False,
 ) -> tuple[sqlite3.Connection, Path]:
     """Move the damaged database ``path`` aside (:func:`move_aside`) and open a fresh one in its
     place; returns it and where the damaged one went. The caller has closed its connection.

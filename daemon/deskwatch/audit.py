@@ -24,6 +24,7 @@ from deskwatch.domain import PauseInfo, ScanRecord, rfc3339, utcnow
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
 from deskwatch_contract.space import SpaceReserve
 from deskwatch_contract.sqlite import (
+    StoreFormat,
     connect_read_only,
     disk_trouble,
     is_damaged,
@@ -35,6 +36,7 @@ from deskwatch_contract.sqlite import (
     transaction,
     truncate_wal,
 )
+from deskwatch_contract.storeformat import StoreTooNew, check_readable
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +78,9 @@ CREATE TABLE IF NOT EXISTS collector_view (
 );
 """
 
+# Written into the file (see deskwatch_contract.storeformat): a later version that only adds
+# keeps compatible_from, so that this code, rolled back to, goes on recording scans in it.
+FORMAT = StoreFormat("audit trail", SCHEMA, version=1, compatible_from=1)
 
 # a scan's row from before its camera opens until its record is complete
 STARTED = "started"
@@ -182,6 +187,11 @@ class AuditLog:
             # and root (`sudo deskwatch history`) reads it with the directory owner's rights, as
             # it writes it (fsowner): a link the service user put there gets root nothing more
             self._db = connect_read_only(self.path, check_same_thread=False, timeout=5.0)
+            try:  # a newer deskwatch's trail (an update rolled back) is not read wrong
+                check_readable(self._db, self.path, FORMAT)
+            except StoreTooNew:
+                self._db.close()
+                raise
             return
         self._open()
         if self._space is not None:
@@ -193,7 +203,7 @@ class AuditLog:
         # synchronous=FULL: the worker's record of a scan must survive a power cut like
         # the outbox's copy does; an unreadable file is kept aside until retention removes
         # it (expire_set_aside); pruned rows are overwritten (secure_delete)
-        self._db, recovered = open_or_recover(self.path, SCHEMA, PROBE, secure_delete=True)
+        self._db, recovered = open_or_recover(self.path, FORMAT, PROBE, secure_delete=True)
         if recovered is not None:
             self._took_back(*recovered)
 
@@ -292,7 +302,7 @@ class AuditLog:
         with self._lock:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
-            self._db, aside = set_aside(self.path, SCHEMA, PROBE, damage)
+            self._db, aside = set_aside(self.path, FORMAT, PROBE, damage)
         self._took_back(aside, damage)
         with self._lock:
             self._db.execute(sql, row)

@@ -9,13 +9,23 @@ technician can act on, with nothing deleted."""
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
+import subprocess
+import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from deskwatch.audit import AuditLog, audit_path
+from deskwatch.delivery.outbox import Outbox
 from deskwatch.domain import CheckOutcome, PauseInfo, ScanRecord
+from deskwatch_contract import exitcodes
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
+from deskwatch_contract.sqlite import DatabaseUnavailable, StoreTooNew
 from tests.support.common import REPO
 
 FIXTURES = REPO / "tests" / "data" / "rollback"
@@ -28,9 +38,19 @@ def load(fixture: str, path: Path) -> Path:
     db = sqlite3.connect(path)
     try:
         db.executescript((FIXTURES / fixture).read_text(encoding="utf-8"))
+        db.execute("PRAGMA journal_mode=WAL")  # as every deskwatch store runs
     finally:
         db.close()
     return path
+
+
+def content(path: Path) -> tuple[int, list[str]]:
+    """What the file holds (its format and every row), read without changing it."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("PRAGMA user_version").fetchone()[0]), list(db.iterdump())
+    finally:
+        db.close()
 
 
 def test_the_audit_trail_of_a_newer_version_with_added_columns_takes_scans_pauses_and_reviews(
@@ -75,3 +95,80 @@ def test_the_audit_trail_of_a_newer_version_with_added_columns_takes_scans_pause
         assert trail.read_back_note() is None  # nothing was taken for damage
     finally:
         trail.close()
+
+
+def test_the_outbox_of_a_newer_version_that_only_added_is_sent_and_used_and_keeps_its_format(tmp_path: Path) -> None:
+    """Format 2, usable from format 1 on: what the newer version queued goes out, in order, as
+    replays; this code queues behind it, numbering on; the file stays at format 2."""
+    load("outbox-newer-compatible.sql", tmp_path / "outbox.sqlite3")
+    box = Outbox(tmp_path, max_bytes=10_000_000, max_messages=10_000, max_age_days=20)
+    try:
+        queued = box.pending()
+        assert [m.topic for m in queued] == ["event", "evidence/e-newer-1", "event", "scan"]
+        assert all(m.replay for m in queued)
+        assert box.put_event({"schema": "deskwatch.event/1", "event_id": "e-old"})["seq"] == 3
+        box.ack_many([m.id for m in queued])
+        assert [json.loads(m.payload)["event_id"] for m in box.pending()] == ["e-old"]
+    finally:
+        box.close()
+    version, rows = content(tmp_path / "outbox.sqlite3")
+    assert version == 2  # not lowered: the newer version finds its file as it left it
+    assert any("delivery_log" in r for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("fixture", "name", "open_it"),
+    [
+        (
+            "outbox-newer-incompatible.sql",
+            "outbox.sqlite3",
+            lambda d: Outbox(d, max_bytes=10_000_000, max_messages=10_000, max_age_days=20),
+        ),
+        ("audit-newer-incompatible.sql", "audit.sqlite3", lambda d: AuditLog.for_state_dir(str(d))),
+        ("audit-newer-incompatible.sql", "audit.sqlite3", lambda d: AuditLog(audit_path(str(d)), read_only=True)),
+    ],
+)
+def test_a_store_a_newer_version_made_unusable_for_this_one_is_refused_in_words_and_left_whole(
+    tmp_path: Path, fixture: str, name: str, open_it: Callable[[Path], object]
+) -> None:
+    """Format 3, usable only from format 3 on. This code used to open it like its own: the
+    outbox wrote rows without the column every row needs now, the trail its scans; what it
+    could not read it would have taken for damage and set aside. Now it refuses, says why and
+    what the technician can do, and changes nothing in the file."""
+    path = load(fixture, tmp_path / name)
+    before = content(path)
+    with pytest.raises(StoreTooNew) as refused:
+        open_it(tmp_path)
+    assert isinstance(refused.value, DatabaseUnavailable)  # the daemon's start says it and stops (exit 69)
+    message = str(refused.value)
+    for words in (str(path), "newer deskwatch", "format 3", "rolled back", "deskwatch update install", "mv "):
+        assert words in message
+    assert content(path) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name) == []  # not taken for damage
+
+
+def test_the_daemon_stops_on_a_newer_trail_with_the_technicians_words_not_a_traceback(
+    tmp_path: Path, write_config: Callable[..., Path]
+) -> None:
+    config = write_config()
+    load("audit-newer-incompatible.sql", tmp_path / "state" / "audit.sqlite3")
+    env = {**os.environ, "DESKWATCH_LOG_TARGET": "stderr"}
+    run = subprocess.run(
+        [sys.executable, "-m", "deskwatch", "run", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert run.returncode == exitcodes.UNAVAILABLE, run.stderr
+    assert "Traceback" not in run.stderr
+    assert "was written by a newer deskwatch" in run.stderr and "format 3" in run.stderr
+    history = subprocess.run(
+        [sys.executable, "-m", "deskwatch", "history", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert history.returncode == exitcodes.UNAVAILABLE
+    assert "Traceback" not in history.stderr and "format 3" in history.stderr

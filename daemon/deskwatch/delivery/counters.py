@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from deskwatch_contract.sqlite import open_or_recover, transaction
+from deskwatch_contract.sqlite import StoreFormat, open_or_recover, transaction
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS losses (
     seq_upto INTEGER NOT NULL     -- the highest seq handed out when it happened
 );
 """
+# Written into the file (see deskwatch_contract.storeformat).
+_FORMAT = StoreFormat("sequence counters", _SCHEMA, version=1, compatible_from=1)
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,7 @@ class DeviceCounters:
         self.path = Path(state_dir) / FILENAME
         self._clock = wall_clock
         self._lock = threading.Lock()
-        self._db, recovered = open_or_recover(self.path, _SCHEMA, "SELECT COUNT(*) FROM counters", now=wall_clock())
+        self._db, recovered = open_or_recover(self.path, _FORMAT, "SELECT COUNT(*) FROM counters", now=wall_clock())
         self.recovered_from = recovered[0] if recovered else None
         if recovered is not None:
             log.error(

@@ -104,6 +104,7 @@ from deskwatch.delivery.salvage import read_back
 from deskwatch_contract.jsonutil import dumps_bytes
 from deskwatch_contract.space import SpaceReserve
 from deskwatch_contract.sqlite import (
+    StoreFormat,
     connect_read_only,
     date_back,
     disk_trouble,
@@ -154,6 +155,9 @@ CREATE TABLE IF NOT EXISTS dropped (  -- events and images that left the queue u
     PRIMARY KEY (event_id, kind)
 );
 """
+# Written into the file (see deskwatch_contract.storeformat): a later version that only adds
+# keeps compatible_from, so that this code, rolled back to, goes on with what it queued.
+_FORMAT = StoreFormat("outbox", _SCHEMA, version=1, compatible_from=1)
 # How many damaged messages are kept for inspection (the newest, none past retention).
 DAMAGED_KEPT = 100
 # Room kept on the outbox's file system for when it fills up (see "A full disk").
@@ -226,7 +230,7 @@ class Outbox:
         self._acked_unsaved: set[int] = set()  # delivered, but the disk could not take the delete
         self._ack_trouble = False  # said once per spell
         self._space = SpaceReserve(self.path.with_name(RESERVE_NAME), disk_reserve_bytes)
-        self._db, recovered = open_or_recover(self.path, _SCHEMA, _PROBE, now=wall_clock(), secure_delete=True)
+        self._db, recovered = open_or_recover(self.path, _FORMAT, _PROBE, now=wall_clock(), secure_delete=True)
         self._keep_wal_within_reserve()
         try:
             self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
@@ -344,7 +348,7 @@ class Outbox:
                 self._db.close()
             aside = move_aside(self.path, self._clock())
             self._acked_unsaved.clear()  # ids of the old file: the fresh one numbers its rows anew
-            self._db = open_schema(self.path, _SCHEMA, _PROBE, secure_delete=True)
+            self._db = open_schema(self.path, _FORMAT, _PROBE, secure_delete=True)
             self._keep_wal_within_reserve()
             self._reload_totals()
             self._recover_from(aside, why)

@@ -37,8 +37,11 @@ CREATE TABLE state (
     value TEXT NOT NULL
 , updated_at TEXT);
 INSERT INTO "state" VALUES('pause','{"reason": "fetch water", "minutes": 5, "started_at": "2026-11-30T09:05:00+00:00", "source": "local"}','2026-11-30T09:05:00Z');
+CREATE TABLE store_format (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT INTO "store_format" VALUES('compatible_from',1);
 CREATE INDEX scans_started ON scans(started_at);
 CREATE INDEX events_at ON events(at);
 DELETE FROM "sqlite_sequence";
 INSERT INTO "sqlite_sequence" VALUES('events',1);
 COMMIT;
+PRAGMA user_version=2;

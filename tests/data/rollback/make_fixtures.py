@@ -7,8 +7,18 @@ the old slot again, and its code reads what the new one wrote. Each fixture is a
 stands today plus what a later version might plausibly add, with rows such a version
 wrote. The tests load the dump into a fresh file and start today's code on it.
 
-    audit-newer-additive.sql   the audit trail after a version that added columns (with
-                               defaults or NULLable: a change older code can live with)
+    audit-newer-additive.sql        the audit trail after a version that added columns (with
+                                    defaults or NULLable: a change older code can live with);
+                                    stamped format 2, usable from format 1 on
+    outbox-newer-compatible.sql     the outbox likewise (a column with a default, a new table),
+                                    two events, an image and a scan record queued in it
+    outbox-newer-incompatible.sql   the outbox after a change older code must not write into
+                                    (every row needs a column it does not know): format 3,
+                                    usable from format 3 on
+    audit-newer-incompatible.sql    the audit trail likewise (format 3, from 3 on)
+
+The stamp (deskwatch_contract.storeformat): PRAGMA user_version is the file's format, the
+store_format row compatible_from the oldest format whose code may use it.
 
 Run it from the repository root when the schema it starts from changes on purpose:
     PYTHONPATH=daemon:contract .venv/bin/python tests/data/rollback/make_fixtures.py
@@ -18,6 +28,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +43,13 @@ def dump(db: sqlite3.Connection, path: Path, header: str) -> None:
     if user_version:
         lines.append(f"PRAGMA user_version={user_version};")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def stamp(db: sqlite3.Connection, version: int, compatible_from: int) -> None:
+    """What a newer deskwatch writes into the file (deskwatch_contract.storeformat)."""
+    db.execute("CREATE TABLE IF NOT EXISTS store_format (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute("INSERT OR REPLACE INTO store_format VALUES ('compatible_from', ?)", (compatible_from,))
+    db.execute(f"PRAGMA user_version = {version}")
 
 
 def audit_newer_additive() -> tuple[sqlite3.Connection, str]:
@@ -80,12 +98,77 @@ def audit_newer_additive() -> tuple[sqlite3.Connection, str]:
             "2026-11-30T09:05:00Z",
         ),
     )
+    stamp(db, 2, 1)
     db.commit()
     return db, "audit.sqlite3 as a newer version left it: a column added to each table, one scan and a pause"
 
 
+def audit_newer_incompatible() -> tuple[sqlite3.Connection, str]:
+    db, _ = audit_newer_additive()
+    db.executescript(
+        """
+        ALTER TABLE scans ADD COLUMN worker_id TEXT;
+        UPDATE scans SET worker_id = 'w-17';
+        """
+    )
+    stamp(db, 3, 3)
+    db.commit()
+    return db, "audit.sqlite3 after a change older code must not write into: format 3, usable from 3 on"
+
+
+def _queued_outbox() -> sqlite3.Connection:
+    """An outbox as today's code queues it (two events, one with its image, a scan record),
+    copied into memory."""
+    from deskwatch.delivery.outbox import FILENAME, Outbox
+
+    with tempfile.TemporaryDirectory() as tmp:
+        box = Outbox(
+            tmp, max_bytes=10_000_000, max_messages=10_000, max_age_days=20, wall_clock=lambda: 1_800_000_000.0
+        )
+        for n, image in ((1, b"\xff\xd8jpeg-by-newer\xff\xd9"), (2, None)):
+            event = {"schema": "deskwatch.event/1", "event_id": f"e-newer-{n}", "type": "phone_use", "replayed": False}
+            box.put_event(event, image)
+        box.put("scan", "scan", {"schema": "deskwatch.scan/1", "scan_id": "scan-by-newer"})
+        box.close()
+        disk = sqlite3.connect(Path(tmp) / FILENAME)
+        db = sqlite3.connect(":memory:")
+        disk.backup(db)
+        disk.close()
+    return db
+
+
+def outbox_newer_compatible() -> tuple[sqlite3.Connection, str]:
+    db = _queued_outbox()
+    db.executescript(
+        """
+        ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+        CREATE TABLE IF NOT EXISTS delivery_log (at REAL NOT NULL, what TEXT NOT NULL);
+        INSERT INTO delivery_log VALUES (1800000000.0, 'connected');
+        """
+    )
+    stamp(db, 2, 1)
+    db.commit()
+    return db, "outbox.sqlite3 as a newer version left it: messages.priority added, a new table, 3 messages + 1 image"
+
+
+def outbox_newer_incompatible() -> tuple[sqlite3.Connection, str]:
+    db = _queued_outbox()
+    db.executescript(
+        """
+        ALTER TABLE messages ADD COLUMN tenant TEXT;
+        UPDATE messages SET tenant = 'site-1';
+        """
+    )
+    stamp(db, 3, 3)
+    db.commit()
+    return db, "outbox.sqlite3 after a change older code must not write into: format 3, usable from 3 on"
+
+
 FIXTURES: dict[str, Callable[[], tuple[sqlite3.Connection, str]]] = {
     "audit-newer-additive.sql": audit_newer_additive,
+    "audit-newer-incompatible.sql": audit_newer_incompatible,
+    "outbox-newer-compatible.sql": outbox_newer_compatible,
+    "outbox-newer-incompatible.sql": outbox_newer_incompatible,
 }
 
 

@@ -1,0 +1,195 @@
+"""The format of a deskwatch SQLite store, written into the file, so that an older deskwatch
+can tell what a newer one left on the data partition.
+
+The appliance's A/B slots share ``/var/lib/deskwatch``: when an update fails its health
+check the firmware starts the old slot again, and its code opens the outbox, the audit
+trail and the counters as the new code left them. Each file therefore says two numbers:
+
+- ``PRAGMA user_version``: the format it is at (the newest code that migrated it);
+- ``store_format.compatible_from``: the oldest format whose code may still read and write it.
+
+A later version that only adds (a table, a NULLable column or one with a default: older
+code naming its columns never notices) raises the format and keeps ``compatible_from``: the
+older code rolled back to goes on with the file as it is, and never lowers its format. A
+change older code would get wrong (a column it must fill, a meaning changed) raises
+``compatible_from`` too: the older code then refuses the file (:class:`StoreTooNew`) with
+what happened and what to do, changing and deleting nothing.
+
+Moving forward (:func:`open_format`) runs each step from the file's format to this code's
+in **one** SQLite transaction with the new stamp (SQLite's DDL is transactional): a power
+cut in the middle leaves the file at its old format, whole, and the next start runs the
+steps again. A file from before formats were stamped (``user_version`` 0 with tables in
+it) is format 1.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+# A step: SQL (one or more statements) or a function given the connection, inside the transaction.
+Step = str | Callable[[sqlite3.Connection], None]
+TABLE = "store_format"
+
+
+@dataclass(frozen=True)
+class StoreFormat:
+    """What this code writes into a store's file."""
+
+    name: str  # what the messages call the store: "outbox", "audit trail"
+    schema: str  # the tables and indexes of ``version`` (CREATE ... IF NOT EXISTS)
+    version: int = 1
+    compatible_from: int = 1  # the oldest format whose code may use a file this code wrote
+    # version -> what turns a file at version - 1 into one at version (run once, in the stamp's transaction)
+    steps: Mapping[int, Step] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        missing = [v for v in range(2, self.version + 1) if v not in self.steps]
+        if missing or not 1 <= self.compatible_from <= self.version:
+            raise ValueError(f"{self.name}: format {self.version} needs steps {missing}, compatible_from <= version")
+
+
+class DatabaseUnavailable(Exception):
+    """A database file that may well be sound cannot be used now (full disk, permissions,
+    a lock, an I/O error, a newer format). It was left in place; the message names it and
+    what to do. (Here rather than in :mod:`.sqlite`, which uses this module, for
+    :class:`StoreTooNew`; :mod:`.sqlite` exports it too.)"""
+
+    def __init__(self, path: Path, message: str) -> None:
+        super().__init__(message)
+        self.path = path
+
+
+class StoreTooNew(DatabaseUnavailable):
+    """A newer deskwatch wrote this file in a format this code must not use. Nothing was changed."""
+
+    def __init__(self, path: Path, message: str, *, found: int, compatible_from: int) -> None:
+        super().__init__(path, message)
+        self.found = found
+        self.compatible_from = compatible_from
+
+
+def statements(script: str) -> list[str]:
+    """The statements of ``script`` one by one (``executescript`` would commit the transaction first)."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip().strip(";").strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip() and not all(part.strip().startswith("--") for part in buf.strip().splitlines()):
+        out.append(buf.strip())
+    return out
+
+
+def _run(db: sqlite3.Connection, step: Step) -> None:
+    if callable(step):
+        step(db)
+    else:
+        for stmt in statements(step):
+            db.execute(stmt)
+
+
+def stamped(db: sqlite3.Connection) -> tuple[int, int | None]:
+    """(the file's format, its compatible_from or None when it has none): format 0 is an empty file."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    compatible: int | None = None
+    try:
+        row = db.execute(f"SELECT value FROM {TABLE} WHERE key = 'compatible_from'").fetchone()
+        compatible = int(row[0]) if row else None
+    except sqlite3.OperationalError:  # no such table: stamped by no one
+        pass
+    if version == 0 and db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]:
+        version = 1  # made before formats were stamped
+    return version, compatible
+
+
+def too_new(path: Path, form: StoreFormat, found: int, compatible_from: int | None) -> StoreTooNew:
+    """The refusal: what the file is, why this code will not touch it, and what to do."""
+    need = compatible_from if compatible_from is not None else found
+    files = " ".join(
+        str(path.with_name(path.name + s)) for s in ("", "-wal", "-shm") if path.with_name(path.name + s).exists()
+    )
+    keep = path.parent / f"kept-{path.name}-format-{found}"
+    return StoreTooNew(
+        path,
+        f"{path} ({form.name}) was written by a newer deskwatch: it is at format {found}, which only code of "
+        f"format {need} or later may use, and this deskwatch writes format {form.version}. This happens when an "
+        f"update was rolled back to the slot that runs now (`deskwatch update status` says). Nothing in it was "
+        f"changed or deleted. To go on: install the newer version again (send its update job, or run "
+        f"`deskwatch update install BUNDLE` as root); or, to run this version without what the newer one kept in "
+        f"it, move the file aside as it is - `mkdir {keep} && mv {files} {keep}/` as root - and start the "
+        f"service again (keep that folder: the newer version can read it)",
+        found=found,
+        compatible_from=need,
+    )
+
+
+def check_readable(db: sqlite3.Connection, path: Path, form: StoreFormat) -> None:
+    """For a reader that changes nothing (``deskwatch history``): raise :class:`StoreTooNew` when
+    the file is at a format this code must not read. A file that cannot be read at all is left
+    to the reader's own reads to report."""
+    try:
+        found, compatible = stamped(db)
+    except sqlite3.Error:
+        return
+    if found > form.version and (compatible is None or compatible > form.version):
+        raise too_new(path, form, found, compatible)
+
+
+def open_format(db: sqlite3.Connection, path: Path, form: StoreFormat) -> int:
+    """Bring the file open on ``db`` (autocommit) to ``form``: create it, migrate it forward in one
+    transaction, or leave a newer compatible one as it is. Returns the format the file was at
+    (0: new). Raises :class:`StoreTooNew` (nothing written) for a newer incompatible one."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found, compatible = stamped(db)
+        if found > form.version:
+            if compatible is None or compatible > form.version:
+                raise too_new(path, form, found, compatible)
+            # newer, and it says this code may use it: its tables are there; ours are made if not
+            for stmt in statements(form.schema):
+                db.execute(stmt)
+            logger.warning(
+                "%s (%s) is at format %d, written by a newer deskwatch (an update rolled back?); it says format %d "
+                "code may use it, and this one (format %d) does, leaving its format as it is",
+                path,
+                form.name,
+                found,
+                compatible,
+                form.version,
+            )
+        elif found == 0:
+            for stmt in statements(form.schema):
+                db.execute(stmt)
+            _stamp(db, form)
+        else:
+            for version in range(found + 1, form.version + 1):
+                _run(db, form.steps[version])
+            for stmt in statements(form.schema):  # what a step left to the schema (and format 1's tables)
+                db.execute(stmt)
+            if found < form.version or compatible is None:
+                _stamp(db, form)
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    return found
+
+
+def _stamp(db: sqlite3.Connection, form: StoreFormat) -> None:
+    db.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.execute(
+        f"INSERT INTO {TABLE} (key, value) VALUES ('compatible_from', ?) "
+        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        (form.compatible_from,),
+    )
+    db.execute(f"PRAGMA user_version = {int(form.version)}")
