@@ -32,7 +32,7 @@ from deskwatch_collector.auth import IDLE_SECONDS
 from deskwatch_collector.console import schema as console_schema
 from deskwatch_collector.ingest import IngestStats, missing_seqs
 from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
-from deskwatch_collector.store import Store, StoreUnavailable, open_store
+from deskwatch_collector.store import SchemaTooNew, Store, StoreUnavailable, open_store
 from deskwatch_collector.subscriber import Subscriber, SubscriberSettings
 from deskwatch_collector.validate import Validator, load_evidence_keys
 from deskwatch_contract import exitcodes
@@ -205,6 +205,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         console_schema.migrate(store)  # the console's review trail, reasons and indexes
     except StoreUnavailable as exc:
         print(f"deskwatch-collector: database unavailable: {exc}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
+    except SchemaTooNew as exc:  # a newer release's database: rolled back, or a rolling upgrade
+        print(f"deskwatch-collector: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
     except Exception as exc:
         print(f"deskwatch-collector: cannot open the database {args.db!r}: {exc}", file=sys.stderr)

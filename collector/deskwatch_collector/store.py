@@ -25,6 +25,15 @@ from deskwatch_contract.sqlite import connect as sqlite_connect
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 4
+# The oldest schema version whose collectors may still run on a database this one leaves
+# (``meta.compatible_from``). Collectors of several releases share one database during a
+# rolling upgrade and after one is rolled back: every change so far only added (a column
+# NULLable or with a default, a table, an index), which older collectors, naming their
+# columns, never notice. A release whose change older collectors would get wrong (a column
+# every row must fill, a meaning changed) raises this, and they then refuse to start
+# (:class:`SchemaTooNew`) instead of writing rows the newer ones misread. ``schema_version``
+# is never lowered: an older collector leaves the newer one's number as it found it.
+COMPATIBLE_FROM = 1
 
 # Columns added after version 1, per version: (table, column, declaration). A fresh
 # database gets them from the DDL; an older one gets them in :meth:`Store.migrate`.
@@ -240,6 +249,10 @@ class Tx:
         return rows[0] if rows else None
 
 
+class SchemaTooNew(Exception):
+    """A newer collector's database, which it says this release must not use. Nothing was changed."""
+
+
 class Store:
     """A small connection pool plus the schema. Use :func:`open_store` to get one."""
 
@@ -366,6 +379,9 @@ class Store:
                 tx.execute(stmt)
             row = tx.one("SELECT value FROM meta WHERE key = 'schema_version'")
             version = int(row[0]) if row else SCHEMA_VERSION
+            row = tx.one("SELECT value FROM meta WHERE key = 'compatible_from'")
+            compatible = int(row[0]) if row else None
+            self._check_not_too_new(version, compatible)
             for target in sorted(v for v in ADDED_COLUMNS if v > version):
                 for table, column, decl in ADDED_COLUMNS[target]:
                     if column not in self._columns(tx, table):
@@ -373,11 +389,36 @@ class Store:
                         tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} {decl}")
             for stmt in indexes:  # after the columns they may name
                 tx.execute(stmt)
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', ?)"
-                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (str(SCHEMA_VERSION),),
+            for key, value in (
+                ("schema_version", max(version, SCHEMA_VERSION)),
+                ("compatible_from", max(compatible or COMPATIBLE_FROM, COMPATIBLE_FROM)),
+            ):
+                tx.execute(
+                    "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                    (key, str(value)),
+                )
+
+    def _check_not_too_new(self, version: int, compatible: int | None) -> None:
+        """Raise :class:`SchemaTooNew` when a newer collector left a schema this one must not use."""
+        if version <= SCHEMA_VERSION:
+            return
+        if compatible is not None and compatible <= SCHEMA_VERSION:
+            logger.warning(
+                "collector database at schema version %d (a newer collector's); it says collectors of version %d "
+                "on may use it, and this one (version %d) does, leaving its version as it is",
+                version,
+                compatible,
+                SCHEMA_VERSION,
             )
+            return
+        need = compatible if compatible is not None else version
+        raise SchemaTooNew(
+            f"the collector database is at schema version {version}, written by a newer deskwatch-collector, and "
+            f"says collectors before schema version {need} must not use it; this collector knows version "
+            f"{SCHEMA_VERSION}. Nothing was changed. Run the newer release here too (in a rolling upgrade: upgrade "
+            "this node rather than start the old release again); to go back to this release, restore the "
+            "database from the backup taken before the upgrade"
+        )
 
     def close(self) -> None:
         self._closed = True

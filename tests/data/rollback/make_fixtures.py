@@ -17,6 +17,11 @@ wrote. The tests load the dump into a fresh file and start today's code on it.
                                     usable from format 3 on
     audit-newer-incompatible.sql    the audit trail likewise (format 3, from 3 on)
 
+    collector-newer-compatible.sql    what a newer collector's migration did to the central
+                                      database (both backends): a column added, schema_version 5,
+                                      usable by collectors of version 1 on
+    collector-newer-incompatible.sql  the same with compatible_from 5: older collectors must not use it
+
 The stamp (deskwatch_contract.storeformat): PRAGMA user_version is the file's format, the
 store_format row compatible_from the oldest format whose code may use it.
 
@@ -164,6 +169,24 @@ def outbox_newer_incompatible() -> tuple[sqlite3.Connection, str]:
     return db, "outbox.sqlite3 after a change older code must not write into: format 3, usable from 3 on"
 
 
+def collector_newer(compatible_from: int) -> str:
+    """Statements a newer collector's migration ran, on SQLite and PostgreSQL alike."""
+    return "\n".join(
+        [
+            "ALTER TABLE events ADD COLUMN received_via TEXT;",
+            "UPDATE meta SET value = '5' WHERE key = 'schema_version';",
+            f"INSERT INTO meta (key, value) VALUES ('compatible_from', '{compatible_from}')"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value;",
+        ]
+    )
+
+
+COLLECTOR = {
+    "collector-newer-compatible.sql": ("the central database after a newer collector (schema 5) that only added", 1),
+    "collector-newer-incompatible.sql": ("the central database after a newer collector older ones must not use", 5),
+}
+
+
 FIXTURES: dict[str, Callable[[], tuple[sqlite3.Connection, str]]] = {
     "audit-newer-additive.sql": audit_newer_additive,
     "audit-newer-incompatible.sql": audit_newer_incompatible,
@@ -177,6 +200,14 @@ def main() -> None:
         db, header = make()
         dump(db, HERE / name, header)
         db.close()
+        print(f"wrote {HERE / name}")
+    for name, (header, compatible_from) in COLLECTOR.items():
+        lines = [
+            f"-- {header}",
+            f"-- made by {Path(__file__).name}; do not edit by hand",
+            collector_newer(compatible_from),
+        ]
+        (HERE / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
         print(f"wrote {HERE / name}")
 
 
