@@ -23,6 +23,7 @@ import pytest
 from deskwatch.audit import AuditLog, audit_path
 from deskwatch.delivery.outbox import Outbox
 from deskwatch.domain import CheckOutcome, PauseInfo, ScanRecord
+from deskwatch.vision.identity import read_templates, template_path
 from deskwatch_contract import exitcodes
 from deskwatch_contract.reviews import ReviewedFinding, Reviews
 from deskwatch_contract.sqlite import DatabaseUnavailable, StoreTooNew
@@ -172,3 +173,20 @@ def test_the_daemon_stops_on_a_newer_trail_with_the_technicians_words_not_a_trac
     )
     assert history.returncode == exitcodes.UNAVAILABLE
     assert "Traceback" not in history.stderr and "format 3" in history.stderr
+
+
+def test_face_templates_of_a_newer_format_are_not_compared_as_if_they_were_this_ones(tmp_path: Path) -> None:
+    """The templates' format was written and never read: a later format's vectors, tagged with
+    the same backend and model, were compared as this code's own (the worker taken for a
+    stranger, or a stranger for the worker, if they mean something else)."""
+    path = template_path(str(tmp_path), "w-1")
+    path.parent.mkdir(mode=0o700)
+    path.write_bytes((FIXTURES / "templates-newer-format.npz").read_bytes())
+    path.chmod(0o600)
+    before = path.read_bytes()
+    templates, problem = read_templates(str(tmp_path), "w-1")
+    assert templates is None
+    assert problem is not None
+    for words in ("newer deskwatch", "template format 3", "rolled back", "enrolled again", "kept as they are"):
+        assert words in problem
+    assert path.read_bytes() == before

@@ -369,6 +369,11 @@ def read_templates(state_dir: str | Path, worker: str) -> tuple[Templates | None
                 return _refused(path, f"are not an enrolment's ({too_big}): {fix}")
             fh.seek(0)
             with np.load(fh, allow_pickle=False) as data:
+                made = int(data["format"]) if "format" in data.files else 1
+                if made > TEMPLATE_FORMAT:
+                    # what a later format means this code cannot know (normalised otherwise, another
+                    # layout): compared as if it were its own, the worker could be taken for a stranger
+                    return _refused(path, newer_format(made, worker))
                 enc: Any = data["encodings"]
                 arr = np.asarray(enc, dtype=np.float64)
                 # format 1 files predate the backends: face_recognition made them
@@ -413,6 +418,16 @@ def _open_template(path: Path) -> int:
         raise
     finally:
         os.close(directory)
+
+
+def newer_format(made: int, worker: str) -> str:
+    """Why templates of a later format are not used, and what to do (an update rolled back)."""
+    return (
+        f"were made by a newer deskwatch (template format {made}; this version reads formats up to "
+        f"{TEMPLATE_FORMAT}): an update was rolled back to the slot that runs now (`deskwatch update status` says). "
+        f"They are kept as they are; the identity check is off until the newer version is installed again, or "
+        f"worker {worker} is enrolled again with this one (deskwatch enroll, which replaces them)"
+    )
 
 
 def _refused(path: Path, why: str) -> tuple[None, str]:

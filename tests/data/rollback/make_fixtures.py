@@ -17,6 +17,9 @@ wrote. The tests load the dump into a fresh file and start today's code on it.
                                     usable from format 3 on
     audit-newer-incompatible.sql    the audit trail likewise (format 3, from 3 on)
 
+    templates-newer-format.npz        a worker's face templates as a newer version might store them
+                                      (template format 3), tagged with today's tflite embedder:
+                                      128 made-up numbers a row, no one's face
     collector-newer-compatible.sql    what a newer collector's migration did to the central
                                       database (both backends): a column added, schema_version 5,
                                       usable by collectors of version 1 on
@@ -195,12 +198,33 @@ FIXTURES: dict[str, Callable[[], tuple[sqlite3.Connection, str]]] = {
 }
 
 
+EMBEDDER_SHA256 = "6ef63d2395e421113acd58d8da78c0eb1b27c2c251bf5cce43733457ea31b1da"  # models/manifest.yaml
+
+
+def templates_newer_format(path: Path) -> None:
+    import numpy as np
+
+    rows = np.random.default_rng(3).normal(0.0, 0.1, size=(3, 128))
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)  # a later format might keep unit vectors
+    with path.open("wb") as fh:
+        np.savez(
+            fh,
+            encodings=rows,
+            source=np.array("make_fixtures.py"),
+            backend=np.array("tflite"),
+            model_sha256=np.array(EMBEDDER_SHA256),
+            format=np.array(3),
+        )
+
+
 def main() -> None:
     for name, make in FIXTURES.items():
         db, header = make()
         dump(db, HERE / name, header)
         db.close()
         print(f"wrote {HERE / name}")
+    templates_newer_format(HERE / "templates-newer-format.npz")
+    print(f"wrote {HERE / 'templates-newer-format.npz'}")
     for name, (header, compatible_from) in COLLECTOR.items():
         lines = [
             f"-- {header}",
