@@ -15,6 +15,14 @@ change older code would get wrong (a column it must fill, a meaning changed) rai
 ``compatible_from`` too: the older code then refuses the file (:class:`StoreTooNew`) with
 what happened and what to do, changing and deleting nothing.
 
+What counts as "only adds" is what older code never notices: a new message ``kind`` in the
+outbox is not (older code takes such a row for a damaged one and counts it lost), nor is a
+new meaning of an existing value. Raising ``compatible_from`` has a price on the appliance:
+the old slot's daemon, started again after a failed trial, refuses the file and stays down
+(exit 69) until a technician acts - and the daemon is what takes the next update job. So a
+release should raise it only in a step it runs once its update is committed, not at its
+first start on the trial slot.
+
 Moving forward (:func:`open_format`) runs each step from the file's format to this code's
 in **one** SQLite transaction with the new stamp (SQLite's DDL is transactional): a power
 cut in the middle leaves the file at its old format, whole, and the next start runs the
