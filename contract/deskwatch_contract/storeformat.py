@@ -27,7 +27,7 @@ Moving forward (:func:`open_format`) runs each step from the file's format to th
 in **one** SQLite transaction with the new stamp (SQLite's DDL is transactional): a power
 cut in the middle leaves the file at its old format, whole, and the next start runs the
 steps again. A file from before formats were stamped (``user_version`` 0 with tables in
-it) is format 1.
+it) is format 1, usable from format 1 on; it is stamped by its first migration.
 """
 
 from __future__ import annotations
@@ -183,7 +183,9 @@ def open_format(db: sqlite3.Connection, path: Path, form: StoreFormat) -> int:
                 _run(db, form.steps[version])
             for stmt in statements(form.schema):  # what a step left to the schema (and format 1's tables)
                 db.execute(stmt)
-            if found < form.version or compatible is None:
+            # a file at this format is left as it is, unstamped ones too (format 1 by default):
+            # an open that writes nothing starts on a full disk as it did before formats
+            if found < form.version:
                 _stamp(db, form)
         db.execute("COMMIT")
     except BaseException:

@@ -146,3 +146,19 @@ def test_older_code_uses_a_file_the_newer_one_allows_and_refuses_one_it_does_not
 def test_statements_are_split_where_sqlite_ends_them() -> None:
     assert statements(SCHEMA_1 + "-- a last comment\n") == [SCHEMA_1.strip()]
     assert len(statements(SCHEMA_3)) == 2
+
+
+def test_opening_a_file_at_this_format_writes_nothing(tmp_path: Path) -> None:
+    """A full card must not keep the daemon from starting on its own files: a file from before
+    formats is format 1 as it stands, and one at this format needs no stamp again."""
+    path = tmp_path / "old.db"
+    old = sqlite3.connect(path)
+    old.executescript(SCHEMA_1 + "INSERT INTO notes (text) VALUES ('kept');")
+    old.close()
+    changes = []
+    for _ in range(2):
+        db = open_schema(path, V1, PROBE)
+        changes.append(db.total_changes)
+        db.close()
+    assert changes == [0, 0]
+    assert read(path, "PRAGMA user_version") == [(0,)]
