@@ -299,12 +299,14 @@ class Outbox:
         kept in ``damaged`` and skipped, so that it never aborts the read-back of the others
         (which would leave them all in the file moved aside). Returns the kinds of the rows
         taken back, whether every row could be read, the kinds of the damaged ones, and the
-        oldest time any row read was queued at."""
+        oldest time any message taken back was queued at."""
         rows, complete = read_back(aside)
         kinds: list[str] = []
         damaged: list[str] = []
         highest_seq = 0
-        times = [float(r[5]) for r in rows if type(r[5]) in (int, float)]
+        # when the messages read back were queued: a damaged row's time is what the damage left
+        # (0.0 from a zeroed page), which dated the file back to 1970 and had the next purge delete it
+        times: list[float] = []
         with self._transaction():
             for row_id, kind, topic, payload, qos, created, event_id, props in rows:
                 try:
@@ -334,6 +336,7 @@ class Outbox:
                     props_dict = None
                 self._insert(kind, topic, payload, qos, event_id, True, props_dict, created=float(created))
                 kinds.append(kind)
+                times.append(float(created))
                 if kind == "event":
                     with contextlib.suppress(ValueError, TypeError, KeyError):
                         highest_seq = max(highest_seq, int(json.loads(payload)["seq"]))
