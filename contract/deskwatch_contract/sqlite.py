@@ -48,8 +48,9 @@ __all__ = ["DatabaseUnavailable", "StoreFormat", "StoreTooNew"]  # and the funct
 logger = logging.getLogger(__name__)
 
 SIDE_FILES = ("", "-wal", "-shm")
-# what move_aside names a file set aside (and its side files, and a read-back's copy of it)
-SET_ASIDE = re.compile(r"\.corrupt-(?P<at>\d+)")
+# what move_aside names a file set aside (and its side files, and a read-back's copy of it), and
+# what a newer deskwatch's file is moved to by hand after a rollback (storeformat.too_new says how)
+SET_ASIDE = re.compile(r"\.(?:corrupt|newer)-(?P<at>\d+)")
 
 
 # SQLite's primary result codes: the file's content is damaged (CORRUPT, NOTADB), no room (FULL),
@@ -207,7 +208,7 @@ def remove_set_aside(path: Path, before: float) -> list[Path]:
     time, which an owner that knows what the file holds dates back to its oldest content.
     Returns the files deleted; one that cannot be deleted is tried again next time."""
     groups: dict[str, list[Path]] = {}
-    for p in path.parent.glob(f"{path.name}.corrupt-*"):
+    for p in (*path.parent.glob(f"{path.name}.corrupt-*"), *path.parent.glob(f"{path.name}.newer-*")):
         m = SET_ASIDE.search(p.name)
         if m is not None:
             groups.setdefault(m["at"], []).append(p)

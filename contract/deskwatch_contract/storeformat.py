@@ -33,7 +33,9 @@ it) is format 1, usable from format 1 on; it is stamped by its first migration.
 from __future__ import annotations
 
 import logging
+import shlex
 import sqlite3
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,19 +124,23 @@ def stamped(db: sqlite3.Connection) -> tuple[int, int | None]:
 def too_new(path: Path, form: StoreFormat, found: int, compatible_from: int | None) -> StoreTooNew:
     """The refusal: what the file is, why this code will not touch it, and what to do."""
     need = compatible_from if compatible_from is not None else found
-    files = " ".join(
-        str(path.with_name(path.name + s)) for s in ("", "-wal", "-shm") if path.with_name(path.name + s).exists()
+    # the second way out, as commands: the names deskwatch_contract.sqlite.remove_set_aside purges
+    # at retention (the file holds findings and images: no copy of it may outlive retention)
+    aside = path.with_name(f"{path.name}.newer-{int(time.time())}")
+    # with its log and index, where they are (SQLite removes them when the last connection closes)
+    moves = (
+        f'for s in "" -wal -shm; do [ ! -e {shlex.quote(str(path))}"$s" ] || '
+        f'mv {shlex.quote(str(path))}"$s" {shlex.quote(str(aside))}"$s"; done'
     )
-    keep = path.parent / f"kept-{path.name}-format-{found}"
     return StoreTooNew(
         path,
         f"{path} ({form.name}) was written by a newer deskwatch: it is at format {found}, which only code of "
         f"format {need} or later may use, and this deskwatch writes format {form.version}. This happens when an "
         f"update was rolled back to the slot that runs now (`deskwatch update status` says). Nothing in it was "
         f"changed or deleted. To go on: install the newer version again (send its update job, or run "
-        f"`deskwatch update install BUNDLE` as root); or, to run this version without what the newer one kept in "
-        f"it, move the file aside as it is - `mkdir {keep} && mv {files} {keep}/` as root - and start the "
-        f"service again (keep that folder: the newer version can read it)",
+        f"`deskwatch update install BUNDLE` as root), which uses it as it is; or, to run this version and give up "
+        f"what the newer one kept in it, move it aside as root: {moves} - and start the service again (the "
+        f"file moved aside is deleted at retention, like a damaged one)",
         found=found,
         compatible_from=need,
     )

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,3 +192,27 @@ def test_face_templates_of_a_newer_format_are_not_compared_as_if_they_were_this_
     for words in ("newer deskwatch", "template format 3", "rolled back", "enrolled again", "kept as they are"):
         assert words in problem
     assert path.read_bytes() == before
+
+
+def test_the_technicians_way_out_of_a_newer_outbox_runs_as_said_and_retention_deletes_what_it_moved(
+    tmp_path: Path,
+) -> None:
+    """The refusal names the commands that give up the newer version's file; run as written they
+    let this version start, and the file moved aside (findings, images) is deleted at retention
+    like a damaged one instead of staying on the card for good."""
+    load("outbox-newer-incompatible.sql", tmp_path / "outbox.sqlite3")
+    with pytest.raises(StoreTooNew) as refused:
+        Outbox(tmp_path, max_bytes=10_000_000, max_messages=10_000, max_age_days=20)
+    moves = re.search(r"move it aside as root: (.*) - and start the service again", str(refused.value))
+    assert moves is not None
+    subprocess.run(moves.group(1), shell=True, check=True)
+    moved = sorted(p.name for p in tmp_path.iterdir() if ".newer-" in p.name)
+    assert moved and moved[0].startswith("outbox.sqlite3.newer-")
+    later = time.time() + 21 * 86400
+    box = Outbox(tmp_path, max_bytes=10_000_000, max_messages=10_000, max_age_days=20, wall_clock=lambda: later)
+    try:
+        assert box.put_event({"schema": "deskwatch.event/1", "event_id": "e-old"})["seq"] >= 1
+        assert box.expire_set_aside(20 * 86400) >= len(moved)
+    finally:
+        box.close()
+    assert not [p for p in tmp_path.iterdir() if ".newer-" in p.name]
