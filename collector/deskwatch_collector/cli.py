@@ -32,7 +32,7 @@ from deskwatch_collector.auth import IDLE_SECONDS
 from deskwatch_collector.console import schema as console_schema
 from deskwatch_collector.ingest import IngestStats, missing_seqs
 from deskwatch_collector.retention import RetentionThread, check_retention_days, purge_evidence
-from deskwatch_collector.store import SchemaTooNew, Store, StoreUnavailable, open_store
+from deskwatch_collector.store import SchemaTooNew, Store, StoreUnavailable, open_store, redact_dsn
 from deskwatch_collector.subscriber import Subscriber, SubscriberSettings
 from deskwatch_collector.validate import Validator, load_evidence_keys
 from deskwatch_contract import exitcodes
@@ -210,7 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"deskwatch-collector: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
     except Exception as exc:
-        print(f"deskwatch-collector: cannot open the database {args.db!r}: {exc}", file=sys.stderr)
+        # the DSN's password stays out of the message (stderr goes to the journal)
+        print(f"deskwatch-collector: cannot open the database {redact_dsn(args.db)!r}: {exc}", file=sys.stderr)
         return exitcodes.UNAVAILABLE
     try:
         if args.command == "run":

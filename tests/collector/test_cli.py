@@ -46,6 +46,14 @@ def test_unreachable_database_is_a_clear_error(capsys: pytest.CaptureFixture[str
     assert "database unavailable" in capsys.readouterr().err
 
 
+def test_a_dsn_the_collector_cannot_use_is_named_without_its_password(capsys: pytest.CaptureFixture[str]) -> None:
+    """A bad setting in the DSN printed the DSN as given, password and all, into the journal."""
+    assert main(["report", "--db", "postgresql://alice:s3cret@127.0.0.1:1/db?connect_timeout=x"]) == 69
+    err = capsys.readouterr().err
+    assert "connect_timeout" in err and "alice:***@127.0.0.1" in err
+    assert "s3cret" not in err
+
+
 @pytest.mark.broker
 def test_run_stores_reports_and_stops_on_sigterm(
     tmp_path: Path, mosquitto: Broker, fleet_publisher: object, until: object
