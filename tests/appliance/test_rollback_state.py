@@ -216,3 +216,29 @@ def test_the_technicians_way_out_of_a_newer_outbox_runs_as_said_and_retention_de
     finally:
         box.close()
     assert not [p for p in tmp_path.iterdir() if ".newer-" in p.name]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "refused"), [("outbox-newer-incompatible.sql", True), ("outbox-newer-compatible.sql", False)]
+)
+def test_the_technicians_selftest_names_a_store_a_newer_version_closed_to_this_one(
+    tmp_path: Path, write_config: Callable[..., Path], fixture: str, refused: bool
+) -> None:
+    """At the desk after a rollback the daemon is down, and why is only in its journal: the
+    selftest (which the technician runs) said 'disk PASS' and nothing about the outbox."""
+    from deskwatch.config import load_config
+    from deskwatch.technician.selftest import FAIL, SelftestRun, check_disk
+
+    config = write_config()
+    path = load(fixture, tmp_path / "state" / "outbox.sqlite3")
+    before = content(path)
+    rows = check_disk(SelftestRun(load_config(config), str(config)))
+    state = [r for r in rows if r.name == "state"]
+    assert content(path) == before
+    if not refused:
+        assert state == []
+        return
+    (row,) = state
+    assert row.status == FAIL
+    assert "newer deskwatch" in row.detail and "format 3" in row.detail and "rolled back" in row.detail
+    assert row.remedy.startswith("install the newer version again") and "move it aside" in row.remedy

@@ -51,7 +51,7 @@ CREATE TABLE IF NOT EXISTS losses (
 );
 """
 # Written into the file (see deskwatch_contract.storeformat).
-_FORMAT = StoreFormat("sequence counters", _SCHEMA, version=1, compatible_from=1)
+FORMAT = StoreFormat("sequence counters", _SCHEMA, version=1, compatible_from=1)
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class DeviceCounters:
         self.path = Path(state_dir) / FILENAME
         self._clock = wall_clock
         self._lock = threading.Lock()
-        self._db, recovered = open_or_recover(self.path, _FORMAT, "SELECT COUNT(*) FROM counters", now=wall_clock())
+        self._db, recovered = open_or_recover(self.path, FORMAT, "SELECT COUNT(*) FROM counters", now=wall_clock())
         self.recovered_from = recovered[0] if recovered else None
         if recovered is not None:
             log.error(

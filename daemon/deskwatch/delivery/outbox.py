@@ -157,7 +157,7 @@ CREATE TABLE IF NOT EXISTS dropped (  -- events and images that left the queue u
 """
 # Written into the file (see deskwatch_contract.storeformat): a later version that only adds
 # keeps compatible_from, so that this code, rolled back to, goes on with what it queued.
-_FORMAT = StoreFormat("outbox", _SCHEMA, version=1, compatible_from=1)
+FORMAT = StoreFormat("outbox", _SCHEMA, version=1, compatible_from=1)
 # How many damaged messages are kept for inspection (the newest, none past retention).
 DAMAGED_KEPT = 100
 # Room kept on the outbox's file system for when it fills up (see "A full disk").
@@ -230,7 +230,7 @@ class Outbox:
         self._acked_unsaved: set[int] = set()  # delivered, but the disk could not take the delete
         self._ack_trouble = False  # said once per spell
         self._space = SpaceReserve(self.path.with_name(RESERVE_NAME), disk_reserve_bytes)
-        self._db, recovered = open_or_recover(self.path, _FORMAT, _PROBE, now=wall_clock(), secure_delete=True)
+        self._db, recovered = open_or_recover(self.path, FORMAT, _PROBE, now=wall_clock(), secure_delete=True)
         self._keep_wal_within_reserve()
         try:
             self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
@@ -351,7 +351,7 @@ class Outbox:
                 self._db.close()
             aside = move_aside(self.path, self._clock())
             self._acked_unsaved.clear()  # ids of the old file: the fresh one numbers its rows anew
-            self._db = open_schema(self.path, _FORMAT, _PROBE, secure_delete=True)
+            self._db = open_schema(self.path, FORMAT, _PROBE, secure_delete=True)
             self._keep_wal_within_reserve()
             self._reload_totals()
             self._recover_from(aside, why)

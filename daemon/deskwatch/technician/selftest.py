@@ -12,6 +12,7 @@ import logging
 import os
 import pwd
 import shutil
+import sqlite3
 import stat
 import threading
 import time
@@ -106,11 +107,55 @@ def check_disk(run: SelftestRun) -> list[CheckResult]:
     free_mb = usage.free / 1024**2
     need = max(MIN_FREE_BYTES, 2 * run.cfg.outbox.max_bytes)
     detail = f"{free_mb:.0f} MB free on {probe} (outbox cap {run.cfg.outbox.max_bytes / 1024**2:.0f} MB)"
+    state = check_state_formats(path)
     if usage.free < MIN_FREE_BYTES:
         return [CheckResult("disk", FAIL, detail, "free space: the outbox cannot hold an outage; use a larger card")]
     if usage.free < need:
-        return [CheckResult("disk", WARN, detail, "less than twice the outbox cap is free: lower outbox.max_bytes")]
-    return [CheckResult("disk", PASS, detail)]
+        return [
+            CheckResult("disk", WARN, detail, "less than twice the outbox cap is free: lower outbox.max_bytes"),
+            *state,
+        ]
+    return [CheckResult("disk", PASS, detail), *state]
+
+
+def check_state_formats(state_dir: Path) -> list[CheckResult]:
+    """A row per store on the data partition that a newer deskwatch left in a format this one must
+    not use (an update rolled back): the daemon refuses to start on it, and says so only in the
+    journal. Read without changing anything; none when every store is fine."""
+    from deskwatch.audit import FORMAT as AUDIT_FORMAT
+    from deskwatch.audit import audit_path
+    from deskwatch.delivery import counters, outbox
+    from deskwatch_contract.sqlite import connect_read_only
+    from deskwatch_contract.storeformat import StoreTooNew, check_readable
+
+    out: list[CheckResult] = []
+    for path, form in (
+        (state_dir / outbox.FILENAME, outbox.FORMAT),
+        (audit_path(str(state_dir)), AUDIT_FORMAT),
+        (state_dir / counters.FILENAME, counters.FORMAT),
+    ):
+        if not path.is_file():
+            continue
+        try:
+            db = connect_read_only(path)
+        except (OSError, sqlite3.Error):
+            continue  # unreadable for another reason: the daemon's start says which
+        try:
+            check_readable(db, path, form)
+        except StoreTooNew as exc:
+            words = str(exc)
+            cut = words.find(" To go on: ")
+            out.append(
+                CheckResult(
+                    "state",
+                    FAIL,
+                    words[:cut] if cut > 0 else words,
+                    words[cut + len(" To go on: ") :] if cut > 0 else "install the newer version again",
+                )
+            )
+        finally:
+            db.close()
+    return out
 
 
 # -- permissions ---------------------------------------------------------------------------
