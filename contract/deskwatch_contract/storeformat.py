@@ -161,16 +161,16 @@ def check_readable(db: sqlite3.Connection, path: Path, form: StoreFormat) -> Non
 def open_format(db: sqlite3.Connection, path: Path, form: StoreFormat) -> int:
     """Bring the file open on ``db`` (autocommit) to ``form``: create it, migrate it forward in one
     transaction, or leave a newer compatible one as it is. Returns the format the file was at
-    (0: new). Raises :class:`StoreTooNew` (nothing written) for a newer incompatible one."""
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        found, compatible = stamped(db)
+    (0: new). Raises :class:`StoreTooNew` (nothing written) for a newer incompatible one.
+
+    A file at this format (every open but the first after an update) takes no write lock and
+    writes nothing, as before formats: a tool opening the trail while the daemon writes does not
+    wait for it, and a full or read-only disk does not stop the open."""
+    found, compatible = stamped(db)
+    if found >= form.version:
         if found > form.version:
             if compatible is None or compatible > form.version:
                 raise too_new(path, form, found, compatible)
-            # newer, and it says this code may use it: its tables are there; ours are made if not
-            for stmt in statements(form.schema):
-                db.execute(stmt)
             logger.warning(
                 "%s (%s) is at format %d, written by a newer deskwatch (an update rolled back?); it says format %d "
                 "code may use it, and this one (format %d) does, leaving its format as it is",
@@ -180,19 +180,21 @@ def open_format(db: sqlite3.Connection, path: Path, form: StoreFormat) -> int:
                 compatible,
                 form.version,
             )
-        elif found == 0:
-            for stmt in statements(form.schema):
-                db.execute(stmt)
-            _stamp(db, form)
-        else:
+        for stmt in statements(form.schema):  # its tables are there; ours are made if not (no-ops)
+            db.execute(stmt)
+        return found
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        found, compatible = stamped(db)  # again, under the lock: another process may have got here first
+        if found >= form.version:
+            db.execute("COMMIT")
+            return open_format(db, path, form)
+        if found:  # 0: a new file, made at this format by the schema
             for version in range(found + 1, form.version + 1):
                 _run(db, form.steps[version])
-            for stmt in statements(form.schema):  # what a step left to the schema (and format 1's tables)
-                db.execute(stmt)
-            # a file at this format is left as it is, unstamped ones too (format 1 by default):
-            # an open that writes nothing starts on a full disk as it did before formats
-            if found < form.version:
-                _stamp(db, form)
+        for stmt in statements(form.schema):  # a new file's tables, and what a step left to the schema
+            db.execute(stmt)
+        _stamp(db, form)
         db.execute("COMMIT")
     except BaseException:
         if db.in_transaction:

@@ -67,6 +67,9 @@ def test_a_new_file_and_a_file_from_before_formats_are_stamped(tmp_path: Path) -
     open_schema(tmp_path / "new.db", V1, PROBE).close()
     assert read(tmp_path / "new.db", "PRAGMA user_version") == [(1,)]
     assert read(tmp_path / "new.db", "SELECT value FROM store_format WHERE key = 'compatible_from'") == [(1,)]
+    calls.clear()
+    open_schema(tmp_path / "new3.db", V3, PROBE).close()  # made at format 3 by its schema: no step runs
+    assert calls == [] and read(tmp_path / "new3.db", "PRAGMA user_version") == [(3,)]
     old = sqlite3.connect(tmp_path / "old.db")  # made by code that stamped nothing
     old.executescript(SCHEMA_1 + "INSERT INTO notes (text) VALUES ('kept');")
     old.close()
@@ -162,3 +165,18 @@ def test_opening_a_file_at_this_format_writes_nothing(tmp_path: Path) -> None:
         db.close()
     assert changes == [0, 0]
     assert read(path, "PRAGMA user_version") == [(0,)]
+
+
+def test_a_tool_opening_a_store_at_its_format_takes_no_write_lock(tmp_path: Path) -> None:
+    """`sudo deskwatch selftest` records its camera use in the trail the daemon writes: an open of a
+    file at this format must not wait for the daemon's write transaction (nor need a writable disk)."""
+    path = tmp_path / "notes.db"
+    at_v1(path)
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")  # the daemon in the middle of a write
+    try:
+        db = open_schema(path, V1, PROBE)
+        db.close()
+    finally:
+        writer.execute("ROLLBACK")
+        writer.close()
