@@ -397,6 +397,8 @@ def _run(args: argparse.Namespace, store: Store) -> int:
     print(f"READY {json.dumps({'http': web.url if web else None, 'client_id': settings.client_id})}", flush=True)
     last = time.monotonic()
     while not stop.wait(0.5):
+        if intake.schema_closed is not None:  # a newer collector closed the schema to this release
+            break
         if args.stats_every and time.monotonic() - last >= args.stats_every:
             last = time.monotonic()
             logger.info("collector counters: %s", json.dumps(stats.snapshot(), sort_keys=True))
@@ -410,6 +412,9 @@ def _run(args: argparse.Namespace, store: Store) -> int:
         web_store.close()
     logger.info("collector counters at exit: %s", json.dumps(stats.snapshot(), sort_keys=True))
     print(f"COUNTERS {json.dumps(stats.snapshot(), sort_keys=True)}", flush=True)
+    if intake.schema_closed is not None:
+        print(f"deskwatch-collector: {intake.schema_closed}", file=sys.stderr)
+        return exitcodes.UNAVAILABLE
     return 0
 
 

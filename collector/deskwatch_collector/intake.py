@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from deskwatch_collector import MAX_RETENTION_DAYS
 from deskwatch_collector.ingest import IngestStats, apply, flush_scans, reconcile_pending, record_reject
-from deskwatch_collector.store import Store, StoreUnavailable
+from deskwatch_collector.store import SCHEMA_CHECK_SECONDS, SchemaTooNew, Store, StoreUnavailable
 from deskwatch_collector.validate import Rejected, Validator
 
 logger = logging.getLogger("deskwatch_collector.intake")
@@ -191,6 +191,9 @@ class Writer:
         self._known_devices: set[tuple[str, str]] = set()
         self._thread: threading.Thread | None = None
         self._last_failure_log = 0.0
+        self._schema_checked = -SCHEMA_CHECK_SECONDS  # monotonic; the first batch looks
+        # why this writer stopped for good: a newer collector closed the schema to this release
+        self.schema_closed: str | None = None
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="collector-writer", daemon=True)
@@ -254,6 +257,13 @@ class Writer:
                     self.health.commit_ended()
                 self.stats.batch(time.monotonic() - began, len(batch))
                 break
+            except SchemaTooNew as exc:
+                # nothing of the batch was written or acknowledged: the broker gives it to a newer
+                # collector once this one has left; the process stops (cli: exit 69)
+                self.schema_closed = str(exc)
+                logger.error("stopping: %s", exc)
+                self.stop_event.set()
+                return
             except StoreUnavailable as exc:
                 self._failed(exc, len(batch) + self.inbox.qsize(), delay)
                 if self.stop_event.wait(delay):
@@ -315,6 +325,9 @@ class Writer:
         outcomes: list[tuple[str, str]] = []
         rejected: list[tuple[str, Rejected]] = []
         with self.store.transaction() as tx:
+            if time.monotonic() - self._schema_checked >= SCHEMA_CHECK_SECONDS:
+                self.store.check_schema(tx)  # before anything of the batch is written
+                self._schema_checked = time.monotonic()
             now = self.wall()
             # Rows of ``devices`` are locked in one global order (site, device) by every
             # collector, so two collectors sharing a PostgreSQL never deadlock on them; the
@@ -391,3 +404,8 @@ class WriterFront:
     @property
     def inbox(self) -> queue.Queue[Inbound]:
         return self.writer.inbox
+
+    @property
+    def schema_closed(self) -> str | None:
+        """Why the writer stopped for good (a newer collector closed the schema), or None."""
+        return self.writer.schema_closed

@@ -34,6 +34,8 @@ SCHEMA_VERSION = 4
 # (:class:`SchemaTooNew`) instead of writing rows the newer ones misread. ``schema_version``
 # is never lowered: an older collector leaves the newer one's number as it found it.
 COMPATIBLE_FROM = 1
+# How often a running collector's writer looks whether a newer one closed the schema to it.
+SCHEMA_CHECK_SECONDS = 30.0
 
 # Columns added after version 1, per version: (table, column, declaration). A fresh
 # database gets them from the DDL; an older one gets them in :meth:`Store.migrate`.
@@ -397,6 +399,16 @@ class Store:
                     "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                     (key, str(value)),
                 )
+
+    def check_schema(self, tx: Tx) -> None:
+        """Raise :class:`SchemaTooNew` when a newer collector has closed the schema to this release
+        since it started: in a rolling upgrade the newer release migrates while older ones still
+        ingest (the writer asks every :data:`SCHEMA_CHECK_SECONDS`, in its batch's transaction)."""
+        meta = dict(tx.rows("SELECT key, value FROM meta WHERE key IN ('schema_version', 'compatible_from')"))
+        version = int(meta.get("schema_version", SCHEMA_VERSION))
+        compatible = int(meta["compatible_from"]) if "compatible_from" in meta else None
+        if version > SCHEMA_VERSION and (compatible is None or compatible > SCHEMA_VERSION):
+            self._check_not_too_new(version, compatible)
 
     def _check_not_too_new(self, version: int, compatible: int | None) -> None:
         """Raise :class:`SchemaTooNew` when a newer collector left a schema this one must not use."""

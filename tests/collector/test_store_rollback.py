@@ -11,8 +11,18 @@ from pathlib import Path
 import pytest
 
 from deskwatch_collector.cli import main
-from deskwatch_collector.store import SCHEMA_VERSION, PostgresStore, SchemaTooNew, SqliteStore, Store, open_store
+from deskwatch_collector.intake import Inbound, Writer
+from deskwatch_collector.store import (
+    SCHEMA_CHECK_SECONDS,
+    SCHEMA_VERSION,
+    PostgresStore,
+    SchemaTooNew,
+    SqliteStore,
+    Store,
+    open_store,
+)
 from deskwatch_contract import exitcodes
+from deskwatch_dev.fleet import SimDevice
 from tests.support.common import REPO
 
 FIXTURES = REPO / "tests" / "data" / "rollback"
@@ -76,5 +86,34 @@ def test_an_older_collector_refuses_a_schema_the_newer_one_closed_to_it_and_chan
     store = unmigrated(database)
     try:
         assert meta(store) == {"schema_version": "5", "compatible_from": "5"}  # as the newer one left it
+    finally:
+        store.close()
+
+
+def test_a_running_older_collector_stops_when_a_newer_one_closes_the_schema_and_acknowledges_nothing(
+    database: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A rolling upgrade: this release is ingesting when the newer one, starting beside it,
+    migrates and closes the schema to it. The check at start alone let it go on writing rows
+    the newer collectors misread, for as long as it ran."""
+    store = open_store(database)
+    try:
+        dev = SimDevice("acme", "desk-a", "w-1")
+        acked: list[int] = []
+        writer = Writer(store)
+        first = dev.violation(with_evidence=False)[0]
+        writer.process([Inbound(first.topic, first.payload, {}, 1_800_000_000.0, lambda: acked.append(1))])
+        assert acked == [1] and writer.schema_closed is None
+        newer(database, "collector-newer-incompatible.sql")  # the newer collector's migration
+        writer._schema_checked -= SCHEMA_CHECK_SECONDS  # its next look is due
+        second = dev.violation(with_evidence=False)[0]
+        writer.process([Inbound(second.topic, second.payload, {}, 1_800_000_001.0, lambda: acked.append(2))])
+        assert acked == [1]  # not acknowledged: the broker gives it to a newer collector
+        assert writer.schema_closed is not None and "newer deskwatch-collector" in writer.schema_closed
+        assert writer.stop_event.is_set()
+        with store.transaction(write=False) as tx:
+            assert tx.one("SELECT COUNT(*) FROM events") == (1,)
+            assert tx.one("SELECT COUNT(*) FROM rejects") == (0,)  # not kept as an internal error either
+        assert "Traceback" not in caplog.text
     finally:
         store.close()
