@@ -15,9 +15,10 @@ change older code would get wrong (a column it must fill, a meaning changed) rai
 ``compatible_from`` too: the older code then refuses the file (:class:`StoreTooNew`) with
 what happened and what to do, changing and deleting nothing.
 
-What counts as "only adds" is what older code never notices: a new message ``kind`` in the
-outbox is not (older code takes such a row for a damaged one and counts it lost), nor is a
-new meaning of an existing value. Raising ``compatible_from`` has a price on the appliance:
+What counts as "only adds" is what older code never notices. A new message ``kind`` in the
+outbox is, for code from this one on (it leaves such a row in the queue for the newer
+version; older code took it for damage and counted it lost); a new meaning of an existing
+value is not. Raising ``compatible_from`` has a price on the appliance:
 the old slot's daemon, started again after a failed trial, refuses the file and stays down
 (exit 69) until a technician acts - and the daemon is what takes the next update job. So a
 release should raise it only in a step it runs once its update is committed, not at its

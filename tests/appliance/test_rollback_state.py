@@ -102,7 +102,9 @@ def test_the_audit_trail_of_a_newer_version_with_added_columns_takes_scans_pause
 
 def test_the_outbox_of_a_newer_version_that_only_added_is_sent_and_used_and_keeps_its_format(tmp_path: Path) -> None:
     """Format 2, usable from format 1 on: what the newer version queued goes out, in order, as
-    replays; this code queues behind it, numbering on; the file stays at format 2."""
+    replays; this code queues behind it, numbering on; the file stays at format 2. A message of
+    a kind the newer version added stays queued for it: taken for damage, it was taken out of
+    the queue and counted lost."""
     load("outbox-newer-compatible.sql", tmp_path / "outbox.sqlite3")
     box = Outbox(tmp_path, max_bytes=10_000_000, max_messages=10_000, max_age_days=20)
     try:
@@ -112,11 +114,16 @@ def test_the_outbox_of_a_newer_version_that_only_added_is_sent_and_used_and_keep
         assert box.put_event({"schema": "deskwatch.event/1", "event_id": "e-old"})["seq"] == 3
         box.ack_many([m.id for m in queued])
         assert [json.loads(m.payload)["event_id"] for m in box.pending()] == ["e-old"]
+        # the newer version's "metrics" message: not this version's to send, and not damage
+        lost = box.stats()["lost"]
+        assert (lost["events"], lost["messages"]) == (0, 0)
     finally:
         box.close()
     version, rows = content(tmp_path / "outbox.sqlite3")
     assert version == 2  # not lowered: the newer version finds its file as it left it
     assert any("delivery_log" in r for r in rows)
+    assert any("'metrics'" in r and r.startswith('INSERT INTO "messages"') for r in rows)  # still queued
+    assert not any(r.startswith('INSERT INTO "damaged"') for r in rows)
 
 
 @pytest.mark.parametrize(

@@ -89,6 +89,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -117,9 +118,12 @@ from deskwatch_contract.sqlite import (
     truncate_wal,
 )
 from deskwatch_contract.sqlite import is_damaged as is_damaged  # the publisher asks it too
+from deskwatch_contract.storeformat import stamped
 
 logger = logging.getLogger(__name__)
 
+# What a kind's name looks like (a kind a newer version added, see Outbox._newer_kind).
+_KIND_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
 # Lower rank = evicted first.
 EVICTION_RANK = {"evidence": 0, "health": 1, "result": 2, "scan": 3, "event": 4}
 KINDS = tuple(EVICTION_RANK)
@@ -245,6 +249,10 @@ class Outbox:
         row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
         # Everything already queued when we open survived a restart: it is a replay.
         self._replay_upto = int(row[0])
+        # a newer deskwatch's file (an update rolled back; it says this one may use it): a message
+        # of a kind it added is left in the queue for it, not taken for damage (:meth:`pending`)
+        self._newer_format = stamped(self._db)[0] > FORMAT.version
+        self._left_for_newer: set[str] = set()  # kinds said once
         self.evicted: dict[str, int] = {k: self._counter(f"evicted.{k}") for k in KINDS}
         self.counters.set_queued_events(self._events)
         if not self._space.ensure():
@@ -957,6 +965,8 @@ class Outbox:
                 for r in rows:
                     if r[0] in self._acked_unsaved:  # delivered; only its delete is still to be written
                         continue
+                    if self._newer_format and self._newer_kind(r[0], r[1]):
+                        continue
                     try:
                         check_row(*r[1:7], kinds=EVICTION_RANK)
                     except DamagedRow as exc:
@@ -990,6 +1000,23 @@ class Outbox:
                         for m in out
                     ]
         return out
+
+    def _newer_kind(self, row_id: int, kind: Any) -> bool:
+        """A message of a kind this version does not know, in a file a newer version wrote: that
+        version queued it and sends it when it is installed again. Taken for damage it was taken
+        out of the queue and counted lost. Caps and retention still apply to it."""
+        if kind in EVICTION_RANK or not isinstance(kind, str) or not _KIND_NAME.fullmatch(kind):
+            return False
+        if kind not in self._left_for_newer:
+            self._left_for_newer.add(kind)
+            logger.warning(
+                "outbox message %d is of kind %r, which a newer deskwatch queued (the outbox is at its format): "
+                "left in the queue for it, not sent by this version (an update was rolled back; the newer "
+                "version sends it once installed again)",
+                row_id,
+                kind,
+            )
+        return True
 
     def _set_aside(self, damaged: list[tuple[Any, ...]], bad_props: list[tuple[Any, ...]]) -> dict[str, bytes]:
         """Take damaged rows (``(*row, why)``) out of the queue into ``damaged``, drop damaged

@@ -10,8 +10,9 @@ wrote. The tests load the dump into a fresh file and start today's code on it.
     audit-newer-additive.sql        the audit trail after a version that added columns (with
                                     defaults or NULLable: a change older code can live with);
                                     stamped format 2, usable from format 1 on
-    outbox-newer-compatible.sql     the outbox likewise (a column with a default, a new table),
-                                    two events, an image and a scan record queued in it
+    outbox-newer-compatible.sql     the outbox likewise (a column with a default, a new table, a
+                                    new message kind): two events, an image, a scan record and a
+                                    "metrics" message queued in it
     outbox-newer-incompatible.sql   the outbox after a change older code must not write into
                                     (every row needs a column it does not know): format 3,
                                     usable from format 3 on
@@ -152,11 +153,17 @@ def outbox_newer_compatible() -> tuple[sqlite3.Connection, str]:
         ALTER TABLE messages ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
         CREATE TABLE IF NOT EXISTS delivery_log (at REAL NOT NULL, what TEXT NOT NULL);
         INSERT INTO delivery_log VALUES (1800000000.0, 'connected');
+        INSERT INTO messages (kind, rank, topic, payload, qos, created, bytes, event_id, offline, props, priority)
+            VALUES ('metrics', 1, 'metrics', CAST('{"schema": "deskwatch.metrics/1", "cpu": 0.4}' AS BLOB), 0,
+                    1800000000.0, 43, NULL, 0, NULL, 0);
         """
     )
     stamp(db, 2, 1)
     db.commit()
-    return db, "outbox.sqlite3 as a newer version left it: messages.priority added, a new table, 3 messages + 1 image"
+    return (
+        db,
+        "outbox.sqlite3 as a newer version left it: messages.priority, a new table, a new kind; 4 messages + 1 image",
+    )
 
 
 def outbox_newer_incompatible() -> tuple[sqlite3.Connection, str]:
