@@ -313,6 +313,8 @@ def save_templates(
                 errno.ELOOP, f"{directory} is a symbolic link, not a folder: remove it (rm {directory}) and enrol again"
             )
         os.chmod(directory, 0o700)
+        for stale in directory.glob(".tmp-*.npz"):  # a write a power cut stopped: biometric data all the same
+            stale.unlink(missing_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=directory)  # created 0600
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -324,6 +326,13 @@ def save_templates(
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        # the rename on the card: without this a power cut seconds after the enrolment (the
+        # technician unplugs the device to carry it to the desk) left only the .tmp file
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     log.info("stored %d face templates for worker %s (backend %s)", len(encodings), worker, backend)
     return path
 
