@@ -1299,6 +1299,19 @@ PHONE_STAGE_TRIED = [
                "nophone_hand_05 0.86 -> 0.95 as a file); CenterNet's confirmation decides (phone_04 0.349, the mug "
                "0.227-0.297), so phonefigures on ../shared is unchanged: 4/8 files, 2/8 1280x720 frames",
      "kept": False},
+    {"what": "a pose must fit its person box (review34a, held-out desk photo desk_07: a pen cap beside a writing "
+             "hand was a phone in the hand; the pose model had made up a whole 82 px skeleton inside a 739x617 px "
+             "box of arms and hands): its scale at least 1/8 of the box's longer side",
+     "result": "no separation: the made-up skeletons fill 0.05-0.16 of their boxes, real bodies 0.125 and up "
+               "(phone_01 mirrored, a man standing in profile, 0.125; phone_hand_03 0.153)",
+     "kept": False},
+    {"what": "a pose must have its head at its person box's top: the nose at most 2.5 pose scales below the box's "
+             "top (phones.max_head_depth)",
+     "result": "real bodies 0.1-2.1 on tests/data/photos and the held-out photos in 4 variations each (photo, "
+               "mirrored, 3/4 size, tilted +5; file and 1280x720); the made-up skeleton of desk_07 2.9-4.8 "
+               "(hands-only desk photos: phone_desk_04 2.45-3.41, phone_desk_05 2.65); desk_07's phone_use gone, "
+               "no phone found elsewhere lost",
+     "kept": True},
 ]
 
 # --------------------------------------------------------------------------------------------

@@ -516,6 +516,24 @@ def test_centernet_is_asked_only_where_nanodet_has_a_candidate() -> None:
     assert len(look.found(result)) >= 3
 
 
+def test_a_pose_whose_head_lies_deep_inside_its_person_box_is_no_body_and_gets_no_crops() -> None:
+    """Arms and hands on a desk, no head in the picture (tests/data/photos/hard_negatives/
+    desk_07): the pose model made up a whole skeleton, 82 px across, with its nose on the back
+    of a hand 394 px (4.8 pose scales) below the top of the person box, and the crops around its
+    made-up hands found a pen cap as a phone in the hand. A body's head is at its box's top."""
+    image = np.zeros((H, W, 3), np.uint8)
+    made_up = pose(nose=(500, 400), scale=80, left=(520, 480), right=(480, 480))
+    assert made_up.head_depth(H) == pytest.approx((400 - 80) / 80)  # the box's top is at 0.1 x 800
+    look, objects, _ = second_look(0.6, made_up)
+    result = look.look(image, [made_up.person], [], everything)
+    assert result.poses == [] and result.crops == [] and objects.calls == 0
+    assert look.found(result) == []
+    reaching = pose(nose=(500, 280), scale=100, left=(700, 600), right=(300, 650))  # arms up: 2 scales down
+    look, _, _ = second_look(0.6, reaching)
+    result = look.look(image, [reaching.person], [], everything)
+    assert result.poses == [reaching] and len(result.crops) == 6 and look.found(result) != []
+
+
 def test_a_verdict_must_hold_with_every_crop_size() -> None:
     phone = Detection(PHONE, 0.6, AT, IN_HAND)
     nudged = Detection(PHONE, 0.45, px_box(455, 155, 505, 235), IN_HAND)

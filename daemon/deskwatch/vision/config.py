@@ -34,6 +34,12 @@ class PhoneStageConfig:
     min_presence: float = setting(
         0.5, doc="A pose counts when the pose model's presence score reaches this.", minimum=0.0, maximum=1.0
     )
+    max_head_depth: float = setting(
+        2.5,
+        doc="A pose counts only when its nose lies at most this many pose scales (head-and-shoulders sizes) below the top of its person box. A body's head is at the top of its box (0.1-2.1 scales below it on the labelled photos and their camera variations, raised arms included); deeper down, the pose model made up a body inside the box (arms and hands on a desk with no head in the picture: up to 4.8), and the crops around its made-up hands took a pen cap beside a real hand for a phone in the hand.",
+        minimum=0.5,
+        maximum=10.0,
+    )
     crop_factors: list[float] = setting(
         default_factory=lambda: [2.25, 2.75],
         doc="Sides of the squares cut around each hand and the head, in pose scales (head-and-shoulders size). A phone, food or a drink must be confirmed with every size; its score is the lowest. One size alone let a mug (2.75) or a travel mug (2.25) through on the labelled photos.",

@@ -224,7 +224,10 @@ class SecondLook:
         out = Look()
         estimated = self.pose.estimate_all(image, persons, cfg.max_persons)
         out.model_ms += self.pose.invoke_ms
-        out.poses = [p for p in estimated if p.presence >= cfg.min_presence]
+        # a pose whose head lies deep inside its person box fits no body there: its head, hands
+        # and wrists are made up, and a crop around them turned a pen cap by a hand into a phone
+        h = image.shape[0]
+        out.poses = [p for p in estimated if p.presence >= cfg.min_presence and p.head_depth(h) <= cfg.max_head_depth]
         frame = [Vote(0, d) for d in frame_votes if d.score >= cfg.vote_threshold and d.label in self.held]
         frame_confirm: list[Vote] | None = None  # CenterNet on the whole frame, run once when first needed
         for factor in cfg.crop_factors:

@@ -58,6 +58,15 @@ class Pose:
         neck = float(np.linalg.norm(self.points[NOSE] - shoulders.mean(axis=0)))
         return max(width, neck, 1.0)
 
+    def head_depth(self, height: int) -> float:
+        """How far the nose lies below the top of its person box (in a frame ``height`` pixels
+        high), in pose scales. The landmark model is shown the box's square with the head at its
+        top, and a body's head is at the top of its box: the nose 0.3-1 scales below it for
+        someone upright, up to about 2 with the arms raised above the head (0.1-2.1 on the
+        labelled photos and their camera variations). Several scales further down is a head the
+        model made up inside the box (arms and hands on a desk, no head in the picture: up to 4.8)."""
+        return (float(self.points[NOSE][1]) - self.person.box.y0 * height) / self.scale
+
     def hand(self, side: str) -> np.ndarray:
         """Centre of one hand (wrist, pinky, index and thumb landmarks)."""
         return self.points[list(HANDS[side])].mean(axis=0)
