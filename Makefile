@@ -1,5 +1,5 @@
 # The README's two commands are `make demo` and `make test`; both set up what they need.
-.PHONY: install demo test lint typecheck bench bench-delivery bench-console fleet-load pg-failover image-boot vm-test vm-bench powercut clean
+.PHONY: install demo test lint typecheck bench bench-delivery soak bench-console fleet-load pg-failover image-boot vm-test vm-bench powercut clean
 
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -55,6 +55,12 @@ vm-test: install
 # emulated times (about 35 min a run, ~65 with VM_ARGS="--runs 2"; not in `make test`).
 vm-bench: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.vmtest bench $(VM_ARGS)
+
+# The long shift (tools/deskwatch_dev/soak.py): 30 simulated days of the real daemon on a simulated
+# clock against a real Mosquitto (a 3-day broker outage, retention, daily pauses), its RSS, file
+# descriptors, threads, SQLite files and log measured every 6 simulated hours; ~6 min, not in `make test`.
+soak: install
+	@PYTHONPATH=daemon:contract:tools $(PY) -m deskwatch_dev.soak $(SOAK_ARGS)
 
 bench-console: install
 	@PYTHONPATH=tools $(PY) -m deskwatch_dev.bench_console $(BENCH_ARGS)
