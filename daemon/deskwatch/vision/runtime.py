@@ -322,6 +322,9 @@ class ModelStore:
         self._manifest: dict[str, ManifestEntry] | None = None
         self._models: dict[str, Model] = {}
         self._checked: dict[str, str] = {}  # file -> sha256 of models in use but not held (checked, lent, let go)
+        # files loaded once already: the pose and hand models change places at every empty desk (the
+        # pipeline's let_go_of_pose), and only a model's first load is an operator's line at INFO
+        self._loaded_before: set[str] = set()
         self._lock = threading.Lock()
 
     @property
@@ -394,6 +397,10 @@ class ModelStore:
                 return model
             model = self._build(file)
             self._models[file] = model
+            if file in self._loaded_before:  # let go to save memory and needed again: not news for the journal
+                log.debug("loaded model %s again (verified, sha256 %s...)", file, model.sha256[:12])
+                return model
+            self._loaded_before.add(file)
             log.info(
                 "loaded model %s (%s, %d threads, sha256 %s...)",
                 file,
