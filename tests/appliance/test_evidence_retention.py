@@ -183,3 +183,36 @@ def test_purged_images_are_overwritten_not_just_unlinked_from_the_queue(tmp_path
         assert images_in(tmp_path / "outbox.sqlite3", 11) == {11}
     finally:
         box.close()
+
+
+def test_a_time_read_from_a_zeroed_page_does_not_date_an_outbox_set_aside_back_to_1970(tmp_path: Path) -> None:
+    """A queued image's time is stored after its bytes, on its last overflow page: a failing card
+    that zeroes that page leaves the row readable with the time 0.0. The outbox set aside was dated
+    back to that time (1 January 1970) and the next daily purge deleted the copy kept for a
+    technician's inspection at once, instead of once its content is past retention."""
+    from deskwatch_contract.sqlite import move_aside
+
+    wall = Wall()
+    box = outbox(tmp_path, wall)
+    for n in range(1, 4):
+        box.put_event({"event_id": f"e{n}", "type": "phone_use"}, jpeg(n))
+    box._db.execute("UPDATE messages SET created = 0.0 WHERE kind = 'evidence' AND event_id = 'e2'")
+    box._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    box.close()
+    wall.t += DAY
+    aside = move_aside(tmp_path / "outbox.sqlite3", wall.t)
+    os.utime(aside, (wall.t, wall.t))  # set aside a day after its images were queued
+    box = outbox(tmp_path, wall)
+    audit = AuditLog(tmp_path / "audit.sqlite3", keep_days=20)
+    try:
+        box._recover_from(aside, "pages zeroed")
+        assert aside.stat().st_mtime == Wall().t  # the oldest sound time read from it
+        wall.t += 18 * DAY  # its content is 19 days old: kept for inspection
+        purge_expired(20, datetime.fromtimestamp(wall.t, UTC), outbox=box, audit=audit)
+        assert aside.exists()
+        wall.t += 2 * DAY
+        purge_expired(20, datetime.fromtimestamp(wall.t, UTC), outbox=box, audit=audit)
+        assert not aside.exists()
+    finally:
+        box.close()
+        audit.close()

@@ -307,7 +307,7 @@ class Outbox:
         kept in ``damaged`` and skipped, so that it never aborts the read-back of the others
         (which would leave them all in the file moved aside). Returns the kinds of the rows
         taken back, whether every row could be read, the kinds of the damaged ones, and the
-        oldest time any message taken back was queued at."""
+        oldest time a sound row read was queued at (none at 0.0 or before: a zeroed page's)."""
         rows, complete = read_back(aside)
         kinds: list[str] = []
         damaged: list[str] = []
@@ -344,7 +344,8 @@ class Outbox:
                     props_dict = None
                 self._insert(kind, topic, payload, qos, event_id, True, props_dict, created=float(created))
                 kinds.append(kind)
-                times.append(float(created))
+                if created > 0:  # 0.0: an image's time read from a zeroed page (stored after its bytes)
+                    times.append(float(created))
                 if kind == "event":
                     with contextlib.suppress(ValueError, TypeError, KeyError):
                         highest_seq = max(highest_seq, int(json.loads(payload)["seq"]))
