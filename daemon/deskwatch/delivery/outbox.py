@@ -164,6 +164,8 @@ CREATE TABLE IF NOT EXISTS dropped (  -- events and images that left the queue u
 # Written into the file (see deskwatch_contract.storeformat): a later version that only adds
 # keeps compatible_from, so that this code, rolled back to, goes on with what it queued.
 FORMAT = StoreFormat("outbox", _SCHEMA, version=1, compatible_from=1)
+# At most one WARNING about cap evictions this often (each one is counted in health all the same).
+CAP_WARNING_SECONDS = 3600.0
 # How many damaged messages are kept for inspection (the newest, none past retention).
 DAMAGED_KEPT = 100
 # Room kept on the outbox's file system for when it fills up (see "A full disk").
@@ -231,6 +233,8 @@ class Outbox:
         self._not_set_aside: set[int] = set()  # damaged rows that could not be taken out yet (said once)
         self._unrecorded: list[_UnrecordedLoss] = []
         self._short_of_room = False  # a write failed for lack of room, and the room kept for it is used
+        self._cap_said_at: float | None = None  # monotonic time of the last cap-eviction WARNING
+        self._cap_unsaid: dict[str, int] = {}  # evicted since then, said at DEBUG only
         self._unsaved_session = 0  # the last session number the disk could not take (0: none)
         self._session_trouble = False  # said once per spell
         self._acked_unsaved: set[int] = set()  # delivered, but the disk could not take the delete
@@ -869,15 +873,33 @@ class Outbox:
         if evicted:
             for kind, n in evicted.items():
                 self.evicted[kind] = self._bump(f"evicted.{kind}", n)
-            logger.warning(
-                "outbox cap reached (%d messages, %d bytes queued): evicted %s; totals %s",
-                self._count,
-                self._bytes,
-                ", ".join(f"{n} {k}" for k, n in sorted(evicted.items(), key=lambda kv: EVICTION_RANK[kv[0]])),
-                self.evicted,
-                extra={"journal": {"OUTBOX_EVICTED": sum(evicted.values())}},
-            )
+            self._say_evicted(evicted)
         return evicted
+
+    def _say_evicted(self, evicted: dict[str, int]) -> None:
+        """A WARNING for what the caps evicted, at most one every :data:`CAP_WARNING_SECONDS`
+        (with what went since the last one): at the cap, every health message and scan queued
+        evicts one older message, and a long outage wrote a line for each (1,440 a day from
+        health alone). The others are DEBUG lines; every eviction is counted (health)."""
+        for kind, n in evicted.items():
+            self._cap_unsaid[kind] = self._cap_unsaid.get(kind, 0) + n
+        now = self._mono()
+        if self._cap_said_at is not None and now - self._cap_said_at < CAP_WARNING_SECONDS:
+            logger.debug("outbox cap reached: evicted %s", _kinds(evicted))
+            return
+        since = "" if self._cap_said_at is None else f" in the last {(now - self._cap_said_at) / 60:.0f} min"
+        logger.warning(
+            "outbox cap reached (%d messages, %d bytes queued): evicted %s%s (the oldest of the least valuable "
+            "kind first); totals %s",
+            self._count,
+            self._bytes,
+            _kinds(self._cap_unsaid),
+            since,
+            self.evicted,
+            extra={"journal": {"OUTBOX_EVICTED": sum(self._cap_unsaid.values())}},
+        )
+        self._cap_said_at = now
+        self._cap_unsaid = {}
 
     def _evict(self, row: tuple[int, str, int, str | None], evicted: dict[str, int]) -> None:
         row_id, kind, size, event_id = row
@@ -1295,3 +1317,8 @@ def _size(payload: Any) -> str:
 def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
     for i in range(0, len(items), n):
         yield items[i : i + n]
+
+
+def _kinds(counts: dict[str, int]) -> str:
+    """``3 evidence, 1 health``: least valuable kind first."""
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: EVICTION_RANK[kv[0]]))
