@@ -345,9 +345,12 @@ class Delivery:
         attempt = 0
         failures_logged: set[str] = set()
         fell_back = False
+        link: _Link | None = None
         while not self._stop.is_set():
             problem: Problem | None
-            link: _Link | None = None
+            if link is not None:
+                _let_go(link.client)
+            link = None
             try:
                 try:
                     link = self._new_link(self._protocol)
@@ -747,3 +750,14 @@ def evidence_digest(jpeg: bytes) -> str:
 
 
 __all__ = ["Delivery", "backoff_delay", "client_id", "evidence_digest", "is_loopback"]
+
+
+def _let_go(client: mqtt.Client) -> None:
+    """Close what a finished connection's client still holds: its socket pair (two file
+    descriptors) is closed only when the client is collected, and the client, its callbacks and
+    its link refer to each other, so that waits for Python's cycle collector; in a daemon its
+    oldest generation can go uncollected for hours, through many reconnects. Called before the
+    next connection is made, after the backoff, when nothing publishes on this client any more;
+    ``reinitialise`` also drops the callbacks, and with them the cycle."""
+    with contextlib.suppress(Exception):  # a client that cannot be reset is collected later all the same
+        client.reinitialise()
