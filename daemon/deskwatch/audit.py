@@ -137,6 +137,7 @@ def _sound(row: dict[str, Any]) -> bool:
 # batch's pages (~100 KiB for 50 scans of 8 checks; 10 days' at once took 577 KiB) fit in it.
 RESERVE_NAME = "audit.reserve"
 RESERVE_BYTES = 256 * 1024
+WAL_PAGES = 32  # the log is copied into the file at this many pages (128 KB), and written over after
 PRUNE_BATCH = 50
 
 
@@ -204,6 +205,10 @@ class AuditLog:
         # the outbox's copy does; an unreadable file is kept aside until retention removes
         # it (expire_set_aside); pruned rows are overwritten (secure_delete)
         self._db, recovered = open_or_recover(self.path, FORMAT, PROBE, secure_delete=True)
+        # a few pages a scan: SQLite's default (a copy into the file every 1,000 pages) grew a 4 MB
+        # log beside a few hundred KB of rows until the first purge; this keeps it within the room
+        # kept for a full disk (RESERVE_BYTES)
+        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
         if recovered is not None:
             self._took_back(*recovered)
 

@@ -308,10 +308,16 @@ def test_a_scan_record_the_disk_refused_is_written_as_soon_as_it_takes_one(
             reader.close()
         assert [(s["scan_id"], s["outcome"], s["frames"]) for s in scans] == [("s-1", "clear", 3)]
 
-        log.begin_scan(record("s-2"))  # the card fills again, and stays full until the daemon stops
+        # the card fills again, and stays full until the daemon stops; a record larger than any
+        # write before (the log is written over in place once copied into the file, and a record
+        # that fits in it goes in on a full card: it must grow the log to be refused)
+        huge = ScanRecord(
+            "s-2", "schedule", NOW, NOW, frames=3, checks=[CheckOutcome("phone_use", "pass", "y" * 3000)] * 120
+        )
+        log.begin_scan(huge)
         fault_fs.fill()
         with pytest.raises(sqlite3.OperationalError):
-            log.record_scan(record("s-2"))
+            log.record_scan(huge)
         with caplog.at_level(logging.ERROR, logger="deskwatch.audit"):
             log.close()
         assert any("s-2" in r.getMessage() and "next start" in r.getMessage() for r in caplog.records)
@@ -358,3 +364,26 @@ def test_the_daemons_trail_deletes_what_is_past_retention_on_a_card_that_stays_f
     finally:
         fault_fs.free()
         trail.close()
+
+
+def test_the_write_ahead_logs_of_the_small_stores_stay_small(tmp_path: Path) -> None:
+    """SQLite copies its log into the file every 1,000 pages by default and the log keeps its
+    size: the sequence counters (one 4 KB page) grew a 4 MB log, one page for each event
+    delivered, and the audit trail a 4 MB log for a few hundred KB of rows until the first
+    purge. ``make soak`` over 30 simulated days: counters 4 KB + 2.4 MB of log, audit 0.2 MB +
+    4.1 MB. Both now copy theirs at a few dozen pages, within the room kept for a full disk."""
+    from deskwatch.delivery.counters import DeviceCounters
+
+    counters = DeviceCounters(tmp_path)
+    audit = AuditLog(tmp_path / "audit.sqlite3", keep_days=20)
+    try:
+        at = datetime(2026, 3, 2, 9, tzinfo=UTC)
+        for n in range(300):
+            counters.set_queued_events(n)  # an event delivered: one commit of its one page
+            audit.record_event("pause", at + timedelta(minutes=n), {"reason": "fetch water", "minutes": 10})
+        assert (tmp_path / "counters.sqlite3-wal").stat().st_size < 200 * 1024
+        assert (tmp_path / "audit.sqlite3-wal").stat().st_size < 300 * 1024
+        assert counters.queued_events == 299 and len(audit.recent(400)) == 300
+    finally:
+        counters.close()
+        audit.close()
