@@ -462,13 +462,18 @@ def day_line(s: dict[str, Any]) -> str:
 
 
 def last_health(state: Path) -> dict[str, Any]:
-    """The outbox's own counts (evicted per kind, lost) from its counters table."""
+    """The outbox's own counts: evicted per kind (its counters table) and events counted lost
+    (the sequence counters' ``lost.events``), as health reports them."""
     rows: dict[str, Any] = {"evicted": {}}
     try:
         db = sqlite3.connect(f"file:{state / 'outbox.sqlite3'}?mode=ro", uri=True)
         for name, value in db.execute("SELECT name, value FROM counters"):
             if name.startswith("evicted."):
                 rows["evicted"][name.split(".", 1)[1]] = value
+        db.close()
+        db = sqlite3.connect(f"file:{state / 'counters.sqlite3'}?mode=ro", uri=True)
+        row = db.execute("SELECT value FROM counters WHERE name = 'lost.events'").fetchone()
+        rows["lost_events"] = int(row[0]) if row else 0
         db.close()
     except sqlite3.Error:
         pass
@@ -489,7 +494,7 @@ def report(
         problems.append(f"the daemon exited with {code} (log: {out / 'daemon.log'})")
     events, scans, images = sub.events()
     counts = last_health(out / "state")
-    problems += check_delivery(events, {"evicted": counts["evicted"]})
+    problems += check_delivery(events, counts)
     # what the outbox evicted during the outage: evidence first, events only with nothing else left
     ev = counts["evicted"]
     if ev.get("event", 0) and (ev.get("evidence", 0) == 0 or ev.get("health", 0) == 0):
@@ -536,6 +541,7 @@ def report(
         "events_received": len(events),
         "evidence_received": images,
         "outbox_evicted": counts["evicted"],
+        "outbox_lost_events": counts.get("lost_events", 0),
         "outbox_peak_rows": peak_outbox,
         "first": samples[0] if samples else None,
         "day_21": next((s for s in samples if s["sim_day"] >= 21), None),
