@@ -36,6 +36,12 @@ class LightConfig:
         minimum=0.0,
         maximum=128.0,
     )
+    obstructed_structure: float = setting(
+        0.035,
+        doc="A frame with less spread than obstructed_contrast counts as covered only where its coarse pattern (the frame averaged down to 16 px wide) varies by less than this share of its mean brightness too: a room with its lights off keeps its pattern of brighter and darker parts, scaled down with the light (the labelled photos dimmed to 1-8 % of their light with a camera's gain noise: 0.041 and up, 0.06 and up from 2 %), and is low_light; a lens cap, a finger pressed on the lens or a blank surface leaves an even field (0.03 at most with gain noise of up to 6 grey levels). 1 calls every such frame covered.",
+        minimum=0.0,
+        maximum=1.0,
+    )
     obstructed_relative_contrast: float = setting(
         0.06,
         doc="Spread relative to mean brightness below which a frame with little detail counts as a blank surface (camera facing a wall or covered by paper).",
@@ -74,6 +80,22 @@ def luma_preview(image_rgb: np.ndarray, target_width: int = 160) -> np.ndarray:
     return small @ _LUMA  # type: ignore[no-any-return]
 
 
+STRUCTURE_WIDTH = 16  # the grid the coarse pattern is measured on: a room's parts, not its texture or noise
+
+
+def coarse_structure(image_rgb: np.ndarray) -> float:
+    """How much the frame's coarse pattern varies against its mean brightness: the std of the
+    luma averaged in blocks (``STRUCTURE_WIDTH`` across, each the mean of a few thousand pixels
+    of a 2-strided view, so that the sensor's noise averages out) over the mean luma (at least 1).
+    A dark room's furniture, walls and window keep it at the share of a lit room; a lens cap or
+    a finger on the lens has nothing but noise, which the blocks average away."""
+    y = image_rgb[::2, ::2, :3].astype(np.float32) @ _LUMA
+    b = max(1, y.shape[1] // STRUCTURE_WIDTH)
+    rows, cols = max(1, y.shape[0] // b), max(1, y.shape[1] // b)
+    blocks = y[: rows * b, : cols * b].reshape(rows, b, cols, b).mean(axis=(1, 3))
+    return float(blocks.std()) / max(float(y.mean()), 1.0)
+
+
 def measure_light(image_rgb: np.ndarray, cfg: LightConfig) -> LightReading:
     y = luma_preview(image_rgb)
     mean = float(y.mean())
@@ -83,8 +105,10 @@ def measure_light(image_rgb: np.ndarray, cfg: LightConfig) -> LightReading:
     gy = np.abs(np.diff(y, axis=0)).mean() if y.shape[0] > 1 else 0.0
     detail = float((gx + gy) / 2)
     # A dark room keeps its structure (contrast scales with brightness); a covered lens
-    # or a wall at arm's length has none, bright or dark.
-    featureless = contrast < cfg.obstructed_contrast
+    # or a wall at arm's length has none, bright or dark. Under a few grey levels of spread
+    # a room with its lights off looks featureless too: only its coarse pattern tells it from
+    # a lens cap (measured only then: the costlier look at the whole frame).
+    featureless = contrast < cfg.obstructed_contrast and coarse_structure(image_rgb) < cfg.obstructed_structure
     blank = contrast / max(mean, 1.0) < cfg.obstructed_relative_contrast and detail < cfg.obstructed_detail
     obstructed = featureless or blank
     low_light = mean < cfg.low_light_luma and not obstructed
