@@ -79,6 +79,33 @@ def test_camera_obstructed():
     assert 0.9 <= f.confidence <= 1.0 and "detail" in f.detail
 
 
+def test_camera_obstructed_needs_its_own_persistence():
+    """The first frame before the exposure settled (dark) and the worker's top filling two frames
+    as they reach past the camera (covered): 3 of 5 frames cannot be checked, but the camera was
+    covered in only 2, under the 3 a finding needs. Calling that camera_obstructed accuses the
+    worker of covering the camera; the burst is unchecked, with nothing to report."""
+    worker = burst(5, [person()], [face(identity="worker")])
+    worker[0].light = DARK
+    worker[2].light = worker[3].light = COVERED
+    out = run(worker)
+    assert types(out) == []
+    assert check(out, "camera_obstructed") == "skipped" and check(out, "low_light") == "skipped"
+    assert all(c.outcome == "skipped" for c in out.checks if c.rule != "pause_overrun")
+    reason = next(c.reason for c in out.checks if c.rule == "away_from_desk")
+    assert "covered in 2/5" in reason and "too dark in 1/5" in reason, reason
+
+
+def test_as_many_dark_as_covered_frames_is_low_light_not_an_accusation():
+    # persistence 0.5 over 4 frames: 2 dark and 2 covered frames both persist; the tie goes to
+    # the finding that accuses nobody
+    frames = burst(2, light=DARK) + burst(2, light=COVERED)
+    for i, a in enumerate(frames):
+        a.frame_index = i
+    out = run(frames, extra="policy: {persistence: 0.5}")
+    assert types(out) == ["low_light"]
+    assert check(out, "camera_obstructed") == "skipped"
+
+
 def test_away_needs_a_confirming_burst():
     out = run(burst(5))
     assert out.findings == []

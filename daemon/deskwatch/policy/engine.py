@@ -319,7 +319,7 @@ class Policy:
         results["camera_obstructed"] = gate.obstructed
         usable = gate.usable
         if gate.blocked:
-            reason = "too dark to check" if gate.low_light.finding else "camera covered, misted or pointed away"
+            reason = gate.reason
             for r in RULES:
                 results.setdefault(r, rules.RuleResult("skipped", reason))
         else:

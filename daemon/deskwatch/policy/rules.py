@@ -58,11 +58,19 @@ class LightGate:
     obstructed: RuleResult
     usable: list[FrameAnalysis]
     blocked: bool
+    reason: str = ""  # why the other rules were skipped (a blocked burst)
 
 
 def light_gate(analyses: list[FrameAnalysis], need: int) -> LightGate:
     """low_light / camera_obstructed over the burst; other rules only run when the
-    burst is mostly checkable, and only on the checkable frames."""
+    burst is mostly checkable, and only on the checkable frames.
+
+    Each finding needs its own frames to persist (``need``), as every rule's does: a burst
+    with the first frame dark (the exposure settling) and the worker's top filling two
+    frames as they reach past the camera cannot be checked, but nobody covered the camera.
+    Such a burst is unchecked (every rule skipped, the reason says how many frames were dark
+    and covered) with no finding. Where both persist, the more common one is the finding;
+    on a tie low_light, which accuses nobody."""
     dark = [a for a in analyses if a.light.low_light]
     covered = [a for a in analyses if a.light.obstructed]
     usable = [a for a in analyses if not a.light.low_light and not a.light.obstructed]
@@ -70,45 +78,53 @@ def light_gate(analyses: list[FrameAnalysis], need: int) -> LightGate:
     low = RuleResult("pass", f"light ok in {len(analyses) - len(dark)}/{n} frames")
     obs = RuleResult("pass", f"view clear in {n - len(covered)}/{n} frames")
     blocked = len(usable) < need
-    if blocked:
-        # The burst cannot be checked: say why (the more common cause wins; covered on a tie).
-        if len(covered) >= len(dark):
-            a = covered[0]
-            conf = len(covered) / n
-            obs = RuleResult(
-                "violation",
-                f"covered, misted or pointed away in {len(covered)}/{n} frames",
-                Finding(
-                    "camera_obstructed",
-                    round(conf, 3),
-                    a.frame_index,
-                    detail=(
-                        f"the picture is blurred, no sharp edge anywhere (sharpness {a.light.sharpness:.3f}): "
-                        "a misted or smeared lens, or something translucent over it"
-                        if a.light.blurred
-                        else f"no detail in the picture (contrast {a.light.contrast:.1f}, detail {a.light.detail:.2f})"
-                    ),
+    reason = ""
+    if blocked and len(covered) >= need and len(covered) > len(dark):
+        a = covered[0]
+        conf = len(covered) / n
+        obs = RuleResult(
+            "violation",
+            f"covered, misted or pointed away in {len(covered)}/{n} frames",
+            Finding(
+                "camera_obstructed",
+                round(conf, 3),
+                a.frame_index,
+                detail=(
+                    f"the picture is blurred, no sharp edge anywhere (sharpness {a.light.sharpness:.3f}): "
+                    "a misted or smeared lens, or something translucent over it"
+                    if a.light.blurred
+                    else f"no detail in the picture (contrast {a.light.contrast:.1f}, detail {a.light.detail:.2f})"
                 ),
-            )
-            low = RuleResult("skipped", "camera covered, misted or pointed away")
-        else:
-            a = darkest(dark)
-            conf = len(dark) / n
-            low = RuleResult(
-                "violation",
-                f"too dark in {len(dark)}/{n} frames",
-                Finding(
-                    "low_light",
-                    round(conf, 3),
-                    a.frame_index,
-                    detail=(
-                        f"too dark to check (mean brightness {a.light.mean_luma:.0f}/255, "
-                        f"{a.light.dark_fraction:.0%} of the picture dark)"
-                    ),
+            ),
+        )
+        low = RuleResult("skipped", "camera covered, misted or pointed away")
+        reason = "camera covered, misted or pointed away"
+    elif blocked and len(dark) >= need:
+        a = darkest(dark)
+        conf = len(dark) / n
+        low = RuleResult(
+            "violation",
+            f"too dark in {len(dark)}/{n} frames",
+            Finding(
+                "low_light",
+                round(conf, 3),
+                a.frame_index,
+                detail=(
+                    f"too dark to check (mean brightness {a.light.mean_luma:.0f}/255, "
+                    f"{a.light.dark_fraction:.0%} of the picture dark)"
                 ),
-            )
-            obs = RuleResult("skipped", "too dark to check")
-    return LightGate(low, obs, usable, blocked)
+            ),
+        )
+        obs = RuleResult("skipped", "too dark to check")
+        reason = "too dark to check"
+    elif blocked:
+        reason = (
+            f"view not checkable in {n - len(usable)}/{n} frames (covered in {len(covered)}/{n}, "
+            f"too dark in {len(dark)}/{n}): neither in the {need} a finding needs"
+        )
+        low = RuleResult("skipped", reason)
+        obs = RuleResult("skipped", reason)
+    return LightGate(low, obs, usable, blocked, reason)
 
 
 def darkest(dark: list[FrameAnalysis]) -> FrameAnalysis:
