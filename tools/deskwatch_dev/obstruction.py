@@ -12,9 +12,11 @@ do on such pictures, not what a real camera at a real desk gives.
 Scenes where nothing covers the lens (a false ``camera_obstructed`` is an accusation, a
 false ``low_light`` a scan lost, a false ``away_from_desk`` a worker reported absent):
 
-- ``leaning close``: the worker leans towards the camera, face and torso fill most of
-  the frame, a little out of focus (a fixed-focus lens at 30 cm);
-- ``dark clothing``: a dark, barely textured jumper fills the lower half of the frame;
+- ``leaning close``: the worker leans towards the camera, their face 40 % of the frame's
+  width and their neck and shoulders filling the rest, a little out of focus (a fixed-focus
+  lens at 30 cm);
+- ``dark clothing``: a dark, barely textured jumper fills the lower half of the frame (from
+  below the worker's chin where that is lower);
 - ``torso 1 frame`` / ``torso 2 frames`` / ``light top 2 frames``: the worker reaches past the
   camera, a torso or arm in a navy (a beige) top fills the whole frame (blurred, it is
   centimetres from the lens) in 1 or 2 frames;
@@ -37,10 +39,10 @@ false ``low_light`` a scan lost, a false ``away_from_desk`` a worker reported ab
 Scenes that must be found (the lens covered in every frame, or the room too dark):
 
 - ``finger``: a finger on the lens in a lit room, light through the skin (orange-red,
-  brighter where light leaks at an edge); ``finger, dim room``: the same in a dim room;
+  brighter where light leaks at an edge); ``finger in a dim room``: the same in a dim room;
 - ``tape``: translucent tape: the room blurred beyond recognition under a beige film;
 - ``sticky note``: a yellow note over the lens, lit through from the room;
-- ``cloth, dark`` / ``cloth, bright``: a woven cloth over the camera, its folds and weave
+- ``dark cloth`` / ``bright cloth``: a woven cloth over the camera, its folds and weave
   out of focus (at the lens a cover's own texture blurs away: what is left is shading);
 - ``lens cap``: an opaque cap, black with the sensor's gain noise at full exposure;
 - ``dark room``: the room with its lights off, at 4 % and 8 % of the photo's light with
@@ -133,15 +135,25 @@ def _hand(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return frame.astype(np.float32) * (1 - mask) + skin * mask  # type: ignore[no-any-return]
 
 
-def _zoom(frame: np.ndarray, box: tuple[float, float, float, float] | None) -> np.ndarray:
-    """The worker leaning close: the upper part of their box (face and chest) fills the frame."""
+Boxes = tuple[tuple[float, float, float, float] | None, tuple[float, float, float, float] | None]
+"""The worker's largest person box and face box in the frame, in pixels (None: not found)."""
+
+
+def _zoom(frame: np.ndarray, subject: Boxes) -> np.ndarray:
+    """The worker leaning close: their face at about 40 % of the frame's width, with their neck
+    and shoulders below it (or, with no face found, the top of their person box filling the frame)."""
     from deskwatch.vision.imageops import resize
 
-    x0, y0, x1, _y1 = box if box is not None else (W * 0.3, H * 0.1, W * 0.7, H * 0.9)
-    cw = max((x1 - x0) * 0.75, 64.0)
+    person, face = subject
+    if face is not None:
+        cw = max((face[2] - face[0]) * 2.5, 64.0)
+        cx, top = (face[0] + face[2]) / 2, (face[1] + face[3]) / 2 - 0.4 * cw * H / W
+    else:
+        x0, y0, x1, _y1 = person if person is not None else (W * 0.3, H * 0.1, W * 0.7, H * 0.9)
+        cw = max((x1 - x0) * 0.75, 64.0)
+        cx, top = (x0 + x1) / 2, y0
+    cw = min(cw, float(W))
     ch = cw * H / W
-    cx = (x0 + x1) / 2
-    top = max(0.0, y0 - 0.05 * ch)
     left = int(np.clip(cx - cw / 2, 0, W - cw))
     top_i = int(np.clip(top, 0, H - ch))
     crop = np.ascontiguousarray(frame[top_i : top_i + int(ch), left : left + int(cw)])
@@ -186,10 +198,13 @@ def _worker_scenes() -> dict[str, Maker]:
     light_top = lambda frame, rng: _close_torso(rng, (196, 182, 160))  # noqa: E731 - a beige one
     settling = lambda frame, rng: frame.astype(np.float32) * 0.12  # noqa: E731
 
-    def dark_clothing(frame: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def dark_clothing(frame: np.ndarray, subject: Boxes, rng: np.random.Generator) -> np.ndarray:
+        """The lower half of the frame (from below the worker's chin, where that is lower) a dark jumper."""
+        face = subject[1]
+        start = H // 2 if face is None else int(min(max(H / 2, face[3] + 0.1 * (face[3] - face[1])), H * 0.8))
         out = frame.astype(np.float32)
         cloth = np.asarray((26, 26, 32), np.float32) * (1 + _field(rng, 40, 0.12)) + _weave(rng, 1.5, 1.0)
-        out[H // 2 :] = cloth[H // 2 :]
+        out[start:] = cloth[start:]
         return out
 
     def settling_torso(frame: np.ndarray, box: Any, rng: np.random.Generator, n: int) -> Burst:
@@ -198,7 +213,7 @@ def _worker_scenes() -> dict[str, Maker]:
 
     return {
         "leaning close": lambda frame, box, rng, n: _burst(_zoom(frame, box), rng, n, 2),
-        "dark clothing": lambda frame, box, rng, n: _burst(dark_clothing(frame, rng), rng, n, 2),
+        "dark clothing": lambda frame, box, rng, n: _burst(dark_clothing(frame, box, rng), rng, n, 2),
         "torso 1 frame": swapped({2}, torso),
         "torso 2 frames": swapped({2, 3}, torso),
         "light top 2 frames": swapped({2, 3}, light_top),
@@ -248,11 +263,11 @@ def _covered_scenes() -> dict[str, Maker]:
 
     return {
         "finger": finger(1.0),
-        "finger, dim room": finger(0.3),
+        "finger in a dim room": finger(0.3),
         "tape": tape,
         "sticky note": note,
-        "cloth, dark": cloth((30, 28, 34)),
-        "cloth, bright": cloth((170, 60, 70)),
+        "dark cloth": cloth((30, 28, 34)),
+        "bright cloth": cloth((170, 60, 70)),
         "lens cap": cap,
     }
 
@@ -267,8 +282,17 @@ def _dark_scenes() -> dict[str, Maker]:
 FINDINGS = ("camera_obstructed", "low_light", "away_from_desk")
 
 
-def measure(directory: Path, *, limit: int = 0, verbose: bool = True) -> dict[str, Any]:
-    """Per scene: the bursts scanned and how many reported each of :data:`FINDINGS`."""
+def _pixels(box: Any) -> tuple[float, float, float, float]:
+    return (box.x0 * W, box.y0 * H, box.x1 * W, box.y1 * H)
+
+
+def scene_names() -> list[str]:
+    return [*_worker_scenes(), *_empty_scenes(), *_covered_scenes(), *_dark_scenes()]
+
+
+def measure(directory: Path, *, limit: int = 0, only: set[str] | None = None, verbose: bool = True) -> dict[str, Any]:
+    """Per scene (``only``: these scenes only): the bursts scanned and how many reported each
+    of :data:`FINDINGS`."""
     from deskwatch.app import build_policy, build_vision
     from deskwatch.commands.bench import fit_frame
     from deskwatch.domain import Frame, utcnow
@@ -294,13 +318,20 @@ def measure(directory: Path, *, limit: int = 0, verbose: bool = True) -> dict[st
         vision, policy = build_vision(cfg), build_policy(cfg)
         n = cfg.camera.burst_frames
         for kind, scenes, photos in groups:
+            if only is not None and not only & set(scenes):
+                continue
             for entry in photos:
                 name = str(entry["file"])
                 frame = fit_frame(_load(directory / name), W, H)
-                people = vision.analyze(frame).labelled("person")
-                big = max(people, key=lambda d: d.box.area).box if people else None
-                box = (big.x0 * W, big.y0 * H, big.x1 * W, big.y1 * H) if big is not None else None
+                seen = vision.analyze(frame)
+                people = [d.box for d in seen.labelled("person")]
+                faces = [f.box for f in seen.faces]
+                box: Boxes = tuple(  # type: ignore[assignment]
+                    None if not found else _pixels(max(found, key=lambda b: b.area)) for found in (people, faces)
+                )
                 for scene, make in scenes.items():
+                    if only is not None and scene not in only:
+                        continue
                     burst = make(frame, box, _rng(name, scene), n)
                     now = utcnow()
                     frames = [Frame(f, now, i) for i, f in enumerate(burst)]
@@ -337,15 +368,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deskwatch_dev.obstruction", description=__doc__.splitlines()[0])
     ap.add_argument("directory", nargs="?", type=Path, default=REPO / "tests" / "data" / "photos")
     ap.add_argument("--limit", type=int, default=0, help="at most this many photos of each kind (default: all)")
+    ap.add_argument("--scenes", default="", help="comma-separated scene names to run (default: all)")
     ap.add_argument("--json", action="store_true", help="print the totals only")
     args = ap.parse_args(argv)
+    only = {s.strip() for s in args.scenes.split(",") if s.strip()} or None
+    if only is not None and only - set(scene_names()):
+        unknown = ", ".join(sorted(only - set(scene_names())))
+        print(f"error: --scenes: no scene {unknown}; the scenes are: {', '.join(scene_names())}", file=sys.stderr)
+        return 2
     if not (args.directory / "labels.yaml").is_file():
         print(f"error: {args.directory} has no labels.yaml: give a folder of labelled photos", file=sys.stderr)
         return 2
     if args.limit < 0:
         print(f"error: --limit {args.limit}: give 0 (all photos) or more", file=sys.stderr)
         return 2
-    result = measure(args.directory, limit=args.limit, verbose=not args.json)
+    result = measure(args.directory, limit=args.limit, only=only, verbose=not args.json)
     if not args.json:
         print()
         for scene, row in result["scenes"].items():
