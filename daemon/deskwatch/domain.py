@@ -347,6 +347,9 @@ class Finding:
     faces: list[Face] = field(default_factory=list)
     evidence_refusal: str | None = None
     detail: str = ""
+    # what the operator's journal says instead of ``detail`` where that holds the worker's own
+    # words (a pause's reason): they go to the collector and the worker's trail, not the journal
+    journal_detail: str | None = None
 
     @property
     def evidence_allowed(self) -> bool:

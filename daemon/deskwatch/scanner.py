@@ -401,7 +401,7 @@ class Scanner:
                 "finding %s in scan %s: %s (confidence %.2f)%s",
                 finding.type,
                 record.scan_id,
-                finding.detail or finding.type,
+                finding.journal_detail or finding.detail or finding.type,
                 finding.confidence,
                 note,
                 extra={

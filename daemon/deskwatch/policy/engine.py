@@ -115,7 +115,12 @@ class Policy:
                 # corrected later lengthens it, never shortens it)
                 restored = checked_restore(restored)
                 self._pause = restored
-                log.info("pause restored from the audit trail: %r until %s", restored.reason, rfc3339(restored.ends_at))
+                log.info(
+                    "pause restored from the audit trail: %d min (%s), until %s",
+                    restored.minutes,
+                    restored.source,
+                    rfc3339(restored.ends_at),
+                )
 
     # -- pause -----------------------------------------------------------------------
     @property
@@ -133,11 +138,13 @@ class Policy:
             self._anchor = None if self._monotonic is None else (now, self._monotonic())
             self._audit_event("pause", now, info.to_json())
             self._save_pause(info)
+        # never the reason: it is the worker's words, for their audit trail and the employer's
+        # record, not for everyone who reads the device's journal (test_journal_lines)
         log.info(
-            "paused by the worker (%s) for %d min: %s",
+            "paused by the worker (%s) for %d min, until %s",
             source,
             m,
-            text,
+            rfc3339(info.ends_at),
             extra={"journal": {"PAUSE_MINUTES": m, "PAUSE_SOURCE": source}},
         )
         return info
@@ -197,6 +204,8 @@ class Policy:
                 evidence_refusal="rule",
                 detail=f'pause "{exp.reason}" declared {exp.minutes} min, ended {rfc3339(exp.ends_at)}; '
                 f"no sign of the worker {over / 60:.0f} min later",
+                journal_detail=f"pause declared {exp.minutes} min, ended {rfc3339(exp.ends_at)}; "
+                f"no sign of the worker {over / 60:.0f} min later",
             )
 
     def _follow_clock(self, now: datetime) -> None:
@@ -228,9 +237,8 @@ class Policy:
         self._audit_event("pause_clock_moved", now, {**info.to_json(), "seconds": round(step)})
         self._save_pause(info)
         log.warning(
-            "wall clock moved %+.0f s during the pause %r; it still ends after its %d min, at %s",
+            "wall clock moved %+.0f s during the pause; it still ends after its %d min, at %s",
             step,
-            info.reason,
             info.minutes,
             rfc3339(info.ends_at),
         )
@@ -243,7 +251,7 @@ class Policy:
             self._expired = info
             self._audit_event("pause_expired", now, info.to_json())
             self._save_pause(None)
-            log.info("pause %r expired after its declared %d min", info.reason, info.minutes)
+            log.info("pause expired after its declared %d min", info.minutes)
 
     # -- activity --------------------------------------------------------------------
     def record_activity(self, idle_seconds: float, since: datetime, now: datetime) -> None:
@@ -397,7 +405,7 @@ class Policy:
             self.audit.save_pause(info)
         except Exception as exc:
             what = (
-                f"could not save the {f'pause {info.reason!r}' if info is not None else 'end of the pause'} in the "
+                f"could not save the {f'pause until {rfc3339(info.ends_at)}' if info is not None else 'end of the pause'} in the "
                 "audit trail (it holds while the daemon runs, but a restart would not see it)"
             )
             if not self.audit.unwritten(what, exc):

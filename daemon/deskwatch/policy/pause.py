@@ -39,7 +39,7 @@ def checked_restore(pause: PauseInfo) -> PauseInfo:
     """A saved pause with its reason held to today's rule for a new one. A pause saved by an
     older daemon may hold what that rule now refuses (a lone surrogate cannot be encoded, and
     the next health would fail on it at every start until the pause ends): those characters
-    are dropped and the warning says what was dropped and why; the pause itself stands - the
+    are dropped and the warning says why (not the reason: the worker's words); the pause stands - the
     worker asked for it."""
     try:
         return replace(pause, reason=normalise_reason(pause.reason, required=True))
@@ -49,10 +49,12 @@ def checked_restore(pause: PauseInfo) -> PauseInfo:
         c for c in pause.reason if not "\ud800" <= c <= "\udfff" and (c.isspace() or unicodedata.category(c) != "Cc")
     )
     text = " ".join(kept.split())[:MAX_REASON].rstrip() or "(reason dropped)"
+    # neither the reason nor what is kept of it: the worker's words stay out of the journal
     log.warning(
-        "the saved pause's reason %s is refused by today's rule for a pause reason (%s): it is restored as %r",
-        ascii(pause.reason),
+        "the saved pause's reason is refused by today's rule for a pause reason (%s): the pause is restored "
+        "with its reason cut to what the rule keeps (%d of %d characters)",
         why,
-        text,
+        0 if text == "(reason dropped)" else len(text),
+        len(pause.reason),
     )
     return replace(pause, reason=text)

@@ -1,0 +1,113 @@
+"""What the daemon writes to the operator's journal (`journalctl -u deskwatch -f`), read as a
+fleet operator and as the worker's privacy officer would read it: what the worker typed stays
+out of it, a fault that lasts is not a line per retry, and the start says who and what the
+device is."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from deskwatch.app import Daemon, Parts
+from deskwatch.camera.fake import FakeCamera
+from deskwatch.config import load_config
+from deskwatch.system.logs import record_fields
+from tests.support.common import FakeClock
+from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+
+
+class Journal(logging.Handler):
+    """Every record any deskwatch logger writes, as the journal would get it: the message,
+    the structured fields and a traceback's text."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def texts(self) -> list[str]:
+        out = []
+        for r in self.records:
+            fields = " ".join(f"{k}={v}" for k, v in record_fields(r).items())
+            trace = logging.Formatter().formatException(r.exc_info) if r.exc_info else ""
+            out.append(f"{r.levelname} {r.getMessage()} {fields} {trace}")
+        return out
+
+
+@pytest.fixture
+def journal() -> Iterator[Journal]:
+    handler = Journal()
+    root = logging.getLogger()
+    level = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+
+
+def bright_frames() -> list[np.ndarray]:
+    rng = np.random.default_rng(1)
+    return [rng.integers(30, 230, (240, 320, 3), dtype=np.uint8)]
+
+
+def make_daemon(write_config: Callable[..., Path], clock: FakeClock, extra: str = "") -> Daemon:
+    cfg = load_config(write_config(extra))
+    return Daemon(
+        cfg,
+        clock=clock,
+        parts=Parts(
+            camera=FakeCamera(frames=bright_frames()),
+            vision=ScriptedVision(),
+            delivery=RecordingDelivery(),
+            notifier=SilentNotifier(),
+        ),
+    )
+
+
+REASON = "gynaecologist appointment Zq7"  # what a worker may well type, and must find nowhere else
+
+
+def test_the_workers_pause_reason_stays_out_of_the_journal(
+    write_config: Callable[..., Path], clock: FakeClock, journal: Journal
+) -> None:
+    """The worker types why they pause ("fetch water", or something they would tell nobody but
+    the employer's record): the daemon wrote it into the journal at the pause, at its restore
+    after a restart, at a clock correction during it, at its expiry and in the pause_overrun
+    finding's line, where every operator tailing the fleet's logs (and every log shipper) reads
+    it. The reason belongs in the worker's audit trail and the collector's record, not in the
+    operator's journal; the lines still say that the worker paused, for how long and until when."""
+    daemon = make_daemon(write_config, clock)
+    daemon.handle_command("pause", {"request_id": "r1", "reason": REASON, "minutes": 30})
+    clock.advance(60)
+    clock.jump_wall(3 * 3600)  # timesyncd corrects the clock during the pause
+    daemon._check_pause()
+    daemon.audit.close()
+
+    again = make_daemon(write_config, clock)  # restarted: the pause is restored
+    assert again.policy.paused is not None and again.policy.paused.reason == REASON
+    clock.advance(40 * 60)  # ended after its 30 min; the worker does not come back
+    again._check_pause()
+    clock.advance(5 * 60)
+    again._check_pause()
+    delivery = again.delivery
+    assert isinstance(delivery, RecordingDelivery)
+    (overrun,) = [e for e, _ in delivery.events if e["type"] == "pause_overrun"]
+    assert REASON in overrun["detail"]  # the collector's record keeps what the worker said
+    again.audit.close()
+
+    texts = journal.texts()
+    leaks = [t for t in texts if "Zq7" in t]
+    assert not leaks, leaks
+    said = "\n".join(texts)
+    for line in ("paused by the worker (mqtt) for 30 min", "pause restored", "during the pause", "expired"):
+        assert line in said, (line, said)
+    assert "finding pause_overrun" in said
