@@ -6,6 +6,7 @@ device is."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from deskwatch.config import load_config
 from deskwatch.system.logs import record_fields
 from tests.support.common import FakeClock
 from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+from tests.support.mosquitto import MakeBroker
 
 
 class Journal(logging.Handler):
@@ -111,3 +113,40 @@ def test_the_workers_pause_reason_stays_out_of_the_journal(
     for line in ("paused by the worker (mqtt) for 30 min", "pause restored", "during the pause", "expired"):
         assert line in said, (line, said)
     assert "finding pause_overrun" in said
+
+
+def _said(journal: Journal, logger: str, since: int = 0) -> list[logging.LogRecord]:
+    """What `journalctl -u deskwatch` shows at its default level (info and above) from ``logger``."""
+    return [r for r in journal.records[since:] if r.name == logger and r.levelno >= logging.INFO]
+
+
+@pytest.mark.broker
+def test_a_connection_that_keeps_dropping_is_said_once_not_once_a_second(
+    tmp_path: Path, make_broker: MakeBroker, journal: Journal
+) -> None:
+    """Two devices with one identity (an SD card cloned to a second Pi, or one config copied to
+    two devices) on one broker: each connection throws the other off. Each daemon wrote a
+    'connected', a 'lost the connection' and a 'broker reachable after' line for every round,
+    about two lines a second each, forever: 6,000 a device in an hour, journald's limit
+    (10,000 in 30 s) soon reached on a busy box, and nothing but those lines to read. A
+    connection that keeps dropping soon after it is made is now said once as such, and the
+    rounds after it at debug level."""
+    from deskwatch.app import build_delivery
+    from tests.support.mosquitto import device_config
+
+    broker = make_broker()
+    twins = [build_delivery(device_config(tmp_path / f"state{n}", broker), version="t", models={}) for n in (1, 2)]
+    for delivery in twins:
+        delivery.start()
+    try:
+        time.sleep(10)
+        rounds = [d.stats()["mqtt"]["connections"] for d in twins]
+    finally:
+        for delivery in twins:
+            delivery.stop(2)
+    assert min(rounds) >= 4, rounds  # they did throw each other off, round after round
+    lines = [r.getMessage() for r in _said(journal, "deskwatch.delivery.client")]
+    # each: no TLS to loopback, connected, thrown off, reachable and connected again, 'keeps
+    # dropping', its goodbye at the stop (before: 3 lines a round, 40 rounds in these 10 s)
+    assert len(lines) <= 2 * 7, "\n".join(lines)
+    assert sum("keeps dropping" in line for line in lines) == 2, "\n".join(lines)

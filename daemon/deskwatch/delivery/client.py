@@ -7,7 +7,9 @@ Threads (all daemon threads owned by :class:`Delivery`):
   ``mqtt.reconnect_max_seconds``) before the next attempt. MQTT 5 first; in
   ``protocol: auto`` a broker that does not answer an MQTT 5 CONNECT (or says
   "unsupported protocol version") is retried with 3.1.1. The client counts as
-  connected only after a CONNACK with a success reason code.
+  connected only after a CONNACK with a success reason code. A connection that drops
+  before it held for :attr:`Delivery.stable_after` does not end the outage: the backoff
+  goes on growing, and the journal says once that the connection keeps dropping.
 - *publisher*: reads the outbox in order and keeps at most ``mqtt.max_inflight``
   messages unacknowledged; PUBACKs delete rows in batches. After every (re)connect
   it starts again from the oldest queued row, so whatever was in flight when the
@@ -61,6 +63,13 @@ REVIEWS_KIND = "reviews"  # the collector's retained list, queued with the comma
 ACK_BATCH = 64
 ACK_FLUSH_SECONDS = 0.05
 CAPS_EVERY_SECONDS = 60.0
+# A connection that ends sooner than this after the broker accepted it is no recovery: the
+# outage goes on (its backoff too, and what was said of it is not said again), and from the
+# second such connection in a row the journal says the connection keeps dropping, once, instead
+# of a 'connected' and a 'lost' line each round (two devices of one identity throw each other
+# off about once a second). At least twice the longest backoff, so that a partner in such a
+# round, reconnecting at that pace, cannot make a connection look stable.
+STABLE_CONNECTION_SECONDS = 60.0
 
 FALLBACK = problems.FALLBACK
 
@@ -75,6 +84,7 @@ class _Link:
     client: mqtt.Client
     connack: ReasonCode | None = None
     connected_at: float | None = None
+    stable: bool = False  # it held for the stable time (see stable_after), so an outage is over
     refused: ReasonCode | None = None
     publish_denied: set[str] = field(default_factory=set)
     receive_maximum: int | None = None  # the broker's limit on unacknowledged QoS 1 (MQTT 5 CONNACK)
@@ -127,6 +137,8 @@ class Delivery:
         self._sent_before: set[int] = set()
         self._drain_until = 0.0
         self._outage_started: float | None = None
+        # connections in a row that ended before they were stable (see STABLE_CONNECTION_SECONDS)
+        self._short_connections = 0
         self.published = 0
         self.acked = 0
         self.reconnects = 0
@@ -367,11 +379,18 @@ class Delivery:
                 self._connected.clear()
                 self._stop.wait(5.0)
                 continue
-            if link is not None and link.connected_at is not None:  # we were connected: a fresh outage starts now
+            if link is not None and link.connected_at is not None and link.stable:
+                # a connection that held: a fresh outage starts now
                 attempt = 0
                 failures_logged.clear()
                 fell_back = False
                 self._outage_started = time.monotonic()
+                if problem is not None:
+                    self.reconnects += 1
+            elif link is not None and link.connected_at is not None:  # it dropped soon after it was made
+                self._short_connections += 1
+                if self._outage_started is None:
+                    self._outage_started = time.monotonic()
                 if problem is not None:
                     self.reconnects += 1
             if self._stop.is_set():
@@ -379,6 +398,19 @@ class Delivery:
             if problem is None:
                 continue
             kind, message, is_auth = problem.kind, problem.message, problem.needs_fixing
+            short = link is not None and link.connected_at is not None and not link.stable
+            if short and self._short_connections == 2:  # the round began: said once, the rounds after it at debug
+                (logger.error if is_auth else logger.warning)(
+                    "the connection to broker %s:%d keeps dropping within %.0f s of being made (%d times in a "
+                    "row; the last: %s): %s; saying so again once a connection holds",
+                    self.mqtt_cfg.host,
+                    self.mqtt_cfg.port,
+                    self.stable_after,
+                    self._short_connections,
+                    problem.detail,
+                    problem.remedy,
+                    extra={"journal": {"MQTT_PROBLEM": "dropping"}},
+                )
             if kind == FALLBACK and not fell_back:
                 fell_back = True
                 logger.info("%s", message)
@@ -423,6 +455,8 @@ class Delivery:
                 if link.connack is None and time.monotonic() > deadline:
                     rc = MQTTErrorCode.MQTT_ERR_CONN_LOST
                     break
+                if not link.stable and link.connected_at is not None:
+                    self._check_stable(link)
             if self._stop.is_set() and link.connected_at is not None:
                 self._say_goodbye(link)
                 return None
@@ -447,6 +481,32 @@ class Delivery:
             return problems.refusal(self.mqtt_cfg, link.refused, client_id(self.source.site, self.source.device_id))
         return problems.lost(self.mqtt_cfg, getattr(rc, "name", str(rc)), self.outbox.stats()["depth"])
 
+    @property
+    def stable_after(self) -> float:
+        """How long a connection must hold to end an outage: a minute, or twice the longest
+        backoff (a partner reconnecting at that pace cannot make a connection look stable)."""
+        return max(STABLE_CONNECTION_SECONDS, 2 * self.mqtt_cfg.reconnect_max_seconds)
+
+    def _check_stable(self, link: _Link) -> None:
+        assert link.connected_at is not None
+        held = time.monotonic() - link.connected_at
+        if held < self.stable_after:
+            return
+        link.stable = True
+        if self._short_connections >= 2:
+            logger.info(
+                "the connection to broker %s:%d holds again (%.0f s now, after %d that dropped soon after they "
+                "were made)",
+                self.mqtt_cfg.host,
+                self.mqtt_cfg.port,
+                held,
+                self._short_connections,
+            )
+        if self._outage_started is not None:
+            logger.debug("outage over: %.0f s since it began", time.monotonic() - self._outage_started)
+        self._short_connections = 0
+        self._outage_started = None
+
     def _on_connect(self, link: _Link, rc: ReasonCode, props: Properties | None = None) -> None:
         link.connack = rc
         receive_maximum = getattr(props, "ReceiveMaximum", None) if props is not None else None
@@ -457,9 +517,12 @@ class Delivery:
             return
         link.connected_at = time.monotonic()
         self.connections += 1
+        # in a round of connections that keep dropping (said once), each one more is debug
+        said = logger.info if self._short_connections < 2 else logger.debug
         if self._outage_started is not None:
-            logger.info("broker reachable after %.1f s without it", link.connected_at - self._outage_started)
-        self._outage_started = None
+            said("broker reachable after %.1f s without it", link.connected_at - self._outage_started)
+        if self._short_connections == 0:
+            self._outage_started = None  # else the outage ends once a connection holds (_check_stable)
         with self._lock:
             self._link_problem = None
         for suffix in topics.COMMAND_TOPICS:
@@ -473,7 +536,7 @@ class Delivery:
         self._attempted.set()
         self._publish_status()
         depth = self.outbox.stats()["depth"]
-        logger.info(
+        said(
             "connected to broker %s:%d (MQTT %s, session %d); %d queued messages to send",
             self.mqtt_cfg.host,
             self.mqtt_cfg.port,
