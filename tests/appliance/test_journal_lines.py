@@ -150,3 +150,35 @@ def test_a_connection_that_keeps_dropping_is_said_once_not_once_a_second(
     # dropping', its goodbye at the stop (before: 3 lines a round, 40 rounds in these 10 s)
     assert len(lines) <= 2 * 7, "\n".join(lines)
     assert sum("keeps dropping" in line for line in lines) == 2, "\n".join(lines)
+
+
+@pytest.mark.broker
+def test_a_broker_that_stays_away_is_said_again_now_and_then(
+    tmp_path: Path, make_broker: MakeBroker, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The broker is away for a day (the site's VPN down over a weekend). The daemon said so at
+    the first failed attempt and then never again: an operator who began `journalctl -u deskwatch
+    -f` an hour later saw scans and nothing about the broker. It is now said again once an hour
+    (here: every 2 s) with how long it has lasted, the attempts and the queue, never at every
+    attempt."""
+    from deskwatch.app import build_delivery
+    from deskwatch.delivery import client
+    from tests.support.mosquitto import device_config
+
+    monkeypatch.setattr(client, "STILL_SECONDS", 2.0, raising=False)  # not there before
+    broker = make_broker()
+    cfg = device_config(tmp_path / "state", broker)
+    broker.stop()  # the port refuses connections from now on
+    delivery = build_delivery(cfg, version="t", models={})
+    delivery.start()
+    try:
+        time.sleep(7)
+    finally:
+        delivery.stop(2)
+    attempts = [r for r in journal.records if "refused the TCP connection" in r.getMessage()]
+    lines = [r.getMessage() for r in _said(journal, "deskwatch.delivery.client") if "refused" in r.getMessage()]
+    assert len(attempts) >= 7, len(attempts)  # an attempt every 0.05-1 s
+    assert lines[0].startswith("broker 127.0.0.1:") and "is it running" in lines[0], lines
+    still = lines[1:]
+    assert 2 <= len(still) <= 4, "\n".join(lines)
+    assert all(line.startswith("still, for ") and " attempts; 0 messages queued): broker" in line for line in still)

@@ -70,6 +70,10 @@ CAPS_EVERY_SECONDS = 60.0
 # off about once a second). At least twice the longest backoff, so that a partner in such a
 # round, reconnecting at that pace, cannot make a connection look stable.
 STABLE_CONNECTION_SECONDS = 60.0
+# A connection problem that lasts is said when it begins and then once in this long (with how
+# long it has lasted, the attempts and what is queued), not at every attempt and not never again:
+# an operator who starts `journalctl -f` during a day-long outage sees it within the hour.
+STILL_SECONDS = 3600.0
 
 FALLBACK = problems.FALLBACK
 
@@ -355,7 +359,8 @@ class Delivery:
 
     def _run_connection(self) -> None:
         attempt = 0
-        failures_logged: set[str] = set()
+        # per problem kind said in this outage: [when first said, when last said, attempts since]
+        failures_logged: dict[str, list[float]] = {}
         fell_back = False
         link: _Link | None = None
         while not self._stop.is_set():
@@ -419,10 +424,23 @@ class Delivery:
                 self._outage_started = time.monotonic()
             with self._lock:
                 self._link_problem = message if is_auth else "broker unreachable"
-            if kind not in failures_logged:
-                failures_logged.add(kind)
+            now = time.monotonic()
+            said = failures_logged.get(kind)
+            if said is None:
+                failures_logged[kind] = [now, now, 1]
                 (logger.error if is_auth else logger.warning)("%s", message, extra={"journal": {"MQTT_PROBLEM": kind}})
+            elif now - said[1] >= STILL_SECONDS:
+                said[1], said[2] = now, said[2] + 1
+                (logger.error if is_auth else logger.warning)(
+                    "still, for %s (%d attempts; %d messages queued): %s",
+                    _duration(now - said[0]),
+                    said[2],
+                    self.outbox_depth(),
+                    message,
+                    extra={"journal": {"MQTT_PROBLEM": kind}},
+                )
             else:
+                said[2] += 1
                 logger.debug("%s", message)
             delay = backoff_delay(
                 attempt, self.mqtt_cfg.reconnect_min_seconds, self.mqtt_cfg.reconnect_max_seconds, self._rng
@@ -778,6 +796,14 @@ class Delivery:
             len(results),
             why,
         )
+
+
+def _duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3 h 05 min``: how long a problem has lasted, for the journal."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    minutes = int(seconds // 60)
+    return f"{minutes} min" if minutes < 60 else f"{minutes // 60} h {minutes % 60:02d} min"
 
 
 def _properties(row: QueuedMessage) -> Properties:
