@@ -301,6 +301,7 @@ class Daemon:
         self.started_mono = self.clock.monotonic()
         self._next_purge = self.started_mono
         self._health_trouble: str | None = None  # why the last health message could not be queued
+        self._said_reasons: list[str] = []  # the status reasons the journal was last told
         from deskwatch.delivery import payloads
         from deskwatch.policy.engine import PolicyContext
 
@@ -649,15 +650,21 @@ class Daemon:
         # connected or not: a broker that is down must not keep the unit "activating".
         if not self.delivery.wait_first_attempt(timeout=15.0):
             log.warning("first broker connection attempt still pending after 15 s; reporting ready anyway")
-        self.notifier.ready(self.status_text())
-        log.info(
-            "deskwatch %s started: device %s/%s, profile %s, schedule %s; next scan %s",
+        reasons = self.reasons()
+        self.notifier.ready(self.status_text(reasons))
+        self._said_reasons = list(reasons)
+        # who the device is, what it runs, when it scans, and whether it is ready: a degraded
+        # start is a WARNING with its reasons (`journalctl -p warning` shows it), a ready one INFO
+        (log.warning if reasons else log.info)(
+            "deskwatch %s started: device %s/%s, profile %s, schedule %s, next scan %s; broker %s; %s",
             __version__,
             self.cfg.device.site,
             self.cfg.device.id,
             self.cfg.policy.profile,
             self.cfg.schedule.mode,
-            due.isoformat() if due else "none (no shift ahead)",
+            self._when(due) if due else "none (no shift ahead)",
+            self.delivery.state(),
+            "DEGRADED: " + "; ".join(reasons) if reasons else "ready",
             extra={"journal": {"DESKWATCH_EVENT": "started", "DEVICE_ID": self.cfg.device.id}},
         )
         next_health = self.clock.monotonic() + min(10.0, self.cfg.service.health_interval_seconds)
@@ -763,6 +770,27 @@ class Daemon:
         reasons = self.reasons()
         self.delivery.set_degraded(reasons or None)
         self.notifier.status(self.status_text(reasons))
+        self._say_reasons(reasons)
+
+    def _say_reasons(self, reasons: list[str]) -> None:
+        """What keeps the desk from being covered, said in the journal when it changes (the
+        status and `systemctl status` had it, the journal never did: a worker not enrolled, a
+        clock not synchronised): a reason that appears is a WARNING, one that goes is INFO."""
+        before = self._said_reasons
+        if reasons == before:
+            return
+        self._said_reasons = list(reasons)
+        for reason in reasons:
+            if reason not in before:
+                log.warning("degraded: %s", reason, extra={"journal": {"DESKWATCH_EVENT": "degraded"}})
+        gone = [r for r in before if r not in reasons]
+        if gone:
+            log.info(
+                "%s: %s",
+                "no longer degraded" if not reasons else "resolved",
+                "; ".join(gone),
+                extra={"journal": {"DESKWATCH_EVENT": "degraded" if reasons else "ready"}},
+            )
 
     def reasons(self) -> list[str]:
         """What keeps this desk from being covered properly (status ``reasons``)."""
@@ -784,19 +812,22 @@ class Daemon:
             out.append(f"identity: off, {problem}")  # enrolled, but the templates cannot be used
         return out
 
+    def _when(self, due: datetime) -> str:
+        """A scan time in the schedule's time zone, with the day unless today's (after Friday's
+        shift the next is Monday's): for the journal and the status."""
+        tz = self.planner.schedule.calendar.tz
+        local, today = due.astimezone(tz), self.clock.now().astimezone(tz).date()
+        return local.strftime("%H:%M:%S %Z" if local.date() == today else "%a %Y-%m-%d %H:%M:%S %Z")
+
     def status_text(self, reasons: list[str] | None = None) -> str:
         """systemd's STATUS= in words: next scan, outbox, broker, and what is wrong (the
         status message's ``reasons``; asked for here when not given)."""
         from deskwatch.system.notify import status_line
 
         due = self.planner.due_wall
-        tz = self.planner.schedule.calendar.tz
         reasons = self.reasons() if reasons is None else reasons
         pause = self.policy.paused
-        next_scan = None
-        if due is not None:  # the day too, unless today's: after Friday's shift the next is Monday's
-            local, today = due.astimezone(tz), self.clock.now().astimezone(tz).date()
-            next_scan = local.strftime("%H:%M:%S %Z" if local.date() == today else "%a %Y-%m-%d %H:%M:%S %Z")
+        next_scan = self._when(due) if due is not None else None
         text = status_line(
             next_scan=next_scan,
             outbox_depth=self.delivery.outbox_depth(),

@@ -182,3 +182,44 @@ def test_a_broker_that_stays_away_is_said_again_now_and_then(
     still = lines[1:]
     assert 2 <= len(still) <= 4, "\n".join(lines)
     assert all(line.startswith("still, for ") and " attempts; 0 messages queued): broker" in line for line in still)
+
+
+def test_the_start_says_who_what_and_whether_ready_and_each_change_of_readiness_is_said(
+    write_config: Callable[..., Path], clock: FakeClock, journal: Journal
+) -> None:
+    """A device in the full profile whose worker was never enrolled, and whose clock is not
+    synchronised: nothing is checked against the worker's face and no scan is taken. The status
+    said so (`systemctl status`, the status topic), the journal never did: its start line read
+    like any other, and no line ever named either. The start now ends with the readiness
+    (WARNING and the reasons when degraded, 'ready' at INFO else), and each reason that
+    comes or goes later is one line."""
+    clock.synced = False
+    daemon = make_daemon(write_config, clock, extra="schedule: {require_synced_clock: true}")
+    clock.advance(30)
+
+    def stop_soon(event: object, seconds: float) -> bool:
+        clock.synced = True  # timesyncd reached its server
+        if clock.monotonic() > 1200:
+            daemon.request_stop()
+        return FakeClock.wait(clock, event, seconds)  # type: ignore[arg-type]
+
+    clock.wait = stop_soon  # type: ignore[method-assign]
+    daemon.run(install_signals=False)
+    said = [(r.levelname, r.getMessage()) for r in _said(journal, "deskwatch.app")]
+    started = [(level, m) for level, m in said if " started: " in m]
+    assert len(started) == 1, said
+    level, line = started[0]
+    assert level == "WARNING", started
+    assert "device site-a/desk-1, profile full, schedule interval, next scan " in line, line
+    assert "DEGRADED: " in line and "worker w-1 not enrolled" in line and "clock: not synchronised" in line, line
+    resolved = [(lv, m) for lv, m in said if m.startswith("resolved: clock: not synchronised")]
+    assert len(resolved) == 1 and resolved[0][0] == "INFO", said
+    assert not [m for _, m in said if m.startswith("degraded: ")], said  # nothing new came up
+
+
+def test_a_ready_start_says_so_at_info(write_config: Callable[..., Path], clock: FakeClock, journal: Journal) -> None:
+    daemon = make_daemon(write_config, clock, extra="policy: {profile: minimal}")
+    daemon.run(max_scans=1, install_signals=False)
+    (started,) = [r for r in _said(journal, "deskwatch.app") if " started: " in r.getMessage()]
+    assert started.levelname == "INFO" and started.getMessage().endswith("; ready"), started.getMessage()
+    assert "profile minimal" in started.getMessage() and "next scan " in started.getMessage()
