@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         return exitcodes.OK
     except Exception:  # a bug: say so plainly, keep the traceback in the log
         logging.getLogger("deskwatch").exception("internal error in '%s'", args.command)
-        print(f"deskwatch {args.command}: internal error (see the log above); please report it", file=sys.stderr)
+        from deskwatch.system.logs import print_error
+
+        print_error(f"deskwatch {args.command}: internal error (see the log above); please report it", sys.stderr)
         return exitcodes.SOFTWARE
 
 

@@ -223,3 +223,39 @@ def test_a_ready_start_says_so_at_info(write_config: Callable[..., Path], clock:
     (started,) = [r for r in _said(journal, "deskwatch.app") if " started: " in r.getMessage()]
     assert started.levelname == "INFO" and started.getMessage().endswith("; ready"), started.getMessage()
     assert "profile minimal" in started.getMessage() and "next scan " in started.getMessage()
+
+
+def test_a_bad_config_under_systemd_is_an_error_in_the_journal_not_info(tmp_path: Path) -> None:
+    """`deskwatch run` with a config it refuses exits 78 and systemd does not restart it: the
+    problems it lists are all the operator has. They went to stderr as plain lines, which
+    journald files at the unit's default priority, info: `journalctl -u deskwatch -p err` showed
+    only systemd's 'Failed with result exit-code', not one of them. Under systemd (stderr is the
+    journal stream) each line now carries the syslog prefix of an error."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.support.common import REPO
+
+    bad = tmp_path / "config.yaml"
+    bad.write_text("device: {id: desk-1, site: site-a, worker_id: w-1}\nmqtt: {host: x, port: 99999}\nbogus: 1\n")
+    stream = tmp_path / "stream"
+    with open(stream, "w") as err:
+        st = os.fstat(err.fileno())
+        env = {
+            **os.environ,
+            "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}",
+            "PYTHONPATH": os.pathsep.join(str(REPO / p) for p in ("daemon", "contract")),
+        }
+        proc = subprocess.run(
+            [sys.executable, "-m", "deskwatch", "run", "--config", str(bad)],
+            stderr=err,
+            env=env,
+            timeout=120,
+            check=False,
+        )
+    assert proc.returncode == 78
+    lines = stream.read_text().splitlines()
+    assert len(lines) >= 3 and "configuration error" in lines[0], lines
+    assert all(line.startswith("<3>") for line in lines), lines
+    assert any("mqtt.port = 99999" in line for line in lines), lines

@@ -15,5 +15,7 @@ def load_config_or_exit(args: argparse.Namespace) -> Config:
     try:
         return load_config(args.config)
     except ConfigError as exc:
-        print(exc.render(), file=sys.stderr)
+        from deskwatch.system.logs import print_error
+
+        print_error(exc.render(), sys.stderr)
         raise SystemExit(exitcodes.CONFIG) from None

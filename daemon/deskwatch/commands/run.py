@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     # resident memory is what is used whatever the kernel's huge-page policy (issue 13)
     lean_process()
     cfg = load_config_or_exit(args)
-    from deskwatch.system.logs import setup_logging
+    from deskwatch.system.logs import print_error, setup_logging
 
     setup_logging(args.log_level or cfg.service.log_level, device_id=cfg.device.id)
     from deskwatch.app import Daemon
@@ -57,6 +57,6 @@ def run(args: argparse.Namespace) -> int:
         return exitcodes.UNAVAILABLE
     except ImportError as exc:
         log.error("a required package is missing: %s; reinstall deskwatch with its extras", exc)
-        print(f"deskwatch run: missing package: {exc}", file=sys.stderr)
+        print_error(f"deskwatch run: missing package: {exc}", sys.stderr)
         return exitcodes.UNAVAILABLE
     return daemon.run(max_scans=args.max_scans)

@@ -230,6 +230,16 @@ def stderr_is_journal(stream: TextIO | None = None) -> bool:
     return (st.st_dev, st.st_ino) == (dev, ino)
 
 
+def print_error(text: str, stream: TextIO | None = None) -> None:
+    """An error for a person on stderr (a config's problems, before logging is set up): when
+    stderr is journald's stream (the daemon under systemd), each line gets the syslog prefix of
+    an error, as a logged error would; journald files a plain line at the unit's default, info."""
+    out = stream or sys.stderr
+    if stderr_is_journal(out):
+        text = "\n".join(f"<{syslog_priority(logging.ERROR)}>{line}" for line in text.splitlines())
+    print(text, file=out)
+
+
 def setup_logging(
     level: str = "info",
     *,
