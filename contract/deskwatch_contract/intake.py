@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,10 @@ RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
 FIRST_INSTANT = datetime(1970, 1, 1, tzinfo=UTC)
 END_INSTANT = datetime(2100, 1, 1, tzinfo=UTC)
 KINDS = ("pause", "resume", "scan", "activity")
+# Rejections of one kind said in full within a minute; those beyond go to debug, and the next one
+# said after the minute says how many there were. A loop publishing bad messages on the device's
+# topics must not fill the journal (journald drops a service's lines past 10,000 in 30 s).
+REJECTIONS_SAID_A_MINUTE = 5
 SCHEMAS = {
     "pause": schema_id("cmd.pause"),
     "resume": schema_id("cmd.resume"),
@@ -78,10 +83,13 @@ def kind_for_topic(suffix: str) -> str:
 
 
 class CommandIntake:
-    def __init__(self, handler: CommandHandler | None = None) -> None:
+    def __init__(self, handler: CommandHandler | None = None, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.handler = handler
         self.received = 0
         self.rejected = 0
+        self._monotonic = monotonic
+        # kind -> [start of its minute, rejections said in it, rejections not said since the last said]
+        self._said: dict[str, list[float]] = {}
 
     def handle(self, kind: str, raw: bytes) -> CommandResult:
         """Validate and dispatch one message; always returns a result, never raises."""
@@ -99,7 +107,9 @@ class CommandIntake:
         except Exception as exc:  # a handler bug must not take the daemon down
             logger.exception("command %s (request %s) failed inside the handler", kind, request_id)
             return self._reject(kind, request_id, f"internal error: {type(exc).__name__}")
-        logger.info(
+        # an activity report is routine (the companion's, every 30 s): a debug line; the handler
+        # logs what a pause, resume or scan does
+        (logger.debug if kind == "activity" else logger.info)(
             "command %s accepted (request %s)",
             kind,
             request_id,
@@ -121,13 +131,31 @@ class CommandIntake:
     def _reject(self, kind: str, request_id: str | None, reason: str) -> CommandResult:
         self.rejected += 1
         reason = reason[:300]
-        logger.warning(
-            "command %s rejected (request %s): %s",
-            kind,
-            request_id,
-            reason,
-            extra={"journal": {"COMMAND": kind, "REQUEST_ID": request_id or ""}},
-        )
+        now = self._monotonic()
+        said = self._said.setdefault(kind, [now, 0, 0])
+        if now - said[0] >= 60.0:
+            said[0], said[1] = now, 0
+        if said[1] >= REJECTIONS_SAID_A_MINUTE:
+            said[2] += 1
+            logger.debug("command %s rejected (request %s): %s", kind, request_id, reason)
+        else:
+            said[1] += 1
+            more = f" ({said[2]} more {kind} commands were rejected since the last said)" if said[2] else ""
+            last = (
+                f"; more rejected {kind} commands this minute are not said one by one (health counts them all)"
+                if said[1] == REJECTIONS_SAID_A_MINUTE
+                else ""
+            )
+            said[2] = 0
+            logger.warning(
+                "command %s rejected (request %s): %s%s%s",
+                kind,
+                request_id,
+                reason,
+                more,
+                last,
+                extra={"journal": {"COMMAND": kind, "REQUEST_ID": request_id or ""}},
+            )
         return CommandResult(request_id, kind if kind in KINDS else "unknown", False, reason)
 
 

@@ -259,3 +259,72 @@ def test_a_bad_config_under_systemd_is_an_error_in_the_journal_not_info(tmp_path
     assert len(lines) >= 3 and "configuration error" in lines[0], lines
     assert all(line.startswith("<3>") for line in lines), lines
     assert any("mqtt.port = 99999" in line for line in lines), lines
+
+
+@pytest.mark.broker
+def test_activity_reports_and_a_flood_of_bad_commands_do_not_fill_the_journal(
+    tmp_path: Path, make_broker: MakeBroker, journal: Journal
+) -> None:
+    """The desk companion reports idle time every 30 s, and each report was an INFO line
+    ('command activity accepted (request None)'): 2,880 a day a desk, among a few dozen scans.
+    And anyone who can publish on the desk's topics (a companion gone wrong in a loop, a test
+    script left running) had each bad message written as a WARNING: 1,000 bad messages, 1,000
+    lines, and past 10,000 in 30 s journald drops the daemon's own lines. A routine report is
+    now a debug line; rejections of one command kind are said at most a few times a minute, and
+    then how many more there were (all of them are counted in health, commands_rejected)."""
+    import json
+    from datetime import UTC, datetime
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from deskwatch.app import build_delivery
+    from tests.support.mosquitto import device_config
+
+    broker = make_broker()
+    delivery = build_delivery(device_config(tmp_path / "state", broker), version="t", models={})
+    delivery.on_command(lambda kind, body: None)
+    delivery.start()
+    flood = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="flood")
+    flood.connect("127.0.0.1", broker.port)
+    flood.loop_start()
+    try:
+        deadline = time.monotonic() + 10
+        while not delivery.connected and time.monotonic() < deadline:
+            time.sleep(0.05)
+        topic = delivery.prefix + "activity"
+        good = {"schema": "deskwatch.activity/1", "idle_seconds": 3, "source": "x11"}
+        for _ in range(100):
+            good["since"] = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            flood.publish(topic, json.dumps(good), qos=1)
+        for n in range(1000):
+            flood.publish(topic, b'{"schema": "nonsense", "n": %d}' % n, qos=1)
+        deadline, seen, quiet_since = time.monotonic() + 60, -1, time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - quiet_since < 2:  # until it is all taken
+            time.sleep(0.1)
+            if (now := delivery.stats()["mqtt"]["commands_received"]) != seen:
+                seen, quiet_since = now, time.monotonic()
+        stats = delivery.stats()["mqtt"]
+    finally:
+        flood.loop_stop()
+        flood.disconnect()
+        delivery.stop(2)
+    # (those beyond the 256 waiting are answered "busy" at once, not counted)
+    assert stats["commands_received"] >= 900 and stats["commands_rejected"] >= 800, stats
+    lines = [r.getMessage() for r in _said(journal, "deskwatch_contract.intake")]
+    assert not [line for line in lines if "accepted" in line], lines[:5]
+    assert 1 <= len(lines) <= 10, f"{len(lines)} lines: " + "\n".join(lines[:20])
+
+
+def test_rejections_not_said_one_by_one_are_counted_in_the_next_line(journal: Journal) -> None:
+    from deskwatch_contract.intake import CommandIntake
+
+    now = [100.0]
+    intake = CommandIntake(lambda kind, body: None, monotonic=lambda: now[0])
+    for _ in range(20):
+        assert not intake.handle("pause", b"{}").ok
+    now[0] += 61
+    intake.handle("pause", b"{}")
+    lines = [r.getMessage() for r in _said(journal, "deskwatch_contract.intake")]
+    assert len(lines) == 6, lines
+    assert "not said one by one" in lines[4] and "15 more pause commands" in lines[5], lines
