@@ -930,10 +930,18 @@ class Daemon:
         if callable(close):
             close()
         self.audit.close()
+        queued = self.delivery.outbox_depth()
+        # what is left for the next start: the operator restarting a device during an outage
+        # (or before an update) learns whether anything waits on the card
         log.info(
-            "deskwatch stopped after %d scans",
+            "deskwatch stopped after %d scans: device %s/%s; %s",
             self.scanner.stats.scans,
-            extra={"journal": {"DESKWATCH_EVENT": "stopped"}},
+            self.cfg.device.site,
+            self.cfg.device.id,
+            f"{queued} messages still queued on the device, sent after the next start"
+            if queued
+            else "nothing left to send",
+            extra={"journal": {"DESKWATCH_EVENT": "stopped", "OUTBOX_DEPTH": queued}},
         )
 
 

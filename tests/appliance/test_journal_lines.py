@@ -328,3 +328,30 @@ def test_rejections_not_said_one_by_one_are_counted_in_the_next_line(journal: Jo
     lines = [r.getMessage() for r in _said(journal, "deskwatch_contract.intake")]
     assert len(lines) == 6, lines
     assert "not said one by one" in lines[4] and "15 more pause commands" in lines[5], lines
+
+
+def test_the_stop_says_what_is_left_to_send(
+    write_config: Callable[..., Path], clock: FakeClock, journal: Journal
+) -> None:
+    """Stopped during an outage (a restart, an update, a power-down by the worker) the daemon
+    said 'deskwatch stopped after 3 scans' and no word of the 40 messages still on the card: the
+    operator could not tell whether stopping it then lost anything. The stop line now names the
+    device and what is still queued (sent after the next start), or that nothing is."""
+
+    class Backlog(RecordingDelivery):
+        def outbox_depth(self) -> int:
+            return 40
+
+    cfg = load_config(write_config())
+    parts = Parts(
+        camera=FakeCamera(frames=bright_frames()),
+        vision=ScriptedVision(),
+        delivery=Backlog(),
+        notifier=SilentNotifier(),
+    )
+    Daemon(cfg, clock=clock, parts=parts).run(max_scans=1, install_signals=False)
+    (stopped,) = [r.getMessage() for r in _said(journal, "deskwatch.app") if "stopped after" in r.getMessage()]
+    assert "device site-a/desk-1" in stopped and "40 messages still queued" in stopped, stopped
+    make_daemon(write_config, clock).run(max_scans=1, install_signals=False)
+    last = [r.getMessage() for r in _said(journal, "deskwatch.app") if "stopped after" in r.getMessage()][-1]
+    assert last.endswith("nothing left to send"), last
