@@ -834,7 +834,11 @@ class Daemon:
             broker=self.delivery.state(),
             degraded="; ".join(reasons) or None,
         )
-        return f"paused ({pause.reason}) · {text}" if pause is not None else text
+        if pause is None:
+            return text
+        # not the reason: `systemctl status deskwatch` shows this line to every user of the
+        # device, and the worker's words are for their trail and the employer's record
+        return f"paused until {self._when(pause.ends_at)} · {text}"
 
     def _check_pause(self) -> None:
         finding = self.policy.check_overrun(self.clock.now())

@@ -355,3 +355,14 @@ def test_the_stop_says_what_is_left_to_send(
     make_daemon(write_config, clock).run(max_scans=1, install_signals=False)
     last = [r.getMessage() for r in _said(journal, "deskwatch.app") if "stopped after" in r.getMessage()][-1]
     assert last.endswith("nothing left to send"), last
+
+
+def test_the_pause_reason_stays_out_of_systemctl_status(write_config: Callable[..., Path], clock: FakeClock) -> None:
+    """STATUS= (what `systemctl status deskwatch` shows, to any user of the device, and what the
+    unit's status line in a fleet's monitoring scrapes) began 'paused (<the worker's reason>)'.
+    It now says until when the worker is paused, not why."""
+    daemon = make_daemon(write_config, clock)
+    daemon.handle_command("pause", {"request_id": "r1", "reason": REASON, "minutes": 30})
+    status = daemon.status_text()
+    assert status.startswith("paused until 09:30:00 UTC · "), status
+    assert "Zq7" not in status
