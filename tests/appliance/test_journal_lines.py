@@ -366,3 +366,30 @@ def test_the_pause_reason_stays_out_of_systemctl_status(write_config: Callable[.
     status = daemon.status_text()
     assert status.startswith("paused until 09:30:00 UTC · "), status
     assert "Zq7" not in status
+
+
+def test_a_notify_socket_that_fails_is_said_once_not_at_every_ping(
+    tmp_path: Path, journal: Journal, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """systemd's notify socket refusing the daemon's datagrams (gone while systemd re-executes,
+    or full under load: EAGAIN) made every notification a WARNING 'sd_notify failed: [Errno 2]
+    No such file or directory' - with the watchdog on, one every 0.7 s (the demo's daemon under
+    NOTIFY_SOCKET=/tmp/nonexist.sock WATCHDOG_USEC=2000000 wrote 40 in 30 s), saying nothing of
+    what it means. It is said once, with the consequence, and once when it works again."""
+    import socket
+
+    from deskwatch.system.notify import Notifier
+
+    path = tmp_path / "notify.sock"
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    notifier = Notifier(use_systemd_python=False)
+    for _ in range(50):
+        assert not notifier.watchdog()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(path))
+        assert notifier.watchdog()
+        assert sock.recv(100) == b"WATCHDOG=1"
+    lines = [(r.levelname, r.getMessage()) for r in _said(journal, "deskwatch.system.notify")]
+    assert len(lines) == 2, lines
+    assert lines[0][0] == "WARNING" and "watchdog" in lines[0][1] and "restarts it" in lines[0][1], lines
+    assert lines[1] == ("INFO", "systemd is notified again (50 notifications were lost)"), lines

@@ -22,7 +22,16 @@ Sender = Callable[[str], bool]
 
 
 def socket_send(state: str, address: str | None = None) -> bool:
-    """Send one notification datagram; True when it was sent."""
+    """Send one notification datagram; True when it was sent (a failure is a warning)."""
+    try:
+        return _send_datagram(state, address)
+    except OSError as exc:
+        log.warning("sd_notify to %s failed: %s", address or os.environ.get("NOTIFY_SOCKET", ""), exc)
+        return False
+
+
+def _send_datagram(state: str, address: str | None = None) -> bool:
+    """:func:`socket_send` that raises OSError when the datagram cannot be sent."""
     address = address if address is not None else os.environ.get("NOTIFY_SOCKET", "")
     if not address:
         return False
@@ -33,14 +42,10 @@ def socket_send(state: str, address: str | None = None) -> bool:
     else:  # vsock or garbage: not for an appliance daemon
         log.debug("NOTIFY_SOCKET %r is not a unix socket; not notifying", address)
         return False
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(target)
-            sock.sendall(state.encode("utf-8"))
-        return True
-    except OSError as exc:
-        log.warning("sd_notify to %s failed: %s", address, exc)
-        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        sock.connect(target)
+        sock.sendall(state.encode("utf-8"))
+    return True
 
 
 def _systemd_python_sender() -> Sender | None:
@@ -88,11 +93,13 @@ class Notifier:
         if sender is None:
             sender = _systemd_python_sender() if use_systemd_python else None
             self.backend = "systemd-python" if sender is not None else "socket"
-            sender = sender or socket_send
+            sender = sender or _send_datagram
         else:
             self.backend = "custom"
         self._send = sender
         self._last_status: str | None = None
+        self._failing: str | None = None  # the error of a spell of failed notifications
+        self._lost = 0  # notifications lost in it
 
     @property
     def enabled(self) -> bool:
@@ -100,12 +107,27 @@ class Notifier:
         return bool(os.environ.get("NOTIFY_SOCKET"))
 
     def notify(self, *states: str) -> bool:
+        """Send; a failure is said once a spell (the watchdog pings every few seconds: a line
+        each would fill the journal), and again when notifications go through again."""
         text = "\n".join(states)
         try:
-            return self._send(text)
+            sent = self._send(text)
         except Exception as exc:
-            log.warning("sd_notify failed: %s", exc)
+            self._lost += 1
+            if self._failing != str(exc):
+                self._failing = str(exc)
+                log.warning(
+                    "cannot notify systemd through NOTIFY_SOCKET %s (%s): while this lasts systemd gets no "
+                    "status and no watchdog pings from the daemon, and restarts it when the unit's watchdog "
+                    "runs out; further failures like this are not logged one by one",
+                    os.environ.get("NOTIFY_SOCKET", ""),
+                    exc,
+                )
             return False
+        if self._failing is not None:
+            log.info("systemd is notified again (%d notifications were lost)", self._lost)
+            self._failing, self._lost = None, 0
+        return sent
 
     def ready(self, status: str | None = None) -> bool:
         """READY=1: models loaded, first broker connection attempted."""
