@@ -153,6 +153,33 @@ def test_a_connection_that_keeps_dropping_is_said_once_not_once_a_second(
 
 
 @pytest.mark.broker
+def test_a_connection_that_keeps_dropping_names_the_likely_cause(
+    tmp_path: Path, make_broker: MakeBroker, journal: Journal
+) -> None:
+    """The 'keeps dropping' line ended in 'reconnecting with backoff': nothing to act on, while
+    the broker's own log names the cause. It now says what to look for there and what to do
+    when it is a second device with this one's identity."""
+    from deskwatch.app import build_delivery
+    from tests.support.mosquitto import device_config
+
+    broker = make_broker()
+    twins = [build_delivery(device_config(tmp_path / f"state{n}", broker), version="t", models={}) for n in (1, 2)]
+    for delivery in twins:
+        delivery.start()
+    try:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any("keeps dropping" in r.getMessage() for r in journal.records):
+            time.sleep(0.1)
+    finally:
+        for delivery in twins:
+            delivery.stop(2)
+    line = next(r.getMessage() for r in journal.records if "keeps dropping" in r.getMessage())
+    assert "Client acme/desk-a already connected" in line and "own device.id and certificate" in line, line
+    broker.stop()  # its log, written to a file, is flushed at the exit
+    assert "Client acme/desk-a already connected, closing old connection" in broker.log_text()  # as the line says
+
+
+@pytest.mark.broker
 def test_a_broker_that_stays_away_is_said_again_now_and_then(
     tmp_path: Path, make_broker: MakeBroker, journal: Journal, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -405,15 +405,24 @@ class Delivery:
             kind, message, is_auth = problem.kind, problem.message, problem.needs_fixing
             short = link is not None and link.connected_at is not None and not link.stable
             if short and self._short_connections == 2:  # the round began: said once, the rounds after it at debug
+                cid = client_id(self.source.site, self.source.device_id)
+                remedy = (
+                    problem.remedy
+                    if is_auth
+                    else f"a broker closes a client's connection when another connects with its client id: if "
+                    f"the broker's log says 'Client {cid} already connected, closing old connection', a second "
+                    "device uses this one's identity (an SD card cloned from it, or its config and certificate "
+                    "copied): give that one its own device.id and certificate; else that log says why it closes"
+                )
                 (logger.error if is_auth else logger.warning)(
                     "the connection to broker %s:%d keeps dropping within %.0f s of being made (%d times in a "
-                    "row; the last: %s): %s; saying so again once a connection holds",
+                    "row; the last: %s): %s; reconnecting with backoff, and saying so again once a connection holds",
                     self.mqtt_cfg.host,
                     self.mqtt_cfg.port,
                     self.stable_after,
                     self._short_connections,
                     problem.detail,
-                    problem.remedy,
+                    remedy,
                     extra={"journal": {"MQTT_PROBLEM": "dropping"}},
                 )
             if kind == FALLBACK and not fell_back:
