@@ -617,8 +617,11 @@ class Daemon:
         """Whether the event reached the audit trail (a failure is logged, not raised)."""
         try:
             self.audit.record_event(kind, at, detail)
-        except Exception:  # logged: a pause or a refusal holds whatever the audit disk does
-            log.exception("could not write %s to the audit trail", kind)
+        except Exception as exc:  # logged: a pause or a refusal holds whatever the audit disk does
+            # a card that refuses writes is said as the trail says it (once in full, then a line
+            # each), not as a bug: a traceback only for what is not the disk's doing
+            if not self.audit.unwritten(f"could not write {kind} to the audit trail", exc):
+                log.exception("could not write %s to the audit trail", kind)
             return False
         return True
 

@@ -19,6 +19,7 @@ from deskwatch.config import load_config
 from deskwatch.system.logs import record_fields
 from tests.support.common import FakeClock
 from tests.support.fakes import RecordingDelivery, ScriptedVision, SilentNotifier
+from tests.support.faultfs import FaultFs
 from tests.support.mosquitto import MakeBroker
 
 
@@ -420,3 +421,25 @@ def test_a_notify_socket_that_fails_is_said_once_not_at_every_ping(
     assert len(lines) == 2, lines
     assert lines[0][0] == "WARNING" and "watchdog" in lines[0][1] and "restarts it" in lines[0][1], lines
     assert lines[1] == ("INFO", "systemd is notified again (50 notifications were lost)"), lines
+
+
+def test_a_remote_scan_on_a_card_that_refuses_writes_is_said_without_tracebacks(
+    write_config: Callable[..., Path], clock: FakeClock, journal: Journal, fault_fs: FaultFs
+) -> None:
+    """The card under the state directory turned read-only (a failing SD card): every cmd/scan
+    from the console wrote two full tracebacks ('could not write remote_scan_accepted to the
+    audit trail', then ..._refused), an expected fault of the card dressed as a bug, and never
+    what was wrong with the disk. The trail's own way is used now, as for pauses and scans: the
+    disk's trouble and what to do once, then one line per entry not recorded."""
+    from deskwatch_contract.intake import CommandRejected
+
+    state = fault_fs.ext4_on_tmpfs() / "state"
+    daemon = make_daemon(write_config, clock, extra=f"state_dir: {state}")
+    fault_fs.force_read_only()
+    for n in range(3):
+        with pytest.raises(CommandRejected, match="audit trail cannot be written"):
+            daemon.handle_command("scan", {"request_id": f"r{n}"})
+    daemon.audit.close()
+    said = [r for r in journal.records if "remote_scan" in r.getMessage() and r.levelno >= logging.ERROR]
+    assert said and not [r for r in said if r.exc_info], [r.getMessage() for r in said if r.exc_info]
+    assert sum("read-only" in r.getMessage() for r in said) >= 1, [r.getMessage() for r in said]
