@@ -443,3 +443,43 @@ def test_a_remote_scan_on_a_card_that_refuses_writes_is_said_without_tracebacks(
     said = [r for r in journal.records if "remote_scan" in r.getMessage() and r.levelno >= logging.ERROR]
     assert said and not [r for r in said if r.exc_info], [r.getMessage() for r in said if r.exc_info]
     assert sum("read-only" in r.getMessage() for r in said) >= 1, [r.getMessage() for r in said]
+
+
+def test_a_job_outcome_the_card_cannot_queue_is_said_once_not_at_every_turn(
+    tmp_path: Path, journal: Journal, fault_fs: FaultFs
+) -> None:
+    """A model job finished while the card under the state directory turned read-only (a
+    failing SD card): its outcome could not be queued for the collector, and at every turn of
+    the daemon's loop (every 5 s) the daemon wrote 'job j-7 (model): succeeded' and 'its outcome
+    could not be queued ... tried again later' again - 34,000 lines a day until the card was
+    replaced. The trouble is said once (and again if it changes), the outcome is tried again
+    quietly, and its line comes when it is queued."""
+    import json
+
+    from deskwatch.delivery.outbox import Outbox
+    from deskwatch.jobs.agent import JobAgent
+
+    state = fault_fs.ext4_on_tmpfs() / "state"
+    box = Outbox(state, max_bytes=10**8, max_messages=1000, max_age_days=20)
+    agent = JobAgent(
+        site="site-a",
+        device_id="desk-1",
+        version="0.2.0",
+        state_dir=state,
+        publish=lambda payload: box.put("result", "jobs/progress", payload),
+        models_dir=tmp_path / "models",
+        model_check=lambda new_dir, file: None,
+        swap=lambda directory: None,
+        keys_dir=tmp_path,
+    )
+    agent.done_dir.mkdir(parents=True)
+    (agent.done_dir / "j-7.json").write_text(json.dumps({"job_id": "j-7", "status": "succeeded", "kind": "model"}))
+    fault_fs.force_read_only()
+    try:
+        for _ in range(20):  # 20 turns of the loop: 100 s
+            agent.tick()
+    finally:
+        box.close()
+    lines = [r.getMessage() for r in _said(journal, "deskwatch.jobs.agent")]
+    assert len(lines) <= 2, lines
+    assert any("could not be queued" in line for line in lines), lines

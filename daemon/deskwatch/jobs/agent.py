@@ -86,6 +86,10 @@ class JobAgent:
         self._unsaved: dict[str, str] = {}  # final statuses the disk did not take yet (guarded by _lock)
         self._disk_trouble = False  # said once per spell
         self._reported: set[Path] = set()  # outcome files reported that the disk would not let go of
+        # an outcome the outbox refused is tried at every turn of the loop (5 s): its line and the
+        # refusal are said once (the refusal again if it changes), not at every turn
+        self._said: set[tuple[str, str, str]] = set()
+        self._queue_trouble: str | None = None
 
     # -- bookkeeping ------------------------------------------------------------------------
     def _seen(self) -> dict[str, str]:
@@ -131,6 +135,9 @@ class JobAgent:
             self.site, self.device_id, job_id, status, kind=kind, step=step, detail=detail, version=self.version, **kw
         )
         level = logging.WARNING if status in ("failed", "rejected") else logging.INFO
+        if (job_id, status, step) in self._said:  # tried again after the outbox refused it
+            level = logging.DEBUG
+        self._said.add((job_id, status, step))
         log.log(
             level,
             "job %s (%s): %s%s%s",
@@ -222,12 +229,9 @@ class JobAgent:
                             rolled_back=bool(out.get("rolled_back")),
                         )
                     except (OSError, sqlite3.Error) as exc:  # the report could not be queued: kept for later
-                        log.error(
-                            "job %s: its outcome could not be queued for the collector (%s); tried again later",
-                            done_id,
-                            exc,
-                        )
+                        self._not_queued(done_id, exc)
                         return
+                    self._queued_again()
                 try:
                     path.unlink(missing_ok=True)
                 except OSError:  # a read-only card: reported, and not again while the daemon runs
@@ -246,9 +250,26 @@ class JobAgent:
                     rolled_back=record["state"] == "rolled_back",
                 )
             except (OSError, sqlite3.Error) as exc:
-                log.error(
-                    "job %s: its outcome could not be queued for the collector (%s); tried again later", job_id, exc
-                )
+                self._not_queued(str(job_id), exc)
+            else:
+                self._queued_again()
+
+    def _not_queued(self, job_id: str, exc: BaseException) -> None:
+        if self._queue_trouble == str(exc):
+            log.debug("job %s: its outcome could not be queued yet (%s)", job_id, exc)
+            return
+        self._queue_trouble = str(exc)
+        log.error(
+            "job %s: its outcome could not be queued for the collector: %s; tried again at every turn of the "
+            "daemon's loop, said again when it is queued or the error changes",
+            job_id,
+            disk_trouble(self.state_dir, exc),
+        )
+
+    def _queued_again(self) -> None:
+        if self._queue_trouble is not None:
+            log.info("job outcomes are queued for the collector again (they could not be: %s)", self._queue_trouble)
+            self._queue_trouble = None
 
     # -- model jobs ---------------------------------------------------------------------------
     def _run_model(self, job: JobDocument) -> None:
