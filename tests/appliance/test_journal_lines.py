@@ -483,3 +483,39 @@ def test_a_job_outcome_the_card_cannot_queue_is_said_once_not_at_every_turn(
     lines = [r.getMessage() for r in _said(journal, "deskwatch.jobs.agent")]
     assert len(lines) <= 2, lines
     assert any("could not be queued" in line for line in lines), lines
+
+
+@pytest.mark.broker
+def test_caps_a_read_only_card_refuses_are_said_once_without_a_traceback_a_minute(
+    tmp_path: Path, make_broker: MakeBroker, journal: Journal, fault_fs: FaultFs, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The card turned read-only (a failing SD card) with a message past the outbox's age cap
+    queued: the publisher's cap pass, every minute, could not delete it and wrote 'outbox caps
+    could not be applied; retrying in 60 s' with a full traceback, every minute for as long as
+    the card stayed so - an expected fault of the card as a bug, and no word of the disk. It is
+    said once with the disk's trouble and what to do; the pass is tried again quietly."""
+    from deskwatch.app import build_delivery
+    from deskwatch.delivery import client
+    from deskwatch.delivery.outbox import Outbox
+    from tests.support.mosquitto import device_config
+
+    monkeypatch.setattr(client, "CAPS_EVERY_SECONDS", 0.2)
+    state = fault_fs.ext4_on_tmpfs() / "state"
+    old = Outbox(state, max_bytes=10**8, max_messages=1000, max_age_days=20, wall_clock=lambda: time.time() - 3 * 86400)
+    old.put("health", "health", {"n": 1}, offline=True)  # queued three days ago
+    old.close()
+    broker = make_broker()
+    cfg = device_config(state, broker, extra="outbox: {max_age_days: 1}")
+    broker.stop()  # nothing is sent: the message stays queued
+    delivery = build_delivery(cfg, version="t", models={})
+    fault_fs.force_read_only()
+    delivery.start()
+    try:
+        time.sleep(3)  # about 15 cap passes
+    finally:
+        delivery.stop(2)
+    said = [r for r in journal.records if r.name == "deskwatch.delivery.client" and "caps" in r.getMessage()]
+    loud = [r for r in said if r.levelno >= logging.WARNING]
+    assert len(said) >= 5, [r.getMessage() for r in said]  # the pass was tried again and again
+    assert len(loud) == 1 and not loud[0].exc_info, [(r.getMessage(), bool(r.exc_info)) for r in loud]
+    assert "read-only" in loud[0].getMessage(), loud[0].getMessage()

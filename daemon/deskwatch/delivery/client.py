@@ -622,14 +622,30 @@ class Delivery:
 
     def _run_publisher(self) -> None:
         last_caps = time.monotonic()
+        caps_trouble: str | None = None  # why the last cap pass failed (said once a spell)
         while not self._stop.is_set():
             self._progress = time.monotonic()
             if time.monotonic() - last_caps > CAPS_EVERY_SECONDS:
                 last_caps = time.monotonic()
                 try:
                     self.outbox.enforce_caps()
-                except Exception:  # e.g. the disk is full: keep publishing what is queued
+                except (sqlite3.Error, OSError) as exc:  # the card refuses the deletes: keep publishing
+                    if caps_trouble is None:
+                        logger.error(
+                            "outbox caps could not be applied (what is past its age stays queued): %s; tried again "
+                            "every %d s, said again when it works",
+                            disk_trouble(self.outbox.path.parent, exc),
+                            CAPS_EVERY_SECONDS,
+                        )
+                    else:
+                        logger.debug("outbox caps could not be applied yet: %s", exc)
+                    caps_trouble = str(exc)
+                except Exception:  # a bug: keep publishing what is queued
                     logger.exception("outbox caps could not be applied; retrying in %d s", CAPS_EVERY_SECONDS)
+                else:
+                    if caps_trouble is not None:
+                        logger.info("outbox caps are applied again (they could not be: %s)", caps_trouble)
+                        caps_trouble = None
             if self._draining_stop.is_set():
                 break
             if not self._connected.wait(0.5):
