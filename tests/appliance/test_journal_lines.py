@@ -519,3 +519,29 @@ def test_caps_a_read_only_card_refuses_are_said_once_without_a_traceback_a_minut
     assert len(said) >= 5, [r.getMessage() for r in said]  # the pass was tried again and again
     assert len(loud) == 1 and not loud[0].exc_info, [(r.getMessage(), bool(r.exc_info)) for r in loud]
     assert "read-only" in loud[0].getMessage(), loud[0].getMessage()
+
+
+def test_a_presigned_download_url_leaves_its_token_out_of_the_journal(tmp_path: Path) -> None:
+    """A software or model job's artifact is often a presigned URL (S3: ?X-Amz-Signature=...;
+    others: ?token=..., or user:password@host): a credential, valid for hours or days to anyone
+    who reads it. The daemon wrote the whole URL into the journal at the download step and
+    into every failure ('cannot download https://...?X-Amz-Signature=...: ...'). The host and
+    path say which artifact; the token stays out."""
+    import socket
+
+    from deskwatch.jobs.download import DownloadFailed, fetch
+    from deskwatch_contract.jobs import Artifact
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nobody listens there once it is closed
+    url = f"http://fleet:pw-Zq7@127.0.0.1:{port}/b/deskwatch-0.3.bin?X-Amz-Signature=sig-Zq7&X-Amz-Expires=86400"
+    with pytest.raises(DownloadFailed) as failed:
+        fetch(Artifact(url, "0" * 64, 1000), tmp_path / "b.bin")
+    assert "Zq7" not in str(failed.value), failed.value
+    assert f"127.0.0.1:{port}/b/deskwatch-0.3.bin?..." in str(failed.value), failed.value
+    from deskwatch.jobs.download import shown
+
+    assert shown(url) == f"http://127.0.0.1:{port}/b/deskwatch-0.3.bin?..."
+    source = (Path(__file__).parents[2] / "daemon/deskwatch/jobs/agent.py").read_text()
+    assert "detail=shown(art.url)" in source  # the download step's line and progress too

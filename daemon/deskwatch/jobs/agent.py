@@ -42,7 +42,7 @@ from deskwatch_contract.jsonutil import JsonRejected, loads_object
 from deskwatch_contract.signing import SignatureRejected, load_public_keys, open_envelope
 from deskwatch_contract.sqlite import disk_trouble
 
-from .download import DownloadFailed, fetch
+from .download import DownloadFailed, fetch, shown
 from .executor import KEYS_DIR, jobs_dirs
 
 log = logging.getLogger(__name__)
@@ -287,7 +287,7 @@ class JobAgent:
         base = self.state_dir / "models"
         staging = base / f"job-{job.job_id}"
         try:
-            self._say(job.job_id, "in_progress", kind=job.kind, step="download", detail=art.url)
+            self._say(job.job_id, "in_progress", kind=job.kind, step="download", detail=shown(art.url))
             manifest = yaml.safe_load((self.models_dir / "manifest.yaml").read_text()) or {}
             entries: dict[str, Any] = manifest.get("models") or {} if isinstance(manifest, dict) else {}
             names = [k for k, v in entries.items() if isinstance(v, dict) and v.get("file") == art.file]

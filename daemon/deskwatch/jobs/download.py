@@ -35,6 +35,7 @@ import socket
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -128,6 +129,18 @@ def _opener(deadline: _Deadline) -> urllib.request.OpenerDirector:
     return urllib.request.build_opener(HTTP(), HTTPS())
 
 
+def shown(url: str) -> str:
+    """The URL for the journal and the job's progress: without a user name or password in it,
+    and without its query and fragment, where a presigned download's token lives
+    (``?X-Amz-Signature=...``, ``?token=...``): ``https://host/path?...``."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    rest = "?..." if parts.query or parts.fragment else ""
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", "")) + rest
+
+
 def deadline_for(size: int, *, min_rate: float = MIN_RATE, floor: float = FLOOR_S) -> float:
     """Seconds a download of ``size`` bytes may take."""
     return max(floor, size / min_rate)
@@ -168,7 +181,7 @@ def _stream(artifact: Artifact, fd: int, timeout: float, seconds: float, where: 
         raise _no_room(artifact, where, free)
     digest, size, written = hashlib.sha256(), 0, 0
     deadline = _Deadline(seconds)
-    too_slow = f"{artifact.url}: not downloaded within {seconds:.0f} s (the job's {artifact.bytes} bytes)"
+    too_slow = f"{shown(artifact.url)}: not downloaded within {seconds:.0f} s (the job's {artifact.bytes} bytes)"
     try:
         with _opener(deadline).open(artifact.url, timeout=timeout) as response:
             while chunk := response.read(CHUNK):
@@ -176,7 +189,9 @@ def _stream(artifact: Artifact, fd: int, timeout: float, seconds: float, where: 
                     raise DownloadFailed(too_slow)
                 size += len(chunk)
                 if size > artifact.bytes:
-                    raise DownloadFailed(f"{artifact.url} is larger than the {artifact.bytes} bytes the job names")
+                    raise DownloadFailed(
+                        f"{shown(artifact.url)} is larger than the {artifact.bytes} bytes the job names"
+                    )
                 digest.update(chunk)
                 view = memoryview(chunk)
                 while view:
@@ -191,7 +206,7 @@ def _stream(artifact: Artifact, fd: int, timeout: float, seconds: float, where: 
             raise _no_room(artifact, where, free, written) from None
         if deadline.passed():
             raise DownloadFailed(too_slow) from None
-        raise DownloadFailed(f"cannot download {artifact.url}: {exc}") from None
+        raise DownloadFailed(f"cannot download {shown(artifact.url)}: {exc}") from None
     finally:
         deadline.close()
     _verify(artifact, digest.hexdigest(), size)
@@ -199,7 +214,9 @@ def _stream(artifact: Artifact, fd: int, timeout: float, seconds: float, where: 
 
 def _verify(artifact: Artifact, sha256: str, size: int) -> None:
     if size != artifact.bytes or sha256 != artifact.sha256:
-        raise DownloadFailed(f"{artifact.url} is not the artifact the job names (sha256 {sha256[:12]}…, {size} bytes)")
+        raise DownloadFailed(
+            f"{shown(artifact.url)} is not the artifact the job names (sha256 {sha256[:12]}…, {size} bytes)"
+        )
 
 
 def _read_back(artifact: Artifact, fd: int) -> None:
