@@ -545,3 +545,19 @@ def test_a_presigned_download_url_leaves_its_token_out_of_the_journal(tmp_path: 
     assert shown(url) == f"http://127.0.0.1:{port}/b/deskwatch-0.3.bin?..."
     source = (Path(__file__).parents[2] / "daemon/deskwatch/jobs/agent.py").read_text()
     assert "detail=shown(art.url)" in source  # the download step's line and progress too
+
+
+def test_a_missing_webcam_is_our_one_error_not_opencvs_warning_as_info(capfd: pytest.CaptureFixture[str]) -> None:
+    """With the USB webcam unplugged, each attempt to open it also had OpenCV print its own
+    '[ WARN:0@6.8] global cap.cpp:212 open VIDEOIO(V4L2): backend is generally available but
+    can't be used to capture by name' on stderr, which journald files at info - a 'WARN' of the
+    wrong priority beside the daemon's own error, saying less than it. OpenCV's own lines below
+    an error stay out; the daemon's error says what to check."""
+    from deskwatch.camera import CameraError
+    from deskwatch.camera.config import CameraConfig
+    from deskwatch.camera.v4l2 import V4l2Camera
+
+    camera = V4l2Camera(CameraConfig(backend="v4l2", source="/dev/video-not-there"))
+    with pytest.raises(CameraError, match="is the webcam plugged in"):
+        camera.open()
+    assert "WARN" not in capfd.readouterr().err

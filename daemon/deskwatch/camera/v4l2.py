@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -29,6 +30,7 @@ class V4l2Camera:
             raise CameraError(
                 "the v4l2 backend needs OpenCV: pip install opencv-python-headless (a deskwatch dependency: reinstall deskwatch)"
             ) from None
+        _quiet(cv2)
         cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
         if not cap.isOpened():
             raise CameraError(
@@ -67,3 +69,11 @@ class V4l2Camera:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+
+
+def _quiet(cv2: Any) -> None:
+    """OpenCV's own lines below an error stay off stderr: each failed open of an unplugged webcam
+    printed a '[ WARN:...] ... can't be used to capture by name' there, which journald files at
+    info beside the daemon's own error (which says what to check)."""
+    with contextlib.suppress(AttributeError):  # an OpenCV without its logging module
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
