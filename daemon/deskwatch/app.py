@@ -882,7 +882,7 @@ class Daemon:
             log.exception("health not queued; the next one is tried in %d s", self.cfg.service.health_interval_seconds)
             return
         if self._health_trouble is not None:
-            log.warning("health is queued again (it was not: %s)", self._health_trouble)
+            log.info("health is queued again (it was not: %s)", self._health_trouble)
             self._health_trouble = None
 
     def _send_health(self) -> None:

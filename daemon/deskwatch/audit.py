@@ -366,9 +366,7 @@ class AuditLog:
                     self.save_collector_view(self._held_view)
                 except sqlite3.Error:
                     return False
-                log.warning(
-                    "audit trail: the collector's view of this desk's findings is saved now (the disk refused it)"
-                )
+                log.info("audit trail: the collector's view of this desk's findings is saved now (the disk refused it)")
         while self._held:
             scan_id, row = next(iter(self._held.items()))
             try:
@@ -376,7 +374,7 @@ class AuditLog:
             except sqlite3.Error:
                 return False
             self._held.pop(scan_id, None)  # (a pause's record_event on another thread may have written it too)
-            log.warning("audit trail: the record of scan %s is written now (the disk refused it before)", scan_id)
+            log.info("audit trail: the record of scan %s is written now (the disk refused it before)", scan_id)
         return True
 
     def record_event(self, kind: str, at: datetime, detail: dict[str, Any]) -> None:
@@ -422,7 +420,7 @@ class AuditLog:
     def _wrote(self) -> None:
         """A write went through: a spell of refused writes is over."""
         if self._trouble_said is not None:
-            log.warning(
+            log.info(
                 "audit trail: written again (%d entries were not recorded while the disk refused)", self._unwritten
             )
             self._trouble_said, self._unwritten = None, 0

@@ -90,6 +90,7 @@ class FakeClock:
 
 
 def test_hung_scan_loop_stops_pings(notify_socket, caplog) -> None:
+    caplog.set_level("INFO", logger="deskwatch.system.watchdog")  # the recovery is INFO, the stall ERROR
     clock = FakeClock()
     dog = ProgressWatchdog(Notifier(use_systemd_python=False), clock, stall_after=60)
     publisher_progress = [clock.now]
@@ -123,6 +124,7 @@ def test_hung_scan_loop_stops_pings(notify_socket, caplog) -> None:
     assert dog.tick()
     assert notify_socket.pending() == ["WATCHDOG=1"]
     assert "progress again" in caplog.text
+    assert [r.levelname for r in caplog.records if "progress again" in r.getMessage()] == ["INFO"]
 
 
 def test_stalled_publisher_stops_pings(notify_socket) -> None:

@@ -467,7 +467,7 @@ class Outbox:
                 return self._unsaved_session
             if self._session_trouble:
                 self._session_trouble = False
-                logger.warning("the connection session number is written down again (session %d)", value)
+                logger.info("the connection session number is written down again (session %d)", value)
             self._unsaved_session = 0
             with contextlib.suppress(sqlite3.Error), self._transaction():  # a copy here, in case counters are lost
                 self._raise_counter("session", value)
@@ -668,7 +668,7 @@ class Outbox:
                 self._write_down_losses()
             if not self._space.present and self._space.ensure() and self._short_of_room:
                 self._short_of_room = False
-                logger.warning("the disk has room again: %d KiB are kept for when it is full", self._space.size // 1024)
+                logger.info("the disk has room again: %d KiB are kept for when it is full", self._space.size // 1024)
 
     def _count_loss(self, reason: str, *, events: int, messages: int | None, seq_upto: int | None = None) -> None:
         """Write down a loss in the counters, or keep it in memory while the disk has no room."""
@@ -1155,7 +1155,7 @@ class Outbox:
                 return len(self._acked_unsaved) - before
             if self._ack_trouble:
                 self._ack_trouble = False
-                logger.warning("outbox: delivered messages are deleted again (%d kept until now)", before)
+                logger.info("outbox: delivered messages are deleted again (%d kept until now)", before)
             self._acked_unsaved.clear()
             return max(0, deleted - before)
 

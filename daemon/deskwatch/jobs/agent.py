@@ -128,7 +128,7 @@ class JobAgent:
         self._unsaved.clear()
         if self._disk_trouble:
             self._disk_trouble = False
-            log.warning("job outcomes are written down again")
+            log.info("job outcomes are written down again")
 
     def _say(self, job_id: str, status: str, *, kind: str | None, step: str = "", detail: str = "", **kw: Any) -> None:
         payload = progress_payload(

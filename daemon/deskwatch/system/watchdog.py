@@ -109,7 +109,7 @@ class ProgressWatchdog:
                         extra={"journal": {"DESKWATCH_EVENT": "watchdog_stall", "COMPONENT": name}},
                     )
                 elif was and not now_stalled:
-                    log.warning("%s is making progress again; watchdog pings resume", name)
+                    log.info("%s is making progress again; watchdog pings resume", name)
         if stalled:
             return False
         return bool(self.notifier.watchdog())
