@@ -666,7 +666,8 @@ class Daemon:
             self.cfg.policy.profile,
             self.cfg.schedule.mode,
             self._when(due) if due else "none (no shift ahead)",
-            self.delivery.state(),
+            # the delivery's own line before this one says why it is not connected
+            "connected" if self.delivery.state() == "online" else "not connected",
             "DEGRADED: " + "; ".join(reasons) if reasons else "ready",
             extra={"journal": {"DESKWATCH_EVENT": "started", "DEVICE_ID": self.cfg.device.id}},
         )

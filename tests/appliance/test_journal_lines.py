@@ -251,6 +251,7 @@ def test_a_ready_start_says_so_at_info(write_config: Callable[..., Path], clock:
     (started,) = [r for r in _said(journal, "deskwatch.app") if " started: " in r.getMessage()]
     assert started.levelname == "INFO" and started.getMessage().endswith("; ready"), started.getMessage()
     assert "profile minimal" in started.getMessage() and "next scan " in started.getMessage()
+    assert "; broker connected; " in started.getMessage(), started.getMessage()
 
 
 def test_a_bad_config_under_systemd_is_an_error_in_the_journal_not_info(tmp_path: Path) -> None:
