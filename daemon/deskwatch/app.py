@@ -737,6 +737,15 @@ class Daemon:
         """One scan; whatever goes wrong inside it costs that scan, never the daemon."""
         try:
             self.scanner.scan(trigger)
+        except _disk_errors() as exc:  # the outbox's card refused the scan: its trouble, not a traceback
+            self.scanner.stats.errors += 1
+            log.error(
+                "scan (%s) not queued for delivery: %s; the outbox counts what it lost (health outbox.lost), the "
+                "worker's audit trail has the scan, and the daemon carries on",
+                trigger,
+                _disk_trouble(Path(self.cfg.state_dir), exc),
+                extra={"journal": {"DESKWATCH_EVENT": "scan_failed"}},
+            )
         except Exception:
             self.scanner.stats.errors += 1
             log.exception(

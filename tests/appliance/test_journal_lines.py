@@ -601,3 +601,32 @@ def test_a_fault_that_ends_is_said_at_info_not_as_a_warning(path: str, words: st
         ):
             levels.add(node.func.attr)
     assert levels == {"info"}, (path, words, levels)
+
+
+def test_a_scan_the_outbox_cannot_queue_is_said_as_the_disks_trouble_not_a_traceback(
+    write_config: Callable[..., Path], clock: FakeClock, journal: Journal
+) -> None:
+    """The outbox refused a scan's record (the card full past the room kept for it, or turned
+    read-only: sqlite3 raises 'disk I/O error', as the real outbox does on a read-only ext4):
+    each such scan wrote 'scan (schedule) failed; the daemon carries on' with a full traceback,
+    an expected fault of the card as a bug, and no word of the disk. It is one ERROR line with
+    the disk's trouble and what to do; a bug keeps its traceback."""
+    import sqlite3
+
+    class RefusingOutbox(RecordingDelivery):
+        def send_scan(self, payload: object, events: object = ()) -> list[str]:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    cfg = load_config(write_config())
+    parts = Parts(
+        camera=FakeCamera(frames=bright_frames()),
+        vision=ScriptedVision(),
+        delivery=RefusingOutbox(),
+        notifier=SilentNotifier(),
+    )
+    daemon = Daemon(cfg, clock=clock, parts=parts)
+    daemon._scan("schedule")
+    daemon.audit.close()
+    (said,) = [r for r in journal.records if r.name == "deskwatch.app" and "scan (schedule)" in r.getMessage()]
+    assert said.levelname == "ERROR" and not said.exc_info, (said.getMessage(), bool(said.exc_info))
+    assert "not queued for delivery" in said.getMessage() and "disk I/O error" in said.getMessage(), said.getMessage()
