@@ -447,11 +447,13 @@ class Scanner:
         except Exception as exc:
             self.stats.skipped += 1
             self.unrecordable = f"{type(exc).__name__}: {exc}"
-            log.error(
-                "scan not taken, the camera stays closed: it cannot be recorded in the audit trail (%s)",
-                self.unrecordable,
-                extra={"journal": {"DESKWATCH_EVENT": "scan_unrecordable"}},
-            )
+            what = "scan not taken, the camera stays closed: it cannot be recorded in the audit trail"
+            # a card that refuses writes is said as the trail says it: what is wrong with the disk
+            # and what to do in full once, then this line with the error at each scan
+            if self.on_unrecorded is None or not self.on_unrecorded(what, exc):
+                log.error(
+                    "%s (%s)", what, self.unrecordable, extra={"journal": {"DESKWATCH_EVENT": "scan_unrecordable"}}
+                )
             return False
         if self.unrecordable is not None:
             log.info("the audit trail can be written again: scans go on")

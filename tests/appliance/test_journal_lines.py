@@ -630,3 +630,22 @@ def test_a_scan_the_outbox_cannot_queue_is_said_as_the_disks_trouble_not_a_trace
     (said,) = [r for r in journal.records if r.name == "deskwatch.app" and "scan (schedule)" in r.getMessage()]
     assert said.levelname == "ERROR" and not said.exc_info, (said.getMessage(), bool(said.exc_info))
     assert "not queued for delivery" in said.getMessage() and "disk I/O error" in said.getMessage(), said.getMessage()
+
+
+def test_a_scan_the_trail_cannot_record_says_what_is_wrong_with_the_disk(
+    write_config: Callable[..., Path], clock: FakeClock, journal: Journal, fault_fs: FaultFs
+) -> None:
+    """The card turned read-only: each scheduled scan was refused (rightly: the worker could not
+    see it in their trail) with 'scan not taken, the camera stays closed: it cannot be recorded
+    in the audit trail (OperationalError: disk I/O error)' - SQLite's words, not the disk's
+    trouble or what to do. The first says it in full (read-only, dmesg, fsck or a new card),
+    the ones after it in a line each."""
+    state = fault_fs.ext4_on_tmpfs() / "state"
+    daemon = make_daemon(write_config, clock, extra=f"state_dir: {state}")
+    fault_fs.force_read_only()
+    for _ in range(3):
+        daemon._scan("schedule")
+    lines = [r.getMessage() for r in journal.records if r.getMessage().startswith("scan not taken")]
+    assert len(lines) == 3, lines
+    assert "read-only" in lines[0] and "dmesg" in lines[0], lines[0]
+    assert all("dmesg" not in line for line in lines[1:]), lines
