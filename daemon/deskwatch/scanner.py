@@ -309,7 +309,7 @@ class Scanner:
             delay = self.camera_health.failed(str(error), self.clock.monotonic())
             record.error = f"camera failed: {error}"
             log.error(
-                "camera failed: %s; retrying in %.0f s",
+                "camera failed: %s; tried again at the next scan, not sooner than in %.0f s",
                 error,
                 delay,
                 extra={"journal": {"DESKWATCH_EVENT": "camera_failed", "SCAN_ID": record.scan_id}},

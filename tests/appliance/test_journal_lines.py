@@ -649,3 +649,23 @@ def test_a_scan_the_trail_cannot_record_says_what_is_wrong_with_the_disk(
     assert len(lines) == 3, lines
     assert "read-only" in lines[0] and "dmesg" in lines[0], lines[0]
     assert all("dmesg" not in line for line in lines[1:]), lines
+
+
+def test_a_camera_failure_says_when_it_is_tried_again(
+    write_config: Callable[..., Path], clock: FakeClock, journal: Journal
+) -> None:
+    """'camera failed: cannot open /dev/video0: is the webcam plugged in ...; retrying in 5 s':
+    in the random schedule the next attempt is the next scan, perhaps half an hour later, and an
+    operator who replugged the webcam and watched for 5 s saw nothing happen. The line says
+    that the next scan tries again, and not before when."""
+    from deskwatch.camera import CameraError
+
+    camera = FakeCamera(frames=bright_frames())
+    camera.fail_open = CameraError("cannot open /dev/video0: is the webcam plugged in?")
+    cfg = load_config(write_config())
+    parts = Parts(camera=camera, vision=ScriptedVision(), delivery=RecordingDelivery(), notifier=SilentNotifier())
+    daemon = Daemon(cfg, clock=clock, parts=parts)
+    daemon._scan("schedule")
+    daemon.audit.close()
+    (line,) = [r.getMessage() for r in journal.records if r.getMessage().startswith("camera failed")]
+    assert line.endswith("; tried again at the next scan, not sooner than in 5 s"), line
