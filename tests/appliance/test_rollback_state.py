@@ -249,3 +249,21 @@ def test_the_technicians_selftest_names_a_store_a_newer_version_closed_to_this_o
     assert row.status == FAIL
     assert "newer deskwatch" in row.detail and "format 3" in row.detail and "rolled back" in row.detail
     assert row.remedy.startswith("install the newer version again") and "move it aside" in row.remedy
+
+
+def test_a_message_a_newer_version_queued_ages_out_of_the_outbox_without_stopping_it(tmp_path: Path) -> None:
+    """The newer version's "metrics" message left in the queue for it (above) is subject to the
+    age cap like any other. When it aged out, the cap pass named its kind by this version's
+    ranks (KeyError 'metrics'): every put_event of the next scan failed, and the scan's findings
+    were never queued, for as long as the old slot ran."""
+    load("outbox-newer-compatible.sql", tmp_path / "outbox.sqlite3")
+    later = 1800000000.0 + 21 * 86400.0  # past max_age_days for every row the newer version queued
+    box = Outbox(tmp_path, max_bytes=10_000_000, max_messages=10_000, max_age_days=20, wall_clock=lambda: later)
+    try:
+        assert box.put_event({"schema": "deskwatch.event/1", "event_id": "e-old"})["seq"] == 3
+        assert [json.loads(m.payload)["event_id"] for m in box.pending()] == ["e-old"]
+        assert box.evicted.get("metrics") == 1  # counted like any eviction
+    finally:
+        box.close()
+    _, rows = content(tmp_path / "outbox.sqlite3")
+    assert not any("'metrics'" in r and r.startswith('INSERT INTO "messages"') for r in rows)

@@ -1320,5 +1320,6 @@ def _chunks(items: list[int], n: int) -> Iterable[list[int]]:
 
 
 def _kinds(counts: dict[str, int]) -> str:
-    """``3 evidence, 1 health``: least valuable kind first."""
-    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: EVICTION_RANK[kv[0]]))
+    """``3 evidence, 1 health``: least valuable kind first (a kind a newer version queued, left
+    for it after a rollback and aged out, first of all: this version has no rank for it)."""
+    return ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: EVICTION_RANK.get(kv[0], -1)))
