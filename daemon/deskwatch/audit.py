@@ -141,6 +141,14 @@ WAL_PAGES = 32  # the log is copied into the file at this many pages (128 KB), a
 PRUNE_BATCH = 50
 
 
+def _keep_log_small(db: sqlite3.Connection) -> None:
+    """A few pages a scan: SQLite's default (a copy into the file every 1,000 pages) grew a 4 MB
+    log beside a few hundred KB of rows until the first purge; this keeps it within the room
+    kept for a full disk (RESERVE_BYTES). A setting of the connection: every one the daemon
+    writes with needs it (the one at the start, and a fresh file's after a damaged one)."""
+    db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+
+
 def audit_path(state_dir: str) -> Path:
     return Path(state_dir) / "audit.sqlite3"
 
@@ -205,10 +213,7 @@ class AuditLog:
         # the outbox's copy does; an unreadable file is kept aside until retention removes
         # it (expire_set_aside); pruned rows are overwritten (secure_delete)
         self._db, recovered = open_or_recover(self.path, FORMAT, PROBE, secure_delete=True)
-        # a few pages a scan: SQLite's default (a copy into the file every 1,000 pages) grew a 4 MB
-        # log beside a few hundred KB of rows until the first purge; this keeps it within the room
-        # kept for a full disk (RESERVE_BYTES)
-        self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_PAGES}")
+        _keep_log_small(self._db)
         if recovered is not None:
             self._took_back(*recovered)
 
@@ -308,6 +313,7 @@ class AuditLog:
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db, aside = set_aside(self.path, FORMAT, PROBE, damage)
+            _keep_log_small(self._db)  # the fresh file's connection, as at the start
         self._took_back(aside, damage)
         with self._lock:
             self._db.execute(sql, row)

@@ -387,3 +387,34 @@ def test_the_write_ahead_logs_of_the_small_stores_stay_small(tmp_path: Path) -> 
     finally:
         counters.close()
         audit.close()
+
+
+def test_a_trail_set_aside_while_the_daemon_runs_keeps_its_log_small(tmp_path: Path) -> None:
+    """The trail found damaged by a scan's write (a failing SD card) is set aside and a fresh one
+    opened in its place (AuditLog._write_scan): that fresh connection had SQLite's default log
+    size again (a copy into the file every 1,000 pages), so after it the log grew towards 4 MB
+    beside the 256 KB kept for a full disk, as before d927040, until the daemon was restarted."""
+    import numpy as np
+
+    from deskwatch.audit import WAL_PAGES
+
+    path = tmp_path / "audit.sqlite3"
+    trail = AuditLog(path, keep_days=20)
+    try:
+        trail.record_scan(record("s-0"))
+        other = sqlite3.connect(str(path))  # what is committed goes into the file itself
+        other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        other.close()
+        with open(path, "r+b") as f:  # every page but the header's, as a failing card returns them
+            size = f.seek(0, 2)
+            f.seek(4096)
+            f.write(np.random.default_rng(7).integers(0, 256, size - 4096, dtype=np.uint8).tobytes())
+        trail.record_scan(record("s-1"))  # finds the damage, sets the file aside, writes to a fresh one
+        assert list(tmp_path.glob("audit.sqlite3.corrupt-*"))
+        assert trail._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_PAGES
+        at = datetime(2026, 3, 2, 9, tzinfo=UTC)
+        for n in range(300):
+            trail.record_event("pause", at + timedelta(minutes=n), {"reason": "fetch water", "minutes": 10})
+        assert (tmp_path / "audit.sqlite3-wal").stat().st_size < 300 * 1024
+    finally:
+        trail.close()
