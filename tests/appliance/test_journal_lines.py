@@ -669,3 +669,28 @@ def test_a_camera_failure_says_when_it_is_tried_again(
     daemon.audit.close()
     (line,) = [r.getMessage() for r in journal.records if r.getMessage().startswith("camera failed")]
     assert line.endswith("; tried again at the next scan, not sooner than in 5 s"), line
+
+
+def test_every_job_the_device_rejects_unread_is_said_not_only_the_first(tmp_path: Path, journal: Journal) -> None:
+    """A job document the device cannot open (not JSON, signed by a key it does not hold) is
+    rejected before its job id can be read: job 'unknown'. ed8499b made a repeated
+    (job, status, step) a DEBUG line, meant for an outcome tried again at every turn of the loop,
+    so that after the first such rejection of the day every later one - the real update job the
+    operator is waiting for, refused for a key the device lacks - left no line in the journal."""
+    from deskwatch.jobs.agent import JobAgent
+
+    agent = JobAgent(
+        site="site-a",
+        device_id="desk-1",
+        version="0.2.0",
+        state_dir=tmp_path / "state",
+        publish=lambda payload: None,
+        models_dir=tmp_path / "models",
+        model_check=lambda new_dir, file: None,
+        swap=lambda directory: None,
+        keys_dir=tmp_path / "keys",
+    )
+    agent.handle_notify(b"this is no job")  # in the morning: a test message on the wrong topic
+    agent.handle_notify(b'{"payload": "e30", "signatures": [{"kid": "k-2027", "sig": "AAAA"}]}')  # the update
+    lines = [r.getMessage() for r in _said(journal, "deskwatch.jobs.agent") if r.levelno >= logging.WARNING]
+    assert len(lines) == 2 and all("rejected" in line for line in lines), lines

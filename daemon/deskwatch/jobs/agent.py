@@ -130,14 +130,29 @@ class JobAgent:
             self._disk_trouble = False
             log.info("job outcomes are written down again")
 
-    def _say(self, job_id: str, status: str, *, kind: str | None, step: str = "", detail: str = "", **kw: Any) -> None:
+    def _say(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        kind: str | None,
+        step: str = "",
+        detail: str = "",
+        again: bool = False,
+        **kw: Any,
+    ) -> None:
+        """Log and publish a job's progress. ``again``: an outcome tick() reports until the outbox
+        takes it (at every turn of the loop while the card refuses): said once, then at DEBUG.
+        Nothing else is quietened: a rejection before the job's id can be read is job 'unknown',
+        and each one is a different job the operator must see refused."""
         payload = progress_payload(
             self.site, self.device_id, job_id, status, kind=kind, step=step, detail=detail, version=self.version, **kw
         )
         level = logging.WARNING if status in ("failed", "rejected") else logging.INFO
-        if (job_id, status, step) in self._said:  # tried again after the outbox refused it
-            level = logging.DEBUG
-        self._said.add((job_id, status, step))
+        if again:
+            if (job_id, status, step) in self._said:  # tried again after the outbox refused it
+                level = logging.DEBUG
+            self._said.add((job_id, status, step))
         log.log(
             level,
             "job %s (%s): %s%s%s",
@@ -227,6 +242,7 @@ class JobAgent:
                             step=str(out.get("step", "")),
                             detail=str(out.get("detail", "")),
                             rolled_back=bool(out.get("rolled_back")),
+                            again=True,
                         )
                     except (OSError, sqlite3.Error) as exc:  # the report could not be queued: kept for later
                         self._not_queued(done_id, exc)
@@ -248,6 +264,7 @@ class JobAgent:
                     step="health check" if record["state"] != "failed" else "install",
                     detail=str(record.get("reason", ""))[:500],
                     rolled_back=record["state"] == "rolled_back",
+                    again=True,
                 )
             except (OSError, sqlite3.Error) as exc:
                 self._not_queued(str(job_id), exc)
