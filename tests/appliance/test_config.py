@@ -204,3 +204,17 @@ def test_run_refuses_a_bad_config_with_78_and_no_traceback(tmp_path: Path) -> No
     )
     assert proc.returncode == 78
     assert "schedule.timezone" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_tolerance_raised_before_the_undecided_band_existed_still_loads() -> None:
+    """A config from before identity_unknown_distance (c8a2b65) with identity_tolerance above
+    0.65 - valid then, up to 1.0 - was refused after the update ('0.65 is below
+    identity_tolerance (0.7)'), for a key its author never wrote: the daemon exits 78 and the
+    update's health check rolls it back. Left out, the band starts at 0.65 or at the tolerance
+    where that is larger (no band: every face the worker or somebody else, as before)."""
+    base = "device: {id: d1, site: s1, worker_id: w1}\nmqtt: {host: localhost}\n"
+    cfg = load_config_text(base + "vision: {identity_tolerance: 0.7}\n")
+    assert cfg.vision.unknown_distance == 0.7
+    assert load_config_text(base).vision.unknown_distance == 0.65  # the default band: 0.6 to 0.65
+    cfg = load_config_text(base + "vision: {identity_tolerance: 0.55, identity_unknown_distance: 0.7}\n")
+    assert cfg.vision.unknown_distance == 0.7

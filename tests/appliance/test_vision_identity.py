@@ -179,7 +179,7 @@ def test_no_photo_of_the_worker_is_called_somebody_else(
     from deskwatch.technician.faceid_bench import identity_figures
     from deskwatch.vision.config import VisionConfig
 
-    unknown_distance = VisionConfig().identity_unknown_distance
+    unknown_distance = VisionConfig().unknown_distance
     fig = identity_figures(
         PHOTOS, int8_vision.faces.detect, {backend: embedders[backend]}, None,
         min_face_px=60, tolerance=0.6, unknown_distance=unknown_distance, repeats=1,

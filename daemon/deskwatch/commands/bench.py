@@ -181,7 +181,7 @@ def faceid_figures(cfg: Any, vision: Any, photos: Path) -> dict[str, Any]:
         LivenessChecker(cfg.vision.liveness),
         min_face_px=cfg.vision.identity_min_face_px,
         tolerance=cfg.vision.identity_tolerance,
-        unknown_distance=cfg.vision.identity_unknown_distance,
+        unknown_distance=cfg.vision.unknown_distance,
     )
 
 

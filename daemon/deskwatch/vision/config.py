@@ -120,6 +120,10 @@ class PhoneStageConfig:
                 report("crop_factors", f"{value} is not between 1 and 5 pose scales")
 
 
+# Where a face beyond identity_tolerance becomes somebody else when identity_unknown_distance is left out.
+DEFAULT_UNKNOWN_DISTANCE = 0.65
+
+
 @dataclass(frozen=True)
 class VisionConfig:
     """On-device detectors."""
@@ -213,9 +217,9 @@ class VisionConfig:
         minimum=0.1,
         maximum=1.0,
     )
-    identity_unknown_distance: float = setting(
-        0.65,
-        doc="A face further from the worker's templates than identity_tolerance but not further than this is judged neither way: not the worker, and not somebody else either (no unrecognized_person from it). On the test photos the hardest photo of one person (a beanie, eyes closed, dusk) is 0.60-0.63 from his other photos with both backends; 16 of 643 pairs of different people (tflite) fall between 0.6 and 0.65. Equal to identity_tolerance: every face is one or the other",
+    identity_unknown_distance: float | None = setting(
+        None,
+        doc="A face further from the worker's templates than identity_tolerance but not further than this is judged neither way: not the worker, and not somebody else either (no unrecognized_person from it). On the test photos the hardest photo of one person (a beanie, eyes closed, dusk) is 0.60-0.63 from his other photos with both backends; 16 of 643 pairs of different people (tflite) fall between 0.6 and 0.65. Left empty: 0.65, or identity_tolerance where that is larger (then no face is judged neither way, as before this setting). Equal to identity_tolerance: every face is one or the other",
         minimum=0.1,
         maximum=2.0,
     )
@@ -238,8 +242,16 @@ class VisionConfig:
         maximum=30.0,
     )
 
+    @property
+    def unknown_distance(self) -> float:
+        """Where a face becomes somebody else (identity_unknown_distance, or its default): a config
+        that raised identity_tolerance above the default before this setting existed keeps working."""
+        if self.identity_unknown_distance is not None:
+            return self.identity_unknown_distance
+        return max(DEFAULT_UNKNOWN_DISTANCE, self.identity_tolerance)
+
     def validate(self, report: Report) -> None:
-        if self.identity_unknown_distance < self.identity_tolerance:
+        if self.identity_unknown_distance is not None and self.identity_unknown_distance < self.identity_tolerance:
             report(
                 "identity_unknown_distance",
                 f"{self.identity_unknown_distance} is below identity_tolerance ({self.identity_tolerance}): it must be "

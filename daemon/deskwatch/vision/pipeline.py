@@ -213,7 +213,7 @@ class Vision:
             v.identity_min_face_px,
             v.identity_max_faces,
             v.identity_reuse_seconds,
-            unknown_distance=v.identity_unknown_distance,
+            unknown_distance=v.unknown_distance,
         )
         log.info(
             "identity check on: %d templates for worker %s (backend %s)",
