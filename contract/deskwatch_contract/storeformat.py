@@ -138,8 +138,9 @@ def too_new(path: Path, form: StoreFormat, found: int, compatible_from: int | No
         f"{path} ({form.name}) was written by a newer deskwatch: it is at format {found}, which only code of "
         f"format {need} or later may use, and this deskwatch writes format {form.version}. This happens when an "
         f"update was rolled back to the slot that runs now (`deskwatch update status` says). Nothing in it was "
-        f"changed or deleted. To go on: install the newer version again (send its update job, or run "
-        f"`deskwatch update install BUNDLE` as root), which uses it as it is; or, to run this version and give up "
+        f"changed or deleted. To go on: install the newer version again at the device, `sudo deskwatch update "
+        f"install BUNDLE` (not an update job: jobs reach the device through the daemon, which does not run on this "
+        f"file), which uses it as it is; or, to run this version and give up "
         f"what the newer one kept in it, move it aside as root: {moves} - and start the service again (the "
         f"file moved aside is deleted at retention, like a damaged one)",
         found=found,

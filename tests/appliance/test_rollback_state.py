@@ -267,3 +267,17 @@ def test_a_message_a_newer_version_queued_ages_out_of_the_outbox_without_stoppin
         box.close()
     _, rows = content(tmp_path / "outbox.sqlite3")
     assert not any("'metrics'" in r and r.startswith('INSERT INTO "messages"') for r in rows)
+
+
+def test_the_refusal_of_a_newer_store_offers_no_way_out_the_stopped_daemon_cannot_take(tmp_path: Path) -> None:
+    """The refusal told the technician to 'send its update job' to install the newer version
+    again. Update jobs reach the device through the daemon (jobs/notify on its MQTT connection),
+    and the daemon is what just refused to start on this file (exit 69, and again at every
+    restart): a job sent from the console waits on the broker for ever. The way that works is
+    at the device: the bundle installed as root."""
+    path = load("outbox-newer-incompatible.sql", tmp_path / "outbox.sqlite3")
+    with pytest.raises(StoreTooNew) as refused:
+        Outbox(tmp_path, max_bytes=10_000_000, max_messages=10_000, max_age_days=20)
+    message = str(refused.value)
+    assert "send its update job" not in message and "not an update job" in message, message
+    assert "sudo deskwatch update install BUNDLE" in message and str(path) in message, message
