@@ -967,3 +967,39 @@ def test_a_queue_at_its_cap_says_so_once_an_hour_and_counts_every_eviction(
         box.put("health", "health", {"n": 160}, qos=0)
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(warnings) == 2 and "evicted 60 health in the last" in warnings[1], warnings
+
+
+def test_an_outbox_from_before_the_age_index_opens_on_a_full_card(fault_fs: FaultFs) -> None:
+    """The first start after the update that added messages_by_created (f973353) met an outbox
+    the previous release wrote, without that index. Opening it built the index - a write, which
+    a card full during a long outage refuses - so the daemon, which used to start there and send
+    what it queued (a58b21d: an open at this format writes nothing), stopped at the open. And the
+    caps named the index (INDEXED BY) where it might not be. The queue now opens and works
+    without it; the index is made when the card has room."""
+    state = fault_fs.tmpfs(16) / "state"
+    box = make(state, max_messages=100_000)
+    for n in range(0, 20_000, 1000):  # a long outage: 20,000 small messages queued
+        box.put_many("health", "health", [{"schema": "deskwatch.health/1", "n": i} for i in range(n, n + 1000)])
+    box.close()
+    old = sqlite3.connect(state / "outbox.sqlite3")  # as the previous release left it
+    old.execute("DROP INDEX messages_by_created")
+    old.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    old.close()
+    fault_fs.fill()
+    filler = state.parent / "filler"
+    os.truncate(filler, filler.stat().st_size - 192 * 1024)  # room for the open's -shm, not for the index
+
+    box = make(state, max_messages=100_000)
+    try:
+        assert len(box.pending(limit=100)) == 100
+        assert box.depth == 20_000
+        box.enforce_caps()  # the index still cannot be made: the caps work without it
+    finally:
+        box.close()
+    fault_fs.free()
+    box = make(state, max_messages=100_000)
+    try:
+        assert box._db.execute("SELECT 1 FROM sqlite_master WHERE name = 'messages_by_created'").fetchone()
+        box.enforce_caps()
+    finally:
+        box.close()

@@ -90,6 +90,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import sqlite3
 import threading
 import time
@@ -144,8 +145,6 @@ CREATE TABLE IF NOT EXISTS messages (
     props TEXT                    -- JSON of MQTT 5 user properties, or NULL
 );
 CREATE INDEX IF NOT EXISTS messages_by_rank ON messages (rank, id);
--- the age check at every write reads only what is old (without it: every row, images included)
-CREATE INDEX IF NOT EXISTS messages_by_created ON messages (created);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS damaged (  -- messages taken out of the queue: their stored content was damaged
     id INTEGER PRIMARY KEY,           -- their id in messages
@@ -164,6 +163,16 @@ CREATE TABLE IF NOT EXISTS dropped (  -- events and images that left the queue u
 # Written into the file (see deskwatch_contract.storeformat): a later version that only adds
 # keeps compatible_from, so that this code, rolled back to, goes on with what it queued.
 FORMAT = StoreFormat("outbox", _SCHEMA, version=1, compatible_from=1)
+# The age check at every write reads only what is old through this (without it: every row,
+# images included). Not in the schema: an outbox an earlier release wrote has no such index, and
+# building it is a write, which a card full during a long outage refuses - the open of a file at
+# this format must write nothing (storeformat), or the daemon would not start there to send what
+# it queued. Made after the open when the card lets it (Outbox._make_age_index).
+AGE_INDEX = "messages_by_created"
+_AGE_INDEX_SQL = f"CREATE INDEX IF NOT EXISTS {AGE_INDEX} ON messages (created)"
+# Free room asked for before the index is built: its pages twice (file and log) with room to spare.
+AGE_INDEX_ROOM_BYTES = 1 << 20
+AGE_INDEX_ROW_BYTES = 64
 # At most one WARNING about cap evictions this often (each one is counted in health all the same).
 CAP_WARNING_SECONDS = 3600.0
 # How many damaged messages are kept for inspection (the newest, none past retention).
@@ -242,12 +251,14 @@ class Outbox:
         self._space = SpaceReserve(self.path.with_name(RESERVE_NAME), disk_reserve_bytes)
         self._db, recovered = open_or_recover(self.path, FORMAT, _PROBE, now=wall_clock(), secure_delete=True)
         self._keep_wal_within_reserve()
+        self._age_index = False  # made once the totals are known (_make_age_index)
         try:
             self.counters = DeviceCounters(self.path.parent, wall_clock=wall_clock)
         except BaseException:
             self._db.close()
             raise
         self._reload_totals()
+        self._make_age_index()
         if recovered is not None:  # e.g. a failing SD card: keep the file, take back what can be read
             self._recover_from(*recovered)
         self.counters.adopt(seq=self._counter("seq"), session=self._counter("session"))
@@ -276,6 +287,33 @@ class Outbox:
         after a few minutes of scans. At most this much then: the room covers it with room to spare."""
         pages = max(16, self._space.size // 2 // int(self._db.execute("PRAGMA page_size").fetchone()[0]))
         self._db.execute(f"PRAGMA wal_autocheckpoint={pages}")
+
+    def _make_age_index(self) -> None:
+        """Make :data:`AGE_INDEX` if it is not there (an outbox of an earlier release): outside any
+        transaction, and a card that refuses it (full, read-only) leaves the caps to read without
+        it until a later pass (:meth:`enforce_caps`) can make it."""
+        if self._age_index:
+            return
+        if self._db.execute("SELECT 1 FROM sqlite_master WHERE type = 'index' AND name = ?", (AGE_INDEX,)).fetchone():
+            self._age_index = True
+            return
+        # tried only with room for it and its log to spare: a build the card stops half way leaves
+        # its log at the size it reached, and that room is what the next writes needed
+        need = AGE_INDEX_ROOM_BYTES + AGE_INDEX_ROW_BYTES * self._count
+        try:
+            free = shutil.disk_usage(self.path.parent).free
+        except OSError:
+            free = 0
+        if free < need:
+            logger.debug("outbox index %s not made yet: %d KiB free, %d KiB needed", AGE_INDEX, free >> 10, need >> 10)
+            return
+        try:
+            self._db.execute(_AGE_INDEX_SQL)
+        except sqlite3.OperationalError as exc:
+            truncate_wal(self._db)
+            logger.debug("outbox index %s not made yet: %s", AGE_INDEX, exc)
+            return
+        self._age_index = True
 
     def _recover_from(self, aside: Path, why: str) -> None:
         """The file was unreadable and moved to ``aside``: queue again what can be read, count the rest."""
@@ -368,7 +406,9 @@ class Outbox:
             self._acked_unsaved.clear()  # ids of the old file: the fresh one numbers its rows anew
             self._db = open_schema(self.path, FORMAT, _PROBE, secure_delete=True)
             self._keep_wal_within_reserve()
+            self._age_index = False
             self._reload_totals()
+            self._make_age_index()
             self._recover_from(aside, why)
             row = self._db.execute("SELECT COALESCE(MAX(id), 0) FROM messages").fetchone()
             self._replay_upto = int(row[0])
@@ -813,6 +853,7 @@ class Outbox:
         On a full disk SQLite cannot even delete: the room kept for that is given back first
         (:meth:`_disk_full`), so that evidence past retention goes when it is due, full or not."""
         with self._lock:
+            self._make_age_index()
             try:
                 evicted = self._apply_caps()
             except sqlite3.OperationalError as exc:
@@ -856,7 +897,7 @@ class Outbox:
         # rows older than the later of the two limits, of which evidence goes at its own.
         oldest_kept, evidence_kept = now - self.max_age_s, now - self.evidence_max_age_s
         aged = self._db.execute(
-            "SELECT id, kind, bytes, event_id FROM messages INDEXED BY messages_by_created "
+            f"SELECT id, kind, bytes, event_id FROM messages {f'INDEXED BY {AGE_INDEX} ' if self._age_index else ''}"
             "WHERE created < ? AND (created < ? OR kind = 'evidence') ORDER BY id",
             (max(oldest_kept, evidence_kept), oldest_kept),
         ).fetchall()
