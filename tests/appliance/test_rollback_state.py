@@ -281,3 +281,19 @@ def test_the_refusal_of_a_newer_store_offers_no_way_out_the_stopped_daemon_canno
     message = str(refused.value)
     assert "send its update job" not in message and "not an update job" in message, message
     assert "sudo deskwatch update install BUNDLE" in message and str(path) in message, message
+
+
+def test_the_selftest_names_a_closed_store_on_a_full_card_too(
+    tmp_path: Path, write_config: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """check_disk worked out the 'state' rows (ab873e2) and then returned the disk's FAIL
+    alone when the card had under 100 MB free: a technician at a device both rolled back and
+    short of room was told to use a larger card, and not why the daemon refuses to start."""
+    from deskwatch.config import load_config
+    from deskwatch.technician import selftest
+
+    config = write_config()
+    load("outbox-newer-incompatible.sql", tmp_path / "state" / "outbox.sqlite3")
+    monkeypatch.setattr(selftest, "MIN_FREE_BYTES", 1 << 62)  # more than any card has free
+    rows = selftest.check_disk(selftest.SelftestRun(load_config(config), str(config)))
+    assert [(r.name, r.status) for r in rows] == [("disk", selftest.FAIL), ("state", selftest.FAIL)]

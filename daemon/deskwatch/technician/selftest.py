@@ -109,7 +109,10 @@ def check_disk(run: SelftestRun) -> list[CheckResult]:
     detail = f"{free_mb:.0f} MB free on {probe} (outbox cap {run.cfg.outbox.max_bytes / 1024**2:.0f} MB)"
     state = check_state_formats(path)
     if usage.free < MIN_FREE_BYTES:
-        return [CheckResult("disk", FAIL, detail, "free space: the outbox cannot hold an outage; use a larger card")]
+        return [
+            CheckResult("disk", FAIL, detail, "free space: the outbox cannot hold an outage; use a larger card"),
+            *state,
+        ]
     if usage.free < need:
         return [
             CheckResult("disk", WARN, detail, "less than twice the outbox cap is free: lower outbox.max_bytes"),
