@@ -1003,3 +1003,32 @@ def test_an_outbox_from_before_the_age_index_opens_on_a_full_card(fault_fs: Faul
         box.enforce_caps()
     finally:
         box.close()
+
+
+def test_the_first_events_the_cap_evicts_are_said_at_once_not_an_hour_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """dd9437f said cap evictions once an hour. The first line of an outage names health
+    messages, which go first and matter little; when the queue then ran out of them and began
+    evicting the worker's findings (events: gone for good, a gap in seq) that was a DEBUG line
+    until the hour was up. A kind the caps had not evicted since the last line is said at once."""
+    import logging
+
+    wall = WallClock()
+    box = Outbox(tmp_path, max_bytes=10_000_000, max_messages=5, max_age_days=20, wall_clock=wall)
+    with caplog.at_level(logging.DEBUG, logger="deskwatch.delivery.outbox"):
+        for n in range(6):  # the sixth evicts a health message: the first line
+            box.put("health", "health", {"n": n}, qos=0)
+            wall.t += 60
+        for n in range(8):  # five events push the health messages out; the next ones evict events
+            box.put_event(event(n))
+            wall.t += 60
+        for n in range(3):  # more health: evicts that health again, already said
+            box.put("health", "health", {"n": 100 + n}, qos=0)
+            wall.t += 60
+    warnings = [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "cap reached" in r.getMessage()
+    ]
+    assert box.evicted["event"] == 3
+    assert len(warnings) == 2, warnings
+    assert "evicted 1 health" in warnings[0] and "1 event" in warnings[1], warnings

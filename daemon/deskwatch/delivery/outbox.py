@@ -242,8 +242,10 @@ class Outbox:
         self._not_set_aside: set[int] = set()  # damaged rows that could not be taken out yet (said once)
         self._unrecorded: list[_UnrecordedLoss] = []
         self._short_of_room = False  # a write failed for lack of room, and the room kept for it is used
-        self._cap_said_at: float | None = None  # monotonic time of the last cap-eviction WARNING
+        self._cap_said_at: float | None = None  # monotonic start of the hour of cap-eviction WARNINGs
         self._cap_unsaid: dict[str, int] = {}  # evicted since then, said at DEBUG only
+        self._cap_line_at: float | None = None  # monotonic time of the last cap-eviction WARNING of any kind
+        self._cap_said_kinds: set[str] = set()  # the kinds evicted since that WARNING (a new one is said at once)
         self._unsaved_session = 0  # the last session number the disk could not take (0: none)
         self._session_trouble = False  # said once per spell
         self._acked_unsaved: set[int] = set()  # delivered, but the disk could not take the delete
@@ -921,14 +923,19 @@ class Outbox:
         """A WARNING for what the caps evicted, at most one every :data:`CAP_WARNING_SECONDS`
         (with what went since the last one): at the cap, every health message and scan queued
         evicts one older message, and a long outage wrote a line for each (1,440 a day from
-        health alone). The others are DEBUG lines; every eviction is counted (health)."""
+        health alone). A kind not evicted since the hour began is said at once (the events that
+        go once the health messages are gone). The others are DEBUG lines; every eviction is
+        counted (health)."""
         for kind, n in evicted.items():
             self._cap_unsaid[kind] = self._cap_unsaid.get(kind, 0) + n
         now = self._mono()
-        if self._cap_said_at is not None and now - self._cap_said_at < CAP_WARNING_SECONDS:
+        # within the hour, only a kind not evicted since the last line is news: the health messages
+        # that go first matter little, the worker's findings going after them are lost for good
+        new_kind = not set(evicted) <= self._cap_said_kinds
+        if self._cap_said_at is not None and now - self._cap_said_at < CAP_WARNING_SECONDS and not new_kind:
             logger.debug("outbox cap reached: evicted %s", _kinds(evicted))
             return
-        since = "" if self._cap_said_at is None else f" in the last {(now - self._cap_said_at) / 60:.0f} min"
+        since = "" if self._cap_line_at is None else f" in the last {(now - self._cap_line_at) / 60:.0f} min"
         logger.warning(
             "outbox cap reached (%d messages, %d bytes queued): evicted %s%s (the oldest of the least valuable "
             "kind first); totals %s",
@@ -939,8 +946,10 @@ class Outbox:
             self.evicted,
             extra={"journal": {"OUTBOX_EVICTED": sum(self._cap_unsaid.values())}},
         )
-        self._cap_said_at = now
-        self._cap_unsaid = {}
+        if self._cap_said_at is None or now - self._cap_said_at >= CAP_WARNING_SECONDS:
+            self._cap_said_at, self._cap_said_kinds = now, set()  # a new hour (a new kind keeps its count)
+        self._cap_said_kinds |= set(self._cap_unsaid)
+        self._cap_line_at, self._cap_unsaid = now, {}
 
     def _evict(self, row: tuple[int, str, int, str | None], evicted: dict[str, int]) -> None:
         row_id, kind, size, event_id = row
