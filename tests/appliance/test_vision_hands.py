@@ -263,7 +263,9 @@ def test_the_pose_model_is_let_go_while_hands_are_looked_for_and_comes_back_for_
     from deskwatch.domain import Box, Detection, Frame
     from deskwatch.vision.pipeline import POSE_MODEL
 
-    person = _photo(labelled_photos, "phone_hand_01.jpg")  # a phone held in both hands: the pose finds them
+    # a phone held in a hand, and faces: the pose finds the hand (without a face the hand models
+    # would be asked to vouch for it, the pose let go for them: Vision.somebody_holds)
+    person = _photo(labelled_photos, "phone_03.jpg")
     empty = next(p.image for p in labelled_photos if p.category == "empty")
     before = int8_vision.analyze(Frame(person, NOW, 0))
     assert POSE_MODEL in int8_vision.store._models and "phones" in before.timings_ms
@@ -379,3 +381,20 @@ def test_models_loaded_again_after_an_empty_desk_say_so_once_at_info(
     assert sorted(info) == sorted(set(loads))  # each model once at INFO
     assert {PALM_MODEL, HAND_MODEL, "pose_landmark_full_pruned.tflite"} <= set(info)
     assert len(loads) - len(info) >= 6  # the swaps are still there (twice each), at DEBUG
+
+
+def test_a_phone_in_hand_with_no_face_in_view_is_vouched_for_by_the_hand_models_without_holding_both(
+    int8_vision: Any, labelled_photos: list[Photo]
+) -> None:
+    """A phone held in both hands with no face in the picture (phone_hand_01): the hand models
+    confirm a hand, so the phone stays in hand; the pose model was let go for them (the two are
+    never held together) and comes back for the next frame with the same verdict."""
+    from deskwatch.domain import Frame
+    from deskwatch.vision.pipeline import POSE_MODEL
+
+    person = _photo(labelled_photos, "phone_hand_01.jpg")
+    first = int8_vision.analyze(Frame(person, NOW, 0))
+    assert first.faces == [] and [d.behaviour for d in first.labelled("cell phone")] == ["in_hand"]
+    assert POSE_MODEL not in int8_vision.store._models and int8_vision.hands._held  # let go for the hands
+    second = int8_vision.analyze(Frame(person, NOW, 1))
+    assert [d.to_json() for d in second.detections] == [d.to_json() for d in first.detections]
